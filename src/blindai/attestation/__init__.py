@@ -1,0 +1,96 @@
+"""Remote attestation: verify TEE evidence and return typed, verified claims.
+
+One verifier per evidence kind, one protocol: ``verify(evidence, policy, *, now,
+endorsements)`` checks authenticity first (signatures, chains to a pinned vendor root,
+collateral), then the policy, and returns :class:`VerifiedClaims` or raises a
+:class:`~blindai.errors.VerificationError` subclass. Nothing here touches the network unless a
+fetcher is passed in.
+
+Example::
+
+    from datetime import datetime, timezone
+    from blindai.attestation import EvidenceKind, Policy, verify
+
+    policy = Policy.from_file("policy.toml")
+    claims = verify(EvidenceKind.SEV_SNP, report, policy,
+                    now=datetime.now(timezone.utc), endorsements=Endorsements(certificates=certs))
+    print(claims.measurement.hex())
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from blindai.attestation.binding import check_binding, expected_report_data
+from blindai.attestation.claims import EvidenceKind, VerifiedClaims
+from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.policy import KindPolicy, Policy
+from blindai.errors import ConfigurationError
+
+__all__ = [
+    "Endorsements",
+    "EvidenceKind",
+    "KindPolicy",
+    "Policy",
+    "VerifiedClaims",
+    "Verifier",
+    "check_binding",
+    "expected_report_data",
+    "verifier_for",
+    "verify",
+]
+
+
+class Verifier(Protocol):
+    """What every verifier provides."""
+
+    kind: EvidenceKind
+
+    def verify(
+        self,
+        evidence: bytes,
+        policy: Any,
+        *,
+        now: datetime,
+        endorsements: Endorsements | None = None,
+    ) -> VerifiedClaims:
+        """Authenticity, then policy; return the verified claims or raise."""
+        ...
+
+
+def verifier_for(kind: EvidenceKind) -> Verifier:
+    """The verifier for ``kind``, trusting only the embedded (pinned) vendor roots."""
+    if kind is EvidenceKind.SGX:
+        from blindai.attestation.sgx import SgxVerifier
+
+        return SgxVerifier.with_embedded_roots()
+    if kind is EvidenceKind.TDX:
+        from blindai.attestation.tdx import TdxVerifier
+
+        return TdxVerifier.with_embedded_roots()
+    if kind is EvidenceKind.SEV_SNP:
+        from blindai.attestation.snp import SnpVerifier
+
+        return SnpVerifier.with_embedded_roots()
+    if kind is EvidenceKind.NITRO:
+        from blindai.attestation.nitro import NitroVerifier
+
+        return NitroVerifier.with_embedded_roots()
+    raise ConfigurationError(
+        "simulated evidence is verified only by UnsafeSimulationVerifier, by explicit opt-in"
+    )
+
+
+def verify(
+    kind: EvidenceKind,
+    evidence: bytes,
+    policy: Policy,
+    *,
+    now: datetime,
+    endorsements: Endorsements | None = None,
+) -> VerifiedClaims:
+    """Verify ``evidence`` of ``kind`` against the matching section of ``policy``."""
+    return verifier_for(kind).verify(
+        evidence, policy.for_kind(kind), now=now, endorsements=endorsements
+    )
