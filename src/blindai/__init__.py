@@ -4,10 +4,33 @@ Example::
 
     import blindai
     with blindai.connect("localhost", simulation_mode=True) as conn:
-        model = conn.upload_model("model.onnx")
-        print(conn.predict(model.model_id, {"input": x}))
+        model = conn.upload_model("model.onnx", model_name="clf")
+        print(conn.predict("clf", {"input": x}))
 """
 
 from __future__ import annotations
 
 __version__ = "1.0.0a1"
+
+from blindai.attestation.simulation import SimulationModeWarning  # noqa: E402
+from blindai.client import (  # noqa: E402
+    Connection,
+    DatumType,
+    ModelDatumType,
+    RunModelResponse,
+    Tensor,
+    UploadModelResponse,
+    connect,
+)
+
+__all__ = [
+    "Connection",
+    "DatumType",
+    "ModelDatumType",
+    "RunModelResponse",
+    "SimulationModeWarning",
+    "Tensor",
+    "UploadModelResponse",
+    "__version__",
+    "connect",
+]

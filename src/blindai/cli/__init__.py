@@ -1,0 +1,63 @@
+"""The ``blindai`` command: a thin layer over the public API.
+
+Every error ends in one readable line on stderr and a non-zero exit; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+from blindai.cli._commands import add_client_commands, add_serve_command
+from blindai.errors import BlindAIError, ConfigurationError, EvidenceError, VerificationError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blindai",
+        description="BlindAI: confidential inference. Serve ONNX models from a TEE; upload and "
+        "run them after verifying the server by remote attestation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_command(sub)
+    add_client_commands(sub)
+    try:
+        from blindai.cli._attest import add_attest_command
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        add_attest_command(sub)
+    return parser
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning  # one line, no source excerpt
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigurationError, EvidenceError) as exc:
+        print(exc.diagnostics(), file=sys.stderr)
+        return 2
+    except VerificationError as exc:
+        print(exc.diagnostics(), file=sys.stderr)
+        return 1
+    except BlindAIError as exc:
+        print(exc.diagnostics(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,170 @@
+"""serve, upload, run and delete."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blindai.errors import ConfigurationError
+
+__all__ = ["add_client_commands", "add_serve_command", "connect_from_args"]
+
+_TEES = ["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
+
+
+def add_serve_command(sub: Any) -> None:
+    """``blindai serve``."""
+    p = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 "
+        "attested inference, 9925 attested model management. Without TEE hardware, "
+        "--simulation is required (it protects nothing).",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--unattested-port", type=int, default=9923)
+    p.add_argument("--attested-port", type=int, default=9924)
+    p.add_argument("--management-port", type=int, default=9925)
+    p.add_argument("--tee", choices=_TEES, default="auto",
+                   help="evidence source (default auto: probe the TEE devices, never simulate)")
+    p.add_argument("--simulation", action="store_true",
+                   help="run without a TEE: UNSAFE, for development only")
+    p.add_argument("--max-model-bytes", type=int, default=None, help="largest model accepted")
+    p.add_argument("--max-request-bytes", type=int, default=None, help="largest /run body")
+    p.add_argument("--pccs-url", default=None, help="PCCS/PCS base URL for SGX collateral")
+    p.add_argument("--log-level", default="info", help="logging level (default info)")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from blindai.server import ServerSettings, serve
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    if args.simulation and args.tee not in ("auto", "simulation"):
+        raise ConfigurationError(f"--simulation contradicts --tee {args.tee}")
+    fields: dict[str, Any] = {
+        "host": args.host, "unattested_port": args.unattested_port,
+        "attested_port": args.attested_port, "management_port": args.management_port,
+        "tee": "simulation" if args.simulation else args.tee, "simulation": args.simulation,
+        "pccs_url": args.pccs_url, "log_level": args.log_level,
+    }
+    if args.max_model_bytes is not None:
+        fields["max_model_bytes"] = args.max_model_bytes
+    if args.max_request_bytes is not None:
+        fields["max_request_bytes"] = args.max_request_bytes
+    try:
+        settings = ServerSettings(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigurationError(f"{first['loc'][0]}: {first['msg']}") from None
+    serve(settings)
+    return 0
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="localhost", help="server address (default localhost)")
+    p.add_argument("--unattested-port", type=int, default=9923)
+    p.add_argument("--attested-port", type=int, default=9924)
+    p.add_argument("--management-port", type=int, default=9925)
+    p.add_argument("--policy", type=Path, default=None,
+                   help="TOML attestation policy (required outside simulation)")
+    p.add_argument("--simulation", action="store_true",
+                   help="accept a simulation server: UNSAFE, protects nothing")
+
+
+def connect_from_args(args: argparse.Namespace) -> Any:
+    """Open an attested connection from the common flags."""
+    from blindai.client import connect
+
+    return connect(
+        args.host,
+        unattested_server_port=args.unattested_port,
+        attested_server_port=args.attested_port,
+        model_management_port=args.management_port,
+        hazmat_manifest_path=args.policy,
+        simulation_mode=args.simulation,
+    )
+
+
+def add_client_commands(sub: Any) -> None:
+    """``blindai upload | run | delete``."""
+    p = sub.add_parser("upload", help="upload an ONNX model",
+                       description="Verify the server, then upload an ONNX model; prints its id "
+                       "and SHA-256.")
+    p.add_argument("model", type=Path, help="the .onnx file")
+    p.add_argument("--name", default=None, help="a name to run the model by")
+    p.add_argument("--no-optimize", action="store_true", help="disable graph optimisations")
+    _connection_args(p)
+    p.set_defaults(func=_upload)
+
+    p = sub.add_parser("run", help="run a model on .npy inputs",
+                       description="Verify the server, run a model on inputs from .npy files, "
+                       "and save each output as OUTPUT_NAME.npy (values are never printed).")
+    p.add_argument("model", help="model id or name")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input by name (repeat for several); FILE.npy alone for position")
+    p.add_argument("--output-dir", type=Path, default=Path("."),
+                   help="where to write outputs (default: current directory)")
+    _connection_args(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("delete", help="delete a model", description="Delete a model by id.")
+    p.add_argument("model_id")
+    _connection_args(p)
+    p.set_defaults(func=_delete)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    if not args.model.is_file():
+        raise ConfigurationError(f"no such model file: {args.model}")
+    with connect_from_args(args) as conn:
+        reply = conn.upload_model(args.model, model_name=args.name, optimize=not args.no_optimize)
+    print(f"model_id {reply.model_id}")
+    print(f"sha256   {reply.hash.hex()}")
+    return 0
+
+
+def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
+    if not specs:
+        raise ConfigurationError("give at least one --input NAME=FILE.npy")
+    named: dict[str, np.ndarray] = {}
+    positional: list[np.ndarray] = []
+    for spec in specs:
+        name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        try:
+            array = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
+        if sep:
+            named[name] = array
+        else:
+            positional.append(array)
+    if named and positional:
+        raise ConfigurationError("give every --input by name, or none")
+    return named or positional
+
+
+def _run(args: argparse.Namespace) -> int:
+    inputs = _load_inputs(args.input)
+    with connect_from_args(args) as conn:
+        outputs = conn.predict(args.model, inputs)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for name, array in outputs.items():
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
+        path = args.output_dir / f"{safe}.npy"
+        np.save(path, array)
+        print(f"{name}: {array.dtype} {list(array.shape)} -> {path}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with connect_from_args(args) as conn:
+        conn.delete_model(args.model_id)
+    print(f"deleted {args.model_id}")
+    return 0

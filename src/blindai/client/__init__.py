@@ -1,0 +1,27 @@
+"""The BlindAI client: verify the server by remote attestation, then send data over TLS.
+
+Example::
+
+    import blindai
+    with blindai.connect("localhost", simulation_mode=True) as conn:
+        model = conn.upload_model("model.onnx", model_name="clf")
+        outputs = conn.predict("clf", {"input": x})
+"""
+
+from __future__ import annotations
+
+from blindai.client._tensors import Tensor
+from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
+from blindai.client.legacy import BlindAiClient, ModelDatumType
+from blindai.protocol.messages import DatumType
+
+__all__ = [
+    "BlindAiClient",
+    "Connection",
+    "DatumType",
+    "ModelDatumType",
+    "RunModelResponse",
+    "Tensor",
+    "UploadModelResponse",
+    "connect",
+]

@@ -1,0 +1,169 @@
+"""The connect-time flow: fetch certificate and evidence, verify, check the binding.
+
+Nothing is sent to the attested ports before this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import cbor2
+
+from blindai.attestation import simulation
+from blindai.attestation.binding import check_binding
+from blindai.attestation.claims import EvidenceKind, VerifiedClaims
+from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.policy import Policy
+from blindai.client._transport import HttpResponse, PlainTransport
+from blindai.errors import (
+    BlindAIError,
+    ConfigurationError,
+    EvidenceError,
+    ProtocolError,
+    ServerError,
+    VerificationError,
+)
+
+__all__ = ["Attested", "attest_server"]
+
+_log = logging.getLogger("blindai.client")
+
+
+@dataclass(frozen=True)
+class Attested:
+    """The outcome of attestation: the certificate to pin and the verified claims."""
+
+    cert_der: bytes
+    claims: VerifiedClaims
+    server_info: dict[str, Any]
+
+
+def _get(plain: PlainTransport, path: str, *, optional: bool = False) -> HttpResponse | None:
+    try:
+        resp = plain.request("GET", path)
+    except OSError as exc:
+        raise ServerError(
+            f"cannot reach the unattested port {plain.host}:{plain.port}: {exc}", status_code=0
+        ) from exc
+    if resp.status == 404 and optional:
+        return None
+    if not 200 <= resp.status < 300:
+        raise ServerError(f"GET {path} on the unattested port answered {resp.status}",
+                          status_code=resp.status)
+    return resp
+
+
+def _cbor(resp: HttpResponse, what: str) -> Any:
+    try:
+        return cbor2.loads(resp.body)
+    except Exception as exc:
+        raise ProtocolError(f"{what} is not valid CBOR") from exc
+
+
+def _bytes(resp: HttpResponse, what: str) -> bytes:
+    value = _cbor(resp, what)
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"{what} must be a CBOR byte string")
+    return value
+
+
+def _kind(info: dict[str, Any], evidence: bytes) -> EvidenceKind:
+    if evidence.startswith(simulation.MAGIC):
+        return EvidenceKind.SIMULATION
+    tee = info.get("tee")
+    try:
+        return EvidenceKind(tee)
+    except ValueError:
+        pass
+    if len(evidence) >= 8 and evidence[4:8] == b"\x81\x00\x00\x00":
+        return EvidenceKind.TDX
+    if len(evidence) >= 8 and int.from_bytes(evidence[4:8], "little") == 0:
+        return EvidenceKind.SGX
+    raise EvidenceError("cannot tell which kind of evidence the server sent")
+
+
+def _endorsements(plain: PlainTransport, kind: EvidenceKind) -> Endorsements:
+    resp = _get(plain, "/endorsements", optional=True)
+    found = Endorsements()
+    if resp is not None:
+        body = _cbor(resp, "endorsements")
+        if isinstance(body, dict):
+            certs = tuple(c for c in body.get("certificates") or () if isinstance(c, bytes))
+            coll = body.get("collateral")
+            found = Endorsements(coll if isinstance(coll, bytes) else None, certs)
+    if found.collateral is None and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
+        coll_resp = _get(plain, "/collateral", optional=True)
+        if coll_resp is not None:
+            from blindai.attestation._dcap import collateral_from_blindai_map
+
+            found = Endorsements(
+                collateral_from_blindai_map(_cbor(coll_resp, "collateral")),
+                found.certificates,
+            )
+    return found
+
+
+def attest_server(
+    plain: PlainTransport,
+    *,
+    simulation_mode: bool,
+    policy: Policy | None,
+    now: datetime | None = None,
+) -> Attested:
+    """Fetch, verify and bind; raise a typed error on any refusal."""
+    cert_resp = _get(plain, "/")
+    assert cert_resp is not None
+    mock = "mock" in cert_resp.headers.get("server", "").lower()
+    if mock and not simulation_mode:
+        raise VerificationError(
+            "the server runs in SIMULATION mode (no TEE; its Server header says mock): refusing. "
+            "Pass simulation_mode=True only for development."
+        )
+    cert_der = _bytes(cert_resp, "certificate")
+    info_resp = _get(plain, "/info", optional=True)
+    info = _cbor(info_resp, "info") if info_resp is not None else {}
+    info = info if isinstance(info, dict) else {}
+    quote = _get(plain, "/quote")
+    assert quote is not None
+    evidence = _bytes(quote, "evidence")
+    when = now or datetime.now(timezone.utc)
+    kind = _kind(info, evidence)
+    if simulation_mode:
+        claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
+    else:
+        claims = _verify_real(plain, kind, evidence, policy, when)
+    check_binding(cert_der, report_data=claims.report_data,
+                  public_key=getattr(claims, "public_key", None))
+    return Attested(cert_der, claims, info)
+
+
+def _verify_real(
+    plain: PlainTransport, kind: EvidenceKind, evidence: bytes, policy: Policy | None,
+    when: datetime,
+) -> VerifiedClaims:
+    if kind is EvidenceKind.SIMULATION:
+        raise VerificationError(
+            "the server sent SIMULATED evidence (no TEE): refusing outside simulation mode"
+        )
+    if policy is None:
+        raise ConfigurationError(
+            "outside simulation mode a policy is required: pass hazmat_manifest_path= a TOML "
+            "policy file naming the expected measurement"
+        )
+    from blindai.attestation import verify
+
+    try:
+        return verify(kind, evidence, policy, now=when, endorsements=_endorsements(plain, kind))
+    except ImportError as exc:
+        raise VerificationError(f"no verifier is available for {kind.value} evidence") from exc
+    except BlindAIError:
+        raise
+
+
+def warn_simulation() -> None:
+    """Warn loudly that this connection is not confidential."""
+    warnings.warn(simulation.WARNING, simulation.SimulationModeWarning, stacklevel=3)

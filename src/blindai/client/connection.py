@@ -1,0 +1,216 @@
+"""Connection: upload, run, predict and delete over the attested channel."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import numpy as np
+from tqdm import tqdm
+
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.policy import Policy
+from blindai.client._attest import attest_server
+from blindai.client._tensors import Tensor, to_wire_tensors
+from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
+from blindai.errors import (
+    ConfigurationError,
+    InferenceFailed,
+    ModelNotFound,
+    ModelNotReady,
+    ProtocolError,
+    ServerError,
+)
+from blindai.protocol import codec
+
+__all__ = ["Connection", "RunModelResponse", "UploadModelResponse", "connect"]
+
+PROGRESS_MIN_BYTES = 8 << 20
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadModelResponse:
+    """The id the server gave the model, and the SHA-256 of its bytes."""
+
+    model_id: str
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class RunModelResponse:
+    """Outputs of a run, in the model's output order."""
+
+    output: list[Tensor]
+
+
+def _raise_for(resp: HttpResponse, what: str) -> None:
+    if 200 <= resp.status < 300:
+        return
+    try:
+        msg = cbor2.loads(resp.body)
+    except Exception:
+        msg = None
+    text = msg if isinstance(msg, str) else resp.body[:200].decode("utf-8", "replace")
+    cls: type[ServerError] = ServerError
+    if resp.status == 404:
+        cls = ModelNotFound
+    elif resp.status == 503:
+        cls = ModelNotReady
+    elif resp.status in (400, 413, 422):
+        cls = InferenceFailed
+    raise cls(f"{what}: {text}", status_code=resp.status)
+
+
+def _model_bytes(model: Any) -> bytes:
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model)
+    if isinstance(model, str | os.PathLike):
+        try:
+            return Path(model).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read model {model}: {exc.strerror}") from exc
+    if hasattr(model, "SerializeToString"):  # an onnx ModelProto
+        return model.SerializeToString()  # type: ignore[no-any-return]
+    raise ConfigurationError(f"unsupported model type {type(model).__name__}")
+
+
+def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
+    view = memoryview(body)
+    with tqdm(total=len(body), unit="B", unit_scale=True, desc="upload",
+              disable=not progress or None, leave=False) as bar:
+        for i in range(0, len(body), _CHUNK):
+            piece = view[i : i + _CHUNK]
+            yield bytes(piece)
+            bar.update(len(piece))
+
+
+class Connection:
+    """An attested connection to a BlindAI server. Use as a context manager or close()."""
+
+    def __init__(
+        self,
+        attested: PinnedTlsTransport,
+        management: PinnedTlsTransport,
+        claims: VerifiedClaims,
+        server_info: dict[str, Any],
+        attestation_seconds: float,
+    ) -> None:
+        self._attested = attested
+        self._management = management
+        self.claims = claims
+        """The verified claims of the server's evidence."""
+        self.server_info = server_info
+        """The server's ``/info`` (empty for servers without that extension)."""
+        self.attestation_seconds = attestation_seconds
+        """Wall time spent fetching and verifying evidence in connect()."""
+
+    def upload_model(
+        self, model: Any, model_name: str | None = None, optimize: bool = True
+    ) -> UploadModelResponse:
+        """Upload an ONNX model (path, bytes or ModelProto); returns its id and hash."""
+        data = _model_bytes(model)
+        body = codec.dumps(
+            {"model": data, "length": len(data), "model_name": model_name, "optimize": optimize}
+        )
+        headers = {"Content-Length": str(len(body))}
+        big = len(body) >= PROGRESS_MIN_BYTES
+        payload: Any = (lambda: _chunks(body, True)) if big else body
+        resp = self._management.request("POST", "/upload", payload, headers)
+        _raise_for(resp, "upload")
+        reply = codec.decode_map(resp.body, what="upload reply")
+        model_id, digest = reply.get("model_id"), reply.get("hash")
+        if not isinstance(model_id, str) or not isinstance(digest, bytes | list):
+            raise ProtocolError("upload reply must hold model_id and hash")
+        return UploadModelResponse(model_id, bytes(digest))
+
+    def run_model(
+        self,
+        model_id: str = "",
+        model_hash: str = "",
+        input_tensors: Any = None,
+        dtypes: Any = None,
+        shapes: Any = None,
+    ) -> RunModelResponse:
+        """Run a model by id (or name) or by hash on the given inputs."""
+        if bool(model_id) == bool(model_hash):
+            raise ConfigurationError("give exactly one of model_id and model_hash")
+        if input_tensors is None:
+            raise ConfigurationError("input_tensors is required")
+        tensors = to_wire_tensors(input_tensors, dtypes, shapes)
+        body = codec.dumps(
+            {"model_id": model_id, "model_hash": model_hash,
+             "inputs": [codec.encode_tensor(t) for t in tensors]}
+        )
+        resp = self._attested.request("POST", "/run", body)
+        _raise_for(resp, "run")
+        reply = codec.decode_map(resp.body, what="run reply")
+        outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
+        return RunModelResponse([Tensor(t) for t in outputs])
+
+    def predict(self, model_id_or_name: str, inputs: Any) -> dict[str, np.ndarray]:
+        """Run a model and return its outputs as numpy arrays keyed by output name."""
+        response = self.run_model(model_id=model_id_or_name, input_tensors=inputs)
+        return {t.node_name or str(i): t.as_numpy() for i, t in enumerate(response.output)}
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete a model from the server."""
+        body = codec.dumps({"model_id": model_id})
+        _raise_for(self._management.request("POST", "/delete", body), "delete")
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._attested.close()
+        self._management.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    addr: str,
+    unattested_server_port: int = 9923,
+    attested_server_port: int = 9924,
+    model_management_port: int = 9925,
+    hazmat_manifest_path: str | os.PathLike[str] | None = None,
+    hazmat_http_on_unattested_port: bool = False,
+    simulation_mode: bool = False,
+    *,
+    policy: Policy | None = None,
+    timeout: float = 300.0,
+) -> Connection:
+    """Verify the server by remote attestation, then open the attested connection.
+
+    Outside simulation mode a policy (``hazmat_manifest_path``: a TOML policy file, or
+    ``policy``) names what the evidence must show; the TLS certificate must be bound to the
+    evidence. ``simulation_mode=True`` accepts a simulation server and warns
+    (:class:`~blindai.attestation.simulation.SimulationModeWarning`): it protects nothing.
+    The unattested port carries only public data verified here, over plain HTTP
+    (``hazmat_http_on_unattested_port`` is accepted for compatibility).
+    """
+    del hazmat_http_on_unattested_port
+    if policy is None and hazmat_manifest_path is not None:
+        policy = Policy.from_file(hazmat_manifest_path)
+    host = addr.split("://", 1)[-1].rstrip("/")
+    plain = PlainTransport(host, unattested_server_port, timeout)
+    start = time.perf_counter()
+    try:
+        attested = attest_server(plain, simulation_mode=simulation_mode, policy=policy)
+    finally:
+        plain.close()
+    elapsed = time.perf_counter() - start
+    return Connection(
+        PinnedTlsTransport(host, attested_server_port, attested.cert_der, timeout),
+        PinnedTlsTransport(host, model_management_port, attested.cert_der, timeout),
+        attested.claims,
+        attested.server_info,
+        elapsed,
+    )

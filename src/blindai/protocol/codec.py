@@ -1,0 +1,109 @@
+"""CBOR codec for BlindAI 0.6 messages, strict on input: every problem is a ProtocolError."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cbor2
+
+from blindai.errors import ProtocolError
+from blindai.protocol.messages import DatumType, TensorInfo, WireTensor
+
+__all__ = [
+    "decode_map",
+    "decode_tensor",
+    "decode_tensors",
+    "dumps",
+    "encode_tensor",
+    "model_bytes",
+]
+
+MAX_DIMS = 32
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode a message."""
+    return cbor2.dumps(obj)
+
+
+def decode_map(body: bytes, *, what: str) -> dict[str, Any]:
+    """Decode a CBOR body that must be a map with string keys."""
+    try:
+        obj = cbor2.loads(body)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ProtocolError(f"{what}: body is not valid CBOR") from exc
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise ProtocolError(f"{what}: body must be a CBOR map with text keys")
+    return obj
+
+
+def encode_tensor(t: WireTensor, *, datum_as_name: bool = False) -> dict[str, Any]:
+    """The wire map of a tensor (``info`` holds exactly fact, datum_type, node_name)."""
+    datum: int | str = t.info.datum_type.name if datum_as_name else int(t.info.datum_type)
+    return {
+        "info": {"fact": list(t.info.fact), "datum_type": datum, "node_name": t.info.node_name},
+        "bytes_data": t.bytes_data,
+    }
+
+
+def _int_list(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise ProtocolError(f"{what}: must be a list of at most {MAX_DIMS} integers")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ProtocolError(f"{what}: dimensions must be non-negative integers")
+    return value
+
+
+def decode_tensor(obj: Any, *, index: int = 0) -> WireTensor:
+    """Validate one wire tensor map; the byte count is checked against shape and type."""
+    where = f"tensor {index}"
+    if not isinstance(obj, Mapping):
+        raise ProtocolError(f"{where}: must be a map with info and bytes_data")
+    info, data = obj.get("info"), obj.get("bytes_data")
+    if not isinstance(info, Mapping):
+        raise ProtocolError(f"{where}: info must be a map")
+    if isinstance(data, list):  # some clients send bytes as an int array
+        data = _bytes_from_ints(data, f"{where}: bytes_data")
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"{where}: bytes_data must be a byte string")
+    fact = _int_list(info.get("fact"), f"{where}: fact")
+    try:
+        datum = DatumType.parse(info.get("datum_type"))
+    except ValueError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    name = info.get("node_name")
+    if name is not None and not isinstance(name, str):
+        raise ProtocolError(f"{where}: node_name must be a string or null")
+    count = 1
+    for d in fact:
+        count *= d
+    if count * datum.numpy_dtype.itemsize != len(data):
+        raise ProtocolError(
+            f"{where}: {len(data)} bytes do not match shape {fact} of {datum.name}"
+        )
+    return WireTensor(TensorInfo(tuple(fact), datum, name), data)
+
+
+def decode_tensors(value: Any, *, what: str) -> list[WireTensor]:
+    """Validate a list of wire tensors."""
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise ProtocolError(f"{what}: must be a list of tensors")
+    return [decode_tensor(t, index=i) for i, t in enumerate(value)]
+
+
+def _bytes_from_ints(value: list[Any], what: str) -> bytes:
+    try:
+        return bytes(value)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{what}: an integer array must hold bytes (0-255)") from exc
+
+
+def model_bytes(value: Any) -> bytes:
+    """The model from an upload: a byte string, or an array of ints (one per byte)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, list):
+        return _bytes_from_ints(value, "model")
+    raise ProtocolError("model must be a byte string or an array of byte values")

@@ -1,0 +1,133 @@
+"""ASGI applications for the three ports, built from settings, registry and attester."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+import blindai
+from blindai.attestation.binding import expected_report_data
+from blindai.protocol.version import EXTENSION_VERSION, WIRE_VERSION
+from blindai.server.attesters.base import Attester
+from blindai.server.handlers import DataPlane
+from blindai.server.middleware import ServerHeaderAndAccessLog
+from blindai.server.registry import ModelRegistry
+from blindai.server.routes import BlindAIRoutes, cbor_response
+from blindai.server.settings import ServerSettings
+from blindai.server.tls import TlsIdentity
+
+__all__ = ["Apps", "EvidenceService", "create_apps", "server_header"]
+
+EVIDENCE_TTL_S = 60.0
+
+
+@dataclass
+class EvidenceService:
+    """The certificate and fresh evidence binding it (regenerated after a minute)."""
+
+    identity: TlsIdentity
+    attester: Attester
+    _cached: tuple[float, bytes] | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def evidence(self) -> bytes:
+        """Evidence whose report data is SHA-256(certificate DER) followed by zeros."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > EVIDENCE_TTL_S:
+                data = expected_report_data(self.identity.cert_der)
+                self._cached = (now, self.attester.evidence(data))
+            return self._cached[1]
+
+
+def server_header(simulation: bool) -> str:
+    """``Server`` header value; a simulation says ``mock`` so hardware-mode clients refuse it."""
+    base = f"blindai/{blindai.__version__}"
+    return f"{base} (simulation; mock)" if simulation else base
+
+
+def _unattested_routes(settings: ServerSettings, service: EvidenceService) -> list[Route]:
+    async def certificate(_: Request) -> Response:
+        return cbor_response(service.identity.cert_der)
+
+    async def quote(_: Request) -> Response:
+        return cbor_response(await anyio.to_thread.run_sync(service.evidence))
+
+    async def collateral(_: Request) -> Response:
+        found = await anyio.to_thread.run_sync(service.attester.blindai_collateral)
+        if found is None:
+            return cbor_response("no collateral: this server's evidence is not an SGX quote", 404)
+        return cbor_response(found)
+
+    async def endorsements(_: Request) -> Response:
+        e = await anyio.to_thread.run_sync(service.attester.endorsements)
+        return cbor_response({"collateral": e.collateral, "certificates": list(e.certificates)})
+
+    async def info(_: Request) -> Response:
+        return cbor_response(server_info(settings, service))
+
+    return [
+        Route("/", certificate, methods=["GET"]),
+        Route("/quote", quote, methods=["GET"]),
+        Route("/collateral", collateral, methods=["GET"]),
+        Route("/endorsements", endorsements, methods=["GET"]),
+        Route("/info", info, methods=["GET"]),
+    ]
+
+
+def server_info(settings: ServerSettings, service: EvidenceService) -> dict[str, Any]:
+    """Our ``GET /info`` extension: version, TEE kind and capabilities."""
+    return {
+        "server_version": blindai.__version__,
+        "wire_version": WIRE_VERSION,
+        "extension_version": EXTENSION_VERSION,
+        "tee": service.attester.kind.value,
+        "simulation": settings.is_simulation,
+        "capabilities": ["model-bytes", "f16", "v2-inference"],
+    }
+
+
+@dataclass(frozen=True)
+class Apps:
+    """The ASGI apps for the unattested, attested and management ports."""
+
+    unattested: ASGIApp
+    attested: ASGIApp
+    management: ASGIApp
+    plane: DataPlane
+
+
+def create_apps(
+    settings: ServerSettings,
+    registry: ModelRegistry,
+    service: EvidenceService,
+) -> Apps:
+    """Build the three apps sharing one registry and one evidence service."""
+    plane = DataPlane(settings, registry)
+    routes = BlindAIRoutes(plane)
+    header = server_header(settings.is_simulation)
+    model_routes = [
+        Route("/upload", routes.upload, methods=["POST"]),
+        Route("/delete", routes.delete, methods=["POST"]),
+    ]
+    inference = [Route("/run", routes.run, methods=["POST"])]
+    from blindai.server.v2 import v2_routes
+
+    def wrap(app: ASGIApp, label: str) -> ASGIApp:
+        return ServerHeaderAndAccessLog(app, server_header=header, port_label=label)
+
+    return Apps(
+        unattested=wrap(Starlette(routes=_unattested_routes(settings, service)), "unattested"),
+        attested=wrap(Starlette(routes=inference + model_routes + v2_routes(plane)), "attested"),
+        management=wrap(Starlette(routes=model_routes), "management"),
+        plane=plane,
+    )

@@ -1,0 +1,147 @@
+"""The data plane, independent of HTTP: upload, run, delete on top of the registry.
+
+Inputs are matched to the model's inputs by name (any order) or by position, and their dtype
+and shape are checked against the model before anything runs. Blocking work (compilation,
+inference) runs in worker threads, never on the event loop; compilation has its own limiter so
+that uploads never hold up inference on other models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from blindai.errors import InferenceFailed, ProtocolError
+from blindai.protocol import codec
+from blindai.protocol.messages import WireTensor
+from blindai.server.registry import ModelEntry, ModelRegistry, model_digest
+from blindai.server.runtime import OnnxModel, TensorSpec
+from blindai.server.settings import ServerSettings
+
+__all__ = ["DataPlane", "match_inputs"]
+
+_log = logging.getLogger("blindai.server")
+
+
+class PayloadTooLarge(InferenceFailed):
+    """Raised when a body or tensor is over the configured limits (413)."""
+
+
+@dataclass
+class DataPlane:
+    """Transport-agnostic handlers shared by the 0.6 routes and the v2 routes."""
+
+    settings: ServerSettings
+    registry: ModelRegistry
+
+    def __post_init__(self) -> None:
+        self._infer_limit = anyio.CapacityLimiter(self.settings.inference_threads)
+        self._compile_limit = anyio.CapacityLimiter(2)
+
+    async def upload(self, model: bytes, *, name: str | None, optimize: bool) -> ModelEntry:
+        """Compile (or reuse) a model and register it under a fresh id."""
+        if len(model) > self.settings.max_model_bytes:
+            raise PayloadTooLarge(
+                f"model is {len(model)} bytes; this server accepts at most "
+                f"{self.settings.max_model_bytes}",
+                status_code=413,
+            )
+        if not model:
+            raise ProtocolError("model is empty")
+        digest = model_digest(model)
+        compiled = self.registry.session_for(digest)
+        if compiled is None:
+            compiled = await anyio.to_thread.run_sync(
+                self._compile, model, optimize, limiter=self._compile_limit
+            )
+        return self.registry.add(digest, compiled, name)
+
+    def _compile(self, model: bytes, optimize: bool) -> OnnxModel:
+        try:
+            return OnnxModel(
+                model, optimize=optimize, intra_op_threads=self.settings.intra_op_threads
+            )
+        except Exception as exc:  # onnxruntime raises several types for a bad model
+            raise InferenceFailed(
+                "the model could not be loaded by onnxruntime (not a valid ONNX model, or "
+                "it uses operators this runtime lacks)",
+                status_code=400,
+            ) from exc
+
+    async def run(
+        self, entry: ModelEntry, feeds: dict[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run validated inputs through a model in a worker thread."""
+        return await anyio.to_thread.run_sync(
+            entry.model.predict, feeds, limiter=self._infer_limit
+        )
+
+    def run_wire(self, entry: ModelEntry, tensors: Sequence[WireTensor]) -> dict[str, np.ndarray]:
+        """Validate 0.6 wire tensors against the model and make the feeds."""
+        arrays = [(t.info.node_name, t.as_numpy()) for t in tensors]
+        return match_inputs(entry.model.inputs, arrays)
+
+
+def _check(spec: TensorSpec, array: np.ndarray, label: str) -> np.ndarray:
+    if spec.dtype is None:
+        raise ProtocolError(f"input {spec.name!r} has type {spec.onnx_type}, not supported")
+    if array.dtype != spec.dtype:
+        raise ProtocolError(
+            f"input {spec.name!r}{label}: dtype {array.dtype} does not match the model's "
+            f"{spec.dtype}"
+        )
+    if not spec.accepts_shape(tuple(array.shape)):
+        want = ["?" if d is None else d for d in spec.shape]
+        raise ProtocolError(
+            f"input {spec.name!r}{label}: shape {list(array.shape)} does not fit the model's {want}"
+        )
+    return array
+
+
+def match_inputs(
+    specs: Sequence[TensorSpec], arrays: Sequence[tuple[str | None, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Map named inputs by name (any order) and unnamed ones by position; check each."""
+    by_name = {s.name: s for s in specs}
+    feeds: dict[str, np.ndarray] = {}
+    unnamed: list[np.ndarray] = []
+    for name, array in arrays:
+        if name is None or name == "":
+            unnamed.append(array)
+            continue
+        spec = by_name.get(name)
+        if spec is None:
+            raise ProtocolError(f"the model has no input named {name!r}; inputs: {list(by_name)}")
+        if name in feeds:
+            raise ProtocolError(f"input {name!r} given twice")
+        feeds[name] = _check(spec, array, "")
+    free = [s for s in specs if s.name not in feeds]
+    if len(unnamed) > len(free):
+        raise ProtocolError(f"the model takes {len(specs)} inputs, {len(arrays)} were given")
+    for i, (spec, array) in enumerate(zip(free, unnamed, strict=False)):
+        feeds[spec.name] = _check(spec, array, f" (position {i})")
+    missing = [s.name for s in specs if s.name not in feeds]
+    if missing:
+        raise ProtocolError(f"missing input(s) {missing}; the model takes {list(by_name)}")
+    return feeds
+
+
+def output_tensors(outputs: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Encode outputs for the 0.6 wire (node_name = ONNX output name)."""
+    out = []
+    for name, array in outputs:
+        try:
+            out.append(codec.encode_tensor(WireTensor.from_numpy(array, name)))
+        except ValueError as exc:
+            raise InferenceFailed(
+                f"output {name!r} has dtype {array.dtype}, which the 0.6 wire cannot carry; "
+                "use the v2 protocol",
+                status_code=422,
+            ) from exc
+    return out

@@ -1,0 +1,106 @@
+"""Start-up: attester, TLS identity, evidence, then three uvicorn servers on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+import uvicorn
+
+from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
+from blindai.errors import ConfigurationError
+from blindai.server.app import Apps, EvidenceService, create_apps
+from blindai.server.attesters.base import Attester
+from blindai.server.registry import ModelRegistry
+from blindai.server.settings import ServerSettings
+from blindai.server.tls import TlsIdentity
+
+__all__ = ["Built", "build", "serve"]
+
+_log = logging.getLogger("blindai.server")
+
+
+@dataclass(frozen=True)
+class Built:
+    """Everything a running server holds."""
+
+    settings: ServerSettings
+    apps: Apps
+    service: EvidenceService
+
+
+def _attester(settings: ServerSettings) -> Attester:
+    if settings.is_simulation:
+        from blindai.server.attesters.simulation import SimulationAttester
+
+        return SimulationAttester()
+    try:
+        from blindai.server.attesters.select import AttesterPaths, select_attester
+    except ImportError as exc:  # pragma: no cover - providers ship with the server
+        raise ConfigurationError("no TEE evidence provider is installed") from exc
+    paths = AttesterPaths(
+        attestation_dir=settings.attestation_dir,
+        tsm_report_dir=settings.tsm_report_dir,
+        nsm_device=settings.nsm_device,
+    )
+    return select_attester(settings.tee, paths=paths, pccs_url=settings.pccs_url)
+
+
+def build(settings: ServerSettings, *, attester: Attester | None = None) -> Built:
+    """Create the identity, collect the first evidence (fail early), and build the apps."""
+    if settings.tee == "simulation" or settings.simulation:
+        _log.warning("*** %s ***", SIMULATION_WARNING)
+    chosen = attester or _attester(settings)
+    service = EvidenceService(TlsIdentity.generate(), chosen)
+    service.evidence()
+    apps = create_apps(settings, ModelRegistry(max_models=settings.max_models), service)
+    return Built(settings, apps, service)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(built: Built) -> None:
+    s = built.settings
+    tls = built.service.identity.server_context()
+    plan = [
+        (built.apps.unattested, s.unattested_port, None),
+        (built.apps.attested, s.attested_port, tls),
+        (built.apps.management, s.management_port, tls),
+    ]
+    servers = []
+    sockets = []
+    for app, port, ctx in plan:
+        sock = _bind(s.host, port)
+        sockets.append(sock)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, server_header=False, lifespan="off",
+            timeout_keep_alive=30, h11_max_incomplete_event_size=1 << 16,
+        )
+        config.load()
+        config.ssl = ctx
+        servers.append((uvicorn.Server(config), sock))
+    _log.info(
+        "BlindAI %s: unattested http://%s:%d, attested https://%s:%d, management https://%s:%d",
+        "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value,
+        s.host, s.unattested_port, s.host, s.attested_port, s.host, s.management_port,
+    )
+    await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
+
+
+def serve(settings: ServerSettings, *, attester: Attester | None = None) -> None:
+    """Run the server until interrupted."""
+    built = build(settings, attester=attester)
+    asyncio.run(_serve(built))

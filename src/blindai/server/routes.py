@@ -1,0 +1,116 @@
+"""Thin HTTP endpoints for the BlindAI 0.6 protocol over the data plane (CBOR in and out)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from blindai.errors import BlindAIError, ProtocolError
+from blindai.protocol import codec
+from blindai.server.errors import message_for, status_for
+from blindai.server.handlers import DataPlane, PayloadTooLarge, output_tensors
+
+__all__ = ["BlindAIRoutes", "cbor_response", "read_body"]
+
+_log = logging.getLogger("blindai.server")
+CBOR = "application/cbor"
+
+
+def cbor_response(obj: Any, status: int = 200) -> Response:
+    """A CBOR-encoded response."""
+    return Response(codec.dumps(obj), status_code=status, media_type=CBOR)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit",
+                              status_code=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit", status_code=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def cbor_errors(endpoint: Endpoint) -> Endpoint:
+    """Turn BlindAI errors into a 4xx/5xx with a short CBOR text message."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except BlindAIError as exc:
+            status = status_for(exc)
+            if status >= 500:
+                _log.error("%s failed: %s", request.url.path, type(exc).__name__)
+            return cbor_response(message_for(exc), status)
+
+    return wrapped
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key} must be a string")
+    return value
+
+
+class BlindAIRoutes:
+    """The 0.6 endpoints /upload, /run and /delete."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        settings = plane.settings
+        # an int array takes up to 2 bytes a byte on the wire
+        self._upload_limit = 2 * settings.max_model_bytes + (1 << 20)
+        self._run_limit = settings.max_request_bytes
+        self.upload = cbor_errors(self._upload)
+        self.run = cbor_errors(self._run)
+        self.delete = cbor_errors(self._delete)
+
+    async def _upload(self, request: Request) -> Response:
+        body = codec.decode_map(await read_body(request, self._upload_limit), what="upload")
+        model = codec.model_bytes(body.get("model"))
+        name = body.get("model_name")
+        if name is not None and not isinstance(name, str):
+            raise ProtocolError("model_name must be a string or null")
+        optimize = body.get("optimize", True)
+        if not isinstance(optimize, bool):
+            raise ProtocolError("optimize must be a boolean")
+        entry = await self.plane.upload(model, name=name or None, optimize=optimize)
+        request.state.model_id = entry.model_id
+        return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
+
+    async def _run(self, request: Request) -> Response:
+        body = codec.decode_map(await read_body(request, self._run_limit), what="run")
+        model_id, model_hash = _text(body, "model_id"), _text(body, "model_hash")
+        if bool(model_id) == bool(model_hash):
+            raise ProtocolError("give exactly one of model_id and model_hash")
+        entry = self.plane.registry.get(model_id=model_id, model_hash=model_hash)
+        request.state.model_id = entry.model_id
+        tensors = codec.decode_tensors(body.get("inputs"), what="inputs")
+        feeds = self.plane.run_wire(entry, tensors)
+        outputs = await self.plane.run(entry, feeds)
+        return cbor_response({"outputs": output_tensors(outputs)})
+
+    async def _delete(self, request: Request) -> Response:
+        body = codec.decode_map(await read_body(request, 1 << 16), what="delete")
+        model_id = _text(body, "model_id")
+        if not model_id:
+            raise ProtocolError("model_id is required")
+        entry = self.plane.registry.delete(model_id)
+        request.state.model_id = entry.model_id
+        return cbor_response(None)

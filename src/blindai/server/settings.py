@@ -1,0 +1,57 @@
+"""Server settings: one typed object, built once at the entry point and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServerSettings", "TeeName"]
+
+TeeName = Literal["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``blindai serve`` can be told; environment variables use the prefix BLINDAI_."""
+
+    model_config = SettingsConfigDict(env_prefix="BLINDAI_", frozen=True)
+
+    host: str = "0.0.0.0"
+    """Address to listen on for all three ports."""
+    unattested_port: int = Field(9923, ge=0, le=65535)
+    """Plain HTTP: certificate, evidence, collateral."""
+    attested_port: int = Field(9924, ge=0, le=65535)
+    """Attested TLS: inference (and model management for blindai-preview clients)."""
+    management_port: int = Field(9925, ge=0, le=65535)
+    """Attested TLS: model management (/upload, /delete)."""
+    tee: TeeName = "auto"
+    """Where evidence comes from; ``simulation`` must be asked for explicitly."""
+    simulation: bool = False
+    """Opt in to simulation mode (no TEE, protects nothing); same as ``tee = "simulation"``."""
+    max_model_bytes: int = Field(1 << 30, gt=0)
+    """Largest model accepted by /upload (bytes of the model itself)."""
+    max_request_bytes: int = Field(64 << 20, gt=0)
+    """Largest body accepted by /run and v2 inference."""
+    max_models: int = Field(64, gt=0)
+    """Most models held at once; uploads beyond it are refused with 507."""
+    intra_op_threads: int = Field(0, ge=0)
+    """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
+    inference_threads: int = Field(8, gt=0)
+    """Worker threads running inference and model compilation off the event loop."""
+    pccs_url: str | None = None
+    """PCCS or Intel PCS base URL for SGX collateral (Gramine)."""
+    attestation_dir: Path = Path("/dev/attestation")
+    """Gramine's attestation pseudo-files."""
+    tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
+    """Linux configfs-tsm report directory (TDX, SEV-SNP)."""
+    nsm_device: Path = Path("/dev/nsm")
+    """AWS Nitro Security Module device."""
+    log_level: str = "info"
+    """Python logging level name."""
+
+    @property
+    def is_simulation(self) -> bool:
+        """Whether this server runs without a TEE."""
+        return self.simulation or self.tee == "simulation"
