@@ -1,0 +1,29 @@
+"""Integration fixtures: one real simulation server per session, over loopback TLS."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+import blindai
+from tests._server import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A ``blindai serve --simulation`` process on free loopback ports."""
+    proc = start_server(tmp_path_factory.mktemp("server"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def conn(server: ServerProcess) -> Iterator[blindai.Connection]:
+    """An attested (simulation) connection to the session server."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        c = blindai.connect(server.host, simulation_mode=True, **server.ports)
+    with c:
+        yield c
