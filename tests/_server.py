@@ -66,8 +66,20 @@ def start_server(log_dir: Path, *extra: str, simulation: bool = True) -> ServerP
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "blindai", "serve", "--host", "127.0.0.1",
-           "--unattested-port", str(u), "--attested-port", str(a), "--management-port", str(m)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "blindai",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--unattested-port",
+        str(u),
+        "--attested-port",
+        str(a),
+        "--management-port",
+        str(m),
+    ]
     if simulation:
         cmd.append("--simulation")
     with open(log_path, "wb") as log:

@@ -15,5 +15,7 @@ EVIDENCE = SHARED / "evidence"
 def evidence_dir() -> Path:
     """The real evidence sets; the test is skipped with a reason when ../shared is absent."""
     if not EVIDENCE.is_dir():
-        pytest.skip(f"real evidence not available: {EVIDENCE} is absent (../shared beside the checkout)")
+        pytest.skip(
+            f"real evidence not available: {EVIDENCE} is absent (../shared beside the checkout)"
+        )
     return EVIDENCE

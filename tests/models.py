@@ -30,19 +30,29 @@ def two_in_two_out() -> bytes:
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 4])
     s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, [None, 4])
     i = helper.make_tensor_value_info("idx", TensorProto.INT64, [None, 1])
-    nodes = [helper.make_node("Add", ["a", "b"], ["sum"]),
-             helper.make_node("ArgMax", ["a"], ["idx"], axis=1, keepdims=1)]
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("ArgMax", ["a"], ["idx"], axis=1, keepdims=1),
+    ]
     return _model(helper.make_graph(nodes, "two", [a, b], [s, i]))
 
 
 def matmul(n_in: int, n_out: int, seed: int = 0) -> bytes:
     """y = x @ W + b with random float weights: a dense layer."""
     rng = np.random.default_rng(seed)
-    w = helper.make_tensor("W", TensorProto.FLOAT, [n_in, n_out],
-                           rng.standard_normal((n_in, n_out)).astype(np.float32).ravel())
-    bias = helper.make_tensor("B", TensorProto.FLOAT, [n_out],
-                              rng.standard_normal(n_out).astype(np.float32))
+    w = helper.make_tensor(
+        "W",
+        TensorProto.FLOAT,
+        [n_in, n_out],
+        rng.standard_normal((n_in, n_out)).astype(np.float32).ravel(),
+    )
+    bias = helper.make_tensor(
+        "B", TensorProto.FLOAT, [n_out], rng.standard_normal(n_out).astype(np.float32)
+    )
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_in])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n_out])
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["y"]),
+    ]
     return _model(helper.make_graph(nodes, "dense", [x], [y], initializer=[w, bias]))

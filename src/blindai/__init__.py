@@ -12,8 +12,8 @@ from __future__ import annotations
 
 __version__ = "1.0.0a1"
 
-from blindai.attestation.simulation import SimulationModeWarning  # noqa: E402
-from blindai.client import (  # noqa: E402
+from blindai.attestation.simulation import SimulationModeWarning
+from blindai.client import (
     Connection,
     DatumType,
     ModelDatumType,

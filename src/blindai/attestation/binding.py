@@ -45,14 +45,20 @@ def check_binding(
     """
     digest = certificate_digest(cert_der)
     if report_data is not None:
-        want = digest if len(report_data) == len(digest) else expected_report_data(
-            cert_der, max(len(report_data), REPORT_DATA_SIZE)
+        want = (
+            digest
+            if len(report_data) == len(digest)
+            else expected_report_data(cert_der, max(len(report_data), REPORT_DATA_SIZE))
         )
         if hmac.compare_digest(report_data, want):
             return
     if public_key is not None:
-        spki = x509.load_der_x509_certificate(cert_der).public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        spki = (
+            x509.load_der_x509_certificate(cert_der)
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
         if hmac.compare_digest(public_key, spki):
             return

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,8 +44,12 @@ MANIFEST_KEYS = frozenset(
         "misc_mask_hex",
     }
 )
-_SECTIONS = {"sgx": EvidenceKind.SGX, "tdx": EvidenceKind.TDX, "sev_snp": EvidenceKind.SEV_SNP,
-             "nitro": EvidenceKind.NITRO}
+_SECTIONS = {
+    "sgx": EvidenceKind.SGX,
+    "tdx": EvidenceKind.TDX,
+    "sev_snp": EvidenceKind.SEV_SNP,
+    "nitro": EvidenceKind.NITRO,
+}
 
 
 class KindPolicy(Protocol):
@@ -123,7 +128,7 @@ class Policy:
         return cls.from_mapping(data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Policy:
+    def from_file(cls, path: str | os.PathLike[str]) -> Policy:
         """Read a TOML policy file."""
         try:
             text = Path(path).read_text(encoding="utf-8")

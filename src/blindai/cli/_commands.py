@@ -29,10 +29,15 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument("--unattested-port", type=int, default=9923)
     p.add_argument("--attested-port", type=int, default=9924)
     p.add_argument("--management-port", type=int, default=9925)
-    p.add_argument("--tee", choices=_TEES, default="auto",
-                   help="evidence source (default auto: probe the TEE devices, never simulate)")
-    p.add_argument("--simulation", action="store_true",
-                   help="run without a TEE: UNSAFE, for development only")
+    p.add_argument(
+        "--tee",
+        choices=_TEES,
+        default="auto",
+        help="evidence source (default auto: probe the TEE devices, never simulate)",
+    )
+    p.add_argument(
+        "--simulation", action="store_true", help="run without a TEE: UNSAFE, for development only"
+    )
     p.add_argument("--max-model-bytes", type=int, default=None, help="largest model accepted")
     p.add_argument("--max-request-bytes", type=int, default=None, help="largest /run body")
     p.add_argument("--pccs-url", default=None, help="PCCS/PCS base URL for SGX collateral")
@@ -49,10 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.simulation and args.tee not in ("auto", "simulation"):
         raise ConfigurationError(f"--simulation contradicts --tee {args.tee}")
     fields: dict[str, Any] = {
-        "host": args.host, "unattested_port": args.unattested_port,
-        "attested_port": args.attested_port, "management_port": args.management_port,
-        "tee": "simulation" if args.simulation else args.tee, "simulation": args.simulation,
-        "pccs_url": args.pccs_url, "log_level": args.log_level,
+        "host": args.host,
+        "unattested_port": args.unattested_port,
+        "attested_port": args.attested_port,
+        "management_port": args.management_port,
+        "tee": "simulation" if args.simulation else args.tee,
+        "simulation": args.simulation,
+        "pccs_url": args.pccs_url,
+        "log_level": args.log_level,
     }
     if args.max_model_bytes is not None:
         fields["max_model_bytes"] = args.max_model_bytes
@@ -72,10 +81,17 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unattested-port", type=int, default=9923)
     p.add_argument("--attested-port", type=int, default=9924)
     p.add_argument("--management-port", type=int, default=9925)
-    p.add_argument("--policy", type=Path, default=None,
-                   help="TOML attestation policy (required outside simulation)")
-    p.add_argument("--simulation", action="store_true",
-                   help="accept a simulation server: UNSAFE, protects nothing")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="TOML attestation policy (required outside simulation)",
+    )
+    p.add_argument(
+        "--simulation",
+        action="store_true",
+        help="accept a simulation server: UNSAFE, protects nothing",
+    )
 
 
 def connect_from_args(args: argparse.Namespace) -> Any:
@@ -94,23 +110,37 @@ def connect_from_args(args: argparse.Namespace) -> Any:
 
 def add_client_commands(sub: Any) -> None:
     """``blindai upload | run | delete``."""
-    p = sub.add_parser("upload", help="upload an ONNX model",
-                       description="Verify the server, then upload an ONNX model; prints its id "
-                       "and SHA-256.")
+    p = sub.add_parser(
+        "upload",
+        help="upload an ONNX model",
+        description="Verify the server, then upload an ONNX model; prints its id and SHA-256.",
+    )
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--name", default=None, help="a name to run the model by")
     p.add_argument("--no-optimize", action="store_true", help="disable graph optimisations")
     _connection_args(p)
     p.set_defaults(func=_upload)
 
-    p = sub.add_parser("run", help="run a model on .npy inputs",
-                       description="Verify the server, run a model on inputs from .npy files, "
-                       "and save each output as OUTPUT_NAME.npy (values are never printed).")
+    p = sub.add_parser(
+        "run",
+        help="run a model on .npy inputs",
+        description="Verify the server, run a model on inputs from .npy files, "
+        "and save each output as OUTPUT_NAME.npy (values are never printed).",
+    )
     p.add_argument("model", help="model id or name")
-    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="an input by name (repeat for several); FILE.npy alone for position")
-    p.add_argument("--output-dir", type=Path, default=Path("."),
-                   help="where to write outputs (default: current directory)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="an input by name (repeat for several); FILE.npy alone for position",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        help="where to write outputs (default: current directory)",
+    )
     _connection_args(p)
     p.set_defaults(func=_run)
 

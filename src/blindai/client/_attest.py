@@ -52,8 +52,9 @@ def _get(plain: PlainTransport, path: str, *, optional: bool = False) -> HttpRes
     if resp.status == 404 and optional:
         return None
     if not 200 <= resp.status < 300:
-        raise ServerError(f"GET {path} on the unattested port answered {resp.status}",
-                          status_code=resp.status)
+        raise ServerError(
+            f"GET {path} on the unattested port answered {resp.status}", status_code=resp.status
+        )
     return resp
 
 
@@ -136,13 +137,17 @@ def attest_server(
         claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
     else:
         claims = _verify_real(plain, kind, evidence, policy, when)
-    check_binding(cert_der, report_data=claims.report_data,
-                  public_key=getattr(claims, "public_key", None))
+    check_binding(
+        cert_der, report_data=claims.report_data, public_key=getattr(claims, "public_key", None)
+    )
     return Attested(cert_der, claims, info)
 
 
 def _verify_real(
-    plain: PlainTransport, kind: EvidenceKind, evidence: bytes, policy: Policy | None,
+    plain: PlainTransport,
+    kind: EvidenceKind,
+    evidence: bytes,
+    policy: Policy | None,
     when: datetime,
 ) -> VerifiedClaims:
     if kind is EvidenceKind.SIMULATION:

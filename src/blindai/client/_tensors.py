@@ -50,23 +50,27 @@ def _as_datum(value: Any) -> DatumType | None:
 
 
 def _per_input(value: Any, count: int) -> list[Any]:
-    if isinstance(value, list | tuple) and len(value) == count and (
-        count > 1 or not isinstance(value[0], int)
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == count
+        and (count > 1 or not isinstance(value[0], int))
     ):
         return list(value)
     return [value] * count
 
 
-def to_wire_tensors(
-    inputs: Any, dtypes: Any = None, shapes: Any = None
-) -> list[WireTensor]:
+def to_wire_tensors(inputs: Any, dtypes: Any = None, shapes: Any = None) -> list[WireTensor]:
     """Accept numpy arrays, torch tensors, a dict by input name, or flat lists + dtype/shape."""
     if isinstance(inputs, Mapping):
         named = list(inputs.items())
     elif isinstance(inputs, np.ndarray) or _is_torch(inputs):
         named = [(None, inputs)]
-    elif isinstance(inputs, list | tuple) and inputs and all(
-        isinstance(v, np.ndarray) or _is_torch(v) or isinstance(v, list | tuple) for v in inputs
+    elif (
+        isinstance(inputs, list | tuple)
+        and inputs
+        and all(
+            isinstance(v, np.ndarray) or _is_torch(v) or isinstance(v, list | tuple) for v in inputs
+        )
     ):
         named = [(None, v) for v in inputs]
     elif isinstance(inputs, list | tuple):
@@ -120,7 +124,8 @@ class Tensor:
 
     def as_flat(self) -> list[Any]:
         """The values as a flat Python list."""
-        return self._wire.as_numpy().ravel().tolist()  # type: ignore[no-any-return]
+        flat: list[Any] = self._wire.as_numpy().ravel().tolist()
+        return flat
 
     def as_torch(self) -> Any:
         """A torch tensor (needs torch installed)."""

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from blindai.errors import BindingError, ProtocolError
 
-__all__ = ["HttpResponse", "PinnedTlsTransport", "PlainTransport", "SERVER_NAME"]
+__all__ = ["SERVER_NAME", "HttpResponse", "PinnedTlsTransport", "PlainTransport"]
 
 SERVER_NAME = "blindai-srv"
 

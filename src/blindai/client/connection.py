@@ -82,8 +82,14 @@ def _model_bytes(model: Any) -> bytes:
 
 def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
     view = memoryview(body)
-    with tqdm(total=len(body), unit="B", unit_scale=True, desc="upload",
-              disable=not progress or None, leave=False) as bar:
+    with tqdm(
+        total=len(body),
+        unit="B",
+        unit_scale=True,
+        desc="upload",
+        disable=not progress or None,
+        leave=False,
+    ) as bar:
         for i in range(0, len(body), _CHUNK):
             piece = view[i : i + _CHUNK]
             yield bytes(piece)
@@ -144,8 +150,11 @@ class Connection:
             raise ConfigurationError("input_tensors is required")
         tensors = to_wire_tensors(input_tensors, dtypes, shapes)
         body = codec.dumps(
-            {"model_id": model_id, "model_hash": model_hash,
-             "inputs": [codec.encode_tensor(t) for t in tensors]}
+            {
+                "model_id": model_id,
+                "model_hash": model_hash,
+                "inputs": [codec.encode_tensor(t) for t in tensors],
+            }
         )
         resp = self._attested.request("POST", "/run", body)
         _raise_for(resp, "run")

@@ -98,8 +98,9 @@ class BlindAiClient:
         """Upload a model; ``shape``/``dtype`` are remembered for flat-list runs."""
         del dtype_out, sign  # the server reads output types from the model itself
         reply = self._connection().upload_model(model, model_name=model_name)
-        uploaded = _Uploaded(reply.model_id, tuple(shape) if shape is not None else None,
-                             DatumType(dtype))
+        uploaded = _Uploaded(
+            reply.model_id, tuple(shape) if shape is not None else None, DatumType(dtype)
+        )
         self._models[reply.model_id] = uploaded
         self._last = uploaded
         return UploadModelResponse(reply.model_id, reply.hash)
@@ -115,7 +116,9 @@ class BlindAiClient:
                 "no model to run: upload one first, or pass the model_id of an uploaded model"
             )
         reply = self._connection().run_model(
-            model_id=target.model_id, input_tensors=data_list, dtypes=target.dtype,
+            model_id=target.model_id,
+            input_tensors=data_list,
+            dtypes=target.dtype,
             shapes=target.shape,
         )
         flats = [t.as_flat() for t in reply.output]

@@ -80,9 +80,7 @@ def decode_tensor(obj: Any, *, index: int = 0) -> WireTensor:
     for d in fact:
         count *= d
     if count * datum.numpy_dtype.itemsize != len(data):
-        raise ProtocolError(
-            f"{where}: {len(data)} bytes do not match shape {fact} of {datum.name}"
-        )
+        raise ProtocolError(f"{where}: {len(data)} bytes do not match shape {fact} of {datum.name}")
     return WireTensor(TensorInfo(tuple(fact), datum, name), data)
 
 

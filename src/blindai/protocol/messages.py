@@ -38,9 +38,11 @@ class DatumType(enum.IntEnum):
     @classmethod
     def from_numpy(cls, dtype: np.dtype[np.generic] | type) -> DatumType:
         """The datum type of a numpy dtype; ValueError when there is none."""
-        key = np.dtype(dtype).newbyteorder("<").str if np.dtype(dtype).itemsize > 1 else np.dtype(
-            dtype
-        ).str
+        key = (
+            np.dtype(dtype).newbyteorder("<").str
+            if np.dtype(dtype).itemsize > 1
+            else np.dtype(dtype).str
+        )
         try:
             return _FROM_NUMPY[key]
         except KeyError:
@@ -51,7 +53,7 @@ class DatumType(enum.IntEnum):
         """Accept an int code or a name such as ``"F32"``; ValueError otherwise."""
         if isinstance(value, bool):
             raise ValueError(f"invalid datum_type {value!r}")
-        if isinstance(value, int):
+        if isinstance(value, int) and value in cls._value2member_map_:
             return cls(value)
         if isinstance(value, str):
             try:

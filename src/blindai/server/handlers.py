@@ -78,9 +78,7 @@ class DataPlane:
         self, entry: ModelEntry, feeds: dict[str, np.ndarray]
     ) -> list[tuple[str, np.ndarray]]:
         """Run validated inputs through a model in a worker thread."""
-        return await anyio.to_thread.run_sync(
-            entry.model.predict, feeds, limiter=self._infer_limit
-        )
+        return await anyio.to_thread.run_sync(entry.model.predict, feeds, limiter=self._infer_limit)
 
     def run_wire(self, entry: ModelEntry, tensors: Sequence[WireTensor]) -> dict[str, np.ndarray]:
         """Validate 0.6 wire tensors against the model and make the feeds."""

@@ -86,8 +86,13 @@ async def _serve(built: Built) -> None:
         sock = _bind(s.host, port)
         sockets.append(sock)
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, server_header=False, lifespan="off",
-            timeout_keep_alive=30, h11_max_incomplete_event_size=1 << 16,
+            app,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            h11_max_incomplete_event_size=1 << 16,
         )
         config.load()
         config.ssl = ctx
@@ -95,7 +100,12 @@ async def _serve(built: Built) -> None:
     _log.info(
         "BlindAI %s: unattested http://%s:%d, attested https://%s:%d, management https://%s:%d",
         "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value,
-        s.host, s.unattested_port, s.host, s.attested_port, s.host, s.management_port,
+        s.host,
+        s.unattested_port,
+        s.host,
+        s.attested_port,
+        s.host,
+        s.management_port,
     )
     await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
 

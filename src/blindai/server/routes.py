@@ -29,8 +29,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit",
-                              status_code=413)
+        raise PayloadTooLarge(
+            f"body of {declared} bytes is over the {limit}-byte limit", status_code=413
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

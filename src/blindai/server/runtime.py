@@ -16,10 +16,19 @@ __all__ = ["OnnxModel", "TensorSpec"]
 _ORT_TYPES: dict[str, np.dtype[np.generic]] = {
     f"tensor({k})": np.dtype(v)
     for k, v in {
-        "float": "float32", "double": "float64", "float16": "float16",
-        "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-        "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-        "bool": "bool", "string": "object",
+        "float": "float32",
+        "double": "float64",
+        "float16": "float16",
+        "int8": "int8",
+        "int16": "int16",
+        "int32": "int32",
+        "int64": "int64",
+        "uint8": "uint8",
+        "uint16": "uint16",
+        "uint32": "uint32",
+        "uint64": "uint64",
+        "bool": "bool",
+        "string": "object",
     }.items()
 }
 
@@ -76,4 +85,4 @@ class OnnxModel:
 
     def unload(self) -> None:
         """Release the session (its memory goes when the last reference does)."""
-        self._session = None  # type: ignore[assignment]
+        del self._session

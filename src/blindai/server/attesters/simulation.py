@@ -1,4 +1,4 @@
-"""Simulated evidence: no TEE, protects nothing, loudly marked; binds report data like real evidence."""
+"""Simulated evidence: no TEE, protects nothing, loud; binds report data like real evidence."""
 
 from __future__ import annotations
 

@@ -1,0 +1,121 @@
+"""End to end over loopback TLS: every datum type, multi-input/multi-output, inputs by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
+import blindai
+from blindai.errors import InferenceFailed, ModelNotFound
+from tests.models import identity, matmul, two_in_two_out
+
+DATUMS = [
+    (blindai.DatumType.F32, TensorProto.FLOAT, np.float32),
+    (blindai.DatumType.F64, TensorProto.DOUBLE, np.float64),
+    (blindai.DatumType.I32, TensorProto.INT32, np.int32),
+    (blindai.DatumType.I64, TensorProto.INT64, np.int64),
+    (blindai.DatumType.U32, TensorProto.UINT32, np.uint32),
+    (blindai.DatumType.U64, TensorProto.UINT64, np.uint64),
+    (blindai.DatumType.U8, TensorProto.UINT8, np.uint8),
+    (blindai.DatumType.U16, TensorProto.UINT16, np.uint16),
+    (blindai.DatumType.I8, TensorProto.INT8, np.int8),
+    (blindai.DatumType.I16, TensorProto.INT16, np.int16),
+    (blindai.DatumType.Bool, TensorProto.BOOL, np.bool_),
+    (blindai.DatumType.F16, TensorProto.FLOAT16, np.float16),
+]
+
+
+def _reference(model: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("datum", "elem", "np_type"), DATUMS, ids=[d[0].name for d in DATUMS])
+def test_every_datum_type_round_trips(conn, datum, elem, np_type):
+    model = identity(elem)
+    uploaded = conn.upload_model(model)
+    rng = np.random.default_rng(int(datum))
+    x = (rng.integers(0, 100, size=(2, 3)) % (2 if np_type is np.bool_ else 100)).astype(np_type)
+    reply = conn.run_model(model_id=uploaded.model_id, input_tensors={"x": x})
+    out = reply.output[0]
+    assert out.datum_type == datum
+    assert out.node_name == "y"
+    assert out.shape == (2, 3)
+    np.testing.assert_array_equal(out.as_numpy(), _reference(model, {"x": x})[0])
+    assert out.as_flat() == x.ravel().tolist()
+    conn.delete_model(uploaded.model_id)
+
+
+def test_flat_list_with_dtype_and_shape(conn):
+    uploaded = conn.upload_model(identity(TensorProto.INT64, [1, 4]))
+    reply = conn.run_model(
+        model_id=uploaded.model_id,
+        input_tensors=[1, 2, 3, 4],
+        dtypes=blindai.DatumType.I64,
+        shapes=(1, 4),
+    )
+    assert reply.output[0].as_flat() == [1, 2, 3, 4]
+
+
+def test_multi_input_multi_output_by_name_any_order_and_by_position(conn):
+    model = two_in_two_out()
+    uploaded = conn.upload_model(model, model_name="two")
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = np.full((2, 4), 0.5, dtype=np.float32)
+    want = _reference(model, {"a": a, "b": b})
+    for inputs in ({"b": b, "a": a}, {"a": a, "b": b}, [a, b]):
+        got = conn.predict("two", inputs)
+        assert list(got) == ["sum", "idx"]
+        np.testing.assert_array_equal(got["sum"], want[0])
+        np.testing.assert_array_equal(got["idx"], want[1])
+    by_hash = conn.run_model(model_hash=uploaded.hash.hex(), input_tensors=[a, b])
+    np.testing.assert_array_equal(by_hash.output[0].as_numpy(), want[0])
+
+
+def test_identical_models_get_distinct_ids_and_same_hash(conn):
+    model = matmul(16, 4)
+    first, second = conn.upload_model(model), conn.upload_model(model)
+    assert first.model_id != second.model_id
+    assert first.hash == second.hash
+    conn.delete_model(first.model_id)
+    x = np.ones((1, 16), np.float32)
+    np.testing.assert_allclose(
+        conn.predict(second.model_id, {"x": x})["y"], _reference(model, {"x": x})[0], rtol=1e-6
+    )
+    with pytest.raises(ModelNotFound):
+        conn.predict(first.model_id, {"x": x})
+
+
+def test_torch_tensors_are_accepted(conn):
+    torch = pytest.importorskip("torch", reason="torch is optional")
+    uploaded = conn.upload_model(identity(TensorProto.FLOAT))
+    reply = conn.run_model(model_id=uploaded.model_id, input_tensors=torch.ones(2, 3))
+    assert reply.output[0].as_torch().shape == (2, 3)
+
+
+def test_model_as_file_path(conn, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(identity(TensorProto.FLOAT))
+    uploaded = conn.upload_model(str(path), model_name="from-file")
+    out = conn.predict("from-file", [np.zeros((1, 3), np.float32)])
+    assert out["y"].shape == (1, 3)
+    assert len(uploaded.model_id) == 36
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        ({"x": np.zeros((2, 4), np.float32)}, "shape"),
+        ({"x": np.zeros((2, 3), np.float64)}, "dtype"),
+        ({"nope": np.zeros((2, 3), np.float32)}, "no input named"),
+        ([np.zeros((2, 3), np.float32)] * 2, "takes 1 inputs"),
+    ],
+)
+def test_inputs_that_do_not_fit_are_refused_with_a_message(conn, inputs, fragment):
+    uploaded = conn.upload_model(identity(TensorProto.FLOAT))
+    with pytest.raises(InferenceFailed) as info:
+        conn.run_model(model_id=uploaded.model_id, input_tensors=inputs)
+    assert info.value.status_code == 400
+    assert fragment in str(info.value)

@@ -1,0 +1,70 @@
+"""Channel binding and the policy container."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from blindai.attestation import Policy, check_binding, expected_report_data
+from blindai.errors import BindingError, ConfigurationError
+from blindai.server.tls import TlsIdentity
+
+
+def test_report_data_layout():
+    cert = TlsIdentity.generate().cert_der
+    data = expected_report_data(cert)
+    assert len(data) == 64
+    assert data[:32] == hashlib.sha256(cert).digest() and data[32:] == b"\0" * 32
+
+
+def test_binding_accepts_digest_alone_for_nitro_user_data():
+    cert = TlsIdentity.generate().cert_der
+    check_binding(cert, report_data=hashlib.sha256(cert).digest())
+
+
+def test_binding_accepts_nitro_public_key():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = TlsIdentity.generate().cert_der
+    spki = (
+        x509.load_der_x509_certificate(cert)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    check_binding(cert, report_data=b"", public_key=spki)
+
+
+@pytest.mark.parametrize("tamper", [0, 31, 32, 63])
+def test_binding_refuses_any_changed_byte(tamper):
+    cert = TlsIdentity.generate().cert_der
+    data = bytearray(expected_report_data(cert))
+    data[tamper] ^= 1
+    with pytest.raises(BindingError):
+        check_binding(cert, report_data=bytes(data))
+
+
+def test_empty_policy_is_an_error():
+    with pytest.raises(ConfigurationError, match="empty"):
+        Policy()
+    with pytest.raises(ConfigurationError, match="empty"):
+        Policy.from_toml("")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("mystery = 1", "unknown policy key"),
+        ("sgx = 3", "must be a table"),
+        ("[sgx\n", "not valid TOML"),
+    ],
+)
+def test_bad_policy_files(text, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        Policy.from_toml(text)
+
+
+def test_missing_policy_file(tmp_path):
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        Policy.from_file(tmp_path / "absent.toml")

@@ -1,0 +1,72 @@
+"""The wire codec: tensors to and from bytes, strictness on input."""
+
+from __future__ import annotations
+
+import cbor2
+import numpy as np
+import pytest
+
+from blindai.errors import ProtocolError
+from blindai.protocol import codec
+from blindai.protocol.messages import DatumType, WireTensor
+
+
+def test_big_endian_and_non_contiguous_arrays_go_little_endian_c_order():
+    a = np.arange(6, dtype=">i4").reshape(2, 3).T
+    t = WireTensor.from_numpy(a, "x")
+    assert t.info.fact == (3, 2)
+    assert t.info.datum_type is DatumType.I32
+    assert t.bytes_data == np.ascontiguousarray(a, dtype="<i4").tobytes()
+    np.testing.assert_array_equal(t.as_numpy(), a)
+
+
+def test_round_trip_through_cbor():
+    t = WireTensor.from_numpy(np.array([[True, False]]), "flag")
+    back = codec.decode_tensor(cbor2.loads(cbor2.dumps(codec.encode_tensor(t))))
+    assert back == t
+    named = codec.encode_tensor(t, datum_as_name=True)
+    assert named["info"]["datum_type"] == "Bool"
+    assert codec.decode_tensor(named) == t
+
+
+def test_bytes_as_int_array_are_accepted():
+    t = codec.decode_tensor(
+        {"info": {"fact": [2], "datum_type": 6, "node_name": None}, "bytes_data": [1, 2]}
+    )
+    assert t.bytes_data == b"\x01\x02"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, 99, -1, "f32", None, 1.5],
+)
+def test_invalid_datum_types(value):
+    with pytest.raises(ValueError, match="invalid datum_type"):
+        DatumType.parse(value)
+
+
+def test_unsupported_numpy_dtype():
+    with pytest.raises(ValueError, match="no BlindAI datum type"):
+        DatumType.from_numpy(np.dtype("complex64"))
+
+
+def test_too_many_dimensions():
+    with pytest.raises(ProtocolError, match="at most"):
+        codec.decode_tensor({"info": {"fact": [1] * 33, "datum_type": 0}, "bytes_data": b"\0" * 4})
+
+
+@pytest.mark.parametrize("value", ["x", {"a": 1}, 3])
+def test_model_bytes_refuses_other_types(value):
+    with pytest.raises(ProtocolError):
+        codec.model_bytes(value)
+
+
+def test_decode_map_requires_text_keys():
+    with pytest.raises(ProtocolError, match="text keys"):
+        codec.decode_map(cbor2.dumps({1: 2}), what="x")
+
+
+def test_as_numpy_checks_size():
+    t = WireTensor(WireTensor.from_numpy(np.zeros(2, np.float32)).info, b"\0" * 4)
+    with pytest.raises(ValueError, match="needs 8"):
+        t.as_numpy()

@@ -1,0 +1,44 @@
+"""The exception tree and the public surface."""
+
+from __future__ import annotations
+
+import blindai
+import blindai.attestation
+import blindai.client
+import blindai.errors
+from blindai.errors import BlindAIError, PolicyError, ServerError, Violation
+
+
+def test_every_error_descends_from_the_root():
+    for name in blindai.errors.__all__:
+        obj = getattr(blindai.errors, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, BlindAIError), name
+
+
+def test_policy_error_lists_every_violation():
+    err = PolicyError([Violation("a", "1", "2"), Violation("b", "x", "y")])
+    assert err.diagnostics().splitlines() == [
+        "PolicyError: a: expected 1, got 2",
+        "PolicyError: b: expected x, got y",
+    ]
+
+
+def test_server_error_has_status():
+    err = ServerError("gone", status_code=404)
+    assert err.status_code == 404 and "gone" in err.diagnostics()
+
+
+def test_public_names_match_all():
+    for module in (blindai, blindai.client, blindai.attestation, blindai.errors):
+        public = {n for n in vars(module) if not n.startswith("_")}
+        exported = set(module.__all__) - {"__version__"}
+        assert exported <= public | set(dir(module))
+        for name in module.__all__:
+            assert hasattr(module, name), (module.__name__, name)
+
+
+def test_core_module_path_of_0_6_3():
+    from blindai.core import connect
+
+    assert connect is blindai.connect
