@@ -1,0 +1,150 @@
+"""``blindai attest``: verify evidence files, or a running server, against a policy.
+
+Exit status: 0 accepted (claims printed), 1 refused (one line per violation), 2 unusable
+arguments or malformed evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
+from blindai.errors import ConfigurationError
+
+__all__ = ["add_attest_command"]
+
+_KINDS = [k.value for k in EvidenceKind if k is not EvidenceKind.SIMULATION]
+
+
+def add_attest_command(sub: Any) -> None:
+    """``blindai attest verify ...`` and ``blindai attest HOST``."""
+    p = sub.add_parser(
+        "attest",
+        help="verify TEE evidence (files, or a running server)",
+        description="`blindai attest verify --kind K --evidence FILE ...` verifies evidence "
+        "files; `blindai attest HOST` fetches a running server's certificate and evidence, "
+        "verifies them and the TLS binding, and prints the claims. Exit 0 accepted, 1 "
+        "refused, 2 unusable arguments or malformed evidence.",
+    )
+    p.add_argument("target", metavar="verify|HOST", help="`verify`, or a server address")
+    p.add_argument("--kind", choices=_KINDS, help="evidence kind (verify)")
+    p.add_argument("--evidence", type=Path, help="evidence file: quote, report or document")
+    p.add_argument("--collateral", type=Path, help="SGX/TDX PCS collateral JSON")
+    p.add_argument(
+        "--certs",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="certificate files, DER or PEM (SEV-SNP VCEK/VLEK, ASK/ARK)",
+    )
+    p.add_argument("--policy", type=Path, help="TOML policy; without it, authenticity only")
+    p.add_argument("--at", help="verification time, ISO-8601 (default: now)")
+    p.add_argument("--json", action="store_true", help="print the claims as JSON")
+    p.add_argument(
+        "--simulation", action="store_true", help="HOST: accept a simulation server (UNSAFE)"
+    )
+    p.add_argument("--unattested-port", type=int, default=9923, help="HOST: unattested port")
+    p.set_defaults(func=_attest)
+
+
+def _when(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"--at {text!r} is not an ISO-8601 time") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _authenticity_only(kind: EvidenceKind) -> Policy:
+    from blindai.attestation.policy import _policy_class
+
+    section = {"sev-snp": "sev_snp"}.get(kind.value, kind.value)
+    sub = _policy_class(kind).from_mapping(_permissive(kind))
+    return Policy(**{section: sub})
+
+
+def _permissive(kind: EvidenceKind) -> dict[str, Any]:
+    data: dict[str, Any] = {"allow_any_measurement": True, "allow_debug": True}
+    if kind in (EvidenceKind.SGX, EvidenceKind.TDX):
+        data["allowed_tcb_statuses"] = [
+            "UpToDate",
+            "SWHardeningNeeded",
+            "ConfigurationNeeded",
+            "ConfigurationAndSWHardeningNeeded",
+            "OutOfDate",
+            "OutOfDateConfigurationNeeded",
+        ]
+    if kind is EvidenceKind.SEV_SNP:
+        data["max_vmpl"] = 3
+    if kind is EvidenceKind.NITRO:
+        data["max_age_seconds"] = 10 * 365 * 24 * 3600
+    return data
+
+
+def _print(claims: VerifiedClaims, as_json: bool, note: str | None) -> None:
+    if as_json:
+        print(json.dumps(claims.to_dict(), indent=2, sort_keys=True))
+    else:
+        for key, value in claims.to_dict().items():
+            print(f"{key:22} {value}")
+    if note:
+        print(note, file=sys.stderr)
+
+
+def _attest(args: argparse.Namespace) -> int:
+    when = _when(args.at)
+    if args.target == "verify":
+        return _verify_files(args, when)
+    return _verify_host(args, when)
+
+
+def _verify_files(args: argparse.Namespace, when: datetime) -> int:
+    from blindai.attestation import verify
+
+    if not args.kind or not args.evidence:
+        raise ConfigurationError("attest verify needs --kind and --evidence")
+    kind = EvidenceKind(args.kind)
+    evidence = _read(args.evidence, "evidence")
+    endorsements = Endorsements(
+        _read(args.collateral, "collateral") if args.collateral else None,
+        tuple(_read(p, "certificate") for p in args.certs),
+    )
+    note = None
+    if args.policy:
+        policy = Policy.from_file(args.policy)
+    else:
+        policy = _authenticity_only(kind)
+        note = "NOTE: no --policy given: authenticity checked, measurements and TCB not judged"
+    claims = verify(kind, evidence, policy, now=when, endorsements=endorsements)
+    _print(claims, args.json, note)
+    return 0
+
+
+def _verify_host(args: argparse.Namespace, when: datetime) -> int:
+    from blindai.client._attest import attest_server
+    from blindai.client._transport import PlainTransport
+
+    if args.policy is None and not args.simulation:
+        raise ConfigurationError("attest HOST needs --policy (or --simulation for a simulation)")
+    policy = Policy.from_file(args.policy) if args.policy else None
+    plain = PlainTransport(args.target, args.unattested_port, 60)
+    try:
+        attested = attest_server(plain, simulation_mode=args.simulation, policy=policy, now=when)
+    finally:
+        plain.close()
+    _print(attested.claims, args.json, "certificate bound to the evidence: yes")
+    return 0
