@@ -63,6 +63,7 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -113,4 +114,9 @@ async def _serve(built: Built) -> None:
 def serve(settings: ServerSettings, *, attester: Attester | None = None) -> None:
     """Run the server until interrupted."""
     built = build(settings, attester=attester)
-    asyncio.run(_serve(built))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux
+        asyncio.run(_serve(built))
+    else:
+        uvloop.run(_serve(built))

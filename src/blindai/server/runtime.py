@@ -65,6 +65,9 @@ class OnnxModel:
             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
         options.intra_op_num_threads = intra_op_threads
+        # no busy-waiting worker threads: they would compete with the event loop for cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
         self._session = ort.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"]
