@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import NameOID
 
 from blindai.attestation._anchors import fingerprint
 from blindai.errors import ChainError
@@ -29,6 +29,20 @@ from blindai.errors import ChainError
 __all__ = ["AmdChain", "leaf_candidates", "verify_chain"]
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+# AlgorithmIdentifier rsassaPss {SHA-384, MGF1-SHA-384, salt 48}, with and without the default
+# trailerField (AMD's ARK and ASK spell it out, its VCEKs do not)
+_PSS_OID = "06092a864886f70d01010a"
+_PSS_PARAMS = (  # [0] hashAlgorithm, [1] maskGenAlgorithm, [2] saltLength
+    "a00f300d06096086480165030402020500"
+    "a11c301a06092a864886f70d010108300d06096086480165030402020500"
+    "a203020130"
+)
+_PSS_ALGORITHMS = frozenset(
+    {
+        bytes.fromhex(f"3041{_PSS_OID}3034{_PSS_PARAMS}"),
+        bytes.fromhex(f"3046{_PSS_OID}3039{_PSS_PARAMS}a303020101"),
+    }
+)
 _LEAF_NAMES = {"vcek": "SEV-VCEK", "vlek": "SEV-VLEK"}
 
 
@@ -51,14 +65,46 @@ def _common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _tlv_end(data: bytes, pos: int) -> tuple[int, int]:
+    """(start of contents, end) of the DER element at ``pos``; IndexError/ValueError if bad."""
+    length = data[pos + 1]
+    head = pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 3:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(data[head : head + count], "big")
+        head += count
+    if head + length > len(data):
+        raise ValueError("DER element overruns its container")
+    return head, head + length
+
+
+def _signature_algorithms(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """The certificate's signatureAlgorithm and the signature field inside its TBS."""
+    raw = cert.public_bytes(Encoding.DER)
+    tbs = cert.tbs_certificate_bytes
+    outer_at = _tlv_end(raw, 0)[0] + len(tbs)
+    outer = raw[outer_at : _tlv_end(raw, outer_at)[1]]
+    pos = _tlv_end(tbs, 0)[0]
+    if tbs[pos] == 0xA0:  # [0] version
+        pos = _tlv_end(tbs, pos)[1]
+    pos = _tlv_end(tbs, pos)[1]  # serialNumber
+    return outer, tbs[pos : _tlv_end(tbs, pos)[1]]
+
+
+def _is_amd_pss(cert: x509.Certificate) -> bool:
+    try:
+        outer, inner = _signature_algorithms(cert)
+    except (IndexError, ValueError):  # pragma: no cover - cryptography parsed it already
+        return False
+    return outer == inner and outer in _PSS_ALGORITHMS
+
+
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
+    if cert.issuer != issuer.subject or not _is_amd_pss(cert):
         return False
-    if cert.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
-        return False
-    if not isinstance(cert.signature_hash_algorithm, hashes.SHA384):
-        return False
-    key = issuer.public_key()
+    key = _public_key(issuer)
     if not isinstance(key, rsa.RSAPublicKey):
         return False
     try:
@@ -107,8 +153,15 @@ def leaf_candidates(certs: Sequence[x509.Certificate], signing_key: str) -> list
     return [c for c in found if _is_p384(c)]
 
 
+def _public_key(cert: x509.Certificate) -> object:
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):  # e.g. a point not on the curve
+        return None
+
+
 def _is_p384(cert: x509.Certificate) -> bool:
-    key = cert.public_key()
+    key = _public_key(cert)
     return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)
 
 
