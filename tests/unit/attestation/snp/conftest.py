@@ -20,6 +20,7 @@ from blindai.attestation.endorsements import Endorsements
 
 NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+SHA384 = hashes.SHA384()
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def make_cert(
     not_before: datetime = NOW - timedelta(days=365),
     not_after: datetime = NOW + timedelta(days=365),
     rsa_padding: object = PSS,
-    hash_algorithm: hashes.HashAlgorithm = hashes.SHA384(),
+    hash_algorithm: hashes.HashAlgorithm = SHA384,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()

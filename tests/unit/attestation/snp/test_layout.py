@@ -176,7 +176,7 @@ def test_tcb_version_round_trip_and_order() -> None:
 
 @pytest.mark.parametrize("bad", [-1, 256, True, "3"])
 def test_tcb_version_rejects_out_of_range(bad: object) -> None:
-    with pytest.raises(ValueError, match="0..255"):
+    with pytest.raises(ValueError, match=r"0\.\.255"):
         TcbVersion(bootloader=bad, tee=0, snp=0, microcode=0)  # type: ignore[arg-type]
 
 
