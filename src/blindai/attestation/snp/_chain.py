@@ -65,39 +65,28 @@ def _common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _tlv_end(data: bytes, pos: int) -> tuple[int, int]:
-    """(start of contents, end) of the DER element at ``pos``; IndexError/ValueError if bad."""
-    length = data[pos + 1]
-    head = pos + 2
+def _tlv(data: bytes, pos: int) -> tuple[int, int]:
+    """(start of contents, end) of the DER element at ``pos`` (already validated by the parser)."""
+    length, head = data[pos + 1], pos + 2
     if length & 0x80:
         count = length & 0x7F
-        if not 1 <= count <= 3:
-            raise ValueError("unsupported DER length")
-        length = int.from_bytes(data[head : head + count], "big")
-        head += count
-    if head + length > len(data):
-        raise ValueError("DER element overruns its container")
+        length, head = int.from_bytes(data[head : head + count], "big"), head + count
     return head, head + length
 
 
 def _signature_algorithms(cert: x509.Certificate) -> tuple[bytes, bytes]:
     """The certificate's signatureAlgorithm and the signature field inside its TBS."""
-    raw = cert.public_bytes(Encoding.DER)
-    tbs = cert.tbs_certificate_bytes
-    outer_at = _tlv_end(raw, 0)[0] + len(tbs)
-    outer = raw[outer_at : _tlv_end(raw, outer_at)[1]]
-    pos = _tlv_end(tbs, 0)[0]
-    if tbs[pos] == 0xA0:  # [0] version
-        pos = _tlv_end(tbs, pos)[1]
-    pos = _tlv_end(tbs, pos)[1]  # serialNumber
-    return outer, tbs[pos : _tlv_end(tbs, pos)[1]]
+    raw, tbs = cert.public_bytes(Encoding.DER), cert.tbs_certificate_bytes
+    outer_at = _tlv(raw, 0)[0] + len(tbs)
+    outer = raw[outer_at : _tlv(raw, outer_at)[1]]
+    pos = _tlv(tbs, 0)[0]
+    while tbs[pos] != 0x30:  # skip [0] version and serialNumber: the first SEQUENCE follows
+        pos = _tlv(tbs, pos)[1]
+    return outer, tbs[pos : _tlv(tbs, pos)[1]]
 
 
 def _is_amd_pss(cert: x509.Certificate) -> bool:
-    try:
-        outer, inner = _signature_algorithms(cert)
-    except (IndexError, ValueError):  # pragma: no cover - cryptography parsed it already
-        return False
+    outer, inner = _signature_algorithms(cert)
     return outer == inner and outer in _PSS_ALGORITHMS
 
 
