@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -164,26 +166,26 @@ def make_cert(
     *,
     subject: str,
     issuer: str,
-    public_key: object,
+    public_key: Any,
     signing_key: rsa.RSAPrivateKey,
-    extensions: list[x509.UnrecognizedExtension] = (),  # type: ignore[assignment]
+    extensions: Sequence[x509.UnrecognizedExtension] = (),
     not_before: datetime = NOW - timedelta(days=365),
     not_after: datetime = NOW + timedelta(days=365),
-    rsa_padding: object = PSS,
-    hash_algorithm: hashes.HashAlgorithm = SHA384,
+    rsa_padding: Any = PSS,
+    hash_algorithm: Any = SHA384,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
         .subject_name(amd_name(subject))
         .issuer_name(amd_name(issuer))
-        .public_key(public_key)  # type: ignore[arg-type]
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
     for ext in extensions:
         builder = builder.add_extension(ext, critical=False)
-    return builder.sign(signing_key, hash_algorithm, rsa_padding=rsa_padding)  # type: ignore[arg-type]
+    return builder.sign(signing_key, hash_algorithm, rsa_padding=rsa_padding)
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -256,7 +258,7 @@ class FakeAmd:
         *,
         tcb: tuple[int, int, int, int] | None = (3, 0, 8, 115),
         hwid: bytes | None = b"\xc4" * 64,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> x509.Certificate:
         return make_cert(
             subject="SEV-VCEK",
@@ -264,11 +266,11 @@ class FakeAmd:
             public_key=self.vcek_key.public_key(),
             signing_key=self.ask_key,
             extensions=amd_extensions(tcb, hwid),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def vlek(
-        self, *, tcb: tuple[int, int, int, int] | None = (3, 0, 8, 115), **kwargs: object
+        self, *, tcb: tuple[int, int, int, int] | None = (3, 0, 8, 115), **kwargs: Any
     ) -> x509.Certificate:
         return make_cert(
             subject="SEV-VLEK",
@@ -276,7 +278,7 @@ class FakeAmd:
             public_key=self.vlek_key.public_key(),
             signing_key=self.asvk_key,
             extensions=amd_extensions(tcb, None),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def chain(self, leaf: x509.Certificate) -> tuple[bytes, ...]:
@@ -290,24 +292,27 @@ def _rsa() -> rsa.RSAPrivateKey:
 def make_fake_amd(product: str = "Milan") -> FakeAmd:
     ark_key, ask_key, asvk_key = _rsa(), _rsa(), _rsa()
     ark_cn = f"ARK-{product}"
-    long = {"not_before": NOW - timedelta(days=3650), "not_after": NOW + timedelta(days=3650)}
+    long: dict[str, Any] = {
+        "not_before": NOW - timedelta(days=3650),
+        "not_after": NOW + timedelta(days=3650),
+    }
     ark = make_cert(
         subject=ark_cn, issuer=ark_cn, public_key=ark_key.public_key(), signing_key=ark_key, **long
-    )  # type: ignore[arg-type]
+    )
     ask = make_cert(
         subject=f"SEV-{product}",
         issuer=ark_cn,
         public_key=ask_key.public_key(),
         signing_key=ark_key,
         **long,
-    )  # type: ignore[arg-type]
+    )
     asvk = make_cert(
         subject=f"SEV-VLEK-{product}",
         issuer=ark_cn,
         public_key=asvk_key.public_key(),
         signing_key=ark_key,
         **long,
-    )  # type: ignore[arg-type]
+    )
     return FakeAmd(
         product=product,
         ark_key=ark_key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -218,7 +219,7 @@ def test_leaf_with_a_p256_key(fake_amd: FakeAmd) -> None:
 @pytest.mark.parametrize("which", ["leaf", "ask", "ark"])
 @pytest.mark.parametrize("early", [True, False])
 def test_each_certificate_must_be_valid_now(fake_amd: FakeAmd, which: str, early: bool) -> None:
-    window = (
+    window: dict[str, Any] = (
         {"not_before": NOW + timedelta(seconds=1), "not_after": NOW + timedelta(days=1)}
         if early
         else {"not_before": NOW - timedelta(days=1), "not_after": NOW - timedelta(seconds=1)}
@@ -233,7 +234,7 @@ def test_each_certificate_must_be_valid_now(fake_amd: FakeAmd, which: str, early
             public_key=fake_amd.ask_key.public_key(),
             signing_key=fake_amd.ark_key,
             **window,
-        )  # type: ignore[arg-type]
+        )
     else:
         ark = make_cert(
             subject="ARK-Milan",
@@ -241,7 +242,7 @@ def test_each_certificate_must_be_valid_now(fake_amd: FakeAmd, which: str, early
             public_key=fake_amd.ark_key.public_key(),
             signing_key=fake_amd.ark_key,
             **window,
-        )  # type: ignore[arg-type]
+        )
     pins = [hashlib.sha256(der(ark)).digest()]
     with pytest.raises(ChainError, match="valid"):
         SnpVerifier(trusted_ark_fingerprints=pins).verify(
