@@ -109,7 +109,7 @@ def _load_pems(blob: bytes) -> list[x509.Certificate]:
 
 
 def _load_blob(index: int, blob: bytes) -> list[x509.Certificate]:
-    if _PEM_BEGIN in blob[:4096]:
+    if _PEM_BEGIN in blob:
         try:
             return _load_pems(blob)
         except ValueError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -98,8 +99,7 @@ class SnpVerifier:
 
 
 def _report_signature_ok(report: SnpReport, cert: x509.Certificate) -> bool:
-    key = cert.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey)
+    key = cast(ec.EllipticCurvePublicKey, cert.public_key())  # leaf_candidates: P-384 only
     signature = encode_dss_signature(report.signature_r, report.signature_s)
     try:
         key.verify(signature, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
