@@ -1,0 +1,152 @@
+"""What an SEV-SNP report must show to be accepted: section ``[sev_snp]`` of a policy file.
+
+Example::
+
+    [sev_snp]
+    measurement = "b07af962...2b01"          # 96 hex digits; required
+    min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+    max_vmpl = 0                             # default 0: only reports requested from VMPL 0
+    allowed_signing_keys = ["vcek"]          # default both "vcek" and "vlek"
+
+Keys: ``measurement`` (required unless ``allow_any_measurement = true`` is given explicitly),
+``host_data`` (32 bytes hex), ``id_key_digest`` and ``author_key_digest`` (48 bytes hex),
+``allow_debug`` (default false: guest policy bit 19 DEBUG is a violation), ``min_tcb`` (a table
+``{bootloader, tee, snp, microcode}``, or the 8 TCB_VERSION bytes as 16 hex digits in report
+order, e.g. ``"0300000000000873"``), ``max_vmpl`` (highest VMPL accepted, 0..3, default 0:
+the most privileged level), ``allowed_signing_keys`` and ``products`` (e.g. ``["Milan"]``).
+``min_tcb`` applies to REPORTED_TCB, the TCB the VCEK/VLEK certifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.snp._layout import TcbVersion
+from blindai.attestation.snp.claims import SnpClaims
+from blindai.errors import ConfigurationError, EvidenceError, Violation
+
+__all__ = ["SnpPolicy"]
+
+_SIGNING_KEYS = frozenset({"vcek", "vlek"})
+_SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnpPolicy:
+    """Expected values for a verified SEV-SNP report; never silently permissive."""
+
+    measurement: bytes | None = None
+    allow_any_measurement: bool = False
+    host_data: bytes | None = None
+    id_key_digest: bytes | None = None
+    author_key_digest: bytes | None = None
+    allow_debug: bool = False
+    min_tcb: TcbVersion | None = None
+    max_vmpl: int = 0
+    allowed_signing_keys: frozenset[str] = field(default=_SIGNING_KEYS)
+    products: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.measurement is None and self.allow_any_measurement is not True:
+            raise ConfigurationError(
+                "[sev_snp] needs a measurement (or allow_any_measurement = true, explicitly)"
+            )
+        if self.measurement is not None and self.allow_any_measurement:
+            raise ConfigurationError(
+                "[sev_snp] give measurement or allow_any_measurement, not both"
+            )
+        for name, size in _SIZES.items():
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, bytes) or len(value) != size):
+                raise ConfigurationError(f"[sev_snp] {name} must be {size} bytes")
+        if isinstance(self.max_vmpl, bool) or self.max_vmpl not in range(4):
+            raise ConfigurationError("[sev_snp] max_vmpl must be an integer 0..3")
+        if not self.allowed_signing_keys or not self.allowed_signing_keys <= _SIGNING_KEYS:
+            raise ConfigurationError('[sev_snp] allowed_signing_keys: "vcek" and/or "vlek"')
+        if self.products is not None and not self.products:
+            raise ConfigurationError("[sev_snp] products must not be empty")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SnpPolicy:
+        """Build from a ``[sev_snp]`` TOML section; ConfigurationError on unknown or bad keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(f"[sev_snp] unknown key(s): {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            kwargs[name] = _convert(name, value)
+        return cls(**kwargs)
+
+    def check(self, claims: VerifiedClaims) -> list[Violation]:
+        """Every way in which ``claims`` fail this policy (empty when accepted)."""
+        if not isinstance(claims, SnpClaims):
+            return [Violation("kind", "sev-snp", str(claims.kind.value))]
+        out: list[Violation] = []
+        for name in _SIZES:
+            expected = getattr(self, name)
+            if expected is not None and getattr(claims, name) != expected:
+                out.append(Violation(name, expected.hex(), getattr(claims, name).hex()))
+        if claims.debug and not self.allow_debug:
+            out.append(Violation("debug", "false (policy bit 19 clear)", "true"))
+        if self.min_tcb is not None and not claims.reported_tcb.meets(self.min_tcb):
+            out.append(Violation("reported_tcb", f">= {self.min_tcb}", str(claims.reported_tcb)))
+        if claims.vmpl > self.max_vmpl:
+            out.append(Violation("vmpl", f"<= {self.max_vmpl}", str(claims.vmpl)))
+        if claims.signing_key not in self.allowed_signing_keys:
+            allowed = " or ".join(sorted(self.allowed_signing_keys))
+            out.append(Violation("signing_key", allowed, claims.signing_key))
+        if self.products is not None and claims.product not in self.products:
+            out.append(Violation("product", " or ".join(sorted(self.products)), claims.product))
+        return out
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name in _SIZES:
+        return _hex(name, value)
+    if name in ("allow_any_measurement", "allow_debug"):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"[sev_snp] {name} must be true or false")
+        return value
+    if name == "max_vmpl":
+        return value  # checked in __post_init__
+    if name == "min_tcb":
+        return _tcb(value)
+    return _names(name, value)
+
+
+def _hex(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"[sev_snp] {name} must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"[sev_snp] {name} is not valid hex") from exc
+
+
+def _tcb(value: Any) -> TcbVersion:
+    if isinstance(value, str):
+        raw = _hex("min_tcb", value)
+        if len(raw) != 8:
+            raise ConfigurationError("[sev_snp] min_tcb as hex is 16 digits (8 bytes)")
+        try:
+            return TcbVersion.from_bytes(raw)
+        except EvidenceError as exc:
+            raise ConfigurationError(f"[sev_snp] min_tcb: {exc}") from exc
+    if not isinstance(value, Mapping) or set(value) != {"bootloader", "tee", "snp", "microcode"}:
+        raise ConfigurationError(
+            "[sev_snp] min_tcb is a table {bootloader, tee, snp, microcode} or 16 hex digits"
+        )
+    try:
+        return TcbVersion(**value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"[sev_snp] min_tcb: {exc}") from exc
+
+
+def _names(name: str, value: Any) -> frozenset[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"[sev_snp] {name} must be a list of strings")
+    return frozenset(value)

@@ -1,0 +1,160 @@
+"""SnpPolicy: loading a [sev_snp] section, refusing permissive or bad policies, check()."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timezone
+
+import pytest
+
+from blindai.attestation import EvidenceKind, Policy
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.snp import SnpClaims, SnpPolicy, SnpVerifier, TcbVersion
+from blindai.errors import ConfigurationError, Violation
+
+from .conftest import NOW, FakeAmd, make_report, sign_report
+
+M = "ab" * 48
+
+
+@pytest.fixture(scope="module")
+def claims(fake_amd: FakeAmd) -> SnpClaims:
+    report = sign_report(make_report(measurement=bytes.fromhex(M)), fake_amd.vcek_key)
+    return SnpVerifier(trusted_ark_fingerprints=[fake_amd.ark_fingerprint]).verify_authenticity(
+        report, now=NOW, endorsements=Endorsements(certificates=fake_amd.chain(fake_amd.vcek()))
+    )
+
+
+def test_minimal_policy_and_defaults() -> None:
+    policy = SnpPolicy.from_mapping({"measurement": M})
+    assert policy.measurement == bytes.fromhex(M)
+    assert policy.allow_debug is False
+    assert policy.max_vmpl == 0
+    assert policy.allowed_signing_keys == frozenset({"vcek", "vlek"})
+    assert policy.min_tcb is None and policy.host_data is None
+
+
+def test_full_policy() -> None:
+    policy = SnpPolicy.from_mapping(
+        {
+            "measurement": M,
+            "host_data": "01" * 32,
+            "id_key_digest": "02" * 48,
+            "author_key_digest": "03" * 48,
+            "allow_debug": True,
+            "min_tcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
+            "max_vmpl": 2,
+            "allowed_signing_keys": ["vlek"],
+            "products": ["Milan", "Genoa"],
+        }
+    )
+    assert policy.min_tcb == TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
+    assert policy.products == frozenset({"Milan", "Genoa"})
+    assert policy.allowed_signing_keys == frozenset({"vlek"})
+
+
+def test_min_tcb_as_hex_is_in_report_byte_order() -> None:
+    policy = SnpPolicy.from_mapping({"measurement": M, "min_tcb": "0300000000000873"})
+    assert policy.min_tcb == TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
+
+
+def test_from_toml_section() -> None:
+    policy = Policy.from_toml(
+        f'[sev_snp]\nmeasurement = "{M}"\nmin_tcb = {{ bootloader = 1, tee = 0, snp = 2, '
+        "microcode = 3 }\n"
+    )
+    snp = policy.for_kind(EvidenceKind.SEV_SNP)
+    assert isinstance(snp, SnpPolicy)
+    assert snp.min_tcb == TcbVersion(bootloader=1, tee=0, snp=2, microcode=3)
+
+
+def test_allow_any_measurement_must_be_explicit() -> None:
+    with pytest.raises(ConfigurationError, match="needs a measurement"):
+        SnpPolicy.from_mapping({})
+    with pytest.raises(ConfigurationError, match="needs a measurement"):
+        SnpPolicy.from_mapping({"allow_debug": False, "max_vmpl": 0})
+    with pytest.raises(ConfigurationError, match="needs a measurement"):
+        SnpPolicy.from_mapping({"allow_any_measurement": False})
+    assert SnpPolicy.from_mapping({"allow_any_measurement": True}).measurement is None
+    with pytest.raises(ConfigurationError, match="not both"):
+        SnpPolicy.from_mapping({"allow_any_measurement": True, "measurement": M})
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"measurement": M, "mr_enclave": "00"}, "unknown key"),
+        ({"measurement": "ab" * 47}, "48 bytes"),
+        ({"measurement": "zz" * 48}, "not valid hex"),
+        ({"measurement": 5}, "hex string"),
+        ({"measurement": M, "host_data": "00" * 48}, "host_data must be 32 bytes"),
+        ({"measurement": M, "id_key_digest": "00"}, "id_key_digest must be 48 bytes"),
+        ({"measurement": M, "allow_debug": "yes"}, "true or false"),
+        ({"measurement": M, "max_vmpl": 4}, "max_vmpl"),
+        ({"measurement": M, "max_vmpl": -1}, "max_vmpl"),
+        ({"measurement": M, "max_vmpl": True}, "max_vmpl"),
+        ({"measurement": M, "max_vmpl": "0"}, "max_vmpl"),
+        ({"measurement": M, "allowed_signing_keys": []}, "allowed_signing_keys"),
+        ({"measurement": M, "allowed_signing_keys": ["ask"]}, "allowed_signing_keys"),
+        ({"measurement": M, "allowed_signing_keys": "vcek"}, "list of strings"),
+        ({"measurement": M, "products": []}, "products must not be empty"),
+        ({"measurement": M, "products": [1]}, "list of strings"),
+        ({"measurement": M, "min_tcb": "03000000000008"}, "16 digits"),
+        ({"measurement": M, "min_tcb": "0300010000000873"}, "reserved"),
+        ({"measurement": M, "min_tcb": {"bootloader": 1, "tee": 0, "snp": 0}}, "table"),
+        (
+            {"measurement": M, "min_tcb": {"bootloader": 1, "tee": 0, "snp": 0, "microcode": 256}},
+            "0..255",
+        ),
+        ({"measurement": M, "min_tcb": 5}, "table"),
+    ],
+)
+def test_bad_policies_are_configuration_errors(data: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        SnpPolicy.from_mapping(data)
+
+
+def test_accepting_policy(claims: SnpClaims) -> None:
+    assert SnpPolicy(measurement=bytes.fromhex(M)).check(claims) == []
+
+
+def test_each_rule(claims: SnpClaims) -> None:
+    base = SnpPolicy(measurement=bytes.fromhex(M))
+    debug_claims = replace(claims, debug=True, vmpl=2, signing_key="vlek", product="Genoa")
+    got = SnpPolicy(
+        measurement=bytes(48),
+        host_data=b"\x01" * 32,
+        id_key_digest=b"\x02" * 48,
+        author_key_digest=b"\x03" * 48,
+        min_tcb=TcbVersion(bootloader=3, tee=0, snp=8, microcode=116),
+        max_vmpl=1,
+        allowed_signing_keys=frozenset({"vcek"}),
+        products=frozenset({"Milan"}),
+    ).check(debug_claims)
+    assert [v.field for v in got] == [
+        "measurement",
+        "host_data",
+        "id_key_digest",
+        "author_key_digest",
+        "debug",
+        "reported_tcb",
+        "vmpl",
+        "signing_key",
+        "product",
+    ]
+    assert got[0] == Violation("measurement", "00" * 48, M)
+    assert got[6] == Violation("vmpl", "<= 1", "2")
+    assert base.check(replace(claims, vmpl=1)) == [Violation("vmpl", "<= 0", "1")]
+    assert replace(base, allow_debug=True).check(replace(claims, debug=True)) == []
+
+
+def test_check_refuses_other_kinds() -> None:
+    other = VerifiedClaims(
+        kind=EvidenceKind.TDX,
+        measurement=bytes(48),
+        report_data=bytes(64),
+        debug=False,
+        verified_at=NOW.astimezone(timezone.utc),
+    )
+    assert SnpPolicy(measurement=bytes(48)).check(other) == [Violation("kind", "sev-snp", "tdx")]
