@@ -288,10 +288,20 @@ def parse_collateral(data: bytes) -> Collateral:
     if set(doc) != set(_FIELDS) or not all(isinstance(v, str) for v in doc.values()):
         raise CollateralError(f"collateral must hold exactly these strings: {', '.join(_FIELDS)}")
     try:
-        values = {k: bytes.fromhex(v) if k in _HEX_FIELDS else v for k, v in doc.items()}
+        raw = {k: bytes.fromhex(doc[k]) for k in _HEX_FIELDS}
     except ValueError as exc:
         raise CollateralError("collateral CRLs and signatures must be hex") from exc
-    return Collateral(**values)
+    return Collateral(
+        pck_crl_issuer_chain=doc["pck_crl_issuer_chain"],
+        root_ca_crl=raw["root_ca_crl"],
+        pck_crl=raw["pck_crl"],
+        tcb_info_issuer_chain=doc["tcb_info_issuer_chain"],
+        tcb_info=doc["tcb_info"],
+        tcb_info_signature=raw["tcb_info_signature"],
+        qe_identity_issuer_chain=doc["qe_identity_issuer_chain"],
+        qe_identity=doc["qe_identity"],
+        qe_identity_signature=raw["qe_identity_signature"],
+    )
 
 
 def _json_window(text: str, what: str) -> tuple[datetime, datetime]:
@@ -326,7 +336,7 @@ def _member_text(text: str, keys: tuple[str, ...]) -> str:
         pos = text.index("{") + 1
         while True:
             pos = text.index('"', pos)
-            key, pos = json.decoder.scanstring(text, pos + 1)
+            key, pos = decoder.raw_decode(text, pos)
             pos = text.index(":", pos) + 1
             while text[pos] in " \t\r\n":
                 pos += 1
