@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 from conftest import DcapSet, utc
@@ -203,7 +203,12 @@ def test_a_verifier_pinning_another_root_refuses_intel(phala_sgx: DcapSet) -> No
 
 @pytest.mark.parametrize(
     "when",
-    ["2025-06-19T10:00:00Z", "2025-07-20T00:00:00Z", "2019-01-01T00:00:00Z", "2035-01-01T00:00:00Z"],
+    [
+        "2025-06-19T10:00:00Z",
+        "2025-07-20T00:00:00Z",
+        "2019-01-01T00:00:00Z",
+        "2035-01-01T00:00:00Z",
+    ],
 )
 def test_a_time_outside_the_collateral_window_is_a_collateral_error(
     phala_sgx: DcapSet, when: str
@@ -224,7 +229,9 @@ def test_collateral_of_another_set_is_refused(phala_sgx: DcapSet, automata_sgx: 
         )
 
 
-def test_collateral_for_a_tdx_quote_is_refused(phala_sgx: DcapSet, phala_tdx_quote: DcapSet) -> None:
+def test_collateral_for_a_tdx_quote_is_refused(
+    phala_sgx: DcapSet, phala_tdx_quote: DcapSet
+) -> None:
     with pytest.raises(CollateralError):
         verify(phala_sgx, policy(PHALA_MRENCLAVE), endorsements=phala_tdx_quote.endorsements)
 
@@ -289,12 +296,13 @@ def test_a_naive_time_is_a_configuration_error(phala_sgx: DcapSet) -> None:
     naive = datetime(2025, 7, 1)
     with pytest.raises(ConfigurationError):
         verify(phala_sgx, policy(PHALA_MRENCLAVE), now=naive)
-    assert phala_sgx.now - timedelta(0) == utc("2025-07-01T00:00:00Z")
 
 
 def test_the_policy_must_be_an_sgx_policy(phala_sgx: DcapSet) -> None:
     with pytest.raises(ConfigurationError):
-        SgxVerifier.with_embedded_roots().verify(phala_sgx.quote, {"mr_enclave": "00"}, now=phala_sgx.now)
+        SgxVerifier.with_embedded_roots().verify(
+            phala_sgx.quote, {"mr_enclave": "00"}, now=phala_sgx.now
+        )
 
 
 def test_a_verifier_without_roots_is_refused() -> None:
