@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DcapSet
+from _sgx_sets import DcapSet
 
 from blindai.attestation import Endorsements
 from blindai.attestation._dcap import (

@@ -59,7 +59,7 @@ def fields(policy: SgxPolicy, c: VerifiedClaims) -> list[str]:
 def test_blindai_06_manifest_keys_are_accepted_by_policy_from_toml() -> None:
     policy = Policy.from_toml(MANIFEST_06).for_kind(EvidenceKind.SGX)
     assert isinstance(policy, SgxPolicy)
-    assert policy.mr_enclave == {MRENCLAVE}
+    assert policy.mr_enclave == frozenset({MRENCLAVE})
     assert policy.attributes == 0x5  # INIT added, as BlindAI 0.6 compared it
     assert (policy.xfrm, policy.xfrm_mask) == (0x3, 0xFFFFFFFFFFFFFF1B)
     assert (policy.misc_select, policy.misc_select_mask) == (0, 0xFFFFFFFF)
@@ -68,6 +68,7 @@ def test_blindai_06_manifest_keys_are_accepted_by_policy_from_toml() -> None:
 
 def test_blindai_06_manifest_semantics_on_attributes_xfrm_and_misc_select() -> None:
     policy = Policy.from_toml(MANIFEST_06).for_kind(EvidenceKind.SGX)
+    assert isinstance(policy, SgxPolicy)
     assert fields(policy, claims(attributes=0x15)) == ["attributes"]  # PROVISIONKEY set
     assert fields(policy, claims(attributes=0x04)) == ["attributes"]  # INIT missing
     assert fields(policy, claims(xfrm=0xFF)) == ["xfrm"]  # bit 3 is checked
@@ -158,4 +159,4 @@ def test_allow_any_measurement_must_be_explicit() -> None:
 def test_sgx_section_in_a_policy_file() -> None:
     policy = Policy.from_toml(f'[sgx]\nmr_signer = "{MRSIGNER.hex()}"\n')
     assert isinstance(policy.sgx, SgxPolicy)
-    assert policy.sgx.mr_signer == {MRSIGNER}
+    assert policy.sgx.mr_signer == frozenset({MRSIGNER})

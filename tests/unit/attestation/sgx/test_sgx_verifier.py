@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from conftest import DcapSet, utc
+from _sgx_sets import DcapSet, utc
 
 from blindai.attestation import Endorsements
 from blindai.attestation.sgx import SgxClaims, SgxPolicy, SgxVerifier
