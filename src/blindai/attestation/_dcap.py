@@ -95,7 +95,7 @@ def verify_quote(
     _check_window(collateral, now)
     try:
         report = dcap_qvl.verify_with_root_ca(quote, collateral.to_dcap_qvl(), root_der, now_secs)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         raise _classify(str(exc)) from exc
     return DcapResult(
         tcb_status=report.status,
@@ -322,7 +322,7 @@ def _crl_window(der: bytes, what: str) -> tuple[datetime, datetime]:
         crl = x509.load_der_x509_crl(der)
     except ValueError as exc:
         raise CollateralError(f"{what} is not a DER CRL") from exc
-    if crl.next_update_utc is None:
+    if crl.next_update_utc is None:  # pragma: no cover - cryptography cannot build one to test
         raise CollateralError(f"{what} has no nextUpdate")
     return crl.last_update_utc, crl.next_update_utc
 

@@ -308,3 +308,30 @@ def test_the_policy_must_be_an_sgx_policy(phala_sgx: DcapSet) -> None:
 def test_a_verifier_without_roots_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         SgxVerifier(trusted_roots=())
+
+
+def test_the_package_exports_exactly_verifier_policy_and_claims() -> None:
+    import blindai.attestation.sgx as sgx
+
+    assert sorted(sgx.__all__) == ["SgxClaims", "SgxPolicy", "SgxVerifier"]
+    assert all(getattr(sgx, name) for name in sgx.__all__)
+
+
+def test_top_level_verify_uses_the_embedded_roots(phala_sgx: DcapSet) -> None:
+    from blindai.attestation import EvidenceKind, Policy
+    from blindai.attestation import verify as verify_kind
+
+    toml = f"""
+[sgx]
+mr_enclave = "{PHALA_MRENCLAVE}"
+allowed_tcb_statuses = ["ConfigurationAndSWHardeningNeeded"]
+"""
+    claims = verify_kind(
+        EvidenceKind.SGX,
+        phala_sgx.quote,
+        Policy.from_toml(toml),
+        now=phala_sgx.now,
+        endorsements=phala_sgx.endorsements,
+    )
+    assert isinstance(claims, SgxClaims)
+    assert claims.mr_enclave.hex() == PHALA_MRENCLAVE

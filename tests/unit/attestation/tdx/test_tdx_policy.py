@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from blindai.attestation import EvidenceKind, Policy
+from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.tdx import TdxClaims, TdxPolicy
 from blindai.errors import ConfigurationError
 
@@ -109,3 +110,15 @@ def test_bad_policies_are_configuration_errors(data: dict[str, object]) -> None:
 
 def test_allow_any_measurement_must_be_explicit() -> None:
     assert TdxPolicy.from_mapping({"allow_any_measurement": True}).check(claims()) == []
+
+
+def test_claims_of_another_kind_are_a_violation() -> None:
+    other = VerifiedClaims(
+        kind=EvidenceKind.SGX,
+        measurement=bytes(32),
+        report_data=bytes(64),
+        debug=False,
+        verified_at=datetime(2025, 7, 1, tzinfo=timezone.utc),
+    )
+    policy = TdxPolicy(allow_any_measurement=True)
+    assert [v.field for v in policy.check(other)] == ["kind"]

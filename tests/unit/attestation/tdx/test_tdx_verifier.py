@@ -270,3 +270,25 @@ def test_the_policy_must_be_a_tdx_policy(phala_v4: DcapSet) -> None:
 def test_a_verifier_without_roots_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         TdxVerifier(trusted_roots=[])
+
+
+def test_the_package_exports_exactly_verifier_policy_and_claims() -> None:
+    import blindai.attestation.tdx as tdx
+
+    assert sorted(tdx.__all__) == ["TdxClaims", "TdxPolicy", "TdxVerifier"]
+    assert all(getattr(tdx, name) for name in tdx.__all__)
+
+
+def test_top_level_verify_uses_the_embedded_roots(phala_v4: DcapSet) -> None:
+    from blindai.attestation import EvidenceKind, Policy
+    from blindai.attestation import verify as verify_kind
+
+    claims = verify_kind(
+        EvidenceKind.TDX,
+        phala_v4.quote,
+        Policy.from_toml(f'[tdx]\nmr_td = "{PHALA_MRTD}"\n'),
+        now=phala_v4.now,
+        endorsements=phala_v4.endorsements,
+    )
+    assert isinstance(claims, TdxClaims)
+    assert claims.mr_td.hex() == PHALA_MRTD
