@@ -387,7 +387,8 @@ def collateral_from_pcs(
     ``tcb_info`` / ``qe_identity`` are the response bodies (``{"tcbInfo": ..., "signature":
     ...}``, ``{"enclaveIdentity": ...}``); CRLs in DER, PEM or hex; ``tcb_signing_chain`` is
     the TCB-Info-Issuer-Chain (it also signs the QE Identity); ``pck_crl_issuer_chain`` the
-    SGX-PCK-CRL-Issuer-Chain (see :func:`pck_crl_issuer_chain_from_quote`).
+    SGX-PCK-CRL-Issuer-Chain (see :func:`pck_crl_issuer_chain_from_quote`; dcap-qvl checks
+    each CRL against its issuer in the verified PCK chain, so this copy is informational).
     """
     tcb_text, tcb_sig = _signed_response(tcb_info, ("tcbInfo",))
     qe_text, qe_sig = _signed_response(qe_identity, ("enclaveIdentity", "qeIdentity"))

@@ -30,6 +30,10 @@ class SgxVerifier:
     ``trusted_roots`` are SHA-256 fingerprints of the root certificates accepted at the end of
     the quote's PCK chain; :meth:`with_embedded_roots` pins the Intel SGX Root CA. Collateral
     (``Endorsements.collateral``, dcap-qvl QuoteCollateralV3 JSON) is required.
+
+    Not checked here: the binding of ``report_data`` to a TLS key or nonce
+    (:func:`blindai.attestation.check_binding`), and anything the policy leaves unset.
+    dcap-qvl 0.7 refuses debug enclaves whatever the policy (a PolicyError on ``debug``).
     """
 
     kind = EvidenceKind.SGX
