@@ -47,6 +47,7 @@ __all__ = [
     "TCB_STATUSES",
     "Collateral",
     "DcapResult",
+    "check_report_agrees",
     "collateral_from_blindai_v06",
     "collateral_from_pcs",
     "collateral_to_blindai_v06",
@@ -103,6 +104,21 @@ def verify_quote(
         fmspc=_fmspc(quote),
         report=json.loads(report.to_json())["report"],
     )
+
+
+def check_report_agrees(result: DcapResult, measurement: bytes, report_data: bytes) -> None:
+    """The body dcap-qvl verified must be the one the quote parser read (fail closed otherwise).
+
+    dcap-qvl names its report ``SgxEnclave`` (MRENCLAVE), ``TD10`` or ``TD15`` (MRTD, the
+    TD 1.0 fields under ``base``); measurement and report data are compared as hex.
+    """
+    if len(result.report) != 1:
+        raise EvidenceError("dcap-qvl returned no single report")
+    ((variant, report),) = result.report.items()
+    fields = report.get("base", report) if isinstance(report, dict) else {}
+    key = "mr_enclave" if variant == "SgxEnclave" else "mr_td"
+    if fields.get(key) != measurement.hex() or fields.get("report_data") != report_data.hex():
+        raise EvidenceError(f"dcap-qvl's {variant} report and the quote parser disagree")
 
 
 def _unix_seconds(now: datetime) -> int:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from blindai.attestation import _anchors
-from blindai.attestation._dcap import DcapResult, verify_quote
+from blindai.attestation._dcap import DcapResult, check_report_agrees, verify_quote
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.sgx._claims import SgxClaims
@@ -21,7 +21,7 @@ from blindai.attestation.sgx._layout import (
 from blindai.attestation.sgx.policy import DEBUG, SgxPolicy
 from blindai.errors import ConfigurationError, EvidenceError, PolicyError
 
-__all__ = ["SgxVerifier", "check_report_agrees"]
+__all__ = ["SgxVerifier"]
 
 
 class SgxVerifier:
@@ -76,27 +76,13 @@ class SgxVerifier:
             now=now,
             trusted_roots=self._roots,
         )
-        check_report_agrees(result, "SgxEnclave", body.mr_enclave, body.report_data)
+        check_report_agrees(result, body.mr_enclave, body.report_data)
         claims = _claims(envelope, body, result, now)
         # (3) policy, every violation at once
         violations = policy.check(claims)
         if violations:
             raise PolicyError(violations)
         return claims
-
-
-def check_report_agrees(
-    result: DcapResult, variant: str, measurement: bytes, report_data: bytes
-) -> None:
-    """The body dcap-qvl verified must be the one we parsed (fail closed otherwise)."""
-    report = result.report.get(variant)
-    if not isinstance(report, dict):
-        raise EvidenceError(
-            f"dcap-qvl verified a different kind of report ({sorted(result.report)})"
-        )
-    key = "mr_enclave" if variant == "SgxEnclave" else "mr_td"
-    if report.get(key) != measurement.hex() or report.get("report_data") != report_data.hex():
-        raise EvidenceError("dcap-qvl and the quote parser disagree on the report body")
 
 
 def _claims(

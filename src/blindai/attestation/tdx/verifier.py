@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from blindai.attestation import _anchors
-from blindai.attestation._dcap import DcapResult, verify_quote
+from blindai.attestation._dcap import DcapResult, check_report_agrees, verify_quote
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
-from blindai.attestation.sgx._layout import BODY_TD15, QuoteEnvelope
-from blindai.attestation.sgx.verifier import check_report_agrees
+from blindai.attestation.sgx._layout import QuoteEnvelope
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.attestation.tdx._layout import TdReport, parse_tdx_quote
 from blindai.attestation.tdx.policy import DEBUG, TdxPolicy
@@ -69,8 +68,7 @@ class TdxVerifier:
             now=now,
             trusted_roots=self._roots,
         )
-        variant = "TD15" if envelope.body_type == BODY_TD15 else "TD10"
-        check_report_agrees(result, variant, report.mr_td, report.report_data)
+        check_report_agrees(result, report.mr_td, report.report_data)
         claims = _claims(envelope, report, result, now)
         # (3) policy, every violation at once
         violations = policy.check(claims)

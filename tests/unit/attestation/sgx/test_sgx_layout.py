@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from blindai.attestation._dcap import (
     DcapResult,
     _pinned_root,
+    check_report_agrees,
     collateral_to_blindai_v06,
     parse_collateral,
 )
@@ -25,7 +26,6 @@ from blindai.attestation.sgx._layout import (
     parse_envelope,
     parse_sgx_report,
 )
-from blindai.attestation.sgx.verifier import check_report_agrees
 from blindai.attestation.tdx._layout import parse_td_report
 from blindai.errors import ChainError, CollateralError, EvidenceError
 
@@ -140,9 +140,25 @@ def test_collateral_dates_must_carry_a_time_zone(phala_sgx: DcapSet) -> None:
         parse_collateral(json.dumps(doc).encode()).windows()
 
 
-def test_dcap_qvl_and_the_parser_must_agree() -> None:
-    result = DcapResult("UpToDate", (), bytes(6), {"SgxEnclave": {"mr_enclave": "00" * 32}})
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"SgxEnclave": {"mr_enclave": "00" * 32, "report_data": "11" * 64}},
+        {"TD10": {"mr_td": "00" * 48, "report_data": "11" * 64}},
+        {"TD15": {"base": {"mr_td": "00" * 48, "report_data": "11" * 64}}},
+    ],
+)
+def test_the_verified_report_must_match_the_parsed_body(report: dict[str, object]) -> None:
+    result = DcapResult("UpToDate", (), bytes(6), report)
+    size = 32 if "SgxEnclave" in report else 48
+    check_report_agrees(result, bytes(size), b"\x11" * 64)
     with pytest.raises(EvidenceError, match="disagree"):
-        check_report_agrees(result, "SgxEnclave", bytes(32), bytes(64))
-    with pytest.raises(EvidenceError, match="different kind"):
-        check_report_agrees(result, "TD10", bytes(48), bytes(64))
+        check_report_agrees(result, bytes(size), bytes(64))
+    with pytest.raises(EvidenceError, match="disagree"):
+        check_report_agrees(result, b"\x01" * size, b"\x11" * 64)
+
+
+@pytest.mark.parametrize("report", [{}, {"TD10": {}, "TD15": {}}, {"TD10": "x"}])
+def test_an_unexpected_verified_report_is_refused(report: dict[str, object]) -> None:
+    with pytest.raises(EvidenceError):
+        check_report_agrees(DcapResult("UpToDate", (), bytes(6), report), bytes(48), bytes(64))
