@@ -1,0 +1,99 @@
+"""Policy field readers and checks shared by the SGX and TDX policies (TOML values in)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from blindai.attestation._dcap import TCB_STATUSES
+from blindai.errors import ConfigurationError, Violation
+
+__all__ = [
+    "boolean",
+    "check_keys",
+    "hex_set",
+    "masked",
+    "measurement",
+    "tcb_statuses",
+    "uint",
+]
+
+
+def check_keys(data: Mapping[str, Any], allowed: Collection[str], section: str) -> None:
+    """ConfigurationError naming every key of ``data`` not in ``allowed``."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigurationError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
+
+
+def hex_set(value: Any, key: str, length: int) -> frozenset[bytes] | None:
+    """A hex string, or a list of them, each ``length`` bytes; None when absent."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ConfigurationError(f"{key} must be a hex string or a non-empty list of them")
+    out = set()
+    for item in items:
+        try:
+            raw = bytes.fromhex(item)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{key} must be hex") from exc
+        if len(raw) != length:
+            raise ConfigurationError(f"{key} must be {length} bytes, got {len(raw)}")
+        out.add(raw)
+    return frozenset(out)
+
+
+def uint(value: Any, key: str, bits: int) -> int | None:
+    """An unsigned integer of at most ``bits`` bits: a TOML integer or a hex string."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigurationError(f"{key} must be an integer or a hex string")
+    try:
+        number = int(value, 16) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise ConfigurationError(f"{key} must be a hex string such as '0x4'") from exc
+    if not 0 <= number < 1 << bits:
+        raise ConfigurationError(f"{key} must be an unsigned {bits}-bit value")
+    return number
+
+
+def boolean(value: Any, key: str, default: bool) -> bool:
+    """A TOML boolean, ``default`` when absent."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be true or false")
+    return value
+
+
+def tcb_statuses(value: Any, key: str = "allowed_tcb_statuses") -> frozenset[str]:
+    """Accepted TCB statuses; UpToDate alone by default; Revoked is never acceptable."""
+    if value is None:
+        return frozenset({"UpToDate"})
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"{key} must be a list of strings")
+    unknown = sorted(set(value) - TCB_STATUSES)
+    if unknown:
+        known = ", ".join(sorted(TCB_STATUSES))
+        raise ConfigurationError(f"{key}: unknown or unacceptable {unknown}; known: {known}")
+    if not value:
+        raise ConfigurationError(f"{key} must not be empty")
+    return frozenset(value)
+
+
+def measurement(field: str, allowed: frozenset[bytes] | None, actual: bytes) -> list[Violation]:
+    """A violation when ``actual`` is not one of ``allowed`` (nothing when unconstrained)."""
+    if allowed is None or actual in allowed:
+        return []
+    expected = " or ".join(sorted(v.hex() for v in allowed))
+    return [Violation(field, expected, actual.hex())]
+
+
+def masked(field: str, expected: int | None, mask: int, actual: int) -> list[Violation]:
+    """A violation when ``actual & mask != expected & mask``."""
+    if expected is None or actual & mask == expected & mask:
+        return []
+    return [Violation(field, f"{expected & mask:#x} under mask {mask:#x}", f"{actual:#x}")]

@@ -1,0 +1,158 @@
+"""SGX policy: expected enclave identity, attributes, debug and accepted TCB statuses.
+
+TOML section ``[sgx]``::
+
+    [sgx]
+    mr_enclave = "33d8736d..."            # hex, or a list of hex values
+    mr_signer = "815f42f1..."
+    isv_prod_id = 0
+    min_isv_svn = 0
+    attributes = "0x4"                    # ATTRIBUTES.FLAGS under attributes_mask
+    xfrm = "0x3"                          # ATTRIBUTES.XFRM under xfrm_mask
+    misc_select = "0x0"                   # under misc_select_mask
+    allow_debug = false
+    allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+
+BlindAI 0.6's ``manifest.toml`` keys are accepted as they are: ``attributes_flags_hex``,
+``attributes_mask_flags_hex``, ``attributes_xfrm_hex``, ``attributes_mask_xfrm_hex``,
+``misc_select_hex``, ``misc_mask_hex`` (hex of little-endian integers, as BlindAI 0.6 read
+them; the expected flags gain the INIT bit, as BlindAI 0.6 required).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.sgx import _fields as f
+from blindai.attestation.sgx._claims import SgxClaims
+from blindai.errors import ConfigurationError, Violation
+
+__all__ = ["SgxPolicy"]
+
+_U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+INIT, DEBUG = 0x1, 0x2
+#: BlindAI 0.6 manifest key -> our key
+_MANIFEST_ALIASES = {
+    "attributes_flags_hex": "attributes",
+    "attributes_mask_flags_hex": "attributes_mask",
+    "attributes_xfrm_hex": "xfrm",
+    "attributes_mask_xfrm_hex": "xfrm_mask",
+    "misc_select_hex": "misc_select",
+    "misc_mask_hex": "misc_select_mask",
+}
+_KEYS = frozenset(
+    {
+        "mr_enclave",
+        "mr_signer",
+        "isv_prod_id",
+        "min_isv_svn",
+        "attributes",
+        "attributes_mask",
+        "xfrm",
+        "xfrm_mask",
+        "misc_select",
+        "misc_select_mask",
+        "allow_debug",
+        "allowed_tcb_statuses",
+        "allow_any_measurement",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SgxPolicy:
+    """What an SGX enclave must be; unset fields are not constrained.
+
+    ``mr_enclave`` or ``mr_signer`` is required unless ``allow_any_measurement``. The DEBUG
+    attribute is judged by ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out.
+    """
+
+    mr_enclave: frozenset[bytes] | None = None
+    mr_signer: frozenset[bytes] | None = None
+    isv_prod_id: int | None = None
+    min_isv_svn: int | None = None
+    attributes: int | None = None
+    attributes_mask: int = _U64 & ~DEBUG
+    xfrm: int | None = None
+    xfrm_mask: int = _U64
+    misc_select: int | None = None
+    misc_select_mask: int = _U32
+    allow_debug: bool = False
+    allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    allow_any_measurement: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.allow_any_measurement and self.mr_enclave is None and self.mr_signer is None:
+            raise ConfigurationError(
+                "[sgx] needs mr_enclave or mr_signer (or allow_any_measurement = true)"
+            )
+        f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SgxPolicy:
+        """Build from a TOML ``[sgx]`` table or BlindAI 0.6 manifest keys."""
+        values = _unalias(data)
+        f.check_keys(values, _KEYS, "sgx")
+        attributes = f.uint(values.get("attributes"), "attributes", 64)
+        if attributes is not None and "attributes_flags_hex" in data:
+            attributes |= INIT
+        return cls(
+            mr_enclave=f.hex_set(values.get("mr_enclave"), "mr_enclave", 32),
+            mr_signer=f.hex_set(values.get("mr_signer"), "mr_signer", 32),
+            isv_prod_id=f.uint(values.get("isv_prod_id"), "isv_prod_id", 16),
+            min_isv_svn=f.uint(values.get("min_isv_svn"), "min_isv_svn", 16),
+            attributes=attributes,
+            attributes_mask=_or(
+                f.uint(values.get("attributes_mask"), "attributes_mask", 64), _U64 & ~DEBUG
+            ),
+            xfrm=f.uint(values.get("xfrm"), "xfrm", 64),
+            xfrm_mask=_or(f.uint(values.get("xfrm_mask"), "xfrm_mask", 64), _U64),
+            misc_select=f.uint(values.get("misc_select"), "misc_select", 32),
+            misc_select_mask=_or(
+                f.uint(values.get("misc_select_mask"), "misc_select_mask", 32), _U32
+            ),
+            allow_debug=f.boolean(values.get("allow_debug"), "allow_debug", False),
+            allowed_tcb_statuses=f.tcb_statuses(values.get("allowed_tcb_statuses")),
+            allow_any_measurement=f.boolean(
+                values.get("allow_any_measurement"), "allow_any_measurement", False
+            ),
+        )
+
+    def check(self, claims: VerifiedClaims) -> list[Violation]:
+        """Every way in which ``claims`` fail this policy (empty when accepted)."""
+        if not isinstance(claims, SgxClaims):
+            return [Violation("kind", "sgx", str(claims.kind.value))]
+        out = f.measurement("mr_enclave", self.mr_enclave, claims.mr_enclave)
+        out += f.measurement("mr_signer", self.mr_signer, claims.mr_signer)
+        if self.isv_prod_id is not None and claims.isv_prod_id != self.isv_prod_id:
+            out.append(Violation("isv_prod_id", str(self.isv_prod_id), str(claims.isv_prod_id)))
+        if self.min_isv_svn is not None and claims.isv_svn < self.min_isv_svn:
+            out.append(Violation("isv_svn", f">= {self.min_isv_svn}", str(claims.isv_svn)))
+        out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
+        out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm)
+        out += f.masked("misc_select", self.misc_select, self.misc_select_mask, claims.misc_select)
+        if claims.debug and not self.allow_debug:
+            out.append(Violation("debug", "False", "True"))
+        if claims.tcb_status not in self.allowed_tcb_statuses:
+            allowed = " or ".join(sorted(self.allowed_tcb_statuses))
+            out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
+        return out
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _unalias(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename BlindAI 0.6 manifest keys; a field given under both names is an error."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _MANIFEST_ALIASES.get(key, key)
+        if name in out:
+            raise ConfigurationError(f"[sgx] gives {name} twice (as {key} and {name})")
+        out[name] = value
+    return out

@@ -1,0 +1,117 @@
+"""TDX policy: expected TD measurements, TDX module, attributes, debug and TCB statuses.
+
+TOML section ``[tdx]``::
+
+    [tdx]
+    mr_td = "91eb2b44..."                 # hex (48 bytes), or a list of hex values
+    rtmr0 = "44c0197b..."                 # rtmr0 .. rtmr3, optional
+    mr_seam = "5b38e33a..."
+    td_attributes = "0x10000000"          # under td_attributes_mask (DEBUG left out)
+    xfam = "0x602e7"                      # under xfam_mask
+    allow_debug = false
+    allowed_tcb_statuses = ["UpToDate"]
+
+TD attributes and XFAM are little-endian 64-bit integers, as the TDX module defines them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.sgx import _fields as f
+from blindai.attestation.tdx._claims import TdxClaims
+from blindai.errors import ConfigurationError, Violation
+
+__all__ = ["TdxPolicy"]
+
+_U64 = (1 << 64) - 1
+DEBUG = 0x1
+_RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
+_KEYS = frozenset(
+    {
+        "mr_td",
+        *_RTMRS,
+        "mr_seam",
+        "td_attributes",
+        "td_attributes_mask",
+        "xfam",
+        "xfam_mask",
+        "allow_debug",
+        "allowed_tcb_statuses",
+        "allow_any_measurement",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TdxPolicy:
+    """What a TD must be; unset fields are not constrained.
+
+    ``mr_td`` is required unless ``allow_any_measurement``. The DEBUG attribute is judged by
+    ``allow_debug`` alone, so the default ``td_attributes_mask`` leaves it out.
+    """
+
+    mr_td: frozenset[bytes] | None = None
+    rtmr0: frozenset[bytes] | None = None
+    rtmr1: frozenset[bytes] | None = None
+    rtmr2: frozenset[bytes] | None = None
+    rtmr3: frozenset[bytes] | None = None
+    mr_seam: frozenset[bytes] | None = None
+    td_attributes: int | None = None
+    td_attributes_mask: int = _U64 & ~DEBUG
+    xfam: int | None = None
+    xfam_mask: int = _U64
+    allow_debug: bool = False
+    allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    allow_any_measurement: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.allow_any_measurement and self.mr_td is None:
+            raise ConfigurationError("[tdx] needs mr_td (or allow_any_measurement = true)")
+        f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> TdxPolicy:
+        """Build from a TOML ``[tdx]`` table."""
+        f.check_keys(data, _KEYS, "tdx")
+        td_mask = f.uint(data.get("td_attributes_mask"), "td_attributes_mask", 64)
+        xfam_mask = f.uint(data.get("xfam_mask"), "xfam_mask", 64)
+        return cls(
+            mr_td=f.hex_set(data.get("mr_td"), "mr_td", 48),
+            rtmr0=f.hex_set(data.get("rtmr0"), "rtmr0", 48),
+            rtmr1=f.hex_set(data.get("rtmr1"), "rtmr1", 48),
+            rtmr2=f.hex_set(data.get("rtmr2"), "rtmr2", 48),
+            rtmr3=f.hex_set(data.get("rtmr3"), "rtmr3", 48),
+            mr_seam=f.hex_set(data.get("mr_seam"), "mr_seam", 48),
+            td_attributes=f.uint(data.get("td_attributes"), "td_attributes", 64),
+            td_attributes_mask=_U64 & ~DEBUG if td_mask is None else td_mask,
+            xfam=f.uint(data.get("xfam"), "xfam", 64),
+            xfam_mask=_U64 if xfam_mask is None else xfam_mask,
+            allow_debug=f.boolean(data.get("allow_debug"), "allow_debug", False),
+            allowed_tcb_statuses=f.tcb_statuses(data.get("allowed_tcb_statuses")),
+            allow_any_measurement=f.boolean(
+                data.get("allow_any_measurement"), "allow_any_measurement", False
+            ),
+        )
+
+    def check(self, claims: VerifiedClaims) -> list[Violation]:
+        """Every way in which ``claims`` fail this policy (empty when accepted)."""
+        if not isinstance(claims, TdxClaims):
+            return [Violation("kind", "tdx", str(claims.kind.value))]
+        out = f.measurement("mr_td", self.mr_td, claims.mr_td)
+        for name in _RTMRS:
+            out += f.measurement(name, getattr(self, name), getattr(claims, name))
+        out += f.measurement("mr_seam", self.mr_seam, claims.mr_seam)
+        out += f.masked(
+            "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
+        )
+        out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam)
+        if claims.debug and not self.allow_debug:
+            out.append(Violation("debug", "False", "True"))
+        if claims.tcb_status not in self.allowed_tcb_statuses:
+            allowed = " or ".join(sorted(self.allowed_tcb_statuses))
+            out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
+        return out

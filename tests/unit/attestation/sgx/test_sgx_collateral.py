@@ -1,0 +1,219 @@
+"""DCAP collateral: parsing, PCS files and BlindAI 0.6 maps, and dcap-qvl error mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _sgx_sets import DcapSet
+
+from blindai.attestation import Endorsements
+from blindai.attestation._dcap import (
+    _classify,
+    collateral_from_blindai_v06,
+    collateral_from_pcs,
+    collateral_to_blindai_v06,
+    parse_collateral,
+)
+from blindai.attestation.sgx import SgxPolicy, SgxVerifier
+from blindai.errors import (
+    ChainError,
+    CollateralError,
+    EvidenceError,
+    PolicyError,
+    SignatureError,
+    VerificationError,
+)
+
+V06_KEYS = {
+    "version",
+    "pck_certificate",
+    "pck_crl_issuer_chain",
+    "pck_signing_chain",
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info",
+    "tcb_info_issuer_chain",
+    "qe_identity",
+    "qe_identity_issuer_chain",
+}
+
+
+def test_pcs_files_rebuild_the_phala_collateral_exactly(
+    evidence_dir: Path, phala_sgx: DcapSet
+) -> None:
+    derived = evidence_dir / "sgx-dcap" / "phala-dcap-qvl-sgx" / "derived"
+    rebuilt = collateral_from_pcs(
+        tcb_info=(derived / "tcb_info.json").read_bytes(),
+        qe_identity=(derived / "qe_identity.json").read_bytes(),
+        pck_crl=(derived / "pck_crl.der").read_bytes(),
+        root_ca_crl=(derived / "root_ca_crl.der").read_bytes(),
+        tcb_signing_chain=(derived / "tcb_info_issuer_chain.pem").read_bytes(),
+        pck_crl_issuer_chain=(derived / "pck_crl_issuer_chain.pem").read_bytes(),
+    )
+    assert parse_collateral(rebuilt) == parse_collateral(phala_sgx.collateral)
+    assert json.loads(rebuilt) == json.loads(phala_sgx.collateral)
+
+
+def test_collateral_json_round_trips(phala_sgx: DcapSet) -> None:
+    parsed = parse_collateral(phala_sgx.collateral)
+    assert parse_collateral(parsed.to_json()) == parsed
+    assert parsed.to_dcap_qvl().tcb_info == parsed.tcb_info
+
+
+def test_blindai_06_map_round_trips_and_has_the_06_shape(phala_sgx: DcapSet) -> None:
+    served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
+    assert set(served) == V06_KEYS
+    assert served["version"] == 3  # an int: BlindAI 0.6.3's client type-checks it
+    assert all(isinstance(v, str) for k, v in served.items() if k != "version")
+    assert served["pck_crl"].startswith("-----BEGIN X509 CRL-----")
+    assert served["pck_certificate"].count("BEGIN CERTIFICATE") == 1
+    assert served["pck_signing_chain"].count("BEGIN CERTIFICATE") == 2
+    assert set(json.loads(served["tcb_info"])) == {"tcbInfo", "signature"}
+    assert set(json.loads(served["qe_identity"])) == {"enclaveIdentity", "signature"}
+    back = collateral_from_blindai_v06(served)
+    assert parse_collateral(back) == parse_collateral(phala_sgx.collateral)
+
+
+def test_a_quote_verifies_with_collateral_from_a_blindai_06_map(phala_sgx: DcapSet) -> None:
+    served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
+    claims = SgxVerifier.with_embedded_roots().verify(
+        phala_sgx.quote,
+        SgxPolicy(
+            allow_any_measurement=True,
+            allowed_tcb_statuses=frozenset({"ConfigurationAndSWHardeningNeeded"}),
+        ),
+        now=phala_sgx.now,
+        endorsements=Endorsements(collateral=collateral_from_blindai_v06(served)),
+    )
+    assert claims.tcb_status == "ConfigurationAndSWHardeningNeeded"
+
+
+def test_a_blindai_06_map_with_a_tampered_tcb_info_does_not_verify(phala_sgx: DcapSet) -> None:
+    served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
+    tampered = served["tcb_info"].replace('"pceId":"0000"', '"pceId":"0001"')
+    assert tampered != served["tcb_info"]
+    served["tcb_info"] = tampered
+    with pytest.raises(SignatureError):
+        SgxVerifier.with_embedded_roots().verify(
+            phala_sgx.quote,
+            SgxPolicy(allow_any_measurement=True),
+            now=phala_sgx.now,
+            endorsements=Endorsements(collateral=collateral_from_blindai_v06(served)),
+        )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.pop("pck_crl"),
+        lambda m: m.update(extra="x"),
+        lambda m: m.update(pck_crl=b"bytes"),
+        lambda m: m.update(pck_crl="not a crl"),
+        lambda m: m.update(tcb_info='{"tcbInfo": {}}'),
+        lambda m: m.update(qe_identity='{"signature": "00"}'),
+        lambda m: m.update(tcb_info="not json"),
+    ],
+)
+def test_a_bad_blindai_06_map_is_a_collateral_error(phala_sgx: DcapSet, change: object) -> None:
+    served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
+    change(served)  # type: ignore[operator]
+    with pytest.raises(CollateralError):
+        collateral_from_blindai_v06(served)
+
+
+def test_crls_may_be_der_pem_or_hex(phala_sgx: DcapSet) -> None:
+    served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
+    expected = parse_collateral(phala_sgx.collateral)
+    served["pck_crl"] = expected.pck_crl.hex()
+    assert parse_collateral(collateral_from_blindai_v06(served)).pck_crl == expected.pck_crl
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(pck_crl="zz"),
+        lambda d: d.update(extra="x"),
+        lambda d: d.update(tcb_info=3),
+        lambda d: d.update(tcb_info="{}"),
+        lambda d: d.update(pck_crl="00"),
+    ],
+)
+def test_malformed_collateral_parts_are_collateral_errors(
+    phala_sgx: DcapSet, change: object
+) -> None:
+    doc = json.loads(phala_sgx.collateral)
+    change(doc)  # type: ignore[operator]
+    with pytest.raises(CollateralError):
+        parse_collateral(json.dumps(doc).encode()).windows()
+
+
+def test_an_explicit_null_pck_certificate_chain_is_ignored(phala_sgx: DcapSet) -> None:
+    doc = json.loads(phala_sgx.collateral)
+    doc["pck_certificate_chain"] = None
+    assert parse_collateral(json.dumps(doc).encode()) == parse_collateral(phala_sgx.collateral)
+
+
+def test_a_quote_without_a_chain_gives_no_06_map(phala_sgx: DcapSet) -> None:
+    with pytest.raises(EvidenceError):
+        collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote[:500])
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "field"),
+    [
+        ("Verification failed: TCB status is invalid: Revoked", PolicyError, "tcb_status"),
+        ("Verification failed: Debug mode is enabled", PolicyError, "debug"),
+        ("Verification failed: SEPT_VE_DISABLE is not enabled", PolicyError, "td_attributes"),
+        ("Verification failed: Invalid MR service TD", PolicyError, "mr_service_td"),
+        ("Verification failed: No matching TCB level found", CollateralError, None),
+        ("Verification failed: Fmspc mismatch", CollateralError, None),
+        ("Verification failed: TCBInfo expired", CollateralError, None),
+        ("Verification failed: CrlExpired { time: 1 }", CollateralError, None),
+        (
+            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
+            "UnknownIssuer",
+            ChainError,
+            None,
+        ),
+        (
+            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
+            "CertRevoked",
+            ChainError,
+            None,
+        ),
+        (
+            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
+            "InvalidCrlSignatureForPublicKey",
+            SignatureError,
+            None,
+        ),
+        ("Verification failed: ISV enclave report signature is invalid", SignatureError, None),
+        ("Verification failed: QE report hash mismatch", SignatureError, None),
+        ("Verification failed: SGX TEE quote must have version 3", EvidenceError, None),
+        ("Verification failed: something new", VerificationError, None),
+    ],
+)
+def test_dcap_qvl_failures_map_to_the_exception_tree(
+    message: str, error: type, field: str | None
+) -> None:
+    mapped = _classify(message)
+    assert type(mapped) is error
+    if field is not None:
+        assert isinstance(mapped, PolicyError)
+        assert [v.field for v in mapped.violations] == [field]
+
+
+def test_a_tampered_pck_crl_is_a_signature_error(phala_sgx: DcapSet) -> None:
+    doc = json.loads(phala_sgx.collateral)
+    crl = bytearray.fromhex(doc["pck_crl"])
+    crl[-5] ^= 1  # inside the CRL signature
+    doc["pck_crl"] = crl.hex()
+    with pytest.raises(SignatureError):
+        SgxVerifier.with_embedded_roots().verify(
+            phala_sgx.quote,
+            SgxPolicy(allow_any_measurement=True),
+            now=phala_sgx.now,
+            endorsements=Endorsements(collateral=json.dumps(doc).encode()),
+        )

@@ -1,0 +1,124 @@
+"""TdxPolicy: the [tdx] TOML section in, violations out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from blindai.attestation import EvidenceKind, Policy
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.tdx import TdxClaims, TdxPolicy
+from blindai.errors import ConfigurationError
+
+MRTD = bytes(range(48))
+SEPT_VE_DISABLE = 1 << 28
+
+
+def claims(**changes: object) -> TdxClaims:
+    base = TdxClaims(
+        kind=EvidenceKind.TDX,
+        measurement=MRTD,
+        report_data=bytes(64),
+        debug=False,
+        verified_at=datetime(2025, 7, 1, tzinfo=timezone.utc),
+        tcb_status="UpToDate",
+        mr_td=MRTD,
+        rtmr0=bytes(48),
+        rtmr1=bytes(48),
+        rtmr2=bytes(48),
+        rtmr3=bytes(48),
+        mr_seam=b"\x01" * 48,
+        mr_signer_seam=bytes(48),
+        mr_config_id=bytes(48),
+        mr_owner=bytes(48),
+        mr_owner_config=bytes(48),
+        td_attributes=SEPT_VE_DISABLE,
+        xfam=0x602E7,
+        tee_tcb_svn=bytes(16),
+        tee_tcb_svn2=None,
+        mr_service_td=None,
+        quote_version=4,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def fields(policy: TdxPolicy, c: TdxClaims) -> list[str]:
+    return [v.field for v in policy.check(c)]
+
+
+def test_a_tdx_section_in_a_policy_file() -> None:
+    policy = Policy.from_toml(
+        f"""
+[tdx]
+mr_td = "{MRTD.hex()}"
+rtmr1 = ["{"00" * 48}", "{"11" * 48}"]
+td_attributes = "0x10000000"
+xfam = 0x602e7
+allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+"""
+    ).for_kind(EvidenceKind.TDX)
+    assert isinstance(policy, TdxPolicy)
+    assert policy.check(claims()) == []
+    assert policy.check(claims(tcb_status="SWHardeningNeeded")) == []
+    assert fields(policy, claims(rtmr1=b"\x22" * 48)) == ["rtmr1"]
+    assert fields(policy, claims(td_attributes=0)) == ["td_attributes"]
+    assert fields(policy, claims(xfam=0x602E6)) == ["xfam"]
+    assert fields(policy, claims(tcb_status="OutOfDate")) == ["tcb_status"]
+
+
+def test_debug_is_judged_by_allow_debug_alone() -> None:
+    strict = TdxPolicy(mr_td=frozenset({MRTD}), td_attributes=SEPT_VE_DISABLE)
+    debug_td = claims(debug=True, td_attributes=SEPT_VE_DISABLE | 1)
+    assert fields(strict, debug_td) == ["debug"]
+    assert replace(strict, allow_debug=True).check(debug_td) == []
+
+
+def test_masks_select_the_bits_checked() -> None:
+    policy = TdxPolicy.from_mapping(
+        {"mr_td": MRTD.hex(), "xfam": "0x3", "xfam_mask": "0x3", "td_attributes_mask": 0}
+    )
+    assert policy.check(claims(xfam=0xFF, td_attributes=1 << 30)) == []
+    assert fields(policy, claims(xfam=0x1)) == ["xfam"]
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    policy = TdxPolicy.from_mapping(
+        {"mr_td": "00" * 48, "rtmr0": "11" * 48, "mr_seam": "22" * 48, "rtmr3": "00" * 48}
+    )
+    bad = claims(debug=True, tcb_status="OutOfDate")
+    assert fields(policy, bad) == ["mr_td", "rtmr0", "mr_seam", "debug", "tcb_status"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"rtmr0": "00" * 48},
+        {"mr_td": "00" * 32},
+        {"mr_td": "00" * 48, "mr_enclave": "00" * 32},
+        {"mr_td": "00" * 48, "allowed_tcb_statuses": ["Revoked"]},
+        {"mr_td": "00" * 48, "xfam": "0x" + "f" * 17},
+        {"mr_td": "00" * 48, "allow_debug": 1},
+    ],
+)
+def test_bad_policies_are_configuration_errors(data: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        TdxPolicy.from_mapping(data)
+
+
+def test_allow_any_measurement_must_be_explicit() -> None:
+    assert TdxPolicy.from_mapping({"allow_any_measurement": True}).check(claims()) == []
+
+
+def test_claims_of_another_kind_are_a_violation() -> None:
+    other = VerifiedClaims(
+        kind=EvidenceKind.SGX,
+        measurement=bytes(32),
+        report_data=bytes(64),
+        debug=False,
+        verified_at=datetime(2025, 7, 1, tzinfo=timezone.utc),
+    )
+    policy = TdxPolicy(allow_any_measurement=True)
+    assert [v.field for v in policy.check(other)] == ["kind"]

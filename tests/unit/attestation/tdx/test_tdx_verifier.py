@@ -1,0 +1,294 @@
+"""TdxVerifier on the real TDX sets (v4 and v5), and on negatives derived from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from _tdx_sets import DcapSet, utc
+
+from blindai.attestation import Endorsements
+from blindai.attestation._dcap import TCB_STATUSES
+from blindai.attestation.tdx import TdxClaims, TdxPolicy, TdxVerifier
+from blindai.attestation.tdx._layout import parse_tdx_quote
+from blindai.errors import (
+    ChainError,
+    CollateralError,
+    CollateralUnavailable,
+    ConfigurationError,
+    EvidenceError,
+    PolicyError,
+    SignatureError,
+)
+
+PHALA_MRTD = (
+    "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a"
+    "3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
+)
+PHALA_RTMRS = (
+    "44c0197b39157fdd7a4dcc44767f9d6b0bb3977c7a8e347b8492f827fe9d9e5c48aca29b220b80b6a540cf994b9bc9c0",
+    "0084452c01668329d4bc06acdf58a7205c26743304509973949e5619bf81a6a7aea8c323c173019b3093d54e579e9378",
+    "d833feef2cd945148aa38ead2c53e9b7f138190aaaebfc551dccd829fc207aa3ba80b70870d7330733642e01d48c3132",
+    "00" * 48,
+)
+PHALA_MRSEAM = (
+    "5b38e33a6487958b72c3c12a938eaa5e3fd4510c51aeeab5"
+    "8c7d5ecee41d7c436489d6c8e4f92f160b7cad34207b00c1"
+)
+PHALA_REPORT_DATA = (
+    "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9"
+    "eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20"
+)
+DCAP_RS_MRTD = (
+    "935be7742dd89c6a4df6dba8353d89041ae0f052beef993b"
+    "1e7f4524d3bc57650df20e5582158352e1240b3f1fed55d8"
+)
+MRTD_AT = 48 + 136
+SIGNATURE_AT = 48 + 584 + 4
+
+
+def verify(dcap: DcapSet, policy: TdxPolicy, **changes: object) -> TdxClaims:
+    args: dict[str, object] = {"now": dcap.now, "endorsements": dcap.endorsements}
+    args.update(changes)
+    return TdxVerifier.with_embedded_roots().verify(dcap.quote, policy, **args)  # type: ignore[arg-type]
+
+
+def policy(mr_td: str = PHALA_MRTD, *statuses: str, **more: object) -> TdxPolicy:
+    return TdxPolicy.from_mapping(
+        {"mr_td": mr_td, "allowed_tcb_statuses": list(statuses or ["UpToDate"]), **more}
+    )
+
+
+def flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
+    out = bytearray(data)
+    out[offset] ^= mask
+    return bytes(out)
+
+
+# --- real sets ---------------------------------------------------------------------------
+
+
+def test_phala_v4_is_up_to_date_and_accepted_by_the_default_policy(phala_v4: DcapSet) -> None:
+    claims = verify(phala_v4, TdxPolicy.from_mapping({"mr_td": PHALA_MRTD}))
+    assert (claims.tcb_status, claims.advisory_ids) == ("UpToDate", ())
+    assert claims.measurement == claims.mr_td == bytes.fromhex(PHALA_MRTD)
+    rtmrs = (claims.rtmr0, claims.rtmr1, claims.rtmr2, claims.rtmr3)
+    assert rtmrs == tuple(bytes.fromhex(r) for r in PHALA_RTMRS)
+    assert claims.mr_seam == bytes.fromhex(PHALA_MRSEAM)
+    assert claims.mr_signer_seam == bytes(48)
+    assert claims.report_data == bytes.fromhex(PHALA_REPORT_DATA)
+    assert claims.td_attributes == int.from_bytes(bytes.fromhex("0000001000000000"), "little")
+    assert claims.xfam == int.from_bytes(bytes.fromhex("e702060000000000"), "little")
+    assert claims.tee_tcb_svn == bytes.fromhex("06010300000000000000000000000000")
+    assert (claims.tee_tcb_svn2, claims.mr_service_td) == (None, None)
+    assert claims.quote_version == 4
+    assert claims.debug is False
+    assert claims.to_dict()["kind"] == "tdx"
+
+
+def test_dcap_rs_v4_is_out_of_date_with_its_advisories(dcap_rs_v4: DcapSet) -> None:
+    claims = verify(dcap_rs_v4, policy(DCAP_RS_MRTD, "OutOfDate"))
+    assert claims.tcb_status == "OutOfDate"
+    assert claims.advisory_ids == ("INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986")
+    assert claims.mr_td == bytes.fromhex(DCAP_RS_MRTD)
+    assert claims.report_data == bytes(64)
+    assert claims.tee_tcb_svn == bytes.fromhex("04010700000000000000000000000000")
+
+
+def test_default_policy_refuses_out_of_date(dcap_rs_v4: DcapSet) -> None:
+    with pytest.raises(PolicyError) as info:
+        verify(dcap_rs_v4, TdxPolicy.from_mapping({"mr_td": DCAP_RS_MRTD}))
+    assert [(v.field, v.actual) for v in info.value.violations] == [("tcb_status", "OutOfDate")]
+
+
+@pytest.mark.parametrize("fixture", ["phala_v5", "go_tdx_guest"])
+def test_a_platform_matching_no_tcb_level_is_refused(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    dcap = request.getfixturevalue(fixture)
+    every_status = sorted(TCB_STATUSES)
+    permissive = TdxPolicy.from_mapping(
+        {"allow_any_measurement": True, "allowed_tcb_statuses": every_status}
+    )
+    with pytest.raises(CollateralError, match="No matching TCB level"):
+        verify(dcap, permissive)
+
+
+def test_the_v5_quote_parses_as_a_td_report_15(phala_v5: DcapSet) -> None:
+    envelope, report = parse_tdx_quote(phala_v5.quote)
+    assert (envelope.header.version, envelope.body_type) == (5, 3)
+    assert report.mr_td.hex().startswith("273828c46252fcbdd8ad2dd907130222")
+    assert report.tee_tcb_svn2 == bytes.fromhex("0d010300000000000000000000000000")
+    assert report.mr_service_td == bytes(48)
+    assert report.report_data[32:] == bytes(32)
+
+
+def test_the_go_tdx_guest_quote_parses_despite_its_trailing_bytes(go_tdx_guest: DcapSet) -> None:
+    envelope, report = parse_tdx_quote(go_tdx_guest.quote)
+    assert len(go_tdx_guest.quote) - len(envelope.quote) == 39
+    assert report.mr_td.hex().startswith("6363b8043668a3ad953278e10389574d")
+    assert report.rtmrs[3] == bytes(48)
+
+
+def test_zero_padding_after_the_quote_is_tolerated(phala_v4: DcapSet, dcap_rs_v4: DcapSet) -> None:
+    assert len(phala_v4.quote) - len(parse_tdx_quote(phala_v4.quote)[0].quote) == 70
+    assert len(dcap_rs_v4.quote) - len(parse_tdx_quote(dcap_rs_v4.quote)[0].quote) == 3065
+
+
+# --- policy ------------------------------------------------------------------------------
+
+
+def test_wrong_measurements_are_all_reported(phala_v4: DcapSet) -> None:
+    wrong = TdxPolicy.from_mapping(
+        {"mr_td": "00" * 48, "rtmr0": "11" * 48, "rtmr3": "00" * 48, "mr_seam": "22" * 48}
+    )
+    with pytest.raises(PolicyError) as info:
+        verify(phala_v4, wrong)
+    assert [v.field for v in info.value.violations] == ["mr_td", "rtmr0", "mr_seam"]
+
+
+def test_matching_rtmrs_and_attributes_are_accepted(phala_v4: DcapSet) -> None:
+    exact = TdxPolicy.from_mapping(
+        {
+            "mr_td": PHALA_MRTD,
+            **{f"rtmr{i}": r for i, r in enumerate(PHALA_RTMRS)},
+            "mr_seam": PHALA_MRSEAM,
+            "td_attributes": "0x10000000",
+            "xfam": "0x602e7",
+        }
+    )
+    assert verify(phala_v4, exact).mr_td == bytes.fromhex(PHALA_MRTD)
+
+
+# --- authenticity ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "error"),
+    [
+        (10, SignatureError),  # header
+        (40, SignatureError),  # header: user data
+        (MRTD_AT, SignatureError),  # body: MRTD
+        (48 + 520, SignatureError),  # body: report data
+        (SIGNATURE_AT + 5, SignatureError),  # quote signature
+        (SIGNATURE_AT + 128 + 6 + 64, SignatureError),  # QE report inside certification data
+        (20, EvidenceError),  # QE vendor ID
+        (4, EvidenceError),  # TEE type
+    ],
+)
+def test_a_flipped_bit_is_refused(phala_v4: DcapSet, offset: int, error: type) -> None:
+    with pytest.raises(error):
+        verify(replace(phala_v4, quote=flip(phala_v4.quote, offset)), policy())
+
+
+def test_a_flipped_bit_in_the_pck_certificate_breaks_the_chain(phala_v4: DcapSet) -> None:
+    leaf = phala_v4.quote.index(b"-----BEGIN CERTIFICATE-----")
+    with pytest.raises(ChainError):
+        verify(replace(phala_v4, quote=flip(phala_v4.quote, leaf + 400)), policy())
+
+
+def test_an_edited_root_in_the_quote_is_not_pinned(phala_v4: DcapSet) -> None:
+    end = phala_v4.quote.rindex(b"-----END CERTIFICATE-----")
+    at = phala_v4.quote.rindex(b"\n", 0, end - 1) - 12
+    edited = bytearray(phala_v4.quote)
+    edited[at] = ord("B") if edited[at] == ord("A") else ord("A")
+    with pytest.raises(ChainError, match="not pinned"):
+        verify(replace(phala_v4, quote=bytes(edited)), policy())
+
+
+@pytest.mark.parametrize("when", ["2025-06-19T10:20:00Z", "2025-07-19T12:00:00Z"])
+def test_a_time_outside_the_collateral_window_is_a_collateral_error(
+    phala_v4: DcapSet, when: str
+) -> None:
+    with pytest.raises(CollateralError):
+        verify(phala_v4, policy(), now=utc(when))
+
+
+def test_collateral_of_another_set_is_refused(
+    phala_v4: DcapSet, dcap_rs_v4: DcapSet, phala_sgx_quote: DcapSet
+) -> None:
+    with pytest.raises(CollateralError):
+        verify(phala_v4, policy(), endorsements=dcap_rs_v4.endorsements)
+    with pytest.raises(CollateralError):  # the SGX set's collateral, same window
+        verify(phala_v4, policy(), endorsements=phala_sgx_quote.endorsements)
+
+
+def test_tcb_info_of_another_fmspc_is_refused(phala_v4: DcapSet, phala_sgx_quote: DcapSet) -> None:
+    other = json.loads(phala_sgx_quote.collateral)
+    mixed = json.loads(phala_v4.collateral)
+    mixed["tcb_info"], mixed["tcb_info_signature"] = other["tcb_info"], other["tcb_info_signature"]
+    with pytest.raises(CollateralError):
+        verify(phala_v4, policy(), endorsements=Endorsements(collateral=json.dumps(mixed).encode()))
+
+
+@pytest.mark.parametrize("offset", [10, 48 + 6 + 136, 48 + 6 + 600, 48 + 6 + 648 + 4 + 5])
+def test_the_v5_signed_region_covers_header_body_type_and_body(
+    phala_v5: DcapSet, offset: int
+) -> None:
+    with pytest.raises(SignatureError):
+        verify(replace(phala_v5, quote=flip(phala_v5.quote, offset)), policy())
+
+
+def test_missing_collateral_fails_closed(phala_v4: DcapSet) -> None:
+    with pytest.raises(CollateralUnavailable):
+        verify(phala_v4, policy(), endorsements=None)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 47, 48, 600, 632, 636, 2000, 4900])
+def test_a_truncated_quote_is_an_evidence_error(phala_v4: DcapSet, length: int) -> None:
+    with pytest.raises(EvidenceError):
+        verify(replace(phala_v4, quote=phala_v4.quote[:length]), policy())
+
+
+@pytest.mark.parametrize("version", [3, 6, 0x104])
+def test_an_unknown_version_is_an_evidence_error(phala_v4: DcapSet, version: int) -> None:
+    quote = version.to_bytes(2, "little") + phala_v4.quote[2:]
+    with pytest.raises(EvidenceError):
+        verify(replace(phala_v4, quote=quote), policy())
+
+
+def test_an_unknown_v5_body_type_is_an_evidence_error(phala_v5: DcapSet) -> None:
+    quote = phala_v5.quote[:48] + (4).to_bytes(2, "little") + phala_v5.quote[50:]
+    with pytest.raises(EvidenceError, match="body type"):
+        verify(replace(phala_v5, quote=quote), policy())
+
+
+def test_an_sgx_quote_is_refused_by_the_tdx_verifier(phala_sgx_quote: DcapSet) -> None:
+    with pytest.raises(EvidenceError, match="SGX"):
+        verify(phala_sgx_quote, TdxPolicy(allow_any_measurement=True))
+
+
+def test_the_policy_must_be_a_tdx_policy(phala_v4: DcapSet) -> None:
+    with pytest.raises(ConfigurationError):
+        TdxVerifier.with_embedded_roots().verify(phala_v4.quote, None, now=phala_v4.now)
+
+
+def test_a_verifier_without_roots_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        TdxVerifier(trusted_roots=[])
+
+
+def test_the_package_exports_exactly_verifier_policy_and_claims() -> None:
+    import blindai.attestation.tdx as tdx
+
+    assert sorted(tdx.__all__) == ["TdxClaims", "TdxPolicy", "TdxVerifier"]
+    assert all(getattr(tdx, name) for name in tdx.__all__)
+
+
+def test_top_level_verify_uses_the_embedded_roots(phala_v4: DcapSet) -> None:
+    from blindai.attestation import EvidenceKind, Policy
+    from blindai.attestation import verify as verify_kind
+
+    claims = verify_kind(
+        EvidenceKind.TDX,
+        phala_v4.quote,
+        Policy.from_toml(f'[tdx]\nmr_td = "{PHALA_MRTD}"\n'),
+        now=phala_v4.now,
+        endorsements=phala_v4.endorsements,
+    )
+    assert isinstance(claims, TdxClaims)
+    assert claims.mr_td.hex() == PHALA_MRTD
