@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx.numpy_helper")
 ort = pytest.importorskip("onnxruntime")
 helper = onnx.helper
 TP = onnx.TensorProto
@@ -79,6 +80,16 @@ def identity_all_types_model(path: Path) -> Path:
         outputs.append(helper.make_tensor_value_info(f"out_{dtype}", elem, [2, 2]))
         nodes.append(helper.make_node("Identity", [f"in_{dtype}"], [f"out_{dtype}"]))
     return _save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
+
+
+def large_f32_model(path: Path, size: int) -> Path:
+    """y = x + w with a float32[size] initializer w: a model of about 4 * size bytes."""
+    x = helper.make_tensor_value_info("x", TP.FLOAT, [size])
+    y = helper.make_tensor_value_info("y", TP.FLOAT, [size])
+    values = (np.arange(size, dtype=np.float32) % 251) / 7
+    w = onnx.numpy_helper.from_array(values, "w")
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    return _save(helper.make_graph([node], "large_f32", [x], [y], [w]), path)
 
 
 def tensor(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -219,6 +230,26 @@ def test_every_datum_type(client: str, blindai_server: Any, driver: Driver, tmp_
     ]
     outcome = results(driver(blindai_server.plan(client, ops)))
     check_outputs(outcome[2], reference(model, feeds))
+
+
+def test_multi_megabyte_model(
+    client: str, blindai_server: Any, driver: Driver, tmp_path: Path
+) -> None:
+    """An 8 MB model travels as a CBOR array of 8 M ints (about 15 MB of body) and still works."""
+    size = 2_000_000
+    model = large_f32_model(tmp_path / "large.onnx", size)
+    x = np.linspace(-1, 1, size, dtype=np.float32)
+    ops = [
+        {"op": "connect"},
+        {"op": "upload", "path": str(model)},
+        {"op": "run", "inputs": [tensor("x", x)]},
+        {"op": "delete"},
+    ]
+    out = driver(blindai_server.plan(client, ops, trace=False))
+    outcome = results(out)
+    assert "error" not in outcome[1], outcome[1]
+    check_outputs(outcome[2], reference(model, {"x": x}))
+    assert outcome[3] == {"ok": True}
 
 
 def test_unknown_model_is_a_client_error(
