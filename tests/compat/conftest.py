@@ -94,18 +94,20 @@ def _log_tail(log: Path, limit: int = 4000) -> str:
 def _wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     last_error = "no attempt"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(
                 f"blindai serve exited with {proc.returncode} before serving\n{_log_tail(log)}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
+            with opener.open(url, timeout=2) as reply:
                 if 200 <= reply.status < 300:
                     return
                 last_error = f"HTTP {reply.status}"
         except urllib.error.HTTPError as exc:
             last_error = f"HTTP {exc.code}"
+            exc.close()
         except (OSError, ValueError) as exc:
             last_error = repr(exc)
         time.sleep(0.25)
