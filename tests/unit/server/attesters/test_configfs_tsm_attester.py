@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FakeTsmKernel, certificate_table
+from attester_fakes import FakeTsmKernel, certificate_table
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -144,7 +144,9 @@ def test_concurrent_calls_use_one_entry_at_a_time(evidence_dir: Path, report_dir
     with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=quote) as kernel:
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
         threads = [
-            threading.Thread(target=lambda: results.append(attester.evidence(tdx_report_data(quote))))
+            threading.Thread(
+                target=lambda: results.append(attester.evidence(tdx_report_data(quote)))
+            )
             for _ in range(4)
         ]
         for t in threads:
