@@ -184,8 +184,8 @@ class ConfigfsTsmAttester:
         return None
 
 
-def _generation(raw: bytes) -> int | None:
+def _generation(raw: bytes) -> int:
     try:
         return int(raw.decode().strip())
-    except (UnicodeDecodeError, ValueError):
-        return None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EvidenceError(f"configfs-tsm generation {raw[:20]!r} is not a number") from exc

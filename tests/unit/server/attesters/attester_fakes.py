@@ -76,6 +76,8 @@ class FakeTsmKernel(threading.Thread):
         outblob: bytes,
         auxblob: bytes | None = None,
         extra_writes: Callable[[int], int] = lambda index: 0,
+        generation_text: str | None = None,
+        outblob_is_a_directory: bool = False,
     ) -> None:
         super().__init__(daemon=True)
         self.report_dir = report_dir
@@ -83,6 +85,8 @@ class FakeTsmKernel(threading.Thread):
         self.outblob = outblob
         self.auxblob = auxblob
         self.extra_writes = extra_writes
+        self.generation_text = generation_text
+        self.outblob_is_a_directory = outblob_is_a_directory
         self.entries: list[dict[str, Any]] = []
         self.most_entries_at_once = 0
         self._halt = threading.Event()
@@ -113,7 +117,11 @@ class FakeTsmKernel(threading.Thread):
         if self.provider == "sev_guest":
             (entry / "privlevel").write_bytes(b"")
             (entry / "privlevel_floor").write_text("0\n")
-        for fifo in ("outblob", "provider", "inblob"):
+        if self.outblob_is_a_directory:
+            (entry / "outblob").mkdir()
+        else:
+            os.mkfifo(entry / "outblob")
+        for fifo in ("provider", "inblob"):
             os.mkfifo(entry / fifo)
         inblob = os.open(entry / "inblob", os.O_RDONLY | os.O_NONBLOCK)
         received = b""
@@ -140,10 +148,11 @@ class FakeTsmKernel(threading.Thread):
             record["privlevel"] = level
             writes += 1
         writes += self.extra_writes(len(self.entries) - 1)
-        (entry / "generation").write_text(f"{writes}\n")
+        (entry / "generation").write_text(self.generation_text or f"{writes}\n")
         if self.auxblob is not None:
             (entry / "auxblob").write_bytes(self.auxblob)
-        self._write_fifo(entry / "outblob", self.outblob)
+        if not self.outblob_is_a_directory:
+            self._write_fifo(entry / "outblob", self.outblob)
 
     def _answer_provider(self, entry: Path) -> bool:
         try:
@@ -153,7 +162,7 @@ class FakeTsmKernel(threading.Thread):
                 return False
             raise
         for path in entry.iterdir():
-            path.unlink()
+            path.rmdir() if path.is_dir() else path.unlink()
         os.set_blocking(fd, True)
         os.write(fd, f"{self.provider}\n".encode())
         os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -183,3 +184,49 @@ def test_privlevel_only_for_snp_vmpl_0_to_3(report_dir: Path, provider: str, pri
 def test_report_data_must_be_64_bytes(report_dir: Path):
     with pytest.raises(ValueError, match="64 bytes"):
         ConfigfsTsmAttester(report_dir, provider="tdx_guest").evidence(b"\0" * 32)
+
+
+def test_unreadable_generation_is_an_evidence_error(evidence_dir: Path, report_dir: Path):
+    quote = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
+    with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=quote, generation_text="x\n"):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
+        with pytest.raises(EvidenceError, match="generation"):
+            attester.evidence(tdx_report_data(quote))
+
+
+def test_provider_change_is_an_evidence_error(evidence_dir: Path, report_dir: Path):
+    quote = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
+    with FakeTsmKernel(report_dir, provider="sev_guest", outblob=quote):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
+        with pytest.raises(EvidenceError, match="provider changed"):
+            attester.evidence(tdx_report_data(quote))
+
+
+def test_read_failure_is_an_evidence_error_and_a_stuck_entry_a_warning(
+    evidence_dir: Path, report_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    quote = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
+    with FakeTsmKernel(
+        report_dir, provider="tdx_guest", outblob=quote, outblob_is_a_directory=True
+    ):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
+        with caplog.at_level(logging.WARNING, logger="blindai.server"):
+            with pytest.raises(EvidenceError, match="did not produce a report"):
+                attester.evidence(tdx_report_data(quote))
+    assert "could not remove configfs-tsm entry" in caplog.text
+
+
+def test_missing_privlevel_attribute_is_a_configuration_error(evidence_dir: Path, report_dir: Path):
+    quote = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
+    with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=quote):  # no privlevel file
+        attester = ConfigfsTsmAttester(
+            report_dir, provider="sev_guest", privlevel=1, settle_timeout=0.05
+        )
+        with pytest.raises(ConfigurationError, match="privlevel"):
+            attester.evidence(bytes(64))
+
+
+def test_entry_that_cannot_be_created_is_a_configuration_error(tmp_path: Path):
+    attester = ConfigfsTsmAttester(tmp_path / "gone", provider="tdx_guest")
+    with pytest.raises(ConfigurationError, match="cannot create"):
+        attester.evidence(bytes(64))

@@ -51,3 +51,9 @@ def test_empty_auxblob_has_no_certificates():
 def test_malformed_tables_are_evidence_errors(table: bytes):
     with pytest.raises(EvidenceError):
         parse_certificate_table(table)
+
+
+def test_table_without_terminator_is_an_evidence_error():
+    entry = bytes.fromhex("63da758de6644564adc5f4b93be8accd") + (0).to_bytes(4, "little")
+    with pytest.raises(EvidenceError, match="terminating"):
+        parse_certificate_table(entry + (24).to_bytes(4, "little"))
