@@ -70,6 +70,9 @@ class UrllibFetcher:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as answer:
                 return FetchResponse(answer.read(), dict(answer.headers.items()))
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
 
