@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attester_fakes import FakeFetcher, pcs_answers
+
+from .attester_fakes import FakeFetcher, pcs_answers
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from attester_fakes import FakeTsmKernel, certificate_table
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -15,6 +14,8 @@ from blindai.attestation.claims import EvidenceKind
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters import ConfigfsTsmAttester
 from blindai.server.attesters._quote import snp_report_data, tdx_report_data
+
+from .attester_fakes import FakeTsmKernel, certificate_table
 
 VCEK, ASK, ARK = (
     "63da758d-e664-4564-adc5-f4b93be8accd",

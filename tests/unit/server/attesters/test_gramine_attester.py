@@ -8,7 +8,6 @@ from pathlib import Path
 
 import dcap_qvl
 import pytest
-from attester_fakes import FakeFetcher
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -16,6 +15,8 @@ from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters import GramineAttester, PcsCollateralSource
 from blindai.server.attesters._quote import sgx_report_data
+
+from .attester_fakes import FakeFetcher
 
 NOW = datetime(2025, 7, 1, tzinfo=timezone.utc)  # inside the Phala set's collateral window
 BLINDAI_KEYS = {

@@ -13,7 +13,6 @@ from urllib.parse import quote as urlquote
 
 import dcap_qvl
 import pytest
-from attester_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -21,6 +20,8 @@ from blindai.errors import CollateralUnavailable
 from blindai.server.attesters import FetchResponse, PcsCollateralSource, UrllibFetcher
 from blindai.server.attesters._quote import pck_chain
 from blindai.server.attesters._sgx_collateral import signed_member
+
+from .attester_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
 
 NOW = datetime(2025, 7, 1, tzinfo=timezone.utc)
 EXPIRY = datetime(2025, 7, 19, 10, 1, 18, tzinfo=timezone.utc)  # QE identity's nextUpdate
@@ -249,3 +250,13 @@ def test_urllib_fetcher_against_a_loopback_pccs(sgx_set: Path, local_pcs: str):
 def test_urllib_fetcher_http_error_is_collateral_unavailable(local_pcs: str):
     with pytest.raises(CollateralUnavailable, match="404"):
         UrllibFetcher(timeout=5).get(f"{local_pcs}/nothing")
+
+
+def test_urllib_fetcher_unreachable_is_collateral_unavailable():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CollateralUnavailable, match="failed"):
+        UrllibFetcher(timeout=5).get(f"http://127.0.0.1:{port}/")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attester_fakes import FakeFetcher, FakeTsmKernel
 
 import blindai.server.attesters as attesters
 from blindai.attestation.claims import EvidenceKind
@@ -19,6 +18,8 @@ from blindai.server.attesters import (
     SimulationAttester,
     select_attester,
 )
+
+from .attester_fakes import FakeFetcher, FakeTsmKernel
 
 
 @pytest.fixture

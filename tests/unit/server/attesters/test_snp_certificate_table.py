@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attester_fakes import certificate_table
 
 from blindai.errors import EvidenceError
 from blindai.server.attesters._certtable import parse_certificate_table
+
+from .attester_fakes import certificate_table
 
 VCEK, VLEK, ASK, ARK = (
     "63da758d-e664-4564-adc5-f4b93be8accd",
