@@ -23,8 +23,9 @@ from blindai.errors import CollateralUnavailable
 
 __all__ = ["BLINDAI_COLLATERAL_VERSION", "SgxCollateral", "signed_member"]
 
-#: ``sgx_ql_qve_collateral_t.version`` as BlindAI 0.6 served it: 1, the PCK chain is in the quote.
-BLINDAI_COLLATERAL_VERSION = 1
+#: ``sgx_ql_qve_collateral_t.version`` as BlindAI 0.6 served it (an integer; 0.6.3 checks the
+#: type): 3, the major version Intel's quote provider reports for PCS API v3/v4 collateral.
+BLINDAI_COLLATERAL_VERSION = 3
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -106,7 +106,7 @@ def test_blindai_collateral_map(attester: GramineAttester, quote: bytes, sgx_set
     attester.evidence(sgx_report_data(quote))
     got = attester.blindai_collateral()
     assert got is not None and set(got) == BLINDAI_KEYS
-    assert got["version"] == 1
+    assert got["version"] == 3
     derived = sgx_set / "derived"
     leaf, ca, root = x509.load_pem_x509_certificates((derived / "pck_cert_chain.pem").read_bytes())
     assert x509.load_pem_x509_certificate(got["pck_certificate"].encode()) == leaf
