@@ -1,0 +1,63 @@
+"""Evidence *collection* on the server: one attester per platform, chosen by ``--tee``.
+
+Each attester follows :class:`Attester`: ``evidence(report_data)`` returns the platform's
+evidence binding the 64-byte report data, ``endorsements()`` what a verifier needs beside it,
+``blindai_collateral()`` BlindAI 0.6's ``/collateral`` map (SGX only).
+
+================  ===========================  ==========================================
+``--tee``         attester                     device interface
+================  ===========================  ==========================================
+``gramine-sgx``   :class:`GramineAttester`     ``/dev/attestation`` (Gramine, DCAP)
+``tdx``           :class:`ConfigfsTsmAttester` ``/sys/kernel/config/tsm/report``
+``sev-snp``       :class:`ConfigfsTsmAttester` ``/sys/kernel/config/tsm/report``
+``nitro``         :class:`NsmAttester`         ``/dev/nsm``
+``simulation``    :class:`SimulationAttester`  none: protects nothing, development only
+================  ===========================  ==========================================
+
+Example (without a TEE, ``auto`` refuses rather than simulate)::
+
+    >>> from pathlib import Path
+    >>> from blindai.server.attesters import AttesterPaths, select_attester
+    >>> nowhere = AttesterPaths(attestation_dir=Path("/nonexistent/a"),
+    ...     tsm_report_dir=Path("/nonexistent/t"), nsm_device=Path("/nonexistent/nsm"))
+    >>> select_attester("auto", paths=nowhere)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    blindai.errors.ConfigurationError: --tee auto found no TEE: ...
+    >>> select_attester("simulation").kind.value
+    'simulation'
+"""
+
+from __future__ import annotations
+
+from blindai.server.attesters._cache import PcsCollateralSource
+from blindai.server.attesters._pcs import (
+    INTEL_PCS_URL,
+    FetchResponse,
+    PcsFetcher,
+    UrllibFetcher,
+)
+from blindai.server.attesters.base import Attester
+from blindai.server.attesters.configfs_tsm import ConfigfsTsmAttester
+from blindai.server.attesters.gramine import GramineAttester
+from blindai.server.attesters.nitro import IoctlTransport, NsmAttester, NsmTransport
+from blindai.server.attesters.select import TEE_CHOICES, AttesterPaths, select_attester
+from blindai.server.attesters.simulation import SimulationAttester
+
+__all__ = [
+    "INTEL_PCS_URL",
+    "TEE_CHOICES",
+    "Attester",
+    "AttesterPaths",
+    "ConfigfsTsmAttester",
+    "FetchResponse",
+    "GramineAttester",
+    "IoctlTransport",
+    "NsmAttester",
+    "NsmTransport",
+    "PcsCollateralSource",
+    "PcsFetcher",
+    "SimulationAttester",
+    "UrllibFetcher",
+    "select_attester",
+]

@@ -1,0 +1,191 @@
+"""TDX quotes and SEV-SNP reports in a confidential VM, through Linux configfs-tsm (>= 6.7).
+
+One report per entry directory under ``/sys/kernel/config/tsm/report/`` (ABI:
+``Documentation/ABI/testing/configfs-tsm``):
+
+1. ``mkdir`` a fresh entry; the kernel populates its attributes;
+2. write ``privlevel`` (SEV-SNP VMPL, optional), then ``inblob`` (the 64-byte report data);
+3. read ``outblob`` (the TDX quote or SNP report; the kernel produces it on this read),
+   ``auxblob`` (SNP: the certificate table with VCEK/VLEK, ASK, ARK; may be absent or empty),
+   ``generation`` and ``provider`` (``tdx_guest`` or ``sev_guest``);
+4. ``rmdir`` the entry.
+
+``generation`` counts writes to the entry's attributes; it starts at 0 in a fresh entry, so it
+must equal the number of our own writes, or another writer raced us and the report may not be
+ours: the attester then retries with a new entry, and gives up with :class:`EvidenceError`.
+Calls are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.endorsements import Endorsements
+from blindai.errors import ConfigurationError, EvidenceError
+from blindai.server.attesters._certtable import parse_certificate_table
+from blindai.server.attesters._devfiles import read_attribute, write_attribute
+from blindai.server.attesters._quote import check_report_data, snp_report_data, tdx_report_data
+
+__all__ = ["DEFAULT_TSM_REPORT_DIR", "PROVIDERS", "ConfigfsTsmAttester"]
+
+DEFAULT_TSM_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
+#: configfs-tsm ``provider`` values and the evidence kind each produces.
+PROVIDERS = {"tdx_guest": EvidenceKind.TDX, "sev_guest": EvidenceKind.SEV_SNP}
+
+_log = logging.getLogger("blindai.server")
+
+
+class _Entry:
+    """One report entry directory: created on enter, removed on exit."""
+
+    def __init__(self, report_dir: Path, settle_timeout: float) -> None:
+        self.path = report_dir / f"blindai-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.settle_timeout = settle_timeout
+
+    def __enter__(self) -> _Entry:
+        try:
+            os.mkdir(self.path, 0o700)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create a configfs-tsm report entry in {self.path.parent}: {exc.strerror}"
+            ) from exc
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            os.rmdir(self.path)
+        except OSError as exc:
+            _log.warning("could not remove configfs-tsm entry %s: %s", self.path, exc.strerror)
+
+    def wait_for(self, name: str) -> Path:
+        """The attribute ``name``, once present (configfs creates attributes with the entry)."""
+        path = self.path / name
+        deadline = time.monotonic() + self.settle_timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"{self.path.parent} is not a configfs-tsm report directory: "
+                    f"a new entry has no {name!r} attribute"
+                )
+            time.sleep(0.001)
+        return path
+
+    def read(self, name: str, *, optional: bool = False) -> bytes:
+        """Read an attribute; a missing optional one reads as empty."""
+        path = self.path / name
+        if optional and not path.exists():
+            return b""
+        return read_attribute(path)
+
+
+class ConfigfsTsmAttester:
+    """Collects TDX quotes or SEV-SNP reports through configfs-tsm; kind set by ``provider``."""
+
+    def __init__(
+        self,
+        report_dir: Path = DEFAULT_TSM_REPORT_DIR,
+        *,
+        provider: str,
+        privlevel: int | None = None,
+        attempts: int = 3,
+        settle_timeout: float = 1.0,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise ConfigurationError(
+                f"configfs-tsm provider {provider!r} is not supported (known: {sorted(PROVIDERS)})"
+            )
+        if privlevel is not None and (provider != "sev_guest" or not 0 <= privlevel <= 3):
+            raise ConfigurationError("privlevel (VMPL 0..3) applies to SEV-SNP (sev_guest) only")
+        self.report_dir = report_dir
+        self.provider = provider
+        self.kind = PROVIDERS[provider]
+        self.privlevel = privlevel
+        self.attempts = attempts
+        self.settle_timeout = settle_timeout
+        self._lock = threading.Lock()
+        self._certificates: tuple[bytes, ...] = ()
+
+    @classmethod
+    def probe(
+        cls, report_dir: Path = DEFAULT_TSM_REPORT_DIR, *, settle_timeout: float = 1.0, **kw: Any
+    ) -> ConfigfsTsmAttester:
+        """An attester for the provider found in ``report_dir`` (one entry created and removed)."""
+        if not report_dir.is_dir():
+            raise ConfigurationError(
+                f"no configfs-tsm at {report_dir}: needs Linux >= 6.7 in a TDX or SEV-SNP guest, "
+                "with configfs mounted on /sys/kernel/config"
+            )
+        with _Entry(report_dir, settle_timeout) as entry:
+            entry.wait_for("provider")
+            provider = entry.read("provider").decode(errors="replace").strip()
+        return cls(report_dir, provider=provider, settle_timeout=settle_timeout, **kw)
+
+    def evidence(self, report_data: bytes) -> bytes:
+        """A TDX quote or SEV-SNP report whose report data is ``report_data`` (64 bytes)."""
+        check_report_data(report_data)
+        with self._lock:
+            for _ in range(self.attempts):
+                outblob = self._collect(report_data)
+                if outblob is not None:
+                    return outblob
+        raise EvidenceError(
+            f"configfs-tsm: another writer raced us on {self.attempts} report entries in a row"
+        )
+
+    def _collect(self, report_data: bytes) -> bytes | None:
+        """One entry's report, or None when its generation shows another writer."""
+        writes = 0
+        with _Entry(self.report_dir, self.settle_timeout) as entry:
+            try:
+                if self.privlevel is not None:
+                    write_attribute(entry.wait_for("privlevel"), f"{self.privlevel}\n".encode())
+                    writes += 1
+                write_attribute(entry.wait_for("inblob"), report_data)
+                writes += 1
+                outblob = entry.read("outblob")
+                auxblob = entry.read("auxblob", optional=True)
+                generation = entry.read("generation")
+                provider = entry.read("provider")
+            except OSError as exc:
+                raise EvidenceError(f"configfs-tsm did not produce a report: {exc}") from exc
+        if _generation(generation) != writes:
+            _log.warning("configfs-tsm generation %r after %d writes: raced", generation, writes)
+            return None
+        if provider.decode(errors="replace").strip() != self.provider:
+            raise EvidenceError(f"configfs-tsm provider changed from {self.provider!r}")
+        self._check(outblob, report_data)
+        self._certificates = parse_certificate_table(auxblob)
+        return outblob
+
+    def _check(self, outblob: bytes, report_data: bytes) -> None:
+        if not outblob:
+            raise EvidenceError("configfs-tsm returned an empty outblob")
+        carried = (
+            tdx_report_data(outblob) if self.kind is EvidenceKind.TDX else snp_report_data(outblob)
+        )
+        if not hmac.compare_digest(carried, report_data):
+            raise EvidenceError("the configfs-tsm report does not carry our report data")
+
+    def endorsements(self) -> Endorsements:
+        """SEV-SNP: the VCEK/VLEK, ASK and ARK from the last report's ``auxblob``; TDX: none."""
+        with self._lock:
+            return Endorsements(certificates=self._certificates)
+
+    def blindai_collateral(self) -> dict[str, Any] | None:
+        """Not applicable (BlindAI 0.6's ``/collateral`` is SGX only)."""
+        return None
+
+
+def _generation(raw: bytes) -> int:
+    try:
+        return int(raw.decode().strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EvidenceError(f"configfs-tsm generation {raw[:20]!r} is not a number") from exc

@@ -1,0 +1,147 @@
+"""AWS Nitro Enclaves attestation documents from the Nitro Secure Module (``/dev/nsm``).
+
+The NSM answers one CBOR request per ioctl ``NSM_IOCTL_REQUEST = _IOWR(0x0A, 0, struct
+nsm_message)``, where ``struct nsm_message { struct iovec request; struct iovec response; }``;
+the driver sets ``response.iov_len`` to the answer's length. The request is
+``{"Attestation": {"user_data": bytes, "nonce": null, "public_key": null}}``; the answer
+``{"Attestation": {"document": bytes}}`` (a COSE_Sign1 document) or ``{"Error": code}``.
+
+``user_data`` carries the first 32 bytes of the report data, i.e. the SHA-256 of the TLS
+certificate (:mod:`blindai.attestation.binding`). The ioctl is behind :class:`NsmTransport` so
+that everything above it can be tested without an enclave.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import cbor2
+
+from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.endorsements import Endorsements
+from blindai.errors import ConfigurationError, EvidenceError
+from blindai.server.attesters._quote import check_report_data
+
+__all__ = [
+    "DEFAULT_NSM_DEVICE",
+    "NSM_IOCTL_REQUEST",
+    "IoctlTransport",
+    "NsmAttester",
+    "NsmTransport",
+    "attestation_request",
+]
+
+DEFAULT_NSM_DEVICE = Path("/dev/nsm")
+NSM_REQUEST_MAX_SIZE = 0x1000
+NSM_RESPONSE_MAX_SIZE = 0x3000
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class _NsmMessage(ctypes.Structure):
+    _fields_ = (("request", _IoVec), ("response", _IoVec))
+
+
+def _iowr(kind: int, number: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (kind << 8) | number
+
+
+#: ``_IOWR(0x0A, 0, struct nsm_message)`` (0xC0200A00 on 64-bit Linux).
+NSM_IOCTL_REQUEST = _iowr(0x0A, 0, ctypes.sizeof(_NsmMessage))
+
+
+class NsmTransport(Protocol):
+    """Sends one CBOR request to the NSM and returns its CBOR answer."""
+
+    def request(self, message: bytes) -> bytes:
+        """The NSM's answer to ``message``; ``OSError`` when the device fails."""
+        ...
+
+
+class IoctlTransport:
+    """:class:`NsmTransport` over the NSM device's ioctl (fcntl + ctypes)."""
+
+    def __init__(self, device: Path = DEFAULT_NSM_DEVICE) -> None:
+        self.device = device
+
+    def request(self, message: bytes) -> bytes:
+        """One ioctl round trip on a freshly opened device."""
+        if len(message) > NSM_REQUEST_MAX_SIZE:
+            raise ValueError(f"NSM request of {len(message)} bytes exceeds {NSM_REQUEST_MAX_SIZE}")
+        request = ctypes.create_string_buffer(message, len(message))
+        response = ctypes.create_string_buffer(NSM_RESPONSE_MAX_SIZE)
+        msg = _NsmMessage(
+            _IoVec(ctypes.addressof(request), len(message)),
+            _IoVec(ctypes.addressof(response), NSM_RESPONSE_MAX_SIZE),
+        )
+        fd = os.open(self.device, os.O_RDWR)
+        try:
+            fcntl.ioctl(fd, NSM_IOCTL_REQUEST, msg)
+        finally:
+            os.close(fd)
+        return response.raw[: min(msg.response.iov_len, NSM_RESPONSE_MAX_SIZE)]
+
+
+def attestation_request(user_data: bytes) -> bytes:
+    """The CBOR ``Attestation`` request carrying ``user_data`` (no nonce, no public key)."""
+    return cbor2.dumps({"Attestation": {"user_data": user_data, "nonce": None, "public_key": None}})
+
+
+class NsmAttester:
+    """Collects Nitro attestation documents whose ``user_data`` is ``report_data[0:32]``."""
+
+    kind = EvidenceKind.NITRO
+
+    def __init__(self, transport: NsmTransport) -> None:
+        self.transport = transport
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, device: Path = DEFAULT_NSM_DEVICE) -> NsmAttester:
+        """An attester on the NSM device at ``device``; ConfigurationError when it is absent."""
+        if not device.exists():
+            raise ConfigurationError(
+                f"no Nitro Secure Module at {device}: is this running inside a Nitro enclave?"
+            )
+        return cls(IoctlTransport(device))
+
+    def evidence(self, report_data: bytes) -> bytes:
+        """An attestation document binding ``report_data`` (64 bytes, the last 32 zero)."""
+        check_report_data(report_data)
+        if any(report_data[32:]):
+            raise ValueError("Nitro user_data carries 32 bytes: report_data[32:] must be zero")
+        with self._lock:
+            try:
+                answer = self.transport.request(attestation_request(report_data[:32]))
+            except OSError as exc:
+                raise EvidenceError(f"the NSM device failed: {exc}") from exc
+        return _document(answer)
+
+    def endorsements(self) -> Endorsements:
+        """None: the document carries its own certificate chain (``cabundle``)."""
+        return Endorsements()
+
+    def blindai_collateral(self) -> dict[str, Any] | None:
+        """Not applicable (BlindAI 0.6's ``/collateral`` is SGX only)."""
+        return None
+
+
+def _document(answer: bytes) -> bytes:
+    try:
+        decoded = cbor2.loads(answer)
+    except (cbor2.CBORDecodeError, ValueError, EOFError) as exc:
+        raise EvidenceError("the NSM answer is not CBOR") from exc
+    if isinstance(decoded, dict) and "Error" in decoded:
+        raise EvidenceError(f"the NSM refused the attestation request: {decoded['Error']}")
+    body = decoded.get("Attestation") if isinstance(decoded, dict) else None
+    document = body.get("document") if isinstance(body, dict) else None
+    if not isinstance(document, bytes) or not document:
+        raise EvidenceError("the NSM answer holds no attestation document")
+    return document

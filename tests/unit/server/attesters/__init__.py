@@ -1,0 +1,1 @@
+"""Tests of the server-side attesters (evidence collection)."""

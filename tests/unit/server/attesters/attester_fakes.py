@@ -1,0 +1,194 @@
+"""Fakes for the attesters' devices and services: a PCS, a configfs-tsm kernel, an SNP table."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from blindai.errors import CollateralUnavailable
+from blindai.server.attesters import INTEL_PCS_URL, FetchResponse
+
+ROOT_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+API = f"{INTEL_PCS_URL}/sgx/certification/v4"
+
+
+class FakeFetcher:
+    """Maps URLs to answers; records every URL asked; unknown URLs are unavailable."""
+
+    def __init__(self, answers: dict[str, FetchResponse]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def get(self, url: str) -> FetchResponse:
+        self.asked.append(url)
+        if url not in self.answers:
+            raise CollateralUnavailable(f"fake PCS: 404 for {url}")
+        return self.answers[url]
+
+
+def pcs_answers(set_dir: Path, *, fmspc: str, ca: str, base: str = API) -> dict[str, FetchResponse]:
+    """What Intel's PCS v4 answers for the collateral stored (derived) in ``set_dir``."""
+    derived = set_dir / "derived"
+
+    def chain(name: str) -> str:
+        return quote((derived / name).read_text())
+
+    return {
+        f"{base}/tcb?fmspc={fmspc}": FetchResponse(
+            (derived / "tcb_info.json").read_bytes(),
+            {"TCB-Info-Issuer-Chain": chain("tcb_info_issuer_chain.pem")},
+        ),
+        f"{base}/qe/identity": FetchResponse(
+            (derived / "qe_identity.json").read_bytes(),
+            {"SGX-Enclave-Identity-Issuer-Chain": chain("qe_identity_issuer_chain.pem")},
+        ),
+        f"{base}/pckcrl?ca={ca}&encoding=der": FetchResponse(
+            (derived / "pck_crl.der").read_bytes(),
+            {"SGX-PCK-CRL-Issuer-Chain": chain("pck_crl_issuer_chain.pem")},
+        ),
+        ROOT_CRL_URL: FetchResponse((derived / "root_ca_crl.der").read_bytes()),
+    }
+
+
+class FakeTsmKernel(threading.Thread):
+    """Plays the kernel's side of configfs-tsm in a plain directory, with FIFOs for ordering.
+
+    For each new entry directory it creates the attributes (``inblob`` last); once ``inblob``
+    has been written and closed it writes ``generation`` and ``auxblob`` and serves ``outblob``
+    through a FIFO; when ``provider`` is opened for reading (the attester's last read) it removes
+    every attribute before answering, so that the attester's ``rmdir`` finds the entry empty as
+    it would on configfs.
+    """
+
+    def __init__(
+        self,
+        report_dir: Path,
+        *,
+        provider: str,
+        outblob: bytes,
+        auxblob: bytes | None = None,
+        extra_writes: Callable[[int], int] = lambda index: 0,
+        generation_text: str | None = None,
+        outblob_is_a_directory: bool = False,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.report_dir = report_dir
+        self.provider = provider
+        self.outblob = outblob
+        self.auxblob = auxblob
+        self.extra_writes = extra_writes
+        self.generation_text = generation_text
+        self.outblob_is_a_directory = outblob_is_a_directory
+        self.entries: list[dict[str, Any]] = []
+        self.most_entries_at_once = 0
+        self._halt = threading.Event()
+
+    def __enter__(self) -> FakeTsmKernel:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        known: set[str] = set()
+        while not self._halt.is_set():
+            names = set(os.listdir(self.report_dir))
+            for name in sorted(names - known):
+                known.add(name)
+                self._serve(self.report_dir / name)
+            time.sleep(0.001)
+
+    def _serve(self, entry: Path) -> None:
+        record: dict[str, Any] = {"name": entry.name, "inblob": None, "privlevel": None}
+        at_once = len(os.listdir(self.report_dir))
+        self.most_entries_at_once = max(self.most_entries_at_once, at_once)
+        self.entries.append(record)
+        (entry / "generation").write_text("0\n")
+        if self.provider == "sev_guest":
+            (entry / "privlevel").write_bytes(b"")
+            (entry / "privlevel_floor").write_text("0\n")
+        if self.outblob_is_a_directory:
+            (entry / "outblob").mkdir()
+        else:
+            os.mkfifo(entry / "outblob")
+        for fifo in ("provider", "inblob"):
+            os.mkfifo(entry / fifo)
+        inblob = os.open(entry / "inblob", os.O_RDONLY | os.O_NONBLOCK)
+        received = b""
+        try:
+            while not self._halt.is_set():
+                try:
+                    chunk = os.read(inblob, 4096)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    received += chunk
+                elif chunk == b"" and received and record["inblob"] is None:
+                    record["inblob"] = received
+                    self._report(entry, record)
+                if self._answer_provider(entry):
+                    return
+                time.sleep(0.001)
+        finally:
+            os.close(inblob)
+
+    def _report(self, entry: Path, record: dict[str, Any]) -> None:
+        writes = 1
+        if (entry / "privlevel").exists() and (level := (entry / "privlevel").read_bytes()):
+            record["privlevel"] = level
+            writes += 1
+        writes += self.extra_writes(len(self.entries) - 1)
+        (entry / "generation").write_text(self.generation_text or f"{writes}\n")
+        if self.auxblob is not None:
+            (entry / "auxblob").write_bytes(self.auxblob)
+        if not self.outblob_is_a_directory:
+            self._write_fifo(entry / "outblob", self.outblob)
+
+    def _answer_provider(self, entry: Path) -> bool:
+        try:
+            fd = os.open(entry / "provider", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader yet
+                return False
+            raise
+        for path in entry.iterdir():
+            path.rmdir() if path.is_dir() else path.unlink()
+        os.set_blocking(fd, True)
+        os.write(fd, f"{self.provider}\n".encode())
+        os.close(fd)
+        return True
+
+    def _write_fifo(self, path: Path, data: bytes) -> None:
+        while not self._halt.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.001)
+        else:
+            return
+        os.set_blocking(fd, True)
+        os.write(fd, data)
+        os.close(fd)
+
+
+def certificate_table(entries: list[tuple[str, bytes]]) -> bytes:
+    """A GHCB certificate table: (GUID, offset, length) entries, a zero entry, then the blobs."""
+    header = 24 * (len(entries) + 1)
+    table, blobs = b"", b""
+    for guid, blob in entries:
+        table += uuid.UUID(guid).bytes + struct.pack("<II", header + len(blobs), len(blob))
+        blobs += blob
+    return table + bytes(24) + blobs

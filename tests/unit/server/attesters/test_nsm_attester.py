@@ -1,0 +1,116 @@
+"""NsmAttester: the CBOR request it builds, real attestation documents, NSM error answers.
+
+The ioctl itself needs a Nitro enclave; here it is exercised up to the kernel only (a regular
+file answers ENOTTY), and a transport fake stands for the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from blindai.attestation.claims import EvidenceKind
+from blindai.errors import ConfigurationError, EvidenceError
+from blindai.server.attesters import IoctlTransport, NsmAttester
+from blindai.server.attesters.nitro import NSM_IOCTL_REQUEST
+
+NITRO_SETS = ["evervault-production-pcrs", "evervault-debug-userdata", "evervault-debug-nonce"]
+DIGEST = hashlib.sha256(b"a TLS certificate").digest()
+REPORT_DATA = DIGEST + bytes(32)
+
+
+class FakeNsm:
+    """Answers every request with ``answer``; keeps the requests."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+
+    def request(self, message: bytes) -> bytes:
+        self.requests.append(message)
+        return self.answer
+
+
+@pytest.mark.parametrize("name", NITRO_SETS)
+def test_document_returned_and_request_encoded(evidence_dir: Path, name: str):
+    document = (evidence_dir / "nitro" / name / "attestation_doc.cbor").read_bytes()
+    nsm = FakeNsm(cbor2.dumps({"Attestation": {"document": document}}))
+    attester = NsmAttester(nsm)
+    assert attester.kind is EvidenceKind.NITRO
+    assert attester.evidence(REPORT_DATA) == document
+    expected = (
+        b"\xa1\x6bAttestation\xa3"
+        + b"\x69user_data\x58\x20"
+        + DIGEST
+        + b"\x65nonce\xf6"
+        + b"\x6apublic_key\xf6"
+    )
+    assert nsm.requests == [expected]
+    assert cbor2.loads(expected) == {
+        "Attestation": {"user_data": DIGEST, "nonce": None, "public_key": None}
+    }
+    assert attester.endorsements().certificates == ()
+    assert attester.blindai_collateral() is None
+
+
+@pytest.mark.parametrize(
+    "answer,match",
+    [
+        (cbor2.dumps({"Error": "InvalidArgument"}), "refused.*InvalidArgument"),
+        (cbor2.dumps({"Error": "InternalError"}), "InternalError"),
+        (cbor2.dumps({"Attestation": {}}), "no attestation document"),
+        (cbor2.dumps({"Attestation": {"document": b""}}), "no attestation document"),
+        (cbor2.dumps({"Attestation": {"document": "text"}}), "no attestation document"),
+        (cbor2.dumps({"DescribePCR": {"lock": False}}), "no attestation document"),
+        (cbor2.dumps(["Attestation"]), "no attestation document"),
+        (b"", "not CBOR"),
+        (b"\xa1\x6bAttes", "not CBOR"),
+    ],
+)
+def test_nsm_answers_other_than_a_document_are_evidence_errors(answer: bytes, match: str):
+    with pytest.raises(EvidenceError, match=match):
+        NsmAttester(FakeNsm(answer)).evidence(REPORT_DATA)
+
+
+def test_report_data_shape():
+    attester = NsmAttester(FakeNsm(b""))
+    with pytest.raises(ValueError, match="64 bytes"):
+        attester.evidence(DIGEST)
+    with pytest.raises(ValueError, match="must be zero"):
+        attester.evidence(DIGEST + DIGEST)
+
+
+def test_device_failure_is_an_evidence_error():
+    class Broken:
+        def request(self, message: bytes) -> bytes:
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(EvidenceError, match="NSM device failed"):
+        NsmAttester(Broken()).evidence(REPORT_DATA)
+
+
+def test_ioctl_number():
+    assert NSM_IOCTL_REQUEST == 0xC0200A00
+
+
+def test_missing_device_is_a_configuration_error(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="Nitro Secure Module"):
+        NsmAttester.open(tmp_path / "nsm")
+
+
+def test_ioctl_on_a_file_that_is_not_the_nsm(tmp_path: Path):
+    """The real transport up to the system call: a regular file refuses the ioctl (ENOTTY)."""
+    device = tmp_path / "nsm"
+    device.write_bytes(b"")
+    attester = NsmAttester.open(device)
+    assert isinstance(attester.transport, IoctlTransport)
+    with pytest.raises(EvidenceError, match="NSM device failed"):
+        attester.evidence(REPORT_DATA)
+
+
+def test_oversized_request_is_refused_before_the_ioctl(tmp_path: Path):
+    with pytest.raises(ValueError, match="exceeds"):
+        IoctlTransport(tmp_path / "absent").request(bytes(0x1001))

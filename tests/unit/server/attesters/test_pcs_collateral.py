@@ -1,0 +1,262 @@
+"""Fetching and caching SGX collateral: PCS v4 paths and headers, PCCS, caching, failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote as urlquote
+
+import dcap_qvl
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from blindai.errors import CollateralUnavailable
+from blindai.server.attesters import FetchResponse, PcsCollateralSource, UrllibFetcher
+from blindai.server.attesters._quote import pck_chain
+from blindai.server.attesters._sgx_collateral import signed_member
+
+from .attester_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
+
+NOW = datetime(2025, 7, 1, tzinfo=timezone.utc)
+EXPIRY = datetime(2025, 7, 19, 10, 1, 18, tzinfo=timezone.utc)  # QE identity's nextUpdate
+PCCS = "https://pccs.example:8081"
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_fetches_the_pcs_v4_urls_once_until_next_update(sgx_set: Path, fake_pcs: FakeFetcher):
+    quote = (sgx_set / "quote.bin").read_bytes()
+    clock = Clock(NOW)
+    source = PcsCollateralSource(fake_pcs, clock=clock)
+    first = source.for_quote(quote)
+    assert source.for_quote(quote) is first
+    assert sorted(fake_pcs.asked) == sorted(
+        [
+            f"{API}/tcb?fmspc=00A067110000",
+            f"{API}/qe/identity",
+            f"{API}/pckcrl?ca=processor&encoding=der",
+            ROOT_CRL_URL,
+        ]
+    )
+    assert first.next_update() == EXPIRY
+    clock.now = EXPIRY - timedelta(seconds=1)
+    source.for_quote(quote)
+    assert len(fake_pcs.asked) == 4
+    clock.now = EXPIRY
+    assert source.for_quote(quote) is not first
+    assert len(fake_pcs.asked) == 8
+
+
+def test_out_of_date_collateral_is_returned_but_not_cached(
+    sgx_set: Path, fake_pcs: FakeFetcher, caplog: pytest.LogCaptureFixture
+):
+    quote = (sgx_set / "quote.bin").read_bytes()
+    source = PcsCollateralSource(fake_pcs, clock=lambda: EXPIRY + timedelta(days=1))
+    with caplog.at_level(logging.WARNING, logger="blindai.server"):
+        source.for_quote(quote)
+        source.for_quote(quote)
+    assert len(fake_pcs.asked) == 8
+    assert "out of date" in caplog.text
+
+
+def test_platform_ca_quote_end_to_end(evidence_dir: Path):
+    """The Automata set: Platform CA, FMSPC 00606A000000, PCS files stored as Intel serves them."""
+    set_dir = evidence_dir / "sgx-dcap" / "automata-fmspc-00606a000000"
+    quote = (set_dir / "quote.bin").read_bytes()
+    pck_ca_and_root = "".join(
+        c.public_bytes(Encoding.PEM).decode()
+        for c in x509.load_pem_x509_certificates(
+            (set_dir / "derived" / "pck_cert_chain.pem").read_bytes()
+        )[1:]
+    )
+    signing = urlquote((set_dir / "tcb_signing_chain.pem").read_text())
+    fetcher = FakeFetcher(
+        {
+            f"{API}/tcb?fmspc=00606A000000": FetchResponse(
+                (set_dir / "tcb_info.json").read_bytes(), {"tcb-info-issuer-chain": signing}
+            ),
+            f"{API}/qe/identity": FetchResponse(
+                (set_dir / "qe_identity.json").read_bytes(),
+                {"Sgx-Enclave-Identity-Issuer-Chain": signing},
+            ),
+            f"{API}/pckcrl?ca=platform&encoding=der": FetchResponse(
+                (set_dir / "pck_platform_crl.der").read_bytes(),
+                {"SGX-PCK-CRL-Issuer-Chain": urlquote(pck_ca_and_root)},
+            ),
+            ROOT_CRL_URL: FetchResponse((set_dir / "root_ca_crl.der").read_bytes()),
+        }
+    )
+    now = datetime(2025, 9, 1, tzinfo=timezone.utc)
+    collateral = PcsCollateralSource(fetcher, clock=lambda: now).for_quote(quote)
+    report = dcap_qvl.verify(
+        quote,
+        dcap_qvl.QuoteCollateralV3.from_json(collateral.dcap_qvl_json().decode()),
+        int(now.timestamp()),
+    )
+    assert report.status == "SWHardeningNeeded"
+    assert list(report.advisory_ids) == ["INTEL-SA-00615"]
+
+
+def test_pccs_root_crl_endpoint_hex_and_pem_crls_and_v3_header(sgx_set: Path):
+    """A PCCS: rootcacrl as hex text, the PCK CRL as PEM, API v3's TCB chain header name."""
+    quote = (sgx_set / "quote.bin").read_bytes()
+    base = f"{PCCS}/sgx/certification/v4"
+    answers = pcs_answers(sgx_set, fmspc="00A067110000", ca="processor", base=base)
+    derived = sgx_set / "derived"
+    tcb_url = f"{base}/tcb?fmspc=00A067110000"
+    answers[tcb_url] = FetchResponse(
+        answers[tcb_url].body,
+        {
+            "SGX-TCB-Info-Issuer-Chain": urlquote(
+                (derived / "tcb_info_issuer_chain.pem").read_text()
+            )
+        },
+    )
+    crl_url = f"{base}/pckcrl?ca=processor&encoding=der"
+    pem_crl = x509.load_der_x509_crl((derived / "pck_crl.der").read_bytes()).public_bytes(
+        Encoding.PEM
+    )
+    answers[crl_url] = FetchResponse(pem_crl, answers[crl_url].headers)
+    del answers[ROOT_CRL_URL]
+    answers[f"{base}/rootcacrl"] = FetchResponse(
+        (derived / "root_ca_crl.der").read_bytes().hex().encode()
+    )
+    collateral = PcsCollateralSource(FakeFetcher(answers), base_url=PCCS + "/").for_quote(quote)
+    assert json.loads(collateral.dcap_qvl_json()) == json.loads(
+        (sgx_set / "collateral.json").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "url,mangle",
+    [
+        (f"{API}/qe/identity", lambda r: FetchResponse(r.body)),  # no issuer chain header
+        (f"{API}/tcb?fmspc=00A067110000", lambda r: FetchResponse(b"\xff\xfe", r.headers)),
+        (f"{API}/tcb?fmspc=00A067110000", lambda r: FetchResponse(b'{"tcbInfo":{}}', r.headers)),
+        (f"{API}/pckcrl?ca=processor&encoding=der", lambda r: FetchResponse(b"abc", r.headers)),
+        (f"{API}/pckcrl?ca=processor&encoding=der", lambda r: FetchResponse(b"junk!", r.headers)),
+        (
+            ROOT_CRL_URL,
+            lambda r: FetchResponse(b"-----BEGIN X509 CRL-----\nAA\n-----END X509 CRL-----"),
+        ),
+    ],
+)
+def test_unusable_pcs_answers_are_collateral_unavailable(
+    sgx_set: Path, fake_pcs: FakeFetcher, url, mangle
+):
+    fake_pcs.answers[url] = mangle(fake_pcs.answers[url])
+    source = PcsCollateralSource(fake_pcs, clock=lambda: NOW)
+    with pytest.raises(CollateralUnavailable):
+        source.for_quote((sgx_set / "quote.bin").read_bytes()).next_update()
+
+
+def test_fetcher_os_error_is_collateral_unavailable(sgx_set: Path):
+    class Broken:
+        def get(self, url: str) -> FetchResponse:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(CollateralUnavailable, match="refused"):
+        PcsCollateralSource(Broken()).for_quote((sgx_set / "quote.bin").read_bytes())
+
+
+def test_quote_without_a_pck_chain_has_no_collateral(sgx_set: Path, evidence_dir: Path):
+    quote = bytearray((sgx_set / "quote.bin").read_bytes())
+    auth_len = int.from_bytes(quote[1012:1014], "little")
+    quote[1014 + auth_len] = 3  # certification data type 3 instead of 5
+    with pytest.raises(CollateralUnavailable, match="type 3"):
+        pck_chain(bytes(quote))
+    tdx = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
+    with pytest.raises(CollateralUnavailable, match="v3"):
+        pck_chain(tdx)
+
+
+@pytest.mark.parametrize(
+    "body,member,signature",
+    [
+        ('{"tcbInfo":{"a":[1,2]},"signature":"ab"}', '{"a":[1,2]}', "ab"),
+        (' {\n "signature" : "cd" ,\t"tcbInfo" : {"b": "x}"} }\n', '{"b": "x}"}', "cd"),
+    ],
+)
+def test_signed_member_keeps_the_exact_text(body: str, member: str, signature: str):
+    assert signed_member(body, "tcbInfo") == (member, signature)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "[]",
+        "{",
+        '{"tcbInfo":{}',
+        '{"tcbInfo":{}}',
+        '{"tcbInfo":{},"signature":1}',
+        '{"tcbInfo":{},"signature":"a"}x',
+    ],
+)
+def test_signed_member_rejects_malformed_bodies(body: str):
+    with pytest.raises(CollateralUnavailable):
+        signed_member(body, "tcbInfo")
+
+
+@pytest.fixture
+def local_pcs(sgx_set: Path) -> Iterator[str]:
+    """A loopback HTTP server answering like a PCCS, from the set's files."""
+    base = "/sgx/certification/v4"
+    answers = pcs_answers(sgx_set, fmspc="00A067110000", ca="processor", base=base)
+    answers[f"{base}/rootcacrl"] = FetchResponse(
+        (sgx_set / "derived" / "root_ca_crl.der").read_bytes().hex().encode()
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = answers.get(self.path)
+            self.send_response(200 if answer else 404)
+            for name, value in (answer.headers if answer else {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(answer.body if answer else b"not found")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_urllib_fetcher_against_a_loopback_pccs(sgx_set: Path, local_pcs: str):
+    source = PcsCollateralSource(UrllibFetcher(timeout=5), base_url=local_pcs, clock=lambda: NOW)
+    collateral = source.for_quote((sgx_set / "quote.bin").read_bytes())
+    assert json.loads(collateral.dcap_qvl_json()) == json.loads(
+        (sgx_set / "collateral.json").read_text()
+    )
+
+
+def test_urllib_fetcher_http_error_is_collateral_unavailable(local_pcs: str):
+    with pytest.raises(CollateralUnavailable, match="404"):
+        UrllibFetcher(timeout=5).get(f"{local_pcs}/nothing")
+
+
+def test_urllib_fetcher_unreachable_is_collateral_unavailable():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CollateralUnavailable, match="failed"):
+        UrllibFetcher(timeout=5).get(f"http://127.0.0.1:{port}/")
