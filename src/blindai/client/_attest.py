@@ -99,10 +99,10 @@ def _endorsements(plain: PlainTransport, kind: EvidenceKind) -> Endorsements:
     if found.collateral is None and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         coll_resp = _get(plain, "/collateral", optional=True)
         if coll_resp is not None:
-            from blindai.attestation._dcap import collateral_from_blindai_map
+            from blindai.attestation._dcap import collateral_from_blindai_v06
 
             found = Endorsements(
-                collateral_from_blindai_map(_cbor(coll_resp, "collateral")),
+                collateral_from_blindai_v06(_cbor(coll_resp, "collateral")),
                 found.certificates,
             )
     return found
