@@ -41,6 +41,19 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument("--max-model-bytes", type=int, default=None, help="largest model accepted")
     p.add_argument("--max-request-bytes", type=int, default=None, help="largest /run body")
     p.add_argument("--pccs-url", default=None, help="PCCS/PCS base URL for SGX collateral")
+    p.add_argument(
+        "--attestation-dir",
+        type=Path,
+        default=None,
+        help="Gramine's attestation files (default /dev/attestation)",
+    )
+    p.add_argument(
+        "--tsm-report-dir",
+        type=Path,
+        default=None,
+        help="configfs-tsm report dir (default /sys/kernel/config/tsm/report)",
+    )
+    p.add_argument("--nsm-device", type=Path, default=None, help="Nitro NSM (default /dev/nsm)")
     p.add_argument("--log-level", default="info", help="logging level (default info)")
     p.set_defaults(func=_serve)
 
@@ -67,6 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
         fields["max_model_bytes"] = args.max_model_bytes
     if args.max_request_bytes is not None:
         fields["max_request_bytes"] = args.max_request_bytes
+    for name in ("attestation_dir", "tsm_report_dir", "nsm_device"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     try:
         settings = ServerSettings(**fields)
     except ValidationError as exc:

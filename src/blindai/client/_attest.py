@@ -6,21 +6,19 @@ Nothing is sent to the attested ports before this returns.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import cbor2
 
-from blindai.attestation import simulation
+from blindai.attestation import Verifier, simulation
 from blindai.attestation.binding import check_binding
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
 from blindai.client._transport import HttpResponse, PlainTransport
 from blindai.errors import (
-    BlindAIError,
     ConfigurationError,
     EvidenceError,
     ProtocolError,
@@ -114,6 +112,7 @@ def attest_server(
     simulation_mode: bool,
     policy: Policy | None,
     now: datetime | None = None,
+    verifier: Verifier | None = None,
 ) -> Attested:
     """Fetch, verify and bind; raise a typed error on any refusal."""
     cert_resp = _get(plain, "/")
@@ -136,7 +135,7 @@ def attest_server(
     if simulation_mode:
         claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
     else:
-        claims = _verify_real(plain, kind, evidence, policy, when)
+        claims = _verify_real(plain, kind, evidence, policy, when, verifier)
     check_binding(
         cert_der, report_data=claims.report_data, public_key=getattr(claims, "public_key", None)
     )
@@ -149,6 +148,7 @@ def _verify_real(
     evidence: bytes,
     policy: Policy | None,
     when: datetime,
+    verifier: Verifier | None,
 ) -> VerifiedClaims:
     if kind is EvidenceKind.SIMULATION:
         raise VerificationError(
@@ -159,16 +159,14 @@ def _verify_real(
             "outside simulation mode a policy is required: pass hazmat_manifest_path= a TOML "
             "policy file naming the expected measurement"
         )
-    from blindai.attestation import verify
+    from blindai.attestation import verifier_for
 
-    try:
-        return verify(kind, evidence, policy, now=when, endorsements=_endorsements(plain, kind))
-    except ImportError as exc:
-        raise VerificationError(f"no verifier is available for {kind.value} evidence") from exc
-    except BlindAIError:
-        raise
-
-
-def warn_simulation() -> None:
-    """Warn loudly that this connection is not confidential."""
-    warnings.warn(simulation.WARNING, simulation.SimulationModeWarning, stacklevel=3)
+    if verifier is None:
+        verifier = verifier_for(kind)
+    elif verifier.kind is not kind:
+        raise VerificationError(
+            f"the server sent {kind.value} evidence; the given verifier takes {verifier.kind.value}"
+        )
+    return verifier.verify(
+        evidence, policy.for_kind(kind), now=when, endorsements=_endorsements(plain, kind)
+    )

@@ -13,6 +13,7 @@ import cbor2
 import numpy as np
 from tqdm import tqdm
 
+from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
 from blindai.client._attest import attest_server
@@ -194,6 +195,7 @@ def connect(
     simulation_mode: bool = False,
     *,
     policy: Policy | None = None,
+    verifier: Verifier | None = None,
     timeout: float = 300.0,
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
@@ -204,6 +206,8 @@ def connect(
     (:class:`~blindai.attestation.simulation.SimulationModeWarning`): it protects nothing.
     The unattested port carries only public data verified here, over plain HTTP
     (``hazmat_http_on_unattested_port`` is accepted for compatibility).
+    ``verifier`` replaces the verifier that trusts the embedded vendor roots (a private
+    PKI, or tests); the policy still applies.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
@@ -212,7 +216,9 @@ def connect(
     plain = PlainTransport(host, unattested_server_port, timeout)
     start = time.perf_counter()
     try:
-        attested = attest_server(plain, simulation_mode=simulation_mode, policy=policy)
+        attested = attest_server(
+            plain, simulation_mode=simulation_mode, policy=policy, verifier=verifier
+        )
     finally:
         plain.close()
     elapsed = time.perf_counter() - start
