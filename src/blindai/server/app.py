@@ -21,7 +21,7 @@ from blindai.server.attesters.base import Attester
 from blindai.server.handlers import DataPlane
 from blindai.server.middleware import ServerHeaderAndAccessLog
 from blindai.server.registry import ModelRegistry
-from blindai.server.routes import BlindAIRoutes, cbor_response
+from blindai.server.routes import BlindAIRoutes, cbor_errors, cbor_response
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
@@ -77,9 +77,9 @@ def _unattested_routes(settings: ServerSettings, service: EvidenceService) -> li
 
     return [
         Route("/", certificate, methods=["GET"]),
-        Route("/quote", quote, methods=["GET"]),
-        Route("/collateral", collateral, methods=["GET"]),
-        Route("/endorsements", endorsements, methods=["GET"]),
+        Route("/quote", cbor_errors(quote), methods=["GET"]),
+        Route("/collateral", cbor_errors(collateral), methods=["GET"]),
+        Route("/endorsements", cbor_errors(endorsements), methods=["GET"]),
         Route("/info", info, methods=["GET"]),
     ]
 

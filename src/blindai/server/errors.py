@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from blindai.errors import (
     BlindAIError,
+    CollateralUnavailable,
     ConfigurationError,
     EvidenceError,
     ModelNotFound,
@@ -19,6 +20,7 @@ _STATUS: tuple[tuple[type[BlindAIError], int], ...] = (
     (ModelNotFound, 404),
     (ModelNotReady, 503),
     (EvidenceError, 503),
+    (CollateralUnavailable, 503),
     (ConfigurationError, 500),
 )
 
