@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import SignatureAlgorithmOID
@@ -63,7 +64,7 @@ def verify_chain(
 def _load(der: bytes, name: str) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise EvidenceError(f"{name} is not a DER X.509 certificate") from exc
 
 
@@ -72,7 +73,7 @@ def _p384_key(cert: x509.Certificate, name: str) -> ec.EllipticCurvePublicKey:
         raise ChainError(f"{name} is not signed with ECDSA/SHA-384")
     try:
         key = cert.public_key()
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ChainError(f"{name} has an unusable public key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise ChainError(f"{name} does not hold a P-384 key")

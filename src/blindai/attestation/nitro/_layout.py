@@ -17,6 +17,7 @@ Nothing here is trusted: :mod:`.verifier` checks the chain and the signature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -102,11 +103,12 @@ def parse_cose_sign1(evidence: bytes) -> CoseSign1:
         if item.tag != COSE_SIGN1_TAG:
             raise EvidenceError(f"attestation document has CBOR tag {item.tag}, not COSE_Sign1")
         item = item.value
-    if not isinstance(item, list) or len(item) != 4:
+    # inside a tag, cbor2 yields a tuple and frozendicts
+    if not isinstance(item, list | tuple) or len(item) != 4:
         raise EvidenceError("attestation document is not a 4-element COSE_Sign1 array")
     protected, unprotected, payload, signature = item
     _check_protected(protected)
-    if not isinstance(unprotected, dict) or unprotected:
+    if not isinstance(unprotected, Mapping) or unprotected:
         raise EvidenceError("COSE unprotected header must be an empty map")
     if not isinstance(payload, bytes):
         raise EvidenceError("COSE payload must be a byte string (detached payloads unsupported)")
