@@ -174,7 +174,7 @@ def issue(
     not_after: datetime,
     ca: bool,
     key: ec.EllipticCurvePrivateKey | None = None,
-    hash_alg: hashes.HashAlgorithm | None = None,
+    hash_alg: hashes.SHA256 | hashes.SHA384 | None = None,
     key_ids: bool = True,
 ) -> Issued:
     """Issue a certificate shaped like AWS's (self-signed when ``issuer`` is None)."""
