@@ -5,7 +5,8 @@ AWS puts the whole chain in the document: ``cabundle[0]`` is the AWS Nitro Encla
 short-lived (3 h) ``certificate``. Here:
 
 1. ``cabundle[0]`` must be byte-identical to a pinned root (SHA-256 of its DER);
-2. every certificate must use ECDSA with SHA-384 over a P-384 key;
+2. every certificate must use ECDSA with SHA-384 over a P-384 key, and ``certificate`` must
+   assert the digitalSignature key usage (which the WebPKI end-entity profile leaves open);
 3. the path is built and checked by :mod:`cryptography.x509.verification` (signatures,
    validity, basic constraints, key usage, path length) at each of the given times, with the
    pinned root as the only trust anchor. The stock client profile requires an
@@ -58,6 +59,7 @@ def verify_chain(
     keys = [_p384_key(cert, name) for cert, name in zip([*bundle, leaf], names, strict=True)]
     for label, when in times:
         _check_path(leaf, bundle, when, label)
+    _check_leaf_usage(leaf)
     return keys[-1]
 
 
@@ -78,6 +80,16 @@ def _p384_key(cert: x509.Certificate, name: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise ChainError(f"{name} does not hold a P-384 key")
     return key
+
+
+def _check_leaf_usage(leaf: x509.Certificate) -> None:
+    # AWS's validation process: the target certificate must assert digitalSignature
+    try:
+        usage: x509.KeyUsage | None = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or not usage.digital_signature:
+        raise ChainError("certificate lacks the digitalSignature key usage")
 
 
 def _extension_policies() -> tuple[verification.ExtensionPolicy, verification.ExtensionPolicy]:

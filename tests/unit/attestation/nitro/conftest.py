@@ -176,6 +176,8 @@ def issue(
     key: ec.EllipticCurvePrivateKey | None = None,
     hash_alg: hashes.SHA256 | hashes.SHA384 | None = None,
     key_ids: bool = True,
+    key_usage: bool = True,
+    digital_signature: bool = True,
 ) -> Issued:
     """Issue a certificate shaped like AWS's (self-signed when ``issuer`` is None)."""
     key = key or ec.generate_private_key(ec.SECP384R1())
@@ -190,9 +192,11 @@ def issue(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
+    )
+    if key_usage:
+        builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True,
+                digital_signature=digital_signature,
                 content_commitment=not ca,
                 key_encipherment=False,
                 data_encipherment=False,
@@ -204,7 +208,6 @@ def issue(
             ),
             critical=True,
         )
-    )
     if key_ids:
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False

@@ -431,6 +431,16 @@ def test_leaf_algorithms(kit: Any, leaf_kwargs: dict[str, Any], message: str) ->
         _verify(verifier, kit.make_document(odd, kit.DocSpec(signer=odd.cas[-1].key)), kit)
 
 
+@pytest.mark.parametrize(
+    "usage", [{"digital_signature": False}, {"key_usage": False}], ids=["no bit", "no extension"]
+)
+def test_leaf_without_digital_signature_usage(kit: Any, usage: dict[str, bool]) -> None:
+    odd = kit.make_chain(**usage)
+    verifier = NitroVerifier(trusted_root_fingerprints=[odd.root_fingerprint])
+    with pytest.raises(ChainError, match="digitalSignature"):
+        _verify(verifier, kit.make_document(odd), kit)
+
+
 def test_leaf_that_is_a_ca_refused(kit: Any) -> None:
     odd = kit.make_chain(ca=True)
     verifier = NitroVerifier(trusted_root_fingerprints=[odd.root_fingerprint])
