@@ -80,14 +80,9 @@ def _authenticity_only(kind: EvidenceKind) -> Policy:
 def _permissive(kind: EvidenceKind) -> dict[str, Any]:
     data: dict[str, Any] = {"allow_any_measurement": True, "allow_debug": True}
     if kind in (EvidenceKind.SGX, EvidenceKind.TDX):
-        data["allowed_tcb_statuses"] = [
-            "UpToDate",
-            "SWHardeningNeeded",
-            "ConfigurationNeeded",
-            "ConfigurationAndSWHardeningNeeded",
-            "OutOfDate",
-            "OutOfDateConfigurationNeeded",
-        ]
+        from blindai.attestation._dcap import TCB_STATUSES
+
+        data["allowed_tcb_statuses"] = sorted(TCB_STATUSES)
     if kind is EvidenceKind.SEV_SNP:
         data["max_vmpl"] = 3
     if kind is EvidenceKind.NITRO:
