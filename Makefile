@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-compat test-slow bench lint typecheck clean
+.PHONY: install demo test test-fast test-compat test-slow bench lint clean
 
 install: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# the whole suite: unit, integration, and the original PyPI clients (compat) against our server
 test: install
+	bash scripts/compat_env.sh
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# everything but the original-client tier (no compat venvs needed)
+test-fast: install
 	$(BIN)/python -m pytest -q -m "not compat and not slow"
 
 test-compat: install
