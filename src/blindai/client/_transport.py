@@ -1,64 +1,47 @@
 """HTTP transports: plain for the unattested port, pinned TLS for the attested ports.
 
 The attested transport trusts exactly one certificate (the one the evidence binds) and checks
-the name ``blindai-srv`` whatever address was dialled. It is built on ``http.client`` with an
-explicit ``ssl.SSLContext``, so no environment variable (``REQUESTS_CA_BUNDLE``,
+the name ``blindai-srv`` whatever address was dialled. It uses an explicit
+``ssl.SSLContext`` on a plain socket, so no environment variable (``REQUESTS_CA_BUNDLE``,
 ``SSL_CERT_FILE``, proxies) can change what it trusts or where it connects.
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from blindai.errors import BindingError, ProtocolError
+from blindai.client._http11 import Http11Connection, HttpResponse
+from blindai.errors import BindingError
 
 __all__ = ["SERVER_NAME", "HttpResponse", "PinnedTlsTransport", "PlainTransport"]
 
 SERVER_NAME = "blindai-srv"
 
 
-@dataclass(frozen=True)
-class HttpResponse:
-    """Status, headers (lower-case names) and body of one response."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class _PinnedConnection(http.client.HTTPSConnection):
-    """An HTTPS connection whose server name is always ``blindai-srv``."""
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = self._context.wrap_socket(sock, server_hostname=SERVER_NAME)  # type: ignore[attr-defined]
-
-
 class _Transport:
-    """Keep-alive HTTP/1.1 over one connection per thread, retried once on a stale socket."""
+    """Keep-alive HTTP/1.1, one connection per thread."""
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: list[Http11Connection] = []
         self._lock = threading.Lock()
 
-    def _new(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+    def _socket(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
-    def _conn(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> Http11Connection:
+        conn: Http11Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._new()
+            conn = Http11Connection(self._socket, f"{self.host}:{self.port}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -70,30 +53,10 @@ class _Transport:
         path: str,
         body: bytes | Callable[[], Iterable[bytes]] | None = None,
         headers: dict[str, str] | None = None,
+        body_length: int | None = None,
     ) -> HttpResponse:
-        """Send one request; reconnects once if the kept-alive socket was closed.
-
-        ``body`` may be a factory of chunks (with a Content-Length header), called per attempt.
-        """
-        for attempt in (0, 1):
-            conn = self._conn()
-            payload = body() if callable(body) else body
-            try:
-                conn.request(method, path, body=payload, headers=headers or {})
-                resp = conn.getresponse()
-                data = resp.read()
-                return HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                conn.close()
-                if attempt:
-                    raise
-            except ssl.SSLCertVerificationError as exc:
-                conn.close()
-                raise BindingError(
-                    f"the attested port presented a certificate other than the attested one: "
-                    f"{exc.verify_message}"
-                ) from exc
-        raise ProtocolError("unreachable")  # pragma: no cover
+        """Send one request. A streamed ``body`` is a factory of chunks with ``body_length``."""
+        return self._conn().request(method, path, body, headers or {}, body_length)
 
     def close(self) -> None:
         """Close every connection this transport opened."""
@@ -122,5 +85,16 @@ class PinnedTlsTransport(_Transport):
         ctx.set_alpn_protocols(["http/1.1"])
         self._ctx = ctx
 
-    def _new(self) -> http.client.HTTPConnection:
-        return _PinnedConnection(self.host, self.port, timeout=self.timeout, context=self._ctx)
+    def _socket(self) -> socket.socket:
+        sock = super()._socket()
+        try:
+            return self._ctx.wrap_socket(sock, server_hostname=SERVER_NAME)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise BindingError(
+                "the attested port presented a certificate other than the attested one: "
+                f"{exc.verify_message}"
+            ) from exc
+        except BaseException:
+            sock.close()
+            raise

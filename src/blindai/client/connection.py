@@ -125,10 +125,12 @@ class Connection:
         body = codec.dumps(
             {"model": data, "length": len(data), "model_name": model_name, "optimize": optimize}
         )
-        headers = {"Content-Length": str(len(body))}
-        big = len(body) >= PROGRESS_MIN_BYTES
-        payload: Any = (lambda: _chunks(body, True)) if big else body
-        resp = self._management.request("POST", "/upload", payload, headers)
+        if len(body) >= PROGRESS_MIN_BYTES:
+            resp = self._management.request(
+                "POST", "/upload", lambda: _chunks(body, True), body_length=len(body)
+            )
+        else:
+            resp = self._management.request("POST", "/upload", body)
         _raise_for(resp, "upload")
         reply = codec.decode_map(resp.body, what="upload reply")
         model_id, digest = reply.get("model_id"), reply.get("hash")
