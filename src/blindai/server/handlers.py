@@ -8,13 +8,13 @@ that uploads never hold up inference on other models.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from blindai.errors import InferenceFailed, ProtocolError
@@ -41,8 +41,16 @@ class DataPlane:
     registry: ModelRegistry
 
     def __post_init__(self) -> None:
-        self._infer_limit = anyio.CapacityLimiter(self.settings.inference_threads)
-        self._compile_limit = anyio.CapacityLimiter(2)
+        # two pools: compiling a model never takes a thread that inference needs
+        self._infer_pool = ThreadPoolExecutor(
+            self.settings.inference_threads, thread_name_prefix="blindai-infer"
+        )
+        self._compile_pool = ThreadPoolExecutor(2, thread_name_prefix="blindai-compile")
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._compile_pool.shutdown(wait=False, cancel_futures=True)
 
     async def upload(self, model: bytes, *, name: str | None, optimize: bool) -> ModelEntry:
         """Compile (or reuse) a model and register it under a fresh id."""
@@ -57,8 +65,9 @@ class DataPlane:
         digest = model_digest(model)
         compiled = self.registry.session_for(digest)
         if compiled is None:
-            compiled = await anyio.to_thread.run_sync(
-                self._compile, model, optimize, limiter=self._compile_limit
+            loop = asyncio.get_running_loop()
+            compiled = await loop.run_in_executor(
+                self._compile_pool, self._compile, model, optimize
             )
         return self.registry.add(digest, compiled, name)
 
@@ -78,7 +87,8 @@ class DataPlane:
         self, entry: ModelEntry, feeds: dict[str, np.ndarray]
     ) -> list[tuple[str, np.ndarray]]:
         """Run validated inputs through a model in a worker thread."""
-        return await anyio.to_thread.run_sync(entry.model.predict, feeds, limiter=self._infer_limit)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._infer_pool, entry.model.predict, feeds)
 
     def run_wire(self, entry: ModelEntry, tensors: Sequence[WireTensor]) -> dict[str, np.ndarray]:
         """Validate 0.6 wire tensors against the model and make the feeds."""
