@@ -42,6 +42,8 @@ MANIFEST_KEYS = frozenset(
         "attributes_mask_xfrm_hex",
         "misc_select_hex",
         "misc_mask_hex",
+        # ours, allowed beside the manifest keys: BlindAI 0.6.3 itself accepted SWHardeningNeeded
+        "allowed_tcb_statuses",
     }
 )
 _SECTIONS = {
