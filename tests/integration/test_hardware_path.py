@@ -12,6 +12,8 @@ pinning the generated ARK, and with a policy naming the fake report's measuremen
 from __future__ import annotations
 
 import hashlib
+import http.client
+import ssl
 import statistics
 import urllib.request
 import warnings
@@ -24,6 +26,7 @@ import cbor2
 import numpy as np
 import onnxruntime as ort
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import blindai
@@ -34,6 +37,7 @@ from blindai.attestation.policy import Policy
 from blindai.attestation.simulation import SimulationModeWarning
 from blindai.attestation.snp import SnpPolicy, SnpVerifier
 from blindai.errors import (
+    BindingError,
     BlindAIError,
     ChainError,
     ConfigurationError,
@@ -42,6 +46,8 @@ from blindai.errors import (
     PolicyError,
     VerificationError,
 )
+from blindai.server.tls import TlsIdentity
+from tests._fakes.mitm import UnattestedMitm
 from tests._fakes.server_log import attested_requests
 from tests._fakes.snp_machine import FakeSnpKernel, SnpMachine
 from tests._server import ServerProcess, start_server
@@ -126,6 +132,24 @@ def test_server_is_not_a_simulation(hw_server: ServerProcess) -> None:
     assert info["tee"] == "sev-snp"
     assert info["simulation"] is False
     assert "SIMULATION" not in hw_server.log()
+
+
+def test_attested_port_is_not_a_simulation_either(hw_server: ServerProcess) -> None:
+    _, cert = _get(hw_server, "/")
+    pem = x509.load_der_x509_certificate(cert).public_bytes(Encoding.PEM).decode()
+    ctx = ssl.create_default_context(cadata=pem)
+    ctx.check_hostname = False  # the attested certificate itself is the only trust anchor
+    conn = http.client.HTTPSConnection(hw_server.host, hw_server.attested_port, context=ctx)
+    try:
+        conn.request("GET", "/no-such-route")
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 404
+    server_header = resp.getheader("server") or ""
+    assert server_header.startswith("blindai/")
+    assert "mock" not in server_header.lower()
 
 
 def test_server_wrote_the_binding_into_the_fake_kernel(
@@ -263,6 +287,28 @@ def test_hardware_client_refuses_a_simulation_server(
     assert "simulation" in str(err).lower()
     err = _refused(server, VerificationError)  # no policy either: still refused as a simulation
     assert "simulation" in str(err).lower()
+
+
+def test_substituted_certificate_after_genuine_snp_evidence(
+    hw_server: ServerProcess, machine: SnpMachine
+) -> None:
+    """A man in the middle of the unattested port: the SNP report verifies, the binding does not."""
+    attacker = TlsIdentity.generate()
+    before = attested_requests(hw_server.log())
+    with UnattestedMitm(
+        hw_server.host, hw_server.unattested_port, substitute_cert=attacker.cert_der
+    ) as mitm:
+        with pytest.raises(BindingError):
+            blindai.connect(
+                "127.0.0.1",
+                unattested_server_port=mitm.port,
+                attested_server_port=hw_server.attested_port,
+                model_management_port=hw_server.management_port,
+                policy=_policy(machine.measurement),
+                verifier=_verifier(machine),
+            )
+    assert {"/", "/quote", "/endorsements"} <= set(mitm.paths)
+    assert attested_requests(hw_server.log()) == before
 
 
 # --------------------------------------------------------------------------------------------
