@@ -80,14 +80,29 @@ class SnpMachine:
 class FakeSnpKernel(FakeTsmKernel):
     """configfs-tsm as a ``sev_guest`` provider: each ``inblob`` gets a freshly signed report."""
 
-    def __init__(self, report_dir: Path, machine: SnpMachine) -> None:
-        super().__init__(report_dir, provider="sev_guest", outblob=b"", auxblob=machine.auxblob)
+    def __init__(
+        self,
+        report_dir: Path,
+        machine: SnpMachine,
+        *,
+        generation_text: str | None = None,
+        sign_instead: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            report_dir,
+            provider="sev_guest",
+            outblob=b"",
+            auxblob=machine.auxblob,
+            generation_text=generation_text,
+        )
         self.machine = machine
+        self.sign_instead = sign_instead
+        """When set, reports carry this report data instead of the ``inblob`` (a broken guest)."""
 
     def __enter__(self) -> FakeSnpKernel:
         self.start()
         return self
 
     def _report(self, entry: Path, record: dict[str, Any]) -> None:
-        self.outblob = self.machine.report(record["inblob"])
+        self.outblob = self.machine.report(self.sign_instead or record["inblob"])
         super()._report(entry, record)

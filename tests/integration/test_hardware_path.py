@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import ssl
 import statistics
+import subprocess
+import sys
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -50,7 +53,7 @@ from blindai.server.tls import TlsIdentity
 from tests._fakes.mitm import UnattestedMitm
 from tests._fakes.server_log import attested_requests
 from tests._fakes.snp_machine import FakeSnpKernel, SnpMachine
-from tests._server import ServerProcess, start_server
+from tests._server import REPO, ServerProcess, free_ports, start_server
 from tests.models import matmul
 
 
@@ -309,6 +312,72 @@ def test_substituted_certificate_after_genuine_snp_evidence(
             )
     assert {"/", "/quote", "/endorsements"} <= set(mitm.paths)
     assert attested_requests(hw_server.log()) == before
+
+
+# --------------------------------------------------------------------------------------------
+# a server that cannot get trustworthy evidence does not start (one line, no traceback)
+
+
+def _serve_once(report_dir: Path, tee: str) -> subprocess.CompletedProcess[str]:
+    u, a, m = free_ports(3)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blindai",
+            "serve",
+            "--tee",
+            tee,
+            "--tsm-report-dir",
+            str(report_dir),
+            "--host",
+            "127.0.0.1",
+            "--unattested-port",
+            str(u),
+            "--attested-port",
+            str(a),
+            "--management-port",
+            str(m),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
+
+
+@pytest.mark.parametrize(
+    ("tee", "kernel_kwargs", "error"),
+    [
+        (
+            "sev-snp",
+            {"generation_text": "7\n"},
+            "EvidenceError: configfs-tsm: another writer raced us on 3 report entries in a row",
+        ),
+        (
+            "sev-snp",
+            {"sign_instead": b"\x66" * 64},
+            "EvidenceError: the configfs-tsm report does not carry our report data",
+        ),
+        (
+            "tdx",
+            {},
+            "ConfigurationError: --tee tdx asked, but configfs-tsm's provider is 'sev_guest'",
+        ),
+    ],
+    ids=["raced-generation", "wrong-report-data", "wrong-provider"],
+)
+def test_server_refuses_to_start(
+    tmp_path: Path, machine: SnpMachine, tee: str, kernel_kwargs: dict[str, Any], error: str
+) -> None:
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    with FakeSnpKernel(report_dir, machine, **kernel_kwargs):
+        done = _serve_once(report_dir, tee)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(error), done.stderr
 
 
 # --------------------------------------------------------------------------------------------
