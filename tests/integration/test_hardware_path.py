@@ -314,6 +314,29 @@ def test_substituted_certificate_after_genuine_snp_evidence(
     assert attested_requests(hw_server.log()) == before
 
 
+def test_cli_attest_host_trusts_only_the_real_amd_roots(
+    hw_server: ServerProcess, machine: SnpMachine, tmp_path: Path
+) -> None:
+    """``blindai attest HOST`` has no option to trust another root: the generated ARK is refused."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[sev_snp]\nmeasurement = "{machine.measurement.hex()}"\n')
+    port = str(hw_server.unattested_port)
+    for flags, status, first_word in [
+        (["--policy", str(policy)], 1, "ChainError:"),
+        (["--simulation"], 2, "EvidenceError:"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "blindai", "attest", hw_server.host, "--unattested-port", port, *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+        )
+        assert done.returncode == status, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(first_word), done.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # a server that cannot get trustworthy evidence does not start (one line, no traceback)
 
