@@ -326,7 +326,16 @@ def test_cli_attest_host_trusts_only_the_real_amd_roots(
         (["--simulation"], 2, "EvidenceError:"),
     ]:
         done = subprocess.run(
-            [sys.executable, "-m", "blindai", "attest", hw_server.host, "--unattested-port", port, *flags],
+            [
+                sys.executable,
+                "-m",
+                "blindai",
+                "attest",
+                hw_server.host,
+                "--unattested-port",
+                port,
+                *flags,
+            ],
             capture_output=True,
             text=True,
             timeout=60,
