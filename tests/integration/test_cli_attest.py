@@ -1,0 +1,299 @@
+"""``blindai attest`` and ``blindai serve`` as a user runs them: a subprocess, exit codes, stderr.
+
+Exit status: 0 accepted, 1 refused (one line per violation), 2 unusable arguments or malformed
+evidence; never a traceback. Real evidence is read in place from ../shared/evidence; derived
+negative vectors (bit flip, truncation) are written to ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests._server import REPO, ServerProcess, free_ports
+
+SGX_SET = ("sgx-dcap", "phala-dcap-qvl-sgx")
+SGX_AT = "2025-07-01T00:00:00Z"
+SGX_MR_ENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+SGX_REPORT_DATA = b"Hello, world!".hex() + "00" * 51
+SNP_SET = ("sev-snp", "virtee-sev-milan")
+SNP_AT = "2025-06-01T00:00:00Z"
+SNP_MEASUREMENT = (
+    "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
+    "3e1a0dc39b2c60bd95b9c480cd81841f"
+)
+NITRO_SET = ("nitro", "evervault-production-pcrs")
+NITRO_AT = "2022-10-13T09:00:00Z"
+
+
+def blindai(*args: str | Path | int, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m blindai ARGS``; no stderr may ever hold a traceback."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "blindai", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def sgx(evidence_dir: Path) -> Path:
+    return evidence_dir.joinpath(*SGX_SET)
+
+
+@pytest.fixture
+def snp(evidence_dir: Path) -> Path:
+    return evidence_dir.joinpath(*SNP_SET)
+
+
+def _sgx_args(sgx: Path, evidence: Path | None = None) -> list[str | Path]:
+    return [
+        "attest",
+        "verify",
+        "--kind",
+        "sgx",
+        "--evidence",
+        evidence or sgx / "quote.bin",
+        "--collateral",
+        sgx / "collateral.json",
+        "--at",
+        SGX_AT,
+    ]
+
+
+def _snp_args(snp: Path, evidence: Path | None = None) -> list[str | Path]:
+    return [
+        "attest",
+        "verify",
+        "--kind",
+        "sev-snp",
+        "--evidence",
+        evidence or snp / "report.bin",
+        "--certs",
+        snp / "vcek.der",
+        snp / "ask_ark_milan.pem",
+        "--at",
+        SNP_AT,
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# SGX (Phala set, complete collateral)
+
+
+def test_sgx_verify_json(sgx: Path) -> None:
+    done = blindai(*_sgx_args(sgx), "--json")
+    assert done.returncode == 0, done.stderr
+    claims = json.loads(done.stdout)
+    assert claims["kind"] == "sgx"
+    assert claims["measurement"] == SGX_MR_ENCLAVE
+    assert claims["report_data"] == SGX_REPORT_DATA
+    assert claims["debug"] is False
+    assert claims["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert "no --policy" in done.stderr  # authenticity only, and it says so
+
+
+def test_sgx_policy_default_tcb_refuses(sgx: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n')
+    done = blindai(*_sgx_args(sgx), "--policy", policy)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert _lines(done.stderr) == [
+        "PolicyError: tcb_status: expected UpToDate, got ConfigurationAndSWHardeningNeeded"
+    ]
+
+
+def test_sgx_policy_two_violations_two_lines(sgx: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[sgx]\nmr_enclave = "{"00" * 32}"\n')
+    done = blindai(*_sgx_args(sgx), "--policy", policy)
+    assert done.returncode == 1
+    lines = _lines(done.stderr)
+    assert len(lines) == 2, lines
+    assert all(line.startswith("PolicyError: ") for line in lines)
+    assert {line.split(":")[1].strip() for line in lines} == {"mr_enclave", "tcb_status"}
+
+
+def test_sgx_policy_accepting_the_tcb_status(sgx: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n'
+        'allowed_tcb_statuses = ["UpToDate", "ConfigurationAndSWHardeningNeeded"]\n'
+    )
+    done = blindai(*_sgx_args(sgx), "--policy", policy, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["measurement"] == SGX_MR_ENCLAVE
+
+
+# --------------------------------------------------------------------------------------------
+# SEV-SNP (virtee Milan set) and derived negative vectors
+
+
+def test_snp_verify(snp: Path) -> None:
+    done = blindai(*_snp_args(snp), "--json")
+    assert done.returncode == 0, done.stderr
+    claims = json.loads(done.stdout)
+    assert claims["kind"] == "sev-snp"
+    assert claims["measurement"] == SNP_MEASUREMENT
+    assert claims["debug"] is False
+
+
+def test_snp_bit_flip_refused(snp: Path, tmp_path: Path) -> None:
+    flipped = bytearray((snp / "report.bin").read_bytes())
+    flipped[0x90] ^= 0x01  # first byte of MEASUREMENT: signed, so the signature fails
+    path = tmp_path / "flipped.bin"
+    path.write_bytes(bytes(flipped))
+    done = blindai(*_snp_args(snp, path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert _lines(done.stderr)[0].startswith("SignatureError: ")
+
+
+def test_snp_truncated_is_malformed(snp: Path, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.bin"
+    path.write_bytes((snp / "report.bin").read_bytes()[:600])
+    done = blindai(*_snp_args(snp, path))
+    assert done.returncode == 2
+    assert _lines(done.stderr) == ["EvidenceError: an SEV-SNP report is 1184 bytes, got 600"]
+
+
+def test_missing_evidence_file(snp: Path, tmp_path: Path) -> None:
+    done = blindai(*_snp_args(snp, tmp_path / "absent.bin"))
+    assert done.returncode == 2
+    assert len(_lines(done.stderr)) == 1
+    assert "absent.bin" in done.stderr and "ConfigurationError" in done.stderr
+
+
+def test_bad_at(snp: Path) -> None:
+    args = _snp_args(snp)
+    args[args.index("--at") + 1] = "yesterday"
+    done = blindai(*args)
+    assert done.returncode == 2
+    assert _lines(done.stderr) == ["ConfigurationError: --at 'yesterday' is not an ISO-8601 time"]
+
+
+# --------------------------------------------------------------------------------------------
+# Nitro (evervault production enclave), when the Nitro verifier is merged
+
+
+def _nitro_or_skip(evidence_dir: Path) -> Path:
+    try:
+        module = importlib.import_module("blindai.attestation.nitro")
+    except ImportError:
+        module = None
+    if not hasattr(module, "NitroVerifier"):
+        pytest.skip(
+            "blindai.attestation.nitro has no NitroVerifier (the Nitro branch is not merged)"
+        )
+    return evidence_dir.joinpath(*NITRO_SET) / "attestation_doc.cbor"
+
+
+def test_nitro_verify(evidence_dir: Path) -> None:
+    doc = _nitro_or_skip(evidence_dir)
+    done = blindai(
+        "attest", "verify", "--kind", "nitro", "--evidence", doc, "--at", NITRO_AT, "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    claims = json.loads(done.stdout)
+    assert claims["kind"] == "nitro"
+    assert claims["debug"] is False
+
+
+def test_nitro_bit_flip_refused(evidence_dir: Path, tmp_path: Path) -> None:
+    doc = bytearray(_nitro_or_skip(evidence_dir).read_bytes())
+    doc[-1] ^= 0x01  # last byte of the COSE signature
+    path = tmp_path / "flipped.cbor"
+    path.write_bytes(bytes(doc))
+    done = blindai("attest", "verify", "--kind", "nitro", "--evidence", path, "--at", NITRO_AT)
+    assert done.returncode == 1
+    assert _lines(done.stderr)[0].startswith("SignatureError: ")
+
+
+# --------------------------------------------------------------------------------------------
+# a running server: `blindai attest HOST`
+
+
+def test_attest_simulation_host(server: ServerProcess) -> None:
+    done = blindai(
+        "attest", server.host, "--simulation", "--unattested-port", server.unattested_port, "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    claims = json.loads(done.stdout)
+    assert claims["kind"] == "simulation"
+    assert "SIMULATION" in done.stderr  # warned, in one line each
+    assert "certificate bound to the evidence: yes" in done.stderr
+
+
+def test_attest_host_needs_a_policy(server: ServerProcess) -> None:
+    done = blindai("attest", server.host, "--unattested-port", server.unattested_port)
+    assert done.returncode == 2
+    assert _lines(done.stderr) == [
+        "ConfigurationError: attest HOST needs --policy (or --simulation for a simulation)"
+    ]
+
+
+def test_attest_simulation_host_with_a_policy_refused(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\n')
+    done = blindai(
+        "attest", server.host, "--unattested-port", server.unattested_port, "--policy", policy
+    )
+    assert done.returncode == 1
+    assert len(_lines(done.stderr)) == 1
+    assert "SIMULATION" in done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# `blindai serve --tee auto` without a TEE
+
+
+def test_serve_auto_without_a_tee_fails_in_one_line() -> None:
+    present = [
+        p
+        for p in ("/dev/attestation", "/sys/kernel/config/tsm/report", "/dev/nsm")
+        if os.path.exists(p)
+    ]
+    if present:
+        pytest.skip(f"this machine has a TEE interface: {', '.join(present)}")
+    u, a, m = free_ports(3)
+    start = time.monotonic()
+    done = blindai(
+        "serve",
+        "--tee",
+        "auto",
+        "--host",
+        "127.0.0.1",
+        "--unattested-port",
+        u,
+        "--attested-port",
+        a,
+        "--management-port",
+        m,
+        timeout=30,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode != 0
+    assert elapsed < 10
+    lines = _lines(done.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("ConfigurationError: --tee auto found no TEE")
+    assert "--tee simulation" in lines[0]
