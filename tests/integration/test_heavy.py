@@ -1,0 +1,49 @@
+"""Heavier checks, behind the ``slow`` marker: ``make test-slow``."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import blindai
+from tests.models import matmul
+
+pytestmark = pytest.mark.slow
+
+
+def _connect(server):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        return blindai.connect(server.host, simulation_mode=True, **server.ports)
+
+
+def test_a_quarter_gigabyte_model(server):
+    model = matmul(8192, 8192, seed=1)  # 256 MiB of float weights
+    assert len(model) > 256 << 20
+    with _connect(server) as conn:
+        start = time.perf_counter()
+        uploaded = conn.upload_model(model)
+        upload_s = time.perf_counter() - start
+        x = np.ones((1, 8192), np.float32)
+        want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        np.testing.assert_allclose(conn.predict(uploaded.model_id, {"x": x})["y"], want[0],
+                                   rtol=1e-4)
+        conn.delete_model(uploaded.model_id)
+    print(f"256 MiB model: upload+compile {upload_s:.1f} s")
+
+
+def test_sustained_load(server):
+    with _connect(server) as conn:
+        uploaded = conn.upload_model(matmul(16, 4))
+        x = np.ones((1, 16), np.float32)
+        deadline = time.monotonic() + 20
+        count = 0
+        while count < 20000 and time.monotonic() < deadline:
+            conn.predict(uploaded.model_id, {"x": x})
+            count += 1
+    assert count > 1000
+    print(f"{count} requests in one connection")
