@@ -11,15 +11,9 @@ from blindai.attestation._dcap import DcapResult, check_report_agrees, verify_qu
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.sgx._claims import SgxClaims
-from blindai.attestation.sgx._layout import (
-    TEE_SGX,
-    QuoteEnvelope,
-    SgxReportBody,
-    parse_envelope,
-    parse_sgx_report,
-)
+from blindai.attestation.sgx._layout import QuoteEnvelope, SgxReportBody, parse_sgx_quote
 from blindai.attestation.sgx.policy import DEBUG, SgxPolicy
-from blindai.errors import ConfigurationError, EvidenceError, PolicyError
+from blindai.errors import ConfigurationError, PolicyError
 
 __all__ = ["SgxVerifier"]
 
@@ -64,10 +58,7 @@ class SgxVerifier:
         if not isinstance(policy, SgxPolicy):
             raise ConfigurationError("SgxVerifier needs an SgxPolicy")
         # (1) strict parse: untrusted structure
-        envelope = parse_envelope(evidence)
-        if envelope.header.tee_type != TEE_SGX:
-            raise EvidenceError("this is a TDX quote, not an SGX quote")
-        body = parse_sgx_report(envelope.body)
+        envelope, body = parse_sgx_quote(evidence)
         # (2) authenticity: PCK chain to a pinned root, collateral, signatures, TCB status
         result = verify_quote(
             envelope.quote,

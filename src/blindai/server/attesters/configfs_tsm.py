@@ -38,7 +38,7 @@ from blindai.attestation.snp._certs import (
 )
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
-from blindai.server.attesters._quote import check_report_data, snp_report_data, tdx_report_data
+from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = ["DEFAULT_TSM_REPORT_DIR", "PROVIDERS", "ConfigfsTsmAttester"]
 
@@ -177,10 +177,7 @@ class ConfigfsTsmAttester:
     def _check(self, outblob: bytes, report_data: bytes) -> None:
         if not outblob:
             raise EvidenceError("configfs-tsm returned an empty outblob")
-        carried = (
-            tdx_report_data(outblob) if self.kind is EvidenceKind.TDX else snp_report_data(outblob)
-        )
-        if not hmac.compare_digest(carried, report_data):
+        if not hmac.compare_digest(carried_report_data(self.kind, outblob), report_data):
             raise EvidenceError("the configfs-tsm report does not carry our report data")
 
     def endorsements(self) -> Endorsements:

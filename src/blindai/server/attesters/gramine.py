@@ -22,7 +22,7 @@ from blindai.attestation.endorsements import Endorsements
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters._cache import PcsCollateralSource
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
-from blindai.server.attesters._quote import check_report_data, sgx_report_data
+from blindai.server.attesters._quote import carried_report_data, check_report_data
 from blindai.server.attesters._sgx_collateral import SgxCollateral
 
 __all__ = ["DEFAULT_ATTESTATION_DIR", "GramineAttester"]
@@ -71,7 +71,7 @@ class GramineAttester:
                 quote = read_attribute(self.attestation_dir / "quote")
             except OSError as exc:
                 raise EvidenceError(f"Gramine did not produce a quote: {exc}") from exc
-            if not hmac.compare_digest(sgx_report_data(quote), report_data):
+            if not hmac.compare_digest(carried_report_data(self.kind, quote), report_data):
                 raise EvidenceError("the quote from Gramine does not carry our report data")
             self._last_quote = quote
             return quote
