@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +14,11 @@ from cryptography.x509.oid import NameOID
 
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, EvidenceError
+from blindai.server.attesters import FetchResponse, PcsCollateralSource
 from blindai.server.attesters._pcs import _distribution_point
 from blindai.server.attesters._quote import PckChain, carried_report_data, pck_chain
-from blindai.server.attesters._sgx_collateral import SgxCollateral
+
+from .attester_fakes import API, FakeFetcher
 
 
 def test_report_data_of_each_kind(evidence_dir: Path):
@@ -95,34 +96,15 @@ def test_pck_chain_refusals():
         _distribution_point(_self_signed("root", [email_only]))
 
 
-def _collateral(sgx_set: Path) -> SgxCollateral:
-    derived = sgx_set / "derived"
-    return SgxCollateral(
-        pck_certificate="",
-        pck_signing_chain="",
-        pck_crl_issuer_chain="",
-        pck_crl=(derived / "pck_crl.der").read_bytes(),
-        root_ca_crl=(derived / "root_ca_crl.der").read_bytes(),
-        tcb_info_body=(derived / "tcb_info.json").read_text(),
-        tcb_info_issuer_chain="",
-        qe_identity_body=(derived / "qe_identity.json").read_text(),
-        qe_identity_issuer_chain="",
-    )
-
-
-def test_next_update_is_the_earliest(sgx_set: Path):
-    expected = datetime.datetime(2025, 7, 19, 10, 1, 18, tzinfo=datetime.timezone.utc)
-    assert _collateral(sgx_set).next_update() == expected
-
-
-def test_bad_next_update_is_collateral_unavailable(sgx_set: Path):
-    collateral = _collateral(sgx_set)
-    body = collateral.tcb_info_body.replace(
-        '"nextUpdate":"2025-07-19T10:56:11Z"', '"nextUpdate":"soon"'
-    )
-    assert body != collateral.tcb_info_body
+def test_bad_next_update_is_collateral_unavailable(sgx_set: Path, fake_pcs: FakeFetcher):
+    url = f"{API}/tcb?fmspc=00A067110000"
+    answer = fake_pcs.answers[url]
+    body = answer.body.replace(b'"nextUpdate":"2025-07-19T10:56:11Z"', b'"nextUpdate":"soon"')
+    assert body != answer.body
+    fake_pcs.answers[url] = FetchResponse(body, answer.headers)
+    source = PcsCollateralSource(fake_pcs)
     with pytest.raises(CollateralUnavailable, match="nextUpdate"):
-        dataclasses.replace(collateral, tcb_info_body=body).next_update()
+        source.for_quote((sgx_set / "quote.bin").read_bytes())
 
 
 def test_no_report_data_in_other_kinds():
