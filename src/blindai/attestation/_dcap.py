@@ -1,5 +1,7 @@
 """SGX and TDX quotes through dcap-qvl: collateral, pinned root, TCB status, error mapping.
 
+:class:`QuoteVerifier` is the verify flow both kinds share (parse, this module, policy).
+
 dcap-qvl checks the PCK chain up to the Intel root, both CRLs, the TCB Info and QE Identity
 signatures and chains, the QE report and its binding to the attestation key, the quote
 signature over header and body, and matches the platform TCB. This module feeds it and maps
@@ -19,15 +21,17 @@ version 3; those refusals come back as :class:`PolicyError` and :class:`Evidence
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from blindai.attestation import _anchors
 from blindai.attestation._anchors import fingerprint
 from blindai.attestation._dcap_collateral import (
     Collateral,
@@ -37,6 +41,7 @@ from blindai.attestation._dcap_collateral import (
     parse_collateral,
     pck_crl_issuer_chain_from_quote,
 )
+from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.errors import (
     BlindAIError,
@@ -51,10 +56,14 @@ from blindai.errors import (
     Violation,
 )
 
+if TYPE_CHECKING:
+    from blindai.attestation.sgx._layout import QuoteEnvelope
+
 __all__ = [
     "TCB_STATUSES",
     "Collateral",
     "DcapResult",
+    "QuoteVerifier",
     "check_report_agrees",
     "collateral_from_blindai_v06",
     "collateral_from_pcs",
@@ -127,6 +136,75 @@ def check_report_agrees(result: DcapResult, measurement: bytes, report_data: byt
     key = "mr_enclave" if variant == "SgxEnclave" else "mr_td"
     if fields.get(key) != measurement.hex() or fields.get("report_data") != report_data.hex():
         raise EvidenceError(f"dcap-qvl's {variant} report and the quote parser disagree")
+
+
+BodyT = TypeVar("BodyT")
+ClaimsT = TypeVar("ClaimsT", bound=VerifiedClaims)
+
+
+class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
+    """The verification flow SGX and TDX quotes share; a kind parses and builds its claims.
+
+    ``trusted_roots`` are SHA-256 fingerprints of the root certificates accepted at the end of
+    the quote's PCK chain. A subclass sets ``kind`` and ``policy_type`` and implements
+    :meth:`_parse` (strict, untrusted) and :meth:`_claims`.
+    """
+
+    kind: EvidenceKind
+    policy_type: ClassVar[type[Any]]
+
+    def __init__(self, *, trusted_roots: Iterable[bytes]) -> None:
+        self._roots = frozenset(trusted_roots)
+        if not self._roots:
+            raise ConfigurationError(f"{type(self).__name__} needs at least one pinned root")
+
+    @classmethod
+    def with_embedded_roots(cls) -> Self:
+        """A verifier trusting only the pinned Intel SGX Root CA (which also roots TDX)."""
+        return cls(trusted_roots=(_anchors.INTEL_SGX_ROOT_CA,))
+
+    def verify(
+        self,
+        evidence: bytes,
+        policy: Any,
+        *,
+        now: datetime,
+        endorsements: Endorsements | None = None,
+    ) -> ClaimsT:
+        """Verify a quote and its collateral at ``now`` against ``policy`` (a ``policy_type``).
+
+        Raises EvidenceError (malformed, unsupported, or the other TEE's quote),
+        CollateralUnavailable, ChainError / SignatureError / CollateralError (not authentic),
+        PolicyError.
+        """
+        if not isinstance(policy, self.policy_type):
+            raise ConfigurationError(
+                f"{type(self).__name__} needs a policy of type {self.policy_type.__name__}, "
+                f"not {type(policy).__name__}"
+            )
+        # (1) strict parse: untrusted structure
+        envelope, body = self._parse(evidence)
+        # (2) authenticity: PCK chain to a pinned root, collateral, signatures, TCB status
+        result = verify_quote(
+            envelope.quote, envelope.pck_chain_pem, endorsements, now=now, trusted_roots=self._roots
+        )
+        claims = self._claims(envelope, body, result, now)
+        check_report_agrees(result, claims.measurement, claims.report_data)
+        # (3) policy, every violation at once
+        violations = policy.check(claims)
+        if violations:
+            raise PolicyError(violations)
+        return claims
+
+    @abstractmethod
+    def _parse(self, evidence: bytes) -> tuple[QuoteEnvelope, BodyT]:
+        """Strictly parse ``evidence`` into its envelope and report body (EvidenceError)."""
+
+    @abstractmethod
+    def _claims(
+        self, envelope: QuoteEnvelope, body: BodyT, result: DcapResult, now: datetime
+    ) -> ClaimsT:
+        """The claims of a quote dcap-qvl verified."""
 
 
 def _unix_seconds(now: datetime) -> int:

@@ -94,6 +94,10 @@ class Collateral:
             "root CA CRL": _crl_window(self.root_ca_crl, "root CA CRL"),
         }
 
+    def next_update(self) -> datetime:
+        """The earliest end of :meth:`windows`: when this collateral must be fetched again."""
+        return min(end for _, end in self.windows().values())
+
 
 def parse_collateral(data: bytes) -> Collateral:
     """Read QuoteCollateralV3 JSON bytes; CollateralError when malformed."""
@@ -170,7 +174,10 @@ def _member_text(text: str, keys: tuple[str, ...]) -> str:
 
 def _signed_response(body: bytes | str, keys: tuple[str, ...]) -> tuple[str, bytes]:
     """Split a PCS response ``{"<key>": {...}, "signature": "<hex>"}`` into text and signature."""
-    text = body.decode() if isinstance(body, bytes) else body
+    try:
+        text = body.decode() if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise CollateralError(f"the {keys[0]} response is not UTF-8 JSON") from exc
     try:
         signature = bytes.fromhex(json.loads(text)["signature"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -203,18 +210,21 @@ def collateral_from_pcs(
     root_ca_crl: bytes,
     tcb_signing_chain: bytes,
     pck_crl_issuer_chain: bytes,
+    qe_identity_issuer_chain: bytes | None = None,
 ) -> bytes:
     """Collateral JSON from Intel PCS responses.
 
     ``tcb_info`` / ``qe_identity`` are the response bodies (``{"tcbInfo": ..., "signature":
     ...}``, ``{"enclaveIdentity": ...}``); CRLs in DER, PEM or hex; ``tcb_signing_chain`` is
-    the TCB-Info-Issuer-Chain (it also signs the QE Identity); ``pck_crl_issuer_chain`` the
-    SGX-PCK-CRL-Issuer-Chain (see :func:`pck_crl_issuer_chain_from_quote`; dcap-qvl checks
+    the TCB-Info-Issuer-Chain (it also signs the QE Identity, unless the PCS sent its own
+    SGX-Enclave-Identity-Issuer-Chain as ``qe_identity_issuer_chain``); ``pck_crl_issuer_chain``
+    the SGX-PCK-CRL-Issuer-Chain (see :func:`pck_crl_issuer_chain_from_quote`; dcap-qvl checks
     each CRL against its issuer in the verified PCK chain, so this copy is informational).
     """
     tcb_text, tcb_sig = _signed_response(tcb_info, ("tcbInfo",))
     qe_text, qe_sig = _signed_response(qe_identity, ("enclaveIdentity", "qeIdentity"))
     chain = _pem_text(tcb_signing_chain)
+    qe_chain = chain if qe_identity_issuer_chain is None else _pem_text(qe_identity_issuer_chain)
     return Collateral(
         _pem_text(pck_crl_issuer_chain),
         _crl_der(root_ca_crl),
@@ -222,7 +232,7 @@ def collateral_from_pcs(
         chain,
         tcb_text,
         tcb_sig,
-        chain,
+        qe_chain,
         qe_text,
         qe_sig,
     ).to_json()

@@ -6,11 +6,14 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from blindai.attestation._dcap import TCB_STATUSES
+from blindai.attestation.claims import VerifiedClaims
 from blindai.errors import ConfigurationError, Violation
 
 __all__ = [
     "boolean",
     "check_keys",
+    "common_fields",
+    "debug_and_tcb",
     "hex_set",
     "masked",
     "measurement",
@@ -97,3 +100,27 @@ def masked(field: str, expected: int | None, mask: int, actual: int) -> list[Vio
     if expected is None or actual & mask == expected & mask:
         return []
     return [Violation(field, f"{expected & mask:#x} under mask {mask:#x}", f"{actual:#x}")]
+
+
+def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``allow_debug``, ``allowed_tcb_statuses`` and ``allow_any_measurement`` from a table."""
+    return {
+        "allow_debug": boolean(data.get("allow_debug"), "allow_debug", False),
+        "allowed_tcb_statuses": tcb_statuses(data.get("allowed_tcb_statuses")),
+        "allow_any_measurement": boolean(
+            data.get("allow_any_measurement"), "allow_any_measurement", False
+        ),
+    }
+
+
+def debug_and_tcb(
+    claims: VerifiedClaims, allow_debug: bool, allowed_tcb_statuses: frozenset[str]
+) -> list[Violation]:
+    """Debug refused unless allowed; the TCB status one of those accepted."""
+    out = []
+    if claims.debug and not allow_debug:
+        out.append(Violation("debug", "False", "True"))
+    if claims.tcb_status not in allowed_tcb_statuses:
+        allowed = " or ".join(sorted(allowed_tcb_statuses))
+        out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
+    return out

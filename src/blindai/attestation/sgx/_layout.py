@@ -23,6 +23,7 @@ __all__ = [
     "QuoteHeader",
     "SgxReportBody",
     "parse_envelope",
+    "parse_sgx_quote",
     "parse_sgx_report",
 ]
 
@@ -218,3 +219,11 @@ def parse_sgx_report(body: bytes) -> SgxReportBody:
         isv_family_id=body[304:320],
         report_data=body[320:384],
     )
+
+
+def parse_sgx_quote(data: bytes) -> tuple[QuoteEnvelope, SgxReportBody]:
+    """Parse an SGX quote v3/v4/v5; a TDX quote is an EvidenceError."""
+    envelope = parse_envelope(data)
+    if envelope.header.tee_type != TEE_SGX:
+        raise EvidenceError("this is a TDX quote, not an SGX quote")
+    return envelope, parse_sgx_report(envelope.body)

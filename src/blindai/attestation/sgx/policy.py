@@ -115,11 +115,7 @@ class SgxPolicy:
             misc_select_mask=_or(
                 f.uint(values.get("misc_select_mask"), "misc_select_mask", 32), _U32
             ),
-            allow_debug=f.boolean(values.get("allow_debug"), "allow_debug", False),
-            allowed_tcb_statuses=f.tcb_statuses(values.get("allowed_tcb_statuses")),
-            allow_any_measurement=f.boolean(
-                values.get("allow_any_measurement"), "allow_any_measurement", False
-            ),
+            **f.common_fields(values),
         )
 
     def check(self, claims: VerifiedClaims) -> list[Violation]:
@@ -135,12 +131,7 @@ class SgxPolicy:
         out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
         out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm)
         out += f.masked("misc_select", self.misc_select, self.misc_select_mask, claims.misc_select)
-        if claims.debug and not self.allow_debug:
-            out.append(Violation("debug", "False", "True"))
-        if claims.tcb_status not in self.allowed_tcb_statuses:
-            allowed = " or ".join(sorted(self.allowed_tcb_statuses))
-            out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
-        return out
+        return out + f.debug_and_tcb(claims, self.allow_debug, self.allowed_tcb_statuses)
 
 
 def _or(value: int | None, default: int) -> int:

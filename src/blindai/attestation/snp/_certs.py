@@ -3,7 +3,9 @@
 The SNP extended-report certificate table (``SNP_GET_EXT_REPORT``, the configfs-tsm
 ``auxblob``) is a list of 24-byte entries, a 16-byte GUID then little-endian u32 offset and
 length (offsets from the start of the table), ended by an all-zero entry; the certificates
-(DER) follow. Nothing loaded here is trusted: the chain is checked in ``_chain.py``.
+(DER) follow. GUIDs are in RFC 4122 byte order, as AMD's sev-tool (libuuid), virtee/sev and
+go-sev-guest write and read them. Nothing loaded here is trusted: the chain is checked in
+``_chain.py``.
 
 AMD VCEK/VLEK certificates carry serial number 0, which ``cryptography`` parses with a
 deprecation warning; it is silenced here, around the parse only, so no user sees it.
@@ -74,7 +76,7 @@ def parse_cert_table(blob: bytes) -> tuple[CertTableEntry, ...]:
         pos += _ENTRY.size
         if guid == bytes(16) and offset == 0 and length == 0:
             break
-        entries.append((uuid.UUID(bytes_le=guid), offset, length))
+        entries.append((uuid.UUID(bytes=guid), offset, length))
     for guid_, offset, length in entries:
         if offset < pos or length == 0 or offset + length > len(blob):
             raise EvidenceError(f"certificate table entry {guid_} points outside the table")
@@ -87,7 +89,7 @@ def build_cert_table(entries: Iterable[tuple[uuid.UUID, bytes]]) -> bytes:
     offset = _ENTRY.size * (len(items) + 1)
     header = b""
     for guid, data in items:
-        header += _ENTRY.pack(guid.bytes_le, offset, len(data))
+        header += _ENTRY.pack(guid.bytes, offset, len(data))
         offset += len(data)
     return header + bytes(_ENTRY.size) + b"".join(data for _, data in items)
 

@@ -90,11 +90,7 @@ class TdxPolicy:
             td_attributes_mask=_U64 & ~DEBUG if td_mask is None else td_mask,
             xfam=f.uint(data.get("xfam"), "xfam", 64),
             xfam_mask=_U64 if xfam_mask is None else xfam_mask,
-            allow_debug=f.boolean(data.get("allow_debug"), "allow_debug", False),
-            allowed_tcb_statuses=f.tcb_statuses(data.get("allowed_tcb_statuses")),
-            allow_any_measurement=f.boolean(
-                data.get("allow_any_measurement"), "allow_any_measurement", False
-            ),
+            **f.common_fields(data),
         )
 
     def check(self, claims: VerifiedClaims) -> list[Violation]:
@@ -109,9 +105,4 @@ class TdxPolicy:
             "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
         )
         out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam)
-        if claims.debug and not self.allow_debug:
-            out.append(Violation("debug", "False", "True"))
-        if claims.tcb_status not in self.allowed_tcb_statuses:
-            allowed = " or ".join(sorted(self.allowed_tcb_statuses))
-            out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
-        return out
+        return out + f.debug_and_tcb(claims, self.allow_debug, self.allowed_tcb_statuses)

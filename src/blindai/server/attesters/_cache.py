@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from blindai.attestation._dcap_collateral import Collateral
+from blindai.errors import CollateralError, CollateralUnavailable
 from blindai.server.attesters._pcs import INTEL_PCS_URL, PcsFetcher, fetch_sgx_collateral
 from blindai.server.attesters._quote import pck_chain
-from blindai.server.attesters._sgx_collateral import SgxCollateral
 
 __all__ = ["PcsCollateralSource"]
 
@@ -38,9 +39,9 @@ class PcsCollateralSource:
         self.base_url = base_url
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[SgxCollateral, datetime]] = {}
+        self._cache: dict[tuple[str, str], tuple[Collateral, datetime]] = {}
 
-    def for_quote(self, quote: bytes) -> SgxCollateral:
+    def for_quote(self, quote: bytes) -> Collateral:
         """Collateral for the platform that produced ``quote`` (an SGX quote v3)."""
         chain = pck_chain(quote)
         key = (chain.fmspc, chain.ca_type)
@@ -50,7 +51,7 @@ class PcsCollateralSource:
             if cached is not None and now < cached[1]:
                 return cached[0]
             collateral = fetch_sgx_collateral(self.fetcher, self.base_url, chain)
-            expires = collateral.next_update()
+            expires = _next_update(collateral)
             if now < expires:
                 self._cache[key] = (collateral, expires)
             else:
@@ -61,3 +62,10 @@ class PcsCollateralSource:
                     expires.isoformat(),
                 )
             return collateral
+
+
+def _next_update(collateral: Collateral) -> datetime:
+    try:
+        return collateral.next_update()
+    except CollateralError as exc:
+        raise CollateralUnavailable(f"unusable PCS collateral: {exc}") from exc

@@ -11,11 +11,12 @@ Requests, for a quote whose PCK chain gives FMSPC ``F`` and PCK CA ``C``::
 
 Issuer chains are URL-encoded PEM in those headers (API v3 named the TCB one
 ``SGX-TCB-Info-Issuer-Chain``; both are accepted). CRLs may come as DER, PEM or hex text.
+The answers become dcap-qvl collateral through :mod:`blindai.attestation._dcap_collateral`;
+an answer it cannot use is :class:`CollateralUnavailable`.
 """
 
 from __future__ import annotations
 
-import binascii
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -24,11 +25,10 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from blindai.errors import CollateralUnavailable
+from blindai.attestation._dcap_collateral import Collateral, collateral_from_pcs, parse_collateral
+from blindai.errors import CollateralError, CollateralUnavailable
 from blindai.server.attesters._quote import PckChain
-from blindai.server.attesters._sgx_collateral import SgxCollateral
 
 __all__ = ["INTEL_PCS_URL", "FetchResponse", "PcsFetcher", "UrllibFetcher", "fetch_sgx_collateral"]
 
@@ -77,7 +77,7 @@ class UrllibFetcher:
             raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
 
 
-def fetch_sgx_collateral(fetcher: PcsFetcher, base_url: str, chain: PckChain) -> SgxCollateral:
+def fetch_sgx_collateral(fetcher: PcsFetcher, base_url: str, chain: PckChain) -> Collateral:
     """Fetch the collateral that verifies quotes carrying ``chain`` (see the module docstring)."""
     base = base_url.rstrip("/")
     api = f"{base}/sgx/certification/v4"
@@ -88,17 +88,20 @@ def fetch_sgx_collateral(fetcher: PcsFetcher, base_url: str, chain: PckChain) ->
         root_crl = _get(fetcher, _distribution_point(chain.root))
     else:
         root_crl = _get(fetcher, f"{api}/rootcacrl")
-    return SgxCollateral(
-        pck_certificate=chain.pem(chain.leaf),
-        pck_signing_chain=chain.pem(chain.ca) + chain.pem(chain.root),
-        pck_crl_issuer_chain=_chain(crl, _CRL_CHAIN),
-        pck_crl=_crl_der(crl.body),
-        root_ca_crl=_crl_der(root_crl.body),
-        tcb_info_body=_text(tcb.body),
-        tcb_info_issuer_chain=_chain(tcb, _TCB_CHAIN),
-        qe_identity_body=_text(qe.body),
-        qe_identity_issuer_chain=_chain(qe, _QE_CHAIN),
-    )
+    try:
+        return parse_collateral(
+            collateral_from_pcs(
+                tcb_info=tcb.body,
+                qe_identity=qe.body,
+                pck_crl=crl.body,
+                root_ca_crl=root_crl.body,
+                tcb_signing_chain=_chain(tcb, _TCB_CHAIN),
+                qe_identity_issuer_chain=_chain(qe, _QE_CHAIN),
+                pck_crl_issuer_chain=_chain(crl, _CRL_CHAIN),
+            )
+        )
+    except CollateralError as exc:
+        raise CollateralUnavailable(f"unusable PCS answer: {exc}") from exc
 
 
 def _get(fetcher: PcsFetcher, url: str) -> FetchResponse:
@@ -110,34 +113,11 @@ def _get(fetcher: PcsFetcher, url: str) -> FetchResponse:
         raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
 
 
-def _chain(answer: FetchResponse, names: tuple[str, ...]) -> str:
+def _chain(answer: FetchResponse, names: tuple[str, ...]) -> bytes:
     value = answer.header(*names)
     if not value:
         raise CollateralUnavailable(f"the PCS answer has no {names[0]} header")
-    return unquote(value)
-
-
-def _text(body: bytes) -> str:
-    try:
-        return body.decode()
-    except UnicodeDecodeError as exc:
-        raise CollateralUnavailable("a PCS answer is not UTF-8 JSON") from exc
-
-
-def _crl_der(body: bytes) -> bytes:
-    """A CRL given as DER, PEM or hex text, as DER."""
-    text = body.strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            return x509.load_pem_x509_crl(text).public_bytes(Encoding.DER)
-        except ValueError as exc:
-            raise CollateralUnavailable("a CRL from the PCS is not valid PEM") from exc
-    if text and all(c in b"0123456789abcdefABCDEF" for c in text):
-        try:
-            return binascii.unhexlify(text)
-        except binascii.Error as exc:
-            raise CollateralUnavailable("a hex CRL from the PCS has an odd length") from exc
-    return body
+    return unquote(value).encode()
 
 
 def _distribution_point(root: x509.Certificate) -> str:

@@ -1,33 +1,23 @@
-"""The few quote and report fields an attester reads: report data and the PCK chain.
+"""What an attester reads in the evidence it collected: report data, and an SGX quote's PCK chain.
 
-Not a parser for verification (that is :mod:`blindai.attestation`): only enough to check that
-collected evidence carries our report data, and to find which collateral an SGX quote needs.
+Parsing is the verifier's (:mod:`blindai.attestation`'s strict ``_layout`` modules): an
+attester checks that collected evidence carries our report data, and finds which collateral an
+SGX quote needs (FMSPC, PCK CA). Nothing here is verified.
 """
 
 from __future__ import annotations
 
-import re
-import struct
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.sgx._layout import parse_envelope, parse_sgx_quote
+from blindai.attestation.snp._layout import parse_report
+from blindai.attestation.tdx._layout import parse_tdx_quote
 from blindai.errors import CollateralUnavailable, EvidenceError
 
-__all__ = [
-    "PckChain",
-    "check_report_data",
-    "pck_chain",
-    "sgx_report_data",
-    "snp_report_data",
-    "tdx_report_data",
-]
+__all__ = ["PckChain", "carried_report_data", "check_report_data", "pck_chain"]
 
-_HEADER = 48
-_SGX_BODY = 384
-_TD10_REPORT_DATA = 520  # TEE_TCB_SVN .. RTMR3 precede REPORTDATA in a TD report body
-SNP_REPORT_SIZE = 0x4A0
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 _SGX_EXTENSIONS = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _FMSPC_OID_DER = bytes.fromhex("060a2a864886f84d010d0104")  # OID 1.2.840.113741.1.13.1.4
 
@@ -38,39 +28,18 @@ def check_report_data(report_data: bytes) -> None:
         raise ValueError(f"report data must be 64 bytes, got {len(report_data)}")
 
 
-def _slice(data: bytes, start: int, size: int, what: str) -> bytes:
-    if start < 0 or len(data) < start + size:
-        raise EvidenceError(f"{what}: evidence truncated ({len(data)} bytes)")
-    return data[start : start + size]
+def carried_report_data(kind: EvidenceKind, evidence: bytes) -> bytes:
+    """The report data in an SGX quote, a TDX quote or an SEV-SNP report.
 
-
-def sgx_report_data(quote: bytes) -> bytes:
-    """REPORTDATA of an SGX quote (version 3, or 4 with TEE type SGX)."""
-    version, _key_type, tee_type = struct.unpack_from("<HHI", _slice(quote, 0, 8, "SGX quote"))
-    if version not in (3, 4) or (version == 4 and tee_type != 0):
-        raise EvidenceError(f"not an SGX quote v3/v4 (version {version}, TEE type {tee_type:#x})")
-    return _slice(quote, _HEADER + 320, 64, "SGX quote")
-
-
-def tdx_report_data(quote: bytes) -> bytes:
-    """REPORTDATA of a TDX quote (version 4, or 5 with a TD report body type 2 or 3)."""
-    version, _key_type, tee_type = struct.unpack_from("<HHI", _slice(quote, 0, 8, "TDX quote"))
-    if tee_type != 0x81 or version not in (4, 5):
-        raise EvidenceError(f"not a TDX quote v4/v5 (version {version}, TEE type {tee_type:#x})")
-    body = _HEADER
-    if version == 5:
-        body_type = struct.unpack_from("<H", _slice(quote, _HEADER, 2, "TDX quote"))[0]
-        if body_type not in (2, 3):
-            raise EvidenceError(f"TDX quote v5 with unsupported body type {body_type}")
-        body += 6
-    return _slice(quote, body + _TD10_REPORT_DATA, 64, "TDX quote")
-
-
-def snp_report_data(report: bytes) -> bytes:
-    """REPORT_DATA of an SEV-SNP attestation report (exactly 1184 bytes)."""
-    if len(report) != SNP_REPORT_SIZE:
-        raise EvidenceError(f"SEV-SNP report is {len(report)} bytes, expected {SNP_REPORT_SIZE}")
-    return report[0x50:0x90]
+    EvidenceError when the evidence is malformed, unsupported or of another kind.
+    """
+    if kind is EvidenceKind.SGX:
+        return parse_sgx_quote(evidence)[1].report_data
+    if kind is EvidenceKind.TDX:
+        return parse_tdx_quote(evidence)[1].report_data
+    if kind is EvidenceKind.SEV_SNP:
+        return parse_report(evidence).report_data
+    raise ValueError(f"no report data to read in {kind.value} evidence")
 
 
 class PckChain:
@@ -114,13 +83,14 @@ class PckChain:
 
 def pck_chain(quote: bytes) -> PckChain:
     """The PCK chain of an SGX quote v3 with certification data type 5 (PEM chain)."""
-    if struct.unpack_from("<H", _slice(quote, 0, 2, "SGX quote"))[0] != 3:
+    try:
+        envelope = parse_envelope(quote)
+    except EvidenceError as exc:
+        raise CollateralUnavailable(f"no PCK chain in the quote: {exc}") from exc
+    if envelope.header.version != 3:
         raise CollateralUnavailable("collateral is fetched for SGX quotes v3 only")
-    at = _HEADER + _SGX_BODY + 4 + 64 + 64 + _SGX_BODY + 64
-    (auth_len,) = struct.unpack_from("<H", _slice(quote, at, 2, "SGX quote"))
-    at += 2 + auth_len
-    cert_type, size = struct.unpack_from("<HI", _slice(quote, at, 6, "SGX quote"))
-    if cert_type != 5:
-        raise CollateralUnavailable(f"certification data type {cert_type}: expected 5 (PCK chain)")
-    blob = _slice(quote, at + 6, size, "SGX quote")
-    return PckChain([x509.load_pem_x509_certificate(m) for m in _PEM_CERT.findall(blob)])
+    try:
+        certificates = x509.load_pem_x509_certificates(envelope.pck_chain_pem)
+    except ValueError as exc:
+        raise CollateralUnavailable("the quote's PCK chain is not PEM certificates") from exc
+    return PckChain(certificates)

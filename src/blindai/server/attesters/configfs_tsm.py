@@ -29,16 +29,25 @@ from typing import Any
 
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.snp._certs import (
+    ARK_GUID,
+    ASK_GUID,
+    VCEK_GUID,
+    VLEK_GUID,
+    parse_cert_table,
+)
 from blindai.errors import ConfigurationError, EvidenceError
-from blindai.server.attesters._certtable import parse_certificate_table
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
-from blindai.server.attesters._quote import check_report_data, snp_report_data, tdx_report_data
+from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = ["DEFAULT_TSM_REPORT_DIR", "PROVIDERS", "ConfigfsTsmAttester"]
 
 DEFAULT_TSM_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
 #: configfs-tsm ``provider`` values and the evidence kind each produces.
 PROVIDERS = {"tdx_guest": EvidenceKind.TDX, "sev_guest": EvidenceKind.SEV_SNP}
+
+#: the certificates taken from an SNP ``auxblob``, in the order they are returned
+_AUXBLOB_CERTIFICATES = (VCEK_GUID, VLEK_GUID, ASK_GUID, ARK_GUID)
 
 _log = logging.getLogger("blindai.server")
 
@@ -162,16 +171,13 @@ class ConfigfsTsmAttester:
         if provider.decode(errors="replace").strip() != self.provider:
             raise EvidenceError(f"configfs-tsm provider changed from {self.provider!r}")
         self._check(outblob, report_data)
-        self._certificates = parse_certificate_table(auxblob)
+        self._certificates = auxblob_certificates(auxblob)
         return outblob
 
     def _check(self, outblob: bytes, report_data: bytes) -> None:
         if not outblob:
             raise EvidenceError("configfs-tsm returned an empty outblob")
-        carried = (
-            tdx_report_data(outblob) if self.kind is EvidenceKind.TDX else snp_report_data(outblob)
-        )
-        if not hmac.compare_digest(carried, report_data):
+        if not hmac.compare_digest(carried_report_data(self.kind, outblob), report_data):
             raise EvidenceError("the configfs-tsm report does not carry our report data")
 
     def endorsements(self) -> Endorsements:
@@ -182,6 +188,17 @@ class ConfigfsTsmAttester:
     def blindai_collateral(self) -> dict[str, Any] | None:
         """Not applicable (BlindAI 0.6's ``/collateral`` is SGX only)."""
         return None
+
+
+def auxblob_certificates(auxblob: bytes) -> tuple[bytes, ...]:
+    """The VCEK/VLEK, ASK and ARK of an SNP certificate table, in that order; empty for none.
+
+    Entries with other GUIDs are skipped; a malformed table raises :class:`EvidenceError`.
+    """
+    if not auxblob:
+        return ()
+    found = {entry.guid: entry.data for entry in parse_cert_table(auxblob)}
+    return tuple(found[guid] for guid in _AUXBLOB_CERTIFICATES if guid in found)
 
 
 def _generation(raw: bytes) -> int:

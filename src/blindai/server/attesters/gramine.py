@@ -17,13 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from blindai.attestation._dcap_collateral import collateral_to_blindai_v06
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters._cache import PcsCollateralSource
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
-from blindai.server.attesters._quote import check_report_data, sgx_report_data
-from blindai.server.attesters._sgx_collateral import SgxCollateral
+from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = ["DEFAULT_ATTESTATION_DIR", "GramineAttester"]
 
@@ -71,29 +71,30 @@ class GramineAttester:
                 quote = read_attribute(self.attestation_dir / "quote")
             except OSError as exc:
                 raise EvidenceError(f"Gramine did not produce a quote: {exc}") from exc
-            if not hmac.compare_digest(sgx_report_data(quote), report_data):
+            if not hmac.compare_digest(carried_report_data(self.kind, quote), report_data):
                 raise EvidenceError("the quote from Gramine does not carry our report data")
             self._last_quote = quote
             return quote
 
     def endorsements(self) -> Endorsements:
         """dcap-qvl collateral JSON for the last quote (see :meth:`blindai_collateral`)."""
-        collateral = self._collateral()
-        return Endorsements(collateral=collateral.dcap_qvl_json()) if collateral else Endorsements()
+        found = self._collateral()
+        return Endorsements(collateral=found[0]) if found else Endorsements()
 
     def blindai_collateral(self) -> dict[str, Any] | None:
         """BlindAI 0.6's ``/collateral`` map for the last quote; None without a source.
 
         Raises :class:`CollateralUnavailable` before any quote, or when fetching fails.
         """
-        collateral = self._collateral()
-        return collateral.blindai_map() if collateral else None
+        found = self._collateral()
+        return collateral_to_blindai_v06(*found) if found else None
 
-    def _collateral(self) -> SgxCollateral | None:
+    def _collateral(self) -> tuple[bytes, bytes] | None:
+        """The collateral JSON for the last quote, and that quote; None without a source."""
         if self.collateral is None:
             return None
         with self._lock:
             quote = self._last_quote
         if quote is None:
             raise CollateralUnavailable("no quote collected yet: collateral follows the quote")
-        return self.collateral.for_quote(quote)
+        return self.collateral.for_quote(quote).to_json(), quote

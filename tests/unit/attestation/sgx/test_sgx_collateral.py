@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from blindai.attestation._dcap import (
     collateral_to_blindai_v06,
     parse_collateral,
 )
+from blindai.attestation._dcap_collateral import _signed_response
 from blindai.attestation.sgx import SgxPolicy, SgxVerifier
 from blindai.errors import (
     ChainError,
@@ -217,3 +219,53 @@ def test_a_tampered_pck_crl_is_a_signature_error(phala_sgx: DcapSet) -> None:
             now=phala_sgx.now,
             endorsements=Endorsements(collateral=json.dumps(doc).encode()),
         )
+
+
+@pytest.mark.parametrize(
+    "body,member,signature",
+    [
+        ('{"tcbInfo":{"a":[1,2]},"signature":"ab"}', '{"a":[1,2]}', "ab"),
+        (' {\n "signature" : "cd" ,\t"tcbInfo" : {"b": "x}"} }\n', '{"b": "x}"}', "cd"),
+    ],
+)
+def test_signed_response_keeps_the_exact_text(body: str, member: str, signature: str) -> None:
+    assert _signed_response(body, ("tcbInfo",)) == (member, bytes.fromhex(signature))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "[]",
+        "{",
+        '{"tcbInfo":{}',
+        '{"tcbInfo":{}}',
+        '{"tcbInfo":{},"signature":1}',
+        '{"tcbInfo":{},"signature":"a"}x',
+        b"\xff\xfe",
+    ],
+)
+def test_signed_response_rejects_malformed_bodies(body: str | bytes) -> None:
+    with pytest.raises(CollateralError):
+        _signed_response(body, ("tcbInfo",))
+
+
+def test_next_update_is_the_earliest(phala_sgx: DcapSet) -> None:
+    expected = datetime(2025, 7, 19, 10, 1, 18, tzinfo=timezone.utc)  # the QE identity's
+    assert parse_collateral(phala_sgx.collateral).next_update() == expected
+
+
+def test_a_separate_qe_identity_issuer_chain_is_kept(evidence_dir: Path) -> None:
+    derived = evidence_dir / "sgx-dcap" / "phala-dcap-qvl-sgx" / "derived"
+    rebuilt = collateral_from_pcs(
+        tcb_info=(derived / "tcb_info.json").read_bytes(),
+        qe_identity=(derived / "qe_identity.json").read_bytes(),
+        pck_crl=(derived / "pck_crl.der").read_bytes(),
+        root_ca_crl=(derived / "root_ca_crl.der").read_bytes(),
+        tcb_signing_chain=(derived / "tcb_info_issuer_chain.pem").read_bytes(),
+        pck_crl_issuer_chain=(derived / "pck_crl_issuer_chain.pem").read_bytes(),
+        qe_identity_issuer_chain=b"QE chain",
+    )
+    parsed = parse_collateral(rebuilt)
+    assert parsed.qe_identity_issuer_chain == "QE chain"
+    assert parsed.tcb_info_issuer_chain == (derived / "tcb_info_issuer_chain.pem").read_text()

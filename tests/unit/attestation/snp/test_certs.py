@@ -65,9 +65,9 @@ def test_cert_table_round_trip(sets: dict[str, RealSet]) -> None:
     entries = parse_cert_table(table)
     assert [e.guid for e in entries] == [VCEK_GUID, ASK_GUID, ARK_GUID]
     assert [e.data for e in entries] == [der(c) for c in certs]
-    # the table layout: 16-byte GUID (mixed-endian), u32 offset, u32 length; zero terminator
+    # the table layout: 16-byte GUID (RFC 4122 order), u32 offset, u32 length; zero terminator
     guid, offset, length = struct.unpack_from("<16sII", table, 0)
-    assert guid == bytes.fromhex("8d75da6364e66445adc5f4b93be8accd")
+    assert guid == bytes.fromhex("63da758de6644564adc5f4b93be8accd")
     assert offset == 4 * 24 and length == len(der(certs[0]))
     assert table[3 * 24 : 4 * 24] == bytes(24)
     assert load_certificates([table]) == certs
@@ -81,7 +81,7 @@ def test_cert_table_ignores_unknown_guids(fake_amd: FakeAmd) -> None:
 
 
 def test_cert_table_whose_first_byte_is_0x30() -> None:
-    guid = uuid.UUID(bytes_le=b"\x30" + b"\x01" * 15)
+    guid = uuid.UUID(bytes=b"\x30" + b"\x01" * 15)
     table = build_cert_table([(guid, b"\xaa" * 4)])
     assert load_certificates([table]) == []
 

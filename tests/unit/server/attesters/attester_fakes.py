@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 import threading
 import time
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from blindai.attestation.snp._certs import build_cert_table
 from blindai.errors import CollateralUnavailable
 from blindai.server.attesters import INTEL_PCS_URL, FetchResponse
 
@@ -186,9 +186,4 @@ class FakeTsmKernel(threading.Thread):
 
 def certificate_table(entries: list[tuple[str, bytes]]) -> bytes:
     """A GHCB certificate table: (GUID, offset, length) entries, a zero entry, then the blobs."""
-    header = 24 * (len(entries) + 1)
-    table, blobs = b"", b""
-    for guid, blob in entries:
-        table += uuid.UUID(guid).bytes + struct.pack("<II", header + len(blobs), len(blob))
-        blobs += blob
-    return table + bytes(24) + blobs
+    return build_cert_table((uuid.UUID(guid), blob) for guid, blob in entries)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,42 +12,39 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, EvidenceError
+from blindai.server.attesters import FetchResponse, PcsCollateralSource
 from blindai.server.attesters._pcs import _distribution_point
-from blindai.server.attesters._quote import (
-    PckChain,
-    pck_chain,
-    sgx_report_data,
-    snp_report_data,
-    tdx_report_data,
-)
-from blindai.server.attesters._sgx_collateral import SgxCollateral
+from blindai.server.attesters._quote import PckChain, carried_report_data, pck_chain
+
+from .attester_fakes import API, FakeFetcher
 
 
 def test_report_data_of_each_kind(evidence_dir: Path):
     sgx = (evidence_dir / "sgx-dcap" / "phala-dcap-qvl-sgx" / "quote.bin").read_bytes()
-    assert sgx_report_data(sgx) == b"Hello, world!".ljust(64, b"\0")
+    assert carried_report_data(EvidenceKind.SGX, sgx) == b"Hello, world!".ljust(64, b"\0")
     tdx = (evidence_dir / "tdx" / "go-tdx-guest-spr-e4" / "quote.bin").read_bytes()
-    assert tdx_report_data(tdx).hex().startswith("6c62dec1b8191749")
+    assert carried_report_data(EvidenceKind.TDX, tdx).hex().startswith("6c62dec1b8191749")
     tdx5 = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v5-outdated" / "quote.bin").read_bytes()
-    assert tdx_report_data(tdx5).hex().startswith("d2142b643598eb5f")
+    assert carried_report_data(EvidenceKind.TDX, tdx5).hex().startswith("d2142b643598eb5f")
     snp = (evidence_dir / "sev-snp" / "trustee-milan-vlek" / "report.bin").read_bytes()
-    assert snp_report_data(snp).hex().startswith("819770b7e6ea6df8")
+    assert carried_report_data(EvidenceKind.SEV_SNP, snp).hex().startswith("819770b7e6ea6df8")
 
 
 def test_kinds_are_not_confused(evidence_dir: Path):
     sgx = (evidence_dir / "sgx-dcap" / "phala-dcap-qvl-sgx" / "quote.bin").read_bytes()
     tdx = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
     with pytest.raises(EvidenceError, match="not a TDX quote"):
-        tdx_report_data(sgx)
+        carried_report_data(EvidenceKind.TDX, sgx)
     with pytest.raises(EvidenceError, match="not an SGX quote"):
-        sgx_report_data(tdx)
+        carried_report_data(EvidenceKind.SGX, tdx)
     tdx5 = bytearray(
         (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v5-outdated" / "quote.bin").read_bytes()
     )
     tdx5[48] = 1  # body type 1 (SGX) in a v5 TDX quote
     with pytest.raises(EvidenceError, match="body type 1"):
-        tdx_report_data(bytes(tdx5))
+        carried_report_data(EvidenceKind.TDX, bytes(tdx5))
 
 
 def test_pck_chain_fields(evidence_dir: Path):
@@ -100,31 +96,25 @@ def test_pck_chain_refusals():
         _distribution_point(_self_signed("root", [email_only]))
 
 
-def _collateral(sgx_set: Path) -> SgxCollateral:
-    derived = sgx_set / "derived"
-    return SgxCollateral(
-        pck_certificate="",
-        pck_signing_chain="",
-        pck_crl_issuer_chain="",
-        pck_crl=(derived / "pck_crl.der").read_bytes(),
-        root_ca_crl=(derived / "root_ca_crl.der").read_bytes(),
-        tcb_info_body=(derived / "tcb_info.json").read_text(),
-        tcb_info_issuer_chain="",
-        qe_identity_body=(derived / "qe_identity.json").read_text(),
-        qe_identity_issuer_chain="",
-    )
-
-
-def test_next_update_is_the_earliest(sgx_set: Path):
-    expected = datetime.datetime(2025, 7, 19, 10, 1, 18, tzinfo=datetime.timezone.utc)
-    assert _collateral(sgx_set).next_update() == expected
-
-
-def test_bad_next_update_is_collateral_unavailable(sgx_set: Path):
-    collateral = _collateral(sgx_set)
-    body = collateral.tcb_info_body.replace(
-        '"nextUpdate":"2025-07-19T10:56:11Z"', '"nextUpdate":"soon"'
-    )
-    assert body != collateral.tcb_info_body
+def test_bad_next_update_is_collateral_unavailable(sgx_set: Path, fake_pcs: FakeFetcher):
+    url = f"{API}/tcb?fmspc=00A067110000"
+    answer = fake_pcs.answers[url]
+    body = answer.body.replace(b'"nextUpdate":"2025-07-19T10:56:11Z"', b'"nextUpdate":"soon"')
+    assert body != answer.body
+    fake_pcs.answers[url] = FetchResponse(body, answer.headers)
+    source = PcsCollateralSource(fake_pcs)
     with pytest.raises(CollateralUnavailable, match="nextUpdate"):
-        dataclasses.replace(collateral, tcb_info_body=body).next_update()
+        source.for_quote((sgx_set / "quote.bin").read_bytes())
+
+
+def test_no_report_data_in_other_kinds():
+    with pytest.raises(ValueError, match="nitro"):
+        carried_report_data(EvidenceKind.NITRO, b"")
+
+
+def test_pck_chain_that_is_not_pem(sgx_set: Path):
+    quote = (sgx_set / "quote.bin").read_bytes()
+    garbled = quote.replace(b"-----BEGIN CERTIFICATE-----", b"-----BEGIN CERTIFICATX-----")
+    assert len(garbled) == len(quote) and garbled != quote
+    with pytest.raises(CollateralUnavailable, match="not PEM"):
+        pck_chain(garbled)

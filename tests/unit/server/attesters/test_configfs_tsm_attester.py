@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters import ConfigfsTsmAttester
-from blindai.server.attesters._quote import snp_report_data, tdx_report_data
+from blindai.server.attesters._quote import carried_report_data
 
 from .attester_fakes import FakeTsmKernel, certificate_table
 
@@ -48,7 +48,7 @@ def snp_files(evidence_dir: Path, name: str) -> tuple[bytes, bytes, bytes, bytes
 @pytest.mark.parametrize("name", TDX_SETS)
 def test_tdx_quote_collected_from_a_fresh_entry(evidence_dir: Path, report_dir: Path, name: str):
     quote = (evidence_dir / "tdx" / name / "quote.bin").read_bytes()
-    report_data = tdx_report_data(quote)
+    report_data = carried_report_data(EvidenceKind.TDX, quote)
     with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=quote) as kernel:
         attester = ConfigfsTsmAttester.probe(report_dir)
         assert attester.kind is EvidenceKind.TDX
@@ -66,8 +66,8 @@ def test_snp_report_and_certificate_table(evidence_dir: Path, report_dir: Path, 
     with FakeTsmKernel(report_dir, provider="sev_guest", outblob=report, auxblob=table) as kernel:
         attester = ConfigfsTsmAttester.probe(report_dir)
         assert attester.kind is EvidenceKind.SEV_SNP
-        assert attester.evidence(snp_report_data(report)) == report
-    assert kernel.entries[-1]["inblob"] == snp_report_data(report)
+        assert attester.evidence(carried_report_data(EvidenceKind.SEV_SNP, report)) == report
+    assert kernel.entries[-1]["inblob"] == carried_report_data(EvidenceKind.SEV_SNP, report)
     assert kernel.entries[-1]["privlevel"] is None
     assert attester.endorsements().certificates == (vcek, ask, ark)
     assert list(report_dir.iterdir()) == []
@@ -77,7 +77,7 @@ def test_snp_privlevel_written_and_counted(evidence_dir: Path, report_dir: Path)
     report, *_ = snp_files(evidence_dir, "virtee-sev-milan")
     with FakeTsmKernel(report_dir, provider="sev_guest", outblob=report) as kernel:
         attester = ConfigfsTsmAttester(report_dir, provider="sev_guest", privlevel=2)
-        assert attester.evidence(snp_report_data(report)) == report
+        assert attester.evidence(carried_report_data(EvidenceKind.SEV_SNP, report)) == report
     assert kernel.entries[0]["privlevel"] == b"2\n"
     assert attester.endorsements().certificates == ()  # no auxblob: no certificates
 
@@ -89,7 +89,7 @@ def test_generation_race_is_retried_on_a_new_entry(evidence_dir: Path, report_di
         report_dir, provider="tdx_guest", outblob=quote, extra_writes=raced_first
     ) as kernel:
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
-        assert attester.evidence(tdx_report_data(quote)) == quote
+        assert attester.evidence(carried_report_data(EvidenceKind.TDX, quote)) == quote
     assert len(kernel.entries) == 2
     assert kernel.entries[0]["name"] != kernel.entries[1]["name"]
 
@@ -101,7 +101,7 @@ def test_generation_race_every_time_is_an_evidence_error(evidence_dir: Path, rep
     ) as kernel:
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest", attempts=3)
         with pytest.raises(EvidenceError, match="raced"):
-            attester.evidence(tdx_report_data(quote))
+            attester.evidence(carried_report_data(EvidenceKind.TDX, quote))
     assert len(kernel.entries) == 3
     assert list(report_dir.iterdir()) == []
 
@@ -109,7 +109,10 @@ def test_generation_race_every_time_is_an_evidence_error(evidence_dir: Path, rep
 def _bad_outblob_cases(evidence_dir: Path) -> list[tuple[str, bytes, bytes]]:
     tdx = (evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4" / "quote.bin").read_bytes()
     snp = (evidence_dir / "sev-snp" / "virtee-sev-milan" / "report.bin").read_bytes()
-    rd_tdx, rd_snp = tdx_report_data(tdx), snp_report_data(snp)
+    rd_tdx, rd_snp = (
+        carried_report_data(EvidenceKind.TDX, tdx),
+        carried_report_data(EvidenceKind.SEV_SNP, snp),
+    )
     flipped = bytes([rd_tdx[0] ^ 1]) + rd_tdx[1:]
     return [
         ("tdx_guest", b"", rd_tdx),  # empty
@@ -137,7 +140,7 @@ def test_malformed_certificate_table_is_an_evidence_error(evidence_dir: Path, re
     with FakeTsmKernel(report_dir, provider="sev_guest", outblob=report, auxblob=table):
         attester = ConfigfsTsmAttester(report_dir, provider="sev_guest")
         with pytest.raises(EvidenceError, match="outside"):
-            attester.evidence(snp_report_data(report))
+            attester.evidence(carried_report_data(EvidenceKind.SEV_SNP, report))
 
 
 def test_concurrent_calls_use_one_entry_at_a_time(evidence_dir: Path, report_dir: Path):
@@ -147,7 +150,9 @@ def test_concurrent_calls_use_one_entry_at_a_time(evidence_dir: Path, report_dir
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
         threads = [
             threading.Thread(
-                target=lambda: results.append(attester.evidence(tdx_report_data(quote)))
+                target=lambda: results.append(
+                    attester.evidence(carried_report_data(EvidenceKind.TDX, quote))
+                )
             )
             for _ in range(4)
         ]
@@ -192,7 +197,7 @@ def test_unreadable_generation_is_an_evidence_error(evidence_dir: Path, report_d
     with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=quote, generation_text="x\n"):
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
         with pytest.raises(EvidenceError, match="generation"):
-            attester.evidence(tdx_report_data(quote))
+            attester.evidence(carried_report_data(EvidenceKind.TDX, quote))
 
 
 def test_provider_change_is_an_evidence_error(evidence_dir: Path, report_dir: Path):
@@ -200,7 +205,7 @@ def test_provider_change_is_an_evidence_error(evidence_dir: Path, report_dir: Pa
     with FakeTsmKernel(report_dir, provider="sev_guest", outblob=quote):
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
         with pytest.raises(EvidenceError, match="provider changed"):
-            attester.evidence(tdx_report_data(quote))
+            attester.evidence(carried_report_data(EvidenceKind.TDX, quote))
 
 
 def test_read_failure_is_an_evidence_error_and_a_stuck_entry_a_warning(
@@ -213,7 +218,7 @@ def test_read_failure_is_an_evidence_error_and_a_stuck_entry_a_warning(
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
         with caplog.at_level(logging.WARNING, logger="blindai.server"):
             with pytest.raises(EvidenceError, match="did not produce a report"):
-                attester.evidence(tdx_report_data(quote))
+                attester.evidence(carried_report_data(EvidenceKind.TDX, quote))
     assert "could not remove configfs-tsm entry" in caplog.text
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters import GramineAttester, PcsCollateralSource
-from blindai.server.attesters._quote import sgx_report_data
+from blindai.server.attesters._quote import carried_report_data
 
 from .attester_fakes import FakeFetcher
 
@@ -55,14 +55,14 @@ def attester(tmp_path: Path, quote: bytes, fake_pcs: FakeFetcher) -> GramineAtte
 
 
 def test_quote_collected_after_writing_report_data(attester: GramineAttester, quote: bytes):
-    report_data = sgx_report_data(quote)  # "Hello, world!" and zeros
+    report_data = carried_report_data(EvidenceKind.SGX, quote)  # "Hello, world!" and zeros
     assert attester.kind is EvidenceKind.SGX
     assert attester.evidence(report_data) == quote
     assert (attester.attestation_dir / "user_report_data").read_bytes() == report_data
 
 
 def test_quote_without_our_report_data_is_refused(attester: GramineAttester, quote: bytes):
-    other = b"\x01" + sgx_report_data(quote)[1:]
+    other = b"\x01" + carried_report_data(EvidenceKind.SGX, quote)[1:]
     with pytest.raises(EvidenceError, match="report data"):
         attester.evidence(other)
 
@@ -71,7 +71,7 @@ def test_quote_without_our_report_data_is_refused(attester: GramineAttester, quo
 def test_truncated_quote_is_an_evidence_error(tmp_path: Path, quote: bytes, cut: int):
     attester = GramineAttester(gramine_dir(tmp_path, quote[:cut]), collateral=None)
     with pytest.raises(EvidenceError):
-        attester.evidence(sgx_report_data(quote))
+        attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
 
 
 def test_missing_quote_file_is_an_evidence_error(tmp_path: Path, quote: bytes):
@@ -103,7 +103,7 @@ def test_no_collateral_before_the_first_quote(attester: GramineAttester):
 
 
 def test_blindai_collateral_map(attester: GramineAttester, quote: bytes, sgx_set: Path):
-    attester.evidence(sgx_report_data(quote))
+    attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
     got = attester.blindai_collateral()
     assert got is not None and set(got) == BLINDAI_KEYS
     assert got["version"] == 3
@@ -123,7 +123,7 @@ def test_blindai_collateral_map(attester: GramineAttester, quote: bytes, sgx_set
 def test_endorsements_are_dcap_qvl_collateral_that_verifies(
     attester: GramineAttester, quote: bytes, sgx_set: Path
 ):
-    attester.evidence(sgx_report_data(quote))
+    attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
     collateral = attester.endorsements().collateral
     assert collateral is not None
     assert json.loads(collateral) == json.loads((sgx_set / "collateral.json").read_text())
@@ -136,7 +136,7 @@ def test_endorsements_are_dcap_qvl_collateral_that_verifies(
 
 def test_without_a_collateral_source(tmp_path: Path, quote: bytes):
     attester = GramineAttester(gramine_dir(tmp_path, quote), collateral=None)
-    attester.evidence(sgx_report_data(quote))
+    attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
     assert attester.blindai_collateral() is None
     assert attester.endorsements().collateral is None
 
@@ -144,6 +144,6 @@ def test_without_a_collateral_source(tmp_path: Path, quote: bytes):
 def test_fetch_failure_is_collateral_unavailable(tmp_path: Path, quote: bytes):
     source = PcsCollateralSource(FakeFetcher({}), clock=lambda: NOW)
     attester = GramineAttester(gramine_dir(tmp_path, quote), collateral=source)
-    attester.evidence(sgx_report_data(quote))
+    attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
     with pytest.raises(CollateralUnavailable, match="404"):
         attester.blindai_collateral()

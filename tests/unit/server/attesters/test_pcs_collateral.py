@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from blindai.errors import CollateralUnavailable
 from blindai.server.attesters import FetchResponse, PcsCollateralSource, UrllibFetcher
 from blindai.server.attesters._quote import pck_chain
-from blindai.server.attesters._sgx_collateral import signed_member
 
 from .attester_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
 
@@ -102,7 +101,7 @@ def test_platform_ca_quote_end_to_end(evidence_dir: Path):
     collateral = PcsCollateralSource(fetcher, clock=lambda: now).for_quote(quote)
     report = dcap_qvl.verify(
         quote,
-        dcap_qvl.QuoteCollateralV3.from_json(collateral.dcap_qvl_json().decode()),
+        dcap_qvl.QuoteCollateralV3.from_json(collateral.to_json().decode()),
         int(now.timestamp()),
     )
     assert report.status == "SWHardeningNeeded"
@@ -134,9 +133,7 @@ def test_pccs_root_crl_endpoint_hex_and_pem_crls_and_v3_header(sgx_set: Path):
         (derived / "root_ca_crl.der").read_bytes().hex().encode()
     )
     collateral = PcsCollateralSource(FakeFetcher(answers), base_url=PCCS + "/").for_quote(quote)
-    assert json.loads(collateral.dcap_qvl_json()) == json.loads(
-        (sgx_set / "collateral.json").read_text()
-    )
+    assert json.loads(collateral.to_json()) == json.loads((sgx_set / "collateral.json").read_text())
 
 
 @pytest.mark.parametrize(
@@ -182,34 +179,6 @@ def test_quote_without_a_pck_chain_has_no_collateral(sgx_set: Path, evidence_dir
         pck_chain(tdx)
 
 
-@pytest.mark.parametrize(
-    "body,member,signature",
-    [
-        ('{"tcbInfo":{"a":[1,2]},"signature":"ab"}', '{"a":[1,2]}', "ab"),
-        (' {\n "signature" : "cd" ,\t"tcbInfo" : {"b": "x}"} }\n', '{"b": "x}"}', "cd"),
-    ],
-)
-def test_signed_member_keeps_the_exact_text(body: str, member: str, signature: str):
-    assert signed_member(body, "tcbInfo") == (member, signature)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        "",
-        "[]",
-        "{",
-        '{"tcbInfo":{}',
-        '{"tcbInfo":{}}',
-        '{"tcbInfo":{},"signature":1}',
-        '{"tcbInfo":{},"signature":"a"}x',
-    ],
-)
-def test_signed_member_rejects_malformed_bodies(body: str):
-    with pytest.raises(CollateralUnavailable):
-        signed_member(body, "tcbInfo")
-
-
 @pytest.fixture
 def local_pcs(sgx_set: Path) -> Iterator[str]:
     """A loopback HTTP server answering like a PCCS, from the set's files."""
@@ -242,9 +211,7 @@ def local_pcs(sgx_set: Path) -> Iterator[str]:
 def test_urllib_fetcher_against_a_loopback_pccs(sgx_set: Path, local_pcs: str):
     source = PcsCollateralSource(UrllibFetcher(timeout=5), base_url=local_pcs, clock=lambda: NOW)
     collateral = source.for_quote((sgx_set / "quote.bin").read_bytes())
-    assert json.loads(collateral.dcap_qvl_json()) == json.loads(
-        (sgx_set / "collateral.json").read_text()
-    )
+    assert json.loads(collateral.to_json()) == json.loads((sgx_set / "collateral.json").read_text())
 
 
 def test_urllib_fetcher_http_error_is_collateral_unavailable(local_pcs: str):

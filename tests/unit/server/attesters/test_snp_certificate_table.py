@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blindai.errors import EvidenceError
-from blindai.server.attesters._certtable import parse_certificate_table
+from blindai.server.attesters.configfs_tsm import auxblob_certificates
 
 from .attester_fakes import certificate_table
 
@@ -27,18 +27,18 @@ def vlek(evidence_dir: Path) -> bytes:
 
 def test_known_certificates_in_verifier_order_unknown_skipped(vlek: bytes):
     table = certificate_table([(ARK, b"ark"), (CRL, b"crl"), (VLEK, vlek), (ASK, b"ask")])
-    assert parse_certificate_table(table) == (vlek, b"ask", b"ark")
+    assert auxblob_certificates(table) == (vlek, b"ask", b"ark")
 
 
 def test_guid_byte_order_is_rfc4122(vlek: bytes):
     table = certificate_table([(VCEK, vlek)])
     assert table[:16] == bytes.fromhex("63da758de6644564adc5f4b93be8accd")
-    assert parse_certificate_table(table) == (vlek,)
+    assert auxblob_certificates(table) == (vlek,)
 
 
 def test_empty_auxblob_has_no_certificates():
-    assert parse_certificate_table(b"") == ()
-    assert parse_certificate_table(bytes(24)) == ()
+    assert auxblob_certificates(b"") == ()
+    assert auxblob_certificates(bytes(24)) == ()
 
 
 @pytest.mark.parametrize(
@@ -51,10 +51,10 @@ def test_empty_auxblob_has_no_certificates():
 )
 def test_malformed_tables_are_evidence_errors(table: bytes):
     with pytest.raises(EvidenceError):
-        parse_certificate_table(table)
+        auxblob_certificates(table)
 
 
 def test_table_without_terminator_is_an_evidence_error():
     entry = bytes.fromhex("63da758de6644564adc5f4b93be8accd") + (0).to_bytes(4, "little")
     with pytest.raises(EvidenceError, match="terminating"):
-        parse_certificate_table(entry + (24).to_bytes(4, "little"))
+        auxblob_certificates(entry + (24).to_bytes(4, "little"))
