@@ -62,7 +62,25 @@ class ServerProcess:
 
 
 def start_server(log_dir: Path, *extra: str, simulation: bool = True) -> ServerProcess:
-    """Start ``python -m blindai serve`` and wait until the unattested port answers."""
+    """Start ``python -m blindai serve`` and wait until the unattested port answers.
+
+    Free ports can be taken by another process between the probe and the bind: then it
+    tries again with new ports.
+    """
+    for attempt in range(5):
+        try:
+            return _start(log_dir, extra, simulation)
+        except PortTaken:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind one of its ports."""
+
+
+def _start(log_dir: Path, extra: tuple[str, ...], simulation: bool) -> ServerProcess:
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
@@ -88,6 +106,8 @@ def start_server(log_dir: Path, *extra: str, simulation: bool = True) -> ServerP
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if "Address already in use" in server.log():
+                raise PortTaken(server.log())
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{u}/", timeout=1):

@@ -33,10 +33,13 @@ def test_mixed_traffic_from_many_clients(server):
     errors: list[BaseException] = []
     lock = threading.Lock()
 
+    # connect here: warnings.catch_warnings is not thread-safe
+    connections = [_connect(server) for _ in range(WORKERS)]
+
     def client(worker: int) -> int:
         done = 0
         rng = np.random.default_rng(worker)
-        with _connect(server) as conn:
+        with connections[worker] as conn:
             own = conn.upload_model(identity(TensorProto.INT64), model_name=f"own-{worker}")
             for _ in range(ROUNDS):
                 x = rng.standard_normal((4, 32)).astype(np.float32)

@@ -413,17 +413,9 @@ def test_server_refuses_to_start(
 
 
 # --------------------------------------------------------------------------------------------
-# SRC BUG: the SNP verifier reads certificate-table GUIDs in the wrong byte order
+# Regression: certificate-table GUIDs are in RFC 4122 byte order (they were read little-endian)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SRC BUG: src/blindai/attestation/snp/_certs.py parse_cert_table reads GUIDs with "
-    "uuid.UUID(bytes_le=...) (and build_cert_table writes guid.bytes_le); the GHCB table, as "
-    "Linux/go-sev-guest/AMD sev-guest write it and as server/attesters/_certtable.py reads it, "
-    "holds RFC 4122 byte order (uuid.UUID(bytes=...)). A real auxblob given to SnpVerifier "
-    "as one endorsement blob yields no certificates: ChainError.",
-)
 def test_verifier_reads_a_real_auxblob_directly(machine: SnpMachine) -> None:
     assert machine.auxblob[:16] == bytes.fromhex("63da758de6644564adc5f4b93be8accd")  # wire bytes
     report = machine.report(b"\x42" * 64)

@@ -30,8 +30,9 @@ def test_a_quarter_gigabyte_model(server):
         upload_s = time.perf_counter() - start
         x = np.ones((1, 8192), np.float32)
         want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
-        np.testing.assert_allclose(conn.predict(uploaded.model_id, {"x": x})["y"], want[0],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            conn.predict(uploaded.model_id, {"x": x})["y"], want[0], rtol=1e-4
+        )
         conn.delete_model(uploaded.model_id)
     print(f"256 MiB model: upload+compile {upload_s:.1f} s")
 
