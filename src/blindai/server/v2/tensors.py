@@ -40,24 +40,48 @@ def _fit(array: np.ndarray, shape: tuple[int, ...], label: str) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _check_kind(raw: np.ndarray, dtype: np.dtype[Any], label: str) -> None:
-    kind = raw.dtype.kind
-    if dtype.kind == "b":
-        ok = kind == "b"
-    elif dtype.kind in "iu":
-        ok = kind in "iu"
-        if ok and (int(raw.min()) < np.iinfo(dtype).min or int(raw.max()) > np.iinfo(dtype).max):
+def _integers(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    if raw.dtype.kind in "iu":
+        if int(raw.min()) < info.min or int(raw.max()) > info.max:
             raise ProtocolError(f"{label}: a value is out of range for {dtype}")
-    else:  # floating point, BF16 included
-        ok = kind in "iuf"
+        return raw.astype(dtype)
+    # numpy falls back to float64 (or object) for lists mixing large and small integers:
+    # convert the Python numbers themselves, then check that nothing was truncated
+    if raw.dtype.kind == "O" and not all(type(x) is int for x in raw.flat):
+        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    if raw.dtype.kind not in "fO":
+        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    try:
+        exact = np.asarray(data, dtype=dtype)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
+    if raw.dtype.kind == "f" and not np.array_equal(exact.astype(np.float64), raw):
+        raise ProtocolError(f"{label}: {dtype} data must be integers")
+    return exact
+
+
+def _convert(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str) -> np.ndarray:
+    if dtype.kind in "iu":
+        return _integers(data, raw, dtype, label)
+    ok = raw.dtype.kind == "b" if dtype.kind == "b" else raw.dtype.kind in "iuf"
     if not ok:
         raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    try:
+        with np.errstate(over="raise"):
+            return raw.astype(dtype)
+    except FloatingPointError as exc:
+        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
 
 
 def array_from_json(
     data: object, dtype: np.dtype[Any], shape: tuple[int, ...], label: str
 ) -> np.ndarray:
-    """A JSON ``data`` list (flat or nested) as an array of ``dtype`` and ``shape``."""
+    """A JSON ``data`` list (flat or nested) as an array of ``dtype`` and ``shape``.
+
+    Integer types take integral values within their range; BOOL takes only booleans; floating
+    types take any number.
+    """
     if not isinstance(data, list):
         raise ProtocolError(f"{label}: data must be a list")
     if dtype.kind == "O":
@@ -68,8 +92,7 @@ def array_from_json(
         raise ProtocolError(f"{label}: data is not a regular nested list of numbers") from exc
     if raw.size == 0:
         return _fit(np.empty(0, dtype), shape, label)
-    _check_kind(raw, dtype, label)
-    return _fit(raw.astype(dtype), shape, label)
+    return _fit(_convert(data, raw, dtype, label), shape, label)
 
 
 def _strings_from_json(data: list[Any], label: str) -> np.ndarray:
