@@ -45,7 +45,7 @@ def server_pem(server: ServerProcess) -> str:
 
 def pinned_factory(pem: str) -> Callable[..., ssl.SSLContext]:
     """An SSL context factory trusting only ``pem`` (the default CA bundle is ignored)."""
-    import gevent.ssl
+    import gevent.ssl  # type: ignore[import-untyped]
 
     def factory(cafile: str | None = None) -> ssl.SSLContext:
         del cafile  # geventhttpclient passes certifi's bundle; the pin replaces it
@@ -217,15 +217,15 @@ DTYPES = {
 }
 
 
-def sample(dtype: type[np.generic]) -> np.ndarray:
+def sample(dtype: Any) -> np.ndarray:
     """Values that reach each type's extremes."""
     if dtype is np.bool_:
         return np.array([[True, False, True], [False, False, True]])
     if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.array([[info.min, 0, info.max], [1, info.max - 1, info.min + 1]], dtype=dtype)
-    info = np.finfo(dtype)
-    return np.array([[info.min, -0.5, info.max], [info.tiny, 1 / 3, 0]], dtype=dtype)
+        ints = np.iinfo(dtype)
+        return np.array([[ints.min, 0, ints.max], [1, ints.max - 1, ints.min + 1]], dtype=dtype)
+    floats = np.finfo(dtype)
+    return np.array([[floats.min, -0.5, floats.max], [floats.tiny, 1 / 3, 0]], dtype=dtype)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
@@ -395,7 +395,11 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 def test_body_over_the_limit_is_413(small_server: ServerProcess) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-        small = blindai.connect(small_server.host, simulation_mode=True, **small_server.ports)
+        small = blindai.connect(
+            small_server.host,
+            simulation_mode=True,
+            **small_server.ports,  # type: ignore[arg-type]
+        )
     with small:
         small.upload_model(models.identity(TensorProto.FLOAT), model_name="small")
     with urllib.request.urlopen(f"http://{small_server.host}:{small_server.unattested_port}/") as r:

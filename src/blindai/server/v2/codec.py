@@ -90,11 +90,14 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     return body[:cut], memoryview(body)[cut:]
 
 
-def _load_json(raw: bytes) -> dict[str, Any]:
+def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ProtocolError("the request is not valid JSON") from exc
+        hint = ""
+        if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
+            hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
+        raise ProtocolError(f"the request is not valid JSON{hint}") from exc
     return _object(doc, "the request")
 
 
@@ -169,7 +172,7 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Parse an inference request body (with the value of its JSON-length header, if any)."""
     head, binary = _split(body, header_length)
-    doc = _load_json(head)
+    doc = _load_json(head, header_length)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("id must be a string")
