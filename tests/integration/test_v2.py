@@ -201,6 +201,38 @@ def test_requested_outputs_are_a_subset(client: Any, upload: Callable[[bytes], s
     np.testing.assert_array_equal(result.as_numpy("idx"), [[0], [1], [2], [3]])
 
 
+def test_versioned_infer(client: Any, conn: blindai.Connection) -> None:
+    """The only version of a model is its id; any other version is unknown."""
+    model_id = conn.upload_model(models.identity(TensorProto.FLOAT), model_name="ver").model_id
+    x = np.ones((1, 3), np.float32)
+    result = client.infer("ver", [infer_input("x", x, binary=True)], model_version=model_id)
+    assert result.get_response()["model_version"] == model_id
+    np.testing.assert_array_equal(result.as_numpy("y"), x)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("ver", [infer_input("x", x, binary=True)], model_version="1")
+    assert info.value.status() == "404"
+
+
+def test_concurrent_requests(server: ServerProcess, server_pem: str, upload: Any) -> None:
+    """Several connections in flight at once each get their own answer."""
+    name = upload(models.matmul(64, 8))
+    many = httpclient.InferenceServerClient(
+        f"{server.host}:{server.attested_port}",
+        concurrency=4,
+        ssl=True,
+        ssl_context_factory=pinned_factory(server_pem),
+        ssl_options={"server_hostname": SERVER_NAME},
+    )
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((5, 64)).astype(np.float32) for _ in range(16)]
+    pending = [many.async_infer(name, [infer_input("x", x, binary=True)]) for x in xs]
+    got = [p.get_result().as_numpy("y") for p in pending]
+    many.close()
+    model = models.matmul(64, 8)
+    for x, y in zip(xs, got, strict=True):
+        np.testing.assert_allclose(y, reference(model, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+
+
 DTYPES = {
     "BOOL": (TensorProto.BOOL, np.bool_),
     "UINT8": (TensorProto.UINT8, np.uint8),
