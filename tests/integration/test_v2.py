@@ -213,6 +213,19 @@ def test_versioned_infer(client: Any, conn: blindai.Connection) -> None:
     assert info.value.status() == "404"
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_large_tensor(client: Any, upload: Callable[[bytes], str], binary: bool) -> None:
+    """Bodies over 64 KiB are parsed and encoded in a worker thread."""
+    name = upload(models.identity(TensorProto.FLOAT, [None, None]))
+    x = np.random.default_rng(5).standard_normal((4, 50_000)).astype(np.float32)
+    result = client.infer(
+        name,
+        [infer_input("x", x, binary=binary)],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)],
+    )
+    np.testing.assert_array_equal(result.as_numpy("y"), x)
+
+
 def test_concurrent_requests(server: ServerProcess, server_pem: str, upload: Any) -> None:
     """Several connections in flight at once each get their own answer."""
     name = upload(models.matmul(64, 8))

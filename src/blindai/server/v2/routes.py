@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +33,15 @@ __all__ = ["V2Routes", "v2_routes"]
 _log = logging.getLogger("blindai.server")
 Endpoint = Callable[[Request], Awaitable[Response]]
 EXTENSIONS = ["binary_tensor_data"]
+OFFLOAD_BYTES = 1 << 16
+"""Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
+T = TypeVar("T")
+
+
+async def _maybe_offload(big: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    if not big:
+        return fn(*args, **kwargs)
+    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -117,15 +127,18 @@ class V2Routes:
         if encoding != "identity":
             raise ProtocolError(f"Content-Encoding {encoding!r} is not supported")
         body = await read_body(request, self.plane.settings.max_request_bytes)
-        parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
+        big = len(body) >= OFFLOAD_BYTES
+        parsed = await _maybe_offload(big, parse_request, body, request.headers.get(HEADER_LENGTH))
         known = {s.name for s in entry.model.outputs}
         unknown = [o.name for o in parsed.outputs or () if o.name not in known]
         if unknown:
             raise ProtocolError(f"the model has no output(s) {unknown}; outputs: {sorted(known)}")
         feeds = match_inputs(entry.model.inputs, parsed.inputs)
         outputs = await self.plane.run(entry, feeds)
-        reply, head = encode_response(
-            parsed, outputs, model_name=entry.name or entry.model_id, model_version=entry.model_id
+        big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
+        name = entry.name or entry.model_id
+        reply, head = await _maybe_offload(
+            big, encode_response, parsed, outputs, model_name=name, model_version=entry.model_id
         )
         if head is None:
             return Response(reply, media_type="application/json")
