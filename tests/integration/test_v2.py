@@ -336,6 +336,25 @@ def expect_error(call: Callable[[], object], status: str, fragment: str) -> None
     assert fragment in info.value.message()
 
 
+def test_bf16_model_is_described_and_refused_clearly(
+    client: Any, upload: Callable[[bytes], str]
+) -> None:
+    """onnxruntime's numpy interface cannot carry bfloat16, so BF16 models cannot run."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    name = upload(models.identity(TensorProto.BFLOAT16))
+    assert client.get_model_metadata(name)["inputs"][0]["datatype"] == "BF16"
+    x = np.ones((1, 3), dtype=ml_dtypes.bfloat16)
+    expect_error(
+        lambda: client.infer(name, [infer_input("x", x, binary=True)]), "400", "not supported"
+    )
+
+
+def test_other_v2_paths_are_json_404(server: ServerProcess, server_pem: str) -> None:
+    status, error = raw_post(server, server_pem, "/v2/repository/index", b"{}", {})
+    assert status == 404
+    assert "not supported" in error["error"]
+
+
 def test_unknown_model_is_404(client: Any) -> None:
     x = np.zeros((1, 3), np.float32)
     expect_error(lambda: client.infer("nope", [infer_input("x", x, binary=False)]), "404", "nope")

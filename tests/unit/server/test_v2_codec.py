@@ -395,6 +395,15 @@ def test_unknown_requested_output() -> None:
         reply(InferRequest(None, [], [RequestedOutput("zzz", False)], False))
 
 
+def test_non_finite_floats_in_json_replies() -> None:
+    out = [("f", np.array([np.nan, np.inf, -np.inf], dtype=np.float32))]
+    body, head = encode_response(InferRequest(None, [], None, False), out, model_name="m",
+                                 model_version="v")  # fmt: skip
+    assert head is None
+    assert b"[NaN,Infinity,-Infinity]" in body  # as Python's json (and tritonclient) read them
+    assert np.isnan(json.loads(body)["outputs"][0]["data"][0])
+
+
 def test_bytes_output() -> None:
     out = [("s", np.array(["a", "bc"], dtype=object))]
     body, head = encode_response(InferRequest(None, [], None, True), out, model_name="m",

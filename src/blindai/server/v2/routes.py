@@ -86,6 +86,10 @@ class V2Routes:
         self.model_ready = json_errors(self._model_ready)
         self.infer = json_errors(self._infer)
 
+    async def unsupported(self, request: Request) -> Response:
+        """Other v2 paths (repository, statistics, shared memory, ...): a JSON 404."""
+        return json_response({"error": f"{request.url.path} is not supported here"}, 404)
+
     def _entry(self, request: Request) -> ModelEntry:
         name = request.path_params["name"]
         entry = self.plane.registry.get(model_id=name)
@@ -159,4 +163,5 @@ def v2_routes(plane: DataPlane) -> list[Route]:
         *(Route(p, v2.metadata, methods=["GET"]) for p in (model, versioned)),
         *(Route(f"{p}/ready", v2.model_ready, methods=["GET"]) for p in (model, versioned)),
         *(Route(f"{p}/infer", v2.infer, methods=["POST"]) for p in (model, versioned)),
+        Route("/v2/{rest:path}", v2.unsupported, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
