@@ -43,7 +43,7 @@ def request(inputs: list[dict[str, Any]], blob: bytes = b"", **extra: Any) -> In
 
 
 def fp32(name: str = "x", shape: list[int] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "datatype": "FP32", "shape": shape or [1, 3], **extra}
+    return {"name": name, "datatype": "FP32", "shape": [1, 3] if shape is None else shape, **extra}
 
 
 # -- datatypes ------------------------------------------------------------------------------
@@ -234,6 +234,11 @@ def test_json_output_of_non_utf8_bytes_is_refused() -> None:
 # -- requests -------------------------------------------------------------------------------
 
 
+def test_empty_and_scalar_shapes() -> None:
+    parsed = request([fp32(shape=[0, 2**40], data=[]), fp32("s", shape=[], data=[7])])
+    assert [a.shape for _, a in parsed.inputs] == [(0, 2**40), ()]
+
+
 def test_json_request() -> None:
     parsed = request([fp32(data=[1, 2, 3])], id="r1")
     assert parsed.id == "r1"
@@ -319,6 +324,9 @@ def test_malformed_bodies(body: bytes, header: str | None, message: str) -> None
         ([fp32(data=[1, 2, 3], parameters=[1])], b"", {}, "parameters must be a JSON object"),
         ([fp32(shape=[1, -3], data=[1, 2, 3])], b"", {}, "shape"),
         ([fp32(shape=[True], data=[1])], b"", {}, "shape"),
+        ([fp32(shape=[0, 2**63], data=[])], b"", {}, "larger than"),
+        ([fp32(shape=[0, 2**49], parameters={"binary_data_size": 0})], b"", {}, "larger than"),
+        ([fp32(shape=[1] * 33, data=[1])], b"", {}, "larger than"),
         ([{"datatype": "FP32", "shape": [1], "data": [1]}], b"", {}, "name"),
         ([fp32(data=[1, 2, 3])], b"", {"id": 5}, "id must be a string"),
         ([fp32(data=[1, 2, 3])], b"", {"outputs": {"y": 1}}, "outputs must be a list"),

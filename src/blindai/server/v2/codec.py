@@ -14,6 +14,7 @@ are not supported and are refused.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from blindai.server.v2.tensors import (
 __all__ = ["HEADER_LENGTH", "InferRequest", "RequestedOutput", "encode_response", "parse_request"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 32
+MAX_ELEMENTS = 1 << 48
+"""Bounds on shapes (even empty ones), so that numpy never overflows its sizes."""
 _UNSUPPORTED = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
@@ -78,6 +82,8 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise ProtocolError(f"{label}: shape must be a list of non-negative integers")
+    if len(value) > MAX_RANK or math.prod(d for d in value if d) > MAX_ELEMENTS:
+        raise ProtocolError(f"{label}: shape {value} is larger than this server handles")
     return tuple(value)
 
 
