@@ -7,6 +7,7 @@ with an ``ssl_context_factory`` that ignores the default CA bundle).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -330,6 +331,35 @@ def test_bytes_round_trip(client: Any, upload: Callable[[bytes], str], binary: b
     )
     got = result.as_numpy("y")
     assert [g.decode() if isinstance(g, bytes) else g for g in got] == list(x)
+
+
+def test_asyncio_client(server: ServerProcess, server_pem: str, upload: Any) -> None:
+    """tritonclient.http.aio (aiohttp) cannot set the TLS server name: the certificate is still
+    the only trust anchor, but only the name check is disabled."""
+    aio = pytest.importorskip("tritonclient.http.aio")
+    name = upload(models.two_in_two_out())
+    context = ssl.create_default_context(cadata=server_pem)
+    context.check_hostname = False  # dialled as 127.0.0.1; the pin still applies
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+    async def run() -> Any:
+        client = aio.InferenceServerClient(
+            f"{server.host}:{server.attested_port}", ssl=True, ssl_context=context
+        )
+        try:
+            assert await client.is_server_live()
+            inputs = []
+            for key in ("a", "b"):
+                tensor = aio.InferInput(key, [2, 4], "FP32")
+                tensor.set_data_from_numpy(a, binary_data=True)
+                inputs.append(tensor)
+            return await client.infer(name, inputs)
+        finally:
+            await client.close()
+
+    result = asyncio.run(run())
+    np.testing.assert_array_equal(result.as_numpy("sum"), a + a)
+    np.testing.assert_array_equal(result.as_numpy("idx"), [[3], [3]])
 
 
 # -- errors: status, JSON body, and the server keeps serving ----------------------------------
