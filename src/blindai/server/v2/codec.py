@@ -1,0 +1,238 @@
+"""Inference requests and responses of the Open Inference Protocol v2, JSON and binary.
+
+A request body is a JSON object, optionally followed by binary blobs (the binary tensor
+extension): the ``Inference-Header-Content-Length`` header gives the JSON's length, and each
+binary input's ``parameters.binary_data_size`` the length of its blob, in input order. A
+reply carries an output as binary when the request asked for it (``parameters.binary_data`` on
+the requested output, else the request's ``parameters.binary_data_output``).
+
+Parsing checks structure, datatypes, shapes and sizes (ProtocolError, 400); matching the
+inputs against the model is the data plane's job. Shared memory and classification outputs
+are not supported and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from blindai.errors import ProtocolError
+from blindai.server.v2.datatypes import datatype_for, dtype_for
+from blindai.server.v2.tensors import (
+    array_from_binary,
+    array_from_json,
+    array_to_binary,
+    array_to_json,
+)
+
+__all__ = ["HEADER_LENGTH", "InferRequest", "RequestedOutput", "encode_response", "parse_request"]
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_RANK = 32
+MAX_ELEMENTS = 1 << 48
+"""Bounds on shapes (even empty ones), so that numpy never overflows its sizes."""
+_UNSUPPORTED = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One output the client asked for, and whether it wants it as binary data."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed inference request: named input arrays, the outputs asked for, the id."""
+
+    id: str | None
+    inputs: list[tuple[str, np.ndarray]]
+    outputs: list[RequestedOutput] | None
+    """None when the request listed no outputs (then every output is returned)."""
+    binary_output: bool
+    """The request's ``binary_data_output``: the default for outputs not saying otherwise."""
+
+
+def _object(value: object, label: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{label} must be a JSON object")
+    return value
+
+
+def _parameters(obj: Mapping[str, Any], label: str) -> dict[str, Any]:
+    params = obj.get("parameters")
+    return {} if params is None else _object(params, f"{label} parameters")
+
+
+def _flag(params: Mapping[str, Any], key: str, label: str) -> bool | None:
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ProtocolError(f"{label}: parameter {key} must be a boolean")
+    return value
+
+
+def _shape(value: object, label: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise ProtocolError(f"{label}: shape must be a list of non-negative integers")
+    if len(value) > MAX_RANK or math.prod(d for d in value if d) > MAX_ELEMENTS:
+        raise ProtocolError(f"{label}: shape {value} is larger than this server handles")
+    return tuple(value)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} must be an integer no larger than the body")
+    cut = int(header_length)
+    return body[:cut], memoryview(body)[cut:]
+
+
+def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        hint = ""
+        if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
+            hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
+        raise ProtocolError(f"the request is not valid JSON{hint}") from exc
+    return _object(doc, "the request")
+
+
+class _Blobs:
+    """The binary section, handed out in order."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._offset = 0
+
+    def take(self, size: object, label: str) -> memoryview:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ProtocolError(f"{label}: binary_data_size must be a non-negative integer")
+        end = self._offset + size
+        if end > len(self._data):
+            raise ProtocolError(
+                f"{label}: binary_data_size {size} runs past the end of the binary data"
+            )
+        blob, self._offset = self._data[self._offset : end], end
+        return blob
+
+    def finish(self) -> None:
+        left = len(self._data) - self._offset
+        if left:
+            raise ProtocolError(f"{left} byte(s) of binary data belong to no input")
+
+
+def _input(obj: object, index: int, blobs: _Blobs) -> tuple[str, np.ndarray]:
+    tensor = _object(obj, f"inputs[{index}]")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"inputs[{index}]: name must be a non-empty string")
+    label = f"input {name!r}"
+    dtype = dtype_for(tensor.get("datatype"))
+    shape = _shape(tensor.get("shape"), label)
+    params = _parameters(tensor, label)
+    if any(key in params for key in _UNSUPPORTED):
+        raise ProtocolError(f"{label}: shared memory is not supported")
+    has_data = "data" in tensor
+    if ("binary_data_size" in params) == has_data:
+        raise ProtocolError(f"{label}: give exactly one of data and parameters.binary_data_size")
+    if has_data:
+        return name, array_from_json(tensor["data"], dtype, shape, label)
+    blob = blobs.take(params["binary_data_size"], label)
+    return name, array_from_binary(blob, dtype, shape, label)
+
+
+def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list):
+        raise ProtocolError("outputs must be a list")
+    found: list[RequestedOutput] = []
+    for i, obj in enumerate(value):
+        tensor = _object(obj, f"outputs[{i}]")
+        name = tensor.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"outputs[{i}]: name must be a non-empty string")
+        params = _parameters(tensor, f"output {name!r}")
+        if "classification" in params or any(key in params for key in _UNSUPPORTED):
+            raise ProtocolError(
+                f"output {name!r}: classification and shared memory are not supported"
+            )
+        binary = _flag(params, "binary_data", f"output {name!r}")
+        found.append(RequestedOutput(name, default if binary is None else binary))
+    names = [o.name for o in found]
+    if len(set(names)) != len(names):
+        raise ProtocolError("an output is requested twice")
+    return found
+
+
+def parse_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an inference request body (with the value of its JSON-length header, if any)."""
+    head, binary = _split(body, header_length)
+    doc = _load_json(head, header_length)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("id must be a string")
+    default = _flag(_parameters(doc, "the request"), "binary_data_output", "the request")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ProtocolError("inputs must be a non-empty list")
+    blobs = _Blobs(binary)
+    arrays = [_input(obj, i, blobs) for i, obj in enumerate(inputs)]
+    blobs.finish()
+    outputs = _outputs(doc.get("outputs"), bool(default))
+    return InferRequest(request_id, arrays, outputs, bool(default))
+
+
+def _selected(
+    request: InferRequest, outputs: Sequence[tuple[str, np.ndarray]]
+) -> list[tuple[str, np.ndarray, bool]]:
+    if request.outputs is None:
+        return [(name, array, request.binary_output) for name, array in outputs]
+    by_name = dict(outputs)
+    missing = [o.name for o in request.outputs if o.name not in by_name]
+    if missing:
+        raise ProtocolError(f"the model has no output(s) {missing}; outputs: {list(by_name)}")
+    return [(o.name, by_name[o.name], o.binary) for o in request.outputs]
+
+
+def encode_response(
+    request: InferRequest,
+    outputs: Sequence[tuple[str, np.ndarray]],
+    *,
+    model_name: str,
+    model_version: str,
+) -> tuple[bytes, int | None]:
+    """The reply body, and the JSON's length when binary blobs follow it (else None)."""
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array, binary in _selected(request, outputs):
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype_for(array.dtype),
+            "shape": list(array.shape),
+        }
+        if binary:
+            blob = array_to_binary(array)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = array_to_json(array, name)
+        tensors.append(tensor)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = tensors
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    if not blobs:
+        return head, None
+    return b"".join([head, *blobs]), len(head)

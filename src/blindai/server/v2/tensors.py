@@ -1,0 +1,171 @@
+"""Tensor conversion for the v2 protocol: JSON ``data`` and binary blobs to numpy and back.
+
+JSON data go through one ``np.asarray`` call (no per-element Python loop) and are checked for
+kind (no floats where integers are declared, booleans only for BOOL) and range before being
+cast; binary blobs are read with ``np.frombuffer``. Only BYTES tensors need a loop per element.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from blindai.errors import InferenceFailed, ProtocolError
+
+__all__ = [
+    "array_from_binary",
+    "array_from_json",
+    "array_to_binary",
+    "array_to_json",
+    "element_count",
+]
+
+_LENGTH = struct.Struct("<I")
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    """Number of elements of a shape (1 for a scalar)."""
+    return math.prod(shape)
+
+
+def _fit(array: np.ndarray, shape: tuple[int, ...], label: str) -> np.ndarray:
+    if array.size != element_count(shape):
+        raise ProtocolError(
+            f"{label}: {array.size} element(s) given, shape {list(shape)} needs "
+            f"{element_count(shape)}"
+        )
+    return array.reshape(shape)
+
+
+def _integers(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    if raw.dtype.kind in "iu":
+        if int(raw.min()) < info.min or int(raw.max()) > info.max:
+            raise ProtocolError(f"{label}: a value is out of range for {dtype}")
+        return raw.astype(dtype)
+    # numpy falls back to float64 (or object) for lists mixing large and small integers:
+    # convert the Python numbers themselves, then check that nothing was truncated
+    if raw.dtype.kind == "O" and not all(type(x) is int for x in raw.flat):
+        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    if raw.dtype.kind not in "fO":
+        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    try:
+        exact = np.asarray(data, dtype=dtype)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
+    if raw.dtype.kind == "f" and not np.array_equal(exact.astype(np.float64), raw):
+        raise ProtocolError(f"{label}: {dtype} data must be integers")
+    return exact
+
+
+def _convert(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str) -> np.ndarray:
+    if dtype.kind in "iu":
+        return _integers(data, raw, dtype, label)
+    ok = raw.dtype.kind == "b" if dtype.kind == "b" else raw.dtype.kind in "iuf"
+    if not ok:
+        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+    try:
+        with np.errstate(over="raise"):
+            return raw.astype(dtype)
+    except FloatingPointError as exc:
+        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
+
+
+def array_from_json(
+    data: object, dtype: np.dtype[Any], shape: tuple[int, ...], label: str
+) -> np.ndarray:
+    """A JSON ``data`` list (flat or nested) as an array of ``dtype`` and ``shape``.
+
+    Integer types take integral values within their range; BOOL takes only booleans; floating
+    types take any number.
+    """
+    if not isinstance(data, list):
+        raise ProtocolError(f"{label}: data must be a list")
+    if dtype.kind == "O":
+        return _fit(_strings_from_json(data, label), shape, label)
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ProtocolError(f"{label}: data is not a regular nested list of numbers") from exc
+    if raw.size == 0:
+        return _fit(np.empty(0, dtype), shape, label)
+    return _fit(_convert(data, raw, dtype, label), shape, label)
+
+
+def _strings_from_json(data: list[Any], label: str) -> np.ndarray:
+    try:
+        raw = np.asarray(data, dtype=object)
+    except ValueError as exc:
+        raise ProtocolError(f"{label}: data is not a regular nested list of strings") from exc
+    flat = raw.ravel()
+    if not all(isinstance(x, str) for x in flat):
+        raise ProtocolError(f"{label}: BYTES data must be a (nested) list of strings")
+    return flat
+
+
+def array_from_binary(
+    blob: memoryview, dtype: np.dtype[Any], shape: tuple[int, ...], label: str
+) -> np.ndarray:
+    """A binary blob (raw little-endian, C order; length-prefixed for BYTES) as an array."""
+    if dtype.kind == "O":
+        return _fit(_strings_from_binary(blob, label), shape, label)
+    want = element_count(shape) * dtype.itemsize
+    if len(blob) != want:
+        raise ProtocolError(
+            f"{label}: binary_data_size is {len(blob)} bytes, shape {list(shape)} of "
+            f"{dtype} needs {want}"
+        )
+    array = np.frombuffer(blob, dtype=dtype.newbyteorder("<")).reshape(shape)
+    if dtype.kind == "b" and array.size and int(array.view(np.uint8).max()) > 1:
+        raise ProtocolError(f"{label}: BOOL bytes must be 0 or 1")
+    return array if array.flags.aligned and dtype.isnative else array.astype(dtype)
+
+
+def _strings_from_binary(blob: memoryview, label: str) -> np.ndarray:
+    items: list[str] = []
+    offset = 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            raise ProtocolError(f"{label}: BYTES data ends inside a length prefix")
+        (size,) = _LENGTH.unpack_from(blob, offset)
+        offset += 4
+        if offset + size > len(blob):
+            raise ProtocolError(f"{label}: a BYTES element runs past the end of its data")
+        try:
+            items.append(str(blob[offset : offset + size], "utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"{label}: BYTES elements must be UTF-8 text") from exc
+        offset += size
+    return np.array(items, dtype=object)
+
+
+def _utf8(item: object) -> bytes:
+    return item if isinstance(item, bytes) else str(item).encode("utf-8")
+
+
+def array_to_binary(array: np.ndarray) -> bytes:
+    """An output as the binary extension carries it (length-prefixed UTF-8 for BYTES)."""
+    if array.dtype.kind == "O":
+        parts = []
+        for item in array.ravel():
+            raw = _utf8(item)
+            parts += [_LENGTH.pack(len(raw)), raw]
+        return b"".join(parts)
+    dtype = array.dtype.newbyteorder("<")
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def array_to_json(array: np.ndarray, name: str) -> list[Any]:
+    """An output as a flat JSON list (strings for BYTES)."""
+    if array.dtype.kind != "O":
+        return list(array.ravel().tolist())
+    try:
+        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.ravel()]
+    except UnicodeDecodeError as exc:
+        raise InferenceFailed(
+            f"output {name!r} holds bytes that are not UTF-8; ask for it with binary_data",
+            status_code=422,
+        ) from exc

@@ -1,0 +1,486 @@
+"""The v2 codec: JSON and binary tensors, request parsing, reply encoding, and its errors.
+
+Requests are also built, and replies read back, with tritonclient's own helpers, so the codec
+is checked against an independent implementation of the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from blindai.errors import InferenceFailed, ProtocolError
+from blindai.server.v2.codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    RequestedOutput,
+    encode_response,
+    parse_request,
+)
+from blindai.server.v2.datatypes import datatype_for, dtype_for
+from blindai.server.v2.tensors import (
+    array_from_binary,
+    array_from_json,
+    array_to_binary,
+    array_to_json,
+)
+
+NUMERIC = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}  # fmt: skip
+
+
+def request(inputs: list[dict[str, Any]], blob: bytes = b"", **extra: Any) -> InferRequest:
+    head = json.dumps({"inputs": inputs, **extra}).encode()
+    return parse_request(head + blob, str(len(head)) if blob else None)
+
+
+def fp32(name: str = "x", shape: list[int] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "datatype": "FP32", "shape": [1, 3] if shape is None else shape, **extra}
+
+
+# -- datatypes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*NUMERIC, "BYTES"])
+def test_datatypes_round_trip(name: str) -> None:
+    assert datatype_for(dtype_for(name)) == name
+
+
+def test_bf16_uses_ml_dtypes() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    assert dtype_for("BF16") == np.dtype(ml_dtypes.bfloat16)
+    assert datatype_for(np.dtype(ml_dtypes.bfloat16)) == "BF16"
+    assert datatype_for(None, "tensor(bfloat16)") == "BF16"
+
+
+def test_bf16_without_ml_dtypes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # makes the import fail
+    with pytest.raises(ProtocolError, match="ml_dtypes"):
+        dtype_for("BF16")
+
+
+@pytest.mark.parametrize("bad", ["FP8", "fp32", "", None, 3])
+def test_unknown_datatype(bad: object) -> None:
+    with pytest.raises(ProtocolError, match="unknown datatype"):
+        dtype_for(bad)
+
+
+def test_unsupported_onnx_type_is_named_in_metadata() -> None:
+    assert datatype_for(None, "tensor(complex64)") == "tensor(complex64)"
+
+
+# -- JSON data ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(NUMERIC))
+def test_json_data_flat_and_nested(name: str) -> None:
+    dtype = np.dtype(NUMERIC[name])
+    values = (
+        [[True, False, True], [False, True, True]] if name == "BOOL" else [[0, 1, 2], [3, 4, 5]]
+    )
+    want = np.array(values, dtype=dtype)
+    for data in (values, [v for row in values for v in row]):
+        got = array_from_json(data, dtype, (2, 3), "x")
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data"),
+    [
+        (np.uint64, [0, 2**64 - 1, 2**63, 1]),  # numpy alone would go through float64
+        (np.int64, [-(2**63), 2**63 - 1, 0, 1]),
+        (np.uint8, [0, 255, 1, 2]),
+        (np.int8, [-128, 127, 0, 1]),
+    ],
+)
+def test_json_integers_are_exact_at_the_limits(dtype: type[np.generic], data: list[int]) -> None:
+    got = array_from_json(data, np.dtype(dtype), (4,), "x")
+    assert got.tolist() == data
+
+
+def test_json_integral_floats_are_accepted_for_integers() -> None:
+    np.testing.assert_array_equal(
+        array_from_json([1.0, 2.0], np.dtype(np.int32), (2,), "x"), [1, 2]
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data", "message"),
+    [
+        (np.uint8, [256, 0], "out of range"),
+        (np.uint8, [-1, 0], "out of range"),
+        (np.int8, [-129, 0], "out of range"),
+        (np.uint64, [2**64, 0], "out of range"),
+        (np.uint64, [-1, 2**64 - 1], "out of range"),
+        (np.int64, [2**63, -1], "out of range"),
+        (np.int32, [1.5, 2], "must be integers"),
+        (np.uint64, [0.5, 2**64 - 1], "must be integers"),
+        (np.int32, [float("nan"), 1], "out of range"),
+        (np.int32, [True, False], "do not fit"),
+        (np.int32, ["1", "2"], "do not fit"),
+        (np.bool_, [1, 0], "do not fit"),
+        (np.float32, [True, False], "do not fit"),
+        (np.float32, ["1", "2"], "do not fit"),
+        (np.float16, [1e10, 0], "out of range"),
+    ],
+)
+def test_json_values_that_do_not_fit(
+    dtype: type[np.generic], data: list[Any], message: str
+) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        array_from_json(data, np.dtype(dtype), (2,), "x")
+
+
+def test_json_infinities_are_kept_in_floats() -> None:
+    got = array_from_json([float("inf"), float("-inf")], np.dtype(np.float16), (2,), "x")
+    assert np.isinf(got).all()
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "message"),
+    [
+        ([1, 2, 3], (2, 2), "3 element"),
+        ([[1, 2], [3]], (3,), "regular nested list"),
+        ({"a": 1}, (1,), "must be a list"),
+        ("123", (3,), "must be a list"),
+    ],
+)
+def test_json_shape_errors(data: object, shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        array_from_json(data, np.dtype(np.float32), shape, "x")
+
+
+def test_json_empty_tensor() -> None:
+    got = array_from_json([], np.dtype(np.int64), (0, 3), "x")
+    assert got.shape == (0, 3) and got.dtype == np.int64
+
+
+def test_json_strings() -> None:
+    got = array_from_json([["a", "é"], ["", "z"]], np.dtype(object), (4,), "x")
+    assert got.tolist() == ["a", "é", "", "z"]
+    with pytest.raises(ProtocolError, match="strings"):
+        array_from_json(["a", 1], np.dtype(object), (2,), "x")
+
+
+# -- binary data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(NUMERIC))
+def test_binary_round_trip(name: str) -> None:
+    dtype = np.dtype(NUMERIC[name])
+    array = (np.arange(6) % 2).astype(dtype).reshape(2, 3)
+    blob = array_to_binary(array)
+    assert blob == array.tobytes()
+    np.testing.assert_array_equal(array_from_binary(memoryview(blob), dtype, (2, 3), "x"), array)
+
+
+def test_binary_size_must_match_the_shape() -> None:
+    with pytest.raises(ProtocolError, match="needs 12"):
+        array_from_binary(memoryview(b"\0" * 8), np.dtype(np.float32), (1, 3), "x")
+
+
+def test_binary_unaligned_blob_is_copied() -> None:
+    data = memoryview(b"\0" + np.arange(3, dtype=np.float64).tobytes())[1:]
+    got = array_from_binary(data, np.dtype(np.float64), (3,), "x")
+    assert got.flags.aligned
+    np.testing.assert_array_equal(got, [0, 1, 2])
+
+
+def test_binary_bool_bytes_must_be_0_or_1() -> None:
+    with pytest.raises(ProtocolError, match="0 or 1"):
+        array_from_binary(memoryview(b"\x01\x02"), np.dtype(bool), (2,), "x")
+
+
+def length_prefixed(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(i)) + i for i in items)
+
+
+def test_binary_bytes_round_trip() -> None:
+    blob = length_prefixed(b"ab", b"", "é".encode())
+    got = array_from_binary(memoryview(blob), np.dtype(object), (3,), "x")
+    assert got.tolist() == ["ab", "", "é"]
+    assert array_to_binary(got) == blob
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (length_prefixed(b"ab")[:-1], "runs past the end"),
+        (length_prefixed(b"ab") + b"\0\0", "inside a length prefix"),
+        (length_prefixed(b"\xff\xfe"), "UTF-8"),
+        (length_prefixed(b"a", b"b"), "2 element"),
+    ],
+)
+def test_binary_bytes_errors(blob: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        array_from_binary(memoryview(blob), np.dtype(object), (1,), "x")
+
+
+def test_json_output_of_non_utf8_bytes_is_refused() -> None:
+    with pytest.raises(InferenceFailed, match="binary_data"):
+        array_to_json(np.array([b"\xff"], dtype=object), "y")
+    assert array_to_json(np.array([b"ok", "s"], dtype=object), "y") == ["ok", "s"]
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def test_empty_and_scalar_shapes() -> None:
+    parsed = request([fp32(shape=[0, 2**40], data=[]), fp32("s", shape=[], data=[7])])
+    assert [a.shape for _, a in parsed.inputs] == [(0, 2**40), ()]
+
+
+def test_json_request() -> None:
+    parsed = request([fp32(data=[1, 2, 3])], id="r1")
+    assert parsed.id == "r1"
+    assert parsed.outputs is None and parsed.binary_output is False
+    [(name, array)] = parsed.inputs
+    assert name == "x" and array.dtype == np.float32 and array.shape == (1, 3)
+
+
+def test_mixed_json_and_binary_inputs_in_order() -> None:
+    a, b = np.arange(3, dtype=np.float32), np.arange(2, dtype=np.int64)
+    parsed = request(
+        [
+            fp32("a", [1, 3], parameters={"binary_data_size": 12}),
+            {"name": "j", "datatype": "BOOL", "shape": [1], "data": [True]},
+            {
+                "name": "b",
+                "datatype": "INT64",
+                "shape": [2],
+                "parameters": {"binary_data_size": 16},
+            },
+        ],
+        a.tobytes() + b.tobytes(),
+    )
+    got = dict(parsed.inputs)
+    np.testing.assert_array_equal(got["a"], a.reshape(1, 3))
+    np.testing.assert_array_equal(got["b"], b)
+    assert got["j"].tolist() == [True]
+
+
+def test_outputs_binary_flags() -> None:
+    outputs = [
+        {"name": "p", "parameters": {"binary_data": True}},
+        {"name": "q", "parameters": {"binary_data": False}},
+        {"name": "r"},
+    ]
+    parsed = request([fp32(data=[1, 2, 3])], outputs=outputs,
+                     parameters={"binary_data_output": True})  # fmt: skip
+    assert parsed.outputs == [
+        RequestedOutput("p", True),
+        RequestedOutput("q", False),
+        RequestedOutput("r", True),
+    ]
+    assert request([fp32(data=[1, 2, 3])], outputs=[{"name": "r"}]).outputs == [
+        RequestedOutput("r", False)
+    ]
+
+
+def test_unknown_request_parameters_are_ignored() -> None:
+    parsed = request([fp32(data=[1, 2, 3])], parameters={"priority": 3, "custom": "x"})
+    assert parsed.binary_output is False
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "message"),
+    [
+        (b"{nope", None, "not valid JSON"),
+        (b"\xff\xfe", None, "not valid JSON"),
+        (b"[]", None, "JSON object"),
+        (b"{}", None, "inputs must be a non-empty list"),
+        (b'{"inputs": []}', None, "inputs must be a non-empty list"),
+        (b"{}", "abc", HEADER_LENGTH),
+        (b"{}", "-1", HEADER_LENGTH),
+        (b"{}", "3", HEADER_LENGTH),
+        (b'{"inputs": [1]}', None, r"inputs\[0\] must be a JSON object"),
+    ],
+)
+def test_malformed_bodies(body: bytes, header: str | None, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_request(body, header)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "blob", "extra", "message"),
+    [
+        ([fp32(parameters={"binary_data_size": 12})], b"\0" * 8, {}, "runs past the end"),
+        ([fp32(parameters={"binary_data_size": 12})], b"\0" * 13, {}, "belong to no input"),
+        ([fp32(parameters={"binary_data_size": -1})], b"\0", {}, "non-negative"),
+        ([fp32(parameters={"binary_data_size": True})], b"\0", {}, "non-negative"),
+        ([fp32(parameters={"binary_data_size": 8})], b"\0" * 8, {}, "needs 12"),
+        ([fp32(data=[1, 2, 3], parameters={"binary_data_size": 12})], b"\0" * 12, {}, "one"),
+        ([fp32()], b"", {}, "exactly one"),
+        ([fp32(data=[1, 2, 3], parameters={"shared_memory_region": "r"})], b"", {}, "shared"),
+        ([fp32(data=[1, 2, 3], parameters=[1])], b"", {}, "parameters must be a JSON object"),
+        ([fp32(shape=[1, -3], data=[1, 2, 3])], b"", {}, "shape"),
+        ([fp32(shape=[True], data=[1])], b"", {}, "shape"),
+        ([fp32(shape=[0, 2**63], data=[])], b"", {}, "larger than"),
+        ([fp32(shape=[0, 2**49], parameters={"binary_data_size": 0})], b"", {}, "larger than"),
+        ([fp32(shape=[1] * 33, data=[1])], b"", {}, "larger than"),
+        ([{"datatype": "FP32", "shape": [1], "data": [1]}], b"", {}, "name"),
+        ([fp32(data=[1, 2, 3])], b"", {"id": 5}, "id must be a string"),
+        ([fp32(data=[1, 2, 3])], b"", {"outputs": {"y": 1}}, "outputs must be a list"),
+        ([fp32(data=[1, 2, 3])], b"", {"outputs": [{"name": "y"}, {"name": "y"}]}, "twice"),
+        ([fp32(data=[1, 2, 3])], b"", {"outputs": [{}]}, "name"),
+        ([fp32(data=[1, 2, 3])], b"",
+         {"outputs": [{"name": "y", "parameters": {"classification": 2}}]}, "classification"),
+        ([fp32(data=[1, 2, 3])], b"",
+         {"outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}, "boolean"),
+        ([fp32(data=[1, 2, 3])], b"", {"parameters": {"binary_data_output": 1}}, "boolean"),
+    ],
+)  # fmt: skip
+def test_malformed_requests(
+    inputs: list[dict[str, Any]], blob: bytes, extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        request(inputs, blob, **extra)
+
+
+def test_binary_input_without_the_header_is_refused() -> None:
+    head = json.dumps({"inputs": [fp32(parameters={"binary_data_size": 12})]}).encode()
+    with pytest.raises(ProtocolError, match=f"needs the {HEADER_LENGTH} header"):
+        parse_request(head + b"\0" * 12, None)
+
+
+# -- replies --------------------------------------------------------------------------------
+
+OUTPUTS: list[tuple[str, np.ndarray]] = [
+    ("sum", np.arange(6, dtype=np.float32).reshape(2, 3)),
+    ("idx", np.array([[2], [0]], dtype=np.int64)),
+]
+
+
+def reply(req: InferRequest) -> tuple[dict[str, Any], bytes]:
+    body, head = encode_response(req, OUTPUTS, model_name="m", model_version="v1")
+    cut = len(body) if head is None else head
+    return json.loads(body[:cut]), body[cut:]
+
+
+def test_json_reply() -> None:
+    doc, blobs = reply(InferRequest("r", [], None, False))
+    assert blobs == b""
+    assert doc == {
+        "model_name": "m", "model_version": "v1", "id": "r",
+        "outputs": [
+            {"name": "sum", "datatype": "FP32", "shape": [2, 3], "data": [0, 1, 2, 3, 4, 5]},
+            {"name": "idx", "datatype": "INT64", "shape": [2, 1], "data": [2, 0]},
+        ],
+    }  # fmt: skip
+
+
+def test_binary_reply_for_all() -> None:
+    doc, blobs = reply(InferRequest(None, [], None, True))
+    assert "id" not in doc
+    assert [o["parameters"] for o in doc["outputs"]] == [
+        {"binary_data_size": 24},
+        {"binary_data_size": 16},
+    ]
+    assert all("data" not in o for o in doc["outputs"])
+    assert blobs == OUTPUTS[0][1].tobytes() + OUTPUTS[1][1].tobytes()
+
+
+def test_requested_subset_in_requested_order() -> None:
+    wanted = [RequestedOutput("idx", True), RequestedOutput("sum", False)]
+    doc, blobs = reply(InferRequest(None, [], wanted, False))
+    assert [o["name"] for o in doc["outputs"]] == ["idx", "sum"]
+    assert doc["outputs"][0]["parameters"] == {"binary_data_size": 16}
+    assert doc["outputs"][1]["data"] == [0, 1, 2, 3, 4, 5]
+    assert blobs == OUTPUTS[1][1].tobytes()
+
+
+def test_unknown_requested_output() -> None:
+    with pytest.raises(ProtocolError, match="zzz"):
+        reply(InferRequest(None, [], [RequestedOutput("zzz", False)], False))
+
+
+def test_non_finite_floats_in_json_replies() -> None:
+    out = [("f", np.array([np.nan, np.inf, -np.inf], dtype=np.float32))]
+    body, head = encode_response(InferRequest(None, [], None, False), out, model_name="m",
+                                 model_version="v")  # fmt: skip
+    assert head is None
+    assert b"[NaN,Infinity,-Infinity]" in body  # as Python's json (and tritonclient) read them
+    assert np.isnan(json.loads(body)["outputs"][0]["data"][0])
+
+
+def test_bytes_output() -> None:
+    out = [("s", np.array(["a", "bc"], dtype=object))]
+    body, head = encode_response(InferRequest(None, [], None, True), out, model_name="m",
+                                 model_version="v")  # fmt: skip
+    assert head is not None and body[head:] == length_prefixed(b"a", b"bc")
+    body, head = encode_response(InferRequest(None, [], None, False), out, model_name="m",
+                                 model_version="v")  # fmt: skip
+    assert head is None and json.loads(body)["outputs"][0]["data"] == ["a", "bc"]
+
+
+# -- against tritonclient's own encoder and decoder ------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_requests_and_replies(binary: bool) -> None:
+    httpclient = pytest.importorskip("tritonclient.http")
+    from tritonclient.http._utils import _get_inference_request
+
+    arrays: dict[str, np.ndarray] = {
+        name: (np.arange(6) % 2).astype(t).reshape(2, 3) for name, t in NUMERIC.items()
+    }
+    arrays["BYTES"] = np.array([[b"a", b"b", b"c"], [b"d", b"", b"f"]], dtype=object)
+    inputs = []
+    for name, array in arrays.items():
+        tensor = httpclient.InferInput(name, [2, 3], name)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in arrays]
+    body, json_size = _get_inference_request(inputs, "id-7", outputs, 0, False, False, 0,
+                                             None, None)  # fmt: skip
+    parsed = parse_request(body, None if json_size is None else str(json_size))
+    assert parsed.id == "id-7"
+    assert [o.binary for o in parsed.outputs or ()] == [binary] * len(arrays)
+    echoed = [(n, a) for n, a in parsed.inputs]
+    for (name, got), want in zip(echoed, arrays.values(), strict=True):
+        assert got.shape == (2, 3)
+        if name == "BYTES":
+            assert got.tolist() == [[x.decode() for x in row] for row in want.tolist()]
+        else:
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    reply_body, head = encode_response(parsed, echoed, model_name="m", model_version="v")
+    result = httpclient.InferResult.from_response_body(reply_body, header_length=head)
+    assert result.get_response()["id"] == "id-7"
+    for name, want in arrays.items():
+        got = result.as_numpy(name)
+        if name == "BYTES":
+            assert [x if isinstance(x, bytes) else x.encode() for x in got.ravel()] == list(
+                want.ravel()
+            )
+        else:
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_tritonclient_bf16_binary() -> None:
+    httpclient = pytest.importorskip("tritonclient.http")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from tritonclient.http._utils import _get_inference_request
+
+    array = np.array([1.5, -2.0, 3.25], dtype=ml_dtypes.bfloat16)
+    tensor = httpclient.InferInput("x", [3], "BF16")
+    tensor.set_data_from_numpy(array, binary_data=True)
+    body, json_size = _get_inference_request([tensor], "", None, 0, False, False, 0, None, None)
+    parsed = parse_request(body, str(json_size))
+    [(_, got)] = parsed.inputs
+    assert got.dtype == array.dtype
+    np.testing.assert_array_equal(got.astype(np.float32), array.astype(np.float32))
+    reply_body, head = encode_response(parsed, parsed.inputs, model_name="m", model_version="v")
+    result = httpclient.InferResult.from_response_body(reply_body, header_length=head)
+    assert result.get_response()["outputs"][0]["datatype"] == "BF16"
+    np.testing.assert_array_equal(result.as_numpy("x").astype(np.float32), array.astype(np.float32))
