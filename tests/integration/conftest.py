@@ -14,7 +14,7 @@ from tests._server import ServerProcess, start_server
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A ``blindai serve --simulation`` process on free loopback ports."""
-    proc = start_server(tmp_path_factory.mktemp("server"))
+    proc = start_server(tmp_path_factory.mktemp("server"), "--max-models", "10000")
     yield proc
     proc.stop()
 

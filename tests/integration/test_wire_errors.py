@@ -187,7 +187,9 @@ def test_ca_environment_variables_cannot_redirect_trust(server, monkeypatch, tmp
 
 
 def test_body_and_model_limits_give_413(tmp_path):
-    small = start_server(tmp_path, "--max-model-bytes", "200", "--max-request-bytes", "4096")
+    small = start_server(
+        tmp_path, "--max-model-bytes", "200", "--max-request-bytes", "4096", "--max-models", "2"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", blindai.SimulationModeWarning)
@@ -201,5 +203,11 @@ def test_body_and_model_limits_give_413(tmp_path):
                 conn.predict(uploaded.model_id, [np.zeros((10, 200), np.float32)])
             assert big_body.value.status_code == 413
             assert conn.predict(uploaded.model_id, [np.ones((1, 2), np.float32)])["y"].sum() == 2
+            conn.upload_model(identity(TensorProto.FLOAT, [None, None]))
+            with pytest.raises(blindai.errors.ServerError) as full:
+                conn.upload_model(identity(TensorProto.FLOAT, [None, None]))
+            assert full.value.status_code == 507
+            conn.delete_model(uploaded.model_id)
+            conn.upload_model(identity(TensorProto.FLOAT, [None, None]))
     finally:
         small.stop()

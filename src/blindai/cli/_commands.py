@@ -40,6 +40,7 @@ def add_serve_command(sub: Any) -> None:
     )
     p.add_argument("--max-model-bytes", type=int, default=None, help="largest model accepted")
     p.add_argument("--max-request-bytes", type=int, default=None, help="largest /run body")
+    p.add_argument("--max-models", type=int, default=None, help="most models held at once")
     p.add_argument("--pccs-url", default=None, help="PCCS/PCS base URL for SGX collateral")
     p.add_argument(
         "--attestation-dir",
@@ -80,6 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
         fields["max_model_bytes"] = args.max_model_bytes
     if args.max_request_bytes is not None:
         fields["max_request_bytes"] = args.max_request_bytes
+    if args.max_models is not None:
+        fields["max_models"] = args.max_models
     for name in ("attestation_dir", "tsm_report_dir", "nsm_device"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
