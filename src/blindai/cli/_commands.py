@@ -83,7 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
         fields["max_request_bytes"] = args.max_request_bytes
     if args.max_models is not None:
         fields["max_models"] = args.max_models
-    for name in ("attestation_dir", "tsm_report_dir", "nsm_device"):
+    for name in (
+        "attestation_dir",
+        "tsm_report_dir",
+        "nsm_device",
+        "unattested_tls_cert",
+        "unattested_tls_key",
+    ):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     try:

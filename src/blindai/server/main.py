@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 
 import uvicorn
@@ -74,11 +75,27 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
+    """HTTPS for the unattested port with an ordinary certificate, when configured."""
+    cert, key = settings.unattested_tls_cert, settings.unattested_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("give both --unattested-tls-cert and --unattested-tls-key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the unattested-port certificate: {exc}") from exc
+    return ctx
+
+
 async def _serve(built: Built) -> None:
     s = built.settings
     tls = built.service.identity.server_context()
     plan = [
-        (built.apps.unattested, s.unattested_port, None),
+        (built.apps.unattested, s.unattested_port, _unattested_tls(s)),
         (built.apps.attested, s.attested_port, tls),
         (built.apps.management, s.management_port, tls),
     ]
@@ -100,8 +117,9 @@ async def _serve(built: Built) -> None:
         config.ssl = ctx
         servers.append((uvicorn.Server(config), sock))
     _log.info(
-        "BlindAI %s: unattested http://%s:%d, attested https://%s:%d, management https://%s:%d",
+        "BlindAI %s: unattested %s://%s:%d, attested https://%s:%d, management https://%s:%d",
         "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value,
+        "https" if s.unattested_tls_cert else "http",
         s.host,
         s.unattested_port,
         s.host,

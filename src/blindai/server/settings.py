@@ -26,6 +26,10 @@ class ServerSettings(BaseSettings):
     """Attested TLS: inference (and model management for blindai-preview clients)."""
     management_port: int = Field(9925, ge=0, le=65535)
     """Attested TLS: model management (/upload, /delete)."""
+    unattested_tls_cert: Path | None = None
+    """PEM certificate (chain) for HTTPS on the unattested port: an ordinary, CA-issued one."""
+    unattested_tls_key: Path | None = None
+    """PEM private key for ``unattested_tls_cert``."""
     tee: TeeName = "auto"
     """Where evidence comes from; ``simulation`` must be asked for explicitly."""
     simulation: bool = False
