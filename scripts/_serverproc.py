@@ -20,7 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ServerProcess", "free_ports", "simulation_server", "start_simulation_server"]
+__all__ = [
+    "EchoServer",
+    "ServerProcess",
+    "echo_server",
+    "free_ports",
+    "simulation_server",
+    "start_simulation_server",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -133,3 +140,90 @@ def simulation_server(timeout: float = 30.0) -> Iterator[ServerProcess]:
             yield server
         finally:
             server.stop()
+
+
+@dataclass
+class EchoServer:
+    """A bare uvicorn + starlette HTTPS server whose ``POST /run`` returns the request body."""
+
+    host: str
+    port: int
+    cert_der: bytes
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Terminate the process."""
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _serve_echo(port: int) -> None:
+    """Child side: same TLS identity type and uvicorn settings as ``blindai serve``."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from blindai.server.tls import TlsIdentity
+
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/cbor")
+
+    identity = TlsIdentity.generate()
+    print(identity.cert_der.hex(), flush=True)  # the certificate only, for the client to pin
+    app = Starlette(routes=[Route("/run", echo, methods=["POST"])])
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=1 << 16,
+    )
+    config.load()
+    config.ssl = identity.server_context()
+    uvicorn.Server(config).run()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"echo server exited with status {proc.returncode}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"echo server did not listen within {timeout:.0f} s")
+
+
+@contextmanager
+def echo_server(timeout: float = 30.0) -> Iterator[EchoServer]:
+    """An HTTPS echo server (for benchmarks) for the duration of the ``with`` block."""
+    (port,) = free_ports(1)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--echo", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=_env())
+    try:
+        assert proc.stdout is not None
+        cert_der = bytes.fromhex(proc.stdout.readline().decode().strip())
+        _wait_port(port, proc, timeout)
+        server = EchoServer(HOST, port, cert_der, proc)
+        yield server
+    finally:
+        EchoServer(HOST, port, b"", proc).stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--echo":
+        _serve_echo(int(sys.argv[2]))
+    else:
+        sys.exit("usage: _serverproc.py --echo PORT  (used by scripts/bench.py)")
