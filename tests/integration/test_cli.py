@@ -22,7 +22,7 @@ import blindai
 from tests._server import REPO, ServerProcess, free_ports
 from tests.models import matmul, two_in_two_out
 
-COMMANDS = ["serve", "upload", "run", "delete"]
+COMMANDS = ["serve", "upload", "run", "delete", "attest"]
 
 
 def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

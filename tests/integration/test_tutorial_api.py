@@ -7,6 +7,7 @@ keywords of ``connect_server`` are our addition, so the test can use free ports.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,52 @@ def test_simulation_server_refused_without_simulation_flag(server: ServerProcess
             attested_port=server.attested_port,
             model_management_port=server.management_port,
         )
+
+
+def test_distilbert_tutorial_flow_with_a_torch_stand_in(
+    client: BlindAiClient, tmp_path: Path
+) -> None:
+    """The README's DistilBERT walk-through, with a tiny torch model in place of DistilBERT.
+
+    Same export call (TorchScript exporter, opset 11, input ``input``, output ``output``,
+    dynamic batch), same ``inputs.shape`` from a torch tensor, same flat-list run.
+    """
+    torch = pytest.importorskip("torch")
+
+    class TinyClassifier(torch.nn.Module):  # embedding + mean + linear, as a text classifier
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30522, 16)
+            self.fc = torch.nn.Linear(16, 2)
+
+        def forward(self, input_ids):
+            return self.fc(self.emb(input_ids).mean(dim=1))
+
+    torch.manual_seed(0)
+    model = TinyClassifier().eval()
+    ids = [101, 1045, 2293, 9932, 1998, 9394, 999, 102]  # "i love ai and privacy!"
+    inputs = torch.tensor([ids])
+    path = tmp_path / "tiny-classifier.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated in torch 2.9+
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            inputs,
+            str(path),
+            export_params=True,
+            opset_version=11,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch_size"}, "output": {0: "batch_size"}},
+            dynamo=False,
+        )
+
+    client.upload_model(model=str(path), shape=inputs.shape, dtype=ModelDatumType.I64)
+    response = client.run_model(inputs.flatten().tolist())
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"input": inputs.numpy()})
+    assert len(response.output) == 2
+    np.testing.assert_allclose(response.output, expected.ravel(), rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        np.testing.assert_allclose(response.output, model(inputs).numpy().ravel(), rtol=1e-5)
