@@ -265,3 +265,27 @@ def test_usage_errors(argv: list[str]) -> None:
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("usage: blindai")
     assert r.stderr.splitlines()[-1].startswith("blindai")
+
+
+def test_serve_without_tee_refuses_to_start(tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    u, a, m = free_ports(3)
+    r = cli(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--unattested-port",
+        str(u),
+        "--attested-port",
+        str(a),
+        "--management-port",
+        str(m),
+        "--attestation-dir",
+        absent / "attestation",
+        "--tsm-report-dir",
+        absent / "tsm",
+        "--nsm-device",
+        absent / "nsm",
+        timeout=30,
+    )
+    assert "no TEE" in one_error_line(r, "ConfigurationError", 2)
