@@ -48,7 +48,7 @@ def _token_classifier(bias: tuple[float, ...] = (1, -2, 5)) -> bytes:
     graph = helper.make_graph(nodes, "tokens", [ids], [logits], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 @pytest.fixture
@@ -158,7 +158,8 @@ def test_distilbert_tutorial_flow_with_a_torch_stand_in(
     Same export call (TorchScript exporter, opset 11, input ``input``, output ``output``,
     dynamic batch), same ``inputs.shape`` from a torch tensor, same flat-list run.
     """
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    import torch
 
     class TinyClassifier(torch.nn.Module):  # embedding + mean + linear, as a text classifier
         def __init__(self) -> None:
@@ -166,8 +167,9 @@ def test_distilbert_tutorial_flow_with_a_torch_stand_in(
             self.emb = torch.nn.Embedding(30522, 16)
             self.fc = torch.nn.Linear(16, 2)
 
-        def forward(self, input_ids):
-            return self.fc(self.emb(input_ids).mean(dim=1))
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.fc(self.emb(input_ids).mean(dim=1))
+            return logits
 
     torch.manual_seed(0)
     model = TinyClassifier().eval()
@@ -178,7 +180,7 @@ def test_distilbert_tutorial_flow_with_a_torch_stand_in(
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            inputs,
+            (inputs,),
             str(path),
             export_params=True,
             opset_version=11,
