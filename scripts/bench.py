@@ -44,7 +44,7 @@ from blindai.protocol import codec
 from blindai.protocol.messages import WireTensor
 
 WARMUP = 30
-TIME_CAP_S = 6.0
+TIME_CAP_S = 5.0
 
 
 @dataclass(frozen=True)

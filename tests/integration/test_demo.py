@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,3 +39,23 @@ def test_demo_runs_and_agrees_with_onnxruntime() -> None:
     assert f"gives the same labels: yes ({total}/{total}" in out
     assert re.search(r"connect [\d.]+ ms, of which fetching and checking evidence [\d.]+ ms", out)
     assert "deleted model" in out and "server stopped" in out
+
+
+@pytest.mark.slow
+def test_bench_quick_runs() -> None:
+    """``scripts/bench.py --quick`` (``make bench`` with fewer requests) prints its table."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for name in ("dense 16->4", "mlp 1024-1024-768-10"):
+        assert re.search(rf"^{re.escape(name)} .* [\d.]+x$", result.stdout, re.M), result.stdout
+        assert re.search(rf"^  {re.escape(name)} +adds ", result.stdout, re.M)
+    assert re.search(r"\d+ CPUs visible", result.stdout)
