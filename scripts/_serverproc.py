@@ -105,8 +105,8 @@ def _wait_ready(server: ServerProcess, timeout: float) -> None:
     raise RuntimeError(f"server did not answer within {timeout:.0f} s:\n{server.log()}")
 
 
-def start_simulation_server(log_dir: Path, timeout: float = 30.0) -> ServerProcess:
-    """Start ``python -m blindai serve --simulation`` and wait until its unattested port answers."""
+def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -> ServerProcess:
+    """Start ``python -m blindai serve --simulation EXTRA...``; wait until it answers."""
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     cmd = [
@@ -123,6 +123,7 @@ def start_simulation_server(log_dir: Path, timeout: float = 30.0) -> ServerProce
         str(a),
         "--management-port",
         str(m),
+        *extra,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
@@ -132,10 +133,10 @@ def start_simulation_server(log_dir: Path, timeout: float = 30.0) -> ServerProce
 
 
 @contextmanager
-def simulation_server(timeout: float = 30.0) -> Iterator[ServerProcess]:
-    """A simulation server for the duration of the ``with`` block; always stopped after."""
+def simulation_server(*extra: str, timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """A simulation server (``serve`` flags in ``extra``) for the ``with`` block; always stopped."""
     with tempfile.TemporaryDirectory(prefix="blindai-") as tmp:
-        server = start_simulation_server(Path(tmp), timeout)
+        server = start_simulation_server(Path(tmp), *extra, timeout=timeout)
         try:
             yield server
         finally:

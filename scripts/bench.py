@@ -235,12 +235,19 @@ def main() -> int:
     """Run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke test)")
+    parser.add_argument(
+        "--server-log-level",
+        default="info",
+        help="the server's --log-level (default info, as `blindai serve`; warning drops the "
+        "access log)",
+    )
     args = parser.parse_args()
     n = 50 if args.quick else 500
     models = [mlp("dense 16->4", [16, 4]), mlp("mlp 1024-1024-768-10", [1024, 1024, 768, 10])]
     began = time.perf_counter()
     header()
-    with simulation_server() as server, echo_server() as echo_srv:
+    extra = ("--log-level", args.server_log_level)
+    with simulation_server(*extra) as server, echo_server() as echo_srv:
         try:
             results = run_all(server, echo_srv, models, n)
         except (BlindAIError, OSError) as exc:
