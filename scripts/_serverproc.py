@@ -1,0 +1,230 @@
+"""Start and stop a ``blindai serve --simulation`` process on free loopback ports (for scripts).
+
+Example::
+
+    with simulation_server() as server:
+        conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "EchoServer",
+    "ServerProcess",
+    "echo_server",
+    "free_ports",
+    "simulation_server",
+    "start_simulation_server",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class ServerProcess:
+    """A running server: where it listens, its process and its log file."""
+
+    host: str
+    unattested_port: int
+    attested_port: int
+    management_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Keyword arguments for ``blindai.connect``."""
+        return {
+            "unattested_server_port": self.unattested_port,
+            "attested_server_port": self.attested_port,
+            "model_management_port": self.management_port,
+        }
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the process (kill it if it does not stop within 10 s)."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _env() -> dict[str, str]:
+    """The current environment, with this checkout's ``src`` first on PYTHONPATH."""
+    paths = [str(REPO / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
+
+
+def _wait_ready(server: ServerProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://{server.host}:{server.unattested_port}/"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with status {server.process.returncode}:\n{server.log()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not answer within {timeout:.0f} s:\n{server.log()}")
+
+
+def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -> ServerProcess:
+    """Start ``python -m blindai serve --simulation EXTRA...``; wait until it answers."""
+    u, a, m = free_ports(3)
+    log_path = log_dir / f"server-{u}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "blindai",
+        "serve",
+        "--simulation",
+        "--host",
+        HOST,
+        "--unattested-port",
+        str(u),
+        "--attested-port",
+        str(a),
+        "--management-port",
+        str(m),
+        *extra,
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
+    server = ServerProcess(HOST, u, a, m, proc, log_path)
+    _wait_ready(server, timeout)
+    return server
+
+
+@contextmanager
+def simulation_server(*extra: str, timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """A simulation server (``serve`` flags in ``extra``) for the ``with`` block; always stopped."""
+    with tempfile.TemporaryDirectory(prefix="blindai-") as tmp:
+        server = start_simulation_server(Path(tmp), *extra, timeout=timeout)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@dataclass
+class EchoServer:
+    """A bare uvicorn + starlette HTTPS server whose ``POST /run`` returns the request body."""
+
+    host: str
+    port: int
+    cert_der: bytes
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Terminate the process."""
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _serve_echo(port: int) -> None:
+    """Child side: same TLS identity type and uvicorn settings as ``blindai serve``."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from blindai.server.tls import TlsIdentity
+
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/cbor")
+
+    identity = TlsIdentity.generate()
+    print(identity.cert_der.hex(), flush=True)  # the certificate only, for the client to pin
+    app = Starlette(routes=[Route("/run", echo, methods=["POST"])])
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=1 << 16,
+    )
+    config.load()
+    config.ssl = identity.server_context()
+    uvicorn.Server(config).run()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"echo server exited with status {proc.returncode}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"echo server did not listen within {timeout:.0f} s")
+
+
+@contextmanager
+def echo_server(timeout: float = 30.0) -> Iterator[EchoServer]:
+    """An HTTPS echo server (for benchmarks) for the duration of the ``with`` block."""
+    (port,) = free_ports(1)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--echo", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=_env())
+    try:
+        assert proc.stdout is not None
+        cert_der = bytes.fromhex(proc.stdout.readline().decode().strip())
+        _wait_port(port, proc, timeout)
+        server = EchoServer(HOST, port, cert_der, proc)
+        yield server
+    finally:
+        EchoServer(HOST, port, b"", proc).stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--echo":
+        _serve_echo(int(sys.argv[2]))
+    else:
+        sys.exit("usage: _serverproc.py --echo PORT  (used by scripts/bench.py)")

@@ -1,0 +1,291 @@
+"""The ``blindai`` command end to end, in subprocesses, against the session's simulation server.
+
+Every error must end in one readable line on stderr (``Kind: message``) and a non-zero exit,
+never a traceback. Simulation-mode warnings (lines starting with ``WARNING``) are allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import blindai
+from tests._server import REPO, ServerProcess, free_ports
+from tests.models import matmul, two_in_two_out
+
+COMMANDS = ["serve", "upload", "run", "delete", "attest"]
+
+
+def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m blindai ARGS`` with this checkout on the path."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run(
+        [sys.executable, "-m", "blindai", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def target(server: ServerProcess, *, simulation: bool = True) -> list[str]:
+    """The connection flags for the session server."""
+    flags = [
+        "--host",
+        server.host,
+        "--unattested-port",
+        str(server.unattested_port),
+        "--attested-port",
+        str(server.attested_port),
+        "--management-port",
+        str(server.management_port),
+    ]
+    return [*flags, "--simulation"] if simulation else flags
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], kind: str, status: int) -> str:
+    """Assert exit ``status``, no traceback, and exactly one ``kind: ...`` line; return it."""
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{kind}: "), lines[0]
+    return lines[0]
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert success; return stdout."""
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def upload(server: ServerProcess, model: Path, *extra: str) -> tuple[str, str]:
+    out = ok(cli("upload", model, *extra, *target(server)))
+    found = re.fullmatch(r"model_id (\S+)\nsha256   ([0-9a-f]{64})\n", out)
+    assert found, out
+    return found[1], found[2]
+
+
+@pytest.fixture
+def dense(tmp_path: Path) -> Path:
+    path = tmp_path / "dense.onnx"
+    path.write_bytes(matmul(16, 4))
+    return path
+
+
+@pytest.fixture
+def x_file(tmp_path: Path) -> Path:
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(command: str | None) -> None:
+    out = ok(cli(*([command] if command else []), "--help"))
+    assert out.startswith("usage: blindai" + (f" {command}" if command else ""))
+    if command in ("upload", "run", "delete"):
+        assert "--simulation" in out and "--policy" in out
+
+
+def test_upload_run_delete(
+    server: ServerProcess, dense: Path, x_file: Path, tmp_path: Path
+) -> None:
+    model_id, sha = upload(server, dense, "--name", "cli-dense")
+    assert sha == hashlib.sha256(dense.read_bytes()).hexdigest()
+
+    outdir = tmp_path / "out"
+    out = ok(
+        cli("run", model_id, "--input", f"x={x_file}", "--output-dir", outdir, *target(server))
+    )
+    assert out == f"y: float32 [3, 4] -> {outdir / 'y.npy'}\n"  # shapes only, never values
+    session = ort.InferenceSession(str(dense), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"x": np.load(x_file)})
+    np.testing.assert_allclose(np.load(outdir / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+
+    by_name = tmp_path / "by-name"
+    ok(cli("run", "cli-dense", "--input", x_file, "--output-dir", by_name, *target(server)))
+    np.testing.assert_array_equal(np.load(by_name / "y.npy"), np.load(outdir / "y.npy"))
+
+    assert ok(cli("delete", model_id, *target(server))) == f"deleted {model_id}\n"
+    gone = cli("run", model_id, "--input", f"x={x_file}", "--output-dir", outdir, *target(server))
+    assert model_id in one_error_line(gone, "ModelNotFound", 1)
+
+
+def test_run_two_named_inputs_two_outputs(server: ServerProcess, tmp_path: Path) -> None:
+    model = tmp_path / "two.onnx"
+    model.write_bytes(two_in_two_out())
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, np.array([[1, 5, 2, 0]], dtype=np.float32))
+    np.save(b, np.array([[1, 1, 1, 1]], dtype=np.float32))
+    model_id, _ = upload(server, model)
+    try:
+        out = ok(
+            cli(
+                "run",
+                model_id,
+                "--input",
+                f"b={b}",
+                "--input",
+                f"a={a}",
+                "--output-dir",
+                tmp_path,
+                *target(server),
+            )
+        )
+    finally:
+        ok(cli("delete", model_id, *target(server)))
+    assert "sum: float32 [1, 4]" in out and "idx: int64 [1, 1]" in out
+    np.testing.assert_array_equal(np.load(tmp_path / "sum.npy"), [[2, 6, 3, 1]])
+    np.testing.assert_array_equal(np.load(tmp_path / "idx.npy"), [[1]])
+
+
+@pytest.fixture
+def uploaded(server: ServerProcess, dense: Path, conn: blindai.Connection) -> Iterator[str]:
+    """A model uploaded with the CLI, deleted afterwards with the client."""
+    model_id, _ = upload(server, dense)
+    yield model_id
+    conn.delete_model(model_id)
+
+
+def test_run_wrong_input_name(server: ServerProcess, uploaded: str, x_file: Path) -> None:
+    r = cli("run", uploaded, "--input", f"nope={x_file}", *target(server))
+    assert "nope" in one_error_line(r, "InferenceFailed", 1)
+
+
+def test_run_wrong_dtype(server: ServerProcess, uploaded: str, tmp_path: Path) -> None:
+    x = tmp_path / "ints.npy"
+    np.save(x, np.ones((1, 16), dtype=np.int64))
+    one_error_line(cli("run", uploaded, "--input", f"x={x}", *target(server)), "InferenceFailed", 1)
+
+
+def test_run_unknown_model(server: ServerProcess, x_file: Path) -> None:
+    r = cli("run", "no-such-model", "--input", f"x={x_file}", *target(server))
+    assert "no-such-model" in one_error_line(r, "ModelNotFound", 1)
+
+
+def test_delete_unknown_model(server: ServerProcess) -> None:
+    one_error_line(cli("delete", "no-such-model", *target(server)), "ModelNotFound", 1)
+
+
+def test_upload_missing_file(server: ServerProcess, tmp_path: Path) -> None:
+    r = cli("upload", tmp_path / "absent.onnx", *target(server))
+    assert "absent.onnx" in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_upload_not_onnx(server: ServerProcess, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a model")
+    r = cli("upload", junk, *target(server))
+    one_error_line(r, "InferenceFailed", 1)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "needle"),
+    [
+        ([], "--input"),
+        (["x={missing}"], "missing.npy"),
+        (["x={text}"], "text.npy"),
+        (["x={x}", "{x}"], "by name"),
+    ],
+    ids=["none", "missing-file", "not-npy", "mixed-named-positional"],
+)
+def test_run_bad_inputs(
+    server: ServerProcess,
+    uploaded: str,
+    x_file: Path,
+    tmp_path: Path,
+    inputs: list[str],
+    needle: str,
+) -> None:
+    text = tmp_path / "text.npy"
+    text.write_text("1, 2, 3")
+    paths = {"missing": tmp_path / "missing.npy", "text": text, "x": x_file}
+    args = [a for spec in inputs for a in ("--input", spec.format(**paths))]
+    r = cli("run", uploaded, *args, *target(server))
+    assert needle in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_simulation_server_refused_without_flag(server: ServerProcess, dense: Path) -> None:
+    r = cli("upload", dense, *target(server, simulation=False))
+    assert "SIMULATION" in one_error_line(r, "VerificationError", 1)
+    assert "WARNING" not in r.stderr
+
+
+def test_missing_policy_file(server: ServerProcess, dense: Path, tmp_path: Path) -> None:
+    r = cli(
+        "upload", dense, "--policy", tmp_path / "absent.toml", *target(server, simulation=False)
+    )
+    assert "absent.toml" in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_unreachable_server(dense: Path) -> None:
+    (port,) = free_ports(1)
+    r = cli("upload", dense, "--host", "127.0.0.1", "--unattested-port", str(port), "--simulation")
+    assert "cannot reach" in one_error_line(r, "ServerError", 1)
+
+
+def test_serve_simulation_contradicts_tee() -> None:
+    r = cli("serve", "--simulation", "--tee", "tdx", timeout=30)
+    assert "contradicts" in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_serve_port_in_use(server: ServerProcess) -> None:
+    a, m = free_ports(2)
+    r = cli(
+        "serve",
+        "--simulation",
+        "--host",
+        "127.0.0.1",
+        "--unattested-port",
+        str(server.unattested_port),
+        "--attested-port",
+        str(a),
+        "--management-port",
+        str(m),
+        timeout=30,
+    )
+    assert "cannot listen" in one_error_line(r, "ConfigurationError", 2)
+
+
+@pytest.mark.parametrize("argv", [["run"], ["frobnicate"], ["upload", "m.onnx", "--port", "1"]])
+def test_usage_errors(argv: list[str]) -> None:
+    r = cli(*argv)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("usage: blindai")
+    assert r.stderr.splitlines()[-1].startswith("blindai")
+
+
+def test_serve_without_tee_refuses_to_start(tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    u, a, m = free_ports(3)
+    r = cli(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--unattested-port",
+        str(u),
+        "--attested-port",
+        str(a),
+        "--management-port",
+        str(m),
+        "--attestation-dir",
+        absent / "attestation",
+        "--tsm-report-dir",
+        absent / "tsm",
+        "--nsm-device",
+        absent / "nsm",
+        timeout=30,
+    )
+    assert "no TEE" in one_error_line(r, "ConfigurationError", 2)
