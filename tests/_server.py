@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -61,7 +62,9 @@ class ServerProcess:
             self.process.wait()
 
 
-def start_server(log_dir: Path, *extra: str, simulation: bool = True) -> ServerProcess:
+def start_server(
+    log_dir: Path, *extra: str, simulation: bool = True, https: bool = False
+) -> ServerProcess:
     """Start ``python -m blindai serve`` and wait until the unattested port answers.
 
     Free ports can be taken by another process between the probe and the bind: then it
@@ -69,7 +72,7 @@ def start_server(log_dir: Path, *extra: str, simulation: bool = True) -> ServerP
     """
     for attempt in range(5):
         try:
-            return _start(log_dir, extra, simulation)
+            return _start(log_dir, extra, simulation, https)
         except PortTaken:
             if attempt == 4:
                 raise
@@ -80,7 +83,7 @@ class PortTaken(RuntimeError):
     """The server could not bind one of its ports."""
 
 
-def _start(log_dir: Path, extra: tuple[str, ...], simulation: bool) -> ServerProcess:
+def _start(log_dir: Path, extra: tuple[str, ...], simulation: bool, https: bool) -> ServerProcess:
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
@@ -110,7 +113,10 @@ def _start(log_dir: Path, extra: tuple[str, ...], simulation: bool) -> ServerPro
                 raise PortTaken(server.log())
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{u}/", timeout=1):
+            # readiness only: nothing read here is trusted
+            scheme = "https" if https else "http"
+            ctx = ssl._create_unverified_context() if https else None
+            with urllib.request.urlopen(f"{scheme}://127.0.0.1:{u}/", timeout=1, context=ctx):
                 return server
         except OSError:
             time.sleep(0.1)

@@ -25,38 +25,64 @@ def add_serve_command(sub: Any) -> None:
         "attested inference, 9925 attested model management. Without TEE hardware, "
         "--simulation is required (it protects nothing).",
     )
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--unattested-port", type=int, default=9923)
-    p.add_argument("--attested-port", type=int, default=9924)
-    p.add_argument("--management-port", type=int, default=9925)
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--unattested-port", type=int, help="unattested port (default 9923)")
+    p.add_argument("--attested-port", type=int, help="attested inference port (default 9924)")
+    p.add_argument("--management-port", type=int, help="model management port (default 9925)")
     p.add_argument(
         "--tee",
         choices=_TEES,
-        default="auto",
         help="evidence source (default auto: probe the TEE devices, never simulate)",
     )
     p.add_argument(
         "--simulation", action="store_true", help="run without a TEE: UNSAFE, for development only"
     )
-    p.add_argument("--max-model-bytes", type=int, default=None, help="largest model accepted")
-    p.add_argument("--max-request-bytes", type=int, default=None, help="largest /run body")
-    p.add_argument("--max-models", type=int, default=None, help="most models held at once")
-    p.add_argument("--pccs-url", default=None, help="PCCS/PCS base URL for SGX collateral")
+    p.add_argument("--max-model-bytes", type=int, help="largest model accepted (default 1 GiB)")
+    p.add_argument("--max-request-bytes", type=int, help="largest inference body (default 64 MiB)")
+    p.add_argument("--max-models", type=int, help="most models held at once (default 64)")
+    p.add_argument("--pccs-url", help="PCCS/PCS base URL for SGX/TDX collateral")
+    p.add_argument(
+        "--unattested-tls-cert",
+        type=Path,
+        help="PEM certificate for HTTPS on the unattested port (default: plain HTTP)",
+    )
+    p.add_argument("--unattested-tls-key", type=Path, help="PEM key for --unattested-tls-cert")
     p.add_argument(
         "--attestation-dir",
         type=Path,
-        default=None,
         help="Gramine's attestation files (default /dev/attestation)",
     )
     p.add_argument(
         "--tsm-report-dir",
         type=Path,
-        default=None,
         help="configfs-tsm report dir (default /sys/kernel/config/tsm/report)",
     )
-    p.add_argument("--nsm-device", type=Path, default=None, help="Nitro NSM (default /dev/nsm)")
-    p.add_argument("--log-level", default="info", help="logging level (default info)")
+    p.add_argument("--nsm-device", type=Path, help="Nitro NSM device (default /dev/nsm)")
+    p.add_argument("--log-level", help="logging level (default info)")
+    p.epilog = (
+        "Every option can also be set by an environment variable BLINDAI_<OPTION> "
+        "(e.g. BLINDAI_PCCS_URL); a flag given on the command line wins."
+    )
     p.set_defaults(func=_serve)
+
+
+_SERVE_FIELDS = (
+    "host",
+    "unattested_port",
+    "attested_port",
+    "management_port",
+    "tee",
+    "max_model_bytes",
+    "max_request_bytes",
+    "max_models",
+    "pccs_url",
+    "unattested_tls_cert",
+    "unattested_tls_key",
+    "attestation_dir",
+    "tsm_report_dir",
+    "nsm_device",
+    "log_level",
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -64,39 +90,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     from blindai.server import ServerSettings, serve
 
-    logging.getLogger().setLevel(args.log_level.upper())
-    if args.simulation and args.tee not in ("auto", "simulation"):
+    if args.simulation and args.tee not in (None, "auto", "simulation"):
         raise ConfigurationError(f"--simulation contradicts --tee {args.tee}")
+    # only what was given: the rest comes from BLINDAI_* variables or the defaults
     fields: dict[str, Any] = {
-        "host": args.host,
-        "unattested_port": args.unattested_port,
-        "attested_port": args.attested_port,
-        "management_port": args.management_port,
-        "tee": "simulation" if args.simulation else args.tee,
-        "simulation": args.simulation,
-        "pccs_url": args.pccs_url,
-        "log_level": args.log_level,
+        name: getattr(args, name) for name in _SERVE_FIELDS if getattr(args, name) is not None
     }
-    if args.max_model_bytes is not None:
-        fields["max_model_bytes"] = args.max_model_bytes
-    if args.max_request_bytes is not None:
-        fields["max_request_bytes"] = args.max_request_bytes
-    if args.max_models is not None:
-        fields["max_models"] = args.max_models
-    for name in (
-        "attestation_dir",
-        "tsm_report_dir",
-        "nsm_device",
-        "unattested_tls_cert",
-        "unattested_tls_key",
-    ):
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
+    if args.simulation:
+        fields.update(simulation=True, tee="simulation")
     try:
         settings = ServerSettings(**fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigurationError(f"{first['loc'][0]}: {first['msg']}") from None
+        raise ConfigurationError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    try:
+        logging.getLogger().setLevel(settings.log_level.upper())
+    except ValueError:
+        raise ConfigurationError(f"unknown log level {settings.log_level!r}") from None
     serve(settings)
     return 0
 
