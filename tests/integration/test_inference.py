@@ -119,3 +119,16 @@ def test_inputs_that_do_not_fit_are_refused_with_a_message(conn, inputs, fragmen
         conn.run_model(model_id=uploaded.model_id, input_tensors=inputs)
     assert info.value.status_code == 400
     assert fragment in str(info.value)
+
+
+def test_large_upload_streams_in_chunks(conn):
+    from blindai.client.connection import PROGRESS_MIN_BYTES
+
+    model = matmul(1536, 1536, seed=5)  # 9 MiB of weights: above the streaming threshold
+    assert len(model) > PROGRESS_MIN_BYTES
+    uploaded = conn.upload_model(model)
+    x = np.ones((1, 1536), np.float32)
+    np.testing.assert_allclose(
+        conn.predict(uploaded.model_id, {"x": x})["y"], _reference(model, {"x": x})[0], rtol=1e-4
+    )
+    conn.delete_model(uploaded.model_id)
