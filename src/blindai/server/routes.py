@@ -14,7 +14,7 @@ from blindai.protocol import codec
 from blindai.server.errors import message_for, status_for
 from blindai.server.handlers import DataPlane, PayloadTooLarge, output_tensors
 
-__all__ = ["BlindAIRoutes", "cbor_response", "read_body"]
+__all__ = ["BlindAIRoutes", "cbor_errors", "cbor_response", "error_replies", "read_body"]
 
 _log = logging.getLogger("blindai.server")
 CBOR = "application/cbor"
@@ -45,19 +45,33 @@ async def read_body(request: Request, limit: int) -> bytes:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def cbor_errors(endpoint: Endpoint) -> Endpoint:
-    """Turn BlindAI errors into a 4xx/5xx with a short CBOR text message."""
+def error_replies(render: Callable[[str, int], Response]) -> Callable[[Endpoint], Endpoint]:
+    """Turn errors into a 4xx/5xx made by ``render(message, status)``.
 
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except BlindAIError as exc:
-            status = status_for(exc)
-            if status >= 500:
-                _log.error("%s failed: %s", request.url.path, type(exc).__name__)
-            return cbor_response(message_for(exc), status)
+    A BlindAI error keeps its status and short message; anything else is a bug, answered with
+    a 500 and logged by exception type only (never request data).
+    """
 
-    return wrapped
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except BlindAIError as exc:
+                status = status_for(exc)
+                if status >= 500:
+                    _log.error("%s failed: %s", request.url.path, type(exc).__name__)
+                return render(message_for(exc), status)
+            except Exception as exc:
+                _log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
+                return render("internal server error", 500)
+
+        return wrapped
+
+    return decorate
+
+
+#: 0.6 routes: a CBOR text message
+cbor_errors = error_replies(cbor_response)
 
 
 def _text(body: dict[str, Any], key: str) -> str:

@@ -19,11 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import blindai
-from blindai.errors import BlindAIError, ModelNotFound, ProtocolError
-from blindai.server.errors import message_for, status_for
+from blindai.errors import ModelNotFound, ProtocolError
 from blindai.server.handlers import DataPlane, match_inputs
 from blindai.server.registry import ModelEntry
-from blindai.server.routes import read_body
+from blindai.server.routes import error_replies, read_body
 from blindai.server.runtime import TensorSpec
 from blindai.server.v2.codec import HEADER_LENGTH, encode_response, parse_request
 from blindai.server.v2.datatypes import datatype_for
@@ -49,22 +48,12 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status, media_type="application/json")
 
 
-def json_errors(endpoint: Endpoint) -> Endpoint:
-    """Turn errors into ``{"error": ...}`` replies; the server keeps serving."""
+def _json_error(message: str, status: int) -> Response:
+    return json_response({"error": message}, status)
 
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except BlindAIError as exc:
-            status = status_for(exc)
-            if status >= 500:
-                _log.error("%s failed: %s", request.url.path, type(exc).__name__)
-            return json_response({"error": message_for(exc)}, status)
-        except Exception as exc:  # a bug: answer in JSON, log the type only (no payload data)
-            _log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
-            return json_response({"error": "internal server error"}, 500)
 
-    return wrapped
+#: v2 routes: ``{"error": ...}``
+json_errors = error_replies(_json_error)
 
 
 def _describe(spec: TensorSpec) -> dict[str, object]:
