@@ -30,10 +30,10 @@ Example (without a TEE, ``auto`` refuses rather than simulate)::
 
 from __future__ import annotations
 
-from blindai.server.attesters._cache import PcsCollateralSource
-from blindai.server.attesters._pcs import (
+from blindai.attestation._collateral import (
     INTEL_PCS_URL,
     FetchResponse,
+    PcsCollateralSource,
     PcsFetcher,
     UrllibFetcher,
 )
