@@ -222,3 +222,14 @@ def test_urllib_fetcher_unreachable_is_collateral_unavailable():
         port = s.getsockname()[1]
     with pytest.raises(CollateralUnavailable, match="failed"):
         UrllibFetcher(timeout=5).get(f"http://127.0.0.1:{port}/")
+
+
+def test_public_name_is_imported_on_first_use():
+    import blindai.attestation
+    from blindai.attestation import _collateral
+
+    assert "PcsCollateralSource" in blindai.attestation.__all__
+    assert "PcsCollateralSource" in dir(blindai.attestation)
+    assert blindai.attestation.PcsCollateralSource is _collateral.PcsCollateralSource
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        _ = blindai.attestation.NoSuchName  # type: ignore[attr-defined]
