@@ -4,7 +4,8 @@ One verifier per evidence kind, one protocol: ``verify(evidence, policy, *, now,
 endorsements)`` checks authenticity first (signatures, chains to a pinned vendor root,
 collateral), then the policy, and returns :class:`VerifiedClaims` or raises a
 :class:`~blindai.errors.VerificationError` subclass. Nothing here touches the network unless a
-fetcher is passed in.
+fetcher is passed in: :class:`PcsCollateralSource` fetches SGX/TDX collateral from Intel's PCS
+or a PCCS (``PcsCollateralSource.online(base_url)``) for whoever is given one.
 
 Example::
 
@@ -20,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from blindai.attestation.binding import check_binding, expected_report_data
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
@@ -28,10 +29,14 @@ from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import KindPolicy, Policy
 from blindai.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from blindai.attestation._collateral import PcsCollateralSource
+
 __all__ = [
     "Endorsements",
     "EvidenceKind",
     "KindPolicy",
+    "PcsCollateralSource",
     "Policy",
     "VerifiedClaims",
     "Verifier",
@@ -40,6 +45,19 @@ __all__ = [
     "verifier_for",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PcsCollateralSource``, imported on first use (it brings urllib and dcap-qvl)."""
+    if name == "PcsCollateralSource":
+        from blindai.attestation._collateral import PcsCollateralSource
+
+        return PcsCollateralSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"PcsCollateralSource"})
 
 
 class Verifier(Protocol):

@@ -11,10 +11,13 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from blindai.attestation import PcsCollateralSource
 
 __all__ = ["add_attest_command"]
 
@@ -49,6 +52,12 @@ def add_attest_command(sub: Any) -> None:
         "--simulation", action="store_true", help="HOST: accept a simulation server (UNSAFE)"
     )
     p.add_argument("--unattested-port", type=int, default=9923, help="HOST: unattested port")
+    p.add_argument(
+        "--pccs-url",
+        metavar="URL",
+        help="SGX/TDX: fetch the collateral from this PCCS, or Intel's PCS "
+        "(https://api.trustedservices.intel.com), when the server (or --collateral) gives none",
+    )
     p.set_defaults(func=_attest)
 
 
@@ -114,10 +123,10 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
         raise ConfigurationError("attest verify needs --kind and --evidence")
     kind = EvidenceKind(args.kind)
     evidence = _read(args.evidence, "evidence")
-    endorsements = Endorsements(
-        _read(args.collateral, "collateral") if args.collateral else None,
-        tuple(_read(p, "certificate") for p in args.certs),
-    )
+    collateral = _read(args.collateral, "collateral") if args.collateral else None
+    if collateral is None and args.pccs_url and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
+        collateral = _collateral_source(args.pccs_url).for_quote(evidence).to_json()
+    endorsements = Endorsements(collateral, tuple(_read(p, "certificate") for p in args.certs))
     note = None
     if args.policy:
         policy = Policy.from_file(args.policy)
@@ -129,6 +138,12 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     return 0
 
 
+def _collateral_source(url: str) -> PcsCollateralSource:
+    from blindai.attestation import PcsCollateralSource
+
+    return PcsCollateralSource.online(url)
+
+
 def _verify_host(args: argparse.Namespace, when: datetime) -> int:
     from blindai.client._attest import attest_server
     from blindai.client._transport import PlainTransport
@@ -138,7 +153,13 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
     policy = Policy.from_file(args.policy) if args.policy else None
     plain = PlainTransport(args.target, args.unattested_port, 60)
     try:
-        attested = attest_server(plain, simulation_mode=args.simulation, policy=policy, now=when)
+        attested = attest_server(
+            plain,
+            simulation_mode=args.simulation,
+            policy=policy,
+            now=when,
+            collateral_fetcher=_collateral_source(args.pccs_url) if args.pccs_url else None,
+        )
     finally:
         plain.close()
     _print(attested.claims, args.json, "certificate bound to the evidence: yes")

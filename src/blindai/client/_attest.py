@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
@@ -26,9 +26,13 @@ from blindai.errors import (
     VerificationError,
 )
 
+if TYPE_CHECKING:
+    from blindai.attestation._collateral import CollateralSource
+
 __all__ = ["Attested", "attest_server"]
 
 _log = logging.getLogger("blindai.client")
+_DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,17 @@ def _kind(info: dict[str, Any], evidence: bytes) -> EvidenceKind:
     raise EvidenceError("cannot tell which kind of evidence the server sent")
 
 
-def _endorsements(plain: PlainTransport, kind: EvidenceKind) -> Endorsements:
+def _endorsements(
+    plain: PlainTransport,
+    kind: EvidenceKind,
+    evidence: bytes,
+    collateral_fetcher: CollateralSource | None = None,
+) -> Endorsements:
+    """The server's endorsements; SGX/TDX collateral from ``collateral_fetcher`` when it has none.
+
+    Order: ``/endorsements``, then BlindAI 0.6's ``/collateral``, then the caller's fetcher (the
+    only network use outside the server, and only when the caller passed one).
+    """
     resp = _get(plain, "/endorsements", optional=True)
     found = Endorsements()
     if resp is not None:
@@ -94,7 +108,7 @@ def _endorsements(plain: PlainTransport, kind: EvidenceKind) -> Endorsements:
             certs = tuple(c for c in body.get("certificates") or () if isinstance(c, bytes))
             coll = body.get("collateral")
             found = Endorsements(coll if isinstance(coll, bytes) else None, certs)
-    if found.collateral is None and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
+    if found.collateral is None and kind in _DCAP_KINDS:
         coll_resp = _get(plain, "/collateral", optional=True)
         if coll_resp is not None:
             from blindai.attestation._dcap import collateral_from_blindai_v06
@@ -103,6 +117,9 @@ def _endorsements(plain: PlainTransport, kind: EvidenceKind) -> Endorsements:
                 collateral_from_blindai_v06(_cbor(coll_resp, "collateral")),
                 found.certificates,
             )
+    if found.collateral is None and kind in _DCAP_KINDS and collateral_fetcher is not None:
+        _log.info("the server sent no %s collateral: fetching it with the given source", kind.value)
+        found = Endorsements(collateral_fetcher.for_quote(evidence).to_json(), found.certificates)
     return found
 
 
@@ -113,8 +130,12 @@ def attest_server(
     policy: Policy | None,
     now: datetime | None = None,
     verifier: Verifier | None = None,
+    collateral_fetcher: CollateralSource | None = None,
 ) -> Attested:
-    """Fetch, verify and bind; raise a typed error on any refusal."""
+    """Fetch, verify and bind; raise a typed error on any refusal.
+
+    ``collateral_fetcher`` supplies SGX/TDX collateral when the server sends none.
+    """
     cert_resp = _get(plain, "/")
     assert cert_resp is not None
     mock = "mock" in cert_resp.headers.get("server", "").lower()
@@ -135,7 +156,9 @@ def attest_server(
     if simulation_mode:
         claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
     else:
-        claims = _verify_real(plain, kind, evidence, policy, when, verifier)
+        claims = _verify_real(
+            plain, kind, evidence, policy, when, verifier, collateral_fetcher=collateral_fetcher
+        )
     check_binding(
         cert_der, report_data=claims.report_data, public_key=getattr(claims, "public_key", None)
     )
@@ -149,6 +172,8 @@ def _verify_real(
     policy: Policy | None,
     when: datetime,
     verifier: Verifier | None,
+    *,
+    collateral_fetcher: CollateralSource | None,
 ) -> VerifiedClaims:
     if kind is EvidenceKind.SIMULATION:
         raise VerificationError(
@@ -167,6 +192,5 @@ def _verify_real(
         raise VerificationError(
             f"the server sent {kind.value} evidence; the given verifier takes {verifier.kind.value}"
         )
-    return verifier.verify(
-        evidence, policy.for_kind(kind), now=when, endorsements=_endorsements(plain, kind)
-    )
+    endorsements = _endorsements(plain, kind, evidence, collateral_fetcher)
+    return verifier.verify(evidence, policy.for_kind(kind), now=when, endorsements=endorsements)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 import numpy as np
@@ -28,6 +28,9 @@ from blindai.errors import (
     ServerError,
 )
 from blindai.protocol import codec
+
+if TYPE_CHECKING:
+    from blindai.attestation._collateral import CollateralSource
 
 __all__ = ["Connection", "RunModelResponse", "UploadModelResponse", "connect"]
 
@@ -198,6 +201,7 @@ def connect(
     *,
     policy: Policy | None = None,
     verifier: Verifier | None = None,
+    collateral_fetcher: CollateralSource | None = None,
     timeout: float = 300.0,
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
@@ -210,6 +214,11 @@ def connect(
     (``hazmat_http_on_unattested_port`` is accepted for compatibility).
     ``verifier`` replaces the verifier that trusts the embedded vendor roots (a private
     PKI, or tests); the policy still applies.
+    ``collateral_fetcher`` (SGX, TDX) supplies the collateral (TCB Info, QE Identity, CRLs)
+    when the server sends none, e.g. a TDX server started without ``--pccs-url``:
+    ``collateral_fetcher=PcsCollateralSource.online()`` (Intel's PCS) or
+    ``PcsCollateralSource.online("https://pccs.example:8081")``. Nothing is fetched by the
+    client unless one is given; what it fetches is verified like the server's.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
@@ -219,7 +228,11 @@ def connect(
     start = time.perf_counter()
     try:
         attested = attest_server(
-            plain, simulation_mode=simulation_mode, policy=policy, verifier=verifier
+            plain,
+            simulation_mode=simulation_mode,
+            policy=policy,
+            verifier=verifier,
+            collateral_fetcher=collateral_fetcher,
         )
     finally:
         plain.close()

@@ -1,8 +1,10 @@
 """Evidence *collection* on the server: one attester per platform, chosen by ``--tee``.
 
 Each attester follows :class:`Attester`: ``evidence(report_data)`` returns the platform's
-evidence binding the 64-byte report data, ``endorsements()`` what a verifier needs beside it,
-``blindai_collateral()`` BlindAI 0.6's ``/collateral`` map (SGX only).
+evidence binding the 64-byte report data, ``endorsements()`` what a verifier needs beside it
+(SNP certificates; SGX collateral; TDX collateral with ``--pccs-url``, fetched through
+:mod:`blindai.attestation._collateral`), ``blindai_collateral()`` BlindAI 0.6's
+``/collateral`` map (SGX only).
 
 ================  ===========================  ==========================================
 ``--tee``         attester                     device interface
@@ -30,10 +32,10 @@ Example (without a TEE, ``auto`` refuses rather than simulate)::
 
 from __future__ import annotations
 
-from blindai.server.attesters._cache import PcsCollateralSource
-from blindai.server.attesters._pcs import (
+from blindai.attestation._collateral import (
     INTEL_PCS_URL,
     FetchResponse,
+    PcsCollateralSource,
     PcsFetcher,
     UrllibFetcher,
 )

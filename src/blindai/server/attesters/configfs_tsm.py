@@ -14,6 +14,11 @@ One report per entry directory under ``/sys/kernel/config/tsm/report/`` (ABI:
 must equal the number of our own writes, or another writer raced us and the report may not be
 ours: the attester then retries with a new entry, and gives up with :class:`EvidenceError`.
 Calls are serialised with a lock.
+
+TDX collateral (TCB Info, QE Identity, CRLs) does not come from the kernel: given a
+``collateral`` source (a PCCS or Intel's PCS, ``--pccs-url``), :meth:`endorsements` returns the
+collateral for the last quote, so that clients verify without a network of their own; without
+one it returns none, and clients must fetch it themselves (``collateral_fetcher``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from blindai.attestation._collateral import CollateralSource
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.snp._certs import (
@@ -36,7 +42,7 @@ from blindai.attestation.snp._certs import (
     VLEK_GUID,
     parse_cert_table,
 )
-from blindai.errors import ConfigurationError, EvidenceError
+from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
@@ -106,6 +112,7 @@ class ConfigfsTsmAttester:
         privlevel: int | None = None,
         attempts: int = 3,
         settle_timeout: float = 1.0,
+        collateral: CollateralSource | None = None,
     ) -> None:
         if provider not in PROVIDERS:
             raise ConfigurationError(
@@ -119,8 +126,16 @@ class ConfigfsTsmAttester:
         self.privlevel = privlevel
         self.attempts = attempts
         self.settle_timeout = settle_timeout
+        self.collateral = collateral
         self._lock = threading.Lock()
         self._certificates: tuple[bytes, ...] = ()
+        self._last_quote: bytes | None = None
+        if self.kind is EvidenceKind.TDX and collateral is None:
+            _log.warning(
+                "TDX without a PCCS/PCS URL (--pccs-url): this server serves no TDX collateral; "
+                "clients need their own collateral source (blindai.connect(collateral_fetcher=...)"
+                " or blindai attest --pccs-url)"
+            )
 
     @classmethod
     def probe(
@@ -172,6 +187,8 @@ class ConfigfsTsmAttester:
             raise EvidenceError(f"configfs-tsm provider changed from {self.provider!r}")
         self._check(outblob, report_data)
         self._certificates = auxblob_certificates(auxblob)
+        if self.kind is EvidenceKind.TDX:
+            self._last_quote = outblob
         return outblob
 
     def _check(self, outblob: bytes, report_data: bytes) -> None:
@@ -181,9 +198,18 @@ class ConfigfsTsmAttester:
             raise EvidenceError("the configfs-tsm report does not carry our report data")
 
     def endorsements(self) -> Endorsements:
-        """SEV-SNP: the VCEK/VLEK, ASK and ARK from the last report's ``auxblob``; TDX: none."""
+        """SEV-SNP: the VCEK/VLEK, ASK and ARK from the last report's ``auxblob``.
+
+        TDX: the collateral JSON for the last quote when there is a ``collateral`` source, else
+        none. :class:`CollateralUnavailable` before any quote, or when fetching fails.
+        """
         with self._lock:
-            return Endorsements(certificates=self._certificates)
+            certificates, quote = self._certificates, self._last_quote
+        if self.kind is not EvidenceKind.TDX or self.collateral is None:
+            return Endorsements(certificates=certificates)
+        if quote is None:
+            raise CollateralUnavailable("no quote collected yet: collateral follows the quote")
+        return Endorsements(collateral=self.collateral.for_quote(quote).to_json())
 
     def blindai_collateral(self) -> dict[str, Any] | None:
         """Not applicable (BlindAI 0.6's ``/collateral`` is SGX only)."""

@@ -6,8 +6,9 @@ Gramine (``sgx.remote_attestation = "dcap"``) exposes:
 * ``user_report_data``: write the 64-byte report data there;
 * ``quote``: read it to get an SGX quote (v3) of this enclave carrying that report data.
 
-The collateral a client needs beside the quote comes from a PCS or PCCS
-(:class:`PcsCollateralSource`), served as BlindAI 0.6's ``/collateral`` map.
+The collateral a client needs beside the quote comes from a PCS or PCCS (a
+:class:`~blindai.attestation._collateral.CollateralSource`), served on ``/endorsements`` and as
+BlindAI 0.6's ``/collateral`` map.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from blindai.attestation._collateral import CollateralSource
 from blindai.attestation._dcap_collateral import collateral_to_blindai_v06
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
-from blindai.server.attesters._cache import PcsCollateralSource
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
@@ -39,7 +40,7 @@ class GramineAttester:
         self,
         attestation_dir: Path = DEFAULT_ATTESTATION_DIR,
         *,
-        collateral: PcsCollateralSource | None,
+        collateral: CollateralSource | None,
     ) -> None:
         self.attestation_dir = attestation_dir
         self.collateral = collateral

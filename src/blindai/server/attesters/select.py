@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindai.attestation._collateral import (
+    INTEL_PCS_URL,
+    PcsCollateralSource,
+    PcsFetcher,
+    UrllibFetcher,
+)
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import ConfigurationError
-from blindai.server.attesters._cache import PcsCollateralSource
-from blindai.server.attesters._pcs import INTEL_PCS_URL, PcsFetcher, UrllibFetcher
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.configfs_tsm import DEFAULT_TSM_REPORT_DIR, ConfigfsTsmAttester
 from blindai.server.attesters.gramine import DEFAULT_ATTESTATION_DIR, GramineAttester
@@ -41,7 +45,8 @@ def select_attester(
 
     ``auto`` probes Gramine (``attestation_dir``), then configfs-tsm (``tsm_report_dir``), then
     the NSM (``nsm_device``), and never falls back to simulation. ``fetcher`` and ``pccs_url``
-    (default: Intel's PCS) serve SGX collateral; the default fetcher uses ``urllib``.
+    serve collateral: SGX always (default: Intel's PCS), TDX only when ``pccs_url`` is given
+    (without it the server serves no TDX collateral); the default fetcher uses ``urllib``.
     """
     paths = paths or AttesterPaths()
     if tee == "simulation":
@@ -49,7 +54,7 @@ def select_attester(
     if tee == "gramine-sgx":
         return _gramine(paths, fetcher, pccs_url)
     if tee in ("tdx", "sev-snp"):
-        return _tsm(paths, EvidenceKind(tee))
+        return _tsm(paths, EvidenceKind(tee), fetcher, pccs_url)
     if tee == "nitro":
         return NsmAttester.open(paths.nsm_device)
     if tee == "auto":
@@ -61,7 +66,7 @@ def _auto(paths: AttesterPaths, fetcher: PcsFetcher | None, pccs_url: str | None
     if paths.attestation_dir.is_dir():
         return _gramine(paths, fetcher, pccs_url)
     if paths.tsm_report_dir.is_dir():
-        return ConfigfsTsmAttester.probe(paths.tsm_report_dir)
+        return _tsm(paths, None, fetcher, pccs_url)
     if paths.nsm_device.exists():
         return NsmAttester.open(paths.nsm_device)
     raise ConfigurationError(
@@ -79,9 +84,17 @@ def _gramine(
     return GramineAttester(paths.attestation_dir, collateral=source)
 
 
-def _tsm(paths: AttesterPaths, kind: EvidenceKind) -> ConfigfsTsmAttester:
-    attester = ConfigfsTsmAttester.probe(paths.tsm_report_dir)
-    if attester.kind is not kind:
+def _tsm(
+    paths: AttesterPaths,
+    kind: EvidenceKind | None,
+    fetcher: PcsFetcher | None,
+    pccs_url: str | None,
+) -> ConfigfsTsmAttester:
+    source = None
+    if pccs_url is not None:
+        source = PcsCollateralSource(fetcher or UrllibFetcher(), base_url=pccs_url)
+    attester = ConfigfsTsmAttester.probe(paths.tsm_report_dir, collateral=source)
+    if kind is not None and attester.kind is not kind:
         raise ConfigurationError(
             f"--tee {kind.value} asked, but configfs-tsm's provider is {attester.provider!r} "
             f"({attester.kind.value})"

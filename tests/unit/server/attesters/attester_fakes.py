@@ -1,4 +1,4 @@
-"""Fakes for the attesters' devices and services: a PCS, a configfs-tsm kernel, an SNP table."""
+"""Fakes for the attesters' devices: a configfs-tsm kernel, an SNP table (the PCS: pcs_fakes)."""
 
 from __future__ import annotations
 
@@ -10,52 +10,18 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from blindai.attestation.snp._certs import build_cert_table
-from blindai.errors import CollateralUnavailable
-from blindai.server.attesters import INTEL_PCS_URL, FetchResponse
+from tests.unit.attestation.pcs_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
 
-ROOT_CRL_URL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
-API = f"{INTEL_PCS_URL}/sgx/certification/v4"
-
-
-class FakeFetcher:
-    """Maps URLs to answers; records every URL asked; unknown URLs are unavailable."""
-
-    def __init__(self, answers: dict[str, FetchResponse]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    def get(self, url: str) -> FetchResponse:
-        self.asked.append(url)
-        if url not in self.answers:
-            raise CollateralUnavailable(f"fake PCS: 404 for {url}")
-        return self.answers[url]
-
-
-def pcs_answers(set_dir: Path, *, fmspc: str, ca: str, base: str = API) -> dict[str, FetchResponse]:
-    """What Intel's PCS v4 answers for the collateral stored (derived) in ``set_dir``."""
-    derived = set_dir / "derived"
-
-    def chain(name: str) -> str:
-        return quote((derived / name).read_text())
-
-    return {
-        f"{base}/tcb?fmspc={fmspc}": FetchResponse(
-            (derived / "tcb_info.json").read_bytes(),
-            {"TCB-Info-Issuer-Chain": chain("tcb_info_issuer_chain.pem")},
-        ),
-        f"{base}/qe/identity": FetchResponse(
-            (derived / "qe_identity.json").read_bytes(),
-            {"SGX-Enclave-Identity-Issuer-Chain": chain("qe_identity_issuer_chain.pem")},
-        ),
-        f"{base}/pckcrl?ca={ca}&encoding=der": FetchResponse(
-            (derived / "pck_crl.der").read_bytes(),
-            {"SGX-PCK-CRL-Issuer-Chain": chain("pck_crl_issuer_chain.pem")},
-        ),
-        ROOT_CRL_URL: FetchResponse((derived / "root_ca_crl.der").read_bytes()),
-    }
+__all__ = [
+    "API",
+    "ROOT_CRL_URL",
+    "FakeFetcher",
+    "FakeTsmKernel",
+    "certificate_table",
+    "pcs_answers",
+]
 
 
 class FakeTsmKernel(threading.Thread):

@@ -1,0 +1,277 @@
+"""SGX and TDX collateral from Intel's PCS (API v4) or a PCCS: the only code touching the network.
+
+Nothing here fetches by itself: a :class:`PcsFetcher` is passed in (:class:`UrllibFetcher` is
+the one over ``urllib``). For a quote whose PCK chain gives FMSPC ``F`` and PCK CA ``C``, with
+``T`` = ``sgx`` for SGX quotes and ``tdx`` for TDX quotes::
+
+    {base}/T/certification/v4/tcb?fmspc=F           header TCB-Info-Issuer-Chain
+    {base}/T/certification/v4/qe/identity           header SGX-Enclave-Identity-Issuer-Chain
+    {base}/sgx/certification/v4/pckcrl?ca=C&encoding=der   header SGX-PCK-CRL-Issuer-Chain
+    root CA CRL: Intel PCS: the CRL distribution point of the root certificate
+                 (https://certificates.trustedservices.intel.com/IntelSGXRootCA.der);
+                 a PCCS: {base}/sgx/certification/v4/rootcacrl
+
+(TDX shares the SGX PCK CRL and root CA CRL.) Issuer chains are URL-encoded PEM in those
+headers (API v3 named the TCB one ``SGX-TCB-Info-Issuer-Chain``; both are accepted). CRLs may
+come as DER, PEM or hex text. The answers become dcap-qvl collateral through
+:mod:`blindai.attestation._dcap_collateral`; an answer it cannot use is
+:class:`CollateralUnavailable`. Nothing fetched is trusted: the verifier checks it all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+from urllib.parse import unquote
+
+from cryptography import x509
+
+from blindai.attestation._dcap_collateral import Collateral, collateral_from_pcs, parse_collateral
+from blindai.errors import CollateralError, CollateralUnavailable, EvidenceError
+
+__all__ = [
+    "INTEL_PCS_URL",
+    "CollateralSource",
+    "FetchResponse",
+    "PckChain",
+    "PcsCollateralSource",
+    "PcsFetcher",
+    "UrllibFetcher",
+    "fetch_collateral",
+    "pck_chain",
+]
+
+INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+_TCB_CHAIN = ("tcb-info-issuer-chain", "sgx-tcb-info-issuer-chain")
+_QE_CHAIN = ("sgx-enclave-identity-issuer-chain",)
+_CRL_CHAIN = ("sgx-pck-crl-issuer-chain",)
+_SGX_EXTENSIONS = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
+_FMSPC_OID_DER = bytes.fromhex("060a2a864886f84d010d0104")  # OID 1.2.840.113741.1.13.1.4
+
+_log = logging.getLogger("blindai.attestation")
+
+
+@dataclass(frozen=True)
+class FetchResponse:
+    """A successful (2xx) HTTP answer: body and headers (names matched case-insensitively)."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, *names: str) -> str | None:
+        """The first of ``names`` present, case-insensitively."""
+        lowered = {k.lower(): v for k, v in self.headers.items()}
+        return next((lowered[n] for n in names if n in lowered), None)
+
+
+class PcsFetcher(Protocol):
+    """GETs a URL; raises :class:`CollateralUnavailable` (or ``OSError``) unless it answers 2xx."""
+
+    def get(self, url: str) -> FetchResponse:
+        """The answer to ``GET url``."""
+        ...
+
+
+class CollateralSource(Protocol):
+    """Gives the collateral that verifies a given SGX or TDX quote (e.g. a PCS or PCCS)."""
+
+    def for_quote(self, quote: bytes) -> Collateral:
+        """Collateral for ``quote``; :class:`CollateralUnavailable` when it cannot be had."""
+        ...
+
+
+class UrllibFetcher:
+    """A :class:`PcsFetcher` over ``urllib`` (HTTPS verified with the system's CAs)."""
+
+    def __init__(self, *, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+
+    def get(self, url: str) -> FetchResponse:
+        """GET ``url``; a non-2xx status or a network failure raises CollateralUnavailable."""
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as answer:
+                return FetchResponse(answer.read(), dict(answer.headers.items()))
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
+
+
+class PckChain:
+    """The PCK certificate chain (leaf, PCK CA, root) from a quote's certification data.
+
+    ``tee`` is ``sgx`` or ``tdx``: which PCS API serves the quote's TCB Info and QE Identity.
+    Nothing here is verified.
+    """
+
+    def __init__(self, certificates: list[x509.Certificate], *, tee: str = "sgx") -> None:
+        if len(certificates) != 3:
+            raise CollateralUnavailable(
+                f"the quote's PCK chain has {len(certificates)} certificates, expected 3"
+            )
+        self.leaf, self.ca, self.root = certificates
+        self.tee = tee
+
+    @property
+    def ca_type(self) -> str:
+        """``processor`` or ``platform``: which PCK CA issued the leaf (selects the PCK CRL)."""
+        names = self.leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        issuer = str(names[0].value) if names else ""
+        for ca in ("processor", "platform"):
+            if ca in issuer.lower():
+                return ca
+        raise CollateralUnavailable(f"unknown PCK CA {issuer!r}: expected Processor or Platform")
+
+    @property
+    def fmspc(self) -> str:
+        """The platform's FMSPC (6 bytes, uppercase hex), from the leaf's SGX extension."""
+        try:
+            ext = self.leaf.extensions.get_extension_for_oid(_SGX_EXTENSIONS).value
+        except x509.ExtensionNotFound as exc:
+            raise CollateralUnavailable("the PCK certificate has no SGX extension") from exc
+        der = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+        at = der.find(_FMSPC_OID_DER)
+        value = der[at + len(_FMSPC_OID_DER) : at + len(_FMSPC_OID_DER) + 8] if at >= 0 else b""
+        if len(value) != 8 or value[:2] != b"\x04\x06":
+            raise CollateralUnavailable("the PCK certificate's SGX extension has no FMSPC")
+        return value[2:].hex().upper()
+
+
+def pck_chain(quote: bytes) -> PckChain:
+    """The PCK chain of an SGX or TDX quote with certification data type 5 (PEM chain)."""
+    from blindai.attestation.sgx._layout import TEE_TDX, parse_envelope
+
+    try:
+        envelope = parse_envelope(quote)
+    except EvidenceError as exc:
+        raise CollateralUnavailable(f"no PCK chain in the quote: {exc}") from exc
+    try:
+        certificates = x509.load_pem_x509_certificates(envelope.pck_chain_pem)
+    except ValueError as exc:
+        raise CollateralUnavailable("the quote's PCK chain is not PEM certificates") from exc
+    tee = "tdx" if envelope.header.tee_type == TEE_TDX else "sgx"
+    return PckChain(certificates, tee=tee)
+
+
+def fetch_collateral(fetcher: PcsFetcher, base_url: str, chain: PckChain) -> Collateral:
+    """Fetch the collateral that verifies quotes carrying ``chain`` (see the module docstring)."""
+    base = base_url.rstrip("/")
+    sgx = f"{base}/sgx/certification/v4"
+    api = f"{base}/{chain.tee}/certification/v4"
+    tcb = _get(fetcher, f"{api}/tcb?fmspc={chain.fmspc}")
+    qe = _get(fetcher, f"{api}/qe/identity")
+    crl = _get(fetcher, f"{sgx}/pckcrl?ca={chain.ca_type}&encoding=der")
+    if base == INTEL_PCS_URL:
+        root_crl = _get(fetcher, _distribution_point(chain.root))
+    else:
+        root_crl = _get(fetcher, f"{sgx}/rootcacrl")
+    try:
+        return parse_collateral(
+            collateral_from_pcs(
+                tcb_info=tcb.body,
+                qe_identity=qe.body,
+                pck_crl=crl.body,
+                root_ca_crl=root_crl.body,
+                tcb_signing_chain=_chain(tcb, _TCB_CHAIN),
+                qe_identity_issuer_chain=_chain(qe, _QE_CHAIN),
+                pck_crl_issuer_chain=_chain(crl, _CRL_CHAIN),
+            )
+        )
+    except CollateralError as exc:
+        raise CollateralUnavailable(f"unusable PCS answer: {exc}") from exc
+
+
+def _get(fetcher: PcsFetcher, url: str) -> FetchResponse:
+    try:
+        return fetcher.get(url)
+    except CollateralUnavailable:
+        raise
+    except OSError as exc:
+        raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
+
+
+def _chain(answer: FetchResponse, names: tuple[str, ...]) -> bytes:
+    value = answer.header(*names)
+    if not value:
+        raise CollateralUnavailable(f"the PCS answer has no {names[0]} header")
+    return unquote(value).encode()
+
+
+def _distribution_point(root: x509.Certificate) -> str:
+    try:
+        points = root.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound as exc:
+        raise CollateralUnavailable("the Intel root has no CRL distribution point") from exc
+    for point in points:
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier):
+                return name.value
+    raise CollateralUnavailable("the Intel root has no CRL distribution point URL")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PcsCollateralSource:
+    """SGX and TDX collateral from a PCS or PCCS, cached until its earliest ``nextUpdate``.
+
+    One entry per (TEE, FMSPC, PCK CA); collateral already out of date when fetched is
+    returned (the verifier decides) but not cached, so the next call fetches again. Use
+    :meth:`online` for Intel's PCS or a PCCS over HTTPS; pass a fetcher to control the network.
+    """
+
+    def __init__(
+        self,
+        fetcher: PcsFetcher,
+        *,
+        base_url: str = INTEL_PCS_URL,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.fetcher = fetcher
+        self.base_url = base_url
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], tuple[Collateral, datetime]] = {}
+
+    @classmethod
+    def online(cls, base_url: str = INTEL_PCS_URL, *, timeout: float = 10.0) -> PcsCollateralSource:
+        """A source fetching from ``base_url`` (Intel's PCS by default, or a PCCS) over urllib."""
+        return cls(UrllibFetcher(timeout=timeout), base_url=base_url)
+
+    def for_quote(self, quote: bytes) -> Collateral:
+        """Collateral for the platform that produced ``quote`` (an SGX or TDX quote)."""
+        chain = pck_chain(quote)
+        key = (chain.tee, chain.fmspc, chain.ca_type)
+        with self._lock:
+            now = self._clock()
+            cached = self._cache.get(key)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+            collateral = fetch_collateral(self.fetcher, self.base_url, chain)
+            expires = _next_update(collateral)
+            if now < expires:
+                self._cache[key] = (collateral, expires)
+            else:
+                self._cache.pop(key, None)
+                _log.warning(
+                    "%s collateral from %s is out of date (nextUpdate %s)",
+                    chain.tee.upper(),
+                    self.base_url,
+                    expires.isoformat(),
+                )
+            return collateral
+
+
+def _next_update(collateral: Collateral) -> datetime:
+    try:
+        return collateral.next_update()
+    except CollateralError as exc:
+        raise CollateralUnavailable(f"unusable PCS collateral: {exc}") from exc

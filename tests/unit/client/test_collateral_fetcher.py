@@ -1,0 +1,315 @@
+"""The client fetches SGX/TDX collateral itself when the server sends none, and only if asked.
+
+A loopback HTTP server plays a TDX BlindAI server started without ``--pccs-url``: ``/``,
+``/info``, ``/quote`` (the real Phala TDX v4 quote) and ``/endorsements`` without collateral;
+the same server also answers like a PCCS from that set's real collateral files. The quote's
+report data is not the SHA-256 of our certificate, so a client that verified the quote ends in
+:class:`BindingError`; without collateral it ends in :class:`CollateralUnavailable`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote as urlquote
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+import blindai
+from blindai.attestation import Endorsements, EvidenceKind, PcsCollateralSource, Policy
+from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.tdx import TdxClaims, TdxPolicy, TdxVerifier
+from blindai.cli import main as cli_main
+from blindai.client._attest import _endorsements, attest_server
+from blindai.client._transport import PlainTransport
+from blindai.errors import BindingError, CollateralError, CollateralUnavailable
+from tests.unit.attestation.pcs_fakes import FakeFetcher, tdx_answers
+
+NOW = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)  # the README's time for the TDX v4 set
+MR_TD = (
+    "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a"
+    "3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
+)
+POLICY_TOML = f'[tdx]\nmr_td = "{MR_TD}"\n'
+
+
+def _certificate() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "blindai-srv")])
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def _pccs_routes(set_dir: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """What a PCCS answers for the set, by path (root CA CRL from the PCCS endpoint)."""
+    derived = set_dir / "derived"
+
+    def chain(name: str) -> str:
+        return urlquote((derived / name).read_text())
+
+    return {
+        "/tdx/certification/v4/tcb?fmspc=B0C06F000000": (
+            (derived / "tcb_info.json").read_bytes(),
+            {"TCB-Info-Issuer-Chain": chain("tcb_info_issuer_chain.pem")},
+        ),
+        "/tdx/certification/v4/qe/identity": (
+            (derived / "qe_identity.json").read_bytes(),
+            {"SGX-Enclave-Identity-Issuer-Chain": chain("qe_identity_issuer_chain.pem")},
+        ),
+        "/sgx/certification/v4/pckcrl?ca=platform&encoding=der": (
+            (derived / "pck_crl.der").read_bytes(),
+            {"SGX-PCK-CRL-Issuer-Chain": chain("pck_crl_issuer_chain.pem")},
+        ),
+        "/sgx/certification/v4/rootcacrl": ((derived / "root_ca_crl.der").read_bytes(), {}),
+    }
+
+
+@dataclass
+class LoopbackServer:
+    """A TDX BlindAI server's unattested port without collateral, and a PCCS, on one port."""
+
+    port: int
+    routes: dict[str, tuple[bytes, dict[str, str]]]
+    asked: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def plain(self) -> PlainTransport:
+        return PlainTransport("127.0.0.1", self.port, 10)
+
+
+@pytest.fixture
+def tdx_set(evidence_dir: Path) -> Path:
+    return evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4"
+
+
+@pytest.fixture
+def server(tdx_set: Path) -> Iterator[LoopbackServer]:
+    routes: dict[str, tuple[bytes, dict[str, str]]] = {
+        "/": (cbor2.dumps(_certificate()), {}),
+        "/info": (cbor2.dumps({"tee": "tdx"}), {}),
+        "/quote": (cbor2.dumps((tdx_set / "quote.bin").read_bytes()), {}),
+        "/endorsements": (cbor2.dumps({"collateral": None, "certificates": []}), {}),
+        **_pccs_routes(tdx_set),
+    }
+    state = LoopbackServer(0, routes)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            state.asked.append(self.path)
+            body, headers = routes.get(self.path, (b"not found", {}))
+            self.send_response(200 if self.path in routes else 404)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class RecordingVerifier:
+    """TdxVerifier trusting the embedded Intel root; keeps the claims it returned."""
+
+    kind = EvidenceKind.TDX
+
+    def __init__(self) -> None:
+        self.inner = TdxVerifier.with_embedded_roots()
+        self.claims: list[TdxClaims] = []
+        self.endorsements: list[Endorsements | None] = []
+
+    def verify(
+        self,
+        evidence: bytes,
+        policy: Any,
+        *,
+        now: dt.datetime,
+        endorsements: Endorsements | None = None,
+    ) -> VerifiedClaims:
+        self.endorsements.append(endorsements)
+        claims = self.inner.verify(evidence, policy, now=now, endorsements=endorsements)
+        self.claims.append(claims)
+        return claims
+
+
+def _policy() -> Policy:
+    return Policy(tdx=TdxPolicy.from_mapping({"mr_td": MR_TD}))
+
+
+def _attest(server: LoopbackServer, **kw: Any) -> RecordingVerifier:
+    verifier = RecordingVerifier()
+    plain = server.plain()
+    try:
+        attest_server(plain, simulation_mode=False, policy=_policy(), verifier=verifier, **kw)
+    finally:
+        plain.close()
+    return verifier
+
+
+def test_without_a_fetcher_tdx_collateral_is_unavailable(server: LoopbackServer):
+    with pytest.raises(CollateralUnavailable):
+        _attest(server, now=NOW)
+    assert not any("certification" in path for path in server.asked)
+
+
+def test_with_a_fetcher_the_quote_verifies_then_the_binding_fails(
+    server: LoopbackServer, tdx_set: Path
+):
+    fetcher = FakeFetcher(tdx_answers(tdx_set))
+    source = PcsCollateralSource(fetcher, clock=lambda: NOW)
+    verifier = RecordingVerifier()
+    plain = server.plain()
+    with pytest.raises(BindingError):
+        attest_server(
+            plain,
+            simulation_mode=False,
+            policy=_policy(),
+            verifier=verifier,
+            now=NOW,
+            collateral_fetcher=source,
+        )
+    plain.close()
+    assert len(fetcher.asked) == 4
+    (claims,) = verifier.claims  # verification succeeded: binding is checked after it
+    assert (claims.tcb_status, claims.mr_td) == ("UpToDate", bytes.fromhex(MR_TD))
+    assert server.asked[:4] == ["/", "/info", "/quote", "/endorsements"]
+    assert "/collateral" in server.asked  # BlindAI 0.6's map is tried before the fetcher
+
+
+def test_online_source_against_a_loopback_pccs(server: LoopbackServer):
+    with pytest.raises(BindingError):
+        _attest(server, now=NOW, collateral_fetcher=PcsCollateralSource.online(server.url))
+    assert [p for p in server.asked if "certification" in p] == list(_pccs_routes_keys())
+
+
+def _pccs_routes_keys() -> list[str]:
+    return [
+        "/tdx/certification/v4/tcb?fmspc=B0C06F000000",
+        "/tdx/certification/v4/qe/identity",
+        "/sgx/certification/v4/pckcrl?ca=platform&encoding=der",
+        "/sgx/certification/v4/rootcacrl",
+    ]
+
+
+def test_fetched_collateral_is_checked_at_the_verification_time(server: LoopbackServer):
+    later = dt.datetime(2025, 8, 1, tzinfo=dt.timezone.utc)  # after every nextUpdate
+    with pytest.raises(CollateralError):
+        _attest(server, now=later, collateral_fetcher=PcsCollateralSource.online(server.url))
+
+
+def test_collateral_from_the_server_wins_over_the_fetcher(server: LoopbackServer, tdx_set: Path):
+    collateral = (tdx_set / "collateral.json").read_bytes()
+    server.routes["/endorsements"] = (
+        cbor2.dumps({"collateral": collateral, "certificates": []}),
+        {},
+    )
+    unused = FakeFetcher({})
+    plain = server.plain()
+    try:
+        found = _endorsements(plain, EvidenceKind.TDX, b"quote", PcsCollateralSource(unused))
+    finally:
+        plain.close()
+    assert found.collateral == collateral
+    assert unused.asked == []
+
+
+def test_no_fetch_for_kinds_without_dcap_collateral(server: LoopbackServer):
+    unused = FakeFetcher({})
+    plain = server.plain()
+    try:
+        found = _endorsements(plain, EvidenceKind.SEV_SNP, b"report", PcsCollateralSource(unused))
+    finally:
+        plain.close()
+    assert found == Endorsements()
+    assert unused.asked == []
+
+
+def test_connect_passes_the_fetcher_on(server: LoopbackServer):
+    """connect() verifies at the current time: this 2025 collateral has expired by then."""
+    with pytest.raises(CollateralUnavailable):
+        blindai.connect("127.0.0.1", server.port, policy=_policy(), timeout=10)
+    with pytest.raises(CollateralError, match="expired at 2025-07-"):
+        blindai.connect(
+            "127.0.0.1",
+            server.port,
+            policy=_policy(),
+            timeout=10,
+            collateral_fetcher=PcsCollateralSource.online(server.url),
+        )
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY_TOML)
+    return path
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
+    return cli_main(list(args))
+
+
+def test_cli_attest_host_with_pccs_url(
+    server: LoopbackServer,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    host = ["attest", "127.0.0.1", "--unattested-port", str(server.port)]
+    common = [*host, "--policy", str(policy_file), "--at", "2025-07-01T00:00:00Z"]
+    assert _cli(monkeypatch, *common) == 1
+    assert "CollateralUnavailable" in capsys.readouterr().err
+    assert _cli(monkeypatch, *common, "--pccs-url", server.url) == 1
+    assert "BindingError: the evidence does not bind this TLS certificate" in (
+        capsys.readouterr().err
+    )
+    assert [p for p in server.asked if "certification" in p] == _pccs_routes_keys()
+
+
+def test_cli_attest_verify_with_pccs_url(
+    server: LoopbackServer,
+    tdx_set: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    args = ["attest", "verify", "--kind", "tdx", "--evidence", str(tdx_set / "quote.bin")]
+    args += ["--at", "2025-07-01T00:00:00Z", "--json"]
+    assert _cli(monkeypatch, *args, "--pccs-url", server.url) == 0
+    assert '"tcb_status": "UpToDate"' in capsys.readouterr().out
