@@ -531,3 +531,32 @@ def test_body_over_the_limit_is_413(small_server: ServerProcess) -> None:
     assert status == 413
     assert "4096" in error["error"]
     assert raw_post(small_server, pem, "/v2/models/small/infer", body, headers)[0] == 200
+
+
+def test_tritonclient_pinned_to_the_certificate_blindai_attested(server: ServerProcess) -> None:
+    """The documented way: attest with blindai.connect, then pin its certificate."""
+    import warnings
+
+    import blindai
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+    with conn:
+        conn.upload_model(models.two_in_two_out(), model_name="doc-two")
+        client = httpclient.InferenceServerClient(
+            f"{server.host}:{server.attested_port}",
+            ssl=True,
+            ssl_context_factory=pinned_factory(conn.certificate_pem),
+            ssl_options={"server_hostname": "blindai-srv"},
+        )
+        a = np.ones((1, 4), np.float32)
+        inputs = [
+            httpclient.InferInput("a", [1, 4], "FP32"),
+            httpclient.InferInput("b", [1, 4], "FP32"),
+        ]
+        for i in inputs:
+            i.set_data_from_numpy(a, binary_data=True)
+        result = client.infer("doc-two", inputs)
+        np.testing.assert_array_equal(result.as_numpy("sum"), a + a)
+        client.close()

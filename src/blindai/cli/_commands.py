@@ -40,7 +40,7 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument("--max-model-bytes", type=int, help="largest model accepted (default 1 GiB)")
     p.add_argument("--max-request-bytes", type=int, help="largest inference body (default 64 MiB)")
     p.add_argument("--max-models", type=int, help="most models held at once (default 64)")
-    p.add_argument("--pccs-url", help="PCCS/PCS base URL for SGX/TDX collateral")
+    p.add_argument("--pccs-url", help="Intel PCS/PCCS base URL for SGX and TDX collateral")
     p.add_argument(
         "--unattested-tls-cert",
         type=Path,

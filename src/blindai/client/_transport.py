@@ -76,6 +76,7 @@ class PinnedTlsTransport(_Transport):
 
     def __init__(self, host: str, port: int, cert_der: bytes, timeout: float) -> None:
         super().__init__(host, port, timeout)
+        self.cert_der = cert_der
         pem = x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import cbor2
 import numpy as np
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from tqdm import tqdm
 
 from blindai.attestation import Verifier
@@ -119,6 +121,17 @@ class Connection:
         """The server's ``/info`` (empty for servers without that extension)."""
         self.attestation_seconds = attestation_seconds
         """Wall time spent fetching and verifying evidence in connect()."""
+        self.certificate: bytes = attested.cert_der
+        """The attested TLS certificate (DER): pin it to use other clients, e.g. tritonclient."""
+
+    @property
+    def certificate_pem(self) -> str:
+        """The attested TLS certificate in PEM, for ``ssl.create_default_context(cadata=...)``."""
+        return (
+            x509.load_der_x509_certificate(self.certificate)
+            .public_bytes(serialization.Encoding.PEM)
+            .decode("ascii")
+        )
 
     def upload_model(
         self, model: Any, model_name: str | None = None, optimize: bool = True

@@ -45,7 +45,8 @@ class ServerSettings(BaseSettings):
     inference_threads: int = Field(8, gt=0)
     """Worker threads running inference and model compilation off the event loop."""
     pccs_url: str | None = None
-    """PCCS or Intel PCS base URL for SGX collateral (Gramine)."""
+    """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
+    collateral (configfs-tsm; none served when unset)."""
     attestation_dir: Path = Path("/dev/attestation")
     """Gramine's attestation pseudo-files."""
     tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
