@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,10 +23,12 @@ from pathlib import Path
 
 __all__ = [
     "EchoServer",
+    "PortTaken",
     "ServerProcess",
     "echo_server",
     "free_ports",
     "simulation_server",
+    "start_server",
     "start_simulation_server",
 ]
 
@@ -88,16 +91,25 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
 
 
-def _wait_ready(server: ServerProcess, timeout: float) -> None:
+class PortTaken(RuntimeError):
+    """The server could not bind a port: another process took it after the probe."""
+
+
+def _wait_ready(server: ServerProcess, timeout: float, https: bool) -> None:
     deadline = time.monotonic() + timeout
-    url = f"http://{server.host}:{server.unattested_port}/"
+    scheme = "https" if https else "http"
+    url = f"{scheme}://{server.host}:{server.unattested_port}/"
+    # readiness only: nothing read here is trusted
+    context = ssl._create_unverified_context() if https else None
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
+            if "Address already in use" in server.log():
+                raise PortTaken(server.log())
             raise RuntimeError(
                 f"server exited with status {server.process.returncode}:\n{server.log()}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except OSError:
             time.sleep(0.1)
@@ -105,8 +117,9 @@ def _wait_ready(server: ServerProcess, timeout: float) -> None:
     raise RuntimeError(f"server did not answer within {timeout:.0f} s:\n{server.log()}")
 
 
-def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -> ServerProcess:
-    """Start ``python -m blindai serve --simulation EXTRA...``; wait until it answers."""
+def _start_once(
+    log_dir: Path, extra: tuple[str, ...], simulation: bool, https: bool, timeout: float
+) -> ServerProcess:
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     cmd = [
@@ -114,7 +127,7 @@ def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -
         "-m",
         "blindai",
         "serve",
-        "--simulation",
+        *(["--simulation"] if simulation else []),
         "--host",
         HOST,
         "--unattested-port",
@@ -128,8 +141,34 @@ def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
     server = ServerProcess(HOST, u, a, m, proc, log_path)
-    _wait_ready(server, timeout)
+    _wait_ready(server, timeout, https)
     return server
+
+
+def start_server(
+    log_dir: Path,
+    *extra: str,
+    simulation: bool = True,
+    https: bool = False,
+    timeout: float = 30.0,
+) -> ServerProcess:
+    """Start ``python -m blindai serve [--simulation] EXTRA...``; wait until it answers.
+
+    A free port can be taken by another process between the probe and the bind: then it
+    tries again with new ports (five times). ``https``: the unattested port serves HTTPS.
+    """
+    for attempt in range(5):
+        try:
+            return _start_once(log_dir, extra, simulation, https, timeout)
+        except PortTaken:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def start_simulation_server(log_dir: Path, *extra: str, timeout: float = 30.0) -> ServerProcess:
+    """Start ``python -m blindai serve --simulation EXTRA...``; wait until it answers."""
+    return start_server(log_dir, *extra, timeout=timeout)
 
 
 @contextmanager
