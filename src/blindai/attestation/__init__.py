@@ -5,7 +5,8 @@ endorsements)`` checks authenticity first (signatures, chains to a pinned vendor
 collateral), then the policy, and returns :class:`VerifiedClaims` or raises a
 :class:`~blindai.errors.VerificationError` subclass. Nothing here touches the network unless a
 fetcher is passed in: :class:`PcsCollateralSource` fetches SGX/TDX collateral from Intel's PCS
-or a PCCS (``PcsCollateralSource.online(base_url)``) for whoever is given one.
+or a PCCS (``PcsCollateralSource.online(base_url)``), and :class:`KdsCertificateSource` fetches
+SEV-SNP VCEKs from AMD's KDS (``KdsCertificateSource.online()``), for whoever is given one.
 
 Example::
 
@@ -31,10 +32,12 @@ from blindai.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import PcsCollateralSource
+    from blindai.attestation._kds import KdsCertificateSource
 
 __all__ = [
     "Endorsements",
     "EvidenceKind",
+    "KdsCertificateSource",
     "KindPolicy",
     "PcsCollateralSource",
     "Policy",
@@ -48,16 +51,20 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``PcsCollateralSource``, imported on first use (it brings urllib and dcap-qvl)."""
+    """The online sources, imported on first use (they bring urllib and dcap-qvl)."""
     if name == "PcsCollateralSource":
         from blindai.attestation._collateral import PcsCollateralSource
 
         return PcsCollateralSource
+    if name == "KdsCertificateSource":
+        from blindai.attestation._kds import KdsCertificateSource
+
+        return KdsCertificateSource
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"PcsCollateralSource"})
+    return sorted(set(globals()) | {"KdsCertificateSource", "PcsCollateralSource"})
 
 
 class Verifier(Protocol):

@@ -17,7 +17,7 @@ from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClai
 from blindai.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from blindai.attestation import PcsCollateralSource
+    from blindai.attestation import KdsCertificateSource, PcsCollateralSource
 
 __all__ = ["add_attest_command"]
 
@@ -57,6 +57,14 @@ def add_attest_command(sub: Any) -> None:
         metavar="URL",
         help="SGX/TDX: fetch the collateral from this PCCS, or Intel's PCS "
         "(https://api.trustedservices.intel.com), when the server (or --collateral) gives none",
+    )
+    p.add_argument(
+        "--kds",
+        metavar="URL",
+        nargs="?",
+        const="https://kdsintf.amd.com",
+        help="SEV-SNP: fetch the VCEK, ASK and ARK from AMD's KDS (or a mirror at URL) when the "
+        "server (or --certs) gives none",
     )
     p.set_defaults(func=_attest)
 
@@ -126,7 +134,10 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     collateral = _read(args.collateral, "collateral") if args.collateral else None
     if collateral is None and args.pccs_url and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         collateral = _collateral_source(args.pccs_url).for_quote(evidence).to_json()
-    endorsements = Endorsements(collateral, tuple(_read(p, "certificate") for p in args.certs))
+    certs = tuple(_read(p, "certificate") for p in args.certs)
+    if not certs and args.kds and kind is EvidenceKind.SEV_SNP:
+        certs = _kds_source(args.kds).for_report(evidence)
+    endorsements = Endorsements(collateral, certs)
     note = None
     if args.policy:
         policy = Policy.from_file(args.policy)
@@ -144,6 +155,12 @@ def _collateral_source(url: str) -> PcsCollateralSource:
     return PcsCollateralSource.online(url)
 
 
+def _kds_source(url: str) -> KdsCertificateSource:
+    from blindai.attestation import KdsCertificateSource
+
+    return KdsCertificateSource.online(url)
+
+
 def _verify_host(args: argparse.Namespace, when: datetime) -> int:
     from blindai.client._attest import attest_server
     from blindai.client._transport import PlainTransport
@@ -159,6 +176,7 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
             policy=policy,
             now=when,
             collateral_fetcher=_collateral_source(args.pccs_url) if args.pccs_url else None,
+            snp_certificate_source=_kds_source(args.kds) if args.kds else None,
         )
     finally:
         plain.close()

@@ -28,6 +28,7 @@ from blindai.errors import (
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
+    from blindai.attestation._kds import SnpCertificateSource
 
 __all__ = ["Attested", "attest_server"]
 
@@ -94,11 +95,14 @@ def _endorsements(
     kind: EvidenceKind,
     evidence: bytes,
     collateral_fetcher: CollateralSource | None = None,
+    snp_certificate_source: SnpCertificateSource | None = None,
 ) -> Endorsements:
-    """The server's endorsements; SGX/TDX collateral from ``collateral_fetcher`` when it has none.
+    """The server's endorsements, completed from the caller's sources when it has none.
 
-    Order: ``/endorsements``, then BlindAI 0.6's ``/collateral``, then the caller's fetcher (the
-    only network use outside the server, and only when the caller passed one).
+    SGX/TDX collateral: ``/endorsements``, then BlindAI 0.6's ``/collateral``, then
+    ``collateral_fetcher``. SEV-SNP certificates: ``/endorsements``, then
+    ``snp_certificate_source`` (e.g. AMD's KDS). The sources are the only network use outside
+    the server, and only when the caller passed one.
     """
     resp = _get(plain, "/endorsements", optional=True)
     found = Endorsements()
@@ -120,6 +124,13 @@ def _endorsements(
     if found.collateral is None and kind in _DCAP_KINDS and collateral_fetcher is not None:
         _log.info("the server sent no %s collateral: fetching it with the given source", kind.value)
         found = Endorsements(collateral_fetcher.for_quote(evidence).to_json(), found.certificates)
+    if (
+        not found.certificates
+        and kind is EvidenceKind.SEV_SNP
+        and snp_certificate_source is not None
+    ):
+        _log.info("the server sent no SEV-SNP certificates: fetching them with the given source")
+        found = Endorsements(found.collateral, snp_certificate_source.for_report(evidence))
     return found
 
 
@@ -131,10 +142,12 @@ def attest_server(
     now: datetime | None = None,
     verifier: Verifier | None = None,
     collateral_fetcher: CollateralSource | None = None,
+    snp_certificate_source: SnpCertificateSource | None = None,
 ) -> Attested:
     """Fetch, verify and bind; raise a typed error on any refusal.
 
-    ``collateral_fetcher`` supplies SGX/TDX collateral when the server sends none.
+    ``collateral_fetcher`` supplies SGX/TDX collateral, ``snp_certificate_source`` the SEV-SNP
+    VCEK and its chain, when the server sends none.
     """
     cert_resp = _get(plain, "/")
     assert cert_resp is not None
@@ -157,7 +170,14 @@ def attest_server(
         claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
     else:
         claims = _verify_real(
-            plain, kind, evidence, policy, when, verifier, collateral_fetcher=collateral_fetcher
+            plain,
+            kind,
+            evidence,
+            policy,
+            when,
+            verifier,
+            collateral_fetcher=collateral_fetcher,
+            snp_certificate_source=snp_certificate_source,
         )
     check_binding(
         cert_der, report_data=claims.report_data, public_key=getattr(claims, "public_key", None)
@@ -174,6 +194,7 @@ def _verify_real(
     verifier: Verifier | None,
     *,
     collateral_fetcher: CollateralSource | None,
+    snp_certificate_source: SnpCertificateSource | None = None,
 ) -> VerifiedClaims:
     if kind is EvidenceKind.SIMULATION:
         raise VerificationError(
@@ -192,5 +213,5 @@ def _verify_real(
         raise VerificationError(
             f"the server sent {kind.value} evidence; the given verifier takes {verifier.kind.value}"
         )
-    endorsements = _endorsements(plain, kind, evidence, collateral_fetcher)
+    endorsements = _endorsements(plain, kind, evidence, collateral_fetcher, snp_certificate_source)
     return verifier.verify(evidence, policy.for_kind(kind), now=when, endorsements=endorsements)

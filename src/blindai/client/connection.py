@@ -33,6 +33,7 @@ from blindai.protocol import codec
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
+    from blindai.attestation._kds import SnpCertificateSource
 
 __all__ = ["Connection", "RunModelResponse", "UploadModelResponse", "connect"]
 
@@ -215,6 +216,7 @@ def connect(
     policy: Policy | None = None,
     verifier: Verifier | None = None,
     collateral_fetcher: CollateralSource | None = None,
+    snp_certificate_source: SnpCertificateSource | None = None,
     timeout: float = 300.0,
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
@@ -230,8 +232,11 @@ def connect(
     ``collateral_fetcher`` (SGX, TDX) supplies the collateral (TCB Info, QE Identity, CRLs)
     when the server sends none, e.g. a TDX server started without ``--pccs-url``:
     ``collateral_fetcher=PcsCollateralSource.online()`` (Intel's PCS) or
-    ``PcsCollateralSource.online("https://pccs.example:8081")``. Nothing is fetched by the
-    client unless one is given; what it fetches is verified like the server's.
+    ``PcsCollateralSource.online("https://pccs.example:8081")``.
+    ``snp_certificate_source`` (SEV-SNP) supplies the VCEK, ASK and ARK when the server sends
+    no certificates (a host with no certificate table):
+    ``snp_certificate_source=KdsCertificateSource.online()`` (AMD's KDS). Nothing is fetched by
+    the client unless a source is given; what it fetches is verified like the server's.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
@@ -246,6 +251,7 @@ def connect(
             policy=policy,
             verifier=verifier,
             collateral_fetcher=collateral_fetcher,
+            snp_certificate_source=snp_certificate_source,
         )
     finally:
         plain.close()
