@@ -130,6 +130,7 @@ class ConfigfsTsmAttester:
         self._lock = threading.Lock()
         self._certificates: tuple[bytes, ...] = ()
         self._last_quote: bytes | None = None
+        self._warned_no_certs = False
         if self.kind is EvidenceKind.TDX and collateral is None:
             _log.warning(
                 "TDX without a PCCS/PCS URL (--pccs-url): this server serves no TDX collateral; "
@@ -186,7 +187,15 @@ class ConfigfsTsmAttester:
         if provider.decode(errors="replace").strip() != self.provider:
             raise EvidenceError(f"configfs-tsm provider changed from {self.provider!r}")
         self._check(outblob, report_data)
-        self._certificates = auxblob_certificates(auxblob)
+        certificates = auxblob_certificates(auxblob)
+        if self.kind is EvidenceKind.SEV_SNP and not certificates and not self._warned_no_certs:
+            self._warned_no_certs = True
+            _log.warning(
+                "the host gave no SEV-SNP certificate table (empty auxblob): this server serves "
+                "no VCEK; clients need AMD's KDS (blindai.connect(snp_certificate_source="
+                "KdsCertificateSource.online()) or blindai attest HOST --kds)"
+            )
+        self._certificates = certificates
         if self.kind is EvidenceKind.TDX:
             self._last_quote = outblob
         return outblob

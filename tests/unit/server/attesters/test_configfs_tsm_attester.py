@@ -236,3 +236,18 @@ def test_entry_that_cannot_be_created_is_a_configuration_error(tmp_path: Path):
     attester = ConfigfsTsmAttester(tmp_path / "gone", provider="tdx_guest")
     with pytest.raises(ConfigurationError, match="cannot create"):
         attester.evidence(bytes(64))
+
+
+def test_snp_without_certificate_table_warns_once(
+    evidence_dir: Path, report_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    report, *_ = snp_files(evidence_dir, "virtee-sev-milan")
+    data = carried_report_data(EvidenceKind.SEV_SNP, report)
+    with FakeTsmKernel(report_dir, provider="sev_guest", outblob=report):
+        attester = ConfigfsTsmAttester(report_dir, provider="sev_guest")
+        with caplog.at_level(logging.WARNING, logger="blindai"):
+            attester.evidence(data)
+            attester.evidence(data)
+    warnings = [r for r in caplog.records if "no SEV-SNP certificate table" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "KdsCertificateSource" in warnings[0].getMessage()
