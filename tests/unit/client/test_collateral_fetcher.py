@@ -10,32 +10,29 @@ report data is not the SHA-256 of our certificate, so a client that verified the
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote as urlquote
 
 import cbor2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 import blindai
 from blindai.attestation import Endorsements, EvidenceKind, PcsCollateralSource, Policy
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.tdx import TdxClaims, TdxPolicy, TdxVerifier
-from blindai.cli import main as cli_main
 from blindai.client._attest import _endorsements, attest_server
-from blindai.client._transport import PlainTransport
 from blindai.errors import BindingError, CollateralError, CollateralUnavailable
 from tests.unit.attestation.pcs_fakes import FakeFetcher, tdx_answers
+from tests.unit.client._loopback import (
+    LoopbackServer,
+    Route,
+    certificate,
+    run_cli,
+    serve,
+    write_policy,
+)
 
 NOW = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)  # the README's time for the TDX v4 set
 MR_TD = (
@@ -43,23 +40,6 @@ MR_TD = (
     "3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 )
 POLICY_TOML = f'[tdx]\nmr_td = "{MR_TD}"\n'
-
-
-def _certificate() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "blindai-srv")])
-    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(Encoding.DER)
 
 
 def _pccs_routes(set_dir: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -86,22 +66,6 @@ def _pccs_routes(set_dir: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
 
 
-@dataclass
-class LoopbackServer:
-    """A TDX BlindAI server's unattested port without collateral, and a PCCS, on one port."""
-
-    port: int
-    routes: dict[str, tuple[bytes, dict[str, str]]]
-    asked: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def plain(self) -> PlainTransport:
-        return PlainTransport("127.0.0.1", self.port, 10)
-
-
 @pytest.fixture
 def tdx_set(evidence_dir: Path) -> Path:
     return evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4"
@@ -109,39 +73,15 @@ def tdx_set(evidence_dir: Path) -> Path:
 
 @pytest.fixture
 def server(tdx_set: Path) -> Iterator[LoopbackServer]:
-    routes: dict[str, tuple[bytes, dict[str, str]]] = {
-        "/": (cbor2.dumps(_certificate()), {}),
+    routes: dict[str, Route] = {
+        "/": (cbor2.dumps(certificate()), {}),
         "/info": (cbor2.dumps({"tee": "tdx"}), {}),
         "/quote": (cbor2.dumps((tdx_set / "quote.bin").read_bytes()), {}),
         "/endorsements": (cbor2.dumps({"collateral": None, "certificates": []}), {}),
         **_pccs_routes(tdx_set),
     }
-    state = LoopbackServer(0, routes)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            state.asked.append(self.path)
-            body, headers = routes.get(self.path, (b"not found", {}))
-            self.send_response(200 if self.path in routes else 404)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(routes) as state:
+        yield state
 
 
 class RecordingVerifier:
@@ -276,14 +216,7 @@ def test_connect_passes_the_fetcher_on(server: LoopbackServer):
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY_TOML)
-    return path
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-    return cli_main(list(args))
+    return write_policy(tmp_path, POLICY_TOML)
 
 
 def test_cli_attest_host_with_pccs_url(
@@ -294,9 +227,9 @@ def test_cli_attest_host_with_pccs_url(
 ):
     host = ["attest", "127.0.0.1", "--unattested-port", str(server.port)]
     common = [*host, "--policy", str(policy_file), "--at", "2025-07-01T00:00:00Z"]
-    assert _cli(monkeypatch, *common) == 1
+    assert run_cli(monkeypatch, *common) == 1
     assert "CollateralUnavailable" in capsys.readouterr().err
-    assert _cli(monkeypatch, *common, "--pccs-url", server.url) == 1
+    assert run_cli(monkeypatch, *common, "--pccs-url", server.url) == 1
     assert "BindingError: the evidence does not bind this TLS certificate" in (
         capsys.readouterr().err
     )
@@ -311,5 +244,5 @@ def test_cli_attest_verify_with_pccs_url(
 ):
     args = ["attest", "verify", "--kind", "tdx", "--evidence", str(tdx_set / "quote.bin")]
     args += ["--at", "2025-07-01T00:00:00Z", "--json"]
-    assert _cli(monkeypatch, *args, "--pccs-url", server.url) == 0
+    assert run_cli(monkeypatch, *args, "--pccs-url", server.url) == 0
     assert '"tcb_status": "UpToDate"' in capsys.readouterr().out

@@ -10,29 +10,26 @@ report ends in :class:`BindingError`; without certificates it ends in :class:`Ch
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cbor2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 import blindai
 from blindai.attestation import Endorsements, EvidenceKind, KdsCertificateSource, Policy
 from blindai.attestation._collateral import FetchResponse
-from blindai.cli import main as cli_main
 from blindai.client._attest import _endorsements, attest_server
-from blindai.client._transport import PlainTransport
 from blindai.errors import BindingError, ChainError, CollateralUnavailable
 from tests.unit.attestation.pcs_fakes import FakeFetcher
+from tests.unit.client._loopback import (
+    LoopbackServer,
+    Route,
+    certificate,
+    run_cli,
+    serve,
+    write_policy,
+)
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 MEASUREMENT = (
@@ -49,44 +46,13 @@ POLICY_TOML = f'[sev_snp]\nmeasurement = "{MEASUREMENT}"\nallow_debug = true\n'
 KDS_PATHS = [VCEK_PATH, CHAIN_PATH]
 
 
-def _certificate() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "blindai-srv")])
-    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(Encoding.DER)
+def _kds_fetcher(server: LoopbackServer) -> FakeFetcher:
+    prefix = "https://kdsintf.amd.com"
+    return FakeFetcher({prefix + p: FetchResponse(server.routes[p][0]) for p in KDS_PATHS})
 
 
-@dataclass
-class LoopbackServer:
-    """An SEV-SNP BlindAI server's unattested port without certificates, and KDS, on one port."""
-
-    port: int
-    routes: dict[str, bytes]
-    asked: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def plain(self) -> PlainTransport:
-        return PlainTransport("127.0.0.1", self.port, 10)
-
-    def kds_fetcher(self) -> FakeFetcher:
-        prefix = "https://kdsintf.amd.com"
-        return FakeFetcher({prefix + p: FetchResponse(self.routes[p]) for p in KDS_PATHS})
-
-    def kds_asked(self) -> list[str]:
-        return [p for p in self.asked if p.startswith("/vcek/")]
+def _kds_asked(server: LoopbackServer) -> list[str]:
+    return [p for p in server.asked if p.startswith("/vcek/")]
 
 
 @pytest.fixture
@@ -96,38 +62,16 @@ def snp_set(evidence_dir: Path) -> Path:
 
 @pytest.fixture
 def server(snp_set: Path) -> Iterator[LoopbackServer]:
-    routes = {
-        "/": cbor2.dumps(_certificate()),
-        "/info": cbor2.dumps({"tee": "sev-snp"}),
-        "/quote": cbor2.dumps((snp_set / "report.bin").read_bytes()),
-        "/endorsements": cbor2.dumps({"collateral": None, "certificates": []}),
-        VCEK_PATH: (snp_set / "vcek.der").read_bytes(),
-        CHAIN_PATH: (snp_set / "ask_ark_milan.pem").read_bytes(),
+    routes: dict[str, Route] = {
+        "/": (cbor2.dumps(certificate()), {}),
+        "/info": (cbor2.dumps({"tee": "sev-snp"}), {}),
+        "/quote": (cbor2.dumps((snp_set / "report.bin").read_bytes()), {}),
+        "/endorsements": (cbor2.dumps({"collateral": None, "certificates": []}), {}),
+        VCEK_PATH: ((snp_set / "vcek.der").read_bytes(), {}),
+        CHAIN_PATH: ((snp_set / "ask_ark_milan.pem").read_bytes(), {}),
     }
-    state = LoopbackServer(0, routes)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            state.asked.append(self.path)
-            body = routes.get(self.path, b"not found")
-            self.send_response(200 if self.path in routes else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(routes) as state:
+        yield state
 
 
 def _policy() -> Policy:
@@ -151,11 +95,11 @@ def _attest(server: LoopbackServer, source: KdsCertificateSource | None) -> None
 def test_without_a_source_there_are_no_certificates(server: LoopbackServer):
     with pytest.raises(ChainError, match="no certificates"):
         _attest(server, None)
-    assert server.kds_asked() == []
+    assert _kds_asked(server) == []
 
 
 def test_with_a_kds_source_the_report_verifies_then_the_binding_fails(server: LoopbackServer):
-    fetcher = server.kds_fetcher()
+    fetcher = _kds_fetcher(server)
     with pytest.raises(BindingError):
         _attest(server, KdsCertificateSource(fetcher))
     assert fetcher.asked == ["https://kdsintf.amd.com" + p for p in KDS_PATHS]
@@ -164,12 +108,12 @@ def test_with_a_kds_source_the_report_verifies_then_the_binding_fails(server: Lo
 def test_online_source_against_a_loopback_kds(server: LoopbackServer):
     with pytest.raises(BindingError):
         _attest(server, KdsCertificateSource.online(server.url))
-    assert server.kds_asked() == KDS_PATHS
+    assert _kds_asked(server) == KDS_PATHS
 
 
 def test_the_source_is_not_trusted(server: LoopbackServer):
     """A KDS answering with a chain to no pinned ARK: the verifier refuses it."""
-    fetcher = server.kds_fetcher()
+    fetcher = _kds_fetcher(server)
     pem = fetcher.answers["https://kdsintf.amd.com" + CHAIN_PATH].body
     first = pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
     fetcher.answers["https://kdsintf.amd.com" + CHAIN_PATH] = FetchResponse(
@@ -186,7 +130,10 @@ def test_kds_failure_is_collateral_unavailable(server: LoopbackServer):
 
 def test_certificates_from_the_server_win_over_the_source(server: LoopbackServer, snp_set: Path):
     certs = [(snp_set / "vcek.der").read_bytes(), (snp_set / "ask_ark_milan.pem").read_bytes()]
-    server.routes["/endorsements"] = cbor2.dumps({"collateral": None, "certificates": certs})
+    server.routes["/endorsements"] = (
+        cbor2.dumps({"collateral": None, "certificates": certs}),
+        {},
+    )
     unused = FakeFetcher({})
     with pytest.raises(BindingError):
         _attest(server, KdsCertificateSource(unused))
@@ -208,10 +155,10 @@ def test_no_kds_fetch_for_other_kinds(server: LoopbackServer):
 
 def test_vlek_report_is_collateral_unavailable(server: LoopbackServer, evidence_dir: Path):
     report = (evidence_dir / "sev-snp/trustee-milan-vlek/report.bin").read_bytes()
-    server.routes["/quote"] = cbor2.dumps(report)
+    server.routes["/quote"] = (cbor2.dumps(report), {})
     with pytest.raises(CollateralUnavailable, match="VLEK"):
         _attest(server, KdsCertificateSource.online(server.url))
-    assert server.kds_asked() == []
+    assert _kds_asked(server) == []
 
 
 def test_connect_passes_the_source_on(server: LoopbackServer):
@@ -226,19 +173,12 @@ def test_connect_passes_the_source_on(server: LoopbackServer):
             timeout=10,
             snp_certificate_source=KdsCertificateSource.online(server.url),
         )
-    assert server.kds_asked() == KDS_PATHS
+    assert _kds_asked(server) == KDS_PATHS
 
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY_TOML)
-    return path
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-    return cli_main(list(args))
+    return write_policy(tmp_path, POLICY_TOML)
 
 
 def test_cli_attest_host_with_kds(
@@ -249,13 +189,13 @@ def test_cli_attest_host_with_kds(
 ):
     host = ["attest", "127.0.0.1", "--unattested-port", str(server.port)]
     common = [*host, "--policy", str(policy_file), "--at", "2025-06-01T00:00:00Z"]
-    assert _cli(monkeypatch, *common) == 1
+    assert run_cli(monkeypatch, *common) == 1
     assert "ChainError" in capsys.readouterr().err
-    assert _cli(monkeypatch, *common, "--kds", server.url) == 1
+    assert run_cli(monkeypatch, *common, "--kds", server.url) == 1
     assert "BindingError: the evidence does not bind this TLS certificate" in (
         capsys.readouterr().err
     )
-    assert server.kds_asked() == KDS_PATHS
+    assert _kds_asked(server) == KDS_PATHS
 
 
 def test_cli_attest_verify_with_kds(
@@ -267,11 +207,11 @@ def test_cli_attest_verify_with_kds(
 ):
     args = ["attest", "verify", "--kind", "sev-snp", "--evidence", str(snp_set / "report.bin")]
     args += ["--policy", str(policy_file), "--at", "2025-06-01T00:00:00Z", "--json"]
-    assert _cli(monkeypatch, *args) == 1
+    assert run_cli(monkeypatch, *args) == 1
     assert "ChainError" in capsys.readouterr().err
-    assert _cli(monkeypatch, *args, "--kds", server.url) == 0
+    assert run_cli(monkeypatch, *args, "--kds", server.url) == 0
     assert f'"measurement": "{MEASUREMENT}"' in capsys.readouterr().out
-    assert server.kds_asked() == KDS_PATHS
+    assert _kds_asked(server) == KDS_PATHS
 
 
 def test_cli_kds_flag_defaults_to_amd(monkeypatch: pytest.MonkeyPatch, snp_set: Path):
@@ -287,8 +227,8 @@ def test_cli_kds_flag_defaults_to_amd(monkeypatch: pytest.MonkeyPatch, snp_set: 
     monkeypatch.setattr(cli_attest, "_kds_source", fake_source)
     args = ["attest", "verify", "--kind", "sev-snp", "--evidence", str(snp_set / "report.bin")]
     args += ["--at", "2025-06-01T00:00:00Z"]
-    assert _cli(monkeypatch, *args, "--kds") == 1
+    assert run_cli(monkeypatch, *args, "--kds") == 1
     assert urls == ["https://kdsintf.amd.com"]
     certs = [str(snp_set / "vcek.der"), str(snp_set / "ask_ark_milan.pem")]
-    assert _cli(monkeypatch, *args, "--kds", "--certs", *certs) == 0
+    assert run_cli(monkeypatch, *args, "--kds", "--certs", *certs) == 0
     assert urls == ["https://kdsintf.amd.com"]
