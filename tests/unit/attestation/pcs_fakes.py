@@ -78,3 +78,21 @@ def pcs_answers(
 def tdx_answers(set_dir: Path) -> dict[str, FetchResponse]:
     """Intel's PCS answers for the Phala TDX v4 set (FMSPC B0C06F000000, Platform CA)."""
     return pcs_answers(set_dir, fmspc="B0C06F000000", ca="platform", tee_base=TDX_API)
+
+
+#: the keys of BlindAI 0.6's ``/collateral`` map, as the original clients require them (the wire
+#: contract, written out here independently of the code that builds the map)
+BLINDAI_V06_COLLATERAL_KEYS = frozenset(
+    {
+        "version",
+        "pck_certificate",
+        "pck_crl_issuer_chain",
+        "pck_signing_chain",
+        "root_ca_crl",
+        "pck_crl",
+        "tcb_info",
+        "tcb_info_issuer_chain",
+        "qe_identity",
+        "qe_identity_issuer_chain",
+    }
+)

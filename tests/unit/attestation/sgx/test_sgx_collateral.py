@@ -27,19 +27,7 @@ from blindai.errors import (
     SignatureError,
     VerificationError,
 )
-
-V06_KEYS = {
-    "version",
-    "pck_certificate",
-    "pck_crl_issuer_chain",
-    "pck_signing_chain",
-    "root_ca_crl",
-    "pck_crl",
-    "tcb_info",
-    "tcb_info_issuer_chain",
-    "qe_identity",
-    "qe_identity_issuer_chain",
-}
+from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS
 
 
 def test_pcs_files_rebuild_the_phala_collateral_exactly(
@@ -66,7 +54,7 @@ def test_collateral_json_round_trips(phala_sgx: DcapSet) -> None:
 
 def test_blindai_06_map_round_trips_and_has_the_06_shape(phala_sgx: DcapSet) -> None:
     served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
-    assert set(served) == V06_KEYS
+    assert set(served) == BLINDAI_V06_COLLATERAL_KEYS
     assert served["version"] == 3  # an int: BlindAI 0.6.3's client type-checks it
     assert all(isinstance(v, str) for k, v in served.items() if k != "version")
     assert served["pck_crl"].startswith("-----BEGIN X509 CRL-----")

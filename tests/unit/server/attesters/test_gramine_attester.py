@@ -15,22 +15,11 @@ from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters import GramineAttester, PcsCollateralSource
 from blindai.server.attesters._quote import carried_report_data
+from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS
 
 from .attester_fakes import FakeFetcher
 
 NOW = datetime(2025, 7, 1, tzinfo=timezone.utc)  # inside the Phala set's collateral window
-BLINDAI_KEYS = {
-    "version",
-    "pck_certificate",
-    "pck_crl_issuer_chain",
-    "pck_signing_chain",
-    "root_ca_crl",
-    "pck_crl",
-    "tcb_info",
-    "tcb_info_issuer_chain",
-    "qe_identity",
-    "qe_identity_issuer_chain",
-}
 
 
 def gramine_dir(tmp_path: Path, quote: bytes, attestation_type: str = "dcap\n") -> Path:
@@ -105,7 +94,7 @@ def test_no_collateral_before_the_first_quote(attester: GramineAttester):
 def test_blindai_collateral_map(attester: GramineAttester, quote: bytes, sgx_set: Path):
     attester.evidence(carried_report_data(EvidenceKind.SGX, quote))
     got = attester.blindai_collateral()
-    assert got is not None and set(got) == BLINDAI_KEYS
+    assert got is not None and set(got) == BLINDAI_V06_COLLATERAL_KEYS
     assert got["version"] == 3
     derived = sgx_set / "derived"
     leaf, ca, root = x509.load_pem_x509_certificates((derived / "pck_cert_chain.pem").read_bytes())
