@@ -16,7 +16,10 @@
     │   ├── ModelNotFound
     │   ├── ModelNotReady
     │   └── InferenceFailed
+    ├── NetworkError           the server cannot be reached, or the connection broke
+    │   └── RequestTimeout     no answer within the timeout
     └── ConfigurationError     unusable settings, arguments or policy files
+        └── WrongPort          .port, .role, .found: a port given for one role serves another
 
 This module imports no web framework: HTTP status mapping lives in the server.
 """
@@ -36,12 +39,15 @@ __all__ = [
     "InferenceFailed",
     "ModelNotFound",
     "ModelNotReady",
+    "NetworkError",
     "PolicyError",
     "ProtocolError",
+    "RequestTimeout",
     "ServerError",
     "SignatureError",
     "VerificationError",
     "Violation",
+    "WrongPort",
 ]
 
 
@@ -134,3 +140,25 @@ class InferenceFailed(ServerError):
 
 class ConfigurationError(BlindAIError):
     """Raised for unusable settings, arguments or policy files."""
+
+
+class NetworkError(BlindAIError):
+    """Raised when the server cannot be reached, or a connection to it fails or breaks."""
+
+
+class RequestTimeout(NetworkError):
+    """Raised when connecting or waiting for an answer takes longer than the timeout."""
+
+
+class WrongPort(ConfigurationError):
+    """Raised when a port given for one role (e.g. the unattested port) serves another one.
+
+    ``role`` is the role the port was given for (``"unattested"``, ``"attested"`` or
+    ``"management"``); ``found`` says what answered there instead.
+    """
+
+    def __init__(self, message: str, *, port: int, role: str, found: str) -> None:
+        self.port = port
+        self.role = role
+        self.found = found
+        super().__init__(message)

@@ -218,8 +218,19 @@ def test_run_bad_inputs(
 
 def test_simulation_server_refused_without_flag(server: ServerProcess, dense: Path) -> None:
     r = cli("upload", dense, *target(server, simulation=False))
-    assert "SIMULATION" in one_error_line(r, "VerificationError", 1)
+    line = one_error_line(r, "VerificationError", 1)
+    assert "SIMULATION" in line and "Pass --simulation only" in line
+    assert "simulation_mode" not in line
     assert "WARNING" not in r.stderr
+
+
+def test_a_port_flag_naming_another_port(server: ServerProcess, dense: Path) -> None:
+    flags = target(server)
+    flags[flags.index("--management-port") + 1] = str(server.unattested_port)
+    r = cli("upload", dense, *flags)
+    line = one_error_line(r, "WrongPort", 2)
+    assert f"port {server.unattested_port}, given as the management port, speaks plain" in line
+    assert "the management port is usually 9925" in line
 
 
 def test_missing_policy_file(server: ServerProcess, dense: Path, tmp_path: Path) -> None:
@@ -232,7 +243,8 @@ def test_missing_policy_file(server: ServerProcess, dense: Path, tmp_path: Path)
 def test_unreachable_server(dense: Path) -> None:
     (port,) = free_ports(1)
     r = cli("upload", dense, "--host", "127.0.0.1", "--unattested-port", str(port), "--simulation")
-    assert "cannot reach" in one_error_line(r, "ServerError", 1)
+    line = one_error_line(r, "NetworkError", 1)
+    assert "cannot reach the unattested port" in line and "status 0" not in line
 
 
 def test_serve_simulation_contradicts_tee() -> None:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import blindai
 import blindai.attestation
 import blindai.client
 import blindai.errors
-from blindai.errors import BlindAIError, PolicyError, ServerError, Violation
+from blindai.errors import (
+    BlindAIError,
+    ConfigurationError,
+    NetworkError,
+    PolicyError,
+    RequestTimeout,
+    ServerError,
+    Violation,
+    WrongPort,
+)
 
 
 def test_every_error_descends_from_the_root():
@@ -42,3 +53,27 @@ def test_core_module_path_of_0_6_3():
     from blindai.core import connect
 
     assert connect is blindai.connect
+
+
+def test_the_tree_in_the_docstring_names_every_error():
+    doc = blindai.errors.__doc__ or ""
+    for name in blindai.errors.__all__:
+        obj = getattr(blindai.errors, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and obj is not BlindAIError:
+            assert re.search(rf"── {name}\b", doc), name
+
+
+def test_network_errors_are_not_server_errors():
+    assert issubclass(RequestTimeout, NetworkError)
+    assert not issubclass(NetworkError, ServerError)
+    err = NetworkError("cannot reach the unattested port 10.0.0.1:9923: Connection refused")
+    assert err.diagnostics() == (
+        "NetworkError: cannot reach the unattested port 10.0.0.1:9923: Connection refused"
+    )
+
+
+def test_wrong_port_is_a_configuration_error_with_fields():
+    err = WrongPort("port 9924 speaks TLS", port=9924, role="unattested", found="TLS")
+    assert isinstance(err, ConfigurationError)
+    assert (err.port, err.role, err.found) == (9924, "unattested", "TLS")
+    assert err.diagnostics() == "WrongPort: port 9924 speaks TLS"

@@ -140,6 +140,7 @@ def connect_from_args(args: argparse.Namespace) -> Any:
         model_management_port=args.management_port,
         hazmat_manifest_path=args.policy,
         simulation_mode=args.simulation,
+        simulation_option="--simulation",
     )
 
 

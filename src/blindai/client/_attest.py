@@ -46,12 +46,7 @@ class Attested:
 
 
 def _get(plain: PlainTransport, path: str, *, optional: bool = False) -> HttpResponse | None:
-    try:
-        resp = plain.request("GET", path)
-    except OSError as exc:
-        raise ServerError(
-            f"cannot reach the unattested port {plain.host}:{plain.port}: {exc}", status_code=0
-        ) from exc
+    resp = plain.request("GET", path)  # NetworkError, WrongPort: raised by the transport
     if resp.status == 404 and optional:
         return None
     if not 200 <= resp.status < 300:
@@ -143,11 +138,13 @@ def attest_server(
     verifier: Verifier | None = None,
     collateral_fetcher: CollateralSource | None = None,
     snp_certificate_source: SnpCertificateSource | None = None,
+    simulation_option: str = "simulation_mode=True",
 ) -> Attested:
     """Fetch, verify and bind; raise a typed error on any refusal.
 
     ``collateral_fetcher`` supplies SGX/TDX collateral, ``snp_certificate_source`` the SEV-SNP
-    VCEK and its chain, when the server sends none.
+    VCEK and its chain, when the server sends none. ``simulation_option`` is how refusals of a
+    simulation server name the opt-in of the caller's API (``--simulation`` in the CLI).
     """
     cert_resp = _get(plain, "/")
     assert cert_resp is not None
@@ -155,7 +152,7 @@ def attest_server(
     if mock and not simulation_mode:
         raise VerificationError(
             "the server runs in SIMULATION mode (no TEE; its Server header says mock): refusing. "
-            "Pass simulation_mode=True only for development."
+            f"Pass {simulation_option} only for development."
         )
     cert_der = _bytes(cert_resp, "certificate")
     info_resp = _get(plain, "/info", optional=True)
@@ -178,6 +175,7 @@ def attest_server(
             verifier,
             collateral_fetcher=collateral_fetcher,
             snp_certificate_source=snp_certificate_source,
+            simulation_option=simulation_option,
         )
     check_binding(
         cert_der, report_data=claims.report_data, public_key=getattr(claims, "public_key", None)
@@ -195,10 +193,12 @@ def _verify_real(
     *,
     collateral_fetcher: CollateralSource | None,
     snp_certificate_source: SnpCertificateSource | None = None,
+    simulation_option: str,
 ) -> VerifiedClaims:
     if kind is EvidenceKind.SIMULATION:
         raise VerificationError(
-            "the server sent SIMULATED evidence (no TEE): refusing outside simulation mode"
+            "the server sent SIMULATED evidence (no TEE): refusing outside simulation mode "
+            f"(pass {simulation_option} only for development)"
         )
     if policy is None:
         raise ConfigurationError(

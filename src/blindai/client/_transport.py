@@ -4,6 +4,10 @@ The attested transport trusts exactly one certificate (the one the evidence bind
 the name ``blindai-srv`` whatever address was dialled. It uses an explicit
 ``ssl.SSLContext`` on a plain socket, so no environment variable (``REQUESTS_CA_BUNDLE``,
 ``SSL_CERT_FILE``, proxies) can change what it trusts or where it connects.
+
+Failures are typed: :class:`~blindai.errors.NetworkError` (``RequestTimeout``) when the socket
+fails, :class:`~blindai.errors.WrongPort` when the port serves another of the server's roles,
+:class:`~blindai.errors.ConfigurationError` once the transport is closed.
 """
 
 from __future__ import annotations
@@ -16,22 +20,45 @@ from collections.abc import Callable, Iterable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from blindai.client._http11 import Http11Connection, HttpResponse
-from blindai.errors import BindingError
+from blindai.client._http11 import DEFAULT_MAX_BODY, Http11Connection, HttpResponse
+from blindai.client._ports import PortRole, speaks_http, speaks_tls, wrong_port
+from blindai.errors import (
+    BindingError,
+    ConfigurationError,
+    NetworkError,
+    ProtocolError,
+    RequestTimeout,
+)
 
-__all__ = ["SERVER_NAME", "HttpResponse", "PinnedTlsTransport", "PlainTransport"]
+__all__ = ["SERVER_NAME", "HttpResponse", "PinnedTlsTransport", "PlainTransport", "PortRole"]
 
 SERVER_NAME = "blindai-srv"
 
 
 class _Transport:
-    """Keep-alive HTTP/1.1, one connection per thread."""
+    """Keep-alive HTTP/1.1, one connection per thread; ``close()`` is final."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        *,
+        role: PortRole,
+        max_response_bytes: int = DEFAULT_MAX_BODY,
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.role = role
+        self.max_response_bytes = max_response_bytes
         self._local = threading.local()
         self._all: list[Http11Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def label(self) -> str:
+        """How error messages name this port, e.g. ``the attested port 10.0.0.5:9924``."""
+        return f"{self.role.flag_text} {self.host}:{self.port}"
 
     def _socket(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), self.timeout)
@@ -41,7 +68,12 @@ class _Transport:
     def _conn(self) -> Http11Connection:
         conn: Http11Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = Http11Connection(self._socket, f"{self.host}:{self.port}")
+            conn = Http11Connection(
+                self._socket,
+                f"{self.host}:{self.port}",
+                label=self.label,
+                max_body=self.max_response_bytes,
+            )
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -56,11 +88,14 @@ class _Transport:
         body_length: int | None = None,
     ) -> HttpResponse:
         """Send one request. A streamed ``body`` is a factory of chunks with ``body_length``."""
+        if self._closed:
+            raise ConfigurationError("this connection is closed: open a new one")
         return self._conn().request(method, path, body, headers or {}, body_length)
 
     def close(self) -> None:
-        """Close every connection this transport opened."""
+        """Close every connection this transport opened; later requests are refused."""
         with self._lock:
+            self._closed = True
             for conn in self._all:
                 conn.close()
             self._all.clear()
@@ -70,12 +105,49 @@ class _Transport:
 class PlainTransport(_Transport):
     """Plain HTTP to the unattested port: nothing from it is trusted before verification."""
 
+    def __init__(
+        self, host: str, port: int, timeout: float, *, max_response_bytes: int = DEFAULT_MAX_BODY
+    ) -> None:
+        super().__init__(
+            host, port, timeout, role=PortRole.UNATTESTED, max_response_bytes=max_response_bytes
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        body_length: int | None = None,
+    ) -> HttpResponse:
+        """Send one request; a port that answers in TLS is reported as :class:`WrongPort`."""
+        try:
+            return super().request(method, path, body, headers, body_length)
+        except RequestTimeout:
+            raise
+        except (NetworkError, ProtocolError) as exc:
+            if speaks_tls(self.host, self.port, self.timeout):
+                raise wrong_port(self.port, self.role, found="TLS") from exc
+            raise
+
 
 class PinnedTlsTransport(_Transport):
-    """TLS that trusts only ``cert_der`` and checks the name ``blindai-srv``."""
+    """TLS that trusts only ``cert_der`` and checks the name ``blindai-srv``.
 
-    def __init__(self, host: str, port: int, cert_der: bytes, timeout: float) -> None:
-        super().__init__(host, port, timeout)
+    ``role``: the attested (inference) port or the management port, for error messages.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        cert_der: bytes,
+        timeout: float,
+        *,
+        role: PortRole = PortRole.ATTESTED,
+        max_response_bytes: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        super().__init__(host, port, timeout, role=role, max_response_bytes=max_response_bytes)
         self.cert_der = cert_der
         pem = x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -89,12 +161,22 @@ class PinnedTlsTransport(_Transport):
     def _socket(self) -> socket.socket:
         sock = super()._socket()
         try:
-            return self._ctx.wrap_socket(sock, server_hostname=SERVER_NAME)
+            # a TLS EOF without close_notify is an error, not a silent end of data
+            return self._ctx.wrap_socket(
+                sock, server_hostname=SERVER_NAME, suppress_ragged_eofs=False
+            )
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             raise BindingError(
-                "the attested port presented a certificate other than the attested one: "
+                f"{self.label} presented a certificate other than the attested one: "
                 f"{exc.verify_message}"
+            ) from exc
+        except ssl.SSLError as exc:
+            sock.close()
+            if speaks_http(self.host, self.port, self.timeout):
+                raise wrong_port(self.port, self.role, found="plain HTTP") from exc
+            raise NetworkError(
+                f"TLS handshake with {self.label} failed: {exc.reason or exc}"
             ) from exc
         except BaseException:
             sock.close()

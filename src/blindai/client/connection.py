@@ -19,6 +19,8 @@ from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
 from blindai.client._attest import attest_server
+from blindai.client._http11 import DEFAULT_MAX_BODY
+from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import Tensor, to_wire_tensors
 from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
 from blindai.errors import (
@@ -74,6 +76,14 @@ def _raise_for(resp: HttpResponse, what: str) -> None:
     raise cls(f"{what}: {text}", status_code=resp.status)
 
 
+def _check_route(transport: PinnedTlsTransport, resp: HttpResponse, path: str) -> None:
+    """A 404 or 405 that our routes did not write (they answer in CBOR): no such route here."""
+    if resp.status in (404, 405) and not resp.headers.get("content-type", "").startswith(
+        "application/cbor"
+    ):
+        raise no_route(transport.port, transport.role, path)
+
+
 def _model_bytes(model: Any) -> bytes:
     if isinstance(model, bytes | bytearray | memoryview):
         return bytes(model)
@@ -104,7 +114,10 @@ def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
 
 
 class Connection:
-    """An attested connection to a BlindAI server. Use as a context manager or close()."""
+    """An attested connection to a BlindAI server. Use as a context manager or close().
+
+    After ``close()`` every request raises :class:`~blindai.errors.ConfigurationError`.
+    """
 
     def __init__(
         self,
@@ -148,6 +161,7 @@ class Connection:
             )
         else:
             resp = self._management.request("POST", "/upload", body)
+        _check_route(self._management, resp, "/upload")
         _raise_for(resp, "upload")
         reply = codec.decode_map(resp.body, what="upload reply")
         model_id, digest = reply.get("model_id"), reply.get("hash")
@@ -177,6 +191,7 @@ class Connection:
             }
         )
         resp = self._attested.request("POST", "/run", body)
+        _check_route(self._attested, resp, "/run")
         _raise_for(resp, "run")
         reply = codec.decode_map(resp.body, what="run reply")
         outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
@@ -190,10 +205,12 @@ class Connection:
     def delete_model(self, model_id: str) -> None:
         """Delete a model from the server."""
         body = codec.dumps({"model_id": model_id})
-        _raise_for(self._management.request("POST", "/delete", body), "delete")
+        resp = self._management.request("POST", "/delete", body)
+        _check_route(self._management, resp, "/delete")
+        _raise_for(resp, "delete")
 
     def close(self) -> None:
-        """Close the connections."""
+        """Close the connections; the connection cannot be used afterwards."""
         self._attested.close()
         self._management.close()
 
@@ -206,9 +223,9 @@ class Connection:
 
 def connect(
     addr: str,
-    unattested_server_port: int = 9923,
-    attested_server_port: int = 9924,
-    model_management_port: int = 9925,
+    unattested_server_port: int = PortRole.UNATTESTED.usual_port,
+    attested_server_port: int = PortRole.ATTESTED.usual_port,
+    model_management_port: int = PortRole.MANAGEMENT.usual_port,
     hazmat_manifest_path: str | os.PathLike[str] | None = None,
     hazmat_http_on_unattested_port: bool = False,
     simulation_mode: bool = False,
@@ -218,6 +235,8 @@ def connect(
     collateral_fetcher: CollateralSource | None = None,
     snp_certificate_source: SnpCertificateSource | None = None,
     timeout: float = 300.0,
+    max_response_bytes: int = DEFAULT_MAX_BODY,
+    simulation_option: str = "simulation_mode=True",
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
 
@@ -237,12 +256,18 @@ def connect(
     no certificates (a host with no certificate table):
     ``snp_certificate_source=KdsCertificateSource.online()`` (AMD's KDS). Nothing is fetched by
     the client unless a source is given; what it fetches is verified like the server's.
+    ``timeout`` (seconds) bounds connecting and each wait for an answer
+    (:class:`~blindai.errors.RequestTimeout`); ``max_response_bytes`` caps one response
+    body (1 GiB by default). ``simulation_option`` is how a refusal of a simulation server
+    names the opt-in: wrappers with their own option (the CLI's ``--simulation``) pass theirs.
+    A port that serves another of the three roles raises :class:`~blindai.errors.WrongPort`.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
         policy = Policy.from_file(hazmat_manifest_path)
     host = addr.split("://", 1)[-1].rstrip("/")
-    plain = PlainTransport(host, unattested_server_port, timeout)
+    limit = max_response_bytes
+    plain = PlainTransport(host, unattested_server_port, timeout, max_response_bytes=limit)
     start = time.perf_counter()
     try:
         attested = attest_server(
@@ -252,13 +277,22 @@ def connect(
             verifier=verifier,
             collateral_fetcher=collateral_fetcher,
             snp_certificate_source=snp_certificate_source,
+            simulation_option=simulation_option,
         )
     finally:
         plain.close()
     elapsed = time.perf_counter() - start
+    cert = attested.cert_der
     return Connection(
-        PinnedTlsTransport(host, attested_server_port, attested.cert_der, timeout),
-        PinnedTlsTransport(host, model_management_port, attested.cert_der, timeout),
+        PinnedTlsTransport(host, attested_server_port, cert, timeout, max_response_bytes=limit),
+        PinnedTlsTransport(
+            host,
+            model_management_port,
+            cert,
+            timeout,
+            role=PortRole.MANAGEMENT,
+            max_response_bytes=limit,
+        ),
         attested.claims,
         attested.server_info,
         elapsed,

@@ -79,6 +79,7 @@ class BlindAiClient:
             model_management_port=model_management_port,
             hazmat_manifest_path=policy,
             simulation_mode=simulation,
+            simulation_option="simulation=True",
         )
 
     def _connection(self) -> Connection:

@@ -1,0 +1,334 @@
+"""The hand-written HTTP/1.1 client against real loopback servers that misbehave on purpose.
+
+Bodies (Content-Length, chunked, read to close), the one retry on a kept-alive socket that the
+server closed (every symptom: FIN, reset, TLS EOF without close_notify, TLS close_notify), no
+retry once a response byte arrived, the response body cap, and strict ASCII numbers.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from blindai.client._http11 import Http11Connection, HttpResponse
+from blindai.client._transport import PinnedTlsTransport
+from blindai.errors import NetworkError, ProtocolError, RequestTimeout
+from tests._server import free_ports
+from tests.unit.client._scripted import ScriptedServer, ok, read_request, reset, scripted_server
+
+
+def plain(
+    server: ScriptedServer, *, max_body: int = 1 << 20, timeout: float = 10
+) -> Http11Connection:
+    """A client connection to the scripted server over plain TCP."""
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", server.port), timeout)
+
+    return Http11Connection(connect, f"127.0.0.1:{server.port}", max_body=max_body)
+
+
+def get(conn: Http11Connection) -> HttpResponse:
+    return conn.request("GET", "/", None, {})
+
+
+def answer_each(*responses: bytes) -> Callable[[int, socket.socket], None]:
+    """A handler answering successive requests on one connection with ``responses``."""
+
+    def handler(_: int, sock: socket.socket) -> None:
+        for response in responses:
+            if not read_request(sock):
+                return
+            sock.sendall(response)
+
+    return handler
+
+
+def wait_closed_by_server(conn: Http11Connection) -> None:
+    """Block until the server's close reached the client's idle socket (an event, no sleep)."""
+    sock = conn._sock
+    assert sock is not None
+    readable, _, _ = select.select([sock], [], [], 10)
+    assert readable, "the server did not close the idle connection"
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+def test_content_length_bodies_on_one_kept_alive_connection() -> None:
+    with scripted_server(answer_each(ok(b"one"), ok(b"two!"))) as server:
+        conn = plain(server)
+        assert get(conn).body == b"one"
+        resp = get(conn)
+        conn.close()
+    assert (resp.status, resp.body, resp.headers["content-length"]) == (200, b"two!", "4")
+    assert server.connections == 1
+
+
+def test_chunked_body_with_extensions_and_trailers() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n1\r\n \r\nA \r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    with scripted_server(answer_each(chunked, ok(b"after"))) as server:
+        conn = plain(server)
+        assert get(conn).body == b"hello 0123456789"
+        assert get(conn).body == b"after"  # the chunked body was consumed exactly
+        conn.close()
+    assert server.connections == 1
+
+
+def test_body_read_to_close_then_a_new_connection() -> None:
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+
+    with scripted_server(handler) as server:
+        conn = plain(server)
+        assert get(conn).body == b"until the end"
+        assert get(conn).body == b"until the end"
+    assert server.connections == 2
+
+
+def test_bytes_beyond_a_response_are_never_read_as_the_next_one() -> None:
+    with scripted_server(answer_each(ok(b"one") + ok(b"stray"), ok(b"two"))) as server:
+        conn = plain(server)
+        assert get(conn).body == b"one"
+        assert get(conn).body == b"one"  # a new connection: its first answer again
+        conn.close()
+    assert server.connections == 2
+
+
+def test_interim_responses_are_skipped_and_bodiless_statuses_have_no_body() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"final")
+    no_content = b"HTTP/1.1 204 No Content\r\n\r\n"
+    with scripted_server(answer_each(interim, no_content, ok(b"x"))) as server:
+        conn = plain(server)
+        assert get(conn).body == b"final"
+        assert get(conn) == HttpResponse(204, {}, b"")
+        assert get(conn).body == b"x"
+        conn.close()
+
+
+# --- the stale kept-alive socket ------------------------------------------------------------
+
+
+def _close_idle(how: str, sock: socket.socket) -> None:
+    """Close an idle kept-alive connection the way ``how`` says."""
+    if how == "reset":
+        reset(sock)
+        return
+    if how == "tls-close-notify":
+        try:
+            sock.unwrap()  # type: ignore[attr-defined]  # sends close_notify
+        except OSError:
+            pass  # the client's next request arrived after our close_notify
+        return
+    # "fin" (plain) or "tls-eof" (a TLS socket: a TCP FIN without close_notify); the socket
+    # stays open until the client closes its end, so no reset follows
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
+
+
+@pytest.mark.parametrize("how", ["fin", "reset", "tls-eof", "tls-close-notify"])
+def test_kept_alive_socket_closed_by_the_server_is_retried_once(how: str) -> None:
+    def handler(index: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(ok(b"first" if index == 0 else b"second"))
+        if index == 0:
+            _close_idle(how, sock)
+        else:
+            read_request(sock)
+
+    with scripted_server(handler, tls=how.startswith("tls")) as server:
+        if server.cert_der is None:
+            conn = plain(server)
+            send = get
+        else:
+            transport = PinnedTlsTransport("127.0.0.1", server.port, server.cert_der, 10)
+            conn = transport._conn()
+
+            def send(c: Http11Connection) -> HttpResponse:
+                return transport.request("POST", "/run", b"payload")
+
+        assert send(conn).body == b"first"
+        wait_closed_by_server(conn)
+        assert send(conn).body == b"second"
+        conn.close()
+    assert server.connections == 2
+
+
+def test_a_streamed_body_is_sent_again_in_full_on_the_retry() -> None:
+    seen: list[bytes] = []
+
+    def handler(index: int, sock: socket.socket) -> None:
+        seen.append(read_request(sock).partition(b"\r\n\r\n")[2])
+        sock.sendall(ok())
+        if index == 0:
+            _close_idle("fin", sock)
+
+    with scripted_server(handler) as server:
+        conn = plain(server)
+
+        def stream() -> Iterator[bytes]:
+            yield b"abc"
+            yield b"def"
+
+        conn.request("POST", "/upload", stream, {}, body_length=6)
+        wait_closed_by_server(conn)
+        conn.request("POST", "/upload", stream, {}, body_length=6)
+        conn.close()
+    assert seen == [b"abcdef", b"abcdef"]
+
+
+@pytest.mark.parametrize(
+    ("ending", "error", "text"),
+    [("close", ProtocolError, "mid-response"), ("reset", NetworkError, "broke mid-response")],
+)
+def test_no_retry_once_the_response_has_started(
+    ending: str, error: type[Exception], text: str
+) -> None:
+    def handler(index: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(ok(b"first"))
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        if ending == "reset":
+            reset(sock)
+
+    with scripted_server(handler) as server:
+        conn = plain(server)
+        get(conn)
+        with pytest.raises(error, match=text):
+            get(conn)
+    assert server.connections == 1
+
+
+def test_no_retry_on_a_new_connection() -> None:
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)  # and close without a word
+
+    with scripted_server(handler) as server:
+        with pytest.raises(NetworkError, match="did not answer") as info:
+            get(plain(server))
+    assert server.connections == 1
+    assert not isinstance(info.value, RequestTimeout)
+
+
+def test_only_one_retry() -> None:
+    def handler(index: int, sock: socket.socket) -> None:
+        read_request(sock)
+        if index == 0:
+            sock.sendall(ok())
+            _close_idle("fin", sock)
+        # the retried request gets no answer either
+
+    with scripted_server(handler) as server:
+        conn = plain(server)
+        get(conn)
+        wait_closed_by_server(conn)
+        with pytest.raises(NetworkError, match="did not answer"):
+            get(conn)
+    assert server.connections == 2
+
+
+# --- limits and strict parsing --------------------------------------------------------------
+
+
+def test_content_length_over_the_cap_is_refused_before_reading_the_body() -> None:
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n")
+        server.release.wait(10)  # the body never comes: the client must not wait for it
+
+    with scripted_server(handler) as server:
+        with pytest.raises(ProtocolError, match="limit of 1000 bytes"):
+            get(plain(server, max_body=1000))
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"190\r\n" + b"x" * 400 + b"\r\n"
+        b"190\r\n" + b"x" * 400 + b"\r\n" + b"190\r\n" + b"x" * 400 + b"\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1200,
+    ],
+    ids=["chunked", "read-to-close"],
+)
+def test_bodies_over_the_cap_are_refused(response: bytes) -> None:
+    with scripted_server(answer_each(response)) as server:
+        with pytest.raises(ProtocolError, match="max_response_bytes"):
+            get(plain(server, max_body=1000))
+
+
+@pytest.mark.parametrize(
+    ("response", "text"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nxx", "Content-Length"),  # "²"
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nxx", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nxx", "Content-Length"),
+        (b"HTTP/1.1 2\xb200 OK\r\nContent-Length: 0\r\n\r\n", "status line"),
+        (b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", "status line"),
+        (b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nxx\r\n0\r\n\r\n", "chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nxx\r\n0\r\n\r\n", "chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16, "chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxxyy\r\n0\r\n\r\n", "chunk"),
+        (b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n", "header"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 << 10) + b"\r\n\r\n", "too large"),
+    ],
+    ids=[
+        "length-superscript-two",
+        "length-5000-digits",
+        "length-plus-sign",
+        "length-twice",
+        "status-superscript-two",
+        "status-two-digits",
+        "http-2",
+        "chunk-size-0x",
+        "chunk-size-plus",
+        "chunk-size-underscore",
+        "chunk-too-long",
+        "folded-header",
+        "head-too-large",
+    ],
+)
+def test_malformed_responses_are_protocol_errors(response: bytes, text: str) -> None:
+    with scripted_server(answer_each(response)) as server:
+        with pytest.raises(ProtocolError, match=text):
+            get(plain(server))
+
+
+# --- socket failures ------------------------------------------------------------------------
+
+
+def test_connection_refused_is_a_network_error() -> None:
+    (port,) = free_ports(1)
+    conn = Http11Connection(
+        lambda: socket.create_connection(("127.0.0.1", port), 10),
+        f"127.0.0.1:{port}",
+        label=f"the unattested port 127.0.0.1:{port}",
+    )
+    with pytest.raises(NetworkError, match=f"cannot reach the unattested port 127.0.0.1:{port}"):
+        get(conn)
+
+
+def test_no_answer_within_the_timeout_is_a_request_timeout() -> None:
+    answered = threading.Event()
+
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        answered.wait(10)  # answers nothing until the client has given up
+
+    with scripted_server(handler) as server:
+        try:
+            with pytest.raises(RequestTimeout, match="did not answer in time"):
+                get(plain(server, timeout=0.2))
+        finally:
+            answered.set()
