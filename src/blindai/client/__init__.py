@@ -5,12 +5,13 @@ Example::
     import blindai
     with blindai.connect("localhost", simulation_mode=True) as conn:
         model = conn.upload_model("model.onnx", model_name="clf")
-        outputs = conn.predict("clf", {"input": x})
+        response = conn.predict("clf", {"input": x})
+        response.output[0].argmax(), response["probabilities"]
 """
 
 from __future__ import annotations
 
-from blindai.client._tensors import Tensor
+from blindai.client._tensors import PredictResponse, Tensor
 from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
 from blindai.client.legacy import BlindAiClient, ModelDatumType
 from blindai.protocol.messages import DatumType
@@ -20,6 +21,7 @@ __all__ = [
     "Connection",
     "DatumType",
     "ModelDatumType",
+    "PredictResponse",
     "RunModelResponse",
     "Tensor",
     "UploadModelResponse",

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cbor2
-import numpy as np
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tqdm import tqdm
@@ -21,7 +20,7 @@ from blindai.attestation.policy import Policy
 from blindai.client._attest import attest_server
 from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._ports import PortRole, no_route
-from blindai.client._tensors import Tensor, to_wire_tensors
+from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
 from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
 from blindai.errors import (
     ConfigurationError,
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
     from blindai.attestation._kds import SnpCertificateSource
 
-__all__ = ["Connection", "RunModelResponse", "UploadModelResponse", "connect"]
+__all__ = ["Connection", "PredictResponse", "RunModelResponse", "UploadModelResponse", "connect"]
 
 PROGRESS_MIN_BYTES = 8 << 20
 _CHUNK = 1 << 20
@@ -197,10 +196,15 @@ class Connection:
         outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
         return RunModelResponse([Tensor(t) for t in outputs])
 
-    def predict(self, model_id_or_name: str, inputs: Any) -> dict[str, np.ndarray]:
-        """Run a model and return its outputs as numpy arrays keyed by output name."""
+    def predict(self, model_id_or_name: str, inputs: Any) -> PredictResponse:
+        """Run a model; its outputs as numpy arrays, in order (``.output``) and by name.
+
+        ``predict(...).output[0].argmax()``, ``predict(...)["probabilities"]``.
+        """
         response = self.run_model(model_id=model_id_or_name, input_tensors=inputs)
-        return {t.node_name or str(i): t.as_numpy() for i, t in enumerate(response.output)}
+        return PredictResponse(
+            (t.node_name or str(i), t.as_numpy()) for i, t in enumerate(response.output)
+        )
 
     def delete_model(self, model_id: str) -> None:
         """Delete a model from the server."""
