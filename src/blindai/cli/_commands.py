@@ -40,6 +40,11 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument("--max-model-bytes", type=int, help="largest model accepted (default 1 GiB)")
     p.add_argument("--max-request-bytes", type=int, help="largest inference body (default 64 MiB)")
     p.add_argument("--max-models", type=int, help="most models held at once (default 64)")
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        help="seconds an idle client connection stays open (default 30)",
+    )
     p.add_argument("--pccs-url", help="Intel PCS/PCCS base URL for SGX and TDX collateral")
     p.add_argument(
         "--unattested-tls-cert",
@@ -75,6 +80,7 @@ _SERVE_FIELDS = (
     "max_model_bytes",
     "max_request_bytes",
     "max_models",
+    "keep_alive_timeout",
     "pccs_url",
     "unattested_tls_cert",
     "unattested_tls_key",

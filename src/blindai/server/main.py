@@ -110,7 +110,7 @@ async def _serve(built: Built) -> None:
             access_log=False,
             server_header=False,
             lifespan="off",
-            timeout_keep_alive=30,
+            timeout_keep_alive=s.keep_alive_timeout,
             h11_max_incomplete_event_size=1 << 16,
         )
         config.load()

@@ -40,6 +40,8 @@ class ServerSettings(BaseSettings):
     """Largest body accepted by /run and v2 inference."""
     max_models: int = Field(64, gt=0)
     """Most models held at once; uploads beyond it are refused with 507."""
+    keep_alive_timeout: int = Field(30, gt=0)
+    """Seconds an idle client connection is kept open before the server closes it."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
     inference_threads: int = Field(8, gt=0)
