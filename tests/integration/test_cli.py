@@ -233,6 +233,23 @@ def test_a_port_flag_naming_another_port(server: ServerProcess, dense: Path) -> 
     assert "the management port is usually 9925" in line
 
 
+def test_version_without_server_modules() -> None:
+    # -X importtime lists every module imported: none of the server's may be among them
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "blindai", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout) == (0, f"blindai {blindai.__version__}\n")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()}
+    assert "blindai.cli" in imported
+    server_side = ("blindai.server", "onnxruntime", "onnx", "uvicorn", "starlette", "pydantic")
+    assert not {m for m in imported if m.split(".")[0] in server_side or m.startswith(server_side)}
+
+
 def test_missing_policy_file(server: ServerProcess, dense: Path, tmp_path: Path) -> None:
     r = cli(
         "upload", dense, "--policy", tmp_path / "absent.toml", *target(server, simulation=False)

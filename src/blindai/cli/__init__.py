@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from blindai import __version__
 from blindai.cli._commands import add_client_commands, add_serve_command
 from blindai.errors import BlindAIError, ConfigurationError, EvidenceError, VerificationError
 
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         description="BlindAI: confidential inference. Serve ONNX models from a TEE; upload and "
         "run them after verifying the server by remote attestation.",
     )
+    parser.add_argument("--version", action="version", version=f"blindai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_command(sub)
     add_client_commands(sub)
