@@ -11,6 +11,11 @@ Run with ``make bench`` (or ``python scripts/bench.py [--quick]``). For each mod
 
 ``server own`` = blindai - echo - codec - in-process (p50): what our server adds beyond the
 transport and the model itself. Client and servers share this machine's CPUs.
+
+Then our hand-written HTTP/1.1 client against ``h11`` in the same run: the same /run body of
+the tiny model, on the same pinned TLS socket set-up, to the same server, in interleaved
+rounds (the order alternates each round); the ratio h11 / ours at p50 is what our client
+saves a request.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h11
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -45,6 +51,7 @@ from blindai.protocol.messages import WireTensor
 
 WARMUP = 30
 TIME_CAP_S = 5.0
+H11_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,107 @@ def through_blindai(conn: blindai.Connection, m: Model, n: int) -> tuple[Stats, 
     return stats, y
 
 
+class H11Client:
+    """HTTP/1.1 through ``h11`` on the same pinned TLS socket as our transport (keep-alive)."""
+
+    def __init__(self, transport: PinnedTlsTransport) -> None:
+        self._transport = transport
+        self._sock = transport._socket()
+        self._conn = h11.Connection(h11.CLIENT)
+
+    def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """One request and its whole response body."""
+        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
+            self._conn.start_next_cycle()
+        host = f"{self._transport.host}:{self._transport.port}"
+        headers = [("Host", host), ("Content-Length", str(len(body)))]
+        out = self._conn.send(h11.Request(method=method, target=path, headers=headers))
+        out += self._conn.send(h11.Data(data=body)) + self._conn.send(h11.EndOfMessage())
+        self._sock.sendall(out)
+        status, parts = 0, []
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(self._sock.recv(1 << 16))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return status, b"".join(parts)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+
+@dataclass(frozen=True)
+class ClientComparison:
+    """Our HTTP/1.1 client against h11, same requests, interleaved."""
+
+    ours: Stats
+    h11: Stats
+
+
+def compare_h11(
+    server: ServerProcess, conn: blindai.Connection, m: Model, n: int
+) -> ClientComparison:
+    """The tiny model's /run through our client and through h11, in alternating rounds."""
+    model_id = conn.upload_model(m.onnx_bytes, model_name="bench-h11").model_id
+    body = request_body(model_id, m.x)
+    ours_t = PinnedTlsTransport(server.host, server.attested_port, conn.certificate, 30.0)
+    h11_t = H11Client(PinnedTlsTransport(server.host, server.attested_port, conn.certificate, 30.0))
+    want = ours_t.request("POST", "/run", body).body
+
+    def ours() -> bytes:
+        return ours_t.request("POST", "/run", body).body
+
+    def theirs() -> bytes:
+        return h11_t.request("POST", "/run", body)[1]
+
+    try:
+        if theirs() != want:
+            raise RuntimeError("h11 and our client read different replies")
+        for _ in range(WARMUP):
+            ours(), theirs()
+        times: dict[str, list[float]] = {"ours": [], "h11": []}
+        per_round = max(1, n // H11_ROUNDS)
+        for r in range(H11_ROUNDS):
+            order = [("ours", ours), ("h11", theirs)]
+            for name, fn in order if r % 2 == 0 else order[::-1]:
+                for _ in range(per_round):
+                    t0 = time.perf_counter_ns()
+                    fn()
+                    times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        ours_t.close()
+        h11_t.close()
+        conn.delete_model(model_id)
+
+    def stats(values: list[float]) -> Stats:
+        arr = np.asarray(values)
+        return Stats(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(values))
+
+    return ClientComparison(stats(times["ours"]), stats(times["h11"]))
+
+
+def report_h11(cmp: ClientComparison, m: Model) -> None:
+    """Our client against h11: p50 and p99, the ratio and the difference a request."""
+    print(
+        f"\nHTTP/1.1 client, {m.name} /run to blindai serve, {cmp.ours.n} requests each in "
+        f"{H11_ROUNDS} interleaved rounds; milliseconds"
+    )
+    print(f"  {'client':<22}{'p50':>8} {'p99':>8}")
+    print(f"  {'ours (_http11)':<22}{cmp.ours.p50:8.3f} {cmp.ours.p99:8.3f}")
+    print(f"  {'h11 ' + h11.__version__:<22}{cmp.h11.p50:8.3f} {cmp.h11.p99:8.3f}")
+    saved = (cmp.h11.p50 - cmp.ours.p50) * 1000
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"  h11 / ours at p50: {cmp.h11.p50 / cmp.ours.p50:.2f}x "
+        f"(h11 - ours: {saved:+.0f} us a request; load average {load})"
+    )
+
+
 def connect(server: ServerProcess) -> blindai.Connection:
     """Connect in simulation mode (the warning is printed once, by main)."""
     with warnings.catch_warnings():
@@ -214,8 +322,11 @@ Result = tuple[Model, Stats, Stats, Stats, Stats]
 
 def run_all(
     server: ServerProcess, echo_srv: EchoServer, models: list[Model], n: int
-) -> list[Result]:
-    """Measure every column for every model; check the served outputs against onnxruntime."""
+) -> tuple[list[Result], ClientComparison]:
+    """Measure every column for every model; check the served outputs against onnxruntime.
+
+    Then our HTTP/1.1 client against h11 on the first (tiny) model.
+    """
     results = []
     with connect(server) as conn:
         print(
@@ -228,7 +339,8 @@ def run_all(
             ref = ort.InferenceSession(m.onnx_bytes, providers=["CPUExecutionProvider"])
             np.testing.assert_allclose(y, ref.run(["y"], {"x": m.x})[0], rtol=1e-4, atol=1e-5)
             results.append((m, local, client_codec(m, y, n), echo(echo_srv, m, n), served))
-    return results
+        clients = compare_h11(server, conn, models[0], n)
+    return results, clients
 
 
 def main() -> int:
@@ -249,13 +361,14 @@ def main() -> int:
     extra = ("--log-level", args.server_log_level)
     with simulation_server(*extra) as server, echo_server() as echo_srv:
         try:
-            results = run_all(server, echo_srv, models, n)
+            results, clients = run_all(server, echo_srv, models, n)
         except (BlindAIError, OSError) as exc:
             text = exc.diagnostics() if isinstance(exc, BlindAIError) else str(exc)
             tail = "\n".join(server.log().splitlines()[-5:])
             print(f"bench failed: {text}\nlast server log lines:\n{tail}", file=sys.stderr)
             return 1
     report(results, n)
+    report_h11(clients, models[0])
     print(f"\n(total {time.perf_counter() - began:.1f} s)")
     return 0
 
