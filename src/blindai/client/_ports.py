@@ -73,7 +73,10 @@ def wrong_port(port: int, role: PortRole, *, found: str) -> WrongPort:
     ``found`` is ``"TLS"`` or ``"plain HTTP"``.
     """
     if found == "TLS":
-        what = "speaks TLS: is it the attested or the management port?"
+        what = (
+            "speaks TLS (this client reads the unattested port over plain HTTP): is it the "
+            "attested or the management port?"
+        )
     else:
         what = "speaks plain HTTP, not TLS: is it the unattested port?"
     return WrongPort(_text(port, role, what), port=port, role=role.label, found=found)
