@@ -102,6 +102,10 @@ def verifier_for(kind: EvidenceKind) -> Verifier:
         from blindai.attestation.nitro import NitroVerifier
 
         return NitroVerifier.with_embedded_roots()
+    if kind is EvidenceKind.NVIDIA_GPU:
+        from blindai.attestation.nvidia_gpu import NvidiaGpuVerifier
+
+        return NvidiaGpuVerifier.with_embedded_roots()
     raise ConfigurationError(
         "simulated evidence is verified only by UnsafeSimulationVerifier, by explicit opt-in"
     )

@@ -21,6 +21,7 @@ class EvidenceKind(str, enum.Enum):
     TDX = "tdx"
     SEV_SNP = "sev-snp"
     NITRO = "nitro"
+    NVIDIA_GPU = "nvidia-gpu"
     SIMULATION = "simulation"
 
 
@@ -29,8 +30,9 @@ class VerifiedClaims:
     """Claims common to every kind of evidence, valid only once verified.
 
     ``measurement`` is the kind's main code measurement (MRENCLAVE, MRTD, MEASUREMENT, PCR0,
-    or the simulated code hash); ``report_data`` the data the TEE bound into the evidence
-    (for Nitro, ``user_data``). ``tcb_status`` is set for SGX and TDX.
+    SHA-384 of a GPU's measurement record, or the simulated code hash); ``report_data`` the
+    data the TEE bound into the evidence (for Nitro, ``user_data``; for an NVIDIA GPU, the
+    32-byte requester nonce). ``tcb_status`` is set for SGX and TDX.
     """
 
     kind: EvidenceKind

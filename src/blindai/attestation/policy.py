@@ -1,6 +1,7 @@
 """Policies as data: one optional sub-policy per evidence kind, loaded from TOML or a mapping.
 
-A policy file has sections ``[sgx]``, ``[tdx]``, ``[sev_snp]`` and ``[nitro]``. BlindAI 0.6's
+A policy file has sections ``[sgx]``, ``[tdx]``, ``[sev_snp]``, ``[nitro]`` and
+``[nvidia_gpu]`` (the GPU beside the CPU TEE: present means required). BlindAI 0.6's
 ``manifest.toml`` (top-level ``mr_enclave``, ``allow_debug``, ``attributes_*_hex``,
 ``misc_*_hex``) is accepted as it is, as the SGX policy. An empty policy is an error.
 
@@ -51,6 +52,7 @@ _SECTIONS = {
     "tdx": EvidenceKind.TDX,
     "sev_snp": EvidenceKind.SEV_SNP,
     "nitro": EvidenceKind.NITRO,
+    "nvidia_gpu": EvidenceKind.NVIDIA_GPU,
 }
 
 
@@ -85,6 +87,10 @@ def _policy_class(kind: EvidenceKind) -> type[KindPolicy]:
         from blindai.attestation.nitro import NitroPolicy
 
         return NitroPolicy
+    if kind is EvidenceKind.NVIDIA_GPU:
+        from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy
+
+        return NvidiaGpuPolicy
     raise ConfigurationError(f"no policy exists for {kind.value} evidence")
 
 
@@ -96,9 +102,10 @@ class Policy:
     tdx: KindPolicy | None = None
     sev_snp: KindPolicy | None = None
     nitro: KindPolicy | None = None
+    nvidia_gpu: KindPolicy | None = None
 
     def __post_init__(self) -> None:
-        if not any((self.sgx, self.tdx, self.sev_snp, self.nitro)):
+        if not any((self.sgx, self.tdx, self.sev_snp, self.nitro, self.nvidia_gpu)):
             raise ConfigurationError("an empty policy accepts nothing: give at least one section")
 
     @classmethod
