@@ -4,6 +4,11 @@ The TEE's report data commits to the TLS certificate the server will use:
 ``report_data[0:32] = SHA-256(certificate DER)`` and the rest zero (64 bytes for SGX, TDX and
 SEV-SNP). Nitro carries the same 32-byte digest in ``user_data``, or the certificate's public
 key (SubjectPublicKeyInfo DER) in ``public_key``.
+
+An NVIDIA GPU beside the CPU TEE answers the SPDM requester nonce
+``gpu_nonce(cert) = SHA-256(b"blindai-gpu-nonce" || SHA-256(certificate DER))`` (32 bytes, the
+size SPDM takes): the same certificate, in a separate domain so that neither value can stand
+for the other.
 """
 
 from __future__ import annotations
@@ -16,9 +21,17 @@ from cryptography.hazmat.primitives import serialization
 
 from blindai.errors import BindingError
 
-__all__ = ["REPORT_DATA_SIZE", "certificate_digest", "check_binding", "expected_report_data"]
+__all__ = [
+    "GPU_NONCE_LABEL",
+    "REPORT_DATA_SIZE",
+    "certificate_digest",
+    "check_binding",
+    "expected_report_data",
+    "gpu_nonce",
+]
 
 REPORT_DATA_SIZE = 64
+GPU_NONCE_LABEL = b"blindai-gpu-nonce"
 
 
 def certificate_digest(cert_der: bytes) -> bytes:
@@ -29,6 +42,11 @@ def certificate_digest(cert_der: bytes) -> bytes:
 def expected_report_data(cert_der: bytes, size: int = REPORT_DATA_SIZE) -> bytes:
     """The report data a TEE must produce for this certificate."""
     return certificate_digest(cert_der).ljust(size, b"\0")
+
+
+def gpu_nonce(cert_der: bytes) -> bytes:
+    """The 32-byte SPDM nonce a GPU must answer for this certificate."""
+    return hashlib.sha256(GPU_NONCE_LABEL + certificate_digest(cert_der)).digest()
 
 
 def check_binding(

@@ -1,7 +1,9 @@
 """``blindai attest``: verify evidence files, or a running server, against a policy.
 
 Exit status: 0 accepted (claims printed), 1 refused (one line per violation), 2 unusable
-arguments or malformed evidence.
+arguments or malformed evidence. ``--kind nvidia-gpu`` takes the report as raw bytes or as hex
+text (as NVIDIA's and trustee's tools store it), its chain with ``--certs`` and the expected
+requester nonce with ``--nonce``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ def add_attest_command(sub: Any) -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="certificate files, DER or PEM (SEV-SNP VCEK/VLEK, ASK/ARK)",
+        help="certificate files, DER or PEM (SEV-SNP VCEK/VLEK, ASK/ARK; the GPU's chain)",
+    )
+    p.add_argument(
+        "--nonce",
+        metavar="HEX",
+        help="nvidia-gpu: the requester nonce the report must answer (32 bytes, hex)",
     )
     p.add_argument("--policy", type=Path, help="TOML policy; without it, authenticity only")
     p.add_argument("--at", help="verification time, ISO-8601 (default: now)")
@@ -52,6 +59,12 @@ def add_attest_command(sub: Any) -> None:
         "--simulation", action="store_true", help="HOST: accept a simulation server (UNSAFE)"
     )
     p.add_argument("--unattested-port", type=int, default=9923, help="HOST: unattested port")
+    p.add_argument(
+        "--attested-port",
+        type=int,
+        default=9924,
+        help="HOST: attested port, where the GPU evidence is read when the policy has [nvidia_gpu]",
+    )
     p.add_argument(
         "--pccs-url",
         metavar="URL",
@@ -89,12 +102,14 @@ def _read(path: Path, what: str) -> bytes:
 def _authenticity_only(kind: EvidenceKind) -> Policy:
     from blindai.attestation.policy import _policy_class
 
-    section = {"sev-snp": "sev_snp"}.get(kind.value, kind.value)
+    section = kind.value.replace("-", "_")
     sub = _policy_class(kind).from_mapping(_permissive(kind))
     return Policy(**{section: sub})
 
 
 def _permissive(kind: EvidenceKind) -> dict[str, Any]:
+    if kind is EvidenceKind.NVIDIA_GPU:
+        return {"allow_any_measurement": True}  # a GPU report has no debug flag
     data: dict[str, Any] = {"allow_any_measurement": True, "allow_debug": True}
     if kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         from blindai.attestation._dcap import TCB_STATUSES
@@ -124,13 +139,38 @@ def _attest(args: argparse.Namespace) -> int:
     return _verify_host(args, when)
 
 
+def _hex_or_raw(data: bytes) -> bytes:
+    """A GPU report stored as hex text (NVIDIA's and trustee's tools) or as raw bytes."""
+    text = data.strip()
+    if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text.decode("ascii"))
+    return data
+
+
+def _nonce(text: str | None, kind: EvidenceKind) -> bytes | None:
+    if text is None:
+        return None
+    if kind is not EvidenceKind.NVIDIA_GPU:
+        raise ConfigurationError("--nonce applies to --kind nvidia-gpu only")
+    try:
+        nonce = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigurationError(f"--nonce {text!r} is not hex") from None
+    if len(nonce) != 32:
+        raise ConfigurationError(f"--nonce must be 32 bytes (64 hex digits), got {len(nonce)}")
+    return nonce
+
+
 def _verify_files(args: argparse.Namespace, when: datetime) -> int:
-    from blindai.attestation import verify
+    from blindai.attestation import verifier_for
 
     if not args.kind or not args.evidence:
         raise ConfigurationError("attest verify needs --kind and --evidence")
     kind = EvidenceKind(args.kind)
+    nonce = _nonce(args.nonce, kind)
     evidence = _read(args.evidence, "evidence")
+    if kind is EvidenceKind.NVIDIA_GPU:
+        evidence = _hex_or_raw(evidence)
     collateral = _read(args.collateral, "collateral") if args.collateral else None
     if collateral is None and args.pccs_url and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         collateral = _collateral_source(args.pccs_url).for_quote(evidence).to_json()
@@ -144,7 +184,19 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     else:
         policy = _authenticity_only(kind)
         note = "NOTE: no --policy given: authenticity checked, measurements and TCB not judged"
-    claims = verify(kind, evidence, policy, now=when, endorsements=endorsements)
+    if kind is EvidenceKind.NVIDIA_GPU and nonce is None:
+        note = (note + "\n" if note else "") + "NOTE: no --nonce given: freshness not checked"
+    verifier = verifier_for(kind)
+    sub = policy.for_kind(kind)
+    if nonce is not None:
+        from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy, NvidiaGpuVerifier
+
+        assert isinstance(verifier, NvidiaGpuVerifier) and isinstance(sub, NvidiaGpuPolicy)
+        claims: VerifiedClaims = verifier.verify(
+            evidence, sub, now=when, endorsements=endorsements, expected_nonce=nonce
+        )
+    else:
+        claims = verifier.verify(evidence, sub, now=when, endorsements=endorsements)
     _print(claims, args.json, note)
     return 0
 
@@ -162,12 +214,14 @@ def _kds_source(url: str) -> KdsCertificateSource:
 
 
 def _verify_host(args: argparse.Namespace, when: datetime) -> int:
-    from blindai.client._attest import attest_server
+    from blindai.client._attest import attest_server, gpu_required
     from blindai.client._transport import PlainTransport
 
     if args.policy is None and not args.simulation:
         raise ConfigurationError("attest HOST needs --policy (or --simulation for a simulation)")
     policy = Policy.from_file(args.policy) if args.policy else None
+    if args.nonce is not None:
+        raise ConfigurationError("--nonce applies to attest verify; a server's GPU answers its own")
     plain = PlainTransport(args.target, args.unattested_port, 60)
     try:
         attested = attest_server(
@@ -180,5 +234,30 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         )
     finally:
         plain.close()
-    _print(attested.claims, args.json, "certificate bound to the evidence: yes")
+    if not gpu_required(policy):
+        _print(attested.claims, args.json, "certificate bound to the evidence: yes")
+        return 0
+    assert policy is not None
+    gpu = _verify_host_gpu(args, attested.cert_der, policy, when)
+    if args.json:
+        both = {"cpu": attested.claims.to_dict(), "nvidia_gpu": gpu.to_dict()}
+        print(json.dumps(both, indent=2, sort_keys=True))
+    else:
+        _print(attested.claims, False, None)
+        print("-- nvidia-gpu")
+        _print(gpu, False, None)
+    print("certificate bound to the CPU and the GPU evidence: yes", file=sys.stderr)
     return 0
+
+
+def _verify_host_gpu(
+    args: argparse.Namespace, cert_der: bytes, policy: Policy, when: datetime
+) -> VerifiedClaims:
+    from blindai.client._attest import attest_gpu
+    from blindai.client._transport import PinnedTlsTransport
+
+    channel = PinnedTlsTransport(args.target, args.attested_port, cert_der, 60)
+    try:
+        return attest_gpu(channel, policy=policy, now=when)
+    finally:
+        channel.close()

@@ -37,6 +37,13 @@ def add_serve_command(sub: Any) -> None:
     p.add_argument(
         "--simulation", action="store_true", help="run without a TEE: UNSAFE, for development only"
     )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="where models run (default cpu); cuda needs onnxruntime-gpu and, outside "
+        "simulation, a GPU in confidential-computing mode whose report is served",
+    )
+    p.add_argument("--gpu-index", type=int, help="the GPU to use with --device cuda (default 0)")
     p.add_argument("--max-model-bytes", type=int, help="largest model accepted (default 1 GiB)")
     p.add_argument("--max-request-bytes", type=int, help="largest inference body (default 64 MiB)")
     p.add_argument("--max-models", type=int, help="most models held at once (default 64)")
@@ -77,6 +84,8 @@ _SERVE_FIELDS = (
     "attested_port",
     "management_port",
     "tee",
+    "device",
+    "gpu_index",
     "max_model_bytes",
     "max_request_bytes",
     "max_models",

@@ -1,6 +1,10 @@
 """The connect-time flow: fetch certificate and evidence, verify, check the binding.
 
-Nothing is sent to the attested ports before this returns.
+Nothing is sent to the attested ports before :func:`attest_server` returns. When the policy
+has an ``[nvidia_gpu]`` section, :func:`attest_gpu` then reads the GPU's evidence with one
+``GET /gpu-evidence`` over the attested TLS channel (pinned to the certificate just verified,
+so the answer comes from inside the TEE) and verifies it, nonce binding included, before
+anything else is sent.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 
 from blindai.attestation import Verifier, simulation
-from blindai.attestation.binding import check_binding
+from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
-from blindai.client._transport import HttpResponse, PlainTransport
+from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
 from blindai.errors import (
     ConfigurationError,
     EvidenceError,
@@ -29,8 +33,9 @@ from blindai.errors import (
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
     from blindai.attestation._kds import SnpCertificateSource
+    from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
-__all__ = ["Attested", "attest_server"]
+__all__ = ["Attested", "attest_gpu", "attest_server", "gpu_required"]
 
 _log = logging.getLogger("blindai.client")
 _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
@@ -45,13 +50,16 @@ class Attested:
     server_info: dict[str, Any]
 
 
-def _get(plain: PlainTransport, path: str, *, optional: bool = False) -> HttpResponse | None:
+def _get(
+    plain: PlainTransport | PinnedTlsTransport, path: str, *, optional: bool = False
+) -> HttpResponse | None:
     resp = plain.request("GET", path)  # NetworkError, WrongPort: raised by the transport
     if resp.status == 404 and optional:
         return None
     if not 200 <= resp.status < 300:
+        where = "attested" if isinstance(plain, PinnedTlsTransport) else "unattested"
         raise ServerError(
-            f"GET {path} on the unattested port answered {resp.status}", status_code=resp.status
+            f"GET {path} on the {where} port answered {resp.status}", status_code=resp.status
         )
     return resp
 
@@ -215,3 +223,45 @@ def _verify_real(
         )
     endorsements = _endorsements(plain, kind, evidence, collateral_fetcher, snp_certificate_source)
     return verifier.verify(evidence, policy.for_kind(kind), now=when, endorsements=endorsements)
+
+
+def gpu_required(policy: Policy | None) -> bool:
+    """Whether ``policy`` requires an attested NVIDIA GPU (it has an ``[nvidia_gpu]`` section)."""
+    return policy is not None and policy.nvidia_gpu is not None
+
+
+def attest_gpu(
+    attested: PinnedTlsTransport,
+    *,
+    policy: Policy,
+    now: datetime | None = None,
+    verifier: NvidiaGpuVerifier | None = None,
+) -> NvidiaGpuClaims:
+    """Fetch ``/gpu-evidence`` over the attested channel and verify it for its certificate.
+
+    The report must answer ``gpu_nonce(certificate)``; raises a typed error otherwise, or
+    :class:`VerificationError` when the server serves no GPU evidence.
+    """
+    from blindai.attestation.nvidia_gpu import NvidiaGpuVerifier
+
+    resp = _get(attested, "/gpu-evidence", optional=True)
+    if resp is None:
+        raise VerificationError(
+            "the policy requires an attested NVIDIA GPU ([nvidia_gpu]); the server serves no "
+            "GPU evidence"
+        )
+    body = _cbor(resp, "GPU evidence")
+    report = body.get("report") if isinstance(body, dict) else None
+    certs = body.get("certificates") if isinstance(body, dict) else None
+    if not isinstance(report, bytes) or not isinstance(certs, list):
+        raise ProtocolError("GPU evidence must be a map {report: bytes, certificates: [bytes]}")
+    if not all(isinstance(c, bytes) for c in certs):
+        raise ProtocolError("GPU evidence certificates must be byte strings")
+    verifier = verifier or NvidiaGpuVerifier.with_embedded_roots()
+    return verifier.verify(
+        report,
+        policy.for_kind(EvidenceKind.NVIDIA_GPU),  # type: ignore[arg-type]
+        now=now or datetime.now(timezone.utc),
+        endorsements=Endorsements(certificates=tuple(certs)),
+        expected_nonce=gpu_nonce(attested.cert_der),
+    )

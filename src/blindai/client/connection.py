@@ -17,7 +17,7 @@ from tqdm import tqdm
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
-from blindai.client._attest import attest_server
+from blindai.client._attest import attest_gpu, attest_server, gpu_required
 from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
@@ -35,6 +35,7 @@ from blindai.protocol import codec
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
     from blindai.attestation._kds import SnpCertificateSource
+    from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
 __all__ = ["Connection", "PredictResponse", "RunModelResponse", "UploadModelResponse", "connect"]
 
@@ -125,11 +126,14 @@ class Connection:
         claims: VerifiedClaims,
         server_info: dict[str, Any],
         attestation_seconds: float,
+        gpu_claims: NvidiaGpuClaims | None = None,
     ) -> None:
         self._attested = attested
         self._management = management
         self.claims = claims
         """The verified claims of the server's evidence."""
+        self.gpu_claims = gpu_claims
+        """The verified claims of the server's GPU, when the policy required one."""
         self.server_info = server_info
         """The server's ``/info`` (empty for servers without that extension)."""
         self.attestation_seconds = attestation_seconds
@@ -238,6 +242,7 @@ def connect(
     verifier: Verifier | None = None,
     collateral_fetcher: CollateralSource | None = None,
     snp_certificate_source: SnpCertificateSource | None = None,
+    gpu_verifier: NvidiaGpuVerifier | None = None,
     timeout: float = 300.0,
     max_response_bytes: int = DEFAULT_MAX_BODY,
     simulation_option: str = "simulation_mode=True",
@@ -265,6 +270,10 @@ def connect(
     body (1 GiB by default). ``simulation_option`` is how a refusal of a simulation server
     names the opt-in: wrappers with their own option (the CLI's ``--simulation``) pass theirs.
     A port that serves another of the three roles raises :class:`~blindai.errors.WrongPort`.
+    A policy with an ``[nvidia_gpu]`` section requires the server's GPU: its report, read with
+    ``GET /gpu-evidence`` over the attested channel, must verify (``gpu_verifier``, default
+    NVIDIA's pinned roots) and answer the nonce derived from the attested certificate, before
+    anything else is sent; its claims are ``Connection.gpu_claims``.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
@@ -285,10 +294,21 @@ def connect(
         )
     finally:
         plain.close()
+    channel = PinnedTlsTransport(
+        host, attested_server_port, attested.cert_der, timeout, max_response_bytes=limit
+    )
+    gpu_claims = None
+    if gpu_required(policy):
+        assert policy is not None
+        try:
+            gpu_claims = attest_gpu(channel, policy=policy, verifier=gpu_verifier)
+        except BaseException:
+            channel.close()
+            raise
     elapsed = time.perf_counter() - start
     cert = attested.cert_der
     return Connection(
-        PinnedTlsTransport(host, attested_server_port, cert, timeout, max_response_bytes=limit),
+        channel,
         PinnedTlsTransport(
             host,
             model_management_port,
@@ -300,4 +320,5 @@ def connect(
         attested.claims,
         attested.server_info,
         elapsed,
+        gpu_claims,
     )

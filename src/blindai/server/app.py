@@ -18,6 +18,7 @@ import blindai
 from blindai.attestation.binding import expected_report_data
 from blindai.protocol.version import EXTENSION_VERSION, WIRE_VERSION
 from blindai.server.attesters.base import Attester
+from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.handlers import DataPlane
 from blindai.server.middleware import ServerHeaderAndAccessLog
 from blindai.server.registry import ModelRegistry
@@ -25,18 +26,25 @@ from blindai.server.routes import BlindAIRoutes, cbor_errors, cbor_response
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["Apps", "EvidenceService", "create_apps", "server_header"]
+__all__ = ["Apps", "EvidenceService", "create_apps", "gpu_evidence_route", "server_header"]
 
 EVIDENCE_TTL_S = 60.0
 
 
 @dataclass
 class EvidenceService:
-    """The certificate and fresh evidence binding it (regenerated after a minute)."""
+    """The certificate and fresh evidence binding it (regenerated after a minute).
+
+    ``gpu``, when the models run on an attested GPU, gives the GPU's report for the same
+    certificate (:func:`~blindai.attestation.binding.gpu_nonce`), also regenerated after a
+    minute.
+    """
 
     identity: TlsIdentity
     attester: Attester
+    gpu: NvidiaGpuAttester | None = None
     _cached: tuple[float, bytes] | None = field(default=None, init=False)
+    _gpu_cached: tuple[float, dict[str, Any]] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def evidence(self) -> bytes:
@@ -47,6 +55,32 @@ class EvidenceService:
                 data = expected_report_data(self.identity.cert_der)
                 self._cached = (now, self.attester.evidence(data))
             return self._cached[1]
+
+    def gpu_evidence(self) -> dict[str, Any] | None:
+        """``{"report", "certificates"}`` binding the certificate, or None without a GPU."""
+        if self.gpu is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if self._gpu_cached is None or now - self._gpu_cached[0] > EVIDENCE_TTL_S:
+                self._gpu_cached = (now, self.gpu.evidence(self.identity.cert_der))
+            return self._gpu_cached[1]
+
+
+def gpu_evidence_route(service: EvidenceService) -> Route:
+    """``GET /gpu-evidence``: CBOR ``{report, certificates}``, or 404 without an attested GPU.
+
+    Served on the unattested port beside the CPU evidence, and on the attested port, where a
+    client reads it over the TLS channel it has just verified (see docs/attestation.md).
+    """
+
+    async def gpu_evidence(_: Request) -> Response:
+        found = await anyio.to_thread.run_sync(service.gpu_evidence)
+        if found is None:
+            return cbor_response("this server attests no GPU", 404)
+        return cbor_response(found)
+
+    return Route("/gpu-evidence", cbor_errors(gpu_evidence), methods=["GET"])
 
 
 def server_header(simulation: bool) -> str:
@@ -81,6 +115,7 @@ def _unattested_routes(settings: ServerSettings, service: EvidenceService) -> li
         Route("/collateral", cbor_errors(collateral), methods=["GET"]),
         Route("/endorsements", cbor_errors(endorsements), methods=["GET"]),
         Route("/info", info, methods=["GET"]),
+        gpu_evidence_route(service),
     ]
 
 
@@ -92,7 +127,9 @@ def server_info(settings: ServerSettings, service: EvidenceService) -> dict[str,
         "extension_version": EXTENSION_VERSION,
         "tee": service.attester.kind.value,
         "simulation": settings.is_simulation,
-        "capabilities": ["model-bytes", "f16", "v2-inference"],
+        "capabilities": ["model-bytes", "f16", "v2-inference"]
+        + (["gpu-evidence"] if service.gpu is not None else []),
+        "device": settings.device,
     }
 
 
@@ -127,7 +164,12 @@ def create_apps(
 
     return Apps(
         unattested=wrap(Starlette(routes=_unattested_routes(settings, service)), "unattested"),
-        attested=wrap(Starlette(routes=inference + model_routes + v2_routes(plane)), "attested"),
+        attested=wrap(
+            Starlette(
+                routes=[*inference, *model_routes, *v2_routes(plane), gpu_evidence_route(service)]
+            ),
+            "attested",
+        ),
         management=wrap(Starlette(routes=model_routes), "management"),
         plane=plane,
     )

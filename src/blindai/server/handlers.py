@@ -74,8 +74,14 @@ class DataPlane:
     def _compile(self, model: bytes, optimize: bool) -> OnnxModel:
         try:
             return OnnxModel(
-                model, optimize=optimize, intra_op_threads=self.settings.intra_op_threads
+                model,
+                optimize=optimize,
+                intra_op_threads=self.settings.intra_op_threads,
+                device=self.settings.device,
+                gpu_index=self.settings.gpu_index,
             )
+        except InferenceFailed:
+            raise  # the GPU refused the session: its own message
         except Exception as exc:  # onnxruntime raises several types for a bad model
             raise InferenceFailed(
                 "the model could not be loaded by onnxruntime (not a valid ONNX model, or "

@@ -14,7 +14,9 @@ from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
 from blindai.server.app import Apps, EvidenceService, create_apps
 from blindai.server.attesters.base import Attester
+from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.registry import ModelRegistry
+from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
@@ -49,13 +51,34 @@ def _attester(settings: ServerSettings) -> Attester:
     return select_attester(settings.tee, paths=paths, pccs_url=settings.pccs_url)
 
 
-def build(settings: ServerSettings, *, attester: Attester | None = None) -> Built:
-    """Create the identity, collect the first evidence (fail early), and build the apps."""
+def _gpu_attester(settings: ServerSettings) -> NvidiaGpuAttester | None:
+    """Outside simulation, models on a GPU need its evidence: NVML, or refuse to start."""
+    if settings.device != "cuda":
+        return None
+    if settings.is_simulation:
+        _log.warning("simulation on --device cuda: no GPU evidence is served")
+        return None
+    return NvidiaGpuAttester.open(settings.gpu_index)
+
+
+def build(
+    settings: ServerSettings,
+    *,
+    attester: Attester | None = None,
+    gpu_attester: NvidiaGpuAttester | None = None,
+) -> Built:
+    """Check the device, create the identity, collect the first evidence (fail early), build.
+
+    ``gpu_attester`` replaces the NVML one ``device = "cuda"`` chooses (tests give a double).
+    """
     if settings.tee == "simulation" or settings.simulation:
         _log.warning("*** %s ***", SIMULATION_WARNING)
+    check_device(settings.device, settings.gpu_index)
     chosen = attester or _attester(settings)
-    service = EvidenceService(TlsIdentity.generate(), chosen)
+    gpu = gpu_attester or _gpu_attester(settings)
+    service = EvidenceService(TlsIdentity.generate(), chosen, gpu)
     service.evidence()
+    service.gpu_evidence()
     apps = create_apps(settings, ModelRegistry(max_models=settings.max_models), service)
     return Built(settings, apps, service)
 
@@ -117,8 +140,11 @@ async def _serve(built: Built) -> None:
         config.ssl = ctx
         servers.append((uvicorn.Server(config), sock))
     _log.info(
-        "BlindAI %s: unattested %s://%s:%d, attested https://%s:%d, management https://%s:%d",
+        "BlindAI %s on %s%s: unattested %s://%s:%d, attested https://%s:%d, management "
+        "https://%s:%d",
         "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value,
+        s.device,
+        " (GPU evidence served)" if built.service.gpu is not None else "",
         "https" if s.unattested_tls_cert else "http",
         s.host,
         s.unattested_port,
@@ -130,9 +156,14 @@ async def _serve(built: Built) -> None:
     await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
 
 
-def serve(settings: ServerSettings, *, attester: Attester | None = None) -> None:
+def serve(
+    settings: ServerSettings,
+    *,
+    attester: Attester | None = None,
+    gpu_attester: NvidiaGpuAttester | None = None,
+) -> None:
     """Run the server until interrupted."""
-    built = build(settings, attester=attester)
+    built = build(settings, attester=attester, gpu_attester=gpu_attester)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux

@@ -1,16 +1,26 @@
-"""OnnxModel: load / predict / unload around one onnxruntime session."""
+"""OnnxModel: load / predict / unload around one onnxruntime session, on the CPU or a GPU.
+
+``device="cuda"`` runs sessions with onnxruntime's CUDA execution provider (package
+``onnxruntime-gpu``); :func:`check_device` refuses at start-up when it cannot, and every session
+is checked to really run on it: onnxruntime's own fallback to the CPU is never taken silently.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import InferenceFailed
+from blindai.errors import ConfigurationError, InferenceFailed
 
-__all__ = ["OnnxModel", "TensorSpec"]
+__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
+
+Device = Literal["cpu", "cuda"]
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
 
 # onnxruntime type strings -> numpy dtypes
 _ORT_TYPES: dict[str, np.dtype[np.generic]] = {
@@ -54,10 +64,55 @@ def _spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, _ORT_TYPES.get(node.type), dims, node.type)
 
 
+def providers_for(device: Device, gpu_index: int = 0) -> list[Any]:
+    """onnxruntime's providers for ``device``: the CUDA provider first on a GPU.
+
+    The CPU provider stays after CUDA for the operators CUDA lacks (onnxruntime assigns them
+    node by node); a session whose first provider is not CUDA is refused by OnnxModel.
+    """
+    if device == "cuda":
+        return [(_CUDA, {"device_id": gpu_index}), _CPU]
+    return [_CPU]
+
+
+def check_device(device: Device, gpu_index: int = 0) -> None:
+    """Refuse (ConfigurationError, one line) a device onnxruntime cannot run models on."""
+    if device != "cuda":
+        return
+    available = ort.get_available_providers()
+    if _CUDA not in available:
+        raise ConfigurationError(
+            f"--device cuda: onnxruntime {ort.__version__} has no CUDA execution provider "
+            f"(it has {', '.join(available)}); install onnxruntime-gpu in place of onnxruntime "
+            "(see docs/deploy-gpu.md)"
+        )
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    try:
+        OnnxModel(probe.SerializeToString(), device=device, gpu_index=gpu_index)
+    except InferenceFailed as exc:
+        raise ConfigurationError(exc.message) from exc
+
+
 class OnnxModel:
     """One compiled model. ``predict`` is thread-safe (onnxruntime sessions are)."""
 
-    def __init__(self, model: bytes, *, optimize: bool = True, intra_op_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: bytes,
+        *,
+        optimize: bool = True,
+        intra_op_threads: int = 0,
+        device: Device = "cpu",
+        gpu_index: int = 0,
+    ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -70,8 +125,15 @@ class OnnxModel:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
         self._session = ort.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=providers_for(device, gpu_index)
         )
+        got = self._session.get_providers()
+        if device == "cuda" and got[0] != _CUDA:
+            raise InferenceFailed(
+                f"--device cuda: onnxruntime could not use CUDA on GPU {gpu_index} "
+                f"(the session got {', '.join(got)})",
+                status_code=503,
+            )
         self.inputs = tuple(_spec(n) for n in self._session.get_inputs())
         self.outputs = tuple(_spec(n) for n in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]

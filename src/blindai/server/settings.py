@@ -42,6 +42,12 @@ class ServerSettings(BaseSettings):
     """Most models held at once; uploads beyond it are refused with 507."""
     keep_alive_timeout: int = Field(30, gt=0)
     """Seconds an idle client connection is kept open before the server closes it."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where models run: ``cuda`` uses onnxruntime's CUDA execution provider (onnxruntime-gpu)
+    and, outside simulation, serves the GPU's NVML attestation report; the server refuses to
+    start when either is unavailable."""
+    gpu_index: int = Field(0, ge=0)
+    """The GPU (NVML and CUDA index) models run on with ``device = "cuda"``."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
     inference_threads: int = Field(8, gt=0)
