@@ -118,14 +118,19 @@ def _wait_ready(server: ServerProcess, timeout: float, https: bool) -> None:
 
 
 def _start_once(
-    log_dir: Path, extra: tuple[str, ...], simulation: bool, https: bool, timeout: float
+    log_dir: Path,
+    extra: tuple[str, ...],
+    simulation: bool,
+    https: bool,
+    timeout: float,
+    module: str = "blindai",
 ) -> ServerProcess:
     u, a, m = free_ports(3)
     log_path = log_dir / f"server-{u}.log"
     cmd = [
         sys.executable,
         "-m",
-        "blindai",
+        module,
         "serve",
         *(["--simulation"] if simulation else []),
         "--host",
@@ -139,7 +144,7 @@ def _start_once(
         *extra,
     ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
     server = ServerProcess(HOST, u, a, m, proc, log_path)
     _wait_ready(server, timeout, https)
     return server
@@ -151,15 +156,18 @@ def start_server(
     simulation: bool = True,
     https: bool = False,
     timeout: float = 30.0,
+    module: str = "blindai",
 ) -> ServerProcess:
-    """Start ``python -m blindai serve [--simulation] EXTRA...``; wait until it answers.
+    """Start ``python -m MODULE serve [--simulation] EXTRA...``; wait until it answers.
 
     A free port can be taken by another process between the probe and the bind: then it
     tries again with new ports (five times). ``https``: the unattested port serves HTTPS.
+    ``module`` (run from the repository root) replaces ``blindai``, e.g. by a test launcher
+    that gives the real server a hardware double.
     """
     for attempt in range(5):
         try:
-            return _start_once(log_dir, extra, simulation, https, timeout)
+            return _start_once(log_dir, extra, simulation, https, timeout, module)
         except PortTaken:
             if attempt == 4:
                 raise
