@@ -71,9 +71,9 @@ def build(
 
     ``gpu_attester`` replaces the NVML one ``device = "cuda"`` chooses (tests give a double).
     """
+    check_device(settings.device, settings.gpu_index)
     if settings.tee == "simulation" or settings.simulation:
         _log.warning("*** %s ***", SIMULATION_WARNING)
-    check_device(settings.device, settings.gpu_index)
     chosen = attester or _attester(settings)
     gpu = gpu_attester or _gpu_attester(settings)
     service = EvidenceService(TlsIdentity.generate(), chosen, gpu)

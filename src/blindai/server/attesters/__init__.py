@@ -16,6 +16,9 @@ evidence binding the 64-byte report data, ``endorsements()`` what a verifier nee
 ``simulation``    :class:`SimulationAttester`  none: protects nothing, development only
 ================  ===========================  ==========================================
 
+Beside the CPU TEE, ``--device cuda`` adds :class:`NvidiaGpuAttester`: the GPU's SPDM report
+through NVML (:class:`PynvmlDevice`), answering the nonce derived from the TLS certificate.
+
 Example (without a TEE, ``auto`` refuses rather than simulate)::
 
     >>> from pathlib import Path
@@ -43,6 +46,7 @@ from blindai.server.attesters.base import Attester
 from blindai.server.attesters.configfs_tsm import ConfigfsTsmAttester
 from blindai.server.attesters.gramine import GramineAttester
 from blindai.server.attesters.nitro import IoctlTransport, NsmAttester, NsmTransport
+from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester, Nvml, PynvmlDevice
 from blindai.server.attesters.select import TEE_CHOICES, AttesterPaths, select_attester
 from blindai.server.attesters.simulation import SimulationAttester
 
@@ -57,8 +61,11 @@ __all__ = [
     "IoctlTransport",
     "NsmAttester",
     "NsmTransport",
+    "NvidiaGpuAttester",
+    "Nvml",
     "PcsCollateralSource",
     "PcsFetcher",
+    "PynvmlDevice",
     "SimulationAttester",
     "UrllibFetcher",
     "select_attester",
