@@ -16,6 +16,9 @@ Then our hand-written HTTP/1.1 client against ``h11`` in the same run: the same 
 the tiny model, on the same pinned TLS socket set-up, to the same server, in interleaved
 rounds (the order alternates each round); the ratio h11 / ours at p50 is what our client
 saves a request.
+
+``--device cuda`` runs both the in-process session and the server (``blindai serve --device
+cuda``) on onnxruntime's CUDA execution provider (needs onnxruntime-gpu and a GPU).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from blindai.client._transport import PinnedTlsTransport
 from blindai.errors import BlindAIError
 from blindai.protocol import codec
 from blindai.protocol.messages import WireTensor
+from blindai.server.runtime import check_device, providers_for
 
 WARMUP = 30
 TIME_CAP_S = 5.0
@@ -125,12 +129,13 @@ def measure(fn: Callable[[], object], n: int) -> Stats:
     return Stats(float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(times))
 
 
-def in_process(m: Model, n: int) -> Stats:
-    """onnxruntime in this process, with the server's session options."""
+def in_process(m: Model, n: int, device: str = "cpu") -> Stats:
+    """onnxruntime in this process, with the server's session options and device."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(m.onnx_bytes, options, providers=["CPUExecutionProvider"])
+    providers = providers_for("cuda" if device == "cuda" else "cpu")
+    session = ort.InferenceSession(m.onnx_bytes, options, providers=providers)
     return measure(lambda: session.run(["y"], {"x": m.x}), n)
 
 
@@ -321,7 +326,7 @@ Result = tuple[Model, Stats, Stats, Stats, Stats]
 
 
 def run_all(
-    server: ServerProcess, echo_srv: EchoServer, models: list[Model], n: int
+    server: ServerProcess, echo_srv: EchoServer, models: list[Model], n: int, device: str = "cpu"
 ) -> tuple[list[Result], ClientComparison]:
     """Measure every column for every model; check the served outputs against onnxruntime.
 
@@ -334,7 +339,7 @@ def run_all(
             f"{conn.attestation_seconds * 1000:.1f} ms\n"
         )
         for m in models:
-            local = in_process(m, n)
+            local = in_process(m, n, device)
             served, y = through_blindai(conn, m, n)
             ref = ort.InferenceSession(m.onnx_bytes, providers=["CPUExecutionProvider"])
             np.testing.assert_allclose(y, ref.run(["y"], {"x": m.x})[0], rtol=1e-4, atol=1e-5)
@@ -353,15 +358,24 @@ def main() -> int:
         help="the server's --log-level (default info, as `blindai serve`; warning drops the "
         "access log)",
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the models run, in-process and in the server (default cpu)",
+    )
     args = parser.parse_args()
+    if args.device == "cuda":
+        check_device("cuda")  # one line and exit 2 below when onnxruntime has no CUDA
     n = 50 if args.quick else 500
     models = [mlp("dense 16->4", [16, 4]), mlp("mlp 1024-1024-768-10", [1024, 1024, 768, 10])]
     began = time.perf_counter()
     header()
-    extra = ("--log-level", args.server_log_level)
+    print(f"device  : {args.device} (in-process and server)")
+    extra = ("--log-level", args.server_log_level, "--device", args.device)
     with simulation_server(*extra) as server, echo_server() as echo_srv:
         try:
-            results, clients = run_all(server, echo_srv, models, n)
+            results, clients = run_all(server, echo_srv, models, n, args.device)
         except (BlindAIError, OSError) as exc:
             text = exc.diagnostics() if isinstance(exc, BlindAIError) else str(exc)
             tail = "\n".join(server.log().splitlines()[-5:])
@@ -400,4 +414,8 @@ def report(results: list[Result], n: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BlindAIError as exc:
+        print(exc.diagnostics(), file=sys.stderr)
+        sys.exit(2)
