@@ -121,6 +121,7 @@ def test_exported_names():
         "configfs_tsm",
         "gramine",
         "nitro",
+        "nvidia_gpu",
         "select",
         "simulation",
     }
