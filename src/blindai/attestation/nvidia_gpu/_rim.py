@@ -124,9 +124,12 @@ def _signer_chain(root: Any) -> list[x509.Certificate]:
 
 
 def _check_signature(root: Any, leaf: x509.Certificate, now: datetime) -> Any:
-    from signxml.algorithms import DigestAlgorithm, SignatureMethod
-    from signxml.exceptions import InvalidInput, InvalidSignature
-    from signxml.verifier import SignatureConfiguration, XMLVerifier
+    try:
+        from signxml.algorithms import DigestAlgorithm, SignatureMethod
+        from signxml.exceptions import InvalidInput, InvalidSignature
+        from signxml.verifier import SignatureConfiguration, XMLVerifier
+    except ImportError as exc:  # pragma: no cover - the dev extra installs signxml
+        raise ConfigurationError("RIM files need signxml: pip install 'blindai[rim]'") from exc
 
     config = SignatureConfiguration(
         location="./",

@@ -11,8 +11,9 @@ Example::
 
 Keys: ``measurements`` (SPDM block index, 1-based as NVIDIA's tools print them, to one value or
 a list of accepted values, hex), ``rim`` (paths of NVIDIA reference integrity manifests, driver
-and VBIOS: every active golden measurement must match, and each RIM's version must be the
-report's driver or VBIOS version; see :mod:`blindai.attestation.nvidia_gpu._rim` for what is
+and VBIOS, read when the policy is loaded, relative paths from the current directory: every
+active golden measurement must match, and each RIM's version must be the report's driver or
+VBIOS version; needs ``blindai[rim]``; see :mod:`blindai.attestation.nvidia_gpu._rim` for what is
 not checked offline), ``min_driver_version`` (dotted decimal), ``min_vbios_version`` (dotted
 hex, as NVIDIA prints it), ``models`` (the leaf certificate's model, e.g. ``"GH100"``).
 One of ``measurements`` and ``rim`` is required unless ``allow_any_measurement = true`` is
