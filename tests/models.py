@@ -56,3 +56,64 @@ def matmul(n_in: int, n_out: int, seed: int = 0) -> bytes:
         helper.make_node("Add", ["xw", "B"], ["y"]),
     ]
     return _model(helper.make_graph(nodes, "dense", [x], [y], initializer=[w, bias]))
+
+
+def token_embedder(vocab: int, dim: int = 4, seed: int = 0) -> bytes:
+    """last_hidden_state [1, seq, dim] = E[input_ids] * attention_mask, E random: a text encoder."""
+    return token_table_embedding(np.random.default_rng(seed).standard_normal((vocab, dim)))
+
+
+def token_table_embedding(table: np.ndarray) -> bytes:
+    """last_hidden_state [1, seq, dim] = table[input_ids] * attention_mask."""
+    vocab, dim = table.shape
+    e = helper.make_tensor("E", TensorProto.FLOAT, [vocab, dim], table.astype(np.float32).ravel())
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, None])
+    out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, None, dim])
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["g"]),
+        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mf", "axis"], ["m3"]),
+        helper.make_node("Mul", ["g", "m3"], ["last_hidden_state"]),
+    ]
+    axis = helper.make_tensor("axis", TensorProto.INT64, [1], [-1])
+    graph = helper.make_graph(nodes, "embed", [ids, mask], [out], initializer=[e, axis])
+    return _model(graph)
+
+
+def colour_classifier(size: int | None = None) -> bytes:
+    """logits [1, 3] = mean over pixels of an NCHW image: the strongest channel wins."""
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, size, size])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])
+    nodes = [helper.make_node("ReduceMean", ["pixels"], ["logits"], axes=[2, 3], keepdims=0)]
+    return _model(helper.make_graph(nodes, "colour", [x], [y]))
+
+
+def sign_ctc() -> bytes:
+    """logits [1, T, 3] = x * [0, 1, -1]: each sample votes <pad> (0), A (>0) or B (<0)."""
+    x = helper.make_tensor_value_info("input_values", TensorProto.FLOAT, [1, None])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 1.0, -1.0])
+    axis = helper.make_tensor("axis", TensorProto.INT64, [1], [-1])
+    nodes = [
+        helper.make_node("Unsqueeze", ["input_values", "axis"], ["x3"]),
+        helper.make_node("Mul", ["x3", "w"], ["logits"]),
+    ]
+    return _model(helper.make_graph(nodes, "ctc", [x], [y], initializer=[w, axis]))
+
+
+def next_token_lm(vocab: int) -> bytes:
+    """logits [1, seq, vocab] = one-hot(input_ids + 1 mod vocab) * 10: predicts the next id."""
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, None])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, vocab])
+    table = np.roll(np.eye(vocab, dtype=np.float32) * 10, 1, axis=1)
+    e = helper.make_tensor("T", TensorProto.FLOAT, [vocab, vocab], table.ravel())
+    nodes = [
+        helper.make_node("Gather", ["T", "input_ids"], ["g"]),
+        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mf", "axis"], ["m3"]),
+        helper.make_node("Mul", ["g", "m3"], ["logits"]),
+    ]
+    axis = helper.make_tensor("axis", TensorProto.INT64, [1], [-1])
+    return _model(helper.make_graph(nodes, "lm", [ids, mask], [out], initializer=[e, axis]))

@@ -12,6 +12,7 @@
     │   └── BindingError       TLS key or nonce not bound to the evidence
     ├── CollateralUnavailable  collateral could not be fetched (fail closed)
     ├── ProtocolError          wire version or format
+    ├── PipelineError          a pipeline spec, its files, or a raw input cannot be used
     ├── ServerError            .status_code: the server answered with an error
     │   ├── ModelNotFound
     │   ├── ModelNotReady
@@ -40,6 +41,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "NetworkError",
+    "PipelineError",
     "PolicyError",
     "ProtocolError",
     "RequestTimeout",
@@ -115,6 +117,11 @@ class CollateralUnavailable(BlindAIError):
 
 class ProtocolError(BlindAIError):
     """Raised when a message does not follow the wire protocol, or versions do not match."""
+
+
+class PipelineError(BlindAIError):
+    """Raised when a pipeline spec or one of its files is malformed or over a limit, or when a
+    raw input (text, image, audio) cannot be decoded or preprocessed by the model's pipeline."""
 
 
 class ServerError(BlindAIError):

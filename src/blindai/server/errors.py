@@ -9,6 +9,7 @@ from blindai.errors import (
     EvidenceError,
     ModelNotFound,
     ModelNotReady,
+    PipelineError,
     ProtocolError,
     ServerError,
 )
@@ -17,6 +18,7 @@ __all__ = ["status_for"]
 
 _STATUS: tuple[tuple[type[BlindAIError], int], ...] = (
     (ProtocolError, 400),
+    (PipelineError, 400),
     (ModelNotFound, 404),
     (ModelNotReady, 503),
     (EvidenceError, 503),

@@ -1,0 +1,108 @@
+"""Audio step: PCM WAV decode (stdlib ``wave``), mix to mono, resample (soxr), normalise."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from blindai.errors import PipelineError
+from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
+from blindai.pipeline.limits import PipelineLimits
+from blindai.pipeline.spec import AudioInput
+
+__all__ = ["AudioStep", "compile_audio", "decode_wav", "normalize_audio"]
+
+_FLOATS = tuple(np.dtype(t) for t in ("float32", "float16", "float64"))
+MAX_CHANNELS = 16
+
+
+def _samples(frames: bytes, width: int) -> np.ndarray:
+    if width == 1:  # 8-bit WAV is unsigned
+        return (np.frombuffer(frames, np.uint8).astype(np.float32) - 128.0) / 128.0
+    if width == 2:
+        return np.frombuffer(frames, "<i2").astype(np.float32) / 32768.0
+    if width == 3:
+        b = np.frombuffer(frames, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        return v.astype(np.float32) / float(1 << 23)
+    return np.frombuffer(frames, "<i4").astype(np.float32) / float(1 << 31)
+
+
+def decode_wav(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Samples ``[frames, channels]`` in [-1, 1] and the rate of a PCM WAV file."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wav:
+            width, channels = wav.getsampwidth(), wav.getnchannels()
+            rate, count = wav.getframerate(), wav.getnframes()
+            if width not in (1, 2, 3, 4):
+                raise PipelineError(f"WAV samples of {width} bytes: 8, 16, 24 or 32-bit PCM only")
+            if not 1 <= channels <= MAX_CHANNELS or not 1000 <= rate <= 384_000:
+                raise PipelineError(f"WAV has {channels} channels at {rate} Hz: not supported")
+            if count / rate > max_seconds:
+                raise PipelineError(
+                    f"audio is {count / rate:.1f} s; this model takes at most {max_seconds:g} s"
+                )
+            frames = wav.readframes(count)
+    except PipelineError:
+        raise
+    except (wave.Error, EOFError, ValueError, OSError) as exc:
+        raise PipelineError(f"audio is not a readable PCM WAV file ({exc})") from None
+    if len(frames) != count * width * channels:
+        raise PipelineError("WAV data is truncated (shorter than its header says)")
+    if count == 0:
+        raise PipelineError("audio is empty")
+    return _samples(frames, width).reshape(count, channels), rate
+
+
+def normalize_audio(x: np.ndarray, how: str) -> np.ndarray:
+    """``peak``: scale to a peak of 1; ``zero_mean_unit_var``: as Wav2Vec2's feature extractor."""
+    if how == "peak":
+        peak = float(np.max(np.abs(x)))
+        return x / peak if peak > 0 else x
+    if how == "zero_mean_unit_var":
+        return np.asarray((x - x.mean()) / np.sqrt(x.var() + 1e-7), dtype=x.dtype)
+    return x
+
+
+@dataclass(frozen=True)
+class AudioStep:
+    """Decode and preprocess one WAV file into the model's audio input ``[1, samples]``."""
+
+    spec: AudioInput
+    input_name: str
+    dtype: np.dtype[Any]
+    kind: str = "audio"
+
+    def __call__(self, raw: bytes | str) -> Prepared:
+        """Bytes of a WAV file in, the model's feed out."""
+        if not isinstance(raw, bytes):
+            raise PipelineError("audio must be sent as bytes")
+        samples, rate = decode_wav(raw, max_seconds=self.spec.max_seconds)
+        mono = samples.mean(axis=1, dtype=np.float32)
+        if rate != self.spec.sample_rate:
+            mono = soxr.resample(mono, rate, self.spec.sample_rate)
+        out = normalize_audio(np.asarray(mono, dtype=np.float32), self.spec.normalize)
+        return Prepared({self.input_name: np.ascontiguousarray(out[None], dtype=self.dtype)})
+
+
+def compile_audio(spec: AudioInput, inputs: Sequence[Port], limits: PipelineLimits) -> AudioStep:
+    """Check the step against the model's audio input (``[1, samples]``, float)."""
+    del limits  # the spec's own max_seconds is bounded when it is parsed
+    port = pick_port(inputs, spec.input, "input")
+    if len(inputs) != 1:
+        others = [p.name for p in inputs if p.name != port.name]
+        raise PipelineError(f"the audio step feeds no value to model input(s) {others}")
+    if port.dtype not in _FLOATS or not dims_fit((1, None), port.shape):
+        raise PipelineError(
+            f"model input {port.name!r} is {port.dtype} {list(port.shape)}; audio needs a float "
+            "input of shape [1, samples]"
+        )
+    assert port.dtype is not None
+    return AudioStep(spec, port.name, port.dtype)

@@ -1,0 +1,144 @@
+"""Image step: decode PNG/JPEG (Pillow), resize, centre-crop, scale, normalise, lay out, batch.
+
+A request's image is refused from its header when it has more than ``max_image_pixels``
+pixels, before any pixel is decoded; truncated files and other formats are refused too.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from blindai.errors import PipelineError
+from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
+from blindai.pipeline.limits import PipelineLimits
+from blindai.pipeline.spec import ImageInput
+
+__all__ = ["ImageStep", "compile_image", "decode_image", "image_to_array"]
+
+_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_DTYPES = tuple(np.dtype(t) for t in ("float32", "float16", "float64", "uint8"))
+
+
+def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
+    """Decode a PNG or JPEG, refusing other formats, bombs and truncated files."""
+    allowed = [_FORMATS[f] for f in formats]
+    try:
+        img = Image.open(io.BytesIO(data), formats=allowed)
+    except Image.DecompressionBombError:
+        raise PipelineError(f"image has more than {max_pixels} pixels") from None
+    except Exception:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise PipelineError(f"image is not a readable {' or '.join(allowed)} file") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise PipelineError(
+            f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
+        )
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # truncated or corrupt pixel data
+        raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+
+
+def _out_size(spec: ImageInput) -> tuple[int | None, int | None]:
+    if spec.crop is not None:
+        return spec.crop
+    if spec.resize is not None:
+        return spec.resize
+    return None, None
+
+
+def _resize(img: Image.Image, spec: ImageInput) -> Image.Image:
+    resample = _RESAMPLE[spec.resample]
+    if spec.resize is not None:
+        height, width = spec.resize
+        return img.resize((width, height), resample)
+    if spec.resize_shorter is not None:
+        w, h = img.size
+        ratio = spec.resize_shorter / min(w, h)
+        size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+        return img.resize(size, resample)
+    return img
+
+
+def _crop(img: Image.Image, spec: ImageInput) -> Image.Image:
+    if spec.crop is None:
+        return img
+    ch, cw = spec.crop
+    w, h = img.size
+    if cw > w or ch > h:
+        raise PipelineError(f"image is {w}x{h} after resizing, smaller than the {cw}x{ch} crop")
+    left, top = round((w - cw) / 2), round((h - ch) / 2)
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def image_to_array(img: Image.Image, spec: ImageInput, dtype: np.dtype[Any]) -> np.ndarray:
+    """Resize, crop, convert and normalise one image into a batch of one."""
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # palette transparency, without Pillow's warning
+    img = _crop(_resize(img, spec), spec).convert("L" if spec.channels == "L" else "RGB")
+    arr = np.asarray(img)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if spec.channels == "BGR":
+        arr = arr[:, :, ::-1]
+    if dtype != np.uint8:
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        arr = (arr.astype(np.float32) * np.float32(spec.scale) - mean) / std
+    if spec.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr[None], dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ImageStep:
+    """Decode and preprocess one image into the model's image input."""
+
+    spec: ImageInput
+    input_name: str
+    dtype: np.dtype[Any]
+    max_pixels: int
+    kind: str = "image"
+
+    def __call__(self, raw: bytes | str) -> Prepared:
+        """Bytes of a PNG or JPEG file in, the model's feed out."""
+        if not isinstance(raw, bytes):
+            raise PipelineError("an image must be sent as bytes")
+        img = decode_image(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
+        return Prepared({self.input_name: image_to_array(img, self.spec, self.dtype)})
+
+
+def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimits) -> ImageStep:
+    """Check the step against the model's image input (rank 4, channels, size, dtype)."""
+    port = pick_port(inputs, spec.input, "input")
+    if len(inputs) != 1:
+        others = [p.name for p in inputs if p.name != port.name]
+        raise PipelineError(f"the image step feeds no value to model input(s) {others}")
+    if port.dtype not in _DTYPES:
+        raise PipelineError(
+            f"model input {port.name!r} is {port.dtype}; images need a float or uint8 input"
+        )
+    assert port.dtype is not None
+    if port.dtype == np.uint8 and (spec.scale, spec.mean, spec.std) != (1.0, (0.0,), (1.0,)):
+        raise PipelineError("a uint8 model input takes raw pixels: drop scale, mean and std")
+    height, width = _out_size(spec)
+    channels = 1 if spec.channels == "L" else 3
+    made = (1, channels, height, width) if spec.layout == "NCHW" else (1, height, width, channels)
+    if not dims_fit(made, port.shape):
+        show = ["?" if d is None else d for d in made]
+        raise PipelineError(
+            f"model input {port.name!r} has shape {list(port.shape)}; the image step makes {show}"
+        )
+    return ImageStep(spec, port.name, port.dtype, limits.max_image_pixels)

@@ -1,0 +1,239 @@
+"""Output steps: activation and top-k labels, next token, pooled embedding, CTC decoding.
+
+The numeric parts are pure functions on numpy arrays; each step checks the model's output
+against what it expects when the pipeline is compiled, and again on every run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blindai.errors import InferenceFailed, PipelineError
+from blindai.pipeline._ports import Port, Prepared
+from blindai.pipeline.results import Classification, Embedding, Label, Transcript
+from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput, NextTokenOutput
+
+__all__ = [
+    "CtcStep",
+    "EmbeddingStep",
+    "LabelsStep",
+    "NextTokenStep",
+    "ctc_greedy",
+    "l2_normalize",
+    "mean_pool",
+    "parse_labels",
+    "parse_vocab",
+    "sigmoid",
+    "softmax",
+    "top_k",
+]
+
+MAX_VOCAB = 1 << 20
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis."""
+    z = x.astype(np.float64) - np.max(x, axis=-1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, elementwise."""
+    return np.asarray(1.0 / (1.0 + np.exp(-x.astype(np.float64))))
+
+
+def top_k(scores: np.ndarray, k: int, name: Callable[[int], str]) -> tuple[Label, ...]:
+    """The ``k`` best of a 1-D score vector, best first (ties: lower index first)."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    return tuple(Label(name(int(i)), float(scores[i]), int(i)) for i in order)
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of token vectors ``[1, seq, dim]`` over the tokens whose mask ``[1, seq]`` is 1."""
+    m = mask.astype(np.float64)[..., None]
+    total = (hidden.astype(np.float64) * m).sum(axis=1)[0]
+    return np.asarray(total / max(float(m.sum()), 1e-9))
+
+
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    """``v / ||v||`` (a zero vector stays zero)."""
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-12 else v
+
+
+def ctc_greedy(
+    logits: np.ndarray, tokens: Sequence[str], *, blank: int, delimiter: str, skip: set[int]
+) -> str:
+    """Best path decoding of ``[frames, vocab]``: argmax, merge repeats, drop blanks."""
+    ids = np.argmax(logits, axis=-1)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    pieces = [tokens[i] for i in ids[keep] if i != blank and i not in skip]
+    text = "".join(" " if p == delimiter else p for p in pieces)
+    return " ".join(text.split())
+
+
+def parse_labels(data: bytes, name: str) -> tuple[str, ...]:
+    """One label per line (UTF-8); a final newline is allowed."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{name} is not UTF-8 text") from None
+    labels = tuple(line.rstrip("\r") for line in text.split("\n"))
+    labels = labels[:-1] if labels and labels[-1] == "" else labels
+    if not labels:
+        raise PipelineError(f"{name} holds no labels")
+    return labels
+
+
+def parse_vocab(data: bytes, name: str) -> tuple[str, ...]:
+    """A ``{token: id}`` JSON object with ids 0..n-1, as tokens by id."""
+    try:
+        vocab = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PipelineError(f"{name} is not a JSON object of token ids") from None
+    if not isinstance(vocab, dict) or not 0 < len(vocab) <= MAX_VOCAB:
+        raise PipelineError(f"{name} must be a non-empty JSON object of token ids")
+    ids = sorted(vocab.values(), key=lambda v: v if isinstance(v, int) else -1)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in ids) or ids != list(
+        range(len(ids))
+    ):
+        raise PipelineError(f"{name}: token ids must be the integers 0..{len(vocab) - 1}")
+    tokens = [""] * len(vocab)
+    for token, i in vocab.items():
+        tokens[i] = token
+    return tuple(tokens)
+
+
+def _output(outputs: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    try:
+        return outputs[name]
+    except KeyError:
+        raise InferenceFailed(f"the model gave no output {name!r}", status_code=500) from None
+
+
+def _vector(array: np.ndarray, name: str) -> np.ndarray:
+    """A ``[C]`` vector from ``[C]``, ``[1, C]``, ``[1, 1, C]``..."""
+    if array.ndim == 0 or any(d != 1 for d in array.shape[:-1]):
+        raise InferenceFailed(
+            f"output {name!r} has shape {list(array.shape)}; expected one row of scores",
+            status_code=422,
+        )
+    return array.reshape(-1)
+
+
+@dataclass(frozen=True)
+class LabelsStep:
+    """Activation, then the top-k labels."""
+
+    spec: LabelsOutput
+    output: str
+    labels: tuple[str, ...] | None
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Classification:
+        """Scores of one row to labels."""
+        scores = _vector(_output(outputs, self.output), self.output)
+        if self.labels is not None and len(self.labels) != scores.size:
+            raise InferenceFailed(
+                f"output {self.output!r} has {scores.size} classes; the pipeline has "
+                f"{len(self.labels)} labels",
+                status_code=422,
+            )
+        if self.spec.activation == "softmax":
+            scores = softmax(scores)
+        elif self.spec.activation == "sigmoid":
+            scores = sigmoid(scores)
+        labels = self.labels
+        return Classification(
+            top_k(scores, self.spec.top_k, lambda i: labels[i] if labels else str(i))
+        )
+
+
+@dataclass(frozen=True)
+class NextTokenStep:
+    """Softmax over the logits after the last real token, labelled by the tokenizer."""
+
+    spec: NextTokenOutput
+    output: str
+    decode: Callable[[int], str] = field(repr=False)
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Classification:
+        """``[1, seq, vocab]`` logits to the top-k next tokens."""
+        logits = _output(outputs, self.output)
+        if logits.ndim != 3 or logits.shape[0] != 1:
+            raise InferenceFailed(
+                f"output {self.output!r} has shape {list(logits.shape)}; expected "
+                "[1, tokens, vocab]",
+                status_code=422,
+            )
+        last = logits.shape[1] - 1
+        if prepared.mask is not None and prepared.mask.shape[1] == logits.shape[1]:
+            last = int(np.flatnonzero(prepared.mask[0])[-1])
+        return Classification(top_k(softmax(logits[0, last]), self.spec.top_k, self.decode))
+
+
+@dataclass(frozen=True)
+class EmbeddingStep:
+    """Pool token vectors into one vector; L2-normalise it."""
+
+    spec: EmbeddingOutput
+    output: str
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Embedding:
+        """``[1, seq, dim]`` (or ``[1, dim]`` with pooling none) to a vector."""
+        hidden = _output(outputs, self.output)
+        if self.spec.pooling == "none":
+            vec = _vector(hidden, self.output).astype(np.float64)
+        elif hidden.ndim != 3 or hidden.shape[0] != 1:
+            raise InferenceFailed(
+                f"output {self.output!r} has shape {list(hidden.shape)}; pooling needs "
+                "[1, tokens, dim]",
+                status_code=422,
+            )
+        elif self.spec.pooling == "first":
+            vec = hidden[0, 0].astype(np.float64)
+        else:
+            assert prepared.mask is not None  # parse_spec requires a text step
+            vec = mean_pool(hidden, prepared.mask)
+        if self.spec.normalize:
+            vec = l2_normalize(vec)
+        return Embedding(tuple(float(v) for v in vec))
+
+
+@dataclass(frozen=True)
+class CtcStep:
+    """Greedy CTC decoding with a vocabulary."""
+
+    spec: CtcOutput
+    output: str
+    tokens: tuple[str, ...]
+    blank: int
+    skip: frozenset[int]
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Transcript:
+        """``[1, frames, vocab]`` logits to text."""
+        logits = _output(outputs, self.output)
+        if logits.ndim != 3 or logits.shape[0] != 1 or logits.shape[2] != len(self.tokens):
+            raise InferenceFailed(
+                f"output {self.output!r} has shape {list(logits.shape)}; expected "
+                f"[1, frames, {len(self.tokens)}]",
+                status_code=422,
+            )
+        text = ctc_greedy(
+            logits[0],
+            self.tokens,
+            blank=self.blank,
+            delimiter=self.spec.word_delimiter,
+            skip=set(self.skip),
+        )
+        return Transcript(text)
+
+
+def last_dim(port: Port) -> int | None:
+    """The static size of a port's last axis, if any."""
+    return port.shape[-1] if port.shape else None

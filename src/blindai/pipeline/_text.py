@@ -1,0 +1,138 @@
+"""Text step: a Hugging Face ``tokenizer.json`` through the ``tokenizers`` library."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from blindai.errors import PipelineError
+from blindai.pipeline._ports import Port, Prepared, dims_fit, require_file
+from blindai.pipeline.limits import PipelineLimits
+from blindai.pipeline.spec import TextInput
+
+__all__ = ["TextStep", "compile_text", "load_tokenizer"]
+
+_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+_INT_TYPES = (np.dtype("int64"), np.dtype("int32"))
+
+
+def load_tokenizer(data: bytes, name: str) -> Tokenizer:
+    """Parse a ``tokenizer.json``; PipelineError when the tokenizers library refuses it."""
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise PipelineError(f"{name} is not a valid tokenizer.json: {first}") from None
+
+
+def _pad_token(tok: Tokenizer) -> tuple[int, str]:
+    current = tok.padding
+    if current:
+        return int(current["pad_id"]), str(current["pad_token"])
+    for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+        found = tok.token_to_id(token)
+        if found is not None:
+            return found, token
+    return 0, tok.id_to_token(0) or "[PAD]"
+
+
+def _configure(tok: Tokenizer, spec: TextInput) -> None:
+    tok.no_padding()
+    tok.no_truncation()
+    if spec.truncation:
+        tok.enable_truncation(spec.max_length)
+    if spec.padding == "max_length":
+        pad_id, pad_token = _pad_token(tok)
+        tok.enable_padding(length=spec.max_length, pad_id=pad_id, pad_token=pad_token)
+
+
+def _targets(spec: TextInput, inputs: Sequence[Port]) -> list[tuple[str, Port]]:
+    by_name = {p.name: p for p in inputs}
+    explicit = spec.names.model_dump()
+    targets: list[tuple[str, Port]] = []
+    for fld in _FIELDS:
+        name = explicit[fld]
+        if name is not None and name not in by_name:
+            raise PipelineError(f"input.names.{fld}: the model has no input {name!r}")
+        port = by_name.get(name if name is not None else fld)
+        if port is not None:
+            targets.append((fld, port))
+    fed = {port.name for _, port in targets}
+    if "input_ids" not in {f for f, _ in targets}:
+        raise PipelineError("no model input receives input_ids (set input.names.input_ids)")
+    unfed = [p.name for p in inputs if p.name not in fed]
+    if unfed:
+        raise PipelineError(f"the text step feeds no value to model input(s) {unfed}")
+    return targets
+
+
+def _check_port(port: Port, spec: TextInput) -> np.dtype[Any]:
+    if port.dtype not in _INT_TYPES:
+        raise PipelineError(f"model input {port.name!r} is {port.dtype}; tokens need int64/int32")
+    length = spec.max_length if spec.padding == "max_length" else None
+    fixed = len(port.shape) == 2 and port.shape[1] is not None
+    if not dims_fit((1, length), port.shape) or (length is None and fixed):
+        raise PipelineError(
+            f"model input {port.name!r} has shape {list(port.shape)}; the text step makes "
+            f"[1, {length or 'tokens'}]"
+        )
+    assert port.dtype is not None
+    return port.dtype
+
+
+@dataclass(frozen=True)
+class TextStep:
+    """Tokenize one text into the model's token inputs (batch of one)."""
+
+    tokenizer: Tokenizer = field(repr=False)
+    targets: tuple[tuple[str, str, np.dtype[Any]], ...]
+    spec: TextInput
+    max_text_bytes: int
+    kind: str = "text"
+
+    def __call__(self, raw: bytes | str) -> Prepared:
+        """Tokenize, truncate and pad as the spec says."""
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+        if size > self.max_text_bytes:
+            raise PipelineError(
+                f"text is {size} bytes; this server takes at most {self.max_text_bytes}"
+            )
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PipelineError("text is not valid UTF-8") from None
+        enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
+        if not self.spec.truncation and len(enc.ids) > self.spec.max_length:
+            raise PipelineError(
+                f"text is {len(enc.ids)} tokens; this model takes at most {self.spec.max_length}"
+            )
+        mask = np.asarray(enc.attention_mask, dtype=np.int64)[None, :]
+        if not mask.any():
+            raise PipelineError("text is empty (no tokens)")
+        values: Mapping[str, list[int]] = {
+            "input_ids": enc.ids,
+            "attention_mask": enc.attention_mask,
+            "token_type_ids": enc.type_ids,
+        }
+        feeds = {name: np.asarray(values[f], dtype=dt)[None, :] for f, name, dt in self.targets}
+        return Prepared(feeds, mask)
+
+
+def compile_text(
+    spec: TextInput,
+    files: Mapping[str, bytes],
+    inputs: Sequence[Port],
+    limits: PipelineLimits,
+) -> TextStep:
+    """Load the tokenizer and map its outputs to the model's inputs; check dtypes and shapes."""
+    tok = load_tokenizer(require_file(files, spec.tokenizer, "tokenizer"), spec.tokenizer)
+    _configure(tok, spec)
+    targets = tuple(
+        (fld, port.name, _check_port(port, spec)) for fld, port in _targets(spec, inputs)
+    )
+    return TextStep(tok, targets, spec, limits.max_text_bytes)

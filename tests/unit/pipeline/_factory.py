@@ -1,0 +1,93 @@
+"""Real inputs made by the tests: a WordPiece tokenizer.json, PNG/JPEG images, WAV files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "man", "eat", "##ing", "food", "."]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+VOCAB = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+
+
+@dataclass(frozen=True)
+class Port:
+    """A model input or output as the pipeline sees it (the server's TensorSpec has the same)."""
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int | None, ...]
+
+
+def wordpiece_json() -> bytes:
+    """A BERT-style (uncased WordPiece, [CLS] ... [SEP]) tokenizer.json, built in memory."""
+    tok = Tokenizer(WordPiece(VOCAB, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", VOCAB["[CLS]"]), ("[SEP]", VOCAB["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece()
+    return tok.to_str().encode()
+
+
+def rgb_image(width: int = 40, height: int = 30) -> Image.Image:
+    """A deterministic gradient (red rises left to right, green top to bottom, blue fixed)."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    arr = np.stack([x, y, np.full_like(x, 77)], axis=-1).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    """Encode with Pillow."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR claims another size (CRC fixed): a decompression-bomb header."""
+    data = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def wav_bytes(samples: np.ndarray, rate: int, width: int = 2) -> bytes:
+    """A PCM WAV of ``samples`` in [-1, 1], shape [frames] or [frames, channels]."""
+    x = samples if samples.ndim == 2 else samples[:, None]
+    if width == 1:
+        raw = np.clip(np.round(x * 127 + 128), 0, 255).astype(np.uint8).tobytes()
+    elif width == 2:
+        raw = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+    elif width == 3:
+        v = np.clip(np.round(x * 8388607), -8388608, 8388607).astype("<i4")
+        raw = v.reshape(-1, 1).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    else:
+        raw = np.clip(np.round(x * 2147483647.0), -2147483648, 2147483647).astype("<i4").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(raw)
+    return buf.getvalue()
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
+    """A sine wave."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

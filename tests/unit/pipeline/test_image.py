@@ -1,0 +1,141 @@
+"""Image step: real PNG and JPEG files made with Pillow; bombs, truncation, other formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blindai.errors import PipelineError
+from blindai.pipeline._image import compile_image, decode_image
+from blindai.pipeline.limits import PipelineLimits
+from blindai.pipeline.spec import ImageInput
+from tests.unit.pipeline._factory import Port, encode, png_claiming, rgb_image
+
+F32 = np.dtype("float32")
+
+
+def _spec(**kw):
+    return ImageInput(kind="image", **kw)
+
+
+def _step(spec, shape=(1, 3, None, None), dtype=F32, limits=None):
+    return compile_image(spec, [Port("pixels", dtype, shape)], limits or PipelineLimits())
+
+
+def test_png_to_nchw_normalised_matches_numpy():
+    img = rgb_image(40, 30)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = _step(_spec(mean=mean, std=std))(encode(img, "PNG")).feeds["pixels"]
+    ref = (np.asarray(img, np.float32) / 255 - np.array(mean, np.float32)) / np.array(
+        std, np.float32
+    )
+    assert out.shape == (1, 3, 30, 40) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], ref.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_resize_shorter_then_centre_crop():
+    img = rgb_image(80, 40)  # 2:1
+    spec = _spec(resize_shorter=20, crop=(20, 20), resample="nearest", scale=1.0)
+    out = _step(spec, shape=(1, 3, 20, 20))(encode(img, "PNG")).feeds["pixels"]
+    assert out.shape == (1, 3, 20, 20)
+    ref = np.asarray(img.resize((40, 20), Image.Resampling.NEAREST).crop((10, 0, 30, 20)))
+    np.testing.assert_array_equal(out[0].transpose(1, 2, 0), ref.astype(np.float32))
+
+
+def test_bgr_nhwc_and_grey():
+    png = encode(rgb_image(8, 6), "PNG")
+    rgb = _step(_spec(layout="NHWC", scale=1.0), shape=(1, None, None, 3))(png).feeds["pixels"]
+    bgr = _step(_spec(layout="NHWC", scale=1.0, channels="BGR"), shape=(1, None, None, 3))(png)
+    np.testing.assert_array_equal(bgr.feeds["pixels"], rgb[..., ::-1])
+    grey = _step(_spec(channels="L"), shape=(1, 1, 6, 8))(png).feeds["pixels"]
+    assert grey.shape == (1, 1, 6, 8)
+
+
+def test_jpeg_decodes_close_to_the_source():
+    img = rgb_image(64, 48)
+    out = _step(_spec(resize=(48, 64), scale=1.0), shape=(1, 3, 48, 64))(
+        encode(img, "JPEG", quality=95)
+    )
+    diff = np.abs(out.feeds["pixels"][0].transpose(1, 2, 0) - np.asarray(img, np.float32))
+    assert diff.mean() < 3
+
+
+def test_uint8_model_gets_raw_pixels():
+    img = rgb_image(8, 8)
+    out = _step(_spec(scale=1.0), shape=(1, 3, 8, 8), dtype=np.dtype("uint8"))(encode(img, "PNG"))
+    np.testing.assert_array_equal(out.feeds["pixels"][0].transpose(1, 2, 0), np.asarray(img))
+
+
+def test_palette_and_alpha_images_become_rgb():
+    pal = rgb_image(8, 8).convert("P")
+    pal.info["transparency"] = 0
+    for img in (pal, rgb_image(8, 8).convert("RGBA")):
+        assert _step(_spec())(encode(img, "PNG")).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
+def test_decompression_bomb_header_is_refused_before_decoding():
+    # Pillow's own bomb check (over twice its MAX_IMAGE_PIXELS)
+    with pytest.raises(PipelineError, match="more than 1000 pixels"):
+        decode_image(png_claiming(30000, 30000), formats=("png",), max_pixels=1000)
+    # ours, below Pillow's threshold: refused from the header, no pixel decoded
+    with pytest.raises(PipelineError, match="image is 2000x2000; this server takes at most"):
+        decode_image(png_claiming(2000, 2000), formats=("png",), max_pixels=1_000_000)
+
+
+def test_truncated_files_are_refused():
+    for fmt in ("PNG", "JPEG"):
+        data = encode(rgb_image(64, 64), fmt)
+        with pytest.raises(PipelineError, match="truncated or corrupt"):
+            _step(_spec())(data[: len(data) - 30])
+        with pytest.raises(PipelineError, match=r"truncated or corrupt|is not a readable"):
+            _step(_spec())(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("data", "formats"),
+    [
+        (encode(rgb_image(8, 8), "GIF"), ("png", "jpeg")),
+        (encode(rgb_image(8, 8), "BMP"), ("png", "jpeg")),
+        (encode(rgb_image(8, 8), "JPEG"), ("png",)),
+        (b"not an image", ("png", "jpeg")),
+        (b"", ("png", "jpeg")),
+    ],
+)
+def test_other_formats_are_refused(data, formats):
+    with pytest.raises(PipelineError, match="is not a readable"):
+        _step(_spec(formats=formats))(data)
+
+
+def test_text_is_not_an_image():
+    with pytest.raises(PipelineError, match="must be sent as bytes"):
+        _step(_spec())("a string")
+
+
+def test_crop_larger_than_the_image():
+    with pytest.raises(PipelineError, match="smaller than the 16x16 crop"):
+        _step(_spec(crop=(16, 16)), shape=(1, 3, 16, 16))(encode(rgb_image(8, 8), "PNG"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "port", "fragment"),
+    [
+        (_spec(crop=(224, 224)), Port("x", F32, (1, 3, 256, 256)), "the image step makes"),
+        (_spec(), Port("x", F32, (1, 1, None, None)), "the image step makes"),
+        (_spec(), Port("x", np.dtype("int64"), (1, 3, None, None)), "images need a float"),
+        (_spec(), Port("x", np.dtype("uint8"), (1, 3, None, None)), "drop scale, mean and std"),
+        (_spec(input="y"), Port("x", F32, (1, 3, None, None)), "no input named 'y'"),
+    ],
+)
+def test_refuses_models_it_cannot_feed(spec, port, fragment):
+    with pytest.raises(PipelineError) as info:
+        compile_image(spec, [port], PipelineLimits())
+    assert fragment in str(info.value)
+
+
+def test_models_with_other_inputs_are_refused():
+    ports = [Port("x", F32, (1, 3, 8, 8)), Port("y", F32, (1,))]
+    with pytest.raises(PipelineError, match="name the one"):
+        compile_image(_spec(), ports, PipelineLimits())
+    with pytest.raises(PipelineError, match=r"feeds no value to model input\(s\) \['y'\]"):
+        compile_image(_spec(input="x"), ports, PipelineLimits())

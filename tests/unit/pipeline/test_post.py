@@ -1,0 +1,118 @@
+"""Output steps: the numeric functions and their checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from blindai.errors import InferenceFailed, PipelineError
+from blindai.pipeline._ports import Prepared
+from blindai.pipeline._post import (
+    CtcStep,
+    EmbeddingStep,
+    LabelsStep,
+    ctc_greedy,
+    l2_normalize,
+    mean_pool,
+    parse_labels,
+    parse_vocab,
+    softmax,
+    top_k,
+)
+from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput
+
+
+def test_softmax_is_stable_and_sums_to_one():
+    p = softmax(np.array([1000.0, 1001.0, 999.0]))
+    assert p.sum() == pytest.approx(1.0) and np.argmax(p) == 1
+    assert p[1] == pytest.approx(np.exp(1) / (1 + np.exp(1) + np.exp(-1)))
+
+
+def test_top_k_best_first_with_labels():
+    labels = ("cat", "dog", "bird")
+    got = top_k(np.array([0.2, 0.7, 0.1]), 2, lambda i: labels[i])
+    assert [(x.label, x.index) for x in got] == [("dog", 1), ("cat", 0)]
+    assert got[0].score == pytest.approx(0.7)
+
+
+def test_labels_step_softmax_sigmoid_none():
+    logits = {"y": np.array([[2.0, 0.0, -1.0]], np.float32)}
+    step = LabelsStep(LabelsOutput(kind="labels", top_k=3), "y", ("a", "b", "c"))
+    result = step(logits, Prepared({}))
+    assert result.top.label == "a" and sum(x.score for x in result.labels) == pytest.approx(1)
+    sig = LabelsStep(LabelsOutput(kind="labels", activation="sigmoid", top_k=1), "y", None)
+    assert sig(logits, Prepared({})).top.score == pytest.approx(1 / (1 + np.exp(-2)))
+    assert sig(logits, Prepared({})).top.label == "0"
+    raw = LabelsStep(LabelsOutput(kind="labels", activation="none", top_k=1), "y", None)
+    assert raw(logits, Prepared({})).top.score == 2.0
+
+
+def test_labels_step_checks_the_output_at_run_time():
+    step = LabelsStep(LabelsOutput(kind="labels"), "y", ("a", "b"))
+    with pytest.raises(InferenceFailed, match="3 classes; the pipeline has 2 labels"):
+        step({"y": np.zeros((1, 3))}, Prepared({}))
+    with pytest.raises(InferenceFailed, match="expected one row of scores"):
+        step({"y": np.zeros((2, 2))}, Prepared({}))
+
+
+def test_mean_pool_ignores_padding_and_normalises():
+    hidden = np.array([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(mean_pool(hidden, mask), [2.0, 2.0])
+    np.testing.assert_allclose(l2_normalize(np.array([3.0, 4.0])), [0.6, 0.8])
+    np.testing.assert_array_equal(l2_normalize(np.zeros(2)), np.zeros(2))
+    step = EmbeddingStep(EmbeddingOutput(kind="embedding"), "h")
+    vec = step({"h": hidden}, Prepared({}, mask)).vector
+    assert vec == pytest.approx((2**-0.5, 2**-0.5))
+
+
+def test_first_token_and_no_pooling():
+    hidden = np.array([[[3.0, 4.0], [1.0, 1.0]]])
+    first = EmbeddingStep(EmbeddingOutput(kind="embedding", pooling="first", normalize=False), "h")
+    assert first({"h": hidden}, Prepared({})).vector == (3.0, 4.0)
+    none = EmbeddingStep(EmbeddingOutput(kind="embedding", pooling="none"), "h")
+    assert none({"h": np.array([[3.0, 4.0]])}, Prepared({})).vector == pytest.approx((0.6, 0.8))
+    with pytest.raises(InferenceFailed, match="pooling needs"):
+        first({"h": np.zeros((1, 2))}, Prepared({}))
+
+
+TOKENS = ("<pad>", "<s>", "</s>", "|", "H", "E", "L", "O", "W", "R", "D")
+
+
+def _logits(path: list[int]) -> np.ndarray:
+    out = np.full((len(path), len(TOKENS)), -5.0)
+    out[np.arange(len(path)), path] = 5.0
+    return out
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    t = {tok: i for i, tok in enumerate(TOKENS)}
+    path = [t[c] for c in ["<s>", "H", "H", "E", "L", "<pad>", "L", "O", "O", "|", "|",
+                           "W", "O", "R", "L", "D", "<pad>", "</s>"]]  # fmt: skip
+    text = ctc_greedy(_logits(path), TOKENS, blank=0, delimiter="|", skip={1, 2})
+    assert text == "HELLO WORLD"
+
+
+def test_ctc_step_checks_vocab_size():
+    step = CtcStep(CtcOutput(kind="ctc", vocab="v.json"), "logits", TOKENS, 0, frozenset())
+    assert step({"logits": _logits([4, 5])[None]}, Prepared({})).text == "HE"
+    with pytest.raises(InferenceFailed, match=r"expected \[1, frames, 11\]"):
+        step({"logits": np.zeros((1, 4, 5))}, Prepared({}))
+
+
+def test_parse_vocab():
+    assert parse_vocab(json.dumps({"b": 1, "a": 0}).encode(), "v") == ("a", "b")
+    for bad in (b"[]", b"{}", b'{"a": 0, "b": 2}', b'{"a": true}', b'{"a": "0"}', b"\xff"):
+        with pytest.raises(PipelineError, match="v"):
+            parse_vocab(bad, "v")
+
+
+def test_parse_labels():
+    assert parse_labels(b"cat\r\ndog\n", "l") == ("cat", "dog")
+    assert parse_labels("caf\u00e9\nna\u00efve".encode(), "l") == ("caf\u00e9", "na\u00efve")
+    with pytest.raises(PipelineError, match="not UTF-8"):
+        parse_labels(b"\xff", "l")
+    with pytest.raises(PipelineError, match="holds no labels"):
+        parse_labels(b"", "l")
