@@ -90,16 +90,19 @@ def colour_classifier(size: int | None = None) -> bytes:
 
 
 def sign_ctc() -> bytes:
-    """logits [1, T, 3] = x * [0, 1, -1]: each sample votes <pad> (0), A (>0) or B (<0)."""
+    """logits [1, T, 3] = x * [0, 1, -1] + [0.1, 0, 0]: each sample votes <pad> (|x| < 0.1),
+    A (x > 0.1) or B (x < -0.1)."""
     x = helper.make_tensor_value_info("input_values", TensorProto.FLOAT, [1, None])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 3])
     w = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 1.0, -1.0])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [3], [0.1, 0.0, 0.0])
     axis = helper.make_tensor("axis", TensorProto.INT64, [1], [-1])
     nodes = [
         helper.make_node("Unsqueeze", ["input_values", "axis"], ["x3"]),
-        helper.make_node("Mul", ["x3", "w"], ["logits"]),
+        helper.make_node("Mul", ["x3", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logits"]),
     ]
-    return _model(helper.make_graph(nodes, "ctc", [x], [y], initializer=[w, axis]))
+    return _model(helper.make_graph(nodes, "ctc", [x], [y], initializer=[w, b, axis]))
 
 
 def next_token_lm(vocab: int) -> bytes:

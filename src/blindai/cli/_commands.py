@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +170,30 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--name", default=None, help="a name to run the model by")
     p.add_argument("--no-optimize", action="store_true", help="disable graph optimisations")
+    p.add_argument(
+        "--pipeline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder with pipeline.toml (and the files it names): the model then takes "
+        "raw text, images or audio (blindai run --text/--image/--audio)",
+    )
     _connection_args(p)
     p.set_defaults(func=_upload)
 
     p = sub.add_parser(
         "run",
-        help="run a model on .npy inputs",
+        help="run a model on .npy inputs, or on text, an image or audio",
         description="Verify the server, run a model on inputs from .npy files, "
-        "and save each output as OUTPUT_NAME.npy (values are never printed).",
+        "and save each output as OUTPUT_NAME.npy (values are never printed). For a model "
+        "uploaded with a pipeline, give --text, --image or --audio instead: labels and "
+        "transcripts are printed, embeddings saved as embedding.npy.",
     )
     p.add_argument("model", help="model id or name")
+    raw = p.add_mutually_exclusive_group()
+    raw.add_argument("--text", help="text for a model with a text pipeline")
+    raw.add_argument("--image", type=Path, metavar="FILE", help="a PNG or JPEG file")
+    raw.add_argument("--audio", type=Path, metavar="FILE", help="a PCM WAV file")
     p.add_argument(
         "--input",
         action="append",
@@ -204,8 +219,15 @@ def add_client_commands(sub: Any) -> None:
 def _upload(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise ConfigurationError(f"no such model file: {args.model}")
+    pipeline = None
+    if args.pipeline is not None:
+        from blindai.pipeline import Pipeline
+
+        pipeline = Pipeline.from_dir(args.pipeline)
     with connect_from_args(args) as conn:
-        reply = conn.upload_model(args.model, model_name=args.name, optimize=not args.no_optimize)
+        reply = conn.upload_model(
+            args.model, model_name=args.name, optimize=not args.no_optimize, pipeline=pipeline
+        )
     print(f"model_id {reply.model_id}")
     print(f"sha256   {reply.hash.hex()}")
     return 0
@@ -232,16 +254,44 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    inputs = _load_inputs(args.input)
+    raw = {k: getattr(args, k) for k in ("text", "image", "audio") if getattr(args, k)}
+    if raw and args.input:
+        raise ConfigurationError("give --input, or one of --text, --image and --audio")
+    for key in ("image", "audio"):
+        if key in raw and not raw[key].is_file():
+            raise ConfigurationError(f"no such {key} file: {raw[key]}")
+    inputs = None if raw else _load_inputs(args.input)
     with connect_from_args(args) as conn:
-        outputs = conn.predict(args.model, inputs)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+        outputs = conn.predict(args.model, inputs, **raw)
+    if not isinstance(outputs, Mapping):
+        _show_result(outputs, args.output_dir)
+        return 0
+    _save_outputs(outputs, args.output_dir)
+    return 0
+
+
+def _show_result(result: Any, output_dir: Path) -> None:
+    from blindai.pipeline import Classification, Embedding
+
+    if isinstance(result, Classification):
+        for label in result.labels:
+            print(f"{label.score:.4f}  {label.label}")
+    elif isinstance(result, Embedding):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path = output_dir / "embedding.npy"
+        np.save(path, np.asarray(result.vector, dtype=np.float32))
+        print(f"embedding: {len(result.vector)} values -> {path}")
+    else:
+        print(result.text)
+
+
+def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
-        path = args.output_dir / f"{safe}.npy"
+        path = output_dir / f"{safe}.npy"
         np.save(path, array)
         print(f"{name}: {array.dtype} {list(array.shape)} -> {path}")
-    return 0
 
 
 def _delete(args: argparse.Namespace) -> int:

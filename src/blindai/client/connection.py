@@ -30,6 +30,8 @@ from blindai.errors import (
     ProtocolError,
     ServerError,
 )
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.results import PipelineResult, result_from_wire
 from blindai.protocol import codec
 
 if TYPE_CHECKING:
@@ -97,6 +99,37 @@ def _model_bytes(model: Any) -> bytes:
     raise ConfigurationError(f"unsupported model type {type(model).__name__}")
 
 
+def _file_bytes(value: bytes | str | os.PathLike[str], what: str) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {value}: {exc.strerror}") from exc
+
+
+def _raw_input(
+    inputs: Any,
+    *,
+    text: str | None,
+    image: bytes | str | os.PathLike[str] | None,
+    audio: bytes | str | os.PathLike[str] | None,
+) -> tuple[str, bytes | str] | None:
+    given = {k: v for k, v in (("text", text), ("image", image), ("audio", audio)) if v is not None}
+    if not given:
+        if inputs is None:
+            raise ConfigurationError("give inputs (tensors), or text=, image= or audio=")
+        return None
+    if len(given) > 1 or inputs is not None:
+        raise ConfigurationError("give one of inputs, text=, image= and audio=")
+    kind, value = next(iter(given.items()))
+    if kind == "text":
+        if not isinstance(value, str):
+            raise ConfigurationError("text must be a str")
+        return kind, value
+    return kind, _file_bytes(value, kind)
+
+
 def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
     view = memoryview(body)
     with tqdm(
@@ -151,13 +184,30 @@ class Connection:
         )
 
     def upload_model(
-        self, model: Any, model_name: str | None = None, optimize: bool = True
+        self,
+        model: Any,
+        model_name: str | None = None,
+        optimize: bool = True,
+        *,
+        pipeline: Pipeline | str | os.PathLike[str] | None = None,
     ) -> UploadModelResponse:
-        """Upload an ONNX model (path, bytes or ModelProto); returns its id and hash."""
+        """Upload an ONNX model (path, bytes or ModelProto); returns its id and hash.
+
+        ``pipeline`` (a :class:`~blindai.pipeline.Pipeline`, or a folder holding
+        ``pipeline.toml``) makes the model take raw text, images or audio in :meth:`predict`;
+        the server checks it against the model and refuses it (400) when it cannot work.
+        """
         data = _model_bytes(model)
-        body = codec.dumps(
-            {"model": data, "length": len(data), "model_name": model_name, "optimize": optimize}
-        )
+        message: dict[str, Any] = {
+            "model": data,
+            "length": len(data),
+            "model_name": model_name,
+            "optimize": optimize,
+        }
+        if pipeline is not None:
+            bundle = pipeline if isinstance(pipeline, Pipeline) else Pipeline.from_dir(pipeline)
+            message["pipeline"] = bundle.to_wire()
+        body = codec.dumps(message)
         if len(body) >= PROGRESS_MIN_BYTES:
             resp = self._management.request(
                 "POST", "/upload", lambda: _chunks(body, True), body_length=len(body)
@@ -200,14 +250,47 @@ class Connection:
         outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
         return RunModelResponse([Tensor(t) for t in outputs])
 
-    def predict(self, model_id_or_name: str, inputs: Any) -> PredictResponse:
+    def predict(
+        self,
+        model_id_or_name: str,
+        inputs: Any = None,
+        *,
+        text: str | None = None,
+        image: bytes | str | os.PathLike[str] | None = None,
+        audio: bytes | str | os.PathLike[str] | None = None,
+    ) -> PredictResponse | PipelineResult:
         """Run a model; its outputs as numpy arrays, in order (``.output``) and by name.
 
         ``predict(...).output[0].argmax()``, ``predict(...)["probabilities"]``.
+
+        For a model uploaded with a pipeline, give the raw input instead of tensors:
+        ``text="..."``, ``image=`` (PNG/JPEG bytes or path) or ``audio=`` (WAV bytes or path).
+        The server preprocesses it and returns the pipeline's typed result
+        (:class:`~blindai.pipeline.Classification`, :class:`~blindai.pipeline.Embedding` or
+        :class:`~blindai.pipeline.Transcript`), or the outputs when the pipeline has no
+        output step.
         """
-        response = self.run_model(model_id=model_id_or_name, input_tensors=inputs)
+        raw = _raw_input(inputs, text=text, image=image, audio=audio)
+        if raw is None:
+            response = self.run_model(model_id=model_id_or_name, input_tensors=inputs)
+            return PredictResponse(
+                (t.node_name or str(i), t.as_numpy()) for i, t in enumerate(response.output)
+            )
+        return self._predict_raw(model_id_or_name, *raw)
+
+    def _predict_raw(
+        self, model: str, kind: str, value: bytes | str
+    ) -> PredictResponse | PipelineResult:
+        body = codec.dumps({"model_id": model, "model_hash": "", kind: value})
+        resp = self._attested.request("POST", "/run", body)
+        _check_route(self._attested, resp, "/run")
+        _raise_for(resp, "run")
+        reply = codec.decode_map(resp.body, what="run reply")
+        if "result" in reply:
+            return result_from_wire(reply["result"])
+        outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
         return PredictResponse(
-            (t.node_name or str(i), t.as_numpy()) for i, t in enumerate(response.output)
+            (t.info.node_name or str(i), t.as_numpy()) for i, t in enumerate(outputs)
         )
 
     def delete_model(self, model_id: str) -> None:

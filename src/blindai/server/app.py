@@ -127,7 +127,7 @@ def server_info(settings: ServerSettings, service: EvidenceService) -> dict[str,
         "extension_version": EXTENSION_VERSION,
         "tee": service.attester.kind.value,
         "simulation": settings.is_simulation,
-        "capabilities": ["model-bytes", "f16", "v2-inference"]
+        "capabilities": ["model-bytes", "f16", "v2-inference", "pipelines"]
         + (["gpu-evidence"] if service.gpu is not None else []),
         "device": settings.device,
     }

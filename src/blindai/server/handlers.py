@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InferenceFailed, ProtocolError
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
+from blindai.pipeline.results import PipelineResult
 from blindai.protocol import codec
 from blindai.protocol.messages import WireTensor
 from blindai.server.registry import ModelEntry, ModelRegistry, model_digest
@@ -52,8 +55,16 @@ class DataPlane:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._compile_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def upload(self, model: bytes, *, name: str | None, optimize: bool) -> ModelEntry:
-        """Compile (or reuse) a model and register it under a fresh id."""
+    async def upload(
+        self,
+        model: bytes,
+        *,
+        name: str | None,
+        optimize: bool,
+        pipeline: Pipeline | None = None,
+    ) -> ModelEntry:
+        """Compile (or reuse) a model, check its pipeline against it, register it under a fresh
+        id. A pipeline that cannot work with the model is a PipelineError (400)."""
         if len(model) > self.settings.max_model_bytes:
             raise PayloadTooLarge(
                 f"model is {len(model)} bytes; this server accepts at most "
@@ -69,7 +80,21 @@ class DataPlane:
             compiled = await loop.run_in_executor(
                 self._compile_pool, self._compile, model, optimize
             )
-        return self.registry.add(digest, compiled, name)
+        steps = None
+        if pipeline is not None:
+            loop = asyncio.get_running_loop()
+            steps = await loop.run_in_executor(
+                self._compile_pool, self._compile_pipeline, pipeline, compiled
+            )
+        return self.registry.add(digest, compiled, name, steps)
+
+    def _compile_pipeline(self, pipeline: Pipeline, model: OnnxModel) -> CompiledPipeline:
+        return compile_pipeline(
+            pipeline,
+            inputs=model.inputs,
+            outputs=model.outputs,
+            limits=self.settings.pipeline_limits(),
+        )
 
     def _compile(self, model: bytes, optimize: bool) -> OnnxModel:
         try:
@@ -96,6 +121,27 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._infer_pool, entry.model.predict, feeds)
 
+    async def run_raw(
+        self, entry: ModelEntry, kind: InputKind, raw: bytes | str
+    ) -> tuple[PipelineResult | None, list[tuple[str, np.ndarray]]]:
+        """Run one raw input (text, image or audio bytes) through the model's pipeline: the
+        typed result when the pipeline has an output step (else None), and the raw outputs."""
+        pipe = entry.pipeline
+        label = entry.name or entry.model_id
+        if pipe is None:
+            raise ProtocolError(f"model {label!r} has no pipeline: send tensors")
+        if pipe.input_kind != kind:
+            raise ProtocolError(f"model {label!r} takes {pipe.input_kind}, not {kind}")
+
+        def work() -> tuple[PipelineResult | None, list[tuple[str, np.ndarray]]]:
+            prepared = pipe.preprocess(raw)
+            feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
+            outputs = entry.model.predict(feeds)
+            return pipe.postprocess(dict(outputs), prepared), outputs
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._infer_pool, work)
+
     def run_wire(self, entry: ModelEntry, tensors: Sequence[WireTensor]) -> dict[str, np.ndarray]:
         """Validate 0.6 wire tensors against the model and make the feeds."""
         arrays = [(t.info.node_name, t.as_numpy()) for t in tensors]
@@ -110,6 +156,8 @@ def _check(spec: TensorSpec, array: np.ndarray, label: str) -> np.ndarray:
             f"input {spec.name!r}{label}: dtype {array.dtype} does not match the model's "
             f"{spec.dtype}"
         )
+    if array.dtype == object and not all(isinstance(x, str) for x in array.ravel()):
+        raise ProtocolError(f"input {spec.name!r}{label}: BYTES elements must be UTF-8 text")
     if not spec.accepts_shape(tuple(array.shape)):
         want = ["?" if d is None else d for d in spec.shape]
         raise ProtocolError(

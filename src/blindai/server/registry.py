@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from blindai.errors import ModelNotFound, ServerError
+from blindai.pipeline.compiled import CompiledPipeline
 from blindai.server.runtime import OnnxModel
 
 __all__ = ["ModelEntry", "ModelRegistry", "RegistryFull"]
@@ -19,12 +20,14 @@ class RegistryFull(ServerError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One uploaded model: its id, the SHA-256 of its bytes, an optional name, its session."""
+    """One uploaded model: its id, the SHA-256 of its bytes, an optional name, its session, and
+    the pipeline it was uploaded with (if any)."""
 
     model_id: str
     hash: bytes
     name: str | None
     model: OnnxModel = field(repr=False, compare=False)
+    pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
 
 
 class ModelRegistry:
@@ -41,7 +44,13 @@ class ModelRegistry:
         with self._lock:
             return self._sessions.get(digest)
 
-    def add(self, digest: bytes, model: OnnxModel, name: str | None) -> ModelEntry:
+    def add(
+        self,
+        digest: bytes,
+        model: OnnxModel,
+        name: str | None,
+        pipeline: CompiledPipeline | None = None,
+    ) -> ModelEntry:
         """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile."""
         with self._lock:
             if len(self._by_id) >= self._max:
@@ -50,7 +59,7 @@ class ModelRegistry:
                     status_code=507,
                 )
             shared = self._sessions.setdefault(digest, model)
-            entry = ModelEntry(str(uuid.uuid4()), digest, name, shared)
+            entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline)
             self._by_id[entry.model_id] = entry
             return entry
 

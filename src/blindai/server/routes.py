@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from blindai.errors import BlindAIError, ProtocolError
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.compiled import InputKind
 from blindai.protocol import codec
 from blindai.server.errors import message_for, status_for
 from blindai.server.handlers import DataPlane, PayloadTooLarge, output_tensors
@@ -83,6 +85,26 @@ def _text(body: dict[str, Any], key: str) -> str:
     return value
 
 
+_RAW_KEYS: tuple[InputKind, ...] = ("text", "image", "audio")
+
+
+def _raw_input(body: dict[str, Any]) -> tuple[InputKind, bytes | str] | None:
+    """A pipeline's raw input (``text``: a string, ``image``/``audio``: bytes), if the
+    request carries one instead of ``inputs``."""
+    given = [k for k in _RAW_KEYS if body.get(k) is not None]
+    if not given:
+        return None
+    if len(given) > 1 or body.get("inputs") is not None:
+        raise ProtocolError("give one of inputs, text, image and audio")
+    kind = given[0]
+    value = body[kind]
+    if kind == "text" and not isinstance(value, str):
+        raise ProtocolError("text must be a string")
+    if kind != "text" and not isinstance(value, bytes):
+        raise ProtocolError(f"{kind} must be a byte string (the file's bytes)")
+    return kind, value
+
+
 class BlindAIRoutes:
     """The 0.6 endpoints /upload, /run and /delete."""
 
@@ -90,7 +112,7 @@ class BlindAIRoutes:
         self.plane = plane
         settings = plane.settings
         # an int array takes up to 2 bytes a byte on the wire
-        self._upload_limit = 2 * settings.max_model_bytes + (1 << 20)
+        self._upload_limit = 2 * settings.max_model_bytes + settings.max_pipeline_bytes + (1 << 20)
         self._run_limit = settings.max_request_bytes
         self.upload = cbor_errors(self._upload)
         self.run = cbor_errors(self._run)
@@ -105,7 +127,13 @@ class BlindAIRoutes:
         optimize = body.get("optimize", True)
         if not isinstance(optimize, bool):
             raise ProtocolError("optimize must be a boolean")
-        entry = await self.plane.upload(model, name=name or None, optimize=optimize)
+        pipeline = None
+        if body.get("pipeline") is not None:
+            limits = self.plane.settings.pipeline_limits()
+            pipeline = Pipeline.from_wire(body["pipeline"], limits=limits)
+        entry = await self.plane.upload(
+            model, name=name or None, optimize=optimize, pipeline=pipeline
+        )
         request.state.model_id = entry.model_id
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
 
@@ -116,6 +144,12 @@ class BlindAIRoutes:
             raise ProtocolError("give exactly one of model_id and model_hash")
         entry = self.plane.registry.get(model_id=model_id, model_hash=model_hash)
         request.state.model_id = entry.model_id
+        raw = _raw_input(body)
+        if raw is not None:
+            result, outputs = await self.plane.run_raw(entry, *raw)
+            if result is not None:
+                return cbor_response({"result": result.to_wire()})
+            return cbor_response({"outputs": output_tensors(outputs)})
         tensors = codec.decode_tensors(body.get("inputs"), what="inputs")
         feeds = self.plane.run_wire(entry, tensors)
         outputs = await self.plane.run(entry, feeds)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from blindai.pipeline.limits import PipelineLimits
+
 __all__ = ["ServerSettings", "TeeName"]
 
 TeeName = Literal["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
@@ -48,6 +50,19 @@ class ServerSettings(BaseSettings):
     start when either is unavailable."""
     gpu_index: int = Field(0, ge=0)
     """The GPU (NVML and CUDA index) models run on with ``device = "cuda"``."""
+    max_pipeline_bytes: int = Field(32 << 20, gt=0)
+    """Largest total size of a pipeline's files (tokenizer, labels, vocabulary) at upload."""
+    max_sequence_length: int = Field(4096, gt=0)
+    """Largest ``max_length`` a pipeline's text step may pad or truncate to."""
+    max_text_bytes: int = Field(1 << 20, gt=0)
+    """Largest raw text (UTF-8 bytes) one request may send to a text pipeline."""
+    max_image_pixels: int = Field(25_000_000, gt=0)
+    """Largest image (width x height) one request may send to an image pipeline; checked from
+    the header, before decoding."""
+    max_image_side: int = Field(4096, gt=0)
+    """Largest height or width an image pipeline may resize or crop to."""
+    max_audio_seconds: float = Field(600.0, gt=0)
+    """Largest ``max_seconds`` an audio pipeline may accept."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
     inference_threads: int = Field(8, gt=0)
@@ -63,6 +78,17 @@ class ServerSettings(BaseSettings):
     """AWS Nitro Security Module device."""
     log_level: str = "info"
     """Python logging level name."""
+
+    def pipeline_limits(self) -> PipelineLimits:
+        """The bounds pipelines and raw inputs are held to."""
+        return PipelineLimits(
+            max_files_bytes=self.max_pipeline_bytes,
+            max_sequence_length=self.max_sequence_length,
+            max_text_bytes=self.max_text_bytes,
+            max_image_pixels=self.max_image_pixels,
+            max_image_side=self.max_image_side,
+            max_audio_seconds=self.max_audio_seconds,
+        )
 
     @property
     def is_simulation(self) -> bool:

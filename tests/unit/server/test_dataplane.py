@@ -6,11 +6,22 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 
-from blindai.server.handlers import DataPlane
+from blindai.errors import ProtocolError
+from blindai.server.handlers import DataPlane, match_inputs
 from blindai.server.registry import ModelRegistry
+from blindai.server.runtime import TensorSpec
 from blindai.server.settings import ServerSettings
 from tests.models import matmul
+
+
+def test_string_inputs_refuse_bytes_that_are_not_utf8():
+    spec = TensorSpec("s", np.dtype(object), (None,), "tensor(string)")
+    ok = match_inputs([spec], [("s", np.array(["a", "é"], dtype=object))])
+    assert ok["s"].tolist() == ["a", "é"]
+    with pytest.raises(ProtocolError, match="BYTES elements must be UTF-8 text"):
+        match_inputs([spec], [("s", np.array(["a", b"\xff"], dtype=object))])
 
 
 def test_inference_runs_while_another_model_compiles():

@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import blindai
 from blindai.errors import ModelNotFound, ProtocolError
+from blindai.pipeline.compiled import InputKind
 from blindai.server.handlers import DataPlane, match_inputs
 from blindai.server.registry import ModelEntry
 from blindai.server.routes import error_replies, read_body
@@ -62,6 +64,26 @@ def _describe(spec: TensorSpec) -> dict[str, object]:
         "datatype": datatype_for(spec.dtype, spec.onnx_type),
         "shape": [-1 if d is None else d for d in spec.shape],
     }
+
+
+RESULT_OUTPUT = "result"
+"""The BYTES output holding a pipeline's result as JSON text."""
+
+
+def _raw_input(
+    entry: ModelEntry, inputs: list[tuple[str, np.ndarray]]
+) -> tuple[InputKind, bytes] | None:
+    """The raw text/image/audio of a pipeline request: one BYTES input named after the
+    pipeline's input kind (``text``, ``image`` or ``audio``) holding one element."""
+    pipe = entry.pipeline
+    if pipe is None or len(inputs) != 1 or inputs[0][0] != pipe.input_kind:
+        return None
+    name, array = inputs[0]
+    if array.dtype != object or array.size != 1:
+        raise ProtocolError(f"input {name!r}: one BYTES element (the raw {name}) is expected")
+    value = array.reshape(-1)[0]
+    raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return pipe.input_kind, raw
 
 
 class V2Routes:
@@ -122,12 +144,21 @@ class V2Routes:
         body = await read_body(request, self.plane.settings.max_request_bytes)
         big = len(body) >= OFFLOAD_BYTES
         parsed = await _maybe_offload(big, parse_request, body, request.headers.get(HEADER_LENGTH))
-        known = {s.name for s in entry.model.outputs}
-        unknown = [o.name for o in parsed.outputs or () if o.name not in known]
-        if unknown:
-            raise ProtocolError(f"the model has no output(s) {unknown}; outputs: {sorted(known)}")
-        feeds = match_inputs(entry.model.inputs, parsed.inputs)
-        outputs = await self.plane.run(entry, feeds)
+        raw = _raw_input(entry, parsed.inputs)
+        if raw is not None:
+            result, outputs = await self.plane.run_raw(entry, *raw)
+            if result is not None:
+                text = json.dumps(result.to_wire(), separators=(",", ":"))
+                outputs = [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
+        else:
+            known = {s.name for s in entry.model.outputs}
+            unknown = [o.name for o in parsed.outputs or () if o.name not in known]
+            if unknown:
+                raise ProtocolError(
+                    f"the model has no output(s) {unknown}; outputs: {sorted(known)}"
+                )
+            feeds = match_inputs(entry.model.inputs, parsed.inputs)
+            outputs = await self.plane.run(entry, feeds)
         big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
         name = entry.name or entry.model_id
         reply, head = await _maybe_offload(

@@ -125,7 +125,9 @@ def array_from_binary(
 
 
 def _strings_from_binary(blob: memoryview, label: str) -> np.ndarray:
-    items: list[str] = []
+    # UTF-8 elements become str; others stay bytes (an image or WAV file for a pipeline).
+    # Model string inputs refuse bytes elements when the data plane matches them.
+    items: list[str | bytes] = []
     offset = 0
     while offset < len(blob):
         if offset + 4 > len(blob):
@@ -134,10 +136,11 @@ def _strings_from_binary(blob: memoryview, label: str) -> np.ndarray:
         offset += 4
         if offset + size > len(blob):
             raise ProtocolError(f"{label}: a BYTES element runs past the end of its data")
+        element = bytes(blob[offset : offset + size])
         try:
-            items.append(str(blob[offset : offset + size], "utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"{label}: BYTES elements must be UTF-8 text") from exc
+            items.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            items.append(element)
         offset += size
     return np.array(items, dtype=object)
 

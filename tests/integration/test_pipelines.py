@@ -1,0 +1,365 @@
+"""Pipelines end to end: raw text, images and audio in, typed results out, over attested TLS.
+
+Tiny models built in the test; a real WordPiece tokenizer.json, real PNG/JPEG/WAV files; the
+0.6 client, tritonclient (v2, BYTES inputs) and the CLI, against the session's simulation server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import blindai
+from blindai.errors import ConfigurationError, InferenceFailed
+from blindai.pipeline import Classification, Embedding, Pipeline, Transcript
+from tests import models
+from tests._server import REPO, ServerProcess
+from tests.integration.test_cli import cli, ok, one_error_line, target
+from tests.unit.pipeline._factory import VOCAB, encode, png_claiming, wav_bytes, wordpiece_json
+
+TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
+
+
+def _name() -> str:
+    return f"p-{uuid.uuid4().hex[:8]}"
+
+
+def _embedding_table() -> np.ndarray:
+    table = np.zeros((len(VOCAB), 3), np.float32)
+    table[VOCAB["cat"]] = [1, 0.1, 0]
+    table[VOCAB["dog"]] = [1, 0, 0.1]
+    table[VOCAB["food"]] = [0, 0, 1]
+    return table
+
+
+def _embedding_pipeline() -> Pipeline:
+    return Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": wordpiece_json()}
+    )
+
+
+@pytest.fixture(scope="module")
+def embedder(server: ServerProcess) -> str:
+    name = _name()
+    with _connect(server) as c:
+        c.upload_model(
+            models.token_table_embedding(_embedding_table()),
+            model_name=name,
+            pipeline=_embedding_pipeline(),
+        )
+    return name
+
+
+@pytest.fixture(scope="module")
+def colours(server: ServerProcess) -> str:
+    name = _name()
+    pipe = Pipeline(
+        {
+            "input": {"kind": "image", "resize": [16, 16]},
+            "output": {"kind": "labels", "labels": "labels.txt", "top_k": 2},
+        },
+        {"labels.txt": b"red\ngreen\nblue\n"},
+    )
+    with _connect(server) as c:
+        c.upload_model(models.colour_classifier(16), model_name=name, pipeline=pipe)
+    return name
+
+
+def _connect(server: ServerProcess) -> blindai.Connection:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        return blindai.connect(server.host, simulation_mode=True, **server.ports)
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    return encode(Image.new("RGB", (40, 30), colour), "PNG")
+
+
+def test_text_in_embedding_out(conn: blindai.Connection, embedder: str):
+    cat, dog, food = (conn.predict(embedder, text=t) for t in ("The cat.", "the dog", "food"))
+    assert isinstance(cat, Embedding) and len(cat.vector) == 3
+    assert cat.cosine(dog) > 0.95 and cat.cosine(food) < 0.1
+
+
+def test_image_in_label_out_from_bytes_path_and_jpeg(
+    conn: blindai.Connection, colours: str, tmp_path: Path
+):
+    result = conn.predict(colours, image=_png((10, 20, 230)))
+    assert isinstance(result, Classification) and result.top.label == "blue"
+    assert len(result.labels) == 2 and 0.33 < result.top.score <= 1
+    path = tmp_path / "green.jpg"
+    path.write_bytes(encode(Image.new("RGB", (40, 30), (0, 200, 0)), "JPEG"))
+    assert conn.predict(colours, image=path).top.label == "green"
+    assert conn.predict(colours, image=str(path)).top.label == "green"
+
+
+def test_audio_in_transcript_out(conn: blindai.Connection):
+    name = _name()
+    pipe = Pipeline(
+        {
+            "input": {"kind": "audio", "sample_rate": 8000, "max_seconds": 1},
+            "output": {"kind": "ctc", "vocab": "vocab.json"},
+        },
+        {"vocab.json": json.dumps({"<pad>": 0, "A": 1, "B": 2}).encode()},
+    )
+    conn.upload_model(models.sign_ctc(), model_name=name, pipeline=pipe)
+    x = np.concatenate([np.full(80, 0.5), np.zeros(40), np.full(80, -0.5)]).astype(np.float32)
+    assert conn.predict(name, audio=wav_bytes(x, 8000)) == Transcript("AB")
+    # 16 kHz stereo is mixed and resampled by the server
+    stereo = np.stack([np.repeat(x, 2), np.repeat(x, 2)], axis=1)
+    assert conn.predict(name, audio=wav_bytes(stereo, 16000)) == Transcript("AB")
+
+
+def test_pipeline_without_output_step_returns_tensors(conn: blindai.Connection):
+    name = _name()
+    pipe = Pipeline({"input": TEXT}, {"tokenizer.json": wordpiece_json()})
+    conn.upload_model(models.token_embedder(len(VOCAB), dim=5), model_name=name, pipeline=pipe)
+    out = conn.predict(name, text="a cat")
+    assert out["last_hidden_state"].shape == (1, 8, 5)
+
+
+def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedder: str):
+    ids = np.array([[VOCAB["cat"]]], np.int64)
+    out = conn.predict(embedder, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    np.testing.assert_allclose(out["last_hidden_state"][0, 0], _embedding_table()[VOCAB["cat"]])
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "fragment"),
+    [
+        (Pipeline({"input": {**TEXT, "foo": 1}}, {"tokenizer.json": b"{}"}), "input.foo"),
+        (Pipeline({"input": TEXT}, {"tokenizer.json": b"{}"}), "not a valid tokenizer.json"),
+        (Pipeline({"input": TEXT}, {}), "has no such file"),
+        (
+            Pipeline({"input": {**TEXT, "max_length": 100000}}, {}),
+            "input.max_length: at most 4096",
+        ),
+        (Pipeline({"input": {"kind": "image"}}, {}), "name the one this step feeds"),
+        (
+            Pipeline({"input": {"kind": "image", "input": "input_ids"}}, {}),
+            "feeds no value to model input(s) ['attention_mask']",
+        ),
+        (Pipeline({"input": TEXT}, {"tokenizer.json": b"x", "../evil": b""}), "file name"),
+    ],
+)
+def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline, fragment):
+    name = _name()
+    with pytest.raises(InferenceFailed) as info:
+        conn.upload_model(models.token_embedder(len(VOCAB)), model_name=name, pipeline=pipeline)
+    assert info.value.status_code == 400 and fragment in info.value.message
+    with pytest.raises(blindai.errors.ModelNotFound):
+        conn.predict(name, text="a cat")
+
+
+def test_pipeline_files_over_the_limit_are_refused(conn: blindai.Connection):
+    # the session server keeps the default limit (32 MiB of files)
+    big = Pipeline({"input": TEXT}, {"tokenizer.json": b" " * (33 << 20)})
+    with pytest.raises(InferenceFailed, match="this server accepts at most 33554432"):
+        conn.upload_model(models.token_embedder(len(VOCAB)), pipeline=big)
+
+
+def test_hostile_raw_inputs_are_400s_and_the_server_keeps_serving(
+    conn: blindai.Connection, colours: str, embedder: str
+):
+    cases = [
+        (colours, {"image": png_claiming(30000, 30000)}, "more than 25000000 pixels"),
+        (colours, {"image": png_claiming(6000, 6000)}, "image is 6000x6000"),
+        (colours, {"image": _png((1, 2, 3))[:-30]}, "truncated or corrupt"),
+        (colours, {"image": encode(Image.new("RGB", (4, 4)), "GIF")}, "not a readable"),
+        (colours, {"text": "a cat"}, "takes image, not text"),
+        (embedder, {"audio": wav_bytes(np.zeros(10, np.float32), 8000)}, "takes text, not audio"),
+    ]
+    for model, raw, fragment in cases:
+        with pytest.raises(InferenceFailed) as info:
+            conn.predict(model, **raw)
+        assert info.value.status_code == 400 and fragment in info.value.message, raw.keys()
+    assert conn.predict(colours, image=_png((250, 0, 0))).top.label == "red"
+
+
+def test_raw_input_to_a_model_without_pipeline(conn: blindai.Connection):
+    name = _name()
+    conn.upload_model(models.matmul(4, 2), model_name=name)
+    with pytest.raises(InferenceFailed, match="has no pipeline: send tensors"):
+        conn.predict(name, text="hello")
+
+
+def test_client_argument_errors(conn: blindai.Connection, embedder: str, tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="give one of"):
+        conn.predict(embedder, text="a", image=b"x")
+    with pytest.raises(ConfigurationError, match="give inputs"):
+        conn.predict(embedder)
+    with pytest.raises(ConfigurationError, match="cannot read image"):
+        conn.predict(embedder, image=tmp_path / "missing.png")
+
+
+def test_upload_from_a_pipeline_folder(conn: blindai.Connection, tmp_path: Path):
+    (tmp_path / "pipeline.toml").write_text(
+        '[input]\nkind = "text"\ntokenizer = "tokenizer.json"\nmax_length = 8\n'
+        '[output]\nkind = "embedding"\n'
+    )
+    (tmp_path / "tokenizer.json").write_bytes(wordpiece_json())
+    name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=tmp_path
+    )
+    assert isinstance(conn.predict(name, text="cat"), Embedding)
+
+
+# -- v2: the raw input as the one BYTES input, the result as JSON in a BYTES output -----------
+
+tritonclient_http = pytest.importorskip("tritonclient.http")
+
+
+@pytest.fixture(scope="module")
+def triton(server: ServerProcess) -> Any:
+    import ssl
+    import urllib.request
+
+    import cbor2
+
+    from tests.integration.test_v2 import SERVER_NAME, pinned_factory
+
+    with urllib.request.urlopen(f"http://{server.host}:{server.unattested_port}/") as reply:
+        pem = ssl.DER_cert_to_PEM_cert(cbor2.loads(reply.read()))
+    c = tritonclient_http.InferenceServerClient(
+        f"{server.host}:{server.attested_port}",
+        ssl=True,
+        ssl_context_factory=pinned_factory(pem),
+        ssl_options={"server_hostname": SERVER_NAME},
+    )
+    yield c
+    c.close()
+
+
+def _v2(triton: Any, model: str, kind: str, value: bytes, *, binary: bool) -> dict[str, Any]:
+    x = tritonclient_http.InferInput(kind, [1], "BYTES")
+    x.set_data_from_numpy(np.array([value], dtype=object), binary_data=binary)
+    reply = triton.infer(model, [x])
+    return json.loads(reply.as_numpy("result")[0])
+
+
+def test_v2_text_gives_the_same_result(conn: blindai.Connection, triton: Any, embedder: str):
+    for binary in (False, True):
+        got = _v2(triton, embedder, "text", b"the cat", binary=binary)
+        assert got == conn.predict(embedder, text="the cat").to_wire()
+
+
+def test_v2_image_bytes_in_binary(conn: blindai.Connection, triton: Any, colours: str):
+    got = _v2(triton, colours, "image", _png((0, 255, 0)), binary=True)
+    assert got["kind"] == "labels" and got["labels"][0]["label"] == "green"
+    assert got == conn.predict(colours, image=_png((0, 255, 0))).to_wire()
+
+
+def test_v2_errors(triton: Any, colours: str):
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="truncated or corrupt"):
+        _v2(triton, colours, "image", _png((0, 255, 0))[:-30], binary=True)
+    x = tritonclient_http.InferInput("image", [2], "BYTES")
+    x.set_data_from_numpy(np.array([b"a", b"b"], dtype=object), binary_data=True)
+    with pytest.raises(InferenceServerException, match="one BYTES element"):
+        triton.infer(colours, [x])
+
+
+# -- the CLI, and a client that needs no tokenizer, image or audio library ------------------
+
+
+def _pipeline_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text(
+        '[input]\nkind = "image"\nresize = [16, 16]\n'
+        '[output]\nkind = "labels"\nlabels = "labels.txt"\ntop_k = 3\n'
+    )
+    (folder / "labels.txt").write_text("red\ngreen\nblue\n")
+    return folder
+
+
+def test_cli_upload_with_pipeline_and_run_on_an_image(server: ServerProcess, tmp_path: Path):
+    model = tmp_path / "colours.onnx"
+    model.write_bytes(models.colour_classifier(16))
+    name = _name()
+    ok(cli("upload", model, "--name", name, "--pipeline", _pipeline_dir(tmp_path),
+           *target(server)))  # fmt: skip
+    image = tmp_path / "red.png"
+    image.write_bytes(_png((240, 10, 10)))
+    out = ok(cli("run", name, "--image", image, *target(server)))
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("  red"), out
+    bad = cli("run", name, "--image", tmp_path / "nope.png", *target(server))
+    assert "no such image file" in one_error_line(bad, "ConfigurationError", 2)
+    bad = cli("run", name, "--text", "hello", *target(server))
+    assert "takes image, not text" in one_error_line(bad, "InferenceFailed", 1)
+
+
+def test_cli_refuses_a_bad_pipeline_in_one_line(server: ServerProcess, tmp_path: Path):
+    model = tmp_path / "colours.onnx"
+    model.write_bytes(models.colour_classifier(16))
+    folder = _pipeline_dir(tmp_path)
+    (folder / "pipeline.toml").write_text('[input]\nkind = "image"\nresize = "big"\n')
+    bad = cli("upload", model, "--pipeline", folder, *target(server))
+    assert "input.resize" in one_error_line(bad, "InferenceFailed", 1)
+
+
+CLIENT_SCRIPT = """
+import sys, warnings
+import blindai
+from blindai.pipeline import Pipeline
+host, ua, at, mg, model, folder, image = sys.argv[1:]
+warnings.simplefilter("ignore")
+with blindai.connect(host, unattested_server_port=int(ua), attested_server_port=int(at),
+                     model_management_port=int(mg), simulation_mode=True) as conn:
+    conn.upload_model(model, model_name="light", pipeline=Pipeline.from_dir(folder))
+    print(conn.predict("light", image=image).top.label)
+heavy = sorted(m for m in ("torch", "transformers", "tokenizers", "PIL", "soxr", "onnxruntime",
+                           "onnx", "pydantic", "starlette") if m in sys.modules)
+print("loaded:", heavy)
+"""
+
+
+def test_the_client_needs_no_tokenizer_image_or_ml_library(server: ServerProcess, tmp_path):
+    model = tmp_path / "colours.onnx"
+    model.write_bytes(models.colour_classifier(16))
+    image = tmp_path / "blue.png"
+    image.write_bytes(_png((0, 0, 250)))
+    ports = [str(p) for p in (server.unattested_port, server.attested_port, server.management_port)]
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT, server.host, *ports, str(model),
+         str(_pipeline_dir(tmp_path)), str(image)],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["blue", "loaded: []"]
+
+
+def test_text_pipeline_client_is_light_too(server: ServerProcess, tmp_path: Path):
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text(
+        '[input]\nkind = "text"\ntokenizer = "tokenizer.json"\nmax_length = 8\n'
+        '[output]\nkind = "embedding"\n'
+    )
+    (folder / "tokenizer.json").write_bytes(wordpiece_json())
+    model = tmp_path / "embed.onnx"
+    model.write_bytes(models.token_table_embedding(_embedding_table()))
+    script = CLIENT_SCRIPT.replace("image=image).top.label", "text='a cat').vector[0] > 0.9")
+    ports = [str(p) for p in (server.unattested_port, server.attested_port, server.management_port)]
+    result = subprocess.run(
+        [sys.executable, "-c", script, server.host, *ports, str(model), str(folder), "unused"],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True", "loaded: []"]
