@@ -8,6 +8,7 @@ import blindai
 import blindai.attestation
 import blindai.client
 import blindai.errors
+import blindai.pipeline
 from blindai.errors import (
     BlindAIError,
     ConfigurationError,
@@ -41,7 +42,7 @@ def test_server_error_has_status():
 
 
 def test_public_names_match_all():
-    for module in (blindai, blindai.client, blindai.attestation, blindai.errors):
+    for module in (blindai, blindai.client, blindai.attestation, blindai.errors, blindai.pipeline):
         public = {n for n in vars(module) if not n.startswith("_")}
         exported = set(module.__all__) - {"__version__"}
         assert exported <= public | set(dir(module))
