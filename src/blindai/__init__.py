@@ -6,23 +6,28 @@ Example::
     with blindai.connect("localhost", simulation_mode=True) as conn:
         model = conn.upload_model("model.onnx", model_name="clf")
         print(conn.predict("clf", {"input": x}))
+
+The names below are imported on first use: ``blindai.__version__`` loads no client code.
 """
 
 from __future__ import annotations
 
-__version__ = "1.0.0a1"
+from typing import TYPE_CHECKING, Any
 
-from blindai.attestation.simulation import SimulationModeWarning
-from blindai.client import (
-    Connection,
-    DatumType,
-    ModelDatumType,
-    PredictResponse,
-    RunModelResponse,
-    Tensor,
-    UploadModelResponse,
-    connect,
-)
+from blindai._version import __version__
+
+if TYPE_CHECKING:
+    from blindai.attestation.simulation import SimulationModeWarning
+    from blindai.client import (
+        Connection,
+        DatumType,
+        ModelDatumType,
+        PredictResponse,
+        RunModelResponse,
+        Tensor,
+        UploadModelResponse,
+        connect,
+    )
 
 __all__ = [
     "Connection",
@@ -36,3 +41,36 @@ __all__ = [
     "__version__",
     "connect",
 ]
+
+_LAZY = {
+    "SimulationModeWarning": "blindai.attestation.simulation",
+    **dict.fromkeys(
+        (
+            "Connection",
+            "DatumType",
+            "ModelDatumType",
+            "PredictResponse",
+            "RunModelResponse",
+            "Tensor",
+            "UploadModelResponse",
+            "connect",
+        ),
+        "blindai.client",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blindai' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

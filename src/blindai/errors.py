@@ -2,32 +2,40 @@
 
 ::
 
-    BlindAIError
-    ├── EvidenceError          malformed or unsupported evidence
-    ├── VerificationError      the evidence is not authentic, or not acceptable
-    │   ├── ChainError         a certificate chain does not lead to a pinned root
-    │   ├── SignatureError     a signature does not verify
-    │   ├── CollateralError    collateral (TCB info, CRLs, ...) is invalid or out of date
-    │   ├── PolicyError        .violations: the claims do not satisfy the policy
-    │   └── BindingError       TLS key or nonce not bound to the evidence
-    ├── CollateralUnavailable  collateral could not be fetched (fail closed)
-    ├── ProtocolError          wire version or format
-    ├── PipelineError          a pipeline spec, its files, or a raw input cannot be used
-    ├── ServerError            .status_code: the server answered with an error
-    │   ├── ModelNotFound
-    │   ├── ModelNotReady
-    │   └── InferenceFailed
-    ├── NetworkError           the server cannot be reached, or the connection broke
-    │   └── RequestTimeout     no answer within the timeout
-    └── ConfigurationError     unusable settings, arguments or policy files
-        └── WrongPort          .port, .role, .found: a port given for one role serves another
+    BlindAIError                500  (HTTP status, where the server answers with it)
+    ├── EvidenceError           503  malformed or unsupported evidence
+    ├── VerificationError            the evidence is not authentic, or not acceptable
+    │   ├── ChainError               a certificate chain does not lead to a pinned root
+    │   ├── SignatureError           a signature does not verify
+    │   ├── CollateralError          collateral (TCB info, CRLs, ...) is invalid or out of date
+    │   ├── PolicyError              .violations: the claims do not satisfy the policy
+    │   └── BindingError             TLS key or nonce not bound to the evidence
+    ├── CollateralUnavailable   503  collateral could not be fetched (fail closed)
+    ├── ProtocolError           400  wire version or format
+    ├── PipelineError           400  a pipeline spec, its files, or a raw input cannot be used
+    ├── ServerError             500  .status_code: the server answered with an error
+    │   ├── InvalidInput        400  a malformed request, or inputs or a model that do not fit
+    │   │   └── PayloadTooLarge 413  a body or model over the server's configured limit
+    │   ├── ModelNotFound       404  no model by that id, name or hash
+    │   ├── InferenceFailed     422  the model failed on inputs that fit it
+    │   ├── ModelNotReady       503  the model exists but cannot serve yet
+    │   └── RegistryFull        507  the server holds as many models as it may
+    ├── NetworkError                 the server cannot be reached, or the connection broke
+    │   └── RequestTimeout           no answer within the timeout
+    └── ConfigurationError      500  unusable settings, arguments or policy files
+        └── WrongPort                .port, .role, .found: a port given for one role serves another
 
-This module imports no web framework: HTTP status mapping lives in the server.
+The HTTP status of each error is its class's ``http_status``: the one table, read by the
+server to answer (500 for a class that sets none) and by the client to pick the class of an
+answer that does not name it. The server names the class in the ``X-BlindAI-Error`` header of
+every error reply (docs/server.md, "Errors on the wire"); the client raises that same class.
+This module imports no web framework.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = [
     "BindingError",
@@ -38,12 +46,15 @@ __all__ = [
     "ConfigurationError",
     "EvidenceError",
     "InferenceFailed",
+    "InvalidInput",
     "ModelNotFound",
     "ModelNotReady",
     "NetworkError",
+    "PayloadTooLarge",
     "PipelineError",
     "PolicyError",
     "ProtocolError",
+    "RegistryFull",
     "RequestTimeout",
     "ServerError",
     "SignatureError",
@@ -56,6 +67,9 @@ __all__ = [
 class BlindAIError(Exception):
     """Root of every error BlindAI raises on purpose."""
 
+    http_status: ClassVar[int] = 500
+    """The HTTP status the server answers with when this error ends a request."""
+
     def diagnostics(self) -> str:
         """One readable line for the CLI (no traceback)."""
         name = type(self).__name__
@@ -65,6 +79,8 @@ class BlindAIError(Exception):
 
 class EvidenceError(BlindAIError):
     """Raised when evidence is malformed, truncated or of an unsupported kind or version."""
+
+    http_status = 503
 
 
 class VerificationError(BlindAIError):
@@ -114,35 +130,75 @@ class BindingError(VerificationError):
 class CollateralUnavailable(BlindAIError):
     """Raised when collateral could not be obtained (network failure or cache miss); fail closed."""
 
+    http_status = 503
+
 
 class ProtocolError(BlindAIError):
     """Raised when a message does not follow the wire protocol, or versions do not match."""
 
+    http_status = 400
+
 
 class PipelineError(BlindAIError):
     """Raised when a pipeline spec or one of its files is malformed or over a limit, or when a
-    raw input (text, image, audio) cannot be decoded or preprocessed by the model's pipeline."""
+    raw input (text, image, audio) cannot be decoded or preprocessed by the model's pipeline.
+
+    The server answers a request that fails this way with InvalidInput (400).
+    """
+
+    http_status = 400
 
 
 class ServerError(BlindAIError):
-    """Raised when the server answers a request with an error status."""
+    """Raised when the server answers a request with an error status.
 
-    def __init__(self, message: str, *, status_code: int) -> None:
-        self.status_code = status_code
+    On the server, raised without a status: ``status_code`` is then the class's
+    ``http_status``. On the client, ``status_code`` is the status the server answered.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = self.http_status if status_code is None else status_code
         self.message = message
-        super().__init__(f"{status_code}: {message}")
+        super().__init__(f"{self.status_code}: {message}")
+
+
+class InvalidInput(ServerError):
+    """Raised when a request is malformed, or its inputs or model do not fit (400).
+
+    Wrong input names, dtypes or shapes, an undecodable body, a model onnxruntime cannot load.
+    """
+
+    http_status = 400
+
+
+class PayloadTooLarge(InvalidInput):
+    """Raised when a body, model or tensor is over the server's configured limit (413)."""
+
+    http_status = 413
 
 
 class ModelNotFound(ServerError):
-    """Raised when the server knows no model by that id, hash or name (404)."""
+    """Raised when the server knows no model by that id, name or hash (404)."""
+
+    http_status = 404
+
+
+class InferenceFailed(ServerError):
+    """Raised when the model failed on inputs that fit it, or its outputs cannot be sent (422)."""
+
+    http_status = 422
 
 
 class ModelNotReady(ServerError):
     """Raised when the model exists but cannot serve yet (503)."""
 
+    http_status = 503
 
-class InferenceFailed(ServerError):
-    """Raised when the server rejected the inputs or the model failed to run them."""
+
+class RegistryFull(ServerError):
+    """Raised when the server already holds as many models as it may (507)."""
+
+    http_status = 507
 
 
 class ConfigurationError(BlindAIError):

@@ -160,13 +160,13 @@ def uploaded(server: ServerProcess, dense: Path, conn: blindai.Connection) -> It
 
 def test_run_wrong_input_name(server: ServerProcess, uploaded: str, x_file: Path) -> None:
     r = cli("run", uploaded, "--input", f"nope={x_file}", *target(server))
-    assert "nope" in one_error_line(r, "InferenceFailed", 1)
+    assert "nope" in one_error_line(r, "InvalidInput", 1)
 
 
 def test_run_wrong_dtype(server: ServerProcess, uploaded: str, tmp_path: Path) -> None:
     x = tmp_path / "ints.npy"
     np.save(x, np.ones((1, 16), dtype=np.int64))
-    one_error_line(cli("run", uploaded, "--input", f"x={x}", *target(server)), "InferenceFailed", 1)
+    one_error_line(cli("run", uploaded, "--input", f"x={x}", *target(server)), "InvalidInput", 1)
 
 
 def test_run_unknown_model(server: ServerProcess, x_file: Path) -> None:
@@ -187,7 +187,7 @@ def test_upload_not_onnx(server: ServerProcess, tmp_path: Path) -> None:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a model")
     r = cli("upload", junk, *target(server))
-    one_error_line(r, "InferenceFailed", 1)
+    one_error_line(r, "InvalidInput", 1)
 
 
 @pytest.mark.parametrize(

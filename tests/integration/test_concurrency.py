@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto
 
 import blindai
-from blindai.errors import InferenceFailed, ModelNotFound
+from blindai.errors import InvalidInput, ModelNotFound
 from tests.models import identity, matmul
 
 WORKERS = 8
@@ -45,7 +45,7 @@ def test_mixed_traffic_from_many_clients(server):
                 x = rng.standard_normal((4, 32)).astype(np.float32)
                 got = conn.predict(shared.model_id, {"x": x})["y"]
                 np.testing.assert_allclose(got, reference.run(None, {"x": x})[0], rtol=1e-5)
-                with pytest.raises(InferenceFailed):
+                with pytest.raises(InvalidInput):
                     conn.predict(shared.model_id, {"x": x[:, :5]})
                 with pytest.raises(ModelNotFound):
                     conn.predict("missing-model", {"x": x})

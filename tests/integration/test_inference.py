@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto
 
 import blindai
-from blindai.errors import InferenceFailed, ModelNotFound
+from blindai.errors import InvalidInput, ModelNotFound
 from tests.models import identity, matmul, two_in_two_out
 
 DATUMS = [
@@ -110,12 +110,12 @@ def test_model_as_file_path(conn, tmp_path):
         ({"x": np.zeros((2, 4), np.float32)}, "shape"),
         ({"x": np.zeros((2, 3), np.float64)}, "dtype"),
         ({"nope": np.zeros((2, 3), np.float32)}, "no input named"),
-        ([np.zeros((2, 3), np.float32)] * 2, "takes 1 inputs"),
+        ([np.zeros((2, 3), np.float32)] * 2, "takes 1 input; 2 inputs were given"),
     ],
 )
 def test_inputs_that_do_not_fit_are_refused_with_a_message(conn, inputs, fragment):
     uploaded = conn.upload_model(identity(TensorProto.FLOAT))
-    with pytest.raises(InferenceFailed) as info:
+    with pytest.raises(InvalidInput) as info:  # the class the server raised, by its header
         conn.run_model(model_id=uploaded.model_id, input_tensors=inputs)
     assert info.value.status_code == 400
     assert fragment in str(info.value)

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper
 
 from blindai.attestation.simulation import SimulationModeWarning
 from blindai.client import BlindAiClient, ModelDatumType
-from blindai.errors import BlindAIError, ConfigurationError, VerificationError
-from tests._server import ServerProcess
+from blindai.errors import BlindAIError, ConfigurationError, ModelNotFound, VerificationError
+from tests._server import ServerProcess, start_server
 from tests.models import OPSET
 
 SEQ = 8
@@ -116,16 +116,51 @@ def test_run_an_earlier_model_by_id(
     assert client.run_model(flat, model_id=first.model_id).output == _reference(model_path, flat)
 
 
-def test_run_without_upload_is_a_typed_error(client: BlindAiClient) -> None:
-    with pytest.raises(ConfigurationError, match="upload"):
-        client.run_model([1] * SEQ)
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of its own, with no model yet."""
+    proc = start_server(tmp_path_factory.mktemp("tutorial"))
+    yield proc
+    proc.stop()
 
 
-def test_run_after_delete_is_a_typed_error(client: BlindAiClient, model_path: Path) -> None:
-    client.upload_model(model=str(model_path), shape=(1, SEQ), dtype=ModelDatumType.I64)
-    client.delete_model()
-    with pytest.raises(ConfigurationError):
-        client.run_model([1] * SEQ)
+def _new_client(server: ServerProcess) -> BlindAiClient:
+    """``BlindAiClient()`` then ``connect_server("localhost", simulation=True)`` (+ our ports)."""
+    c = BlindAiClient()
+    with pytest.warns(SimulationModeWarning):
+        c.connect_server(
+            "localhost",
+            simulation=True,
+            untrusted_port=server.unattested_port,
+            attested_port=server.attested_port,
+            model_management_port=server.management_port,
+        )
+    return c
+
+
+def test_a_new_client_runs_the_servers_newest_model(
+    empty_server: ServerProcess, model_path: Path, tmp_path: Path
+) -> None:
+    """The DistilBERT tutorial as written: upload with one client, run with a new one, no id."""
+    flat = [101, 7592, 1010, 2026, 3899, 2003, 10140, 102]
+    with _new_client(empty_server) as nobody_uploaded:
+        with pytest.raises(ModelNotFound, match="no model has been uploaded"):
+            nobody_uploaded.run_model(flat)
+    with _new_client(empty_server) as uploader:
+        uploader.upload_model(
+            model=str(model_path), shape=(1, SEQ), dtype=ModelDatumType.I64,
+            dtype_out=ModelDatumType.F32,
+        )  # fmt: skip
+    with _new_client(empty_server) as runner:  # knows neither the model, its dtype nor its shape
+        assert runner.run_model(flat).output == _reference(model_path, flat)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(_token_classifier(bias=(100, 200, 300)))
+    with _new_client(empty_server) as uploader:
+        uploader.upload_model(model=str(other), shape=(1, SEQ), dtype=ModelDatumType.I64)
+        with _new_client(empty_server) as runner:
+            assert runner.run_model(flat).output == _reference(other, flat)  # the newest
+            uploader.delete_model()
+            assert runner.run_model(flat).output == _reference(model_path, flat)
 
 
 def test_wrong_length_flat_list_is_a_typed_error(client: BlindAiClient, model_path: Path) -> None:

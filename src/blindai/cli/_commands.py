@@ -14,111 +14,42 @@ from blindai.errors import ConfigurationError
 
 __all__ = ["add_client_commands", "add_serve_command", "connect_from_args"]
 
-_TEES = ["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
+SERVE_DESCRIPTION = (
+    "Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 attested inference, "
+    "9925 attested model management. Without TEE hardware, --simulation is required (it "
+    "protects nothing)."
+)
+SERVE_EPILOG = (
+    "Every option can also be set by an environment variable BLINDAI_<OPTION> "
+    "(e.g. BLINDAI_PCCS_URL); a flag given on the command line wins."
+)
+SERVER_EXTRA = "blindai serve needs the server extra: pip install 'blindai[server]'"
 
 
 def add_serve_command(sub: Any) -> None:
-    """``blindai serve``."""
+    """``blindai serve``: its flags come from ServerSettings, read when it runs.
+
+    Its arguments are taken as they are (no option is parsed here), so that the other commands
+    and ``--help`` never import the server's dependencies.
+    """
     p = sub.add_parser(
-        "serve",
-        help="run the server",
-        description="Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 "
-        "attested inference, 9925 attested model management. Without TEE hardware, "
-        "--simulation is required (it protects nothing).",
-    )
-    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--unattested-port", type=int, help="unattested port (default 9923)")
-    p.add_argument("--attested-port", type=int, help="attested inference port (default 9924)")
-    p.add_argument("--management-port", type=int, help="model management port (default 9925)")
-    p.add_argument(
-        "--tee",
-        choices=_TEES,
-        help="evidence source (default auto: probe the TEE devices, never simulate)",
-    )
-    p.add_argument(
-        "--simulation", action="store_true", help="run without a TEE: UNSAFE, for development only"
-    )
-    p.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        help="where models run (default cpu); cuda needs onnxruntime-gpu and, outside "
-        "simulation, a GPU in confidential-computing mode whose report is served",
-    )
-    p.add_argument("--gpu-index", type=int, help="the GPU to use with --device cuda (default 0)")
-    p.add_argument("--max-model-bytes", type=int, help="largest model accepted (default 1 GiB)")
-    p.add_argument("--max-request-bytes", type=int, help="largest inference body (default 64 MiB)")
-    p.add_argument("--max-models", type=int, help="most models held at once (default 64)")
-    p.add_argument(
-        "--keep-alive-timeout",
-        type=int,
-        help="seconds an idle client connection stays open (default 30)",
-    )
-    p.add_argument("--pccs-url", help="Intel PCS/PCCS base URL for SGX and TDX collateral")
-    p.add_argument(
-        "--unattested-tls-cert",
-        type=Path,
-        help="PEM certificate for HTTPS on the unattested port (default: plain HTTP)",
-    )
-    p.add_argument("--unattested-tls-key", type=Path, help="PEM key for --unattested-tls-cert")
-    p.add_argument(
-        "--attestation-dir",
-        type=Path,
-        help="Gramine's attestation files (default /dev/attestation)",
-    )
-    p.add_argument(
-        "--tsm-report-dir",
-        type=Path,
-        help="configfs-tsm report dir (default /sys/kernel/config/tsm/report)",
-    )
-    p.add_argument("--nsm-device", type=Path, help="Nitro NSM device (default /dev/nsm)")
-    p.add_argument("--log-level", help="logging level (default info)")
-    p.epilog = (
-        "Every option can also be set by an environment variable BLINDAI_<OPTION> "
-        "(e.g. BLINDAI_PCCS_URL); a flag given on the command line wins."
-    )
+        "serve", help="run the server", description=SERVE_DESCRIPTION, add_help=False,
+        prefix_chars="\0",
+    )  # fmt: skip
+    p.add_argument("serve_args", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=_serve)
 
 
-_SERVE_FIELDS = (
-    "host",
-    "unattested_port",
-    "attested_port",
-    "management_port",
-    "tee",
-    "device",
-    "gpu_index",
-    "max_model_bytes",
-    "max_request_bytes",
-    "max_models",
-    "keep_alive_timeout",
-    "pccs_url",
-    "unattested_tls_cert",
-    "unattested_tls_key",
-    "attestation_dir",
-    "tsm_report_dir",
-    "nsm_device",
-    "log_level",
-)
-
-
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from blindai.server import ServerSettings, serve
-
-    if args.simulation and args.tee not in (None, "auto", "simulation"):
-        raise ConfigurationError(f"--simulation contradicts --tee {args.tee}")
-    # only what was given: the rest comes from BLINDAI_* variables or the defaults
-    fields: dict[str, Any] = {
-        name: getattr(args, name) for name in _SERVE_FIELDS if getattr(args, name) is not None
-    }
-    if args.simulation:
-        fields.update(simulation=True, tee="simulation")
     try:
-        settings = ServerSettings(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigurationError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        from blindai.server import ServerSettings, serve
+    except ImportError as exc:
+        missing = f" ({exc.name} is missing)" if exc.name else ""
+        raise ConfigurationError(SERVER_EXTRA.replace(":", f"{missing}:", 1)) from None
+    parser = argparse.ArgumentParser(
+        prog="blindai serve", description=SERVE_DESCRIPTION, epilog=SERVE_EPILOG
+    )
+    settings = ServerSettings.from_command_line(args.serve_args, parser=parser)
     try:
         logging.getLogger().setLevel(settings.log_level.upper())
     except ValueError:
@@ -210,8 +141,12 @@ def add_client_commands(sub: Any) -> None:
     _connection_args(p)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("delete", help="delete a model", description="Delete a model by id.")
-    p.add_argument("model_id")
+    p = sub.add_parser(
+        "delete",
+        help="delete a model",
+        description="Delete a model by id, or by name (the newest upload with that name).",
+    )
+    p.add_argument("model_id", metavar="model", help="model id or name")
     _connection_args(p)
     p.set_defaults(func=_delete)
 

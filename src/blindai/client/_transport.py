@@ -29,10 +29,9 @@ from blindai.errors import (
     ProtocolError,
     RequestTimeout,
 )
+from blindai.protocol.names import SERVER_NAME
 
-__all__ = ["SERVER_NAME", "HttpResponse", "PinnedTlsTransport", "PlainTransport", "PortRole"]
-
-SERVER_NAME = "blindai-srv"
+__all__ = ["HttpResponse", "PinnedTlsTransport", "PlainTransport", "PortRole"]
 
 
 class _Transport:

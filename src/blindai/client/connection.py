@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tqdm import tqdm
 
+from blindai import errors
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
@@ -22,17 +23,11 @@ from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
 from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
-from blindai.errors import (
-    ConfigurationError,
-    InferenceFailed,
-    ModelNotFound,
-    ModelNotReady,
-    ProtocolError,
-    ServerError,
-)
+from blindai.errors import ConfigurationError, ProtocolError, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
 from blindai.protocol import codec
+from blindai.protocol.names import ERROR_HEADER
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
@@ -60,6 +55,24 @@ class RunModelResponse:
     output: list[Tensor]
 
 
+def _error_class(name: str | None, status: int) -> type[ServerError]:
+    """The class the server named in ``X-BlindAI-Error``, else the one its status belongs to.
+
+    Servers without that header (the original BlindAI server) are mapped by status alone.
+    """
+    family = [
+        cls
+        for cls in (getattr(errors, n) for n in errors.__all__)
+        if isinstance(cls, type) and issubclass(cls, ServerError)
+    ]
+    for cls in family:
+        if cls.__name__ == name:
+            return cls
+    return next(
+        (c for c in family if c is not ServerError and c.http_status == status), ServerError
+    )
+
+
 def _raise_for(resp: HttpResponse, what: str) -> None:
     if 200 <= resp.status < 300:
         return
@@ -68,13 +81,7 @@ def _raise_for(resp: HttpResponse, what: str) -> None:
     except Exception:
         msg = None
     text = msg if isinstance(msg, str) else resp.body[:200].decode("utf-8", "replace")
-    cls: type[ServerError] = ServerError
-    if resp.status == 404:
-        cls = ModelNotFound
-    elif resp.status == 503:
-        cls = ModelNotReady
-    elif resp.status in (400, 413, 422):
-        cls = InferenceFailed
+    cls = _error_class(resp.headers.get(ERROR_HEADER.lower()), resp.status)
     raise cls(f"{what}: {text}", status_code=resp.status)
 
 
@@ -230,9 +237,12 @@ class Connection:
         dtypes: Any = None,
         shapes: Any = None,
     ) -> RunModelResponse:
-        """Run a model by id (or name) or by hash on the given inputs."""
-        if bool(model_id) == bool(model_hash):
-            raise ConfigurationError("give exactly one of model_id and model_hash")
+        """Run a model by id (or name) or by hash on the given inputs.
+
+        With neither, the server runs its most recently uploaded model.
+        """
+        if model_id and model_hash:
+            raise ConfigurationError("give at most one of model_id and model_hash")
         if input_tensors is None:
             raise ConfigurationError("input_tensors is required")
         tensors = to_wire_tensors(input_tensors, dtypes, shapes)

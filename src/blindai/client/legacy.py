@@ -8,8 +8,11 @@
     response = client.run_model(flat_list)
     print(response.output)          # a flat list
 
-``run_model`` without a model id runs the most recently uploaded model, as the single-model
-server of those tutorials did.
+``run_model`` without a model id runs the server's most recently uploaded model, as the
+single-model server of those tutorials did, whichever client uploaded it. A flat list takes the
+dtype and shape given at upload when this client uploaded the model; otherwise its dtype follows
+its values (integers: I64, floats: F32, booleans: Bool) and the server gives it the model's input
+shape (see docs/client.md).
 """
 
 from __future__ import annotations
@@ -19,26 +22,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from blindai.client.connection import Connection, connect
+import numpy as np
+
+from blindai.client.connection import Connection, UploadModelResponse, connect
 from blindai.errors import ConfigurationError
 from blindai.protocol.messages import DatumType
+from blindai.protocol.names import SERVER_NAME
 
-__all__ = ["BlindAiClient", "ModelDatumType", "RunModelResponse", "UploadModelResponse"]
+__all__ = ["BlindAiClient", "FlatRunResponse", "ModelDatumType"]
 
 ModelDatumType = DatumType
+_FLAT_TYPES = {"b": DatumType.Bool, "i": DatumType.I64, "u": DatumType.I64, "f": DatumType.F32}
 
 
 @dataclass(frozen=True)
-class UploadModelResponse:
-    """What upload_model returns: the model's id and hash."""
-
-    model_id: str
-    hash: bytes
-
-
-@dataclass(frozen=True)
-class RunModelResponse:
-    """``output``: the first output as a flat list; ``outputs``: every output, flat."""
+class FlatRunResponse:
+    """What ``BlindAiClient.run_model`` returns: ``output``, the first output as a flat list;
+    ``outputs``, every output, flat."""
 
     output: list[Any]
     outputs: list[list[Any]] = field(default_factory=list)
@@ -62,7 +62,7 @@ class BlindAiClient:
     def connect_server(
         self,
         addr: str = "localhost",
-        server_name: str = "blindai-srv",
+        server_name: str = SERVER_NAME,
         policy: str | os.PathLike[str] | None = None,
         certificate: str | os.PathLike[str] | None = None,
         simulation: bool = False,
@@ -104,26 +104,23 @@ class BlindAiClient:
         )
         self._models[reply.model_id] = uploaded
         self._last = uploaded
-        return UploadModelResponse(reply.model_id, reply.hash)
+        return reply
 
     def run_model(
         self, data_list: Any, sign: bool = False, model_id: str | None = None
-    ) -> RunModelResponse:
-        """Run the given (or most recent) model on a flat list or an array."""
+    ) -> FlatRunResponse:
+        """Run a model (by default the server's newest) on a flat list or an array."""
         del sign
-        target = self._models.get(model_id) if model_id else self._last
-        if target is None:
-            raise ConfigurationError(
-                "no model to run: upload one first, or pass the model_id of an uploaded model"
-            )
+        known = self._models.get(model_id) if model_id else self._last
+        dtype = known.dtype if known is not None else _flat_dtype(data_list)
         reply = self._connection().run_model(
-            model_id=target.model_id,
+            model_id=model_id or "",
             input_tensors=data_list,
-            dtypes=target.dtype,
-            shapes=target.shape,
+            dtypes=dtype,
+            shapes=known.shape if known is not None else None,
         )
         flats = [t.as_flat() for t in reply.output]
-        return RunModelResponse(flats[0] if flats else [], flats)
+        return FlatRunResponse(flats[0] if flats else [], flats)
 
     def delete_model(self, model_id: str | None = None) -> None:
         """Delete a model (the most recent by default)."""
@@ -146,3 +143,15 @@ class BlindAiClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close_connection()
+
+
+def _flat_dtype(data: Any) -> DatumType | None:
+    """The datum type for a list the client knows no dtype for; None for arrays (their own)."""
+    if isinstance(data, np.ndarray) or not isinstance(data, list | tuple):
+        return None
+    kind = np.asarray(data).dtype.kind
+    if kind not in _FLAT_TYPES:
+        raise ConfigurationError(
+            "run_model takes a flat list of numbers or booleans (or a numpy array)"
+        )
+    return _FLAT_TYPES[kind]

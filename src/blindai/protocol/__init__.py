@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from blindai.protocol.messages import DatumType, TensorInfo, WireTensor
+from blindai.protocol.names import ERROR_HEADER, SERVER_NAME
 from blindai.protocol.version import EXTENSION_VERSION, WIRE_VERSION
 
-__all__ = ["EXTENSION_VERSION", "WIRE_VERSION", "DatumType", "TensorInfo", "WireTensor"]
+__all__ = [
+    "ERROR_HEADER",
+    "EXTENSION_VERSION",
+    "SERVER_NAME",
+    "WIRE_VERSION",
+    "DatumType",
+    "TensorInfo",
+    "WireTensor",
+]

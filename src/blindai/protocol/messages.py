@@ -100,7 +100,8 @@ class WireTensor:
     def from_numpy(cls, array: np.ndarray, node_name: str | None = None) -> WireTensor:
         """Encode an array (converted to little-endian, C order) without per-element work."""
         datum = DatumType.from_numpy(array.dtype)
-        arr = np.ascontiguousarray(array, dtype=datum.numpy_dtype)
+        # asarray, not ascontiguousarray: that one turns a 0-d (scalar) array into shape (1,)
+        arr = np.asarray(array, dtype=datum.numpy_dtype, order="C")
         return cls(TensorInfo(tuple(int(d) for d in arr.shape), datum, node_name), arr.tobytes())
 
     def as_numpy(self) -> np.ndarray:

@@ -6,5 +6,6 @@ __all__ = ["EXTENSION_VERSION", "WIRE_VERSION"]
 
 #: the BlindAI wire protocol we are compatible with
 WIRE_VERSION = "0.6"
-#: version of our extensions (GET /info, /endorsements, model bytes, F16); bumped on change
-EXTENSION_VERSION = 1
+#: version of our extensions (GET /info, /endorsements, model bytes, F16, the X-BlindAI-Error
+#: header); bumped on change
+EXTENSION_VERSION = 2

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from blindai._version import __version__
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
-from blindai.server.app import Apps, EvidenceService, create_apps
+from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
+from blindai.server.evidence import EvidenceService
 from blindai.server.registry import ModelRegistry
 from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
@@ -23,6 +25,7 @@ from blindai.server.tls import TlsIdentity
 __all__ = ["Built", "build", "serve"]
 
 _log = logging.getLogger("blindai.server")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def build(
     ``gpu_attester`` replaces the NVML one ``device = "cuda"`` chooses (tests give a double).
     """
     check_device(settings.device, settings.gpu_index)
-    if settings.tee == "simulation" or settings.simulation:
+    if settings.is_simulation:
         _log.warning("*** %s ***", SIMULATION_WARNING)
     chosen = attester or _attester(settings)
     gpu = gpu_attester or _gpu_attester(settings)
@@ -125,7 +128,7 @@ async def _serve(built: Built) -> None:
     servers = []
     sockets = []
     for app, port, ctx in plan:
-        sock = _bind(s.host, port)
+        sock = _bind(s.listen_host, port)
         sockets.append(sock)
         config = uvicorn.Config(
             app,
@@ -139,21 +142,27 @@ async def _serve(built: Built) -> None:
         config.load()
         config.ssl = ctx
         servers.append((uvicorn.Server(config), sock))
-    _log.info(
-        "BlindAI %s on %s%s: unattested %s://%s:%d, attested https://%s:%d, management "
-        "https://%s:%d",
-        "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value,
-        s.device,
-        " (GPU evidence served)" if built.service.gpu is not None else "",
-        "https" if s.unattested_tls_cert else "http",
-        s.host,
-        s.unattested_port,
-        s.host,
-        s.attested_port,
-        s.host,
-        s.management_port,
-    )
+    _log.info("%s", _banner(built))
     await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
+
+
+def _banner(built: Built) -> str:
+    """The start-up line: what runs, where, and whether a simulation is reachable from afar."""
+    s = built.settings
+    host = s.listen_host
+    what = "SIMULATION (mock, no TEE)" if s.is_simulation else built.service.attester.kind.value
+    gpu = " (GPU evidence served)" if built.service.gpu is not None else ""
+    line = (
+        f"BlindAI {__version__} {what} on {s.device}{gpu}: "
+        f"unattested {'https' if s.unattested_tls_cert else 'http'}"
+        f"://{host}:{s.unattested_port}, attested https://{host}:{s.attested_port}, "
+        f"management https://{host}:{s.management_port}"
+    )
+    if s.is_simulation and host not in _LOOPBACK:
+        line += f"; this simulation is EXPOSED on {host}: reachable by other machines"
+    elif s.is_simulation:
+        line += " (loopback only; --host 0.0.0.0 exposes it)"
+    return line
 
 
 def serve(
@@ -164,9 +173,16 @@ def serve(
 ) -> None:
     """Run the server until interrupted."""
     built = build(settings, attester=attester, gpu_attester=gpu_attester)
+    # three uvicorn servers would each say "Started server process": the banner says it once
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not uvicorn_log.isEnabledFor(logging.DEBUG):
+        uvicorn_log.setLevel(logging.WARNING)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux
-        asyncio.run(_serve(built))
-    else:
-        uvloop.run(_serve(built))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux
+            asyncio.run(_serve(built))
+        else:
+            uvloop.run(_serve(built))
+    finally:
+        built.apps.close()

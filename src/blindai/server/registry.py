@@ -1,21 +1,24 @@
-"""ModelRegistry: models by id and by name, sessions shared between identical models."""
+"""ModelRegistry: models by id and by name, sessions shared between identical models.
+
+A model is found by a :class:`ModelRef`: its id, its name (the newest upload with that name),
+the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
+Identical bytes share one onnxruntime session; the session is unloaded when the last model
+using it is removed.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from blindai.errors import ModelNotFound, ServerError
+from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
 from blindai.server.runtime import OnnxModel
 
-__all__ = ["ModelEntry", "ModelRegistry", "RegistryFull"]
-
-
-class RegistryFull(ServerError):
-    """Raised when the registry already holds ``max_models`` models (507)."""
+__all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "model_digest"]
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,30 @@ class ModelEntry:
     pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a request means.
+
+    ``key``: an id, or else a name (the newest upload with that name). ``hash``: the lowercase
+    SHA-256 hex of the model's bytes (the newest upload of those bytes). Neither: the newest
+    upload. ``version``, when given, must be the model's id (the v2 protocol's versions).
+    """
+
+    key: str = ""
+    hash: str = ""
+    version: str | None = None
+
+
+def _not_found(ref: ModelRef) -> ModelNotFound:
+    if ref.key:
+        return ModelNotFound(f"no model with id or name {ref.key!r}")
+    if ref.hash:
+        return ModelNotFound(f"no model with hash {ref.hash!r}")
+    return ModelNotFound("no model has been uploaded to this server")
+
+
 class ModelRegistry:
-    """Thread-safe map of uploaded models. Identical bytes share one onnxruntime session."""
+    """Thread-safe map of uploaded models, oldest first."""
 
     def __init__(self, *, max_models: int = 64) -> None:
         self._lock = threading.Lock()
@@ -54,52 +79,52 @@ class ModelRegistry:
         """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile."""
         with self._lock:
             if len(self._by_id) >= self._max:
-                raise RegistryFull(
-                    f"the server holds {self._max} models already; delete one first",
-                    status_code=507,
-                )
+                raise RegistryFull(f"the server holds {self._max} models already; delete one first")
             shared = self._sessions.setdefault(digest, model)
             entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline)
             self._by_id[entry.model_id] = entry
-            return entry
+        if shared is not model:  # an identical model was compiled meanwhile
+            model.unload()
+        return entry
 
-    def get(self, *, model_id: str = "", model_hash: str = "") -> ModelEntry:
-        """Find a model by id, or by lowercase SHA-256 hex (the newest upload of those bytes)."""
+    def get(self, ref: ModelRef) -> ModelEntry:
+        """The model ``ref`` means; ModelNotFound when there is none."""
         with self._lock:
-            if model_id:
-                entry = self._by_id.get(model_id)
-                if entry is not None:
-                    return entry
-                # a name is accepted where an id is expected (newest upload wins)
-                named = [e for e in self._by_id.values() if e.name == model_id]
-                if named:
-                    return named[-1]
-                raise ModelNotFound(f"no model with id {model_id!r}", status_code=404)
-            wanted = model_hash.lower()
-            matches = [e for e in self._by_id.values() if e.hash.hex() == wanted]
-            if not matches:
-                raise ModelNotFound(f"no model with hash {model_hash!r}", status_code=404)
-            return matches[-1]
+            entry = self._find(ref)
+        if entry is None:
+            raise _not_found(ref)
+        if ref.version is not None and ref.version != entry.model_id:
+            raise ModelNotFound(
+                f"model {ref.key!r} has no version {ref.version!r} (its version is its id)"
+            )
+        return entry
 
-    def delete(self, model_id: str) -> ModelEntry:
-        """Remove a model; its session goes once no other id shares it."""
+    def _find(self, ref: ModelRef) -> ModelEntry | None:
+        if ref.key:
+            found = self._by_id.get(ref.key)
+            if found is not None:
+                return found
+            return self._newest(lambda e: e.name == ref.key)
+        if ref.hash:
+            wanted = ref.hash.lower()
+            return self._newest(lambda e: e.hash.hex() == wanted)
+        return self._newest(lambda e: True)
+
+    def _newest(self, match: Callable[[ModelEntry], bool]) -> ModelEntry | None:
+        return next((e for e in reversed(self._by_id.values()) if match(e)), None)
+
+    def remove(self, ref: ModelRef) -> ModelEntry:
+        """Remove the model ``ref`` means; its session is unloaded once no other model uses it."""
+        entry = self.get(ref)
         with self._lock:
-            entry = self._by_id.pop(model_id, None)
-            if entry is None:
-                raise ModelNotFound(f"no model with id {model_id!r}", status_code=404)
-            if not any(e.hash == entry.hash for e in self._by_id.values()):
+            if self._by_id.pop(entry.model_id, None) is None:
+                raise _not_found(ref)  # removed meanwhile
+            shared = any(e.hash == entry.hash for e in self._by_id.values())
+            if not shared:
                 self._sessions.pop(entry.hash, None)
-            return entry
-
-    def entries(self) -> list[ModelEntry]:
-        """All models, oldest first."""
-        with self._lock:
-            return list(self._by_id.values())
-
-    def newest(self) -> ModelEntry | None:
-        """The most recent upload, if any."""
-        with self._lock:
-            return next(reversed(self._by_id.values()), None)
+        if not shared:
+            entry.model.unload()
+        return entry
 
 
 def model_digest(model: bytes) -> bytes:

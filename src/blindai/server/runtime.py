@@ -7,14 +7,14 @@ is checked to really run on it: onnxruntime's own fallback to the CPU is never t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import ConfigurationError, InferenceFailed
+from blindai.errors import ConfigurationError, InferenceFailed, ModelNotFound, ModelNotReady
 
 __all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
 
@@ -97,7 +97,7 @@ def check_device(device: Device, gpu_index: int = 0) -> None:
     probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     try:
         OnnxModel(probe.SerializeToString(), device=device, gpu_index=gpu_index)
-    except InferenceFailed as exc:
+    except ModelNotReady as exc:
         raise ConfigurationError(exc.message) from exc
 
 
@@ -124,30 +124,39 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(
+        session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )
-        got = self._session.get_providers()
+        got = session.get_providers()
         if device == "cuda" and got[0] != _CUDA:
-            raise InferenceFailed(
+            raise ModelNotReady(
                 f"--device cuda: onnxruntime could not use CUDA on GPU {gpu_index} "
-                f"(the session got {', '.join(got)})",
-                status_code=503,
+                f"(the session got {', '.join(got)})"
             )
-        self.inputs = tuple(_spec(n) for n in self._session.get_inputs())
-        self.outputs = tuple(_spec(n) for n in self._session.get_outputs())
+        self._session: ort.InferenceSession | None = session
+        self.inputs = tuple(_spec(n) for n in session.get_inputs())
+        self.outputs = tuple(_spec(n) for n in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
 
-    def predict(self, feeds: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-        """Run the model on validated inputs; returns (output name, array) in model order."""
+    def predict(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run the model on validated inputs.
+
+        Returns (output name, array) for ``outputs`` (all of them, in model order, when None).
+        """
+        session = self._session
+        if session is None:
+            raise ModelNotFound("the model was deleted before this request ran")
+        names = self._output_names if outputs is None else list(outputs)
         try:
-            results = self._session.run(self._output_names, dict(feeds))
+            results = session.run(names, dict(feeds))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceFailed(
-                f"the model failed on these inputs: {type(exc).__name__}", status_code=422
+                f"the model failed on these inputs: {type(exc).__name__}"
             ) from exc
-        return [(n, np.asarray(r)) for n, r in zip(self._output_names, results, strict=True)]
+        return [(n, np.asarray(r)) for n, r in zip(names, results, strict=True)]
 
     def unload(self) -> None:
-        """Release the session (its memory goes when the last reference does)."""
-        del self._session
+        """Release the session; requests that reach this model afterwards get ModelNotFound."""
+        self._session = None

@@ -1,27 +1,47 @@
-"""Server settings: one typed object, built once at the entry point and passed down."""
+"""Server settings: one typed object, built once at the entry point and passed down.
+
+Each field is stated once, here: its name, type, default and, in the docstring under it, its
+help. ``blindai serve`` takes its flags from these fields (``--max-model-bytes`` for
+``max_model_bytes``; pydantic-settings builds the parser), every field can also be set by an
+environment variable ``BLINDAI_<FIELD>``, and a flag given wins over the variable, which wins
+over the default.
+"""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, CliSettingsSource, CliToggleFlag, SettingsConfigDict
 
+from blindai.errors import ConfigurationError
 from blindai.pipeline.limits import PipelineLimits
 
 __all__ = ["ServerSettings", "TeeName"]
 
 TeeName = Literal["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
 
+_PORTS = ("unattested_port", "attested_port", "management_port")
+
 
 class ServerSettings(BaseSettings):
     """Everything ``blindai serve`` can be told; environment variables use the prefix BLINDAI_."""
 
-    model_config = SettingsConfigDict(env_prefix="BLINDAI_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BLINDAI_",
+        frozen=True,
+        use_attribute_docstrings=True,
+        cli_kebab_case=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+    )
 
-    host: str = "0.0.0.0"
-    """Address to listen on for all three ports."""
+    host: str | None = None
+    """Address to listen on for all three ports. Unset: 0.0.0.0, but 127.0.0.1 in simulation
+    (a simulation protects nothing: exposing it takes an explicit --host 0.0.0.0)."""
     unattested_port: int = Field(9923, ge=0, le=65535)
     """Plain HTTP: certificate, evidence, collateral."""
     attested_port: int = Field(9924, ge=0, le=65535)
@@ -29,17 +49,20 @@ class ServerSettings(BaseSettings):
     management_port: int = Field(9925, ge=0, le=65535)
     """Attested TLS: model management (/upload, /delete)."""
     unattested_tls_cert: Path | None = None
-    """PEM certificate (chain) for HTTPS on the unattested port: an ordinary, CA-issued one."""
+    """PEM certificate (chain) for HTTPS on the unattested port: an ordinary, CA-issued one
+    (unset: plain HTTP)."""
     unattested_tls_key: Path | None = None
-    """PEM private key for ``unattested_tls_cert``."""
+    """PEM private key for the unattested TLS certificate."""
     tee: TeeName = "auto"
-    """Where evidence comes from; ``simulation`` must be asked for explicitly."""
-    simulation: bool = False
-    """Opt in to simulation mode (no TEE, protects nothing); same as ``tee = "simulation"``."""
+    """Where evidence comes from (auto: probe the TEE devices, never simulate); simulation must
+    be asked for explicitly."""
+    simulation: CliToggleFlag[bool] = False
+    """Run without a TEE: UNSAFE, protects nothing, for development only (same as --tee
+    simulation)."""
     max_model_bytes: int = Field(1 << 30, gt=0)
-    """Largest model accepted by /upload (bytes of the model itself)."""
+    """Largest model accepted by /upload, in bytes of the model itself."""
     max_request_bytes: int = Field(64 << 20, gt=0)
-    """Largest body accepted by /run and v2 inference."""
+    """Largest body accepted by /run and v2 inference, in bytes."""
     max_models: int = Field(64, gt=0)
     """Most models held at once; uploads beyond it are refused with 507."""
     keep_alive_timeout: int = Field(30, gt=0)
@@ -66,7 +89,7 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
     inference_threads: int = Field(8, gt=0)
-    """Worker threads running inference and model compilation off the event loop."""
+    """Worker threads running inference off the event loop."""
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""
@@ -90,7 +113,48 @@ class ServerSettings(BaseSettings):
             max_audio_seconds=self.max_audio_seconds,
         )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ServerSettings:
+        if self.simulation and self.tee not in ("auto", "simulation"):
+            raise ConfigurationError(f"--simulation contradicts --tee {self.tee}")
+        given = [(name, getattr(self, name)) for name in _PORTS if getattr(self, name)]
+        for i, (name, port) in enumerate(given):
+            for other, same in given[i + 1 :]:
+                if port == same:
+                    raise ConfigurationError(
+                        f"port {port} is given for two roles: {_flag(name)} and {_flag(other)}"
+                    )
+        return self
+
     @property
     def is_simulation(self) -> bool:
         """Whether this server runs without a TEE."""
         return self.simulation or self.tee == "simulation"
+
+    @property
+    def listen_host(self) -> str:
+        """The address the ports bind: ``host``, or its default for this mode."""
+        if self.host is not None:
+            return self.host
+        return "127.0.0.1" if self.is_simulation else "0.0.0.0"
+
+    @classmethod
+    def from_command_line(
+        cls, argv: Sequence[str], *, parser: argparse.ArgumentParser
+    ) -> ServerSettings:
+        """Settings from flags (``parser`` gets one per field), then BLINDAI_* variables.
+
+        Usage errors exit through ``parser``; unusable values raise ConfigurationError.
+        """
+        source: CliSettingsSource[ServerSettings] = CliSettingsSource(cls, root_parser=parser)
+        try:
+            return cls(_cli_settings_source=source(args=list(argv)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigurationError(f"{_flag(where)}: {message}" if where else message) from None
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")

@@ -17,10 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from blindai.errors import ConfigurationError
+from blindai.protocol.names import SERVER_NAME
 
-__all__ = ["SERVER_NAME", "TlsIdentity"]
-
-SERVER_NAME = "blindai-srv"
+__all__ = ["TlsIdentity"]
 
 
 @dataclass(frozen=True)

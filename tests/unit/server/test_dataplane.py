@@ -1,52 +1,190 @@
-"""The data plane: compilation never holds up inference on other models."""
+"""The data plane: compiling never holds up inference; lookups; input matching; unloading."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 
-from blindai.errors import ProtocolError
-from blindai.server.handlers import DataPlane, match_inputs
-from blindai.server.registry import ModelRegistry
-from blindai.server.runtime import TensorSpec
+from blindai.errors import InvalidInput, ModelNotFound, PayloadTooLarge, RegistryFull
+from blindai.server.dataplane import DataPlane, match_inputs
+from blindai.server.registry import ModelRef, ModelRegistry
+from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ServerSettings
-from tests.models import matmul
+from tests.models import identity, matmul
+
+WAIT_S = 60.0
+"""A guard against hanging, not a measurement: every wait here ends on an event."""
+
+
+class GatedPlane(DataPlane):
+    """A data plane whose compilation waits, holding its compile thread, until released."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        super().__init__(settings, ModelRegistry())
+        self.compiling = threading.Event()
+        self.release = threading.Event()
+
+    def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+        self.compiling.set()
+        if not self.release.wait(WAIT_S):
+            raise AssertionError("the test never released the compilation")
+        return super()._compiled(model, optimize)
 
 
 def test_string_inputs_refuse_bytes_that_are_not_utf8():
     spec = TensorSpec("s", np.dtype(object), (None,), "tensor(string)")
     ok = match_inputs([spec], [("s", np.array(["a", "é"], dtype=object))])
     assert ok["s"].tolist() == ["a", "é"]
-    with pytest.raises(ProtocolError, match="BYTES elements must be UTF-8 text"):
+    with pytest.raises(InvalidInput, match="BYTES elements must be UTF-8 text"):
         match_inputs([spec], [("s", np.array(["a", b"\xff"], dtype=object))])
 
 
 def test_inference_runs_while_another_model_compiles():
-    settings = ServerSettings(tee="simulation", inference_threads=1)
-    plane = DataPlane(settings, ModelRegistry())
-    big = matmul(3072, 3072, seed=7)  # 36 MiB: compiling takes a while
+    plane = GatedPlane(ServerSettings(tee="simulation", inference_threads=1))
     x = np.ones((1, 16), np.float32)
 
-    async def scenario() -> tuple[int, float]:
+    async def scenario() -> None:
+        plane.release.set()
         small = await plane.upload(matmul(16, 4), name="small", optimize=True)
-        upload = asyncio.ensure_future(plane.upload(big, name="big", optimize=True))
-        await asyncio.sleep(0)  # let the upload start
-        runs, worst = 0, 0.0
-        while not upload.done():
-            start = time.perf_counter()
-            out = await plane.run(small, {"x": x})
-            worst = max(worst, time.perf_counter() - start)
-            assert out[0][1].shape == (1, 4)
-            runs += 1
-        await upload
-        return runs, worst
+        plane.release.clear()
+        upload = asyncio.ensure_future(plane.upload(matmul(8, 2), name="big", optimize=True))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)
+        for _ in range(5):  # the one inference thread is free while the compile thread waits
+            result = await asyncio.wait_for(
+                plane.infer(ModelRef(small.model_id), [("x", x)]), WAIT_S
+            )
+            assert result.outputs[0][1].shape == (1, 4)
+        assert not upload.done()
+        plane.release.set()
+        assert (await upload).name == "big"
 
     try:
-        runs, worst = asyncio.run(scenario())
+        asyncio.run(scenario())
     finally:
+        plane.release.set()
         plane.close()
-    assert runs > 10, "inference stalled while a model compiled"
-    assert worst < 0.5
+
+
+@pytest.fixture
+def plane():
+    p = DataPlane(
+        ServerSettings(tee="simulation", max_models=3, max_model_bytes=4096),
+        ModelRegistry(max_models=3),
+    )
+    yield p
+    p.close()
+
+
+def _upload(plane: DataPlane, model: bytes, name: str | None = None):
+    return asyncio.run(plane.upload(model, name=name, optimize=True))
+
+
+def _infer(plane: DataPlane, ref: ModelRef, inputs, **kw):
+    return asyncio.run(plane.infer(ref, inputs, **kw))
+
+
+def test_lookup_by_id_name_hash_and_newest(plane):
+    first = _upload(plane, identity(TensorProto.FLOAT), "same")
+    second = _upload(plane, identity(TensorProto.INT64), "same")
+    assert plane.model(ModelRef(first.model_id)) == first
+    assert plane.model(ModelRef("same")) == second  # the newest with that name
+    assert plane.model(ModelRef(hash=first.hash.hex().upper())) == first
+    assert plane.model(ModelRef()) == second
+    with pytest.raises(ModelNotFound, match="'nope'"):
+        plane.model(ModelRef("nope"))
+    with pytest.raises(ModelNotFound, match="no version"):
+        plane.model(ModelRef(first.model_id, version="other"))
+
+
+def test_an_empty_server_has_no_newest_model(plane):
+    with pytest.raises(ModelNotFound, match="no model has been uploaded"):
+        _infer(plane, ModelRef(), [(None, np.zeros((1, 3), np.float32))])
+
+
+def test_delete_by_name_removes_the_newest_and_unloads_its_session(plane):
+    old = _upload(plane, identity(TensorProto.FLOAT), "m")
+    new = _upload(plane, identity(TensorProto.INT64), "m")
+    assert plane.delete(ModelRef("m")) == new
+    with pytest.raises(ModelNotFound, match="deleted"):  # the session was unloaded
+        new.model.predict({"x": np.zeros((1, 3), np.int64)})
+    assert plane.model(ModelRef("m")) == old
+    with pytest.raises(InvalidInput, match="id or name"):
+        plane.delete(ModelRef())
+
+
+def test_a_shared_session_stays_until_its_last_model_goes(plane):
+    a = _upload(plane, identity(TensorProto.FLOAT))
+    b = _upload(plane, identity(TensorProto.FLOAT))
+    assert a.model is b.model
+    plane.delete(ModelRef(a.model_id))
+    x = np.zeros((1, 3), np.float32)
+    assert _infer(plane, ModelRef(b.model_id), [(None, x)]).outputs[0][0] == "y"
+    plane.delete(ModelRef(b.model_id))
+    with pytest.raises(ModelNotFound):
+        b.model.predict({"x": x})
+
+
+def test_limits_and_counts_in_messages(plane):
+    with pytest.raises(PayloadTooLarge, match=r"the 4 KiB limit \(--max-model-bytes 4096\)"):
+        _upload(plane, b"\0" * 5000)
+    for _ in range(3):
+        _upload(plane, identity(TensorProto.FLOAT))
+    with pytest.raises(RegistryFull):
+        _upload(plane, identity(TensorProto.FLOAT))
+    x = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidInput, match="takes 1 input; 2 inputs were given"):
+        _infer(plane, ModelRef(), [(None, x), (None, x)])
+
+
+@pytest.mark.parametrize(
+    ("shape", "flat", "expected"),
+    [
+        ([1, 8], 8, (1, 8)),  # static
+        ([None, 4], 8, (2, 4)),  # a leading batch dimension
+        ([], 1, ()),  # a scalar
+        ([2, 2, 2], 8, (2, 2, 2)),
+    ],
+)
+def test_a_flat_list_takes_the_models_shape(plane, shape, flat, expected):
+    entry = _upload(plane, identity(TensorProto.FLOAT, shape))
+    values = np.arange(flat, dtype=np.float32)
+    out = _infer(plane, ModelRef(entry.model_id), [(None, values)], reshape_flat=True)
+    assert out.outputs[0][1].shape == expected
+    np.testing.assert_array_equal(out.outputs[0][1].ravel(), values)
+
+
+@pytest.mark.parametrize(
+    ("shape", "flat", "fragment"),
+    [
+        ([1, 8], 7, "7 values cannot fill the model's shape [1, 8]"),
+        ([None, 4], 6, "6 values cannot fill the model's shape ['?', 4]"),
+        ([None, None], 8, "dynamic dimensions after the first"),
+        ([2, None], 8, "dynamic dimensions after the first"),
+        ([], 2, "2 values cannot fill the model's shape []"),
+    ],
+)
+def test_ambiguous_or_misfit_flat_lists_are_refused(plane, shape, flat, fragment):
+    entry = _upload(plane, identity(TensorProto.FLOAT, shape))
+    values = np.zeros(flat, np.float32)
+    with pytest.raises(InvalidInput, match="input 'x'") as refused:
+        _infer(plane, ModelRef(entry.model_id), [(None, values)], reshape_flat=True)
+    assert fragment in str(refused.value)
+
+
+def test_without_reshape_flat_a_flat_list_is_a_shape_error(plane):
+    entry = _upload(plane, identity(TensorProto.FLOAT, [1, 8]))
+    with pytest.raises(InvalidInput, match=r"shape \[8\] does not fit"):
+        _infer(plane, ModelRef(entry.model_id), [(None, np.zeros(8, np.float32))])
+
+
+def test_outputs_by_name(plane):
+    entry = _upload(plane, identity(TensorProto.FLOAT))
+    x = [(None, np.zeros((1, 3), np.float32))]
+    assert _infer(plane, ModelRef(entry.model_id), x, outputs=["y"]).outputs[0][0] == "y"
+    with pytest.raises(InvalidInput, match="no output named 'z'"):
+        _infer(plane, ModelRef(entry.model_id), x, outputs=["z"])

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 from typing import Any
 
 import blindai
+from blindai._version import __version__
 from blindai.attestation import simulation
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 
 __all__ = ["SimulationAttester", "measure_code"]
-
-_log = logging.getLogger("blindai.server")
 
 
 def measure_code(package_dir: Path | None = None) -> bytes:
@@ -29,7 +27,11 @@ def measure_code(package_dir: Path | None = None) -> bytes:
 
 
 class SimulationAttester:
-    """Produces :mod:`blindai.attestation.simulation` documents. UNSAFE outside development."""
+    """Produces :mod:`blindai.attestation.simulation` documents. UNSAFE outside development.
+
+    The server warns once, at start-up (``blindai.server.main.build``), and its banner says
+    SIMULATION; the client warns on every connection.
+    """
 
     kind = EvidenceKind.SIMULATION
 
@@ -38,8 +40,7 @@ class SimulationAttester:
 
     def evidence(self, report_data: bytes) -> bytes:
         """A simulated document carrying ``report_data`` and the code measurement."""
-        _log.warning(simulation.WARNING)
-        doc = simulation.SimulatedDocument(self.measurement, report_data, blindai.__version__)
+        doc = simulation.SimulatedDocument(self.measurement, report_data, __version__)
         return simulation.encode(doc)
 
     def endorsements(self) -> Endorsements:

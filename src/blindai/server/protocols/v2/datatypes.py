@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 
 __all__ = ["datatype_for", "dtype_for"]
 
@@ -31,7 +31,7 @@ def _bfloat16() -> np.dtype[Any]:
     try:
         import ml_dtypes
     except ImportError as exc:
-        raise ProtocolError(
+        raise InvalidInput(
             "BF16 tensors need the ml_dtypes package, which this server lacks"
         ) from exc
     bf16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
@@ -39,12 +39,12 @@ def _bfloat16() -> np.dtype[Any]:
 
 
 def dtype_for(datatype: object) -> np.dtype[Any]:
-    """The numpy dtype for a v2 datatype name; ProtocolError for an unknown one."""
+    """The numpy dtype for a v2 datatype name; InvalidInput for an unknown one."""
     if datatype == "BF16":
         return _bfloat16()
     found: np.dtype[Any] | None = _NUMPY.get(datatype) if isinstance(datatype, str) else None
     if found is None:
-        raise ProtocolError(f"unknown datatype {datatype!r}; known: {[*_NUMPY, 'BF16']}")
+        raise InvalidInput(f"unknown datatype {datatype!r}; known: {[*_NUMPY, 'BF16']}")
     return found
 
 

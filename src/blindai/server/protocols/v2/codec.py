@@ -6,7 +6,7 @@ binary input's ``parameters.binary_data_size`` the length of its blob, in input 
 reply carries an output as binary when the request asked for it (``parameters.binary_data`` on
 the requested output, else the request's ``parameters.binary_data_output``).
 
-Parsing checks structure, datatypes, shapes and sizes (ProtocolError, 400); matching the
+Parsing checks structure, datatypes, shapes and sizes (InvalidInput, 400); matching the
 inputs against the model is the data plane's job. Shared memory and classification outputs
 are not supported and are refused.
 """
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from blindai.errors import ProtocolError
-from blindai.server.v2.datatypes import datatype_for, dtype_for
-from blindai.server.v2.tensors import (
+from blindai.errors import InvalidInput
+from blindai.server._text import count
+from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
+from blindai.server.protocols.v2.tensors import (
     array_from_binary,
     array_from_json,
     array_to_binary,
@@ -61,7 +62,7 @@ class InferRequest:
 
 def _object(value: object, label: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ProtocolError(f"{label} must be a JSON object")
+        raise InvalidInput(f"{label} must be a JSON object")
     return value
 
 
@@ -73,7 +74,7 @@ def _parameters(obj: Mapping[str, Any], label: str) -> dict[str, Any]:
 def _flag(params: Mapping[str, Any], key: str, label: str) -> bool | None:
     value = params.get(key)
     if value is not None and not isinstance(value, bool):
-        raise ProtocolError(f"{label}: parameter {key} must be a boolean")
+        raise InvalidInput(f"{label}: parameter {key} must be a boolean")
     return value
 
 
@@ -81,9 +82,9 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
-        raise ProtocolError(f"{label}: shape must be a list of non-negative integers")
+        raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
     if len(value) > MAX_RANK or math.prod(d for d in value if d) > MAX_ELEMENTS:
-        raise ProtocolError(f"{label}: shape {value} is larger than this server handles")
+        raise InvalidInput(f"{label}: shape {value} is larger than this server handles")
     return tuple(value)
 
 
@@ -91,7 +92,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     if not header_length.strip().isdigit() or int(header_length) > len(body):
-        raise ProtocolError(f"{HEADER_LENGTH} must be an integer no larger than the body")
+        raise InvalidInput(f"{HEADER_LENGTH} must be an integer no larger than the body")
     cut = int(header_length)
     return body[:cut], memoryview(body)[cut:]
 
@@ -103,7 +104,7 @@ def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
         hint = ""
         if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
             hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"
-        raise ProtocolError(f"the request is not valid JSON{hint}") from exc
+        raise InvalidInput(f"the request is not valid JSON{hint}") from exc
     return _object(doc, "the request")
 
 
@@ -116,10 +117,10 @@ class _Blobs:
 
     def take(self, size: object, label: str) -> memoryview:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ProtocolError(f"{label}: binary_data_size must be a non-negative integer")
+            raise InvalidInput(f"{label}: binary_data_size must be a non-negative integer")
         end = self._offset + size
         if end > len(self._data):
-            raise ProtocolError(
+            raise InvalidInput(
                 f"{label}: binary_data_size {size} runs past the end of the binary data"
             )
         blob, self._offset = self._data[self._offset : end], end
@@ -128,23 +129,25 @@ class _Blobs:
     def finish(self) -> None:
         left = len(self._data) - self._offset
         if left:
-            raise ProtocolError(f"{left} byte(s) of binary data belong to no input")
+            raise InvalidInput(
+                f"{count(left, 'byte')} of binary data belong{'s' if left == 1 else ''} to no input"
+            )
 
 
 def _input(obj: object, index: int, blobs: _Blobs) -> tuple[str, np.ndarray]:
     tensor = _object(obj, f"inputs[{index}]")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
-        raise ProtocolError(f"inputs[{index}]: name must be a non-empty string")
+        raise InvalidInput(f"inputs[{index}]: name must be a non-empty string")
     label = f"input {name!r}"
     dtype = dtype_for(tensor.get("datatype"))
     shape = _shape(tensor.get("shape"), label)
     params = _parameters(tensor, label)
     if any(key in params for key in _UNSUPPORTED):
-        raise ProtocolError(f"{label}: shared memory is not supported")
+        raise InvalidInput(f"{label}: shared memory is not supported")
     has_data = "data" in tensor
     if ("binary_data_size" in params) == has_data:
-        raise ProtocolError(f"{label}: give exactly one of data and parameters.binary_data_size")
+        raise InvalidInput(f"{label}: give exactly one of data and parameters.binary_data_size")
     if has_data:
         return name, array_from_json(tensor["data"], dtype, shape, label)
     blob = blobs.take(params["binary_data_size"], label)
@@ -155,23 +158,23 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
     if value is None or value == []:
         return None
     if not isinstance(value, list):
-        raise ProtocolError("outputs must be a list")
+        raise InvalidInput("outputs must be a list")
     found: list[RequestedOutput] = []
     for i, obj in enumerate(value):
         tensor = _object(obj, f"outputs[{i}]")
         name = tensor.get("name")
         if not isinstance(name, str) or not name:
-            raise ProtocolError(f"outputs[{i}]: name must be a non-empty string")
+            raise InvalidInput(f"outputs[{i}]: name must be a non-empty string")
         params = _parameters(tensor, f"output {name!r}")
         if "classification" in params or any(key in params for key in _UNSUPPORTED):
-            raise ProtocolError(
+            raise InvalidInput(
                 f"output {name!r}: classification and shared memory are not supported"
             )
         binary = _flag(params, "binary_data", f"output {name!r}")
         found.append(RequestedOutput(name, default if binary is None else binary))
     names = [o.name for o in found]
     if len(set(names)) != len(names):
-        raise ProtocolError("an output is requested twice")
+        raise InvalidInput("an output is requested twice")
     return found
 
 
@@ -181,11 +184,11 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     doc = _load_json(head, header_length)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError("id must be a string")
+        raise InvalidInput("id must be a string")
     default = _flag(_parameters(doc, "the request"), "binary_data_output", "the request")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise ProtocolError("inputs must be a non-empty list")
+        raise InvalidInput("inputs must be a non-empty list")
     blobs = _Blobs(binary)
     arrays = [_input(obj, i, blobs) for i, obj in enumerate(inputs)]
     blobs.finish()
@@ -196,13 +199,11 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
 def _selected(
     request: InferRequest, outputs: Sequence[tuple[str, np.ndarray]]
 ) -> list[tuple[str, np.ndarray, bool]]:
+    """Each output with whether to send it as binary; ``outputs`` are those asked for, in order."""
     if request.outputs is None:
         return [(name, array, request.binary_output) for name, array in outputs]
-    by_name = dict(outputs)
-    missing = [o.name for o in request.outputs if o.name not in by_name]
-    if missing:
-        raise ProtocolError(f"the model has no output(s) {missing}; outputs: {list(by_name)}")
-    return [(o.name, by_name[o.name], o.binary) for o in request.outputs]
+    binary = {o.name: o.binary for o in request.outputs}
+    return [(name, array, binary[name]) for name, array in outputs]
 
 
 def encode_response(

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from blindai.errors import InferenceFailed, ProtocolError
+from blindai.errors import InferenceFailed, InvalidInput
+from blindai.server._text import count
 
 __all__ = [
     "array_from_binary",
@@ -33,8 +34,8 @@ def element_count(shape: tuple[int, ...]) -> int:
 
 def _fit(array: np.ndarray, shape: tuple[int, ...], label: str) -> np.ndarray:
     if array.size != element_count(shape):
-        raise ProtocolError(
-            f"{label}: {array.size} element(s) given, shape {list(shape)} needs "
+        raise InvalidInput(
+            f"{label}: {count(array.size, 'element')} given, shape {list(shape)} needs "
             f"{element_count(shape)}"
         )
     return array.reshape(shape)
@@ -44,20 +45,20 @@ def _integers(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str
     info = np.iinfo(dtype)
     if raw.dtype.kind in "iu":
         if int(raw.min()) < info.min or int(raw.max()) > info.max:
-            raise ProtocolError(f"{label}: a value is out of range for {dtype}")
+            raise InvalidInput(f"{label}: a value is out of range for {dtype}")
         return raw.astype(dtype)
     # numpy falls back to float64 (or object) for lists mixing large and small integers:
     # convert the Python numbers themselves, then check that nothing was truncated
     if raw.dtype.kind == "O" and not all(type(x) is int for x in raw.flat):
-        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+        raise InvalidInput(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
     if raw.dtype.kind not in "fO":
-        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+        raise InvalidInput(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
     try:
         exact = np.asarray(data, dtype=dtype)
     except (OverflowError, ValueError, TypeError) as exc:
-        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
+        raise InvalidInput(f"{label}: a value is out of range for {dtype}") from exc
     if raw.dtype.kind == "f" and not np.array_equal(exact.astype(np.float64), raw):
-        raise ProtocolError(f"{label}: {dtype} data must be integers")
+        raise InvalidInput(f"{label}: {dtype} data must be integers")
     return exact
 
 
@@ -66,12 +67,12 @@ def _convert(data: list[Any], raw: np.ndarray, dtype: np.dtype[Any], label: str)
         return _integers(data, raw, dtype, label)
     ok = raw.dtype.kind == "b" if dtype.kind == "b" else raw.dtype.kind in "iuf"
     if not ok:
-        raise ProtocolError(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
+        raise InvalidInput(f"{label}: data of kind {raw.dtype} do not fit {dtype}")
     try:
         with np.errstate(over="raise"):
             return raw.astype(dtype)
     except FloatingPointError as exc:
-        raise ProtocolError(f"{label}: a value is out of range for {dtype}") from exc
+        raise InvalidInput(f"{label}: a value is out of range for {dtype}") from exc
 
 
 def array_from_json(
@@ -83,13 +84,13 @@ def array_from_json(
     types take any number.
     """
     if not isinstance(data, list):
-        raise ProtocolError(f"{label}: data must be a list")
+        raise InvalidInput(f"{label}: data must be a list")
     if dtype.kind == "O":
         return _fit(_strings_from_json(data, label), shape, label)
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise ProtocolError(f"{label}: data is not a regular nested list of numbers") from exc
+        raise InvalidInput(f"{label}: data is not a regular nested list of numbers") from exc
     if raw.size == 0:
         return _fit(np.empty(0, dtype), shape, label)
     return _fit(_convert(data, raw, dtype, label), shape, label)
@@ -99,10 +100,10 @@ def _strings_from_json(data: list[Any], label: str) -> np.ndarray:
     try:
         raw = np.asarray(data, dtype=object)
     except ValueError as exc:
-        raise ProtocolError(f"{label}: data is not a regular nested list of strings") from exc
+        raise InvalidInput(f"{label}: data is not a regular nested list of strings") from exc
     flat = raw.ravel()
     if not all(isinstance(x, str) for x in flat):
-        raise ProtocolError(f"{label}: BYTES data must be a (nested) list of strings")
+        raise InvalidInput(f"{label}: BYTES data must be a (nested) list of strings")
     return flat
 
 
@@ -114,13 +115,13 @@ def array_from_binary(
         return _fit(_strings_from_binary(blob, label), shape, label)
     want = element_count(shape) * dtype.itemsize
     if len(blob) != want:
-        raise ProtocolError(
+        raise InvalidInput(
             f"{label}: binary_data_size is {len(blob)} bytes, shape {list(shape)} of "
             f"{dtype} needs {want}"
         )
     array = np.frombuffer(blob, dtype=dtype.newbyteorder("<")).reshape(shape)
     if dtype.kind == "b" and array.size and int(array.view(np.uint8).max()) > 1:
-        raise ProtocolError(f"{label}: BOOL bytes must be 0 or 1")
+        raise InvalidInput(f"{label}: BOOL bytes must be 0 or 1")
     return array if array.flags.aligned and dtype.isnative else array.astype(dtype)
 
 
@@ -131,11 +132,11 @@ def _strings_from_binary(blob: memoryview, label: str) -> np.ndarray:
     offset = 0
     while offset < len(blob):
         if offset + 4 > len(blob):
-            raise ProtocolError(f"{label}: BYTES data ends inside a length prefix")
+            raise InvalidInput(f"{label}: BYTES data ends inside a length prefix")
         (size,) = _LENGTH.unpack_from(blob, offset)
         offset += 4
         if offset + size > len(blob):
-            raise ProtocolError(f"{label}: a BYTES element runs past the end of its data")
+            raise InvalidInput(f"{label}: a BYTES element runs past the end of its data")
         element = bytes(blob[offset : offset + size])
         try:
             items.append(element.decode("utf-8"))
@@ -170,5 +171,4 @@ def array_to_json(array: np.ndarray, name: str) -> list[Any]:
     except UnicodeDecodeError as exc:
         raise InferenceFailed(
             f"output {name!r} holds bytes that are not UTF-8; ask for it with binary_data",
-            status_code=422,
         ) from exc

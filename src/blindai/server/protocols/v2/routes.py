@@ -1,48 +1,40 @@
-"""Thin Starlette endpoints for the v2 protocol over the shared data plane.
+"""Thin Starlette endpoints for the v2 protocol: decode, one data-plane call, encode.
 
-Every error is a non-200 reply with a JSON body ``{"error": "..."}``, its status taken from the
-server's one status table (400 malformed request or mismatch with the model, 404 unknown model,
-413 body over ``max_request_bytes``, 422 inference failure). Nothing from the request body is
-logged.
+Every error is a non-200 reply with a JSON body ``{"error": "...", "type": "InvalidInput"}``
+(``type``: the error's class in :mod:`blindai.errors`, also in the ``X-BlindAI-Error``
+header), its status taken from that class (400 malformed request or mismatch with the model,
+404 unknown model, 413 body over ``max_request_bytes``, 422 inference failure). Nothing from
+the request body is logged.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-import anyio.to_thread
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import blindai
-from blindai.errors import ModelNotFound, ProtocolError
-from blindai.pipeline.compiled import InputKind
-from blindai.server.handlers import DataPlane, match_inputs
-from blindai.server.registry import ModelEntry
-from blindai.server.routes import error_replies, read_body
+from blindai._version import __version__
+from blindai.errors import InvalidInput
+from blindai.server._text import limit
+from blindai.server.dataplane import DataPlane
+from blindai.server.protocols._http import error_replies, read_body
+from blindai.server.protocols.v2.codec import HEADER_LENGTH, encode_response, parse_request
+from blindai.server.protocols.v2.datatypes import datatype_for
+from blindai.server.registry import ModelEntry, ModelRef
 from blindai.server.runtime import TensorSpec
-from blindai.server.v2.codec import HEADER_LENGTH, encode_response, parse_request
-from blindai.server.v2.datatypes import datatype_for
 
 __all__ = ["V2Routes", "v2_routes"]
 
-_log = logging.getLogger("blindai.server")
-Endpoint = Callable[[Request], Awaitable[Response]]
 EXTENSIONS = ["binary_tensor_data"]
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
+P = ParamSpec("P")
 T = TypeVar("T")
-
-
-async def _maybe_offload(big: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    if not big:
-        return fn(*args, **kwargs)
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -50,11 +42,11 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status, media_type="application/json")
 
 
-def _json_error(message: str, status: int) -> Response:
-    return json_response({"error": message}, status)
+def _json_error(message: str, status: int, error_type: str) -> Response:
+    return json_response({"error": message, "type": error_type}, status)
 
 
-#: v2 routes: ``{"error": ...}``
+#: v2 routes: ``{"error": ..., "type": ...}``
 json_errors = error_replies(_json_error)
 
 
@@ -70,20 +62,8 @@ RESULT_OUTPUT = "result"
 """The BYTES output holding a pipeline's result as JSON text."""
 
 
-def _raw_input(
-    entry: ModelEntry, inputs: list[tuple[str, np.ndarray]]
-) -> tuple[InputKind, bytes] | None:
-    """The raw text/image/audio of a pipeline request: one BYTES input named after the
-    pipeline's input kind (``text``, ``image`` or ``audio``) holding one element."""
-    pipe = entry.pipeline
-    if pipe is None or len(inputs) != 1 or inputs[0][0] != pipe.input_kind:
-        return None
-    name, array = inputs[0]
-    if array.dtype != object or array.size != 1:
-        raise ProtocolError(f"input {name!r}: one BYTES element (the raw {name}) is expected")
-    value = array.reshape(-1)[0]
-    raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
-    return pipe.input_kind, raw
+def _ref(request: Request) -> ModelRef:
+    return ModelRef(key=request.path_params["name"], version=request.path_params.get("version"))
 
 
 class V2Routes:
@@ -91,6 +71,8 @@ class V2Routes:
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
+        most = plane.settings.max_request_bytes
+        self._refusal = f"the request body is over {limit(most, 'max_request_bytes')}"
         self.live = json_errors(self._live)
         self.server_metadata = json_errors(self._server_metadata)
         self.metadata = json_errors(self._metadata)
@@ -102,25 +84,20 @@ class V2Routes:
         return json_response({"error": f"{request.url.path} is not supported here"}, 404)
 
     def _entry(self, request: Request) -> ModelEntry:
-        name = request.path_params["name"]
-        entry = self.plane.registry.get(model_id=name)
-        version = request.path_params.get("version")
-        if version is not None and version != entry.model_id:
-            raise ModelNotFound(
-                f"model {name!r} has no version {version!r} (its version is its id)",
-                status_code=404,
-            )
+        entry = self.plane.model(_ref(request))
         request.state.model_id = entry.model_id
         return entry
+
+    async def _work(self, big: bool, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in a worker for a large body, else right here."""
+        return await self.plane.offload(fn, *args, **kwargs) if big else fn(*args, **kwargs)
 
     async def _live(self, request: Request) -> Response:
         key = "ready" if request.url.path.endswith("ready") else "live"
         return json_response({key: True})
 
     async def _server_metadata(self, _: Request) -> Response:
-        return json_response(
-            {"name": "blindai", "version": blindai.__version__, "extensions": EXTENSIONS}
-        )
+        return json_response({"name": "blindai", "version": __version__, "extensions": EXTENSIONS})
 
     async def _metadata(self, request: Request) -> Response:
         entry = self._entry(request)
@@ -137,32 +114,29 @@ class V2Routes:
         return json_response({"name": entry.name or entry.model_id, "ready": True})
 
     async def _infer(self, request: Request) -> Response:
-        entry = self._entry(request)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
-            raise ProtocolError(f"Content-Encoding {encoding!r} is not supported")
-        body = await read_body(request, self.plane.settings.max_request_bytes)
+            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported")
+        body = await read_body(request, self.plane.settings.max_request_bytes, self._refusal)
         big = len(body) >= OFFLOAD_BYTES
-        parsed = await _maybe_offload(big, parse_request, body, request.headers.get(HEADER_LENGTH))
-        raw = _raw_input(entry, parsed.inputs)
-        if raw is not None:
-            result, outputs = await self.plane.run_raw(entry, *raw)
-            if result is not None:
-                text = json.dumps(result.to_wire(), separators=(",", ":"))
-                outputs = [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
-        else:
-            known = {s.name for s in entry.model.outputs}
-            unknown = [o.name for o in parsed.outputs or () if o.name not in known]
-            if unknown:
-                raise ProtocolError(
-                    f"the model has no output(s) {unknown}; outputs: {sorted(known)}"
-                )
-            feeds = match_inputs(entry.model.inputs, parsed.inputs)
-            outputs = await self.plane.run(entry, feeds)
-        big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
+        parsed = await self._work(big, parse_request, body, request.headers.get(HEADER_LENGTH))
+        wanted = None if parsed.outputs is None else [o.name for o in parsed.outputs]
+        result = await self.plane.infer(_ref(request), parsed.inputs, outputs=wanted)
+        entry = result.entry
+        request.state.model_id = entry.model_id
+        outputs = result.outputs
+        if result.result is not None:  # a pipeline's typed result, as JSON text
+            text = json.dumps(result.result.to_wire(), separators=(",", ":"))
+            outputs = [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
         name = entry.name or entry.model_id
-        reply, head = await _maybe_offload(
-            big, encode_response, parsed, outputs, model_name=name, model_version=entry.model_id
+        big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
+        reply, head = await self._work(
+            big,
+            encode_response,
+            parsed,
+            outputs,
+            model_name=name,
+            model_version=entry.model_id,
         )
         if head is None:
             return Response(reply, media_type="application/json")

@@ -8,6 +8,6 @@ or its name; its only version is its id.
 
 from __future__ import annotations
 
-from blindai.server.v2.routes import v2_routes
+from blindai.server.protocols.v2.routes import v2_routes
 
 __all__ = ["v2_routes"]

@@ -1,0 +1,35 @@
+"""Blocking work off the event loop: one helper, a named pool of worker threads.
+
+Every blocking call the server makes from a request (compiling a model, running it, decoding
+a large body, collecting evidence) goes through :meth:`WorkerPool.run`. Separate pools keep
+separate capacity: compiling a model never takes a thread that inference needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+__all__ = ["WorkerPool"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class WorkerPool:
+    """Up to ``threads`` worker threads, started on demand (``name`` prefixes their names)."""
+
+    def __init__(self, threads: int, *, name: str) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` in a worker thread; the caller's task waits without blocking."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop taking work; work not yet started is cancelled."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,299 @@
+"""The data plane: models and numpy arrays, no wire format.
+
+Each protocol (``protocols/v06``, ``protocols/v2``) decodes its request into a
+:class:`~blindai.server.registry.ModelRef` and named arrays, makes one call here, and encodes
+what comes back. The data plane finds the model in the registry, matches the inputs to the
+model's (by name in any order, or by position) and checks their dtype and shape, then runs the
+model in a worker thread: a request enters each layer once.
+
+Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
+that uploads never hold up inference on other models.
+
+A model uploaded with a pipeline (:mod:`blindai.pipeline`) also takes its raw input (text,
+image or audio): :meth:`DataPlane.infer_raw`, or, in :meth:`DataPlane.infer`, one input named
+after the pipeline's kind holding one element; the answer then carries the pipeline's typed
+result. Pipeline errors caused by a request are InvalidInput (400).
+
+Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
+every request goes through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+
+from blindai.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    PayloadTooLarge,
+    PipelineError,
+)
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
+from blindai.pipeline.results import PipelineResult
+from blindai.server._text import count, limit, were
+from blindai.server._workers import WorkerPool
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
+from blindai.server.runtime import OnnxModel, TensorSpec
+from blindai.server.settings import ServerSettings
+
+__all__ = ["DataPlane", "Inference", "match_inputs"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Inputs = Sequence[tuple[str | None, np.ndarray]]
+"""Input arrays, each with its name (None or "": matched by position)."""
+
+
+@dataclass(frozen=True)
+class Inference:
+    """The model that ran, and its outputs as (name, array), in the order asked for."""
+
+    entry: ModelEntry
+    outputs: list[tuple[str, np.ndarray]]
+    result: PipelineResult | None = None
+    """The pipeline's typed result, for a raw input to a pipeline with an output step."""
+
+
+@contextmanager
+def _invalid_input() -> Iterator[None]:
+    """A pipeline error caused by what the request sent is InvalidInput (400)."""
+    try:
+        yield
+    except PipelineError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+class DataPlane:
+    """Upload, look up, run and delete models; shared by every protocol."""
+
+    def __init__(self, settings: ServerSettings, registry: ModelRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
+        self._compile = WorkerPool(2, name="blindai-compile")
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._infer.close()
+        self._compile.close()
+
+    async def offload(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
+        return await self._infer.run(fn, *args, **kwargs)
+
+    async def upload(
+        self,
+        model: bytes,
+        *,
+        name: str | None,
+        optimize: bool,
+        pipeline: Pipeline | None = None,
+    ) -> ModelEntry:
+        """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
+        not fit), and register it under a fresh id."""
+        most = self.settings.max_model_bytes
+        if len(model) > most:
+            raise PayloadTooLarge(
+                f"the model is {len(model)} bytes, over {limit(most, 'max_model_bytes')}"
+            )
+        if not model:
+            raise InvalidInput("the model is empty")
+        digest = model_digest(model)
+        compiled = self.registry.session_for(digest)
+        if compiled is None:
+            compiled = await self._compile.run(self._compiled, model, optimize)
+        steps = None
+        if pipeline is not None:
+            steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
+        return self.registry.add(digest, compiled, name, steps)
+
+    def _compiled_pipeline(self, pipeline: Pipeline, model: OnnxModel) -> CompiledPipeline:
+        with _invalid_input():
+            return compile_pipeline(
+                pipeline,
+                inputs=model.inputs,
+                outputs=model.outputs,
+                limits=self.settings.pipeline_limits(),
+            )
+
+    def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+        try:
+            return OnnxModel(
+                model,
+                optimize=optimize,
+                intra_op_threads=self.settings.intra_op_threads,
+                device=self.settings.device,
+                gpu_index=self.settings.gpu_index,
+            )
+        except ModelNotReady:
+            raise  # the GPU refused the session: its own message
+        except Exception as exc:  # onnxruntime raises several types for a bad model
+            raise InvalidInput(
+                "the model could not be loaded by onnxruntime (not a valid ONNX model, or "
+                "it uses operators this runtime lacks)"
+            ) from exc
+
+    def model(self, ref: ModelRef) -> ModelEntry:
+        """The model a request means (ModelNotFound when there is none)."""
+        return self.registry.get(ref)
+
+    async def infer(
+        self,
+        ref: ModelRef,
+        inputs: Inputs,
+        *,
+        outputs: Sequence[str] | None = None,
+        reshape_flat: bool = False,
+    ) -> Inference:
+        """Run a model on named arrays; ``outputs`` names those to return (None: all).
+
+        ``reshape_flat`` (the 0.6 protocol's flat lists): a 1-D array is given the shape of
+        the model's input when that shape is static but for a leading batch dimension.
+        """
+        entry = self.model(ref)
+        raw = _raw_input(entry, inputs)
+        if raw is not None:
+            return await self._infer.run(_run_pipeline, entry, raw)
+        feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
+        wanted = _output_names(entry, outputs)
+        results = await self._infer.run(entry.model.predict, feeds, wanted)
+        return Inference(entry, results)
+
+    async def infer_raw(self, ref: ModelRef, kind: InputKind, raw: bytes | str) -> Inference:
+        """Run one raw input (text, or image or audio file bytes) through the model's pipeline."""
+        entry = self.model(ref)
+        label = entry.name or entry.model_id
+        if entry.pipeline is None:
+            raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
+        if entry.pipeline.input_kind != kind:
+            raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
+        return await self._infer.run(_run_pipeline, entry, raw)
+
+    def delete(self, ref: ModelRef) -> ModelEntry:
+        """Remove a model (by id, or the newest with that name); its session is released."""
+        if not ref.key:
+            raise InvalidInput("give the id or name of the model to delete")
+        return self.registry.remove(ref)
+
+
+def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
+    """A pipeline's raw input given as a tensor: the one input, named after the pipeline's kind
+    (``text``, ``image`` or ``audio``), holding one BYTES element; None for model inputs."""
+    pipe = entry.pipeline
+    if pipe is None or len(inputs) != 1 or inputs[0][0] != pipe.input_kind:
+        return None
+    name, array = inputs[0]
+    if array.dtype != object or array.size != 1:
+        raise InvalidInput(f"input {name!r}: one BYTES element (the raw {name}) is expected")
+    value = array.reshape(-1)[0]
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _run_pipeline(entry: ModelEntry, raw: bytes | str) -> Inference:
+    """Preprocess, run, postprocess (in a worker thread)."""
+    pipe = entry.pipeline
+    assert pipe is not None
+    with _invalid_input():
+        prepared = pipe.preprocess(raw)
+    feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
+    outputs = entry.model.predict(feeds)
+    try:
+        result = pipe.postprocess(dict(outputs), prepared)
+    except PipelineError as exc:
+        raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
+    return Inference(entry, outputs, result)
+
+
+def _output_names(entry: ModelEntry, outputs: Sequence[str] | None) -> list[str] | None:
+    if outputs is None:
+        return None
+    known = [o.name for o in entry.model.outputs]
+    unknown = [name for name in outputs if name not in known]
+    if unknown:
+        raise InvalidInput(
+            f"the model has no output named {', '.join(map(repr, unknown))}; its outputs: {known}"
+        )
+    return list(outputs)
+
+
+def _flat_shape(spec: TensorSpec, size: int, label: str) -> tuple[int, ...]:
+    """The model's shape for a flat list of ``size`` values; InvalidInput when not one."""
+    want = [("?" if d is None else d) for d in spec.shape]
+    head, rest = spec.shape[:1], spec.shape[1:]
+    if any(d is None for d in rest):
+        raise InvalidInput(
+            f"input {spec.name!r}{label}: a flat list cannot be shaped to the model's {want}, "
+            "which has dynamic dimensions after the first; give the shape"
+        )
+    row = math.prod(d for d in rest if d is not None)
+    if head == (None,) and row and size % row == 0:
+        return (size // row, *(d for d in rest if d is not None))
+    if None not in head and size == math.prod(d for d in spec.shape if d is not None):
+        return tuple(d for d in spec.shape if d is not None)
+    raise InvalidInput(
+        f"input {spec.name!r}{label}: {count(size, 'value')} cannot fill the model's shape {want}"
+    )
+
+
+def _check(spec: TensorSpec, array: np.ndarray, label: str, reshape_flat: bool) -> np.ndarray:
+    if spec.dtype is None:
+        raise InvalidInput(f"input {spec.name!r} has type {spec.onnx_type}, not supported")
+    if array.dtype != spec.dtype:
+        raise InvalidInput(
+            f"input {spec.name!r}{label}: dtype {array.dtype} does not match the model's "
+            f"{spec.dtype}"
+        )
+    if array.dtype == object and not all(isinstance(x, str) for x in array.ravel()):
+        raise InvalidInput(f"input {spec.name!r}{label}: BYTES elements must be UTF-8 text")
+    if spec.accepts_shape(tuple(array.shape)):
+        return array
+    if reshape_flat and array.ndim == 1:
+        return array.reshape(_flat_shape(spec, array.size, label))
+    want = ["?" if d is None else d for d in spec.shape]
+    raise InvalidInput(
+        f"input {spec.name!r}{label}: shape {list(array.shape)} does not fit the model's {want}"
+    )
+
+
+def match_inputs(
+    specs: Sequence[TensorSpec], arrays: Inputs, *, reshape_flat: bool = False
+) -> dict[str, np.ndarray]:
+    """Map named inputs by name (any order) and unnamed ones by position; check each."""
+    by_name = {s.name: s for s in specs}
+    feeds: dict[str, np.ndarray] = {}
+    unnamed: list[np.ndarray] = []
+    for name, array in arrays:
+        if not name:
+            unnamed.append(array)
+            continue
+        spec = by_name.get(name)
+        if spec is None:
+            raise InvalidInput(
+                f"the model has no input named {name!r}; its inputs: {list(by_name)}"
+            )
+        if name in feeds:
+            raise InvalidInput(f"input {name!r} is given twice")
+        feeds[name] = _check(spec, array, "", reshape_flat)
+    free = [s for s in specs if s.name not in feeds]
+    if len(unnamed) > len(free):
+        raise InvalidInput(
+            f"the model takes {count(len(specs), 'input')}; {count(len(arrays), 'input')} "
+            f"{were(len(arrays))} given"
+        )
+    for i, (spec, array) in enumerate(zip(free, unnamed, strict=False)):
+        feeds[spec.name] = _check(spec, array, f" (position {i})", reshape_flat)
+    missing = [s.name for s in specs if s.name not in feeds]
+    if missing:
+        raise InvalidInput(
+            f"missing {count(len(missing), 'input')} {missing}; the model takes {list(by_name)}"
+        )
+    return feeds

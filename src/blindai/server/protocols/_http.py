@@ -1,0 +1,68 @@
+"""What the HTTP protocols share: bounded body reading, and errors turned into replies.
+
+An error reply carries the status of the error's class (``http_status`` in
+:mod:`blindai.errors`) and names that class in the ``X-BlindAI-Error`` header; each protocol
+renders the message in its own body format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
+from blindai.protocol.names import ERROR_HEADER
+
+__all__ = ["Endpoint", "ErrorRenderer", "error_replies", "read_body"]
+
+_log = logging.getLogger("blindai.server")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ErrorRenderer = Callable[[str, int, str], Response]
+"""``render(message, status, error_type)``: a protocol's error reply."""
+
+
+async def read_body(request: Request, most: int, refusal: str) -> bytes:
+    """The request body; PayloadTooLarge(``refusal``) as soon as it passes ``most`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > most:
+        raise PayloadTooLarge(refusal)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > most:
+            raise PayloadTooLarge(refusal)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
+    """Turn errors into replies made by ``render``, with the ``X-BlindAI-Error`` header.
+
+    A BlindAI error keeps its class's status and its short message; anything else is a bug,
+    answered with a 500 and logged by exception type only (never request data).
+    """
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except BlindAIError as exc:
+                status, kind = exc.http_status, type(exc).__name__
+                if status >= 500:
+                    _log.error("%s failed: %s", request.url.path, kind)
+                message = exc.message if isinstance(exc, ServerError) else str(exc)
+                reply = render(message, status, kind)
+            except Exception as exc:
+                _log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
+                reply, kind = render("internal server error", 500, "ServerError"), "ServerError"
+            reply.headers[ERROR_HEADER] = kind
+            return reply
+
+        return wrapped
+
+    return decorate

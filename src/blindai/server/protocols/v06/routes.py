@@ -1,0 +1,82 @@
+"""The 0.6 endpoints ``/upload``, ``/run`` and ``/delete``: decode, one data-plane call, encode.
+
+Errors answer with a CBOR text message (what the original clients display) and the error's
+class in the ``X-BlindAI-Error`` header.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from blindai.server._text import limit
+from blindai.server.dataplane import DataPlane
+from blindai.server.protocols._http import error_replies, read_body
+from blindai.server.protocols.v06.wire import (
+    cbor_response,
+    decode_delete,
+    decode_run,
+    decode_upload,
+    output_tensors,
+)
+
+__all__ = ["V06Routes", "cbor_errors"]
+
+DELETE_BYTES = 1 << 16
+"""A delete request is a model id: its body needs no more."""
+
+
+def _cbor_error(message: str, status: int, error_type: str) -> Response:
+    del error_type  # in the header
+    return cbor_response(message, status)
+
+
+#: 0.6 routes: a CBOR text message
+cbor_errors = error_replies(_cbor_error)
+
+
+class V06Routes:
+    """The endpoints, over one data plane."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        settings = plane.settings
+        # an int array takes up to 2 bytes a byte on the wire
+        self._upload_bytes = 2 * settings.max_model_bytes + settings.max_pipeline_bytes + (1 << 20)
+        self._upload_refusal = (
+            f"the upload is larger than a model within "
+            f"{limit(settings.max_model_bytes, 'max_model_bytes')} can be"
+        )
+        self._run_bytes = settings.max_request_bytes
+        self._run_refusal = (
+            f"the request body is over {limit(settings.max_request_bytes, 'max_request_bytes')}"
+        )
+        self.upload = cbor_errors(self._upload)
+        self.run = cbor_errors(self._run)
+        self.delete = cbor_errors(self._delete)
+
+    async def _upload(self, request: Request) -> Response:
+        body = await read_body(request, self._upload_bytes, self._upload_refusal)
+        upload = decode_upload(body, limits=self.plane.settings.pipeline_limits())
+        entry = await self.plane.upload(
+            upload.model, name=upload.name, optimize=upload.optimize, pipeline=upload.pipeline
+        )
+        request.state.model_id = entry.model_id
+        return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
+
+    async def _run(self, request: Request) -> Response:
+        run = decode_run(await read_body(request, self._run_bytes, self._run_refusal))
+        if run.raw is not None:
+            result = await self.plane.infer_raw(run.ref, *run.raw)
+        else:
+            result = await self.plane.infer(run.ref, run.inputs, reshape_flat=True)
+        request.state.model_id = result.entry.model_id
+        if result.result is not None:
+            return cbor_response({"result": result.result.to_wire()})
+        return cbor_response({"outputs": output_tensors(result.outputs)})
+
+    async def _delete(self, request: Request) -> Response:
+        body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")
+        entry = self.plane.delete(decode_delete(body))
+        request.state.model_id = entry.model_id
+        return cbor_response(None)

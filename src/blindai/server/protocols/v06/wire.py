@@ -1,0 +1,166 @@
+"""The 0.6 wire on the server: CBOR request bodies to names and arrays, outputs to CBOR.
+
+Decoding uses :mod:`blindai.protocol.codec` (shared with the client); any problem with a
+request becomes :class:`~blindai.errors.InvalidInput` (400).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.responses import Response
+
+from blindai.errors import InferenceFailed, InvalidInput, PipelineError, ProtocolError
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.compiled import InputKind
+from blindai.pipeline.limits import PipelineLimits
+from blindai.protocol import codec
+from blindai.protocol.messages import WireTensor
+from blindai.server.registry import ModelRef
+
+__all__ = [
+    "Run",
+    "Upload",
+    "cbor_response",
+    "decode_delete",
+    "decode_run",
+    "decode_upload",
+    "output_tensors",
+]
+
+CBOR = "application/cbor"
+
+
+def cbor_response(obj: Any, status: int = 200) -> Response:
+    """A CBOR-encoded response."""
+    return Response(codec.dumps(obj), status_code=status, media_type=CBOR)
+
+
+@contextmanager
+def _request() -> Iterator[None]:
+    try:
+        yield
+    except (ProtocolError, PipelineError) as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string")
+    return value
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A decoded ``/upload``: the model's bytes, its optional name, whether to optimise it, and
+    the pipeline it comes with (if any)."""
+
+    model: bytes
+    name: str | None
+    optimize: bool
+    pipeline: Pipeline | None = None
+
+
+def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
+    """``{model, length?, model_name?, optimize?, pipeline?}``; ``length``, when sent, must be
+    the size of ``model``; ``pipeline`` is held to ``limits``."""
+    with _request():
+        doc = codec.decode_map(body, what="upload")
+        model = codec.model_bytes(doc.get("model"))
+    name = doc.get("model_name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInput("model_name must be a string or null")
+    optimize = doc.get("optimize", True)
+    if not isinstance(optimize, bool):
+        raise InvalidInput("optimize must be a boolean")
+    length = doc.get("length")
+    if length is not None:
+        if not isinstance(length, int) or isinstance(length, bool):
+            raise InvalidInput("length must be an integer")
+        if length != len(model):
+            raise InvalidInput(
+                f"length says the model is {length} bytes, but {len(model)} bytes were sent"
+            )
+    pipeline = None
+    if doc.get("pipeline") is not None:
+        with _request():
+            pipeline = Pipeline.from_wire(doc["pipeline"], limits=limits)
+    return Upload(model, name or None, optimize, pipeline)
+
+
+_RAW_KEYS: tuple[InputKind, ...] = ("text", "image", "audio")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A decoded ``/run``: the model meant, and its input arrays or one raw input."""
+
+    ref: ModelRef
+    inputs: list[tuple[str | None, np.ndarray]]
+    raw: tuple[InputKind, bytes | str] | None = None
+
+
+def _raw_input(doc: dict[str, Any]) -> tuple[InputKind, bytes | str] | None:
+    """A pipeline's raw input (``text``: a string, ``image``/``audio``: bytes), if the request
+    carries one instead of ``inputs``."""
+    given = [k for k in _RAW_KEYS if doc.get(k) is not None]
+    if not given:
+        return None
+    if len(given) > 1 or doc.get("inputs") is not None:
+        raise InvalidInput("give one of inputs, text, image and audio")
+    kind = given[0]
+    value = doc[kind]
+    if kind == "text" and not isinstance(value, str):
+        raise InvalidInput("text must be a string")
+    if kind != "text" and not isinstance(value, bytes):
+        raise InvalidInput(f"{kind} must be a byte string (the file's bytes)")
+    return kind, value
+
+
+def decode_run(body: bytes) -> Run:
+    """``{model_id?, model_hash?, inputs | text | image | audio}``.
+
+    With neither ``model_id`` nor ``model_hash``, the newest model is meant.
+    """
+    with _request():
+        doc = codec.decode_map(body, what="run")
+        model_id, model_hash = _text(doc, "model_id"), _text(doc, "model_hash")
+        if model_id and model_hash:
+            raise InvalidInput("give at most one of model_id and model_hash")
+        ref = ModelRef(key=model_id, hash=model_hash)
+        raw = _raw_input(doc)
+        if raw is not None:
+            return Run(ref, [], raw)
+        tensors = codec.decode_tensors(doc.get("inputs"), what="inputs")
+    return Run(ref, [(t.info.node_name, t.as_numpy()) for t in tensors])
+
+
+def decode_delete(body: bytes) -> ModelRef:
+    """``{model_id}``: an id, or a name (the newest upload with that name)."""
+    with _request():
+        doc = codec.decode_map(body, what="delete")
+    model_id = _text(doc, "model_id")
+    if not model_id:
+        raise InvalidInput("model_id is required")
+    return ModelRef(key=model_id)
+
+
+def output_tensors(outputs: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Encode outputs for the 0.6 wire (node_name = ONNX output name)."""
+    out = []
+    for name, array in outputs:
+        try:
+            out.append(codec.encode_tensor(WireTensor.from_numpy(array, name)))
+        except ValueError as exc:
+            raise InferenceFailed(
+                f"output {name!r} has dtype {array.dtype}, which the 0.6 wire cannot carry; "
+                "use the v2 protocol"
+            ) from exc
+    return out
