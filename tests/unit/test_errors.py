@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pytest
 
 import blindai
-import blindai.attestation
-import blindai.client
 import blindai.errors
 import blindai.pipeline
 from blindai.errors import (
     BlindAIError,
     ConfigurationError,
+    InvalidInput,
     NetworkError,
+    PayloadTooLarge,
     PolicyError,
+    RegistryFull,
     RequestTimeout,
     ServerError,
     Violation,
     WrongPort,
 )
+
+CLASSES = [
+    obj
+    for obj in (getattr(blindai.errors, name) for name in blindai.errors.__all__)
+    if isinstance(obj, type) and issubclass(obj, Exception)
+]
 
 
 def test_every_error_descends_from_the_root():
@@ -41,27 +51,32 @@ def test_server_error_has_status():
     assert err.status_code == 404 and "gone" in err.diagnostics()
 
 
-def test_public_names_match_all():
-    for module in (blindai, blindai.client, blindai.attestation, blindai.errors, blindai.pipeline):
-        public = {n for n in vars(module) if not n.startswith("_")}
-        exported = set(module.__all__) - {"__version__"}
-        assert exported <= public | set(dir(module))
-        for name in module.__all__:
-            assert hasattr(module, name), (module.__name__, name)
+@pytest.mark.parametrize("cls", [InvalidInput, PayloadTooLarge, RegistryFull])
+def test_raised_without_a_status_an_error_takes_its_classs(cls: type[ServerError]):
+    assert cls("x").status_code == cls.http_status
+    assert cls("x", status_code=599).status_code == 599  # what a server answered
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=[c.__name__ for c in CLASSES])
+def test_the_docstring_tree_draws_every_class_with_its_status(cls: type[BlindAIError]):
+    doc = blindai.errors.__doc__ or ""
+    lines = [ln for ln in doc.splitlines() if re.search(rf"(── |^    ){cls.__name__}\b", ln)]
+    assert len(lines) == 1, f"{cls.__name__} is not drawn once in the tree"
+    status = re.search(rf"{cls.__name__}\s+(\d{{3}})\b", lines[0])
+    if "http_status" in vars(cls) or cls is BlindAIError:
+        assert status is not None and int(status[1]) == cls.http_status, lines[0]
+
+
+def test_no_raise_site_in_the_server_states_a_status():
+    server = Path(blindai.__file__).parent / "server"
+    offenders = [str(path) for path in server.rglob("*.py") if "status_code=" in path.read_text()]
+    assert offenders == []
 
 
 def test_core_module_path_of_0_6_3():
     from blindai.core import connect
 
     assert connect is blindai.connect
-
-
-def test_the_tree_in_the_docstring_names_every_error():
-    doc = blindai.errors.__doc__ or ""
-    for name in blindai.errors.__all__:
-        obj = getattr(blindai.errors, name)
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj is not BlindAIError:
-            assert re.search(rf"── {name}\b", doc), name
 
 
 def test_network_errors_are_not_server_errors():

@@ -28,7 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["KindPolicy", "Policy"]
+__all__ = ["MANIFEST_KEYS", "KindPolicy", "Policy"]
 
 _P = TypeVar("_P", bound="KindPolicy")
 

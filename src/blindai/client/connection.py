@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from blindai.attestation._kds import SnpCertificateSource
     from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
-__all__ = ["Connection", "PredictResponse", "RunModelResponse", "UploadModelResponse", "connect"]
+__all__ = [
+    "PROGRESS_MIN_BYTES",
+    "Connection",
+    "PredictResponse",
+    "RunModelResponse",
+    "UploadModelResponse",
+    "connect",
+]
 
 PROGRESS_MIN_BYTES = 8 << 20
 _CHUNK = 1 << 20

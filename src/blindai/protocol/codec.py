@@ -11,6 +11,7 @@ from blindai.errors import ProtocolError
 from blindai.protocol.messages import DatumType, TensorInfo, WireTensor
 
 __all__ = [
+    "MAX_DIMS",
     "decode_map",
     "decode_tensor",
     "decode_tensors",

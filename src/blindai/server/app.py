@@ -30,7 +30,7 @@ from blindai.server.protocols.v2 import v2_routes
 from blindai.server.registry import ModelRegistry
 from blindai.server.settings import ServerSettings
 
-__all__ = ["Apps", "create_apps", "server_header"]
+__all__ = ["EVIDENCE_THREADS", "Apps", "create_apps", "server_header"]
 
 EVIDENCE_THREADS = 2
 

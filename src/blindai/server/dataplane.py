@@ -44,10 +44,10 @@ from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_d
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ServerSettings
 
-__all__ = ["DataPlane", "Inference", "match_inputs"]
+__all__ = ["DataPlane", "Inference", "Inputs", "match_inputs"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 Inputs = Sequence[tuple[str | None, np.ndarray]]
 """Input arrays, each with its name (None or "": matched by position)."""
@@ -86,7 +86,7 @@ class DataPlane:
         self._infer.close()
         self._compile.close()
 
-    async def offload(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
         return await self._infer.run(fn, *args, **kwargs)
 

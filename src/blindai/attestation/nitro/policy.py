@@ -22,7 +22,13 @@ from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.nitro._claims import NitroClaims
 from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["NitroPolicy"]
+__all__ = [
+    "DEFAULT_CLOCK_SKEW_SECONDS",
+    "DEFAULT_MAX_AGE_SECONDS",
+    "PCR_COUNT",
+    "PCR_SIZE",
+    "NitroPolicy",
+]
 
 PCR_SIZE = 48
 PCR_COUNT = 32

@@ -25,7 +25,7 @@ from blindai.attestation.sgx import _fields as f
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["TdxPolicy"]
+__all__ = ["DEBUG", "TdxPolicy"]
 
 _U64 = (1 << 64) - 1
 DEBUG = 0x1

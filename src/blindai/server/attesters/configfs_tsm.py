@@ -46,7 +46,12 @@ from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceEr
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
-__all__ = ["DEFAULT_TSM_REPORT_DIR", "PROVIDERS", "ConfigfsTsmAttester"]
+__all__ = [
+    "DEFAULT_TSM_REPORT_DIR",
+    "PROVIDERS",
+    "ConfigfsTsmAttester",
+    "auxblob_certificates",
+]
 
 DEFAULT_TSM_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
 #: configfs-tsm ``provider`` values and the evidence kind each produces.

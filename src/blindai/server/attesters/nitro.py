@@ -30,6 +30,8 @@ from blindai.server.attesters._quote import check_report_data
 __all__ = [
     "DEFAULT_NSM_DEVICE",
     "NSM_IOCTL_REQUEST",
+    "NSM_REQUEST_MAX_SIZE",
+    "NSM_RESPONSE_MAX_SIZE",
     "IoctlTransport",
     "NsmAttester",
     "NsmTransport",

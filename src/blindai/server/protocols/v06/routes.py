@@ -20,7 +20,7 @@ from blindai.server.protocols.v06.wire import (
     output_tensors,
 )
 
-__all__ = ["V06Routes", "cbor_errors"]
+__all__ = ["DELETE_BYTES", "V06Routes", "cbor_errors"]
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""

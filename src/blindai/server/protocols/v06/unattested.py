@@ -21,7 +21,7 @@ from blindai.server.protocols.v06.routes import cbor_errors
 from blindai.server.protocols.v06.wire import cbor_response
 from blindai.server.settings import ServerSettings
 
-__all__ = ["gpu_evidence_route", "server_info", "unattested_routes"]
+__all__ = ["CAPABILITIES", "gpu_evidence_route", "server_info", "unattested_routes"]
 
 CAPABILITIES = ["model-bytes", "f16", "v2-inference", "error-type-header"]
 

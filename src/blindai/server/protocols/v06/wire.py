@@ -23,6 +23,7 @@ from blindai.protocol.messages import WireTensor
 from blindai.server.registry import ModelRef
 
 __all__ = [
+    "CBOR",
     "Run",
     "Upload",
     "cbor_response",
@@ -37,7 +38,7 @@ CBOR = "application/cbor"
 
 def cbor_response(obj: Any, status: int = 200) -> Response:
     """A CBOR-encoded response."""
-    return Response(codec.dumps(obj), status_code=status, media_type=CBOR)
+    return Response(codec.dumps(obj), status, media_type=CBOR)
 
 
 @contextmanager

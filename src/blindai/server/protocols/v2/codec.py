@@ -31,7 +31,15 @@ from blindai.server.protocols.v2.tensors import (
     array_to_json,
 )
 
-__all__ = ["HEADER_LENGTH", "InferRequest", "RequestedOutput", "encode_response", "parse_request"]
+__all__ = [
+    "HEADER_LENGTH",
+    "MAX_ELEMENTS",
+    "MAX_RANK",
+    "InferRequest",
+    "RequestedOutput",
+    "encode_response",
+    "parse_request",
+]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_RANK = 32

@@ -28,26 +28,26 @@ from blindai.server.protocols.v2.datatypes import datatype_for
 from blindai.server.registry import ModelEntry, ModelRef
 from blindai.server.runtime import TensorSpec
 
-__all__ = ["V2Routes", "v2_routes"]
+__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "V2Routes", "v2_routes"]
 
 EXTENSIONS = ["binary_tensor_data"]
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
-P = ParamSpec("P")
-T = TypeVar("T")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
+def _json_response(obj: Any, status: int = 200) -> Response:
     """A JSON reply (NaN and infinities written as Python's json writes them)."""
     return Response(json.dumps(obj, separators=(",", ":")), status, media_type="application/json")
 
 
 def _json_error(message: str, status: int, error_type: str) -> Response:
-    return json_response({"error": message, "type": error_type}, status)
+    return _json_response({"error": message, "type": error_type}, status)
 
 
 #: v2 routes: ``{"error": ..., "type": ...}``
-json_errors = error_replies(_json_error)
+_json_errors = error_replies(_json_error)
 
 
 def _describe(spec: TensorSpec) -> dict[str, object]:
@@ -73,35 +73,37 @@ class V2Routes:
         self.plane = plane
         most = plane.settings.max_request_bytes
         self._refusal = f"the request body is over {limit(most, 'max_request_bytes')}"
-        self.live = json_errors(self._live)
-        self.server_metadata = json_errors(self._server_metadata)
-        self.metadata = json_errors(self._metadata)
-        self.model_ready = json_errors(self._model_ready)
-        self.infer = json_errors(self._infer)
+        self.live = _json_errors(self._live)
+        self.server_metadata = _json_errors(self._server_metadata)
+        self.metadata = _json_errors(self._metadata)
+        self.model_ready = _json_errors(self._model_ready)
+        self.infer = _json_errors(self._infer)
 
     async def unsupported(self, request: Request) -> Response:
         """Other v2 paths (repository, statistics, shared memory, ...): a JSON 404."""
-        return json_response({"error": f"{request.url.path} is not supported here"}, 404)
+        return _json_response({"error": f"{request.url.path} is not supported here"}, 404)
 
     def _entry(self, request: Request) -> ModelEntry:
         entry = self.plane.model(_ref(request))
         request.state.model_id = entry.model_id
         return entry
 
-    async def _work(self, big: bool, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _work(
+        self, big: bool, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
         """``fn`` in a worker for a large body, else right here."""
         return await self.plane.offload(fn, *args, **kwargs) if big else fn(*args, **kwargs)
 
     async def _live(self, request: Request) -> Response:
         key = "ready" if request.url.path.endswith("ready") else "live"
-        return json_response({key: True})
+        return _json_response({key: True})
 
     async def _server_metadata(self, _: Request) -> Response:
-        return json_response({"name": "blindai", "version": __version__, "extensions": EXTENSIONS})
+        return _json_response({"name": "blindai", "version": __version__, "extensions": EXTENSIONS})
 
     async def _metadata(self, request: Request) -> Response:
         entry = self._entry(request)
-        return json_response({
+        return _json_response({
             "name": entry.name or entry.model_id,
             "versions": [entry.model_id],
             "platform": "onnxruntime_onnx",
@@ -111,7 +113,7 @@ class V2Routes:
 
     async def _model_ready(self, request: Request) -> Response:
         entry = self._entry(request)
-        return json_response({"name": entry.name or entry.model_id, "ready": True})
+        return _json_response({"name": entry.name or entry.model_id, "ready": True})
 
     async def _infer(self, request: Request) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()

@@ -1,0 +1,55 @@
+"""What importing a part of blindai loads: each checked in a fresh interpreter's sys.modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import blindai
+from tests._server import REPO
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules loaded by running ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO / "src")},
+        timeout=60,
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_reading_the_version_loads_no_client_code() -> None:
+    modules = loaded_after("import blindai; assert blindai.__version__")
+    assert not {m for m in modules if m.startswith("blindai.client")}
+    assert "numpy" not in modules and "cryptography" not in modules
+
+
+@pytest.mark.parametrize("package", ["blindai.attestation", "blindai.errors", "blindai.protocol"])
+def test_verifier_side_packages_load_no_client_or_server_code(package: str) -> None:
+    modules = loaded_after(f"import {package}")
+    assert not {m for m in modules if m.startswith(("blindai.client", "blindai.server"))}
+
+
+def test_the_package_root_exports_lazily() -> None:
+    modules = loaded_after("import blindai; blindai.connect")
+    assert "blindai.client" in modules
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        blindai.nope  # noqa: B018
+    assert set(blindai.__all__) <= set(dir(blindai))
+
+
+def test_one_response_type_wherever_users_look() -> None:
+    import blindai.client
+    import blindai.core
+
+    for name in ("RunModelResponse", "UploadModelResponse"):
+        assert getattr(blindai, name) is getattr(blindai.client, name)
+        assert getattr(blindai.core, name) is getattr(blindai.client, name)
