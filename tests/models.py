@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -120,3 +123,46 @@ def next_token_lm(vocab: int) -> bytes:
     ]
     axis = helper.make_tensor("axis", TensorProto.INT64, [1], [-1])
     return _model(helper.make_graph(nodes, "lm", [ids, mask], [out], initializer=[e, axis]))
+
+
+def scalar_identity(elem_type: int = TensorProto.FLOAT) -> bytes:
+    """y = Identity(x) where x and y are scalars (ONNX shape [])."""
+    return identity(elem_type, [])
+
+
+def failing_add() -> bytes:
+    """sum = a + b with fully dynamic shapes: inputs that do not broadcast fail at run time."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, None])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, None])
+    s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, [None, None])
+    return _model(
+        helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "add", [a, b], [s])
+    )
+
+
+@dataclass(frozen=True)
+class BackendCase:
+    """A model from onnx's own backend test cases, with its first inputs and expected outputs."""
+
+    name: str
+    model: bytes
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def backend_case(op_type: str, name: str) -> BackendCase:
+    """The case ``name`` of ``onnx.backend.test.case.node`` (built from onnx's definitions).
+
+    The onnx wheel does not ship the ``data/node`` folders; the cases it generates them from do.
+    Slow (seconds): call it from a session-scoped fixture.
+    """
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the collection warns about unrelated operators
+        found = [c for c in collect_testcases(op_type) if c.name == name]
+    if not found:
+        raise LookupError(f"onnx has no backend test case {name}")
+    case = found[0]
+    inputs, outputs = case.data_sets[0]
+    return BackendCase(name, case.model.SerializeToString(), list(inputs), list(outputs))

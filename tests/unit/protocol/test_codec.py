@@ -70,3 +70,13 @@ def test_as_numpy_checks_size():
     t = WireTensor(WireTensor.from_numpy(np.zeros(2, np.float32)).info, b"\0" * 4)
     with pytest.raises(ValueError, match="needs 8"):
         t.as_numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.bool_])
+def test_a_scalar_keeps_shape_empty(dtype: type) -> None:
+    scalar = np.array(1, dtype=dtype)
+    wire = WireTensor.from_numpy(scalar, "s")
+    assert wire.info.fact == ()
+    decoded = codec.decode_tensor(codec.encode_tensor(wire))
+    assert decoded.as_numpy().shape == ()
+    assert decoded.as_numpy() == scalar

@@ -1,4 +1,6 @@
-"""Fakes for the attesters' devices: a configfs-tsm kernel, an SNP table (the PCS: pcs_fakes)."""
+"""Fakes for the attesters' devices: a configfs-tsm kernel, an SNP certificate table.
+
+The fake Intel PCS is in tests/unit/attestation/pcs_fakes.py."""
 
 from __future__ import annotations
 
@@ -12,16 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from blindai.attestation.snp._certs import build_cert_table
-from tests.unit.attestation.pcs_fakes import API, ROOT_CRL_URL, FakeFetcher, pcs_answers
 
-__all__ = [
-    "API",
-    "ROOT_CRL_URL",
-    "FakeFetcher",
-    "FakeTsmKernel",
-    "certificate_table",
-    "pcs_answers",
-]
+__all__ = ["FakeTsmKernel", "certificate_table"]
 
 
 class FakeTsmKernel(threading.Thread):

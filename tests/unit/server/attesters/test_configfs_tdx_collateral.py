@@ -32,11 +32,6 @@ MR_TD = (
 
 
 @pytest.fixture
-def tdx_set(evidence_dir: Path) -> Path:
-    return evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4"
-
-
-@pytest.fixture
 def paths(tmp_path: Path) -> AttesterPaths:
     report_dir = tmp_path / "tsm" / "report"
     report_dir.mkdir(parents=True)

@@ -15,9 +15,7 @@ from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters import GramineAttester, PcsCollateralSource
 from blindai.server.attesters._quote import carried_report_data
-from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS
-
-from .attester_fakes import FakeFetcher
+from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS, FakeFetcher
 
 NOW = datetime(2025, 7, 1, tzinfo=timezone.utc)  # inside the Phala set's collateral window
 

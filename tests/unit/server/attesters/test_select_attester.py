@@ -18,8 +18,9 @@ from blindai.server.attesters import (
     SimulationAttester,
     select_attester,
 )
+from tests.unit.attestation.pcs_fakes import FakeFetcher
 
-from .attester_fakes import FakeFetcher, FakeTsmKernel
+from .attester_fakes import FakeTsmKernel
 
 
 @pytest.fixture

@@ -1,0 +1,63 @@
+"""The client raises the error class the server named, or the one its status belongs to."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from blindai import errors
+from blindai.client._http11 import HttpResponse
+from blindai.client.connection import _raise_for
+from blindai.protocol.names import ERROR_HEADER
+
+
+def answer(status: int, message: str, kind: str | None = None) -> HttpResponse:
+    headers = {} if kind is None else {ERROR_HEADER.lower(): kind}
+    return HttpResponse(status, headers, cbor2.dumps(message))
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [
+        ("InvalidInput", 400, errors.InvalidInput),
+        ("PayloadTooLarge", 413, errors.PayloadTooLarge),
+        ("ModelNotFound", 404, errors.ModelNotFound),
+        ("InferenceFailed", 422, errors.InferenceFailed),
+        ("RegistryFull", 507, errors.RegistryFull),
+        ("ServerError", 500, errors.ServerError),
+    ],
+)
+def test_the_named_class_is_raised(kind: str, status: int, expected: type) -> None:
+    with pytest.raises(expected) as raised:
+        _raise_for(answer(status, "why", kind), "run")
+    assert type(raised.value) is expected
+    assert raised.value.status_code == status and "run: why" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, errors.InvalidInput),
+        (404, errors.ModelNotFound),
+        (413, errors.PayloadTooLarge),
+        (422, errors.InferenceFailed),
+        (503, errors.ModelNotReady),
+        (507, errors.RegistryFull),
+        (502, errors.ServerError),
+    ],
+)
+def test_without_the_header_the_status_decides(status: int, expected: type) -> None:
+    """The original BlindAI server names no class."""
+    with pytest.raises(expected) as raised:
+        _raise_for(answer(status, "why"), "run")
+    assert type(raised.value) is expected
+
+
+@pytest.mark.parametrize("kind", ["BindingError", "Exception", "NoSuchError", "__class__"])
+def test_a_name_that_is_no_server_error_falls_back_to_the_status(kind: str) -> None:
+    with pytest.raises(errors.ModelNotFound):
+        _raise_for(answer(404, "gone", kind), "delete")
+
+
+def test_a_2xx_raises_nothing() -> None:
+    _raise_for(answer(200, ""), "run")

@@ -1,0 +1,83 @@
+"""The server's three ASGI apps in this process, each behind an httpx ASGI transport.
+
+Route and protocol code runs here (so it shows in coverage); the real-server tests in
+tests/integration cover sockets, TLS and processes end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import httpx
+from starlette.types import ASGIApp
+
+from blindai.server.app import Apps, create_apps
+from blindai.server.attesters.simulation import SimulationAttester
+from blindai.server.evidence import EvidenceService
+from blindai.server.registry import ModelRegistry
+from blindai.server.settings import ServerSettings
+from blindai.server.tls import TlsIdentity
+
+__all__ = ["AppClient", "InProcess", "in_process"]
+
+
+class AppClient:
+    """Synchronous requests to an ASGI app through httpx's ASGI transport (no socket)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, on an event loop of its own."""
+
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                return await client.request(method, path, **kwargs)
+
+        return asyncio.run(send())
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET ``path``."""
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST ``path``."""
+        return self.request("POST", path, **kwargs)
+
+
+@dataclass
+class InProcess:
+    """Test clients for the unattested, attested and management apps."""
+
+    apps: Apps
+    service: EvidenceService
+    unattested: AppClient
+    attested: AppClient
+    management: AppClient
+
+    def upload(self, model: bytes, **fields: Any) -> dict[str, Any]:
+        """POST /upload on the management app; the decoded reply (asserting a 200)."""
+        body = {"model": model, "length": len(model), **fields}
+        resp = self.management.post("/upload", content=cbor2.dumps(body))
+        assert resp.status_code == 200, resp.content
+        reply: dict[str, Any] = cbor2.loads(resp.content)
+        return reply
+
+
+@contextmanager
+def in_process(**settings: Any) -> Iterator[InProcess]:
+    """The apps for a simulation server with ``settings``; worker threads stopped afterwards."""
+    config = ServerSettings(tee="simulation", **settings)
+    service = EvidenceService(TlsIdentity.generate(), SimulationAttester(measurement=b"\1" * 32))
+    apps = create_apps(config, ModelRegistry(max_models=config.max_models), service)
+    clients = [AppClient(app) for app in (apps.unattested, apps.attested, apps.management)]
+    try:
+        yield InProcess(apps, service, *clients)
+    finally:
+        apps.close()

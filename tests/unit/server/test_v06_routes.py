@@ -1,0 +1,170 @@
+"""The 0.6 routes in process: /upload, /run, /delete, the unattested port, and error replies."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import numpy as np
+import pytest
+from onnx import TensorProto
+
+from blindai.attestation import simulation
+from blindai.attestation.binding import expected_report_data
+from blindai.protocol.names import ERROR_HEADER
+from tests.models import failing_add, identity, scalar_identity, two_in_two_out
+from tests.unit.server._inprocess import InProcess, in_process
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[InProcess]:
+    with in_process(max_request_bytes=4096, max_model_bytes=1 << 20) as s:
+        yield s
+
+
+def tensor(array: np.ndarray, name: str | None = None, datum: int = 0) -> dict[str, Any]:
+    return {
+        "info": {"fact": list(array.shape), "datum_type": datum, "node_name": name},
+        "bytes_data": array.tobytes(),
+    }
+
+
+def run(server: InProcess, **body: Any) -> tuple[int, Any, str | None]:
+    resp = server.attested.post("/run", content=cbor2.dumps(body))
+    return resp.status_code, cbor2.loads(resp.content), resp.headers.get(ERROR_HEADER)
+
+
+def test_upload_answers_id_and_hash(server: InProcess) -> None:
+    model = identity(TensorProto.FLOAT)
+    as_ints = server.upload(list(model))  # the original clients send an array of ints
+    as_bytes = server.upload(model, model_name="named")
+    assert as_ints["hash"] == as_bytes["hash"] == hashlib.sha256(model).digest()
+    assert as_ints["model_id"] != as_bytes["model_id"]
+
+
+def test_upload_length_must_be_the_size_sent(server: InProcess) -> None:
+    model = identity(TensorProto.FLOAT)
+    body = {"model": model, "length": len(model) + 5}
+    resp = server.management.post("/upload", content=cbor2.dumps(body))
+    assert resp.status_code == 400
+    assert resp.headers[ERROR_HEADER] == "InvalidInput"
+    message = cbor2.loads(resp.content)
+    assert f"length says the model is {len(model) + 5} bytes" in message
+    assert f"but {len(model)} bytes were sent" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model": b"x", "length": "1"}, "length must be an integer"),
+        ({"model": b"x", "length": True}, "length must be an integer"),
+        ({"model": b"x", "optimize": "yes"}, "optimize"),
+        ({"model": b"not onnx"}, "could not be loaded"),
+        ({"model": b""}, "empty"),
+    ],
+)
+def test_bad_uploads_are_invalid_input(server: InProcess, body: dict[str, Any], fragment: str):
+    resp = server.management.post("/upload", content=cbor2.dumps(body))
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
+    assert fragment in cbor2.loads(resp.content)
+
+
+def test_run_by_id_name_hash_and_without_either(server: InProcess) -> None:
+    model = two_in_two_out()
+    reply = server.upload(model, model_name="two")
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    inputs = [tensor(a, "a"), tensor(a, "b")]
+    for ref in ({"model_id": reply["model_id"]}, {"model_id": "two"},
+                {"model_hash": reply["hash"].hex()}, {}):  # fmt: skip
+        status, out, _ = run(server, inputs=inputs, **ref)
+        assert status == 200, out
+        assert [t["info"]["node_name"] for t in out["outputs"]] == ["sum", "idx"]
+        got = np.frombuffer(out["outputs"][0]["bytes_data"], np.float32).reshape(2, 4)
+        np.testing.assert_array_equal(got, a + a)
+
+
+def test_run_with_both_id_and_hash_is_refused(server: InProcess) -> None:
+    status, message, kind = run(server, model_id="a", model_hash="b", inputs=[])
+    assert (status, kind) == (400, "InvalidInput")
+    assert "at most one" in message
+
+
+def test_a_scalar_keeps_shape_empty(server: InProcess) -> None:
+    reply = server.upload(scalar_identity())
+    x = np.array(2.5, np.float32)
+    status, out, _ = run(server, model_id=reply["model_id"], inputs=[tensor(x)])
+    assert status == 200, out
+    (y,) = out["outputs"]
+    assert y["info"]["fact"] == []
+    assert np.frombuffer(y["bytes_data"], np.float32).tolist() == [2.5]
+
+
+def test_a_flat_tensor_takes_the_models_static_shape(server: InProcess) -> None:
+    reply = server.upload(identity(TensorProto.INT64, [1, 4]))
+    flat = np.array([1, 2, 3, 4], np.int64)
+    status, out, _ = run(server, model_id=reply["model_id"], inputs=[tensor(flat, datum=3)])
+    assert status == 200, out
+    assert out["outputs"][0]["info"]["fact"] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "fragment"),
+    [
+        (b"\xff\x00garbage", 400, "InvalidInput", "not valid CBOR"),
+        (cbor2.dumps({"model_id": "nope", "inputs": []}), 404, "ModelNotFound", "'nope'"),
+        (cbor2.dumps({"model_id": 5, "inputs": []}), 400, "InvalidInput", "must be a string"),
+        (b"\0" * 5000, 413, "PayloadTooLarge", "the 4 KiB limit (--max-request-bytes 4096)"),
+    ],
+)
+def test_run_errors_name_their_class(
+    server: InProcess, body: bytes, status: int, kind: str, fragment: str
+) -> None:
+    resp = server.attested.post("/run", content=body)
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (status, kind)
+    assert fragment in cbor2.loads(resp.content)  # the text the original clients display
+
+
+def test_a_model_failing_at_run_time_is_inference_failed(server: InProcess) -> None:
+    reply = server.upload(failing_add())
+    a, b = np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32)
+    status, message, kind = run(server, model_id=reply["model_id"], inputs=[tensor(a), tensor(b)])
+    assert (status, kind) == (422, "InferenceFailed")
+    assert "failed on these inputs" in message
+
+
+def test_delete_by_id_or_name(server: InProcess) -> None:
+    model = identity(TensorProto.FLOAT)
+    first = server.upload(model, model_name="doomed")
+    second = server.upload(model, model_name="doomed")
+    resp = server.management.post("/delete", content=cbor2.dumps({"model_id": "doomed"}))
+    assert resp.status_code == 200 and cbor2.loads(resp.content) is None
+    status, _, kind = run(server, model_id=second["model_id"], inputs=[])
+    assert (status, kind) == (404, "ModelNotFound")  # the newest with that name went
+    x = np.zeros((1, 3), np.float32)
+    assert run(server, model_id="doomed", inputs=[tensor(x)])[0] == 200  # the older one stays
+    resp = server.management.post("/delete", content=cbor2.dumps({"model_id": first["model_id"]}))
+    assert resp.status_code == 200
+    resp = server.management.post("/delete", content=cbor2.dumps({"model_id": "doomed"}))
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (404, "ModelNotFound")
+    resp = server.management.post("/delete", content=cbor2.dumps({}))
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
+
+
+def test_management_port_serves_no_inference(server: InProcess) -> None:
+    assert server.management.post("/run", content=cbor2.dumps({})).status_code == 404
+
+
+def test_unattested_routes(server: InProcess) -> None:
+    cert = cbor2.loads(server.unattested.get("/").content)
+    assert cert == server.service.identity.cert_der
+    resp = server.unattested.get("/quote")
+    assert "mock" in resp.headers["server"]
+    assert simulation.decode(cbor2.loads(resp.content)).report_data == expected_report_data(cert)
+    assert server.unattested.get("/collateral").status_code == 404
+    endorsements = cbor2.loads(server.unattested.get("/endorsements").content)
+    assert endorsements == {"collateral": None, "certificates": []}
+    info = cbor2.loads(server.unattested.get("/info").content)
+    assert info["simulation"] is True and info["tee"] == "simulation"
+    assert "error-type-header" in info["capabilities"]
