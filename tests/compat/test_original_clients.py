@@ -232,6 +232,31 @@ def test_every_datum_type(client: str, blindai_server: Any, driver: Driver, tmp_
     check_outputs(outcome[2], reference(model, feeds))
 
 
+def test_scalar_tensors_keep_their_empty_shape(
+    client: str, blindai_server: Any, driver: Driver, tmp_path: Path
+) -> None:
+    """onnx's backend test case BitCast float32 [] -> int32 []: both clients send a 0-d numpy
+    array as fact [] and rebuild a 0-d output from fact []."""
+    from tests.models import backend_case
+
+    case = backend_case("BitCast", "test_bitcast_scalar_float32_to_int32")
+    model = tmp_path / "bitcast_scalar.onnx"
+    model.write_bytes(case.model)
+    (x,) = case.inputs
+    ops = [
+        {"op": "connect"},
+        {"op": "upload", "path": str(model)},
+        {"op": "run", "form": "numpy", "inputs": [tensor("x", x)]},
+        {"op": "run", "form": "dict", "inputs": [tensor("x", x)]},
+        {"op": "delete"},
+    ]
+    outcome = results(driver(blindai_server.plan(client, ops)))
+    expected = dict(zip(["y"], case.outputs, strict=True))
+    for result in outcome[2:4]:
+        check_outputs(result, expected)
+        assert result["outputs"][0]["shape"] == []
+
+
 def test_multi_megabyte_model(
     client: str, blindai_server: Any, driver: Driver, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 import blindai
 from tests._server import ServerProcess, start_server
+from tests.models import BackendCase, backend_case
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,9 @@ def conn(server: ServerProcess) -> Iterator[blindai.Connection]:
         c = blindai.connect(server.host, simulation_mode=True, **server.ports)
     with c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def scalar_case() -> BackendCase:
+    """onnx's backend test ``test_bitcast_scalar_float32_to_int32``: float32 [] in, int32 [] out."""
+    return backend_case("BitCast", "test_bitcast_scalar_float32_to_int32")

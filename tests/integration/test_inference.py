@@ -121,6 +121,17 @@ def test_inputs_that_do_not_fit_are_refused_with_a_message(conn, inputs, fragmen
     assert fragment in str(info.value)
 
 
+def test_a_backend_test_model_with_scalars_round_trips_with_shape_empty(conn, scalar_case):
+    uploaded = conn.upload_model(scalar_case.model)
+    (x,), (want,) = scalar_case.inputs, scalar_case.outputs
+    assert x.shape == () and want.shape == ()
+    out = conn.run_model(model_id=uploaded.model_id, input_tensors=[x]).output[0]
+    assert out.shape == () and out.datum_type == blindai.DatumType.I32
+    got = conn.predict(uploaded.model_id, {"x": x})["y"]
+    assert got.shape == () and got.dtype == want.dtype and got == want
+    np.testing.assert_array_equal(out.as_numpy(), want)
+
+
 def test_large_upload_streams_in_chunks(conn):
     from blindai.client.connection import PROGRESS_MIN_BYTES
 
