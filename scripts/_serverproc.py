@@ -73,6 +73,15 @@ class ServerProcess:
         """What the server has logged so far."""
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The log, once it holds ``text`` (the server logs a request after answering it)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server never logged {text!r}:\n{log[-2000:]}")
+            time.sleep(0.01)
+        return log
+
     def stop(self) -> None:
         """Terminate the process (kill it if it does not stop within 10 s)."""
         if self.process.poll() is not None:
@@ -123,6 +132,7 @@ def _start_once(
     simulation: bool,
     https: bool,
     timeout: float,
+    host: str | None,
     module: str = "blindai",
 ) -> ServerProcess:
     u, a, m = free_ports(3)
@@ -133,8 +143,7 @@ def _start_once(
         module,
         "serve",
         *(["--simulation"] if simulation else []),
-        "--host",
-        HOST,
+        *(["--host", host] if host is not None else []),
         "--unattested-port",
         str(u),
         "--attested-port",
@@ -156,18 +165,21 @@ def start_server(
     simulation: bool = True,
     https: bool = False,
     timeout: float = 30.0,
+    host: str | None = HOST,
     module: str = "blindai",
 ) -> ServerProcess:
     """Start ``python -m MODULE serve [--simulation] EXTRA...``; wait until it answers.
 
     A free port can be taken by another process between the probe and the bind: then it
     tries again with new ports (five times). ``https``: the unattested port serves HTTPS.
-    ``module`` (run from the repository root) replaces ``blindai``, e.g. by a test launcher
-    that gives the real server a hardware double.
+    ``host``: the ``--host`` flag (None: none, the server's default); readiness is checked on
+    127.0.0.1, which every choice of ``host`` here must serve. ``module`` (run from the
+    repository root) replaces ``blindai``, e.g. by a test launcher that gives the real server a
+    hardware double.
     """
     for attempt in range(5):
         try:
-            return _start_once(log_dir, extra, simulation, https, timeout, module)
+            return _start_once(log_dir, extra, simulation, https, timeout, host, module)
         except PortTaken:
             if attempt == 4:
                 raise

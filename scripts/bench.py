@@ -33,17 +33,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import h11
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _serverproc import EchoServer, ServerProcess, echo_server, simulation_server
+from onnx import TensorProto, helper
 
 import blindai
 from blindai.client._tensors import to_wire_tensors

@@ -12,12 +12,8 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _serverproc import ServerProcess, simulation_server
 
 import blindai

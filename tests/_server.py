@@ -6,13 +6,6 @@ One helper starts server processes for the scripts (demo, bench) and the tests:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "scripts") not in sys.path:
-    sys.path.insert(0, str(REPO / "scripts"))
-
-from _serverproc import PortTaken, ServerProcess, free_ports, start_server  # noqa: E402
+from scripts._serverproc import REPO, PortTaken, ServerProcess, free_ports, start_server
 
 __all__ = ["REPO", "PortTaken", "ServerProcess", "free_ports", "start_server"]

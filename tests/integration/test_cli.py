@@ -1,16 +1,13 @@
 """The ``blindai`` command end to end, in subprocesses, against the session's simulation server.
 
 Every error must end in one readable line on stderr (``Kind: message``) and a non-zero exit,
-never a traceback. Simulation-mode warnings (lines starting with ``WARNING``) are allowed.
+never a traceback (see tests/integration/_cli.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,22 +16,11 @@ import onnxruntime as ort
 import pytest
 
 import blindai
-from tests._server import REPO, ServerProcess, free_ports
+from tests._server import ServerProcess, free_ports
+from tests.integration._cli import cli, ok, one_error_line
 from tests.models import matmul, two_in_two_out
 
 COMMANDS = ["serve", "upload", "run", "delete", "attest"]
-
-
-def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m blindai ARGS`` with this checkout on the path."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run(
-        [sys.executable, "-m", "blindai", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def target(server: ServerProcess, *, simulation: bool = True) -> list[str]:
@@ -50,23 +36,6 @@ def target(server: ServerProcess, *, simulation: bool = True) -> list[str]:
         str(server.management_port),
     ]
     return [*flags, "--simulation"] if simulation else flags
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], kind: str, status: int) -> str:
-    """Assert exit ``status``, no traceback, and exactly one ``kind: ...`` line; return it."""
-    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"{kind}: "), lines[0]
-    return lines[0]
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    """Assert success; return stdout."""
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 def upload(server: ServerProcess, model: Path, *extra: str) -> tuple[str, str]:

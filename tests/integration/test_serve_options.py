@@ -1,20 +1,24 @@
-"""Server options: HTTPS on the unattested port, and settings from BLINDAI_* variables."""
+"""Server options: HTTPS on the unattested port, BLINDAI_* variables, host, ports, start-up."""
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import urllib.request
 import warnings
+from pathlib import Path
 
 import cbor2
+import numpy as np
 import pytest
 import trustme
 from onnx import TensorProto
 
 import blindai
 from blindai.errors import ServerError
-from tests._server import start_server
+from tests._server import free_ports, start_server
+from tests.integration._cli import cli, ok, one_error_line
 from tests.models import identity
 
 
@@ -62,3 +66,85 @@ def test_settings_come_from_environment_variables(tmp_path, monkeypatch):
             assert full.value.status_code == 507
     finally:
         server.stop()
+
+
+def _listening_address(port: int) -> str:
+    """The local address a TCP (IPv4) socket listens on for ``port``, from /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            return socket.inet_ntoa(bytes.fromhex(address)[::-1])
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_a_simulation_listens_on_loopback_unless_told_otherwise(tmp_path):
+    server = start_server(tmp_path, host=None)  # no --host
+    try:
+        assert _listening_address(server.unattested_port) == "127.0.0.1"
+        assert _listening_address(server.management_port) == "127.0.0.1"
+        banner = [ln for ln in server.log().splitlines() if "BlindAI" in ln and "SIMULATION" in ln]
+        assert len(banner) == 1 and "loopback only; --host 0.0.0.0 exposes it" in banner[0]
+    finally:
+        server.stop()
+
+
+def test_exposing_a_simulation_takes_an_explicit_host_and_the_banner_says_so(tmp_path):
+    server = start_server(tmp_path, host="0.0.0.0")
+    try:
+        assert _listening_address(server.attested_port) == "0.0.0.0"
+        assert "simulation is EXPOSED on 0.0.0.0" in server.log()
+    finally:
+        server.stop()
+
+
+def test_start_up_is_logged_once_and_the_server_loads_no_client_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import the server makes, logged
+    server = start_server(tmp_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+        with conn:
+            model = conn.upload_model(identity(TensorProto.FLOAT))
+            conn.run_model(model.model_id, input_tensors=[np.zeros((1, 3), np.float32)])
+    finally:
+        server.stop()
+    log = server.log().splitlines()
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in log if ln.startswith("import time:")}
+    assert "blindai.server.main" in imported  # the import log works
+    assert [m for m in imported if m.startswith("blindai.client")] == []
+    events = [ln for ln in log if not ln.startswith("import time:")]
+    assert sum("SIMULATION MODE" in ln for ln in events) == 1, events
+    assert sum("BlindAI " in ln and "unattested http" in ln for ln in events) == 1, events
+    assert not any("Started server process" in ln for ln in events), events
+
+
+def test_one_port_for_two_roles_is_refused_in_one_line():
+    (port,) = free_ports(1)
+    r = cli("serve", "--simulation", "--attested-port", str(port), "--management-port", str(port))
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"port {port} is given for two roles: --attested-port and --management-port" in line
+
+
+BLOCK_SERVER_EXTRA = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class _ClientOnly(MetaPathFinder):
+    # the server extra's packages are not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("onnxruntime", "onnx", "starlette", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _ClientOnly())
+"""
+
+
+@pytest.mark.parametrize("argv", [["serve", "--simulation"], ["serve", "--help"]])
+def test_serve_in_a_client_only_install_names_the_extra(argv):
+    r = cli(*argv, python_code=BLOCK_SERVER_EXTRA)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert "pip install 'blindai[server]'" in line
+    assert ok(cli("upload", "--help", python_code=BLOCK_SERVER_EXTRA)).startswith("usage:")
