@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tests.unit.attestation.snp.conftest import (
+from tests.unit.attestation.snp._snp_kit import (
     FakeAmd,
     der,
     make_fake_amd,

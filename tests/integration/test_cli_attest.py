@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -275,7 +274,6 @@ def test_serve_auto_without_a_tee_fails_in_one_line() -> None:
     if present:
         pytest.skip(f"this machine has a TEE interface: {', '.join(present)}")
     u, a, m = free_ports(3)
-    start = time.monotonic()
     done = blindai(
         "serve",
         "--tee",
@@ -290,9 +288,7 @@ def test_serve_auto_without_a_tee_fails_in_one_line() -> None:
         m,
         timeout=30,
     )
-    elapsed = time.monotonic() - start
     assert done.returncode != 0
-    assert elapsed < 10
     lines = _lines(done.stderr)
     assert len(lines) == 1, lines
     assert lines[0].startswith("ConfigurationError: --tee auto found no TEE")

@@ -41,10 +41,6 @@ def test_sustained_load(server):
     with _connect(server) as conn:
         uploaded = conn.upload_model(matmul(16, 4))
         x = np.ones((1, 16), np.float32)
-        deadline = time.monotonic() + 20
-        count = 0
-        while count < 20000 and time.monotonic() < deadline:
-            conn.predict(uploaded.model_id, {"x": x})
-            count += 1
-    assert count > 1000
-    print(f"{count} requests in one connection")
+        want = conn.predict(uploaded.model_id, {"x": x})["y"]
+        for _ in range(2000):
+            np.testing.assert_array_equal(conn.predict(uploaded.model_id, {"x": x})["y"], want)

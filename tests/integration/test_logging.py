@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import cbor2
 import numpy as np
 from onnx import TensorProto, helper
@@ -72,8 +70,7 @@ def test_no_inputs_outputs_model_bytes_or_client_info_in_the_log(server):
     assert att.request("POST", "/run", cbor2.dumps(bad)).status == 400
     mgmt.close()
     att.close()
-    time.sleep(0.2)
-    log = server.log()
+    log = server.wait_for_log("/run 400")
     assert "/run 200" in log and reply["model_id"] in log
     for secret in (
         "MODEL-SECRET-MARKER",

@@ -67,11 +67,6 @@ def _pccs_routes(set_dir: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
 
 
 @pytest.fixture
-def tdx_set(evidence_dir: Path) -> Path:
-    return evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4"
-
-
-@pytest.fixture
 def server(tdx_set: Path) -> Iterator[LoopbackServer]:
     routes: dict[str, Route] = {
         "/": (cbor2.dumps(certificate()), {}),

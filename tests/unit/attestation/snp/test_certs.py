@@ -24,7 +24,7 @@ from blindai.attestation.snp._certs import (
 from blindai.attestation.snp._layout import TcbVersion
 from blindai.errors import ChainError, EvidenceError
 
-from .conftest import FakeAmd, RealSet, der
+from ._snp_kit import FakeAmd, RealSet, der
 
 
 def _names(certs: list[x509.Certificate]) -> list[str]:

@@ -10,7 +10,7 @@ from blindai.attestation.snp import TcbVersion
 from blindai.attestation.snp._layout import REPORT_SIZE, parse_report
 from blindai.errors import EvidenceError
 
-from .conftest import RealSet, make_report
+from ._snp_kit import RealSet, make_report
 
 
 def test_real_reports_parse_to_documented_fields(real_set: RealSet) -> None:

@@ -13,7 +13,7 @@ from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.snp import SnpClaims, SnpPolicy, SnpVerifier, TcbVersion
 from blindai.errors import ConfigurationError, Violation
 
-from .conftest import NOW, FakeAmd, make_report, sign_report
+from ._snp_kit import NOW, FakeAmd, make_report, sign_report
 
 M = "ab" * 48
 

@@ -14,7 +14,7 @@ from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.snp import SnpClaims, SnpPolicy, SnpVerifier
 from blindai.errors import ChainError, SignatureError
 
-from .conftest import NOW, FakeAmd, der, make_cert, make_fake_amd, make_report, sign_report
+from ._snp_kit import NOW, FakeAmd, der, make_cert, make_fake_amd, make_report, sign_report
 
 POLICY = SnpPolicy(allow_any_measurement=True, max_vmpl=3)
 

@@ -21,7 +21,7 @@ from blindai.errors import (
     SignatureError,
 )
 
-from .conftest import NOW, RealSet, der
+from ._snp_kit import NOW, RealSet, der
 
 VERIFIER = SnpVerifier.with_embedded_roots()
 
