@@ -204,14 +204,7 @@ def test_a_port_flag_naming_another_port(server: ServerProcess, dense: Path) -> 
 
 def test_version_without_server_modules() -> None:
     # -X importtime lists every module imported: none of the server's may be among them
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    r = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "blindai", "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    r = cli("--version", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert (r.returncode, r.stdout) == (0, f"blindai {blindai.__version__}\n")
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()}
     assert "blindai.cli" in imported
