@@ -186,7 +186,7 @@ def test_simulation_server_refused_without_simulation_flag(server: ServerProcess
 
 
 def test_distilbert_tutorial_flow_with_a_torch_stand_in(
-    client: BlindAiClient, tmp_path: Path
+    client: BlindAiClient, server: ServerProcess, tmp_path: Path
 ) -> None:
     """The README's DistilBERT walk-through, with a tiny torch model in place of DistilBERT.
 
@@ -234,3 +234,7 @@ def test_distilbert_tutorial_flow_with_a_torch_stand_in(
     np.testing.assert_allclose(response.output, expected.ravel(), rtol=1e-6, atol=1e-7)
     with torch.no_grad():
         np.testing.assert_allclose(response.output, model(inputs).numpy().ravel(), rtol=1e-5)
+    # the tutorial's second client: no model id, dtype or shape; the model's input is
+    # [batch_size, 8], so the server gives the 8 token ids the shape [1, 8]
+    with _new_client(server) as runner:
+        assert runner.run_model(inputs.flatten().tolist()).output == response.output
