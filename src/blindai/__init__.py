@@ -42,21 +42,10 @@ __all__ = [
     "connect",
 ]
 
-_LAZY = {
-    "SimulationModeWarning": "blindai.attestation.simulation",
-    **dict.fromkeys(
-        (
-            "Connection",
-            "DatumType",
-            "ModelDatumType",
-            "PredictResponse",
-            "RunModelResponse",
-            "Tensor",
-            "UploadModelResponse",
-            "connect",
-        ),
-        "blindai.client",
-    ),
+_SIMULATION = "blindai.attestation.simulation"
+#: where each public name is imported from on first use (everything else: the client)
+_LAZY = {name: "blindai.client" for name in __all__ if name != "__version__"} | {
+    "SimulationModeWarning": _SIMULATION
 }
 
 

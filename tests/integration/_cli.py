@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests._server import REPO
+from tests._server import REPO, free_ports
 
-__all__ = ["cli", "ok", "one_error_line"]
+__all__ = ["cli", "ok", "one_error_line", "serve_ports"]
 
 
 def cli(
@@ -50,3 +50,10 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     return result.stdout
+
+
+def serve_ports() -> list[str]:
+    """``serve`` flags for loopback and three free ports."""
+    u, a, m = free_ports(3)
+    ports = ["--unattested-port", str(u), "--attested-port", str(a), "--management-port", str(m)]
+    return ["--host", "127.0.0.1", *ports]

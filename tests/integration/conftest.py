@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
 import blindai
-from tests._server import ServerProcess, start_server
+from tests._server import ServerProcess, connect, start_server
 from tests.models import BackendCase, backend_case
 
 
@@ -23,10 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 def conn(server: ServerProcess) -> Iterator[blindai.Connection]:
     """An attested (simulation) connection to the session server."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-        c = blindai.connect(server.host, simulation_mode=True, **server.ports)
-    with c:
+    with connect(server) as c:
         yield c
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import blindai
 from tests._server import ServerProcess, free_ports
-from tests.integration._cli import cli, ok, one_error_line
+from tests.integration._cli import cli, ok, one_error_line, serve_ports
 from tests.models import matmul, two_in_two_out
 
 COMMANDS = ["serve", "upload", "run", "delete", "attest"]
@@ -260,17 +260,9 @@ def test_usage_errors(argv: list[str]) -> None:
 
 def test_serve_without_tee_refuses_to_start(tmp_path: Path) -> None:
     absent = tmp_path / "absent"
-    u, a, m = free_ports(3)
     r = cli(
         "serve",
-        "--host",
-        "127.0.0.1",
-        "--unattested-port",
-        str(u),
-        "--attested-port",
-        str(a),
-        "--management-port",
-        str(m),
+        *serve_ports(),
         "--attestation-dir",
         absent / "attestation",
         "--tsm-report-dir",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,30 +10,24 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-import blindai
 from blindai.errors import InvalidInput, ModelNotFound
+from tests._server import connect
 from tests.models import identity, matmul
 
 WORKERS = 8
 ROUNDS = 25
 
 
-def _connect(server):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-        return blindai.connect(server.host, simulation_mode=True, **server.ports)
-
-
 def test_mixed_traffic_from_many_clients(server):
     model = matmul(32, 8, seed=3)
     reference = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    with _connect(server) as admin:
+    with connect(server) as admin:
         shared = admin.upload_model(model, model_name="shared")
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     # connect here: warnings.catch_warnings is not thread-safe
-    connections = [_connect(server) for _ in range(WORKERS)]
+    connections = [connect(server) for _ in range(WORKERS)]
 
     def client(worker: int) -> int:
         done = 0

@@ -53,7 +53,8 @@ from blindai.server.tls import TlsIdentity
 from tests._fakes.mitm import UnattestedMitm
 from tests._fakes.server_log import attested_requests
 from tests._fakes.snp_machine import FakeSnpKernel, SnpMachine
-from tests._server import REPO, ServerProcess, free_ports, start_server
+from tests._server import REPO, ServerProcess, start_server
+from tests.integration._cli import cli, serve_ports
 from tests.models import matmul
 
 
@@ -351,31 +352,7 @@ def test_cli_attest_host_trusts_only_the_real_amd_roots(
 
 
 def _serve_once(report_dir: Path, tee: str) -> subprocess.CompletedProcess[str]:
-    u, a, m = free_ports(3)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "blindai",
-            "serve",
-            "--tee",
-            tee,
-            "--tsm-report-dir",
-            str(report_dir),
-            "--host",
-            "127.0.0.1",
-            "--unattested-port",
-            str(u),
-            "--attested-port",
-            str(a),
-            "--management-port",
-            str(m),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
-    )
+    return cli("serve", "--tee", tee, "--tsm-report-dir", report_dir, *serve_ports())
 
 
 @pytest.mark.parametrize(

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-import blindai
+from tests._server import connect
 from tests.models import matmul
 
 pytestmark = pytest.mark.slow
 
 
-def _connect(server):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-        return blindai.connect(server.host, simulation_mode=True, **server.ports)
-
-
 def test_a_quarter_gigabyte_model(server):
     model = matmul(8192, 8192, seed=1)  # 256 MiB of float weights
     assert len(model) > 256 << 20
-    with _connect(server) as conn:
+    with connect(server) as conn:
         start = time.perf_counter()
         uploaded = conn.upload_model(model)
         upload_s = time.perf_counter() - start
@@ -38,7 +31,7 @@ def test_a_quarter_gigabyte_model(server):
 
 
 def test_sustained_load(server):
-    with _connect(server) as conn:
+    with connect(server) as conn:
         uploaded = conn.upload_model(matmul(16, 4))
         x = np.ones((1, 16), np.float32)
         want = conn.predict(uploaded.model_id, {"x": x})["y"]

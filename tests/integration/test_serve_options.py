@@ -6,7 +6,6 @@ import http.client
 import socket
 import ssl
 import urllib.request
-import warnings
 from pathlib import Path
 
 import cbor2
@@ -15,9 +14,8 @@ import pytest
 import trustme
 from onnx import TensorProto
 
-import blindai
 from blindai.errors import ServerError
-from tests._server import free_ports, start_server
+from tests._server import connect, free_ports, start_server
 from tests.integration._cli import cli, ok, one_error_line
 from tests.models import identity
 
@@ -56,9 +54,7 @@ def test_settings_come_from_environment_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("BLINDAI_MAX_MODELS", "1")
     server = start_server(tmp_path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-            conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+        conn = connect(server)
         with conn:
             conn.upload_model(identity(TensorProto.FLOAT))
             with pytest.raises(ServerError) as full:
@@ -102,9 +98,7 @@ def test_start_up_is_logged_once_and_the_server_loads_no_client_code(tmp_path, m
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import the server makes, logged
     server = start_server(tmp_path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-            conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+        conn = connect(server)
         with conn:
             model = conn.upload_model(identity(TensorProto.FLOAT))
             conn.run_model(model.model_id, input_tensors=[np.zeros((1, 3), np.float32)])

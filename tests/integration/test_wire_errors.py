@@ -16,7 +16,7 @@ from blindai.attestation.binding import expected_report_data
 from blindai.client._transport import PinnedTlsTransport, PlainTransport
 from blindai.errors import BindingError, PayloadTooLarge, RegistryFull, VerificationError
 from blindai.server.tls import TlsIdentity
-from tests._server import start_server
+from tests._server import connect, start_server
 from tests.models import identity
 
 
@@ -190,9 +190,7 @@ def test_body_and_model_limits_give_413(tmp_path):
         tmp_path, "--max-model-bytes", "200", "--max-request-bytes", "4096", "--max-models", "2"
     )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
-            conn = blindai.connect(small.host, simulation_mode=True, **small.ports)
+        conn = connect(small)
         with conn:
             with pytest.raises(PayloadTooLarge) as big_model:
                 conn.upload_model(b"\0" * 1000)
