@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
+from blindai.server._text import count
 from blindai.server.runtime import OnnxModel
 
 __all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "model_digest"]
@@ -79,7 +80,10 @@ class ModelRegistry:
         """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile."""
         with self._lock:
             if len(self._by_id) >= self._max:
-                raise RegistryFull(f"the server holds {self._max} models already; delete one first")
+                raise RegistryFull(
+                    f"the server holds {count(self._max, 'model')}, the most it may "
+                    f"(--max-models {self._max}); delete one first"
+                )
             shared = self._sessions.setdefault(digest, model)
             entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline)
             self._by_id[entry.model_id] = entry

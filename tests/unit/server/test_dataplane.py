@@ -134,7 +134,7 @@ def test_limits_and_counts_in_messages(plane):
         _upload(plane, b"\0" * 5000)
     for _ in range(3):
         _upload(plane, identity(TensorProto.FLOAT))
-    with pytest.raises(RegistryFull):
+    with pytest.raises(RegistryFull, match=r"holds 3 models, the most it may \(--max-models 3\)"):
         _upload(plane, identity(TensorProto.FLOAT))
     x = np.zeros((1, 3), np.float32)
     with pytest.raises(InvalidInput, match="takes 1 input; 2 inputs were given"):
