@@ -248,11 +248,12 @@ def test_scalar_tensors_keep_their_empty_shape(
         {"op": "upload", "path": str(model)},
         {"op": "run", "form": "numpy", "inputs": [tensor("x", x)]},
         {"op": "run", "form": "dict", "inputs": [tensor("x", x)]},
+        {"op": "run", "form": "flat", "inputs": [tensor("x", x)]},  # shapes=[[]]
         {"op": "delete"},
     ]
     outcome = results(driver(blindai_server.plan(client, ops)))
     expected = dict(zip(["y"], case.outputs, strict=True))
-    for result in outcome[2:4]:
+    for result in outcome[2:5]:
         check_outputs(result, expected)
         assert result["outputs"][0]["shape"] == []
 
