@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests._server import REPO, free_ports
+from tests._server import REPO, ServerProcess, free_ports
 
-__all__ = ["cli", "ok", "one_error_line", "serve_ports"]
+__all__ = ["cli", "ok", "one_error_line", "serve_ports", "target"]
 
 
 def cli(
@@ -57,3 +57,18 @@ def serve_ports() -> list[str]:
     u, a, m = free_ports(3)
     ports = ["--unattested-port", str(u), "--attested-port", str(a), "--management-port", str(m)]
     return ["--host", "127.0.0.1", *ports]
+
+
+def target(server: ServerProcess, *, simulation: bool = True) -> list[str]:
+    """The connection flags for the session server."""
+    flags = [
+        "--host",
+        server.host,
+        "--unattested-port",
+        str(server.unattested_port),
+        "--attested-port",
+        str(server.attested_port),
+        "--management-port",
+        str(server.management_port),
+    ]
+    return [*flags, "--simulation"] if simulation else flags

@@ -17,25 +17,10 @@ import pytest
 
 import blindai
 from tests._server import ServerProcess, free_ports
-from tests.integration._cli import cli, ok, one_error_line, serve_ports
+from tests.integration._cli import cli, ok, one_error_line, serve_ports, target
 from tests.models import matmul, two_in_two_out
 
 COMMANDS = ["serve", "upload", "run", "delete", "attest"]
-
-
-def target(server: ServerProcess, *, simulation: bool = True) -> list[str]:
-    """The connection flags for the session server."""
-    flags = [
-        "--host",
-        server.host,
-        "--unattested-port",
-        str(server.unattested_port),
-        "--attested-port",
-        str(server.attested_port),
-        "--management-port",
-        str(server.management_port),
-    ]
-    return [*flags, "--simulation"] if simulation else flags
 
 
 def upload(server: ServerProcess, model: Path, *extra: str) -> tuple[str, str]:

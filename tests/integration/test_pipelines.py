@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 
 import blindai
-from blindai.errors import ConfigurationError, InferenceFailed
+from blindai.errors import ConfigurationError, InvalidInput
 from blindai.pipeline import Classification, Embedding, Pipeline, Transcript
 from tests import models
 from tests._server import REPO, ServerProcess
-from tests.integration.test_cli import cli, ok, one_error_line, target
+from tests.integration._cli import cli, ok, one_error_line, target
 from tests.unit.pipeline._factory import VOCAB, encode, png_claiming, wav_bytes, wordpiece_json
 
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
@@ -155,7 +155,7 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
 )
 def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline, fragment):
     name = _name()
-    with pytest.raises(InferenceFailed) as info:
+    with pytest.raises(InvalidInput) as info:
         conn.upload_model(models.token_embedder(len(VOCAB)), model_name=name, pipeline=pipeline)
     assert info.value.status_code == 400 and fragment in info.value.message
     with pytest.raises(blindai.errors.ModelNotFound):
@@ -165,7 +165,7 @@ def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline,
 def test_pipeline_files_over_the_limit_are_refused(conn: blindai.Connection):
     # the session server keeps the default limit (32 MiB of files)
     big = Pipeline({"input": TEXT}, {"tokenizer.json": b" " * (33 << 20)})
-    with pytest.raises(InferenceFailed, match="this server accepts at most 33554432"):
+    with pytest.raises(InvalidInput, match="this server accepts at most 33554432"):
         conn.upload_model(models.token_embedder(len(VOCAB)), pipeline=big)
 
 
@@ -181,7 +181,7 @@ def test_hostile_raw_inputs_are_400s_and_the_server_keeps_serving(
         (embedder, {"audio": wav_bytes(np.zeros(10, np.float32), 8000)}, "takes text, not audio"),
     ]
     for model, raw, fragment in cases:
-        with pytest.raises(InferenceFailed) as info:
+        with pytest.raises(InvalidInput) as info:
             conn.predict(model, **raw)
         assert info.value.status_code == 400 and fragment in info.value.message, raw.keys()
     assert conn.predict(colours, image=_png((250, 0, 0))).top.label == "red"
@@ -190,7 +190,7 @@ def test_hostile_raw_inputs_are_400s_and_the_server_keeps_serving(
 def test_raw_input_to_a_model_without_pipeline(conn: blindai.Connection):
     name = _name()
     conn.upload_model(models.matmul(4, 2), model_name=name)
-    with pytest.raises(InferenceFailed, match="has no pipeline: send tensors"):
+    with pytest.raises(InvalidInput, match="has no pipeline: send tensors"):
         conn.predict(name, text="hello")
 
 
@@ -300,7 +300,7 @@ def test_cli_upload_with_pipeline_and_run_on_an_image(server: ServerProcess, tmp
     bad = cli("run", name, "--image", tmp_path / "nope.png", *target(server))
     assert "no such image file" in one_error_line(bad, "ConfigurationError", 2)
     bad = cli("run", name, "--text", "hello", *target(server))
-    assert "takes image, not text" in one_error_line(bad, "InferenceFailed", 1)
+    assert "takes image, not text" in one_error_line(bad, "InvalidInput", 1)
 
 
 def test_cli_refuses_a_bad_pipeline_in_one_line(server: ServerProcess, tmp_path: Path):
@@ -309,7 +309,7 @@ def test_cli_refuses_a_bad_pipeline_in_one_line(server: ServerProcess, tmp_path:
     folder = _pipeline_dir(tmp_path)
     (folder / "pipeline.toml").write_text('[input]\nkind = "image"\nresize = "big"\n')
     bad = cli("upload", model, "--pipeline", folder, *target(server))
-    assert "input.resize" in one_error_line(bad, "InferenceFailed", 1)
+    assert "input.resize" in one_error_line(bad, "InvalidInput", 1)
 
 
 CLIENT_SCRIPT = """

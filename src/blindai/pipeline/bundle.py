@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["FILE_KEYS", "SPEC_NAMES", "Pipeline", "check_file_name"]
+__all__ = ["FILE_KEYS", "SPEC_NAMES", "Pipeline", "check_file_name", "parse_spec_document"]
 
 #: the spec document a pipeline folder holds (the first one found)
 SPEC_NAMES = ("pipeline.toml", "pipeline.json")

@@ -28,7 +28,7 @@ from blindai.server.protocols.v2.datatypes import datatype_for
 from blindai.server.registry import ModelEntry, ModelRef
 from blindai.server.runtime import TensorSpec
 
-__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "V2Routes", "v2_routes"]
+__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes", "v2_routes"]
 
 EXTENSIONS = ["binary_tensor_data"]
 OFFLOAD_BYTES = 1 << 16
