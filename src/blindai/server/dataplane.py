@@ -157,7 +157,8 @@ class DataPlane:
         """Run a model on named arrays; ``outputs`` names those to return (None: all).
 
         ``reshape_flat`` (the 0.6 protocol's flat lists): a 1-D array is given the shape of
-        the model's input when that shape is static but for a leading batch dimension.
+        the model's input when that shape is static, or static but for a leading batch
+        dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
         """
         entry = self.model(ref)
         raw = _raw_input(entry, inputs)
