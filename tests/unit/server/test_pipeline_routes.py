@@ -1,0 +1,93 @@
+"""Pipelines through the routes in process: raw images in, typed results out, refusals as 400s."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import pytest
+from PIL import Image
+
+from blindai.pipeline import Pipeline
+from blindai.protocol.names import ERROR_HEADER
+from blindai.server.protocols.v2.codec import HEADER_LENGTH
+from tests import models
+from tests.unit.pipeline._factory import encode
+from tests.unit.server._inprocess import InProcess, in_process
+
+PIPELINE = Pipeline(
+    {
+        "input": {"kind": "image", "resize": [16, 16]},
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 2},
+    },
+    {"labels.txt": b"red\ngreen\nblue\n"},
+)
+BLUE = encode(Image.new("RGB", (20, 20), (0, 0, 255)), "PNG")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[InProcess]:
+    with in_process() as s:
+        s.upload(models.colour_classifier(16), model_name="colours", pipeline=PIPELINE.to_wire())
+        s.upload(models.colour_classifier(16), model_name="plain")
+        yield s
+
+
+def run(server: InProcess, **body: Any) -> tuple[int, Any, str | None]:
+    resp = server.attested.post("/run", content=cbor2.dumps(body))
+    return resp.status_code, cbor2.loads(resp.content), resp.headers.get(ERROR_HEADER)
+
+
+def test_an_image_gets_labels(server: InProcess) -> None:
+    status, reply, _ = run(server, model_id="colours", image=BLUE)
+    assert status == 200, reply
+    assert reply["result"]["labels"][0]["label"] == "blue"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model_id": "colours", "text": "a blue square"}, "takes image, not text"),
+        ({"model_id": "plain", "image": BLUE}, "has no pipeline: send tensors"),
+        ({"model_id": "colours", "image": BLUE, "inputs": []}, "give one of"),
+        ({"model_id": "colours", "text": b"bytes"}, "text must be a string"),
+        ({"model_id": "colours", "image": "a path"}, "image must be a byte string"),
+        ({"model_id": "colours", "image": b"not an image"}, "image"),
+    ],
+)
+def test_raw_inputs_that_do_not_fit_are_invalid_input(
+    server: InProcess, body: dict[str, Any], fragment: str
+) -> None:
+    status, message, kind = run(server, **body)
+    assert (status, kind) == (400, "InvalidInput")
+    assert fragment in message
+
+
+def test_a_pipeline_that_does_not_fit_is_refused_at_upload(server: InProcess) -> None:
+    bad = {"spec": {"input": {"kind": "image", "resize": [16, 16]}, "extra": 1}, "files": {}}
+    body = {"model": models.colour_classifier(16), "pipeline": bad}
+    resp = server.management.post("/upload", content=cbor2.dumps(body))
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
+
+
+def _v2_image(server: InProcess, elements: list[bytes]) -> Any:
+    blob = b"".join(struct.pack("<I", len(e)) + e for e in elements)
+    head = json.dumps({
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(elements)],
+                    "parameters": {"binary_data_size": len(blob)}}],
+    }).encode()  # fmt: skip
+    return server.attested.post(
+        "/v2/models/colours/infer", content=head + blob, headers={HEADER_LENGTH: str(len(head))}
+    )
+
+
+def test_v2_takes_the_raw_input_as_one_bytes_element_and_answers_json(server: InProcess) -> None:
+    (out,) = _v2_image(server, [BLUE]).json()["outputs"]
+    assert out["name"] == "result" and out["datatype"] == "BYTES"
+    assert json.loads(out["data"][0])["labels"][0]["label"] == "blue"
+    refused = _v2_image(server, [BLUE, BLUE])
+    assert (refused.status_code, refused.json()["type"]) == (400, "InvalidInput")
+    assert "one BYTES element" in refused.json()["error"]
