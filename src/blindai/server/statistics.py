@@ -1,0 +1,125 @@
+"""Per-model inference statistics: counts and cumulative durations per phase, no content.
+
+Each inference request is timed in four phases: ``decode`` (the protocol turns the request into
+arrays), ``queue`` (waiting for an inference thread), ``infer`` (onnxruntime) and ``encode``
+(the protocol writes the reply). :class:`ModelStatistics` adds them up per model id, which is
+what the Open Inference Protocol's statistics extension reports (Triton's ``success``,
+``fail``, ``queue``, ``compute_input``, ``compute_infer``, ``compute_output``). Nothing about
+the inputs or outputs is kept: only how many requests and how long.
+
+Example::
+
+    stats = ModelStatistics()
+    timing = Timing()
+    with timing.phase("decode"):
+        ...
+    stats.record("model-id", timing, success=True)
+    stats.snapshot("model-id").success.count  # 1
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = ["PHASES", "Duration", "ModelStatistics", "Phase", "Snapshot", "Timing"]
+
+Phase = Literal["decode", "queue", "infer", "encode"]
+PHASES: tuple[Phase, ...] = ("decode", "queue", "infer", "encode")
+
+
+@dataclass
+class Timing:
+    """The durations (nanoseconds) of one request's phases, filled in as it goes."""
+
+    ns: dict[Phase, int] = field(default_factory=dict)
+    started: int = field(default_factory=time.perf_counter_ns)
+
+    @contextmanager
+    def phase(self, name: Phase) -> Iterator[None]:
+        """Time the ``with`` block as ``name`` (added to what that phase already took)."""
+        start = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter_ns() - start)
+
+    def add(self, name: Phase, ns: int) -> None:
+        """Add ``ns`` nanoseconds to phase ``name``."""
+        self.ns[name] = self.ns.get(name, 0) + max(ns, 0)
+
+    def total(self) -> int:
+        """Nanoseconds since this timing was created."""
+        return time.perf_counter_ns() - self.started
+
+
+@dataclass(frozen=True)
+class Duration:
+    """How many times, and how long in all (nanoseconds)."""
+
+    count: int = 0
+    ns: int = 0
+
+    def plus(self, ns: int) -> Duration:
+        """This duration with one more occurrence of ``ns`` nanoseconds."""
+        return Duration(self.count + 1, self.ns + ns)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One model's statistics at one moment.
+
+    ``success`` and ``fail``: requests that ended well or not, and their whole durations;
+    ``phases``: each phase's count and cumulative duration over successful requests;
+    ``last_inference_ms``: milliseconds since the epoch of the last success (0: none yet).
+    """
+
+    success: Duration = Duration()
+    fail: Duration = Duration()
+    phases: dict[Phase, Duration] = field(default_factory=lambda: {p: Duration() for p in PHASES})
+    last_inference_ms: int = 0
+
+    @property
+    def inference_count(self) -> int:
+        """Successful inferences (one per request: requests are not batched together)."""
+        return self.success.count
+
+
+class ModelStatistics:
+    """Thread-safe statistics per model id; a model's entry goes when :meth:`forget` is called."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_model: dict[str, Snapshot] = {}
+
+    def record(self, model_id: str, timing: Timing, *, success: bool) -> None:
+        """Add one request that ran (or failed) on ``model_id``."""
+        total = timing.total()
+        with self._lock:
+            old = self._by_model.get(model_id, Snapshot())
+            if not success:
+                self._by_model[model_id] = replace(old, fail=old.fail.plus(total))
+                return
+            phases = dict(old.phases)
+            for name, ns in timing.ns.items():
+                phases[name] = phases[name].plus(ns)
+            self._by_model[model_id] = Snapshot(
+                success=old.success.plus(total),
+                fail=old.fail,
+                phases=phases,
+                last_inference_ms=time.time_ns() // 1_000_000,
+            )
+
+    def snapshot(self, model_id: str) -> Snapshot:
+        """The statistics of ``model_id`` (all zero when it has served nothing)."""
+        with self._lock:
+            return self._by_model.get(model_id, Snapshot())
+
+    def forget(self, model_id: str) -> None:
+        """Drop a deleted model's statistics."""
+        with self._lock:
+            self._by_model.pop(model_id, None)
