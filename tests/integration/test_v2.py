@@ -124,11 +124,12 @@ def test_server_metadata(client: Any) -> None:
 
 
 def test_model_metadata_by_name_and_id(client: Any, conn: blindai.Connection) -> None:
-    reply = conn.upload_model(models.two_in_two_out(), model_name="meta-two")
-    for key in ("meta-two", reply.model_id):
+    name = f"meta-{uuid.uuid4().hex[:8]}"
+    reply = conn.upload_model(models.two_in_two_out(), model_name=name)
+    for key in (name, reply.model_id):
         meta = client.get_model_metadata(key)
-        assert meta["name"] == "meta-two"
-        assert meta["versions"] == [reply.model_id]
+        assert meta["name"] == name
+        assert meta["versions"] == ["1"]
         assert meta["platform"] == "onnxruntime_onnx"
         assert meta["inputs"] == [
             {"name": "a", "datatype": "FP32", "shape": [-1, 4]},
@@ -138,9 +139,10 @@ def test_model_metadata_by_name_and_id(client: Any, conn: blindai.Connection) ->
             {"name": "sum", "datatype": "FP32", "shape": [-1, 4]},
             {"name": "idx", "datatype": "INT64", "shape": [-1, 1]},
         ]
-    assert client.is_model_ready("meta-two")
-    assert client.is_model_ready("meta-two", model_version=reply.model_id)
-    assert not client.is_model_ready("meta-two", model_version="7")
+    assert client.is_model_ready(name)
+    assert client.is_model_ready(name, model_version="1")
+    assert client.is_model_ready(name, model_version=reply.model_id)
+    assert not client.is_model_ready(name, model_version="7")
     assert not client.is_model_ready("no-such-model")
 
 
@@ -204,14 +206,26 @@ def test_requested_outputs_are_a_subset(client: Any, upload: Callable[[bytes], s
 
 
 def test_versioned_infer(client: Any, conn: blindai.Connection) -> None:
-    """The only version of a model is its id; any other version is unknown."""
-    model_id = conn.upload_model(models.identity(TensorProto.FLOAT), model_name="ver").model_id
+    """As Triton: the uploads of a name are its versions 1, 2, ...; no version: the newest.
+
+    A version may also be given as the model's id; any other version is unknown (404).
+    """
+    name = f"ver-{uuid.uuid4().hex[:8]}"
+    first = conn.upload_model(models.identity(TensorProto.FLOAT), model_name=name).model_id
+    conn.upload_model(models.identity(TensorProto.FLOAT), model_name=name)
     x = np.ones((1, 3), np.float32)
-    result = client.infer("ver", [infer_input("x", x, binary=True)], model_version=model_id)
-    assert result.get_response()["model_version"] == model_id
-    np.testing.assert_array_equal(result.as_numpy("y"), x)
+
+    def version_that_ran(version: str) -> str:
+        result = client.infer(name, [infer_input("x", x, binary=True)], model_version=version)
+        np.testing.assert_array_equal(result.as_numpy("y"), x)
+        return str(result.get_response()["model_version"])
+
+    assert version_that_ran("") == "2"
+    assert version_that_ran("1") == "1"
+    assert version_that_ran(first) == "1"
+    assert client.get_model_metadata(name)["versions"] == ["1", "2"]
     with pytest.raises(InferenceServerException) as info:
-        client.infer("ver", [infer_input("x", x, binary=True)], model_version="1")
+        client.infer(name, [infer_input("x", x, binary=True)], model_version="3")
     assert info.value.status() == "404"
 
 
@@ -383,21 +397,19 @@ def expect_error(call: Callable[[], object], status: str, fragment: str) -> None
     assert fragment in info.value.message()
 
 
-def test_bf16_model_is_described_and_refused_clearly(
-    client: Any, upload: Callable[[bytes], str]
-) -> None:
-    """onnxruntime's numpy interface cannot carry bfloat16, so BF16 models cannot run."""
+def test_bf16_model_runs(client: Any, upload: Callable[[bytes], str]) -> None:
+    """onnxruntime's numpy interface has no bfloat16: the server goes through OrtValues."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
     name = upload(models.identity(TensorProto.BFLOAT16))
     assert client.get_model_metadata(name)["inputs"][0]["datatype"] == "BF16"
-    x = np.ones((1, 3), dtype=ml_dtypes.bfloat16)
-    expect_error(
-        lambda: client.infer(name, [infer_input("x", x, binary=True)]), "400", "not supported"
-    )
+    x = np.array([[1.5, -2.25, 3e38], [0, 1e-38, -7]], dtype=ml_dtypes.bfloat16)
+    got = client.infer(name, [infer_input("x", x, binary=True)]).as_numpy("y")
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got.view(np.uint16), x.view(np.uint16))
 
 
 def test_other_v2_paths_are_json_404(server: ServerProcess, server_pem: str) -> None:
-    status, error = raw_post(server, server_pem, "/v2/repository/index", b"{}", {})
+    status, error = raw_post(server, server_pem, "/v2/systemsharedmemory/register", b"{}", {})
     assert status == 404
     assert "not supported" in error["error"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import InferenceFailed, ProtocolError
+from blindai.errors import InferenceFailed, InvalidInput
 
 __all__ = ["BF16_ONNX_TYPE", "bfloat16", "from_ort_value", "to_ort_value"]
 
@@ -36,7 +36,7 @@ def bfloat16() -> np.dtype[Any] | None:
 def to_ort_value(array: np.ndarray) -> Any:
     """An OrtValue onnxruntime accepts for ``array`` (bfloat16 arrays named as such)."""
     if array.dtype.kind == "O":
-        raise ProtocolError(
+        raise InvalidInput(
             "a model with bfloat16 outputs cannot take string inputs on this server"
         )
     if array.dtype.name != "bfloat16":
@@ -52,13 +52,13 @@ def from_ort_value(value: Any) -> np.ndarray:
     dtype = bfloat16()
     if dtype is None or value.device_name().lower() != "cpu":
         raise InferenceFailed(
-            "a bfloat16 output can only be read from CPU memory with ml_dtypes", status_code=422
+            "a bfloat16 output can only be read from CPU memory with ml_dtypes"
         )
     shape = tuple(value.shape())
     size = int(value.tensor_size_in_bytes())
     if size != 2 * int(np.prod(shape, dtype=np.int64)):
         raise InferenceFailed(
-            "onnxruntime gave a bfloat16 output of an unexpected size", status_code=422
+            "onnxruntime gave a bfloat16 output of an unexpected size"
         )
     raw = ctypes.string_at(value.data_ptr(), size) if size else b""
     return np.frombuffer(raw, dtype=np.uint16).copy().view(dtype).reshape(shape)

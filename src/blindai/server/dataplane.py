@@ -16,11 +16,17 @@ result. Pipeline errors caused by a request are InvalidInput (400).
 
 Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
 every request goes through.
+
+The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`)
+and times uploads and compilations in the server's metrics; a model can be unloaded (its
+session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
+:meth:`DataPlane.load`); an unloaded model answers ModelNotReady (503).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ import numpy as np
 from blindai.errors import (
     InferenceFailed,
     InvalidInput,
+    ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
     PipelineError,
@@ -40,9 +47,11 @@ from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipel
 from blindai.pipeline.results import PipelineResult
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
+from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ServerSettings
+from blindai.server.statistics import ModelStatistics, Timing
 
 __all__ = ["DataPlane", "Inference", "Inputs", "match_inputs"]
 
@@ -75,9 +84,16 @@ def _invalid_input() -> Iterator[None]:
 class DataPlane:
     """Upload, look up, run and delete models; shared by every protocol."""
 
-    def __init__(self, settings: ServerSettings, registry: ModelRegistry) -> None:
+    def __init__(
+        self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics or Metrics()
+        """The server's Prometheus metrics (upload and compile durations, models loaded)."""
+        self.statistics = ModelStatistics()
+        """Per-model inference statistics (the Open Inference Protocol's statistics)."""
+        self.metrics.models_loaded.set_function(lambda: float(registry.ready_count()))
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self._compile = WorkerPool(2, name="blindai-compile")
 
@@ -107,6 +123,7 @@ class DataPlane:
             )
         if not model:
             raise InvalidInput("the model is empty")
+        started = time.perf_counter()
         digest = model_digest(model)
         compiled = self.registry.session_for(digest)
         if compiled is None:
@@ -114,7 +131,31 @@ class DataPlane:
         steps = None
         if pipeline is not None:
             steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
-        return self.registry.add(digest, compiled, name, steps)
+        entry = self.registry.add(digest, compiled, name, steps, source=model)
+        self.metrics.upload_seconds.observe(time.perf_counter() - started)
+        return entry
+
+    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        """Compile unloaded models again from their kept bytes (loaded ones are left alone)."""
+        loaded = []
+        for entry in entries:
+            if self.registry.is_ready(entry):
+                loaded.append(entry)
+                continue
+            source = self.registry.source(entry)
+            if source is None:
+                raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
+            started = time.perf_counter()
+            session = self.registry.session_for(entry.hash)
+            if session is None:
+                session = await self._compile.run(self._compiled, source, True)
+            loaded.append(self.registry.reload(entry, session))
+            self.metrics.upload_seconds.observe(time.perf_counter() - started)
+        return loaded
+
+    def unload(self, entries: list[ModelEntry]) -> None:
+        """Release the sessions of models (their bytes stay, for :meth:`load`)."""
+        self.registry.unload(entries)
 
     def _compiled_pipeline(self, pipeline: Pipeline, model: OnnxModel) -> CompiledPipeline:
         with _invalid_input():
@@ -126,6 +167,13 @@ class DataPlane:
             )
 
     def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+        started = time.perf_counter()
+        try:
+            return self._session(model, optimize)
+        finally:
+            self.metrics.compile_seconds.observe(time.perf_counter() - started)
+
+    def _session(self, model: bytes, optimize: bool) -> OnnxModel:
         try:
             return OnnxModel(
                 model,
@@ -143,8 +191,15 @@ class DataPlane:
             ) from exc
 
     def model(self, ref: ModelRef) -> ModelEntry:
-        """The model a request means (ModelNotFound when there is none)."""
-        return self.registry.get(ref)
+        """The model a request means (ModelNotFound when there is none, ModelNotReady when it
+        is unloaded)."""
+        entry = self.registry.get(ref)
+        if not self.registry.is_ready(entry):
+            raise ModelNotReady(
+                f"model {entry.label!r} is unloaded; load it first "
+                "(POST /v2/repository/models/NAME/load)"
+            )
+        return entry
 
     async def infer(
         self,
@@ -153,21 +208,35 @@ class DataPlane:
         *,
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
+        timing: Timing | None = None,
     ) -> Inference:
         """Run a model on named arrays; ``outputs`` names those to return (None: all).
 
         ``reshape_flat`` (the 0.6 protocol's flat lists): a 1-D array is given the shape of
         the model's input when that shape is static, or static but for a leading batch
         dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
+        ``timing`` receives the phases ``decode`` (matching the inputs), ``queue`` (waiting for
+        a worker) and ``infer`` (running the model).
         """
+        timing = timing or Timing()
         entry = self.model(ref)
         raw = _raw_input(entry, inputs)
         if raw is not None:
             return await self._infer.run(_run_pipeline, entry, raw)
-        feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
-        wanted = _output_names(entry, outputs)
-        results = await self._infer.run(entry.model.predict, feeds, wanted)
-        return Inference(entry, results)
+        with timing.phase("decode"):
+            feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
+            wanted = _output_names(entry, outputs)
+        submitted = time.perf_counter_ns()
+
+        def timed() -> list[tuple[str, np.ndarray]]:
+            started = time.perf_counter_ns()
+            try:
+                return entry.model.predict(feeds, wanted)
+            finally:
+                timing.add("queue", started - submitted)
+                timing.add("infer", time.perf_counter_ns() - started)
+
+        return Inference(entry, await self._infer.run(timed))
 
     async def infer_raw(self, ref: ModelRef, kind: InputKind, raw: bytes | str) -> Inference:
         """Run one raw input (text, or image or audio file bytes) through the model's pipeline."""
@@ -183,7 +252,9 @@ class DataPlane:
         """Remove a model (by id, or the newest with that name); its session is released."""
         if not ref.key:
             raise InvalidInput("give the id or name of the model to delete")
-        return self.registry.remove(ref)
+        entry = self.registry.remove(ref)
+        self.statistics.forget(entry.model_id)
+        return entry
 
 
 def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:

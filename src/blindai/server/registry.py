@@ -1,5 +1,11 @@
 """ModelRegistry: models by id and by name, sessions shared between identical models.
 
+Versions, as the Open Inference Protocol (and Triton) number them: the uploads of one name are
+its versions 1, 2, 3, ... in upload order (a model without a name is version 1 of its id);
+without a version, a name means its newest upload. A model can be *unloaded*: its onnxruntime
+session is released (once no loaded model shares it) but its bytes stay in memory, so that
+*loading* it compiles it again; the registry keeps each model's bytes for that.
+
 A model is found by a :class:`ModelRef`: its id, its name (the newest upload with that name),
 the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
 Identical bytes share one onnxruntime session; the session is unloaded when the last model
@@ -12,7 +18,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
@@ -32,6 +38,17 @@ class ModelEntry:
     name: str | None
     model: OnnxModel = field(repr=False, compare=False)
     pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
+    version: int = 1
+    """The upload's number among the uploads of its name (1 for a model without a name)."""
+
+    @property
+    def label(self) -> str:
+        """The name the Open Inference Protocol reports: the model's name, else its id."""
+        return self.name or self.model_id
+
+    def has_version(self, version: str | None) -> bool:
+        """Whether ``version`` designates this model: none, its number, or its id."""
+        return version in (None, "", str(self.version), self.model_id)
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,9 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._by_id: dict[str, ModelEntry] = {}
         self._sessions: dict[bytes, OnnxModel] = {}
+        self._bytes: dict[bytes, bytes] = {}
+        self._unloaded: set[str] = set()
+        self._versions: dict[str, int] = {}
         self._max = max_models
 
     def session_for(self, digest: bytes) -> OnnxModel | None:
@@ -76,8 +96,13 @@ class ModelRegistry:
         model: OnnxModel,
         name: str | None,
         pipeline: CompiledPipeline | None = None,
+        *,
+        source: bytes | None = None,
     ) -> ModelEntry:
-        """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile."""
+        """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile.
+
+        ``source``: the model's bytes, kept so that an unloaded model can be loaded again.
+        """
         with self._lock:
             if len(self._by_id) >= self._max:
                 raise RegistryFull(
@@ -85,8 +110,13 @@ class ModelRegistry:
                     f"(--max-models {self._max}); delete one first"
                 )
             shared = self._sessions.setdefault(digest, model)
-            entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline)
+            version = 1
+            if name:
+                version = self._versions[name] = self._versions.get(name, 0) + 1
+            entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline, version)
             self._by_id[entry.model_id] = entry
+            if source is not None:
+                self._bytes.setdefault(digest, source)
         if shared is not model:  # an identical model was compiled meanwhile
             model.unload()
         return entry
@@ -97,10 +127,8 @@ class ModelRegistry:
             entry = self._find(ref)
         if entry is None:
             raise _not_found(ref)
-        if ref.version is not None and ref.version != entry.model_id:
-            raise ModelNotFound(
-                f"model {ref.key!r} has no version {ref.version!r} (its version is its id)"
-            )
+        if not entry.has_version(ref.version):
+            raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
         return entry
 
     def _find(self, ref: ModelRef) -> ModelEntry | None:
@@ -108,7 +136,7 @@ class ModelRegistry:
             found = self._by_id.get(ref.key)
             if found is not None:
                 return found
-            return self._newest(lambda e: e.name == ref.key)
+            return self._newest(lambda e: e.name == ref.key and e.has_version(ref.version))
         if ref.hash:
             wanted = ref.hash.lower()
             return self._newest(lambda e: e.hash.hex() == wanted)
@@ -123,12 +151,73 @@ class ModelRegistry:
         with self._lock:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
+            self._unloaded.discard(entry.model_id)
             shared = any(e.hash == entry.hash for e in self._by_id.values())
             if not shared:
                 self._sessions.pop(entry.hash, None)
+                self._bytes.pop(entry.hash, None)
         if not shared:
             entry.model.unload()
         return entry
+
+    def versions(self, key: str) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key`` (oldest first)."""
+        with self._lock:
+            found = self._by_id.get(key)
+            if found is not None:
+                return [found]
+            return [e for e in self._by_id.values() if e.name == key]
+
+    def entries(self) -> list[ModelEntry]:
+        """All models, oldest first."""
+        with self._lock:
+            return list(self._by_id.values())
+
+    def is_ready(self, entry: ModelEntry) -> bool:
+        """Whether the model is loaded (its session can run)."""
+        with self._lock:
+            return entry.model_id not in self._unloaded
+
+    def ready_count(self) -> int:
+        """How many models are loaded."""
+        with self._lock:
+            return len(self._by_id) - len(self._unloaded)
+
+    def unload(self, entries: list[ModelEntry]) -> None:
+        """Mark models unloaded; release each session no loaded model uses any more."""
+        released = []
+        with self._lock:
+            for entry in entries:
+                if entry.model_id in self._by_id:
+                    self._unloaded.add(entry.model_id)
+            for entry in entries:
+                live = [
+                    e
+                    for e in self._by_id.values()
+                    if e.hash == entry.hash and e.model_id not in self._unloaded
+                ]
+                if not live and entry.hash in self._sessions:
+                    released.append(self._sessions.pop(entry.hash))
+        for session in released:
+            session.unload()
+
+    def source(self, entry: ModelEntry) -> bytes | None:
+        """The bytes of a model, kept for loading it again (None if they were not kept)."""
+        with self._lock:
+            return self._bytes.get(entry.hash)
+
+    def reload(self, entry: ModelEntry, model: OnnxModel) -> ModelEntry:
+        """Mark a model loaded with ``model`` (or the session loaded meanwhile for its bytes)."""
+        with self._lock:
+            if entry.model_id not in self._by_id:
+                raise ModelNotFound(f"no model with id {entry.model_id!r}")
+            shared = self._sessions.setdefault(entry.hash, model)
+            loaded = replace(self._by_id[entry.model_id], model=shared)
+            self._by_id[entry.model_id] = loaded
+            self._unloaded.discard(entry.model_id)
+        if shared is not model:  # loaded meanwhile
+            model.unload()
+        return loaded
 
 
 def model_digest(model: bytes) -> bytes:

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import ConfigurationError, InferenceFailed, ModelNotFound, ModelNotReady
+from blindai.errors import BlindAIError, ConfigurationError, InferenceFailed, ModelNotFound, ModelNotReady
+from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 
 __all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
 
@@ -41,6 +42,9 @@ _ORT_TYPES: dict[str, np.dtype[np.generic]] = {
         "string": "object",
     }.items()
 }
+_BF16 = bfloat16()
+if _BF16 is not None:
+    _ORT_TYPES[BF16_ONNX_TYPE] = _BF16
 
 
 @dataclass(frozen=True)
@@ -134,9 +138,12 @@ class OnnxModel:
                 f"(the session got {', '.join(got)})"
             )
         self._session: ort.InferenceSession | None = session
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        """The model's metadata properties (``labels`` feeds the classification extension)."""
         self.inputs = tuple(_spec(n) for n in session.get_inputs())
         self.outputs = tuple(_spec(n) for n in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
+        self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
 
     def predict(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
@@ -144,13 +151,26 @@ class OnnxModel:
         """Run the model on validated inputs.
 
         Returns (output name, array) for ``outputs`` (all of them, in model order, when None).
+        bfloat16 inputs and outputs go through OrtValues (onnxruntime's numpy interface has no
+        bfloat16).
         """
         session = self._session
         if session is None:
-            raise ModelNotFound("the model was deleted before this request ran")
+            raise ModelNotFound("the model was deleted or unloaded before this request ran")
         names = self._output_names if outputs is None else list(outputs)
         try:
-            results = session.run(names, dict(feeds))
+            if self._bf16_out:
+                values = session.run_with_ort_values(
+                    names, {k: to_ort_value(v) for k, v in feeds.items()}
+                )
+                results = [from_ort_value(v) for v in values]
+            else:
+                results = session.run(
+                    names,
+                    {k: to_ort_value(v) if v.dtype.name == "bfloat16" else v for k, v in feeds.items()},
+                )
+        except BlindAIError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceFailed(
                 f"the model failed on these inputs: {type(exc).__name__}"

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 from blindai.server._bfloat16 import bfloat16, from_ort_value, to_ort_value
 from tests import models
 
@@ -53,5 +53,5 @@ def test_other_types_pass_through() -> None:
 
 
 def test_strings_cannot_become_ort_values() -> None:
-    with pytest.raises(ProtocolError, match="string"):
+    with pytest.raises(InvalidInput, match="string"):
         to_ort_value(np.array(["a"], dtype=object))

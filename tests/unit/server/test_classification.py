@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 from blindai.server.protocols.classification import (
     classification_count,
     classify,
@@ -43,13 +43,13 @@ def test_bfloat16_is_classified_as_floats() -> None:
     ids=["scalar", "empty", "bool", "bytes"],
 )
 def test_what_cannot_be_classified(array: np.ndarray) -> None:
-    with pytest.raises(ProtocolError, match="classification"):
+    with pytest.raises(InvalidInput, match="classification"):
         classify(array, 1, "y")
 
 
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "2"])
 def test_count_must_be_a_positive_integer(value: object) -> None:
-    with pytest.raises(ProtocolError, match="positive integer"):
+    with pytest.raises(InvalidInput, match="positive integer"):
         classification_count(value, "y")
     assert classification_count(None, "y") is None
     assert classification_count(3, "y") == 3

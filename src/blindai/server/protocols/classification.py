@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 
 __all__ = ["MAX_LABELS", "classification_count", "classify", "labels_from_metadata"]
 
@@ -28,11 +28,11 @@ MAX_LABELS = 1 << 20
 
 
 def classification_count(value: object, output: str) -> int | None:
-    """The ``classification`` parameter's count (None when absent); ProtocolError when bad."""
+    """The ``classification`` parameter's count (None when absent); InvalidInput when bad."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ProtocolError(f"output {output!r}: classification must be a positive integer")
+        raise InvalidInput(f"output {output!r}: classification must be a positive integer")
     return value
 
 
@@ -59,7 +59,7 @@ def classify(array: np.ndarray, k: int, name: str, labels: Sequence[str] = ()) -
     if array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
     if array.dtype.kind not in "iuf" or array.ndim == 0 or array.size == 0:
-        raise ProtocolError(
+        raise InvalidInput(
             f"output {name!r}: classification needs a numeric tensor of rank 1 or more, "
             f"not {array.dtype} of shape {list(array.shape)}"
         )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc.tensors import GrpcRequest, decode, encode
-from blindai.server.v2.tensors import array_to_binary
+from blindai.server.protocols.v2.tensors import array_to_binary
 
 CONTENTS = {
     "BOOL": ("bool_contents", np.bool_, [True, False]),
@@ -112,7 +112,7 @@ def test_bytes_and_half_precision() -> None:
     ],
 )
 def test_bad_requests_are_protocol_errors(msg, fragment: str) -> None:
-    with pytest.raises(ProtocolError, match=fragment):
+    with pytest.raises(InvalidInput, match=fragment):
         decode(msg)
 
 

@@ -7,7 +7,7 @@ prefixed by a 4-byte length) or in its typed ``contents`` field (``fp32_contents
 BF16 have no typed field: they travel raw. Outputs are always returned raw
 (``raw_output_contents``), which is what tritonclient reads first.
 
-Every check raises ProtocolError (gRPC ``INVALID_ARGUMENT``): unknown datatype, shape that does
+Every check raises InvalidInput (gRPC ``INVALID_ARGUMENT``): unknown datatype, shape that does
 not match the data, integers out of range, a blob of the wrong size.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
-from blindai.server.v2.datatypes import datatype_for, dtype_for
-from blindai.server.v2.tensors import array_from_binary, array_to_binary
+from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
+from blindai.server.protocols.v2.tensors import array_from_binary, array_to_binary
 
 __all__ = ["MAX_ELEMENTS", "MAX_RANK", "GrpcRequest", "RequestedOutput", "decode", "encode"]
 
@@ -85,35 +85,35 @@ def _parameter(value: Any) -> object:
 
 def _shape(dims: Sequence[int], label: str) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
-        raise ProtocolError(f"{label}: shape must be a list of non-negative integers")
+        raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
     if len(dims) > MAX_RANK or math.prod(d for d in dims if d) > MAX_ELEMENTS:
-        raise ProtocolError(f"{label}: shape {list(dims)} is larger than this server handles")
+        raise InvalidInput(f"{label}: shape {list(dims)} is larger than this server handles")
     return tuple(int(d) for d in dims)
 
 
 def _from_contents(tensor: Any, dtype: np.dtype[Any], shape: tuple[int, ...], label: str) -> Any:
     field = _FIELDS.get(tensor.datatype)
     if field is None:
-        raise ProtocolError(f"{label}: {tensor.datatype} data must be sent in raw_input_contents")
+        raise InvalidInput(f"{label}: {tensor.datatype} data must be sent in raw_input_contents")
     others = [f for f in _ALL_FIELDS if f != field and len(getattr(tensor.contents, f))]
     if others:
-        raise ProtocolError(f"{label}: {tensor.datatype} data cannot be in {others[0]}")
+        raise InvalidInput(f"{label}: {tensor.datatype} data cannot be in {others[0]}")
     values = getattr(tensor.contents, field)
     if len(values) != math.prod(shape):
-        raise ProtocolError(
+        raise InvalidInput(
             f"{label}: {len(values)} element(s) given, shape {list(shape)} needs {math.prod(shape)}"
         )
     if dtype.kind == "O":
         try:
             items = [bytes(v).decode("utf-8") for v in values]
         except UnicodeDecodeError as exc:
-            raise ProtocolError(f"{label}: BYTES elements must be UTF-8 text") from exc
+            raise InvalidInput(f"{label}: BYTES elements must be UTF-8 text") from exc
         return np.array(items, dtype=object).reshape(shape)
     raw: np.ndarray = np.fromiter(values, dtype=_FIELD_DTYPES[field], count=len(values))
     if dtype.kind in "iu" and raw.size:
         info = np.iinfo(dtype)
         if int(raw.min()) < info.min or int(raw.max()) > info.max:
-            raise ProtocolError(f"{label}: a value is out of range for {dtype}")
+            raise InvalidInput(f"{label}: a value is out of range for {dtype}")
     return raw.astype(dtype).reshape(shape)
 
 
@@ -123,40 +123,40 @@ def _outputs(request: Any) -> list[RequestedOutput] | None:
     found = []
     for out in request.outputs:
         if not out.name:
-            raise ProtocolError("a requested output has no name")
+            raise InvalidInput("a requested output has no name")
         params = {k: _parameter(v) for k, v in out.parameters.items()}
         if any(k.startswith("shared_memory") for k in params):
-            raise ProtocolError(f"output {out.name!r}: shared memory is not supported")
+            raise InvalidInput(f"output {out.name!r}: shared memory is not supported")
         count = classification_count(params.get("classification"), out.name)
         found.append(RequestedOutput(out.name, count))
     names = [o.name for o in found]
     if len(set(names)) != len(names):
-        raise ProtocolError("an output is requested twice")
+        raise InvalidInput("an output is requested twice")
     return found
 
 
 def decode(request: Any) -> GrpcRequest:
     """Check and convert a ``ModelInferRequest``'s inputs and requested outputs."""
     if not request.inputs:
-        raise ProtocolError("inputs must be a non-empty list")
+        raise InvalidInput("inputs must be a non-empty list")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise ProtocolError(
+        raise InvalidInput(
             f"raw_input_contents holds {len(raw)} blob(s) for {len(request.inputs)} input(s); "
             "when used, it carries every input"
         )
     arrays = []
     for i, tensor in enumerate(request.inputs):
         if not tensor.name:
-            raise ProtocolError(f"inputs[{i}]: name must be a non-empty string")
+            raise InvalidInput(f"inputs[{i}]: name must be a non-empty string")
         label = f"input {tensor.name!r}"
         if any(k.startswith("shared_memory") for k in tensor.parameters):
-            raise ProtocolError(f"{label}: shared memory is not supported")
+            raise InvalidInput(f"{label}: shared memory is not supported")
         dtype = dtype_for(tensor.datatype)
         shape = _shape(tensor.shape, label)
         if raw:
             if tensor.HasField("contents"):
-                raise ProtocolError(f"{label}: give contents or raw_input_contents, not both")
+                raise InvalidInput(f"{label}: give contents or raw_input_contents, not both")
             array = array_from_binary(memoryview(raw[i]), dtype, shape, label)
         else:
             array = _from_contents(tensor, dtype, shape, label)

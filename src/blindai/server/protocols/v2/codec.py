@@ -7,8 +7,9 @@ reply carries an output as binary when the request asked for it (``parameters.bi
 the requested output, else the request's ``parameters.binary_data_output``).
 
 Parsing checks structure, datatypes, shapes and sizes (InvalidInput, 400); matching the
-inputs against the model is the data plane's job. Shared memory and classification outputs
-are not supported and are refused.
+inputs against the model is the data plane's job. A requested output may ask for the
+classification extension (``parameters.classification``: top-k). Shared memory is not
+supported and is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from blindai.errors import InvalidInput
 from blindai.server._text import count
+from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
 from blindai.server.protocols.v2.tensors import (
     array_from_binary,
@@ -54,6 +56,8 @@ class RequestedOutput:
 
     name: str
     binary: bool
+    classification: int | None = None
+    """The classification extension's top-k count, when asked for."""
 
 
 @dataclass(frozen=True)
@@ -174,12 +178,11 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"outputs[{i}]: name must be a non-empty string")
         params = _parameters(tensor, f"output {name!r}")
-        if "classification" in params or any(key in params for key in _UNSUPPORTED):
-            raise InvalidInput(
-                f"output {name!r}: classification and shared memory are not supported"
-            )
+        if any(key in params for key in _UNSUPPORTED):
+            raise InvalidInput(f"output {name!r}: shared memory is not supported")
         binary = _flag(params, "binary_data", f"output {name!r}")
-        found.append(RequestedOutput(name, default if binary is None else binary))
+        top_k = classification_count(params.get("classification"), name)
+        found.append(RequestedOutput(name, default if binary is None else binary, top_k))
     names = [o.name for o in found]
     if len(set(names)) != len(names):
         raise InvalidInput("an output is requested twice")

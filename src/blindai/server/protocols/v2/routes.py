@@ -1,5 +1,12 @@
 """Thin Starlette endpoints for the v2 protocol: decode, one data-plane call, encode.
 
+Health (``/v2/health/live``, ``/v2/health/ready``: no model data, answered to anyone who
+reaches the port), server and model metadata, inference (JSON, binary extension,
+classification extension), the model repository extension (``POST /v2/repository/index``,
+``.../models/{name}/load``, ``.../unload``) and statistics (``GET /v2/models/stats``,
+``/v2/models/{name}[/versions/{version}]/stats``), all through
+:class:`~blindai.server.protocols.v2.service.OipService`.
+
 Every error is a non-200 reply with a JSON body ``{"error": "...", "type": "InvalidInput"}``
 (``type``: the error's class in :mod:`blindai.errors`, also in the ``X-BlindAI-Error``
 header), its status taken from that class (400 malformed request or mismatch with the model,
@@ -13,24 +20,21 @@ import json
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blindai._version import __version__
 from blindai.errors import InvalidInput
 from blindai.server._text import limit
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import error_replies, read_body
 from blindai.server.protocols.v2.codec import HEADER_LENGTH, encode_response, parse_request
-from blindai.server.protocols.v2.datatypes import datatype_for
-from blindai.server.registry import ModelEntry, ModelRef
-from blindai.server.runtime import TensorSpec
+from blindai.server.protocols.v2.service import EXTENSIONS, RESULT_OUTPUT, OipService, Wanted
+from blindai.server.registry import ModelEntry
+from blindai.server.statistics import Timing
 
 __all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes", "v2_routes"]
 
-EXTENSIONS = ["binary_tensor_data"]
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
 _P = ParamSpec("_P")
@@ -50,27 +54,12 @@ def _json_error(message: str, status: int, error_type: str) -> Response:
 _json_errors = error_replies(_json_error)
 
 
-def _describe(spec: TensorSpec) -> dict[str, object]:
-    return {
-        "name": spec.name,
-        "datatype": datatype_for(spec.dtype, spec.onnx_type),
-        "shape": [-1 if d is None else d for d in spec.shape],
-    }
-
-
-RESULT_OUTPUT = "result"
-"""The BYTES output holding a pipeline's result as JSON text."""
-
-
-def _ref(request: Request) -> ModelRef:
-    return ModelRef(key=request.path_params["name"], version=request.path_params.get("version"))
-
-
 class V2Routes:
-    """Health, metadata and inference endpoints; models are addressed by id or name."""
+    """Health, metadata, inference, repository and statistics endpoints."""
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
+        self.oip = OipService(plane)
         most = plane.settings.max_request_bytes
         self._refusal = f"the request body is over {limit(most, 'max_request_bytes')}"
         self.live = _json_errors(self._live)
@@ -78,15 +67,38 @@ class V2Routes:
         self.metadata = _json_errors(self._metadata)
         self.model_ready = _json_errors(self._model_ready)
         self.infer = _json_errors(self._infer)
+        self.index = _json_errors(self._index)
+        self.load = _json_errors(self._load)
+        self.unload = _json_errors(self._unload)
+        self.stats = _json_errors(self._stats)
+
+    def routes(self) -> list[Route]:
+        """The v2 routes for the attested app."""
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        repository = "/v2/repository/models/{name}"
+        return [
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.live, methods=["GET"]),
+            Route("/v2/models/stats", self.stats, methods=["GET"]),
+            *(Route(p, self.metadata, methods=["GET"]) for p in (model, versioned)),
+            *(Route(f"{p}/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
+            *(Route(f"{p}/infer", self.infer, methods=["POST"]) for p in (model, versioned)),
+            *(Route(f"{p}/stats", self.stats, methods=["GET"]) for p in (model, versioned)),
+            Route("/v2/repository/index", self.index, methods=["POST"]),
+            Route(f"{repository}/load", self.load, methods=["POST"]),
+            Route(f"{repository}/unload", self.unload, methods=["POST"]),
+            Route("/v2/{rest:path}", self.unsupported, methods=["GET", "POST", "PUT", "DELETE"]),
+        ]
 
     async def unsupported(self, request: Request) -> Response:
-        """Other v2 paths (repository, statistics, shared memory, ...): a JSON 404."""
+        """Other v2 paths (shared memory, tracing, logging, ...): a JSON 404."""
         return _json_response({"error": f"{request.url.path} is not supported here"}, 404)
 
-    def _entry(self, request: Request) -> ModelEntry:
-        entry = self.plane.model(_ref(request))
-        request.state.model_id = entry.model_id
-        return entry
+    @staticmethod
+    def _key(request: Request) -> tuple[str, str]:
+        return request.path_params["name"], request.path_params.get("version", "")
 
     async def _work(
         self, big: bool, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
@@ -99,47 +111,81 @@ class V2Routes:
         return _json_response({key: True})
 
     async def _server_metadata(self, _: Request) -> Response:
-        return _json_response({"name": "blindai", "version": __version__, "extensions": EXTENSIONS})
+        return _json_response(self.oip.server_metadata())
 
     async def _metadata(self, request: Request) -> Response:
-        entry = self._entry(request)
-        return _json_response({
-            "name": entry.name or entry.model_id,
-            "versions": [entry.model_id],
-            "platform": "onnxruntime_onnx",
-            "inputs": [_describe(s) for s in entry.model.inputs],
-            "outputs": [_describe(s) for s in entry.model.outputs],
-        })  # fmt: skip
+        return _json_response(self.oip.model_metadata(*self._key(request)))
 
     async def _model_ready(self, request: Request) -> Response:
-        entry = self._entry(request)
-        return _json_response({"name": entry.name or entry.model_id, "ready": True})
+        name, version = self._key(request)
+        ready = self.oip.is_ready(name, version)
+        # Triton answers a model that is not ready with 400 (tritonclient reads the status)
+        return _json_response({"name": name, "ready": ready}, 200 if ready else 400)
+
+    async def _small_json(self, request: Request) -> dict[str, Any]:
+        body = await read_body(request, 1 << 16, "the request body is over 64 KiB")
+        try:
+            doc = json.loads(body) if body.strip() else {}
+        except ValueError as exc:
+            raise InvalidInput("the request body is not valid JSON") from exc
+        if not isinstance(doc, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        return doc
+
+    async def _index(self, request: Request) -> Response:
+        ready = (await self._small_json(request)).get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInput("ready must be a boolean")
+        return _json_response(self.oip.index(ready_only=ready))
+
+    async def _load(self, request: Request) -> Response:
+        await self._small_json(request)
+        await self.oip.load(request.path_params["name"])
+        return _json_response({})
+
+    async def _unload(self, request: Request) -> Response:
+        await self._small_json(request)
+        self.oip.unload(request.path_params["name"])
+        return _json_response({})
+
+    async def _stats(self, request: Request) -> Response:
+        name = request.path_params.get("name", "")
+        return _json_response(self.oip.statistics(name, request.path_params.get("version", "")))
 
     async def _infer(self, request: Request) -> Response:
+        timing = Timing()
+        entry = self.oip.ready_model(*self._key(request))
+        request.state.model_id = entry.model_id
+        try:
+            response = await self._run(request, entry, timing)
+        except Exception:
+            self.oip.record(entry, timing, success=False, protocol="rest")
+            raise
+        self.oip.record(entry, timing, success=True, protocol="rest")
+        return response
+
+    async def _run(self, request: Request, entry: ModelEntry, timing: Timing) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise InvalidInput(f"Content-Encoding {encoding!r} is not supported")
         body = await read_body(request, self.plane.settings.max_request_bytes, self._refusal)
         big = len(body) >= OFFLOAD_BYTES
-        parsed = await self._work(big, parse_request, body, request.headers.get(HEADER_LENGTH))
-        wanted = None if parsed.outputs is None else [o.name for o in parsed.outputs]
-        result = await self.plane.infer(_ref(request), parsed.inputs, outputs=wanted)
-        entry = result.entry
-        request.state.model_id = entry.model_id
-        outputs = result.outputs
-        if result.result is not None:  # a pipeline's typed result, as JSON text
-            text = json.dumps(result.result.to_wire(), separators=(",", ":"))
-            outputs = [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
-        name = entry.name or entry.model_id
+        with timing.phase("decode"):
+            parsed = await self._work(big, parse_request, body, request.headers.get(HEADER_LENGTH))
+        wanted = None
+        if parsed.outputs is not None:
+            wanted = [Wanted(o.name, o.classification) for o in parsed.outputs]
+        outputs = await self.oip.infer(entry, parsed.inputs, wanted, timing)
         big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
-        reply, head = await self._work(
-            big,
-            encode_response,
-            parsed,
-            outputs,
-            model_name=name,
-            model_version=entry.model_id,
-        )
+        with timing.phase("encode"):
+            reply, head = await self._work(
+                big,
+                encode_response,
+                parsed,
+                outputs,
+                model_name=entry.label,
+                model_version=str(entry.version),
+            )
         if head is None:
             return Response(reply, media_type="application/json")
         return Response(
@@ -149,15 +195,4 @@ class V2Routes:
 
 def v2_routes(plane: DataPlane) -> list[Route]:
     """The v2 routes for the attested app."""
-    v2 = V2Routes(plane)
-    model = "/v2/models/{name}"
-    versioned = "/v2/models/{name}/versions/{version}"
-    return [
-        Route("/v2", v2.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", v2.live, methods=["GET"]),
-        Route("/v2/health/ready", v2.live, methods=["GET"]),
-        *(Route(p, v2.metadata, methods=["GET"]) for p in (model, versioned)),
-        *(Route(f"{p}/ready", v2.model_ready, methods=["GET"]) for p in (model, versioned)),
-        *(Route(f"{p}/infer", v2.infer, methods=["POST"]) for p in (model, versioned)),
-        Route("/v2/{rest:path}", v2.unsupported, methods=["GET", "POST", "PUT", "DELETE"]),
-    ]
+    return V2Routes(plane).routes()

@@ -1,0 +1,192 @@
+"""The Open Inference Protocol's semantics, shared by its REST and gRPC encodings.
+
+:class:`OipService` answers in plain data (dicts shaped as the REST JSON, which is also the
+shape of the gRPC messages' fields) and numpy arrays; the REST routes write them as JSON, the
+gRPC servicer parses them into protobuf messages. It calls only the data plane.
+
+Models and versions (as Triton): a model is addressed by its name or its id; the uploads of a
+name are its versions ``"1"``, ``"2"``, ... (a version may also be given as the model's id);
+without a version, the newest upload. The repository index lists every version with its state,
+``READY`` or ``UNAVAILABLE`` (reason ``unloaded``).
+
+Access control (once the API keys land): every lookup goes through :meth:`OipService.versions`,
+the one place where the caller's key will restrict what is seen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from blindai._version import __version__
+from blindai.errors import ModelNotFound
+from blindai.server.dataplane import DataPlane
+from blindai.server.protocols.classification import classify, labels_from_metadata
+from blindai.server.protocols.v2.datatypes import datatype_for
+from blindai.server.registry import ModelEntry, ModelRef
+from blindai.server.runtime import TensorSpec
+from blindai.server.statistics import PHASES, Duration, Snapshot, Timing
+
+__all__ = ["EXTENSIONS", "RESULT_OUTPUT", "OipService", "Wanted"]
+
+RESULT_OUTPUT = "result"
+"""The BYTES output holding a pipeline's result as JSON text."""
+
+EXTENSIONS = ["classification", "model_repository", "statistics", "binary_tensor_data"]
+"""The protocol extensions this server supports (server metadata)."""
+
+# Triton's statistics fields for each of our phases
+_TRITON_PHASES = {
+    "decode": "compute_input",
+    "queue": "queue",
+    "infer": "compute_infer",
+    "encode": "compute_output",
+}
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An output a request asks for; ``classification``: its top-k count, if asked."""
+
+    name: str
+    classification: int | None = None
+
+
+def _describe(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": datatype_for(spec.dtype, spec.onnx_type),
+        "shape": [-1 if d is None else d for d in spec.shape],
+    }
+
+
+def _duration(d: Duration) -> dict[str, int]:
+    return {"count": d.count, "ns": d.ns}
+
+
+def _model_stats(entry: ModelEntry, snap: Snapshot) -> dict[str, Any]:
+    stats = {"success": _duration(snap.success), "fail": _duration(snap.fail)}
+    for phase in PHASES:
+        stats[_TRITON_PHASES[phase]] = _duration(snap.phases[phase])
+    stats["cache_hit"] = stats["cache_miss"] = _duration(Duration())
+    return {
+        "name": entry.label,
+        "version": str(entry.version),
+        "last_inference": snap.last_inference_ms,
+        "inference_count": snap.inference_count,
+        "execution_count": snap.inference_count,
+        "inference_stats": stats,
+        "batch_stats": [],
+    }
+
+
+class OipService:
+    """Health, metadata, inference, repository and statistics over the data plane."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def versions(self, name: str) -> list[ModelEntry]:
+        """Every version of ``name`` (a model id: that model), oldest first; 404 if none."""
+        found = self.plane.registry.versions(name)
+        if not found:
+            raise ModelNotFound(f"no model with id or name {name!r}")
+        return found
+
+    def model(self, name: str, version: str = "") -> ModelEntry:
+        """The model a (name, version) pair means: the newest version when none is given."""
+        found = [e for e in self.versions(name) if e.has_version(version)]
+        if not found:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        return found[-1]
+
+    def ready_model(self, name: str, version: str = "") -> ModelEntry:
+        """:meth:`model` through the data plane's lookup: ModelNotReady (503) when unloaded."""
+        return self.plane.model(ModelRef(key=name, version=version or None))
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        """Whether the model exists and is loaded."""
+        return self.plane.registry.is_ready(self.model(name, version))
+
+    def server_metadata(self) -> dict[str, Any]:
+        """Name, version and supported extensions."""
+        return {"name": "blindai", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        """Name, versions, platform and tensors of a loaded model."""
+        entry = self.ready_model(name, version)
+        return {
+            "name": entry.label,
+            "versions": [str(e.version) for e in self.versions(name)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [_describe(s) for s in entry.model.inputs],
+            "outputs": [_describe(s) for s in entry.model.outputs],
+        }
+
+    async def infer(
+        self,
+        entry: ModelEntry,
+        inputs: Sequence[tuple[str | None, np.ndarray]],
+        wanted: Sequence[Wanted] | None,
+        timing: Timing,
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run a model; returns the outputs asked for (all when None), classified if asked."""
+        names = None if wanted is None else [w.name for w in wanted]
+        ref = ModelRef(key=entry.model_id)
+        done = await self.plane.infer(ref, inputs, outputs=names, timing=timing)
+        if done.result is not None:  # a pipeline's typed result, as JSON text
+            text = json.dumps(done.result.to_wire(), separators=(",", ":"))
+            return [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
+        if wanted is None or all(w.classification is None for w in wanted):
+            return done.outputs
+        with timing.phase("encode"):
+            labels = labels_from_metadata(entry.model.metadata)
+            return [
+                (w.name, array)
+                if w.classification is None
+                else (w.name, classify(array, w.classification, w.name, labels))
+                for w, (_, array) in zip(wanted, done.outputs, strict=True)
+            ]
+
+    def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
+        """Account one request in the model's statistics and the server's metrics."""
+        self.plane.statistics.record(entry.model_id, timing, success=success)
+        if success:
+            self.plane.metrics.observe_phases(protocol, timing)
+
+    def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model version with its state (READY or UNAVAILABLE), oldest first."""
+        rows = []
+        for entry in self.plane.registry.entries():
+            ready = self.plane.registry.is_ready(entry)
+            if ready_only and not ready:
+                continue
+            row = {"name": entry.label, "version": str(entry.version)}
+            row["state"] = "READY" if ready else "UNAVAILABLE"
+            if not ready:
+                row["reason"] = "unloaded"
+            rows.append(row)
+        return rows
+
+    async def load(self, name: str) -> None:
+        """Load every version of ``name`` that is unloaded."""
+        await self.plane.load(self.versions(name))
+
+    def unload(self, name: str) -> None:
+        """Unload every version of ``name`` (the bytes stay for :meth:`load`)."""
+        self.plane.unload(self.versions(name))
+
+    def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """Triton's statistics document for one model version, or every model (no name)."""
+        if name:
+            entries = [e for e in self.versions(name) if e.has_version(version)]
+            if not entries:
+                raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        else:
+            entries = self.plane.registry.entries()
+        stats = self.plane.statistics
+        return {"model_stats": [_model_stats(e, stats.snapshot(e.model_id)) for e in entries]}
