@@ -59,6 +59,8 @@ class ServerProcess:
     management_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_port: int = 0
+    """The attested gRPC port (a free one, so that test servers never share 9926)."""
 
     @property
     def ports(self) -> dict[str, int]:
@@ -135,7 +137,7 @@ def _start_once(
     host: str | None,
     module: str = "blindai",
 ) -> ServerProcess:
-    u, a, m = free_ports(3)
+    u, a, m, g = free_ports(4)
     log_path = log_dir / f"server-{u}.log"
     cmd = [
         sys.executable,
@@ -150,11 +152,13 @@ def _start_once(
         str(a),
         "--management-port",
         str(m),
+        "--grpc-port",
+        str(g),
         *extra,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
-    server = ServerProcess(HOST, u, a, m, proc, log_path)
+    server = ServerProcess(HOST, u, a, m, proc, log_path, g)
     _wait_ready(server, timeout, https)
     return server
 

@@ -156,6 +156,8 @@ def blindai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         str(p2),
         "--management-port",
         str(p3),
+        "--grpc-port",
+        "0",
     ]
     with log.open("wb") as sink:
         proc = subprocess.Popen(

@@ -53,9 +53,10 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def serve_ports() -> list[str]:
-    """``serve`` flags for loopback and three free ports."""
+    """``serve`` flags for loopback and three free ports (gRPC off: never the shared 9926)."""
     u, a, m = free_ports(3)
     ports = ["--unattested-port", str(u), "--attested-port", str(a), "--management-port", str(m)]
+    ports += ["--grpc-port", "0"]
     return ["--host", "127.0.0.1", *ports]
 
 

@@ -286,6 +286,8 @@ def test_serve_auto_without_a_tee_fails_in_one_line() -> None:
         a,
         "--management-port",
         m,
+        "--grpc-port",
+        "0",
         timeout=30,
     )
     assert done.returncode != 0

@@ -50,7 +50,7 @@ def test_serve_device_cuda_refuses_in_one_line() -> None:
     u, a, m = free_ports(3)
     done = blindai_cli(
         "serve", "--simulation", "--device", "cuda", "--host", "127.0.0.1",
-        "--unattested-port", u, "--attested-port", a, "--management-port", m,
+        "--unattested-port", u, "--attested-port", a, "--management-port", m, "--grpc-port", "0",
         timeout=60,
     )  # fmt: skip
     assert done.returncode == 2

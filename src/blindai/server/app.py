@@ -6,7 +6,7 @@ app             routes
 unattested      0.6 ``/``, ``/quote``, ``/collateral``; ``/info``, ``/endorsements``,
                 ``/gpu-evidence``
 attested        0.6 ``/run``, ``/upload``, ``/delete``; the v2 routes; ``/gpu-evidence``
-management      0.6 ``/upload``, ``/delete``
+management      0.6 ``/upload``, ``/delete``; ``GET /metrics`` (Prometheus)
 ==============  =================================================================
 
 Every model route goes through one :class:`~blindai.server.dataplane.DataPlane`.
@@ -26,7 +26,9 @@ from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
 from blindai.server.middleware import ServerHeaderAndAccessLog
 from blindai.server.protocols.v06 import V06Routes, gpu_evidence_route, unattested_routes
-from blindai.server.protocols.v2 import v2_routes
+from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
+from blindai.server.protocols.v2.routes import V2Routes
+from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry
 from blindai.server.settings import ServerSettings
 
@@ -50,6 +52,11 @@ class Apps:
     management: ASGIApp
     plane: DataPlane
     evidence_workers: WorkerPool
+    oip: OipService
+    """The Open Inference Protocol's semantics, for the gRPC server."""
+    metrics: Metrics
+    metrics_only: ASGIApp
+    """``GET /metrics`` alone, for the optional plain loopback port."""
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -62,8 +69,14 @@ def create_apps(
     registry: ModelRegistry,
     service: EvidenceService,
 ) -> Apps:
-    """Build the three apps sharing one data plane and one evidence service."""
-    plane = DataPlane(settings, registry)
+    """Build the three apps sharing one data plane, one evidence service, one set of metrics.
+
+    Every app counts its requests in the metrics (by route template); the management app and
+    ``metrics_only`` serve them on ``GET /metrics``.
+    """
+    metrics = service.metrics or Metrics()
+    plane = DataPlane(settings, registry, metrics)
+    v2 = V2Routes(plane)
     v06 = V06Routes(plane)
     evidence_workers = WorkerPool(EVIDENCE_THREADS, name="blindai-evidence")
     header = server_header(settings.is_simulation)
@@ -73,16 +86,21 @@ def create_apps(
     ]
     inference = [Route("/run", v06.run, methods=["POST"])]
     unattested = unattested_routes(service, evidence_workers, settings=settings)
-    attested = [*inference, *model_routes, *v2_routes(plane)]
+    attested = [*inference, *model_routes, *v2.routes()]
     attested.append(gpu_evidence_route(service, evidence_workers))
 
     def wrap(app: ASGIApp, label: str) -> ASGIApp:
-        return ServerHeaderAndAccessLog(app, server_header=header, port_label=label)
+        counted = MetricsMiddleware(app, metrics, port=label)
+        return ServerHeaderAndAccessLog(counted, server_header=header, port_label=label)
 
+    scrape = metrics_route(metrics)
     return Apps(
         unattested=wrap(Starlette(routes=unattested), "unattested"),
         attested=wrap(Starlette(routes=attested), "attested"),
-        management=wrap(Starlette(routes=model_routes), "management"),
+        management=wrap(Starlette(routes=[*model_routes, scrape]), "management"),
         plane=plane,
         evidence_workers=evidence_workers,
+        oip=v2.oip,
+        metrics=metrics,
+        metrics_only=wrap(Starlette(routes=[scrape]), "metrics"),
     )

@@ -10,6 +10,7 @@ from typing import Any
 from blindai.attestation.binding import expected_report_data
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
+from blindai.server.metrics import Metrics
 from blindai.server.tls import TlsIdentity
 
 __all__ = ["EVIDENCE_TTL_S", "EvidenceService"]
@@ -29,6 +30,8 @@ class EvidenceService:
     identity: TlsIdentity
     attester: Attester
     gpu: NvidiaGpuAttester | None = None
+    metrics: Metrics | None = None
+    """Where evidence refreshes are counted (``blindai_evidence_refreshes_total``)."""
     _cached: tuple[float, bytes] | None = field(default=None, init=False)
     _gpu_cached: tuple[float, dict[str, Any]] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -40,6 +43,7 @@ class EvidenceService:
             if self._cached is None or now - self._cached[0] > EVIDENCE_TTL_S:
                 data = expected_report_data(self.identity.cert_der)
                 self._cached = (now, self.attester.evidence(data))
+                self._refreshed("cpu")
             return self._cached[1]
 
     def gpu_evidence(self) -> dict[str, Any] | None:
@@ -50,4 +54,9 @@ class EvidenceService:
             now = time.monotonic()
             if self._gpu_cached is None or now - self._gpu_cached[0] > EVIDENCE_TTL_S:
                 self._gpu_cached = (now, self.gpu.evidence(self.identity.cert_der))
+                self._refreshed("gpu")
             return self._gpu_cached[1]
+
+    def _refreshed(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.evidence_refreshes.labels(kind).inc()

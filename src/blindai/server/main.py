@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -17,6 +18,7 @@ from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.evidence import EvidenceService
+from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelRegistry
 from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
@@ -79,7 +81,7 @@ def build(
         _log.warning("*** %s ***", SIMULATION_WARNING)
     chosen = attester or _attester(settings)
     gpu = gpu_attester or _gpu_attester(settings)
-    service = EvidenceService(TlsIdentity.generate(), chosen, gpu)
+    service = EvidenceService(TlsIdentity.generate(), chosen, gpu, Metrics())
     service.evidence()
     service.gpu_evidence()
     apps = create_apps(settings, ModelRegistry(max_models=settings.max_models), service)
@@ -121,14 +123,16 @@ async def _serve(built: Built) -> None:
     s = built.settings
     tls = built.service.identity.server_context()
     plan = [
-        (built.apps.unattested, s.unattested_port, _unattested_tls(s)),
-        (built.apps.attested, s.attested_port, tls),
-        (built.apps.management, s.management_port, tls),
+        (built.apps.unattested, s.listen_host, s.unattested_port, _unattested_tls(s), "unattested"),
+        (built.apps.attested, s.listen_host, s.attested_port, tls, "attested"),
+        (built.apps.management, s.listen_host, s.management_port, tls, "management"),
     ]
+    if s.metrics_port:  # plain HTTP: loopback only, whatever --host says
+        plan.append((built.apps.metrics_only, "127.0.0.1", s.metrics_port, None, "metrics"))
     servers = []
     sockets = []
-    for app, port, ctx in plan:
-        sock = _bind(s.listen_host, port)
+    for app, host, port, ctx, label in plan:
+        sock = _bind(host, port)
         sockets.append(sock)
         config = uvicorn.Config(
             app,
@@ -141,9 +145,30 @@ async def _serve(built: Built) -> None:
         )
         config.load()
         config.ssl = ctx
-        servers.append((uvicorn.Server(config), sock))
+        server = uvicorn.Server(config)
+        built.apps.metrics.count_connections(label, _open_connections(server))
+        servers.append((server, sock))
+    grpc_server = None
+    if s.grpc_port:
+        from blindai.server.protocols.grpc.server import start_grpc_server
+
+        grpc_server, _ = await start_grpc_server(
+            built.apps.oip,
+            identity=built.service.identity,
+            host=s.listen_host,
+            port=s.grpc_port,
+            max_request_bytes=s.max_request_bytes,
+        )
     _log.info("%s", _banner(built))
-    await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
+    try:
+        await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=None)
+
+
+def _open_connections(server: uvicorn.Server) -> Callable[[], int]:
+    return lambda: len(server.server_state.connections)
 
 
 def _banner(built: Built) -> str:
@@ -158,6 +183,10 @@ def _banner(built: Built) -> str:
         f"://{host}:{s.unattested_port}, attested https://{host}:{s.attested_port}, "
         f"management https://{host}:{s.management_port}"
     )
+    if s.grpc_port:
+        line += f", gRPC (attested TLS) {host}:{s.grpc_port}"
+    if s.metrics_port:
+        line += f", plain-HTTP metrics on http://127.0.0.1:{s.metrics_port}/metrics"
     if s.is_simulation and host not in _LOOPBACK:
         line += f"; this simulation is EXPOSED on {host}: reachable by other machines"
     elif s.is_simulation:

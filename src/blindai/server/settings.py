@@ -24,7 +24,7 @@ __all__ = ["ServerSettings", "TeeName"]
 
 TeeName = Literal["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
 
-_PORTS = ("unattested_port", "attested_port", "management_port")
+_PORTS = ("unattested_port", "attested_port", "management_port", "grpc_port", "metrics_port")
 
 
 class ServerSettings(BaseSettings):
@@ -48,6 +48,12 @@ class ServerSettings(BaseSettings):
     """Attested TLS: inference (and model management for blindai-preview clients)."""
     management_port: int = Field(9925, ge=0, le=65535)
     """Attested TLS: model management (/upload, /delete)."""
+    grpc_port: int = Field(9926, ge=0, le=65535)
+    """Attested TLS: the Open Inference Protocol over gRPC (same certificate as the attested
+    port); 0 disables it."""
+    metrics_port: int = Field(0, ge=0, le=65535)
+    """Plain HTTP ``GET /metrics`` bound to 127.0.0.1 only, for a scraper beside the server
+    (a sidecar); 0 disables it. ``/metrics`` is always served on the management port."""
     unattested_tls_cert: Path | None = None
     """PEM certificate (chain) for HTTPS on the unattested port: an ordinary, CA-issued one
     (unset: plain HTTP)."""

@@ -56,15 +56,19 @@ class TlsIdentity:
             serialization.Encoding.PEM
         )
 
-    def server_context(self) -> ssl.SSLContext:
-        """A TLS 1.2+ server context holding the key (through memory, not the disk)."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        key_pem = self._key.private_bytes(
+    def key_pem(self) -> bytes:
+        """The private key in PKCS#8 PEM, for TLS stacks that take it from memory (gRPC)."""
+        return self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS 1.2+ server context holding the key (through memory, not the disk)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        key_pem = self.key_pem()
         if not hasattr(os, "memfd_create"):
             raise ConfigurationError("the server needs Linux (memfd_create) to keep its key in RAM")
         fd = os.memfd_create("blindai-tls", os.MFD_CLOEXEC)
