@@ -341,7 +341,10 @@ def test_malformed_bodies(body: bytes, header: str | None, message: str) -> None
         ([fp32(data=[1, 2, 3])], b"", {"outputs": [{"name": "y"}, {"name": "y"}]}, "twice"),
         ([fp32(data=[1, 2, 3])], b"", {"outputs": [{}]}, "name"),
         ([fp32(data=[1, 2, 3])], b"",
-         {"outputs": [{"name": "y", "parameters": {"classification": 2}}]}, "classification"),
+         {"outputs": [{"name": "y", "parameters": {"classification": 0}}]}, "classification"),
+        ([fp32(data=[1, 2, 3])], b"",
+         {"outputs": [{"name": "y", "parameters": {"shared_memory_region": "r"}}]},
+         "shared memory"),
         ([fp32(data=[1, 2, 3])], b"",
          {"outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}, "boolean"),
         ([fp32(data=[1, 2, 3])], b"", {"parameters": {"binary_data_output": 1}}, "boolean"),
@@ -499,3 +502,11 @@ def test_tritonclient_bf16_binary() -> None:
     result = httpclient.InferResult.from_response_body(reply_body, header_length=head)
     assert result.get_response()["outputs"][0]["datatype"] == "BF16"
     np.testing.assert_array_equal(result.as_numpy("x").astype(np.float32), array.astype(np.float32))
+
+
+def test_classification_is_parsed() -> None:
+    """The classification extension's count travels with the requested output."""
+    doc = {"inputs": [fp32(data=[1, 2, 3])]}
+    doc["outputs"] = [{"name": "y", "parameters": {"classification": 2}}, {"name": "z"}]
+    parsed = parse_request(json.dumps(doc).encode(), None)
+    assert [(o.name, o.classification) for o in parsed.outputs or ()] == [("y", 2), ("z", None)]
