@@ -290,3 +290,20 @@ def test_plain_metrics_port_is_loopback_only(tmp_path: Path) -> None:
         assert "plain-HTTP metrics on http://127.0.0.1:" in proc.log()
     finally:
         proc.stop()
+
+
+def test_grpc_errors_carry_status_codes(server, pem_file, conn) -> None:
+    client = grpc_client(server, pem_file)
+    try:
+        x = np.ones((1, 3), np.float32)
+        with pytest.raises(InferenceServerException) as info:
+            infer((client, grpcclient), f"none-{uuid.uuid4().hex}", {"x": x})
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        name = upload(conn, models.identity(TensorProto.FLOAT))
+        with pytest.raises(InferenceServerException) as info:
+            infer((client, grpcclient), name, {"x": np.ones((2, 4), np.float32)})
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shape" in info.value.message()
+        assert client.is_server_live()  # and the server keeps serving
+    finally:
+        client.close()
