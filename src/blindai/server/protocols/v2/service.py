@@ -9,8 +9,12 @@ name are its versions ``"1"``, ``"2"``, ... (a version may also be given as the 
 without a version, the newest upload. The repository index lists every version with its state,
 ``READY`` or ``UNAVAILABLE`` (reason ``unloaded``).
 
-Access control (once the API keys land): every lookup goes through :meth:`OipService.versions`,
-the one place where the caller's key will restrict what is seen.
+Access control (once the API keys land): every lookup goes through :meth:`OipService.versions`
+(and :meth:`OipService.index` / :meth:`OipService.statistics` list through the registry), the
+places where the caller's key will restrict what is seen. The key arrives as
+``Authorization: Bearer KEY``: the REST routes read ``request.headers["authorization"]``, the
+gRPC servicer ``context.invocation_metadata()`` (key ``authorization``); both will pass it to
+the data plane the way the 0.6 routes do.
 """
 
 from __future__ import annotations
