@@ -36,9 +36,7 @@ def bfloat16() -> np.dtype[Any] | None:
 def to_ort_value(array: np.ndarray) -> Any:
     """An OrtValue onnxruntime accepts for ``array`` (bfloat16 arrays named as such)."""
     if array.dtype.kind == "O":
-        raise InvalidInput(
-            "a model with bfloat16 outputs cannot take string inputs on this server"
-        )
+        raise InvalidInput("a model with bfloat16 outputs cannot take string inputs on this server")
     if array.dtype.name != "bfloat16":
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
     raw = np.ascontiguousarray(array).view(np.uint16)
@@ -51,14 +49,10 @@ def from_ort_value(value: Any) -> np.ndarray:
         return np.asarray(value.numpy())
     dtype = bfloat16()
     if dtype is None or value.device_name().lower() != "cpu":
-        raise InferenceFailed(
-            "a bfloat16 output can only be read from CPU memory with ml_dtypes"
-        )
+        raise InferenceFailed("a bfloat16 output can only be read from CPU memory with ml_dtypes")
     shape = tuple(value.shape())
     size = int(value.tensor_size_in_bytes())
     if size != 2 * int(np.prod(shape, dtype=np.int64)):
-        raise InferenceFailed(
-            "onnxruntime gave a bfloat16 output of an unexpected size"
-        )
+        raise InferenceFailed("onnxruntime gave a bfloat16 output of an unexpected size")
     raw = ctypes.string_at(value.data_ptr(), size) if size else b""
     return np.frombuffer(raw, dtype=np.uint16).copy().view(dtype).reshape(shape)

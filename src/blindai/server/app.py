@@ -24,9 +24,9 @@ from blindai._version import __version__
 from blindai.server._workers import WorkerPool
 from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
+from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
 from blindai.server.middleware import ServerHeaderAndAccessLog
 from blindai.server.protocols.v06 import V06Routes, gpu_evidence_route, unattested_routes
-from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
 from blindai.server.protocols.v2.routes import V2Routes
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry

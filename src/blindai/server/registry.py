@@ -125,6 +125,9 @@ class ModelRegistry:
         """The model ``ref`` means; ModelNotFound when there is none."""
         with self._lock:
             entry = self._find(ref)
+            named = entry is None and ref.version and self._find(replace(ref, version=None))
+        if named:
+            raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
         if entry is None:
             raise _not_found(ref)
         if not entry.has_version(ref.version):

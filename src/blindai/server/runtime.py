@@ -14,7 +14,13 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import BlindAIError, ConfigurationError, InferenceFailed, ModelNotFound, ModelNotReady
+from blindai.errors import (
+    BlindAIError,
+    ConfigurationError,
+    InferenceFailed,
+    ModelNotFound,
+    ModelNotReady,
+)
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 
 __all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
@@ -167,7 +173,10 @@ class OnnxModel:
             else:
                 results = session.run(
                     names,
-                    {k: to_ort_value(v) if v.dtype.name == "bfloat16" else v for k, v in feeds.items()},
+                    {
+                        k: to_ort_value(v) if v.dtype.name == "bfloat16" else v
+                        for k, v in feeds.items()
+                    },
                 )
         except BlindAIError:
             raise

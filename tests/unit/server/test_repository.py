@@ -9,11 +9,11 @@ import pytest
 from onnx import TensorProto
 
 from blindai.errors import ModelNotFound, ModelNotReady
-from blindai.server.handlers import DataPlane
+from blindai.server.dataplane import DataPlane
+from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry
 from blindai.server.settings import ServerSettings
 from blindai.server.statistics import Timing
-from blindai.server.v2.service import OipService
 from tests import models
 
 

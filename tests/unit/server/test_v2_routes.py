@@ -45,9 +45,10 @@ def test_health_and_server_metadata(server: InProcess) -> None:
 
 def test_model_metadata_by_name_and_version(server: InProcess, two: str) -> None:
     meta = server.attested.get("/v2/models/two-v2").json()
-    assert meta["versions"] == [two]
+    assert meta["versions"] == ["1"]
     assert meta["inputs"][0] == {"name": "a", "datatype": "FP32", "shape": [-1, 4]}
     assert server.attested.get(f"/v2/models/two-v2/versions/{two}/ready").json()["ready"]
+    assert server.attested.get("/v2/models/two-v2/versions/1/ready").json()["ready"]
     resp = server.attested.get("/v2/models/two-v2/versions/other")
     assert (resp.status_code, resp.headers[ERROR_HEADER]) == (404, "ModelNotFound")
     assert resp.json()["type"] == "ModelNotFound" and "no version" in resp.json()["error"]
@@ -57,7 +58,7 @@ def test_json_inference_with_outputs_asked_for(server: InProcess, two: str) -> N
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
     doc = {"id": "r1", "inputs": [fp32("a", a), fp32("b", a)], "outputs": [{"name": "idx"}]}
     reply = infer(server, f"/v2/models/{two}/infer", doc).json()
-    assert reply["id"] == "r1" and reply["model_version"] == two
+    assert reply["id"] == "r1" and reply["model_version"] == "1"
     assert [o["name"] for o in reply["outputs"]] == ["idx"]
     assert reply["outputs"][0]["data"] == [3, 3]
 

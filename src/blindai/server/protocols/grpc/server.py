@@ -13,8 +13,8 @@ import grpc
 from blindai.errors import ConfigurationError
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.servicer import InferenceServicer
+from blindai.server.protocols.v2.service import OipService
 from blindai.server.tls import TlsIdentity
-from blindai.server.v2.service import OipService
 
 __all__ = ["start_grpc_server"]
 

@@ -5,7 +5,8 @@ ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload. Th
 of Triton's service (streaming, model config, shared memory, tracing, logging) answer
 ``UNIMPLEMENTED``. Errors map to status codes through :func:`grpc_code` (400 ->
 INVALID_ARGUMENT, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED, 503 -> UNAVAILABLE, ...), with
-the same short message the REST routes send; nothing from a request is logged.
+the same short message the REST routes send (its status from the error's class); nothing from
+a request is logged.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import json_format
 
-from blindai.errors import BlindAIError, ModelNotFound
-from blindai.server.errors import message_for, status_for
+from blindai.errors import BlindAIError, ModelNotFound, ServerError
 from blindai.server.metrics import Metrics
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.tensors import decode, encode
+from blindai.server.protocols.v2.service import OipService, Wanted
 from blindai.server.statistics import Timing
-from blindai.server.v2.service import OipService, Wanted
 
 __all__ = ["InferenceServicer", "grpc_code"]
 
@@ -42,7 +42,7 @@ _CODES = {
 }
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
-Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def grpc_code(status: int) -> grpc.StatusCode:
@@ -50,7 +50,7 @@ def grpc_code(status: int) -> grpc.StatusCode:
     return _CODES.get(status, grpc.StatusCode.INTERNAL)
 
 
-def _guarded(method: str, metrics: Metrics, fn: Handler) -> Handler:
+def _guarded(method: str, metrics: Metrics, fn: _Handler) -> _Handler:
     """Errors become a status code and a short message; every call is counted."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -59,11 +59,11 @@ def _guarded(method: str, metrics: Metrics, fn: Handler) -> Handler:
         try:
             return await fn(request, context)
         except BlindAIError as exc:
-            status = status_for(exc)
+            status = exc.http_status
             code = grpc_code(status)
             if status >= 500:
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
-            await context.abort(code, message_for(exc))
+            await context.abort(code, exc.message if isinstance(exc, ServerError) else str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
