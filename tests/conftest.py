@@ -1,5 +1,5 @@
-"""Shared fixtures: where the real evidence lives (read in place from ../shared/evidence), and
-the SGX and TDX sets with a fake Intel PCS serving their collateral."""
+"""Shared fixtures: where the real evidence lives (committed test vectors, tests/data/evidence),
+and the SGX and TDX sets with a fake Intel PCS serving their collateral."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ import pytest
 
 from tests.unit.attestation.pcs_fakes import FakeFetcher, pcs_answers, tdx_answers
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-EVIDENCE = SHARED / "evidence"
+EVIDENCE = Path(__file__).resolve().parent / "data" / "evidence"
 
 
 @pytest.fixture(scope="session")
 def evidence_dir() -> Path:
-    """The real evidence sets; the test is skipped with a reason when ../shared is absent."""
-    if not EVIDENCE.is_dir():
-        pytest.skip(
-            f"real evidence not available: {EVIDENCE} is absent (../shared beside the checkout)"
-        )
+    """The real evidence sets, committed with their provenance (see its README.md)."""
     return EVIDENCE
 
 

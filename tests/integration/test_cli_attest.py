@@ -1,13 +1,12 @@
 """``blindai attest`` and ``blindai serve`` as a user runs them: a subprocess, exit codes, stderr.
 
 Exit status: 0 accepted, 1 refused (one line per violation), 2 unusable arguments or malformed
-evidence; never a traceback. Real evidence is read in place from ../shared/evidence; derived
-negative vectors (bit flip, truncation) are written to ``tmp_path``.
+evidence; never a traceback. Real evidence comes from the committed vectors (tests/data/evidence);
+derived negative vectors (bit flip, truncation) are written to ``tmp_path``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -189,23 +188,16 @@ def test_bad_at(snp: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Nitro (evervault production enclave), when the Nitro verifier is merged
+# Nitro (evervault production enclave)
 
 
-def _nitro_or_skip(evidence_dir: Path) -> Path:
-    try:
-        module = importlib.import_module("blindai.attestation.nitro")
-    except ImportError:
-        module = None
-    if not hasattr(module, "NitroVerifier"):
-        pytest.skip(
-            "blindai.attestation.nitro has no NitroVerifier (the Nitro branch is not merged)"
-        )
+@pytest.fixture
+def nitro_doc(evidence_dir: Path) -> Path:
     return evidence_dir.joinpath(*NITRO_SET) / "attestation_doc.cbor"
 
 
-def test_nitro_verify(evidence_dir: Path) -> None:
-    doc = _nitro_or_skip(evidence_dir)
+def test_nitro_verify(nitro_doc: Path) -> None:
+    doc = nitro_doc
     done = blindai(
         "attest", "verify", "--kind", "nitro", "--evidence", doc, "--at", NITRO_AT, "--json"
     )
@@ -215,8 +207,8 @@ def test_nitro_verify(evidence_dir: Path) -> None:
     assert claims["debug"] is False
 
 
-def test_nitro_bit_flip_refused(evidence_dir: Path, tmp_path: Path) -> None:
-    doc = bytearray(_nitro_or_skip(evidence_dir).read_bytes())
+def test_nitro_bit_flip_refused(nitro_doc: Path, tmp_path: Path) -> None:
+    doc = bytearray(nitro_doc.read_bytes())
     doc[-1] ^= 0x01  # last byte of the COSE signature
     path = tmp_path / "flipped.cbor"
     path.write_bytes(bytes(doc))

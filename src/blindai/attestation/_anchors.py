@@ -2,7 +2,7 @@
 
 The roots themselves travel with the evidence (quote certification data, the SNP certificate
 table or KDS answer, the Nitro cabundle, the GPU's NVML chain); a verifier accepts a chain only
-when its root's fingerprint is one of these. Values from ``../shared/evidence/README.md``,
+when its root's fingerprint is one of these. Values from ``tests/data/evidence/README.md``,
 identical across independent public repositories. ``NVIDIA_DEVICE_IDENTITY_CA`` is also the
 SHA-256 of NVIDIA/nvtrust's ``verifier/certs/verifier_device_root.pem``; ``NVIDIA_RIM_ROOT``
 (``CN=NVIDIA CoRIM signing Root CA``, P-384, 2023-03-16 .. 2053-03-08) that of its

@@ -1,7 +1,7 @@
 """AMD KDS as a source of SEV-SNP certificates, offline: a fake KDS serves the real sets' files.
 
 The URLs each real report leads to are checked against the CHIP_ID and REPORTED_TCB documented
-in ../shared/evidence/README.md; what the fake KDS answers then verifies through SnpVerifier
+in tests/data/evidence/README.md; what the fake KDS answers then verifies through SnpVerifier
 at 2025-06-01T00:00:00Z, like certificates from the host would.
 """
 

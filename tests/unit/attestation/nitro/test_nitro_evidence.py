@@ -1,4 +1,4 @@
-"""Real AWS Nitro attestation documents (../shared/evidence/nitro), read in place.
+"""Real AWS Nitro attestation documents (tests/data/evidence/nitro).
 
 Positive: each set verifies at its documented time with its documented PCRs, user_data,
 public_key and nonce. Negative: vectors derived here by bit flips, truncation and time shifts.

@@ -1,4 +1,4 @@
-"""SGX evidence sets from ../shared/evidence/sgx-dcap, with the times their README gives."""
+"""SGX evidence sets from tests/data/evidence/sgx-dcap, with the times their README gives."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ SHA384 = hashes.SHA384()
 
 @dataclass(frozen=True)
 class RealSet:
-    """One real SEV-SNP evidence set and its documented values (../shared/evidence/README.md)."""
+    """One real SEV-SNP evidence set and its documented values (tests/data/evidence/README.md)."""
 
     name: str
     report: bytes

@@ -1,4 +1,4 @@
-"""TDX evidence sets from ../shared/evidence/tdx, with the times their README gives."""
+"""TDX evidence sets from tests/data/evidence/tdx, with the times their README gives."""
 
 from __future__ import annotations
 
