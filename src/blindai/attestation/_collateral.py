@@ -14,7 +14,7 @@ the one over ``urllib``). For a quote whose PCK chain gives FMSPC ``F`` and PCK 
 (TDX shares the SGX PCK CRL and root CA CRL.) Issuer chains are URL-encoded PEM in those
 headers (API v3 named the TCB one ``SGX-TCB-Info-Issuer-Chain``; both are accepted). CRLs may
 come as DER, PEM or hex text. The answers become dcap-qvl collateral through
-:mod:`blindai.attestation._dcap_collateral`; an answer it cannot use is
+:mod:`blindai.attestation.dcap`; an answer it cannot use is
 :class:`CollateralUnavailable`. Nothing fetched is trusted: the verifier checks it all.
 """
 
@@ -32,7 +32,13 @@ from urllib.parse import unquote
 
 from cryptography import x509
 
-from blindai.attestation._dcap_collateral import Collateral, collateral_from_pcs, parse_collateral
+from blindai.attestation.dcap import (
+    TEE_TDX,
+    Collateral,
+    collateral_from_pcs,
+    parse_collateral,
+    parse_envelope,
+)
 from blindai.errors import CollateralError, CollateralUnavailable, EvidenceError
 
 __all__ = [
@@ -146,8 +152,6 @@ class PckChain:
 
 def pck_chain(quote: bytes) -> PckChain:
     """The PCK chain of an SGX or TDX quote with certification data type 5 (PEM chain)."""
-    from blindai.attestation.sgx._layout import TEE_TDX, parse_envelope
-
     try:
         envelope = parse_envelope(quote)
     except EvidenceError as exc:

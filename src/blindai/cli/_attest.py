@@ -112,7 +112,7 @@ def _permissive(kind: EvidenceKind) -> dict[str, Any]:
         return {"allow_any_measurement": True}  # a GPU report has no debug flag
     data: dict[str, Any] = {"allow_any_measurement": True, "allow_debug": True}
     if kind in (EvidenceKind.SGX, EvidenceKind.TDX):
-        from blindai.attestation._dcap import TCB_STATUSES
+        from blindai.attestation.dcap import TCB_STATUSES
 
         data["allowed_tcb_statuses"] = sorted(TCB_STATUSES)
     if kind is EvidenceKind.SEV_SNP:

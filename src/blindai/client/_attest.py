@@ -118,7 +118,7 @@ def _endorsements(
     if found.collateral is None and kind in _DCAP_KINDS:
         coll_resp = _get(plain, "/collateral", optional=True)
         if coll_resp is not None:
-            from blindai.attestation._dcap import collateral_from_blindai_v06
+            from blindai.attestation.dcap import collateral_from_blindai_v06
 
             found = Endorsements(
                 collateral_from_blindai_v06(_cbor(coll_resp, "collateral")),

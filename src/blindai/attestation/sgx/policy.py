@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blindai.attestation.claims import VerifiedClaims
-from blindai.attestation.sgx import _fields as f
+from blindai.attestation.dcap import fields as f
 from blindai.attestation.sgx._claims import SgxClaims
 from blindai.errors import ConfigurationError, Violation
 

@@ -1,4 +1,4 @@
-"""TDX quote layout: the DCAP envelope (shared with SGX) and TD report bodies. No crypto.
+"""TDX quote layout: the TD report bodies inside a DCAP quote (:mod:`~blindai.attestation.dcap`).
 
 Quote v4 carries a TD report 1.0 (584 bytes); quote v5 a TD report 1.0 (body type 2) or 1.5
 (body type 3, 648 bytes: adds TEE_TCB_SVN2 and MRSERVICETD). Nothing here is verified.
@@ -9,12 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from blindai.attestation.sgx._layout import (
-    BODY_TD15,
-    TEE_TDX,
-    QuoteEnvelope,
-    parse_envelope,
-)
+from blindai.attestation.dcap import BODY_TD15, TEE_TDX, QuoteEnvelope, parse_envelope
 from blindai.errors import EvidenceError
 
 __all__ = ["TdReport", "parse_td_report", "parse_tdx_quote"]
@@ -74,7 +69,5 @@ def parse_td_report(body: bytes, body_type: int) -> TdReport:
 
 def parse_tdx_quote(data: bytes) -> tuple[QuoteEnvelope, TdReport]:
     """Parse a TDX quote v4/v5; an SGX quote is an EvidenceError."""
-    envelope = parse_envelope(data)
-    if envelope.header.tee_type != TEE_TDX:
-        raise EvidenceError("this is an SGX quote, not a TDX quote")
+    envelope = parse_envelope(data, tee_type=TEE_TDX)
     return envelope, parse_td_report(envelope.body, envelope.body_type)

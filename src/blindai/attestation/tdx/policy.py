@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blindai.attestation.claims import VerifiedClaims
-from blindai.attestation.sgx import _fields as f
+from blindai.attestation.dcap import fields as f
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.errors import ConfigurationError, Violation
 

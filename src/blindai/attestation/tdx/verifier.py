@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Any
 
-from blindai.attestation._dcap import DcapResult, QuoteVerifier
 from blindai.attestation.claims import EvidenceKind
-from blindai.attestation.sgx._layout import QuoteEnvelope
+from blindai.attestation.dcap import DcapResult, QuoteEnvelope, QuoteVerifier
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.attestation.tdx._layout import TdReport, parse_tdx_quote
 from blindai.attestation.tdx.policy import DEBUG, TdxPolicy
@@ -15,16 +14,9 @@ __all__ = ["TdxVerifier"]
 
 
 class TdxVerifier(QuoteVerifier[TdReport, TdxClaims]):
-    """Verifies Intel TDX DCAP quotes (v4, v5; PCK chain in the quote) offline.
-
-    ``trusted_roots`` are SHA-256 fingerprints of the root certificates accepted at the end of
-    the quote's PCK chain; :meth:`with_embedded_roots` pins the Intel SGX Root CA (which also
-    roots TDX). Collateral (``Endorsements.collateral``, QuoteCollateralV3 JSON) is required.
-    :meth:`verify` takes a :class:`TdxPolicy`; an SGX quote is an EvidenceError.
-
-    Not checked here: the binding of ``report_data`` to a TLS key or nonce
-    (:func:`blindai.attestation.check_binding`), and anything the policy leaves unset.
-    dcap-qvl 0.7 refuses debug TDs whatever the policy (a PolicyError on ``debug``).
+    """Verifies Intel TDX DCAP quotes (v4, v5; PCK chain in the quote) offline; see
+    :class:`~blindai.attestation.dcap.QuoteVerifier` for the flow, the roots and what is not
+    checked. :meth:`verify` takes a :class:`TdxPolicy`; an SGX quote is an EvidenceError.
     """
 
     kind = EvidenceKind.TDX
@@ -33,17 +25,11 @@ class TdxVerifier(QuoteVerifier[TdReport, TdxClaims]):
     def _parse(self, evidence: bytes) -> tuple[QuoteEnvelope, TdReport]:
         return parse_tdx_quote(evidence)
 
-    def _claims(
-        self, envelope: QuoteEnvelope, report: TdReport, result: DcapResult, now: datetime
-    ) -> TdxClaims:
+    def _claims(self, report: TdReport, result: DcapResult, common: dict[str, Any]) -> TdxClaims:
         return TdxClaims(
-            kind=EvidenceKind.TDX,
             measurement=report.mr_td,
             report_data=report.report_data,
             debug=bool(report.td_attributes & DEBUG),
-            verified_at=now,
-            tcb_status=result.tcb_status,
-            advisory_ids=result.advisory_ids,
             mr_td=report.mr_td,
             rtmr0=report.rtmrs[0],
             rtmr1=report.rtmrs[1],
@@ -59,5 +45,5 @@ class TdxVerifier(QuoteVerifier[TdReport, TdxClaims]):
             tee_tcb_svn=report.tee_tcb_svn,
             tee_tcb_svn2=report.tee_tcb_svn2,
             mr_service_td=report.mr_service_td,
-            quote_version=envelope.header.version,
+            **common,
         )

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from blindai.attestation._collateral import CollateralSource
-from blindai.attestation._dcap_collateral import collateral_to_blindai_v06
 from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.dcap import collateral_to_blindai_v06
 from blindai.attestation.endorsements import Endorsements
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters._devfiles import read_attribute, write_attribute

@@ -7,26 +7,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from _sgx_sets import DcapSet
 
 from blindai.attestation import Endorsements
-from blindai.attestation._dcap import (
-    _classify,
+from blindai.attestation.dcap import (
     collateral_from_blindai_v06,
     collateral_from_pcs,
     collateral_to_blindai_v06,
     parse_collateral,
 )
-from blindai.attestation._dcap_collateral import _signed_response
+from blindai.attestation.dcap._collateral import _signed_response
 from blindai.attestation.sgx import SgxPolicy, SgxVerifier
 from blindai.errors import (
-    ChainError,
     CollateralError,
     EvidenceError,
-    PolicyError,
     SignatureError,
-    VerificationError,
 )
+from tests.unit.attestation.dcap_sets import DcapSet
 from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS
 
 
@@ -148,51 +144,6 @@ def test_an_explicit_null_pck_certificate_chain_is_ignored(phala_sgx: DcapSet) -
 def test_a_quote_without_a_chain_gives_no_06_map(phala_sgx: DcapSet) -> None:
     with pytest.raises(EvidenceError):
         collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote[:500])
-
-
-@pytest.mark.parametrize(
-    ("message", "error", "field"),
-    [
-        ("Verification failed: TCB status is invalid: Revoked", PolicyError, "tcb_status"),
-        ("Verification failed: Debug mode is enabled", PolicyError, "debug"),
-        ("Verification failed: SEPT_VE_DISABLE is not enabled", PolicyError, "td_attributes"),
-        ("Verification failed: Invalid MR service TD", PolicyError, "mr_service_td"),
-        ("Verification failed: No matching TCB level found", CollateralError, None),
-        ("Verification failed: Fmspc mismatch", CollateralError, None),
-        ("Verification failed: TCBInfo expired", CollateralError, None),
-        ("Verification failed: CrlExpired { time: 1 }", CollateralError, None),
-        (
-            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
-            "UnknownIssuer",
-            ChainError,
-            None,
-        ),
-        (
-            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
-            "CertRevoked",
-            ChainError,
-            None,
-        ),
-        (
-            "Verification failed: Failed to verify certificate chain\n\nCaused by:\n    "
-            "InvalidCrlSignatureForPublicKey",
-            SignatureError,
-            None,
-        ),
-        ("Verification failed: ISV enclave report signature is invalid", SignatureError, None),
-        ("Verification failed: QE report hash mismatch", SignatureError, None),
-        ("Verification failed: SGX TEE quote must have version 3", EvidenceError, None),
-        ("Verification failed: something new", VerificationError, None),
-    ],
-)
-def test_dcap_qvl_failures_map_to_the_exception_tree(
-    message: str, error: type, field: str | None
-) -> None:
-    mapped = _classify(message)
-    assert type(mapped) is error
-    if field is not None:
-        assert isinstance(mapped, PolicyError)
-        assert [v.field for v in mapped.violations] == [field]
 
 
 def test_a_tampered_pck_crl_is_a_signature_error(phala_sgx: DcapSet) -> None:

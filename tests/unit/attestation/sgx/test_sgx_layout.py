@@ -7,27 +7,25 @@ import struct
 from datetime import datetime, timezone
 
 import pytest
-from _sgx_sets import DcapSet
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from blindai.attestation._dcap import (
+from blindai.attestation.dcap import (
+    INTEL_QE_VENDOR_ID,
     DcapResult,
-    _pinned_root,
     check_report_agrees,
     collateral_to_blindai_v06,
     parse_collateral,
-)
-from blindai.attestation.sgx._layout import (
-    INTEL_QE_VENDOR_ID,
     parse_envelope,
-    parse_sgx_report,
 )
+from blindai.attestation.dcap._verify import _pinned_root
+from blindai.attestation.sgx._layout import parse_sgx_report
 from blindai.attestation.tdx._layout import parse_td_report
 from blindai.errors import ChainError, CollateralError, EvidenceError
+from tests.unit.attestation.dcap_sets import DcapSet
 
 CHAIN = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\x00"
 

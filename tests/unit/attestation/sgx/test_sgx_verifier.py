@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from _sgx_sets import DcapSet, utc
 
 from blindai.attestation import Endorsements
 from blindai.attestation.sgx import SgxClaims, SgxPolicy, SgxVerifier
@@ -20,6 +19,7 @@ from blindai.errors import (
     PolicyError,
     SignatureError,
 )
+from tests.unit.attestation.dcap_sets import DcapSet, utc
 
 PHALA_MRENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
 PHALA_MRSIGNER = "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
@@ -229,18 +229,16 @@ def test_collateral_of_another_set_is_refused(phala_sgx: DcapSet, automata_sgx: 
         )
 
 
-def test_collateral_for_a_tdx_quote_is_refused(
-    phala_sgx: DcapSet, phala_tdx_quote: DcapSet
-) -> None:
+def test_collateral_for_a_tdx_quote_is_refused(phala_sgx: DcapSet, phala_v4: DcapSet) -> None:
     with pytest.raises(CollateralError):
-        verify(phala_sgx, policy(PHALA_MRENCLAVE), endorsements=phala_tdx_quote.endorsements)
+        verify(phala_sgx, policy(PHALA_MRENCLAVE), endorsements=phala_v4.endorsements)
 
 
-def test_tcb_info_of_another_fmspc_is_refused(phala_sgx: DcapSet, phala_tdx_quote: DcapSet) -> None:
+def test_tcb_info_of_another_fmspc_is_refused(phala_sgx: DcapSet, phala_v4: DcapSet) -> None:
     import json
 
     mixed = json.loads(phala_sgx.collateral)
-    other = json.loads(phala_tdx_quote.collateral)
+    other = json.loads(phala_v4.collateral)
     mixed["tcb_info"], mixed["tcb_info_signature"] = other["tcb_info"], other["tcb_info_signature"]
     with pytest.raises(CollateralError, match="Fmspc"):
         verify(
@@ -287,9 +285,9 @@ def test_nonzero_reserved_bytes_are_an_evidence_error(phala_sgx: DcapSet) -> Non
         verify(replace(phala_sgx, quote=flip(phala_sgx.quote, 48 + 100)), policy(PHALA_MRENCLAVE))
 
 
-def test_a_tdx_quote_is_refused_by_the_sgx_verifier(phala_tdx_quote: DcapSet) -> None:
+def test_a_tdx_quote_is_refused_by_the_sgx_verifier(phala_v4: DcapSet) -> None:
     with pytest.raises(EvidenceError, match="TDX"):
-        verify(phala_tdx_quote, SgxPolicy(allow_any_measurement=True))
+        verify(phala_v4, SgxPolicy(allow_any_measurement=True))
 
 
 def test_a_naive_time_is_a_configuration_error(phala_sgx: DcapSet) -> None:

@@ -6,10 +6,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from _tdx_sets import DcapSet, utc
 
 from blindai.attestation import Endorsements
-from blindai.attestation._dcap import TCB_STATUSES
+from blindai.attestation.dcap import TCB_STATUSES
 from blindai.attestation.tdx import TdxClaims, TdxPolicy, TdxVerifier
 from blindai.attestation.tdx._layout import parse_tdx_quote
 from blindai.errors import (
@@ -21,6 +20,7 @@ from blindai.errors import (
     PolicyError,
     SignatureError,
 )
+from tests.unit.attestation.dcap_sets import DcapSet, utc
 
 PHALA_MRTD = (
     "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a"
@@ -206,16 +206,16 @@ def test_a_time_outside_the_collateral_window_is_a_collateral_error(
 
 
 def test_collateral_of_another_set_is_refused(
-    phala_v4: DcapSet, dcap_rs_v4: DcapSet, phala_sgx_quote: DcapSet
+    phala_v4: DcapSet, dcap_rs_v4: DcapSet, phala_sgx: DcapSet
 ) -> None:
     with pytest.raises(CollateralError):
         verify(phala_v4, policy(), endorsements=dcap_rs_v4.endorsements)
     with pytest.raises(CollateralError):  # the SGX set's collateral, same window
-        verify(phala_v4, policy(), endorsements=phala_sgx_quote.endorsements)
+        verify(phala_v4, policy(), endorsements=phala_sgx.endorsements)
 
 
-def test_tcb_info_of_another_fmspc_is_refused(phala_v4: DcapSet, phala_sgx_quote: DcapSet) -> None:
-    other = json.loads(phala_sgx_quote.collateral)
+def test_tcb_info_of_another_fmspc_is_refused(phala_v4: DcapSet, phala_sgx: DcapSet) -> None:
+    other = json.loads(phala_sgx.collateral)
     mixed = json.loads(phala_v4.collateral)
     mixed["tcb_info"], mixed["tcb_info_signature"] = other["tcb_info"], other["tcb_info_signature"]
     with pytest.raises(CollateralError):
@@ -257,9 +257,9 @@ def test_an_unknown_v5_body_type_is_an_evidence_error(phala_v5: DcapSet) -> None
         verify(replace(phala_v5, quote=quote), policy())
 
 
-def test_an_sgx_quote_is_refused_by_the_tdx_verifier(phala_sgx_quote: DcapSet) -> None:
+def test_an_sgx_quote_is_refused_by_the_tdx_verifier(phala_sgx: DcapSet) -> None:
     with pytest.raises(EvidenceError, match="SGX"):
-        verify(phala_sgx_quote, TdxPolicy(allow_any_measurement=True))
+        verify(phala_sgx, TdxPolicy(allow_any_measurement=True))
 
 
 def test_the_policy_must_be_a_tdx_policy(phala_v4: DcapSet) -> None:

@@ -1,12 +1,13 @@
-"""Policy field readers and checks shared by the SGX and TDX policies (TOML values in)."""
+"""Policy readers and checks shared by the SGX and TDX policies: TOML values in, typed values
+or :class:`~blindai.errors.Violation` lists out (``ConfigurationError`` on a bad value)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from blindai.attestation._dcap import TCB_STATUSES
 from blindai.attestation.claims import VerifiedClaims
+from blindai.attestation.dcap._verify import TCB_STATUSES
 from blindai.errors import ConfigurationError, Violation
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Collateral for SGX and TDX quotes: dcap-qvl's QuoteCollateralV3 JSON, and conversions.
 
 Builds it from Intel PCS answers and from BlindAI 0.6's ``/collateral`` map, and back.
-Nothing here is trusted by itself: :mod:`blindai.attestation._dcap` verifies.
+Nothing here is trusted by itself: :class:`~blindai.attestation.dcap.QuoteVerifier` verifies.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers for the TDX tests: one DCAP evidence set, times in UTC."""
+"""The real SGX and TDX evidence sets: a quote, its collateral and the time that verifies it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from blindai.attestation import Endorsements
-from blindai.attestation._dcap import collateral_from_pcs, pck_crl_issuer_chain_from_quote
+from blindai.attestation.dcap import collateral_from_pcs, pck_crl_issuer_chain_from_quote
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,16 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def phala_set(evidence_dir: Path, kind: str, name: str, when: str) -> DcapSet:
-    folder = evidence_dir / kind / name
+def phala_set(folder: Path, when: str) -> DcapSet:
+    """A set with dcap-qvl's collateral JSON (the Phala sets)."""
     return DcapSet(
         (folder / "quote.bin").read_bytes(), (folder / "collateral.json").read_bytes(), utc(when)
     )
 
 
-def pcs_set(evidence_dir: Path, name: str, when: str) -> DcapSet:
-    """A set in Intel PCS response files (dcap-rs / go-tdx-guest layout)."""
-    folder = evidence_dir / "tdx" / name
-    quote = (folder / "quote.bin").read_bytes()
+def pcs_set(folder: Path, when: str, quote_file: str = "quote.bin") -> DcapSet:
+    """A set in Intel PCS response files (automata / dcap-rs / go-tdx-guest layout)."""
+    quote = (folder / quote_file).read_bytes()
     collateral = collateral_from_pcs(
         tcb_info=(folder / "tcb_info.json").read_bytes(),
         qe_identity=(folder / "qe_identity.json").read_bytes(),

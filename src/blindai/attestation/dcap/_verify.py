@@ -1,11 +1,11 @@
-"""SGX and TDX quotes through dcap-qvl: collateral, pinned root, TCB status, error mapping.
+"""SGX and TDX quotes through dcap-qvl: collateral, pinned root, TCB status.
 
 :class:`QuoteVerifier` is the verify flow both kinds share (parse, this module, policy).
 
 dcap-qvl checks the PCK chain up to the Intel root, both CRLs, the TCB Info and QE Identity
 signatures and chains, the QE report and its binding to the attestation key, the quote
 signature over header and body, and matches the platform TCB. This module feeds it and maps
-its answers to :mod:`blindai.errors`:
+its answers to :mod:`blindai.errors` (the mapping of its failures is in ``_qvl_errors.py``):
 
 1. collateral present (else :class:`CollateralUnavailable`) and well formed;
 2. the root certificate inside the quote is one of the pinned roots (:class:`ChainError`);
@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import dcap_qvl
 from cryptography import x509
@@ -33,43 +33,25 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from blindai.attestation import _anchors
 from blindai.attestation._anchors import fingerprint
-from blindai.attestation._dcap_collateral import (
-    Collateral,
-    collateral_from_blindai_v06,
-    collateral_from_pcs,
-    collateral_to_blindai_v06,
-    parse_collateral,
-    pck_crl_issuer_chain_from_quote,
-)
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
+from blindai.attestation.dcap._collateral import Collateral, parse_collateral
+from blindai.attestation.dcap._quote import QuoteEnvelope
+from blindai.attestation.dcap._qvl_errors import classify
 from blindai.attestation.endorsements import Endorsements
 from blindai.errors import (
-    BlindAIError,
     ChainError,
     CollateralError,
     CollateralUnavailable,
     ConfigurationError,
     EvidenceError,
     PolicyError,
-    SignatureError,
-    VerificationError,
-    Violation,
 )
-
-if TYPE_CHECKING:
-    from blindai.attestation.sgx._layout import QuoteEnvelope
 
 __all__ = [
     "TCB_STATUSES",
-    "Collateral",
     "DcapResult",
     "QuoteVerifier",
     "check_report_agrees",
-    "collateral_from_blindai_v06",
-    "collateral_from_pcs",
-    "collateral_to_blindai_v06",
-    "parse_collateral",
-    "pck_crl_issuer_chain_from_quote",
     "verify_quote",
 ]
 
@@ -114,7 +96,7 @@ def verify_quote(
     try:
         report = dcap_qvl.verify_with_root_ca(quote, collateral.to_dcap_qvl(), root_der, now_secs)
     except (ValueError, RuntimeError) as exc:
-        raise _classify(str(exc)) from exc
+        raise classify(str(exc)) from exc
     return DcapResult(
         tcb_status=report.status,
         advisory_ids=tuple(report.advisory_ids),
@@ -146,8 +128,15 @@ class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
     """The verification flow SGX and TDX quotes share; a kind parses and builds its claims.
 
     ``trusted_roots`` are SHA-256 fingerprints of the root certificates accepted at the end of
-    the quote's PCK chain. A subclass sets ``kind`` and ``policy_type`` and implements
-    :meth:`_parse` (strict, untrusted) and :meth:`_claims`.
+    the quote's PCK chain; :meth:`with_embedded_roots` pins the Intel SGX Root CA (which also
+    roots TDX). Collateral (``Endorsements.collateral``, dcap-qvl's QuoteCollateralV3 JSON) is
+    required. A subclass sets ``kind`` and ``policy_type`` and implements :meth:`_parse`
+    (strict, untrusted) and :meth:`_claims`.
+
+    Not checked here: the binding of ``report_data`` to a TLS key or nonce
+    (:func:`blindai.attestation.check_binding`), and anything the policy leaves unset.
+    dcap-qvl 0.7 refuses debug enclaves and TDs whatever the policy (a PolicyError on
+    ``debug``).
     """
 
     kind: EvidenceKind
@@ -188,7 +177,14 @@ class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
         result = verify_quote(
             envelope.quote, envelope.pck_chain_pem, endorsements, now=now, trusted_roots=self._roots
         )
-        claims = self._claims(envelope, body, result, now)
+        common = {
+            "kind": self.kind,
+            "verified_at": now,
+            "tcb_status": result.tcb_status,
+            "advisory_ids": result.advisory_ids,
+            "quote_version": envelope.header.version,
+        }
+        claims = self._claims(body, result, common)
         check_report_agrees(result, claims.measurement, claims.report_data)
         # (3) policy, every violation at once
         violations = policy.check(claims)
@@ -201,10 +197,9 @@ class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
         """Strictly parse ``evidence`` into its envelope and report body (EvidenceError)."""
 
     @abstractmethod
-    def _claims(
-        self, envelope: QuoteEnvelope, body: BodyT, result: DcapResult, now: datetime
-    ) -> ClaimsT:
-        """The claims of a quote dcap-qvl verified."""
+    def _claims(self, body: BodyT, result: DcapResult, common: dict[str, Any]) -> ClaimsT:
+        """The claims of a quote dcap-qvl verified; ``common`` holds the fields every DCAP
+        claim has (kind, verified_at, tcb_status, advisory_ids, quote_version)."""
 
 
 def _unix_seconds(now: datetime) -> int:
@@ -250,56 +245,3 @@ def _fmspc(quote: bytes) -> bytes:
         return bytes.fromhex(dcap_qvl.parse_quote(quote).fmspc())
     except ValueError as exc:  # pragma: no cover - dcap-qvl read it moments ago
         raise EvidenceError("no FMSPC in the PCK certificate") from exc
-
-
-#: (substring of dcap-qvl's message, error class); first match wins
-_RULES: tuple[tuple[str, type[BlindAIError]], ...] = (
-    ("Failed to decode quote", EvidenceError),
-    ("quote version", EvidenceError),
-    ("quote must have version", EvidenceError),
-    ("Unknown QE vendor", EvidenceError),
-    ("attestation key type", EvidenceError),
-    ("PCK cert format", EvidenceError),
-    ("Unsupported TEE type", EvidenceError),
-    ("InvalidCrlSignature", SignatureError),
-    ("UnknownRevocationStatus", CollateralError),
-    ("Crl", CollateralError),
-    ("CRL", CollateralError),
-    ("CertRevoked", ChainError),
-    ("certificate chain", ChainError),
-    ("certificate expired", ChainError),
-    ("UnknownIssuer", ChainError),
-    ("PCK certificate", ChainError),
-    ("ignature is invalid", SignatureError),
-    ("report hash mismatch", SignatureError),
-    ("root ca", ChainError),
-)
-
-
-def _classify(message: str) -> BlindAIError:
-    """Map a dcap-qvl failure to the exception tree; unknown failures still fail closed."""
-    text = message.removeprefix("Verification failed: ").replace("\n\nCaused by:\n   ", ":")
-    policy = _policy_refusal(text)
-    if policy is not None:
-        return policy
-    for needle, cls in _RULES:
-        if needle in text:
-            return cls(f"dcap-qvl: {text}")
-    if any(k in text for k in ("TCB", "Tcb", "QE", "Qe", "Fmspc", "tdxModule", "TDX module")):
-        return CollateralError(f"dcap-qvl: {text}")
-    return VerificationError(f"dcap-qvl: {text}")
-
-
-def _policy_refusal(text: str) -> PolicyError | None:
-    """dcap-qvl's own policy refusals, which no policy of ours can lift."""
-    if "Debug mode is enabled" in text:
-        return PolicyError([Violation("debug", "False (dcap-qvl verifies no debug TEE)", "True")])
-    if "TCB status is invalid" in text:
-        actual = text.rsplit(":", 1)[-1].strip()
-        return PolicyError([Violation("tcb_status", "not Revoked", actual)])
-    if "Invalid MR service TD" in text:
-        return PolicyError([Violation("mr_service_td", "zero", "non-zero")])
-    for needle in ("TD attributes", "SEPT_VE_DISABLE", "TD migration", "TD profiling", "SERVTD"):
-        if needle in text:
-            return PolicyError([Violation("td_attributes", "accepted by dcap-qvl", text)])
-    return None
