@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from blindai.attestation.binding import check_binding, expected_report_data
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import spec_for
 from blindai.attestation.policy import KindPolicy, Policy
-from blindai.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import PcsCollateralSource
@@ -86,29 +86,7 @@ class Verifier(Protocol):
 
 def verifier_for(kind: EvidenceKind) -> Verifier:
     """The verifier for ``kind``, trusting only the embedded (pinned) vendor roots."""
-    if kind is EvidenceKind.SGX:
-        from blindai.attestation.sgx import SgxVerifier
-
-        return SgxVerifier.with_embedded_roots()
-    if kind is EvidenceKind.TDX:
-        from blindai.attestation.tdx import TdxVerifier
-
-        return TdxVerifier.with_embedded_roots()
-    if kind is EvidenceKind.SEV_SNP:
-        from blindai.attestation.snp import SnpVerifier
-
-        return SnpVerifier.with_embedded_roots()
-    if kind is EvidenceKind.NITRO:
-        from blindai.attestation.nitro import NitroVerifier
-
-        return NitroVerifier.with_embedded_roots()
-    if kind is EvidenceKind.NVIDIA_GPU:
-        from blindai.attestation.nvidia_gpu import NvidiaGpuVerifier
-
-        return NvidiaGpuVerifier.with_embedded_roots()
-    raise ConfigurationError(
-        "simulated evidence is verified only by UnsafeSimulationVerifier, by explicit opt-in"
-    )
+    return spec_for(kind).verifier()
 
 
 def verify(

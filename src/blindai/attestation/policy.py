@@ -1,7 +1,8 @@
 """Policies as data: one optional sub-policy per evidence kind, loaded from TOML or a mapping.
 
-A policy file has sections ``[sgx]``, ``[tdx]``, ``[sev_snp]``, ``[nitro]`` and
-``[nvidia_gpu]`` (the GPU beside the CPU TEE: present means required). BlindAI 0.6's
+A policy file has one section per kind of :data:`~blindai.attestation.kinds.KINDS`:
+``[sgx]``, ``[tdx]``, ``[sev_snp]``, ``[nitro]`` and ``[nvidia_gpu]`` (the GPU beside the CPU
+TEE: present means required). BlindAI 0.6's
 ``manifest.toml`` (top-level ``mr_enclave``, ``allow_debug``, ``attributes_*_hex``,
 ``misc_*_hex``) is accepted as it is, as the SGX policy. An empty policy is an error.
 
@@ -16,11 +17,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
+from blindai.attestation.kinds import KINDS, SECTIONS, spec_for
 from blindai.errors import ConfigurationError, Violation
 
 if sys.version_info >= (3, 11):
@@ -28,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["MANIFEST_KEYS", "KindPolicy", "Policy"]
+__all__ = ["MANIFEST_KEYS", "UNPINNED", "KindPolicy", "Policy"]
 
 _P = TypeVar("_P", bound="KindPolicy")
 
@@ -47,13 +49,8 @@ MANIFEST_KEYS = frozenset(
         "allowed_tcb_statuses",
     }
 )
-_SECTIONS = {
-    "sgx": EvidenceKind.SGX,
-    "tdx": EvidenceKind.TDX,
-    "sev_snp": EvidenceKind.SEV_SNP,
-    "nitro": EvidenceKind.NITRO,
-    "nvidia_gpu": EvidenceKind.NVIDIA_GPU,
-}
+#: a section that pins no measurement and keeps every other default
+UNPINNED: Mapping[str, Any] = MappingProxyType({"allow_any_measurement": True})
 
 
 class KindPolicy(Protocol):
@@ -61,7 +58,11 @@ class KindPolicy(Protocol):
 
     @classmethod
     def from_mapping(cls: type[_P], data: Mapping[str, Any]) -> _P:
-        """Build the policy from a TOML section; unknown keys raise ConfigurationError."""
+        """Build the policy from a TOML section; unknown keys raise ConfigurationError.
+
+        :data:`UNPINNED` (``allow_any_measurement = true`` alone) must give the kind's
+        defaults with the measurement left unpinned (:meth:`Policy.defaults_only`).
+        """
         ...
 
     def check(self, claims: VerifiedClaims) -> list[Violation]:
@@ -69,62 +70,79 @@ class KindPolicy(Protocol):
         ...
 
 
-def _policy_class(kind: EvidenceKind) -> type[KindPolicy]:
-    # imported lazily: each kind's package imports this module
-    if kind is EvidenceKind.SGX:
-        from blindai.attestation.sgx import SgxPolicy
-
-        return SgxPolicy
-    if kind is EvidenceKind.TDX:
-        from blindai.attestation.tdx import TdxPolicy
-
-        return TdxPolicy
-    if kind is EvidenceKind.SEV_SNP:
-        from blindai.attestation.snp import SnpPolicy
-
-        return SnpPolicy
-    if kind is EvidenceKind.NITRO:
-        from blindai.attestation.nitro import NitroPolicy
-
-        return NitroPolicy
-    if kind is EvidenceKind.NVIDIA_GPU:
-        from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy
-
-        return NvidiaGpuPolicy
-    raise ConfigurationError(f"no policy exists for {kind.value} evidence")
-
-
-@dataclass(frozen=True)
 class Policy:
-    """Per-kind sub-policies; a kind without one cannot be accepted."""
+    """Per-kind sub-policies, one per section of :data:`~blindai.attestation.kinds.KINDS`; a
+    kind without one cannot be accepted. Immutable. ``Policy(sgx=SgxPolicy(...))``; each
+    section is also an attribute (``policy.sgx``, None when absent).
+    """
 
-    sgx: KindPolicy | None = None
-    tdx: KindPolicy | None = None
-    sev_snp: KindPolicy | None = None
-    nitro: KindPolicy | None = None
-    nvidia_gpu: KindPolicy | None = None
+    __slots__ = ("_parts",)
+    _parts: Mapping[str, KindPolicy]
 
-    def __post_init__(self) -> None:
-        if not any((self.sgx, self.tdx, self.sev_snp, self.nitro, self.nvidia_gpu)):
+    def __init__(self, **sections: KindPolicy | None) -> None:
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise ConfigurationError(f"unknown policy section(s): {', '.join(unknown)}")
+        parts = {name: sub for name, sub in sections.items() if sub is not None}
+        if not parts:
             raise ConfigurationError("an empty policy accepts nothing: give at least one section")
+        object.__setattr__(self, "_parts", MappingProxyType(parts))
+
+    def __getattr__(self, name: str) -> KindPolicy | None:
+        if name in SECTIONS:
+            return self._parts.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and dict(self._parts) == dict(other._parts)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._parts.items(), key=lambda item: item[0])))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={sub!r}" for name, sub in self._parts.items())
+        return f"Policy({inner})"
+
+    @property
+    def sections(self) -> Mapping[str, KindPolicy]:
+        """The sub-policies given, by section name."""
+        return self._parts
+
+    @classmethod
+    def defaults_only(cls, *kinds: EvidenceKind) -> Policy:
+        """Every default of each kind's policy, with the measurement left unpinned. DANGEROUS.
+
+        What this accepts: any code at all running in a genuine, up-to-date, non-debug TEE of
+        ``kinds`` (all kinds when none is named). Authenticity and every default still apply
+        (TCB status UpToDate only for SGX and TDX, debug refused, SEV-SNP's VMPL 0, Nitro's
+        freshness; the table's ``defaults`` text says which), but nothing ties the evidence to
+        *your* code: use it to read the measurements of a deployment you control, then pin
+        them in a real policy. ``blindai attest verify`` uses it when given no ``--policy``.
+        """
+        specs = [spec_for(kind) for kind in kinds] if kinds else list(KINDS)
+        return cls(**{s.section: s.policy_class().from_mapping(UNPINNED) for s in specs})
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         """Build from parsed TOML: sections by kind, or a BlindAI 0.6 manifest."""
         manifest = {k: v for k, v in data.items() if k in MANIFEST_KEYS}
-        unknown = sorted(set(data) - MANIFEST_KEYS - set(_SECTIONS))
+        unknown = sorted(set(data) - MANIFEST_KEYS - set(SECTIONS))
         if unknown:
             raise ConfigurationError(f"unknown policy key(s): {', '.join(unknown)}")
         parts: dict[str, KindPolicy] = {}
-        for section, kind in _SECTIONS.items():
-            if section in data:
-                if not isinstance(data[section], Mapping):
-                    raise ConfigurationError(f"[{section}] must be a table")
-                parts[section] = _policy_class(kind).from_mapping(data[section])
+        for spec in KINDS:
+            if spec.section in data:
+                if not isinstance(data[spec.section], Mapping):
+                    raise ConfigurationError(f"[{spec.section}] must be a table")
+                parts[spec.section] = spec.policy_class().from_mapping(data[spec.section])
         if manifest:
-            if "sgx" in parts:
+            sgx = spec_for(EvidenceKind.SGX)
+            if sgx.section in parts:
                 raise ConfigurationError("give the SGX policy either as [sgx] or as manifest keys")
-            parts["sgx"] = _policy_class(EvidenceKind.SGX).from_mapping(manifest)
+            parts[sgx.section] = sgx.policy_class().from_mapping(manifest)
         return cls(**parts)
 
     @classmethod
@@ -147,8 +165,8 @@ class Policy:
 
     def for_kind(self, kind: EvidenceKind) -> KindPolicy:
         """The sub-policy for ``kind``; ConfigurationError when the policy has none."""
-        section = {v: k for k, v in _SECTIONS.items()}.get(kind)
-        sub = getattr(self, section) if section else None
+        section = spec_for(kind).section
+        sub = self._parts.get(section)
         if sub is None:
-            raise ConfigurationError(f"the policy has no [{section or kind.value}] section")
-        return sub  # type: ignore[no-any-return]
+            raise ConfigurationError(f"the policy has no [{section}] section")
+        return sub

@@ -48,11 +48,7 @@ def _attester(settings: ServerSettings) -> Attester:
         from blindai.server.attesters.select import AttesterPaths, select_attester
     except ImportError as exc:  # pragma: no cover - providers ship with the server
         raise ConfigurationError("no TEE evidence provider is installed") from exc
-    paths = AttesterPaths(
-        attestation_dir=settings.attestation_dir,
-        tsm_report_dir=settings.tsm_report_dir,
-        nsm_device=settings.nsm_device,
-    )
+    paths = AttesterPaths.from_settings(settings)
     return select_attester(settings.tee, paths=paths, pccs_url=settings.pccs_url)
 
 

@@ -12,17 +12,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliSettingsSource, CliToggleFlag, SettingsConfigDict
 
+from blindai.attestation.kinds import CONFIGFS_TSM, GRAMINE, NSM, TEE_CHOICES
 from blindai.errors import ConfigurationError
 from blindai.pipeline.limits import PipelineLimits
 
 __all__ = ["ServerSettings", "TeeName"]
 
-TeeName = Literal["auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro"]
+if TYPE_CHECKING:
+    TeeName = str
+else:  # the values of --tee, from the kind table: validated, and listed as choices
+    TeeName = Literal[TEE_CHOICES]
 
 _PORTS = ("unattested_port", "attested_port", "management_port", "grpc_port", "metrics_port")
 
@@ -99,11 +103,11 @@ class ServerSettings(BaseSettings):
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""
-    attestation_dir: Path = Path("/dev/attestation")
+    attestation_dir: Path = GRAMINE.default
     """Gramine's attestation pseudo-files."""
-    tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
+    tsm_report_dir: Path = CONFIGFS_TSM.default
     """Linux configfs-tsm report directory (TDX, SEV-SNP)."""
-    nsm_device: Path = Path("/dev/nsm")
+    nsm_device: Path = NSM.default
     """AWS Nitro Security Module device."""
     log_level: str = "info"
     """Python logging level name."""

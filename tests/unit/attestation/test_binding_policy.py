@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from blindai.attestation import Policy, check_binding, expected_report_data
+from blindai.attestation import EvidenceKind, Policy, check_binding, expected_report_data
 from blindai.errors import BindingError, ConfigurationError
 from blindai.server.tls import TlsIdentity
 
@@ -68,3 +68,38 @@ def test_bad_policy_files(text, fragment):
 def test_missing_policy_file(tmp_path):
     with pytest.raises(ConfigurationError, match="cannot read"):
         Policy.from_file(tmp_path / "absent.toml")
+
+
+def test_sections_are_attributes_and_the_policy_is_immutable():
+    from blindai.attestation.tdx import TdxPolicy
+
+    tdx = TdxPolicy(allow_any_measurement=True)
+    policy = Policy(tdx=tdx, sgx=None)
+    assert policy.tdx is tdx and policy.sgx is None
+    assert dict(policy.sections) == {"tdx": tdx}
+    assert policy == Policy(tdx=TdxPolicy(allow_any_measurement=True))
+    assert policy != Policy.defaults_only() and policy != "tdx"
+    assert hash(policy) == hash(Policy(tdx=TdxPolicy(allow_any_measurement=True)))
+    assert repr(policy).startswith("Policy(tdx=TdxPolicy(")
+    with pytest.raises(AttributeError, match="immutable"):
+        policy.tdx = None
+    with pytest.raises(AttributeError, match="mystery"):
+        _ = policy.mystery
+    with pytest.raises(ConfigurationError, match="unknown policy section"):
+        Policy(mystery=tdx)
+    with pytest.raises(ConfigurationError, match=r"no \[sgx\] section"):
+        policy.for_kind(EvidenceKind.SGX)
+
+
+def test_defaults_only_keeps_every_default_but_the_measurement():
+    policy = Policy.defaults_only()
+    assert set(policy.sections) == {"sgx", "tdx", "sev_snp", "nitro"}
+    for kind in (EvidenceKind.SGX, EvidenceKind.TDX):
+        sub = policy.for_kind(kind)
+        assert sub.allow_any_measurement and not sub.allow_debug
+        assert sub.allowed_tcb_statuses == frozenset({"UpToDate"})
+    snp = policy.for_kind(EvidenceKind.SEV_SNP)
+    assert snp.measurement is None and not snp.allow_debug and snp.max_vmpl == 0
+    nitro = policy.for_kind(EvidenceKind.NITRO)
+    assert dict(nitro.pcrs) == {} and not nitro.allow_debug and nitro.max_age_seconds == 600
+    assert set(Policy.defaults_only(EvidenceKind.NITRO).sections) == {"nitro"}

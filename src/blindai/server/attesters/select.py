@@ -1,9 +1,16 @@
-"""Choosing the attester for ``--tee auto|simulation|gramine-sgx|tdx|sev-snp|nitro``."""
+"""Choosing the attester for ``--tee``: the names and devices come from the kind table.
+
+:data:`~blindai.attestation.kinds.KINDS` says which ``--tee`` name collects which kind, from
+which device (:class:`~blindai.attestation.kinds.Device`); this module maps each device's
+provider to the attester that reads it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blindai.attestation._collateral import (
     INTEL_PCS_URL,
@@ -12,26 +19,49 @@ from blindai.attestation._collateral import (
     UrllibFetcher,
 )
 from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.kinds import (
+    CONFIGFS_TSM,
+    DEVICES,
+    GRAMINE,
+    NSM,
+    TEE_CHOICES,
+    Device,
+    spec_for_tee,
+)
 from blindai.errors import ConfigurationError
 from blindai.server.attesters.base import Attester
-from blindai.server.attesters.configfs_tsm import DEFAULT_TSM_REPORT_DIR, ConfigfsTsmAttester
-from blindai.server.attesters.gramine import DEFAULT_ATTESTATION_DIR, GramineAttester
-from blindai.server.attesters.nitro import DEFAULT_NSM_DEVICE, NsmAttester
+from blindai.server.attesters.configfs_tsm import ConfigfsTsmAttester
+from blindai.server.attesters.gramine import GramineAttester
+from blindai.server.attesters.nitro import NsmAttester
 from blindai.server.attesters.simulation import SimulationAttester
 
 __all__ = ["TEE_CHOICES", "AttesterPaths", "select_attester"]
 
-#: The values of ``--tee``.
-TEE_CHOICES = ("auto", "simulation", "gramine-sgx", "tdx", "sev-snp", "nitro")
-
 
 @dataclass(frozen=True, kw_only=True)
 class AttesterPaths:
-    """Where each platform's device interface lives (configurable for tests and odd systems)."""
+    """Where each device interface lives: one field per :data:`~blindai.attestation.kinds.DEVICES`
+    entry, named by its ``setting`` (configurable for tests and odd systems)."""
 
-    attestation_dir: Path = DEFAULT_ATTESTATION_DIR
-    tsm_report_dir: Path = DEFAULT_TSM_REPORT_DIR
-    nsm_device: Path = DEFAULT_NSM_DEVICE
+    attestation_dir: Path = GRAMINE.default
+    tsm_report_dir: Path = CONFIGFS_TSM.default
+    nsm_device: Path = NSM.default
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AttesterPaths:
+        """The paths a :class:`~blindai.server.ServerSettings` names."""
+        return cls(**{device.setting: getattr(settings, device.setting) for device in DEVICES})
+
+    def path(self, device: Device) -> Path:
+        """Where ``device`` lives."""
+        path: Path = getattr(self, device.setting)
+        return path
+
+
+@dataclass(frozen=True)
+class _Sources:
+    fetcher: PcsFetcher | None
+    pccs_url: str | None
 
 
 def select_attester(
@@ -43,32 +73,28 @@ def select_attester(
 ) -> Attester:
     """The attester for ``tee``; raises :class:`ConfigurationError` when it cannot work here.
 
-    ``auto`` probes Gramine (``attestation_dir``), then configfs-tsm (``tsm_report_dir``), then
-    the NSM (``nsm_device``), and never falls back to simulation. ``fetcher`` and ``pccs_url``
-    serve collateral: SGX always (default: Intel's PCS), TDX only when ``pccs_url`` is given
-    (without it the server serves no TDX collateral); the default fetcher uses ``urllib``.
+    ``auto`` probes the devices in table order (Gramine's ``attestation_dir``, configfs-tsm's
+    ``tsm_report_dir``, the NSM's ``nsm_device``) and never falls back to simulation.
+    ``fetcher`` and ``pccs_url`` serve collateral: SGX always (default: Intel's PCS), TDX only
+    when ``pccs_url`` is given (without it the server serves no TDX collateral); the default
+    fetcher uses ``urllib``.
     """
     paths = paths or AttesterPaths()
+    sources = _Sources(fetcher, pccs_url)
     if tee == "simulation":
         return SimulationAttester()
-    if tee == "gramine-sgx":
-        return _gramine(paths, fetcher, pccs_url)
-    if tee in ("tdx", "sev-snp"):
-        return _tsm(paths, EvidenceKind(tee), fetcher, pccs_url)
-    if tee == "nitro":
-        return NsmAttester.open(paths.nsm_device)
     if tee == "auto":
-        return _auto(paths, fetcher, pccs_url)
-    raise ConfigurationError(f"unknown TEE {tee!r}: choose one of {', '.join(TEE_CHOICES)}")
+        return _auto(paths, sources)
+    spec = spec_for_tee(tee)
+    if spec.device is None:  # pragma: no cover - every kind with a --tee name has a device
+        raise ConfigurationError(f"--tee {tee} names no device")
+    return _PROVIDERS[spec.device.provider](paths.path(spec.device), spec.kind, sources)
 
 
-def _auto(paths: AttesterPaths, fetcher: PcsFetcher | None, pccs_url: str | None) -> Attester:
-    if paths.attestation_dir.is_dir():
-        return _gramine(paths, fetcher, pccs_url)
-    if paths.tsm_report_dir.is_dir():
-        return _tsm(paths, None, fetcher, pccs_url)
-    if paths.nsm_device.exists():
-        return NsmAttester.open(paths.nsm_device)
+def _auto(paths: AttesterPaths, sources: _Sources) -> Attester:
+    for device in DEVICES:
+        if paths.path(device).exists():
+            return _PROVIDERS[device.provider](paths.path(device), None, sources)
     raise ConfigurationError(
         "--tee auto found no TEE: no Gramine attestation interface at "
         f"{paths.attestation_dir}, no configfs-tsm at {paths.tsm_report_dir}, no Nitro Secure "
@@ -77,26 +103,32 @@ def _auto(paths: AttesterPaths, fetcher: PcsFetcher | None, pccs_url: str | None
     )
 
 
-def _gramine(
-    paths: AttesterPaths, fetcher: PcsFetcher | None, pccs_url: str | None
-) -> GramineAttester:
-    source = PcsCollateralSource(fetcher or UrllibFetcher(), base_url=pccs_url or INTEL_PCS_URL)
-    return GramineAttester(paths.attestation_dir, collateral=source)
+def _gramine(path: Path, kind: EvidenceKind | None, sources: _Sources) -> Attester:
+    fetcher = sources.fetcher or UrllibFetcher()
+    source = PcsCollateralSource(fetcher, base_url=sources.pccs_url or INTEL_PCS_URL)
+    return GramineAttester(path, collateral=source)
 
 
-def _tsm(
-    paths: AttesterPaths,
-    kind: EvidenceKind | None,
-    fetcher: PcsFetcher | None,
-    pccs_url: str | None,
-) -> ConfigfsTsmAttester:
+def _tsm(path: Path, kind: EvidenceKind | None, sources: _Sources) -> Attester:
     source = None
-    if pccs_url is not None:
-        source = PcsCollateralSource(fetcher or UrllibFetcher(), base_url=pccs_url)
-    attester = ConfigfsTsmAttester.probe(paths.tsm_report_dir, collateral=source)
+    if sources.pccs_url is not None:
+        source = PcsCollateralSource(sources.fetcher or UrllibFetcher(), base_url=sources.pccs_url)
+    attester = ConfigfsTsmAttester.probe(path, collateral=source)
     if kind is not None and attester.kind is not kind:
         raise ConfigurationError(
             f"--tee {kind.value} asked, but configfs-tsm's provider is {attester.provider!r} "
             f"({attester.kind.value})"
         )
     return attester
+
+
+def _nsm(path: Path, kind: EvidenceKind | None, sources: _Sources) -> Attester:
+    return NsmAttester.open(path)
+
+
+#: the attester reading each device provider of the kind table
+_PROVIDERS: dict[str, Callable[[Path, EvidenceKind | None, _Sources], Attester]] = {
+    GRAMINE.provider: _gramine,
+    CONFIGFS_TSM.provider: _tsm,
+    NSM.provider: _nsm,
+}

@@ -1,0 +1,184 @@
+"""Every kind of TEE evidence BlindAI verifies, each described once, in :data:`KINDS`.
+
+A :class:`KindSpec` gives a kind's policy section, the package holding its verifier, policy
+and claims (``<prefix>Verifier``, ``<prefix>Policy``, ``<prefix>Claims``, imported on first
+use, so that this table loads no verifier and no dcap-qvl), the text the CLI shows for the
+kind's default policy, and, for kinds a BlindAI server can collect, its ``--tee`` name and the
+device it reads (:class:`Device`: the server setting naming the path, and its default). Read
+by :func:`blindai.attestation.verifier_for`, :class:`~blindai.attestation.Policy`, the
+server's settings and attester selection, and the CLI. Adding a kind is one entry here (with
+its :class:`~blindai.attestation.EvidenceKind` member).
+
+Example::
+
+    >>> from blindai.attestation.kinds import spec_for_tee
+    >>> spec = spec_for_tee("gramine-sgx")
+    >>> spec.kind.value, spec.section, str(spec.device.default)
+    ('sgx', 'sgx', '/dev/attestation')
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blindai.attestation.claims import EvidenceKind, VerifiedClaims
+from blindai.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from blindai.attestation import Verifier
+    from blindai.attestation.policy import KindPolicy
+
+__all__ = [
+    "CONFIGFS_TSM",
+    "DEVICES",
+    "GRAMINE",
+    "KINDS",
+    "NSM",
+    "SECTIONS",
+    "TEE_CHOICES",
+    "Device",
+    "KindSpec",
+    "spec_for",
+    "spec_for_section",
+    "spec_for_tee",
+]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A TEE's device interface on the server.
+
+    ``setting`` is the :class:`~blindai.server.ServerSettings` field (and ``serve`` flag) that
+    names its path, ``default`` that path's default, and ``provider`` the server's evidence
+    provider for it (``gramine``, ``configfs-tsm``, ``nsm``), looked up by the server.
+    """
+
+    setting: str
+    default: Path
+    provider: str
+
+
+GRAMINE = Device("attestation_dir", Path("/dev/attestation"), "gramine")
+CONFIGFS_TSM = Device("tsm_report_dir", Path("/sys/kernel/config/tsm/report"), "configfs-tsm")
+NSM = Device("nsm_device", Path("/dev/nsm"), "nsm")
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One kind of evidence: how it is verified, judged and (server side) collected."""
+
+    kind: EvidenceKind
+    section: str
+    """The policy file's section, ``[sgx]``."""
+    package: str
+    """The package exporting ``<prefix>Verifier``, ``<prefix>Policy`` and ``<prefix>Claims``."""
+    prefix: str
+    defaults: str
+    """What the kind's default policy checks, for the CLI's note (the measurement aside)."""
+    tee: str | None = None
+    """The server's ``--tee`` name for it; None when a BlindAI server cannot collect it."""
+    device: Device | None = None
+    """Where the server collects it."""
+
+    def _export(self, suffix: str) -> Any:
+        return getattr(importlib.import_module(self.package), self.prefix + suffix)
+
+    def verifier_class(self) -> Any:
+        """The verifier class (it has ``with_embedded_roots()``)."""
+        return self._export("Verifier")
+
+    def policy_class(self) -> type[KindPolicy]:
+        """The per-kind policy class."""
+        cls: type[KindPolicy] = self._export("Policy")
+        return cls
+
+    def claims_class(self) -> type[VerifiedClaims]:
+        """The verified claims class."""
+        cls: type[VerifiedClaims] = self._export("Claims")
+        return cls
+
+    def verifier(self) -> Verifier:
+        """A verifier trusting only the embedded (pinned) vendor roots."""
+        verifier: Verifier = self.verifier_class().with_embedded_roots()
+        return verifier
+
+
+_DEBUG = "debug refused"
+KINDS: tuple[KindSpec, ...] = (
+    KindSpec(
+        EvidenceKind.SGX,
+        section="sgx",
+        package="blindai.attestation.sgx",
+        prefix="Sgx",
+        defaults=f"TCB status UpToDate only, {_DEBUG}",
+        tee="gramine-sgx",
+        device=GRAMINE,
+    ),
+    KindSpec(
+        EvidenceKind.TDX,
+        section="tdx",
+        package="blindai.attestation.tdx",
+        prefix="Tdx",
+        defaults=f"TCB status UpToDate only, {_DEBUG}",
+        tee="tdx",
+        device=CONFIGFS_TSM,
+    ),
+    KindSpec(
+        EvidenceKind.SEV_SNP,
+        section="sev_snp",
+        package="blindai.attestation.snp",
+        prefix="Snp",
+        defaults=f"{_DEBUG} (guest policy bit 19), the most privileged VMPL only",
+        tee="sev-snp",
+        device=CONFIGFS_TSM,
+    ),
+    KindSpec(
+        EvidenceKind.NITRO,
+        section="nitro",
+        package="blindai.attestation.nitro",
+        prefix="Nitro",
+        defaults=f"{_DEBUG} (PCR0 all zero), the document fresh (max_age_seconds)",
+        tee="nitro",
+        device=NSM,
+    ),
+    KindSpec(  # the GPU beside the CPU TEE: its evidence comes with the CPU's
+        EvidenceKind.NVIDIA_GPU,
+        section="nvidia_gpu",
+        package="blindai.attestation.nvidia_gpu",
+        prefix="NvidiaGpu",
+        defaults="no check beyond authenticity: no minimum driver or VBIOS version",
+    ),
+)
+
+SECTIONS: tuple[str, ...] = tuple(spec.section for spec in KINDS)
+"""The policy file's sections, in table order."""
+TEE_CHOICES: tuple[str, ...] = ("auto", "simulation", *(s.tee for s in KINDS if s.tee))
+"""The values of ``blindai serve --tee``: ``auto`` probes the devices, ``simulation`` has none."""
+DEVICES: tuple[Device, ...] = tuple(dict.fromkeys(s.device for s in KINDS if s.device))
+"""The server's device interfaces, once each, in the order ``--tee auto`` probes them."""
+
+
+def spec_for(kind: EvidenceKind) -> KindSpec:
+    """The table entry for ``kind``; ConfigurationError for simulated evidence."""
+    for spec in KINDS:
+        if spec.kind is kind:
+            return spec
+    raise ConfigurationError(
+        "simulated evidence is verified only by UnsafeSimulationVerifier, by explicit opt-in"
+    )
+
+
+def spec_for_section(section: str) -> KindSpec | None:
+    """The entry whose policy section is ``section``, if any."""
+    return next((spec for spec in KINDS if spec.section == section), None)
+
+
+def spec_for_tee(tee: str) -> KindSpec:
+    """The entry the server's ``--tee`` name ``tee`` collects; ConfigurationError if none."""
+    for spec in KINDS:
+        if spec.tee == tee:
+            return spec
+    raise ConfigurationError(f"unknown TEE {tee!r}: choose one of {', '.join(TEE_CHOICES)}")
