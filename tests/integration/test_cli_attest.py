@@ -11,11 +11,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests._server import REPO, ServerProcess, free_ports
+from tests.unit.attestation.dcap_sets import pcs_set
 
 SGX_SET = ("sgx-dcap", "phala-dcap-qvl-sgx")
 SGX_AT = "2025-07-01T00:00:00Z"
@@ -95,8 +97,13 @@ def _snp_args(snp: Path, evidence: Path | None = None) -> list[str | Path]:
 # SGX (Phala set, complete collateral)
 
 
-def test_sgx_verify_json(sgx: Path) -> None:
-    done = blindai(*_sgx_args(sgx), "--json")
+def test_sgx_verify_json(sgx: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n'
+        'allowed_tcb_statuses = ["ConfigurationAndSWHardeningNeeded"]\n'
+    )
+    done = blindai(*_sgx_args(sgx), "--policy", policy, "--json")
     assert done.returncode == 0, done.stderr
     claims = json.loads(done.stdout)
     assert claims["kind"] == "sgx"
@@ -104,7 +111,7 @@ def test_sgx_verify_json(sgx: Path) -> None:
     assert claims["report_data"] == SGX_REPORT_DATA
     assert claims["debug"] is False
     assert claims["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
-    assert "no --policy" in done.stderr  # authenticity only, and it says so
+    assert done.stderr == ""
 
 
 def test_sgx_policy_default_tcb_refuses(sgx: Path, tmp_path: Path) -> None:
@@ -215,6 +222,90 @@ def test_nitro_bit_flip_refused(nitro_doc: Path, tmp_path: Path) -> None:
     done = blindai("attest", "verify", "--kind", "nitro", "--evidence", path, "--at", NITRO_AT)
     assert done.returncode == 1
     assert _lines(done.stderr)[0].startswith("SignatureError: ")
+
+
+# --------------------------------------------------------------------------------------------
+# without --policy: the defaults still apply (debug refused, TCB UpToDate only, ...), only the
+# measurement is left unpinned; exit 1 with the violations listed, as with a policy
+
+
+@dataclass(frozen=True)
+class Unpinned:
+    kind: str
+    folder: str
+    at: str
+    violation: str
+    certs: tuple[str, ...] = ()
+    pcs_collateral: bool = False
+
+
+REFUSED_BY_DEFAULT = {
+    "nitro debug enclave": Unpinned(
+        "nitro", "nitro/evervault-debug-userdata", "2022-10-12T14:00:00Z", "debug"
+    ),
+    "snp guest allowing debug": Unpinned(
+        "sev-snp",
+        "sev-snp/go-sev-guest-milan",
+        SNP_AT,
+        "debug",
+        certs=("vcek.der", "ask_ark_milan.pem"),
+    ),
+    "sgx SWHardeningNeeded": Unpinned(
+        "sgx",
+        "sgx-dcap/automata-fmspc-00606a000000",
+        "2025-09-01T00:00:00Z",
+        "tcb_status: expected UpToDate, got SWHardeningNeeded",
+        pcs_collateral=True,
+    ),
+    "tdx OutOfDate": Unpinned(
+        "tdx",
+        "tdx/automata-dcap-rs-tdx-v4",
+        "2025-03-01T00:00:00Z",
+        "tcb_status: expected UpToDate, got OutOfDate",
+        pcs_collateral=True,
+    ),
+}
+
+
+def _unpinned_args(case: Unpinned, evidence_dir: Path, tmp_path: Path) -> list[str | Path]:
+    folder = evidence_dir / case.folder
+    evidence = folder / ("attestation_doc.cbor" if case.kind == "nitro" else "report.bin")
+    args: list[str | Path] = ["attest", "verify", "--kind", case.kind, "--at", case.at]
+    if case.pcs_collateral:
+        evidence = folder / "quote.bin"
+        collateral = tmp_path / "collateral.json"
+        collateral.write_bytes(pcs_set(folder, case.at).collateral)
+        args += ["--collateral", collateral]
+    if case.certs:
+        args += ["--certs", *(folder / name for name in case.certs)]
+    return [*args, "--evidence", evidence]
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BY_DEFAULT))
+def test_without_a_policy_the_defaults_still_refuse(
+    name: str, evidence_dir: Path, tmp_path: Path
+) -> None:
+    case = REFUSED_BY_DEFAULT[name]
+    done = blindai(*_unpinned_args(case, evidence_dir, tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    note, *violations = _lines(done.stderr)
+    assert note.startswith("NOTE: no --policy given: the default [")
+    assert "the measurement is NOT pinned" in note
+    (violation,) = violations
+    assert violation.startswith(f"PolicyError: {case.violation}")
+
+
+def test_without_a_policy_an_up_to_date_production_tee_is_accepted(snp: Path) -> None:
+    done = blindai(*_snp_args(snp), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["measurement"] == SNP_MEASUREMENT
+    (note,) = _lines(done.stderr)
+    assert note == (
+        "NOTE: no --policy given: the default [sev_snp] policy applies (debug refused (guest "
+        "policy bit 19), the most privileged VMPL only); the measurement is NOT pinned: any "
+        "code in a genuine TEE passes"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ def test_accepted_with_its_nonce_json() -> None:
     assert claims["nonce"] == NONCE and claims["driver_version"] == "550.90.07"
     assert claims["model"] == "GH100" and len(claims["measurements"]) == 64
     assert _lines(done.stderr) == [
-        "NOTE: no --policy given: authenticity checked, measurements and TCB not judged"
+        "NOTE: no --policy given: the default [nvidia_gpu] policy applies (no check beyond "
+        "authenticity: no minimum driver or VBIOS version); the measurement is NOT pinned: any "
+        "code in a genuine TEE passes"
     ]
 
 

@@ -1,9 +1,11 @@
 """``blindai attest``: verify evidence files, or a running server, against a policy.
 
 Exit status: 0 accepted (claims printed), 1 refused (one line per violation), 2 unusable
-arguments or malformed evidence. ``--kind nvidia-gpu`` takes the report as raw bytes or as hex
-text (as NVIDIA's and trustee's tools store it), its chain with ``--certs`` and the expected
-requester nonce with ``--nonce``.
+arguments or malformed evidence. Without ``--policy``, ``attest verify`` applies
+:meth:`Policy.defaults_only <blindai.attestation.Policy.defaults_only>`: every default, only
+the measurement left unpinned, and it says so. ``--kind nvidia-gpu`` takes the report as raw
+bytes or as hex text (as NVIDIA's and trustee's tools store it), its chain with ``--certs`` and
+the expected requester nonce with ``--nonce``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
-from blindai.errors import ConfigurationError
+from blindai.attestation.kinds import KINDS, spec_for
+from blindai.errors import ConfigurationError, PolicyError
 
 if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource
 
 __all__ = ["add_attest_command"]
-
-_KINDS = [k.value for k in EvidenceKind if k is not EvidenceKind.SIMULATION]
 
 
 def add_attest_command(sub: Any) -> None:
@@ -37,7 +38,7 @@ def add_attest_command(sub: Any) -> None:
         "refused, 2 unusable arguments or malformed evidence.",
     )
     p.add_argument("target", metavar="verify|HOST", help="`verify`, or a server address")
-    p.add_argument("--kind", choices=_KINDS, help="evidence kind (verify)")
+    p.add_argument("--kind", choices=[s.kind.value for s in KINDS], help="evidence kind (verify)")
     p.add_argument("--evidence", type=Path, help="evidence file: quote, report or document")
     p.add_argument("--collateral", type=Path, help="SGX/TDX PCS collateral JSON")
     p.add_argument(
@@ -52,7 +53,12 @@ def add_attest_command(sub: Any) -> None:
         metavar="HEX",
         help="nvidia-gpu: the requester nonce the report must answer (32 bytes, hex)",
     )
-    p.add_argument("--policy", type=Path, help="TOML policy; without it, authenticity only")
+    p.add_argument(
+        "--policy",
+        type=Path,
+        help="TOML policy; without it (verify), every default applies but the measurement is "
+        "not pinned",
+    )
     p.add_argument("--at", help="verification time, ISO-8601 (default: now)")
     p.add_argument("--json", action="store_true", help="print the claims as JSON")
     p.add_argument(
@@ -99,29 +105,6 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def _authenticity_only(kind: EvidenceKind) -> Policy:
-    from blindai.attestation.policy import _policy_class
-
-    section = kind.value.replace("-", "_")
-    sub = _policy_class(kind).from_mapping(_permissive(kind))
-    return Policy(**{section: sub})
-
-
-def _permissive(kind: EvidenceKind) -> dict[str, Any]:
-    if kind is EvidenceKind.NVIDIA_GPU:
-        return {"allow_any_measurement": True}  # a GPU report has no debug flag
-    data: dict[str, Any] = {"allow_any_measurement": True, "allow_debug": True}
-    if kind in (EvidenceKind.SGX, EvidenceKind.TDX):
-        from blindai.attestation.dcap import TCB_STATUSES
-
-        data["allowed_tcb_statuses"] = sorted(TCB_STATUSES)
-    if kind is EvidenceKind.SEV_SNP:
-        data["max_vmpl"] = 3
-    if kind is EvidenceKind.NITRO:
-        data["max_age_seconds"] = 10 * 365 * 24 * 3600
-    return data
-
-
 def _print(claims: VerifiedClaims, as_json: bool, note: str | None) -> None:
     if as_json:
         print(json.dumps(claims.to_dict(), indent=2, sort_keys=True))
@@ -162,8 +145,6 @@ def _nonce(text: str | None, kind: EvidenceKind) -> bytes | None:
 
 
 def _verify_files(args: argparse.Namespace, when: datetime) -> int:
-    from blindai.attestation import verifier_for
-
     if not args.kind or not args.evidence:
         raise ConfigurationError("attest verify needs --kind and --evidence")
     kind = EvidenceKind(args.kind)
@@ -182,23 +163,42 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     if args.policy:
         policy = Policy.from_file(args.policy)
     else:
-        policy = _authenticity_only(kind)
-        note = "NOTE: no --policy given: authenticity checked, measurements and TCB not judged"
+        policy = Policy.defaults_only(kind)
+        spec = spec_for(kind)
+        note = (
+            f"NOTE: no --policy given: the default [{spec.section}] policy applies "
+            f"({spec.defaults}); the measurement is NOT pinned: any code in a genuine TEE passes"
+        )
     if kind is EvidenceKind.NVIDIA_GPU and nonce is None:
         note = (note + "\n" if note else "") + "NOTE: no --nonce given: freshness not checked"
-    verifier = verifier_for(kind)
-    sub = policy.for_kind(kind)
-    if nonce is not None:
-        from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy, NvidiaGpuVerifier
-
-        assert isinstance(verifier, NvidiaGpuVerifier) and isinstance(sub, NvidiaGpuPolicy)
-        claims: VerifiedClaims = verifier.verify(
-            evidence, sub, now=when, endorsements=endorsements, expected_nonce=nonce
-        )
-    else:
-        claims = verifier.verify(evidence, sub, now=when, endorsements=endorsements)
+    try:
+        claims = _verify(kind, evidence, policy, when, endorsements, nonce)
+    except PolicyError:
+        if note:  # authentic, but refused: say by which policy, before the violations
+            print(note, file=sys.stderr)
+        raise
     _print(claims, args.json, note)
     return 0
+
+
+def _verify(
+    kind: EvidenceKind,
+    evidence: bytes,
+    policy: Policy,
+    when: datetime,
+    endorsements: Endorsements,
+    nonce: bytes | None,
+) -> VerifiedClaims:
+    from blindai.attestation import verifier_for
+
+    verifier = verifier_for(kind)
+    sub = policy.for_kind(kind)
+    if nonce is None:
+        return verifier.verify(evidence, sub, now=when, endorsements=endorsements)
+    from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy, NvidiaGpuVerifier
+
+    assert isinstance(verifier, NvidiaGpuVerifier) and isinstance(sub, NvidiaGpuPolicy)
+    return verifier.verify(evidence, sub, now=when, endorsements=endorsements, expected_nonce=nonce)
 
 
 def _collateral_source(url: str) -> PcsCollateralSource:
@@ -214,31 +214,27 @@ def _kds_source(url: str) -> KdsCertificateSource:
 
 
 def _verify_host(args: argparse.Namespace, when: datetime) -> int:
-    from blindai.client._attest import attest_server, gpu_required
-    from blindai.client._transport import PlainTransport
+    from blindai.client import attest
 
     if args.policy is None and not args.simulation:
         raise ConfigurationError("attest HOST needs --policy (or --simulation for a simulation)")
-    policy = Policy.from_file(args.policy) if args.policy else None
     if args.nonce is not None:
         raise ConfigurationError("--nonce applies to attest verify; a server's GPU answers its own")
-    plain = PlainTransport(args.target, args.unattested_port, 60)
-    try:
-        attested = attest_server(
-            plain,
-            simulation_mode=args.simulation,
-            policy=policy,
-            now=when,
-            collateral_fetcher=_collateral_source(args.pccs_url) if args.pccs_url else None,
-            snp_certificate_source=_kds_source(args.kds) if args.kds else None,
-        )
-    finally:
-        plain.close()
-    if not gpu_required(policy):
+    attested = attest(
+        args.target,
+        args.unattested_port,
+        policy=Policy.from_file(args.policy) if args.policy else None,
+        simulation_mode=args.simulation,
+        now=when,
+        collateral_fetcher=_collateral_source(args.pccs_url) if args.pccs_url else None,
+        snp_certificate_source=_kds_source(args.kds) if args.kds else None,
+        attested_server_port=args.attested_port,
+        simulation_option="--simulation",
+    )
+    gpu = attested.gpu_claims
+    if gpu is None:
         _print(attested.claims, args.json, "certificate bound to the evidence: yes")
         return 0
-    assert policy is not None
-    gpu = _verify_host_gpu(args, attested.cert_der, policy, when)
     if args.json:
         both = {"cpu": attested.claims.to_dict(), "nvidia_gpu": gpu.to_dict()}
         print(json.dumps(both, indent=2, sort_keys=True))
@@ -248,16 +244,3 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         _print(gpu, False, None)
     print("certificate bound to the CPU and the GPU evidence: yes", file=sys.stderr)
     return 0
-
-
-def _verify_host_gpu(
-    args: argparse.Namespace, cert_der: bytes, policy: Policy, when: datetime
-) -> VerifiedClaims:
-    from blindai.client._attest import attest_gpu
-    from blindai.client._transport import PinnedTlsTransport
-
-    channel = PinnedTlsTransport(args.target, args.attested_port, cert_der, 60)
-    try:
-        return attest_gpu(channel, policy=policy, now=when)
-    finally:
-        channel.close()

@@ -11,12 +11,14 @@ Example::
 
 from __future__ import annotations
 
+from blindai.client._attest import Attested, attest
 from blindai.client._tensors import PredictResponse, Tensor
 from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
 from blindai.client.legacy import BlindAiClient, ModelDatumType
 from blindai.protocol.messages import DatumType
 
 __all__ = [
+    "Attested",
     "BlindAiClient",
     "Connection",
     "DatumType",
@@ -25,5 +27,6 @@ __all__ = [
     "RunModelResponse",
     "Tensor",
     "UploadModelResponse",
+    "attest",
     "connect",
 ]

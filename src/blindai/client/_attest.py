@@ -21,6 +21,7 @@ from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
+from blindai.client._ports import PortRole
 from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
 from blindai.errors import (
     ConfigurationError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from blindai.attestation._kds import SnpCertificateSource
     from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
-__all__ = ["Attested", "attest_gpu", "attest_server", "gpu_required"]
+__all__ = ["Attested", "attest", "attest_gpu", "attest_server", "gpu_required"]
 
 _log = logging.getLogger("blindai.client")
 _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
@@ -43,11 +44,14 @@ _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
 
 @dataclass(frozen=True)
 class Attested:
-    """The outcome of attestation: the certificate to pin and the verified claims."""
+    """The outcome of attestation: the certificate to pin, the verified claims, what the server
+    says of itself (``/info``: unverified, for display) and, when the policy required the GPU
+    (an ``[nvidia_gpu]`` section), the GPU's verified claims."""
 
     cert_der: bytes
     claims: VerifiedClaims
     server_info: dict[str, Any]
+    gpu_claims: VerifiedClaims | None = None
 
 
 def _get(
@@ -265,3 +269,62 @@ def attest_gpu(
         endorsements=Endorsements(certificates=tuple(certs)),
         expected_nonce=gpu_nonce(attested.cert_der),
     )
+
+
+def attest(
+    addr: str,
+    unattested_server_port: int = PortRole.UNATTESTED.usual_port,
+    *,
+    policy: Policy | None = None,
+    simulation_mode: bool = False,
+    now: datetime | None = None,
+    verifier: Verifier | None = None,
+    collateral_fetcher: CollateralSource | None = None,
+    snp_certificate_source: SnpCertificateSource | None = None,
+    attested_server_port: int = PortRole.ATTESTED.usual_port,
+    timeout: float = 60.0,
+    simulation_option: str = "simulation_mode=True",
+) -> Attested:
+    """Verify a running server by remote attestation, without sending it anything else.
+
+    Fetches the TLS certificate and the evidence from the unattested port, verifies the
+    evidence against ``policy`` at ``now`` (default: the current time) and checks that it
+    binds the certificate. When ``policy`` requires the GPU (an ``[nvidia_gpu]`` section) it
+    then reads the GPU's evidence with one ``GET /gpu-evidence`` on ``attested_server_port``,
+    over TLS pinned to the certificate just verified, and verifies it too (``gpu_claims``).
+    Returns the certificate to pin and the verified claims, or raises a
+    :class:`~blindai.errors.BlindAIError`. The other arguments mean what they mean for
+    :func:`~blindai.client.connect`, which does the same, then connects.
+    ``blindai attest HOST`` is this function.
+
+    Example::
+
+        from blindai.attestation import Policy
+        from blindai.client import attest
+
+        attested = attest("tee.example", policy=Policy.from_file("policy.toml"))
+        print(attested.claims.measurement.hex(), attested.cert_der.hex())
+    """
+    host = addr.split("://", 1)[-1].rstrip("/")
+    plain = PlainTransport(host, unattested_server_port, timeout)
+    try:
+        attested = attest_server(
+            plain,
+            simulation_mode=simulation_mode,
+            policy=policy,
+            now=now,
+            verifier=verifier,
+            collateral_fetcher=collateral_fetcher,
+            snp_certificate_source=snp_certificate_source,
+            simulation_option=simulation_option,
+        )
+    finally:
+        plain.close()
+    if policy is None or not gpu_required(policy):
+        return attested
+    channel = PinnedTlsTransport(host, attested_server_port, attested.cert_der, timeout)
+    try:
+        gpu = attest_gpu(channel, policy=policy, now=now)
+    finally:
+        channel.close()
+    return Attested(attested.cert_der, attested.claims, attested.server_info, gpu)

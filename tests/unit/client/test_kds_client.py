@@ -214,7 +214,9 @@ def test_cli_attest_verify_with_kds(
     assert _kds_asked(server) == KDS_PATHS
 
 
-def test_cli_kds_flag_defaults_to_amd(monkeypatch: pytest.MonkeyPatch, snp_set: Path):
+def test_cli_kds_flag_defaults_to_amd(
+    monkeypatch: pytest.MonkeyPatch, snp_set: Path, policy_file: Path
+):
     """``--kds`` alone means AMD's KDS; --certs given: KDS is not asked."""
     from blindai.cli import _attest as cli_attest
 
@@ -226,7 +228,7 @@ def test_cli_kds_flag_defaults_to_amd(monkeypatch: pytest.MonkeyPatch, snp_set: 
 
     monkeypatch.setattr(cli_attest, "_kds_source", fake_source)
     args = ["attest", "verify", "--kind", "sev-snp", "--evidence", str(snp_set / "report.bin")]
-    args += ["--at", "2025-06-01T00:00:00Z"]
+    args += ["--at", "2025-06-01T00:00:00Z", "--policy", str(policy_file)]
     assert run_cli(monkeypatch, *args, "--kds") == 1
     assert urls == ["https://kdsintf.amd.com"]
     certs = [str(snp_set / "vcek.der"), str(snp_set / "ask_ark_milan.pem")]
