@@ -7,7 +7,8 @@ Example::
         model = conn.upload_model("model.onnx", model_name="clf")
         print(conn.predict("clf", {"input": x}))
 
-The names below are imported on first use: ``blindai.__version__`` loads no client code.
+The names below are imported on first use: ``blindai.__version__`` loads no client code,
+and ``import blindai.attestation`` (a verifier alone) or the server loads no client module.
 """
 
 from __future__ import annotations
