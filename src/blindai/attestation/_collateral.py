@@ -30,7 +30,9 @@ from datetime import datetime, timezone
 from typing import Protocol
 from urllib.parse import unquote
 
+import dcap_qvl
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from blindai.attestation.dcap import (
     TEE_TDX,
@@ -58,7 +60,6 @@ _TCB_CHAIN = ("tcb-info-issuer-chain", "sgx-tcb-info-issuer-chain")
 _QE_CHAIN = ("sgx-enclave-identity-issuer-chain",)
 _CRL_CHAIN = ("sgx-pck-crl-issuer-chain",)
 _SGX_EXTENSIONS = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
-_FMSPC_OID_DER = bytes.fromhex("060a2a864886f84d010d0104")  # OID 1.2.840.113741.1.13.1.4
 
 _log = logging.getLogger("blindai.attestation")
 
@@ -137,17 +138,20 @@ class PckChain:
 
     @property
     def fmspc(self) -> str:
-        """The platform's FMSPC (6 bytes, uppercase hex), from the leaf's SGX extension."""
+        """The platform's FMSPC (6 bytes, uppercase hex), from the leaf's SGX extension.
+
+        The extension (a SEQUENCE of OID/value pairs, nested) is read by dcap-qvl's PCK
+        certificate parser, the one its quote verification uses.
+        """
         try:
-            ext = self.leaf.extensions.get_extension_for_oid(_SGX_EXTENSIONS).value
+            self.leaf.extensions.get_extension_for_oid(_SGX_EXTENSIONS)
         except x509.ExtensionNotFound as exc:
             raise CollateralUnavailable("the PCK certificate has no SGX extension") from exc
-        der = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
-        at = der.find(_FMSPC_OID_DER)
-        value = der[at + len(_FMSPC_OID_DER) : at + len(_FMSPC_OID_DER) + 8] if at >= 0 else b""
-        if len(value) != 8 or value[:2] != b"\x04\x06":
-            raise CollateralUnavailable("the PCK certificate's SGX extension has no FMSPC")
-        return value[2:].hex().upper()
+        try:
+            fmspc = dcap_qvl.parse_pck_extension_from_pem(self.leaf.public_bytes(Encoding.PEM))
+        except ValueError as exc:  # dcap-qvl also refuses an FMSPC of other than 6 bytes
+            raise CollateralUnavailable("the PCK certificate's SGX extension has no FMSPC") from exc
+        return bytes(fmspc.fmspc).hex().upper()
 
 
 def pck_chain(quote: bytes) -> PckChain:

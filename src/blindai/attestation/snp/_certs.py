@@ -142,7 +142,10 @@ def load_certificates(blobs: Iterable[bytes]) -> list[x509.Certificate]:
 
 
 def _der_small_int(der: bytes) -> int:
-    # DER INTEGER, non-negative, one or two content bytes (a SPL fits 0..255)
+    # A hand parser, on purpose: the AMD TCB extensions have custom OIDs, which cryptography
+    # hands over undecoded (UnrecognizedExtension.value: the raw extnValue) and has no public
+    # DER decoder for. Only this form is accepted: a DER INTEGER, non-negative, one or two
+    # content bytes (an SPL fits 0..255); anything else is malformed.
     if len(der) < 3 or der[0] != 0x02 or der[1] != len(der) - 2 or der[1] > 2:
         raise ValueError("not a small DER INTEGER")
     value = int.from_bytes(der[2:], "big", signed=True)
@@ -152,6 +155,7 @@ def _der_small_int(der: bytes) -> int:
 
 
 def _extension_bytes(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes:
+    """The raw extnValue of AMD extension ``oid`` (cryptography decodes no AMD extension)."""
     try:
         ext = cert.extensions.get_extension_for_oid(oid)
     except x509.ExtensionNotFound as exc:
@@ -180,6 +184,8 @@ def amd_tcb(cert: x509.Certificate) -> TcbVersion:
 
 def hardware_id(cert: x509.Certificate) -> bytes:
     """The VCEK's hwID extension: 64 raw bytes, or the same as a DER OCTET STRING."""
+    # by hand, like _der_small_int: AMD's KDS puts the 64 bytes there without a DER tag (every
+    # VCEK here does); a DER OCTET STRING of them is also read, as go-sev-guest does
     raw = _extension_bytes(cert, OID_HWID)
     if len(raw) == HWID_SIZE:
         return raw

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from blindai.attestation._anchors import fingerprint
 from blindai.errors import ChainError
@@ -29,20 +29,6 @@ from blindai.errors import ChainError
 __all__ = ["AmdChain", "leaf_candidates", "verify_chain"]
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-# AlgorithmIdentifier rsassaPss {SHA-384, MGF1-SHA-384, salt 48}, with and without the default
-# trailerField (AMD's ARK and ASK spell it out, its VCEKs do not)
-_PSS_OID = "06092a864886f70d01010a"
-_PSS_PARAMS = (  # [0] hashAlgorithm, [1] maskGenAlgorithm, [2] saltLength
-    "a00f300d06096086480165030402020500"
-    "a11c301a06092a864886f70d010108300d06096086480165030402020500"
-    "a203020130"
-)
-_PSS_ALGORITHMS = frozenset(
-    {
-        bytes.fromhex(f"3041{_PSS_OID}3034{_PSS_PARAMS}"),
-        bytes.fromhex(f"3046{_PSS_OID}3039{_PSS_PARAMS}a303020101"),
-    }
-)
 _LEAF_NAMES = {"vcek": "SEV-VCEK", "vlek": "SEV-VLEK"}
 
 
@@ -65,40 +51,39 @@ def _common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _tlv(data: bytes, pos: int) -> tuple[int, int]:
-    """(start of contents, end) of the DER element at ``pos`` (already validated by the parser)."""
-    length, head = data[pos + 1], pos + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length, head = int.from_bytes(data[head : head + count], "big"), head + count
-    return head, head + length
-
-
-def _signature_algorithms(cert: x509.Certificate) -> tuple[bytes, bytes]:
-    """The certificate's signatureAlgorithm and the signature field inside its TBS."""
-    raw, tbs = cert.public_bytes(Encoding.DER), cert.tbs_certificate_bytes
-    outer_at = _tlv(raw, 0)[0] + len(tbs)
-    outer = raw[outer_at : _tlv(raw, outer_at)[1]]
-    pos = _tlv(tbs, 0)[0]
-    while tbs[pos] != 0x30:  # skip [0] version and serialNumber: the first SEQUENCE follows
-        pos = _tlv(tbs, pos)[1]
-    return outer, tbs[pos : _tlv(tbs, pos)[1]]
-
-
-def _is_amd_pss(cert: x509.Certificate) -> bool:
-    outer, inner = _signature_algorithms(cert)
-    return outer == inner and outer in _PSS_ALGORITHMS
+def _declares_amd_pss(cert: x509.Certificate) -> bool:
+    """The certificate says RSASSA-PSS with SHA-384 and MGF1 (the rest: :func:`_signed_by`)."""
+    try:
+        params = cert.signature_algorithm_parameters
+        digest = cert.signature_hash_algorithm
+    except (ValueError, UnsupportedAlgorithm):  # e.g. an unknown MGF or hash OID
+        return False
+    return (
+        cert.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS
+        and isinstance(digest, hashes.SHA384)
+        and isinstance(params, padding.PSS)
+        and isinstance(params.mgf, padding.MGF1)
+    )
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject or not _is_amd_pss(cert):
-        return False
-    key = _public_key(issuer)
-    if not isinstance(key, rsa.RSAPublicKey):
+    """``issuer`` signed ``cert`` with AMD's RSASSA-PSS {SHA-384, MGF1-SHA-384, salt 48}.
+
+    :meth:`~cryptography.x509.Certificate.verify_directly_issued_by` checks the names and the
+    signature, and refuses a certificate whose outer signatureAlgorithm differs from the one
+    inside its TBS. cryptography exposes neither the PSS salt length nor the MGF1 hash, so the
+    signature is verified once more with AMD's exact parameters: a PSS signature made with
+    another salt length or MGF1 hash does not verify under them.
+    """
+    if not _declares_amd_pss(cert):
         return False
     try:
+        cert.verify_directly_issued_by(issuer)
+        key = issuer.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):  # pragma: no cover - PSS verified with it
+            return False
         key.verify(cert.signature, cert.tbs_certificate_bytes, _PSS, hashes.SHA384())
-    except InvalidSignature:
+    except (ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature):
         return False
     return True
 
