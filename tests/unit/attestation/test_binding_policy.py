@@ -103,3 +103,18 @@ def test_defaults_only_keeps_every_default_but_the_measurement():
     nitro = policy.for_kind(EvidenceKind.NITRO)
     assert dict(nitro.pcrs) == {} and not nitro.allow_debug and nitro.max_age_seconds == 600
     assert set(Policy.defaults_only(EvidenceKind.NITRO).sections) == {"nitro"}
+
+
+def test_binding_by_public_key_alone_refuses_another_key():
+    cert = TlsIdentity.generate().cert_der
+    with pytest.raises(BindingError, match="report data is nothing"):
+        check_binding(cert, report_data=None, public_key=b"another key")
+
+
+def test_policy_file_and_manifest(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('mr_enclave = "' + "ab" * 32 + '"\n')
+    assert Policy.from_file(path).sgx.mr_enclave == frozenset({bytes.fromhex("ab" * 32)})
+    path.write_text('mr_enclave = "' + "ab" * 32 + '"\n[sgx]\nallow_any_measurement = true\n')
+    with pytest.raises(ConfigurationError, match="either as"):
+        Policy.from_file(path)

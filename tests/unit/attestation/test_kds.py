@@ -265,6 +265,13 @@ def test_a_chain_of_one_certificate_is_unavailable(milan: Case):
         KdsCertificateSource(fetcher).for_report(milan.report)
 
 
+def test_a_vcek_answer_of_two_certificates_is_unavailable(milan: Case):
+    fetcher = milan.fetcher()
+    fetcher.answers[milan.vcek_url] = FetchResponse(milan.chain)  # ASK and ARK: no VCEK
+    with pytest.raises(CollateralUnavailable, match="not one certificate"):
+        KdsCertificateSource(fetcher, products=("Milan",)).for_report(milan.report)
+
+
 def test_nothing_fetched_is_trusted(milan: Case, evidence_dir: Path):
     """Another chip's VCEK served for this chip: fetched, then refused by the verifier."""
     other = (evidence_dir / "sev-snp/virtee-sev-milan/vcek.der").read_bytes()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -79,9 +80,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-        key = issuer.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):  # pragma: no cover - PSS verified with it
-            return False
+        key = cast(rsa.RSAPublicKey, issuer.public_key())  # it just verified a PSS signature
         key.verify(cert.signature, cert.tbs_certificate_bytes, _PSS, hashes.SHA384())
     except (ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature):
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import cbor2
 import pytest
 
 from blindai.attestation import check_binding, expected_report_data, simulation
@@ -12,6 +13,7 @@ from blindai.server.attesters.simulation import SimulationAttester, measure_code
 from blindai.server.tls import TlsIdentity
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+GOOD = {"version": 1, "measurement": bytes(32), "report_data": bytes(64), "server_version": "1"}
 
 
 def test_attester_output_verifies_binds_and_warns():
@@ -43,6 +45,14 @@ def test_expected_measurement_is_enforced():
         b"\x03\x00\x02\x00" + b"\0" * 100,
         simulation.MAGIC + b"\xff\xff",
         simulation.MAGIC + b"\xa1\x67version\x02",
+        *(
+            simulation.MAGIC + cbor2.dumps({**GOOD, field: value})
+            for field, value in (
+                ("measurement", b"short"),
+                ("report_data", "not bytes"),
+                ("server_version", 1),
+            )
+        ),
     ],
 )
 def test_malformed_documents(evidence):
@@ -55,3 +65,8 @@ def test_measure_code_changes_with_the_code(tmp_path):
     first = measure_code(tmp_path)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert measure_code(tmp_path) != first
+
+
+def test_the_well_formed_document_the_malformed_ones_start_from():
+    doc = simulation.decode(simulation.MAGIC + cbor2.dumps(GOOD))
+    assert (doc.measurement, doc.server_version) == (bytes(32), "1")
