@@ -7,14 +7,17 @@ evidence binding the 64-byte report data, ``endorsements()`` what a verifier nee
 ``/collateral`` map (SGX only).
 
 ================  ===========================  ==========================================
-``--tee``         attester                     device interface
+``--tee``         attester                     device interface (path: the kind table)
 ================  ===========================  ==========================================
-``gramine-sgx``   :class:`GramineAttester`     ``/dev/attestation`` (Gramine, DCAP)
-``tdx``           :class:`ConfigfsTsmAttester` ``/sys/kernel/config/tsm/report``
-``sev-snp``       :class:`ConfigfsTsmAttester` ``/sys/kernel/config/tsm/report``
-``nitro``         :class:`NsmAttester`         ``/dev/nsm``
+``gramine-sgx``   :class:`GramineAttester`     ``attestation_dir`` (Gramine, DCAP)
+``tdx``           :class:`ConfigfsTsmAttester` ``tsm_report_dir`` (configfs-tsm)
+``sev-snp``       :class:`ConfigfsTsmAttester` ``tsm_report_dir`` (configfs-tsm)
+``nitro``         :class:`NsmAttester`         ``nsm_device`` (Nitro Secure Module)
 ``simulation``    :class:`SimulationAttester`  none: protects nothing, development only
 ================  ===========================  ==========================================
+
+The ``--tee`` names and the device paths' defaults come from
+:data:`blindai.attestation.kinds.KINDS`.
 
 Beside the CPU TEE, ``--device cuda`` adds :class:`NvidiaGpuAttester`: the GPU's SPDM report
 through NVML (:class:`PynvmlDevice`), answering the nonce derived from the TLS certificate.

@@ -35,6 +35,7 @@ from typing import Any
 from blindai.attestation._collateral import CollateralSource
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import CONFIGFS_TSM
 from blindai.attestation.snp._certs import (
     ARK_GUID,
     ASK_GUID,
@@ -53,7 +54,7 @@ __all__ = [
     "auxblob_certificates",
 ]
 
-DEFAULT_TSM_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
+DEFAULT_TSM_REPORT_DIR = CONFIGFS_TSM.default  # the kind table states it
 #: configfs-tsm ``provider`` values and the evidence kind each produces.
 PROVIDERS = {"tdx_guest": EvidenceKind.TDX, "sev_guest": EvidenceKind.SEV_SNP}
 

@@ -22,13 +22,14 @@ from blindai.attestation._collateral import CollateralSource
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.dcap import collateral_to_blindai_v06
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import GRAMINE
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters._devfiles import read_attribute, write_attribute
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = ["DEFAULT_ATTESTATION_DIR", "GramineAttester"]
 
-DEFAULT_ATTESTATION_DIR = Path("/dev/attestation")
+DEFAULT_ATTESTATION_DIR = GRAMINE.default  # the kind table states it
 
 
 class GramineAttester:

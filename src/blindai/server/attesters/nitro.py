@@ -24,6 +24,7 @@ import cbor2
 
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import NSM
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters._quote import check_report_data
 
@@ -38,7 +39,7 @@ __all__ = [
     "attestation_request",
 ]
 
-DEFAULT_NSM_DEVICE = Path("/dev/nsm")
+DEFAULT_NSM_DEVICE = NSM.default  # the kind table states it
 NSM_REQUEST_MAX_SIZE = 0x1000
 NSM_RESPONSE_MAX_SIZE = 0x3000
 
