@@ -74,7 +74,8 @@ class KindSpec:
     section: str
     """The policy file's section, ``[sgx]``."""
     package: str
-    """The package exporting ``<prefix>Verifier``, ``<prefix>Policy`` and ``<prefix>Claims``."""
+    """The package (under ``blindai.attestation``) exporting ``<prefix>Verifier``,
+    ``<prefix>Policy`` and ``<prefix>Claims``."""
     prefix: str
     defaults: str
     """What the kind's default policy checks, for the CLI's note (the measurement aside)."""
@@ -83,8 +84,13 @@ class KindSpec:
     device: Device | None = None
     """Where the server collects it."""
 
+    @property
+    def module(self) -> str:
+        """The package's full name, ``blindai.attestation.<package>``."""
+        return f"blindai.attestation.{self.package}"
+
     def _export(self, suffix: str) -> Any:
-        return getattr(importlib.import_module(self.package), self.prefix + suffix)
+        return getattr(importlib.import_module(self.module), self.prefix + suffix)
 
     def verifier_class(self) -> Any:
         """The verifier class (it has ``with_embedded_roots()``)."""
@@ -106,51 +112,18 @@ class KindSpec:
         return verifier
 
 
-_DEBUG = "debug refused"
+_DCAP = "TCB status UpToDate only, debug refused"
+_SNP = "debug refused (guest policy bit 19), the most privileged VMPL only"
+_NITRO = "debug refused (PCR0 all zero), the document fresh (max_age_seconds)"
+_GPU = "no check beyond authenticity: no minimum driver or VBIOS version"
 KINDS: tuple[KindSpec, ...] = (
-    KindSpec(
-        EvidenceKind.SGX,
-        section="sgx",
-        package="blindai.attestation.sgx",
-        prefix="Sgx",
-        defaults=f"TCB status UpToDate only, {_DEBUG}",
-        tee="gramine-sgx",
-        device=GRAMINE,
-    ),
-    KindSpec(
-        EvidenceKind.TDX,
-        section="tdx",
-        package="blindai.attestation.tdx",
-        prefix="Tdx",
-        defaults=f"TCB status UpToDate only, {_DEBUG}",
-        tee="tdx",
-        device=CONFIGFS_TSM,
-    ),
-    KindSpec(
-        EvidenceKind.SEV_SNP,
-        section="sev_snp",
-        package="blindai.attestation.snp",
-        prefix="Snp",
-        defaults=f"{_DEBUG} (guest policy bit 19), the most privileged VMPL only",
-        tee="sev-snp",
-        device=CONFIGFS_TSM,
-    ),
-    KindSpec(
-        EvidenceKind.NITRO,
-        section="nitro",
-        package="blindai.attestation.nitro",
-        prefix="Nitro",
-        defaults=f"{_DEBUG} (PCR0 all zero), the document fresh (max_age_seconds)",
-        tee="nitro",
-        device=NSM,
-    ),
-    KindSpec(  # the GPU beside the CPU TEE: its evidence comes with the CPU's
-        EvidenceKind.NVIDIA_GPU,
-        section="nvidia_gpu",
-        package="blindai.attestation.nvidia_gpu",
-        prefix="NvidiaGpu",
-        defaults="no check beyond authenticity: no minimum driver or VBIOS version",
-    ),
+    # kind, policy section, package, class prefix, defaults note, --tee name, device
+    KindSpec(EvidenceKind.SGX, "sgx", "sgx", "Sgx", _DCAP, "gramine-sgx", GRAMINE),
+    KindSpec(EvidenceKind.TDX, "tdx", "tdx", "Tdx", _DCAP, "tdx", CONFIGFS_TSM),
+    KindSpec(EvidenceKind.SEV_SNP, "sev_snp", "snp", "Snp", _SNP, "sev-snp", CONFIGFS_TSM),
+    KindSpec(EvidenceKind.NITRO, "nitro", "nitro", "Nitro", _NITRO, "nitro", NSM),
+    # the GPU beside the CPU TEE: its evidence comes with the CPU's (serve --device cuda)
+    KindSpec(EvidenceKind.NVIDIA_GPU, "nvidia_gpu", "nvidia_gpu", "NvidiaGpu", _GPU),
 )
 
 SECTIONS: tuple[str, ...] = tuple(spec.section for spec in KINDS)

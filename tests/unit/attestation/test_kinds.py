@@ -35,7 +35,7 @@ def test_every_real_kind_has_exactly_one_entry() -> None:
 
 @pytest.mark.parametrize("spec", KINDS, ids=lambda s: s.kind.value)
 def test_each_package_exports_its_verifier_policy_and_claims(spec) -> None:
-    package = importlib.import_module(spec.package)
+    package = importlib.import_module(spec.module)
     names = {f"{spec.prefix}{suffix}" for suffix in ("Verifier", "Policy", "Claims")}
     assert names <= set(package.__all__)
     assert issubclass(spec.claims_class(), VerifiedClaims)
