@@ -112,17 +112,18 @@ class Policy:
         return self._parts
 
     @classmethod
-    def defaults_only(cls, *kinds: EvidenceKind) -> Policy:
+    def defaults_only(cls, kind: EvidenceKind, *more: EvidenceKind) -> Policy:
         """Every default of each kind's policy, with the measurement left unpinned. DANGEROUS.
 
         What this accepts: any code at all running in a genuine, up-to-date, non-debug TEE of
-        ``kinds`` (all kinds when none is named). Authenticity and every default still apply
+        the kinds named (at least one: a section may mean "required", so none is added
+        unasked). Authenticity and every default still apply
         (TCB status UpToDate only for SGX and TDX, debug refused, SEV-SNP's VMPL 0, Nitro's
         freshness; the table's ``defaults`` text says which), but nothing ties the evidence to
         *your* code: use it to read the measurements of a deployment you control, then pin
         them in a real policy. ``blindai attest verify`` uses it when given no ``--policy``.
         """
-        specs = [spec_for(kind) for kind in kinds] if kinds else list(KINDS)
+        specs = [spec_for(k) for k in (kind, *more)]
         return cls(**{s.section: s.policy_class().from_mapping(UNPINNED) for s in specs})
 
     @classmethod

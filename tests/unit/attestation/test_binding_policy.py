@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from blindai.attestation import EvidenceKind, Policy, check_binding, expected_report_data
+from blindai.attestation.kinds import KINDS
 from blindai.errors import BindingError, ConfigurationError
 from blindai.server.tls import TlsIdentity
 
@@ -78,7 +79,10 @@ def test_sections_are_attributes_and_the_policy_is_immutable():
     assert policy.tdx is tdx and policy.sgx is None
     assert dict(policy.sections) == {"tdx": tdx}
     assert policy == Policy(tdx=TdxPolicy(allow_any_measurement=True))
-    assert policy != Policy.defaults_only() and policy != "tdx"
+    assert (
+        policy == Policy.defaults_only(EvidenceKind.TDX) != Policy.defaults_only(EvidenceKind.SGX)
+    )
+    assert policy != "tdx"
     assert hash(policy) == hash(Policy(tdx=TdxPolicy(allow_any_measurement=True)))
     assert repr(policy).startswith("Policy(tdx=TdxPolicy(")
     with pytest.raises(AttributeError, match="immutable"):
@@ -92,7 +96,7 @@ def test_sections_are_attributes_and_the_policy_is_immutable():
 
 
 def test_defaults_only_keeps_every_default_but_the_measurement():
-    policy = Policy.defaults_only()
+    policy = Policy.defaults_only(*(spec.kind for spec in KINDS))
     assert set(policy.sections) == {"sgx", "tdx", "sev_snp", "nitro"}
     for kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         sub = policy.for_kind(kind)
