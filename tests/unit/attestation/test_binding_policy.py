@@ -97,7 +97,7 @@ def test_sections_are_attributes_and_the_policy_is_immutable():
 
 def test_defaults_only_keeps_every_default_but_the_measurement():
     policy = Policy.defaults_only(*(spec.kind for spec in KINDS))
-    assert set(policy.sections) == {"sgx", "tdx", "sev_snp", "nitro"}
+    assert set(policy.sections) == {"sgx", "tdx", "sev_snp", "nitro", "nvidia_gpu"}
     for kind in (EvidenceKind.SGX, EvidenceKind.TDX):
         sub = policy.for_kind(kind)
         assert sub.allow_any_measurement and not sub.allow_debug
@@ -122,3 +122,12 @@ def test_policy_file_and_manifest(tmp_path):
     path.write_text('mr_enclave = "' + "ab" * 32 + '"\n[sgx]\nallow_any_measurement = true\n')
     with pytest.raises(ConfigurationError, match="either as"):
         Policy.from_file(path)
+
+
+def test_gpu_nonce_is_the_certificate_digest_in_its_own_domain():
+    from blindai.attestation.binding import GPU_NONCE_LABEL, gpu_nonce
+
+    cert = TlsIdentity.generate().cert_der
+    digest = hashlib.sha256(cert).digest()
+    assert gpu_nonce(cert) == hashlib.sha256(GPU_NONCE_LABEL + digest).digest()
+    assert gpu_nonce(cert) != digest and len(gpu_nonce(cert)) == 32
