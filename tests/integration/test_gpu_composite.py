@@ -9,6 +9,7 @@ channel and verifies chain, signature, nonce binding and policy before sending a
 
 from __future__ import annotations
 
+import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from blindai.attestation.binding import gpu_nonce
 from blindai.attestation.nvidia_gpu import NvidiaGpuVerifier
 from blindai.attestation.nvidia_gpu._layout import parse_report
 from blindai.attestation.snp import SnpPolicy, SnpVerifier
+from blindai.client import attest
 from blindai.errors import BindingError, ChainError, PolicyError, VerificationError
 from tests._fakes.gpu_server import save_gpu
 from tests._fakes.nvidia_gpu import FakeGpu, make_fake_gpu
@@ -104,6 +106,38 @@ def _get(server: ServerProcess, path: str) -> bytes:
     url = f"http://{server.host}:{server.unattested_port}{path}"
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.read()  # type: ignore[no-any-return]
+
+
+def test_attest_verifies_the_gpu_and_sends_nothing_else(
+    gpu_server: ServerProcess, gpu: FakeGpu
+) -> None:
+    """blindai.client.attest: connect's attestation (one code path), without connecting."""
+    before = attested_requests(gpu_server.log())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        attested = attest(
+            gpu_server.host,
+            gpu_server.unattested_port,
+            attested_server_port=gpu_server.attested_port,
+            simulation_mode=True,
+            policy=Policy.from_toml(_policy_toml(gpu)),
+            gpu_verifier=_gpu_verifier(gpu),
+        )
+    assert attested.gpu_claims is not None
+    assert attested.gpu_claims.nonce == gpu_nonce(attested.cert_der)
+    assert attested.gpu_claims.measurements == gpu.measurements
+    assert _logged_after(gpu_server, before, count=1) == ["GET /gpu-evidence"]
+
+
+def _logged_after(server: ServerProcess, before: list[str], *, count: int) -> list[str]:
+    """The attested requests after ``before``, once ``count`` are logged (a request is logged
+    after it is answered)."""
+    deadline = time.monotonic() + 30
+    while len(now := attested_requests(server.log())) < len(before) + count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return now[len(before) :]
 
 
 def test_gpu_evidence_beside_the_cpu_evidence(gpu_server: ServerProcess) -> None:

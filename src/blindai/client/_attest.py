@@ -10,7 +10,7 @@ anything else is sent.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
+from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._ports import PortRole
 from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
 from blindai.errors import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from blindai.attestation._kds import SnpCertificateSource
     from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
-__all__ = ["Attested", "attest", "attest_gpu", "attest_server", "gpu_required"]
+__all__ = ["Attested", "attest", "attest_gpu", "attest_server", "gpu_required", "open_attested"]
 
 _log = logging.getLogger("blindai.client")
 _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
@@ -51,7 +52,7 @@ class Attested:
     cert_der: bytes
     claims: VerifiedClaims
     server_info: dict[str, Any]
-    gpu_claims: VerifiedClaims | None = None
+    gpu_claims: NvidiaGpuClaims | None = None
 
 
 def _get(
@@ -281,8 +282,10 @@ def attest(
     verifier: Verifier | None = None,
     collateral_fetcher: CollateralSource | None = None,
     snp_certificate_source: SnpCertificateSource | None = None,
+    gpu_verifier: NvidiaGpuVerifier | None = None,
     attested_server_port: int = PortRole.ATTESTED.usual_port,
     timeout: float = 60.0,
+    max_response_bytes: int = DEFAULT_MAX_BODY,
     simulation_option: str = "simulation_mode=True",
 ) -> Attested:
     """Verify a running server by remote attestation, without sending it anything else.
@@ -294,7 +297,7 @@ def attest(
     over TLS pinned to the certificate just verified, and verifies it too (``gpu_claims``).
     Returns the certificate to pin and the verified claims, or raises a
     :class:`~blindai.errors.BlindAIError`. The other arguments mean what they mean for
-    :func:`~blindai.client.connect`, which does the same, then connects.
+    :func:`~blindai.client.connect`, which runs this same code, then keeps the channel open.
     ``blindai attest HOST`` is this function.
 
     Example::
@@ -305,8 +308,52 @@ def attest(
         attested = attest("tee.example", policy=Policy.from_file("policy.toml"))
         print(attested.claims.measurement.hex(), attested.cert_der.hex())
     """
+    attested, channel = open_attested(
+        addr,
+        unattested_server_port,
+        attested_server_port,
+        policy=policy,
+        simulation_mode=simulation_mode,
+        now=now,
+        verifier=verifier,
+        collateral_fetcher=collateral_fetcher,
+        snp_certificate_source=snp_certificate_source,
+        gpu_verifier=gpu_verifier,
+        timeout=timeout,
+        max_response_bytes=max_response_bytes,
+        simulation_option=simulation_option,
+    )
+    channel.close()
+    return attested
+
+
+def open_attested(
+    addr: str,
+    unattested_server_port: int,
+    attested_server_port: int,
+    *,
+    policy: Policy | None,
+    simulation_mode: bool,
+    now: datetime | None,
+    verifier: Verifier | None,
+    collateral_fetcher: CollateralSource | None,
+    snp_certificate_source: SnpCertificateSource | None,
+    gpu_verifier: NvidiaGpuVerifier | None,
+    timeout: float,
+    max_response_bytes: int,
+    simulation_option: str,
+) -> tuple[Attested, PinnedTlsTransport]:
+    """What :func:`attest` and :func:`~blindai.client.connect` both do, written once.
+
+    :func:`attest_server` over the unattested port, then, when ``policy`` requires the GPU,
+    :func:`attest_gpu` over the attested port. Returns the outcome and the attested port's
+    channel, pinned to the verified certificate, which the caller closes (it has sent nothing
+    there but ``GET /gpu-evidence``); on any refusal everything opened is closed.
+    """
     host = addr.split("://", 1)[-1].rstrip("/")
-    plain = PlainTransport(host, unattested_server_port, timeout)
+    plain = PlainTransport(
+        host, unattested_server_port, timeout, max_response_bytes=max_response_bytes
+    )
     try:
         attested = attest_server(
             plain,
@@ -320,11 +367,18 @@ def attest(
         )
     finally:
         plain.close()
+    channel = PinnedTlsTransport(
+        host,
+        attested_server_port,
+        attested.cert_der,
+        timeout,
+        max_response_bytes=max_response_bytes,
+    )
     if policy is None or not gpu_required(policy):
-        return attested
-    channel = PinnedTlsTransport(host, attested_server_port, attested.cert_der, timeout)
+        return attested, channel
     try:
-        gpu = attest_gpu(channel, policy=policy, now=now)
-    finally:
+        gpu = attest_gpu(channel, policy=policy, now=now, verifier=gpu_verifier)
+    except BaseException:
         channel.close()
-    return Attested(attested.cert_der, attested.claims, attested.server_info, gpu)
+        raise
+    return replace(attested, gpu_claims=gpu), channel

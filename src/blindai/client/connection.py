@@ -18,11 +18,11 @@ from blindai import errors
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
-from blindai.client._attest import attest_gpu, attest_server, gpu_required
+from blindai.client._attest import open_attested
 from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
-from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
+from blindai.client._transport import HttpResponse, PinnedTlsTransport
 from blindai.errors import ConfigurationError, ProtocolError, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
@@ -378,47 +378,31 @@ def connect(
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
         policy = Policy.from_file(hazmat_manifest_path)
-    host = addr.split("://", 1)[-1].rstrip("/")
-    limit = max_response_bytes
-    plain = PlainTransport(host, unattested_server_port, timeout, max_response_bytes=limit)
     start = time.perf_counter()
-    try:
-        attested = attest_server(
-            plain,
-            simulation_mode=simulation_mode,
-            policy=policy,
-            verifier=verifier,
-            collateral_fetcher=collateral_fetcher,
-            snp_certificate_source=snp_certificate_source,
-            simulation_option=simulation_option,
-        )
-    finally:
-        plain.close()
-    channel = PinnedTlsTransport(
-        host, attested_server_port, attested.cert_der, timeout, max_response_bytes=limit
+    attested, channel = open_attested(
+        addr,
+        unattested_server_port,
+        attested_server_port,
+        policy=policy,
+        simulation_mode=simulation_mode,
+        now=None,
+        verifier=verifier,
+        collateral_fetcher=collateral_fetcher,
+        snp_certificate_source=snp_certificate_source,
+        gpu_verifier=gpu_verifier,
+        timeout=timeout,
+        max_response_bytes=max_response_bytes,
+        simulation_option=simulation_option,
     )
-    gpu_claims = None
-    if gpu_required(policy):
-        assert policy is not None
-        try:
-            gpu_claims = attest_gpu(channel, policy=policy, verifier=gpu_verifier)
-        except BaseException:
-            channel.close()
-            raise
     elapsed = time.perf_counter() - start
-    cert = attested.cert_der
+    management = PinnedTlsTransport(
+        channel.host,
+        model_management_port,
+        attested.cert_der,
+        timeout,
+        role=PortRole.MANAGEMENT,
+        max_response_bytes=max_response_bytes,
+    )
     return Connection(
-        channel,
-        PinnedTlsTransport(
-            host,
-            model_management_port,
-            cert,
-            timeout,
-            role=PortRole.MANAGEMENT,
-            max_response_bytes=limit,
-        ),
-        attested.claims,
-        attested.server_info,
-        elapsed,
-        gpu_claims,
+        channel, management, attested.claims, attested.server_info, elapsed, attested.gpu_claims
     )
