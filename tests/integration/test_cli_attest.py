@@ -340,8 +340,10 @@ def test_attest_simulation_host_with_a_policy_refused(
         "attest", server.host, "--unattested-port", server.unattested_port, "--policy", policy
     )
     assert done.returncode == 1
-    assert len(_lines(done.stderr)) == 1
-    assert "SIMULATION" in done.stderr
+    (line,) = _lines(done.stderr)
+    assert line.startswith("VerificationError: ") and "SIMULATION" in line
+    assert "Pass --simulation only for development" in line  # the CLI's opt-in, by its name
+    assert "simulation_mode" not in line
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from blindai.errors import (
     BlindAIError,
     ChainError,
     ConfigurationError,
-    EvidenceError,
     ModelNotFound,
     PolicyError,
     VerificationError,
@@ -278,8 +277,11 @@ def test_no_policy_is_a_configuration_error(hw_server: ServerProcess, machine: S
 def test_simulation_client_refuses_hardware_evidence(hw_server: ServerProcess) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SimulationModeWarning)
-        err = _refused(hw_server, EvidenceError, simulation_mode=True)
-    assert "simulated" in str(err)  # the SNP report is not a simulated document
+        err = _refused(hw_server, VerificationError, simulation_mode=True)
+    assert str(err) == (
+        "simulation_mode=True accepts only a simulation server; this one sent sev-snp "
+        "evidence: refusing. Verify it against a policy, without simulation_mode=True."
+    )
 
 
 def test_hardware_client_refuses_a_simulation_server(
@@ -324,7 +326,7 @@ def test_cli_attest_host_trusts_only_the_real_amd_roots(
     port = str(hw_server.unattested_port)
     for flags, status, first_word in [
         (["--policy", str(policy)], 1, "ChainError:"),
-        (["--simulation"], 2, "EvidenceError:"),
+        (["--simulation"], 1, "VerificationError: --simulation accepts only a simulation"),
     ]:
         done = subprocess.run(
             [

@@ -98,6 +98,13 @@ def _kind(info: dict[str, Any], evidence: bytes) -> EvidenceKind:
     raise EvidenceError("cannot tell which kind of evidence the server sent")
 
 
+def _kind_text(info: dict[str, Any], evidence: bytes) -> str:
+    try:
+        return _kind(info, evidence).value
+    except EvidenceError:
+        return "unrecognised"
+
+
 def _endorsements(
     plain: PlainTransport,
     kind: EvidenceKind,
@@ -175,6 +182,12 @@ def attest_server(
     assert quote is not None
     evidence = _bytes(quote, "evidence")
     when = now or datetime.now(timezone.utc)
+    if simulation_mode and not evidence.startswith(simulation.MAGIC):
+        raise VerificationError(
+            f"{simulation_option} accepts only a simulation server; this one sent "
+            f"{_kind_text(info, evidence)} evidence: refusing. Verify it against a policy, "
+            f"without {simulation_option}."
+        )
     kind = _kind(info, evidence)
     if simulation_mode:
         claims: VerifiedClaims = simulation.UnsafeSimulationVerifier().verify(evidence, now=when)
