@@ -5,6 +5,18 @@ The TEE's report data commits to the TLS certificate the server will use:
 SEV-SNP). Nitro carries the same 32-byte digest in ``user_data``, or the certificate's public
 key (SubjectPublicKeyInfo DER) in ``public_key``.
 
+Fresh evidence, over a client's nonce (16 to 64 random bytes), also commits to the nonce:
+
+==================  ==============================================
+``report_data``     value
+==================  ==============================================
+``[0:32]``          SHA-256(certificate DER)
+``[32:64]``         SHA-256(nonce)
+==================  ==============================================
+
+the same 64 bytes on every platform (Nitro: all 64 in ``user_data``). Evidence for another
+nonce, or made without one, does not bind: a replayed document is refused.
+
 An NVIDIA GPU beside the CPU TEE answers the SPDM requester nonce
 ``gpu_nonce(cert) = SHA-256(b"blindai-gpu-nonce" || SHA-256(certificate DER))`` (32 bytes, the
 size SPDM takes): the same certificate, in a separate domain so that neither value can stand
@@ -23,15 +35,23 @@ from blindai.errors import BindingError
 
 __all__ = [
     "GPU_NONCE_LABEL",
+    "NONCE_MAX_SIZE",
+    "NONCE_MIN_SIZE",
     "REPORT_DATA_SIZE",
     "certificate_digest",
     "check_binding",
+    "check_nonce",
     "expected_report_data",
     "gpu_nonce",
+    "nonce_digest",
 ]
 
 REPORT_DATA_SIZE = 64
 GPU_NONCE_LABEL = b"blindai-gpu-nonce"
+NONCE_MIN_SIZE = 16
+"""Fewest bytes a freshness nonce may have (128 bits)."""
+NONCE_MAX_SIZE = 64
+"""Most bytes a freshness nonce may have."""
 
 
 def certificate_digest(cert_der: bytes) -> bytes:
@@ -39,9 +59,26 @@ def certificate_digest(cert_der: bytes) -> bytes:
     return hashlib.sha256(cert_der).digest()
 
 
-def expected_report_data(cert_der: bytes, size: int = REPORT_DATA_SIZE) -> bytes:
-    """The report data a TEE must produce for this certificate."""
-    return certificate_digest(cert_der).ljust(size, b"\0")
+def check_nonce(nonce: bytes) -> bytes:
+    """``nonce`` when it has 16 to 64 bytes; ValueError otherwise."""
+    if not NONCE_MIN_SIZE <= len(nonce) <= NONCE_MAX_SIZE:
+        raise ValueError(
+            f"a nonce has {NONCE_MIN_SIZE} to {NONCE_MAX_SIZE} bytes, not {len(nonce)}"
+        )
+    return nonce
+
+
+def nonce_digest(nonce: bytes) -> bytes:
+    """SHA-256 of the nonce: ``report_data[32:64]`` of fresh evidence."""
+    return hashlib.sha256(check_nonce(nonce)).digest()
+
+
+def expected_report_data(
+    cert_der: bytes, size: int = REPORT_DATA_SIZE, *, nonce: bytes | None = None
+) -> bytes:
+    """The report data a TEE must produce for this certificate (and ``nonce``, if given)."""
+    tail = nonce_digest(nonce) if nonce is not None else b""
+    return (certificate_digest(cert_der) + tail).ljust(size, b"\0")
 
 
 def gpu_nonce(cert_der: bytes) -> bytes:
@@ -54,13 +91,19 @@ def check_binding(
     *,
     report_data: bytes | None,
     public_key: bytes | None = None,
+    nonce: bytes | None = None,
 ) -> None:
-    """Raise :class:`BindingError` unless the evidence binds ``cert_der``.
+    """Raise :class:`BindingError` unless the evidence binds ``cert_der`` (and ``nonce``).
 
     ``report_data`` is the evidence's report data (or Nitro ``user_data``); it must equal the
     expected report data, or, when it is exactly 32 bytes (Nitro ``user_data``), the digest.
     ``public_key`` (Nitro) may instead hold the certificate's SubjectPublicKeyInfo.
+    With ``nonce``, only the full 64-byte layout binds: SHA-256(certificate) followed by
+    SHA-256(nonce).
     """
+    if nonce is not None:
+        _check_fresh(cert_der, report_data, nonce)
+        return
     digest = certificate_digest(cert_der)
     if report_data is not None:
         want = (
@@ -84,4 +127,22 @@ def check_binding(
     raise BindingError(
         f"the evidence does not bind this TLS certificate: report data is {shown}, "
         f"expected SHA-256(certificate) {digest.hex()} followed by zeros"
+    )
+
+
+def _check_fresh(cert_der: bytes, report_data: bytes | None, nonce: bytes) -> None:
+    want = expected_report_data(cert_der, nonce=nonce)
+    if report_data is not None and hmac.compare_digest(report_data, want):
+        return
+    digest = certificate_digest(cert_der)
+    if report_data is not None and hmac.compare_digest(report_data[:32], digest):
+        raise BindingError(
+            "the evidence binds this TLS certificate but not this connection's nonce: "
+            f"report data ends {report_data[32:].hex() or 'early'}, expected SHA-256(nonce) "
+            f"{want[32:].hex()} (replayed or stale evidence)"
+        )
+    shown = report_data.hex() if report_data is not None else "nothing"
+    raise BindingError(
+        f"the evidence does not bind this TLS certificate and nonce: report data is {shown}, "
+        f"expected {want.hex()}"
     )

@@ -7,7 +7,8 @@ the driver sets ``response.iov_len`` to the answer's length. The request is
 ``{"Attestation": {"document": bytes}}`` (a COSE_Sign1 document) or ``{"Error": code}``.
 
 ``user_data`` carries the first 32 bytes of the report data, i.e. the SHA-256 of the TLS
-certificate (:mod:`blindai.attestation.binding`). The ioctl is behind :class:`NsmTransport` so
+certificate (:mod:`blindai.attestation.binding`), or all 64 for fresh evidence over a client's
+nonce (the SHA-256 of the nonce follows). The ioctl is behind :class:`NsmTransport` so
 that everything above it can be tested without an enclave.
 """
 
@@ -116,13 +117,16 @@ class NsmAttester:
         return cls(IoctlTransport(device))
 
     def evidence(self, report_data: bytes) -> bytes:
-        """An attestation document binding ``report_data`` (64 bytes, the last 32 zero)."""
+        """An attestation document binding ``report_data`` (64 bytes) in ``user_data``.
+
+        ``user_data`` is ``report_data[0:32]`` when the rest is zero (the certificate digest
+        alone, as BlindAI has always sent it), else all 64 bytes (fresh evidence).
+        """
         check_report_data(report_data)
-        if any(report_data[32:]):
-            raise ValueError("Nitro user_data carries 32 bytes: report_data[32:] must be zero")
+        user_data = report_data if any(report_data[32:]) else report_data[:32]
         with self._lock:
             try:
-                answer = self.transport.request(attestation_request(report_data[:32]))
+                answer = self.transport.request(attestation_request(user_data))
             except OSError as exc:
                 raise EvidenceError(f"the NSM device failed: {exc}") from exc
         return _document(answer)

@@ -79,8 +79,14 @@ def test_report_data_shape():
     attester = NsmAttester(FakeNsm(b""))
     with pytest.raises(ValueError, match="64 bytes"):
         attester.evidence(DIGEST)
-    with pytest.raises(ValueError, match="must be zero"):
-        attester.evidence(DIGEST + DIGEST)
+
+
+def test_fresh_report_data_goes_whole_into_user_data():
+    """With a nonce's digest in report_data[32:64], user_data carries all 64 bytes."""
+    nsm = FakeNsm(cbor2.dumps({"Attestation": {"document": b"doc"}}))
+    fresh = DIGEST + hashlib.sha256(b"a client nonce, 16+ bytes").digest()
+    assert NsmAttester(nsm).evidence(fresh) == b"doc"
+    assert cbor2.loads(nsm.requests[0])["Attestation"]["user_data"] == fresh
 
 
 def test_device_failure_is_an_evidence_error():
