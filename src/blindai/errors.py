@@ -19,7 +19,9 @@
     │   ├── ModelNotFound       404  no model by that id, name or hash
     │   ├── InferenceFailed     422  the model failed on inputs that fit it
     │   ├── ModelNotReady       503  the model exists but cannot serve yet
-    │   └── RegistryFull        507  the server holds as many models as it may
+    │   ├── RegistryFull        507  the server holds as many models as it may
+    │   ├── PermissionDenied    403  the request is not allowed (e.g. model export is off)
+    │   └── ServerBusy          503  too many requests of that kind in progress: try again
     ├── NetworkError                 the server cannot be reached, or the connection broke
     │   └── RequestTimeout           no answer within the timeout
     └── ConfigurationError      500  unusable settings, arguments or policy files
@@ -51,11 +53,13 @@ __all__ = [
     "ModelNotReady",
     "NetworkError",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PipelineError",
     "PolicyError",
     "ProtocolError",
     "RegistryFull",
     "RequestTimeout",
+    "ServerBusy",
     "ServerError",
     "SignatureError",
     "VerificationError",
@@ -199,6 +203,19 @@ class RegistryFull(ServerError):
     """Raised when the server already holds as many models as it may (507)."""
 
     http_status = 507
+
+
+class PermissionDenied(ServerError):
+    """Raised when a valid API key asks for something it may not do (403)."""
+
+    http_status = 403
+
+
+class ServerBusy(ServerError):
+    """Raised when the server has as many requests of one kind in progress as it may take, e.g.
+    fresh-evidence collections (503): try again, on another connection."""
+
+    http_status = 503
 
 
 class ConfigurationError(BlindAIError):

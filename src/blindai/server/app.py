@@ -5,8 +5,10 @@ app             routes
 ==============  =================================================================
 unattested      0.6 ``/``, ``/quote``, ``/collateral``; ``/info``, ``/endorsements``,
                 ``/gpu-evidence``
-attested        0.6 ``/run``, ``/upload``, ``/delete``; the v2 routes; ``/gpu-evidence``
-management      0.6 ``/upload``, ``/delete``; ``GET /metrics`` (Prometheus)
+attested        0.6 ``/run``, ``/upload``, ``/delete``; the v2 routes; ``/gpu-evidence``,
+                ``/attestation``
+management      0.6 ``/upload``, ``/delete``; ``/gpu-evidence``, ``/attestation``; ``GET /metrics``
+                (Prometheus)
 ==============  =================================================================
 
 Every model route goes through one :class:`~blindai.server.dataplane.DataPlane`.
@@ -26,7 +28,14 @@ from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
 from blindai.server.middleware import ServerHeaderAndAccessLog
-from blindai.server.protocols.v06 import V06Routes, gpu_evidence_route, unattested_routes
+from blindai.server.protocols.v06 import (
+    FreshEvidenceLimit,
+    V06Routes,
+    attestation_route,
+    gpu_evidence_route,
+    unattested_routes,
+)
+from blindai.server.protocols.v06.unattested import server_info
 from blindai.server.protocols.v2.routes import V2Routes
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry
@@ -86,8 +95,19 @@ def create_apps(
     ]
     inference = [Route("/run", v06.run, methods=["POST"])]
     unattested = unattested_routes(service, evidence_workers, settings=settings)
-    attested = [*inference, *model_routes, *v2.routes()]
-    attested.append(gpu_evidence_route(service, evidence_workers))
+    # each TLS connection can ask for the evidence of its own certificate (GET /attestation),
+    # so that clients behind a load balancer verify the replica they reached
+    limit = FreshEvidenceLimit(settings.max_pending_fresh_evidence)
+    evidence = [
+        gpu_evidence_route(service, evidence_workers),
+        attestation_route(
+            service,
+            evidence_workers,
+            info=lambda: server_info(service, settings=settings),
+            limit=limit,
+        ),
+    ]
+    attested = [*inference, *model_routes, *v2.routes(), *evidence]
 
     def wrap(app: ASGIApp, label: str) -> ASGIApp:
         counted = MetricsMiddleware(app, metrics, port=label)
@@ -97,7 +117,7 @@ def create_apps(
     return Apps(
         unattested=wrap(Starlette(routes=unattested), "unattested"),
         attested=wrap(Starlette(routes=attested), "attested"),
-        management=wrap(Starlette(routes=[*model_routes, scrape]), "management"),
+        management=wrap(Starlette(routes=[*model_routes, *evidence, scrape]), "management"),
         plane=plane,
         evidence_workers=evidence_workers,
         oip=v2.oip,

@@ -36,6 +36,11 @@ class EvidenceService:
     _gpu_cached: tuple[float, dict[str, Any]] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
+    @property
+    def cert_der(self) -> bytes:
+        """The certificate every TLS port presents."""
+        return self.identity.cert_der
+
     def evidence(self) -> bytes:
         """Evidence whose report data is SHA-256(certificate DER) followed by zeros."""
         with self._lock:
@@ -45,6 +50,10 @@ class EvidenceService:
                 self._cached = (now, self.attester.evidence(data))
                 self._refreshed("cpu")
             return self._cached[1]
+
+    def fresh_evidence(self, nonce: bytes) -> bytes:
+        """New evidence binding the certificate and ``nonce`` (never cached: each is unique)."""
+        return self.attester.evidence(expected_report_data(self.identity.cert_der, nonce=nonce))
 
     def gpu_evidence(self) -> dict[str, Any] | None:
         """``{"report", "certificates"}`` binding the certificate, or None without a GPU."""

@@ -100,6 +100,9 @@ class ServerSettings(BaseSettings):
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
     inference_threads: int = Field(8, gt=0)
     """Worker threads running inference off the event loop."""
+    max_pending_fresh_evidence: int = Field(4, gt=0)
+    """Most fresh-evidence collections (``GET /attestation?nonce=``, each a new quote or report
+    from the TEE) waiting at once; further requests are answered 503 until one finishes."""
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""

@@ -23,7 +23,7 @@ from blindai.server.settings import ServerSettings
 
 __all__ = ["CAPABILITIES", "gpu_evidence_route", "server_info", "unattested_routes"]
 
-CAPABILITIES = ["model-bytes", "f16", "v2-inference", "error-type-header"]
+CAPABILITIES = ["model-bytes", "f16", "v2-inference", "error-type-header", "attestation"]
 
 
 def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""``GET /attestation`` on the attested ports: this replica's evidence for the very connection.
+
+Every TLS port of a server presents the one certificate of its
+:class:`~blindai.server.tls.TlsIdentity`, so the evidence binding that certificate is the
+evidence for the connection that asks, whichever replica a load balancer sent it to. The wire
+is :mod:`blindai.protocol.attestation`.
+
+Without a nonce the reply carries the evidence cached by the evidence service (refreshed every
+minute). With one, new evidence is collected for it: that costs the TEE a quote or report
+each time, so at most ``most_pending`` collections wait at once and further requests are
+answered 503 at once (the client tries another connection later); they run in the given worker
+pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from blindai.attestation.endorsements import Endorsements
+from blindai.errors import ServerBusy
+from blindai.protocol.attestation import (
+    ATTESTATION_PATH,
+    AttestationReply,
+    encode_reply,
+    parse_nonce,
+)
+from blindai.server._workers import WorkerPool
+from blindai.server.attesters.base import Attester
+from blindai.server.protocols.v06.routes import cbor_errors
+from blindai.server.protocols.v06.wire import CBOR
+
+__all__ = ["EvidenceSource", "FreshEvidenceLimit", "attestation_reply", "attestation_route"]
+
+
+class EvidenceSource(Protocol):
+    """What the route needs of the server's evidence service."""
+
+    @property
+    def cert_der(self) -> bytes:
+        """The certificate every TLS port presents."""
+        ...
+
+    @property
+    def attester(self) -> Attester:
+        """The platform's attester (kind and endorsements)."""
+        ...
+
+    def evidence(self) -> bytes:
+        """Cached evidence binding the certificate."""
+        ...
+
+    def fresh_evidence(self, nonce: bytes) -> bytes:
+        """New evidence binding the certificate and ``nonce``."""
+        ...
+
+
+class FreshEvidenceLimit:
+    """Counts fresh-evidence collections in progress; refuses past ``most`` (event loop only)."""
+
+    def __init__(self, most: int) -> None:
+        if most < 1:
+            raise ValueError("most must be at least 1")
+        self.most = most
+        self.pending = 0
+
+    def enter(self) -> None:
+        """Take a place, or raise ServerBusy (503) when all are taken."""
+        if self.pending >= self.most:
+            raise ServerBusy(
+                f"{self.most} fresh-evidence requests are already pending "
+                "(max_pending_fresh_evidence): try again"
+            )
+        self.pending += 1
+
+    def leave(self) -> None:
+        """Give a place back."""
+        self.pending -= 1
+
+
+def attestation_reply(
+    source: EvidenceSource, *, nonce: bytes | None, info: dict[str, Any]
+) -> AttestationReply:
+    """Collect the reply (blocking: device I/O, collateral fetches)."""
+    evidence = source.evidence() if nonce is None else source.fresh_evidence(nonce)
+    endorsements: Endorsements = source.attester.endorsements()
+    return AttestationReply(
+        kind=source.attester.kind.value,
+        certificate=source.cert_der,
+        evidence=evidence,
+        nonce=nonce,
+        collateral=endorsements.collateral,
+        certificates=tuple(endorsements.certificates),
+        info=info,
+    )
+
+
+def attestation_route(
+    source: EvidenceSource,
+    workers: WorkerPool,
+    *,
+    info: Callable[[], dict[str, Any]],
+    limit: FreshEvidenceLimit,
+) -> Route:
+    """The ``GET /attestation`` route; evidence is collected in ``workers``."""
+
+    async def attestation(request: Request) -> Response:
+        nonce = parse_nonce(request.query_params.get("nonce"))
+        if nonce is None:
+            reply = await workers.run(attestation_reply, source, nonce=None, info=info())
+        else:
+            limit.enter()
+            try:
+                reply = await workers.run(attestation_reply, source, nonce=nonce, info=info())
+            finally:
+                limit.leave()
+        return Response(encode_reply(reply), media_type=CBOR)
+
+    return Route(ATTESTATION_PATH, cbor_errors(attestation), methods=["GET"])

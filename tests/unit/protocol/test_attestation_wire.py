@@ -1,0 +1,67 @@
+"""The ``GET /attestation`` reply: round trip, and strict refusal of anything else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import pytest
+
+from blindai.errors import ProtocolError
+from blindai.protocol.attestation import (
+    AttestationReply,
+    decode_reply,
+    encode_reply,
+    parse_nonce,
+    request_path,
+)
+
+REPLY = AttestationReply(
+    kind="sev-snp",
+    certificate=b"cert",
+    evidence=b"report",
+    nonce=b"n" * 16,
+    collateral=None,
+    certificates=(b"vcek", b"ask", b"ark"),
+    info={"tee": "sev-snp"},
+)
+
+
+def test_round_trip():
+    assert decode_reply(encode_reply(REPLY)) == REPLY
+
+
+def test_request_path():
+    assert request_path(None) == "/attestation"
+    assert request_path(b"\x01" * 16) == "/attestation?nonce=" + "01" * 16
+    assert parse_nonce(request_path(b"\xab" * 16).split("=")[1]) == b"\xab" * 16
+    assert parse_nonce(None) is None
+    assert parse_nonce("AB" * 16) == b"\xab" * 16
+
+
+def _doc(**changes: Any) -> bytes:
+    doc = cbor2.loads(encode_reply(REPLY))
+    doc.update(changes)
+    return cbor2.dumps({k: v for k, v in doc.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"\xff\x00", "not valid CBOR"),
+        (cbor2.dumps([1, 2]), "must be a CBOR map"),
+        (_doc(version=2), "version 2"),
+        (_doc(version=...), "version None"),
+        (_doc(kind=1), "kind"),
+        (_doc(certificate="text"), "certificate"),
+        (_doc(evidence=...), "evidence"),
+        (_doc(nonce="n"), "nonce"),
+        (_doc(collateral=[]), "collateral"),
+        (_doc(certificates=b"x"), "certificates"),
+        (_doc(certificates=["x"]), "byte strings"),
+        (_doc(info=[]), "info"),
+    ],
+)
+def test_malformed_replies_are_protocol_errors(body: bytes, match: str):
+    with pytest.raises(ProtocolError, match=match):
+        decode_reply(body)

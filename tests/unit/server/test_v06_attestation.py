@@ -1,0 +1,169 @@
+"""``GET /attestation`` on both TLS apps, in process (httpx's ASGI transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from datetime import datetime, timezone
+
+import cbor2
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from blindai.attestation import simulation
+from blindai.attestation.binding import check_binding
+from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.endorsements import Endorsements
+from blindai.errors import BindingError
+from blindai.protocol.attestation import decode_reply
+from blindai.server._workers import WorkerPool
+from blindai.server.attesters.simulation import SimulationAttester
+from blindai.server.evidence import EvidenceService
+from blindai.server.protocols.v06 import FreshEvidenceLimit, attestation_route
+from blindai.server.tls import TlsIdentity
+from tests.unit.server._inprocess import in_process
+
+NONCE = bytes(range(100, 132))
+
+
+class EndorsedAttester(SimulationAttester):
+    """A simulation attester that also hands out endorsements, can fail, and can be held."""
+
+    fail = False
+
+    def __init__(self) -> None:
+        super().__init__(measurement=b"\7" * 32)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def endorsements(self) -> Endorsements:
+        return Endorsements(b'{"tcb_info": "..."}', (b"vcek", b"ask"))
+
+    def evidence(self, report_data: bytes) -> bytes:
+        self.entered.set()
+        self.release.wait(30)
+        if self.fail:
+            raise RuntimeError("device failure")
+        return super().evidence(report_data)
+
+
+def _claims(evidence: bytes) -> simulation.SimulationClaims:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", simulation.SimulationModeWarning)
+        return simulation.UnsafeSimulationVerifier().verify(
+            evidence, now=datetime.now(timezone.utc)
+        )
+
+
+@pytest.mark.parametrize("app", ["attested", "management"])
+def test_reply_carries_the_cached_evidence_for_this_certificate(app: str):
+    with in_process() as p:
+        p.service.attester = EndorsedAttester()
+        resp = getattr(p, app).get("/attestation")
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "application/cbor"
+        reply = decode_reply(resp.content)
+        assert reply.kind == EvidenceKind.SIMULATION.value
+        assert reply.certificate == p.service.cert_der
+        assert reply.evidence == p.service.evidence()
+        assert reply.nonce is None
+        assert reply.collateral == b'{"tcb_info": "..."}'
+        assert reply.certificates == (b"vcek", b"ask")
+        assert reply.info["tee"] == "simulation" and "attestation" in reply.info["capabilities"]
+        check_binding(p.service.cert_der, report_data=_claims(reply.evidence).report_data)
+
+
+def test_unattested_port_serves_no_attestation_route():
+    """The route answers for the TLS connection's certificate: on TLS ports only."""
+    with in_process() as p:
+        assert p.unattested.get("/attestation").status_code == 404
+
+
+def test_a_nonce_gets_new_evidence_binding_it():
+    with in_process() as p:
+        resp = p.attested.get("/attestation", params={"nonce": NONCE.hex()})
+        assert resp.status_code == 200
+        reply = decode_reply(resp.content)
+        assert reply.nonce == NONCE
+        data = _claims(reply.evidence).report_data
+        check_binding(p.service.cert_der, report_data=data, nonce=NONCE)
+        with pytest.raises(BindingError):
+            check_binding(p.service.cert_der, report_data=data, nonce=bytes(32))
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    [
+        "ab" * 15,  # 15 bytes: too short
+        "ab" * 65,  # too long
+        "a" * 33,  # odd number of digits
+        "zz" * 16,  # not hex
+        "ab" * 15 + " a",  # bytes.fromhex would skip the space
+        "",
+    ],
+)
+def test_malformed_nonces_are_400(nonce: str):
+    with in_process() as p:
+        resp = p.attested.get("/attestation", params={"nonce": nonce})
+    assert resp.status_code == 400
+    assert resp.headers["x-blindai-error"] == "ProtocolError"
+    assert "nonce" in cbor2.loads(resp.content)
+
+
+def test_fresh_requests_beyond_the_limit_are_503_at_once():
+    """One collection held in the attester: a second fresh request is refused, not queued;
+    cached evidence is still served; once released, the first completes."""
+    attester = EndorsedAttester()
+    service = EvidenceService(TlsIdentity.generate(), attester)
+    service.evidence()  # cached before the attester is held
+    workers = WorkerPool(2, name="test-evidence")
+    limit = FreshEvidenceLimit(1)
+    app = Starlette(routes=[attestation_route(service, workers, info=dict, limit=limit)])
+
+    async def scenario() -> tuple[int, int, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://app") as client:
+            attester.release.clear()
+            attester.entered.clear()
+            first = asyncio.create_task(client.get(f"/attestation?nonce={NONCE.hex()}"))
+            await asyncio.to_thread(attester.entered.wait, 30)
+            second = await client.get(f"/attestation?nonce={NONCE.hex()}")
+            attester.release.set()
+            cached = await client.get("/attestation")
+            return (await first).status_code, second.status_code, cached.status_code
+
+    try:
+        first, second, cached = asyncio.run(scenario())
+    finally:
+        attester.release.set()
+        workers.close()
+    assert (first, second, cached) == (200, 503, 200)
+    assert limit.pending == 0
+
+
+def test_a_failed_collection_gives_its_place_back():
+    attester = EndorsedAttester()
+    service = EvidenceService(TlsIdentity.generate(), attester)
+    workers = WorkerPool(1, name="test-evidence")
+    limit = FreshEvidenceLimit(1)
+    app = Starlette(routes=[attestation_route(service, workers, info=dict, limit=limit)])
+    attester.fail = True
+
+    async def ask() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://app") as client:
+            return (await client.get(f"/attestation?nonce={NONCE.hex()}")).status_code
+
+    try:
+        assert asyncio.run(ask()) == 500
+    finally:
+        workers.close()
+    assert limit.pending == 0
+
+
+def test_limit_must_allow_one():
+    with pytest.raises(ValueError):
+        FreshEvidenceLimit(0)
