@@ -206,9 +206,9 @@ def test_missing_policy_file(server: ServerProcess, dense: Path, tmp_path: Path)
 
 def test_unreachable_server(dense: Path) -> None:
     (port,) = free_ports(1)
-    r = cli("upload", dense, "--host", "127.0.0.1", "--unattested-port", str(port), "--simulation")
+    r = cli("upload", dense, "--host", "127.0.0.1", "--attested-port", str(port), "--simulation")
     line = one_error_line(r, "NetworkError", 1)
-    assert "cannot reach the unattested port" in line and "status 0" not in line
+    assert "cannot reach the attested port" in line and "status 0" not in line
 
 
 def test_serve_simulation_contradicts_tee() -> None:

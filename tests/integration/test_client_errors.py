@@ -50,14 +50,12 @@ def model_id(server: ServerProcess) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("other", ["attested", "management"])
-def test_unattested_port_given_a_tls_port(server: ServerProcess, other: str) -> None:
+def test_unattested_port_given_a_tls_port_is_not_read(server: ServerProcess, other: str) -> None:
+    """connect() verifies the attested port on its own connection: the unattested port is only
+    read for servers without ``/attestation`` (WrongPort there: test_binding_mitm.py)."""
     port = server.attested_port if other == "attested" else server.management_port
-    with pytest.raises(WrongPort) as info:
-        _connect(server, unattested_server_port=port)
-    err = info.value
-    assert (err.port, err.role, err.found) == (port, "unattested", "TLS")
-    assert f"port {port}, given as the unattested port, speaks TLS" in str(err)
-    assert "the unattested port is usually 9923" in str(err)
+    with _connect(server, unattested_server_port=port) as conn:
+        assert conn.attestation_stats.verified == 1
 
 
 Use = Callable[[blindai.Connection, str], object]
@@ -73,9 +71,10 @@ USES: dict[str, tuple[str, Use]] = {
 def test_attested_ports_given_the_plain_port(
     server: ServerProcess, model_id: str, use: str
 ) -> None:
+    """The attested port is opened (and verified) by connect(); the management port on use."""
     flag, call = USES[use]
-    with _connect(server, **{flag: server.unattested_port}) as conn:
-        with pytest.raises(WrongPort) as info:
+    with pytest.raises(WrongPort) as info:
+        with _connect(server, **{flag: server.unattested_port}) as conn:
             call(conn, model_id)
     err = info.value
     role = "attested" if flag == "attested_server_port" else "management"
@@ -107,10 +106,10 @@ def test_a_missing_model_is_still_model_not_found(server: ServerProcess) -> None
 def test_unreachable_server_is_a_network_error(server: ServerProcess) -> None:
     (port,) = free_ports(1)
     with pytest.raises(NetworkError) as info:
-        _connect(server, unattested_server_port=port)
+        _connect(server, attested_server_port=port)
     assert not isinstance(info.value, ServerError | RequestTimeout | WrongPort)
     text = str(info.value)
-    assert f"cannot reach the unattested port 127.0.0.1:{port}" in text
+    assert f"cannot reach the attested port 127.0.0.1:{port}" in text
     assert "status" not in text and not text.startswith("0")
 
 
@@ -120,7 +119,7 @@ def test_silent_server_is_a_request_timeout(server: ServerProcess) -> None:
         port = silent.getsockname()[1]
         with pytest.raises(RequestTimeout, match=f"127.0.0.1:{port} did not answer in time"):
             blindai.connect(
-                server.host, unattested_server_port=port, simulation_mode=True, timeout=0.3
+                server.host, attested_server_port=port, simulation_mode=True, timeout=0.3
             )
 
 

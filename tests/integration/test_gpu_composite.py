@@ -30,7 +30,7 @@ from blindai.client import attest
 from blindai.errors import BindingError, ChainError, PolicyError, VerificationError
 from tests._fakes.gpu_server import save_gpu
 from tests._fakes.nvidia_gpu import FakeGpu, make_fake_gpu
-from tests._fakes.server_log import attested_requests
+from tests._fakes.server_log import attested_requests, requests_beyond_attestation
 from tests._fakes.snp_machine import FakeSnpKernel, SnpMachine
 from tests._server import ServerProcess, start_server
 from tests.models import matmul
@@ -149,8 +149,7 @@ def test_gpu_evidence_beside_the_cpu_evidence(gpu_server: ServerProcess) -> None
 
 
 def _refused_before_sending(server: ServerProcess, before: list[str]) -> None:
-    after = attested_requests(server.log())[len(before) :]
-    assert set(after) <= {"GET /gpu-evidence"}, after
+    assert requests_beyond_attestation(server.log(), before) == []
 
 
 def test_gpu_policy_violation_refuses_before_sending(

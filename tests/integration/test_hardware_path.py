@@ -48,10 +48,9 @@ from blindai.errors import (
     PolicyError,
     VerificationError,
 )
-from blindai.server.tls import TlsIdentity
-from tests._fakes.mitm import UnattestedMitm
-from tests._fakes.server_log import attested_requests
+from tests._fakes.server_log import attested_requests, requests_beyond_attestation
 from tests._fakes.snp_machine import FakeSnpKernel, SnpMachine
+from tests._fakes.tls_relay import TlsRelay
 from tests._server import REPO, ServerProcess, start_server
 from tests.integration._cli import cli, serve_ports
 from tests.models import matmul
@@ -241,7 +240,7 @@ def _refused(server: ServerProcess, error: type[BlindAIError], **kwargs: Any) ->
     before = attested_requests(server.log())
     with pytest.raises(error) as info:
         _connect(server, **kwargs)
-    assert attested_requests(server.log()) == before
+    assert requests_beyond_attestation(server.log(), before) == []
     return info.value
 
 
@@ -295,26 +294,24 @@ def test_hardware_client_refuses_a_simulation_server(
     assert "simulation" in str(err).lower()
 
 
-def test_substituted_certificate_after_genuine_snp_evidence(
+def test_tls_ended_by_an_attacker_after_genuine_snp_evidence(
     hw_server: ServerProcess, machine: SnpMachine
 ) -> None:
-    """A man in the middle of the unattested port: the SNP report verifies, the binding does not."""
-    attacker = TlsIdentity.generate()
+    """An attacker ends TLS and relays to the server: the SNP report verifies, the binding does
+    not (the reply names the attacker's certificate, which the report does not bind)."""
     before = attested_requests(hw_server.log())
-    with UnattestedMitm(
-        hw_server.host, hw_server.unattested_port, substitute_cert=attacker.cert_der
-    ) as mitm:
-        with pytest.raises(BindingError):
+    with TlsRelay(hw_server.host, hw_server.attested_port, rewrite_certificate=True) as relay:
+        with pytest.raises(BindingError, match="does not bind this TLS certificate"):
             blindai.connect(
                 "127.0.0.1",
-                unattested_server_port=mitm.port,
-                attested_server_port=hw_server.attested_port,
+                unattested_server_port=hw_server.unattested_port,
+                attested_server_port=relay.port,
                 model_management_port=hw_server.management_port,
                 policy=_policy(machine.measurement),
                 verifier=_verifier(machine),
             )
-    assert {"/", "/quote", "/endorsements"} <= set(mitm.paths)
-    assert attested_requests(hw_server.log()) == before
+    assert relay.paths == ["GET /attestation"]
+    assert requests_beyond_attestation(hw_server.log(), before) == []
 
 
 def test_cli_attest_host_trusts_only_the_real_amd_roots(

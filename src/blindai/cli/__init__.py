@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning  # one line, no source excerpt
     # the simulation verifier both warns and logs: the CLI shows the warning once
     logging.getLogger("blindai.attestation.simulation").setLevel(logging.ERROR)
+    # a refused connection is logged for library users; the CLI prints the error itself
+    logging.getLogger("blindai.client").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

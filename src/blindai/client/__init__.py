@@ -12,17 +12,21 @@ Example::
 from __future__ import annotations
 
 from blindai.client._attest import Attested, attest
+from blindai.client._peers import AttestationCache, AttestationStats, PeerAttestation
 from blindai.client._tensors import PredictResponse, Tensor
 from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
 from blindai.client.legacy import BlindAiClient, ModelDatumType
 from blindai.protocol.messages import DatumType
 
 __all__ = [
+    "AttestationCache",
+    "AttestationStats",
     "Attested",
     "BlindAiClient",
     "Connection",
     "DatumType",
     "ModelDatumType",
+    "PeerAttestation",
     "PredictResponse",
     "RunModelResponse",
     "Tensor",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from blindai.errors import BlindAIError, NetworkError, ProtocolError, RequestTimeout
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_HEAD", "Http11Connection", "HttpResponse"]
+__all__ = ["DEFAULT_MAX_BODY", "MAX_HEAD", "Exchange", "Http11Connection", "HttpResponse", "OnOpen"]
 
 MAX_HEAD = 64 << 10
 """Largest response head (status line and headers), and largest chunk-size or trailer line."""
@@ -41,6 +41,14 @@ class HttpResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+Exchange = Callable[[str, str], HttpResponse]
+"""``exchange(method, path)``: one request without a body on the socket just opened."""
+OnOpen = Callable[[socket.socket, Exchange], None]
+"""Called once per new socket, before the request it was opened for: it may inspect the socket
+(e.g. its TLS peer certificate) and make requests of its own on it with ``exchange``; what it
+raises closes the socket and fails the request, which is then never sent."""
 
 
 class _Closed(Exception):
@@ -63,7 +71,8 @@ class Http11Connection:
     """One keep-alive connection, opened lazily by ``connect`` and reopened when needed.
 
     ``label`` names the peer in error messages (e.g. ``the attested port 10.0.0.5:9924``);
-    ``max_body`` caps each response body.
+    ``max_body`` caps each response body; ``on_open`` admits each new socket (see
+    :data:`OnOpen`).
     """
 
     def __init__(
@@ -73,8 +82,10 @@ class Http11Connection:
         *,
         label: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        on_open: OnOpen | None = None,
     ) -> None:
         self._connect = connect
+        self._on_open = on_open
         self._host = host_header
         self._label = label or host_header
         self._max_body = max_body
@@ -90,6 +101,37 @@ class Http11Connection:
             finally:
                 self._sock = None
                 self._buf.clear()
+
+    def open(self) -> None:
+        """Connect (and admit the socket) now, unless a socket is open already."""
+        if self._sock is not None:
+            return
+        try:
+            self._open()
+        except BlindAIError:
+            self.close()
+            raise
+        except TimeoutError as exc:
+            self.close()
+            raise RequestTimeout(f"{self._label} did not answer in time ({exc})") from exc
+        except OSError as exc:
+            self.close()
+            raise NetworkError(f"cannot reach {self._label}: {_reason(exc)}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        self._sock = self._connect()
+        if self._on_open is not None:
+            self._on_open(self._sock, self._exchange)
+            if self._sock is None:
+                raise NetworkError(f"{self._label} closed the connection after admitting it")
+
+    def _exchange(self, method: str, path: str) -> HttpResponse:
+        self._received = 0
+        self._send(method, path, None, {}, None)
+        return self._read(method)
 
     def request(
         self,
@@ -112,7 +154,7 @@ class Http11Connection:
             self._received = 0
             try:
                 if self._sock is None:
-                    self._sock = self._connect()
+                    self._open()
                 self._send(method, path, body, headers, body_length)
                 return self._read(method)
             except _STALE as exc:

@@ -1,7 +1,14 @@
-"""HTTP transports: plain for the unattested port, pinned TLS for the attested ports.
+"""HTTP transports: plain for the unattested port, attested TLS for the attested ports.
 
-The attested transport trusts exactly one certificate (the one the evidence binds) and checks
-the name ``blindai-srv`` whatever address was dialled. It uses an explicit
+:class:`AttestedTlsTransport` admits each new TLS connection only once a
+:class:`~blindai.client._peers.PeerGate` has verified the certificate that connection presents
+(from its cache, or by ``GET /attestation`` on that very connection): so every connection, to
+whichever replica a load balancer sends it, trusts exactly a certificate that verified evidence
+binds. The TLS layer itself checks no chain or name (the certificate is self-signed; what makes
+it trusted is the evidence), but the handshake still proves that the peer holds the private key
+of the certificate it presented, and no request is sent before the gate admits it.
+:class:`PinnedTlsTransport` trusts exactly one certificate given in advance and checks the name
+``blindai-srv`` whatever address was dialled. It uses an explicit
 ``ssl.SSLContext`` on a plain socket, so no environment variable (``REQUESTS_CA_BUNDLE``,
 ``SSL_CERT_FILE``, proxies) can change what it trusts or where it connects.
 
@@ -20,7 +27,14 @@ from collections.abc import Callable, Iterable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from blindai.client._http11 import DEFAULT_MAX_BODY, Http11Connection, HttpResponse
+from blindai.client._http11 import (
+    DEFAULT_MAX_BODY,
+    Exchange,
+    Http11Connection,
+    HttpResponse,
+    OnOpen,
+)
+from blindai.client._peers import PeerAttestation, PeerGate
 from blindai.client._ports import PortRole, speaks_http, speaks_tls, wrong_port
 from blindai.errors import (
     BindingError,
@@ -31,7 +45,13 @@ from blindai.errors import (
 )
 from blindai.protocol.names import SERVER_NAME
 
-__all__ = ["HttpResponse", "PinnedTlsTransport", "PlainTransport", "PortRole"]
+__all__ = [
+    "AttestedTlsTransport",
+    "HttpResponse",
+    "PinnedTlsTransport",
+    "PlainTransport",
+    "PortRole",
+]
 
 
 class _Transport:
@@ -50,6 +70,7 @@ class _Transport:
         self.role = role
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
+        self._on_open: OnOpen | None = None
         self._all: list[Http11Connection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -72,6 +93,7 @@ class _Transport:
                 f"{self.host}:{self.port}",
                 label=self.label,
                 max_body=self.max_response_bytes,
+                on_open=self._on_open,
             )
             self._local.conn = conn
             with self._lock:
@@ -130,6 +152,102 @@ class PlainTransport(_Transport):
             raise
 
 
+def _handshake(transport: _Transport, ctx: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+    """TLS on ``sock``; typed errors for a certificate refused, a plain-HTTP port, a failure."""
+    try:
+        # a TLS EOF without close_notify is an error, not a silent end of data
+        return ctx.wrap_socket(sock, server_hostname=SERVER_NAME, suppress_ragged_eofs=False)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise BindingError(
+            f"{transport.label} presented a certificate other than the attested one: "
+            f"{exc.verify_message}"
+        ) from exc
+    except ssl.SSLError as exc:
+        sock.close()
+        if speaks_http(transport.host, transport.port, transport.timeout):
+            raise wrong_port(transport.port, transport.role, found="plain HTTP") from exc
+        raise NetworkError(
+            f"TLS handshake with {transport.label} failed: {exc.reason or exc}"
+        ) from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
+class AttestedTlsTransport(_Transport):
+    """TLS whose every new connection is admitted by ``gate`` before any request is sent.
+
+    ``keep_alive=False`` asks the server to close each connection after one request (so that
+    a load balancer spreads requests over replicas); each new connection is then admitted
+    again, from the gate's cache when its certificate was verified before.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        *,
+        gate: PeerGate,
+        role: PortRole = PortRole.ATTESTED,
+        max_response_bytes: int = DEFAULT_MAX_BODY,
+        keep_alive: bool = True,
+    ) -> None:
+        super().__init__(host, port, timeout, role=role, max_response_bytes=max_response_bytes)
+        self.gate = gate
+        self.keep_alive = keep_alive
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # the certificate is trusted by its evidence, checked by the gate before any request
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        self._ctx = ctx
+        self._on_open = self._admit
+
+    def _socket(self) -> socket.socket:
+        return _handshake(self, self._ctx, super()._socket())
+
+    def _admit(self, sock: socket.socket, exchange: Exchange) -> None:
+        cert = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        if not cert:
+            raise BindingError(f"{self.label} presented no certificate")
+        self._local.peer = self.gate.admit(cert, exchange, self.label)
+
+    def open(self) -> PeerAttestation:
+        """Open this thread's connection now (admitting it); the attestation of its peer."""
+        if self._closed:
+            raise ConfigurationError("this connection is closed: open a new one")
+        self._conn().open()
+        peer: PeerAttestation = self._local.peer
+        return peer
+
+    @property
+    def peer(self) -> PeerAttestation | None:
+        """The attestation of this thread's current connection's peer, if one was opened."""
+        return getattr(self._local, "peer", None)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        body_length: int | None = None,
+    ) -> HttpResponse:
+        """Send one request; without keep-alive, close its connection once answered."""
+        if self.keep_alive:
+            return super().request(method, path, body, headers, body_length)
+        headers = {**(headers or {}), "Connection": "close"}
+        try:
+            return super().request(method, path, body, headers, body_length)
+        finally:
+            conn: Http11Connection | None = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+
+
 class PinnedTlsTransport(_Transport):
     """TLS that trusts only ``cert_der`` and checks the name ``blindai-srv``.
 
@@ -158,25 +276,4 @@ class PinnedTlsTransport(_Transport):
         self._ctx = ctx
 
     def _socket(self) -> socket.socket:
-        sock = super()._socket()
-        try:
-            # a TLS EOF without close_notify is an error, not a silent end of data
-            return self._ctx.wrap_socket(
-                sock, server_hostname=SERVER_NAME, suppress_ragged_eofs=False
-            )
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise BindingError(
-                f"{self.label} presented a certificate other than the attested one: "
-                f"{exc.verify_message}"
-            ) from exc
-        except ssl.SSLError as exc:
-            sock.close()
-            if speaks_http(self.host, self.port, self.timeout):
-                raise wrong_port(self.port, self.role, found="plain HTTP") from exc
-            raise NetworkError(
-                f"TLS handshake with {self.label} failed: {exc.reason or exc}"
-            ) from exc
-        except BaseException:
-            sock.close()
-            raise
+        return _handshake(self, self._ctx, super()._socket())

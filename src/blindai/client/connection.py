@@ -18,11 +18,18 @@ from blindai import errors
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
-from blindai.client._attest import open_attested
+from blindai.client._attest import Attested, attest_server
 from blindai.client._http11 import DEFAULT_MAX_BODY
+from blindai.client._peers import (
+    AttestationCache,
+    AttestationStats,
+    PeerAttestation,
+    PeerGate,
+    VerifyOptions,
+)
 from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
-from blindai.client._transport import HttpResponse, PinnedTlsTransport
+from blindai.client._transport import AttestedTlsTransport, HttpResponse, PlainTransport
 from blindai.errors import ConfigurationError, ProtocolError, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
@@ -92,7 +99,7 @@ def _raise_for(resp: HttpResponse, what: str) -> None:
     raise cls(f"{what}: {text}", status_code=resp.status)
 
 
-def _check_route(transport: PinnedTlsTransport, resp: HttpResponse, path: str) -> None:
+def _check_route(transport: AttestedTlsTransport, resp: HttpResponse, path: str) -> None:
     """A 404 or 405 that our routes did not write (they answer in CBOR): no such route here."""
     if resp.status in (404, 405) and not resp.headers.get("content-type", "").startswith(
         "application/cbor"
@@ -161,32 +168,51 @@ def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
 
 
 class Connection:
-    """An attested connection to a BlindAI server. Use as a context manager or close().
+    """An attested connection to a BlindAI server, or to replicas behind one address.
 
-    After ``close()`` every request raises :class:`~blindai.errors.ConfigurationError`.
+    Every TCP connection it opens (the first, a reconnect, one per request without keep-alive)
+    is verified before a request is sent on it: see :func:`connect`. Use as a context manager
+    or close(); after ``close()`` every request raises
+    :class:`~blindai.errors.ConfigurationError`.
     """
 
     def __init__(
         self,
-        attested: PinnedTlsTransport,
-        management: PinnedTlsTransport,
-        claims: VerifiedClaims,
-        server_info: dict[str, Any],
+        attested: AttestedTlsTransport,
+        management: AttestedTlsTransport,
+        first: PeerAttestation,
         attestation_seconds: float,
-        gpu_claims: NvidiaGpuClaims | None = None,
     ) -> None:
         self._attested = attested
         self._management = management
-        self.claims = claims
-        """The verified claims of the server's evidence."""
-        self.gpu_claims = gpu_claims
-        """The verified claims of the server's GPU, when the policy required one."""
-        self.server_info = server_info
-        """The server's ``/info`` (empty for servers without that extension)."""
+        self._gate = attested.gate
+        self.claims: VerifiedClaims = first.claims
+        """The verified claims of the first replica's evidence (the server's, when alone)."""
+        self.gpu_claims: NvidiaGpuClaims | None = first.gpu_claims
+        """The verified claims of that replica's GPU, when the policy required one."""
+        self.server_info: dict[str, Any] = first.server_info
+        """That replica's ``/info`` (empty for servers without that extension)."""
         self.attestation_seconds = attestation_seconds
-        """Wall time spent fetching and verifying evidence in connect()."""
-        self.certificate: bytes = attested.cert_der
-        """The attested TLS certificate (DER): pin it to use other clients, e.g. tritonclient."""
+        """Wall time spent opening the first connection and verifying it in connect()."""
+        self.certificate: bytes = first.cert_der
+        """The first replica's attested TLS certificate (DER): pin it to use other clients,
+        e.g. tritonclient, with that replica (behind a balancer, each has its own)."""
+
+    @property
+    def attestation_stats(self) -> AttestationStats:
+        """Replicas verified, connections admitted from the cache, connections refused."""
+        return self._gate.stats
+
+    @property
+    def replicas(self) -> list[PeerAttestation]:
+        """The replicas verified for this connection's settings whose verification has not
+        expired (from its attestation cache), oldest first."""
+        return self._gate.peers()
+
+    @property
+    def attestation_cache(self) -> AttestationCache:
+        """The cache of verified replicas this connection uses (give it to other connects)."""
+        return self._gate.cache
 
     @property
     def certificate_pem(self) -> str:
@@ -343,17 +369,33 @@ def connect(
     collateral_fetcher: CollateralSource | None = None,
     snp_certificate_source: SnpCertificateSource | None = None,
     gpu_verifier: NvidiaGpuVerifier | None = None,
+    nonce: bool = False,
+    attestation_cache: AttestationCache | None = None,
+    keep_alive: bool = True,
     timeout: float = 300.0,
     max_response_bytes: int = DEFAULT_MAX_BODY,
     simulation_option: str = "simulation_mode=True",
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
 
+    Each TCP connection to the attested ports, the first and every later one (reconnects,
+    retries, one per request with ``keep_alive=False``), is verified before anything is sent
+    on it: its first request is ``GET /attestation``, whose evidence must satisfy the policy
+    and bind the certificate of that very TLS connection. Verified replicas are cached by
+    certificate hash (``attestation_cache``, default: one per connection, 5 minutes), so a
+    replica behind a load balancer is verified once and an unseen one always; a connection that
+    fails is closed before any request and the error is raised (counted in
+    ``Connection.attestation_stats``). ``nonce=True`` asks each replica for evidence over a
+    fresh random nonce (report data: SHA-256(certificate) then SHA-256(nonce)), so replayed
+    evidence is refused. A server without ``/attestation`` is verified on its unattested port
+    as in BlindAI 0.6, and then only its certificate is accepted.
+
     Outside simulation mode a policy (``hazmat_manifest_path``: a TOML policy file, or
-    ``policy``) names what the evidence must show; the TLS certificate must be bound to the
-    evidence. ``simulation_mode=True`` accepts a simulation server and warns
-    (:class:`~blindai.attestation.simulation.SimulationModeWarning`): it protects nothing.
-    The unattested port carries only public data verified here, over plain HTTP
+    ``policy``) names what the evidence must show. ``simulation_mode=True`` accepts a
+    simulation server and warns
+    (:class:`~blindai.attestation.simulation.SimulationModeWarning`): it protects nothing;
+    ``verifier=UnsafeSimulationVerifier(expected_measurement=...)`` then pins the simulated
+    measurement. The unattested port carries only public data verified here, over plain HTTP
     (``hazmat_http_on_unattested_port`` is accepted for compatibility).
     ``verifier`` replaces the verifier that trusts the embedded vendor roots (a private
     PKI, or tests); the policy still applies.
@@ -370,39 +412,61 @@ def connect(
     body (1 GiB by default). ``simulation_option`` is how a refusal of a simulation server
     names the opt-in: wrappers with their own option (the CLI's ``--simulation``) pass theirs.
     A port that serves another of the three roles raises :class:`~blindai.errors.WrongPort`.
-    A policy with an ``[nvidia_gpu]`` section requires the server's GPU: its report, read with
-    ``GET /gpu-evidence`` over the attested channel, must verify (``gpu_verifier``, default
+    A policy with an ``[nvidia_gpu]`` section requires each replica's GPU: its report, read
+    with ``GET /gpu-evidence`` on the same connection, must verify (``gpu_verifier``, default
     NVIDIA's pinned roots) and answer the nonce derived from the attested certificate, before
     anything else is sent; its claims are ``Connection.gpu_claims``.
     """
     del hazmat_http_on_unattested_port
     if policy is None and hazmat_manifest_path is not None:
         policy = Policy.from_file(hazmat_manifest_path)
-    start = time.perf_counter()
-    attested, channel = open_attested(
-        addr,
-        unattested_server_port,
-        attested_server_port,
-        policy=policy,
+    host = addr.split("://", 1)[-1].rstrip("/")
+    limit = max_response_bytes
+    options = VerifyOptions(
         simulation_mode=simulation_mode,
-        now=None,
+        policy=policy,
         verifier=verifier,
         collateral_fetcher=collateral_fetcher,
         snp_certificate_source=snp_certificate_source,
         gpu_verifier=gpu_verifier,
-        timeout=timeout,
-        max_response_bytes=max_response_bytes,
         simulation_option=simulation_option,
     )
+
+    def legacy() -> Attested:
+        plain = PlainTransport(host, unattested_server_port, timeout, max_response_bytes=limit)
+        try:
+            return attest_server(
+                plain,
+                simulation_mode=simulation_mode,
+                policy=policy,
+                verifier=verifier,
+                collateral_fetcher=collateral_fetcher,
+                snp_certificate_source=snp_certificate_source,
+                simulation_option=simulation_option,
+            )
+        finally:
+            plain.close()
+
+    gate = PeerGate(options, cache=attestation_cache, nonce=nonce, legacy=legacy)
+
+    def transport(port: int, role: PortRole) -> AttestedTlsTransport:
+        return AttestedTlsTransport(
+            host,
+            port,
+            timeout,
+            gate=gate,
+            role=role,
+            max_response_bytes=limit,
+            keep_alive=keep_alive,
+        )
+
+    attested = transport(attested_server_port, PortRole.ATTESTED)
+    start = time.perf_counter()
+    try:
+        first = attested.open()
+    except BaseException:
+        attested.close()
+        raise
     elapsed = time.perf_counter() - start
-    management = PinnedTlsTransport(
-        channel.host,
-        model_management_port,
-        attested.cert_der,
-        timeout,
-        role=PortRole.MANAGEMENT,
-        max_response_bytes=max_response_bytes,
-    )
-    return Connection(
-        channel, management, attested.claims, attested.server_info, elapsed, attested.gpu_claims
-    )
+    management = transport(model_management_port, PortRole.MANAGEMENT)
+    return Connection(attested, management, first, elapsed)

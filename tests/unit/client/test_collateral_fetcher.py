@@ -24,7 +24,9 @@ from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.tdx import TdxClaims, TdxPolicy, TdxVerifier
 from blindai.client._attest import _endorsements, attest_server
 from blindai.errors import BindingError, CollateralError, CollateralUnavailable
+from blindai.protocol.attestation import AttestationReply
 from tests.unit.attestation.pcs_fakes import FakeFetcher, tdx_answers
+from tests.unit.client._attested import attested_fake
 from tests.unit.client._loopback import (
     LoopbackServer,
     Route,
@@ -195,18 +197,27 @@ def test_no_fetch_for_kinds_without_dcap_collateral(server: LoopbackServer):
     assert unused.asked == []
 
 
-def test_connect_passes_the_fetcher_on(server: LoopbackServer):
-    """connect() verifies at the current time: this 2025 collateral has expired by then."""
-    with pytest.raises(CollateralUnavailable):
-        blindai.connect("127.0.0.1", server.port, policy=_policy(), timeout=10)
-    with pytest.raises(CollateralError, match="expired at 2025-07-"):
-        blindai.connect(
-            "127.0.0.1",
-            server.port,
-            policy=_policy(),
-            timeout=10,
-            collateral_fetcher=PcsCollateralSource.online(server.url),
-        )
+def test_connect_passes_the_fetcher_on(server: LoopbackServer, tdx_set: Path):
+    """connect() verifies at the current time: this 2025 collateral has expired by then.
+
+    The attested port answers ``/attestation`` with the TDX quote and no collateral."""
+    quote = (tdx_set / "quote.bin").read_bytes()
+
+    def reply(cert: bytes, nonce: bytes | None) -> AttestationReply:
+        return AttestationReply(kind="tdx", certificate=cert, evidence=quote)
+
+    with attested_fake(reply) as port:
+        with pytest.raises(CollateralUnavailable):
+            blindai.connect("127.0.0.1", attested_server_port=port.port, policy=_policy())
+        with pytest.raises(CollateralError, match="expired at 2025-07-"):
+            blindai.connect(
+                "127.0.0.1",
+                attested_server_port=port.port,
+                policy=_policy(),
+                timeout=10,
+                collateral_fetcher=PcsCollateralSource.online(server.url),
+            )
+    assert port.requests == ["GET /attestation", "GET /attestation"]
 
 
 @pytest.fixture

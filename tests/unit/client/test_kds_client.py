@@ -21,7 +21,9 @@ from blindai.attestation import Endorsements, EvidenceKind, KdsCertificateSource
 from blindai.attestation._collateral import FetchResponse
 from blindai.client._attest import _endorsements, attest_server
 from blindai.errors import BindingError, ChainError, CollateralUnavailable
+from blindai.protocol.attestation import AttestationReply
 from tests.unit.attestation.pcs_fakes import FakeFetcher
+from tests.unit.client._attested import attested_fake
 from tests.unit.client._loopback import (
     LoopbackServer,
     Route,
@@ -161,18 +163,26 @@ def test_vlek_report_is_collateral_unavailable(server: LoopbackServer, evidence_
     assert _kds_asked(server) == []
 
 
-def test_connect_passes_the_source_on(server: LoopbackServer):
-    """connect() verifies at the current time, within this VCEK's validity (to 2029)."""
-    with pytest.raises(ChainError, match="no certificates"):
-        blindai.connect("127.0.0.1", server.port, policy=_policy(), timeout=10)
-    with pytest.raises(BindingError):
-        blindai.connect(
-            "127.0.0.1",
-            server.port,
-            policy=_policy(),
-            timeout=10,
-            snp_certificate_source=KdsCertificateSource.online(server.url),
-        )
+def test_connect_passes_the_source_on(server: LoopbackServer, snp_set: Path):
+    """connect() verifies at the current time, within this VCEK's validity (to 2029).
+
+    The attested port answers ``/attestation`` with the SNP report and no certificates."""
+    report = (snp_set / "report.bin").read_bytes()
+
+    def reply(cert: bytes, nonce: bytes | None) -> AttestationReply:
+        return AttestationReply(kind="sev-snp", certificate=cert, evidence=report)
+
+    with attested_fake(reply) as port:
+        with pytest.raises(ChainError, match="no certificates"):
+            blindai.connect("127.0.0.1", attested_server_port=port.port, policy=_policy())
+        with pytest.raises(BindingError):
+            blindai.connect(
+                "127.0.0.1",
+                attested_server_port=port.port,
+                policy=_policy(),
+                timeout=10,
+                snp_certificate_source=KdsCertificateSource.online(server.url),
+            )
     assert _kds_asked(server) == KDS_PATHS
 
 
