@@ -28,8 +28,10 @@ __all__ = [
     "echo_server",
     "free_ports",
     "simulation_server",
+    "spawn_server",
     "start_server",
     "start_simulation_server",
+    "wait_ready",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,17 +130,24 @@ def _wait_ready(server: ServerProcess, timeout: float, https: bool) -> None:
     raise RuntimeError(f"server did not answer within {timeout:.0f} s:\n{server.log()}")
 
 
-def _start_once(
+def spawn_server(
     log_dir: Path,
-    extra: tuple[str, ...],
-    simulation: bool,
-    https: bool,
-    timeout: float,
     host: str | None,
+    ports: tuple[int, int, int],
+    *extra: str,
+    grpc_port: int | None = None,
+    simulation: bool = True,
     module: str = "blindai",
 ) -> ServerProcess:
-    u, a, m, g = free_ports(4)
-    log_path = log_dir / f"server-{u}.log"
+    """Start ``python -m MODULE serve`` on ``host`` (None: the server's default) and ``ports``
+    (unattested, attested, management; ``grpc_port`` None: the server's default) without
+    waiting for it (:func:`wait_ready` waits): several servers then start side by side."""
+    u, a, m = ports
+    log_path = log_dir / f"server-{host or 'default'}-{u}.log"
+    n = 1
+    while log_path.exists():  # a server restarted on the same address: a log of its own
+        n += 1
+        log_path = log_dir / f"server-{host or 'default'}-{u}-{n}.log"
     cmd = [
         sys.executable,
         "-m",
@@ -152,13 +161,34 @@ def _start_once(
         str(a),
         "--management-port",
         str(m),
-        "--grpc-port",
-        str(g),
+        *(["--grpc-port", str(grpc_port)] if grpc_port is not None else []),
         *extra,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
-    server = ServerProcess(HOST, u, a, m, proc, log_path, g)
+    where = host if host not in (None, "0.0.0.0", "::") else HOST
+    return ServerProcess(where, u, a, m, proc, log_path, grpc_port or 0)
+
+
+def wait_ready(server: ServerProcess, timeout: float = 30.0, *, https: bool = False) -> None:
+    """Wait until ``server`` answers on its unattested port (PortTaken, RuntimeError if not)."""
+    _wait_ready(server, timeout, https)
+
+
+def _start_once(
+    log_dir: Path,
+    extra: tuple[str, ...],
+    simulation: bool,
+    https: bool,
+    timeout: float,
+    host: str | None,
+    module: str = "blindai",
+) -> ServerProcess:
+    u, a, m, g = free_ports(4)
+    server = spawn_server(
+        log_dir, host, (u, a, m), *extra, grpc_port=g, simulation=simulation, module=module
+    )
+    server.host = HOST  # readiness and clients: 127.0.0.1, which every host here serves
     _wait_ready(server, timeout, https)
     return server
 

@@ -58,8 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="localhost", help="server address (default localhost)")
+def _connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
+    if host:
+        p.add_argument("--host", default="localhost", help="server address (default localhost)")
     p.add_argument("--unattested-port", type=int, default=9923)
     p.add_argument("--attested-port", type=int, default=9924)
     p.add_argument("--management-port", type=int, default=9925)
@@ -74,20 +75,27 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept a simulation server: UNSAFE, protects nothing",
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask each server for evidence made now, over a random nonce of this client "
+        "(refuses replayed evidence; costs the server a new quote or report per connection)",
+    )
 
 
-def connect_from_args(args: argparse.Namespace) -> Any:
-    """Open an attested connection from the common flags."""
+def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> Any:
+    """Open an attested connection from the common flags (to ``host`` instead of --host)."""
     from blindai.client import connect
 
     return connect(
-        args.host,
+        host or args.host,
         unattested_server_port=args.unattested_port,
         attested_server_port=args.attested_port,
         model_management_port=args.management_port,
         hazmat_manifest_path=args.policy,
         simulation_mode=args.simulation,
         simulation_option="--simulation",
+        nonce=args.fresh,
     )
 
 
@@ -108,6 +116,12 @@ def add_client_commands(sub: Any) -> None:
         metavar="DIR",
         help="a folder with pipeline.toml (and the files it names): the model then takes "
         "raw text, images or audio (blindai run --text/--image/--audio)",
+    )
+    p.add_argument(
+        "--replicas",
+        metavar="ADDR[,ADDR...]",
+        help="upload to each of these replicas (addresses, or a name resolving to several, "
+        "such as a Kubernetes headless Service), each verified first; instead of --host",
     )
     _connection_args(p)
     p.set_defaults(func=_upload)
@@ -150,6 +164,10 @@ def add_client_commands(sub: Any) -> None:
     _connection_args(p)
     p.set_defaults(func=_delete)
 
+    from blindai.cli._replicas import add_sync_command
+
+    add_sync_command(sub, _connection_args)
+
 
 def _upload(args: argparse.Namespace) -> int:
     if not args.model.is_file():
@@ -159,6 +177,10 @@ def _upload(args: argparse.Namespace) -> int:
         from blindai.pipeline import Pipeline
 
         pipeline = Pipeline.from_dir(args.pipeline)
+    if args.replicas is not None:
+        from blindai.cli._replicas import upload_to_each
+
+        return upload_to_each(args, pipeline)
     with connect_from_args(args) as conn:
         reply = conn.upload_model(
             args.model, model_name=args.name, optimize=not args.no_optimize, pipeline=pipeline

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -35,6 +36,14 @@ from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
 from blindai.protocol import codec
 from blindai.protocol.names import ERROR_HEADER
+from blindai.protocol.replication import (
+    EXPORT_PATH,
+    MODELS_PATH,
+    ExportedModel,
+    ListedModel,
+    decode_export,
+    decode_models,
+)
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import CollateralSource
@@ -342,6 +351,25 @@ class Connection:
         resp = self._management.request("POST", "/delete", body)
         _check_route(self._management, resp, "/delete")
         _raise_for(resp, "delete")
+
+    def list_models(self) -> list[ListedModel]:
+        """The models this server (the replica reached) holds, oldest first."""
+        resp = self._management.request("GET", MODELS_PATH)
+        _check_route(self._management, resp, MODELS_PATH)
+        _raise_for(resp, "list models")
+        return decode_models(resp.body)
+
+    def export_model(self, model_id: str) -> ExportedModel:
+        """A model's bytes, name, optimisation setting and pipeline, as uploaded: for
+        :func:`~blindai.client.replicas.sync_models`. The server must allow it
+        (``--allow-model-export``); the bytes must hash to the model's SHA-256."""
+        resp = self._management.request("POST", EXPORT_PATH, codec.dumps({"model_id": model_id}))
+        _check_route(self._management, resp, EXPORT_PATH)
+        _raise_for(resp, "export")
+        exported = decode_export(resp.body)
+        if hashlib.sha256(exported.model).digest() != exported.hash:
+            raise ProtocolError("the exported model's bytes do not hash to its SHA-256")
+        return exported
 
     def close(self) -> None:
         """Close the connections; the connection cannot be used afterwards."""

@@ -43,7 +43,8 @@ def _attester(settings: ServerSettings) -> Attester:
     if settings.is_simulation:
         from blindai.server.attesters.simulation import SimulationAttester
 
-        return SimulationAttester()
+        given = settings.simulation_measurement
+        return SimulationAttester(measurement=bytes.fromhex(given) if given else None)
     try:
         from blindai.server.attesters.select import AttesterPaths, select_attester
     except ImportError as exc:  # pragma: no cover - providers ship with the server

@@ -69,6 +69,10 @@ class ServerSettings(BaseSettings):
     simulation: CliToggleFlag[bool] = False
     """Run without a TEE: UNSAFE, protects nothing, for development only (same as --tee
     simulation)."""
+    simulation_measurement: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Simulation only: the measurement (64 hex digits) the simulated evidence shows instead of
+    the SHA-256 of the installed blindai sources, e.g. to stand for another build when testing
+    a client's pinned measurement."""
     max_model_bytes: int = Field(1 << 30, gt=0)
     """Largest model accepted by /upload, in bytes of the model itself."""
     max_request_bytes: int = Field(64 << 20, gt=0)
@@ -130,6 +134,8 @@ class ServerSettings(BaseSettings):
     def _consistent(self) -> ServerSettings:
         if self.simulation and self.tee not in ("auto", "simulation"):
             raise ConfigurationError(f"--simulation contradicts --tee {self.tee}")
+        if self.simulation_measurement is not None and not self.is_simulation:
+            raise ConfigurationError("--simulation-measurement is for simulation mode only")
         given = [(name, getattr(self, name)) for name in _PORTS if getattr(self, name)]
         for i, (name, port) in enumerate(given):
             for other, same in given[i + 1 :]:

@@ -1,0 +1,176 @@
+"""Models on every replica: find the replicas behind a name, upload to each, bring one up to date.
+
+A load balancer hides its replicas; uploading through it reaches one of them. The model owner
+therefore uploads to each replica directly (:func:`upload_to_replicas`), after verifying each
+one: its addresses come from :func:`resolve_replicas`, e.g. the DNS name of a Kubernetes
+headless Service, which resolves to every replica's address. :func:`sync_models` copies the
+models a replica holds to another one, through the client, after verifying both ends (each
+:class:`~blindai.client.Connection` verifies its replica): a replica never receives a model
+from anyone but a verified client, and a model leaves a replica only to the owner or an admin
+through its management port (``/export``, off unless the server allows it).
+
+Example::
+
+    from functools import partial
+    addresses = resolve_replicas(["blindai-replicas.blindai.svc.cluster.local"])
+    results = upload_to_replicas(
+        addresses, "model.onnx", connect=partial(blindai.connect, policy=policy),
+        model_name="clf",
+    )
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from blindai.client.connection import Connection
+from blindai.errors import BlindAIError, ConfigurationError, NetworkError, ProtocolError
+from blindai.pipeline.bundle import Pipeline
+from blindai.pipeline.limits import PipelineLimits
+
+__all__ = [
+    "Connect",
+    "ReplicaResult",
+    "SyncReport",
+    "resolve_replicas",
+    "sync_models",
+    "upload_to_replicas",
+]
+
+Connect = Callable[[str], Connection]
+"""``connect(address)``: an attested connection to one replica (the same policy for all)."""
+
+
+def _addresses(name: str) -> list[str]:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return [name]
+    try:
+        found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NetworkError(f"cannot resolve {name!r}: {exc.strerror}") from exc
+    v4 = [str(info[4][0]) for info in found if info[0] == socket.AF_INET]
+    v6 = [str(info[4][0]) for info in found if info[0] == socket.AF_INET6]
+    return v4 or v6
+
+
+def resolve_replicas(names: Sequence[str]) -> list[str]:
+    """Every replica address behind ``names`` (IP addresses, or DNS names resolving to one or
+    more addresses, such as a headless Service's), in order, without duplicates.
+
+    A name with IPv4 addresses gives those only (a dual-stack Service lists each replica
+    twice, once per family); otherwise its IPv6 ones.
+    """
+    if not names:
+        raise ConfigurationError("name at least one replica")
+    found: list[str] = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            raise ConfigurationError("an empty replica address")
+        for address in _addresses(name.strip("[]")):
+            if address not in found:
+                found.append(address)
+    return found
+
+
+@dataclass(frozen=True)
+class ReplicaResult:
+    """What happened on one replica: the model's id and hash there, or the error."""
+
+    address: str
+    model_id: str | None = None
+    hash: bytes | None = None
+    error: BlindAIError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the upload succeeded."""
+        return self.error is None
+
+
+def upload_to_replicas(
+    addresses: Sequence[str],
+    model: Any,
+    *,
+    connect: Connect,
+    model_name: str | None = None,
+    optimize: bool = True,
+    pipeline: Any = None,
+) -> list[ReplicaResult]:
+    """Verify each replica and upload ``model`` to it; one result per address, in order.
+
+    A replica that cannot be verified or refuses the model gets an error result; the others
+    still receive the model. Each replica gives the model its own id: run it by name or hash.
+    """
+    if isinstance(model, str | os.PathLike):
+        from blindai.client.connection import _model_bytes
+
+        model = _model_bytes(model)  # read once, sent to every replica
+    results = []
+    for address in addresses:
+        try:
+            with connect(address) as conn:
+                reply = conn.upload_model(
+                    model, model_name=model_name, optimize=optimize, pipeline=pipeline
+                )
+        except BlindAIError as exc:
+            results.append(ReplicaResult(address, error=exc))
+        else:
+            results.append(ReplicaResult(address, reply.model_id, reply.hash))
+    return results
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :func:`sync_models` copied (source model ids), and what was there already."""
+
+    copied: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()
+    errors: tuple[tuple[str, BlindAIError], ...] = field(default=())
+
+
+def sync_models(source: Connection, target: Connection) -> SyncReport:
+    """Copy to ``target`` every model of ``source`` it lacks (same bytes and name).
+
+    Both connections are verified already (each by its own policy check). Each model is
+    exported from the source's management port (owner or admin only; the server must allow
+    export) and uploaded to the target with its name, pipeline and optimisation setting.
+    """
+    have = {(m.hash, m.name) for m in target.list_models()}
+    copied: list[str] = []
+    present: list[str] = []
+    errors: list[tuple[str, BlindAIError]] = []
+    for info in source.list_models():
+        if (info.hash, info.name) in have:
+            present.append(info.model_id)
+            continue
+        try:
+            exported = source.export_model(info.model_id)
+            if exported.hash != info.hash:
+                raise ProtocolError("the source exported other bytes than it listed")
+            pipeline = None
+            if exported.pipeline is not None:
+                pipeline = Pipeline.from_wire(exported.pipeline, limits=PipelineLimits())
+            reply = target.upload_model(
+                exported.model,
+                model_name=exported.name,
+                optimize=exported.optimize,
+                pipeline=pipeline,
+            )
+            if reply.hash != info.hash:
+                raise ProtocolError("the target stored other bytes than were sent")
+        except BlindAIError as exc:
+            errors.append((info.model_id, exc))
+            continue
+        have.add((info.hash, info.name))
+        copied.append(info.model_id)
+    return SyncReport(tuple(copied), tuple(present), tuple(errors))

@@ -1,0 +1,131 @@
+"""What replicas need to be kept alike, on the management port: the model list and export.
+
+==================  ==================  =====================================================
+request             body (CBOR)         reply (CBOR)
+==================  ==================  =====================================================
+``GET /models``     none                ``[{model_id, name, hash, size}]``, oldest first
+``POST /export``    ``{model_id}``      ``{model_id, model, model_name, hash, optimize,
+                                        pipeline}``: the model's bytes as uploaded, its name,
+                                        whether it was uploaded with optimisation, and its
+                                        pipeline (the ``/upload`` map) or null
+==================  ==================  =====================================================
+
+``/export`` answers 403 unless the server was started with ``--allow-model-export`` (it keeps
+each model's bytes for that); the client (``blindai sync``) uploads what it exports to
+another replica it has verified, so a model travels only between replicas that a verifying
+client trusts, inside attested TLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from blindai.errors import ProtocolError
+
+__all__ = [
+    "EXPORT_PATH",
+    "MODELS_PATH",
+    "ExportedModel",
+    "ListedModel",
+    "decode_export",
+    "decode_models",
+    "encode_export",
+    "encode_models",
+]
+
+MODELS_PATH = "/models"
+EXPORT_PATH = "/export"
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    """One model a server holds: its id there, name, SHA-256 of its bytes, and size."""
+
+    model_id: str
+    name: str | None
+    hash: bytes
+    size: int
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A model as it was uploaded: what ``/upload`` needs to make another replica hold it."""
+
+    model_id: str
+    model: bytes
+    name: str | None
+    hash: bytes
+    optimize: bool
+    pipeline: dict[str, Any] | None
+
+
+def _loads(body: bytes, what: str) -> Any:
+    try:
+        return cbor2.loads(body)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ProtocolError(f"{what} is not valid CBOR") from exc
+
+
+def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ProtocolError(f"{what} has no valid {name}")
+    return value
+
+
+def encode_models(models: list[ListedModel]) -> bytes:
+    """The reply of ``GET /models``."""
+    return cbor2.dumps(
+        [{"model_id": m.model_id, "name": m.name, "hash": m.hash, "size": m.size} for m in models]
+    )
+
+
+def decode_models(body: bytes) -> list[ListedModel]:
+    """Parse the reply of ``GET /models`` strictly."""
+    doc = _loads(body, "the model list")
+    if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
+        raise ProtocolError("the model list must be a list of maps")
+    what = "a model list entry"
+    return [
+        ListedModel(
+            model_id=_field(d, "model_id", str, what),
+            name=_field(d, "name", (str, type(None)), what),
+            hash=_field(d, "hash", bytes, what),
+            size=_field(d, "size", int, what),
+        )
+        for d in doc
+    ]
+
+
+def encode_export(model: ExportedModel) -> bytes:
+    """The reply of ``POST /export``."""
+    return cbor2.dumps(
+        {
+            "model_id": model.model_id,
+            "model": model.model,
+            "model_name": model.name,
+            "hash": model.hash,
+            "optimize": model.optimize,
+            "pipeline": model.pipeline,
+        }
+    )
+
+
+def decode_export(body: bytes) -> ExportedModel:
+    """Parse the reply of ``POST /export`` strictly (the bytes are checked by their hash
+    when uploaded again: the replica that receives them computes it)."""
+    doc = _loads(body, "the exported model")
+    if not isinstance(doc, dict):
+        raise ProtocolError("the exported model must be a CBOR map")
+    what = "the exported model"
+    return ExportedModel(
+        model_id=_field(doc, "model_id", str, what),
+        model=_field(doc, "model", bytes, what),
+        name=_field(doc, "model_name", (str, type(None)), what),
+        hash=_field(doc, "hash", bytes, what),
+        optimize=_field(doc, "optimize", bool, what),
+        pipeline=_field(doc, "pipeline", (dict, type(None)), what),
+    )
