@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo examples test test-fast test-compat test-slow bench lint clean
+.PHONY: install demo examples test test-fast test-compat test-slow test-scale haproxy bench lint clean
 
 install: $(STAMP)
 
@@ -30,10 +30,23 @@ examples: install
 	$(BIN)/python examples/_export.py
 	$(BIN)/python examples/run_all.py
 
-# the whole suite: unit, integration, and the original PyPI clients (compat) against our server
+# the whole suite: unit, integration, the original PyPI clients (compat) against our server,
+# and three replicas behind HAProxy (scale; skipped in one line where haproxy cannot be had)
 test: install
 	bash scripts/compat_env.sh
+	-@$(MAKE) --no-print-directory haproxy
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Debian's haproxy, for the scale tier (installed when missing and apt-get can run)
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+		(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq haproxy >/dev/null 2>&1) || \
+		(echo "haproxy is not installed and apt-get could not install it" && false)
+
+# three simulation replicas on 127.0.0.2-4 (default ports) behind HAProxy on 127.0.0.1
+test-scale: install haproxy
+	BLINDAI_REQUIRE_SCALE=1 $(BIN)/python -m pytest -q -m scale
 
 # everything but the original-client tier (no compat venvs needed)
 test-fast: install

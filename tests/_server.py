@@ -9,9 +9,26 @@ from __future__ import annotations
 import warnings
 
 import blindai
-from scripts._serverproc import REPO, PortTaken, ServerProcess, free_ports, start_server
+from scripts._serverproc import (
+    REPO,
+    PortTaken,
+    ServerProcess,
+    free_ports,
+    spawn_server,
+    start_server,
+    wait_ready,
+)
 
-__all__ = ["REPO", "PortTaken", "ServerProcess", "connect", "free_ports", "start_server"]
+__all__ = [
+    "REPO",
+    "PortTaken",
+    "ServerProcess",
+    "connect",
+    "free_ports",
+    "spawn_server",
+    "start_server",
+    "wait_ready",
+]
 
 
 def connect(server: ServerProcess) -> blindai.Connection:

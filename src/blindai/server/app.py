@@ -7,8 +7,8 @@ unattested      0.6 ``/``, ``/quote``, ``/collateral``; ``/info``, ``/endorsemen
                 ``/gpu-evidence``
 attested        0.6 ``/run``, ``/upload``, ``/delete``; the v2 routes; ``/gpu-evidence``,
                 ``/attestation``
-management      0.6 ``/upload``, ``/delete``; ``/gpu-evidence``, ``/attestation``; ``GET /metrics``
-                (Prometheus)
+management      0.6 ``/upload``, ``/delete``; ``/gpu-evidence``, ``/attestation``; ``/models``,
+                ``/export``; ``GET /metrics`` (Prometheus)
 ==============  =================================================================
 
 Every model route goes through one :class:`~blindai.server.dataplane.DataPlane`.
@@ -35,6 +35,7 @@ from blindai.server.protocols.v06 import (
     gpu_evidence_route,
     unattested_routes,
 )
+from blindai.server.protocols.v06.replication import replication_routes
 from blindai.server.protocols.v06.unattested import server_info
 from blindai.server.protocols.v2.routes import V2Routes
 from blindai.server.protocols.v2.service import OipService
@@ -117,7 +118,10 @@ def create_apps(
     return Apps(
         unattested=wrap(Starlette(routes=unattested), "unattested"),
         attested=wrap(Starlette(routes=attested), "attested"),
-        management=wrap(Starlette(routes=[*model_routes, *evidence, scrape]), "management"),
+        management=wrap(
+            Starlette(routes=[*model_routes, *replication_routes(plane), *evidence, scrape]),
+            "management",
+        ),
         plane=plane,
         evidence_workers=evidence_workers,
         oip=v2.oip,

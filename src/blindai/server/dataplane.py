@@ -40,15 +40,18 @@ from blindai.errors import (
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
+    PermissionDenied,
     PipelineError,
 )
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
 from blindai.pipeline.results import PipelineResult
+from blindai.protocol.replication import ExportedModel, ListedModel
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
 from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
+from blindai.server.replication import RequiredModels, UploadOptions
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
@@ -94,6 +97,13 @@ class DataPlane:
         self.statistics = ModelStatistics()
         """Per-model inference statistics (the Open Inference Protocol's statistics)."""
         self.metrics.models_loaded.set_function(lambda: float(registry.ready_count()))
+        self.exports: UploadOptions | None = (
+            UploadOptions() if settings.allow_model_export else None
+        )
+        """How each model was uploaded (optimisation, pipeline), for export
+        (``--allow-model-export``; the registry keeps the bytes)."""
+        self.required = _required(settings)
+        """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self._compile = WorkerPool(2, name="blindai-compile")
 
@@ -132,6 +142,9 @@ class DataPlane:
         if pipeline is not None:
             steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
         entry = self.registry.add(digest, compiled, name, steps, source=model)
+        if self.exports is not None:
+            wire = pipeline.to_wire() if pipeline is not None else None
+            self.exports.keep(entry.model_id, optimize=optimize, pipeline=wire)
         self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return entry
 
@@ -254,7 +267,49 @@ class DataPlane:
             raise InvalidInput("give the id or name of the model to delete")
         entry = self.registry.remove(ref)
         self.statistics.forget(entry.model_id)
+        if self.exports is not None:
+            self.exports.drop(entry.model_id)
         return entry
+
+    def missing_models(self) -> int:
+        """How many required models this replica does not hold loaded yet (0: ready)."""
+        if self.required is None:
+            return 0
+        held = [e.hash for e in self.registry.entries() if self.registry.is_ready(e)]
+        return self.required.missing(held)
+
+    def listed_models(self) -> list[ListedModel]:
+        """Every model held, oldest first, with the size of its bytes."""
+        listed = []
+        for entry in self.registry.entries():
+            source = self.registry.source(entry)
+            size = len(source) if source is not None else 0
+            listed.append(ListedModel(entry.model_id, entry.name, entry.hash, size))
+        return listed
+
+    def export(self, ref: ModelRef) -> ExportedModel:
+        """A model as uploaded; PermissionDenied unless export is allowed."""
+        if self.exports is None:
+            raise PermissionDenied(
+                "model export is off on this server (serve --allow-model-export)"
+            )
+        if not ref.key:
+            raise InvalidInput("give the id or name of the model to export")
+        entry = self.registry.get(ref)
+        source = self.registry.source(entry)
+        options = self.exports.get(entry.model_id)
+        if source is None or options is None:  # removed meanwhile
+            raise ModelNotFound(f"no model with id or name {ref.key!r}")
+        optimize, pipeline = options
+        return ExportedModel(entry.model_id, source, entry.name, entry.hash, optimize, pipeline)
+
+
+def _required(settings: ServerSettings) -> RequiredModels | None:
+    if settings.require_models is not None:
+        return RequiredModels.from_file(settings.require_models, count=settings.require_model_count)
+    if settings.require_model_count:
+        return RequiredModels(count=settings.require_model_count)
+    return None
 
 
 def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:

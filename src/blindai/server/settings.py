@@ -79,6 +79,14 @@ class ServerSettings(BaseSettings):
     """Largest body accepted by /run and v2 inference, in bytes."""
     max_models: int = Field(64, gt=0)
     """Most models held at once; uploads beyond it are refused with 507."""
+    allow_model_export: CliToggleFlag[bool] = False
+    """Let ``POST /export`` on the management port give a model's bytes (and its pipeline) to a
+    client syncing another replica (``blindai sync``). Off: ``/export`` answers 403."""
+    require_models: Path | None = None
+    """A file of SHA-256 digests (hex, one a line) of models this replica must hold: until it
+    holds them all, ``/v2/health/ready`` answers 400 (not ready)."""
+    require_model_count: int = Field(0, ge=0)
+    """Fewest models this replica must hold before ``/v2/health/ready`` says ready."""
     keep_alive_timeout: int = Field(30, gt=0)
     """Seconds an idle client connection is kept open before the server closes it."""
     device: Literal["cpu", "cuda"] = "cpu"

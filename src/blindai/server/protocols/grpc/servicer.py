@@ -101,7 +101,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def _ServerReady(self, request: Any, context: Any) -> Any:
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.oip.missing_models() == 0)
 
     async def _ModelReady(self, request: Any, context: Any) -> Any:
         try:

@@ -63,6 +63,7 @@ class V2Routes:
         most = plane.settings.max_request_bytes
         self._refusal = f"the request body is over {limit(most, 'max_request_bytes')}"
         self.live = _json_errors(self._live)
+        self.ready = _json_errors(self._ready)
         self.server_metadata = _json_errors(self._server_metadata)
         self.metadata = _json_errors(self._metadata)
         self.model_ready = _json_errors(self._model_ready)
@@ -80,7 +81,7 @@ class V2Routes:
         return [
             Route("/v2", self.server_metadata, methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
-            Route("/v2/health/ready", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2/models/stats", self.stats, methods=["GET"]),
             *(Route(p, self.metadata, methods=["GET"]) for p in (model, versioned)),
             *(Route(f"{p}/ready", self.model_ready, methods=["GET"]) for p in (model, versioned)),
@@ -107,8 +108,14 @@ class V2Routes:
         return await self.plane.offload(fn, *args, **kwargs) if big else fn(*args, **kwargs)
 
     async def _live(self, request: Request) -> Response:
-        key = "ready" if request.url.path.endswith("ready") else "live"
-        return _json_response({key: True})
+        return _json_response({"live": True})
+
+    async def _ready(self, request: Request) -> Response:
+        """Ready once the replica holds the models it must hold; 400 (not ready) until then."""
+        missing = self.oip.missing_models()
+        if missing:
+            return _json_response({"ready": False, "missing_models": missing}, 400)
+        return _json_response({"ready": True})
 
     async def _server_metadata(self, _: Request) -> Response:
         return _json_response(self.oip.server_metadata())

@@ -112,6 +112,11 @@ class OipService:
         """:meth:`model` through the data plane's lookup: ModelNotReady (503) when unloaded."""
         return self.plane.model(ModelRef(key=name, version=version or None))
 
+    def missing_models(self) -> int:
+        """How many models the server must still hold (and have loaded) to be ready; 0: ready
+        (``--require-models``, ``--require-model-count``)."""
+        return self.plane.missing_models()
+
     def is_ready(self, name: str, version: str = "") -> bool:
         """Whether the model exists and is loaded."""
         return self.plane.registry.is_ready(self.model(name, version))

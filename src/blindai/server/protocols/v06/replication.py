@@ -1,0 +1,56 @@
+"""``GET /models`` and ``POST /export`` on the management port: what ``blindai sync`` reads.
+
+Decode, one data-plane call, encode (wire in :mod:`blindai.protocol.replication`). Export is
+refused (PermissionDenied, 403) unless the server keeps models' bytes
+(``--allow-model-export``).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from blindai.errors import InvalidInput, ProtocolError
+from blindai.protocol import codec
+from blindai.protocol.replication import (
+    EXPORT_PATH,
+    MODELS_PATH,
+    encode_export,
+    encode_models,
+)
+from blindai.server.dataplane import DataPlane
+from blindai.server.protocols._http import read_body
+from blindai.server.protocols.v06.routes import cbor_errors
+from blindai.server.protocols.v06.wire import CBOR
+from blindai.server.registry import ModelRef
+
+__all__ = ["EXPORT_REQUEST_BYTES", "replication_routes"]
+
+EXPORT_REQUEST_BYTES = 1 << 12
+"""An export request is a model id: its body needs no more."""
+
+
+def replication_routes(plane: DataPlane) -> list[Route]:
+    """The routes, for the management app."""
+
+    async def models(_: Request) -> Response:
+        return Response(encode_models(plane.listed_models()), media_type=CBOR)
+
+    async def export(request: Request) -> Response:
+        body = await read_body(request, EXPORT_REQUEST_BYTES, "an export request is over 4 KiB")
+        try:
+            doc = codec.decode_map(body, what="export")
+        except ProtocolError as exc:
+            raise InvalidInput(str(exc)) from exc
+        model_id = doc.get("model_id")
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidInput("model_id (a string) is required")
+        exported = plane.export(ModelRef(key=model_id))
+        request.state.model_id = exported.model_id
+        return Response(encode_export(exported), media_type=CBOR)
+
+    return [
+        Route(MODELS_PATH, cbor_errors(models), methods=["GET"]),
+        Route(EXPORT_PATH, cbor_errors(export), methods=["POST"]),
+    ]

@@ -1,0 +1,103 @@
+"""Replicas kept alike, protocol-free: the models a replica must hold, and what export gives.
+
+* :class:`RequiredModels`: ``--require-models FILE`` (SHA-256 hex digests, one a line) and
+  ``--require-model-count N``; until the registry holds them, ``/v2/health/ready`` answers
+  400 (the Open Inference Protocol's "not ready"), so a Kubernetes readiness probe keeps the
+  replica out of its Service.
+* :class:`UploadOptions`: with ``--allow-model-export``, how each model was uploaded (its
+  optimisation setting and pipeline), so that ``POST /export`` can give a client syncing
+  another replica the model as it was uploaded (its bytes are the registry's, kept for the
+  model repository's load anyway). Without it export is refused (PermissionDenied, 403).
+
+The routes are :mod:`blindai.server.protocols.v06.replication`'s.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blindai.errors import ConfigurationError
+
+__all__ = ["MAX_REQUIRED_FILE_BYTES", "RequiredModels", "UploadOptions"]
+
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+MAX_REQUIRED_FILE_BYTES = 1 << 20
+"""Largest ``--require-models`` file read."""
+
+
+@dataclass(frozen=True)
+class RequiredModels:
+    """The models a replica must hold before it is ready: these digests, and at least
+    ``count`` models in all."""
+
+    digests: frozenset[bytes] = frozenset()
+    count: int = 0
+
+    @classmethod
+    def parse(cls, text: str, *, count: int = 0, source: str = "the list") -> RequiredModels:
+        """Digests from ``text``: one SHA-256 in hex first on each line; text after it, blank
+        lines and ``#`` comments are ignored (``blindai upload``'s ``sha256`` lines fit)."""
+        digests = set()
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if words and words[0] == "sha256":  # "sha256   <hex>" as blindai upload prints
+                words = words[1:]
+            if not words:
+                continue
+            if not _DIGEST.fullmatch(words[0]):
+                raise ConfigurationError(
+                    f"{source}, line {number}: expected a SHA-256 in hex (64 digits)"
+                )
+            digests.add(bytes.fromhex(words[0]))
+        return cls(frozenset(digests), count)
+
+    @classmethod
+    def from_file(cls, path: Path, *, count: int = 0) -> RequiredModels:
+        """Read ``path`` (at most 1 MiB) with :meth:`parse`."""
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_REQUIRED_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+        if len(data) > MAX_REQUIRED_FILE_BYTES:
+            raise ConfigurationError(f"{path} is over 1 MiB")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{path} is not UTF-8 text") from exc
+        return cls.parse(text, count=count, source=str(path))
+
+    def missing(self, held: Iterable[bytes]) -> int:
+        """How many required models (digests, or the count) are still missing."""
+        digests = list(held)
+        absent = len(self.digests - set(digests))
+        return max(absent, self.count - len(digests))
+
+
+class UploadOptions:
+    """How each model was uploaded (optimisation, pipeline map), by model id (thread-safe), for
+    export; bounded by the registry's ``max_models`` since each entry goes with its model."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, tuple[bool, dict[str, Any] | None]] = {}
+
+    def keep(self, model_id: str, *, optimize: bool, pipeline: dict[str, Any] | None) -> None:
+        """Keep the options of a model just registered."""
+        with self._lock:
+            self._by_id[model_id] = (optimize, pipeline)
+
+    def drop(self, model_id: str) -> None:
+        """Forget a deleted model's options."""
+        with self._lock:
+            self._by_id.pop(model_id, None)
+
+    def get(self, model_id: str) -> tuple[bool, dict[str, Any] | None] | None:
+        """``(optimize, pipeline)`` of a model, if kept."""
+        with self._lock:
+            return self._by_id.get(model_id)
