@@ -61,6 +61,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_attestation.py
 
 lint: install
 	$(BIN)/ruff format --check src tests scripts examples

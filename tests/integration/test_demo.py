@@ -59,3 +59,26 @@ def test_bench_quick_runs() -> None:
         assert re.search(rf"^{re.escape(name)} .* [\d.]+x$", result.stdout, re.M), result.stdout
         assert re.search(rf"^  {re.escape(name)} +adds ", result.stdout, re.M)
     assert re.search(r"\d+ CPUs visible", result.stdout)
+
+
+@pytest.mark.slow
+def test_bench_attestation_quick_runs() -> None:
+    """``scripts/bench_attestation.py --quick`` prints its three sections, every connection
+    after the first admitted from the cache."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_attestation.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"^   on +[\d.]+ .* [+-]\d+ us at p50$", result.stdout, re.M), result.stdout
+    assert re.search(r"^   off +[\d.]+ .* [+-]\d+ us at p50$", result.stdout, re.M)
+    assert re.search(r"\(gate: 1 verified, \d+ admitted from the cache, 0 refused\)", result.stdout)
+    assert "fresh, over a nonce" in result.stdout
+    for platform in ("sgx", "tdx", "sev-snp", "nitro"):
+        assert re.search(rf"^   {platform} +\S+ +[\d.]+ +[\d.]+$", result.stdout, re.M)

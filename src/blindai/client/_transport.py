@@ -65,9 +65,11 @@ class _Transport:
         *,
         role: PortRole,
         max_response_bytes: int = DEFAULT_MAX_BODY,
+        keep_alive: bool = True,
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.role = role
+        self.keep_alive = keep_alive
         self.max_response_bytes = max_response_bytes
         self._local = threading.local()
         self._on_open: OnOpen | None = None
@@ -108,10 +110,21 @@ class _Transport:
         headers: dict[str, str] | None = None,
         body_length: int | None = None,
     ) -> HttpResponse:
-        """Send one request. A streamed ``body`` is a factory of chunks with ``body_length``."""
+        """Send one request. A streamed ``body`` is a factory of chunks with ``body_length``.
+
+        Without keep-alive, the request asks the server to close the connection, and the
+        client closes it once answered (a load balancer then spreads requests over replicas).
+        """
         if self._closed:
             raise ConfigurationError("this connection is closed: open a new one")
-        return self._conn().request(method, path, body, headers or {}, body_length)
+        if self.keep_alive:
+            return self._conn().request(method, path, body, headers or {}, body_length)
+        conn = self._conn()
+        try:
+            headers = {**(headers or {}), "Connection": "close"}
+            return conn.request(method, path, body, headers, body_length)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         """Close every connection this transport opened; later requests are refused."""
@@ -194,9 +207,15 @@ class AttestedTlsTransport(_Transport):
         max_response_bytes: int = DEFAULT_MAX_BODY,
         keep_alive: bool = True,
     ) -> None:
-        super().__init__(host, port, timeout, role=role, max_response_bytes=max_response_bytes)
+        super().__init__(
+            host,
+            port,
+            timeout,
+            role=role,
+            max_response_bytes=max_response_bytes,
+            keep_alive=keep_alive,
+        )
         self.gate = gate
-        self.keep_alive = keep_alive
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         # the certificate is trusted by its evidence, checked by the gate before any request
@@ -228,25 +247,6 @@ class AttestedTlsTransport(_Transport):
         """The attestation of this thread's current connection's peer, if one was opened."""
         return getattr(self._local, "peer", None)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | Callable[[], Iterable[bytes]] | None = None,
-        headers: dict[str, str] | None = None,
-        body_length: int | None = None,
-    ) -> HttpResponse:
-        """Send one request; without keep-alive, close its connection once answered."""
-        if self.keep_alive:
-            return super().request(method, path, body, headers, body_length)
-        headers = {**(headers or {}), "Connection": "close"}
-        try:
-            return super().request(method, path, body, headers, body_length)
-        finally:
-            conn: Http11Connection | None = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
-
 
 class PinnedTlsTransport(_Transport):
     """TLS that trusts only ``cert_der`` and checks the name ``blindai-srv``.
@@ -263,8 +263,16 @@ class PinnedTlsTransport(_Transport):
         *,
         role: PortRole = PortRole.ATTESTED,
         max_response_bytes: int = DEFAULT_MAX_BODY,
+        keep_alive: bool = True,
     ) -> None:
-        super().__init__(host, port, timeout, role=role, max_response_bytes=max_response_bytes)
+        super().__init__(
+            host,
+            port,
+            timeout,
+            role=role,
+            max_response_bytes=max_response_bytes,
+            keep_alive=keep_alive,
+        )
         self.cert_der = cert_der
         pem = x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
