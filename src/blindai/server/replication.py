@@ -45,10 +45,10 @@ class RequiredModels:
         digests = set()
         for number, line in enumerate(text.splitlines(), 1):
             words = line.split("#", 1)[0].split()
-            if words and words[0] == "sha256":  # "sha256   <hex>" as blindai upload prints
-                words = words[1:]
             if not words:
                 continue
+            if words[0] == "sha256":  # "sha256   <hex>" as blindai upload prints
+                words = words[1:] or [""]
             if not _DIGEST.fullmatch(words[0]):
                 raise ConfigurationError(
                     f"{source}, line {number}: expected a SHA-256 in hex (64 digits)"

@@ -1,0 +1,52 @@
+"""Finding replicas: addresses as given, DNS names resolved to every address, no duplicates."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from blindai.client.replicas import resolve_replicas
+from blindai.errors import ConfigurationError, NetworkError
+
+
+def test_addresses_are_kept_in_order_without_duplicates():
+    assert resolve_replicas(["127.0.0.3", "127.0.0.2", "127.0.0.3"]) == ["127.0.0.3", "127.0.0.2"]
+    assert resolve_replicas(["[::1]", "::1"]) == ["::1"]
+
+
+def test_a_name_gives_every_address(monkeypatch: pytest.MonkeyPatch):
+    """A headless Service's name resolves to one address per ready pod (and per family)."""
+
+    def getaddrinfo(name: str, port: Any, type: int = 0) -> list[Any]:
+        assert name == "blindai-replicas.blindai.svc" and type == socket.SOCK_STREAM
+        v4 = [(socket.AF_INET, type, 6, "", (f"10.0.0.{i}", 0)) for i in (7, 5, 7)]
+        v6 = [(socket.AF_INET6, type, 6, "", ("fd00::7", 0, 0, 0))]
+        return v4 + v6
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert resolve_replicas(["blindai-replicas.blindai.svc"]) == ["10.0.0.7", "10.0.0.5"]
+
+
+def test_a_name_with_ipv6_only(monkeypatch: pytest.MonkeyPatch):
+    def getaddrinfo(name: str, port: Any, type: int = 0) -> list[Any]:
+        return [(socket.AF_INET6, type, 6, "", ("fd00::1", 0, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert resolve_replicas(["v6-only"]) == ["fd00::1"]
+
+
+def test_localhost_resolves():
+    assert resolve_replicas(["localhost"]) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("names", [[], [""], [" "]])
+def test_nothing_named(names: list[str]):
+    with pytest.raises(ConfigurationError):
+        resolve_replicas(names)
+
+
+def test_an_unknown_name():
+    with pytest.raises(NetworkError, match=r"cannot resolve 'no-such-host\.invalid'"):
+        resolve_replicas(["no-such-host.invalid"])

@@ -1,0 +1,73 @@
+"""``GET /models`` and ``POST /export`` replies: round trips, and strict refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import pytest
+
+from blindai.errors import ProtocolError
+from blindai.protocol.replication import (
+    ExportedModel,
+    ListedModel,
+    decode_export,
+    decode_models,
+    encode_export,
+    encode_models,
+)
+
+LISTED = [ListedModel("id-1", "clf", b"\1" * 32, 10), ListedModel("id-2", None, b"\2" * 32, 0)]
+EXPORTED = ExportedModel("id-1", b"onnx", "clf", b"\1" * 32, False, {"spec": {}, "files": {}})
+
+
+def test_round_trips():
+    assert decode_models(encode_models(LISTED)) == LISTED
+    assert decode_export(encode_export(EXPORTED)) == EXPORTED
+
+
+def _listed(**changes: Any) -> bytes:
+    doc = cbor2.loads(encode_models(LISTED[:1]))
+    doc[0].update(changes)
+    return cbor2.dumps(doc)
+
+
+def _exported(**changes: Any) -> bytes:
+    doc = cbor2.loads(encode_export(EXPORTED))
+    doc.update(changes)
+    return cbor2.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"\xff", "not valid CBOR"),
+        (cbor2.dumps({"a": 1}), "list of maps"),
+        (cbor2.dumps([1]), "list of maps"),
+        (_listed(model_id=1), "model_id"),
+        (_listed(name=b"x"), "name"),
+        (_listed(hash="x"), "hash"),
+        (_listed(size=True), "size"),
+        (_listed(size="1"), "size"),
+    ],
+)
+def test_malformed_model_lists(body: bytes, match: str):
+    with pytest.raises(ProtocolError, match=match):
+        decode_models(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"\xff", "not valid CBOR"),
+        (cbor2.dumps([]), "must be a CBOR map"),
+        (_exported(model="x"), "model"),
+        (_exported(model_name=1), "model_name"),
+        (_exported(optimize=1), "optimize"),
+        (_exported(pipeline=[]), "pipeline"),
+        (_exported(hash=None), "hash"),
+    ],
+)
+def test_malformed_exports(body: bytes, match: str):
+    with pytest.raises(ProtocolError, match=match):
+        decode_export(body)
