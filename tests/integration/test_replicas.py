@@ -78,14 +78,14 @@ def test_one_connection_per_request_is_verified_once(server: ServerProcess) -> N
 def test_a_restarted_server_is_verified_again(tmp_path: Path) -> None:
     """Same address and ports, a new process: a new key, verified when the client reconnects."""
     ports = tuple(free_ports(3))
-    first = spawn_server(tmp_path, "127.0.0.1", ports)  # type: ignore[arg-type]
+    first = spawn_server(tmp_path, "127.0.0.1", ports, grpc_port=0)  # type: ignore[arg-type]
     wait_ready(first)
     try:
         conn = _connect(first)
         conn.upload_model(identity(TensorProto.FLOAT), model_name="restart")
         old = conn.certificate
         first.stop()
-        second = spawn_server(tmp_path, "127.0.0.1", ports)  # type: ignore[arg-type]
+        second = spawn_server(tmp_path, "127.0.0.1", ports, grpc_port=0)  # type: ignore[arg-type]
         wait_ready(second)
         with pytest.raises(blindai.errors.ModelNotFound):  # it holds nothing yet
             conn.predict("restart", {"x": X})
@@ -228,7 +228,7 @@ def test_sync_copies_what_the_target_lacks(exporting: ServerProcess, tmp_path: P
 def test_sync_cli(exporting: ServerProcess, tmp_path: Path) -> None:
     """The source on 127.0.0.1, the target on 127.0.0.5 with the same ports (as two pods)."""
     ports = (exporting.unattested_port, exporting.attested_port, exporting.management_port)
-    target = spawn_server(tmp_path, "127.0.0.5", ports)
+    target = spawn_server(tmp_path, "127.0.0.5", ports, grpc_port=0)
     wait_ready(target)
     flags = ["--unattested-port", str(ports[0]), "--attested-port", str(ports[1])]
     flags += ["--management-port", str(ports[2]), "--simulation"]

@@ -71,7 +71,7 @@ class Cluster:
 
     def start(self, slot: int, *extra: str) -> ServerProcess:
         """(Re)start a replica in ``slot`` on its address with the default ports."""
-        server = spawn_server(self.workdir, self.hosts[slot], DEFAULT_PORTS, *extra)
+        server = spawn_server(self.workdir, self.hosts[slot], DEFAULT_PORTS, *extra, grpc_port=0)
         wait_ready(server)
         self.replicas[slot] = server
         return server
@@ -85,8 +85,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip("haproxy is not installed: make test-scale installs it (apt-get)")
     workdir = tmp_path_factory.mktemp("scale")
     hosts = loopback_hosts(3)
-    replicas = [
-        spawn_server(workdir, host, DEFAULT_PORTS, "--allow-model-export") for host in hosts
+    replicas = [  # gRPC off: HAProxy here balances the three HTTP ports
+        spawn_server(workdir, host, DEFAULT_PORTS, "--allow-model-export", grpc_port=0)
+        for host in hosts
     ]
     try:
         for server in replicas:
