@@ -1,4 +1,8 @@
-"""The connect-time flow: fetch certificate and evidence, verify, check the binding.
+"""The 0.6 flow on the unattested port: fetch certificate and evidence, verify, check the binding.
+
+:func:`attest` (``blindai attest HOST``) runs it; :func:`~blindai.client.connect` verifies each
+connection with ``GET /attestation`` instead (:mod:`blindai.client._peers`) and falls back to
+:func:`attest_server` for servers without that route.
 
 Nothing is sent to the attested ports before :func:`attest_server` returns. When the policy
 has an ``[nvidia_gpu]`` section, :func:`attest_gpu` then reads the GPU's evidence with one
@@ -310,8 +314,10 @@ def attest(
     over TLS pinned to the certificate just verified, and verifies it too (``gpu_claims``).
     Returns the certificate to pin and the verified claims, or raises a
     :class:`~blindai.errors.BlindAIError`. The other arguments mean what they mean for
-    :func:`~blindai.client.connect`, which runs this same code, then keeps the channel open.
-    ``blindai attest HOST`` is this function.
+    :func:`~blindai.client.connect` (which verifies each of its connections on itself, with
+    ``GET /attestation``, and uses this path only for servers without that route). Behind a
+    load balancer this verifies whichever replica answered. ``blindai attest HOST`` is this
+    function.
 
     Example::
 
@@ -356,7 +362,7 @@ def open_attested(
     max_response_bytes: int,
     simulation_option: str,
 ) -> tuple[Attested, PinnedTlsTransport]:
-    """What :func:`attest` and :func:`~blindai.client.connect` both do, written once.
+    """What :func:`attest` does: the 0.6 flow, then the GPU over the attested port.
 
     :func:`attest_server` over the unattested port, then, when ``policy`` requires the GPU,
     :func:`attest_gpu` over the attested port. Returns the outcome and the attested port's
