@@ -111,6 +111,9 @@ class Http11Connection:
         except BlindAIError:
             self.close()
             raise
+        except _STALE as exc:
+            self.close()
+            raise self._broken(exc) from exc
         except TimeoutError as exc:
             self.close()
             raise RequestTimeout(f"{self._label} did not answer in time ({exc})") from exc

@@ -297,3 +297,22 @@ def test_without_the_route_fresh_evidence_cannot_be_had():
 def test_without_the_route_and_no_fallback():
     with attested_fake(_not_found) as fake:
         _refused(fake, PeerGate(SIM), VerificationError, "serves no GET /attestation")
+
+
+def test_a_peer_that_closes_instead_of_answering_is_a_network_error():
+    """The connection ends during ``GET /attestation``: a NetworkError, nothing else sent."""
+    from blindai.errors import NetworkError
+    from tests.unit.client._scripted import read_request, scripted_server
+
+    asked: list[bytes] = []
+
+    def close_after_reading(index: int, sock: Any) -> None:
+        asked.append(read_request(sock).split(b"\r\n", 1)[0])
+
+    with scripted_server(close_after_reading, tls=True) as server:
+        for use in ("open", "request"):  # connect() opens; a later connection is on request
+            t = AttestedTlsTransport("127.0.0.1", server.port, 10, gate=PeerGate(SIM))
+            with pytest.raises(NetworkError, match="did not answer"):
+                t.open() if use == "open" else t.request("POST", "/run", b"secret inputs")
+            t.close()
+    assert asked == [b"GET /attestation HTTP/1.1"] * 2
