@@ -17,8 +17,9 @@ result. Pipeline errors caused by a request are InvalidInput (400).
 Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
 every request goes through.
 
-The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`)
-and times uploads and compilations in the server's metrics; a model can be unloaded (its
+The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`,
+every protocol's inferences, pipelines included: :meth:`DataPlane.record`) and times uploads and
+compilations in the server's metrics; a model can be unloaded (its
 session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 :meth:`DataPlane.load`); an unloaded model answers ModelNotReady (503).
 """
@@ -228,14 +229,15 @@ class DataPlane:
         ``reshape_flat`` (the 0.6 protocol's flat lists): a 1-D array is given the shape of
         the model's input when that shape is static, or static but for a leading batch
         dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
-        ``timing`` receives the phases ``decode`` (matching the inputs), ``queue`` (waiting for
-        a worker) and ``infer`` (running the model).
+        ``timing`` receives the phases ``decode`` (matching the inputs; a pipeline's
+        preprocessing), ``queue`` (waiting for a worker), ``infer`` (running the model) and, for a
+        pipeline, ``encode`` (its postprocessing).
         """
         timing = timing or Timing()
         entry = self.model(ref)
         raw = _raw_input(entry, inputs)
         if raw is not None:
-            return await self._infer.run(_run_pipeline, entry, raw)
+            return await self._infer.run(_run_pipeline, entry, raw, timing, time.perf_counter_ns())
         with timing.phase("decode"):
             feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
             wanted = _output_names(entry, outputs)
@@ -251,15 +253,26 @@ class DataPlane:
 
         return Inference(entry, await self._infer.run(timed))
 
-    async def infer_raw(self, ref: ModelRef, kind: InputKind, raw: bytes | str) -> Inference:
-        """Run one raw input (text, or image or audio file bytes) through the model's pipeline."""
+    async def infer_raw(
+        self, ref: ModelRef, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
+    ) -> Inference:
+        """Run one raw input (text, or image or audio file bytes) through the model's pipeline;
+        ``timing`` receives its phases as in :meth:`infer`."""
         entry = self.model(ref)
         label = entry.name or entry.model_id
         if entry.pipeline is None:
             raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
         if entry.pipeline.input_kind != kind:
             raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
-        return await self._infer.run(_run_pipeline, entry, raw)
+        submitted = time.perf_counter_ns()
+        return await self._infer.run(_run_pipeline, entry, raw, timing or Timing(), submitted)
+
+    def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
+        """Account one inference request on ``entry``: its model's statistics and, when it
+        succeeded, the server's phase metrics (``protocol``: ``v06``, ``rest`` or ``grpc``)."""
+        self.statistics.record(entry.model_id, timing, success=success)
+        if success:
+            self.metrics.observe_phases(protocol, timing)
 
     def delete(self, ref: ModelRef) -> ModelEntry:
         """Remove a model (by id, or the newest with that name); its session is released."""
@@ -325,18 +338,23 @@ def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _run_pipeline(entry: ModelEntry, raw: bytes | str) -> Inference:
-    """Preprocess, run, postprocess (in a worker thread)."""
+def _run_pipeline(entry: ModelEntry, raw: bytes | str, timing: Timing, submitted: int) -> Inference:
+    """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
+    that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`)."""
+    timing.add("queue", time.perf_counter_ns() - submitted)
     pipe = entry.pipeline
     assert pipe is not None
-    with _invalid_input():
-        prepared = pipe.preprocess(raw)
-    feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
-    outputs = entry.model.predict(feeds)
-    try:
-        result = pipe.postprocess(dict(outputs), prepared)
-    except PipelineError as exc:
-        raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
+    with timing.phase("decode"):
+        with _invalid_input():
+            prepared = pipe.preprocess(raw)
+        feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
+    with timing.phase("infer"):
+        outputs = entry.model.predict(feeds)
+    with timing.phase("encode"):
+        try:
+            result = pipe.postprocess(dict(outputs), prepared)
+        except PipelineError as exc:
+            raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
     return Inference(entry, outputs, result)
 
 

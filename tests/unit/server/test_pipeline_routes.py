@@ -8,10 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import cbor2
+import numpy as np
 import pytest
 from PIL import Image
 
 from blindai.pipeline import Pipeline
+from blindai.protocol import codec
+from blindai.protocol.messages import WireTensor
 from blindai.protocol.names import ERROR_HEADER
 from blindai.server.protocols.v2.codec import HEADER_LENGTH
 from tests import models
@@ -91,3 +94,56 @@ def test_v2_takes_the_raw_input_as_one_bytes_element_and_answers_json(server: In
     refused = _v2_image(server, [BLUE, BLUE])
     assert (refused.status_code, refused.json()["type"]) == (400, "InvalidInput")
     assert "one BYTES element" in refused.json()["error"]
+
+
+# -- every inference counts: statistics (v2 stats) and phase metrics, whatever the protocol ---
+
+
+def _stats(server: InProcess, name: str) -> dict[str, Any]:
+    resp = server.attested.get(f"/v2/models/{name}/stats")
+    assert resp.status_code == 200, resp.text
+    (stats,) = resp.json()["model_stats"]
+    return stats  # type: ignore[no-any-return]
+
+
+def _phase_counts(server: InProcess) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = server.management.get("/metrics").text
+    return {
+        (s.labels["protocol"], s.labels["phase"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "blindai_inference_phase_duration_seconds_count"
+    }
+
+
+def test_pipeline_and_v06_inferences_count_in_statistics_and_metrics() -> None:
+    with in_process() as server:
+        server.upload(
+            models.colour_classifier(16), model_name="colours", pipeline=PIPELINE.to_wire()
+        )
+        server.upload(models.colour_classifier(16), model_name="plain")
+        assert run(server, model_id="colours", image=BLUE)[0] == 200  # 0.6, raw image
+        assert _v2_image(server, [BLUE]).status_code == 200  # v2, raw image
+        pixels = np.full((1, 3, 16, 16), 0.5, np.float32)
+        tensor = codec.encode_tensor(WireTensor.from_numpy(pixels, "pixels"))
+        status, reply, _ = run(server, model_id="plain", inputs=[tensor])  # 0.6, tensors
+        assert status == 200, reply
+        assert run(server, model_id="colours", image=b"not an image")[0] == 400
+
+        colours = _stats(server, "colours")
+        assert colours["inference_count"] == 2
+        phases = colours["inference_stats"]
+        for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+            assert phases[key]["count"] == 2, key
+        assert phases["compute_infer"]["ns"] > 0
+        assert phases["fail"]["count"] == 1
+        plain = _stats(server, "plain")
+        assert plain["inference_count"] == 1
+        assert plain["inference_stats"]["compute_infer"]["count"] == 1
+
+        counts = _phase_counts(server)
+        for phase in ("decode", "queue", "infer", "encode"):
+            assert counts[("v06", phase)] == 2, phase
+            assert counts[("rest", phase)] == 1, phase

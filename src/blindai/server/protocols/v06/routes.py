@@ -1,7 +1,8 @@
 """The 0.6 endpoints ``/upload``, ``/run`` and ``/delete``: decode, one data-plane call, encode.
 
 Errors answer with a CBOR text message (what the original clients display) and the error's
-class in the ``X-BlindAI-Error`` header.
+class in the ``X-BlindAI-Error`` header. Every ``/run`` on a model counts in its statistics
+(those the Open Inference Protocol reports) and in the phase metrics, as protocol ``v06``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ from blindai.server._text import limit
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import error_replies, read_body
 from blindai.server.protocols.v06.wire import (
+    Run,
     cbor_response,
     decode_delete,
     decode_run,
     decode_upload,
     output_tensors,
 )
+from blindai.server.registry import ModelRef
+from blindai.server.statistics import Timing
 
-__all__ = ["DELETE_BYTES", "V06Routes", "cbor_errors"]
+__all__ = ["DELETE_BYTES", "PROTOCOL", "V06Routes", "cbor_errors"]
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""
+
+PROTOCOL = "v06"
+"""``/run``'s label in the inference phase metrics (v2 REST is ``rest``, gRPC ``grpc``)."""
 
 
 def _cbor_error(message: str, status: int, error_type: str) -> Response:
@@ -65,15 +72,29 @@ class V06Routes:
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
 
     async def _run(self, request: Request) -> Response:
-        run = decode_run(await read_body(request, self._run_bytes, self._run_refusal))
+        body = await read_body(request, self._run_bytes, self._run_refusal)
+        timing = Timing()
+        with timing.phase("decode"):
+            run = decode_run(body)
+        entry = self.plane.model(run.ref)
+        request.state.model_id = entry.model_id
+        try:
+            response = await self._inference(run, ModelRef(key=entry.model_id), timing)
+        except Exception:
+            self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
+            raise
+        self.plane.record(entry, timing, success=True, protocol=PROTOCOL)
+        return response
+
+    async def _inference(self, run: Run, ref: ModelRef, timing: Timing) -> Response:
         if run.raw is not None:
-            result = await self.plane.infer_raw(run.ref, *run.raw)
+            result = await self.plane.infer_raw(ref, *run.raw, timing=timing)
         else:
-            result = await self.plane.infer(run.ref, run.inputs, reshape_flat=True)
-        request.state.model_id = result.entry.model_id
-        if result.result is not None:
-            return cbor_response({"result": result.result.to_wire()})
-        return cbor_response({"outputs": output_tensors(result.outputs)})
+            result = await self.plane.infer(ref, run.inputs, reshape_flat=True, timing=timing)
+        with timing.phase("encode"):
+            if result.result is not None:
+                return cbor_response({"result": result.result.to_wire()})
+            return cbor_response({"outputs": output_tensors(result.outputs)})
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")

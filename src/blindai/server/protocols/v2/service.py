@@ -163,9 +163,7 @@ class OipService:
 
     def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
         """Account one request in the model's statistics and the server's metrics."""
-        self.plane.statistics.record(entry.model_id, timing, success=success)
-        if success:
-            self.plane.metrics.observe_phases(protocol, timing)
+        self.plane.record(entry, timing, success=success, protocol=protocol)
 
     def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model version with its state (READY or UNAVAILABLE), oldest first."""
