@@ -231,7 +231,7 @@ def test_classification(triton, conn) -> None:
     assert text == [["0.700000:1", "0.200000:2"], ["0.500000:0", "0.300000:2"]]
 
 
-def test_grpc_trusts_only_the_attested_certificate(server, tmp_path: Path) -> None:
+def test_grpc_trusts_only_the_attested_certificate(server, pem_file: Path, tmp_path: Path) -> None:
     """The system roots, or another certificate, do not reach the server."""
     import trustme
 
@@ -239,9 +239,28 @@ def test_grpc_trusts_only_the_attested_certificate(server, tmp_path: Path) -> No
     other.write_bytes(trustme.CA().cert_pem.bytes())
     for root in (None, other):
         client = grpc_client(server, root)
-        with pytest.raises(InferenceServerException):
+        with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
             client.is_server_live(client_timeout=10)
         client.close()
+    pinned = grpc_client(server, pem_file)
+    assert pinned.is_server_live(client_timeout=10)
+    pinned.close()
+
+
+def test_http_trusts_only_the_attested_certificate(server, pem: str) -> None:
+    """tritonclient[http]: the system roots, or another CA's certificate, fail the handshake."""
+    import trustme
+
+    other = trustme.CA().cert_pem.bytes().decode()
+    for client in (
+        http.InferenceServerClient(f"{server.host}:{server.attested_port}", ssl=True),
+        http_client(server, other),
+    ):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.is_server_live()
+        client.close()
+    with http_client(server, pem) as pinned:
+        assert pinned.is_server_live()
 
 
 def scrape(server: ServerProcess, pem: str) -> dict[tuple[str, tuple], float]:
@@ -274,6 +293,9 @@ def test_metrics_parse_and_move(server, pem, pem_file, conn) -> None:
     after = scrape(server, pem)
     assert after[rest_key] == before.get(rest_key, 0) + 1
     assert after[grpc_key] == before.get(grpc_key, 0) + 1
+    for counter in ("blindai_received_bytes_total", "blindai_sent_bytes_total"):
+        key = (counter, (("port", "grpc"),))  # the serialized messages, 12 bytes of x at least
+        assert after[key] >= before.get(key, 0) + 12, counter
     assert after[("blindai_models_loaded", ())] >= 1
     assert name not in str(after)
 

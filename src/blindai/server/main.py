@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from blindai._version import __version__
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
@@ -24,7 +25,7 @@ from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["Built", "build", "serve"]
+__all__ = ["Built", "build", "http_listeners", "serve"]
 
 _log = logging.getLogger("blindai.server")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -116,19 +117,33 @@ def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def http_listeners(settings: ServerSettings) -> list[tuple[str, str, int]]:
+    """The HTTP ports to open, as (role, host, port): the three on ``--host``, and the plain
+    metrics port (when set) on 127.0.0.1 only, whatever ``--host`` says."""
+    s = settings
+    listeners = [
+        ("unattested", s.listen_host, s.unattested_port),
+        ("attested", s.listen_host, s.attested_port),
+        ("management", s.listen_host, s.management_port),
+    ]
+    if s.metrics_port:
+        listeners.append(("metrics", "127.0.0.1", s.metrics_port))
+    return listeners
+
+
 async def _serve(built: Built) -> None:
     s = built.settings
     tls = built.service.identity.server_context()
-    plan = [
-        (built.apps.unattested, s.listen_host, s.unattested_port, _unattested_tls(s), "unattested"),
-        (built.apps.attested, s.listen_host, s.attested_port, tls, "attested"),
-        (built.apps.management, s.listen_host, s.management_port, tls, "management"),
-    ]
-    if s.metrics_port:  # plain HTTP: loopback only, whatever --host says
-        plan.append((built.apps.metrics_only, "127.0.0.1", s.metrics_port, None, "metrics"))
+    apps: dict[str, tuple[ASGIApp, ssl.SSLContext | None]] = {
+        "unattested": (built.apps.unattested, _unattested_tls(s)),
+        "attested": (built.apps.attested, tls),
+        "management": (built.apps.management, tls),
+        "metrics": (built.apps.metrics_only, None),
+    }
     servers = []
     sockets = []
-    for app, host, port, ctx, label in plan:
+    for label, host, port in http_listeners(s):
+        app, ctx = apps[label]
         sock = _bind(host, port)
         sockets.append(sock)
         config = uvicorn.Config(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from blindai.server.main import _bind
+from blindai.server.main import _bind, http_listeners
+from blindai.server.settings import ServerSettings
 
 
 def test_accepted_connections_send_small_replies_without_nagle_delay() -> None:
@@ -18,3 +19,13 @@ def test_accepted_connections_send_small_replies_without_nagle_delay() -> None:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         listener.close()
+
+
+def test_the_plain_metrics_port_listens_on_loopback_whatever_host_says() -> None:
+    settings = ServerSettings(simulation=True, host="0.0.0.0", metrics_port=9927)
+    listeners = {role: (host, port) for role, host, port in http_listeners(settings)}
+    assert listeners["metrics"] == ("127.0.0.1", 9927)
+    assert listeners["attested"] == ("0.0.0.0", settings.attested_port)
+    assert listeners["management"][0] == listeners["unattested"][0] == "0.0.0.0"
+    off = http_listeners(ServerSettings(simulation=True, host="0.0.0.0"))
+    assert [role for role, _, _ in off] == ["unattested", "attested", "management"]

@@ -27,7 +27,10 @@ from blindai.server.protocols.grpc.tensors import decode, encode
 from blindai.server.protocols.v2.service import OipService, Wanted
 from blindai.server.statistics import Timing
 
-__all__ = ["InferenceServicer", "grpc_code"]
+__all__ = ["GRPC_PORT", "InferenceServicer", "grpc_code"]
+
+GRPC_PORT = "grpc"
+"""The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
 
 _log = logging.getLogger("blindai.server")
 _CODES = {
@@ -51,13 +54,17 @@ def grpc_code(status: int) -> grpc.StatusCode:
 
 
 def _guarded(method: str, metrics: Metrics, fn: _Handler) -> _Handler:
-    """Errors become a status code and a short message; every call is counted."""
+    """Errors become a status code and a short message; every call and its message bytes
+    (serialized request and reply) are counted."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        metrics.received_bytes.labels(GRPC_PORT).inc(request.ByteSize())
         try:
-            return await fn(request, context)
+            reply = await fn(request, context)
+            metrics.sent_bytes.labels(GRPC_PORT).inc(reply.ByteSize())
+            return reply
         except BlindAIError as exc:
             status = exc.http_status
             code = grpc_code(status)
