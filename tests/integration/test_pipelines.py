@@ -261,6 +261,31 @@ def test_v2_image_bytes_in_binary(conn: blindai.Connection, triton: Any, colours
     assert got == conn.predict(colours, image=_png((0, 255, 0))).to_wire()
 
 
+def test_grpc_raw_inputs_give_the_same_results(
+    conn: blindai.Connection, server: ServerProcess, embedder: str, colours: str, tmp_path: Path
+):
+    """tritonclient[grpc]: the raw text or image as the one BYTES input (raw_input_contents)."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tests.integration.test_oip import grpc_client
+
+    pem = tmp_path / "attested.pem"
+    pem.write_text(conn.certificate_pem)
+    client = grpc_client(server, pem)
+    png = _png((0, 0, 255))
+    try:
+        for model, kind, value, want in (
+            (embedder, "text", b"the cat", conn.predict(embedder, text="the cat")),
+            (colours, "image", png, conn.predict(colours, image=png)),
+        ):
+            x = grpcclient.InferInput(kind, [1], "BYTES")
+            x.set_data_from_numpy(np.array([value], dtype=object))
+            got = json.loads(client.infer(model, [x]).as_numpy("result")[0])
+            assert got == want.to_wire(), kind
+        assert got["labels"][0]["label"] == "blue"
+    finally:
+        client.close()
+
+
 def test_v2_errors(triton: Any, colours: str):
     from tritonclient.utils import InferenceServerException
 
