@@ -59,6 +59,17 @@ def test_serve_device_cuda_refuses_in_one_line() -> None:
     assert lines[0].startswith("ConfigurationError: --device cuda: onnxruntime"), lines
 
 
+@without_cuda
+def test_a_session_onnxruntime_put_on_the_cpu_is_refused() -> None:
+    """Asked for CUDA it lacks, onnxruntime warns and runs the session on the CPU: refused."""
+    from blindai.errors import ModelNotReady
+
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        with pytest.raises(ModelNotReady, match="could not use CUDA on GPU 1") as caught:
+            OnnxModel(matmul(8, 3), device="cuda", gpu_index=1)
+    assert "CPUExecutionProvider" in caught.value.message
+
+
 def test_serve_rejects_an_unknown_device() -> None:
     done = blindai_cli("serve", "--simulation", "--device", "tpu", timeout=30)
     assert done.returncode == 2
