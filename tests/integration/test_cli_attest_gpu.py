@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ..unit.attestation.nvidia_gpu.test_real_report import NONCE_AT, OPAQUE_AT, RECORD, SIGNATURE_AT
 from .test_cli_attest import _lines, blindai
 
 SET = Path(__file__).resolve().parents[1] / "data/evidence/nvidia-gpu/nvidia-hopper-trustee"
@@ -67,30 +68,52 @@ def test_policy_violations_one_line_each(tmp_path: Path) -> None:
     ]
 
 
-def test_bit_flip_in_the_report_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("at", "bit", "error", "status"),
+    [
+        (4, 0, "SignatureError", 1),  # the request's nonce
+        (36, 4, "EvidenceError", 2),  # the request's reserved SlotIDParam bits
+        (RECORD + 10, 3, "SignatureError", 1),  # measurement block 1's value
+        (RECORD + 55 * 40 + 20, 0, "SignatureError", 1),  # measurement block 41's value
+        (RECORD + 1, 1, "EvidenceError", 2),  # block 1's MeasurementSpecification
+        (NONCE_AT, 0, "SignatureError", 1),  # the responder's nonce
+        (OPAQUE_AT + 4, 0, "SignatureError", 1),  # opaque data: the VBIOS version's value
+        (OPAQUE_AT, 5, "EvidenceError", 2),  # opaque data: an item's type
+        (SIGNATURE_AT, 0, "SignatureError", 1),  # the signature's r
+        (SIGNATURE_AT + 95, 7, "SignatureError", 1),  # the signature's s, last byte
+    ],
+)
+def test_bit_flips_in_the_report(
+    tmp_path: Path, at: int, bit: int, error: str, status: int
+) -> None:
+    """The API's tamper matrix (tests/unit/attestation/nvidia_gpu), through the CLI."""
     raw = bytearray.fromhex(SET.joinpath("attestation_report.hex").read_text())
-    raw[200] ^= 1  # a measurement value
+    raw[at] ^= 1 << bit
     bad = tmp_path / "flipped.bin"
     bad.write_bytes(bytes(raw))
-    done = blindai(*args(evidence=bad))
-    assert done.returncode == 1
-    assert _lines(done.stderr)[-1].startswith("SignatureError:")
+    done = blindai(*args("--nonce", NONCE, evidence=bad))
+    assert done.returncode == status, done.stderr
+    assert _lines(done.stderr)[-1].startswith(f"{error}:")
 
 
-def test_bit_flip_in_a_certificate_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("where", ["tbs", "signature"])
+def test_bit_flip_in_every_certificate(tmp_path: Path, index: int, where: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     certs = x509.load_pem_x509_certificates(SET.joinpath("cert_chain.pem").read_bytes())
-    ders = [c.public_bytes(Encoding.DER) for c in certs]
     files = []
-    for i, der in enumerate(ders):
+    for i, cert in enumerate(certs):
+        der = bytearray(cert.public_bytes(Encoding.DER))
+        if i == index:  # a byte inside the subject key, or of the signature value (the end)
+            der[200 if where == "tbs" else len(der) - 5] ^= 1
         path = tmp_path / f"{i}.der"
-        path.write_bytes(der if i != 2 else der[:-3] + bytes([der[-3] ^ 1]) + der[-2:])
+        path.write_bytes(bytes(der))
         files.append(path)
     done = blindai(*args(certs=files[0]), "--certs", *files)
-    assert done.returncode == 1
-    assert _lines(done.stderr)[-1].startswith("ChainError:")
+    assert done.returncode == 1, done.stderr
+    assert _lines(done.stderr)[-1].startswith(("ChainError:", "SignatureError:"))
 
 
 @pytest.mark.parametrize("length", [10, 2000])
