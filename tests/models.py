@@ -166,3 +166,40 @@ def backend_case(op_type: str, name: str) -> BackendCase:
     case = found[0]
     inputs, outputs = case.data_sets[0]
     return BackendCase(name, case.model.SerializeToString(), list(inputs), list(outputs))
+
+
+def concat_pair(elem_type: int) -> bytes:
+    """y = Concat(x, x) along axis 1 and z = Identity(x), x [batch, None]: any element type."""
+    x = helper.make_tensor_value_info("x", elem_type, ["batch", None])
+    y = helper.make_tensor_value_info("y", elem_type, ["batch", None])
+    z = helper.make_tensor_value_info("z", elem_type, ["batch", None])
+    nodes = [
+        helper.make_node("Concat", ["x", "x"], ["y"], axis=1),
+        helper.make_node("Identity", ["x"], ["z"]),
+    ]
+    return _model(helper.make_graph(nodes, "pair", [x], [y, z]))
+
+
+def gather_rows(vocab: int, dim: int = 4, seed: int = 0) -> bytes:
+    """y [batch, seq, dim] = E[ids] * scale[batch, 1, 1]: an index >= vocab makes the run fail."""
+    table = np.random.default_rng(seed).standard_normal((vocab, dim)).astype(np.float32)
+    e = helper.make_tensor("E", TensorProto.FLOAT, [vocab, dim], table.ravel())
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
+    scale = helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["batch", 1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", dim])
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["g"]),
+        helper.make_node("Mul", ["g", "scale"], ["y"]),
+    ]
+    return _model(helper.make_graph(nodes, "gather", [ids, scale], [y], initializer=[e]))
+
+
+def mixes_rows() -> bytes:
+    """y [batch, 3] = x - mean of x over the batch: rows interact (batching would change them)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
+        helper.make_node("Sub", ["x", "m"], ["y"]),
+    ]
+    return _model(helper.make_graph(nodes, "mix", [x], [y]))

@@ -61,6 +61,8 @@ class TensorSpec:
     dtype: np.dtype[np.generic] | None
     shape: tuple[int | None, ...]
     onnx_type: str
+    symbols: tuple[str | None, ...] = ()
+    """The names of the symbolic dimensions (``"batch"``), None for the others; may be empty."""
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         """Whether a concrete shape fits this spec."""
@@ -70,8 +72,10 @@ class TensorSpec:
 
 
 def _spec(node: ort.NodeArg) -> TensorSpec:
-    dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in (node.shape or ()))
-    return TensorSpec(node.name, _ORT_TYPES.get(node.type), dims, node.type)
+    raw = node.shape or ()
+    dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw)
+    symbols = tuple(d if isinstance(d, str) and d else None for d in raw)
+    return TensorSpec(node.name, _ORT_TYPES.get(node.type), dims, node.type, symbols)
 
 
 def providers_for(device: Device, gpu_index: int = 0) -> list[Any]:
@@ -133,7 +137,8 @@ class OnnxModel:
         # no busy-waiting worker threads: they would compete with the event loop for cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        # 4: fatal only. Kernel errors quote input values (an index out of range): never logged
+        options.log_severity_level = 4
         session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )

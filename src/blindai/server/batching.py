@@ -1,0 +1,402 @@
+"""Run scheduling and dynamic batching for one model: a :class:`ModelQueue` per session.
+
+Every run of a model goes through its queue, first in, first out. At most
+``max_concurrent_runs`` runs are in flight at once; a request waits in the queue until one of
+them ends. When a run slot frees up, the queue takes the oldest request and, if batching is on
+(``max_batch_size`` > 1), the requests behind it whose inputs fit with it (same names, dtypes
+and dimensions after the first), up to ``max_batch_size`` rows; it waits at most
+``max_queue_delay_us`` after the oldest request arrived for more to come. Under load requests
+pile up while the slots are busy and are batched without any added wait; with one client each
+request runs alone at once.
+
+Isolation, a hard requirement:
+
+- requests are validated (names, dtypes, shapes) before they reach the queue: a malformed one
+  never joins a batch;
+- a batch's inputs are stacked along the first axis, run once, and every output is split back
+  along its first axis exactly (views of the batch's output: the same bytes a run alone gives
+  for models whose rows do not interact, which the tests check bit for bit for every datum
+  type); an output whose first dimension is not the batch's row count cannot be split, so the
+  members are rerun one by one and batching is turned off for that model;
+- when a batch fails, each member is rerun alone: a request that fails gets its own error,
+  its neighbours their own results;
+- a request whose client went away (its task cancelled) is dropped from the queue, or its
+  result ignored.
+
+Batching is only for models whose first dimension is a batch axis: :func:`batch_axis_problem`
+says why a model is not (an input or output of rank 0, a fixed first dimension, or first
+dimensions with different symbolic names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from blindai.errors import ModelNotReady
+from blindai.server.runtime import TensorSpec
+
+__all__ = [
+    "BatchPolicy",
+    "ModelQueue",
+    "Offload",
+    "Outputs",
+    "Predictor",
+    "batch_axis_problem",
+    "probe_batching",
+]
+
+_log = logging.getLogger("blindai.server")
+_T = TypeVar("_T")
+
+Outputs = list[tuple[str, np.ndarray]]
+"""A run's outputs: (output name, array), in the order asked for."""
+
+Offload = Callable[[Callable[[], _T]], Awaitable[_T]]
+"""Runs a blocking call in a worker thread (the data plane's inference pool)."""
+
+
+class Predictor(Protocol):
+    """What the queue needs of a model (:class:`~blindai.server.runtime.OnnxModel` is one)."""
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs."""
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The model's outputs."""
+
+    def predict(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> Outputs:
+        """Run the model (blocking)."""
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How one model's runs are scheduled."""
+
+    max_batch_size: int = 1
+    """Most rows (first-axis entries) run together; 1 turns batching off."""
+    max_queue_delay_us: int = 0
+    """Longest a request waits for others to batch with, once a run slot is free."""
+    max_concurrent_runs: int = 1
+    """Most runs of this model in flight at once."""
+    max_queued: int = 1024
+    """Most requests waiting; beyond it a request is refused at once (503)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_concurrent_runs", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_queue_delay_us < 0:
+            raise ValueError("max_queue_delay_us must not be negative")
+
+
+def batch_axis_problem(model: Predictor) -> str | None:
+    """Why the model's first dimension is not a batch axis (None when it is one).
+
+    Every input and output must have a dynamic first dimension, and where onnxruntime knows
+    their symbolic names they must all be the same name.
+    """
+    names: set[str] = set()
+    for kind, specs in (("input", model.inputs), ("output", model.outputs)):
+        for spec in specs:
+            if not spec.shape:
+                return f"{kind} {spec.name!r} has no dimensions (or none onnxruntime knows)"
+            if spec.shape[0] is not None:
+                return f"{kind} {spec.name!r} has a fixed first dimension ({spec.shape[0]})"
+            symbol = spec.symbols[0] if spec.symbols else None
+            if symbol is not None:
+                names.add(symbol)
+    if len(names) > 1:
+        return f"the first dimensions have different names ({', '.join(sorted(names))})"
+    return None
+
+
+def _probe_rows(spec: TensorSpec) -> np.ndarray:
+    """Two different rows for one input: dynamic dimensions after the first are 1."""
+    shape = (2, *(1 if d is None else d for d in spec.shape[1:]))
+    dtype = spec.dtype
+    if dtype is None:
+        raise ValueError(f"input {spec.name!r} has type {spec.onnx_type}")
+    if dtype == np.dtype(object):
+        return np.stack([np.full(shape[1:], "a", object), np.full(shape[1:], "b", object)])
+    first = np.zeros(shape[1:], dtype)
+    second = np.ones(shape[1:], dtype)  # 0 and 1: valid indices into any table
+    if dtype.kind == "f":
+        second = np.random.default_rng(0).standard_normal(shape[1:]).astype(dtype)
+    return np.stack([first, second])
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype == np.dtype(object):
+        return bool(a.tolist() == b.tolist())
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def probe_batching(model: Predictor) -> str | None:
+    """Why batching this model would change results (None when a probe shows it does not).
+
+    Beyond :func:`batch_axis_problem`: two different rows are run together and one by one,
+    and every output must be the same bytes both ways. This catches models whose rows
+    interact (statistics over the batch axis) on the probe's data; it is a check, not a proof.
+    Blocking: call it where a model is compiled.
+    """
+    problem = batch_axis_problem(model)
+    if problem is not None:
+        return problem
+    try:
+        feeds = {spec.name: _probe_rows(spec) for spec in model.inputs}
+        together = model.predict(feeds)
+        alone = [model.predict({k: v[i : i + 1] for k, v in feeds.items()}) for i in (0, 1)]
+    except Exception as exc:
+        return f"a probe run failed ({type(exc).__name__})"
+    for index, (name, array) in enumerate(together):
+        if array.ndim == 0 or array.shape[0] != 2:
+            return f"output {name!r} does not keep the batch axis"
+        for row in (0, 1):
+            if not _same(array[row : row + 1], alone[row][index][1]):
+                return f"output {name!r} changes when rows are run together (rows interact)"
+    return None
+
+
+@dataclass(eq=False)
+class _Request:
+    feeds: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...] | None
+    future: asyncio.Future[Outputs]
+    arrived: float
+    key: tuple[Any, ...] | None = field(init=False)
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key, self.rows = _batch_key(self.feeds, self.outputs)
+
+
+def _batch_key(
+    feeds: Mapping[str, np.ndarray], outputs: tuple[str, ...] | None
+) -> tuple[tuple[Any, ...] | None, int]:
+    """What must match for two requests to share a batch, and the request's row count (None
+    and 0 when the request cannot be batched: a scalar input, or first dimensions that
+    differ between its inputs)."""
+    firsts = {a.shape[0] if a.ndim else None for a in feeds.values()}
+    if len(firsts) != 1:
+        return None, 0
+    rows = firsts.pop()
+    if not rows:
+        return None, 0
+    parts = tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in feeds.items()))
+    return (parts, outputs), rows
+
+
+class ModelQueue:
+    """Schedules one model's runs (see the module's docstring); one per loaded session.
+
+    ``offload`` runs a blocking call in a worker thread. ``label`` names the model in the
+    server's log. Call :meth:`close` when the model goes.
+    """
+
+    def __init__(
+        self,
+        model: Predictor,
+        *,
+        policy: BatchPolicy,
+        offload: Offload[Any],
+        label: str = "model",
+    ) -> None:
+        self._model = model
+        self._offload = offload
+        self._label = label
+        self.policy = policy
+        self.batching = policy.max_batch_size > 1 and batch_axis_problem(model) is None
+        """Whether requests may be batched (off for models without a batch axis, and turned
+        off when a batch's outputs could not be split)."""
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._free = policy.max_concurrent_runs
+        self._running: set[asyncio.Task[None]] = set()
+        self._arrived: asyncio.Event | None = None
+        self._closed = False
+        self.runs = 0
+        """Runs made so far (a batch counts once): for tests and metrics."""
+
+    async def predict(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> Outputs:
+        """Queue validated inputs; the outputs asked for (all, in model order, when None)."""
+        if self._closed:
+            raise ModelNotReady("the model is being removed", status_code=503)
+        if len(self._waiting) >= self.policy.max_queued:
+            raise ModelNotReady(
+                f"{len(self._waiting)} requests are already waiting for this model; try again",
+                status_code=503,
+            )
+        loop = asyncio.get_running_loop()
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        request = _Request(
+            feeds, None if outputs is None else tuple(outputs), loop.create_future(), loop.time()
+        )
+        self._waiting.append(request)
+        self._arrived.set()
+        self._dispatch()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            request.future.cancel()
+            self._forget(request)
+            raise
+
+    def _forget(self, request: _Request) -> None:
+        try:
+            self._waiting.remove(request)
+        except ValueError:
+            pass  # already taken into a run
+
+    def _dispatch(self) -> None:
+        """Start runs while there are free slots and waiting requests."""
+        while self._free > 0 and self._waiting and not self._closed:
+            self._free -= 1
+            task = asyncio.ensure_future(self._one_run())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _one_run(self) -> None:
+        try:
+            batch = await self._gather()
+            if batch:
+                await self._run(batch)
+        finally:
+            self._free += 1
+            self._dispatch()
+
+    def _take(self, batch: list[_Request]) -> None:
+        """Move the waiting requests that fit with ``batch`` (or start it) into it."""
+        rows = sum(r.rows for r in batch)
+        kept: collections.deque[_Request] = collections.deque()
+        while self._waiting:
+            request = self._waiting.popleft()
+            if request.future.done():
+                continue  # cancelled while waiting
+            if not batch:
+                batch.append(request)
+                rows = request.rows
+                if not (self.batching and request.key is not None):
+                    break
+                continue
+            if (
+                self.batching
+                and request.key is not None
+                and request.key == batch[0].key
+                and rows + request.rows <= self.policy.max_batch_size
+            ):
+                batch.append(request)
+                rows += request.rows
+            else:
+                kept.append(request)
+            if rows >= self.policy.max_batch_size:
+                break
+        kept.extend(self._waiting)
+        self._waiting = kept
+
+    async def _gather(self) -> list[_Request]:
+        """The next batch: the oldest request, those that fit with it, after the delay."""
+        batch: list[_Request] = []
+        self._take(batch)
+        if not batch or not self.batching or batch[0].key is None:
+            return batch
+        delay = self.policy.max_queue_delay_us / 1e6
+        loop = asyncio.get_running_loop()
+        deadline = batch[0].arrived + delay
+        assert self._arrived is not None
+        while sum(r.rows for r in batch) < self.policy.max_batch_size:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+            self._take(batch)
+        return [r for r in batch if not r.future.done()]
+
+    async def _run(self, batch: list[_Request]) -> None:
+        self.runs += 1
+        try:
+            results = await self._offload(lambda: self._work(batch))
+        except BaseException as exc:  # the pool was shut down, or this task was cancelled
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(
+                        exc if isinstance(exc, Exception) else asyncio.CancelledError()
+                    )
+            raise
+        for request, result in zip(batch, results, strict=True):
+            if request.future.done():
+                continue
+            if isinstance(result, BaseException):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result(result)
+
+    def _work(self, batch: list[_Request]) -> list[Outputs | BaseException]:
+        """In a worker thread: the batch run once and split, or each member alone."""
+        if len(batch) == 1:
+            return [self._alone(batch[0])]
+        try:
+            feeds = {
+                name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds
+            }
+            outputs = self._model.predict(feeds, batch[0].outputs)
+        except Exception:
+            return [self._alone(r) for r in batch]
+        split = self._split(outputs, [r.rows for r in batch])
+        if split is None:
+            return [self._alone(r) for r in batch]
+        return list(split)
+
+    def _alone(self, request: _Request) -> Outputs | BaseException:
+        if request.future.done():  # cancelled meanwhile: not worth running
+            return asyncio.CancelledError()
+        try:
+            return self._model.predict(request.feeds, request.outputs)
+        except Exception as exc:
+            return exc
+
+    def _split(self, outputs: Outputs, rows: list[int]) -> list[Outputs] | None:
+        total = sum(rows)
+        for name, array in outputs:
+            if array.ndim == 0 or array.shape[0] != total:
+                if self.batching:
+                    self.batching = False
+                    _log.warning(
+                        "batching turned off for %s: output %r has no batch axis",
+                        self._label,
+                        name,
+                    )
+                return None
+        bounds = itertools.accumulate(rows, initial=0)
+        return [
+            [(name, array[a:b]) for name, array in outputs] for a, b in itertools.pairwise(bounds)
+        ]
+
+    def close(self) -> None:
+        """Refuse new requests and fail those waiting (ModelNotReady)."""
+        self._closed = True
+        while self._waiting:
+            request = self._waiting.popleft()
+            if not request.future.done():
+                request.future.set_exception(
+                    ModelNotReady("the model was removed before this request ran", status_code=503)
+                )
