@@ -143,3 +143,18 @@ def test_large_upload_streams_in_chunks(conn):
         conn.predict(uploaded.model_id, {"x": x})["y"], _reference(model, {"x": x})[0], rtol=1e-4
     )
     conn.delete_model(uploaded.model_id)
+
+
+def test_a_model_file_streams_to_the_server_and_its_hash_matches(conn, tmp_path):
+    import hashlib
+
+    model = matmul(1536, 1536, seed=6)  # 9 MiB: streamed in chunks from the file
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model)
+    uploaded = conn.upload_model(path)
+    assert uploaded.hash == hashlib.sha256(model).digest()
+    x = np.ones((1, 1536), np.float32)
+    np.testing.assert_allclose(
+        conn.predict(uploaded.model_id, {"x": x})["y"], _reference(model, {"x": x})[0], rtol=1e-4
+    )
+    conn.delete_model(uploaded.model_id)

@@ -140,7 +140,7 @@ class Http11Connection:
         self,
         method: str,
         path: str,
-        body: bytes | Callable[[], Iterable[bytes]] | None,
+        body: bytes | Callable[[], Iterable[bytes | memoryview]] | None,
         headers: dict[str, str],
         body_length: int | None = None,
     ) -> HttpResponse:
@@ -191,7 +191,7 @@ class Http11Connection:
         self,
         method: str,
         path: str,
-        body: bytes | Callable[[], Iterable[bytes]] | None,
+        body: bytes | Callable[[], Iterable[bytes | memoryview]] | None,
         headers: dict[str, str],
         body_length: int | None,
     ) -> None:

@@ -106,7 +106,7 @@ class _Transport:
         self,
         method: str,
         path: str,
-        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        body: bytes | Callable[[], Iterable[bytes | memoryview]] | None = None,
         headers: dict[str, str] | None = None,
         body_length: int | None = None,
     ) -> HttpResponse:
@@ -150,7 +150,7 @@ class PlainTransport(_Transport):
         self,
         method: str,
         path: str,
-        body: bytes | Callable[[], Iterable[bytes]] | None = None,
+        body: bytes | Callable[[], Iterable[bytes | memoryview]] | None = None,
         headers: dict[str, str] | None = None,
         body_length: int | None = None,
     ) -> HttpResponse:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from tqdm import tqdm
 
 from blindai import errors
 from blindai.attestation import Verifier
@@ -31,6 +29,7 @@ from blindai.client._peers import (
 from blindai.client._ports import PortRole, no_route
 from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
 from blindai.client._transport import AttestedTlsTransport, HttpResponse, PlainTransport
+from blindai.client._upload import model_source, upload_body
 from blindai.errors import ConfigurationError, ProtocolError, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
@@ -60,7 +59,8 @@ __all__ = [
 ]
 
 PROGRESS_MIN_BYTES = 8 << 20
-_CHUNK = 1 << 20
+_SMALL_BODY = 1 << 16
+"""Bodies up to this size are sent in one piece (with the request's head)."""
 
 
 @dataclass(frozen=True)
@@ -116,19 +116,6 @@ def _check_route(transport: AttestedTlsTransport, resp: HttpResponse, path: str)
         raise no_route(transport.port, transport.role, path)
 
 
-def _model_bytes(model: Any) -> bytes:
-    if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model)
-    if isinstance(model, str | os.PathLike):
-        try:
-            return Path(model).read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read model {model}: {exc.strerror}") from exc
-    if hasattr(model, "SerializeToString"):  # an onnx ModelProto
-        return model.SerializeToString()  # type: ignore[no-any-return]
-    raise ConfigurationError(f"unsupported model type {type(model).__name__}")
-
-
 def _file_bytes(value: bytes | str | os.PathLike[str], what: str) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
@@ -158,22 +145,6 @@ def _raw_input(
             raise ConfigurationError("text must be a str")
         return kind, value
     return kind, _file_bytes(value, kind)
-
-
-def _chunks(body: bytes, progress: bool) -> Iterator[bytes]:
-    view = memoryview(body)
-    with tqdm(
-        total=len(body),
-        unit="B",
-        unit_scale=True,
-        desc="upload",
-        disable=not progress or None,
-        leave=False,
-    ) as bar:
-        for i in range(0, len(body), _CHUNK):
-            piece = view[i : i + _CHUNK]
-            yield bytes(piece)
-            bar.update(len(piece))
 
 
 class Connection:
@@ -246,23 +217,17 @@ class Connection:
         ``pipeline.toml``) makes the model take raw text, images or audio in :meth:`predict`;
         the server checks it against the model and refuses it (400) when it cannot work.
         """
-        data = _model_bytes(model)
-        message: dict[str, Any] = {
-            "model": data,
-            "length": len(data),
-            "model_name": model_name,
-            "optimize": optimize,
-        }
+        source = model_source(model)
+        fields: dict[str, Any] = {"model_name": model_name, "optimize": optimize}
         if pipeline is not None:
             bundle = pipeline if isinstance(pipeline, Pipeline) else Pipeline.from_dir(pipeline)
-            message["pipeline"] = bundle.to_wire()
-        body = codec.dumps(message)
-        if len(body) >= PROGRESS_MIN_BYTES:
-            resp = self._management.request(
-                "POST", "/upload", lambda: _chunks(body, True), body_length=len(body)
-            )
+            fields["pipeline"] = bundle.to_wire()
+        body = upload_body(fields, source, progress=source.length >= PROGRESS_MIN_BYTES)
+        if body.length <= _SMALL_BODY:
+            whole = b"".join(body.chunks())
+            resp = self._management.request("POST", "/upload", whole)
         else:
-            resp = self._management.request("POST", "/upload", body)
+            resp = self._management.request("POST", "/upload", body.chunks, body_length=body.length)
         _check_route(self._management, resp, "/upload")
         _raise_for(resp, "upload")
         reply = codec.decode_map(resp.body, what="upload reply")

@@ -112,9 +112,9 @@ def upload_to_replicas(
     still receive the model. Each replica gives the model its own id: run it by name or hash.
     """
     if isinstance(model, str | os.PathLike):
-        from blindai.client.connection import _model_bytes
+        from blindai.client._upload import read_model
 
-        model = _model_bytes(model)  # read once, sent to every replica
+        model = read_model(model)  # read once: every replica gets the same bytes
     results = []
     for address in addresses:
         try:
