@@ -510,3 +510,41 @@ def test_classification_is_parsed() -> None:
     doc["outputs"] = [{"name": "y", "parameters": {"classification": 2}}, {"name": "z"}]
     parsed = parse_request(json.dumps(doc).encode(), None)
     assert [(o.name, o.classification) for o in parsed.outputs or ()] == [("y", 2), ("z", None)]
+
+
+# -- orjson: the same values as the standard library's JSON -----------------------------------
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_json_replies_read_back_to_the_same_values_of_every_type(name: str) -> None:
+    dtype = np.dtype(NUMERIC[name])
+    rng = np.random.default_rng(3)
+    if dtype.kind == "f":
+        span = 4 if dtype.itemsize == 2 else 30
+        scale = 10.0 ** rng.integers(-span, span, (4, 5))
+        values = (rng.standard_normal((4, 5)) * scale).astype(dtype)
+        values[0, :3] = [np.finfo(dtype).max, np.finfo(dtype).tiny, -0.0]
+    elif dtype.kind == "b":
+        values = rng.integers(0, 2, (4, 5)).astype(bool)
+    else:
+        info = np.iinfo(dtype)
+        values = rng.integers(info.min, info.max, (4, 5), dtype=dtype, endpoint=True)
+        values[0, :2] = [info.min, info.max]
+    body, _ = encode_response(InferRequest(None, [], None, False), [("y", values)],
+                              model_name="m", model_version="v")  # fmt: skip
+    data = json.loads(body)["outputs"][0]["data"]
+    back = np.array(data, dtype=dtype).reshape(values.shape)
+    assert back.tobytes() == values.tobytes()
+    assert data == values.ravel().tolist() or dtype.kind == "f"  # floats: shortest text
+
+
+def test_json_requests_with_nan_tokens_and_big_integers_still_parse() -> None:
+    # Python's json (tritonclient's) writes NaN and Infinity; orjson refuses them
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[NaN,-Infinity]}]}'
+    ((_, x),) = parse_request(body, None).inputs
+    assert np.isnan(x[0]) and x[1] == -np.inf
+    big = b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[1],"data":[18446744073709551616]}]}'
+    with pytest.raises(ProtocolError, match="out of range"):
+        parse_request(big, None)
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        parse_request(b'{"inputs": [1,]}', None)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InvalidInput
+from blindai.server import _json
 from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
@@ -111,7 +112,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 
 def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
+        doc = _json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         hint = ""
         if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
@@ -227,6 +228,7 @@ def encode_response(
     """The reply body, and the JSON's length when binary blobs follow it (else None)."""
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    arrays: list[np.ndarray] = []
     for name, array, binary in _selected(request, outputs):
         tensor: dict[str, Any] = {
             "name": name,
@@ -238,13 +240,16 @@ def encode_response(
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            tensor["data"] = array_to_json(array, name)
+            data = array_to_json(array, name)
+            if isinstance(data, np.ndarray):
+                arrays.append(data)
+            tensor["data"] = data
         tensors.append(tensor)
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:
         doc["id"] = request.id
     doc["outputs"] = tensors
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = _json.dumps(doc, arrays=arrays)
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)

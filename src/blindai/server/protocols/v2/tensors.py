@@ -162,9 +162,16 @@ def array_to_binary(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
-def array_to_json(array: np.ndarray, name: str) -> list[Any]:
-    """An output as a flat JSON list (strings for BYTES)."""
+_JSON_NATIVE = frozenset("?bBhHiIlLqQefd")
+"""numpy type codes orjson writes straight from the array's buffer."""
+
+
+def array_to_json(array: np.ndarray, name: str) -> np.ndarray | list[Any]:
+    """An output as a flat JSON list: a flat native-order array for the numeric types orjson
+    writes directly, else a list (strings for BYTES)."""
     if array.dtype.kind != "O":
+        if array.dtype.char in _JSON_NATIVE and array.dtype.isnative:
+            return np.ascontiguousarray(array).reshape(-1)
         return list(array.ravel().tolist())
     try:
         return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.ravel()]
