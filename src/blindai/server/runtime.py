@@ -23,7 +23,14 @@ from blindai.errors import (
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 
-__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
+__all__ = [
+    "Device",
+    "OnnxModel",
+    "TensorSpec",
+    "check_device",
+    "providers_for",
+    "session_options",
+]
 
 Device = Literal["cpu", "cuda"]
 _CUDA = "CUDAExecutionProvider"
@@ -115,6 +122,31 @@ def check_device(device: Device, gpu_index: int = 0) -> None:
         raise ConfigurationError(exc.message) from exc
 
 
+def session_options(
+    *, optimize: bool, intra_op_threads: int = 0, shared_arena: bool = False
+) -> ort.SessionOptions:
+    """The session options of every model (the benchmark's in-process reference uses them).
+
+    ``shared_arena``: allocate tensors from the process's shared arena (registered with
+    ``onnxruntime.create_and_register_allocator``) instead of a private one.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.intra_op_num_threads = intra_op_threads
+    # no busy-waiting worker threads: they would compete with the event loop for cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # 4: fatal only. Kernel errors quote input values (an index out of range): never logged
+    options.log_severity_level = 4
+    if shared_arena:
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    return options
+
+
 class OnnxModel:
     """One compiled model. ``predict`` is thread-safe (onnxruntime sessions are)."""
 
@@ -127,18 +159,7 @@ class OnnxModel:
         device: Device = "cpu",
         gpu_index: int = 0,
     ) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if optimize
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        options.intra_op_num_threads = intra_op_threads
-        # no busy-waiting worker threads: they would compete with the event loop for cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        # 4: fatal only. Kernel errors quote input values (an index out of range): never logged
-        options.log_severity_level = 4
+        options = session_options(optimize=optimize, intra_op_threads=intra_op_threads)
         session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )
