@@ -40,7 +40,8 @@ class HttpResponse:
 
     status: int
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray
+    """A large body is the bytearray it was received into (not copied again)."""
 
 
 Exchange = Callable[[str, str], HttpResponse]
@@ -240,6 +241,7 @@ class Http11Connection:
             status, headers = _parse_head(head)
             if status >= 200 or status == 101:
                 break
+        body: bytes | bytearray
         if method == "HEAD" or status in (204, 304):
             body = b""
         elif "chunked" in headers.get("transfer-encoding", "").lower():
@@ -260,11 +262,30 @@ class Http11Connection:
             )
         return size
 
-    def _read_exact(self, n: int) -> bytes:
+    def _read_exact(self, n: int) -> bytes | bytearray:
+        if n > _RECV and len(self._buf) < n:
+            return self._read_into(n)
         while len(self._buf) < n:
             self._fill()
         out = bytes(self._buf[:n])
         del self._buf[:n]
+        return out
+
+    def _read_into(self, n: int) -> bytearray:
+        """A large body received straight into its own buffer (no growing, no slicing)."""
+        assert self._sock is not None
+        out = bytearray(n)
+        view = memoryview(out)
+        filled = len(self._buf)
+        view[:filled] = self._buf
+        self._buf.clear()
+        while filled < n:
+            got = self._sock.recv_into(view[filled:], min(n - filled, 1 << 20))
+            if not got:
+                raise _Closed
+            self._received += got
+            filled += got
+        view.release()
         return out
 
     def _read_line(self) -> bytes:
@@ -281,7 +302,7 @@ class Http11Connection:
         return line
 
     def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         total = 0
         while True:
             size_text = self._read_line().split(b";", 1)[0].strip(b" \t")

@@ -33,7 +33,7 @@ from blindai.client._upload import model_source, upload_body
 from blindai.errors import ConfigurationError, ProtocolError, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
-from blindai.protocol import codec
+from blindai.protocol import codec, streaming
 from blindai.protocol.names import ERROR_HEADER
 from blindai.protocol.replication import (
     EXPORT_PATH,
@@ -147,6 +147,17 @@ def _raw_input(
     return kind, _file_bytes(value, kind)
 
 
+def _post(
+    transport: PinnedTlsTransport, path: str, parts: list[bytes | memoryview]
+) -> HttpResponse:
+    """POST a body given in pieces: joined when small, else each piece sent from its buffer
+    (a tensor's bytes go from the caller's array to the socket)."""
+    length = sum(memoryview(p).nbytes for p in parts)
+    if length <= _SMALL_BODY:
+        return transport.request("POST", path, b"".join(parts))
+    return transport.request("POST", path, lambda: iter(parts), body_length=length)
+
+
 class Connection:
     """An attested connection to a BlindAI server, or to replicas behind one address.
 
@@ -253,14 +264,12 @@ class Connection:
         if input_tensors is None:
             raise ConfigurationError("input_tensors is required")
         tensors = to_wire_tensors(input_tensors, dtypes, shapes)
-        body = codec.dumps(
-            {
-                "model_id": model_id,
-                "model_hash": model_hash,
-                "inputs": [codec.encode_tensor(t) for t in tensors],
-            }
-        )
-        resp = self._attested.request("POST", "/run", body)
+        message = {
+            "model_id": model_id,
+            "model_hash": model_hash,
+            "inputs": [codec.encode_tensor(t) for t in tensors],
+        }
+        resp = _post(self._attested, "/run", streaming.dumps_parts(message))
         _check_route(self._attested, resp, "/run")
         _raise_for(resp, "run")
         reply = codec.decode_map(resp.body, what="run reply")

@@ -8,6 +8,7 @@ from typing import Any
 import cbor2
 
 from blindai.errors import ProtocolError
+from blindai.protocol import streaming
 from blindai.protocol.messages import DatumType, TensorInfo, WireTensor
 
 __all__ = [
@@ -24,11 +25,11 @@ MAX_DIMS = 32
 
 
 def dumps(obj: Any) -> bytes:
-    """Encode a message."""
-    return cbor2.dumps(obj)
+    """Encode a message (large byte strings copied once, see ``protocol.streaming.dumps``)."""
+    return streaming.dumps(obj)
 
 
-def decode_map(body: bytes, *, what: str) -> dict[str, Any]:
+def decode_map(body: bytes | bytearray | memoryview, *, what: str) -> dict[str, Any]:
     """Decode a CBOR body that must be a map with string keys."""
     try:
         obj = cbor2.loads(body)
@@ -67,7 +68,7 @@ def decode_tensor(obj: Any, *, index: int = 0) -> WireTensor:
         raise ProtocolError(f"{where}: info must be a map")
     if isinstance(data, list):  # some clients send bytes as an int array
         data = _bytes_from_ints(data, f"{where}: bytes_data")
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | memoryview):
         raise ProtocolError(f"{where}: bytes_data must be a byte string")
     fact = _int_list(info.get("fact"), f"{where}: fact")
     try:

@@ -94,15 +94,21 @@ class WireTensor:
     """A tensor as it travels: info plus raw little-endian C-order bytes."""
 
     info: TensorInfo
-    bytes_data: bytes
+    bytes_data: bytes | memoryview
+    """The raw bytes; from :meth:`from_numpy`, a read-only view of the (converted) array."""
 
     @classmethod
     def from_numpy(cls, array: np.ndarray, node_name: str | None = None) -> WireTensor:
-        """Encode an array (converted to little-endian, C order) without per-element work."""
+        """Encode an array (converted to little-endian, C order) without per-element work.
+
+        No copy when the array already is little-endian and C-contiguous: ``bytes_data`` is
+        then a view of its memory (do not change the array while the tensor is in use).
+        """
         datum = DatumType.from_numpy(array.dtype)
         # asarray, not ascontiguousarray: that one turns a 0-d (scalar) array into shape (1,)
         arr = np.asarray(array, dtype=datum.numpy_dtype, order="C")
-        return cls(TensorInfo(tuple(int(d) for d in arr.shape), datum, node_name), arr.tobytes())
+        data = arr.reshape(-1).view(np.uint8).data.toreadonly()
+        return cls(TensorInfo(tuple(int(d) for d in arr.shape), datum, node_name), data)
 
     def as_numpy(self) -> np.ndarray:
         """Decode to a numpy array (a read-only view over the bytes where possible)."""

@@ -21,9 +21,11 @@ from typing import Any
 
 import cbor2
 
-__all__ = ["head", "message_prefix"]
+__all__ = ["dumps", "dumps_parts", "head", "message_prefix"]
 
 _MAX_ARGUMENT = (1 << 64) - 1
+_BIG = 1024
+"""Byte strings from this size on are copied once, into the joined message, never encoded."""
 
 
 def head(major: int, argument: int) -> bytes:
@@ -48,3 +50,49 @@ def message_prefix(fields: Mapping[str, Any], last_key: str, last_length: int) -
         parts += [cbor2.dumps(key), cbor2.dumps(value)]
     parts += [cbor2.dumps(last_key), head(2, last_length)]
     return b"".join(parts)
+
+
+def _parts(obj: Any, out: list[bytes | memoryview]) -> None:
+    if isinstance(obj, dict):
+        out.append(head(5, len(obj)))
+        for key, value in obj.items():
+            _parts(key, out)
+            _parts(value, out)
+    elif isinstance(obj, list | tuple):
+        out.append(head(4, len(obj)))
+        for value in obj:
+            _parts(value, out)
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        view = memoryview(obj).cast("B")
+        out += [head(2, view.nbytes), view] if view.nbytes >= _BIG else [cbor2.dumps(bytes(view))]
+    else:
+        out.append(cbor2.dumps(obj))
+
+
+def dumps_parts(obj: Any) -> list[bytes | memoryview]:
+    """The pieces of ``cbor2.dumps(obj)``: small items joined, large byte strings left as
+    views of their buffers (send them one after the other, or join them)."""
+    parts: list[bytes | memoryview] = []
+    _parts(obj, parts)
+    out: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = []
+    for part in parts:
+        if isinstance(part, memoryview):
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(part)
+        else:
+            small.append(part)
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
+def dumps(obj: Any) -> bytes:
+    """``cbor2.dumps(obj)``, byte for byte, with large byte strings copied once: maps, arrays
+    and byte strings are written here, everything else by cbor2 (which copies a byte string
+    through a growing buffer: 0.36 ms for 588 KiB, against 0.02 ms for one join)."""
+    out: list[bytes | memoryview] = []
+    _parts(obj, out)
+    return b"".join(out)

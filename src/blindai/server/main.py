@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from blindai._version import __version__
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
+from blindai.server._malloc import keep_freed_memory
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
@@ -218,6 +219,7 @@ def serve(
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not uvicorn_log.isEnabledFor(logging.DEBUG):
         uvicorn_log.setLevel(logging.WARNING)
+    keep_freed_memory(settings.keep_freed_memory)
     try:
         try:
             import uvloop

@@ -110,6 +110,9 @@ class ServerSettings(BaseSettings):
     """Largest ``max_seconds`` an audio pipeline may accept."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
+    keep_freed_memory: int = Field(64 << 20, ge=0)
+    """Bytes of freed memory glibc keeps for reuse instead of returning them to the kernel, so
+    that each request's buffers do not page-fault in anew (0: glibc's defaults)."""
     inference_threads: int = Field(8, gt=0)
     """Worker threads running inference off the event loop."""
     max_pending_fresh_evidence: int = Field(4, gt=0)

@@ -332,3 +332,12 @@ def test_no_answer_within_the_timeout_is_a_request_timeout() -> None:
                 get(plain(server, timeout=0.2))
         finally:
             answered.set()
+
+
+def test_large_bodies_are_received_whole_between_kept_alive_responses() -> None:
+    big = bytes(range(256)) * 4099  # over one receive: read straight into its own buffer
+    with scripted_server(answer_each(ok(b"a"), ok(big), ok(b"b"))) as server:
+        conn = plain(server, max_body=1 << 21)
+        assert [get(conn).body for _ in range(3)] == [b"a", big, b"b"]
+        conn.close()
+    assert server.connections == 1

@@ -22,11 +22,24 @@ def test_big_endian_and_non_contiguous_arrays_go_little_endian_c_order():
 
 def test_round_trip_through_cbor():
     t = WireTensor.from_numpy(np.array([[True, False]]), "flag")
-    back = codec.decode_tensor(cbor2.loads(cbor2.dumps(codec.encode_tensor(t))))
+    back = codec.decode_tensor(cbor2.loads(codec.dumps(codec.encode_tensor(t))))
     assert back == t
     named = codec.encode_tensor(t, datum_as_name=True)
     assert named["info"]["datum_type"] == "Bool"
     assert codec.decode_tensor(named) == t
+
+
+def test_tensors_from_numpy_are_views_encoded_as_their_bytes():
+    a = np.arange(600, dtype=np.float32).reshape(20, 30)
+    t = WireTensor.from_numpy(a, "x")
+    assert isinstance(t.bytes_data, memoryview) and t.bytes_data.readonly
+    assert np.shares_memory(np.frombuffer(t.bytes_data, np.uint8), a)  # no copy
+    as_bytes = WireTensor(t.info, a.tobytes())
+    encoded = codec.dumps(codec.encode_tensor(t))
+    assert encoded == cbor2.dumps(codec.encode_tensor(as_bytes))
+    assert codec.decode_tensor(cbor2.loads(encoded)) == as_bytes
+    empty = WireTensor.from_numpy(np.zeros((0, 3), np.int64))
+    assert empty.bytes_data == b"" and empty.as_numpy().shape == (0, 3)
 
 
 def test_bytes_as_int_array_are_accepted():

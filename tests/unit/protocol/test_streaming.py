@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blindai.protocol.streaming import head, message_prefix
+from blindai.protocol.streaming import dumps, dumps_parts, head, message_prefix
 
 
 @pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
@@ -41,3 +41,46 @@ def test_prefix_plus_the_bytes_is_the_whole_message(fields, model):
 def test_the_streamed_key_cannot_also_be_a_field():
     with pytest.raises(ValueError, match="both"):
         message_prefix({"model": 1}, "model", 0)
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64) + 1, max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+    | st.binary(min_size=1024, max_size=3000),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(0, 9), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_values)
+def test_dumps_is_cbor2s_encoding_byte_for_byte(obj):
+    assert dumps(obj) == cbor2.dumps(obj)
+
+
+def test_dumps_takes_buffers_without_converting_them():
+    import numpy as np
+
+    x = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    assert dumps({"t": memoryview(x), "u": bytearray(b"ab")}) == cbor2.dumps(
+        {"t": x.tobytes(), "u": b"ab"}
+    )
+
+
+def test_dumps_parts_leaves_large_byte_strings_as_views_of_their_buffers():
+    import numpy as np
+
+    x = np.zeros(5000, np.float32)
+    parts = dumps_parts({"id": "m", "inputs": [{"bytes_data": memoryview(x), "n": b"ab"}]})
+    big = [p for p in parts if isinstance(p, memoryview)]
+    assert len(big) == 1 and np.shares_memory(np.frombuffer(big[0], np.uint8), x)
+    assert len(parts) == 3  # the small items before and after are joined
+    assert b"".join(parts) == cbor2.dumps(
+        {"id": "m", "inputs": [{"bytes_data": x.tobytes(), "n": b"ab"}]}
+    )
