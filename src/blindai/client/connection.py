@@ -221,15 +221,38 @@ class Connection:
         optimize: bool = True,
         *,
         pipeline: Pipeline | str | os.PathLike[str] | None = None,
+        max_batch_size: int | None = None,
+        max_queue_delay_us: int | None = None,
+        max_concurrent_runs: int | None = None,
+        intra_op_threads: int | None = None,
     ) -> UploadModelResponse:
         """Upload an ONNX model (path, bytes or ModelProto); returns its id and hash.
+
+        A path is streamed from the file (never read into memory whole).
 
         ``pipeline`` (a :class:`~blindai.pipeline.Pipeline`, or a folder holding
         ``pipeline.toml``) makes the model take raw text, images or audio in :meth:`predict`;
         the server checks it against the model and refuses it (400) when it cannot work.
+
+        How the model runs, each left to the server's setting when None: ``max_batch_size``
+        (rows of concurrent requests run together; the server refuses it, 400, for a model
+        that cannot be batched), ``max_queue_delay_us`` (longest wait for batch partners),
+        ``max_concurrent_runs`` and ``intra_op_threads`` (onnxruntime threads per run).
         """
         source = model_source(model)
         fields: dict[str, Any] = {"model_name": model_name, "optimize": optimize}
+        settings = {
+            key: value
+            for key, value in (
+                ("max_batch_size", max_batch_size),
+                ("max_queue_delay_us", max_queue_delay_us),
+                ("max_concurrent_runs", max_concurrent_runs),
+                ("intra_op_threads", intra_op_threads),
+            )
+            if value is not None
+        }
+        if settings:
+            fields["settings"] = settings
         if pipeline is not None:
             bundle = pipeline if isinstance(pipeline, Pipeline) else Pipeline.from_dir(pipeline)
             fields["pipeline"] = bundle.to_wire()

@@ -34,6 +34,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -177,6 +178,7 @@ class _Request:
     outputs: tuple[str, ...] | None
     future: asyncio.Future[Outputs]
     arrived: float
+    run_ns: list[int] | None = None
     key: tuple[Any, ...] | None = field(init=False)
     rows: int = field(init=False)
 
@@ -226,14 +228,22 @@ class ModelQueue:
         self._free = policy.max_concurrent_runs
         self._running: set[asyncio.Task[None]] = set()
         self._arrived: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.runs = 0
         """Runs made so far (a batch counts once): for tests and metrics."""
 
     async def predict(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_ns: list[int] | None = None,
     ) -> Outputs:
-        """Queue validated inputs; the outputs asked for (all, in model order, when None)."""
+        """Queue validated inputs; the outputs asked for (all, in model order, when None).
+
+        ``run_ns``, when given, receives the nanoseconds the run (or the batch) took.
+        """
         if self._closed:
             raise ModelNotReady("the model is being removed", status_code=503)
         if len(self._waiting) >= self.policy.max_queued:
@@ -242,13 +252,15 @@ class ModelQueue:
                 status_code=503,
             )
         loop = asyncio.get_running_loop()
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
+        arrived = self._arrived
+        if self._loop is not loop or arrived is None:  # the first request, or a new loop
+            self._loop, self._arrived = loop, (arrived := asyncio.Event())
         request = _Request(
             feeds, None if outputs is None else tuple(outputs), loop.create_future(), loop.time()
         )
+        request.run_ns = run_ns
         self._waiting.append(request)
-        self._arrived.set()
+        arrived.set()
         self._dispatch()
         try:
             return await request.future
@@ -352,6 +364,16 @@ class ModelQueue:
 
     def _work(self, batch: list[_Request]) -> list[Outputs | BaseException]:
         """In a worker thread: the batch run once and split, or each member alone."""
+        started = time.perf_counter_ns()
+        try:
+            return self._results(batch)
+        finally:
+            took = time.perf_counter_ns() - started
+            for request in batch:
+                if request.run_ns is not None:
+                    request.run_ns.append(took)
+
+    def _results(self, batch: list[_Request]) -> list[Outputs | BaseException]:
         if len(batch) == 1:
             return [self._alone(batch[0])]
         try:

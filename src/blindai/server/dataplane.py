@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
 
 import numpy as np
@@ -50,11 +50,12 @@ from blindai.pipeline.results import PipelineResult
 from blindai.protocol.replication import ExportedModel, ListedModel
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
+from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
 from blindai.server.runtime import OnnxModel, TensorSpec
-from blindai.server.settings import ServerSettings
+from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
 
 __all__ = ["DataPlane", "Inference", "Inputs", "match_inputs"]
@@ -74,6 +75,21 @@ class Inference:
     outputs: list[tuple[str, np.ndarray]]
     result: PipelineResult | None = None
     """The pipeline's typed result, for a raw input to a pipeline with an output step."""
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How one model runs: its session's threads and its queue's policy."""
+
+    intra_op_threads: int
+    policy: BatchPolicy
+    batch_asked: bool
+    """Whether the upload itself asked for a batch size (then a model that cannot be batched
+    is refused rather than run unbatched)."""
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 @contextmanager
@@ -107,6 +123,7 @@ class DataPlane:
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self._compile = WorkerPool(2, name="blindai-compile")
+        self._schedules: dict[bytes, _Schedule] = {}
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -124,9 +141,15 @@ class DataPlane:
         name: str | None,
         optimize: bool,
         pipeline: Pipeline | None = None,
+        settings: ModelSettings | None = None,
     ) -> ModelEntry:
         """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
-        not fit), and register it under a fresh id."""
+        not fit), and register it under a fresh id.
+
+        ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
+        batching asked for a model that cannot be batched is InvalidInput. Identical bytes
+        already loaded share that session and queue, with the settings they were loaded with.
+        """
         most = self.settings.max_model_bytes
         if len(model) > most:
             raise PayloadTooLarge(
@@ -136,13 +159,18 @@ class DataPlane:
             raise InvalidInput("the model is empty")
         started = time.perf_counter()
         digest = model_digest(model)
-        compiled = self.registry.session_for(digest)
-        if compiled is None:
-            compiled = await self._compile.run(self._compiled, model, optimize)
+        schedule = self._schedule(settings or ModelSettings())
+        shared = self.registry.session_for(digest)
+        queue = None
+        if shared is None:
+            compiled, queue = await self._compile.run(self._compiled, model, optimize, schedule)
+            self._schedules[digest] = schedule
+        else:
+            compiled = shared
         steps = None
         if pipeline is not None:
             steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
-        entry = self.registry.add(digest, compiled, name, steps, source=model)
+        entry = self.registry.add(digest, compiled, name, steps, source=model, queue=queue)
         if self.exports is not None:
             wire = pipeline.to_wire() if pipeline is not None else None
             self.exports.keep(entry.model_id, optimize=optimize, pipeline=wire)
@@ -160,10 +188,14 @@ class DataPlane:
             if source is None:
                 raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
             started = time.perf_counter()
-            session = self.registry.session_for(entry.hash)
-            if session is None:
-                session = await self._compile.run(self._compiled, source, True)
-            loaded.append(self.registry.reload(entry, session))
+            shared = self.registry.session_for(entry.hash)
+            queue = None
+            if shared is None:
+                schedule = self._schedules.get(entry.hash) or self._schedule(ModelSettings())
+                session, queue = await self._compile.run(self._compiled, source, True, schedule)
+            else:
+                session = shared
+            loaded.append(self.registry.reload(entry, session, queue))
             self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return loaded
 
@@ -180,19 +212,52 @@ class DataPlane:
                 limits=self.settings.pipeline_limits(),
             )
 
-    def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+    async def _blocking(self, fn: Callable[[], _T]) -> _T:
+        return await self._infer.run(fn)
+
+    def _schedule(self, asked: ModelSettings) -> _Schedule:
+        """The upload's settings, each unset one taken from the server's."""
+        s = self.settings
+        runs = _given(asked.max_concurrent_runs, s.max_concurrent_runs)
+        if runs > s.inference_threads:
+            raise InvalidInput(
+                f"max_concurrent_runs {runs} is more than this server's inference threads "
+                f"({limit(s.inference_threads, 'inference_threads')})"
+            )
+        policy = BatchPolicy(
+            max_batch_size=_given(asked.max_batch_size, s.max_batch_size),
+            max_queue_delay_us=_given(asked.max_queue_delay_us, s.max_queue_delay_us),
+            max_concurrent_runs=runs,
+        )
+        threads = _given(asked.intra_op_threads, s.intra_op_threads)
+        return _Schedule(threads, policy, asked.max_batch_size is not None)
+
+    def _compiled(
+        self, model: bytes, optimize: bool, schedule: _Schedule
+    ) -> tuple[OnnxModel, ModelQueue]:
+        """The session (in a compile thread) and its run queue; batching is probed here."""
         started = time.perf_counter()
         try:
-            return self._session(model, optimize)
+            compiled = self._session(model, optimize, schedule.intra_op_threads)
         finally:
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
+        policy = schedule.policy
+        if policy.max_batch_size > 1:
+            problem = probe_batching(compiled)
+            if problem is not None and schedule.batch_asked:
+                compiled.unload()
+                raise InvalidInput(f"max_batch_size: this model cannot be batched: {problem}")
+            if problem is not None:
+                policy = replace(policy, max_batch_size=1)
+        queue = ModelQueue(compiled, policy=policy, offload=self._blocking, label="a model")
+        return compiled, queue
 
-    def _session(self, model: bytes, optimize: bool) -> OnnxModel:
+    def _session(self, model: bytes, optimize: bool, threads: int) -> OnnxModel:
         try:
             return OnnxModel(
                 model,
                 optimize=optimize,
-                intra_op_threads=self.settings.intra_op_threads,
+                intra_op_threads=threads,
                 device=self.settings.device,
                 gpu_index=self.settings.gpu_index,
             )
@@ -230,8 +295,9 @@ class DataPlane:
         the model's input when that shape is static, or static but for a leading batch
         dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
         ``timing`` receives the phases ``decode`` (matching the inputs; a pipeline's
-        preprocessing), ``queue`` (waiting for a worker), ``infer`` (running the model) and, for a
-        pipeline, ``encode`` (its postprocessing).
+        preprocessing), ``queue`` (waiting in the model's queue and for a worker), ``infer``
+        (running the model, or the batch it ran in) and, for a pipeline, ``encode`` (its
+        postprocessing).
         """
         timing = timing or Timing()
         entry = self.model(ref)
@@ -242,6 +308,15 @@ class DataPlane:
             feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
             wanted = _output_names(entry, outputs)
         submitted = time.perf_counter_ns()
+        if entry.queue is not None:
+            run_ns: list[int] = []
+            try:
+                results = await entry.queue.predict(feeds, wanted, run_ns=run_ns)
+            finally:
+                ran = sum(run_ns)
+                timing.add("queue", time.perf_counter_ns() - submitted - ran)
+                timing.add("infer", ran)
+            return Inference(entry, results)
 
         def timed() -> list[tuple[str, np.ndarray]]:
             started = time.perf_counter_ns()
@@ -282,6 +357,8 @@ class DataPlane:
         self.statistics.forget(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
+        if not any(e.hash == entry.hash for e in self.registry.entries()):
+            self._schedules.pop(entry.hash, None)
         return entry
 
     def missing_models(self) -> int:

@@ -8,8 +8,9 @@ session is released (once no loaded model shares it) but its bytes stay in memor
 
 A model is found by a :class:`ModelRef`: its id, its name (the newest upload with that name),
 the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
-Identical bytes share one onnxruntime session; the session is unloaded when the last model
-using it is removed.
+Identical bytes share one onnxruntime session and its run queue
+(:class:`~blindai.server.batching.ModelQueue`; the settings of the upload that compiled it
+hold); the session is unloaded and its queue closed when the last model using them is removed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
 from blindai.server._text import count
+from blindai.server.batching import ModelQueue
 from blindai.server.runtime import OnnxModel
 
 __all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "model_digest"]
@@ -40,6 +42,9 @@ class ModelEntry:
     pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
     version: int = 1
     """The upload's number among the uploads of its name (1 for a model without a name)."""
+    queue: ModelQueue | None = field(default=None, repr=False, compare=False)
+    """The queue its runs go through (shared with the models sharing its session; None: the
+    data plane runs the session directly)."""
 
     @property
     def label(self) -> str:
@@ -80,6 +85,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._by_id: dict[str, ModelEntry] = {}
         self._sessions: dict[bytes, OnnxModel] = {}
+        self._queues: dict[bytes, ModelQueue] = {}
         self._bytes: dict[bytes, bytes] = {}
         self._unloaded: set[str] = set()
         self._versions: dict[str, int] = {}
@@ -90,6 +96,11 @@ class ModelRegistry:
         with self._lock:
             return self._sessions.get(digest)
 
+    def queue_for(self, digest: bytes) -> ModelQueue | None:
+        """The run queue of the loaded session for a model hash, if any."""
+        with self._lock:
+            return self._queues.get(digest)
+
     def add(
         self,
         digest: bytes,
@@ -98,10 +109,13 @@ class ModelRegistry:
         pipeline: CompiledPipeline | None = None,
         *,
         source: bytes | None = None,
+        queue: ModelQueue | None = None,
     ) -> ModelEntry:
-        """Register a compiled model under a fresh UUID4; reuses a session compiled meanwhile.
+        """Register a compiled model under a fresh UUID4; reuses a session (and its queue)
+        compiled meanwhile.
 
-        ``source``: the model's bytes, kept so that an unloaded model can be loaded again.
+        ``source``: the model's bytes, kept so that an unloaded
+        model can be loaded again. ``queue``: the runs' queue for this session.
         """
         with self._lock:
             if len(self._by_id) >= self._max:
@@ -110,15 +124,22 @@ class ModelRegistry:
                     f"(--max-models {self._max}); delete one first"
                 )
             shared = self._sessions.setdefault(digest, model)
+            if queue is not None and shared is model:
+                self._queues[digest] = queue
+            shared_queue = self._queues.get(digest)
             version = 1
             if name:
                 version = self._versions[name] = self._versions.get(name, 0) + 1
-            entry = ModelEntry(str(uuid.uuid4()), digest, name, shared, pipeline, version)
+            entry = ModelEntry(
+                str(uuid.uuid4()), digest, name, shared, pipeline, version, shared_queue
+            )
             self._by_id[entry.model_id] = entry
             if source is not None:
                 self._bytes.setdefault(digest, source)
         if shared is not model:  # an identical model was compiled meanwhile
             model.unload()
+            if queue is not None:
+                queue.close()
         return entry
 
     def get(self, ref: ModelRef) -> ModelEntry:
@@ -156,10 +177,14 @@ class ModelRegistry:
                 raise _not_found(ref)  # removed meanwhile
             self._unloaded.discard(entry.model_id)
             shared = any(e.hash == entry.hash for e in self._by_id.values())
+            queue = None
             if not shared:
                 self._sessions.pop(entry.hash, None)
+                queue = self._queues.pop(entry.hash, None)
                 self._bytes.pop(entry.hash, None)
         if not shared:
+            if queue is not None:
+                queue.close()
             entry.model.unload()
         return entry
 
@@ -201,6 +226,9 @@ class ModelRegistry:
                 ]
                 if not live and entry.hash in self._sessions:
                     released.append(self._sessions.pop(entry.hash))
+                    queue = self._queues.pop(entry.hash, None)
+                    if queue is not None:
+                        queue.close()
         for session in released:
             session.unload()
 
@@ -209,17 +237,25 @@ class ModelRegistry:
         with self._lock:
             return self._bytes.get(entry.hash)
 
-    def reload(self, entry: ModelEntry, model: OnnxModel) -> ModelEntry:
-        """Mark a model loaded with ``model`` (or the session loaded meanwhile for its bytes)."""
+    def reload(
+        self, entry: ModelEntry, model: OnnxModel, queue: ModelQueue | None = None
+    ) -> ModelEntry:
+        """Mark a model loaded with ``model`` and its ``queue`` (or the session loaded
+        meanwhile for its bytes, and that session's queue)."""
         with self._lock:
             if entry.model_id not in self._by_id:
                 raise ModelNotFound(f"no model with id {entry.model_id!r}")
             shared = self._sessions.setdefault(entry.hash, model)
-            loaded = replace(self._by_id[entry.model_id], model=shared)
+            if queue is not None and shared is model:
+                self._queues[entry.hash] = queue
+            shared_queue = self._queues.get(entry.hash)
+            loaded = replace(self._by_id[entry.model_id], model=shared, queue=shared_queue)
             self._by_id[entry.model_id] = loaded
             self._unloaded.discard(entry.model_id)
         if shared is not model:  # loaded meanwhile
             model.unload()
+            if queue is not None:
+                queue.close()
         return loaded
 
 

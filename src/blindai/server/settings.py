@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliSettingsSource, CliToggleFlag, SettingsConfigDict
 
 from blindai.attestation.kinds import CONFIGFS_TSM, GRAMINE, NSM, TEE_CHOICES
 from blindai.errors import ConfigurationError
 from blindai.pipeline.limits import PipelineLimits
 
-__all__ = ["ServerSettings", "TeeName"]
+__all__ = ["ModelSettings", "ServerSettings", "TeeName"]
 
 if TYPE_CHECKING:
     TeeName = str
@@ -29,6 +29,23 @@ else:  # the values of --tee, from the kind table: validated, and listed as choi
     TeeName = Literal[TEE_CHOICES]
 
 _PORTS = ("unattested_port", "attested_port", "management_port", "grpc_port", "metrics_port")
+
+
+class ModelSettings(BaseModel):
+    """How one model runs, given at upload; each field left unset takes the server's setting
+    of the same name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    intra_op_threads: int | None = Field(None, ge=0, le=1024)
+    """onnxruntime intra-op threads (0: one per core)."""
+    max_concurrent_runs: int | None = Field(None, ge=1, le=1024)
+    """Runs in flight at once."""
+    max_batch_size: int | None = Field(None, ge=1, le=4096)
+    """Rows run together as one batch (1: no batching); refused for a model that cannot be
+    batched."""
+    max_queue_delay_us: int | None = Field(None, ge=0, le=1_000_000)
+    """Longest wait for batch partners, in microseconds."""
 
 
 class ServerSettings(BaseSettings):
@@ -108,8 +125,20 @@ class ServerSettings(BaseSettings):
     """Largest height or width an image pipeline may resize or crop to."""
     max_audio_seconds: float = Field(600.0, gt=0)
     """Largest ``max_seconds`` an audio pipeline may accept."""
-    intra_op_threads: int = Field(0, ge=0)
-    """onnxruntime intra-op threads per session (0: onnxruntime's default)."""
+    intra_op_threads: int = Field(0, ge=0, le=1024)
+    """onnxruntime intra-op threads per model (0: onnxruntime's default, one per core); a
+    model's upload may ask for its own."""
+    max_concurrent_runs: int = Field(1, ge=1, le=1024)
+    """Runs of one model in flight at once (others wait in its queue, first in first out);
+    a model's upload may ask for its own. One run with all cores was measured best on 2 and
+    16 cores (docs/performance.md)."""
+    max_batch_size: int = Field(1, ge=1, le=4096)
+    """Rows of requests run together as one batch (1: no batching). Applied only to models
+    whose first dimension is a batch axis and that pass a probe (rows run together give the
+    same bytes as rows run alone); a model's upload may ask for its own."""
+    max_queue_delay_us: int = Field(0, ge=0, le=1_000_000)
+    """Longest a request waits for others to batch with, in microseconds (0: none; requests
+    still batch with those already waiting while the model is busy)."""
     keep_freed_memory: int = Field(64 << 20, ge=0)
     """Bytes of freed memory glibc keeps for reuse instead of returning them to the kernel, so
     that each request's buffers do not page-fault in anew (0: glibc's defaults)."""

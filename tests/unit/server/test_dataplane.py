@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from blindai.errors import InvalidInput, ModelNotFound, PayloadTooLarge, RegistryFull
+from blindai.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    RegistryFull,
+)
 from blindai.server.dataplane import DataPlane, match_inputs
 from blindai.server.registry import ModelRef, ModelRegistry
-from blindai.server.runtime import OnnxModel, TensorSpec
+from blindai.server.runtime import TensorSpec
 from blindai.server.settings import ServerSettings
 from tests.models import identity, matmul
 
@@ -28,11 +34,11 @@ class GatedPlane(DataPlane):
         self.compiling = threading.Event()
         self.release = threading.Event()
 
-    def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+    def _compiled(self, model: bytes, optimize: bool, *rest):
         self.compiling.set()
         if not self.release.wait(WAIT_S):
             raise AssertionError("the test never released the compilation")
-        return super()._compiled(model, optimize)
+        return super()._compiled(model, optimize, *rest)
 
 
 def test_string_inputs_refuse_bytes_that_are_not_utf8():
@@ -188,3 +194,98 @@ def test_outputs_by_name(plane):
     assert _infer(plane, ModelRef(entry.model_id), x, outputs=["y"]).outputs[0][0] == "y"
     with pytest.raises(InvalidInput, match="no output named 'z'"):
         _infer(plane, ModelRef(entry.model_id), x, outputs=["z"])
+
+
+# -- how models run: threads, runs at once, batching -------------------------------------------
+
+
+def _upload_with(plane: DataPlane, model: bytes, **settings):
+    from blindai.server.settings import ModelSettings
+
+    return asyncio.run(
+        plane.upload(model, name=None, optimize=True, settings=ModelSettings(**settings))
+    )
+
+
+def test_uploads_take_the_servers_schedule_unless_they_ask_for_their_own():
+    from tests.models import gather_rows
+
+    settings = ServerSettings(tee="simulation", max_concurrent_runs=2, max_batch_size=4)
+    plane = DataPlane(settings, ModelRegistry())
+    try:
+        default = _upload(plane, gather_rows(10))
+        assert default.queue is not None and default.queue.batching
+        assert default.queue.policy.max_batch_size == 4
+        assert default.queue.policy.max_concurrent_runs == 2
+        own = _upload_with(plane, gather_rows(11), max_batch_size=16, max_queue_delay_us=500)
+        assert own.queue is not None and own.queue is not default.queue
+        assert (own.queue.policy.max_batch_size, own.queue.policy.max_queue_delay_us) == (16, 500)
+        # identical bytes share the loaded session and its queue (the first upload's settings)
+        again = _upload_with(plane, gather_rows(11), max_batch_size=2)
+        assert again.model is own.model and again.queue is own.queue
+    finally:
+        plane.close()
+
+
+def test_batching_a_model_that_cannot_be_batched_is_refused_when_asked_else_left_off():
+    from tests.models import mixes_rows
+
+    plane = DataPlane(ServerSettings(tee="simulation", max_batch_size=8), ModelRegistry())
+    try:
+        with pytest.raises(InvalidInput, match=r"cannot be batched: .*rows interact"):
+            _upload_with(plane, mixes_rows(), max_batch_size=4)
+        with pytest.raises(InvalidInput, match=r"cannot be batched: .*fixed first dimension"):
+            _upload_with(plane, identity(TensorProto.FLOAT, [1, 3]), max_batch_size=4)
+        entry = _upload(plane, mixes_rows())  # the server's default: batching left off
+        assert entry.queue is not None and not entry.queue.batching
+        x = np.array([[1, 2, 3], [3, 2, 1]], np.float32)
+        out = _infer(plane, ModelRef(entry.model_id), [("x", x)]).outputs[0][1]
+        np.testing.assert_array_equal(out, x - x.mean(axis=0))
+    finally:
+        plane.close()
+
+
+def test_more_runs_at_once_than_inference_threads_is_refused():
+    plane = DataPlane(ServerSettings(tee="simulation", inference_threads=2), ModelRegistry())
+    try:
+        with pytest.raises(InvalidInput, match="max_concurrent_runs 3 is more than"):
+            _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=3)
+    finally:
+        plane.close()
+
+
+def test_concurrent_requests_through_the_plane_are_batched_and_split_exactly():
+    from tests.models import gather_rows
+
+    plane = DataPlane(ServerSettings(tee="simulation", max_batch_size=8), ModelRegistry())
+    try:
+        entry = _upload(plane, gather_rows(50))
+        rng = np.random.default_rng(0)
+        requests = [
+            [
+                ("ids", rng.integers(0, 50, (1, 6))),
+                ("scale", rng.standard_normal((1, 1, 1)).astype(np.float32)),
+            ]
+            for _ in range(6)
+        ]
+
+        async def scenario():
+            return await asyncio.gather(
+                *(plane.infer(ModelRef(entry.model_id), r) for r in requests)
+            )
+
+        results = asyncio.run(scenario())
+        assert entry.queue is not None and entry.queue.runs == 1
+        for request, result in zip(requests, results, strict=True):
+            alone = entry.model.predict(dict(request))
+            assert result.outputs[0][1].tobytes() == alone[0][1].tobytes()
+    finally:
+        plane.close()
+
+
+def test_deleting_a_model_closes_its_queue(plane):
+    entry = _upload(plane, identity(TensorProto.FLOAT))
+    plane.delete(ModelRef(entry.model_id))
+    assert entry.queue is not None
+    with pytest.raises(ModelNotReady):
+        asyncio.run(entry.queue.predict({"x": np.zeros((1, 3), np.float32)}))

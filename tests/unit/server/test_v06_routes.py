@@ -14,6 +14,7 @@ from onnx import TensorProto
 from blindai.attestation import simulation
 from blindai.attestation.binding import expected_report_data
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server.registry import ModelRef
 from tests.models import failing_add, identity, scalar_identity, two_in_two_out
 from tests.unit.server._inprocess import InProcess, in_process
 
@@ -63,6 +64,11 @@ def test_upload_length_must_be_the_size_sent(server: InProcess) -> None:
         ({"model": b"x", "optimize": "yes"}, "optimize"),
         ({"model": b"not onnx"}, "could not be loaded"),
         ({"model": b""}, "empty"),
+        ({"model": b"x", "settings": [1]}, "settings must be a map"),
+        ({"model": b"x", "settings": {"max_batch": 4}}, "settings: max_batch: Extra inputs"),
+        ({"model": b"x", "settings": {"max_batch_size": "4"}}, "max_batch_size: Input should"),
+        ({"model": b"x", "settings": {"max_batch_size": 0}}, "greater than or equal to 1"),
+        ({"model": b"x", "settings": {"max_queue_delay_us": 10**7}}, "less than or equal"),
     ],
 )
 def test_bad_uploads_are_invalid_input(server: InProcess, body: dict[str, Any], fragment: str):
@@ -168,3 +174,18 @@ def test_unattested_routes(server: InProcess) -> None:
     info = cbor2.loads(server.unattested.get("/info").content)
     assert info["simulation"] is True and info["tee"] == "simulation"
     assert "error-type-header" in info["capabilities"]
+
+
+def test_upload_settings_set_how_the_model_runs(server: InProcess) -> None:
+    from tests.models import gather_rows, mixes_rows
+
+    body = {"model": gather_rows(10), "settings": {"max_batch_size": 8, "max_concurrent_runs": 1}}
+    resp = server.management.post("/upload", content=cbor2.dumps(body))
+    assert resp.status_code == 200
+    entry = server.apps.plane.model(ModelRef(cbor2.loads(resp.content)["model_id"]))
+    assert entry.queue is not None and entry.queue.batching
+    assert entry.queue.policy.max_batch_size == 8
+    refused = {"model": mixes_rows(), "settings": {"max_batch_size": 8}}
+    resp = server.management.post("/upload", content=cbor2.dumps(refused))
+    assert resp.status_code == 400
+    assert "cannot be batched" in cbor2.loads(resp.content)

@@ -66,7 +66,11 @@ class V06Routes:
         body = await read_body(request, self._upload_bytes, self._upload_refusal)
         upload = decode_upload(body, limits=self.plane.settings.pipeline_limits())
         entry = await self.plane.upload(
-            upload.model, name=upload.name, optimize=upload.optimize, pipeline=upload.pipeline
+            upload.model,
+            name=upload.name,
+            optimize=upload.optimize,
+            pipeline=upload.pipeline,
+            settings=upload.settings,
         )
         request.state.model_id = entry.model_id
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})

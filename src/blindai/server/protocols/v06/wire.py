@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from blindai.errors import InferenceFailed, InvalidInput, PipelineError, ProtocolError
@@ -21,6 +22,7 @@ from blindai.pipeline.limits import PipelineLimits
 from blindai.protocol import codec
 from blindai.protocol.messages import WireTensor
 from blindai.server.registry import ModelRef
+from blindai.server.settings import ModelSettings
 
 __all__ = [
     "CBOR",
@@ -67,11 +69,13 @@ class Upload:
     name: str | None
     optimize: bool
     pipeline: Pipeline | None = None
+    settings: ModelSettings | None = None
 
 
 def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?}``; ``length``, when sent, must be
-    the size of ``model``; ``pipeline`` is held to ``limits``."""
+    """``{model, length?, model_name?, optimize?, pipeline?, settings?}``; ``length``, when
+    sent, must be the size of ``model``; ``pipeline`` is held to ``limits``; ``settings`` (our
+    extension) says how the model runs."""
     with _request():
         doc = codec.decode_map(body, what="upload")
         model = codec.model_bytes(doc.get("model"))
@@ -93,7 +97,21 @@ def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
     if doc.get("pipeline") is not None:
         with _request():
             pipeline = Pipeline.from_wire(doc["pipeline"], limits=limits)
-    return Upload(model, name or None, optimize, pipeline)
+    return Upload(model, name or None, optimize, pipeline, _model_settings(doc.get("settings")))
+
+
+def _model_settings(value: object) -> ModelSettings | None:
+    """Our extension: ``settings``, a map of :class:`ModelSettings` fields (how the model runs)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput("settings must be a map")
+    try:
+        return ModelSettings.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise InvalidInput(f"settings: {where}: {first['msg']}") from None
 
 
 _RAW_KEYS: tuple[InputKind, ...] = ("text", "image", "audio")
