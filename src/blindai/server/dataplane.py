@@ -52,6 +52,7 @@ from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.metrics import Metrics
+from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
 from blindai.server.runtime import OnnxModel, TensorSpec
@@ -134,9 +135,25 @@ class DataPlane:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
         return await self._infer.run(fn, *args, **kwargs)
 
+    def check_model_size(self, size: int) -> None:
+        """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
+        most = self.settings.max_model_bytes
+        if size > most:
+            raise PayloadTooLarge(
+                f"the model is {size} bytes, over {limit(most, 'max_model_bytes')}"
+            )
+
+    def model_file(self, size: int) -> ModelFile:
+        """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
+        return ModelFile(size, directory=self.settings.upload_dir)
+
+    async def write_model(self, file: ModelFile, pieces: list[bytes]) -> None:
+        """Hash and write the next pieces of an arriving model, in a worker thread."""
+        await self._compile.run(file.write, pieces)
+
     async def upload(
         self,
-        model: bytes,
+        model: bytes | ModelFile,
         *,
         name: str | None,
         optimize: bool,
@@ -150,15 +167,17 @@ class DataPlane:
         batching asked for a model that cannot be batched is InvalidInput. Identical bytes
         already loaded share that session and queue, with the settings they were loaded with.
         """
-        most = self.settings.max_model_bytes
-        if len(model) > most:
-            raise PayloadTooLarge(
-                f"the model is {len(model)} bytes, over {limit(most, 'max_model_bytes')}"
-            )
-        if not model:
+        size = model.size if isinstance(model, ModelFile) else len(model)
+        self.check_model_size(size)
+        if not size:
             raise InvalidInput("the model is empty")
         started = time.perf_counter()
-        digest = model_digest(model)
+        if isinstance(model, ModelFile):
+            if not model.complete:
+                raise InvalidInput("the model's bytes did not all arrive")
+            digest = model.digest
+        else:
+            digest = model_digest(model)
         schedule = self._schedule(settings or ModelSettings())
         shared = self.registry.session_for(digest)
         queue = None
@@ -233,7 +252,7 @@ class DataPlane:
         return _Schedule(threads, policy, asked.max_batch_size is not None)
 
     def _compiled(
-        self, model: bytes, optimize: bool, schedule: _Schedule
+        self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
     ) -> tuple[OnnxModel, ModelQueue]:
         """The session (in a compile thread) and its run queue; batching is probed here."""
         started = time.perf_counter()
@@ -252,10 +271,10 @@ class DataPlane:
         queue = ModelQueue(compiled, policy=policy, offload=self._blocking, label="a model")
         return compiled, queue
 
-    def _session(self, model: bytes, optimize: bool, threads: int) -> OnnxModel:
+    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> OnnxModel:
         try:
             return OnnxModel(
-                model,
+                model.path if isinstance(model, ModelFile) else model,
                 optimize=optimize,
                 intra_op_threads=threads,
                 device=self.settings.device,

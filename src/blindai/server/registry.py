@@ -25,6 +25,7 @@ from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
 from blindai.server._text import count
 from blindai.server.batching import ModelQueue
+from blindai.server.model_file import ModelFile
 from blindai.server.runtime import OnnxModel
 
 __all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "model_digest"]
@@ -86,7 +87,7 @@ class ModelRegistry:
         self._by_id: dict[str, ModelEntry] = {}
         self._sessions: dict[bytes, OnnxModel] = {}
         self._queues: dict[bytes, ModelQueue] = {}
-        self._bytes: dict[bytes, bytes] = {}
+        self._bytes: dict[bytes, bytes | ModelFile] = {}
         self._unloaded: set[str] = set()
         self._versions: dict[str, int] = {}
         self._max = max_models
@@ -108,13 +109,13 @@ class ModelRegistry:
         name: str | None,
         pipeline: CompiledPipeline | None = None,
         *,
-        source: bytes | None = None,
+        source: bytes | ModelFile | None = None,
         queue: ModelQueue | None = None,
     ) -> ModelEntry:
         """Register a compiled model under a fresh UUID4; reuses a session (and its queue)
         compiled meanwhile.
 
-        ``source``: the model's bytes, kept so that an unloaded
+        ``source``: the model's bytes (or the server's file of them), kept so that an unloaded
         model can be loaded again. ``queue``: the runs' queue for this session.
         """
         with self._lock:
@@ -232,7 +233,7 @@ class ModelRegistry:
         for session in released:
             session.unload()
 
-    def source(self, entry: ModelEntry) -> bytes | None:
+    def source(self, entry: ModelEntry) -> bytes | ModelFile | None:
         """The bytes of a model, kept for loading it again (None if they were not kept)."""
         with self._lock:
             return self._bytes.get(entry.hash)

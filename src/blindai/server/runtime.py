@@ -148,11 +148,12 @@ def session_options(
 
 
 class OnnxModel:
-    """One compiled model. ``predict`` is thread-safe (onnxruntime sessions are)."""
+    """One compiled model, from its bytes or a path the server chose (never one a client
+    named). ``predict`` is thread-safe (onnxruntime sessions are)."""
 
     def __init__(
         self,
-        model: bytes,
+        model: bytes | str,
         *,
         optimize: bool = True,
         intra_op_threads: int = 0,

@@ -139,6 +139,10 @@ class ServerSettings(BaseSettings):
     max_queue_delay_us: int = Field(0, ge=0, le=1_000_000)
     """Longest a request waits for others to batch with, in microseconds (0: none; requests
     still batch with those already waiting while the model is busy)."""
+    upload_dir: Path | None = None
+    """Where an uploaded model's bytes wait while it compiles, in an unlinked file (mode 0600):
+    for a directory on storage the TEE protects. Unset: an anonymous memory file, never on a
+    disk."""
     keep_freed_memory: int = Field(64 << 20, ge=0)
     """Bytes of freed memory glibc keeps for reuse instead of returning them to the kernel, so
     that each request's buffers do not page-fault in anew (0: glibc's defaults)."""

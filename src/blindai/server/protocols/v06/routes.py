@@ -10,9 +10,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.server._text import limit
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import error_replies, read_body
+from blindai.server.protocols.v06.upload import receive_upload
 from blindai.server.protocols.v06.wire import (
     Run,
     cbor_response,
@@ -20,6 +22,7 @@ from blindai.server.protocols.v06.wire import (
     decode_run,
     decode_upload,
     output_tensors,
+    upload_from_fields,
 )
 from blindai.server.registry import ModelRef
 from blindai.server.statistics import Timing
@@ -63,15 +66,38 @@ class V06Routes:
         self.delete = cbor_errors(self._delete)
 
     async def _upload(self, request: Request) -> Response:
-        body = await read_body(request, self._upload_bytes, self._upload_refusal)
-        upload = decode_upload(body, limits=self.plane.settings.pipeline_limits())
-        entry = await self.plane.upload(
-            upload.model,
-            name=upload.name,
-            optimize=upload.optimize,
-            pipeline=upload.pipeline,
-            settings=upload.settings,
+        settings = self.plane.settings
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self._upload_bytes:
+            raise PayloadTooLarge(self._upload_refusal)
+        got = await receive_upload(
+            request.stream(),
+            check_model_size=self.plane.check_model_size,
+            max_body_bytes=self._upload_bytes,
+            max_field_bytes=settings.max_pipeline_bytes + (1 << 20),
+            refusal=self._upload_refusal,
+            open_model=self.plane.model_file,
+            write=self.plane.write_model,
         )
+        limits = settings.pipeline_limits()
+        try:
+            if got.body is not None:
+                upload = decode_upload(got.body, limits=limits)
+            elif got.model is None:
+                raise InvalidInput("model must be a byte string or an array of byte values")
+            else:
+                upload = upload_from_fields(got.fields, got.model, limits=limits)
+            entry = await self.plane.upload(
+                upload.model,
+                name=upload.name,
+                optimize=upload.optimize,
+                pipeline=upload.pipeline,
+                settings=upload.settings,
+            )
+        except BaseException:
+            if got.model is not None:
+                got.model.close()  # refused: its bytes go now
+            raise
         request.state.model_id = entry.model_id
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
 

@@ -21,6 +21,7 @@ from blindai.pipeline.compiled import InputKind
 from blindai.pipeline.limits import PipelineLimits
 from blindai.protocol import codec
 from blindai.protocol.messages import WireTensor
+from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelRef
 from blindai.server.settings import ModelSettings
 
@@ -33,6 +34,7 @@ __all__ = [
     "decode_run",
     "decode_upload",
     "output_tensors",
+    "upload_from_fields",
 ]
 
 CBOR = "application/cbor"
@@ -65,7 +67,7 @@ class Upload:
     """A decoded ``/upload``: the model's bytes, its optional name, whether to optimise it, and
     the pipeline it comes with (if any)."""
 
-    model: bytes
+    model: bytes | ModelFile
     name: str | None
     optimize: bool
     pipeline: Pipeline | None = None
@@ -79,6 +81,14 @@ def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
     with _request():
         doc = codec.decode_map(body, what="upload")
         model = codec.model_bytes(doc.get("model"))
+    return upload_from_fields(doc, model, limits=limits)
+
+
+def upload_from_fields(
+    doc: dict[str, Any], model: bytes | ModelFile, *, limits: PipelineLimits
+) -> Upload:
+    """The upload's fields (all but ``model``) checked, with the model's bytes or file."""
+    size = model.size if isinstance(model, ModelFile) else len(model)
     name = doc.get("model_name")
     if name is not None and not isinstance(name, str):
         raise InvalidInput("model_name must be a string or null")
@@ -89,9 +99,9 @@ def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
     if length is not None:
         if not isinstance(length, int) or isinstance(length, bool):
             raise InvalidInput("length must be an integer")
-        if length != len(model):
+        if length != size:
             raise InvalidInput(
-                f"length says the model is {length} bytes, but {len(model)} bytes were sent"
+                f"length says the model is {length} bytes, but {size} bytes were sent"
             )
     pipeline = None
     if doc.get("pipeline") is not None:

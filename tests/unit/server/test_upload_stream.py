@@ -1,0 +1,144 @@
+"""The streamed /upload reader and ModelFile: the model's bytes are hashed and written as they
+arrive, one batch at a time; everything else keeps the whole-body path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tracemalloc
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindai.errors import InvalidInput, PayloadTooLarge
+from blindai.server.model_file import ModelFile
+from blindai.server.protocols.v06.upload import BATCH, receive_upload
+
+
+async def _chunks(body: bytes, sizes: list[int]):
+    i = 0
+    for n in sizes:
+        if i >= len(body):
+            break
+        yield body[i : i + n]
+        i += n
+    if i < len(body):
+        yield body[i:]
+    yield b""  # as starlette ends a stream
+
+
+async def _write(model: ModelFile, pieces: list[bytes]) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, model.write, pieces)
+
+
+def _too_big(size: int) -> None:
+    if size > 1 << 30:
+        raise PayloadTooLarge(f"the model is {size} bytes")
+
+
+def receive(body: bytes, sizes=(65536,), *, field_bytes: int = 1 << 20, chunks=None):
+    async def go():
+        return await receive_upload(
+            chunks if chunks is not None else _chunks(body, list(sizes) * (len(body) + 1)),
+            check_model_size=_too_big,
+            max_body_bytes=(1 << 31),
+            max_field_bytes=field_bytes,
+            refusal="too large",
+            open_model=ModelFile,
+            write=_write,
+        )
+
+    return asyncio.run(go())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    model=st.binary(max_size=3000),
+    position=st.integers(0, 3),
+    chunk=st.integers(1, 700),
+)
+def test_the_model_is_streamed_to_its_file_wherever_it_is_in_the_map(model, position, chunk):
+    fields = [("model_name", "m"), ("optimize", False), ("pipeline", {"files": {"a": b"xy"}})]
+    fields.insert(position, ("model", model))
+    got = receive(cbor2.dumps(dict(fields)), [chunk])
+    assert got.body is None and got.model is not None
+    assert got.fields == {k: v for k, v in fields if k != "model"}
+    assert got.model.complete and got.model.read() == model
+    assert got.model.digest == hashlib.sha256(model).digest()
+    got.model.close()
+
+
+def test_an_array_of_ints_keeps_the_whole_body_path():
+    body = cbor2.dumps({"model": list(b"onnx"), "length": 4})
+    got = receive(body, [3])
+    assert got.model is None and got.body == body
+
+
+def test_a_model_over_the_limit_is_refused_from_its_head_before_its_bytes():
+    prefix = b"\xa1" + cbor2.dumps("model") + b"\x5b" + (2**40).to_bytes(8, "big")
+
+    async def chunks():
+        yield prefix
+        raise AssertionError("the model's bytes were read")
+
+    with pytest.raises(PayloadTooLarge, match=str(2**40)):
+        receive(b"", chunks=chunks())
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "fragment"),
+    [
+        (cbor2.dumps({"model": b"abc"})[:-1], InvalidInput, "ends inside the model"),
+        (cbor2.dumps({"model": b"abc"}) + b"\x00", InvalidInput, "bytes after the message"),
+        (
+            b"\xa2" + cbor2.dumps("a") + b"\x01" + cbor2.dumps("a") + b"\x02",
+            InvalidInput,
+            "distinct",
+        ),
+        (b"\xa1\xff", InvalidInput, "not valid CBOR"),
+        (cbor2.dumps({"model": b"x", "pipeline": "p" * 5000}), PayloadTooLarge, "too large"),
+    ],
+)
+def test_malformed_or_oversized_bodies(body, error, fragment):
+    with pytest.raises(error, match=fragment):
+        receive(body, [100], field_bytes=1000)
+
+
+def test_a_large_model_holds_a_few_batches_not_the_model():
+    size = 12 * BATCH + 5
+    model = os.urandom(1 << 20) * (size >> 20) + b"tail!"
+    body_head = b"\xa2" + cbor2.dumps("model_name") + cbor2.dumps("big")
+    body_head += cbor2.dumps("model") + b"\x5a" + len(model).to_bytes(4, "big")
+
+    async def chunks():
+        yield body_head
+        for i in range(0, len(model), 1 << 16):
+            yield model[i : i + (1 << 16)]  # slices: new objects, as a socket gives
+
+    tracemalloc.start()
+    try:
+        got = receive(b"", chunks=chunks())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.model is not None and got.model.digest == hashlib.sha256(model).digest()
+    assert peak < 4 * BATCH, f"more than three batches were held: {peak}"
+
+
+def test_model_files_are_memory_files_or_unlinked_private_files(tmp_path):
+    in_memory = ModelFile(3)
+    assert in_memory.in_memory and in_memory.path.startswith("/proc/self/fd/")
+    in_memory.write([b"ab", memoryview(b"c")])
+    assert in_memory.complete and in_memory.read() == b"abc"
+    with pytest.raises(ValueError, match="declared size"):
+        in_memory.write([b"d"])
+    in_memory.close()
+    on_disk = ModelFile(2, directory=tmp_path)
+    assert not on_disk.in_memory and list(tmp_path.iterdir()) == []  # unlinked at once
+    on_disk.write([b"hi"])
+    with open(on_disk.path, "rb") as f:
+        assert f.read() == b"hi"
+    on_disk.close()
