@@ -227,7 +227,7 @@ def encode_response(
 ) -> tuple[bytes, int | None]:
     """The reply body, and the JSON's length when binary blobs follow it (else None)."""
     tensors: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[bytes | memoryview] = []
     arrays: list[np.ndarray] = []
     for name, array, binary in _selected(request, outputs):
         tensor: dict[str, Any] = {

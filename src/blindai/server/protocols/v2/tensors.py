@@ -150,8 +150,9 @@ def _utf8(item: object) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode("utf-8")
 
 
-def array_to_binary(array: np.ndarray) -> bytes:
-    """An output as the binary extension carries it (length-prefixed UTF-8 for BYTES)."""
+def array_to_binary(array: np.ndarray) -> bytes | memoryview:
+    """An output as the binary extension carries it (length-prefixed UTF-8 for BYTES); a
+    numeric array that already is little-endian and C-contiguous is a view, not a copy."""
     if array.dtype.kind == "O":
         parts = []
         for item in array.ravel():
@@ -159,7 +160,7 @@ def array_to_binary(array: np.ndarray) -> bytes:
             parts += [_LENGTH.pack(len(raw)), raw]
         return b"".join(parts)
     dtype = array.dtype.newbyteorder("<")
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8).data
 
 
 _JSON_NATIVE = frozenset("?bBhHiIlLqQefd")
