@@ -1,0 +1,104 @@
+"""Per-request cost of the tiny model, this checkout against another, in interleaved rounds.
+
+Each round starts, for each checkout in turn (the order alternating), a child process with
+that checkout's ``src`` first on its path; the child starts that checkout's ``blindai serve
+--simulation`` and times ``run_model`` on a dense 16->4 model with that checkout's client. The
+p50 of every round is printed with the load average, then the median of the rounds' p50s.
+
+Usage: python scripts/bench_compare.py OTHER_SRC [--rounds 6] [--requests 400]
+(e.g. ``git archive main src | tar -x -C /tmp/main`` then ``OTHER_SRC=/tmp/main/src``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OURS = HERE.parent / "src"
+
+
+def child(requests: int) -> None:
+    """In a child: this checkout's server and client, the tiny model's p50 in ms."""
+    import warnings
+
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    import _serverproc
+    from bench import mlp
+
+    # the server runs this child's checkout too (the helper puts its REPO/src first)
+    _serverproc.REPO = Path(os.environ["PYTHONPATH"]).resolve().parent
+
+    import blindai
+
+    m = mlp("dense 16->4", [16, 4])
+    with _serverproc.simulation_server("--log-level", "warning") as server:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+        model_id = conn.upload_model(m.onnx_bytes).model_id
+        for _ in range(50):
+            conn.run_model(model_id, input_tensors={"x": m.x})
+        times = []
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            conn.run_model(model_id, input_tensors={"x": m.x})
+            times.append(time.perf_counter() - t0)
+        conn.close()
+    print(json.dumps({"p50": float(np.median(times)) * 1e3, "module": blindai.__file__}))
+
+
+def one(src: Path, requests: int) -> float:
+    env = dict(os.environ, PYTHONPATH=str(src))
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(requests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"the child for {src} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["module"].startswith(str(src)):
+        raise RuntimeError(f"the child imported {result['module']}, not {src}")
+    return float(result["p50"])
+
+
+def main() -> None:
+    """Interleaved rounds; prints each round and the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, help="the other checkout's src folder")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    results: dict[str, list[float]] = {"this": [], "other": []}
+    for r in range(args.rounds):
+        order = [("this", OURS), ("other", args.other.resolve())]
+        for label, src in order if r % 2 == 0 else order[::-1]:
+            results[label].append(one(src, args.requests))
+        load = os.getloadavg()[0]
+        print(
+            f"round {r + 1}: this {results['this'][-1]:.3f} ms, other "
+            f"{results['other'][-1]:.3f} ms (load {load:.2f})",
+            flush=True,
+        )
+    this = sorted(results["this"])[len(results["this"]) // 2]
+    other = sorted(results["other"])[len(results["other"]) // 2]
+    print(
+        f"median of round p50s: this {this:.3f} ms, other {other:.3f} ms, ratio {this / other:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        child(int(sys.argv[2]))
+    else:
+        main()
