@@ -177,5 +177,5 @@ def encode(
     for name, array in outputs:
         tensor = reply.outputs.add(name=name, datatype=datatype_for(array.dtype))
         tensor.shape.extend(array.shape)
-        reply.raw_output_contents.append(array_to_binary(array))
+        reply.raw_output_contents.append(bytes(array_to_binary(array)))  # protobuf takes bytes
     return reply
