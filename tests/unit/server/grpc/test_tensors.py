@@ -57,7 +57,7 @@ def test_typed_contents(datatype: str) -> None:
 def test_raw_contents(datatype: str) -> None:
     _, dtype, values = CONTENTS[datatype]
     x = np.array(values, dtype=dtype).reshape(1, 2)
-    got = decode(request(("x", datatype, [1, 2], None, None), raw=[array_to_binary(x)]))
+    got = decode(request(("x", datatype, [1, 2], None, None), raw=[bytes(array_to_binary(x))]))
     np.testing.assert_array_equal(got.inputs[0][1], x)
 
 
@@ -71,7 +71,7 @@ def test_bytes_and_half_precision() -> None:
             ("w", "BYTES", [2], None, None),
             ("h", "FP16", [2], None, None),
             ("b", "BF16", [2], None, None),
-            raw=[array_to_binary(words), array_to_binary(half), array_to_binary(brain)],
+            raw=[bytes(array_to_binary(a)) for a in (words, half, brain)],
         )
     )
     assert list(got.inputs[0][1]) == ["héllo", ""]
