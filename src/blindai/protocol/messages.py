@@ -89,6 +89,10 @@ class TensorInfo:
     node_name: str | None = None
 
 
+_VIEW_BYTES = 1024
+"""Arrays from this size on become views, not copies (protocol.streaming copies them once)."""
+
+
 @dataclass(frozen=True)
 class WireTensor:
     """A tensor as it travels: info plus raw little-endian C-order bytes."""
@@ -101,13 +105,18 @@ class WireTensor:
     def from_numpy(cls, array: np.ndarray, node_name: str | None = None) -> WireTensor:
         """Encode an array (converted to little-endian, C order) without per-element work.
 
-        No copy when the array already is little-endian and C-contiguous: ``bytes_data`` is
-        then a view of its memory (do not change the array while the tensor is in use).
+        No copy of a large array (1 KiB or more) that already is little-endian and
+        C-contiguous: ``bytes_data`` is then a view of its memory (do not change the array
+        while the tensor is in use); small arrays are copied to ``bytes`` (faster to encode).
         """
         datum = DatumType.from_numpy(array.dtype)
         # asarray, not ascontiguousarray: that one turns a 0-d (scalar) array into shape (1,)
         arr = np.asarray(array, dtype=datum.numpy_dtype, order="C")
-        data = arr.reshape(-1).view(np.uint8).data.toreadonly()
+        data: bytes | memoryview
+        if arr.nbytes >= _VIEW_BYTES:  # large: a view, so that its bytes are copied only once
+            data = arr.reshape(-1).view(np.uint8).data.toreadonly()
+        else:
+            data = arr.tobytes()
         return cls(TensorInfo(tuple(int(d) for d in arr.shape), datum, node_name), data)
 
     def as_numpy(self) -> np.ndarray:

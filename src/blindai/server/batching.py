@@ -252,12 +252,17 @@ class ModelQueue:
                 status_code=503,
             )
         loop = asyncio.get_running_loop()
+        wanted = None if outputs is None else tuple(outputs)
+        if self._free > 0 and not self._waiting and not self._delays():
+            # idle: run at once, without queueing (requests that come meanwhile queue up
+            # behind this run and batch when it ends)
+            self._free -= 1
+            done: Outputs = await self._offload(lambda: self._direct(loop, feeds, wanted, run_ns))
+            return done
         arrived = self._arrived
         if self._loop is not loop or arrived is None:  # the first request, or a new loop
             self._loop, self._arrived = loop, (arrived := asyncio.Event())
-        request = _Request(
-            feeds, None if outputs is None else tuple(outputs), loop.create_future(), loop.time()
-        )
+        request = _Request(feeds, wanted, loop.create_future(), loop.time())
         request.run_ns = run_ns
         self._waiting.append(request)
         arrived.set()
@@ -268,6 +273,32 @@ class ModelQueue:
             request.future.cancel()
             self._forget(request)
             raise
+
+    def _delays(self) -> bool:
+        """Whether a request may wait for batch partners even when a run slot is free."""
+        return self.batching and self.policy.max_queue_delay_us > 0
+
+    def _direct(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        feeds: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...] | None,
+        run_ns: list[int] | None,
+    ) -> Outputs:
+        """In a worker thread: one request run alone; its slot is given back when the run
+        ends, from this thread (even if the request's task was cancelled meanwhile)."""
+        started = time.perf_counter_ns()
+        try:
+            self.runs += 1
+            return self._model.predict(feeds, outputs)
+        finally:
+            if run_ns is not None:
+                run_ns.append(time.perf_counter_ns() - started)
+            loop.call_soon_threadsafe(self._slot_free)
+
+    def _slot_free(self) -> None:
+        self._free += 1
+        self._dispatch()
 
     def _forget(self, request: _Request) -> None:
         try:

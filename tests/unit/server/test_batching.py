@@ -47,6 +47,9 @@ def offload_to(pool):
 
 
 def queue_for(model, pool, **policy) -> ModelQueue:
+    """A queue; with a (1 us) queue delay by default, so that requests queued together batch
+    together (with no delay, an idle queue runs the first request at once, alone)."""
+    policy.setdefault("max_queue_delay_us", 1)
     return ModelQueue(model, policy=BatchPolicy(**policy), offload=offload_to(pool))
 
 
@@ -263,16 +266,17 @@ def test_a_full_queue_refuses_at_once_and_close_fails_the_waiting(pool):
     x = {"x": np.zeros((1, 3), np.float32)}
 
     async def scenario():
-        tasks = [asyncio.ensure_future(queue.predict(x)) for _ in range(2)]
-        await asyncio.sleep(0)  # both wait in the queue; the run has not started
+        tasks = [asyncio.ensure_future(queue.predict(x)) for _ in range(3)]
+        await asyncio.sleep(0)  # the first runs (the one slot), the other two wait
         with pytest.raises(ModelNotReady) as refused:
             await queue.predict(x)
         assert refused.value.status_code == 503
         queue.close()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
-    results = asyncio.run(scenario())
-    assert all(isinstance(r, ModelNotReady) for r in results)
+    first, *waiting = asyncio.run(scenario())
+    assert first[0][0] == "y"
+    assert all(isinstance(r, ModelNotReady) for r in waiting)
 
 
 def test_policy_bounds():
@@ -280,3 +284,54 @@ def test_policy_bounds():
         BatchPolicy(max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue_delay_us"):
         BatchPolicy(max_queue_delay_us=-1)
+
+
+def test_an_idle_queue_runs_the_first_request_at_once_and_batches_those_behind_it(pool):
+    model = OnnxModel(identity(TensorProto.FLOAT, [None, 3]))
+    queue = queue_for(model, pool, max_batch_size=8, max_queue_delay_us=0)
+    requests = [{"x": np.full((1, 3), i, np.float32)} for i in range(5)]
+    results = run_together(queue, requests)
+    assert queue.runs == 2  # the first alone, at once; the four that queued behind it together
+    for feeds, got in zip(requests, results, strict=True):
+        assert same_bytes(got[0][1], feeds["x"])
+
+
+def test_a_cancelled_run_keeps_its_slot_until_onnxruntime_is_done(pool):
+    class Held:
+        """The real model, held in its run until released; runs in flight counted."""
+
+        def __init__(self) -> None:
+            self.model = OnnxModel(identity(TensorProto.FLOAT, [None, 3]))
+            self.inputs, self.outputs = self.model.inputs, self.model.outputs
+            self.started = threading.Event()
+            self.release = threading.Event()
+            self.in_flight = self.most = 0
+            self.lock = threading.Lock()
+
+        def predict(self, feeds, outputs=None):
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+            self.started.set()
+            self.release.wait(10)
+            with self.lock:
+                self.in_flight -= 1
+            return self.model.predict(feeds, outputs)
+
+    held = Held()
+    queue = queue_for(held, pool, max_concurrent_runs=1)
+    x = {"x": np.zeros((1, 3), np.float32)}
+
+    async def scenario():
+        first = asyncio.ensure_future(queue.predict(x))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, held.started.wait, 10)
+        first.cancel()  # the client went away; onnxruntime still runs
+        second = asyncio.ensure_future(queue.predict(x))
+        await asyncio.sleep(0)
+        assert not second.done() and held.in_flight == 1
+        held.release.set()
+        return await second
+
+    assert asyncio.run(scenario())[0][0] == "y"
+    assert held.most == 1

@@ -257,7 +257,8 @@ def test_more_runs_at_once_than_inference_threads_is_refused():
 def test_concurrent_requests_through_the_plane_are_batched_and_split_exactly():
     from tests.models import gather_rows
 
-    plane = DataPlane(ServerSettings(tee="simulation", max_batch_size=8), ModelRegistry())
+    settings = ServerSettings(tee="simulation", max_batch_size=8, max_queue_delay_us=1)
+    plane = DataPlane(settings, ModelRegistry())
     try:
         entry = _upload(plane, gather_rows(50))
         rng = np.random.default_rng(0)
