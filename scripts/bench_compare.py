@@ -46,16 +46,28 @@ def child(requests: int) -> None:
         model_id = conn.upload_model(m.onnx_bytes).model_id
         for _ in range(50):
             conn.run_model(model_id, input_tensors={"x": m.x})
+        from _benchkit import _process_cpu
+
         times = []
+        cpu0 = time.process_time() + _process_cpu(server.process.pid)
         for _ in range(requests):
             t0 = time.perf_counter()
             conn.run_model(model_id, input_tensors={"x": m.x})
             times.append(time.perf_counter() - t0)
+        cpu = time.process_time() + _process_cpu(server.process.pid) - cpu0
         conn.close()
-    print(json.dumps({"p50": float(np.median(times)) * 1e3, "module": blindai.__file__}))
+    print(
+        json.dumps(
+            {
+                "p50": float(np.median(times)) * 1e3,
+                "cpu": cpu / requests * 1e3,
+                "module": blindai.__file__,
+            }
+        )
+    )
 
 
-def one(src: Path, requests: int) -> float:
+def one(src: Path, requests: int) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(requests)],
@@ -69,7 +81,7 @@ def one(src: Path, requests: int) -> float:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if not result["module"].startswith(str(src)):
         raise RuntimeError(f"the child imported {result['module']}, not {src}")
-    return float(result["p50"])
+    return float(result["p50"]), float(result["cpu"])
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,36 @@ def probe_batching(model: Predictor) -> str | None:
     return None
 
 
+class _DirectRun:
+    """The slot of a request run at once: given back when both the run has ended (in its
+    worker thread) and the request's task has stopped waiting for it (on the loop). Usually
+    the task sees the run end and gives it back; if the task was cancelled first, the worker
+    gives it back, through the loop, when onnxruntime is done."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, free: Callable[[], None]) -> None:
+        self._loop = loop
+        self._free = free
+        self._lock = threading.Lock()
+        self._ended = False
+        self._orphaned = False
+
+    def ended(self) -> None:
+        """In the worker: the run is over."""
+        with self._lock:
+            self._ended = True
+            orphaned = self._orphaned
+        if orphaned:
+            self._loop.call_soon_threadsafe(self._free)
+
+    def awaited(self) -> None:
+        """On the loop: the task stopped waiting (result, error or cancellation)."""
+        with self._lock:
+            ended = self._ended
+            self._orphaned = not ended
+        if ended:
+            self._free()
+
+
 @dataclass(eq=False)
 class _Request:
     feeds: Mapping[str, np.ndarray]
@@ -257,7 +288,13 @@ class ModelQueue:
             # idle: run at once, without queueing (requests that come meanwhile queue up
             # behind this run and batch when it ends)
             self._free -= 1
-            done: Outputs = await self._offload(lambda: self._direct(loop, feeds, wanted, run_ns))
+            run = _DirectRun(loop, self._slot_free)
+            try:
+                done: Outputs = await self._offload(
+                    lambda: self._direct(run, feeds, wanted, run_ns)
+                )
+            finally:
+                run.awaited()
             return done
         arrived = self._arrived
         if self._loop is not loop or arrived is None:  # the first request, or a new loop
@@ -280,13 +317,12 @@ class ModelQueue:
 
     def _direct(
         self,
-        loop: asyncio.AbstractEventLoop,
+        run: _DirectRun,
         feeds: Mapping[str, np.ndarray],
         outputs: tuple[str, ...] | None,
         run_ns: list[int] | None,
     ) -> Outputs:
-        """In a worker thread: one request run alone; its slot is given back when the run
-        ends, from this thread (even if the request's task was cancelled meanwhile)."""
+        """In a worker thread: one request run alone (see :class:`_DirectRun` for its slot)."""
         started = time.perf_counter_ns()
         try:
             self.runs += 1
@@ -294,7 +330,7 @@ class ModelQueue:
         finally:
             if run_ns is not None:
                 run_ns.append(time.perf_counter_ns() - started)
-            loop.call_soon_threadsafe(self._slot_free)
+            run.ended()
 
     def _slot_free(self) -> None:
         self._free += 1
