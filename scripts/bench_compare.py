@@ -91,22 +91,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"this": [], "other": []}
+    results: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     for r in range(args.rounds):
         order = [("this", OURS), ("other", args.other.resolve())]
         for label, src in order if r % 2 == 0 else order[::-1]:
             results[label].append(one(src, args.requests))
         load = os.getloadavg()[0]
+        (tp, tc), (op, oc) = results["this"][-1], results["other"][-1]
         print(
-            f"round {r + 1}: this {results['this'][-1]:.3f} ms, other "
-            f"{results['other'][-1]:.3f} ms (load {load:.2f})",
+            f"round {r + 1}: p50 this {tp:.3f} ms, other {op:.3f} ms; CPU (client + server) "
+            f"a request: this {tc:.3f} ms, other {oc:.3f} ms (load {load:.2f})",
             flush=True,
         )
-    this = sorted(results["this"])[len(results["this"]) // 2]
-    other = sorted(results["other"])[len(results["other"]) // 2]
-    print(
-        f"median of round p50s: this {this:.3f} ms, other {other:.3f} ms, ratio {this / other:.3f}"
-    )
+    for i, what in ((0, "p50"), (1, "CPU a request")):
+        this = sorted(x[i] for x in results["this"])[len(results["this"]) // 2]
+        other = sorted(x[i] for x in results["other"])[len(results["other"]) // 2]
+        print(f"median {what}: this {this:.3f} ms, other {other:.3f} ms, ratio {this / other:.3f}")
 
 
 if __name__ == "__main__":
