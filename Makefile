@@ -59,9 +59,14 @@ test-compat: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+# the tiny-model section, then real models (DistilBERT, ResNet18: exported once into
+# .bench-models/, git-ignored; the bench extra brings torch, the CPU build on disk, first)
 bench: install
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_attestation.py
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[server,cli,dev,bench]'
+	$(BIN)/python scripts/bench_real.py
 
 lint: install
 	$(BIN)/ruff format --check src tests scripts examples

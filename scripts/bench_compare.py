@@ -34,7 +34,7 @@ def child(requests: int) -> None:
     from bench import mlp
 
     # the server runs this child's checkout too (the helper puts its REPO/src first)
-    _serverproc.REPO = Path(os.environ["PYTHONPATH"]).resolve().parent
+    _serverproc.REPO = Path(os.environ.get("SERVER_SRC") or os.environ["PYTHONPATH"]).parent
 
     import blindai
 
@@ -67,8 +67,12 @@ def child(requests: int) -> None:
     )
 
 
-def one(src: Path, requests: int) -> tuple[float, float]:
-    env = dict(os.environ, PYTHONPATH=str(src))
+def one(src: Path, requests: int, side: str) -> tuple[float, float]:
+    """``side``: which part runs ``src`` (both, the server only, or the client only); the
+    other part runs this checkout."""
+    client = src if side in ("both", "client") else OURS
+    server = src if side in ("both", "server") else OURS
+    env = dict(os.environ, PYTHONPATH=str(client), SERVER_SRC=str(server.resolve()))
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(requests)],
         env=env,
@@ -79,8 +83,8 @@ def one(src: Path, requests: int) -> tuple[float, float]:
     if out.returncode:
         raise RuntimeError(f"the child for {src} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["module"].startswith(str(src)):
-        raise RuntimeError(f"the child imported {result['module']}, not {src}")
+    if not result["module"].startswith(str(client)):
+        raise RuntimeError(f"the child imported {result['module']}, not {client}")
     return float(result["p50"]), float(result["cpu"])
 
 
@@ -90,12 +94,18 @@ def main() -> None:
     parser.add_argument("other", type=Path, help="the other checkout's src folder")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--side",
+        choices=["both", "server", "client"],
+        default="both",
+        help="what differs: both sides, or only the server (or client) runs OTHER_SRC",
+    )
     args = parser.parse_args()
     results: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     for r in range(args.rounds):
         order = [("this", OURS), ("other", args.other.resolve())]
         for label, src in order if r % 2 == 0 else order[::-1]:
-            results[label].append(one(src, args.requests))
+            results[label].append(one(src, args.requests, args.side))
         load = os.getloadavg()[0]
         (tp, tc), (op, oc) = results["this"][-1], results["other"][-1]
         print(

@@ -320,9 +320,14 @@ def upload(size_mb: int) -> None:
     )
     grow = (server_peak - before) / size
     print(
-        f"  server peak: +{grow:.2f}x the model over its RSS before the upload; onnxruntime "
-        f"alone: +{ort_path['peak'] / size:.2f}x loading from the file, "
-        f"+{ort_bytes['peak'] / size:.2f}x from bytes (target: <= its own + 0.5x)"
+        f"  server peak RSS: +{grow:.2f}x the model over its RSS before the upload, plus the "
+        f"model's bytes in a memory file (1.00x, kept to load the model again; not in RSS): "
+        f"{grow + 1:.2f}x in all"
+    )
+    print(
+        f"  onnxruntime alone: +{ort_path['peak'] / size:.2f}x loading from a file, "
+        f"+{ort_bytes['peak'] / size:.2f}x from a bytes object (with the bytes); target: the "
+        "server <= onnxruntime's own + 0.5x"
     )
     print(f"  client peak: +{client['peak'] / size:.2f}x the model (target <= 1.2x)")
 
