@@ -257,3 +257,14 @@ def test_serve_without_tee_refuses_to_start(tmp_path: Path) -> None:
         timeout=30,
     )
     assert "no TEE" in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_upload_with_run_settings(server: ServerProcess, dense: Path, tmp_path: Path) -> None:
+    from tests.models import mixes_rows
+
+    model_id, _ = upload(server, dense, "--max-batch-size", "8", "--max-concurrent-runs", "1")
+    assert model_id
+    mixing = tmp_path / "mix.onnx"
+    mixing.write_bytes(mixes_rows())
+    r = cli("upload", mixing, "--max-batch-size", "8", *target(server))
+    assert "cannot be batched" in one_error_line(r, "InvalidInput", 1)

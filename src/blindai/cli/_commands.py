@@ -123,6 +123,8 @@ def add_client_commands(sub: Any) -> None:
         help="upload to each of these replicas (addresses, or a name resolving to several, "
         "such as a Kubernetes headless Service), each verified first; instead of --host",
     )
+    for flag, text in _RUN_SETTINGS.items():
+        p.add_argument(flag, type=int, default=None, metavar="N", help=text)
     _connection_args(p)
     p.set_defaults(func=_upload)
 
@@ -169,6 +171,16 @@ def add_client_commands(sub: Any) -> None:
     add_sync_command(sub, _connection_args)
 
 
+_RUN_SETTINGS = {
+    "--max-batch-size": "rows of waiting requests run as one batch (refused for a model that "
+    "cannot be batched); default: the server's",
+    "--max-queue-delay-us": "longest a request waits for batch partners; default: the server's",
+    "--max-concurrent-runs": "runs of this model at once; default: the server's",
+    "--intra-op-threads": "onnxruntime threads per run (0: one per core); default: the server's",
+}
+"""How the model runs (``upload_model``'s keywords of the same names)."""
+
+
 def _upload(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise ConfigurationError(f"no such model file: {args.model}")
@@ -183,7 +195,14 @@ def _upload(args: argparse.Namespace) -> int:
         return upload_to_each(args, pipeline)
     with connect_from_args(args) as conn:
         reply = conn.upload_model(
-            args.model, model_name=args.name, optimize=not args.no_optimize, pipeline=pipeline
+            args.model,
+            model_name=args.name,
+            optimize=not args.no_optimize,
+            pipeline=pipeline,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            max_concurrent_runs=args.max_concurrent_runs,
+            intra_op_threads=args.intra_op_threads,
         )
     print(f"model_id {reply.model_id}")
     print(f"sha256   {reply.hash.hex()}")
