@@ -276,11 +276,10 @@ class ModelQueue:
         ``run_ns``, when given, receives the nanoseconds the run (or the batch) took.
         """
         if self._closed:
-            raise ModelNotReady("the model is being removed", status_code=503)
+            raise ModelNotReady("the model is being removed")
         if len(self._waiting) >= self.policy.max_queued:
             raise ModelNotReady(
-                f"{len(self._waiting)} requests are already waiting for this model; try again",
-                status_code=503,
+                f"{len(self._waiting)} requests are already waiting for this model; try again"
             )
         loop = asyncio.get_running_loop()
         wanted = None if outputs is None else tuple(outputs)
@@ -487,5 +486,5 @@ class ModelQueue:
             request = self._waiting.popleft()
             if not request.future.done():
                 request.future.set_exception(
-                    ModelNotReady("the model was removed before this request ran", status_code=503)
+                    ModelNotReady("the model was removed before this request ran")
                 )
