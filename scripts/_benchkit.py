@@ -79,7 +79,7 @@ class Quiet:
     server_pid: int | None = None
     max_foreign: float = 0.10
     """Largest share of one core other processes may take during a kept pair."""
-    tries: int = 4
+    tries: int = 3
     pairs: int = 0
     redone: int = 0
     foreign: list[float] = field(default_factory=list)
@@ -115,16 +115,20 @@ class Sample:
     p90: float
     per_s: float
     n: int
+    cpu_ms: float = 0.0
+    """CPU time a request, this process and the server together (less disturbed by other
+    processes than wall time)."""
 
     @staticmethod
-    def of(times_s: list[float], wall_s: float) -> Sample:
-        """From per-request times and the wall time they took in all."""
+    def of(times_s: list[float], wall_s: float, cpu_s: float = 0.0) -> Sample:
+        """From per-request times, the wall time they took in all, and the CPU time."""
         arr = np.asarray(times_s) * 1e3
         return Sample(
             float(np.percentile(arr, 50)),
             float(np.percentile(arr, 90)),
             len(times_s) / wall_s,
             len(times_s),
+            cpu_s / max(len(times_s), 1) * 1e3,
         )
 
 
@@ -137,16 +141,26 @@ class Pair:
     foreign: float
 
 
-def run_clients(call: Callable[[], object], clients: int, count: int) -> Sample:
-    """``clients`` threads calling ``call`` ``count`` times in all; latency and throughput."""
+def _cpu(pids: tuple[int, ...]) -> float:
+    return time.process_time() + sum(_process_cpu(pid) for pid in pids)
+
+
+def run_clients(
+    call: Callable[[], object], clients: int, count: int, *, server: int | None = None
+) -> Sample:
+    """``clients`` threads calling ``call`` ``count`` times in all; latency, throughput and
+    CPU time (of this process, and of the ``server`` process when given)."""
+    pids = () if server is None else (server,)
     if clients == 1:
         times = []
+        cpu0 = _cpu(pids)
         start = time.perf_counter()
         for _ in range(count):
             t0 = time.perf_counter()
             call()
             times.append(time.perf_counter() - t0)
-        return Sample.of(times, time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        return Sample.of(times, wall, _cpu(pids) - cpu0)
     per = max(1, count // clients)
     out: list[float] = []
     lock = threading.Lock()
@@ -169,6 +183,7 @@ def run_clients(call: Callable[[], object], clients: int, count: int) -> Sample:
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
+    cpu0 = _cpu(pids)
     barrier.wait()
     start = time.perf_counter()
     for t in threads:
@@ -176,7 +191,7 @@ def run_clients(call: Callable[[], object], clients: int, count: int) -> Sample:
     wall = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return Sample.of(out, wall)
+    return Sample.of(out, wall, _cpu(pids) - cpu0)
 
 
 def paired(quiet: Quiet, ref: Callable[[], Sample], got: Callable[[], Sample], flip: bool) -> Pair:

@@ -45,6 +45,8 @@ from blindai.client._transport import PinnedTlsTransport
 
 BUSY_LOAD = 0.5
 """Load average per core above which the run is flagged as busy."""
+SERVER: list[int | None] = [None]
+"""The server's process id, for its CPU time (set by main)."""
 
 
 def reference_session(model: str | bytes) -> ort.InferenceSession:
@@ -137,14 +139,15 @@ def _v2_outputs(body: bytes, head_len: str | None) -> list[np.ndarray]:
 def ratio_line(label: str, pair: Pair, *, throughput: bool = False) -> str:
     """One comparison: reference and served, and the ratio (served / reference)."""
     r, g = pair.ref, pair.got
+    cpu = f"CPU/req {r.cpu_ms:6.2f} | {g.cpu_ms:6.2f} ms ({g.cpu_ms / max(r.cpu_ms, 1e-6):4.2f}x)"
     if throughput:
         return (
-            f"  {label:<34}{r.per_s:9.1f}{g.per_s:9.1f} req/s  {g.per_s / r.per_s:5.2f}x"
+            f"  {label:<34}{r.per_s:9.1f}{g.per_s:9.1f} req/s  {g.per_s / r.per_s:5.2f}x  {cpu}"
             f"   (other processes {pair.foreign:.0%} of a core)"
         )
     return (
         f"  {label:<34}{r.p50:8.2f}{r.p90:8.2f}{g.p50:9.2f}{g.p90:8.2f} ms  "
-        f"{g.p50 / r.p50:5.2f}x  +{(g.p50 - r.p50) * 1e3:6.0f} us"
+        f"{g.p50 / r.p50:5.2f}x  +{(g.p50 - r.p50) * 1e3:6.0f} us  {cpu}"
         f"   (other processes {pair.foreign:.0%} of a core)"
     )
 
@@ -170,7 +173,10 @@ def latency(quiet: Quiet, conn: blindai.Connection, name: str, path: str, feeds,
             quiet,
             lambda: run_clients(lambda: session.run(None, feeds), 1, n // rounds),
             lambda: run_clients(
-                lambda: conn.run_model(model_id, input_tensors=feeds), 1, n // rounds
+                lambda: conn.run_model(model_id, input_tensors=feeds),
+                1,
+                n // rounds,
+                server=SERVER[0],
             ),
             flip=bool(r % 2),
         )
@@ -200,7 +206,7 @@ def throughput(
             quiet,
             lambda c=c, clients=clients: run_clients(lambda: session.run(None, feeds), clients, c),
             lambda c=c, clients=clients: run_clients(
-                lambda: conn.run_model(model_id, input_tensors=feeds), clients, c
+                lambda: conn.run_model(model_id, input_tensors=feeds), clients, c, server=SERVER[0]
             ),
             flip=bool(i % 2),
         )
@@ -222,10 +228,14 @@ def batch16(quiet: Quiet, conn: blindai.Connection, name: str, path: str, model)
         return run_clients(lambda: session.run(None, one), 16, 48)
 
     def srv_batch() -> Sample:
-        return run_clients(lambda: conn.run_model(model_id, input_tensors=big), 1, 3)
+        return run_clients(
+            lambda: conn.run_model(model_id, input_tensors=big), 1, 3, server=SERVER[0]
+        )
 
     def srv_singles() -> Sample:
-        return run_clients(lambda: conn.run_model(model_id, input_tensors=one), 16, 48)
+        return run_clients(
+            lambda: conn.run_model(model_id, input_tensors=one), 16, 48, server=SERVER[0]
+        )
 
     for label, ref, got in (
         ("in-process", ref_singles, ref_batch),
@@ -254,7 +264,9 @@ def payload(quiet: Quiet, conn: blindai.Connection, shape: list[int], n: int) ->
     pair = paired(
         quiet,
         lambda: run_clients(lambda: session.run(None, feeds), 1, n),
-        lambda: run_clients(lambda: conn.run_model(model_id, input_tensors=feeds), 1, n),
+        lambda: run_clients(
+            lambda: conn.run_model(model_id, input_tensors=feeds), 1, n, server=SERVER[0]
+        ),
         flip=False,
     )
     print(ratio_line(f"identity, {x.nbytes / 1024:.0f} KiB in and out", pair))
@@ -273,14 +285,16 @@ def v2_routes(
     count = max(32, int(4.0 / max(time.perf_counter() - t0, 1e-4)))
 
     def cbor() -> Sample:
-        return run_clients(lambda: conn.run_model(model_id, input_tensors=feeds), 16, count)
+        return run_clients(
+            lambda: conn.run_model(model_id, input_tensors=feeds), 16, count, server=SERVER[0]
+        )
 
     for binary in (False, True):
         client = V2Client(server, conn.certificate, model_id, binary)
         np.testing.assert_allclose(client.infer(feeds)[0], want, rtol=1e-5, atol=1e-5)
 
         def v2(client: V2Client = client) -> Sample:
-            return run_clients(lambda: client.infer(feeds), 16, count)
+            return run_clients(lambda: client.infer(feeds), 16, count, server=SERVER[0])
 
         pair = paired(quiet, cbor, v2, flip=binary)
         label = f"{name} v2 {'binary' if binary else 'JSON'} vs CBOR, 16 clients"
@@ -374,11 +388,12 @@ def main() -> int:
             "processes take CPU from both sides; pairs are measured again when disturbed, but "
             "ratios are only trustworthy from a quiet run"
         )
-    n = 16 if args.quick else 120
+    n = 16 if args.quick else 80
     seconds = 1.0 if args.quick else 4.0
     models = [real_model("distilbert"), real_model("resnet18")]
     with simulation_server("--log-level", "warning") as server:
         quiet = Quiet(server_pid=server.process.pid)
+        SERVER[0] = server.process.pid
         with connect(server) as conn:
             section("p50/p90 latency at batch 1, sequential: in-process | server")
             for m in models:
