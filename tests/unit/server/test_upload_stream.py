@@ -99,6 +99,7 @@ def test_a_model_over_the_limit_is_refused_from_its_head_before_its_bytes():
             "distinct",
         ),
         (b"\xa1\xff", InvalidInput, "not valid CBOR"),
+        (b"\xa2" + (cbor2.dumps("model") + cbor2.dumps(b"ab")) * 2, InvalidInput, "distinct"),
         (cbor2.dumps({"model": b"x", "pipeline": "p" * 5000}), PayloadTooLarge, "too large"),
     ],
 )

@@ -135,7 +135,9 @@ async def receive_upload(
     try:
         for _ in range(count):
             key = await body.item(max_field_bytes)
-            if key == "model" and model is None:
+            if key == "model":
+                if model is not None:
+                    raise InvalidInput("upload: body must be a CBOR map with distinct text keys")
                 major, size, used = await body.head()
                 if major != 2 or size < 0:
                     return StreamedUpload({}, None, await body.rest())
