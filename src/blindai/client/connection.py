@@ -152,6 +152,8 @@ def _post(
 ) -> HttpResponse:
     """POST a body given in pieces: joined when small, else each piece sent from its buffer
     (a tensor's bytes go from the caller's array to the socket)."""
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return transport.request("POST", path, parts[0])  # a message with no large buffer
     length = sum(memoryview(p).nbytes for p in parts)
     if length <= _SMALL_BODY:
         return transport.request("POST", path, b"".join(parts))
