@@ -148,7 +148,7 @@ def _raw_input(
 
 
 def _post(
-    transport: PinnedTlsTransport, path: str, parts: list[bytes | memoryview]
+    transport: AttestedTlsTransport, path: str, parts: list[bytes | memoryview]
 ) -> HttpResponse:
     """POST a body given in pieces: joined when small, else each piece sent from its buffer
     (a tensor's bytes go from the caller's array to the socket)."""

@@ -101,7 +101,7 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any
     return value
 
 
-def decode_reply(body: bytes) -> AttestationReply:
+def decode_reply(body: bytes | bytearray) -> AttestationReply:
     """Parse a reply strictly; ProtocolError for anything else (nothing is verified here)."""
     try:
         doc = cbor2.loads(body)

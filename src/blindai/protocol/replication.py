@@ -62,7 +62,7 @@ class ExportedModel:
     pipeline: dict[str, Any] | None
 
 
-def _loads(body: bytes, what: str) -> Any:
+def _loads(body: bytes | bytearray, what: str) -> Any:
     try:
         return cbor2.loads(body)
     except Exception as exc:  # cbor2 raises several types on garbage
@@ -83,7 +83,7 @@ def encode_models(models: list[ListedModel]) -> bytes:
     )
 
 
-def decode_models(body: bytes) -> list[ListedModel]:
+def decode_models(body: bytes | bytearray) -> list[ListedModel]:
     """Parse the reply of ``GET /models`` strictly."""
     doc = _loads(body, "the model list")
     if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
@@ -114,7 +114,7 @@ def encode_export(model: ExportedModel) -> bytes:
     )
 
 
-def decode_export(body: bytes) -> ExportedModel:
+def decode_export(body: bytes | bytearray) -> ExportedModel:
     """Parse the reply of ``POST /export`` strictly (the bytes are checked by their hash
     when uploaded again: the replica that receives them computes it)."""
     doc = _loads(body, "the exported model")

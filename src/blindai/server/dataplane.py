@@ -392,7 +392,7 @@ class DataPlane:
         listed = []
         for entry in self.registry.entries():
             source = self.registry.source(entry)
-            size = len(source) if source is not None else 0
+            size = 0 if source is None else _size(source)
             listed.append(ListedModel(entry.model_id, entry.name, entry.hash, size))
         return listed
 
@@ -410,7 +410,12 @@ class DataPlane:
         if source is None or options is None:  # removed meanwhile
             raise ModelNotFound(f"no model with id or name {ref.key!r}")
         optimize, pipeline = options
-        return ExportedModel(entry.model_id, source, entry.name, entry.hash, optimize, pipeline)
+        model = source.read() if isinstance(source, ModelFile) else source
+        return ExportedModel(entry.model_id, model, entry.name, entry.hash, optimize, pipeline)
+
+
+def _size(source: bytes | ModelFile) -> int:
+    return source.size if isinstance(source, ModelFile) else len(source)
 
 
 def _required(settings: ServerSettings) -> RequiredModels | None:
