@@ -30,6 +30,11 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    def submit(self, fn: Callable[[], _T], /) -> asyncio.Future[_T]:
+        """``fn()`` in a worker thread, as a future of the running loop (a caller that must
+        know when the work really ends, even if it stops waiting, shields it)."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     def close(self) -> None:
         """Stop taking work; work not yet started is cancelled."""
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -34,9 +34,8 @@ import asyncio
 import collections
 import itertools
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -61,8 +60,8 @@ _T = TypeVar("_T")
 Outputs = list[tuple[str, np.ndarray]]
 """A run's outputs: (output name, array), in the order asked for."""
 
-Offload = Callable[[Callable[[], _T]], Awaitable[_T]]
-"""Runs a blocking call in a worker thread (the data plane's inference pool)."""
+Offload = Callable[[Callable[[], _T]], "asyncio.Future[_T]"]
+"""Starts a blocking call in a worker thread (the data plane's inference pool); its future."""
 
 
 class Predictor(Protocol):
@@ -173,36 +172,6 @@ def probe_batching(model: Predictor) -> str | None:
     return None
 
 
-class _DirectRun:
-    """The slot of a request run at once: given back when both the run has ended (in its
-    worker thread) and the request's task has stopped waiting for it (on the loop). Usually
-    the task sees the run end and gives it back; if the task was cancelled first, the worker
-    gives it back, through the loop, when onnxruntime is done."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, free: Callable[[], None]) -> None:
-        self._loop = loop
-        self._free = free
-        self._lock = threading.Lock()
-        self._ended = False
-        self._orphaned = False
-
-    def ended(self) -> None:
-        """In the worker: the run is over."""
-        with self._lock:
-            self._ended = True
-            orphaned = self._orphaned
-        if orphaned:
-            self._loop.call_soon_threadsafe(self._free)
-
-    def awaited(self) -> None:
-        """On the loop: the task stopped waiting (result, error or cancellation)."""
-        with self._lock:
-            ended = self._ended
-            self._orphaned = not ended
-        if ended:
-            self._free()
-
-
 @dataclass(eq=False)
 class _Request:
     feeds: Mapping[str, np.ndarray]
@@ -287,13 +256,11 @@ class ModelQueue:
             # idle: run at once, without queueing (requests that come meanwhile queue up
             # behind this run and batch when it ends)
             self._free -= 1
-            run = _DirectRun(loop, self._slot_free)
-            try:
-                done: Outputs = await self._offload(
-                    lambda: self._direct(run, feeds, wanted, run_ns)
-                )
-            finally:
-                run.awaited()
+            work = self._offload(lambda: self._direct(feeds, wanted, run_ns))
+            # the slot is given back when the run ends, not when this task stops waiting
+            # (a client that goes away does not stop onnxruntime)
+            work.add_done_callback(self._slot_free)
+            done: Outputs = await asyncio.shield(work)
             return done
         arrived = self._arrived
         if self._loop is not loop or arrived is None:  # the first request, or a new loop
@@ -316,12 +283,11 @@ class ModelQueue:
 
     def _direct(
         self,
-        run: _DirectRun,
         feeds: Mapping[str, np.ndarray],
         outputs: tuple[str, ...] | None,
         run_ns: list[int] | None,
     ) -> Outputs:
-        """In a worker thread: one request run alone (see :class:`_DirectRun` for its slot)."""
+        """In a worker thread: one request run alone."""
         started = time.perf_counter_ns()
         try:
             self.runs += 1
@@ -329,9 +295,8 @@ class ModelQueue:
         finally:
             if run_ns is not None:
                 run_ns.append(time.perf_counter_ns() - started)
-            run.ended()
 
-    def _slot_free(self) -> None:
+    def _slot_free(self, _: object = None) -> None:
         self._free += 1
         self._dispatch()
 

@@ -26,6 +26,7 @@ session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -231,8 +232,8 @@ class DataPlane:
                 limits=self.settings.pipeline_limits(),
             )
 
-    async def _blocking(self, fn: Callable[[], _T]) -> _T:
-        return await self._infer.run(fn)
+    def _blocking(self, fn: Callable[[], _T]) -> asyncio.Future[_T]:
+        return self._infer.submit(fn)
 
     def _schedule(self, asked: ModelSettings) -> _Schedule:
         """The upload's settings, each unset one taken from the server's."""

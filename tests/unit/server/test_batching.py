@@ -40,8 +40,8 @@ def pool():
 
 
 def offload_to(pool):
-    async def offload(fn):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    def offload(fn):
+        return asyncio.get_running_loop().run_in_executor(pool, fn)
 
     return offload
 
@@ -335,3 +335,23 @@ def test_a_cancelled_run_keeps_its_slot_until_onnxruntime_is_done(pool):
 
     assert asyncio.run(scenario())[0][0] == "y"
     assert held.most == 1
+
+
+def test_a_request_cancelled_before_its_run_started_does_not_keep_its_slot():
+    model = OnnxModel(identity(TensorProto.FLOAT, [None, 3]))
+    with ThreadPoolExecutor(1) as one_thread:
+        queue = queue_for(model, one_thread, max_concurrent_runs=1)
+        blocker = threading.Event()
+        x = {"x": np.zeros((1, 3), np.float32)}
+
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            busy = loop.run_in_executor(one_thread, blocker.wait, 10)  # the only thread, busy
+            first = asyncio.ensure_future(queue.predict(x))
+            await asyncio.sleep(0)  # its run is waiting for the thread
+            first.cancel()
+            blocker.set()
+            await busy
+            return await asyncio.wait_for(queue.predict(x), 10)  # the slot came back
+
+        assert asyncio.run(scenario())[0][0] == "y"
