@@ -376,6 +376,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke test: few requests")
     parser.add_argument("--upload-mb", type=int, default=500)
     args = parser.parse_args()
+    # said once here: every new connection (16 client threads) would warn again
+    warnings.simplefilter("ignore", blindai.SimulationModeWarning)
     cores = len(os.sched_getaffinity(0))
     print(
         "\nReal models: in-process onnxruntime (the server's session options) vs blindai "
