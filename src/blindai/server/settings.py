@@ -130,8 +130,8 @@ class ServerSettings(BaseSettings):
     model's upload may ask for its own."""
     max_concurrent_runs: int = Field(1, ge=1, le=1024)
     """Runs of one model in flight at once (others wait in its queue, first in first out);
-    a model's upload may ask for its own. One run with all cores was measured best on 2 and
-    16 cores (docs/performance.md)."""
+    a model's upload may ask for its own. One run with all cores was at or near the best
+    measured on 2 cores (docs/performance.md)."""
     max_batch_size: int = Field(1, ge=1, le=4096)
     """Rows of requests run together as one batch (1: no batching). Applied only to models
     whose first dimension is a batch axis and that pass a probe (rows run together give the
