@@ -294,7 +294,10 @@ class Connection:
             "model_hash": model_hash,
             "inputs": [codec.encode_tensor(t) for t in tensors],
         }
-        resp = _post(self._attested, "/run", streaming.dumps_parts(message))
+        if all(type(t.bytes_data) is bytes for t in tensors):  # small tensors: one cbor2 call
+            resp = self._attested.request("POST", "/run", cbor2.dumps(message))
+        else:
+            resp = _post(self._attested, "/run", streaming.dumps_parts(message))
         _check_route(self._attested, resp, "/run")
         _raise_for(resp, "run")
         reply = codec.decode_map(resp.body, what="run reply")

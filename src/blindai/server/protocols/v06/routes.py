@@ -21,7 +21,7 @@ from blindai.server.protocols.v06.wire import (
     decode_delete,
     decode_run,
     decode_upload,
-    output_tensors,
+    outputs_response,
     upload_from_fields,
 )
 from blindai.server.registry import ModelRef
@@ -124,7 +124,7 @@ class V06Routes:
         with timing.phase("encode"):
             if result.result is not None:
                 return cbor_response({"result": result.result.to_wire()})
-            return cbor_response({"outputs": output_tensors(result.outputs)})
+            return outputs_response(result.outputs)
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
 import numpy as np
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -34,6 +35,7 @@ __all__ = [
     "decode_run",
     "decode_upload",
     "output_tensors",
+    "outputs_response",
     "upload_from_fields",
 ]
 
@@ -43,6 +45,16 @@ CBOR = "application/cbor"
 def cbor_response(obj: Any, status: int = 200) -> Response:
     """A CBOR-encoded response."""
     return Response(codec.dumps(obj), status, media_type=CBOR)
+
+
+def outputs_response(outputs: list[tuple[str, np.ndarray]]) -> Response:
+    """The ``{"outputs": [...]}`` reply: one cbor2 call when every output is small (bytes),
+    else written around the large outputs' buffers (``codec.dumps``)."""
+    tensors = output_tensors(outputs)
+    doc = {"outputs": tensors}
+    if all(type(t["bytes_data"]) is bytes for t in tensors):
+        return Response(cbor2.dumps(doc), 200, media_type=CBOR)
+    return Response(codec.dumps(doc), 200, media_type=CBOR)
 
 
 @contextmanager
