@@ -1,10 +1,14 @@
 """The data plane: models and numpy arrays, no wire format.
 
-Each protocol (``protocols/v06``, ``protocols/v2``) decodes its request into a
-:class:`~blindai.server.registry.ModelRef` and named arrays, makes one call here, and encodes
-what comes back. The data plane finds the model in the registry, matches the inputs to the
-model's (by name in any order, or by position) and checks their dtype and shape, then runs the
-model in a worker thread: a request enters each layer once.
+Each protocol (``protocols/v06``, ``protocols/v2``, ``protocols/grpc``) decodes its request
+into a :class:`~blindai.server.registry.ModelRef` and named arrays, calls only this class, and
+encodes what comes back; no protocol touches the registry. The data plane finds the model in
+the registry (:meth:`DataPlane.model`, the one lookup), matches the inputs to the model's (by
+name in any order, or by position) and checks their dtype and shape, then runs the model in a
+worker thread: a request enters each layer once. :meth:`DataPlane.infer` does all of it;
+a protocol that needs the model before it reads the body (the v2 routes: a 404 before
+decoding, and statistics for a request that fails to decode) looks it up with
+:meth:`DataPlane.model` and runs it with :meth:`DataPlane.run`, which looks up nothing again.
 
 Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
 that uploads never hold up inference on other models.
@@ -233,8 +237,21 @@ class DataPlane:
         preprocessing), ``queue`` (waiting for a worker), ``infer`` (running the model) and, for a
         pipeline, ``encode`` (its postprocessing).
         """
+        return await self.run(
+            self.model(ref), inputs, outputs=outputs, reshape_flat=reshape_flat, timing=timing
+        )
+
+    async def run(
+        self,
+        entry: ModelEntry,
+        inputs: Inputs,
+        *,
+        outputs: Sequence[str] | None = None,
+        reshape_flat: bool = False,
+        timing: Timing | None = None,
+    ) -> Inference:
+        """:meth:`infer` for a model already found by :meth:`model` (no second lookup)."""
         timing = timing or Timing()
-        entry = self.model(ref)
         raw = _raw_input(entry, inputs)
         if raw is not None:
             return await self._infer.run(_run_pipeline, entry, raw, timing, time.perf_counter_ns())
@@ -252,6 +269,18 @@ class DataPlane:
                 timing.add("infer", time.perf_counter_ns() - started)
 
         return Inference(entry, await self._infer.run(timed))
+
+    def versions(self, key: str) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key``, oldest first."""
+        return self.registry.versions(key)
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model, oldest first."""
+        return self.registry.entries()
+
+    def is_ready(self, entry: ModelEntry) -> bool:
+        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
+        return self.registry.is_ready(entry)
 
     async def infer_raw(
         self, ref: ModelRef, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
