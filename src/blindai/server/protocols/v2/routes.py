@@ -33,7 +33,7 @@ from blindai.server.protocols.v2.service import EXTENSIONS, RESULT_OUTPUT, OipSe
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes", "v2_routes"]
+__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes"]
 
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
@@ -198,8 +198,3 @@ class V2Routes:
         return Response(
             reply, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)}
         )
-
-
-def v2_routes(plane: DataPlane) -> list[Route]:
-    """The v2 routes for the attested app."""
-    return V2Routes(plane).routes()
