@@ -35,6 +35,23 @@ def test_the_named_class_is_raised(kind: str, status: int, expected: type) -> No
 
 
 @pytest.mark.parametrize(
+    ("kind", "status", "expected"),
+    [
+        ("InvalidInput", 413, errors.InvalidInput),
+        ("PayloadTooLarge", 400, errors.PayloadTooLarge),
+        ("ModelNotReady", 500, errors.ModelNotReady),
+        ("ServerError", 404, errors.ServerError),
+    ],
+)
+def test_the_named_class_wins_over_the_status(kind: str, status: int, expected: type) -> None:
+    """Where the header and the status disagree (a class whose status another class shares),
+    the class the server raised is the one raised here."""
+    with pytest.raises(errors.ServerError) as raised:
+        _raise_for(answer(status, "why", kind), "run")
+    assert type(raised.value) is expected and raised.value.status_code == status
+
+
+@pytest.mark.parametrize(
     ("status", "expected"),
     [
         (400, errors.InvalidInput),
