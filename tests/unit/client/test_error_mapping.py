@@ -25,8 +25,9 @@ def answer(status: int, message: str, kind: str | None = None) -> HttpResponse:
         ("InferenceFailed", 422, errors.InferenceFailed),
         ("RegistryFull", 507, errors.RegistryFull),
         ("ServerError", 500, errors.ServerError),
-        # where the header and the status disagree (a class whose status another class
-        # shares), the class the server raised wins
+        # ServerBusy and ModelNotReady share 503: only the header tells them apart
+        ("ServerBusy", 503, errors.ServerBusy),
+        # where the header and the status disagree, the class the server raised wins
         ("InvalidInput", 413, errors.InvalidInput),
         ("PayloadTooLarge", 400, errors.PayloadTooLarge),
         ("ModelNotReady", 500, errors.ModelNotReady),
