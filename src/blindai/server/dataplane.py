@@ -6,15 +6,15 @@ encodes what comes back; no protocol touches the registry. The data plane finds 
 the registry (:meth:`DataPlane.model`, the one lookup), matches the inputs to the model's (by
 name in any order, or by position) and checks their dtype and shape, then runs the model in a
 worker thread: a request enters each layer once. :meth:`DataPlane.infer` does all of it;
-a protocol that needs the model before it reads the body (the v2 routes: a 404 before
-decoding, and statistics for a request that fails to decode) looks it up with
-:meth:`DataPlane.model` and runs it with :meth:`DataPlane.run`, which looks up nothing again.
+the protocols, which need the model before they run it (a 404 before decoding a v2 body, and
+the model's statistics for a request that fails), look it up with :meth:`DataPlane.model` and
+run it with :meth:`DataPlane.run` (or :meth:`DataPlane.run_raw`), which look nothing up again.
 
 Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
 that uploads never hold up inference on other models.
 
 A model uploaded with a pipeline (:mod:`blindai.pipeline`) also takes its raw input (text,
-image or audio): :meth:`DataPlane.infer_raw`, or, in :meth:`DataPlane.infer`, one input named
+image or audio): :meth:`DataPlane.run_raw`, or, in :meth:`DataPlane.infer`, one input named
 after the pipeline's kind holding one element; the answer then carries the pipeline's typed
 result. Pipeline errors caused by a request are InvalidInput (400).
 
@@ -282,12 +282,11 @@ class DataPlane:
         """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
         return self.registry.is_ready(entry)
 
-    async def infer_raw(
-        self, ref: ModelRef, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
+    async def run_raw(
+        self, entry: ModelEntry, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
     ) -> Inference:
-        """Run one raw input (text, or image or audio file bytes) through the model's pipeline;
-        ``timing`` receives its phases as in :meth:`infer`."""
-        entry = self.model(ref)
+        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
+        found by :meth:`model`; ``timing`` receives its phases as in :meth:`infer`."""
         label = entry.name or entry.model_id
         if entry.pipeline is None:
             raise InvalidInput(f"model {label!r} has no pipeline: send tensors")

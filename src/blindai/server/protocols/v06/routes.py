@@ -21,7 +21,7 @@ from blindai.server.protocols.v06.wire import (
     decode_upload,
     output_tensors,
 )
-from blindai.server.registry import ModelRef
+from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
 __all__ = ["DELETE_BYTES", "PROTOCOL", "V06Routes", "cbor_errors"]
@@ -79,18 +79,19 @@ class V06Routes:
         entry = self.plane.model(run.ref)
         request.state.model_id = entry.model_id
         try:
-            response = await self._inference(run, ModelRef(key=entry.model_id), timing)
+            response = await self._inference(run, entry, timing)
         except Exception:
             self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
             raise
         self.plane.record(entry, timing, success=True, protocol=PROTOCOL)
         return response
 
-    async def _inference(self, run: Run, ref: ModelRef, timing: Timing) -> Response:
+    async def _inference(self, run: Run, entry: ModelEntry, timing: Timing) -> Response:
+        """Run the model found by :meth:`DataPlane.model` (not looked up again)."""
         if run.raw is not None:
-            result = await self.plane.infer_raw(ref, *run.raw, timing=timing)
+            result = await self.plane.run_raw(entry, *run.raw, timing=timing)
         else:
-            result = await self.plane.infer(ref, run.inputs, reshape_flat=True, timing=timing)
+            result = await self.plane.run(entry, run.inputs, reshape_flat=True, timing=timing)
         with timing.phase("encode"):
             if result.result is not None:
                 return cbor_response({"result": result.result.to_wire()})
