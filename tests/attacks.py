@@ -150,7 +150,9 @@ def wide_ifs(n: int) -> bytes:
             [],
             [helper.make_tensor_value_info(f"b{i}", TensorProto.FLOAT, [1])],
         )
-        nodes.append(helper.make_node("If", ["c"], [f"r{i}"], then_branch=then_g, else_branch=else_g))
+        nodes.append(
+            helper.make_node("If", ["c"], [f"r{i}"], then_branch=then_g, else_branch=else_g)
+        )
         outs.append(f"r{i}")
     nodes.append(helper.make_node("Sum", outs, ["y"]))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])

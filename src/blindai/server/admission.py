@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
 
 from blindai.errors import InferenceFailed
@@ -72,7 +71,7 @@ def parse_model(data: bytes | bytearray | memoryview) -> ModelProto:
     model = ModelProto()
     try:
         model.ParseFromString(bytes(data) if isinstance(data, memoryview) else data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # protobuf's DecodeError, or its recursion limit
         raise ModelRejected(
             "the upload is not a valid ONNX model (protobuf does not parse, or nests too deep)"
         ) from exc
@@ -179,7 +178,7 @@ def _static_bytes(value: onnx.ValueInfoProto) -> int | None:
         if not d.HasField("dim_value") or d.dim_value < 0:
             return None
         dims.append(d.dim_value)
-    return math.prod(dims) * _itemsize(tensor.elem_type)
+    return int(math.prod(dims)) * _itemsize(tensor.elem_type)
 
 
 def _skeleton(model: ModelProto) -> ModelProto:

@@ -23,7 +23,7 @@ from blindai.errors import (
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 
-__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for"]
+__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for", "session_options"]
 
 Device = Literal["cpu", "cuda"]
 _CUDA = "CUDAExecutionProvider"
@@ -111,6 +111,30 @@ def check_device(device: Device, gpu_index: int = 0) -> None:
         raise ConfigurationError(exc.message) from exc
 
 
+def session_options(
+    *, optimize: bool, intra_op_threads: int, shared_arena: bool = False
+) -> ort.SessionOptions:
+    """The session options of every model (the compile guard compiles with the same ones).
+
+    ``shared_arena``: allocate tensors from the process's capped arena
+    (``blindai.server.run_guard.cap_arena``) instead of a private, uncapped one.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.intra_op_num_threads = intra_op_threads
+    # no busy-waiting worker threads: they would compete with the event loop for cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    if shared_arena:
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    return options
+
+
 class OnnxModel:
     """One compiled model. ``predict`` is thread-safe (onnxruntime sessions are)."""
 
@@ -123,17 +147,7 @@ class OnnxModel:
         device: Device = "cpu",
         gpu_index: int = 0,
     ) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if optimize
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        options.intra_op_num_threads = intra_op_threads
-        # no busy-waiting worker threads: they would compete with the event loop for cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        options = session_options(optimize=optimize, intra_op_threads=intra_op_threads)
         session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )

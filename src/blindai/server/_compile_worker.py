@@ -1,0 +1,98 @@
+"""The child side of the compile guard: check and compile one model under hard limits.
+
+Started by ``blindai.server.compile_guard`` as ``python -m blindai.server._compile_worker``
+in an empty private directory. It imports onnx and onnxruntime, then waits on stdin for one job:
+a JSON line (limits, session options, model size) followed by the model bytes. Before reading
+the model it caps its own address space (RLIMIT_AS) to what it has now plus the model's share
+and the compile budget; then it parses the model, runs the admission checks and creates an
+onnxruntime session with the server's options. It answers one JSON line on stdout and exits.
+A child that runs past the compile timeout is killed by the parent.
+
+Nothing of the model (bytes, names) is written anywhere but the answer to the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any, BinaryIO
+
+import onnxruntime as ort
+
+from blindai.server.admission import AdmissionLimits, ModelRejected, check_model, parse_model
+from blindai.server.runtime import session_options
+
+__all__ = ["MODEL_COPIES", "main"]
+
+MODEL_COPIES = 5
+"""Address space granted per byte of model: the bytes read, the parsed protobuf, and what
+onnxruntime holds while it builds a session from bytes (about three times the model)."""
+_HEADER_MAX = 1 << 16
+_MEMORY_SLACK = 32 << 20
+
+
+def _status(key: str) -> int:
+    """A ``VmXxx`` field of /proc/self/status, in bytes."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _answer(out: BinaryIO, **fields: Any) -> None:
+    out.write(json.dumps(fields).encode() + b"\n")
+    out.flush()
+
+
+def _compile(model: bytes, job: dict[str, Any]) -> None:
+    options = session_options(optimize=bool(job["optimize"]), intra_op_threads=1)
+    ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _run(job: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
+    size = int(job["size"])
+    limit = _status("VmSize") + MODEL_COPIES * size + int(job["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    start = time.perf_counter()
+    try:
+        model = stdin.read(size)
+        if len(model) != size:
+            _answer(out, ok=False, kind="protocol", message="short model")
+            return
+        proto = parse_model(model)
+        check_model(proto, limits=AdmissionLimits(**job["admission"]))
+        del proto
+        _compile(model, job)
+    except ModelRejected as exc:
+        _answer(out, ok=False, kind="admission", message=exc.message)
+        return
+    except MemoryError:
+        _answer(out, ok=False, kind="memory", message="")
+        return
+    except Exception as exc:  # onnxruntime raises several types for a bad model
+        near_limit = _status("VmPeak") + _MEMORY_SLACK >= limit
+        kind = "memory" if near_limit or "bad_alloc" in str(exc) else "onnxruntime"
+        _answer(out, ok=False, kind=kind, message="")
+        return
+    _answer(
+        out,
+        ok=True,
+        seconds=time.perf_counter() - start,
+        peak_bytes=_status("VmHWM"),
+    )
+
+
+def main() -> None:
+    """Serve one job from stdin, answer on stdout."""
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    header = stdin.readline(_HEADER_MAX)
+    if not header.endswith(b"\n"):
+        return  # the parent went away (or sent nothing): nothing to do
+    _run(json.loads(header), stdin, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Run-time limits on inference: memory, time, reply size, and clients that went away.
+
+- **Memory.** onnxruntime's CPU arena is replaced, for the whole process, by one shared arena
+  capped at ``max_bytes`` (``cap_arena``; sessions opt in with ``session.use_env_allocators``).
+  A run whose tensors would take the arena past the cap fails alone with a clear error; the
+  memory is given back after every run (``memory.enable_memory_arena_shrinkage``), so one large
+  request does not leave gigabytes behind. Weights are not counted: onnxruntime keeps
+  initializers outside the arena. The cap is shared by the runs in flight, so a request that
+  fails while others were running gets 503 (try again), one that fails alone 422.
+- **Time.** ``RunControl.terminate`` sets ``RunOptions.terminate``: onnxruntime stops between two
+  kernels (inside ``Loop`` bodies too), the worker thread is free again, and the client gets 504.
+  The same happens when the client disconnects before its reply.
+- **Reply size.** ``check_reply_size`` computes the reply's size from the outputs' shapes and
+  dtypes (an upper bound for JSON) and refuses it before anything is encoded.
+
+Not bounded here: memory a kernel takes outside the arena (the characters of string tensors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+
+from blindai.errors import InferenceFailed
+
+__all__ = [
+    "ReplyTooLarge",
+    "RunControl",
+    "RunOutOfMemory",
+    "RunTimedOut",
+    "cap_arena",
+    "check_reply_size",
+    "failure_for",
+    "json_bytes_bound",
+    "run_guarded",
+]
+
+T = TypeVar("T")
+
+_OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
+_JSON_CHARS: dict[str, int] = {"b": 6, "f": 25, "i": 21, "u": 21}
+"""Most characters one JSON number of each numpy kind takes, with its separator."""
+
+
+class RunTimedOut(InferenceFailed):
+    """Raised when a run went past the run timeout and was stopped (504)."""
+
+
+class RunOutOfMemory(InferenceFailed):
+    """Raised when a run needed more tensor memory than the arena cap (422, or 503 if shared)."""
+
+
+class ReplyTooLarge(InferenceFailed):
+    """Raised when the outputs would make a reply larger than the reply limit (422)."""
+
+
+def cap_arena(max_bytes: int) -> None:
+    """Register the process-wide CPU arena, capped at ``max_bytes``.
+
+    onnxruntime keeps one environment per process; a later call replaces the arena for the
+    sessions created after it (a server is one process and calls this once, at start).
+    """
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    # kSameAsRequested (1): regions fit the requests, so that shrinking gives them all back
+    config = ort.OrtArenaCfg({"max_mem": max_bytes, "arena_extend_strategy": 1})
+    ort.create_and_register_allocator(info, config)
+
+
+@dataclass
+class RunControl:
+    """One run's options, and why it was stopped (if it was)."""
+
+    shrink_arena: bool = True
+    options: ort.RunOptions = field(init=False)
+    reason: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4  # failures are reported to the client, not logged
+        if self.shrink_arena:
+            self.options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def terminate(self, reason: str) -> None:
+        """Ask onnxruntime to stop this run at the next kernel boundary."""
+        if self.reason is None:
+            self.reason = reason
+        self.options.terminate = True
+
+
+def failure_for(
+    exc: Exception, control: RunControl, *, timeout_s: float, memory_bytes: int, shared: bool
+) -> InferenceFailed:
+    """The error to answer for an exception onnxruntime raised during a run."""
+    if control.reason == "timeout":
+        return RunTimedOut(
+            f"the run took longer than this server allows ({timeout_s:g} s, --run-timeout)",
+            status_code=504,
+        )
+    if control.reason is not None:
+        return InferenceFailed(f"the run was stopped: {control.reason}", status_code=499)
+    text = str(exc)
+    if any(marker in text for marker in _OOM_MARKERS):
+        if shared:
+            return RunOutOfMemory(
+                f"the runs in progress used the server's run memory ({memory_bytes} bytes, "
+                "--max-run-memory); try again",
+                status_code=503,
+            )
+        return RunOutOfMemory(
+            f"this run needs more memory than the server allows ({memory_bytes} bytes, "
+            "--max-run-memory)",
+            status_code=422,
+        )
+    return InferenceFailed(
+        f"the model failed on these inputs: {type(exc).__name__}", status_code=422
+    )
+
+
+def json_bytes_bound(array: np.ndarray) -> int:
+    """An upper bound on the characters of ``array`` written as a flat JSON list."""
+    if array.dtype.kind == "O" or array.dtype.kind in "SU":
+        # strings: each character may be escaped (6 chars) plus quotes and separator
+        chars = sum(len(s) for s in array.ravel().tolist()) if array.size else 0
+        return 6 * chars + 3 * array.size + 2
+    return _JSON_CHARS.get(array.dtype.kind, 25) * array.size + 2
+
+
+def _binary_bytes(array: np.ndarray) -> int:
+    if array.dtype.kind == "O" or array.dtype.kind in "SU":
+        return sum(len(s) + 4 for s in array.ravel().tolist())
+    return math.prod(array.shape) * array.dtype.itemsize
+
+
+def check_reply_size(
+    outputs: Sequence[tuple[str, np.ndarray]], *, limit: int, as_json: Callable[[str], bool]
+) -> int:
+    """Refuse (422) outputs whose reply would pass ``limit`` bytes; returns the bound.
+
+    ``as_json(name)`` says whether an output is written as JSON (bounded per dtype) rather
+    than as raw bytes.
+    """
+    total = 0
+    for name, array in outputs:
+        total += json_bytes_bound(array) if as_json(name) else _binary_bytes(array)
+        if total > limit:
+            raise ReplyTooLarge(
+                f"the reply would be more than {limit} bytes (--max-response-bytes); ask for "
+                "fewer or smaller outputs, or binary outputs",
+                status_code=422,
+            )
+    return total
+
+
+async def run_guarded(
+    executor: Executor,
+    fn: Callable[[], T],
+    control: RunControl,
+    *,
+    timeout_s: float,
+    disconnected: Awaitable[object] | None = None,
+    grace_s: float = 1.0,
+) -> T:
+    """Run ``fn`` in ``executor``; terminate it after ``timeout_s`` or when the client leaves.
+
+    The timeout counts from the call (time waiting for a worker included). Once terminated,
+    onnxruntime stops at the next kernel boundary, which frees the worker; the caller waits
+    ``grace_s`` for that and then gets RunTimedOut (504) even if one long kernel still runs.
+    Exceptions of ``fn`` are raised as they are (``failure_for`` turns them into answers).
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(executor, fn)
+    watcher = asyncio.ensure_future(disconnected) if disconnected is not None else None
+    try:
+        waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
+        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        if future in done:
+            return future.result()
+        control.terminate("timeout" if not done else "the client went away")
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), grace_s)
+        except asyncio.TimeoutError:
+            future.add_done_callback(_retrieve)  # it still runs: collect its outcome later
+            raise RunTimedOut(
+                f"the run took longer than this server allows ({timeout_s:g} s, --run-timeout)",
+                status_code=504,
+            ) from None
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
