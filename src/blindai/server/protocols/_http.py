@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server.middleware import route_template
 
 __all__ = ["Endpoint", "ErrorRenderer", "error_replies", "read_body"]
 
@@ -54,11 +55,12 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
             except BlindAIError as exc:
                 status, kind = exc.http_status, type(exc).__name__
                 if status >= 500:
-                    _log.error("%s failed: %s", request.url.path, kind)
+                    _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
                 reply = render(message, status, kind)
             except Exception as exc:
-                _log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
+                where = route_template(request.scope)
+                _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)
                 reply, kind = render("internal server error", 500, "ServerError"), "ServerError"
             reply.headers[ERROR_HEADER] = kind
             return reply
