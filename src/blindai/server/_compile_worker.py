@@ -48,7 +48,9 @@ def _answer(out: BinaryIO, **fields: Any) -> None:
 
 
 def _compile(model: bytes, job: dict[str, Any]) -> None:
-    options = session_options(optimize=bool(job["optimize"]), intra_op_threads=1)
+    options = session_options(
+        optimize=bool(job["optimize"]), intra_op_threads=int(job.get("intra_op_threads", 1))
+    )
     ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 

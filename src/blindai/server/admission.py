@@ -195,7 +195,7 @@ def _skeleton(model: ModelProto) -> ModelProto:
     graph.value_info.extend(src.value_info)
     declared = {i.name for i in src.input}
     for init in src.initializer:
-        if init.ByteSize() <= _SMALL_INITIALIZER:  # ByteSize: no copy of the weights
+        if math.prod(init.dims) * _itemsize(init.data_type) <= _SMALL_INITIALIZER:
             graph.initializer.append(init)
         elif init.name not in declared:
             graph.input.append(

@@ -47,6 +47,8 @@ class CompileLimits:
     """Address space beyond the child's start-up size and five times the model."""
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """The model's bounds (external data, nodes, depth, static shapes)."""
+    intra_op_threads: int = 0
+    """onnxruntime's intra-op threads while compiling (the server's setting; 0: all cores)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class CompileGuard:
             "size": len(model),
             "optimize": optimize,
             "memory_bytes": self.limits.memory_bytes,
+            "intra_op_threads": self.limits.intra_op_threads,
             "admission": asdict(self.limits.admission),
         }
         child = self._take()
