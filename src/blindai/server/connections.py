@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import ssl
 from dataclasses import dataclass
@@ -36,9 +37,21 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ConnectionLimits", "ConnectionTracker", "LimitedServer"]
+from blindai.errors import ConfigurationError
+
+__all__ = [
+    "FD_RESERVE",
+    "ConnectionLimits",
+    "ConnectionTracker",
+    "LimitedServer",
+    "reserve_file_descriptors",
+]
 
 _log = logging.getLogger("blindai.server")
+
+FD_RESERVE = 256
+"""File descriptors kept for the server's own use beyond its connections (listening sockets,
+compile children's pipes, evidence devices, logs)."""
 
 
 @dataclass(frozen=True)
@@ -361,3 +374,23 @@ class LimitedServer(uvicorn.Server):
         await self.lifespan.startup()
         self.servers = [_Listener(self, sock) for sock in sockets or []]  # type: ignore[misc]
         self.started = True
+
+
+def reserve_file_descriptors(connections: int) -> int:
+    """Make room for ``connections`` open connections plus FD_RESERVE; returns the fd limit.
+
+    Raises the soft RLIMIT_NOFILE up to the hard one if needed; ConfigurationError when even
+    the hard limit is too low (lower --max-connections, or raise ``ulimit -n``).
+    """
+    needed = connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise ConfigurationError(
+            f"{connections} connections need {needed} file descriptors, and this process may "
+            f"open at most {hard}: lower --max-connections or raise the limit (ulimit -n)"
+        )
+    return int(soft)

@@ -274,3 +274,37 @@ def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
         while len(running.server.tracker) > 0:
             time.sleep(0.01)
         assert running.get() == 200
+
+
+RESERVE_SCRIPT = """
+import resource
+from blindai.errors import ConfigurationError
+from blindai.server.connections import FD_RESERVE, reserve_file_descriptors
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, 600))
+print(reserve_file_descriptors(40))           # already enough: kept
+print(reserve_file_descriptors(300))          # raised to what is needed
+try:
+    reserve_file_descriptors(1000)            # over the hard limit
+except ConfigurationError as exc:
+    print(exc)
+"""
+
+
+def test_file_descriptors_are_reserved_for_the_connection_cap():
+    import subprocess
+    import sys
+
+    from tests._server import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", RESERVE_SCRIPT],
+        env={"PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    kept, raised, refused = done.stdout.splitlines()
+    assert (kept, raised) == ("300", "556")
+    assert "1000 connections need 1256 file descriptors" in refused
+    assert "--max-connections" in refused
