@@ -21,7 +21,8 @@ from typing import Any, BinaryIO
 
 import onnxruntime as ort
 
-from blindai.server.admission import AdmissionLimits, ModelRejected, check_model, parse_model
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.runtime import session_options
 
 __all__ = ["MODEL_COPIES", "main"]
@@ -68,7 +69,7 @@ def _run(job: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
         check_model(proto, limits=AdmissionLimits(**job["admission"]))
         del proto
         _compile(model, job)
-    except ModelRejected as exc:
+    except InvalidInput as exc:
         _answer(out, ok=False, kind="admission", message=exc.message)
         return
     except MemoryError:

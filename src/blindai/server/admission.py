@@ -30,20 +30,13 @@ from dataclasses import dataclass
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
 
-from blindai.errors import InferenceFailed
+from blindai.errors import InvalidInput
 
-__all__ = ["AdmissionLimits", "ModelRejected", "check_model", "parse_model"]
+__all__ = ["AdmissionLimits", "check_model", "parse_model"]
 
 _SMALL_INITIALIZER = 1 << 10
 """Initializers up to this size keep their values for shape inference (shapes, axes)."""
 _NAME_SHOWN = 64
-
-
-class ModelRejected(InferenceFailed):
-    """Raised when an uploaded model breaks a rule of this server (external data, size, depth)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=400)
 
 
 @dataclass(frozen=True)
@@ -66,17 +59,17 @@ def _shown(text: str) -> str:
     return repr(cut)
 
 
-def parse_model(data: bytes | bytearray | memoryview) -> ModelProto:
-    """Parse model bytes; ModelRejected when they are not an ONNX model protobuf."""
+def parse_model(data: bytes) -> ModelProto:
+    """Parse model bytes; InvalidInput when they are not an ONNX model protobuf."""
     model = ModelProto()
     try:
-        model.ParseFromString(bytes(data) if isinstance(data, memoryview) else data)
+        model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError, or its recursion limit
-        raise ModelRejected(
+        raise InvalidInput(
             "the upload is not a valid ONNX model (protobuf does not parse, or nests too deep)"
         ) from exc
     if not model.HasField("graph"):
-        raise ModelRejected("the upload is not an ONNX model: it has no graph")
+        raise InvalidInput("the upload is not an ONNX model: it has no graph")
     return model
 
 
@@ -127,7 +120,7 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
         where, nodes, depth = node_lists.pop()
         found.nodes += len(nodes)
         if found.nodes > limits.max_nodes:
-            raise ModelRejected(
+            raise InvalidInput(
                 f"the model has more than {limits.max_nodes} nodes (all graphs together); "
                 "this server's limit is --max-graph-nodes"
             )
@@ -138,7 +131,7 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
                 subgraphs = [attr.g] if attr.HasField("g") else []
                 subgraphs += list(attr.graphs)
                 if subgraphs and depth + 1 > limits.max_subgraph_depth:
-                    raise ModelRejected(
+                    raise InvalidInput(
                         f"subgraphs nest more than {limits.max_subgraph_depth} deep "
                         f"({label}); this server's limit is --max-subgraph-depth"
                     )
@@ -152,7 +145,7 @@ def _refuse_external(tensors: list[tuple[str, TensorProto]]) -> None:
         if not external:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        raise ModelRejected(
+        raise InvalidInput(
             f"{where} keeps its data outside the model (external data at {_shown(location)}): "
             "this server never reads files or memory a model names; save the model with its "
             "weights inside (onnx.save_model(model, path, save_as_external_data=False))"
@@ -218,7 +211,7 @@ def _check_static_shapes(model: ModelProto, limits: AdmissionLimits) -> None:
         for value in [*graph.value_info, *graph.output]:
             size = _static_bytes(value)
             if size is not None and size > limits.max_tensor_bytes and value.name not in weights:
-                raise ModelRejected(
+                raise InvalidInput(
                     f"value {_shown(value.name)} of the graph has a static shape of {size} "
                     f"bytes, over this server's per-request memory limit of "
                     f"{limits.max_tensor_bytes} bytes"
@@ -230,7 +223,7 @@ def _check_static_shapes(model: ModelProto, limits: AdmissionLimits) -> None:
 
 
 def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
-    """Refuse (ModelRejected, 400) a model that names external data or exceeds the limits."""
+    """Refuse (InvalidInput, 400) a model that names external data or exceeds the limits."""
     walk = _walk(model, limits)
     _refuse_external(walk.tensors)
     if limits.shape_inference:

@@ -16,8 +16,8 @@ everything before allocating:
 
 ``decode(body)`` decodes a complete body; ``read_upload(stream)`` decodes a /upload map while it
 arrives, keeping the model's bytes in one buffer and refusing an oversized model from its
-declared length, before reading it. Every problem is a ProtocolError (400) or, for sizes,
-BodyTooLarge (413).
+declared length, before reading it. Every problem is InvalidInput (400) or, for sizes,
+PayloadTooLarge (413).
 """
 
 from __future__ import annotations
@@ -29,20 +29,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from blindai.errors import InferenceFailed, ProtocolError
+from blindai.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["BodyTooLarge", "CborLimits", "Uint8ArrayDecoder", "decode", "read_upload"]
+__all__ = ["CborLimits", "Uint8ArrayDecoder", "decode", "read_upload"]
 
 T = TypeVar("T")
 _CHUNK = 1 << 18
 """Bytes of an integer array decoded at once (bounds numpy's temporaries)."""
-
-
-class BodyTooLarge(InferenceFailed):
-    """Raised when a body, or an item declared in it, is over its limit (413)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=413)
 
 
 @dataclass(frozen=True)
@@ -119,7 +112,7 @@ class Uint8ArrayDecoder:
         if np.count_nonzero(ends) >= want:
             cut = int(np.searchsorted(np.cumsum(ends, dtype=np.int64), want) + 1)
         if (ends[:cut] & ~value[:cut] & (c[:cut] >= 24)).any():
-            raise ProtocolError("a long array must hold byte values (0-255)")
+            raise InvalidInput("a long array must hold byte values (0-255)")
         got = c[:cut][ends[:cut]]
         self.out[self.filled : self.filled + len(got)] = got.tobytes()
         self.filled += len(got)
@@ -136,14 +129,14 @@ class _Reader:
     pos: int = 0
     items: int = 0
     complete: bool = True
-    """False while streaming: running out of data raises _NeedMore, not ProtocolError."""
+    """False while streaming: running out of data raises _NeedMore, not InvalidInput."""
 
     def take(self, n: int) -> memoryview:
         end = self.pos + n
         if end > len(self.data):
             if not self.complete:
                 raise _NeedMore
-            raise ProtocolError("body is not valid CBOR: it ends inside an item")
+            raise InvalidInput("body is not valid CBOR: it ends inside an item")
         out = self.data[self.pos : end]
         self.pos = end
         return out
@@ -158,8 +151,8 @@ class _Reader:
             size = 1 << (info - 24)
             return major, int.from_bytes(self.take(size), "big")
         if info == 31:
-            raise ProtocolError("indefinite-length CBOR items are not accepted")
-        raise ProtocolError("body is not valid CBOR (reserved header)")
+            raise InvalidInput("indefinite-length CBOR items are not accepted")
+        raise InvalidInput("body is not valid CBOR (reserved header)")
 
     def item(self, depth: int) -> Any:
         start = self.pos
@@ -175,13 +168,13 @@ class _Reader:
             try:
                 return str(raw, "utf-8")
             except UnicodeDecodeError:
-                raise ProtocolError("body is not valid CBOR: text is not UTF-8") from None
+                raise InvalidInput("body is not valid CBOR: text is not UTF-8") from None
         if major == 4:
             return self.array(arg, depth)
         if major == 5:
             return self.map(arg, depth)
         if major == 6:
-            raise ProtocolError("CBOR tags (big integers, dates, ...) are not accepted")
+            raise InvalidInput("CBOR tags (big integers, dates, ...) are not accepted")
         return self.simple(start, arg)
 
     def simple(self, start: int, arg: int) -> Any:
@@ -193,17 +186,17 @@ class _Reader:
         if 25 <= info <= 27:
             fmt = {25: ">e", 26: ">f", 27: ">d"}[info]
             return struct.unpack(fmt, arg.to_bytes(struct.calcsize(fmt), "big"))[0]
-        raise ProtocolError("body is not valid CBOR: unknown simple value")
+        raise InvalidInput("body is not valid CBOR: unknown simple value")
 
     def _sized(self, n: int, limit: int, what: str) -> int:
         if n > limit:
-            raise BodyTooLarge(f"a {what} of {n} bytes is over the {limit}-byte limit")
+            raise PayloadTooLarge(f"a {what} of {n} bytes is over the {limit}-byte limit")
         return n
 
     def _count(self, n: int) -> None:
         self.items += n
         if self.items > self.limits.max_items:
-            raise ProtocolError(f"body holds more than {self.limits.max_items} items")
+            raise InvalidInput(f"body holds more than {self.limits.max_items} items")
 
     def array(self, n: int, depth: int) -> Any:
         if n > self.limits.max_small_array:
@@ -218,7 +211,7 @@ class _Reader:
         if not decoder.done:
             if not self.complete:
                 raise _NeedMore
-            raise ProtocolError("body is not valid CBOR: it ends inside an array")
+            raise InvalidInput("body is not valid CBOR: it ends inside an array")
         return bytes(decoder.out)
 
     def map(self, n: int, depth: int) -> dict[Any, Any]:
@@ -228,15 +221,15 @@ class _Reader:
         for _ in range(n):
             key = self.item(depth + 1)
             if not isinstance(key, str | int) or isinstance(key, bool):
-                raise ProtocolError("CBOR map keys must be text or integers")
+                raise InvalidInput("CBOR map keys must be text or integers")
             if key in out:
-                raise ProtocolError(f"CBOR map key {key!r:.40} appears twice")
+                raise InvalidInput(f"CBOR map key {key!r:.40} appears twice")
             out[key] = self.item(depth + 1)
         return out
 
     def _depth(self, depth: int) -> None:
         if depth >= self.limits.max_depth:
-            raise ProtocolError(f"CBOR nests deeper than {self.limits.max_depth}")
+            raise InvalidInput(f"CBOR nests deeper than {self.limits.max_depth}")
 
 
 def decode(body: bytes | bytearray | memoryview, *, limits: CborLimits) -> Any:
@@ -244,7 +237,7 @@ def decode(body: bytes | bytearray | memoryview, *, limits: CborLimits) -> Any:
     reader = _Reader(memoryview(body), limits)
     value = reader.item(0)
     if reader.pos != len(reader.data):
-        raise ProtocolError("body is not valid CBOR: bytes after the message")
+        raise InvalidInput("body is not valid CBOR: bytes after the message")
     return value
 
 
@@ -271,7 +264,7 @@ class _Stream:
         async for chunk in self._chunks:
             self.received += len(chunk)
             if self.received > self._limit:
-                raise BodyTooLarge(f"body is over the {self._limit}-byte limit")
+                raise PayloadTooLarge(f"body is over the {self._limit}-byte limit")
             self.buffer += chunk
             return True
         return False
@@ -289,7 +282,7 @@ class _Stream:
         self.consume(filled)
         while filled < n:
             if not await self.more():
-                raise ProtocolError("body is not valid CBOR: it ends inside the model")
+                raise InvalidInput("body is not valid CBOR: it ends inside the model")
             take = min(n - filled, len(self.buffer))
             out[filled : filled + take] = self.buffer[:take]
             self.consume(take)
@@ -303,11 +296,11 @@ class _Stream:
                 value, used = _parse_front(self.buffer, limits, lambda r: r.item(depth))
             except _NeedMore:
                 if len(self.buffer) > limits.max_text:
-                    raise BodyTooLarge(
+                    raise PayloadTooLarge(
                         f"a field is over the {limits.max_text}-byte limit"
                     ) from None
                 if not await self.more():
-                    raise ProtocolError("body is not valid CBOR: it ends inside an item") from None
+                    raise InvalidInput("body is not valid CBOR: it ends inside an item") from None
                 continue
             self.consume(used)
             return value
@@ -319,11 +312,11 @@ async def _read_model(stream: _Stream, limits: CborLimits) -> bytes | list[Any]:
     try:
         (major, n), used = _parse_front(stream.buffer, limits, _Reader.head)
     except _NeedMore:
-        raise ProtocolError("body is not valid CBOR: it ends inside an item") from None
+        raise InvalidInput("body is not valid CBOR: it ends inside an item") from None
     if major not in (2, 4):
-        raise ProtocolError("model must be a byte string or an array of byte values")
+        raise InvalidInput("model must be a byte string or an array of byte values")
     if n > limits.max_bytes:
-        raise BodyTooLarge(
+        raise PayloadTooLarge(
             f"the model is {n} bytes; this server accepts at most {limits.max_bytes}"
         )
     stream.consume(used)
@@ -336,7 +329,7 @@ async def _read_model(stream: _Stream, limits: CborLimits) -> bytes | list[Any]:
         if decoder.done:
             return bytes(decoder.out)
         if not await stream.more():
-            raise ProtocolError("body is not valid CBOR: it ends inside the model")
+            raise InvalidInput("body is not valid CBOR: it ends inside the model")
 
 
 async def read_upload(
@@ -354,22 +347,22 @@ async def read_upload(
     try:
         (major, n), used = _parse_front(stream.buffer, limits, _Reader.head)
     except _NeedMore:
-        raise ProtocolError("upload: body is not valid CBOR") from None
+        raise InvalidInput("upload: body is not valid CBOR") from None
     if major != 5:
-        raise ProtocolError("upload: body must be a CBOR map with text keys")
+        raise InvalidInput("upload: body must be a CBOR map with text keys")
     if n > limits.max_small_array:
-        raise ProtocolError("upload: too many fields")
+        raise InvalidInput("upload: too many fields")
     stream.consume(used)
     out: dict[str, Any] = {}
     for _ in range(n):
         key = await stream.small(limits, 1)
         if not isinstance(key, str):
-            raise ProtocolError("upload: body must be a CBOR map with text keys")
+            raise InvalidInput("upload: body must be a CBOR map with text keys")
         if key in out:
-            raise ProtocolError(f"upload: field {key!r:.40} appears twice")
+            raise InvalidInput(f"upload: field {key!r:.40} appears twice")
         out[key] = (
             await _read_model(stream, limits) if key == "model" else await stream.small(limits, 1)
         )
     if stream.buffer or await stream.more():
-        raise ProtocolError("upload: bytes after the message")
+        raise InvalidInput("upload: bytes after the message")
     return out

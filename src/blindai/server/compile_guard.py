@@ -30,7 +30,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from blindai.server.admission import AdmissionLimits, ModelRejected, check_model, parse_model
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits, check_model, parse_model
 
 __all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
 
@@ -84,7 +85,7 @@ class CompileGuard:
         """The started spare if it is still alive, else a new child; then start the next."""
         with self._lock:
             if self._closed:
-                raise ModelRejected("the server is shutting down")
+                raise InvalidInput("the server is shutting down")
             child, self._spare = self._spare, None
             if child is None or child.poll() is not None:
                 child = self._spawn()
@@ -99,7 +100,7 @@ class CompileGuard:
                     self._spare = self._spawn()
 
     def check(self, model: bytes, *, optimize: bool) -> CompileReport:
-        """Admission checks and a trial compile; ModelRejected (400) or InferenceFailed (400)."""
+        """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400)."""
         if not self.enabled:
             check_model(parse_model(model), limits=self.limits.admission)
             return CompileReport(None, None)
@@ -117,7 +118,7 @@ class CompileGuard:
             )
         except subprocess.TimeoutExpired:
             _discard(child)
-            raise ModelRejected(
+            raise InvalidInput(
                 f"compiling the model took longer than this server allows "
                 f"({self.limits.timeout_s:g} s, --compile-timeout)"
             ) from None
@@ -165,14 +166,14 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
         return CompileReport(float(answer["seconds"]), int(answer["peak_bytes"]))
     kind = answer.get("kind")
     if kind == "admission":
-        raise ModelRejected(str(answer.get("message", "the model was refused")))
+        raise InvalidInput(str(answer.get("message", "the model was refused")))
     if kind == "onnxruntime":
-        raise ModelRejected(
+        raise InvalidInput(
             "the model could not be loaded by onnxruntime (not a valid ONNX model, or it "
             "uses operators this runtime lacks)"
         )
     if kind == "memory" or returncode < 0:
         # a signal: the allocator aborted or the kernel killed it, in practice memory
-        raise ModelRejected(memory)
+        raise InvalidInput(memory)
     _log.error("compile check failed unexpectedly (exit status %d)", returncode)
-    raise ModelRejected("the model could not be checked")
+    raise InvalidInput("the model could not be checked")

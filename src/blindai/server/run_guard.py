@@ -22,20 +22,16 @@ import asyncio
 import math
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
-from blindai.errors import InferenceFailed
+from blindai.errors import InferenceFailed, InferenceTimeout, ServerBusy, ServerError
 
 __all__ = [
-    "ReplyTooLarge",
     "RunControl",
-    "RunOutOfMemory",
-    "RunTimedOut",
     "cap_arena",
     "check_reply_size",
     "failure_for",
@@ -48,18 +44,6 @@ T = TypeVar("T")
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
 _JSON_CHARS: dict[str, int] = {"b": 6, "f": 25, "i": 21, "u": 21}
 """Most characters one JSON number of each numpy kind takes, with its separator."""
-
-
-class RunTimedOut(InferenceFailed):
-    """Raised when a run went past the run timeout and was stopped (504)."""
-
-
-class RunOutOfMemory(InferenceFailed):
-    """Raised when a run needed more tensor memory than the arena cap (422, or 503 if shared)."""
-
-
-class ReplyTooLarge(InferenceFailed):
-    """Raised when the outputs would make a reply larger than the reply limit (422)."""
 
 
 def cap_arena(max_bytes: int) -> None:
@@ -99,30 +83,33 @@ class RunControl:
 
 def failure_for(
     exc: Exception, control: RunControl, *, timeout_s: float, memory_bytes: int, shared: bool
-) -> InferenceFailed:
-    """The error to answer for an exception onnxruntime raised during a run."""
+) -> ServerError:
+    """The error to answer for an exception onnxruntime raised during a run.
+
+    InferenceTimeout (504) for a run stopped at its timeout; for a run whose tensors went past
+    the arena cap, InferenceFailed (422) when it ran alone and ServerBusy (503) when others
+    were running (``shared``): they may have taken the memory it needed.
+    """
     if control.reason == "timeout":
-        return RunTimedOut(
-            f"the run took longer than this server allows ({timeout_s:g} s, --run-timeout)",
-            status_code=504,
-        )
+        return _timed_out(timeout_s)
     if control.reason is not None:
-        return InferenceFailed(f"the run was stopped: {control.reason}", status_code=499)
-    text = str(exc)
-    if any(marker in text for marker in _OOM_MARKERS):
+        return InferenceFailed(f"the run was stopped: {control.reason}")
+    if any(marker in str(exc) for marker in _OOM_MARKERS):
         if shared:
-            return RunOutOfMemory(
+            return ServerBusy(
                 f"the runs in progress used the server's run memory ({memory_bytes} bytes, "
-                "--max-run-memory); try again",
-                status_code=503,
+                "--max-run-memory); try again"
             )
-        return RunOutOfMemory(
+        return InferenceFailed(
             f"this run needs more memory than the server allows ({memory_bytes} bytes, "
-            "--max-run-memory)",
-            status_code=422,
+            "--max-run-memory)"
         )
-    return InferenceFailed(
-        f"the model failed on these inputs: {type(exc).__name__}", status_code=422
+    return InferenceFailed(f"the model failed on these inputs: {type(exc).__name__}")
+
+
+def _timed_out(timeout_s: float) -> InferenceTimeout:
+    return InferenceTimeout(
+        f"the run took longer than this server allows ({timeout_s:g} s, --run-timeout)"
     )
 
 
@@ -144,7 +131,7 @@ def _binary_bytes(array: np.ndarray) -> int:
 def check_reply_size(
     outputs: Sequence[tuple[str, np.ndarray]], *, limit: int, as_json: Callable[[str], bool]
 ) -> int:
-    """Refuse (422) outputs whose reply would pass ``limit`` bytes; returns the bound.
+    """Refuse (InferenceFailed) outputs whose reply would pass ``limit`` bytes; returns the bound.
 
     ``as_json(name)`` says whether an output is written as JSON (bounded per dtype) rather
     than as raw bytes.
@@ -153,32 +140,31 @@ def check_reply_size(
     for name, array in outputs:
         total += json_bytes_bound(array) if as_json(name) else _binary_bytes(array)
         if total > limit:
-            raise ReplyTooLarge(
+            raise InferenceFailed(
                 f"the reply would be more than {limit} bytes (--max-response-bytes); ask for "
-                "fewer or smaller outputs, or binary outputs",
-                status_code=422,
+                "fewer or smaller outputs, or binary outputs"
             )
     return total
 
 
 async def run_guarded(
-    executor: Executor,
-    fn: Callable[[], T],
+    work: Awaitable[T],
     control: RunControl,
     *,
     timeout_s: float,
     disconnected: Awaitable[object] | None = None,
     grace_s: float = 1.0,
 ) -> T:
-    """Run ``fn`` in ``executor``; terminate it after ``timeout_s`` or when the client leaves.
+    """Await ``work`` (a run using ``control.options``); terminate it after ``timeout_s`` or
+    when ``disconnected`` completes (the client went away).
 
     The timeout counts from the call (time waiting for a worker included). Once terminated,
     onnxruntime stops at the next kernel boundary, which frees the worker; the caller waits
-    ``grace_s`` for that and then gets RunTimedOut (504) even if one long kernel still runs.
-    Exceptions of ``fn`` are raised as they are (``failure_for`` turns them into answers).
+    ``grace_s`` for that and then gets InferenceTimeout (504) even if one long kernel still
+    runs. Exceptions of ``work`` are raised as they are (``failure_for`` turns them into
+    answers).
     """
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(executor, fn)
+    future = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(disconnected) if disconnected is not None else None
     try:
         waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
@@ -190,10 +176,7 @@ async def run_guarded(
             return await asyncio.wait_for(asyncio.shield(future), grace_s)
         except asyncio.TimeoutError:
             future.add_done_callback(_retrieve)  # it still runs: collect its outcome later
-            raise RunTimedOut(
-                f"the run took longer than this server allows ({timeout_s:g} s, --run-timeout)",
-                status_code=504,
-            ) from None
+            raise _timed_out(timeout_s) from None
     finally:
         if watcher is not None and not watcher.done():
             watcher.cancel()

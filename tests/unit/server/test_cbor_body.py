@@ -6,14 +6,12 @@ import asyncio
 import os
 import random
 import struct
-import time
 
 import cbor2
 import pytest
 
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.server.cbor_body import (
-    BodyTooLarge,
     CborLimits,
     Uint8ArrayDecoder,
     decode,
@@ -87,7 +85,7 @@ def test_short_arrays_stay_lists():
 
 def test_long_arrays_must_hold_bytes():
     for bad in (list(range(300)), [b"x"] * 100, [-1] * 100, [1.0] * 100):
-        with pytest.raises(ProtocolError, match="byte values"):
+        with pytest.raises(InvalidInput, match="byte values"):
             decode(cbor2.dumps(bad), limits=LIMITS)
 
 
@@ -123,34 +121,35 @@ def test_chunked_array_decoding_matches_whole():
     ],
 )
 def test_refusals(body, fragment):
-    with pytest.raises(ProtocolError, match=fragment):
+    with pytest.raises(InvalidInput, match=fragment):
         decode(body, limits=LIMITS)
 
 
 def test_declared_sizes_are_refused_before_the_data():
     # the heads alone: nothing after them is needed to refuse
     for head in (b"\x5a\x7f\xff\xff\xff", b"\x9b" + (2**40).to_bytes(8, "big")):
-        with pytest.raises(BodyTooLarge) as info:
+        with pytest.raises(PayloadTooLarge) as info:
             decode(head, limits=LIMITS)
         assert info.value.status_code == 413
-    with pytest.raises(BodyTooLarge):
+    with pytest.raises(PayloadTooLarge):
         decode(b"\x7a\x00\x10\x00\x01", limits=LIMITS)  # 1 MiB of text
 
 
 def test_item_count_is_bounded():
     body = cbor2.dumps([[[0] * 60] * 60] * 5)  # 18305 items, no array over 64
-    with pytest.raises(ProtocolError, match="more than"):
+    with pytest.raises(InvalidInput, match="more than"):
         decode(body, limits=CborLimits(max_items=10_000))
 
 
-def test_big_integers_cost_nothing():
+def test_big_integers_are_refused_at_their_tag_before_their_digits():
     """Issue 10: 32 big-integer dims in 3 MB froze the server for 16 s."""
     big = cbor2.dumps(2 ** (8 * 100_000))
     body = cbor2.dumps({"fact": [0]})[:-2] + b"\x98\x20" + big * 32
-    start = time.process_time()
-    with pytest.raises(ProtocolError, match="tags"):
+    with pytest.raises(InvalidInput, match="tags"):
         decode(body, limits=CborLimits(max_bytes=8 << 20))
-    assert time.process_time() - start < 0.5
+    # the same with the digits cut off: refused at the tag, so they were never read
+    with pytest.raises(InvalidInput, match="tags"):
+        decode(body[: body.index(big) + 1], limits=CborLimits(max_bytes=8 << 20))
 
 
 async def _chunks(body: bytes, size: int, *, stop_after: int | None = None):
@@ -184,7 +183,7 @@ def test_streamed_upload(as_ints, chunk):
 def test_streamed_upload_refuses_an_oversized_model_from_its_head():
     model = b"\0" * (2 << 20)
     for encoded in (cbor2.dumps({"model": model}), cbor2.dumps({"model": list(model)})):
-        with pytest.raises(BodyTooLarge, match="accepts at most"):
+        with pytest.raises(PayloadTooLarge, match="accepts at most"):
             asyncio.run(
                 read_upload(
                     _chunks(encoded, 4096, stop_after=8192),
@@ -196,7 +195,7 @@ def test_streamed_upload_refuses_an_oversized_model_from_its_head():
 
 def test_streamed_upload_refuses_a_body_over_its_limit_while_it_arrives():
     body = cbor2.dumps({"model": b"\0" * 1000, "client_info": "x" * 100})
-    with pytest.raises(BodyTooLarge, match="body is over"):
+    with pytest.raises(PayloadTooLarge, match="body is over"):
         _upload(body, 64, max_body=512)
 
 
@@ -214,5 +213,5 @@ def test_streamed_upload_refuses_a_body_over_its_limit_while_it_arrives():
     ],
 )
 def test_streamed_upload_refusals(body, fragment):
-    with pytest.raises(ProtocolError if "limit" not in fragment else BodyTooLarge, match=fragment):
+    with pytest.raises(PayloadTooLarge if "limit" in fragment else InvalidInput, match=fragment):
         _upload(body, 7)

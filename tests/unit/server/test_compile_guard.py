@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from onnx import TensorProto
 
-from blindai.server.admission import AdmissionLimits, ModelRejected
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits
 from blindai.server.compile_guard import CompileGuard, CompileLimits
 from tests import attacks
 from tests.models import identity
@@ -33,7 +34,7 @@ def test_a_good_model_compiles_and_reports_what_it_cost(guard):
 
 
 def test_admission_runs_in_the_child(guard):
-    with pytest.raises(ModelRejected, match="external data"):
+    with pytest.raises(InvalidInput, match="external data"):
         guard.check(attacks.external_initializer("secret.bin"), optimize=True)
 
 
@@ -43,7 +44,7 @@ def test_a_compile_past_the_memory_limit_is_refused():
         limits=CompileLimits(memory_bytes=16 << 20, admission=AdmissionLimits(max_nodes=10**6))
     )
     try:
-        with pytest.raises(ModelRejected, match="more memory than this server allows"):
+        with pytest.raises(InvalidInput, match="more memory than this server allows"):
             g.check(attacks.wide_ifs(3000), optimize=True)
     finally:
         g.close()
@@ -56,7 +57,7 @@ def test_constant_folding_past_the_memory_limit_is_skipped_not_fatal(guard):
 
 
 def test_garbage_is_refused_by_onnxruntime_or_the_parser(guard):
-    with pytest.raises(ModelRejected):
+    with pytest.raises(InvalidInput):
         guard.check(b"\x08\x07" + b"\x00" * 64, optimize=True)
 
 
@@ -65,7 +66,7 @@ def test_a_compile_past_the_timeout_is_killed():
         limits=CompileLimits(timeout_s=0.5, admission=AdmissionLimits(max_nodes=10**6))
     )
     try:
-        with pytest.raises(ModelRejected, match="--compile-timeout"):
+        with pytest.raises(InvalidInput, match="--compile-timeout"):
             g.check(attacks.wide_ifs(20000), optimize=True)
         # the guard is usable afterwards
         g.limits = CompileLimits(timeout_s=30)
@@ -76,7 +77,7 @@ def test_a_compile_past_the_timeout_is_killed():
 def test_without_the_child_admission_still_runs():
     g = CompileGuard(limits=CompileLimits(), enabled=False)
     try:
-        with pytest.raises(ModelRejected, match="external data"):
+        with pytest.raises(InvalidInput, match="external data"):
             g.check(attacks.external_initializer("x"), optimize=True)
         assert g.check(identity(TensorProto.FLOAT), optimize=True).seconds is None
     finally:

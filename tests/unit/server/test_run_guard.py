@@ -7,17 +7,15 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from blindai.errors import InferenceFailed, InferenceTimeout
 from blindai.server.run_guard import (
-    ReplyTooLarge,
     RunControl,
-    RunTimedOut,
     check_reply_size,
     failure_for,
     json_bytes_bound,
@@ -26,6 +24,9 @@ from blindai.server.run_guard import (
 from blindai.server.runtime import session_options
 from tests import attacks
 from tests._server import REPO
+
+HANG = 120.0
+"""Only a guard against hanging forever when the feature under test is broken."""
 
 ARENA_SCRIPT = """
 import numpy as np, onnxruntime as ort
@@ -68,7 +69,7 @@ def test_the_capped_arena_fails_a_run_alone_and_gives_memory_back():
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("RunOutOfMemory 422 this run needs more memory"), lines
+    assert lines[0].startswith("InferenceFailed 422 this run needs more memory"), lines
     assert "--max-run-memory" in lines[0]
     assert int(lines[1].split()[1]) < 32  # MB kept after a 16 MiB run and a refused one
 
@@ -85,22 +86,18 @@ def test_a_run_past_its_timeout_is_terminated_and_frees_its_worker():
     short = {"M": np.array(10, np.int64)}
 
     async def scenario() -> None:
+        loop = asyncio.get_running_loop()
         control = RunControl()
-        start = time.monotonic()
         with pytest.raises(Exception) as info:
-            await run_guarded(
-                pool, lambda: session.run(None, forever, control.options), control, timeout_s=0.3
-            )
-        elapsed = time.monotonic() - start
+            work = loop.run_in_executor(pool, session.run, None, forever, control.options)
+            await run_guarded(work, control, timeout_s=0.3, grace_s=HANG)
         err = failure_for(info.value, control, timeout_s=0.3, memory_bytes=1, shared=False)
-        assert isinstance(err, RunTimedOut) and err.status_code == 504
+        assert isinstance(err, InferenceTimeout) and err.http_status == 504
         assert "--run-timeout" in err.message
-        assert elapsed < 5
-        # the single worker is free again
+        # onnxruntime stopped, so the single worker is free again
         again = RunControl()
-        out = await run_guarded(
-            pool, lambda: session.run(None, short, again.options), again, timeout_s=5
-        )
+        work = loop.run_in_executor(pool, session.run, None, short, again.options)
+        out = await run_guarded(work, again, timeout_s=HANG)
         assert out[0].tolist() == [10.0]
 
     try:
@@ -114,22 +111,17 @@ def test_a_run_whose_client_went_away_is_terminated():
     pool = ThreadPoolExecutor(1)
 
     async def scenario() -> None:
+        loop = asyncio.get_running_loop()
         gone = asyncio.Event()
         control = RunControl()
         feeds = {"M": np.array(1 << 40, np.int64)}
+        work = loop.run_in_executor(pool, session.run, None, feeds, control.options)
         task = asyncio.ensure_future(
-            run_guarded(
-                pool,
-                lambda: session.run(None, feeds, control.options),
-                control,
-                timeout_s=60,
-                disconnected=gone.wait(),
-            )
+            run_guarded(work, control, timeout_s=HANG, disconnected=gone.wait(), grace_s=HANG)
         )
-        await asyncio.sleep(0.05)
         gone.set()
         with pytest.raises(Exception, match="terminate"):
-            await asyncio.wait_for(task, 10)
+            await task
         assert control.reason == "the client went away"
 
     try:
@@ -138,16 +130,16 @@ def test_a_run_whose_client_went_away_is_terminated():
         pool.shutdown()
 
 
-def test_a_kernel_that_does_not_stop_still_gets_its_504_in_time():
+def test_a_kernel_that_does_not_stop_still_gets_its_504():
     pool = ThreadPoolExecutor(1)
     release = threading.Event()
 
     async def scenario() -> None:
         control = RunControl()
-        start = time.monotonic()
-        with pytest.raises(RunTimedOut):
-            await run_guarded(pool, release.wait, control, timeout_s=0.2, grace_s=0.2)
-        assert time.monotonic() - start < 5
+        work = asyncio.get_running_loop().run_in_executor(pool, release.wait)
+        with pytest.raises(InferenceTimeout):  # answered while the worker is still stuck
+            await run_guarded(work, control, timeout_s=0.2, grace_s=0.2)
+        assert not release.is_set()
         assert control.options.terminate
 
     try:
@@ -160,10 +152,10 @@ def test_a_kernel_that_does_not_stop_still_gets_its_504_in_time():
 def test_reply_size_is_refused_from_shapes_before_encoding():
     big = np.zeros((1024, 1024), np.float32)  # 4 MiB
     assert check_reply_size([("y", big)], limit=4 << 20, as_json=lambda _: False) == 4 << 20
-    with pytest.raises(ReplyTooLarge, match="--max-response-bytes") as info:
+    with pytest.raises(InferenceFailed, match="--max-response-bytes") as info:
         check_reply_size([("y", big), ("z", big[:1])], limit=4 << 20, as_json=lambda _: False)
     assert info.value.status_code == 422
-    with pytest.raises(ReplyTooLarge):  # the same tensor as JSON is larger
+    with pytest.raises(InferenceFailed):  # the same tensor as JSON is larger
         check_reply_size([("y", big)], limit=8 << 20, as_json=lambda _: True)
 
 
