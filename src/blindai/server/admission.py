@@ -39,15 +39,15 @@ _SMALL_INITIALIZER = 1 << 10
 _NAME_SHOWN = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdmissionLimits:
-    """Bounds an uploaded model must stay within."""
+    """Bounds an uploaded model must stay within (the server builds them from its settings)."""
 
-    max_nodes: int = 100_000
+    max_nodes: int
     """Nodes in all graphs and subgraphs together."""
-    max_subgraph_depth: int = 8
+    max_subgraph_depth: int
     """How deep ``If``/``Loop``/``Scan`` bodies may nest (the main graph is depth 0)."""
-    max_tensor_bytes: int = 1 << 30
+    max_tensor_bytes: int
     """Largest value a static shape may imply (the per-request memory limit)."""
     shape_inference: bool = True
     """Whether to run onnx shape inference to find static shapes over ``max_tensor_bytes``."""

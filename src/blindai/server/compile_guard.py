@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from blindai.errors import InvalidInput
@@ -38,15 +38,15 @@ __all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
 _log = logging.getLogger("blindai.server")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompileLimits:
-    """What one upload may cost to check and compile."""
+    """What one upload may cost to check and compile (the server builds them from its settings)."""
 
-    timeout_s: float = 30.0
+    timeout_s: float
     """Wall-clock time for parsing, checks and onnxruntime's session creation."""
-    memory_bytes: int = 2 << 30
+    memory_bytes: int
     """Address space beyond the child's start-up size and five times the model."""
-    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    admission: AdmissionLimits
     """The model's bounds (external data, nodes, depth, static shapes)."""
     intra_op_threads: int = 0
     """onnxruntime's intra-op threads while compiling (the server's setting; 0: all cores)."""

@@ -54,23 +54,23 @@ FD_RESERVE = 256
 compile children's pipes, evidence devices, logs)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConnectionLimits:
-    """Limits on the connections of one port."""
+    """Limits on the connections of one port (the server builds them from its settings)."""
 
-    max_header_bytes: int = 16 << 10
+    max_header_bytes: int
     """Request line and headers, in bytes."""
-    max_header_count: int = 100
+    max_header_count: int
     """Header fields of one request."""
-    header_timeout_s: float = 10.0
+    header_timeout_s: float
     """Time for a request's headers (and for a TLS handshake) to arrive."""
-    body_timeout_s: float = 30.0
+    body_timeout_s: float
     """Time for a request body to arrive, before the allowance for its size."""
-    body_min_rate: int = 64 << 10
+    body_min_rate: int
     """Bytes a second a body must keep up: each ``body_min_rate`` bytes adds one second."""
-    keep_alive_timeout_s: int = 30
+    keep_alive_timeout_s: int
     """How long an idle connection stays open between requests."""
-    max_connections: int = 1000
+    max_connections: int
     """Open connections on one port (TLS handshakes included)."""
 
 

@@ -21,6 +21,12 @@ result. Pipeline errors caused by a request are InvalidInput (400).
 Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
 every request goes through.
 
+Limits (docs/limits.md): every upload is checked and compiled first in a limited child process
+(:mod:`blindai.server.compile_guard`: no external data, bounded graphs and static shapes,
+compile time and memory); every run has a timeout and a share of the workers, is stopped when
+its client goes away, draws its tensors from the capped arena (:mod:`blindai.server.run_guard`),
+and its outputs are refused when the reply would pass ``max_response_bytes``.
+
 The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`,
 every protocol's inferences, pipelines included: :meth:`DataPlane.record`) and times uploads and
 compilations in the server's metrics; a model can be unloaded (its
@@ -30,16 +36,20 @@ session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
+import onnxruntime as ort
 
 from blindai.errors import (
+    BlindAIError,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
@@ -54,9 +64,11 @@ from blindai.pipeline.results import PipelineResult
 from blindai.protocol.replication import ExportedModel, ListedModel
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
+from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
+from blindai.server.run_guard import RunControl, check_reply_size, failure_for, run_guarded
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
@@ -111,11 +123,19 @@ class DataPlane:
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self._compile = WorkerPool(2, name="blindai-compile")
+        self.compile_guard = CompileGuard(
+            limits=settings.compile_limits(), enabled=settings.compile_isolation
+        )
+        """Checks and trial-compiles each upload in a limited child process."""
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self._model_slots: dict[bytes, asyncio.Semaphore] = {}
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads and the compile guard's spare process."""
         self._infer.close()
         self._compile.close()
+        self.compile_guard.close()
 
     async def offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
@@ -142,7 +162,7 @@ class DataPlane:
         digest = model_digest(model)
         compiled = self.registry.session_for(digest)
         if compiled is None:
-            compiled = await self._compile.run(self._compiled, model, optimize)
+            compiled = await self._compile.run(self._checked_compiled, model, optimize)
         steps = None
         if pipeline is not None:
             steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
@@ -184,6 +204,11 @@ class DataPlane:
                 limits=self.settings.pipeline_limits(),
             )
 
+    def _checked_compiled(self, model: bytes, optimize: bool) -> OnnxModel:
+        """The compile guard's checks and trial compile, then the server's own compile."""
+        self.compile_guard.check(model, optimize=optimize)
+        return self._compiled(model, optimize)
+
     def _compiled(self, model: bytes, optimize: bool) -> OnnxModel:
         started = time.perf_counter()
         try:
@@ -199,6 +224,7 @@ class DataPlane:
                 intra_op_threads=self.settings.intra_op_threads,
                 device=self.settings.device,
                 gpu_index=self.settings.gpu_index,
+                shared_arena=True,
             )
         except ModelNotReady:
             raise  # the GPU refused the session: its own message
@@ -227,6 +253,7 @@ class DataPlane:
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
         timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """Run a model on named arrays; ``outputs`` names those to return (None: all).
 
@@ -235,10 +262,16 @@ class DataPlane:
         dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
         ``timing`` receives the phases ``decode`` (matching the inputs; a pipeline's
         preprocessing), ``queue`` (waiting for a worker), ``infer`` (running the model) and, for a
-        pipeline, ``encode`` (its postprocessing).
+        pipeline, ``encode`` (its postprocessing). ``disconnected()`` completes when the
+        client goes away: the run is then stopped.
         """
         return await self.run(
-            self.model(ref), inputs, outputs=outputs, reshape_flat=reshape_flat, timing=timing
+            self.model(ref),
+            inputs,
+            outputs=outputs,
+            reshape_flat=reshape_flat,
+            timing=timing,
+            disconnected=disconnected,
         )
 
     async def run(
@@ -249,26 +282,31 @@ class DataPlane:
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
         timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """:meth:`infer` for a model already found by :meth:`model` (no second lookup)."""
         timing = timing or Timing()
         raw = _raw_input(entry, inputs)
         if raw is not None:
-            return await self._infer.run(_run_pipeline, entry, raw, timing, time.perf_counter_ns())
+            submitted = time.perf_counter_ns()
+            return await self._guarded(
+                entry, _run_pipeline, entry, raw, timing, submitted, disconnected=disconnected
+            )
         with timing.phase("decode"):
             feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
             wanted = _output_names(entry, outputs)
         submitted = time.perf_counter_ns()
 
-        def timed() -> list[tuple[str, np.ndarray]]:
+        def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
             started = time.perf_counter_ns()
             try:
-                return entry.model.predict(feeds, wanted)
+                return entry.model.predict(feeds, wanted, run_options=run_options)
             finally:
                 timing.add("queue", started - submitted)
                 timing.add("infer", time.perf_counter_ns() - started)
 
-        return Inference(entry, await self._infer.run(timed))
+        done = await self._guarded(entry, timed, disconnected=disconnected)
+        return Inference(entry, self._fits_reply(done))
 
     def versions(self, key: str) -> list[ModelEntry]:
         """The model with id ``key``, else every upload named ``key``, oldest first."""
@@ -283,17 +321,89 @@ class DataPlane:
         return self.registry.is_ready(entry)
 
     async def run_raw(
-        self, entry: ModelEntry, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
+        self,
+        entry: ModelEntry,
+        kind: InputKind,
+        raw: bytes | str,
+        *,
+        timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
-        found by :meth:`model`; ``timing`` receives its phases as in :meth:`infer`."""
+        found by :meth:`model`; ``timing`` and ``disconnected`` as in :meth:`infer`."""
         label = entry.name or entry.model_id
         if entry.pipeline is None:
             raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
         if entry.pipeline.input_kind != kind:
             raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
         submitted = time.perf_counter_ns()
-        return await self._infer.run(_run_pipeline, entry, raw, timing or Timing(), submitted)
+        return await self._guarded(
+            entry,
+            _run_pipeline,
+            entry,
+            raw,
+            timing or Timing(),
+            submitted,
+            disconnected=disconnected,
+        )
+
+    def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
+        """The model's share of the inference workers (``ServerSettings.model_runs``)."""
+        slots = self._model_slots.get(entry.hash)
+        if slots is None:
+            slots = self._model_slots[entry.hash] = asyncio.Semaphore(self.settings.model_runs)
+        return slots
+
+    async def _guarded(
+        self,
+        entry: ModelEntry,
+        fn: Callable[..., _T],
+        *args: object,
+        disconnected: Callable[[], Awaitable[object]] | None,
+    ) -> _T:
+        """``fn(*args, run_options)`` in an inference worker, under the run limits: at most
+        ``model_runs`` of the model at once, the run timeout counting the wait for both."""
+        control = RunControl()
+        settings = self.settings
+
+        def counted() -> tuple[_T | None, Exception | None, bool]:
+            with self._running_lock:
+                self._running += 1
+            try:
+                return fn(*args, control.options), None, False
+            except InferenceFailed as exc:
+                with self._running_lock:
+                    shared = self._running > 1
+                return None, exc, shared
+            finally:
+                with self._running_lock:
+                    self._running -= 1
+
+        async def work() -> tuple[_T | None, Exception | None, bool]:
+            async with self._slots(entry):
+                return await self._infer.run(counted)
+
+        value, error, shared = await run_guarded(
+            work(), control, timeout_s=settings.run_timeout, disconnected=disconnected
+        )
+        if error is not None:
+            cause = error.__cause__
+            from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
+            if not from_runtime and control.reason is None:
+                raise error  # our own refusal (a pipeline's, say): as it is
+            raise failure_for(
+                cause if isinstance(cause, Exception) else error,
+                control,
+                timeout_s=settings.run_timeout,
+                memory_bytes=settings.max_run_memory,
+                shared=shared,
+            ) from error
+        return value  # type: ignore[return-value]
+
+    def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+        """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""
+        check_reply_size(outputs, limit=self.settings.max_response_bytes, as_json=lambda _: False)
+        return outputs
 
     def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
         """Account one inference request on ``entry``: its model's statistics and, when it
@@ -310,6 +420,8 @@ class DataPlane:
         self.statistics.forget(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
+        if self.registry.session_for(entry.hash) is None:
+            self._model_slots.pop(entry.hash, None)
         return entry
 
     def missing_models(self) -> int:
@@ -366,7 +478,13 @@ def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _run_pipeline(entry: ModelEntry, raw: bytes | str, timing: Timing, submitted: int) -> Inference:
+def _run_pipeline(
+    entry: ModelEntry,
+    raw: bytes | str,
+    timing: Timing,
+    submitted: int,
+    run_options: ort.RunOptions,
+) -> Inference:
     """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
     that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`)."""
     timing.add("queue", time.perf_counter_ns() - submitted)
@@ -377,7 +495,7 @@ def _run_pipeline(entry: ModelEntry, raw: bytes | str, timing: Timing, submitted
             prepared = pipe.preprocess(raw)
         feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
     with timing.phase("infer"):
-        outputs = entry.model.predict(feeds)
+        outputs = entry.model.predict(feeds, run_options=run_options)
     with timing.phase("encode"):
         try:
             result = pipe.postprocess(dict(outputs), prepared)

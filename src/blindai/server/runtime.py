@@ -146,8 +146,11 @@ class OnnxModel:
         intra_op_threads: int = 0,
         device: Device = "cpu",
         gpu_index: int = 0,
+        shared_arena: bool = False,
     ) -> None:
-        options = session_options(optimize=optimize, intra_op_threads=intra_op_threads)
+        options = session_options(
+            optimize=optimize, intra_op_threads=intra_op_threads, shared_arena=shared_arena
+        )
         session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )
@@ -166,13 +169,19 @@ class OnnxModel:
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
 
     def predict(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_options: ort.RunOptions | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run the model on validated inputs.
 
         Returns (output name, array) for ``outputs`` (all of them, in model order, when None).
         bfloat16 inputs and outputs go through OrtValues (onnxruntime's numpy interface has no
-        bfloat16).
+        bfloat16). ``run_options`` lets the caller stop the run (``terminate``) and give the
+        arena back after it (``blindai.server.run_guard.RunControl``); onnxruntime's own error
+        is the InferenceFailed's ``__cause__``.
         """
         session = self._session
         if session is None:
@@ -181,7 +190,7 @@ class OnnxModel:
         try:
             if self._bf16_out:
                 values = session.run_with_ort_values(
-                    names, {k: to_ort_value(v) for k, v in feeds.items()}
+                    names, {k: to_ort_value(v) for k, v in feeds.items()}, run_options
                 )
                 results = [from_ort_value(v) for v in values]
             else:
@@ -191,6 +200,7 @@ class OnnxModel:
                         k: to_ort_value(v) if v.dtype.name == "bfloat16" else v
                         for k, v in feeds.items()
                     },
+                    run_options,
                 )
         except BlindAIError:
             raise

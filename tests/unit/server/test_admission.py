@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def test_static_shape_over_the_limit_is_refused():
 
 
 def test_large_weights_are_not_mistaken_for_run_time_values():
-    limits = AdmissionLimits(max_tensor_bytes=1 << 20)
+    limits = dataclasses.replace(LIMITS, max_tensor_bytes=1 << 20)
     _check(matmul(1024, 512), limits)  # 2 MiB of weights, 2 KiB of activations
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from onnx import TensorProto
 
@@ -11,17 +13,21 @@ from blindai.server.compile_guard import CompileGuard, CompileLimits
 from tests import attacks
 from tests.models import identity
 
+ADMISSION = AdmissionLimits(max_nodes=10**6, max_subgraph_depth=8, max_tensor_bytes=1 << 30)
+
+
+def _limits(timeout_s: float = 20, memory_bytes: int = 256 << 20, **admission) -> CompileLimits:
+    return CompileLimits(
+        timeout_s=timeout_s,
+        memory_bytes=memory_bytes,
+        admission=dataclasses.replace(ADMISSION, **admission),
+    )
+
 
 @pytest.fixture
 def guard():
-    g = CompileGuard(
-        limits=CompileLimits(
-            timeout_s=20,
-            memory_bytes=256 << 20,
-            # no shape inference: the memory attack below must reach onnxruntime
-            admission=AdmissionLimits(max_nodes=10**6, shape_inference=False),
-        )
-    )
+    # no shape inference: the constant-folding case below must reach onnxruntime
+    g = CompileGuard(limits=_limits(shape_inference=False))
     g.warm()
     yield g
     g.close()
@@ -40,9 +46,7 @@ def test_admission_runs_in_the_child(guard):
 
 def test_a_compile_past_the_memory_limit_is_refused():
     # 3000 Ifs: about 90 MB to compile; onnxruntime dies (SIGSEGV) when malloc fails
-    g = CompileGuard(
-        limits=CompileLimits(memory_bytes=16 << 20, admission=AdmissionLimits(max_nodes=10**6))
-    )
+    g = CompileGuard(limits=_limits(memory_bytes=16 << 20))
     try:
         with pytest.raises(InvalidInput, match="more memory than this server allows"):
             g.check(attacks.wide_ifs(3000), optimize=True)
@@ -62,20 +66,19 @@ def test_garbage_is_refused_by_onnxruntime_or_the_parser(guard):
 
 
 def test_a_compile_past_the_timeout_is_killed():
-    g = CompileGuard(
-        limits=CompileLimits(timeout_s=0.5, admission=AdmissionLimits(max_nodes=10**6))
-    )
+    g = CompileGuard(limits=_limits(timeout_s=0.5))
     try:
         with pytest.raises(InvalidInput, match="--compile-timeout"):
             g.check(attacks.wide_ifs(20000), optimize=True)
         # the guard is usable afterwards
-        g.limits = CompileLimits(timeout_s=30)
+        g.limits = _limits()
+        assert g.check(identity(TensorProto.FLOAT), optimize=True).seconds
     finally:
         g.close()
 
 
 def test_without_the_child_admission_still_runs():
-    g = CompileGuard(limits=CompileLimits(), enabled=False)
+    g = CompileGuard(limits=_limits(), enabled=False)
     try:
         with pytest.raises(InvalidInput, match="external data"):
             g.check(attacks.external_initializer("x"), optimize=True)

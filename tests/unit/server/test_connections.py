@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import socket
 import ssl
@@ -237,7 +238,9 @@ def test_an_idle_kept_alive_connection_is_closed():
 
 
 def test_at_the_cap_the_idlest_connection_makes_room():
-    limits = ConnectionLimits(max_connections=4, keep_alive_timeout_s=60, header_timeout_s=60)
+    limits = dataclasses.replace(
+        FAST, max_connections=4, keep_alive_timeout_s=60, header_timeout_s=60
+    )
     with limited(limits) as running:
         idle = []
         for _ in range(4):
@@ -256,7 +259,7 @@ def test_at_the_cap_the_idlest_connection_makes_room():
 
 @pytest.mark.parametrize("tls", [False, True])
 def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
-    limits = ConnectionLimits(max_connections=3, header_timeout_s=1.0)
+    limits = dataclasses.replace(FAST, max_connections=3, header_timeout_s=1.0)
     with limited(limits, tls=tls) as running:
         # three connections that never finish (a TLS handshake never started, or half a header)
         busy = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
