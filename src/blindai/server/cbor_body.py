@@ -9,10 +9,10 @@ everything before allocating:
 - integers of at most 64 bits; tags (big integers, dates, ...) and indefinite lengths are
   refused; map keys are text or integers, never repeated; nesting at most ``max_depth``;
 - byte strings and arrays of byte values at most ``max_bytes`` long, checked from their
-  declared length; arrays longer than ``max_small_array`` must hold byte values (0-255) and
-  are decoded, vectorized with numpy, straight into ``bytes`` (one byte per element, no
-  Python object per element); text strings at most ``max_text`` bytes; at most ``max_items``
-  map entries and array elements in all.
+  declared length; an array longer than ``max_small_array`` whose first element is an integer
+  must hold byte values (0-255) and is decoded, vectorized with numpy, straight into ``bytes``
+  (one byte per element, no Python object per element); text strings at most ``max_text``
+  bytes; at most ``max_items`` map entries and array elements in all.
 
 ``decode(body)`` decodes a complete body; ``read_upload(stream)`` decodes a /upload map while it
 arrives, keeping the model's bytes in one buffer and refusing an oversized model from its
@@ -23,13 +23,14 @@ PayloadTooLarge (413).
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from blindai.errors import InvalidInput, PayloadTooLarge
+from blindai.server._text import limit as text_limit
 
 __all__ = ["CborLimits", "Uint8ArrayDecoder", "decode", "read_upload"]
 
@@ -51,7 +52,13 @@ class CborLimits:
     max_items: int = 1 << 14
     """Map entries and array elements in all (arrays decoded as bytes not counted)."""
     max_small_array: int = 64
-    """Arrays longer than this must hold byte values; they are decoded to ``bytes``."""
+    """Arrays of integers longer than this must hold byte values; they become ``bytes``."""
+    setting: str = ""
+    """The server setting ``max_bytes`` comes from, named in refusals (``max_model_bytes``)."""
+
+    def over(self, limit: int) -> str:
+        """How a refusal names a byte limit."""
+        return text_limit(limit, self.setting) if self.setting else f"the {limit}-byte limit"
 
 
 class _NeedMore(Exception):
@@ -112,7 +119,7 @@ class Uint8ArrayDecoder:
         if np.count_nonzero(ends) >= want:
             cut = int(np.searchsorted(np.cumsum(ends, dtype=np.int64), want) + 1)
         if (ends[:cut] & ~value[:cut] & (c[:cut] >= 24)).any():
-            raise InvalidInput("a long array must hold byte values (0-255)")
+            raise InvalidInput("an integer array must hold bytes (0-255)")
         got = c[:cut][ends[:cut]]
         self.out[self.filled : self.filled + len(got)] = got.tobytes()
         self.filled += len(got)
@@ -190,7 +197,8 @@ class _Reader:
 
     def _sized(self, n: int, limit: int, what: str) -> int:
         if n > limit:
-            raise PayloadTooLarge(f"a {what} of {n} bytes is over the {limit}-byte limit")
+            where = self.limits.over(limit) if limit == self.limits.max_bytes else f"{limit} bytes"
+            raise PayloadTooLarge(f"a {what} of {n} bytes is over {where}")
         return n
 
     def _count(self, n: int) -> None:
@@ -200,10 +208,19 @@ class _Reader:
 
     def array(self, n: int, depth: int) -> Any:
         if n > self.limits.max_small_array:
-            return self.byte_array(self._sized(n, self.limits.max_bytes, "byte array"))
+            self._sized(n, self.limits.max_bytes, "array")  # from the head, before any element
+            if self._next_is_integer():
+                return self.byte_array(n)
         self._count(n)
         self._depth(depth)
         return [self.item(depth + 1) for _ in range(n)]
+
+    def _next_is_integer(self) -> bool:
+        if self.pos >= len(self.data):
+            if not self.complete:
+                raise _NeedMore
+            raise InvalidInput("body is not valid CBOR: it ends inside an item")
+        return self.data[self.pos] >> 5 == 0
 
     def byte_array(self, n: int) -> bytes:
         decoder = Uint8ArrayDecoder(n)
@@ -262,6 +279,8 @@ class _Stream:
     async def more(self) -> bool:
         """Append the next chunk to the buffer; False at the end of the body."""
         async for chunk in self._chunks:
+            if not chunk:
+                continue  # Starlette's stream ends with an empty chunk
             self.received += len(chunk)
             if self.received > self._limit:
                 raise PayloadTooLarge(f"body is over the {self._limit}-byte limit")
@@ -289,16 +308,14 @@ class _Stream:
             filled += take
         return bytes(out)
 
-    async def small(self, limits: CborLimits, depth: int) -> Any:
-        """One complete item of at most ``max_text`` bytes from the front of the buffer."""
+    async def small(self, limits: CborLimits, depth: int, most: int) -> Any:
+        """One complete item of at most ``most`` bytes from the front of the buffer."""
         while True:
             try:
                 value, used = _parse_front(self.buffer, limits, lambda r: r.item(depth))
             except _NeedMore:
-                if len(self.buffer) > limits.max_text:
-                    raise PayloadTooLarge(
-                        f"a field is over the {limits.max_text}-byte limit"
-                    ) from None
+                if len(self.buffer) > most:
+                    raise PayloadTooLarge(f"a field is over the {most}-byte limit") from None
                 if not await self.more():
                     raise InvalidInput("body is not valid CBOR: it ends inside an item") from None
                 continue
@@ -316,9 +333,7 @@ async def _read_model(stream: _Stream, limits: CborLimits) -> bytes | list[Any]:
     if major not in (2, 4):
         raise InvalidInput("model must be a byte string or an array of byte values")
     if n > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"the model is {n} bytes; this server accepts at most {limits.max_bytes}"
-        )
+        raise PayloadTooLarge(f"the model is {n} bytes, over {limits.over(limits.max_bytes)}")
     stream.consume(used)
     if major == 2:
         return await stream.exactly(n)
@@ -333,14 +348,20 @@ async def _read_model(stream: _Stream, limits: CborLimits) -> bytes | list[Any]:
 
 
 async def read_upload(
-    chunks: AsyncIterator[bytes], *, limits: CborLimits, max_body: int
+    chunks: AsyncIterator[bytes],
+    *,
+    limits: CborLimits,
+    max_body: int,
+    field_bytes: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Decode a /upload body (a map with text keys) while it arrives.
 
     The ``model`` value (byte string or array of byte values) may be up to ``limits.max_bytes``
-    long and is refused from its declared length; every other value must fit in
-    ``limits.max_text`` bytes. The body as a whole is refused once it passes ``max_body``.
+    long and is refused from its declared length; any other value must fit in
+    ``field_bytes[key]`` encoded bytes (``limits.max_text`` for keys not there). The body as a
+    whole is refused once it passes ``max_body``.
     """
+    sizes = field_bytes or {}
     stream = _Stream(chunks, max_body)
     while not stream.buffer and await stream.more():
         pass
@@ -355,14 +376,16 @@ async def read_upload(
     stream.consume(used)
     out: dict[str, Any] = {}
     for _ in range(n):
-        key = await stream.small(limits, 1)
+        key = await stream.small(limits, 1, limits.max_text)
         if not isinstance(key, str):
             raise InvalidInput("upload: body must be a CBOR map with text keys")
         if key in out:
             raise InvalidInput(f"upload: field {key!r:.40} appears twice")
-        out[key] = (
-            await _read_model(stream, limits) if key == "model" else await stream.small(limits, 1)
-        )
+        if key == "model":
+            out[key] = await _read_model(stream, limits)
+            continue
+        most = sizes.get(key, limits.max_text)
+        out[key] = await stream.small(replace(limits, max_bytes=most, max_text=most), 1, most)
     if stream.buffer or await stream.more():
         raise InvalidInput("upload: bytes after the message")
     return out

@@ -152,11 +152,11 @@ async def run_guarded(
     control: RunControl,
     *,
     timeout_s: float,
-    disconnected: Awaitable[object] | None = None,
+    disconnected: Callable[[], Awaitable[object]] | None = None,
     grace_s: float = 1.0,
 ) -> T:
     """Await ``work`` (a run using ``control.options``); terminate it after ``timeout_s`` or
-    when ``disconnected`` completes (the client went away).
+    when ``disconnected()`` completes (the client went away).
 
     The timeout counts from the call (time waiting for a worker included). Once terminated,
     onnxruntime stops at the next kernel boundary, which frees the worker; the caller waits
@@ -165,7 +165,7 @@ async def run_guarded(
     answers).
     """
     future = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnected) if disconnected is not None else None
+    watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
     try:
         waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
         done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=FIRST_COMPLETED)

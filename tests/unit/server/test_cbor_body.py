@@ -83,10 +83,15 @@ def test_short_arrays_stay_lists():
     assert decode(cbor2.dumps(list(range(64))), limits=LIMITS) == list(range(64))
 
 
-def test_long_arrays_must_hold_bytes():
-    for bad in (list(range(300)), [b"x"] * 100, [-1] * 100, [1.0] * 100):
-        with pytest.raises(InvalidInput, match="byte values"):
+def test_long_integer_arrays_must_hold_bytes():
+    for bad in (list(range(300)), [5] * 70 + [300], [5] * 70 + [b"x"]):
+        with pytest.raises(InvalidInput, match="must hold bytes"):
             decode(cbor2.dumps(bad), limits=LIMITS)
+
+
+def test_long_arrays_of_other_things_stay_lists():
+    for value in ([b"x"] * 100, [-1] * 100, [1.5] * 100, [{"a": 1}] * 100):
+        assert decode(cbor2.dumps(value), limits=LIMITS) == value
 
 
 def test_chunked_array_decoding_matches_whole():
@@ -157,6 +162,7 @@ async def _chunks(body: bytes, size: int, *, stop_after: int | None = None):
         if stop_after is not None and i >= stop_after:
             raise AssertionError("read past the point where the body should have been refused")
         yield body[i : i + size]
+    yield b""  # as Starlette's request.stream() ends
 
 
 def _upload(body: bytes, size: int, *, max_bytes: int = 1 << 20, max_body: int = 4 << 20):
@@ -183,7 +189,7 @@ def test_streamed_upload(as_ints, chunk):
 def test_streamed_upload_refuses_an_oversized_model_from_its_head():
     model = b"\0" * (2 << 20)
     for encoded in (cbor2.dumps({"model": model}), cbor2.dumps({"model": list(model)})):
-        with pytest.raises(PayloadTooLarge, match="accepts at most"):
+        with pytest.raises(PayloadTooLarge, match="the model is 2097152 bytes, over the 1048576"):
             asyncio.run(
                 read_upload(
                     _chunks(encoded, 4096, stop_after=8192),
@@ -215,3 +221,18 @@ def test_streamed_upload_refuses_a_body_over_its_limit_while_it_arrives():
 def test_streamed_upload_refusals(body, fragment):
     with pytest.raises(PayloadTooLarge if "limit" in fragment else InvalidInput, match=fragment):
         _upload(body, 7)
+
+
+def test_a_field_may_be_given_its_own_limit():
+    body = cbor2.dumps({"model": b"m", "pipeline": {"files": {"vocab": b"v" * 100_000}}})
+    with pytest.raises(PayloadTooLarge, match="65536-byte limit"):
+        _upload(body, 4096)
+    got = asyncio.run(
+        read_upload(
+            _chunks(body, 4096),
+            limits=CborLimits(max_bytes=1 << 20),
+            max_body=1 << 20,
+            field_bytes={"pipeline": 200_000},
+        )
+    )
+    assert got["pipeline"]["files"]["vocab"] == b"v" * 100_000

@@ -117,7 +117,7 @@ def test_a_run_whose_client_went_away_is_terminated():
         feeds = {"M": np.array(1 << 40, np.int64)}
         work = loop.run_in_executor(pool, session.run, None, feeds, control.options)
         task = asyncio.ensure_future(
-            run_guarded(work, control, timeout_s=HANG, disconnected=gone.wait(), grace_s=HANG)
+            run_guarded(work, control, timeout_s=HANG, disconnected=gone.wait, grace_s=HANG)
         )
         gone.set()
         with pytest.raises(Exception, match="terminate"):

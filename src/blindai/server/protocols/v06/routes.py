@@ -7,27 +7,36 @@ class in the ``X-BlindAI-Error`` header. Every ``/run`` on a model counts in its
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from blindai.errors import InvalidInput, PayloadTooLarge
+from blindai.protocol import codec
 from blindai.server._text import limit
+from blindai.server.cbor_body import CborLimits, decode, read_upload
 from blindai.server.dataplane import DataPlane
-from blindai.server.protocols._http import error_replies, read_body
+from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
 from blindai.server.protocols.v06.wire import (
     Run,
     cbor_response,
     decode_delete,
-    decode_run,
-    decode_upload,
     output_tensors,
+    run_from_map,
+    upload_from_map,
 )
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["DELETE_BYTES", "PROTOCOL", "V06Routes", "cbor_errors"]
+__all__ = ["DELETE_BYTES", "PROTOCOL", "SMALL_BODY", "V06Routes", "cbor_errors"]
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""
+SMALL_BODY = 16 << 10
+"""/run bodies up to this size are decoded by cbor2 on the event loop (a few microseconds);
+larger ones by the bounded decoder (``blindai.server.cbor_body``) in a worker thread."""
 
 PROTOCOL = "v06"
 """``/run``'s label in the inference phase metrics (v2 REST is ``rest``, gRPC ``grpc``)."""
@@ -63,8 +72,16 @@ class V06Routes:
         self.delete = cbor_errors(self._delete)
 
     async def _upload(self, request: Request) -> Response:
-        body = await read_body(request, self._upload_bytes, self._upload_refusal)
-        upload = decode_upload(body, limits=self.plane.settings.pipeline_limits())
+        if declared_over(request, self._upload_bytes):
+            raise PayloadTooLarge(self._upload_refusal)
+        settings = self.plane.settings
+        doc = await read_upload(
+            request.stream(),
+            limits=CborLimits(max_bytes=settings.max_model_bytes, setting="max_model_bytes"),
+            max_body=self._upload_bytes,
+            field_bytes={"pipeline": settings.max_pipeline_bytes + (1 << 20)},
+        )
+        upload = upload_from_map(doc, limits=settings.pipeline_limits())
         entry = await self.plane.upload(
             upload.model, name=upload.name, optimize=upload.optimize, pipeline=upload.pipeline
         )
@@ -75,27 +92,46 @@ class V06Routes:
         body = await read_body(request, self._run_bytes, self._run_refusal)
         timing = Timing()
         with timing.phase("decode"):
-            run = decode_run(body)
+            run = run_from_map(await self._decoded(body))
         entry = self.plane.model(run.ref)
         request.state.model_id = entry.model_id
         try:
-            response = await self._inference(run, entry, timing)
+            response = await self._inference(run, entry, timing, request)
         except Exception:
             self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
             raise
         self.plane.record(entry, timing, success=True, protocol=PROTOCOL)
         return response
 
-    async def _inference(self, run: Run, entry: ModelEntry, timing: Timing) -> Response:
-        """Run the model found by :meth:`DataPlane.model` (not looked up again)."""
+    async def _inference(
+        self, run: Run, entry: ModelEntry, timing: Timing, request: Request
+    ) -> Response:
+        """Run the model found by :meth:`DataPlane.model` (not looked up again); the run stops
+        if the client goes away."""
+        gone = functools.partial(client_gone, request)
         if run.raw is not None:
-            result = await self.plane.run_raw(entry, *run.raw, timing=timing)
+            result = await self.plane.run_raw(entry, *run.raw, timing=timing, disconnected=gone)
         else:
-            result = await self.plane.run(entry, run.inputs, reshape_flat=True, timing=timing)
+            result = await self.plane.run(
+                entry, run.inputs, reshape_flat=True, timing=timing, disconnected=gone
+            )
         with timing.phase("encode"):
             if result.result is not None:
                 return cbor_response({"result": result.result.to_wire()})
             return cbor_response({"outputs": output_tensors(result.outputs)})
+
+    async def _decoded(self, body: bytes) -> dict[str, Any]:
+        """A /run body as a map: small ones with cbor2, larger ones bounded and off the loop."""
+        if len(body) <= SMALL_BODY:
+            try:
+                return codec.decode_map(body, what="run")
+            except Exception as exc:
+                raise InvalidInput(str(exc)) from exc
+        limits = CborLimits(max_bytes=self._run_bytes, setting="max_request_bytes")
+        doc = await self.plane.offload(decode, body, limits=limits)
+        if not isinstance(doc, dict):
+            raise InvalidInput("run: body must be a CBOR map with text keys")
+        return doc
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")

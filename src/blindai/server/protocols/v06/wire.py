@@ -31,6 +31,8 @@ __all__ = [
     "decode_run",
     "decode_upload",
     "output_tensors",
+    "run_from_map",
+    "upload_from_map",
 ]
 
 CBOR = "application/cbor"
@@ -70,10 +72,17 @@ class Upload:
 
 
 def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?}``; ``length``, when sent, must be
-    the size of ``model``; ``pipeline`` is held to ``limits``."""
+    """``{model, length?, model_name?, optimize?, pipeline?}`` from a whole body."""
     with _request():
         doc = codec.decode_map(body, what="upload")
+    return upload_from_map(doc, limits=limits)
+
+
+def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
+    """``{model, length?, model_name?, optimize?, pipeline?}`` (decoded, or read as it arrived:
+    ``blindai.server.cbor_body.read_upload``); ``length``, when sent, must be the size of
+    ``model``; ``pipeline`` is held to ``limits``."""
+    with _request():
         model = codec.model_bytes(doc.get("model"))
     name = doc.get("model_name")
     if name is not None and not isinstance(name, str):
@@ -126,12 +135,20 @@ def _raw_input(doc: dict[str, Any]) -> tuple[InputKind, bytes | str] | None:
 
 
 def decode_run(body: bytes) -> Run:
-    """``{model_id?, model_hash?, inputs | text | image | audio}``.
+    """``{model_id?, model_hash?, inputs | text | image | audio}`` from a whole body."""
+    with _request():
+        doc = codec.decode_map(body, what="run")
+    return run_from_map(doc)
+
+
+def run_from_map(doc: dict[str, Any]) -> Run:
+    """``{model_id?, model_hash?, inputs | text | image | audio}``, decoded.
 
     With neither ``model_id`` nor ``model_hash``, the newest model is meant.
     """
     with _request():
-        doc = codec.decode_map(body, what="run")
+        if not all(isinstance(k, str) for k in doc):
+            raise ProtocolError("run: body must be a CBOR map with text keys")
         model_id, model_hash = _text(doc, "model_id"), _text(doc, "model_hash")
         if model_id and model_hash:
             raise InvalidInput("give at most one of model_id and model_hash")

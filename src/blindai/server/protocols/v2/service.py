@@ -21,7 +21,7 @@ the data plane the way the 0.6 routes do.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,11 +143,16 @@ class OipService:
         inputs: Sequence[tuple[str | None, np.ndarray]],
         wanted: Sequence[Wanted] | None,
         timing: Timing,
+        *,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run a model found by :meth:`ready_model` (not looked up again); returns the outputs
-        asked for (all when None), classified if asked."""
+        asked for (all when None), classified if asked. ``disconnected()`` completes when the
+        client goes away (the run is then stopped)."""
         names = None if wanted is None else [w.name for w in wanted]
-        done = await self.plane.run(entry, inputs, outputs=names, timing=timing)
+        done = await self.plane.run(
+            entry, inputs, outputs=names, timing=timing, disconnected=disconnected
+        )
         if done.result is not None:  # a pipeline's typed result, as JSON text
             text = json.dumps(done.result.to_wire(), separators=(",", ":"))
             return [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
