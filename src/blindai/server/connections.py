@@ -49,6 +49,7 @@ __all__ = [
 
 _log = logging.getLogger("blindai.server")
 
+_ABORT_AFTER_S = 0.5
 FD_RESERVE = 256
 """File descriptors kept for the server's own use beyond its connections (listening sockets,
 compile children's pipes, evidence devices, logs)."""
@@ -245,6 +246,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
         self.transport.close()
+        # a TLS close waits for the client's close_notify, reading (and dropping) what it still
+        # sends: a client that keeps sending is cut off shortly after its answer
+        self.loop.call_later(_ABORT_AFTER_S, self._abort)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.abort()
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:

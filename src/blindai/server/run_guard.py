@@ -134,12 +134,15 @@ def check_reply_size(
     """Refuse (InferenceFailed) outputs whose reply would pass ``limit`` bytes; returns the bound.
 
     ``as_json(name)`` says whether an output is written as JSON (bounded per dtype) rather
-    than as raw bytes.
+    than as raw bytes. When refused, a list of outputs is emptied first: the arrays may live in
+    onnxruntime's capped arena, and the error's traceback must not keep them there.
     """
     total = 0
     for name, array in outputs:
         total += json_bytes_bound(array) if as_json(name) else _binary_bytes(array)
         if total > limit:
+            if isinstance(outputs, list):
+                outputs.clear()
             raise InferenceFailed(
                 f"the reply would be more than {limit} bytes (--max-response-bytes); ask for "
                 "fewer or smaller outputs, or binary outputs"
@@ -175,7 +178,9 @@ async def run_guarded(
         try:
             return await asyncio.wait_for(asyncio.shield(future), grace_s)
         except asyncio.TimeoutError:
-            future.add_done_callback(_retrieve)  # it still runs: collect its outcome later
+            # still waiting for a worker, or one kernel still runs: the answer does not wait
+            future.cancel()
+            future.add_done_callback(_retrieve)
             raise _timed_out(timeout_s) from None
     finally:
         if watcher is not None and not watcher.done():

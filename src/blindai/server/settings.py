@@ -163,6 +163,15 @@ class ServerSettings(BaseSettings):
     max_pending_fresh_evidence: int = Field(4, gt=0)
     """Most fresh-evidence collections (``GET /attestation?nonce=``, each a new quote or report
     from the TEE) waiting at once; further requests are answered 503 until one finishes."""
+    max_model_runs: int = Field(0, ge=0)
+    """Most inferences of one model (identical uploads count as one) running at once; 0: one
+    less than --inference-threads (at least 1), so that one model never holds every worker."""
+
+    @property
+    def model_runs(self) -> int:
+        """``max_model_runs``, with 0 resolved."""
+        return self.max_model_runs or max(1, self.inference_threads - 1)
+
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""
