@@ -40,7 +40,7 @@ LIMITS = {
     "--compile-memory": 64 * MiB,
     "--max-graph-nodes": 20_000,
     "--max-subgraph-depth": 4,
-    "--max-header-bytes": 8192,
+    "--max-header-bytes": 4096,
     "--max-header-count": 50,
     "--header-timeout": 1,
     "--body-timeout": 1,
@@ -479,3 +479,29 @@ def test_refusals_are_4xx_with_a_message_never_500(server, tiny, model):
         with pytest.raises((InvalidInput, PayloadTooLarge)) as info:
             conn.upload_model(upload)
     assert 400 <= info.value.status_code < 500 and info.value.message
+
+
+def test_grpc_metadata_over_the_header_limit_is_refused(server, tiny, certificate, tmp_path):
+    """The gRPC port bounds metadata like the HTTP ports bound headers; runs there share the
+    data plane's run limits."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pem = tmp_path / "attested.pem"
+    pem.write_bytes(x509.load_der_x509_certificate(certificate).public_bytes(Encoding.PEM))
+    client = grpcclient.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    try:
+        with attack(server, tiny):
+            assert client.is_server_live()
+            with pytest.raises(Exception) as info:
+                client.is_server_live(headers={"x-big": "a" * 6000})  # gRPC allows 8 KiB
+            assert "metadata" in str(info.value).lower() or "RESOURCE_EXHAUSTED" in str(info.value)
+            assert client.is_server_live()  # the same client goes on
+    finally:
+        client.close()
