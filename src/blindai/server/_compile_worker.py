@@ -14,6 +14,7 @@ Nothing of the model (bytes, names) is written anywhere but the answer to the pa
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -88,13 +89,30 @@ def _run(job: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
     )
 
 
+def _warm_up() -> None:
+    """Set onnxruntime's environment up and load shape inference while waiting for a job."""
+    from onnx import TensorProto, helper, shape_inference
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    shape_inference.infer_shapes(model)
+    _compile(model.SerializeToString(), {"optimize": True, "intra_op_threads": 1})
+
+
 def main() -> None:
-    """Serve one job from stdin, answer on stdout."""
+    """Serve one job from stdin, answer on stdout, and exit at once."""
+    _warm_up()
     stdin, out = sys.stdin.buffer, sys.stdout.buffer
     header = stdin.readline(_HEADER_MAX)
     if not header.endswith(b"\n"):
-        return  # the parent went away (or sent nothing): nothing to do
+        os._exit(0)  # the parent went away (or sent nothing): nothing to do
     _run(json.loads(header), stdin, out)
+    os._exit(0)  # skip the interpreter's teardown: the parent waits for this exit
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ import onnxruntime as ort
 from blindai.errors import InferenceFailed, InferenceTimeout, ServerBusy, ServerError
 
 __all__ = [
+    "WATCH_AFTER_S",
     "RunControl",
     "cap_arena",
     "check_reply_size",
@@ -41,6 +41,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+WATCH_AFTER_S = 0.05
+"""A run still going after this long starts watching for its client going away."""
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
 _JSON_CHARS: dict[str, int] = {"b": 6, "f": 25, "i": 21, "u": 21}
 """Most characters one JSON number of each numpy kind takes, with its separator."""
@@ -165,26 +167,51 @@ async def run_guarded(
     onnxruntime stops at the next kernel boundary, which frees the worker; the caller waits
     ``grace_s`` for that and then gets InferenceTimeout (504) even if one long kernel still
     runs. Exceptions of ``work`` are raised as they are (``failure_for`` turns them into
-    answers).
+    answers). A run still going after WATCH_AFTER_S starts watching its client: short runs
+    pay for no watcher.
     """
+    loop = asyncio.get_running_loop()
     future = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+    watcher: list[asyncio.Future[object]] = []
+
+    def watch() -> None:
+        assert disconnected is not None
+        task = asyncio.ensure_future(disconnected())
+        task.add_done_callback(lambda _: _wake(woken))
+        watcher.append(task)
+
+    woken = loop.create_future()
+    future.add_done_callback(lambda _: _wake(woken))
+    timers = [loop.call_later(timeout_s, _wake, woken)]
+    if disconnected is not None and timeout_s > WATCH_AFTER_S:
+        timers.append(loop.call_later(WATCH_AFTER_S, watch))
     try:
-        waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
-        done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=FIRST_COMPLETED)
-        if future in done:
+        await woken
+        if future.done():
             return future.result()
-        control.terminate("timeout" if not done else "the client went away")
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), grace_s)
-        except asyncio.TimeoutError:
-            # still waiting for a worker, or one kernel still runs: the answer does not wait
-            future.cancel()
-            future.add_done_callback(_retrieve)
-            raise _timed_out(timeout_s) from None
+        gone = bool(watcher) and watcher[0].done()
+        control.terminate("the client went away" if gone else "timeout")
+        ended = loop.create_future()
+        future.add_done_callback(lambda _: _wake(ended))
+        timers.append(loop.call_later(grace_s, _wake, ended))
+        await ended
+        if future.done():
+            return future.result()
+        # still waiting for a worker, or one kernel still runs: the answer does not wait
+        future.cancel()
+        future.add_done_callback(_retrieve)
+        raise _timed_out(timeout_s)
     finally:
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
+        for timer in timers:
+            timer.cancel()
+        for task in watcher:
+            task.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter`` if nothing has yet."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
