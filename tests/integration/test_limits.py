@@ -391,6 +391,8 @@ def test_a_long_run_is_stopped_at_the_run_timeout(server, tiny):
 
 
 def test_a_run_whose_client_left_is_stopped(server, tiny):
+    """A run stopped because its client went away answers 422 ("the run was stopped") in the
+    access log; one left to its timeout would have answered 504."""
     with connect(server) as conn:
         model_id = conn.upload_model(attacks.slow_loop()).model_id
     body = cbor2.dumps({"model_id": model_id, "inputs": [_tensor([], np.int64(1 << 40).tobytes())]})
@@ -402,6 +404,11 @@ def test_a_run_whose_client_left_is_stopped(server, tiny):
                 + body
             )
             sock.close()
+        pattern = re.compile(rf"attested POST /run (\d+) .* model={model_id}$", re.M)
+        deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
+        while len(pattern.findall(server.log())) < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert pattern.findall(server.log()) == ["422"] * 8
 
 
 @pytest.mark.parametrize(
