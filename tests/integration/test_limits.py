@@ -512,3 +512,38 @@ def test_grpc_metadata_over_the_header_limit_is_refused(server, tiny, certificat
             assert client.is_server_live()  # the same client goes on
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_slow_compilations_are_killed_and_small_uploads_go_on(tmp_path):
+    """Issue 10: two slow-to-compile uploads held both compile threads; a 100-byte upload
+    waited 21 s. Each compilation now ends at --compile-timeout, so the small upload waits at
+    most that long, while inference is served throughout."""
+    proc = start_server(tmp_path, "--compile-timeout", "3", "--max-graph-nodes", "1000000")
+    try:
+        with connect(proc) as conn:
+            tiny_id = conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        slow_model = attacks.wide_ifs(30_000)  # far more than 3 s to compile here
+        refused: list[BaseException] = []
+
+        def slow(own: blindai.Connection) -> None:
+            with own:
+                try:
+                    own.upload_model(slow_model)
+                except BaseException as exc:
+                    refused.append(exc)
+
+        with attack(proc, tiny_id):
+            threads = [threading.Thread(target=slow, args=(connect(proc),)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            with connect(proc) as conn:
+                small = conn.upload_model(identity(TensorProto.FLOAT, [1, 3]))
+            for t in threads:
+                t.join(HANG)
+        assert small.model_id
+        assert len(refused) == 2
+        for exc in refused:
+            assert isinstance(exc, InvalidInput) and "--compile-timeout" in str(exc)
+    finally:
+        proc.stop()
