@@ -26,7 +26,12 @@ from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.runtime import session_options
 
-__all__ = ["MODEL_COPIES", "main"]
+__all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "main"]
+
+MEMORY_EXIT = 3
+"""Exit status of a child that ran out of its address space where it could not answer."""
+FAILED_EXIT = 4
+"""Exit status of a child that failed otherwise without answering (a bug)."""
 
 MODEL_COPIES = 5
 """Address space granted per byte of model: the bytes read, the parsed protobuf, and what
@@ -74,8 +79,7 @@ def _run(job: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
         _answer(out, ok=False, kind="admission", message=exc.message)
         return
     except MemoryError:
-        _answer(out, ok=False, kind="memory", message="")
-        return
+        os._exit(MEMORY_EXIT)  # answering could need memory too: the exit status says it
     except Exception as exc:  # onnxruntime raises several types for a bad model
         near_limit = _status("VmPeak") + _MEMORY_SLACK >= limit
         kind = "memory" if near_limit or "bad_alloc" in str(exc) else "onnxruntime"
@@ -111,7 +115,12 @@ def main() -> None:
     header = stdin.readline(_HEADER_MAX)
     if not header.endswith(b"\n"):
         os._exit(0)  # the parent went away (or sent nothing): nothing to do
-    _run(json.loads(header), stdin, out)
+    try:
+        _run(json.loads(header), stdin, out)
+    except MemoryError:
+        os._exit(MEMORY_EXIT)
+    except BaseException:
+        os._exit(FAILED_EXIT)
     os._exit(0)  # skip the interpreter's teardown: the parent waits for this exit
 
 

@@ -34,7 +34,7 @@ from blindai.server._text import limit as text_limit
 
 __all__ = ["CborLimits", "Uint8ArrayDecoder", "decode", "read_upload"]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 _CHUNK = 1 << 18
 """Bytes of an integer array decoded at once (bounds numpy's temporaries)."""
 
@@ -259,8 +259,8 @@ def decode(body: bytes | bytearray | memoryview, *, limits: CborLimits) -> Any:
 
 
 def _parse_front(
-    buffer: bytearray, limits: CborLimits, parse: Callable[[_Reader], T]
-) -> tuple[T, int]:
+    buffer: bytearray, limits: CborLimits, parse: Callable[[_Reader], _T]
+) -> tuple[_T, int]:
     """``parse`` over the front of a growing buffer: (result, bytes used); _NeedMore if short."""
     with memoryview(buffer) as view:
         reader = _Reader(view, limits, complete=False)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from blindai.errors import InvalidInput
+from blindai.server._compile_worker import MEMORY_EXIT
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 
 __all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
@@ -172,7 +173,7 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
             "the model could not be loaded by onnxruntime (not a valid ONNX model, or it "
             "uses operators this runtime lacks)"
         )
-    if kind == "memory" or returncode < 0:
+    if kind == "memory" or returncode < 0 or returncode == MEMORY_EXIT:
         # a signal: the allocator aborted or the kernel killed it, in practice memory
         raise InvalidInput(memory)
     _log.error("compile check failed unexpectedly (exit status %d)", returncode)

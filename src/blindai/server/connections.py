@@ -43,6 +43,7 @@ __all__ = [
     "FD_RESERVE",
     "ConnectionLimits",
     "ConnectionTracker",
+    "LimitedHttpProtocol",
     "LimitedServer",
     "reserve_file_descriptors",
 ]

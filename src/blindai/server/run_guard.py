@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,8 +40,10 @@ __all__ = [
     "run_guarded",
 ]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
+_ASKED = re.compile(r"(?:requested bytes of|requested buffer of size) (\d+)")
+"""The size of the allocation that failed, in onnxruntime's message."""
 WATCH_AFTER_S = 0.05
 """A run still going after this long starts watching for its client going away."""
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
@@ -89,15 +92,18 @@ def failure_for(
     """The error to answer for an exception onnxruntime raised during a run.
 
     InferenceTimeout (504) for a run stopped at its timeout; for a run whose tensors went past
-    the arena cap, InferenceFailed (422) when it ran alone and ServerBusy (503) when others
-    were running (``shared``): they may have taken the memory it needed.
+    the arena cap, ServerBusy (503) when others were running (``shared``) and the allocation
+    that failed would have fit alone (they may have taken the memory it needed), else
+    InferenceFailed (422).
     """
     if control.reason == "timeout":
         return _timed_out(timeout_s)
     if control.reason is not None:
         return InferenceFailed(f"the run was stopped: {control.reason}")
-    if any(marker in str(exc) for marker in _OOM_MARKERS):
-        if shared:
+    text = str(exc)
+    if any(marker in text for marker in _OOM_MARKERS):
+        asked = [int(n) for n in _ASKED.findall(text)]
+        if shared and not any(n > memory_bytes for n in asked):
             return ServerBusy(
                 f"the runs in progress used the server's run memory ({memory_bytes} bytes, "
                 "--max-run-memory); try again"
@@ -153,13 +159,13 @@ def check_reply_size(
 
 
 async def run_guarded(
-    work: Awaitable[T],
+    work: Awaitable[_T],
     control: RunControl,
     *,
     timeout_s: float,
     disconnected: Callable[[], Awaitable[object]] | None = None,
     grace_s: float = 1.0,
-) -> T:
+) -> _T:
     """Await ``work`` (a run using ``control.options``); terminate it after ``timeout_s`` or
     when ``disconnected()`` completes (the client went away).
 

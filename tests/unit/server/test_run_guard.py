@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from blindai.errors import InferenceFailed, InferenceTimeout
+from blindai.errors import InferenceFailed, InferenceTimeout, ServerBusy
 from blindai.server.run_guard import (
     RunControl,
     check_reply_size,
@@ -174,3 +174,27 @@ def test_reply_size_is_refused_from_shapes_before_encoding():
 def test_the_json_bound_is_an_upper_bound(array):
     written = json.dumps(array.tolist(), separators=(",", ":"))
     assert json_bytes_bound(array) >= len(written.encode())
+
+
+ORT_OOM = (
+    "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running "
+    "ConstantOfShape node. Status Message: bfc_arena.cc:360 AllocateRawInternal Available "
+    "memory of {free} is smaller than requested bytes of {asked}"
+)
+
+
+@pytest.mark.parametrize(
+    ("asked", "shared", "expected"),
+    [
+        (1 << 30, True, InferenceFailed),  # more than the whole cap: never fits, busy or not
+        (1 << 30, False, InferenceFailed),
+        (16 << 20, True, ServerBusy),  # would fit alone: others took the memory
+        (16 << 20, False, InferenceFailed),
+    ],
+)
+def test_out_of_memory_is_busy_only_when_the_run_would_fit_alone(asked, shared, expected):
+    # onnxruntime's own message format (the capped-arena integration tests raise the real one)
+    exc = RuntimeError(ORT_OOM.format(free=1000, asked=asked))
+    err = failure_for(exc, RunControl(), timeout_s=1, memory_bytes=64 << 20, shared=shared)
+    assert type(err) is expected
+    assert "--max-run-memory" in err.message
