@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -53,3 +54,28 @@ def test_one_response_type_wherever_users_look() -> None:
     for name in ("RunModelResponse", "UploadModelResponse"):
         assert getattr(blindai, name) is getattr(blindai.client, name)
         assert getattr(blindai.core, name) is getattr(blindai.client, name)
+
+
+TESTS = REPO / "tests"
+
+
+def _test_layout_faults(path) -> list[str]:
+    faults = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("conftest"):
+            faults.append(f"{path.relative_to(TESTS)}:{node.lineno} imports from a conftest")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+        ):
+            faults.append(f"{path.relative_to(TESTS)}:{node.lineno} uses sys.path")
+    return faults
+
+
+def test_helpers_come_from_helper_modules_not_conftest() -> None:
+    """A conftest.py holds fixtures; what tests import lives in a helper module. No test edits
+    sys.path."""
+    faults = [f for path in sorted(TESTS.rglob("*.py")) for f in _test_layout_faults(path)]
+    assert faults == []

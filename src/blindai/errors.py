@@ -20,6 +20,7 @@
     │   ├── InferenceFailed     422  the model failed on inputs that fit it
     │   ├── ModelNotReady       503  the model exists but cannot serve yet
     │   ├── RegistryFull        507  the server holds as many models as it may
+    │   ├── InferenceTimeout    504  the run went past the server's run timeout and was stopped
     │   ├── PermissionDenied    403  the request is not allowed (e.g. model export is off)
     │   └── ServerBusy          503  too many requests of that kind in progress: try again
     ├── NetworkError                 the server cannot be reached, or the connection broke
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigurationError",
     "EvidenceError",
     "InferenceFailed",
+    "InferenceTimeout",
     "InvalidInput",
     "ModelNotFound",
     "ModelNotReady",
@@ -199,6 +201,12 @@ class ModelNotReady(ServerError):
     http_status = 503
 
 
+class InferenceTimeout(ServerError):
+    """Raised when a run went past the server's run timeout; it was stopped (504)."""
+
+    http_status = 504
+
+
 class RegistryFull(ServerError):
     """Raised when the server already holds as many models as it may (507)."""
 
@@ -213,7 +221,8 @@ class PermissionDenied(ServerError):
 
 class ServerBusy(ServerError):
     """Raised when the server has as many requests of one kind in progress as it may take, e.g.
-    fresh-evidence collections (503): try again, on another connection."""
+    fresh-evidence collections, or when the run memory shared by the runs in progress was
+    taken (503): try again."""
 
     http_status = 503
 

@@ -273,16 +273,12 @@ def test_binding_refuses_the_real_report_for_this_certificate(
     gpu_server: ServerProcess,
 ) -> None:
     """The real H100 report verifies up to its nonce, which no certificate of ours derives."""
-    from blindai.attestation import Endorsements
-    from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy
+    from tests.unit.attestation.nvidia_gpu._gpu_kit import ANY, REAL_AT, RealSet
 
-    from ..unit.attestation.nvidia_gpu.conftest import REAL_AT, REAL_SET
-
-    report = bytes.fromhex(REAL_SET.joinpath("attestation_report.hex").read_text())
-    chain = REAL_SET.joinpath("cert_chain.pem").read_bytes()
+    real = RealSet.load()
     cert = cbor2.loads(_get(gpu_server, "/"))
     with pytest.raises(BindingError, match="expected " + gpu_nonce(cert).hex()):
         NvidiaGpuVerifier.with_embedded_roots().verify(
-            report, NvidiaGpuPolicy(allow_any_measurement=True), now=REAL_AT,
-            endorsements=Endorsements(certificates=(chain,)), expected_nonce=gpu_nonce(cert),
+            real.report, ANY, now=REAL_AT, endorsements=real.endorsements,
+            expected_nonce=gpu_nonce(cert),
         )  # fmt: skip

@@ -14,43 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 from prometheus_client.parser import text_string_to_metric_families
 
 import blindai
+from blindai.protocol.names import SERVER_NAME
 from tests import models
 from tests._server import ServerProcess
+from tests.integration._oip import DTYPES, attested_pem, extremes, pinned_factory, reference
 
 http = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 ml_dtypes = pytest.importorskip("ml_dtypes")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-SERVER_NAME = "blindai-srv"
-DTYPES = {
-    "BOOL": (TensorProto.BOOL, np.bool_),
-    "UINT8": (TensorProto.UINT8, np.uint8),
-    "UINT16": (TensorProto.UINT16, np.uint16),
-    "UINT32": (TensorProto.UINT32, np.uint32),
-    "UINT64": (TensorProto.UINT64, np.uint64),
-    "INT8": (TensorProto.INT8, np.int8),
-    "INT16": (TensorProto.INT16, np.int16),
-    "INT32": (TensorProto.INT32, np.int32),
-    "INT64": (TensorProto.INT64, np.int64),
-    "FP16": (TensorProto.FLOAT16, np.float16),
-    "FP32": (TensorProto.FLOAT, np.float32),
-    "FP64": (TensorProto.DOUBLE, np.float64),
-}
-
 
 @pytest.fixture(scope="module")
 def pem(server: ServerProcess) -> str:
-    with urllib.request.urlopen(f"http://{server.host}:{server.unattested_port}/") as reply:
-        return ssl.DER_cert_to_PEM_cert(cbor2.loads(reply.read()))
+    return attested_pem(server)
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +53,10 @@ def grpc_client(server: ServerProcess, root: Path | None) -> Any:
 
 
 def http_client(server: ServerProcess, pem: str) -> Any:
-    import gevent.ssl  # type: ignore[import-untyped]
-
-    def factory(cafile: str | None = None) -> ssl.SSLContext:
-        context: ssl.SSLContext = gevent.ssl.create_default_context(cadata=pem)
-        return context
-
     return http.InferenceServerClient(
         f"{server.host}:{server.attested_port}",
         ssl=True,
-        ssl_context_factory=factory,
+        ssl_context_factory=pinned_factory(pem),
         ssl_options={"server_hostname": SERVER_NAME},
     )
 
@@ -114,22 +91,6 @@ def infer(triton: tuple[Any, Any], name: str, arrays: dict[str, np.ndarray], **k
     return client.infer(name, inputs, **kwargs)
 
 
-def reference(model: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
-
-
-def sample(dtype: Any) -> np.ndarray:
-    if dtype is np.bool_:
-        return np.array([[True, False, True], [False, False, True]])
-    if np.issubdtype(dtype, np.integer):
-        i = np.iinfo(dtype)
-        return np.array([[i.min, 0, i.max], [1, i.max - 1, i.min + 1]], dtype=dtype)
-    f = np.finfo(dtype)
-    return np.array([[f.min, -0.5, f.max], [f.tiny, 1 / 3, 0]], dtype=dtype)
-
-
 def test_health_and_server_metadata(triton) -> None:
     client, _ = triton
     assert client.is_server_live()
@@ -144,7 +105,7 @@ def test_every_datatype_equals_onnxruntime(triton, conn, datatype: str) -> None:
     elem, dtype = DTYPES[datatype]
     model = models.identity(elem)
     name = upload(conn, model)
-    x = sample(dtype)
+    x = extremes(dtype)
     got = infer(triton, name, {"x": x}).as_numpy("y")
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, reference(model, {"x": x})["y"])

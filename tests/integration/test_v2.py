@@ -20,7 +20,6 @@ from typing import Any
 
 import cbor2
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
@@ -28,6 +27,7 @@ import blindai
 from blindai.protocol.names import SERVER_NAME
 from tests import models
 from tests._server import ServerProcess, start_server
+from tests.integration._oip import DTYPES, attested_pem, extremes, pinned_factory, reference
 from tests.models import BackendCase
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
@@ -39,22 +39,7 @@ httpclient: Any = tritonclient_http
 @pytest.fixture(scope="module")
 def server_pem(server: ServerProcess) -> str:
     """The attested port's certificate, from ``GET /`` on the unattested port."""
-    with urllib.request.urlopen(f"http://{server.host}:{server.unattested_port}/") as reply:
-        der = cbor2.loads(reply.read())
-    assert isinstance(der, bytes)
-    return ssl.DER_cert_to_PEM_cert(der)
-
-
-def pinned_factory(pem: str) -> Callable[..., ssl.SSLContext]:
-    """An SSL context factory trusting only ``pem`` (the default CA bundle is ignored)."""
-    import gevent.ssl  # type: ignore[import-untyped]
-
-    def factory(cafile: str | None = None) -> ssl.SSLContext:
-        del cafile  # geventhttpclient passes certifi's bundle; the pin replaces it
-        context: ssl.SSLContext = gevent.ssl.create_default_context(cadata=pem)
-        return context
-
-    return factory
+    return attested_pem(server)
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +65,6 @@ def upload(conn: blindai.Connection) -> Callable[[bytes], str]:
         return name
 
     return do
-
-
-def reference(model: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of onnxruntime run in-process."""
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def infer_input(name: str, array: np.ndarray, *, binary: bool) -> Any:
@@ -278,33 +256,6 @@ def test_concurrent_requests(server: ServerProcess, server_pem: str, upload: Any
         np.testing.assert_allclose(y, reference(model, {"x": x})["y"], rtol=1e-5, atol=1e-5)
 
 
-DTYPES = {
-    "BOOL": (TensorProto.BOOL, np.bool_),
-    "UINT8": (TensorProto.UINT8, np.uint8),
-    "UINT16": (TensorProto.UINT16, np.uint16),
-    "UINT32": (TensorProto.UINT32, np.uint32),
-    "UINT64": (TensorProto.UINT64, np.uint64),
-    "INT8": (TensorProto.INT8, np.int8),
-    "INT16": (TensorProto.INT16, np.int16),
-    "INT32": (TensorProto.INT32, np.int32),
-    "INT64": (TensorProto.INT64, np.int64),
-    "FP16": (TensorProto.FLOAT16, np.float16),
-    "FP32": (TensorProto.FLOAT, np.float32),
-    "FP64": (TensorProto.DOUBLE, np.float64),
-}
-
-
-def sample(dtype: Any) -> np.ndarray:
-    """Values that reach each type's extremes."""
-    if dtype is np.bool_:
-        return np.array([[True, False, True], [False, False, True]])
-    if np.issubdtype(dtype, np.integer):
-        ints = np.iinfo(dtype)
-        return np.array([[ints.min, 0, ints.max], [1, ints.max - 1, ints.min + 1]], dtype=dtype)
-    floats = np.finfo(dtype)
-    return np.array([[floats.min, -0.5, floats.max], [floats.tiny, 1 / 3, 0]], dtype=dtype)
-
-
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 @pytest.mark.parametrize("datatype", list(DTYPES))
 def test_every_datatype_round_trips(
@@ -313,7 +264,7 @@ def test_every_datatype_round_trips(
     elem, dtype = DTYPES[datatype]
     model = models.identity(elem)
     name = upload(model)
-    x = sample(dtype)
+    x = extremes(dtype)
     result = client.infer(
         name,
         [infer_input("x", x, binary=binary)],

@@ -37,18 +37,16 @@ import blindai
 from blindai.attestation.simulation import UnsafeSimulationVerifier
 from blindai.errors import BlindAIError, ModelNotFound, PolicyError
 from blindai.server.attesters.simulation import measure_code
-from tests._fakes.server_log import attested_requests
-from tests._server import REPO, ServerProcess, spawn_server, wait_ready
-from tests.models import matmul
-
-sys.path.insert(0, str(REPO / "scripts"))
-from _haproxy import (
+from scripts._haproxy import (
     DEFAULT_PORTS,
     Balancer,
     haproxy_binary,
     loopback_hosts,
     start_haproxy,
 )
+from tests._fakes.server_log import attested_requests
+from tests._server import REPO, ServerProcess, spawn_server, wait_ready
+from tests.models import matmul
 
 pytestmark = [
     pytest.mark.scale,

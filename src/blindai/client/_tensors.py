@@ -23,6 +23,8 @@ def _is_torch(value: Any) -> bool:
 def _array(value: Any, dtype: DatumType | None, shape: tuple[int, ...] | None) -> np.ndarray:
     if _is_torch(value):
         value = value.detach().cpu().numpy()
+    if isinstance(value, np.generic):  # a numpy scalar: a 0-d array (ONNX shape [])
+        value = np.asarray(value)
     if isinstance(value, np.ndarray):
         arr = value if dtype is None else value.astype(dtype.numpy_dtype, copy=False)
     else:
@@ -117,7 +119,8 @@ def _per_input(value: Any, names: list[str | None], what: str) -> list[Any]:
 
 
 def to_wire_tensors(inputs: Any, dtypes: Any = None, shapes: Any = None) -> list[WireTensor]:
-    """Accept numpy arrays, torch tensors, a dict by input name, or flat lists + dtype/shape.
+    """Accept numpy arrays (a numpy scalar is a 0-d array), torch tensors, a dict by input
+    name, or flat lists + dtype/shape.
 
     ``dtypes`` and ``shapes`` take BlindAI 0.6.3's forms: one value for a single input, a list
     with one entry per input, or a dict by input name; a dtype is a ``DatumType``, a name
@@ -127,7 +130,7 @@ def to_wire_tensors(inputs: Any, dtypes: Any = None, shapes: Any = None) -> list
     named: list[tuple[str | None, Any]]
     if isinstance(inputs, Mapping):
         named = [(str(k), v) for k, v in inputs.items()]
-    elif isinstance(inputs, np.ndarray) or _is_torch(inputs):
+    elif isinstance(inputs, np.ndarray | np.generic) or _is_torch(inputs):
         named = [(None, inputs)]
     elif (
         isinstance(inputs, list | tuple)

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import cbor2
 from cryptography import x509
@@ -304,6 +304,20 @@ class Connection:
         outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
         return RunModelResponse([Tensor(t) for t in outputs])
 
+    @overload
+    def predict(self, model_id_or_name: str, inputs: Any) -> PredictResponse: ...
+
+    @overload
+    def predict(
+        self,
+        model_id_or_name: str,
+        inputs: None = None,
+        *,
+        text: str | None = None,
+        image: bytes | str | os.PathLike[str] | None = None,
+        audio: bytes | str | os.PathLike[str] | None = None,
+    ) -> PredictResponse | PipelineResult: ...
+
     def predict(
         self,
         model_id_or_name: str,
@@ -314,6 +328,9 @@ class Connection:
         audio: bytes | str | os.PathLike[str] | None = None,
     ) -> PredictResponse | PipelineResult:
         """Run a model; its outputs as numpy arrays, in order (``.output``) and by name.
+
+        Given tensors, the answer is a :class:`~blindai.PredictResponse` (so typed for type
+        checkers too).
 
         ``predict(...).output[0].argmax()``, ``predict(...)["probabilities"]``.
 

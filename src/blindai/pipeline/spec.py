@@ -195,7 +195,8 @@ def _bounds(spec: PipelineSpec, limits: PipelineLimits) -> list[str]:
         width = 1 if step.channels == "L" else 3
         for key in ("mean", "std"):
             if len(getattr(step, key)) not in (1, width):
-                problems.append(f"input.{key}: 1 or {width} values for {step.channels}")
+                wanted = "1 value" if width == 1 else f"1 or {width} values"
+                problems.append(f"input.{key}: {wanted} for {step.channels}")
         if any(s == 0 for s in step.std):
             problems.append("input.std: must not be zero")
     if isinstance(step, AudioInput) and step.max_seconds > limits.max_audio_seconds:

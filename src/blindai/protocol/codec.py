@@ -12,7 +12,9 @@ from blindai.protocol import streaming
 from blindai.protocol.messages import DatumType, TensorInfo, WireTensor
 
 __all__ = [
+    "MAX_DIM",
     "MAX_DIMS",
+    "MAX_ELEMENTS",
     "decode_map",
     "decode_tensor",
     "decode_tensors",
@@ -22,6 +24,11 @@ __all__ = [
 ]
 
 MAX_DIMS = 32
+MAX_DIM = (1 << 63) - 1
+"""A dimension must fit in onnxruntime's int64."""
+MAX_ELEMENTS = 1 << 48
+"""Bound on the product of a shape's non-zero dimensions (even for an empty tensor), so that
+no size computed from it overflows numpy or onnxruntime."""
 
 
 def dumps(obj: Any) -> bytes:
@@ -55,6 +62,13 @@ def _int_list(value: Any, what: str) -> list[int]:
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ProtocolError(f"{what}: dimensions must be non-negative integers")
+        if v > MAX_DIM:  # checked before any arithmetic: a big integer costs nothing here
+            raise ProtocolError(f"{what}: a dimension must fit in 64 bits")
+    nonzero = 1
+    for v in value:
+        nonzero *= v or 1
+        if nonzero > MAX_ELEMENTS:
+            raise ProtocolError(f"{what}: the shape has more than 2**48 elements")
     return value
 
 

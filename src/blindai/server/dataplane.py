@@ -1,21 +1,31 @@
 """The data plane: models and numpy arrays, no wire format.
 
-Each protocol (``protocols/v06``, ``protocols/v2``) decodes its request into a
-:class:`~blindai.server.registry.ModelRef` and named arrays, makes one call here, and encodes
-what comes back. The data plane finds the model in the registry, matches the inputs to the
-model's (by name in any order, or by position) and checks their dtype and shape, then runs the
-model in a worker thread: a request enters each layer once.
+Each protocol (``protocols/v06``, ``protocols/v2``, ``protocols/grpc``) decodes its request
+into a :class:`~blindai.server.registry.ModelRef` and named arrays, calls only this class, and
+encodes what comes back; no protocol touches the registry. The data plane finds the model in
+the registry (:meth:`DataPlane.model`, the one lookup), matches the inputs to the model's (by
+name in any order, or by position) and checks their dtype and shape, then runs the model in a
+worker thread: a request enters each layer once. :meth:`DataPlane.infer` does all of it;
+the protocols, which need the model before they run it (a 404 before decoding a v2 body, and
+the model's statistics for a request that fails), look it up with :meth:`DataPlane.model` and
+run it with :meth:`DataPlane.run` (or :meth:`DataPlane.run_raw`), which look nothing up again.
 
 Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
 that uploads never hold up inference on other models.
 
 A model uploaded with a pipeline (:mod:`blindai.pipeline`) also takes its raw input (text,
-image or audio): :meth:`DataPlane.infer_raw`, or, in :meth:`DataPlane.infer`, one input named
+image or audio): :meth:`DataPlane.run_raw`, or, in :meth:`DataPlane.infer`, one input named
 after the pipeline's kind holding one element; the answer then carries the pipeline's typed
 result. Pipeline errors caused by a request are InvalidInput (400).
 
 Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
 every request goes through.
+
+Limits (docs/limits.md): every upload is checked and compiled first in a limited child process
+(:mod:`blindai.server.compile_guard`: no external data, bounded graphs and static shapes,
+compile time and memory); every run has a timeout and a share of the workers, is stopped when
+its client goes away, draws its tensors from the capped arena (:mod:`blindai.server.run_guard`),
+and its outputs are refused when the reply would pass ``max_response_bytes``.
 
 The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`,
 every protocol's inferences, pipelines included: :meth:`DataPlane.record`) and times uploads and
@@ -28,16 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import numpy as np
+import onnxruntime as ort
 
 from blindai.errors import (
+    BlindAIError,
     InferenceFailed,
+    InferenceTimeout,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
@@ -52,10 +66,12 @@ from blindai.protocol.replication import ExportedModel, ListedModel
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
+from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
+from blindai.server.run_guard import RunControl, check_reply_size, failure_for, run_guarded
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
@@ -81,7 +97,7 @@ class Inference:
 
 @dataclass(frozen=True)
 class _Schedule:
-    """How one model runs: its session's threads and its queue's policy."""
+    """How one model runs: its session's threads and its runs' policy."""
 
     intra_op_threads: int
     policy: BatchPolicy
@@ -125,12 +141,20 @@ class DataPlane:
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self._compile = WorkerPool(2, name="blindai-compile")
+        self.compile_guard = CompileGuard(
+            limits=settings.compile_limits(), enabled=settings.compile_isolation
+        )
+        """Checks and trial-compiles each upload in a limited child process."""
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self._model_slots: dict[bytes, asyncio.Semaphore] = {}
         self._schedules: dict[bytes, _Schedule] = {}
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads and the compile guard's spare process."""
         self._infer.close()
         self._compile.close()
+        self.compile_guard.close()
 
     async def offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
@@ -164,9 +188,10 @@ class DataPlane:
         """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
         not fit), and register it under a fresh id.
 
+        ``model``: its bytes, or the server's file of them (streamed as it arrived).
         ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
         batching asked for a model that cannot be batched is InvalidInput. Identical bytes
-        already loaded share that session and queue, with the settings they were loaded with.
+        already loaded share that session, with the settings they were loaded with.
         """
         size = model.size if isinstance(model, ModelFile) else len(model)
         self.check_model_size(size)
@@ -183,7 +208,9 @@ class DataPlane:
         shared = self.registry.session_for(digest)
         queue = None
         if shared is None:
-            compiled, queue = await self._compile.run(self._compiled, model, optimize, schedule)
+            compiled, queue = await self._compile.run(
+                self._checked_compiled, model, optimize, schedule
+            )
             self._schedules[digest] = schedule
         else:
             compiled = shared
@@ -239,10 +266,10 @@ class DataPlane:
         """The upload's settings, each unset one taken from the server's."""
         s = self.settings
         runs = _given(asked.max_concurrent_runs, s.max_concurrent_runs)
-        if runs > s.inference_threads:
+        if runs > s.model_runs:
             raise InvalidInput(
-                f"max_concurrent_runs {runs} is more than this server's inference threads "
-                f"({limit(s.inference_threads, 'inference_threads')})"
+                f"max_concurrent_runs {runs} is more than this server lets one model run at "
+                f"once ({s.model_runs}, --max-model-runs)"
             )
         policy = BatchPolicy(
             max_batch_size=_given(asked.max_batch_size, s.max_batch_size),
@@ -252,25 +279,38 @@ class DataPlane:
         threads = _given(asked.intra_op_threads, s.intra_op_threads)
         return _Schedule(threads, policy, asked.max_batch_size is not None)
 
+    def _checked_compiled(
+        self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
+    ) -> tuple[OnnxModel, ModelQueue | None]:
+        """The compile guard's checks and trial compile, then the server's own compile."""
+        # the guard's child reads the model from a pipe: the bytes of a streamed model are
+        # read back from its file for it (a copy while the check runs)
+        data = model.read() if isinstance(model, ModelFile) else model
+        self.compile_guard.check(data, optimize=optimize)
+        del data
+        return self._compiled(model, optimize, schedule)
+
     def _compiled(
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
-    ) -> tuple[OnnxModel, ModelQueue]:
-        """The session (in a compile thread) and its run queue; batching is probed here."""
+    ) -> tuple[OnnxModel, ModelQueue | None]:
+        """The session and, for a model that batches, its queue (batching is probed here)."""
         started = time.perf_counter()
         try:
             compiled = self._session(model, optimize, schedule.intra_op_threads)
         finally:
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
         policy = schedule.policy
-        if policy.max_batch_size > 1:
-            problem = probe_batching(compiled)
-            if problem is not None and schedule.batch_asked:
+        if policy.max_batch_size <= 1:
+            return compiled, None
+        problem = probe_batching(compiled)
+        if problem is not None:
+            if schedule.batch_asked:
                 compiled.unload()
                 raise InvalidInput(f"max_batch_size: this model cannot be batched: {problem}")
-            if problem is not None:
-                policy = replace(policy, max_batch_size=1)
-        queue = ModelQueue(compiled, policy=policy, offload=self._blocking, label="a model")
-        return compiled, queue
+            return compiled, None
+        return compiled, ModelQueue(
+            compiled, policy=policy, offload=self._blocking, label="a model"
+        )
 
     def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> OnnxModel:
         try:
@@ -280,6 +320,7 @@ class DataPlane:
                 intra_op_threads=threads,
                 device=self.settings.device,
                 gpu_index=self.settings.gpu_index,
+                shared_arena=True,
             )
         except ModelNotReady:
             raise  # the GPU refused the session: its own message
@@ -308,6 +349,7 @@ class DataPlane:
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
         timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """Run a model on named arrays; ``outputs`` names those to return (None: all).
 
@@ -315,52 +357,184 @@ class DataPlane:
         the model's input when that shape is static, or static but for a leading batch
         dimension. A model with a pipeline given its raw input (see the module) runs the pipeline.
         ``timing`` receives the phases ``decode`` (matching the inputs; a pipeline's
-        preprocessing), ``queue`` (waiting in the model's queue and for a worker), ``infer``
-        (running the model, or the batch it ran in) and, for a pipeline, ``encode`` (its
-        postprocessing).
+        preprocessing), ``queue`` (waiting for a worker), ``infer`` (running the model) and, for a
+        pipeline, ``encode`` (its postprocessing). ``disconnected()`` completes when the
+        client goes away: the run is then stopped.
         """
+        return await self.run(
+            self.model(ref),
+            inputs,
+            outputs=outputs,
+            reshape_flat=reshape_flat,
+            timing=timing,
+            disconnected=disconnected,
+        )
+
+    async def run(
+        self,
+        entry: ModelEntry,
+        inputs: Inputs,
+        *,
+        outputs: Sequence[str] | None = None,
+        reshape_flat: bool = False,
+        timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> Inference:
+        """:meth:`infer` for a model already found by :meth:`model` (no second lookup)."""
         timing = timing or Timing()
-        entry = self.model(ref)
         raw = _raw_input(entry, inputs)
         if raw is not None:
-            return await self._infer.run(_run_pipeline, entry, raw, timing, time.perf_counter_ns())
+            submitted = time.perf_counter_ns()
+            return await self._guarded(
+                entry, _run_pipeline, entry, raw, timing, submitted, disconnected=disconnected
+            )
         with timing.phase("decode"):
             feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
             wanted = _output_names(entry, outputs)
         submitted = time.perf_counter_ns()
-        if entry.queue is not None:
-            run_ns: list[int] = []
-            try:
-                results = await entry.queue.predict(feeds, wanted, run_ns=run_ns)
-            finally:
-                ran = sum(run_ns)
-                timing.add("queue", time.perf_counter_ns() - submitted - ran)
-                timing.add("infer", ran)
-            return Inference(entry, results)
+        if entry.queue is not None:  # a model that batches: its queue, under the run timeout
+            return Inference(
+                entry,
+                self._fits_reply(
+                    await self._batched(entry.queue, feeds, wanted, timing, submitted)
+                ),
+            )
 
-        def timed() -> list[tuple[str, np.ndarray]]:
+        def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
             started = time.perf_counter_ns()
             try:
-                return entry.model.predict(feeds, wanted)
+                return entry.model.predict(feeds, wanted, run_options=run_options)
             finally:
                 timing.add("queue", started - submitted)
                 timing.add("infer", time.perf_counter_ns() - started)
 
-        return Inference(entry, await self._infer.run(timed))
+        done = await self._guarded(entry, timed, disconnected=disconnected)
+        return Inference(entry, self._fits_reply(done))
 
-    async def infer_raw(
-        self, ref: ModelRef, kind: InputKind, raw: bytes | str, *, timing: Timing | None = None
+    async def _batched(
+        self,
+        queue: ModelQueue,
+        feeds: dict[str, np.ndarray],
+        wanted: list[str] | None,
+        timing: Timing,
+        submitted: int,
+    ) -> list[tuple[str, np.ndarray]]:
+        """A run through a batching model's queue. The run timeout is the reply's (the batch
+        it joined runs to its end: batches are not stopped for one member)."""
+        run_ns: list[int] = []
+        timeout = self.settings.run_timeout
+        try:
+            return await asyncio.wait_for(queue.predict(feeds, wanted, run_ns=run_ns), timeout)
+        except asyncio.TimeoutError:
+            raise InferenceTimeout(
+                f"the run took longer than {timeout:g} s (--run-timeout)"
+            ) from None
+        finally:
+            ran = sum(run_ns)
+            timing.add("queue", time.perf_counter_ns() - submitted - ran)
+            timing.add("infer", ran)
+
+    def versions(self, key: str) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key``, oldest first."""
+        return self.registry.versions(key)
+
+    def entries(self) -> list[ModelEntry]:
+        """Every model, oldest first."""
+        return self.registry.entries()
+
+    def is_ready(self, entry: ModelEntry) -> bool:
+        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
+        return self.registry.is_ready(entry)
+
+    async def run_raw(
+        self,
+        entry: ModelEntry,
+        kind: InputKind,
+        raw: bytes | str,
+        *,
+        timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
-        """Run one raw input (text, or image or audio file bytes) through the model's pipeline;
-        ``timing`` receives its phases as in :meth:`infer`."""
-        entry = self.model(ref)
+        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
+        found by :meth:`model`; ``timing`` and ``disconnected`` as in :meth:`infer`."""
         label = entry.name or entry.model_id
         if entry.pipeline is None:
             raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
         if entry.pipeline.input_kind != kind:
             raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
         submitted = time.perf_counter_ns()
-        return await self._infer.run(_run_pipeline, entry, raw, timing or Timing(), submitted)
+        return await self._guarded(
+            entry,
+            _run_pipeline,
+            entry,
+            raw,
+            timing or Timing(),
+            submitted,
+            disconnected=disconnected,
+        )
+
+    def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
+        """The model's share of the inference workers: its ``max_concurrent_runs``, at most
+        ``ServerSettings.model_runs``."""
+        slots = self._model_slots.get(entry.hash)
+        if slots is None:
+            schedule = self._schedules.get(entry.hash)
+            runs = self.settings.model_runs
+            if schedule is not None:  # the model's own max_concurrent_runs, within the cap
+                runs = min(runs, schedule.policy.max_concurrent_runs)
+            slots = self._model_slots[entry.hash] = asyncio.Semaphore(runs)
+        return slots
+
+    async def _guarded(
+        self,
+        entry: ModelEntry,
+        fn: Callable[..., _T],
+        *args: object,
+        disconnected: Callable[[], Awaitable[object]] | None,
+    ) -> _T:
+        """``fn(*args, run_options)`` in an inference worker, under the run limits: at most
+        ``model_runs`` of the model at once, the run timeout counting the wait for both."""
+        control = RunControl()
+        settings = self.settings
+
+        def counted() -> tuple[_T | None, Exception | None, bool]:
+            with self._running_lock:
+                self._running += 1
+            try:
+                return fn(*args, control.options), None, False
+            except InferenceFailed as exc:
+                with self._running_lock:
+                    shared = self._running > 1
+                return None, exc, shared
+            finally:
+                with self._running_lock:
+                    self._running -= 1
+
+        async def work() -> tuple[_T | None, Exception | None, bool]:
+            async with self._slots(entry):
+                return await self._infer.run(counted)
+
+        value, error, shared = await run_guarded(
+            work(), control, timeout_s=settings.run_timeout, disconnected=disconnected
+        )
+        if error is not None:
+            cause = error.__cause__
+            from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
+            if not from_runtime and control.reason is None:
+                raise error  # our own refusal (a pipeline's, say): as it is
+            raise failure_for(
+                cause if isinstance(cause, Exception) else error,
+                control,
+                timeout_s=settings.run_timeout,
+                memory_bytes=settings.max_run_memory,
+                shared=shared,
+            ) from error
+        return value  # type: ignore[return-value]
+
+    def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+        """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""
+        check_reply_size(outputs, limit=self.settings.max_response_bytes, as_json=lambda _: False)
+        return outputs
 
     def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
         """Account one inference request on ``entry``: its model's statistics and, when it
@@ -377,7 +551,8 @@ class DataPlane:
         self.statistics.forget(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
-        if not any(e.hash == entry.hash for e in self.registry.entries()):
+        if self.registry.session_for(entry.hash) is None:
+            self._model_slots.pop(entry.hash, None)
             self._schedules.pop(entry.hash, None)
         return entry
 
@@ -440,7 +615,13 @@ def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _run_pipeline(entry: ModelEntry, raw: bytes | str, timing: Timing, submitted: int) -> Inference:
+def _run_pipeline(
+    entry: ModelEntry,
+    raw: bytes | str,
+    timing: Timing,
+    submitted: int,
+    run_options: ort.RunOptions,
+) -> Inference:
     """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
     that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`)."""
     timing.add("queue", time.perf_counter_ns() - submitted)
@@ -451,7 +632,7 @@ def _run_pipeline(entry: ModelEntry, raw: bytes | str, timing: Timing, submitted
             prepared = pipe.preprocess(raw)
         feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
     with timing.phase("infer"):
-        outputs = entry.model.predict(feeds)
+        outputs = entry.model.predict(feeds, run_options=run_options)
     with timing.phase("encode"):
         try:
             result = pipe.postprocess(dict(outputs), prepared)

@@ -1,4 +1,9 @@
-"""Start-up: attester, TLS identity, evidence, then three uvicorn servers on one event loop."""
+"""Start-up: attester, TLS identity, evidence, then three uvicorn servers on one event loop.
+
+Each port's server applies the connection limits (``blindai.server.connections``); the process
+caps onnxruntime's arena at ``max_run_memory`` and reserves file descriptors for
+``max_connections`` on every port (docs/limits.md).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ from blindai.server._malloc import keep_freed_memory
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
+from blindai.server.connections import LimitedServer, reserve_file_descriptors
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics
 from blindai.server.registry import ModelRegistry
+from blindai.server.run_guard import cap_arena
 from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
@@ -83,7 +90,9 @@ def build(
     service = EvidenceService(TlsIdentity.generate(), chosen, gpu, Metrics())
     service.evidence()
     service.gpu_evidence()
+    cap_arena(settings.max_run_memory)
     apps = create_apps(settings, ModelRegistry(max_models=settings.max_models), service)
+    apps.plane.compile_guard.warm()
     return Built(settings, apps, service)
 
 
@@ -141,9 +150,12 @@ async def _serve(built: Built) -> None:
         "management": (built.apps.management, tls),
         "metrics": (built.apps.metrics_only, None),
     }
+    listeners = http_listeners(s)
+    reserve_file_descriptors(len(listeners) * s.max_connections)
+    limits = s.connection_limits()
     servers = []
     sockets = []
-    for label, host, port in http_listeners(s):
+    for label, host, port in listeners:
         app, ctx = apps[label]
         sock = _bind(host, port)
         sockets.append(sock)
@@ -153,12 +165,9 @@ async def _serve(built: Built) -> None:
             access_log=False,
             server_header=False,
             lifespan="off",
-            timeout_keep_alive=s.keep_alive_timeout,
-            h11_max_incomplete_event_size=1 << 16,
         )
         config.load()
-        config.ssl = ctx
-        server = uvicorn.Server(config)
+        server = LimitedServer(config, limits=limits, tls=ctx)
         built.apps.metrics.count_connections(label, _open_connections(server))
         servers.append((server, sock))
     grpc_server = None
@@ -170,7 +179,7 @@ async def _serve(built: Built) -> None:
             identity=built.service.identity,
             host=s.listen_host,
             port=s.grpc_port,
-            max_request_bytes=s.max_request_bytes,
+            settings=s,
         )
     _log.info("%s", _banner(built))
     try:

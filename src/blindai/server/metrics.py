@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from blindai.server.statistics import Phase, Timing
+from blindai.server.statistics import Timing
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsMiddleware", "metrics_route"]
 
@@ -113,10 +113,6 @@ class Metrics:
         """Add one inference request's phase durations."""
         for phase, ns in timing.ns.items():
             self.phase_seconds.labels(protocol, phase).observe(ns * _NS)
-
-    def observe_phase(self, protocol: str, phase: Phase, seconds: float) -> None:
-        """Add one phase duration."""
-        self.phase_seconds.labels(protocol, phase).observe(seconds)
 
     def count_connections(self, port: str, count: Callable[[], int]) -> None:
         """Report ``count()`` (read at each scrape) as the open connections of ``port``."""

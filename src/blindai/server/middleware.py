@@ -1,20 +1,41 @@
 """Pure-ASGI middleware: the Server header, and one access-log line per request.
 
-The log line holds route, status, duration and model id: never bodies, inputs, outputs or
-client_info.
+The log line holds the port, the method, the route *template* (``/v2/models/{name}/infer``,
+never the path a client sent: no user-chosen names, no raw or percent-decoded paths), the
+status, the duration and the server-chosen model id. Never bodies, inputs, outputs, model
+names or client_info. Every field is cut to ``FIELD_MAX`` characters and control characters
+are escaped, so a request cannot forge a line or send escape sequences to a terminal.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ServerHeaderAndAccessLog"]
+__all__ = ["FIELD_MAX", "ServerHeaderAndAccessLog", "log_field", "route_template"]
 
 _log = logging.getLogger("blindai.access")
+FIELD_MAX = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def log_field(value: object, limit: int = FIELD_MAX) -> str:
+    """``value`` as one safe log field: control characters escaped, at most ``limit`` chars."""
+    text = str(value)
+    cut = text[:limit]
+    safe = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", cut)
+    return safe + ("..." if len(text) > limit else "")
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that matched (``-`` when none did): never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return log_field(path) if isinstance(path, str) else "-"
 
 
 class ServerHeaderAndAccessLog:
@@ -46,12 +67,13 @@ class ServerHeaderAndAccessLog:
         finally:
             if _log.isEnabledFor(logging.INFO):
                 state: dict[str, Any] = scope.get("state") or {}
+                model = state.get("model_id")
                 _log.info(
                     "%s %s %s %d %.2fms%s",
                     self._label,
-                    scope.get("method", ""),
-                    scope.get("path", ""),
+                    log_field(scope.get("method", ""), 16),
+                    route_template(scope),
                     status,
                     (time.perf_counter() - start) * 1e3,
-                    f" model={state['model_id']}" if state.get("model_id") else "",
+                    f" model={log_field(model)}" if model else "",
                 )

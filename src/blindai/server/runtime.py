@@ -23,14 +23,7 @@ from blindai.errors import (
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 
-__all__ = [
-    "Device",
-    "OnnxModel",
-    "TensorSpec",
-    "check_device",
-    "providers_for",
-    "session_options",
-]
+__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for", "session_options"]
 
 Device = Literal["cpu", "cuda"]
 _CUDA = "CUDAExecutionProvider"
@@ -125,10 +118,11 @@ def check_device(device: Device, gpu_index: int = 0) -> None:
 def session_options(
     *, optimize: bool, intra_op_threads: int = 0, shared_arena: bool = False
 ) -> ort.SessionOptions:
-    """The session options of every model (the benchmark's in-process reference uses them).
+    """The session options of every model (the compile guard compiles with the same ones;
+    the benchmark's in-process reference runs with them).
 
-    ``shared_arena``: allocate tensors from the process's shared arena (registered with
-    ``onnxruntime.create_and_register_allocator``) instead of a private one.
+    ``shared_arena``: allocate tensors from the process's capped arena
+    (``blindai.server.run_guard.cap_arena``) instead of a private, uncapped one.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = (
@@ -159,8 +153,11 @@ class OnnxModel:
         intra_op_threads: int = 0,
         device: Device = "cpu",
         gpu_index: int = 0,
+        shared_arena: bool = False,
     ) -> None:
-        options = session_options(optimize=optimize, intra_op_threads=intra_op_threads)
+        options = session_options(
+            optimize=optimize, intra_op_threads=intra_op_threads, shared_arena=shared_arena
+        )
         session = ort.InferenceSession(
             model, sess_options=options, providers=providers_for(device, gpu_index)
         )
@@ -179,13 +176,19 @@ class OnnxModel:
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
 
     def predict(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_options: ort.RunOptions | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run the model on validated inputs.
 
         Returns (output name, array) for ``outputs`` (all of them, in model order, when None).
         bfloat16 inputs and outputs go through OrtValues (onnxruntime's numpy interface has no
-        bfloat16).
+        bfloat16). ``run_options`` lets the caller stop the run (``terminate``) and give the
+        arena back after it (``blindai.server.run_guard.RunControl``); onnxruntime's own error
+        is the InferenceFailed's ``__cause__``.
         """
         session = self._session
         if session is None:
@@ -194,7 +197,7 @@ class OnnxModel:
         try:
             if self._bf16_out:
                 values = session.run_with_ort_values(
-                    names, {k: to_ort_value(v) for k, v in feeds.items()}
+                    names, {k: to_ort_value(v) for k, v in feeds.items()}, run_options
                 )
                 results = [from_ort_value(v) for v in values]
             else:
@@ -204,6 +207,7 @@ class OnnxModel:
                         k: to_ort_value(v) if v.dtype.name == "bfloat16" else v
                         for k, v in feeds.items()
                     },
+                    run_options,
                 )
         except BlindAIError:
             raise

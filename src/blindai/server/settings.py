@@ -15,11 +15,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, CliSettingsSource, CliToggleFlag, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    CliImplicitFlag,
+    CliSettingsSource,
+    CliToggleFlag,
+    SettingsConfigDict,
+)
 
 from blindai.attestation.kinds import CONFIGFS_TSM, GRAMINE, NSM, TEE_CHOICES
 from blindai.errors import ConfigurationError
 from blindai.pipeline.limits import PipelineLimits
+
+if TYPE_CHECKING:  # imported where used: settings load without onnx or uvicorn
+    from blindai.server.admission import AdmissionLimits
+    from blindai.server.compile_guard import CompileLimits
+    from blindai.server.connections import ConnectionLimits
 
 __all__ = ["ModelSettings", "ServerSettings", "TeeName"]
 
@@ -106,6 +117,43 @@ class ServerSettings(BaseSettings):
     """Fewest models this replica must hold before ``/v2/health/ready`` says ready."""
     keep_alive_timeout: int = Field(30, gt=0)
     """Seconds an idle client connection is kept open before the server closes it."""
+    max_connections: int = Field(1000, gt=0)
+    """Open connections per port, TLS handshakes included; at the cap the idlest connection is
+    closed to make room, and when none is idle new ones are refused at once."""
+    max_header_bytes: int = Field(16 << 10, ge=1 << 10)
+    """Largest request line and headers of one request, in bytes (beyond: 431)."""
+    max_header_count: int = Field(100, gt=0)
+    """Most header fields in one request (beyond: 431)."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds for a request's headers (and a TLS handshake) to arrive; then it is closed."""
+    body_timeout: float = Field(30.0, gt=0)
+    """Seconds for a request body to arrive, plus one second per --body-min-rate bytes
+    received; then the connection is closed."""
+    body_min_rate: int = Field(64 << 10, gt=0)
+    """Bytes per second a request body must keep up, after --body-timeout."""
+    max_response_bytes: int = Field(64 << 20, gt=0)
+    """Largest inference reply, in bytes, computed from the outputs' shapes and dtypes before
+    anything is encoded (an upper bound for JSON); larger ones are refused with 422."""
+    run_timeout: float = Field(30.0, gt=0)
+    """Seconds an inference may take, waiting for a worker included; onnxruntime is then
+    stopped (RunOptions.terminate), its worker freed, and the client gets 504."""
+    max_run_memory: int = Field(1 << 30, gt=0)
+    """Bytes of tensors onnxruntime may hold for all the inferences running at once (one capped
+    arena, given back after each run): a run that needs more fails with 422 (503 when others
+    were running). A model whose static shapes imply a larger value is refused at upload."""
+    compile_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload's checks and compilation may take; then it is refused with 400."""
+    compile_memory: int = Field(2 << 30, gt=0)
+    """Bytes of address space an upload's checks and compilation may use beyond five times the
+    model (enforced in the compile child process)."""
+    compile_isolation: CliImplicitFlag[bool] = True
+    """Check and compile each upload first in a separate, limited process (time and memory).
+    Off (--no-compile-isolation), e.g. where a process is costly (Gramine), the admission checks
+    run in the server and compile time and memory are not bounded."""
+    max_graph_nodes: int = Field(100_000, gt=0)
+    """Most nodes in an uploaded model, all graphs and subgraphs together."""
+    max_subgraph_depth: int = Field(8, ge=0)
+    """Deepest nesting of If/Loop/Scan bodies in an uploaded model."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where models run: ``cuda`` uses onnxruntime's CUDA execution provider (onnxruntime-gpu)
     and, outside simulation, serves the GPU's NVML attestation report; the server refuses to
@@ -151,6 +199,15 @@ class ServerSettings(BaseSettings):
     max_pending_fresh_evidence: int = Field(4, gt=0)
     """Most fresh-evidence collections (``GET /attestation?nonce=``, each a new quote or report
     from the TEE) waiting at once; further requests are answered 503 until one finishes."""
+    max_model_runs: int = Field(0, ge=0)
+    """Most inferences of one model (identical uploads count as one) running at once; 0: one
+    less than --inference-threads (at least 1), so that one model never holds every worker."""
+
+    @property
+    def model_runs(self) -> int:
+        """``max_model_runs``, with 0 resolved."""
+        return self.max_model_runs or max(1, self.inference_threads - 1)
+
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""
@@ -162,6 +219,42 @@ class ServerSettings(BaseSettings):
     """AWS Nitro Security Module device."""
     log_level: str = "info"
     """Python logging level name."""
+
+    def admission_limits(self) -> AdmissionLimits:
+        """The bounds an uploaded model is checked against."""
+        from blindai.server.admission import AdmissionLimits
+
+        return AdmissionLimits(
+            max_nodes=self.max_graph_nodes,
+            max_subgraph_depth=self.max_subgraph_depth,
+            max_tensor_bytes=self.max_run_memory,
+            shape_inference=True,
+        )
+
+    def compile_limits(self) -> CompileLimits:
+        """What one upload may cost to check and compile."""
+        from blindai.server.compile_guard import CompileLimits
+
+        return CompileLimits(
+            timeout_s=self.compile_timeout,
+            memory_bytes=self.compile_memory,
+            admission=self.admission_limits(),
+            intra_op_threads=self.intra_op_threads,
+        )
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The limits on each port's connections."""
+        from blindai.server.connections import ConnectionLimits
+
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            max_header_count=self.max_header_count,
+            header_timeout_s=self.header_timeout,
+            body_timeout_s=self.body_timeout,
+            body_min_rate=self.body_min_rate,
+            keep_alive_timeout_s=self.keep_alive_timeout,
+            max_connections=self.max_connections,
+        )
 
     def pipeline_limits(self) -> PipelineLimits:
         """The bounds pipelines and raw inputs are held to."""

@@ -25,6 +25,13 @@ def answer(status: int, message: str, kind: str | None = None) -> HttpResponse:
         ("InferenceFailed", 422, errors.InferenceFailed),
         ("RegistryFull", 507, errors.RegistryFull),
         ("ServerError", 500, errors.ServerError),
+        # ServerBusy and ModelNotReady share 503: only the header tells them apart
+        ("ServerBusy", 503, errors.ServerBusy),
+        # where the header and the status disagree, the class the server raised wins
+        ("InvalidInput", 413, errors.InvalidInput),
+        ("PayloadTooLarge", 400, errors.PayloadTooLarge),
+        ("ModelNotReady", 500, errors.ModelNotReady),
+        ("ServerError", 404, errors.ServerError),
     ],
 )
 def test_the_named_class_is_raised(kind: str, status: int, expected: type) -> None:

@@ -34,6 +34,16 @@ def test_forms_accepted_for_one_flat_input(dtypes: object, shapes: object) -> No
     assert to_wire_tensors(FLAT, dtypes, shapes) == [WANT]
 
 
+@pytest.mark.parametrize("scalar", [np.float32(2.5), np.array(2.5, np.float32)], ids=type)
+def test_a_numpy_scalar_is_a_0d_tensor(scalar: object) -> None:
+    """For a model whose input has ONNX shape []: alone or by name (a list of numbers is a
+    flat list, as in 0.6.3, so a list holds 0-d arrays)."""
+    for inputs, name in ((scalar, None), ({"s": scalar}, "s"), ([np.asarray(scalar)], None)):
+        (tensor,) = to_wire_tensors(inputs)
+        assert tensor.info == TensorInfo((), DatumType.F32, name)
+        assert tensor.as_numpy() == np.float32(2.5)
+
+
 def test_names_follow_blindai_0_6_3_not_numpy() -> None:
     # "i8" and "u8" are 8-bit in BlindAI's names (numpy's "i8" is int64)
     (i8,) = to_wire_tensors([1, 2], "i8", (2,))

@@ -93,7 +93,10 @@ def test_limits_bound_sizes(doc, fragment):
     [
         ({"input": {"kind": "image", "resize": [8, 8], "resize_shorter": 8}}, "not both"),
         ({"input": {"kind": "image", "mean": [0.5, 0.5]}}, "input.mean: 1 or 3 values"),
-        ({"input": {"kind": "image", "channels": "L", "std": [1, 1, 1]}}, "1 or 1 values"),
+        (
+            {"input": {"kind": "image", "channels": "L", "std": [1, 1, 1]}},
+            "input.std: 1 value for L",
+        ),
         ({"input": {"kind": "image", "std": [0.0]}}, "input.std: must not be zero"),
         (
             {"input": {"kind": "image"}, "output": {"kind": "next_token"}},

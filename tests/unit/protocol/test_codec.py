@@ -93,3 +93,33 @@ def test_a_scalar_keeps_shape_empty(dtype: type) -> None:
     decoded = codec.decode_tensor(codec.encode_tensor(wire))
     assert decoded.as_numpy().shape == ()
     assert decoded.as_numpy() == scalar
+
+
+@pytest.mark.parametrize(
+    ("fact", "fragment"),
+    [
+        ([2**62, 0], "more than 2\\*\\*48"),  # issue 10: an empty tensor of this shape was a 500
+        ([2**64, 0], "fit in 64 bits"),
+        ([2**63, 1], "fit in 64 bits"),
+        ([1 << 30, 1 << 30, 0], "more than 2\\*\\*48"),
+    ],
+)
+def test_shapes_are_bounded_even_when_empty(fact, fragment):
+    with pytest.raises(ProtocolError, match=fragment):
+        codec.decode_tensor({"info": {"fact": fact, "datum_type": 0}, "bytes_data": b""})
+
+
+class _NoArithmetic(int):
+    """A dimension that fails the test if anything multiplies it."""
+
+    def __mul__(self, other: object) -> int:
+        raise AssertionError("a dimension was multiplied before its bounds were checked")
+
+    __rmul__ = __mul__
+
+
+def test_big_integer_dimensions_are_refused_before_any_arithmetic():
+    # issue 10: 32 big-integer dimensions (3 MB of body) took 16 s to multiply out
+    fact = [_NoArithmetic(2 ** (8 * 100_000))] * 32
+    with pytest.raises(ProtocolError, match="64 bits"):
+        codec.decode_tensor({"info": {"fact": fact, "datum_type": 0}, "bytes_data": b""})

@@ -71,11 +71,13 @@ class InProcess:
 
 
 @contextmanager
-def in_process(**settings: Any) -> Iterator[InProcess]:
-    """The apps for a simulation server with ``settings``; worker threads stopped afterwards."""
+def in_process(registry: ModelRegistry | None = None, **settings: Any) -> Iterator[InProcess]:
+    """The apps for a simulation server with ``settings`` (and ``registry``, else a fresh
+    one); worker threads stopped afterwards."""
     config = ServerSettings(tee="simulation", **settings)
     service = EvidenceService(TlsIdentity.generate(), SimulationAttester(measurement=b"\1" * 32))
-    apps = create_apps(config, ModelRegistry(max_models=config.max_models), service)
+    registry = registry or ModelRegistry(max_models=config.max_models)
+    apps = create_apps(config, registry, service)
     clients = [AppClient(app) for app in (apps.unattested, apps.attested, apps.management)]
     try:
         yield InProcess(apps, service, *clients)

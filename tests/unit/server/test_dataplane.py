@@ -237,7 +237,7 @@ def test_batching_a_model_that_cannot_be_batched_is_refused_when_asked_else_left
         with pytest.raises(InvalidInput, match=r"cannot be batched: .*fixed first dimension"):
             _upload_with(plane, identity(TensorProto.FLOAT, [1, 3]), max_batch_size=4)
         entry = _upload(plane, mixes_rows())  # the server's default: batching left off
-        assert entry.queue is not None and not entry.queue.batching
+        assert entry.queue is None  # run directly, under the run guard
         x = np.array([[1, 2, 3], [3, 2, 1]], np.float32)
         out = _infer(plane, ModelRef(entry.model_id), [("x", x)]).outputs[0][1]
         np.testing.assert_array_equal(out, x - x.mean(axis=0))
@@ -245,10 +245,12 @@ def test_batching_a_model_that_cannot_be_batched_is_refused_when_asked_else_left
         plane.close()
 
 
-def test_more_runs_at_once_than_inference_threads_is_refused():
+def test_more_runs_at_once_than_one_model_may_have_is_refused():
     plane = DataPlane(ServerSettings(tee="simulation", inference_threads=2), ModelRegistry())
     try:
-        with pytest.raises(InvalidInput, match="max_concurrent_runs 3 is more than"):
+        with pytest.raises(
+            InvalidInput, match=r"max_concurrent_runs 3 is more .* \(1, --max-model-runs\)"
+        ):
             _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=3)
     finally:
         plane.close()
@@ -285,8 +287,11 @@ def test_concurrent_requests_through_the_plane_are_batched_and_split_exactly():
 
 
 def test_deleting_a_model_closes_its_queue(plane):
-    entry = _upload(plane, identity(TensorProto.FLOAT))
+    from tests.models import gather_rows
+
+    entry = _upload_with(plane, gather_rows(10), max_batch_size=4)
     plane.delete(ModelRef(entry.model_id))
     assert entry.queue is not None
     with pytest.raises(ModelNotReady):
-        asyncio.run(entry.queue.predict({"x": np.zeros((1, 3), np.float32)}))
+        ids = np.zeros((1, 2), np.int64)
+        asyncio.run(entry.queue.predict({"ids": ids, "scale": np.ones((1, 1, 1), np.float32)}))

@@ -62,7 +62,7 @@ def test_upload_length_must_be_the_size_sent(server: InProcess) -> None:
         ({"model": b"x", "length": "1"}, "length must be an integer"),
         ({"model": b"x", "length": True}, "length must be an integer"),
         ({"model": b"x", "optimize": "yes"}, "optimize"),
-        ({"model": b"not onnx"}, "could not be loaded"),
+        ({"model": b"not onnx"}, "not a valid ONNX model"),
         ({"model": b""}, "empty"),
         ({"model": b"x", "settings": [1]}, "settings must be a map"),
         ({"model": b"x", "settings": {"max_batch": 4}}, "settings: max_batch: Extra inputs"),

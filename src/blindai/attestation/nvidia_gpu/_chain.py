@@ -189,6 +189,11 @@ def leaf_fwid(leaf: x509.Certificate) -> bytes | None:
 
 def _parse_dice(der: bytes) -> bytes:
     """SEQUENCE { INTEGER 1, SubjectPublicKeyInfo, SEQUENCE { OID sha384, OCTET STRING } }."""
+    # A hand parser, on purpose: NVIDIA's DICE TcbInfo extension has a custom OID, which
+    # cryptography hands over undecoded (UnrecognizedExtension.value, the raw extnValue) and
+    # has no public DER decoder for; adding an ASN.1 library to the client for these three
+    # fields is not worth it. Only this exact form is accepted (strict, minimal lengths);
+    # anything else is a ChainError.
     tag, start, end = _tlv(der, 0)
     if tag != 0x30 or end != len(der):
         raise ChainError("the GPU leaf's DICE extension is not one DER SEQUENCE")

@@ -7,6 +7,7 @@ renders the message in its own body format.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -15,8 +16,16 @@ from starlette.responses import Response
 
 from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server.middleware import route_template
 
-__all__ = ["Endpoint", "ErrorRenderer", "error_replies", "read_body"]
+__all__ = [
+    "Endpoint",
+    "ErrorRenderer",
+    "client_gone",
+    "declared_over",
+    "error_replies",
+    "read_body",
+]
 
 _log = logging.getLogger("blindai.server")
 
@@ -25,10 +34,18 @@ ErrorRenderer = Callable[[str, int, str], Response]
 """``render(message, status, error_type)``: a protocol's error reply."""
 
 
-async def read_body(request: Request, most: int, refusal: str) -> bytes:
-    """The request body; PayloadTooLarge(``refusal``) as soon as it passes ``most`` bytes."""
+def declared_over(request: Request, most: int) -> bool:
+    """Whether the request's Content-Length already says its body is over ``most`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > most:
+    return (
+        declared is not None and declared.isascii() and declared.isdigit() and int(declared) > most
+    )
+
+
+async def read_body(request: Request, most: int, refusal: str) -> bytes:
+    """The request body; PayloadTooLarge(``refusal``) from its Content-Length, or as soon as it
+    passes ``most`` bytes while it arrives (never after reading it whole)."""
+    if declared_over(request, most):
         raise PayloadTooLarge(refusal)
     chunks: list[bytes] = []
     size = 0
@@ -38,6 +55,20 @@ async def read_body(request: Request, most: int, refusal: str) -> bytes:
             raise PayloadTooLarge(refusal)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def client_gone(request: Request) -> None:
+    """Completes when the client disconnects; to be awaited once the body has been read.
+
+    The server's run limits stop an inference whose client went away with it. Should the
+    server answer anything but a disconnect after the body, this waits forever instead.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        if not message.get("body") and not message.get("more_body"):
+            await asyncio.Event().wait()  # no disconnect to wait for: never completes
 
 
 def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
@@ -54,11 +85,12 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
             except BlindAIError as exc:
                 status, kind = exc.http_status, type(exc).__name__
                 if status >= 500:
-                    _log.error("%s failed: %s", request.url.path, kind)
+                    _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
                 reply = render(message, status, kind)
             except Exception as exc:
-                _log.error("%s failed unexpectedly: %s", request.url.path, type(exc).__name__)
+                where = route_template(request.scope)
+                _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)
                 reply, kind = render("internal server error", 500, "ServerError"), "ServerError"
             reply.headers[ERROR_HEADER] = kind
             return reply

@@ -24,8 +24,7 @@ from tests._fakes.nvidia_gpu import (
     tlv,
     unsigned_report,
 )
-
-from .conftest import ANY, NONCE, NOW
+from tests.unit.attestation.nvidia_gpu._gpu_kit import ANY, NONCE, NOW
 
 
 def run(verifier: NvidiaGpuVerifier, gpu: FakeGpu, report: bytes, chain: bytes | None = None):

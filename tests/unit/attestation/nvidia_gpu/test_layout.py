@@ -13,8 +13,7 @@ from tests._fakes.nvidia_gpu import (
     opaque_item,
     unsigned_report,
 )
-
-from .conftest import NONCE
+from tests.unit.attestation.nvidia_gpu._gpu_kit import NONCE
 
 SIG = b"\x01" * 96
 

@@ -26,8 +26,7 @@ from blindai.errors import (
     SignatureError,
     VerificationError,
 )
-
-from .conftest import ANY, REAL_AT, REAL_NONCE, RealSet
+from tests.unit.attestation.nvidia_gpu._gpu_kit import ANY, REAL_AT, REAL_NONCE, RealSet
 
 RECORD = 45
 NONCE_AT = 3565

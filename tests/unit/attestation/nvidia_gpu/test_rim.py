@@ -37,8 +37,7 @@ from blindai.errors import (
     SignatureError,
 )
 from tests._fakes.nvidia_gpu import FakeGpu, leaf_usage, make_cert
-
-from .conftest import NONCE, NOW
+from tests.unit.attestation.nvidia_gpu._gpu_kit import NONCE, NOW
 
 SWID = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
 SHA384 = "http://www.w3.org/2001/04/xmlenc#sha384"

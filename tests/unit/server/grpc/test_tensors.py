@@ -86,14 +86,17 @@ def test_bytes_and_half_precision() -> None:
     [
         (request(("x", "INT8", [1], "int_contents", [128])), "out of range"),
         (request(("x", "UINT8", [1], "uint_contents", [256])), "out of range"),
-        (request(("x", "FP32", [3], "fp32_contents", [1.0])), "element"),
+        (
+            request(("x", "FP32", [3], "fp32_contents", [1.0])),
+            "1 element given, shape \\[3\\] needs 3",
+        ),
         (request(("x", "FP32", [1], "fp64_contents", [1.0])), "fp64_contents"),
         (request(("x", "FP16", [1], None, None)), "raw_input_contents"),
         (request(("x", "NOPE", [1], None, None)), "unknown datatype"),
         (request(("x", "FP32", [2], None, None), raw=[b"\0" * 4]), "binary_data_size"),
         (
             request(("x", "FP32", [1], None, None), ("y", "FP32", [1], None, None), raw=[b"1234"]),
-            "every input",
+            "holds 1 blob for 2 inputs; when used, it carries every input",
         ),
         (request(("x", "FP32", [1 << 30, 1 << 30], None, None)), "larger"),
         (request(("x", "BYTES", [1], "bytes_contents", [b"\xff"])), "UTF-8"),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InvalidInput
+from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
@@ -101,7 +102,8 @@ def _from_contents(tensor: Any, dtype: np.dtype[Any], shape: tuple[int, ...], la
     values = getattr(tensor.contents, field)
     if len(values) != math.prod(shape):
         raise InvalidInput(
-            f"{label}: {len(values)} element(s) given, shape {list(shape)} needs {math.prod(shape)}"
+            f"{label}: {count(len(values), 'element')} given, shape {list(shape)} needs "
+            f"{math.prod(shape)}"
         )
     if dtype.kind == "O":
         try:
@@ -127,8 +129,8 @@ def _outputs(request: Any) -> list[RequestedOutput] | None:
         params = {k: _parameter(v) for k, v in out.parameters.items()}
         if any(k.startswith("shared_memory") for k in params):
             raise InvalidInput(f"output {out.name!r}: shared memory is not supported")
-        count = classification_count(params.get("classification"), out.name)
-        found.append(RequestedOutput(out.name, count))
+        top_k = classification_count(params.get("classification"), out.name)
+        found.append(RequestedOutput(out.name, top_k))
     names = [o.name for o in found]
     if len(set(names)) != len(names):
         raise InvalidInput("an output is requested twice")
@@ -142,7 +144,8 @@ def decode(request: Any) -> GrpcRequest:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
-            f"raw_input_contents holds {len(raw)} blob(s) for {len(request.inputs)} input(s); "
+            f"raw_input_contents holds {count(len(raw), 'blob')} for "
+            f"{count(len(request.inputs), 'input')}; "
             "when used, it carries every input"
         )
     arrays = []

@@ -7,30 +7,37 @@ class in the ``X-BlindAI-Error`` header. Every ``/run`` on a model counts in its
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from blindai.errors import InvalidInput, PayloadTooLarge
+from blindai.protocol import codec
 from blindai.server._text import limit
+from blindai.server.cbor_body import CborLimits, ModelSink, decode, read_upload
 from blindai.server.dataplane import DataPlane
-from blindai.server.protocols._http import error_replies, read_body
-from blindai.server.protocols.v06.upload import receive_upload
+from blindai.server.model_file import ModelFile
+from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
 from blindai.server.protocols.v06.wire import (
     Run,
     cbor_response,
     decode_delete,
-    decode_run,
-    decode_upload,
     outputs_response,
-    upload_from_fields,
+    run_from_map,
+    upload_from_map,
 )
-from blindai.server.registry import ModelRef
+from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["DELETE_BYTES", "PROTOCOL", "V06Routes", "cbor_errors"]
+__all__ = ["DELETE_BYTES", "PROTOCOL", "SMALL_BODY", "V06Routes", "cbor_errors"]
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""
+SMALL_BODY = 16 << 10
+"""/run bodies up to this size are decoded by cbor2 on the event loop (a few microseconds);
+larger ones by the bounded decoder (``blindai.server.cbor_body``) in a worker thread."""
 
 PROTOCOL = "v06"
 """``/run``'s label in the inference phase metrics (v2 REST is ``rest``, gRPC ``grpc``)."""
@@ -66,27 +73,19 @@ class V06Routes:
         self.delete = cbor_errors(self._delete)
 
     async def _upload(self, request: Request) -> Response:
-        settings = self.plane.settings
-        declared = request.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self._upload_bytes:
+        if declared_over(request, self._upload_bytes):
             raise PayloadTooLarge(self._upload_refusal)
-        got = await receive_upload(
+        settings = self.plane.settings
+        doc = await read_upload(
             request.stream(),
-            check_model_size=self.plane.check_model_size,
-            max_body_bytes=self._upload_bytes,
-            max_field_bytes=settings.max_pipeline_bytes + (1 << 20),
-            refusal=self._upload_refusal,
-            open_model=self.plane.model_file,
-            write=self.plane.write_model,
+            limits=CborLimits(max_bytes=settings.max_model_bytes, setting="max_model_bytes"),
+            max_body=self._upload_bytes,
+            field_bytes={"pipeline": settings.max_pipeline_bytes + (1 << 20)},
+            into=ModelSink(self.plane.model_file, self.plane.write_model),
         )
-        limits = settings.pipeline_limits()
+        model = doc.get("model")
         try:
-            if got.body is not None:
-                upload = decode_upload(got.body, limits=limits)
-            elif got.model is None:
-                raise InvalidInput("model must be a byte string or an array of byte values")
-            else:
-                upload = upload_from_fields(got.fields, got.model, limits=limits)
+            upload = upload_from_map(doc, limits=settings.pipeline_limits())
             entry = await self.plane.upload(
                 upload.model,
                 name=upload.name,
@@ -95,8 +94,8 @@ class V06Routes:
                 settings=upload.settings,
             )
         except BaseException:
-            if got.model is not None:
-                got.model.close()  # refused: its bytes go now
+            if isinstance(model, ModelFile):
+                model.close()  # refused: its bytes go now (kept otherwise, to load it again)
             raise
         request.state.model_id = entry.model_id
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
@@ -105,26 +104,46 @@ class V06Routes:
         body = await read_body(request, self._run_bytes, self._run_refusal)
         timing = Timing()
         with timing.phase("decode"):
-            run = decode_run(body)
+            run = run_from_map(await self._decoded(body))
         entry = self.plane.model(run.ref)
         request.state.model_id = entry.model_id
         try:
-            response = await self._inference(run, ModelRef(key=entry.model_id), timing)
+            response = await self._inference(run, entry, timing, request)
         except Exception:
             self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
             raise
         self.plane.record(entry, timing, success=True, protocol=PROTOCOL)
         return response
 
-    async def _inference(self, run: Run, ref: ModelRef, timing: Timing) -> Response:
+    async def _inference(
+        self, run: Run, entry: ModelEntry, timing: Timing, request: Request
+    ) -> Response:
+        """Run the model found by :meth:`DataPlane.model` (not looked up again); the run stops
+        if the client goes away."""
+        gone = functools.partial(client_gone, request)
         if run.raw is not None:
-            result = await self.plane.infer_raw(ref, *run.raw, timing=timing)
+            result = await self.plane.run_raw(entry, *run.raw, timing=timing, disconnected=gone)
         else:
-            result = await self.plane.infer(ref, run.inputs, reshape_flat=True, timing=timing)
+            result = await self.plane.run(
+                entry, run.inputs, reshape_flat=True, timing=timing, disconnected=gone
+            )
         with timing.phase("encode"):
             if result.result is not None:
                 return cbor_response({"result": result.result.to_wire()})
             return outputs_response(result.outputs)
+
+    async def _decoded(self, body: bytes) -> dict[str, Any]:
+        """A /run body as a map: small ones with cbor2, larger ones bounded and off the loop."""
+        if len(body) <= SMALL_BODY:
+            try:
+                return codec.decode_map(body, what="run")
+            except Exception as exc:
+                raise InvalidInput(str(exc)) from exc
+        limits = CborLimits(max_bytes=self._run_bytes, setting="max_request_bytes")
+        doc = await self.plane.offload(decode, body, limits=limits)
+        if not isinstance(doc, dict):
+            raise InvalidInput("run: body must be a CBOR map with text keys")
+        return doc
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")

@@ -36,7 +36,8 @@ __all__ = [
     "decode_upload",
     "output_tensors",
     "outputs_response",
-    "upload_from_fields",
+    "run_from_map",
+    "upload_from_map",
 ]
 
 CBOR = "application/cbor"
@@ -87,19 +88,24 @@ class Upload:
 
 
 def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?, settings?}``; ``length``, when
-    sent, must be the size of ``model``; ``pipeline`` is held to ``limits``; ``settings`` (our
-    extension) says how the model runs."""
+    """``{model, length?, model_name?, optimize?, pipeline?, settings?}`` from a whole body."""
     with _request():
         doc = codec.decode_map(body, what="upload")
-        model = codec.model_bytes(doc.get("model"))
-    return upload_from_fields(doc, model, limits=limits)
+    return upload_from_map(doc, limits=limits)
 
 
-def upload_from_fields(
-    doc: dict[str, Any], model: bytes | ModelFile, *, limits: PipelineLimits
-) -> Upload:
-    """The upload's fields (all but ``model``) checked, with the model's bytes or file."""
+def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
+    """``{model, length?, model_name?, optimize?, pipeline?, settings?}`` (decoded, or read as
+    it arrived: ``blindai.server.cbor_body.read_upload``, the model then maybe a
+    :class:`ModelFile`); ``length``, when sent, must be the size of ``model``; ``pipeline`` is
+    held to ``limits``; ``settings`` (our extension) says how the model runs."""
+    given = doc.get("model")
+    model: bytes | ModelFile
+    if isinstance(given, ModelFile):  # streamed into the server's file as it arrived
+        model = given
+    else:
+        with _request():
+            model = codec.model_bytes(given)
     size = model.size if isinstance(model, ModelFile) else len(model)
     name = doc.get("model_name")
     if name is not None and not isinstance(name, str):
@@ -166,12 +172,20 @@ def _raw_input(doc: dict[str, Any]) -> tuple[InputKind, bytes | str] | None:
 
 
 def decode_run(body: bytes) -> Run:
-    """``{model_id?, model_hash?, inputs | text | image | audio}``.
+    """``{model_id?, model_hash?, inputs | text | image | audio}`` from a whole body."""
+    with _request():
+        doc = codec.decode_map(body, what="run")
+    return run_from_map(doc)
+
+
+def run_from_map(doc: dict[str, Any]) -> Run:
+    """``{model_id?, model_hash?, inputs | text | image | audio}``, decoded.
 
     With neither ``model_id`` nor ``model_hash``, the newest model is meant.
     """
     with _request():
-        doc = codec.decode_map(body, what="run")
+        if not all(isinstance(k, str) for k in doc):
+            raise ProtocolError("run: body must be a CBOR map with text keys")
         model_id, model_hash = _text(doc, "model_id"), _text(doc, "model_hash")
         if model_id and model_hash:
             raise InvalidInput("give at most one of model_id and model_hash")

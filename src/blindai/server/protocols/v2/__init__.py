@@ -1,13 +1,15 @@
 """Open Inference Protocol v2 (KServe v2) on the attested port.
 
-``v2_routes(plane)`` gives the Starlette routes: ``GET /v2``, ``/v2/health/live``,
-``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}]``, ``.../ready`` and
-``POST .../infer`` (JSON data and the binary tensor extension). A model is addressed by its id
-or its name; its only version is its id.
+``V2Routes(plane).routes()`` gives the Starlette routes: ``GET /v2``, ``/v2/health/live``,
+``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}]``, ``.../ready``, ``.../stats``,
+``POST .../infer`` (JSON data and the binary tensor extension) and the model repository
+extension. A model is addressed by its id or its name; the uploads of a name are its versions
+``1``, ``2``, ... (a version may also be given as the model's id). The protocol's semantics,
+shared with gRPC, are in :mod:`.service`.
 """
 
 from __future__ import annotations
 
-from blindai.server.protocols.v2.routes import v2_routes
+from blindai.server.protocols.v2.routes import V2Routes
 
-__all__ = ["v2_routes"]
+__all__ = ["V2Routes"]

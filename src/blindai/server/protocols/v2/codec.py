@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InvalidInput
-from blindai.server import _json
+from blindai.server import _json, run_guard
 from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_RANK",
     "InferRequest",
     "RequestedOutput",
+    "check_reply_size",
     "encode_response",
     "parse_request",
 ]
@@ -216,6 +217,15 @@ def _selected(
         return [(name, array, request.binary_output) for name, array in outputs]
     binary = {o.name: o.binary for o in request.outputs}
     return [(name, array, binary[name]) for name, array in outputs]
+
+
+def check_reply_size(
+    request: InferRequest, outputs: Sequence[tuple[str, np.ndarray]], *, limit: int
+) -> None:
+    """InferenceFailed when the reply would pass ``limit`` bytes, computed from the outputs'
+    shapes and dtypes before anything is encoded (an upper bound for JSON data)."""
+    binary = {name: flag for name, _, flag in _selected(request, outputs)}
+    run_guard.check_reply_size(outputs, limit=limit, as_json=lambda name: not binary[name])
 
 
 def encode_response(

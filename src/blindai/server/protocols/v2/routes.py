@@ -16,6 +16,7 @@ the request body is logged.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -27,13 +28,18 @@ from starlette.routing import Route
 from blindai.errors import InvalidInput
 from blindai.server._text import limit
 from blindai.server.dataplane import DataPlane
-from blindai.server.protocols._http import error_replies, read_body
-from blindai.server.protocols.v2.codec import HEADER_LENGTH, encode_response, parse_request
+from blindai.server.protocols._http import client_gone, error_replies, read_body
+from blindai.server.protocols.v2.codec import (
+    HEADER_LENGTH,
+    check_reply_size,
+    encode_response,
+    parse_request,
+)
 from blindai.server.protocols.v2.service import EXTENSIONS, RESULT_OUTPUT, OipService, Wanted
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes", "v2_routes"]
+__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes"]
 
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
@@ -182,7 +188,9 @@ class V2Routes:
         wanted = None
         if parsed.outputs is not None:
             wanted = [Wanted(o.name, o.classification) for o in parsed.outputs]
-        outputs = await self.oip.infer(entry, parsed.inputs, wanted, timing)
+        gone = functools.partial(client_gone, request)
+        outputs = await self.oip.infer(entry, parsed.inputs, wanted, timing, disconnected=gone)
+        check_reply_size(parsed, outputs, limit=self.plane.settings.max_response_bytes)
         big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
         with timing.phase("encode"):
             reply, head = await self._work(
@@ -198,8 +206,3 @@ class V2Routes:
         return Response(
             reply, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)}
         )
-
-
-def v2_routes(plane: DataPlane) -> list[Route]:
-    """The v2 routes for the attested app."""
-    return V2Routes(plane).routes()

@@ -10,8 +10,9 @@ without a version, the newest upload. The repository index lists every version w
 ``READY`` or ``UNAVAILABLE`` (reason ``unloaded``).
 
 Access control (once the API keys land): every lookup goes through :meth:`OipService.versions`
-(and :meth:`OipService.index` / :meth:`OipService.statistics` list through the registry), the
-places where the caller's key will restrict what is seen. The key arrives as
+or :meth:`OipService.ready_model` (and :meth:`OipService.index` / :meth:`OipService.statistics`
+list through :meth:`DataPlane.entries`), the places where the caller's key will restrict what
+is seen. The key arrives as
 ``Authorization: Bearer KEY``: the REST routes read ``request.headers["authorization"]``, the
 gRPC servicer ``context.invocation_metadata()`` (key ``authorization``); both will pass it to
 the data plane the way the 0.6 routes do.
@@ -20,7 +21,7 @@ the data plane the way the 0.6 routes do.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ class OipService:
 
     def versions(self, name: str) -> list[ModelEntry]:
         """Every version of ``name`` (a model id: that model), oldest first; 404 if none."""
-        found = self.plane.registry.versions(name)
+        found = self.plane.versions(name)
         if not found:
             raise ModelNotFound(f"no model with id or name {name!r}")
         return found
@@ -119,7 +120,7 @@ class OipService:
 
     def is_ready(self, name: str, version: str = "") -> bool:
         """Whether the model exists and is loaded."""
-        return self.plane.registry.is_ready(self.model(name, version))
+        return self.plane.is_ready(self.model(name, version))
 
     def server_metadata(self) -> dict[str, Any]:
         """Name, version and supported extensions."""
@@ -142,11 +143,16 @@ class OipService:
         inputs: Sequence[tuple[str | None, np.ndarray]],
         wanted: Sequence[Wanted] | None,
         timing: Timing,
+        *,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> list[tuple[str, np.ndarray]]:
-        """Run a model; returns the outputs asked for (all when None), classified if asked."""
+        """Run a model found by :meth:`ready_model` (not looked up again); returns the outputs
+        asked for (all when None), classified if asked. ``disconnected()`` completes when the
+        client goes away (the run is then stopped)."""
         names = None if wanted is None else [w.name for w in wanted]
-        ref = ModelRef(key=entry.model_id)
-        done = await self.plane.infer(ref, inputs, outputs=names, timing=timing)
+        done = await self.plane.run(
+            entry, inputs, outputs=names, timing=timing, disconnected=disconnected
+        )
         if done.result is not None:  # a pipeline's typed result, as JSON text
             text = json.dumps(done.result.to_wire(), separators=(",", ":"))
             return [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
@@ -168,8 +174,8 @@ class OipService:
     def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model version with its state (READY or UNAVAILABLE), oldest first."""
         rows = []
-        for entry in self.plane.registry.entries():
-            ready = self.plane.registry.is_ready(entry)
+        for entry in self.plane.entries():
+            ready = self.plane.is_ready(entry)
             if ready_only and not ready:
                 continue
             row = {"name": entry.label, "version": str(entry.version)}
@@ -194,6 +200,6 @@ class OipService:
             if not entries:
                 raise ModelNotFound(f"model {name!r} has no version {version!r}")
         else:
-            entries = self.plane.registry.entries()
+            entries = self.plane.entries()
         stats = self.plane.statistics
         return {"model_stats": [_model_stats(e, stats.snapshot(e.model_id)) for e in entries]}

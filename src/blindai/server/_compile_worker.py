@@ -1,0 +1,128 @@
+"""The child side of the compile guard: check and compile one model under hard limits.
+
+Started by ``blindai.server.compile_guard`` as ``python -m blindai.server._compile_worker``
+in an empty private directory. It imports onnx and onnxruntime, then waits on stdin for one job:
+a JSON line (limits, session options, model size) followed by the model bytes. Before reading
+the model it caps its own address space (RLIMIT_AS) to what it has now plus the model's share
+and the compile budget; then it parses the model, runs the admission checks and creates an
+onnxruntime session with the server's options. It answers one JSON line on stdout and exits.
+A child that runs past the compile timeout is killed by the parent.
+
+Nothing of the model (bytes, names) is written anywhere but the answer to the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, BinaryIO
+
+import onnxruntime as ort
+
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits, check_model, parse_model
+from blindai.server.runtime import session_options
+
+__all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "main"]
+
+MEMORY_EXIT = 3
+"""Exit status of a child that ran out of its address space where it could not answer."""
+FAILED_EXIT = 4
+"""Exit status of a child that failed otherwise without answering (a bug)."""
+
+MODEL_COPIES = 5
+"""Address space granted per byte of model: the bytes read, the parsed protobuf, and what
+onnxruntime holds while it builds a session from bytes (about three times the model)."""
+_HEADER_MAX = 1 << 16
+_MEMORY_SLACK = 32 << 20
+
+
+def _status(key: str) -> int:
+    """A ``VmXxx`` field of /proc/self/status, in bytes."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _answer(out: BinaryIO, **fields: Any) -> None:
+    out.write(json.dumps(fields).encode() + b"\n")
+    out.flush()
+
+
+def _compile(model: bytes, job: dict[str, Any]) -> None:
+    options = session_options(
+        optimize=bool(job["optimize"]), intra_op_threads=int(job.get("intra_op_threads", 1))
+    )
+    ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _run(job: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
+    size = int(job["size"])
+    limit = _status("VmSize") + MODEL_COPIES * size + int(job["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    start = time.perf_counter()
+    try:
+        model = stdin.read(size)
+        if len(model) != size:
+            _answer(out, ok=False, kind="protocol", message="short model")
+            return
+        proto = parse_model(model)
+        check_model(proto, limits=AdmissionLimits(**job["admission"]))
+        del proto
+        _compile(model, job)
+    except InvalidInput as exc:
+        _answer(out, ok=False, kind="admission", message=exc.message)
+        return
+    except MemoryError:
+        os._exit(MEMORY_EXIT)  # answering could need memory too: the exit status says it
+    except Exception as exc:  # onnxruntime raises several types for a bad model
+        near_limit = _status("VmPeak") + _MEMORY_SLACK >= limit
+        kind = "memory" if near_limit or "bad_alloc" in str(exc) else "onnxruntime"
+        _answer(out, ok=False, kind=kind, message="")
+        return
+    _answer(
+        out,
+        ok=True,
+        seconds=time.perf_counter() - start,
+        peak_bytes=_status("VmHWM"),
+    )
+
+
+def _warm_up() -> None:
+    """Set onnxruntime's environment up and load shape inference while waiting for a job."""
+    from onnx import TensorProto, helper, shape_inference
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    shape_inference.infer_shapes(model)
+    _compile(model.SerializeToString(), {"optimize": True, "intra_op_threads": 1})
+
+
+def main() -> None:
+    """Serve one job from stdin, answer on stdout, and exit at once."""
+    _warm_up()
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    header = stdin.readline(_HEADER_MAX)
+    if not header.endswith(b"\n"):
+        os._exit(0)  # the parent went away (or sent nothing): nothing to do
+    try:
+        _run(json.loads(header), stdin, out)
+    except MemoryError:
+        os._exit(MEMORY_EXIT)
+    except BaseException:
+        os._exit(FAILED_EXIT)
+    os._exit(0)  # skip the interpreter's teardown: the parent waits for this exit
+
+
+if __name__ == "__main__":
+    main()

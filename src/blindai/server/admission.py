@@ -1,0 +1,230 @@
+"""Admission checks on an uploaded ONNX model, before onnxruntime ever sees it.
+
+Everything here works on the parsed ``onnx.ModelProto`` and never touches the disk:
+
+- **No external data.** A tensor whose ``data_location`` is ``EXTERNAL`` (or that carries any
+  ``external_data`` entry) would make onnxruntime read a file the model names, relative to the
+  server's working directory, or (``*/_ORT_MEM_ADDR_/*``) an address in the server's memory.
+  Every tensor is checked: initializers, sparse initializers, ``Constant`` and other node
+  attributes, in every subgraph (``If``/``Loop``/``Scan`` bodies), model-local functions and
+  training graphs.
+- **Bounded graphs.** At most ``max_nodes`` nodes in all graphs together, and subgraphs nested at
+  most ``max_subgraph_depth`` deep (onnxruntime's compile time and memory grow with both).
+- **Bounded static shapes.** When onnx shape inference (with constant propagation) already
+  proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
+  running it could only fail. Weights are left out of the inference (only their shapes are
+  given) so that it costs little memory even for large models.
+
+What is *not* checked here: shapes that depend on the request's values (``ConstantOfShape`` of
+an input, ``Loop`` trip counts). Those are bounded at run time by onnxruntime's capped arena
+and the run timeout; compile time and memory are bounded by running the compilation in a
+separate, limited process (``blindai.server.compile_guard``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import onnx
+from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
+
+from blindai.errors import InvalidInput
+
+__all__ = ["AdmissionLimits", "check_model", "parse_model"]
+
+_SMALL_INITIALIZER = 1 << 10
+"""Initializers up to this size keep their values for shape inference (shapes, axes)."""
+_NAME_SHOWN = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionLimits:
+    """Bounds an uploaded model must stay within (the server builds them from its settings)."""
+
+    max_nodes: int
+    """Nodes in all graphs and subgraphs together."""
+    max_subgraph_depth: int
+    """How deep ``If``/``Loop``/``Scan`` bodies may nest (the main graph is depth 0)."""
+    max_tensor_bytes: int
+    """Largest value a static shape may imply (the per-request memory limit)."""
+    shape_inference: bool = True
+    """Whether to run onnx shape inference to find static shapes over ``max_tensor_bytes``."""
+
+
+def _shown(text: str) -> str:
+    """A model-chosen name as it may appear in an error message: short and printable."""
+    cut = text[:_NAME_SHOWN] + ("..." if len(text) > _NAME_SHOWN else "")
+    return repr(cut)
+
+
+def parse_model(data: bytes) -> ModelProto:
+    """Parse model bytes; InvalidInput when they are not an ONNX model protobuf."""
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError, or its recursion limit
+        raise InvalidInput(
+            "the upload is not a valid ONNX model (protobuf does not parse, or nests too deep)"
+        ) from exc
+    if not model.HasField("graph"):
+        raise InvalidInput("the upload is not an ONNX model: it has no graph")
+    return model
+
+
+@dataclass
+class _Walk:
+    """Every graph of a model with its nesting depth, and every tensor in them."""
+
+    graphs: list[tuple[GraphProto, int]]
+    tensors: list[tuple[str, TensorProto]]
+    nodes: int
+
+
+def _sparse(where: str, sparse: SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
+    yield where, sparse.values
+    yield where, sparse.indices
+
+
+def _attribute_tensors(where: str, attr: AttributeProto) -> Iterator[tuple[str, TensorProto]]:
+    label = f"{where} attribute {_shown(attr.name)}"
+    if attr.HasField("t"):
+        yield label, attr.t
+    for t in attr.tensors:
+        yield label, t
+    if attr.HasField("sparse_tensor"):
+        yield from _sparse(label, attr.sparse_tensor)
+    for s in attr.sparse_tensors:
+        yield from _sparse(label, s)
+
+
+def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
+    """Visit all graphs iteratively (no recursion), enforcing node count and depth on the way."""
+    found = _Walk([], [], 0)
+    roots: list[tuple[GraphProto, int]] = [(model.graph, 0)]
+    for info in model.training_info:
+        roots += [(info.initialization, 0), (info.algorithm, 0)]
+    stack = list(roots)
+    node_lists = [(f"function {_shown(f.name)}", f.node, 0) for f in model.functions]
+    while stack or node_lists:
+        if stack:
+            graph, depth = stack.pop()
+            found.graphs.append((graph, depth))
+            where = f"graph {_shown(graph.name)}"
+            found.tensors += [(f"initializer {_shown(t.name)}", t) for t in graph.initializer]
+            for s in graph.sparse_initializer:
+                found.tensors += _sparse("sparse initializer", s)
+            node_lists.append((where, graph.node, depth))
+            continue
+        where, nodes, depth = node_lists.pop()
+        found.nodes += len(nodes)
+        if found.nodes > limits.max_nodes:
+            raise InvalidInput(
+                f"the model has more than {limits.max_nodes} nodes (all graphs together); "
+                "this server's limit is --max-graph-nodes"
+            )
+        for node in nodes:
+            label = f"node {_shown(node.name or node.op_type)} in {where}"
+            for attr in node.attribute:
+                found.tensors += _attribute_tensors(label, attr)
+                subgraphs = [attr.g] if attr.HasField("g") else []
+                subgraphs += list(attr.graphs)
+                if subgraphs and depth + 1 > limits.max_subgraph_depth:
+                    raise InvalidInput(
+                        f"subgraphs nest more than {limits.max_subgraph_depth} deep "
+                        f"({label}); this server's limit is --max-subgraph-depth"
+                    )
+                stack += [(g, depth + 1) for g in subgraphs]
+    return found
+
+
+def _refuse_external(tensors: list[tuple[str, TensorProto]]) -> None:
+    for where, tensor in tensors:
+        external = tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data) > 0
+        if not external:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        raise InvalidInput(
+            f"{where} keeps its data outside the model (external data at {_shown(location)}): "
+            "this server never reads files or memory a model names; save the model with its "
+            "weights inside (onnx.save_model(model, path, save_as_external_data=False))"
+        )
+
+
+def _itemsize(elem_type: int) -> int:
+    try:
+        return max(1, onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except (KeyError, ValueError, TypeError):
+        return 8
+
+
+def _static_bytes(value: onnx.ValueInfoProto) -> int | None:
+    """Bytes of a value whose shape is fully static, else None."""
+    if not value.type.HasField("tensor_type"):
+        return None
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims = []
+    for d in tensor.shape.dim:
+        if not d.HasField("dim_value") or d.dim_value < 0:
+            return None
+        dims.append(d.dim_value)
+    return int(math.prod(dims)) * _itemsize(tensor.elem_type)
+
+
+def _skeleton(model: ModelProto) -> ModelProto:
+    """The model without large weights: they become graph inputs of the same type and shape."""
+    skeleton = ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph, src = skeleton.graph, model.graph
+    graph.name = src.name
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    graph.value_info.extend(src.value_info)
+    declared = {i.name for i in src.input}
+    for init in src.initializer:
+        if math.prod(init.dims) * _itemsize(init.data_type) <= _SMALL_INITIALIZER:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
+    return skeleton
+
+
+def _check_static_shapes(model: ModelProto, limits: AdmissionLimits) -> None:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            _skeleton(model), check_type=False, strict_mode=False, data_prop=True
+        )
+    except Exception:  # inconsistent graphs are onnxruntime's to refuse, with its message
+        return
+    weights = {i.name for i in model.graph.initializer}
+    pending: list[GraphProto] = [inferred.graph]
+    while pending:
+        graph = pending.pop()
+        for value in [*graph.value_info, *graph.output]:
+            size = _static_bytes(value)
+            if size is not None and size > limits.max_tensor_bytes and value.name not in weights:
+                raise InvalidInput(
+                    f"value {_shown(value.name)} of the graph has a static shape of {size} "
+                    f"bytes, over this server's per-request memory limit of "
+                    f"{limits.max_tensor_bytes} bytes"
+                )
+        for node in graph.node:
+            for attr in node.attribute:
+                pending += [attr.g] if attr.HasField("g") else []
+                pending += list(attr.graphs)
+
+
+def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
+    """Refuse (InvalidInput, 400) a model that names external data or exceeds the limits."""
+    walk = _walk(model, limits)
+    _refuse_external(walk.tensors)
+    if limits.shape_inference:
+        _check_static_shapes(model, limits)

@@ -1,0 +1,180 @@
+"""Compile guard: a model is checked and compiled once in a limited child process first.
+
+onnxruntime's session creation cannot be interrupted and its memory cannot be capped inside
+the server: a few megabytes of nested ``If`` nodes or constant-folded shapes can take
+gigabytes and minutes. So every upload is first compiled by a child process
+(``blindai.server._compile_worker``) whose address space is capped (RLIMIT_AS: its start-up
+size, five times the model, and ``memory_bytes``) and which is killed after ``timeout_s``.
+Only a model that compiled there is compiled by the server, with the same options, so the
+server's own compilation is bounded by what the child measured.
+
+The child also runs the admission checks (``blindai.server.admission``): parsing a large
+protobuf and shape inference cost memory too, and they happen under the same limits. One
+child is kept started ahead (imports done) so that an upload does not wait for Python and
+onnxruntime to load; each child serves one model and exits.
+
+Inside Gramine-SGX a child process is a new enclave (slow, and the manifest must allow it);
+there, ``enabled=False`` runs the admission checks in the server's thread instead, without the
+time and memory guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from blindai.errors import InvalidInput
+from blindai.server._compile_worker import MEMORY_EXIT
+from blindai.server.admission import AdmissionLimits, check_model, parse_model
+
+__all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
+
+_log = logging.getLogger("blindai.server")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileLimits:
+    """What one upload may cost to check and compile (the server builds them from its settings)."""
+
+    timeout_s: float
+    """Wall-clock time for parsing, checks and onnxruntime's session creation."""
+    memory_bytes: int
+    """Address space beyond the child's start-up size and five times the model."""
+    admission: AdmissionLimits
+    """The model's bounds (external data, nodes, depth, static shapes)."""
+    intra_op_threads: int = 0
+    """onnxruntime's intra-op threads while compiling (the server's setting; 0: all cores)."""
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """What the child measured while compiling (None when the guard is off)."""
+
+    seconds: float | None
+    peak_bytes: int | None
+
+
+class CompileGuard:
+    """Runs each model's checks and a trial compilation in a limited, killable child process."""
+
+    def __init__(self, *, limits: CompileLimits, enabled: bool = True) -> None:
+        self.limits = limits
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        self._dir = tempfile.TemporaryDirectory(prefix="blindai-compile-")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "blindai.server._compile_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=self._dir.name,  # empty: even a missed external reference finds nothing
+            env=_child_env(),
+        )
+
+    def _take(self) -> subprocess.Popen[bytes]:
+        """The started spare if it is still alive, else a new child; then start the next."""
+        with self._lock:
+            if self._closed:
+                raise InvalidInput("the server is shutting down")
+            child, self._spare = self._spare, None
+            if child is None or child.poll() is not None:
+                child = self._spawn()
+            self._spare = self._spawn()
+            return child
+
+    def warm(self) -> None:
+        """Start the spare child now (at server start), so the first upload finds it ready."""
+        if self.enabled:
+            with self._lock:
+                if self._spare is None and not self._closed:
+                    self._spare = self._spawn()
+
+    def check(self, model: bytes, *, optimize: bool) -> CompileReport:
+        """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400)."""
+        if not self.enabled:
+            check_model(parse_model(model), limits=self.limits.admission)
+            return CompileReport(None, None)
+        job = {
+            "size": len(model),
+            "optimize": optimize,
+            "memory_bytes": self.limits.memory_bytes,
+            "intra_op_threads": self.limits.intra_op_threads,
+            "admission": asdict(self.limits.admission),
+        }
+        child = self._take()
+        try:
+            out, _ = child.communicate(
+                json.dumps(job).encode() + b"\n" + model, timeout=self.limits.timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            _discard(child)
+            raise InvalidInput(
+                f"compiling the model took longer than this server allows "
+                f"({self.limits.timeout_s:g} s, --compile-timeout)"
+            ) from None
+        return _report(child.returncode, out, self.limits)
+
+    def close(self) -> None:
+        """Stop the spare child and remove the private directory."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _discard(spare)
+        self._dir.cleanup()
+
+
+def _discard(child: subprocess.Popen[bytes]) -> None:
+    """Kill a child, reap it, and close its pipes."""
+    child.kill()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    child.wait()
+
+
+def _child_env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "HOME")}
+    env["MALLOC_ARENA_MAX"] = "2"  # fewer per-thread malloc arenas: less address space
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport:
+    memory = (
+        f"compiling the model needs more memory than this server allows "
+        f"({limits.memory_bytes} bytes beyond five times the model, --compile-memory)"
+    )
+    try:
+        answer: dict[str, Any] = json.loads(out.splitlines()[-1]) if out.strip() else {}
+    except ValueError:
+        answer = {}
+    if answer.get("ok") is True:
+        return CompileReport(float(answer["seconds"]), int(answer["peak_bytes"]))
+    kind = answer.get("kind")
+    if kind == "admission":
+        raise InvalidInput(str(answer.get("message", "the model was refused")))
+    if kind == "onnxruntime":
+        raise InvalidInput(
+            "the model could not be loaded by onnxruntime (not a valid ONNX model, or it "
+            "uses operators this runtime lacks)"
+        )
+    if kind == "memory" or returncode < 0 or returncode == MEMORY_EXIT:
+        # a signal: the allocator aborted or the kernel killed it, in practice memory
+        raise InvalidInput(memory)
+    _log.error("compile check failed unexpectedly (exit status %d)", returncode)
+    raise InvalidInput("the model could not be checked")

@@ -1,0 +1,223 @@
+"""Hostile ONNX models, built in the tests with onnx.helper, each in a bounded size.
+
+Each one reproduces an attack of issue 10 at a size the tests can afford; the server's limits
+are set low enough in the tests that the bounded version crosses them.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = 17
+
+
+def _model(graph: onnx.GraphProto, *, functions: list[onnx.FunctionProto] | None = None) -> bytes:
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("local", 1)],
+        functions=functions or [],
+    )
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def external_tensor(name: str, location: str, length: int = 16) -> TensorProto:
+    """A uint8 tensor whose data onnxruntime would read from ``location``."""
+    t = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[length])
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
+def external_initializer(location: str, length: int = 16) -> bytes:
+    """y = W, with W's bytes in the file ``location`` (relative: the server's working dir)."""
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [length])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["W"], ["y"])],
+        "leak",
+        [],
+        [y],
+        initializer=[external_tensor("W", location, length)],
+    )
+    return _model(graph)
+
+
+def external_in(where: str, location: str = "secret.bin") -> bytes:
+    """An external tensor hidden in ``where``: constant, if-branch, loop, sparse, function."""
+    ext = external_tensor("W", location)
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [16])
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    functions = None
+    if where == "constant":
+        nodes = [helper.make_node("Constant", [], ["y"], value=ext)]
+        inputs = []
+    elif where in ("if", "nested-if"):
+        inner = helper.make_graph(
+            [helper.make_node("Constant", [], ["t"], value=ext)],
+            "then",
+            [],
+            [helper.make_tensor_value_info("t", TensorProto.UINT8, [16])],
+        )
+        if where == "nested-if":
+            inner = helper.make_graph(
+                [helper.make_node("If", ["c"], ["t2"], then_branch=inner, else_branch=inner)],
+                "outer",
+                [],
+                [helper.make_tensor_value_info("t2", TensorProto.UINT8, [16])],
+            )
+        nodes = [helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=inner)]
+        inputs = [cond]
+    elif where == "subgraph-initializer":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["W"], ["t"])],
+            "then",
+            [],
+            [helper.make_tensor_value_info("t", TensorProto.UINT8, [16])],
+            initializer=[ext],
+        )
+        nodes = [helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)]
+        inputs = [cond]
+    elif where == "sparse":
+        indices = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+        sparse = helper.make_sparse_tensor(ext, indices, [16])
+        nodes = [helper.make_node("Constant", [], ["y"], sparse_value=sparse)]
+        inputs = []
+    elif where == "function":
+        fn = helper.make_function(
+            "local",
+            "Leak",
+            [],
+            ["o"],
+            [helper.make_node("Constant", [], ["o"], value=ext)],
+            [helper.make_opsetid("", OPSET)],
+        )
+        functions = [fn]
+        nodes = [helper.make_node("Leak", [], ["y"], domain="local")]
+        inputs = []
+    else:
+        raise ValueError(where)
+    return _model(helper.make_graph(nodes, "hidden", inputs, [y]), functions=functions)
+
+
+def constant_of_shape(*, reduce: bool = True) -> bytes:
+    """y = ReduceSum(ConstantOfShape(s)): a tiny request ``s = [n]`` asks for 4n bytes."""
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [1])
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    if reduce:
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+        nodes = [
+            helper.make_node("ConstantOfShape", ["s"], ["big"], value=fill),
+            helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0),
+        ]
+    else:
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+        nodes = [helper.make_node("ConstantOfShape", ["s"], ["y"], value=fill)]
+    return _model(helper.make_graph(nodes, "cos", [s], [y]))
+
+
+def static_constant_of_shape(n: int) -> bytes:
+    """A ConstantOfShape whose shape is a constant: the graph itself implies 4n bytes."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [n])
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=fill),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Add", ["s", "x"], ["y"]),
+    ]
+    return _model(helper.make_graph(nodes, "static", [x], [y], initializer=[shape]))
+
+
+def wide_ifs(n: int) -> bytes:
+    """n sibling ``If`` nodes, each with two one-node branches: cheap bytes, costly compile."""
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    nodes, outs = [], []
+    for i in range(n):
+        then_g = helper.make_graph(
+            [helper.make_node("Identity", ["x"], [f"a{i}"])],
+            f"t{i}",
+            [],
+            [helper.make_tensor_value_info(f"a{i}", TensorProto.FLOAT, [1])],
+        )
+        else_g = helper.make_graph(
+            [helper.make_node("Neg", ["x"], [f"b{i}"])],
+            f"e{i}",
+            [],
+            [helper.make_tensor_value_info(f"b{i}", TensorProto.FLOAT, [1])],
+        )
+        nodes.append(
+            helper.make_node("If", ["c"], [f"r{i}"], then_branch=then_g, else_branch=else_g)
+        )
+        outs.append(f"r{i}")
+    nodes.append(helper.make_node("Sum", outs, ["y"]))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    return _model(helper.make_graph(nodes, "wide", [c, x], [y]))
+
+
+def nested_ifs(depth: int) -> bytes:
+    """``If`` nodes nested ``depth`` deep (then-branch inside then-branch)."""
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+
+    def level(d: int, out: str) -> list[onnx.NodeProto]:
+        if d == 0:
+            return [helper.make_node("Identity", ["x"], [out])]
+        then_g = helper.make_graph(
+            level(d - 1, f"o{d}"),
+            f"t{d}",
+            [],
+            [helper.make_tensor_value_info(f"o{d}", TensorProto.FLOAT, [1])],
+        )
+        else_g = helper.make_graph(
+            [helper.make_node("Identity", ["x"], [f"q{d}"])],
+            f"e{d}",
+            [],
+            [helper.make_tensor_value_info(f"q{d}", TensorProto.FLOAT, [1])],
+        )
+        return [helper.make_node("If", ["c"], [out], then_branch=then_g, else_branch=else_g)]
+
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    return _model(helper.make_graph(level(depth, "y"), "nested", [c, x], [y]))
+
+
+def chain(n: int) -> bytes:
+    """n ``Neg`` nodes in a row."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    nodes, prev = [], "x"
+    for i in range(n):
+        nodes.append(helper.make_node("Neg", [prev], [f"n{i}"]))
+        prev = f"n{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    return _model(helper.make_graph(nodes, "chain", [x], [y]))
+
+
+def slow_loop() -> bytes:
+    """y = Loop(M){acc + 1}: runs as long as the request's trip count ``M`` asks."""
+    m = helper.make_tensor_value_info("M", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1]),
+        ],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    zero = helper.make_tensor("init", TensorProto.FLOAT, [1], [0.0])
+    nodes = [helper.make_node("Loop", ["M", "", "init"], ["y"], body=body)]
+    return _model(helper.make_graph(nodes, "loop", [m], [y], initializer=[zero]))

@@ -1,0 +1,132 @@
+"""Admission checks: external data, graph size and depth, static shapes, before onnxruntime."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits, check_model, parse_model
+from tests import attacks
+from tests.models import identity, matmul
+
+LIMITS = AdmissionLimits(max_nodes=1000, max_subgraph_depth=4, max_tensor_bytes=64 << 20)
+
+
+def _check(model: bytes, limits: AdmissionLimits = LIMITS) -> None:
+    check_model(parse_model(model), limits=limits)
+
+
+def test_the_attack_is_real_onnxruntime_reads_a_relative_path(tmp_path, monkeypatch):
+    """What the check prevents: onnxruntime alone reads the file named by the model."""
+    monkeypatch.chdir(tmp_path)
+    Path("secret.bin").write_bytes(b"sealed key bytes")
+    session = ort.InferenceSession(
+        attacks.external_initializer("secret.bin"), providers=["CPUExecutionProvider"]
+    )
+    assert bytes(session.run(None, {})[0]) == b"sealed key bytes"
+
+
+@pytest.mark.parametrize(
+    "location", ["secret.bin", "./secret.bin", "sub/dir/w.bin", "etc/passwd", "*/_ORT_MEM_ADDR_/*"]
+)
+def test_external_initializer_is_refused_whatever_the_location(location):
+    with pytest.raises(InvalidInput, match="external data") as info:
+        _check(attacks.external_initializer(location))
+    assert info.value.status_code == 400
+    assert "save_as_external_data=False" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "where", ["constant", "if", "nested-if", "subgraph-initializer", "sparse", "function"]
+)
+def test_external_data_is_found_wherever_it_hides(where):
+    with pytest.raises(InvalidInput, match="external data"):
+        _check(attacks.external_in(where))
+
+
+def test_external_data_entries_without_the_location_flag_are_refused_too():
+    tensor = attacks.external_tensor("W", "secret.bin")
+    tensor.ClearField("data_location")  # only the key/value entries remain
+    model = parse_model(attacks.external_initializer("x"))
+    model.graph.initializer[0].CopyFrom(tensor)
+    with pytest.raises(InvalidInput, match="external data"):
+        check_model(model, limits=LIMITS)
+
+
+def test_ordinary_models_pass():
+    for model in (identity(TensorProto.FLOAT), matmul(64, 8), attacks.slow_loop()):
+        _check(model)
+    _check(attacks.constant_of_shape())  # the shape comes from the request: checked at run time
+
+
+def test_node_count_is_bounded_across_subgraphs():
+    _check(attacks.chain(900))
+    with pytest.raises(InvalidInput, match="more than 1000 nodes"):
+        _check(attacks.chain(1001))
+    # 400 Ifs: 401 nodes in the main graph, 800 more in the branches
+    with pytest.raises(InvalidInput, match="more than 1000 nodes"):
+        _check(attacks.wide_ifs(400))
+
+
+def test_subgraph_depth_is_bounded():
+    _check(attacks.nested_ifs(4))
+    with pytest.raises(InvalidInput, match="nest more than 4 deep"):
+        _check(attacks.nested_ifs(5))
+
+
+def test_nesting_beyond_what_protobuf_parses_is_a_clean_refusal():
+    graph = b""  # an empty GraphProto, wrapped in 60 levels of If by hand (raw protobuf)
+    for _ in range(60):
+        # GraphProto.node (1) = NodeProto{op_type (4) "If", attribute (5) =
+        #   AttributeProto{name (1) "then_branch", g (6) = graph, type (20) = GRAPH (5)}}
+        attr = _field(1, b"then_branch") + _field(6, graph) + _varint(20 << 3) + _varint(5)
+        graph = _field(1, _field(4, b"If") + _field(5, attr))
+    with pytest.raises(InvalidInput, match="not a valid ONNX model"):
+        parse_model(_field(7, graph))  # ModelProto.graph (7)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_static_shape_over_the_limit_is_refused():
+    _check(attacks.static_constant_of_shape(1 << 20))  # 4 MiB: fine
+    with pytest.raises(InvalidInput, match="static shape of 1073741824 bytes"):
+        _check(attacks.static_constant_of_shape(1 << 28))  # 1 GiB of floats
+
+
+def test_large_weights_are_not_mistaken_for_run_time_values():
+    limits = dataclasses.replace(LIMITS, max_tensor_bytes=1 << 20)
+    _check(matmul(1024, 512), limits)  # 2 MiB of weights, 2 KiB of activations
+
+
+def test_garbage_is_not_a_model():
+    for data in (b"", b"\xff" * 64, os.urandom(256)):
+        with pytest.raises(InvalidInput):
+            _check(data)
+
+
+def test_the_checked_model_still_runs():
+    model = attacks.static_constant_of_shape(16)
+    _check(model)
+    out = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.ones(1, np.float32)}
+    )
+    assert out[0].tolist() == [17.0]

@@ -1,0 +1,87 @@
+"""The compile guard: checks and a trial compile in a limited child process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from onnx import TensorProto
+
+from blindai.errors import InvalidInput
+from blindai.server.admission import AdmissionLimits
+from blindai.server.compile_guard import CompileGuard, CompileLimits
+from tests import attacks
+from tests.models import identity
+
+ADMISSION = AdmissionLimits(max_nodes=10**6, max_subgraph_depth=8, max_tensor_bytes=1 << 30)
+
+
+def _limits(timeout_s: float = 20, memory_bytes: int = 256 << 20, **admission) -> CompileLimits:
+    return CompileLimits(
+        timeout_s=timeout_s,
+        memory_bytes=memory_bytes,
+        admission=dataclasses.replace(ADMISSION, **admission),
+    )
+
+
+@pytest.fixture
+def guard():
+    # no shape inference: the constant-folding case below must reach onnxruntime
+    g = CompileGuard(limits=_limits(shape_inference=False))
+    g.warm()
+    yield g
+    g.close()
+
+
+def test_a_good_model_compiles_and_reports_what_it_cost(guard):
+    report = guard.check(identity(TensorProto.FLOAT), optimize=True)
+    assert report.seconds is not None and report.seconds < 20
+    assert report.peak_bytes is not None and report.peak_bytes > 10 << 20
+
+
+def test_admission_runs_in_the_child(guard):
+    with pytest.raises(InvalidInput, match="external data"):
+        guard.check(attacks.external_initializer("secret.bin"), optimize=True)
+
+
+def test_a_compile_past_the_memory_limit_is_refused():
+    # 3000 Ifs: about 90 MB to compile; onnxruntime dies (SIGSEGV) when malloc fails
+    g = CompileGuard(limits=_limits(memory_bytes=16 << 20))
+    try:
+        with pytest.raises(InvalidInput, match="more memory than this server allows"):
+            g.check(attacks.wide_ifs(3000), optimize=True)
+    finally:
+        g.close()
+
+
+def test_constant_folding_past_the_memory_limit_is_skipped_not_fatal(guard):
+    # onnxruntime gives up folding a 1 GiB constant when the allocation fails; the run-time
+    # arena cap deals with it
+    assert guard.check(attacks.static_constant_of_shape(1 << 28), optimize=True).seconds
+
+
+def test_garbage_is_refused_by_onnxruntime_or_the_parser(guard):
+    with pytest.raises(InvalidInput):
+        guard.check(b"\x08\x07" + b"\x00" * 64, optimize=True)
+
+
+def test_a_compile_past_the_timeout_is_killed():
+    g = CompileGuard(limits=_limits(timeout_s=0.5))
+    try:
+        with pytest.raises(InvalidInput, match="--compile-timeout"):
+            g.check(attacks.wide_ifs(20000), optimize=True)
+        # the guard is usable afterwards
+        g.limits = _limits()
+        assert g.check(identity(TensorProto.FLOAT), optimize=True).seconds
+    finally:
+        g.close()
+
+
+def test_without_the_child_admission_still_runs():
+    g = CompileGuard(limits=_limits(), enabled=False)
+    try:
+        with pytest.raises(InvalidInput, match="external data"):
+            g.check(attacks.external_initializer("x"), optimize=True)
+        assert g.check(identity(TensorProto.FLOAT), optimize=True).seconds is None
+    finally:
+        g.close()

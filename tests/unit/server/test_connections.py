@@ -1,0 +1,313 @@
+"""Connection limits on a real uvicorn server over loopback: headers, timeouts, the cap."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trustme
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from blindai.server.connections import ConnectionLimits, LimitedServer
+
+FAST = ConnectionLimits(
+    max_header_bytes=4096,
+    max_header_count=20,
+    header_timeout_s=0.5,
+    body_timeout_s=0.5,
+    body_min_rate=1000,
+    keep_alive_timeout_s=1,
+    max_connections=8,
+)
+CLOSE_WITHIN = 10.0
+"""Liveness bound for 'the server closes it': far above every timeout used here."""
+
+
+async def _echo(request: Request) -> Response:
+    return Response(await request.body())
+
+
+async def _ping(_: Request) -> Response:
+    return Response(b"pong")
+
+
+APP = Starlette(routes=[Route("/echo", _echo, methods=["POST"]), Route("/ping", _ping)])
+
+
+@dataclass
+class Running:
+    server: LimitedServer
+    port: int
+    tls: ssl.SSLContext | None = None
+    client_tls: ssl.SSLContext | None = field(default=None)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=CLOSE_WITHIN)
+        if self.client_tls is not None:
+            sock = self.client_tls.wrap_socket(sock, server_hostname="localhost")
+        return sock
+
+    def get(self, path: str = "/ping") -> int:
+        cls = http.client.HTTPSConnection if self.client_tls else http.client.HTTPConnection
+        kwargs = {"context": self.client_tls} if self.client_tls else {}
+        conn = cls("localhost", self.port, timeout=CLOSE_WITHIN, **kwargs)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+
+@contextmanager
+def limited(limits: ConnectionLimits = FAST, *, tls: bool = False) -> Iterator[Running]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server_ctx = client_ctx = None
+    if tls:
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+    config = uvicorn.Config(APP, log_config=None, access_log=False, lifespan="off")
+    server = LimitedServer(config, limits=limits, tls=server_ctx)
+    thread = threading.Thread(target=lambda: uvloop.run(server.serve(sockets=[sock])))
+    thread.start()
+    while not server.started:  # start-up only: not a timing assertion
+        assert thread.is_alive(), "the server thread died"
+        time.sleep(0.01)
+    try:
+        yield Running(server, sock.getsockname()[1], server_ctx, client_ctx)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+class Probe:
+    """Another client, served while an attack runs: every request must answer within 1 s."""
+
+    def __init__(self, running: Running) -> None:
+        self._running = running
+        self._stop = threading.Event()
+        self.worst = 0.0
+        self.count = 0
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._loop)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                assert self._running.get() == 200
+            except BaseException as exc:
+                self.errors.append(exc)
+                return
+            self.worst = max(self.worst, time.monotonic() - start)
+            self.count += 1
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self.errors, self.errors
+        assert self.count > 0
+        assert self.worst < 1.0, f"another client waited {self.worst:.2f} s"
+
+
+def _closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (then closed here too)."""
+    data = b""
+    with sock:
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+    return data
+
+
+def test_ordinary_requests_pass():
+    with limited() as running:
+        assert running.get() == 200
+        conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=CLOSE_WITHIN)
+        for _ in range(3):  # keep-alive
+            conn.request("POST", "/echo", body=b"x" * 5000)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b"x" * 5000
+        conn.close()
+
+
+def test_headers_over_the_size_limit_get_431():
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+        reply = _closed(sock)
+        assert reply.startswith(b"HTTP/1.1 431 ")
+        assert reply.endswith(b"request headers over 4096 bytes")
+
+
+def test_too_many_headers_get_431():
+    with limited() as running:
+        sock = running.connect()
+        fields = b"".join(b"X-%d: y\r\n" % i for i in range(21))
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        assert _closed(sock).endswith(b"more than 20 request headers")
+
+
+def test_an_endless_header_is_cut_after_the_limit():
+    """Issue 10: a 256 MB header value froze every port for 17 s and was accepted."""
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sent = 0
+        with pytest.raises(OSError):  # reset or broken pipe once the server has closed
+            sock.sendall(b"GET /ping HTTP/1.1\r\nX-Big: ")
+            chunk = b"a" * 65536
+            while sent < 256 << 20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        assert sent < 16 << 20  # cut early, not read whole
+        sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_connection_that_sends_nothing_is_closed(tls):
+    with limited(tls=tls) as running, Probe(running):
+        sock = socket.create_connection(("127.0.0.1", running.port), timeout=CLOSE_WITHIN)
+        assert _closed(sock) == b""  # no request, no TLS handshake: closed by the server
+
+
+def test_half_a_header_is_closed():
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert _closed(sock) == b""
+
+
+def test_less_body_than_promised_is_closed():
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        assert b"200" not in _closed(sock)
+
+
+def test_a_body_dripping_below_the_minimum_rate_is_closed():
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        closed = threading.Event()
+
+        def drip() -> None:
+            try:
+                while not closed.is_set():
+                    sock.sendall(b"x")
+                    closed.wait(0.05)  # 20 bytes/s, far below 1000
+            except OSError:
+                pass
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        reply = _closed(sock)
+        closed.set()
+        dripper.join()
+        assert b"200" not in reply
+
+
+def test_an_idle_kept_alive_connection_is_closed():
+    with limited() as running:
+        sock = running.connect()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _closed(sock).endswith(b"pong")
+
+
+def test_at_the_cap_the_idlest_connection_makes_room():
+    limits = dataclasses.replace(
+        FAST, max_connections=4, keep_alive_timeout_s=60, header_timeout_s=60
+    )
+    with limited(limits) as running:
+        idle = []
+        for _ in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=CLOSE_WITHIN)
+            conn.request("GET", "/ping")
+            assert conn.getresponse().read() == b"pong"
+            idle.append(conn)
+        assert running.get() == 200  # a fifth client is served
+        assert running.server.tracker.evicted == 1
+        with pytest.raises((http.client.HTTPException, OSError)):
+            idle[0].request("GET", "/ping")  # the oldest idle one was closed
+            idle[0].getresponse()
+        for conn in idle:
+            conn.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
+    limits = dataclasses.replace(FAST, max_connections=3, header_timeout_s=1.0)
+    with limited(limits, tls=tls) as running:
+        # three connections that never finish (a TLS handshake never started, or half a header)
+        busy = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
+        if not tls:
+            for sock in busy:
+                sock.sendall(b"GET /ping HTTP/1.1\r\nX: ")
+        while len(running.server.tracker) < 3:  # until the server has accepted them all
+            time.sleep(0.01)
+        refused = socket.create_connection(("127.0.0.1", running.port), timeout=CLOSE_WITHIN)
+        assert _closed(refused) == b""
+        assert running.server.tracker.refused >= 1
+        # the stalled ones time out, and new clients are served again
+        for sock in busy:
+            assert _closed(sock) == b""
+        while len(running.server.tracker) > 0:
+            time.sleep(0.01)
+        assert running.get() == 200
+
+
+RESERVE_SCRIPT = """
+import resource
+from blindai.errors import ConfigurationError
+from blindai.server.connections import FD_RESERVE, reserve_file_descriptors
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, 600))
+print(reserve_file_descriptors(40))           # already enough: kept
+print(reserve_file_descriptors(300))          # raised to what is needed
+try:
+    reserve_file_descriptors(1000)            # over the hard limit
+except ConfigurationError as exc:
+    print(exc)
+"""
+
+
+def test_file_descriptors_are_reserved_for_the_connection_cap():
+    import subprocess
+    import sys
+
+    from tests._server import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", RESERVE_SCRIPT],
+        env={"PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    kept, raised, refused = done.stdout.splitlines()
+    assert (kept, raised) == ("300", "556")
+    assert "1000 connections need 1256 file descriptors" in refused
+    assert "--max-connections" in refused
