@@ -37,13 +37,18 @@ def _kustomize_command() -> list[str] | None:
     return [kustomize, "build"] if kustomize else None
 
 
-@pytest.fixture(scope="session")
-def kustomize() -> list[str]:
-    """The command that renders a kustomization directory (kubectl kustomize, or kustomize)."""
+def kustomize_or_skip() -> list[str]:
+    """The command that renders a kustomization directory; skips the test where there is none."""
     command = _kustomize_command()
     if command is None:
         pytest.skip("no kubectl or kustomize: `make test-deploy` installs kubectl (the k8s extra)")
     return command
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> list[str]:
+    """The command that renders a kustomization directory (kubectl kustomize, or kustomize)."""
+    return kustomize_or_skip()
 
 
 def render_with(command: list[str], directory: Path, *extra: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ def test_no_kustomize_anywhere_skips_with_the_make_target(
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     assert conftest._kustomize_command() is None
     with pytest.raises(pytest.skip.Exception, match=r"`make test-deploy` installs kubectl"):
-        conftest.kustomize.__wrapped__()  # type: ignore[attr-defined]
+        conftest.kustomize_or_skip()
 
 
 def test_kubectl_in_this_venv_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
