@@ -25,7 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-VENVS = REPO / ".venv-compat"
+# BLINDAI_COMPAT_VENVS: another directory of compat venvs (tests of the tier's own skip use it)
+VENVS = Path(os.environ.get("BLINDAI_COMPAT_VENVS") or REPO / ".venv-compat")
 DRIVER = Path(__file__).resolve().parent / "drivers" / "blindai_client.py"
 CLIENTS = ("preview", "v063")
 STARTUP_TIMEOUT_S = 90.0
@@ -201,9 +202,13 @@ def tier_skip_reason(venvs: Path = VENVS) -> str | None:
     return "; ".join(_why_absent(name, venvs) for name in CLIENTS)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _original_clients_tier() -> None:
-    """Skip the whole tier with one reason (one line in the summary) when no client can run."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip the whole tier with one reason (one line in the summary) when no client can run.
+
+    A hook, not a fixture: pytest reports a skip raised here at this line for every test, so
+    the summary groups them into one line; a fixture's skip is reported at each test.
+    """
     reason = tier_skip_reason()
     if reason is not None:
         pytest.skip(reason)

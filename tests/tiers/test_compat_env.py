@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,3 +157,27 @@ def test_the_tier_runs_when_one_client_is_usable(
     assert compat_conftest._why_absent("v063", tmp_path) == (
         "original client v063 unavailable here: some reason"
     )
+
+
+def test_pytest_reports_the_unavailable_tier_in_one_line(tmp_path: Path) -> None:
+    """The compat tests for real, with venvs that compat_env.sh could not build."""
+    for name in ("preview", "v063"):
+        (tmp_path / f"{name}.unavailable").write_text(f"{NEEDS_311}; python3 is 3.12\n")
+    env = {**os.environ, "BLINDAI_COMPAT_VENVS": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    args = ["-p", "no:cacheprovider", "-q", "-rs", "-m", "compat", "tests/compat"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 1, result.stdout
+    assert skipped[0].endswith(
+        f"original-clients tier unavailable here: {NEEDS_311}; python3 is 3.12"
+    )
+    assert re.search(r"^\d+ skipped", result.stdout.splitlines()[-1])
