@@ -65,16 +65,19 @@ def test_make_test_adds_test_tools_but_not_torch() -> None:
     assert "torch" in _expand(_make_extras("STAMP_TORCH"))
 
 
-def test_dev_extra_is_every_other_extra_but_gpu() -> None:
-    """gpu's onnxruntime-gpu replaces onnxruntime (the same module): never in dev."""
-    others = [name for name in EXTRAS if name not in ("dev", "gpu")]
+def test_dev_extra_is_every_other_extra_but_gpu_and_examples() -> None:
+    """gpu's onnxruntime-gpu replaces onnxruntime (the same module); examples pins exporters
+    (transformers, onnxscript) for `make examples` alone. Neither is in dev."""
+    others = [name for name in EXTRAS if name not in ("dev", "gpu", "examples")]
     assert _expand(["dev"]) == _expand(others)
-    assert "onnxruntime-gpu" not in _expand(["dev"])
+    assert not {"onnxruntime-gpu", "transformers"} & _expand(["dev"])
 
 
-def test_torch_is_pinned_exactly_and_only_in_its_extra() -> None:
-    torch_reqs = [req for extra, reqs in EXTRAS.items() for req in reqs if _name(req) == "torch"]
-    assert torch_reqs == ["torch==2.13.0"]
+def test_torch_is_pinned_exactly_and_never_a_default() -> None:
+    torch_reqs = {req for extra, reqs in EXTRAS.items() for req in reqs if _name(req) == "torch"}
+    assert torch_reqs == {"torch==2.13.0"}
+    holders = {extra for extra, reqs in EXTRAS.items() if "torch" in {_name(r) for r in reqs}}
+    assert holders == {"torch", "examples"}
     assert "torch" not in {_name(req) for req in PYPROJECT["project"]["dependencies"]}
 
 
