@@ -97,7 +97,8 @@ def test_no_local_version_pins(path: str) -> None:
 
 def test_no_hard_python_311_requirement() -> None:
     assert PYPROJECT["project"]["requires-python"] == ">=3.10"
-    assert PYPROJECT["tool"]["mypy"]["python_version"] == "3.10"
+    # mypy checks for the Python that runs it (make lint passes on 3.11 and 3.12; see README)
+    assert "python_version" not in PYPROJECT["tool"]["mypy"]
     assert PYPROJECT["tool"]["ruff"]["target-version"] == "py310"
     # tomllib is 3.11+: on 3.10 the package reads TOML policies with tomli
     assert any(

@@ -220,8 +220,7 @@ class Tensor:
 
     def as_numpy(self) -> np.ndarray:
         """A numpy array of the output (a writable copy)."""
-        copy: np.ndarray = self._wire.as_numpy().copy()  # numpy's stubs type .copy() Any on 3.10
-        return copy
+        return self._wire.as_numpy().copy()
 
     def as_flat(self) -> list[Any]:
         """The values as a flat Python list."""
