@@ -25,8 +25,9 @@ COPY --from=build /opt/blindai /opt/blindai
 ENV PATH=/opt/blindai/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# 9923 unattested (certificate, evidence, collateral), 9924 attested inference, 9925 management
-EXPOSE 9923 9924 9925
+# 9923 unattested (certificate, evidence, collateral), 9924 attested inference, 9925 management,
+# 9926 attested gRPC (Open Inference Protocol)
+EXPOSE 9923 9924 9925 9926
 # numeric, so that Kubernetes can check runAsNonRoot without reading /etc/passwd
 USER 10001:10001
 ENTRYPOINT ["blindai", "serve"]

@@ -32,7 +32,7 @@ TEE_OVERLAYS = {
     "sev-snp": ("kata-qemu-snp", "sev-snp"),
     "tdx": ("kata-qemu-tdx", "tdx"),
 }
-PORTS = {"unattested": 9923, "attested": 9924, "management": 9925}
+PORTS = {"unattested": 9923, "attested": 9924, "management": 9925, "grpc": 9926}
 
 Docs = list[dict[str, Any]]
 
@@ -135,7 +135,7 @@ def test_resources_are_bounded(rendered: dict[str, Docs], overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ports_and_probes(rendered: dict[str, Docs], overlay: str) -> None:
-    """The three ports as the server's defaults; probes on the attested port over HTTPS."""
+    """The server's four ports at their defaults; probes on the attested port over HTTPS."""
     from blindai.server import ServerSettings
 
     server = _server(rendered[overlay])
@@ -159,7 +159,7 @@ def test_services_pass_tcp_through(rendered: dict[str, Docs], overlay: str) -> N
     balancer = _one(docs, "Service", "blindai")["spec"]
     assert headless["clusterIP"] == "None"
     assert headless["publishNotReadyAddresses"] is True
-    # the public Service is plain TCP on 9923-9925 (TLS passes through to the pod); the
+    # the public Service is plain TCP on 9923-9926 (TLS passes through to the pod); the
     # simulation overlay keeps it inside the cluster
     assert balancer["type"] == ("ClusterIP" if overlay == "simulation" else "LoadBalancer")
     for spec in (headless, balancer):
@@ -260,7 +260,7 @@ def test_tee_overlay_arguments_select_that_tee_and_fail_closed_here(
     if Path(tsm).exists():
         pytest.skip(f"{tsm} exists: this machine is a confidential VM")
     loopback = ["--host", "127.0.0.1", "--unattested-port", ports[0]]
-    loopback += ["--attested-port", ports[1], "--management-port", ports[2]]
+    loopback += ["--attested-port", ports[1], "--management-port", ports[2], "--grpc-port", "0"]
     result = subprocess.run(
         [sys.executable, "-m", "blindai", "serve", *_without_host(server_spec["args"]), *loopback],
         capture_output=True,
@@ -338,7 +338,7 @@ def test_dockerfile_matches_the_manifests(rendered: dict[str, Docs]) -> None:
     assert user == [(str(pod["runAsUser"]), str(pod["runAsGroup"]))]
     assert re.search(r'^ENTRYPOINT \["blindai", "serve"\]$', dockerfile, re.M)
     assert "'.[server]'" in dockerfile
-    assert re.search(r"^EXPOSE 9923 9924 9925$", dockerfile, re.M)
+    assert re.search(r"^EXPOSE 9923 9924 9925 9926$", dockerfile, re.M)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ignored[ignored.index("*") :][:1] == ["*"]
     for needed in ("pyproject.toml", "README.md", "LICENSE", "src/"):
