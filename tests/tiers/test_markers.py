@@ -50,9 +50,7 @@ def test_make_test_deselects_the_torch_tier_and_says_so() -> None:
     result = _pytest("-m", "not slow and not torch", *TORCH_TESTS)
     assert result.returncode == 5, result.stdout + result.stderr  # nothing selected
     assert "2 deselected" in result.stdout
-    assert "tiers not run here (deselected): torch (2 tests: make test-torch)" in (
-        result.stdout
-    )
+    assert "tiers not run here (deselected): torch (2 tests: make test-torch)" in (result.stdout)
 
 
 def test_a_selected_torch_test_without_torch_skips_with_the_make_target() -> None:
