@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests._server import free_ports, start_server
-from tests.deploy.conftest import KUBERNETES, OVERLAYS, REPO, Render, render_with
+from tests.deploy._kustomize import KUBERNETES, OVERLAYS, REPO, Render, render_with
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate",
