@@ -61,7 +61,7 @@ def test_make_demo_installs_only_server_cli_and_demo() -> None:
 def test_make_test_adds_test_tools_but_not_torch() -> None:
     installed = _expand(_make_extras("STAMP_TEST"))
     assert {"pytest", "trustme", "tritonclient", "kubernetes-validate"} <= installed
-    assert "torch" not in installed and "mypy" not in installed
+    assert "torch" not in installed and "ruff" not in installed
     assert "torch" in _expand(_make_extras("STAMP_TORCH"))
 
 
