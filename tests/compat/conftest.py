@@ -25,7 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-VENVS = REPO / ".venv-compat"
+# BLINDAI_COMPAT_VENVS: another directory of compat venvs (tests of the tier's own skip use it)
+VENVS = Path(os.environ.get("BLINDAI_COMPAT_VENVS") or REPO / ".venv-compat")
 DRIVER = Path(__file__).resolve().parent / "drivers" / "blindai_client.py"
 CLIENTS = ("preview", "v063")
 STARTUP_TIMEOUT_S = 90.0
@@ -136,8 +137,6 @@ def blindai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         host, unattested, attested, management = external.rsplit(":", 3)
         yield Server(host, int(unattested), int(attested), int(management), Path(os.devnull))
         return
-    if not any((VENVS / name / ".compat-stamp").exists() for name in CLIENTS):
-        pytest.skip("no compat venv: build them with `make test-compat` (scripts/compat_env.sh)")
     p1, p2, p3 = _free_ports(3)
     log = tmp_path_factory.mktemp("compat-server") / "server.log"
     env = _scrubbed_env()
@@ -170,16 +169,56 @@ def blindai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         _stop(proc)
 
 
+def _usable(client: str, venvs: Path = VENVS) -> bool:
+    venv = venvs / client
+    return (venv / "bin" / "python").exists() and (venv / ".compat-stamp").exists()
+
+
+def _recorded_reason(client: str, venvs: Path) -> str | None:
+    unavailable = venvs / f"{client}.unavailable"
+    if unavailable.is_file():
+        return unavailable.read_text(errors="replace").strip()
+    return None
+
+
+def _why_absent(client: str, venvs: Path = VENVS) -> str:
+    """Why a compat venv is missing: the reason compat_env.sh recorded, or how to build it."""
+    reason = _recorded_reason(client, venvs)
+    if reason:
+        return f"original client {client} unavailable here: {reason}"
+    return (
+        f"compat venv .venv-compat/{client} is absent or incomplete: "
+        "build it with `make test-compat` (or `bash scripts/compat_env.sh`)"
+    )
+
+
+def tier_skip_reason(venvs: Path = VENVS) -> str | None:
+    """One sentence saying why no original client can run here; None when one can."""
+    if any(_usable(name, venvs) for name in CLIENTS):
+        return None
+    reasons = {_recorded_reason(name, venvs) for name in CLIENTS}
+    if len(reasons) == 1 and None not in reasons:
+        return f"original-clients tier unavailable here: {reasons.pop()}"
+    return "; ".join(_why_absent(name, venvs) for name in CLIENTS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip the whole tier with one reason (one line in the summary) when no client can run.
+
+    A hook, not a fixture: pytest reports a skip raised here at this line for every test, so
+    the summary groups them into one line; a fixture's skip is reported at each test.
+    """
+    reason = tier_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def compat_python(client: str) -> Path:
-    """The python of a compat venv; skips the test with the way to build it when absent."""
-    venv = VENVS / client
-    python = venv / "bin" / "python"
-    if not python.exists() or not (venv / ".compat-stamp").exists():
-        pytest.skip(
-            f"compat venv {venv.relative_to(REPO)} is absent or incomplete: "
-            "build it with `make test-compat` (or `bash scripts/compat_env.sh`)"
-        )
-    return python
+    """The python of a compat venv; skips the test with the reason it is absent."""
+    if not _usable(client):
+        pytest.skip(_why_absent(client))
+    return VENVS / client / "bin" / "python"
 
 
 def run_driver(plan: dict[str, Any], cwd: Path) -> dict[str, Any]:

@@ -233,13 +233,11 @@ def test_every_datum_type(client: str, blindai_server: Any, driver: Driver, tmp_
 
 
 def test_scalar_tensors_keep_their_empty_shape(
-    client: str, blindai_server: Any, driver: Driver, tmp_path: Path
+    client: str, blindai_server: Any, driver: Driver, tmp_path: Path, scalar_case: Any
 ) -> None:
     """onnx's backend test case BitCast float32 [] -> int32 []: both clients send a 0-d numpy
     array as fact [] and rebuild a 0-d output from fact []."""
-    from tests.models import backend_case
-
-    case = backend_case("BitCast", "test_bitcast_scalar_float32_to_int32")
+    case = scalar_case
     model = tmp_path / "bitcast_scalar.onnx"
     model.write_bytes(case.model)
     (x,) = case.inputs

@@ -8,7 +8,6 @@ import pytest
 
 import blindai
 from tests._server import ServerProcess, connect, start_server
-from tests.models import BackendCase, backend_case
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +23,3 @@ def conn(server: ServerProcess) -> Iterator[blindai.Connection]:
     """An attested (simulation) connection to the session server."""
     with connect(server) as c:
         yield c
-
-
-@pytest.fixture(scope="session")
-def scalar_case() -> BackendCase:
-    """onnx's backend test ``test_bitcast_scalar_float32_to_int32``: float32 [] in, int32 [] out."""
-    return backend_case("BitCast", "test_bitcast_scalar_float32_to_int32")

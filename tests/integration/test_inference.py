@@ -88,8 +88,10 @@ def test_identical_models_get_distinct_ids_and_same_hash(conn):
         conn.predict(first.model_id, {"x": x})
 
 
+@pytest.mark.torch
 def test_torch_tensors_are_accepted(conn):
-    torch = pytest.importorskip("torch", reason="torch is optional")
+    import torch
+
     uploaded = conn.upload_model(identity(TensorProto.FLOAT))
     reply = conn.run_model(model_id=uploaded.model_id, input_tensors=torch.ones(2, 3))
     assert reply.output[0].as_torch().shape == (2, 3)

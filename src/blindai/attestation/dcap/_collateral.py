@@ -137,6 +137,8 @@ def _json_window(text: str, what: str) -> tuple[datetime, datetime]:
 
 
 def _utc(text: str) -> datetime:
+    if text.endswith("Z"):  # Python 3.10's fromisoformat does not read "Z" (3.11+ does)
+        text = text[:-1] + "+00:00"
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise ValueError("naive time")

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import dcap_qvl
 from cryptography import x509
@@ -46,6 +46,9 @@ from blindai.errors import (
     EvidenceError,
     PolicyError,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+; requires-python is 3.10
 
 __all__ = [
     "TCB_STATUSES",
