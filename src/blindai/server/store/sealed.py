@@ -172,6 +172,8 @@ class SealedStore:
         return self.directory / self._keys.file_name(kind, ident)
 
     def _put(self, kind: bytes, ident: str, meta: bytes, payload: bytes) -> None:
+        if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
+            raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
         write_atomic(path, seal(self._keys, kind, path.name, meta, payload))
 

@@ -254,3 +254,9 @@ def test_api_key_secret_depends_on_the_key_only(directory: Path, tmp_path: Path)
     with SealedStore(tmp_path / "third", key_material=OTHER_KEY) as c:
         assert c.api_key_secret != secret
     assert len(secret) == 32 and secret not in (KEY, OTHER_KEY)
+
+
+def test_metadata_too_large_to_load_is_refused_before_writing(store: SealedStore):
+    with pytest.raises(ValueError, match="metadata over"):
+        store.put_model(model(b"a", "id-a", name="n" * 70_000))
+    assert entry_files(store.directory) == []
