@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 from blindai.server.access.audit import AuditAction, AuditLog
+from blindai.server.access.control import AccessControl
 from blindai.server.access.keys import (
     KEY_PREFIX,
     KeyInfo,
@@ -36,6 +37,7 @@ __all__ = [
     "ADMIN_ID",
     "ANONYMOUS",
     "KEY_PREFIX",
+    "AccessControl",
     "AuditAction",
     "AuditLog",
     "KeyInfo",

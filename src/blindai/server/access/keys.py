@@ -30,19 +30,13 @@ from blindai.errors import (
     InvalidInput,
     KeyNotFound,
 )
+from blindai.protocol.apikeys import API_KEY, KEY_PREFIX, generate_key
 from blindai.server.access.principal import ADMIN, ANONYMOUS, Principal
 from blindai.server.store.sealed import SealedStore, StoredKey
 
 __all__ = ["KEY_PREFIX", "KeyInfo", "KeyRing", "generate_key", "parse_admin_key_sha256"]
 
-KEY_PREFIX = "bai_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")  # RFC 6750 b64token, bounded
-
-
-def generate_key() -> str:
-    """A new API key: ``bai_`` and 256 random bits, URL-safe base64."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def parse_admin_key_sha256(text: str) -> bytes:
@@ -69,7 +63,7 @@ def _bearer(authorization: str | None) -> str:
         raise AuthenticationError("this server requires an API key (Authorization: Bearer KEY)")
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
+    if scheme.lower() != "bearer" or not API_KEY.fullmatch(token):
         raise AuthenticationError("the Authorization header must be 'Bearer KEY'")
     return token
 

@@ -1,13 +1,13 @@
 """Who is calling, and what each caller may do with a model: the rules, as data and pure code.
 
-======================  ==============  ===============  ====================================
-caller                  run             delete           list
-======================  ==============  ===============  ====================================
-anonymous (no admin     every model     every model      every model
+======================  ==============  ===============  ==============  =====================
+caller                  run             delete           list            export (the bytes)
+======================  ==============  ===============  ==============  =====================
+anonymous (no admin     every model     every model      every model     every model
 key set: open server)
-tenant key              own + public    own              own + public
-admin key               own + public    every model      every model
-======================  ==============  ===============  ====================================
+tenant key              own + public    own              own + public    own
+admin key               own + public    every model      every model     own + ownerless
+======================  ==============  ===============  ==============  =====================
 
 A model's ``owner`` is the key id of its uploader (``admin`` for the admin key). Models
 uploaded while the server was open have no owner: every valid key may run them, only the
@@ -52,6 +52,15 @@ class Principal:
         if self.kind in ("anonymous", "admin"):
             return True
         return owner is not None and owner == self.key_id
+
+    def may_export(self, *, owner: str | None) -> bool:
+        """Receive a model's bytes (replication): its owner only; the admin manages models
+        but does not read other keys' weights."""
+        if self.kind == "anonymous":
+            return True
+        if owner is None:
+            return self.is_admin
+        return owner == self.key_id
 
     def may_list(self, *, owner: str | None, public: bool) -> bool:
         """See a model in the list of models."""

@@ -15,9 +15,10 @@ tag         16     GCM tag over header, file name and ciphertext
 
 The associated data is the header followed by the file name, so an entry moved or copied
 to another name, or given another kind, fails authentication. The plaintext is a 4-byte
-big-endian length, a CBOR map of metadata, then the payload (the model bytes; nothing for a
-key record). File names are ``<kind>-<HMAC-SHA256(names key, kind:id)[:16] hex>.sealed``:
-they reveal neither ids nor names.
+big-endian length, a CBOR map of metadata, then the payload (the model bytes, then its
+pipeline's CBOR when it has one, ``pipeline_size`` in the metadata; nothing for a key record).
+File names are ``<kind>-<HMAC-SHA256(names key, kind:id)[:16] hex>.sealed``: they reveal
+neither ids nor names.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -89,18 +90,20 @@ def _header(kind: bytes, nonce: bytes) -> bytes:
 
 
 def seal(
-    keys: EntryKeys, kind: bytes, file_name: str, meta: bytes, payload: bytes
+    keys: EntryKeys, kind: bytes, file_name: str, meta: bytes, payload: Sequence[bytes]
 ) -> Iterator[bytes]:
-    """The entry's bytes, in chunks (the payload is encrypted piece by piece)."""
+    """The entry's bytes, in chunks (the payload's parts, one after the other, are encrypted
+    piece by piece: nothing is copied whole)."""
     nonce = os.urandom(NONCE_SIZE)
     header = _header(kind, nonce)
     enc = Cipher(algorithms.AES(keys.aead), modes.GCM(nonce)).encryptor()
     enc.authenticate_additional_data(header + file_name.encode())
     yield header
     yield enc.update(struct.pack(">I", len(meta)) + meta)
-    view = memoryview(payload)
-    for i in range(0, len(view), CHUNK):
-        yield enc.update(view[i : i + CHUNK])
+    for part in payload:
+        view = memoryview(part)
+        for i in range(0, len(view), CHUNK):
+            yield enc.update(view[i : i + CHUNK])
     yield enc.finalize() + enc.tag
 
 

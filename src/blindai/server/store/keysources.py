@@ -9,6 +9,8 @@ TDX, Nitro         :class:`KeyFile`            whatever delivers the file (no se
 simulation         :class:`SimulationKeyFile`  nothing: a 0600 file beside the store
 =================  ==========================  ================================================
 
+Which kind has which sealing key is stated once, in the TEE-kind table
+(:attr:`blindai.attestation.kinds.KindSpec.sealing`); :data:`PLATFORM_SOURCES` makes each.
 ``--store-key-file`` (:class:`KeyFile`) overrides the platform's source on every kind (replicas
 sharing one store need one key). A source gives key *material*; the store derives its AES-256
 and HMAC keys from it with HKDF-SHA256 (:class:`blindai.server.store._crypto.EntryKeys`).
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from blindai.attestation.claims import EvidenceKind
+from blindai.attestation.kinds import spec_for
 from blindai.errors import ConfigurationError
 from blindai.server.store._files import write_atomic
 from blindai.server.store._sev_guest import (
@@ -53,7 +56,7 @@ _log = logging.getLogger("blindai.server.store")
 DEFAULT_SEV_GUEST_DEVICE = Path("/dev/sev-guest")
 #: the simulation key's file name inside the store directory
 SIMULATION_KEY_NAME = "simulation-store.key"
-KEY_FILE_BYTES = 32
+_KEY_FILE_BYTES = 32
 
 
 class StoreKeySource(Protocol):
@@ -115,10 +118,10 @@ class SnpDerivedKey:
 
 
 def _parse_key_file(data: bytes, path: Path) -> bytes:
-    if len(data) == KEY_FILE_BYTES:
+    if len(data) == _KEY_FILE_BYTES:
         return data
     text = data.strip()
-    if len(text) == 2 * KEY_FILE_BYTES:
+    if len(text) == 2 * _KEY_FILE_BYTES:
         try:
             return bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
@@ -146,7 +149,7 @@ class KeyFile:
         try:
             with open(self.path, "rb") as f:
                 mode = os.fstat(f.fileno()).st_mode
-                data = f.read(4 * KEY_FILE_BYTES)
+                data = f.read(4 * _KEY_FILE_BYTES)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read store key file {self.path}: {exc.strerror}"
@@ -173,7 +176,7 @@ class SimulationKeyFile:
         try:
             self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():
-                write_atomic(path, [os.urandom(KEY_FILE_BYTES)])
+                write_atomic(path, [os.urandom(_KEY_FILE_BYTES)])
             data = path.read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"cannot use simulation key {path}: {exc.strerror}") from exc
@@ -189,12 +192,18 @@ class KeySourcePaths:
     sev_guest_device: Path = DEFAULT_SEV_GUEST_DEVICE
 
 
-#: the platform's own source per TEE kind; TDX and Nitro have no sealing key (a key file)
-PLATFORM_SOURCES: Mapping[EvidenceKind, Callable[[KeySourcePaths], StoreKeySource]] = {
-    EvidenceKind.SGX: lambda p: GramineSealingKey(p.attestation_dir),
-    EvidenceKind.SEV_SNP: lambda p: SnpDerivedKey(p.sev_guest_device),
-    EvidenceKind.SIMULATION: lambda p: SimulationKeyFile(p.store_dir),
+#: each sealing key named in the TEE-kind table (``KindSpec.sealing``), and simulation's file
+PLATFORM_SOURCES: Mapping[str, Callable[[KeySourcePaths], StoreKeySource]] = {
+    "gramine-mrenclave": lambda p: GramineSealingKey(p.attestation_dir),
+    "snp-derived-key": lambda p: SnpDerivedKey(p.sev_guest_device),
+    "simulation-key-file": lambda p: SimulationKeyFile(p.store_dir),
 }
+
+
+def _sealing(kind: EvidenceKind) -> str | None:
+    if kind is EvidenceKind.SIMULATION:
+        return "simulation-key-file"
+    return spec_for(kind).sealing
 
 
 def store_key_source(
@@ -203,11 +212,11 @@ def store_key_source(
     """The key source for a store on ``kind``; ``key_file`` (the deployment's key) wins."""
     if key_file is not None:
         return KeyFile(key_file)
-    make = PLATFORM_SOURCES.get(kind)
-    if make is None:
+    sealing = _sealing(kind)
+    if sealing is None:
         raise ConfigurationError(
             f"--store on {kind.value} needs --store-key-file: {kind.value} has no sealing key, "
             "so the deployment must provide the store key (e.g. from a key broker after "
             "attestation)"
         )
-    return make(paths)
+    return PLATFORM_SOURCES[sealing](paths)

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ class StoredModel:
     """Upload time, nanoseconds since the epoch (orders run-without-id)."""
     optimize: bool
     model: bytes = field(repr=False)
+    pipeline: bytes | None = field(default=None, repr=False)
+    """The pipeline uploaded with the model, as its 0.6 wire CBOR (``Pipeline.to_wire()``)."""
+    version: int = 1
+    """Its number among the uploads of its name (the Open Inference Protocol's version)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,8 +151,11 @@ class SealedStore:
             "hash": entry.hash,
             "uploaded_ns": entry.uploaded_ns,
             "optimize": entry.optimize,
+            "pipeline_size": None if entry.pipeline is None else len(entry.pipeline),
+            "version": entry.version,
         }
-        self._put(_MODEL, entry.model_id, cbor2.dumps(meta), entry.model)
+        parts = [entry.model] if entry.pipeline is None else [entry.model, entry.pipeline]
+        self._put(_MODEL, entry.model_id, cbor2.dumps(meta), parts)
 
     def delete_model(self, model_id: str) -> bool:
         """Remove a model durably; False when the store did not hold it."""
@@ -162,7 +169,7 @@ class SealedStore:
             "key_hash": record.key_hash,
             "created_ns": record.created_ns,
         }
-        self._put(_KEY, record.name, cbor2.dumps(meta), b"")
+        self._put(_KEY, record.name, cbor2.dumps(meta), [])
 
     def delete_key(self, name: str) -> bool:
         """Remove an API-key record durably; False when there was none."""
@@ -171,7 +178,7 @@ class SealedStore:
     def _path(self, kind: bytes, ident: str) -> Path:
         return self.directory / self._keys.file_name(kind, ident)
 
-    def _put(self, kind: bytes, ident: str, meta: bytes, payload: bytes) -> None:
+    def _put(self, kind: bytes, ident: str, meta: bytes, payload: Sequence[bytes]) -> None:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
@@ -273,6 +280,13 @@ def _get(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
 
 def _model_record(meta: dict[str, Any], payload: bytes) -> StoredModel:
     digest = _get(meta, "hash", bytes)
+    pipeline_size = _get(meta, "pipeline_size", (int, type(None)))
+    pipeline = None
+    if pipeline_size is not None:
+        if not 0 <= pipeline_size <= len(payload):
+            raise _Refused("metadata field pipeline_size is out of range")
+        cut = len(payload) - pipeline_size
+        payload, pipeline = payload[:cut], payload[cut:]
     if hashlib.sha256(payload).digest() != digest:
         raise _Refused("model bytes do not match their hash")
     return StoredModel(
@@ -284,6 +298,8 @@ def _model_record(meta: dict[str, Any], payload: bytes) -> StoredModel:
         uploaded_ns=_get(meta, "uploaded_ns", int),
         optimize=_get(meta, "optimize", bool),
         model=payload,
+        pipeline=pipeline,
+        version=_get(meta, "version", int),
     )
 
 

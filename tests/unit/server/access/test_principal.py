@@ -40,3 +40,19 @@ def test_a_tenant_without_id_owns_nothing():
     ghost = Principal("tenant", None, "ghost")
     assert not ghost.may_delete(owner=None)
     assert not ghost.may_run(owner="k_alice", public=False)
+
+
+@pytest.mark.parametrize(
+    "caller,owner,expected",
+    [
+        (ANONYMOUS, "k_alice", True),
+        (ALICE, "k_alice", True),
+        (BOB, "k_alice", False),
+        (ADMIN, "k_alice", False),  # the admin deletes tenants' models, never reads them
+        (ADMIN, "admin", True),
+        (ADMIN, None, True),
+        (BOB, None, False),
+    ],
+)
+def test_export_is_for_the_owner(caller: Principal, owner: str | None, expected: bool):
+    assert caller.may_export(owner=owner) is expected

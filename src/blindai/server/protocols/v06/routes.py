@@ -17,6 +17,7 @@ from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.protocol import codec
 from blindai.server._text import limit
 from blindai.server.cbor_body import CborLimits, decode, read_upload
+from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
 from blindai.server.protocols.v06.wire import (
@@ -83,7 +84,12 @@ class V06Routes:
         )
         upload = upload_from_map(doc, limits=settings.pipeline_limits())
         entry = await self.plane.upload(
-            upload.model, name=upload.name, optimize=upload.optimize, pipeline=upload.pipeline
+            upload.model,
+            name=upload.name,
+            optimize=upload.optimize,
+            caller=caller_of(request.scope),
+            public=upload.public,
+            pipeline=upload.pipeline,
         )
         request.state.model_id = entry.model_id
         return cbor_response({"model_id": entry.model_id, "hash": entry.hash})
@@ -93,7 +99,7 @@ class V06Routes:
         timing = Timing()
         with timing.phase("decode"):
             run = run_from_map(await self._decoded(body))
-        entry = self.plane.model(run.ref)
+        entry = self.plane.model(run.ref, caller=caller_of(request.scope))
         request.state.model_id = entry.model_id
         try:
             response = await self._inference(run, entry, timing, request)
@@ -135,6 +141,6 @@ class V06Routes:
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")
-        entry = self.plane.delete(decode_delete(body))
+        entry = await self.plane.delete(decode_delete(body), caller=caller_of(request.scope))
         request.state.model_id = entry.model_id
         return cbor_response(None)
