@@ -260,3 +260,15 @@ def test_metadata_too_large_to_load_is_refused_before_writing(store: SealedStore
     with pytest.raises(ValueError, match="metadata over"):
         store.put_model(model(b"a", "id-a", name="n" * 70_000))
     assert entry_files(store.directory) == []
+
+
+@pytest.mark.parametrize("pipeline", [None, b"", b"\xa1dspec\xa0" * 1000])
+def test_a_pipeline_travels_after_the_model(store: SealedStore, pipeline: bytes | None):
+    entry = model(os.urandom(CHUNK + 5), "id-p", pipeline=pipeline)
+    store.put_model(entry)
+    again = reopen(store)
+    try:
+        (loaded,) = again.load_models()
+        assert loaded == entry and loaded.pipeline == pipeline
+    finally:
+        again.close()
