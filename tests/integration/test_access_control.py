@@ -320,7 +320,7 @@ def test_tritonclient_passes_the_key_as_a_header(
         auth = {"Authorization": f"Bearer {alice_key}"}
         result = client.infer(name, [tensor], headers=auth)
         np.testing.assert_array_equal(result.as_numpy("y"), X + 12)
-        assert client.get_model_metadata(name, headers=auth)["versions"] == [model]
+        assert client.get_model_metadata(name, headers=auth)["versions"] == ["1"]
         for headers in (None, {"Authorization": "Bearer nope"}):
             with pytest.raises(InferenceServerException) as refused:
                 client.infer(name, [tensor], headers=headers)
@@ -355,3 +355,80 @@ def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):
         assert reply.getheader("X-BlindAI-Error") == "AuthenticationError"
     finally:
         conn.close()
+
+
+def test_v2_repository_and_statistics_see_only_what_the_key_may_run(
+    server: ServerProcess, alice: blindai.Connection, alice_key: str, bob_key: str
+):
+    from tritonclient.utils import InferenceServerException
+
+    name = f"repo-{uuid.uuid4().hex[:6]}"
+    shared = f"shared-{uuid.uuid4().hex[:6]}"
+    alice.upload_model(add_constant(13), model_name=name)
+    alice.upload_model(add_constant(14), model_name=shared, public=True)
+    client = triton(server, alice.certificate_pem)
+    bob = {"Authorization": f"Bearer {bob_key}"}
+    mine = {"Authorization": f"Bearer {alice_key}"}
+    try:
+        seen = {m["name"] for m in client.get_model_repository_index(headers=bob)}
+        assert shared in seen and name not in seen
+        assert name in {m["name"] for m in client.get_model_repository_index(headers=mine)}
+        stats = client.get_inference_statistics(headers=bob)["model_stats"]
+        assert shared in {m["name"] for m in stats} and name not in {m["name"] for m in stats}
+        with pytest.raises(InferenceServerException) as hidden:
+            client.unload_model(name, headers=bob)
+        assert hidden.value.status() == "404"
+        with pytest.raises(InferenceServerException) as refused:
+            client.unload_model(shared, headers=bob)
+        assert refused.value.status() == "403"
+        client.unload_model(name, headers=mine)
+        client.load_model(name, headers=mine)
+    finally:
+        client.close()
+        alice.delete_model(name)
+        alice.delete_model(shared)
+
+
+tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
+
+
+def test_grpc_takes_the_key_as_authorization_metadata(
+    server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str, bob_key: str
+):
+    from tritonclient.utils import InferenceServerException
+
+    pem = state / "attested.pem"
+    pem.write_text(alice.certificate_pem)
+    name = f"grpc-{uuid.uuid4().hex[:6]}"
+    model = alice.upload_model(add_constant(15), model_name=name).model_id
+    client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    tensor = tritonclient_grpc.InferInput("x", [1, 2], "FP32")
+    tensor.set_data_from_numpy(X)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # no key needed
+        mine = {"authorization": f"Bearer {alice_key}"}
+        result = client.infer(name, [tensor], headers=mine)
+        np.testing.assert_array_equal(result.as_numpy("y"), X + 15)
+        for headers in (None, {"authorization": "Bearer nope"}):
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer(name, [tensor], headers=headers)
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        bob = {"authorization": f"Bearer {bob_key}"}
+        with pytest.raises(InferenceServerException) as hidden:
+            client.get_model_metadata(name, headers=bob)
+        with pytest.raises(InferenceServerException) as missing:
+            client.get_model_metadata(name + "x", headers=bob)
+        assert hidden.value.status() == missing.value.status() == "StatusCode.NOT_FOUND"
+        assert not client.is_model_ready(name, headers=bob)
+        assert name not in {m.name for m in client.get_model_repository_index(headers=bob).models}
+    finally:
+        client.close()
+        alice.delete_model(model)
+    audited = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert any(a["action"] == "run" and a["model"] == model and a["status"] == 200 for a in audited)
+    assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)

@@ -289,3 +289,22 @@ def test_a_pipeline_is_stored_with_its_model_and_restored(store: SealedStore):
             asyncio.run(again.infer_raw(ref, "image", png, caller=BOB))
     finally:
         again.close()
+
+
+def test_versions_survive_a_restart(store: SealedStore):
+    plane = make_plane(store)
+    try:
+        first = upload(plane, 1, ALICE, name="clf")
+        second = upload(plane, 2, ALICE, name="clf")
+        delete(plane, ModelRef(first.model_id), ALICE)
+    finally:
+        plane.close()
+    again = make_plane(store)
+    try:
+        again.restore()
+        (kept,) = again.models(caller=ALICE)
+        assert (kept.model_id, kept.version) == (second.model_id, 2)
+        third = upload(again, 3, ALICE, name="clf")
+        assert third.version == 3
+    finally:
+        again.close()

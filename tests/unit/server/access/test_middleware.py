@@ -54,6 +54,13 @@ def tenant(server: InProcess, name: str) -> str:
         ("GET", "/v2/models/m", AuditAction.METADATA),
         ("GET", "/v2/models/m/ready", AuditAction.METADATA),
         ("GET", "/v2/models/m/versions/1", AuditAction.METADATA),
+        ("GET", "/v2/models/stats", AuditAction.STATISTICS),
+        ("GET", "/v2/models/m/stats", AuditAction.STATISTICS),
+        ("GET", "/v2/models/m/versions/2/stats", AuditAction.STATISTICS),
+        ("POST", "/v2/repository/index", AuditAction.LIST),
+        ("POST", "/v2/repository/models/m/load", AuditAction.LOAD),
+        ("POST", "/v2/repository/models/m/unload", AuditAction.UNLOAD),
+        ("GET", "/metrics", None),
         ("GET", "/v2/health/live", None),
         ("GET", "/v2", None),
         ("GET", "/upload", None),
@@ -144,3 +151,9 @@ def test_routes_fail_closed_without_the_middleware():
 
     with pytest.raises(AuthenticationError, match="not authenticated"):
         caller_of({"type": "http", "state": {}})
+
+
+def test_metrics_on_the_management_port_need_a_key(server: InProcess):
+    assert server.management.get("/metrics").status_code == 401
+    resp = server.management.get("/metrics", headers=auth(ADMIN_KEY))
+    assert resp.status_code == 200 and "blindai_" in resp.text
