@@ -86,7 +86,7 @@ def _error_class(name: str | None, status: int) -> type[ServerError]:
     """
     family = [
         cls
-        for cls in (getattr(errors, n) for n in errors.__all__)
+        for cls in vars(errors).values()  # in definition order: a bare 404 is ModelNotFound
         if isinstance(cls, type) and issubclass(cls, ServerError)
     ]
     for cls in family:

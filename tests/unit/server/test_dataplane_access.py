@@ -19,7 +19,7 @@ from blindai.errors import (
     ServerError,
 )
 from blindai.server.access import ADMIN, ANONYMOUS, Principal
-from blindai.server.dataplane import DataPlane
+from blindai.server.dataplane import DataPlane, listable
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry
 from blindai.server.settings import ServerSettings
 from blindai.server.store import SealedStore, StoredModel
@@ -99,23 +99,23 @@ def test_the_admin_lists_and_deletes_everything_but_runs_only_its_own_and_public
     secret = upload(plane, 1, ALICE)
     shared = upload(plane, 2, BOB, public=True)
     mine = upload(plane, 3, ADMIN)
-    assert plane.models(caller=ADMIN) == [secret, shared, mine]
+    assert plane.entries(listable(ADMIN)) == [secret, shared, mine]
     assert mine.owner == "admin"
     with pytest.raises(ModelNotFound):
         run(plane, ModelRef(secret.model_id), ADMIN)
     assert run(plane, ModelRef(shared.model_id), ADMIN) == 2
     delete(plane, ModelRef(secret.model_id), ADMIN)
     delete(plane, ModelRef(shared.model_id), ADMIN)
-    assert plane.models(caller=ADMIN) == [mine]
+    assert plane.entries(listable(ADMIN)) == [mine]
 
 
 def test_lists_hold_what_the_caller_may_run(plane: DataPlane):
     a = upload(plane, 1, ALICE)
     b = upload(plane, 2, BOB)
     shared = upload(plane, 3, BOB, public=True)
-    assert plane.models(caller=ALICE) == [a, shared]
-    assert plane.models(caller=BOB) == [b, shared]
-    assert plane.models(caller=ANONYMOUS) == [a, b, shared]
+    assert plane.entries(listable(ALICE)) == [a, shared]
+    assert plane.entries(listable(BOB)) == [b, shared]
+    assert plane.entries(listable(ANONYMOUS)) == [a, b, shared]
     assert (a.owner, a.public, a.size) == ("k_alice", False, len(add_constant(1)))
 
 
@@ -171,7 +171,7 @@ def test_uploads_and_deletes_reach_the_store_and_restore(store: SealedStore):
     again = make_plane(store)
     try:
         assert again.restore() == 3
-        restored = again.models(caller=ANONYMOUS)
+        restored = again.entries(listable(ANONYMOUS))
         fields = [
             (e.model_id, e.hash, e.name, e.owner, e.public, e.size, e.uploaded_ns) for e in restored
         ]
@@ -208,7 +208,7 @@ def test_a_model_onnxruntime_refuses_on_restore_is_skipped(store: SealedStore, c
     again = make_plane(store)
     try:
         assert again.restore() == 1
-        assert [e.model_id for e in again.models(caller=ANONYMOUS)] == [good.model_id]
+        assert [e.model_id for e in again.entries(listable(ANONYMOUS))] == [good.model_id]
         assert "store: model junk cannot be loaded: " in caplog.text
         assert "onnxruntime" in caplog.text
     finally:
@@ -228,7 +228,7 @@ def test_an_upload_that_cannot_be_stored_is_refused_and_not_registered(tmp_path:
         try:
             with pytest.raises(ServerError, match="could not be stored"):
                 upload(plane, 1, ALICE)
-            assert plane.models(caller=ADMIN) == []
+            assert plane.entries(listable(ADMIN)) == []
         finally:
             plane.close()
 
@@ -283,10 +283,11 @@ def test_a_pipeline_is_stored_with_its_model_and_restored(store: SealedStore):
     try:
         assert again.restore() == 1
         ref = ModelRef(entry.model_id)
-        result = asyncio.run(again.infer_raw(ref, "image", png, caller=ALICE)).result
+        entry = again.model(ref, caller=ALICE)
+        result = asyncio.run(again.run_raw(entry, "image", png)).result
         assert isinstance(result, Classification) and result.top.label == "red"
         with pytest.raises(ModelNotFound):
-            asyncio.run(again.infer_raw(ref, "image", png, caller=BOB))
+            again.model(ref, caller=BOB)
     finally:
         again.close()
 
@@ -302,7 +303,7 @@ def test_versions_survive_a_restart(store: SealedStore):
     again = make_plane(store)
     try:
         again.restore()
-        (kept,) = again.models(caller=ALICE)
+        (kept,) = again.entries(listable(ALICE))
         assert (kept.model_id, kept.version) == (second.model_id, 2)
         third = upload(again, 3, ALICE, name="clf")
         assert third.version == 3

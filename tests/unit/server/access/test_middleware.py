@@ -157,3 +157,22 @@ def test_metrics_on_the_management_port_need_a_key(server: InProcess):
     assert server.management.get("/metrics").status_code == 401
     resp = server.management.get("/metrics", headers=auth(ADMIN_KEY))
     assert resp.status_code == 200 and "blindai_" in resp.text
+
+
+def test_export_gives_a_models_bytes_to_its_owner_only():
+    with in_process(admin_key_sha256=ADMIN_SHA, allow_model_export=True) as server:
+        alice, bob = tenant(server, "alice"), tenant(server, "bob")
+        body = {"model": add_constant(1), "public": True}
+        resp = server.management.post("/upload", content=cbor2.dumps(body), headers=auth(alice))
+        model_id = cbor2.loads(resp.content)["model_id"]
+        ask = cbor2.dumps({"model_id": model_id})
+        mine = server.management.post("/export", content=ask, headers=auth(alice))
+        assert mine.status_code == 200 and cbor2.loads(mine.content)["model"] == add_constant(1)
+        for key in (bob, ADMIN_KEY):  # a public model runs for bob; its bytes stay alice's
+            refused = server.management.post("/export", content=ask, headers=auth(key))
+            assert refused.status_code == 403, key
+            assert "only the key that uploaded" in cbor2.loads(refused.content)
+        listed = cbor2.loads(server.management.get("/models", headers=auth(bob)).content)
+        assert [(m["model_id"], m["owner"], m["public"]) for m in listed] == [
+            (model_id, "alice", True)
+        ]

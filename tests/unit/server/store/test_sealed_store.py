@@ -272,3 +272,20 @@ def test_a_pipeline_travels_after_the_model(store: SealedStore, pipeline: bytes 
         assert loaded == entry and loaded.pipeline == pipeline
     finally:
         again.close()
+
+
+def test_entries_move_between_stores_that_share_a_key(store: SealedStore, tmp_path: Path):
+    """Replicas with one --store-key-file: an entry file copied to another store loads there."""
+    entry = model(b"shared bytes", "id-shared")
+    store.put_model(entry)
+    store.put_key(key_record())
+    with SealedStore(tmp_path / "replica", key_material=KEY) as replica:
+        for path in entry_files(store.directory):
+            (replica.directory / path.name).write_bytes(path.read_bytes())
+        assert list(replica.load_models()) == [entry]
+        assert replica.load_keys() == [key_record()]
+    with SealedStore(tmp_path / "other", key_material=OTHER_KEY) as other:
+        for path in entry_files(store.directory):
+            (other.directory / path.name).write_bytes(path.read_bytes())
+        assert list(other.load_models()) == [] and other.load_keys() == []
+        assert len(other.refused) == 2

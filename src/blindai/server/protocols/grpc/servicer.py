@@ -105,8 +105,9 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
         try:
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
-            else:
-                state = _Call(access.authenticate(_authorization(context)))
+            else:  # an open server reads no metadata
+                header = _authorization(context) if access.enabled else None
+                state = _Call(access.authenticate(header))
             reply = await fn(request, context, state)
             metrics.sent_bytes.labels(GRPC_PORT).inc(reply.ByteSize())
             return reply
