@@ -40,6 +40,8 @@ __all__ = ["Built", "build", "http_listeners", "serve"]
 
 _log = logging.getLogger("blindai.server")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_BACKLOG = 2048
+"""uvicorn's default listen backlog, which it sets again when it starts serving."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    # listening from now on: a client that reached one port (readiness probes ask the
+    # unattested one) is queued on the others until their server starts, never refused
+    sock.listen(_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
