@@ -210,7 +210,7 @@ def test_a_model_onnxruntime_refuses_on_restore_is_skipped(store: SealedStore, c
         assert again.restore() == 1
         assert [e.model_id for e in again.entries(listable(ANONYMOUS))] == [good.model_id]
         assert "store: model junk cannot be loaded: " in caplog.text
-        assert "onnxruntime" in caplog.text
+        assert "not a valid ONNX model" in caplog.text
     finally:
         again.close()
 

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.protocol import codec
 from blindai.server._text import limit
-from blindai.server.cbor_body import CborLimits, decode, read_upload
 from blindai.server.access.middleware import caller_of
+from blindai.server.cbor_body import CborLimits, decode, read_upload
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
 from blindai.server.protocols.v06.wire import (

@@ -81,9 +81,9 @@ def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
 
 
 def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?, public?}`` (decoded, or read as it arrived:
-    ``blindai.server.cbor_body.read_upload``); ``length``, when sent, must be the size of
-    ``model``; ``pipeline`` is held to ``limits``."""
+    """``{model, length?, model_name?, optimize?, pipeline?, public?}`` (decoded, or read as
+    it arrived: ``blindai.server.cbor_body.read_upload``); ``length``, when sent, must be the
+    size of ``model``; ``pipeline`` is held to ``limits``."""
     with _request():
         model = codec.model_bytes(doc.get("model"))
     name = doc.get("model_name")
