@@ -203,3 +203,12 @@ def mixes_rows() -> bytes:
         helper.make_node("Sub", ["x", "m"], ["y"]),
     ]
     return _model(helper.make_graph(nodes, "mix", [x], [y]))
+
+
+def add_constant(value: float) -> bytes:
+    """y = x + value (float, [N, 2]): distinct bytes and answers for each value."""
+    c = helper.make_tensor("C", TensorProto.FLOAT, [1], [value])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    node = helper.make_node("Add", ["x", "C"], ["y"])
+    return _model(helper.make_graph([node], "add", [x], [y], initializer=[c]))

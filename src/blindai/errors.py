@@ -21,7 +21,10 @@
     │   ├── ModelNotReady       503  the model exists but cannot serve yet
     │   ├── RegistryFull        507  the server holds as many models as it may
     │   ├── InferenceTimeout    504  the run went past the server's run timeout and was stopped
-    │   ├── PermissionDenied    403  the request is not allowed (e.g. model export is off)
+    │   ├── AuthenticationError 401  no API key, or not a valid one
+    │   ├── PermissionDenied    403  not allowed: a key that may not do this, model export off
+    │   ├── KeyNotFound         404  no API key by that name
+    │   ├── AlreadyExists       409  a name already taken
     │   └── ServerBusy          503  too many requests of that kind in progress: try again
     ├── NetworkError                 the server cannot be reached, or the connection broke
     │   └── RequestTimeout           no answer within the timeout
@@ -41,6 +44,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
+    "AlreadyExists",
+    "AuthenticationError",
     "BindingError",
     "BlindAIError",
     "ChainError",
@@ -51,6 +56,7 @@ __all__ = [
     "InferenceFailed",
     "InferenceTimeout",
     "InvalidInput",
+    "KeyNotFound",
     "ModelNotFound",
     "ModelNotReady",
     "NetworkError",
@@ -213,10 +219,32 @@ class RegistryFull(ServerError):
     http_status = 507
 
 
+class AuthenticationError(ServerError):
+    """Raised when access control is on and the request has no API key, or an invalid one (401).
+
+    The key travels only over attested TLS, as ``Authorization: Bearer KEY``.
+    """
+
+    http_status = 401
+
+
 class PermissionDenied(ServerError):
-    """Raised when a valid API key asks for something it may not do (403)."""
+    """Raised when a request is not allowed (403): a valid API key asking what it may not do,
+    or model export on a server that does not allow it."""
 
     http_status = 403
+
+
+class KeyNotFound(ServerError):
+    """Raised when no API key has the name given (404)."""
+
+    http_status = 404
+
+
+class AlreadyExists(ServerError):
+    """Raised when a name is already taken, e.g. an API key name (409)."""
+
+    http_status = 409
 
 
 class ServerBusy(ServerError):

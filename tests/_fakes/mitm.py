@@ -25,6 +25,8 @@ class UnattestedMitm:
         self.upstream = (upstream_host, upstream_port)
         self.substitute_cert = substitute_cert
         self.paths: list[str] = []
+        self.requests: list[str] = []
+        """Every request's line and headers, as received (what the unattested port learns)."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -65,6 +67,7 @@ class UnattestedMitm:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                mitm.requests.append(f"{self.requestline}\r\n{self.headers}")
                 status, headers, body = mitm._answer(self.path)
                 self.send_response_only(status)  # no Server header of its own
                 for name, value in headers:

@@ -3,8 +3,9 @@
 A :class:`KindSpec` gives a kind's policy section, the package holding its verifier, policy
 and claims (``<prefix>Verifier``, ``<prefix>Policy``, ``<prefix>Claims``, imported on first
 use, so that this table loads no verifier and no dcap-qvl), the text the CLI shows for the
-kind's default policy, and, for kinds a BlindAI server can collect, its ``--tee`` name and the
-device it reads (:class:`Device`: the server setting naming the path, and its default). Read
+kind's default policy, and, for kinds a BlindAI server can collect, its ``--tee`` name, the
+device it reads (:class:`Device`: the server setting naming the path, and its default) and
+the sealing key its sealed store can use (``sealing``; none: ``--store-key-file``). Read
 by :func:`blindai.attestation.verifier_for`, :class:`~blindai.attestation.Policy`, the
 server's settings and attester selection, and the CLI. Adding a kind is one entry here (with
 its :class:`~blindai.attestation.EvidenceKind` member).
@@ -83,6 +84,10 @@ class KindSpec:
     """The server's ``--tee`` name for it; None when a BlindAI server cannot collect it."""
     device: Device | None = None
     """Where the server collects it."""
+    sealing: str | None = None
+    """The key the server's sealed store derives on this TEE (``gramine-mrenclave``,
+    ``snp-derived-key``: :mod:`blindai.server.store.keysources`); None: it has no sealing key,
+    and a store needs ``--store-key-file``."""
 
     @property
     def module(self) -> str:
@@ -117,10 +122,21 @@ _SNP = "debug refused (guest policy bit 19), the most privileged VMPL only"
 _NITRO = "debug refused (PCR0 all zero), the document fresh (max_age_seconds)"
 _GPU = "no check beyond authenticity: no minimum driver or VBIOS version"
 KINDS: tuple[KindSpec, ...] = (
-    # kind, policy section, package, class prefix, defaults note, --tee name, device
-    KindSpec(EvidenceKind.SGX, "sgx", "sgx", "Sgx", _DCAP, "gramine-sgx", GRAMINE),
+    # kind, policy section, package, class prefix, defaults note, --tee name, device, sealing
+    KindSpec(
+        EvidenceKind.SGX, "sgx", "sgx", "Sgx", _DCAP, "gramine-sgx", GRAMINE, "gramine-mrenclave"
+    ),
     KindSpec(EvidenceKind.TDX, "tdx", "tdx", "Tdx", _DCAP, "tdx", CONFIGFS_TSM),
-    KindSpec(EvidenceKind.SEV_SNP, "sev_snp", "snp", "Snp", _SNP, "sev-snp", CONFIGFS_TSM),
+    KindSpec(
+        EvidenceKind.SEV_SNP,
+        "sev_snp",
+        "snp",
+        "Snp",
+        _SNP,
+        "sev-snp",
+        CONFIGFS_TSM,
+        "snp-derived-key",
+    ),
     KindSpec(EvidenceKind.NITRO, "nitro", "nitro", "Nitro", _NITRO, "nitro", NSM),
     # the GPU beside the CPU TEE: its evidence comes with the CPU's (serve --device cuda)
     KindSpec(EvidenceKind.NVIDIA_GPU, "nvidia_gpu", "nvidia_gpu", "NvidiaGpu", _GPU),

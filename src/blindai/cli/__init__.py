@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 from blindai import __version__
+from blindai.cli._access import add_access_commands
 from blindai.cli._commands import add_client_commands, add_serve_command
 from blindai.errors import BlindAIError, ConfigurationError, EvidenceError, VerificationError
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_command(sub)
     add_client_commands(sub)
+    add_access_commands(sub)
     try:
         from blindai.cli._attest import add_attest_command
     except ImportError:  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 
 from blindai.errors import ConfigurationError
 
-__all__ = ["add_client_commands", "add_serve_command", "connect_from_args"]
+__all__ = ["add_client_commands", "add_serve_command", "connect_from_args", "connection_args"]
 
 SERVE_DESCRIPTION = (
     "Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 attested inference, "
@@ -58,7 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
+def connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
+    """The flags every command that connects to a server takes."""
     if host:
         p.add_argument("--host", default="localhost", help="server address (default localhost)")
     p.add_argument("--unattested-port", type=int, default=9923)
@@ -81,12 +83,20 @@ def _connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
         help="ask each server for evidence made now, over a random nonce of this client "
         "(refuses replayed evidence; costs the server a new quote or report per connection)",
     )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="API key for a server with access control (default: $BLINDAI_API_KEY; the "
+        "variable keeps it out of the process list); sent over attested TLS only",
+    )
 
 
 def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> Any:
-    """Open an attested connection from the common flags (to ``host`` instead of --host)."""
+    """Open an attested connection from the common flags (to ``host`` instead of --host); the
+    API key from ``--api-key``, else ``BLINDAI_API_KEY``."""
     from blindai.client import connect
 
+    api_key = args.api_key or os.environ.get("BLINDAI_API_KEY") or None
     return connect(
         host or args.host,
         unattested_server_port=args.unattested_port,
@@ -96,6 +106,7 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
         simulation_mode=args.simulation,
         simulation_option="--simulation",
         nonce=args.fresh,
+        api_key=api_key,
     )
 
 
@@ -125,7 +136,12 @@ def add_client_commands(sub: Any) -> None:
     )
     for flag, text in _RUN_SETTINGS.items():
         p.add_argument(flag, type=int, default=None, metavar="N", help=text)
-    _connection_args(p)
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="every valid API key may run the model (only its uploader may delete it)",
+    )
+    connection_args(p)
     p.set_defaults(func=_upload)
 
     p = sub.add_parser(
@@ -154,7 +170,7 @@ def add_client_commands(sub: Any) -> None:
         default=Path("."),
         help="where to write outputs (default: current directory)",
     )
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
@@ -163,12 +179,12 @@ def add_client_commands(sub: Any) -> None:
         description="Delete a model by id, or by name (the newest upload with that name).",
     )
     p.add_argument("model_id", metavar="model", help="model id or name")
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=_delete)
 
     from blindai.cli._replicas import add_sync_command
 
-    add_sync_command(sub, _connection_args)
+    add_sync_command(sub, connection_args)
 
 
 _RUN_SETTINGS = {
@@ -203,6 +219,7 @@ def _upload(args: argparse.Namespace) -> int:
             max_queue_delay_us=args.max_queue_delay_us,
             max_concurrent_runs=args.max_concurrent_runs,
             intra_op_threads=args.intra_op_threads,
+            public=args.public,
         )
     print(f"model_id {reply.model_id}")
     print(f"sha256   {reply.hash.hex()}")

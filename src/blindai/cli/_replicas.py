@@ -43,6 +43,7 @@ def upload_to_each(args: argparse.Namespace, pipeline: Any) -> int:
         model_name=args.name,
         optimize=not args.no_optimize,
         pipeline=pipeline,
+        public=args.public,
     )
     for r in results:
         if r.error is None:

@@ -11,21 +11,26 @@ Example::
 
 from __future__ import annotations
 
+from blindai.client._access import ApiKeyInfo, NewApiKey
 from blindai.client._attest import Attested, attest
 from blindai.client._peers import AttestationCache, AttestationStats, PeerAttestation
 from blindai.client._tensors import PredictResponse, Tensor
 from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
 from blindai.client.legacy import BlindAiClient, ModelDatumType
 from blindai.protocol.messages import DatumType
+from blindai.protocol.replication import ListedModel
 
 __all__ = [
+    "ApiKeyInfo",
     "AttestationCache",
     "AttestationStats",
     "Attested",
     "BlindAiClient",
     "Connection",
     "DatumType",
+    "ListedModel",
     "ModelDatumType",
+    "NewApiKey",
     "PeerAttestation",
     "PredictResponse",
     "RunModelResponse",

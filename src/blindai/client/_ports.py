@@ -15,7 +15,14 @@ import ssl
 
 from blindai.errors import WrongPort
 
-__all__ = ["PortRole", "no_route", "speaks_http", "speaks_tls", "wrong_port"]
+__all__ = [
+    "PortRole",
+    "close_orphaned_tls_socket",
+    "no_route",
+    "speaks_http",
+    "speaks_tls",
+    "wrong_port",
+]
 
 _PROBE_TIMEOUT_S = 5.0
 
@@ -37,6 +44,22 @@ class PortRole(enum.Enum):
         return f"the {self.label} port"
 
 
+def close_orphaned_tls_socket(exc: BaseException) -> None:
+    """Close the TLS socket ``ssl.SSLContext.wrap_socket`` left open when it raised ``exc``.
+
+    When the peer resets the connection before the handshake, CPython's
+    ``SSLSocket._create`` (3.11 and 3.12 at least) re-raises from its pre-handshake check
+    without closing the new SSLSocket, which owns the file descriptor taken from the plain
+    socket: found in the traceback, it is closed here rather than by the garbage collector.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        orphan = tb.tb_frame.f_locals.get("self")
+        if isinstance(orphan, ssl.SSLSocket):
+            orphan.close()
+        tb = tb.tb_next
+
+
 def speaks_tls(host: str, port: int, timeout: float) -> bool:
     """Whether ``host:port`` completes a TLS handshake (nothing is trusted or sent)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -44,8 +67,12 @@ def speaks_tls(host: str, port: int, timeout: float) -> bool:
     ctx.verify_mode = ssl.CERT_NONE  # a probe: no data is sent, nothing read is trusted
     try:
         with socket.create_connection((host, port), min(timeout, _PROBE_TIMEOUT_S)) as sock:
-            with ctx.wrap_socket(sock):
-                return True
+            try:
+                with ctx.wrap_socket(sock):
+                    return True
+            except OSError as exc:
+                close_orphaned_tls_socket(exc)
+                raise
     except OSError:
         return False
 

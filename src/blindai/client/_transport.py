@@ -12,6 +12,10 @@ of the certificate it presented, and no request is sent before the gate admits i
 ``ssl.SSLContext`` on a plain socket, so no environment variable (``REQUESTS_CA_BUNDLE``,
 ``SSL_CERT_FILE``, proxies) can change what it trusts or where it connects.
 
+An API key (``api_key``, attested transports only) is sent on every request as
+``Authorization: Bearer KEY``, after the connection was admitted: never with the
+``GET /attestation`` that admits it, never over :class:`PlainTransport`.
+
 Failures are typed: :class:`~blindai.errors.NetworkError` (``RequestTimeout``) when the socket
 fails, :class:`~blindai.errors.WrongPort` when the port serves another of the server's roles,
 :class:`~blindai.errors.ConfigurationError` once the transport is closed.
@@ -35,7 +39,13 @@ from blindai.client._http11 import (
     OnOpen,
 )
 from blindai.client._peers import PeerAttestation, PeerGate
-from blindai.client._ports import PortRole, speaks_http, speaks_tls, wrong_port
+from blindai.client._ports import (
+    PortRole,
+    close_orphaned_tls_socket,
+    speaks_http,
+    speaks_tls,
+    wrong_port,
+)
 from blindai.errors import (
     BindingError,
     ConfigurationError,
@@ -66,8 +76,10 @@ class _Transport:
         role: PortRole,
         max_response_bytes: int = DEFAULT_MAX_BODY,
         keep_alive: bool = True,
+        api_key: str | None = None,
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self._auth = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.role = role
         self.keep_alive = keep_alive
         self.max_response_bytes = max_response_bytes
@@ -117,11 +129,12 @@ class _Transport:
         """
         if self._closed:
             raise ConfigurationError("this connection is closed: open a new one")
+        headers = {**self._auth, **(headers or {})}
         if self.keep_alive:
-            return self._conn().request(method, path, body, headers or {}, body_length)
+            return self._conn().request(method, path, body, headers, body_length)
         conn = self._conn()
         try:
-            headers = {**(headers or {}), "Connection": "close"}
+            headers = {**headers, "Connection": "close"}
             return conn.request(method, path, body, headers, body_length)
         finally:
             conn.close()
@@ -178,13 +191,15 @@ def _handshake(transport: _Transport, ctx: ssl.SSLContext, sock: socket.socket) 
         ) from exc
     except ssl.SSLError as exc:
         sock.close()
+        close_orphaned_tls_socket(exc)
         if speaks_http(transport.host, transport.port, transport.timeout):
             raise wrong_port(transport.port, transport.role, found="plain HTTP") from exc
         raise NetworkError(
             f"TLS handshake with {transport.label} failed: {exc.reason or exc}"
         ) from exc
-    except BaseException:
+    except BaseException as exc:
         sock.close()
+        close_orphaned_tls_socket(exc)
         raise
 
 
@@ -193,7 +208,8 @@ class AttestedTlsTransport(_Transport):
 
     ``keep_alive=False`` asks the server to close each connection after one request (so that
     a load balancer spreads requests over replicas); each new connection is then admitted
-    again, from the gate's cache when its certificate was verified before.
+    again, from the gate's cache when its certificate was verified before. ``api_key``: sent
+    on every request once its connection is admitted.
     """
 
     def __init__(
@@ -206,6 +222,7 @@ class AttestedTlsTransport(_Transport):
         role: PortRole = PortRole.ATTESTED,
         max_response_bytes: int = DEFAULT_MAX_BODY,
         keep_alive: bool = True,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(
             host,
@@ -214,6 +231,7 @@ class AttestedTlsTransport(_Transport):
             role=role,
             max_response_bytes=max_response_bytes,
             keep_alive=keep_alive,
+            api_key=api_key,
         )
         self.gate = gate
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -252,6 +270,7 @@ class PinnedTlsTransport(_Transport):
     """TLS that trusts only ``cert_der`` and checks the name ``blindai-srv``.
 
     ``role``: the attested (inference) port or the management port, for error messages.
+    ``api_key``: sent on every request.
     """
 
     def __init__(
@@ -264,6 +283,7 @@ class PinnedTlsTransport(_Transport):
         role: PortRole = PortRole.ATTESTED,
         max_response_bytes: int = DEFAULT_MAX_BODY,
         keep_alive: bool = True,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(
             host,
@@ -272,6 +292,7 @@ class PinnedTlsTransport(_Transport):
             role=role,
             max_response_bytes=max_response_bytes,
             keep_alive=keep_alive,
+            api_key=api_key,
         )
         self.cert_der = cert_der
         pem = x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)

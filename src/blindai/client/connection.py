@@ -17,6 +17,7 @@ from blindai import errors
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
+from blindai.client._access import ApiKeyInfo, NewApiKey, check_api_key, decode_key
 from blindai.client._attest import Attested, attest_server
 from blindai.client._http11 import DEFAULT_MAX_BODY
 from blindai.client._peers import (
@@ -85,7 +86,7 @@ def _error_class(name: str | None, status: int) -> type[ServerError]:
     """
     family = [
         cls
-        for cls in (getattr(errors, n) for n in errors.__all__)
+        for cls in vars(errors).values()  # in definition order: a bare 404 is ModelNotFound
         if isinstance(cls, type) and issubclass(cls, ServerError)
     ]
     for cls in family:
@@ -223,6 +224,7 @@ class Connection:
         optimize: bool = True,
         *,
         pipeline: Pipeline | str | os.PathLike[str] | None = None,
+        public: bool = False,
         max_batch_size: int | None = None,
         max_queue_delay_us: int | None = None,
         max_concurrent_runs: int | None = None,
@@ -235,6 +237,8 @@ class Connection:
         ``pipeline`` (a :class:`~blindai.pipeline.Pipeline`, or a folder holding
         ``pipeline.toml``) makes the model take raw text, images or audio in :meth:`predict`;
         the server checks it against the model and refuses it (400) when it cannot work.
+        ``public=True`` (access control): every valid API key may run it, only its uploader
+        may delete it.
 
         How the model runs, each left to the server's setting when None: ``max_batch_size``
         (rows of concurrent requests run together; the server refuses it, 400, for a model
@@ -258,6 +262,8 @@ class Connection:
         if pipeline is not None:
             bundle = pipeline if isinstance(pipeline, Pipeline) else Pipeline.from_dir(pipeline)
             fields["pipeline"] = bundle.to_wire()
+        if public:
+            fields["public"] = True
         body = upload_body(fields, source, progress=source.length >= PROGRESS_MIN_BYTES)
         if body.length <= _SMALL_BODY:
             whole = b"".join(body.chunks())
@@ -372,11 +378,37 @@ class Connection:
         _raise_for(resp, "delete")
 
     def list_models(self) -> list[ListedModel]:
-        """The models this server (the replica reached) holds, oldest first."""
+        """The models this server (the replica reached) holds that this key may see, oldest
+        first: its own and public ones (every model for the admin key or on an open server),
+        with their owner's key name, visibility and upload time."""
         resp = self._management.request("GET", MODELS_PATH)
         _check_route(self._management, resp, MODELS_PATH)
         _raise_for(resp, "list models")
         return decode_models(resp.body)
+
+    def create_key(self, name: str) -> NewApiKey:
+        """Create a tenant API key (admin key only); its ``key`` is shown this once."""
+        resp = self._management.request("POST", "/keys/create", codec.dumps({"name": name}))
+        _raise_for(resp, "create key")
+        created = decode_key(codec.loads(resp.body, what="new key"))
+        if not isinstance(created, NewApiKey):
+            raise ProtocolError("the server did not return the new key")
+        return created
+
+    def list_keys(self) -> list[ApiKeyInfo]:
+        """The tenant API keys (admin key only): names, ids, creation times."""
+        resp = self._management.request("GET", "/keys")
+        _raise_for(resp, "list keys")
+        reply = codec.loads(resp.body, what="key list")
+        if not isinstance(reply, list):
+            raise ProtocolError("the key list must be a list")
+        return [decode_key(doc) for doc in reply]
+
+    def revoke_key(self, name: str) -> ApiKeyInfo:
+        """Revoke a tenant API key (admin key only); the models it uploaded stay."""
+        resp = self._management.request("POST", "/keys/revoke", codec.dumps({"name": name}))
+        _raise_for(resp, "revoke key")
+        return decode_key(codec.loads(resp.body, what="revoked key"))
 
     def export_model(self, model_id: str) -> ExportedModel:
         """A model's bytes, name, optimisation setting and pipeline, as uploaded: for
@@ -422,6 +454,7 @@ def connect(
     timeout: float = 300.0,
     max_response_bytes: int = DEFAULT_MAX_BODY,
     simulation_option: str = "simulation_mode=True",
+    api_key: str | None = None,
 ) -> Connection:
     """Verify the server by remote attestation, then open the attested connection.
 
@@ -463,8 +496,13 @@ def connect(
     with ``GET /gpu-evidence`` on the same connection, must verify (``gpu_verifier``, default
     NVIDIA's pinned roots) and answer the nonce derived from the attested certificate, before
     anything else is sent; its claims are ``Connection.gpu_claims``.
+    ``api_key`` (a server with access control): sent as ``Authorization: Bearer KEY`` on each
+    attested connection once it is verified, never on the unattested port nor with the
+    evidence requests that verify a connection.
     """
     del hazmat_http_on_unattested_port
+    if api_key is not None:
+        check_api_key(api_key)
     if policy is None and hazmat_manifest_path is not None:
         policy = Policy.from_file(hazmat_manifest_path)
     host = addr.split("://", 1)[-1].rstrip("/")
@@ -505,6 +543,7 @@ def connect(
             role=role,
             max_response_bytes=limit,
             keep_alive=keep_alive,
+            api_key=api_key,
         )
 
     attested = transport(attested_server_port, PortRole.ATTESTED)

@@ -69,8 +69,11 @@ class BlindAiClient:
         untrusted_port: int = 9923,
         attested_port: int = 9924,
         model_management_port: int = 9925,
+        *,
+        api_key: str | None = None,
     ) -> None:
-        """Attest and connect; ``simulation=True`` accepts a simulation server (warns)."""
+        """Attest and connect; ``simulation=True`` accepts a simulation server (warns);
+        ``api_key``: for a server with access control (sent over attested TLS only)."""
         del server_name, certificate  # the name is always checked; the cert comes from evidence
         self._conn = connect(
             addr,
@@ -80,6 +83,7 @@ class BlindAiClient:
             hazmat_manifest_path=policy,
             simulation_mode=simulation,
             simulation_option="simulation=True",
+            api_key=api_key,
         )
 
     def _connection(self) -> Connection:

@@ -105,6 +105,7 @@ def upload_to_replicas(
     model_name: str | None = None,
     optimize: bool = True,
     pipeline: Any = None,
+    public: bool = False,
 ) -> list[ReplicaResult]:
     """Verify each replica and upload ``model`` to it; one result per address, in order.
 
@@ -120,7 +121,11 @@ def upload_to_replicas(
         try:
             with connect(address) as conn:
                 reply = conn.upload_model(
-                    model, model_name=model_name, optimize=optimize, pipeline=pipeline
+                    model,
+                    model_name=model_name,
+                    optimize=optimize,
+                    pipeline=pipeline,
+                    public=public,
                 )
         except BlindAIError as exc:
             results.append(ReplicaResult(address, error=exc))

@@ -20,6 +20,7 @@ __all__ = [
     "decode_tensors",
     "dumps",
     "encode_tensor",
+    "loads",
     "model_bytes",
 ]
 
@@ -36,12 +37,17 @@ def dumps(obj: Any) -> bytes:
     return streaming.dumps(obj)
 
 
-def decode_map(body: bytes | bytearray | memoryview, *, what: str) -> dict[str, Any]:
-    """Decode a CBOR body that must be a map with string keys."""
+def loads(body: bytes | bytearray | memoryview, *, what: str) -> Any:
+    """Decode a CBOR body; ProtocolError when it is not CBOR."""
     try:
-        obj = cbor2.loads(body)
+        return cbor2.loads(body)
     except Exception as exc:  # cbor2 raises several types on garbage
         raise ProtocolError(f"{what}: body is not valid CBOR") from exc
+
+
+def decode_map(body: bytes | bytearray | memoryview, *, what: str) -> dict[str, Any]:
+    """Decode a CBOR body that must be a map with string keys."""
+    obj = loads(body, what=what)
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise ProtocolError(f"{what}: body must be a CBOR map with text keys")
     return obj

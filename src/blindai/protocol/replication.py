@@ -3,7 +3,10 @@
 ==================  ==================  =====================================================
 request             body (CBOR)         reply (CBOR)
 ==================  ==================  =====================================================
-``GET /models``     none                ``[{model_id, name, hash, size}]``, oldest first
+``GET /models``     none                ``[{model_id, name, hash, size, owner, public,
+                                        uploaded_ns}]``, oldest first: the models the
+                                        caller's API key may list (every model on a server
+                                        without access control)
 ``POST /export``    ``{model_id}``      ``{model_id, model, model_name, hash, optimize,
                                         pipeline}``: the model's bytes as uploaded, its name,
                                         whether it was uploaded with optimisation, and its
@@ -11,14 +14,15 @@ request             body (CBOR)         reply (CBOR)
 ==================  ==================  =====================================================
 
 ``/export`` answers 403 unless the server was started with ``--allow-model-export`` (it keeps
-each model's bytes for that); the client (``blindai sync``) uploads what it exports to
-another replica it has verified, so a model travels only between replicas that a verifying
-client trusts, inside attested TLS.
+each model's bytes for that) and, with access control, unless the model is the caller's; the
+client (``blindai sync``) uploads what it exports to another replica it has verified, so a
+model travels only between replicas that a verifying client trusts, inside attested TLS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import cbor2
@@ -42,12 +46,22 @@ EXPORT_PATH = "/export"
 
 @dataclass(frozen=True)
 class ListedModel:
-    """One model a server holds: its id there, name, SHA-256 of its bytes, and size."""
+    """One model a server holds: its id there, name, SHA-256 of its bytes, size, and who
+    uploaded it (a key's name, a key id once revoked, None on an open server), whether every
+    key may run it, and when it was uploaded (ns since the epoch)."""
 
     model_id: str
     name: str | None
     hash: bytes
     size: int
+    owner: str | None = None
+    public: bool = False
+    uploaded_ns: int = 0
+
+    @property
+    def uploaded(self) -> datetime:
+        """The upload time (UTC)."""
+        return datetime.fromtimestamp(self.uploaded_ns / 1e9, tz=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,18 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], what: 
 def encode_models(models: list[ListedModel]) -> bytes:
     """The reply of ``GET /models``."""
     return cbor2.dumps(
-        [{"model_id": m.model_id, "name": m.name, "hash": m.hash, "size": m.size} for m in models]
+        [
+            {
+                "model_id": m.model_id,
+                "name": m.name,
+                "hash": m.hash,
+                "size": m.size,
+                "owner": m.owner,
+                "public": m.public,
+                "uploaded_ns": m.uploaded_ns,
+            }
+            for m in models
+        ]
     )
 
 
@@ -95,6 +120,9 @@ def decode_models(body: bytes | bytearray) -> list[ListedModel]:
             name=_field(d, "name", (str, type(None)), what),
             hash=_field(d, "hash", bytes, what),
             size=_field(d, "size", int, what),
+            owner=_field(d, "owner", (str, type(None)), what) if "owner" in d else None,
+            public=_field(d, "public", bool, what) if "public" in d else False,
+            uploaded_ns=_field(d, "uploaded_ns", int, what) if "uploaded_ns" in d else 0,
         )
         for d in doc
     ]

@@ -8,10 +8,13 @@ unattested      0.6 ``/``, ``/quote``, ``/collateral``; ``/info``, ``/endorsemen
 attested        0.6 ``/run``, ``/upload``, ``/delete``; the v2 routes; ``/gpu-evidence``,
                 ``/attestation``
 management      0.6 ``/upload``, ``/delete``; ``/gpu-evidence``, ``/attestation``; ``/models``,
-                ``/export``; ``GET /metrics`` (Prometheus)
+                ``/export``; ``/keys``; ``GET /metrics`` (Prometheus)
 ==============  =================================================================
 
-Every model route goes through one :class:`~blindai.server.dataplane.DataPlane`.
+Every model route goes through one :class:`~blindai.server.dataplane.DataPlane`. The attested
+and management apps authenticate every request first
+(:class:`~blindai.server.access.middleware.AccessMiddleware`); the unattested app (and the
+loopback metrics port) never see an API key.
 """
 
 from __future__ import annotations
@@ -19,17 +22,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from blindai._version import __version__
+from blindai.protocol.names import ERROR_HEADER
 from blindai.server._workers import WorkerPool
+from blindai.server.access import AccessControl
+from blindai.server.access.middleware import AccessMiddleware
 from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
 from blindai.server.middleware import ServerHeaderAndAccessLog
 from blindai.server.protocols.v06 import (
     FreshEvidenceLimit,
+    ManagementRoutes,
     V06Routes,
     attestation_route,
     gpu_evidence_route,
@@ -37,10 +45,12 @@ from blindai.server.protocols.v06 import (
 )
 from blindai.server.protocols.v06.replication import replication_routes
 from blindai.server.protocols.v06.unattested import server_info
-from blindai.server.protocols.v2.routes import V2Routes
+from blindai.server.protocols.v06.wire import cbor_response
+from blindai.server.protocols.v2.routes import V2Routes, json_error
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry
 from blindai.server.settings import ServerSettings
+from blindai.server.store import SealedStore
 
 __all__ = ["EVIDENCE_THREADS", "Apps", "create_apps", "server_header"]
 
@@ -67,27 +77,47 @@ class Apps:
     metrics: Metrics
     metrics_only: ASGIApp
     """``GET /metrics`` alone, for the optional plain loopback port."""
+    access: AccessControl
+    """The key ring and the audit log (also for the gRPC server)."""
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads; release the store and the audit log."""
         self.plane.close()
         self.evidence_workers.close()
+        if self.plane.store is not None:
+            self.plane.store.close()
+        self.access.audit.close()
+
+
+def _refusal(path: str, message: str, status: int, error_type: str) -> Response:
+    """An access refusal in the protocol of ``path``: v2 JSON, else a 0.6 CBOR message."""
+    if path == "/v2" or path.startswith("/v2/"):
+        reply = json_error(message, status, error_type)
+    else:
+        reply = cbor_response(message, status)
+    reply.headers[ERROR_HEADER] = error_type
+    return reply
 
 
 def create_apps(
     settings: ServerSettings,
     registry: ModelRegistry,
     service: EvidenceService,
+    *,
+    access: AccessControl,
+    store: SealedStore | None = None,
 ) -> Apps:
-    """Build the three apps sharing one data plane, one evidence service, one set of metrics.
+    """Build the three apps sharing one data plane, one evidence service, one set of metrics,
+    one access control.
 
     Every app counts its requests in the metrics (by route template); the management app and
     ``metrics_only`` serve them on ``GET /metrics``.
     """
     metrics = service.metrics or Metrics()
-    plane = DataPlane(settings, registry, metrics)
+    plane = DataPlane(settings, registry, metrics, store=store)
     v2 = V2Routes(plane)
     v06 = V06Routes(plane)
+    keys = ManagementRoutes(plane, access)
     evidence_workers = WorkerPool(EVIDENCE_THREADS, name="blindai-evidence")
     header = server_header(settings.is_simulation)
     model_routes = [
@@ -114,17 +144,25 @@ def create_apps(
         counted = MetricsMiddleware(app, metrics, port=label)
         return ServerHeaderAndAccessLog(counted, server_header=header, port_label=label)
 
+    def guarded(routes: list[Route]) -> ASGIApp:
+        return AccessMiddleware(Starlette(routes=routes), access=access, render=_refusal)
+
     scrape = metrics_route(metrics)
+    management = [
+        *model_routes,
+        *replication_routes(plane, access),
+        *keys.routes(),
+        *evidence,
+        scrape,
+    ]
     return Apps(
         unattested=wrap(Starlette(routes=unattested), "unattested"),
-        attested=wrap(Starlette(routes=attested), "attested"),
-        management=wrap(
-            Starlette(routes=[*model_routes, *replication_routes(plane), *evidence, scrape]),
-            "management",
-        ),
+        attested=wrap(guarded(attested), "attested"),
+        management=wrap(guarded(management), "management"),
         plane=plane,
         evidence_workers=evidence_workers,
         oip=v2.oip,
         metrics=metrics,
         metrics_only=wrap(Starlette(routes=[scrape]), "metrics"),
+        access=access,
     )

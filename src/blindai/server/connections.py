@@ -9,12 +9,18 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
 - **Header size and count.** The request line and headers together may take at most
   ``max_header_bytes`` and hold at most ``max_header_count`` fields: beyond, the request gets
   431 and the connection is closed. Bytes are counted as they arrive, so an endless header is
-  cut after at most one read (256 KiB) past the limit.
+  cut at the read that takes it past the limit.
 - **Read timeouts (slowloris).** A request's headers must arrive within ``header_timeout_s`` of
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
   received. Time during which the server itself has paused reading does not count.
 - **Idle keep-alive**: uvicorn's own timer (``keep_alive_timeout_s``).
+- **Hanging up stops the reading.** A refused or timed-out connection is not read any further:
+  a TLS close would wait for the client's close_notify, reading and decrypting whatever it
+  still sends for up to 30 s (``ssl_shutdown_timeout``), so an endless header refused with 431
+  could still be sent whole. Instead the answer (if any) is written, reading pauses (what the
+  client pushes fills the TLS layer's buffer, then the sockets'), and the connection is
+  dropped shortly after.
 - **A cap on connections** per port, counted from the TCP accept (before any TLS handshake):
   at the cap, the connection idle for the longest is closed to make room; when none is idle
   the new one is refused at once (its file descriptor is freed right away).
@@ -139,6 +145,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_size = 0  # parsed size: URL and fields
         self._header_count = 0
         self._refusal: str | None = None
+        self._hung_up = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_start = 0.0
@@ -167,19 +174,46 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def evict(self) -> None:
         """Close an idle connection to make room for a new one."""
-        if not self.transport.is_closing():
+        self.hang_up()
+
+    def timeout_keep_alive_handler(self) -> None:
+        """An idle keep-alive connection timed out: hang up without reading any further."""
+        self.hang_up()
+
+    def hang_up(self, answer: bytes = b"") -> None:
+        """Send ``answer`` (if any) and drop the connection, reading nothing more from it.
+
+        A plain TCP close stops reading at once and closes once the answer is sent. A TLS
+        close would keep reading until the client's close_notify (see the module docstring),
+        so a TLS connection instead pauses its reading and is aborted ``_ABORT_AFTER_S``
+        later, time for the answer to leave.
+        """
+        if self._hung_up or self.transport.is_closing():
+            return
+        self._hung_up = True
+        self._cancel_timers()
+        if answer:
+            self.transport.write(answer)
+        if self.transport.get_extra_info("ssl_object") is None:
             self.transport.close()
+        else:
+            self.transport.pause_reading()
+        self.loop.call_later(_ABORT_AFTER_S, self._abort)
 
     # reading
 
     def data_received(self, data: bytes) -> None:
-        """Feed the parser, counting header bytes; refuse oversized headers with 431."""
+        """Feed the parser, counting header bytes; refuse oversized headers with 431.
+
+        The count is checked once the parser has taken the data: bytes of a request whose
+        headers are still incomplete past the limit are refused then and there, while a read
+        that completes the headers and carries the body's start is not counted against them.
+        """
         self.last_active = self.loop.time()
+        if self._hung_up:
+            return
         self._unset_keepalive_if_required()
         if self._in_headers:
-            if self._raw_header_bytes > self._limits.max_header_bytes:
-                self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
-                return
             self._raw_header_bytes += len(data)
             self._arm_header_timer()
         else:
@@ -193,6 +227,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(self._refusal)
                 return
             self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._in_headers and self._raw_header_bytes > self._limits.max_header_bytes:
+            self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer an unparsable request with 400 and hang up."""
+        body = msg.encode("utf-8")
+        self.hang_up(
+            b"HTTP/1.1 400 Bad Request\r\n"
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
 
     def on_url(self, url: bytes) -> None:
         """Count the URL against the header limit."""
@@ -241,15 +287,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, reason: str) -> None:
         body = reason.encode("ascii")
-        self.transport.write(
+        self.hang_up(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"content-type: text/plain; charset=utf-8\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
-        self.transport.close()
-        # a TLS close waits for the client's close_notify, reading (and dropping) what it still
-        # sends: a client that keeps sending is cut off shortly after its answer
-        self.loop.call_later(_ABORT_AFTER_S, self._abort)
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -263,8 +305,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _header_expired(self) -> None:
         self._header_timer = None
-        if self._in_headers and not self.transport.is_closing():
-            self.transport.close()
+        if self._in_headers:
+            self.hang_up()
 
     def _body_check(self) -> None:
         self._body_timer = None
@@ -276,7 +318,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         allowance = self._body_bytes / max(1, self._limits.body_min_rate)
         deadline = self._body_start + self._limits.body_timeout_s + allowance
         if now >= deadline:
-            self.transport.close()
+            self.hang_up()
             return
         self._body_timer = self.loop.call_later(deadline - now, self._body_check)
 

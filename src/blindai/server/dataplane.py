@@ -18,8 +18,10 @@ image or audio): :meth:`DataPlane.run_raw`, or, in :meth:`DataPlane.infer`, one 
 after the pipeline's kind holding one element; the answer then carries the pipeline's typed
 result. Pipeline errors caused by a request are InvalidInput (400).
 
-Access control (who may see which model) belongs in :meth:`DataPlane.model`, the one lookup
-every request goes through.
+Every call names its caller (a :class:`~blindai.server.access.Principal`): a model the caller
+may not run is reported exactly like a missing one (the rules: :mod:`blindai.server.access`).
+With a sealed store, an upload (with its pipeline) is written to it before it is registered
+and acknowledged, and a delete removed from it before it is acknowledged.
 
 Limits (docs/limits.md): every upload is checked and compiled first in a limited child process
 (:mod:`blindai.server.compile_guard`: no external data, bounded graphs and static shapes,
@@ -37,16 +39,19 @@ session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
+import pydantic
 
 from blindai.errors import (
     BlindAIError,
@@ -58,28 +63,34 @@ from blindai.errors import (
     PayloadTooLarge,
     PermissionDenied,
     PipelineError,
+    ProtocolError,
+    ServerError,
 )
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
 from blindai.pipeline.results import PipelineResult
+from blindai.protocol import codec
 from blindai.protocol.replication import ExportedModel, ListedModel
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
+from blindai.server.access import Principal
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
-from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, model_digest
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
 from blindai.server.run_guard import RunControl, check_reply_size, failure_for, run_guarded
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
+from blindai.server.store import SealedStore, StoredModel
 
-__all__ = ["DataPlane", "Inference", "Inputs", "match_inputs"]
+__all__ = ["DataPlane", "Inference", "Inputs", "listable", "match_inputs", "runnable"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_log = logging.getLogger("blindai.server")
 
 Inputs = Sequence[tuple[str | None, np.ndarray]]
 """Input arrays, each with its name (None or "": matched by position)."""
@@ -119,14 +130,41 @@ def _invalid_input() -> Iterator[None]:
         raise InvalidInput(str(exc)) from exc
 
 
+def runnable(caller: Principal) -> Visible:
+    """The models ``caller`` may run (and see the metadata and statistics of)."""
+    return lambda e: caller.may_run(owner=e.owner, public=e.public)
+
+
+def listable(caller: Principal) -> Visible:
+    """The models ``caller`` sees in lists (the model list, the repository index)."""
+    return lambda e: caller.may_list(owner=e.owner, public=e.public)
+
+
+def _managed(caller: Principal) -> Visible:
+    """The models ``caller`` may find to delete, load, unload or export (else: a 403)."""
+    return lambda e: (
+        caller.may_delete(owner=e.owner) or caller.may_run(owner=e.owner, public=e.public)
+    )
+
+
+def _every(entry: ModelEntry) -> bool:
+    return True
+
+
 class DataPlane:
     """Upload, look up, run and delete models; shared by every protocol."""
 
     def __init__(
-        self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics | None = None
+        self,
+        settings: ServerSettings,
+        registry: ModelRegistry,
+        metrics: Metrics | None = None,
+        *,
+        store: SealedStore | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.store = store
         self.metrics = metrics or Metrics()
         """The server's Prometheus metrics (upload and compile durations, models loaded)."""
         self.statistics = ModelStatistics()
@@ -182,21 +220,25 @@ class DataPlane:
         *,
         name: str | None,
         optimize: bool,
+        caller: Principal,
+        public: bool = False,
         pipeline: Pipeline | None = None,
         settings: ModelSettings | None = None,
     ) -> ModelEntry:
         """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
-        not fit), and register it under a fresh id.
+        not fit), keep both in the store, and register the model under a fresh id owned by
+        ``caller``; ``public``: every valid API key may run it.
 
         ``model``: its bytes, or the server's file of them (streamed as it arrived).
         ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
         batching asked for a model that cannot be batched is InvalidInput. Identical bytes
         already loaded share that session, with the settings they were loaded with.
         """
-        size = model.size if isinstance(model, ModelFile) else len(model)
+        size = _size(model)
         self.check_model_size(size)
         if not size:
             raise InvalidInput("the model is empty")
+        self.registry.check_room()
         started = time.perf_counter()
         if isinstance(model, ModelFile):
             if not model.complete:
@@ -206,23 +248,154 @@ class DataPlane:
             digest = model_digest(model)
         schedule = self._schedule(settings or ModelSettings())
         shared = self.registry.session_for(digest)
+        fresh = shared is None
         queue = None
         if shared is None:
             compiled, queue = await self._compile.run(
                 self._checked_compiled, model, optimize, schedule
             )
-            self._schedules[digest] = schedule
         else:
             compiled = shared
-        steps = None
-        if pipeline is not None:
-            steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
-        entry = self.registry.add(digest, compiled, name, steps, source=model, queue=queue)
-        if self.exports is not None:
-            wire = pipeline.to_wire() if pipeline is not None else None
-            self.exports.keep(entry.model_id, optimize=optimize, pipeline=wire)
+        try:
+            steps = None
+            if pipeline is not None:
+                steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
+            version, uploaded_ns = self.registry.reserve(name)
+            record = StoredModel(
+                model_id=str(uuid.uuid4()),
+                name=name,
+                owner=caller.key_id,
+                public=public,
+                hash=digest,
+                uploaded_ns=uploaded_ns,
+                optimize=optimize,
+                model=b"",  # the store's copy is read from ``model`` by _persist
+                pipeline=None if pipeline is None else codec.dumps(pipeline.to_wire()),
+                version=version,
+                settings=(settings or ModelSettings()).model_dump(exclude_none=True),
+            )
+            await self._persist(record, model)
+            wire = None if pipeline is None else pipeline.to_wire()
+            if fresh:  # the first of identical uploads to register keeps its session
+                self._schedules.setdefault(digest, schedule)
+            entry = self._register(record, model, compiled, steps, wire, queue)
+        except BaseException:
+            if fresh:
+                if self.registry.session_for(digest) is None:
+                    self._schedules.pop(digest, None)
+                if queue is not None:
+                    queue.close()
+                compiled.unload()
+            raise
         self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return entry
+
+    async def _persist(self, record: StoredModel, model: bytes | ModelFile) -> None:
+        """Write ``record`` with ``model``'s bytes to the store (a streamed model is read back
+        from its file for it, in a worker: the store seals one entry in memory)."""
+        if self.store is None:
+            return
+        store = self.store
+
+        def put() -> None:
+            data = model.read() if isinstance(model, ModelFile) else model
+            store.put_model(replace(record, model=data))
+
+        try:
+            await self._compile.run(put)
+        except (OSError, ValueError) as exc:
+            _log.error("store: the model could not be written: %s", type(exc).__name__)
+            raise ServerError("the model could not be stored; it was not uploaded") from exc
+
+    def _register(
+        self,
+        record: StoredModel,
+        source: bytes | ModelFile,
+        compiled: OnnxModel,
+        steps: CompiledPipeline | None,
+        wire: dict[str, Any] | None,
+        queue: ModelQueue | None,
+    ) -> ModelEntry:
+        try:
+            entry = self.registry.add(
+                record.hash,
+                compiled,
+                record.name,
+                steps,
+                source=source,
+                queue=queue,
+                model_id=record.model_id,
+                version=record.version,
+                owner=record.owner,
+                public=record.public,
+                uploaded_ns=record.uploaded_ns,
+            )
+        except BaseException:
+            if self.store is not None:  # full meanwhile: the stored copy must not come back
+                self.store.delete_model(record.model_id)
+            raise
+        if self.exports is not None:
+            self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)
+        return entry
+
+    def restore(self) -> int:
+        """Load and compile the store's models and pipelines (before serving), oldest first;
+        returns how many. A model that cannot be loaded any more is skipped with one log line.
+        Models run with the settings they were uploaded with (those the server's limits still
+        allow; else they are skipped too).
+        """
+        if self.store is None:
+            return 0
+        sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]] = {}
+        loaded = []
+        for record in self.store.load_models():
+            try:
+                compiled = sessions.get(record.hash)
+                if compiled is None:
+                    schedule = self._schedule(_stored_settings(record))
+                    compiled = self._checked_compiled(record.model, record.optimize, schedule)
+                    sessions[record.hash] = compiled
+                    self._schedules[record.hash] = schedule
+                wire, steps = self._stored_pipeline(record, compiled[0])
+            except (InvalidInput, ModelNotReady, ProtocolError) as exc:
+                _log.error("store: model %s cannot be loaded: %s", record.model_id, exc)
+                continue
+            loaded.append((replace(record, pipeline=None), compiled, steps, wire))
+        loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
+        for record, (session, queue), steps, wire in loaded:
+            self._register(record, record.model, session, steps, wire, queue)
+        return len(loaded)
+
+    def _stored_pipeline(
+        self, record: StoredModel, model: OnnxModel
+    ) -> tuple[dict[str, Any] | None, CompiledPipeline | None]:
+        if record.pipeline is None:
+            return None, None
+        limits = self.settings.pipeline_limits()
+        with _invalid_input():
+            pipeline = Pipeline.from_wire(
+                codec.loads(record.pipeline, what="stored pipeline"), limits=limits
+            )
+            return pipeline.to_wire(), self._compiled_pipeline(pipeline, model)
+
+    def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
+        """The model ``caller`` means to delete: its own (any for the admin); another key's
+        public model is PermissionDenied, a private one ModelNotFound."""
+        entry = self.registry.get(ref, _managed(caller))
+        if not caller.may_delete(owner=entry.owner):
+            raise PermissionDenied("only the key that uploaded this model may change it")
+        return entry
+
+    def managed_versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
+        """The versions of ``name`` (or the model with that id) ``caller`` may load, unload or
+        delete; PermissionDenied when it sees only others' public ones, else ModelNotFound."""
+        found = self.registry.versions(name, _managed(caller))
+        if not found:
+            raise ModelNotFound(f"no model with id or name {name!r}")
+        mine = [e for e in found if caller.may_delete(owner=e.owner)]
+        if not mine:
+            raise PermissionDenied("only the key that uploaded this model may change it")
+        return mine
 
     async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
         """Compile unloaded models again from their kept bytes (loaded ones are left alone)."""
@@ -330,10 +503,10 @@ class DataPlane:
                 "it uses operators this runtime lacks)"
             ) from exc
 
-    def model(self, ref: ModelRef) -> ModelEntry:
-        """The model a request means (ModelNotFound when there is none, ModelNotReady when it
-        is unloaded)."""
-        entry = self.registry.get(ref)
+    def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
+        """The model a request means among those ``caller`` may run (ModelNotFound when there
+        is none, ModelNotReady when it is unloaded)."""
+        entry = self.registry.get(ref, runnable(caller))
         if not self.registry.is_ready(entry):
             raise ModelNotReady(
                 f"model {entry.label!r} is unloaded; load it first "
@@ -346,6 +519,7 @@ class DataPlane:
         ref: ModelRef,
         inputs: Inputs,
         *,
+        caller: Principal,
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
         timing: Timing | None = None,
@@ -361,8 +535,9 @@ class DataPlane:
         pipeline, ``encode`` (its postprocessing). ``disconnected()`` completes when the
         client goes away: the run is then stopped.
         """
+        entry = self.model(ref, caller=caller)
         return await self.run(
-            self.model(ref),
+            entry,
             inputs,
             outputs=outputs,
             reshape_flat=reshape_flat,
@@ -434,13 +609,15 @@ class DataPlane:
             timing.add("queue", time.perf_counter_ns() - submitted - ran)
             timing.add("infer", ran)
 
-    def versions(self, key: str) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key``, oldest first."""
-        return self.registry.versions(key)
+    def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
+        oldest first."""
+        return self.registry.versions(key, runnable(caller))
 
-    def entries(self) -> list[ModelEntry]:
-        """Every model, oldest first."""
-        return self.registry.entries()
+    def entries(self, visible: Visible) -> list[ModelEntry]:
+        """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
+        first."""
+        return self.registry.entries(visible)
 
     def is_ready(self, entry: ModelEntry) -> bool:
         """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
@@ -543,15 +720,25 @@ class DataPlane:
         if success:
             self.metrics.observe_phases(protocol, timing)
 
-    def delete(self, ref: ModelRef) -> ModelEntry:
-        """Remove a model (by id, or the newest with that name); its session is released."""
+    async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
+        """Remove a model (by id, or the newest with that name) that ``caller`` may delete;
+        it leaves the store first; its session is released."""
         if not ref.key:
             raise InvalidInput("give the id or name of the model to delete")
-        entry = self.registry.remove(ref)
+        found = self.managed(ref, caller=caller)
+        if self.store is not None:
+            try:
+                await self._compile.run(self.store.delete_model, found.model_id)
+            except OSError as exc:
+                _log.error("store: a model could not be removed: %s", type(exc).__name__)
+                raise ServerError("the model could not be removed from the store") from exc
+        same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
+        entry = self.registry.remove(ModelRef(key=found.model_id), same)
         self.statistics.forget(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
-        if self.registry.session_for(entry.hash) is None:
+        if not any(e.hash == entry.hash for e in self.registry.entries(_every)):
+            # the last model with these bytes (an unloaded one keeps its settings for load)
             self._model_slots.pop(entry.hash, None)
             self._schedules.pop(entry.hash, None)
         return entry
@@ -560,27 +747,37 @@ class DataPlane:
         """How many required models this replica does not hold loaded yet (0: ready)."""
         if self.required is None:
             return 0
-        held = [e.hash for e in self.registry.entries() if self.registry.is_ready(e)]
+        held = [e.hash for e in self.registry.entries(_every) if self.registry.is_ready(e)]
         return self.required.missing(held)
 
-    def listed_models(self) -> list[ListedModel]:
-        """Every model held, oldest first, with the size of its bytes."""
-        listed = []
-        for entry in self.registry.entries():
-            source = self.registry.source(entry)
-            size = 0 if source is None else _size(source)
-            listed.append(ListedModel(entry.model_id, entry.name, entry.hash, size))
-        return listed
+    def listed_models(self, *, caller: Principal) -> list[ListedModel]:
+        """The models ``caller`` may list, oldest first, with the size of their bytes, their
+        owner (a key id), visibility and upload time."""
+        return [
+            ListedModel(
+                e.model_id,
+                e.name,
+                e.hash,
+                e.size,
+                owner=e.owner,
+                public=e.public,
+                uploaded_ns=e.uploaded_ns,
+            )
+            for e in self.registry.entries(listable(caller))
+        ]
 
-    def export(self, ref: ModelRef) -> ExportedModel:
-        """A model as uploaded; PermissionDenied unless export is allowed."""
+    def export(self, ref: ModelRef, *, caller: Principal) -> ExportedModel:
+        """A model as uploaded; PermissionDenied unless export is allowed and the model is
+        the caller's (a model's bytes go to its owner only, not to the admin key)."""
         if self.exports is None:
             raise PermissionDenied(
                 "model export is off on this server (serve --allow-model-export)"
             )
         if not ref.key:
             raise InvalidInput("give the id or name of the model to export")
-        entry = self.registry.get(ref)
+        entry = self.registry.get(ref, _managed(caller))
+        if not caller.may_export(owner=entry.owner):
+            raise PermissionDenied("only the key that uploaded this model may export it")
         source = self.registry.source(entry)
         options = self.exports.get(entry.model_id)
         if source is None or options is None:  # removed meanwhile
@@ -588,6 +785,15 @@ class DataPlane:
         optimize, pipeline = options
         model = source.read() if isinstance(source, ModelFile) else source
         return ExportedModel(entry.model_id, model, entry.name, entry.hash, optimize, pipeline)
+
+
+def _stored_settings(record: StoredModel) -> ModelSettings:
+    """The run settings a stored model was uploaded with; InvalidInput when they no longer
+    validate."""
+    try:
+        return ModelSettings.model_validate(dict(record.settings))
+    except pydantic.ValidationError as exc:
+        raise InvalidInput(f"its stored settings are invalid ({exc.error_count()} errors)") from exc
 
 
 def _size(source: bytes | ModelFile) -> int:

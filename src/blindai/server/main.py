@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -18,9 +19,11 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from blindai._version import __version__
+from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
 from blindai.server._malloc import keep_freed_memory
+from blindai.server.access import AccessControl, AuditLog, KeyRing
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
@@ -31,12 +34,15 @@ from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
 from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
+from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
 from blindai.server.tls import TlsIdentity
 
 __all__ = ["Built", "build", "http_listeners", "serve"]
 
 _log = logging.getLogger("blindai.server")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_BACKLOG = 2048
+"""uvicorn's default listen backlog, which it sets again when it starts serving."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Built:
     settings: ServerSettings
     apps: Apps
     service: EvidenceService
+    notes: tuple[tuple[int, str], ...] = ()
+    """(level, message): what the banner says about the store and access control."""
 
 
 def _attester(settings: ServerSettings) -> Attester:
@@ -60,6 +68,51 @@ def _attester(settings: ServerSettings) -> Attester:
         raise ConfigurationError("no TEE evidence provider is installed") from exc
     paths = AttesterPaths.from_settings(settings)
     return select_attester(settings.tee, paths=paths, pccs_url=settings.pccs_url)
+
+
+_Notes = list[tuple[int, str]]
+
+
+def _open_store(settings: ServerSettings, kind: EvidenceKind, notes: _Notes) -> SealedStore | None:
+    if settings.store is None:
+        notes.append(
+            (logging.INFO, "store: none, models and API keys go when the server stops (--store)")
+        )
+        return None
+    paths = KeySourcePaths(
+        store_dir=settings.store,
+        attestation_dir=settings.attestation_dir,
+        sev_guest_device=settings.sev_guest_device,
+    )
+    source = store_key_source(kind, paths=paths, key_file=settings.store_key_file)
+    # an entry holds a model and its pipeline: within what one upload may carry
+    most = settings.max_model_bytes + settings.max_pipeline_bytes + (1 << 20)
+    store = SealedStore(settings.store, key_material=source.material(), max_entry_bytes=most)
+    notes.append((logging.INFO, f"store: {settings.store}, key: {source.description}"))
+    if not source.protects:
+        notes.append(
+            (logging.WARNING, "*** the store protects nothing: its key lies beside it ***")
+        )
+    return store
+
+
+def _access(settings: ServerSettings, store: SealedStore | None, notes: _Notes) -> AccessControl:
+    records = store.load_keys() if store is not None else []
+    secret = store.api_key_secret if store is not None else os.urandom(32)
+    keyring = KeyRing(
+        admin_key_sha256=settings.admin_digest, secret=secret, store=store, records=records
+    )
+    if keyring.enabled:
+        notes.append((logging.INFO, f"access control: on ({len(records)} API keys)"))
+    else:
+        notes.append(
+            (
+                logging.WARNING,
+                "access control: OFF, anyone who reaches the attested ports may upload, run, "
+                "list and delete every model (--admin-key-sha256 turns it on)",
+            )
+        )
+    return AccessControl(keyring, AuditLog.open(settings.audit_log))
 
 
 def _gpu_attester(settings: ServerSettings) -> NvidiaGpuAttester | None:
@@ -78,7 +131,8 @@ def build(
     attester: Attester | None = None,
     gpu_attester: NvidiaGpuAttester | None = None,
 ) -> Built:
-    """Check the device, create the identity, collect the first evidence (fail early), build.
+    """Check the device, create the identity, collect the first evidence (fail early), open
+    the store, restore its models and keys, build.
 
     ``gpu_attester`` replaces the NVML one ``device = "cuda"`` chooses (tests give a double).
     """
@@ -91,9 +145,17 @@ def build(
     service.evidence()
     service.gpu_evidence()
     cap_arena(settings.max_run_memory)
-    apps = create_apps(settings, ModelRegistry(max_models=settings.max_models), service)
+    notes: _Notes = []
+    store = _open_store(settings, chosen.kind, notes)
+    access = _access(settings, store, notes)
+    registry = ModelRegistry(max_models=settings.max_models)
+    apps = create_apps(settings, registry, service, access=access, store=store)
     apps.plane.compile_guard.warm()
-    return Built(settings, apps, service)
+    if store is not None:
+        restored = apps.plane.restore()
+        refused = f", {len(store.refused)} entries refused" if store.refused else ""
+        notes.append((logging.INFO, f"store: {restored} models restored{refused}"))
+    return Built(settings, apps, service, tuple(notes))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -107,6 +169,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    # listening from now on: a client that reached one port (readiness probes ask the
+    # unattested one) is queued on the others until their server starts, never refused
+    sock.listen(_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -176,12 +241,15 @@ async def _serve(built: Built) -> None:
 
         grpc_server, _ = await start_grpc_server(
             built.apps.oip,
+            access=built.apps.access,
             identity=built.service.identity,
             host=s.listen_host,
             port=s.grpc_port,
             settings=s,
         )
     _log.info("%s", _banner(built))
+    for level, note in built.notes:
+        _log.log(level, "%s", note)
     try:
         await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
     finally:

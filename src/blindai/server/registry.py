@@ -8,6 +8,8 @@ session is released (once no loaded model shares it) but its bytes stay in memor
 
 A model is found by a :class:`ModelRef`: its id, its name (the newest upload with that name),
 the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
+Every lookup takes a ``visible`` predicate (what the caller may see, from
+:mod:`blindai.server.access`): a model it rejects is reported exactly like a missing one.
 Identical bytes share one onnxruntime session and its run queue
 (:class:`~blindai.server.batching.ModelQueue`; the settings of the upload that compiled it
 hold); the session is unloaded and its queue closed when the last model using them is removed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,13 +31,15 @@ from blindai.server.batching import ModelQueue
 from blindai.server.model_file import ModelFile
 from blindai.server.runtime import OnnxModel
 
-__all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "model_digest"]
+__all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "Visible", "model_digest"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One uploaded model: its id, the SHA-256 of its bytes, an optional name, its session, and
-    the pipeline it was uploaded with (if any)."""
+    """One uploaded model: its id, the SHA-256 of its bytes, an optional name, its session, the
+    pipeline it was uploaded with (if any), its version, who uploaded it (a key id; None on an
+    open server), whether every key may run it, its size and its upload time (ns since the
+    epoch)."""
 
     model_id: str
     hash: bytes
@@ -43,6 +48,10 @@ class ModelEntry:
     pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
     version: int = 1
     """The upload's number among the uploads of its name (1 for a model without a name)."""
+    owner: str | None = None
+    public: bool = False
+    size: int = 0
+    uploaded_ns: int = 0
     queue: ModelQueue | None = field(default=None, repr=False, compare=False)
     """The queue its runs go through (shared with the models sharing its session; None: the
     data plane runs the session directly)."""
@@ -55,6 +64,10 @@ class ModelEntry:
     def has_version(self, version: str | None) -> bool:
         """Whether ``version`` designates this model: none, its number, or its id."""
         return version in (None, "", str(self.version), self.model_id)
+
+
+Visible = Callable[[ModelEntry], bool]
+"""Whether the caller of a request may see a model."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,28 @@ class ModelRegistry:
         with self._lock:
             return self._queues.get(digest)
 
+    def check_room(self) -> None:
+        """RegistryFull when no model can be added now."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if len(self._by_id) >= self._max:
+            raise RegistryFull(
+                f"the server holds {count(self._max, 'model')}, the most it may "
+                f"(--max-models {self._max}); delete one first"
+            )
+
+    def reserve(self, name: str | None) -> tuple[int, int]:
+        """A new upload's version (the next number of its name) and upload time (after every
+        model's, even when the clock went back). A failed upload leaves its number unused."""
+        with self._lock:
+            version = 1
+            if name:
+                version = self._versions[name] = self._versions.get(name, 0) + 1
+            newest = next(reversed(self._by_id.values()), None)
+        return version, max(time.time_ns(), newest.uploaded_ns + 1 if newest else 0)
+
     def add(
         self,
         digest: bytes,
@@ -111,29 +146,46 @@ class ModelRegistry:
         *,
         source: bytes | ModelFile | None = None,
         queue: ModelQueue | None = None,
+        model_id: str | None = None,
+        version: int | None = None,
+        owner: str | None = None,
+        public: bool = False,
+        uploaded_ns: int | None = None,
     ) -> ModelEntry:
-        """Register a compiled model under a fresh UUID4; reuses a session (and its queue)
-        compiled meanwhile.
+        """Register a compiled model, under a fresh UUID4 unless ``model_id`` is given (a model
+        restored from the store); reuses a session (and its queue) compiled meanwhile. Newest
+        last.
 
         ``source``: the model's bytes (or the server's file of them), kept so that an unloaded
-        model can be loaded again. ``queue``: the runs' queue for this session.
+        model can be loaded again. ``queue``: the runs' queue for this session. ``version``:
+        from :meth:`reserve` or the store (else the name's next number).
         """
         with self._lock:
-            if len(self._by_id) >= self._max:
-                raise RegistryFull(
-                    f"the server holds {count(self._max, 'model')}, the most it may "
-                    f"(--max-models {self._max}); delete one first"
-                )
+            self._check_room()
+            if version is None:
+                version = 1
+                if name:
+                    version = self._versions[name] = self._versions.get(name, 0) + 1
+            elif name:
+                self._versions[name] = max(self._versions.get(name, 0), version)
             shared = self._sessions.setdefault(digest, model)
             if queue is not None and shared is model:
                 self._queues[digest] = queue
-            shared_queue = self._queues.get(digest)
-            version = 1
-            if name:
-                version = self._versions[name] = self._versions.get(name, 0) + 1
             entry = ModelEntry(
-                str(uuid.uuid4()), digest, name, shared, pipeline, version, shared_queue
+                model_id or str(uuid.uuid4()),
+                digest,
+                name,
+                shared,
+                pipeline,
+                version,
+                owner=owner,
+                public=public,
+                size=0 if source is None else _size(source),
+                uploaded_ns=time.time_ns() if uploaded_ns is None else uploaded_ns,
+                queue=self._queues.get(digest),
             )
+            if entry.model_id in self._by_id:
+                raise ValueError(f"model id {entry.model_id} is taken")
             self._by_id[entry.model_id] = entry
             if source is not None:
                 self._bytes.setdefault(digest, source)
@@ -143,11 +195,13 @@ class ModelRegistry:
                 queue.close()
         return entry
 
-    def get(self, ref: ModelRef) -> ModelEntry:
-        """The model ``ref`` means; ModelNotFound when there is none."""
+    def get(self, ref: ModelRef, visible: Visible) -> ModelEntry:
+        """The model ``ref`` means among those ``visible``; ModelNotFound when there is none."""
         with self._lock:
-            entry = self._find(ref)
-            named = entry is None and ref.version and self._find(replace(ref, version=None))
+            entry = self._find(ref, visible)
+            named = (
+                entry is None and ref.version and self._find(replace(ref, version=None), visible)
+            )
         if named:
             raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
         if entry is None:
@@ -156,23 +210,26 @@ class ModelRegistry:
             raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
         return entry
 
-    def _find(self, ref: ModelRef) -> ModelEntry | None:
+    def _find(self, ref: ModelRef, visible: Visible) -> ModelEntry | None:
         if ref.key:
             found = self._by_id.get(ref.key)
-            if found is not None:
+            if found is not None and visible(found):
                 return found
-            return self._newest(lambda e: e.name == ref.key and e.has_version(ref.version))
+            return self._newest(
+                lambda e: e.name == ref.key and e.has_version(ref.version) and visible(e)
+            )
         if ref.hash:
             wanted = ref.hash.lower()
-            return self._newest(lambda e: e.hash.hex() == wanted)
-        return self._newest(lambda e: True)
+            return self._newest(lambda e: e.hash.hex() == wanted and visible(e))
+        return self._newest(visible)
 
     def _newest(self, match: Callable[[ModelEntry], bool]) -> ModelEntry | None:
         return next((e for e in reversed(self._by_id.values()) if match(e)), None)
 
-    def remove(self, ref: ModelRef) -> ModelEntry:
-        """Remove the model ``ref`` means; its session is unloaded once no other model uses it."""
-        entry = self.get(ref)
+    def remove(self, ref: ModelRef, visible: Visible) -> ModelEntry:
+        """Remove the model ``ref`` means among those ``visible``; its session is unloaded once
+        no other model uses it."""
+        entry = self.get(ref, visible)
         with self._lock:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
@@ -189,18 +246,19 @@ class ModelRegistry:
             entry.model.unload()
         return entry
 
-    def versions(self, key: str) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key`` (oldest first)."""
+    def versions(self, key: str, visible: Visible) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key`` (oldest first), among
+        those ``visible``."""
         with self._lock:
             found = self._by_id.get(key)
-            if found is not None:
+            if found is not None and visible(found):
                 return [found]
-            return [e for e in self._by_id.values() if e.name == key]
+            return [e for e in self._by_id.values() if e.name == key and visible(e)]
 
-    def entries(self) -> list[ModelEntry]:
-        """All models, oldest first."""
+    def entries(self, visible: Visible) -> list[ModelEntry]:
+        """The models ``visible``, oldest first."""
         with self._lock:
-            return list(self._by_id.values())
+            return [e for e in self._by_id.values() if visible(e)]
 
     def is_ready(self, entry: ModelEntry) -> bool:
         """Whether the model is loaded (its session can run)."""
@@ -258,6 +316,10 @@ class ModelRegistry:
             if queue is not None:
                 queue.close()
         return loaded
+
+
+def _size(source: bytes | ModelFile) -> int:
+    return source.size if isinstance(source, ModelFile) else len(source)
 
 
 def model_digest(model: bytes) -> bytes:

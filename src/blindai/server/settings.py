@@ -26,6 +26,7 @@ from pydantic_settings import (
 from blindai.attestation.kinds import CONFIGFS_TSM, GRAMINE, NSM, TEE_CHOICES
 from blindai.errors import ConfigurationError
 from blindai.pipeline.limits import PipelineLimits
+from blindai.server.access.keys import parse_admin_key_sha256
 
 if TYPE_CHECKING:  # imported where used: settings load without onnx or uvicorn
     from blindai.server.admission import AdmissionLimits
@@ -219,6 +220,19 @@ class ServerSettings(BaseSettings):
     """AWS Nitro Security Module device."""
     log_level: str = "info"
     """Python logging level name."""
+    admin_key_sha256: str | None = None
+    """SHA-256 (64 hex digits) of the admin key: turns access control on (API keys, model
+    ownership). Unset: the server is open to anyone who reaches the attested ports."""
+    store: Path | None = None
+    """Directory of the sealed store: models and API keys, encrypted with a key from the TEE,
+    survive restarts (unset: nothing is kept)."""
+    store_key_file: Path | None = None
+    """Store key given by the deployment (32 raw bytes or 64 hex digits): required on TDX and
+    Nitro, which have no sealing key; replaces the platform's key elsewhere."""
+    sev_guest_device: Path = Path("/dev/sev-guest")
+    """SEV-SNP guest device (the store key on SEV-SNP)."""
+    audit_log: Path | None = None
+    """Append the audit log (JSON lines, content-free) to this file (unset: stderr)."""
 
     def admission_limits(self) -> AdmissionLimits:
         """The bounds an uploaded model is checked against."""
@@ -273,6 +287,10 @@ class ServerSettings(BaseSettings):
             raise ConfigurationError(f"--simulation contradicts --tee {self.tee}")
         if self.simulation_measurement is not None and not self.is_simulation:
             raise ConfigurationError("--simulation-measurement is for simulation mode only")
+        if self.admin_key_sha256 is not None:
+            parse_admin_key_sha256(self.admin_key_sha256)
+        if self.store_key_file is not None and self.store is None:
+            raise ConfigurationError("--store-key-file is given without --store")
         given = [(name, getattr(self, name)) for name in _PORTS if getattr(self, name)]
         for i, (name, port) in enumerate(given):
             for other, same in given[i + 1 :]:
@@ -286,6 +304,13 @@ class ServerSettings(BaseSettings):
     def is_simulation(self) -> bool:
         """Whether this server runs without a TEE."""
         return self.simulation or self.tee == "simulation"
+
+    @property
+    def admin_digest(self) -> bytes | None:
+        """The admin key's SHA-256, when access control is on."""
+        if self.admin_key_sha256 is None:
+            return None
+        return parse_admin_key_sha256(self.admin_key_sha256)
 
     @property
     def listen_host(self) -> str:

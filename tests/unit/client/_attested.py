@@ -2,8 +2,9 @@
 
 Each connection is served by :func:`serve_connection`: ``GET /attestation[?nonce=]`` is
 answered by ``reply(cert_der, nonce)`` (its own certificate, and the nonce the client sent),
-every other request with a CBOR ``"ok"``. Every request line is recorded in ``requests``, so
-a test sees that nothing but the attestation left a refusing client.
+every other request with a CBOR ``"ok"``. Every request line is recorded in ``requests`` (and
+each request's whole head in ``heads``), so a test sees that nothing but the attestation left a
+refusing client.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class AttestedFake:
     port: int
     cert_der: bytes
     requests: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
     connections: int = 0
 
     @property
@@ -81,6 +83,7 @@ def attested_fake(reply: Reply, *, server_header: str = "blindai/test") -> Itera
             line = raw.split(b"\r\n", 1)[0].decode("latin-1")
             method, target = line.split(" ")[:2]
             state.requests.append(f"{method} {target}")
+            state.heads.append(raw.partition(b"\r\n\r\n")[0].decode("latin-1"))
             cbor = {"Content-Type": "application/cbor", "Server": server_header}
             if not target.startswith("/attestation"):
                 _answer(sock, 200, cbor, cbor2.dumps("ok"))

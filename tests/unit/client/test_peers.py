@@ -316,3 +316,21 @@ def test_a_peer_that_closes_instead_of_answering_is_a_network_error():
                 t.open() if use == "open" else t.request("POST", "/run", b"secret inputs")
             t.close()
     assert asked == [b"GET /attestation HTTP/1.1"] * 2
+
+
+# --- the API key ------------------------------------------------------------------------------
+
+
+def test_the_api_key_goes_only_with_requests_on_an_admitted_connection():
+    key = "bai_" + "k" * 43
+    with attested_fake(simulated()) as fake:
+        gate = PeerGate(SIM)
+        t = _transport(fake, gate, keep_alive=False, api_key=key)
+        t.open()
+        for _ in range(2):
+            t.request("POST", "/run", b"x")
+        t.close()
+    assert fake.attestations == 1 and fake.requests.count("POST /run") == 2
+    for head in fake.heads:
+        keyed = f"authorization: bearer {key}" in head.lower()
+        assert keyed is (not head.startswith("GET /attestation")), head

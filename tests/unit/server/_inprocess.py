@@ -7,6 +7,8 @@ tests/integration cover sockets, TLS and processes end to end.
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import cbor2
 import httpx
 from starlette.types import ASGIApp
 
+from blindai.server.access import AccessControl, AuditLog, KeyRing
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.evidence import EvidenceService
@@ -77,7 +80,9 @@ def in_process(registry: ModelRegistry | None = None, **settings: Any) -> Iterat
     config = ServerSettings(tee="simulation", **settings)
     service = EvidenceService(TlsIdentity.generate(), SimulationAttester(measurement=b"\1" * 32))
     registry = registry or ModelRegistry(max_models=config.max_models)
-    apps = create_apps(config, registry, service)
+    keyring = KeyRing(admin_key_sha256=config.admin_digest, secret=os.urandom(32))
+    access = AccessControl(keyring, AuditLog(io.StringIO()))
+    apps = create_apps(config, registry, service, access=access)
     clients = [AppClient(app) for app in (apps.unattested, apps.attested, apps.management)]
     try:
         yield InProcess(apps, service, *clients)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -72,8 +73,12 @@ class Running:
 
 
 @contextmanager
-def limited(limits: ConnectionLimits = FAST, *, tls: bool = False) -> Iterator[Running]:
+def limited(
+    limits: ConnectionLimits = FAST, *, tls: bool = False, rcvbuf: int | None = None
+) -> Iterator[Running]:
     sock = socket.socket()
+    if rcvbuf is not None:  # inherited by the accepted sockets (and fixes their size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     server_ctx = client_ctx = None
@@ -185,6 +190,101 @@ def test_an_endless_header_is_cut_after_the_limit():
                 sent += len(chunk)
         assert sent < 16 << 20  # cut early, not read whole
         sock.close()
+
+
+SOCKET_BUFFER = 64 << 10
+FLOOD_CAP = 64 << 20
+"""Where a flood stops when the server never cuts it (the old behaviour: it read for 30 s)."""
+AFTER_CUT_MAX = 2 << 20
+"""What a client may still push once cut: the two socket buffers (doubled by the kernel,
+SOCKET_BUFFER each), the TLS layer's read buffer (256 KiB) and one read (256 KiB), with room."""
+
+
+def _tls_flood(running: Running, opening: bytes) -> tuple[bytes, int]:
+    """Over TLS: send ``opening``, wait until the server answers or hangs up, then send as
+    fast as the connection takes it until the server drops it. Returns the server's reply and
+    the bytes the kernel took after it (capped at FLOOD_CAP).
+
+    The TLS record layer runs on memory buffers so that one thread can both read and write;
+    the client's send buffer is small and fixed, so what was taken is what the server's side
+    (kernel and process) held, not what waits on the client.
+    """
+    assert running.client_tls is not None
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    raw.settimeout(CLOSE_WITHIN)
+    raw.connect(("127.0.0.1", running.port))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = running.client_tls.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def pump() -> bool:
+        """Send what TLS wrote, then read one segment into TLS; False at end of stream."""
+        raw.sendall(outgoing.read())
+        try:
+            data = raw.recv(65536)
+        except ConnectionResetError:
+            return False
+        incoming.write(data)
+        return bool(data)
+
+    with raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                assert pump(), "the handshake failed"
+        tls.write(opening)
+        raw.sendall(outgoing.read())
+        reply = b""
+        while True:  # until the server says something: a reply, close_notify, a reset
+            try:
+                reply = tls.read(65536)
+            except ssl.SSLWantReadError:
+                if pump():
+                    continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                pass
+            break  # an empty read is the end of the stream too
+        chunk = b"a" * 65536
+        flooded = 0
+        raw.setblocking(False)
+        pending = b""
+        while flooded < FLOOD_CAP:
+            if not pending:
+                tls.write(chunk)
+                pending = outgoing.read()
+            _, writable, _ = select.select([], [raw], [], CLOSE_WITHIN)
+            assert writable, "the server neither read nor dropped the connection"
+            try:
+                taken = raw.send(pending)
+            except OSError:  # reset, broken pipe: dropped
+                break
+            flooded += taken
+            pending = pending[taken:]
+    return reply, flooded
+
+
+@pytest.mark.parametrize(
+    ("opening", "answer"),
+    [
+        (b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000, b"HTTP/1.1 431 "),
+        (b"GET /ping HTTP/1.1\r\n" + b"X: y\r\n" * 25, b"HTTP/1.1 431 "),
+        (b"NOT HTTP\x00\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: ", b""),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx", b""),
+    ],
+    ids=["header-size", "header-count", "unparsable", "header-timeout", "body-timeout"],
+)
+def test_a_refused_connection_is_not_read_any_further(opening, answer):
+    """A refusal stops the reading: after the server's answer (or its hanging up), a client
+    pushing data gets only the buffers in, and then the connection is dropped. A TLS close
+    instead read and dropped what came for 30 s (ssl_shutdown_timeout): an endless header
+    refused with 431 could be sent whole."""
+    with limited(tls=True, rcvbuf=SOCKET_BUFFER) as running:
+        reply, flooded = _tls_flood(running, opening)
+    assert reply.startswith(answer)
+    assert flooded < AFTER_CUT_MAX, f"{flooded >> 20} MiB taken after the refusal"
 
 
 @pytest.mark.parametrize("tls", [False, True])

@@ -16,6 +16,7 @@ from blindai.errors import (
     PayloadTooLarge,
     RegistryFull,
 )
+from blindai.server.access import ANONYMOUS
 from blindai.server.dataplane import DataPlane, match_inputs
 from blindai.server.registry import ModelRef, ModelRegistry
 from blindai.server.runtime import TensorSpec
@@ -55,14 +56,16 @@ def test_inference_runs_while_another_model_compiles():
 
     async def scenario() -> None:
         plane.release.set()
-        small = await plane.upload(matmul(16, 4), name="small", optimize=True)
+        small = await plane.upload(matmul(16, 4), name="small", optimize=True, caller=ANONYMOUS)
         plane.release.clear()
-        upload = asyncio.ensure_future(plane.upload(matmul(8, 2), name="big", optimize=True))
+        upload = asyncio.ensure_future(
+            plane.upload(matmul(8, 2), name="big", optimize=True, caller=ANONYMOUS)
+        )
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)
         for _ in range(5):  # the one inference thread is free while the compile thread waits
             result = await asyncio.wait_for(
-                plane.infer(ModelRef(small.model_id), [("x", x)]), WAIT_S
+                plane.infer(ModelRef(small.model_id), [("x", x)], caller=ANONYMOUS), WAIT_S
             )
             assert result.outputs[0][1].shape == (1, 4)
         assert not upload.done()
@@ -87,24 +90,28 @@ def plane():
 
 
 def _upload(plane: DataPlane, model: bytes, name: str | None = None):
-    return asyncio.run(plane.upload(model, name=name, optimize=True))
+    return asyncio.run(plane.upload(model, name=name, optimize=True, caller=ANONYMOUS))
 
 
 def _infer(plane: DataPlane, ref: ModelRef, inputs, **kw):
-    return asyncio.run(plane.infer(ref, inputs, **kw))
+    return asyncio.run(plane.infer(ref, inputs, caller=ANONYMOUS, **kw))
+
+
+def _delete(plane: DataPlane, ref: ModelRef):
+    return asyncio.run(plane.delete(ref, caller=ANONYMOUS))
 
 
 def test_lookup_by_id_name_hash_and_newest(plane):
     first = _upload(plane, identity(TensorProto.FLOAT), "same")
     second = _upload(plane, identity(TensorProto.INT64), "same")
-    assert plane.model(ModelRef(first.model_id)) == first
-    assert plane.model(ModelRef("same")) == second  # the newest with that name
-    assert plane.model(ModelRef(hash=first.hash.hex().upper())) == first
-    assert plane.model(ModelRef()) == second
+    assert plane.model(ModelRef(first.model_id), caller=ANONYMOUS) == first
+    assert plane.model(ModelRef("same"), caller=ANONYMOUS) == second  # the newest with that name
+    assert plane.model(ModelRef(hash=first.hash.hex().upper()), caller=ANONYMOUS) == first
+    assert plane.model(ModelRef(), caller=ANONYMOUS) == second
     with pytest.raises(ModelNotFound, match="'nope'"):
-        plane.model(ModelRef("nope"))
+        plane.model(ModelRef("nope"), caller=ANONYMOUS)
     with pytest.raises(ModelNotFound, match="no version"):
-        plane.model(ModelRef(first.model_id, version="other"))
+        plane.model(ModelRef(first.model_id, version="other"), caller=ANONYMOUS)
 
 
 def test_an_empty_server_has_no_newest_model(plane):
@@ -115,22 +122,22 @@ def test_an_empty_server_has_no_newest_model(plane):
 def test_delete_by_name_removes_the_newest_and_unloads_its_session(plane):
     old = _upload(plane, identity(TensorProto.FLOAT), "m")
     new = _upload(plane, identity(TensorProto.INT64), "m")
-    assert plane.delete(ModelRef("m")) == new
+    assert _delete(plane, ModelRef("m")) == new
     with pytest.raises(ModelNotFound, match="deleted"):  # the session was unloaded
         new.model.predict({"x": np.zeros((1, 3), np.int64)})
-    assert plane.model(ModelRef("m")) == old
+    assert plane.model(ModelRef("m"), caller=ANONYMOUS) == old
     with pytest.raises(InvalidInput, match="id or name"):
-        plane.delete(ModelRef())
+        _delete(plane, ModelRef())
 
 
 def test_a_shared_session_stays_until_its_last_model_goes(plane):
     a = _upload(plane, identity(TensorProto.FLOAT))
     b = _upload(plane, identity(TensorProto.FLOAT))
     assert a.model is b.model
-    plane.delete(ModelRef(a.model_id))
+    _delete(plane, ModelRef(a.model_id))
     x = np.zeros((1, 3), np.float32)
     assert _infer(plane, ModelRef(b.model_id), [(None, x)]).outputs[0][0] == "y"
-    plane.delete(ModelRef(b.model_id))
+    _delete(plane, ModelRef(b.model_id))
     with pytest.raises(ModelNotFound):
         b.model.predict({"x": x})
 
@@ -203,7 +210,13 @@ def _upload_with(plane: DataPlane, model: bytes, **settings):
     from blindai.server.settings import ModelSettings
 
     return asyncio.run(
-        plane.upload(model, name=None, optimize=True, settings=ModelSettings(**settings))
+        plane.upload(
+            model,
+            name=None,
+            optimize=True,
+            caller=ANONYMOUS,
+            settings=ModelSettings(**settings),
+        )
     )
 
 
@@ -274,7 +287,7 @@ def test_concurrent_requests_through_the_plane_are_batched_and_split_exactly():
 
         async def scenario():
             return await asyncio.gather(
-                *(plane.infer(ModelRef(entry.model_id), r) for r in requests)
+                *(plane.infer(ModelRef(entry.model_id), r, caller=ANONYMOUS) for r in requests)
             )
 
         results = asyncio.run(scenario())
@@ -290,7 +303,7 @@ def test_deleting_a_model_closes_its_queue(plane):
     from tests.models import gather_rows
 
     entry = _upload_with(plane, gather_rows(10), max_batch_size=4)
-    plane.delete(ModelRef(entry.model_id))
+    _delete(plane, ModelRef(entry.model_id))
     assert entry.queue is not None
     with pytest.raises(ModelNotReady):
         ids = np.zeros((1, 2), np.int64)

@@ -21,7 +21,7 @@ from onnx import TensorProto
 import blindai.server
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc.servicer import InferenceServicer
-from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible
 from tests.models import identity
 from tests.unit.server._inprocess import InProcess, in_process
 
@@ -35,13 +35,13 @@ class CountingRegistry(ModelRegistry):
         super().__init__(max_models=8)
         self.lookups = 0
 
-    def get(self, ref: ModelRef) -> ModelEntry:
+    def get(self, ref: ModelRef, visible: Visible) -> ModelEntry:
         self.lookups += 1
-        return super().get(ref)
+        return super().get(ref, visible)
 
-    def versions(self, key: str) -> list[ModelEntry]:
+    def versions(self, key: str, visible: Visible) -> list[ModelEntry]:
         self.lookups += 1
-        return super().versions(key)
+        return super().versions(key, visible)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def _run_grpc(server: InProcess, model_id: str) -> None:
     request.inputs.add(name="x", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend(
         [0, 1, 2]
     )
-    reply = asyncio.run(InferenceServicer(server.apps.oip).ModelInfer(request, None))
+    servicer = InferenceServicer(server.apps.oip, server.apps.access)
+    reply = asyncio.run(servicer.ModelInfer(request, None))
     assert list(reply.outputs[0].shape) == [1, 3]
 
 

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto
 
 from blindai.errors import ModelNotFound, ModelNotReady
+from blindai.server.access import ANONYMOUS
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.registry import ModelRegistry
@@ -28,7 +29,7 @@ def run(oip: OipService, name: str, version: str = "") -> str:
     x = np.ones((1, 3), np.float32)
 
     async def go() -> str:
-        entry = oip.ready_model(name, version)
+        entry = oip.ready_model(name, version, caller=ANONYMOUS)
         outputs = await oip.infer(entry, [("x", x)], None, Timing())
         np.testing.assert_array_equal(outputs[0][1], x)
         return str(entry.version)
@@ -38,7 +39,7 @@ def run(oip: OipService, name: str, version: str = "") -> str:
 
 def upload(oip: OipService, name: str | None, model: bytes) -> str:
     async def go() -> str:
-        entry = await oip.plane.upload(model, name=name, optimize=True)
+        entry = await oip.plane.upload(model, name=name, optimize=True, caller=ANONYMOUS)
         return entry.model_id
 
     return asyncio.run(go())
@@ -53,26 +54,26 @@ def test_versions_count_uploads_per_name(oip: OipService) -> None:
     assert run(oip, "m", "1") == "1"
     assert run(oip, "m", first) == "1"
     assert run(oip, anonymous) == "1"
-    assert oip.model_metadata("m")["versions"] == ["1", "2"]
+    assert oip.model_metadata("m", caller=ANONYMOUS)["versions"] == ["1", "2"]
     with pytest.raises(ModelNotFound):
-        oip.model("m", "3")
+        oip.model("m", "3", caller=ANONYMOUS)
 
 
 def test_unload_releases_the_session_and_load_rebuilds_it(oip: OipService) -> None:
     model = models.identity(TensorProto.FLOAT)
     upload(oip, "m", model)
-    session = oip.model("m").model
-    oip.unload("m")
-    assert oip.index() == [
+    session = oip.model("m", caller=ANONYMOUS).model
+    oip.unload("m", caller=ANONYMOUS)
+    assert oip.index(caller=ANONYMOUS) == [
         {"name": "m", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}
     ]
-    assert oip.index(ready_only=True) == []
-    assert oip.plane.registry.session_for(oip.model("m").hash) is None
+    assert oip.index(ready_only=True, caller=ANONYMOUS) == []
+    assert oip.plane.registry.session_for(oip.model("m", caller=ANONYMOUS).hash) is None
     with pytest.raises(ModelNotReady):
         run(oip, "m")
-    asyncio.run(oip.load("m"))
-    assert oip.index() == [{"name": "m", "version": "1", "state": "READY"}]
-    assert oip.model("m").model is not session
+    asyncio.run(oip.load("m", caller=ANONYMOUS))
+    assert oip.index(caller=ANONYMOUS) == [{"name": "m", "version": "1", "state": "READY"}]
+    assert oip.model("m", caller=ANONYMOUS).model is not session
     assert run(oip, "m") == "1"
 
 
@@ -80,23 +81,23 @@ def test_a_session_shared_with_a_loaded_model_stays(oip: OipService) -> None:
     model = models.identity(TensorProto.FLOAT)
     upload(oip, "a", model)
     upload(oip, "b", model)
-    oip.unload("a")
+    oip.unload("a", caller=ANONYMOUS)
     assert run(oip, "b") == "1"
-    asyncio.run(oip.load("a"))
-    assert oip.model("a").model is oip.model("b").model
+    asyncio.run(oip.load("a", caller=ANONYMOUS))
+    assert oip.model("a", caller=ANONYMOUS).model is oip.model("b", caller=ANONYMOUS).model
 
 
 def test_statistics_document_has_tritons_shape(oip: OipService) -> None:
     upload(oip, "m", models.identity(TensorProto.FLOAT))
-    entry = oip.model("m")
+    entry = oip.model("m", caller=ANONYMOUS)
     timing = Timing()
     timing.add("infer", 7)
     oip.record(entry, timing, success=True, protocol="rest")
-    (stats,) = oip.statistics("m")["model_stats"]
+    (stats,) = oip.statistics("m", caller=ANONYMOUS)["model_stats"]
     assert stats["inference_count"] == stats["execution_count"] == 1
     assert stats["inference_stats"]["compute_infer"] == {"count": 1, "ns": 7}
     assert set(stats["inference_stats"]) == {
         "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
         "cache_hit", "cache_miss",
     }  # fmt: skip
-    assert oip.statistics()["model_stats"][0]["name"] == "m"
+    assert oip.statistics(caller=ANONYMOUS)["model_stats"][0]["name"] == "m"

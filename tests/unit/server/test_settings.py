@@ -46,6 +46,8 @@ def test_a_flag_wins_over_the_variable_which_wins_over_the_default(
             ["--unattested-port", "9000", "--management-port", "9000"],
             "port 9000 is given for two roles: --unattested-port and --management-port",
         ),
+        (["--admin-key-sha256", "abc"], "--admin-key-sha256 takes the SHA-256 of the admin key"),
+        (["--store-key-file", "/k"], "--store-key-file is given without --store"),
     ],
 )
 def test_unusable_values_are_one_configuration_error(argv: list[str], message: str) -> None:
@@ -80,3 +82,13 @@ def test_a_usage_error_exits_through_the_parser(capsys: pytest.CaptureFixture[st
         parse("--no-such-flag")
     assert exited.value.code == 2
     assert re.search(r"blindai serve: error: unrecognized arguments", capsys.readouterr().err)
+
+
+def test_access_control_is_on_with_the_admin_hash_from_a_flag_or_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = "ab" * 32
+    assert parse()[0].admin_digest is None
+    assert parse("--admin-key-sha256", digest.upper())[0].admin_digest == bytes.fromhex(digest)
+    monkeypatch.setenv("BLINDAI_ADMIN_KEY_SHA256", digest)
+    assert parse()[0].admin_digest == bytes.fromhex(digest)

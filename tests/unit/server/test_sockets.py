@@ -1,4 +1,5 @@
-"""The server's listening sockets: no Nagle delay on replies (TCP_NODELAY, inherited)."""
+"""The server's listening sockets: no Nagle delay on replies (TCP_NODELAY, inherited), each
+listening once bound."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def test_the_plain_metrics_port_listens_on_loopback_whatever_host_says() -> None
     assert listeners["management"][0] == listeners["unattested"][0] == "0.0.0.0"
     off = http_listeners(ServerSettings(simulation=True, host="0.0.0.0"))
     assert [role for role, _, _ in off] == ["unattested", "attested", "management"]
+
+
+def test_every_port_listens_as_soon_as_it_is_bound():
+    """A client that found one port up is queued on the others, not refused (restarts)."""
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        socket.create_connection(sock.getsockname(), timeout=5).close()  # queued, not refused
+    finally:
+        sock.close()

@@ -14,6 +14,7 @@ from onnx import TensorProto
 from blindai.attestation import simulation
 from blindai.attestation.binding import expected_report_data
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server.access import ANONYMOUS
 from blindai.server.registry import ModelRef
 from tests.models import failing_add, identity, scalar_identity, two_in_two_out
 from tests.unit.server._inprocess import InProcess, in_process
@@ -182,7 +183,8 @@ def test_upload_settings_set_how_the_model_runs(server: InProcess) -> None:
     body = {"model": gather_rows(10), "settings": {"max_batch_size": 8, "max_concurrent_runs": 1}}
     resp = server.management.post("/upload", content=cbor2.dumps(body))
     assert resp.status_code == 200
-    entry = server.apps.plane.model(ModelRef(cbor2.loads(resp.content)["model_id"]))
+    model_id = cbor2.loads(resp.content)["model_id"]
+    entry = server.apps.plane.model(ModelRef(model_id), caller=ANONYMOUS)
     assert entry.queue is not None and entry.queue.batching
     assert entry.queue.policy.max_batch_size == 8
     refused = {"model": mixes_rows(), "settings": {"max_batch_size": 8}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import grpc
 
 from blindai.errors import ConfigurationError
+from blindai.server.access import AccessControl
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.servicer import InferenceServicer
 from blindai.server.protocols.v2.service import OipService
@@ -28,7 +29,13 @@ MAX_STREAMS = 100
 
 
 async def start_grpc_server(
-    oip: OipService, *, identity: TlsIdentity, host: str, port: int, settings: ServerSettings
+    oip: OipService,
+    *,
+    access: AccessControl,
+    identity: TlsIdentity,
+    host: str,
+    port: int,
+    settings: ServerSettings,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``host:port`` (0: any free port); returns the server and its port."""
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
@@ -43,7 +50,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = InferenceServicer(oip)
+    servicer = InferenceServicer(oip, access)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     credentials = grpc.ssl_server_credentials([(identity.key_pem(), identity.cert_pem)])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

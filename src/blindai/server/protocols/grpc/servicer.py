@@ -7,6 +7,11 @@ of Triton's service (streaming, model config, shared memory, tracing, logging) a
 INVALID_ARGUMENT, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED, 503 -> UNAVAILABLE, ...), with
 the same short message the REST routes send (its status from the error's class); nothing from
 a request is logged.
+
+Access control: every call but ServerLive, ServerReady and ServerMetadata is authenticated from
+its ``authorization`` metadata (``Bearer KEY``, as REST's header) before it runs
+(``UNAUTHENTICATED`` otherwise), and the handler gets the caller; calls on models and the
+repository are written to the audit log, as the REST routes' are.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import grpc
 from google.protobuf import json_format
 
 from blindai.errors import BlindAIError, ModelNotFound, ServerError
+from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.metrics import Metrics
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
@@ -27,7 +33,7 @@ from blindai.server.protocols.grpc.tensors import decode, encode
 from blindai.server.protocols.v2.service import OipService, Wanted
 from blindai.server.statistics import Timing
 
-__all__ = ["GRPC_PORT", "InferenceServicer", "grpc_code"]
+__all__ = ["GRPC_PORT", "OPEN_METHODS", "InferenceServicer", "grpc_code"]
 
 GRPC_PORT = "grpc"
 """The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
@@ -38,6 +44,7 @@ _CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
@@ -47,6 +54,37 @@ _CODES = {
 _Req = TypeVar("_Req")
 _Rep = TypeVar("_Rep")
 _Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_Authenticated = Callable[[Any, grpc.aio.ServicerContext[Any, Any], "_Call"], Awaitable[Any]]
+
+#: calls that need no key (probes and server metadata say nothing about models)
+OPEN_METHODS = frozenset({"ServerLive", "ServerReady", "ServerMetadata"})
+#: what each call does, for the audit log
+_ACTIONS = {
+    "ModelReady": AuditAction.METADATA,
+    "ModelMetadata": AuditAction.METADATA,
+    "ModelInfer": AuditAction.RUN,
+    "ModelStatistics": AuditAction.STATISTICS,
+    "RepositoryIndex": AuditAction.LIST,
+    "RepositoryModelLoad": AuditAction.LOAD,
+    "RepositoryModelUnload": AuditAction.UNLOAD,
+}
+#: the HTTP status of a gRPC code, for the audit log (which speaks HTTP statuses)
+_HTTP = {code: status for status, code in reversed(_CODES.items())} | {grpc.StatusCode.OK: 200}
+
+
+class _Call:
+    """One call's caller, and the model it resolved to (for the audit log)."""
+
+    def __init__(self, caller: Principal) -> None:
+        self.caller = caller
+        self.model_id: str | None = None
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
 
 
 def grpc_code(status: int) -> grpc.StatusCode:
@@ -54,16 +92,24 @@ def grpc_code(status: int) -> grpc.StatusCode:
     return _CODES.get(status, grpc.StatusCode.INTERNAL)
 
 
-def _guarded(method: str, metrics: Metrics, fn: _Handler) -> _Handler:
-    """Errors become a status code and a short message; every call and its message bytes
-    (serialized request and reply) are counted."""
+def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenticated) -> _Handler:
+    """Authenticate (unless open); errors become a status code and a short message; every call
+    and its message bytes (serialized request and reply) are counted, and a call on a model is
+    audited."""
+    action = _ACTIONS.get(method)
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         metrics.received_bytes.labels(GRPC_PORT).inc(request.ByteSize())
+        state: _Call | None = None
         try:
-            reply = await fn(request, context)
+            if method in OPEN_METHODS:
+                state = _Call(ANONYMOUS)
+            else:  # an open server reads no metadata
+                header = _authorization(context) if access.enabled else None
+                state = _Call(access.authenticate(header))
+            reply = await fn(request, context, state)
             metrics.sent_bytes.labels(GRPC_PORT).inc(reply.ByteSize())
             return reply
         except BlindAIError as exc:
@@ -81,6 +127,14 @@ def _guarded(method: str, metrics: Metrics, fn: _Handler) -> _Handler:
         finally:
             metrics.grpc_requests.labels(method, code.name).inc()
             metrics.grpc_seconds.labels(method).observe(time.perf_counter() - start)
+            if action is not None:
+                access.audit.record(
+                    key=state.caller.name if state else None,
+                    action=action,
+                    model=state.model_id if state else None,
+                    status=_HTTP.get(code, 500),
+                    duration_s=time.perf_counter() - start,
+                )
 
     return call
 
@@ -88,7 +142,7 @@ def _guarded(method: str, metrics: Metrics, fn: _Handler) -> _Handler:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol's gRPC service on one :class:`OipService`."""
 
-    def __init__(self, oip: OipService) -> None:
+    def __init__(self, oip: OipService, access: AccessControl) -> None:
         self.oip = oip
         metrics = oip.plane.metrics
         for method in (
@@ -103,31 +157,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             "RepositoryModelLoad",
             "RepositoryModelUnload",
         ):
-            setattr(self, method, _guarded(method, metrics, getattr(self, f"_{method}")))
+            handler = getattr(self, f"_{method}")
+            setattr(self, method, _guarded(method, metrics, access, handler))
 
-    async def _ServerLive(self, request: Any, context: Any) -> Any:
+    async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def _ServerReady(self, request: Any, context: Any) -> Any:
+    async def _ServerReady(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerReadyResponse(ready=self.oip.missing_models() == 0)
 
-    async def _ModelReady(self, request: Any, context: Any) -> Any:
+    async def _ModelReady(self, request: Any, context: Any, call: _Call) -> Any:
         try:
-            ready = self.oip.is_ready(request.name, request.version)
+            entry = self.oip.model(request.name, request.version, caller=call.caller)
         except ModelNotFound:
-            ready = False  # as Triton: an unknown model is not ready
+            return pb.ModelReadyResponse(ready=False)  # as Triton: unknown is not ready
+        call.model_id = entry.model_id
+        ready = self.oip.is_ready(request.name, request.version, caller=call.caller)
         return pb.ModelReadyResponse(ready=ready)
 
-    async def _ServerMetadata(self, request: Any, context: Any) -> Any:
+    async def _ServerMetadata(self, request: Any, context: Any, call: _Call) -> Any:
         return json_format.ParseDict(self.oip.server_metadata(), pb.ServerMetadataResponse())
 
-    async def _ModelMetadata(self, request: Any, context: Any) -> Any:
-        found = self.oip.model_metadata(request.name, request.version)
+    async def _ModelMetadata(self, request: Any, context: Any, call: _Call) -> Any:
+        call.model_id = self.oip.model(request.name, request.version, caller=call.caller).model_id
+        found = self.oip.model_metadata(request.name, request.version, caller=call.caller)
         return json_format.ParseDict(found, pb.ModelMetadataResponse())
 
-    async def _ModelInfer(self, request: Any, context: Any) -> Any:
+    async def _ModelInfer(self, request: Any, context: Any, call: _Call) -> Any:
         timing = Timing()
-        entry = self.oip.ready_model(request.model_name, request.model_version)
+        name, version = request.model_name, request.model_version
+        entry = self.oip.ready_model(name, version, caller=call.caller)
+        call.model_id = entry.model_id
         try:
             with timing.phase("decode"):
                 decoded = decode(request)
@@ -145,18 +205,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.oip.record(entry, timing, success=True, protocol="grpc")
         return reply
 
-    async def _ModelStatistics(self, request: Any, context: Any) -> Any:
-        found = self.oip.statistics(request.name, request.version)
+    async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:
+        found = self.oip.statistics(request.name, request.version, caller=call.caller)
         return json_format.ParseDict(found, pb.ModelStatisticsResponse())
 
-    async def _RepositoryIndex(self, request: Any, context: Any) -> Any:
-        rows = self.oip.index(ready_only=request.ready)
+    async def _RepositoryIndex(self, request: Any, context: Any, call: _Call) -> Any:
+        rows = self.oip.index(ready_only=request.ready, caller=call.caller)
         return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
 
-    async def _RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self.oip.load(request.model_name)
+    async def _RepositoryModelLoad(self, request: Any, context: Any, call: _Call) -> Any:
+        await self.oip.load(request.model_name, caller=call.caller)
         return pb.RepositoryModelLoadResponse()
 
-    async def _RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        self.oip.unload(request.model_name)
+    async def _RepositoryModelUnload(self, request: Any, context: Any, call: _Call) -> Any:
+        self.oip.unload(request.model_name, caller=call.caller)
         return pb.RepositoryModelUnloadResponse()

@@ -1,11 +1,14 @@
 """``GET /models`` and ``POST /export`` on the management port: what ``blindai sync`` reads.
 
-Decode, one data-plane call, encode (wire in :mod:`blindai.protocol.replication`). Export is
-refused (PermissionDenied, 403) unless the server keeps models' bytes
-(``--allow-model-export``).
+Decode, one data-plane call, encode (wire in :mod:`blindai.protocol.replication`). The list
+holds the models the caller's API key may list, their owners by key name. Export is refused
+(PermissionDenied, 403) unless the server keeps models' bytes (``--allow-model-export``) and,
+with access control, unless the model is the caller's.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +22,8 @@ from blindai.protocol.replication import (
     encode_export,
     encode_models,
 )
+from blindai.server.access import AccessControl
+from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import read_body
 from blindai.server.protocols.v06.routes import cbor_errors
@@ -31,11 +36,15 @@ EXPORT_REQUEST_BYTES = 1 << 12
 """An export request is a model id: its body needs no more."""
 
 
-def replication_routes(plane: DataPlane) -> list[Route]:
+def replication_routes(plane: DataPlane, access: AccessControl) -> list[Route]:
     """The routes, for the management app."""
 
-    async def models(_: Request) -> Response:
-        return Response(encode_models(plane.listed_models()), media_type=CBOR)
+    async def models(request: Request) -> Response:
+        listed = [
+            replace(m, owner=access.owner_name(m.owner))
+            for m in plane.listed_models(caller=caller_of(request.scope))
+        ]
+        return Response(encode_models(listed), media_type=CBOR)
 
     async def export(request: Request) -> Response:
         body = await read_body(request, EXPORT_REQUEST_BYTES, "an export request is over 4 KiB")
@@ -46,7 +55,7 @@ def replication_routes(plane: DataPlane) -> list[Route]:
         model_id = doc.get("model_id")
         if not isinstance(model_id, str) or not model_id:
             raise InvalidInput("model_id (a string) is required")
-        exported = plane.export(ModelRef(key=model_id))
+        exported = plane.export(ModelRef(key=model_id), caller=caller_of(request.scope))
         request.state.model_id = exported.model_id
         return Response(encode_export(exported), media_type=CBOR)
 

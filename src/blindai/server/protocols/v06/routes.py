@@ -16,6 +16,7 @@ from starlette.responses import Response
 from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.protocol import codec
 from blindai.server._text import limit
+from blindai.server.access.middleware import caller_of
 from blindai.server.cbor_body import CborLimits, ModelSink, decode, read_upload
 from blindai.server.dataplane import DataPlane
 from blindai.server.model_file import ModelFile
@@ -76,6 +77,7 @@ class V06Routes:
         if declared_over(request, self._upload_bytes):
             raise PayloadTooLarge(self._upload_refusal)
         settings = self.plane.settings
+        caller = caller_of(request.scope)  # before a byte of the model is written anywhere
         doc = await read_upload(
             request.stream(),
             limits=CborLimits(max_bytes=settings.max_model_bytes, setting="max_model_bytes"),
@@ -90,6 +92,8 @@ class V06Routes:
                 upload.model,
                 name=upload.name,
                 optimize=upload.optimize,
+                caller=caller,
+                public=upload.public,
                 pipeline=upload.pipeline,
                 settings=upload.settings,
             )
@@ -105,7 +109,7 @@ class V06Routes:
         timing = Timing()
         with timing.phase("decode"):
             run = run_from_map(await self._decoded(body))
-        entry = self.plane.model(run.ref)
+        entry = self.plane.model(run.ref, caller=caller_of(request.scope))
         request.state.model_id = entry.model_id
         try:
             response = await self._inference(run, entry, timing, request)
@@ -147,6 +151,6 @@ class V06Routes:
 
     async def _delete(self, request: Request) -> Response:
         body = await read_body(request, DELETE_BYTES, "a delete request is over 64 KiB")
-        entry = self.plane.delete(decode_delete(body))
+        entry = await self.plane.delete(decode_delete(body), caller=caller_of(request.scope))
         request.state.model_id = entry.model_id
         return cbor_response(None)

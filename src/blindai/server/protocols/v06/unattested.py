@@ -23,11 +23,19 @@ from blindai.server.settings import ServerSettings
 
 __all__ = ["CAPABILITIES", "gpu_evidence_route", "server_info", "unattested_routes"]
 
-CAPABILITIES = ["model-bytes", "f16", "v2-inference", "error-type-header", "attestation"]
+CAPABILITIES = [
+    "model-bytes",
+    "f16",
+    "v2-inference",
+    "error-type-header",
+    "attestation",
+    "api-keys",
+]
 
 
 def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[str, Any]:
-    """Our ``GET /info`` extension: version, TEE kind, capabilities and device."""
+    """Our ``GET /info`` extension: version, TEE kind, capabilities, device, and whether API
+    keys are needed."""
     return {
         "server_version": __version__,
         "wire_version": WIRE_VERSION,
@@ -36,6 +44,7 @@ def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[s
         "simulation": settings.is_simulation,
         "capabilities": CAPABILITIES + (["gpu-evidence"] if service.gpu is not None else []),
         "device": settings.device,
+        "access_control": settings.admin_key_sha256 is not None,
     }
 
 

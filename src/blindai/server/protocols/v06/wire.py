@@ -77,28 +77,32 @@ def _text(body: dict[str, Any], key: str) -> str:
 
 @dataclass(frozen=True)
 class Upload:
-    """A decoded ``/upload``: the model's bytes, its optional name, whether to optimise it, and
-    the pipeline it comes with (if any)."""
+    """A decoded ``/upload``: the model's bytes, its optional name, whether to optimise it, the
+    pipeline it comes with (if any), and whether every valid API key may run it (our extension
+    ``public``)."""
 
     model: bytes | ModelFile
     name: str | None
     optimize: bool
     pipeline: Pipeline | None = None
+    public: bool = False
     settings: ModelSettings | None = None
 
 
 def decode_upload(body: bytes, *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?, settings?}`` from a whole body."""
+    """``{model, length?, model_name?, optimize?, pipeline?, public?, settings?}`` from a whole
+    body."""
     with _request():
         doc = codec.decode_map(body, what="upload")
     return upload_from_map(doc, limits=limits)
 
 
 def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
-    """``{model, length?, model_name?, optimize?, pipeline?, settings?}`` (decoded, or read as
-    it arrived: ``blindai.server.cbor_body.read_upload``, the model then maybe a
+    """``{model, length?, model_name?, optimize?, pipeline?, public?, settings?}`` (decoded,
+    or read as it arrived: ``blindai.server.cbor_body.read_upload``, the model then maybe a
     :class:`ModelFile`); ``length``, when sent, must be the size of ``model``; ``pipeline`` is
-    held to ``limits``; ``settings`` (our extension) says how the model runs."""
+    held to ``limits``; ``public`` and ``settings`` (our extensions) say who may run the model
+    and how it runs."""
     given = doc.get("model")
     model: bytes | ModelFile
     if isinstance(given, ModelFile):  # streamed into the server's file as it arrived
@@ -113,6 +117,9 @@ def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
     optimize = doc.get("optimize", True)
     if not isinstance(optimize, bool):
         raise InvalidInput("optimize must be a boolean")
+    public = doc.get("public", False)
+    if not isinstance(public, bool):
+        raise InvalidInput("public must be a boolean")
     length = doc.get("length")
     if length is not None:
         if not isinstance(length, int) or isinstance(length, bool):
@@ -125,7 +132,9 @@ def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
     if doc.get("pipeline") is not None:
         with _request():
             pipeline = Pipeline.from_wire(doc["pipeline"], limits=limits)
-    return Upload(model, name or None, optimize, pipeline, _model_settings(doc.get("settings")))
+    return Upload(
+        model, name or None, optimize, pipeline, public, _model_settings(doc.get("settings"))
+    )
 
 
 def _model_settings(value: object) -> ModelSettings | None:

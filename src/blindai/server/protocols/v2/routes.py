@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from blindai.errors import InvalidInput
 from blindai.server._text import limit
+from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import client_gone, error_replies, read_body
 from blindai.server.protocols.v2.codec import (
@@ -39,7 +40,7 @@ from blindai.server.protocols.v2.service import EXTENSIONS, RESULT_OUTPUT, OipSe
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes"]
+__all__ = ["EXTENSIONS", "OFFLOAD_BYTES", "RESULT_OUTPUT", "V2Routes", "json_error"]
 
 OFFLOAD_BYTES = 1 << 16
 """Bodies at least this large are parsed and encoded in a worker thread, off the event loop."""
@@ -52,12 +53,13 @@ def _json_response(obj: Any, status: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status, media_type="application/json")
 
 
-def _json_error(message: str, status: int, error_type: str) -> Response:
+def json_error(message: str, status: int, error_type: str) -> Response:
+    """A v2 error reply: ``{"error": message, "type": error_type}``."""
     return _json_response({"error": message, "type": error_type}, status)
 
 
 #: v2 routes: ``{"error": ..., "type": ...}``
-_json_errors = error_replies(_json_error)
+_json_errors = error_replies(json_error)
 
 
 class V2Routes:
@@ -127,11 +129,15 @@ class V2Routes:
         return _json_response(self.oip.server_metadata())
 
     async def _metadata(self, request: Request) -> Response:
-        return _json_response(self.oip.model_metadata(*self._key(request)))
+        caller = caller_of(request.scope)
+        request.state.model_id = self.oip.model(*self._key(request), caller=caller).model_id
+        return _json_response(self.oip.model_metadata(*self._key(request), caller=caller))
 
     async def _model_ready(self, request: Request) -> Response:
         name, version = self._key(request)
-        ready = self.oip.is_ready(name, version)
+        caller = caller_of(request.scope)
+        request.state.model_id = self.oip.model(name, version, caller=caller).model_id
+        ready = self.oip.is_ready(name, version, caller=caller)
         # Triton answers a model that is not ready with 400 (tritonclient reads the status)
         return _json_response({"name": name, "ready": ready}, 200 if ready else 400)
 
@@ -149,25 +155,26 @@ class V2Routes:
         ready = (await self._small_json(request)).get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput("ready must be a boolean")
-        return _json_response(self.oip.index(ready_only=ready))
+        return _json_response(self.oip.index(ready_only=ready, caller=caller_of(request.scope)))
 
     async def _load(self, request: Request) -> Response:
         await self._small_json(request)
-        await self.oip.load(request.path_params["name"])
+        await self.oip.load(request.path_params["name"], caller=caller_of(request.scope))
         return _json_response({})
 
     async def _unload(self, request: Request) -> Response:
         await self._small_json(request)
-        self.oip.unload(request.path_params["name"])
+        self.oip.unload(request.path_params["name"], caller=caller_of(request.scope))
         return _json_response({})
 
     async def _stats(self, request: Request) -> Response:
         name = request.path_params.get("name", "")
-        return _json_response(self.oip.statistics(name, request.path_params.get("version", "")))
+        version = request.path_params.get("version", "")
+        return _json_response(self.oip.statistics(name, version, caller=caller_of(request.scope)))
 
     async def _infer(self, request: Request) -> Response:
         timing = Timing()
-        entry = self.oip.ready_model(*self._key(request))
+        entry = self.oip.ready_model(*self._key(request), caller=caller_of(request.scope))
         request.state.model_id = entry.model_id
         try:
             response = await self._run(request, entry, timing)

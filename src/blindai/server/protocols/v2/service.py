@@ -9,13 +9,11 @@ name are its versions ``"1"``, ``"2"``, ... (a version may also be given as the 
 without a version, the newest upload. The repository index lists every version with its state,
 ``READY`` or ``UNAVAILABLE`` (reason ``unloaded``).
 
-Access control (once the API keys land): every lookup goes through :meth:`OipService.versions`
-or :meth:`OipService.ready_model` (and :meth:`OipService.index` / :meth:`OipService.statistics`
-list through :meth:`DataPlane.entries`), the places where the caller's key will restrict what
-is seen. The key arrives as
-``Authorization: Bearer KEY``: the REST routes read ``request.headers["authorization"]``, the
-gRPC servicer ``context.invocation_metadata()`` (key ``authorization``); both will pass it to
-the data plane the way the 0.6 routes do.
+Access control: every lookup names its caller (a :class:`~blindai.server.access.Principal`,
+authenticated from ``Authorization: Bearer KEY`` by the REST middleware or the gRPC servicer)
+and goes through the data plane: lookups, the index and statistics see only the models the
+caller may run (or list); loading and unloading need the models' owner or the admin key;
+another key's private model is a 404, exactly as a missing one.
 """
 
 from __future__ import annotations
@@ -29,7 +27,8 @@ import numpy as np
 
 from blindai._version import __version__
 from blindai.errors import ModelNotFound
-from blindai.server.dataplane import DataPlane
+from blindai.server.access import Principal
+from blindai.server.dataplane import DataPlane, listable, runnable
 from blindai.server.protocols.classification import classify, labels_from_metadata
 from blindai.server.protocols.v2.datatypes import datatype_for
 from blindai.server.registry import ModelEntry, ModelRef
@@ -95,43 +94,43 @@ class OipService:
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
 
-    def versions(self, name: str) -> list[ModelEntry]:
+    def versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
         """Every version of ``name`` (a model id: that model), oldest first; 404 if none."""
-        found = self.plane.versions(name)
+        found = self.plane.versions(name, caller=caller)
         if not found:
             raise ModelNotFound(f"no model with id or name {name!r}")
         return found
 
-    def model(self, name: str, version: str = "") -> ModelEntry:
+    def model(self, name: str, version: str = "", *, caller: Principal) -> ModelEntry:
         """The model a (name, version) pair means: the newest version when none is given."""
-        found = [e for e in self.versions(name) if e.has_version(version)]
+        found = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
         if not found:
             raise ModelNotFound(f"model {name!r} has no version {version!r}")
         return found[-1]
 
-    def ready_model(self, name: str, version: str = "") -> ModelEntry:
+    def ready_model(self, name: str, version: str = "", *, caller: Principal) -> ModelEntry:
         """:meth:`model` through the data plane's lookup: ModelNotReady (503) when unloaded."""
-        return self.plane.model(ModelRef(key=name, version=version or None))
+        return self.plane.model(ModelRef(key=name, version=version or None), caller=caller)
 
     def missing_models(self) -> int:
         """How many models the server must still hold (and have loaded) to be ready; 0: ready
         (``--require-models``, ``--require-model-count``)."""
         return self.plane.missing_models()
 
-    def is_ready(self, name: str, version: str = "") -> bool:
+    def is_ready(self, name: str, version: str = "", *, caller: Principal) -> bool:
         """Whether the model exists and is loaded."""
-        return self.plane.is_ready(self.model(name, version))
+        return self.plane.is_ready(self.model(name, version, caller=caller))
 
     def server_metadata(self) -> dict[str, Any]:
         """Name, version and supported extensions."""
         return {"name": "blindai", "version": __version__, "extensions": EXTENSIONS}
 
-    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+    def model_metadata(self, name: str, version: str = "", *, caller: Principal) -> dict[str, Any]:
         """Name, versions, platform and tensors of a loaded model."""
-        entry = self.ready_model(name, version)
+        entry = self.ready_model(name, version, caller=caller)
         return {
             "name": entry.label,
-            "versions": [str(e.version) for e in self.versions(name)],
+            "versions": [str(e.version) for e in self.versions(name, caller=caller)],
             "platform": "onnxruntime_onnx",
             "inputs": [_describe(s) for s in entry.model.inputs],
             "outputs": [_describe(s) for s in entry.model.outputs],
@@ -171,10 +170,11 @@ class OipService:
         """Account one request in the model's statistics and the server's metrics."""
         self.plane.record(entry, timing, success=success, protocol=protocol)
 
-    def index(self, *, ready_only: bool = False) -> list[dict[str, str]]:
-        """Every model version with its state (READY or UNAVAILABLE), oldest first."""
+    def index(self, *, ready_only: bool = False, caller: Principal) -> list[dict[str, str]]:
+        """Every model version ``caller`` may list, with its state (READY or UNAVAILABLE),
+        oldest first."""
         rows = []
-        for entry in self.plane.entries():
+        for entry in self.plane.entries(listable(caller)):
             ready = self.plane.is_ready(entry)
             if ready_only and not ready:
                 continue
@@ -185,21 +185,22 @@ class OipService:
             rows.append(row)
         return rows
 
-    async def load(self, name: str) -> None:
-        """Load every version of ``name`` that is unloaded."""
-        await self.plane.load(self.versions(name))
+    async def load(self, name: str, *, caller: Principal) -> None:
+        """Load every version of ``name`` that is unloaded (the caller's own; any: the admin)."""
+        await self.plane.load(self.plane.managed_versions(name, caller=caller))
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str, *, caller: Principal) -> None:
         """Unload every version of ``name`` (the bytes stay for :meth:`load`)."""
-        self.plane.unload(self.versions(name))
+        self.plane.unload(self.plane.managed_versions(name, caller=caller))
 
-    def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
-        """Triton's statistics document for one model version, or every model (no name)."""
+    def statistics(self, name: str = "", version: str = "", *, caller: Principal) -> dict[str, Any]:
+        """Triton's statistics document for one model version, or every model (no name) that
+        ``caller`` may run."""
         if name:
-            entries = [e for e in self.versions(name) if e.has_version(version)]
+            entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
             if not entries:
                 raise ModelNotFound(f"model {name!r} has no version {version!r}")
         else:
-            entries = self.plane.entries()
+            entries = self.plane.entries(runnable(caller))
         stats = self.plane.statistics
         return {"model_stats": [_model_stats(e, stats.snapshot(e.model_id)) for e in entries]}

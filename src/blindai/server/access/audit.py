@@ -1,0 +1,109 @@
+"""The audit log: one JSON line per request that touches a model or a key; content-free.
+
+Each line holds exactly::
+
+    {"time": "2025-07-01T12:00:00.123Z", "key": "alice", "action": "run",
+     "model": "3f0c...-uuid", "status": 200, "duration_ms": 1.84}
+
+``key`` is the key's name (``admin`` for the admin key, null when access control is off or the
+request carried no valid key); ``model`` is the id of the model the request resolved to (a
+random UUID), null when none was found. Never written: inputs, outputs, model bytes, model
+names, the names a caller asked for, API keys or their hashes. The fields are typed, so no
+free text can slip in.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["AuditAction", "AuditLog"]
+
+_log = logging.getLogger("blindai.server")
+
+
+class AuditAction(str, enum.Enum):
+    """What a request did (the ``action`` field)."""
+
+    UPLOAD = "upload"
+    RUN = "run"
+    DELETE = "delete"
+    LIST = "list"
+    METADATA = "metadata"
+    LOAD = "load"
+    UNLOAD = "unload"
+    STATISTICS = "statistics"
+    KEY_CREATE = "key-create"
+    KEY_LIST = "key-list"
+    KEY_REVOKE = "key-revoke"
+
+
+def _timestamp(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class AuditLog:
+    """Writes audit lines to a text stream (stderr, or a file opened for appending, 0600)."""
+
+    def __init__(
+        self, stream: TextIO, *, owned: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._stream = stream
+        self._owned = owned
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failed = False
+
+    @classmethod
+    def open(cls, path: Path | None) -> AuditLog:
+        """Append to ``path`` (created 0600), or write to stderr when ``path`` is None."""
+        if path is None:
+            return cls(sys.stderr)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return cls(os.fdopen(fd, "a", encoding="utf-8"), owned=True)
+
+    def record(
+        self,
+        *,
+        key: str | None,
+        action: AuditAction,
+        model: str | None,
+        status: int,
+        duration_s: float,
+    ) -> None:
+        """Write one line; a failing stream is reported once and never fails the request."""
+        line = json.dumps(
+            {
+                "time": _timestamp(self._clock()),
+                "key": key,
+                "action": AuditAction(action).value,
+                "model": model,
+                "status": int(status),
+                "duration_ms": round(duration_s * 1e3, 3),
+            },
+            separators=(", ", ": "),
+        )
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                if not self._failed:
+                    self._failed = True
+                    _log.error("the audit log cannot be written: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        """Close the file (stderr is left open)."""
+        if self._owned:
+            with self._lock:
+                self._stream.close()

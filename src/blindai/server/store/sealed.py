@@ -1,0 +1,327 @@
+"""SealedStore: models and API-key records kept encrypted and authenticated in one directory.
+
+One file per entry (format: :mod:`blindai.server.store._crypto`), written atomically
+(:mod:`blindai.server.store._files`): once :meth:`SealedStore.put_model` or
+:meth:`SealedStore.put_key` returns, the entry survives a crash (kill -9, power loss); once
+:meth:`SealedStore.delete_model` or :meth:`SealedStore.delete_key` returns, it stays gone.
+A crash in between leaves the old state or the new, never a half-written entry: temporary
+files are removed at the next start and never read.
+
+On load, every entry whose authentication holds is returned; one that fails (altered,
+truncated, moved to another name, sealed with another key) is skipped with one log line naming
+its file, and listed in :attr:`SealedStore.refused`. A directory is used by one server at a
+time (an exclusive ``flock`` on ``DIR/.lock``).
+
+What the store does not prevent: whoever controls the disk can delete entries, or put back an
+older copy of an entry (a deleted model, a revoked key): see docs/access-control.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+
+from blindai.errors import ConfigurationError
+from blindai.server.store._crypto import (
+    CHUNK,
+    HEADER_SIZE,
+    OVERHEAD,
+    TAG_SIZE,
+    EntryKeys,
+    Unsealer,
+    seal,
+    split_plaintext,
+)
+from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
+
+__all__ = ["SealedStore", "StoredKey", "StoredModel"]
+
+_log = logging.getLogger("blindai.server.store")
+_ENTRY_NAME = re.compile(r"[mk]-[0-9a-f]{32}\.sealed")
+_MODEL, _KEY = b"m", b"k"
+#: metadata above this size is refused before it is decoded
+_MAX_META = 1 << 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredModel:
+    """A model as kept in the store."""
+
+    model_id: str
+    name: str | None
+    owner: str | None
+    """The key id of the uploader; None when access control was off."""
+    public: bool
+    hash: bytes
+    """SHA-256 of ``model``."""
+    uploaded_ns: int
+    """Upload time, nanoseconds since the epoch (orders run-without-id)."""
+    optimize: bool
+    model: bytes = field(repr=False)
+    pipeline: bytes | None = field(default=None, repr=False)
+    """The pipeline uploaded with the model, as its 0.6 wire CBOR (``Pipeline.to_wire()``)."""
+    version: int = 1
+    """Its number among the uploads of its name (the Open Inference Protocol's version)."""
+    settings: Mapping[str, int] = field(default_factory=dict)
+    """The run settings given at upload (``ModelSettings`` fields; empty: the server's). An
+    entry written before they were kept has none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredKey:
+    """An API-key record: the key itself is never kept, only its keyed hash."""
+
+    key_id: str
+    name: str
+    key_hash: bytes
+    created_ns: int
+
+
+class _Refused(Exception):
+    """One entry cannot be loaded (the reason names no content)."""
+
+
+class SealedStore:
+    """The sealed directory. Thread-safe: each entry is its own file, written atomically."""
+
+    def __init__(
+        self, directory: Path, *, key_material: bytes, max_entry_bytes: int = 1 << 31
+    ) -> None:
+        self.directory = directory
+        self._keys = EntryKeys.derive(key_material)
+        self._max_entry = max_entry_bytes + OVERHEAD + _MAX_META
+        self.refused: list[str] = []
+        """Files skipped by the loads so far (names only)."""
+        self._refused_lock = threading.Lock()
+        self._lock_fd = self._take_lock(directory)
+        removed = remove_temporaries(directory)
+        if removed:
+            _log.info("store: removed %d unfinished write(s)", removed)
+
+    @staticmethod
+    def _take_lock(directory: Path) -> int:
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot use store {directory}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigurationError(
+                f"store {directory} is in use by another server process"
+            ) from exc
+        return fd
+
+    def close(self) -> None:
+        """Release the directory."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> SealedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def api_key_secret(self) -> bytes:
+        """The per-server secret keying API-key hashes (derived from the store key)."""
+        return self._keys.api_keys
+
+    # -- writing
+
+    def put_model(self, entry: StoredModel) -> None:
+        """Store a model durably (replacing an entry with the same id)."""
+        meta = {
+            "id": entry.model_id,
+            "name": entry.name,
+            "owner": entry.owner,
+            "public": entry.public,
+            "hash": entry.hash,
+            "uploaded_ns": entry.uploaded_ns,
+            "optimize": entry.optimize,
+            "pipeline_size": None if entry.pipeline is None else len(entry.pipeline),
+            "version": entry.version,
+            "settings": dict(entry.settings),
+        }
+        parts = [entry.model] if entry.pipeline is None else [entry.model, entry.pipeline]
+        self._put(_MODEL, entry.model_id, cbor2.dumps(meta), parts)
+
+    def delete_model(self, model_id: str) -> bool:
+        """Remove a model durably; False when the store did not hold it."""
+        return unlink_durable(self._path(_MODEL, model_id))
+
+    def put_key(self, record: StoredKey) -> None:
+        """Store an API-key record durably, under its name."""
+        meta = {
+            "id": record.key_id,
+            "name": record.name,
+            "key_hash": record.key_hash,
+            "created_ns": record.created_ns,
+        }
+        self._put(_KEY, record.name, cbor2.dumps(meta), [])
+
+    def delete_key(self, name: str) -> bool:
+        """Remove an API-key record durably; False when there was none."""
+        return unlink_durable(self._path(_KEY, name))
+
+    def _path(self, kind: bytes, ident: str) -> Path:
+        return self.directory / self._keys.file_name(kind, ident)
+
+    def _put(self, kind: bytes, ident: str, meta: bytes, payload: Sequence[bytes]) -> None:
+        if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
+            raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
+        path = self._path(kind, ident)
+        write_atomic(path, seal(self._keys, kind, path.name, meta, payload))
+
+    # -- loading
+
+    def load_keys(self) -> list[StoredKey]:
+        """Every API-key record whose authentication holds."""
+        return [r for r in self._load(_KEY) if isinstance(r, StoredKey)]
+
+    def load_models(self) -> Iterator[StoredModel]:
+        """Every model whose authentication holds, one at a time (memory: one model)."""
+        for record in self._load(_MODEL):
+            if isinstance(record, StoredModel):
+                yield record
+
+    def _load(self, kind: bytes) -> Iterator[StoredModel | StoredKey]:
+        prefix = kind.decode() + "-"
+        for path in sorted(self.directory.iterdir()):
+            if not path.name.startswith(prefix):
+                continue
+            try:
+                meta, payload = self._open_entry(path, kind)
+                yield _model_record(meta, payload) if kind == _MODEL else _key_record(meta)
+            except _Refused as exc:
+                self._refuse(path, str(exc))
+
+    def _refuse(self, path: Path, reason: str) -> None:
+        _log.error("store: refused %s: %s", path.name, reason)
+        with self._refused_lock:
+            self.refused.append(path.name)
+
+    def _open_entry(self, path: Path, kind: bytes) -> tuple[dict[str, Any], bytes]:
+        if not _ENTRY_NAME.fullmatch(path.name):
+            raise _Refused("not an entry name")
+        plain = self._decrypt(path)
+        try:
+            meta_bytes, payload = split_plaintext(plain)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from exc
+        try:
+            meta = cbor2.loads(meta_bytes)
+        except Exception as exc:  # authenticated, so only a bug gets here
+            raise _Refused("metadata does not decode") from exc
+        if not isinstance(meta, dict):
+            raise _Refused("metadata is not a map")
+        ident = meta.get("id") if kind == _MODEL else meta.get("name")
+        if not isinstance(ident, str) or self._keys.file_name(kind, ident) != path.name:
+            raise _Refused("entry does not belong to this file name")
+        return meta, bytes(payload)
+
+    def _decrypt(self, path: Path) -> bytearray:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < OVERHEAD + 4:
+                    raise _Refused("truncated")
+                if size > self._max_entry:
+                    raise _Refused(f"{size} bytes, over the limit")
+                header = f.read(HEADER_SIZE)
+                f.seek(size - TAG_SIZE)
+                tag = f.read(TAG_SIZE)
+                f.seek(HEADER_SIZE)
+                try:
+                    unsealer = Unsealer(self._keys, header, path.name, tag)
+                except ValueError as exc:
+                    raise _Refused(str(exc)) from exc
+                plain = _read_plain(f, unsealer, size - OVERHEAD)
+        except OSError as exc:
+            raise _Refused(f"unreadable ({exc.strerror})") from exc
+        return plain
+
+
+def _read_plain(f: Any, unsealer: Unsealer, length: int) -> bytearray:
+    plain = bytearray()
+    left = length
+    while left:
+        chunk = f.read(min(CHUNK, left))
+        if not chunk:
+            raise _Refused("truncated")
+        left -= len(chunk)
+        plain += unsealer.update(chunk)
+    try:
+        unsealer.finish()
+    except InvalidTag:
+        raise _Refused("authentication failed (altered, or sealed with another key)") from None
+    return plain
+
+
+def _get(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = meta.get(name)
+    # bool is an int: a flag where a number belongs (or the reverse) is mistyped too
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    if not isinstance(value, kind) or wrong_bool:
+        raise _Refused(f"metadata field {name} is missing or mistyped")
+    return value
+
+
+def _model_record(meta: dict[str, Any], payload: bytes) -> StoredModel:
+    digest = _get(meta, "hash", bytes)
+    pipeline_size = _get(meta, "pipeline_size", (int, type(None)))
+    pipeline = None
+    if pipeline_size is not None:
+        if not 0 <= pipeline_size <= len(payload):
+            raise _Refused("metadata field pipeline_size is out of range")
+        cut = len(payload) - pipeline_size
+        payload, pipeline = payload[:cut], payload[cut:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise _Refused("model bytes do not match their hash")
+    return StoredModel(
+        model_id=_get(meta, "id", str),
+        name=_get(meta, "name", (str, type(None))),
+        owner=_get(meta, "owner", (str, type(None))),
+        public=_get(meta, "public", bool),
+        hash=digest,
+        uploaded_ns=_get(meta, "uploaded_ns", int),
+        optimize=_get(meta, "optimize", bool),
+        model=payload,
+        pipeline=pipeline,
+        version=_get(meta, "version", int),
+        settings=_settings(meta),
+    )
+
+
+def _settings(meta: dict[str, Any]) -> dict[str, int]:
+    settings = meta.get("settings", {})  # absent from entries written before they were kept
+    if not isinstance(settings, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        for k, v in settings.items()
+    ):
+        raise _Refused("metadata field settings is mistyped")
+    return settings
+
+
+def _key_record(meta: dict[str, Any]) -> StoredKey:
+    return StoredKey(
+        key_id=_get(meta, "id", str),
+        name=_get(meta, "name", str),
+        key_hash=_get(meta, "key_hash", bytes),
+        created_ns=_get(meta, "created_ns", int),
+    )

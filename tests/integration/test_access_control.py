@@ -1,0 +1,435 @@
+"""Two tenants and an admin over attested TLS (simulation): keys, ownership, the audit log.
+
+A real ``blindai serve --simulation --admin-key-sha256 H --store DIR --audit-log FILE``; the
+admin creates keys for alice and bob; each uploads, runs, lists and deletes through our client,
+``BlindAiClient`` and tritonclient; the admin lists and deletes everything and revokes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import numpy as np
+import pytest
+
+import blindai
+from blindai.client import BlindAiClient
+from blindai.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    ConfigurationError,
+    KeyNotFound,
+    ModelNotFound,
+    PermissionDenied,
+)
+from blindai.protocol.apikeys import generate_key
+from tests._fakes.mitm import UnattestedMitm
+from tests._server import ServerProcess, start_server
+from tests.models import add_constant
+
+ADMIN_KEY = generate_key()
+ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+X = np.array([[1.0, 2.0]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("access")
+
+
+@pytest.fixture(scope="module")
+def server(state: Path) -> Iterator[ServerProcess]:
+    proc = start_server(
+        state,
+        "--admin-key-sha256",
+        ADMIN_SHA,
+        "--store",
+        str(state / "store"),
+        "--audit-log",
+        str(state / "audit.jsonl"),
+    )
+    yield proc
+    proc.stop()
+
+
+def connect(server: ServerProcess, api_key: str | None, **kw: Any) -> blindai.Connection:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        return blindai.connect(
+            server.host, simulation_mode=True, api_key=api_key, **{**server.ports, **kw}
+        )
+
+
+@pytest.fixture(scope="module")
+def admin(server: ServerProcess) -> Iterator[blindai.Connection]:
+    with connect(server, ADMIN_KEY) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def alice_key(admin: blindai.Connection) -> str:
+    return admin.create_key(f"alice-{uuid.uuid4().hex[:6]}").key
+
+
+@pytest.fixture(scope="module")
+def bob_key(admin: blindai.Connection) -> str:
+    return admin.create_key(f"bob-{uuid.uuid4().hex[:6]}").key
+
+
+@pytest.fixture
+def alice(server: ServerProcess, alice_key: str) -> Iterator[blindai.Connection]:
+    with connect(server, alice_key) as conn:
+        yield conn
+
+
+@pytest.fixture
+def bob(server: ServerProcess, bob_key: str) -> Iterator[blindai.Connection]:
+    with connect(server, bob_key) as conn:
+        yield conn
+
+
+def added(conn: blindai.Connection, model: str) -> float:
+    out = conn.run_model(model, input_tensors={"x": X}).output[0].as_numpy()
+    return float(out[0, 0] - X[0, 0])
+
+
+def refusal(call: Any) -> tuple[type, int, str]:
+    with pytest.raises(ModelNotFound) as info:
+        call()
+    return type(info.value), info.value.status_code, info.value.message
+
+
+def test_without_a_valid_key_every_attested_route_is_401(server: ServerProcess, alice_key: str):
+    for key in (None, "bai_" + "x" * 43, alice_key + "x"):
+        with connect(server, key) as conn:
+            for call in (
+                lambda: conn.upload_model(add_constant(0)),
+                lambda: conn.run_model("anything", input_tensors={"x": X}),
+                lambda: conn.delete_model("anything"),
+                conn.list_models,
+                conn.list_keys,
+            ):
+                with pytest.raises(AuthenticationError) as info:
+                    call()
+                assert info.value.status_code == 401
+
+
+def test_a_key_that_cannot_travel_in_a_header_is_refused_before_connecting(server):
+    with pytest.raises(ConfigurationError, match="api_key"):
+        connect(server, "key with spaces\r\nX-Injected: 1")
+
+
+def test_two_tenants_and_public_models(
+    alice: blindai.Connection, bob: blindai.Connection, admin: blindai.Connection
+):
+    private = alice.upload_model(add_constant(1), model_name="fraud").model_id
+    public = alice.upload_model(add_constant(2), model_name="shared", public=True).model_id
+    assert added(alice, private) == 1 and added(alice, "fraud") == 1
+    assert added(bob, public) == 2 and added(bob, "shared") == 2
+    # alice's private model is, for bob, exactly a missing one (run and delete)
+    missing = str(uuid.uuid4())
+    for theirs, absent in ((private, missing), ("fraud", "fraux")):
+        mine = refusal(lambda m=theirs: bob.run_model(m, input_tensors={"x": X}))
+        none = refusal(lambda m=absent: bob.run_model(m, input_tensors={"x": X}))
+        assert mine[:2] == none[:2] and mine[2].replace(theirs, "?") == none[2].replace(absent, "?")
+        mine = refusal(lambda m=theirs: bob.delete_model(m))
+        none = refusal(lambda m=absent: bob.delete_model(m))
+        assert mine[:2] == none[:2] and mine[2].replace(theirs, "?") == none[2].replace(absent, "?")
+    with pytest.raises(PermissionDenied) as info:
+        bob.delete_model(public)
+    assert info.value.status_code == 403
+    assert added(alice, private) == 1  # nothing bob did touched it
+    listed = {m.model_id: m for m in bob.list_models()}
+    assert public in listed and private not in listed
+    assert listed[public].owner is not None and listed[public].public
+    seen = {m.model_id: m for m in alice.list_models()}
+    assert {private, public} <= set(seen)
+    info_private = seen[private]
+    assert info_private.name == "fraud" and not info_private.public
+    assert info_private.hash == hashlib.sha256(add_constant(1)).digest()
+    assert info_private.size == len(add_constant(1))
+    assert {private, public} <= {m.model_id for m in admin.list_models()}
+    alice.delete_model(public)
+    admin.delete_model(private)  # the admin deletes anything
+    assert not {private, public} & {m.model_id for m in admin.list_models()}
+
+
+def test_run_without_id_runs_the_newest_model_the_caller_may_run(
+    alice: blindai.Connection, bob: blindai.Connection
+):
+    mine = bob.upload_model(add_constant(5)).model_id
+    alice.upload_model(add_constant(6))  # private, newer
+    assert float(bob.run_model(input_tensors={"x": X}).output[0].as_numpy()[0, 0]) == 6.0
+    bob.delete_model(mine)
+
+
+def test_the_admin_runs_only_its_own_and_public_models(
+    alice: blindai.Connection, admin: blindai.Connection
+):
+    private = alice.upload_model(add_constant(7)).model_id
+    with pytest.raises(ModelNotFound):
+        admin.run_model(private, input_tensors={"x": X})
+    own = admin.upload_model(add_constant(8)).model_id
+    assert added(admin, own) == 8
+    assert next(m for m in admin.list_models() if m.model_id == own).owner == "admin"
+    admin.delete_model(own)
+    admin.delete_model(private)
+
+
+def test_only_the_admin_manages_keys(alice: blindai.Connection, admin: blindai.Connection):
+    for call in (lambda: alice.create_key("x"), alice.list_keys, lambda: alice.revoke_key("x")):
+        with pytest.raises(PermissionDenied, match="only the admin key"):
+            call()
+    name = f"carol-{uuid.uuid4().hex[:6]}"
+    created = admin.create_key(name)
+    assert created.key.startswith("bai_") and created.key not in repr(created)
+    with pytest.raises(AlreadyExists):
+        admin.create_key(name)
+    assert name in {k.name for k in admin.list_keys()}
+    admin.revoke_key(name)
+    with pytest.raises(KeyNotFound):
+        admin.revoke_key(name)
+
+
+def test_a_revoked_key_stops_working_and_its_models_stay(
+    server: ServerProcess, admin: blindai.Connection
+):
+    name = f"dave-{uuid.uuid4().hex[:6]}"
+    key = admin.create_key(name).key
+    with connect(server, key) as dave:
+        model = dave.upload_model(add_constant(9)).model_id
+        admin.revoke_key(name)
+        with pytest.raises(AuthenticationError):
+            dave.list_models()
+    owner = next(m for m in admin.list_models() if m.model_id == model).owner
+    assert owner is not None and owner.startswith("k_")  # the revoked key's id
+    admin.delete_model(model)
+
+
+def test_blindai_client_takes_the_key(server: ServerProcess, alice_key: str):
+    client = BlindAiClient()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        client.connect_server(
+            server.host,
+            simulation=True,
+            untrusted_port=server.unattested_port,
+            attested_port=server.attested_port,
+            model_management_port=server.management_port,
+            api_key=alice_key,
+        )
+    with client:
+        uploaded = client.upload_model(add_constant(3), shape=(1, 2))
+        assert client.run_model([1.0, 2.0]).output == [4.0, 5.0]
+        client.delete_model(uploaded.model_id)
+    unkeyed = BlindAiClient()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        unkeyed.connect_server(
+            server.host,
+            simulation=True,
+            untrusted_port=server.unattested_port,
+            attested_port=server.attested_port,
+            model_management_port=server.management_port,
+        )
+    with unkeyed, pytest.raises(AuthenticationError):
+        unkeyed.upload_model(add_constant(3))
+
+
+def test_the_key_never_reaches_the_unattested_port(server: ServerProcess, alice_key: str):
+    with UnattestedMitm(server.host, server.unattested_port) as mitm:
+        with connect(server, alice_key, unattested_server_port=mitm.port) as conn:
+            conn.list_models()
+            model = conn.upload_model(add_constant(4)).model_id
+            assert added(conn, model) == 4
+            conn.delete_model(model)
+    # the client verifies each attested connection on itself (GET /attestation, without the
+    # key: tests/unit/client/test_peers.py); whatever reaches the unattested port has no key
+    seen = "\n".join(mitm.requests)
+    assert alice_key not in seen and "authorization" not in seen.lower()
+
+
+def test_unattested_info_says_access_control_is_on(server: ServerProcess, admin):
+    assert admin.server_info["access_control"] is True
+
+
+def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, alice_key: str):
+    model = alice.upload_model(add_constant(11), model_name="very-secret-name").model_id
+    added(alice, model)
+    with pytest.raises(ModelNotFound):
+        alice.run_model("another-secret-name", input_tensors={"x": X})
+    alice.delete_model(model)
+    text = (state / "audit.jsonl").read_text()
+    for secret in ("very-secret-name", "another-secret-name", alice_key, alice_key[4:]):
+        assert secret not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert all(
+        set(line) == {"time", "key", "action", "model", "status", "duration_ms"} for line in lines
+    )
+    ours = [line for line in lines if line["model"] == model]
+    assert [line["action"] for line in ours] == ["upload", "run", "delete"]
+    assert all(line["status"] == 200 and line["key"].startswith("alice-") for line in ours)
+    assert any(
+        line["action"] == "run" and line["status"] == 404 and line["model"] is None
+        for line in lines
+    )
+    assert any(line["status"] == 401 and line["key"] is None for line in lines)
+
+
+# -- v2 with tritonclient
+
+
+tritonclient_http = pytest.importorskip("tritonclient.http")
+
+
+def triton(server: ServerProcess, pem: str) -> Any:
+    import gevent.ssl  # type: ignore[import-untyped]
+
+    def factory(cafile: str | None = None) -> ssl.SSLContext:
+        del cafile
+        context: ssl.SSLContext = gevent.ssl.create_default_context(cadata=pem)
+        return context
+
+    return tritonclient_http.InferenceServerClient(
+        f"{server.host}:{server.attested_port}",
+        ssl=True,
+        ssl_context_factory=factory,
+        ssl_options={"server_hostname": "blindai-srv"},
+    )
+
+
+def test_tritonclient_passes_the_key_as_a_header(
+    server: ServerProcess, alice: blindai.Connection, alice_key: str, bob_key: str
+):
+    from tritonclient.utils import InferenceServerException
+
+    name = f"v2-{uuid.uuid4().hex[:6]}"
+    model = alice.upload_model(add_constant(12), model_name=name).model_id
+    client = triton(server, alice.certificate_pem)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # probes need no key
+        tensor = tritonclient_http.InferInput("x", [1, 2], "FP32")
+        tensor.set_data_from_numpy(X)
+        auth = {"Authorization": f"Bearer {alice_key}"}
+        result = client.infer(name, [tensor], headers=auth)
+        np.testing.assert_array_equal(result.as_numpy("y"), X + 12)
+        assert client.get_model_metadata(name, headers=auth)["versions"] == ["1"]
+        for headers in (None, {"Authorization": "Bearer nope"}):
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer(name, [tensor], headers=headers)
+            assert refused.value.status() == "401"
+        other = {"Authorization": f"Bearer {bob_key}"}
+        with pytest.raises(InferenceServerException) as hidden:
+            client.get_model_metadata(name, headers=other)
+        with pytest.raises(InferenceServerException) as missing:
+            client.get_model_metadata(name + "x", headers=other)
+        assert hidden.value.status() == missing.value.status() == "404"
+        assert str(hidden.value).replace(name, "?") == str(missing.value).replace(name + "x", "?")
+    finally:
+        client.close()
+        alice.delete_model(model)
+
+
+def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):
+    import http.client
+
+    context = ssl.create_default_context(cadata=admin.certificate_pem)
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection(server.host, server.attested_port, context=context)
+    try:
+        conn.request("GET", "/v2/models/anything")
+        reply = conn.getresponse()
+        body = json.loads(reply.read())
+        assert reply.status == 401 and body["type"] == "AuthenticationError"
+        assert reply.getheader("WWW-Authenticate") == "Bearer"
+        conn.request("POST", "/run", body=cbor2.dumps({}))
+        reply = conn.getresponse()
+        assert reply.status == 401 and isinstance(cbor2.loads(reply.read()), str)
+        assert reply.getheader("X-BlindAI-Error") == "AuthenticationError"
+    finally:
+        conn.close()
+
+
+def test_v2_repository_and_statistics_see_only_what_the_key_may_run(
+    server: ServerProcess, alice: blindai.Connection, alice_key: str, bob_key: str
+):
+    from tritonclient.utils import InferenceServerException
+
+    name = f"repo-{uuid.uuid4().hex[:6]}"
+    shared = f"shared-{uuid.uuid4().hex[:6]}"
+    alice.upload_model(add_constant(13), model_name=name)
+    alice.upload_model(add_constant(14), model_name=shared, public=True)
+    client = triton(server, alice.certificate_pem)
+    bob = {"Authorization": f"Bearer {bob_key}"}
+    mine = {"Authorization": f"Bearer {alice_key}"}
+    try:
+        seen = {m["name"] for m in client.get_model_repository_index(headers=bob)}
+        assert shared in seen and name not in seen
+        assert name in {m["name"] for m in client.get_model_repository_index(headers=mine)}
+        stats = client.get_inference_statistics(headers=bob)["model_stats"]
+        assert shared in {m["name"] for m in stats} and name not in {m["name"] for m in stats}
+        with pytest.raises(InferenceServerException) as hidden:
+            client.unload_model(name, headers=bob)
+        assert hidden.value.status() == "404"
+        with pytest.raises(InferenceServerException) as refused:
+            client.unload_model(shared, headers=bob)
+        assert refused.value.status() == "403"
+        client.unload_model(name, headers=mine)
+        client.load_model(name, headers=mine)
+    finally:
+        client.close()
+        alice.delete_model(name)
+        alice.delete_model(shared)
+
+
+tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
+
+
+def test_grpc_takes_the_key_as_authorization_metadata(
+    server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str, bob_key: str
+):
+    from tritonclient.utils import InferenceServerException
+
+    pem = state / "attested.pem"
+    pem.write_text(alice.certificate_pem)
+    name = f"grpc-{uuid.uuid4().hex[:6]}"
+    model = alice.upload_model(add_constant(15), model_name=name).model_id
+    client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    tensor = tritonclient_grpc.InferInput("x", [1, 2], "FP32")
+    tensor.set_data_from_numpy(X)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # no key needed
+        mine = {"authorization": f"Bearer {alice_key}"}
+        result = client.infer(name, [tensor], headers=mine)
+        np.testing.assert_array_equal(result.as_numpy("y"), X + 15)
+        for headers in (None, {"authorization": "Bearer nope"}):
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer(name, [tensor], headers=headers)
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        bob = {"authorization": f"Bearer {bob_key}"}
+        with pytest.raises(InferenceServerException) as hidden:
+            client.get_model_metadata(name, headers=bob)
+        with pytest.raises(InferenceServerException) as missing:
+            client.get_model_metadata(name + "x", headers=bob)
+        assert hidden.value.status() == missing.value.status() == "StatusCode.NOT_FOUND"
+        assert not client.is_model_ready(name, headers=bob)
+        assert name not in {m.name for m in client.get_model_repository_index(headers=bob).models}
+    finally:
+        client.close()
+        alice.delete_model(model)
+    audited = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert any(a["action"] == "run" and a["model"] == model and a["status"] == 200 for a in audited)
+    assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)

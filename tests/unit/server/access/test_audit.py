@@ -1,0 +1,76 @@
+"""AuditLog: the exact line, files opened 0600 for appending, failures never raised."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from blindai.server.access import AuditAction, AuditLog
+
+T = 1_751_371_200.123456  # 2025-07-01T12:00:00.123Z
+
+
+def test_the_line_holds_exactly_the_documented_fields():
+    out = io.StringIO()
+    log = AuditLog(out, clock=lambda: T)
+    log.record(key="alice", action=AuditAction.RUN, model="0f-id", status=200, duration_s=0.00184)
+    log.record(key=None, action=AuditAction.UPLOAD, model=None, status=401, duration_s=0.0)
+    first, second = out.getvalue().splitlines()
+    assert first == (
+        '{"time": "2025-07-01T12:00:00.123Z", "key": "alice", "action": "run", '
+        '"model": "0f-id", "status": 200, "duration_ms": 1.84}'
+    )
+    assert json.loads(second) == {
+        "time": "2025-07-01T12:00:00.123Z",
+        "key": None,
+        "action": "upload",
+        "model": None,
+        "status": 401,
+        "duration_ms": 0.0,
+    }
+
+
+def test_only_known_actions():
+    with pytest.raises(ValueError):
+        AuditLog(io.StringIO()).record(
+            key=None,
+            action="exfiltrate",  # type: ignore[arg-type]
+            model=None,
+            status=200,
+            duration_s=0,
+        )
+
+
+def test_a_file_is_0600_and_appended(tmp_path: Path):
+    path = tmp_path / "audit.jsonl"
+    for status in (200, 404):
+        log = AuditLog.open(path)
+        log.record(key="k", action=AuditAction.DELETE, model="m", status=status, duration_s=0.1)
+        log.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [json.loads(line)["status"] for line in path.read_text().splitlines()] == [200, 404]
+
+
+def test_stderr_by_default(capsys: pytest.CaptureFixture[str]):
+    log = AuditLog.open(None)
+    log.record(key=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
+    log.close()  # stderr stays open
+    assert json.loads(capsys.readouterr().err)["action"] == "list"
+    log.record(key=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
+
+
+def test_a_broken_stream_is_reported_once(caplog: pytest.LogCaptureFixture):
+    stream = io.StringIO()
+    stream.close()
+    log = AuditLog(stream)
+    with caplog.at_level(logging.ERROR, logger="blindai.server"):
+        for _ in range(3):
+            log.record(key=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the audit log cannot be written: ValueError"
+    ]

@@ -1,0 +1,177 @@
+"""KeyRing: the admin key by its digest, tenant keys by keyed hash, persistence in the store."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from blindai.errors import (
+    AlreadyExists,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidInput,
+    KeyNotFound,
+)
+from blindai.server.access import (
+    ADMIN,
+    ANONYMOUS,
+    KEY_PREFIX,
+    KeyRing,
+    generate_key,
+    parse_admin_key_sha256,
+)
+from blindai.server.store import SealedStore, StoredKey
+
+ADMIN_KEY = "the admin key chosen by its holder"
+ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).digest()
+SECRET = bytes(range(32))
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing(admin_key_sha256=ADMIN_SHA, secret=SECRET)
+
+
+def test_generated_keys():
+    keys = {generate_key() for _ in range(100)}
+    assert len(keys) == 100
+    for key in keys:
+        assert re.fullmatch(KEY_PREFIX + r"[A-Za-z0-9_-]{43}", key)
+
+
+def test_admin_digest_parsing():
+    assert parse_admin_key_sha256(ADMIN_SHA.hex().upper() + "\n") == ADMIN_SHA
+    for bad in ("", "abc", ADMIN_SHA.hex()[:-1], ADMIN_SHA.hex() + "0", "g" * 64):
+        with pytest.raises(ConfigurationError, match="64 hex digits"):
+            parse_admin_key_sha256(bad)
+
+
+def test_open_server_everyone_is_anonymous():
+    ring = KeyRing(admin_key_sha256=None, secret=SECRET)
+    assert not ring.enabled
+    for header in (None, "", "Bearer whatever", f"Bearer {ADMIN_KEY}"):
+        assert ring.authenticate(header) is ANONYMOUS
+
+
+def test_admin_key(ring: KeyRing):
+    assert ring.enabled
+    token = ADMIN_KEY.replace(" ", "-")
+    ring = KeyRing(admin_key_sha256=hashlib.sha256(token.encode()).digest(), secret=SECRET)
+    assert ring.authenticate(f"Bearer {token}") == ADMIN
+    assert ring.authenticate(f"bearer   {token} ") == ADMIN
+    with pytest.raises(AuthenticationError, match="invalid API key"):
+        ring.authenticate(f"Bearer {token}x")
+
+
+@pytest.mark.parametrize("header", [None, ""])
+def test_no_key_is_401(ring: KeyRing, header: str | None):
+    with pytest.raises(AuthenticationError, match="requires an API key") as info:
+        ring.authenticate(header)
+    assert info.value.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer a b", "Bearer \x00", "Bearer é"]
+)
+def test_malformed_header_is_401(ring: KeyRing, header: str):
+    with pytest.raises(AuthenticationError, match="must be 'Bearer KEY'"):
+        ring.authenticate(header)
+
+
+def test_oversized_token_is_401_without_hashing(ring: KeyRing):
+    with pytest.raises(AuthenticationError, match="must be 'Bearer KEY'"):
+        ring.authenticate("Bearer " + "a" * 100_000)
+
+
+def test_tenant_keys_create_authenticate_revoke(ring: KeyRing):
+    alice_info, alice_key = ring.create("alice")
+    bob_info, bob_key = ring.create("bob")
+    alice = ring.authenticate(f"Bearer {alice_key}")
+    bob = ring.authenticate(f"Bearer {bob_key}")
+    assert (alice.kind, alice.name, alice.key_id) == ("tenant", "alice", alice_info.key_id)
+    assert bob.key_id == bob_info.key_id != alice.key_id
+    assert alice.key_id.startswith("k_")
+    assert [k.name for k in ring.list()] == ["alice", "bob"]
+    assert ring.name_of(alice.key_id) == "alice" and ring.name_of(ADMIN.key_id) == "admin"
+    assert ring.revoke("alice") == alice_info
+    with pytest.raises(AuthenticationError, match="invalid API key"):
+        ring.authenticate(f"Bearer {alice_key}")
+    assert ring.authenticate(f"Bearer {bob_key}") == bob
+    assert ring.name_of(alice.key_id) is None
+    with pytest.raises(KeyNotFound, match="no key named 'alice'"):
+        ring.revoke("alice")
+
+
+def test_a_recreated_name_is_a_new_key(ring: KeyRing):
+    first, old_key = ring.create("alice")
+    ring.revoke("alice")
+    second, new_key = ring.create("alice")
+    assert second.key_id != first.key_id and new_key != old_key
+    with pytest.raises(AuthenticationError):
+        ring.authenticate(f"Bearer {old_key}")
+
+
+def test_duplicate_names_are_409(ring: KeyRing):
+    ring.create("alice")
+    with pytest.raises(AlreadyExists) as info:
+        ring.create("alice")
+    assert info.value.status_code == 409
+
+
+@pytest.mark.parametrize("name", ["", "-lead", "a b", "a/b", "x" * 65, "é", "admin\n"])
+def test_key_names_are_restricted(ring: KeyRing, name: str):
+    with pytest.raises(InvalidInput, match="key name"):
+        ring.create(name)
+
+
+def test_listings_hold_no_key_material(ring: KeyRing):
+    info, key = ring.create("alice")
+    text = repr(ring.list()) + repr(info)
+    assert key not in text and key[len(KEY_PREFIX) :] not in text
+
+
+def test_keys_survive_through_the_store(tmp_path: Path):
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, store=store)
+        _, alice_key = ring.create("alice")
+        _, bob_key = ring.create("bob")
+        ring.revoke("bob")
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        again = KeyRing(
+            admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, records=store.load_keys()
+        )
+        assert again.authenticate(f"Bearer {alice_key}").name == "alice"
+        with pytest.raises(AuthenticationError):
+            again.authenticate(f"Bearer {bob_key}")
+        assert [k.name for k in again.list()] == ["alice"]
+
+
+def test_stored_hashes_are_keyed(ring: KeyRing, tmp_path: Path):
+    """A record is the HMAC of the key: neither the key nor its plain SHA-256."""
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        keyed = KeyRing(admin_key_sha256=ADMIN_SHA, secret=SECRET, store=store)
+        _, key = keyed.create("alice")
+        (record,) = store.load_keys()
+    assert record.key_hash not in (key.encode(), hashlib.sha256(key.encode()).digest())
+    other = KeyRing(admin_key_sha256=ADMIN_SHA, secret=bytes(32), records=[record])
+    with pytest.raises(AuthenticationError):
+        other.authenticate(f"Bearer {key}")
+
+
+class FullStore(SealedStore):
+    """A real store whose disk is full."""
+
+    def put_key(self, record: StoredKey) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_key_that_cannot_be_stored_does_not_exist(tmp_path: Path):
+    with FullStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=SECRET, store=store)
+        with pytest.raises(OSError, match="No space"):
+            ring.create("alice")
+        assert ring.list() == []

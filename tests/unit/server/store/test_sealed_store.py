@@ -1,0 +1,291 @@
+"""SealedStore on a real directory: round trips, nothing in clear, tampering, crashes mid-write."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from blindai.errors import ConfigurationError
+from blindai.server.store import SealedStore, StoredKey, StoredModel
+from blindai.server.store._crypto import CHUNK, HEADER_SIZE
+from blindai.server.store._files import TEMP_PREFIX, write_atomic
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+NAME = "quarterly-fraud-model"
+KEY_NAME = "tenant-alice"
+
+
+def model(payload: bytes, model_id: str, **kw) -> StoredModel:
+    fields = dict(
+        model_id=model_id,
+        name=NAME,
+        owner="k0123",
+        public=False,
+        hash=hashlib.sha256(payload).digest(),
+        uploaded_ns=1_700_000_000_000_000_000,
+        optimize=True,
+        model=payload,
+    )
+    fields.update(kw)
+    return StoredModel(**fields)
+
+
+def key_record(name: str = KEY_NAME) -> StoredKey:
+    return StoredKey(key_id="k0123", name=name, key_hash=bytes(32), created_ns=7)
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(directory: Path):
+    s = SealedStore(directory, key_material=KEY)
+    yield s
+    s.close()
+
+
+def reopen(store: SealedStore, key: bytes = KEY) -> SealedStore:
+    store.close()
+    return SealedStore(store.directory, key_material=key)
+
+
+def entry_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith(".sealed"))
+
+
+def test_models_and_keys_survive_a_reopen(store: SealedStore):
+    big = os.urandom(3 * CHUNK + 17)  # streamed over several chunks
+    a, b = model(b"model a bytes", "id-a"), model(big, "id-b", name=None, owner=None, public=True)
+    store.put_model(a)
+    store.put_model(b)
+    store.put_key(key_record())
+    again = reopen(store)
+    try:
+        assert sorted(again.load_models(), key=lambda m: m.model_id) == [a, b]
+        assert next(m for m in again.load_models() if m.model_id == "id-b").model == big
+        assert again.load_keys() == [key_record()]
+        assert again.refused == []
+    finally:
+        again.close()
+
+
+def test_nothing_is_on_disk_in_clear(store: SealedStore, directory: Path):
+    payload = b"SECRET-WEIGHTS-" * 1000
+    store.put_model(model(payload, "model-id-42"))
+    store.put_key(key_record())
+    for path in directory.iterdir():
+        data = path.read_bytes()
+        for clear in (b"SECRET-WEIGHTS", NAME.encode(), b"model-id-42", KEY_NAME.encode()):
+            assert clear not in data, (path.name, clear)
+            assert clear.decode() not in path.name
+        assert path.stat().st_mode & 0o077 == 0, path.name
+    assert directory.stat().st_mode & 0o077 == 0
+
+
+def test_deletes_are_durable_and_idempotent(store: SealedStore):
+    store.put_model(model(b"a", "id-a"))
+    store.put_model(model(b"b", "id-b"))
+    store.put_key(key_record("one"))
+    store.put_key(key_record("two"))
+    assert store.delete_model("id-a") is True
+    assert store.delete_model("id-a") is False
+    assert store.delete_key("one") is True
+    assert store.delete_key("nobody") is False
+    again = reopen(store)
+    try:
+        assert [m.model_id for m in again.load_models()] == ["id-b"]
+        assert [k.name for k in again.load_keys()] == ["two"]
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("where", ["magic", "version", "kind", "nonce", "ciphertext", "tag"])
+def test_a_flipped_byte_refuses_that_entry_only(
+    store: SealedStore, directory: Path, where: str, caplog: pytest.LogCaptureFixture
+):
+    for i in range(3):
+        store.put_model(model(f"model {i}".encode(), f"id-{i}"))
+    victim = entry_files(directory)[1]
+    data = bytearray(victim.read_bytes())
+    offset = {"magic": 0, "version": 4, "kind": 5, "nonce": 6, "ciphertext": HEADER_SIZE + 3}
+    data[offset.get(where, len(data) - 1)] ^= 0x01
+    victim.write_bytes(bytes(data))
+    again = reopen(store)
+    try:
+        with caplog.at_level(logging.ERROR, logger="blindai.server.store"):
+            loaded = list(again.load_models())
+        assert len(loaded) == 2
+        assert again.refused == [victim.name]
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and victim.name in lines[0]
+    finally:
+        again.close()
+
+
+def test_an_entry_copied_to_another_name_is_refused(store: SealedStore, directory: Path):
+    store.put_model(model(b"a", "id-a"))
+    store.put_model(model(b"b", "id-b"))
+    first, second = entry_files(directory)
+    second.write_bytes(first.read_bytes())  # the operator swaps in another entry
+    again = reopen(store)
+    try:
+        loaded = list(again.load_models())
+        assert len(loaded) == 1
+        assert again.refused == [second.name]
+    finally:
+        again.close()
+
+
+def test_a_key_record_renamed_as_a_model_is_refused(store: SealedStore, directory: Path):
+    store.put_key(key_record())
+    (record,) = entry_files(directory)
+    record.rename(directory / ("m" + record.name[1:]))
+    again = reopen(store)
+    try:
+        assert list(again.load_models()) == []
+        assert again.load_keys() == []
+        assert again.refused == ["m" + record.name[1:]]
+    finally:
+        again.close()
+
+
+def test_another_key_opens_nothing(store: SealedStore):
+    store.put_model(model(b"a", "id-a"))
+    store.put_key(key_record())
+    again = reopen(store, OTHER_KEY)
+    try:
+        assert list(again.load_models()) == [] and again.load_keys() == []
+        assert len(again.refused) == 2
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("keep", [0, 5, HEADER_SIZE + 4, -1])
+def test_truncated_entries_are_refused(store: SealedStore, directory: Path, keep: int):
+    store.put_model(model(b"model bytes " * 10, "id-a"))
+    (path,) = entry_files(directory)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+    again = reopen(store)
+    try:
+        assert list(again.load_models()) == []
+        assert again.refused == [path.name]
+    finally:
+        again.close()
+
+
+def test_an_entry_over_the_size_limit_is_refused_unread(directory: Path):
+    with SealedStore(directory, key_material=KEY) as big:
+        big.put_model(model(bytes(100_000), "id-big"))
+        big.put_model(model(bytes(10), "id-small"))
+    with SealedStore(directory, key_material=KEY, max_entry_bytes=1000) as small:
+        assert [m.model_id for m in small.load_models()] == ["id-small"]
+        assert len(small.refused) == 1
+
+
+def test_files_that_are_not_entries_are_left_alone(store: SealedStore, directory: Path):
+    (directory / "notes.txt").write_text("operator notes")
+    store.put_model(model(b"a", "id-a"))
+    again = reopen(store)
+    try:
+        assert [m.model_id for m in again.load_models()] == ["id-a"]
+        assert again.refused == []
+    finally:
+        again.close()
+
+
+def test_a_write_that_fails_midway_leaves_the_old_entry(store: SealedStore, directory: Path):
+    store.put_model(model(b"version one", "id-a"))
+    (path,) = entry_files(directory)
+    before = path.read_bytes()
+
+    def failing():
+        yield b"partial"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(path, failing())
+    assert path.read_bytes() == before
+    assert not any(p.name.startswith(TEMP_PREFIX) for p in directory.iterdir())
+
+
+def test_leftovers_of_a_crashed_write_are_removed_and_never_loaded(directory: Path):
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"a", "id-a"))
+        (path,) = entry_files(directory)
+    # a crash after the temporary file was written, before the rename
+    (directory / f"{TEMP_PREFIX}deadbeef").write_bytes(path.read_bytes())
+    with SealedStore(directory, key_material=KEY) as store:
+        assert not any(p.name.startswith(TEMP_PREFIX) for p in directory.iterdir())
+        assert [m.model_id for m in store.load_models()] == ["id-a"]
+
+
+def test_one_server_per_directory(store: SealedStore, directory: Path):
+    with pytest.raises(ConfigurationError, match="in use by another server"):
+        SealedStore(directory, key_material=KEY)
+    store.close()
+    SealedStore(directory, key_material=KEY).close()  # released with the first
+
+
+def test_an_unusable_directory_is_a_configuration_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigurationError, match="cannot use store"):
+        SealedStore(blocker / "store", key_material=KEY)
+
+
+def test_short_key_material_is_refused(directory: Path):
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        SealedStore(directory, key_material=bytes(15))
+
+
+def test_api_key_secret_depends_on_the_key_only(directory: Path, tmp_path: Path):
+    with SealedStore(directory, key_material=KEY) as a:
+        secret = a.api_key_secret
+    with SealedStore(tmp_path / "elsewhere", key_material=KEY) as b:
+        assert b.api_key_secret == secret
+    with SealedStore(tmp_path / "third", key_material=OTHER_KEY) as c:
+        assert c.api_key_secret != secret
+    assert len(secret) == 32 and secret not in (KEY, OTHER_KEY)
+
+
+def test_metadata_too_large_to_load_is_refused_before_writing(store: SealedStore):
+    with pytest.raises(ValueError, match="metadata over"):
+        store.put_model(model(b"a", "id-a", name="n" * 70_000))
+    assert entry_files(store.directory) == []
+
+
+@pytest.mark.parametrize("pipeline", [None, b"", b"\xa1dspec\xa0" * 1000])
+def test_a_pipeline_travels_after_the_model(store: SealedStore, pipeline: bytes | None):
+    entry = model(os.urandom(CHUNK + 5), "id-p", pipeline=pipeline)
+    store.put_model(entry)
+    again = reopen(store)
+    try:
+        (loaded,) = again.load_models()
+        assert loaded == entry and loaded.pipeline == pipeline
+    finally:
+        again.close()
+
+
+def test_entries_move_between_stores_that_share_a_key(store: SealedStore, tmp_path: Path):
+    """Replicas with one --store-key-file: an entry file copied to another store loads there."""
+    entry = model(b"shared bytes", "id-shared")
+    store.put_model(entry)
+    store.put_key(key_record())
+    with SealedStore(tmp_path / "replica", key_material=KEY) as replica:
+        for path in entry_files(store.directory):
+            (replica.directory / path.name).write_bytes(path.read_bytes())
+        assert list(replica.load_models()) == [entry]
+        assert replica.load_keys() == [key_record()]
+    with SealedStore(tmp_path / "other", key_material=OTHER_KEY) as other:
+        for path in entry_files(store.directory):
+            (other.directory / path.name).write_bytes(path.read_bytes())
+        assert list(other.load_models()) == [] and other.load_keys() == []
+        assert len(other.refused) == 2

@@ -1,0 +1,396 @@
+"""The data plane with callers and a sealed store: who sees, runs and deletes what; restores."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blindai.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PermissionDenied,
+    RegistryFull,
+    ServerError,
+)
+from blindai.server.access import ADMIN, ANONYMOUS, Principal
+from blindai.server.dataplane import DataPlane, listable
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry
+from blindai.server.settings import ServerSettings
+from blindai.server.store import SealedStore, StoredModel
+from tests.models import add_constant
+
+ALICE = Principal("tenant", "k_alice", "alice")
+BOB = Principal("tenant", "k_bob", "bob")
+KEY = bytes(range(32))
+X = np.array([[1.0, 2.0]], np.float32)
+
+
+def make_plane(store: SealedStore | None = None, max_models: int = 10) -> DataPlane:
+    settings = ServerSettings(tee="simulation", max_models=max_models)
+    return DataPlane(settings, ModelRegistry(max_models=max_models), store=store)
+
+
+@pytest.fixture
+def plane():
+    p = make_plane()
+    yield p
+    p.close()
+
+
+def upload(plane: DataPlane, value: float, caller: Principal, **kw) -> ModelEntry:
+    return asyncio.run(
+        plane.upload(
+            add_constant(value), name=kw.pop("name", None), optimize=True, caller=caller, **kw
+        )
+    )
+
+
+def run(plane: DataPlane, ref: ModelRef, caller: Principal) -> float:
+    result = asyncio.run(plane.infer(ref, [(None, X)], caller=caller))
+    return float(result.outputs[0][1][0, 0] - X[0, 0])
+
+
+def delete(plane: DataPlane, ref: ModelRef, caller: Principal) -> ModelEntry:
+    return asyncio.run(plane.delete(ref, caller=caller))
+
+
+def refusal(action, ref: ModelRef) -> tuple[type, int, str]:
+    """How a lookup of ``ref`` fails, its key or hash masked (to compare two refs)."""
+    with pytest.raises(ModelNotFound) as info:
+        action(ref)
+    masked = str(info.value).replace(ref.key or ref.hash, "<ref>")
+    return type(info.value), info.value.status_code, masked
+
+
+def test_a_private_model_of_another_key_is_exactly_a_missing_one(plane: DataPlane):
+    secret = upload(plane, 1, ALICE, name="fraud")
+    assert run(plane, ModelRef(secret.model_id), ALICE) == 1
+    pairs = [
+        (ModelRef(secret.model_id), ModelRef(str(uuid.uuid4()))),
+        (ModelRef("fraud"), ModelRef("fraux")),
+        (ModelRef(hash=secret.hash.hex()), ModelRef(hash="ab" * 32)),
+    ]
+    actions = [
+        lambda ref: run(plane, ref, BOB),
+        lambda ref: plane.model(ref, caller=BOB),
+        lambda ref: delete(plane, ref, BOB) if ref.key else run(plane, ref, BOB),
+    ]
+    for theirs, missing in pairs:
+        for action in actions:
+            assert refusal(action, theirs) == refusal(action, missing)
+    assert run(plane, ModelRef(secret.model_id), ALICE) == 1  # still there
+
+
+def test_public_models_run_for_every_key_and_are_deleted_by_their_owner_only(plane: DataPlane):
+    shared = upload(plane, 2, ALICE, public=True)
+    assert run(plane, ModelRef(shared.model_id), BOB) == 2
+    with pytest.raises(PermissionDenied, match="only the key that uploaded"):
+        delete(plane, ModelRef(shared.model_id), BOB)
+    assert delete(plane, ModelRef(shared.model_id), ALICE) == shared
+
+
+def test_the_admin_lists_and_deletes_everything_but_runs_only_its_own_and_public(plane):
+    secret = upload(plane, 1, ALICE)
+    shared = upload(plane, 2, BOB, public=True)
+    mine = upload(plane, 3, ADMIN)
+    assert plane.entries(listable(ADMIN)) == [secret, shared, mine]
+    assert mine.owner == "admin"
+    with pytest.raises(ModelNotFound):
+        run(plane, ModelRef(secret.model_id), ADMIN)
+    assert run(plane, ModelRef(shared.model_id), ADMIN) == 2
+    delete(plane, ModelRef(secret.model_id), ADMIN)
+    delete(plane, ModelRef(shared.model_id), ADMIN)
+    assert plane.entries(listable(ADMIN)) == [mine]
+
+
+def test_lists_hold_what_the_caller_may_run(plane: DataPlane):
+    a = upload(plane, 1, ALICE)
+    b = upload(plane, 2, BOB)
+    shared = upload(plane, 3, BOB, public=True)
+    assert plane.entries(listable(ALICE)) == [a, shared]
+    assert plane.entries(listable(BOB)) == [b, shared]
+    assert plane.entries(listable(ANONYMOUS)) == [a, b, shared]
+    assert (a.owner, a.public, a.size) == ("k_alice", False, len(add_constant(1)))
+
+
+def test_run_without_id_is_the_newest_model_the_caller_may_run(plane: DataPlane):
+    upload(plane, 1, ALICE)
+    upload(plane, 2, BOB, public=True)
+    upload(plane, 3, ALICE, name="x")
+    upload(plane, 4, BOB)
+    assert run(plane, ModelRef(), ALICE) == 3
+    assert run(plane, ModelRef(), BOB) == 4
+    carol = Principal("tenant", "k_carol", "carol")
+    assert run(plane, ModelRef(), carol) == 2  # only the public one
+
+
+def test_run_without_id_with_nothing_runnable_is_not_found(plane: DataPlane):
+    upload(plane, 1, ALICE)
+    with pytest.raises(ModelNotFound, match="no model"):
+        run(plane, ModelRef(), BOB)
+
+
+def test_names_resolve_among_the_callers_models(plane: DataPlane):
+    upload(plane, 1, ALICE, name="clf")
+    upload(plane, 2, BOB, name="clf")
+    assert run(plane, ModelRef("clf"), ALICE) == 1
+    assert run(plane, ModelRef("clf"), BOB) == 2
+    assert delete(plane, ModelRef("clf"), ALICE).owner == "k_alice"
+    assert run(plane, ModelRef("clf"), BOB) == 2
+
+
+# -- with the sealed store
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SealedStore(tmp_path / "store", key_material=KEY)
+    yield s
+    s.close()
+
+
+def test_uploads_and_deletes_reach_the_store_and_restore(store: SealedStore):
+    plane = make_plane(store)
+    try:
+        a = upload(plane, 1, ALICE, name="a")
+        b = upload(plane, 2, BOB, public=True)
+        c = upload(plane, 1, ANONYMOUS)  # same bytes as a: one session
+        gone = upload(plane, 4, BOB)
+        delete(plane, ModelRef(gone.model_id), BOB)
+        stored = {m.model_id: m for m in store.load_models()}
+        assert set(stored) == {a.model_id, b.model_id, c.model_id}
+        assert stored[a.model_id].model == add_constant(1)
+    finally:
+        plane.close()
+    again = make_plane(store)
+    try:
+        assert again.restore() == 3
+        restored = again.entries(listable(ANONYMOUS))
+        fields = [
+            (e.model_id, e.hash, e.name, e.owner, e.public, e.size, e.uploaded_ns) for e in restored
+        ]
+        assert fields == [
+            (e.model_id, e.hash, e.name, e.owner, e.public, e.size, e.uploaded_ns)
+            for e in (a, b, c)
+        ]
+        assert restored[0].model is restored[2].model  # identical bytes share a session again
+        assert run(again, ModelRef(), ALICE) == 1  # c, the newest, has no owner: any key runs it
+        assert run(again, ModelRef(b.model_id), ALICE) == 2
+        with pytest.raises(ModelNotFound):
+            run(again, ModelRef(a.model_id), BOB)
+    finally:
+        again.close()
+
+
+def test_a_model_onnxruntime_refuses_on_restore_is_skipped(store: SealedStore, caplog):
+    plane = make_plane(store)
+    good = upload(plane, 1, ALICE)
+    plane.close()
+    junk = b"not an onnx model"
+    store.put_model(
+        StoredModel(
+            model_id="junk",
+            name=None,
+            owner=None,
+            public=False,
+            hash=hashlib.sha256(junk).digest(),
+            uploaded_ns=1,
+            optimize=True,
+            model=junk,
+        )
+    )
+    again = make_plane(store)
+    try:
+        assert again.restore() == 1
+        assert [e.model_id for e in again.entries(listable(ANONYMOUS))] == [good.model_id]
+        assert "store: model junk cannot be loaded: " in caplog.text
+        assert "not a valid ONNX model" in caplog.text
+    finally:
+        again.close()
+
+
+class FullStore(SealedStore):
+    """A real store whose disk is full."""
+
+    def put_model(self, entry: StoredModel) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_upload_that_cannot_be_stored_is_refused_and_not_registered(tmp_path: Path):
+    with FullStore(tmp_path / "store", key_material=KEY) as full:
+        plane = make_plane(full)
+        try:
+            with pytest.raises(ServerError, match="could not be stored"):
+                upload(plane, 1, ALICE)
+            assert plane.entries(listable(ADMIN)) == []
+        finally:
+            plane.close()
+
+
+def test_a_full_registry_refuses_before_writing(store: SealedStore):
+    plane = make_plane(store, max_models=1)
+    try:
+        upload(plane, 1, ALICE)
+        with pytest.raises(RegistryFull):
+            upload(plane, 2, ALICE)
+        assert len(list(store.load_models())) == 1
+    finally:
+        plane.close()
+
+
+def test_delete_needs_an_id_or_name(plane: DataPlane):
+    with pytest.raises(InvalidInput):
+        delete(plane, ModelRef(), ADMIN)
+
+
+def test_a_pipeline_is_stored_with_its_model_and_restored(store: SealedStore):
+    from PIL import Image
+
+    from blindai.pipeline import Classification, Pipeline
+    from tests import models
+    from tests.unit.pipeline._factory import encode
+
+    pipe = Pipeline(
+        {
+            "input": {"kind": "image", "resize": [16, 16]},
+            "output": {"kind": "labels", "labels": "labels.txt", "top_k": 3},
+        },
+        {"labels.txt": b"red\ngreen\nblue\n"},
+    )
+    png = encode(Image.new("RGB", (50, 30), (200, 30, 10)), "PNG")
+    plane = make_plane(store)
+    try:
+        entry = asyncio.run(
+            plane.upload(
+                models.colour_classifier(16),
+                name="colours",
+                optimize=True,
+                caller=ALICE,
+                pipeline=pipe,
+            )
+        )
+    finally:
+        plane.close()
+    (stored,) = store.load_models()
+    assert stored.pipeline is not None and stored.model == models.colour_classifier(16)
+    again = make_plane(store)
+    try:
+        assert again.restore() == 1
+        ref = ModelRef(entry.model_id)
+        entry = again.model(ref, caller=ALICE)
+        result = asyncio.run(again.run_raw(entry, "image", png)).result
+        assert isinstance(result, Classification) and result.top.label == "red"
+        with pytest.raises(ModelNotFound):
+            again.model(ref, caller=BOB)
+    finally:
+        again.close()
+
+
+def test_versions_survive_a_restart(store: SealedStore):
+    plane = make_plane(store)
+    try:
+        first = upload(plane, 1, ALICE, name="clf")
+        second = upload(plane, 2, ALICE, name="clf")
+        delete(plane, ModelRef(first.model_id), ALICE)
+    finally:
+        plane.close()
+    again = make_plane(store)
+    try:
+        again.restore()
+        (kept,) = again.entries(listable(ALICE))
+        assert (kept.model_id, kept.version) == (second.model_id, 2)
+        third = upload(again, 3, ALICE, name="clf")
+        assert third.version == 3
+    finally:
+        again.close()
+
+
+# -- the performance paths: streamed uploads, batching queues, per-model settings ------------
+
+
+def _streamed(model: bytes):
+    from blindai.server.model_file import ModelFile
+
+    file = ModelFile(len(model))
+    file.write([model[:7], model[7:]])
+    return file
+
+
+def test_a_streamed_upload_is_owned_stored_and_restored(store: SealedStore):
+    plane = make_plane(store)
+    try:
+        entry = asyncio.run(
+            plane.upload(_streamed(add_constant(5)), name="s", optimize=True, caller=ALICE)
+        )
+        assert (entry.owner, entry.size) == ("k_alice", len(add_constant(5)))
+        assert run(plane, ModelRef("s"), ALICE) == 5
+        with pytest.raises(ModelNotFound):
+            run(plane, ModelRef("s"), BOB)
+        (stored,) = store.load_models()
+        assert stored.model == add_constant(5)  # read back from the file for the store
+    finally:
+        plane.close()
+    again = make_plane(store)
+    try:
+        assert again.restore() == 1
+        assert run(again, ModelRef("s"), ALICE) == 5
+    finally:
+        again.close()
+
+
+def test_a_batching_model_runs_only_for_the_keys_that_may_run_it(plane: DataPlane):
+    from blindai.server.settings import ModelSettings
+    from tests.models import gather_rows
+
+    entry = asyncio.run(
+        plane.upload(
+            gather_rows(10),
+            name="b",
+            optimize=True,
+            caller=ALICE,
+            settings=ModelSettings(max_batch_size=4),
+        )
+    )
+    assert entry.queue is not None and entry.owner == "k_alice"
+    feeds = [("ids", np.zeros((1, 2), np.int64)), ("scale", np.ones((1, 1, 1), np.float32))]
+    done = asyncio.run(plane.infer(ModelRef("b"), feeds, caller=ALICE))
+    assert done.outputs[0][1].shape == (1, 2, 4)
+    with pytest.raises(ModelNotFound):
+        asyncio.run(plane.infer(ModelRef("b"), feeds, caller=BOB))
+    with pytest.raises(ModelNotFound):
+        delete(plane, ModelRef("b"), BOB)
+    delete(plane, ModelRef("b"), ALICE)
+    with pytest.raises(ModelNotReady):  # the queue went with the model
+        asyncio.run(entry.queue.predict(dict(feeds)))
+
+
+def test_upload_settings_survive_a_restart(store: SealedStore):
+    from blindai.server.settings import ModelSettings
+    from tests.models import gather_rows
+
+    plane = make_plane(store)
+    try:
+        asked = ModelSettings(max_batch_size=16, max_queue_delay_us=500)
+        asyncio.run(
+            plane.upload(gather_rows(10), name="b", optimize=True, caller=ALICE, settings=asked)
+        )
+        (stored,) = store.load_models()
+        assert dict(stored.settings) == {"max_batch_size": 16, "max_queue_delay_us": 500}
+    finally:
+        plane.close()
+    again = make_plane(store)
+    try:
+        assert again.restore() == 1
+        entry = again.model(ModelRef("b"), caller=ALICE)
+        assert entry.queue is not None
+        policy = entry.queue.policy
+        assert (policy.max_batch_size, policy.max_queue_delay_us) == (16, 500)
+    finally:
+        again.close()
