@@ -149,7 +149,10 @@ def _child_env() -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "HOME")}
-    env["MALLOC_ARENA_MAX"] = "2"  # fewer per-thread malloc arenas: less address space
+    # one malloc arena: RLIMIT_AS counts reserved address space, and every other arena, made
+    # by whichever onnxruntime pool thread allocated first, reserves 64 MiB (128 MiB while it
+    # is made), so whether a compile fit its budget depended on a race between threads
+    env["MALLOC_ARENA_MAX"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 

@@ -85,3 +85,40 @@ def test_without_the_child_admission_still_runs():
         assert g.check(identity(TensorProto.FLOAT), optimize=True).seconds is None
     finally:
         g.close()
+
+
+_ADDRESS_SPACE_CHILD = """
+import json, sys
+from blindai.server import _compile_worker as worker
+worker._warm_up()
+start = worker._status("VmSize")
+worker._compile(sys.stdin.buffer.read(), {"optimize": True, "intra_op_threads": 4})
+print(json.dumps({"grown": worker._status("VmPeak") - start}))
+"""
+
+
+def test_the_childs_address_space_holds_no_per_thread_malloc_arenas():
+    """The flaky integer-array upload of tests/integration/test_limits.py: RLIMIT_AS counts
+    reserved address space, and each onnxruntime pool thread that allocated first got a
+    malloc arena reserving 64 MiB (128 MiB while it is made), whether or not a race let it:
+    a 6 MiB model under a 64 MiB budget compiled or not with the machine's load. The child's
+    environment keeps one arena, so its address space is what the compile uses."""
+    import json
+    import subprocess
+    import sys
+
+    from blindai.server.compile_guard import _child_env
+
+    env = _child_env()
+    env["PYTHONPATH"] = ":".join(sys.path)  # the child imports blindai as this test does
+    done = subprocess.run(
+        [sys.executable, "-c", _ADDRESS_SPACE_CHILD],
+        input=identity(TensorProto.FLOAT),
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    grown = json.loads(done.stdout)["grown"]
+    # 4 pool threads' stacks and the session: about 16 MiB; one arena alone reserves 64
+    assert grown < 48 << 20, f"the compile reserved {grown >> 20} MiB of address space"
