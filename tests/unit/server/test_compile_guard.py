@@ -109,12 +109,10 @@ def test_the_childs_address_space_holds_no_per_thread_malloc_arenas():
 
     from blindai.server.compile_guard import _child_env
 
-    env = _child_env()
-    env["PYTHONPATH"] = ":".join(sys.path)  # the child imports blindai as this test does
     done = subprocess.run(
         [sys.executable, "-c", _ADDRESS_SPACE_CHILD],
         input=identity(TensorProto.FLOAT),
-        env=env,
+        env=_child_env(),  # the compile guard's own child environment
         capture_output=True,
         check=True,
         timeout=120,
