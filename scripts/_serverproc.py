@@ -112,8 +112,12 @@ def _wait_ready(server: ServerProcess, timeout: float, https: bool) -> None:
     deadline = time.monotonic() + timeout
     scheme = "https" if https else "http"
     url = f"{scheme}://{server.host}:{server.unattested_port}/"
-    # readiness only: nothing read here is trusted
+    # readiness only: nothing read here is trusted; loopback, so never through a proxy that
+    # HTTP_PROXY / HTTPS_PROXY may name
     context = ssl._create_unverified_context() if https else None
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             if "Address already in use" in server.log():
@@ -122,7 +126,7 @@ def _wait_ready(server: ServerProcess, timeout: float, https: bool) -> None:
                 f"server exited with status {server.process.returncode}:\n{server.log()}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=1, context=context):
+            with opener.open(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)

@@ -3,19 +3,15 @@
 The clients live in their own venvs (``.venv-compat/preview``, ``.venv-compat/v063``, built by
 ``scripts/compat_env.sh``); each test writes a JSON plan, runs ``tests/compat/drivers/
 blindai_client.py`` with that venv's python and reads back one JSON result. Our server runs in a
-subprocess on free loopback ports, in simulation mode, for the whole session.
+subprocess on free loopback ports, in simulation mode, for the whole session, started by the
+helper the other tiers and the scripts use (``tests/_server.py``: ``scripts/_serverproc.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +19,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SRC = REPO / "src"
+from tests._server import REPO, start_server
+
 # BLINDAI_COMPAT_VENVS: another directory of compat venvs (tests of the tier's own skip use it)
 VENVS = Path(os.environ.get("BLINDAI_COMPAT_VENVS") or REPO / ".venv-compat")
 DRIVER = Path(__file__).resolve().parent / "drivers" / "blindai_client.py"
@@ -44,20 +40,6 @@ def _scrubbed_env() -> dict[str, str]:
         env.pop(key, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free loopback ports (all held open until all are chosen)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass(frozen=True)
@@ -85,49 +67,9 @@ class Server:
         }
 
 
-def _log_tail(log: Path, limit: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-limit:]
-    except OSError:
-        return "(no server log)"
-
-
-def _wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    last_error = "no attempt"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"blindai serve exited with {proc.returncode} before serving\n{_log_tail(log)}"
-            )
-        try:
-            with opener.open(url, timeout=2) as reply:
-                if 200 <= reply.status < 300:
-                    return
-                last_error = f"HTTP {reply.status}"
-        except urllib.error.HTTPError as exc:
-            last_error = f"HTTP {exc.code}"
-            exc.close()
-        except (OSError, ValueError) as exc:
-            last_error = repr(exc)
-        time.sleep(0.25)
-    pytest.fail(f"blindai serve not answering {url} after {STARTUP_TIMEOUT_S} s ({last_error})")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 @pytest.fixture(scope="session")
 def blindai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Our server, `python -m blindai serve --simulation`, on three free loopback ports.
+    """Our server, `python -m blindai serve --simulation`, on free loopback ports.
 
     With BLINDAI_COMPAT_SERVER=HOST:UNATTESTED:ATTESTED:MANAGEMENT set, the tests use that
     already-running simulation server instead of starting one.
@@ -137,36 +79,15 @@ def blindai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         host, unattested, attested, management = external.rsplit(":", 3)
         yield Server(host, int(unattested), int(attested), int(management), Path(os.devnull))
         return
-    p1, p2, p3 = _free_ports(3)
-    log = tmp_path_factory.mktemp("compat-server") / "server.log"
-    env = _scrubbed_env()
-    env["PYTHONPATH"] = str(SRC)
-    cmd = [
-        sys.executable,
-        "-m",
-        "blindai",
-        "serve",
-        "--simulation",
-        "--host",
-        "127.0.0.1",
-        "--unattested-port",
-        str(p1),
-        "--attested-port",
-        str(p2),
-        "--management-port",
-        str(p3),
-        "--grpc-port",
-        "0",
-    ]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
-        )
+    proc = start_server(
+        tmp_path_factory.mktemp("compat-server"), timeout=STARTUP_TIMEOUT_S, host="127.0.0.1"
+    )
     try:
-        _wait_until_serving(proc, f"http://127.0.0.1:{p1}/", log)
-        yield Server("127.0.0.1", p1, p2, p3, log)
+        yield Server(
+            proc.host, proc.unattested_port, proc.attested_port, proc.management_port, proc.log_path
+        )
     finally:
-        _stop(proc)
+        proc.stop()
 
 
 def _usable(client: str, venvs: Path = VENVS) -> bool:

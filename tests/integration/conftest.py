@@ -18,6 +18,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def previous_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real simulation server whose TLS ports have no ``/attestation`` (the previous version:
+    ``tests._fakes.previous_server``)."""
+    proc = start_server(
+        tmp_path_factory.mktemp("previous-server"), module="tests._fakes.previous_server"
+    )
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def conn(server: ServerProcess) -> Iterator[blindai.Connection]:
     """An attested (simulation) connection to the session server."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,19 +29,10 @@ from tests._fakes.tls_relay import TlsRelay
 from tests._server import ServerProcess, free_ports, start_server
 from tests.models import identity
 
-PREVIOUS = "tests._fakes.previous_server"
 # every new replica verified is a use of simulation mode, which warns each time
 pytestmark = pytest.mark.filterwarnings(
     "ignore::blindai.attestation.simulation.SimulationModeWarning"
 )
-
-
-@pytest.fixture(scope="module")
-def previous_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A real simulation server whose TLS ports have no ``/attestation`` (the previous version)."""
-    proc = start_server(tmp_path_factory.mktemp("previous-server"), module=PREVIOUS)
-    yield proc
-    proc.stop()
 
 
 def _connect(host: str, **kwargs: Any) -> blindai.Connection:

@@ -118,6 +118,23 @@ def test_without_a_key(server: ServerProcess, tmp_path: Path):
     assert "api_key" in line
 
 
+@pytest.mark.parametrize("fresh", [False, True], ids=["cached-evidence", "fresh"])
+def test_attest_host_needs_no_key(server: ServerProcess, fresh: bool):
+    """``blindai attest HOST`` sends no key: ``GET /attestation`` on the attested port is open on
+    a server with access control, so the evidence is still read there (not on the unattested
+    port, as for a server without the route)."""
+    ports = ["--unattested-port", str(server.unattested_port)]
+    ports += ["--attested-port", str(server.attested_port)]
+    flags = ["--simulation", "--fresh"] if fresh else ["--simulation"]
+    result = cli("attest", server.host, *ports, *flags)
+    assert "kind                   simulation" in ok(result)
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("certificate SHA-256 ")
+    where = f"verified over GET /attestation on the attested port {server.host}:"
+    where += str(server.attested_port) + (", evidence for this client's nonce" if fresh else "")
+    assert last.endswith(where)
+
+
 def test_serve_refuses_a_malformed_admin_hash():
     result = cli("serve", "--simulation", "--admin-key-sha256", "abc")
     line = one_error_line(result, "ConfigurationError", 2)

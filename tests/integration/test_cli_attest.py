@@ -7,8 +7,10 @@ derived negative vectors (bit flip, truncation) are written to ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._fakes.mitm import UnattestedMitm
 from tests._server import REPO, ServerProcess, free_ports
 from tests.unit.attestation.dcap_sets import pcs_set
 
@@ -312,19 +315,93 @@ def test_without_a_policy_an_up_to_date_production_tee_is_accepted(snp: Path) ->
 # a running server: `blindai attest HOST`
 
 
-def test_attest_simulation_host(server: ServerProcess) -> None:
-    done = blindai(
-        "attest", server.host, "--simulation", "--unattested-port", server.unattested_port, "--json"
-    )
+def _attested_cert_sha256(server: ServerProcess) -> str:
+    """SHA-256 of the certificate the attested port presents (read here, independently)."""
+    pem = ssl.get_server_certificate((server.host, server.attested_port))
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def _host_args(server: ServerProcess, unattested_port: int | None = None) -> list[str | int]:
+    return [
+        "attest",
+        server.host,
+        "--unattested-port",
+        server.unattested_port if unattested_port is None else unattested_port,
+        "--attested-port",
+        server.attested_port,
+    ]
+
+
+def test_attest_simulation_host(server: ServerProcess, previous_server: ServerProcess) -> None:
+    """The evidence is read on the attested port, for the certificate of that connection; the
+    unattested port (here another replica's, as a balancer may route it) is not even asked."""
+    with UnattestedMitm(previous_server.host, previous_server.unattested_port) as other:
+        done = blindai(*_host_args(server, other.port), "--simulation", "--json")
     assert done.returncode == 0, done.stderr
     claims = json.loads(done.stdout)
     assert claims["kind"] == "simulation"
     assert "SIMULATION" in done.stderr  # warned, in one line each
     assert "certificate bound to the evidence: yes" in done.stderr
+    assert _lines(done.stderr)[-1] == (
+        f"certificate SHA-256 {_attested_cert_sha256(server)} verified over GET /attestation "
+        f"on the attested port {server.host}:{server.attested_port}"
+    )
+    assert other.paths == []
+
+
+def test_attest_simulation_host_fresh(server: ServerProcess) -> None:
+    done = blindai(*_host_args(server), "--simulation", "--fresh")
+    assert done.returncode == 0, done.stderr
+    assert "kind                   simulation" in done.stdout
+    assert _lines(done.stderr)[-1] == (
+        f"certificate SHA-256 {_attested_cert_sha256(server)} verified over GET /attestation "
+        f"on the attested port {server.host}:{server.attested_port}, evidence for this "
+        "client's nonce"
+    )
+
+
+def test_attest_host_without_the_attestation_route(previous_server: ServerProcess) -> None:
+    """A server without GET /attestation: the 0.6 flow on its unattested port, and the
+    attested port must present the certificate found there."""
+    server = previous_server
+    with UnattestedMitm(server.host, server.unattested_port) as unattested:
+        done = blindai(*_host_args(server, unattested.port), "--simulation", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kind"] == "simulation"
+    assert _lines(done.stderr)[-1] == (
+        f"certificate SHA-256 {_attested_cert_sha256(server)} verified over the unattested "
+        f"port {server.host}:{unattested.port} (the server serves no GET /attestation); the "
+        f"attested port {server.host}:{server.attested_port} presented this certificate"
+    )
+    assert "/quote" in unattested.paths
+
+
+def test_attest_host_fresh_refuses_a_server_without_the_route(
+    previous_server: ServerProcess,
+) -> None:
+    with UnattestedMitm(previous_server.host, previous_server.unattested_port) as unattested:
+        done = blindai(*_host_args(previous_server, unattested.port), "--simulation", "--fresh")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert _lines(done.stderr) == [
+        "VerificationError: fresh evidence was asked (nonce), but the server serves no "
+        "GET /attestation: it can only show evidence it made in advance"
+    ]
+    assert unattested.paths == []  # refused before reading evidence made in advance
+
+
+def test_attest_host_attested_port_not_listening(server: ServerProcess) -> None:
+    (closed,) = free_ports(1)
+    args = ["attest", server.host, "--unattested-port", server.unattested_port]
+    done = blindai(*args, "--attested-port", closed, "--simulation")
+    assert done.returncode == 1
+    assert _lines(done.stderr) == [
+        f"NetworkError: cannot reach the attested port {server.host}:{closed}: Connection refused"
+    ]
 
 
 def test_attest_host_needs_a_policy(server: ServerProcess) -> None:
-    done = blindai("attest", server.host, "--unattested-port", server.unattested_port)
+    done = blindai(*_host_args(server))
     assert done.returncode == 2
     assert _lines(done.stderr) == [
         "ConfigurationError: attest HOST needs --policy (or --simulation for a simulation)"
@@ -336,9 +413,7 @@ def test_attest_simulation_host_with_a_policy_refused(
 ) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\n')
-    done = blindai(
-        "attest", server.host, "--unattested-port", server.unattested_port, "--policy", policy
-    )
+    done = blindai(*_host_args(server), "--policy", policy)
     assert done.returncode == 1
     (line,) = _lines(done.stderr)
     assert line.startswith("VerificationError: ") and "SIMULATION" in line

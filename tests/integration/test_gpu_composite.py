@@ -126,7 +126,9 @@ def test_attest_verifies_the_gpu_and_sends_nothing_else(
     assert attested.gpu_claims is not None
     assert attested.gpu_claims.nonce == gpu_nonce(attested.cert_der)
     assert attested.gpu_claims.measurements == gpu.measurements
-    assert _logged_after(gpu_server, before, count=1) == ["GET /gpu-evidence"]
+    assert attested.verified_on == "attested"
+    logged = _logged_after(gpu_server, before, count=2)
+    assert logged == ["GET /attestation", "GET /gpu-evidence"]
 
 
 def _logged_after(server: ServerProcess, before: list[str], *, count: int) -> list[str]:

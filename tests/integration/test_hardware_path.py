@@ -334,6 +334,8 @@ def test_cli_attest_host_trusts_only_the_real_amd_roots(
                 hw_server.host,
                 "--unattested-port",
                 port,
+                "--attested-port",
+                str(hw_server.attested_port),
                 *flags,
             ],
             capture_output=True,

@@ -5,7 +5,10 @@ arguments or malformed evidence. Without ``--policy``, ``attest verify`` applies
 :meth:`Policy.defaults_only <blindai.attestation.Policy.defaults_only>`: every default, only
 the measurement left unpinned, and it says so. ``--kind nvidia-gpu`` takes the report as raw
 bytes or as hex text (as NVIDIA's and trustee's tools store it), its chain with ``--certs`` and
-the expected requester nonce with ``--nonce``.
+the expected requester nonce with ``--nonce``. ``attest HOST`` is
+:func:`blindai.client.attest`: the evidence of the attested port's connection (``--fresh``:
+over a nonce of this client), or, for a server without ``GET /attestation``, of the unattested
+port; it prints which certificate (SHA-256) was verified, and over which port.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from blindai.errors import ConfigurationError, PolicyError
 
 if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource
+    from blindai.client import Attested
 
 __all__ = ["add_attest_command"]
 
@@ -33,9 +37,11 @@ def add_attest_command(sub: Any) -> None:
         "attest",
         help="verify TEE evidence (files, or a running server)",
         description="`blindai attest verify --kind K --evidence FILE ...` verifies evidence "
-        "files; `blindai attest HOST` fetches a running server's certificate and evidence, "
-        "verifies them and the TLS binding, and prints the claims. Exit 0 accepted, 1 "
-        "refused, 2 unusable arguments or malformed evidence.",
+        "files; `blindai attest HOST` opens one TLS connection to a running server's attested "
+        "port, verifies the evidence it serves there (GET /attestation; a server without it on "
+        "the unattested port) and its binding to that connection's certificate, and prints the "
+        "claims and the certificate's SHA-256. Exit 0 accepted, 1 refused, 2 unusable arguments "
+        "or malformed evidence.",
     )
     p.add_argument("target", metavar="verify|HOST", help="`verify`, or a server address")
     p.add_argument("--kind", choices=[s.kind.value for s in KINDS], help="evidence kind (verify)")
@@ -64,12 +70,23 @@ def add_attest_command(sub: Any) -> None:
     p.add_argument(
         "--simulation", action="store_true", help="HOST: accept a simulation server (UNSAFE)"
     )
-    p.add_argument("--unattested-port", type=int, default=9923, help="HOST: unattested port")
+    p.add_argument(
+        "--unattested-port",
+        type=int,
+        default=9923,
+        help="HOST: unattested port, read only for a server without GET /attestation",
+    )
     p.add_argument(
         "--attested-port",
         type=int,
         default=9924,
-        help="HOST: attested port, where the GPU evidence is read when the policy has [nvidia_gpu]",
+        help="HOST: attested port, where the evidence (and the GPU's, with [nvidia_gpu]) is read",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="HOST: ask for evidence over a random nonce of this client, so that replayed "
+        "evidence is refused (the server makes new evidence: slower on real TEEs)",
     )
     p.add_argument(
         "--pccs-url",
@@ -229,18 +246,34 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         collateral_fetcher=_collateral_source(args.pccs_url) if args.pccs_url else None,
         snp_certificate_source=_kds_source(args.kds) if args.kds else None,
         attested_server_port=args.attested_port,
+        nonce=args.fresh,
         simulation_option="--simulation",
     )
     gpu = attested.gpu_claims
     if gpu is None:
         _print(attested.claims, args.json, "certificate bound to the evidence: yes")
-        return 0
-    if args.json:
+    elif args.json:
         both = {"cpu": attested.claims.to_dict(), "nvidia_gpu": gpu.to_dict()}
         print(json.dumps(both, indent=2, sort_keys=True))
+        print("certificate bound to the CPU and the GPU evidence: yes", file=sys.stderr)
     else:
         _print(attested.claims, False, None)
         print("-- nvidia-gpu")
-        _print(gpu, False, None)
-    print("certificate bound to the CPU and the GPU evidence: yes", file=sys.stderr)
+        _print(gpu, False, "certificate bound to the CPU and the GPU evidence: yes")
+    print(_provenance(attested, args), file=sys.stderr)
     return 0
+
+
+def _provenance(attested: Attested, args: argparse.Namespace) -> str:
+    """Which certificate was verified, and where its evidence was read."""
+    host = args.target.split("://", 1)[-1].rstrip("/")
+    if attested.verified_on == "attested":
+        where = f"GET /attestation on the attested port {host}:{args.attested_port}"
+        where += ", evidence for this client's nonce" if attested.fresh else ""
+    else:
+        where = (
+            f"the unattested port {host}:{args.unattested_port} (the server serves no GET "
+            f"/attestation); the attested port {host}:{args.attested_port} presented this "
+            "certificate"
+        )
+    return f"certificate SHA-256 {attested.digest.hex()} verified over {where}"

@@ -1,22 +1,25 @@
-"""The 0.6 flow on the unattested port: fetch certificate and evidence, verify, check the binding.
+"""Verifying a server without sending it data: :func:`attest`, and the 0.6 flow it falls back on.
 
-:func:`attest` (``blindai attest HOST``) runs it; :func:`~blindai.client.connect` verifies each
-connection with ``GET /attestation`` instead (:mod:`blindai.client._peers`) and falls back to
-:func:`attest_server` for servers without that route.
+:func:`attest` (``blindai attest HOST``) verifies the server as :func:`~blindai.client.connect`
+verifies each of its connections (:mod:`blindai.client._peers`): one TLS connection to the
+attested port, whose first request is ``GET /attestation``; the evidence must bind the
+certificate of that very connection. A server without that route is verified by
+:func:`attest_server`, the 0.6 flow on the unattested port (fetch certificate and evidence,
+verify, check the binding), and then only a connection presenting that certificate is accepted.
 
-Nothing is sent to the attested ports before :func:`attest_server` returns. When the policy
-has an ``[nvidia_gpu]`` section, :func:`attest_gpu` then reads the GPU's evidence with one
-``GET /gpu-evidence`` over the attested TLS channel (pinned to the certificate just verified,
-so the answer comes from inside the TEE) and verifies it, nonce binding included, before
-anything else is sent.
+When the policy has an ``[nvidia_gpu]`` section, :func:`attest_gpu` then reads the GPU's
+evidence with one ``GET /gpu-evidence`` on the same connection (whose certificate was just
+verified, so the answer comes from inside the TEE) and verifies it, nonce binding included,
+before anything else is sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 
@@ -26,8 +29,14 @@ from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
 from blindai.client._http11 import DEFAULT_MAX_BODY
+from blindai.client._peers import PeerGate, VerifyOptions
 from blindai.client._ports import PortRole
-from blindai.client._transport import HttpResponse, PinnedTlsTransport, PlainTransport
+from blindai.client._transport import (
+    AttestedTlsTransport,
+    HttpResponse,
+    PinnedTlsTransport,
+    PlainTransport,
+)
 from blindai.errors import (
     ConfigurationError,
     EvidenceError,
@@ -41,7 +50,7 @@ if TYPE_CHECKING:
     from blindai.attestation._kds import SnpCertificateSource
     from blindai.attestation.nvidia_gpu import NvidiaGpuClaims, NvidiaGpuVerifier
 
-__all__ = ["Attested", "attest", "attest_gpu", "attest_server", "gpu_required", "open_attested"]
+__all__ = ["Attested", "attest", "attest_gpu", "attest_server", "gpu_required"]
 
 _log = logging.getLogger("blindai.client")
 _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
@@ -51,12 +60,24 @@ _DCAP_KINDS = (EvidenceKind.SGX, EvidenceKind.TDX)
 class Attested:
     """The outcome of attestation: the certificate to pin, the verified claims, what the server
     says of itself (``/info``: unverified, for display) and, when the policy required the GPU
-    (an ``[nvidia_gpu]`` section), the GPU's verified claims."""
+    (an ``[nvidia_gpu]`` section), the GPU's verified claims.
+
+    ``verified_on`` is the port the evidence was read from: ``"attested"`` (``GET /attestation``
+    on the TLS connection presenting ``cert_der``) or ``"unattested"`` (the 0.6 flow, for a
+    server without that route). ``fresh``: the evidence answered a nonce of this client.
+    """
 
     cert_der: bytes
     claims: VerifiedClaims
     server_info: dict[str, Any]
     gpu_claims: NvidiaGpuClaims | None = None
+    verified_on: Literal["attested", "unattested"] = "unattested"
+    fresh: bool = False
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the verified certificate (what ``blindai attest HOST`` prints)."""
+        return hashlib.sha256(self.cert_der).digest()
 
 
 def _get(
@@ -301,103 +322,84 @@ def attest(
     snp_certificate_source: SnpCertificateSource | None = None,
     gpu_verifier: NvidiaGpuVerifier | None = None,
     attested_server_port: int = PortRole.ATTESTED.usual_port,
+    nonce: bool = False,
     timeout: float = 60.0,
     max_response_bytes: int = DEFAULT_MAX_BODY,
     simulation_option: str = "simulation_mode=True",
 ) -> Attested:
     """Verify a running server by remote attestation, without sending it anything else.
 
-    Fetches the TLS certificate and the evidence from the unattested port, verifies the
-    evidence against ``policy`` at ``now`` (default: the current time) and checks that it
-    binds the certificate. When ``policy`` requires the GPU (an ``[nvidia_gpu]`` section) it
-    then reads the GPU's evidence with one ``GET /gpu-evidence`` on ``attested_server_port``,
-    over TLS pinned to the certificate just verified, and verifies it too (``gpu_claims``).
-    Returns the certificate to pin and the verified claims, or raises a
+    Opens one TLS connection to ``attested_server_port`` and verifies it as
+    :func:`~blindai.client.connect` verifies each of its connections: its first request is
+    ``GET /attestation`` (``?nonce=`` with ``nonce=True``, so that replayed evidence is
+    refused), whose evidence must satisfy ``policy`` at ``now`` (default: the current time) and
+    bind the certificate of that very connection; behind a load balancer, the replica verified
+    is the one holding the returned certificate. A server without that route is verified on
+    ``unattested_server_port`` as in BlindAI 0.6, and the attested port must then present the
+    certificate found there (``nonce=True`` refuses such a server: it cannot answer a nonce).
+    When ``policy`` requires the GPU (an ``[nvidia_gpu]`` section), ``GET /gpu-evidence`` on
+    the same connection must verify too (``gpu_claims``). Nothing else is sent, and the
+    connection is closed. Returns the certificate to pin and the verified claims, or raises a
     :class:`~blindai.errors.BlindAIError`. The other arguments mean what they mean for
-    :func:`~blindai.client.connect` (which verifies each of its connections on itself, with
-    ``GET /attestation``, and uses this path only for servers without that route). Behind a
-    load balancer this verifies whichever replica answered. ``blindai attest HOST`` is this
-    function.
+    :func:`~blindai.client.connect`. ``blindai attest HOST`` is this function.
 
     Example::
 
         from blindai.attestation import Policy
         from blindai.client import attest
 
-        attested = attest("tee.example", policy=Policy.from_file("policy.toml"))
-        print(attested.claims.measurement.hex(), attested.cert_der.hex())
+        attested = attest("tee.example", policy=Policy.from_file("policy.toml"), nonce=True)
+        print(attested.claims.measurement.hex(), attested.digest.hex())
     """
-    attested, channel = open_attested(
-        addr,
-        unattested_server_port,
-        attested_server_port,
-        policy=policy,
+    host = addr.split("://", 1)[-1].rstrip("/")
+    options = VerifyOptions(
         simulation_mode=simulation_mode,
-        now=now,
+        policy=policy,
         verifier=verifier,
         collateral_fetcher=collateral_fetcher,
         snp_certificate_source=snp_certificate_source,
         gpu_verifier=gpu_verifier,
-        timeout=timeout,
-        max_response_bytes=max_response_bytes,
         simulation_option=simulation_option,
+        now=None if now is None else lambda: now,
     )
-    channel.close()
-    return attested
+    legacy_used: list[Attested] = []
 
-
-def open_attested(
-    addr: str,
-    unattested_server_port: int,
-    attested_server_port: int,
-    *,
-    policy: Policy | None,
-    simulation_mode: bool,
-    now: datetime | None,
-    verifier: Verifier | None,
-    collateral_fetcher: CollateralSource | None,
-    snp_certificate_source: SnpCertificateSource | None,
-    gpu_verifier: NvidiaGpuVerifier | None,
-    timeout: float,
-    max_response_bytes: int,
-    simulation_option: str,
-) -> tuple[Attested, PinnedTlsTransport]:
-    """What :func:`attest` does: the 0.6 flow, then the GPU over the attested port.
-
-    :func:`attest_server` over the unattested port, then, when ``policy`` requires the GPU,
-    :func:`attest_gpu` over the attested port. Returns the outcome and the attested port's
-    channel, pinned to the verified certificate, which the caller closes (it has sent nothing
-    there but ``GET /gpu-evidence``); on any refusal everything opened is closed.
-    """
-    host = addr.split("://", 1)[-1].rstrip("/")
-    plain = PlainTransport(
-        host, unattested_server_port, timeout, max_response_bytes=max_response_bytes
-    )
-    try:
-        attested = attest_server(
-            plain,
-            simulation_mode=simulation_mode,
-            policy=policy,
-            now=now,
-            verifier=verifier,
-            collateral_fetcher=collateral_fetcher,
-            snp_certificate_source=snp_certificate_source,
-            simulation_option=simulation_option,
+    def legacy() -> Attested:
+        plain = PlainTransport(
+            host, unattested_server_port, timeout, max_response_bytes=max_response_bytes
         )
-    finally:
-        plain.close()
-    channel = PinnedTlsTransport(
+        try:
+            found = attest_server(
+                plain,
+                simulation_mode=simulation_mode,
+                policy=policy,
+                now=now,
+                verifier=verifier,
+                collateral_fetcher=collateral_fetcher,
+                snp_certificate_source=snp_certificate_source,
+                simulation_option=simulation_option,
+            )
+        finally:
+            plain.close()
+        legacy_used.append(found)
+        return found
+
+    channel = AttestedTlsTransport(
         host,
         attested_server_port,
-        attested.cert_der,
         timeout,
+        gate=PeerGate(options, nonce=nonce, legacy=legacy),
         max_response_bytes=max_response_bytes,
     )
-    if policy is None or not gpu_required(policy):
-        return attested, channel
     try:
-        gpu = attest_gpu(channel, policy=policy, now=now, verifier=gpu_verifier)
-    except BaseException:
+        peer = channel.open()
+    finally:
         channel.close()
-        raise
-    return replace(attested, gpu_claims=gpu), channel
+    return Attested(
+        peer.cert_der,
+        peer.claims,
+        peer.server_info,
+        peer.gpu_claims,
+        verified_on="unattested" if legacy_used else "attested",
+        fresh=peer.fresh,
+    )

@@ -717,6 +717,9 @@ class DataPlane:
         """Account one inference request on ``entry``: its model's statistics and, when it
         succeeded, the server's phase metrics (``protocol``: ``v06``, ``rest`` or ``grpc``)."""
         self.statistics.record(entry.model_id, timing, success=success)
+        self.metrics.observe_model(
+            model_id=entry.model_id, public=entry.public, success=success, timing=timing
+        )
         if success:
             self.metrics.observe_phases(protocol, timing)
 
@@ -735,6 +738,8 @@ class DataPlane:
         same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
         entry = self.registry.remove(ModelRef(key=found.model_id), same)
         self.statistics.forget(entry.model_id)
+        if entry.public:
+            self.metrics.forget_model(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
         if not any(e.hash == entry.hash for e in self.registry.entries(_every)):

@@ -6,7 +6,9 @@ counts HTTP requests (by port, route *template* and status), their durations and
 
 Labels never carry what a client chose: a request's path is reported as the route template it
 matched (``/v2/models/{name}/infer``), or ``unmatched``; there are no labels for model names,
-ids, key names, inputs or outputs.
+key names, inputs or outputs. Per-model inference counts and durations carry the model's id
+(assigned by the server) only when its owner made it public; every other model is counted
+under ``model="private"``, and a deleted model's series go with it.
 
 Example::
 
@@ -16,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -28,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blindai.server.statistics import Timing
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsMiddleware", "metrics_route"]
+__all__ = ["LATENCY_BUCKETS", "PRIVATE_MODEL", "Metrics", "MetricsMiddleware", "metrics_route"]
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -37,6 +40,9 @@ LATENCY_BUCKETS = (
 """Histogram buckets (seconds), from 100 µs (a tiny model's phase) to a minute."""
 _COMPILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _NS = 1e-9
+PRIVATE_MODEL = "private"
+"""The ``model`` label of every model that is not public (never its id)."""
+_OUTCOMES = ("success", "failure")
 
 
 class Metrics:
@@ -102,6 +108,20 @@ class Metrics:
             buckets=_COMPILE_BUCKETS,
             registry=r,
         )
+        self.model_requests = Counter(
+            "blindai_model_inference_requests",
+            "Inference requests by model (the id of a public model, else 'private') and outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "blindai_model_inference_duration_seconds",
+            "Successful inference durations (all phases) by model (a public model's id, else "
+            "'private')",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.evidence_refreshes = Counter(
             "blindai_evidence_refreshes",
             "Attestation evidence collected anew, by kind (cpu, gpu)",
@@ -113,6 +133,21 @@ class Metrics:
         """Add one inference request's phase durations."""
         for phase, ns in timing.ns.items():
             self.phase_seconds.labels(protocol, phase).observe(ns * _NS)
+
+    def observe_model(self, *, model_id: str, public: bool, success: bool, timing: Timing) -> None:
+        """Count one inference request on a model (labelled by its id only if ``public``)."""
+        model = model_id if public else PRIVATE_MODEL
+        self.model_requests.labels(model, _OUTCOMES[not success]).inc()
+        if success:
+            self.model_seconds.labels(model).observe(sum(timing.ns.values()) * _NS)
+
+    def forget_model(self, model_id: str) -> None:
+        """Drop a deleted model's series (nothing for a private one: it has none)."""
+        for outcome in _OUTCOMES:
+            with contextlib.suppress(KeyError):
+                self.model_requests.remove(model_id, outcome)
+        with contextlib.suppress(KeyError):
+            self.model_seconds.remove(model_id)
 
     def count_connections(self, port: str, count: Callable[[], int]) -> None:
         """Report ``count()`` (read at each scrape) as the open connections of ``port``."""

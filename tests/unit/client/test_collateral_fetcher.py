@@ -225,21 +225,39 @@ def policy_file(tmp_path: Path) -> Path:
     return write_policy(tmp_path, POLICY_TOML)
 
 
+@pytest.mark.parametrize("route", ["attestation", "none"])
 def test_cli_attest_host_with_pccs_url(
     server: LoopbackServer,
+    tdx_set: Path,
     policy_file: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    route: str,
 ):
-    host = ["attest", "127.0.0.1", "--unattested-port", str(server.port)]
-    common = [*host, "--policy", str(policy_file), "--at", "2025-07-01T00:00:00Z"]
-    assert run_cli(monkeypatch, *common) == 1
-    assert "CollateralUnavailable" in capsys.readouterr().err
-    assert run_cli(monkeypatch, *common, "--pccs-url", server.url) == 1
-    assert "BindingError: the evidence does not bind this TLS certificate" in (
-        capsys.readouterr().err
-    )
+    """The quote from ``GET /attestation`` on the attested port, or, where that route is not
+    found, from the unattested port (the 0.6 flow)."""
+    quote = (tdx_set / "quote.bin").read_bytes()
+
+    def reply(
+        cert: bytes, nonce: bytes | None
+    ) -> AttestationReply | tuple[int, dict[str, str], bytes]:
+        if route == "none":
+            return 404, {"Content-Type": "text/plain"}, b"Not Found"
+        return AttestationReply(kind="tdx", certificate=cert, evidence=quote)
+
+    with attested_fake(reply) as port:
+        host = ["attest", "127.0.0.1", "--unattested-port", str(server.port)]
+        host += ["--attested-port", str(port.port)]
+        common = [*host, "--policy", str(policy_file), "--at", "2025-07-01T00:00:00Z"]
+        assert run_cli(monkeypatch, *common) == 1
+        assert "CollateralUnavailable" in capsys.readouterr().err
+        assert run_cli(monkeypatch, *common, "--pccs-url", server.url) == 1
+        assert "BindingError: the evidence does not bind this TLS certificate" in (
+            capsys.readouterr().err
+        )
     assert [p for p in server.asked if "certification" in p] == _pccs_routes_keys()
+    assert port.requests == ["GET /attestation", "GET /attestation"]
+    assert ("/quote" in server.asked) is (route == "none")
 
 
 def test_cli_attest_verify_with_pccs_url(

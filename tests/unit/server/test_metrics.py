@@ -109,3 +109,24 @@ def test_metrics_route_serves_the_text_format(client) -> None:
     assert reply.headers["content-type"].startswith("text/plain")
     names = {f.name for f in text_string_to_metric_families(reply.text)}
     assert {"blindai_http_requests", "blindai_models_loaded"} <= names
+
+
+def test_model_series_carry_only_public_ids_and_go_with_the_model() -> None:
+    metrics = Metrics()
+    timing = Timing()
+    timing.add("infer", 2_000_000)
+    metrics.observe_model(model_id="pub-id", public=True, success=True, timing=timing)
+    metrics.observe_model(model_id="pub-id", public=True, success=False, timing=timing)
+    metrics.observe_model(model_id="priv-id", public=False, success=True, timing=timing)
+    got = samples(metrics)
+    count = "blindai_model_inference_requests_total"
+    assert got[(count, (("model", "pub-id"), ("outcome", "success")))] == 1
+    assert got[(count, (("model", "pub-id"), ("outcome", "failure")))] == 1
+    assert got[(count, (("model", "private"), ("outcome", "success")))] == 1
+    duration = ("blindai_model_inference_duration_seconds_sum", (("model", "pub-id"),))
+    assert got[duration] == pytest.approx(0.002)
+    assert "priv-id" not in metrics.render().decode()
+    metrics.forget_model("pub-id")
+    metrics.forget_model("never-seen")  # nothing to drop: no error
+    assert "pub-id" not in metrics.render().decode()
+    assert samples(metrics)[(count, (("model", "private"), ("outcome", "success")))] == 1

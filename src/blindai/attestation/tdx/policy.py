@@ -6,12 +6,15 @@ TOML section ``[tdx]``::
     mr_td = "91eb2b44..."                 # hex (48 bytes), or a list of hex values
     rtmr0 = "44c0197b..."                 # rtmr0 .. rtmr3, optional
     mr_seam = "5b38e33a..."
+    mr_config_id = "a1b2c3..."            # mr_config_id, mr_owner, mr_owner_config: optional
     td_attributes = "0x10000000"          # under td_attributes_mask (DEBUG left out)
     xfam = "0x602e7"                      # under xfam_mask
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate"]
 
 TD attributes and XFAM are little-endian 64-bit integers, as the TDX module defines them.
+MRCONFIGID, MROWNER and MROWNERCONFIG are the 48-byte values the host sets when it creates the
+TD; Confidential Containers puts the digest of the pod's init-data in MRCONFIGID.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ __all__ = ["DEBUG", "TdxPolicy"]
 _U64 = (1 << 64) - 1
 DEBUG = 0x1
 _RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
+# set by the host at TD creation, measured nowhere else; checked in this order after mr_seam
+_HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
 _KEYS = frozenset(
     {
         "mr_td",
         *_RTMRS,
         "mr_seam",
+        *_HOST_SET,
         "td_attributes",
         "td_attributes_mask",
         "xfam",
@@ -60,6 +66,9 @@ class TdxPolicy:
     rtmr2: frozenset[bytes] | None = None
     rtmr3: frozenset[bytes] | None = None
     mr_seam: frozenset[bytes] | None = None
+    mr_config_id: frozenset[bytes] | None = None
+    mr_owner: frozenset[bytes] | None = None
+    mr_owner_config: frozenset[bytes] | None = None
     td_attributes: int | None = None
     td_attributes_mask: int = _U64 & ~DEBUG
     xfam: int | None = None
@@ -86,6 +95,9 @@ class TdxPolicy:
             rtmr2=f.hex_set(data.get("rtmr2"), "rtmr2", 48),
             rtmr3=f.hex_set(data.get("rtmr3"), "rtmr3", 48),
             mr_seam=f.hex_set(data.get("mr_seam"), "mr_seam", 48),
+            mr_config_id=f.hex_set(data.get("mr_config_id"), "mr_config_id", 48),
+            mr_owner=f.hex_set(data.get("mr_owner"), "mr_owner", 48),
+            mr_owner_config=f.hex_set(data.get("mr_owner_config"), "mr_owner_config", 48),
             td_attributes=f.uint(data.get("td_attributes"), "td_attributes", 64),
             td_attributes_mask=_U64 & ~DEBUG if td_mask is None else td_mask,
             xfam=f.uint(data.get("xfam"), "xfam", 64),
@@ -101,6 +113,8 @@ class TdxPolicy:
         for name in _RTMRS:
             out += f.measurement(name, getattr(self, name), getattr(claims, name))
         out += f.measurement("mr_seam", self.mr_seam, claims.mr_seam)
+        for name in _HOST_SET:
+            out += f.measurement(name, getattr(self, name), getattr(claims, name))
         out += f.masked(
             "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
         )

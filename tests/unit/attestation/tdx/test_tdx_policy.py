@@ -91,10 +91,50 @@ def test_every_violation_is_reported_at_once() -> None:
     assert fields(policy, bad) == ["mr_td", "rtmr0", "mr_seam", "debug", "tcb_status"]
 
 
+HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
+
+
+@pytest.mark.parametrize("key", HOST_SET)
+def test_each_host_set_register_is_pinned_exactly(key: str) -> None:
+    policy = TdxPolicy.from_mapping({"mr_td": MRTD.hex(), key: "ab" * 48})
+    assert getattr(policy, key) == frozenset({b"\xab" * 48})
+    assert policy.check(claims(**{key: b"\xab" * 48})) == []
+    (violation,) = policy.check(claims(**{key: b"\xab" * 47 + b"\xac"}))
+    assert (violation.field, violation.expected) == (key, "ab" * 48)
+    assert violation.actual == "ab" * 47 + "ac"
+    assert TdxPolicy.from_mapping({"mr_td": MRTD.hex()}).check(claims(**{key: b"\x01" * 48})) == []
+
+
+def test_host_set_registers_from_a_policy_file_all_reported_in_order() -> None:
+    policy = Policy.from_toml(
+        f"""
+[tdx]
+mr_td = "{MRTD.hex()}"
+mr_config_id = "{"11" * 48}"
+mr_owner = ["{"22" * 48}", "{"00" * 48}"]
+mr_owner_config = "{"33" * 48}"
+"""
+    ).for_kind(EvidenceKind.TDX)
+    assert isinstance(policy, TdxPolicy)
+    assert fields(policy, claims()) == ["mr_config_id", "mr_owner_config"]
+    assert fields(policy, claims(mr_owner=b"\x44" * 48, mr_seam=b"\x02" * 48, debug=True)) == [
+        "mr_config_id",
+        "mr_owner",
+        "mr_owner_config",
+        "debug",
+    ]
+    good = claims(mr_config_id=b"\x11" * 48, mr_owner=b"\x22" * 48, mr_owner_config=b"\x33" * 48)
+    assert policy.check(good) == []
+
+
 @pytest.mark.parametrize(
     "data",
     [
         {},
+        {"mr_td": "00" * 48, "mr_config_id": "00" * 32},
+        {"mr_td": "00" * 48, "mr_owner": "zz" * 48},
+        {"mr_td": "00" * 48, "mr_owner_config": []},
+        {"mr_config_id": "00" * 48},
         {"rtmr0": "00" * 48},
         {"mr_td": "00" * 32},
         {"mr_td": "00" * 48, "mr_enclave": "00" * 32},

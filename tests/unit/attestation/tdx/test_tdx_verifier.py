@@ -161,6 +161,44 @@ def test_matching_rtmrs_and_attributes_are_accepted(phala_v4: DcapSet) -> None:
     assert verify(phala_v4, exact).mr_td == bytes.fromhex(PHALA_MRTD)
 
 
+HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
+
+
+@pytest.mark.parametrize("fixture", ["phala_v4", "dcap_rs_v4"])
+def test_host_set_registers_of_the_real_quotes_are_pinned(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    dcap = request.getfixturevalue(fixture)
+    mr_td, statuses = (
+        (PHALA_MRTD, ["UpToDate"]) if fixture == "phala_v4" else (DCAP_RS_MRTD, ["OutOfDate"])
+    )
+    _, report = parse_tdx_quote(dcap.quote)
+    registers = {k: getattr(report, k).hex() for k in HOST_SET}
+    assert registers == dict.fromkeys(HOST_SET, "00" * 48)  # as the vectors' README says
+    claims = verify(dcap, policy(mr_td, *statuses, **registers))
+    assert {k: getattr(claims, k).hex() for k in HOST_SET} == registers
+
+
+def test_wrong_host_set_registers_are_all_reported(phala_v4: DcapSet) -> None:
+    wrong = {"mr_config_id": "11" * 48, "mr_owner": "22" * 48, "mr_owner_config": "33" * 48}
+    with pytest.raises(PolicyError) as info:
+        verify(phala_v4, policy("00" * 48, **wrong, rtmr3="44" * 48))
+    violations = [(v.field, v.expected, v.actual) for v in info.value.violations]
+    assert violations == [
+        ("mr_td", "00" * 48, PHALA_MRTD),
+        ("rtmr3", "44" * 48, "00" * 48),
+        ("mr_config_id", "11" * 48, "00" * 48),
+        ("mr_owner", "22" * 48, "00" * 48),
+        ("mr_owner_config", "33" * 48, "00" * 48),
+    ]
+
+
+def test_one_wrong_host_set_register_is_enough_to_refuse(phala_v4: DcapSet) -> None:
+    with pytest.raises(PolicyError) as info:
+        verify(phala_v4, policy(mr_config_id="00" * 47 + "01", mr_owner="00" * 48))
+    assert [v.field for v in info.value.violations] == ["mr_config_id"]
+
+
 # --- authenticity ------------------------------------------------------------------------
 
 
