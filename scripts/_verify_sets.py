@@ -1,7 +1,7 @@
 """One published evidence set per platform, and a call that verifies it (for the benchmark).
 
-Each set is read from ``../shared/evidence`` (beside the checkout) and verified offline at a
-time its collateral and certificates were valid, with a policy that accepts it (any
+Each set is read from ``tests/data/evidence`` (copied into the repository with its provenance
+and license) and verified offline at a time its collateral and certificates were valid, with a policy that accepts it (any
 measurement: the benchmark times authenticity and policy checks, not a particular build).
 Sets that are absent are skipped.
 """
@@ -17,7 +17,7 @@ from blindai.attestation.claims import EvidenceKind
 
 __all__ = ["EVIDENCE", "real_sets"]
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "evidence"
+EVIDENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "evidence"
 
 
 def _utc(text: str) -> datetime:

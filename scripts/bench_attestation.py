@@ -20,7 +20,7 @@ Run with ``make bench`` (or ``python scripts/bench_attestation.py [--quick]``).
    row then includes what the TEE takes to produce a quote or report.
 
 3. Verifying real evidence on this client, per platform (the published evidence sets in
-   ``../shared/evidence`` or ``tests/data/evidence``, at the time their collateral was valid):
+   ``tests/data/evidence``, at the time their collateral was valid):
    what a client pays once per replica (or per connection with ``nonce=True``). What the TEE
    pays to *produce* fresh evidence cannot be measured without the hardware: see
    docs/scale-out.md.
