@@ -1,9 +1,9 @@
 """One published evidence set per platform, and a call that verifies it (for the benchmark).
 
-Each set is read from ``tests/data/evidence`` (copied into the repository with its provenance
-and license) and verified offline at a time its collateral and certificates were valid, with a policy that accepts it (any
-measurement: the benchmark times authenticity and policy checks, not a particular build).
-Sets that are absent are skipped.
+Each set is read from ``tests/data/evidence`` (copied into the repository with its
+provenance and license) and verified offline at a time its collateral and certificates were
+valid, with a policy that accepts it (any measurement: the benchmark times authenticity and
+policy checks, not a particular build). Sets that are absent are skipped.
 """
 
 from __future__ import annotations
