@@ -125,6 +125,15 @@ class ConnectionTracker:
         return True
 
 
+def _closing_reply(status: bytes, text: str) -> bytes:
+    """A whole HTTP/1.1 response with a plain-text body, announcing that the connection closes."""
+    body = text.encode("utf-8")
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+    )
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header limits and read timeouts."""
 
@@ -233,12 +242,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """Answer an unparsable request with 400 and hang up."""
-        body = msg.encode("utf-8")
-        self.hang_up(
-            b"HTTP/1.1 400 Bad Request\r\n"
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        self.hang_up(_closing_reply(b"400 Bad Request", msg))
 
     def on_url(self, url: bytes) -> None:
         """Count the URL against the header limit."""
@@ -286,12 +290,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             raise _Refused(self._refusal)
 
     def _refuse(self, reason: str) -> None:
-        body = reason.encode("ascii")
-        self.hang_up(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        self.hang_up(_closing_reply(b"431 Request Header Fields Too Large", reason))
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):
