@@ -12,10 +12,11 @@ import cbor2
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests._server import ServerProcess
 
-__all__ = ["DTYPES", "attested_pem", "extremes", "pinned_factory", "reference"]
+__all__ = ["DTYPES", "Samples", "attested_pem", "extremes", "pinned_factory", "reference", "scrape"]
 
 #: each Open Inference Protocol datatype (but BYTES and BF16): its ONNX and numpy types
 DTYPES: dict[str, tuple[int, Any]] = {
@@ -70,3 +71,22 @@ def pinned_factory(pem: str) -> Callable[..., ssl.SSLContext]:
         return context
 
     return factory
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Prometheus samples by name and sorted labels."""
+
+
+def scrape(server: ServerProcess, pem: str, *, api_key: str | None = None) -> Samples:
+    """``GET /metrics`` on the management port (attested TLS pinned to ``pem``), parsed."""
+    context = ssl.create_default_context(cadata=pem)
+    context.check_hostname = False  # dialled as 127.0.0.1; the pin still applies
+    headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+    url = f"https://{server.host}:{server.management_port}/metrics"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), context=context) as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
-import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import cbor2
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import blindai
 from blindai.client import BlindAiClient
@@ -35,7 +33,7 @@ from blindai.errors import (
 from blindai.protocol.apikeys import generate_key
 from tests._fakes.mitm import UnattestedMitm
 from tests._server import ServerProcess, start_server
-from tests.integration._oip import attested_pem
+from tests.integration._oip import attested_pem, scrape
 from tests.models import add_constant
 
 ADMIN_KEY = generate_key()
@@ -264,25 +262,6 @@ def test_unattested_info_says_access_control_is_on(server: ServerProcess, admin)
     assert admin.server_info["access_control"] is True
 
 
-def _scrape(
-    server: ServerProcess, key: str
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The management port's /metrics (attested TLS, pinned to the server's certificate)."""
-    context = ssl.create_default_context(cadata=attested_pem(server))
-    context.check_hostname = False  # dialled as 127.0.0.1; the pin still applies
-    request = urllib.request.Request(
-        f"https://{server.host}:{server.management_port}/metrics",
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(request, context=context) as reply:
-        text = reply.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def test_metrics_name_public_models_only(
     server: ServerProcess, alice: blindai.Connection, bob: blindai.Connection
 ):
@@ -293,9 +272,9 @@ def test_metrics_name_public_models_only(
     count = "blindai_model_inference_requests_total"
     private_ok = (count, (("model", "private"), ("outcome", "success")))
     public_ok = (count, (("model", public), ("outcome", "success")))
-    before = _scrape(server, ADMIN_KEY)
+    before = scrape(server, attested_pem(server), api_key=ADMIN_KEY)
     assert added(alice, private) == 3 and added(bob, public) == 4 and added(alice, public) == 4
-    after = _scrape(server, ADMIN_KEY)
+    after = scrape(server, attested_pem(server), api_key=ADMIN_KEY)
     assert after[private_ok] == before.get(private_ok, 0) + 1
     assert after[public_ok] == before.get(public_ok, 0) + 2
     duration = ("blindai_model_inference_duration_seconds_count", (("model", public),))
@@ -304,7 +283,9 @@ def test_metrics_name_public_models_only(
     assert private not in text and name not in text  # neither its id nor any name
     alice.delete_model(public)
     alice.delete_model(private)
-    assert public not in str(_scrape(server, ADMIN_KEY))  # a deleted model's series go
+    assert public not in str(
+        scrape(server, attested_pem(server), api_key=ADMIN_KEY)
+    )  # a deleted model's series go
 
 
 def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, alice_key: str):

@@ -23,7 +23,14 @@ import blindai
 from blindai.protocol.names import SERVER_NAME
 from tests import models
 from tests._server import ServerProcess
-from tests.integration._oip import DTYPES, attested_pem, extremes, pinned_factory, reference
+from tests.integration._oip import (
+    DTYPES,
+    attested_pem,
+    extremes,
+    pinned_factory,
+    reference,
+    scrape,
+)
 
 http = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -222,19 +229,6 @@ def test_http_trusts_only_the_attested_certificate(server, pem: str) -> None:
         client.close()
     with http_client(server, pem) as pinned:
         assert pinned.is_server_live()
-
-
-def scrape(server: ServerProcess, pem: str) -> dict[tuple[str, tuple], float]:
-    context = ssl.create_default_context(cadata=pem)
-    context.check_hostname = False  # dialled as 127.0.0.1; the pin still applies
-    url = f"https://{server.host}:{server.management_port}/metrics"
-    with urllib.request.urlopen(url, context=context) as reply:
-        text = reply.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_metrics_parse_and_move(server, pem, pem_file, conn) -> None:
