@@ -24,7 +24,7 @@ import cbor2
 __all__ = ["dumps", "dumps_parts", "head", "message_prefix"]
 
 _MAX_ARGUMENT = (1 << 64) - 1
-_BIG = 1024
+_BIG = 64 << 10
 """Byte strings from this size on are copied once, into the joined message, never encoded."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -50,6 +51,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "blindai_http_requests",
@@ -129,23 +131,36 @@ class Metrics:
             registry=r,
         )
 
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: prometheus_client checks and locks on each call,
+        which is most of what counting a request costs. Label values are bounded (ports, route
+        templates, statuses, phases, methods, public model ids, which :meth:`forget_model`
+        drops), so the cache is too."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe_phases(self, protocol: str, timing: Timing) -> None:
         """Add one inference request's phase durations."""
         for phase, ns in timing.ns.items():
-            self.phase_seconds.labels(protocol, phase).observe(ns * _NS)
+            self.child(self.phase_seconds, protocol, phase).observe(ns * _NS)
 
     def observe_model(self, *, model_id: str, public: bool, success: bool, timing: Timing) -> None:
         """Count one inference request on a model (labelled by its id only if ``public``)."""
         model = model_id if public else PRIVATE_MODEL
-        self.model_requests.labels(model, _OUTCOMES[not success]).inc()
+        self.child(self.model_requests, model, _OUTCOMES[not success]).inc()
         if success:
-            self.model_seconds.labels(model).observe(sum(timing.ns.values()) * _NS)
+            self.child(self.model_seconds, model).observe(sum(timing.ns.values()) * _NS)
 
     def forget_model(self, model_id: str) -> None:
         """Drop a deleted model's series (nothing for a private one: it has none)."""
         for outcome in _OUTCOMES:
+            self._children.pop((self.model_requests, (model_id, outcome)), None)
             with contextlib.suppress(KeyError):
                 self.model_requests.remove(model_id, outcome)
+        self._children.pop((self.model_seconds, (model_id,)), None)
         with contextlib.suppress(KeyError):
             self.model_seconds.remove(model_id)
 
@@ -206,8 +221,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            m, route = self._metrics, _template(scope)
-            m.requests.labels(self._port, route, str(status)).inc()
-            m.request_seconds.labels(self._port, route).observe(time.perf_counter() - start)
-            m.received_bytes.labels(self._port).inc(received)
-            m.sent_bytes.labels(self._port).inc(sent)
+            m, route, port = self._metrics, _template(scope), self._port
+            m.child(m.requests, port, route, str(status)).inc()
+            m.child(m.request_seconds, port, route).observe(time.perf_counter() - start)
+            m.child(m.received_bytes, port).inc(received)
+            m.child(m.sent_bytes, port).inc(sent)

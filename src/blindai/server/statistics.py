@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["PHASES", "Duration", "ModelStatistics", "Phase", "Snapshot", "Timing"]
@@ -64,10 +64,6 @@ class Duration:
     count: int = 0
     ns: int = 0
 
-    def plus(self, ns: int) -> Duration:
-        """This duration with one more occurrence of ``ns`` nanoseconds."""
-        return Duration(self.count + 1, self.ns + ns)
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -89,35 +85,58 @@ class Snapshot:
         return self.success.count
 
 
+class _Totals:
+    """One model's running totals (mutable, under the statistics' lock)."""
+
+    __slots__ = ("fail", "last_inference_ms", "phases", "success")
+
+    def __init__(self) -> None:
+        self.success = [0, 0]
+        self.fail = [0, 0]
+        self.phases: dict[Phase, list[int]] = {p: [0, 0] for p in PHASES}
+        self.last_inference_ms = 0
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            success=Duration(*self.success),
+            fail=Duration(*self.fail),
+            phases={p: Duration(*total) for p, total in self.phases.items()},
+            last_inference_ms=self.last_inference_ms,
+        )
+
+
 class ModelStatistics:
     """Thread-safe statistics per model id; a model's entry goes when :meth:`forget` is called."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_model: dict[str, Snapshot] = {}
+        self._by_model: dict[str, _Totals] = {}
 
     def record(self, model_id: str, timing: Timing, *, success: bool) -> None:
         """Add one request that ran (or failed) on ``model_id``."""
         total = timing.total()
         with self._lock:
-            old = self._by_model.get(model_id, Snapshot())
+            totals = self._by_model.get(model_id)
+            if totals is None:
+                totals = self._by_model[model_id] = _Totals()
             if not success:
-                self._by_model[model_id] = replace(old, fail=old.fail.plus(total))
+                totals.fail[0] += 1
+                totals.fail[1] += total
                 return
-            phases = dict(old.phases)
+            totals.success[0] += 1
+            totals.success[1] += total
+            phases = totals.phases
             for name, ns in timing.ns.items():
-                phases[name] = phases[name].plus(ns)
-            self._by_model[model_id] = Snapshot(
-                success=old.success.plus(total),
-                fail=old.fail,
-                phases=phases,
-                last_inference_ms=time.time_ns() // 1_000_000,
-            )
+                phase = phases[name]
+                phase[0] += 1
+                phase[1] += ns
+            totals.last_inference_ms = time.time_ns() // 1_000_000
 
     def snapshot(self, model_id: str) -> Snapshot:
         """The statistics of ``model_id`` (all zero when it has served nothing)."""
         with self._lock:
-            return self._by_model.get(model_id, Snapshot())
+            totals = self._by_model.get(model_id)
+            return Snapshot() if totals is None else totals.snapshot()
 
     def forget(self, model_id: str) -> None:
         """Drop a deleted model's statistics."""

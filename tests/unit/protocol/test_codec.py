@@ -30,7 +30,7 @@ def test_round_trip_through_cbor():
 
 
 def test_tensors_from_numpy_are_views_encoded_as_their_bytes():
-    a = np.arange(600, dtype=np.float32).reshape(20, 30)
+    a = np.arange(20_000, dtype=np.float32).reshape(200, 100)  # 80 KB: over the copy size
     t = WireTensor.from_numpy(a, "x")
     assert isinstance(t.bytes_data, memoryview) and t.bytes_data.readonly
     assert np.shares_memory(np.frombuffer(t.bytes_data, np.uint8), a)  # no copy
@@ -38,6 +38,8 @@ def test_tensors_from_numpy_are_views_encoded_as_their_bytes():
     encoded = codec.dumps(codec.encode_tensor(t))
     assert encoded == cbor2.dumps(codec.encode_tensor(as_bytes))
     assert codec.decode_tensor(cbor2.loads(encoded)) == as_bytes
+    small = WireTensor.from_numpy(a[:10], "x")  # 4 KB: copied, cheaper than a view to encode
+    assert type(small.bytes_data) is bytes and small.as_numpy().tolist() == a[:10].tolist()
     empty = WireTensor.from_numpy(np.zeros((0, 3), np.int64))
     assert empty.bytes_data == b"" and empty.as_numpy().shape == (0, 3)
 

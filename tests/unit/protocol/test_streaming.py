@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blindai.protocol.streaming import dumps, dumps_parts, head, message_prefix
+from blindai.protocol.streaming import _BIG, dumps, dumps_parts, head, message_prefix
 
 
 @pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
@@ -50,7 +50,7 @@ _values = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=20)
     | st.binary(max_size=40)
-    | st.binary(min_size=1024, max_size=3000),
+    | st.builds(lambda n, b: bytes([b]) * n, st.integers(_BIG, _BIG + 3000), st.integers(0, 255)),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(st.text(max_size=6) | st.integers(0, 9), inner, max_size=4)
@@ -76,7 +76,7 @@ def test_dumps_takes_buffers_without_converting_them():
 def test_dumps_parts_leaves_large_byte_strings_as_views_of_their_buffers():
     import numpy as np
 
-    x = np.zeros(5000, np.float32)
+    x = np.zeros(20_000, np.float32)  # 80 KB: over _BIG
     parts = dumps_parts({"id": "m", "inputs": [{"bytes_data": memoryview(x), "n": b"ab"}]})
     big = [p for p in parts if isinstance(p, memoryview)]
     assert len(big) == 1 and np.shares_memory(np.frombuffer(big[0], np.uint8), x)

@@ -74,3 +74,22 @@ def test_a_broken_stream_is_reported_once(caplog: pytest.LogCaptureFixture):
     assert [r.getMessage() for r in caplog.records] == [
         "the audit log cannot be written: ValueError"
     ]
+
+
+def test_the_time_field_follows_the_clock_across_seconds():
+    """The date text is kept per second: each line still shows its own time, to the ms."""
+    from datetime import datetime, timezone
+
+    times = [T, T + 0.5, T + 1.0005, T + 86_400 * 366 + 0.999, T + 0.001]
+    clock = iter(times)
+    out = io.StringIO()
+    log = AuditLog(out, clock=lambda: next(clock))
+    for _ in times:
+        log.record(key='a"b\n', action=AuditAction.RUN, model=None, status=200, duration_s=1.5)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    for t, line in zip(times, lines, strict=True):
+        moment = datetime.fromtimestamp(t, tz=timezone.utc)
+        assert line["time"] == moment.strftime("%Y-%m-%dT%H:%M:%S.") + (
+            f"{moment.microsecond // 1000:03d}Z"
+        )
+        assert line["key"] == 'a"b\n' and line["duration_ms"] == 1500.0

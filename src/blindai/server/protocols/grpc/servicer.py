@@ -101,7 +101,7 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
-        metrics.received_bytes.labels(GRPC_PORT).inc(request.ByteSize())
+        metrics.child(metrics.received_bytes, GRPC_PORT).inc(request.ByteSize())
         state: _Call | None = None
         try:
             if method in OPEN_METHODS:
@@ -110,7 +110,7 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
                 header = _authorization(context) if access.enabled else None
                 state = _Call(access.authenticate(header))
             reply = await fn(request, context, state)
-            metrics.sent_bytes.labels(GRPC_PORT).inc(reply.ByteSize())
+            metrics.child(metrics.sent_bytes, GRPC_PORT).inc(reply.ByteSize())
             return reply
         except BlindAIError as exc:
             status = exc.http_status
@@ -125,8 +125,8 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
             await context.abort(code, "internal server error")
         finally:
-            metrics.grpc_requests.labels(method, code.name).inc()
-            metrics.grpc_seconds.labels(method).observe(time.perf_counter() - start)
+            metrics.child(metrics.grpc_requests, method, code.name).inc()
+            metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
             if action is not None:
                 access.audit.record(
                     key=state.caller.name if state else None,
