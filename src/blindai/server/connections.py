@@ -224,7 +224,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._in_headers:
             self._raw_header_bytes += len(data)
-            self._arm_header_timer()
         else:
             self._body_bytes += len(data)
         try:
@@ -237,8 +236,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 return
             self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_headers and self._raw_header_bytes > self._limits.max_header_bytes:
-            self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
+        if self._hung_up:
+            return
+        # the timers start only for a request still incomplete after this read: one that
+        # came whole (most small requests) costs no timer
+        if self._in_headers:
+            if self._raw_header_bytes > self._limits.max_header_bytes:
+                self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
+            elif self._raw_header_bytes:
+                self._arm_header_timer()
+        elif self._body_timer is None:
+            self._body_timer = self.loop.call_later(self._limits.body_timeout_s, self._body_check)
 
     def send_400_response(self, msg: str) -> None:
         """Answer an unparsable request with 400 and hang up."""
@@ -258,7 +266,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        """End of the header phase: the body timer starts."""
+        """End of the header phase: the body's time counts from here (its timer starts after
+        the read, if the body is not complete by then)."""
         self._in_headers = False
         self._raw_header_bytes = 0
         self._header_size = self._header_count = 0
@@ -267,7 +276,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._header_timer = None
         self._body_start = self.loop.time()
         self._body_bytes = 0
-        self._body_timer = self.loop.call_later(self._limits.body_timeout_s, self._body_check)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

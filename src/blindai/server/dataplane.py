@@ -687,12 +687,21 @@ class DataPlane:
                 with self._running_lock:
                     self._running -= 1
 
-        async def work() -> tuple[_T | None, Exception | None, bool]:
-            async with self._slots(entry):
-                return await self._infer.run(counted)
+        slots = self._slots(entry)
+        work: Awaitable[tuple[_T | None, Exception | None, bool]]
+        if slots.locked():  # wait for a slot, under the run timeout
 
+            async def queued() -> tuple[_T | None, Exception | None, bool]:
+                async with slots:
+                    return await self._infer.run(counted)
+
+            work = queued()
+        else:  # a free slot: taken now, given back when the worker is done with the run
+            await slots.acquire()
+            work = self._infer.submit(counted)
+            work.add_done_callback(lambda _: slots.release())
         value, error, shared = await run_guarded(
-            work(), control, timeout_s=settings.run_timeout, disconnected=disconnected
+            work, control, timeout_s=settings.run_timeout, disconnected=disconnected
         )
         if error is not None:
             cause = error.__cause__

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,14 +37,9 @@ class Timing:
     ns: dict[Phase, int] = field(default_factory=dict)
     started: int = field(default_factory=time.perf_counter_ns)
 
-    @contextmanager
-    def phase(self, name: Phase) -> Iterator[None]:
+    def phase(self, name: Phase) -> _PhaseTimer:
         """Time the ``with`` block as ``name`` (added to what that phase already took)."""
-        start = time.perf_counter_ns()
-        try:
-            yield
-        finally:
-            self.add(name, time.perf_counter_ns() - start)
+        return _PhaseTimer(self, name)
 
     def add(self, name: Phase, ns: int) -> None:
         """Add ``ns`` nanoseconds to phase ``name``."""
@@ -55,6 +48,24 @@ class Timing:
     def total(self) -> int:
         """Nanoseconds since this timing was created."""
         return time.perf_counter_ns() - self.started
+
+
+class _PhaseTimer:
+    """The ``with`` block of :meth:`Timing.phase` (a class: cheaper than a generator, and
+    every request times several phases)."""
+
+    __slots__ = ("_name", "_start", "_timing")
+
+    def __init__(self, timing: Timing, name: Phase) -> None:
+        self._timing = timing
+        self._name = name
+        self._start = 0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter_ns()
+
+    def __exit__(self, *_: object) -> None:
+        self._timing.add(self._name, time.perf_counter_ns() - self._start)
 
 
 @dataclass(frozen=True)
