@@ -21,6 +21,9 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   could still be sent whole. Instead the answer (if any) is written, reading pauses (what the
   client pushes fills the TLS layer's buffer, then the sockets'), and the connection is
   dropped shortly after.
+- **One write per small response.** uvicorn writes a response's head and body apart: two TLS
+  records in two socket writes, and a client that wakes up twice. The head waits (until the
+  body's write, or the end of the event loop's turn) so that a small response leaves whole.
 - **A cap on connections** per port, counted from the TCP accept (before any TLS handshake):
   at the cap, the connection idle for the longest is closed to make room; when none is idle
   the new one is refused at once (its file descriptor is freed right away).
@@ -37,7 +40,7 @@ import resource
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import uvicorn
@@ -58,6 +61,8 @@ _log = logging.getLogger("blindai.server")
 
 _ABORT_AFTER_S = 0.5
 FD_RESERVE = 256
+_JOINED_BYTES = 64 << 10
+"""Writes up to this size are joined with a waiting head; larger ones go as they are."""
 """File descriptors kept for the server's own use beyond its connections (listening sockets,
 compile children's pipes, evidence devices, logs)."""
 
@@ -134,6 +139,51 @@ def _closing_reply(status: bytes, text: str) -> bytes:
     )
 
 
+class _HeadWaits:
+    """A transport whose writes of up to ``_JOINED_BYTES`` wait, joined with the next write or
+    sent at the end of the event loop's turn (whichever comes first); closing sends them
+    first. Everything else is the wrapped transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._waiting: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` after what waits; a small write waits too."""
+        waiting = self._waiting
+        if len(data) <= _JOINED_BYTES:
+            if not waiting:
+                self._loop.call_soon(self.flush)
+            waiting.append(data)
+            if len(waiting) > 1:  # a head and its body: together, now
+                self.flush()
+            return
+        self.flush()
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Send what waits."""
+        if self._waiting:
+            data = self._waiting[0] if len(self._waiting) == 1 else b"".join(self._waiting)
+            self._waiting = []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what waits, then close."""
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once; what waits is dropped."""
+        self._waiting = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header limits and read timeouts."""
 
@@ -165,7 +215,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the header timer for the first request."""
-        super().connection_made(transport)
+        super().connection_made(cast(asyncio.Transport, _HeadWaits(transport, self.loop)))
         self._tracker.attach(self._key, self)
         self._arm_header_timer()
 
