@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import select
@@ -158,6 +159,40 @@ def test_ordinary_requests_pass():
             response = conn.getresponse()
             assert response.status == 200 and response.read() == b"x" * 5000
         conn.close()
+
+
+def _read_once(sock: ssl.SSLSocket) -> bytes:
+    """One TLS read: at most one record's bytes."""
+    select.select([sock], [], [], CLOSE_WITHIN)
+    return sock.recv(1 << 20)
+
+
+@pytest.mark.parametrize("size", [5, 10_000])
+def test_a_small_response_leaves_in_one_tls_record(size):
+    """uvicorn writes the head and the body apart; they reach the client as one record."""
+    with limited(tls=True) as running, contextlib.closing(running.connect()) as sock:
+        assert isinstance(sock, ssl.SSLSocket)
+        body = b"x" * size
+        head = f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        sock.sendall(head.encode() + body)
+        first = _read_once(sock)
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"\r\n\r\n" + body)
+        sock.sendall(head.encode() + body)  # the connection goes on: the next one too
+        assert _read_once(sock).endswith(b"\r\n\r\n" + body)
+
+
+def test_a_large_response_is_written_as_it_is():
+    """A body over the joined size is not copied to join it with its head."""
+    with limited(tls=True) as running, contextlib.closing(running.connect()) as sock:
+        size = 300_000
+        head = f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        sock.sendall(head.encode() + b"y" * size)
+        first = _read_once(sock)
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"\r\n\r\n")
+        got = b""
+        while len(got) < size:
+            got += _read_once(sock)
+        assert got == b"y" * size
 
 
 def test_headers_over_the_size_limit_get_431():
