@@ -1,0 +1,89 @@
+"""WorkerPool: results and errors reach the loop, at most N threads, cancelled work never runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from blindai.server._workers import WorkerPool
+
+
+def test_results_errors_and_keyword_arguments_come_back():
+    pool = WorkerPool(2, name="t")
+
+    def divide(a: int, *, by: int) -> float:
+        return a / by
+
+    async def main() -> None:
+        assert await pool.run(divide, 6, by=3) == 2.0
+        with pytest.raises(ZeroDivisionError):
+            await pool.run(divide, 1, by=0)
+        assert await pool.submit(threading.current_thread) is not threading.current_thread()
+
+    asyncio.run(main())
+    pool.close()
+
+
+def test_at_most_the_given_threads_and_the_rest_waits():
+    pool = WorkerPool(2, name="cap")
+    release = threading.Event()
+    running: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> str:
+        with lock:
+            running.append(threading.current_thread().name)
+        release.wait(10)
+        return threading.current_thread().name
+
+    async def main() -> list[str]:
+        futures = [pool.submit(work) for _ in range(5)]
+        while len(running) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(running) == 2  # the other three wait for a thread
+        release.set()
+        return await asyncio.gather(*futures)
+
+    names = asyncio.run(main())
+    assert set(names) == {"cap_0", "cap_1"} and len(running) == 5
+    pool.close()
+
+
+def test_a_future_cancelled_before_a_worker_takes_it_never_runs():
+    pool = WorkerPool(1, name="c")
+    gate = threading.Event()
+    ran: list[int] = []
+
+    async def main() -> None:
+        first = pool.submit(lambda: gate.wait(10))
+        second = pool.submit(lambda: ran.append(1))
+        second.cancel()
+        gate.set()
+        await first
+        await pool.run(lambda: None)  # the worker went past the cancelled one
+
+    asyncio.run(main())
+    assert ran == []
+    pool.close()
+
+
+def test_close_cancels_what_has_not_started_and_refuses_more():
+    pool = WorkerPool(1, name="s")
+    gate = threading.Event()
+
+    async def main() -> None:
+        busy = pool.submit(lambda: gate.wait(10))
+        waiting = pool.submit(lambda: "never")
+        await asyncio.sleep(0.05)
+        pool.close()
+        gate.set()
+        await busy
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(RuntimeError, match="stopped"):
+            pool.submit(lambda: None)
+
+    asyncio.run(main())
