@@ -38,6 +38,7 @@ __all__ = [
     "STREAM_BATCH",
     "CborLimits",
     "ModelSink",
+    "TooManyItems",
     "Uint8ArrayDecoder",
     "decode",
     "read_upload",
@@ -68,6 +69,10 @@ class CborLimits:
     def over(self, limit: int) -> str:
         """How a refusal names a byte limit."""
         return text_limit(limit, self.setting) if self.setting else f"the {limit}-byte limit"
+
+
+class TooManyItems(InvalidInput):
+    """The body holds more map entries and array elements than ``max_items``."""
 
 
 class _NeedMore(Exception):
@@ -213,7 +218,7 @@ class _Reader:
     def _count(self, n: int) -> None:
         self.items += n
         if self.items > self.limits.max_items:
-            raise InvalidInput(f"body holds more than {self.limits.max_items} items")
+            raise TooManyItems(f"body holds more than {self.limits.max_items} items")
 
     def array(self, n: int, depth: int) -> Any:
         if n > self.limits.max_small_array:

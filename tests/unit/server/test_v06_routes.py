@@ -191,3 +191,28 @@ def test_upload_settings_set_how_the_model_runs(server: InProcess) -> None:
     resp = server.management.post("/upload", content=cbor2.dumps(refused))
     assert resp.status_code == 400
     assert "cannot be batched" in cbor2.loads(resp.content)
+
+
+def test_a_mid_size_body_with_few_items_is_decoded_on_the_loop_else_in_a_worker() -> None:
+    """An image-sized /run body is decoded right away; one with many items goes to a worker
+    thread (the loop never walks thousands of items) and gets the same answer."""
+    from blindai.server.protocols.v06.routes import ON_LOOP_ITEMS, SMALL_BODY
+
+    with in_process() as s:
+        model_id = s.upload(identity(TensorProto.FLOAT, [None, None]))["model_id"]
+        plane = s.apps.plane
+        offloaded: list[str] = []
+        real = plane.offload
+
+        async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            offloaded.append(fn.__name__)
+            return await real(fn, *args, **kwargs)
+
+        plane.offload = spy  # type: ignore[method-assign]
+        x = np.arange(SMALL_BODY, dtype=np.float32).reshape(1, -1)  # 64 KiB
+        for pad, where in (([], []), (["p"] * (ON_LOOP_ITEMS + 1), ["decode"])):
+            offloaded.clear()
+            status, reply, _ = run(s, model_id=model_id, inputs=[tensor(x)], pad=pad)
+            assert status == 200, reply
+            out = np.frombuffer(reply["outputs"][0]["bytes_data"], np.float32)
+            assert np.array_equal(out, x.ravel()) and offloaded == where

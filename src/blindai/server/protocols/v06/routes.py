@@ -7,7 +7,9 @@ class in the ``X-BlindAI-Error`` header. Every ``/run`` on a model counts in its
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,7 @@ from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.protocol import codec
 from blindai.server._text import limit
 from blindai.server.access.middleware import caller_of
-from blindai.server.cbor_body import CborLimits, ModelSink, decode, read_upload
+from blindai.server.cbor_body import CborLimits, ModelSink, TooManyItems, decode, read_upload
 from blindai.server.dataplane import DataPlane
 from blindai.server.model_file import ModelFile
 from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
@@ -32,13 +34,29 @@ from blindai.server.protocols.v06.wire import (
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
-__all__ = ["DELETE_BYTES", "PROTOCOL", "SMALL_BODY", "V06Routes", "cbor_errors"]
+__all__ = [
+    "DELETE_BYTES",
+    "ON_LOOP_BODY",
+    "ON_LOOP_ITEMS",
+    "PROTOCOL",
+    "SMALL_BODY",
+    "V06Routes",
+    "cbor_errors",
+]
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""
 SMALL_BODY = 16 << 10
 """/run bodies up to this size are decoded by cbor2 on the event loop (a few microseconds);
-larger ones by the bounded decoder (``blindai.server.cbor_body``) in a worker thread."""
+larger ones by the bounded decoder (``blindai.server.cbor_body``)."""
+ON_LOOP_BODY = 1 << 20
+ON_LOOP_ITEMS = 256
+"""A /run body of at most ``ON_LOOP_BODY`` bytes and ``ON_LOOP_ITEMS`` items (an image, a few
+tensors) is decoded on the event loop: that takes tens of microseconds (its byte strings are
+copied once), less than a trip to a worker thread. A larger one, or one with more items, is
+decoded in a worker thread, so that no body holds up the other requests for long."""
+
+_UNDECODED = object()
 
 PROTOCOL = "v06"
 """``/run``'s label in the inference phase metrics (v2 REST is ``rest``, gRPC ``grpc``)."""
@@ -137,14 +155,21 @@ class V06Routes:
             return outputs_response(result.outputs)
 
     async def _decoded(self, body: bytes) -> dict[str, Any]:
-        """A /run body as a map: small ones with cbor2, larger ones bounded and off the loop."""
+        """A /run body as a map: small ones with cbor2, larger ones bounded (on the loop when
+        they hold few items, see ``ON_LOOP_ITEMS``)."""
         if len(body) <= SMALL_BODY:
             try:
                 return codec.decode_map(body, what="run")
             except Exception as exc:
                 raise InvalidInput(str(exc)) from exc
         limits = CborLimits(max_bytes=self._run_bytes, setting="max_request_bytes")
-        doc = await self.plane.offload(decode, body, limits=limits)
+        doc: Any = _UNDECODED
+        if len(body) <= ON_LOOP_BODY:
+            few = replace(limits, max_items=min(ON_LOOP_ITEMS, limits.max_items))
+            with contextlib.suppress(TooManyItems):  # then in a worker, with the real limit
+                doc = decode(body, limits=few)
+        if doc is _UNDECODED:
+            doc = await self.plane.offload(decode, body, limits=limits)
         if not isinstance(doc, dict):
             raise InvalidInput("run: body must be a CBOR map with text keys")
         return doc
