@@ -5,8 +5,10 @@ that checkout's ``src`` first on its path; the child starts that checkout's ``bl
 --simulation`` and times ``run_model`` on a dense 16->4 model with that checkout's client. The
 p50 of every round is printed with the load average, then the median of the rounds' p50s.
 
-Usage: python scripts/bench_compare.py OTHER_SRC [--rounds 6] [--requests 400]
+Usage: python scripts/bench_compare.py OTHER_SRC [--rounds 6] [--requests 400] [--model PATH]
 (e.g. ``git archive main src | tar -x -C /tmp/main`` then ``OTHER_SRC=/tmp/main/src``).
+``--model`` times an ONNX file instead (inputs of its shapes, free dimensions 1 then 128:
+ResNet18 and DistilBERT as ``make bench`` exports them to ``.bench-models/``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OURS = HERE.parent / "src"
 
 
-def child(requests: int) -> None:
-    """In a child: this checkout's server and client, the tiny model's p50 in ms."""
+def _model_inputs(path: str) -> tuple[bytes, dict[str, Any]]:
+    """An ONNX file's bytes and inputs for it (random floats, ones for integers)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds: dict[str, Any] = {}
+    for spec in session.get_inputs():
+        shape = [
+            d if isinstance(d, int) else (1 if i == 0 else 128) for i, d in enumerate(spec.shape)
+        ]
+        if "float" in spec.type:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            feeds[spec.name] = np.ones(shape, np.int64)
+    return Path(path).read_bytes(), feeds
+
+
+def child(requests: int, model_path: str | None = None) -> None:
+    """In a child: this checkout's server and client, the tiny model's (or ``model_path``'s)
+    p50 in ms."""
     import warnings
 
     import numpy as np
@@ -38,21 +61,25 @@ def child(requests: int) -> None:
 
     import blindai
 
-    m = mlp("dense 16->4", [16, 4])
+    if model_path:
+        onnx_bytes, feeds = _model_inputs(model_path)
+    else:
+        m = mlp("dense 16->4", [16, 4])
+        onnx_bytes, feeds = m.onnx_bytes, {"x": m.x}
     with _serverproc.simulation_server("--log-level", "warning") as server:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
-        model_id = conn.upload_model(m.onnx_bytes).model_id
-        for _ in range(50):
-            conn.run_model(model_id, input_tensors={"x": m.x})
+        model_id = conn.upload_model(onnx_bytes).model_id
+        for _ in range(50 if not model_path else 10):
+            conn.run_model(model_id, input_tensors=feeds)
         from _benchkit import _process_cpu
 
         times = []
         cpu0 = time.process_time() + _process_cpu(server.process.pid)
         for _ in range(requests):
             t0 = time.perf_counter()
-            conn.run_model(model_id, input_tensors={"x": m.x})
+            conn.run_model(model_id, input_tensors=feeds)
             times.append(time.perf_counter() - t0)
         cpu = time.process_time() + _process_cpu(server.process.pid) - cpu0
         conn.close()
@@ -67,14 +94,14 @@ def child(requests: int) -> None:
     )
 
 
-def one(src: Path, requests: int, side: str) -> tuple[float, float]:
+def one(src: Path, requests: int, side: str, model: str | None = None) -> tuple[float, float]:
     """``side``: which part runs ``src`` (both, the server only, or the client only); the
     other part runs this checkout."""
     client = src if side in ("both", "client") else OURS
     server = src if side in ("both", "server") else OURS
     env = dict(os.environ, PYTHONPATH=str(client), SERVER_SRC=str(server.resolve()))
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(requests)],
+        [sys.executable, __file__, "--child", str(requests), *([model] if model else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -100,12 +127,15 @@ def main() -> None:
         default="both",
         help="what differs: both sides, or only the server (or client) runs OTHER_SRC",
     )
+    parser.add_argument("--model", help="an ONNX file to time instead of the tiny model")
     args = parser.parse_args()
+    if args.model:
+        args.model = str(Path(args.model).resolve())
     results: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     for r in range(args.rounds):
         order = [("this", OURS), ("other", args.other.resolve())]
         for label, src in order if r % 2 == 0 else order[::-1]:
-            results[label].append(one(src, args.requests, args.side))
+            results[label].append(one(src, args.requests, args.side, args.model))
         load = os.getloadavg()[0]
         (tp, tc), (op, oc) = results["this"][-1], results["other"][-1]
         print(
@@ -120,7 +150,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child(int(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--child":
+        child(int(sys.argv[2]), sys.argv[3] if len(sys.argv) == 4 else None)
     else:
         main()
