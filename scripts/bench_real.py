@@ -384,6 +384,10 @@ def main() -> int:
         "serve --simulation"
     )
     print(f"onnxruntime {ort.__version__}; {load_line()}")
+    # this process runs both the clients and the in-process sessions: both keep freed memory
+    # for reuse, as the server does (docs/performance.md, "Copies of tensor bytes")
+    kept = blindai.keep_freed_memory(64 << 20)
+    print(f"this process keeps 64 MiB of freed memory for reuse (mallopt): {kept}")
     if os.getloadavg()[0] > BUSY_LOAD * cores:
         print(
             f"WARNING: this machine is busy (1-minute load above {BUSY_LOAD} per core): other "

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from blindai._version import __version__
 
 if TYPE_CHECKING:
+    from blindai._malloc import keep_freed_memory
     from blindai.attestation.simulation import SimulationModeWarning
     from blindai.client import (
         Connection,
@@ -41,12 +42,14 @@ __all__ = [
     "UploadModelResponse",
     "__version__",
     "connect",
+    "keep_freed_memory",
 ]
 
 _SIMULATION = "blindai.attestation.simulation"
 #: where each public name is imported from on first use (everything else: the client)
 _LAZY = {name: "blindai.client" for name in __all__ if name != "__version__"} | {
-    "SimulationModeWarning": _SIMULATION
+    "SimulationModeWarning": _SIMULATION,
+    "keep_freed_memory": "blindai._malloc",
 }
 
 

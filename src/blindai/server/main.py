@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
+from blindai._malloc import keep_freed_memory
 from blindai._version import __version__
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
-from blindai.server._malloc import keep_freed_memory
 from blindai.server.access import AccessControl, AuditLog, KeyRing
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester

@@ -1,4 +1,4 @@
-"""server/_malloc.py: glibc keeps freed request buffers for reuse (checked in a child process,
+"""blindai/_malloc.py: glibc keeps freed request buffers for reuse (checked in a child process,
 whose allocator settings the test may change)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 CHILD = r"""
 import sys, time
-from blindai.server._malloc import keep_freed_memory
+from blindai._malloc import keep_freed_memory
 
 def faults():
     with open("/proc/self/stat") as f:
@@ -39,6 +39,6 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
 
 
 def test_zero_keeps_glibcs_defaults():
-    from blindai.server._malloc import keep_freed_memory
+    from blindai._malloc import keep_freed_memory
 
     assert keep_freed_memory(0) is False
