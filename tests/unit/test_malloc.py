@@ -42,3 +42,11 @@ def test_zero_keeps_glibcs_defaults():
     from blindai._malloc import keep_freed_memory
 
     assert keep_freed_memory(0) is False
+
+
+def test_a_client_process_opts_in_through_the_package():
+    import blindai
+    from blindai._malloc import keep_freed_memory
+
+    assert blindai.keep_freed_memory is keep_freed_memory
+    assert "keep_freed_memory" in blindai.__all__
