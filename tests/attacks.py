@@ -221,3 +221,61 @@ def slow_loop() -> bytes:
     zero = helper.make_tensor("init", TensorProto.FLOAT, [1], [0.0])
     nodes = [helper.make_node("Loop", ["M", "", "init"], ["y"], body=body)]
     return _model(helper.make_graph(nodes, "loop", [m], [y], initializer=[zero]))
+
+
+def doubled_weight(where: str, n: int, elem_type: int = TensorProto.FLOAT) -> bytes:
+    """y = x + ReduceSum(w + w), w a weight of ``n`` elements kept in ``where``: the graph
+    itself implies a value (``w + w``) of n elements; checking it must not cost a copy of w.
+
+    ``where``: ``initializer``, ``declared`` (an initializer also declared as a graph input),
+    ``constant`` (a ``Constant`` node), ``if`` (an initializer of both branches of an ``If``),
+    ``function`` (a ``Constant`` in a model-local function)."""
+    import numpy as np
+
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    w = onnx.numpy_helper.from_array(np.ones(n, dtype), "w")
+    vtype = elem_type
+    x = helper.make_tensor_value_info("x", vtype, [1])
+    y = helper.make_tensor_value_info("y", vtype, [1])
+    inputs, inits, functions = [x], [], None
+    make_w: list[onnx.NodeProto] = []
+    if where in ("initializer", "declared"):
+        inits = [w]
+        if where == "declared":
+            inputs.append(helper.make_tensor_value_info("w", vtype, [n]))
+    elif where == "constant":
+        make_w = [helper.make_node("Constant", [], ["w"], value=w)]
+    elif where == "if":
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+        branch = helper.make_graph(
+            [helper.make_node("Identity", ["w"], ["wb"])],
+            "branch",
+            [],
+            [helper.make_tensor_value_info("wb", vtype, [n])],
+            initializer=[w],
+        )
+        make_w = [
+            helper.make_node("If", ["c"], ["w_if"], then_branch=branch, else_branch=branch),
+            helper.make_node("Identity", ["w_if"], ["w"]),
+        ]
+    elif where == "function":
+        fn = helper.make_function(
+            "local",
+            "Weight",
+            [],
+            ["o"],
+            [helper.make_node("Constant", [], ["o"], value=w)],
+            [helper.make_opsetid("", OPSET)],
+        )
+        functions = [fn]
+        make_w = [helper.make_node("Weight", [], ["w"], domain="local")]
+    else:
+        raise ValueError(where)
+    nodes = [
+        *make_w,
+        helper.make_node("Add", ["w", "w"], ["big"]),
+        helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+        helper.make_node("Add", ["s", "x"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "doubled", inputs, [y], initializer=inits)
+    return _model(graph, functions=functions)

@@ -12,8 +12,10 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   most ``max_subgraph_depth`` deep (onnxruntime's compile time and memory grow with both).
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
-  running it could only fail. Weights are left out of the inference (only their shapes are
-  given) so that it costs little memory even for large models.
+  running it could only fail. Weights are left out of the inference (only their type and
+  shape are given) so that it costs little time and memory even for large models: the parsed
+  model is consumed, its large tensors' data dropped in place rather than copied (see
+  :func:`check_model`).
 
 What is *not* checked here: shapes that depend on the request's values (``ConstantOfShape`` of
 an input, ``Loop`` trip counts). Those are bounded at run time by onnxruntime's capped arena
@@ -36,6 +38,17 @@ __all__ = ["AdmissionLimits", "check_model", "parse_model"]
 
 _SMALL_INITIALIZER = 1 << 10
 """Initializers up to this size keep their values for shape inference (shapes, axes)."""
+_INTEGER = frozenset({TensorProto.INT32, TensorProto.INT64})
+"""The element types whose values onnx shape inference reads as shapes (``ParseData``)."""
+_DATA_FIELDS = (
+    "raw_data",
+    "float_data",
+    "int32_data",
+    "string_data",
+    "int64_data",
+    "double_data",
+    "uint64_data",
+)
 _NAME_SHOWN = 64
 
 
@@ -174,37 +187,56 @@ def _static_bytes(value: onnx.ValueInfoProto) -> int | None:
     return int(math.prod(dims)) * _itemsize(tensor.elem_type)
 
 
-def _skeleton(model: ModelProto) -> ModelProto:
-    """The model without large weights: they become graph inputs of the same type and shape."""
-    skeleton = ModelProto()
-    skeleton.ir_version = model.ir_version
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    graph, src = skeleton.graph, model.graph
-    graph.name = src.name
-    graph.node.extend(src.node)
-    graph.input.extend(src.input)
-    graph.output.extend(src.output)
-    graph.value_info.extend(src.value_info)
-    declared = {i.name for i in src.input}
-    for init in src.initializer:
-        if math.prod(init.dims) * _itemsize(init.data_type) <= _SMALL_INITIALIZER:
-            graph.initializer.append(init)
-        elif init.name not in declared:
+def _declared_bytes(tensor: TensorProto) -> int:
+    """The size a tensor's dims and type imply (not its data's, which need not agree)."""
+    return int(math.prod(tensor.dims)) * _itemsize(tensor.data_type)
+
+
+def _skeleton(model: ModelProto, tensors: list[tuple[str, TensorProto]]) -> None:
+    """Make ``model`` (in place) what shape inference needs, without its large weights' data.
+
+    - A large tensor of a type onnx never reads as a shape (floats, ...) anywhere in the model
+      (initializers of every graph, ``Constant`` and other tensor attributes, functions) keeps
+      its type and dims and loses its data: onnx's data propagation reads no values from it
+      (``ParseData`` is for integers), and a data-less initializer costs nothing, where a graph
+      input of one dimension made onnx spell out one placeholder per element (a 500 MB model
+      of one-dimensional weights took 9.6 GB and 25 s, and ran the compile child out of memory).
+    - A large integer initializer of the main graph becomes a graph input of the same type and
+      shape (its values unknown, as before: they are not copied for the inference).
+    - A large initializer that is also declared as a graph input is dropped: the input's type
+      stands for it.
+    - Sparse initializers of the main graph and training graphs are left out.
+    """
+    for _, tensor in tensors:
+        if tensor.data_type not in _INTEGER and _declared_bytes(tensor) > _SMALL_INITIALIZER:
+            for name in _DATA_FIELDS:
+                tensor.ClearField(name)
+    graph = model.graph
+    declared = {i.name for i in graph.input}
+    dropped = []
+    for index, init in enumerate(graph.initializer):
+        if _declared_bytes(init) <= _SMALL_INITIALIZER:
+            continue
+        if init.name in declared:
+            dropped.append(index)
+        elif init.data_type in _INTEGER:
             graph.input.append(
                 onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
             )
-    return skeleton
+            dropped.append(index)
+    for index in reversed(dropped):
+        del graph.initializer[index]
+    graph.ClearField("sparse_initializer")
+    model.ClearField("training_info")
 
 
-def _check_static_shapes(model: ModelProto, limits: AdmissionLimits) -> None:
+def _check_static_shapes(model: ModelProto, weights: set[str], limits: AdmissionLimits) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            _skeleton(model), check_type=False, strict_mode=False, data_prop=True
+            model, check_type=False, strict_mode=False, data_prop=True
         )
     except Exception:  # inconsistent graphs are onnxruntime's to refuse, with its message
         return
-    weights = {i.name for i in model.graph.initializer}
     pending: list[GraphProto] = [inferred.graph]
     while pending:
         graph = pending.pop()
@@ -223,8 +255,16 @@ def _check_static_shapes(model: ModelProto, limits: AdmissionLimits) -> None:
 
 
 def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
-    """Refuse (InvalidInput, 400) a model that names external data or exceeds the limits."""
+    """Refuse (InvalidInput, 400) a model that names external data or exceeds the limits.
+
+    ``model`` is consumed: with ``limits.shape_inference``, the data of its large tensors is
+    dropped in place for the inference (no copy of the weights is made); keep the bytes, not
+    the parsed model, to load it afterwards.
+    """
     walk = _walk(model, limits)
     _refuse_external(walk.tensors)
     if limits.shape_inference:
-        _check_static_shapes(model, limits)
+        weights = {i.name for i in model.graph.initializer}
+        _skeleton(model, walk.tensors)
+        del walk
+        _check_static_shapes(model, weights, limits)

@@ -13,6 +13,11 @@ protobuf and shape inference cost memory too, and they happen under the same lim
 child is kept started ahead (imports done) so that an upload does not wait for Python and
 onnxruntime to load; each child serves one model and exits.
 
+The model reaches the child as a read-only descriptor of the server's file of it
+(:class:`~blindai.server.model_file.ModelFile`, sealed when in memory), passed over a
+``SOCK_SEQPACKET`` socket pair with the job: no copy of it is made in the server for the
+child, and none goes through a pipe. A model given as bytes is put in such a file first.
+
 Inside Gramine-SGX a child process is a new enclave (slow, and the manifest must allow it);
 there, ``enabled=False`` runs the admission checks in the server's thread instead, without the
 time and memory guard.
@@ -23,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +40,7 @@ from typing import Any
 from blindai.errors import InvalidInput
 from blindai.server._compile_worker import MEMORY_EXIT
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
+from blindai.server.model_file import ModelFile
 
 __all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
 
@@ -61,6 +69,14 @@ class CompileReport:
     peak_bytes: int | None
 
 
+@dataclass(frozen=True)
+class _Child:
+    """A started child and the parent's end of its socket pair."""
+
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+
+
 class CompileGuard:
     """Runs each model's checks and a trial compilation in a limited, killable child process."""
 
@@ -68,27 +84,37 @@ class CompileGuard:
         self.limits = limits
         self.enabled = enabled
         self._lock = threading.Lock()
-        self._spare: subprocess.Popen[bytes] | None = None
+        self._spare: _Child | None = None
         self._closed = False
         self._dir = tempfile.TemporaryDirectory(prefix="blindai-compile-")
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "blindai.server._compile_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=self._dir.name,  # empty: even a missed external reference finds nothing
-            env=_child_env(),
-        )
+    def _spawn(self) -> _Child:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "blindai.server._compile_worker"],
+                stdin=theirs.fileno(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=self._dir.name,  # empty: even a missed external reference finds nothing
+                env=_child_env(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Child(process, ours)
 
-    def _take(self) -> subprocess.Popen[bytes]:
+    def _take(self) -> _Child:
         """The started spare if it is still alive, else a new child; then start the next."""
         with self._lock:
             if self._closed:
                 raise InvalidInput("the server is shutting down")
             child, self._spare = self._spare, None
-            if child is None or child.poll() is not None:
+            if child is None or child.process.poll() is not None:
+                if child is not None:
+                    _discard(child)
                 child = self._spawn()
             self._spare = self._spawn()
             return child
@@ -100,13 +126,27 @@ class CompileGuard:
                 if self._spare is None and not self._closed:
                     self._spare = self._spawn()
 
-    def check(self, model: bytes, *, optimize: bool) -> CompileReport:
-        """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400)."""
+    def check(self, model: bytes | ModelFile, *, optimize: bool) -> CompileReport:
+        """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400).
+
+        ``model``: its bytes, or the server's (complete) file of them, which the child reads
+        through a read-only descriptor.
+        """
         if not self.enabled:
-            check_model(parse_model(model), limits=self.limits.admission)
+            data = model.read() if isinstance(model, ModelFile) else model
+            check_model(parse_model(data), limits=self.limits.admission)
             return CompileReport(None, None)
+        if isinstance(model, ModelFile):
+            return self._check_file(model, optimize)
+        file = ModelFile.holding(model)
+        try:
+            return self._check_file(file, optimize)
+        finally:
+            file.close()
+
+    def _check_file(self, model: ModelFile, optimize: bool) -> CompileReport:
         job = {
-            "size": len(model),
+            "size": model.size,
             "optimize": optimize,
             "memory_bytes": self.limits.memory_bytes,
             "intra_op_threads": self.limits.intra_op_threads,
@@ -114,16 +154,24 @@ class CompileGuard:
         }
         child = self._take()
         try:
-            out, _ = child.communicate(
-                json.dumps(job).encode() + b"\n" + model, timeout=self.limits.timeout_s
-            )
+            reader = model.reader()
+            try:
+                socket.send_fds(child.channel, [json.dumps(job).encode()], [reader])
+            finally:
+                os.close(reader)
+            out, _ = child.process.communicate(timeout=self.limits.timeout_s)
         except subprocess.TimeoutExpired:
             _discard(child)
             raise InvalidInput(
                 f"compiling the model took longer than this server allows "
                 f"({self.limits.timeout_s:g} s, --compile-timeout)"
             ) from None
-        return _report(child.returncode, out, self.limits)
+        except OSError as exc:  # the child died before it took the job
+            _discard(child)
+            _log.error("compile check could not start (%s)", type(exc).__name__)
+            raise InvalidInput("the model could not be checked") from None
+        child.channel.close()
+        return _report(child.process.returncode, out, self.limits)
 
     def close(self) -> None:
         """Stop the spare child and remove the private directory."""
@@ -135,19 +183,17 @@ class CompileGuard:
         self._dir.cleanup()
 
 
-def _discard(child: subprocess.Popen[bytes]) -> None:
-    """Kill a child, reap it, and close its pipes."""
-    child.kill()
-    for pipe in (child.stdin, child.stdout):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
-    child.wait()
+def _discard(child: _Child) -> None:
+    """Kill a child, reap it, and close its pipe and socket."""
+    child.process.kill()
+    child.channel.close()
+    if child.process.stdout is not None:
+        with contextlib.suppress(OSError):
+            child.process.stdout.close()
+    child.process.wait()
 
 
 def _child_env() -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "HOME")}
     # one malloc arena: RLIMIT_AS counts reserved address space, and every other arena, made
     # by whichever onnxruntime pool thread allocated first, reserves 64 MiB (128 MiB while it

@@ -456,11 +456,8 @@ class DataPlane:
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
     ) -> tuple[OnnxModel, ModelQueue | None]:
         """The compile guard's checks and trial compile, then the server's own compile."""
-        # the guard's child reads the model from a pipe: the bytes of a streamed model are
-        # read back from its file for it (a copy while the check runs)
-        data = model.read() if isinstance(model, ModelFile) else model
-        self.compile_guard.check(data, optimize=optimize)
-        del data
+        # a streamed model's file goes to the guard's child as a read-only descriptor
+        self.compile_guard.check(model, optimize=optimize)
         return self._compiled(model, optimize, schedule)
 
     def _compiled(

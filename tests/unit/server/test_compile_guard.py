@@ -120,3 +120,27 @@ def test_the_childs_address_space_holds_no_per_thread_malloc_arenas():
     grown = json.loads(done.stdout)["grown"]
     # 4 pool threads' stacks and the session: about 16 MiB; one arena alone reserves 64
     assert grown < 48 << 20, f"the compile reserved {grown >> 20} MiB of address space"
+
+
+def test_a_model_file_reaches_the_child_as_a_descriptor(guard):
+    from blindai.server.model_file import ModelFile
+
+    with ModelFile.holding(attacks.external_initializer("secret.bin")) as hostile:
+        with pytest.raises(InvalidInput, match="external data"):
+            guard.check(hostile, optimize=True)
+    with ModelFile.holding(identity(TensorProto.FLOAT)) as good:
+        assert guard.check(good, optimize=True).seconds
+        assert good.read() == identity(TensorProto.FLOAT)  # the file is the server's still
+
+
+def test_one_dimensional_weights_do_not_run_the_shape_check_out_of_memory():
+    """The shape check used to declare each large weight a graph input, and onnx spells out
+    a one-dimensional input's values as one placeholder each (about 70 bytes per element):
+    under the child's address-space cap the inference ran out of memory and the check was
+    skipped without a word. 8 Mi float32 (32 MiB) took about 550 MiB; the cap here is 416."""
+    g = CompileGuard(limits=_limits(memory_bytes=256 << 20, max_tensor_bytes=16 << 20))
+    try:
+        with pytest.raises(InvalidInput, match="static shape of 33554432 bytes"):
+            g.check(attacks.doubled_weight("initializer", 8 << 20), optimize=True)
+    finally:
+        g.close()

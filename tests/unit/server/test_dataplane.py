@@ -308,3 +308,25 @@ def test_deleting_a_model_closes_its_queue(plane):
     with pytest.raises(ModelNotReady):
         ids = np.zeros((1, 2), np.int64)
         asyncio.run(entry.queue.predict({"ids": ids, "scale": np.ones((1, 1, 1), np.float32)}))
+
+
+def test_a_streamed_model_is_checked_and_compiled_from_its_file_without_a_copy():
+    """The compile guard's child reads the server's file through a descriptor: the server
+    no longer reads a streamed model back into memory to pipe it (16 MiB here)."""
+    import tracemalloc
+
+    from blindai.server.model_file import ModelFile
+
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry())
+    model = matmul(2048, 2048)
+    file = ModelFile.holding(model)
+    del model
+    tracemalloc.start()
+    try:
+        entry = asyncio.run(plane.upload(file, name="m", optimize=True, caller=ANONYMOUS))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        plane.close()
+    assert entry.size == file.size
+    assert peak < 4 << 20, f"the server held {peak >> 20} MiB of Python objects"

@@ -146,3 +146,34 @@ def test_model_files_are_memory_files_or_unlinked_private_files(tmp_path):
     with open(on_disk.path, "rb") as f:
         assert f.read() == b"hi"
     on_disk.close()
+
+
+def test_a_complete_memory_file_is_sealed_and_its_reader_only_reads():
+    """The compile guard's child gets a read-only descriptor; once complete, no descriptor of
+    a memory file (even one opened for writing through /proc) can change the hashed bytes."""
+    file = ModelFile(3)
+    file.write([b"ab"])
+    assert not file.sealed
+    file.write([b"c"])
+    assert file.sealed
+    given = file.reader()
+    writer = os.open(file.path, os.O_RDWR)
+    try:
+        assert os.pread(given, 3, 0) == b"abc"
+        with pytest.raises(OSError):
+            os.write(given, b"x")  # opened read-only
+        with pytest.raises(PermissionError):
+            os.pwrite(writer, b"x", 0)  # sealed
+        with pytest.raises(PermissionError):
+            os.ftruncate(writer, 1)
+    finally:
+        os.close(given)
+        os.close(writer)
+    assert file.read() == b"abc"
+    file.close()
+
+
+def test_a_model_held_as_bytes_becomes_a_sealed_memory_file():
+    with ModelFile.holding(b"model") as file:
+        assert file.complete and file.sealed and file.read() == b"model"
+        assert file.digest == hashlib.sha256(b"model").digest()
