@@ -38,6 +38,7 @@ class ModelFile:
         self.size = size
         self.written = 0
         self._sha = hashlib.sha256()
+        self._hashed = True
         self._fd, self.in_memory = _open(directory)
         """``in_memory``: whether the bytes are held in a memory file rather than on storage."""
         self.sealed = False
@@ -48,10 +49,12 @@ class ModelFile:
     @classmethod
     def holding(cls, data: bytes | bytearray | memoryview) -> ModelFile:
         """A complete memory file (a private file where there is none) of ``data``, e.g. to
-        hand a model received as bytes to the compile guard's child."""
+        hand a model received as bytes to the compile guard's child; not hashed (the caller
+        has the bytes: :attr:`digest` raises)."""
         file = cls(len(data))
+        file._hashed = False
         try:
-            file.write([data])
+            file._append([data])
         except BaseException:
             file.close()
             raise
@@ -64,8 +67,12 @@ class ModelFile:
 
     def write(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         """Append ``pieces`` (hash them, write them); blocking."""
-        for piece in pieces:
-            self._sha.update(piece)
+        if self._hashed:
+            for piece in pieces:
+                self._sha.update(piece)
+        self._append(pieces)
+
+    def _append(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         views = [memoryview(p).cast("B") for p in pieces]
         total = sum(v.nbytes for v in views)
         if self.written + total > self.size:
@@ -103,6 +110,8 @@ class ModelFile:
     @property
     def digest(self) -> bytes:
         """SHA-256 of the bytes written so far (of the model, once complete)."""
+        if not self._hashed:
+            raise ValueError("this file's bytes were not hashed (ModelFile.holding)")
         return self._sha.digest()
 
     def read(self) -> bytes:

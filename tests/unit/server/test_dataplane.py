@@ -319,7 +319,8 @@ def test_a_streamed_model_is_checked_and_compiled_from_its_file_without_a_copy()
 
     plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry())
     model = matmul(2048, 2048)
-    file = ModelFile.holding(model)
+    file = ModelFile(len(model))
+    file.write([model])
     del model
     tracemalloc.start()
     try:
