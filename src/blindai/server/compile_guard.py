@@ -107,17 +107,17 @@ class CompileGuard:
         return _Child(process, ours)
 
     def _take(self) -> _Child:
-        """The started spare if it is still alive, else a new child; then start the next."""
+        """The started spare if it is still alive, else a new child. The next spare is started
+        once the job is handed over (forking it first delayed each check by tens of ms)."""
         with self._lock:
             if self._closed:
                 raise InvalidInput("the server is shutting down")
             child, self._spare = self._spare, None
-            if child is None or child.process.poll() is not None:
-                if child is not None:
-                    _discard(child)
-                child = self._spawn()
-            self._spare = self._spawn()
+        if child is not None and child.process.poll() is None:
             return child
+        if child is not None:
+            _discard(child)
+        return self._spawn()
 
     def warm(self) -> None:
         """Start the spare child now (at server start), so the first upload finds it ready."""
@@ -125,6 +125,13 @@ class CompileGuard:
             with self._lock:
                 if self._spare is None and not self._closed:
                     self._spare = self._spawn()
+
+    def _replenish(self) -> None:
+        """Start the next spare (a failure here is the next upload's to report)."""
+        try:
+            self.warm()
+        except OSError as exc:
+            _log.warning("compile guard: the next child could not be started (%s)", exc)
 
     def check(self, model: bytes | ModelFile, *, optimize: bool) -> CompileReport:
         """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400).
@@ -159,6 +166,7 @@ class CompileGuard:
                 socket.send_fds(child.channel, [json.dumps(job).encode()], [reader])
             finally:
                 os.close(reader)
+            self._replenish()  # the next spare starts while this child works
             out, _ = child.process.communicate(timeout=self.limits.timeout_s)
         except subprocess.TimeoutExpired:
             _discard(child)

@@ -144,3 +144,21 @@ def test_one_dimensional_weights_do_not_run_the_shape_check_out_of_memory():
             g.check(attacks.doubled_weight("initializer", 8 << 20), optimize=True)
     finally:
         g.close()
+
+
+def test_the_next_spare_is_started_once_the_job_is_handed_over(guard, monkeypatch):
+    """Forking the next spare before handing the job over put its start-up (tens of ms) on
+    every upload's path; it starts while the child works, and is there for the next one."""
+    import socket
+
+    from blindai.server import compile_guard
+
+    events: list[str] = []
+    spawn, send_fds = guard._spawn, socket.send_fds
+    monkeypatch.setattr(guard, "_spawn", lambda: events.append("spawn") or spawn())
+    monkeypatch.setattr(
+        compile_guard.socket, "send_fds", lambda *a: events.append("send") or send_fds(*a)
+    )
+    assert guard.check(identity(TensorProto.FLOAT), optimize=True).seconds
+    assert events == ["send", "spawn"]
+    assert guard._spare is not None and guard._spare.process.poll() is None
