@@ -192,39 +192,47 @@ def _declared_bytes(tensor: TensorProto) -> int:
     return int(math.prod(tensor.dims)) * _itemsize(tensor.data_type)
 
 
-def _skeleton(model: ModelProto, tensors: list[tuple[str, TensorProto]]) -> None:
-    """Make ``model`` (in place) what shape inference needs, without its large weights' data.
+def _drop_weights_data(tensors: list[tuple[str, TensorProto]]) -> None:
+    """Drop, in place, the data of every large tensor of a type onnx never reads as a shape
+    (floats, ...), wherever it is in the model (initializers of every graph, ``Constant`` and
+    other tensor attributes, functions): it keeps its type and dims.
 
-    - A large tensor of a type onnx never reads as a shape (floats, ...) anywhere in the model
-      (initializers of every graph, ``Constant`` and other tensor attributes, functions) keeps
-      its type and dims and loses its data: onnx's data propagation reads no values from it
-      (``ParseData`` is for integers), and a data-less initializer costs nothing, where a graph
-      input of one dimension made onnx spell out one placeholder per element (a 500 MB model
-      of one-dimensional weights took 9.6 GB and 25 s, and ran the compile child out of memory).
-    - A large integer initializer of the main graph becomes a graph input of the same type and
-      shape (its values unknown, as before: they are not copied for the inference).
-    - A large initializer that is also declared as a graph input is dropped: the input's type
-      stands for it.
-    - Sparse initializers of the main graph and training graphs are left out.
+    onnx's data propagation reads values of integer tensors only (``ParseData``), so a
+    data-less float initializer costs the inference nothing, where the same weight as a graph
+    input of one dimension made onnx spell out one placeholder per element (a 500 MB model of
+    one-dimensional weights took 9.6 GB and 25 s, and ran the compile child out of memory).
     """
     for _, tensor in tensors:
         if tensor.data_type not in _INTEGER and _declared_bytes(tensor) > _SMALL_INITIALIZER:
             for name in _DATA_FIELDS:
                 tensor.ClearField(name)
+
+
+def _skeleton(model: ModelProto) -> None:
+    """Make ``model`` (in place, its weights' data dropped) what shape inference needs.
+
+    A large integer initializer of the main graph becomes a graph input of the same type and
+    shape (its values unknown, as before: they are not copied for the inference); a large
+    initializer also declared as a graph input is dropped (the input's type stands for it);
+    sparse initializers of the main graph and training graphs are left out.
+    """
     graph = model.graph
     declared = {i.name for i in graph.input}
-    dropped = []
-    for index, init in enumerate(graph.initializer):
-        if _declared_bytes(init) <= _SMALL_INITIALIZER:
-            continue
-        if init.name in declared:
-            dropped.append(index)
-        elif init.data_type in _INTEGER:
+    large = [
+        (index, name in declared)
+        for index, (name, size, dtype) in enumerate(
+            (t.name, _declared_bytes(t), t.data_type) for t in graph.initializer
+        )
+        if size > _SMALL_INITIALIZER and (name in declared or dtype in _INTEGER)
+    ]
+    for index, is_declared in large:
+        if not is_declared:
+            init = graph.initializer[index]
             graph.input.append(
                 onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
             )
-            dropped.append(index)
-    for index in reversed(dropped):
+            del init
+    for index, _ in reversed(large):
         del graph.initializer[index]
     graph.ClearField("sparse_initializer")
     model.ClearField("training_info")
@@ -265,6 +273,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
     _refuse_external(walk.tensors)
     if limits.shape_inference:
         weights = {i.name for i in model.graph.initializer}
-        _skeleton(model, walk.tensors)
-        del walk
+        _drop_weights_data(walk.tensors)
+        del walk  # no reference to a tensor is left while the skeleton moves them
+        _skeleton(model)
         _check_static_shapes(model, weights, limits)

@@ -178,6 +178,9 @@ class CompileGuard:
             _discard(child)
             _log.error("compile check could not start (%s)", type(exc).__name__)
             raise InvalidInput("the model could not be checked") from None
+        except BaseException:
+            _discard(child)
+            raise
         child.channel.close()
         return _report(child.process.returncode, out, self.limits)
 
