@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 from onnx import TensorProto
@@ -162,3 +163,21 @@ def test_the_next_spare_is_started_once_the_job_is_handed_over(guard, monkeypatc
     assert guard.check(identity(TensorProto.FLOAT), optimize=True).seconds
     assert events == ["send", "spawn"]
     assert guard._spare is not None and guard._spare.process.poll() is None
+
+
+def test_a_model_file_on_storage_is_checked_through_a_read_only_descriptor(guard, tmp_path):
+    """``--upload-dir``: the unlinked private file cannot be sealed; the child reads it
+    through a descriptor opened read-only, never through a path."""
+    from blindai.server.model_file import ModelFile
+
+    model = identity(TensorProto.FLOAT)
+    with ModelFile(len(model), directory=tmp_path) as file:
+        file.write([model])
+        assert not file.in_memory and not file.sealed and list(tmp_path.iterdir()) == []
+        assert guard.check(file, optimize=True).seconds
+        reader = file.reader()
+        try:
+            with pytest.raises(OSError):
+                os.write(reader, b"x")
+        finally:
+            os.close(reader)
