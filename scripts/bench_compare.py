@@ -5,10 +5,10 @@ that checkout's ``src`` first on its path; the child starts that checkout's ``bl
 --simulation`` and times ``run_model`` on a dense 16->4 model with that checkout's client. The
 p50 of every round is printed with the load average, then the median of the rounds' p50s.
 
-Usage: python scripts/bench_compare.py OTHER_SRC [--rounds 6] [--requests 400] [--model PATH]
+Usage: python scripts/bench_compare.py OTHER_SRC [--rounds 6] [--requests 400] [--model NAME]
 (e.g. ``git archive main src | tar -x -C /tmp/main`` then ``OTHER_SRC=/tmp/main/src``).
-``--model`` times an ONNX file instead (inputs of its shapes, free dimensions 1 then 128:
-ResNet18 and DistilBERT as ``make bench`` exports them to ``.bench-models/``).
+``--model resnet18`` (or ``distilbert``) times that real model instead, with ``make bench``'s
+export (``.bench-models/``) and inputs (``scripts/_realmodels.py``).
 """
 
 from __future__ import annotations
@@ -20,34 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OURS = HERE.parent / "src"
 
 
-def _model_inputs(path: str) -> tuple[bytes, dict[str, Any]]:
-    """An ONNX file's bytes and inputs for it (random floats, ones for integers)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds: dict[str, Any] = {}
-    for spec in session.get_inputs():
-        shape = [
-            d if isinstance(d, int) else (1 if i == 0 else 128) for i, d in enumerate(spec.shape)
-        ]
-        if "float" in spec.type:
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
-        else:
-            feeds[spec.name] = np.ones(shape, np.int64)
-    return Path(path).read_bytes(), feeds
-
-
-def child(requests: int, model_path: str | None = None) -> None:
-    """In a child: this checkout's server and client, the tiny model's (or ``model_path``'s)
-    p50 in ms."""
+def child(requests: int, model: str | None = None) -> None:
+    """In a child: this checkout's server and client, the tiny model's (or the real model
+    ``model``'s) p50 in ms."""
     import warnings
 
     import numpy as np
@@ -61,8 +41,11 @@ def child(requests: int, model_path: str | None = None) -> None:
 
     import blindai
 
-    if model_path:
-        onnx_bytes, feeds = _model_inputs(model_path)
+    if model:
+        from _realmodels import real_model
+
+        real = real_model(model)  # make bench's export and inputs
+        onnx_bytes, feeds = real.path.read_bytes(), real.feeds
     else:
         m = mlp("dense 16->4", [16, 4])
         onnx_bytes, feeds = m.onnx_bytes, {"x": m.x}
@@ -71,7 +54,7 @@ def child(requests: int, model_path: str | None = None) -> None:
             warnings.simplefilter("ignore")
             conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
         model_id = conn.upload_model(onnx_bytes).model_id
-        for _ in range(50 if not model_path else 10):
+        for _ in range(10 if model else 50):
             conn.run_model(model_id, input_tensors=feeds)
         from _benchkit import _process_cpu
 
@@ -127,10 +110,10 @@ def main() -> None:
         default="both",
         help="what differs: both sides, or only the server (or client) runs OTHER_SRC",
     )
-    parser.add_argument("--model", help="an ONNX file to time instead of the tiny model")
+    parser.add_argument(
+        "--model", choices=["distilbert", "resnet18"], help="a real model instead of the tiny one"
+    )
     args = parser.parse_args()
-    if args.model:
-        args.model = str(Path(args.model).resolve())
     results: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     for r in range(args.rounds):
         order = [("this", OURS), ("other", args.other.resolve())]
