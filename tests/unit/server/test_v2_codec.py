@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from blindai.errors import InferenceFailed, InvalidInput
+from blindai.server import _json
 from blindai.server.protocols.v2.codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -548,3 +549,79 @@ def test_json_requests_with_nan_tokens_and_big_integers_still_parse() -> None:
         parse_request(big, None)
     with pytest.raises(InvalidInput, match="not valid JSON"):
         parse_request(b'{"inputs": [1,]}', None)
+
+
+# -- input data read by simdjson, without a Python object per number -------------------------
+
+
+def _by_list_path(data: list[Any], name: str, shape: list[int]) -> np.ndarray:
+    return array_from_json(data, dtype_for(name), tuple(shape), "input 'x'")
+
+
+@pytest.mark.parametrize("name", ["FP16", "FP32", "FP64"])
+def test_flat_float_data_is_read_as_numbers_bit_for_bit(name: str) -> None:
+    rng = np.random.default_rng(7)
+    data = [*rng.standard_normal(300).tolist(), 0, -3, 65504, 1e-8, -0.0, 2.5e-5, 1]
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": name, "shape": [len(data)], "data": data}]}
+    ).encode()
+    parsed = _json.loads_request(body)["inputs"][0]["data"]
+    assert isinstance(parsed, _json.Numbers)
+    assert parsed.floats() is not None  # the fast path, not a fallback to Python lists
+    got = parse_request(body, None).inputs[0][1]
+    want = _by_list_path(data, name, [len(data)])
+    assert got.dtype == want.dtype == np.dtype(NUMERIC[name])
+    assert got.tobytes() == want.tobytes()
+
+
+def test_nested_float_data_falls_back_to_lists() -> None:
+    data = [[1.5, 2], [3, 4.25]]
+    body = json.dumps({"inputs": [fp32(shape=[2, 2], data=data)]}).encode()
+    assert _json.loads_request(body)["inputs"][0]["data"].floats() is None
+    got = parse_request(body, None).inputs[0][1]
+    np.testing.assert_array_equal(got, np.array(data, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("data", "shape"),
+    [
+        ([[1, 2, 3], [4]], [2, 2]),  # ragged, with as many numbers as the shape needs
+        ([1, [2, 3]], [3]),
+        ([True, 1.0], [2]),  # numpy reads a mix as numbers: accepted, as before
+        ([True, False], [2]),
+        ([None, 1.0], [2]),
+        (["1", 1.0], [2]),
+        ([{"a": 1}, 1.0], [2]),
+        ([70000.0], [1]),  # out of range for FP16
+        ([1e39], [1]),  # out of range for FP32
+        ([1, 2], [3]),
+    ],
+)
+@pytest.mark.parametrize("name", ["FP16", "FP32"])
+def test_odd_float_data_is_read_as_by_the_list_path(
+    data: list[Any], shape: list[int], name: str
+) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": name, "shape": shape, "data": data}]}
+    ).encode()
+    try:
+        want: np.ndarray | str = _by_list_path(data, name, shape)
+    except InvalidInput as exc:
+        want = str(exc)
+    try:
+        got: np.ndarray | str = parse_request(body, None).inputs[0][1]
+    except InvalidInput as exc:
+        got = str(exc)
+    if isinstance(want, str):
+        assert got == want
+    else:
+        assert isinstance(got, np.ndarray) and got.tobytes() == want.tobytes()
+
+
+def test_integer_data_keeps_the_exact_list_path() -> None:
+    big = 2**63 - 1
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "INT64", "shape": [2], "data": [big, -big]}]}
+    ).encode()
+    got = parse_request(body, None).inputs[0][1]
+    assert got.dtype == np.int64 and got.tolist() == [big, -big]  # no detour through float64

@@ -113,7 +113,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 
 def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
     try:
-        doc = _json.loads(raw)
+        doc = _json.loads_request(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         hint = ""
         if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:

@@ -2,7 +2,9 @@
 
 JSON data go through one ``np.asarray`` call (no per-element Python loop) and are checked for
 kind (no floats where integers are declared, booleans only for BOOL) and range before being
-cast; binary blobs are read with ``np.frombuffer``. Only BYTES tensors need a loop per element.
+cast; a flat list of numbers for a floating type is read by simdjson straight into a float64
+array (``blindai.server._json.Numbers``); binary blobs are read with ``np.frombuffer``. Only
+BYTES tensors need a loop per element.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InferenceFailed, InvalidInput
+from blindai.server._json import Numbers
 from blindai.server._text import count
 
 __all__ = [
@@ -83,6 +86,11 @@ def array_from_json(
     Integer types take integral values within their range; BOOL takes only booleans; floating
     types take any number.
     """
+    if isinstance(data, Numbers):
+        values = data.floats() if dtype.kind == "f" else None
+        if values is not None:  # a flat list of numbers, read without Python objects
+            return _fit(_convert([], values, dtype, label), shape, label)
+        data = data.as_list()
     if not isinstance(data, list):
         raise InvalidInput(f"{label}: data must be a list")
     if dtype.kind == "O":
