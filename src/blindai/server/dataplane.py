@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -71,6 +72,7 @@ from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipel
 from blindai.pipeline.results import PipelineResult
 from blindai.protocol import codec
 from blindai.protocol.replication import ExportedModel, ListedModel
+from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
 from blindai.server.access import Principal
@@ -471,16 +473,26 @@ class DataPlane:
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
         policy = schedule.policy
         if policy.max_batch_size <= 1:
+            compiled.inline = self._inline_gate(model)
             return compiled, None
         problem = probe_batching(compiled)
         if problem is not None:
             if schedule.batch_asked:
                 compiled.unload()
                 raise InvalidInput(f"max_batch_size: this model cannot be batched: {problem}")
+            compiled.inline = self._inline_gate(model)
             return compiled, None
         return compiled, ModelQueue(
             compiled, policy=policy, offload=self._blocking, label="a model"
         )
+
+    def _inline_gate(self, model: bytes | ModelFile) -> InlineGate | None:
+        """The gate of a model that may run on the event loop (``_inline``); None for others
+        and on a GPU."""
+        if self.settings.device != "cpu":
+            return None
+        source = Path(model.path) if isinstance(model, ModelFile) else model
+        return inline_gate(source, limit_us=self.settings.inline_run_us)
 
     def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> OnnxModel:
         try:
@@ -571,17 +583,58 @@ class DataPlane:
                     await self._batched(entry.queue, feeds, wanted, timing, submitted)
                 ),
             )
+        gate = entry.model.inline
+        shapes = None if gate is None else shapes_of(feeds)
+        if gate is not None and gate.allows(shapes) and not self._slots(entry).locked():
+            return Inference(
+                entry,
+                self._fits_reply(self._on_loop(entry, gate, shapes, feeds, wanted, timing)),
+            )
+        ran: list[int] = []
 
         def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
             started = time.perf_counter_ns()
             try:
                 return entry.model.predict(feeds, wanted, run_options=run_options)
             finally:
+                ran.append(time.perf_counter_ns() - started)
                 timing.add("queue", started - submitted)
-                timing.add("infer", time.perf_counter_ns() - started)
+                timing.add("infer", ran[0])
 
         done = await self._guarded(entry, timed, disconnected=disconnected)
+        if gate is not None:
+            gate.observe(ran[0], shapes, on_loop=False)
         return Inference(entry, self._fits_reply(done))
+
+    def _on_loop(
+        self,
+        entry: ModelEntry,
+        gate: InlineGate,
+        shapes: Shapes | None,
+        feeds: dict[str, np.ndarray],
+        wanted: list[str] | None,
+        timing: Timing,
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run a model whose gate says so on the event loop (see ``_inline``), under the same
+        memory cap and with the same answers to failures as a run in a worker."""
+        control = RunControl()
+        with self._running_lock:
+            self._running += 1
+        started = time.perf_counter_ns()
+        try:
+            done = entry.model.predict(feeds, wanted, run_options=control.options)
+        except InferenceFailed as exc:
+            with self._running_lock:
+                shared = self._running > 1
+            raise self._failure(exc, control, shared) from exc
+        finally:
+            ran = time.perf_counter_ns() - started
+            with self._running_lock:
+                self._running -= 1
+            timing.add("queue", 0)
+            timing.add("infer", ran)
+        gate.observe(ran, shapes, on_loop=True)
+        return done
 
     async def _batched(
         self,
@@ -701,18 +754,22 @@ class DataPlane:
             work, control, timeout_s=settings.run_timeout, disconnected=disconnected
         )
         if error is not None:
-            cause = error.__cause__
-            from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
-            if not from_runtime and control.reason is None:
-                raise error  # our own refusal (a pipeline's, say): as it is
-            raise failure_for(
-                cause if isinstance(cause, Exception) else error,
-                control,
-                timeout_s=settings.run_timeout,
-                memory_bytes=settings.max_run_memory,
-                shared=shared,
-            ) from error
+            raise self._failure(error, control, shared) from error
         return value  # type: ignore[return-value]
+
+    def _failure(self, error: Exception, control: RunControl, shared: bool) -> Exception:
+        """What to answer for a run that raised ``error`` (see ``failure_for``)."""
+        cause = error.__cause__
+        from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
+        if not from_runtime and control.reason is None:
+            return error  # our own refusal (a pipeline's, say): as it is
+        return failure_for(
+            cause if isinstance(cause, Exception) else error,
+            control,
+            timeout_s=self.settings.run_timeout,
+            memory_bytes=self.settings.max_run_memory,
+            shared=shared,
+        )
 
     def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
         """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""

@@ -22,6 +22,7 @@ from blindai.errors import (
     ModelNotReady,
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
+from blindai.server._inline import InlineGate
 
 __all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for", "session_options"]
 
@@ -174,6 +175,8 @@ class OnnxModel:
         self.outputs = tuple(_spec(n) for n in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
+        self.inline: InlineGate | None = None
+        """Set by the data plane for a model that may run on the event loop (``_inline``)."""
 
     def predict(
         self,

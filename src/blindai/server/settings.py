@@ -197,6 +197,10 @@ class ServerSettings(BaseSettings):
     that each request's buffers do not page-fault in anew (0: glibc's defaults)."""
     inference_threads: int = Field(8, gt=0)
     """Worker threads running inference off the event loop."""
+    inline_run_us: int = Field(100, ge=0, le=10_000)
+    """Longest run, in microseconds, of a small model that may run on the event loop instead of
+    a worker thread (0: never). Only models of at most 1 MiB whose operators cannot run long
+    qualify, after 20 runs in a row within this time; see docs/performance.md."""
     max_pending_fresh_evidence: int = Field(4, gt=0)
     """Most fresh-evidence collections (``GET /attestation?nonce=``, each a new quote or report
     from the TEE) waiting at once; further requests are answered 503 until one finishes."""
