@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -626,7 +626,7 @@ class DataPlane:
         except InferenceFailed as exc:
             with self._running_lock:
                 shared = self._running > 1
-            raise self._failure(exc, control, shared) from exc
+            self._fail(exc, control, shared)
         finally:
             ran = time.perf_counter_ns() - started
             with self._running_lock:
@@ -754,22 +754,22 @@ class DataPlane:
             work, control, timeout_s=settings.run_timeout, disconnected=disconnected
         )
         if error is not None:
-            raise self._failure(error, control, shared) from error
+            self._fail(error, control, shared)
         return value  # type: ignore[return-value]
 
-    def _failure(self, error: Exception, control: RunControl, shared: bool) -> Exception:
-        """What to answer for a run that raised ``error`` (see ``failure_for``)."""
+    def _fail(self, error: Exception, control: RunControl, shared: bool) -> NoReturn:
+        """Raise what to answer for a run that raised ``error`` (see ``failure_for``)."""
         cause = error.__cause__
         from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
         if not from_runtime and control.reason is None:
-            return error  # our own refusal (a pipeline's, say): as it is
-        return failure_for(
+            raise error  # our own refusal (a pipeline's, say): as it is
+        raise failure_for(
             cause if isinstance(cause, Exception) else error,
             control,
             timeout_s=self.settings.run_timeout,
             memory_bytes=self.settings.max_run_memory,
             shared=shared,
-        )
+        ) from error
 
     def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
         """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""
