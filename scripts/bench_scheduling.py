@@ -7,7 +7,8 @@ option once per round, the order rotating), and the best round is kept:
 - ``free/T``: one session with T intra-op threads, every client calls ``run`` at once (what a
   thread pool in front of onnxruntime does; ``free/all`` with the default threads is the
   in-process reference of ``make bench``);
-- ``gate K/T``: one session with T intra-op threads, at most K runs at once (a semaphore);
+- ``gate K/T``: one session with T intra-op threads, at most K runs at once (a semaphore;
+  ``gate K/all``, with K > 1, has the runs share the pool of all cores);
 - ``parallel K/T``: as ``gate``, with ``ORT_PARALLEL`` execution and 2 inter-op threads;
 - ``spin`` variants: onnxruntime's default busy-waiting threads (the server turns spinning off).
 
@@ -54,6 +55,7 @@ def options() -> list[Option]:
     for k in (2, 4):
         if CORES >= 2 * k and CORES % k == 0:
             out.append(Option(f"gate {k}/{CORES // k}", CORES // k, k))
+        out.append(Option(f"gate {k}/{CORES}", CORES, k))  # k runs share all cores
     out.append(Option(f"parallel 1/{CORES}", CORES, 1, parallel=True))
     return out
 

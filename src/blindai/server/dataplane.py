@@ -440,14 +440,19 @@ class DataPlane:
     def _schedule(self, asked: ModelSettings) -> _Schedule:
         """The upload's settings, each unset one taken from the server's."""
         s = self.settings
-        runs = _given(asked.max_concurrent_runs, s.max_concurrent_runs)
+        batch = _given(asked.max_batch_size, s.max_batch_size)
+        default_runs = s.max_concurrent_runs
+        if batch > 1 and "max_concurrent_runs" not in s.model_fields_set:
+            default_runs = 1  # a batching model runs together what waits: one batch at a time
+        # the server's default within --max-model-runs; a model's own ask beyond it is refused
+        runs = _given(asked.max_concurrent_runs, min(default_runs, s.model_runs))
         if runs > s.model_runs:
             raise InvalidInput(
                 f"max_concurrent_runs {runs} is more than this server lets one model run at "
                 f"once ({s.model_runs}, --max-model-runs)"
             )
         policy = BatchPolicy(
-            max_batch_size=_given(asked.max_batch_size, s.max_batch_size),
+            max_batch_size=batch,
             max_queue_delay_us=_given(asked.max_queue_delay_us, s.max_queue_delay_us),
             max_concurrent_runs=runs,
         )

@@ -177,10 +177,11 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, le=1024)
     """onnxruntime intra-op threads per model (0: onnxruntime's default, one per core); a
     model's upload may ask for its own."""
-    max_concurrent_runs: int = Field(1, ge=1, le=1024)
-    """Runs of one model in flight at once (others wait in its queue, first in first out);
-    a model's upload may ask for its own. One run with all cores was at or near the best
-    measured on 2 cores (docs/performance.md)."""
+    max_concurrent_runs: int = Field(4, ge=1, le=1024)
+    """Runs of one model in flight at once, sharing its onnxruntime threads (others wait in
+    its queue, first in first out; at most --max-model-runs); a model's upload may ask for its
+    own. A lone request still has every core: 4 gave 1.08-1.09x the throughput of 1 at 16
+    clients on 2 cores, the same latency for one client (docs/performance.md)."""
     max_batch_size: int = Field(1, ge=1, le=4096)
     """Rows of requests run together as one batch (1: no batching). Applied only to models
     whose first dimension is a batch axis and that pass a probe (rows run together give the

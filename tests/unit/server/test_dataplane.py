@@ -240,6 +240,27 @@ def test_uploads_take_the_servers_schedule_unless_they_ask_for_their_own():
         plane.close()
 
 
+def test_runs_at_once_by_default_within_the_servers_cap_and_one_batch_at_a_time():
+    from tests.models import gather_rows
+
+    def runs(settings: ServerSettings, **asked) -> int:
+        """The runs at once of a model uploaded with ``asked`` (its schedule's policy)."""
+        plane = DataPlane(settings, ModelRegistry())
+        try:
+            entry = _upload_with(plane, gather_rows(10), **asked)
+            return plane._schedules[entry.hash].policy.max_concurrent_runs
+        finally:
+            plane.close()
+
+    assert runs(ServerSettings(tee="simulation")) == 4
+    assert runs(ServerSettings(tee="simulation", inference_threads=3)) == 2  # --max-model-runs
+    # a batching model runs one batch at a time, unless the server or the upload says otherwise
+    assert runs(ServerSettings(tee="simulation", max_batch_size=4)) == 1
+    assert runs(ServerSettings(tee="simulation", max_batch_size=4, max_concurrent_runs=3)) == 3
+    assert runs(ServerSettings(tee="simulation"), max_batch_size=4) == 1
+    assert runs(ServerSettings(tee="simulation"), max_batch_size=4, max_concurrent_runs=2) == 2
+
+
 def test_batching_a_model_that_cannot_be_batched_is_refused_when_asked_else_left_off():
     from tests.models import mixes_rows
 
