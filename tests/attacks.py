@@ -22,6 +22,18 @@ def _model(graph: onnx.GraphProto, *, functions: list[onnx.FunctionProto] | None
     return model.SerializeToString()
 
 
+def _constant_function(name: str, value: TensorProto) -> onnx.FunctionProto:
+    """A model-local function ``local.NAME() -> o`` whose one node is ``Constant(value)``."""
+    return helper.make_function(
+        "local",
+        name,
+        [],
+        ["o"],
+        [helper.make_node("Constant", [], ["o"], value=value)],
+        [helper.make_opsetid("", OPSET)],
+    )
+
+
 def external_tensor(name: str, location: str, length: int = 16) -> TensorProto:
     """A uint8 tensor whose data onnxruntime would read from ``location``."""
     t = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[length])
@@ -86,15 +98,7 @@ def external_in(where: str, location: str = "secret.bin") -> bytes:
         nodes = [helper.make_node("Constant", [], ["y"], sparse_value=sparse)]
         inputs = []
     elif where == "function":
-        fn = helper.make_function(
-            "local",
-            "Leak",
-            [],
-            ["o"],
-            [helper.make_node("Constant", [], ["o"], value=ext)],
-            [helper.make_opsetid("", OPSET)],
-        )
-        functions = [fn]
+        functions = [_constant_function("Leak", ext)]
         nodes = [helper.make_node("Leak", [], ["y"], domain="local")]
         inputs = []
     else:
@@ -259,15 +263,7 @@ def doubled_weight(where: str, n: int, elem_type: int = TensorProto.FLOAT) -> by
             helper.make_node("Identity", ["w_if"], ["w"]),
         ]
     elif where == "function":
-        fn = helper.make_function(
-            "local",
-            "Weight",
-            [],
-            ["o"],
-            [helper.make_node("Constant", [], ["o"], value=w)],
-            [helper.make_opsetid("", OPSET)],
-        )
-        functions = [fn]
+        functions = [_constant_function("Weight", w)]
         make_w = [helper.make_node("Weight", [], ["w"], domain="local")]
     else:
         raise ValueError(where)
