@@ -21,7 +21,7 @@ going away (it is over before either could act); the memory cap applies as to ev
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +108,8 @@ class InlineGate:
     """Runs in a row within the limit, in a worker, with ``shapes``."""
     demoted: bool = False
     """A run on the loop took more than ``DEMOTE_FACTOR`` times the limit: never again."""
-    _window: int = 0
-    _slow: int = 0
+    _window: int = field(default=0, init=False, repr=False)
+    _slow: int = field(default=0, init=False, repr=False)
 
     def allows(self, shapes: Shapes | None) -> bool:
         """Whether a run with these input shapes goes on the event loop."""

@@ -57,7 +57,8 @@ class Numbers:
 
     def as_list(self) -> list[Any]:
         """The elements as Python objects (nested lists kept)."""
-        return list(self._array.as_list())
+        values: list[Any] = self._array.as_list()
+        return values
 
 
 def _python(value: Any) -> Any:

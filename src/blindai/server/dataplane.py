@@ -39,6 +39,7 @@ session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -623,23 +624,35 @@ class DataPlane:
         """Run a model whose gate says so on the event loop (see ``_inline``), under the same
         memory cap and with the same answers to failures as a run in a worker."""
         control = RunControl()
-        with self._running_lock:
-            self._running += 1
         started = time.perf_counter_ns()
         try:
-            done = entry.model.predict(feeds, wanted, run_options=control.options)
+            predict = functools.partial(entry.model.predict, run_options=control.options)
+            done, error, shared = self._counted(predict, feeds, wanted)
+        finally:
+            ran = time.perf_counter_ns() - started
+            timing.add("queue", 0)
+            timing.add("infer", ran)
+        if error is not None:
+            self._fail(error, control, shared)
+        gate.observe(ran, shapes, on_loop=True)
+        return done  # type: ignore[return-value]
+
+    def _counted(
+        self, fn: Callable[..., _T], *args: object
+    ) -> tuple[_T | None, Exception | None, bool]:
+        """``fn(*args)``, counted among the runs in progress: (its value, None, False), or
+        (None, the InferenceFailed it raised, whether other runs were in progress then)."""
+        with self._running_lock:
+            self._running += 1
+        try:
+            return fn(*args), None, False
         except InferenceFailed as exc:
             with self._running_lock:
                 shared = self._running > 1
-            self._fail(exc, control, shared)
+            return None, exc, shared
         finally:
-            ran = time.perf_counter_ns() - started
             with self._running_lock:
                 self._running -= 1
-            timing.add("queue", 0)
-            timing.add("infer", ran)
-        gate.observe(ran, shapes, on_loop=True)
-        return done
 
     async def _batched(
         self,
@@ -728,20 +741,7 @@ class DataPlane:
         ``model_runs`` of the model at once, the run timeout counting the wait for both."""
         control = RunControl()
         settings = self.settings
-
-        def counted() -> tuple[_T | None, Exception | None, bool]:
-            with self._running_lock:
-                self._running += 1
-            try:
-                return fn(*args, control.options), None, False
-            except InferenceFailed as exc:
-                with self._running_lock:
-                    shared = self._running > 1
-                return None, exc, shared
-            finally:
-                with self._running_lock:
-                    self._running -= 1
-
+        counted = functools.partial(self._counted, fn, *args, control.options)
         slots = self._slots(entry)
         work: Awaitable[tuple[_T | None, Exception | None, bool]]
         if slots.locked():  # wait for a slot, under the run timeout
