@@ -17,7 +17,7 @@ of their own type (``0.1`` for a float32 0.1).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -69,18 +69,28 @@ def _python(value: Any) -> Any:
     return value
 
 
+def _fields(obj: simdjson.Object, key: str, convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """``obj`` as a dict of Python values, but ``convert``ed for ``key``."""
+    out = {}
+    for name in obj.keys():
+        item = obj[name]
+        out[name] = convert(item) if name == key else _python(item)
+    return out
+
+
+def _data(item: Any) -> Any:
+    return Numbers(item) if isinstance(item, simdjson.Array) else _python(item)
+
+
 def _tensor(value: Any) -> Any:
     """An element of ``inputs``: its ``data`` array kept as Numbers, the rest as Python."""
-    if not isinstance(value, simdjson.Object):
-        return _python(value)
-    out = {}
-    for key in value.keys():
-        item = value[key]
-        if key == "data" and isinstance(item, simdjson.Array):
-            out[key] = Numbers(item)
-        else:
-            out[key] = _python(item)
-    return out
+    return _fields(value, "data", _data) if isinstance(value, simdjson.Object) else _python(value)
+
+
+def _inputs(item: Any) -> Any:
+    if not isinstance(item, simdjson.Array):
+        return _python(item)
+    return [_tensor(item[i]) for i in range(len(item))]
 
 
 def loads_request(raw: bytes | memoryview) -> Any:
@@ -92,14 +102,7 @@ def loads_request(raw: bytes | memoryview) -> Any:
         return loads(raw)
     if not isinstance(doc, simdjson.Object):
         return _python(doc)
-    out: dict[str, Any] = {}
-    for key in doc.keys():
-        item = doc[key]
-        if key == "inputs" and isinstance(item, simdjson.Array):
-            out[key] = [_tensor(item[i]) for i in range(len(item))]
-        else:
-            out[key] = _python(item)
-    return out
+    return _fields(doc, "inputs", _inputs)
 
 
 def _finite(arrays: Iterable[np.ndarray]) -> bool:
