@@ -408,6 +408,7 @@ X_BINARY = {"name": "x", "datatype": "FP32", "shape": [1, 3],
 MALFORMED = {
     "garbage-json": (b"{not json", {}, "not valid JSON"),
     "not-an-object": (b"[1, 2]", {}, "JSON object"),
+    "nested-too-deep": (b"[" * 100_000 + b"]" * 100_000, {}, "not valid JSON"),
     "blob-too-short": (*binary_request({"inputs": [X_BINARY]}, b"\0" * 8), "runs past the end"),
     "blob-too-long": (*binary_request({"inputs": [X_BINARY]}, b"\0" * 16), "belong to no input"),
     "blob-without-header": (json.dumps({"inputs": [X_BINARY]}).encode(), {}, "runs past"),

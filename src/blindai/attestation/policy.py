@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+from blindai._documents import loads_toml
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.kinds import KINDS, SECTIONS, spec_for
 from blindai.errors import ConfigurationError, Violation
@@ -150,7 +151,7 @@ class Policy:
     def from_toml(cls, text: str) -> Policy:
         """Parse a TOML policy document."""
         try:
-            data = tomllib.loads(text)
+            data = loads_toml(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"policy is not valid TOML: {exc}") from exc
         return cls.from_mapping(data)

@@ -6,12 +6,12 @@ against what it expects when the pipeline is compiled, and again on every run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from blindai._documents import loads_json
 from blindai.errors import InferenceFailed, PipelineError
 from blindai.pipeline._ports import Port, Prepared
 from blindai.pipeline.results import Classification, Embedding, Label, Transcript
@@ -94,8 +94,8 @@ def parse_labels(data: bytes, name: str) -> tuple[str, ...]:
 def parse_vocab(data: bytes, name: str) -> tuple[str, ...]:
     """A ``{token: id}`` JSON object with ids 0..n-1, as tokens by id."""
     try:
-        vocab = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        vocab = loads_json(data)
+    except ValueError:  # not UTF-8, not JSON, or nested too deeply
         raise PipelineError(f"{name} is not a JSON object of token ids") from None
     if not isinstance(vocab, dict) or not 0 < len(vocab) <= MAX_VOCAB:
         raise PipelineError(f"{name} must be a non-empty JSON object of token ids")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from blindai._documents import loads_json, loads_toml
 from blindai.errors import PipelineError
 from blindai.pipeline.limits import PipelineLimits
 
@@ -53,7 +54,7 @@ def parse_spec_document(text: bytes | str, *, name: str) -> dict[str, Any]:
         except UnicodeDecodeError as exc:
             raise PipelineError(f"{name} is not UTF-8") from exc
     try:
-        doc = tomllib.loads(text) if name.endswith(".toml") else json.loads(text)
+        doc = loads_toml(text) if name.endswith(".toml") else loads_json(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         kind = "TOML" if name.endswith(".toml") else "JSON"
         raise PipelineError(f"{name} is not valid {kind}: {exc}") from None

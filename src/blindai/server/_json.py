@@ -24,6 +24,8 @@ import numpy as np
 import orjson
 import simdjson
 
+from blindai._documents import loads_json
+
 __all__ = ["Numbers", "dumps", "loads", "loads_request"]
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -34,7 +36,7 @@ def loads(raw: bytes | memoryview) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(bytes(raw))  # NaN, big integers; else its own error and position
+        return loads_json(bytes(raw))  # NaN, big integers; else its own error and position
 
 
 class Numbers:

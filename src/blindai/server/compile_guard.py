@@ -37,6 +37,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from blindai._documents import loads_json
 from blindai.errors import InvalidInput
 from blindai.server._compile_worker import MEMORY_EXIT
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
@@ -220,7 +221,7 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
         f"({limits.memory_bytes} bytes beyond five times the model, --compile-memory)"
     )
     try:
-        answer: dict[str, Any] = json.loads(out.splitlines()[-1]) if out.strip() else {}
+        answer: dict[str, Any] = loads_json(out.splitlines()[-1]) if out.strip() else {}
     except ValueError:
         answer = {}
     if answer.get("ok") is True:

@@ -59,6 +59,7 @@ def test_empty_policy_is_an_error():
         ("mystery = 1", "unknown policy key"),
         ("sgx = 3", "must be a table"),
         ("[sgx\n", "not valid TOML"),
+        ("sgx = " + "[" * 100_000 + "]" * 100_000, "not valid TOML"),  # nested too deeply
     ],
 )
 def test_bad_policy_files(text, fragment):

@@ -138,6 +138,7 @@ def test_pccs_root_crl_endpoint_hex_and_pem_crls_and_v3_header(sgx_set: Path):
         (f"{API}/qe/identity", lambda r: FetchResponse(r.body)),  # no issuer chain header
         (f"{API}/tcb?fmspc=00A067110000", lambda r: FetchResponse(b"\xff\xfe", r.headers)),
         (f"{API}/tcb?fmspc=00A067110000", lambda r: FetchResponse(b'{"tcbInfo":{}}', r.headers)),
+        (f"{API}/tcb?fmspc=00A067110000", lambda r: FetchResponse(b"[" * 100_000, r.headers)),
         (f"{API}/pckcrl?ca=processor&encoding=der", lambda r: FetchResponse(b"abc", r.headers)),
         (f"{API}/pckcrl?ca=processor&encoding=der", lambda r: FetchResponse(b"junk!", r.headers)),
         (

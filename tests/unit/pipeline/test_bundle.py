@@ -48,6 +48,9 @@ def test_from_dir_errors(tmp_path):
     (tmp_path / "pipeline.toml").write_bytes(b"[input\n")
     with pytest.raises(PipelineError, match=r"pipeline\.toml is not valid TOML"):
         Pipeline.from_dir(tmp_path)
+    (tmp_path / "pipeline.toml").write_bytes(b"a = " + b"[" * 30_000)  # nested too deeply
+    with pytest.raises(PipelineError, match=r"pipeline\.toml is not valid TOML: .* nests deeper"):
+        Pipeline.from_dir(tmp_path)
     (tmp_path / "pipeline.toml").write_bytes(b'[input]\nkind = "text"\ntokenizer = "../x"\n')
     with pytest.raises(PipelineError, match=r"pipeline file name '\.\./x'"):
         Pipeline.from_dir(tmp_path)

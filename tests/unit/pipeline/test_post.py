@@ -104,7 +104,15 @@ def test_ctc_step_checks_vocab_size():
 
 def test_parse_vocab():
     assert parse_vocab(json.dumps({"b": 1, "a": 0}).encode(), "v") == ("a", "b")
-    for bad in (b"[]", b"{}", b'{"a": 0, "b": 2}', b'{"a": true}', b'{"a": "0"}', b"\xff"):
+    for bad in (
+        b"[]",
+        b"{}",
+        b'{"a": 0, "b": 2}',
+        b'{"a": true}',
+        b'{"a": "0"}',
+        b"\xff",
+        b"[" * 100_000,
+    ):
         with pytest.raises(PipelineError, match="v"):
             parse_vocab(bad, "v")
 

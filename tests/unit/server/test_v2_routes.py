@@ -132,6 +132,22 @@ def test_unknown_output_unknown_model_and_limits(server: InProcess, two: str) ->
     assert server.attested.get("/v2/repository/index").status_code == 404
 
 
+def test_json_nested_past_the_parsers_limit_is_400() -> None:
+    # 60 KB: under the repository routes' 64 KiB, 30 times Python's default recursion limit
+    # (a test runner may raise it: hypothesis does while it runs)
+    deep = b"[" * 30_000 + b"]" * 30_000
+    with in_process(max_request_bytes=1 << 17) as server:
+        two = server.upload(two_in_two_out(), model_name="two-deep")["model_id"]
+        a = np.ones((1, 4), np.float32)
+        for path in ("/v2/repository/index", f"/v2/repository/models/{two}/load",
+                     f"/v2/repository/models/{two}/unload", f"/v2/models/{two}/infer"):  # fmt: skip
+            resp = server.attested.post(path, content=deep)
+            assert (resp.status_code, resp.json()["type"]) == (400, "InvalidInput"), path
+            assert "not valid JSON" in resp.json()["error"], path
+            ok = infer(server, f"/v2/models/{two}/infer", {"inputs": [fp32("a", a), fp32("b", a)]})
+            assert ok.status_code == 200, path
+
+
 def test_a_failing_model_is_inference_failed(server: InProcess) -> None:
     model = server.upload(failing_add())["model_id"]
     doc = {"inputs": [fp32("a", np.zeros((2, 3), np.float32)),

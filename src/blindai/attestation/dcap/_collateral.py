@@ -15,6 +15,7 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from blindai._documents import loads_json
 from blindai.errors import CollateralError, EvidenceError
 
 __all__ = [
@@ -102,8 +103,8 @@ class Collateral:
 def parse_collateral(data: bytes) -> Collateral:
     """Read QuoteCollateralV3 JSON bytes; CollateralError when malformed."""
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads_json(data)
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deeply
         raise CollateralError("collateral is not JSON") from exc
     if not isinstance(doc, dict):
         raise CollateralError("collateral must be a JSON object")
@@ -130,7 +131,7 @@ def parse_collateral(data: bytes) -> Collateral:
 
 def _json_window(text: str, what: str) -> tuple[datetime, datetime]:
     try:
-        doc = json.loads(text)
+        doc = loads_json(text)
         return _utc(doc["issueDate"]), _utc(doc["nextUpdate"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CollateralError(f"{what} has no readable issueDate / nextUpdate") from exc
@@ -170,7 +171,7 @@ def _member_text(text: str, keys: tuple[str, ...]) -> str:
             if key in keys:
                 return text[pos:end]
             pos = end
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RecursionError) as exc:  # a value nested too deeply
         raise CollateralError(f"no {' or '.join(keys)} member in the PCS response") from exc
 
 
@@ -181,7 +182,7 @@ def _signed_response(body: bytes | str, keys: tuple[str, ...]) -> tuple[str, byt
     except UnicodeDecodeError as exc:
         raise CollateralError(f"the {keys[0]} response is not UTF-8 JSON") from exc
     try:
-        signature = bytes.fromhex(json.loads(text)["signature"])
+        signature = bytes.fromhex(loads_json(text)["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CollateralError(f"the {keys[0]} response has no hex signature") from exc
     return _member_text(text, keys), signature

@@ -100,6 +100,7 @@ def test_a_blindai_06_map_with_a_tampered_tcb_info_does_not_verify(phala_sgx: Dc
         lambda m: m.update(tcb_info='{"tcbInfo": {}}'),
         lambda m: m.update(qe_identity='{"signature": "00"}'),
         lambda m: m.update(tcb_info="not json"),
+        lambda m: m.update(tcb_info="[" * 100_000),  # past the JSON parser's recursion limit
     ],
 )
 def test_a_bad_blindai_06_map_is_a_collateral_error(phala_sgx: DcapSet, change: object) -> None:
@@ -124,6 +125,7 @@ def test_crls_may_be_der_pem_or_hex(phala_sgx: DcapSet) -> None:
         lambda d: d.update(tcb_info=3),
         lambda d: d.update(tcb_info="{}"),
         lambda d: d.update(pck_crl="00"),
+        lambda d: d.update(tcb_info="[" * 100_000 + "]" * 100_000),
     ],
 )
 def test_malformed_collateral_parts_are_collateral_errors(
@@ -208,3 +210,8 @@ def test_a_separate_qe_identity_issuer_chain_is_kept(evidence_dir: Path) -> None
     parsed = parse_collateral(rebuilt)
     assert parsed.qe_identity_issuer_chain == "QE chain"
     assert parsed.tcb_info_issuer_chain == (derived / "tcb_info_issuer_chain.pem").read_text()
+
+
+def test_collateral_nested_too_deeply_is_a_collateral_error() -> None:
+    with pytest.raises(CollateralError, match="not JSON"):
+        parse_collateral(b"[" * 100_000 + b"]" * 100_000)

@@ -114,7 +114,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
     try:
         doc = _json.loads_request(raw)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is one; so is nesting too deep
         hint = ""
         if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
             hint = f" (binary data after the JSON needs the {HEADER_LENGTH} header)"

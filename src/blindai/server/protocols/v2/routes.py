@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from blindai.errors import InvalidInput
+from blindai.server import _json
 from blindai.server._text import limit
 from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
@@ -144,7 +145,7 @@ class V2Routes:
     async def _small_json(self, request: Request) -> dict[str, Any]:
         body = await read_body(request, 1 << 16, "the request body is over 64 KiB")
         try:
-            doc = json.loads(body) if body.strip() else {}
+            doc = _json.loads(body) if body.strip() else {}
         except ValueError as exc:
             raise InvalidInput("the request body is not valid JSON") from exc
         if not isinstance(doc, dict):
