@@ -310,6 +310,10 @@ def test_unknown_request_parameters_are_ignored() -> None:
         (b"{}", "abc", HEADER_LENGTH),
         (b"{}", "-1", HEADER_LENGTH),
         (b"{}", "3", HEADER_LENGTH),
+        # int() reads other scripts' digits and refuses over 4300 digits: both were a 500
+        (b"{}", "\xb2", HEADER_LENGTH),
+        (b"{}", "\u0661", HEADER_LENGTH),
+        (b"{}", "9" * 5000, HEADER_LENGTH),
         (b'{"inputs": [1]}', None, r"inputs\[0\] must be a JSON object"),
     ],
 )

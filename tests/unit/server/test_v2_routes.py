@@ -84,6 +84,17 @@ def test_binary_inference(server: InProcess, two: str) -> None:
     np.testing.assert_array_equal(total, [2, 2, 2, 2])
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"0" * 30 + b"9" * 5000])
+def test_a_json_length_that_int_refuses_is_400(server: InProcess, two: str, length: bytes) -> None:
+    """A superscript digit (latin-1 header text) or over 4300 digits made int() raise
+    ValueError: the route answered 500."""
+    resp = server.attested.post(
+        "/v2/models/two-v2/infer", content=b"{}", headers={HEADER_LENGTH: length}
+    )
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
+    assert HEADER_LENGTH in resp.json()["error"]
+
+
 def test_a_scalar_keeps_shape_empty(server: InProcess) -> None:
     model = server.upload(scalar_identity())["model_id"]
     doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [], "data": [1.5]}]}

@@ -24,6 +24,7 @@ __all__ = [
     "client_gone",
     "declared_over",
     "error_replies",
+    "header_int",
     "read_body",
 ]
 
@@ -34,12 +35,27 @@ ErrorRenderer = Callable[[str, int, str], Response]
 """``render(message, status, error_type)``: a protocol's error reply."""
 
 
+_HUGE = 1 << 64
+"""What :func:`header_int` reads a value of more than 20 significant digits as."""
+
+
+def header_int(value: str | None) -> int | None:
+    """A header's non-negative decimal integer (ASCII digits, surrounding blanks allowed);
+    None when it is absent or not one. A value past 2**64 reads as 2**64: ``int()`` would take
+    other scripts' digits and refuse more than 4300 digits (ValueError)."""
+    if value is None:
+        return None
+    digits = value.strip(" \t")
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip("0")
+    return _HUGE if len(significant) > 20 else int(significant or "0")
+
+
 def declared_over(request: Request, most: int) -> bool:
     """Whether the request's Content-Length already says its body is over ``most`` bytes."""
-    declared = request.headers.get("content-length")
-    return (
-        declared is not None and declared.isascii() and declared.isdigit() and int(declared) > most
-    )
+    declared = header_int(request.headers.get("content-length"))
+    return declared is not None and declared > most
 
 
 async def read_body(request: Request, most: int, refusal: str) -> bytes:

@@ -25,6 +25,7 @@ import numpy as np
 from blindai.errors import InvalidInput
 from blindai.server import _json, run_guard
 from blindai.server._text import count
+from blindai.server.protocols._http import header_int
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
 from blindai.server.protocols.v2.tensors import (
@@ -105,9 +106,9 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+    cut = header_int(header_length)
+    if cut is None or cut > len(body):
         raise InvalidInput(f"{HEADER_LENGTH} must be an integer no larger than the body")
-    cut = int(header_length)
     return body[:cut], memoryview(body)[cut:]
 
 
