@@ -284,3 +284,25 @@ def test_grpc_errors_carry_status_codes(server, pem_file, conn) -> None:
         assert client.is_server_live()  # and the server keeps serving
     finally:
         client.close()
+
+
+def test_grpc_unserved_calls_and_long_names_get_their_status(server, pem_file, conn) -> None:
+    """ModelConfig (tritonclient's get_model_config) raised NotImplementedError in the generated
+    base class: grpcio logged a traceback at every call. A 100 000-character model name came back
+    in the NOT_FOUND message, over the client's metadata limit: RESOURCE_EXHAUSTED instead."""
+    client = grpc_client(server, pem_file)
+    try:
+        name = upload(conn, models.identity(TensorProto.FLOAT))
+        with pytest.raises(InferenceServerException) as info:
+            client.get_model_config(name)
+        assert info.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert "ModelConfig is not supported" in info.value.message()
+        with pytest.raises(InferenceServerException) as info:
+            infer((client, grpcclient), "n" * 100_000, {"x": np.ones((1, 3), np.float32)})
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert "no model" in info.value.message()
+        x = np.ones((1, 3), np.float32)  # and the server keeps serving
+        np.testing.assert_array_equal(infer((client, grpcclient), name, {"x": x}).as_numpy("y"), x)
+    finally:
+        client.close()
+    assert "NotImplementedError" not in server.log()

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["count", "limit", "were"]
+__all__ = ["MAX_MESSAGE", "clipped", "count", "limit", "were"]
 
 _UNITS = (("GiB", 30), ("MiB", 20), ("KiB", 10))
+MAX_MESSAGE = 1024
+"""Longest error message a client is sent (characters)."""
+
+
+def clipped(message: str, most: int = MAX_MESSAGE) -> str:
+    """``message`` cut to ``most`` characters, the cut marked: messages quote the names,
+    versions, datatypes and shapes a request gave, which may be megabytes long (over gRPC, a
+    message longer than the client's metadata limit replaced the error by RESOURCE_EXHAUSTED)."""
+    return message if len(message) <= most else message[: most - 3] + "..."
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -339,7 +339,7 @@ def test_malformed_bodies(body: bytes, header: str | None, message: str) -> None
         ([fp32(shape=[True], data=[1])], b"", {}, "shape"),
         ([fp32(shape=[0, 2**63], data=[])], b"", {}, "larger than"),
         ([fp32(shape=[0, 2**49], parameters={"binary_data_size": 0})], b"", {}, "larger than"),
-        ([fp32(shape=[1] * 33, data=[1])], b"", {}, "larger than"),
+        ([fp32(shape=[1] * 33, data=[1])], b"", {}, "33 dimensions, more than 32"),
         ([{"datatype": "FP32", "shape": [1], "data": [1]}], b"", {}, "name"),
         ([fp32(data=[1, 2, 3])], b"", {"id": 5}, "id must be a string"),
         ([fp32(data=[1, 2, 3])], b"", {"outputs": {"y": 1}}, "outputs must be a list"),

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto
 
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server._text import MAX_MESSAGE
 from blindai.server.protocols.v2.codec import HEADER_LENGTH
 from tests.models import failing_add, identity, scalar_identity, two_in_two_out
 from tests.unit.server._inprocess import InProcess, in_process
@@ -93,6 +94,23 @@ def test_a_json_length_that_int_refuses_is_400(server: InProcess, two: str, leng
     )
     assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
     assert HEADER_LENGTH in resp.json()["error"]
+
+
+def test_error_messages_quote_at_most_a_kibibyte_of_the_request() -> None:
+    """Messages quote the names and shapes a request gave: a 100 000-character input name came
+    back whole (over gRPC, such a message was lost to the client's metadata limit)."""
+    a = np.zeros((1, 4), np.float32)
+    with in_process(max_request_bytes=1 << 22) as big:
+        model = big.upload(two_in_two_out())["model_id"]
+        for doc in (
+            {"inputs": [fp32("n" * 100_000, a), fp32("b", a)]},
+            {"inputs": [{"name": "a", "datatype": "F" * 100_000, "shape": [1], "data": [0]}]},
+            {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1] * 100_000, "data": [0]}]},
+        ):
+            resp = infer(big, f"/v2/models/{model}/infer", doc)
+            assert resp.status_code == 400
+            message = resp.json()["error"]
+            assert len(message) <= MAX_MESSAGE and message.endswith(("...", "32", "BF16']"))
 
 
 def test_a_scalar_keeps_shape_empty(server: InProcess) -> None:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
+from blindai.server._text import clipped
 from blindai.server.middleware import route_template
 
 __all__ = [
@@ -103,7 +104,7 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
                 if status >= 500:
                     _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
-                reply = render(message, status, kind)
+                reply = render(clipped(message), status, kind)
             except Exception as exc:
                 where = route_template(request.scope)
                 _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)

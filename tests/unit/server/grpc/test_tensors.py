@@ -142,3 +142,11 @@ def test_encode_writes_raw_outputs_in_order() -> None:
     ]
     assert reply.raw_output_contents[0] == y.tobytes()
     assert reply.raw_output_contents[1] == b"\x01\0\0\0a\x02\0\0\0bc"
+
+
+def test_a_shape_of_too_many_dimensions_is_counted_not_quoted() -> None:
+    """The refusal quoted the whole shape: 200 000 dimensions made a 600 KB message, over the
+    client's metadata limit, so the client got RESOURCE_EXHAUSTED instead of the reason."""
+    with pytest.raises(InvalidInput, match="200000 dimensions, more than 32") as info:
+        decode(request(("x", "FP32", [1] * 200_000, "fp32_contents", [1.0])))
+    assert len(str(info.value)) < 100

@@ -25,6 +25,7 @@ import grpc
 from google.protobuf import json_format
 
 from blindai.errors import BlindAIError, ModelNotFound, ServerError
+from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.metrics import Metrics
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -33,7 +34,7 @@ from blindai.server.protocols.grpc.tensors import decode, encode
 from blindai.server.protocols.v2.service import OipService, Wanted
 from blindai.server.statistics import Timing
 
-__all__ = ["GRPC_PORT", "OPEN_METHODS", "InferenceServicer", "grpc_code"]
+__all__ = ["GRPC_PORT", "IMPLEMENTED", "OPEN_METHODS", "InferenceServicer", "grpc_code"]
 
 GRPC_PORT = "grpc"
 """The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
@@ -117,7 +118,8 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
             code = grpc_code(status)
             if status >= 500:
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
-            await context.abort(code, exc.message if isinstance(exc, ServerError) else str(exc))
+            message = exc.message if isinstance(exc, ServerError) else str(exc)
+            await context.abort(code, clipped(message))
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
@@ -139,26 +141,43 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
     return call
 
 
+def _unimplemented(method: str) -> _Handler:
+    """A call this server does not serve: ``UNIMPLEMENTED`` with a message (the generated base
+    class raised NotImplementedError, which grpcio logged with a traceback at every call)."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported here")
+
+    return call
+
+
+#: the calls this server serves
+IMPLEMENTED = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+)
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol's gRPC service on one :class:`OipService`."""
 
     def __init__(self, oip: OipService, access: AccessControl) -> None:
         self.oip = oip
         metrics = oip.plane.metrics
-        for method in (
-            "ServerLive",
-            "ServerReady",
-            "ModelReady",
-            "ServerMetadata",
-            "ModelMetadata",
-            "ModelInfer",
-            "ModelStatistics",
-            "RepositoryIndex",
-            "RepositoryModelLoad",
-            "RepositoryModelUnload",
-        ):
+        for method in IMPLEMENTED:
             handler = getattr(self, f"_{method}")
             setattr(self, method, _guarded(method, metrics, access, handler))
+        for described in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+            if described.name not in IMPLEMENTED:
+                setattr(self, described.name, _unimplemented(described.name))
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)

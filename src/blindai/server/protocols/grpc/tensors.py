@@ -87,7 +87,9 @@ def _parameter(value: Any) -> object:
 def _shape(dims: Sequence[int], label: str) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
         raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
-    if len(dims) > MAX_RANK or math.prod(d for d in dims if d) > MAX_ELEMENTS:
+    if len(dims) > MAX_RANK:
+        raise InvalidInput(f"{label}: shape has {len(dims)} dimensions, more than {MAX_RANK}")
+    if math.prod(d for d in dims if d) > MAX_ELEMENTS:
         raise InvalidInput(f"{label}: shape {list(dims)} is larger than this server handles")
     return tuple(int(d) for d in dims)
 

@@ -98,7 +98,9 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
-    if len(value) > MAX_RANK or math.prod(d for d in value if d) > MAX_ELEMENTS:
+    if len(value) > MAX_RANK:
+        raise InvalidInput(f"{label}: shape has {len(value)} dimensions, more than {MAX_RANK}")
+    if math.prod(d for d in value if d) > MAX_ELEMENTS:
         raise InvalidInput(f"{label}: shape {value} is larger than this server handles")
     return tuple(value)
 

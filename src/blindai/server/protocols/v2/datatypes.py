@@ -44,7 +44,7 @@ def dtype_for(datatype: object) -> np.dtype[Any]:
         return _bfloat16()
     found: np.dtype[Any] | None = _NUMPY.get(datatype) if isinstance(datatype, str) else None
     if found is None:
-        raise InvalidInput(f"unknown datatype {datatype!r}; known: {[*_NUMPY, 'BF16']}")
+        raise InvalidInput(f"unknown datatype {datatype!r:.40}; known: {[*_NUMPY, 'BF16']}")
     return found
 
 
