@@ -133,6 +133,16 @@ def test_run_errors_name_their_class(
     assert fragment in cbor2.loads(resp.content)  # the text the original clients display
 
 
+def test_the_error_header_names_a_class_of_blindai_errors() -> None:
+    """A body of more items than the bounded decoder takes was answered with
+    ``X-BlindAI-Error: TooManyItems``, a server-internal subclass no client knows."""
+    body = cbor2.dumps({"inputs": [[-1] * 20_000]})  # a long array, but not of byte values
+    with in_process() as big:
+        resp = big.attested.post("/run", content=body)
+    assert (resp.status_code, resp.headers[ERROR_HEADER]) == (400, "InvalidInput")
+    assert "16384 items" in cbor2.loads(resp.content)
+
+
 def test_a_model_failing_at_run_time_is_inference_failed(server: InProcess) -> None:
     reply = server.upload(failing_add())
     a, b = np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32)

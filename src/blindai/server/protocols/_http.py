@@ -88,6 +88,12 @@ async def client_gone(request: Request) -> None:
             await asyncio.Event().wait()  # no disconnect to wait for: never completes
 
 
+def _public_name(cls: type[BlindAIError]) -> str:
+    """The name of the nearest class in :mod:`blindai.errors` (the header names one of those,
+    which clients know; the server's own subclasses, such as ``TooManyItems``, are not)."""
+    return next(c.__name__ for c in cls.__mro__ if c.__module__ == BlindAIError.__module__)
+
+
 def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
     """Turn errors into replies made by ``render``, with the ``X-BlindAI-Error`` header.
 
@@ -100,7 +106,7 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(request)
             except BlindAIError as exc:
-                status, kind = exc.http_status, type(exc).__name__
+                status, kind = exc.http_status, _public_name(type(exc))
                 if status >= 500:
                     _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
