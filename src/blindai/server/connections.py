@@ -251,6 +251,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._hung_up = True
         self._cancel_timers()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # the request in progress is over: as for a lost connection, its app gets
+            # http.disconnect and writes nothing more (it answered after a 400 otherwise)
+            cycle.disconnected = True
+            cycle.message_event.set()
         if answer:
             self.transport.write(answer)
         if self.transport.get_extra_info("ssl_object") is None:

@@ -323,6 +323,19 @@ def test_a_refused_connection_is_not_read_any_further(opening, answer):
 
 
 @pytest.mark.parametrize("tls", [False, True])
+def test_a_request_refused_with_400_gets_no_other_answer(tls):
+    """A body that fails to parse after complete headers was answered 400, and then, on a TLS
+    connection (which stays open half a second for the answer to leave), the app's own answer
+    to the same request followed it."""
+    with limited(tls=tls) as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        reply = _closed(sock)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert reply.count(b"HTTP/1.1") == 1, reply
+
+
+@pytest.mark.parametrize("tls", [False, True])
 def test_a_connection_that_sends_nothing_is_closed(tls):
     with limited(tls=tls) as running, Probe(running):
         sock = socket.create_connection(("127.0.0.1", running.port), timeout=CLOSE_WITHIN)
