@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blindai.errors import InvalidInput
+from blindai.errors import InferenceFailed, InvalidInput
 from blindai.server.protocols.classification import (
+    MIN_ELEMENT_BYTES,
+    check_classified_size,
     classification_count,
+    classified_count,
     classify,
     labels_from_metadata,
 )
@@ -58,3 +61,23 @@ def test_count_must_be_a_positive_integer(value: object) -> None:
 def test_labels_come_from_model_metadata_lines() -> None:
     assert labels_from_metadata({"labels": "cat\ndog\n"}) == ("cat", "dog")
     assert labels_from_metadata({"other": "x"}) == ()
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "count"),
+    [((5,), 2, 2), ((5,), 9, 5), ((3, 4), 2, 6), ((3, 2, 2), 9, 12), ((0, 4), 1, 0)],
+)
+def test_the_classified_count_is_known_before_classifying(shape, k, count) -> None:
+    array = np.zeros(shape, np.float32)
+    assert classified_count(array, k) == count
+    if count:
+        assert classify(array, k, "y").size == count
+
+
+def test_a_classification_too_large_for_any_reply_is_refused_before_it_is_made() -> None:
+    """16M one-class rows (a 64 MiB request) were classified at 4 us a row on the event loop
+    and gigabytes of strings made before the reply's size was checked."""
+    rows = np.zeros((1 << 24, 1), np.uint8)
+    with pytest.raises(InferenceFailed, match="16777216 elements"):
+        check_classified_size(rows, 1, "y", limit=64 << 20)
+    check_classified_size(rows[: (64 << 20) // MIN_ELEMENT_BYTES], 1, "y", limit=64 << 20)

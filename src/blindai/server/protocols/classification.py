@@ -15,13 +15,20 @@ Labels come from the model itself, never from a file: the ONNX model's metadata 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from blindai.errors import InvalidInput
+from blindai.errors import InferenceFailed, InvalidInput
 
-__all__ = ["MAX_LABELS", "classification_count", "classify", "labels_from_metadata"]
+__all__ = [
+    "MAX_LABELS",
+    "MIN_ELEMENT_BYTES",
+    "check_classified_size",
+    "classification_count",
+    "classified_count",
+    "classify",
+    "labels_from_metadata",
+]
 
 MAX_LABELS = 1 << 20
 """Labels read from a model's metadata at most (the rest are ignored)."""
@@ -42,20 +49,48 @@ def labels_from_metadata(metadata: dict[str, str]) -> tuple[str, ...]:
     return tuple(text.splitlines()[:MAX_LABELS])
 
 
-def _text(value: Any, index: int, labels: Sequence[str], floating: bool) -> str:
-    shown = f"{float(value):f}" if floating else str(int(value))
-    label = labels[index] if index < len(labels) else ""
-    return f"{shown}:{index}:{label}" if label else f"{shown}:{index}"
+MIN_ELEMENT_BYTES = 7
+"""The fewest bytes one classification element takes in a reply (``0:0`` and the binary
+extension's 4-byte length, or JSON's quotes and comma)."""
 
 
-def _row(values: np.ndarray, k: int, labels: Sequence[str], floating: bool) -> list[str]:
-    # stable sort on the negated values: highest first, lower index first among equals
-    order = np.argsort(-values.astype(np.float64), kind="stable")[:k]
-    return [_text(values[i], int(i), labels, floating) for i in order]
+def classified_count(array: np.ndarray, k: int) -> int:
+    """How many elements the top-``k`` classification of ``array`` has (rows x kept classes)."""
+    if array.ndim == 0 or array.size == 0:
+        return 0
+    rows = array.shape[0] if array.ndim > 1 else 1
+    return rows * min(k, array.size // rows)
+
+
+def check_classified_size(array: np.ndarray, k: int, name: str, *, limit: int) -> None:
+    """InferenceFailed (before any work) when the classification of output ``name`` cannot fit
+    a reply of ``limit`` bytes: a 64 MiB request of 16M one-class rows took minutes of the event
+    loop and gigabytes of strings before the reply size was checked."""
+    elements = classified_count(array, k)
+    if elements * MIN_ELEMENT_BYTES > limit:
+        raise InferenceFailed(
+            f"the classification of output {name!r} would have {elements} elements, more than "
+            f"a reply of {limit} bytes (--max-response-bytes) holds; ask for a smaller k or "
+            "fewer rows"
+        )
+
+
+def _texts(
+    values: np.ndarray, order: np.ndarray, labels: Sequence[str], floating: bool
+) -> list[str]:
+    """``"<value>:<index>[:<label>]"`` for each kept (value, index), row by row."""
+    shown = [f"{v:f}" for v in values.tolist()] if floating else [str(v) for v in values.tolist()]
+    out = []
+    for text, index in zip(shown, order.tolist(), strict=True):
+        label = labels[index] if index < len(labels) else ""
+        out.append(f"{text}:{index}:{label}" if label else f"{text}:{index}")
+    return out
 
 
 def classify(array: np.ndarray, k: int, name: str, labels: Sequence[str] = ()) -> np.ndarray:
-    """The top-``k`` classification of output ``name`` (a BYTES array of str)."""
+    """The top-``k`` classification of output ``name`` (a BYTES array of str); all rows are
+    sorted at once (a stable sort on the negated values: highest first, lower index first among
+    equals)."""
     if array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
     if array.dtype.kind not in "iuf" or array.ndim == 0 or array.size == 0:
@@ -64,7 +99,11 @@ def classify(array: np.ndarray, k: int, name: str, labels: Sequence[str] = ()) -
             f"not {array.dtype} of shape {list(array.shape)}"
         )
     floating = array.dtype.kind == "f"
-    if array.ndim == 1:
-        return np.array(_row(array, k, labels, floating), dtype=object)
-    rows = array.reshape(array.shape[0], -1)
-    return np.array([_row(r, k, labels, floating) for r in rows], dtype=object)
+    rows = array.reshape(1 if array.ndim == 1 else array.shape[0], -1)
+    order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(rows, order, axis=1)
+    texts = _texts(kept.ravel(), order.ravel(), labels, floating)
+    shape = order.shape[1:] if array.ndim == 1 else order.shape
+    out = np.empty(len(texts), dtype=object)
+    out[:] = texts
+    return out.reshape(shape)

@@ -29,19 +29,27 @@ from blindai._version import __version__
 from blindai.errors import ModelNotFound
 from blindai.server.access import Principal
 from blindai.server.dataplane import DataPlane, listable, runnable
-from blindai.server.protocols.classification import classify, labels_from_metadata
+from blindai.server.protocols.classification import (
+    check_classified_size,
+    classified_count,
+    classify,
+    labels_from_metadata,
+)
 from blindai.server.protocols.v2.datatypes import datatype_for
 from blindai.server.registry import ModelEntry, ModelRef
 from blindai.server.runtime import TensorSpec
 from blindai.server.statistics import PHASES, Duration, Snapshot, Timing
 
-__all__ = ["EXTENSIONS", "RESULT_OUTPUT", "OipService", "Wanted"]
+__all__ = ["CLASSIFY_ON_LOOP", "EXTENSIONS", "RESULT_OUTPUT", "OipService", "Wanted"]
 
 RESULT_OUTPUT = "result"
 """The BYTES output holding a pipeline's result as JSON text."""
 
 EXTENSIONS = ["classification", "model_repository", "statistics", "binary_tensor_data"]
 """The protocol extensions this server supports (server metadata)."""
+
+CLASSIFY_ON_LOOP = 1024
+"""A classification of fewer elements is made on the event loop; a larger one in a worker."""
 
 # Triton's statistics fields for each of our phases
 _TRITON_PHASES = {
@@ -159,12 +167,21 @@ class OipService:
             return done.outputs
         with timing.phase("encode"):
             labels = labels_from_metadata(entry.model.metadata)
-            return [
-                (w.name, array)
-                if w.classification is None
-                else (w.name, classify(array, w.classification, w.name, labels))
-                for w, (_, array) in zip(wanted, done.outputs, strict=True)
-            ]
+            most = self.plane.settings.max_response_bytes
+            found: list[tuple[str, np.ndarray]] = []
+            for w, (_, array) in zip(wanted, done.outputs, strict=True):
+                k = w.classification
+                if k is None:
+                    found.append((w.name, array))
+                    continue
+                check_classified_size(array, k, w.name, limit=most)
+                if classified_count(array, k) >= CLASSIFY_ON_LOOP:
+                    found.append(
+                        (w.name, await self.plane.offload(classify, array, k, w.name, labels))
+                    )
+                else:
+                    found.append((w.name, classify(array, k, w.name, labels)))
+            return found
 
     def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
         """Account one request in the model's statistics and the server's metrics."""
