@@ -116,10 +116,8 @@ def test_error_messages_quote_at_most_a_kibibyte_of_the_request() -> None:
 def test_a_classification_over_the_reply_limit_is_refused_before_it_is_made() -> None:
     with in_process(max_request_bytes=1 << 20, max_response_bytes=1 << 18) as small:
         model = small.upload(identity(TensorProto.UINT8, [None, 1]))["model_id"]
-        doc = {
-            "inputs": [{"name": "x", "datatype": "UINT8", "shape": [100_000, 1], "data": [0] * 100_000}],
-            "outputs": [{"name": "y", "parameters": {"classification": 1}}],
-        }  # fmt: skip
+        x = {"name": "x", "datatype": "UINT8", "shape": [100_000, 1], "data": [0] * 100_000}
+        doc = {"inputs": [x], "outputs": [{"name": "y", "parameters": {"classification": 1}}]}
         resp = infer(small, f"/v2/models/{model}/infer", doc)
     assert (resp.status_code, resp.headers[ERROR_HEADER]) == (422, "InferenceFailed")
     assert "classification of output 'y' would have 100000 elements" in resp.json()["error"]
