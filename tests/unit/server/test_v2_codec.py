@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -629,3 +630,39 @@ def test_integer_data_keeps_the_exact_list_path() -> None:
     ).encode()
     got = parse_request(body, None).inputs[0][1]
     assert got.dtype == np.int64 and got.tolist() == [big, -big]  # no detour through float64
+
+
+LIVENESS_S = 60.0
+"""A bound far above the linear parse (under a second here), far below the quadratic one."""
+
+
+def _parsed_within(body: bytes, seconds: float) -> Any:
+    found: list[Any] = []
+    done = threading.Event()
+
+    def parse() -> None:
+        found.append(_json.loads_request(body))
+        done.set()
+
+    threading.Thread(target=parse, daemon=True).start()
+    assert done.wait(seconds), "the request was still being parsed"
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        # simdjson's Array[i] and Object[key] walk from the start: 500 000 inputs (31 MB)
+        # ran for hours, 200 000 keys for minutes
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.5]}] * 200_000},
+        {**{f"k{i}": i for i in range(200_000)}, "inputs": [{"name": "x", "data": [1, 2]}]},
+        {"inputs": [{**{f"k{i}": i for i in range(200_000)}, "name": "x", "data": [1, 2]}]},
+    ],
+    ids=["many-inputs", "many-keys", "many-tensor-keys"],
+)
+def test_requests_of_many_items_parse_in_linear_time(doc: dict[str, Any]) -> None:
+    got = _parsed_within(json.dumps(doc).encode(), LIVENESS_S)
+    for tensor in got["inputs"]:
+        data = tensor["data"]
+        tensor["data"] = data.as_list() if isinstance(data, _json.Numbers) else data
+    assert got == doc
