@@ -523,3 +523,25 @@ def test_tritonclient_pinned_to_the_certificate_blindai_attested(server: ServerP
         result = client.infer("doc-two", inputs)
         np.testing.assert_array_equal(result.as_numpy("sum"), a + a)
         client.close()
+
+
+def test_hostile_bodies_get_400_and_the_server_goes_on(
+    server: ServerProcess, server_pem: str, client: Any, upload: Callable[[bytes], str]
+) -> None:
+    """A JSON length of a superscript digit was a 500; a request of 100 000 inputs or of
+    100 000 keys held a worker for minutes (simdjson lookups from the start: quadratic)."""
+    name = upload(models.identity(TensorProto.FLOAT, [None, 3]))
+    path = f"/v2/models/{name}/infer"
+    x = {"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}
+    hostile = [
+        (json.dumps({"inputs": [x]}).encode(), {"Inference-Header-Content-Length": "\xb2"}),
+        (json.dumps({"inputs": [x] * 100_000}).encode(), {}),
+        (json.dumps({**{f"k{i}": 0 for i in range(100_000)}, "inputs": [x, x]}).encode(), {}),
+    ]
+    for body, headers in hostile:
+        status, error = raw_post(server, server_pem, path, body, headers)
+        assert status == 400 and error["type"] == "InvalidInput", error
+    array = np.ones((1, 3), np.float32)
+    inputs = [infer_input("x", array, binary=False)]
+    np.testing.assert_array_equal(client.infer(name, inputs).as_numpy("y"), array)
+    assert "Traceback" not in server.log()
