@@ -8,7 +8,11 @@ what a well-formed HTTP/1.1 server sends and refuses anything else.
 Whatever the server sends, a request ends in a :class:`HttpResponse`, a
 :class:`~blindai.errors.ProtocolError` (the bytes are not an acceptable HTTP/1.1 response) or
 a :class:`~blindai.errors.NetworkError` (the socket failed; :class:`RequestTimeout` when it
-timed out). Errors raised by the ``connect`` callable that are already BlindAI errors (such as
+timed out). Whatever the server sends also ends in bounded time and memory: the whole
+response (interim 1xx responses, head, body, trailers) must arrive within the socket's timeout
+plus one second per :data:`MIN_RATE` bytes received, so a server dripping bytes cannot hold a
+request for longer; interim responses and trailers count against :data:`MAX_HEAD` in total.
+Errors raised by the ``connect`` callable that are already BlindAI errors (such as
 a certificate that is not the attested one) pass through unchanged.
 """
 
@@ -17,17 +21,30 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from blindai.errors import BlindAIError, NetworkError, ProtocolError, RequestTimeout
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_HEAD", "Exchange", "Http11Connection", "HttpResponse", "OnOpen"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "MAX_HEAD",
+    "MIN_RATE",
+    "Exchange",
+    "Http11Connection",
+    "HttpResponse",
+    "OnOpen",
+]
 
 MAX_HEAD = 64 << 10
-"""Largest response head (status line and headers), and largest chunk-size or trailer line."""
+"""Largest response head (status line and headers; interim 1xx responses included), and
+largest chunk-size line or trailer section."""
 DEFAULT_MAX_BODY = 1 << 30
 """Default cap on one response body (1 GiB)."""
+MIN_RATE = 64 << 10
+"""Bytes a second a response must keep up, past its first ``timeout`` seconds (64 KiB/s: the
+server's ``--body-min-rate`` for requests)."""
 _RECV = 1 << 16
 _LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() accepts "²"
 _STATUS = re.compile(r"[0-9]{3}")
@@ -93,6 +110,10 @@ class Http11Connection:
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._received = 0
+        self._timeout: float | None = None  # the socket's own timeout, as connect() set it
+        self._deadline = 0.0  # monotonic time the current response must have arrived by, less
+        # one second per MIN_RATE bytes received
+        self._budget = 0  # head bytes (interim responses, trailers) the response may still send
 
     def close(self) -> None:
         """Close the socket (a later request opens a new one)."""
@@ -127,6 +148,7 @@ class Http11Connection:
 
     def _open(self) -> None:
         self._sock = self._connect()
+        self._timeout = self._sock.gettimeout()
         if self._on_open is not None:
             self._on_open(self._sock, self._exchange)
             if self._sock is None:
@@ -218,24 +240,52 @@ class Http11Connection:
             for chunk in body():
                 self._sock.sendall(chunk)
 
+    def _wait(self) -> None:
+        """Shorten the socket's timeout to what is left of the response's deadline."""
+        assert self._sock is not None
+        if self._timeout is None:
+            return
+        left = self._deadline + self._received / MIN_RATE - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"the response did not arrive within {self._timeout:g} s plus one second per "
+                f"{MIN_RATE >> 10} KiB"
+            )
+        if left < self._sock.gettimeout():  # type: ignore[operator]
+            self._sock.settimeout(left)
+
     def _fill(self) -> None:
         assert self._sock is not None
-        data = self._sock.recv(_RECV)
+        self._wait()
+        try:
+            data = self._sock.recv(_RECV)
+        except TimeoutError:
+            self._wait()  # the deadline's own message when that is what ran out
+            raise
         if not data:
             raise _Closed
         self._received += len(data)
         self._buf += data
 
     def _read(self, method: str) -> HttpResponse:
+        assert self._sock is not None
+        if self._timeout is not None:
+            self._deadline = time.monotonic() + self._timeout
+            self._sock.settimeout(self._timeout)
+        self._budget = MAX_HEAD
         while True:
             end = self._buf.find(b"\r\n\r\n")
             while end < 0:
-                if len(self._buf) > MAX_HEAD:
+                if len(self._buf) > self._budget:
                     raise ProtocolError("response headers are too large")
                 self._fill()
                 end = self._buf.find(b"\r\n\r\n")
-            if end > MAX_HEAD:
-                raise ProtocolError("response headers are too large")
+            if end > self._budget:
+                raise ProtocolError(
+                    "response headers are too large"
+                    + (" (interim 1xx responses included)" if self._budget < MAX_HEAD else "")
+                )
+            self._budget -= end + 4
             head = bytes(self._buf[:end])
             del self._buf[: end + 4]
             status, headers = _parse_head(head)
@@ -280,7 +330,12 @@ class Http11Connection:
         view[:filled] = self._buf
         self._buf.clear()
         while filled < n:
-            got = self._sock.recv_into(view[filled:], min(n - filled, 1 << 20))
+            self._wait()
+            try:
+                got = self._sock.recv_into(view[filled:], min(n - filled, 1 << 20))
+            except TimeoutError:
+                self._wait()
+                raise
             if not got:
                 raise _Closed
             self._received += got
@@ -301,20 +356,23 @@ class Http11Connection:
         del self._buf[: end + 2]
         return line
 
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes | bytearray] = []
-        total = 0
+    def _read_chunked(self) -> bytearray:
+        # one buffer, not a list of chunks: a body of 1-byte chunks must not cost an object each
+        body = bytearray()
         while True:
             size_text = self._read_line().split(b";", 1)[0].strip(b" \t")
             if not _CHUNK_SIZE.fullmatch(size_text):
                 raise ProtocolError("malformed chunk size")
             size = int(size_text, 16)
             if size == 0:
-                while self._read_line():  # trailers
-                    pass
-                return b"".join(parts)
-            total = self._check_size(total + size)
-            parts.append(self._read_exact(size))
+                self._budget = MAX_HEAD
+                while line := self._read_line():  # trailers: MAX_HEAD bytes in all
+                    self._budget -= len(line) + 2
+                    if self._budget < 0:
+                        raise ProtocolError("malformed chunked body: the trailers are too large")
+                return body
+            self._check_size(len(body) + size)
+            body += self._read_exact(size)
             if self._read_line():
                 raise ProtocolError("malformed chunk terminator")
 

@@ -487,10 +487,11 @@ def connect(
     no certificates (a host with no certificate table):
     ``snp_certificate_source=KdsCertificateSource.online()`` (AMD's KDS). Nothing is fetched by
     the client unless a source is given; what it fetches is verified like the server's.
-    ``timeout`` (seconds) bounds connecting and each wait for an answer
-    (:class:`~blindai.errors.RequestTimeout`); ``max_response_bytes`` caps one response
-    body (1 GiB by default). ``simulation_option`` is how a refusal of a simulation server
-    names the opt-in: wrappers with their own option (the CLI's ``--simulation``) pass theirs.
+    ``timeout`` (seconds) bounds connecting and each answer: a whole response must arrive
+    within it plus one second per 64 KiB (:class:`~blindai.errors.RequestTimeout`);
+    ``max_response_bytes`` caps one response body (1 GiB by default). ``simulation_option``
+    is how a refusal of a simulation server names the opt-in: wrappers with their own option
+    (the CLI's ``--simulation``) pass theirs.
     A port that serves another of the three roles raises :class:`~blindai.errors.WrongPort`.
     A policy with an ``[nvidia_gpu]`` section requires each replica's GPU: its report, read
     with ``GET /gpu-evidence`` on the same connection, must verify (``gpu_verifier``, default

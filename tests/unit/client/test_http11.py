@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -341,3 +342,88 @@ def test_large_bodies_are_received_whole_between_kept_alive_responses() -> None:
         assert [get(conn).body for _ in range(3)] == [b"a", big, b"b"]
         conn.close()
     assert server.connections == 1
+
+
+# --- a server that never finishes: time and memory stay bounded ------------------------------
+
+
+def _flood(sock: socket.socket, piece: bytes, end: bytes) -> None:
+    """``piece`` over and over (256 KiB, four times the head limit), then ``end``: a client
+    without the limit would read it all and end in a 200."""
+    try:
+        for _ in range((256 << 10) // len(piece)):
+            sock.sendall(piece)
+        sock.sendall(end)
+    except OSError:
+        pass  # the client gave up, as it should
+
+
+def test_endless_interim_responses_are_refused() -> None:
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        _flood(sock, b"HTTP/1.1 100 Continue\r\n\r\n" * 100, ok())
+
+    with scripted_server(handler) as server:
+        with pytest.raises(ProtocolError, match="interim 1xx responses included"):
+            get(plain(server))
+
+
+def test_endless_trailers_are_refused() -> None:
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n")
+        _flood(sock, b"X-Trailer: t\r\n" * 100, b"\r\n")
+
+    with scripted_server(handler) as server:
+        with pytest.raises(ProtocolError, match="trailers are too large"):
+            get(plain(server))
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_a_dripping_response_ends_in_a_request_timeout(where: str) -> None:
+    """One byte every 20 ms never trips the 0.5 s socket timeout, but the whole response must
+    arrive within it (plus one second per 64 KiB): without that deadline this drip, 40 s long,
+    would end in a 200."""
+    body = b"x" * 2000
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    start = 0 if where == "head" else response.index(b"\r\n\r\n") + 5
+    stop = threading.Event()
+
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        try:
+            sock.sendall(response[:start])
+            for i in range(start, len(response)):
+                sock.sendall(response[i : i + 1])
+                if stop.wait(0.02):
+                    return
+        except OSError:
+            pass
+
+    with scripted_server(handler) as server:
+        try:
+            with pytest.raises(RequestTimeout, match=r"did not arrive within 0\.5 s"):
+                get(plain(server, timeout=0.5))
+        finally:
+            stop.set()
+
+
+def test_a_body_of_one_byte_chunks_costs_no_object_per_chunk() -> None:
+    """64 KiB in 1-byte chunks: held as one buffer (a list of chunks took 2.7 MB, 42x)."""
+    body = bytes(range(256)) * 256
+    response = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"1\r\n%c\r\n" % b for b in body)
+        + b"0\r\n\r\n"
+    )
+    with scripted_server(answer_each(response)) as server:
+        conn = plain(server)
+        tracemalloc.start()
+        try:
+            resp = get(conn)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            conn.close()
+    assert resp.body == body
+    assert peak < 1 << 20, f"peak {peak} bytes for a 64 KiB body"
