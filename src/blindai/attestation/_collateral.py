@@ -20,6 +20,7 @@ come as DER, PEM or hex text. The answers become dcap-qvl collateral through
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import urllib.error
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+MAX_FETCH_BYTES = 16 << 20
+"""Default cap on one answer from a PCS, PCCS or KDS (16 MiB)."""
 _TCB_CHAIN = ("tcb-info-issuer-chain", "sgx-tcb-info-issuer-chain")
 _QE_CHAIN = ("sgx-enclave-identity-issuer-chain",)
 _CRL_CHAIN = ("sgx-pck-crl-issuer-chain",)
@@ -94,21 +97,38 @@ class CollateralSource(Protocol):
 
 
 class UrllibFetcher:
-    """A :class:`PcsFetcher` over ``urllib`` (HTTPS verified with the system's CAs)."""
+    """A :class:`PcsFetcher` over ``urllib`` (HTTPS verified with the system's CAs).
 
-    def __init__(self, *, timeout: float = 10.0) -> None:
+    ``timeout`` bounds connecting and each read; ``max_bytes`` caps one answer's body
+    (collateral, certificates and CRLs are kilobytes; a larger answer is refused unread).
+    """
+
+    def __init__(self, *, timeout: float = 10.0, max_bytes: int = MAX_FETCH_BYTES) -> None:
         self.timeout = timeout
+        self.max_bytes = max_bytes
 
     def get(self, url: str) -> FetchResponse:
-        """GET ``url``; a non-2xx status or a network failure raises CollateralUnavailable."""
+        """GET ``url``; a non-2xx status, a malformed or oversized answer or a network failure
+        raises CollateralUnavailable."""
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as answer:
-                return FetchResponse(answer.read(), dict(answer.headers.items()))
+                body = answer.read(self.max_bytes + 1)
+                if len(body) > self.max_bytes:
+                    raise CollateralUnavailable(
+                        f"GET {url} failed: the answer is over {self.max_bytes} bytes"
+                    )
+                if answer.length:  # read(n) returns a body cut short by a close: refuse it
+                    raise http.client.IncompleteRead(body, answer.length)
+                return FetchResponse(body, dict(answer.headers.items()))
         except urllib.error.HTTPError as exc:
             exc.close()
             raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise CollateralUnavailable(f"GET {url} failed: {exc}") from exc
+        except http.client.HTTPException as exc:  # not an OSError: a malformed HTTP answer
+            raise CollateralUnavailable(
+                f"GET {url} failed: malformed HTTP answer ({type(exc).__name__})"
+            ) from exc
 
 
 class PckChain:

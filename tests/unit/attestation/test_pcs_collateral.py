@@ -234,3 +234,58 @@ def test_public_name_is_imported_on_first_use():
     assert blindai.attestation.PcsCollateralSource is _collateral.PcsCollateralSource
     with pytest.raises(AttributeError, match="NoSuchName"):
         _ = blindai.attestation.NoSuchName  # type: ignore[attr-defined]
+
+
+def _answering(answer: bytes) -> Iterator[str]:
+    """A loopback server that answers one connection with ``answer``, then closes it."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            sock.recv(65536)
+            try:
+                sock.sendall(answer)
+            except OSError:
+                pass  # the client gave up on an oversized answer
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "text"),
+    [
+        (b"garbage\r\n\r\n", "malformed HTTP answer"),  # BadStatusLine
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", "malformed HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 200 + b"\r\n", "malformed HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", "malformed HTTP answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000, "over 4096 bytes"),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"a" * 5000, "over 4096 bytes"),
+    ],
+    ids=[
+        "status-line",
+        "header-too-long",
+        "too-many-headers",
+        "bad-chunk",
+        "cut-short",
+        "over-the-cap",
+        "read-to-close-over-the-cap",
+    ],
+)
+def test_urllib_fetcher_malformed_or_oversized_answer_is_collateral_unavailable(
+    answer: bytes, text: str
+) -> None:
+    """http.client's own exceptions are not OSError: they leaked untyped (and a body was read
+    whole, however large, and accepted when cut short)."""
+    for url in _answering(answer):
+        with pytest.raises(CollateralUnavailable, match=text):
+            UrllibFetcher(timeout=5, max_bytes=4096).get(url)
