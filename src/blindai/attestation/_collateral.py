@@ -35,6 +35,7 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from blindai.attestation._x509 import load_pem_certificates
 from blindai.attestation.dcap import (
     TEE_TDX,
     Collateral,
@@ -181,7 +182,7 @@ def pck_chain(quote: bytes) -> PckChain:
     except EvidenceError as exc:
         raise CollateralUnavailable(f"no PCK chain in the quote: {exc}") from exc
     try:
-        certificates = x509.load_pem_x509_certificates(envelope.pck_chain_pem)
+        certificates = load_pem_certificates(envelope.pck_chain_pem)
     except ValueError as exc:
         raise CollateralUnavailable("the quote's PCK chain is not PEM certificates") from exc
     tee = "tdx" if envelope.header.tee_type == TEE_TDX else "sgx"

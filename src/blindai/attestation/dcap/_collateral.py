@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from blindai._documents import loads_json
+from blindai.attestation._x509 import load_pem_certificates
 from blindai.errors import CollateralError, EvidenceError
 
 __all__ = [
@@ -244,7 +245,7 @@ def collateral_from_pcs(
 def _quote_chain(quote: bytes) -> list[x509.Certificate]:
     try:
         pem = dcap_qvl.parse_quote(quote).cert_chain_pem_bytes()
-        certs = x509.load_pem_x509_certificates((pem or b"").rstrip(b"\0"))
+        certs = load_pem_certificates((pem or b"").rstrip(b"\0"))
     except ValueError as exc:
         raise EvidenceError("no PCK certificate chain in the quote") from exc
     if len(certs) < 2:

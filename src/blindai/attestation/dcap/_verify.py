@@ -28,11 +28,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import dcap_qvl
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from blindai.attestation import _anchors
 from blindai.attestation._anchors import fingerprint
+from blindai.attestation._x509 import load_pem_certificates
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.dcap._collateral import Collateral, parse_collateral
 from blindai.attestation.dcap._quote import QuoteEnvelope
@@ -221,7 +221,7 @@ def _load_collateral(endorsements: Endorsements | None) -> Collateral:
 def _pinned_root(chain_pem: bytes, trusted_roots: Collection[bytes]) -> bytes:
     """(2) The last certificate of the quote's PCK chain must be a pinned root."""
     try:
-        certs = x509.load_pem_x509_certificates(chain_pem)
+        certs = load_pem_certificates(chain_pem)
     except ValueError as exc:
         raise ChainError("the PCK certificate chain in the quote cannot be parsed") from exc
     if len(certs) < 2:

@@ -32,6 +32,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from blindai.attestation._anchors import fingerprint
+from blindai.attestation._x509 import load_der_certificate
 from blindai.errors import ChainError, EvidenceError
 
 __all__ = ["verify_chain"]
@@ -65,8 +66,8 @@ def verify_chain(
 
 def _load(der: bytes, name: str) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion) as exc:
+        return load_der_certificate(der)
+    except ValueError as exc:
         raise EvidenceError(f"{name} is not a DER X.509 certificate") from exc
 
 

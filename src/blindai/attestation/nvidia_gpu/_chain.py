@@ -33,6 +33,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from blindai.attestation._anchors import fingerprint
+from blindai.attestation._x509 import load_der_certificate, load_pem_certificates
 from blindai.errors import ChainError
 
 __all__ = ["DICE_TCB_INFO_OID", "GpuChain", "leaf_fwid", "load_chain", "p384_key", "verify_chain"]
@@ -67,9 +68,9 @@ def load_chain(blobs: Iterable[bytes]) -> list[x509.Certificate]:
     for blob in blobs:
         try:
             if b"-----BEGIN CERTIFICATE-----" in blob:
-                certs.extend(x509.load_pem_x509_certificates(blob))
+                certs.extend(load_pem_certificates(blob))
             else:
-                certs.append(x509.load_der_x509_certificate(blob))
+                certs.append(load_der_certificate(blob))
         except ValueError as exc:
             raise ChainError(f"a GPU certificate is not PEM or DER X.509: {exc}") from exc
     if len(certs) < 2:

@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography import x509
 
+from blindai.attestation._x509 import load_pem_certificates
 from blindai.attestation.nvidia_gpu._chain import verify_chain
 from blindai.errors import ChainError, CollateralError, ConfigurationError, SignatureError
 
@@ -115,7 +116,7 @@ def _signer_chain(root: Any) -> list[x509.Certificate]:
         body = "".join((text.text or "").split())
         pem = f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
         try:
-            certs.append(x509.load_pem_x509_certificate(pem.encode("ascii")))
+            certs.extend(load_pem_certificates(pem.encode("ascii")))
         except ValueError as exc:
             raise ChainError("a RIM signer certificate is not valid X.509") from exc
     if len(certs) < 2:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
+from blindai.attestation._x509 import load_der_certificate, load_pem_certificates
 from blindai.attestation.snp._layout import TcbVersion
 from blindai.errors import ChainError, EvidenceError
 
@@ -99,7 +100,7 @@ def _load_der(der: bytes) -> x509.Certificate:
         warnings.filterwarnings(
             "ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning
         )
-        return x509.load_der_x509_certificate(der)
+        return load_der_certificate(der)
 
 
 def _load_pems(blob: bytes) -> list[x509.Certificate]:
@@ -107,7 +108,7 @@ def _load_pems(blob: bytes) -> list[x509.Certificate]:
         warnings.filterwarnings(
             "ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning
         )
-        return x509.load_pem_x509_certificates(blob)
+        return load_pem_certificates(blob)
 
 
 def _load_blob(index: int, blob: bytes) -> list[x509.Certificate]:
@@ -116,14 +117,17 @@ def _load_blob(index: int, blob: bytes) -> list[x509.Certificate]:
             return _load_pems(blob)
         except ValueError as exc:
             raise ChainError(f"certificate blob {index}: unreadable PEM") from exc
+    der_error: ValueError | None = None
     if blob[:1] == b"\x30":
         try:
             return [_load_der(blob)]
-        except ValueError:
-            pass  # a certificate table may start with 0x30 too
+        except ValueError as exc:
+            der_error = exc  # a certificate table may start with 0x30 too
     try:
         table = parse_cert_table(blob)
     except EvidenceError as exc:
+        if der_error is not None:
+            raise ChainError(f"certificate blob {index}: unreadable DER ({der_error})") from exc
         raise ChainError(
             f"certificate blob {index} is not DER, PEM or a certificate table"
         ) from exc
