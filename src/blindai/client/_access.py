@@ -24,7 +24,10 @@ def check_api_key(key: str) -> str:
 def _time(ns: Any, what: str) -> datetime:
     if not isinstance(ns, int) or isinstance(ns, bool):
         raise ProtocolError(f"{what} must be an integer")
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):  # past a float, or a year datetime lacks
+        raise ProtocolError(f"{what} is out of range") from None
 
 
 def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -276,7 +276,10 @@ class Connection:
         model_id, digest = reply.get("model_id"), reply.get("hash")
         if not isinstance(model_id, str) or not isinstance(digest, bytes | list):
             raise ProtocolError("upload reply must hold model_id and hash")
-        return UploadModelResponse(model_id, bytes(digest))
+        try:
+            return UploadModelResponse(model_id, bytes(digest))
+        except (TypeError, ValueError):  # a list of other than byte values
+            raise ProtocolError("upload reply's hash must be bytes") from None
 
     def run_model(
         self,

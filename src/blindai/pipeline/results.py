@@ -95,7 +95,10 @@ PipelineResult = Classification | Embedding | Transcript
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(f"result {what} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past a float's range
+        raise ProtocolError(f"result {what} is out of range") from None
 
 
 def _label(obj: object) -> Label:

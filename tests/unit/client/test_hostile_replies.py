@@ -1,0 +1,61 @@
+"""Replies of a hostile attested server with a number past a float or a datetime, or a hash of
+other than byte values: a ProtocolError, never the OverflowError, ValueError or TypeError that
+``float()``, ``datetime.fromtimestamp()`` and ``bytes()`` raise on them.
+
+The server is a real TLS loopback server that passes simulation attestation, then answers each
+route with the CBOR given (tests/unit/client/_attested.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+import pytest
+
+import blindai
+from blindai.client.connection import Connection
+from blindai.errors import ProtocolError
+from tests.unit.client._attested import attested_fake, simulated
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::blindai.attestation.simulation.SimulationModeWarning"
+)
+
+KEY = {"name": "k", "key_id": "id"}
+CASES: list[tuple[str, str, Any, Callable[[Connection], object], str]] = [
+    ("created-past-datetime", "/keys", [{**KEY, "created_ns": 2**70}], lambda c: c.list_keys(),
+     "created_ns is out of range"),
+    ("created-before-datetime", "/keys", [{**KEY, "created_ns": -(2**70)}],
+     lambda c: c.list_keys(), "created_ns is out of range"),
+    ("created-past-float", "/keys/revoke", {**KEY, "created_ns": 10**400},
+     lambda c: c.revoke_key("k"), "created_ns is out of range"),
+    ("embedding-past-float", "/run", {"result": {"kind": "embedding", "embedding": [10**400]}},
+     lambda c: c.predict("m", text="t"), "embedding is out of range"),
+    ("score-past-float", "/run",
+     {"result": {"kind": "labels", "labels": [{"label": "a", "index": 0, "score": 10**400}]}},
+     lambda c: c.predict("m", text="t"), "score is out of range"),
+    ("hash-not-bytes", "/upload", {"model_id": "m", "hash": [300]},
+     lambda c: c.upload_model(b"\x08\x07"), "hash must be bytes"),
+    ("hash-not-ints", "/upload", {"model_id": "m", "hash": ["a"]},
+     lambda c: c.upload_model(b"\x08\x07"), "hash must be bytes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "reply", "call", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_out_of_range_reply_is_a_protocol_error(
+    path: str, reply: Any, call: Callable[[Connection], object], text: str
+) -> None:
+    with attested_fake(simulated(), answers={path: cbor2.dumps(reply)}) as fake:
+        with blindai.connect(
+            "127.0.0.1",
+            attested_server_port=fake.port,
+            model_management_port=fake.port,
+            simulation_mode=True,
+            timeout=10,
+        ) as conn:
+            with pytest.raises(ProtocolError, match=text):
+                call(conn)
