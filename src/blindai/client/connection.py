@@ -97,6 +97,16 @@ def _error_class(name: str | None, status: int) -> type[ServerError]:
     )
 
 
+_MAX_SERVER_TEXT = 500
+"""Characters of a server's error message kept in the exception (the CLI prints one line)."""
+
+
+def _server_text(text: str) -> str:
+    """A server's message as one bounded line: no newline, no terminal control sequence."""
+    line = "".join(c if c.isprintable() else " " for c in text[:_MAX_SERVER_TEXT])
+    return line + (" [...]" if len(text) > _MAX_SERVER_TEXT else "")
+
+
 def _raise_for(resp: HttpResponse, what: str) -> None:
     if 200 <= resp.status < 300:
         return
@@ -106,7 +116,7 @@ def _raise_for(resp: HttpResponse, what: str) -> None:
         msg = None
     text = msg if isinstance(msg, str) else resp.body[:200].decode("utf-8", "replace")
     cls = _error_class(resp.headers.get(ERROR_HEADER.lower()), resp.status)
-    raise cls(f"{what}: {text}", status_code=resp.status)
+    raise cls(f"{what}: {_server_text(text)}", status_code=resp.status)
 
 
 def _check_route(transport: AttestedTlsTransport, resp: HttpResponse, path: str) -> None:

@@ -70,10 +70,13 @@ def _answer(sock: socket.socket, status: int, headers: dict[str, str], body: byt
 
 @contextmanager
 def attested_fake(
-    reply: Reply, *, server_header: str = "blindai/test", answers: dict[str, bytes] | None = None
+    reply: Reply,
+    *,
+    server_header: str = "blindai/test",
+    answers: dict[str, tuple[int, bytes]] | None = None,
 ) -> Iterator[AttestedFake]:
-    """Serve ``reply`` on a free loopback TLS port for the ``with`` block; ``answers``: the CBOR
-    body answered to other requests, by path (default: ``"ok"``)."""
+    """Serve ``reply`` on a free loopback TLS port for the ``with`` block; ``answers``: the
+    status and CBOR body answered to other requests, by path (default: 200 ``"ok"``)."""
     holder: list[AttestedFake] = []
 
     def handler(index: int, sock: socket.socket) -> None:
@@ -89,8 +92,8 @@ def attested_fake(
             state.heads.append(raw.partition(b"\r\n\r\n")[0].decode("latin-1"))
             cbor = {"Content-Type": "application/cbor", "Server": server_header}
             if not target.startswith("/attestation"):
-                body = (answers or {}).get(urlsplit(target).path, cbor2.dumps("ok"))
-                _answer(sock, 200, cbor, body)
+                status, body = (answers or {}).get(urlsplit(target).path, (200, cbor2.dumps("ok")))
+                _answer(sock, status, cbor, body)
                 continue
             nonce_hex = parse_qs(urlsplit(target).query).get("nonce")
             nonce = bytes.fromhex(nonce_hex[0]) if nonce_hex else None

@@ -1,4 +1,5 @@
-"""Replies of a hostile attested server with a number past a float or a datetime, or a hash of
+"""Replies of a hostile attested server: an error message of any length and characters is
+kept as one bounded line; replies with a number past a float or a datetime, or a hash of
 other than byte values: a ProtocolError, never the OverflowError, ValueError or TypeError that
 ``float()``, ``datetime.fromtimestamp()`` and ``bytes()`` raise on them.
 
@@ -8,7 +9,8 @@ route with the CBOR given (tests/unit/client/_attested.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import cbor2
@@ -16,7 +18,7 @@ import pytest
 
 import blindai
 from blindai.client.connection import Connection
-from blindai.errors import ProtocolError
+from blindai.errors import InvalidInput, ProtocolError
 from tests.unit.client._attested import attested_fake, simulated
 
 pytestmark = pytest.mark.filterwarnings(
@@ -49,7 +51,14 @@ CASES: list[tuple[str, str, Any, Callable[[Connection], object], str]] = [
 def test_out_of_range_reply_is_a_protocol_error(
     path: str, reply: Any, call: Callable[[Connection], object], text: str
 ) -> None:
-    with attested_fake(simulated(), answers={path: cbor2.dumps(reply)}) as fake:
+    with _connected({path: (200, cbor2.dumps(reply))}) as conn:
+        with pytest.raises(ProtocolError, match=text):
+            call(conn)
+
+
+@contextmanager
+def _connected(answers: dict[str, tuple[int, bytes]]) -> Iterator[Connection]:
+    with attested_fake(simulated(), answers=answers) as fake:
         with blindai.connect(
             "127.0.0.1",
             attested_server_port=fake.port,
@@ -57,5 +66,16 @@ def test_out_of_range_reply_is_a_protocol_error(
             simulation_mode=True,
             timeout=10,
         ) as conn:
-            with pytest.raises(ProtocolError, match=text):
-                call(conn)
+            yield conn
+
+
+def test_a_server_error_message_is_one_bounded_line() -> None:
+    """The server's text goes into the exception the CLI prints: it was kept whole, newlines
+    and terminal escape sequences included (a server could forge lines on the user's screen)."""
+    forged = "bad input\nAttestation verified: OK\x1b[2J\r" + "x" * 100_000
+    with _connected({"/delete": (400, cbor2.dumps(forged))}) as conn:
+        with pytest.raises(InvalidInput) as caught:
+            conn.delete_model("m")
+    line = caught.value.diagnostics()
+    assert line.startswith("InvalidInput: 400: delete: bad input Attestation verified: OK ")
+    assert line.isprintable() and len(line) < 600 and line.endswith(" [...]")
