@@ -46,6 +46,8 @@ MIN_RATE = 64 << 10
 """Bytes a second a response must keep up, past its first ``timeout`` seconds (64 KiB/s: the
 server's ``--body-min-rate`` for requests)."""
 _RECV = 1 << 16
+_PREALLOC = 64 << 20
+"""Largest body buffer allocated before its bytes arrive (a Content-Length is a claim)."""
 _LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() accepts "²"
 _STATUS = re.compile(r"[0-9]{3}")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # int(x, 16) would accept "0x1", "+1", "1_0"
@@ -322,17 +324,23 @@ class Http11Connection:
         return out
 
     def _read_into(self, n: int) -> bytearray:
-        """A large body received straight into its own buffer (no growing, no slicing)."""
+        """A large body received straight into its own buffer (no slicing). Up to
+        :data:`_PREALLOC` bytes it is allocated at once; past that it doubles as the bytes
+        arrive, so a declared length costs memory only once the server has sent about half."""
         assert self._sock is not None
-        out = bytearray(n)
+        out = bytearray(min(n, max(_PREALLOC, len(self._buf))))
         view = memoryview(out)
         filled = len(self._buf)
         view[:filled] = self._buf
         self._buf.clear()
         while filled < n:
+            if filled == len(out):
+                view.release()
+                out += bytes(min(len(out), n - len(out)))
+                view = memoryview(out)
             self._wait()
             try:
-                got = self._sock.recv_into(view[filled:], min(n - filled, 1 << 20))
+                got = self._sock.recv_into(view[filled:], min(len(out) - filled, 1 << 20))
             except TimeoutError:
                 self._wait()
                 raise

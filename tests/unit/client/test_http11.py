@@ -427,3 +427,33 @@ def test_a_body_of_one_byte_chunks_costs_no_object_per_chunk() -> None:
             conn.close()
     assert resp.body == body
     assert peak < 1 << 20, f"peak {peak} bytes for a 64 KiB body"
+
+
+def test_a_declared_length_is_not_allocated_before_the_bytes_arrive() -> None:
+    """A 60-byte answer declaring 200 MB made the client allocate 200 MB at once (1 GiB with
+    the default cap, before attestation, for anyone in the middle): past 64 MiB the buffer
+    grows as the bytes arrive."""
+
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\nabc")
+
+    with scripted_server(handler) as server:
+        conn = plain(server, max_body=1 << 28)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="closed the connection mid-response"):
+                get(conn)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 100_000_000, f"peak {peak} bytes for a 3-byte body"
+
+
+def test_a_body_past_the_preallocation_is_received_whole() -> None:
+    body = bytes(range(256)) * ((65 << 20) // 256 + 3)  # just past 64 MiB: the buffer grows
+    with scripted_server(answer_each(ok(body), ok(b"next"))) as server:
+        conn = plain(server, max_body=1 << 28)
+        assert get(conn).body == body
+        assert get(conn).body == b"next"
+        conn.close()
