@@ -367,8 +367,14 @@ class Http11Connection:
     def _read_chunked(self) -> bytearray:
         # one buffer, not a list of chunks: a body of 1-byte chunks must not cost an object each
         body = bytearray()
+        framing = 0  # size lines and terminators: at most MAX_HEAD plus 8 bytes a body byte, so
+        # that chunk extensions cannot make a body of a few bytes endless
         while True:
-            size_text = self._read_line().split(b";", 1)[0].strip(b" \t")
+            line = self._read_line()
+            framing += len(line) + 4
+            if framing > MAX_HEAD + 8 * len(body):
+                raise ProtocolError("malformed chunked body: its framing outweighs its data")
+            size_text = line.split(b";", 1)[0].strip(b" \t")
             if not _CHUNK_SIZE.fullmatch(size_text):
                 raise ProtocolError("malformed chunk size")
             size = int(size_text, 16)

@@ -457,3 +457,24 @@ def test_a_body_past_the_preallocation_is_received_whole() -> None:
         assert get(conn).body == body
         assert get(conn).body == b"next"
         conn.close()
+
+
+def test_chunk_extensions_cannot_outweigh_the_body() -> None:
+    """Each 1-byte chunk carried 60 KB of extension: 100 such chunks (6 MB for 100 bytes, and
+    as many more as the server liked) were read to the end."""
+    chunk = b"1;" + b"e" * 60_000 + b"\r\nx\r\n"
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def handler(_: int, sock: socket.socket) -> None:
+        read_request(sock)
+        try:
+            sock.sendall(response)
+            for _ in range(100):
+                sock.sendall(chunk)
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client gave up, as it should
+
+    with scripted_server(handler) as server:
+        with pytest.raises(ProtocolError, match="framing outweighs its data"):
+            get(plain(server))
