@@ -388,3 +388,40 @@ def test_text_pipeline_client_is_light_too(server: ServerProcess, tmp_path: Path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["True", "loaded: []"]
+
+
+def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, colours: str
+):
+    name, ctc = _name(), _name()
+    pipe = Pipeline(
+        {
+            "input": {"kind": "image", "resize_shorter": 16, "crop": [16, 16]},
+            "output": {"kind": "labels", "labels": "labels.txt", "top_k": 2},
+        },
+        {"labels.txt": b"red\ngreen\nblue\n"},
+    )
+    conn.upload_model(models.colour_classifier(16), model_name=name, pipeline=pipe)
+    audio = Pipeline(
+        {
+            "input": {"kind": "audio", "sample_rate": 8000, "max_seconds": 1},
+            "output": {"kind": "ctc", "vocab": "vocab.json"},
+        },
+        {"vocab.json": json.dumps({"<pad>": 0, "A": 1, "B": 2}).encode()},
+    )
+    conn.upload_model(models.sign_ctc(), model_name=ctc, pipeline=audio)
+    # 1x200000 pixels is within max_image_pixels; its shorter side to 16 made 16x3200000
+    thin = encode(Image.new("RGB", (1, 200_000)), "PNG")
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, image=thin)
+    assert info.value.status_code == 400 and "makes 16x3200000" in info.value.message
+    # a chunk running past the RIFF chunk: wave raised a bare RuntimeError (a 500)
+    body = wav_bytes(np.zeros(80, np.float32), 8000)[12:]
+    junk = b"JUNK" + (1 << 20).to_bytes(4, "little") + bytes(8)
+    bad = b"RIFF" + (4 + len(junk) + len(body)).to_bytes(4, "little") + b"WAVE" + junk + body
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(ctc, audio=bad)
+    assert info.value.status_code == 400 and "not a readable PCM WAV" in info.value.message
+    with _connect(server) as other:
+        assert other.predict(colours, image=_png((250, 0, 0))).top.label == "red"
+        assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
