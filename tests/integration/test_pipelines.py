@@ -425,3 +425,25 @@ def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
     with _connect(server) as other:
         assert other.predict(colours, image=_png((250, 0, 0))).top.label == "red"
         assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
+
+
+def test_a_tokenizer_regex_giving_up_is_a_400_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, embedder: str
+):
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
+    pipe = Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tok.to_str().encode()}
+    )
+    name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
+    )
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, text="a" * 40 + "b")
+    assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
+    with _connect(server) as other:
+        assert isinstance(other.predict(embedder, text="the cat"), Embedding)
+        assert isinstance(other.predict(name, text="the cat"), Embedding)

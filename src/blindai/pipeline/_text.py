@@ -29,6 +29,12 @@ def load_tokenizer(data: bytes, name: str) -> Tokenizer:
         raise PipelineError(f"{name} is not a valid tokenizer.json: {first}") from None
 
 
+def _rust_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a panic of the Rust library (pyo3's PanicException, a BaseException)."""
+    kind = type(exc)
+    return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
+
+
 def _pad_token(tok: Tokenizer) -> tuple[int, str]:
     current = tok.padding
     if current:
@@ -106,7 +112,14 @@ class TextStep:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise PipelineError("text is not valid UTF-8") from None
-        enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
+        try:
+            enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
+        except BaseException as exc:  # a pre-tokenizer regex over Oniguruma's retry limit panics
+            if not _rust_panic(exc):
+                raise
+            raise PipelineError(
+                "the tokenizer failed on this text (a pattern in tokenizer.json gave up on it)"
+            ) from None
         if not self.spec.truncation and len(enc.ids) > self.spec.max_length:
             raise PipelineError(
                 f"text is {len(enc.ids)} tokens; this model takes at most {self.spec.max_length}"

@@ -121,3 +121,16 @@ def test_hostile_text():
     no_special = compile_text(_spec(add_special_tokens=False), FILES, BERT, PipelineLimits())
     with pytest.raises(PipelineError, match="text is empty"):
         no_special("   ")
+
+
+def test_a_backtracking_pre_tokenizer_regex_is_a_pipeline_error():
+    # Oniguruma stops "(a+)+$" at its retry limit and the tokenizers library panics: pyo3's
+    # PanicException, a BaseException that went through every `except Exception` (a 500).
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
+    step = compile_text(_spec(), {"tokenizer.json": tok.to_str().encode()}, BERT, PipelineLimits())
+    with pytest.raises(PipelineError, match="the tokenizer failed on this text"):
+        step("a" * 40 + "b")
+    assert step("a cat").mask is not None  # the tokenizer still works
