@@ -427,7 +427,7 @@ def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
         assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
 
 
-def test_a_tokenizer_regex_giving_up_is_a_400_and_the_server_keeps_serving(
+def test_a_tokenizer_failing_on_a_text_is_a_400_and_the_server_keeps_serving(
     conn: blindai.Connection, server: ServerProcess, embedder: str
 ):
     from tokenizers import Regex, Tokenizer, pre_tokenizers
@@ -443,6 +443,20 @@ def test_a_tokenizer_regex_giving_up_is_a_400_and_the_server_keeps_serving(
     )
     with pytest.raises(InvalidInput) as info:
         conn.predict(name, text="a" * 40 + "b")
+    assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
+    # WordPiece without its unknown token: a bare Exception from the library
+    doc = json.loads(wordpiece_json())
+    doc["model"]["unk_token"] = "[NOPE]"
+    no_unk = Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}},
+        {"tokenizer.json": json.dumps(doc).encode()},
+    )
+    other_name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=other_name, pipeline=no_unk
+    )
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(other_name, text="zzqx")
     assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
     with _connect(server) as other:
         assert isinstance(other.predict(embedder, text="the cat"), Embedding)

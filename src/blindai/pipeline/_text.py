@@ -114,11 +114,13 @@ class TextStep:
                 raise PipelineError("text is not valid UTF-8") from None
         try:
             enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
-        except BaseException as exc:  # a pre-tokenizer regex over Oniguruma's retry limit panics
-            if not _rust_panic(exc):
+        except BaseException as exc:  # tokenizers raises bare Exceptions, and panics
+            if not isinstance(exc, Exception) and not _rust_panic(exc):
                 raise
+            # not the library's message: it may quote the text
             raise PipelineError(
-                "the tokenizer failed on this text (a pattern in tokenizer.json gave up on it)"
+                "the tokenizer failed on this text (its tokenizer.json gave up on it or lacks "
+                "a token it needs, such as its unknown token)"
             ) from None
         if not self.spec.truncation and len(enc.ids) > self.spec.max_length:
             raise PipelineError(

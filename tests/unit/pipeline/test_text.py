@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,15 @@ def test_a_backtracking_pre_tokenizer_regex_is_a_pipeline_error():
     with pytest.raises(PipelineError, match="the tokenizer failed on this text"):
         step("a" * 40 + "b")
     assert step("a cat").mask is not None  # the tokenizer still works
+
+
+def test_a_tokenizer_error_on_the_text_is_a_pipeline_error():
+    # WordPiece without its unknown token raises a bare Exception on an unknown word (a 500)
+    doc = json.loads(wordpiece_json())
+    doc["model"]["unk_token"] = "[NOPE]"
+    files = {"tokenizer.json": json.dumps(doc).encode()}
+    step = compile_text(_spec(), files, BERT, PipelineLimits())
+    with pytest.raises(PipelineError, match="the tokenizer failed on this text") as info:
+        step("zzqx")
+    assert "zzqx" not in str(info.value)
+    assert step("the cat").mask is not None
