@@ -27,6 +27,12 @@ from tests.integration._cli import cli, ok, one_error_line, target
 from tests.unit.pipeline._factory import VOCAB, encode, png_claiming, wav_bytes, wordpiece_json
 
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
+PANICKING_TOKENIZER = json.dumps(
+    {
+        **json.loads(wordpiece_json()),
+        "model": {"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a", "aa aa", "a a"]},
+    }
+).encode()
 
 
 def _name() -> str:
@@ -151,6 +157,8 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
             "feeds no value to model input(s) ['attention_mask']",
         ),
         (Pipeline({"input": TEXT}, {"tokenizer.json": b"x", "../evil": b""}), "file name"),
+        # the tokenizers library panics on merges repeating a pair (was a 500)
+        (Pipeline({"input": TEXT}, {"tokenizer.json": PANICKING_TOKENIZER}), "not a valid"),
     ],
 )
 def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline, fragment):

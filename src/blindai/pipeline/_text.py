@@ -24,7 +24,9 @@ def load_tokenizer(data: bytes, name: str) -> Tokenizer:
     """Parse a ``tokenizer.json``; PipelineError when the tokenizers library refuses it."""
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+    except BaseException as exc:  # a bare Exception on malformed files; panics on some
+        if not isinstance(exc, Exception) and not _rust_panic(exc):
+            raise
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise PipelineError(f"{name} is not a valid tokenizer.json: {first}") from None
 
