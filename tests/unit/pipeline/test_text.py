@@ -154,5 +154,5 @@ def test_a_tokenizer_json_the_library_panics_on_is_refused():
     # BPE merges repeating a pair: tokenizers panics while loading (pyo3's PanicException)
     model = {"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a", "aa aa", "a a"]}
     data = json.dumps({**json.loads(wordpiece_json()), "model": model}).encode()
-    with pytest.raises(PipelineError, match="tokenizer.json is not a valid tokenizer.json"):
+    with pytest.raises(PipelineError, match=r"tokenizer\.json is not a valid tokenizer\.json"):
         compile_text(_spec(), {"tokenizer.json": data}, BERT, PipelineLimits())
