@@ -27,6 +27,12 @@ from tests.integration._cli import cli, ok, one_error_line, target
 from tests.unit.pipeline._factory import VOCAB, encode, png_claiming, wav_bytes, wordpiece_json
 
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
+PANICKING_TOKENIZER = json.dumps(
+    {
+        **json.loads(wordpiece_json()),
+        "model": {"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a", "aa aa", "a a"]},
+    }
+).encode()
 
 
 def _name() -> str:
@@ -151,6 +157,8 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
             "feeds no value to model input(s) ['attention_mask']",
         ),
         (Pipeline({"input": TEXT}, {"tokenizer.json": b"x", "../evil": b""}), "file name"),
+        # the tokenizers library panics on merges repeating a pair (was a 500)
+        (Pipeline({"input": TEXT}, {"tokenizer.json": PANICKING_TOKENIZER}), "not a valid"),
     ],
 )
 def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline, fragment):
@@ -388,3 +396,76 @@ def test_text_pipeline_client_is_light_too(server: ServerProcess, tmp_path: Path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["True", "loaded: []"]
+
+
+def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, colours: str
+):
+    name, ctc = _name(), _name()
+    pipe = Pipeline(
+        {
+            "input": {"kind": "image", "resize_shorter": 16, "crop": [16, 16]},
+            "output": {"kind": "labels", "labels": "labels.txt", "top_k": 2},
+        },
+        {"labels.txt": b"red\ngreen\nblue\n"},
+    )
+    conn.upload_model(models.colour_classifier(16), model_name=name, pipeline=pipe)
+    audio = Pipeline(
+        {
+            "input": {"kind": "audio", "sample_rate": 8000, "max_seconds": 1},
+            "output": {"kind": "ctc", "vocab": "vocab.json"},
+        },
+        {"vocab.json": json.dumps({"<pad>": 0, "A": 1, "B": 2}).encode()},
+    )
+    conn.upload_model(models.sign_ctc(), model_name=ctc, pipeline=audio)
+    # 1x200000 pixels is within max_image_pixels; its shorter side to 16 made 16x3200000
+    thin = encode(Image.new("RGB", (1, 200_000)), "PNG")
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, image=thin)
+    assert info.value.status_code == 400 and "makes 16x3200000" in info.value.message
+    # a chunk running past the RIFF chunk: wave raised a bare RuntimeError (a 500)
+    body = wav_bytes(np.zeros(80, np.float32), 8000)[12:]
+    junk = b"JUNK" + (1 << 20).to_bytes(4, "little") + bytes(8)
+    bad = b"RIFF" + (4 + len(junk) + len(body)).to_bytes(4, "little") + b"WAVE" + junk + body
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(ctc, audio=bad)
+    assert info.value.status_code == 400 and "not a readable PCM WAV" in info.value.message
+    with _connect(server) as other:
+        assert other.predict(colours, image=_png((250, 0, 0))).top.label == "red"
+        assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
+
+
+def test_a_tokenizer_failing_on_a_text_is_a_400_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, embedder: str
+):
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
+    pipe = Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tok.to_str().encode()}
+    )
+    name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
+    )
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, text="a" * 40 + "b")
+    assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
+    # WordPiece without its unknown token: a bare Exception from the library
+    doc = json.loads(wordpiece_json())
+    doc["model"]["unk_token"] = "[NOPE]"
+    no_unk = Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}},
+        {"tokenizer.json": json.dumps(doc).encode()},
+    )
+    other_name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=other_name, pipeline=no_unk
+    )
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(other_name, text="zzqx")
+    assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
+    with _connect(server) as other:
+        assert isinstance(other.predict(embedder, text="the cat"), Embedding)
+        assert isinstance(other.predict(name, text="the cat"), Embedding)

@@ -52,7 +52,8 @@ def decode_wav(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
             frames = wav.readframes(count)
     except PipelineError:
         raise
-    except (wave.Error, EOFError, ValueError, OSError) as exc:
+    except (wave.Error, EOFError, ValueError, OSError, RuntimeError) as exc:
+        # RuntimeError: wave's chunk reader, for a chunk that claims to run past its parent
         raise PipelineError(f"audio is not a readable PCM WAV file ({exc})") from None
     if len(frames) != count * width * channels:
         raise PipelineError("WAV data is truncated (shorter than its header says)")

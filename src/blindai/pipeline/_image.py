@@ -60,7 +60,7 @@ def _out_size(spec: ImageInput) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _resize(img: Image.Image, spec: ImageInput) -> Image.Image:
+def _resize(img: Image.Image, spec: ImageInput, max_pixels: int) -> Image.Image:
     resample = _RESAMPLE[spec.resample]
     if spec.resize is not None:
         height, width = spec.resize
@@ -69,6 +69,11 @@ def _resize(img: Image.Image, spec: ImageInput) -> Image.Image:
         w, h = img.size
         ratio = spec.resize_shorter / min(w, h)
         size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+        if size[0] * size[1] > max_pixels:  # a thin image grows along its long side
+            raise PipelineError(
+                f"image is {w}x{h}; resizing its shorter side to {spec.resize_shorter} makes "
+                f"{size[0]}x{size[1]}, more than this server's {max_pixels} pixels"
+            )
         return img.resize(size, resample)
     return img
 
@@ -84,11 +89,18 @@ def _crop(img: Image.Image, spec: ImageInput) -> Image.Image:
     return img.crop((left, top, left + cw, top + ch))
 
 
-def image_to_array(img: Image.Image, spec: ImageInput, dtype: np.dtype[Any]) -> np.ndarray:
-    """Resize, crop, convert and normalise one image into a batch of one."""
+def image_to_array(
+    img: Image.Image, spec: ImageInput, dtype: np.dtype[Any], *, max_pixels: int
+) -> np.ndarray:
+    """Resize, crop, convert and normalise one image into a batch of one.
+
+    PipelineError when ``resize_shorter`` would make an image of more than ``max_pixels``.
+    """
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")  # palette transparency, without Pillow's warning
-    img = _crop(_resize(img, spec), spec).convert("L" if spec.channels == "L" else "RGB")
+    img = _crop(_resize(img, spec, max_pixels), spec).convert(
+        "L" if spec.channels == "L" else "RGB"
+    )
     arr = np.asarray(img)
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     if spec.channels == "BGR":
@@ -117,7 +129,13 @@ class ImageStep:
         if not isinstance(raw, bytes):
             raise PipelineError("an image must be sent as bytes")
         img = decode_image(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
-        return Prepared({self.input_name: image_to_array(img, self.spec, self.dtype)})
+        return Prepared(
+            {
+                self.input_name: image_to_array(
+                    img, self.spec, self.dtype, max_pixels=self.max_pixels
+                )
+            }
+        )
 
 
 def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimits) -> ImageStep:

@@ -24,9 +24,17 @@ def load_tokenizer(data: bytes, name: str) -> Tokenizer:
     """Parse a ``tokenizer.json``; PipelineError when the tokenizers library refuses it."""
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+    except BaseException as exc:  # a bare Exception on malformed files; panics on some
+        if not isinstance(exc, Exception) and not _rust_panic(exc):
+            raise
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise PipelineError(f"{name} is not a valid tokenizer.json: {first}") from None
+
+
+def _rust_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a panic of the Rust library (pyo3's PanicException, a BaseException)."""
+    kind = type(exc)
+    return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
 
 
 def _pad_token(tok: Tokenizer) -> tuple[int, str]:
@@ -106,7 +114,16 @@ class TextStep:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise PipelineError("text is not valid UTF-8") from None
-        enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
+        try:
+            enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
+        except BaseException as exc:  # tokenizers raises bare Exceptions, and panics
+            if not isinstance(exc, Exception) and not _rust_panic(exc):
+                raise
+            # not the library's message: it may quote the text
+            raise PipelineError(
+                "the tokenizer failed on this text (its tokenizer.json gave up on it or lacks "
+                "a token it needs, such as its unknown token)"
+            ) from None
         if not self.spec.truncation and len(enc.ids) > self.spec.max_length:
             raise PipelineError(
                 f"text is {len(enc.ids)} tokens; this model takes at most {self.spec.max_length}"

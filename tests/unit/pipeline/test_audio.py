@@ -102,3 +102,14 @@ def test_refuses_models_it_cannot_feed(port):
     spec = AudioInput(kind="audio", sample_rate=16000, max_seconds=1)
     with pytest.raises(PipelineError, match="audio needs a float input of shape"):
         compile_audio(spec, [port], PipelineLimits())
+
+
+def test_chunk_claiming_more_than_its_parent_is_refused():
+    # wave's chunk reader raised a bare RuntimeError (a 500 on the server) when a chunk's
+    # declared size ran past the RIFF chunk holding it.
+    good = wav_bytes(tone(0.01, 16000), 16000)
+    junk = b"JUNK" + struct.pack("<I", 1 << 20) + b"\0" * 8
+    body = good[12:]
+    bad = b"RIFF" + struct.pack("<I", 4 + len(junk) + len(body)) + b"WAVE" + junk + body
+    with pytest.raises(PipelineError, match="not a readable PCM WAV"):
+        decode_wav(bad, max_seconds=10)

@@ -139,3 +139,15 @@ def test_models_with_other_inputs_are_refused():
         compile_image(_spec(), ports, PipelineLimits())
     with pytest.raises(PipelineError, match=r"feeds no value to model input\(s\) \['y'\]"):
         compile_image(_spec(input="x"), ports, PipelineLimits())
+
+
+def test_resize_shorter_of_a_thin_image_is_bounded_by_max_image_pixels():
+    # 1x2000 is 2000 pixels; its shorter side to 224 would make 224x448000 (100 M pixels):
+    # with the defaults a 118-byte 1x20000 PNG took 1.2 GB and 4 s before this was refused.
+    thin = encode(Image.new("L", (1, 2000)), "PNG")
+    spec = _spec(resize_shorter=224, crop=(224, 224))
+    step = _step(spec, shape=(1, 3, 224, 224), limits=PipelineLimits(max_image_pixels=1_000_000))
+    with pytest.raises(PipelineError, match=r"1x2000.*224x448000.*1000000 pixels"):
+        step(thin)
+    square = _step(spec, shape=(1, 3, 224, 224), limits=PipelineLimits(max_image_pixels=1_000_000))
+    assert square(encode(rgb_image(300, 400), "PNG")).feeds["pixels"].shape == (1, 3, 224, 224)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,36 @@ def test_hostile_text():
     no_special = compile_text(_spec(add_special_tokens=False), FILES, BERT, PipelineLimits())
     with pytest.raises(PipelineError, match="text is empty"):
         no_special("   ")
+
+
+def test_a_backtracking_pre_tokenizer_regex_is_a_pipeline_error():
+    # Oniguruma stops "(a+)+$" at its retry limit and the tokenizers library panics: pyo3's
+    # PanicException, a BaseException that went through every `except Exception` (a 500).
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
+    step = compile_text(_spec(), {"tokenizer.json": tok.to_str().encode()}, BERT, PipelineLimits())
+    with pytest.raises(PipelineError, match="the tokenizer failed on this text"):
+        step("a" * 40 + "b")
+    assert step("a cat").mask is not None  # the tokenizer still works
+
+
+def test_a_tokenizer_error_on_the_text_is_a_pipeline_error():
+    # WordPiece without its unknown token raises a bare Exception on an unknown word (a 500)
+    doc = json.loads(wordpiece_json())
+    doc["model"]["unk_token"] = "[NOPE]"
+    files = {"tokenizer.json": json.dumps(doc).encode()}
+    step = compile_text(_spec(), files, BERT, PipelineLimits())
+    with pytest.raises(PipelineError, match="the tokenizer failed on this text") as info:
+        step("zzqx")
+    assert "zzqx" not in str(info.value)
+    assert step("the cat").mask is not None
+
+
+def test_a_tokenizer_json_the_library_panics_on_is_refused():
+    # BPE merges repeating a pair: tokenizers panics while loading (pyo3's PanicException)
+    model = {"type": "BPE", "vocab": {"a": 0, "aa": 1}, "merges": ["a a", "aa aa", "a a"]}
+    data = json.dumps({**json.loads(wordpiece_json()), "model": model}).encode()
+    with pytest.raises(PipelineError, match=r"tokenizer\.json is not a valid tokenizer\.json"):
+        compile_text(_spec(), {"tokenizer.json": data}, BERT, PipelineLimits())
