@@ -469,3 +469,27 @@ def test_a_tokenizer_failing_on_a_text_is_a_400_and_the_server_keeps_serving(
     with _connect(server) as other:
         assert isinstance(other.predict(embedder, text="the cat"), Embedding)
         assert isinstance(other.predict(name, text="the cat"), Embedding)
+
+
+def test_a_text_an_expanding_tokenizer_would_blow_up_is_a_400_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, embedder: str
+):
+    from tokenizers import Tokenizer, normalizers
+
+    # "a" -> 1000 characters: 100 KB of text took 3.2 GB and 10 s inside the tokenizers library
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    tok.normalizer = normalizers.Replace("a", "b" * 1000)
+    pipe = Pipeline(
+        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tok.to_str().encode()}
+    )
+    name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
+    )
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, text="a" * 20_000)  # under /run's 64 KiB text field
+    assert info.value.status_code == 400
+    assert "up to 1000 times longer, so it takes at most 16777" in info.value.message
+    with _connect(server) as other:
+        assert isinstance(other.predict(embedder, text="the cat"), Embedding)
+        assert isinstance(other.predict(name, text="the cat"), Embedding)

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 
 from blindai.errors import PipelineError
 from blindai.pipeline._ports import Port, Prepared, dims_fit, require_file
+from blindai.pipeline._tokenizer_bounds import EXPANSION_BUDGET, Expansion, bound_of
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
 
@@ -100,15 +101,27 @@ class TextStep:
     targets: tuple[tuple[str, str, np.dtype[Any]], ...]
     spec: TextInput
     max_text_bytes: int
+    expansion: Expansion
+    """What the tokenizer's normalizers can make of a text (``_tokenizer_bounds``)."""
     kind: str = "text"
+
+    @property
+    def largest_text(self) -> int:
+        """The longest text taken: ``max_text_bytes``, less for a tokenizer that expands."""
+        budget = EXPANSION_BUDGET * self.max_text_bytes
+        return min(self.max_text_bytes, self.expansion.largest_text(budget))
 
     def __call__(self, raw: bytes | str) -> Prepared:
         """Tokenize, truncate and pad as the spec says."""
         size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
-        if size > self.max_text_bytes:
-            raise PipelineError(
-                f"text is {size} bytes; this server takes at most {self.max_text_bytes}"
-            )
+        if size > self.largest_text:
+            why = "this server takes"
+            if self.largest_text < self.max_text_bytes:
+                why = (
+                    f"this pipeline's tokenizer can make a text up to {self.expansion.factor} "
+                    f"times longer, so it takes"
+                )
+            raise PipelineError(f"text is {size} bytes; {why} at most {self.largest_text}")
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
@@ -147,9 +160,11 @@ def compile_text(
     limits: PipelineLimits,
 ) -> TextStep:
     """Load the tokenizer and map its outputs to the model's inputs; check dtypes and shapes."""
-    tok = load_tokenizer(require_file(files, spec.tokenizer, "tokenizer"), spec.tokenizer)
+    data = require_file(files, spec.tokenizer, "tokenizer")
+    tok = load_tokenizer(data, spec.tokenizer)
+    bound = bound_of(data, max_added=limits.max_sequence_length)
     _configure(tok, spec)
     targets = tuple(
         (fld, port.name, _check_port(port, spec)) for fld, port in _targets(spec, inputs)
     )
-    return TextStep(tok, targets, spec, limits.max_text_bytes)
+    return TextStep(tok, targets, spec, limits.max_text_bytes, bound)

@@ -1,0 +1,198 @@
+"""What a ``tokenizer.json`` can make of a text, bounded before the tokenizers library runs.
+
+The library applies a file's normalizers to the whole text in Rust, where nothing can stop it
+or cap its memory: a ``Replace`` of ``"a"`` by 1000 characters turned 100 KB of text into 100
+MB (3.2 GB of memory, 10 s), and a ``TemplateProcessing`` can add any number of special ids to
+every text. So, at upload, :func:`bound_of` reads the file's normalizer (every kind the library
+has; an unknown one is refused) into an :class:`Expansion`: a text of ``n`` bytes normalizes to
+at most ``factor * n + extra`` characters; and its post-processor into the number of ids it
+adds. The text step then refuses a text whose normalized form could pass the pipeline limits'
+``max_text_bytes`` times :data:`EXPANSION_BUDGET` characters (a tokenizer that expands a text at
+most that many times, BERT's included, still takes texts of up to ``max_text_bytes``; only
+those that expand more take less), and the upload refuses a post-processor that adds more ids
+than ``max_sequence_length``.
+
+The factors are the worst case per character: Unicode normalization (NFC 3, NFD 4, NFKC/NFKD
+18 code points from one, from Python's ``unicodedata``), lowercasing 3, ``BertNormalizer``
+3 for a CJK character (a space each side), else its accent stripping times lowercasing (12 at
+most), a ``Replace`` by
+a string its content over its pattern (a regular expression may match the empty string: one
+content per character and one more), ``Prepend`` its text once, ``ByteLevel`` 4 (a byte to a
+character), ``Precompiled`` (SentencePiece's character map) its longest replacement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blindai._documents import loads_json
+from blindai.errors import PipelineError
+
+__all__ = ["EXPANSION_BUDGET", "Expansion", "added_ids", "bound_of", "expansion"]
+
+EXPANSION_BUDGET = 16
+"""Characters a text may normalize to, per byte of the server's ``max_text_bytes``."""
+
+_FIXED = {
+    "NFC": 3,
+    "NFD": 4,
+    "NFKC": 18,
+    "NFKD": 18,
+    "Lowercase": 3,
+    "Strip": 1,
+    "StripAccents": 1,
+    "Nmt": 1,
+    "ByteLevel": 4,
+}
+_MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A text of ``n`` bytes normalizes to at most ``factor * n + extra`` characters."""
+
+    factor: int = 1
+    extra: int = 0
+
+    def then(self, after: Expansion) -> Expansion:
+        """This normalization followed by ``after``."""
+        return Expansion(self.factor * after.factor, after.factor * self.extra + after.extra)
+
+    def largest_text(self, budget: int) -> int:
+        """The longest text (bytes) whose normalized form fits in ``budget`` characters."""
+        return max(0, (budget - self.extra) // self.factor)
+
+
+def _refuse(what: str) -> PipelineError:
+    return PipelineError(f"tokenizer.json: {what}")
+
+
+def _text(node: Mapping[str, Any], key: str) -> str:
+    value = node.get(key)
+    if not isinstance(value, str):
+        raise _refuse(f"a {node.get('type')} normalizer without its {key} text")
+    return value
+
+
+def _replace(node: Mapping[str, Any]) -> Expansion:
+    content = len(_text(node, "content"))
+    pattern = node.get("pattern")
+    if isinstance(pattern, Mapping) and isinstance(pattern.get("String"), str):
+        found = len(pattern["String"])
+        if found == 0:  # matches between every two characters
+            return Expansion(1 + content, content)
+        return Expansion(max(1, -(-content // found)))
+    if isinstance(pattern, Mapping) and isinstance(pattern.get("Regex"), str):
+        return Expansion(1 + content, content)  # it may match the empty string anywhere
+    raise _refuse("a Replace normalizer without a String or Regex pattern")
+
+
+def _precompiled(node: Mapping[str, Any]) -> Expansion:
+    """SentencePiece's map: a 32-bit trie size, the trie, then NUL-ended replacements."""
+    raw = node.get("precompiled_charsmap")
+    if raw is None:
+        return Expansion()
+    try:
+        blob = base64.b64decode(raw, validate=True) if isinstance(raw, str) else bytes(raw)
+        (trie,) = struct.unpack_from("<I", blob)
+    except (binascii.Error, struct.error, TypeError, ValueError):
+        raise _refuse("a Precompiled normalizer whose character map does not read") from None
+    pool = blob[4 + trie :]
+    longest = max((len(p.decode("utf-8", "replace")) for p in pool.split(b"\0")), default=1)
+    return Expansion(max(1, longest))
+
+
+def expansion(node: object, depth: int = 0) -> Expansion:
+    """The bound of one normalizer (a ``tokenizer.json`` ``normalizer`` value)."""
+    if node is None:
+        return Expansion()
+    if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
+        raise _refuse("a normalizer that is not an object, or nested too deeply")
+    kind = node.get("type")
+    if isinstance(kind, str) and kind in _FIXED:
+        return Expansion(_FIXED[kind])
+    if kind == "BertNormalizer":
+        # a CJK character gets a space each side (and has no decomposition or case); another
+        # decomposes (NFD, when accents are stripped: lowercase implies it) and is lowercased
+        accents = 4 if node.get("strip_accents") or node.get("lowercase") else 1
+        lower = 3 if node.get("lowercase") else 1
+        return Expansion(max(3 if node.get("handle_chinese_chars", True) else 1, accents * lower))
+    if kind == "Replace":
+        return _replace(node)
+    if kind == "Prepend":
+        return Expansion(1, len(_text(node, "prepend")))
+    if kind == "Precompiled":
+        return _precompiled(node)
+    if kind == "Sequence":
+        parts = node.get("normalizers")
+        if not isinstance(parts, list):
+            raise _refuse("a Sequence normalizer without its list")
+        total = Expansion()
+        for part in parts:
+            total = total.then(expansion(part, depth + 1))
+        return total
+    raise _refuse(f"normalizer type {str(kind)[:40]!r} is not one this server can bound")
+
+
+def added_ids(node: object, depth: int = 0) -> int:
+    """The most ids a ``post_processor`` adds to one text (or a pair)."""
+    if node is None:
+        return 0
+    if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
+        raise _refuse("a post_processor that is not an object, or nested too deeply")
+    kind = node.get("type")
+    if kind == "ByteLevel":
+        return 0
+    if kind in ("BertProcessing", "RobertaProcessing"):
+        return 4  # [CLS] A [SEP] B [SEP], <s> A </s></s> B </s>
+    if kind == "TemplateProcessing":
+        return _template_ids(node)
+    if kind == "Sequence":
+        parts = node.get("processors")
+        if not isinstance(parts, list):
+            raise _refuse("a Sequence post_processor without its list")
+        return sum(added_ids(part, depth + 1) for part in parts)
+    raise _refuse(f"post_processor type {str(kind)[:40]!r} is not one this server can bound")
+
+
+def _template_ids(node: Mapping[str, Any]) -> int:
+    specials = node.get("special_tokens")
+    if not isinstance(specials, Mapping):
+        raise _refuse("a TemplateProcessing without its special_tokens")
+    most = 0
+    for key in ("single", "pair"):
+        pieces = node.get(key, [])
+        if not isinstance(pieces, list):
+            raise _refuse(f"a TemplateProcessing whose {key} template is not a list")
+        count = 0
+        for piece in pieces:
+            special = piece.get("SpecialToken") if isinstance(piece, Mapping) else None
+            if isinstance(special, Mapping):
+                entry = specials.get(special.get("id"))
+                ids = entry.get("ids") if isinstance(entry, Mapping) else None
+                count += len(ids) if isinstance(ids, list) else 1
+        most = max(most, count)
+    return most
+
+
+def bound_of(data: bytes, *, max_added: int) -> Expansion:
+    """Read a ``tokenizer.json``'s bounds; PipelineError for a normalizer or post-processor
+    this module cannot bound, or one that adds more than ``max_added`` ids to a text."""
+    try:
+        doc = loads_json(data)
+    except ValueError:
+        raise _refuse("not a JSON document") from None
+    if not isinstance(doc, Mapping):
+        raise _refuse("not a JSON object")
+    added = added_ids(doc.get("post_processor"))
+    if added > max_added:
+        raise _refuse(
+            f"its post_processor adds up to {added} ids to a text, more than this server's "
+            f"max_sequence_length ({max_added})"
+        )
+    return expansion(doc.get("normalizer"))

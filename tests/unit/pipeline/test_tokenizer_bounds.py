@@ -1,0 +1,106 @@
+"""A tokenizer.json's normalizers and post-processor are bounded at upload; texts by them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+import pytest
+from tokenizers import Regex, Tokenizer, normalizers, processors
+
+from blindai.errors import PipelineError
+from blindai.pipeline._text import compile_text
+from blindai.pipeline._tokenizer_bounds import (
+    EXPANSION_BUDGET,
+    Expansion,
+    added_ids,
+    bound_of,
+    expansion,
+)
+from blindai.pipeline.limits import PipelineLimits
+from blindai.pipeline.spec import TextInput
+from tests.unit.pipeline._factory import wordpiece_json
+from tests.unit.pipeline.test_text import BERT
+
+
+def _with(normalizer=None, post=None) -> bytes:
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    if post is not None:
+        tok.post_processor = post
+    return tok.to_str().encode()
+
+
+def _spec() -> TextInput:
+    return TextInput(kind="text", tokenizer="tokenizer.json", max_length=8)
+
+
+def test_the_bounds_of_what_the_library_writes() -> None:
+    seq = normalizers.Sequence(
+        [normalizers.Replace("a", "bb"), normalizers.NFKC(), normalizers.Prepend("__")]
+    )
+    assert bound_of(_with(seq), max_added=4096) == Expansion(36, 2)  # ((n*2)*18)+2
+    assert bound_of(_with(normalizers.Replace(Regex("x*"), "yyy")), max_added=9) == Expansion(4, 3)
+    assert bound_of(_with(normalizers.Replace("abcd", "xy")), max_added=9) == Expansion(1)
+    assert bound_of(_with(normalizers.BertNormalizer(lowercase=True)), max_added=9).factor == 12
+    plain = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    assert bound_of(_with(plain), max_added=9).factor == 3
+    assert Expansion(36, 2).largest_text(38) == 1
+
+
+def test_the_wordpiece_fixture_is_bounded_as_bert() -> None:
+    assert bound_of(wordpiece_json(), max_added=4096).factor <= EXPANSION_BUDGET
+
+
+def test_special_ids_a_post_processor_adds_are_counted_and_capped() -> None:
+    template = processors.TemplateProcessing(
+        single="[CLS] $A [SEP] [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )  # fmt: skip
+    assert added_ids(json.loads(_with(post=template))["post_processor"]) == 3
+    doc = json.loads(_with(post=template))
+    doc["post_processor"]["special_tokens"]["[SEP]"]["ids"] = [3] * 5000
+    doc["post_processor"]["special_tokens"]["[SEP]"]["tokens"] = ["[SEP]"] * 5000
+    data = json.dumps(doc).encode()
+    Tokenizer.from_str(data.decode())  # the library takes it: 10 000 ids added to every text
+    with pytest.raises(PipelineError, match="adds up to 10001 ids to a text, more than"):
+        bound_of(data, max_added=4096)
+
+
+@pytest.mark.parametrize(
+    ("normalizer", "fragment"),
+    [
+        ({"type": "Mystery"}, "normalizer type 'Mystery' is not one this server can bound"),
+        ({"type": "Replace", "pattern": {"Other": 1}, "content": "x"}, "String or Regex"),
+        ({"type": "Precompiled", "precompiled_charsmap": "!!"}, "does not read"),
+        ({"type": "Sequence", "normalizers": 3}, "without its list"),
+        ([], "not an object"),
+    ],
+)
+def test_what_cannot_be_bounded_is_refused(normalizer: object, fragment: str) -> None:
+    with pytest.raises(PipelineError, match=fragment):
+        expansion(normalizer)
+
+
+def test_a_precompiled_map_is_bounded_by_its_longest_replacement() -> None:
+    trie = b"\0" * 8
+    pool = "ﬃ\0ﷺ-expanded\0".encode()
+    blob = base64.b64encode(struct.pack("<I", len(trie)) + trie + pool).decode()
+    node = {"type": "Precompiled", "precompiled_charsmap": blob}
+    assert expansion(node) == Expansion(len("ﷺ-expanded"))
+
+
+def test_a_text_an_expanding_tokenizer_would_blow_up_is_refused_before_it_runs() -> None:
+    # "a" -> 1000 characters: 100 KB of text took 3.2 GB and 10 s in the tokenizers library
+    files = {"tokenizer.json": _with(normalizers.Replace("a", "b" * 1000))}
+    limits = PipelineLimits(max_text_bytes=64 << 10)
+    step = compile_text(_spec(), files, BERT, limits)
+    most = EXPANSION_BUDGET * limits.max_text_bytes // 1000
+    assert step.largest_text == most
+    with pytest.raises(PipelineError, match=f"up to 1000 times longer, so it takes at most {most}"):
+        step("a" * (most + 1))
+    assert step("a cat").feeds  # a short text still runs
+    plain = compile_text(_spec(), {"tokenizer.json": wordpiece_json()}, BERT, limits)
+    assert plain.largest_text == limits.max_text_bytes  # BERT's own normalizer: no less
