@@ -435,6 +435,16 @@ def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
         assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
 
 
+def _embedding_with(conn: blindai.Connection, tokenizer: bytes) -> str:
+    """Upload the token-table embedding with a text pipeline of this tokenizer.json."""
+    pipe = Pipeline({"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tokenizer})
+    name = _name()
+    conn.upload_model(
+        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
+    )
+    return name
+
+
 def test_a_tokenizer_failing_on_a_text_is_a_400_and_the_server_keeps_serving(
     conn: blindai.Connection, server: ServerProcess, embedder: str
 ):
@@ -442,27 +452,14 @@ def test_a_tokenizer_failing_on_a_text_is_a_400_and_the_server_keeps_serving(
 
     tok = Tokenizer.from_str(wordpiece_json().decode())
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
-    pipe = Pipeline(
-        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tok.to_str().encode()}
-    )
-    name = _name()
-    conn.upload_model(
-        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
-    )
+    name = _embedding_with(conn, tok.to_str().encode())
     with pytest.raises(InvalidInput) as info:
         conn.predict(name, text="a" * 40 + "b")
     assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
     # WordPiece without its unknown token: a bare Exception from the library
     doc = json.loads(wordpiece_json())
     doc["model"]["unk_token"] = "[NOPE]"
-    no_unk = Pipeline(
-        {"input": TEXT, "output": {"kind": "embedding"}},
-        {"tokenizer.json": json.dumps(doc).encode()},
-    )
-    other_name = _name()
-    conn.upload_model(
-        models.token_table_embedding(_embedding_table()), model_name=other_name, pipeline=no_unk
-    )
+    other_name = _embedding_with(conn, json.dumps(doc).encode())
     with pytest.raises(InvalidInput) as info:
         conn.predict(other_name, text="zzqx")
     assert info.value.status_code == 400 and "tokenizer failed" in info.value.message
@@ -479,13 +476,7 @@ def test_a_text_an_expanding_tokenizer_would_blow_up_is_a_400_and_the_server_kee
     # "a" -> 1000 characters: 100 KB of text took 3.2 GB and 10 s inside the tokenizers library
     tok = Tokenizer.from_str(wordpiece_json().decode())
     tok.normalizer = normalizers.Replace("a", "b" * 1000)
-    pipe = Pipeline(
-        {"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tok.to_str().encode()}
-    )
-    name = _name()
-    conn.upload_model(
-        models.token_table_embedding(_embedding_table()), model_name=name, pipeline=pipe
-    )
+    name = _embedding_with(conn, tok.to_str().encode())
     with pytest.raises(InvalidInput) as info:
         conn.predict(name, text="a" * 20_000)  # under /run's 64 KiB text field
     assert info.value.status_code == 400

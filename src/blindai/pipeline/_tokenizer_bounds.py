@@ -79,6 +79,14 @@ def _text(node: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _parts(node: Mapping[str, Any], key: str) -> list[Any]:
+    """A ``Sequence``'s list of normalizers or processors."""
+    parts = node.get(key)
+    if not isinstance(parts, list):
+        raise _refuse(f"a Sequence without its list of {key}")
+    return parts
+
+
 def _replace(node: Mapping[str, Any]) -> Expansion:
     content = len(_text(node, "content"))
     pattern = node.get("pattern")
@@ -129,11 +137,8 @@ def expansion(node: object, depth: int = 0) -> Expansion:
     if kind == "Precompiled":
         return _precompiled(node)
     if kind == "Sequence":
-        parts = node.get("normalizers")
-        if not isinstance(parts, list):
-            raise _refuse("a Sequence normalizer without its list")
         total = Expansion()
-        for part in parts:
+        for part in _parts(node, "normalizers"):
             total = total.then(expansion(part, depth + 1))
         return total
     raise _refuse(f"normalizer type {str(kind)[:40]!r} is not one this server can bound")
@@ -153,10 +158,7 @@ def added_ids(node: object, depth: int = 0) -> int:
     if kind == "TemplateProcessing":
         return _template_ids(node)
     if kind == "Sequence":
-        parts = node.get("processors")
-        if not isinstance(parts, list):
-            raise _refuse("a Sequence post_processor without its list")
-        return sum(added_ids(part, depth + 1) for part in parts)
+        return sum(added_ids(part, depth + 1) for part in _parts(node, "processors"))
     raise _refuse(f"post_processor type {str(kind)[:40]!r} is not one this server can bound")
 
 
