@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from blindai.errors import InvalidInput
+from blindai.server._json import MAX_TENSORS
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc.tensors import GrpcRequest, decode, encode
 from blindai.server.protocols.v2.tensors import array_to_binary
@@ -150,3 +151,15 @@ def test_a_shape_of_too_many_dimensions_is_counted_not_quoted() -> None:
     with pytest.raises(InvalidInput, match="200000 dimensions, more than 32") as info:
         decode(request(("x", "FP32", [1] * 200_000, "fp32_contents", [1.0])))
     assert len(str(info.value)) < 100
+
+
+def test_a_request_lists_at_most_max_tensors_inputs_and_outputs() -> None:
+    """Each input costs Python work to check: 200 000 of them (12 MB) took seconds of a worker."""
+    one = ("x", "FP32", [1], "fp32_contents", [1.0])
+    many = [(f"x{i}", *one[1:]) for i in range(MAX_TENSORS + 1)]
+    with pytest.raises(InvalidInput, match=f"lists {MAX_TENSORS + 1} inputs, more than"):
+        decode(request(*many))
+    assert len(decode(request(*many[:MAX_TENSORS])).inputs) == MAX_TENSORS
+    outputs = [(f"y{i}", {}) for i in range(MAX_TENSORS + 1)]
+    with pytest.raises(InvalidInput, match=f"lists {MAX_TENSORS + 1} outputs, more than"):
+        decode(request(one, outputs=outputs))

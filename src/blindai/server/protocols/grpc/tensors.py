@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import InvalidInput
+from blindai.server._json import MAX_TENSORS, TooManyTensors
 from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -124,6 +125,10 @@ def _from_contents(tensor: Any, dtype: np.dtype[Any], shape: tuple[int, ...], la
 def _outputs(request: Any) -> list[RequestedOutput] | None:
     if not request.outputs:
         return None
+    if len(request.outputs) > MAX_TENSORS:
+        raise InvalidInput(
+            f"the request lists {len(request.outputs)} outputs, more than {MAX_TENSORS}"
+        )
     found = []
     for out in request.outputs:
         if not out.name:
@@ -143,6 +148,8 @@ def decode(request: Any) -> GrpcRequest:
     """Check and convert a ``ModelInferRequest``'s inputs and requested outputs."""
     if not request.inputs:
         raise InvalidInput("inputs must be a non-empty list")
+    if len(request.inputs) > MAX_TENSORS:
+        raise InvalidInput(str(TooManyTensors(len(request.inputs))))
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(

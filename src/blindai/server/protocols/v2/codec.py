@@ -117,6 +117,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 def _load_json(raw: bytes, header_length: str | None) -> dict[str, Any]:
     try:
         doc = _json.loads_request(raw)
+    except _json.TooManyTensors as exc:
+        raise InvalidInput(str(exc)) from None
     except ValueError as exc:  # UnicodeDecodeError is one; so is nesting too deep
         hint = ""
         if header_length is None and isinstance(exc, json.JSONDecodeError) and exc.pos > 0:
@@ -176,6 +178,8 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
         return None
     if not isinstance(value, list):
         raise InvalidInput("outputs must be a list")
+    if len(value) > _json.MAX_TENSORS:
+        raise InvalidInput(f"the request lists {len(value)} outputs, more than {_json.MAX_TENSORS}")
     found: list[RequestedOutput] = []
     for i, obj in enumerate(value):
         tensor = _object(obj, f"outputs[{i}]")
@@ -205,6 +209,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list")
+    if len(inputs) > _json.MAX_TENSORS:  # read by the standard library (NaN tokens, ...)
+        raise InvalidInput(str(_json.TooManyTensors(len(inputs))))
     blobs = _Blobs(binary)
     arrays = [_input(obj, i, blobs) for i, obj in enumerate(inputs)]
     blobs.finish()
