@@ -126,6 +126,12 @@ def test_datum_type_by_name_is_accepted(attested, model_id):
         (cbor2.dumps({"model": "text"}), "byte string"),
         (cbor2.dumps({"model": b""}), "empty"),
         (cbor2.dumps({"model": b"x", "model_name": 3}), "model_name"),
+        # a name is shown in listings and in other callers' terminals: no forged lines there
+        (cbor2.dumps({"model": b"x", "model_name": "m\n2026 INFO forged"}), "printable"),
+        (cbor2.dumps({"model": b"x", "model_name": "m\x1b]0;title\x07"}), "printable"),
+        (cbor2.dumps({"model": b"x", "model_name": "zero\u200bwidth"}), "printable"),
+        (cbor2.dumps({"model": b"x", "model_name": "a/b"}), "without '/'"),
+        (cbor2.dumps({"model": b"x", "model_name": "n" * 257}), "at most 256"),
     ],
 )
 def test_bad_uploads(server, certificate, body, fragment):
@@ -134,6 +140,17 @@ def test_bad_uploads(server, certificate, body, fragment):
     t.close()
     assert resp.status == 400
     assert fragment in cbor2.loads(resp.body)
+
+
+def test_names_in_any_script_and_with_spaces_are_taken(server, certificate, attested):
+    t = PinnedTlsTransport(server.host, server.management_port, certificate, 10)
+    name = "модель v2 · 名前 (é)"
+    body = cbor2.dumps({"model": identity(TensorProto.FLOAT), "model_name": name})
+    resp = t.request("POST", "/upload", body)
+    t.close()
+    assert resp.status == 200, resp.body
+    status, reply = _run(attested, cbor2.dumps({"model_id": name, "inputs": [_tensor(GOOD)]}))
+    assert status == 200, reply
 
 
 def test_unknown_route_is_404(attested):

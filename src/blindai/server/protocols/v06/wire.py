@@ -111,9 +111,7 @@ def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
         with _request():
             model = codec.model_bytes(given)
     size = model.size if isinstance(model, ModelFile) else len(model)
-    name = doc.get("model_name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidInput("model_name must be a string or null")
+    name = _model_name(doc.get("model_name"))
     optimize = doc.get("optimize", True)
     if not isinstance(optimize, bool):
         raise InvalidInput("optimize must be a boolean")
@@ -135,6 +133,26 @@ def upload_from_map(doc: dict[str, Any], *, limits: PipelineLimits) -> Upload:
     return Upload(
         model, name or None, optimize, pipeline, public, _model_settings(doc.get("settings"))
     )
+
+
+MAX_NAME = 256
+"""Characters of a model name."""
+
+
+def _model_name(value: object) -> str | None:
+    """The upload's name: printable (it is shown in listings, logs and other callers'
+    terminals: a newline or an escape sequence there forged lines), without ``/`` (a v2 URL
+    could not name it), at most :data:`MAX_NAME` characters; None for none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("model_name must be a string or null")
+    if len(value) > MAX_NAME or not value.isprintable() or "/" in value:
+        raise InvalidInput(
+            f"model_name must be at most {MAX_NAME} printable characters, without '/' "
+            "(no control or format characters, no line breaks)"
+        )
+    return value
 
 
 def _model_settings(value: object) -> ModelSettings | None:
