@@ -28,6 +28,7 @@ from blindai.server.settings import ModelSettings
 
 __all__ = [
     "CBOR",
+    "MAX_NAME",
     "Run",
     "Upload",
     "cbor_response",
