@@ -83,7 +83,13 @@ from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible, model_digest
 from blindai.server.replication import RequiredModels, UploadOptions
-from blindai.server.run_guard import RunControl, check_reply_size, failure_for, run_guarded
+from blindai.server.run_guard import (
+    RunControl,
+    check_reply_size,
+    failure_for,
+    may_fit_again,
+    run_guarded,
+)
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Timing
@@ -641,11 +647,18 @@ class DataPlane:
         self, fn: Callable[..., _T], *args: object
     ) -> tuple[_T | None, Exception | None, bool]:
         """``fn(*args)``, counted among the runs in progress: (its value, None, False), or
-        (None, the InferenceFailed it raised, whether other runs were in progress then)."""
+        (None, the InferenceFailed it raised, whether other runs were in progress then). A run
+        that failed only to allocate what fits the cap alone runs once more at once
+        (``run_guard.may_fit_again``)."""
         with self._running_lock:
             self._running += 1
         try:
-            return fn(*args), None, False
+            try:
+                return fn(*args), None, False
+            except InferenceFailed as first:
+                if not may_fit_again(first.__cause__, self.settings.max_run_memory):
+                    raise
+            return fn(*args), None, False  # once more: the arena was given back meanwhile
         except InferenceFailed as exc:
             with self._running_lock:
                 shared = self._running > 1

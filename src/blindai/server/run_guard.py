@@ -37,6 +37,7 @@ __all__ = [
     "check_reply_size",
     "failure_for",
     "json_bytes_bound",
+    "may_fit_again",
     "run_guarded",
 ]
 
@@ -113,6 +114,18 @@ def failure_for(
             "--max-run-memory)"
         )
     return InferenceFailed(f"the model failed on these inputs: {type(exc).__name__}")
+
+
+def may_fit_again(exc: BaseException | None, memory_bytes: int) -> bool:
+    """Whether a run that raised ``exc`` failed only to allocate, and asked for no more than
+    the cap: tried again at once, it may fit. An earlier run's outputs stay in the shared arena
+    until they are dropped, and a concurrent small run can then split that free region so that
+    the next large run finds no room; both the failed run and the small one give the arena
+    back when they end (issue 10's cap once answered 422 to a run that fitted alone)."""
+    text = str(exc) if exc is not None else ""
+    if not any(marker in text for marker in _OOM_MARKERS):
+        return False
+    return all(int(n) <= memory_bytes for n in _ASKED.findall(text))
 
 
 def _timed_out(timeout_s: float) -> InferenceTimeout:

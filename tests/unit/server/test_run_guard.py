@@ -19,6 +19,7 @@ from blindai.server.run_guard import (
     check_reply_size,
     failure_for,
     json_bytes_bound,
+    may_fit_again,
     run_guarded,
 )
 from blindai.server.runtime import session_options
@@ -198,3 +199,43 @@ def test_out_of_memory_is_busy_only_when_the_run_would_fit_alone(asked, shared, 
     err = failure_for(exc, RunControl(), timeout_s=1, memory_bytes=64 << 20, shared=shared)
     assert type(err) is expected
     assert "--max-run-memory" in err.message
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (RuntimeError(ORT_OOM.format(free=1000, asked=16 << 20)), True),  # fits the cap alone
+        (RuntimeError(ORT_OOM.format(free=1000, asked=1 << 30)), False),  # never fits
+        (RuntimeError("std::bad_alloc"), True),
+        (RuntimeError("Gather: index 9 is out of bounds"), False),  # not memory at all
+        (None, False),
+    ],
+)
+def test_a_failed_allocation_that_fits_the_cap_may_fit_again(exc, expected):
+    assert may_fit_again(exc, 64 << 20) is expected
+
+
+def test_the_data_plane_runs_once_more_when_the_arena_may_have_room_again():
+    """A free region held by an earlier run's outputs, split by a concurrent small run, once
+    made a run that fitted alone answer 422; tried again at once, it fits."""
+    from blindai.server.dataplane import DataPlane
+    from blindai.server.settings import ServerSettings
+
+    plane = DataPlane.__new__(DataPlane)  # only what _counted uses
+    plane.settings = ServerSettings(max_run_memory=64 << 20)
+    plane._running, plane._running_lock = 0, threading.Lock()
+    calls: list[int] = []
+
+    def run(message: str) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise InferenceFailed("failed") from RuntimeError(message)
+        return "ran"
+
+    assert plane._counted(run, ORT_OOM.format(free=10, asked=16 << 20)) == ("ran", None, False)
+    calls.clear()
+    value, error, shared = plane._counted(run, ORT_OOM.format(free=10, asked=1 << 30))
+    assert (value, type(error), shared, len(calls)) == (None, InferenceFailed, False, 1)
+    calls.clear()
+    value, error, _ = plane._counted(run, "Gather: index 9 is out of bounds")
+    assert (value, type(error), len(calls)) == (None, InferenceFailed, 1)
