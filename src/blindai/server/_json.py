@@ -40,10 +40,11 @@ request of 200 000 inputs, 12 MB, took 2.6 s of a worker before it was refused).
 
 
 class TooManyTensors(ValueError):
-    """A request lists more than :data:`MAX_TENSORS` inputs (raised before they are read)."""
+    """A request lists more than :data:`MAX_TENSORS` inputs or outputs (``what``), raised
+    before they are read; its message is the one every v2 codec (REST, gRPC) gives."""
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"the request lists {count} inputs, more than {MAX_TENSORS}")
+    def __init__(self, count: int, what: str = "inputs") -> None:
+        super().__init__(f"the request lists {count} {what}, more than {MAX_TENSORS}")
         self.count = count
 
 

@@ -126,9 +126,7 @@ def _outputs(request: Any) -> list[RequestedOutput] | None:
     if not request.outputs:
         return None
     if len(request.outputs) > MAX_TENSORS:
-        raise InvalidInput(
-            f"the request lists {len(request.outputs)} outputs, more than {MAX_TENSORS}"
-        )
+        raise InvalidInput(str(TooManyTensors(len(request.outputs), "outputs")))
     found = []
     for out in request.outputs:
         if not out.name:

@@ -179,7 +179,7 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
     if not isinstance(value, list):
         raise InvalidInput("outputs must be a list")
     if len(value) > _json.MAX_TENSORS:
-        raise InvalidInput(f"the request lists {len(value)} outputs, more than {_json.MAX_TENSORS}")
+        raise InvalidInput(str(_json.TooManyTensors(len(value), "outputs")))
     found: list[RequestedOutput] = []
     for i, obj in enumerate(value):
         tensor = _object(obj, f"outputs[{i}]")
