@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import dcap_qvl
@@ -60,6 +61,8 @@ __all__ = [
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 MAX_FETCH_BYTES = 16 << 20
 """Default cap on one answer from a PCS, PCCS or KDS (16 MiB)."""
+DEFAULT_FETCH_DEADLINE = 60.0
+"""Default time for one whole answer from a PCS, PCCS or KDS, in seconds."""
 _TCB_CHAIN = ("tcb-info-issuer-chain", "sgx-tcb-info-issuer-chain")
 _QE_CHAIN = ("sgx-enclave-identity-issuer-chain",)
 _CRL_CHAIN = ("sgx-pck-crl-issuer-chain",)
@@ -100,19 +103,47 @@ class CollateralSource(Protocol):
 class UrllibFetcher:
     """A :class:`PcsFetcher` over ``urllib`` (HTTPS verified with the system's CAs).
 
-    ``timeout`` bounds connecting and each read; ``max_bytes`` caps one answer's body
-    (collateral, certificates and CRLs are kilobytes; a larger answer is refused unread).
+    ``timeout`` bounds connecting and each read; ``deadline`` bounds the whole answer (a server
+    sending a byte every few seconds passes any per-read timeout); ``max_bytes`` caps one
+    answer's body (collateral, certificates and CRLs are kilobytes; a larger answer is refused
+    unread).
     """
 
-    def __init__(self, *, timeout: float = 10.0, max_bytes: int = MAX_FETCH_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_bytes: int = MAX_FETCH_BYTES,
+        deadline: float = DEFAULT_FETCH_DEADLINE,
+    ) -> None:
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.deadline = deadline
 
     def get(self, url: str) -> FetchResponse:
-        """GET ``url``; a non-2xx status, a malformed or oversized answer or a network failure
-        raises CollateralUnavailable."""
+        """GET ``url``; a non-2xx status, a malformed, oversized or late answer or a network
+        failure raises CollateralUnavailable."""
+        watch = _Deadline(self.deadline)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as answer:
+            answer = self._get(url, watch)
+        except CollateralUnavailable as exc:
+            if watch.expired:  # what failed was a read cut by the deadline
+                raise CollateralUnavailable(
+                    f"GET {url} failed: no whole answer within {self.deadline:g} s"
+                ) from exc
+            raise
+        finally:
+            watch.cancel()
+        if watch.expired:  # a body read to the close the deadline made: maybe cut short
+            raise CollateralUnavailable(
+                f"GET {url} failed: no whole answer within {self.deadline:g} s"
+            )
+        return answer
+
+    def _get(self, url: str, watch: _Deadline) -> FetchResponse:
+        opener = urllib.request.build_opener(_WatchedHTTP(watch), _WatchedHTTPS(watch))
+        try:
+            with opener.open(url, timeout=self.timeout) as answer:
                 body = answer.read(self.max_bytes + 1)
                 if len(body) > self.max_bytes:
                     raise CollateralUnavailable(
@@ -130,6 +161,69 @@ class UrllibFetcher:
             raise CollateralUnavailable(
                 f"GET {url} failed: malformed HTTP answer ({type(exc).__name__})"
             ) from exc
+
+
+class _Deadline:
+    """Shuts the sockets of one fetch down once ``seconds`` have passed (a blocked read then
+    ends at once); ``expired`` tells the fetch why its read ended."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def connect(self, *args: Any, **kwargs: Any) -> socket.socket:
+        """``socket.create_connection``, the socket watched (http.client's connector)."""
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+        return sock
+
+    def cancel(self) -> None:
+        """The fetch is over: stop the timer."""
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Watched(urllib.request.AbstractHTTPHandler):
+    """Opens connections whose sockets a :class:`_Deadline` watches (redirects included)."""
+
+    def __init__(self, watch: _Deadline) -> None:
+        super().__init__()
+        self._watch = watch
+
+    def do_open(self, http_class: Any, req: Any, **http_conn_args: Any) -> Any:
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            conn = http_class(*args, **kwargs)
+            conn._create_connection = self._watch.connect  # every http.client since 3.x
+            return conn
+
+        return super().do_open(watched, req, **http_conn_args)
+
+
+class _WatchedHTTP(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_Watched, urllib.request.HTTPSHandler):
+    pass
 
 
 class PckChain:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -289,3 +290,58 @@ def test_urllib_fetcher_malformed_or_oversized_answer_is_collateral_unavailable(
     for url in _answering(answer):
         with pytest.raises(CollateralUnavailable, match=text):
             UrllibFetcher(timeout=5, max_bytes=4096).get(url)
+
+
+def _dripping(head: bytes) -> Iterator[str]:
+    """A loopback server that sends ``head`` then one more byte every 50 ms, until the client
+    hangs up (or 20 s pass: the test is bounded either way)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            sock.recv(65536)
+            try:
+                sock.sendall(head)
+                for _ in range(400):
+                    sock.sendall(b"a")
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the client hung up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    finally:
+        thread.join(30)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 200 OK\r\nX-Slow: ", b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"],
+    ids=["headers", "body"],
+)
+def test_urllib_fetcher_gives_a_dripping_answer_up_at_its_deadline(head: bytes) -> None:
+    """Each read had its own timeout and nothing bounded the whole answer: a server sending a
+    byte every 50 ms held the fetch for as long as it liked (here 20 s, then the test server
+    gives up)."""
+    for url in _dripping(head):
+        started = time.monotonic()
+        with pytest.raises(CollateralUnavailable, match=r"no whole answer within 0\.5 s"):
+            UrllibFetcher(timeout=5, deadline=0.5).get(url)
+        assert time.monotonic() - started < 10
+
+
+def test_urllib_fetcher_deadline_does_not_cut_a_prompt_answer() -> None:
+    """A read-to-close body ends the same way a deadline's shutdown ends it: an answer read in
+    time is kept, and the deadline's timer does not outlive the fetch."""
+    for url in _answering(b"HTTP/1.1 200 OK\r\n\r\n" + b"b" * 1000):
+        assert UrllibFetcher(timeout=5, deadline=30).get(url).body == b"b" * 1000
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for timer in timers:
+        timer.join(5)  # cancelled: ends at once, not after 30 s
+    assert not [t for t in timers if t.is_alive()]
