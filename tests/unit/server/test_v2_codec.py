@@ -231,6 +231,7 @@ def test_binary_bytes_that_are_not_utf8_stay_bytes() -> None:
     blob = length_prefixed(b"\x89PNG\xff", b"text")
     got = array_from_binary(memoryview(blob), np.dtype(object), (2,), "x")
     assert got.tolist() == [b"\x89PNG\xff", "text"]
+    assert [type(x) for x in got] == [bytes, str]  # not views of the request's body
     assert array_to_binary(got) == blob
 
 
