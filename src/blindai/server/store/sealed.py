@@ -18,16 +18,18 @@ older copy of an entry (a deleted model, a revoked key): see docs/access-control
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cbor2
 from cryptography.exceptions import InvalidTag
@@ -113,9 +115,12 @@ class SealedStore:
     def _take_lock(directory: Path) -> int:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # not followed when a link: it could make the server create a file anywhere
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(directory / ".lock", flags, 0o600)
         except OSError as exc:
-            raise ConfigurationError(f"cannot use store {directory}: {exc.strerror}") from exc
+            reason = "its .lock is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise ConfigurationError(f"cannot use store {directory}: {reason}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -212,7 +217,8 @@ class SealedStore:
                 self._refuse(path, str(exc))
 
     def _refuse(self, path: Path, reason: str) -> None:
-        _log.error("store: refused %s: %s", path.name, reason)
+        # the name is the host's: shown escaped, so that it cannot forge log lines
+        _log.error("store: refused %s: %s", _shown(path.name), reason)
         with self._refused_lock:
             self.refused.append(path.name)
 
@@ -237,7 +243,7 @@ class SealedStore:
 
     def _decrypt(self, path: Path) -> bytearray:
         try:
-            with open(path, "rb", buffering=0) as f:
+            with _open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < OVERHEAD + 4:
                     raise _Refused("truncated")
@@ -257,6 +263,32 @@ class SealedStore:
         return plain
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file of the directory itself: a symbolic
+    link is not followed (it could name any file the server may read), and a FIFO or a device
+    is refused without blocking or reading (a FIFO without a writer would hang the start)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused("a symbolic link, not an entry") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _Refused(f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'other')})")
+    return open(fd, "rb", buffering=0)
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
 def _read_plain(f: Any, unsealer: Unsealer, length: int) -> bytearray:
     plain = bytearray()
     left = length
@@ -271,6 +303,11 @@ def _read_plain(f: Any, unsealer: Unsealer, length: int) -> bytearray:
     except InvalidTag:
         raise _Refused("authentication failed (altered, or sealed with another key)") from None
     return plain
+
+
+def _shown(name: str) -> str:
+    """A file name as logged: an entry's name as is, any other escaped and quoted."""
+    return name if _ENTRY_NAME.fullmatch(name) else ascii(name)
 
 
 def _get(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -289,3 +289,71 @@ def test_entries_move_between_stores_that_share_a_key(store: SealedStore, tmp_pa
             (other.directory / path.name).write_bytes(path.read_bytes())
         assert list(other.load_models()) == [] and other.load_keys() == []
         assert len(other.refused) == 2
+
+
+# -- what the host puts in the directory is not followed, waited for, or echoed
+
+
+def entry_name(digit: str) -> str:
+    return f"m-{digit * 32}.sealed"
+
+
+def test_a_symbolic_link_is_refused_unfollowed(store: SealedStore, directory: Path, tmp_path):
+    """An entry name linked to a file elsewhere (here: a valid entry of another store, which
+    would authenticate) is refused: the server opens no path outside its directory."""
+    store.put_model(model(b"a", "id-a"))
+    (real,) = entry_files(directory)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    moved = outside / real.name
+    real.rename(moved)
+    real.symlink_to(moved)  # the very entry, through a link
+    again = reopen(store)
+    try:
+        assert list(again.load_models()) == []
+        assert again.refused == [real.name]
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_what_is_not_a_regular_file_is_refused_unread(
+    store: SealedStore, directory: Path, kind: str, caplog: pytest.LogCaptureFixture
+):
+    """A FIFO without a writer would block the start for ever; a directory is not an entry."""
+    store.put_model(model(b"a", "id-a"))
+    odd = directory / entry_name("1")
+    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    again = reopen(store)
+    try:
+        with caplog.at_level(logging.ERROR, logger="blindai.server.store"):
+            assert [m.model_id for m in again.load_models()] == ["id-a"]
+        assert again.refused == [odd.name]
+        assert "not a regular file" in caplog.records[0].getMessage()
+    finally:
+        again.close()
+
+
+def test_a_file_name_cannot_forge_log_lines(
+    store: SealedStore, directory: Path, caplog: pytest.LogCaptureFixture
+):
+    forged = "m-\nERROR store: every entry refused\x1b[2J"
+    (directory / forged).write_bytes(b"x")
+    again = reopen(store)
+    try:
+        with caplog.at_level(logging.ERROR, logger="blindai.server.store"):
+            assert list(again.load_models()) == []
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert "\n" not in line and "\x1b" not in line
+        assert ascii(forged) in line
+    finally:
+        again.close()
+
+
+def test_a_lock_file_that_is_a_link_is_not_followed(directory: Path, tmp_path: Path):
+    directory.mkdir()
+    target = tmp_path / "created-elsewhere"
+    (directory / ".lock").symlink_to(target)
+    with pytest.raises(ConfigurationError, match=r"\.lock is a symbolic link"):
+        SealedStore(directory, key_material=KEY)
+    assert not target.exists()
