@@ -18,6 +18,7 @@ and HMAC keys from it with HKDF-SHA256 (:class:`blindai.server.store._crypto.Ent
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -89,14 +90,16 @@ class GramineSealingKey:
         """The 16-byte sealing key of this enclave on this CPU."""
         path = self.attestation_dir / "keys" / "_sgx_mrenclave"
         try:
-            key = path.read_bytes()
+            with open(path, "rb") as f:
+                key = f.read(17)  # one more than a key: never the whole of a huge file
         except OSError as exc:
             raise ConfigurationError(
                 f"no Gramine sealing key at {path} ({exc.strerror}): Gramine 1.5 or later, "
                 "inside an SGX enclave, exposes it"
             ) from exc
         if len(key) != 16:
-            raise ConfigurationError(f"{path} holds {len(key)} bytes, not a 16-byte SGX key")
+            found = "more than 16" if len(key) > 16 else len(key)
+            raise ConfigurationError(f"{path} holds {found} bytes, not a 16-byte SGX key")
         return key
 
 
@@ -117,6 +120,10 @@ class SnpDerivedKey:
         return derived_key(self.device, field_select=select, vmpl=self.vmpl, ioctl=self.ioctl)
 
 
+#: the most a key file is read: 64 hex digits with room for spaces and line ends, plus one
+_KEY_FILE_READ = 4 * _KEY_FILE_BYTES + 1
+
+
 def _parse_key_file(data: bytes, path: Path) -> bytes:
     if len(data) == _KEY_FILE_BYTES:
         return data
@@ -126,8 +133,9 @@ def _parse_key_file(data: bytes, path: Path) -> bytes:
             return bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             pass
+    found = f"more than {_KEY_FILE_READ - 1}" if len(data) >= _KEY_FILE_READ else len(data)
     raise ConfigurationError(
-        f"{path}: a store key file holds 32 raw bytes or 64 hex digits ({len(data)} bytes found)"
+        f"{path}: a store key file holds 32 raw bytes or 64 hex digits ({found} bytes found)"
     )
 
 
@@ -149,7 +157,7 @@ class KeyFile:
         try:
             with open(self.path, "rb") as f:
                 mode = os.fstat(f.fileno()).st_mode
-                data = f.read(4 * _KEY_FILE_BYTES)
+                data = f.read(_KEY_FILE_READ)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read store key file {self.path}: {exc.strerror}"
@@ -177,10 +185,21 @@ class SimulationKeyFile:
             self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():
                 write_atomic(path, [os.urandom(_KEY_FILE_BYTES)])
-            data = path.read_bytes()
+            data = _read_beside_store(path)
         except OSError as exc:
-            raise ConfigurationError(f"cannot use simulation key {path}: {exc.strerror}") from exc
+            reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise ConfigurationError(f"cannot use simulation key {path}: {reason}") from exc
         return _parse_key_file(data, path)
+
+
+def _read_beside_store(path: Path) -> bytes:
+    """The start of a file in the store directory: a link is not followed, and anything but a
+    regular file (a FIFO would block the start) is refused unread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigurationError(f"cannot use simulation key {path}: not a regular file")
+        return f.read(_KEY_FILE_READ)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ import ctypes
 import errno
 import hashlib
 import logging
+import os
 import stat
 import struct
 from pathlib import Path
@@ -78,6 +79,15 @@ def test_gramine_without_sealing_key(tmp_path: Path):
 def test_gramine_key_of_the_wrong_size(tmp_path: Path, size: int):
     with pytest.raises(ConfigurationError, match="not a 16-byte SGX key"):
         GramineSealingKey(gramine_dir(tmp_path, bytes(size))).material()
+
+
+def test_a_huge_gramine_key_file_is_refused_unread(tmp_path: Path):
+    """A sparse 1 TiB file where the key belongs: read whole, it was a MemoryError (or the
+    machine's memory); 17 bytes say enough."""
+    root = gramine_dir(tmp_path, b"")
+    os.truncate(root / "keys" / "_sgx_mrenclave", 1 << 40)
+    with pytest.raises(ConfigurationError, match="holds more than 16 bytes"):
+        GramineSealingKey(root).material()
 
 
 # -- SEV-SNP
@@ -229,6 +239,40 @@ def test_simulation_key_is_made_once_0600(tmp_path: Path):
     assert not source.protects and "PROTECTS NOTHING" in source.description
     path.unlink()
     assert SimulationKeyFile(store_dir).material() != first
+
+
+def test_a_huge_key_file_is_read_no_further_than_a_key(tmp_path: Path):
+    path = tmp_path / "store.key"
+    path.write_bytes(b"x" * 10_000)
+    with pytest.raises(ConfigurationError, match=r"\(more than 128 bytes found\)"):
+        KeyFile(path).material()
+
+
+def test_a_simulation_key_that_is_a_link_is_not_followed(tmp_path: Path):
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere.key"
+    elsewhere.write_bytes(bytes(32))
+    (store_dir / SIMULATION_KEY_NAME).symlink_to(elsewhere)
+    with pytest.raises(ConfigurationError, match="a symbolic link"):
+        SimulationKeyFile(store_dir).material()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_simulation_key_that_is_not_a_small_file_is_refused_unread(tmp_path: Path, kind: str):
+    """A FIFO blocked the start for ever; a sparse 1 TiB file was read whole."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    path = store_dir / SIMULATION_KEY_NAME
+    if kind == "fifo":
+        os.mkfifo(path)
+        match = "not a regular file"
+    else:
+        path.write_bytes(b"")
+        os.truncate(path, 1 << 40)
+        match = "more than 128 bytes"
+    with pytest.raises(ConfigurationError, match=match):
+        SimulationKeyFile(store_dir).material()
 
 
 # -- the choice per TEE kind
