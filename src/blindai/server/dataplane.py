@@ -66,6 +66,7 @@ from blindai.errors import (
     PermissionDenied,
     PipelineError,
     ProtocolError,
+    RegistryFull,
     ServerError,
 )
 from blindai.pipeline.bundle import Pipeline
@@ -349,7 +350,8 @@ class DataPlane:
 
     def restore(self) -> int:
         """Load and compile the store's models and pipelines (before serving), oldest first;
-        returns how many. A model that cannot be loaded any more is skipped with one log line.
+        returns how many. A model that cannot be loaded any more is skipped with one log line,
+        and so are those beyond ``max_models`` (the newest; they stay in the store).
         Models run with the settings they were uploaded with (those the server's limits still
         allow; else they are skipped too).
         """
@@ -371,9 +373,25 @@ class DataPlane:
                 continue
             loaded.append((replace(record, pipeline=None), compiled, steps, wire))
         loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
+        restored = 0
         for record, (session, queue), steps, wire in loaded:
+            try:  # more than fit (a lower --max-models, entries put back): left in the store
+                self.registry.check_room()
+            except RegistryFull:
+                _log.error(
+                    "store: model %s not restored, it stays in the store: --max-models %d reached",
+                    record.model_id,
+                    self.settings.max_models,
+                )
+                continue
             self._register(record, record.model, session, steps, wire, queue)
-        return len(loaded)
+            restored += 1
+        for digest, (session, queue) in sessions.items():
+            if self.registry.session_for(digest) is not session:  # its models not restored
+                session.unload()
+                if queue is not None:
+                    queue.close()
+        return restored
 
     def _stored_pipeline(
         self, record: StoredModel, model: OnnxModel

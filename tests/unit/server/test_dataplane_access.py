@@ -245,6 +245,33 @@ def test_a_full_registry_refuses_before_writing(store: SealedStore):
         plane.close()
 
 
+def test_a_store_holding_more_than_max_models_restores_what_fits_and_keeps_the_rest(
+    store: SealedStore, caplog
+):
+    """A lower --max-models after a restart, or entries the host put back: the server starts
+    with the oldest models that fit, and deletes none (it deleted one from the store and
+    refused to start)."""
+    plane = make_plane(store)
+    try:
+        first, second, third = (upload(plane, v, ALICE).model_id for v in (1, 2, 3))
+    finally:
+        plane.close()
+    smaller = make_plane(store, max_models=2)
+    try:
+        assert smaller.restore() == 2
+        assert [e.model_id for e in smaller.entries(listable(ADMIN))] == [first, second]
+        assert f"store: model {third} not restored, it stays in the store" in caplog.text
+        assert run(smaller, ModelRef(second), ALICE) == 2
+    finally:
+        smaller.close()
+    assert {m.model_id for m in store.load_models()} == {first, second, third}
+    again = make_plane(store)
+    try:
+        assert again.restore() == 3
+    finally:
+        again.close()
+
+
 def test_delete_needs_an_id_or_name(plane: DataPlane):
     with pytest.raises(InvalidInput):
         delete(plane, ModelRef(), ADMIN)
