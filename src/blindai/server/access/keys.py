@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -29,6 +30,7 @@ from blindai.errors import (
     ConfigurationError,
     InvalidInput,
     KeyNotFound,
+    ServerError,
 )
 from blindai.protocol.apikeys import API_KEY, KEY_PREFIX, generate_key
 from blindai.server.access.principal import ADMIN, ANONYMOUS, Principal
@@ -36,6 +38,7 @@ from blindai.server.store.sealed import SealedStore, StoredKey
 
 __all__ = ["KEY_PREFIX", "KeyInfo", "KeyRing", "generate_key", "parse_admin_key_sha256"]
 
+_log = logging.getLogger("blindai.server")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -136,7 +139,11 @@ class KeyRing:
             if name in self._by_name:
                 raise AlreadyExists(f"a key named {name!r} exists already")
             if self._store is not None:
-                self._store.put_key(record)
+                try:
+                    self._store.put_key(record)
+                except OSError as exc:  # the host's disk: full, or an entry made unwritable
+                    _log.error("store: a key record could not be written: %s", type(exc).__name__)
+                    raise ServerError("the key could not be stored; it was not created") from exc
             self._index(record)
         return _info(record), key
 
@@ -146,10 +153,17 @@ class KeyRing:
             record = self._by_name.get(name)
             if record is None:
                 raise KeyNotFound(f"no key named {name!r}")
-            if self._store is not None:
-                self._store.delete_key(name)
-            del self._by_name[name]
+            del self._by_name[name]  # revoked now, whatever the store does
             del self._by_hash[record.key_hash]
+            if self._store is not None:
+                try:
+                    self._store.delete_key(name)
+                except OSError as exc:
+                    _log.error("store: a key record could not be removed: %s", type(exc).__name__)
+                    raise ServerError(
+                        f"key {name!r} is revoked until the server restarts, but its record "
+                        "could not be removed from the store: revoke it again after a restart"
+                    ) from exc
         return _info(record)
 
     def list(self) -> list[KeyInfo]:

@@ -15,6 +15,7 @@ from blindai.errors import (
     ConfigurationError,
     InvalidInput,
     KeyNotFound,
+    ServerError,
 )
 from blindai.server.access import (
     ADMIN,
@@ -172,6 +173,36 @@ class FullStore(SealedStore):
 def test_a_key_that_cannot_be_stored_does_not_exist(tmp_path: Path):
     with FullStore(tmp_path / "s", key_material=SECRET) as store:
         ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=SECRET, store=store)
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(ServerError, match="could not be stored; it was not created"):
+            ring.create("alice")
+        assert ring.list() == []
+
+
+def test_a_key_record_the_host_made_unremovable_is_still_revoked(tmp_path: Path, caplog):
+    """The host turned the key's entry into a directory: revocation answered an anonymous 500
+    and the key stayed valid; now it stops working at once and the error says why."""
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, store=store)
+        _, key = ring.create("alice")
+        (entry,) = (p for p in store.directory.iterdir() if p.name.startswith("k-"))
+        entry.unlink()
+        entry.mkdir()
+        with pytest.raises(ServerError, match="'alice' is revoked until the server restarts"):
+            ring.revoke("alice")
+        with pytest.raises(AuthenticationError):
+            ring.authenticate(f"Bearer {key}")
+        assert ring.list() == []
+        assert "a key record could not be removed: IsADirectoryError" in caplog.text
+        assert key not in caplog.text
+
+
+def test_a_key_record_the_host_made_unwritable_is_not_created(tmp_path: Path):
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, store=store)
+        ring.create("alice")
+        (entry,) = (p for p in store.directory.iterdir() if p.name.startswith("k-"))
+        ring.revoke("alice")
+        entry.mkdir()  # the name the host saw, made a directory before the name is reused
+        with pytest.raises(ServerError, match="it was not created"):
             ring.create("alice")
         assert ring.list() == []
