@@ -43,15 +43,17 @@ class RequiredModels:
         """Digests from ``text``: one SHA-256 in hex first on each line; text after it, blank
         lines and ``#`` comments are ignored (``blindai upload``'s ``sha256`` lines fit)."""
         digests = set()
-        for number, line in enumerate(text.splitlines(), 1):
+        # lines as an editor numbers them (splitlines also breaks at form feeds, \x1c...)
+        for number, line in enumerate(text.split("\n"), 1):
             words = line.split("#", 1)[0].split()
             if not words:
                 continue
             if words[0] == "sha256":  # "sha256   <hex>" as blindai upload prints
                 words = words[1:] or [""]
             if not _DIGEST.fullmatch(words[0]):
+                found = ascii(words[0][:80]) if words[0] else "nothing"
                 raise ConfigurationError(
-                    f"{source}, line {number}: expected a SHA-256 in hex (64 digits)"
+                    f"{source}, line {number}: expected a SHA-256 in hex (64 digits), found {found}"
                 )
             digests.add(bytes.fromhex(words[0]))
         return cls(frozenset(digests), count)
@@ -67,7 +69,7 @@ class RequiredModels:
         if len(data) > MAX_REQUIRED_FILE_BYTES:
             raise ConfigurationError(f"{path} is over 1 MiB")
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a byte order mark (Windows editors) is no text
         except UnicodeDecodeError as exc:
             raise ConfigurationError(f"{path} is not UTF-8 text") from exc
         return cls.parse(text, count=count, source=str(path))

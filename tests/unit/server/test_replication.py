@@ -23,6 +23,23 @@ def test_parse_refuses_what_is_not_a_digest(line: str):
         RequiredModels.parse(f"{A.hex()}\n{line}\n", source="models.txt")
 
 
+def test_a_refused_line_says_what_it_holds_escaped():
+    """The line was refused without showing why (an invisible character, a terminal escape)."""
+    with pytest.raises(ConfigurationError, match=r"line 1: .*found '\\u200b") as info:
+        RequiredModels.parse("\u200b" + A.hex(), source="models.txt")
+    with pytest.raises(ConfigurationError, match="found nothing"):
+        RequiredModels.parse("sha256")
+    with pytest.raises(ConfigurationError, match=r"found '\\x1b\[2J'"):
+        RequiredModels.parse("\x1b[2J")
+    assert "\u200b" not in str(info.value)
+
+
+def test_line_numbers_are_an_editors():
+    """A form feed or a \\x1c inside a line is not a line break for an editor."""
+    with pytest.raises(ConfigurationError, match="line 3: "):
+        RequiredModels.parse(f"{A.hex()}\x0c\n\x1c\nbad\n")
+
+
 def test_missing_counts_digests_and_the_count():
     required = RequiredModels(frozenset({A, B}), count=3)
     assert required.missing([]) == 3
@@ -38,6 +55,8 @@ def test_from_file(tmp_path: Path):
     assert RequiredModels.from_file(path, count=1) == RequiredModels(frozenset({A}), 1)
     with pytest.raises(ConfigurationError, match="cannot read"):
         RequiredModels.from_file(tmp_path / "absent.txt")
+    path.write_bytes(b"\xef\xbb\xbf" + A.hex().encode() + b"\r\n")  # a BOM, as Notepad saves
+    assert RequiredModels.from_file(path) == RequiredModels(frozenset({A}))
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigurationError, match="not UTF-8"):
         RequiredModels.from_file(path)
