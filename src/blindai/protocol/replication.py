@@ -90,6 +90,15 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], what: 
     return value
 
 
+def _count(doc: dict[str, Any], name: str, what: str) -> int:
+    """A size or a time in ns: an integer from 0 below 2**63 (a time past that made
+    :attr:`ListedModel.uploaded` raise ValueError: the year is out of range)."""
+    value: int = _field(doc, name, int, what)
+    if not 0 <= value < 1 << 63:
+        raise ProtocolError(f"{what} has no valid {name} (out of range)")
+    return value
+
+
 def encode_models(models: list[ListedModel]) -> bytes:
     """The reply of ``GET /models``."""
     return cbor2.dumps(
@@ -119,10 +128,10 @@ def decode_models(body: bytes | bytearray) -> list[ListedModel]:
             model_id=_field(d, "model_id", str, what),
             name=_field(d, "name", (str, type(None)), what),
             hash=_field(d, "hash", bytes, what),
-            size=_field(d, "size", int, what),
+            size=_count(d, "size", what),
             owner=_field(d, "owner", (str, type(None)), what) if "owner" in d else None,
             public=_field(d, "public", bool, what) if "public" in d else False,
-            uploaded_ns=_field(d, "uploaded_ns", int, what) if "uploaded_ns" in d else 0,
+            uploaded_ns=_count(d, "uploaded_ns", what) if "uploaded_ns" in d else 0,
         )
         for d in doc
     ]

@@ -49,6 +49,10 @@ def _exported(**changes: Any) -> bytes:
         (_listed(hash="x"), "hash"),
         (_listed(size=True), "size"),
         (_listed(size="1"), "size"),
+        (_listed(size=-1), "size"),
+        (_listed(uploaded_ns=1 << 70), "uploaded_ns"),
+        (_listed(uploaded_ns=-(1 << 70)), "uploaded_ns"),
+        (_listed(uploaded_ns=-1), "uploaded_ns"),
     ],
 )
 def test_malformed_model_lists(body: bytes, match: str):
@@ -71,3 +75,10 @@ def test_malformed_model_lists(body: bytes, match: str):
 def test_malformed_exports(body: bytes, match: str):
     with pytest.raises(ProtocolError, match=match):
         decode_export(body)
+
+
+def test_every_upload_time_accepted_is_a_date():
+    """A peer's time past year 9999 made ``uploaded`` (and ``blindai models``) raise
+    ValueError; the largest accepted is a date."""
+    (listed,) = decode_models(_listed(uploaded_ns=(1 << 63) - 1))
+    assert listed.uploaded.year == 2262
