@@ -372,26 +372,30 @@ class DataPlane:
                 _log.error("store: model %s cannot be loaded: %s", record.model_id, exc)
                 continue
             loaded.append((replace(record, pipeline=None), compiled, steps, wire))
-        loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
-        restored = 0
+            loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
+            # more than fit (a lower --max-models, old entries put back by the host): the
+            # newest are left in the store, and never held at once (memory: max_models)
+            if len(loaded) > self.settings.max_models:
+                self._not_restored(loaded.pop()[0])
+                _release_unused(sessions, [item[1][0] for item in loaded])
+        registered = []
         for record, (session, queue), steps, wire in loaded:
-            try:  # more than fit (a lower --max-models, entries put back): left in the store
+            try:
                 self.registry.check_room()
             except RegistryFull:
-                _log.error(
-                    "store: model %s not restored, it stays in the store: --max-models %d reached",
-                    record.model_id,
-                    self.settings.max_models,
-                )
+                self._not_restored(record)
                 continue
             self._register(record, record.model, session, steps, wire, queue)
-            restored += 1
-        for digest, (session, queue) in sessions.items():
-            if self.registry.session_for(digest) is not session:  # its models not restored
-                session.unload()
-                if queue is not None:
-                    queue.close()
-        return restored
+            registered.append(session)
+        _release_unused(sessions, registered)
+        return len(registered)
+
+    def _not_restored(self, record: StoredModel) -> None:
+        _log.error(
+            "store: model %s not restored, it stays in the store: --max-models %d reached",
+            record.model_id,
+            self.settings.max_models,
+        )
 
     def _stored_pipeline(
         self, record: StoredModel, model: OnnxModel
@@ -889,6 +893,18 @@ class DataPlane:
         optimize, pipeline = options
         model = source.read() if isinstance(source, ModelFile) else source
         return ExportedModel(entry.model_id, model, entry.name, entry.hash, optimize, pipeline)
+
+
+def _release_unused(
+    sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]], used: Sequence[OnnxModel]
+) -> None:
+    """Unload (and forget) the restored sessions that none of ``used`` is."""
+    for digest, (session, queue) in list(sessions.items()):
+        if not any(session is u for u in used):
+            del sessions[digest]
+            session.unload()
+            if queue is not None:
+                queue.close()
 
 
 def _stored_settings(record: StoredModel) -> ModelSettings:

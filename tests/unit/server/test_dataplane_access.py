@@ -272,6 +272,44 @@ def test_a_store_holding_more_than_max_models_restores_what_fits_and_keeps_the_r
         again.close()
 
 
+class CountingPlane(DataPlane):
+    """A real data plane that counts the sessions it holds compiled at once."""
+
+    live = peak = 0
+
+    def _checked_compiled(self, model, optimize, schedule):
+        compiled = super()._checked_compiled(model, optimize, schedule)
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        unload = compiled[0].unload
+
+        def counted() -> None:
+            self.live -= 1
+            unload()
+
+        compiled[0].unload = counted
+        return compiled
+
+
+def test_entries_put_back_beyond_max_models_are_never_compiled_all_at_once(store: SealedStore):
+    """The host may put back every entry it ever saw: restoring compiled them all before
+    registering any (memory: the store's size, not --max-models)."""
+    plane = make_plane(store, max_models=10)
+    try:
+        ids = [upload(plane, v, ALICE).model_id for v in range(6)]
+    finally:
+        plane.close()
+    settings = ServerSettings(tee="simulation", max_models=2)
+    small = CountingPlane(settings, ModelRegistry(max_models=2), store=store)
+    try:
+        assert small.restore() == 2
+        assert [e.model_id for e in small.entries(listable(ADMIN))] == ids[:2]
+        assert small.peak <= 3 and small.live == 2
+        assert run(small, ModelRef(ids[1]), ALICE) == 1
+    finally:
+        small.close()
+
+
 def test_delete_needs_an_id_or_name(plane: DataPlane):
     with pytest.raises(InvalidInput):
         delete(plane, ModelRef(), ADMIN)
