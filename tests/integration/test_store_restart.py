@@ -6,6 +6,7 @@ acknowledged.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import stat
@@ -135,6 +136,36 @@ def test_a_tampered_entry_is_refused_and_reported_the_others_load(
                 pass
         assert working == 1
     assert before == {p.name for p in store.glob("m-*.sealed")}  # refused, never deleted
+
+
+def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
+    tmp_path: Path, store: Path, running
+):
+    """Links, a FIFO, a forged name, more models than --max-models: before, a FIFO blocked the
+    start for ever, a link was followed, a name with a newline forged a log line, and one
+    model too many was deleted from the store and stopped the start."""
+    running.append(serve(tmp_path, store))
+    with connect(running[-1]) as admin:
+        ids = [admin.upload_model(add_constant(i)).model_id for i in range(3)]
+    running[-1].stop()
+    entries = {p.name for p in store.glob("m-*.sealed")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(b"not for the server")
+    (store / f"m-{'1' * 32}.sealed").symlink_to(elsewhere / "secret")
+    os.mkfifo(store / f"m-{'2' * 32}.sealed")
+    (store / "m-\nINFO blindai.server: forged").write_bytes(b"x")
+
+    running.append(start_server(tmp_path, "--store", str(store), "--max-models", "2"))
+    log = running[-1].log()
+    assert "store: 2 models restored, 3 entries refused" in log
+    assert f"store: model {ids[2]} not restored, it stays in the store" in log
+    assert "a symbolic link, not an entry" in log and "not a regular file (a FIFO)" in log
+    assert "\nINFO blindai.server: forged" not in log
+    with connect(running[-1]) as admin:
+        assert [m.model_id for m in admin.list_models()] == ids[:2]
+        assert answer(admin, ids[1]) == 1
+    assert {p.name for p in store.glob("m-*.sealed")} >= entries  # nothing deleted
 
 
 # -- kill -9
