@@ -4,6 +4,7 @@ simulated measurement, readiness, model export and sync, and ``upload --replicas
 from __future__ import annotations
 
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -195,6 +196,37 @@ def test_export_gives_the_model_as_uploaded(exporting: ServerProcess, tmp_path: 
         conn.delete_model(uploaded.model_id)
         with pytest.raises(blindai.errors.ModelNotFound):
             conn.export_model(uploaded.model_id)
+
+
+def test_an_export_in_flight_leaves_the_server_to_others(exporting: ServerProcess) -> None:
+    """A 34 MB model exported three times over while another client runs a model: every run
+    answers, every export is whole (the reply goes out 1 MiB at a time, read in a worker)."""
+    big, small = matmul(2048, 4096), identity(TensorProto.FLOAT, [1, 3])
+    with _connect(exporting) as conn:
+        big_id = conn.upload_model(big).model_id
+        small_id = conn.upload_model(small).model_id
+    done = threading.Event()
+    exported: list[bytes] = []
+
+    def export() -> None:
+        try:
+            with _connect(exporting) as conn:
+                exported.extend(conn.export_model(big_id).model for _ in range(3))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=export)
+    runs = 0
+    with _connect(exporting) as other:
+        worker.start()
+        while not done.is_set() or runs == 0:
+            out = other.run_model(small_id, input_tensors={"x": X}).output[0].as_numpy()
+            assert np.array_equal(out, X)
+            runs += 1
+        worker.join()
+        other.delete_model(big_id)
+        other.delete_model(small_id)
+    assert exported == [big] * 3
 
 
 def test_sync_copies_what_the_target_lacks(exporting: ServerProcess, tmp_path: Path) -> None:

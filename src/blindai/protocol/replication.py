@@ -38,6 +38,7 @@ __all__ = [
     "decode_models",
     "encode_export",
     "encode_models",
+    "export_frame",
 ]
 
 MODELS_PATH = "/models"
@@ -137,18 +138,35 @@ def decode_models(body: bytes | bytearray) -> list[ListedModel]:
     ]
 
 
+def _bytes_head(size: int) -> bytes:
+    """The CBOR head of a byte string of ``size`` bytes (major type 2, RFC 8949 3.1)."""
+    if size < 24:
+        return bytes([0x40 | size])
+    for info, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if size < 1 << (8 * width):
+            return bytes([0x40 | info]) + size.to_bytes(width, "big")
+    raise ValueError("a byte string of 2**64 bytes or more")
+
+
+def export_frame(model: ExportedModel, size: int) -> tuple[bytes, bytes]:
+    """The reply of ``POST /export`` around the model's ``size`` bytes: ``(head, tail)``, so that
+    a server can send the bytes piece by piece (``model.model`` is not read)."""
+    head = b"\xa6" + cbor2.dumps("model_id") + cbor2.dumps(model.model_id)
+    rest = {
+        "model_name": model.name,
+        "hash": model.hash,
+        "optimize": model.optimize,
+        "pipeline": model.pipeline,
+    }
+    tail = b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in rest.items())
+    return head + cbor2.dumps("model") + _bytes_head(size), tail
+
+
 def encode_export(model: ExportedModel) -> bytes:
-    """The reply of ``POST /export``."""
-    return cbor2.dumps(
-        {
-            "model_id": model.model_id,
-            "model": model.model,
-            "model_name": model.name,
-            "hash": model.hash,
-            "optimize": model.optimize,
-            "pipeline": model.pipeline,
-        }
-    )
+    """The reply of ``POST /export`` (the map ``{model_id, model, model_name, hash, optimize,
+    pipeline}``)."""
+    head, tail = export_frame(model, len(model.model))
+    return head + model.model + tail
 
 
 def decode_export(body: bytes | bytearray) -> ExportedModel:

@@ -73,7 +73,7 @@ from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
 from blindai.pipeline.results import PipelineResult
 from blindai.protocol import codec
-from blindai.protocol.replication import ExportedModel, ListedModel
+from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
 from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
@@ -83,7 +83,7 @@ from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible, model_digest
-from blindai.server.replication import RequiredModels, UploadOptions
+from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
 from blindai.server.run_guard import (
     RunControl,
     check_reply_size,
@@ -874,9 +874,10 @@ class DataPlane:
             for e in self.registry.entries(listable(caller))
         ]
 
-    def export(self, ref: ModelRef, *, caller: Principal) -> ExportedModel:
-        """A model as uploaded; PermissionDenied unless export is allowed and the model is
-        the caller's (a model's bytes go to its owner only, not to the admin key)."""
+    def export(self, ref: ModelRef, *, caller: Principal) -> ModelExport:
+        """A model as uploaded, to be sent piece by piece (the caller closes it);
+        PermissionDenied unless export is allowed and the model is the caller's (a model's
+        bytes go to its owner only, not to the admin key)."""
         if self.exports is None:
             raise PermissionDenied(
                 "model export is off on this server (serve --allow-model-export)"
@@ -891,8 +892,15 @@ class DataPlane:
         if source is None or options is None:  # removed meanwhile
             raise ModelNotFound(f"no model with id or name {ref.key!r}")
         optimize, pipeline = options
-        model = source.read() if isinstance(source, ModelFile) else source
-        return ExportedModel(entry.model_id, model, entry.name, entry.hash, optimize, pipeline)
+        meta = ExportedModel(entry.model_id, b"", entry.name, entry.hash, optimize, pipeline)
+        head, tail = export_frame(meta, _size(source))
+        if not isinstance(source, ModelFile):
+            return ModelExport(entry.model_id, head, tail, len(source), data=source)
+        try:
+            fd = source.reader()  # its own descriptor: the model may be deleted meanwhile
+        except OSError:
+            raise ModelNotFound(f"no model with id or name {ref.key!r}") from None
+        return ModelExport(entry.model_id, head, tail, source.size, fd=fd)
 
 
 def _release_unused(

@@ -15,10 +15,29 @@ from blindai.protocol.replication import (
     decode_models,
     encode_export,
     encode_models,
+    export_frame,
 )
 
 LISTED = [ListedModel("id-1", "clf", b"\1" * 32, 10), ListedModel("id-2", None, b"\2" * 32, 0)]
 EXPORTED = ExportedModel("id-1", b"onnx", "clf", b"\1" * 32, False, {"spec": {}, "files": {}})
+
+
+@pytest.mark.parametrize("size", [0, 23, 24, 255, 256, 65_535, 65_536, 1 << 20])
+def test_export_frame_is_the_map_cbor2_writes(size: int):
+    """The server sends head, bytes, tail: byte for byte the map encoded whole."""
+    model = ExportedModel("id-1", bytes(size), "clf", b"\1" * 32, True, None)
+    head, tail = export_frame(model, size)
+    as_one = cbor2.dumps(
+        {
+            "model_id": model.model_id,
+            "model": model.model,
+            "model_name": model.name,
+            "hash": model.hash,
+            "optimize": model.optimize,
+            "pipeline": model.pipeline,
+        }
+    )
+    assert head + model.model + tail == as_one == encode_export(model)
 
 
 def test_round_trips():

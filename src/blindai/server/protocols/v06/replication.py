@@ -8,10 +8,12 @@ with access control, unless the model is the caller's.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from blindai.errors import InvalidInput, ProtocolError
@@ -19,7 +21,6 @@ from blindai.protocol import codec
 from blindai.protocol.replication import (
     EXPORT_PATH,
     MODELS_PATH,
-    encode_export,
     encode_models,
 )
 from blindai.server.access import AccessControl
@@ -29,6 +30,7 @@ from blindai.server.protocols._http import read_body
 from blindai.server.protocols.v06.routes import cbor_errors
 from blindai.server.protocols.v06.wire import CBOR
 from blindai.server.registry import ModelRef
+from blindai.server.replication import EXPORT_CHUNK, ModelExport
 
 __all__ = ["EXPORT_REQUEST_BYTES", "replication_routes"]
 
@@ -57,9 +59,22 @@ def replication_routes(plane: DataPlane, access: AccessControl) -> list[Route]:
             raise InvalidInput("model_id (a string) is required")
         exported = plane.export(ModelRef(key=model_id), caller=caller_of(request.scope))
         request.state.model_id = exported.model_id
-        return Response(encode_export(exported), media_type=CBOR)
+        length = {"content-length": str(exported.length)}
+        return StreamingResponse(_pieces(exported), media_type=CBOR, headers=length)
 
     return [
         Route(MODELS_PATH, cbor_errors(models), methods=["GET"]),
         Route(EXPORT_PATH, cbor_errors(export), methods=["POST"]),
     ]
+
+
+async def _pieces(exported: ModelExport) -> AsyncIterator[bytes]:
+    """The reply, the model 1 MiB at a time, read in a worker (TLS encrypts each piece on the
+    event loop, between other connections' work)."""
+    try:
+        yield exported.head
+        for offset in range(0, exported.size, EXPORT_CHUNK):
+            yield await run_in_threadpool(exported.piece, offset)
+        yield exported.tail
+    finally:
+        exported.close()
