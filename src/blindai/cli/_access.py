@@ -11,8 +11,9 @@ import hashlib
 from typing import Any
 
 from blindai.cli._commands import connect_from_args, connection_args
+from blindai.cli._terminal import shown
 
-__all__ = ["add_access_commands"]
+__all__ = ["add_access_commands", "models_table"]
 
 
 def add_access_commands(sub: Any) -> None:
@@ -61,12 +62,20 @@ def _time(value: Any) -> str:
 def _models(args: argparse.Namespace) -> int:
     with connect_from_args(args) as conn:
         models = conn.list_models()
+    for line in models_table(models):
+        print(line)
+    return 0
+
+
+def models_table(models: Any) -> list[str]:
+    """The lines ``blindai models`` prints for ``models`` (ListedModel), the server's words
+    escaped (:func:`~blindai.cli._terminal.shown`)."""
     rows = [
         (
-            m.model_id,
-            m.name or "-",
+            shown(m.model_id),
+            shown(m.name or "-"),
             m.hash.hex()[:16],
-            m.owner or "-",
+            shown(m.owner or "-"),
             "yes" if m.public else "no",
             str(m.size),
             _time(m.uploaded),
@@ -75,16 +84,19 @@ def _models(args: argparse.Namespace) -> int:
     ]
     header = ("MODEL_ID", "NAME", "SHA256", "OWNER", "PUBLIC", "BYTES", "UPLOADED")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def _create(args: argparse.Namespace) -> int:
     with connect_from_args(args) as conn:
         created = conn.create_key(args.name)
-    print(f"created key {created.name} (id {created.key_id}); it is shown once, below:")
-    print(created.key)
+    print(
+        f"created key {shown(created.name)} (id {shown(created.key_id)}); it is shown once, below:"
+    )
+    print(shown(created.key))
     return 0
 
 
@@ -92,14 +104,14 @@ def _list(args: argparse.Namespace) -> int:
     with connect_from_args(args) as conn:
         keys = conn.list_keys()
     for key in keys:
-        print(f"{key.name}\t{key.key_id}\t{_time(key.created)}")
+        print(f"{shown(key.name)}\t{shown(key.key_id)}\t{_time(key.created)}")
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     with connect_from_args(args) as conn:
         revoked = conn.revoke_key(args.name)
-    print(f"revoked key {revoked.name} (id {revoked.key_id})")
+    print(f"revoked key {shown(revoked.name)} (id {shown(revoked.key_id)})")
     return 0
 
 

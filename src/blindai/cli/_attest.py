@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
+from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError, PolicyError
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def _print(claims: VerifiedClaims, as_json: bool, note: str | None) -> None:
         print(json.dumps(claims.to_dict(), indent=2, sort_keys=True))
     else:
         for key, value in claims.to_dict().items():
-            print(f"{key:22} {value}")
+            print(f"{key:22} {shown(value)}")
     if note:
         print(note, file=sys.stderr)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
 
 __all__ = ["add_client_commands", "add_serve_command", "connect_from_args", "connection_args"]
@@ -221,7 +222,7 @@ def _upload(args: argparse.Namespace) -> int:
             intra_op_threads=args.intra_op_threads,
             public=args.public,
         )
-    print(f"model_id {reply.model_id}")
+    print(f"model_id {shown(reply.model_id)}")
     print(f"sha256   {reply.hash.hex()}")
     return 0
 
@@ -268,14 +269,14 @@ def _show_result(result: Any, output_dir: Path) -> None:
 
     if isinstance(result, Classification):
         for label in result.labels:
-            print(f"{label.score:.4f}  {label.label}")
+            print(f"{label.score:.4f}  {shown(label.label)}")
     elif isinstance(result, Embedding):
         output_dir.mkdir(parents=True, exist_ok=True)
         path = output_dir / "embedding.npy"
         np.save(path, np.asarray(result.vector, dtype=np.float32))
         print(f"embedding: {len(result.vector)} values -> {path}")
     else:
-        print(result.text)
+        print(shown(result.text, keep="\n\t"))
 
 
 def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
@@ -284,7 +285,7 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
         path = output_dir / f"{safe}.npy"
         np.save(path, array)
-        print(f"{name}: {array.dtype} {list(array.shape)} -> {path}")
+        print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {path}")
 
 
 def _delete(args: argparse.Namespace) -> int:

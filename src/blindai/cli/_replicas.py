@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from blindai.cli._terminal import shown
 from blindai.errors import BlindAIError, ConfigurationError
 
 __all__ = ["add_sync_command", "replica_list", "upload_to_each"]
@@ -28,7 +29,7 @@ def _connector(args: argparse.Namespace) -> Any:
 
 
 def _line(address: str, text: str) -> None:
-    print(f"{address:<16} {text}")
+    print(f"{shown(address):<16} {shown(text)}")
 
 
 def upload_to_each(args: argparse.Namespace, pipeline: Any) -> int:

@@ -1,0 +1,20 @@
+"""What the CLI prints of a server's words, made safe for a terminal.
+
+Names, ids, owners, labels and output names come from the server (or from a model another
+party uploaded): a newline or a terminal escape among them could forge lines or take over the
+user's terminal. :func:`shown` writes each character that is not printable as its Python
+escape (``\\n``, ``\\x1b``, ``\\u202e``), keeping printable text of any script as it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["shown"]
+
+
+def shown(text: object, *, keep: str = "") -> str:
+    """``text`` (its ``str``) with every non-printable character but those in ``keep``
+    escaped (``keep="\\n\\t"`` for a model's generated text, whose lines are its own)."""
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in str(text)
+    )
