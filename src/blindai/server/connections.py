@@ -24,6 +24,11 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
 - **One write per small response.** uvicorn writes a response's head and body apart: two TLS
   records in two socket writes, and a client that wakes up twice. The head waits (until the
   body's write, or the end of the event loop's turn) so that a small response leaves whole.
+- **No protocol upgrades.** A request asking for one (``Upgrade: websocket``, ``h2c``, ...,
+  or ``CONNECT``) is answered as a plain HTTP request, through the app and its access checks,
+  and the connection closes after that answer: the parser reads nothing after such a request.
+  uvicorn left a WebSocket upgrade unanswered and the connection open, and after any other
+  upgrade request ignored what followed until the keep-alive timeout.
 - **A cap on connections** per port, counted from the TCP accept (before any TLS handshake):
   at the cap, the connection idle for the longest is closed to make room; when none is idle
   the new one is refused at once (its file descriptor is freed right away).
@@ -210,6 +215,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_start = 0.0
         self._body_bytes = 0
         self.last_active = self.loop.time()
+        self.ws_protocol_class = None  # no WebSocket here: an upgrade request is plain HTTP
 
     # connection life
 
@@ -285,7 +291,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()
+            self._last_request()
+            return
         except httptools.HttpParserError:
             if self._refusal is not None:
                 self._refuse(self._refusal)
@@ -303,6 +310,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._arm_header_timer()
         elif self._body_timer is None:
             self._body_timer = self.loop.call_later(self._limits.body_timeout_s, self._body_check)
+
+    def _last_request(self) -> None:
+        """The parser stopped at a request asking for a protocol upgrade, and reads nothing
+        more: that request is answered as plain HTTP, then the connection closes (at once when
+        it has been answered already)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        else:
+            self.hang_up()
 
     def send_400_response(self, msg: str) -> None:
         """Answer an unparsable request with 400 and hang up."""

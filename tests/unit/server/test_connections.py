@@ -385,6 +385,34 @@ def test_an_idle_kept_alive_connection_is_closed():
         assert _closed(sock).endswith(b"pong")
 
 
+_UPGRADES = {
+    "websocket": b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "h2c": b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+    "connect": b"CONNECT /ping HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("tls", [False, True])
+@pytest.mark.parametrize("upgrade", sorted(_UPGRADES))
+def test_an_upgrade_request_is_answered_and_then_the_connection_closes(tls, upgrade):
+    """A WebSocket upgrade (which needs no key: it is refused before any route) was never
+    answered, the connection held open for good; any other upgrade was answered, then what
+    followed was ignored until the keep-alive timeout (60 s here, past the client's wait). Now
+    the request is answered as plain HTTP (no upgrade), and the connection closes after it."""
+    limits = dataclasses.replace(FAST, keep_alive_timeout_s=60)
+    with limited(limits, tls=tls) as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(_UPGRADES[upgrade] + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = _closed(sock)
+    assert reply.count(b"HTTP/1.1 ") == 1, reply
+    if upgrade == "connect":  # /ping takes GET only: the app's own answer
+        assert reply.startswith(b"HTTP/1.1 405 "), reply
+    else:
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"pong"), reply
+
+
 def test_at_the_cap_the_idlest_connection_makes_room():
     limits = dataclasses.replace(
         FAST, max_connections=4, keep_alive_timeout_s=60, header_timeout_s=60
