@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
+from blindai.server.access import ANONYMOUS
 from blindai.server.protocols.grpc import servicer as servicer_module
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
@@ -67,3 +68,33 @@ def test_large_messages_are_decoded_and_encoded_off_the_event_loop(
     np.testing.assert_array_equal(out, np.arange(n, dtype=np.float32))
     assert set(threads) == {"decode", "encode"}
     assert all((t == loop_thread) == on_loop for t in threads.values()), threads
+
+
+def test_an_empty_model_name_runs_no_model() -> None:
+    """ModelInfer with no model_name ran the newest model the caller may run (another key's
+    public model, say), as ModelMetadata answered NOT_FOUND for the same name. Now it is
+    NOT_FOUND too, with the REST routes' message, and nothing runs."""
+    with in_process() as apps:
+        apps.upload(identity(TensorProto.FLOAT, [1, None]), model_name="someone-elses")
+
+        async def go() -> grpc.aio.AioRpcError:
+            server = grpc.aio.server()
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                InferenceServicer(apps.apps.oip, apps.apps.access), server
+            )
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stub.ModelInfer(_request("", 4))
+                    return caught.value
+            finally:
+                await server.stop(None)
+
+        error = asyncio.run(go())
+        stats = apps.apps.oip.statistics(caller=ANONYMOUS)["model_stats"]
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "no model with id or name ''"
+    assert [s["inference_count"] for s in stats] == [0]

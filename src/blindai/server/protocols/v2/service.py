@@ -117,7 +117,13 @@ class OipService:
         return found[-1]
 
     def ready_model(self, name: str, version: str = "", *, caller: Principal) -> ModelEntry:
-        """:meth:`model` through the data plane's lookup: ModelNotReady (503) when unloaded."""
+        """:meth:`model` through the data plane's lookup: ModelNotReady (503) when unloaded.
+
+        An empty name is no model (as for :meth:`model`): the data plane's lookup reads it as
+        "the newest model", which the 0.6 run-without-id means, not the Open Inference
+        Protocol (gRPC's ``model_name`` may be left empty)."""
+        if not name:
+            raise ModelNotFound(f"no model with id or name {name!r}")
         return self.plane.model(ModelRef(key=name, version=version or None), caller=caller)
 
     def missing_models(self) -> int:
