@@ -439,6 +439,35 @@ def test_less_body_than_promised_is_closed(server, tiny):
     assert b" 200 " not in reply
 
 
+def test_websocket_upgrades_are_answered_and_closed(server, tiny):
+    """A WebSocket upgrade (no key needed to send one) was never answered and its connection
+    stayed open for good. Now each is answered as plain HTTP, then closed."""
+    upgrade = (
+        b"Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with attack(server, tiny):
+        socks = []
+        for port, path in [
+            (server.attested_port, b"/v2/health/live"),
+            (server.management_port, b"/keys"),
+            (server.attested_port, b"/v2/models/stats"),
+        ]:
+            sock = _tls(server, port)
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\n" + upgrade)
+            socks.append(sock)
+        plain = socket.create_connection((server.host, server.unattested_port), timeout=HANG)
+        plain.sendall(b"GET /info HTTP/1.1\r\n" + upgrade)
+        replies = [_until_closed(sock) for sock in [*socks, plain]]
+    statuses = [reply.split(b"\r\n", 1)[0] for reply in replies]
+    assert statuses == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 403 Forbidden",  # no access control here: no keys to manage
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+    ]
+
+
 def test_idle_connections_past_the_cap_make_room_for_new_clients(server, tiny):
     """Issue 10: 20,000 idle connections used every file descriptor; clients were refused."""
     with attack(server, tiny):
