@@ -270,7 +270,7 @@ class DataPlane:
             steps = None
             if pipeline is not None:
                 steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
-            version, uploaded_ns = self.registry.reserve(name)
+            version, uploaded_ns = self.registry.reserve(name, caller.key_id)
             record = StoredModel(
                 model_id=str(uuid.uuid4()),
                 name=name,
@@ -412,7 +412,7 @@ class DataPlane:
     def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model ``caller`` means to delete: its own (any for the admin); another key's
         public model is PermissionDenied, a private one ModelNotFound."""
-        entry = self.registry.get(ref, _managed(caller))
+        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
         if not caller.may_delete(owner=entry.owner):
             raise PermissionDenied("only the key that uploaded this model may change it")
         return entry
@@ -420,7 +420,7 @@ class DataPlane:
     def managed_versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
         """The versions of ``name`` (or the model with that id) ``caller`` may load, unload or
         delete; PermissionDenied when it sees only others' public ones, else ModelNotFound."""
-        found = self.registry.versions(name, _managed(caller))
+        found = self.registry.versions(name, _managed(caller), owner=caller.key_id)
         if not found:
             raise ModelNotFound(f"no model with id or name {name!r}")
         mine = [e for e in found if caller.may_delete(owner=e.owner)]
@@ -549,7 +549,7 @@ class DataPlane:
     def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model a request means among those ``caller`` may run (ModelNotFound when there
         is none, ModelNotReady when it is unloaded)."""
-        entry = self.registry.get(ref, runnable(caller))
+        entry = self.registry.get(ref, runnable(caller), owner=caller.key_id)
         if not self.registry.is_ready(entry):
             raise ModelNotReady(
                 f"model {entry.label!r} is unloaded; load it first "
@@ -715,7 +715,7 @@ class DataPlane:
     def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
         """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
         oldest first."""
-        return self.registry.versions(key, runnable(caller))
+        return self.registry.versions(key, runnable(caller), owner=caller.key_id)
 
     def entries(self, visible: Visible) -> list[ModelEntry]:
         """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
@@ -884,7 +884,7 @@ class DataPlane:
             )
         if not ref.key:
             raise InvalidInput("give the id or name of the model to export")
-        entry = self.registry.get(ref, _managed(caller))
+        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
         if not caller.may_export(owner=entry.owner):
             raise PermissionDenied("only the key that uploaded this model may export it")
         source = self.registry.source(entry)

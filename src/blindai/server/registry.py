@@ -1,15 +1,19 @@
 """ModelRegistry: models by id and by name, sessions shared between identical models.
 
-Versions, as the Open Inference Protocol (and Triton) number them: the uploads of one name are
-its versions 1, 2, 3, ... in upload order (a model without a name is version 1 of its id);
-without a version, a name means its newest upload. A model can be *unloaded*: its onnxruntime
+Versions, as the Open Inference Protocol (and Triton) number them: one key's uploads of a name
+are its versions 1, 2, 3, ... in upload order (a model without a name is version 1 of its id);
+without a version, a name means its newest upload. Each key (owner) numbers its own uploads: a
+number never tells a key about another key's uploads. A model can be *unloaded*: its onnxruntime
 session is released (once no loaded model shares it) but its bytes stay in memory, so that
 *loading* it compiles it again; the registry keeps each model's bytes for that.
 
 A model is found by a :class:`ModelRef`: its id, its name (the newest upload with that name),
 the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
 Every lookup takes a ``visible`` predicate (what the caller may see, from
-:mod:`blindai.server.access`): a model it rejects is reported exactly like a missing one.
+:mod:`blindai.server.access`): a model it rejects is reported exactly like a missing one; and
+the caller's key id (``owner``): a name, or nothing, means the caller's own uploads when it
+has one, so that another key's public upload never takes over what a caller's requests meant;
+else the uploads of that name by the key that made the newest one the caller may see.
 Identical bytes share one onnxruntime session and its run queue
 (:class:`~blindai.server.batching.ModelQueue`; the settings of the upload that compiled it
 hold); the session is unloaded and its queue closed when the last model using them is removed.
@@ -102,7 +106,8 @@ class ModelRegistry:
         self._queues: dict[bytes, ModelQueue] = {}
         self._bytes: dict[bytes, bytes | ModelFile] = {}
         self._unloaded: set[str] = set()
-        self._versions: dict[str, int] = {}
+        self._versions: dict[tuple[str | None, str], int] = {}
+        """The last version number of each (owner, name)."""
         self._max = max_models
 
     def session_for(self, digest: bytes) -> OnnxModel | None:
@@ -127,15 +132,20 @@ class ModelRegistry:
                 f"(--max-models {self._max}); delete one first"
             )
 
-    def reserve(self, name: str | None) -> tuple[int, int]:
-        """A new upload's version (the next number of its name) and upload time (after every
-        model's, even when the clock went back). A failed upload leaves its number unused."""
+    def reserve(self, name: str | None, owner: str | None = None) -> tuple[int, int]:
+        """A new upload's version (the next number of ``owner``'s uploads of its name) and
+        upload time (after every model's, even when the clock went back). A failed upload
+        leaves its number unused."""
         with self._lock:
-            version = 1
-            if name:
-                version = self._versions[name] = self._versions.get(name, 0) + 1
+            version = self._next_version(name, owner)
             newest = next(reversed(self._by_id.values()), None)
         return version, max(time.time_ns(), newest.uploaded_ns + 1 if newest else 0)
+
+    def _next_version(self, name: str | None, owner: str | None) -> int:
+        if not name:
+            return 1
+        version = self._versions[owner, name] = self._versions.get((owner, name), 0) + 1
+        return version
 
     def add(
         self,
@@ -158,16 +168,15 @@ class ModelRegistry:
 
         ``source``: the model's bytes (or the server's file of them), kept so that an unloaded
         model can be loaded again. ``queue``: the runs' queue for this session. ``version``:
-        from :meth:`reserve` or the store (else the name's next number).
+        from :meth:`reserve` or the store (else the next number of ``owner``'s uploads of the
+        name).
         """
         with self._lock:
             self._check_room()
             if version is None:
-                version = 1
-                if name:
-                    version = self._versions[name] = self._versions.get(name, 0) + 1
+                version = self._next_version(name, owner)
             elif name:
-                self._versions[name] = max(self._versions.get(name, 0), version)
+                self._versions[owner, name] = max(self._versions.get((owner, name), 0), version)
             shared = self._sessions.setdefault(digest, model)
             if queue is not None and shared is model:
                 self._queues[digest] = queue
@@ -195,12 +204,15 @@ class ModelRegistry:
                 queue.close()
         return entry
 
-    def get(self, ref: ModelRef, visible: Visible) -> ModelEntry:
-        """The model ``ref`` means among those ``visible``; ModelNotFound when there is none."""
+    def get(self, ref: ModelRef, visible: Visible, *, owner: str | None = None) -> ModelEntry:
+        """The model ``ref`` means among those ``visible`` to the key ``owner``; ModelNotFound
+        when there is none."""
         with self._lock:
-            entry = self._find(ref, visible)
+            entry = self._find(ref, visible, owner)
             named = (
-                entry is None and ref.version and self._find(replace(ref, version=None), visible)
+                entry is None
+                and ref.version
+                and self._find(replace(ref, version=None), visible, owner)
             )
         if named:
             raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
@@ -210,26 +222,36 @@ class ModelRegistry:
             raise ModelNotFound(f"model {ref.key!r} has no version {ref.version!r}")
         return entry
 
-    def _find(self, ref: ModelRef, visible: Visible) -> ModelEntry | None:
+    def _find(self, ref: ModelRef, visible: Visible, owner: str | None) -> ModelEntry | None:
         if ref.key:
             found = self._by_id.get(ref.key)
             if found is not None and visible(found):
                 return found
-            return self._newest(
-                lambda e: e.name == ref.key and e.has_version(ref.version) and visible(e)
-            )
+            named = self._named(ref.key, visible, owner)
+            return next((e for e in reversed(named) if e.has_version(ref.version)), None)
         if ref.hash:
             wanted = ref.hash.lower()
             return self._newest(lambda e: e.hash.hex() == wanted and visible(e))
-        return self._newest(visible)
+        mine = self._newest(lambda e: e.owner == owner and visible(e))
+        return mine or self._newest(visible)
 
     def _newest(self, match: Callable[[ModelEntry], bool]) -> ModelEntry | None:
         return next((e for e in reversed(self._by_id.values()) if match(e)), None)
 
-    def remove(self, ref: ModelRef, visible: Visible) -> ModelEntry:
-        """Remove the model ``ref`` means among those ``visible``; its session is unloaded once
-        no other model uses it."""
-        entry = self.get(ref, visible)
+    def _named(self, name: str, visible: Visible, owner: str | None) -> list[ModelEntry]:
+        """The uploads ``name`` means among those ``visible``, oldest first: ``owner``'s own
+        when it has any, else those of the key that made the newest one."""
+        found = [e for e in self._by_id.values() if e.name == name and visible(e)]
+        own = [e for e in found if e.owner == owner]
+        if own or not found:
+            return own
+        newest = found[-1].owner
+        return [e for e in found if e.owner == newest]
+
+    def remove(self, ref: ModelRef, visible: Visible, *, owner: str | None = None) -> ModelEntry:
+        """Remove the model ``ref`` means among those ``visible`` to ``owner``; its session is
+        unloaded once no other model uses it."""
+        entry = self.get(ref, visible, owner=owner)
         with self._lock:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
@@ -246,14 +268,14 @@ class ModelRegistry:
             entry.model.unload()
         return entry
 
-    def versions(self, key: str, visible: Visible) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key`` (oldest first), among
-        those ``visible``."""
+    def versions(self, key: str, visible: Visible, *, owner: str | None = None) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload the name ``key`` means (oldest first)
+        among those ``visible`` to ``owner``: its own, else those of the newest one's key."""
         with self._lock:
             found = self._by_id.get(key)
             if found is not None and visible(found):
                 return [found]
-            return [e for e in self._by_id.values() if e.name == key and visible(e)]
+            return self._named(key, visible, owner)
 
     def entries(self, visible: Visible) -> list[ModelEntry]:
         """The models ``visible``, oldest first."""

@@ -146,6 +146,38 @@ def test_names_resolve_among_the_callers_models(plane: DataPlane):
     assert run(plane, ModelRef("clf"), BOB) == 2
 
 
+def test_another_keys_private_name_does_not_show_in_version_numbers(plane: DataPlane):
+    """Versions were counted over every key's uploads of a name: bob's first upload named
+    "fraud" was version 2 (it reads in v2 metadata and every v2 reply), telling him that
+    another key holds (or held) a private model of that name. Each key numbers its own."""
+    upload(plane, 1, ALICE, name="fraud")
+    theirs = upload(plane, 2, BOB, name="fraud")
+    missing = upload(plane, 3, BOB, name="fraux")
+    assert theirs.version == missing.version == 1
+    assert upload(plane, 4, BOB, name="fraud").version == 2
+    assert upload(plane, 5, ALICE, name="fraud").version == 2
+
+
+def test_another_keys_public_upload_does_not_take_over_a_callers_name(plane: DataPlane):
+    """A name meant the newest upload of it the caller may run: alice uploading a public model
+    named as bob's made bob's runs of that name (and of no name) run hers, with his inputs,
+    and his delete of it a 403. A name means the caller's own uploads when it has one."""
+    upload(plane, 2, BOB, name="clf")
+    hers = upload(plane, 1, ALICE, name="clf", public=True)
+    carol = Principal("tenant", "k_carol", "carol")
+    assert run(plane, ModelRef("clf"), BOB) == 2
+    assert run(plane, ModelRef("clf", version="1"), BOB) == 2
+    assert run(plane, ModelRef(), BOB) == 2
+    assert [e.owner for e in plane.versions("clf", caller=BOB)] == ["k_bob"]
+    assert run(plane, ModelRef("clf"), carol) == 1  # no "clf" of her own: the public one
+    assert plane.managed_versions("clf", caller=BOB)[0].owner == "k_bob"
+    assert delete(plane, ModelRef("clf"), BOB).owner == "k_bob"
+    assert run(plane, ModelRef("clf"), BOB) == 1  # now only alice's public one
+    with pytest.raises(PermissionDenied):
+        delete(plane, ModelRef("clf"), BOB)
+    assert delete(plane, ModelRef("clf"), ALICE) == hers
+
+
 # -- with the sealed store
 
 

@@ -35,13 +35,13 @@ class CountingRegistry(ModelRegistry):
         super().__init__(max_models=8)
         self.lookups = 0
 
-    def get(self, ref: ModelRef, visible: Visible) -> ModelEntry:
+    def get(self, ref: ModelRef, visible: Visible, *, owner: str | None = None) -> ModelEntry:
         self.lookups += 1
-        return super().get(ref, visible)
+        return super().get(ref, visible, owner=owner)
 
-    def versions(self, key: str, visible: Visible) -> list[ModelEntry]:
+    def versions(self, key: str, visible: Visible, *, owner: str | None = None) -> list[ModelEntry]:
         self.lookups += 1
-        return super().versions(key, visible)
+        return super().versions(key, visible, owner=owner)
 
 
 @pytest.fixture(scope="module")
