@@ -365,6 +365,43 @@ def test_tritonclient_passes_the_key_as_a_header(
         alice.delete_model(model)
 
 
+def test_another_keys_public_upload_of_a_name_takes_over_nothing(
+    server: ServerProcess,
+    alice: blindai.Connection,
+    bob: blindai.Connection,
+    admin: blindai.Connection,
+    alice_key: str,
+    bob_key: str,
+):
+    """Alice's private upload of a name made bob's first upload of it version 2, and her
+    public upload of it made bob's runs of the name (0.6 and v2) run her model with his inputs.
+    Now each key numbers its own uploads, and a name means the caller's own first."""
+    name = f"clf-{uuid.uuid4().hex[:6]}"
+    hidden = alice.upload_model(add_constant(1), model_name=name).model_id
+    bobs = bob.upload_model(add_constant(3), model_name=name).model_id
+    hers = alice.upload_model(add_constant(4), model_name=name, public=True).model_id
+    client = triton(server, bob.certificate_pem)
+    try:
+        tensor = tritonclient_http.InferInput("x", [1, 2], "FP32")
+        tensor.set_data_from_numpy(X)
+        as_bob = {"Authorization": f"Bearer {bob_key}"}
+        result = client.infer(name, [tensor], headers=as_bob)
+        np.testing.assert_array_equal(result.as_numpy("y"), X + 3)
+        assert result.get_response()["model_version"] == "1"
+        assert client.get_model_metadata(name, headers=as_bob)["versions"] == ["1"]
+        as_alice = {"Authorization": f"Bearer {alice_key}"}
+        assert client.get_model_metadata(name, headers=as_alice)["versions"] == ["1", "2"]
+    finally:
+        client.close()
+    assert added(bob, name) == 3
+    assert added(admin, name) == 4  # no upload of that name of its own: the public one
+    bob.delete_model(name)  # his own (a 403 when the name meant her public model)
+    assert added(bob, name) == 4  # his own gone, the name is alice's public model's
+    alice.delete_model(hers)
+    alice.delete_model(hidden)
+    assert bobs not in {m.model_id for m in admin.list_models()}
+
+
 def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):
     import http.client
 
