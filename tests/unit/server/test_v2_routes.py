@@ -201,3 +201,16 @@ def test_large_bodies_are_answered_through_the_worker_path(server: InProcess) ->
         x = np.ones((64, 512), np.float32)  # over OFFLOAD_BYTES as JSON and as output
         reply = infer(big, f"/v2/models/{model}/infer", {"inputs": [fp32("x", x)]}).json()
         assert reply["outputs"][0]["shape"] == [64, 512]
+
+
+def test_an_unsupported_path_is_a_404_whose_message_is_bounded(server: InProcess) -> None:
+    """Other /v2 paths answered a 404 quoting the whole path: 10,000 characters of a request
+    line came back in the message, past the 1 KiB every other error message is cut to."""
+    resp = server.attested.get("/v2/shm/" + "a" * 10_000)
+    assert resp.status_code == 404
+    message = resp.json()["error"]
+    assert message.startswith("/v2/shm/aaa") and message.endswith("...")
+    assert len(message) <= MAX_MESSAGE
+    assert server.attested.get("/v2/trace/setting").json() == {
+        "error": "/v2/trace/setting is not supported here"
+    }

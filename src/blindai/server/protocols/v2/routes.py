@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from blindai.errors import InvalidInput
 from blindai.server import _json
-from blindai.server._text import limit
+from blindai.server._text import clipped, limit
 from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import client_gone, error_replies, read_body
@@ -104,7 +104,7 @@ class V2Routes:
 
     async def unsupported(self, request: Request) -> Response:
         """Other v2 paths (shared memory, tracing, logging, ...): a JSON 404."""
-        return _json_response({"error": f"{request.url.path} is not supported here"}, 404)
+        return _json_response({"error": clipped(f"{request.url.path} is not supported here")}, 404)
 
     @staticmethod
     def _key(request: Request) -> tuple[str, str]:
