@@ -66,7 +66,12 @@ _EXACT: dict[tuple[str, str], AuditAction] = {
 
 
 def audit_action(method: str, path: str) -> AuditAction | None:
-    """What a request does, for the audit log; None for requests that touch no model or key."""
+    """What a request does, for the audit log; None for requests that touch no model or key.
+
+    A HEAD request is its GET's action: Starlette runs the GET route for it (the lookup, the
+    listing) and drops only the body."""
+    if method == "HEAD":
+        method = "GET"
     exact = _EXACT.get((method, path))
     if exact is not None:
         return exact

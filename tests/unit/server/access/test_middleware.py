@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from typing import Any
 
 import cbor2
@@ -70,6 +72,26 @@ def tenant(server: InProcess, name: str) -> str:
 )
 def test_audit_actions(method: str, path: str, action: AuditAction | None):
     assert audit_action(method, path) is action
+
+
+def test_head_requests_are_audited_as_their_get(server: InProcess):
+    """Starlette answers HEAD on every GET route, running the route (the model lookup, the key
+    listing) and dropping the body; the audit log, which matched GET only, missed them."""
+    for method in ("GET", "HEAD"):
+        assert audit_action(method, "/keys") is AuditAction.KEY_LIST
+        assert audit_action(method, "/v2/models/m") is AuditAction.METADATA
+    stream = server.apps.access.audit._stream
+    assert isinstance(stream, io.StringIO)
+    before = len(stream.getvalue().splitlines())
+    assert server.management.request("HEAD", "/keys", headers=auth(ADMIN_KEY)).status_code == 200
+    assert (
+        server.attested.request("HEAD", "/v2/models/m", headers=auth(ADMIN_KEY)).status_code == 404
+    )
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()[before:]]
+    assert [(line["key"], line["action"], line["status"]) for line in lines] == [
+        ("admin", "key-list", 200),
+        ("admin", "metadata", 404),
+    ]
 
 
 def test_deny_by_default(server: InProcess):
