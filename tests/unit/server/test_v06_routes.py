@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -226,3 +227,50 @@ def test_a_mid_size_body_with_few_items_is_decoded_on_the_loop_else_in_a_worker(
             assert status == 200, reply
             out = np.frombuffer(reply["outputs"][0]["bytes_data"], np.float32)
             assert np.array_equal(out, x.ravel()) and offloaded == where
+
+
+@pytest.mark.parametrize(
+    ("port", "path"),
+    [("attested", "/run"), ("management", "/upload"), ("attested", "/v2/models/m/infer")],
+)
+def test_a_client_leaving_mid_body_is_no_server_error(
+    port: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client closing its connection before its body was whole made every body-reading route
+    log "failed unexpectedly: ClientDisconnect" at ERROR and record a 500 (access log, audit
+    log, metrics) that nobody was sent. It is recorded as 499 (client closed request), and
+    nothing is logged as an error."""
+    with in_process() as apps:
+        apps.upload(identity(TensorProto.FLOAT), model_name="m")  # v2 looks it up first
+        app = getattr(apps.apps, port)
+        events = [
+            {"type": "http.request", "body": b"\xa1" * 10, "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return events.pop(0) if events else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "https",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"x"), (b"content-length", b"100000")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+        with caplog.at_level("ERROR", logger="blindai"):
+            asyncio.run(app(scope, receive, send))
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [499]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
@@ -20,6 +20,7 @@ from blindai.server._text import clipped
 from blindai.server.middleware import route_template
 
 __all__ = [
+    "CLIENT_CLOSED",
     "Endpoint",
     "ErrorRenderer",
     "client_gone",
@@ -35,6 +36,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ErrorRenderer = Callable[[str, int, str], Response]
 """``render(message, status, error_type)``: a protocol's error reply."""
 
+
+CLIENT_CLOSED = 499
+"""The status recorded (access and audit logs, metrics) for a request whose client left before
+it was read whole: nobody is answered (nginx's "client closed request")."""
 
 _HUGE = 1 << 64
 """What :func:`header_int` reads a value of more than 20 significant digits as."""
@@ -97,8 +102,9 @@ def _public_name(cls: type[BlindAIError]) -> str:
 def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
     """Turn errors into replies made by ``render``, with the ``X-BlindAI-Error`` header.
 
-    A BlindAI error keeps its class's status and its short message; anything else is a bug,
-    answered with a 500 and logged by exception type only (never request data).
+    A BlindAI error keeps its class's status and its short message; a client that left
+    before its body arrived whole is no error (:data:`CLIENT_CLOSED`, nothing logged); anything
+    else is a bug, answered with a 500 and logged by exception type only (never request data).
     """
 
     def decorate(endpoint: Endpoint) -> Endpoint:
@@ -111,6 +117,8 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
                     _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
                 reply = render(clipped(message), status, kind)
+            except ClientDisconnect:
+                return Response(status_code=CLIENT_CLOSED)  # nobody to answer
             except Exception as exc:
                 where = route_template(request.scope)
                 _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)
