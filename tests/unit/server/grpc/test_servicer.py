@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import threading
 from typing import Any
 
@@ -98,3 +100,47 @@ def test_an_empty_model_name_runs_no_model() -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "no model with id or name ''"
     assert [s["inference_count"] for s in stats] == [0]
+
+
+def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
+    """A call cancelled under it (here: its deadline passed while the request waited for batch
+    partners) was written to the audit log as a 200 and counted as OK: nobody was answered.
+    It is 499 in the audit log, as a REST client that left, and CANCELLED in the metrics."""
+    with in_process(max_batch_size=8, max_queue_delay_us=1_000_000) as apps:
+        apps.upload(identity(TensorProto.FLOAT, [None, 2]), model_name="batched")
+        stream = apps.apps.access.audit._stream
+        assert isinstance(stream, io.StringIO)
+
+        async def go() -> grpc.StatusCode:
+            server = grpc.aio.server()
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                InferenceServicer(apps.apps.oip, apps.apps.access), server
+            )
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                    # the request waits up to 1 s for partners; the deadline passes before
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stub.ModelInfer(_request("batched", 2), timeout=0.2)
+                for _ in range(3000):  # the server's side of the call ends after the client's
+                    if '"action": "run"' in stream.getvalue():
+                        break
+                    await asyncio.sleep(0.01)
+                return caught.value.code()
+            finally:
+                await server.stop(None)
+
+        code = asyncio.run(go())
+        runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
+        samples = {
+            tuple(sorted(s.labels.items())): s.value
+            for m in apps.apps.metrics.registry.collect()
+            if m.name == "blindai_grpc_requests"
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [r["status"] for r in runs] == [499]
+    assert samples == {(("code", "CANCELLED"), ("method", "ModelInfer")): 1.0}

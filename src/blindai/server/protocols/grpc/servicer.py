@@ -16,6 +16,7 @@ repository are written to the audit log, as the REST routes' are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from blindai.errors import BlindAIError, ModelNotFound, ServerError
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.metrics import Metrics
+from blindai.server.protocols._http import CLIENT_CLOSED
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.tensors import decode, encode
@@ -70,8 +72,12 @@ _ACTIONS = {
     "RepositoryModelLoad": AuditAction.LOAD,
     "RepositoryModelUnload": AuditAction.UNLOAD,
 }
-#: the HTTP status of a gRPC code, for the audit log (which speaks HTTP statuses)
-_HTTP = {code: status for status, code in reversed(_CODES.items())} | {grpc.StatusCode.OK: 200}
+#: the HTTP status of a gRPC code, for the audit log (which speaks HTTP statuses); a call the
+#: client cancelled (or whose deadline passed) is the REST routes' 499: nobody was answered
+_HTTP = {code: status for status, code in reversed(_CODES.items())} | {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: CLIENT_CLOSED,
+}
 
 
 class _Call:
@@ -121,6 +127,9 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             await context.abort(code, clipped(message))
+        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
