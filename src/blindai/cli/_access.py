@@ -36,7 +36,7 @@ def add_access_commands(sub: Any) -> None:
     )
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = actions.add_parser("create", help="create a tenant key; prints it on the last line")
-    p.add_argument("name", help="the key's name: 1-64 letters, digits, '.', '_', '-'")
+    p.add_argument("name", help="the key's name: 1-64 letters, digits, '.', '_', '-' (not 'admin')")
     connection_args(p)
     p.set_defaults(func=_create)
     p = actions.add_parser("list", help="list the tenant keys")

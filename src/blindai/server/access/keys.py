@@ -128,6 +128,11 @@ class KeyRing:
                 "a key name is 1 to 64 letters, digits, '.', '_' or '-', starting with a "
                 "letter or digit"
             )
+        if name.lower() == ADMIN.name:
+            raise InvalidInput(
+                f"the key name {ADMIN.name!r} is reserved for the admin key (the audit log "
+                "and listings name it so)"
+            )
         key = generate_key()
         record = StoredKey(
             key_id="k_" + secrets.token_hex(8),

@@ -129,6 +129,16 @@ def test_key_names_are_restricted(ring: KeyRing, name: str):
         ring.create(name)
 
 
+@pytest.mark.parametrize("name", ["admin", "Admin", "ADMIN"])
+def test_no_tenant_key_is_named_as_the_admin_key(ring: KeyRing, name: str):
+    """The audit log and the listings name the admin key "admin": a tenant key of that name
+    wrote audit lines indistinguishable from the admin key's, and owned models listed with the
+    admin's name."""
+    with pytest.raises(InvalidInput, match="reserved for the admin key"):
+        ring.create(name)
+    assert ring.list() == []
+
+
 def test_listings_hold_no_key_material(ring: KeyRing):
     info, key = ring.create("alice")
     text = repr(ring.list()) + repr(info)
