@@ -118,7 +118,7 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
                 reply = render(clipped(message), status, kind)
             except ClientDisconnect:
-                return Response(status_code=CLIENT_CLOSED)  # nobody to answer
+                return Response(None, CLIENT_CLOSED)  # nobody to answer: no error, no body
             except Exception as exc:
                 where = route_template(request.scope)
                 _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)
