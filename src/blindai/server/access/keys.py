@@ -40,6 +40,8 @@ __all__ = ["KEY_PREFIX", "KeyInfo", "KeyRing", "generate_key", "parse_admin_key_
 
 _log = logging.getLogger("blindai.server")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY_ID = re.compile(r"k_[0-9a-f]{16}")
+"""A tenant key's id: ``k_`` and 16 hex digits (listings show it for a revoked key's models)."""
 
 
 def parse_admin_key_sha256(text: str) -> bytes:
@@ -128,6 +130,11 @@ class KeyRing:
                 "a key name is 1 to 64 letters, digits, '.', '_' or '-', starting with a "
                 "letter or digit"
             )
+        if _KEY_ID.fullmatch(name):
+            raise InvalidInput(
+                "a key name may not look like a key id (k_ and 16 hex digits): listings show "
+                "a revoked key's models with its key id as their owner"
+            )
         if name.lower() == ADMIN.name:
             raise InvalidInput(
                 f"the key name {ADMIN.name!r} is reserved for the admin key (the audit log "
@@ -135,7 +142,7 @@ class KeyRing:
             )
         key = generate_key()
         record = StoredKey(
-            key_id="k_" + secrets.token_hex(8),
+            key_id="k_" + secrets.token_hex(8),  # _KEY_ID
             name=name,
             key_hash=self._hash(key),
             created_ns=time.time_ns(),

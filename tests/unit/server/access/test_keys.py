@@ -129,6 +129,18 @@ def test_key_names_are_restricted(ring: KeyRing, name: str):
         ring.create(name)
 
 
+def test_no_key_is_named_as_a_key_id(ring: KeyRing):
+    """Listings show a revoked key's models with its key id as their owner: a key named like a
+    key id (k_ and 16 hex digits) listed its models as a revoked key's."""
+    info, _ = ring.create("alice")
+    with pytest.raises(InvalidInput, match="key id"):
+        ring.create(info.key_id)
+    with pytest.raises(InvalidInput, match="key id"):
+        ring.create("k_0123456789abcdef")
+    assert [k.name for k in ring.list()] == ["alice"]
+    ring.create("k_build")  # other names starting k_ are fine
+
+
 @pytest.mark.parametrize("name", ["admin", "Admin", "ADMIN"])
 def test_no_tenant_key_is_named_as_the_admin_key(ring: KeyRing, name: str):
     """The audit log and the listings name the admin key "admin": a tenant key of that name
