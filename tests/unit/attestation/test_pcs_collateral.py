@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -217,8 +218,6 @@ def test_urllib_fetcher_http_error_is_collateral_unavailable(local_pcs: str):
 
 
 def test_urllib_fetcher_unreachable_is_collateral_unavailable():
-    import socket
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -237,10 +236,9 @@ def test_public_name_is_imported_on_first_use():
         _ = blindai.attestation.NoSuchName  # type: ignore[attr-defined]
 
 
-def _answering(answer: bytes) -> Iterator[str]:
-    """A loopback server that answers one connection with ``answer``, then closes it."""
-    import socket
-
+def _one_connection(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback server that reads one connection's request, lets ``answer`` write to it,
+    then closes it; a client hanging up meanwhile ends ``answer`` (OSError)."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -248,17 +246,22 @@ def _answering(answer: bytes) -> Iterator[str]:
         with sock:
             sock.recv(65536)
             try:
-                sock.sendall(answer)
+                answer(sock)
             except OSError:
-                pass  # the client gave up on an oversized answer
+                pass  # the client gave up (an oversized answer, its deadline)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
     finally:
-        thread.join(10)
+        thread.join(30)
         listener.close()
+
+
+def _answering(answer: bytes) -> Iterator[str]:
+    """A loopback server that answers one connection with ``answer``, then closes it."""
+    return _one_connection(lambda sock: sock.sendall(answer))
 
 
 @pytest.mark.parametrize(
@@ -295,29 +298,14 @@ def test_urllib_fetcher_malformed_or_oversized_answer_is_collateral_unavailable(
 def _dripping(head: bytes) -> Iterator[str]:
     """A loopback server that sends ``head`` then one more byte every 50 ms, until the client
     hangs up (or 20 s pass: the test is bounded either way)."""
-    import socket
 
-    listener = socket.create_server(("127.0.0.1", 0))
+    def drip(sock: socket.socket) -> None:
+        sock.sendall(head)
+        for _ in range(400):
+            sock.sendall(b"a")
+            time.sleep(0.05)
 
-    def serve() -> None:
-        sock, _ = listener.accept()
-        with sock:
-            sock.recv(65536)
-            try:
-                sock.sendall(head)
-                for _ in range(400):
-                    sock.sendall(b"a")
-                    time.sleep(0.05)
-            except OSError:
-                pass  # the client hung up
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/x"
-    finally:
-        thread.join(30)
-        listener.close()
+    return _one_connection(drip)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from blindai.server.registry import ModelRegistry
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["AppClient", "InProcess", "in_process"]
+__all__ = ["AppClient", "InProcess", "in_process", "post_scope"]
 
 
 class AppClient:
@@ -88,3 +88,23 @@ def in_process(registry: ModelRegistry | None = None, **settings: Any) -> Iterat
         yield InProcess(apps, service, *clients)
     finally:
         apps.close()
+
+
+def post_scope(path: str, *, content_length: int) -> dict[str, Any]:
+    """The ASGI scope of a POST to ``path`` declaring a body of ``content_length`` bytes, for
+    tests that drive an app's messages themselves (a client leaving, a reply in pieces)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"x"), (b"content-length", str(content_length).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 9925),
+        "state": {},
+    }

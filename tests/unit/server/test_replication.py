@@ -21,7 +21,7 @@ from blindai.server.replication import (
     UploadOptions,
 )
 from tests.models import matmul
-from tests.unit.server._inprocess import in_process
+from tests.unit.server._inprocess import in_process, post_scope
 
 A, B = b"\xaa" * 32, b"\xbb" * 32
 
@@ -90,21 +90,7 @@ def test_upload_options_kept_and_dropped():
 
 def post(app: Any, path: str, body: bytes) -> list[dict[str, Any]]:
     """The ASGI messages ``app`` sends for one POST (to see how a reply is sent)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 9925),
-        "state": {},
-    }
+    scope = post_scope(path, content_length=len(body))
     sent: list[dict[str, Any]] = []
     messages = [{"type": "http.request", "body": body, "more_body": False}]
 

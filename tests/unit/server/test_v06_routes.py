@@ -18,7 +18,7 @@ from blindai.protocol.names import ERROR_HEADER
 from blindai.server.access import ANONYMOUS
 from blindai.server.registry import ModelRef
 from tests.models import failing_add, identity, scalar_identity, two_in_two_out
-from tests.unit.server._inprocess import InProcess, in_process
+from tests.unit.server._inprocess import InProcess, in_process, post_scope
 
 
 @pytest.fixture(scope="module")
@@ -255,20 +255,7 @@ def test_a_client_leaving_mid_body_is_no_server_error(
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "https",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"x"), (b"content-length", b"100000")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 2),
-        }
+        scope = post_scope(path, content_length=100000)
         with caplog.at_level("ERROR", logger="blindai"):
             asyncio.run(app(scope, receive, send))
     starts = [m for m in sent if m["type"] == "http.response.start"]

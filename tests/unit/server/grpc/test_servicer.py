@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -27,6 +29,22 @@ def _request(name: str, n: int) -> Any:
     msg.inputs.add(name="x", datatype="FP32", shape=[1, n])
     msg.raw_input_contents.append(np.arange(n, dtype=np.float32).tobytes())
     return msg
+
+
+@contextlib.asynccontextmanager
+async def _served(apps: Any) -> AsyncIterator[Any]:
+    """A stub of a loopback gRPC server serving the in-process ``apps``."""
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        InferenceServicer(apps.apps.oip, apps.apps.access), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        await server.stop(None)
 
 
 @pytest.mark.parametrize(("n", "on_loop"), [(4, True), (1 << 15, False)])
@@ -51,18 +69,8 @@ def test_large_messages_are_decoded_and_encoded_off_the_event_loop(
         name = str(apps.upload(identity(TensorProto.FLOAT, [1, None]))["model_id"])
 
         async def go() -> Any:
-            server = grpc.aio.server()
-            pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                InferenceServicer(apps.apps.oip, apps.apps.access), server
-            )
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-                    return await stub.ModelInfer(_request(name, n))
-            finally:
-                await server.stop(None)
+            async with _served(apps) as stub:
+                return await stub.ModelInfer(_request(name, n))
 
         loop_thread = threading.get_ident()  # asyncio.run runs the loop in this thread
         reply = asyncio.run(go())
@@ -80,20 +88,10 @@ def test_an_empty_model_name_runs_no_model() -> None:
         apps.upload(identity(TensorProto.FLOAT, [1, None]), model_name="someone-elses")
 
         async def go() -> grpc.aio.AioRpcError:
-            server = grpc.aio.server()
-            pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                InferenceServicer(apps.apps.oip, apps.apps.access), server
-            )
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-                    with pytest.raises(grpc.aio.AioRpcError) as caught:
-                        await stub.ModelInfer(_request("", 4))
-                    return caught.value
-            finally:
-                await server.stop(None)
+            async with _served(apps) as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(_request("", 4))
+                return caught.value
 
         error = asyncio.run(go())
         stats = apps.apps.oip.statistics(caller=ANONYMOUS)["model_stats"]
@@ -112,25 +110,15 @@ def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
         assert isinstance(stream, io.StringIO)
 
         async def go() -> grpc.StatusCode:
-            server = grpc.aio.server()
-            pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                InferenceServicer(apps.apps.oip, apps.apps.access), server
-            )
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
-                    # the request waits up to 1 s for partners; the deadline passes before
-                    with pytest.raises(grpc.aio.AioRpcError) as caught:
-                        await stub.ModelInfer(_request("batched", 2), timeout=0.2)
+            async with _served(apps) as stub:
+                # the request waits up to 1 s for partners; the deadline passes before
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(_request("batched", 2), timeout=0.2)
                 for _ in range(3000):  # the server's side of the call ends after the client's
                     if '"action": "run"' in stream.getvalue():
                         break
                     await asyncio.sleep(0.01)
                 return caught.value.code()
-            finally:
-                await server.stop(None)
 
         code = asyncio.run(go())
         runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
