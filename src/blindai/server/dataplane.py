@@ -82,7 +82,14 @@ from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
-from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible, model_digest
+from blindai.server.registry import (
+    ModelEntry,
+    ModelRef,
+    ModelRegistry,
+    Visible,
+    model_digest,
+    share_key,
+)
 from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
 from blindai.server.run_guard import (
     RunControl,
@@ -242,7 +249,8 @@ class DataPlane:
         ``model``: its bytes, or the server's file of them (streamed as it arrived).
         ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
         batching asked for a model that cannot be batched is InvalidInput. Identical bytes
-        already loaded share that session, with the settings they were loaded with.
+        already loaded by the same owner share that session, with the settings they were loaded
+        with (another key's identical upload has its own: ``registry.share_key``).
         """
         size = _size(model)
         self.check_model_size(size)
@@ -257,7 +265,8 @@ class DataPlane:
         else:
             digest = model_digest(model)
         schedule = self._schedule(settings or ModelSettings())
-        shared = self.registry.session_for(digest)
+        share = share_key(caller.key_id, digest)
+        shared = self.registry.session_for(share)
         fresh = shared is None
         queue = None
         if shared is None:
@@ -287,12 +296,12 @@ class DataPlane:
             await self._persist(record, model)
             wire = None if pipeline is None else pipeline.to_wire()
             if fresh:  # the first of identical uploads to register keeps its session
-                self._schedules.setdefault(digest, schedule)
+                self._schedules.setdefault(share, schedule)
             entry = self._register(record, model, compiled, steps, wire, queue)
         except BaseException:
             if fresh:
-                if self.registry.session_for(digest) is None:
-                    self._schedules.pop(digest, None)
+                if self.registry.session_for(share) is None:
+                    self._schedules.pop(share, None)
                 if queue is not None:
                     queue.close()
                 compiled.unload()
@@ -361,12 +370,13 @@ class DataPlane:
         loaded = []
         for record in self.store.load_models():
             try:
-                compiled = sessions.get(record.hash)
+                share = share_key(record.owner, record.hash)
+                compiled = sessions.get(share)
                 if compiled is None:
                     schedule = self._schedule(_stored_settings(record))
                     compiled = self._checked_compiled(record.model, record.optimize, schedule)
-                    sessions[record.hash] = compiled
-                    self._schedules[record.hash] = schedule
+                    sessions[share] = compiled
+                    self._schedules[share] = schedule
                 wire, steps = self._stored_pipeline(record, compiled[0])
             except (InvalidInput, ModelNotReady, ProtocolError) as exc:
                 _log.error("store: model %s cannot be loaded: %s", record.model_id, exc)
@@ -439,10 +449,10 @@ class DataPlane:
             if source is None:
                 raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
             started = time.perf_counter()
-            shared = self.registry.session_for(entry.hash)
+            shared = self.registry.session_for(entry.share)
             queue = None
             if shared is None:
-                schedule = self._schedules.get(entry.hash) or self._schedule(ModelSettings())
+                schedule = self._schedules.get(entry.share) or self._schedule(ModelSettings())
                 session, queue = await self._compile.run(self._compiled, source, True, schedule)
             else:
                 session = shared
@@ -756,13 +766,13 @@ class DataPlane:
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers: its ``max_concurrent_runs``, at most
         ``ServerSettings.model_runs``."""
-        slots = self._model_slots.get(entry.hash)
+        slots = self._model_slots.get(entry.share)
         if slots is None:
-            schedule = self._schedules.get(entry.hash)
+            schedule = self._schedules.get(entry.share)
             runs = self.settings.model_runs
             if schedule is not None:  # the model's own max_concurrent_runs, within the cap
                 runs = min(runs, schedule.policy.max_concurrent_runs)
-            slots = self._model_slots[entry.hash] = asyncio.Semaphore(runs)
+            slots = self._model_slots[entry.share] = asyncio.Semaphore(runs)
         return slots
 
     async def _guarded(
@@ -845,10 +855,10 @@ class DataPlane:
             self.metrics.forget_model(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
-        if not any(e.hash == entry.hash for e in self.registry.entries(_every)):
-            # the last model with these bytes (an unloaded one keeps its settings for load)
-            self._model_slots.pop(entry.hash, None)
-            self._schedules.pop(entry.hash, None)
+        if not any(e.share == entry.share for e in self.registry.entries(_every)):
+            # the last model sharing this session (an unloaded one keeps its settings for load)
+            self._model_slots.pop(entry.share, None)
+            self._schedules.pop(entry.share, None)
         return entry
 
     def missing_models(self) -> int:

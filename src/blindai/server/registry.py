@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from blindai.errors import ModelNotFound, RegistryFull
 from blindai.pipeline.compiled import CompiledPipeline
@@ -35,7 +36,7 @@ from blindai.server.batching import ModelQueue
 from blindai.server.model_file import ModelFile
 from blindai.server.runtime import OnnxModel
 
-__all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "Visible", "model_digest"]
+__all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "Visible", "model_digest", "share_key"]
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,25 @@ class ModelEntry:
         """The name the Open Inference Protocol reports: the model's name, else its id."""
         return self.name or self.model_id
 
+    @cached_property
+    def share(self) -> bytes:
+        """What identical uploads share a session, queue and kept bytes by
+        (:func:`share_key` of its owner and hash)."""
+        return share_key(self.owner, self.hash)
+
     def has_version(self, version: str | None) -> bool:
         """Whether ``version`` designates this model: none, its number, or its id."""
         return version in (None, "", str(self.version), self.model_id)
+
+
+def share_key(owner: str | None, digest: bytes) -> bytes:
+    """The key identical uploads of one owner share a session by: the model's SHA-256 on an
+    open server (one owner), else a hash of the owner and it. Two keys uploading the same
+    bytes get a session each: neither runs with the other's settings or waits in the other's
+    queue, and neither can tell from an upload that the other holds those bytes."""
+    if owner is None:
+        return digest
+    return hashlib.sha256(b"blindai-share\0" + owner.encode() + b"\0" + digest).digest()
 
 
 Visible = Callable[[ModelEntry], bool]
@@ -110,15 +127,15 @@ class ModelRegistry:
         """The last version number of each (owner, name)."""
         self._max = max_models
 
-    def session_for(self, digest: bytes) -> OnnxModel | None:
-        """The shared session for a model hash, if one is loaded."""
+    def session_for(self, share: bytes) -> OnnxModel | None:
+        """The shared session for a :func:`share_key`, if one is loaded."""
         with self._lock:
-            return self._sessions.get(digest)
+            return self._sessions.get(share)
 
-    def queue_for(self, digest: bytes) -> ModelQueue | None:
-        """The run queue of the loaded session for a model hash, if any."""
+    def queue_for(self, share: bytes) -> ModelQueue | None:
+        """The run queue of the loaded session for a :func:`share_key`, if any."""
         with self._lock:
-            return self._queues.get(digest)
+            return self._queues.get(share)
 
     def check_room(self) -> None:
         """RegistryFull when no model can be added now."""
@@ -177,9 +194,10 @@ class ModelRegistry:
                 version = self._next_version(name, owner)
             elif name:
                 self._versions[owner, name] = max(self._versions.get((owner, name), 0), version)
-            shared = self._sessions.setdefault(digest, model)
+            share = share_key(owner, digest)
+            shared = self._sessions.setdefault(share, model)
             if queue is not None and shared is model:
-                self._queues[digest] = queue
+                self._queues[share] = queue
             entry = ModelEntry(
                 model_id or str(uuid.uuid4()),
                 digest,
@@ -191,13 +209,13 @@ class ModelRegistry:
                 public=public,
                 size=0 if source is None else _size(source),
                 uploaded_ns=time.time_ns() if uploaded_ns is None else uploaded_ns,
-                queue=self._queues.get(digest),
+                queue=self._queues.get(share),
             )
             if entry.model_id in self._by_id:
                 raise ValueError(f"model id {entry.model_id} is taken")
             self._by_id[entry.model_id] = entry
             if source is not None:
-                self._bytes.setdefault(digest, source)
+                self._bytes.setdefault(share, source)
         if shared is not model:  # an identical model was compiled meanwhile
             model.unload()
             if queue is not None:
@@ -256,12 +274,12 @@ class ModelRegistry:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
             self._unloaded.discard(entry.model_id)
-            shared = any(e.hash == entry.hash for e in self._by_id.values())
+            shared = any(e.share == entry.share for e in self._by_id.values())
             queue = None
             if not shared:
-                self._sessions.pop(entry.hash, None)
-                queue = self._queues.pop(entry.hash, None)
-                self._bytes.pop(entry.hash, None)
+                self._sessions.pop(entry.share, None)
+                queue = self._queues.pop(entry.share, None)
+                self._bytes.pop(entry.share, None)
         if not shared:
             if queue is not None:
                 queue.close()
@@ -303,11 +321,11 @@ class ModelRegistry:
                 live = [
                     e
                     for e in self._by_id.values()
-                    if e.hash == entry.hash and e.model_id not in self._unloaded
+                    if e.share == entry.share and e.model_id not in self._unloaded
                 ]
-                if not live and entry.hash in self._sessions:
-                    released.append(self._sessions.pop(entry.hash))
-                    queue = self._queues.pop(entry.hash, None)
+                if not live and entry.share in self._sessions:
+                    released.append(self._sessions.pop(entry.share))
+                    queue = self._queues.pop(entry.share, None)
                     if queue is not None:
                         queue.close()
         for session in released:
@@ -316,7 +334,7 @@ class ModelRegistry:
     def source(self, entry: ModelEntry) -> bytes | ModelFile | None:
         """The bytes of a model, kept for loading it again (None if they were not kept)."""
         with self._lock:
-            return self._bytes.get(entry.hash)
+            return self._bytes.get(entry.share)
 
     def reload(
         self, entry: ModelEntry, model: OnnxModel, queue: ModelQueue | None = None
@@ -326,10 +344,10 @@ class ModelRegistry:
         with self._lock:
             if entry.model_id not in self._by_id:
                 raise ModelNotFound(f"no model with id {entry.model_id!r}")
-            shared = self._sessions.setdefault(entry.hash, model)
+            shared = self._sessions.setdefault(entry.share, model)
             if queue is not None and shared is model:
-                self._queues[entry.hash] = queue
-            shared_queue = self._queues.get(entry.hash)
+                self._queues[entry.share] = queue
+            shared_queue = self._queues.get(entry.share)
             loaded = replace(self._by_id[entry.model_id], model=shared, queue=shared_queue)
             self._by_id[entry.model_id] = loaded
             self._unloaded.discard(entry.model_id)

@@ -193,7 +193,7 @@ def test_uploads_and_deletes_reach_the_store_and_restore(store: SealedStore):
     try:
         a = upload(plane, 1, ALICE, name="a")
         b = upload(plane, 2, BOB, public=True)
-        c = upload(plane, 1, ANONYMOUS)  # same bytes as a: one session
+        c = upload(plane, 1, ANONYMOUS)  # same bytes as a, another owner: a session each
         gone = upload(plane, 4, BOB)
         delete(plane, ModelRef(gone.model_id), BOB)
         stored = {m.model_id: m for m in store.load_models()}
@@ -212,7 +212,7 @@ def test_uploads_and_deletes_reach_the_store_and_restore(store: SealedStore):
             (e.model_id, e.hash, e.name, e.owner, e.public, e.size, e.uploaded_ns)
             for e in (a, b, c)
         ]
-        assert restored[0].model is restored[2].model  # identical bytes share a session again
+        assert restored[0].model is not restored[2].model  # two owners: two sessions again
         assert run(again, ModelRef(), ALICE) == 1  # c, the newest, has no owner: any key runs it
         assert run(again, ModelRef(b.model_id), ALICE) == 2
         with pytest.raises(ModelNotFound):
@@ -489,5 +489,55 @@ def test_upload_settings_survive_a_restart(store: SealedStore):
         assert entry.queue is not None
         policy = entry.queue.policy
         assert (policy.max_batch_size, policy.max_queue_delay_us) == (16, 500)
+    finally:
+        again.close()
+
+
+def test_identical_bytes_of_two_keys_are_two_sessions_and_of_one_key_one(
+    plane: DataPlane, store: SealedStore
+):
+    """Identical bytes shared one session whoever uploaded them: a second key's upload ran with
+    the first key's settings and in its queue (its own settings silently ignored), and was
+    quick, since nothing was compiled (telling it another key held those bytes). Now each key
+    has its own session; a key's own identical uploads still share one, after a restart too."""
+    from blindai.server.settings import ModelSettings
+    from tests.models import gather_rows
+
+    def up(target: DataPlane, caller: Principal, batch: int) -> ModelEntry:
+        settings = ModelSettings(max_batch_size=batch)
+        return asyncio.run(
+            target.upload(
+                gather_rows(10), name=None, optimize=True, caller=caller, settings=settings
+            )
+        )
+
+    alice, bob, alice_again = up(plane, ALICE, 4), up(plane, BOB, 16), up(plane, ALICE, 16)
+    assert alice.hash == bob.hash == alice_again.hash
+    assert bob.model is not alice.model and bob.queue is not alice.queue
+    assert alice_again.model is alice.model and alice_again.queue is alice.queue
+    assert bob.queue is not None and bob.queue.policy.max_batch_size == 16
+    assert alice_again.queue is not None and alice_again.queue.policy.max_batch_size == 4
+    delete(plane, ModelRef(alice.model_id), ALICE)
+    delete(plane, ModelRef(alice_again.model_id), ALICE)  # Alice's session goes, Bob's stays
+    feeds = [("ids", np.zeros((1, 2), np.int64)), ("scale", np.ones((1, 1, 1), np.float32))]
+    done = asyncio.run(plane.infer(ModelRef(bob.model_id), feeds, caller=BOB))
+    assert done.outputs[0][1].shape == (1, 2, 4)
+
+    first = make_plane(store)
+    try:
+        for caller, batch in ((ALICE, 4), (BOB, 16), (ALICE, 16)):
+            up(first, caller, batch)
+    finally:
+        first.close()
+    again = make_plane(store)
+    try:
+        assert again.restore() == 3
+        entries = again.entries(lambda e: True)
+        assert len({id(e.model) for e in entries}) == 2
+        policies = {(e.owner, e.queue.policy.max_batch_size) for e in entries if e.queue}
+        # Alice's two uploads come back sharing one session: with the settings of the one the
+        # store gives first (not always the older one)
+        assert policies - {("k_alice", 4), ("k_alice", 16)} == {("k_bob", 16)}
+        assert len(policies) == 2
     finally:
         again.close()
