@@ -367,16 +367,28 @@ class DataPlane:
         if self.store is None:
             return 0
         sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]] = {}
-        loaded = []
+        # whose settings each session runs with: the oldest upload sharing it, as when uploaded
+        # (the store gives entries in file-name order, not upload order)
+        oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
+        loaded: list[_Restored] = []
         for record in self.store.load_models():
             try:
                 share = share_key(record.owner, record.hash)
+                asked = _stored_settings(record)
                 compiled = sessions.get(share)
-                if compiled is None:
-                    schedule = self._schedule(_stored_settings(record))
-                    compiled = self._checked_compiled(record.model, record.optimize, schedule)
-                    sessions[share] = compiled
-                    self._schedules[share] = schedule
+                held = oldest.get(share) if compiled is not None else None
+                order = (record.uploaded_ns, record.model_id)
+                if held is None or order < held[0]:
+                    if held is None or (asked, record.optimize) != held[1:]:
+                        schedule = self._schedule(asked)
+                        fresh = self._checked_compiled(record.model, record.optimize, schedule)
+                        if compiled is not None:  # an older upload's settings replace them
+                            loaded = [_swapped(item, compiled, fresh) for item in loaded]
+                            _release(compiled)
+                        compiled = sessions[share] = fresh
+                        self._schedules[share] = schedule
+                    oldest[share] = (order, asked, record.optimize)
+                assert compiled is not None
                 wire, steps = self._stored_pipeline(record, compiled[0])
             except (InvalidInput, ModelNotReady, ProtocolError) as exc:
                 _log.error("store: model %s cannot be loaded: %s", record.model_id, exc)
@@ -913,16 +925,36 @@ class DataPlane:
         return ModelExport(entry.model_id, head, tail, source.size, fd=fd)
 
 
+_Restored = tuple[
+    StoredModel, tuple[OnnxModel, ModelQueue | None], CompiledPipeline | None, dict[str, Any] | None
+]
+"""A stored model on its way back: its record, session and queue, pipeline steps and wire."""
+
+
+def _swapped(
+    item: _Restored,
+    old: tuple[OnnxModel, ModelQueue | None],
+    new: tuple[OnnxModel, ModelQueue | None],
+) -> _Restored:
+    record, compiled, steps, wire = item
+    return (record, new if compiled is old else compiled, steps, wire)
+
+
+def _release(compiled: tuple[OnnxModel, ModelQueue | None]) -> None:
+    session, queue = compiled
+    session.unload()
+    if queue is not None:
+        queue.close()
+
+
 def _release_unused(
     sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]], used: Sequence[OnnxModel]
 ) -> None:
     """Unload (and forget) the restored sessions that none of ``used`` is."""
-    for digest, (session, queue) in list(sessions.items()):
-        if not any(session is u for u in used):
-            del sessions[digest]
-            session.unload()
-            if queue is not None:
-                queue.close()
+    for share, compiled in list(sessions.items()):
+        if not any(compiled[0] is u for u in used):
+            del sessions[share]
+            _release(compiled)
 
 
 def _stored_settings(record: StoredModel) -> ModelSettings:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -493,13 +494,11 @@ def test_upload_settings_survive_a_restart(store: SealedStore):
         again.close()
 
 
-def test_identical_bytes_of_two_keys_are_two_sessions_and_of_one_key_one(
-    plane: DataPlane, store: SealedStore
-):
+def test_identical_bytes_of_two_keys_are_two_sessions_and_of_one_key_one(plane: DataPlane):
     """Identical bytes shared one session whoever uploaded them: a second key's upload ran with
     the first key's settings and in its queue (its own settings silently ignored), and was
     quick, since nothing was compiled (telling it another key held those bytes). Now each key
-    has its own session; a key's own identical uploads still share one, after a restart too."""
+    has its own session; a key's own identical uploads still share one."""
     from blindai.server.settings import ModelSettings
     from tests.models import gather_rows
 
@@ -523,21 +522,45 @@ def test_identical_bytes_of_two_keys_are_two_sessions_and_of_one_key_one(
     done = asyncio.run(plane.infer(ModelRef(bob.model_id), feeds, caller=BOB))
     assert done.outputs[0][1].shape == (1, 2, 4)
 
+
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_a_keys_identical_uploads_come_back_with_the_oldest_ones_settings(
+    store: SealedStore, newer_first: bool
+):
+    """After a restart, a key's identical uploads share one session again, two keys' uploads a
+    session each; the shared one runs with the settings of the oldest upload, as it did when
+    they were uploaded. The store gives entries in file-name order (keyed hashes of the ids):
+    the newer upload first made the session run with its settings."""
+    from blindai.server.settings import ModelSettings
+    from tests.models import gather_rows
+
     first = make_plane(store)
     try:
         for caller, batch in ((ALICE, 4), (BOB, 16), (ALICE, 16)):
-            up(first, caller, batch)
+            settings = ModelSettings(max_batch_size=batch)
+            asyncio.run(
+                first.upload(
+                    gather_rows(10), name=None, optimize=True, caller=caller, settings=settings
+                )
+            )
     finally:
         first.close()
+    records = sorted(store.load_models(), key=lambda r: r.uploaded_ns)
+    older, newer = (r for r in records if r.owner == "k_alice")
+    while True:  # new ids whose entries the store reads in the order the test wants
+        ids = (str(uuid.uuid4()), str(uuid.uuid4()))
+        names = [store._path(b"m", i).name for i in ids]
+        if (names[1] < names[0]) == newer_first:
+            break
+    for record, new_id in ((older, ids[0]), (newer, ids[1])):
+        store.delete_model(record.model_id)
+        store.put_model(replace(record, model_id=new_id))
     again = make_plane(store)
     try:
         assert again.restore() == 3
         entries = again.entries(lambda e: True)
         assert len({id(e.model) for e in entries}) == 2
-        policies = {(e.owner, e.queue.policy.max_batch_size) for e in entries if e.queue}
-        # Alice's two uploads come back sharing one session: with the settings of the one the
-        # store gives first (not always the older one)
-        assert policies - {("k_alice", 4), ("k_alice", 16)} == {("k_bob", 16)}
-        assert len(policies) == 2
+        policies = sorted((e.owner, e.queue.policy.max_batch_size) for e in entries if e.queue)
+        assert policies == [("k_alice", 4), ("k_alice", 4), ("k_bob", 16)]
     finally:
         again.close()
