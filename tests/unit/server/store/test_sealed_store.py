@@ -167,18 +167,23 @@ def test_another_key_opens_nothing(store: SealedStore):
         again.close()
 
 
+def assert_only_refused(store: SealedStore, name: str) -> None:
+    """Opened again, ``store`` loads no model and refuses exactly the entry ``name``."""
+    again = reopen(store)
+    try:
+        assert list(again.load_models()) == []
+        assert again.refused == [name]
+    finally:
+        again.close()
+
+
 @pytest.mark.parametrize("keep", [0, 5, HEADER_SIZE + 4, -1])
 def test_truncated_entries_are_refused(store: SealedStore, directory: Path, keep: int):
     store.put_model(model(b"model bytes " * 10, "id-a"))
     (path,) = entry_files(directory)
     data = path.read_bytes()
     path.write_bytes(data[:keep])
-    again = reopen(store)
-    try:
-        assert list(again.load_models()) == []
-        assert again.refused == [path.name]
-    finally:
-        again.close()
+    assert_only_refused(store, path.name)
 
 
 def test_an_entry_over_the_size_limit_is_refused_unread(directory: Path):
@@ -308,12 +313,7 @@ def test_a_symbolic_link_is_refused_unfollowed(store: SealedStore, directory: Pa
     moved = outside / real.name
     real.rename(moved)
     real.symlink_to(moved)  # the very entry, through a link
-    again = reopen(store)
-    try:
-        assert list(again.load_models()) == []
-        assert again.refused == [real.name]
-    finally:
-        again.close()
+    assert_only_refused(store, real.name)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
