@@ -21,6 +21,7 @@ model travels only between replicas that a verifying client trusts, inside attes
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -139,13 +140,10 @@ def decode_models(body: bytes | bytearray) -> list[ListedModel]:
 
 
 def _bytes_head(size: int) -> bytes:
-    """The CBOR head of a byte string of ``size`` bytes (major type 2, RFC 8949 3.1)."""
-    if size < 24:
-        return bytes([0x40 | size])
-    for info, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if size < 1 << (8 * width):
-            return bytes([0x40 | info]) + size.to_bytes(width, "big")
-    raise ValueError("a byte string of 2**64 bytes or more")
+    """The CBOR head of a byte string of ``size`` bytes (major type 2), written by cbor2."""
+    out = io.BytesIO()
+    cbor2.CBOREncoder(out).encode_length(2, size)
+    return out.getvalue()
 
 
 def export_frame(model: ExportedModel, size: int) -> tuple[bytes, bytes]:
