@@ -334,6 +334,8 @@ class DataPlane:
         steps: CompiledPipeline | None,
         wire: dict[str, Any] | None,
         queue: ModelQueue | None,
+        *,
+        restoring: bool = False,
     ) -> ModelEntry:
         try:
             entry = self.registry.add(
@@ -350,7 +352,9 @@ class DataPlane:
                 uploaded_ns=record.uploaded_ns,
             )
         except BaseException:
-            if self.store is not None:  # full meanwhile: the stored copy must not come back
+            # an upload's stored copy must not come back (the registry was full meanwhile);
+            # a restore's is the model itself (a signal while restoring must not delete it)
+            if self.store is not None and not restoring:
                 self.store.delete_model(record.model_id)
             raise
         if self.exports is not None:
@@ -407,7 +411,7 @@ class DataPlane:
             except RegistryFull:
                 self._not_restored(record)
                 continue
-            self._register(record, record.model, session, steps, wire, queue)
+            self._register(record, record.model, session, steps, wire, queue, restoring=True)
             registered.append(session)
         _release_unused(sessions, registered)
         return len(registered)

@@ -564,3 +564,41 @@ def test_a_keys_identical_uploads_come_back_with_the_oldest_ones_settings(
         assert policies == [("k_alice", 4), ("k_alice", 4), ("k_bob", 16)]
     finally:
         again.close()
+
+
+class InterruptedRegistry(ModelRegistry):
+    """A real registry where a signal (Ctrl-C, SIGINT's KeyboardInterrupt) arrives while the
+    first model is being added."""
+
+    def __init__(self, max_models: int) -> None:
+        super().__init__(max_models=max_models)
+        self.interrupted = False
+
+    def add(self, *args, **kwargs) -> ModelEntry:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return super().add(*args, **kwargs)
+
+
+def test_a_restore_interrupted_by_a_signal_deletes_nothing_from_the_store(store: SealedStore):
+    """The upload's clean-up (a model the registry refused must not come back) ran on a restore
+    too: stopping the server while it restored deleted a model for ever."""
+    plane = make_plane(store)
+    try:
+        kept = {upload(plane, v, ALICE).model_id for v in (1, 2)}
+    finally:
+        plane.close()
+    settings = ServerSettings(tee="simulation", max_models=10)
+    stopped = DataPlane(settings, InterruptedRegistry(max_models=10), store=store)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stopped.restore()
+    finally:
+        stopped.close()
+    assert {m.model_id for m in store.load_models()} == kept
+    again = make_plane(store)
+    try:
+        assert again.restore() == 2
+    finally:
+        again.close()
