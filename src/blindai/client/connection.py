@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -107,16 +108,27 @@ def _server_text(text: str) -> str:
     return line + (" [...]" if len(text) > _MAX_SERVER_TEXT else "")
 
 
+def _error_text(resp: HttpResponse) -> str:
+    """The message of an error answer: a body that is one CBOR text string and nothing else
+    (our routes, the original server), else the body's start as text (the connection layer
+    answers in plain text, whose first letter reads as a CBOR string's head)."""
+    body = bytes(resp.body)
+    if not resp.headers.get("content-type", "").startswith("text/"):
+        stream = io.BytesIO(body)
+        try:
+            msg = cbor2.CBORDecoder(stream).decode()
+        except Exception:
+            msg = None
+        if isinstance(msg, str) and stream.tell() == len(body):
+            return msg
+    return body[: _MAX_SERVER_TEXT + 1].decode("utf-8", "replace")
+
+
 def _raise_for(resp: HttpResponse, what: str) -> None:
     if 200 <= resp.status < 300:
         return
-    try:
-        msg = cbor2.loads(resp.body)
-    except Exception:
-        msg = None
-    text = msg if isinstance(msg, str) else resp.body[:200].decode("utf-8", "replace")
     cls = _error_class(resp.headers.get(ERROR_HEADER.lower()), resp.status)
-    raise cls(f"{what}: {_server_text(text)}", status_code=resp.status)
+    raise cls(f"{what}: {_server_text(_error_text(resp))}", status_code=resp.status)
 
 
 def _check_route(transport: AttestedTlsTransport, resp: HttpResponse, path: str) -> None:

@@ -68,3 +68,28 @@ def test_a_name_that_is_no_server_error_falls_back_to_the_status(kind: str) -> N
 
 def test_a_2xx_raises_nothing() -> None:
     _raise_for(answer(200, ""), "run")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the server stopped before answering this request; send it again",
+        "request headers over 16384 bytes",
+        "Invalid HTTP request received.",
+    ],
+)
+@pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None])
+def test_a_plain_text_answer_is_quoted_whole(text: str, content_type: str | None) -> None:
+    """The connection layer answers in plain text: its first letter read as a CBOR head made
+    the rest look like a CBOR string ("t" is a text string of 20 bytes: "he server stopped be")."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    with pytest.raises(errors.ServerError) as raised:
+        _raise_for(HttpResponse(503, headers, text.encode()), "run")
+    assert str(raised.value) == f"503: run: {text}"
+
+
+def test_a_cbor_message_with_bytes_after_it_is_not_taken_for_the_whole_answer() -> None:
+    body = cbor2.dumps("why") + b" and more"
+    with pytest.raises(errors.InvalidInput) as raised:
+        _raise_for(HttpResponse(400, {"content-type": "application/cbor"}, body), "run")
+    assert str(raised.value) == f"400: run: {body.decode('utf-8', 'replace')}"
