@@ -44,6 +44,7 @@ import logging
 import resource
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,7 +52,8 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from blindai.errors import ConfigurationError
+from blindai.errors import ConfigurationError, ServerBusy
+from blindai.protocol.names import ERROR_HEADER
 
 __all__ = [
     "FD_RESERVE",
@@ -65,6 +67,7 @@ __all__ = [
 _log = logging.getLogger("blindai.server")
 
 _ABORT_AFTER_S = 0.5
+_CUT = "the server stopped before answering this request; send it again"
 FD_RESERVE = 256
 _JOINED_BYTES = 64 << 10
 """Writes up to this size are joined with a waiting head; larger ones go as they are."""
@@ -135,12 +138,20 @@ class ConnectionTracker:
         return True
 
 
-def _closing_reply(status: bytes, text: str) -> bytes:
-    """A whole HTTP/1.1 response with a plain-text body, announcing that the connection closes."""
+def _closing_reply(status: bytes, text: str, error: str = "") -> bytes:
+    """A whole HTTP/1.1 response with a plain-text body, announcing that the connection closes
+    (``error``: the class of ``blindai.errors`` it stands for, for the client)."""
     body = text.encode("utf-8")
+    named = f"{ERROR_HEADER}: {error}\r\n".encode() if error else b""
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        + named
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\nconnection: close\r\n\r\n"
+        + body
     )
 
 
@@ -240,6 +251,25 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def evict(self) -> None:
         """Close an idle connection to make room for a new one."""
         self.hang_up()
+
+    def shutdown(self) -> None:
+        """The server is stopping: an idle connection is dropped at once (a TLS close would
+        wait up to 30 s for the client's close_notify); one with a request in progress closes
+        after its answer."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.hang_up()
+        else:
+            cycle.keep_alive = False
+
+    def cut(self) -> None:
+        """The server stops now: a request not yet answered gets 503 (its run, if any, is
+        terminated as for a client gone), and the connection is dropped."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self.hang_up(_closing_reply(b"503 Service Unavailable", _CUT, ServerBusy.__name__))
+        else:
+            self.hang_up()
 
     def timeout_keep_alive_handler(self) -> None:
         """An idle keep-alive connection timed out: hang up without reading any further."""
@@ -499,6 +529,19 @@ class LimitedServer(uvicorn.Server):
             tracker=self.tracker,
             key=key,
         )
+
+    def cut_connections(self) -> None:
+        """Stop now: answer what is unanswered with 503 and drop every connection."""
+        for connection in list(self.server_state.connections):
+            if isinstance(connection, LimitedHttpProtocol):
+                connection.cut()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Nothing: the process handles SIGTERM and SIGINT once for all its servers (each
+        uvicorn server would take them in turn, and the last re-raised the signal to a
+        default handler: the process died without cleaning up)."""
+        yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Accept on the given (bound, listening) sockets."""

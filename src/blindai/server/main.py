@@ -2,7 +2,8 @@
 
 Each port's server applies the connection limits (``blindai.server.connections``); the process
 caps onnxruntime's arena at ``max_run_memory`` and reserves file descriptors for
-``max_connections`` on every port (docs/limits.md).
+``max_connections`` on every port (docs/limits.md). SIGTERM and SIGINT stop every port at once
+(``blindai.server.shutdown``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
 from blindai.server.runtime import check_device
 from blindai.server.settings import ServerSettings
+from blindai.server.shutdown import GracefulStop
 from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
 from blindai.server.tls import TlsIdentity
 
@@ -247,14 +249,17 @@ async def _serve(built: Built) -> None:
             port=s.grpc_port,
             settings=s,
         )
+    stop = GracefulStop(
+        [srv for srv, _ in servers], timeout_s=s.shutdown_timeout, grpc_server=grpc_server
+    )
+    stop.install()
     _log.info("%s", _banner(built))
     for level, note in built.notes:
         _log.log(level, "%s", note)
     try:
         await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in servers))
     finally:
-        if grpc_server is not None:
-            await grpc_server.stop(grace=None)
+        await stop.finish()
 
 
 def _open_connections(server: uvicorn.Server) -> Callable[[], int]:
@@ -306,3 +311,4 @@ def serve(
             uvloop.run(_serve(built))
     finally:
         built.apps.close()
+    _log.info("stopped")

@@ -118,6 +118,10 @@ class ServerSettings(BaseSettings):
     """Fewest models this replica must hold before ``/v2/health/ready`` says ready."""
     keep_alive_timeout: int = Field(30, gt=0)
     """Seconds an idle client connection is kept open before the server closes it."""
+    shutdown_timeout: float = Field(20.0, ge=0)
+    """Seconds the server gives requests in flight to finish once told to stop (SIGTERM or
+    SIGINT: it stops accepting and closes idle connections at once); then it stops. A second
+    signal stops it at once."""
     max_connections: int = Field(1000, gt=0)
     """Open connections per port, TLS handshakes included; at the cap the idlest connection is
     closed to make room, and when none is idle new ones are refused at once."""
