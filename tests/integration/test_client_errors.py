@@ -103,6 +103,25 @@ def test_a_missing_model_is_still_model_not_found(server: ServerProcess) -> None
 # --- network failures -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        (("m", X), {}, "model_hash must be a string (got ndarray)"),
+        ((X,), {}, "model_id must be a string (got ndarray)"),
+        ((), {"model_id": 3, "input_tensors": X}, "model_id must be a string (got int)"),
+    ],
+)
+def test_inputs_given_in_place_of_a_model_are_named(
+    server: ServerProcess, args: tuple[object, ...], kwargs: dict[str, object], named: str
+) -> None:
+    """``run_model(model_id, inputs)`` passed the inputs as ``model_hash``: numpy's "truth value
+    of an array is ambiguous" ValueError, from inside the client."""
+    with _connect(server) as conn, pytest.raises(ConfigurationError) as refused:
+        conn.run_model(*args, **kwargs)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(named)
+    assert "input_tensors=" in str(refused.value)
+
+
 def test_unreachable_server_is_a_network_error(server: ServerProcess) -> None:
     (port,) = free_ports(1)
     with pytest.raises(NetworkError) as info:

@@ -315,6 +315,12 @@ class Connection:
 
         With neither, the server runs its most recently uploaded model.
         """
+        for what, given in (("model_id", model_id), ("model_hash", model_hash)):
+            if not isinstance(given, str):
+                raise ConfigurationError(
+                    f"{what} must be a string (got {type(given).__name__}); the inputs go in "
+                    "input_tensors="
+                )
         if model_id and model_hash:
             raise ConfigurationError("give at most one of model_id and model_hash")
         if input_tensors is None:
