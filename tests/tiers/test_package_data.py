@@ -1,9 +1,9 @@
 """Every file the installed package needs besides its modules is in the wheel.
 
-setuptools ships only modules (``.py``, ``.pyi``) unless ``[tool.setuptools.package-data]`` names others:
-the notice that must accompany the gRPC modules generated from NVIDIA's descriptors was left
-out of the wheel (and so of the Docker image). Checked against pyproject.toml's patterns,
-without building.
+setuptools ships only modules (``.py``, ``.pyi``) unless ``[tool.setuptools.package-data]``
+names others: the notice that must accompany the gRPC modules generated from NVIDIA's
+descriptors was left out of the wheel (and so of the Docker image). Checked against
+pyproject.toml's patterns, without building.
 """
 
 from __future__ import annotations
