@@ -243,14 +243,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
-        """No request in progress: between requests on a kept-alive connection."""
+        """No request in progress: between requests on a kept-alive connection (one already
+        hung up is on its way out, not idle)."""
         cycle = self.cycle
         busy = cycle is not None and not cycle.response_complete
-        return not busy and not self.pipeline and self._raw_header_bytes == 0
+        return not (busy or self._hung_up or self.pipeline or self._raw_header_bytes)
 
     def evict(self) -> None:
-        """Close an idle connection to make room for a new one."""
-        self.hang_up()
+        """Drop an idle connection at once to make room for a new one: it has nothing to send,
+        and a TLS close would wait for the client's close_notify (so would one already
+        closing after a ``Connection: close`` answer)."""
+        self._hung_up = True
+        self._cancel_timers()
+        self._abort()
 
     def shutdown(self) -> None:
         """The server is stopping: an idle connection is dropped at once (a TLS close would

@@ -434,6 +434,38 @@ def test_at_the_cap_the_idlest_connection_makes_room():
 
 
 @pytest.mark.parametrize("tls", [False, True])
+def test_a_burst_at_the_cap_evicts_each_idle_connection_once(tls):
+    """A TLS connection evicted stayed open a moment (its abort waited 0.5 s) and still
+    looked idle: every connection of a burst "evicted" it again and was admitted, so 40 came
+    in past a cap of 4 (file descriptors beyond the reserve) and stayed for their handshake
+    timeout. A plain connection that has sent nothing yet is idle itself: the burst's evict
+    one another."""
+    limits = dataclasses.replace(
+        FAST, max_connections=4, keep_alive_timeout_s=60, header_timeout_s=60
+    )
+    with limited(limits, tls=tls) as running:
+        idle = []
+        for _ in range(4):
+            sock = running.connect()
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).endswith(b"pong")
+            idle.append(sock)
+        tracker = running.server.tracker
+        burst = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(40)]
+        deadline = time.monotonic() + CLOSE_WITHIN
+        while tracker.evicted + tracker.refused < 40:  # until the server has seen them all
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while len(tracker) > 4:  # the evicted ones close
+            assert time.monotonic() < deadline, f"{len(tracker)} connections open, cap 4"
+            time.sleep(0.01)
+        if tls:  # the burst's connections are in their handshakes, which cannot be evicted
+            assert (tracker.evicted, tracker.refused) == (4, 36)
+        for sock in idle + burst:
+            sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
 def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
     limits = dataclasses.replace(FAST, max_connections=3, header_timeout_s=1.0)
     with limited(limits, tls=tls) as running:
