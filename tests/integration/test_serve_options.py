@@ -52,8 +52,14 @@ def test_half_a_certificate_is_refused(tmp_path):
 
 def test_settings_come_from_environment_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("BLINDAI_MAX_MODELS", "1")
+    monkeypatch.setenv("BLINDAI_ADMIN_KEY_SHA265", "0" * 64)  # misspelt: ignored, but said
     server = start_server(tmp_path)
     try:
+        assert (
+            "WARNING blindai.server: environment variable BLINDAI_ADMIN_KEY_SHA265 is no "
+            "setting of blindai serve (did you mean BLINDAI_ADMIN_KEY_SHA256?)"
+        ) in server.log()
+        assert "BLINDAI_MAX_MODELS is no setting" not in server.log()
         conn = connect(server)
         with conn:
             conn.upload_model(identity(TensorProto.FLOAT))

@@ -45,6 +45,7 @@ def add_serve_command(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     try:
         from blindai.server import ServerSettings, serve
+        from blindai.server.settings import unknown_variables
     except ImportError as exc:
         missing = f" ({exc.name} is missing)" if exc.name else ""
         raise ConfigurationError(SERVER_EXTRA.replace(":", f"{missing}:", 1)) from None
@@ -56,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(settings.log_level.upper())
     except ValueError:
         raise ConfigurationError(f"unknown log level {settings.log_level!r}") from None
+    for warning in unknown_variables(os.environ):
+        logging.getLogger("blindai.server").warning("%s", warning)
     serve(settings)
     return 0
 

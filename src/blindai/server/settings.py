@@ -10,7 +10,8 @@ over the default.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: settings load without onnx or uvicorn
     from blindai.server.compile_guard import CompileLimits
     from blindai.server.connections import ConnectionLimits
 
-__all__ = ["ModelSettings", "ServerSettings", "TeeName"]
+__all__ = ["CLIENT_VARIABLES", "ModelSettings", "ServerSettings", "TeeName", "unknown_variables"]
 
 if TYPE_CHECKING:
     TeeName = str
@@ -348,3 +349,24 @@ class ServerSettings(BaseSettings):
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+CLIENT_VARIABLES = frozenset({"BLINDAI_API_KEY"})
+"""BLINDAI_ variables the CLI's client commands read, not ``blindai serve``."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning for each BLINDAI_ variable that sets nothing: a misspelt one (say
+    ``BLINDAI_ADMIN_KEY_SHA265``) is otherwise ignored without a word, and its default holds."""
+    known = {f"BLINDAI_{name.upper()}" for name in ServerSettings.model_fields}
+    known |= CLIENT_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads variables case-insensitively
+        if not upper.startswith("BLINDAI_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        shown = name.encode("unicode_escape").decode("ascii")
+        warnings.append(f"environment variable {shown} is no setting of blindai serve{hint}")
+    return warnings

@@ -92,3 +92,25 @@ def test_access_control_is_on_with_the_admin_hash_from_a_flag_or_the_variable(
     assert parse("--admin-key-sha256", digest.upper())[0].admin_digest == bytes.fromhex(digest)
     monkeypatch.setenv("BLINDAI_ADMIN_KEY_SHA256", digest)
     assert parse()[0].admin_digest == bytes.fromhex(digest)
+
+
+def test_variables_that_set_nothing_are_named() -> None:
+    from blindai.server.settings import unknown_variables
+
+    environ = {
+        "BLINDAI_MAX_MODELS": "3",
+        "blindai_pccs_url": "https://pccs",  # read case-insensitively: a setting
+        "BLINDAI_API_KEY": "k",  # the client commands'
+        "BLINDAI_MAX_MODEL": "3",
+        "BLINDAI_\x1b[2J": "x",
+        "PATH": "/bin",
+    }
+    warnings = unknown_variables(environ)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "environment variable BLINDAI_\\x1b[2J is no setting of blindai serve"
+    )
+    assert warnings[1] == (
+        "environment variable BLINDAI_MAX_MODEL is no setting of blindai serve "
+        "(did you mean BLINDAI_MAX_MODELS?)"
+    )
