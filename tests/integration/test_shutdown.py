@@ -114,7 +114,8 @@ def test_sigterm_answers_the_request_in_flight_and_does_not_wait_for_idle_ones(
         assert _exit_status(stopping) == 0  # with an idle connection kept alive for 300 s
         log = stopping.log()
         assert (
-            "SIGTERM: stopping; no new connections, 1 request(s) in flight have up to 60 s" in log
+            "SIGTERM: stopping; no new connections, 1 HTTP request(s) in flight have up to 60 s"
+            in log
         )
         assert log.rstrip().endswith("INFO blindai.server: stopped")
 
@@ -132,8 +133,9 @@ def test_a_request_still_in_flight_at_the_shutdown_timeout_gets_503(
     assert headers[ERROR_HEADER.lower()] == "ServerBusy"
     assert body == b"the server stopped before answering this request; send it again"
     assert _exit_status(stopping) == 0
-    assert "shutdown timeout (0.2 s) reached: 1 request(s) still in flight are cut" in (
-        stopping.log()
+    assert (
+        "shutdown timeout (0.2 s) reached: 1 HTTP request(s) and any gRPC calls still in flight are cut"
+        in (stopping.log())
     )
 
 

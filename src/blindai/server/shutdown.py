@@ -69,7 +69,7 @@ class GracefulStop:
         self.stopping = True
         running = sum(len(s.server_state.tasks) for s in self._servers)
         _log.info(
-            "%s: stopping; no new connections, %d request(s) in flight have up to %g s "
+            "%s: stopping; no new connections, %d HTTP request(s) in flight have up to %g s "
             "(a second signal stops at once)",
             name,
             running,
@@ -99,7 +99,8 @@ class GracefulStop:
     def _expired(self) -> None:
         running = sum(len(s.server_state.tasks) for s in self._servers)
         _log.warning(
-            "shutdown timeout (%g s) reached: %d request(s) still in flight are cut",
+            "shutdown timeout (%g s) reached: %d HTTP request(s) and any gRPC calls still in "
+            "flight are cut",
             self._timeout_s,
             running,
         )
