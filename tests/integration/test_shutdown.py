@@ -134,9 +134,9 @@ def test_a_request_still_in_flight_at_the_shutdown_timeout_gets_503(
     assert body == b"the server stopped before answering this request; send it again"
     assert _exit_status(stopping) == 0
     assert (
-        "shutdown timeout (0.2 s) reached: 1 HTTP request(s) and any gRPC calls still in flight are cut"
-        in (stopping.log())
-    )
+        "shutdown timeout (0.2 s) reached: 1 HTTP request(s) and any gRPC calls still in "
+        "flight are cut"
+    ) in stopping.log()
 
 
 def test_a_second_signal_stops_at_once(stopping: ServerProcess) -> None:
