@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 
 import cbor2
 import httpx
@@ -19,6 +21,7 @@ from blindai.attestation.endorsements import Endorsements
 from blindai.errors import BindingError
 from blindai.protocol.attestation import decode_reply
 from blindai.server._workers import WorkerPool
+from blindai.server.attesters.gramine import GramineAttester
 from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.evidence import EvidenceService
 from blindai.server.protocols.v06 import FreshEvidenceLimit, attestation_route
@@ -167,3 +170,22 @@ def test_a_failed_collection_gives_its_place_back():
 def test_limit_must_allow_one():
     with pytest.raises(ValueError):
         FreshEvidenceLimit(0)
+
+
+def test_a_device_that_never_answers_is_503_each_time_not_a_hang(tmp_path: Path):
+    """A host's attestation device that takes no report data (a FIFO nobody reads): each
+    collection is given up at the attester's I/O timeout, with its lock, and answered 503."""
+    device = tmp_path / "attestation"
+    device.mkdir()
+    (device / "attestation_type").write_text("dcap\n")
+    os.mkfifo(device / "user_report_data")
+    (device / "quote").write_bytes(b"")
+    with in_process() as p:
+        p.service.attester = GramineAttester(device, collateral=None, io_timeout=0.05)
+        for _ in range(2):
+            resp = p.attested.get("/attestation", params={"nonce": NONCE.hex()})
+            assert resp.status_code == 503
+            assert resp.headers["x-blindai-error"] == "EvidenceError"
+            assert "no answer in time" in cbor2.loads(resp.content)
+        assert p.unattested.get("/quote").status_code == 503
+        assert p.unattested.get("/").status_code == 200

@@ -44,7 +44,12 @@ from blindai.attestation.snp._certs import (
     parse_cert_table,
 )
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
-from blindai.server.attesters._devfiles import read_attribute, write_attribute
+from blindai.server.attesters._devfiles import (
+    ATTRIBUTE_MAX_BYTES,
+    ATTRIBUTE_TIMEOUT_S,
+    read_attribute,
+    write_attribute,
+)
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = [
@@ -61,15 +66,20 @@ PROVIDERS = {"tdx_guest": EvidenceKind.TDX, "sev_guest": EvidenceKind.SEV_SNP}
 #: the certificates taken from an SNP ``auxblob``, in the order they are returned
 _AUXBLOB_CERTIFICATES = (VCEK_GUID, VLEK_GUID, ASK_GUID, ARK_GUID)
 
+#: attributes holding a short text line (a number, a provider name), and the most read of one
+_TEXT_ATTRIBUTES = frozenset({"generation", "provider"})
+_TEXT_MAX_BYTES = 64
+
 _log = logging.getLogger("blindai.server")
 
 
 class _Entry:
     """One report entry directory: created on enter, removed on exit."""
 
-    def __init__(self, report_dir: Path, settle_timeout: float) -> None:
+    def __init__(self, report_dir: Path, settle_timeout: float, io_timeout: float) -> None:
         self.path = report_dir / f"blindai-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.settle_timeout = settle_timeout
+        self.io_timeout = io_timeout
 
     def __enter__(self) -> _Entry:
         try:
@@ -100,11 +110,16 @@ class _Entry:
         return path
 
     def read(self, name: str, *, optional: bool = False) -> bytes:
-        """Read an attribute; a missing optional one reads as empty."""
+        """Read an attribute (bounded, see :mod:`._devfiles`); a missing optional one is empty."""
         path = self.path / name
-        if optional and not path.exists():
+        if optional and not os.path.lexists(path):
             return b""
-        return read_attribute(path)
+        limit = _TEXT_MAX_BYTES if name in _TEXT_ATTRIBUTES else ATTRIBUTE_MAX_BYTES
+        return read_attribute(path, limit=limit, timeout=self.io_timeout)
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write an attribute, once configfs has created it."""
+        write_attribute(self.wait_for(name), data, timeout=self.io_timeout)
 
 
 class ConfigfsTsmAttester:
@@ -118,6 +133,7 @@ class ConfigfsTsmAttester:
         privlevel: int | None = None,
         attempts: int = 3,
         settle_timeout: float = 1.0,
+        io_timeout: float = ATTRIBUTE_TIMEOUT_S,
         collateral: CollateralSource | None = None,
     ) -> None:
         if provider not in PROVIDERS:
@@ -132,6 +148,7 @@ class ConfigfsTsmAttester:
         self.privlevel = privlevel
         self.attempts = attempts
         self.settle_timeout = settle_timeout
+        self.io_timeout = io_timeout
         self.collateral = collateral
         self._lock = threading.Lock()
         self._certificates: tuple[bytes, ...] = ()
@@ -146,7 +163,12 @@ class ConfigfsTsmAttester:
 
     @classmethod
     def probe(
-        cls, report_dir: Path = DEFAULT_TSM_REPORT_DIR, *, settle_timeout: float = 1.0, **kw: Any
+        cls,
+        report_dir: Path = DEFAULT_TSM_REPORT_DIR,
+        *,
+        settle_timeout: float = 1.0,
+        io_timeout: float = ATTRIBUTE_TIMEOUT_S,
+        **kw: Any,
     ) -> ConfigfsTsmAttester:
         """An attester for the provider found in ``report_dir`` (one entry created and removed)."""
         if not report_dir.is_dir():
@@ -154,10 +176,21 @@ class ConfigfsTsmAttester:
                 f"no configfs-tsm at {report_dir}: needs Linux >= 6.7 in a TDX or SEV-SNP guest, "
                 "with configfs mounted on /sys/kernel/config"
             )
-        with _Entry(report_dir, settle_timeout) as entry:
+        with _Entry(report_dir, settle_timeout, io_timeout) as entry:
             entry.wait_for("provider")
-            provider = entry.read("provider").decode(errors="replace").strip()
-        return cls(report_dir, provider=provider, settle_timeout=settle_timeout, **kw)
+            try:
+                provider = entry.read("provider").decode(errors="replace").strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read the configfs-tsm provider in {report_dir}: {exc.strerror}"
+                ) from exc
+        return cls(
+            report_dir,
+            provider=provider,
+            settle_timeout=settle_timeout,
+            io_timeout=io_timeout,
+            **kw,
+        )
 
     def evidence(self, report_data: bytes) -> bytes:
         """A TDX quote or SEV-SNP report whose report data is ``report_data`` (64 bytes)."""
@@ -174,12 +207,12 @@ class ConfigfsTsmAttester:
     def _collect(self, report_data: bytes) -> bytes | None:
         """One entry's report, or None when its generation shows another writer."""
         writes = 0
-        with _Entry(self.report_dir, self.settle_timeout) as entry:
+        with _Entry(self.report_dir, self.settle_timeout, self.io_timeout) as entry:
             try:
                 if self.privlevel is not None:
-                    write_attribute(entry.wait_for("privlevel"), f"{self.privlevel}\n".encode())
+                    entry.write("privlevel", f"{self.privlevel}\n".encode())
                     writes += 1
-                write_attribute(entry.wait_for("inblob"), report_data)
+                entry.write("inblob", report_data)
                 writes += 1
                 outblob = entry.read("outblob")
                 auxblob = entry.read("auxblob", optional=True)
@@ -187,8 +220,9 @@ class ConfigfsTsmAttester:
                 provider = entry.read("provider")
             except OSError as exc:
                 raise EvidenceError(f"configfs-tsm did not produce a report: {exc}") from exc
-        if _generation(generation) != writes:
-            _log.warning("configfs-tsm generation %r after %d writes: raced", generation, writes)
+        found = _generation(generation)
+        if found != writes:
+            _log.warning("configfs-tsm generation %d after %d writes: raced", found, writes)
             return None
         if provider.decode(errors="replace").strip() != self.provider:
             raise EvidenceError(f"configfs-tsm provider changed from {self.provider!r}")

@@ -24,12 +24,13 @@ from blindai.attestation.dcap import collateral_to_blindai_v06
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.kinds import GRAMINE
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
-from blindai.server.attesters._devfiles import read_attribute, write_attribute
+from blindai.server.attesters._devfiles import ATTRIBUTE_TIMEOUT_S, read_attribute, write_attribute
 from blindai.server.attesters._quote import carried_report_data, check_report_data
 
 __all__ = ["DEFAULT_ATTESTATION_DIR", "GramineAttester"]
 
 DEFAULT_ATTESTATION_DIR = GRAMINE.default  # the kind table states it
+_TYPE_MAX_BYTES = 64  # attestation_type: a short name ("dcap", "epid", "none")
 
 
 class GramineAttester:
@@ -42,9 +43,11 @@ class GramineAttester:
         attestation_dir: Path = DEFAULT_ATTESTATION_DIR,
         *,
         collateral: CollateralSource | None,
+        io_timeout: float = ATTRIBUTE_TIMEOUT_S,
     ) -> None:
         self.attestation_dir = attestation_dir
         self.collateral = collateral
+        self.io_timeout = io_timeout
         self._lock = threading.Lock()
         self._last_quote: bytes | None = None
         attestation_type = self._attestation_type()
@@ -57,7 +60,8 @@ class GramineAttester:
     def _attestation_type(self) -> str:
         path = self.attestation_dir / "attestation_type"
         try:
-            return read_attribute(path).decode(errors="replace").strip()
+            raw = read_attribute(path, limit=_TYPE_MAX_BYTES, timeout=self.io_timeout)
+            return raw.decode(errors="replace").strip()
         except OSError as exc:
             raise ConfigurationError(
                 f"no Gramine attestation interface at {self.attestation_dir} ({exc.strerror}): "
@@ -69,8 +73,9 @@ class GramineAttester:
         check_report_data(report_data)
         with self._lock:
             try:
-                write_attribute(self.attestation_dir / "user_report_data", report_data)
-                quote = read_attribute(self.attestation_dir / "quote")
+                path = self.attestation_dir
+                write_attribute(path / "user_report_data", report_data, timeout=self.io_timeout)
+                quote = read_attribute(path / "quote", timeout=self.io_timeout)
             except OSError as exc:
                 raise EvidenceError(f"Gramine did not produce a quote: {exc}") from exc
             if not hmac.compare_digest(carried_report_data(self.kind, quote), report_data):

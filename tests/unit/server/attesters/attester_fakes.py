@@ -15,7 +15,7 @@ from typing import Any
 
 from blindai.attestation.snp._certs import build_cert_table
 
-__all__ = ["FakeTsmKernel", "certificate_table"]
+__all__ = ["FakeTsmKernel", "HostileTsmEntries", "certificate_table"]
 
 
 class FakeTsmKernel(threading.Thread):
@@ -140,8 +140,38 @@ class FakeTsmKernel(threading.Thread):
         else:
             return
         os.set_blocking(fd, True)
-        os.write(fd, data)
-        os.close(fd)
+        try:
+            os.write(fd, data)
+        except BrokenPipeError:  # the attester stopped reading (an outblob over its limit)
+            pass
+        finally:
+            os.close(fd)
+
+
+class HostileTsmEntries(threading.Thread):
+    """A host that lays out each new report entry with ``make(entry)`` and then does nothing."""
+
+    def __init__(self, report_dir: Path, make: Callable[[Path], None]) -> None:
+        super().__init__(daemon=True)
+        self.report_dir = report_dir
+        self.make = make
+        self._halt = threading.Event()
+
+    def __enter__(self) -> HostileTsmEntries:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        known: set[str] = set()
+        while not self._halt.is_set():
+            for name in sorted(set(os.listdir(self.report_dir)) - known):
+                known.add(name)
+                self.make(self.report_dir / name)
+            time.sleep(0.001)
 
 
 def certificate_table(entries: list[tuple[str, bytes]]) -> bytes:

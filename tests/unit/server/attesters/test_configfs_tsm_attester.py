@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters import ConfigfsTsmAttester
+from blindai.server.attesters._devfiles import ATTRIBUTE_MAX_BYTES
 from blindai.server.attesters._quote import carried_report_data
 
-from .attester_fakes import FakeTsmKernel, certificate_table
+from .attester_fakes import FakeTsmKernel, HostileTsmEntries, certificate_table
 
 VCEK, ASK, ARK = (
     "63da758d-e664-4564-adc5-f4b93be8accd",
@@ -251,3 +254,62 @@ def test_snp_without_certificate_table_warns_once(
     warnings = [r for r in caplog.records if "no SEV-SNP certificate table" in r.getMessage()]
     assert len(warnings) == 1
     assert "KdsCertificateSource" in warnings[0].getMessage()
+
+
+def test_outblob_over_the_limit_is_refused_unread(report_dir: Path):
+    huge = b"\0" * (ATTRIBUTE_MAX_BYTES + 1)
+    with FakeTsmKernel(report_dir, provider="tdx_guest", outblob=huge):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest")
+        with pytest.raises(EvidenceError, match=f"larger than {ATTRIBUTE_MAX_BYTES} bytes"):
+            attester.evidence(bytes(64))
+
+
+def _provider_fifo(entry: Path) -> None:
+    os.mkfifo(entry / "provider")  # nobody ever writes it
+
+
+def _provider_directory(entry: Path) -> None:
+    (entry / "provider").mkdir()
+
+
+def _provider_symlink(entry: Path) -> None:
+    (entry / "provider").symlink_to("/etc/hostname")
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (_provider_fifo, "no answer in time"),
+        (_provider_directory, "a directory, not an attribute file"),
+        (_provider_symlink, "Too many levels of symbolic links"),
+    ],
+)
+def test_probe_refuses_a_provider_that_is_no_attribute(
+    report_dir: Path, make: Callable[[Path], None], match: str
+):
+    with HostileTsmEntries(report_dir, make):
+        with pytest.raises(
+            ConfigurationError, match=f"cannot read the configfs-tsm provider.*{match}"
+        ):
+            ConfigfsTsmAttester.probe(report_dir, io_timeout=0.05)
+
+
+def test_a_long_provider_line_is_not_read_whole(report_dir: Path):
+    def long_provider(entry: Path) -> None:
+        (entry / "provider").write_text("tdx_guest" + " " * 10_000 + "\n")
+
+    with HostileTsmEntries(report_dir, long_provider):
+        with pytest.raises(ConfigurationError, match="larger than 64 bytes"):
+            ConfigfsTsmAttester.probe(report_dir)
+
+
+def test_an_inblob_nobody_takes_is_an_evidence_error_in_bounded_time(report_dir: Path):
+    def stuck(entry: Path) -> None:
+        for name in ("generation", "outblob", "provider"):
+            (entry / name).write_bytes(b"")
+        os.mkfifo(entry / "inblob")  # the "kernel" never reads it
+
+    with HostileTsmEntries(report_dir, stuck):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest", io_timeout=0.05)
+        with pytest.raises(EvidenceError, match="no answer in time"):
+            attester.evidence(bytes(64))

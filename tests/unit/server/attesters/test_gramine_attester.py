@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from blindai.attestation.claims import EvidenceKind
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError
 from blindai.server.attesters import GramineAttester, PcsCollateralSource
+from blindai.server.attesters._devfiles import ATTRIBUTE_MAX_BYTES
 from blindai.server.attesters._quote import carried_report_data
 from tests.unit.attestation.pcs_fakes import BLINDAI_V06_COLLATERAL_KEYS, FakeFetcher
 
@@ -66,6 +68,44 @@ def test_missing_quote_file_is_an_evidence_error(tmp_path: Path, quote: bytes):
     (path / "quote").unlink()
     with pytest.raises(EvidenceError, match="Gramine did not produce a quote"):
         GramineAttester(path, collateral=None).evidence(bytes(64))
+
+
+def test_quote_over_the_limit_is_refused_unread(tmp_path: Path, quote: bytes):
+    path = gramine_dir(tmp_path, quote)
+    with (path / "quote").open("r+b") as f:  # a real quote, then sparse zeros
+        f.truncate(ATTRIBUTE_MAX_BYTES + 1)
+    with pytest.raises(EvidenceError, match=f"larger than {ATTRIBUTE_MAX_BYTES} bytes"):
+        GramineAttester(path, collateral=None).evidence(
+            carried_report_data(EvidenceKind.SGX, quote)
+        )
+
+
+def test_a_quote_symlink_is_not_followed(tmp_path: Path, quote: bytes):
+    path = gramine_dir(tmp_path, quote)
+    (path / "quote").rename(tmp_path / "elsewhere")
+    (path / "quote").symlink_to(tmp_path / "elsewhere")  # a genuine quote, but not Gramine's
+    with pytest.raises(EvidenceError, match="Gramine did not produce a quote"):
+        GramineAttester(path, collateral=None).evidence(
+            carried_report_data(EvidenceKind.SGX, quote)
+        )
+
+
+def test_a_device_that_never_answers_is_given_up_at_the_timeout(tmp_path: Path, quote: bytes):
+    path = gramine_dir(tmp_path, quote)
+    (path / "user_report_data").unlink()
+    os.mkfifo(path / "user_report_data")  # nobody reads it
+    attester = GramineAttester(path, collateral=None, io_timeout=0.05)
+    with pytest.raises(EvidenceError, match="no answer in time"):
+        attester.evidence(bytes(64))
+    (path / "attestation_type").unlink()
+    os.mkfifo(path / "attestation_type")  # nobody writes it
+    with pytest.raises(ConfigurationError, match="no answer in time"):
+        GramineAttester(path, collateral=None, io_timeout=0.05)
+
+
+def test_a_long_attestation_type_is_not_read_whole(tmp_path: Path, quote: bytes):
+    with pytest.raises(ConfigurationError, match="larger than 64 bytes"):
+        GramineAttester(gramine_dir(tmp_path, quote, "dcap" + " " * 10_000), collateral=None)
 
 
 def test_missing_device_is_a_configuration_error(tmp_path: Path):
