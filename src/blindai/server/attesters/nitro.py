@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ __all__ = [
     "NsmAttester",
     "NsmTransport",
     "attestation_request",
+    "is_character_device",
 ]
 
 DEFAULT_NSM_DEVICE = NSM.default  # the kind table states it
@@ -93,6 +95,14 @@ class IoctlTransport:
         return response.raw[: min(msg.response.iov_len, NSM_RESPONSE_MAX_SIZE)]
 
 
+def is_character_device(path: Path) -> bool:
+    """Whether ``path`` is a character device, as the NSM is (a link to one is followed)."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def attestation_request(user_data: bytes) -> bytes:
     """The CBOR ``Attestation`` request carrying ``user_data`` (no nonce, no public key)."""
     return cbor2.dumps({"Attestation": {"user_data": user_data, "nonce": None, "public_key": None}})
@@ -109,10 +119,13 @@ class NsmAttester:
 
     @classmethod
     def open(cls, device: Path = DEFAULT_NSM_DEVICE) -> NsmAttester:
-        """An attester on the NSM device at ``device``; ConfigurationError when it is absent."""
-        if not device.exists():
+        """An attester on the NSM device at ``device``; ConfigurationError when there is no
+        character device there (a stray file or directory is not a Nitro Secure Module)."""
+        if not is_character_device(device):
+            what = "nothing" if not os.path.lexists(device) else "no character device"
             raise ConfigurationError(
-                f"no Nitro Secure Module at {device}: is this running inside a Nitro enclave?"
+                f"no Nitro Secure Module at {device} ({what} there): is this running inside a "
+                "Nitro enclave?"
             )
         return cls(IoctlTransport(device))
 

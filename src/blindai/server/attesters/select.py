@@ -7,6 +7,7 @@ provider to the attester that reads it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from blindai.errors import ConfigurationError
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.configfs_tsm import ConfigfsTsmAttester
 from blindai.server.attesters.gramine import GramineAttester
-from blindai.server.attesters.nitro import NsmAttester
+from blindai.server.attesters.nitro import NsmAttester, is_character_device
 from blindai.server.attesters.simulation import SimulationAttester
 
 __all__ = ["TEE_CHOICES", "AttesterPaths", "select_attester"]
@@ -73,8 +74,10 @@ def select_attester(
 ) -> Attester:
     """The attester for ``tee``; raises :class:`ConfigurationError` when it cannot work here.
 
-    ``auto`` probes the devices in table order (Gramine's ``attestation_dir``, configfs-tsm's
-    ``tsm_report_dir``, the NSM's ``nsm_device``) and never falls back to simulation.
+    ``auto`` takes the first device of the table whose interface is there (Gramine's
+    ``attestation_dir`` holding ``attestation_type``, configfs-tsm's ``tsm_report_dir``
+    directory, the NSM's ``nsm_device`` character device; a stray file or empty directory is
+    passed over) and never falls back to simulation.
     ``fetcher`` and ``pccs_url`` serve collateral: SGX always (default: Intel's PCS), TDX only
     when ``pccs_url`` is given (without it the server serves no TDX collateral); the default
     fetcher uses ``urllib``.
@@ -93,7 +96,7 @@ def select_attester(
 
 def _auto(paths: AttesterPaths, sources: _Sources) -> Attester:
     for device in DEVICES:
-        if paths.path(device).exists():
+        if _PRESENT[device.provider](paths.path(device)):
             return _PROVIDERS[device.provider](paths.path(device), None, sources)
     raise ConfigurationError(
         "--tee auto found no TEE: no Gramine attestation interface at "
@@ -125,6 +128,15 @@ def _tsm(path: Path, kind: EvidenceKind | None, sources: _Sources) -> Attester:
 def _nsm(path: Path, kind: EvidenceKind | None, sources: _Sources) -> Attester:
     return NsmAttester.open(path)
 
+
+#: whether each device provider's interface is there, for ``auto``: what the platform itself
+#: lays out, so that a stray file or empty directory at one place does not hide the TEE at the
+#: next (a named ``--tee`` opens its device whatever is there, and says what is wrong)
+_PRESENT: dict[str, Callable[[Path], bool]] = {
+    GRAMINE.provider: lambda path: os.path.lexists(path / "attestation_type"),
+    CONFIGFS_TSM.provider: lambda path: path.is_dir(),
+    NSM.provider: is_character_device,
+}
 
 #: the attester reading each device provider of the kind table
 _PROVIDERS: dict[str, Callable[[Path, EvidenceKind | None, _Sources], Attester]] = {

@@ -107,11 +107,18 @@ def test_missing_device_is_a_configuration_error(tmp_path: Path):
         NsmAttester.open(tmp_path / "nsm")
 
 
-def test_ioctl_on_a_file_that_is_not_the_nsm(tmp_path: Path):
-    """The real transport up to the system call: a regular file refuses the ioctl (ENOTTY)."""
+@pytest.mark.parametrize("stray", ["file", "directory"])
+def test_a_stray_file_or_directory_is_no_nsm(tmp_path: Path, stray: str):
     device = tmp_path / "nsm"
-    device.write_bytes(b"")
-    attester = NsmAttester.open(device)
+    device.write_bytes(b"") if stray == "file" else device.mkdir()
+    with pytest.raises(ConfigurationError, match="no character device there"):
+        NsmAttester.open(device)
+
+
+def test_ioctl_on_a_device_that_is_not_the_nsm():
+    """The real transport up to the system call: another character device refuses the ioctl
+    (ENOTTY)."""
+    attester = NsmAttester.open(Path("/dev/null"))
     assert isinstance(attester.transport, IoctlTransport)
     with pytest.raises(EvidenceError, match="NSM device failed"):
         attester.evidence(REPORT_DATA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,28 @@ def test_auto_finds_configfs_tsm_before_nsm(paths: AttesterPaths):
 
 
 def test_auto_finds_nsm(paths: AttesterPaths):
+    with_nsm = replace(paths, nsm_device=Path("/dev/null"))  # a character device, as /dev/nsm
+    assert isinstance(select_attester("auto", paths=with_nsm), NsmAttester)
+
+
+def test_auto_passes_over_stray_files_and_empty_directories(paths: AttesterPaths):
+    """A stray empty attestation_dir or a regular file at nsm_device is no TEE: auto goes on
+    to the TEE that is there, or refuses naming every place, never Gramine's or the NSM's error."""
+    paths.attestation_dir.mkdir()
     paths.nsm_device.write_bytes(b"")
-    assert isinstance(select_attester("auto", paths=paths), NsmAttester)
+    with pytest.raises(ConfigurationError, match="--tee auto found no TEE"):
+        select_attester("auto", paths=paths)
+    paths.tsm_report_dir.mkdir(parents=True)
+    with FakeTsmKernel(paths.tsm_report_dir, provider="tdx_guest", outblob=b""):
+        attester = select_attester("auto", paths=paths)
+    assert isinstance(attester, ConfigfsTsmAttester)
+    assert attester.kind is EvidenceKind.TDX
+
+
+def test_named_nitro_on_a_stray_file_is_a_configuration_error(paths: AttesterPaths):
+    paths.nsm_device.write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="no character device there"):
+        select_attester("nitro", paths=paths)
 
 
 @pytest.mark.parametrize("tee,provider", [("tdx", "tdx_guest"), ("sev-snp", "sev_guest")])
