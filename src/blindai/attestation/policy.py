@@ -163,6 +163,11 @@ class Policy:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigurationError(f"cannot read policy file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"policy file {path} is not UTF-8 text (TOML is): byte {exc.start} is "
+                f"{exc.object[exc.start : exc.start + 1]!r}"
+            ) from exc
         return cls.from_toml(text)
 
     def for_kind(self, kind: EvidenceKind) -> KindPolicy:

@@ -72,6 +72,15 @@ def test_missing_policy_file(tmp_path):
         Policy.from_file(tmp_path / "absent.toml")
 
 
+def test_a_policy_file_that_is_not_utf8_is_a_configuration_error(tmp_path):
+    """A Latin-1 policy (a pasted "é" in a comment) raised UnicodeDecodeError: a traceback in
+    the CLI rather than its one line."""
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b"# caf\xe9\n[sgx]\nallow_any_measurement = true\n")
+    with pytest.raises(ConfigurationError, match=r"not UTF-8 text \(TOML is\): byte 5 is b'\\xe9'"):
+        Policy.from_file(path)
+
+
 def test_sections_are_attributes_and_the_policy_is_immutable():
     from blindai.attestation.tdx import TdxPolicy
 
