@@ -28,7 +28,7 @@ from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.policy import Policy
-from blindai.client._http11 import DEFAULT_MAX_BODY
+from blindai.client._http11 import DEFAULT_MAX_BODY, MAX_UNVERIFIED_BODY
 from blindai.client._peers import PeerGate, VerifyOptions
 from blindai.client._ports import PortRole
 from blindai.client._transport import (
@@ -83,7 +83,8 @@ class Attested:
 def _get(
     plain: PlainTransport | PinnedTlsTransport, path: str, *, optional: bool = False
 ) -> HttpResponse | None:
-    resp = plain.request("GET", path)  # NetworkError, WrongPort: raised by the transport
+    # NetworkError, WrongPort: raised by the transport; nothing read here is verified yet
+    resp = plain.request("GET", path, max_body=MAX_UNVERIFIED_BODY)
     if resp.status == 404 and optional:
         return None
     if not 200 <= resp.status < 300:

@@ -30,6 +30,7 @@ from blindai.errors import BlindAIError, NetworkError, ProtocolError, RequestTim
 __all__ = [
     "DEFAULT_MAX_BODY",
     "MAX_HEAD",
+    "MAX_UNVERIFIED_BODY",
     "MIN_RATE",
     "Exchange",
     "Http11Connection",
@@ -42,6 +43,10 @@ MAX_HEAD = 64 << 10
 largest chunk-size line or trailer section."""
 DEFAULT_MAX_BODY = 1 << 30
 """Default cap on one response body (1 GiB)."""
+MAX_UNVERIFIED_BODY = 4 << 20
+"""Cap on a response body read before the server is attested (the unattested port's answers,
+``GET /attestation``): evidence, collateral and certificates take tens of KiB, and such a body
+is decoded whole (cbor2 makes a 72-byte object of each 1-byte empty map)."""
 MIN_RATE = 64 << 10
 """Bytes a second a response must keep up, past its first ``timeout`` seconds (64 KiB/s: the
 server's ``--body-min-rate`` for requests)."""
@@ -64,7 +69,8 @@ class HttpResponse:
 
 
 Exchange = Callable[[str, str], HttpResponse]
-"""``exchange(method, path)``: one request without a body on the socket just opened."""
+"""``exchange(method, path)``: one request without a body on the socket just opened; its
+response body is capped by the connection's ``max_unverified_body``."""
 OnOpen = Callable[[socket.socket, Exchange], None]
 """Called once per new socket, before the request it was opened for: it may inspect the socket
 (e.g. its TLS peer certificate) and make requests of its own on it with ``exchange``; what it
@@ -92,7 +98,8 @@ class Http11Connection:
 
     ``label`` names the peer in error messages (e.g. ``the attested port 10.0.0.5:9924``);
     ``max_body`` caps each response body; ``on_open`` admits each new socket (see
-    :data:`OnOpen`).
+    :data:`OnOpen`), reading bodies of at most ``max_unverified_body`` bytes: the peer is not
+    admitted yet.
     """
 
     def __init__(
@@ -103,12 +110,15 @@ class Http11Connection:
         label: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         on_open: OnOpen | None = None,
+        max_unverified_body: int = MAX_UNVERIFIED_BODY,
     ) -> None:
         self._connect = connect
         self._on_open = on_open
         self._host = host_header
         self._label = label or host_header
         self._max_body = max_body
+        self._max_unverified_body = max_unverified_body
+        self._limit = (max_body, "max_response_bytes")  # this response's cap, and its name
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._received = 0
@@ -158,6 +168,7 @@ class Http11Connection:
 
     def _exchange(self, method: str, path: str) -> HttpResponse:
         self._received = 0
+        self._limit = (self._max_unverified_body, "what it reads before attestation")
         self._send(method, path, None, {}, None)
         return self._read(method)
 
@@ -168,8 +179,11 @@ class Http11Connection:
         body: bytes | Callable[[], Iterable[bytes | memoryview]] | None,
         headers: dict[str, str],
         body_length: int | None = None,
+        *,
+        max_body: int | None = None,
     ) -> HttpResponse:
-        """Send a request and read the response.
+        """Send a request and read the response (its body capped by ``max_body`` when given,
+        for answers read before the server is attested, else by the connection's ``max_body``).
 
         A kept-alive socket that the server has closed in the meantime is retried once on a
         new connection, and only when not one byte of the response had arrived: the server
@@ -183,6 +197,11 @@ class Http11Connection:
             try:
                 if self._sock is None:
                     self._open()
+                self._limit = (
+                    (self._max_body, "max_response_bytes")
+                    if max_body is None
+                    else (max_body, "what it reads before attestation")
+                )
                 self._send(method, path, body, headers, body_length)
                 return self._read(method)
             except _STALE as exc:
@@ -307,10 +326,11 @@ class Http11Connection:
         return HttpResponse(status, headers, body)
 
     def _check_size(self, size: int) -> int:
-        if size > self._max_body:
+        limit, name = self._limit
+        if size > limit:
             raise ProtocolError(
                 f"the response body ({size} bytes or more) is over the client's limit of "
-                f"{self._max_body} bytes (max_response_bytes)"
+                f"{limit} bytes ({name})"
             )
         return size
 

@@ -121,8 +121,12 @@ class _Transport:
         body: bytes | Callable[[], Iterable[bytes | memoryview]] | None = None,
         headers: dict[str, str] | None = None,
         body_length: int | None = None,
+        *,
+        max_body: int | None = None,
     ) -> HttpResponse:
         """Send one request. A streamed ``body`` is a factory of chunks with ``body_length``.
+        ``max_body`` caps this response's body below ``max_response_bytes`` (an answer read
+        before the server is attested: :data:`~blindai.client._http11.MAX_UNVERIFIED_BODY`).
 
         Without keep-alive, the request asks the server to close the connection, and the
         client closes it once answered (a load balancer then spreads requests over replicas).
@@ -131,11 +135,11 @@ class _Transport:
             raise ConfigurationError("this connection is closed: open a new one")
         headers = {**self._auth, **(headers or {})}
         if self.keep_alive:
-            return self._conn().request(method, path, body, headers, body_length)
+            return self._conn().request(method, path, body, headers, body_length, max_body=max_body)
         conn = self._conn()
         try:
             headers = {**headers, "Connection": "close"}
-            return conn.request(method, path, body, headers, body_length)
+            return conn.request(method, path, body, headers, body_length, max_body=max_body)
         finally:
             conn.close()
 
@@ -166,10 +170,12 @@ class PlainTransport(_Transport):
         body: bytes | Callable[[], Iterable[bytes | memoryview]] | None = None,
         headers: dict[str, str] | None = None,
         body_length: int | None = None,
+        *,
+        max_body: int | None = None,
     ) -> HttpResponse:
         """Send one request; a port that answers in TLS is reported as :class:`WrongPort`."""
         try:
-            return super().request(method, path, body, headers, body_length)
+            return super().request(method, path, body, headers, body_length, max_body=max_body)
         except RequestTimeout:
             raise
         except (NetworkError, ProtocolError) as exc:

@@ -9,6 +9,7 @@ route with the CBOR given (tests/unit/client/_attested.py).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,9 +18,15 @@ import cbor2
 import pytest
 
 import blindai
+from blindai.attestation.binding import expected_report_data
+from blindai.client._attest import attest_server
+from blindai.client._transport import PlainTransport
 from blindai.client.connection import Connection
 from blindai.errors import InvalidInput, ProtocolError
+from blindai.server.attesters.simulation import SimulationAttester
+from blindai.server.tls import TlsIdentity
 from tests.unit.client._attested import attested_fake, simulated
+from tests.unit.client._scripted import read_request, scripted_server
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::blindai.attestation.simulation.SimulationModeWarning"
@@ -79,3 +86,53 @@ def test_a_server_error_message_is_one_bounded_line() -> None:
     line = caught.value.diagnostics()
     assert line.startswith("InvalidInput: 400: delete: bad input Attestation verified: OK ")
     assert line.isprintable() and len(line) < 600 and line.endswith(" [...]")
+
+
+# An unverified answer bigger than any evidence: an array of empty byte strings (cheap to
+# decode, so that the test costs little even where the cap is missing). Of empty maps it would
+# have cost the client 72 bytes of memory per byte sent.
+_OVERSIZED = b"\x9a" + (5 << 20).to_bytes(4, "big") + b"\x40" * (5 << 20)
+
+
+def test_an_oversized_attestation_reply_is_refused_unread() -> None:
+    """``GET /attestation`` is read before the server is attested: capped at 4 MiB, not at
+    max_response_bytes (1 GiB), since it is decoded whole."""
+    oversized = (200, {"Content-Type": "application/cbor"}, _OVERSIZED)
+    with attested_fake(lambda cert, nonce: oversized) as fake:
+        with pytest.raises(ProtocolError, match="limit of 4194304 bytes \\(what it reads before"):
+            blindai.connect(
+                "127.0.0.1",
+                attested_server_port=fake.port,
+                model_management_port=fake.port,
+                simulation_mode=True,
+                timeout=10,
+            )
+        assert [r for r in fake.requests if not r.startswith("GET /attestation")] == []
+
+
+@pytest.mark.parametrize("path", ["/", "/info", "/quote"])
+def test_an_oversized_answer_of_the_unattested_port_is_refused_unread(path: str) -> None:
+    cert = TlsIdentity.generate().cert_der
+    evidence = SimulationAttester(measurement=b"\1" * 32).evidence(expected_report_data(cert))
+    honest = {
+        "/": cbor2.dumps(cert),
+        "/info": cbor2.dumps({"tee": "simulation"}),
+        "/quote": cbor2.dumps(evidence),
+    }
+
+    def handler(index: int, sock: socket.socket) -> None:
+        if sock.recv(1, socket.MSG_PEEK) == b"\x16":  # the client asking whether TLS is spoken
+            return
+        while raw := read_request(sock):
+            target = raw.split(b" ", 2)[1].decode()
+            body = _OVERSIZED if target == path else honest.get(target, cbor2.dumps("?"))
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
+            sock.sendall(head.encode() + body)
+
+    with scripted_server(handler) as server:
+        plain = PlainTransport("127.0.0.1", server.port, 10)
+        try:
+            with pytest.raises(ProtocolError, match="limit of 4194304 bytes \\(what it reads"):
+                attest_server(plain, simulation_mode=True, policy=None)
+        finally:
+            plain.close()
