@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -48,6 +48,7 @@ from blindai.errors import CollateralError, CollateralUnavailable, EvidenceError
 
 __all__ = [
     "INTEL_PCS_URL",
+    "RETRY_AFTER_S",
     "CollateralSource",
     "FetchResponse",
     "PckChain",
@@ -60,6 +61,8 @@ __all__ = [
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 MAX_FETCH_BYTES = 16 << 20
+RETRY_AFTER_S = 30.0
+"""Seconds before collateral that could not be fetched, or was out of date, is fetched again."""
 """Default cap on one answer from a PCS, PCCS or KDS (16 MiB)."""
 DEFAULT_FETCH_DEADLINE = 60.0
 """Default time for one whole answer from a PCS, PCCS or KDS, in seconds."""
@@ -347,7 +350,11 @@ class PcsCollateralSource:
     """SGX and TDX collateral from a PCS or PCCS, cached until its earliest ``nextUpdate``.
 
     One entry per (TEE, FMSPC, PCK CA); collateral already out of date when fetched is
-    returned (the verifier decides) but not cached, so the next call fetches again. Use
+    returned (the verifier decides) and kept for ``retry_after`` seconds only. A fetch that
+    fails is not tried again for ``retry_after`` seconds either: the calls in between raise the
+    same :class:`CollateralUnavailable` at once. (A server fetches on behalf of anonymous
+    clients of its unattested port: without this, each of their requests cost a worker a whole
+    fetch, up to a minute against a PCS that drips, while the PCS was down.) Use
     :meth:`online` for Intel's PCS or a PCCS over HTTPS; pass a fetcher to control the network.
     """
 
@@ -357,12 +364,15 @@ class PcsCollateralSource:
         *,
         base_url: str = INTEL_PCS_URL,
         clock: Callable[[], datetime] = _utcnow,
+        retry_after: float = RETRY_AFTER_S,
     ) -> None:
         self.fetcher = fetcher
         self.base_url = base_url
+        self.retry_after = timedelta(seconds=retry_after)
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, str], tuple[Collateral, datetime]] = {}
+        self._failed: dict[tuple[str, str, str], tuple[datetime, str]] = {}
 
     @classmethod
     def online(cls, base_url: str = INTEL_PCS_URL, *, timeout: float = 10.0) -> PcsCollateralSource:
@@ -378,12 +388,24 @@ class PcsCollateralSource:
             cached = self._cache.get(key)
             if cached is not None and now < cached[1]:
                 return cached[0]
-            collateral = fetch_collateral(self.fetcher, self.base_url, chain)
-            expires = _next_update(collateral)
+            failed = self._failed.get(key)
+            if failed is not None and now < failed[0]:
+                raise CollateralUnavailable(
+                    f"{failed[1]} (not fetched again until {failed[0]:%H:%M:%S} UTC)"
+                )
+            try:
+                collateral = fetch_collateral(self.fetcher, self.base_url, chain)
+                expires = _next_update(collateral)
+            except CollateralUnavailable as exc:
+                now = self._clock()
+                self._failed = {k: v for k, v in self._failed.items() if now < v[0]}
+                self._failed[key] = (now + self.retry_after, str(exc))
+                raise
+            self._failed.pop(key, None)
             if now < expires:
                 self._cache[key] = (collateral, expires)
             else:
-                self._cache.pop(key, None)
+                self._cache[key] = (collateral, self._clock() + self.retry_after)
                 _log.warning(
                     "%s collateral from %s is out of date (nextUpdate %s)",
                     chain.tee.upper(),

@@ -56,16 +56,53 @@ def test_fetches_the_pcs_v4_urls_once_until_next_update(sgx_set: Path, fake_pcs:
     assert len(fake_pcs.asked) == 8
 
 
-def test_out_of_date_collateral_is_returned_but_not_cached(
+def test_out_of_date_collateral_is_returned_and_kept_for_retry_after_only(
     sgx_set: Path, fake_pcs: FakeFetcher, caplog: pytest.LogCaptureFixture
 ):
     quote = (sgx_set / "quote.bin").read_bytes()
-    source = PcsCollateralSource(fake_pcs, clock=lambda: EXPIRY + timedelta(days=1))
+    clock = Clock(EXPIRY + timedelta(days=1))
+    source = PcsCollateralSource(fake_pcs, clock=clock, retry_after=30)
     with caplog.at_level(logging.WARNING, logger="blindai.attestation"):
-        source.for_quote(quote)
-        source.for_quote(quote)
+        first = source.for_quote(quote)
+        assert source.for_quote(quote) is first
+        assert len(fake_pcs.asked) == 4
+        clock.now += timedelta(seconds=30)
+        assert source.for_quote(quote) is not first
     assert len(fake_pcs.asked) == 8
     assert "out of date" in caplog.text
+
+
+def test_a_failed_fetch_is_not_tried_again_before_retry_after(sgx_set: Path):
+    """Every caller while the PCS fails (an anonymous client of the unattested port asking for
+    collateral, again and again) cost a whole fetch: now one fetch per retry_after."""
+    quote = (sgx_set / "quote.bin").read_bytes()
+    fetcher = FakeFetcher({})  # every URL: 404
+    clock = Clock(NOW)
+    source = PcsCollateralSource(fetcher, clock=clock, retry_after=30)
+    for _ in range(5):
+        with pytest.raises(CollateralUnavailable, match="404"):
+            source.for_quote(quote)
+    assert len(fetcher.asked) == 1
+    with pytest.raises(CollateralUnavailable, match="not fetched again until 00:00:30 UTC"):
+        source.for_quote(quote)
+    clock.now += timedelta(seconds=30)
+    with pytest.raises(CollateralUnavailable):
+        source.for_quote(quote)
+    assert len(fetcher.asked) == 2
+
+
+def test_a_fetch_that_succeeds_again_is_cached_again(sgx_set: Path, fake_pcs: FakeFetcher):
+    quote = (sgx_set / "quote.bin").read_bytes()
+    answers, fake_pcs.answers = fake_pcs.answers, {}
+    clock = Clock(NOW)
+    source = PcsCollateralSource(fake_pcs, clock=clock, retry_after=30)
+    with pytest.raises(CollateralUnavailable):
+        source.for_quote(quote)
+    fake_pcs.answers = answers
+    clock.now += timedelta(seconds=30)
+    first = source.for_quote(quote)
+    assert source.for_quote(quote) is first
+    assert len(fake_pcs.asked) == 1 + 4
 
 
 def test_platform_ca_quote_end_to_end(evidence_dir: Path):

@@ -130,7 +130,11 @@ def test_online_source_uses_urllib_and_touches_nothing_until_asked():
 
 def test_out_of_date_tdx_collateral_is_refetched(tdx_set: Path, fake_tdx_pcs: FakeFetcher):
     quote = (tdx_set / "quote.bin").read_bytes()
-    source = PcsCollateralSource(fake_tdx_pcs, clock=lambda: EXPIRY + timedelta(days=1))
+    clock = Clock(EXPIRY + timedelta(days=1))
+    source = PcsCollateralSource(fake_tdx_pcs, clock=clock, retry_after=30)
     source.for_quote(quote)
+    source.for_quote(quote)
+    assert fake_tdx_pcs.asked == TDX_URLS
+    clock.now += timedelta(seconds=30)
     source.for_quote(quote)
     assert fake_tdx_pcs.asked == TDX_URLS * 2

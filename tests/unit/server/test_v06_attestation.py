@@ -15,6 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 from blindai.attestation import simulation
+from blindai.attestation._collateral import PcsCollateralSource
 from blindai.attestation.binding import check_binding
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
@@ -26,6 +27,7 @@ from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.evidence import EvidenceService
 from blindai.server.protocols.v06 import FreshEvidenceLimit, attestation_route
 from blindai.server.tls import TlsIdentity
+from tests.unit.attestation.pcs_fakes import FakeFetcher
 from tests.unit.server._inprocess import in_process
 
 NONCE = bytes(range(100, 132))
@@ -189,3 +191,32 @@ def test_a_device_that_never_answers_is_503_each_time_not_a_hang(tmp_path: Path)
             assert "no answer in time" in cbor2.loads(resp.content)
         assert p.unattested.get("/quote").status_code == 503
         assert p.unattested.get("/").status_code == 200
+
+
+class PcsEndorsedAttester(SimulationAttester):
+    """Simulated evidence; SGX collateral for a real quote from a real PcsCollateralSource, as
+    GramineAttester serves it (its own quote cannot carry this test's certificate)."""
+
+    def __init__(self, quote: bytes, source: PcsCollateralSource) -> None:
+        super().__init__(measurement=b"\7" * 32)
+        self.quote, self.source = quote, source
+
+    def endorsements(self) -> Endorsements:
+        return Endorsements(collateral=self.source.for_quote(self.quote).to_json())
+
+
+def test_anonymous_requests_while_the_pcs_fails_cost_one_fetch(sgx_set: Path):
+    """The unattested port fetches collateral for anyone who asks: while the PCS failed, each
+    anonymous request cost an evidence worker a whole fetch (up to a minute against a PCS that
+    drips), and the attested port's /attestation waited behind them."""
+    pcs = FakeFetcher({})  # the PCS answers 404 to everything
+    source = PcsCollateralSource(pcs)
+    with in_process() as p:
+        p.service.attester = PcsEndorsedAttester((sgx_set / "quote.bin").read_bytes(), source)
+        for _ in range(10):
+            resp = p.unattested.get("/endorsements")
+            assert resp.status_code == 503
+            assert resp.headers["x-blindai-error"] == "CollateralUnavailable"
+        resp = p.attested.get("/attestation")
+        assert resp.status_code == 503 and "not fetched again until" in cbor2.loads(resp.content)
+    assert len(pcs.asked) == 1
