@@ -149,10 +149,17 @@ def _endorsements(
     found = Endorsements()
     if resp is not None:
         body = _cbor(resp, "endorsements")
-        if isinstance(body, dict):
-            certs = tuple(c for c in body.get("certificates") or () if isinstance(c, bytes))
-            coll = body.get("collateral")
-            found = Endorsements(coll if isinstance(coll, bytes) else None, certs)
+        certs = body.get("certificates", []) if isinstance(body, dict) else None
+        coll = body.get("collateral") if isinstance(body, dict) else None
+        if (
+            not isinstance(certs, list)
+            or not all(isinstance(c, bytes) for c in certs)
+            or not isinstance(coll, bytes | None)
+        ):
+            raise ProtocolError(
+                "endorsements must be a CBOR map {collateral: bytes or null, certificates: [bytes]}"
+            )
+        found = Endorsements(coll, tuple(certs))
     if found.collateral is None and kind in _DCAP_KINDS:
         coll_resp = _get(plain, "/collateral", optional=True)
         if coll_resp is not None:

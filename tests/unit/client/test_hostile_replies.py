@@ -12,17 +12,19 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
 
 import blindai
+from blindai.attestation import Policy
 from blindai.attestation.binding import expected_report_data
 from blindai.client._attest import attest_server
 from blindai.client._transport import PlainTransport
 from blindai.client.connection import Connection
-from blindai.errors import InvalidInput, ProtocolError
+from blindai.errors import CollateralError, InvalidInput, ProtocolError
 from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.tls import TlsIdentity
 from tests.unit.client._attested import attested_fake, simulated
@@ -110,6 +112,57 @@ def test_an_oversized_attestation_reply_is_refused_unread() -> None:
         assert [r for r in fake.requests if not r.startswith("GET /attestation")] == []
 
 
+@contextmanager
+def _unattested(answers: dict[str, bytes]) -> Iterator[PlainTransport]:
+    """A plain loopback server answering each path with its CBOR body (404 for others)."""
+
+    def handler(index: int, sock: socket.socket) -> None:
+        if sock.recv(1, socket.MSG_PEEK) == b"\x16":  # the client asking whether TLS is spoken
+            return
+        while raw := read_request(sock):
+            body = answers.get(raw.split(b" ", 2)[1].decode())
+            status = "200 OK" if body is not None else "404 Not Found"
+            body = body if body is not None else b""
+            sock.sendall(
+                f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+
+    with scripted_server(handler) as server:
+        plain = PlainTransport("127.0.0.1", server.port, 10)
+        try:
+            yield plain
+        finally:
+            plain.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "error", "text"),
+    [
+        ("/endorsements", {"certificates": 5, "collateral": None}, ProtocolError, "endorsements"),
+        ("/endorsements", {"certificates": [], "collateral": 5}, ProtocolError, "endorsements"),
+        ("/endorsements", [1], ProtocolError, "endorsements must be a CBOR map"),
+        ("/collateral", 5, CollateralError, "BlindAI 0.6 collateral map"),
+        ("/collateral", None, CollateralError, "BlindAI 0.6 collateral map"),
+        ("/collateral", [[1]], CollateralError, "BlindAI 0.6 collateral map"),
+    ],
+)
+def test_malformed_endorsements_of_the_unattested_port_are_typed_errors(
+    sgx_set: Path, path: str, answer: Any, error: type[Exception], text: str
+) -> None:
+    """Before: TypeError ('int' object is not iterable, unhashable type: 'list'), a traceback in
+    blindai attest HOST."""
+    answers = {
+        "/": cbor2.dumps(TlsIdentity.generate().cert_der),
+        "/info": cbor2.dumps({"tee": "sgx"}),
+        "/quote": cbor2.dumps((sgx_set / "quote.bin").read_bytes()),
+        path: cbor2.dumps(answer),
+    }
+    policy = Policy.from_toml("[sgx]\nallow_any_measurement = true\n")
+    with _unattested(answers) as plain:
+        with pytest.raises(error, match=text):
+            attest_server(plain, simulation_mode=False, policy=policy)
+
+
 @pytest.mark.parametrize("path", ["/", "/info", "/quote"])
 def test_an_oversized_answer_of_the_unattested_port_is_refused_unread(path: str) -> None:
     cert = TlsIdentity.generate().cert_der
@@ -120,19 +173,6 @@ def test_an_oversized_answer_of_the_unattested_port_is_refused_unread(path: str)
         "/quote": cbor2.dumps(evidence),
     }
 
-    def handler(index: int, sock: socket.socket) -> None:
-        if sock.recv(1, socket.MSG_PEEK) == b"\x16":  # the client asking whether TLS is spoken
-            return
-        while raw := read_request(sock):
-            target = raw.split(b" ", 2)[1].decode()
-            body = _OVERSIZED if target == path else honest.get(target, cbor2.dumps("?"))
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n"
-            sock.sendall(head.encode() + body)
-
-    with scripted_server(handler) as server:
-        plain = PlainTransport("127.0.0.1", server.port, 10)
-        try:
-            with pytest.raises(ProtocolError, match="limit of 4194304 bytes \\(what it reads"):
-                attest_server(plain, simulation_mode=True, policy=None)
-        finally:
-            plain.close()
+    with _unattested({**honest, path: _OVERSIZED}) as plain:
+        with pytest.raises(ProtocolError, match="limit of 4194304 bytes \\(what it reads"):
+            attest_server(plain, simulation_mode=True, policy=None)

@@ -262,9 +262,10 @@ def pck_crl_issuer_chain_from_quote(quote: bytes) -> bytes:
     return _pem(_quote_chain(quote)[1:]).encode()
 
 
-def collateral_from_blindai_v06(mapping: dict[str, Any]) -> bytes:
-    """Collateral JSON from BlindAI 0.6's ``/collateral`` CBOR map (strings, PEM CRLs)."""
-    if set(mapping) != _V06_FIELDS:
+def collateral_from_blindai_v06(mapping: object) -> bytes:
+    """Collateral JSON from BlindAI 0.6's ``/collateral`` CBOR map (strings, PEM CRLs);
+    :class:`CollateralError` for anything else (the map comes from an unverified server)."""
+    if not isinstance(mapping, dict) or set(mapping) != _V06_FIELDS:
         raise CollateralError(f"a BlindAI 0.6 collateral map has keys {sorted(_V06_FIELDS)}")
     if not all(isinstance(mapping[k], str) for k in _V06_FIELDS - {"version"}):
         raise CollateralError("BlindAI 0.6 collateral values must be strings")

@@ -110,6 +110,14 @@ def test_a_bad_blindai_06_map_is_a_collateral_error(phala_sgx: DcapSet, change: 
         collateral_from_blindai_v06(served)
 
 
+@pytest.mark.parametrize("served", [5, None, [["pck_crl"]], "pck_crl", b"pck_crl", 1.5])
+def test_a_blindai_06_answer_that_is_no_map_is_a_collateral_error(served: object) -> None:
+    """A server's /collateral answer decoded to an integer, null or a list of lists raised
+    TypeError (set() of it): a traceback in blindai attest."""
+    with pytest.raises(CollateralError, match=r"a BlindAI 0\.6 collateral map has keys"):
+        collateral_from_blindai_v06(served)
+
+
 def test_crls_may_be_der_pem_or_hex(phala_sgx: DcapSet) -> None:
     served = collateral_to_blindai_v06(phala_sgx.collateral, phala_sgx.quote)
     expected = parse_collateral(phala_sgx.collateral)
