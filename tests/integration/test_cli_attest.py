@@ -455,3 +455,13 @@ def test_serve_auto_without_a_tee_fails_in_one_line() -> None:
     assert len(lines) == 1, lines
     assert lines[0].startswith("ConfigurationError: --tee auto found no TEE")
     assert "--tee simulation" in lines[0]
+
+
+def test_attest_a_host_name_with_an_empty_label_is_one_line() -> None:
+    """``a..b`` made the resolver's idna codec raise UnicodeError: a traceback."""
+    done = blindai("attest", "a..b", "--simulation")
+    assert done.returncode == 2
+    assert _lines(done.stderr) == [
+        "ConfigurationError: 'a..b' is not a valid host name: a label (between dots) is empty, "
+        "longer than 63 characters, or not valid IDNA"
+    ]

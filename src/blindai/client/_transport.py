@@ -61,6 +61,7 @@ __all__ = [
     "PinnedTlsTransport",
     "PlainTransport",
     "PortRole",
+    "check_host",
 ]
 
 
@@ -78,7 +79,7 @@ class _Transport:
         keep_alive: bool = True,
         api_key: str | None = None,
     ) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+        self.host, self.port, self.timeout = check_host(host), port, timeout
         self._auth = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.role = role
         self.keep_alive = keep_alive
@@ -182,6 +183,22 @@ class PlainTransport(_Transport):
             if speaks_tls(self.host, self.port, self.timeout):
                 raise wrong_port(self.port, self.role, found="TLS") from exc
             raise
+
+
+def check_host(host: str) -> str:
+    """``host`` when the resolver can take it; ConfigurationError otherwise.
+
+    The resolver encodes a name with the ``idna`` codec, which raises UnicodeError (not an
+    OSError) on an empty or over-long label: ``a..b``, a label of 64 characters.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigurationError(
+            f"{host!r} is not a valid host name: a label (between dots) is empty, longer than "
+            "63 characters, or not valid IDNA"
+        ) from None
+    return host
 
 
 def _handshake(transport: _Transport, ctx: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from blindai.client._transport import check_host
 from blindai.client.connection import Connection
 from blindai.errors import BlindAIError, ConfigurationError, NetworkError, ProtocolError
 from blindai.pipeline.bundle import Pipeline
@@ -53,6 +54,7 @@ def _addresses(name: str) -> list[str]:
         pass
     else:
         return [name]
+    check_host(name)
     try:
         found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import blindai
 from blindai.client.replicas import resolve_replicas
 from blindai.errors import ConfigurationError, NetworkError
 
@@ -50,3 +51,13 @@ def test_nothing_named(names: list[str]):
 def test_an_unknown_name():
     with pytest.raises(NetworkError, match=r"cannot resolve 'no-such-host\.invalid'"):
         resolve_replicas(["no-such-host.invalid"])
+
+
+@pytest.mark.parametrize("name", ["a..b", "x" * 64, "replica." + "y" * 64 + ".svc"])
+def test_a_name_the_resolver_cannot_encode_is_a_configuration_error(name: str):
+    """An empty or over-long label made the idna codec raise UnicodeError: a traceback in
+    blindai upload --replicas, or in blindai.connect."""
+    with pytest.raises(ConfigurationError, match="is not a valid host name"):
+        resolve_replicas([name])
+    with pytest.raises(ConfigurationError, match="is not a valid host name"):
+        blindai.connect(name, simulation_mode=True, timeout=1)
