@@ -36,6 +36,7 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from blindai.attestation._anchors import INTEL_SGX_ROOT_CA, fingerprint
 from blindai.attestation._x509 import load_pem_certificates
 from blindai.attestation.dcap import (
     TEE_TDX,
@@ -144,7 +145,7 @@ class UrllibFetcher:
         return answer
 
     def _get(self, url: str, watch: _Deadline) -> FetchResponse:
-        opener = urllib.request.build_opener(_WatchedHTTP(watch), _WatchedHTTPS(watch))
+        opener = _opener(watch)
         try:
             with opener.open(url, timeout=self.timeout) as answer:
                 body = answer.read(self.max_bytes + 1)
@@ -164,6 +165,23 @@ class UrllibFetcher:
             raise CollateralUnavailable(
                 f"GET {url} failed: malformed HTTP answer ({type(exc).__name__})"
             ) from exc
+
+
+def _opener(watch: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener for http and https only, redirects included: ``build_opener`` also reads
+    ``file:``, ``ftp:`` and ``data:`` URLs (a local file, a socket no deadline watches)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        _WatchedHTTP(watch),
+        _WatchedHTTPS(watch),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 class _Deadline:
@@ -295,7 +313,7 @@ def fetch_collateral(fetcher: PcsFetcher, base_url: str, chain: PckChain) -> Col
     qe = _get(fetcher, f"{api}/qe/identity")
     crl = _get(fetcher, f"{sgx}/pckcrl?ca={chain.ca_type}&encoding=der")
     if base == INTEL_PCS_URL:
-        root_crl = _get(fetcher, _distribution_point(chain.root))
+        root_crl = _get(fetcher, _root_crl_url(chain.root))
     else:
         root_crl = _get(fetcher, f"{sgx}/rootcacrl")
     try:
@@ -328,6 +346,18 @@ def _chain(answer: FetchResponse, names: tuple[str, ...]) -> bytes:
     if not value:
         raise CollateralUnavailable(f"the PCS answer has no {names[0]} header")
     return unquote(value).encode()
+
+
+def _root_crl_url(root: x509.Certificate) -> str:
+    """Where Intel's PCS serves the root CA CRL: the CRL distribution point of the quote's root,
+    once that root is Intel's pinned SGX root CA. The chain is unverified here: a forged root
+    would otherwise name any URL (``file:///...``, an internal address) for us to fetch."""
+    if fingerprint(root.public_bytes(Encoding.DER)) != INTEL_SGX_ROOT_CA:
+        raise CollateralUnavailable(
+            "the quote's PCK chain does not end at Intel's SGX root CA: no collateral is fetched "
+            "for it (its verification would fail anyway)"
+        )
+    return _distribution_point(root)
 
 
 def _distribution_point(root: x509.Certificate) -> str:

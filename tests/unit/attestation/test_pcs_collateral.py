@@ -16,12 +16,18 @@ from urllib.parse import quote as urlquote
 import dcap_qvl
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from blindai.attestation._collateral import (
+    INTEL_PCS_URL,
     FetchResponse,
+    PckChain,
     PcsCollateralSource,
     UrllibFetcher,
+    fetch_collateral,
     pck_chain,
 )
 from blindai.errors import CollateralUnavailable
@@ -370,3 +376,44 @@ def test_urllib_fetcher_deadline_does_not_cut_a_prompt_answer() -> None:
     for timer in timers:
         timer.join(5)  # cancelled: ends at once, not after 30 s
     assert not [t for t in timers if t.is_alive()]
+
+
+def _forged_root(crl_url: str) -> x509.Certificate:
+    """A self-signed root naming ``crl_url`` as its CRL distribution point."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA")])
+    point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@pytest.mark.parametrize("url", ["file:///etc/shadow", "http://169.254.169.254/latest/meta-data/"])
+def test_a_forged_root_names_no_url_for_us_to_fetch(sgx_set: Path, fake_pcs: FakeFetcher, url: str):
+    """The root CA CRL was fetched from the CRL distribution point of the quote's root before
+    anything was verified: a server's (or a host's) forged chain named what the client (or
+    the server, for anyone asking /collateral) fetched: a local file, an internal address."""
+    genuine = pck_chain((sgx_set / "quote.bin").read_bytes())
+    forged = PckChain([genuine.leaf, genuine.ca, _forged_root(url)])
+    with pytest.raises(CollateralUnavailable, match="does not end at Intel's SGX root CA"):
+        fetch_collateral(fake_pcs, INTEL_PCS_URL, forged)
+    assert url not in fake_pcs.asked
+    assert ROOT_CRL_URL not in fake_pcs.asked
+
+
+@pytest.mark.parametrize("scheme", ["file", "data", "ftp"])
+def test_urllib_fetcher_fetches_over_http_and_https_only(tmp_path: Path, scheme: str):
+    """urllib's default opener read file: and data: URLs (and ftp: with no deadline)."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not for the network")
+    url = {"file": secret.as_uri(), "data": "data:,not%20for", "ftp": "ftp://127.0.0.1:1/x"}
+    with pytest.raises(CollateralUnavailable, match=f"unknown url type: {scheme}"):
+        UrllibFetcher(timeout=2).get(url[scheme])
