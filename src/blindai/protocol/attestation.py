@@ -110,7 +110,7 @@ def decode_reply(body: bytes | bytearray) -> AttestationReply:
     if not isinstance(doc, dict):
         raise ProtocolError("the attestation reply must be a CBOR map")
     if doc.get("version") != ATTESTATION_VERSION:
-        raise ProtocolError(f"unsupported attestation reply version {doc.get('version')!r}")
+        raise ProtocolError(f"unsupported attestation reply version {doc.get('version')!r:.40}")
     certificates = _field(doc, "certificates", list)
     if not all(isinstance(c, bytes) for c in certificates):
         raise ProtocolError("the attestation reply's certificates must be byte strings")

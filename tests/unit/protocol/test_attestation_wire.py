@@ -65,3 +65,10 @@ def _doc(**changes: Any) -> bytes:
 def test_malformed_replies_are_protocol_errors(body: bytes, match: str):
     with pytest.raises(ProtocolError, match=match):
         decode_reply(body)
+
+
+def test_an_unsupported_version_is_shown_short():
+    """The server's value went whole into the message (a 4 MiB byte string: a 16 MB line)."""
+    with pytest.raises(ProtocolError) as info:
+        decode_reply(_doc(version=b"\x1b" * 100_000))
+    assert len(str(info.value)) < 100 and str(info.value).isprintable()

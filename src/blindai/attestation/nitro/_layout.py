@@ -134,8 +134,10 @@ def parse_document(payload: bytes) -> AttestationDocument:
     if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
         raise EvidenceError("attestation document payload must be a map with text keys")
     unknown = sorted(set(doc) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise EvidenceError(f"unknown attestation document field(s): {', '.join(unknown)}")
+    if unknown:  # names from unverified bytes: escaped (no newline, no terminal escape), few
+        shown = ", ".join(f"{name!r:.40}" for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise EvidenceError(f"unknown attestation document field(s): {shown}{more}")
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise EvidenceError(f"attestation document lacks field(s): {', '.join(missing)}")

@@ -566,3 +566,17 @@ def test_every_prefix_of_generated_document(verifier: NitroVerifier, chain: Any,
     for cut in range(len(raw)):
         with pytest.raises(EvidenceError):
             _verify(verifier, raw[:cut], kit)
+
+
+def test_unknown_field_names_are_escaped_and_few(
+    verifier: NitroVerifier, chain: Any, kit: Any
+) -> None:
+    """The names came from unverified bytes and went raw into the error the CLI prints: a
+    newline and terminal escapes forged a line of its output, a long name flooded it."""
+    forged = "\x1b[2J\nattestation OK" + "x" * 10_000
+    names = {forged: 1, **{f"extra{i}": i for i in range(10)}}
+    with pytest.raises(EvidenceError) as info:
+        _verify(verifier, kit.make_document(chain, **names), kit)
+    message = str(info.value)
+    assert message.isprintable() and len(message) < 400
+    assert "'\\x1b[2J\\nattestation OK" in message and message.endswith(" and 6 more")
