@@ -83,10 +83,12 @@ class BlindAIError(Exception):
     """The HTTP status the server answers with when this error ends a request."""
 
     def diagnostics(self) -> str:
-        """One readable line for the CLI (no traceback)."""
+        """One readable line for the CLI (no traceback): every character that is not printable
+        written as its escape (``\\n``, ``\\x1b``), since a message may quote what a server or
+        its evidence said, and a newline or a terminal escape there would forge lines."""
         name = type(self).__name__
         text = str(self) or (self.__doc__ or "").strip().splitlines()[0]
-        return f"{name}: {text}"
+        return f"{name}: {_escaped(text)}"
 
 
 class EvidenceError(BlindAIError):
@@ -131,8 +133,8 @@ class PolicyError(VerificationError):
         super().__init__("; ".join(str(v) for v in self.violations) or "policy violated")
 
     def diagnostics(self) -> str:
-        """One line per violation."""
-        return "\n".join(f"PolicyError: {v}" for v in self.violations)
+        """One line per violation (each escaped as :meth:`BlindAIError.diagnostics` does)."""
+        return "\n".join(f"PolicyError: {_escaped(str(v))}" for v in self.violations)
 
 
 class BindingError(VerificationError):
@@ -279,3 +281,12 @@ class WrongPort(ConfigurationError):
         self.role = role
         self.found = found
         super().__init__(message)
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each non-printable character written as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )

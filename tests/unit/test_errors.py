@@ -13,6 +13,7 @@ import blindai.pipeline
 from blindai.errors import (
     BlindAIError,
     ConfigurationError,
+    EvidenceError,
     InvalidInput,
     NetworkError,
     PayloadTooLarge,
@@ -93,3 +94,20 @@ def test_wrong_port_is_a_configuration_error_with_fields():
     assert isinstance(err, ConfigurationError)
     assert (err.port, err.role, err.found) == (9924, "unattested", "TLS")
     assert err.diagnostics() == "WrongPort: port 9924 speaks TLS"
+
+
+def test_diagnostics_escape_what_is_not_printable():
+    """A message may quote a server or its evidence (a Nitro field name, a reply's value): a
+    newline or a terminal escape there forged lines of the CLI's output."""
+    forged = EvidenceError("unknown field \x1b[2J\nVerificationError: none, all OK\r")
+    assert forged.diagnostics() == (
+        "EvidenceError: unknown field \\x1b[2J\\nVerificationError: none, all OK\\r"
+    )
+    assert EvidenceError("évidence ok").diagnostics() == "EvidenceError: évidence ok"
+    policy = PolicyError(
+        [Violation("module_id", "i-1", "i-2\nPolicyError: none"), Violation("a", "b", "c")]
+    )
+    assert policy.diagnostics().splitlines() == [
+        "PolicyError: module_id: expected i-1, got i-2\\nPolicyError: none",
+        "PolicyError: a: expected b, got c",
+    ]
