@@ -2,7 +2,8 @@
 
 ``cryptography`` parses a certificate's subject, issuer and extensions only when first read,
 and reports a malformed one with exceptions other than ``ValueError`` too
-(``InvalidVersion``, ``DuplicateExtension``, ``UnsupportedGeneralNameType``). Loading through
+(``InvalidVersion``, ``DuplicateExtension``, ``UnsupportedGeneralNameType``, a TypeError from
+``NameAttribute``). Loading through
 this module reads those fields at once, so that every malformed certificate is a
 ``ValueError`` where it is loaded, which each caller turns into its own typed error, and never
 an untyped exception later, deep in chain building.
@@ -22,12 +23,18 @@ _ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+#: what reading a field may raise besides: ``NameAttribute`` raises TypeError for a BIT STRING
+#: attribute of another type than x500UniqueIdentifier (one changed base64 digit of an Intel PCK
+#: CA certificate does it)
+_FIELD_ERRORS: tuple[type[Exception], ...] = (*_ERRORS, TypeError)
+
+
 def _whole(cert: x509.Certificate) -> x509.Certificate:
     try:
         cert.subject  # noqa: B018 -- read for its side effect: parsing
         cert.issuer  # noqa: B018
         cert.extensions  # noqa: B018
-    except _ERRORS as exc:
+    except _FIELD_ERRORS as exc:
         raise ValueError(f"malformed certificate: {exc}") from None
     return cert
 

@@ -109,3 +109,19 @@ def test_quote_pck_certificate_with_a_malformed_issuer_is_collateral_unavailable
     broken = quote.replace(leaf_pem, _pem(_flipped(leaf, LAZY["issuer"])))
     with pytest.raises(CollateralUnavailable, match="not PEM certificates"):
         pck_chain(broken).ca_type  # noqa: B018
+
+
+def test_a_bit_string_name_attribute_of_another_type_is_a_value_error(evidence_dir: Path) -> None:
+    """One base64 digit of the SGX set's PCK CA certificate changed ('T' to 'D'): its issuer
+    then holds a BIT STRING attribute that is not x500UniqueIdentifier, which cryptography's
+    NameAttribute refuses with TypeError, untyped: a 500 on a server's /collateral for a
+    host-made quote, a traceback in blindai attest for a server's."""
+    quote = (evidence_dir / "sgx-dcap" / "phala-dcap-qvl-sgx" / "quote.bin").read_bytes()
+    start = quote.index(b"-----BEGIN CERTIFICATE-----")
+    at = start + 441
+    assert quote[at : at + 1] == b"T"
+    broken = quote[:at] + b"D" + quote[at + 1 :]  # same length: the quote's sizes hold
+    with pytest.raises(ValueError, match="malformed certificate: oid must be X500_UNIQUE"):
+        load_pem_certificates(broken[start:].rstrip(b"\0"))
+    with pytest.raises(CollateralUnavailable, match="not PEM certificates"):
+        pck_chain(broken)
