@@ -14,6 +14,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -301,6 +302,11 @@ class ServerSettings(BaseSettings):
             parse_admin_key_sha256(self.admin_key_sha256)
         if self.store_key_file is not None and self.store is None:
             raise ConfigurationError("--store-key-file is given without --store")
+        if self.pccs_url is not None and urlsplit(self.pccs_url).scheme not in ("https", "http"):
+            raise ConfigurationError(
+                f"--pccs-url {self.pccs_url!r:.80} is not an https:// (or http://) URL: a PCS or "
+                "PCCS is reached over HTTP only"
+            )
         given = [(name, getattr(self, name)) for name in _PORTS if getattr(self, name)]
         for i, (name, port) in enumerate(given):
             for other, same in given[i + 1 :]:

@@ -48,6 +48,9 @@ def test_a_flag_wins_over_the_variable_which_wins_over_the_default(
         ),
         (["--admin-key-sha256", "abc"], "--admin-key-sha256 takes the SHA-256 of the admin key"),
         (["--store-key-file", "/k"], "--store-key-file is given without --store"),
+        # urllib's default opener would have read a local file and served it as collateral
+        (["--pccs-url", "file:///etc/passwd"], "--pccs-url 'file:///etc/passwd' is not an https"),
+        (["--pccs-url", "pccs.example:8081"], "--pccs-url 'pccs.example:8081' is not an https"),
     ],
 )
 def test_unusable_values_are_one_configuration_error(argv: list[str], message: str) -> None:
