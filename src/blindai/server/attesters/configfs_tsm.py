@@ -101,6 +101,11 @@ class _Entry:
         path = self.path / name
         deadline = time.monotonic() + self.settle_timeout
         while not path.exists():
+            if not self.path.is_dir():  # configfs never removes an entry itself
+                raise EvidenceError(
+                    f"the configfs-tsm entry {self.path.name} was removed while its report was "
+                    f"collected: another writer in {self.path.parent}"
+                )
             if time.monotonic() > deadline:
                 raise ConfigurationError(
                     f"{self.path.parent} is not a configfs-tsm report directory: "

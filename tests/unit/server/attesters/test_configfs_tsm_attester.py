@@ -313,3 +313,12 @@ def test_an_inblob_nobody_takes_is_an_evidence_error_in_bounded_time(report_dir:
         attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest", io_timeout=0.05)
         with pytest.raises(EvidenceError, match="no answer in time"):
             attester.evidence(bytes(64))
+
+
+def test_an_entry_removed_under_us_is_an_evidence_error(report_dir: Path):
+    """It was a ConfigurationError (500) saying the directory was no configfs-tsm, after the
+    settle timeout, about a directory probed at start-up."""
+    with HostileTsmEntries(report_dir, os.rmdir):
+        attester = ConfigfsTsmAttester(report_dir, provider="tdx_guest", settle_timeout=30)
+        with pytest.raises(EvidenceError, match="was removed while its report was collected"):
+            attester.evidence(bytes(64))
