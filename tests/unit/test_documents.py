@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
+import cbor2
 import pytest
 
-from blindai._documents import TOO_DEEP, loads_json, loads_toml
+from blindai._documents import TOO_DEEP, loads_cbor, loads_json, loads_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,3 +52,36 @@ def test_documents_within_the_limit_parse_as_the_standard_library_does() -> None
         loads_json("{")
     with pytest.raises(tomllib.TOMLDecodeError):
         loads_toml("[a")
+
+
+_COLLIDING = (1 << 61) - 1  # the modulus of Python's int hash: its multiples all hash to 0
+
+
+def test_loads_cbor_refuses_map_keys_other_than_text_and_bytes():
+    """Integer keys chosen to share one hash made cbor2's dict insertion quadratic: 40 000 of
+    them (518 KB) took 7.6 s of the client, before any verification."""
+    n = 1000
+    body = b"\xb9" + n.to_bytes(2, "big")
+    body += b"".join(cbor2.dumps(i * _COLLIDING) + b"\x00" for i in range(1, n + 1))
+    assert len(cbor2.loads(body)) == n  # what cbor2 alone does with it
+    with pytest.raises(cbor2.CBORDecodeError, match="map key must be a text string or byte"):
+        loads_cbor(body)
+    assert loads_cbor(cbor2.dumps({"text": 1, b"bytes": [2.5, None]})) == {
+        "text": 1,
+        b"bytes": [2.5, None],
+    }
+
+
+@pytest.mark.parametrize("tag", [0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 258, 55799])
+def test_loads_cbor_refuses_semantic_tags(tag: int):
+    """A rational (tag 30) is reduced by the gcd of its parts, quadratic in their size: two
+    256 KiB integers took 3.2 s, a 4 MiB answer minutes."""
+    with pytest.raises(cbor2.CBORDecodeError, match=f"semantic tag {tag}"):
+        loads_cbor(cbor2.dumps({"x": cbor2.CBORTag(tag, [1, 2])}))
+    assert loads_cbor(cbor2.dumps(cbor2.CBORTag(40000, 1))) == cbor2.CBORTag(40000, 1)
+
+
+def test_loads_cbor_nests_at_most_64_deep():
+    assert loads_cbor(b"\x81" * 63 + b"\x00") is not None
+    with pytest.raises(cbor2.CBORDecodeError, match="depth"):
+        loads_cbor(b"\x81" * 65 + b"\x00")

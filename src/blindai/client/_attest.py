@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-import cbor2
-
+from blindai._documents import loads_cbor
 from blindai.attestation import Verifier, simulation
 from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
@@ -97,7 +96,7 @@ def _get(
 
 def _cbor(resp: HttpResponse, what: str) -> Any:
     try:
-        return cbor2.loads(resp.body)
+        return loads_cbor(resp.body)  # from a server not verified yet
     except Exception as exc:
         raise ProtocolError(f"{what} is not valid CBOR") from exc
 

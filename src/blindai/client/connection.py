@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from blindai import errors
+from blindai._documents import loads_cbor
 from blindai.attestation import Verifier
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.policy import Policy
@@ -114,12 +114,11 @@ def _error_text(resp: HttpResponse) -> str:
     answers in plain text, whose first letter reads as a CBOR string's head)."""
     body = bytes(resp.body)
     if not resp.headers.get("content-type", "").startswith("text/"):
-        stream = io.BytesIO(body)
         try:
-            msg = cbor2.CBORDecoder(stream).decode()
+            msg = loads_cbor(body)  # maybe from a server not verified yet (GET /attestation)
         except Exception:
             msg = None
-        if isinstance(msg, str) and stream.tell() == len(body):
+        if isinstance(msg, str) and len(cbor2.dumps(msg)) == len(body):  # nothing after it
             return msg
     return body[: _MAX_SERVER_TEXT + 1].decode("utf-8", "replace")
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import cbor2
 
+from blindai._documents import loads_cbor
 from blindai.attestation.binding import NONCE_MAX_SIZE, NONCE_MIN_SIZE
 from blindai.errors import ProtocolError
 
@@ -104,7 +105,7 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any
 def decode_reply(body: bytes | bytearray) -> AttestationReply:
     """Parse a reply strictly; ProtocolError for anything else (nothing is verified here)."""
     try:
-        doc = cbor2.loads(body)
+        doc = loads_cbor(body)  # the server is not verified yet
     except Exception as exc:  # cbor2 raises several types on garbage
         raise ProtocolError("the attestation reply is not valid CBOR") from exc
     if not isinstance(doc, dict):

@@ -176,3 +176,16 @@ def test_an_oversized_answer_of_the_unattested_port_is_refused_unread(path: str)
     with _unattested({**honest, path: _OVERSIZED}) as plain:
         with pytest.raises(ProtocolError, match="limit of 4194304 bytes \\(what it reads"):
             attest_server(plain, simulation_mode=True, policy=None)
+
+
+@pytest.mark.parametrize("path", ["/", "/info", "/quote"])
+def test_costly_cbor_from_the_unattested_port_is_refused(path: str) -> None:
+    """A rational tag, decoded by cbor2 through a gcd quadratic in its size, in an answer read
+    before the server is verified."""
+    cert = TlsIdentity.generate().cert_der
+    evidence = SimulationAttester(measurement=b"\1" * 32).evidence(expected_report_data(cert))
+    honest = {"/": cbor2.dumps(cert), "/info": cbor2.dumps({}), "/quote": cbor2.dumps(evidence)}
+    costly = cbor2.dumps(cbor2.CBORTag(30, [10**400, 3]))
+    with _unattested({**honest, path: costly}) as plain:
+        with pytest.raises(ProtocolError, match="is not valid CBOR"):
+            attest_server(plain, simulation_mode=True, policy=None)

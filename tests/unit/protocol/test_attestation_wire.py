@@ -72,3 +72,19 @@ def test_an_unsupported_version_is_shown_short():
     with pytest.raises(ProtocolError) as info:
         decode_reply(_doc(version=b"\x1b" * 100_000))
     assert len(str(info.value)) < 100 and str(info.value).isprintable()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"info": {"tee": cbor2.CBORTag(30, [10**400, 3])}},  # a rational, reduced by a gcd
+        {"info": {1: "x", (1 << 61) - 1: "y"}},  # integer keys, chosen to share one hash
+    ],
+    ids=["rational-tag", "colliding-int-keys"],
+)
+def test_costly_cbor_in_a_reply_is_refused_before_it_is_decoded(changes: dict[str, Any]):
+    """The reply is decoded before the server is verified: semantic tags and map keys other
+    than text or bytes made cbor2 compute for minutes on a 4 MiB reply (a rational's gcd,
+    colliding hashes); the info map took them as they were."""
+    with pytest.raises(ProtocolError, match="not valid CBOR"):
+        decode_reply(_doc(**changes))
