@@ -20,8 +20,6 @@ import json
 import sys
 from typing import Any, NoReturn
 
-import cbor2
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the tests run on 3.11
@@ -48,9 +46,10 @@ def loads_toml(text: str) -> dict[str, Any]:
         raise tomllib.TOMLDecodeError(TOO_DEEP) from None
 
 
-#: the tags cbor2 6 decodes into Python objects (dates, big numbers, decimals, rationals,
-#: regular expressions, MIME messages, UUIDs, IP addresses, sets, shared references)
-_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
+#: the tags cbor2 6 decodes into Python objects (dates, decimals, rationals, regular
+#: expressions, MIME messages, UUIDs, IP addresses, sets, shared references), but big integers
+#: (2, 3: read in linear time, and kept: a number out of range is each reader's error)
+_SEMANTIC_TAGS = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
 _SELF_DESCRIBE = 55799
 
 
@@ -60,7 +59,9 @@ def _refuse_tag(decoder: object, value: object) -> NoReturn:
 
 def loads_cbor(data: bytes | bytearray | memoryview) -> Any:
     """``cbor2.loads`` for CBOR from a party not verified yet: map keys are text or byte
-    strings, semantic tags are refused, nesting is at most 64 deep; ``cbor2.CBORDecodeError``
-    otherwise. Other tags stay undecoded ``CBORTag`` objects."""
+    strings, semantic tags but big integers are refused, nesting is at most 64 deep;
+    ``cbor2.CBORDecodeError`` otherwise. Other tags stay undecoded ``CBORTag`` objects."""
+    import cbor2  # here: the verifiers import this module for JSON and need no CBOR
+
     refuse = dict.fromkeys((*_SEMANTIC_TAGS, _SELF_DESCRIBE), _refuse_tag)
     return cbor2.loads(data, semantic_decoders=refuse, strict_hashable_types=True, max_depth=64)

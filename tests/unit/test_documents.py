@@ -72,13 +72,14 @@ def test_loads_cbor_refuses_map_keys_other_than_text_and_bytes():
     }
 
 
-@pytest.mark.parametrize("tag", [0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 258, 55799])
+@pytest.mark.parametrize("tag", [0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 258, 55799])
 def test_loads_cbor_refuses_semantic_tags(tag: int):
     """A rational (tag 30) is reduced by the gcd of its parts, quadratic in their size: two
     256 KiB integers took 3.2 s, a 4 MiB answer minutes."""
     with pytest.raises(cbor2.CBORDecodeError, match=f"semantic tag {tag}"):
         loads_cbor(cbor2.dumps({"x": cbor2.CBORTag(tag, [1, 2])}))
     assert loads_cbor(cbor2.dumps(cbor2.CBORTag(40000, 1))) == cbor2.CBORTag(40000, 1)
+    assert loads_cbor(cbor2.dumps([2**70, -(2**70)])) == [2**70, -(2**70)]  # tags 2, 3
 
 
 def test_loads_cbor_nests_at_most_64_deep():
