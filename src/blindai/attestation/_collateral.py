@@ -62,9 +62,9 @@ __all__ = [
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 MAX_FETCH_BYTES = 16 << 20
+"""Default cap on one answer from a PCS, PCCS or KDS (16 MiB)."""
 RETRY_AFTER_S = 30.0
 """Seconds before collateral that could not be fetched, or was out of date, is fetched again."""
-"""Default cap on one answer from a PCS, PCCS or KDS (16 MiB)."""
 DEFAULT_FETCH_DEADLINE = 60.0
 """Default time for one whole answer from a PCS, PCCS or KDS, in seconds."""
 _TCB_CHAIN = ("tcb-info-issuer-chain", "sgx-tcb-info-issuer-chain")

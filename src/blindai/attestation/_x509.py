@@ -3,10 +3,9 @@
 ``cryptography`` parses a certificate's subject, issuer and extensions only when first read,
 and reports a malformed one with exceptions other than ``ValueError`` too
 (``InvalidVersion``, ``DuplicateExtension``, ``UnsupportedGeneralNameType``, a TypeError from
-``NameAttribute``). Loading through
-this module reads those fields at once, so that every malformed certificate is a
-``ValueError`` where it is loaded, which each caller turns into its own typed error, and never
-an untyped exception later, deep in chain building.
+``NameAttribute``). Loading through this module reads those fields at once, so that every
+malformed certificate is a ``ValueError`` where it is loaded, which each caller turns into its
+own typed error, and never an untyped exception later, deep in chain building.
 """
 
 from __future__ import annotations
