@@ -465,3 +465,13 @@ def test_attest_a_host_name_with_an_empty_label_is_one_line() -> None:
         "ConfigurationError: 'a..b' is not a valid host name: a label (between dots) is empty, "
         "longer than 63 characters, or not valid IDNA"
     ]
+
+
+def test_attest_verify_at_a_time_past_the_range_in_utc_is_one_line(tmp_path: Path) -> None:
+    """The Nitro verifier's conversion to UTC raised OverflowError: a traceback."""
+    evidence = tmp_path / "doc.cbor"
+    evidence.write_bytes(b"\xd2")
+    at = "9999-12-31T23:59:59-05:00"
+    done = blindai("attest", "verify", "--kind", "nitro", "--evidence", evidence, "--at", at)
+    assert done.returncode == 2
+    assert _lines(done.stderr) == [f"ConfigurationError: --at '{at}' is out of range once in UTC"]

@@ -113,7 +113,12 @@ def _when(text: str | None) -> datetime:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigurationError(f"--at {text!r} is not an ISO-8601 time") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    try:  # the verifiers work in UTC: 9999-12-31T23:59-05:00 is past datetime's range there
+        return when.astimezone(timezone.utc)
+    except OverflowError:
+        raise ConfigurationError(f"--at {text!r} is out of range once in UTC") from None
 
 
 def _read(path: Path, what: str) -> bytes:
