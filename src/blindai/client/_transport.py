@@ -79,6 +79,11 @@ class _Transport:
         keep_alive: bool = True,
         api_key: str | None = None,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            # the resolver takes a larger number modulo 65536: 99240 would reach port 33704
+            raise ConfigurationError(
+                f"{role.flag_text} {port!r:.20} is not a TCP port number (1 to 65535)"
+            )
         self.host, self.port, self.timeout = check_host(host), port, timeout
         self._auth = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.role = role

@@ -61,3 +61,10 @@ def test_a_name_the_resolver_cannot_encode_is_a_configuration_error(name: str):
         resolve_replicas([name])
     with pytest.raises(ConfigurationError, match="is not a valid host name"):
         blindai.connect(name, simulation_mode=True, timeout=1)
+
+
+@pytest.mark.parametrize("port", [0, 65536, 99240, -1])
+def test_a_port_out_of_range_is_a_configuration_error(port: int):
+    """The resolver took 99240 (a typo of 9924) modulo 65536: the client went to port 33704."""
+    with pytest.raises(ConfigurationError, match=f"the attested port {port} is not a TCP port"):
+        blindai.connect("127.0.0.1", attested_server_port=port, simulation_mode=True, timeout=1)
