@@ -29,6 +29,7 @@ import hashlib
 import hmac
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from blindai.errors import BindingError
@@ -114,12 +115,12 @@ def check_binding(
         if hmac.compare_digest(report_data, want):
             return
     if public_key is not None:
-        spki = (
-            x509.load_der_x509_certificate(cert_der)
-            .public_key()
-            .public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+        try:  # the peer's certificate: OpenSSL took it, cryptography may not
+            key = x509.load_der_x509_certificate(cert_der).public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise BindingError(f"the TLS certificate's public key cannot be read: {exc}") from exc
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         if hmac.compare_digest(public_key, spki):
             return

@@ -37,6 +37,12 @@ def test_binding_accepts_nitro_public_key():
     check_binding(cert, report_data=b"", public_key=spki)
 
 
+def test_binding_by_public_key_to_a_certificate_cryptography_cannot_read():
+    """The peer's certificate passed OpenSSL; cryptography's ValueError escaped untyped."""
+    with pytest.raises(BindingError, match="public key cannot be read"):
+        check_binding(b"\x30\x03\x02\x01\x00", report_data=b"", public_key=b"spki")
+
+
 @pytest.mark.parametrize("tamper", [0, 31, 32, 63])
 def test_binding_refuses_any_changed_byte(tamper):
     cert = TlsIdentity.generate().cert_der
