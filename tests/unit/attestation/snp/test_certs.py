@@ -106,6 +106,29 @@ def test_malformed_cert_table(table: bytes, match: str) -> None:
         parse_cert_table(table)
 
 
+def _table_of_overlapping_entries(size: int) -> bytes:
+    """As many entries as fit, each naming the same second half of the table."""
+    count = size // 48
+    start = 24 * (count + 1)
+    entry = struct.pack("<16sII", uuid.uuid4().bytes, start, size - start)
+    return entry * count + bytes(24) + b"\x30" * (size - start)
+
+
+def test_overlapping_entries_are_refused_before_any_is_copied() -> None:
+    """Each entry's bytes are copied: 5461 entries naming the same half of a 256 KiB table
+    took 684 MiB (a 1 MiB auxblob from the host some 11 GiB, a 4 MiB answer from a server
+    some 175 GiB)."""
+    with pytest.raises(EvidenceError, match="overlaps another"):
+        parse_cert_table(_table_of_overlapping_entries(64 << 10))  # 43 MiB without the check
+    second = struct.pack("<16sII", b"\x02" * 16, 74, 4)  # 2 bytes into the first's
+    table = struct.pack("<16sII", b"\x01" * 16, 72, 4) + second + bytes(24) + b"\x00" * 6
+    with pytest.raises(EvidenceError, match="overlaps another"):
+        parse_cert_table(table)
+    adjacent = struct.pack("<16sII", b"\x02" * 16, 76, 2)
+    table = struct.pack("<16sII", b"\x01" * 16, 72, 4) + adjacent + bytes(24) + b"\x00" * 6
+    assert [len(e.data) for e in parse_cert_table(table)] == [4, 2]
+
+
 @pytest.mark.parametrize(
     "blob",
     [
