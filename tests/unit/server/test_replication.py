@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from blindai.errors import ConfigurationError
 from blindai.protocol.replication import ExportedModel, encode_export
 from blindai.server.model_file import ModelFile
+from blindai.server.registry import ModelRegistry
 from blindai.server.replication import (
     EXPORT_CHUNK,
     MAX_REQUIRED_FILE_BYTES,
@@ -138,3 +140,27 @@ def test_an_export_reads_its_own_descriptor():
     assert b"".join(pieces) == data and export.fd is None
     with pytest.raises(OSError, match="closed"):
         export.piece(0)
+
+
+def test_a_model_file_the_host_cut_short_ends_the_export_with_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the host can shorten an ``--upload-dir`` file (the memory file is sealed). The
+    export's read failed with OSError in the middle of the reply: an ASGI traceback, and an
+    exception out of the app. Now the reply stops where the bytes do (the connection closes,
+    the client sees a cut body) and one line says why."""
+    model = matmul(1024, 700)  # 2.9 MB: three pieces
+    registry = ModelRegistry(max_models=4)
+    with in_process(registry, allow_model_export=True, upload_dir=tmp_path) as server:
+        model_id = server.upload(model)["model_id"]
+        (entry,) = registry.entries(lambda _: True)
+        source = registry.source(entry)
+        assert isinstance(source, ModelFile) and not source.in_memory
+        os.truncate(source.path, EXPORT_CHUNK + 10)  # the host, through the file's directory
+        sent = post(server.apps.management, "/export", cbor2.dumps({"model_id": model_id}))
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert all(m.get("more_body") for m in bodies)  # never said complete
+    assert sum(len(m["body"]) for m in bodies) < len(model)
+    assert f"export of model {model_id} cut short: the model's file is shorter" in caplog.text
+    assert "Traceback" not in caplog.text

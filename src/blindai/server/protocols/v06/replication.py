@@ -8,6 +8,7 @@ with access control, unless the model is the caller's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Send
 
 from blindai.errors import InvalidInput, ProtocolError
 from blindai.protocol import codec
@@ -34,6 +36,7 @@ from blindai.server.replication import EXPORT_CHUNK, ModelExport
 
 __all__ = ["EXPORT_REQUEST_BYTES", "replication_routes"]
 
+_log = logging.getLogger("blindai.server")
 EXPORT_REQUEST_BYTES = 1 << 12
 """An export request is a model id: its body needs no more."""
 
@@ -59,13 +62,34 @@ def replication_routes(plane: DataPlane, access: AccessControl) -> list[Route]:
             raise InvalidInput("model_id (a string) is required")
         exported = plane.export(ModelRef(key=model_id), caller=caller_of(request.scope))
         request.state.model_id = exported.model_id
-        length = {"content-length": str(exported.length)}
-        return StreamingResponse(_pieces(exported), media_type=CBOR, headers=length)
+        return _ExportReply(exported)
 
     return [
         Route(MODELS_PATH, cbor_errors(models), methods=["GET"]),
         Route(EXPORT_PATH, cbor_errors(export), methods=["POST"]),
     ]
+
+
+class _Cut(Exception):
+    """The model's bytes could not all be read (only the host can shorten its file)."""
+
+
+class _ExportReply(StreamingResponse):
+    """The reply, streamed; when the model's file ends early it stops there, with one log
+    line: the client sees a cut body (an ASGI traceback, and an exception out of the app,
+    before)."""
+
+    def __init__(self, exported: ModelExport) -> None:
+        length = {"content-length": str(exported.length)}
+        super().__init__(_pieces(exported), media_type=CBOR, headers=length)
+        self._model_id = exported.model_id
+
+    async def stream_response(self, send: Send) -> None:
+        """Send what can be read; never the end of a reply cut short."""
+        try:
+            await super().stream_response(send)
+        except _Cut as exc:
+            _log.error("export of model %s cut short: %s", self._model_id, exc)
 
 
 async def _pieces(exported: ModelExport) -> AsyncIterator[bytes]:
@@ -74,7 +98,11 @@ async def _pieces(exported: ModelExport) -> AsyncIterator[bytes]:
     try:
         yield exported.head
         for offset in range(0, exported.size, EXPORT_CHUNK):
-            yield await run_in_threadpool(exported.piece, offset)
+            try:
+                piece = await run_in_threadpool(exported.piece, offset)
+            except OSError as exc:
+                raise _Cut(str(exc)) from None
+            yield piece
         yield exported.tail
     finally:
         exported.close()
