@@ -14,7 +14,15 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
   received. Time during which the server itself has paused reading does not count.
-- **Idle keep-alive**: uvicorn's own timer (``keep_alive_timeout_s``).
+- **Idle keep-alive**: uvicorn's own timer (``keep_alive_timeout_s``); a connection whose
+  client is still taking the last answer is not idle (that timer cut large answers short).
+- **Answers must be taken (a client that stops reading).** What the server writes must be
+  taken as a body must arrive: within ``body_timeout_s`` plus one second per ``body_min_rate``
+  bytes taken, counted from when the client had taken all that was written before; then the
+  connection is dropped. Not taken is what waits in the transport's buffer and the kernel's
+  send queue. Once a request is complete no other timer runs, so a client that pipelined
+  requests and never read the answers, or left a large answer unread, held its connection
+  (and the answers in the server's memory) for good.
 - **Hanging up stops the reading.** A refused or timed-out connection is not read any further:
   a TLS close would wait for the client's close_notify, reading and decrypting whatever it
   still sends for up to 30 s (``ssl_shutdown_timeout``), so an endless header refused with 431
@@ -30,21 +38,25 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   uvicorn left a WebSocket upgrade unanswered and the connection open, and after any other
   upgrade request ignored what followed until the keep-alive timeout.
 - **A cap on connections** per port, counted from the TCP accept (before any TLS handshake):
-  at the cap, the connection idle for the longest is closed to make room; when none is idle
-  the new one is refused at once (its file descriptor is freed right away).
+  at the cap, the connection idle for the longest is dropped, its slot freed at once, to make
+  room; when none is idle the new one is refused at once (its file descriptor is freed right
+  away).
 
 ``LimitedServer`` is a uvicorn server that applies them (TLS optional).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import resource
 import socket
 import ssl
-from collections.abc import Iterator
+import termios
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -133,7 +145,7 @@ class ConnectionTracker:
         if not idle:
             return False
         oldest = min(idle, key=lambda p: p.last_active)
-        oldest.evict()
+        oldest.evict()  # releases its slot
         self.evicted += 1
         return True
 
@@ -158,12 +170,31 @@ def _closing_reply(status: bytes, text: str, error: str = "") -> bytes:
 class _HeadWaits:
     """A transport whose writes of up to ``_JOINED_BYTES`` wait, joined with the next write or
     sent at the end of the event loop's turn (whichever comes first); closing sends them
-    first. Everything else is the wrapped transport's."""
+    first. Everything else is the wrapped transport's.
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    It also keeps the count that bounds how long a client may take to read: the bytes written
+    since all that was written before had been taken (a *backlog*, which starts then), and how
+    many of them the client has taken. What is not taken yet is what waits in the transport's
+    buffer and in the kernel's (sent, not acknowledged): a TLS transport hands what it has
+    encrypted to the TCP one, whose buffer it does not count, so on its own it could say that
+    nothing waits while megabytes still did.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        closing: Callable[[], None],
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._closing = closing
         self._waiting: list[bytes] = []
+        sock = transport.get_extra_info("socket")
+        self._fd: int | None = sock.fileno() if sock is not None else None
+        self.backlog_start = loop.time()
+        """When the server last wrote after the client had taken all it had written."""
+        self._written = 0  # bytes handed to the transport since backlog_start
 
     def write(self, data: bytes) -> None:
         """Write ``data`` after what waits; a small write waits too."""
@@ -176,7 +207,29 @@ class _HeadWaits:
                 self.flush()
             return
         self.flush()
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if not self.backlog():  # the client took all: a new backlog
+            self.backlog_start = self._loop.time()
+            self._written = 0
+        self._written += len(data)
         self._transport.write(data)
+
+    def backlog(self) -> int:
+        """Bytes written and not yet taken by the client: in the transport's buffer and in the
+        kernel's send queue."""
+        pending = self._transport.get_write_buffer_size()
+        if self._fd is not None and not self._transport.is_closing():
+            queue = array.array("i", [0])
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, termios.TIOCOUTQ, queue)  # SIOCOUTQ on a TCP socket
+                pending += queue[0]
+        return pending
+
+    def taken(self) -> int:
+        """Bytes of the current backlog the client has taken."""
+        return self._written - self.backlog()
 
     def flush(self) -> None:
         """Send what waits."""
@@ -184,12 +237,13 @@ class _HeadWaits:
             data = self._waiting[0] if len(self._waiting) == 1 else b"".join(self._waiting)
             self._waiting = []
             if not self._transport.is_closing():
-                self._transport.write(data)
+                self._send(data)
 
     def close(self) -> None:
-        """Send what waits, then close."""
+        """Send what waits, then close (once the client has taken what was written)."""
         self.flush()
         self._transport.close()
+        self._closing()
 
     def abort(self) -> None:
         """Close at once; what waits is dropped."""
@@ -223,6 +277,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._hung_up = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._body_start = 0.0
         self._body_bytes = 0
         self.last_active = self.loop.time()
@@ -232,7 +287,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the header timer for the first request."""
-        super().connection_made(cast(asyncio.Transport, _HeadWaits(transport, self.loop)))
+        self._out = _HeadWaits(transport, self.loop, self._arm_write_timer)
+        super().connection_made(cast(asyncio.Transport, self._out))
         self._tracker.attach(self._key, self)
         self._arm_header_timer()
 
@@ -243,18 +299,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
-        """No request in progress: between requests on a kept-alive connection (one already
-        hung up is on its way out, not idle)."""
+        """No request in progress and nothing left to send: between requests on a kept-alive
+        connection, or closing and waiting for the client's close_notify (one already hung up
+        is on its way out, not idle)."""
         cycle = self.cycle
         busy = cycle is not None and not cycle.response_complete
-        return not (busy or self._hung_up or self.pipeline or self._raw_header_bytes)
+        waiting = busy or self._hung_up or self.pipeline or self._raw_header_bytes
+        return not waiting and not self._out.backlog()
 
     def evict(self) -> None:
-        """Drop an idle connection at once to make room for a new one: it has nothing to send,
-        and a TLS close would wait for the client's close_notify (so would one already
-        closing after a ``Connection: close`` answer)."""
+        """Drop an idle connection at once to make room for a new one, its slot freed now: it
+        has nothing to send, and a TLS close would wait for the client's close_notify (so would
+        one already closing after a ``Connection: close`` answer)."""
         self._hung_up = True
         self._cancel_timers()
+        self._tracker.release(self._key)
         self._abort()
 
     def shutdown(self) -> None:
@@ -277,8 +336,22 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.hang_up()
 
     def timeout_keep_alive_handler(self) -> None:
-        """An idle keep-alive connection timed out: hang up without reading any further."""
+        """An idle keep-alive connection timed out: hang up without reading any further. One
+        whose client is still taking the last reply is not idle: that is bounded as a reply
+        (``_write_check``), and the keep-alive time starts again."""
+        self.timeout_keep_alive_task = None
+        if self._out.backlog():
+            self._arm_write_timer()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
         self.hang_up()
+
+    def pause_writing(self) -> None:
+        """The client does not take what is written as fast: it has a time bound from now."""
+        super().pause_writing()
+        self._arm_write_timer()
 
     def hang_up(self, answer: bytes = b"") -> None:
         """Send ``answer`` (if any) and drop the connection, reading nothing more from it.
@@ -437,11 +510,38 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._body_timer = self.loop.call_later(deadline - now, self._body_check)
 
+    def _arm_write_timer(self) -> None:
+        if self._write_timer is None and self._out.backlog():
+            self._write_timer = self.loop.call_later(self._limits.body_timeout_s, self._write_check)
+
+    def _write_check(self) -> None:
+        """Replies must be taken as bodies must arrive: within ``body_timeout_s`` plus one
+        second per ``body_min_rate`` bytes, counted from when the buffer was last empty. A
+        client that stops reading (a large reply, pipelined requests whose answers it never
+        reads, a closing connection whose last answer it leaves unread) held its connection,
+        and the memory of what the server had written to it, for good."""
+        self._write_timer = None
+        out = self._out
+        if not out.backlog():
+            return
+        now = self.loop.time()
+        deadline = (
+            out.backlog_start
+            + self._limits.body_timeout_s
+            + out.taken() / max(1, self._limits.body_min_rate)
+        )
+        if now >= deadline:
+            self._hung_up = True
+            self._cancel_timers()
+            self._abort()
+            return
+        self._write_timer = self.loop.call_later(deadline - now, self._write_check)
+
     def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
+        for timer in (self._header_timer, self._body_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._body_timer = None
+        self._header_timer = self._body_timer = self._write_timer = None
 
 
 class _Listener:

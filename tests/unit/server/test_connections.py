@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -75,11 +75,17 @@ class Running:
 
 @contextmanager
 def limited(
-    limits: ConnectionLimits = FAST, *, tls: bool = False, rcvbuf: int | None = None
+    limits: ConnectionLimits = FAST,
+    *,
+    tls: bool = False,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
 ) -> Iterator[Running]:
     sock = socket.socket()
     if rcvbuf is not None:  # inherited by the accepted sockets (and fixes their size)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     server_ctx = client_ctx = None
@@ -519,3 +525,71 @@ def test_file_descriptors_are_reserved_for_the_connection_cap():
     assert (kept, raised) == ("300", "556")
     assert "1000 connections need 1256 file descriptors" in refused
     assert "--max-connections" in refused
+
+
+def _stall(running: Running) -> socket.socket:
+    """A client that pipelines requests with 200 KB bodies (and echoed answers) and never reads
+    an answer: it sends until the server stops reading because it cannot write."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", running.port))
+    sock = raw
+    if running.client_tls is not None:
+        sock = running.client_tls.wrap_socket(raw, server_hostname="localhost")
+    sock.settimeout(1.0)  # no progress for a second: the server has stopped reading
+    body = b"x" * 200_000
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    with contextlib.suppress(OSError):  # a timeout, or already dropped
+        for _ in range(1000):  # 200 MB: far beyond every buffer on the way
+            sock.sendall(request)
+    return sock
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition`` (a liveness bound, CLOSE_WITHIN, not a timing assertion)."""
+    deadline = time.monotonic() + CLOSE_WITHIN
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_client_that_never_reads_its_answers_is_dropped(tls):
+    """A client that stopped reading held its connection (and the answers written to it) for
+    good: every timer stops once a request is complete, so pipelined requests whose answers
+    were never read kept the connection busy past every timeout, and at the cap every other
+    client was refused. Answers must now be taken as bodies must arrive (body timeout, min
+    rate: here 1 MB/s, past what the kernel's buffers took)."""
+    limits = dataclasses.replace(FAST, body_min_rate=1 << 20)
+    with limited(limits, tls=tls) as running:
+        with Probe(running):
+            stalled = [_stall(running) for _ in range(2)]
+        _until(lambda: len(running.server.tracker) == 0, "the stalled clients are still held")
+        assert running.get() == 200
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_slow_reader_gets_its_whole_answer(tls):
+    """A large answer still being read when the keep-alive timeout (1 s here) came was cut
+    short: the connection counted as idle once the answer was written to its buffer."""
+    size = 3 << 20
+    with limited(tls=tls, sndbuf=SOCKET_BUFFER) as running:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)  # the answer waits
+        raw.connect(("127.0.0.1", running.port))  # in the server, not in the kernel
+        sock = raw
+        if running.client_tls is not None:
+            sock = running.client_tls.wrap_socket(raw, server_hostname="localhost")
+        sock.settimeout(CLOSE_WITHIN)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.sendall(b"z" * size)
+        got = b""
+        while not got.endswith(b"z" * 64) or len(got) < size:
+            chunk = sock.recv(65536)
+            assert chunk, f"cut after {len(got)} bytes"
+            got += chunk
+            time.sleep(0.01)  # paced: several seconds for the answer, over the 1 s keep-alive
+        sock.close()
+        assert got.endswith(b"\r\n\r\n" + b"z" * size)
