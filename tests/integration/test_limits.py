@@ -9,6 +9,7 @@ server's own RSS from /proc before and after: never above 1.5 GB, and back withi
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import ssl
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import cbor2
 import numpy as np
@@ -541,6 +543,95 @@ def test_grpc_metadata_over_the_header_limit_is_refused(server, tiny, certificat
             assert client.is_server_live()  # the same client goes on
     finally:
         client.close()
+
+
+def _grpc_stub(server: ServerProcess, certificate: bytes) -> tuple[Any, Any]:
+    """A grpcio channel pinned to the attested certificate, and its stub."""
+    import grpc
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
+
+    pem = x509.load_der_x509_certificate(certificate).public_bytes(Encoding.PEM)
+    channel = grpc.secure_channel(
+        f"{server.host}:{server.grpc_port}",
+        grpc.ssl_channel_credentials(root_certificates=pem),
+        options=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    return channel, pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _open_fds(server: ServerProcess) -> int:
+    return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+
+
+def test_grpc_connections_are_capped_and_handshakes_time_out(server, tiny, certificate):
+    """The gRPC port took any number of connections, each a TCP connection that never started
+    its TLS handshake held for grpc-core's 120 s: enough of them took every file descriptor
+    the process had, and the HTTP ports could accept nothing. Now the port holds at most
+    --max-connections (32 here) and drops a handshake after --header-timeout (1 s)."""
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    channel, stub = _grpc_stub(server, certificate)
+    try:
+        with attack(server, tiny):
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+            before = _open_fds(server)
+            raw = [socket.create_connection((server.host, server.grpc_port)) for _ in range(96)]
+            for sock in raw[:4]:  # the server has accepted what it takes: it answers EOF to
+                sock.settimeout(HANG)  # these (the first ones) after the handshake timeout
+                assert _until_closed(sock) == b""
+            # the connections over the cap were closed on arrival, never more than 32 held
+            assert _open_fds(server) - before <= 32
+            for sock in raw[4:]:
+                sock.settimeout(HANG)
+                assert _until_closed(sock) == b""
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+    finally:
+        channel.close()
+
+
+def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
+    """grpc-core has no timer for a call whose message never arrives: a client could open
+    calls (100 per connection) and hold them, and their connection, for good. A connection now
+    lives at most its call bound (here about 3 s: body timeout 1 s twice, run timeout 1 s, the
+    pace of 2 MB at 10 MB/s), its calls in progress given that long again."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    flags = ["--body-timeout", "1", "--run-timeout", "1", "--body-min-rate", "10000000"]
+    flags += ["--max-request-bytes", "1000000", "--max-response-bytes", "1000000"]
+    proc = start_server(tmp_path, *flags)
+    never = threading.Event()
+    try:
+        plain = PlainTransport(proc.host, proc.unattested_port, 10)
+        certificate = cbor2.loads(plain.request("GET", "/").body)
+        plain.close()
+        channel, _ = _grpc_stub(proc, certificate)
+        # the unary method called as client-streaming: its headers go, its message never
+        held = channel.stream_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+
+        def nothing() -> Iterator[Any]:
+            never.wait()
+            yield from ()
+
+        calls = [held.future(nothing()) for _ in range(4)]
+        with connect(proc) as conn:  # the HTTP ports are served meanwhile
+            assert conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        for call in calls:
+            assert isinstance(call.exception(timeout=HANG), grpc.RpcError)
+        _, fresh = _grpc_stub(proc, certificate)
+        assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+        channel.close()
+    finally:
+        never.set()
+        proc.stop()
 
 
 @pytest.mark.slow

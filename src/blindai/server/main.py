@@ -218,7 +218,8 @@ async def _serve(built: Built) -> None:
         "metrics": (built.apps.metrics_only, None),
     }
     listeners = http_listeners(s)
-    reserve_file_descriptors(len(listeners) * s.max_connections)
+    ports = len(listeners) + (1 if s.grpc_port else 0)  # gRPC's cap is max_connections too
+    reserve_file_descriptors(ports * s.max_connections)
     limits = s.connection_limits()
     servers = []
     sockets = []

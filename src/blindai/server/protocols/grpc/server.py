@@ -5,7 +5,10 @@ hash the evidence carries), so a client that verified the evidence and pins that
 (``root_certificates`` = the certificate's PEM, target name ``blindai-srv``) reaches only this
 server. Requests are bounded by ``max_request_bytes``, replies by ``max_response_bytes`` (the
 data plane refuses larger outputs before encoding them), metadata by ``max_header_bytes``, and
-a connection idle for ``keep_alive_timeout`` is closed (docs/limits.md).
+a connection idle for ``keep_alive_timeout`` is closed (docs/limits.md). Connections are
+capped at ``max_connections`` (grpc-core took any number, each holding a file descriptor, so
+the HTTP ports could be left none), a TLS handshake must finish within ``header_timeout``
+(grpc-core's default: 120 s), and a connection lives at most ``call_bound`` seconds.
 """
 
 from __future__ import annotations
@@ -20,12 +23,30 @@ from blindai.server.protocols.v2.service import OipService
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["MAX_STREAMS", "start_grpc_server"]
+__all__ = ["MAX_STREAMS", "call_bound", "start_grpc_server"]
 
 _REPLY_OVERHEAD = 1 << 20
 """Room in a reply for what is not tensor data (names, shapes, parameters)."""
 MAX_STREAMS = 100
 """Concurrent calls on one gRPC connection."""
+
+
+def call_bound(settings: ServerSettings) -> float:
+    """Seconds a gRPC call may take at the HTTP ports' pace: its message arriving within
+    ``body_timeout`` plus one second per ``body_min_rate`` bytes (at most ``max_request_bytes``),
+    its run within ``run_timeout``, its reply taken at the same pace (``max_response_bytes``).
+
+    A connection lives at most this long (then GOAWAY: clients open another for new calls),
+    and its calls in progress get this long again to finish: grpc-core has no timer for a call
+    whose message never comes, so a client could hold its calls, and their connection, for good.
+    """
+    s = settings
+    pace = (s.max_request_bytes + s.max_response_bytes) / s.body_min_rate
+    return 2 * s.body_timeout + pace + s.run_timeout
+
+
+def _ms(seconds: float) -> int:
+    return min((1 << 31) - 1, max(1, round(seconds * 1000)))
 
 
 async def start_grpc_server(
@@ -39,6 +60,7 @@ async def start_grpc_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``host:port`` (0: any free port); returns the server and its port."""
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
+    call_s = call_bound(settings)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
@@ -47,6 +69,10 @@ async def start_grpc_server(
             ("grpc.absolute_max_metadata_size", settings.max_header_bytes),  # no soft zone
             ("grpc.max_concurrent_streams", MAX_STREAMS),
             ("grpc.max_connection_idle_ms", settings.keep_alive_timeout * 1000),
+            ("grpc.max_allowed_incoming_connections", settings.max_connections),
+            ("grpc.server_handshake_timeout_ms", _ms(settings.header_timeout)),
+            ("grpc.max_connection_age_ms", _ms(call_s)),
+            ("grpc.max_connection_age_grace_ms", _ms(call_s)),
             ("grpc.so_reuseport", 0),
         ]
     )
