@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -631,6 +632,27 @@ def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
         channel.close()
     finally:
         never.set()
+        proc.stop()
+
+
+def test_file_descriptors_are_reserved_for_the_grpc_port_too(tmp_path):
+    """The server raised its file-descriptor limit for --max-connections on each HTTP port; the
+    gRPC port, now capped at --max-connections too, gets its share: 4 x 500 + 256."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2256:
+        pytest.skip(f"the hard file-descriptor limit ({hard}) is below what the test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the server
+    try:
+        proc = start_server(tmp_path, "--max-connections", "500")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{proc.process.pid}/limits").read_text()
+        line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+        assert line.split()[3] == "2256", line
+    finally:
         proc.stop()
 
 
