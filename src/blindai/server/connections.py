@@ -14,6 +14,10 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
   received. Time during which the server itself has paused reading does not count.
+- **Chunked framing.** A chunked body's framing (size lines, extensions, trailers' bytes) may
+  take 64 KiB plus 8 bytes per byte of body data; beyond, 400 and the connection is closed.
+  It carries no body data, so no body limit saw it: an endless chunk extension was read for
+  good, at any speed.
 - **Idle keep-alive**: uvicorn's own timer (``keep_alive_timeout_s``); a connection whose
   client is still taking the last answer is not idle (that timer cut large answers short).
 - **Answers must be taken (a client that stops reading).** What the server writes must be
@@ -82,6 +86,10 @@ _ABORT_AFTER_S = 0.5
 _CUT = "the server stopped before answering this request; send it again"
 FD_RESERVE = 256
 _JOINED_BYTES = 64 << 10
+_FRAMING_BYTES = 64 << 10
+_FRAMING_PER_BYTE = 8
+"""A body's chunked framing (size lines, extensions, terminators) may take this many bytes,
+plus this many per byte of body data."""
 """Writes up to this size are joined with a waiting head; larger ones go as they are."""
 """File descriptors kept for the server's own use beyond its connections (listening sockets,
 compile children's pipes, evidence devices, logs)."""
@@ -280,6 +288,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._body_start = 0.0
         self._body_bytes = 0
+        self._body_received = 0  # bytes read since the headers: data and chunked framing
+        self._body_data = 0  # of which body data
         self.last_active = self.loop.time()
         self.ws_protocol_class = None  # no WebSocket here: an upgrade request is plain HTTP
 
@@ -396,6 +406,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._raw_header_bytes += len(data)
         else:
             self._body_bytes += len(data)
+            self._body_received += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -416,6 +427,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
             elif self._raw_header_bytes:
                 self._arm_header_timer()
+        elif self._body_received - self._body_data > _FRAMING_BYTES + (
+            _FRAMING_PER_BYTE * self._body_data
+        ):
+            self.hang_up(
+                _closing_reply(
+                    b"400 Bad Request",
+                    f"chunked framing (chunk sizes, extensions) over {_FRAMING_BYTES} bytes "
+                    f"plus {_FRAMING_PER_BYTE} per byte of body",
+                )
+            )
         elif self._body_timer is None:
             self._body_timer = self.loop.call_later(self._limits.body_timeout_s, self._body_check)
 
@@ -456,8 +477,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         self._body_start = self.loop.time()
-        self._body_bytes = 0
+        self._body_bytes = self._body_received = self._body_data = 0
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Count body data (what is not is chunked framing)."""
+        self._body_data += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         """The body is complete: the next bytes are the next request's headers."""

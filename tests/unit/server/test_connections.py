@@ -593,3 +593,36 @@ def test_a_slow_reader_gets_its_whole_answer(tls):
             time.sleep(0.01)  # paced: several seconds for the answer, over the 1 s keep-alive
         sock.close()
         assert got.endswith(b"\r\n\r\n" + b"z" * size)
+
+
+def test_endless_chunked_framing_is_cut():
+    """A chunk extension (or a chunk-size line) that never ends was read for good, at any
+    speed: it carries no body data, so no body limit saw it, and it kept the body timer fed.
+    Framing may now take 64 KiB plus 8 bytes per byte of body data."""
+    with limited() as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;e=")
+        sent = 0
+        with contextlib.suppress(OSError):  # reset or broken pipe once the server has closed
+            while sent < 256 << 20:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        assert sent < 16 << 20  # cut early, not read whole
+        sock.close()
+
+
+def test_one_byte_chunks_are_still_a_body():
+    """Framing of 5 bytes per byte of body (one-byte chunks) stays within the bound."""
+    with limited() as running, contextlib.closing(running.connect()) as sock:
+        count = 100_000
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nq\r\n" * count
+            + b"0\r\n\r\n"
+        )
+        reply = b""
+        while not reply.endswith(b"q" * count):
+            chunk = sock.recv(65536)
+            assert chunk, reply[:200]
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 ")
