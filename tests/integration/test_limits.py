@@ -546,6 +546,24 @@ def test_grpc_metadata_over_the_header_limit_is_refused(server, tiny, certificat
         client.close()
 
 
+def test_pipelined_requests_never_read_hold_bounded_memory(server, tiny):
+    """24 clients each sent 1 MiB of pipelined 30-byte requests and read nothing: every request
+    of a read was parsed and queued at once (about 2.5 KB each), 1.8 GB of the server for 20
+    of them. Now at most 32 wait per connection, and the answers left unread are dropped with
+    their connection at --body-min-rate."""
+    request = b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    with attack(server, tiny):
+        held = []
+        for _ in range(24):
+            sock = _tls(server)
+            sock.settimeout(2)
+            with contextlib.suppress(OSError):  # the server stops reading: a timeout here
+                sock.sendall(request * (MiB // len(request)))
+            held.append(sock)
+        for sock in held:
+            sock.close()
+
+
 def _grpc_stub(server: ServerProcess, certificate: bytes) -> tuple[Any, Any]:
     """A grpcio channel pinned to the attested certificate, and its stub."""
     import grpc
