@@ -14,6 +14,9 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
   received. Time during which the server itself has paused reading does not count.
+- **A body answered early** (a 413 from its declared length, a 404) is still read and
+  dropped, so that a client sending it whole can read the answer, but no further than
+  ``max_body_bytes``: it was read up to the length the client declared (any length).
 - **Pipelining.** At most ``MAX_PIPELINED`` requests are read ahead while an earlier one is
   answered; then parsing stops, those read are answered in order, and the connection closes.
   Every request of a read was queued at once: 1 MiB of pipelined 30-byte requests took 85 MB.
@@ -119,6 +122,10 @@ class ConnectionLimits:
     """How long an idle connection stays open between requests."""
     max_connections: int
     """Open connections on one port (TLS handshakes included)."""
+    max_body_bytes: int
+    """The largest body a request may carry. One answered before its body was read whole (a
+    413 from its declared length, a 404) still has its body read and dropped, so that a client
+    sending it all can read the answer, up to this many bytes; then the connection is closed."""
 
 
 class _Refused(Exception):
@@ -439,6 +446,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
             elif self._raw_header_bytes:
                 self._arm_header_timer()
+        elif self._answered_early() and self._body_received > self._limits.max_body_bytes:
+            self.hang_up()
         elif self._body_received - self._body_data > _FRAMING_BYTES + (
             _FRAMING_PER_BYTE * self._body_data
         ):
@@ -451,6 +460,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             )
         elif self._body_timer is None:
             self._body_timer = self.loop.call_later(self._limits.body_timeout_s, self._body_check)
+
+    def _answered_early(self) -> bool:
+        """The request whose body is arriving has been answered (no pipelined one waits)."""
+        cycle = self.cycle
+        return cycle is not None and cycle.response_complete and not self.pipeline
 
     def _last_request(self) -> None:
         """The parser stopped (at a request asking for a protocol upgrade, or with

@@ -280,6 +280,11 @@ class ServerSettings(BaseSettings):
             body_min_rate=self.body_min_rate,
             keep_alive_timeout_s=self.keep_alive_timeout,
             max_connections=self.max_connections,
+            # the largest body of any port: an upload (model, pipeline, CBOR framing) or a run
+            max_body_bytes=max(
+                self.max_request_bytes,
+                self.max_model_bytes + self.max_pipeline_bytes + (1 << 20),
+            ),
         )
 
     def pipeline_limits(self) -> PipelineLimits:
