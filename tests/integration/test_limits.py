@@ -628,46 +628,90 @@ def test_grpc_connections_are_capped_and_handshakes_time_out(server, tiny, certi
         channel.close()
 
 
-def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
-    """grpc-core has no timer for a call whose message never arrives: a client could open
-    calls (100 per connection) and hold them, and their connection, for good. A connection now
-    lives at most its call bound (here about 3 s: body timeout 1 s twice, run timeout 1 s, the
-    pace of 2 MB at 10 MB/s), its calls in progress given that long again."""
-    import grpc
-
+def _held_calls(channel: Any, never: threading.Event, count: int) -> list[Any]:
+    """``count`` ModelInfer calls whose message never comes: the unary method called as
+    client-streaming, so its headers go and nothing else until ``never`` is set."""
     from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 
-    flags = ["--body-timeout", "1", "--run-timeout", "1", "--body-min-rate", "10000000"]
-    flags += ["--max-request-bytes", "1000000", "--max-response-bytes", "1000000"]
-    proc = start_server(tmp_path, *flags)
-    never = threading.Event()
+    held = channel.stream_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+
+    def nothing() -> Iterator[Any]:
+        never.wait()
+        yield from ()
+
+    return [held.future(nothing()) for _ in range(count)]
+
+
+@contextlib.contextmanager
+def _grpc_server(tmp_path: Path, *flags: str) -> Iterator[tuple[ServerProcess, bytes]]:
+    """A server with small call bounds (about 3 s: body timeout 1 s twice, run timeout 1 s,
+    2 MB at 10 MB/s), and its attested certificate."""
+    bounds = ["--body-timeout", "1", "--run-timeout", "1", "--body-min-rate", "10000000"]
+    bounds += ["--max-request-bytes", "1000000", "--max-response-bytes", "1000000"]
+    proc = start_server(tmp_path, *bounds, *flags)
     try:
         plain = PlainTransport(proc.host, proc.unattested_port, 10)
         certificate = cbor2.loads(plain.request("GET", "/").body)
         plain.close()
-        channel, _ = _grpc_stub(proc, certificate)
-        # the unary method called as client-streaming: its headers go, its message never
-        held = channel.stream_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
-
-        def nothing() -> Iterator[Any]:
-            never.wait()
-            yield from ()
-
-        calls = [held.future(nothing()) for _ in range(4)]
-        with connect(proc) as conn:  # the HTTP ports are served meanwhile
-            assert conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
-        for call in calls:
-            assert isinstance(call.exception(timeout=HANG), grpc.RpcError)
-        _, fresh = _grpc_stub(proc, certificate)
-        assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
-        channel.close()
+        yield proc, certificate
     finally:
-        never.set()
         proc.stop()
+
+
+def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
+    """grpc-core has no timer for a call whose message never arrives: a client could open
+    calls (100 per connection) and hold them, and their connection, for good. A connection now
+    lives at most its call bound, its calls in progress given that long again."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    never = threading.Event()
+    with _grpc_server(tmp_path) as (proc, certificate):
+        channel, _ = _grpc_stub(proc, certificate)
+        try:
+            calls = _held_calls(channel, never, 4)
+            with connect(proc) as conn:  # the HTTP ports are served meanwhile
+                assert conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+            for call in calls:
+                assert isinstance(call.exception(timeout=HANG), grpc.RpcError)
+            _, fresh = _grpc_stub(proc, certificate)
+            assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+        finally:
+            never.set()
+            channel.close()
+
+
+def test_grpc_calls_in_progress_are_capped(tmp_path):
+    """A gRPC connection carries 100 calls, each buffering its message as it comes: one
+    connection with 20 calls of 60 MB, each stalled a byte short, took the server from 136 MB to
+    1.36 GB (6 GB with 100), against one body per HTTP connection. The port now serves at most
+    --max-connections calls at once (6 here): the next gets RESOURCE_EXHAUSTED at once."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    never = threading.Event()
+    with _grpc_server(tmp_path, "--max-connections", "6") as (proc, certificate):
+        channel, _ = _grpc_stub(proc, certificate)
+        try:
+            calls = _held_calls(channel, never, 6)
+            over = _held_calls(channel, never, 1)[0]
+            error = over.exception(timeout=HANG)
+            assert isinstance(error, grpc.RpcError)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            never.set()  # they end (their message never came): calls are served again
+            for call in calls:
+                call.exception(timeout=HANG)
+            _, fresh = _grpc_stub(proc, certificate)
+            assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+        finally:
+            never.set()
+            channel.close()
 
 
 def test_file_descriptors_are_reserved_for_the_grpc_port_too(tmp_path):

@@ -8,7 +8,10 @@ data plane refuses larger outputs before encoding them), metadata by ``max_heade
 a connection idle for ``keep_alive_timeout`` is closed (docs/limits.md). Connections are
 capped at ``max_connections`` (grpc-core took any number, each holding a file descriptor, so
 the HTTP ports could be left none), a TLS handshake must finish within ``header_timeout``
-(grpc-core's default: 120 s), and a connection lives at most ``call_bound`` seconds.
+(grpc-core's default: 120 s), a connection lives at most ``call_bound`` seconds, and at most
+``max_connections`` calls are served at once (RESOURCE_EXHAUSTED beyond): each call buffers its
+message as it comes, and with 100 calls per connection one connection could hold 100 messages
+of ``max_request_bytes`` where an HTTP connection holds one body.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ async def start_grpc_server(
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
     call_s = call_bound(settings)
     server = grpc.aio.server(
+        maximum_concurrent_rpcs=settings.max_connections,
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", reply_bytes),
@@ -74,7 +78,7 @@ async def start_grpc_server(
             ("grpc.max_connection_age_ms", _ms(call_s)),
             ("grpc.max_connection_age_grace_ms", _ms(call_s)),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     servicer = InferenceServicer(oip, access)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
