@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,7 @@ from blindai.server.access import ANONYMOUS
 from blindai.server.protocols.grpc import servicer as servicer_module
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
-from blindai.server.protocols.grpc.servicer import InferenceServicer
+from blindai.server.protocols.grpc.servicer import InferenceServicer, add_to_server
 from tests.models import identity
 from tests.unit.server._inprocess import in_process
 
@@ -34,15 +35,21 @@ def _request(name: str, n: int) -> Any:
 @contextlib.asynccontextmanager
 async def _served(apps: Any) -> AsyncIterator[Any]:
     """A stub of a loopback gRPC server serving the in-process ``apps``."""
+    async with _channel(apps) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def _channel(apps: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a loopback gRPC server serving the in-process ``apps`` as the server's
+    port does (``add_to_server``)."""
     server = grpc.aio.server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        InferenceServicer(apps.apps.oip, apps.apps.access), server
-    )
+    add_to_server(InferenceServicer(apps.apps.oip, apps.apps.access), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            yield channel
     finally:
         await server.stop(None)
 
@@ -132,3 +139,30 @@ def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert [r["status"] for r in runs] == [499]
     assert samples == {(("code", "CANCELLED"), ("method", "ModelInfer")): 1.0}
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ServerLive", "RepositoryIndex"])
+def test_a_message_that_does_not_parse_is_invalid_argument(
+    method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpcio parsed the request itself: bytes that were no message of the call's type were
+    answered UNKNOWN ("Unexpected <class 'DecodeError'>"), with a traceback in the server's
+    log. The call now parses them: INVALID_ARGUMENT, a message naming the type, no log."""
+    with in_process() as apps:
+
+        async def go() -> grpc.aio.AioRpcError:
+            async with _channel(apps) as channel:
+                call = channel.unary_unary(
+                    f"/inference.GRPCInferenceService/{method}",
+                    request_serializer=None,  # bytes as they are
+                    response_deserializer=None,
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call(b"\xff" * 8)
+                return caught.value
+
+        with caplog.at_level(logging.INFO):
+            error = asyncio.run(go())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"the request is not a valid inference.{method}Request message"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -20,8 +20,7 @@ import grpc
 
 from blindai.errors import ConfigurationError
 from blindai.server.access import AccessControl
-from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
-from blindai.server.protocols.grpc.servicer import InferenceServicer
+from blindai.server.protocols.grpc.servicer import InferenceServicer, add_to_server
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
@@ -81,7 +80,7 @@ async def start_grpc_server(
         ],
     )
     servicer = InferenceServicer(oip, access)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    add_to_server(servicer, server)
     credentials = grpc.ssl_server_credentials([(identity.key_pem(), identity.cert_pem)])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

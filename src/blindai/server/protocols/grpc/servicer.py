@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
 
-from blindai.errors import BlindAIError, ModelNotFound, ServerError
+from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerError
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.metrics import Metrics
@@ -37,7 +38,14 @@ from blindai.server.protocols.v2.routes import OFFLOAD_BYTES
 from blindai.server.protocols.v2.service import OipService, Wanted
 from blindai.server.statistics import Timing
 
-__all__ = ["GRPC_PORT", "IMPLEMENTED", "OPEN_METHODS", "InferenceServicer", "grpc_code"]
+__all__ = [
+    "GRPC_PORT",
+    "IMPLEMENTED",
+    "OPEN_METHODS",
+    "InferenceServicer",
+    "add_to_server",
+    "grpc_code",
+]
 
 GRPC_PORT = "grpc"
 """The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
@@ -100,16 +108,33 @@ def grpc_code(status: int) -> grpc.StatusCode:
     return _CODES.get(status, grpc.StatusCode.INTERNAL)
 
 
+_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+
+
+def _parsed(kind: type[Message], raw: bytes) -> Message:
+    """The request message in ``raw``; InvalidInput when it is not one."""
+    try:
+        return kind.FromString(raw)
+    except DecodeError:  # malformed, or nested deeper than protobuf's recursion limit
+        raise InvalidInput(
+            f"the request is not a valid {kind.DESCRIPTOR.full_name} message"
+        ) from None
+
+
 def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenticated) -> _Handler:
-    """Authenticate (unless open); errors become a status code and a short message; every call
-    and its message bytes (serialized request and reply) are counted, and a call on a model is
+    """Authenticate (unless open), then parse the request if it came as bytes (see
+    :func:`add_to_server`); errors become a status code and a short message; every call and its
+    message bytes (serialized request and reply) are counted, and a call on a model is
     audited."""
     action = _ACTIONS.get(method)
+    kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
-        metrics.child(metrics.received_bytes, GRPC_PORT).inc(request.ByteSize())
+        raw = isinstance(request, bytes)
+        size = len(request) if raw else request.ByteSize()
+        metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
         try:
             if method in OPEN_METHODS:
@@ -117,6 +142,8 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
             else:  # an open server reads no metadata
                 header = _authorization(context) if access.enabled else None
                 state = _Call(access.authenticate(header))
+            if raw:
+                request = _parsed(kind, request)
             reply = await fn(request, context, state)
             metrics.child(metrics.sent_bytes, GRPC_PORT).inc(reply.ByteSize())
             return reply
@@ -159,6 +186,30 @@ def _unimplemented(method: str) -> _Handler:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported here")
 
     return call
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Serve ``servicer``'s calls on ``server``, each request handed over as its bytes and
+    parsed by the call: with the generated registration grpcio parsed it, and a message that
+    did not parse was answered ``UNKNOWN`` ("Unexpected DecodeError") with a traceback in the
+    server's log. It is now ``INVALID_ARGUMENT``, counted and audited as any refused call."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for described in _SERVICE.methods:
+        reply: type[Message] = getattr(pb, described.output_type.name)
+        serve = getattr(servicer, described.name)
+        handler: grpc.RpcMethodHandler[Any, Any]
+        if described.client_streaming or described.server_streaming:
+            handler = grpc.stream_stream_rpc_method_handler(
+                serve, response_serializer=reply.SerializeToString
+            )
+        else:
+            handler = grpc.unary_unary_rpc_method_handler(
+                serve, response_serializer=reply.SerializeToString
+            )
+        handlers[described.name] = handler
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),)
+    )
 
 
 #: the calls this server serves
