@@ -50,7 +50,8 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
 - **A cap on connections** per port, counted from the TCP accept (before any TLS handshake):
   at the cap, the connection idle for the longest is dropped, its slot freed at once, to make
   room; when none is idle the new one is refused at once (its file descriptor is freed right
-  away).
+  away). With none idle, the connection whose TLS handshake began first is dropped instead:
+  a real handshake takes milliseconds, so only a stalled one is old enough to be the first.
 
 ``LimitedServer`` is a uvicorn server that applies them (TLS optional).
 """
@@ -133,11 +134,13 @@ class _Refused(Exception):
 
 
 class ConnectionTracker:
-    """The open connections of one port: admission at the cap, eviction of the idlest."""
+    """The open connections of one port: admission at the cap, eviction of the idlest (or else
+    of the one whose TLS handshake started first)."""
 
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self._open: dict[object, LimitedHttpProtocol | None] = {}
+        self._handshakes: dict[object, asyncio.Task[None]] = {}  # in the order they began
         self.refused = 0
         self.evicted = 0
 
@@ -152,21 +155,37 @@ class ConnectionTracker:
         self._open[key] = None
         return True
 
+    def handshake(self, key: object, task: asyncio.Task[None]) -> None:
+        """The task setting the connection up (its TLS handshake), until ``attach``."""
+        if key in self._open:
+            self._handshakes[key] = task
+
     def attach(self, key: object, protocol: LimitedHttpProtocol) -> None:
         """The connection's HTTP protocol, once TLS (if any) is set up."""
+        self._handshakes.pop(key, None)
         if key in self._open:
             self._open[key] = protocol
 
     def release(self, key: object) -> None:
         """Free the connection's slot (idempotent)."""
         self._open.pop(key, None)
+        self._handshakes.pop(key, None)
 
     def _evict_one(self) -> bool:
+        """Make room: drop the connection idle the longest or, with none idle, the one whose
+        TLS handshake began first. Handshakes could not be dropped: a client opening
+        ``max_connections`` TCP connections and sending nothing, again every
+        ``header_timeout_s``, had every other client refused for good. A real handshake takes
+        milliseconds: to drop one, that many newer ones must have begun in the meantime."""
         idle = [p for p in self._open.values() if p is not None and p.is_idle()]
-        if not idle:
+        if idle:
+            min(idle, key=lambda p: p.last_active).evict()  # releases its slot
+        elif self._handshakes:
+            key, task = next(iter(self._handshakes.items()))
+            task.cancel()  # its socket is closed as the task ends
+            self.release(key)
+        else:
             return False
-        oldest = min(idle, key=lambda p: p.last_active)
-        oldest.evict()  # releases its slot
         self.evicted += 1
         return True
 
@@ -633,6 +652,8 @@ class _Listener:
                 conn.close()
                 continue
             task = loop.create_task(self._start(conn, key))
+            if self._server.tls is not None:
+                tracker.handshake(key, task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

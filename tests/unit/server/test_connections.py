@@ -477,21 +477,19 @@ def test_a_burst_at_the_cap_evicts_each_idle_connection_once(tls):
         while len(tracker) > 4:  # the evicted ones close
             assert time.monotonic() < deadline, f"{len(tracker)} connections open, cap 4"
             time.sleep(0.01)
-        if tls:  # the burst's connections are in their handshakes, which cannot be evicted
-            assert (tracker.evicted, tracker.refused) == (4, 36)
+        if tls:  # the idle ones, then the burst's oldest handshakes, make room for the rest
+            assert (tracker.evicted, tracker.refused) == (40, 0)
         for sock in idle + burst:
             sock.close()
 
 
-@pytest.mark.parametrize("tls", [False, True])
-def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
+def test_at_the_cap_with_nothing_idle_new_connections_are_refused():
     limits = dataclasses.replace(FAST, max_connections=3, header_timeout_s=1.0)
-    with limited(limits, tls=tls) as running:
-        # three connections that never finish (a TLS handshake never started, or half a header)
+    with limited(limits) as running:
+        # three connections that never finish (half a header)
         busy = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
-        if not tls:
-            for sock in busy:
-                sock.sendall(b"GET /ping HTTP/1.1\r\nX: ")
+        for sock in busy:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nX: ")
         while len(running.server.tracker) < 3:  # until the server has accepted them all
             time.sleep(0.01)
         refused = socket.create_connection(("127.0.0.1", running.port), timeout=CLOSE_WITHIN)
@@ -503,6 +501,28 @@ def test_at_the_cap_with_nothing_idle_new_connections_are_refused(tls):
         while len(running.server.tracker) > 0:
             time.sleep(0.01)
         assert running.get() == 200
+
+
+def test_at_the_cap_the_oldest_tls_handshake_makes_room():
+    """TCP connections that never start their TLS handshake could not be dropped to make room:
+    a client opening max_connections of them, and again every header timeout, had every other
+    client refused for good. With nothing idle, the handshake that began first is dropped."""
+    limits = dataclasses.replace(
+        FAST, max_connections=3, header_timeout_s=60, keep_alive_timeout_s=60
+    )
+    with limited(limits, tls=True) as running:
+        silent = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
+        while len(running.server.tracker) < 3:  # until the server has accepted them all
+            time.sleep(0.01)
+        assert running.get() == 200  # served: the first silent one made room
+        silent[0].settimeout(CLOSE_WITHIN)
+        assert _closed(silent[0]) == b""
+        flood = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(50)]
+        assert running.get() == 200  # still served; the port holds at most 3 connections
+        assert len(running.server.tracker) <= 3
+        assert running.server.tracker.refused == 0
+        for sock in silent[1:] + flood:
+            sock.close()
 
 
 RESERVE_SCRIPT = """
