@@ -125,9 +125,9 @@ class ServerSettings(BaseSettings):
     SIGINT: it stops accepting and closes idle connections at once); then it stops. A second
     signal stops it at once."""
     max_connections: int = Field(1000, gt=0)
-    """Open connections per port (the gRPC port's too), TLS handshakes included; at the cap the
-    idlest HTTP connection is closed to make room, and when none is idle new ones are refused
-    at once."""
+    """Open connections per port (the gRPC port's too, and its calls in progress), TLS
+    handshakes included; at the cap the idlest HTTP connection (else the oldest TLS handshake)
+    is closed to make room, and when there is none new ones are refused at once."""
     max_header_bytes: int = Field(16 << 10, ge=1 << 10)
     """Largest request line and headers of one request, in bytes (beyond: 431)."""
     max_header_count: int = Field(100, gt=0)
