@@ -29,10 +29,10 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
 - **Answers must be taken (a client that stops reading).** What the server writes must be
   taken as a body must arrive: within ``body_timeout_s`` plus one second per ``body_min_rate``
   bytes taken, counted from when the client had taken all that was written before; then the
-  connection is dropped. Not taken is what waits in the transport's buffer and the kernel's
-  send queue. Once a request is complete no other timer runs, so a client that pipelined
-  requests and never read the answers, or left a large answer unread, held its connection
-  (and the answers in the server's memory) for good.
+  connection is dropped. Not taken is what waits in the transport's buffer and, unsent, in
+  the kernel's send queue. Once a request is complete no other timer runs, so a client that
+  pipelined requests and never read the answers, or left a large answer unread, held its
+  connection (and the answers in the server's memory) for good.
 - **Hanging up stops the reading.** A refused or timed-out connection is not read any further:
   a TLS close would wait for the client's close_notify, reading and decrypting whatever it
   still sends for up to 30 s (``ssl_shutdown_timeout``), so an endless header refused with 431
@@ -66,7 +66,6 @@ import logging
 import resource
 import socket
 import ssl
-import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -96,6 +95,11 @@ FD_RESERVE = 256
 _JOINED_BYTES = 64 << 10
 MAX_PIPELINED = 32
 """Requests read ahead on one connection while an earlier one is being answered."""
+_SIOCOUTQNSD = 0x894B
+"""Linux: bytes of a TCP socket's send queue not yet sent (held back by the peer's receive
+window). Sent bytes not yet acknowledged are not counted (SIOCOUTQ counts them): a client
+that has read everything may delay its acknowledgement 40 ms, and its connection looked busy
+meanwhile."""
 _FRAMING_BYTES = 64 << 10
 _FRAMING_PER_BYTE = 8
 """A body's chunked framing (size lines, extensions, terminators) may take this many bytes,
@@ -215,7 +219,7 @@ class _HeadWaits:
     It also keeps the count that bounds how long a client may take to read: the bytes written
     since all that was written before had been taken (a *backlog*, which starts then), and how
     many of them the client has taken. What is not taken yet is what waits in the transport's
-    buffer and in the kernel's (sent, not acknowledged): a TLS transport hands what it has
+    buffer and in the kernel's, unsent: a TLS transport hands what it has
     encrypted to the TCP one, whose buffer it does not count, so on its own it could say that
     nothing waits while megabytes still did.
     """
@@ -258,12 +262,12 @@ class _HeadWaits:
 
     def backlog(self) -> int:
         """Bytes written and not yet taken by the client: in the transport's buffer and in the
-        kernel's send queue."""
+        kernel's send queue, not yet sent."""
         pending = self._transport.get_write_buffer_size()
         if self._fd is not None and not self._transport.is_closing():
             queue = array.array("i", [0])
             with contextlib.suppress(OSError):
-                fcntl.ioctl(self._fd, termios.TIOCOUTQ, queue)  # SIOCOUTQ on a TCP socket
+                fcntl.ioctl(self._fd, _SIOCOUTQNSD, queue)
                 pending += queue[0]
         return pending
 
