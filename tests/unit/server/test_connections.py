@@ -602,6 +602,27 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tls):
             sock.close()
 
 
+def test_a_closing_connection_whose_answer_is_never_read_is_dropped():
+    """A ``Connection: close`` answer the client never reads: a plain TCP close waits until
+    the buffer is sent, which was never, so the connection (and the answer) stayed for good.
+    The closing connection's answer must be taken like any other."""
+    limits = dataclasses.replace(FAST, body_min_rate=1 << 20)
+    with limited(limits, sndbuf=4096) as running:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", running.port))
+        size = 40_000  # past the sockets' buffers, under the transport's high-water mark: the
+        # server's writing never pauses, and only the close is left to bound it
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % size + b"c" * size
+        )
+        sock.settimeout(CLOSE_WITHIN)
+        assert sock.recv(1, socket.MSG_PEEK) == b"H"  # answered (peeking takes nothing)
+        _until(lambda: len(running.server.tracker) == 0, "the closing connection is still held")
+        sock.close()
+
+
 @pytest.mark.parametrize("tls", [False, True])
 def test_a_slow_reader_gets_its_whole_answer(tls):
     """A large answer still being read when the keep-alive timeout (1 s here) came was cut
