@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import socket
 import ssl
@@ -699,11 +700,12 @@ def test_grpc_calls_in_progress_are_capped(tmp_path):
     with _grpc_server(tmp_path, "--max-connections", "6") as (proc, certificate):
         channel, _ = _grpc_stub(proc, certificate)
         try:
-            calls = _held_calls(channel, never, 6)
-            over = _held_calls(channel, never, 1)[0]
-            error = over.exception(timeout=HANG)
-            assert isinstance(error, grpc.RpcError)
-            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            calls = _held_calls(channel, never, 7)  # the seventh to arrive is refused
+            ended: queue.Queue[Any] = queue.Queue()
+            for call in calls:
+                call.add_done_callback(ended.put)
+            first = ended.get(timeout=HANG)
+            assert first.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, first
             never.set()  # they end (their message never came): calls are served again
             for call in calls:
                 call.exception(timeout=HANG)
