@@ -254,11 +254,19 @@ class _HeadWaits:
         self._send(data)
 
     def _send(self, data: bytes) -> None:
-        if not self.backlog():  # the client took all: a new backlog
+        self._transport.write(data)  # first: counting must not delay the answer
+        if len(data) <= _JOINED_BYTES and not self._transport.get_write_buffer_size():
+            # a small answer the transport handed on whole (most of them): a new backlog,
+            # without asking the kernel (a system call an answer). Only the clock's start
+            # may come later than it should: a client that takes nothing fills the kernel's
+            # buffer, then the transport's, and writes are counted again.
             self.backlog_start = self._loop.time()
-            self._written = 0
-        self._written += len(data)
-        self._transport.write(data)
+            self._written = len(data)
+        elif self.backlog() <= len(data):  # the client had taken all before: a new backlog
+            self.backlog_start = self._loop.time()
+            self._written = len(data)
+        else:
+            self._written += len(data)
 
     def backlog(self) -> int:
         """Bytes written and not yet taken by the client: in the transport's buffer and in the
