@@ -649,6 +649,32 @@ def _held_calls(channel: Any, never: threading.Event, count: int) -> list[Any]:
 
 
 @contextlib.contextmanager
+def _held(
+    server: ServerProcess, certificate: bytes, count: int
+) -> Iterator[tuple[list[Any], threading.Event]]:
+    """:func:`_held_calls` on a channel of their own, and the event that lets them end (set,
+    and the channel closed, when the block ends)."""
+    never = threading.Event()
+    channel, _ = _grpc_stub(server, certificate)
+    try:
+        yield _held_calls(channel, never, count), never
+    finally:
+        never.set()
+        channel.close()
+
+
+def _live(server: ServerProcess, certificate: bytes) -> bool:
+    """ServerLive's answer on a new connection."""
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    channel, stub = _grpc_stub(server, certificate)
+    try:
+        return bool(stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live)
+    finally:
+        channel.close()
+
+
+@contextlib.contextmanager
 def _grpc_server(tmp_path: Path, *flags: str) -> Iterator[tuple[ServerProcess, bytes]]:
     """A server with small call bounds (about 3 s: body timeout 1 s twice, run timeout 1 s,
     2 MB at 10 MB/s), and its attested certificate."""
@@ -670,22 +696,12 @@ def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
     lives at most its call bound, its calls in progress given that long again."""
     import grpc
 
-    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
-
-    never = threading.Event()
-    with _grpc_server(tmp_path) as (proc, certificate):
-        channel, _ = _grpc_stub(proc, certificate)
-        try:
-            calls = _held_calls(channel, never, 4)
-            with connect(proc) as conn:  # the HTTP ports are served meanwhile
-                assert conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
-            for call in calls:
-                assert isinstance(call.exception(timeout=HANG), grpc.RpcError)
-            _, fresh = _grpc_stub(proc, certificate)
-            assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
-        finally:
-            never.set()
-            channel.close()
+    with _grpc_server(tmp_path) as (proc, certificate), _held(proc, certificate, 4) as (calls, _):
+        with connect(proc) as conn:  # the HTTP ports are served meanwhile
+            assert conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        for call in calls:
+            assert isinstance(call.exception(timeout=HANG), grpc.RpcError)
+        assert _live(proc, certificate)
 
 
 def test_grpc_calls_in_progress_are_capped(tmp_path):
@@ -695,26 +711,19 @@ def test_grpc_calls_in_progress_are_capped(tmp_path):
     --max-connections calls at once (6 here): the next gets RESOURCE_EXHAUSTED at once."""
     import grpc
 
-    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
-
-    never = threading.Event()
-    with _grpc_server(tmp_path, "--max-connections", "6") as (proc, certificate):
-        channel, _ = _grpc_stub(proc, certificate)
-        try:
-            calls = _held_calls(channel, never, 7)  # the seventh to arrive is refused
-            ended: queue.Queue[Any] = queue.Queue()
-            for call in calls:
-                call.add_done_callback(ended.put)
-            first = ended.get(timeout=HANG)
-            assert first.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, first
-            never.set()  # they end (their message never came): calls are served again
-            for call in calls:
-                call.exception(timeout=HANG)
-            _, fresh = _grpc_stub(proc, certificate)
-            assert fresh.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
-        finally:
-            never.set()
-            channel.close()
+    with (
+        _grpc_server(tmp_path, "--max-connections", "6") as (proc, certificate),
+        _held(proc, certificate, 7) as (calls, never),  # the seventh to arrive is refused
+    ):
+        ended: queue.Queue[Any] = queue.Queue()
+        for call in calls:
+            call.add_done_callback(ended.put)
+        first = ended.get(timeout=HANG)
+        assert first.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, first
+        never.set()  # they end (their message never came): calls are served again
+        for call in calls:
+            call.exception(timeout=HANG)
+        assert _live(proc, certificate)
 
 
 def test_file_descriptors_are_reserved_for_the_grpc_port_too(tmp_path):

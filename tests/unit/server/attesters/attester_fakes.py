@@ -11,14 +11,46 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blindai.attestation.snp._certs import build_cert_table
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11's
+    from typing_extensions import Self
 
 __all__ = ["FakeTsmKernel", "HostileTsmEntries", "certificate_table"]
 
 
-class FakeTsmKernel(threading.Thread):
+class _EntryWatcher(threading.Thread):
+    """A thread that hands each new entry of ``report_dir`` to ``_serve``, until the block
+    using it ends."""
+
+    def __init__(self, report_dir: Path) -> None:
+        super().__init__(daemon=True)
+        self.report_dir = report_dir
+        self._halt = threading.Event()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        known: set[str] = set()
+        while not self._halt.is_set():
+            for name in sorted(set(os.listdir(self.report_dir)) - known):
+                known.add(name)
+                self._serve(self.report_dir / name)
+            time.sleep(0.001)
+
+    def _serve(self, entry: Path) -> None:
+        raise NotImplementedError
+
+
+class FakeTsmKernel(_EntryWatcher):
     """Plays the kernel's side of configfs-tsm in a plain directory, with FIFOs for ordering.
 
     For each new entry directory it creates the attributes (``inblob`` last); once ``inblob``
@@ -39,8 +71,7 @@ class FakeTsmKernel(threading.Thread):
         generation_text: str | None = None,
         outblob_is_a_directory: bool = False,
     ) -> None:
-        super().__init__(daemon=True)
-        self.report_dir = report_dir
+        super().__init__(report_dir)
         self.provider = provider
         self.outblob = outblob
         self.auxblob = auxblob
@@ -49,24 +80,6 @@ class FakeTsmKernel(threading.Thread):
         self.outblob_is_a_directory = outblob_is_a_directory
         self.entries: list[dict[str, Any]] = []
         self.most_entries_at_once = 0
-        self._halt = threading.Event()
-
-    def __enter__(self) -> FakeTsmKernel:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self.join(timeout=5)
-
-    def run(self) -> None:
-        known: set[str] = set()
-        while not self._halt.is_set():
-            names = set(os.listdir(self.report_dir))
-            for name in sorted(names - known):
-                known.add(name)
-                self._serve(self.report_dir / name)
-            time.sleep(0.001)
 
     def _serve(self, entry: Path) -> None:
         record: dict[str, Any] = {"name": entry.name, "inblob": None, "privlevel": None}
@@ -148,30 +161,15 @@ class FakeTsmKernel(threading.Thread):
             os.close(fd)
 
 
-class HostileTsmEntries(threading.Thread):
+class HostileTsmEntries(_EntryWatcher):
     """A host that lays out each new report entry with ``make(entry)`` and then does nothing."""
 
     def __init__(self, report_dir: Path, make: Callable[[Path], None]) -> None:
-        super().__init__(daemon=True)
-        self.report_dir = report_dir
+        super().__init__(report_dir)
         self.make = make
-        self._halt = threading.Event()
 
-    def __enter__(self) -> HostileTsmEntries:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self.join(timeout=5)
-
-    def run(self) -> None:
-        known: set[str] = set()
-        while not self._halt.is_set():
-            for name in sorted(set(os.listdir(self.report_dir)) - known):
-                known.add(name)
-                self.make(self.report_dir / name)
-            time.sleep(0.001)
+    def _serve(self, entry: Path) -> None:
+        self.make(entry)
 
 
 def certificate_table(entries: list[tuple[str, bytes]]) -> bytes:
