@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported where used: settings load without onnx or uvicorn
     from blindai.server.compile_guard import CompileLimits
     from blindai.server.connections import ConnectionLimits
 
-__all__ = ["CLIENT_VARIABLES", "ModelSettings", "ServerSettings", "TeeName", "unknown_variables"]
+__all__ = ["OTHER_VARIABLES", "ModelSettings", "ServerSettings", "TeeName", "unknown_variables"]
 
 if TYPE_CHECKING:
     TeeName = str
@@ -363,15 +363,24 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-CLIENT_VARIABLES = frozenset({"BLINDAI_API_KEY"})
-"""BLINDAI_ variables the CLI's client commands read, not ``blindai serve``."""
+OTHER_VARIABLES = frozenset(
+    {
+        "BLINDAI_API_KEY",  # the CLI's client commands
+        # the test suite's (make test, .ci/run)
+        "BLINDAI_REQUIRE_COMPAT",
+        "BLINDAI_REQUIRE_SCALE",
+        "BLINDAI_COMPAT_VENVS",
+        "BLINDAI_COMPAT_SERVER",
+    }
+)
+"""BLINDAI_ variables that others read, not ``blindai serve``."""
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One warning for each BLINDAI_ variable that sets nothing: a misspelt one (say
     ``BLINDAI_ADMIN_KEY_SHA265``) is otherwise ignored without a word, and its default holds."""
     known = {f"BLINDAI_{name.upper()}" for name in ServerSettings.model_fields}
-    known |= CLIENT_VARIABLES
+    known |= OTHER_VARIABLES
     warnings = []
     for name in sorted(environ):
         upper = name.upper()  # pydantic-settings reads variables case-insensitively

@@ -104,6 +104,7 @@ def test_variables_that_set_nothing_are_named() -> None:
         "BLINDAI_MAX_MODELS": "3",
         "blindai_pccs_url": "https://pccs",  # read case-insensitively: a setting
         "BLINDAI_API_KEY": "k",  # the client commands'
+        "BLINDAI_REQUIRE_COMPAT": "1",  # the test suite's
         "BLINDAI_MAX_MODEL": "3",
         "BLINDAI_\x1b[2J": "x",
         "PATH": "/bin",
