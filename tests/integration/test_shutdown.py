@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from blindai.protocol.names import ERROR_HEADER
@@ -149,3 +150,22 @@ def test_a_second_signal_stops_at_once(stopping: ServerProcess) -> None:
     assert status == "HTTP/1.1 503 Service Unavailable"
     assert _exit_status(stopping) == 0
     assert "SIGINT again: stopping now, requests in flight are cut" in stopping.log()
+
+
+def test_the_grpc_port_stops_too(stopping: ServerProcess) -> None:
+    """The gRPC server was stopped only after every HTTP port had, and the process then died
+    of its own signal. A call whose message has not all come never reached the servicer: it
+    is ended at once (a call being served gets the shutdown timeout; checked by hand, not
+    here: nothing shows from outside that a call has reached the servicer)."""
+    import grpc
+
+    from blindai.client._transport import PlainTransport
+    from tests.integration.test_limits import _held
+
+    plain = PlainTransport(stopping.host, stopping.unattested_port, HANG)
+    certificate = cbor2.loads(plain.request("GET", "/").body)
+    plain.close()
+    with _held(stopping, certificate, 1) as (calls, _):
+        _signal(stopping, signal.SIGTERM)
+        assert isinstance(calls[0].exception(timeout=HANG), grpc.RpcError)
+        assert _exit_status(stopping) == 0

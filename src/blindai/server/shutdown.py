@@ -77,21 +77,22 @@ class GracefulStop:
         )
         for server in self._servers:
             server.should_exit = True
-        self._stop_grpc(self._timeout_s)
+        # grpc-core's own grace outlasts the deadline, which cuts the calls left (and says so)
+        self._stop_grpc(self._timeout_s + CUT_GRACE_S)
         self._deadline = asyncio.get_running_loop().call_later(self._timeout_s, self._expired)
 
     async def finish(self) -> None:
         """Once the HTTP servers are done: stop gRPC (at once, unless a signal gave it time)
         and give the signals back."""
-        if self._deadline is not None:
-            self._deadline.cancel()
         cut = [task for server in self._servers for task in server.server_state.tasks]
         if cut:
             await asyncio.wait(cut, timeout=CUT_GRACE_S)
         if not self._grpc_stops:
             self._stop_grpc(None)
-        for task in self._grpc_stops:
+        for task in self._grpc_stops:  # the deadline may add one meanwhile
             await task
+        if self._deadline is not None:
+            self._deadline.cancel()
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             loop.remove_signal_handler(sig)
