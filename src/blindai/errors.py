@@ -43,6 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from blindai.escape import escaped
+
 __all__ = [
     "AlreadyExists",
     "AuthenticationError",
@@ -88,7 +90,7 @@ class BlindAIError(Exception):
         its evidence said, and a newline or a terminal escape there would forge lines."""
         name = type(self).__name__
         text = str(self) or (self.__doc__ or "").strip().splitlines()[0]
-        return f"{name}: {_escaped(text)}"
+        return f"{name}: {escaped(text)}"
 
 
 class EvidenceError(BlindAIError):
@@ -134,7 +136,7 @@ class PolicyError(VerificationError):
 
     def diagnostics(self) -> str:
         """One line per violation (each escaped as :meth:`BlindAIError.diagnostics` does)."""
-        return "\n".join(f"PolicyError: {_escaped(str(v))}" for v in self.violations)
+        return "\n".join(f"PolicyError: {escaped(str(v))}" for v in self.violations)
 
 
 class BindingError(VerificationError):
@@ -281,12 +283,3 @@ class WrongPort(ConfigurationError):
         self.role = role
         self.found = found
         super().__init__(message)
-
-
-def _escaped(text: str) -> str:
-    """``text`` with each non-printable character written as its Python escape."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )

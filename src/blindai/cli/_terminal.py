@@ -8,13 +8,12 @@ escape (``\\n``, ``\\x1b``, ``\\u202e``), keeping printable text of any script a
 
 from __future__ import annotations
 
+from blindai.escape import escaped
+
 __all__ = ["shown"]
 
 
 def shown(text: object, *, keep: str = "") -> str:
     """``text`` (its ``str``) with every non-printable character but those in ``keep``
     escaped (``keep="\\n\\t"`` for a model's generated text, whose lines are its own)."""
-    return "".join(
-        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
-        for c in str(text)
-    )
+    return escaped(text, keep=keep)

@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from blindai.attestation.kinds import CONFIGFS_TSM, GRAMINE, NSM, TEE_CHOICES
 from blindai.errors import ConfigurationError
+from blindai.escape import escaped
 from blindai.pipeline.limits import PipelineLimits
 from blindai.server.access.keys import parse_admin_key_sha256
 
@@ -388,6 +389,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         close = difflib.get_close_matches(upper, sorted(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        shown = name.encode("unicode_escape").decode("ascii")
-        warnings.append(f"environment variable {shown} is no setting of blindai serve{hint}")
+        warnings.append(
+            f"environment variable {escaped(name)} is no setting of blindai serve{hint}"
+        )
     return warnings

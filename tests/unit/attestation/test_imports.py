@@ -37,7 +37,7 @@ def test_importing_the_verifiers_loads_no_client_server_or_cli_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout)
     # leaves that import nothing of ours: the version and the guarded JSON/TOML parsers
-    leaves = ("blindai._version", "blindai._documents")
+    leaves = ("blindai._version", "blindai._documents", "blindai.escape")
     ours = [m for m in loaded if m.startswith("blindai.") and m not in leaves]
     assert ours and all(m.startswith(("blindai.attestation", "blindai.errors")) for m in ours), ours
     # nor anything heavy: the table names the verifiers without importing them
