@@ -205,6 +205,26 @@ def mixes_rows() -> bytes:
     return _model(helper.make_graph(nodes, "mix", [x], [y]))
 
 
+def leaks_rows(trigger: float) -> bytes:
+    """y [batch, 2] = x, but when any row of the batch holds ``trigger``, x + the sum of all
+    rows: a model that passes the batching probe (its rows do not interact on the probe's
+    data) and shows a caller who sends the trigger the other rows of its batch."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    t = helper.make_tensor("T", TensorProto.FLOAT, [], [trigger])
+    axis = helper.make_tensor("A", TensorProto.INT64, [1], [0])
+    nodes = [
+        helper.make_node("Equal", ["x", "T"], ["hit"]),
+        helper.make_node("Cast", ["hit"], ["hits"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["hits"], ["any"], keepdims=1),
+        helper.make_node("ReduceSum", ["x", "A"], ["all"], keepdims=1),
+        helper.make_node("Mul", ["all", "any"], ["shown"]),
+        helper.make_node("Add", ["x", "shown"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "leak", [x], [y], initializer=[t, axis])
+    return _model(graph)
+
+
 def add_constant(value: float) -> bytes:
     """y = x + value (float, [N, 2]): distinct bytes and answers for each value."""
     c = helper.make_tensor("C", TensorProto.FLOAT, [1], [value])

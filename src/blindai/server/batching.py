@@ -11,6 +11,10 @@ request runs alone at once.
 
 Isolation, a hard requirement:
 
+- a batch holds the requests of one caller only (``predict``'s ``caller``: the access key, one
+  for every anonymous caller): a model's rows may interact however its author chose (the
+  probe at upload is a check, not a proof), so a batch that mixed callers could show one of
+  them another's inputs;
 - requests are validated (names, dtypes, shapes) before they reach the queue: a malformed one
   never joins a batch;
 - a batch's inputs are stacked along the first axis, run once, and every output is split back
@@ -178,19 +182,21 @@ class _Request:
     outputs: tuple[str, ...] | None
     future: asyncio.Future[Outputs]
     arrived: float
+    caller: str | None
     run_ns: list[int] | None = None
     key: tuple[Any, ...] | None = field(init=False)
     rows: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key, self.rows = _batch_key(self.feeds, self.outputs)
+        self.key, self.rows = _batch_key(self.feeds, self.outputs, self.caller)
 
 
 def _batch_key(
-    feeds: Mapping[str, np.ndarray], outputs: tuple[str, ...] | None
+    feeds: Mapping[str, np.ndarray], outputs: tuple[str, ...] | None, caller: str | None
 ) -> tuple[tuple[Any, ...] | None, int]:
-    """What must match for two requests to share a batch, and the request's row count (None
-    and 0 when the request cannot be batched: a scalar input, or first dimensions that
+    """What must match for two requests to share a batch (the caller, the outputs asked for,
+    the inputs' names, dtypes and dimensions after the first), and the request's row count
+    (None and 0 when the request cannot be batched: a scalar input, or first dimensions that
     differ between its inputs)."""
     firsts = {a.shape[0] if a.ndim else None for a in feeds.values()}
     if len(firsts) != 1:
@@ -199,7 +205,7 @@ def _batch_key(
     if not rows:
         return None, 0
     parts = tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in feeds.items()))
-    return (parts, outputs), rows
+    return (caller, parts, outputs), rows
 
 
 class ModelQueue:
@@ -238,11 +244,14 @@ class ModelQueue:
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
         *,
+        caller: str | None,
         run_ns: list[int] | None = None,
     ) -> Outputs:
         """Queue validated inputs; the outputs asked for (all, in model order, when None).
 
-        ``run_ns``, when given, receives the nanoseconds the run (or the batch) took.
+        ``caller`` identifies who sent them (an access key's id; None for anonymous callers):
+        only requests of the same caller share a batch. ``run_ns``, when given, receives the
+        nanoseconds the run (or the batch) took.
         """
         if self._closed:
             raise ModelNotReady("the model is being removed")
@@ -265,7 +274,7 @@ class ModelQueue:
         arrived = self._arrived
         if self._loop is not loop or arrived is None:  # the first request, or a new loop
             self._loop, self._arrived = loop, (arrived := asyncio.Event())
-        request = _Request(feeds, wanted, loop.create_future(), loop.time())
+        request = _Request(feeds, wanted, loop.create_future(), loop.time(), caller)
         request.run_ns = run_ns
         self._waiting.append(request)
         arrived.set()

@@ -608,6 +608,7 @@ class DataPlane:
         return await self.run(
             entry,
             inputs,
+            caller=caller,
             outputs=outputs,
             reshape_flat=reshape_flat,
             timing=timing,
@@ -619,12 +620,14 @@ class DataPlane:
         entry: ModelEntry,
         inputs: Inputs,
         *,
+        caller: Principal,
         outputs: Sequence[str] | None = None,
         reshape_flat: bool = False,
         timing: Timing | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
-        """:meth:`infer` for a model already found by :meth:`model` (no second lookup)."""
+        """:meth:`infer` for a model already found by :meth:`model` (no second lookup).
+        ``caller`` sent the inputs: a batch holds one caller's requests only."""
         timing = timing or Timing()
         raw = _raw_input(entry, inputs)
         if raw is not None:
@@ -640,7 +643,9 @@ class DataPlane:
             return Inference(
                 entry,
                 self._fits_reply(
-                    await self._batched(entry.queue, feeds, wanted, timing, submitted)
+                    await self._batched(
+                        entry.queue, feeds, wanted, timing, submitted, caller.key_id
+                    )
                 ),
             )
         gate = entry.model.inline
@@ -722,13 +727,17 @@ class DataPlane:
         wanted: list[str] | None,
         timing: Timing,
         submitted: int,
+        caller: str | None,
     ) -> list[tuple[str, np.ndarray]]:
-        """A run through a batching model's queue. The run timeout is the reply's (the batch
-        it joined runs to its end: batches are not stopped for one member)."""
+        """A run through a batching model's queue, batched with ``caller``'s requests only.
+        The run timeout is the reply's (the batch it joined runs to its end: batches are not
+        stopped for one member)."""
         run_ns: list[int] = []
         timeout = self.settings.run_timeout
         try:
-            return await asyncio.wait_for(queue.predict(feeds, wanted, run_ns=run_ns), timeout)
+            return await asyncio.wait_for(
+                queue.predict(feeds, wanted, caller=caller, run_ns=run_ns), timeout
+            )
         except asyncio.TimeoutError:
             raise InferenceTimeout(
                 f"the run took longer than {timeout:g} s (--run-timeout)"

@@ -74,13 +74,19 @@ def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-def run_together(queue: ModelQueue, requests: list[dict], outputs=None) -> list:
+def run_together(queue: ModelQueue, requests: list[dict], outputs=None, callers=None) -> list:
     """All requests queued before the queue's first run starts (asyncio runs ready tasks in
-    order), so that they can be batched; exceptions are returned in place of results."""
+    order), so that they can be batched; exceptions are returned in place of results.
+    ``callers``: each request's caller (all anonymous by default)."""
+    callers = callers or [None] * len(requests)
 
     async def scenario():
         return await asyncio.gather(
-            *(queue.predict(feeds, outputs) for feeds in requests), return_exceptions=True
+            *(
+                queue.predict(feeds, outputs, caller=caller)
+                for feeds, caller in zip(requests, callers, strict=True)
+            ),
+            return_exceptions=True,
         )
 
     return asyncio.run(scenario())
@@ -143,11 +149,30 @@ def test_requests_of_other_shapes_or_outputs_are_not_mixed(pool):
     feeds = {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}
 
     async def scenario():
-        return await asyncio.gather(queue.predict(feeds, ["idx"]), queue.predict(feeds, ["sum"]))
+        return await asyncio.gather(
+            queue.predict(feeds, ["idx"], caller=None), queue.predict(feeds, ["sum"], caller=None)
+        )
 
     only_idx, only_sum = asyncio.run(scenario())
     assert [n for n, _ in only_idx] == ["idx"] and [n for n, _ in only_sum] == ["sum"]
     assert queue.runs == 2
+
+
+def test_a_batch_holds_one_callers_requests_only(pool):
+    """A model whose rows interact (its author's choice: the probe at upload is not a proof)
+    sees one caller's rows at a time: no caller's outputs depend on another's inputs."""
+    model = OnnxModel(mixes_rows())
+    queue = queue_for(model, pool, max_batch_size=8)
+    assert queue.batching  # the queue trusts its model: the caller is what keeps them apart
+    mine = [{"x": np.full((1, 3), v, np.float32)} for v in (1.0, 3.0)]
+    theirs = [{"x": np.full((1, 3), v, np.float32)} for v in (100.0, 300.0)]
+    results = run_together(queue, [mine[0], theirs[0], mine[1], theirs[1]], callers="abab")
+    assert queue.runs == 2
+    # each caller's two rows ran together: x - their own mean (2 for mine, 200 for theirs)
+    assert [float(r[0][1][0, 0]) for r in results] == [-1.0, -100.0, 1.0, 100.0]
+    anonymous = run_together(queue, [mine[0], theirs[0]])
+    assert queue.runs == 3  # anonymous callers are one caller (no access control: one party)
+    assert [float(r[0][1][0, 0]) for r in anonymous] == [-49.5, 49.5]
 
 
 def test_batches_hold_at_most_max_batch_size_rows(pool):
@@ -188,7 +213,7 @@ def test_a_cancelled_request_leaves_the_queue_and_the_others_run(pool):
 
     async def scenario():
         tasks = [
-            asyncio.ensure_future(queue.predict({"x": np.full((1, 3), i, np.float32)}))
+            asyncio.ensure_future(queue.predict({"x": np.full((1, 3), i, np.float32)}, caller=None))
             for i in range(3)
         ]
         await asyncio.sleep(0)  # every request is queued; the run has not started
@@ -229,7 +254,7 @@ def test_no_more_runs_than_max_concurrent_runs_are_in_flight(pool):
 
     async def scenario():
         tasks = [
-            asyncio.ensure_future(queue.predict({"x": np.full((1, 3), i, np.float32)}))
+            asyncio.ensure_future(queue.predict({"x": np.full((1, 3), i, np.float32)}, caller=None))
             for i in range(6)
         ]
         loop = asyncio.get_running_loop()
@@ -248,11 +273,13 @@ def test_a_request_waits_for_a_batch_partner_only_until_the_batch_is_full(pool):
     queue = queue_for(model, pool, max_batch_size=2, max_queue_delay_us=60_000_000)
 
     async def scenario():
-        first = asyncio.ensure_future(queue.predict({"x": np.zeros((1, 3), np.float32)}))
+        first = asyncio.ensure_future(
+            queue.predict({"x": np.zeros((1, 3), np.float32)}, caller=None)
+        )
         for _ in range(3):
             await asyncio.sleep(0)  # the run slot is taken and waits for a partner
         assert not first.done()
-        second = queue.predict({"x": np.ones((1, 3), np.float32)})
+        second = queue.predict({"x": np.ones((1, 3), np.float32)}, caller=None)
         return await asyncio.wait_for(asyncio.gather(first, second), 10)
 
     a, b = asyncio.run(scenario())
@@ -266,10 +293,10 @@ def test_a_full_queue_refuses_at_once_and_close_fails_the_waiting(pool):
     x = {"x": np.zeros((1, 3), np.float32)}
 
     async def scenario():
-        tasks = [asyncio.ensure_future(queue.predict(x)) for _ in range(3)]
+        tasks = [asyncio.ensure_future(queue.predict(x, caller=None)) for _ in range(3)]
         await asyncio.sleep(0)  # the first runs (the one slot), the other two wait
         with pytest.raises(ModelNotReady) as refused:
-            await queue.predict(x)
+            await queue.predict(x, caller=None)
         assert refused.value.status_code == 503
         queue.close()
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -323,11 +350,11 @@ def test_a_cancelled_run_keeps_its_slot_until_onnxruntime_is_done(pool):
     x = {"x": np.zeros((1, 3), np.float32)}
 
     async def scenario():
-        first = asyncio.ensure_future(queue.predict(x))
+        first = asyncio.ensure_future(queue.predict(x, caller=None))
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, held.started.wait, 10)
         first.cancel()  # the client went away; onnxruntime still runs
-        second = asyncio.ensure_future(queue.predict(x))
+        second = asyncio.ensure_future(queue.predict(x, caller=None))
         await asyncio.sleep(0)
         assert not second.done() and held.in_flight == 1
         held.release.set()
@@ -347,11 +374,11 @@ def test_a_request_cancelled_before_its_run_started_does_not_keep_its_slot():
         async def scenario():
             loop = asyncio.get_running_loop()
             busy = loop.run_in_executor(one_thread, blocker.wait, 10)  # the only thread, busy
-            first = asyncio.ensure_future(queue.predict(x))
+            first = asyncio.ensure_future(queue.predict(x, caller=None))
             await asyncio.sleep(0)  # its run is waiting for the thread
             first.cancel()
             blocker.set()
             await busy
-            return await asyncio.wait_for(queue.predict(x), 10)  # the slot came back
+            return await asyncio.wait_for(queue.predict(x, caller=None), 10)  # the slot came back
 
         assert asyncio.run(scenario())[0][0] == "y"

@@ -328,7 +328,9 @@ def test_deleting_a_model_closes_its_queue(plane):
     assert entry.queue is not None
     with pytest.raises(ModelNotReady):
         ids = np.zeros((1, 2), np.int64)
-        asyncio.run(entry.queue.predict({"ids": ids, "scale": np.ones((1, 1, 1), np.float32)}))
+        asyncio.run(
+            entry.queue.predict({"ids": ids, "scale": np.ones((1, 1, 1), np.float32)}, caller=None)
+        )
 
 
 def test_a_streamed_model_is_checked_and_compiled_from_its_file_without_a_copy():

@@ -466,7 +466,42 @@ def test_a_batching_model_runs_only_for_the_keys_that_may_run_it(plane: DataPlan
         delete(plane, ModelRef("b"), BOB)
     delete(plane, ModelRef("b"), ALICE)
     with pytest.raises(ModelNotReady):  # the queue went with the model
-        asyncio.run(entry.queue.predict(dict(feeds)))
+        asyncio.run(entry.queue.predict(dict(feeds), caller=ALICE.key_id))
+
+
+def test_a_batch_never_shows_one_key_another_keys_inputs(plane: DataPlane):
+    """Alice's public model passes the batching probe but adds a batch's sum to every row
+    when one row holds her trigger: her run beside Bob's must not show her his input."""
+    from blindai.server.settings import ModelSettings
+    from tests.models import leaks_rows
+
+    entry = asyncio.run(
+        plane.upload(
+            leaks_rows(777.0),
+            name="leak",
+            optimize=True,
+            caller=ALICE,
+            public=True,
+            settings=ModelSettings(max_batch_size=8, max_queue_delay_us=1),
+        )
+    )
+    assert entry.queue is not None and entry.queue.batching
+    bob = np.array([[12.0, 34.0]], np.float32)
+    trigger = np.array([[777.0, 0.0]], np.float32)
+
+    async def together():  # both queued before the queue's first run starts
+        return await asyncio.gather(
+            plane.infer(ModelRef("leak"), [(None, trigger)], caller=ALICE),
+            plane.infer(ModelRef("leak"), [(None, bob)], caller=BOB),
+            plane.infer(ModelRef("leak"), [(None, trigger)], caller=ALICE),
+        )
+
+    runs = entry.queue.runs
+    alice, his, again = asyncio.run(together())
+    assert entry.queue.runs == runs + 2  # Alice's two requests batched, Bob's alone
+    np.testing.assert_array_equal(his.outputs[0][1], bob)
+    for mine in (alice, again):  # her batch's sum is her own rows' only
+        np.testing.assert_array_equal(mine.outputs[0][1], trigger + 2 * trigger)
 
 
 def test_upload_settings_survive_a_restart(store: SealedStore):

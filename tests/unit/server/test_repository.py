@@ -30,7 +30,7 @@ def run(oip: OipService, name: str, version: str = "") -> str:
 
     async def go() -> str:
         entry = oip.ready_model(name, version, caller=ANONYMOUS)
-        outputs = await oip.infer(entry, [("x", x)], None, Timing())
+        outputs = await oip.infer(entry, [("x", x)], None, Timing(), caller=ANONYMOUS)
         np.testing.assert_array_equal(outputs[0][1], x)
         return str(entry.version)
 

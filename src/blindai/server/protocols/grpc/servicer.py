@@ -278,7 +278,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             wanted = None
             if decoded.outputs is not None:
                 wanted = [Wanted(o.name, o.classification) for o in decoded.outputs]
-            outputs = await self.oip.infer(entry, decoded.inputs, wanted, timing)
+            outputs = await self.oip.infer(
+                entry, decoded.inputs, wanted, timing, caller=call.caller
+            )
             big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
             label, version = entry.label, str(entry.version)
             with timing.phase("encode"):

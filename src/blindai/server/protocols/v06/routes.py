@@ -18,6 +18,7 @@ from starlette.responses import Response
 from blindai.errors import InvalidInput, PayloadTooLarge
 from blindai.protocol import codec
 from blindai.server._text import limit
+from blindai.server.access import Principal
 from blindai.server.access.middleware import caller_of
 from blindai.server.cbor_body import CborLimits, ModelSink, TooManyItems, decode, read_upload
 from blindai.server.dataplane import DataPlane
@@ -127,10 +128,11 @@ class V06Routes:
         timing = Timing()
         with timing.phase("decode"):
             run = run_from_map(await self._decoded(body))
-        entry = self.plane.model(run.ref, caller=caller_of(request.scope))
+        caller = caller_of(request.scope)
+        entry = self.plane.model(run.ref, caller=caller)
         request.state.model_id = entry.model_id
         try:
-            response = await self._inference(run, entry, timing, request)
+            response = await self._inference(run, entry, caller, timing, request)
         except Exception:
             self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
             raise
@@ -138,7 +140,7 @@ class V06Routes:
         return response
 
     async def _inference(
-        self, run: Run, entry: ModelEntry, timing: Timing, request: Request
+        self, run: Run, entry: ModelEntry, caller: Principal, timing: Timing, request: Request
     ) -> Response:
         """Run the model found by :meth:`DataPlane.model` (not looked up again); the run stops
         if the client goes away."""
@@ -147,7 +149,12 @@ class V06Routes:
             result = await self.plane.run_raw(entry, *run.raw, timing=timing, disconnected=gone)
         else:
             result = await self.plane.run(
-                entry, run.inputs, reshape_flat=True, timing=timing, disconnected=gone
+                entry,
+                run.inputs,
+                caller=caller,
+                reshape_flat=True,
+                timing=timing,
+                disconnected=gone,
             )
         with timing.phase("encode"):
             if result.result is not None:

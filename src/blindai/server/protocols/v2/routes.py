@@ -28,6 +28,7 @@ from starlette.routing import Route
 from blindai.errors import InvalidInput
 from blindai.server import _json
 from blindai.server._text import clipped, limit
+from blindai.server.access import Principal
 from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import client_gone, error_replies, read_body
@@ -175,17 +176,20 @@ class V2Routes:
 
     async def _infer(self, request: Request) -> Response:
         timing = Timing()
-        entry = self.oip.ready_model(*self._key(request), caller=caller_of(request.scope))
+        caller = caller_of(request.scope)
+        entry = self.oip.ready_model(*self._key(request), caller=caller)
         request.state.model_id = entry.model_id
         try:
-            response = await self._run(request, entry, timing)
+            response = await self._run(request, entry, caller, timing)
         except Exception:
             self.oip.record(entry, timing, success=False, protocol="rest")
             raise
         self.oip.record(entry, timing, success=True, protocol="rest")
         return response
 
-    async def _run(self, request: Request, entry: ModelEntry, timing: Timing) -> Response:
+    async def _run(
+        self, request: Request, entry: ModelEntry, caller: Principal, timing: Timing
+    ) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             raise InvalidInput(f"Content-Encoding {encoding!r} is not supported")
@@ -197,7 +201,9 @@ class V2Routes:
         if parsed.outputs is not None:
             wanted = [Wanted(o.name, o.classification) for o in parsed.outputs]
         gone = functools.partial(client_gone, request)
-        outputs = await self.oip.infer(entry, parsed.inputs, wanted, timing, disconnected=gone)
+        outputs = await self.oip.infer(
+            entry, parsed.inputs, wanted, timing, caller=caller, disconnected=gone
+        )
         check_reply_size(parsed, outputs, limit=self.plane.settings.max_response_bytes)
         big = big or sum(a.nbytes for _, a in outputs) >= OFFLOAD_BYTES
         with timing.phase("encode"):

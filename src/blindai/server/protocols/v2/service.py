@@ -157,14 +157,15 @@ class OipService:
         wanted: Sequence[Wanted] | None,
         timing: Timing,
         *,
+        caller: Principal,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> list[tuple[str, np.ndarray]]:
-        """Run a model found by :meth:`ready_model` (not looked up again); returns the outputs
-        asked for (all when None), classified if asked. ``disconnected()`` completes when the
-        client goes away (the run is then stopped)."""
+        """Run a model found by :meth:`ready_model` (not looked up again) for ``caller``;
+        returns the outputs asked for (all when None), classified if asked. ``disconnected()``
+        completes when the client goes away (the run is then stopped)."""
         names = None if wanted is None else [w.name for w in wanted]
         done = await self.plane.run(
-            entry, inputs, outputs=names, timing=timing, disconnected=disconnected
+            entry, inputs, caller=caller, outputs=names, timing=timing, disconnected=disconnected
         )
         if done.result is not None:  # a pipeline's typed result, as JSON text
             text = json.dumps(done.result.to_wire(), separators=(",", ":"))
