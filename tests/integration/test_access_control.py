@@ -29,6 +29,7 @@ from blindai.errors import (
     KeyNotFound,
     ModelNotFound,
     PermissionDenied,
+    RegistryFull,
 )
 from blindai.protocol.apikeys import generate_key
 from tests._fakes.mitm import UnattestedMitm
@@ -161,6 +162,28 @@ def test_two_tenants_and_public_models(
     alice.delete_model(public)
     admin.delete_model(private)  # the admin deletes anything
     assert not {private, public} & {m.model_id for m in admin.list_models()}
+
+
+def test_one_key_cannot_fill_the_server_for_the_others(
+    server: ServerProcess, admin: blindai.Connection, bob: blindai.Connection
+):
+    """--max-models-per-key (16 by default): a tenant's 17th model is refused (507) while
+    another tenant still uploads and runs."""
+    with connect(server, admin.create_key(f"carol-{uuid.uuid4().hex[:6]}").key) as carol:
+        held = []
+        try:
+            for value in range(16):
+                held.append(carol.upload_model(add_constant(100 + value)).model_id)
+            with pytest.raises(RegistryFull) as info:
+                carol.upload_model(add_constant(200))
+            assert info.value.status_code == 507
+            assert "--max-models-per-key 16" in info.value.message
+            theirs = bob.upload_model(add_constant(300)).model_id
+            assert added(bob, theirs) == 300 and added(carol, held[-1]) == 115
+            bob.delete_model(theirs)
+        finally:
+            for model_id in held:
+                carol.delete_model(model_id)
 
 
 def test_run_without_id_runs_the_newest_model_the_caller_may_run(

@@ -256,7 +256,8 @@ class DataPlane:
         self.check_model_size(size)
         if not size:
             raise InvalidInput("the model is empty")
-        self.registry.check_room()
+        most_owned = self._most_owned(caller)
+        self.registry.check_room(caller.key_id, most_owned=most_owned)
         started = time.perf_counter()
         if isinstance(model, ModelFile):
             if not model.complete:
@@ -297,7 +298,9 @@ class DataPlane:
             wire = None if pipeline is None else pipeline.to_wire()
             if fresh:  # the first of identical uploads to register keeps its session
                 self._schedules.setdefault(share, schedule)
-            entry = self._register(record, model, compiled, steps, wire, queue)
+            entry = self._register(
+                record, model, compiled, steps, wire, queue, most_owned=most_owned
+            )
         except BaseException:
             if fresh:
                 if self.registry.session_for(share) is None:
@@ -336,6 +339,7 @@ class DataPlane:
         queue: ModelQueue | None,
         *,
         restoring: bool = False,
+        most_owned: int | None = None,
     ) -> ModelEntry:
         try:
             entry = self.registry.add(
@@ -350,6 +354,7 @@ class DataPlane:
                 owner=record.owner,
                 public=record.public,
                 uploaded_ns=record.uploaded_ns,
+                most_owned=most_owned,
             )
         except BaseException:
             # an upload's stored copy must not come back (the registry was full meanwhile);
@@ -360,6 +365,12 @@ class DataPlane:
         if self.exports is not None:
             self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)
         return entry
+
+    def _most_owned(self, caller: Principal) -> int | None:
+        """How many models ``caller`` may hold: ``max_models_per_key`` for a tenant's key (one
+        tenant must not fill the server for the others); the admin key and an open server's
+        anonymous callers are held to ``max_models`` only."""
+        return self.settings.max_models_per_key if caller.kind == "tenant" else None
 
     def restore(self) -> int:
         """Load and compile the store's models and pipelines (before serving), oldest first;

@@ -137,17 +137,25 @@ class ModelRegistry:
         with self._lock:
             return self._queues.get(share)
 
-    def check_room(self) -> None:
-        """RegistryFull when no model can be added now."""
+    def check_room(self, owner: str | None = None, *, most_owned: int | None = None) -> None:
+        """RegistryFull when no model can be added now (by ``owner``, who may hold at most
+        ``most_owned`` models when that is given)."""
         with self._lock:
-            self._check_room()
+            self._check_room(owner, most_owned)
 
-    def _check_room(self) -> None:
+    def _check_room(self, owner: str | None, most_owned: int | None) -> None:
         if len(self._by_id) >= self._max:
             raise RegistryFull(
                 f"the server holds {count(self._max, 'model')}, the most it may "
                 f"(--max-models {self._max}); delete one first"
             )
+        if most_owned is not None:
+            held = sum(1 for e in self._by_id.values() if e.owner == owner)
+            if held >= most_owned:
+                raise RegistryFull(
+                    f"this key holds {count(held, 'model')}, the most one key may "
+                    f"(--max-models-per-key {most_owned}); delete one first"
+                )
 
     def reserve(self, name: str | None, owner: str | None = None) -> tuple[int, int]:
         """A new upload's version (the next number of ``owner``'s uploads of its name) and
@@ -178,6 +186,7 @@ class ModelRegistry:
         owner: str | None = None,
         public: bool = False,
         uploaded_ns: int | None = None,
+        most_owned: int | None = None,
     ) -> ModelEntry:
         """Register a compiled model, under a fresh UUID4 unless ``model_id`` is given (a model
         restored from the store); reuses a session (and its queue) compiled meanwhile. Newest
@@ -186,10 +195,11 @@ class ModelRegistry:
         ``source``: the model's bytes (or the server's file of them), kept so that an unloaded
         model can be loaded again. ``queue``: the runs' queue for this session. ``version``:
         from :meth:`reserve` or the store (else the next number of ``owner``'s uploads of the
-        name).
+        name). ``most_owned``: how many models ``owner`` may hold (None: no bound but
+        ``max_models``).
         """
         with self._lock:
-            self._check_room()
+            self._check_room(owner, most_owned)
             if version is None:
                 version = self._next_version(name, owner)
             elif name:

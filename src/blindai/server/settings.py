@@ -111,6 +111,10 @@ class ServerSettings(BaseSettings):
     """Largest body accepted by /run and v2 inference, in bytes."""
     max_models: int = Field(64, gt=0)
     """Most models held at once; uploads beyond it are refused with 507."""
+    max_models_per_key: int = Field(16, gt=0)
+    """Most models one tenant's API key holds at once (access control), so that one tenant
+    cannot fill the server for the others; uploads beyond it are refused with 507. The admin
+    key is held to --max-models only."""
     allow_model_export: CliToggleFlag[bool] = False
     """Let ``POST /export`` on the management port give a model's bytes (and its pipeline) to a
     client syncing another replica (``blindai sync``). Off: ``/export`` answers 403."""

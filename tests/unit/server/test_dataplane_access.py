@@ -33,8 +33,12 @@ KEY = bytes(range(32))
 X = np.array([[1.0, 2.0]], np.float32)
 
 
-def make_plane(store: SealedStore | None = None, max_models: int = 10) -> DataPlane:
-    settings = ServerSettings(tee="simulation", max_models=max_models)
+def make_plane(
+    store: SealedStore | None = None, max_models: int = 10, max_models_per_key: int = 10
+) -> DataPlane:
+    settings = ServerSettings(
+        tee="simulation", max_models=max_models, max_models_per_key=max_models_per_key
+    )
     return DataPlane(settings, ModelRegistry(max_models=max_models), store=store)
 
 
@@ -274,6 +278,40 @@ def test_a_full_registry_refuses_before_writing(store: SealedStore):
         with pytest.raises(RegistryFull):
             upload(plane, 2, ALICE)
         assert len(list(store.load_models())) == 1
+    finally:
+        plane.close()
+
+
+def test_one_key_cannot_fill_the_server_for_the_others():
+    """A tenant's key holds at most --max-models-per-key models: Alice's third upload is
+    refused, Bob's first is not; the admin key is held to --max-models only."""
+    plane = make_plane(max_models=6, max_models_per_key=2)
+    try:
+        mine = [upload(plane, v, ALICE) for v in (1, 2)]
+        with pytest.raises(RegistryFull, match=r"this key holds 2 models, the most one key may"):
+            upload(plane, 3, ALICE)
+        assert run(plane, ModelRef(upload(plane, 4, BOB).model_id), BOB) == 4
+        for v in (5, 6, 7):
+            upload(plane, v, ADMIN)
+        delete(plane, ModelRef(mine[0].model_id), ALICE)
+        assert upload(plane, 8, ALICE).owner == "k_alice"  # a slot of hers came back
+        with pytest.raises(RegistryFull, match=r"--max-models 6"):
+            upload(plane, 9, ADMIN)
+    finally:
+        plane.close()
+
+
+def test_the_per_key_bound_holds_for_uploads_that_raced_past_the_first_check():
+    """Uploads of one key in flight together all pass the check made before compiling; the
+    registry checks again when each is added."""
+    registry = ModelRegistry(max_models=10)
+    plane = make_plane()
+    try:
+        compiled = upload(plane, 1, ALICE).model
+        registry.add(b"a" * 32, compiled, "m", owner="k_alice", most_owned=1)
+        with pytest.raises(RegistryFull, match="--max-models-per-key 1"):
+            registry.add(b"b" * 32, compiled, "m", owner="k_alice", most_owned=1)
+        registry.add(b"c" * 32, compiled, "m", owner="k_bob", most_owned=1)
     finally:
         plane.close()
 
