@@ -225,6 +225,26 @@ def leaks_rows(trigger: float) -> bytes:
     return _model(graph)
 
 
+def slow_add(value: float, size: int = 1536) -> bytes:
+    """y = x + value (float, [1, 2]), after a [size, size] MatMul made from x (tens of ms at
+    1536: a run that lasts, without a sleep onnxruntime lacks; not folded away at compile)."""
+    c = helper.make_tensor("C", TensorProto.FLOAT, [1], [value])
+    zero = helper.make_tensor("Z", TensorProto.FLOAT, [], [0.0])
+    reps = helper.make_tensor("R", TensorProto.INT64, [2], [size, size // 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    nodes = [
+        helper.make_node("Tile", ["x", "R"], ["big"]),
+        helper.make_node("MatMul", ["big", "big"], ["square"]),
+        helper.make_node("ReduceMean", ["square"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "Z"], ["nothing"]),
+        helper.make_node("Add", ["x", "C"], ["sum"]),
+        helper.make_node("Add", ["sum", "nothing"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "slow", [x], [y], initializer=[c, zero, reps])
+    return _model(graph)
+
+
 def add_constant(value: float) -> bytes:
     """y = x + value (float, [N, 2]): distinct bytes and answers for each value."""
     c = helper.make_tensor("C", TensorProto.FLOAT, [1], [value])

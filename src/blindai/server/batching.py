@@ -64,8 +64,9 @@ _T = TypeVar("_T")
 Outputs = list[tuple[str, np.ndarray]]
 """A run's outputs: (output name, array), in the order asked for."""
 
-Offload = Callable[[Callable[[], _T]], "asyncio.Future[_T]"]
-"""Starts a blocking call in a worker thread (the data plane's inference pool); its future."""
+Offload = Callable[[Callable[[], _T], str | None], "asyncio.Future[_T]"]
+"""Starts a blocking call in a worker thread (the data plane's inference pool), for a caller
+(who takes turns for a worker with the others: ``_workers.WorkerPool``); its future."""
 
 
 class Predictor(Protocol):
@@ -265,7 +266,7 @@ class ModelQueue:
             # idle: run at once, without queueing (requests that come meanwhile queue up
             # behind this run and batch when it ends)
             self._free -= 1
-            work = self._offload(lambda: self._direct(feeds, wanted, run_ns))
+            work = self._offload(lambda: self._direct(feeds, wanted, run_ns), caller)
             # the slot is given back when the run ends, not when this task stops waiting
             # (a client that goes away does not stop onnxruntime)
             work.add_done_callback(self._slot_free)
@@ -386,7 +387,7 @@ class ModelQueue:
     async def _run(self, batch: list[_Request]) -> None:
         self.runs += 1
         try:
-            results = await self._offload(lambda: self._work(batch))
+            results = await self._offload(lambda: self._work(batch), batch[0].caller)
         except BaseException as exc:  # the pool was shut down, or this task was cancelled
             for request in batch:
                 if not request.future.done():

@@ -500,8 +500,8 @@ class DataPlane:
                 limits=self.settings.pipeline_limits(),
             )
 
-    def _blocking(self, fn: Callable[[], _T]) -> asyncio.Future[_T]:
-        return self._infer.submit(fn)
+    def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
+        return self._infer.submit(fn, group=group)
 
     def _schedule(self, asked: ModelSettings) -> _Schedule:
         """The upload's settings, each unset one taken from the server's."""
@@ -644,7 +644,14 @@ class DataPlane:
         if raw is not None:
             submitted = time.perf_counter_ns()
             return await self._guarded(
-                entry, _run_pipeline, entry, raw, timing, submitted, disconnected=disconnected
+                entry,
+                _run_pipeline,
+                entry,
+                raw,
+                timing,
+                submitted,
+                group=caller.key_id,
+                disconnected=disconnected,
             )
         with timing.phase("decode"):
             feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
@@ -677,7 +684,7 @@ class DataPlane:
                 timing.add("queue", started - submitted)
                 timing.add("infer", ran[0])
 
-        done = await self._guarded(entry, timed, disconnected=disconnected)
+        done = await self._guarded(entry, timed, group=caller.key_id, disconnected=disconnected)
         if gate is not None:
             gate.observe(ran[0], shapes, on_loop=False)
         return Inference(entry, self._fits_reply(done))
@@ -778,6 +785,7 @@ class DataPlane:
         kind: InputKind,
         raw: bytes | str,
         *,
+        caller: Principal,
         timing: Timing | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
@@ -796,6 +804,7 @@ class DataPlane:
             raw,
             timing or Timing(),
             submitted,
+            group=caller.key_id,
             disconnected=disconnected,
         )
 
@@ -816,10 +825,12 @@ class DataPlane:
         entry: ModelEntry,
         fn: Callable[..., _T],
         *args: object,
+        group: str | None,
         disconnected: Callable[[], Awaitable[object]] | None,
     ) -> _T:
         """``fn(*args, run_options)`` in an inference worker, under the run limits: at most
-        ``model_runs`` of the model at once, the run timeout counting the wait for both."""
+        ``model_runs`` of the model at once, the run timeout counting the wait for both.
+        ``group`` (the caller's key) takes turns for a worker with the other callers'."""
         control = RunControl()
         settings = self.settings
         counted = functools.partial(self._counted, fn, *args, control.options)
@@ -829,12 +840,12 @@ class DataPlane:
 
             async def queued() -> tuple[_T | None, Exception | None, bool]:
                 async with slots:
-                    return await self._infer.run(counted)
+                    return await self._infer.submit(counted, group=group)
 
             work = queued()
         else:  # a free slot: taken now, given back when the worker is done with the run
             await slots.acquire()
-            work = self._infer.submit(counted)
+            work = self._infer.submit(counted, group=group)
             work.add_done_callback(lambda _: slots.release())
         value, error, shared = await run_guarded(
             work, control, timeout_s=settings.run_timeout, disconnected=disconnected

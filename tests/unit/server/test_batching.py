@@ -40,7 +40,7 @@ def pool():
 
 
 def offload_to(pool):
-    def offload(fn):
+    def offload(fn, caller):
         return asyncio.get_running_loop().run_in_executor(pool, fn)
 
     return offload

@@ -421,7 +421,7 @@ def test_a_pipeline_is_stored_with_its_model_and_restored(store: SealedStore):
         assert again.restore() == 1
         ref = ModelRef(entry.model_id)
         entry = again.model(ref, caller=ALICE)
-        result = asyncio.run(again.run_raw(entry, "image", png)).result
+        result = asyncio.run(again.run_raw(entry, "image", png, caller=ALICE)).result
         assert isinstance(result, Classification) and result.top.label == "red"
         with pytest.raises(ModelNotFound):
             again.model(ref, caller=BOB)
@@ -540,6 +540,34 @@ def test_a_batch_never_shows_one_key_another_keys_inputs(plane: DataPlane):
     np.testing.assert_array_equal(his.outputs[0][1], bob)
     for mine in (alice, again):  # her batch's sum is her own rows' only
         np.testing.assert_array_equal(mine.outputs[0][1], trigger + 2 * trigger)
+
+
+def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
+    """One inference thread; Alice starts runs of three models at once, then Bob one of his:
+    his run is not held behind all of hers (it was the last of the four to end)."""
+    from tests.models import slow_add
+
+    settings = ServerSettings(tee="simulation", inference_threads=1, inline_run_us=0)
+    plane = DataPlane(settings, ModelRegistry(max_models=10))
+    try:
+        callers = (ALICE, ALICE, ALICE, BOB)
+        models = [
+            asyncio.run(plane.upload(slow_add(v), name=None, optimize=True, caller=who))
+            for v, who in enumerate(callers)
+        ]
+        ended: list[str] = []
+
+        async def run_one(entry: ModelEntry, who: Principal) -> None:
+            await plane.infer(ModelRef(entry.model_id), [(None, X)], caller=who)
+            ended.append(who.key_id or "")
+
+        async def burst() -> None:
+            await asyncio.gather(*map(run_one, models, callers))
+
+        asyncio.run(burst())
+        assert len(ended) == 4 and ended.index("k_bob") <= 2, ended
+    finally:
+        plane.close()
 
 
 def test_upload_settings_survive_a_restart(store: SealedStore):

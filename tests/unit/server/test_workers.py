@@ -87,3 +87,33 @@ def test_close_cancels_what_has_not_started_and_refuses_more():
             pool.submit(lambda: None)
 
     asyncio.run(main())
+
+
+def test_waiting_work_is_taken_in_turns_between_groups():
+    """A group that queued much first (a tenant's burst) does not hold another group's work
+    back behind all of it: one job of each group in turn, oldest first within a group."""
+    pool = WorkerPool(1, name="turns")
+    gate, started = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def job(label: str):
+        def run() -> None:
+            if label == "a0":
+                started.set()
+                gate.wait(10)
+            order.append(label)
+
+        return run
+
+    async def main() -> None:
+        futures = [pool.submit(job("a0"), group="a")]
+        assert await asyncio.to_thread(started.wait, 10)  # the one thread is busy
+        futures += [pool.submit(job(f"a{i}"), group="a") for i in (1, 2, 3)]
+        futures += [pool.submit(job(f"b{i}"), group="b") for i in (1, 2)]
+        futures.append(pool.submit(job("anonymous")))
+        gate.set()
+        await asyncio.gather(*futures)
+
+    asyncio.run(main())
+    pool.close()
+    assert order == ["a0", "a1", "b1", "anonymous", "a2", "b2", "a3"]

@@ -146,7 +146,9 @@ class V06Routes:
         if the client goes away."""
         gone = functools.partial(client_gone, request)
         if run.raw is not None:
-            result = await self.plane.run_raw(entry, *run.raw, timing=timing, disconnected=gone)
+            result = await self.plane.run_raw(
+                entry, *run.raw, caller=caller, timing=timing, disconnected=gone
+            )
         else:
             result = await self.plane.run(
                 entry,
