@@ -271,15 +271,20 @@ class DataPlane:
         fresh = shared is None
         queue = None
         if shared is None:
-            compiled, queue = await self._compile.run(
-                self._checked_compiled, model, optimize, schedule
+            # uploads waiting for a compile worker take turns between keys, as runs do
+            compiled, queue = await self._compile.submit(
+                functools.partial(self._checked_compiled, model, optimize, schedule),
+                group=caller.key_id,
             )
         else:
             compiled = shared
         try:
             steps = None
             if pipeline is not None:
-                steps = await self._compile.run(self._compiled_pipeline, pipeline, compiled)
+                steps = await self._compile.submit(
+                    functools.partial(self._compiled_pipeline, pipeline, compiled),
+                    group=caller.key_id,
+                )
             version, uploaded_ns = self.registry.reserve(name, caller.key_id)
             record = StoredModel(
                 model_id=str(uuid.uuid4()),

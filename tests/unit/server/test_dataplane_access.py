@@ -570,6 +570,41 @@ def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
         plane.close()
 
 
+def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: DataPlane):
+    """Alice's four uploads reach the two compile workers before Bob's one: his is not
+    compiled after all of hers."""
+    import threading
+
+    gate = threading.Event()
+    compiled: list[float] = []
+    real = plane._checked_compiled
+
+    def held(model, optimize, schedule):  # the compilation itself, held until all are queued
+        gate.wait(10)
+        compiled.append(float(model_value(model)))
+        return real(model, optimize, schedule)
+
+    def model_value(model) -> float:
+        return next(v for v in range(10) if add_constant(v) == bytes(model))
+
+    plane._checked_compiled = held  # type: ignore[method-assign]
+
+    async def burst() -> None:
+        uploads = [
+            asyncio.ensure_future(
+                plane.upload(add_constant(v), name=None, optimize=True, caller=who)
+            )
+            for v, who in ((1, ALICE), (2, ALICE), (3, ALICE), (4, ALICE), (5, BOB))
+        ]
+        await asyncio.sleep(0)  # each upload's task runs up to its compile job's submission
+        gate.set()
+        await asyncio.gather(*uploads)
+
+    asyncio.run(burst())
+    # FIFO took Bob's last; in turns, it goes before Alice's last at the latest
+    assert sorted(compiled) == [1, 2, 3, 4, 5] and compiled.index(5) <= 3, compiled
+
+
 def test_upload_settings_survive_a_restart(store: SealedStore):
     from blindai.server.settings import ModelSettings
     from tests.models import gather_rows
