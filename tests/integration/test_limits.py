@@ -780,3 +780,63 @@ def test_slow_compilations_are_killed_and_small_uploads_go_on(tmp_path):
             assert isinstance(exc, InvalidInput) and "--compile-timeout" in str(exc)
     finally:
         proc.stop()
+
+
+def test_request_bodies_held_at_once_are_bounded(tmp_path):
+    """Each body fits --max-request-bytes, but the bodies of all requests in progress together
+    may take at most --max-body-memory: two clients holding a 1 MiB body each leave no room
+    for a third (503 ServerBusy at once, its body unread), while a small request is served;
+    their room comes back when they leave. Before, every connection could hold its own body:
+    a thousand 64 MiB /run bodies at the defaults."""
+    room = 2 * MiB + 64 * 1024
+    proc = start_server(
+        tmp_path,
+        "--max-request-bytes",
+        str(MiB),
+        "--max-model-bytes",
+        str(MiB // 2),
+        "--max-pipeline-bytes",
+        str(MiB // 4),
+        "--max-body-memory",
+        str(room),
+    )
+    head = b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % MiB
+
+    def first_answer(body: bytes, wait: float) -> bytes:
+        sock = _tls(proc)
+        with sock:
+            sock.sendall(head + body)
+            sock.settimeout(wait)
+            try:
+                return sock.recv(65536)
+            except TimeoutError:
+                return b""
+
+    try:
+        with connect(proc) as conn:
+            tiny_id = conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        with attack(proc, tiny_id):
+            holders = [_tls(proc) for _ in range(2)]
+            try:
+                for sock in holders:
+                    sock.sendall(head + b"x" * 10)  # the rest never comes
+                for _ in range(100):  # until the server has read both holders' headers
+                    if refused := first_answer(b"", 0.2):
+                        break
+                assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+                assert b"ServerBusy" in refused and b"--max-body-memory" in refused
+                with connect(proc) as conn:  # a small request still fits
+                    x = np.ones((1, 3), np.float32)
+                    out = conn.run_model(tiny_id, input_tensors={"x": x}).output[0].as_numpy()
+                    np.testing.assert_array_equal(out, x)
+            finally:
+                for sock in holders:
+                    sock.close()
+            for _ in range(100):  # their room comes back once the server sees them leave
+                answer = first_answer(b"x" * MiB, HANG)
+                if not answer.startswith(b"HTTP/1.1 503 "):
+                    break
+                time.sleep(0.05)
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # read, and not CBOR
+    finally:
+        proc.stop()

@@ -31,6 +31,7 @@ from blindai.protocol.names import ERROR_HEADER
 from blindai.server._workers import WorkerPool
 from blindai.server.access import AccessControl
 from blindai.server.access.middleware import AccessMiddleware
+from blindai.server.body_budget import BodyBudget, BodyBudgetMiddleware
 from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics, MetricsMiddleware, metrics_route
@@ -144,8 +145,17 @@ def create_apps(
         counted = MetricsMiddleware(app, metrics, port=label)
         return ServerHeaderAndAccessLog(counted, server_header=header, port_label=label)
 
+    budget = BodyBudget(settings.max_body_memory)
+
     def guarded(routes: list[Route]) -> ASGIApp:
-        return AccessMiddleware(Starlette(routes=routes), access=access, render=_refusal)
+        budgeted = BodyBudgetMiddleware(
+            Starlette(routes=routes),
+            budget=budget,
+            most=settings.max_request_bytes,
+            most_at={"/upload": settings.upload_body_bytes},
+            render=_refusal,
+        )
+        return AccessMiddleware(budgeted, access=access, render=_refusal)
 
     scrape = metrics_route(metrics)
     management = [

@@ -109,6 +109,11 @@ class ServerSettings(BaseSettings):
     """Largest model accepted by /upload, in bytes of the model itself."""
     max_request_bytes: int = Field(64 << 20, gt=0)
     """Largest body accepted by /run and v2 inference, in bytes."""
+    max_body_memory: int = Field(4 << 30, gt=0)
+    """Bytes of request bodies the server holds at once, every HTTP port together (what each
+    request's Content-Length declares, from before its body is read until it is answered); a
+    request beyond it gets 503 at once. At least the largest upload (--max-model-bytes plus
+    --max-pipeline-bytes plus 1 MiB)."""
     max_models: int = Field(64, gt=0)
     """Most models held at once; uploads beyond it are refused with 507."""
     max_models_per_key: int = Field(16, gt=0)
@@ -285,12 +290,13 @@ class ServerSettings(BaseSettings):
             body_min_rate=self.body_min_rate,
             keep_alive_timeout_s=self.keep_alive_timeout,
             max_connections=self.max_connections,
-            # the largest body of any port: an upload (model, pipeline, CBOR framing) or a run
-            max_body_bytes=max(
-                self.max_request_bytes,
-                self.max_model_bytes + self.max_pipeline_bytes + (1 << 20),
-            ),
+            max_body_bytes=max(self.max_request_bytes, self.upload_body_bytes),
         )
+
+    @property
+    def upload_body_bytes(self) -> int:
+        """The largest /upload body: the model, its pipeline and the CBOR framing."""
+        return self.max_model_bytes + self.max_pipeline_bytes + (1 << 20)
 
     def pipeline_limits(self) -> PipelineLimits:
         """The bounds pipelines and raw inputs are held to."""
@@ -317,6 +323,13 @@ class ServerSettings(BaseSettings):
             raise ConfigurationError(
                 f"--pccs-url {self.pccs_url!r:.80} is not an https:// (or http://) URL: a PCS or "
                 "PCCS is reached over HTTP only"
+            )
+        largest = max(self.max_request_bytes, self.upload_body_bytes)
+        if self.max_body_memory < largest:
+            raise ConfigurationError(
+                f"--max-body-memory {self.max_body_memory} is below the largest body a request "
+                f"may bring ({largest} bytes: --max-request-bytes, or an upload's "
+                "--max-model-bytes and --max-pipeline-bytes plus 1 MiB): raise it, or lower those"
             )
         given = [(name, getattr(self, name)) for name in _PORTS if getattr(self, name)]
         for i, (name, port) in enumerate(given):
