@@ -704,15 +704,28 @@ def test_a_grpc_call_whose_message_never_comes_is_dropped(tmp_path):
         assert _live(proc, certificate)
 
 
-def test_grpc_calls_in_progress_are_capped(tmp_path):
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max-connections", "6"],
+        # 6 messages of --max-request-bytes (1 MB) in --max-body-memory
+        [
+            *("--max-model-bytes", "1000000", "--max-pipeline-bytes", "1000000"),
+            *("--max-body-memory", "6500000"),
+        ],
+    ],
+    ids=["max-connections", "max-body-memory"],
+)
+def test_grpc_calls_in_progress_are_capped(tmp_path, flags):
     """A gRPC connection carries 100 calls, each buffering its message as it comes: one
     connection with 20 calls of 60 MB, each stalled a byte short, took the server from 136 MB to
     1.36 GB (6 GB with 100), against one body per HTTP connection. The port now serves at most
-    --max-connections calls at once (6 here): the next gets RESOURCE_EXHAUSTED at once."""
+    --max-connections calls at once, and as many messages of --max-request-bytes as
+    --max-body-memory holds (6 here): the next gets RESOURCE_EXHAUSTED at once."""
     import grpc
 
     with (
-        _grpc_server(tmp_path, "--max-connections", "6") as (proc, certificate),
+        _grpc_server(tmp_path, *flags) as (proc, certificate),
         _held(proc, certificate, 7) as (calls, never),  # the seventh to arrive is refused
     ):
         ended: queue.Queue[Any] = queue.Queue()

@@ -294,6 +294,13 @@ class ServerSettings(BaseSettings):
         )
 
     @property
+    def grpc_calls(self) -> int:
+        """Most gRPC calls served at once: each buffers its message (up to
+        ``max_request_bytes``) as it comes, before the server sees it, so at most
+        ``max_connections`` and as many as ``max_body_memory`` holds."""
+        return min(self.max_connections, max(1, self.max_body_memory // self.max_request_bytes))
+
+    @property
     def upload_body_bytes(self) -> int:
         """The largest /upload body: the model, its pipeline and the CBOR framing."""
         return self.max_model_bytes + self.max_pipeline_bytes + (1 << 20)

@@ -64,7 +64,7 @@ async def start_grpc_server(
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
     call_s = call_bound(settings)
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=settings.max_connections,
+        maximum_concurrent_rpcs=settings.grpc_calls,
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", reply_bytes),
