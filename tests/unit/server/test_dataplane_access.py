@@ -481,19 +481,24 @@ def test_a_streamed_upload_is_owned_stored_and_restored(store: SealedStore):
         again.close()
 
 
-def test_a_batching_model_runs_only_for_the_keys_that_may_run_it(plane: DataPlane):
+def alices_batching(
+    plane: DataPlane, model: bytes, name: str, *, public: bool = False, **settings: int
+) -> ModelEntry:
+    """Alice's upload of ``model`` with batching on (``max_batch_size`` 8 unless given)."""
     from blindai.server.settings import ModelSettings
+
+    settings.setdefault("max_batch_size", 8)
+    how = ModelSettings(**settings)
+    upload = plane.upload(
+        model, name=name, optimize=True, caller=ALICE, public=public, settings=how
+    )
+    return asyncio.run(upload)
+
+
+def test_a_batching_model_runs_only_for_the_keys_that_may_run_it(plane: DataPlane):
     from tests.models import gather_rows
 
-    entry = asyncio.run(
-        plane.upload(
-            gather_rows(10),
-            name="b",
-            optimize=True,
-            caller=ALICE,
-            settings=ModelSettings(max_batch_size=4),
-        )
-    )
+    entry = alices_batching(plane, gather_rows(10), "b", max_batch_size=4)
     assert entry.queue is not None and entry.owner == "k_alice"
     feeds = [("ids", np.zeros((1, 2), np.int64)), ("scale", np.ones((1, 1, 1), np.float32))]
     done = asyncio.run(plane.infer(ModelRef("b"), feeds, caller=ALICE))
@@ -510,19 +515,10 @@ def test_a_batching_model_runs_only_for_the_keys_that_may_run_it(plane: DataPlan
 def test_a_batch_never_shows_one_key_another_keys_inputs(plane: DataPlane):
     """Alice's public model passes the batching probe but adds a batch's sum to every row
     when one row holds her trigger: her run beside Bob's must not show her his input."""
-    from blindai.server.settings import ModelSettings
     from tests.models import leaks_rows
 
-    entry = asyncio.run(
-        plane.upload(
-            leaks_rows(777.0),
-            name="leak",
-            optimize=True,
-            caller=ALICE,
-            public=True,
-            settings=ModelSettings(max_batch_size=8, max_queue_delay_us=1),
-        )
-    )
+    model = leaks_rows(777.0)
+    entry = alices_batching(plane, model, "leak", public=True, max_queue_delay_us=1)
     assert entry.queue is not None and entry.queue.batching
     bob = np.array([[12.0, 34.0]], np.float32)
     trigger = np.array([[777.0, 0.0]], np.float32)
