@@ -28,7 +28,13 @@ from onnx import TensorProto
 
 import blindai
 from blindai.client._transport import PinnedTlsTransport, PlainTransport
-from blindai.errors import InferenceFailed, InferenceTimeout, InvalidInput, PayloadTooLarge
+from blindai.errors import (
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidInput,
+    PayloadTooLarge,
+    ServerBusy,
+)
 from tests import attacks
 from tests._server import ServerProcess, connect, start_server
 from tests.models import identity
@@ -652,11 +658,16 @@ def _held_calls(channel: Any, never: threading.Event, count: int) -> list[Any]:
 def _held(
     server: ServerProcess, certificate: bytes, count: int
 ) -> Iterator[tuple[list[Any], threading.Event]]:
-    """:func:`_held_calls` on a channel of their own, and the event that lets them end (set,
-    and the channel closed, when the block ends)."""
+    """:func:`_held_calls` on a channel of their own, connected first (a call made while the
+    channel still connects may reach a server that has meanwhile stopped accepting, and wait
+    for its handshake for good), and the event that lets them end (set, and the channel
+    closed, when the block ends)."""
+    import grpc
+
     never = threading.Event()
     channel, _ = _grpc_stub(server, certificate)
     try:
+        grpc.channel_ready_future(channel).result(timeout=HANG)
         yield _held_calls(channel, never, count), never
     finally:
         never.set()
@@ -851,5 +862,70 @@ def test_request_bodies_held_at_once_are_bounded(tmp_path):
                     break
                 time.sleep(0.05)
             assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # read, and not CBOR
+    finally:
+        proc.stop()
+
+
+def test_answers_not_taken_hold_the_body_budget(tmp_path):
+    """Two clients that never read their 16 MB answers (to a 40-byte request each) keep them
+    in the server's memory; they now count against --max-body-memory until taken, so a 16 MiB
+    body finds no room (503) while a small request is still served, and the room comes back
+    when they leave. Before, an answer counted for nothing once written: every connection
+    could hold one of --max-response-bytes for some 17 minutes."""
+    proc = start_server(
+        tmp_path,
+        *("--max-request-bytes", str(16 * MiB), "--max-response-bytes", str(16 * MiB)),
+        *("--max-model-bytes", str(MiB), "--max-pipeline-bytes", str(MiB)),
+        *("--max-body-memory", str(40 * MiB)),
+    )
+    head = b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    x = np.ones((1, 3), np.float32)
+
+    def refused() -> bytes:
+        """The answer to a 16 MiB body's head (b"" when the server waits for the body)."""
+        sock = _tls(proc)
+        with sock:
+            sock.sendall(head % (16 * MiB))
+            sock.settimeout(0.2)
+            try:
+                return sock.recv(65536)
+            except TimeoutError:
+                return b""
+
+    def small_request_served() -> bool:
+        try:
+            out = conn.run_model(tiny_id, input_tensors={"x": x}).output[0].as_numpy()
+        except ServerBusy:  # a 16 MiB head just admitted still holds its room
+            return False
+        np.testing.assert_array_equal(out, x)
+        return True
+
+    try:
+        conn = connect(proc)
+        tiny_id = conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        big_id = conn.upload_model(attacks.constant_of_shape(reduce=False)).model_id
+        ask = cbor2.dumps(
+            {"model_id": big_id, "inputs": [_tensor([1], np.int64(4_000_000).tobytes())]}
+        )
+        assert refused() == b""  # room for it at first
+        readers = [_tls(proc) for _ in range(2)]
+        try:
+            for sock in readers:
+                sock.sendall(head % len(ask) + ask)  # and never read the answer
+            for _ in range(100):  # until both answers are held
+                if answer := refused():
+                    break
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+            assert b"--max-body-memory" in answer
+            assert any(small_request_served() for _ in range(100))
+            assert refused().startswith(b"HTTP/1.1 503 ")  # still held
+        finally:
+            for sock in readers:
+                sock.close()
+        for _ in range(100):  # their room comes back once the server sees them leave
+            if not (answer := refused()):
+                break
+        assert answer == b"", answer[:200]
+        conn.close()
     finally:
         proc.stop()

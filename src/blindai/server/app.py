@@ -80,6 +80,8 @@ class Apps:
     """``GET /metrics`` alone, for the optional plain loopback port."""
     access: AccessControl
     """The key ring and the audit log (also for the gRPC server)."""
+    body_budget: BodyBudget
+    """The bytes of request bodies and answers not yet taken that the HTTP ports hold."""
 
     def close(self) -> None:
         """Stop the worker threads; release the store and the audit log."""
@@ -175,4 +177,5 @@ def create_apps(
         metrics=metrics,
         metrics_only=wrap(Starlette(routes=[scrape]), "metrics"),
         access=access,
+        body_budget=budget,
     )

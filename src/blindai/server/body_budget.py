@@ -13,6 +13,11 @@ answered. A request that does not fit gets ``503 ServerBusy`` at once, its body 
 connection layer drops what the client still sends); the client may try again. With access
 control on, the middleware runs after authentication: a request without a valid key never
 takes any of it.
+
+Answers count too: a large answer (over 64 KiB) waits in the server's memory until its client
+takes it, and the connection layer holds its bytes in the same budget meanwhile
+(``connections.AnswerBudget``): while clients leave answers unread, new requests with bodies
+find less room.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ class BodyBudget:
             return False
         self.held += size
         return True
+
+    def hold(self, size: int) -> None:
+        """Take ``size`` bytes even beyond the total (memory already in use: an answer that
+        its client has not taken yet, counted by the connection layer)."""
+        self.held += size
 
     def give(self, size: int) -> None:
         """Give back what :meth:`take` took."""

@@ -33,6 +33,13 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   the kernel's send queue. Once a request is complete no other timer runs, so a client that
   pipelined requests and never read the answers, or left a large answer unread, held its
   connection (and the answers in the server's memory) for good.
+- **Answers not taken count against the body budget.** An answer larger than
+  ``_JOINED_BYTES`` is held in the server's memory (the transport's buffers) until the client
+  takes it; each such write is counted in the server's body budget (``--max-body-memory``, see
+  ``body_budget``) until all that was written to the connection has been taken, or the
+  connection is gone. Before, each connection could hold an answer of
+  ``--max-response-bytes`` that its client never read, for as long as the rule above allows
+  (some 17 minutes for 64 MiB at the defaults).
 - **Hanging up stops the reading.** A refused or timed-out connection is not read any further:
   a TLS close would wait for the client's close_notify, reading and decrypting whatever it
   still sends for up to 30 s (``ssl_shutdown_timeout``), so an endless header refused with 431
@@ -68,7 +75,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httptools
 import uvicorn
@@ -80,6 +87,7 @@ from blindai.protocol.names import ERROR_HEADER
 __all__ = [
     "FD_RESERVE",
     "MAX_PIPELINED",
+    "AnswerBudget",
     "ConnectionLimits",
     "ConnectionTracker",
     "LimitedHttpProtocol",
@@ -107,6 +115,20 @@ plus this many per byte of body data."""
 """Writes up to this size are joined with a waiting head; larger ones go as they are."""
 """File descriptors kept for the server's own use beyond its connections (listening sockets,
 compile children's pipes, evidence devices, logs)."""
+
+
+_ANSWER_CHECK_S = 0.02
+"""How often a connection holding a large answer checks whether its client has taken it."""
+
+
+class AnswerBudget(Protocol):
+    """What holds the bytes of answers not yet taken (the server's body budget)."""
+
+    def hold(self, size: int) -> None:
+        """Count ``size`` bytes, even beyond the budget (they are in memory already)."""
+
+    def give(self, size: int) -> None:
+        """Stop counting ``size`` bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,10 +251,13 @@ class _HeadWaits:
         transport: asyncio.Transport,
         loop: asyncio.AbstractEventLoop,
         closing: Callable[[], None],
+        large: Callable[[int], None] | None = None,
     ) -> None:
         self._transport = transport
         self._loop = loop
         self._closing = closing
+        self._large = large
+        """Called with the size of each write larger than ``_JOINED_BYTES``."""
         self._waiting: list[bytes] = []
         sock = transport.get_extra_info("socket")
         self._fd: int | None = sock.fileno() if sock is not None else None
@@ -267,6 +292,8 @@ class _HeadWaits:
             self._written = len(data)
         else:
             self._written += len(data)
+        if self._large is not None and len(data) > _JOINED_BYTES:
+            self._large(len(data))
 
     def backlog(self) -> int:
         """Bytes written and not yet taken by the client: in the transport's buffer and in the
@@ -315,10 +342,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         limits: ConnectionLimits,
         tracker: ConnectionTracker,
         key: object,
+        budget: AnswerBudget | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
+        self._budget = budget
+        self._answer_held = 0  # bytes of large answers counted in the budget, not yet taken
+        self._answer_timer: asyncio.TimerHandle | None = None
         self._tracker = tracker
         self._key = key
         self._in_headers = True
@@ -342,7 +373,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the header timer for the first request."""
-        self._out = _HeadWaits(transport, self.loop, self._arm_write_timer)
+        large = None if self._budget is None else self._answer_written
+        self._out = _HeadWaits(transport, self.loop, self._arm_write_timer, large)
         super().connection_made(cast(asyncio.Transport, self._out))
         self._tracker.attach(self._key, self)
         self._arm_header_timer()
@@ -351,6 +383,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """Free the slot and the timers."""
         self._tracker.release(self._key)
         self._cancel_timers()
+        self._answer_taken()
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
@@ -626,6 +659,30 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._write_timer = self.loop.call_later(deadline - now, self._write_check)
 
+    def _answer_written(self, size: int) -> None:
+        """A large answer's bytes wait in the transport: counted until the client takes them."""
+        assert self._budget is not None
+        self._budget.hold(size)
+        self._answer_held += size
+        if self._answer_timer is None:
+            self._answer_timer = self.loop.call_later(_ANSWER_CHECK_S, self._answer_check)
+
+    def _answer_check(self) -> None:
+        self._answer_timer = None
+        if self._out.backlog():
+            self._answer_timer = self.loop.call_later(_ANSWER_CHECK_S, self._answer_check)
+        else:
+            self._answer_taken()
+
+    def _answer_taken(self) -> None:
+        """Everything written was taken (or the connection is gone): stop counting it."""
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
+        if self._answer_held and self._budget is not None:
+            self._budget.give(self._answer_held)
+            self._answer_held = 0
+
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._body_timer, self._write_timer):
             if timer is not None:
@@ -708,11 +765,14 @@ class LimitedServer(uvicorn.Server):
         *,
         limits: ConnectionLimits,
         tls: ssl.SSLContext | None,
+        budget: AnswerBudget | None = None,
     ) -> None:
         config.timeout_keep_alive = limits.keep_alive_timeout_s
         super().__init__(config)
         self.limits = limits
         self.tls = tls
+        self.budget = budget
+        """Where large answers not yet taken are counted (the body budget; None: nowhere)."""
         self.tracker = ConnectionTracker(limits.max_connections)
 
     def http_protocol(self, key: object) -> LimitedHttpProtocol:
@@ -724,6 +784,7 @@ class LimitedServer(uvicorn.Server):
             limits=self.limits,
             tracker=self.tracker,
             key=key,
+            budget=self.budget,
         )
 
     def cut_connections(self) -> None:

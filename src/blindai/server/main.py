@@ -235,7 +235,7 @@ async def _serve(built: Built) -> None:
             lifespan="off",
         )
         config.load()
-        server = LimitedServer(config, limits=limits, tls=ctx)
+        server = LimitedServer(config, limits=limits, tls=ctx, budget=built.apps.body_budget)
         built.apps.metrics.count_connections(label, _open_connections(server))
         servers.append((server, sock))
     grpc_server = None
