@@ -187,7 +187,7 @@ async def run_guarded(
     ``grace_s`` for that and then gets InferenceTimeout (504) even if one long kernel still
     runs. Exceptions of ``work`` are raised as they are (``failure_for`` turns them into
     answers). A run still going after WATCH_AFTER_S starts watching its client: short runs
-    pay for no watcher.
+    pay for no watcher. A caller whose task is cancelled terminates the run as well.
     """
     loop = asyncio.get_running_loop()
     future = asyncio.ensure_future(work)
@@ -205,7 +205,15 @@ async def run_guarded(
     if disconnected is not None and timeout_s > WATCH_AFTER_S:
         timers.append(loop.call_later(WATCH_AFTER_S, watch))
     try:
-        await woken
+        try:
+            await woken
+        except asyncio.CancelledError:
+            # the caller's task was cancelled (a gRPC call its client cancelled, or whose
+            # deadline passed; the server stopping): the run stops too, as for a client gone
+            # (it went on, past the run timeout, holding its worker and its model's slot)
+            control.terminate("the client went away")
+            future.add_done_callback(_retrieve)
+            raise
         if future.done():
             return future.result()
         gone = bool(watcher) and watcher[0].done()

@@ -131,6 +131,46 @@ def test_a_run_whose_client_went_away_is_terminated():
         pool.shutdown()
 
 
+def test_a_run_whose_caller_was_cancelled_is_terminated_and_frees_its_worker():
+    """A gRPC call that its client cancelled (or whose deadline passed) cancels the task
+    awaiting its run: the run went on, past the run timeout, holding its worker (and its
+    model's slot) for as long as the model liked. It is stopped as for a client gone."""
+    session = _loop_session()
+    pool = ThreadPoolExecutor(1)
+    control = RunControl()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        started = threading.Event()
+
+        def run() -> object:
+            started.set()
+            return session.run(None, {"M": np.array(1 << 40, np.int64)}, control.options)
+
+        work = loop.run_in_executor(pool, run)
+        task = asyncio.ensure_future(run_guarded(work, control, timeout_s=HANG, grace_s=HANG))
+        await loop.run_in_executor(None, started.wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert control.reason == "the client went away" and control.options.terminate
+        # onnxruntime stopped, so the single worker is free again
+        again = RunControl()
+        short = {"M": np.array(10, np.int64)}
+        out = await run_guarded(
+            loop.run_in_executor(pool, session.run, None, short, again.options),
+            again,
+            timeout_s=HANG,
+        )
+        assert out[0].tolist() == [10.0]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        control.options.terminate = True  # broken: the worker must not outlive the test
+        pool.shutdown()
+
+
 def test_a_kernel_that_does_not_stop_still_gets_its_504():
     pool = ThreadPoolExecutor(1)
     release = threading.Event()

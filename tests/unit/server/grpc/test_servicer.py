@@ -21,6 +21,7 @@ from blindai.server.protocols.grpc import servicer as servicer_module
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.servicer import InferenceServicer, add_to_server
+from tests import attacks
 from tests.models import identity
 from tests.unit.server._inprocess import in_process
 
@@ -139,6 +140,32 @@ def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert [r["status"] for r in runs] == [499]
     assert samples == {(("code", "CANCELLED"), ("method", "ModelInfer")): 1.0}
+
+
+def test_a_cancelled_call_stops_its_run_and_gives_the_model_back() -> None:
+    """A ModelInfer whose client gave up (here: its deadline passed) cancelled the call's task
+    but not its run: a Loop model went on past --run-timeout, holding a worker and the model's
+    only run slot, so the next call on it waited and timed out too (a few such calls held
+    every worker for as long as their models liked). The run is now stopped as for a REST
+    client gone, and the next call is answered."""
+    with in_process(inference_threads=2, run_timeout=5.0) as apps:  # one run of a model at once
+        apps.upload(attacks.slow_loop(), model_name="loop")
+
+        def loop_request(trips: int) -> Any:
+            msg = pb.ModelInferRequest(model_name="loop")
+            msg.inputs.add(name="M", datatype="INT64", shape=[])
+            msg.raw_input_contents.append(np.array(trips, np.int64).tobytes())
+            return msg
+
+        async def go() -> tuple[grpc.StatusCode, Any]:
+            async with _served(apps) as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(loop_request(1 << 40), timeout=0.3)
+                return caught.value.code(), await stub.ModelInfer(loop_request(3))
+
+        code, reply = asyncio.run(go())
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [3.0]
 
 
 @pytest.mark.parametrize("method", ["ModelInfer", "ServerLive", "RepositoryIndex"])
