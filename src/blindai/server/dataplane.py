@@ -204,6 +204,9 @@ class DataPlane:
         self._running_lock = threading.Lock()
         self._model_slots: dict[bytes, asyncio.Semaphore] = {}
         self._schedules: dict[bytes, _Schedule] = {}
+        self._accounts = threading.Lock()
+        """Held to account a request to a model and to forget a deleted model's accounts: a
+        request that found a model before its delete must not bring its entries back."""
 
     def close(self) -> None:
         """Stop the worker threads and the compile guard's spare process."""
@@ -880,11 +883,15 @@ class DataPlane:
 
     def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
         """Account one inference request on ``entry``: its model's statistics and, when it
-        succeeded, the server's phase metrics (``protocol``: ``v06``, ``rest`` or ``grpc``)."""
-        self.statistics.record(entry.model_id, timing, success=success)
-        self.metrics.observe_model(
-            model_id=entry.model_id, public=entry.public, success=success, timing=timing
-        )
+        succeeded, the server's phase metrics (``protocol``: ``v06``, ``rest`` or ``grpc``).
+        A model deleted meanwhile is not accounted: its statistics and series are gone for
+        good (they came back, and stayed, for each request that had found it before)."""
+        with self._accounts:
+            if self.registry.holds(entry.model_id):
+                self.statistics.record(entry.model_id, timing, success=success)
+                self.metrics.observe_model(
+                    model_id=entry.model_id, public=entry.public, success=success, timing=timing
+                )
         if success:
             self.metrics.observe_phases(protocol, timing)
 
@@ -902,9 +909,10 @@ class DataPlane:
                 raise ServerError("the model could not be removed from the store") from exc
         same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
         entry = self.registry.remove(ModelRef(key=found.model_id), same)
-        self.statistics.forget(entry.model_id)
-        if entry.public:
-            self.metrics.forget_model(entry.model_id)
+        with self._accounts:
+            self.statistics.forget(entry.model_id)
+            if entry.public:
+                self.metrics.forget_model(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
         if not any(e.share == entry.share for e in self.registry.entries(_every)):

@@ -305,6 +305,11 @@ class ModelRegistry:
                 return [found]
             return self._named(key, visible, owner)
 
+    def holds(self, model_id: str) -> bool:
+        """Whether the model with id ``model_id`` is registered (not deleted)."""
+        with self._lock:
+            return model_id in self._by_id
+
     def entries(self, visible: Visible) -> list[ModelEntry]:
         """The models ``visible``, oldest first."""
         with self._lock:

@@ -354,3 +354,29 @@ def test_a_streamed_model_is_checked_and_compiled_from_its_file_without_a_copy()
         plane.close()
     assert entry.size == file.size
     assert peak < 4 << 20, f"the server held {peak >> 20} MiB of Python objects"
+
+
+def test_a_request_that_found_a_model_before_its_delete_leaves_no_accounts_behind(plane):
+    """A request finds its model, the model is deleted, the request then runs (404: the session
+    is gone) and is accounted, as /run, v2 infer and gRPC ModelInfer do: its statistics entry
+    and, for a public model, its Prometheus series came back after the delete and stayed (an
+    upload-run-delete loop grew /metrics without bound)."""
+    from blindai.server.statistics import Timing
+
+    entry = asyncio.run(
+        plane.upload(
+            identity(TensorProto.FLOAT), name="m", optimize=True, caller=ANONYMOUS, public=True
+        )
+    )
+    found = plane.model(ModelRef("m"), caller=ANONYMOUS)
+    _delete(plane, ModelRef(entry.model_id))
+    x = np.zeros((1, 3), np.float32)
+    with pytest.raises(ModelNotFound, match="deleted"):
+        asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
+    plane.record(found, Timing(), success=False, protocol="v06")
+    assert plane.statistics.snapshot(entry.model_id).fail.count == 0
+    assert entry.model_id not in plane.metrics.render().decode()
+    # a model still there is accounted as before
+    kept = _upload(plane, identity(TensorProto.FLOAT))
+    plane.record(kept, Timing(), success=False, protocol="v06")
+    assert plane.statistics.snapshot(kept.model_id).fail.count == 1
