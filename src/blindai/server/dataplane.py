@@ -825,7 +825,12 @@ class DataPlane:
             runs = self.settings.model_runs
             if schedule is not None:  # the model's own max_concurrent_runs, within the cap
                 runs = min(runs, schedule.policy.max_concurrent_runs)
-            slots = self._model_slots[entry.share] = asyncio.Semaphore(runs)
+            slots = asyncio.Semaphore(runs)
+            # kept for a model still there only: a request that found its model before the
+            # delete left slots behind, which the same bytes uploaded again then took (with
+            # the server's runs, not those the new upload asked for)
+            if self.registry.holds(entry.model_id):
+                self._model_slots[entry.share] = slots
         return slots
 
     async def _guarded(

@@ -380,3 +380,25 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_accounts_behin
     kept = _upload(plane, identity(TensorProto.FLOAT))
     plane.record(kept, Timing(), success=False, protocol="v06")
     assert plane.statistics.snapshot(kept.model_id).fail.count == 1
+
+
+def test_a_request_that_found_a_model_before_its_delete_leaves_no_run_slots_behind():
+    """The model's run slots were made at its first run and dropped at its delete; a request
+    that found the model before the delete and ran after made them again, for good: they
+    were never dropped, and the same bytes uploaded again ran with them (the server's runs at
+    once, not the 1 the new upload asked for)."""
+    plane = DataPlane(
+        ServerSettings(tee="simulation", inference_threads=4), ModelRegistry(max_models=3)
+    )
+    try:
+        first = _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=1)
+        found = plane.model(ModelRef(first.model_id), caller=ANONYMOUS)
+        _delete(plane, ModelRef(first.model_id))
+        x = np.zeros((1, 3), np.float32)
+        with pytest.raises(ModelNotFound, match="deleted"):
+            asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
+        assert plane._model_slots == {}  # nothing kept for a model that is gone
+        again = _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=1)
+        assert plane._slots(again)._value == 1  # its own max_concurrent_runs
+    finally:
+        plane.close()
