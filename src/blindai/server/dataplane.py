@@ -303,6 +303,18 @@ class DataPlane:
                 settings=(settings or ModelSettings()).model_dump(exclude_none=True),
             )
             await self._persist(record, model)
+            if not fresh and self.registry.session_for(share) is not compiled:
+                # the identical model whose session this upload shares was deleted (or
+                # unloaded) meanwhile, and its session with it: registered with it, this
+                # upload answered every run 404 ("deleted") while the index said READY
+                try:
+                    compiled, queue = await self._compile.run(
+                        self._checked_compiled, model, optimize, schedule
+                    )
+                except BaseException:
+                    self._unstore(record)
+                    raise
+                fresh = True
             wire = None if pipeline is None else pipeline.to_wire()
             if fresh:  # the first of identical uploads to register keeps its session
                 self._schedules.setdefault(share, schedule)
@@ -337,6 +349,11 @@ class DataPlane:
             _log.error("store: the model could not be written: %s", type(exc).__name__)
             raise ServerError("the model could not be stored; it was not uploaded") from exc
 
+    def _unstore(self, record: StoredModel) -> None:
+        """Take a refused upload's copy out of the store (it must not come back)."""
+        if self.store is not None:
+            self.store.delete_model(record.model_id)
+
     def _register(
         self,
         record: StoredModel,
@@ -367,8 +384,8 @@ class DataPlane:
         except BaseException:
             # an upload's stored copy must not come back (the registry was full meanwhile);
             # a restore's is the model itself (a signal while restoring must not delete it)
-            if self.store is not None and not restoring:
-                self.store.delete_model(record.model_id)
+            if not restoring:
+                self._unstore(record)
             raise
         if self.exports is not None:
             self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)

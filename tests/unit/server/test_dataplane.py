@@ -402,3 +402,59 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_run_slots_behi
         assert plane._slots(again)._value == 1  # its own max_concurrent_runs
     finally:
         plane.close()
+
+
+@pytest.mark.parametrize("gone", ["deleted", "unloaded"])
+def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, gone):
+    """An upload of bytes already loaded shares their session; when the model holding it was
+    deleted (or unloaded) while the upload was being written to the store, the upload was
+    registered with the released session: READY in the index, and every run a 404 ("the
+    model was deleted"). It now compiles its own, and runs."""
+    from blindai.server.store import SealedStore
+
+    class GatedStore(SealedStore):
+        def __init__(self, directory):
+            super().__init__(directory, key_material=b"k" * 32)
+            self.open = threading.Event()
+            self.open.set()
+            self.writing = threading.Event()
+
+        def put_model(self, record):
+            self.writing.set()
+            assert self.open.wait(WAIT_S)
+            super().put_model(record)
+
+    store = GatedStore(tmp_path / "store")
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
+    model = identity(TensorProto.FLOAT)
+    x = np.ones((1, 3), np.float32)
+
+    async def scenario() -> None:
+        first = await plane.upload(model, name="a", optimize=True, caller=ANONYMOUS)
+        store.open.clear()
+        store.writing.clear()
+        upload = asyncio.ensure_future(
+            plane.upload(model, name="b", optimize=True, caller=ANONYMOUS)
+        )
+        assert await asyncio.get_running_loop().run_in_executor(
+            None, store.writing.wait, WAIT_S
+        )
+        if gone == "deleted":
+            await plane.delete(ModelRef(first.model_id), caller=ANONYMOUS)
+        else:
+            plane.unload([first])
+        store.open.set()
+        second = await upload
+        assert plane.is_ready(second)
+        done = await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
+        assert done.outputs[0][1].tolist() == x.tolist()
+        if gone == "unloaded":  # loading the first again shares the second's session
+            (loaded,) = await plane.load([first])
+            assert loaded.model is second.model
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.open.set()
+        plane.close()
+        store.close()
