@@ -278,22 +278,24 @@ class ModelRegistry:
 
     def remove(self, ref: ModelRef, visible: Visible, *, owner: str | None = None) -> ModelEntry:
         """Remove the model ``ref`` means among those ``visible`` to ``owner``; its session is
-        unloaded once no other model uses it."""
+        unloaded once no other loaded model uses it (an unloaded one sharing it kept it held,
+        with nothing loaded to run it), its bytes once no other model has them."""
         entry = self.get(ref, visible, owner=owner)
         with self._lock:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
             self._unloaded.discard(entry.model_id)
-            shared = any(e.share == entry.share for e in self._by_id.values())
-            queue = None
-            if not shared:
-                self._sessions.pop(entry.share, None)
+            others = [e for e in self._by_id.values() if e.share == entry.share]
+            session = queue = None
+            if all(e.model_id in self._unloaded for e in others):
+                session = self._sessions.pop(entry.share, None)
                 queue = self._queues.pop(entry.share, None)
+            if not others:
                 self._bytes.pop(entry.share, None)
-        if not shared:
-            if queue is not None:
-                queue.close()
-            entry.model.unload()
+        if queue is not None:
+            queue.close()
+        if session is not None:
+            session.unload()
         return entry
 
     def versions(self, key: str, visible: Visible, *, owner: str | None = None) -> list[ModelEntry]:

@@ -458,3 +458,21 @@ def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, 
         store.open.set()
         plane.close()
         store.close()
+
+
+def test_deleting_the_last_loaded_copy_releases_the_session_an_unloaded_copy_shared(plane):
+    """Two uploads of the same bytes share a session; with one unloaded, deleting the other
+    kept the session (and its memory) held with no loaded model to run it, until the unloaded
+    one was deleted too. It is released; loading the unloaded one compiles it again."""
+    a = _upload(plane, identity(TensorProto.FLOAT), "a")
+    b = _upload(plane, identity(TensorProto.FLOAT), "b")
+    assert a.model is b.model
+    plane.unload([b])
+    _delete(plane, ModelRef(a.model_id))
+    x = np.zeros((1, 3), np.float32)
+    with pytest.raises(ModelNotFound, match="deleted or unloaded"):
+        a.model.predict({"x": x})
+    assert plane.registry.session_for(b.share) is None
+    (loaded,) = asyncio.run(plane.load([b]))
+    assert _infer(plane, ModelRef("b"), [(None, x)]).outputs[0][1].tolist() == x.tolist()
+    assert loaded.model is not a.model
