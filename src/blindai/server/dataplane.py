@@ -132,6 +132,9 @@ class _Schedule:
     batch_asked: bool
     """Whether the upload itself asked for a batch size (then a model that cannot be batched
     is refused rather than run unbatched)."""
+    optimize: bool = True
+    """Whether the upload asked for onnxruntime's graph optimisations (a load compiles the
+    model again as it was uploaded)."""
 
 
 def _given(value: int | None, default: int) -> int:
@@ -268,7 +271,7 @@ class DataPlane:
             digest = model.digest
         else:
             digest = model_digest(model)
-        schedule = self._schedule(settings or ModelSettings())
+        schedule = self._schedule(settings or ModelSettings(), optimize=optimize)
         share = share_key(caller.key_id, digest)
         shared = self.registry.session_for(share)
         fresh = shared is None
@@ -420,7 +423,7 @@ class DataPlane:
                 order = (record.uploaded_ns, record.model_id)
                 if held is None or order < held[0]:
                     if held is None or (asked, record.optimize) != held[1:]:
-                        schedule = self._schedule(asked)
+                        schedule = self._schedule(asked, optimize=record.optimize)
                         fresh = self._checked_compiled(record.model, record.optimize, schedule)
                         if compiled is not None:  # an older upload's settings replace them
                             loaded = [_swapped(item, compiled, fresh) for item in loaded]
@@ -505,7 +508,9 @@ class DataPlane:
             queue = None
             if shared is None:
                 schedule = self._schedules.get(entry.share) or self._schedule(ModelSettings())
-                session, queue = await self._compile.run(self._compiled, source, True, schedule)
+                session, queue = await self._compile.run(
+                    self._compiled, source, schedule.optimize, schedule
+                )
             else:
                 session = shared
             loaded.append(self.registry.reload(entry, session, queue))
@@ -528,8 +533,9 @@ class DataPlane:
     def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
         return self._infer.submit(fn, group=group)
 
-    def _schedule(self, asked: ModelSettings) -> _Schedule:
-        """The upload's settings, each unset one taken from the server's."""
+    def _schedule(self, asked: ModelSettings, *, optimize: bool = True) -> _Schedule:
+        """The upload's settings, each unset one taken from the server's; ``optimize``: the
+        upload's own."""
         s = self.settings
         batch = _given(asked.max_batch_size, s.max_batch_size)
         default_runs = s.max_concurrent_runs
@@ -548,7 +554,7 @@ class DataPlane:
             max_concurrent_runs=runs,
         )
         threads = _given(asked.intra_op_threads, s.intra_op_threads)
-        return _Schedule(threads, policy, asked.max_batch_size is not None)
+        return _Schedule(threads, policy, asked.max_batch_size is not None, optimize)
 
     def _checked_compiled(
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule

@@ -436,9 +436,7 @@ def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, 
         upload = asyncio.ensure_future(
             plane.upload(model, name="b", optimize=True, caller=ANONYMOUS)
         )
-        assert await asyncio.get_running_loop().run_in_executor(
-            None, store.writing.wait, WAIT_S
-        )
+        assert await asyncio.get_running_loop().run_in_executor(None, store.writing.wait, WAIT_S)
         if gone == "deleted":
             await plane.delete(ModelRef(first.model_id), caller=ANONYMOUS)
         else:
@@ -476,3 +474,26 @@ def test_deleting_the_last_loaded_copy_releases_the_session_an_unloaded_copy_sha
     (loaded,) = asyncio.run(plane.load([b]))
     assert _infer(plane, ModelRef("b"), [(None, x)]).outputs[0][1].tolist() == x.tolist()
     assert loaded.model is not a.model
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_loading_a_model_again_compiles_it_as_it_was_uploaded(plane, optimize):
+    """A v2 repository load compiled an unloaded model with onnxruntime's graph optimisations
+    whatever the upload asked (a restart, from the store, kept the upload's choice): a model
+    uploaded with ``optimize=False`` ran, after an unload and a load, a graph it was not
+    uploaded as."""
+    import onnxruntime as ort
+
+    entry = asyncio.run(
+        plane.upload(identity(TensorProto.FLOAT), name="m", optimize=optimize, caller=ANONYMOUS)
+    )
+    plane.unload([entry])
+    (loaded,) = asyncio.run(plane.load([entry]))
+    assert loaded.model is not entry.model  # compiled again
+    level = loaded.model._session.get_session_options().graph_optimization_level
+    want = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    assert level == want
