@@ -125,6 +125,8 @@ class ModelRegistry:
         self._unloaded: set[str] = set()
         self._versions: dict[tuple[str | None, str], int] = {}
         """The last version number of each (owner, name)."""
+        self._last_ns = 0
+        """The latest upload time given out or registered."""
         self._max = max_models
 
     def session_for(self, share: bytes) -> OnnxModel | None:
@@ -159,12 +161,12 @@ class ModelRegistry:
 
     def reserve(self, name: str | None, owner: str | None = None) -> tuple[int, int]:
         """A new upload's version (the next number of ``owner``'s uploads of its name) and
-        upload time (after every model's, even when the clock went back). A failed upload
-        leaves its number unused."""
+        upload time (after every model's and every other reservation's, even when the clock
+        went back). A failed upload leaves its number unused."""
         with self._lock:
             version = self._next_version(name, owner)
-            newest = next(reversed(self._by_id.values()), None)
-        return version, max(time.time_ns(), newest.uploaded_ns + 1 if newest else 0)
+            self._last_ns = max(time.time_ns(), self._last_ns + 1)
+            return version, self._last_ns
 
     def _next_version(self, name: str | None, owner: str | None) -> int:
         if not name:
@@ -218,12 +220,21 @@ class ModelRegistry:
                 owner=owner,
                 public=public,
                 size=0 if source is None else _size(source),
-                uploaded_ns=time.time_ns() if uploaded_ns is None else uploaded_ns,
+                uploaded_ns=(
+                    max(time.time_ns(), self._last_ns + 1) if uploaded_ns is None else uploaded_ns
+                ),
                 queue=self._queues.get(share),
             )
             if entry.model_id in self._by_id:
                 raise ValueError(f"model id {entry.model_id} is taken")
+            newest = next(reversed(self._by_id.values()), None)
             self._by_id[entry.model_id] = entry
+            if newest is not None and entry.uploaded_ns < newest.uploaded_ns:
+                # an upload that reserved its time (and version) first but was stored last:
+                # in upload order, or a name meant its older version until a restart
+                ordered = sorted(self._by_id.values(), key=lambda e: e.uploaded_ns)
+                self._by_id = {e.model_id: e for e in ordered}
+            self._last_ns = max(self._last_ns, entry.uploaded_ns)
             if source is not None:
                 self._bytes.setdefault(share, source)
         if shared is not model:  # an identical model was compiled meanwhile

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from blindai.server.dataplane import DataPlane, match_inputs
 from blindai.server.registry import ModelRef, ModelRegistry
 from blindai.server.runtime import TensorSpec
 from blindai.server.settings import ServerSettings
+from blindai.server.store import SealedStore, StoredModel
 from tests.models import identity, matmul
 
 WAIT_S = 60.0
@@ -40,6 +43,24 @@ class GatedPlane(DataPlane):
         if not self.release.wait(WAIT_S):
             raise AssertionError("the test never released the compilation")
         return super()._compiled(model, optimize, *rest)
+
+
+class GatedStore(SealedStore):
+    """A sealed store whose writes of the models ``held`` picks wait until :attr:`open` is set
+    (:attr:`writing` tells such a write is waiting)."""
+
+    def __init__(self, directory: Path, held: Callable[[StoredModel], bool]) -> None:
+        super().__init__(directory, key_material=b"k" * 32)
+        self.held = held
+        self.open = threading.Event()
+        self.writing = threading.Event()
+
+    def put_model(self, record: StoredModel) -> None:
+        if self.held(record):
+            self.writing.set()
+            if not self.open.wait(WAIT_S):
+                raise AssertionError("the test never let the write go on")
+        super().put_model(record)
 
 
 def test_string_inputs_refuse_bytes_that_are_not_utf8():
@@ -410,29 +431,13 @@ def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, 
     deleted (or unloaded) while the upload was being written to the store, the upload was
     registered with the released session: READY in the index, and every run a 404 ("the
     model was deleted"). It now compiles its own, and runs."""
-    from blindai.server.store import SealedStore
-
-    class GatedStore(SealedStore):
-        def __init__(self, directory):
-            super().__init__(directory, key_material=b"k" * 32)
-            self.open = threading.Event()
-            self.open.set()
-            self.writing = threading.Event()
-
-        def put_model(self, record):
-            self.writing.set()
-            assert self.open.wait(WAIT_S)
-            super().put_model(record)
-
-    store = GatedStore(tmp_path / "store")
+    store = GatedStore(tmp_path / "store", lambda record: record.name == "b")
     plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
     model = identity(TensorProto.FLOAT)
     x = np.ones((1, 3), np.float32)
 
     async def scenario() -> None:
         first = await plane.upload(model, name="a", optimize=True, caller=ANONYMOUS)
-        store.open.clear()
-        store.writing.clear()
         upload = asyncio.ensure_future(
             plane.upload(model, name="b", optimize=True, caller=ANONYMOUS)
         )
@@ -497,3 +502,32 @@ def test_loading_a_model_again_compiles_it_as_it_was_uploaded(plane, optimize):
         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     assert level == want
+
+
+def test_an_upload_stored_after_a_later_one_is_still_the_older_version(tmp_path):
+    """Two uploads of one name: the first reserved version 1, the second version 2, and the
+    second was stored (and registered) first. The registry kept registration order, so the
+    name meant version 1 (the older) until a restart, which restores in upload order and
+    made it mean version 2. It means version 2 at once now, as after a restart."""
+    from tests.models import add_constant
+
+    store = GatedStore(tmp_path / "store", lambda record: record.version == 1)
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(
+            plane.upload(add_constant(1.0), name="m", optimize=True, caller=ANONYMOUS)
+        )
+        assert await asyncio.get_running_loop().run_in_executor(None, store.writing.wait, WAIT_S)
+        second = await plane.upload(add_constant(2.0), name="m", optimize=True, caller=ANONYMOUS)
+        store.open.set()
+        assert (await first).version == 1 and second.version == 2
+        assert plane.model(ModelRef("m"), caller=ANONYMOUS) == second
+        assert [e.version for e in plane.versions("m", caller=ANONYMOUS)] == [1, 2]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.open.set()
+        plane.close()
+        store.close()
