@@ -227,6 +227,42 @@ def slow_loop() -> bytes:
     return _model(helper.make_graph(nodes, "loop", [m], [y], initializer=[zero]))
 
 
+def batched_loop(tag: int = 0) -> bytes:
+    """y = x + 0 * Loop(ReduceMax(x)){acc + 1}, x int64 [batch, 1]: a model the batching probe
+    accepts (its rows do not change each other's output) that runs as long as the largest
+    value of its request asks. ``tag`` makes distinct bytes (another model)."""
+    x = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", 1])
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.INT64, [1]),
+        ],
+        initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+    )
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Loop", ["m", "", "init"], ["acc"], body=body),
+        helper.make_node("Mul", ["acc", "zero"], ["z"]),
+        helper.make_node("Add", ["x", "z"], ["y"]),
+    ]
+    constants = [
+        helper.make_tensor("init", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+    ]
+    return _model(helper.make_graph(nodes, f"batched_loop{tag}", [x], [y], initializer=constants))
+
+
 def doubled_weight(where: str, n: int, elem_type: int = TensorProto.FLOAT) -> bytes:
     """y = x + ReduceSum(w + w), w a weight of ``n`` elements kept in ``where``: the graph
     itself implies a value (``w + w``) of n elements; checking it must not cost a copy of w.

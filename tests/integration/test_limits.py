@@ -400,6 +400,41 @@ def test_a_long_run_is_stopped_at_the_run_timeout(server, tiny):
         assert conn.predict(model_id, {"M": np.array(3, np.int64)}).output[0].tolist() == [3.0]
 
 
+def test_a_batching_models_run_is_stopped_at_the_run_timeout(server, tiny):
+    """A model uploaded with max_batch_size runs through its queue, whose runs had no run
+    options: a Loop as long as the request asked went on after its 504, holding a worker and
+    the model's one run slot (every later request on it answered 504), and as many such
+    models as workers held every worker for good. The run is now stopped once its requests
+    have all given up."""
+    with connect(server) as conn:
+        models = [
+            conn.upload_model(attacks.batched_loop(tag), max_batch_size=4).model_id
+            for tag in range(3)  # a worker left for the probe, as --max-model-runs leaves
+        ]
+        results: list[BaseException] = []
+
+        def slow(own: blindai.Connection, model_id: str) -> None:
+            with own:
+                try:
+                    own.predict(model_id, {"x": np.array([[1 << 40]], np.int64)})
+                except BaseException as exc:
+                    results.append(exc)
+
+        with attack(server, tiny):
+            threads = [threading.Thread(target=slow, args=(connect(server), m)) for m in models]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(HANG)
+        assert len(results) == 3
+        for exc in results:
+            assert isinstance(exc, InferenceTimeout), exc
+        # the workers and the models' run slots are free: short runs answer
+        for model_id in models:
+            got = conn.predict(model_id, {"x": np.array([[3]], np.int64)})
+            assert got.output[0].tolist() == [[3]]
+
+
 def test_a_run_whose_client_left_is_stopped(server, tiny):
     """A run stopped because its client went away answers 422 ("the run was stopped") in the
     access log; one left to its timeout would have answered 504."""

@@ -24,8 +24,10 @@ Isolation, a hard requirement:
   members are rerun one by one and batching is turned off for that model;
 - when a batch fails, each member is rerun alone: a request that fails gets its own error,
   its neighbours their own results;
-- a request whose client went away (its task cancelled) is dropped from the queue, or its
-  result ignored.
+- a request whose client went away (its task cancelled: its run timeout passed, its gRPC call
+  was cancelled) is dropped from the queue, or its result ignored; a run is stopped (its
+  ``RunOptions.terminate``) once every request in it has gone: a run that nobody waits for
+  any more does not keep a worker and the model's run slot for as long as the model likes.
 
 Batching is only for models whose first dimension is a batch axis: :func:`batch_axis_problem`
 says why a model is not (an input or output of rank 0, a fixed first dimension, or first
@@ -44,8 +46,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+import onnxruntime as ort
 
 from blindai.errors import ModelNotReady
+from blindai.server.run_guard import RunControl
 from blindai.server.runtime import TensorSpec
 
 __all__ = [
@@ -81,9 +85,13 @@ class Predictor(Protocol):
         """The model's outputs."""
 
     def predict(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_options: ort.RunOptions | None = None,
     ) -> Outputs:
-        """Run the model (blocking)."""
+        """Run the model (blocking); ``run_options.terminate`` stops it."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,11 @@ def probe_batching(model: Predictor) -> str | None:
     return None
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(eq=False)
 class _Request:
     feeds: Mapping[str, np.ndarray]
@@ -266,11 +279,19 @@ class ModelQueue:
             # idle: run at once, without queueing (requests that come meanwhile queue up
             # behind this run and batch when it ends)
             self._free -= 1
-            work = self._offload(lambda: self._direct(feeds, wanted, run_ns), caller)
+            control = RunControl()
+            work = self._offload(
+                lambda: self._direct(feeds, wanted, run_ns, control.options), caller
+            )
             # the slot is given back when the run ends, not when this task stops waiting
-            # (a client that goes away does not stop onnxruntime)
+            # (onnxruntime stops at its next kernel boundary, not at once)
             work.add_done_callback(self._slot_free)
-            done: Outputs = await asyncio.shield(work)
+            try:
+                done: Outputs = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                control.terminate("the client went away")
+                work.add_done_callback(_retrieve)  # its error (stopped) goes to nobody
+                raise
             return done
         arrived = self._arrived
         if self._loop is not loop or arrived is None:  # the first request, or a new loop
@@ -296,12 +317,13 @@ class ModelQueue:
         feeds: Mapping[str, np.ndarray],
         outputs: tuple[str, ...] | None,
         run_ns: list[int] | None,
+        options: ort.RunOptions,
     ) -> Outputs:
         """In a worker thread: one request run alone."""
         started = time.perf_counter_ns()
         try:
             self.runs += 1
-            return self._model.predict(feeds, outputs)
+            return self._model.predict(feeds, outputs, run_options=options)
         finally:
             if run_ns is not None:
                 run_ns.append(time.perf_counter_ns() - started)
@@ -386,8 +408,18 @@ class ModelQueue:
 
     async def _run(self, batch: list[_Request]) -> None:
         self.runs += 1
+        control = RunControl()
+
+        def gone(_: object) -> None:  # results are set after the run: until then, only a
+            if all(r.future.done() for r in batch):  # request that went away is done
+                control.terminate("every request of the run went away")
+
+        for request in batch:
+            request.future.add_done_callback(gone)
         try:
-            results = await self._offload(lambda: self._work(batch), batch[0].caller)
+            results = await self._offload(
+                lambda: self._work(batch, control.options), batch[0].caller
+            )
         except BaseException as exc:  # the pool was shut down, or this task was cancelled
             for request in batch:
                 if not request.future.done():
@@ -403,37 +435,41 @@ class ModelQueue:
             else:
                 request.future.set_result(result)
 
-    def _work(self, batch: list[_Request]) -> list[Outputs | BaseException]:
+    def _work(
+        self, batch: list[_Request], options: ort.RunOptions
+    ) -> list[Outputs | BaseException]:
         """In a worker thread: the batch run once and split, or each member alone."""
         started = time.perf_counter_ns()
         try:
-            return self._results(batch)
+            return self._results(batch, options)
         finally:
             took = time.perf_counter_ns() - started
             for request in batch:
                 if request.run_ns is not None:
                     request.run_ns.append(took)
 
-    def _results(self, batch: list[_Request]) -> list[Outputs | BaseException]:
+    def _results(
+        self, batch: list[_Request], options: ort.RunOptions
+    ) -> list[Outputs | BaseException]:
         if len(batch) == 1:
-            return [self._alone(batch[0])]
+            return [self._alone(batch[0], options)]
         try:
             feeds = {
                 name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds
             }
-            outputs = self._model.predict(feeds, batch[0].outputs)
+            outputs = self._model.predict(feeds, batch[0].outputs, run_options=options)
         except Exception:
-            return [self._alone(r) for r in batch]
+            return [self._alone(r, options) for r in batch]
         split = self._split(outputs, [r.rows for r in batch])
         if split is None:
-            return [self._alone(r) for r in batch]
+            return [self._alone(r, options) for r in batch]
         return list(split)
 
-    def _alone(self, request: _Request) -> Outputs | BaseException:
+    def _alone(self, request: _Request, options: ort.RunOptions) -> Outputs | BaseException:
         if request.future.done():  # cancelled meanwhile: not worth running
             return asyncio.CancelledError()
         try:
-            return self._model.predict(request.feeds, request.outputs)
+            return self._model.predict(request.feeds, request.outputs, run_options=options)
         except Exception as exc:
             return exc
 

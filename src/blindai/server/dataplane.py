@@ -779,8 +779,8 @@ class DataPlane:
         caller: str | None,
     ) -> list[tuple[str, np.ndarray]]:
         """A run through a batching model's queue, batched with ``caller``'s requests only.
-        The run timeout is the reply's (the batch it joined runs to its end: batches are not
-        stopped for one member)."""
+        The run timeout is the reply's; the run it joined is stopped once every request in it
+        has given up (a batch is not stopped for one member)."""
         run_ns: list[int] = []
         timeout = self.settings.run_timeout
         try:

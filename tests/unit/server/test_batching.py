@@ -238,7 +238,7 @@ def test_no_more_runs_than_max_concurrent_runs_are_in_flight(pool):
             self.release = threading.Event()
             self.two_started = threading.Event()
 
-        def predict(self, feeds, outputs=None):
+        def predict(self, feeds, outputs=None, *, run_options=None):
             with self.lock:
                 self.in_flight += 1
                 self.most = max(self.most, self.in_flight)
@@ -335,7 +335,7 @@ def test_a_cancelled_run_keeps_its_slot_until_onnxruntime_is_done(pool):
             self.in_flight = self.most = 0
             self.lock = threading.Lock()
 
-        def predict(self, feeds, outputs=None):
+        def predict(self, feeds, outputs=None, *, run_options=None):
             with self.lock:
                 self.in_flight += 1
                 self.most = max(self.most, self.in_flight)
@@ -382,3 +382,62 @@ def test_a_request_cancelled_before_its_run_started_does_not_keep_its_slot():
             return await asyncio.wait_for(queue.predict(x, caller=None), 10)  # the slot came back
 
         assert asyncio.run(scenario())[0][0] == "y"
+
+
+def _daemon_offload(fn, caller=None):
+    """The queue's offload on a daemon thread: a run never stopped (the bug under test)
+    cannot keep the test process from ending."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error):
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def work():
+        try:
+            result = fn()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, daemon=True).start()
+    return future
+
+
+@pytest.mark.parametrize("together", [1, 3])
+def test_a_run_nobody_waits_for_is_stopped_and_gives_its_slot_back(together):
+    """A batching model's runs took no run options: when every request of a run gave up (the
+    run timeout passed, the gRPC call was cancelled), the run went on for as long as the
+    model liked (a Loop of 2**40 trips here), holding a worker and the model's only run slot,
+    so that every later request on the model timed out too (and a few such models held every
+    worker). The run is now stopped once nobody waits for it; alone (``together`` 1, run at
+    once) or batched (3 requests of one caller)."""
+    from tests import attacks
+
+    model = OnnxModel(attacks.batched_loop())
+    delay = 0 if together == 1 else 200_000  # batched: the three wait together
+    queue = ModelQueue(
+        model,
+        policy=BatchPolicy(max_batch_size=8, max_queue_delay_us=delay, max_concurrent_runs=1),
+        offload=_daemon_offload,
+    )
+    huge = {"x": np.array([[1 << 40]], np.int64)}
+
+    async def scenario():
+        waiting = [asyncio.ensure_future(queue.predict(huge, caller=None)) for _ in range(together)]
+        done, _ = await asyncio.wait(waiting, timeout=0.5)  # the run is going: nobody is done
+        assert not done
+        for task in waiting:  # what asyncio.wait_for does at the run timeout
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        small = {"x": np.array([[3]], np.int64)}
+        return await asyncio.wait_for(queue.predict(small, caller=None), 30)
+
+    got = asyncio.run(scenario())
+    assert got[0][1].tolist() == [[3]]
