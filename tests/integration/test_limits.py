@@ -456,6 +456,33 @@ def test_a_run_whose_client_left_is_stopped(server, tiny):
     assert pattern.findall(server.log()) == ["422"] * 8
 
 
+def test_a_batching_models_request_whose_client_left_gives_up(server, tiny):
+    """A batching model's request did not watch its connection: a client gone from its run,
+    or from the queue behind it, was waited for until its run timeout (504 in the access log,
+    the model's one run slot held meanwhile). It gives up when its client goes, as a run of
+    any other model does (422, "the run was stopped"), and the run nobody waits for stops."""
+    with connect(server) as conn:
+        model_id = conn.upload_model(attacks.batched_loop(10), max_batch_size=4).model_id
+    x = np.array([[1 << 40]], np.int64)
+    body = cbor2.dumps({"model_id": model_id, "inputs": [_tensor([1, 1], x.tobytes())]})
+    with attack(server, tiny):
+        for _ in range(4):  # the first runs, the others wait behind it; each client leaves
+            sock = _tls(server)
+            sock.sendall(
+                f"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            sock.close()
+        pattern = re.compile(rf"attested POST /run (\d+) .* model={model_id}$", re.M)
+        deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
+        while len(pattern.findall(server.log())) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert pattern.findall(server.log()) == ["422"] * 4
+    with connect(server) as conn:  # the run was stopped: the model's slot is free
+        got = conn.predict(model_id, {"x": np.array([[3]], np.int64)})
+    assert got.output[0].tolist() == [[3]]
+
+
 @pytest.mark.parametrize(
     "opening",
     [b"", b"POST /run HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"POST /run HTTP/1.1\r\nHost: x\r\n"],

@@ -693,7 +693,7 @@ class DataPlane:
                 entry,
                 self._fits_reply(
                     await self._batched(
-                        entry.queue, feeds, wanted, timing, submitted, caller.key_id
+                        entry.queue, feeds, wanted, timing, submitted, caller.key_id, disconnected
                     )
                 ),
             )
@@ -777,20 +777,31 @@ class DataPlane:
         timing: Timing,
         submitted: int,
         caller: str | None,
+        disconnected: Callable[[], Awaitable[object]] | None,
     ) -> list[tuple[str, np.ndarray]]:
         """A run through a batching model's queue, batched with ``caller``'s requests only.
-        The run timeout is the reply's; the run it joined is stopped once every request in it
-        has given up (a batch is not stopped for one member)."""
+        The request gives up at the run timeout, or when its client goes away (it waited for
+        its run to end, as if the client were still there); the run it joined is stopped once
+        every request in it has given up (a batch is not stopped for one member)."""
         run_ns: list[int] = []
-        timeout = self.settings.run_timeout
+        # the queue's runs carry their own options: this control only says why the wait ended
+        control = RunControl(shrink_arena=False)
+        waiting = asyncio.ensure_future(queue.predict(feeds, wanted, caller=caller, run_ns=run_ns))
         try:
-            return await asyncio.wait_for(
-                queue.predict(feeds, wanted, caller=caller, run_ns=run_ns), timeout
+            return await run_guarded(
+                waiting,
+                control,
+                timeout_s=self.settings.run_timeout,
+                disconnected=disconnected,
+                grace_s=0,
             )
-        except asyncio.TimeoutError:
-            raise InferenceTimeout(
-                f"the run took longer than {timeout:g} s (--run-timeout)"
-            ) from None
+        except InferenceTimeout:
+            if control.reason not in (None, "timeout"):  # the client went away
+                raise InferenceFailed(f"the run was stopped: {control.reason}") from None
+            raise
+        except asyncio.CancelledError:
+            waiting.cancel()  # this request gives up (a gRPC call cancelled)
+            raise
         finally:
             ran = sum(run_ns)
             timing.add("queue", time.perf_counter_ns() - submitted - ran)

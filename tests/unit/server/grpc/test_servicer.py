@@ -142,18 +142,27 @@ def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
     assert samples == {(("code", "CANCELLED"), ("method", "ModelInfer")): 1.0}
 
 
-def test_a_cancelled_call_stops_its_run_and_gives_the_model_back() -> None:
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_cancelled_call_stops_its_run_and_gives_the_model_back(batching: bool) -> None:
     """A ModelInfer whose client gave up (here: its deadline passed) cancelled the call's task
     but not its run: a Loop model went on past --run-timeout, holding a worker and the model's
     only run slot, so the next call on it waited and timed out too (a few such calls held
     every worker for as long as their models liked). The run is now stopped as for a REST
-    client gone, and the next call is answered."""
+    client gone, and the next call is answered; for a batching model too (its request waited
+    in the queue's run after the call was cancelled, and the run went on)."""
     with in_process(inference_threads=2, run_timeout=5.0) as apps:  # one run of a model at once
-        apps.upload(attacks.slow_loop(), model_name="loop")
+        if batching:
+            model = attacks.batched_loop()
+            apps.upload(model, model_name="loop", settings={"max_batch_size": 4})
+        else:
+            apps.upload(attacks.slow_loop(), model_name="loop")
 
         def loop_request(trips: int) -> Any:
             msg = pb.ModelInferRequest(model_name="loop")
-            msg.inputs.add(name="M", datatype="INT64", shape=[])
+            if batching:
+                msg.inputs.add(name="x", datatype="INT64", shape=[1, 1])
+            else:
+                msg.inputs.add(name="M", datatype="INT64", shape=[])
             msg.raw_input_contents.append(np.array(trips, np.int64).tobytes())
             return msg
 
@@ -165,7 +174,8 @@ def test_a_cancelled_call_stops_its_run_and_gives_the_model_back() -> None:
 
         code, reply = asyncio.run(go())
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [3.0]
+    out = np.frombuffer(reply.raw_output_contents[0], np.int64 if batching else np.float32)
+    assert out.tolist() == [3]
 
 
 @pytest.mark.parametrize("method", ["ModelInfer", "ServerLive", "RepositoryIndex"])
