@@ -292,38 +292,42 @@ class DataPlane:
                     group=caller.key_id,
                 )
             version, uploaded_ns = self.registry.reserve(name, caller.key_id)
-            record = StoredModel(
-                model_id=str(uuid.uuid4()),
-                name=name,
-                owner=caller.key_id,
-                public=public,
-                hash=digest,
-                uploaded_ns=uploaded_ns,
-                optimize=optimize,
-                model=b"",  # the store's copy is read from ``model`` by _persist
-                pipeline=None if pipeline is None else codec.dumps(pipeline.to_wire()),
-                version=version,
-                settings=(settings or ModelSettings()).model_dump(exclude_none=True),
-            )
-            await self._persist(record, model)
-            if not fresh and self.registry.session_for(share) is not compiled:
-                # the identical model whose session this upload shares was deleted (or
-                # unloaded) meanwhile, and its session with it: registered with it, this
-                # upload answered every run 404 ("deleted") while the index said READY
-                try:
-                    compiled, queue = await self._compile.run(
-                        self._checked_compiled, model, optimize, schedule
-                    )
-                except BaseException:
-                    self._unstore(record)
-                    raise
-                fresh = True
-            wire = None if pipeline is None else pipeline.to_wire()
-            if fresh:  # the first of identical uploads to register keeps its session
-                self._schedules.setdefault(share, schedule)
-            entry = self._register(
-                record, model, compiled, steps, wire, queue, most_owned=most_owned
-            )
+            try:
+                record = StoredModel(
+                    model_id=str(uuid.uuid4()),
+                    name=name,
+                    owner=caller.key_id,
+                    public=public,
+                    hash=digest,
+                    uploaded_ns=uploaded_ns,
+                    optimize=optimize,
+                    model=b"",  # the store's copy is read from ``model`` by _persist
+                    pipeline=None if pipeline is None else codec.dumps(pipeline.to_wire()),
+                    version=version,
+                    settings=(settings or ModelSettings()).model_dump(exclude_none=True),
+                )
+                await self._persist(record, model)
+                if not fresh and self.registry.session_for(share) is not compiled:
+                    # the identical model whose session this upload shares was deleted (or
+                    # unloaded) meanwhile, and its session with it: registered with it, this
+                    # upload answered every run 404 ("deleted") while the index said READY
+                    try:
+                        compiled, queue = await self._compile.submit(
+                            functools.partial(self._checked_compiled, model, optimize, schedule),
+                            group=caller.key_id,
+                        )
+                    except BaseException:
+                        self._unstore(record)
+                        raise
+                    fresh = True
+                wire = None if pipeline is None else pipeline.to_wire()
+                if fresh:  # the first of identical uploads to register keeps its session
+                    self._schedules.setdefault(share, schedule)
+                entry = self._register(
+                    record, model, compiled, steps, wire, queue, most_owned=most_owned
+                )
+            finally:  # registered, or failed: the name's numbering may go with its last model
+                self.registry.settle(name, caller.key_id)
         except BaseException:
             if fresh:
                 if self.registry.session_for(share) is None:

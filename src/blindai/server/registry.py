@@ -3,7 +3,9 @@
 Versions, as the Open Inference Protocol (and Triton) number them: one key's uploads of a name
 are its versions 1, 2, 3, ... in upload order (a model without a name is version 1 of its id);
 without a version, a name means its newest upload. Each key (owner) numbers its own uploads: a
-number never tells a key about another key's uploads. A model can be *unloaded*: its onnxruntime
+number never tells a key about another key's uploads. Once every upload of a name is deleted
+(and none is under way), its numbers start again at 1, as after a restart: the registry keeps
+nothing for a name it no longer holds. A model can be *unloaded*: its onnxruntime
 session is released (once no loaded model shares it) but its bytes stay in memory, so that
 *loading* it compiles it again; the registry keeps each model's bytes for that.
 
@@ -124,7 +126,9 @@ class ModelRegistry:
         self._bytes: dict[bytes, bytes | ModelFile] = {}
         self._unloaded: set[str] = set()
         self._versions: dict[tuple[str | None, str], int] = {}
-        """The last version number of each (owner, name)."""
+        """The last version number of each (owner, name) held or being uploaded."""
+        self._pending: dict[tuple[str | None, str], int] = {}
+        """Reservations of each (owner, name) not yet settled (:meth:`settle`)."""
         self._last_ns = 0
         """The latest upload time given out or registered."""
         self._max = max_models
@@ -162,11 +166,32 @@ class ModelRegistry:
     def reserve(self, name: str | None, owner: str | None = None) -> tuple[int, int]:
         """A new upload's version (the next number of ``owner``'s uploads of its name) and
         upload time (after every model's and every other reservation's, even when the clock
-        went back). A failed upload leaves its number unused."""
+        went back). A failed upload leaves its number unused. Every reservation is
+        settled (:meth:`settle`) once the upload is registered or has failed."""
         with self._lock:
             version = self._next_version(name, owner)
+            if name:
+                self._pending[owner, name] = self._pending.get((owner, name), 0) + 1
             self._last_ns = max(time.time_ns(), self._last_ns + 1)
             return version, self._last_ns
+
+    def settle(self, name: str | None, owner: str | None = None) -> None:
+        """A reservation of :meth:`reserve` is over: its upload was registered, or failed."""
+        if not name:
+            return
+        with self._lock:
+            left = self._pending.pop((owner, name), 0) - 1
+            if left > 0:
+                self._pending[owner, name] = left
+            self._forget_name(owner, name)
+
+    def _forget_name(self, owner: str | None, name: str) -> None:
+        """Drop the numbering of a name nothing holds or is uploading any more (an upload and
+        delete loop of new names grew it without bound)."""
+        if (owner, name) in self._pending:
+            return
+        if not any(e.owner == owner and e.name == name for e in self._by_id.values()):
+            self._versions.pop((owner, name), None)
 
     def _next_version(self, name: str | None, owner: str | None) -> int:
         if not name:
@@ -296,6 +321,8 @@ class ModelRegistry:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
             self._unloaded.discard(entry.model_id)
+            if entry.name:
+                self._forget_name(entry.owner, entry.name)
             others = [e for e in self._by_id.values() if e.share == entry.share]
             session = queue = None
             if all(e.model_id in self._unloaded for e in others):

@@ -531,3 +531,41 @@ def test_an_upload_stored_after_a_later_one_is_still_the_older_version(tmp_path)
         store.open.set()
         plane.close()
         store.close()
+
+
+def test_the_numbering_of_a_name_goes_with_its_last_upload(tmp_path):
+    """The registry kept the last version number of every name ever uploaded: a loop of
+    uploads and deletes under new names (256 characters each) grew it without bound. A name
+    nothing holds or uploads any more is forgotten, and numbered from 1 again, as after a
+    restart; while an upload of it is under way its numbers are kept (no number twice)."""
+    store = GatedStore(tmp_path / "store", lambda record: record.version == 2)
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
+    model = identity(TensorProto.FLOAT)
+
+    async def scenario() -> None:
+        for i in range(20):
+            name = f"{i:03d}" + "n" * 250
+            entry = await plane.upload(model, name=name, optimize=True, caller=ANONYMOUS)
+            assert entry.version == 1
+            await plane.delete(ModelRef(entry.model_id), caller=ANONYMOUS)
+        assert plane.registry._versions == {}  # nothing kept for names that are gone
+        first = await plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
+        second = asyncio.ensure_future(
+            plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
+        )
+        assert await asyncio.get_running_loop().run_in_executor(None, store.writing.wait, WAIT_S)
+        await plane.delete(ModelRef(first.model_id), caller=ANONYMOUS)  # version 2 under way
+        third = await plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
+        store.open.set()
+        assert ((await second).version, third.version) == (2, 3)
+        for entry in plane.versions("m", caller=ANONYMOUS):
+            await plane.delete(ModelRef(entry.model_id), caller=ANONYMOUS)
+        again = await plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
+        assert again.version == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.open.set()
+        plane.close()
+        store.close()
