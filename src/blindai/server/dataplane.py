@@ -498,7 +498,8 @@ class DataPlane:
         return mine
 
     async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        """Compile unloaded models again from their kept bytes (loaded ones are left alone)."""
+        """Compile unloaded models again from their kept bytes (loaded ones are left alone, and
+        so are those deleted while they compiled)."""
         loaded = []
         for entry in entries:
             if self.registry.is_ready(entry):
@@ -517,7 +518,14 @@ class DataPlane:
                 )
             else:
                 session = shared
-            loaded.append(self.registry.reload(entry, session, queue))
+            try:
+                loaded.append(self.registry.reload(entry, session, queue))
+            except ModelNotFound:
+                # deleted while it compiled: nothing to load, and the other versions still are
+                # (the whole load answered 404 "no model with id ...", the rest left unloaded)
+                if shared is None:
+                    _release((session, queue))
+                continue
             self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return loaded
 

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -569,3 +570,38 @@ def test_the_numbering_of_a_name_goes_with_its_last_upload(tmp_path):
         store.open.set()
         plane.close()
         store.close()
+
+
+def test_a_version_deleted_while_its_name_loads_leaves_the_others_loaded():
+    """Loading a name compiles its unloaded versions one by one; a version deleted while it
+    compiled made the whole load a 404 ("no model with id ..." for a name that exists), and
+    the versions after it stayed unloaded. They are loaded; the deleted one is left out."""
+    plane = GatedPlane(ServerSettings(tee="simulation"))
+    plane.release.set()
+
+    async def scenario() -> None:
+        def upload(elem_type: int) -> Any:
+            model = identity(elem_type)
+            return plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
+
+        one = await upload(TensorProto.FLOAT)
+        two = await upload(TensorProto.INT64)
+        plane.unload([one, two])
+        plane.release.clear()
+        plane.compiling.clear()
+        loading = asyncio.ensure_future(plane.load([one, two]))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)  # one compiles
+        await plane.delete(ModelRef(one.model_id), caller=ANONYMOUS)
+        plane.release.set()
+        assert [e.model_id for e in await loading] == [two.model_id]
+        assert plane.model(ModelRef("m"), caller=ANONYMOUS).model_id == two.model_id  # ready
+        x = np.zeros((1, 3), np.int64)
+        done = await plane.infer(ModelRef("m"), [("x", x)], caller=ANONYMOUS)
+        assert done.outputs[0][1].tolist() == x.tolist()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        plane.release.set()
+        plane.close()
