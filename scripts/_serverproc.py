@@ -142,10 +142,12 @@ def spawn_server(
     grpc_port: int | None = None,
     simulation: bool = True,
     module: str = "blindai",
+    cwd: Path = REPO,
 ) -> ServerProcess:
     """Start ``python -m MODULE serve`` on ``host`` (None: the server's default) and ``ports``
     (unattested, attested, management; ``grpc_port`` None: the server's default) without
-    waiting for it (:func:`wait_ready` waits): several servers then start side by side."""
+    waiting for it (:func:`wait_ready` waits): several servers then start side by side.
+    ``cwd``: its working directory (the repository root, from which ``module`` is found)."""
     u, a, m = ports
     log_path = log_dir / f"server-{host or 'default'}-{u}.log"
     n = 1
@@ -169,7 +171,7 @@ def spawn_server(
         *extra,
     ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=cwd)
     where = host if host not in (None, "0.0.0.0", "::") else HOST
     return ServerProcess(where, u, a, m, proc, log_path, grpc_port or 0)
 

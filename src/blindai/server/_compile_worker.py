@@ -12,7 +12,8 @@ creates an onnxruntime session with the server's options from the descriptor
 (``/proc/self/fd/N``). It answers one JSON line on stdout and exits. A child that runs past the
 compile timeout is killed by the parent.
 
-Nothing of the model (bytes, names) is written anywhere but the answer to the parent.
+Nothing of the model (bytes, names) is written anywhere but the answer to the parent: the child
+is non-dumpable and writes no core file (``blindai.server.no_dumps``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import onnxruntime as ort
 
 from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
+from blindai.server.no_dumps import forbid_dumps
 from blindai.server.runtime import session_options
 
 __all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "main"]
@@ -137,6 +139,7 @@ def _receive() -> tuple[bytes, int] | None:
 
 def main() -> None:
     """Serve one job from stdin, answer on stdout, and exit at once."""
+    forbid_dumps()  # execve made this process dumpable again; a crash must not write the model
     _warm_up()
     out = sys.stdout.buffer
     received = _receive()

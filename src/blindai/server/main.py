@@ -31,6 +31,7 @@ from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.connections import LimitedServer, reserve_file_descriptors
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics
+from blindai.server.no_dumps import forbid_dumps
 from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
 from blindai.server.runtime import check_device
@@ -296,7 +297,9 @@ def serve(
     attester: Attester | None = None,
     gpu_attester: NvidiaGpuAttester | None = None,
 ) -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted (its memory never in a core file: ``no_dumps``)."""
+    for problem in forbid_dumps().problems:
+        _log.warning("%s: a crash may write tenants' data to disk (docs/server.md#memory)", problem)
     built = build(settings, attester=attester, gpu_attester=gpu_attester)
     # three uvicorn servers would each say "Started server process": the banner says it once
     uvicorn_log = logging.getLogger("uvicorn.error")
