@@ -475,14 +475,15 @@ class ModelQueue:
 
     def _split(self, outputs: Outputs, rows: list[int]) -> list[Outputs] | None:
         total = sum(rows)
-        for name, array in outputs:
+        for index, (_, array) in enumerate(outputs):
             if array.ndim == 0 or array.shape[0] != total:
                 if self.batching:
                     self.batching = False
+                    # the output's position, never its name: names are the model's bytes
                     _log.warning(
-                        "batching turned off for %s: output %r has no batch axis",
+                        "batching turned off for %s: its output %d has no batch axis",
                         self._label,
-                        name,
+                        index,
                     )
                 return None
         bounds = itertools.accumulate(rows, initial=0)

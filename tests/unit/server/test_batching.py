@@ -441,3 +441,28 @@ def test_a_run_nobody_waits_for_is_stopped_and_gives_its_slot_back(together):
 
     got = asyncio.run(scenario())
     assert got[0][1].tolist() == [[3]]
+
+
+def test_batching_turned_off_at_run_time_logs_no_name_from_the_model(pool, caplog):
+    """A model whose declared batch axis is not one (its output keeps the first row only):
+    the warning names the output by position, never by its name (the model's bytes)."""
+    from onnx import helper
+
+    from tests.models import _model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("SECRET-7f3a-OUT", TensorProto.FLOAT, ["N", 3])
+    nodes = [
+        helper.make_node("Constant", [], ["zero"], value_ints=[0]),
+        helper.make_node("Constant", [], ["one"], value_ints=[1]),
+        helper.make_node("Slice", ["x", "zero", "one", "zero"], ["SECRET-7f3a-OUT"]),
+    ]
+    model = OnnxModel(_model(helper.make_graph(nodes, "first-row", [x], [y])))
+    queue = queue_for(model, pool, max_batch_size=8)
+    assert queue.batching
+    with caplog.at_level("WARNING", logger="blindai.server"):
+        results = run_together(queue, [{"x": np.full((1, 3), i, np.float32)} for i in range(2)])
+    assert not queue.batching
+    assert [float(r[0][1][0, 0]) for r in results] == [0.0, 1.0]  # each ran alone
+    assert "output 0 has no batch axis" in caplog.text
+    assert "7f3a" not in caplog.text
