@@ -16,7 +16,7 @@ from onnx import TensorProto
 
 from blindai.errors import ServerError
 from tests._server import connect, free_ports, start_server
-from tests.integration._cli import cli, ok, one_error_line
+from tests.integration._cli import cli, ok, one_error_line, serve_ports
 from tests.models import identity
 
 
@@ -148,3 +148,11 @@ def test_serve_in_a_client_only_install_names_the_extra(argv):
     line = one_error_line(r, "ConfigurationError", 2)
     assert "pip install 'blindai[server]'" in line
     assert ok(cli("upload", "--help", python_code=BLOCK_SERVER_EXTRA)).startswith("usage:")
+
+
+def test_an_environment_that_lets_models_configure_onnxruntime_is_refused_in_one_line():
+    """ORT_LOAD_CONFIG_FROM_MODEL=1: a model's metadata could turn on profiling (its node names
+    and each run's timings written to the working directory); the server does not start."""
+    r = cli("serve", "--simulation", *serve_ports(), env={"ORT_LOAD_CONFIG_FROM_MODEL": "1"})
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert "ORT_LOAD_CONFIG_FROM_MODEL=1 lets every uploaded model choose" in line

@@ -27,12 +27,10 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-import onnxruntime as ort
-
 from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.no_dumps import forbid_dumps
-from blindai.server.runtime import session_options
+from blindai.server.runtime import inference_session, session_options
 
 __all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "main"]
 
@@ -67,7 +65,7 @@ def _compile(model: bytes | str, job: dict[str, Any]) -> None:
     options = session_options(
         optimize=bool(job["optimize"]), intra_op_threads=int(job.get("intra_op_threads", 1))
     )
-    ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    inference_session(model, options=options, providers=["CPUExecutionProvider"])
 
 
 def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:

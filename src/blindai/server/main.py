@@ -34,7 +34,7 @@ from blindai.server.metrics import Metrics
 from blindai.server.no_dumps import forbid_dumps
 from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
-from blindai.server.runtime import check_device
+from blindai.server.runtime import check_device, check_environment
 from blindai.server.settings import ServerSettings
 from blindai.server.shutdown import GracefulStop
 from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
@@ -134,11 +134,12 @@ def build(
     attester: Attester | None = None,
     gpu_attester: NvidiaGpuAttester | None = None,
 ) -> Built:
-    """Check the device, create the identity, collect the first evidence (fail early), open
-    the store, restore its models and keys, build.
+    """Check the environment and the device, create the identity, collect the first evidence
+    (fail early), open the store, restore its models and keys, build.
 
     ``gpu_attester`` replaces the NVML one ``device = "cuda"`` chooses (tests give a double).
     """
+    check_environment(os.environ)
     check_device(settings.device, settings.gpu_index)
     if settings.is_simulation:
         _log.warning("*** %s ***", SIMULATION_WARNING)

@@ -24,7 +24,16 @@ from blindai.errors import (
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 from blindai.server._inline import InlineGate
 
-__all__ = ["Device", "OnnxModel", "TensorSpec", "check_device", "providers_for", "session_options"]
+__all__ = [
+    "Device",
+    "OnnxModel",
+    "TensorSpec",
+    "check_device",
+    "check_environment",
+    "inference_session",
+    "providers_for",
+    "session_options",
+]
 
 Device = Literal["cpu", "cuda"]
 _CUDA = "CUDAExecutionProvider"
@@ -116,6 +125,26 @@ def check_device(device: Device, gpu_index: int = 0) -> None:
         raise ConfigurationError(exc.message) from exc
 
 
+_MODEL_CONFIG_VARIABLE = "ORT_LOAD_CONFIG_FROM_MODEL"
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse (ConfigurationError, one line) an environment in which onnxruntime lets each
+    model set its own session options.
+
+    With ``ORT_LOAD_CONFIG_FROM_MODEL=1`` onnxruntime reads session options from a model's
+    ``ort_config`` metadata: an uploaded model could turn profiling on (a file of its node
+    names, shapes and each run's timings, written to the server's working directory) or pick
+    its own thread count. :func:`inference_session` refuses such sessions anyway (every model
+    would fail to load); this says why at start-up.
+    """
+    if environ.get(_MODEL_CONFIG_VARIABLE) == "1":
+        raise ConfigurationError(
+            f"{_MODEL_CONFIG_VARIABLE}=1 lets every uploaded model choose onnxruntime's session "
+            "options (profiling files of its node names and timings, its own threads): unset it"
+        )
+
+
 def session_options(
     *, optimize: bool, intra_op_threads: int = 0, shared_arena: bool = False
 ) -> ort.SessionOptions:
@@ -142,6 +171,29 @@ def session_options(
     return options
 
 
+def inference_session(
+    model: bytes | str, *, options: ort.SessionOptions, providers: Sequence[Any]
+) -> ort.InferenceSession:
+    """An onnxruntime session configured by the server alone (the compile guard's child makes
+    its trial sessions with it too).
+
+    ``read_config_from_model=0``: session options never come from the model's ``ort_config``
+    metadata (where ``ORT_LOAD_CONFIG_FROM_MODEL=1`` is set, onnxruntime then refuses every
+    session: :func:`check_environment` refuses that environment at start-up).
+    ``enable_fallback=0``: onnxruntime's Python layer otherwise prints a failed session's or
+    run's error to stdout (the server's log) and retries, on a GPU quietly on the CPU.
+    """
+    session = ort.InferenceSession(
+        model,
+        sess_options=options,
+        providers=list(providers),
+        read_config_from_model=0,
+        enable_fallback=0,
+    )
+    session.disable_fallback()  # the keyword is ignored by versions that predate it
+    return session
+
+
 class OnnxModel:
     """One compiled model, from its bytes or a path the server chose (never one a client
     named). ``predict`` is thread-safe (onnxruntime sessions are)."""
@@ -159,9 +211,18 @@ class OnnxModel:
         options = session_options(
             optimize=optimize, intra_op_threads=intra_op_threads, shared_arena=shared_arena
         )
-        session = ort.InferenceSession(
-            model, sess_options=options, providers=providers_for(device, gpu_index)
-        )
+        try:
+            session = inference_session(
+                model, options=options, providers=providers_for(device, gpu_index)
+            )
+        except (RuntimeError, ValueError) as exc:
+            if device != "cuda":
+                raise
+            # what onnxruntime's fallback turned into a CPU session, refused below, before
+            raise ModelNotReady(
+                f"--device cuda: onnxruntime could not create a session on GPU {gpu_index} "
+                f"({type(exc).__name__})"
+            ) from exc
         got = session.get_providers()
         if device == "cuda" and got[0] != _CUDA:
             raise ModelNotReady(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 
 from blindai.errors import InferenceFailed
 from blindai.server.runtime import OnnxModel
@@ -34,3 +35,69 @@ def test_predict_returns_the_outputs_asked_for_in_that_order():
     feeds = {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}
     assert [n for n, _ in model.predict(feeds)] == ["sum", "idx"]
     assert [n for n, _ in model.predict(feeds, ["idx", "sum"])] == ["idx", "sum"]
+
+
+def _configuring_model() -> bytes:
+    """A model whose metadata asks onnxruntime for profiling (``ort_config``)."""
+    import json
+
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    nodes = [helper.make_node("Identity", ["x"], ["y"], name="SECRET-7f3a-NODE")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    options = {"session_options": {"enable_profiling": 1, "intra_op_num_threads": 7}}
+    helper.set_model_props(model, {"ort_config": json.dumps(options)})
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["server", "compile child"])
+def test_a_model_cannot_configure_its_session_even_where_onnxruntime_is_told_to_let_it(
+    where, monkeypatch, tmp_path
+):
+    """ORT_LOAD_CONFIG_FROM_MODEL=1 made onnxruntime read session options from the model:
+    profiling wrote the model's node names and each run's timings to the working directory.
+    Now no session is made there (fail closed), and nothing is written."""
+    import gc
+
+    from blindai.server import _compile_worker
+
+    monkeypatch.setenv("ORT_LOAD_CONFIG_FROM_MODEL", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="ORT config"):
+        if where == "server":
+            OnnxModel(_configuring_model()).predict({"x": np.ones((1, 3), np.float32)})
+        else:
+            _compile_worker._compile(_configuring_model(), {"optimize": True})
+    gc.collect()  # onnxruntime writes a profile when its session goes
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_environment_letting_models_configure_onnxruntime_is_refused():
+    from blindai.errors import ConfigurationError
+    from blindai.server.runtime import check_environment
+
+    check_environment({"ORT_LOAD_CONFIG_FROM_MODEL": "0", "PATH": "/bin"})
+    with pytest.raises(ConfigurationError, match="ORT_LOAD_CONFIG_FROM_MODEL=1 lets every"):
+        check_environment({"ORT_LOAD_CONFIG_FROM_MODEL": "1"})
+
+
+def test_a_session_not_made_as_asked_is_refused_without_a_print(capfd):
+    """onnxruntime's Python fallback printed the error to stdout (the server's log) and made
+    the session on other providers (on a GPU: the CPU) instead of failing."""
+    from blindai.server.runtime import inference_session, session_options
+    from tests.models import identity
+
+    # asking for both TensorRT providers is refused by onnxruntime's Python layer itself
+    both = ["TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="TensorrtExecutionProvider"):
+        inference_session(
+            identity(TensorProto.FLOAT), options=session_options(optimize=True), providers=both
+        )
+    out, err = capfd.readouterr()
+    assert out + err == ""
