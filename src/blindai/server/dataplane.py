@@ -438,7 +438,15 @@ class DataPlane:
                 assert compiled is not None
                 wire, steps = self._stored_pipeline(record, compiled[0])
             except (InvalidInput, ModelNotReady, ProtocolError) as exc:
-                _log.error("store: model %s cannot be loaded: %s", record.model_id, exc)
+                # the reason quotes the model (node, graph, initializer and pipeline names):
+                # its owner's to read, never the server's log
+                _log.error(
+                    "store: model %s cannot be loaded under this server's settings (%s); the "
+                    "reason names parts of the model, so it is not logged: uploading it again "
+                    "shows its owner why",
+                    record.model_id,
+                    type(exc).__name__,
+                )
                 continue
             loaded.append((replace(record, pipeline=None), compiled, steps, wire))
             loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))

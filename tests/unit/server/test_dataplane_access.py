@@ -247,10 +247,37 @@ def test_a_model_onnxruntime_refuses_on_restore_is_skipped(store: SealedStore, c
     try:
         assert again.restore() == 1
         assert [e.model_id for e in again.entries(listable(ANONYMOUS))] == [good.model_id]
-        assert "store: model junk cannot be loaded: " in caplog.text
-        assert "not a valid ONNX model" in caplog.text
+        assert "store: model junk cannot be loaded under this server's settings" in caplog.text
+        assert "(InvalidInput)" in caplog.text
     finally:
         again.close()
+
+
+def test_a_stored_model_refused_on_restore_is_logged_without_its_names(store, caplog):
+    """The refusal's message quotes the model (here the external file one of its initializers
+    names): the log says which model and what kind of error, nothing of the model."""
+    from tests import attacks
+
+    hostile = attacks.external_initializer("SECRET-7f3a-PATH.bin")
+    store.put_model(
+        StoredModel(
+            model_id="hostile",
+            name=None,
+            owner=None,
+            public=False,
+            hash=hashlib.sha256(hostile).digest(),
+            uploaded_ns=1,
+            optimize=True,
+            model=hostile,
+        )
+    )
+    plane = make_plane(store)
+    try:
+        assert plane.restore() == 0
+        assert "store: model hostile cannot be loaded" in caplog.text
+        assert "7f3a" not in caplog.text
+    finally:
+        plane.close()
 
 
 class FullStore(SealedStore):
