@@ -300,7 +300,11 @@ def serve(
 ) -> None:
     """Run the server until interrupted (its memory never in a core file: ``no_dumps``)."""
     for problem in forbid_dumps().problems:
-        _log.warning("%s: a crash may write tenants' data to disk (docs/server.md#memory)", problem)
+        _log.warning(
+            "%s: outside an SGX enclave, a crash may write tenants' data to disk "
+            "(docs/server.md#memory)",
+            problem,
+        )
     built = build(settings, attester=attester, gpu_attester=gpu_attester)
     # three uvicorn servers would each say "Started server process": the banner says it once
     uvicorn_log = logging.getLogger("uvicorn.error")
