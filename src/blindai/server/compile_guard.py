@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,8 @@ from blindai.server.model_file import ModelFile
 __all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
 
 _log = logging.getLogger("blindai.server")
+_CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
+"""Signals of a child that crashed (a fault), not one the allocator or the kernel stopped."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +236,14 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
         raise InvalidInput(
             "the model could not be loaded by onnxruntime (not a valid ONNX model, or it "
             "uses operators this runtime lacks)"
+        )
+    if kind is None and returncode < 0 and -returncode in _CRASHES:
+        crash = signal.Signals(-returncode).name
+        _log.warning("compile check: onnxruntime crashed on an upload (%s); refused", crash)
+        raise InvalidInput(
+            f"onnxruntime crashed while compiling the model ({crash}): this server cannot "
+            "serve it (the model crashes onnxruntime, or it ran out of memory where "
+            "onnxruntime does not check; --compile-memory)"
         )
     if kind == "memory" or returncode < 0 or returncode == MEMORY_EXIT:
         # a signal: the allocator aborted or the kernel killed it, in practice memory

@@ -181,3 +181,26 @@ def test_a_model_file_on_storage_is_checked_through_a_read_only_descriptor(guard
                 os.write(reader, b"x")
         finally:
             os.close(reader)
+
+
+def test_a_child_that_crashes_is_not_reported_as_out_of_memory(guard, caplog):
+    """A fault (SIGSEGV) was answered "needs more memory than this server allows": the user
+    raised --compile-memory for a model that crashes onnxruntime. A real child is made to
+    fault (as onnxruntime faulting in it would) and its exit status is reported."""
+    import signal
+
+    from blindai.server.compile_guard import _discard, _report
+
+    child = guard._spawn()
+    try:
+        os.kill(child.process.pid, signal.SIGSEGV)
+        status = child.process.wait(30)
+    finally:
+        _discard(child)
+    assert status == -signal.SIGSEGV
+    crashed = r"onnxruntime crashed while compiling the model \(SIGSEGV\)"
+    with pytest.raises(InvalidInput, match=crashed):
+        _report(status, b"", guard.limits)
+    assert "onnxruntime crashed on an upload (SIGSEGV)" in caplog.text
+    with pytest.raises(InvalidInput, match="more memory than this server allows"):
+        _report(-signal.SIGKILL, b"", guard.limits)  # the kernel's answer to memory
