@@ -252,3 +252,29 @@ def add_constant(value: float) -> bytes:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
     node = helper.make_node("Add", ["x", "C"], ["y"])
     return _model(helper.make_graph([node], "add", [x], [y], initializer=[c]))
+
+
+def empty_optional_output() -> bytes:
+    """o = an empty optional(tensor(float)), whatever x [N, 3] is: no array holds it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    float_type = helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+    o = helper.make_value_info("o", helper.make_optional_type_proto(float_type))
+    node = helper.make_node("Optional", [], ["o"], type=float_type)
+    return _model_at(helper.make_graph([node], "empty-optional", [x], [o]), 18)
+
+
+def ragged_sequence_output() -> bytes:
+    """o = the sequence [x[:, :1], x[:, 1:]] for x [N, 3]: tensors of different shapes."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    o = helper.make_tensor_sequence_value_info("o", TensorProto.FLOAT, None)
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [1, 2])
+    node = helper.make_node("SplitToSequence", ["x", "sizes"], ["o"], axis=1)
+    graph = helper.make_graph([node], "ragged", [x], [o], initializer=[sizes])
+    return _model_at(graph, 18)
+
+
+def _model_at(graph: onnx.GraphProto, opset: int) -> bytes:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -160,3 +160,22 @@ def test_a_model_file_streams_to_the_server_and_its_hash_matches(conn, tmp_path)
         conn.predict(uploaded.model_id, {"x": x})["y"], _reference(model, {"x": x})[0], rtol=1e-4
     )
     conn.delete_model(uploaded.model_id)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("empty optional", "is an empty optional"), ("ragged sequence", "of different shapes")],
+)
+def test_an_output_no_tensor_holds_is_a_422_and_the_server_keeps_serving(conn, kind, message):
+    """A model whose output is an empty optional or tensors of different shapes answered 500."""
+    from blindai.errors import InferenceFailed
+    from tests.models import empty_optional_output, ragged_sequence_output
+
+    source = empty_optional_output if kind == "empty optional" else ragged_sequence_output
+    hostile = conn.upload_model(source()).model_id
+    with pytest.raises(InferenceFailed, match=message) as failed:
+        conn.run_model(hostile, input_tensors={"x": np.ones((1, 3), np.float32)})
+    assert failed.value.status_code == 422
+    fine = conn.upload_model(identity(TensorProto.FLOAT)).model_id
+    x = np.ones((1, 3), np.float32)
+    assert np.array_equal(conn.run_model(fine, input_tensors={"x": x}).output[0].as_numpy(), x)

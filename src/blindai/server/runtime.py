@@ -81,6 +81,25 @@ class TensorSpec:
         )
 
 
+def _tensor(name: str, value: object) -> np.ndarray:
+    """One output as an array: a tensor, or a sequence of same-shaped tensors stacked (a
+    sequence of maps, as onnxruntime gives ZipMap's, an array of dicts). InferenceFailed (422)
+    for what no array holds: an empty optional, or tensors of different shapes."""
+    if isinstance(value, np.ndarray):
+        return value
+    if value is None:
+        raise InferenceFailed(
+            f"output {name!r} is an empty optional: this server returns tensors only"
+        )
+    try:
+        return np.asarray(value)
+    except ValueError:  # numpy refuses a ragged sequence
+        raise InferenceFailed(
+            f"output {name!r} is a sequence of tensors of different shapes: this server "
+            "returns tensors only (concatenate them in the model)"
+        ) from None
+
+
 def _spec(node: ort.NodeArg) -> TensorSpec:
     raw = node.shape or ()
     dims = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw)
@@ -279,7 +298,7 @@ class OnnxModel:
             raise InferenceFailed(
                 f"the model failed on these inputs: {type(exc).__name__}"
             ) from exc
-        return [(n, np.asarray(r)) for n, r in zip(names, results, strict=True)]
+        return [(n, _tensor(n, r)) for n, r in zip(names, results, strict=True)]
 
     def unload(self) -> None:
         """Release the session; requests that reach this model afterwards get ModelNotFound."""

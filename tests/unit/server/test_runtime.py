@@ -101,3 +101,21 @@ def test_a_session_not_made_as_asked_is_refused_without_a_print(capfd):
         )
     out, err = capfd.readouterr()
     assert out + err == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty optional", "output 'o' is an empty optional"),
+        ("ragged sequence", "output 'o' is a sequence of tensors of different shapes"),
+    ],
+)
+def test_an_output_no_array_holds_is_refused_not_a_crash(kind, message):
+    """Answered 500 (a TypeError or ValueError while encoding) before."""
+    from tests.models import empty_optional_output, ragged_sequence_output
+
+    source = empty_optional_output if kind == "empty optional" else ragged_sequence_output
+    model = OnnxModel(source())
+    with pytest.raises(InferenceFailed, match=message) as failed:
+        model.predict({"x": np.ones((1, 3), np.float32)})
+    assert failed.value.http_status == 422
