@@ -86,3 +86,40 @@ def test_what_could_not_be_set_is_named():
     assert DumpGuard(no_core_file=True, not_dumpable=True).problems == []
     both = DumpGuard(no_core_file=False, not_dumpable=False).problems
     assert len(both) == 2 and "core-file" in both[0] and "PR_SET_DUMPABLE" in both[1]
+
+
+_OWN_PROC_FILES = """
+import json, os
+import encodings.utf_8  # loaded here: an ordinary user may not read this interpreter's files
+from blindai.server.no_dumps import forbid_dumps
+fd = os.memfd_create("model")
+os.write(fd, b"model bytes")
+if os.geteuid() == 0:  # as an ordinary user: root reads /proc whatever its owner
+    os.setgid(65534)
+    os.setuid(65534)
+guard = forbid_dumps()
+with open(f"/proc/self/fd/{fd}", "rb") as f:  # how onnxruntime reads a model file
+    data = f.read().decode("utf-8")
+with open("/proc/self/status", "rb") as f:  # the compile child's measurements
+    status = f.read().startswith(b"Name:")
+print(json.dumps({"not_dumpable": guard.not_dumpable, "data": data, "status": status}))
+"""
+
+
+def test_a_non_dumpable_process_still_reads_its_own_proc_files():
+    """Non-dumpable, /proc/PID belongs to root; the server and its child open their own
+    /proc/self/fd/N (models, the TLS key) and read /proc/self/status."""
+    import os
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", _OWN_PROC_FILES],
+        capture_output=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": src},
+        cwd="/",
+    )
+    got = json.loads(done.stdout)
+    assert got == {"not_dumpable": True, "data": "model bytes", "status": True}
