@@ -626,8 +626,8 @@ class DataPlane:
                 gpu_index=self.settings.gpu_index,
                 shared_arena=True,
             )
-        except ModelNotReady:
-            raise  # the GPU refused the session: its own message
+        except BlindAIError:
+            raise  # the GPU refused the session, or an output cannot be returned: its message
         except Exception as exc:  # onnxruntime raises several types for a bad model
             raise InvalidInput(
                 "the model could not be loaded by onnxruntime (not a valid ONNX model, or "

@@ -18,6 +18,7 @@ from blindai.errors import (
     BlindAIError,
     ConfigurationError,
     InferenceFailed,
+    InvalidInput,
     ModelNotFound,
     ModelNotReady,
 )
@@ -253,6 +254,13 @@ class OnnxModel:
         """The model's metadata properties (``labels`` feeds the classification extension)."""
         self.inputs = tuple(_spec(n) for n in session.get_inputs())
         self.outputs = tuple(_spec(n) for n in session.get_outputs())
+        for spec in self.outputs:  # onnxruntime cannot hand these to Python: every run fails
+            if spec.dtype is None and spec.onnx_type.startswith("tensor("):
+                if spec.onnx_type != BF16_ONNX_TYPE:  # bfloat16 is read through OrtValues
+                    raise InvalidInput(
+                        f"output {spec.name!r} has type {spec.onnx_type}, which this server "
+                        "cannot return; cast it in the model (to float32 or int8, say)"
+                    )
         self._output_names = [o.name for o in self.outputs]
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
         self.inline: InlineGate | None = None

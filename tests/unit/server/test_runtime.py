@@ -119,3 +119,43 @@ def test_an_output_no_array_holds_is_refused_not_a_crash(kind, message):
     with pytest.raises(InferenceFailed, match=message) as failed:
         model.predict({"x": np.ones((1, 3), np.float32)})
     assert failed.value.http_status == 422
+
+
+def _cast_to(elem_type: int) -> bytes:
+    from onnx import helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    y = helper.make_tensor_value_info("y", elem_type, [None, 3])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=elem_type)], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "elem_type",
+    [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2, TensorProto.INT4, TensorProto.UINT4],
+)
+def test_an_output_type_onnxruntime_cannot_hand_over_is_refused_at_load(elem_type):
+    """Every run failed "on these inputs: RuntimeError" (float8e5m2, int4, uint4), or
+    returned a float8's bit patterns as UINT8 values (float8e4m3fn)."""
+    from onnx import helper
+
+    from blindai.errors import InvalidInput
+
+    name = helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()
+    with pytest.raises(InvalidInput, match=rf"output 'y' has type tensor\({name}\), which"):
+        OnnxModel(_cast_to(elem_type))
+
+
+def test_the_upload_of_such_a_model_says_why():
+    import cbor2
+
+    from tests.unit.server._inprocess import in_process
+
+    model = _cast_to(TensorProto.INT4)
+    with in_process() as server:
+        body = cbor2.dumps({"model": model, "length": len(model)})
+        resp = server.management.post("/upload", content=body)
+        assert resp.status_code == 400
+        assert "output 'y' has type tensor(int4)" in cbor2.loads(resp.content)
