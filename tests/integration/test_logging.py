@@ -81,3 +81,37 @@ def test_no_inputs_outputs_model_bytes_or_client_info_in_the_log(server):
         value.tobytes().hex(),
     ):
         assert secret not in log, secret
+
+
+def test_a_debug_log_holds_nothing_of_an_image_input(tmp_path):
+    """--log-level debug made every library log at DEBUG: Pillow wrote the EXIF tags of a
+    client's image (its description, camera, position) to the server's log."""
+    import warnings
+
+    from PIL import Image
+
+    import blindai
+    from blindai.pipeline import Pipeline
+    from tests import models
+    from tests._server import start_server
+    from tests.unit.pipeline._factory import encode
+
+    exif = Image.Exif()
+    exif[0x010E] = "SECRET-7f3a-DESCRIPTION"  # ImageDescription
+    exif[0x010F] = "SECRET-7f3a-CAMERA"  # Make
+    image = encode(Image.new("RGB", (40, 30), (10, 20, 230)), "JPEG", exif=exif.tobytes())
+    pipe = Pipeline(
+        {"input": {"kind": "image", "resize": [16, 16]}, "output": {"kind": "labels"}}, {}
+    )
+    debug = start_server(tmp_path, "--log-level", "debug")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            conn = blindai.connect(debug.host, simulation_mode=True, **debug.ports)
+        with conn:
+            conn.upload_model(models.colour_classifier(16), model_name="c", pipeline=pipe)
+            assert conn.predict("c", image=image).top.label == "2"
+        log = debug.wait_for_log("/run 200")
+    finally:
+        debug.stop()
+    assert "SECRET-7f3a" not in log

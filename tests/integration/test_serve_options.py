@@ -156,3 +156,9 @@ def test_an_environment_that_lets_models_configure_onnxruntime_is_refused_in_one
     r = cli("serve", "--simulation", *serve_ports(), env={"ORT_LOAD_CONFIG_FROM_MODEL": "1"})
     line = one_error_line(r, "ConfigurationError", 2)
     assert "ORT_LOAD_CONFIG_FROM_MODEL=1 lets every uploaded model choose" in line
+
+
+def test_an_unknown_log_level_is_refused_in_one_line():
+    r = cli("serve", "--simulation", *serve_ports(), "--log-level", "chatty")
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert "unknown log level 'chatty'" in line

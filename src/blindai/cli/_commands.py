@@ -45,6 +45,7 @@ def add_serve_command(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     try:
         from blindai.server import ServerSettings, serve
+        from blindai.server.main import set_log_level
         from blindai.server.settings import unknown_variables
     except ImportError as exc:
         missing = f" ({exc.name} is missing)" if exc.name else ""
@@ -53,10 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         prog="blindai serve", description=SERVE_DESCRIPTION, epilog=SERVE_EPILOG
     )
     settings = ServerSettings.from_command_line(args.serve_args, parser=parser)
-    try:
-        logging.getLogger().setLevel(settings.log_level.upper())
-    except ValueError:
-        raise ConfigurationError(f"unknown log level {settings.log_level!r}") from None
+    set_log_level(settings.log_level)
     for warning in unknown_variables(os.environ):
         logging.getLogger("blindai.server").warning("%s", warning)
     serve(settings)

@@ -40,12 +40,29 @@ from blindai.server.shutdown import GracefulStop
 from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["Built", "build", "http_listeners", "serve"]
+__all__ = ["Built", "build", "http_listeners", "serve", "set_log_level"]
 
 _log = logging.getLogger("blindai.server")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _BACKLOG = 2048
 """uvicorn's default listen backlog, which it sets again when it starts serving."""
+
+
+_OWN_LOGGER = "blindai"
+"""The one logger ``--log-level`` makes more verbose than WARNING: the server's own lines hold
+no request data or model bytes. Every other library stays at WARNING or above: Pillow's DEBUG
+lines quote the EXIF tags of a client's image (description, camera, position), and a library
+that never promised otherwise may log what it parses."""
+
+
+def set_log_level(name: str) -> None:
+    """Apply ``--log-level``: the server's loggers at ``name``, every other library's at
+    ``name`` or WARNING, whichever is less verbose (ConfigurationError for an unknown name)."""
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise ConfigurationError(f"unknown log level {name!r}")
+    logging.getLogger().setLevel(max(level, logging.WARNING))
+    logging.getLogger(_OWN_LOGGER).setLevel(level)
 
 
 @dataclass(frozen=True)

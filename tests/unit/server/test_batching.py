@@ -465,4 +465,4 @@ def test_batching_turned_off_at_run_time_logs_no_name_from_the_model(pool, caplo
     assert not queue.batching
     assert [float(r[0][1][0, 0]) for r in results] == [0.0, 1.0]  # each ran alone
     assert "output 0 has no batch axis" in caplog.text
-    assert "7f3a" not in caplog.text
+    assert "SECRET-7f3a" not in caplog.text

@@ -275,7 +275,7 @@ def test_a_stored_model_refused_on_restore_is_logged_without_its_names(store, ca
     try:
         assert plane.restore() == 0
         assert "store: model hostile cannot be loaded" in caplog.text
-        assert "7f3a" not in caplog.text
+        assert "SECRET-7f3a" not in caplog.text
     finally:
         plane.close()
 
