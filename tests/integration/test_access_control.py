@@ -311,6 +311,22 @@ def test_metrics_name_public_models_only(
     )  # a deleted model's series go
 
 
+def test_the_servers_metrics_are_not_a_tenants_to_read(
+    server: ServerProcess, alice_key: str, admin: blindai.Connection
+):
+    """Server-wide counts (every private model's inferences under one label, requests by
+    route) told any tenant how busy the others were: a tenant's key now gets 403 on
+    /metrics; the admin key (and the loopback --metrics-port) still read them."""
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        scrape(server, attested_pem(server), api_key=alice_key)
+    assert info.value.code == 403
+    assert info.value.headers["X-BlindAI-Error"] == "PermissionDenied"
+    assert b"admin key" in info.value.read()
+    assert scrape(server, attested_pem(server), api_key=ADMIN_KEY)
+
+
 def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, alice_key: str):
     model = alice.upload_model(add_constant(11), model_name="very-secret-name").model_id
     added(alice, model)

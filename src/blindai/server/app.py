@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -30,7 +31,7 @@ from blindai._version import __version__
 from blindai.protocol.names import ERROR_HEADER
 from blindai.server._workers import WorkerPool
 from blindai.server.access import AccessControl
-from blindai.server.access.middleware import AccessMiddleware
+from blindai.server.access.middleware import AccessMiddleware, caller_of
 from blindai.server.body_budget import BodyBudget, BodyBudgetMiddleware
 from blindai.server.dataplane import DataPlane
 from blindai.server.evidence import EvidenceService
@@ -160,12 +161,24 @@ def create_apps(
         return AccessMiddleware(budgeted, access=access, render=_refusal)
 
     scrape = metrics_route(metrics)
+
+    async def operators_scrape(request: Request) -> Response:
+        """``GET /metrics`` on the management port: not for a tenant's key (the server-wide
+        counts, private models' among them, would tell a tenant how busy the others are)."""
+        if caller_of(request.scope).kind == "tenant":
+            message = (
+                "the server's metrics are the operator's: scrape them with the admin key, or "
+                "on the loopback --metrics-port"
+            )
+            return _refusal(request.url.path, message, 403, "PermissionDenied")
+        return await scrape.endpoint(request)  # type: ignore[no-any-return]
+
     management = [
         *model_routes,
         *replication_routes(plane, access),
         *keys.routes(),
         *evidence,
-        scrape,
+        Route("/metrics", operators_scrape, methods=["GET"]),
     ]
     return Apps(
         unattested=wrap(Starlette(routes=unattested), "unattested"),
