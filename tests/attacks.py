@@ -201,11 +201,9 @@ def chain(n: int) -> bytes:
     return _model(helper.make_graph(nodes, "chain", [x], [y]))
 
 
-def slow_loop() -> bytes:
-    """y = Loop(M){acc + 1}: runs as long as the request's trip count ``M`` asks."""
-    m = helper.make_tensor_value_info("M", TensorProto.INT64, [])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    body = helper.make_graph(
+def _counting_body(elem_type: int) -> onnx.GraphProto:
+    """A Loop body that adds 1 to its [1] accumulator of ``elem_type`` at each trip."""
+    return helper.make_graph(
         [
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
             helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
@@ -214,14 +212,21 @@ def slow_loop() -> bytes:
         [
             helper.make_tensor_value_info("i", TensorProto.INT64, []),
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("acc_in", elem_type, [1]),
         ],
         [
             helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("acc_out", elem_type, [1]),
         ],
-        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+        initializer=[helper.make_tensor("one", elem_type, [1], [1])],
     )
+
+
+def slow_loop() -> bytes:
+    """y = Loop(M){acc + 1}: runs as long as the request's trip count ``M`` asks."""
+    m = helper.make_tensor_value_info("M", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    body = _counting_body(TensorProto.FLOAT)
     zero = helper.make_tensor("init", TensorProto.FLOAT, [1], [0.0])
     nodes = [helper.make_node("Loop", ["M", "", "init"], ["y"], body=body)]
     return _model(helper.make_graph(nodes, "loop", [m], [y], initializer=[zero]))
@@ -233,23 +238,7 @@ def batched_loop(tag: int = 0) -> bytes:
     value of its request asks. ``tag`` makes distinct bytes (another model)."""
     x = helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", 1])
     y = helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", 1])
-    body = helper.make_graph(
-        [
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("acc_in", TensorProto.INT64, [1]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("acc_out", TensorProto.INT64, [1]),
-        ],
-        initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])],
-    )
+    body = _counting_body(TensorProto.INT64)
     nodes = [
         helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
         helper.make_node("Loop", ["m", "", "init"], ["acc"], body=body),

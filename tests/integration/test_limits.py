@@ -181,6 +181,22 @@ def _until_closed(sock: socket.socket) -> bytes:
     return data
 
 
+def _runs_left(server: ServerProcess, model_id: str, body: bytes, count: int) -> list[str]:
+    """Send ``count`` /run requests of ``body``, each on its own connection, left at once; the
+    statuses the access log gives them (the server logs a request once it has ended)."""
+    for _ in range(count):
+        sock = _tls(server)
+        sock.sendall(
+            f"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        sock.close()
+    pattern = re.compile(rf"attested POST /run (\d+) .* model={model_id}$", re.M)
+    deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
+    while len(pattern.findall(server.log())) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pattern.findall(server.log())
+
+
 def _tensor(fact: list[int], data: bytes, datum: int = 3) -> dict[str, object]:
     return {"info": {"fact": fact, "datum_type": datum, "node_name": None}, "bytes_data": data}
 
@@ -442,18 +458,8 @@ def test_a_run_whose_client_left_is_stopped(server, tiny):
         model_id = conn.upload_model(attacks.slow_loop()).model_id
     body = cbor2.dumps({"model_id": model_id, "inputs": [_tensor([], np.int64(1 << 40).tobytes())]})
     with attack(server, tiny):
-        for _ in range(8):  # twice the inference threads, each left at once
-            sock = _tls(server)
-            sock.sendall(
-                f"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            sock.close()
-        pattern = re.compile(rf"attested POST /run (\d+) .* model={model_id}$", re.M)
-        deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
-        while len(pattern.findall(server.log())) < 8 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    assert pattern.findall(server.log()) == ["422"] * 8
+        statuses = _runs_left(server, model_id, body, 8)  # twice the inference threads
+    assert statuses == ["422"] * 8
 
 
 def test_a_batching_models_request_whose_client_left_gives_up(server, tiny):
@@ -466,18 +472,9 @@ def test_a_batching_models_request_whose_client_left_gives_up(server, tiny):
     x = np.array([[1 << 40]], np.int64)
     body = cbor2.dumps({"model_id": model_id, "inputs": [_tensor([1, 1], x.tobytes())]})
     with attack(server, tiny):
-        for _ in range(4):  # the first runs, the others wait behind it; each client leaves
-            sock = _tls(server)
-            sock.sendall(
-                f"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            sock.close()
-        pattern = re.compile(rf"attested POST /run (\d+) .* model={model_id}$", re.M)
-        deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
-        while len(pattern.findall(server.log())) < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    assert pattern.findall(server.log()) == ["422"] * 4
+        # the first runs, the others wait behind it
+        statuses = _runs_left(server, model_id, body, 4)
+    assert statuses == ["422"] * 4
     with connect(server) as conn:  # the run was stopped: the model's slot is free
         got = conn.predict(model_id, {"x": np.array([[3]], np.int64)})
     assert got.output[0].tolist() == [[3]]

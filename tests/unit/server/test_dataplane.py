@@ -64,6 +64,17 @@ class GatedStore(SealedStore):
         super().put_model(record)
 
 
+def run_then_close(scenario: Callable[[], Any], plane: DataPlane, store: GatedStore) -> None:
+    """Run ``scenario()`` (a coroutine function); then, whatever happened, let the store's
+    held writes go on and close the plane and the store."""
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.open.set()
+        plane.close()
+        store.close()
+
+
 def test_string_inputs_refuse_bytes_that_are_not_utf8():
     spec = TensorSpec("s", np.dtype(object), (None,), "tensor(string)")
     ok = match_inputs([spec], [("s", np.array(["a", "é"], dtype=object))])
@@ -456,12 +467,7 @@ def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, 
             (loaded,) = await plane.load([first])
             assert loaded.model is second.model
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        store.open.set()
-        plane.close()
-        store.close()
+    run_then_close(scenario, plane, store)
 
 
 def test_deleting_the_last_loaded_copy_releases_the_session_an_unloaded_copy_shared(plane):
@@ -526,12 +532,7 @@ def test_an_upload_stored_after_a_later_one_is_still_the_older_version(tmp_path)
         assert plane.model(ModelRef("m"), caller=ANONYMOUS) == second
         assert [e.version for e in plane.versions("m", caller=ANONYMOUS)] == [1, 2]
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        store.open.set()
-        plane.close()
-        store.close()
+    run_then_close(scenario, plane, store)
 
 
 def test_the_numbering_of_a_name_goes_with_its_last_upload(tmp_path):
@@ -564,12 +565,7 @@ def test_the_numbering_of_a_name_goes_with_its_last_upload(tmp_path):
         again = await plane.upload(model, name="m", optimize=True, caller=ANONYMOUS)
         assert again.version == 1
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        store.open.set()
-        plane.close()
-        store.close()
+    run_then_close(scenario, plane, store)
 
 
 def test_a_version_deleted_while_its_name_loads_leaves_the_others_loaded():
