@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import ssl
 import uuid
 import warnings
@@ -325,6 +326,54 @@ def test_the_servers_metrics_are_not_a_tenants_to_read(
     assert info.value.headers["X-BlindAI-Error"] == "PermissionDenied"
     assert b"admin key" in info.value.read()
     assert scrape(server, attested_pem(server), api_key=ADMIN_KEY)
+
+
+def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
+    """A body declares its length first and may come at --body-min-rate: a tenant holding
+    slow bodies took the whole --max-body-memory, and every other tenant got 503. One key now
+    holds at most half of it (here 2 MiB of 4): Alice's third 1 MiB body is refused, Bob's is
+    taken."""
+    MiB = 1 << 20
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA),
+        *("--max-request-bytes", str(MiB), "--max-body-memory", str(4 * MiB)),
+        *("--max-model-bytes", str(MiB // 2), "--max-pipeline-bytes", str(MiB // 4)),
+    )
+    try:
+        with connect(proc, ADMIN_KEY) as admin_conn:
+            keys = {name: admin_conn.create_key(name).key for name in ("alice", "bob")}
+        context = ssl.create_default_context(cadata=attested_pem(proc))
+        context.check_hostname = False
+
+        def held_body(key: str) -> tuple[ssl.SSLSocket, bytes]:
+            """A /run whose 1 MiB body never comes; the server's first answer, if any."""
+            raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
+            sock = context.wrap_socket(raw)
+            sock.sendall(
+                b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Length: %d\r\n\r\nxx" % (key.encode(), MiB)
+            )
+            sock.settimeout(0.5)
+            try:
+                return sock, sock.recv(65536)
+            except TimeoutError:
+                return sock, b""
+
+        held = [held_body(keys["alice"]) for _ in range(2)]
+        try:
+            assert [answer for _, answer in held] == [b"", b""]  # her share: 2 MiB
+            sock, refused = held_body(keys["alice"])
+            sock.close()
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"this key" in refused
+            sock, taken = held_body(keys["bob"])
+            held.append((sock, taken))
+            assert taken == b""  # the server waits for Bob's body: there was room for it
+        finally:
+            for sock, _ in held:
+                sock.close()
+    finally:
+        proc.stop()
 
 
 def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, alice_key: str):

@@ -148,7 +148,11 @@ def create_apps(
         counted = MetricsMiddleware(app, metrics, port=label)
         return ServerHeaderAndAccessLog(counted, server_header=header, port_label=label)
 
-    budget = BodyBudget(settings.max_body_memory)
+    # a tenant's share: half the budget, and at least the largest body (an upload)
+    largest = max(settings.max_request_bytes, settings.upload_body_bytes)
+    budget = BodyBudget(
+        settings.max_body_memory, per_key=max(settings.max_body_memory // 2, largest)
+    )
 
     def guarded(routes: list[Route]) -> ASGIApp:
         budgeted = BodyBudgetMiddleware(

@@ -28,34 +28,58 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blindai.errors import ServerBusy
 from blindai.server.access.middleware import ErrorRenderer
+from blindai.server.access.principal import Principal
 from blindai.server.protocols._http import header_int
 
 __all__ = ["BodyBudget", "BodyBudgetMiddleware"]
 
 
 class BodyBudget:
-    """``total`` bytes of request bodies, taken and given back (on the event loop only)."""
+    """``total`` bytes of request bodies, taken and given back (on the event loop only); one
+    tenant's key may hold at most ``per_key`` of them at once (default: half), so that one
+    tenant sending bodies slowly cannot hold the whole budget for the others (a body declares
+    its length before it comes, at the pace its client likes: --body-min-rate lets a 1 GiB
+    upload take hours)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, per_key: int | None = None) -> None:
         self.total = total
+        self.per_key = total // 2 if per_key is None else per_key
         self.held = 0
         """Bytes taken by the requests in progress."""
+        self._by_key: dict[str, int] = {}
 
-    def take(self, size: int) -> bool:
-        """Take ``size`` bytes if they fit (True), else take nothing (False)."""
+    def take(self, size: int, key: str | None = None) -> str | None:
+        """Take ``size`` bytes if they fit (None), else take nothing and say why; ``key``: the
+        tenant's key taking them (None: the admin key, or an open server's callers)."""
         if self.held + size > self.total:
-            return False
+            return (
+                f"the server holds {self.held} bytes of other requests' bodies and may hold "
+                f"{self.total} (--max-body-memory); try again"
+            )
+        if key is not None:
+            mine = self._by_key.get(key, 0) + size
+            if mine > self.per_key:
+                return (
+                    f"this key's requests in progress hold {mine - size} bytes of bodies, and one "
+                    f"key may hold {self.per_key} (half of --max-body-memory, at least the largest "
+                    "body); try again"
+                )
+            self._by_key[key] = mine
         self.held += size
-        return True
+        return None
 
     def hold(self, size: int) -> None:
         """Take ``size`` bytes even beyond the total (memory already in use: an answer that
         its client has not taken yet, counted by the connection layer)."""
         self.held += size
 
-    def give(self, size: int) -> None:
-        """Give back what :meth:`take` took."""
+    def give(self, size: int, key: str | None = None) -> None:
+        """Give back what :meth:`take` took (for ``key``)."""
         self.held -= size
+        if key is not None:
+            left = self._by_key.pop(key) - size
+            if left:
+                self._by_key[key] = left
 
 
 def _declared(scope: Scope, most: int) -> int:
@@ -100,15 +124,16 @@ class BodyBudgetMiddleware:
             await self.app(scope, receive, send)
             return
         budget = self.budget
-        if not budget.take(size):
-            message = (
-                f"the server holds {budget.held} bytes of other requests' bodies and may hold "
-                f"{budget.total} (--max-body-memory); try again"
-            )
-            reply = self.render(scope.get("path", ""), message, 503, ServerBusy.__name__)
+        principal = (scope.get("state") or {}).get("principal")
+        key = None  # the admin key and an open server's callers: no share of their own
+        if isinstance(principal, Principal) and principal.kind == "tenant":
+            key = principal.key_id
+        refusal = budget.take(size, key)
+        if refusal is not None:
+            reply = self.render(scope.get("path", ""), refusal, 503, ServerBusy.__name__)
             await reply(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            budget.give(size)
+            budget.give(size, key)
