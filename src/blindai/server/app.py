@@ -149,10 +149,8 @@ def create_apps(
         return ServerHeaderAndAccessLog(counted, server_header=header, port_label=label)
 
     # a tenant's share: half the budget, and at least the largest body (an upload)
-    largest = max(settings.max_request_bytes, settings.upload_body_bytes)
-    budget = BodyBudget(
-        settings.max_body_memory, per_key=max(settings.max_body_memory // 2, largest)
-    )
+    share = max(settings.max_body_memory // 2, settings.largest_body_bytes)
+    budget = BodyBudget(settings.max_body_memory, per_key=share)
 
     def guarded(routes: list[Route]) -> ASGIApp:
         budgeted = BodyBudgetMiddleware(

@@ -53,8 +53,8 @@ class BodyBudget:
         tenant's key taking them (None: the admin key, or an open server's callers)."""
         if self.held + size > self.total:
             return (
-                f"the server holds {self.held} bytes of other requests' bodies and may hold "
-                f"{self.total} (--max-body-memory); try again"
+                f"the server holds {self.held} bytes of other requests' bodies and unread "
+                f"answers, and may hold {self.total} (--max-body-memory); try again"
             )
         if key is not None:
             mine = self._by_key.get(key, 0) + size

@@ -290,7 +290,7 @@ class ServerSettings(BaseSettings):
             body_min_rate=self.body_min_rate,
             keep_alive_timeout_s=self.keep_alive_timeout,
             max_connections=self.max_connections,
-            max_body_bytes=max(self.max_request_bytes, self.upload_body_bytes),
+            max_body_bytes=self.largest_body_bytes,
         )
 
     @property
@@ -299,6 +299,11 @@ class ServerSettings(BaseSettings):
         ``max_request_bytes``) as it comes, before the server sees it, so at most
         ``max_connections`` and as many as ``max_body_memory`` holds."""
         return min(self.max_connections, max(1, self.max_body_memory // self.max_request_bytes))
+
+    @property
+    def largest_body_bytes(self) -> int:
+        """The largest body any port takes: a run's or an upload's."""
+        return max(self.max_request_bytes, self.upload_body_bytes)
 
     @property
     def upload_body_bytes(self) -> int:
@@ -331,7 +336,7 @@ class ServerSettings(BaseSettings):
                 f"--pccs-url {self.pccs_url!r:.80} is not an https:// (or http://) URL: a PCS or "
                 "PCCS is reached over HTTP only"
             )
-        largest = max(self.max_request_bytes, self.upload_body_bytes)
+        largest = self.largest_body_bytes
         if self.max_body_memory < largest:
             raise ConfigurationError(
                 f"--max-body-memory {self.max_body_memory} is below the largest body a request "
