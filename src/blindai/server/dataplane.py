@@ -77,7 +77,7 @@ from blindai.protocol.replication import ExportedModel, ListedModel, export_fram
 from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
-from blindai.server.access import Principal
+from blindai.server.access import ADMIN_ID, Principal
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
@@ -278,18 +278,16 @@ class DataPlane:
         queue = None
         if shared is None:
             # uploads waiting for a compile worker take turns between keys, as runs do
-            compiled, queue = await self._compile.submit(
-                functools.partial(self._checked_compiled, model, optimize, schedule),
-                group=caller.key_id,
+            compiled, queue = await self._compiling(
+                functools.partial(self._checked_compiled, model, optimize, schedule), caller
             )
         else:
             compiled = shared
         try:
             steps = None
             if pipeline is not None:
-                steps = await self._compile.submit(
-                    functools.partial(self._compiled_pipeline, pipeline, compiled),
-                    group=caller.key_id,
+                steps = await self._compiling(
+                    functools.partial(self._compiled_pipeline, pipeline, compiled), caller
                 )
             version, uploaded_ns = self.registry.reserve(name, caller.key_id)
             try:
@@ -312,9 +310,9 @@ class DataPlane:
                     # unloaded) meanwhile, and its session with it: registered with it, this
                     # upload answered every run 404 ("deleted") while the index said READY
                     try:
-                        compiled, queue = await self._compile.submit(
+                        compiled, queue = await self._compiling(
                             functools.partial(self._checked_compiled, model, optimize, schedule),
-                            group=caller.key_id,
+                            caller,
                         )
                     except BaseException:
                         self._unstore(record)
@@ -551,7 +549,16 @@ class DataPlane:
             )
 
     def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
-        return self._infer.submit(fn, group=group)
+        """``fn()`` in an inference worker, in turn with the other keys' runs; a tenant's key
+        (``group``) runs at most ``key_runs`` at once."""
+        share = None if group in (None, ADMIN_ID) else self.settings.key_runs
+        return self._infer.submit(fn, group=group, share=share)
+
+    def _compiling(self, fn: Callable[[], _T], caller: Principal) -> asyncio.Future[_T]:
+        """``fn()`` in a compile worker, in turn with the other keys' uploads; a tenant's key
+        compiles one upload at a time (the other worker stays free for the other keys)."""
+        share = 1 if caller.kind == "tenant" else None
+        return self._compile.submit(fn, group=caller.key_id, share=share)
 
     def _schedule(self, asked: ModelSettings, *, optimize: bool = True) -> _Schedule:
         """The upload's settings, each unset one taken from the server's; ``optimize``: the
@@ -907,12 +914,12 @@ class DataPlane:
 
             async def queued() -> tuple[_T | None, Exception | None, bool]:
                 async with slots:
-                    return await self._infer.submit(counted, group=group)
+                    return await self._blocking(counted, group)
 
             work = queued()
         else:  # a free slot: taken now, given back when the worker is done with the run
             await slots.acquire()
-            work = self._infer.submit(counted, group=group)
+            work = self._blocking(counted, group)
             work.add_done_callback(lambda _: slots.release())
         value, error, shared = await run_guarded(
             work, control, timeout_s=settings.run_timeout, disconnected=disconnected

@@ -231,6 +231,16 @@ class ServerSettings(BaseSettings):
         """``max_model_runs``, with 0 resolved."""
         return self.max_model_runs or max(1, self.inference_threads - 1)
 
+    max_key_runs: int = Field(0, ge=0)
+    """Most inferences of one tenant's key (all its models together) running at once; 0: half
+    of --inference-threads (at least 1), so that a tenant whose runs last long never holds
+    every worker. The admin key and an open server's callers are not held to it."""
+
+    @property
+    def key_runs(self) -> int:
+        """``max_key_runs``, with 0 resolved."""
+        return self.max_key_runs or max(1, self.inference_threads // 2)
+
     pccs_url: str | None = None
     """Intel PCS/PCCS base URL: SGX collateral (Gramine; Intel's PCS when unset) and TDX
     collateral (configfs-tsm; none served when unset)."""

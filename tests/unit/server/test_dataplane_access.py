@@ -593,6 +593,41 @@ def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
         plane.close()
 
 
+def test_a_key_holds_at_most_its_share_of_the_inference_threads():
+    """Two inference threads, so a tenant's key runs one at a time (--max-key-runs: half).
+    Alice's three long runs over three models are under way when Bob sends his: the other
+    thread is his at once, and his run ends before her second. Taking turns alone, hers held
+    both threads and his ended third at best."""
+    from tests.models import slow_add
+
+    settings = ServerSettings(tee="simulation", inference_threads=2, inline_run_us=0)
+    assert settings.key_runs == 1
+    plane = DataPlane(settings, ModelRegistry(max_models=10))
+    try:
+        callers = (ALICE, ALICE, ALICE, BOB)
+        models = [
+            asyncio.run(plane.upload(slow_add(v), name=None, optimize=True, caller=who))
+            for v, who in enumerate(callers)
+        ]
+        ended: list[str] = []
+
+        async def run_one(entry: ModelEntry, who: Principal) -> None:
+            await plane.infer(ModelRef(entry.model_id), [(None, X)], caller=who)
+            ended.append(who.key_id or "")
+
+        async def burst() -> None:
+            hers = [asyncio.ensure_future(run_one(m, ALICE)) for m in models[:3]]
+            # her runs are under way: both threads run hers, or one does and the rest wait
+            while plane._running < 2 and not plane._infer._held:
+                await asyncio.sleep(0.001)
+            await asyncio.gather(run_one(models[3], BOB), *hers)
+
+        asyncio.run(burst())
+        assert len(ended) == 4 and ended.index("k_bob") <= 1, ended
+    finally:
+        plane.close()
+
+
 def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: DataPlane):
     """Alice's four uploads reach the two compile workers before Bob's one: his is not
     compiled after all of hers."""

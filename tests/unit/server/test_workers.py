@@ -117,3 +117,63 @@ def test_waiting_work_is_taken_in_turns_between_groups():
     asyncio.run(main())
     pool.close()
     assert order == ["a0", "a1", "b1", "anonymous", "a2", "b2", "a3"]
+
+
+def test_a_group_held_to_a_share_leaves_the_other_threads_to_others():
+    """Group "a" (share 2 of 4 threads) sends four jobs that block: two run, two wait although
+    two threads are free, and "b"'s job runs at once; each of "a"'s that ends lets the next
+    one start."""
+    pool = WorkerPool(4, name="share")
+    gates = [threading.Event() for _ in range(4)]
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def job(label: str, gate: threading.Event | None):
+        def run() -> str:
+            with lock:
+                started.append(label)
+            if gate is not None:
+                gate.wait(10)
+            return label
+
+        return run
+
+    async def until(count: int) -> None:
+        for _ in range(1000):
+            if len(started) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(started)
+
+    async def main() -> None:
+        held = [pool.submit(job(f"a{i}", gates[i]), group="a", share=2) for i in range(4)]
+        await until(2)
+        assert await pool.submit(job("b", None), group="b", share=2) == "b"
+        await asyncio.sleep(0.05)
+        # a2 and a3 wait for one of a's to end (a0 and a1 start in either order)
+        assert sorted(started[:2]) == ["a0", "a1"] and started[2:] == ["b"]
+        gates[1].set()
+        await until(4)
+        assert started[3] == "a2"
+        await asyncio.sleep(0.05)
+        assert len(started) == 4  # a3 still waits: a0 and a2 run
+        gates[0].set()
+        gates[2].set()
+        gates[3].set()
+        assert await asyncio.gather(*held) == ["a0", "a1", "a2", "a3"]
+        assert await pool.submit(job("after", None), group="a", share=2) == "after"
+
+    asyncio.run(main())
+    pool.close()
+    assert pool._running == {} and pool._held == 0
+
+
+def test_a_share_is_at_least_one_thread():
+    pool = WorkerPool(2, name="bad")
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="at least one"):
+            pool.submit(lambda: None, group="a", share=0)
+
+    asyncio.run(main())
+    pool.close()
