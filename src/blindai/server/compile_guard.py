@@ -41,6 +41,7 @@ from typing import Any
 from blindai._documents import loads_json
 from blindai.errors import InvalidInput
 from blindai.server._compile_worker import MEMORY_EXIT
+from blindai.server.abandon import Abandon
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.model_file import ModelFile
 
@@ -137,25 +138,28 @@ class CompileGuard:
         except OSError as exc:
             _log.warning("compile guard: the next child could not be started (%s)", exc)
 
-    def check(self, model: bytes | ModelFile, *, optimize: bool) -> CompileReport:
+    def check(
+        self, model: bytes | ModelFile, *, optimize: bool, abandon: Abandon | None = None
+    ) -> CompileReport:
         """Admission checks and a trial compile; InvalidInput (400) or InferenceFailed (400).
 
         ``model``: its bytes, or the server's (complete) file of them, which the child reads
-        through a read-only descriptor.
+        through a read-only descriptor. ``abandon`` set (the client went away) kills the child
+        and raises ClientGone.
         """
         if not self.enabled:
             data = model.read() if isinstance(model, ModelFile) else model
             check_model(parse_model(data), limits=self.limits.admission)
             return CompileReport(None, None)
         if isinstance(model, ModelFile):
-            return self._check_file(model, optimize)
+            return self._check_file(model, optimize, abandon or Abandon())
         file = ModelFile.holding(model)
         try:
-            return self._check_file(file, optimize)
+            return self._check_file(file, optimize, abandon or Abandon())
         finally:
             file.close()
 
-    def _check_file(self, model: ModelFile, optimize: bool) -> CompileReport:
+    def _check_file(self, model: ModelFile, optimize: bool, abandon: Abandon) -> CompileReport:
         job = {
             "size": model.size,
             "optimize": optimize,
@@ -171,7 +175,9 @@ class CompileGuard:
             finally:
                 os.close(reader)
             self._replenish()  # the next spare starts while this child works
-            out, _ = child.process.communicate(timeout=self.limits.timeout_s)
+            with abandon.stopping(child.process.kill):
+                out, _ = child.process.communicate(timeout=self.limits.timeout_s)
+            abandon.check()  # killed because the client went away: not the model's fault
         except subprocess.TimeoutExpired:
             _discard(child)
             raise InvalidInput(

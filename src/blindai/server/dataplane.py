@@ -77,6 +77,7 @@ from blindai.protocol.replication import ExportedModel, ListedModel, export_fram
 from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
 from blindai.server._text import count, limit, were
 from blindai.server._workers import WorkerPool
+from blindai.server.abandon import Abandon, ClientGone
 from blindai.server.access import ADMIN_ID, Principal
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
@@ -247,10 +248,13 @@ class DataPlane:
         public: bool = False,
         pipeline: Pipeline | None = None,
         settings: ModelSettings | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> ModelEntry:
         """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
         not fit), keep both in the store, and register the model under a fresh id owned by
-        ``caller``; ``public``: every valid API key may run it.
+        ``caller``; ``public``: every valid API key may run it. ``disconnected()`` completes
+        when the client goes away: until the model is registered, that stops the upload
+        (its compile child killed, nothing kept) with ClientGone.
 
         ``model``: its bytes, or the server's file of them (streamed as it arrived).
         ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
@@ -258,6 +262,41 @@ class DataPlane:
         already loaded by the same owner share that session, with the settings they were loaded
         with (another key's identical upload has its own: ``registry.share_key``).
         """
+        abandon = Abandon()
+        watch = None
+        if disconnected is not None:
+            watch = asyncio.ensure_future(disconnected())
+            watch.add_done_callback(lambda w: None if w.cancelled() else abandon.set())
+        try:
+            return await self._upload(
+                model,
+                name=name,
+                optimize=optimize,
+                caller=caller,
+                public=public,
+                pipeline=pipeline,
+                settings=settings,
+                abandon=abandon,
+            )
+        except ClientGone:
+            _log.info("an upload was stopped: its client went away before it was registered")
+            raise
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _upload(
+        self,
+        model: bytes | ModelFile,
+        *,
+        name: str | None,
+        optimize: bool,
+        caller: Principal,
+        public: bool,
+        pipeline: Pipeline | None,
+        settings: ModelSettings | None,
+        abandon: Abandon,
+    ) -> ModelEntry:
         size = _size(model)
         self.check_model_size(size)
         if not size:
@@ -279,7 +318,8 @@ class DataPlane:
         if shared is None:
             # uploads waiting for a compile worker take turns between keys, as runs do
             compiled, queue = await self._compiling(
-                functools.partial(self._checked_compiled, model, optimize, schedule), caller
+                functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
+                caller,
             )
         else:
             compiled = shared
@@ -289,6 +329,7 @@ class DataPlane:
                 steps = await self._compiling(
                     functools.partial(self._compiled_pipeline, pipeline, compiled), caller
                 )
+            abandon.check()  # the client went away while it compiled: nothing to keep
             version, uploaded_ns = self.registry.reserve(name, caller.key_id)
             try:
                 record = StoredModel(
@@ -311,7 +352,9 @@ class DataPlane:
                     # upload answered every run 404 ("deleted") while the index said READY
                     try:
                         compiled, queue = await self._compiling(
-                            functools.partial(self._checked_compiled, model, optimize, schedule),
+                            functools.partial(
+                                self._checked_compiled, model, optimize, schedule, abandon
+                            ),
                             caller,
                         )
                     except BaseException:
@@ -584,11 +627,18 @@ class DataPlane:
         return _Schedule(threads, policy, asked.max_batch_size is not None, optimize)
 
     def _checked_compiled(
-        self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: _Schedule,
+        abandon: Abandon | None = None,
     ) -> tuple[OnnxModel, ModelQueue | None]:
-        """The compile guard's checks and trial compile, then the server's own compile."""
+        """The compile guard's checks and trial compile, then the server's own compile (not
+        begun once ``abandon`` is set: the client went away)."""
+        abandon = abandon or Abandon()
         # a streamed model's file goes to the guard's child as a read-only descriptor
-        self.compile_guard.check(model, optimize=optimize)
+        self.compile_guard.check(model, optimize=optimize, abandon=abandon)
+        abandon.check()
         return self._compiled(model, optimize, schedule)
 
     def _compiled(

@@ -204,3 +204,47 @@ def test_a_child_that_crashes_is_not_reported_as_out_of_memory(guard, caplog):
     assert "onnxruntime crashed on an upload (SIGSEGV)" in caplog.text
     with pytest.raises(InvalidInput, match="more memory than this server allows"):
         _report(-signal.SIGKILL, b"", guard.limits)  # the kernel's answer to memory
+
+
+def test_an_abandoned_check_kills_its_child(guard):
+    """The client of an upload went away while its model was checked (this one takes about a
+    minute to compile): the child is killed at once and the check raises ClientGone."""
+    import signal
+    import threading
+
+    from blindai.server.abandon import Abandon, ClientGone
+
+    children: list = []
+
+    class Watched(Abandon):
+        def stopping(self, stop):
+            children.append(stop.__self__)  # the child's Popen (stop is its kill)
+            return super().stopping(stop)
+
+    abandon = Watched()
+
+    def leave() -> None:
+        for _ in range(6000):  # the child has the job, then the client leaves
+            if children:
+                break
+            threading.Event().wait(0.01)
+        abandon.set()
+
+    leaving = threading.Thread(target=leave)
+    leaving.start()
+    try:
+        with pytest.raises(ClientGone):
+            guard.check(attacks.wide_ifs(20000), optimize=True, abandon=abandon)
+    finally:
+        leaving.join()
+    assert children and children[0].returncode == -signal.SIGKILL
+    assert guard.check(identity(TensorProto.FLOAT), optimize=True).seconds  # usable after
+
+
+def test_a_check_abandoned_before_it_starts_never_runs(guard):
+    from blindai.server.abandon import Abandon, ClientGone
+
+    abandon = Abandon()
+    abandon.set()
+    with pytest.raises(ClientGone):
+        guard.check(identity(TensorProto.FLOAT), optimize=True, abandon=abandon)

@@ -601,3 +601,43 @@ def test_a_version_deleted_while_its_name_loads_leaves_the_others_loaded():
     finally:
         plane.release.set()
         plane.close()
+
+
+def test_an_upload_whose_client_leaves_while_it_compiles_keeps_nothing(tmp_path):
+    """The client left while its model was checked (about a minute for this one): the upload
+    stops with ClientGone, its compile child killed; nothing is stored or registered (before,
+    the model was compiled, stored and registered under an id nobody received)."""
+    from blindai.server.abandon import ClientGone
+    from tests import attacks
+
+    store = SealedStore(tmp_path / "store", key_material=b"k" * 32)
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
+    left = asyncio.Event()
+
+    async def disconnected() -> None:
+        await left.wait()
+
+    async def upload_and_leave() -> None:
+        upload = asyncio.ensure_future(
+            plane.upload(
+                attacks.wide_ifs(20000),
+                name="left",
+                optimize=True,
+                caller=ANONYMOUS,
+                disconnected=disconnected,
+            )
+        )
+        await asyncio.sleep(0.5)  # compiling by now, or not yet started: stopped either way
+        left.set()
+        with pytest.raises(ClientGone):
+            await asyncio.wait_for(upload, 60)
+
+    try:
+        asyncio.run(upload_and_leave())
+        assert plane.registry.entries(lambda e: True) == [] and list(store.load_models()) == []
+        kept = asyncio.run(  # the compile workers are free
+            plane.upload(identity(TensorProto.FLOAT), name="k", optimize=True, caller=ANONYMOUS)
+        )
+        assert [e.model_id for e in plane.registry.entries(lambda e: True)] == [kept.model_id]
+    finally:
+        plane.close()

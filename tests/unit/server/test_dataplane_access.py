@@ -375,8 +375,8 @@ class CountingPlane(DataPlane):
 
     live = peak = 0
 
-    def _checked_compiled(self, model, optimize, schedule):
-        compiled = super()._checked_compiled(model, optimize, schedule)
+    def _checked_compiled(self, model, optimize, schedule, abandon=None):
+        compiled = super()._checked_compiled(model, optimize, schedule, abandon)
         self.live += 1
         self.peak = max(self.peak, self.live)
         unload = compiled[0].unload
@@ -637,10 +637,10 @@ def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: Dat
     compiled: list[float] = []
     real = plane._checked_compiled
 
-    def held(model, optimize, schedule):  # the compilation itself, held until all are queued
+    def held(model, optimize, schedule, abandon=None):  # held until all are queued
         gate.wait(10)
         compiled.append(float(model_value(model)))
-        return real(model, optimize, schedule)
+        return real(model, optimize, schedule, abandon)
 
     def model_value(model) -> float:
         return next(v for v in range(10) if add_constant(v) == bytes(model))

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
 from blindai.server._text import clipped
+from blindai.server.abandon import ClientGone
 from blindai.server.middleware import route_template
 
 __all__ = [
@@ -103,8 +104,9 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
     """Turn errors into replies made by ``render``, with the ``X-BlindAI-Error`` header.
 
     A BlindAI error keeps its class's status and its short message; a client that left
-    before its body arrived whole is no error (:data:`CLIENT_CLOSED`, nothing logged); anything
-    else is a bug, answered with a 500 and logged by exception type only (never request data).
+    before its body arrived whole, or before its upload was registered, is no error
+    (:data:`CLIENT_CLOSED`, nothing logged); anything else is a bug, answered with a 500 and
+    logged by exception type only (never request data).
     """
 
     def decorate(endpoint: Endpoint) -> Endpoint:
@@ -117,7 +119,7 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
                     _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
                 reply = render(clipped(message), status, kind)
-            except ClientDisconnect:
+            except (ClientDisconnect, ClientGone):
                 return Response(None, CLIENT_CLOSED)  # nobody to answer: no error, no body
             except Exception as exc:
                 where = route_template(request.scope)

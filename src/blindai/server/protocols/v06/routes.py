@@ -115,6 +115,7 @@ class V06Routes:
                 public=upload.public,
                 pipeline=upload.pipeline,
                 settings=upload.settings,
+                disconnected=functools.partial(client_gone, request),
             )
         except BaseException:
             if isinstance(model, ModelFile):
