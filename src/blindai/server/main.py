@@ -31,7 +31,7 @@ from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.connections import LimitedServer, reserve_file_descriptors
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics
-from blindai.server.no_dumps import forbid_dumps
+from blindai.server.no_dumps import forbid_dumps, swap_warning
 from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
 from blindai.server.runtime import check_device, check_environment
@@ -322,6 +322,9 @@ def serve(
             "(docs/server.md#memory)",
             problem,
         )
+    swapping = swap_warning()
+    if swapping is not None:
+        _log.warning("%s", swapping)
     built = build(settings, attester=attester, gpu_attester=gpu_attester)
     # three uvicorn servers would each say "Started server process": the banner says it once
     uvicorn_log = logging.getLogger("uvicorn.error")

@@ -13,6 +13,10 @@ The server calls it at start (``blindai.server.main.serve``) and the compile gua
 it before it reads a model (``execve`` makes a process dumpable again). Where the kernel or the
 runtime refuses (Gramine: an enclave's memory is never in a host core dump), it says which
 part failed; nothing else depends on it.
+
+The server does not lock its memory, so swap is the other way its memory reaches a disk:
+:func:`swap_warning` reads ``/proc/swaps`` at start and names the swap areas in use (``zram``
+devices, compressed in memory, are not disks).
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import ctypes.util
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["DumpGuard", "forbid_dumps"]
+__all__ = ["SWAPS", "DumpGuard", "forbid_dumps", "swap_warning"]
+
+SWAPS = Path("/proc/swaps")
+"""The kernel's list of swap areas in use."""
 
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
@@ -73,3 +81,22 @@ def forbid_dumps() -> DumpGuard:
         prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
         not_dumpable = prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
     return DumpGuard(no_core_file=no_core, not_dumpable=not_dumpable)
+
+
+def swap_warning(swaps: Path = SWAPS) -> str | None:
+    """A warning naming the swap areas in use (other than ``zram``), or None when there are
+    none (or the list cannot be read: not Linux)."""
+    try:
+        lines = swaps.read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+    except OSError:
+        return None
+    areas = [line.split()[0] for line in lines if line.split()]
+    disks = [a for a in areas if not a.startswith("/dev/zram")]
+    if not disks:
+        return None
+    named = ", ".join(repr(a[:64]) for a in disks[:4]) + (", ..." if len(disks) > 4 else "")
+    return (
+        f"swap is on ({named}): memory holding tenants' models, inputs and outputs may be "
+        "written there; in a confidential VM, run with no swap or encrypted swap "
+        "(docs/server.md#memory)"
+    )

@@ -123,3 +123,23 @@ def test_a_non_dumpable_process_still_reads_its_own_proc_files():
     )
     got = json.loads(done.stdout)
     assert got == {"not_dumpable": True, "data": "model bytes", "status": True}
+
+
+def test_swap_in_use_is_named_at_start(tmp_path):
+    """The server's memory is not locked: swap on a disk is where it may reach the host."""
+    from blindai.server.no_dumps import SWAPS, swap_warning
+
+    swaps = tmp_path / "swaps"
+    head = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+    swaps.write_text(head)
+    assert swap_warning(swaps) is None  # none in use
+    swaps.write_text(head + "/dev/zram0  partition\t4194300\t0\t100\n")
+    assert swap_warning(swaps) is None  # compressed in memory, not a disk
+    swaps.write_text(
+        head + "/dev/sda2  partition\t8388604\t0\t-2\n/swap.img  file\t2097148\t0\t-3\n"
+    )
+    warning = swap_warning(swaps)
+    assert warning is not None and "'/dev/sda2', '/swap.img'" in warning
+    assert "no swap or encrypted swap" in warning
+    assert swap_warning(tmp_path / "missing") is None  # not Linux: nothing to say
+    assert SWAPS.name == "swaps"
