@@ -300,3 +300,34 @@ def doubled_weight(where: str, n: int, elem_type: int = TensorProto.FLOAT) -> by
     ]
     graph = helper.make_graph(nodes, "doubled", inputs, [y], initializer=inits)
     return _model(graph, functions=functions)
+
+
+def string_amplifier(op: str, *, name: str = "amplify") -> bytes:
+    """``op`` makes ``n`` copies of the request's string ``x`` (a 10 KB request to 100 000
+    copies took the server 1 GB outside onnxruntime's arena); the output is its first element.
+
+    ``op``: ``Expand``, ``Tile``, ``Gather`` (repeated index 0), ``Where`` (a broadcast),
+    ``StringConcat`` is left out (this onnxruntime has no kernel for it).
+    """
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [1])
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, [1])
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    nodes = []
+    if op in ("Expand", "Tile"):
+        nodes.append(helper.make_node(op, ["x", "n"], ["big"], name=name))
+    elif op == "Gather":
+        nodes += [
+            helper.make_node("ConstantOfShape", ["n"], ["zeros"], value=zero),
+            helper.make_node("Gather", ["x", "zeros"], ["big"], name=name),
+        ]
+    elif op == "Where":
+        true = helper.make_tensor("true", TensorProto.BOOL, [1], [True])
+        nodes += [
+            helper.make_node("ConstantOfShape", ["n"], ["mask"], value=true),
+            helper.make_node("Where", ["mask", "x", "x"], ["big"], name=name),
+        ]
+    else:
+        raise ValueError(op)
+    nodes.append(helper.make_node("Gather", ["big", "zero"], ["y"]))
+    return _model(helper.make_graph(nodes, "strings", [x, n], [y], initializer=[zero]))

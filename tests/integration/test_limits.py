@@ -242,6 +242,17 @@ def test_a_graph_whose_static_shapes_are_too_large_is_refused_at_upload(server, 
             conn.upload_model(attacks.static_constant_of_shape(1 << 28))
 
 
+@pytest.mark.parametrize("op", ["Expand", "Gather"])
+def test_a_model_that_repeats_a_requests_string_is_refused_at_upload(server, tiny, op):
+    """A 10 KB request through Expand to 100 000 copies took the server 1 GB outside the arena
+    (onnxruntime keeps a string's characters on the heap): such a model cannot be uploaded."""
+    with attack(server, tiny), connect(server) as conn:
+        with pytest.raises(InvalidInput, match="--max-string-memory") as info:
+            conn.upload_model(attacks.string_amplifier(op))
+    assert info.value.status_code == 400
+    assert f"({op})" in str(info.value)
+
+
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):
     """Issue 10: 8 MB of If nodes took 4 GB to compile. Here, 3000 Ifs need more than the
     test server's --compile-memory; 10000 are more nodes than --max-graph-nodes."""

@@ -33,6 +33,7 @@ import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
 
 from blindai.errors import InvalidInput
+from blindai.server._strings import StringLimits, check_strings, known, string_constants
 
 __all__ = ["AdmissionLimits", "check_model", "parse_model"]
 
@@ -64,6 +65,11 @@ class AdmissionLimits:
     """Largest value a static shape may imply (the per-request memory limit)."""
     shape_inference: bool = True
     """Whether to run onnx shape inference to find static shapes over ``max_tensor_bytes``."""
+    max_string_bytes: int | None = None
+    """Heap bytes the characters of the model's string values may take for one request, beyond
+    the arena (``blindai.server._strings``); None: not checked."""
+    max_request_bytes: int = 64 << 20
+    """The largest request body: the most characters a request's strings hold."""
 
 
 def _shown(text: str) -> str:
@@ -238,13 +244,16 @@ def _skeleton(model: ModelProto) -> None:
     model.ClearField("training_info")
 
 
-def _check_static_shapes(model: ModelProto, weights: set[str], limits: AdmissionLimits) -> None:
+def _infer(model: ModelProto) -> ModelProto | None:
     try:
-        inferred = onnx.shape_inference.infer_shapes(
+        return onnx.shape_inference.infer_shapes(
             model, check_type=False, strict_mode=False, data_prop=True
         )
     except Exception:  # inconsistent graphs are onnxruntime's to refuse, with its message
-        return
+        return None
+
+
+def _check_static_shapes(inferred: ModelProto, weights: set[str], limits: AdmissionLimits) -> None:
     pending: list[GraphProto] = [inferred.graph]
     while pending:
         graph = pending.pop()
@@ -271,9 +280,42 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
     """
     walk = _walk(model, limits)
     _refuse_external(walk.tensors)
+    constants = string_constants(model) if limits.max_string_bytes is not None else {}
+    inferred: ModelProto | None = None
     if limits.shape_inference:
         weights = {i.name for i in model.graph.initializer}
         _drop_weights_data(walk.tensors)
         del walk  # no reference to a tensor is left while the skeleton moves them
         _skeleton(model)
-        _check_static_shapes(model, weights, limits)
+        inferred = _infer(model)
+        if inferred is not None:
+            _check_static_shapes(inferred, weights, limits)
+    if limits.max_string_bytes is not None:
+        check_strings(
+            model,
+            types=_all_types(inferred),
+            constants=constants,
+            limits=StringLimits(
+                max_string_bytes=limits.max_string_bytes,
+                max_request_bytes=limits.max_request_bytes,
+                max_run_memory=limits.max_tensor_bytes,
+            ),
+        )
+
+
+def _all_types(inferred: ModelProto | None) -> dict[str, onnx.TypeProto]:
+    """The type of every value onnx shape inference typed, in every graph."""
+    if inferred is None:
+        return {}
+    found: dict[str, onnx.TypeProto] = {}
+    pending: list[GraphProto] = [inferred.graph]
+    while pending:
+        graph = pending.pop()
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            if known(value.type):
+                found[value.name] = value.type
+        for node in graph.node:
+            for attr in node.attribute:
+                pending += [attr.g] if attr.HasField("g") else []
+                pending += list(attr.graphs)
+    return found

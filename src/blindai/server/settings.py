@@ -159,6 +159,11 @@ class ServerSettings(BaseSettings):
     """Bytes of tensors onnxruntime may hold for all the inferences running at once (one capped
     arena, given back after each run): a run that needs more fails with 422 (503 when others
     were running). A model whose static shapes imply a larger value is refused at upload."""
+    max_string_memory: int = Field(1 << 30, gt=0)
+    """Bytes the characters of a model's string values may take, beyond --max-run-memory, for
+    one request of --max-request-bytes (onnxruntime keeps a string's characters outside its
+    arena): bounded at upload from the model's operators; a model that could take more is
+    refused (400)."""
     compile_timeout: float = Field(30.0, gt=0)
     """Seconds an upload's checks and compilation may take; then it is refused with 400."""
     compile_memory: int = Field(2 << 30, gt=0)
@@ -275,6 +280,8 @@ class ServerSettings(BaseSettings):
             max_subgraph_depth=self.max_subgraph_depth,
             max_tensor_bytes=self.max_run_memory,
             shape_inference=True,
+            max_string_bytes=self.max_string_memory,
+            max_request_bytes=self.max_request_bytes,
         )
 
     def compile_limits(self) -> CompileLimits:
