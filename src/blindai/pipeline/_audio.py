@@ -16,7 +16,7 @@ from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import AudioInput
 
-__all__ = ["AudioStep", "compile_audio", "decode_wav", "normalize_audio"]
+__all__ = ["AudioStep", "compile_audio", "decode_wav", "normalize_audio", "wav_cost"]
 
 _FLOATS = tuple(np.dtype(t) for t in ("float32", "float16", "float64"))
 MAX_CHANNELS = 16
@@ -35,26 +35,59 @@ def _samples(frames: bytes, width: int) -> np.ndarray:
     return np.frombuffer(frames, "<i4").astype(np.float32) / float(1 << 31)
 
 
+BYTES_PER_INPUT_SAMPLE = {1: 12, 2: 12, 3: 40, 4: 16}
+"""Memory per sample of the file, by sample width: its bytes read out, float32 samples, the
+24-bit unpacking's int32 temporaries, the mono mix."""
+BYTES_PER_OUTPUT_SAMPLE = 24
+"""Memory per sample of the resampled mono signal: float32 from soxr, the normalisation's
+temporaries, the feed (up to float64)."""
+
+
+def _wav_header(wav: wave.Wave_read, max_seconds: float) -> tuple[int, int, int, int]:
+    """Sample width, channels, rate and frame count of an open WAV, checked."""
+    width, channels = wav.getsampwidth(), wav.getnchannels()
+    rate, count = wav.getframerate(), wav.getnframes()
+    if width not in (1, 2, 3, 4):
+        raise PipelineError(f"WAV samples of {width} bytes: 8, 16, 24 or 32-bit PCM only")
+    if not 1 <= channels <= MAX_CHANNELS or not 1000 <= rate <= 384_000:
+        raise PipelineError(f"WAV has {channels} channels at {rate} Hz: not supported")
+    if count / rate > max_seconds:
+        raise PipelineError(
+            f"audio is {count / rate:.1f} s; this model takes at most {max_seconds:g} s"
+        )
+    return width, channels, rate, count
+
+
+def _unreadable(exc: Exception) -> PipelineError:
+    return PipelineError(f"audio is not a readable PCM WAV file ({exc})")
+
+
+def wav_cost(data: bytes, *, max_seconds: float, sample_rate: int) -> int:
+    """The most memory (bytes) decoding and resampling a WAV to ``sample_rate`` may take, from
+    its header (and its size: a header may claim more frames than the file holds)."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wav:
+            width, channels, rate, count = _wav_header(wav, max_seconds)
+    except PipelineError:
+        raise
+    except (wave.Error, EOFError, ValueError, OSError, RuntimeError) as exc:
+        raise _unreadable(exc) from None
+    frames = min(count, len(data) // (width * channels))
+    out = frames * sample_rate // rate + 1
+    return BYTES_PER_INPUT_SAMPLE[width] * frames * channels + BYTES_PER_OUTPUT_SAMPLE * out
+
+
 def decode_wav(data: bytes, *, max_seconds: float) -> tuple[np.ndarray, int]:
     """Samples ``[frames, channels]`` in [-1, 1] and the rate of a PCM WAV file."""
     try:
         with wave.open(io.BytesIO(data), "rb") as wav:
-            width, channels = wav.getsampwidth(), wav.getnchannels()
-            rate, count = wav.getframerate(), wav.getnframes()
-            if width not in (1, 2, 3, 4):
-                raise PipelineError(f"WAV samples of {width} bytes: 8, 16, 24 or 32-bit PCM only")
-            if not 1 <= channels <= MAX_CHANNELS or not 1000 <= rate <= 384_000:
-                raise PipelineError(f"WAV has {channels} channels at {rate} Hz: not supported")
-            if count / rate > max_seconds:
-                raise PipelineError(
-                    f"audio is {count / rate:.1f} s; this model takes at most {max_seconds:g} s"
-                )
+            width, channels, rate, count = _wav_header(wav, max_seconds)
             frames = wav.readframes(count)
     except PipelineError:
         raise
     except (wave.Error, EOFError, ValueError, OSError, RuntimeError) as exc:
         # RuntimeError: wave's chunk reader, for a chunk that claims to run past its parent
-        raise PipelineError(f"audio is not a readable PCM WAV file ({exc})") from None
+        raise _unreadable(exc) from None
     if len(frames) != count * width * channels:
         raise PipelineError("WAV data is truncated (shorter than its header says)")
     if count == 0:
@@ -80,6 +113,12 @@ class AudioStep:
     input_name: str
     dtype: np.dtype[Any]
     kind: str = "audio"
+
+    def cost(self, raw: bytes | str) -> int:
+        """The most memory (bytes) preprocessing ``raw`` may take, from its header."""
+        if not isinstance(raw, bytes):
+            raise PipelineError("audio must be sent as bytes")
+        return wav_cost(raw, max_seconds=self.spec.max_seconds, sample_rate=self.spec.sample_rate)
 
     def __call__(self, raw: bytes | str) -> Prepared:
         """Bytes of a WAV file in, the model's feed out."""

@@ -19,7 +19,7 @@ from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
 
-__all__ = ["ImageStep", "compile_image", "decode_image", "image_to_array"]
+__all__ = ["ImageStep", "compile_image", "decode_image", "image_to_array", "open_image"]
 
 _FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 _RESAMPLE = {
@@ -31,8 +31,19 @@ _RESAMPLE = {
 _DTYPES = tuple(np.dtype(t) for t in ("float32", "float16", "float64", "uint8"))
 
 
-def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
-    """Decode a PNG or JPEG, refusing other formats, bombs and truncated files."""
+BYTES_PER_DECODED_PIXEL = 10
+"""Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
+the EXIF rotation's and the mode conversion's copies."""
+BYTES_PER_RESIZED_PIXEL = 4
+"""Memory per pixel of the resized image (before the crop): RGB or RGBA, 8 bits a channel."""
+BYTES_PER_OUTPUT_PIXEL = 48
+"""Memory per pixel of what the step makes: the 8-bit RGB image, float32 copies for the scale,
+mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to float64)."""
+
+
+def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
+    """Read a PNG or JPEG's header (no pixel decoded), refusing other formats and images of
+    more than ``max_pixels`` pixels."""
     allowed = [_FORMATS[f] for f in formats]
     try:
         img = Image.open(io.BytesIO(data), formats=allowed)
@@ -45,6 +56,12 @@ def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Ima
         raise PipelineError(
             f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
         )
+    return img
+
+
+def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
+    """Decode a PNG or JPEG, refusing other formats, bombs and truncated files."""
+    img = open_image(data, formats=formats, max_pixels=max_pixels)
     try:
         img.load()
         return ImageOps.exif_transpose(img) or img
@@ -60,22 +77,29 @@ def _out_size(spec: ImageInput) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _resize(img: Image.Image, spec: ImageInput, max_pixels: int) -> Image.Image:
-    resample = _RESAMPLE[spec.resample]
+def _resized_size(size: tuple[int, int], spec: ImageInput, max_pixels: int) -> tuple[int, int]:
+    """The image's (width, height) after the spec's resize (itself without one); PipelineError
+    when ``resize_shorter`` makes more than ``max_pixels``."""
     if spec.resize is not None:
         height, width = spec.resize
-        return img.resize((width, height), resample)
+        return width, height
     if spec.resize_shorter is not None:
-        w, h = img.size
+        w, h = size
         ratio = spec.resize_shorter / min(w, h)
-        size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
-        if size[0] * size[1] > max_pixels:  # a thin image grows along its long side
+        new = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+        if new[0] * new[1] > max_pixels:  # a thin image grows along its long side
             raise PipelineError(
                 f"image is {w}x{h}; resizing its shorter side to {spec.resize_shorter} makes "
-                f"{size[0]}x{size[1]}, more than this server's {max_pixels} pixels"
+                f"{new[0]}x{new[1]}, more than this server's {max_pixels} pixels"
             )
-        return img.resize(size, resample)
-    return img
+        return new
+    return size
+
+
+def _resize(img: Image.Image, spec: ImageInput, max_pixels: int) -> Image.Image:
+    if spec.resize is None and spec.resize_shorter is None:
+        return img
+    return img.resize(_resized_size(img.size, spec, max_pixels), _RESAMPLE[spec.resample])
 
 
 def _crop(img: Image.Image, spec: ImageInput) -> Image.Image:
@@ -123,6 +147,21 @@ class ImageStep:
     dtype: np.dtype[Any]
     max_pixels: int
     kind: str = "image"
+
+    def cost(self, raw: bytes | str) -> int:
+        """The most memory (bytes) preprocessing ``raw`` may take, from its header alone;
+        PipelineError for what :meth:`__call__` refuses from the header."""
+        if not isinstance(raw, bytes):
+            raise PipelineError("an image must be sent as bytes")
+        img = open_image(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
+        width, height = img.size
+        mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
+        out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
+        return (
+            BYTES_PER_DECODED_PIXEL * width * height
+            + BYTES_PER_RESIZED_PIXEL * mid_w * mid_h
+            + BYTES_PER_OUTPUT_PIXEL * out_w * out_h
+        )
 
     def __call__(self, raw: bytes | str) -> Prepared:
         """Bytes of a PNG or JPEG file in, the model's feed out."""

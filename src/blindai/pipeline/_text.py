@@ -19,6 +19,9 @@ __all__ = ["TextStep", "compile_text", "load_tokenizer"]
 
 _FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = (np.dtype("int64"), np.dtype("int32"))
+BYTES_PER_TOKEN = 640
+"""Memory per token of an encoding, its token string aside (measured: 560 for a text of
+1 MiB of "." through a WordPiece tokenizer, one token a character; 346 for a byte-level BPE)."""
 
 
 def load_tokenizer(data: bytes, name: str) -> Tokenizer:
@@ -103,25 +106,51 @@ class TextStep:
     max_text_bytes: int
     expansion: Expansion
     """What the tokenizer's normalizers can make of a text (``_tokenizer_bounds``)."""
+    longest_token: int = 0
+    """Characters of the tokenizer's longest token (its vocabulary's, added tokens included)."""
+    max_cost: int | None = None
+    """Most memory one text may take to tokenize (:meth:`cost`); None: not bounded here."""
     kind: str = "text"
 
     @property
     def largest_text(self) -> int:
         """The longest text taken: ``max_text_bytes``, less for a tokenizer that expands."""
-        budget = EXPANSION_BUDGET * self.max_text_bytes
-        return min(self.max_text_bytes, self.expansion.largest_text(budget))
+        chars = EXPANSION_BUDGET * self.max_text_bytes
+        if self.max_cost is not None:
+            chars = min(chars, self.max_cost // (BYTES_PER_TOKEN + self.longest_token))
+        return min(self.max_text_bytes, self.expansion.largest_text(chars))
 
-    def __call__(self, raw: bytes | str) -> Prepared:
-        """Tokenize, truncate and pad as the spec says."""
+    def _size(self, raw: bytes | str) -> int:
+        """The text's UTF-8 bytes; PipelineError beyond :attr:`largest_text`."""
         size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
         if size > self.largest_text:
             why = "this server takes"
             if self.largest_text < self.max_text_bytes:
                 why = (
                     f"this pipeline's tokenizer can make a text up to {self.expansion.factor} "
-                    f"times longer, so it takes"
+                    "times longer, so it takes"
                 )
-            raise PipelineError(f"text is {size} bytes; {why} at most {self.largest_text}")
+            memory = ""
+            if self.largest_text < self.max_text_bytes and self.max_cost is not None:
+                memory = (
+                    f" (each character may become a token of up to {self.longest_token} "
+                    f"characters, and tokenizing may take at most {self.max_cost} bytes of "
+                    "memory: --max-preprocess-memory)"
+                )
+            raise PipelineError(f"text is {size} bytes; {why} at most {self.largest_text}{memory}")
+        return size
+
+    def cost(self, raw: bytes | str) -> int:
+        """The most memory (bytes) tokenizing ``raw`` may take: every character its normalized
+        form may have made one token (a byte-level tokenizer's tokens are bytes: it takes less
+        per token), each with its string (up to the longest token) and offsets, words, ids and
+        masks in the library and as Python lists."""
+        chars = self.expansion.factor * self._size(raw) + self.expansion.extra
+        return chars * (BYTES_PER_TOKEN + self.longest_token)
+
+    def __call__(self, raw: bytes | str) -> Prepared:
+        """Tokenize, truncate and pad as the spec says."""
+        self._size(raw)
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
@@ -167,4 +196,7 @@ def compile_text(
     targets = tuple(
         (fld, port.name, _check_port(port, spec)) for fld, port in _targets(spec, inputs)
     )
-    return TextStep(tok, targets, spec, limits.max_text_bytes, bound)
+    longest = max(map(len, tok.get_vocab(with_added_tokens=True)), default=0)
+    return TextStep(
+        tok, targets, spec, limits.max_text_bytes, bound, longest, limits.max_preprocess_bytes
+    )

@@ -55,6 +55,8 @@ InputKind = Literal["text", "image", "audio"]
 class _Pre(Protocol):
     def __call__(self, raw: bytes | str) -> Prepared: ...
 
+    def cost(self, raw: bytes | str) -> int: ...
+
 
 class _Post(Protocol):
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> PipelineResult: ...
@@ -72,6 +74,11 @@ class CompiledPipeline:
     def input_kind(self) -> InputKind:
         """What the pipeline takes: ``text``, ``image`` or ``audio``."""
         return self.spec.input.kind
+
+    def preprocess_cost(self, raw: bytes | str) -> int:
+        """The most memory (bytes) :meth:`preprocess` may take for ``raw``, from its size or
+        its header alone (nothing decoded); PipelineError for what the header already refuses."""
+        return self.pre.cost(raw)
 
     def preprocess(self, raw: bytes | str) -> Prepared:
         """One raw input (text, or the bytes of an image or WAV file) to model feeds."""

@@ -31,6 +31,10 @@ class PipelineLimits:
     """Largest raw text (UTF-8 bytes) a request may send to a text step."""
     max_top_k: int = 1000
     """Largest ``top_k`` a label step may ask for."""
+    max_preprocess_bytes: int = 4 << 30
+    """Most memory the preprocessing of one raw input may take (the server's
+    ``--max-preprocess-memory``, which all of them share); a text step takes less text when its
+    tokenizer could make more of it."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

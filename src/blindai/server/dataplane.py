@@ -83,6 +83,7 @@ from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
+from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
     ModelRef,
@@ -199,6 +200,7 @@ class DataPlane:
         self.required = _required(settings)
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
+        self.preprocess_budget = PreprocessBudget(settings.max_preprocess_memory)
         self._compile = WorkerPool(2, name="blindai-compile")
         self.compile_guard = CompileGuard(
             limits=settings.compile_limits(), enabled=settings.compile_isolation
@@ -756,6 +758,7 @@ class DataPlane:
                 _run_pipeline,
                 entry,
                 raw,
+                self.preprocess_budget,
                 timing,
                 submitted,
                 group=caller.key_id,
@@ -921,6 +924,7 @@ class DataPlane:
             _run_pipeline,
             entry,
             raw,
+            self.preprocess_budget,
             timing or Timing(),
             submitted,
             group=caller.key_id,
@@ -1158,26 +1162,31 @@ def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
 def _run_pipeline(
     entry: ModelEntry,
     raw: bytes | str,
+    budget: PreprocessBudget,
     timing: Timing,
     submitted: int,
     run_options: ort.RunOptions,
 ) -> Inference:
     """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
-    that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`)."""
+    that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`); the
+    preprocessing's worst case is held in ``budget`` until the run is over."""
     timing.add("queue", time.perf_counter_ns() - submitted)
     pipe = entry.pipeline
     assert pipe is not None
-    with timing.phase("decode"):
-        with _invalid_input():
-            prepared = pipe.preprocess(raw)
-        feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
-    with timing.phase("infer"):
-        outputs = entry.model.predict(feeds, run_options=run_options)
-    with timing.phase("encode"):
-        try:
-            result = pipe.postprocess(dict(outputs), prepared)
-        except PipelineError as exc:
-            raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
+    with timing.phase("decode"), _invalid_input():
+        cost = pipe.preprocess_cost(raw)
+    with budget.holding(cost):
+        with timing.phase("decode"):
+            with _invalid_input():
+                prepared = pipe.preprocess(raw)
+            feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
+        with timing.phase("infer"):
+            outputs = entry.model.predict(feeds, run_options=run_options)
+        with timing.phase("encode"):
+            try:
+                result = pipe.postprocess(dict(outputs), prepared)
+            except PipelineError as exc:
+                raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
     return Inference(entry, outputs, result)
 
 

@@ -159,6 +159,11 @@ class ServerSettings(BaseSettings):
     """Bytes of tensors onnxruntime may hold for all the inferences running at once (one capped
     arena, given back after each run): a run that needs more fails with 422 (503 when others
     were running). A model whose static shapes imply a larger value is refused at upload."""
+    max_preprocess_memory: int = Field(4 << 30, gt=0)
+    """Bytes the preprocessing of raw inputs (pipelines: image and WAV decoding, tokenization)
+    may take at once, every request together: each takes its worst case, known from its size
+    or header, until its run is over; a request that does not fit gets 503 at once, one that
+    could never fit 400."""
     max_string_memory: int = Field(1 << 30, gt=0)
     """Bytes the characters of a model's string values may take, beyond --max-run-memory, for
     one request of --max-request-bytes (onnxruntime keeps a string's characters outside its
@@ -336,6 +341,7 @@ class ServerSettings(BaseSettings):
             max_image_pixels=self.max_image_pixels,
             max_image_side=self.max_image_side,
             max_audio_seconds=self.max_audio_seconds,
+            max_preprocess_bytes=self.max_preprocess_memory,
         )
 
     @model_validator(mode="after")

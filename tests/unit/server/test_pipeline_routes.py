@@ -147,3 +147,30 @@ def test_pipeline_and_v06_inferences_count_in_statistics_and_metrics() -> None:
         for phase in ("decode", "queue", "infer", "encode"):
             assert counts[("v06", phase)] == 2, phase
             assert counts[("rest", phase)] == 1, phase
+
+
+def test_an_image_that_does_not_fit_the_preprocessing_budget_now_is_503(server) -> None:
+    """Another request's preprocessing holds the budget: this one is refused at once, and
+    served once it is given back."""
+    budget = server.apps.plane.preprocess_budget
+    with budget.holding(budget.total - 1000):
+        status, message, kind = run(server, model_id="colours", image=BLUE)
+        assert (status, kind) == (503, "ServerBusy")
+        assert "--max-preprocess-memory" in message
+    assert budget.held == 0
+    status, reply, _ = run(server, model_id="colours", image=BLUE)
+    assert status == 200, reply
+
+
+def test_an_image_that_could_never_fit_the_preprocessing_budget_is_400() -> None:
+    """A 64 KB PNG of 4000x4000 pixels would take about 256 MB to preprocess."""
+    big = encode(Image.new("RGB", (4000, 4000), (0, 0, 255)), "PNG")
+    assert len(big) < 128 << 10
+    with in_process(max_preprocess_memory=64 << 20) as s:
+        s.upload(models.colour_classifier(16), model_name="colours", pipeline=PIPELINE.to_wire())
+        status, message, kind = run(s, model_id="colours", image=big)
+        assert (status, kind) == (400, "InvalidInput")
+        assert "--max-preprocess-memory" in message
+        assert s.apps.plane.preprocess_budget.held == 0
+        status, reply, _ = run(s, model_id="colours", image=BLUE)
+        assert status == 200, reply
