@@ -134,18 +134,27 @@ def _timed_out(timeout_s: float) -> InferenceTimeout:
     )
 
 
+def _wide(item: object) -> bool:
+    """Whether a string element may take more than one byte a character (not ASCII)."""
+    return isinstance(item, str) and not item.isascii()
+
+
 def json_bytes_bound(array: np.ndarray) -> int:
     """An upper bound on the characters of ``array`` written as a flat JSON list."""
     if array.dtype.kind == "O" or array.dtype.kind in "SU":
-        # strings: each character may be escaped (6 chars) plus quotes and separator
-        chars = sum(len(s) for s in array.ravel().tolist()) if array.size else 0
+        # strings: each character may be escaped (6 chars; a character beyond the BMP is a
+        # surrogate pair, 12, where the standard library writes the document) plus quotes and
+        # separator
+        items = array.ravel().tolist() if array.size else []
+        chars = sum(len(s) * (2 if _wide(s) else 1) for s in items)
         return 6 * chars + 3 * array.size + 2
     return _JSON_CHARS.get(array.dtype.kind, 25) * array.size + 2
 
 
 def _binary_bytes(array: np.ndarray) -> int:
     if array.dtype.kind == "O" or array.dtype.kind in "SU":
-        return sum(len(s) + 4 for s in array.ravel().tolist())
+        # UTF-8: up to 4 bytes a character, then a 4-byte length
+        return sum(len(s) * (4 if _wide(s) else 1) + 4 for s in array.ravel().tolist())
     return math.prod(array.shape) * array.dtype.itemsize
 
 

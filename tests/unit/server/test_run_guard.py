@@ -217,6 +217,21 @@ def test_the_json_bound_is_an_upper_bound(array):
     assert json_bytes_bound(array) >= len(written.encode())
 
 
+@pytest.mark.parametrize("text", ["\U0001f600" * 1000, "\u00e9\u4e00" * 500, "ascii" * 100])
+def test_string_outputs_are_bounded_by_their_bytes_not_their_characters(text):
+    """A string of 1000 emoji is 1000 characters: 4000 bytes of UTF-8 in a binary reply, 12 000
+    where the standard library writes the JSON (surrogate pairs); both were counted 1000 and
+    6000, so a reply of such strings could pass --max-response-bytes 4 and 2 times."""
+    array = np.array([text, text], dtype=object)
+    utf8 = sum(len(s.encode()) + 4 for s in array.tolist())
+    assert check_reply_size([("y", array)], limit=1 << 30, as_json=lambda _: False) >= utf8
+    with pytest.raises(InferenceFailed):
+        check_reply_size([("y", array)], limit=utf8 - 1, as_json=lambda _: False)
+    written = json.dumps(array.tolist(), separators=(",", ":"))  # ensure_ascii: escapes
+    assert json_bytes_bound(array) >= len(written.encode())
+    assert json_bytes_bound(array) >= len(json.dumps(array.tolist(), ensure_ascii=False).encode())
+
+
 ORT_OOM = (
     "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running "
     "ConstantOfShape node. Status Message: bfc_arena.cc:360 AllocateRawInternal Available "
