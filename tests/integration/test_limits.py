@@ -59,6 +59,7 @@ LIMITS = {
     "--max-connections": 32,
     "--inference-threads": 4,
     "--max-models": 1000,
+    "--max-preprocess-memory": 64 * MiB,
 }
 PEAK_MAX = 1536 * MiB
 RETURN_WITHIN = 200 * MiB
@@ -251,6 +252,28 @@ def test_a_model_that_repeats_a_requests_string_is_refused_at_upload(server, tin
             conn.upload_model(attacks.string_amplifier(op))
     assert info.value.status_code == 400
     assert f"({op})" in str(info.value)
+
+
+def test_a_small_image_that_would_take_more_than_the_preprocessing_memory_is_refused(server, tiny):
+    """A 64 KB PNG of 4000x4000 pixels would take about 270 MB to preprocess, more than this
+    server's --max-preprocess-memory (64 MiB): 400 before it is decoded, the probe served."""
+    from PIL import Image
+
+    from blindai.pipeline import Pipeline
+    from tests import models
+    from tests.unit.pipeline._factory import encode
+
+    pipeline = Pipeline(
+        {"input": {"kind": "image", "resize": [16, 16]}, "output": {"kind": "labels"}}, {}
+    )
+    big = encode(Image.new("RGB", (4000, 4000), (0, 0, 255)), "PNG")
+    small = encode(Image.new("RGB", (40, 40), (0, 0, 255)), "PNG")
+    with connect(server) as conn:
+        name = conn.upload_model(models.colour_classifier(16), pipeline=pipeline).model_id
+        with attack(server, tiny):
+            with pytest.raises(InvalidInput, match="--max-preprocess-memory"):
+                conn.predict(name, image=big)
+        assert conn.predict(name, image=small).top.index == 2  # blue
 
 
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):

@@ -480,7 +480,9 @@ def test_a_text_an_expanding_tokenizer_would_blow_up_is_a_400_and_the_server_kee
     with pytest.raises(InvalidInput) as info:
         conn.predict(name, text="a" * 20_000)  # under /run's 64 KiB text field
     assert info.value.status_code == 400
-    assert "up to 1000 times longer, so it takes at most 16777" in info.value.message
+    # 16 MiB of normalized text, one token a character, 645 bytes each: 4 GiB takes 6658 bytes
+    assert "up to 1000 times longer, so it takes at most 6658" in info.value.message
+    assert "--max-preprocess-memory" in info.value.message
     with _connect(server) as other:
         assert isinstance(other.predict(embedder, text="the cat"), Embedding)
         assert isinstance(other.predict(name, text="the cat"), Embedding)
