@@ -759,6 +759,7 @@ class DataPlane:
                 entry,
                 raw,
                 self.preprocess_budget,
+                _tenant(caller),
                 timing,
                 submitted,
                 group=caller.key_id,
@@ -925,6 +926,7 @@ class DataPlane:
             entry,
             raw,
             self.preprocess_budget,
+            _tenant(caller),
             timing or Timing(),
             submitted,
             group=caller.key_id,
@@ -1159,23 +1161,31 @@ def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
+def _tenant(caller: Principal) -> str | None:
+    """The key whose share of a server-wide budget ``caller`` takes: a tenant's; None for the
+    admin key and an open server's callers (no share of their own)."""
+    return caller.key_id if caller.kind == "tenant" else None
+
+
 def _run_pipeline(
     entry: ModelEntry,
     raw: bytes | str,
     budget: PreprocessBudget,
+    key: str | None,
     timing: Timing,
     submitted: int,
     run_options: ort.RunOptions,
 ) -> Inference:
     """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
     that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`); the
-    preprocessing's worst case is held in ``budget`` until the run is over."""
+    preprocessing's worst case is held in ``budget`` (for the tenant's ``key``) until the run
+    is over."""
     timing.add("queue", time.perf_counter_ns() - submitted)
     pipe = entry.pipeline
     assert pipe is not None
     with timing.phase("decode"), _invalid_input():
         cost = pipe.preprocess_cost(raw)
-    with budget.holding(cost):
+    with budget.holding(cost, key):
         with timing.phase("decode"):
             with _invalid_input():
                 prepared = pipe.preprocess(raw)

@@ -22,39 +22,59 @@ __all__ = ["PreprocessBudget"]
 
 
 class PreprocessBudget:
-    """``total`` bytes of preprocessing memory, taken and given back by worker threads."""
+    """``total`` bytes of preprocessing memory, taken and given back by worker threads; one
+    tenant's key may hold at most ``per_key`` of them at once (default: half), as with the body
+    budget, so that one tenant's large inputs cannot hold the whole budget for the others."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, per_key: int | None = None) -> None:
         self.total = total
+        self.per_key = total // 2 if per_key is None else per_key
         self.held = 0
         """Bytes held by the preprocessing in progress."""
+        self._by_key: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def _take(self, size: int, key: str | None) -> str | None:
+        """Take ``size`` bytes (None), or say why not; under the lock."""
+        if self.held + size > self.total:
+            return (
+                f"the requests in progress hold {self.held} bytes of preprocessing memory, and "
+                f"may hold {self.total} (--max-preprocess-memory); this one may take {size}"
+            )
+        if key is not None:
+            mine = self._by_key.get(key, 0)
+            if mine + size > self.per_key:
+                return (
+                    f"this key's requests in progress hold {mine} bytes of preprocessing memory, "
+                    f"and one key may hold {self.per_key} (half of --max-preprocess-memory); "
+                    f"this one may take {size}"
+                )
+            self._by_key[key] = mine + size
+        self.held += size
+        return None
+
     @contextmanager
-    def holding(self, size: int) -> Iterator[None]:
-        """Hold ``size`` bytes for the block; InvalidInput (400) when they can never fit,
-        ServerBusy (503) when they do not fit now."""
-        if size > self.total:
+    def holding(self, size: int, key: str | None = None) -> Iterator[None]:
+        """Hold ``size`` bytes for the block (``key``: the tenant's key taking them; None for
+        the admin key and an open server's callers); InvalidInput (400) when they can never
+        fit, ServerBusy (503) when they do not fit now."""
+        most = self.total if key is None else self.per_key
+        if size > most:
+            share = "" if key is None else ", half of it for one key"
             raise InvalidInput(
                 f"this input may take {size} bytes of memory to preprocess, more than this "
-                f"server allows all preprocessing together ({self.total}, "
-                "--max-preprocess-memory): send a smaller one"
+                f"server allows ({most}: --max-preprocess-memory{share}): send a smaller one"
             )
         with self._lock:
-            if self.held + size > self.total:
-                held = self.held
-                fits = False
-            else:
-                self.held += size
-                fits = True
-        if not fits:
-            raise ServerBusy(
-                f"the requests in progress hold {held} bytes of preprocessing memory, and may "
-                f"hold {self.total} (--max-preprocess-memory); this one may take {size}: "
-                "try again"
-            )
+            refusal = self._take(size, key)
+        if refusal is not None:
+            raise ServerBusy(f"{refusal}: try again")
         try:
             yield
         finally:
             with self._lock:
                 self.held -= size
+                if key is not None:
+                    left = self._by_key.pop(key) - size
+                    if left:
+                        self._by_key[key] = left

@@ -796,3 +796,28 @@ def test_a_restore_interrupted_by_a_signal_deletes_nothing_from_the_store(store:
         assert again.restore() == 2
     finally:
         again.close()
+
+
+def test_a_tenants_pipeline_inputs_hold_at_most_half_the_preprocessing_memory(plane):
+    """Alice's inputs in progress hold half of --max-preprocess-memory: her next one is 503 at
+    once, Bob's is served (the budget's other half)."""
+    from PIL import Image
+
+    from blindai.errors import ServerBusy
+    from blindai.pipeline import Pipeline
+    from tests import models
+    from tests.unit.pipeline._factory import encode
+
+    pipe = Pipeline({"input": {"kind": "image", "resize": [16, 16]}}, {})
+    png = encode(Image.new("RGB", (50, 30), (200, 30, 10)), "PNG")
+    model = models.colour_classifier(16)
+    mine = asyncio.run(plane.upload(model, name="a", optimize=True, caller=ALICE, pipeline=pipe))
+    public = asyncio.run(
+        plane.upload(model, name="b", optimize=True, caller=BOB, pipeline=pipe, public=True)
+    )
+    budget = plane.preprocess_budget
+    with budget.holding(budget.per_key - 1000, ALICE.key_id):
+        with pytest.raises(ServerBusy, match="one key may hold"):
+            asyncio.run(plane.run_raw(mine, "image", png, caller=ALICE))
+        assert asyncio.run(plane.run_raw(public, "image", png, caller=BOB)).outputs
+    assert asyncio.run(plane.run_raw(mine, "image", png, caller=ALICE)).outputs

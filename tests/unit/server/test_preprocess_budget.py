@@ -69,3 +69,20 @@ def test_threads_never_hold_more_than_the_total():
         t.join()
     assert not errors
     assert max(peak) <= 10 and budget.held == 0
+
+
+def test_one_tenants_key_holds_at_most_half():
+    """A tenant's large inputs cannot take the whole budget from the others."""
+    budget = PreprocessBudget(100)
+    with budget.holding(40, "tenant-a"):
+        with pytest.raises(ServerBusy, match="one key may hold 50"):
+            with budget.holding(20, "tenant-a"):
+                pass
+        with budget.holding(50, "tenant-b"), budget.holding(10):  # the others still fit
+            assert budget.held == 100
+    assert budget.held == 0 and not budget._by_key
+    with pytest.raises(InvalidInput, match="half of it for one key"):
+        with budget.holding(51, "tenant-a"):
+            pass
+    with budget.holding(100):  # the admin key, or an open server's callers
+        pass
