@@ -235,6 +235,32 @@ def _makes_strings(node: NodeProto) -> bool:
     return any(_attribute_strings(a) for a in node.attribute)
 
 
+def _string_functions(model: ModelProto) -> set[tuple[str, str]]:
+    """The model-local functions whose bodies (their subgraphs and the functions they call
+    included) may make strings out of no string input: Cast to STRING, string attributes."""
+    calls: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    making: set[tuple[str, str]] = set()
+    for function in model.functions:
+        key = (function.domain, function.name)
+        calls[key] = set()
+        pending = list(function.node)
+        while pending:
+            node = pending.pop()
+            if _makes_strings(node):
+                making.add(key)
+            calls[key].add((node.domain, node.op_type))
+            for sub in _subgraphs(node):
+                pending += list(sub.node)
+    grew = True
+    while grew:  # a function calling one that makes strings makes strings
+        grew = False
+        for key, called in calls.items():
+            if key not in making and called & making:
+                making.add(key)
+                grew = True
+    return making
+
+
 def _order(graph: GraphProto) -> list[int]:
     """The nodes in an order where each comes after those making its inputs (onnxruntime sorts
     them too); nodes in a cycle last."""
@@ -296,6 +322,7 @@ def check_strings(
     graph = model.graph
     all_types = {**_types([graph]), **types}
     functions = {(f.domain, f.name) for f in model.functions}
+    making = _string_functions(model)
     elements = max(1, limits.max_run_memory // STRING_OBJECT_BYTES)
     request = limits.max_request_bytes
     unknown = _Bound(_Form(elements, 0), _Form(1, 0))
@@ -327,7 +354,10 @@ def check_strings(
             o
             for o in outputs
             if (o in all_types and _is_string(all_types[o]))
-            or (o not in all_types and (strings_in or _makes_strings(node)))
+            or (
+                o not in all_types
+                and (strings_in or _makes_strings(node) or (node.domain, node.op_type) in making)
+            )
         ]
         if not made:
             continue

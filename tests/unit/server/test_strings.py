@@ -249,6 +249,45 @@ def test_strings_made_in_an_untyped_subgraph_from_the_outer_graphs_are_refused()
         _check(_model([node], [_x(), c], [helper.make_tensor_value_info("y", 0, None)]), limits)
 
 
+@pytest.mark.parametrize("inference", [True, False])
+def test_a_local_function_making_strings_is_refused_even_untyped(inference):
+    """A function whose body Expands a long constant: refused whether or not shape inference
+    typed its output (an attacker may make the inference fail)."""
+    amp = helper.make_function(
+        "local",
+        "Amp",
+        ["n"],
+        ["o"],
+        [
+            helper.make_node("Constant", [], ["c"], value=_vocab("z" * 1000)),
+            helper.make_node("Expand", ["c", "n"], ["o"]),
+        ],
+        [helper.make_opsetid("", 17)],
+    )
+    calls = helper.make_function(  # and a function that calls it
+        "local",
+        "Outer",
+        ["n"],
+        ["o"],
+        [helper.make_node("Amp", ["n"], ["o"], domain="local")],
+        [helper.make_opsetid("local", 1)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Outer", ["n"], ["y"], domain="local")],
+        "g",
+        [_x(TensorProto.INT64, "n")],
+        [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+        functions=[amp, calls],
+    )
+    limits = dataclasses.replace(LIMITS, shape_inference=inference)
+    with pytest.raises(InvalidInput, match=r"node 0 \(Outer\) .* model-local function"):
+        _check(model.SerializeToString(), limits)
+
+
 def test_an_operator_it_does_not_know_is_refused():
     node = helper.make_node("Mystery", ["x"], ["y"], domain="com.example")
     model = helper.make_model(
