@@ -288,6 +288,33 @@ def test_a_local_function_making_strings_is_refused_even_untyped(inference):
         _check(model.SerializeToString(), limits)
 
 
+def test_zipmap_is_bounded_by_its_maps_entries():
+    """100 000 rows of 10 classes (4 MB of floats) made 245 MB of maps outside the arena; with
+    1 GiB of arena, 2**28 entries could take 64 GiB: refused, saying how to export instead."""
+    node = helper.make_node(
+        "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_strings=["a", "b"]
+    )
+    rows = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    out = helper.make_value_info(
+        "y",
+        helper.make_sequence_type_proto(
+            helper.make_map_type_proto(S, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+        ),
+    )
+    model = _model([node], [rows], [out], opset=17)
+    with pytest.raises(InvalidInput, match=r"node 0 \(ZipMap\) .*'zipmap': False"):
+        _check(model)
+    small = dataclasses.replace(LIMITS, max_tensor_bytes=1 << 20)  # 2**18 entries: 64 MiB
+    _check(model, dataclasses.replace(small, max_string_bytes=64 << 20))
+    with pytest.raises(InvalidInput, match=r"ZipMap"):
+        _check(model, dataclasses.replace(small, max_string_bytes=(64 << 20) - 1))
+    integers = helper.make_node(
+        "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[0, 1]
+    )
+    with pytest.raises(InvalidInput, match=r"node 0 \(ZipMap\)"):  # int64 keys: maps too
+        _check(_model([integers], [rows], [_y()], opset=17))
+
+
 def test_an_operator_it_does_not_know_is_refused():
     node = helper.make_node("Mystery", ["x"], ["y"], domain="com.example")
     model = helper.make_model(
