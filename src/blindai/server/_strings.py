@@ -67,6 +67,8 @@ _MOVES = frozenset(
 )
 """Operators whose string outputs are their string inputs' elements, each at most once (or
 pieces of them, ``StringSplit``): an output holds at most what its inputs hold together."""
+_PARTS = frozenset({"Split"})
+"""Moves whose outputs share out their input's elements: together they hold what it held."""
 _GROWS = {"StringNormalizer": 2}
 """Operators that move elements and may lengthen each (a case change: at most 1.5x in UTF-8)."""
 _REPEATS = frozenset(
@@ -383,7 +385,8 @@ def check_strings(
         bound = _node_bound(position, node, strings_in, all_types, elements)
         for name in made:
             bounds[name] = bound
-            total = total + bound.total
+        # the outputs of Split share their input's elements: counted once
+        total = total + bound.total.times(1 if _kind(node) in _PARTS else len(made))
         worst = total.at(request)
         if worst > limits.max_string_bytes:
             raise InvalidInput(

@@ -132,6 +132,17 @@ def test_each_copy_counts_so_a_long_chain_of_copies_is_refused():
         _check(chain(16))
 
 
+def test_the_parts_of_a_split_hold_what_their_input_held():
+    """A string input split in 20 is 64 MiB in all, not 20 x 64 MiB; 20 copies are refused."""
+    parts = [f"p{i}" for i in range(20)]
+    outputs = [helper.make_tensor_value_info(p, S, None) for p in parts]
+    split = helper.make_node("Split", ["x"], parts, axis=0, num_outputs=20)
+    _check(_model([split], [_x()], outputs, opset=18))
+    copies = [helper.make_node("Identity", ["x"], [p]) for p in parts]
+    with pytest.raises(InvalidInput, match=r"\(Identity\)"):
+        _check(_model(copies, [_x()], outputs, opset=18))
+
+
 def test_a_vocabulary_of_short_words_may_be_gathered_a_long_one_is_bounded():
     """Strings of at most 15 bytes live inside their std::string (in the arena): free."""
     ids = _x(TensorProto.INT64, "ids")
