@@ -3,7 +3,12 @@
 ``loads_request`` reads an inference request with simdjson instead, leaving each input's
 ``data`` list as :class:`Numbers`: a list of numbers becomes a float64 array without a Python
 object per element (a 224x224 RGB image: 3 ms instead of 8 ms). A document simdjson refuses
-goes through ``loads``, which decides (``NaN``, big integers) or gives the error.
+goes through ``loads``, which decides (``NaN``, big integers) or gives the error. So does a
+document long enough to hold an array of 2**24 - 1 elements or more (:data:`SIMDJSON_MOST_BYTES`):
+simdjson keeps an array's length in 24 bits, saturated there, and pysimdjson sizes the list it
+converts an array to by that length but fills it with every element: a 64 MiB request of 33
+million numbers wrote 130 MB past the list's end (the process aborted, ``free(): invalid
+size``).
 
 ``loads`` parses with orjson and falls back to the standard library for what orjson refuses
 but Python's ``json`` (and so tritonclient) writes: ``NaN``/``Infinity`` tokens and integers
@@ -26,12 +31,27 @@ import simdjson
 
 from blindai._documents import loads_json
 
-__all__ = ["MAX_TENSORS", "Numbers", "TooManyTensors", "dumps", "loads", "loads_request"]
+__all__ = [
+    "MAX_TENSORS",
+    "SIMDJSON_MOST_BYTES",
+    "Numbers",
+    "TooManyTensors",
+    "dumps",
+    "loads",
+    "loads_request",
+]
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _FEW_KEYS = 16
 """An object of more keys is converted whole (its ``data`` array then as a list): simdjson
 finds a key by walking the object, so looking each one up is quadratic (200 000 keys: 4 min)."""
+
+
+_SATURATED = 0xFFFFFF
+"""The length simdjson gives an array of this many elements or more (24 bits)."""
+SIMDJSON_MOST_BYTES = 2 * _SATURATED
+"""The longest document simdjson reads here: an array of ``_SATURATED`` elements takes at
+least ``2 * _SATURATED + 1`` bytes (one-character elements, commas and brackets)."""
 
 
 MAX_TENSORS = 4096
@@ -118,6 +138,8 @@ def loads_request(raw: bytes | memoryview) -> Any:
     """An inference request document, as ``loads`` reads it except that each ``inputs[i].data``
     array is a :class:`Numbers`; ``ValueError`` when it is not JSON (:class:`TooManyTensors`
     when it lists too many inputs)."""
+    if len(raw) > SIMDJSON_MOST_BYTES:  # an array may be too long for simdjson's length
+        return loads(raw)
     try:
         doc = simdjson.Parser().parse(bytes(raw))
     except (ValueError, RuntimeError, TypeError):  # NaN, big integers, or not JSON at all

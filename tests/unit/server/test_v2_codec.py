@@ -687,3 +687,35 @@ def test_a_request_lists_at_most_max_tensors_inputs_and_outputs(nan: bool) -> No
     outputs = [{"name": f"y{i}"} for i in range(_json.MAX_TENSORS + 1)]
     with pytest.raises(InvalidInput, match=f"lists {_json.MAX_TENSORS + 1} outputs, more than"):
         parse_request(body({"inputs": [one], "outputs": outputs}), None)
+
+
+_SATURATING = """
+import sys
+from blindai.server.protocols.v2.codec import parse_request
+n = 0xFFFFFF + 1  # one more than simdjson's 24-bit array length holds
+body = b'{"inputs":[{"name":"x","datatype":"INT64","shape":[%d],"data":[' % n
+body += b"0," * (n - 1) + b'7]}]}'
+(name, array), = parse_request(body, None).inputs
+print(array.size, int(array[-1]), int(array[:-1].max()))
+"""
+
+
+def test_a_json_array_longer_than_simdjsons_length_field_is_read_whole():
+    """simdjson keeps an array's length in 24 bits; pysimdjson sized the list it converted an
+    array to by that length and then wrote every element into it: past its end, a heap
+    overflow (a 64 MiB request of 33 million numbers aborted the process, 'free(): invalid
+    size'); this one came out as '16777215 elements given'. Run in a child process: before
+    the fix, the overflow corrupted the heap of the process that parsed it."""
+    import subprocess
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", _SATURATING],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(0xFFFFFF + 1), "7", "0"]
