@@ -961,6 +961,50 @@ def test_request_bodies_held_at_once_are_bounded(tmp_path):
         proc.stop()
 
 
+def test_a_v2_json_body_counts_what_parsing_it_takes(tmp_path):
+    """Parsing a v2 JSON body makes an object per element, up to 23 times the JSON's size: 64
+    bodies of 64 MiB fitted the default budget counted by their length, and would have taken
+    90 GB. JSON now counts 24 times (at most a share): one client's 100 KiB JSON body, whose
+    rest never comes, leaves no room for a second (503 at once), while a small 0.6 request is
+    served. Counted by their length, both fitted."""
+    proc = start_server(
+        tmp_path,
+        *("--max-request-bytes", str(MiB), "--max-model-bytes", str(MiB // 2)),
+        *("--max-pipeline-bytes", str(MiB // 4), "--max-body-memory", str(3 * MiB)),
+    )
+    try:
+        with connect(proc) as conn:
+            tiny_id = conn.upload_model(identity(TensorProto.FLOAT, [1, 3])).model_id
+        head = b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+            tiny_id.encode(),
+            100 * 1024,
+        )
+        holder = _tls(proc)
+        try:
+            holder.sendall(head + b'{"inputs"')  # the rest never comes
+            for _ in range(100):  # until the server has read the holder's head
+                second = _tls(proc)
+                with second:
+                    second.sendall(head)
+                    second.settimeout(0.2)
+                    try:
+                        refused = second.recv(65536)
+                    except TimeoutError:
+                        refused = b""
+                if refused:
+                    break
+            assert refused.startswith(b"HTTP/1.1 503 "), refused[:200]
+            assert b"--max-body-memory" in refused
+            with connect(proc) as conn:  # a small request still fits
+                x = np.ones((1, 3), np.float32)
+                out = conn.run_model(tiny_id, input_tensors={"x": x}).output[0].as_numpy()
+                np.testing.assert_array_equal(out, x)
+        finally:
+            holder.close()
+    finally:
+        proc.stop()
+
+
 def test_answers_not_taken_hold_the_body_budget(tmp_path):
     """Two clients that never read their 16 MB answers (to a 40-byte request each) keep them
     in the server's memory; they now count against --max-body-memory until taken, so a 16 MiB

@@ -163,3 +163,28 @@ def test_a_request_lists_at_most_max_tensors_inputs_and_outputs() -> None:
     outputs = [(f"y{i}", {}) for i in range(MAX_TENSORS + 1)]
     with pytest.raises(InvalidInput, match=f"lists {MAX_TENSORS + 1} outputs, more than"):
         decode(request(one, outputs=outputs))
+
+
+def test_a_request_holds_at_most_max_strings_bytes_elements() -> None:
+    """Each BYTES element becomes a Python object (about 70 bytes): they are counted from the
+    declared shapes, all inputs together, before any is decoded."""
+    from blindai.server.protocols.v2.tensors import MAX_STRINGS
+
+    half = MAX_STRINGS // 2
+    raw = [b"\x01\x00\x00\x00x" * half, b""]  # b's strings are refused before they are read
+    with pytest.raises(InvalidInput, match=f"hold {2 * half + 1} BYTES elements, more than"):
+        decode(
+            request(("a", "BYTES", [half], None, []), ("b", "BYTES", [half + 1], None, []), raw=raw)
+        )
+    with pytest.raises(InvalidInput, match="BYTES elements, more than"):
+        decode(request(("a", "BYTES", [MAX_STRINGS + 1], "bytes_contents", [b"x"])))
+    # numbers do not count, and a request at the bound is decoded
+    blob = b"\x01\x00\x00\x00x" * 2
+    got = decode(
+        request(
+            ("a", "FP32", [MAX_STRINGS + 1], None, []),
+            ("b", "BYTES", [2], None, []),
+            raw=[np.zeros(MAX_STRINGS + 1, np.float32).tobytes(), blob],
+        )
+    )
+    assert list(got.inputs[1][1]) == ["x", "x"]

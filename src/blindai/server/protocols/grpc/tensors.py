@@ -26,7 +26,7 @@ from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
-from blindai.server.protocols.v2.tensors import array_from_binary, array_to_binary
+from blindai.server.protocols.v2.tensors import StringCount, array_from_binary, array_to_binary
 
 __all__ = ["MAX_ELEMENTS", "MAX_RANK", "GrpcRequest", "RequestedOutput", "decode", "encode"]
 
@@ -155,7 +155,7 @@ def decode(request: Any) -> GrpcRequest:
             f"{count(len(request.inputs), 'input')}; "
             "when used, it carries every input"
         )
-    arrays = []
+    arrays, strings = [], StringCount()
     for i, tensor in enumerate(request.inputs):
         if not tensor.name:
             raise InvalidInput(f"inputs[{i}]: name must be a non-empty string")
@@ -164,6 +164,7 @@ def decode(request: Any) -> GrpcRequest:
             raise InvalidInput(f"{label}: shared memory is not supported")
         dtype = dtype_for(tensor.datatype)
         shape = _shape(tensor.shape, label)
+        strings.take(dtype, shape, label)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"{label}: give contents or raw_input_contents, not both")

@@ -29,6 +29,7 @@ from blindai.server.protocols._http import header_int
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.v2.datatypes import datatype_for, dtype_for
 from blindai.server.protocols.v2.tensors import (
+    StringCount,
     array_from_binary,
     array_from_json,
     array_to_binary,
@@ -153,7 +154,7 @@ class _Blobs:
             )
 
 
-def _input(obj: object, index: int, blobs: _Blobs) -> tuple[str, np.ndarray]:
+def _input(obj: object, index: int, blobs: _Blobs, strings: StringCount) -> tuple[str, np.ndarray]:
     tensor = _object(obj, f"inputs[{index}]")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
@@ -165,6 +166,7 @@ def _input(obj: object, index: int, blobs: _Blobs) -> tuple[str, np.ndarray]:
     if any(key in params for key in _UNSUPPORTED):
         raise InvalidInput(f"{label}: shared memory is not supported")
     has_data = "data" in tensor
+    strings.take(dtype, shape, label)
     if ("binary_data_size" in params) == has_data:
         raise InvalidInput(f"{label}: give exactly one of data and parameters.binary_data_size")
     if has_data:
@@ -211,8 +213,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidInput("inputs must be a non-empty list")
     if len(inputs) > _json.MAX_TENSORS:  # read by the standard library (NaN tokens, ...)
         raise InvalidInput(str(_json.TooManyTensors(len(inputs))))
-    blobs = _Blobs(binary)
-    arrays = [_input(obj, i, blobs) for i, obj in enumerate(inputs)]
+    blobs, strings = _Blobs(binary), StringCount()
+    arrays = [_input(obj, i, blobs, strings) for i, obj in enumerate(inputs)]
     blobs.finish()
     outputs = _outputs(doc.get("outputs"), bool(default))
     return InferRequest(request_id, arrays, outputs, bool(default))
