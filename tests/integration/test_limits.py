@@ -845,6 +845,65 @@ def test_grpc_calls_in_progress_are_capped(tmp_path, flags):
         assert _live(proc, certificate)
 
 
+def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):
+    """Protobuf makes an object per element while it parses a message (a 61 MiB message of
+    empty BYTES elements took 1000 MiB), and the gRPC port took 64 calls of 64 MiB at once at
+    the defaults. A large message now takes 17 times its size (at most a share) from
+    --max-body-memory while its call is served: with three 1 MB HTTP bodies held, a 200 KB
+    call does not fit (UNAVAILABLE, ServerBusy) while a small call is served; it is served
+    once they leave. Before, nothing held it back."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    proc = start_server(
+        tmp_path,
+        *("--max-request-bytes", "1000000", "--max-model-bytes", "1000000"),
+        *("--max-pipeline-bytes", "1000000", "--max-body-memory", "6000000"),
+    )
+    try:
+        with connect(proc) as conn:
+            model_id = conn.upload_model(identity(TensorProto.FLOAT, [None])).model_id
+        plain = PlainTransport(proc.host, proc.unattested_port, 10)
+        certificate = cbor2.loads(plain.request("GET", "/").body)
+        plain.close()
+        x = np.ones(50_000, np.float32)  # 200 KB
+        message = pb.ModelInferRequest(model_name=model_id, raw_input_contents=[x.tobytes()])
+        message.inputs.add(name="x", datatype="FP32", shape=[x.size])
+        channel, stub = _grpc_stub(proc, certificate)
+        head = b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+        holders = [_tls(proc) for _ in range(3)]
+        try:
+            for sock in holders:
+                sock.sendall(head + b"x")  # the rest never comes
+            for _ in range(100):  # until the server has read the holders' heads
+                try:
+                    stub.ModelInfer(message, timeout=HANG)
+                except grpc.RpcError as exc:
+                    refused = exc
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the large call was served beside the held bodies")
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
+            assert "--max-body-memory" in (refused.details() or "")
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG).live
+        finally:
+            for sock in holders:
+                sock.close()
+        for _ in range(100):  # their room comes back once the server sees them leave
+            try:
+                reply = stub.ModelInfer(message, timeout=HANG)
+                break
+            except grpc.RpcError:
+                time.sleep(0.05)
+        got = np.frombuffer(reply.raw_output_contents[0], np.float32)
+        np.testing.assert_array_equal(got, x)
+        channel.close()
+    finally:
+        proc.stop()
+
+
 def test_file_descriptors_are_reserved_for_the_grpc_port_too(tmp_path):
     """The server raised its file-descriptor limit for --max-connections on each HTTP port; the
     gRPC port, now capped at --max-connections too, gets its share: 4 x 500 + 256."""

@@ -268,6 +268,7 @@ async def _serve(built: Built) -> None:
             host=s.listen_host,
             port=s.grpc_port,
             settings=s,
+            budget=built.apps.body_budget,
         )
     stop = GracefulStop(
         [srv for srv, _ in servers], timeout_s=s.shutdown_timeout, grpc_server=grpc_server

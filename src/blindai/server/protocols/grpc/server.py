@@ -20,6 +20,7 @@ import grpc
 
 from blindai.errors import ConfigurationError
 from blindai.server.access import AccessControl
+from blindai.server.body_budget import BodyBudget
 from blindai.server.protocols.grpc.servicer import InferenceServicer, add_to_server
 from blindai.server.protocols.v2.service import OipService
 from blindai.server.settings import ServerSettings
@@ -59,8 +60,10 @@ async def start_grpc_server(
     host: str,
     port: int,
     settings: ServerSettings,
+    budget: BodyBudget | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start serving on ``host:port`` (0: any free port); returns the server and its port."""
+    """Start serving on ``host:port`` (0: any free port); returns the server and its port.
+    Large request messages take from ``budget`` while they are served (the servicer)."""
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
     call_s = call_bound(settings)
     server = grpc.aio.server(
@@ -79,7 +82,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = InferenceServicer(oip, access)
+    servicer = InferenceServicer(oip, access, budget=budget)
     add_to_server(servicer, server)
     credentials = grpc.ssl_server_credentials([(identity.key_pem(), identity.cert_pem)])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

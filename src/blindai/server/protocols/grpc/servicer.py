@@ -26,9 +26,10 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerError
+from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerBusy, ServerError
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
+from blindai.server.body_budget import BodyBudget
 from blindai.server.metrics import Metrics
 from blindai.server.protocols._http import CLIENT_CLOSED
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -121,11 +122,27 @@ def _parsed(kind: type[Message], raw: bytes) -> Message:
         ) from None
 
 
-def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenticated) -> _Handler:
+PARSE_WEIGHT = 17
+"""What a byte of a large request message counts for in the body budget while the call is
+served: parsing makes an object per element (32 million empty BYTES elements, a 61 MiB
+message, took protobuf 1000 MiB), and 64 calls of 64 MiB at once were allowed."""
+PARSE_CHARGED_FROM = 64 << 10
+"""Messages smaller than this take nothing from the budget."""
+
+
+def _guarded(
+    method: str,
+    metrics: Metrics,
+    access: AccessControl,
+    fn: _Authenticated,
+    budget: BodyBudget | None = None,
+) -> _Handler:
     """Authenticate (unless open), then parse the request if it came as bytes (see
     :func:`add_to_server`); errors become a status code and a short message; every call and its
     message bytes (serialized request and reply) are counted, and a call on a model is
-    audited."""
+    audited. A message of :data:`PARSE_CHARGED_FROM` bytes or more takes :data:`PARSE_WEIGHT`
+    times its size from ``budget`` (the HTTP ports' ``--max-body-memory``, at most a tenant's
+    share) until the call ends: ``UNAVAILABLE`` at once when it does not fit."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -136,12 +153,21 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
         size = len(request) if raw else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
+        held: tuple[int, str | None] | None = None
         try:
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
             else:  # an open server reads no metadata
                 header = _authorization(context) if access.enabled else None
                 state = _Call(access.authenticate(header))
+            if raw and budget is not None and size >= PARSE_CHARGED_FROM:
+                caller = state.caller
+                key = caller.key_id if caller.kind == "tenant" else None
+                charge = max(size, min(PARSE_WEIGHT * size, budget.per_key))
+                refusal = budget.take(charge, key)
+                if refusal is not None:
+                    raise ServerBusy(refusal)
+                held = (charge, key)
             if raw:
                 request = _parsed(kind, request)
             reply = await fn(request, context, state)
@@ -164,6 +190,8 @@ def _guarded(method: str, metrics: Metrics, access: AccessControl, fn: _Authenti
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
             await context.abort(code, "internal server error")
         finally:
+            if held is not None and budget is not None:
+                budget.give(*held)
             metrics.child(metrics.grpc_requests, method, code.name).inc()
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
             if action is not None:
@@ -228,14 +256,17 @@ IMPLEMENTED = (
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The Open Inference Protocol's gRPC service on one :class:`OipService`."""
+    """The Open Inference Protocol's gRPC service on one :class:`OipService`; large messages
+    take from ``budget`` while they are parsed and served (see :func:`_guarded`)."""
 
-    def __init__(self, oip: OipService, access: AccessControl) -> None:
+    def __init__(
+        self, oip: OipService, access: AccessControl, *, budget: BodyBudget | None = None
+    ) -> None:
         self.oip = oip
         metrics = oip.plane.metrics
         for method in IMPLEMENTED:
             handler = getattr(self, f"_{method}")
-            setattr(self, method, _guarded(method, metrics, access, handler))
+            setattr(self, method, _guarded(method, metrics, access, handler, budget))
         for described in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
             if described.name not in IMPLEMENTED:
                 setattr(self, described.name, _unimplemented(described.name))
