@@ -29,7 +29,7 @@ find less room.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -93,17 +93,18 @@ class BodyBudget:
                 self._by_key[key] = left
 
 
-def charge(path: str, headers: Mapping[bytes, bytes], declared: int, most: int) -> int:
+def charge(path: str, headers: Iterable[tuple[bytes, bytes]], declared: int, most: int) -> int:
     """What a request of ``declared`` body bytes takes from the budget: its JSON counted
     :data:`JSON_WEIGHT` times on a v2 inference route (the whole body, or the length its
     ``Inference-Header-Content-Length`` gives), at most ``most``."""
     if not (path.startswith("/v2/models/") and path.endswith("/infer")):
         return declared
-    head = headers.get(_JSON_HEAD)
     json = declared
-    if head is not None:
-        given = header_int(head.decode("latin-1"))
-        json = declared if given is None else max(0, min(given, declared))
+    for name, value in headers:
+        if name == _JSON_HEAD:
+            given = header_int(value.decode("latin-1"))
+            json = declared if given is None else max(0, min(given, declared))
+            break
     return max(declared, min(declared + (JSON_WEIGHT - 1) * json, most))
 
 
@@ -154,7 +155,7 @@ class BodyBudgetMiddleware:
         if isinstance(principal, Principal) and principal.kind == "tenant":
             key = principal.key_id
         path = scope.get("path", "")
-        size = charge(path, dict(scope["headers"]), size, budget.per_key)
+        size = charge(path, scope["headers"], size, budget.per_key)
         refusal = budget.take(size, key)
         if refusal is not None:
             reply = self.render(scope.get("path", ""), refusal, 503, ServerBusy.__name__)

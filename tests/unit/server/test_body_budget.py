@@ -10,31 +10,31 @@ HEAD = b"inference-header-content-length"
 
 def test_bodies_count_their_length_outside_v2_inference():
     for path in ("/run", "/upload", "/v2/repository/index", "/v2/models/m/ready"):
-        assert charge(path, {}, 1000, MOST) == 1000
+        assert charge(path, [], 1000, MOST) == 1000
 
 
 def test_a_v2_json_body_counts_json_weight_times():
     for path in ("/v2/models/m/infer", "/v2/models/m/versions/2/infer"):
-        assert charge(path, {}, 1000, MOST) == JSON_WEIGHT * 1000
+        assert charge(path, [], 1000, MOST) == JSON_WEIGHT * 1000
 
 
 def test_with_binary_data_only_the_json_head_is_weighted():
-    headers = {HEAD: b"100"}
+    headers = [(HEAD, b"100")]
     assert charge("/v2/models/m/infer", headers, 1000, MOST) == 1000 + (JSON_WEIGHT - 1) * 100
     # a head longer than the body, or no number, counts the whole body as JSON
-    assert charge("/v2/models/m/infer", {HEAD: b"5000"}, 1000, MOST) == JSON_WEIGHT * 1000
-    assert charge("/v2/models/m/infer", {HEAD: b"x"}, 1000, MOST) == JSON_WEIGHT * 1000
-    assert charge("/v2/models/m/infer", {HEAD: b"-5"}, 1000, MOST) == JSON_WEIGHT * 1000
+    assert charge("/v2/models/m/infer", [(HEAD, b"5000")], 1000, MOST) == JSON_WEIGHT * 1000
+    assert charge("/v2/models/m/infer", [(HEAD, b"x")], 1000, MOST) == JSON_WEIGHT * 1000
+    assert charge("/v2/models/m/infer", [(HEAD, b"-5")], 1000, MOST) == JSON_WEIGHT * 1000
 
 
 def test_a_charge_is_at_most_a_share_and_at_least_the_body():
-    assert charge("/v2/models/m/infer", {}, 1000, 5000) == 5000
-    assert charge("/v2/models/m/infer", {}, 1000, 10) == 1000
+    assert charge("/v2/models/m/infer", [], 1000, 5000) == 5000
+    assert charge("/v2/models/m/infer", [], 1000, 10) == 1000
 
 
 def test_the_budget_takes_and_gives_back_charges():
     budget = BodyBudget(10_000, per_key=8_000)
-    size = charge("/v2/models/m/infer", {}, 300, budget.per_key)
+    size = charge("/v2/models/m/infer", [], 300, budget.per_key)
     assert size == JSON_WEIGHT * 300 and budget.take(size) is None
     assert budget.take(size) is not None  # a second one does not fit
     budget.give(size)
