@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +33,7 @@ ALICE = Principal("tenant", "k_alice", "alice")
 BOB = Principal("tenant", "k_bob", "bob")
 KEY = bytes(range(32))
 X = np.array([[1.0, 2.0]], np.float32)
+RunOne = Callable[[ModelEntry, Principal], Awaitable[None]]
 
 
 def make_plane(
@@ -565,18 +568,18 @@ def test_a_batch_never_shows_one_key_another_keys_inputs(plane: DataPlane):
         np.testing.assert_array_equal(mine.outputs[0][1], trigger + 2 * trigger)
 
 
-def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
-    """One inference thread; Alice starts runs of three models at once, then Bob one of his:
-    his run is not held behind all of hers (it was the last of the four to end)."""
+@contextlib.contextmanager
+def _slow_models(threads: int) -> Iterator[tuple[DataPlane, list[ModelEntry], RunOne, list[str]]]:
+    """A plane of ``threads`` inference threads with three slow models of Alice's and one of
+    Bob's; ``run_one(model, who)`` runs one and appends the caller's key id to the list."""
     from tests.models import slow_add
 
-    settings = ServerSettings(tee="simulation", inference_threads=1, inline_run_us=0)
+    settings = ServerSettings(tee="simulation", inference_threads=threads, inline_run_us=0)
     plane = DataPlane(settings, ModelRegistry(max_models=10))
     try:
-        callers = (ALICE, ALICE, ALICE, BOB)
         models = [
             asyncio.run(plane.upload(slow_add(v), name=None, optimize=True, caller=who))
-            for v, who in enumerate(callers)
+            for v, who in enumerate((ALICE, ALICE, ALICE, BOB))
         ]
         ended: list[str] = []
 
@@ -584,13 +587,21 @@ def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
             await plane.infer(ModelRef(entry.model_id), [(None, X)], caller=who)
             ended.append(who.key_id or "")
 
+        yield plane, models, run_one, ended
+    finally:
+        plane.close()
+
+
+def test_a_keys_burst_of_runs_takes_turns_with_another_keys_run():
+    """One inference thread; Alice starts runs of three models at once, then Bob one of his:
+    his run is not held behind all of hers (it was the last of the four to end)."""
+    with _slow_models(1) as (_, models, run_one, ended):
+
         async def burst() -> None:
-            await asyncio.gather(*map(run_one, models, callers))
+            await asyncio.gather(*map(run_one, models, (ALICE, ALICE, ALICE, BOB)))
 
         asyncio.run(burst())
         assert len(ended) == 4 and ended.index("k_bob") <= 2, ended
-    finally:
-        plane.close()
 
 
 def test_a_key_holds_at_most_its_share_of_the_inference_threads():
@@ -598,22 +609,8 @@ def test_a_key_holds_at_most_its_share_of_the_inference_threads():
     Alice's three long runs over three models are under way when Bob sends his: the other
     thread is his at once, and his run ends before her second. Taking turns alone, hers held
     both threads and his ended third at best."""
-    from tests.models import slow_add
-
-    settings = ServerSettings(tee="simulation", inference_threads=2, inline_run_us=0)
-    assert settings.key_runs == 1
-    plane = DataPlane(settings, ModelRegistry(max_models=10))
-    try:
-        callers = (ALICE, ALICE, ALICE, BOB)
-        models = [
-            asyncio.run(plane.upload(slow_add(v), name=None, optimize=True, caller=who))
-            for v, who in enumerate(callers)
-        ]
-        ended: list[str] = []
-
-        async def run_one(entry: ModelEntry, who: Principal) -> None:
-            await plane.infer(ModelRef(entry.model_id), [(None, X)], caller=who)
-            ended.append(who.key_id or "")
+    with _slow_models(2) as (plane, models, run_one, ended):
+        assert plane.settings.key_runs == 1
 
         async def burst() -> None:
             hers = [asyncio.ensure_future(run_one(m, ALICE)) for m in models[:3]]
@@ -624,8 +621,6 @@ def test_a_key_holds_at_most_its_share_of_the_inference_threads():
 
         asyncio.run(burst())
         assert len(ended) == 4 and ended.index("k_bob") <= 1, ended
-    finally:
-        plane.close()
 
 
 def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: DataPlane):
