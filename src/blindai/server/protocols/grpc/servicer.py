@@ -43,6 +43,8 @@ __all__ = [
     "GRPC_PORT",
     "IMPLEMENTED",
     "OPEN_METHODS",
+    "PARSE_CHARGED_FROM",
+    "PARSE_WEIGHT",
     "InferenceServicer",
     "add_to_server",
     "grpc_code",
