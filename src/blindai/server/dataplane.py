@@ -560,6 +560,7 @@ class DataPlane:
             if source is None:
                 raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
             started = time.perf_counter()
+            ticket = self.registry.load_ticket(entry)
             shared = self.registry.session_for(entry.share)
             queue = None
             if shared is None:
@@ -570,13 +571,19 @@ class DataPlane:
             else:
                 session = shared
             try:
-                loaded.append(self.registry.reload(entry, session, queue))
+                reloaded = self.registry.reload(entry, session, queue, ticket=ticket)
             except ModelNotFound:
                 # deleted while it compiled: nothing to load, and the other versions still are
                 # (the whole load answered 404 "no model with id ...", the rest left unloaded)
                 if shared is None:
                     _release((session, queue))
                 continue
+            if reloaded is None:
+                # unloaded again while it compiled: the unload, which came last, wins (Triton
+                # applies a model's loads and unloads in the order they arrive); the model
+                # stays unloaded and the session this load compiled is freed
+                continue
+            loaded.append(reloaded)
             self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return loaded
 

@@ -125,6 +125,8 @@ class ModelRegistry:
         self._queues: dict[bytes, ModelQueue] = {}
         self._bytes: dict[bytes, bytes | ModelFile] = {}
         self._unloaded: set[str] = set()
+        self._unloads: dict[str, int] = {}
+        """How many times each model was unloaded (:meth:`load_ticket`)."""
         self._versions: dict[tuple[str | None, str], int] = {}
         """The last version number of each (owner, name) held or being uploaded."""
         self._pending: dict[tuple[str | None, str], int] = {}
@@ -321,6 +323,7 @@ class ModelRegistry:
             if self._by_id.pop(entry.model_id, None) is None:
                 raise _not_found(ref)  # removed meanwhile
             self._unloaded.discard(entry.model_id)
+            self._unloads.pop(entry.model_id, None)
             if entry.name:
                 self._forget_name(entry.owner, entry.name)
             others = [e for e in self._by_id.values() if e.share == entry.share]
@@ -365,13 +368,27 @@ class ModelRegistry:
         with self._lock:
             return len(self._by_id) - len(self._unloaded)
 
+    def current(self, entry: ModelEntry) -> ModelEntry | None:
+        """The registered state of the model ``entry`` was found as (its session and queue
+        may have changed since: an unload and a load); None once it is deleted."""
+        with self._lock:
+            return self._by_id.get(entry.model_id)
+
+    def load_ticket(self, entry: ModelEntry) -> int:
+        """What a load of ``entry`` must give :meth:`reload`, taken before it compiles: an
+        unload that arrives meanwhile wins over the load (as Triton orders them)."""
+        with self._lock:
+            return self._unloads.get(entry.model_id, 0)
+
     def unload(self, entries: list[ModelEntry]) -> None:
-        """Mark models unloaded; release each session no loaded model uses any more."""
+        """Mark models unloaded; release each session no loaded model uses any more. A load
+        of them under way (:meth:`load_ticket`) leaves them unloaded."""
         released = []
         with self._lock:
             for entry in entries:
                 if entry.model_id in self._by_id:
                     self._unloaded.add(entry.model_id)
+                    self._unloads[entry.model_id] = self._unloads.get(entry.model_id, 0) + 1
             for entry in entries:
                 live = [
                     e
@@ -392,21 +409,33 @@ class ModelRegistry:
             return self._bytes.get(entry.share)
 
     def reload(
-        self, entry: ModelEntry, model: OnnxModel, queue: ModelQueue | None = None
-    ) -> ModelEntry:
+        self,
+        entry: ModelEntry,
+        model: OnnxModel,
+        queue: ModelQueue | None = None,
+        *,
+        ticket: int | None = None,
+    ) -> ModelEntry | None:
         """Mark a model loaded with ``model`` and its ``queue`` (or the session loaded
-        meanwhile for its bytes, and that session's queue)."""
+        meanwhile for its bytes, and that session's queue). ``ticket``: :meth:`load_ticket`
+        before the compile; when the model was unloaded since, it stays unloaded, ``model``
+        and ``queue`` are released (unless another model loaded with them) and None is
+        returned: the unload came last, and wins."""
         with self._lock:
             if entry.model_id not in self._by_id:
                 raise ModelNotFound(f"no model with id {entry.model_id!r}")
-            shared = self._sessions.setdefault(entry.share, model)
-            if queue is not None and shared is model:
-                self._queues[entry.share] = queue
-            shared_queue = self._queues.get(entry.share)
-            loaded = replace(self._by_id[entry.model_id], model=shared, queue=shared_queue)
-            self._by_id[entry.model_id] = loaded
-            self._unloaded.discard(entry.model_id)
-        if shared is not model:  # loaded meanwhile
+            if ticket is not None and self._unloads.get(entry.model_id, 0) != ticket:
+                loaded = None
+                shared = self._sessions.get(entry.share)
+            else:
+                shared = self._sessions.setdefault(entry.share, model)
+                if queue is not None and shared is model:
+                    self._queues[entry.share] = queue
+                shared_queue = self._queues.get(entry.share)
+                loaded = replace(self._by_id[entry.model_id], model=shared, queue=shared_queue)
+                self._by_id[entry.model_id] = loaded
+                self._unloaded.discard(entry.model_id)
+        if shared is not model:  # loaded meanwhile, or unloaded again: not this session
             model.unload()
             if queue is not None:
                 queue.close()

@@ -641,3 +641,41 @@ def test_an_upload_whose_client_leaves_while_it_compiles_keeps_nothing(tmp_path)
         assert [e.model_id for e in plane.registry.entries(lambda e: True)] == [kept.model_id]
     finally:
         plane.close()
+
+
+def test_an_unload_that_arrives_while_the_model_loads_wins():
+    """A v2 unload that arrived while a load of the same model compiled answered 200, and the
+    load, finishing after it, left the model loaded: a client that unloaded it (the last
+    request it sent) found it READY and running. The unload, which came last, wins (Triton
+    applies a model's loads and unloads in the order they arrive): the model stays unloaded
+    and the session the load compiled is freed; a load after that loads it."""
+    plane = GatedPlane(ServerSettings(tee="simulation"))
+    plane.release.set()
+    x = np.ones((1, 3), np.float32)
+
+    async def scenario() -> None:
+        entry = await plane.upload(
+            identity(TensorProto.FLOAT), name="m", optimize=True, caller=ANONYMOUS
+        )
+        plane.unload([entry])
+        plane.release.clear()
+        plane.compiling.clear()
+        loading = asyncio.ensure_future(plane.load([entry]))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)
+        plane.unload([entry])  # arrives while the load compiles
+        plane.release.set()
+        assert await loading == []
+        assert not plane.is_ready(entry)
+        assert plane.registry.session_for(entry.share) is None  # nothing left held
+        with pytest.raises(ModelNotReady, match="unloaded"):
+            await plane.infer(ModelRef("m"), [("x", x)], caller=ANONYMOUS)
+        (again,) = await plane.load([entry])
+        done = await plane.infer(ModelRef("m"), [("x", x)], caller=ANONYMOUS)
+        assert done.outputs[0][1].tolist() == x.tolist() and again.model_id == entry.model_id
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        plane.release.set()
+        plane.close()
