@@ -755,8 +755,60 @@ class DataPlane:
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """:meth:`infer` for a model already found by :meth:`model` (no second lookup).
-        ``caller`` sent the inputs: a batch holds one caller's requests only."""
-        timing = timing or Timing()
+        ``caller`` sent the inputs: a batch holds one caller's requests only.
+
+        A model unloaded and loaded again after it was found runs with its new session (see
+        :meth:`_found_again`)."""
+        run = functools.partial(
+            self._run_found,
+            inputs=inputs,
+            caller=caller,
+            outputs=outputs,
+            reshape_flat=reshape_flat,
+            timing=timing or Timing(),
+            disconnected=disconnected,
+        )
+        try:
+            return await run(entry)
+        except (ModelNotFound, ModelNotReady):
+            again = self._found_again(entry)
+            if again is None:
+                raise
+        return await run(again)
+
+    def _found_again(self, entry: ModelEntry) -> ModelEntry | None:
+        """The model ``entry`` was found as, loaded again, when its run failed because its
+        session was released meanwhile (None: the failure was not that). ModelNotReady when it
+        is still unloaded, as the lookup answers; ModelNotFound when it was deleted (a batching
+        model's queue said 503 "removed").
+
+        A request finds its model when it arrives, and runs later (the v2 routes read the body
+        in between): one that found a model before an unload and a load answered 404 or, in a
+        batching model's queue, 503 ("removed"), though the model was there and loaded."""
+        if not entry.model.released:
+            return None
+        current = self.registry.current(entry)
+        if current is None:
+            raise ModelNotFound("the model was deleted before this request ran")
+        if not self.registry.is_ready(current):
+            raise ModelNotReady(
+                f"model {entry.label!r} is unloaded; load it first "
+                "(POST /v2/repository/models/NAME/load)"
+            )
+        return None if current.model.released else current
+
+    async def _run_found(
+        self,
+        entry: ModelEntry,
+        *,
+        inputs: Inputs,
+        caller: Principal,
+        outputs: Sequence[str] | None,
+        reshape_flat: bool,
+        timing: Timing,
+        disconnected: Callable[[], Awaitable[object]] | None,
+    ) -> Inference:
+        """:meth:`run` with the model's session and queue as ``entry`` has them."""
         raw = _raw_input(entry, inputs)
         if raw is not None:
             submitted = time.perf_counter_ns()
@@ -926,19 +978,30 @@ class DataPlane:
             raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
         if entry.pipeline.input_kind != kind:
             raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
-        submitted = time.perf_counter_ns()
-        return await self._guarded(
-            entry,
-            _run_pipeline,
-            entry,
-            raw,
-            self.preprocess_budget,
-            _tenant(caller),
-            timing or Timing(),
-            submitted,
-            group=caller.key_id,
-            disconnected=disconnected,
-        )
+        timing = timing or Timing()
+
+        async def run(found: ModelEntry) -> Inference:
+            submitted = time.perf_counter_ns()
+            return await self._guarded(
+                found,
+                _run_pipeline,
+                found,
+                raw,
+                self.preprocess_budget,
+                _tenant(caller),
+                timing,
+                submitted,
+                group=caller.key_id,
+                disconnected=disconnected,
+            )
+
+        try:
+            return await run(entry)
+        except (ModelNotFound, ModelNotReady):
+            again = self._found_again(entry)
+            if again is None:
+                raise
+        return await run(again)
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers: its ``max_concurrent_runs``, at most

@@ -311,3 +311,8 @@ class OnnxModel:
     def unload(self) -> None:
         """Release the session; requests that reach this model afterwards get ModelNotFound."""
         self._session = None
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`unload` released the session (no run can use it any more)."""
+        return self._session is None

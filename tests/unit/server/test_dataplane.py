@@ -679,3 +679,46 @@ def test_an_unload_that_arrives_while_the_model_loads_wins():
     finally:
         plane.release.set()
         plane.close()
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_request_that_found_a_model_before_an_unload_and_a_load_runs_on_the_loaded_one(
+    batching,
+):
+    """A request finds its model when it arrives and runs later (a v2 request's body is read in
+    between). One that found a model before an unload and a load ran on the released session:
+    404 "deleted or unloaded" or, through a batching model's queue, 503 "removed", though the
+    model was loaded. It runs on the model's new session; one that finds it still unloaded gets
+    the lookup's 503 ("unloaded; load it first")."""
+    from blindai.server.settings import ModelSettings
+
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry())
+    x = np.ones((1, 3), np.float32)
+    settings = ModelSettings(max_batch_size=4) if batching else None
+
+    async def scenario() -> None:
+        entry = await plane.upload(
+            identity(TensorProto.FLOAT),
+            name="m",
+            optimize=True,
+            caller=ANONYMOUS,
+            settings=settings,
+        )
+        assert (entry.queue is not None) == batching
+        found = plane.model(ModelRef("m"), caller=ANONYMOUS)
+        plane.unload([entry])
+        with pytest.raises(ModelNotReady, match="unloaded; load it first"):
+            await plane.run(found, [("x", x)], caller=ANONYMOUS)
+        (loaded,) = await plane.load([entry])
+        assert loaded.model is not found.model
+        done = await plane.run(found, [("x", x)], caller=ANONYMOUS)
+        assert done.outputs[0][1].tolist() == x.tolist()
+        assert done.entry.model is loaded.model
+        await plane.delete(ModelRef(entry.model_id), caller=ANONYMOUS)
+        with pytest.raises(ModelNotFound):  # deleted: as before
+            await plane.run(found, [("x", x)], caller=ANONYMOUS)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        plane.close()
