@@ -210,6 +210,9 @@ class DataPlane:
         self._running_lock = threading.Lock()
         self._model_slots: dict[bytes, asyncio.Semaphore] = {}
         self._schedules: dict[bytes, _Schedule] = {}
+        """How each session runs: the settings of the upload (or load) whose compile made it."""
+        self._own: dict[str, _Schedule] = {}
+        """The settings each model was uploaded with (a load that compiles it uses them)."""
         self._accounts = threading.Lock()
         """Held to account a request to a model and to forget a deleted model's accounts: a
         request that found a model before its delete must not bring its entries back."""
@@ -364,11 +367,14 @@ class DataPlane:
                         raise
                     fresh = True
                 wire = None if pipeline is None else pipeline.to_wire()
-                if fresh:  # the first of identical uploads to register keeps its session
-                    self._schedules.setdefault(share, schedule)
                 entry = self._register(
                     record, model, compiled, steps, wire, queue, most_owned=most_owned
                 )
+                self._own[entry.model_id] = schedule
+                if fresh and entry.model is compiled:
+                    # the first of identical uploads to register keeps its session, which runs
+                    # with its settings (those of a model unloaded before held, at a re-compile)
+                    self._adopt(share, schedule)
             finally:  # registered, or failed: the name's numbering may go with its last model
                 self.registry.settle(name, caller.key_id)
         except BaseException:
@@ -381,6 +387,12 @@ class DataPlane:
             raise
         self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return entry
+
+    def _adopt(self, share: bytes, schedule: _Schedule) -> None:
+        """The session for ``share`` now is one compiled with ``schedule``: its runs at once
+        are that schedule's (the slots of a session released before go with it)."""
+        self._schedules[share] = schedule
+        self._model_slots.pop(share, None)
 
     async def _persist(self, record: StoredModel, model: bytes | ModelFile) -> None:
         """Write ``record`` with ``model``'s bytes to the store (a streamed model is read back
@@ -461,10 +473,12 @@ class DataPlane:
         # (the store gives entries in file-name order, not upload order)
         oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
         loaded: list[_Restored] = []
+        own: dict[str, _Schedule] = {}
         for record in self.store.load_models():
             try:
                 share = share_key(record.owner, record.hash)
                 asked = _stored_settings(record)
+                own[record.model_id] = self._schedule(asked, optimize=record.optimize)
                 compiled = sessions.get(share)
                 held = oldest.get(share) if compiled is not None else None
                 order = (record.uploaded_ns, record.model_id)
@@ -506,6 +520,7 @@ class DataPlane:
                 self._not_restored(record)
                 continue
             self._register(record, record.model, session, steps, wire, queue, restoring=True)
+            self._own[record.model_id] = own[record.model_id]
             registered.append(session)
         _release_unused(sessions, registered)
         return len(registered)
@@ -563,8 +578,12 @@ class DataPlane:
             ticket = self.registry.load_ticket(entry)
             shared = self.registry.session_for(entry.share)
             queue = None
+            schedule = (
+                self._own.get(entry.model_id)
+                or self._schedules.get(entry.share)
+                or self._schedule(ModelSettings())
+            )
             if shared is None:
-                schedule = self._schedules.get(entry.share) or self._schedule(ModelSettings())
                 session, queue = await self._compile.run(
                     self._compiled, source, schedule.optimize, schedule
                 )
@@ -583,6 +602,8 @@ class DataPlane:
                 # applies a model's loads and unloads in the order they arrive); the model
                 # stays unloaded and the session this load compiled is freed
                 continue
+            if shared is None and reloaded.model is session:
+                self._adopt(entry.share, schedule)
             loaded.append(reloaded)
             self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return loaded
@@ -1101,6 +1122,7 @@ class DataPlane:
                 raise ServerError("the model could not be removed from the store") from exc
         same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
         entry = self.registry.remove(ModelRef(key=found.model_id), same)
+        self._own.pop(entry.model_id, None)
         with self._accounts:
             self.statistics.forget(entry.model_id)
             if entry.public:

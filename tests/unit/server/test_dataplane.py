@@ -722,3 +722,57 @@ def test_a_request_that_found_a_model_before_an_unload_and_a_load_runs_on_the_lo
         asyncio.run(scenario())
     finally:
         plane.close()
+
+
+@pytest.mark.parametrize("when", ["before", "while-stored"])
+def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_compiled_it(
+    tmp_path, when
+):
+    """Identical bytes share one session, which runs with the settings of the upload whose
+    compile made it. When the model holding it was unloaded, before another upload of the same
+    bytes or while that upload was being stored (the upload then compiles its own session),
+    the new session ran with the first upload's runs at once, kept (and its run slots) for the
+    unloaded model. It runs with the new upload's; the first, loaded again once the second is
+    deleted, runs with its own."""
+    from blindai.server.settings import ModelSettings
+
+    store = GatedStore(tmp_path / "store", lambda record: record.name == "b")
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry(), store=store)
+    model = identity(TensorProto.FLOAT)
+    x = np.ones((1, 3), np.float32)
+
+    async def scenario() -> None:
+        first = await plane.upload(
+            model,
+            name="a",
+            optimize=True,
+            caller=ANONYMOUS,
+            settings=ModelSettings(max_concurrent_runs=1),
+        )
+        await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)  # its slots are made
+        assert plane._slots(first)._value == 1
+        if when == "before":
+            plane.unload([first])
+        upload = asyncio.ensure_future(
+            plane.upload(
+                model,
+                name="b",
+                optimize=True,
+                caller=ANONYMOUS,
+                settings=ModelSettings(max_concurrent_runs=2),
+            )
+        )
+        assert await asyncio.get_running_loop().run_in_executor(None, store.writing.wait, WAIT_S)
+        if when == "while-stored":
+            plane.unload([first])
+        store.open.set()
+        second = await upload
+        assert second.model is not first.model  # compiled again
+        await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
+        assert plane._slots(second)._value == 2
+        await plane.delete(ModelRef(second.model_id), caller=ANONYMOUS)
+        (loaded,) = await plane.load([first])
+        await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)
+        assert plane._slots(loaded)._value == 1
+
+    run_then_close(scenario, plane, store)
