@@ -331,3 +331,61 @@ def string_amplifier(op: str, *, name: str = "amplify") -> bytes:
         raise ValueError(op)
     nodes.append(helper.make_node("Gather", ["big", "zero"], ["y"]))
     return _model(helper.make_graph(nodes, "strings", [x, n], [y], initializer=[zero]))
+
+
+# Kernels that end onnxruntime's process (probed on onnxruntime 1.32.0, docs/limits.md)
+
+
+def _contrib_model(graph: onnx.GraphProto) -> bytes:
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+    )
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def inverse(shape: list[int | None], *, declared: str = "") -> bytes:
+    """y = com.microsoft Inverse(x), x float of ``shape``: onnxruntime's kernel reads and
+    writes out of bounds on a matrix that is not square ([64, 2] ends the process).
+
+    ``declared``: where the model claims its input is [2, 2] while a run may bring any shape:
+    ``value_info`` (x reshaped to a request's ``s``, declared [2, 2]), ``output`` (the same
+    value also a graph output declared [2, 2]), ``if`` (the Inverse in an ``If`` branch, on the
+    outer ``x``)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inputs, outputs, nodes, info = [x], [y], [], []
+    source = "x"
+    if declared in ("value_info", "output"):
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.INT64, [2]))
+        nodes.append(helper.make_node("Reshape", ["x", "s"], ["m"]))
+        square = helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 2])
+        (info if declared == "value_info" else outputs).append(square)
+        source = "m"
+    inverse = helper.make_node("Inverse", [source], ["y"], domain="com.microsoft")
+    if declared == "if":
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+        branch = helper.make_graph(
+            [helper.make_node("Inverse", ["x"], ["o"], domain="com.microsoft")],
+            "branch",
+            [],
+            [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2, 2])],
+        )
+        inverse = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
+    nodes.append(inverse)
+    return _contrib_model(helper.make_graph(nodes, "inverse", inputs, outputs, value_info=info))
+
+
+def attn_lstm() -> bytes:
+    """y = com.microsoft AttnLSTM(x, w, r), x [seq, batch, 2], its attention inputs left out:
+    onnxruntime's kernel ends the process on any run (a null dereference), and with them on an
+    empty sequence (``terminate``)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = [
+        helper.make_tensor("w", TensorProto.FLOAT, [1, 8, 2], [1.0] * 16),
+        helper.make_tensor("r", TensorProto.FLOAT, [1, 8, 2], [1.0] * 16),
+    ]
+    node = helper.make_node("AttnLSTM", ["x", "w", "r"], ["y"], domain="com.microsoft", hidden_size=2)
+    return _contrib_model(helper.make_graph([node], "attn", [x], [y], initializer=weights))

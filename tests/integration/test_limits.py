@@ -276,6 +276,25 @@ def test_a_small_image_that_would_take_more_than_the_preprocessing_memory_is_ref
         assert conn.predict(name, image=small).top.index == 2  # blue
 
 
+@pytest.mark.parametrize(
+    ("model", "hostile"),
+    [
+        (attacks.inverse([None, None]), {"x": np.zeros((64, 2), np.float32)}),
+        (attacks.attn_lstm(), {"x": np.ones((3, 1, 2), np.float32)}),
+    ],
+    ids=["inverse", "attn_lstm"],
+)
+def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny, model, hostile):
+    """A com.microsoft Inverse of a [64, 2] input, or an AttnLSTM without its attention
+    inputs, ended the server's process (SIGSEGV) at the run: every tenant's connection
+    dropped. Such models are refused at upload; the other client is served throughout."""
+    with attack(server, tiny), connect(server) as conn:
+        with pytest.raises(InvalidInput, match="needs an input whose|is refused"):
+            model_id = conn.upload_model(model).model_id
+            conn.predict(model_id, hostile)  # before the fix: the server process ended here
+    assert server.process.poll() is None
+
+
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):
     """Issue 10: 8 MB of If nodes took 4 GB to compile. Here, 3000 Ifs need more than the
     test server's --compile-memory; 10000 are more nodes than --max-graph-nodes."""

@@ -10,6 +10,15 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   training graphs.
 - **Bounded graphs.** At most ``max_nodes`` nodes in all graphs together, and subgraphs nested at
   most ``max_subgraph_depth`` deep (onnxruntime's compile time and memory grow with both).
+- **No operator that ends the process.** Operators whose kernel crashes onnxruntime (and
+  with it the server, every tenant's runs) on inputs it does not check, whatever the request
+  sends, are refused, or allowed only where the model proves those inputs sound. Found by
+  probing onnxruntime 1.32.0 (``docs/limits.md``): ``com.microsoft`` ``AttnLSTM`` (an empty
+  sequence, or its attention inputs left out, abort or crash the process) is refused;
+  ``com.microsoft`` ``Inverse`` reads and writes out of bounds on a matrix that is not square,
+  so its input's last two dimensions must be static and equal (by onnx shape inference from
+  what onnxruntime checks at run time: the declared shapes of ``value_info``, outputs and
+  subgraph inputs, which a model could lie in, are left out).
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and
@@ -26,8 +35,9 @@ separate, limited process (``blindai.server.compile_guard``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
@@ -51,6 +61,16 @@ _DATA_FIELDS = (
     "uint64_data",
 )
 _NAME_SHOWN = 64
+_CONTRIB = "com.microsoft"
+_REFUSED = {
+    (_CONTRIB, "AttnLSTM"): (
+        "its kernel ends the process on inputs it does not check (an empty sequence, or its "
+        "attention inputs left out); build the attention from standard operators and LSTM"
+    ),
+}
+"""Operators refused wherever they are: (domain, op_type) -> why."""
+_SQUARE = frozenset({(_CONTRIB, "Inverse")})
+"""Operators whose first input must be proven a (batch of) square matrices."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +119,8 @@ class _Walk:
     graphs: list[tuple[GraphProto, int]]
     tensors: list[tuple[str, TensorProto]]
     nodes: int
+    square: list[str] = field(default_factory=list)
+    """Labels of the :data:`_SQUARE` nodes found (their inputs are checked after inference)."""
 
 
 def _sparse(where: str, sparse: SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
@@ -145,6 +167,7 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
             )
         for node in nodes:
             label = f"node {_shown(node.name or node.op_type)} in {where}"
+            _refuse_operator(node, label, in_function=where.startswith("function"), found=found)
             for attr in node.attribute:
                 found.tensors += _attribute_tensors(label, attr)
                 subgraphs = [attr.g] if attr.HasField("g") else []
@@ -156,6 +179,94 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
                     )
                 stack += [(g, depth + 1) for g in subgraphs]
     return found
+
+
+def _refuse_operator(node: onnx.NodeProto, label: str, *, in_function: bool, found: _Walk) -> None:
+    """Refuse an operator of :data:`_REFUSED`; note one of :data:`_SQUARE` (refused in a
+    function, where no shape is inferred)."""
+    key = (node.domain, node.op_type)
+    why = _REFUSED.get(key)
+    if why is not None:
+        raise InvalidInput(f"{label}: {node.domain} {node.op_type} is refused: {why}")
+    if key in _SQUARE:
+        if in_function:
+            raise InvalidInput(_not_square(label, node, "inside a model-local function"))
+        found.square.append(label)
+
+
+def _not_square(label: str, node: onnx.NodeProto, found: str) -> str:
+    return (
+        f"{label}: {node.domain} {node.op_type} needs an input whose last two dimensions are "
+        f"static and equal (square matrices): onnxruntime reads and writes out of bounds on "
+        f"others; its input is {found}. Give the model static shapes (or insert a Reshape to "
+        "a constant square shape)"
+    )
+
+
+def _value_types(graph: GraphProto) -> dict[str, onnx.TypeProto]:
+    """The types a graph declares or inferred for its values (initializers: their dims)."""
+    types = {}
+    for t in graph.initializer:
+        types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        types[value.name] = value.type
+    return types
+
+
+def _square_shape(value: onnx.TypeProto | None) -> str | None:
+    """None when ``value`` is a tensor whose last two dimensions are static and equal, else
+    what it is instead."""
+    if value is None or not value.HasField("tensor_type"):
+        return "of an unknown type or shape"
+    if not value.tensor_type.HasField("shape"):
+        return "of an unknown shape"
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.tensor_type.shape.dim]
+    if len(dims) < 2:
+        return f"of rank {len(dims)}"
+    if dims[-1] is None or dims[-2] is None or dims[-1] != dims[-2]:
+        shown = ["?" if d is None else d for d in dims]
+        return f"of shape {shown}"
+    return None
+
+
+def _forget_declared_shapes(graph: GraphProto, *, inputs: bool) -> None:
+    """Drop the shapes a graph declares for its values but onnxruntime never checks at run
+    time (``value_info``, outputs, and a subgraph's inputs; their element types stay), so that
+    shape inference derives them from what it does check (the main graph's inputs,
+    initializers' dims, constants): a model could otherwise declare a square matrix where a
+    run gets another shape."""
+    declared = [*graph.value_info, *graph.output, *(graph.input if inputs else [])]
+    for value in declared:
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+
+
+def _check_square_inputs(inferred: ModelProto | None) -> None:
+    """Refuse a :data:`_SQUARE` operator whose input is not proven square in ``inferred``
+    (the model after shape inference; None: inference failed or was off)."""
+    pending: list[tuple[GraphProto, Mapping[str, onnx.TypeProto]]] = []
+    if inferred is not None:
+        pending.append((inferred.graph, _value_types(inferred.graph)))
+    found = False
+    while pending:
+        graph, types = pending.pop()
+        for node in graph.node:
+            if (node.domain, node.op_type) in _SQUARE:
+                found = True
+                label = f"node {_shown(node.name or node.op_type)} in graph {_shown(graph.name)}"
+                value = types.get(node.input[0]) if node.input else None
+                problem = _square_shape(value)
+                if problem is not None:
+                    raise InvalidInput(_not_square(label, node, problem))
+            for attr in node.attribute:
+                subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+                for sub in subgraphs:
+                    pending.append((sub, ChainMap(_value_types(sub), types)))  # type: ignore[arg-type]
+    if not found:
+        raise InvalidInput(
+            "the model uses an operator whose input must be proven square, and its shapes "
+            "could not be inferred"
+        )
 
 
 def _refuse_external(tensors: list[tuple[str, TensorProto]]) -> None:
@@ -282,6 +393,9 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
     _refuse_external(walk.tensors)
     constants = string_constants(model) if limits.max_string_bytes is not None else {}
     inferred: ModelProto | None = None
+    square = bool(walk.square)
+    for graph, depth in walk.graphs:
+        _forget_declared_shapes(graph, inputs=depth > 0)
     if limits.shape_inference:
         weights = {i.name for i in model.graph.initializer}
         _drop_weights_data(walk.tensors)
@@ -290,6 +404,8 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
         inferred = _infer(model)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
+    if square:
+        _check_square_inputs(inferred)
     if limits.max_string_bytes is not None:
         check_strings(
             model,

@@ -160,3 +160,44 @@ def test_large_integer_weights_are_unknown_values_not_data_copies():
     check_model(model, limits=LIMITS)
     assert not model.graph.initializer
     assert [i.name for i in model.graph.input] == ["x", "w"]
+
+
+def test_an_operator_whose_kernel_ends_the_process_is_refused():
+    """onnxruntime 1.32.0's com.microsoft AttnLSTM crashed the server on any run without its
+    attention inputs, and with them on an empty sequence: refused wherever it is."""
+    with pytest.raises(InvalidInput, match="com.microsoft AttnLSTM is refused"):
+        _check(attacks.attn_lstm())
+
+
+@pytest.mark.parametrize(
+    ("shape", "declared"),
+    [
+        ([None, None], ""),
+        ([64, 2], ""),
+        ([3, None], ""),
+        ([None, 2, 2], "value_info"),
+        ([None, 2, 2], "output"),
+        ([None, None], "if"),
+        ([4], ""),
+    ],
+)
+def test_an_inverse_of_what_may_not_be_square_is_refused(shape, declared):
+    """com.microsoft Inverse reads and writes out of bounds on a matrix that is not square (a
+    [64, 2] input crashed the server): its input must be proven square, and a shape the model
+    only declares (value_info, an output's, a subgraph's) proves nothing."""
+    with pytest.raises(InvalidInput, match="needs an input whose last two dimensions are static"):
+        _check(attacks.inverse(shape, declared=declared))
+
+
+@pytest.mark.parametrize(("shape", "declared"), [([3, 3], ""), ([None, 2, 2], ""), ([2, 2], "if")])
+def test_an_inverse_of_square_matrices_passes_and_runs(shape, declared):
+    model = attacks.inverse(shape, declared=declared)
+    _check(model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.eye(shape[-1], dtype=np.float32) * 2
+    x = np.broadcast_to(x, [d or 5 for d in shape]).copy()
+    feeds: dict[str, np.ndarray] = {"x": x}
+    if declared == "if":
+        feeds["c"] = np.array(True)
+    (y,) = session.run(None, feeds)
+    np.testing.assert_allclose(y, x / 4)
