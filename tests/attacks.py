@@ -387,5 +387,7 @@ def attn_lstm() -> bytes:
         helper.make_tensor("w", TensorProto.FLOAT, [1, 8, 2], [1.0] * 16),
         helper.make_tensor("r", TensorProto.FLOAT, [1, 8, 2], [1.0] * 16),
     ]
-    node = helper.make_node("AttnLSTM", ["x", "w", "r"], ["y"], domain="com.microsoft", hidden_size=2)
+    node = helper.make_node(
+        "AttnLSTM", ["x", "w", "r"], ["y"], domain="com.microsoft", hidden_size=2
+    )
     return _contrib_model(helper.make_graph([node], "attn", [x], [y], initializer=weights))

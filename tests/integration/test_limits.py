@@ -289,7 +289,7 @@ def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny
     inputs, ended the server's process (SIGSEGV) at the run: every tenant's connection
     dropped. Such models are refused at upload; the other client is served throughout."""
     with attack(server, tiny), connect(server) as conn:
-        with pytest.raises(InvalidInput, match="needs an input whose|is refused"):
+        with pytest.raises(InvalidInput, match=r"needs an input whose|is refused"):
             model_id = conn.upload_model(model).model_id
             conn.predict(model_id, hostile)  # before the fix: the server process ended here
     assert server.process.poll() is None

@@ -165,7 +165,7 @@ def test_large_integer_weights_are_unknown_values_not_data_copies():
 def test_an_operator_whose_kernel_ends_the_process_is_refused():
     """onnxruntime 1.32.0's com.microsoft AttnLSTM crashed the server on any run without its
     attention inputs, and with them on an empty sequence: refused wherever it is."""
-    with pytest.raises(InvalidInput, match="com.microsoft AttnLSTM is refused"):
+    with pytest.raises(InvalidInput, match=r"com\.microsoft AttnLSTM is refused"):
         _check(attacks.attn_lstm())
 
 
