@@ -391,3 +391,18 @@ def attn_lstm() -> bytes:
         "AttnLSTM", ["x", "w", "r"], ["y"], domain="com.microsoft", hidden_size=2
     )
     return _contrib_model(helper.make_graph([node], "attn", [x], [y], initializer=weights))
+
+
+def recurrent(op_type: str = "GRU") -> bytes:
+    """y = LSTM or GRU(x), x float [seq, batch, 2] (hidden size 2): onnxruntime's kernel ends
+    the process (``std::terminate``) when a run's x has a zero-size dimension (GRU: any of
+    them; LSTM: the batch)."""
+    gates = {"GRU": 3, "LSTM": 4}[op_type]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["seq", "batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = [
+        helper.make_tensor(name, TensorProto.FLOAT, [1, gates * 2, 2], [0.5] * gates * 4)
+        for name in ("w", "r")
+    ]
+    node = helper.make_node(op_type, ["x", "w", "r"], ["y"], hidden_size=2)
+    return _model(helper.make_graph([node], op_type.lower(), [x], [y], initializer=weights))

@@ -295,6 +295,20 @@ def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny
     assert server.process.poll() is None
 
 
+@pytest.mark.parametrize("op_type", ["GRU", "LSTM"])
+def test_an_empty_input_to_a_recurrent_model_is_a_400(server, tiny, op_type):
+    """onnxruntime's GRU and LSTM kernels call std::terminate on an input with a zero-size
+    dimension: one /run with an empty batch ended the server's process. Such a model's runs
+    refuse empty inputs; the other client is served throughout."""
+    with attack(server, tiny), connect(server) as conn:
+        model_id = conn.upload_model(attacks.recurrent(op_type)).model_id
+        with pytest.raises(InvalidInput, match=f"is empty; this model uses {op_type}"):
+            conn.predict(model_id, {"x": np.ones((3, 0, 2), np.float32)})
+        out = conn.predict(model_id, {"x": np.ones((3, 1, 2), np.float32)})
+        assert np.asarray(out.output[0]).size == 6
+    assert server.process.poll() is None
+
+
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):
     """Issue 10: 8 MB of If nodes took 4 GB to compile. Here, 3000 Ifs need more than the
     test server's --compile-memory; 10000 are more nodes than --max-graph-nodes."""

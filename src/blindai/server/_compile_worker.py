@@ -84,7 +84,7 @@ def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:
             return
         proto = parse_model(model)
         del model
-        check_model(proto, limits=AdmissionLimits(**job["admission"]))
+        admitted = check_model(proto, limits=AdmissionLimits(**job["admission"]))
         del proto
         _compile(f"/proc/self/fd/{fd}", job)
     except InvalidInput as exc:
@@ -102,6 +102,7 @@ def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:
         ok=True,
         seconds=time.perf_counter() - start,
         peak_bytes=_status("VmHWM"),
+        empty_unsafe=list(admitted.empty_unsafe),
     )
 
 

@@ -19,6 +19,11 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   so its input's last two dimensions must be static and equal (by onnx shape inference from
   what onnxruntime checks at run time: the declared shapes of ``value_info``, outputs and
   subgraph inputs, which a model could lie in, are left out).
+- **Operators that end the process on an empty tensor.** ``LSTM`` and ``GRU`` (and
+  ``com.microsoft`` ``DynamicQuantizeLSTM``) call ``std::terminate`` on an input with a
+  zero-size dimension (onnxruntime 1.32.0). They are common in real models, so they are not
+  refused: :func:`check_model` names those it finds (:class:`Admitted`), and the data plane
+  refuses request inputs with a zero-size dimension for such a model.
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and
@@ -45,7 +50,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, Tens
 from blindai.errors import InvalidInput
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
 
-__all__ = ["AdmissionLimits", "check_model", "parse_model"]
+__all__ = ["AdmissionLimits", "Admitted", "check_model", "parse_model"]
 
 _SMALL_INITIALIZER = 1 << 10
 """Initializers up to this size keep their values for shape inference (shapes, axes)."""
@@ -71,6 +76,20 @@ _REFUSED = {
 """Operators refused wherever they are: (domain, op_type) -> why."""
 _SQUARE = frozenset({(_CONTRIB, "Inverse")})
 """Operators whose first input must be proven a (batch of) square matrices."""
+_EMPTY_UNSAFE = frozenset(
+    {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
+    | {(_CONTRIB, "DynamicQuantizeLSTM")}
+)
+"""Operators whose kernel ends the process on a tensor with a zero-size dimension."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What the checks of an admitted model found that its runs must take into account."""
+
+    empty_unsafe: tuple[str, ...] = ()
+    """The operators of the model (sorted, once each) whose onnxruntime kernels end the
+    process on a tensor with a zero-size dimension: its runs must refuse empty inputs."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +140,8 @@ class _Walk:
     nodes: int
     square: list[str] = field(default_factory=list)
     """Labels of the :data:`_SQUARE` nodes found (their inputs are checked after inference)."""
+    empty_unsafe: set[str] = field(default_factory=set)
+    """The :data:`_EMPTY_UNSAFE` operators found."""
 
 
 def _sparse(where: str, sparse: SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
@@ -185,6 +206,8 @@ def _refuse_operator(node: onnx.NodeProto, label: str, *, in_function: bool, fou
     """Refuse an operator of :data:`_REFUSED`; note one of :data:`_SQUARE` (refused in a
     function, where no shape is inferred)."""
     key = (node.domain, node.op_type)
+    if key in _EMPTY_UNSAFE:
+        found.empty_unsafe.add(node.op_type)
     why = _REFUSED.get(key)
     if why is not None:
         raise InvalidInput(f"{label}: {node.domain} {node.op_type} is refused: {why}")
@@ -382,8 +405,9 @@ def _check_static_shapes(inferred: ModelProto, weights: set[str], limits: Admiss
                 pending += list(attr.graphs)
 
 
-def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
-    """Refuse (InvalidInput, 400) a model that names external data or exceeds the limits.
+def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
+    """Refuse (InvalidInput, 400) a model that names external data, exceeds the limits or
+    uses an operator that ends the process; returns what its runs must take into account.
 
     ``model`` is consumed: with ``limits.shape_inference``, the data of its large tensors is
     dropped in place for the inference (no copy of the weights is made); keep the bytes, not
@@ -394,6 +418,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
     constants = string_constants(model) if limits.max_string_bytes is not None else {}
     inferred: ModelProto | None = None
     square = bool(walk.square)
+    admitted = Admitted(tuple(sorted(walk.empty_unsafe)))
     for graph, depth in walk.graphs:
         _forget_declared_shapes(graph, inputs=depth > 0)
     if limits.shape_inference:
@@ -417,6 +442,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> None:
                 max_run_memory=limits.max_tensor_bytes,
             ),
         )
+    return admitted
 
 
 def _all_types(inferred: ModelProto | None) -> dict[str, onnx.TypeProto]:

@@ -72,6 +72,9 @@ class CompileReport:
 
     seconds: float | None
     peak_bytes: int | None
+    empty_unsafe: tuple[str, ...] = ()
+    """The model's operators that end the process on an empty tensor
+    (:class:`~blindai.server.admission.Admitted`)."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,8 @@ class CompileGuard:
         """
         if not self.enabled:
             data = model.read() if isinstance(model, ModelFile) else model
-            check_model(parse_model(data), limits=self.limits.admission)
-            return CompileReport(None, None)
+            admitted = check_model(parse_model(data), limits=self.limits.admission)
+            return CompileReport(None, None, admitted.empty_unsafe)
         if isinstance(model, ModelFile):
             return self._check_file(model, optimize, abandon or Abandon())
         file = ModelFile.holding(model)
@@ -234,7 +237,12 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
     except ValueError:
         answer = {}
     if answer.get("ok") is True:
-        return CompileReport(float(answer["seconds"]), int(answer["peak_bytes"]))
+        unsafe = answer.get("empty_unsafe", [])
+        return CompileReport(
+            float(answer["seconds"]),
+            int(answer["peak_bytes"]),
+            tuple(str(op) for op in unsafe) if isinstance(unsafe, list) else (),
+        )
     kind = answer.get("kind")
     if kind == "admission":
         raise InvalidInput(str(answer.get("message", "the model was refused")))

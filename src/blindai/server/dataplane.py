@@ -587,6 +587,7 @@ class DataPlane:
                 session, queue = await self._compile.run(
                     self._compiled, source, schedule.optimize, schedule
                 )
+                session.empty_unsafe = entry.model.empty_unsafe  # what its upload's check found
             else:
                 session = shared
             try:
@@ -667,9 +668,11 @@ class DataPlane:
         begun once ``abandon`` is set: the client went away)."""
         abandon = abandon or Abandon()
         # a streamed model's file goes to the guard's child as a read-only descriptor
-        self.compile_guard.check(model, optimize=optimize, abandon=abandon)
+        report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
         abandon.check()
-        return self._compiled(model, optimize, schedule)
+        compiled = self._compiled(model, optimize, schedule)
+        compiled[0].empty_unsafe = report.empty_unsafe
+        return compiled
 
     def _compiled(
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
@@ -846,7 +849,12 @@ class DataPlane:
                 disconnected=disconnected,
             )
         with timing.phase("decode"):
-            feeds = match_inputs(entry.model.inputs, inputs, reshape_flat=reshape_flat)
+            feeds = match_inputs(
+                entry.model.inputs,
+                inputs,
+                reshape_flat=reshape_flat,
+                empty_unsafe=entry.model.empty_unsafe,
+            )
             wanted = _output_names(entry, outputs)
         submitted = time.perf_counter_ns()
         if entry.queue is not None:  # a model that batches: its queue, under the run timeout
@@ -1281,7 +1289,11 @@ def _run_pipeline(
         with timing.phase("decode"):
             with _invalid_input():
                 prepared = pipe.preprocess(raw)
-            feeds = match_inputs(entry.model.inputs, list(prepared.feeds.items()))
+            feeds = match_inputs(
+                entry.model.inputs,
+                list(prepared.feeds.items()),
+                empty_unsafe=entry.model.empty_unsafe,
+            )
         with timing.phase("infer"):
             outputs = entry.model.predict(feeds, run_options=run_options)
         with timing.phase("encode"):
@@ -1344,9 +1356,17 @@ def _check(spec: TensorSpec, array: np.ndarray, label: str, reshape_flat: bool) 
 
 
 def match_inputs(
-    specs: Sequence[TensorSpec], arrays: Inputs, *, reshape_flat: bool = False
+    specs: Sequence[TensorSpec],
+    arrays: Inputs,
+    *,
+    reshape_flat: bool = False,
+    empty_unsafe: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
-    """Map named inputs by name (any order) and unnamed ones by position; check each."""
+    """Map named inputs by name (any order) and unnamed ones by position; check each.
+
+    ``empty_unsafe``: the model's operators whose onnxruntime kernels end the process on an
+    empty tensor (:class:`~blindai.server.admission.Admitted`); then an input with a zero-size
+    dimension is refused."""
     by_name = {s.name: s for s in specs}
     feeds: dict[str, np.ndarray] = {}
     unnamed: list[np.ndarray] = []
@@ -1375,4 +1395,18 @@ def match_inputs(
         raise InvalidInput(
             f"missing {count(len(missing), 'input')} {missing}; the model takes {list(by_name)}"
         )
+    if empty_unsafe:
+        _refuse_empty(feeds, empty_unsafe)
     return feeds
+
+
+def _refuse_empty(feeds: dict[str, np.ndarray], operators: Sequence[str]) -> None:
+    """InvalidInput for an input with a zero-size dimension (for a model whose ``operators``
+    end onnxruntime's process on an empty tensor: every tenant's runs with it)."""
+    for name, array in feeds.items():
+        if 0 in array.shape:
+            raise InvalidInput(
+                f"input {name!r}: shape {list(array.shape)} is empty; this model uses "
+                f"{', '.join(operators)}, which cannot run on an empty tensor: send at least "
+                "one element along each dimension"
+            )

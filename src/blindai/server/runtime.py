@@ -265,6 +265,9 @@ class OnnxModel:
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
         self.inline: InlineGate | None = None
         """Set by the data plane for a model that may run on the event loop (``_inline``)."""
+        self.empty_unsafe: tuple[str, ...] = ()
+        """Set by the data plane from the upload's checks: the model's operators whose kernels
+        end the process on a tensor with a zero-size dimension (its runs refuse empty inputs)."""
 
     def predict(
         self,

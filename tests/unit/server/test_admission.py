@@ -201,3 +201,15 @@ def test_an_inverse_of_square_matrices_passes_and_runs(shape, declared):
         feeds["c"] = np.array(True)
     (y,) = session.run(None, feeds)
     np.testing.assert_allclose(y, x / 4)
+
+
+def test_operators_that_end_the_process_on_an_empty_tensor_are_named():
+    """LSTM and GRU end onnxruntime's process on an empty input (std::terminate); they are
+    admitted, and named, so that the data plane refuses empty inputs for their models."""
+    assert _admitted(attacks.recurrent("GRU")).empty_unsafe == ("GRU",)
+    assert _admitted(attacks.recurrent("LSTM")).empty_unsafe == ("LSTM",)
+    assert _admitted(identity(TensorProto.FLOAT)).empty_unsafe == ()
+
+
+def _admitted(model: bytes):
+    return check_model(parse_model(model), limits=LIMITS)

@@ -248,3 +248,15 @@ def test_a_check_abandoned_before_it_starts_never_runs(guard):
     abandon.set()
     with pytest.raises(ClientGone):
         guard.check(identity(TensorProto.FLOAT), optimize=True, abandon=abandon)
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_the_report_names_operators_that_end_the_process_on_an_empty_tensor(isolated):
+    """The data plane refuses empty inputs for a model with LSTM or GRU (onnxruntime ends its
+    process on them): the check, in the child or not, says which the model has."""
+    guard = CompileGuard(limits=_limits(), enabled=isolated)
+    try:
+        assert guard.check(attacks.recurrent("GRU"), optimize=True).empty_unsafe == ("GRU",)
+        assert guard.check(identity(TensorProto.FLOAT), optimize=True).empty_unsafe == ()
+    finally:
+        guard.close()

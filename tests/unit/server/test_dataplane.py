@@ -25,6 +25,7 @@ from blindai.server.registry import ModelRef, ModelRegistry
 from blindai.server.runtime import TensorSpec
 from blindai.server.settings import ServerSettings
 from blindai.server.store import SealedStore, StoredModel
+from tests import attacks
 from tests.models import identity, matmul
 
 WAIT_S = 60.0
@@ -776,3 +777,42 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
         assert plane._slots(loaded)._value == 1
 
     run_then_close(scenario, plane, store)
+
+
+@pytest.mark.parametrize("op_type", ["GRU", "LSTM"])
+def test_a_model_that_ends_the_process_on_an_empty_tensor_refuses_empty_inputs(op_type):
+    """onnxruntime's GRU and LSTM kernels end the server's process (std::terminate) on an
+    input with a zero-size dimension: one request with an empty batch stopped every tenant's
+    runs. Such a model's runs refuse empty inputs (400), also once unloaded and loaded again;
+    other models still take empty inputs."""
+    plane = DataPlane(ServerSettings(tee="simulation"), ModelRegistry())
+
+    async def scenario() -> None:
+        entry = await plane.upload(
+            attacks.recurrent(op_type), name="r", optimize=True, caller=ANONYMOUS
+        )
+        ok = await plane.infer(
+            ModelRef("r"), [("x", np.ones((3, 1, 2), np.float32))], caller=ANONYMOUS
+        )
+        assert ok.outputs[0][1].shape == (3, 1, 1, 2)
+        assert entry.model.empty_unsafe == (op_type,)  # before the runs that would crash
+        plane.unload([entry])
+        (loaded,) = await plane.load([entry])
+        assert loaded.model.empty_unsafe == (op_type,)
+        for shape in [(3, 0, 2), (0, 1, 2)]:
+            with pytest.raises(InvalidInput, match=rf"shape \[.*\] is empty; .*{op_type}"):
+                await plane.infer(
+                    ModelRef("r"), [("x", np.ones(shape, np.float32))], caller=ANONYMOUS
+                )
+        await plane.upload(
+            identity(TensorProto.FLOAT, [None]), name="i", optimize=True, caller=ANONYMOUS
+        )
+        empty = await plane.infer(
+            ModelRef("i"), [("x", np.ones((0,), np.float32))], caller=ANONYMOUS
+        )
+        assert empty.outputs[0][1].shape == (0,)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        plane.close()
