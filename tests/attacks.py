@@ -406,3 +406,46 @@ def recurrent(op_type: str = "GRU") -> bytes:
     ]
     node = helper.make_node(op_type, ["x", "w", "r"], ["y"], hidden_size=2)
     return _model(helper.make_graph([node], op_type.lower(), [x], [y], initializer=weights))
+
+
+def conv_weights(shape: list[int | None], *, kernel_shape: list[int] | None = None) -> bytes:
+    """y = Conv(x, w), x float [1, 2, 4, 4], the weights w a graph input of ``shape``:
+    onnxruntime's kernel never ends (its worker held for good) on weights with a kernel
+    dimension of 0, [1, 2, 0, 2]. ``kernel_shape``: the node's attribute, if given."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    attrs = {} if kernel_shape is None else {"kernel_shape": kernel_shape}
+    node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    return _model(helper.make_graph([node], "conv", [x, w], [y]))
+
+
+def stft(*, window: str = "input", frame_length: str = "") -> bytes:
+    """y = STFT(signal [1, 16, 1], frame_step 2, window, frame_length): onnxruntime's kernel
+    divides by the window's length and by frame_length, a SIGFPE on 0.
+
+    ``window``: ``input`` (a request's, any length), ``hann`` (HannWindow of a constant 4),
+    ``""`` (none). ``frame_length``: ``input``, ``zero`` or ``four`` (constants), ``""``."""
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 16, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inputs, nodes = [s], []
+    inits = [helper.make_tensor("step", TensorProto.INT64, [], [2])]
+    names = ["s", "step", "", ""]
+    if window == "input":
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [None]))
+        names[2] = "w"
+    elif window == "hann":
+        inits.append(helper.make_tensor("n", TensorProto.INT64, [], [4]))
+        nodes.append(helper.make_node("HannWindow", ["n"], ["w"]))
+        names[2] = "w"
+    if frame_length == "input":
+        inputs.append(helper.make_tensor_value_info("fl", TensorProto.INT64, []))
+        names[3] = "fl"
+    elif frame_length:
+        value = {"zero": 0, "four": 4}[frame_length]
+        inits.append(helper.make_tensor("fl", TensorProto.INT64, [], [value]))
+        names[3] = "fl"
+    while not names[-1]:
+        names.pop()
+    nodes.append(helper.make_node("STFT", names, ["y"]))
+    return _model(helper.make_graph(nodes, "stft", inputs, [y], initializer=inits))

@@ -281,15 +281,25 @@ def test_a_small_image_that_would_take_more_than_the_preprocessing_memory_is_ref
     [
         (attacks.inverse([None, None]), {"x": np.zeros((64, 2), np.float32)}),
         (attacks.attn_lstm(), {"x": np.ones((3, 1, 2), np.float32)}),
+        (
+            attacks.stft(window="input"),
+            {"s": np.ones((1, 16, 1), np.float32), "w": np.ones(0, np.float32)},
+        ),
+        (
+            attacks.conv_weights([None, None, None, None]),
+            {"x": np.ones((1, 2, 4, 4), np.float32), "w": np.ones((1, 2, 0, 2), np.float32)},
+        ),
     ],
-    ids=["inverse", "attn_lstm"],
+    ids=["inverse", "attn_lstm", "stft", "conv"],
 )
 def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny, model, hostile):
     """A com.microsoft Inverse of a [64, 2] input, or an AttnLSTM without its attention
-    inputs, ended the server's process (SIGSEGV) at the run: every tenant's connection
-    dropped. Such models are refused at upload; the other client is served throughout."""
+    inputs, ended the server's process (SIGSEGV) at the run, and an STFT with an empty window
+    (SIGFPE): every tenant's connection dropped; a Conv with a kernel dimension of 0 never
+    ended (its worker held for good). Such models are refused at upload; the other client is
+    served throughout."""
     with attack(server, tiny), connect(server) as conn:
-        with pytest.raises(InvalidInput, match=r"needs an input whose|is refused"):
+        with pytest.raises(InvalidInput, match=r" needs a| needs an input whose|is refused"):
             model_id = conn.upload_model(model).model_id
             conn.predict(model_id, hostile)  # before the fix: the server process ended here
     assert server.process.poll() is None

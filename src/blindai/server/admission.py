@@ -10,20 +10,12 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   training graphs.
 - **Bounded graphs.** At most ``max_nodes`` nodes in all graphs together, and subgraphs nested at
   most ``max_subgraph_depth`` deep (onnxruntime's compile time and memory grow with both).
-- **No operator that ends the process.** Operators whose kernel crashes onnxruntime (and
-  with it the server, every tenant's runs) on inputs it does not check, whatever the request
-  sends, are refused, or allowed only where the model proves those inputs sound. Found by
-  probing onnxruntime 1.32.0 (``docs/limits.md``): ``com.microsoft`` ``AttnLSTM`` (an empty
-  sequence, or its attention inputs left out, abort or crash the process) is refused;
-  ``com.microsoft`` ``Inverse`` reads and writes out of bounds on a matrix that is not square,
-  so its input's last two dimensions must be static and equal (by onnx shape inference from
-  what onnxruntime checks at run time: the declared shapes of ``value_info``, outputs and
-  subgraph inputs, which a model could lie in, are left out).
-- **Operators that end the process on an empty tensor.** ``LSTM`` and ``GRU`` (and
-  ``com.microsoft`` ``DynamicQuantizeLSTM``) call ``std::terminate`` on an input with a
-  zero-size dimension (onnxruntime 1.32.0). They are common in real models, so they are not
-  refused: :func:`check_model` names those it finds (:class:`Admitted`), and the data plane
-  refuses request inputs with a zero-size dimension for such a model.
+- **No operator that ends the process.** Operators whose onnxruntime kernel crashes (or never
+  ends) on inputs it does not check are refused, or allowed only where the model proves those
+  inputs sound, or named so that their runs refuse empty inputs
+  (:mod:`blindai.server.unsafe_kernels`). The proofs use onnx shape inference from what
+  onnxruntime checks at run time: the shapes a model merely declares (``value_info``,
+  outputs, subgraph inputs), which it could lie in, are left out first.
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and
@@ -40,8 +32,7 @@ separate, limited process (``blindai.server.compile_guard``).
 from __future__ import annotations
 
 import math
-from collections import ChainMap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import onnx
@@ -49,6 +40,13 @@ from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, Tens
 
 from blindai.errors import InvalidInput
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
+from blindai.server.unsafe_kernels import (
+    EMPTY_UNSAFE,
+    PROVEN,
+    REFUSED,
+    check_proofs,
+    operator_of,
+)
 
 __all__ = ["AdmissionLimits", "Admitted", "check_model", "parse_model"]
 
@@ -66,21 +64,6 @@ _DATA_FIELDS = (
     "uint64_data",
 )
 _NAME_SHOWN = 64
-_CONTRIB = "com.microsoft"
-_REFUSED = {
-    (_CONTRIB, "AttnLSTM"): (
-        "its kernel ends the process on inputs it does not check (an empty sequence, or its "
-        "attention inputs left out); build the attention from standard operators and LSTM"
-    ),
-}
-"""Operators refused wherever they are: (domain, op_type) -> why."""
-_SQUARE = frozenset({(_CONTRIB, "Inverse")})
-"""Operators whose first input must be proven a (batch of) square matrices."""
-_EMPTY_UNSAFE = frozenset(
-    {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
-    | {(_CONTRIB, "DynamicQuantizeLSTM")}
-)
-"""Operators whose kernel ends the process on a tensor with a zero-size dimension."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +121,10 @@ class _Walk:
     graphs: list[tuple[GraphProto, int]]
     tensors: list[tuple[str, TensorProto]]
     nodes: int
-    square: list[str] = field(default_factory=list)
-    """Labels of the :data:`_SQUARE` nodes found (their inputs are checked after inference)."""
+    proofs: bool = False
+    """Whether a node needs its inputs proven sound (``unsafe_kernels.PROVEN``)."""
     empty_unsafe: set[str] = field(default_factory=set)
-    """The :data:`_EMPTY_UNSAFE` operators found."""
+    """The ``unsafe_kernels.EMPTY_UNSAFE`` operators found."""
 
 
 def _sparse(where: str, sparse: SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
@@ -203,53 +186,21 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
 
 
 def _refuse_operator(node: onnx.NodeProto, label: str, *, in_function: bool, found: _Walk) -> None:
-    """Refuse an operator of :data:`_REFUSED`; note one of :data:`_SQUARE` (refused in a
-    function, where no shape is inferred)."""
+    """Refuse an operator of :data:`~blindai.server.unsafe_kernels.REFUSED`; note one of
+    ``PROVEN`` (refused in a function, where no shape is inferred) or ``EMPTY_UNSAFE``."""
     key = (node.domain, node.op_type)
-    if key in _EMPTY_UNSAFE:
+    if key in EMPTY_UNSAFE:
         found.empty_unsafe.add(node.op_type)
-    why = _REFUSED.get(key)
+    why = REFUSED.get(key)
     if why is not None:
-        raise InvalidInput(f"{label}: {node.domain} {node.op_type} is refused: {why}")
-    if key in _SQUARE:
+        raise InvalidInput(f"{label}: {operator_of(node)} is refused: {why}")
+    if key in PROVEN:
         if in_function:
-            raise InvalidInput(_not_square(label, node, "inside a model-local function"))
-        found.square.append(label)
-
-
-def _not_square(label: str, node: onnx.NodeProto, found: str) -> str:
-    return (
-        f"{label}: {node.domain} {node.op_type} needs an input whose last two dimensions are "
-        f"static and equal (square matrices): onnxruntime reads and writes out of bounds on "
-        f"others; its input is {found}. Give the model static shapes (or insert a Reshape to "
-        "a constant square shape)"
-    )
-
-
-def _value_types(graph: GraphProto) -> dict[str, onnx.TypeProto]:
-    """The types a graph declares or inferred for its values (initializers: their dims)."""
-    types = {}
-    for t in graph.initializer:
-        types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        types[value.name] = value.type
-    return types
-
-
-def _square_shape(value: onnx.TypeProto | None) -> str | None:
-    """None when ``value`` is a tensor whose last two dimensions are static and equal, else
-    what it is instead."""
-    if value is None or not value.HasField("tensor_type"):
-        return "of an unknown type or shape"
-    if not value.tensor_type.HasField("shape"):
-        return "of an unknown shape"
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in value.tensor_type.shape.dim]
-    if len(dims) < 2:
-        return f"of rank {len(dims)}"
-    if dims[-1] is None or dims[-2] is None or dims[-1] != dims[-2]:
-        shown = ["?" if d is None else d for d in dims]
-        return f"of shape {shown}"
-    return None
+            raise InvalidInput(
+                f"{label}: {operator_of(node)} is refused inside a model-local function: "
+                "its inputs must be proven sound by shape inference, which does not see there"
+            )
+        found.proofs = True
 
 
 def _forget_declared_shapes(graph: GraphProto, *, inputs: bool) -> None:
@@ -262,34 +213,6 @@ def _forget_declared_shapes(graph: GraphProto, *, inputs: bool) -> None:
     for value in declared:
         if value.type.HasField("tensor_type"):
             value.type.tensor_type.ClearField("shape")
-
-
-def _check_square_inputs(inferred: ModelProto | None) -> None:
-    """Refuse a :data:`_SQUARE` operator whose input is not proven square in ``inferred``
-    (the model after shape inference; None: inference failed or was off)."""
-    pending: list[tuple[GraphProto, Mapping[str, onnx.TypeProto]]] = []
-    if inferred is not None:
-        pending.append((inferred.graph, _value_types(inferred.graph)))
-    found = False
-    while pending:
-        graph, types = pending.pop()
-        for node in graph.node:
-            if (node.domain, node.op_type) in _SQUARE:
-                found = True
-                label = f"node {_shown(node.name or node.op_type)} in graph {_shown(graph.name)}"
-                value = types.get(node.input[0]) if node.input else None
-                problem = _square_shape(value)
-                if problem is not None:
-                    raise InvalidInput(_not_square(label, node, problem))
-            for attr in node.attribute:
-                subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-                for sub in subgraphs:
-                    pending.append((sub, ChainMap(_value_types(sub), types)))  # type: ignore[arg-type]
-    if not found:
-        raise InvalidInput(
-            "the model uses an operator whose input must be proven square, and its shapes "
-            "could not be inferred"
-        )
 
 
 def _refuse_external(tensors: list[tuple[str, TensorProto]]) -> None:
@@ -417,7 +340,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
     _refuse_external(walk.tensors)
     constants = string_constants(model) if limits.max_string_bytes is not None else {}
     inferred: ModelProto | None = None
-    square = bool(walk.square)
+    proofs = walk.proofs
     admitted = Admitted(tuple(sorted(walk.empty_unsafe)))
     for graph, depth in walk.graphs:
         _forget_declared_shapes(graph, inputs=depth > 0)
@@ -429,8 +352,8 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         inferred = _infer(model)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
-    if square:
-        _check_square_inputs(inferred)
+    if proofs:
+        check_proofs(inferred if inferred is not None else model)
     if limits.max_string_bytes is not None:
         check_strings(
             model,

@@ -213,3 +213,42 @@ def test_operators_that_end_the_process_on_an_empty_tensor_are_named():
 
 def _admitted(model: bytes):
     return check_model(parse_model(model), limits=LIMITS)
+
+
+@pytest.mark.parametrize("shape", [[None, None, None, None], [1, 2, 0, 2], [1, 2, None, 2]])
+def test_a_conv_whose_kernel_may_be_empty_is_refused(shape):
+    """onnxruntime's Conv never ends (a worker held for good, the run timeout cannot stop
+    one kernel) on weights with a kernel dimension of 0: weights a request gives must have
+    static, positive kernel dimensions, or the node a kernel_shape (which onnxruntime checks
+    the weights against)."""
+    with pytest.raises(InvalidInput, match="needs a kernel_shape attribute, or weights"):
+        _check(attacks.conv_weights(shape))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel_shape"), [([1, 2, 2, 2], None), ([None, None, None, None], [2, 2])]
+)
+def test_a_conv_with_a_proven_kernel_passes(shape, kernel_shape):
+    _check(attacks.conv_weights(shape, kernel_shape=kernel_shape))
+    _check(matmul(3, 2))  # ordinary weights (initializers) need no proof
+
+
+@pytest.mark.parametrize(
+    ("window", "frame_length"),
+    [("input", ""), ("", "input"), ("", "zero"), ("hann", "input"), ("input", "four")],
+)
+def test_an_stft_that_may_divide_by_zero_is_refused(window, frame_length):
+    """onnxruntime's STFT divides by its window's length and by frame_length (SIGFPE on 0,
+    which ended the server): the window must have a static, positive length and frame_length
+    be a positive constant."""
+    with pytest.raises(InvalidInput, match="STFT needs a"):
+        _check(attacks.stft(window=window, frame_length=frame_length))
+
+
+@pytest.mark.parametrize(("window", "frame_length"), [("hann", ""), ("", "four"), ("hann", "four")])
+def test_an_stft_with_a_proven_window_passes_and_runs(window, frame_length):
+    model = attacks.stft(window=window, frame_length=frame_length)
+    _check(model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"s": np.ones((1, 16, 1), np.float32)})
+    assert y.shape[0] == 1 and y.shape[-1] == 2
