@@ -449,3 +449,20 @@ def stft(*, window: str = "input", frame_length: str = "") -> bytes:
         names.pop()
     nodes.append(helper.make_node("STFT", names, ["y"]))
     return _model(helper.make_graph(nodes, "stft", inputs, [y], initializer=inits))
+
+
+def skip_layer_norm() -> bytes:
+    """y = com.microsoft SkipLayerNormalization(x, skip, gamma, beta), x and skip float
+    [batch, seq, 4]: onnxruntime's kernel divides by the skip's size (SIGFPE) when the skip's
+    batch is empty and x's is not."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 4])
+    skip = helper.make_tensor_value_info("skip", TensorProto.FLOAT, [None, None, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = [
+        helper.make_tensor("gamma", TensorProto.FLOAT, [4], [1.0] * 4),
+        helper.make_tensor("beta", TensorProto.FLOAT, [4], [0.0] * 4),
+    ]
+    node = helper.make_node(
+        "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
+    )
+    return _contrib_model(helper.make_graph([node], "sln", [x, skip], [y], initializer=weights))

@@ -305,17 +305,26 @@ def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny
     assert server.process.poll() is None
 
 
-@pytest.mark.parametrize("op_type", ["GRU", "LSTM"])
-def test_an_empty_input_to_a_recurrent_model_is_a_400(server, tiny, op_type):
+@pytest.mark.parametrize("op_type", ["GRU", "LSTM", "SkipLayerNormalization"])
+def test_an_empty_input_to_a_model_whose_kernel_cannot_take_one_is_a_400(server, tiny, op_type):
     """onnxruntime's GRU and LSTM kernels call std::terminate on an input with a zero-size
-    dimension: one /run with an empty batch ended the server's process. Such a model's runs
-    refuse empty inputs; the other client is served throughout."""
+    dimension, and SkipLayerNormalization divides by zero: one /run with an empty batch ended
+    the server's process. Such a model's runs refuse empty inputs; the other client is served
+    throughout."""
+    if op_type == "SkipLayerNormalization":
+        model = attacks.skip_layer_norm()
+        hostile = {"x": np.ones((1, 2, 4), np.float32), "skip": np.ones((0, 2, 4), np.float32)}
+        fine = {"x": np.ones((1, 2, 4), np.float32), "skip": np.ones((1, 2, 4), np.float32)}
+    else:
+        model = attacks.recurrent(op_type)
+        hostile = {"x": np.ones((3, 0, 2), np.float32)}
+        fine = {"x": np.ones((3, 1, 2), np.float32)}
     with attack(server, tiny), connect(server) as conn:
-        model_id = conn.upload_model(attacks.recurrent(op_type)).model_id
+        model_id = conn.upload_model(model).model_id
         with pytest.raises(InvalidInput, match=f"is empty; this model uses {op_type}"):
-            conn.predict(model_id, {"x": np.ones((3, 0, 2), np.float32)})
-        out = conn.predict(model_id, {"x": np.ones((3, 1, 2), np.float32)})
-        assert np.asarray(out.output[0]).size == 6
+            conn.predict(model_id, hostile)
+        out = conn.predict(model_id, fine)
+        assert np.asarray(out.output[0]).size == (8 if op_type == "SkipLayerNormalization" else 6)
     assert server.process.poll() is None
 
 

@@ -43,9 +43,14 @@ REFUSED: Mapping[tuple[str, str], str] = {
 
 EMPTY_UNSAFE = frozenset(
     {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
-    | {(_CONTRIB, "DynamicQuantizeLSTM")}
+    | {(_CONTRIB, op) for op in ("DynamicQuantizeLSTM", "MultiHeadAttention", "RotaryEmbedding")}
+    | {(_CONTRIB, op) for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")}
 )
-"""Operators whose kernel calls ``std::terminate`` on a tensor with a zero-size dimension."""
+"""Operators whose kernel ends the process on a tensor with a zero-size dimension: LSTM and
+GRU call ``std::terminate`` (GRU: an empty sequence, batch or input; LSTM: an empty batch);
+MultiHeadAttention (an empty value hidden size) and the SkipLayerNormalizations (an empty
+skip batch) divide by zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
+(SIGSEGV) on an empty hidden size."""
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,7 @@ def test_operators_that_end_the_process_on_an_empty_tensor_are_named():
     admitted, and named, so that the data plane refuses empty inputs for their models."""
     assert _admitted(attacks.recurrent("GRU")).empty_unsafe == ("GRU",)
     assert _admitted(attacks.recurrent("LSTM")).empty_unsafe == ("LSTM",)
+    assert _admitted(attacks.skip_layer_norm()).empty_unsafe == ("SkipLayerNormalization",)
     assert _admitted(identity(TensorProto.FLOAT)).empty_unsafe == ()
 
 
