@@ -792,6 +792,13 @@ class DataPlane:
             timing=timing or Timing(),
             disconnected=disconnected,
         )
+        return await self._on_current(entry, run)
+
+    async def _on_current(
+        self, entry: ModelEntry, run: Callable[[ModelEntry], Awaitable[Inference]]
+    ) -> Inference:
+        """``run(entry)``, once more on the model as it is now when its session was released
+        meanwhile (:meth:`_found_again`)."""
         try:
             return await run(entry)
         except (ModelNotFound, ModelNotReady):
@@ -1024,13 +1031,7 @@ class DataPlane:
                 disconnected=disconnected,
             )
 
-        try:
-            return await run(entry)
-        except (ModelNotFound, ModelNotReady):
-            again = self._found_again(entry)
-            if again is None:
-                raise
-        return await run(again)
+        return await self._on_current(entry, run)
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers: its ``max_concurrent_runs``, at most
