@@ -376,6 +376,74 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_a_keys_unread_answers_fill_its_own_share(tmp_path: Path) -> None:
+    """Answers a client leaves unread count in the body budget until taken (for up to 17
+    minutes at the defaults); they counted for no key, so one tenant asking for 16 MB answers
+    it never read filled the whole budget (80 MiB here), and every other tenant got 503. They
+    now count in the asking key's share (40 MiB): Alice's fourth request is refused, and Bob's
+    16 MiB body still finds room."""
+    from tests import attacks
+
+    MiB = 1 << 20
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA),
+        *("--max-request-bytes", str(16 * MiB), "--max-response-bytes", str(16 * MiB)),
+        *("--max-model-bytes", str(MiB), "--max-pipeline-bytes", str(MiB)),
+        *("--max-body-memory", str(80 * MiB)),
+    )
+    try:
+        with connect(proc, ADMIN_KEY) as admin_conn:
+            keys = {name: admin_conn.create_key(name).key for name in ("alice", "bob")}
+        with connect(proc, keys["alice"]) as alice_conn:
+            big = alice_conn.upload_model(attacks.constant_of_shape(reduce=False)).model_id
+        context = ssl.create_default_context(cadata=attested_pem(proc))
+        context.check_hostname = False
+        ask = cbor2.dumps(
+            {
+                "model_id": big,
+                "inputs": [
+                    {
+                        "info": {"fact": [1], "datum_type": 3, "node_name": None},
+                        "bytes_data": np.int64(4_000_000).tobytes(),  # a 16 MB answer
+                    }
+                ],
+            }
+        )
+
+        def first_bytes(key: str, head: bytes, wait: float) -> tuple[ssl.SSLSocket, bytes]:
+            """Send ``head`` as ``key``; the first bytes the server answers (b"": none yet)."""
+            raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
+            sock = context.wrap_socket(raw)
+            sock.sendall(head)
+            sock.settimeout(wait)
+            try:
+                return sock, sock.recv(4096)
+            except TimeoutError:
+                return sock, b""
+
+        def run_head(key: str, length: int) -> bytes:
+            return (
+                b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n" % (key.encode())
+                + b"Content-Length: %d\r\n\r\n" % length
+            )
+
+        held = []
+        try:
+            for _ in range(4):  # each answer left unread but its first bytes
+                held.append(first_bytes(keys["alice"], run_head(keys["alice"], len(ask)) + ask, 30))
+            answers = [answer for _, answer in held]
+            assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers[:3]), answers
+            assert answers[3].startswith(b"HTTP/1.1 503 ") and b"this key" in answers[3]
+            held.append(first_bytes(keys["bob"], run_head(keys["bob"], 16 * MiB), 0.5))
+            assert held[-1][1] == b""  # the server waits for Bob's body: there was room for it
+        finally:
+            for sock, _ in held:
+                sock.close()
+    finally:
+        proc.stop()
+
+
 def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, alice_key: str):
     model = alice.upload_model(add_constant(11), model_name="very-secret-name").model_id
     added(alice, model)

@@ -24,7 +24,9 @@ the largest JSON request still fits when alone.
 Answers count too: a large answer (over 64 KiB) waits in the server's memory until its client
 takes it, and the connection layer holds its bytes in the same budget meanwhile
 (``connections.AnswerBudget``): while clients leave answers unread, new requests with bodies
-find less room.
+find less room. An answer counts for the tenant's key of the request it answers (the
+middleware names it in the scope, ``connections.BUDGET_KEY``): a tenant leaving its answers
+unread fills its own share, not the others'.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from blindai.errors import ServerBusy
 from blindai.server.access.middleware import ErrorRenderer
 from blindai.server.access.principal import Principal
+from blindai.server.connections import BUDGET_KEY
 from blindai.server.protocols._http import header_int
 
 __all__ = ["JSON_WEIGHT", "BodyBudget", "BodyBudgetMiddleware", "charge"]
@@ -79,10 +82,13 @@ class BodyBudget:
         self.held += size
         return None
 
-    def hold(self, size: int) -> None:
+    def hold(self, size: int, key: str | None = None) -> None:
         """Take ``size`` bytes even beyond the total (memory already in use: an answer that
-        its client has not taken yet, counted by the connection layer)."""
+        its client has not taken yet, counted by the connection layer), for ``key``: a tenant
+        whose answers wait unread then finds its own share full, not the others'."""
         self.held += size
+        if key is not None:
+            self._by_key[key] = self._by_key.get(key, 0) + size
 
     def give(self, size: int, key: str | None = None) -> None:
         """Give back what :meth:`take` took (for ``key``)."""
@@ -144,16 +150,17 @@ class BodyBudgetMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         size = 0
+        key = None  # the admin key and an open server's callers: no share of their own
         if scope["type"] == "http":
             size = _declared(scope, self.most_at.get(scope.get("path", ""), self.most))
+            principal = (scope.get("state") or {}).get("principal")
+            if isinstance(principal, Principal) and principal.kind == "tenant":
+                key = principal.key_id
+                scope[BUDGET_KEY] = key  # the connection layer counts its answer for the key
         if not size:
             await self.app(scope, receive, send)
             return
         budget = self.budget
-        principal = (scope.get("state") or {}).get("principal")
-        key = None  # the admin key and an open server's callers: no share of their own
-        if isinstance(principal, Principal) and principal.kind == "tenant":
-            key = principal.key_id
         path = scope.get("path", "")
         size = charge(path, scope["headers"], size, budget.per_key)
         refusal = budget.take(size, key)

@@ -85,6 +85,7 @@ from blindai.errors import ConfigurationError, ServerBusy
 from blindai.protocol.names import ERROR_HEADER
 
 __all__ = [
+    "BUDGET_KEY",
     "FD_RESERVE",
     "MAX_PIPELINED",
     "AnswerBudget",
@@ -121,14 +122,20 @@ _ANSWER_CHECK_S = 0.02
 """How often a connection holding a large answer checks whether its client has taken it."""
 
 
+BUDGET_KEY = "blindai.budget_key"
+"""The scope entry naming the tenant's key a request's bytes are counted for (set by the body
+budget's middleware; absent: no tenant's)."""
+
+
 class AnswerBudget(Protocol):
     """What holds the bytes of answers not yet taken (the server's body budget)."""
 
-    def hold(self, size: int) -> None:
-        """Count ``size`` bytes, even beyond the budget (they are in memory already)."""
+    def hold(self, size: int, key: str | None = None) -> None:
+        """Count ``size`` bytes, even beyond the budget (they are in memory already), for the
+        tenant's ``key`` whose request they answer (None: no tenant's)."""
 
-    def give(self, size: int) -> None:
-        """Stop counting ``size`` bytes."""
+    def give(self, size: int, key: str | None = None) -> None:
+        """Stop counting ``size`` bytes (for ``key``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,7 +355,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._limits = limits
         self._budget = budget
-        self._answer_held = 0  # bytes of large answers counted in the budget, not yet taken
+        self._answer_held: dict[str | None, int] = {}
+        """Bytes of large answers counted in the budget, not yet taken, by the tenant's key of
+        the request each answers."""
         self._answer_timer: asyncio.TimerHandle | None = None
         self._tracker = tracker
         self._key = key
@@ -660,10 +669,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._write_timer = self.loop.call_later(deadline - now, self._write_check)
 
     def _answer_written(self, size: int) -> None:
-        """A large answer's bytes wait in the transport: counted until the client takes them."""
+        """A large answer's bytes wait in the transport: counted until the client takes them,
+        for the tenant's key of the request it answers (``BUDGET_KEY`` in its scope)."""
         assert self._budget is not None
-        self._budget.hold(size)
-        self._answer_held += size
+        cycle = self.cycle
+        found = None if cycle is None else cycle.scope.get(BUDGET_KEY)
+        key = found if isinstance(found, str) else None
+        self._budget.hold(size, key)
+        self._answer_held[key] = self._answer_held.get(key, 0) + size
         if self._answer_timer is None:
             self._answer_timer = self.loop.call_later(_ANSWER_CHECK_S, self._answer_check)
 
@@ -680,8 +693,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._answer_timer.cancel()
             self._answer_timer = None
         if self._answer_held and self._budget is not None:
-            self._budget.give(self._answer_held)
-            self._answer_held = 0
+            for key, size in self._answer_held.items():
+                self._budget.give(size, key)
+            self._answer_held = {}
 
     def _cancel_timers(self) -> None:
         for timer in (self._header_timer, self._body_timer, self._write_timer):

@@ -39,3 +39,17 @@ def test_the_budget_takes_and_gives_back_charges():
     assert budget.take(size) is not None  # a second one does not fit
     budget.give(size)
     assert budget.held == 0
+
+
+def test_a_tenants_unread_answers_fill_its_own_share():
+    """Answers held for a key count in its share: its next request is refused, another key's
+    still fits."""
+    budget = BodyBudget(10_000, per_key=5_000)
+    budget.hold(4_000, "alice")  # answers she has not taken
+    assert budget.take(2_000, "alice") is not None
+    assert budget.take(2_000, "bob") is None
+    budget.give(4_000, "alice")
+    assert budget.take(2_000, "alice") is None
+    budget.give(2_000, "alice")
+    budget.give(2_000, "bob")
+    assert budget.held == 0 and budget._by_key == {}
