@@ -328,6 +328,16 @@ def test_the_servers_metrics_are_not_a_tenants_to_read(
     assert scrape(server, attested_pem(server), api_key=ADMIN_KEY)
 
 
+def _alice_and_bob(proc: ServerProcess) -> tuple[dict[str, str], ssl.SSLContext]:
+    """Keys for Alice and Bob on a server with access control, and a TLS context that trusts
+    its attested certificate (for requests written by hand)."""
+    with connect(proc, ADMIN_KEY) as admin_conn:
+        keys = {name: admin_conn.create_key(name).key for name in ("alice", "bob")}
+    context = ssl.create_default_context(cadata=attested_pem(proc))
+    context.check_hostname = False
+    return keys, context
+
+
 def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
     """A body declares its length first and may come at --body-min-rate: a tenant holding
     slow bodies took the whole --max-body-memory, and every other tenant got 503. One key now
@@ -341,10 +351,7 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
         *("--max-model-bytes", str(MiB // 2), "--max-pipeline-bytes", str(MiB // 4)),
     )
     try:
-        with connect(proc, ADMIN_KEY) as admin_conn:
-            keys = {name: admin_conn.create_key(name).key for name in ("alice", "bob")}
-        context = ssl.create_default_context(cadata=attested_pem(proc))
-        context.check_hostname = False
+        keys, context = _alice_and_bob(proc)
 
         def held_body(key: str) -> tuple[ssl.SSLSocket, bytes]:
             """A /run whose 1 MiB body never comes; the server's first answer, if any."""
@@ -393,12 +400,9 @@ def test_a_keys_unread_answers_fill_its_own_share(tmp_path: Path) -> None:
         *("--max-body-memory", str(80 * MiB)),
     )
     try:
-        with connect(proc, ADMIN_KEY) as admin_conn:
-            keys = {name: admin_conn.create_key(name).key for name in ("alice", "bob")}
+        keys, context = _alice_and_bob(proc)
         with connect(proc, keys["alice"]) as alice_conn:
             big = alice_conn.upload_model(attacks.constant_of_shape(reduce=False)).model_id
-        context = ssl.create_default_context(cadata=attested_pem(proc))
-        context.check_hostname = False
         ask = cbor2.dumps(
             {
                 "model_id": big,

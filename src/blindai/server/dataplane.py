@@ -842,19 +842,7 @@ class DataPlane:
         """:meth:`run` with the model's session and queue as ``entry`` has them."""
         raw = _raw_input(entry, inputs)
         if raw is not None:
-            submitted = time.perf_counter_ns()
-            return await self._guarded(
-                entry,
-                _run_pipeline,
-                entry,
-                raw,
-                self.preprocess_budget,
-                _tenant(caller),
-                timing,
-                submitted,
-                group=caller.key_id,
-                disconnected=disconnected,
-            )
+            return await self._preprocessed(entry, raw, caller, timing, disconnected)
         with timing.phase("decode"):
             feeds = match_inputs(
                 entry.model.inputs,
@@ -1017,21 +1005,33 @@ class DataPlane:
         timing = timing or Timing()
 
         async def run(found: ModelEntry) -> Inference:
-            submitted = time.perf_counter_ns()
-            return await self._guarded(
-                found,
-                _run_pipeline,
-                found,
-                raw,
-                self.preprocess_budget,
-                _tenant(caller),
-                timing,
-                submitted,
-                group=caller.key_id,
-                disconnected=disconnected,
-            )
+            return await self._preprocessed(found, raw, caller, timing, disconnected)
 
         return await self._on_current(entry, run)
+
+    async def _preprocessed(
+        self,
+        entry: ModelEntry,
+        raw: bytes | str,
+        caller: Principal,
+        timing: Timing,
+        disconnected: Callable[[], Awaitable[object]] | None,
+    ) -> Inference:
+        """A raw input through ``entry``'s pipeline and model, in an inference worker, under
+        the run limits and the preprocessing budget."""
+        submitted = time.perf_counter_ns()
+        return await self._guarded(
+            entry,
+            _run_pipeline,
+            entry,
+            raw,
+            self.preprocess_budget,
+            _tenant(caller),
+            timing,
+            submitted,
+            group=caller.key_id,
+            disconnected=disconnected,
+        )
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers: its ``max_concurrent_runs``, at most
