@@ -39,6 +39,7 @@ from blindai.errors import ServerBusy
 from blindai.server.access.middleware import ErrorRenderer
 from blindai.server.access.principal import Principal
 from blindai.server.connections import BUDGET_KEY
+from blindai.server.key_shares import KeyShares
 from blindai.server.protocols._http import header_int
 
 __all__ = ["JSON_WEIGHT", "BodyBudget", "BodyBudgetMiddleware", "charge"]
@@ -48,55 +49,32 @@ JSON_WEIGHT = 24
 _JSON_HEAD = b"inference-header-content-length"
 
 
-class BodyBudget:
+class BodyBudget(KeyShares):
     """``total`` bytes of request bodies, taken and given back (on the event loop only); one
     tenant's key may hold at most ``per_key`` of them at once (default: half), so that one
     tenant sending bodies slowly cannot hold the whole budget for the others (a body declares
     its length before it comes, at the pace its client likes: --body-min-rate lets a 1 GiB
-    upload take hours)."""
-
-    def __init__(self, total: int, *, per_key: int | None = None) -> None:
-        self.total = total
-        self.per_key = total // 2 if per_key is None else per_key
-        self.held = 0
-        """Bytes taken by the requests in progress."""
-        self._by_key: dict[str, int] = {}
+    upload take hours). :meth:`hold` takes memory already in use (an answer its client has
+    not taken yet, counted by the connection layer) for the key of the request it answers: a
+    tenant whose answers wait unread then finds its own share full, not the others'."""
 
     def take(self, size: int, key: str | None = None) -> str | None:
         """Take ``size`` bytes if they fit (None), else take nothing and say why; ``key``: the
         tenant's key taking them (None: the admin key, or an open server's callers)."""
-        if self.held + size > self.total:
+        held, mine = self.held, self.of(key)
+        full = self.fit(size, key)
+        if full == "total":
             return (
-                f"the server holds {self.held} bytes of other requests' bodies and unread "
+                f"the server holds {held} bytes of other requests' bodies and unread "
                 f"answers, and may hold {self.total} (--max-body-memory); try again"
             )
-        if key is not None:
-            mine = self._by_key.get(key, 0) + size
-            if mine > self.per_key:
-                return (
-                    f"this key's requests in progress hold {mine - size} bytes of bodies, and one "
-                    f"key may hold {self.per_key} (half of --max-body-memory, at least the largest "
-                    "body); try again"
-                )
-            self._by_key[key] = mine
-        self.held += size
+        if full == "key":
+            return (
+                f"this key's requests in progress hold {mine} bytes of bodies, and one "
+                f"key may hold {self.per_key} (half of --max-body-memory, at least the largest "
+                "body); try again"
+            )
         return None
-
-    def hold(self, size: int, key: str | None = None) -> None:
-        """Take ``size`` bytes even beyond the total (memory already in use: an answer that
-        its client has not taken yet, counted by the connection layer), for ``key``: a tenant
-        whose answers wait unread then finds its own share full, not the others'."""
-        self.held += size
-        if key is not None:
-            self._by_key[key] = self._by_key.get(key, 0) + size
-
-    def give(self, size: int, key: str | None = None) -> None:
-        """Give back what :meth:`take` took (for ``key``)."""
-        self.held -= size
-        if key is not None:
-            left = self._by_key.pop(key) - size
-            if left:
-                self._by_key[key] = left
 
 
 def charge(path: str, headers: Iterable[tuple[bytes, bytes]], declared: int, most: int) -> int:

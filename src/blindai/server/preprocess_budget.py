@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from blindai.errors import InvalidInput, ServerBusy
+from blindai.server.key_shares import KeyShares
 
 __all__ = ["PreprocessBudget"]
 
@@ -27,31 +28,15 @@ class PreprocessBudget:
     budget, so that one tenant's large inputs cannot hold the whole budget for the others."""
 
     def __init__(self, total: int, *, per_key: int | None = None) -> None:
+        self._shares = KeyShares(total, per_key=per_key)
         self.total = total
-        self.per_key = total // 2 if per_key is None else per_key
-        self.held = 0
-        """Bytes held by the preprocessing in progress."""
-        self._by_key: dict[str, int] = {}
+        self.per_key = self._shares.per_key
         self._lock = threading.Lock()
 
-    def _take(self, size: int, key: str | None) -> str | None:
-        """Take ``size`` bytes (None), or say why not; under the lock."""
-        if self.held + size > self.total:
-            return (
-                f"the requests in progress hold {self.held} bytes of preprocessing memory, and "
-                f"may hold {self.total} (--max-preprocess-memory); this one may take {size}"
-            )
-        if key is not None:
-            mine = self._by_key.get(key, 0)
-            if mine + size > self.per_key:
-                return (
-                    f"this key's requests in progress hold {mine} bytes of preprocessing memory, "
-                    f"and one key may hold {self.per_key} (half of --max-preprocess-memory); "
-                    f"this one may take {size}"
-                )
-            self._by_key[key] = mine + size
-        self.held += size
-        return None
+    @property
+    def held(self) -> int:
+        """Bytes held by the preprocessing in progress."""
+        return self._shares.held
 
     @contextmanager
     def holding(self, size: int, key: str | None = None) -> Iterator[None]:
@@ -65,16 +50,24 @@ class PreprocessBudget:
                 f"this input may take {size} bytes of memory to preprocess, more than this "
                 f"server allows ({most}: --max-preprocess-memory{share}): send a smaller one"
             )
+        shares = self._shares
         with self._lock:
-            refusal = self._take(size, key)
-        if refusal is not None:
-            raise ServerBusy(f"{refusal}: try again")
+            held, mine = shares.held, shares.of(key)
+            full = shares.fit(size, key)
+        if full == "total":
+            raise ServerBusy(
+                f"the requests in progress hold {held} bytes of preprocessing memory, and "
+                f"may hold {self.total} (--max-preprocess-memory); this one may take {size}: "
+                "try again"
+            )
+        if full == "key":
+            raise ServerBusy(
+                f"this key's requests in progress hold {mine} bytes of preprocessing memory, "
+                f"and one key may hold {self.per_key} (half of --max-preprocess-memory); "
+                f"this one may take {size}: try again"
+            )
         try:
             yield
         finally:
             with self._lock:
-                self.held -= size
-                if key is not None:
-                    left = self._by_key.pop(key) - size
-                    if left:
-                        self._by_key[key] = left
+                shares.give(size, key)

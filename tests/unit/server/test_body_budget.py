@@ -52,4 +52,4 @@ def test_a_tenants_unread_answers_fill_its_own_share():
     assert budget.take(2_000, "alice") is None
     budget.give(2_000, "alice")
     budget.give(2_000, "bob")
-    assert budget.held == 0 and budget._by_key == {}
+    assert budget.held == 0 and budget.of("alice") == budget.of("bob") == 0

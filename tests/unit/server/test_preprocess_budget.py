@@ -80,7 +80,7 @@ def test_one_tenants_key_holds_at_most_half():
                 pass
         with budget.holding(50, "tenant-b"), budget.holding(10):  # the others still fit
             assert budget.held == 100
-    assert budget.held == 0 and not budget._by_key
+    assert budget.held == 0 and budget._shares.of("tenant-a") == budget._shares.of("tenant-b") == 0
     with pytest.raises(InvalidInput, match="half of it for one key"):
         with budget.holding(51, "tenant-a"):
             pass
