@@ -42,7 +42,7 @@ from blindai.server.connections import BUDGET_KEY
 from blindai.server.key_shares import KeyShares
 from blindai.server.protocols._http import header_int
 
-__all__ = ["JSON_WEIGHT", "BodyBudget", "BodyBudgetMiddleware", "charge"]
+__all__ = ["JSON_WEIGHT", "BodyBudget", "BodyBudgetMiddleware", "charge", "weighted"]
 
 JSON_WEIGHT = 24
 """What a byte of a v2 inference request's JSON counts for in the budget (see the module)."""
@@ -89,7 +89,15 @@ def charge(path: str, headers: Iterable[tuple[bytes, bytes]], declared: int, mos
             given = header_int(value.decode("latin-1"))
             json = declared if given is None else max(0, min(given, declared))
             break
-    return max(declared, min(declared + (JSON_WEIGHT - 1) * json, most))
+    return weighted(declared, JSON_WEIGHT, most, part=json)
+
+
+def weighted(size: int, weight: int, most: int, *, part: int | None = None) -> int:
+    """What ``size`` bytes take from the budget when ``part`` of them (all by default) count
+    ``weight`` times: capped at ``most`` (a tenant's share, so that the largest request still
+    fits when alone), never less than ``size``."""
+    part = size if part is None else part
+    return max(size, min(size + (weight - 1) * part, most))
 
 
 def _declared(scope: Scope, most: int) -> int:

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerBusy, ServerError
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
-from blindai.server.body_budget import BodyBudget
+from blindai.server.body_budget import BodyBudget, weighted
 from blindai.server.metrics import Metrics
 from blindai.server.protocols._http import CLIENT_CLOSED
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -165,7 +165,7 @@ def _guarded(
             if raw and budget is not None and size >= PARSE_CHARGED_FROM:
                 caller = state.caller
                 key = caller.key_id if caller.kind == "tenant" else None
-                charge = max(size, min(PARSE_WEIGHT * size, budget.per_key))
+                charge = weighted(size, PARSE_WEIGHT, budget.per_key)
                 refusal = budget.take(charge, key)
                 if refusal is not None:
                     raise ServerBusy(refusal)
