@@ -138,6 +138,41 @@ def test_a_tampered_entry_is_refused_and_reported_the_others_load(
     assert before == {p.name for p in store.glob("m-*.sealed")}  # refused, never deleted
 
 
+def test_a_revoked_key_or_deleted_model_put_back_stays_revoked_and_deleted(
+    tmp_path: Path, store: Path, running
+):
+    """The host keeps copies of a key record and a model, and puts them back after the key was
+    revoked and the model deleted. Before the store's manifest, both loaded again after the
+    restart: the revoked key worked, the deleted model ran."""
+    running.append(serve(tmp_path, store))
+    with connect(running[-1]) as admin:
+        bob_key = admin.create_key("bob").key
+        model_id = admin.upload_model(add_constant(7)).model_id
+        kept = {p.name: p.read_bytes() for p in store.glob("*.sealed")}
+        admin.revoke_key("bob")
+        admin.delete_model(model_id)
+    running[-1].stop()
+    for name, data in kept.items():  # put back while the server is stopped
+        (store / name).write_bytes(data)
+    running.append(serve(tmp_path, store))
+    assert "store: 0 models restored" in running[-1].log()
+    with pytest.raises(AuthenticationError):
+        with connect(running[-1], bob_key) as bob:
+            bob.list_models()
+    running[-1].stop()
+    for name, data in kept.items():  # and again, after a start in between
+        (store / name).write_bytes(data)
+    running.append(serve(tmp_path, store))
+    log = running[-1].log()
+    assert "store: 0 models restored, 2 entries refused" in log
+    assert log.count("the manifest does not list this write") == 2
+    with pytest.raises(AuthenticationError):
+        with connect(running[-1], bob_key) as bob:
+            bob.list_models()
+    with connect(running[-1]) as admin:
+        assert admin.list_models() == []
+
+
 def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
     tmp_path: Path, store: Path, running
 ):

@@ -107,7 +107,12 @@ def _open_store(settings: ServerSettings, kind: EvidenceKind, notes: _Notes) -> 
     source = store_key_source(kind, paths=paths, key_file=settings.store_key_file)
     # an entry holds a model and its pipeline: within what one upload may carry
     most = settings.max_model_bytes + settings.max_pipeline_bytes + (1 << 20)
-    store = SealedStore(settings.store, key_material=source.material(), max_entry_bytes=most)
+    store = SealedStore(
+        settings.store,
+        key_material=source.material(),
+        max_entry_bytes=most,
+        rebuild_manifest=settings.store_rebuild_manifest,
+    )
     notes.append((logging.INFO, f"store: {settings.store}, key: {source.description}"))
     if not source.protects:
         notes.append(

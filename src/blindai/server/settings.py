@@ -271,6 +271,9 @@ class ServerSettings(BaseSettings):
     store_key_file: Path | None = None
     """Store key given by the deployment (32 raw bytes or 64 hex digits): required on TDX and
     Nitro, which have no sealing key; replaces the platform's key elsewhere."""
+    store_rebuild_manifest: CliToggleFlag[bool] = False
+    """Accept the store's entries present as its current ones, whatever its manifest says (after
+    losing the manifest to a disk failure only: it accepts any older entry the host put back)."""
     sev_guest_device: Path = Path("/dev/sev-guest")
     """SEV-SNP guest device (the store key on SEV-SNP)."""
     audit_log: Path | None = None
@@ -354,6 +357,8 @@ class ServerSettings(BaseSettings):
             parse_admin_key_sha256(self.admin_key_sha256)
         if self.store_key_file is not None and self.store is None:
             raise ConfigurationError("--store-key-file is given without --store")
+        if self.store_rebuild_manifest and self.store is None:
+            raise ConfigurationError("--store-rebuild-manifest is given without --store")
         if self.pccs_url is not None and urlsplit(self.pccs_url).scheme not in ("https", "http"):
             raise ConfigurationError(
                 f"--pccs-url {self.pccs_url!r:.80} is not an https:// (or http://) URL: a PCS or "

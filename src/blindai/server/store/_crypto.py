@@ -6,8 +6,8 @@ An entry file is ``header || ciphertext || tag``:
 field       bytes  value
 ==========  =====  ==========================================================
 magic       4      ``BAIS``
-version     1      1
-kind        1      ``m`` (model) or ``k`` (API key record)
+version     1      2 (1: written before the store kept a manifest)
+kind        1      ``m`` (model), ``k`` (API key record) or ``n`` (the manifest)
 nonce       12     random, fresh for every write
 ciphertext  n      AES-256-GCM of the plaintext (streamed, one GCM message)
 tag         16     GCM tag over header, file name and ciphertext
@@ -18,7 +18,8 @@ to another name, or given another kind, fails authentication. The plaintext is a
 big-endian length, a CBOR map of metadata, then the payload (the model bytes, then its
 pipeline's CBOR when it has one, ``pipeline_size`` in the metadata; nothing for a key record).
 File names are ``<kind>-<HMAC-SHA256(names key, kind:id)[:16] hex>.sealed``: they reveal
-neither ids nor names.
+neither ids nor names. The nonce names one write of an entry: the store's manifest
+(``_manifest``) lists, for each entry, the nonce of the write it last made.
 """
 
 from __future__ import annotations
@@ -36,17 +37,23 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "HEADER_SIZE",
+    "NONCE_SIZE",
     "OVERHEAD",
     "TAG_SIZE",
     "EntryKeys",
+    "Header",
     "Unsealer",
+    "new_nonce",
     "parse_header",
     "seal",
     "split_plaintext",
 ]
 
 MAGIC = b"BAIS"
-VERSION = 1
+VERSION = 2
+"""Written now: the entry is listed in the store's manifest (1: written before it had one)."""
+_VERSIONS = (1, 2)
+_KINDS = (b"m", b"k", b"n")
 NONCE_SIZE = 12
 TAG_SIZE = 16
 HEADER_SIZE = len(MAGIC) + 2 + NONCE_SIZE
@@ -89,12 +96,25 @@ def _header(kind: bytes, nonce: bytes) -> bytes:
     return MAGIC + bytes([VERSION]) + kind + nonce
 
 
+def new_nonce() -> bytes:
+    """A fresh nonce: one per write."""
+    return os.urandom(NONCE_SIZE)
+
+
 def seal(
-    keys: EntryKeys, kind: bytes, file_name: str, meta: bytes, payload: Sequence[bytes]
+    keys: EntryKeys,
+    kind: bytes,
+    file_name: str,
+    meta: bytes,
+    payload: Sequence[bytes],
+    nonce: bytes | None = None,
 ) -> Iterator[bytes]:
     """The entry's bytes, in chunks (the payload's parts, one after the other, are encrypted
-    piece by piece: nothing is copied whole)."""
-    nonce = os.urandom(NONCE_SIZE)
+    piece by piece: nothing is copied whole). ``nonce``: this write's (:func:`new_nonce`),
+    fresh by default; never one used before."""
+    nonce = new_nonce() if nonce is None else nonce
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError("a nonce is 12 bytes")
     header = _header(kind, nonce)
     enc = Cipher(algorithms.AES(keys.aead), modes.GCM(nonce)).encryptor()
     enc.authenticate_additional_data(header + file_name.encode())
@@ -107,25 +127,34 @@ def seal(
     yield enc.finalize() + enc.tag
 
 
-def parse_header(header: bytes) -> tuple[bytes, bytes]:
-    """(kind, nonce) of a header; ValueError when it is not one of ours."""
+@dataclass(frozen=True)
+class Header:
+    """An entry's header (not authenticated until its entry's tag is checked)."""
+
+    version: int
+    kind: bytes
+    nonce: bytes
+
+
+def parse_header(header: bytes) -> Header:
+    """An entry's header; ValueError when it is not one of ours."""
     if len(header) != HEADER_SIZE or header[:4] != MAGIC:
         raise ValueError("not a store entry")
-    if header[4] != VERSION:
+    if header[4] not in _VERSIONS:
         raise ValueError(f"store entry version {header[4]} is not supported")
     kind = header[5:6]
-    if kind not in (b"m", b"k"):
+    if kind not in _KINDS:
         raise ValueError("unknown entry kind")
-    return kind, header[6:]
+    return Header(header[4], kind, header[6:])
 
 
 class Unsealer:
     """Decrypts one entry incrementally; nothing it returns is trusted before :meth:`finish`."""
 
     def __init__(self, keys: EntryKeys, header: bytes, file_name: str, tag: bytes) -> None:
-        kind, nonce = parse_header(header)
-        self.kind = kind
-        self._dec = Cipher(algorithms.AES(keys.aead), modes.GCM(nonce, tag)).decryptor()
+        self.header = parse_header(header)
+        self.kind = self.header.kind
+        self._dec = Cipher(algorithms.AES(keys.aead), modes.GCM(self.header.nonce, tag)).decryptor()
         self._dec.authenticate_additional_data(header + file_name.encode())
 
     def update(self, chunk: bytes) -> bytes:

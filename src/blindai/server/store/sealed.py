@@ -7,17 +7,21 @@ One file per entry (format: :mod:`blindai.server.store._crypto`), written atomic
 A crash in between leaves the old state or the new, never a half-written entry: temporary
 files are removed at the next start and never read.
 
-On load, every entry whose authentication holds is returned; one that fails (altered,
-truncated, moved to another name, sealed with another key) is skipped with one log line naming
-its file, and listed in :attr:`SealedStore.refused`. A directory is used by one server at a
-time (an exclusive ``flock`` on ``DIR/.lock``).
+On load, every entry whose authentication holds and that the store's manifest lists
+(:mod:`blindai.server.store._manifest`: the last write of each entry) is returned; one that
+fails (altered, truncated, moved to another name, sealed with another key, an older copy put
+back, a copy from another store) is skipped with one log line naming its file, and listed in
+:attr:`SealedStore.refused`. A directory is used by one server at a time (an exclusive
+``flock`` on ``DIR/.lock``).
 
-What the store does not prevent: whoever controls the disk can delete entries, or put back an
-older copy of an entry (a deleted model, a revoked key): see docs/access-control.md.
+What the store does not prevent: whoever controls the disk can delete entries, or put back the
+whole directory as it was earlier (the manifest with its entries): see
+docs/access-control.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -40,12 +44,17 @@ from blindai.server.store._crypto import (
     HEADER_SIZE,
     OVERHEAD,
     TAG_SIZE,
+    VERSION,
     EntryKeys,
+    Header,
     Unsealer,
+    new_nonce,
+    parse_header,
     seal,
     split_plaintext,
 )
 from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
+from blindai.server.store._manifest import KIND, MANIFEST_NAME, Manifest
 
 __all__ = ["SealedStore", "StoredKey", "StoredModel"]
 
@@ -98,8 +107,16 @@ class SealedStore:
     """The sealed directory. Thread-safe: each entry is its own file, written atomically."""
 
     def __init__(
-        self, directory: Path, *, key_material: bytes, max_entry_bytes: int = 1 << 31
+        self,
+        directory: Path,
+        *,
+        key_material: bytes,
+        max_entry_bytes: int = 1 << 31,
+        rebuild_manifest: bool = False,
     ) -> None:
+        """Open (or make) the store in ``directory``. ``rebuild_manifest``: list the entries
+        found as the current ones, whatever the manifest says (after losing the manifest to a
+        disk failure only: it accepts any entry the host put back)."""
         self.directory = directory
         self._keys = EntryKeys.derive(key_material)
         self._max_entry = max_entry_bytes + OVERHEAD + _MAX_META
@@ -110,6 +127,12 @@ class SealedStore:
         removed = remove_temporaries(directory)
         if removed:
             _log.info("store: removed %d unfinished write(s)", removed)
+        self._manifest_lock = threading.Lock()
+        try:
+            self._manifest = self._open_manifest(rebuild_manifest)
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def _take_lock(directory: Path) -> int:
@@ -168,7 +191,7 @@ class SealedStore:
 
     def delete_model(self, model_id: str) -> bool:
         """Remove a model durably; False when the store did not hold it."""
-        return unlink_durable(self._path(_MODEL, model_id))
+        return self._delete(self._path(_MODEL, model_id))
 
     def put_key(self, record: StoredKey) -> None:
         """Store an API-key record durably, under its name."""
@@ -182,7 +205,7 @@ class SealedStore:
 
     def delete_key(self, name: str) -> bool:
         """Remove an API-key record durably; False when there was none."""
-        return unlink_durable(self._path(_KEY, name))
+        return self._delete(self._path(_KEY, name))
 
     def _path(self, kind: bytes, ident: str) -> Path:
         return self.directory / self._keys.file_name(kind, ident)
@@ -191,7 +214,117 @@ class SealedStore:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
-        write_atomic(path, seal(self._keys, kind, path.name, meta, payload))
+        nonce = new_nonce()
+        with self._manifest_lock:  # listed first: a crash leaves the old entry or the new
+            before = self._manifest.entries.get(path.name, frozenset())
+            self._list(path.name, before | {nonce})
+        try:
+            write_atomic(path, seal(self._keys, kind, path.name, meta, payload, nonce))
+        except BaseException:
+            with self._manifest_lock, contextlib.suppress(OSError):
+                if _nonce_of(path) != nonce:  # this write never reached the disk
+                    self._list(path.name, self._manifest.entries.get(path.name, before) - {nonce})
+            raise
+        if before:  # the writes it replaced are no longer current
+            with self._manifest_lock:
+                self._list(path.name, self._manifest.entries.get(path.name, before) - before)
+
+    def _delete(self, path: Path) -> bool:
+        with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
+            if self._manifest.entries.get(path.name):
+                self._list(path.name, frozenset())
+        return unlink_durable(path)
+
+    # -- the manifest (under _manifest_lock)
+
+    def _list(self, name: str, nonces: frozenset[bytes]) -> None:
+        """List ``nonces`` as the current writes of entry ``name`` (none: deleted, its file
+        removed at the next start if it is still there), and write the manifest."""
+        self._manifest.entries[name] = nonces
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        self._manifest.generation += 1
+        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()])
+        write_atomic(self.directory / MANIFEST_NAME, sealed)
+
+    def _open_manifest(self, rebuild: bool) -> Manifest:
+        """The manifest on disk, or a new one listing the entries present: in a new store, in
+        one written before stores kept a manifest (every entry of version 1), or when asked
+        (``rebuild``). A manifest missing beside entries written under one, or refused, stops
+        the start (ConfigurationError): the host may have removed it to put back old entries."""
+        found = self._headers()
+        path = self.directory / MANIFEST_NAME
+        manifest = None
+        problem = None
+        if os.path.lexists(path):
+            try:
+                manifest = self._read_manifest(path)
+            except _Refused as exc:
+                problem = f"its manifest does not open ({exc})"
+        elif any(h.version >= VERSION for h in found.values()):
+            problem = "its manifest is missing, beside entries written under one"
+        if rebuild or manifest is None:
+            if problem is not None and not rebuild:
+                raise ConfigurationError(
+                    f"store {self.directory}: {problem}. Either it is a store sealed with "
+                    "another key (another build or platform: give this server a directory of "
+                    "its own), or the host removed or replaced the manifest to put back older "
+                    "entries; after a disk failure only, start once with "
+                    "--store-rebuild-manifest to accept the entries present"
+                )
+            before = 0 if manifest is None else manifest.generation
+            self._manifest = Manifest(before, {n: frozenset({h.nonce}) for n, h in found.items()})
+            self._write_manifest()
+            if rebuild:
+                _log.warning(
+                    "store: manifest rebuilt (--store-rebuild-manifest): the %d entries present "
+                    "are accepted as current",
+                    len(found),
+                )
+            elif found:
+                _log.info("store: a manifest now lists the %d entries present", len(found))
+            return self._manifest
+        self._manifest = manifest
+        settled = {  # a write that replaced an entry ended: the file present is the current one
+            name: frozenset({found[name].nonce})
+            for name, nonces in manifest.entries.items()
+            if len(nonces) > 1 and name in found and found[name].nonce in nonces
+        }
+        deleted = [name for name, nonces in manifest.entries.items() if not nonces]
+        for name in deleted:  # a delete cut short by a crash, or a deleted entry put back
+            if name in found:
+                unlink_durable(self.directory / name)
+                del found[name]
+                _log.info("store: removed an entry deleted before (%s)", name)
+            del manifest.entries[name]
+        if settled or deleted:
+            manifest.entries.update(settled)
+            self._write_manifest()
+        missing = sum(not os.path.lexists(self.directory / name) for name in manifest.entries)
+        if missing:
+            _log.warning("store: %d entries the manifest lists are missing from the disk", missing)
+        _log.info("store: manifest generation %d lists %d entries", manifest.generation, len(found))
+        return manifest
+
+    def _headers(self) -> dict[str, Header]:
+        """The header of each entry file whose header reads (the others are refused on load)."""
+        found = {}
+        for path in self.directory.iterdir():
+            if _ENTRY_NAME.fullmatch(path.name):
+                header = _header_of(path)
+                if header is not None:
+                    found[path.name] = header
+        return found
+
+    def _read_manifest(self, path: Path) -> Manifest:
+        header, plain = self._decrypt(path)
+        if header.kind != KIND:
+            raise _Refused("not a manifest")
+        try:
+            return Manifest.from_bytes(bytes(split_plaintext(plain)[1]))
+        except ValueError as exc:
+            raise _Refused(str(exc)) from exc
 
     # -- loading
 
@@ -225,7 +358,7 @@ class SealedStore:
     def _open_entry(self, path: Path, kind: bytes) -> tuple[dict[str, Any], bytes]:
         if not _ENTRY_NAME.fullmatch(path.name):
             raise _Refused("not an entry name")
-        plain = self._decrypt(path)
+        _, plain = self._decrypt(path, listed=True)
         try:
             meta_bytes, payload = split_plaintext(plain)
         except ValueError as exc:
@@ -241,7 +374,9 @@ class SealedStore:
             raise _Refused("entry does not belong to this file name")
         return meta, bytes(payload)
 
-    def _decrypt(self, path: Path) -> bytearray:
+    def _decrypt(self, path: Path, *, listed: bool = False) -> tuple[Header, bytearray]:
+        """The authenticated plaintext of ``path``; ``listed``: refused unread unless the
+        manifest lists its write."""
         try:
             with _open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
@@ -257,10 +392,33 @@ class SealedStore:
                     unsealer = Unsealer(self._keys, header, path.name, tag)
                 except ValueError as exc:
                     raise _Refused(str(exc)) from exc
+                if listed:
+                    with self._manifest_lock:
+                        current = self._manifest.accepts(path.name, unsealer.header.nonce)
+                    if not current:
+                        raise _Refused(
+                            "not a current entry of this store (the manifest does not list this "
+                            "write: an older copy put back, a copy from another store, or a write "
+                            "that never finished)"
+                        )
                 plain = _read_plain(f, unsealer, size - OVERHEAD)
         except OSError as exc:
             raise _Refused(f"unreadable ({exc.strerror})") from exc
-        return plain
+        return unsealer.header, plain
+
+
+def _header_of(path: Path) -> Header | None:
+    """The header of the entry file ``path`` (None when there is none, or it does not read)."""
+    try:
+        with _open_regular(path) as f:
+            return parse_header(f.read(HEADER_SIZE))
+    except (_Refused, OSError, ValueError):
+        return None
+
+
+def _nonce_of(path: Path) -> bytes | None:
+    header = _header_of(path)
+    return None if header is None else header.nonce
 
 
 def _open_regular(path: Path) -> BinaryIO:

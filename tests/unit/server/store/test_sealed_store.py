@@ -13,6 +13,7 @@ from blindai.errors import ConfigurationError
 from blindai.server.store import SealedStore, StoredKey, StoredModel
 from blindai.server.store._crypto import CHUNK, HEADER_SIZE
 from blindai.server.store._files import TEMP_PREFIX, write_atomic
+from blindai.server.store._manifest import MANIFEST_NAME
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -156,15 +157,26 @@ def test_a_key_record_renamed_as_a_model_is_refused(store: SealedStore, director
         again.close()
 
 
-def test_another_key_opens_nothing(store: SealedStore):
+def test_another_key_opens_nothing(store: SealedStore, directory: Path):
+    """A store sealed with another key (another build, another platform) does not open: its
+    manifest does not authenticate. The directory is released, and its own key opens it."""
     store.put_model(model(b"a", "id-a"))
     store.put_key(key_record())
-    again = reopen(store, OTHER_KEY)
-    try:
-        assert list(again.load_models()) == [] and again.load_keys() == []
-        assert len(again.refused) == 2
-    finally:
-        again.close()
+    store.close()
+    with pytest.raises(ConfigurationError, match="sealed with another key"):
+        SealedStore(directory, key_material=OTHER_KEY)
+    with SealedStore(directory, key_material=KEY) as again:
+        assert [m.model_id for m in again.load_models()] == ["id-a"]
+        assert again.load_keys() == [key_record()] and again.refused == []
+    # its entries alone, in a directory of their own: refused one by one
+    (directory / MANIFEST_NAME).unlink()
+    for path in entry_files(directory):
+        path.rename(directory.parent / path.name)
+    with SealedStore(directory, key_material=OTHER_KEY) as other:
+        for path in entry_files(directory.parent):
+            path.rename(directory / path.name)
+        assert list(other.load_models()) == [] and other.load_keys() == []
+        assert len(other.refused) == 2
 
 
 def assert_only_refused(store: SealedStore, name: str) -> None:
@@ -279,17 +291,22 @@ def test_a_pipeline_travels_after_the_model(store: SealedStore, pipeline: bytes 
         again.close()
 
 
-def test_entries_move_between_stores_that_share_a_key(store: SealedStore, tmp_path: Path):
-    """Replicas with one --store-key-file: an entry file copied to another store loads there."""
+def test_a_store_copied_whole_opens_where_the_key_is(store: SealedStore, tmp_path: Path):
+    """Replicas with one --store-key-file: a copy of a stopped replica's whole directory opens
+    in another; entry files copied alone into another store are refused there (its manifest
+    does not list them: as an older copy put back would be)."""
     entry = model(b"shared bytes", "id-shared")
     store.put_model(entry)
     store.put_key(key_record())
-    with SealedStore(tmp_path / "replica", key_material=KEY) as replica:
-        for path in entry_files(store.directory):
-            (replica.directory / path.name).write_bytes(path.read_bytes())
+    store.close()
+    copy = tmp_path / "replica"
+    copy.mkdir()
+    for path in [*entry_files(store.directory), store.directory / MANIFEST_NAME]:
+        (copy / path.name).write_bytes(path.read_bytes())
+    with SealedStore(copy, key_material=KEY) as replica:
         assert list(replica.load_models()) == [entry]
         assert replica.load_keys() == [key_record()]
-    with SealedStore(tmp_path / "other", key_material=OTHER_KEY) as other:
+    with SealedStore(tmp_path / "other", key_material=KEY) as other:
         for path in entry_files(store.directory):
             (other.directory / path.name).write_bytes(path.read_bytes())
         assert list(other.load_models()) == [] and other.load_keys() == []

@@ -1,0 +1,70 @@
+"""The store's manifest: which write of each entry is the current one.
+
+An entry file authenticates itself (``_crypto``), but not its freshness: whoever controls the
+disk could put back an older copy of an entry, a revoked API key or a deleted model, and it
+would load. Each write of an entry has a fresh random nonce, authenticated with the entry; the
+manifest, sealed like an entry (kind ``n``, file :data:`MANIFEST_NAME`), lists each entry's
+file name with the nonce of the write the server made last. An entry file the manifest does
+not list, or with another nonce, is refused on load. The manifest is written before the entry
+(listing the new write beside the old while the entry is written, so that a crash leaves the
+old or the new) and before an entry is removed (marked deleted: a file left by a crash, or put
+back, is removed at the next start).
+
+What it does not stop: putting back the whole directory as it was at an earlier moment (the
+manifest with its entries), since nothing outside the operator's reach counts the manifest's
+writes. Its ``generation`` (one more each write) is logged at each start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from blindai.server.store._crypto import NONCE_SIZE
+
+__all__ = ["KIND", "MANIFEST_NAME", "Manifest"]
+
+MANIFEST_NAME = "manifest"
+KIND = b"n"
+
+
+@dataclass
+class Manifest:
+    """Each entry's file name and the nonces of its writes that may be on disk (one, or two
+    while a write replaces it; none: deleted since the store was opened, its file to be removed
+    if it is there at the next start); ``generation``: how many times it was written."""
+
+    generation: int = 0
+    entries: dict[str, frozenset[bytes]] = field(default_factory=dict)
+
+    def accepts(self, name: str, nonce: bytes) -> bool:
+        """Whether the entry file ``name`` written with ``nonce`` is a current one."""
+        return nonce in self.entries.get(name, ())
+
+    def to_bytes(self) -> bytes:
+        """Its CBOR (sealed by the store)."""
+        listed = {name: sorted(nonces) for name, nonces in sorted(self.entries.items())}
+        return bytes(cbor2.dumps({"generation": self.generation, "entries": listed}))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """A manifest from its (authenticated) CBOR; ValueError when it is not one."""
+        try:
+            doc: Any = cbor2.loads(data)
+        except Exception as exc:  # authenticated: only a bug of a writer gets here
+            raise ValueError("the manifest does not decode") from exc
+        generation = doc.get("generation") if isinstance(doc, dict) else None
+        listed = doc.get("entries") if isinstance(doc, dict) else None
+        if type(generation) is not int or not isinstance(listed, Mapping):
+            raise ValueError("the manifest is not a map of a generation and entries")
+        entries: dict[str, frozenset[bytes]] = {}
+        for name, nonces in listed.items():
+            if not isinstance(name, str) or not isinstance(nonces, list):
+                raise ValueError("a manifest entry is mistyped")
+            if not all(isinstance(n, bytes) and len(n) == NONCE_SIZE for n in nonces):
+                raise ValueError("a manifest entry's nonce is mistyped")
+            entries[name] = frozenset(nonces)
+        return cls(generation, entries)

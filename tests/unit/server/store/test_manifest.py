@@ -1,0 +1,173 @@
+"""The store's manifest: an older copy of an entry, put back by whoever controls the disk, is
+refused (a revoked key, a deleted model, a replaced model); a crash leaves the old or the new."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from blindai.errors import ConfigurationError
+from blindai.server.store import SealedStore, StoredKey, _crypto, sealed
+from blindai.server.store._manifest import MANIFEST_NAME
+
+from .test_sealed_store import KEY, entry_files, key_record, model
+
+
+def _saved(store: SealedStore) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in entry_files(store.directory)}
+
+
+def _put_back(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+def _file_of(store: SealedStore, name: str) -> dict[str, bytes]:
+    path = store._path(b"k", name)
+    return {path.name: path.read_bytes()}
+
+
+def test_a_revoked_key_put_back_while_stopped_is_removed(tmp_path: Path):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        store.put_key(key_record("bob"))
+        bob = _file_of(store, "bob")
+        store.delete_key("bob")
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [k.name for k in store.load_keys()] == ["alice"] and store.refused == []
+    assert not any((directory / name).exists() for name in bob)
+
+
+def test_a_revoked_key_put_back_later_is_refused(tmp_path: Path, caplog):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("bob"))
+        bob = _saved(store)
+        store.delete_key("bob")
+    with SealedStore(directory, key_material=KEY) as store:  # a start in between
+        assert store.load_keys() == []
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY) as store, caplog.at_level(logging.ERROR):
+        assert store.load_keys() == []
+        assert store.refused == list(bob)
+    assert "the manifest does not list this write" in caplog.text
+
+
+def test_an_older_copy_of_a_model_is_refused(tmp_path: Path):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"version one", "id-a", public=True))
+        older = _saved(store)
+        store.put_model(model(b"version two", "id-a", public=False))
+        store.put_model(model(b"other", "id-b"))
+    _put_back(directory, older)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model_id for m in store.load_models()] == ["id-b"]
+        assert store.refused == list(older)
+
+
+def test_a_replacing_write_that_fails_keeps_whichever_entry_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Before the rename (the old entry stays) and after it (the new one is there: its
+    directory's fsync failed): either way the entry on disk loads."""
+    directory = tmp_path / "store"
+    real = sealed.write_atomic
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"version one", "id-a"))
+
+        def before_rename(path, chunks):
+            if path.name != MANIFEST_NAME:
+                raise OSError(28, "No space left on device")
+            real(path, chunks)
+
+        monkeypatch.setattr(sealed, "write_atomic", before_rename)
+        with pytest.raises(OSError):
+            store.put_model(model(b"version two", "id-a"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model for m in store.load_models()] == [b"version one"]
+
+        def after_rename(path, chunks):
+            real(path, chunks)
+            if path.name != MANIFEST_NAME:
+                raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(sealed, "write_atomic", after_rename)
+        with pytest.raises(OSError):
+            store.put_model(model(b"version three", "id-a"))
+    monkeypatch.setattr(sealed, "write_atomic", real)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model for m in store.load_models()] == [b"version three"]
+        assert store.refused == []
+
+
+def test_a_missing_manifest_stops_the_start_until_rebuilt(tmp_path: Path, caplog):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record())
+    (directory / MANIFEST_NAME).unlink()
+    with pytest.raises(ConfigurationError, match="manifest is missing"):
+        SealedStore(directory, key_material=KEY)
+    with caplog.at_level(logging.WARNING):
+        with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+            assert store.load_keys() == [key_record()]
+    assert "manifest rebuilt" in caplog.text
+    with SealedStore(directory, key_material=KEY) as store:  # rebuilt once, for good
+        assert store.load_keys() == [key_record()]
+
+
+def test_an_altered_manifest_stops_the_start(tmp_path: Path):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record())
+    path = directory / MANIFEST_NAME
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigurationError, match="does not open"):
+        SealedStore(directory, key_material=KEY)
+
+
+def test_an_older_manifest_put_back_refuses_what_came_after(tmp_path: Path):
+    """The manifest and its entries put back together (the whole store as it was) is not
+    detected; the manifest alone only loses what came after it."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        older = (directory / MANIFEST_NAME).read_bytes()
+        store.put_key(key_record("bob"))
+    (directory / MANIFEST_NAME).write_bytes(older)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [k.name for k in store.load_keys()] == ["alice"]
+        assert store.refused == [store._path(b"k", "bob").name]
+
+
+def test_a_store_from_before_the_manifest_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+):
+    directory = tmp_path / "store"
+    monkeypatch.setattr(_crypto, "VERSION", 1)  # entries as the store wrote them before
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record())
+        store.put_model(model(b"old", "id-a"))
+    (directory / MANIFEST_NAME).unlink()  # it had none
+    monkeypatch.setattr(_crypto, "VERSION", 2)
+    with caplog.at_level(logging.INFO), SealedStore(directory, key_material=KEY) as store:
+        assert store.load_keys() == [key_record()]
+        assert [m.model_id for m in store.load_models()] == ["id-a"]
+    assert "a manifest now lists the 2 entries present" in caplog.text
+    assert (directory / MANIFEST_NAME).exists()
+
+
+def test_the_manifest_names_no_entry(tmp_path: Path):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(
+            StoredKey(key_id="k-secret-id", name="tenant-secret", key_hash=bytes(32), created_ns=1)
+        )
+    data = (directory / MANIFEST_NAME).read_bytes()
+    assert b"tenant-secret" not in data and b"k-secret-id" not in data
