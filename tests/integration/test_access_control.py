@@ -562,6 +562,44 @@ def test_another_keys_public_upload_of_a_name_takes_over_nothing(
     assert bobs not in {m.model_id for m in admin.list_models()}
 
 
+def test_another_keys_public_upload_of_the_same_bytes_takes_over_no_run_by_hash(
+    server: ServerProcess, alice: blindai.Connection, bob: blindai.Connection, alice_key: str
+):
+    """A run by hash meant the newest upload of those bytes the caller could run: Alice's
+    public upload of the bytes Bob had uploaded took his runs by hash, and her model's
+    statistics counted them (telling her that a key runs those bytes). A hash now means the
+    caller's own upload of those bytes first, as a name does."""
+    import urllib.request
+
+    model = add_constant(17)
+    digest = hashlib.sha256(model).hexdigest()
+    bobs = bob.upload_model(model).model_id
+    hers = alice.upload_model(model, model_name=f"same-{uuid.uuid4().hex[:6]}", public=True)
+    context = ssl.create_default_context(cadata=alice.certificate_pem)
+    context.check_hostname = False
+
+    def count(model_id: str) -> int:
+        url = f"https://{server.host}:{server.attested_port}/v2/models/{model_id}/stats"
+        auth = {"Authorization": f"Bearer {alice_key}"}
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=auth), context=context
+        ) as r:
+            return int(json.loads(r.read())["model_stats"][0]["inference_count"])
+
+    try:
+        before = count(hers.model_id)
+        out = bob.run_model(model_hash=digest, input_tensors={"x": X}).output[0].as_numpy()
+        np.testing.assert_array_equal(out, X + 17)
+        assert count(hers.model_id) == before  # his run went to his own upload, not hers
+        bob.delete_model(bobs)
+        bob.run_model(model_hash=digest, input_tensors={"x": X})  # none of his own: hers
+        assert count(hers.model_id) == before + 1
+    finally:
+        alice.delete_model(hers.model_id)
+        if bobs in {m.model_id for m in bob.list_models()}:
+            bob.delete_model(bobs)
+
+
 def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):
     import http.client
 
