@@ -338,6 +338,24 @@ def _alice_and_bob(proc: ServerProcess) -> tuple[dict[str, str], ssl.SSLContext]
     return keys, context
 
 
+def _held_body(
+    proc: ServerProcess, context: ssl.SSLContext, key: str, length: int
+) -> tuple[ssl.SSLSocket, bytes]:
+    """A /run as ``key`` whose body of ``length`` bytes never comes; the server's first answer,
+    if any (b"": it waits for the body)."""
+    raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
+    sock = context.wrap_socket(raw)
+    sock.sendall(
+        b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Length: %d\r\n\r\nxx" % (key.encode(), length)
+    )
+    sock.settimeout(0.5)
+    try:
+        return sock, sock.recv(65536)
+    except TimeoutError:
+        return sock, b""
+
+
 def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
     """A body declares its length first and may come at --body-min-rate: a tenant holding
     slow bodies took the whole --max-body-memory, and every other tenant got 503. One key now
@@ -354,18 +372,7 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
         keys, context = _alice_and_bob(proc)
 
         def held_body(key: str) -> tuple[ssl.SSLSocket, bytes]:
-            """A /run whose 1 MiB body never comes; the server's first answer, if any."""
-            raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
-            sock = context.wrap_socket(raw)
-            sock.sendall(
-                b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-                b"Content-Length: %d\r\n\r\nxx" % (key.encode(), MiB)
-            )
-            sock.settimeout(0.5)
-            try:
-                return sock, sock.recv(65536)
-            except TimeoutError:
-                return sock, b""
+            return _held_body(proc, context, key, MiB)
 
         held = [held_body(keys["alice"]) for _ in range(2)]
         try:
@@ -376,6 +383,44 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
             sock, taken = held_body(keys["bob"])
             held.append((sock, taken))
             assert taken == b""  # the server waits for Bob's body: there was room for it
+        finally:
+            for sock, _ in held:
+                sock.close()
+    finally:
+        proc.stop()
+
+
+def test_a_full_body_budget_does_not_tell_a_tenant_what_the_others_hold(tmp_path: Path) -> None:
+    """The 503 of a full --max-body-memory said "the server holds N bytes of other requests'
+    bodies": any tenant read there, to the byte, what every other key's requests in progress
+    held (the /metrics it may not read count less). It now says the budget is full, its size,
+    and what the caller's own key holds; Bob, refused while Alice holds 2 MiB and the admin
+    1.5 MiB, learns neither figure."""
+    MiB = 1 << 20
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA),
+        *("--max-request-bytes", str(MiB), "--max-body-memory", str(4 * MiB)),
+        *("--max-model-bytes", str(MiB // 2), "--max-pipeline-bytes", str(MiB // 4)),
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+        others = [
+            (keys["alice"], MiB),
+            (keys["alice"], MiB),
+            (ADMIN_KEY, MiB),
+            (ADMIN_KEY, MiB // 2),
+        ]
+        held = [_held_body(proc, context, key, length) for key, length in others]
+        try:
+            assert [answer for _, answer in held] == [b""] * 4  # 3.5 MiB of 4 held
+            sock, refused = _held_body(proc, context, keys["bob"], MiB)
+            sock.close()
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"ServerBusy" in refused
+            assert b"--max-body-memory" in refused and b"%d" % (4 * MiB) in refused
+            for figure in (7 * MiB // 2, 2 * MiB, 3 * MiB // 2):  # all others', Alice's, admin's
+                assert b"%d" % figure not in refused, refused
+            assert b"this key holds 0 bytes" in refused
         finally:
             for sock, _ in held:
                 sock.close()
