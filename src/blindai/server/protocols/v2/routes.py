@@ -182,9 +182,9 @@ class V2Routes:
         try:
             response = await self._run(request, entry, caller, timing)
         except Exception:
-            self.oip.record(entry, timing, success=False, protocol="rest")
+            self.oip.record(entry, timing, success=False, protocol="rest", caller=caller)
             raise
-        self.oip.record(entry, timing, success=True, protocol="rest")
+        self.oip.record(entry, timing, success=True, protocol="rest", caller=caller)
         return response
 
     async def _run(
