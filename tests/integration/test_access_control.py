@@ -428,6 +428,39 @@ def test_a_full_body_budget_does_not_tell_a_tenant_what_the_others_hold(tmp_path
         proc.stop()
 
 
+def test_the_readiness_probe_does_not_count_the_tenants_models(tmp_path: Path) -> None:
+    """With --require-model-count, /v2/health/ready (no key: Kubernetes calls it) answered
+    "missing_models": N, the required count less the models loaded: anyone reaching the port
+    read how many models the tenants held loaded (the admin key's blindai_models_loaded), and
+    saw each upload, unload and delete change it. With access control it says only whether the
+    replica is ready; an open server still gives the figure."""
+    import http.client
+
+    proc = start_server(
+        tmp_path, *("--admin-key-sha256", ADMIN_SHA), *("--require-model-count", "3")
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+
+        def ready() -> tuple[int, Any]:
+            conn = http.client.HTTPSConnection(proc.host, proc.attested_port, context=context)
+            try:
+                conn.request("GET", "/v2/health/ready")
+                reply = conn.getresponse()
+                return reply.status, json.loads(reply.read())
+            finally:
+                conn.close()
+
+        assert ready() == (400, {"ready": False})
+        with connect(proc, keys["alice"]) as alice_conn:
+            held = [alice_conn.upload_model(add_constant(v)).model_id for v in (1, 2)]
+            assert ready() == (400, {"ready": False})  # not "missing_models": 1
+            held.append(alice_conn.upload_model(add_constant(3)).model_id)
+            assert ready() == (200, {"ready": True})
+    finally:
+        proc.stop()
+
+
 def test_a_keys_unread_answers_fill_its_own_share(tmp_path: Path) -> None:
     """Answers a client leaves unread count in the body budget until taken (for up to 17
     minutes at the defaults); they counted for no key, so one tenant asking for 16 MB answers
