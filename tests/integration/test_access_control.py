@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import ssl
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -719,6 +720,46 @@ def test_a_public_models_statistics_show_a_tenant_its_own_requests_only(
         assert stats(ADMIN_KEY)["inference_count"] == 3
     finally:
         alice.delete_model(public.model_id)
+
+
+def test_a_batch_holds_one_keys_requests_on_a_real_server(
+    server: ServerProcess, alice_key: str, bob_key: str
+):
+    """Alice's public model batches (300 ms for partners) and, when a row of its batch holds
+    her trigger, adds the batch's sum to every row: Bob's request, sent between two of hers,
+    must come back as he sent it, and hers must show her rows only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.models import leaks_rows
+
+    trigger = np.array([[777.0, 0.0]], np.float32)
+    his = np.array([[12.0, 34.0]], np.float32)
+    conns = [connect(server, key) for key in (alice_key, bob_key, alice_key)]
+    try:
+        model = (
+            conns[0]
+            .upload_model(
+                leaks_rows(777.0), public=True, max_batch_size=8, max_queue_delay_us=300_000
+            )
+            .model_id
+        )
+
+        def run(conn: blindai.Connection, x: np.ndarray) -> np.ndarray:
+            return conn.run_model(model, input_tensors={"x": x}).output[0].as_numpy()
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = []
+            for conn, x in zip(conns, (trigger, his, trigger), strict=True):
+                futures.append(pool.submit(run, conn, x))
+                time.sleep(0.02)
+            hers, bobs, hers_again = (f.result(timeout=60) for f in futures)
+        np.testing.assert_array_equal(bobs, his)
+        for out in (hers, hers_again):  # alone (2 x trigger) or with her other row (3 x)
+            assert out.tolist() in ([[1554.0, 0.0]], [[2331.0, 0.0]]), out
+        conns[0].delete_model(model)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):
