@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import ssl
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -338,6 +339,24 @@ def _alice_and_bob(proc: ServerProcess) -> tuple[dict[str, str], ssl.SSLContext]
     return keys, context
 
 
+def _held_body(
+    proc: ServerProcess, context: ssl.SSLContext, key: str, length: int
+) -> tuple[ssl.SSLSocket, bytes]:
+    """A /run as ``key`` whose body of ``length`` bytes never comes; the server's first answer,
+    if any (b"": it waits for the body)."""
+    raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
+    sock = context.wrap_socket(raw)
+    sock.sendall(
+        b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Length: %d\r\n\r\nxx" % (key.encode(), length)
+    )
+    sock.settimeout(0.5)
+    try:
+        return sock, sock.recv(65536)
+    except TimeoutError:
+        return sock, b""
+
+
 def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
     """A body declares its length first and may come at --body-min-rate: a tenant holding
     slow bodies took the whole --max-body-memory, and every other tenant got 503. One key now
@@ -354,18 +373,7 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
         keys, context = _alice_and_bob(proc)
 
         def held_body(key: str) -> tuple[ssl.SSLSocket, bytes]:
-            """A /run whose 1 MiB body never comes; the server's first answer, if any."""
-            raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
-            sock = context.wrap_socket(raw)
-            sock.sendall(
-                b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-                b"Content-Length: %d\r\n\r\nxx" % (key.encode(), MiB)
-            )
-            sock.settimeout(0.5)
-            try:
-                return sock, sock.recv(65536)
-            except TimeoutError:
-                return sock, b""
+            return _held_body(proc, context, key, MiB)
 
         held = [held_body(keys["alice"]) for _ in range(2)]
         try:
@@ -379,6 +387,77 @@ def test_one_key_cannot_hold_the_whole_body_budget(tmp_path: Path) -> None:
         finally:
             for sock, _ in held:
                 sock.close()
+    finally:
+        proc.stop()
+
+
+def test_a_full_body_budget_does_not_tell_a_tenant_what_the_others_hold(tmp_path: Path) -> None:
+    """The 503 of a full --max-body-memory said "the server holds N bytes of other requests'
+    bodies": any tenant read there, to the byte, what every other key's requests in progress
+    held (the /metrics it may not read count less). It now says the budget is full, its size,
+    and what the caller's own key holds; Bob, refused while Alice holds 2 MiB and the admin
+    1.5 MiB, learns neither figure."""
+    MiB = 1 << 20
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA),
+        *("--max-request-bytes", str(MiB), "--max-body-memory", str(4 * MiB)),
+        *("--max-model-bytes", str(MiB // 2), "--max-pipeline-bytes", str(MiB // 4)),
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+        others = [
+            (keys["alice"], MiB),
+            (keys["alice"], MiB),
+            (ADMIN_KEY, MiB),
+            (ADMIN_KEY, MiB // 2),
+        ]
+        held = [_held_body(proc, context, key, length) for key, length in others]
+        try:
+            assert [answer for _, answer in held] == [b""] * 4  # 3.5 MiB of 4 held
+            sock, refused = _held_body(proc, context, keys["bob"], MiB)
+            sock.close()
+            assert refused.startswith(b"HTTP/1.1 503 ") and b"ServerBusy" in refused
+            assert b"--max-body-memory" in refused and b"%d" % (4 * MiB) in refused
+            for figure in (7 * MiB // 2, 2 * MiB, 3 * MiB // 2):  # all others', Alice's, admin's
+                assert b"%d" % figure not in refused, refused
+            assert b"this key holds 0 bytes" in refused
+        finally:
+            for sock, _ in held:
+                sock.close()
+    finally:
+        proc.stop()
+
+
+def test_the_readiness_probe_does_not_count_the_tenants_models(tmp_path: Path) -> None:
+    """With --require-model-count, /v2/health/ready (no key: Kubernetes calls it) answered
+    "missing_models": N, the required count less the models loaded: anyone reaching the port
+    read how many models the tenants held loaded (the admin key's blindai_models_loaded), and
+    saw each upload, unload and delete change it. With access control it says only whether the
+    replica is ready; an open server still gives the figure."""
+    import http.client
+
+    proc = start_server(
+        tmp_path, *("--admin-key-sha256", ADMIN_SHA), *("--require-model-count", "3")
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+
+        def ready() -> tuple[int, Any]:
+            conn = http.client.HTTPSConnection(proc.host, proc.attested_port, context=context)
+            try:
+                conn.request("GET", "/v2/health/ready")
+                reply = conn.getresponse()
+                return reply.status, json.loads(reply.read())
+            finally:
+                conn.close()
+
+        assert ready() == (400, {"ready": False})
+        with connect(proc, keys["alice"]) as alice_conn:
+            held = [alice_conn.upload_model(add_constant(v)).model_id for v in (1, 2)]
+            assert ready() == (400, {"ready": False})  # not "missing_models": 1
+            held.append(alice_conn.upload_model(add_constant(3)).model_id)
+            assert ready() == (200, {"ready": True})
     finally:
         proc.stop()
 
@@ -560,6 +639,127 @@ def test_another_keys_public_upload_of_a_name_takes_over_nothing(
     alice.delete_model(hers)
     alice.delete_model(hidden)
     assert bobs not in {m.model_id for m in admin.list_models()}
+
+
+def test_another_keys_public_upload_of_the_same_bytes_takes_over_no_run_by_hash(
+    server: ServerProcess, alice: blindai.Connection, bob: blindai.Connection
+):
+    """A run by hash meant the newest upload of those bytes the caller could run: Alice's
+    public upload of the bytes Bob had uploaded took his runs by hash, and her model's
+    statistics counted them (hers to read then: a key runs those bytes). A hash now means the
+    caller's own upload of those bytes first, as a name does (counts read with the admin key,
+    which sees every key's requests)."""
+    import urllib.request
+
+    model = add_constant(17)
+    digest = hashlib.sha256(model).hexdigest()
+    bobs = bob.upload_model(model).model_id
+    hers = alice.upload_model(model, model_name=f"same-{uuid.uuid4().hex[:6]}", public=True)
+    context = ssl.create_default_context(cadata=alice.certificate_pem)
+    context.check_hostname = False
+
+    def count(model_id: str) -> int:
+        url = f"https://{server.host}:{server.attested_port}/v2/models/{model_id}/stats"
+        auth = {"Authorization": f"Bearer {ADMIN_KEY}"}  # every key's requests
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=auth), context=context
+        ) as r:
+            return int(json.loads(r.read())["model_stats"][0]["inference_count"])
+
+    try:
+        before = count(hers.model_id)
+        out = bob.run_model(model_hash=digest, input_tensors={"x": X}).output[0].as_numpy()
+        np.testing.assert_array_equal(out, X + 17)
+        assert count(hers.model_id) == before  # his run went to his own upload, not hers
+        bob.delete_model(bobs)
+        bob.run_model(model_hash=digest, input_tensors={"x": X})  # none of his own: hers
+        assert count(hers.model_id) == before + 1
+    finally:
+        alice.delete_model(hers.model_id)
+        if bobs in {m.model_id for m in bob.list_models()}:
+            bob.delete_model(bobs)
+
+
+def test_a_public_models_statistics_show_a_tenant_its_own_requests_only(
+    server: ServerProcess,
+    alice: blindai.Connection,
+    bob: blindai.Connection,
+    alice_key: str,
+    bob_key: str,
+):
+    """The v2 statistics of a public model counted every key's requests: Bob, reading them
+    around each of Alice's runs, saw when she ran it (last_inference, to the millisecond) and
+    how long each of her requests took (compute_input grew from 0.3 ms for her 40-byte input
+    to 8.4 ms for her 16 MB one). A tenant's statistics now count its own requests; the admin
+    key's, every key's."""
+    import urllib.request
+
+    public = alice.upload_model(
+        add_constant(19), model_name=f"pub-{uuid.uuid4().hex[:6]}", public=True
+    )
+    context = ssl.create_default_context(cadata=alice.certificate_pem)
+    context.check_hostname = False
+
+    def stats(key: str) -> dict[str, Any]:
+        url = f"https://{server.host}:{server.attested_port}/v2/models/{public.model_id}/stats"
+        auth = {"Authorization": f"Bearer {key}"}
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=auth), context=context
+        ) as r:
+            found: dict[str, Any] = json.loads(r.read())["model_stats"][0]
+            return found
+
+    try:
+        assert added(alice, public.model_id) == 19 and added(alice, public.model_id) == 19
+        assert stats(bob_key)["inference_count"] == 0
+        assert stats(bob_key)["last_inference"] == 0
+        assert stats(bob_key)["inference_stats"]["compute_infer"] == {"count": 0, "ns": 0}
+        assert added(bob, public.model_id) == 19
+        assert stats(bob_key)["inference_count"] == 1
+        assert stats(alice_key)["inference_count"] == 2
+        assert stats(ADMIN_KEY)["inference_count"] == 3
+    finally:
+        alice.delete_model(public.model_id)
+
+
+def test_a_batch_holds_one_keys_requests_on_a_real_server(
+    server: ServerProcess, alice_key: str, bob_key: str
+):
+    """Alice's public model batches (300 ms for partners) and, when a row of its batch holds
+    her trigger, adds the batch's sum to every row: Bob's request, sent between two of hers,
+    must come back as he sent it, and hers must show her rows only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.models import leaks_rows
+
+    trigger = np.array([[777.0, 0.0]], np.float32)
+    his = np.array([[12.0, 34.0]], np.float32)
+    conns = [connect(server, key) for key in (alice_key, bob_key, alice_key)]
+    try:
+        model = (
+            conns[0]
+            .upload_model(
+                leaks_rows(777.0), public=True, max_batch_size=8, max_queue_delay_us=300_000
+            )
+            .model_id
+        )
+
+        def run(conn: blindai.Connection, x: np.ndarray) -> np.ndarray:
+            return conn.run_model(model, input_tensors={"x": x}).output[0].as_numpy()
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = []
+            for conn, x in zip(conns, (trigger, his, trigger), strict=True):
+                futures.append(pool.submit(run, conn, x))
+                time.sleep(0.02)
+            hers, bobs, hers_again = (f.result(timeout=60) for f in futures)
+        np.testing.assert_array_equal(bobs, his)
+        for out in (hers, hers_again):  # alone (2 x trigger) or with her other row (3 x)
+            assert out.tolist() in ([[1554.0, 0.0]], [[2331.0, 0.0]]), out
+        conns[0].delete_model(model)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_v2_refusals_are_json_with_the_error_type(server: ServerProcess, admin):

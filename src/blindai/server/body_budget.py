@@ -60,9 +60,17 @@ class BodyBudget(KeyShares):
 
     def take(self, size: int, key: str | None = None) -> str | None:
         """Take ``size`` bytes if they fit (None), else take nothing and say why; ``key``: the
-        tenant's key taking them (None: the admin key, or an open server's callers)."""
+        tenant's key taking them (None: the admin key, or an open server's callers). A tenant
+        is told what its own key holds, never what the others' requests hold (the server's
+        load, which /metrics keeps from tenants)."""
         held, mine = self.held, self.of(key)
         full = self.fit(size, key)
+        if full == "total" and key is not None:  # not what the other tenants' requests hold
+            return (
+                f"the requests in progress leave no room for this one's {size} bytes in "
+                f"--max-body-memory ({self.total} bytes, of which this key holds {mine} bytes); "
+                "try again"
+            )
         if full == "total":
             return (
                 f"the server holds {held} bytes of other requests' bodies and unread "

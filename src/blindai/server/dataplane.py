@@ -102,7 +102,7 @@ from blindai.server.run_guard import (
 )
 from blindai.server.runtime import OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
-from blindai.server.statistics import ModelStatistics, Timing
+from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
 
 __all__ = ["DataPlane", "Inference", "Inputs", "listable", "match_inputs", "runnable"]
@@ -1103,19 +1103,28 @@ class DataPlane:
         check_reply_size(outputs, limit=self.settings.max_response_bytes, as_json=lambda _: False)
         return outputs
 
-    def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
-        """Account one inference request on ``entry``: its model's statistics and, when it
-        succeeded, the server's phase metrics (``protocol``: ``v06``, ``rest`` or ``grpc``).
-        A model deleted meanwhile is not accounted: its statistics and series are gone for
-        good (they came back, and stayed, for each request that had found it before)."""
+    def record(
+        self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal
+    ) -> None:
+        """Account one inference request of ``caller`` on ``entry``: its model's statistics
+        (in all, and the caller's key's own) and, when it succeeded, the server's phase metrics
+        (``protocol``: ``v06``, ``rest`` or ``grpc``). A model deleted meanwhile is not
+        accounted: its statistics and series are gone for good (they came back, and stayed,
+        for each request that had found it before)."""
         with self._accounts:
             if self.registry.holds(entry.model_id):
-                self.statistics.record(entry.model_id, timing, success=success)
+                self.statistics.record(entry.model_id, timing, success=success, key=_tenant(caller))
                 self.metrics.observe_model(
                     model_id=entry.model_id, public=entry.public, success=success, timing=timing
                 )
         if success:
             self.metrics.observe_phases(protocol, timing)
+
+    def snapshot(self, entry: ModelEntry, *, caller: Principal) -> Snapshot:
+        """The statistics of ``entry`` that ``caller`` reads: a tenant's key, its own requests'
+        (a public model's totals showed it when another tenant ran it, and how long that took);
+        the admin key and an open server's callers, every request's."""
+        return self.statistics.snapshot(entry.model_id, _tenant(caller))
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;

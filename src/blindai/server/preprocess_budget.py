@@ -42,7 +42,8 @@ class PreprocessBudget:
     def holding(self, size: int, key: str | None = None) -> Iterator[None]:
         """Hold ``size`` bytes for the block (``key``: the tenant's key taking them; None for
         the admin key and an open server's callers); InvalidInput (400) when they can never
-        fit, ServerBusy (503) when they do not fit now."""
+        fit, ServerBusy (503) when they do not fit now (a tenant is told what its own key
+        holds, never what the others' requests hold)."""
         most = self.total if key is None else self.per_key
         if size > most:
             share = "" if key is None else ", half of it for one key"
@@ -54,6 +55,12 @@ class PreprocessBudget:
         with self._lock:
             held, mine = shares.held, shares.of(key)
             full = shares.fit(size, key)
+        if full == "total" and key is not None:  # not what the other tenants' inputs hold
+            raise ServerBusy(
+                f"the requests in progress leave no room for this one's {size} bytes in "
+                f"--max-preprocess-memory ({self.total} bytes, of which this key holds {mine} "
+                "bytes): try again"
+            )
         if full == "total":
             raise ServerBusy(
                 f"the requests in progress hold {held} bytes of preprocessing memory, and "

@@ -13,9 +13,10 @@ A model is found by a :class:`ModelRef`: its id, its name (the newest upload wit
 the SHA-256 of its bytes (the newest upload of those bytes), or nothing (the newest upload).
 Every lookup takes a ``visible`` predicate (what the caller may see, from
 :mod:`blindai.server.access`): a model it rejects is reported exactly like a missing one; and
-the caller's key id (``owner``): a name, or nothing, means the caller's own uploads when it
-has one, so that another key's public upload never takes over what a caller's requests meant;
-else the uploads of that name by the key that made the newest one the caller may see.
+the caller's key id (``owner``): a name, a hash, or nothing, means the caller's own uploads
+when it has one, so that another key's public upload never takes over what a caller's requests
+meant; else the uploads of that name by the key that made the newest one the caller may see
+(of those bytes, or any: the newest the caller may see).
 Identical bytes share one onnxruntime session and its run queue
 (:class:`~blindai.server.batching.ModelQueue`; the settings of the upload that compiled it
 hold); the session is unloaded and its queue closed when the last model using them is removed.
@@ -297,7 +298,11 @@ class ModelRegistry:
             return next((e for e in reversed(named) if e.has_version(ref.version)), None)
         if ref.hash:
             wanted = ref.hash.lower()
-            return self._newest(lambda e: e.hash.hex() == wanted and visible(e))
+
+            def same(e: ModelEntry) -> bool:
+                return e.hash.hex() == wanted and visible(e)
+
+            return self._newest(lambda e: same(e) and e.owner == owner) or self._newest(same)
         mine = self._newest(lambda e: e.owner == owner and visible(e))
         return mine or self._newest(visible)
 

@@ -7,6 +7,11 @@ what the Open Inference Protocol's statistics extension reports (Triton's ``succ
 ``fail``, ``queue``, ``compute_input``, ``compute_infer``, ``compute_output``). Nothing about
 the inputs or outputs is kept: only how many requests and how long.
 
+With access control, a public model serves several tenants: each tenant's key reads the
+statistics of its own requests only (a model's totals, read around another tenant's run,
+showed when it ran and how long its request took, which grows with its input); the totals
+are the admin key's and an open server's.
+
 Example::
 
     stats = ModelStatistics()
@@ -97,7 +102,8 @@ class Snapshot:
 
 
 class _Totals:
-    """One model's running totals (mutable, under the statistics' lock)."""
+    """One model's running totals, of every request or one key's (mutable, under the
+    statistics' lock)."""
 
     __slots__ = ("fail", "last_inference_ms", "phases", "success")
 
@@ -115,38 +121,49 @@ class _Totals:
             last_inference_ms=self.last_inference_ms,
         )
 
+    def add(self, timing: Timing, total: int, *, success: bool, now_ms: int) -> None:
+        if not success:
+            self.fail[0] += 1
+            self.fail[1] += total
+            return
+        self.success[0] += 1
+        self.success[1] += total
+        for name, ns in timing.ns.items():
+            phase = self.phases[name]
+            phase[0] += 1
+            phase[1] += ns
+        self.last_inference_ms = now_ms
+
 
 class ModelStatistics:
-    """Thread-safe statistics per model id; a model's entry goes when :meth:`forget` is called."""
+    """Thread-safe statistics per model id, in all and per tenant's key; a model's entry goes
+    when :meth:`forget` is called."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_model: dict[str, _Totals] = {}
+        self._by_model: dict[str, dict[str | None, _Totals]] = {}
+        """Each model's totals (under None) and each tenant's key's own."""
 
-    def record(self, model_id: str, timing: Timing, *, success: bool) -> None:
-        """Add one request that ran (or failed) on ``model_id``."""
+    def record(
+        self, model_id: str, timing: Timing, *, success: bool, key: str | None = None
+    ) -> None:
+        """Add one request that ran (or failed) on ``model_id``, sent by the tenant's key
+        ``key`` (None: the admin key, or an open server's callers)."""
         total = timing.total()
+        now_ms = time.time_ns() // 1_000_000
         with self._lock:
-            totals = self._by_model.get(model_id)
-            if totals is None:
-                totals = self._by_model[model_id] = _Totals()
-            if not success:
-                totals.fail[0] += 1
-                totals.fail[1] += total
-                return
-            totals.success[0] += 1
-            totals.success[1] += total
-            phases = totals.phases
-            for name, ns in timing.ns.items():
-                phase = phases[name]
-                phase[0] += 1
-                phase[1] += ns
-            totals.last_inference_ms = time.time_ns() // 1_000_000
+            totals = self._by_model.setdefault(model_id, {})
+            for who in {None, key}:
+                found = totals.get(who)
+                if found is None:
+                    found = totals[who] = _Totals()
+                found.add(timing, total, success=success, now_ms=now_ms)
 
-    def snapshot(self, model_id: str) -> Snapshot:
-        """The statistics of ``model_id`` (all zero when it has served nothing)."""
+    def snapshot(self, model_id: str, key: str | None = None) -> Snapshot:
+        """The statistics of ``model_id`` (all zero when it has served nothing): the requests
+        of the tenant's key ``key``, or every request (None)."""
         with self._lock:
-            totals = self._by_model.get(model_id)
+            totals = self._by_model.get(model_id, {}).get(key)
             return Snapshot() if totals is None else totals.snapshot()
 
     def forget(self, model_id: str) -> None:

@@ -407,12 +407,12 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_accounts_behin
     x = np.zeros((1, 3), np.float32)
     with pytest.raises(ModelNotFound, match="deleted"):
         asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
-    plane.record(found, Timing(), success=False, protocol="v06")
+    plane.record(found, Timing(), success=False, protocol="v06", caller=ANONYMOUS)
     assert plane.statistics.snapshot(entry.model_id).fail.count == 0
     assert entry.model_id not in plane.metrics.render().decode()
     # a model still there is accounted as before
     kept = _upload(plane, identity(TensorProto.FLOAT))
-    plane.record(kept, Timing(), success=False, protocol="v06")
+    plane.record(kept, Timing(), success=False, protocol="v06", caller=ANONYMOUS)
     assert plane.statistics.snapshot(kept.model_id).fail.count == 1
 
 

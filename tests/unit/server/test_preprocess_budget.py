@@ -86,3 +86,22 @@ def test_one_tenants_key_holds_at_most_half():
             pass
     with budget.holding(100):  # the admin key, or an open server's callers
         pass
+
+
+def test_a_full_budget_does_not_tell_a_tenant_what_the_others_hold():
+    """The refusal said "the requests in progress hold N bytes": any tenant read there what
+    every other key's inputs held. A tenant now reads the budget's size and its own key's
+    hold; the admin key (no share, sees the server's metrics) still reads the total held."""
+    budget = PreprocessBudget(1000)
+    with budget.holding(450, "alice"), budget.holding(437):  # Alice's, then the admin's
+        with budget.holding(30, "bob"):
+            with pytest.raises(ServerBusy) as info:
+                with budget.holding(90, "bob"):
+                    pass
+            message = info.value.message
+            assert "1000" in message and "this key holds 30 bytes" in message
+            for figure in ("917", "887", "450", "437"):  # everyone's, the others', theirs
+                assert figure not in message, message
+            with pytest.raises(ServerBusy, match="hold 917 bytes"):
+                with budget.holding(90):  # the admin key
+                    pass

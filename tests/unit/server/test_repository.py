@@ -92,7 +92,7 @@ def test_statistics_document_has_tritons_shape(oip: OipService) -> None:
     entry = oip.model("m", caller=ANONYMOUS)
     timing = Timing()
     timing.add("infer", 7)
-    oip.record(entry, timing, success=True, protocol="rest")
+    oip.record(entry, timing, success=True, protocol="rest", caller=ANONYMOUS)
     (stats,) = oip.statistics("m", caller=ANONYMOUS)["model_stats"]
     assert stats["inference_count"] == stats["execution_count"] == 1
     assert stats["inference_stats"]["compute_infer"] == {"count": 1, "ns": 7}

@@ -80,3 +80,21 @@ def test_concurrent_records_are_all_counted() -> None:
     snap = stats.snapshot("m")
     assert snap.success.count == 2000
     assert snap.phases["infer"] == Duration(2000, 2000)
+
+
+def test_each_key_reads_its_own_requests_and_none_reads_them_all():
+    """A public model serves several tenants: each key's statistics count its own requests
+    (the totals told one tenant when another ran the model, and how long that took)."""
+    stats = ModelStatistics()
+    for key in ("alice", "alice", "bob", None):
+        stats.record("m", Timing(), success=True, key=key)
+    stats.record("m", Timing(), success=False, key="alice")
+    assert stats.snapshot("m", "alice").success.count == 2
+    assert stats.snapshot("m", "alice").fail.count == 1
+    assert stats.snapshot("m", "bob").success.count == 1
+    assert stats.snapshot("m", "bob").fail.count == 0
+    assert stats.snapshot("m", "carol") == stats.snapshot("other")  # never ran it: zero
+    assert stats.snapshot("m", "carol").last_inference_ms == 0
+    assert stats.snapshot("m").success.count == 4 and stats.snapshot("m").fail.count == 1
+    stats.forget("m")
+    assert stats.snapshot("m", "alice").success.count == 0

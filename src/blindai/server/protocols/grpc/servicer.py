@@ -324,9 +324,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 else:
                     reply = encode(decoded, outputs, model_name=label, model_version=version)
         except Exception:
-            self.oip.record(entry, timing, success=False, protocol="grpc")
+            self.oip.record(entry, timing, success=False, protocol="grpc", caller=call.caller)
             raise
-        self.oip.record(entry, timing, success=True, protocol="grpc")
+        self.oip.record(entry, timing, success=True, protocol="grpc", caller=call.caller)
         return reply
 
     async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:

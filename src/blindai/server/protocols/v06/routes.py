@@ -135,9 +135,9 @@ class V06Routes:
         try:
             response = await self._inference(run, entry, caller, timing, request)
         except Exception:
-            self.plane.record(entry, timing, success=False, protocol=PROTOCOL)
+            self.plane.record(entry, timing, success=False, protocol=PROTOCOL, caller=caller)
             raise
-        self.plane.record(entry, timing, success=True, protocol=PROTOCOL)
+        self.plane.record(entry, timing, success=True, protocol=PROTOCOL, caller=caller)
         return response
 
     async def _inference(

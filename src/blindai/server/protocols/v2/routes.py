@@ -121,8 +121,12 @@ class V2Routes:
         return _json_response({"live": True})
 
     async def _ready(self, request: Request) -> Response:
-        """Ready once the replica holds the models it must hold; 400 (not ready) until then."""
+        """Ready once the replica holds the models it must hold; 400 (not ready) until then.
+        How many it misses is said on an open server only: this route needs no key, and the
+        figure counts the tenants' models (the admin key reads ``blindai_models_loaded``)."""
         missing = self.oip.missing_models()
+        if missing and self.plane.settings.admin_key_sha256 is not None:
+            return _json_response({"ready": False}, 400)
         if missing:
             return _json_response({"ready": False, "missing_models": missing}, 400)
         return _json_response({"ready": True})
@@ -182,9 +186,9 @@ class V2Routes:
         try:
             response = await self._run(request, entry, caller, timing)
         except Exception:
-            self.oip.record(entry, timing, success=False, protocol="rest")
+            self.oip.record(entry, timing, success=False, protocol="rest", caller=caller)
             raise
-        self.oip.record(entry, timing, success=True, protocol="rest")
+        self.oip.record(entry, timing, success=True, protocol="rest", caller=caller)
         return response
 
     async def _run(

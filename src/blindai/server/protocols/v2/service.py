@@ -190,9 +190,12 @@ class OipService:
                     found.append((w.name, classify(array, k, w.name, labels)))
             return found
 
-    def record(self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str) -> None:
-        """Account one request in the model's statistics and the server's metrics."""
-        self.plane.record(entry, timing, success=success, protocol=protocol)
+    def record(
+        self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal
+    ) -> None:
+        """Account one request of ``caller`` in the model's statistics and the server's
+        metrics."""
+        self.plane.record(entry, timing, success=success, protocol=protocol, caller=caller)
 
     def index(self, *, ready_only: bool = False, caller: Principal) -> list[dict[str, str]]:
         """Every model version ``caller`` may list, with its state (READY or UNAVAILABLE),
@@ -219,12 +222,12 @@ class OipService:
 
     def statistics(self, name: str = "", version: str = "", *, caller: Principal) -> dict[str, Any]:
         """Triton's statistics document for one model version, or every model (no name) that
-        ``caller`` may run."""
+        ``caller`` may run; a tenant's key reads its own requests' (``DataPlane.snapshot``)."""
         if name:
             entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
             if not entries:
                 raise ModelNotFound(f"model {name!r} has no version {version!r}")
         else:
             entries = self.plane.entries(runnable(caller))
-        stats = self.plane.statistics
-        return {"model_stats": [_model_stats(e, stats.snapshot(e.model_id)) for e in entries]}
+        plane = self.plane
+        return {"model_stats": [_model_stats(e, plane.snapshot(e, caller=caller)) for e in entries]}
