@@ -147,12 +147,16 @@ class WorkerPool:
             if taken is None:
                 continue  # closed, or held: this thread waits for the next token, not idle
             job, group, shared = taken
+            loop = job[2]
             try:
-                _run(*job)
+                settle = _run(*job)
             finally:
                 del job, taken  # nothing of a request outlives it in this thread
-                if shared:
+                if shared:  # before its result is seen: the group's next job finds room
                     self._ended(group)
+            if settle is not None:
+                _call(loop, settle)
+                del settle
             with self._lock:
                 self._idle += 1
 
@@ -174,23 +178,21 @@ class WorkerPool:
 
 def _run(
     fn: Callable[[], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
-) -> None:
+) -> Callable[[], None] | None:
+    """Run ``fn``; what settles ``future`` with its result or error, to be called on ``loop``
+    (None when the future was cancelled before: nothing ran)."""
     if future.cancelled():  # a stale read at worst: the result is then dropped
-        return
+        return None
     try:
         result = fn()
     except BaseException as exc:  # handed to the waiting task, never lost
-        _deliver(loop, future, None, exc)
-    else:
-        _deliver(loop, future, result, None)
+        return _settler(future, None, exc)
+    return _settler(future, result, None)
 
 
-def _deliver(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: object,
-    error: BaseException | None,
-) -> None:
+def _settler(
+    future: asyncio.Future[Any], result: object, error: BaseException | None
+) -> Callable[[], None]:
     def settle() -> None:
         if future.cancelled():
             return
@@ -199,7 +201,7 @@ def _deliver(
         else:
             future.set_exception(error)
 
-    _call(loop, settle)
+    return settle
 
 
 def _call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
