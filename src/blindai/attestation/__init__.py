@@ -29,6 +29,7 @@ from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.kinds import spec_for
 from blindai.attestation.policy import KindPolicy, Policy
+from blindai.attestation.server_config import ServerPolicy
 
 if TYPE_CHECKING:
     from blindai.attestation._collateral import PcsCollateralSource
@@ -41,6 +42,7 @@ __all__ = [
     "KindPolicy",
     "PcsCollateralSource",
     "Policy",
+    "ServerPolicy",
     "VerifiedClaims",
     "Verifier",
     "check_binding",

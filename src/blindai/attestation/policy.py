@@ -2,7 +2,8 @@
 
 A policy file has one section per kind of :data:`~blindai.attestation.kinds.KINDS`:
 ``[sgx]``, ``[tdx]``, ``[sev_snp]``, ``[nitro]`` and ``[nvidia_gpu]`` (the GPU beside the CPU
-TEE: present means required). BlindAI 0.6's
+TEE: present means required), and optionally ``[server]``: the configuration the server must
+state over the attested channel (:mod:`blindai.attestation.server_config`). BlindAI 0.6's
 ``manifest.toml`` (top-level ``mr_enclave``, ``allow_debug``, ``attributes_*_hex``,
 ``misc_*_hex``) is accepted as it is, as the SGX policy. An empty policy is an error.
 
@@ -24,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 from blindai._documents import loads_toml
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.kinds import KINDS, SECTIONS, spec_for
+from blindai.attestation.server_config import SECTION as SERVER_SECTION
+from blindai.attestation.server_config import ServerPolicy
 from blindai.errors import ConfigurationError, Violation
 
 if sys.version_info >= (3, 11):
@@ -74,20 +77,30 @@ class KindPolicy(Protocol):
 class Policy:
     """Per-kind sub-policies, one per section of :data:`~blindai.attestation.kinds.KINDS`; a
     kind without one cannot be accepted. Immutable. ``Policy(sgx=SgxPolicy(...))``; each
-    section is also an attribute (``policy.sgx``, None when absent).
+    section is also an attribute (``policy.sgx``, None when absent). ``server``: what the
+    server must state of its configuration (``policy.server``), checked on each connection.
     """
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_parts", "_server")
     _parts: Mapping[str, KindPolicy]
+    _server: ServerPolicy | None
 
-    def __init__(self, **sections: KindPolicy | None) -> None:
+    def __init__(
+        self, *, server: ServerPolicy | None = None, **sections: KindPolicy | None
+    ) -> None:
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
             raise ConfigurationError(f"unknown policy section(s): {', '.join(unknown)}")
         parts = {name: sub for name, sub in sections.items() if sub is not None}
-        if not parts:
+        if not parts and server is None:
             raise ConfigurationError("an empty policy accepts nothing: give at least one section")
         object.__setattr__(self, "_parts", MappingProxyType(parts))
+        object.__setattr__(self, "_server", server)
+
+    @property
+    def server(self) -> ServerPolicy | None:
+        """The ``[server]`` section: the configuration the server must state (None: any)."""
+        return self._server
 
     def __getattr__(self, name: str) -> KindPolicy | None:
         if name in SECTIONS:
@@ -98,14 +111,19 @@ class Policy:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and dict(self._parts) == dict(other._parts)
+        return (
+            isinstance(other, Policy)
+            and dict(self._parts) == dict(other._parts)
+            and self._server == other._server
+        )
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted(self._parts.items(), key=lambda item: item[0])))
+        return hash((tuple(sorted(self._parts.items(), key=lambda item: item[0])), self._server))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={sub!r}" for name, sub in self._parts.items())
-        return f"Policy({inner})"
+        shown = [f"{name}={sub!r}" for name, sub in self._parts.items()]
+        shown += [] if self._server is None else [f"server={self._server!r}"]
+        return f"Policy({', '.join(shown)})"
 
     @property
     def sections(self) -> Mapping[str, KindPolicy]:
@@ -125,13 +143,15 @@ class Policy:
         them in a real policy. ``blindai attest verify`` uses it when given no ``--policy``.
         """
         specs = [spec_for(k) for k in (kind, *more)]
-        return cls(**{s.section: s.policy_class().from_mapping(UNPINNED) for s in specs})
+        return cls(
+            server=None, **{s.section: s.policy_class().from_mapping(UNPINNED) for s in specs}
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         """Build from parsed TOML: sections by kind, or a BlindAI 0.6 manifest."""
         manifest = {k: v for k, v in data.items() if k in MANIFEST_KEYS}
-        unknown = sorted(set(data) - MANIFEST_KEYS - set(SECTIONS))
+        unknown = sorted(set(data) - MANIFEST_KEYS - set(SECTIONS) - {SERVER_SECTION})
         if unknown:
             raise ConfigurationError(f"unknown policy key(s): {', '.join(unknown)}")
         parts: dict[str, KindPolicy] = {}
@@ -145,7 +165,12 @@ class Policy:
             if sgx.section in parts:
                 raise ConfigurationError("give the SGX policy either as [sgx] or as manifest keys")
             parts[sgx.section] = sgx.policy_class().from_mapping(manifest)
-        return cls(**parts)
+        server = None
+        if SERVER_SECTION in data:
+            if not isinstance(data[SERVER_SECTION], Mapping):
+                raise ConfigurationError(f"[{SERVER_SECTION}] must be a table")
+            server = ServerPolicy.from_mapping(data[SERVER_SECTION])
+        return cls(server=server, **parts)
 
     @classmethod
     def from_toml(cls, text: str) -> Policy:

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -40,6 +40,7 @@ from blindai.errors import (
     BindingError,
     BlindAIError,
     ConfigurationError,
+    PolicyError,
     VerificationError,
 )
 from blindai.protocol.attestation import AttestationReply, decode_reply, request_path
@@ -388,8 +389,20 @@ class PeerGate:
             _raise_for(resp, "GET /attestation")
         reply = decode_reply(resp.body)
         claims = verify_reply(reply, cert_der, nonce=nonce, options=self.options)
+        # the reply came over this connection, whose certificate the evidence binds: what it
+        # states of the server's configuration comes from the attested code
+        self._check_server(reply.info)
         gpu = self._verify_gpu(cert_der, exchange)
         return PeerAttestation(cert_der, claims, reply.info, gpu, fresh=nonce is not None)
+
+    def _check_server(self, info: Mapping[str, Any]) -> None:
+        """PolicyError when the policy's ``[server]`` section is not what the server states."""
+        policy = self.options.policy
+        required = None if policy is None else policy.server
+        if required is not None:
+            violations = required.check(info)
+            if violations:
+                raise PolicyError(violations)
 
     def _verify_gpu(self, cert_der: bytes, exchange: Exchange) -> NvidiaGpuClaims | None:
         from blindai.client._attest import attest_gpu, gpu_required
@@ -409,6 +422,12 @@ class PeerGate:
             raise VerificationError(
                 "fresh evidence was asked (nonce), but the server serves no GET /attestation: "
                 "it can only show evidence it made in advance"
+            )
+        policy = self.options.policy
+        if policy is not None and policy.server is not None:
+            raise VerificationError(
+                "the policy has a [server] section, but the server serves no GET /attestation: "
+                "it cannot state its configuration over the attested channel"
             )
         found = self._legacy()
         if found.cert_der != cert_der:

@@ -299,6 +299,20 @@ def test_without_the_route_and_no_fallback():
         _refused(fake, PeerGate(SIM), VerificationError, "serves no GET /attestation")
 
 
+def test_without_the_route_a_server_section_cannot_be_checked():
+    """The unattested port's /info is not the attested code's word: a policy that requires a
+    configuration refuses a server without GET /attestation."""
+    from blindai.attestation.policy import Policy
+    from blindai.attestation.server_config import ServerPolicy
+
+    options = VerifyOptions(
+        simulation_mode=True, policy=Policy(server=ServerPolicy(allow_model_export=False))
+    )
+    with attested_fake(_not_found) as fake:
+        gate = PeerGate(options, legacy=lambda: _legacy(fake.cert_der))
+        _refused(fake, gate, VerificationError, "cannot state its configuration")
+
+
 def test_a_peer_that_closes_instead_of_answering_is_a_network_error():
     """The connection ends during ``GET /attestation``: a NetworkError, nothing else sent."""
     from blindai.errors import NetworkError

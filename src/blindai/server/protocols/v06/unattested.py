@@ -34,8 +34,11 @@ CAPABILITIES = [
 
 
 def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[str, Any]:
-    """Our ``GET /info`` extension: version, TEE kind, capabilities, device, and whether API
-    keys are needed."""
+    """Our ``GET /info`` extension: version, TEE kind, capabilities, device, and the
+    configuration a client's policy may require (``blindai.attestation.server_config``: whether
+    API keys are needed, the admin key's SHA-256, whether models may be exported). Also the
+    ``info`` of ``GET /attestation`` on the attested ports, where a client may trust it."""
+    admin = settings.admin_digest
     return {
         "server_version": __version__,
         "wire_version": WIRE_VERSION,
@@ -44,7 +47,9 @@ def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[s
         "simulation": settings.is_simulation,
         "capabilities": CAPABILITIES + (["gpu-evidence"] if service.gpu is not None else []),
         "device": settings.device,
-        "access_control": settings.admin_key_sha256 is not None,
+        "access_control": admin is not None,
+        "admin_key_sha256": None if admin is None else admin.hex(),
+        "allow_model_export": settings.allow_model_export,
     }
 
 

@@ -1,0 +1,96 @@
+"""What a policy requires of the server's configuration: its ``[server]`` section.
+
+The evidence proves which code runs in the TEE, not how its operator started it: with or
+without access control, with which admin key (the operator configures the admin key's
+SHA-256, so an operator who configures the hash of a key of their own is the admin), with
+model export on or off. The server states these in the ``info`` of its ``GET /attestation``
+reply; read on the attested port, over the very TLS connection whose certificate the evidence
+binds, that statement comes from the attested code, so a client may hold it to a policy before
+it sends anything (``blindai.connect``; the unattested port's ``/info`` is not used for it).
+
+Example (``policy.toml``)::
+
+    [server]
+    admin_key_sha256 = "4c1e5a..."   # access control on, with this admin key
+    allow_model_export = false
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blindai.errors import ConfigurationError, Violation
+
+__all__ = ["SECTION", "ServerPolicy"]
+
+SECTION = "server"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_FIELDS = ("access_control", "admin_key_sha256", "allow_model_export")
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """The configuration a server must state in its attested reply; None: not checked."""
+
+    access_control: bool | None = None
+    """Whether API keys are required (implied by ``admin_key_sha256``)."""
+    admin_key_sha256: str | None = None
+    """The admin key's SHA-256, 64 lowercase hex digits (``blindai keys generate-admin``)."""
+    allow_model_export: bool | None = None
+    """Whether a model's owner may download it (replication, ``--allow-model-export``)."""
+
+    def __post_init__(self) -> None:
+        if self.admin_key_sha256 is not None and self.access_control is False:
+            raise ConfigurationError(
+                "[server]: admin_key_sha256 means access control, not access_control = false"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ServerPolicy:
+        """Build from the ``[server]`` table; ConfigurationError when it is malformed."""
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise ConfigurationError(f"[server]: unknown key(s): {', '.join(unknown)}")
+        for name in ("access_control", "allow_model_export"):
+            if name in data and not isinstance(data[name], bool):
+                raise ConfigurationError(f"[server]: {name} must be true or false")
+        digest = data.get("admin_key_sha256")
+        if digest is not None:
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest.strip().lower()):
+                raise ConfigurationError("[server]: admin_key_sha256 must be 64 hex digits")
+            digest = digest.strip().lower()
+        if not data:
+            raise ConfigurationError("[server]: an empty section checks nothing")
+        return cls(
+            access_control=data.get("access_control"),
+            admin_key_sha256=digest,
+            allow_model_export=data.get("allow_model_export"),
+        )
+
+    def check(self, info: Mapping[str, Any]) -> list[Violation]:
+        """Every way ``info`` (the server's attested statement of its configuration) fails."""
+        wanted: dict[str, object] = {
+            "access_control": True if self.admin_key_sha256 is not None else self.access_control,
+            "admin_key_sha256": self.admin_key_sha256,
+            "allow_model_export": self.allow_model_export,
+        }
+        found = []
+        for name, expected in wanted.items():
+            if expected is None:
+                continue
+            actual = info.get(name)
+            if actual != expected:
+                shown = "not stated (an older server)" if name not in info else _shown(actual)
+                found.append(Violation(f"server.{name}", _shown(expected), shown))
+        return found
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return repr(value)[:80]
