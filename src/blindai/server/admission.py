@@ -40,6 +40,7 @@ import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
 
 from blindai.errors import InvalidInput
+from blindai.server._fold import fold_constants
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
 from blindai.server.unsafe_kernels import (
     EMPTY_UNSAFE,
@@ -383,6 +384,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         _drop_weights_data(walk.tensors)
         del walk  # no reference to a tensor is left while the skeleton moves them
         _skeleton(model)
+        fold_constants(model)
         inferred = _infer(model)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -77,6 +77,10 @@ class _Empty:
     """What the kernel does on a zero there."""
     layout_axes: tuple[int, ...] | None = None
     """``axes`` where the node's ``layout`` attribute is 1 (batch first)."""
+    same: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    """axis -> (input, axis) that onnxruntime checks it equal to before the kernel runs (its
+    input size against the weights': a mismatch is an error, not a crash), which proves it
+    too."""
 
 
 _LSTM = _Empty((0,), (1,), "calls std::terminate on an empty batch", layout_axes=(0,))
@@ -86,7 +90,10 @@ EMPTY_PROOFS: Mapping[tuple[str, str], _Empty] = {
     **{(domain, "LSTM"): _LSTM for domain in ("", "ai.onnx")},
     **{
         (domain, "GRU"): _Empty(
-            (0,), None, "calls std::terminate on an empty sequence, batch or input size"
+            (0,),
+            None,
+            "calls std::terminate on an empty sequence, batch or input size",
+            same={2: (1, 2)},
         )
         for domain in ("", "ai.onnx")
     },
@@ -232,13 +239,13 @@ def _scope(graph: GraphProto, outer: _Scope | None) -> _Scope:
     types: dict[str, TypeProto] = {}
     constants: dict[str, np.ndarray] = {}
     fed = {i.name for i in graph.input}
-    for t in graph.initializer:
+    for value_info in [*graph.input, *graph.value_info, *graph.output]:
+        types[value_info.name] = value_info.type
+    for t in graph.initializer:  # its dims, over a declared shape (left out) of its name
         types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
         value = None if t.name in fed else _constant(t)
         if value is not None:
             constants[t.name] = value
-    for value_info in [*graph.input, *graph.value_info, *graph.output]:
-        types[value_info.name] = value_info.type
     for node in graph.node:
         for name in node.output:
             types.setdefault(name, TypeProto())  # a value of this graph, its shape unknown
@@ -272,6 +279,24 @@ def _dim(dim: TensorShapeProto.Dimension) -> int | str:
     return dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?")
 
 
+def _shape_of(scope: _Scope, name: str) -> list[TensorShapeProto.Dimension] | None:
+    value = scope.types.get(name)
+    if value is None or not value.HasField("tensor_type"):
+        return None
+    return list(value.tensor_type.shape.dim) if value.tensor_type.HasField("shape") else None
+
+
+def _same_nonzero(
+    node: NodeProto, scope: _Scope, rule: _Empty, axis: int, requests: Requests
+) -> bool:
+    """Whether the dimension onnxruntime checks ``axis`` equal to is proven non-zero."""
+    if axis not in rule.same:
+        return False
+    index, other = rule.same[axis]
+    dims = _shape_of(scope, _input(node, index)) if _input(node, index) else None
+    return dims is not None and len(dims) > other and _nonzero(dims[other], requests.symbols)
+
+
 def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | None:
     """What is unproven about the dimensions ``node``'s kernel ends the process on if 0."""
     rule = EMPTY_PROOFS[(node.domain, node.op_type)]
@@ -281,13 +306,13 @@ def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | No
         return None  # onnxruntime refuses the node without it
     if name in requests.inputs and all(name not in m for m in scope.types.maps[:-1]):
         return None  # a request's input: the data plane refuses it empty
-    value = scope.types.get(name)
-    dims = None
-    if value is not None and value.HasField("tensor_type"):
-        dims = value.tensor_type.shape.dim if value.tensor_type.HasField("shape") else None
+    dims = _shape_of(scope, name)
     axes = [] if dims is None else _rule_axes(node, rule, len(dims))
     if dims is not None and len(axes) == len(rule.axes or axes):
-        if all(_nonzero(dims[a], requests.symbols) for a in axes):
+        if all(
+            _nonzero(dims[a], requests.symbols) or _same_nonzero(node, scope, rule, a, requests)
+            for a in axes
+        ):
             return None
     shown = "of an unknown shape" if dims is None else f"of shape {[_dim(d) for d in dims]}"
     which = "every dimension" if rule.axes is None else f"dimension(s) {axes or list(rule.axes)}"

@@ -278,10 +278,15 @@ def _gru_model(
     inputs: list[onnx.ValueInfoProto],
     inits: list[onnx.TensorProto],
     x: str = "x",
+    op_type: str = "GRU",
 ) -> bytes:
-    """GRU(``x``, w, r) after ``nodes``, hidden size 2 (input size 2)."""
-    inits = [*inits, *(helper.make_tensor(n, _F, [1, 6, 2], [0.5] * 12) for n in "wr")]
-    nodes = [*nodes, helper.make_node("GRU", [x, "w", "r"], ["y"], hidden_size=2)]
+    """GRU (or LSTM) of (``x``, w, r) after ``nodes``, hidden size 2 (input size 2)."""
+    gates = {"GRU": 3, "LSTM": 4}[op_type]
+    inits = [
+        *inits,
+        *(helper.make_tensor(n, _F, [1, gates * 2, 2], [0.5] * gates * 4) for n in "wr"),
+    ]
+    nodes = [*nodes, helper.make_node(op_type, [x, "w", "r"], ["y"], hidden_size=2)]
     y = helper.make_tensor_value_info("y", _F, None)
     model = helper.make_model(
         helper.make_graph(nodes, "g", inputs, [y], initializer=inits),
@@ -380,3 +385,63 @@ def test_without_shape_inference_only_inputs_and_initializers_prove():
     _admit(attacks.empty_unsafe("GRU"), limits)
     with pytest.raises(InvalidInput, match=r"GRU needs every dimension.* unknown shape"):
         _admit(attacks.empty_unsafe("GRU", made="transpose"), limits)
+
+
+def test_a_pad_of_constants_before_the_kernel_is_folded_and_proves():
+    """PyTorch's F.pad computes its pads from constants through ConstantOfShape, Concat,
+    Reshape, Slice, Transpose and Cast, which onnx inference does not read: every dimension of
+    the padded value was unknown, and silero-vad's LSTM (in the examples) was refused. The
+    chain is folded for the inference: the batch is x's again (the padded sequence, unknown,
+    is not one LSTM's kernel fails on)."""
+    from tests.unit.server.test_fold import torch_pad_chain
+
+    nodes, inits = torch_pad_chain()
+    nodes.append(helper.make_node("Pad", ["x", "pads"], ["X"]))
+    inputs = [helper.make_tensor_value_info("x", _F, ["seq", "batch", 2])]
+    model = _gru_model(nodes, inputs, inits, x="X", op_type="LSTM")
+    _admit(model)
+    (y,) = _run(model, {"x": np.ones((1, 1, 2), np.float32)})
+    assert y.shape == (3, 1, 1, 2)
+
+
+def _torch_rnn(kind: str, *, batch_first: bool, dynamo: bool) -> bytes:
+    import io
+    import warnings
+
+    torch = pytest.importorskip("torch")
+
+    class Rnn(torch.nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = getattr(torch.nn, kind)(4, 8, num_layers=2, batch_first=batch_first)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.rnn(x)[0]
+
+    x = torch.ones(2, 3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            dims = {"x": {0: torch.export.Dim("a"), 1: torch.export.Dim("b")}}
+            program = torch.onnx.export(Rnn(), (x,), input_names=["x"], dynamic_shapes=dims)
+            return program.model_proto.SerializeToString()
+        names = ("batch", "seq") if batch_first else ("seq", "batch")
+        buffer = io.BytesIO()
+        axes = {"x": dict(enumerate(names))}
+        torch.onnx.export(Rnn(), (x,), buffer, input_names=["x"], dynamic_axes=axes, dynamo=False)
+        return buffer.getvalue()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_pytorch_rnn_with_dynamic_batch_and_sequence_is_admitted(kind, batch_first, dynamo):
+    """torch 2.13.0's exports of a two-layer nn.LSTM / nn.GRU, batch and sequence dynamic
+    (named on the model input): admitted (the second layer's GRU input size, which inference
+    leaves unknown after a Reshape to [b, a, -1], is checked by onnxruntime against the
+    weights'), and they run."""
+    model = _torch_rnn(kind, batch_first=batch_first, dynamo=dynamo)
+    assert _admit(model).empty_unsafe == (kind,)
+    (y, *_) = _run(model, {"x": np.ones((2, 3, 4), np.float32)})  # the exported shape
+    assert y.size == 2 * 3 * 8
