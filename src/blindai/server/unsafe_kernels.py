@@ -62,7 +62,8 @@ EMPTY_UNSAFE = frozenset(
 GRU call ``std::terminate`` (GRU: an empty sequence, batch or input; LSTM: an empty batch);
 MultiHeadAttention (an empty value hidden size) and the SkipLayerNormalizations (an empty
 skip batch) divide by zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
-(SIGSEGV) on an empty hidden size."""
+(SIGSEGV) on an empty hidden size (given ``num_heads``, or a 4-D input). Each is admitted only
+where :data:`EMPTY_PROOFS` holds."""
 
 
 @dataclass(frozen=True)
