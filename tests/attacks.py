@@ -6,6 +6,8 @@ are set low enough in the tests that the bounded version crosses them.
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -466,3 +468,119 @@ def skip_layer_norm() -> bytes:
         "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
     )
     return _contrib_model(helper.make_graph([node], "sln", [x, skip], [y], initializer=weights))
+
+
+def _empty_unsafe_parts(
+    op_type: str,
+) -> tuple[list[onnx.ValueInfoProto], list[TensorProto], onnx.NodeProto, str, int]:
+    """An EMPTY_UNSAFE node over named-dimension request inputs: its inputs, initializers, the
+    node, and which of its inputs (and axis) its kernel ends the process on when empty."""
+    f, i8 = TensorProto.FLOAT, TensorProto.INT8
+    ones = lambda n, t, dims: helper.make_tensor(n, t, dims, [1] * math.prod(dims))  # noqa: E731
+    if op_type in ("GRU", "LSTM"):
+        gates = {"GRU": 3, "LSTM": 4}[op_type]
+        x = helper.make_tensor_value_info("x", f, ["seq", "batch", 2])
+        weights = [ones(n, f, [1, gates * 2, 2]) for n in ("w", "r")]
+        node = helper.make_node(op_type, ["x", "w", "r"], ["y"], hidden_size=2)
+        return [x], weights, node, "x", 1
+    if op_type == "DynamicQuantizeLSTM":
+        x = helper.make_tensor_value_info("x", f, ["seq", "batch", 3])
+        weights = [ones("w", i8, [1, 3, 8]), ones("r", i8, [1, 2, 8])]
+        weights += [ones("ws", f, [1]), ones("rs", f, [1])]
+        weights += [helper.make_tensor(n, i8, [1], [0]) for n in ("wz", "rz")]
+        names = ["x", "w", "r", "", "", "", "", "", "ws", "wz", "rs", "rz"]
+        node = helper.make_node(op_type, names, ["y"], domain="com.microsoft", hidden_size=2)
+        return [x], weights, node, "x", 1
+    if op_type in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"):
+        inputs = [helper.make_tensor_value_info(n, f, ["batch", "seq", 4]) for n in ("x", "skip")]
+        weights = [ones("gamma", f, [4])]
+        names = ["x", "skip", "gamma"]
+        if op_type == "SkipLayerNormalization":
+            weights.append(helper.make_tensor("beta", f, [4], [0.0] * 4))
+            names.append("beta")
+        node = helper.make_node(op_type, names, ["y"], domain="com.microsoft")
+        return inputs, weights, node, "skip", 0
+    if op_type == "MultiHeadAttention":
+        dims = {"q": ["batch", "seq", 4], "k": ["batch", "kv", 4], "v": ["batch", "kv", 6]}
+        inputs = [helper.make_tensor_value_info(n, f, d) for n, d in dims.items()]
+        node = helper.make_node(
+            op_type, ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=2
+        )
+        return inputs, [], node, "v", 2
+    if op_type == "RotaryEmbedding":
+        x = helper.make_tensor_value_info("x", f, ["batch", "seq", 8])
+        pos = helper.make_tensor_value_info("pos", TensorProto.INT64, ["batch", "seq"])
+        weights = [ones(n, f, [4, 2]) for n in ("cos", "sin")]
+        node = helper.make_node(
+            op_type, ["x", "pos", "cos", "sin"], ["y"], domain="com.microsoft", num_heads=2
+        )
+        return [x, pos], weights, node, "x", 2
+    raise ValueError(op_type)
+
+
+EMPTY_UNSAFE_OPS = (
+    "GRU",
+    "LSTM",
+    "DynamicQuantizeLSTM",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "MultiHeadAttention",
+    "RotaryEmbedding",
+)
+
+
+def empty_unsafe(op_type: str, *, made: str = "") -> bytes:
+    """An EMPTY_UNSAFE ``op_type`` node (``_empty_unsafe_parts``) over request inputs with
+    named dimensions. ``made``: how the input its kernel ends the process on is made from the
+    request's: ``""`` (it is the request's), ``"slice"`` (``Slice(a, 0, cut)`` on the crashing
+    axis, cut an int64 [1] request input: 0 makes it empty from non-empty inputs, which ended
+    the process before admission asked for a proof), ``"nonzero"`` (its crashing axis gathered
+    at the indices ``NonZero(m)`` gives, m a float [n] request input: all zeros makes it empty),
+    ``"transpose"`` (transposed twice: the same dimensions, named, as a proof)."""
+    inputs, weights, node, name, axis = _empty_unsafe_parts(op_type)
+    rank = len(next(i for i in inputs if i.name == name).type.tensor_type.shape.dim)
+    nodes = []
+    if made == "slice":
+        inputs.append(helper.make_tensor_value_info("cut", TensorProto.INT64, [1]))
+        weights += [
+            helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s0", 0), ("ax", axis))
+        ]
+        nodes.append(helper.make_node("Slice", [name, "s0", "cut", "ax"], ["made"]))
+    elif made == "nonzero":
+        inputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, ["n"]))
+        nodes += [
+            helper.make_node("NonZero", ["m"], ["nz"]),
+            helper.make_node("Squeeze", ["nz", "ax0"], ["idx"]),
+            helper.make_node("Gather", [name, "idx"], ["made"], axis=axis),
+        ]
+        weights.append(helper.make_tensor("ax0", TensorProto.INT64, [1], [0]))
+    elif made == "transpose":
+        perm = list(reversed(range(rank)))
+        nodes += [
+            helper.make_node("Transpose", [name], ["t"], perm=perm),
+            helper.make_node("Transpose", ["t"], ["made"], perm=perm),
+        ]
+    if made:
+        node.input[list(node.input).index(name)] = "made"
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([*nodes, node], "empty", inputs, [y], initializer=weights)
+    return _contrib_model(graph)
+
+
+def empty_unsafe_feeds(op_type: str, *, made: str = "", empty: bool = False) -> dict[str, object]:
+    """Request inputs for :func:`empty_unsafe`, none empty; ``empty``: its ``made`` input
+    makes the crashing one empty (cut = 0, m all zeros)."""
+    import numpy as np
+
+    inputs, _, _, _, _ = _empty_unsafe_parts(op_type)
+    sizes = {"seq": 3, "batch": 2, "kv": 5, "n": 2}
+    feeds: dict[str, object] = {}
+    for value in inputs:
+        dims = [d.dim_value or sizes[d.dim_param] for d in value.type.tensor_type.shape.dim]
+        dtype = np.int64 if value.type.tensor_type.elem_type == TensorProto.INT64 else np.float32
+        feeds[value.name] = np.zeros(dims, dtype) if dtype == np.int64 else np.ones(dims, dtype)
+    if made == "slice":
+        feeds["cut"] = np.array([0 if empty else 1], np.int64)
+    if made == "nonzero":
+        feeds["m"] = np.array([0.0, 0.0] if empty else [0.0, 1.0], np.float32)
+    return feeds

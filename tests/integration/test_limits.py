@@ -328,6 +328,23 @@ def test_an_empty_input_to_a_model_whose_kernel_cannot_take_one_is_a_400(server,
     assert server.process.poll() is None
 
 
+@pytest.mark.parametrize("op_type", ["GRU", "LSTM", "MultiHeadAttention", "RotaryEmbedding"])
+def test_a_model_that_makes_an_empty_tensor_for_such_a_kernel_is_refused(server, tiny, op_type):
+    """A model that slices its input to a length the request gives before such a kernel
+    took non-empty inputs (so the data plane let them through) and ended the server's process
+    (std::terminate, SIGFPE, SIGSEGV). It is refused at upload now; the same operator over
+    the request's own dimensions is admitted and runs; the other client is served throughout."""
+    hostile = attacks.empty_unsafe_feeds(op_type, made="slice", empty=True)
+    with attack(server, tiny), connect(server) as conn:
+        with pytest.raises(InvalidInput, match=rf"{op_type} needs .* proven non-zero"):
+            model_id = conn.upload_model(attacks.empty_unsafe(op_type, made="slice")).model_id
+            conn.predict(model_id, hostile)  # before the fix: the server process ended here
+        model_id = conn.upload_model(attacks.empty_unsafe(op_type, made="transpose")).model_id
+        out = conn.predict(model_id, attacks.empty_unsafe_feeds(op_type, made="transpose"))
+        assert np.asarray(out.output[0]).size > 0
+    assert server.process.poll() is None
+
+
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):
     """Issue 10: 8 MB of If nodes took 4 GB to compile. Here, 3000 Ifs need more than the
     test server's --compile-memory; 10000 are more nodes than --max-graph-nodes."""

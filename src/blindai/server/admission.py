@@ -12,7 +12,8 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   most ``max_subgraph_depth`` deep (onnxruntime's compile time and memory grow with both).
 - **No operator that ends the process.** Operators whose onnxruntime kernel crashes (or never
   ends) on inputs it does not check are refused, or allowed only where the model proves those
-  inputs sound, or named so that their runs refuse empty inputs
+  inputs sound (those that crash on an empty tensor: the dimensions they fail on proven
+  non-zero, and named so that their runs refuse empty request inputs)
   (:mod:`blindai.server.unsafe_kernels`). The proofs use onnx shape inference from what
   onnxruntime checks at run time: the shapes a model merely declares (``value_info``,
   outputs, subgraph inputs), which it could lie in, are left out first.
@@ -39,11 +40,14 @@ import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto
 
 from blindai.errors import InvalidInput
+from blindai.server._fold import fold_constants
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
 from blindai.server.unsafe_kernels import (
     EMPTY_UNSAFE,
     PROVEN,
     REFUSED,
+    SYMBOLS_UNSOUND,
+    Requests,
     check_proofs,
     operator_of,
 )
@@ -122,7 +126,11 @@ class _Walk:
     tensors: list[tuple[str, TensorProto]]
     nodes: int
     proofs: bool = False
-    """Whether a node needs its inputs proven sound (``unsafe_kernels.PROVEN``)."""
+    """Whether a node needs its inputs proven sound (``unsafe_kernels.PROVEN`` or
+    ``EMPTY_UNSAFE``)."""
+    symbols_unsound: bool = False
+    """Whether an operator of ``unsafe_kernels.SYMBOLS_UNSOUND`` is used: then an input's
+    dim_param proves nothing."""
     empty_unsafe: set[str] = field(default_factory=set)
     """The ``unsafe_kernels.EMPTY_UNSAFE`` operators found."""
 
@@ -187,14 +195,16 @@ def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
 
 def _refuse_operator(node: onnx.NodeProto, label: str, *, in_function: bool, found: _Walk) -> None:
     """Refuse an operator of :data:`~blindai.server.unsafe_kernels.REFUSED`; note one of
-    ``PROVEN`` (refused in a function, where no shape is inferred) or ``EMPTY_UNSAFE``."""
+    ``PROVEN`` or ``EMPTY_UNSAFE`` (either refused in a function, where no shape is
+    inferred)."""
     key = (node.domain, node.op_type)
+    found.symbols_unsound |= key in SYMBOLS_UNSOUND
     if key in EMPTY_UNSAFE:
         found.empty_unsafe.add(node.op_type)
     why = REFUSED.get(key)
     if why is not None:
         raise InvalidInput(f"{label}: {operator_of(node)} is refused: {why}")
-    if key in PROVEN:
+    if key in PROVEN or key in EMPTY_UNSAFE:
         if in_function:
             raise InvalidInput(
                 f"{label}: {operator_of(node)} is refused inside a model-local function: "
@@ -213,6 +223,29 @@ def _forget_declared_shapes(graph: GraphProto, *, inputs: bool) -> None:
     for value in declared:
         if value.type.HasField("tensor_type"):
             value.type.tensor_type.ClearField("shape")
+
+
+def _initializers_as_inputs(graph: GraphProto) -> None:
+    """Give a main-graph input that has an initializer of its name the initializer's dims:
+    a request cannot feed it (onnxruntime lists it apart), so a run has the initializer's, and
+    onnx inference would otherwise take the input's declared dims (measured: an input
+    declared [N] with an initializer of [0] was inferred [N], and ran [0])."""
+    initializers = {t.name: t for t in graph.initializer}
+    for value in graph.input:
+        init = initializers.get(value.name)
+        if init is not None and value.type.HasField("tensor_type"):
+            shape = onnx.helper.make_tensor_type_proto(init.data_type, list(init.dims))
+            value.type.tensor_type.shape.CopyFrom(shape.tensor_type.shape)
+
+
+def _requests(model: ModelProto, *, symbols: bool) -> Requests:
+    """The main-graph inputs a request feeds (the data plane refuses them empty for a model
+    with an ``EMPTY_UNSAFE`` operator) and, with ``symbols``, their dim_params."""
+    graph = model.graph
+    made = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    fed = [i for i in graph.input if i.name not in made and i.type.HasField("tensor_type")]
+    names = {d.dim_param for i in fed for d in i.type.tensor_type.shape.dim if d.dim_param}
+    return Requests(frozenset(i.name for i in fed), frozenset(names) if symbols else frozenset())
 
 
 def _refuse_external(tensors: list[tuple[str, TensorProto]]) -> None:
@@ -344,16 +377,19 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
     admitted = Admitted(tuple(sorted(walk.empty_unsafe)))
     for graph, depth in walk.graphs:
         _forget_declared_shapes(graph, inputs=depth > 0)
+    _initializers_as_inputs(model.graph)
+    requests = _requests(model, symbols=not walk.symbols_unsound)
     if limits.shape_inference:
         weights = {i.name for i in model.graph.initializer}
         _drop_weights_data(walk.tensors)
         del walk  # no reference to a tensor is left while the skeleton moves them
         _skeleton(model)
+        fold_constants(model)
         inferred = _infer(model)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
     if proofs:
-        check_proofs(inferred if inferred is not None else model)
+        check_proofs(inferred if inferred is not None else model, requests=requests)
     if limits.max_string_bytes is not None:
         check_strings(
             model,

@@ -13,22 +13,34 @@ by what its crash depends on:
   time) and the model's constants prove its inputs sound; refused otherwise, and inside
   model-local functions (where no shape is inferred).
 * :data:`EMPTY_UNSAFE`: crashes on a tensor with a zero-size dimension; common in real models,
-  so allowed, and named so that the data plane refuses empty request inputs for such a model.
+  so allowed where the model proves non-zero the dimensions its kernel fails on
+  (:data:`EMPTY_PROOFS`; refused inside model-local functions), and named so that the data
+  plane refuses empty request inputs for such a model (which makes a main-graph input's
+  dimensions, and its named ones, proofs: :class:`Requests`).
 """
 
 from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import GraphProto, ModelProto, NodeProto, TypeProto
+from onnx import GraphProto, ModelProto, NodeProto, TensorShapeProto, TypeProto
 
 from blindai.errors import InvalidInput
 
-__all__ = ["EMPTY_UNSAFE", "PROVEN", "REFUSED", "check_proofs", "operator_of"]
+__all__ = [
+    "EMPTY_PROOFS",
+    "EMPTY_UNSAFE",
+    "PROVEN",
+    "REFUSED",
+    "SYMBOLS_UNSOUND",
+    "Requests",
+    "check_proofs",
+    "operator_of",
+]
 
 _CONTRIB = "com.microsoft"
 _NAME_SHOWN = 64
@@ -50,7 +62,73 @@ EMPTY_UNSAFE = frozenset(
 GRU call ``std::terminate`` (GRU: an empty sequence, batch or input; LSTM: an empty batch);
 MultiHeadAttention (an empty value hidden size) and the SkipLayerNormalizations (an empty
 skip batch) divide by zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
-(SIGSEGV) on an empty hidden size."""
+(SIGSEGV) on an empty hidden size (given ``num_heads``, or a 4-D input). Each is admitted only
+where :data:`EMPTY_PROOFS` holds."""
+
+
+@dataclass(frozen=True)
+class _Empty:
+    """Which dimensions of which input an :data:`EMPTY_UNSAFE` kernel fails on."""
+
+    inputs: tuple[int, ...]
+    """The input checked: the first of these the node is given."""
+    axes: tuple[int, ...] | None
+    """Its axes that must be proven non-zero (negative: from the last); None: all of them."""
+    crash: str
+    """What the kernel does on a zero there."""
+    layout_axes: tuple[int, ...] | None = None
+    """``axes`` where the node's ``layout`` attribute is 1 (batch first)."""
+    same: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    """axis -> (input, axis) that onnxruntime checks it equal to before the kernel runs (its
+    input size against the weights': a mismatch is an error, not a crash), which proves it
+    too."""
+
+
+_LSTM = _Empty((0,), (1,), "calls std::terminate on an empty batch", layout_axes=(0,))
+_SKIP = _Empty((1,), (0,), "divides by zero (SIGFPE) on an empty skip batch")
+
+EMPTY_PROOFS: Mapping[tuple[str, str], _Empty] = {
+    **{(domain, "LSTM"): _LSTM for domain in ("", "ai.onnx")},
+    **{
+        (domain, "GRU"): _Empty(
+            (0,),
+            None,
+            "calls std::terminate on an empty sequence, batch or input size",
+            same={2: (1, 2)},
+        )
+        for domain in ("", "ai.onnx")
+    },
+    (_CONTRIB, "DynamicQuantizeLSTM"): _Empty((0,), (1,), "calls std::terminate on an empty batch"),
+    (_CONTRIB, "MultiHeadAttention"): _Empty(
+        (2, 1, 0), (-1,), "divides by zero (SIGFPE) on an empty value hidden size"
+    ),
+    (_CONTRIB, "SkipLayerNormalization"): _SKIP,
+    (_CONTRIB, "SkipSimplifiedLayerNormalization"): _SKIP,
+    (_CONTRIB, "RotaryEmbedding"): _Empty(
+        (0,), (-1,), "reads out of bounds (SIGSEGV) on an empty hidden size"
+    ),
+}
+"""(domain, op_type) of each :data:`EMPTY_UNSAFE` operator -> the dimensions its kernel ends
+the process on when they are 0 (probed in child processes, onnxruntime 1.32.0)."""
+
+SYMBOLS_UNSOUND = frozenset({("", "Einsum"), ("ai.onnx", "Einsum")})
+"""Operators for which onnx shape inference (onnx 1.23) gives an output a main-graph input's
+dim_param where a run gives it another size, 0 included: ``Einsum("...,...->...")`` of x[N]
+and an input of an unnamed dimension (sent empty) is inferred [N] and runs to [0] (so is
+``"i,i->i"``). In a model with one of them, a dim_param proves nothing. The other operators
+tried (``docs/limits.md``) name an input's dimension only where a run gives it that size."""
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What the data plane's refusal of empty request inputs proves (for a model with an
+    :data:`EMPTY_UNSAFE` operator): no dimension of a request's input is 0."""
+
+    inputs: frozenset[str] = frozenset()
+    """The main graph's inputs a request feeds (none has an initializer of its name)."""
+    symbols: frozenset[str] = frozenset()
+    """Their dim_params: a value onnx inference gives one of them has, in a run, the size of
+    that dimension of one of the inputs (empty where :data:`SYMBOLS_UNSOUND` is used)."""
 
 
 @dataclass(frozen=True)
@@ -162,13 +240,16 @@ def _scope(graph: GraphProto, outer: _Scope | None) -> _Scope:
     types: dict[str, TypeProto] = {}
     constants: dict[str, np.ndarray] = {}
     fed = {i.name for i in graph.input}
-    for t in graph.initializer:
+    for value_info in [*graph.input, *graph.value_info, *graph.output]:
+        types[value_info.name] = value_info.type
+    for t in graph.initializer:  # its dims, over a declared shape (left out) of its name
         types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
         value = None if t.name in fed else _constant(t)
         if value is not None:
             constants[t.name] = value
-    for value_info in [*graph.input, *graph.value_info, *graph.output]:
-        types[value_info.name] = value_info.type
+    for node in graph.node:
+        for name in node.output:
+            types.setdefault(name, TypeProto())  # a value of this graph, its shape unknown
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             for attr in node.attribute:
@@ -183,17 +264,84 @@ def _scope(graph: GraphProto, outer: _Scope | None) -> _Scope:
     return _Scope(outer.types.new_child(types), outer.constants.new_child(constants))
 
 
-def check_proofs(model: ModelProto) -> None:
+def _rule_axes(node: NodeProto, rule: _Empty, rank: int) -> list[int]:
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    axes = rule.layout_axes if layout == 1 and rule.layout_axes is not None else rule.axes
+    return list(range(rank)) if axes is None else [a % rank for a in axes if -rank <= a < rank]
+
+
+def _nonzero(dim: TensorShapeProto.Dimension, symbols: frozenset[str]) -> bool:
+    if dim.HasField("dim_value"):
+        return dim.dim_value > 0
+    return bool(dim.dim_param) and dim.dim_param in symbols
+
+
+def _dim(dim: TensorShapeProto.Dimension) -> int | str:
+    return dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?")
+
+
+def _shape_of(scope: _Scope, name: str) -> list[TensorShapeProto.Dimension] | None:
+    value = scope.types.get(name)
+    if value is None or not value.HasField("tensor_type"):
+        return None
+    return list(value.tensor_type.shape.dim) if value.tensor_type.HasField("shape") else None
+
+
+def _same_nonzero(
+    node: NodeProto, scope: _Scope, rule: _Empty, axis: int, requests: Requests
+) -> bool:
+    """Whether the dimension onnxruntime checks ``axis`` equal to is proven non-zero."""
+    if axis not in rule.same:
+        return False
+    index, other = rule.same[axis]
+    dims = _shape_of(scope, _input(node, index)) if _input(node, index) else None
+    return dims is not None and len(dims) > other and _nonzero(dims[other], requests.symbols)
+
+
+def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | None:
+    """What is unproven about the dimensions ``node``'s kernel ends the process on if 0."""
+    rule = EMPTY_PROOFS[(node.domain, node.op_type)]
+    index = next((i for i in rule.inputs if _input(node, i)), rule.inputs[-1])
+    name = _input(node, index)
+    if not name:
+        return None  # onnxruntime refuses the node without it
+    if name in requests.inputs and all(name not in m for m in scope.types.maps[:-1]):
+        return None  # a request's input: the data plane refuses it empty
+    dims = _shape_of(scope, name)
+    axes = [] if dims is None else _rule_axes(node, rule, len(dims))
+    if dims is not None and len(axes) == len(rule.axes or axes):
+        if all(
+            _nonzero(dims[a], requests.symbols) or _same_nonzero(node, scope, rule, a, requests)
+            for a in axes
+        ):
+            return None
+    shown = "of an unknown shape" if dims is None else f"of shape {[_dim(d) for d in dims]}"
+    which = "every dimension" if rule.axes is None else f"dimension(s) {axes or list(rule.axes)}"
+    return (
+        f"needs {which} of its input {index} proven non-zero: onnxruntime's kernel {rule.crash}, "
+        f"which ends the server's process; its input is {shown}. Give the model static shapes "
+        "there, or dynamic dimensions that are the model inputs' own (a dim_param of a "
+        "main-graph input, which no request may send empty)"
+    )
+
+
+def check_proofs(model: ModelProto, *, requests: Requests | None = None) -> None:
     """Refuse (InvalidInput) a :data:`PROVEN` operator whose inputs ``model`` does not prove
-    sound. ``model``: after shape inference, its declared-only shapes left out (or, where
-    inference failed, as it is: initializers and graph inputs still prove their own shapes)."""
+    sound, or an :data:`EMPTY_UNSAFE` one whose dimensions :data:`EMPTY_PROOFS` names it does
+    not prove non-zero (with ``requests``: what the requests' inputs prove; None: nothing).
+    ``model``: after shape inference, its declared-only shapes left out (or, where inference
+    failed, as it is: initializers and graph inputs still prove their own shapes)."""
+    requests = requests or Requests()
     pending: list[tuple[GraphProto, _Scope | None]] = [(model.graph, None)]
     while pending:
         graph, outer = pending.pop()
         scope = _scope(graph, outer)
         for node in graph.node:
-            proof = PROVEN.get((node.domain, node.op_type))
+            key = (node.domain, node.op_type)
+            proof = PROVEN.get(key)
             problem = None if proof is None else proof(node, scope)
+            if key in EMPTY_PROOFS:
+                problem = _empty_proof(node, scope, requests)
             if problem is not None:
                 label = f"node {_shown(node.name or node.op_type)} in graph {_shown(graph.name)}"
                 raise InvalidInput(f"{label}: {operator_of(node)} {problem}")
