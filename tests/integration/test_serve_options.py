@@ -162,3 +162,28 @@ def test_an_unknown_log_level_is_refused_in_one_line():
     r = cli("serve", "--simulation", *serve_ports(), "--log-level", "chatty")
     line = one_error_line(r, "ConfigurationError", 2)
     assert "unknown log level 'chatty'" in line
+
+
+def test_without_empty_kernel_proofs_such_a_model_is_admitted_and_the_start_warns(tmp_path):
+    """--no-empty-kernel-proofs: a GRU over a Slice the request sizes is admitted (by default
+    it is refused at upload), and the start-up log says what that costs."""
+    from blindai.errors import InvalidInput
+    from tests import attacks
+
+    model = attacks.empty_unsafe("GRU", made="slice")
+    for sub in ("default", "relaxed"):
+        (tmp_path / sub).mkdir()
+    server = start_server(tmp_path / "default")
+    try:
+        with connect(server) as conn, pytest.raises(InvalidInput, match="proven non-zero"):
+            conn.upload_model(model)
+        assert "--no-empty-kernel-proofs" not in server.log()
+    finally:
+        server.stop()
+    server = start_server(tmp_path / "relaxed", "--no-empty-kernel-proofs")
+    try:
+        assert "WARNING blindai.server: --no-empty-kernel-proofs: a tenant's model" in server.log()
+        with connect(server) as conn:
+            assert conn.upload_model(model).model_id
+    finally:
+        server.stop()

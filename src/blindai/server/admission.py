@@ -96,6 +96,9 @@ class AdmissionLimits:
     the arena (``blindai.server._strings``); None: not checked."""
     max_request_bytes: int = 64 << 20
     """The largest request body: the most characters a request's strings hold."""
+    empty_kernel_proofs: bool = True
+    """Whether an ``unsafe_kernels.EMPTY_UNSAFE`` operator needs the dimensions it fails on
+    proven non-zero (False: admitted, its runs refuse empty request inputs only)."""
 
 
 def _shown(text: str) -> str:
@@ -133,6 +136,8 @@ class _Walk:
     dim_param proves nothing."""
     empty_unsafe: set[str] = field(default_factory=set)
     """The ``unsafe_kernels.EMPTY_UNSAFE`` operators found."""
+    empty_proofs: bool = True
+    """Whether those must be proven (``AdmissionLimits.empty_kernel_proofs``)."""
 
 
 def _sparse(where: str, sparse: SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
@@ -154,7 +159,7 @@ def _attribute_tensors(where: str, attr: AttributeProto) -> Iterator[tuple[str, 
 
 def _walk(model: ModelProto, limits: AdmissionLimits) -> _Walk:
     """Visit all graphs iteratively (no recursion), enforcing node count and depth on the way."""
-    found = _Walk([], [], 0)
+    found = _Walk([], [], 0, empty_proofs=limits.empty_kernel_proofs)
     roots: list[tuple[GraphProto, int]] = [(model.graph, 0)]
     for info in model.training_info:
         roots += [(info.initialization, 0), (info.algorithm, 0)]
@@ -204,7 +209,7 @@ def _refuse_operator(node: onnx.NodeProto, label: str, *, in_function: bool, fou
     why = REFUSED.get(key)
     if why is not None:
         raise InvalidInput(f"{label}: {operator_of(node)} is refused: {why}")
-    if key in PROVEN or key in EMPTY_UNSAFE:
+    if key in PROVEN or (key in EMPTY_UNSAFE and found.empty_proofs):
         if in_function:
             raise InvalidInput(
                 f"{label}: {operator_of(node)} is refused inside a model-local function: "
@@ -389,7 +394,11 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
     if proofs:
-        check_proofs(inferred if inferred is not None else model, requests=requests)
+        check_proofs(
+            inferred if inferred is not None else model,
+            requests=requests,
+            empty=limits.empty_kernel_proofs,
+        )
     if limits.max_string_bytes is not None:
         check_strings(
             model,

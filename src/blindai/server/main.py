@@ -172,6 +172,15 @@ def build(
     service.gpu_evidence()
     cap_arena(settings.max_run_memory)
     notes: _Notes = []
+    if not settings.empty_kernel_proofs:
+        notes.append(
+            (
+                logging.WARNING,
+                "--no-empty-kernel-proofs: a tenant's model built to make an empty tensor "
+                "before LSTM, GRU or a contrib kernel that fails on one can end this server's "
+                "process for everyone (docs/limits.md)",
+            )
+        )
     store = _open_store(settings, chosen.kind, notes)
     access = _access(settings, store, notes)
     registry = ModelRegistry(max_models=settings.max_models)

@@ -178,6 +178,13 @@ class ServerSettings(BaseSettings):
     """Check and compile each upload first in a separate, limited process (time and memory).
     Off (--no-compile-isolation), e.g. where a process is costly (Gramine), the admission checks
     run in the server and compile time and memory are not bounded."""
+    empty_kernel_proofs: CliImplicitFlag[bool] = True
+    """Admit a model with an operator whose onnxruntime kernel ends the process on an empty
+    tensor (LSTM, GRU, com.microsoft SkipLayerNormalization, MultiHeadAttention, ...) only where
+    the dimensions it fails on are proven non-zero at upload. Off (--no-empty-kernel-proofs),
+    e.g. for models optimized by onnxruntime's transformers tools, whose contrib operators'
+    shapes are not inferred: such models are admitted and only empty request inputs are
+    refused, so a tenant's model built to empty a tensor inside ends the server's process."""
     max_graph_nodes: int = Field(100_000, gt=0)
     """Most nodes in an uploaded model, all graphs and subgraphs together."""
     max_subgraph_depth: int = Field(8, ge=0)
@@ -290,6 +297,7 @@ class ServerSettings(BaseSettings):
             shape_inference=True,
             max_string_bytes=self.max_string_memory,
             max_request_bytes=self.max_request_bytes,
+            empty_kernel_proofs=self.empty_kernel_proofs,
         )
 
     def compile_limits(self) -> CompileLimits:

@@ -325,12 +325,15 @@ def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | No
     )
 
 
-def check_proofs(model: ModelProto, *, requests: Requests | None = None) -> None:
+def check_proofs(
+    model: ModelProto, *, requests: Requests | None = None, empty: bool = True
+) -> None:
     """Refuse (InvalidInput) a :data:`PROVEN` operator whose inputs ``model`` does not prove
     sound, or an :data:`EMPTY_UNSAFE` one whose dimensions :data:`EMPTY_PROOFS` names it does
     not prove non-zero (with ``requests``: what the requests' inputs prove; None: nothing).
     ``model``: after shape inference, its declared-only shapes left out (or, where inference
-    failed, as it is: initializers and graph inputs still prove their own shapes)."""
+    failed, as it is: initializers and graph inputs still prove their own shapes). ``empty``
+    False: :data:`EMPTY_PROOFS` are not asked (the server's ``--no-empty-kernel-proofs``)."""
     requests = requests or Requests()
     pending: list[tuple[GraphProto, _Scope | None]] = [(model.graph, None)]
     while pending:
@@ -340,7 +343,7 @@ def check_proofs(model: ModelProto, *, requests: Requests | None = None) -> None
             key = (node.domain, node.op_type)
             proof = PROVEN.get(key)
             problem = None if proof is None else proof(node, scope)
-            if key in EMPTY_PROOFS:
+            if empty and key in EMPTY_PROOFS:
                 problem = _empty_proof(node, scope, requests)
             if problem is not None:
                 label = f"node {_shown(node.name or node.op_type)} in graph {_shown(graph.name)}"

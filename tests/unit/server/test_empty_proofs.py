@@ -78,6 +78,17 @@ def test_a_model_that_gathers_no_index_before_its_kernel_is_refused(op_type):
         _admit(model)
 
 
+def test_the_operator_may_admit_them_unproven():
+    """--no-empty-kernel-proofs (e.g. for models optimized by onnxruntime's transformers tools,
+    whose contrib operators' shapes onnx does not infer): the model is admitted as before, named
+    so that its runs refuse empty request inputs, inside a model-local function too."""
+    relaxed = dataclasses.replace(LIMITS, empty_kernel_proofs=False)
+    for op_type in attacks.EMPTY_UNSAFE_OPS:
+        model = attacks.empty_unsafe(op_type, made="slice")
+        assert _admit(model, relaxed).empty_unsafe == (op_type,)
+    assert _admit(_in_function("GRU"), relaxed).empty_unsafe == ("GRU",)
+
+
 @pytest.mark.parametrize("made", ["", "transpose"])
 @pytest.mark.parametrize("op_type", attacks.EMPTY_UNSAFE_OPS)
 def test_a_model_whose_dimensions_are_its_inputs_is_admitted_and_runs(op_type, made):
