@@ -104,7 +104,8 @@ class _Refused(Exception):
 
 
 class SealedStore:
-    """The sealed directory. Thread-safe: each entry is its own file, written atomically."""
+    """The sealed directory. Thread-safe: each entry is its own file, written atomically; the
+    writes and deletes of one entry run one at a time."""
 
     def __init__(
         self,
@@ -128,6 +129,8 @@ class SealedStore:
         if removed:
             _log.info("store: removed %d unfinished write(s)", removed)
         self._manifest_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._busy: dict[str, tuple[threading.Lock, int]] = {}
         try:
             self._manifest = self._open_manifest(rebuild_manifest)
         except BaseException:
@@ -214,6 +217,10 @@ class SealedStore:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
+        with self._one_at_a_time(path.name):
+            self._put_entry(kind, path, meta, payload)
+
+    def _put_entry(self, kind: bytes, path: Path, meta: bytes, payload: Sequence[bytes]) -> None:
         nonce = new_nonce()
         with self._manifest_lock:  # listed first: a crash leaves the old entry or the new
             before = self._manifest.entries.get(path.name, frozenset())
@@ -230,10 +237,29 @@ class SealedStore:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
     def _delete(self, path: Path) -> bool:
-        with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
-            if self._manifest.entries.get(path.name):
-                self._list(path.name, frozenset())
-        return unlink_durable(path)
+        with self._one_at_a_time(path.name):
+            with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
+                if self._manifest.entries.get(path.name):
+                    self._list(path.name, frozenset())
+            return unlink_durable(path)
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, name: str) -> Iterator[None]:
+        """Writes and deletes of entry ``name`` one after the other (two puts at once: the one
+        renamed last must be the one its manifest write lists)."""
+        with self._busy_lock:
+            lock, users = self._busy.get(name, (threading.Lock(), 0))
+            self._busy[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._busy_lock:
+                lock, users = self._busy[name]
+                if users == 1:
+                    del self._busy[name]
+                else:
+                    self._busy[name] = (lock, users - 1)
 
     # -- the manifest (under _manifest_lock)
 
