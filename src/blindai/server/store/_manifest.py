@@ -12,7 +12,9 @@ back, is removed at the next start).
 
 What it does not stop: putting back the whole directory as it was at an earlier moment (the
 manifest with its entries), since nothing outside the operator's reach counts the manifest's
-writes. Its ``generation`` (one more each write) is logged at each start.
+writes; a start with ``--store-rebuild-manifest``, which the operator chooses, and which
+lists whatever entries are present. Its ``generation`` (one more each write) is logged at each
+start.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ back, a copy from another store) is skipped with one log line naming its file, a
 ``flock`` on ``DIR/.lock``).
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
-whole directory as it was earlier (the manifest with its entries): see
-docs/access-control.md.
+whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
+entry of version 2, entries from before the store kept one); whoever chooses the server's flags
+can pass ``rebuild_manifest`` (``--store-rebuild-manifest``), which accepts any entry put back:
+see docs/access-control.md.
 """
 
 from __future__ import annotations
