@@ -15,6 +15,7 @@ import pytest
 import blindai
 from blindai.attestation.policy import Policy
 from blindai.attestation.server_config import ServerPolicy
+from blindai.client import attest
 from blindai.errors import ConfigurationError, PolicyError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
@@ -79,6 +80,32 @@ def test_an_operators_admin_key_or_model_export_is_refused_before_any_request(
     reached = [line.split("blindai.access: ")[1] for line in lines if "blindai.access: " in line]
     attested = [line.rsplit(" ", 2)[0] for line in reached if not line.startswith("unattested")]
     assert attested == ["attested GET /attestation"]
+
+
+def test_attest_holds_the_server_to_the_section_too(
+    closed: ServerProcess, exporting: ServerProcess
+):
+    """``attest()`` (``blindai attest HOST``) verifies over an attested connection, so it
+    checks [server] as connect does (the docs said it did not)."""
+    policy = Policy(server=ServerPolicy(admin_key_sha256=ADMIN_SHA, allow_model_export=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        found = attest(
+            closed.host,
+            closed.unattested_port,
+            simulation_mode=True,
+            policy=policy,
+            attested_server_port=closed.attested_port,
+        )
+        assert found.server_info["admin_key_sha256"] == ADMIN_SHA
+        with pytest.raises(PolicyError, match=r"server\.allow_model_export"):
+            attest(
+                exporting.host,
+                exporting.unattested_port,
+                simulation_mode=True,
+                policy=policy,
+                attested_server_port=exporting.attested_port,
+            )
 
 
 def test_an_open_server_is_refused_when_the_policy_wants_access_control(tmp_path: Path):
