@@ -129,3 +129,27 @@ def test_a_malformed_server_section_is_a_configuration_error():
     ]:
         with pytest.raises(ConfigurationError, match=problem):
             Policy.from_toml(text)
+
+
+def test_a_store_whose_manifest_was_rebuilt_is_refused(tmp_path: Path):
+    """The operator chooses the flags: one start with --store-rebuild-manifest accepts any
+    entry put back (a revoked key's record). The server states it for good over the attested
+    channel, and a policy with store_manifest_rebuilt = false refuses it at connect."""
+    store = str(tmp_path / "store")
+    policy = Policy.from_toml("[server]\nstore_manifest_rebuilt = false\n")
+    server = start_server(tmp_path, "--store", store)
+    try:
+        with connect(server, policy, key=None) as conn:
+            assert conn.server_info["store_manifest_rebuilt"] is False
+    finally:
+        server.stop()
+    server = start_server(tmp_path, "--store", store, "--store-rebuild-manifest")
+    server.stop()
+    server = start_server(tmp_path, "--store", store)  # the flag gone, the mark stays
+    try:
+        with pytest.raises(
+            PolicyError, match=r"server\.store_manifest_rebuilt: expected false, got true"
+        ):
+            connect(server, policy, key=None)
+    finally:
+        server.stop()

@@ -17,8 +17,9 @@ back, a copy from another store) is skipped with one log line naming its file, a
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
 whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
 entry of version 2, entries from before the store kept one); whoever chooses the server's flags
-can pass ``rebuild_manifest`` (``--store-rebuild-manifest``), which accepts any entry put back:
-see docs/access-control.md.
+can pass ``rebuild_manifest`` (``--store-rebuild-manifest``), which accepts any entry put back
+(the manifest keeps a mark of it for good: :attr:`SealedStore.manifest_rebuilt`): see
+docs/access-control.md.
 """
 
 from __future__ import annotations
@@ -171,6 +172,14 @@ class SealedStore:
         self.close()
 
     @property
+    def manifest_rebuilt(self) -> bool:
+        """Whether the manifest was ever rebuilt (``rebuild_manifest``): from then on, older
+        copies of single entries the host put back may be current. Kept in the manifest for
+        good; the server states it over the attested channel (``store_manifest_rebuilt``)."""
+        with self._manifest_lock:
+            return self._manifest.rebuilt
+
+    @property
     def api_key_secret(self) -> bytes:
         """The per-server secret keying API-key hashes (derived from the store key)."""
         return self._keys.api_keys
@@ -302,7 +311,9 @@ class SealedStore:
                     "--store-rebuild-manifest to accept the entries present"
                 )
             before = 0 if manifest is None else manifest.generation
-            self._manifest = Manifest(before, {n: frozenset({h.nonce}) for n, h in found.items()})
+            current = {n: frozenset({h.nonce}) for n, h in found.items()}
+            was_rebuilt = manifest is not None and manifest.rebuilt
+            self._manifest = Manifest(before, current, rebuilt=rebuild or was_rebuilt)
             self._write_manifest()
             if rebuild:
                 _log.warning(

@@ -207,3 +207,25 @@ def test_two_puts_of_one_entry_at_once_leave_the_one_on_disk_listed(
     with SealedStore(directory, key_material=KEY) as store:
         assert [m.model for m in store.load_models()] in ([b"version A"], [b"version B"])
         assert store.refused == []
+
+
+def test_a_rebuild_is_marked_for_good(tmp_path: Path):
+    """The operator chooses the flags: a start with --store-rebuild-manifest (which accepts a
+    revoked key put back) leaves a mark that later starts keep and the server states."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("bob"))
+        bob = _file_of(store, "bob")
+        store.delete_key("bob")
+        assert not store.manifest_rebuilt
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+        assert [k.name for k in store.load_keys()] == ["bob"]
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("carol"))
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.manifest_rebuilt
