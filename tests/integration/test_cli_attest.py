@@ -117,6 +117,21 @@ def test_sgx_verify_json(sgx: Path, tmp_path: Path) -> None:
     assert done.stderr == ""
 
 
+def test_verifying_files_says_the_server_section_is_not_checked(snp: Path, tmp_path: Path) -> None:
+    """Evidence files state no server configuration: a policy's [server] section cannot be
+    held to them (before, it passed in silence, as if checked)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\n\n[server]\nallow_model_export = false\n'
+    )
+    done = blindai(*_snp_args(snp), "--policy", policy, "--json")
+    assert done.returncode == 0, done.stderr
+    assert _lines(done.stderr) == [
+        "NOTE: the policy's [server] section is not checked: evidence files do not state the "
+        "server's configuration (blindai attest HOST checks it, over the attested connection)"
+    ]
+
+
 def test_sgx_policy_default_tcb_refuses(sgx: Path, tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n')

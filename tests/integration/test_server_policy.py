@@ -15,6 +15,7 @@ import pytest
 import blindai
 from blindai.attestation.policy import Policy
 from blindai.attestation.server_config import ServerPolicy
+from blindai.client import attest
 from blindai.errors import ConfigurationError, PolicyError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
@@ -81,6 +82,32 @@ def test_an_operators_admin_key_or_model_export_is_refused_before_any_request(
     assert attested == ["attested GET /attestation"]
 
 
+def test_attest_holds_the_server_to_the_section_too(
+    closed: ServerProcess, exporting: ServerProcess
+):
+    """``attest()`` (``blindai attest HOST``) verifies over an attested connection, so it
+    checks [server] as connect does (the docs said it did not)."""
+    policy = Policy(server=ServerPolicy(admin_key_sha256=ADMIN_SHA, allow_model_export=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        found = attest(
+            closed.host,
+            closed.unattested_port,
+            simulation_mode=True,
+            policy=policy,
+            attested_server_port=closed.attested_port,
+        )
+        assert found.server_info["admin_key_sha256"] == ADMIN_SHA
+        with pytest.raises(PolicyError, match=r"server\.allow_model_export"):
+            attest(
+                exporting.host,
+                exporting.unattested_port,
+                simulation_mode=True,
+                policy=policy,
+                attested_server_port=exporting.attested_port,
+            )
+
+
 def test_an_open_server_is_refused_when_the_policy_wants_access_control(tmp_path: Path):
     server = start_server(tmp_path)
     try:
@@ -102,3 +129,27 @@ def test_a_malformed_server_section_is_a_configuration_error():
     ]:
         with pytest.raises(ConfigurationError, match=problem):
             Policy.from_toml(text)
+
+
+def test_a_store_whose_manifest_was_rebuilt_is_refused(tmp_path: Path):
+    """The operator chooses the flags: one start with --store-rebuild-manifest accepts any
+    entry put back (a revoked key's record). The server states it for good over the attested
+    channel, and a policy with store_manifest_rebuilt = false refuses it at connect."""
+    store = str(tmp_path / "store")
+    policy = Policy.from_toml("[server]\nstore_manifest_rebuilt = false\n")
+    server = start_server(tmp_path, "--store", store)
+    try:
+        with connect(server, policy, key=None) as conn:
+            assert conn.server_info["store_manifest_rebuilt"] is False
+    finally:
+        server.stop()
+    server = start_server(tmp_path, "--store", store, "--store-rebuild-manifest")
+    server.stop()
+    server = start_server(tmp_path, "--store", store)  # the flag gone, the mark stays
+    try:
+        with pytest.raises(
+            PolicyError, match=r"server\.store_manifest_rebuilt: expected false, got true"
+        ):
+            connect(server, policy, key=None)
+    finally:
+        server.stop()

@@ -191,7 +191,11 @@ def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
     os.mkfifo(store / f"m-{'2' * 32}.sealed")
     (store / "m-\nINFO blindai.server: forged").write_bytes(b"x")
 
-    running.append(start_server(tmp_path, "--store", str(store), "--max-models", "2"))
+    running.append(
+        start_server(
+            tmp_path, "--admin-key-sha256", ADMIN_SHA, "--store", str(store), "--max-models", "2"
+        )
+    )
     log = running[-1].log()
     assert "store: 2 models restored, 3 entries refused" in log
     assert f"store: model {ids[2]} not restored, it stays in the store" in log

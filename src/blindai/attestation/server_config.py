@@ -3,16 +3,18 @@
 The evidence proves which code runs in the TEE, not how its operator started it: with or
 without access control, with which admin key (the operator configures the admin key's
 SHA-256, so an operator who configures the hash of a key of their own is the admin), with
-model export on or off. The server states these in the ``info`` of its ``GET /attestation``
-reply; read on the attested port, over the very TLS connection whose certificate the evidence
-binds, that statement comes from the attested code, so a client may hold it to a policy before
-it sends anything (``blindai.connect``; the unattested port's ``/info`` is not used for it).
+model export on or off, with its store's manifest ever rebuilt or not. The server states these
+in the ``info`` of its ``GET /attestation`` reply; read on the attested port, over the very
+TLS connection whose certificate the evidence binds, that statement comes from the attested
+code, so a client may hold it to a policy before it sends anything (``blindai.connect``; the
+unattested port's ``/info`` is not used for it).
 
 Example (``policy.toml``)::
 
     [server]
     admin_key_sha256 = "4c1e5a..."   # access control on, with this admin key
     allow_model_export = false
+    store_manifest_rebuilt = false   # no start with --store-rebuild-manifest, ever
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ __all__ = ["SECTION", "ServerPolicy"]
 
 SECTION = "server"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_FIELDS = ("access_control", "admin_key_sha256", "allow_model_export")
+_FIELDS = ("access_control", "admin_key_sha256", "allow_model_export", "store_manifest_rebuilt")
+_FLAGS = ("access_control", "allow_model_export", "store_manifest_rebuilt")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class ServerPolicy:
     """The admin key's SHA-256, 64 lowercase hex digits (``blindai keys generate-admin``)."""
     allow_model_export: bool | None = None
     """Whether a model's owner may download it (replication, ``--allow-model-export``)."""
+    store_manifest_rebuilt: bool | None = None
+    """Whether the sealed store's manifest was ever rebuilt (``--store-rebuild-manifest``: from
+    then on, an older copy of a single entry put back by the operator, such as a revoked key's
+    record, may be current); ``false`` refuses such a server."""
 
     def __post_init__(self) -> None:
         if self.admin_key_sha256 is not None and self.access_control is False:
@@ -54,7 +61,7 @@ class ServerPolicy:
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise ConfigurationError(f"[server]: unknown key(s): {', '.join(unknown)}")
-        for name in ("access_control", "allow_model_export"):
+        for name in _FLAGS:
             if name in data and not isinstance(data[name], bool):
                 raise ConfigurationError(f"[server]: {name} must be true or false")
         digest = data.get("admin_key_sha256")
@@ -68,6 +75,7 @@ class ServerPolicy:
             access_control=data.get("access_control"),
             admin_key_sha256=digest,
             allow_model_export=data.get("allow_model_export"),
+            store_manifest_rebuilt=data.get("store_manifest_rebuilt"),
         )
 
     def check(self, info: Mapping[str, Any]) -> list[Violation]:
@@ -76,6 +84,7 @@ class ServerPolicy:
             "access_control": True if self.admin_key_sha256 is not None else self.access_control,
             "admin_key_sha256": self.admin_key_sha256,
             "allow_model_export": self.allow_model_export,
+            "store_manifest_rebuilt": self.store_manifest_rebuilt,
         }
         found = []
         for name, expected in wanted.items():

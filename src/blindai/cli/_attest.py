@@ -192,6 +192,11 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
             f"NOTE: no --policy given: the default [{spec.section}] policy applies "
             f"({spec.defaults}); the measurement is NOT pinned: any code in a genuine TEE passes"
         )
+    if policy.server is not None:  # held to a server's attested reply, not to its evidence
+        note = (note + "\n" if note else "") + (
+            "NOTE: the policy's [server] section is not checked: evidence files do not state the "
+            "server's configuration (blindai attest HOST checks it, over the attested connection)"
+        )
     if kind is EvidenceKind.NVIDIA_GPU and nonce is None:
         note = (note + "\n" if note else "") + "NOTE: no --nonce given: freshness not checked"
     try:

@@ -129,7 +129,7 @@ def create_apps(
         Route("/delete", v06.delete, methods=["POST"]),
     ]
     inference = [Route("/run", v06.run, methods=["POST"])]
-    unattested = unattested_routes(service, evidence_workers, settings=settings)
+    unattested = unattested_routes(service, evidence_workers, settings=settings, store=store)
     # each TLS connection can ask for the evidence of its own certificate (GET /attestation),
     # so that clients behind a load balancer verify the replica they reached
     limit = FreshEvidenceLimit(settings.max_pending_fresh_evidence)
@@ -138,7 +138,7 @@ def create_apps(
         attestation_route(
             service,
             evidence_workers,
-            info=lambda: server_info(service, settings=settings),
+            info=lambda: server_info(service, settings=settings, store=store),
             limit=limit,
         ),
     ]

@@ -57,6 +57,7 @@ import pydantic
 
 from blindai.errors import (
     BlindAIError,
+    ConfigurationError,
     InferenceFailed,
     InferenceTimeout,
     InvalidInput,
@@ -475,6 +476,13 @@ class DataPlane:
         loaded: list[_Restored] = []
         own: dict[str, _Schedule] = {}
         for record in self.store.load_models():
+            if record.owner is not None and self.settings.admin_digest is None:
+                # an open server lets anyone run and export every model: not a tenant's
+                raise ConfigurationError(
+                    f"the store holds models uploaded with access control (model "
+                    f"{record.model_id}); without --admin-key-sha256 anyone could run and export "
+                    "them: start with the admin key's hash"
+                )
             try:
                 share = share_key(record.owner, record.hash)
                 asked = _stored_settings(record)

@@ -121,9 +121,18 @@ def _open_store(settings: ServerSettings, kind: EvidenceKind, notes: _Notes) -> 
     return store
 
 
+#: an open server would serve a closed store's models to anyone (run, and export: the bytes)
+_OPENED_CLOSED_STORE = (
+    "the store holds {what} written with access control; without --admin-key-sha256 anyone "
+    "could run and export its tenants' models: start with the admin key's hash"
+)
+
+
 def _access(settings: ServerSettings, store: SealedStore | None, notes: _Notes) -> AccessControl:
     records = store.load_keys() if store is not None else []
     secret = store.api_key_secret if store is not None else os.urandom(32)
+    if records and settings.admin_digest is None:
+        raise ConfigurationError(_OPENED_CLOSED_STORE.format(what="API-key records"))
     keyring = KeyRing(
         admin_key_sha256=settings.admin_digest, secret=secret, store=store, records=records
     )

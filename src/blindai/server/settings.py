@@ -280,7 +280,8 @@ class ServerSettings(BaseSettings):
     Nitro, which have no sealing key; replaces the platform's key elsewhere."""
     store_rebuild_manifest: CliToggleFlag[bool] = False
     """Accept the store's entries present as its current ones, whatever its manifest says (after
-    losing the manifest to a disk failure only: it accepts any older entry the host put back)."""
+    losing the manifest to a disk failure only: it accepts any older entry the host put back; the
+    manifest keeps a mark of it, stated to clients as ``store_manifest_rebuilt``)."""
     sev_guest_device: Path = Path("/dev/sev-guest")
     """SEV-SNP guest device (the store key on SEV-SNP)."""
     audit_log: Path | None = None

@@ -40,7 +40,11 @@ def make_plane(
     store: SealedStore | None = None, max_models: int = 10, max_models_per_key: int = 10
 ) -> DataPlane:
     settings = ServerSettings(
-        tee="simulation", max_models=max_models, max_models_per_key=max_models_per_key
+        tee="simulation",
+        max_models=max_models,
+        max_models_per_key=max_models_per_key,
+        # keys own models: an open server refuses to restore a store holding owned models
+        admin_key_sha256="00" * 32,
     )
     return DataPlane(settings, ModelRegistry(max_models=max_models), store=store)
 
@@ -400,7 +404,7 @@ def test_entries_put_back_beyond_max_models_are_never_compiled_all_at_once(store
         ids = [upload(plane, v, ALICE).model_id for v in range(6)]
     finally:
         plane.close()
-    settings = ServerSettings(tee="simulation", max_models=2)
+    settings = ServerSettings(tee="simulation", max_models=2, admin_key_sha256="00" * 32)
     small = CountingPlane(settings, ModelRegistry(max_models=2), store=store)
     try:
         assert small.restore() == 2
@@ -778,7 +782,7 @@ def test_a_restore_interrupted_by_a_signal_deletes_nothing_from_the_store(store:
         kept = {upload(plane, v, ALICE).model_id for v in (1, 2)}
     finally:
         plane.close()
-    settings = ServerSettings(tee="simulation", max_models=10)
+    settings = ServerSettings(tee="simulation", max_models=10, admin_key_sha256="00" * 32)
     stopped = DataPlane(settings, InterruptedRegistry(max_models=10), store=store)
     try:
         with pytest.raises(KeyboardInterrupt):

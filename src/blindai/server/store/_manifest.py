@@ -12,7 +12,9 @@ back, is removed at the next start).
 
 What it does not stop: putting back the whole directory as it was at an earlier moment (the
 manifest with its entries), since nothing outside the operator's reach counts the manifest's
-writes. Its ``generation`` (one more each write) is logged at each start.
+writes; a start with ``--store-rebuild-manifest``, which the operator chooses, and which
+lists whatever entries are present (it sets ``rebuilt``, kept for good and stated to clients).
+Its ``generation`` (one more each write) is logged at each start.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ KIND = b"n"
 class Manifest:
     """Each entry's file name and the nonces of its writes that may be on disk (one, or two
     while a write replaces it; none: deleted since the store was opened, its file to be removed
-    if it is there at the next start); ``generation``: how many times it was written."""
+    if it is there at the next start); ``generation``: how many times it was written;
+    ``rebuilt``: whether it was ever rebuilt from the entries present
+    (``--store-rebuild-manifest``, which accepts any entry put back), kept for good."""
 
     generation: int = 0
     entries: dict[str, frozenset[bytes]] = field(default_factory=dict)
+    rebuilt: bool = False
 
     def accepts(self, name: str, nonce: bytes) -> bool:
         """Whether the entry file ``name`` written with ``nonce`` is a current one."""
@@ -47,7 +52,8 @@ class Manifest:
     def to_bytes(self) -> bytes:
         """Its CBOR (sealed by the store)."""
         listed = {name: sorted(nonces) for name, nonces in sorted(self.entries.items())}
-        return bytes(cbor2.dumps({"generation": self.generation, "entries": listed}))
+        doc = {"generation": self.generation, "entries": listed, "rebuilt": self.rebuilt}
+        return bytes(cbor2.dumps(doc))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -58,8 +64,11 @@ class Manifest:
             raise ValueError("the manifest does not decode") from exc
         generation = doc.get("generation") if isinstance(doc, dict) else None
         listed = doc.get("entries") if isinstance(doc, dict) else None
+        rebuilt = doc.get("rebuilt", False) if isinstance(doc, dict) else None
         if type(generation) is not int or not isinstance(listed, Mapping):
             raise ValueError("the manifest is not a map of a generation and entries")
+        if not isinstance(rebuilt, bool):
+            raise ValueError("the manifest's rebuilt mark is mistyped")
         entries: dict[str, frozenset[bytes]] = {}
         for name, nonces in listed.items():
             if not isinstance(name, str) or not isinstance(nonces, list):
@@ -67,4 +76,4 @@ class Manifest:
             if not all(isinstance(n, bytes) and len(n) == NONCE_SIZE for n in nonces):
                 raise ValueError("a manifest entry's nonce is mistyped")
             entries[name] = frozenset(nonces)
-        return cls(generation, entries)
+        return cls(generation, entries, rebuilt)

@@ -15,7 +15,10 @@ back, a copy from another store) is skipped with one log line naming its file, a
 ``flock`` on ``DIR/.lock``).
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
-whole directory as it was earlier (the manifest with its entries): see
+whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
+entry of version 2, entries from before the store kept one); whoever chooses the server's flags
+can pass ``rebuild_manifest`` (``--store-rebuild-manifest``), which accepts any entry put back
+(the manifest keeps a mark of it for good: :attr:`SealedStore.manifest_rebuilt`): see
 docs/access-control.md.
 """
 
@@ -104,7 +107,8 @@ class _Refused(Exception):
 
 
 class SealedStore:
-    """The sealed directory. Thread-safe: each entry is its own file, written atomically."""
+    """The sealed directory. Thread-safe: each entry is its own file, written atomically; the
+    writes and deletes of one entry run one at a time."""
 
     def __init__(
         self,
@@ -128,6 +132,8 @@ class SealedStore:
         if removed:
             _log.info("store: removed %d unfinished write(s)", removed)
         self._manifest_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._busy: dict[str, tuple[threading.Lock, int]] = {}
         try:
             self._manifest = self._open_manifest(rebuild_manifest)
         except BaseException:
@@ -164,6 +170,14 @@ class SealedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def manifest_rebuilt(self) -> bool:
+        """Whether the manifest was ever rebuilt (``rebuild_manifest``): from then on, older
+        copies of single entries the host put back may be current. Kept in the manifest for
+        good; the server states it over the attested channel (``store_manifest_rebuilt``)."""
+        with self._manifest_lock:
+            return self._manifest.rebuilt
 
     @property
     def api_key_secret(self) -> bytes:
@@ -214,6 +228,10 @@ class SealedStore:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
+        with self._one_at_a_time(path.name):
+            self._put_entry(kind, path, meta, payload)
+
+    def _put_entry(self, kind: bytes, path: Path, meta: bytes, payload: Sequence[bytes]) -> None:
         nonce = new_nonce()
         with self._manifest_lock:  # listed first: a crash leaves the old entry or the new
             before = self._manifest.entries.get(path.name, frozenset())
@@ -230,10 +248,29 @@ class SealedStore:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
     def _delete(self, path: Path) -> bool:
-        with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
-            if self._manifest.entries.get(path.name):
-                self._list(path.name, frozenset())
-        return unlink_durable(path)
+        with self._one_at_a_time(path.name):
+            with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
+                if self._manifest.entries.get(path.name):
+                    self._list(path.name, frozenset())
+            return unlink_durable(path)
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, name: str) -> Iterator[None]:
+        """Writes and deletes of entry ``name`` one after the other (two puts at once: the one
+        renamed last must be the one its manifest write lists)."""
+        with self._busy_lock:
+            lock, users = self._busy.get(name, (threading.Lock(), 0))
+            self._busy[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._busy_lock:
+                lock, users = self._busy[name]
+                if users == 1:
+                    del self._busy[name]
+                else:
+                    self._busy[name] = (lock, users - 1)
 
     # -- the manifest (under _manifest_lock)
 
@@ -274,7 +311,9 @@ class SealedStore:
                     "--store-rebuild-manifest to accept the entries present"
                 )
             before = 0 if manifest is None else manifest.generation
-            self._manifest = Manifest(before, {n: frozenset({h.nonce}) for n, h in found.items()})
+            current = {n: frozenset({h.nonce}) for n, h in found.items()}
+            was_rebuilt = manifest is not None and manifest.rebuilt
+            self._manifest = Manifest(before, current, rebuilt=rebuild or was_rebuilt)
             self._write_manifest()
             if rebuild:
                 _log.warning(

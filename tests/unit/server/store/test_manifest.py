@@ -4,6 +4,7 @@ refused (a revoked key, a deleted model, a replaced model); a crash leaves the o
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,60 @@ def test_the_manifest_names_no_entry(tmp_path: Path):
         )
     data = (directory / MANIFEST_NAME).read_bytes()
     assert b"tenant-secret" not in data and b"k-secret-id" not in data
+
+
+def test_two_puts_of_one_entry_at_once_leave_the_one_on_disk_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A's write renamed last, after B had listed and written its own: the manifest must list
+    A's (before, B's last manifest write listed its own nonce alone, and the entry that both
+    puts acknowledged was refused at the next start)."""
+    directory = tmp_path / "store"
+    real = sealed.write_atomic
+    a_writing, b_written = threading.Event(), threading.Event()
+
+    def ordered(path: Path, chunks) -> None:
+        entry = path.name != MANIFEST_NAME
+        if entry and threading.current_thread().name == "A":
+            a_writing.set()
+            b_written.wait(0.5)  # B's whole put, when nothing holds it back
+        real(path, chunks)
+        if entry and threading.current_thread().name == "B":
+            b_written.set()
+
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"version one", "id-a"))
+        monkeypatch.setattr(sealed, "write_atomic", ordered)
+        a = threading.Thread(target=store.put_model, args=(model(b"version A", "id-a"),), name="A")
+        b = threading.Thread(target=store.put_model, args=(model(b"version B", "id-a"),), name="B")
+        a.start()
+        assert a_writing.wait(5)
+        b.start()
+        a.join(10)
+        b.join(10)
+    monkeypatch.setattr(sealed, "write_atomic", real)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model for m in store.load_models()] in ([b"version A"], [b"version B"])
+        assert store.refused == []
+
+
+def test_a_rebuild_is_marked_for_good(tmp_path: Path):
+    """The operator chooses the flags: a start with --store-rebuild-manifest (which accepts a
+    revoked key put back) leaves a mark that later starts keep and the server states."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("bob"))
+        bob = _file_of(store, "bob")
+        store.delete_key("bob")
+        assert not store.manifest_rebuilt
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+        assert [k.name for k in store.load_keys()] == ["bob"]
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("carol"))
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+        assert store.manifest_rebuilt
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.manifest_rebuilt

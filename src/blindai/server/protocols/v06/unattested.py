@@ -20,6 +20,7 @@ from blindai.server.evidence import EvidenceService
 from blindai.server.protocols.v06.routes import cbor_errors
 from blindai.server.protocols.v06.wire import cbor_response
 from blindai.server.settings import ServerSettings
+from blindai.server.store import SealedStore
 
 __all__ = ["CAPABILITIES", "gpu_evidence_route", "server_info", "unattested_routes"]
 
@@ -33,11 +34,14 @@ CAPABILITIES = [
 ]
 
 
-def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[str, Any]:
+def server_info(
+    service: EvidenceService, *, settings: ServerSettings, store: SealedStore | None = None
+) -> dict[str, Any]:
     """Our ``GET /info`` extension: version, TEE kind, capabilities, device, and the
     configuration a client's policy may require (``blindai.attestation.server_config``: whether
-    API keys are needed, the admin key's SHA-256, whether models may be exported). Also the
-    ``info`` of ``GET /attestation`` on the attested ports, where a client may trust it."""
+    API keys are needed, the admin key's SHA-256, whether models may be exported, whether the
+    store's manifest was ever rebuilt). Also the ``info`` of ``GET /attestation`` on the
+    attested ports, where a client may trust it."""
     admin = settings.admin_digest
     return {
         "server_version": __version__,
@@ -50,6 +54,7 @@ def server_info(service: EvidenceService, *, settings: ServerSettings) -> dict[s
         "access_control": admin is not None,
         "admin_key_sha256": None if admin is None else admin.hex(),
         "allow_model_export": settings.allow_model_export,
+        "store_manifest_rebuilt": store is not None and store.manifest_rebuilt,
     }
 
 
@@ -70,7 +75,11 @@ def gpu_evidence_route(service: EvidenceService, workers: WorkerPool) -> Route:
 
 
 def unattested_routes(
-    service: EvidenceService, workers: WorkerPool, *, settings: ServerSettings
+    service: EvidenceService,
+    workers: WorkerPool,
+    *,
+    settings: ServerSettings,
+    store: SealedStore | None = None,
 ) -> list[Route]:
     """The routes of the unattested port; evidence is collected in ``workers``."""
 
@@ -91,7 +100,7 @@ def unattested_routes(
         return cbor_response({"collateral": e.collateral, "certificates": list(e.certificates)})
 
     async def info(_: Request) -> Response:
-        return cbor_response(server_info(service, settings=settings))
+        return cbor_response(server_info(service, settings=settings, store=store))
 
     return [
         Route("/", certificate, methods=["GET"]),
