@@ -30,7 +30,13 @@ __all__ = ["SECTION", "ServerPolicy"]
 
 SECTION = "server"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_FIELDS = ("access_control", "admin_key_sha256", "allow_model_export", "store_manifest_rebuilt")
+_FIELDS = (
+    "access_control",
+    "admin_key_sha256",
+    "allow_model_export",
+    "store_manifest_rebuilt",
+    "previous_admin_keys",
+)
 _FLAGS = ("access_control", "allow_model_export", "store_manifest_rebuilt")
 
 
@@ -48,6 +54,12 @@ class ServerPolicy:
     """Whether the sealed store's manifest was ever rebuilt (``--store-rebuild-manifest``: from
     then on, an older copy of a single entry put back by the operator, such as a revoked key's
     record, may be current); ``false`` refuses such a server."""
+    previous_admin_keys: tuple[str, ...] = ()
+    """Other admin keys' SHA-256 the store may have been served under (a rotation the admin made).
+    With ``admin_key_sha256`` pinned, a server whose store was ever served under an admin key
+    outside these two is refused: an operator who started it once with a key of their own was
+    its admin then (created keys that still work, revoked or deleted others'), and the store
+    keeps every admin key's hash (``store_admin_keys``)."""
 
     def __post_init__(self) -> None:
         if self.admin_key_sha256 is not None and self.access_control is False:
@@ -69,6 +81,15 @@ class ServerPolicy:
             if not isinstance(digest, str) or not _HEX64.fullmatch(digest.strip().lower()):
                 raise ConfigurationError("[server]: admin_key_sha256 must be 64 hex digits")
             digest = digest.strip().lower()
+        previous = data.get("previous_admin_keys", [])
+        if not isinstance(previous, list) or not all(
+            isinstance(p, str) and _HEX64.fullmatch(p.strip().lower()) for p in previous
+        ):
+            raise ConfigurationError(
+                "[server]: previous_admin_keys must be a list of 64 hex digits"
+            )
+        if previous and digest is None:
+            raise ConfigurationError("[server]: previous_admin_keys needs admin_key_sha256")
         if not data:
             raise ConfigurationError("[server]: an empty section checks nothing")
         return cls(
@@ -76,6 +97,7 @@ class ServerPolicy:
             admin_key_sha256=digest,
             allow_model_export=data.get("allow_model_export"),
             store_manifest_rebuilt=data.get("store_manifest_rebuilt"),
+            previous_admin_keys=tuple(p.strip().lower() for p in previous),
         )
 
     def check(self, info: Mapping[str, Any]) -> list[Violation]:
@@ -94,6 +116,18 @@ class ServerPolicy:
             if actual != expected:
                 shown = "not stated (an older server)" if name not in info else _shown(actual)
                 found.append(Violation(f"server.{name}", _shown(expected), shown))
+        served = info.get("store_admin_keys")
+        if self.admin_key_sha256 is not None and isinstance(served, list):
+            allowed = {self.admin_key_sha256, *self.previous_admin_keys}
+            others = [k for k in served if k not in allowed]
+            if others:
+                found.append(
+                    Violation(
+                        "server.store_admin_keys",
+                        "only admin_key_sha256 and previous_admin_keys",
+                        f"the store was also served under {', '.join(map(str, others))[:200]}",
+                    )
+                )
         return found
 
 

@@ -133,6 +133,17 @@ def _access(settings: ServerSettings, store: SealedStore | None, notes: _Notes) 
     secret = store.api_key_secret if store is not None else os.urandom(32)
     if records and settings.admin_digest is None:
         raise ConfigurationError(_OPENED_CLOSED_STORE.format(what="API-key records"))
+    if store is not None and settings.admin_digest is not None:
+        before = store.serve_under(settings.admin_digest)
+        if before and settings.admin_digest.hex() not in before:
+            notes.append(
+                (
+                    logging.WARNING,
+                    f"store: served before under {len(before)} other admin key(s); the store "
+                    "keeps every admin key's hash and states them to clients "
+                    "(store_admin_keys), whose policy may refuse it",
+                )
+            )
     keyring = KeyRing(
         admin_key_sha256=settings.admin_digest, secret=secret, store=store, records=records
     )

@@ -39,11 +39,13 @@ class Manifest:
     while a write replaces it; none: deleted since the store was opened, its file to be removed
     if it is there at the next start); ``generation``: how many times it was written;
     ``rebuilt``: whether it was ever rebuilt from the entries present
-    (``--store-rebuild-manifest``, which accepts any entry put back), kept for good."""
+    (``--store-rebuild-manifest``, which accepts any entry put back), kept for good;
+    ``admins``: the admin keys' SHA-256 (hex) the store was ever served under, in order."""
 
     generation: int = 0
     entries: dict[str, frozenset[bytes]] = field(default_factory=dict)
     rebuilt: bool = False
+    admins: tuple[str, ...] = ()
 
     def accepts(self, name: str, nonce: bytes) -> bool:
         """Whether the entry file ``name`` written with ``nonce`` is a current one."""
@@ -52,7 +54,12 @@ class Manifest:
     def to_bytes(self) -> bytes:
         """Its CBOR (sealed by the store)."""
         listed = {name: sorted(nonces) for name, nonces in sorted(self.entries.items())}
-        doc = {"generation": self.generation, "entries": listed, "rebuilt": self.rebuilt}
+        doc = {
+            "generation": self.generation,
+            "entries": listed,
+            "rebuilt": self.rebuilt,
+            "admins": list(self.admins),
+        }
         return bytes(cbor2.dumps(doc))
 
     @classmethod
@@ -65,10 +72,15 @@ class Manifest:
         generation = doc.get("generation") if isinstance(doc, dict) else None
         listed = doc.get("entries") if isinstance(doc, dict) else None
         rebuilt = doc.get("rebuilt", False) if isinstance(doc, dict) else None
+        admins = doc.get("admins", []) if isinstance(doc, dict) else None
         if type(generation) is not int or not isinstance(listed, Mapping):
             raise ValueError("the manifest is not a map of a generation and entries")
         if not isinstance(rebuilt, bool):
             raise ValueError("the manifest's rebuilt mark is mistyped")
+        if not isinstance(admins, list) or not all(
+            isinstance(a, str) and len(a) == 64 for a in admins
+        ):
+            raise ValueError("the manifest's admin keys are mistyped")
         entries: dict[str, frozenset[bytes]] = {}
         for name, nonces in listed.items():
             if not isinstance(name, str) or not isinstance(nonces, list):
@@ -76,4 +88,4 @@ class Manifest:
             if not all(isinstance(n, bytes) and len(n) == NONCE_SIZE for n in nonces):
                 raise ValueError("a manifest entry's nonce is mistyped")
             entries[name] = frozenset(nonces)
-        return cls(generation, entries, rebuilt)
+        return cls(generation, entries, rebuilt, tuple(admins))

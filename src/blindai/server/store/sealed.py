@@ -180,6 +180,25 @@ class SealedStore:
             return self._manifest.rebuilt
 
     @property
+    def admin_keys(self) -> tuple[str, ...]:
+        """The admin keys' SHA-256 (hex) this store was ever served under, in order (kept in
+        the manifest; the server states them over the attested channel, ``store_admin_keys``)."""
+        with self._manifest_lock:
+            return self._manifest.admins
+
+    def serve_under(self, admin_sha256: bytes) -> tuple[str, ...]:
+        """Record that the store is served under the admin key of SHA-256 ``admin_sha256``
+        (written to the manifest when it is new to the store); the admin keys it was served
+        under before, in order."""
+        digest = admin_sha256.hex()
+        with self._manifest_lock:
+            before = self._manifest.admins
+            if digest not in before:
+                self._manifest.admins = (*before, digest)
+                self._write_manifest()
+            return before
+
+    @property
     def api_key_secret(self) -> bytes:
         """The per-server secret keying API-key hashes (derived from the store key)."""
         return self._keys.api_keys
@@ -313,7 +332,10 @@ class SealedStore:
             before = 0 if manifest is None else manifest.generation
             current = {n: frozenset({h.nonce}) for n, h in found.items()}
             was_rebuilt = manifest is not None and manifest.rebuilt
-            self._manifest = Manifest(before, current, rebuilt=rebuild or was_rebuilt)
+            admins = () if manifest is None else manifest.admins
+            self._manifest = Manifest(
+                before, current, rebuilt=rebuild or was_rebuilt, admins=admins
+            )
             self._write_manifest()
             if rebuild:
                 _log.warning(

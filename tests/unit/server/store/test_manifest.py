@@ -229,3 +229,15 @@ def test_a_rebuild_is_marked_for_good(tmp_path: Path):
         assert store.manifest_rebuilt
     with SealedStore(directory, key_material=KEY) as store:
         assert store.manifest_rebuilt
+
+
+def test_the_admin_keys_a_store_was_served_under_are_kept(tmp_path: Path):
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.serve_under(b"\x01" * 32) == ()
+        assert store.serve_under(b"\x01" * 32) == ("01" * 32,)  # the same: nothing new
+        assert store.serve_under(b"\x02" * 32) == ("01" * 32,)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.admin_keys == ("01" * 32, "02" * 32)
+    with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
+        assert store.admin_keys == ("01" * 32, "02" * 32) and store.manifest_rebuilt

@@ -55,6 +55,7 @@ def server_info(
         "admin_key_sha256": None if admin is None else admin.hex(),
         "allow_model_export": settings.allow_model_export,
         "store_manifest_rebuilt": store is not None and store.manifest_rebuilt,
+        "store_admin_keys": None if store is None else list(store.admin_keys),
     }
 
 
