@@ -106,11 +106,26 @@ from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
 
-__all__ = ["DataPlane", "Inference", "Inputs", "listable", "match_inputs", "runnable"]
+__all__ = [
+    "OPENED_CLOSED_STORE",
+    "DataPlane",
+    "Inference",
+    "Inputs",
+    "listable",
+    "match_inputs",
+    "runnable",
+]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _log = logging.getLogger("blindai.server")
+
+OPENED_CLOSED_STORE = (
+    "the store holds {what} with access control; without --admin-key-sha256 anyone could run "
+    "and export its tenants' models: start with the admin key's hash"
+)
+"""Why a server without access control refuses a store written with it (an open server would
+serve its tenants' models to anyone: run, and export the bytes); ``what`` it holds."""
 
 Inputs = Sequence[tuple[str | None, np.ndarray]]
 """Input arrays, each with its name (None or "": matched by position)."""
@@ -479,9 +494,8 @@ class DataPlane:
             if record.owner is not None and self.settings.admin_digest is None:
                 # an open server lets anyone run and export every model: not a tenant's
                 raise ConfigurationError(
-                    f"the store holds models uploaded with access control (model "
-                    f"{record.model_id}); without --admin-key-sha256 anyone could run and export "
-                    "them: start with the admin key's hash"
+                    OPENED_CLOSED_STORE.format(what="models uploaded")
+                    + f" (model {record.model_id})"
                 )
             try:
                 share = share_key(record.owner, record.hash)

@@ -29,6 +29,7 @@ from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.connections import LimitedServer, reserve_file_descriptors
+from blindai.server.dataplane import OPENED_CLOSED_STORE
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics
 from blindai.server.no_dumps import forbid_dumps, swap_warning
@@ -121,18 +122,11 @@ def _open_store(settings: ServerSettings, kind: EvidenceKind, notes: _Notes) -> 
     return store
 
 
-#: an open server would serve a closed store's models to anyone (run, and export: the bytes)
-_OPENED_CLOSED_STORE = (
-    "the store holds {what} written with access control; without --admin-key-sha256 anyone "
-    "could run and export its tenants' models: start with the admin key's hash"
-)
-
-
 def _access(settings: ServerSettings, store: SealedStore | None, notes: _Notes) -> AccessControl:
     records = store.load_keys() if store is not None else []
     secret = store.api_key_secret if store is not None else os.urandom(32)
     if records and settings.admin_digest is None:
-        raise ConfigurationError(_OPENED_CLOSED_STORE.format(what="API-key records"))
+        raise ConfigurationError(OPENED_CLOSED_STORE.format(what="API-key records written"))
     if store is not None and settings.admin_digest is not None:
         before = store.serve_under(settings.admin_digest)
         if before and settings.admin_digest.hex() not in before:
