@@ -153,7 +153,7 @@ class ModelStatistics:
         now_ms = time.time_ns() // 1_000_000
         with self._lock:
             totals = self._by_model.setdefault(model_id, {})
-            for who in {None, key}:
+            for who in (None,) if key is None else (None, key):
                 found = totals.get(who)
                 if found is None:
                     found = totals[who] = _Totals()
