@@ -42,6 +42,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, Tens
 from blindai.errors import InvalidInput
 from blindai.server._fold import fold_constants
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
+from blindai.server.contrib_shapes import add_stand_ins
 from blindai.server.unsafe_kernels import (
     EMPTY_UNSAFE,
     PROVEN,
@@ -390,6 +391,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         del walk  # no reference to a tensor is left while the skeleton moves them
         _skeleton(model)
         fold_constants(model)
+        add_stand_ins(model)
         inferred = _infer(model)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
