@@ -529,14 +529,38 @@ EMPTY_UNSAFE_OPS = (
 )
 
 
-def empty_unsafe(op_type: str, *, made: str = "") -> bytes:
+THROUGH_OPS = ("Gelu", "FastGelu", "QuickGelu", "BiasGelu", "SkipLayerNormalization")
+"""Contrib operators :func:`empty_unsafe` may put between the value made and its kernel."""
+
+
+def _through(
+    op_type: str, source: str, request: str, last: int
+) -> tuple[onnx.NodeProto, list[TensorProto]]:
+    """A ``com.microsoft`` ``op_type`` node over ``source`` (its input 0), whose last dimension
+    is ``last``: BiasGelu gets a bias, SkipLayerNormalization the request's own ``request`` as
+    its skip (never empty: a rule taking the skip's shape for the output's would prove it)."""
+    weights = []
+    inputs = [source]
+    if op_type == "BiasGelu":
+        weights.append(helper.make_tensor("through_bias", TensorProto.FLOAT, [last], [0.5] * last))
+        inputs.append("through_bias")
+    if op_type == "SkipLayerNormalization":
+        weights.append(helper.make_tensor("through_gamma", TensorProto.FLOAT, [last], [1.0] * last))
+        inputs += [request, "through_gamma"]
+    node = helper.make_node(op_type, inputs, ["through"], domain="com.microsoft")
+    return node, weights
+
+
+def empty_unsafe(op_type: str, *, made: str = "", through: str = "") -> bytes:
     """An EMPTY_UNSAFE ``op_type`` node (``_empty_unsafe_parts``) over request inputs with
     named dimensions. ``made``: how the input its kernel ends the process on is made from the
     request's: ``""`` (it is the request's), ``"slice"`` (``Slice(a, 0, cut)`` on the crashing
     axis, cut an int64 [1] request input: 0 makes it empty from non-empty inputs, which ended
     the process before admission asked for a proof), ``"nonzero"`` (its crashing axis gathered
     at the indices ``NonZero(m)`` gives, m a float [n] request input: all zeros makes it empty),
-    ``"transpose"`` (transposed twice: the same dimensions, named, as a proof)."""
+    ``"transpose"`` (transposed twice: the same dimensions, named, as a proof). ``through``: a
+    contrib operator of :data:`THROUGH_OPS` between that value and the kernel (onnx infers no
+    shape for it: ``blindai.server.contrib_shapes`` does)."""
     inputs, weights, node, name, axis = _empty_unsafe_parts(op_type)
     rank = len(next(i for i in inputs if i.name == name).type.tensor_type.shape.dim)
     nodes = []
@@ -560,8 +584,15 @@ def empty_unsafe(op_type: str, *, made: str = "") -> bytes:
             helper.make_node("Transpose", [name], ["t"], perm=perm),
             helper.make_node("Transpose", ["t"], ["made"], perm=perm),
         ]
-    if made:
-        node.input[list(node.input).index(name)] = "made"
+    source = "made" if made else name
+    if through:
+        value = next(i for i in inputs if i.name == name)
+        last = value.type.tensor_type.shape.dim[rank - 1].dim_value
+        extra, more = _through(through, source, name, last)
+        nodes.append(extra)
+        weights += more
+        source = "through"
+    node.input[list(node.input).index(name)] = source
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph([*nodes, node], "empty", inputs, [y], initializer=weights)
     return _contrib_model(graph)

@@ -101,6 +101,50 @@ def test_a_model_whose_dimensions_are_its_inputs_is_admitted_and_runs(op_type, m
     assert y.size > 0
 
 
+_CONTRIB_EMPTY_UNSAFE = [op for op in attacks.EMPTY_UNSAFE_OPS if op not in ("GRU", "LSTM")]
+
+
+@pytest.mark.parametrize("through", attacks.THROUGH_OPS)
+@pytest.mark.parametrize("op_type", attacks.EMPTY_UNSAFE_OPS)
+def test_a_kernel_behind_a_contrib_operator_over_the_inputs_is_admitted_and_runs(op_type, through):
+    """onnx infers no shape for com.microsoft operators: a kernel behind one (as in models
+    optimized by onnxruntime's transformer tools) was refused, its input of an unknown shape.
+    The contrib operators' rules (``contrib_shapes``) carry the inputs' dimensions through."""
+    for made in ("", "transpose"):
+        model = attacks.empty_unsafe(op_type, made=made, through=through)
+        assert _admit(model).empty_unsafe == tuple(sorted({op_type, through} & _UNSAFE))
+        (y, *_) = _run(model, attacks.empty_unsafe_feeds(op_type, made=made))
+        assert y.size > 0
+
+
+_UNSAFE = set(attacks.EMPTY_UNSAFE_OPS)
+
+
+@pytest.mark.parametrize("made", ["slice", "nonzero"])
+@pytest.mark.parametrize("through", attacks.THROUGH_OPS)
+@pytest.mark.parametrize("op_type", _CONTRIB_EMPTY_UNSAFE)
+def test_a_tensor_emptied_before_a_contrib_operator_is_still_refused(op_type, through, made):
+    """Slice(x, 0, cut) with the request's cut, or Gather at NonZero's indices, then a contrib
+    operator, then the kernel: the rule gives the kernel's input the emptied value's dimensions
+    (unknown), not the request's."""
+    model = attacks.empty_unsafe(op_type, made=made, through=through)
+    with pytest.raises(InvalidInput, match=rf"{op_type} needs dimension.* proven non-zero"):
+        _admit(model)
+
+
+@pytest.mark.parametrize("op_type", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
+def test_a_skip_layer_normalization_whose_skip_is_the_request_keeps_its_inputs_shape(op_type):
+    """A rule-breaking attempt: SkipLayerNormalization(made, skip=the request's value) keeps
+    its input's batch, not its skip's (onnxruntime gives [1, 3, 4] for an input [1, 3, 4] and a
+    skip [2, 3, 4]): an input whose batch is sliced empty is not proven by the skip, and such a
+    request ends the process at the next kernel (shown in a child)."""
+    model = attacks.empty_unsafe(op_type, made="slice", through="SkipLayerNormalization")
+    hostile = attacks.empty_unsafe_feeds(op_type, made="slice", empty=True)
+    assert _run_in_child(model, hostile) < 0
+    with pytest.raises(InvalidInput, match="proven non-zero"):
+        _admit(model)
+
+
 def _in_function(op_type: str) -> bytes:
     """The GRU model's node moved into a model-local function (no shape is inferred there)."""
     model = parse_model(attacks.empty_unsafe(op_type))
