@@ -345,6 +345,49 @@ def test_a_model_that_makes_an_empty_tensor_for_such_a_kernel_is_refused(server,
     assert server.process.poll() is None
 
 
+@pytest.mark.parametrize("through", ["BiasGelu", "SkipLayerNormalization"])
+def test_a_kernel_behind_contrib_operators_is_admitted_unless_its_input_is_made_empty(
+    server, tiny, through
+):
+    """A SkipLayerNormalization whose skip comes through a contrib operator (as in models
+    optimized by onnxruntime's transformer tools, whose contrib outputs onnx infers no shape
+    for) is admitted with the default proofs and runs; the same over a Slice to a length the
+    request gives is still refused at upload."""
+    op_type = "SkipLayerNormalization"
+    with attack(server, tiny), connect(server) as conn:
+        with pytest.raises(InvalidInput, match=rf"{op_type} needs .* proven non-zero"):
+            conn.upload_model(attacks.empty_unsafe(op_type, made="slice", through=through))
+        model_id = conn.upload_model(attacks.empty_unsafe(op_type, through=through)).model_id
+        out = conn.predict(model_id, attacks.empty_unsafe_feeds(op_type))
+        assert np.asarray(out.output[0]).shape == (2, 3, 4)
+    assert server.process.poll() is None
+
+
+@pytest.mark.torch
+def test_an_optimized_transformer_is_admitted_by_default(server, tiny, tmp_path):
+    """A small BERT exported by torch and optimized by onnxruntime's optimize_model
+    (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu) is admitted by a
+    server with the default --empty-kernel-proofs, and its runs match onnxruntime's."""
+    import onnxruntime as ort
+
+    from tests.unit.server.test_optimized_transformers import _HEADS, _HIDDEN, _optimized, _tiny
+
+    model = _optimized(
+        _tiny(causal=False), tmp_path, model_type="bert", heads=_HEADS, hidden=_HIDDEN
+    )
+    feeds = {
+        "input_ids": np.array([[3, 1, 4, 1, 5]], np.int64),
+        "attention_mask": np.ones((1, 5), np.int64),
+    }
+    (expected,) = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with connect(server) as conn:
+        model_id = conn.upload_model(model).model_id
+        out = conn.predict(model_id, feeds)
+    np.testing.assert_allclose(
+        np.asarray(out.output[0]).reshape(expected.shape), expected, atol=1e-4
+    )
+
+
 def test_a_model_too_costly_to_compile_is_refused(server, tiny):
     """Issue 10: 8 MB of If nodes took 4 GB to compile. Here, 3000 Ifs need more than the
     test server's --compile-memory; 10000 are more nodes than --max-graph-nodes."""
