@@ -16,7 +16,9 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   non-zero, and named so that their runs refuse empty request inputs)
   (:mod:`blindai.server.unsafe_kernels`). The proofs use onnx shape inference from what
   onnxruntime checks at run time: the shapes a model merely declares (``value_info``,
-  outputs, subgraph inputs), which it could lie in, are left out first.
+  outputs, subgraph inputs), which it could lie in, are left out first; the output shapes of
+  common contrib operators (onnx infers none) are put in from
+  :mod:`blindai.server.contrib_shapes`.
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and

@@ -181,9 +181,10 @@ class ServerSettings(BaseSettings):
     empty_kernel_proofs: CliImplicitFlag[bool] = True
     """Admit a model with an operator whose onnxruntime kernel ends the process on an empty
     tensor (LSTM, GRU, com.microsoft SkipLayerNormalization, MultiHeadAttention, ...) only where
-    the dimensions it fails on are proven non-zero at upload. Off (--no-empty-kernel-proofs),
-    e.g. for models optimized by onnxruntime's transformers tools, whose contrib operators'
-    shapes are not inferred: such models are admitted and only empty request inputs are
+    the dimensions it fails on are proven non-zero at upload (through the contrib operators of
+    blindai.server.contrib_shapes too: transformers optimized by onnxruntime's tools are
+    proven). Off (--no-empty-kernel-proofs), e.g. for a model whose proof goes through an
+    operator with no shape rule: such models are admitted and only empty request inputs are
     refused, so a tenant's model built to empty a tensor inside ends the server's process."""
     max_graph_nodes: int = Field(100_000, gt=0)
     """Most nodes in an uploaded model, all graphs and subgraphs together."""
