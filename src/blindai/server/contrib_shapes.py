@@ -26,7 +26,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
+from onnx import (
+    AttributeProto,
+    GraphProto,
+    ModelProto,
+    NodeProto,
+    TensorProto,
+    helper,
+    numpy_helper,
+)
 
 __all__ = [
     "CONTRIB_SHAPES",
@@ -71,11 +79,12 @@ class Static:
 
 @dataclass(frozen=True)
 class Attribute:
-    """One dimension: element ``index`` of the node's integer-list attribute ``name`` (unknown
-    where the node has no such attribute, or a negative value there)."""
+    """One dimension: the node's integer attribute ``name`` (``index``: that element of its
+    integer-list attribute); unknown where the node has no such attribute, or a negative value
+    there."""
 
     name: str
-    index: int
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,8 @@ CONTRIB_SHAPES: Mapping[tuple[str, str], tuple[Output | None, ...]] = {
     **{(domain, "SimplifiedLayerNormalization"): _SAME for domain in ("", "ai.onnx")},
     (_CONTRIB, "Attention"): (Output((*_BATCH_SEQUENCE, Attribute("qkv_hidden_sizes", 2))),),
     (_CONTRIB, "MultiHeadAttention"): (Output((*_BATCH_SEQUENCE, Unknown())),),
+    (_CONTRIB, "GroupQueryAttention"): (Output((*_BATCH_SEQUENCE, Unknown())),),
+    (_CONTRIB, "MatMulNBits"): (Output((Dims(0, 0, -1), Attribute("N"))),),
     (_CONTRIB, "EmbedLayerNormalization"): (
         Output((*_BATCH_SEQUENCE, Dims(2, 1, 2)), like=2),
         None,
@@ -130,6 +141,10 @@ CONTRIB_SHAPES: Mapping[tuple[str, str], tuple[Output | None, ...]] = {
   (else the weights' second dimension divided by 3: left unknown).
 * ``MultiHeadAttention``: the query's batch and sequence, then the value's hidden size
   (left unknown: it depends on the value's layout).
+* ``GroupQueryAttention``: the query's batch and sequence, then its heads' width (left
+  unknown: the query may be packed with the key and value); the present key and value are
+  left unknown.
+* ``MatMulNBits``: the input's dimensions but the last, then the attribute ``N``.
 * ``EmbedLayerNormalization``: ``output`` and ``embedding_sum`` have the input ids' batch and
   sequence and the word embedding's hidden size; ``mask_index`` is left unknown.
 """
@@ -199,9 +214,13 @@ class _Builder:
 
 def _attribute(node: NodeProto, part: Attribute) -> int | None:
     for attr in node.attribute:
-        if attr.name == part.name and len(attr.ints) > part.index >= 0:
-            value = int(attr.ints[part.index])
-            return value if value >= 0 else None
+        if attr.name != part.name:
+            continue
+        if part.index is None:
+            value = int(attr.i) if attr.type == AttributeProto.INT else -1
+        else:
+            value = int(attr.ints[part.index]) if len(attr.ints) > part.index >= 0 else -1
+        return value if value >= 0 else None
     return None
 
 

@@ -26,6 +26,7 @@ from blindai.server.contrib_shapes import (
 )
 
 _F, _I32, _I64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
+_U8 = TensorProto.UINT8
 _MS = "com.microsoft"
 
 
@@ -44,6 +45,8 @@ class _Case:
     """Inputs given as int64 initializers of these values (not fed)."""
     fixed: tuple[int, ...] = ()
     """Inputs whose dimensions stay static (onnxruntime's own checks need them so)."""
+    values: dict[int, list[int]] = field(default_factory=dict)
+    """Fed integer inputs' values (else ones)."""
 
 
 def _f(*shape: int) -> tuple[tuple[int, ...], int]:
@@ -124,6 +127,38 @@ CASES: dict[str, _Case] = {
         (1,),
         {"num_heads": 2},
     ),
+    "GroupQueryAttention": _Case(
+        "GroupQueryAttention",
+        (_f(2, 3, 16), _f(2, 3, 8), _f(2, 3, 8), None, None, _i(2), _i()),
+        (_F, _F, _F),
+        (1, -1, -1),
+        {"num_heads": 2, "kv_num_heads": 1},
+        values={5: [2, 2], 6: [3]},
+    ),
+    "GroupQueryAttention-packed-one-token": _Case(
+        "GroupQueryAttention",
+        (_f(1, 1, 32), None, None, None, None, _i(1), _i()),
+        (_F, _F, _F),
+        (1, -1, -1),
+        {"num_heads": 2, "kv_num_heads": 1},
+        values={5: [0], 6: [1]},
+    ),
+    "MatMulNBits": _Case(
+        "MatMulNBits",
+        (_f(2, 3, 16), _i(8, 1, 8, t=_U8), _f(8)),
+        (_F,),
+        (0,),
+        {"K": 16, "N": 8, "bits": 4, "block_size": 16},
+        fixed=(1, 2),
+    ),
+    "MatMulNBits-1d": _Case(
+        "MatMulNBits",
+        (_f(16), _i(8, 1, 8, t=_U8), _f(8)),
+        (_F,),
+        (0,),
+        {"K": 16, "N": 8, "bits": 4, "block_size": 16},
+        fixed=(1, 2),
+    ),
     "EmbedLayerNormalization": _Case(
         "EmbedLayerNormalization",
         (_i(2, 3), _i(2, 3), _f(10, 4), _f(7, 4), _f(2, 4), _f(4), _f(4)),
@@ -184,6 +219,8 @@ def _model(case: _Case, *, named: bool) -> tuple[onnx.ModelProto, dict[str, np.n
         dtype = helper.tensor_dtype_to_np_dtype(elem)
         rng = np.random.default_rng(k)
         feeds[f"i{k}"] = rng.random(shape).astype(dtype) if elem == _F else np.full(shape, 1, dtype)
+        if k in case.values:
+            feeds[f"i{k}"] = np.array(case.values[k], dtype).reshape(shape)
     while names and not names[-1]:
         names.pop()
     outs = [f"o{k}" for k in range(len(case.outputs))]
