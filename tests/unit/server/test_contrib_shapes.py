@@ -483,3 +483,41 @@ def test_a_loop_of_unsqueezes_ends():
         opset_imports=[helper.make_opsetid("", 17)],
     )
     assert add_stand_ins(model) == 0
+
+
+def test_onnxruntimes_symbolic_shape_inference_would_prove_an_emptied_value():
+    """Why the rules are hand-written data and not onnxruntime.tools.symbolic_shape_infer
+    (which knows the contrib operators): it merges an unknown size with another to make
+    shapes agree. x [batch, 4] + Reshape(Slice(u, 0, cut), [-1, 1]) is inferred [batch, 4]
+    with the slice named 'batch' too, while a request with cut 0 runs it to [0, 4]: its
+    named dimension does not mean "that input's size in the run", which the proofs need."""
+    pytest.importorskip("sympy", reason="symbolic_shape_infer needs sympy (torch brings it)")
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    nodes = [
+        helper.make_node("Slice", ["u", "zero", "cut", "zero"], ["v"]),
+        helper.make_node("Reshape", ["v", "column"], ["v2"]),
+        helper.make_node("Add", ["x", "v2"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", _F, ["batch", 4]),
+        helper.make_tensor_value_info("u", _F, ["n"]),
+        helper.make_tensor_value_info("cut", _I64, [1]),
+    ]
+    inits = [
+        helper.make_tensor("zero", _I64, [1], [0]),
+        helper.make_tensor("column", _I64, [2], [-1, 1]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes, "g", inputs, [helper.make_tensor_value_info("y", _F, None)], inits
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    assert _dims(inferred.graph.output[0].type) == ["batch", 4]
+    feeds = {"x": np.ones((1, 4), np.float32), "u": np.ones(3, np.float32), "cut": np.array([0])}
+    (y,) = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    assert y.shape == (0, 4)
+    assert _dims(_inferred(model)["y"])[0] != "batch"  # ours: unknown
