@@ -401,6 +401,8 @@ def _where_minus_one(node: NodeProto, graph: _Graph, build: _Builder) -> list[No
     if (
         compared is None
         or chosen is None
+        or compared.ndim > 1  # a 2-D operand broadcasts the result to 2-D: not s's shape
+        or chosen.ndim > 1
         or compared.size not in (1, n)
         or chosen.size not in (1, n)
     ):

@@ -386,6 +386,18 @@ def test_where_over_a_value_that_could_be_minus_one_is_left_to_onnx():
     assert _dims(_inferred(model)["y"])[0] != "b"
 
 
+def test_where_with_a_two_dimensional_operand_is_left_to_onnx():
+    """Equal(s, [[-1]]) broadcasts Where's result to [1, 2], not s's [2]: a stand-in of s's
+    shape would be wrong (Shape of it, gathered, could then name a size it does not hold)."""
+    model, _ = _range_where("size")
+    minus = next(i for i in model.graph.initializer if i.name == "minus")
+    model.graph.initializer.append(helper.make_tensor("minus2", _I64, [1, 1], [-1]))
+    equal = next(n for n in model.graph.node if n.op_type == "Equal")
+    equal.input[1] = "minus2"
+    assert minus.dims == [1]
+    assert len(_dims(_inferred(model)["target"])) == 2
+
+
 def test_constant_bounds_leave_slice_to_onnx():
     """A Slice whose bounds are constants is onnx's own to infer (it reads them)."""
     case = CASES["Slice-request-end"]
