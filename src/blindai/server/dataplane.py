@@ -101,7 +101,7 @@ from blindai.server.run_guard import (
     may_fit_again,
     run_guarded,
 )
-from blindai.server.runtime import OnnxModel, TensorSpec
+from blindai.server.runtime import LoadedModel, OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
@@ -436,7 +436,7 @@ class DataPlane:
         self,
         record: StoredModel,
         source: bytes | ModelFile,
-        compiled: OnnxModel,
+        compiled: LoadedModel,
         steps: CompiledPipeline | None,
         wire: dict[str, Any] | None,
         queue: ModelQueue | None,
@@ -484,7 +484,7 @@ class DataPlane:
         """
         if self.store is None:
             return 0
-        sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]] = {}
+        sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]] = {}
         # whose settings each session runs with: the oldest upload sharing it, as when uploaded
         # (the store gives entries in file-name order, not upload order)
         oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
@@ -555,7 +555,7 @@ class DataPlane:
         )
 
     def _stored_pipeline(
-        self, record: StoredModel, model: OnnxModel
+        self, record: StoredModel, model: LoadedModel
     ) -> tuple[dict[str, Any] | None, CompiledPipeline | None]:
         if record.pipeline is None:
             return None, None
@@ -635,7 +635,7 @@ class DataPlane:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
 
-    def _compiled_pipeline(self, pipeline: Pipeline, model: OnnxModel) -> CompiledPipeline:
+    def _compiled_pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
         with _invalid_input():
             return compile_pipeline(
                 pipeline,
@@ -685,7 +685,7 @@ class DataPlane:
         optimize: bool,
         schedule: _Schedule,
         abandon: Abandon | None = None,
-    ) -> tuple[OnnxModel, ModelQueue | None]:
+    ) -> tuple[LoadedModel, ModelQueue | None]:
         """The compile guard's checks and trial compile, then the server's own compile (not
         begun once ``abandon`` is set: the client went away)."""
         abandon = abandon or Abandon()
@@ -698,7 +698,7 @@ class DataPlane:
 
     def _compiled(
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
-    ) -> tuple[OnnxModel, ModelQueue | None]:
+    ) -> tuple[LoadedModel, ModelQueue | None]:
         """The session and, for a model that batches, its queue (batching is probed here)."""
         started = time.perf_counter()
         try:
@@ -728,7 +728,7 @@ class DataPlane:
         source = Path(model.path) if isinstance(model, ModelFile) else model
         return inline_gate(source, limit_us=self.settings.inline_run_us)
 
-    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> OnnxModel:
+    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> LoadedModel:
         try:
             return OnnxModel(
                 model.path if isinstance(model, ModelFile) else model,
@@ -1228,21 +1228,24 @@ class DataPlane:
 
 
 _Restored = tuple[
-    StoredModel, tuple[OnnxModel, ModelQueue | None], CompiledPipeline | None, dict[str, Any] | None
+    StoredModel,
+    tuple[LoadedModel, ModelQueue | None],
+    CompiledPipeline | None,
+    dict[str, Any] | None,
 ]
 """A stored model on its way back: its record, session and queue, pipeline steps and wire."""
 
 
 def _swapped(
     item: _Restored,
-    old: tuple[OnnxModel, ModelQueue | None],
-    new: tuple[OnnxModel, ModelQueue | None],
+    old: tuple[LoadedModel, ModelQueue | None],
+    new: tuple[LoadedModel, ModelQueue | None],
 ) -> _Restored:
     record, compiled, steps, wire = item
     return (record, new if compiled is old else compiled, steps, wire)
 
 
-def _release(compiled: tuple[OnnxModel, ModelQueue | None]) -> None:
+def _release(compiled: tuple[LoadedModel, ModelQueue | None]) -> None:
     session, queue = compiled
     session.unload()
     if queue is not None:
@@ -1250,7 +1253,7 @@ def _release(compiled: tuple[OnnxModel, ModelQueue | None]) -> None:
 
 
 def _release_unused(
-    sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]], used: Sequence[OnnxModel]
+    sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]], used: Sequence[LoadedModel]
 ) -> None:
     """Unload (and forget) the restored sessions that none of ``used`` is."""
     for share, compiled in list(sessions.items()):
