@@ -84,6 +84,7 @@ from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
+from blindai.server.model_host import HostLimits, ModelHosts
 from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
@@ -222,6 +223,16 @@ class DataPlane:
             limits=settings.compile_limits(), enabled=settings.compile_isolation
         )
         """Checks and trial-compiles each upload in a limited child process."""
+        self.hosts: ModelHosts | None = None
+        """The model hosts (``--run-isolation process``): each model runs in a process of its
+        own; None: models run in the server's process."""
+        if settings.run_isolation == "process":
+            self.hosts = ModelHosts(
+                limits=HostLimits(
+                    memory_bytes=settings.max_run_memory,
+                    max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
+                )
+            )
         self._running = 0
         self._running_lock = threading.Lock()
         self._model_slots: dict[bytes, asyncio.Semaphore] = {}
@@ -234,10 +245,12 @@ class DataPlane:
         request that found a model before its delete must not bring its entries back."""
 
     def close(self) -> None:
-        """Stop the worker threads and the compile guard's spare process."""
+        """Stop the worker threads, the compile guard's spare process and the model hosts."""
         self._infer.close()
         self._compile.close()
         self.compile_guard.close()
+        if self.hosts is not None:
+            self.hosts.close()
 
     async def offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
@@ -721,15 +734,17 @@ class DataPlane:
         )
 
     def _inline_gate(self, model: bytes | ModelFile) -> InlineGate | None:
-        """The gate of a model that may run on the event loop (``_inline``); None for others
-        and on a GPU."""
-        if self.settings.device != "cpu":
+        """The gate of a model that may run on the event loop (``_inline``); None for others,
+        on a GPU, and for models in a host process (a run there is never that short)."""
+        if self.settings.device != "cpu" or self.hosts is not None:
             return None
         source = Path(model.path) if isinstance(model, ModelFile) else model
         return inline_gate(source, limit_us=self.settings.inline_run_us)
 
     def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> LoadedModel:
         try:
+            if self.hosts is not None:
+                return self.hosts.load(model, optimize=optimize, intra_op_threads=threads)
             return OnnxModel(
                 model.path if isinstance(model, ModelFile) else model,
                 optimize=optimize,

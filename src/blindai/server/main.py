@@ -195,6 +195,14 @@ def build(
                 "process for everyone (docs/limits.md)",
             )
         )
+    if settings.run_isolation == "process":
+        notes.append(
+            (
+                logging.INFO,
+                "run isolation: each model runs in a process of its own, --max-run-memory "
+                "for each (docs/limits.md)",
+            )
+        )
     store = _open_store(settings, chosen.kind, notes)
     access = _access(settings, store, notes)
     registry = ModelRegistry(max_models=settings.max_models)
