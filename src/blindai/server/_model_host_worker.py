@@ -6,7 +6,7 @@ the session's settings and, passed with it (``SCM_RIGHTS``), a read-only descrip
 server's file of the model: the child opens no path it is told. It caps onnxruntime's arena
 (``run_guard.cap_arena``) and builds the session exactly as the server would
 (:class:`~blindai.server.runtime.OnnxModel`, ``shared_arena``), answers the model's inputs,
-outputs and metadata, then serves runs: each run frame is run in a thread of its own with its
+outputs and metadata, then serves runs: each run frame is run in a thread of a pool, with its
 own ``RunOptions``; a cancel frame sets that run's ``terminate``.
 
 The child is non-dumpable and writes no core file (``no_dumps``); it ignores SIGINT and SIGTERM
@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blindai.errors import BlindAIError
@@ -41,6 +42,9 @@ __all__ = ["main"]
 
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
 _MAX_SETUP = 1 << 16
+_RUN_THREADS = 64
+"""Runs at once in the host (the server holds a model to ``--max-model-runs``; beyond, they
+wait here, and a run stopped meanwhile starts already terminated)."""
 
 
 def _spec(spec: TensorSpec) -> dict[str, Any]:
@@ -79,6 +83,7 @@ class _Host:
         self.model = model
         self.lock = threading.Lock()
         self.runs: dict[int, RunControl] = {}
+        self.pool = ThreadPoolExecutor(_RUN_THREADS, thread_name_prefix="run")
 
     def send(self, header: dict[str, Any], buffers: list[Any] | None = None) -> None:
         with self.lock:
@@ -103,7 +108,7 @@ class _Host:
                 ).start()
 
     def run(self, run_id: int, frame: Frame, control: RunControl) -> None:
-        """In a thread of its own: one run, answered with its outputs or its error."""
+        """In a pool thread: one run, answered with its outputs or its error."""
         try:
             wanted = frame.header.get("outputs")
             feeds = dict(decode_arrays(frame.header.get("feeds"), frame.buffers))
