@@ -25,6 +25,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from blindai._malloc import keep_freed_memory
 from blindai.errors import BlindAIError
 from blindai.server._host_wire import (
     Frame,
@@ -146,6 +147,7 @@ def _setup(channel: socket.socket) -> tuple[dict[str, Any], int] | None:
 
 
 def _load(setup: dict[str, Any], fd: int) -> OnnxModel:
+    keep_freed_memory(int(setup.get("keep_freed_memory", 0)))
     cap_arena(int(setup["memory_bytes"]))
     return OnnxModel(
         f"/proc/self/fd/{fd}",

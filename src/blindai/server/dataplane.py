@@ -231,6 +231,7 @@ class DataPlane:
                 limits=HostLimits(
                     memory_bytes=settings.max_run_memory,
                     max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
+                    keep_freed_memory=settings.keep_freed_memory,
                 )
             )
         self._running = 0

@@ -111,6 +111,9 @@ class HostLimits:
     """The host's arena cap (``--max-run-memory``, for this model alone)."""
     max_reply_bytes: int
     """Largest answer a host may send (its outputs' bytes), beyond which it is killed."""
+    keep_freed_memory: int = 0
+    """``--keep-freed-memory`` for the host (``blindai._malloc``): its request and reply
+    buffers are then reused from its heap, not page-faulted in anew for each request."""
     crash_limit: int = CRASH_LIMIT
     crash_window_s: float = CRASH_WINDOW_S
     terminate_grace_s: float = TERMINATE_GRACE_S
@@ -343,6 +346,7 @@ class HostedModel:
             "optimize": optimize,
             "intra_op_threads": intra_op_threads,
             "memory_bytes": self._limits.memory_bytes,
+            "keep_freed_memory": self._limits.keep_freed_memory,
         }
         self._file = model if isinstance(model, ModelFile) else ModelFile.holding(model)
         self._owned = not isinstance(model, ModelFile)
