@@ -9,7 +9,9 @@ dtype named in the header: no pickle, so that a model host that onnxruntime's bu
 model take over cannot run code in the server by what it answers (the server only parses JSON
 and copies bytes, under a size bound). String arrays travel as UTF-8 (``surrogatepass``: the
 same ``str`` comes out) with an int64 buffer of each element's byte length; an array of maps
-(onnxruntime's ZipMap gives a list of dicts) as JSON pairs in the header.
+(onnxruntime's ZipMap gives a list of dicts of floats) as each map's size, its keys (int64, or
+strings as above) and its values (float64), all in buffers: the JSON header stays small
+(``MAX_HEADER``), whatever the outputs.
 
 Both ends set a short socket timeout: reads and writes wake up to see whether the run was
 stopped (``should_stop``) or the connection is being closed.
@@ -39,6 +41,8 @@ __all__ = [
     "write_frame",
 ]
 
+MAX_HEADER = 16 << 20
+"""Largest JSON header of a frame (names, dtypes and shapes only)."""
 _PREFIX = struct.Struct("<II")
 _LENGTH = struct.Struct("<Q")
 _MAX_BUFFERS = 1 << 16
@@ -87,16 +91,34 @@ def encode_arrays(arrays: Sequence[tuple[str, np.ndarray]]) -> tuple[list[Any], 
             continue
         items = array.reshape(-1).tolist()
         if all(isinstance(x, str) for x in items):
-            encoded = [x.encode("utf-8", "surrogatepass") for x in items]
             entries.append({"name": name, "dtype": "str", "shape": shape})
-            buffers.append(np.array([len(b) for b in encoded], np.int64).tobytes())
-            buffers.append(b"".join(encoded))
+            buffers += _encode_strings(items)
         elif all(isinstance(x, dict) for x in items):
-            pairs = [[[k, v] for k, v in x.items()] for x in items]
-            entries.append({"name": name, "dtype": "map", "shape": shape, "items": pairs})
+            entries.append({"name": name, "dtype": "map", "shape": shape})
+            buffers += _encode_maps(name, items)
         else:
             raise ValueError(f"array {name!r} holds objects that cannot travel")
     return entries, buffers
+
+
+def _encode_strings(items: list[str]) -> list[bytes]:
+    encoded = [x.encode("utf-8", "surrogatepass") for x in items]
+    return [np.array([len(b) for b in encoded], np.int64).tobytes(), b"".join(encoded)]
+
+
+def _encode_maps(name: str, items: list[dict[Any, Any]]) -> list[bytes]:
+    """Each map's size, a kind byte (0: int keys, 1: string keys), the keys, the values."""
+    keys = [k for x in items for k in x]
+    values = [v for x in items for v in x.values()]
+    if not all(type(v) is float for v in values):
+        raise ValueError(f"array {name!r} holds maps whose values are not floats")
+    sizes = np.array([len(x) for x in items], np.int64).tobytes()
+    floats = np.array(values, np.float64).tobytes()
+    if all(type(k) is int for k in keys):
+        return [sizes, b"\x00", np.array(keys, np.int64).tobytes(), floats]
+    if all(type(k) is str for k in keys):
+        return [sizes, b"\x01", *_encode_strings(keys), floats]
+    raise ValueError(f"array {name!r} holds maps whose keys are not all ints or all strings")
 
 
 def _take(buffers: list[memoryview], index: int) -> tuple[memoryview, int]:
@@ -118,7 +140,8 @@ def decode_arrays(entries: Any, buffers: list[memoryview]) -> list[tuple[str, np
                 raise FrameError("a bad shape")
             count = math.prod(shape)
             if kind == "map":
-                arrays.append((name, _maps(entry["items"], count, shape)))
+                array, index = _maps(buffers, index, count)
+                arrays.append((name, array.reshape(shape)))
                 continue
             if kind == "str":
                 lengths_raw, index = _take(buffers, index)
@@ -151,23 +174,34 @@ def _strings(lengths_raw: memoryview, data: memoryview, count: int, shape: list[
     return out.reshape(shape)
 
 
-def _maps(items: Any, count: int, shape: list[int]) -> np.ndarray:
-    if not isinstance(items, list) or len(items) != count:
+def _maps(buffers: list[memoryview], index: int, count: int) -> tuple[np.ndarray, int]:
+    sizes_raw, index = _take(buffers, index)
+    kind, index = _take(buffers, index)
+    sizes = np.frombuffer(sizes_raw, dtype=np.int64)
+    if sizes.size != count or (sizes < 0).any() or kind.tobytes() not in (b"\x00", b"\x01"):
         raise FrameError("a map array of the wrong size")
+    total = int(sizes.sum())
+    if kind.tobytes() == b"\x00":
+        raw, index = _take(buffers, index)
+        if raw.nbytes != 8 * total:
+            raise FrameError("map keys of the wrong size")
+        keys: list[Any] = np.frombuffer(raw, dtype=np.int64).tolist()
+    else:
+        lengths, index = _take(buffers, index)
+        data, index = _take(buffers, index)
+        keys = _strings(lengths, data, total, [total]).tolist()
+    raw, index = _take(buffers, index)
+    if raw.nbytes != 8 * total:
+        raise FrameError("map values of the wrong size")
+    values = np.frombuffer(raw, dtype=np.float64).tolist()
     out = np.empty(count, dtype=object)
-    for i, pairs in enumerate(items):
-        out[i] = {
-            _key(k): v for k, v in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        if len(out[i]) != len(pairs):
-            raise FrameError("a map of values that are not numbers")
-    return out.reshape(shape)
-
-
-def _key(key: Any) -> int | str:
-    if isinstance(key, (int, str)) and not isinstance(key, bool):
-        return key
-    raise FrameError("a map key that is neither a number nor a string")
+    start = 0
+    for i, size in enumerate(sizes.tolist()):
+        out[i] = dict(zip(keys[start : start + size], values[start : start + size], strict=True))
+        if len(out[i]) != size:
+            raise FrameError("a map with a key twice")
+        start += size
+    return out, index
 
 
 def write_frame(
@@ -232,7 +266,7 @@ def read_frame(
     raw_lengths = bytearray(count * _LENGTH.size)
     _read_exact(sock, memoryview(raw_lengths), closing)
     lengths = [_LENGTH.unpack_from(raw_lengths, i * _LENGTH.size)[0] for i in range(count)]
-    if head_len + sum(lengths) > max_bytes:
+    if head_len > MAX_HEADER or head_len + sum(lengths) > max_bytes:
         raise FrameError(f"a frame of more than {max_bytes} bytes")
     head = bytearray(head_len)
     _read_exact(sock, memoryview(head), closing)

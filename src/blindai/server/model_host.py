@@ -56,10 +56,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
-from blindai import errors
 from blindai.errors import (
     BlindAIError,
     InferenceFailed,
+    InvalidInput,
     ModelNotFound,
     ModelNotReady,
     ServerBusy,
@@ -305,6 +305,14 @@ def _spec(raw: Any) -> TensorSpec:
     return TensorSpec(str(raw["name"]), _ORT_TYPES.get(onnx_type), shape, onnx_type, symbols)
 
 
+_OURS: dict[str, type[ServerError]] = {
+    cls.__name__: cls for cls in (InferenceFailed, InvalidInput, ModelNotReady)
+}
+"""The errors a host may report as ours (those OnnxModel raises): a host a hostile model took
+over cannot make the server answer another status (401, 403, ...)."""
+_MESSAGE_MAX = 2000
+
+
 def _raised(error: Any) -> Exception:
     """The exception a host described: one of ours by class, onnxruntime's by type (with the
     text of an allocation failure only, which ``run_guard.failure_for`` reads)."""
@@ -312,19 +320,16 @@ def _raised(error: Any) -> Exception:
         return RuntimeError("")
     name = str(error.get("type", ""))
     message = str(error.get("message", ""))
-    if error.get("kind") == "blindai":
-        cls = getattr(errors, name, None)
-        if isinstance(cls, type) and issubclass(cls, ServerError):
-            return cls(message)
-        return InferenceFailed(message)
-    cls = getattr(_ort_errors, name, None)
+    if error.get("kind") == "blindai":  # what OnnxModel raises itself, and no other class
+        return _OURS.get(name, InferenceFailed)(message[:_MESSAGE_MAX])
+    found = getattr(_ort_errors, name, None)
     if (
-        isinstance(cls, type)
-        and issubclass(cls, Exception)
-        and cls.__module__ == _ort_errors.__name__
+        isinstance(found, type)
+        and issubclass(found, Exception)
+        and found.__module__ == _ort_errors.__name__
     ):
-        return cls(message)
-    return RuntimeError(message)
+        return found(message[:_MESSAGE_MAX])
+    return RuntimeError(message[:_MESSAGE_MAX])
 
 
 class HostedModel:
