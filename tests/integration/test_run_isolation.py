@@ -131,6 +131,7 @@ def test_a_request_that_crashes_onnxruntime_fails_alone(isolated: ServerProcess)
         assert probe.errors == []
     assert isolated.process.poll() is None and isolated.process.pid == pid
     log = isolated.log()
+    assert "can end its own model's process (--run-isolation process)" in log
     assert "model host: a model's process ended during a run (SIGABRT)" in log
     assert "Traceback" not in log
 
