@@ -37,33 +37,33 @@ it); this mode is for confidential VMs (TDX, SEV-SNP) and simulation.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from blindai.errors import (
     BlindAIError,
     InferenceFailed,
-    InvalidInput,
     ModelNotFound,
     ModelNotReady,
     ServerBusy,
-    ServerError,
+)
+from blindai.server._host_process import (
+    POLL_S,
+    Crashed,
+    Host,
+    Pending,
+    error_from,
+    spec_from,
 )
 from blindai.server._host_wire import (
     Frame,
@@ -71,12 +71,10 @@ from blindai.server._host_wire import (
     Stopped,
     decode_arrays,
     encode_arrays,
-    read_frame,
     write_frame,
 )
 from blindai.server._inline import InlineGate
 from blindai.server.model_file import ModelFile
-from blindai.server.runtime import _ORT_TYPES, TensorSpec
 
 __all__ = [
     "CRASH_LIMIT",
@@ -94,9 +92,6 @@ CRASH_LIMIT = 5
 CRASH_WINDOW_S = 60.0
 TERMINATE_GRACE_S = 0.25
 """How long a host has to stop a run it was told to stop before it is killed."""
-_POLL_S = 0.02
-"""How often a waiting run looks at its ``RunOptions.terminate``."""
-_START_TIMEOUT_S = 120.0
 _STOPPED_WITH = (
     "another run of this model went past its time and the model's process was stopped with "
     "it; try again"
@@ -119,109 +114,6 @@ class HostLimits:
     terminate_grace_s: float = TERMINATE_GRACE_S
 
 
-class _Crashed(Exception):
-    """The host ended while runs were in flight: why, in words."""
-
-
-@dataclass
-class _Pending:
-    done: threading.Event = field(default_factory=threading.Event)
-    frame: Frame | None = None
-    failure: BaseException | None = None
-
-
-class _Host:
-    """One started child: its process, socket, and the runs waiting for an answer."""
-
-    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
-        self.process = process
-        self.channel = channel
-        self.ids = itertools.count()
-        self.lock = threading.Lock()
-        """Held to write a frame (and to close the socket)."""
-        self.pending: dict[int, _Pending] = {}
-        self.pending_lock = threading.Lock()
-        """Held to add, answer or fail pending runs, and to mark the host closing."""
-        self.closing = False
-        self.killed_for: str | None = None
-        """Why the server killed it (None: it ended on its own, a crash)."""
-        self.counted = False
-        """Whether its end was counted among the model's crashes."""
-
-    @property
-    def alive(self) -> bool:
-        return not self.closing and self.process.poll() is None
-
-    def add(self, run_id: int, waiting: _Pending) -> bool:
-        """Register a run (False when the host is ending: none will be answered)."""
-        with self.pending_lock:
-            if self.closing:
-                return False
-            self.pending[run_id] = waiting
-            return True
-
-    def forget(self, run_id: int) -> None:
-        with self.pending_lock:
-            self.pending.pop(run_id, None)
-
-    @property
-    def idle(self) -> bool:
-        with self.pending_lock:
-            return not self.pending
-
-    def serve_replies(self, max_bytes: int) -> None:
-        """In the reader thread: hand each reply to its run; at the end, fail the rest and
-        close the socket (only this thread reads it, and only it closes it)."""
-        why: BaseException | None = None
-        try:
-            while (frame := self._next(max_bytes)) is not None:
-                with self.pending_lock:
-                    waiting = self.pending.pop(int(frame.header.get("id", -1)), None)
-                if waiting is not None:
-                    waiting.frame = frame
-                    waiting.done.set()
-        except Exception as exc:  # an answer that breaks the format: the host is not trusted
-            if not self.closing:
-                why = _Crashed(f"an unreadable answer ({type(exc).__name__})")
-        self.stop("")
-        why = why or self._ended()
-        with self.pending_lock:
-            self.closing = True
-            left, self.pending = list(self.pending.values()), {}
-        for waiting in left:
-            waiting.failure = why
-            waiting.done.set()
-        with self.lock:
-            self.channel.close()
-
-    def _next(self, max_bytes: int) -> Frame | None:
-        return read_frame(self.channel, max_bytes=max_bytes, closing=lambda: self.closing)
-
-    def _ended(self) -> BaseException:
-        try:
-            code = self.process.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - stop() killed it
-            return _Crashed("it closed its socket")
-        if self.killed_for is not None:
-            return ServerBusy(self.killed_for)
-        if code < 0:
-            return _Crashed(signal.Signals(-code).name)
-        return _Crashed(f"exit status {code}")
-
-    def stop(self, reason: str) -> None:
-        """Kill the child and reap it; its runs in flight then fail with ``reason``
-        (ServerBusy) when one is given (the reader thread fails them and closes the socket)."""
-        if reason and self.killed_for is None and self.process.poll() is None:
-            self.killed_for = reason
-        self.closing = True
-        if self.process.poll() is None:
-            self.process.kill()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
-            pass
-
-
 class ModelHosts:
     """Starts model hosts and stops them all at the server's end (one per data plane)."""
 
@@ -231,6 +123,11 @@ class ModelHosts:
         self._models: set[HostedModel] = set()
         self._closed = False
         self._dir = tempfile.TemporaryDirectory(prefix="blindai-host-")
+
+    @property
+    def directory(self) -> str:
+        """The hosts' working directory: private and empty."""
+        return self._dir.name
 
     def load(
         self, model: bytes | ModelFile, *, optimize: bool, intra_op_threads: int
@@ -256,25 +153,6 @@ class ModelHosts:
         with self._lock:
             self._models.discard(model)
 
-    def spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
-        """A started child and the server's end of its socket."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "blindai.server._model_host_worker"],
-                stdin=theirs.fileno(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=self._dir.name,  # empty: a missed external reference finds nothing
-                env=_child_env(),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        return process, ours
-
     @property
     def count(self) -> int:
         """Models with a host (started or to be started again)."""
@@ -289,47 +167,6 @@ class ModelHosts:
         for model in models:
             model.stop()
         self._dir.cleanup()
-
-
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "HOME")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def _spec(raw: Any) -> TensorSpec:
-    """A spec from a host's answer: its dtype from its ONNX type, as OnnxModel gives it."""
-    onnx_type = str(raw["onnx_type"])
-    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw["shape"])
-    symbols = tuple(s if isinstance(s, str) and s else None for s in raw["symbols"])
-    return TensorSpec(str(raw["name"]), _ORT_TYPES.get(onnx_type), shape, onnx_type, symbols)
-
-
-_OURS: dict[str, type[ServerError]] = {
-    cls.__name__: cls for cls in (InferenceFailed, InvalidInput, ModelNotReady)
-}
-"""The errors a host may report as ours (those OnnxModel raises): a host a hostile model took
-over cannot make the server answer another status (401, 403, ...)."""
-_MESSAGE_MAX = 2000
-
-
-def _raised(error: Any) -> Exception:
-    """The exception a host described: one of ours by class, onnxruntime's by type (with the
-    text of an allocation failure only, which ``run_guard.failure_for`` reads)."""
-    if not isinstance(error, dict):
-        return RuntimeError("")
-    name = str(error.get("type", ""))
-    message = str(error.get("message", ""))
-    if error.get("kind") == "blindai":  # what OnnxModel raises itself, and no other class
-        return _OURS.get(name, InferenceFailed)(message[:_MESSAGE_MAX])
-    found = getattr(_ort_errors, name, None)
-    if (
-        isinstance(found, type)
-        and issubclass(found, Exception)
-        and found.__module__ == _ort_errors.__name__
-    ):
-        return found(message[:_MESSAGE_MAX])
-    return RuntimeError(message[:_MESSAGE_MAX])
 
 
 class HostedModel:
@@ -357,7 +194,7 @@ class HostedModel:
         self._owned = not isinstance(model, ModelFile)
         self._fd: int | None = self._file.reader()  # ours: the model's file may be closed
         self._start_lock = threading.Lock()
-        self._host: _Host | None = None
+        self._host: Host | None = None
         self._crashes: deque[float] = deque()
         self._released = False
         self._broken: str | None = None
@@ -370,8 +207,8 @@ class HostedModel:
         except BaseException:
             self._close_file()
             raise
-        self.inputs = tuple(_spec(s) for s in answer["inputs"])
-        self.outputs = tuple(_spec(s) for s in answer["outputs"])
+        self.inputs = tuple(spec_from(s) for s in answer["inputs"])
+        self.outputs = tuple(spec_from(s) for s in answer["outputs"])
         self.metadata: dict[str, str] = {
             str(k): str(v) for k, v in dict(answer.get("metadata") or {}).items()
         }
@@ -393,40 +230,19 @@ class HostedModel:
 
     def _start(self) -> dict[str, Any]:
         """Start a host, send it the model, and wait for its specs (raises the load's error)."""
-        process, channel = self._hosts.spawn()
-        host = _Host(process, channel)
-        try:
-            fd = self._fd
-            if fd is None:
-                raise ModelNotFound("the model was deleted or unloaded before this request ran")
-            socket.send_fds(channel, [_json(self._setup)], [fd])
-            channel.settimeout(_START_TIMEOUT_S)
-            frame = read_frame(channel, max_bytes=self._limits.max_reply_bytes + (1 << 20))
-            if frame is None:
-                raise _Crashed(_ended_how(process))
-            if not frame.header.get("ok"):
-                raise _raised(frame.header.get("error"))
-            channel.settimeout(_POLL_S)
-        except (OSError, FrameError, _Crashed) as exc:
-            host.stop("")
-            channel.close()
-            raise ModelNotReady(
-                f"the model's process could not be started ({_words(exc, process)})"
-            ) from None
-        except BaseException:
-            host.stop("")
-            channel.close()
-            raise
-        threading.Thread(
-            target=host.serve_replies,
-            args=(self._limits.max_reply_bytes + (1 << 20),),
-            name="blindai-model-host",
-            daemon=True,
-        ).start()
+        fd = self._fd
+        if fd is None:
+            raise ModelNotFound("the model was deleted or unloaded before this request ran")
+        host, answer = Host.start(
+            self._hosts.directory,
+            self._setup,
+            fd,
+            max_bytes=self._limits.max_reply_bytes + (1 << 20),
+        )
         self._host = host
-        return frame.header
+        return answer
 
-    def _live_host(self) -> _Host:
+    def _live_host(self) -> Host:
         """The running host, started again after a crash (within the crash limit)."""
         host = self._host
         if host is not None and host.alive:
@@ -447,7 +263,7 @@ class HostedModel:
             assert self._host is not None
             return self._host
 
-    def _count_crash(self, host: _Host | None, why: str) -> None:
+    def _count_crash(self, host: Host | None, why: str) -> None:
         """Count a crash (once per host; the caller holds ``_start_lock``); past the limit,
         the model is not started again."""
         if host is not None:
@@ -496,12 +312,12 @@ class HostedModel:
 
     def _send(
         self, header: dict[str, Any], buffers: list[Any], run_options: ort.RunOptions | None
-    ) -> tuple[_Host, int, _Pending]:
+    ) -> tuple[Host, int, Pending]:
         """Hand a run to the host (a host found ending is replaced, twice at most)."""
         for _ in range(3):
             host = self._live_host()
             run_id = next(host.ids)
-            waiting = _Pending()
+            waiting = Pending()
             if not host.add(run_id, waiting):
                 continue  # it ended meanwhile: the next one
             try:
@@ -523,12 +339,12 @@ class HostedModel:
         raise ServerBusy("this model's process is being started again; try again")
 
     def _wait(
-        self, host: _Host, run_id: int, waiting: _Pending, run_options: ort.RunOptions | None
+        self, host: Host, run_id: int, waiting: Pending, run_options: ort.RunOptions | None
     ) -> Frame:
         """The host's answer to run ``run_id``; a stopped run is cancelled in the host, and the
         host killed when it does not answer within the grace."""
         cancelled_at: float | None = None
-        while not waiting.done.wait(_POLL_S):
+        while not waiting.done.wait(POLL_S):
             if run_options is None or not run_options.terminate:
                 continue
             now = time.monotonic()
@@ -547,7 +363,7 @@ class HostedModel:
                 raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
         self._unload_if_idle(host)
         failure = waiting.failure
-        if isinstance(failure, _Crashed):
+        if isinstance(failure, Crashed):
             with self._start_lock:
                 self._count_crash(host, str(failure))
             raise InferenceFailed(
@@ -562,7 +378,7 @@ class HostedModel:
 
     def _outputs(self, frame: Frame, names: list[str]) -> list[tuple[str, np.ndarray]]:
         if not frame.header.get("ok"):
-            exc = _raised(frame.header.get("error"))
+            exc = error_from(frame.header.get("error"))
             if isinstance(exc, BlindAIError):
                 raise exc
             raise InferenceFailed(
@@ -578,7 +394,7 @@ class HostedModel:
             raise InferenceFailed("the model's process answered other outputs than asked")
         return outputs
 
-    def _unload_if_idle(self, host: _Host) -> None:
+    def _unload_if_idle(self, host: Host) -> None:
         """After an unload, the host is stopped once its last run is over."""
         if self._released and host.idle:
             host.stop("")
@@ -611,23 +427,3 @@ class HostedModel:
 
 def _stopped(run_options: ort.RunOptions | None) -> Any:
     return lambda: run_options is not None and bool(run_options.terminate)
-
-
-def _json(value: dict[str, Any]) -> bytes:
-    import json
-
-    return json.dumps(value).encode()
-
-
-def _ended_how(process: subprocess.Popen[bytes]) -> str:
-    try:
-        code = process.wait(5)
-    except subprocess.TimeoutExpired:
-        return "it closed its socket"
-    return signal.Signals(-code).name if code < 0 else f"exit status {code}"
-
-
-def _words(exc: BaseException, process: subprocess.Popen[bytes]) -> str:
-    if isinstance(exc, _Crashed):
-        return str(exc)
-    return type(exc).__name__
