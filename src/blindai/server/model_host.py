@@ -90,11 +90,12 @@ _log = logging.getLogger("blindai.server")
 CRASH_LIMIT = 5
 """Crashes of one model's host within ``CRASH_WINDOW_S`` after which it is not started again."""
 CRASH_WINDOW_S = 60.0
+"""The window, in seconds, in which ``CRASH_LIMIT`` crashes stop a model for good."""
 TERMINATE_GRACE_S = 0.25
 """How long a host has to stop a run it was told to stop before it is killed."""
 _STOPPED_WITH = (
-    "another run of this model went past its time and the model's process was stopped with "
-    "it; try again"
+    "another run of this model was stopped (its time was up, or its client left) and the "
+    "model's process with it; try again"
 )
 
 
@@ -110,8 +111,11 @@ class HostLimits:
     """``--keep-freed-memory`` for the host (``blindai._malloc``): its request and reply
     buffers are then reused from its heap, not page-faulted in anew for each request."""
     crash_limit: int = CRASH_LIMIT
+    """Crashes within ``crash_window_s`` after which a model is not started again."""
     crash_window_s: float = CRASH_WINDOW_S
+    """The window of ``crash_limit``, in seconds."""
     terminate_grace_s: float = TERMINATE_GRACE_S
+    """How long a host has to stop a run it was told to stop before it is killed."""
 
 
 class ModelHosts:
