@@ -198,6 +198,10 @@ class HostedModel:
         self._owned = not isinstance(model, ModelFile)
         self._fd: int | None = self._file.reader()  # ours: the model's file may be closed
         self._start_lock = threading.Lock()
+        """Held while a host starts (one start at a time) and to count crashes."""
+        self._file_lock = threading.Lock()
+        """Held, briefly, to copy or close the model's descriptor (an unload, on the event
+        loop, never waits for a start)."""
         self._host: Host | None = None
         self._crashes: deque[float] = deque()
         self._released = False
@@ -226,23 +230,28 @@ class HostedModel:
         return host.process.pid if host is not None and host.alive else None
 
     def _close_file(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._owned:
-            self._file.close()
+        with self._file_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._owned:
+                self._file.close()
 
     def _start(self) -> dict[str, Any]:
         """Start a host, send it the model, and wait for its specs (raises the load's error)."""
-        fd = self._fd
+        with self._file_lock:  # a copy: an unload meanwhile closes ours, never this one
+            fd = None if self._fd is None else os.dup(self._fd)
         if fd is None:
             raise ModelNotFound("the model was deleted or unloaded before this request ran")
-        host, answer = Host.start(
-            self._hosts.directory,
-            self._setup,
-            fd,
-            max_bytes=self._limits.max_reply_bytes + (1 << 20),
-        )
+        try:
+            host, answer = Host.start(
+                self._hosts.directory,
+                self._setup,
+                fd,
+                max_bytes=self._limits.max_reply_bytes + (1 << 20),
+            )
+        finally:
+            os.close(fd)
         self._host = host
         return answer
 
@@ -264,8 +273,12 @@ class HostedModel:
             except ModelNotReady as exc:
                 self._count_crash(None, exc.message)
                 raise
-            assert self._host is not None
-            return self._host
+            host = self._host
+            assert host is not None
+            if self._released:  # unloaded while it started (the unload may not have seen it)
+                host.stop("")
+                raise ModelNotFound("the model was deleted or unloaded before this request ran")
+            return host
 
     def _count_crash(self, host: Host | None, why: str) -> None:
         """Count a crash (once per host; the caller holds ``_start_lock``); past the limit,
@@ -408,18 +421,16 @@ class HostedModel:
         in flight are over. Requests that reach it afterwards get ModelNotFound."""
         self._released = True
         self._hosts._forget(self)
-        with self._start_lock:
-            host = self._host
-            self._close_file()
+        self._close_file()
+        host = self._host
         if host is not None and host.idle:
             host.stop("")
 
     def stop(self) -> None:
         """Unload and stop the host now, failing its runs in flight (the server's end)."""
         self._released = True
-        with self._start_lock:
-            host = self._host
-            self._close_file()
+        self._close_file()
+        host = self._host
         if host is not None:
             host.stop("the server is shutting down")
 
