@@ -149,8 +149,10 @@ class Host:
                 if waiting is not None:
                     waiting.frame = frame
                     waiting.done.set()
-        except Exception as exc:  # an answer that breaks the format: the host is not trusted
-            if not self.closing:
+        except Exception as exc:
+            # the child ended mid-frame (a crash while it wrote, or with our frame unread:
+            # ECONNRESET), or it answered what breaks the format (it is not trusted): killed
+            if not self.closing and not self._ends_alone():
                 why = Crashed(f"an unreadable answer ({type(exc).__name__})")
         self.stop("")
         why = why or self.ended()
@@ -162,6 +164,14 @@ class Host:
             waiting.done.set()
         with self.lock:
             self.channel.close()
+
+    def _ends_alone(self) -> bool:
+        """Whether the child exits by itself within half a second (it crashed)."""
+        try:
+            self.process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def _next(self, max_bytes: int) -> Frame | None:
         return read_frame(self.channel, max_bytes=max_bytes, closing=lambda: self.closing)
