@@ -9,6 +9,11 @@ over a ``Slice`` the request sizes to zero ends onnxruntime 1.32's process with 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +30,7 @@ from blindai.errors import (
     ModelNotReady,
     ServerBusy,
 )
+from blindai.server._host_process import POLL_S, Crashed, Host, Pending
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
 from blindai.server.run_guard import RunControl
@@ -239,6 +245,49 @@ def test_a_crash_fails_that_models_runs_only_and_the_model_starts_again(
     assert crasher.pid not in (None, before)
 
 
+def test_runs_of_the_model_in_flight_at_a_crash_fail_and_the_next_ones_are_answered(
+    hosts: ModelHosts,
+) -> None:
+    """Threads keep running the crashing model while one request crashes it: each of their
+    runs is answered, or fails with the crash's 422 (it was in flight then); none hangs or
+    fails otherwise, and all are answered afterwards."""
+    crasher = hosts.load(
+        attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+    )
+    fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                ((_, y),) = crasher.predict(fine, run_options=RunControl().options)
+                seen.append("ok" if y.shape == (3, 1, 1, 2) else "wrong")
+            except InferenceFailed as exc:
+                seen.append("crash" if "ended the model's process" in exc.message else "other")
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice", empty=True))
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert set(seen) <= {"ok", "crash"}, set(seen)
+    assert seen[-4:].count("ok") >= 1 and seen.count("ok") > 10
+    ((_, y),) = crasher.predict(fine)
+    assert y.shape == (3, 1, 1, 2)
+
+
 def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
     group = ModelHosts(
         limits=HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=2)
@@ -333,3 +382,24 @@ def test_closing_the_hosts_stops_every_host() -> None:
     assert all(pid is not None and _gone(pid) for pid in pids)
     with pytest.raises(ModelNotReady, match="shutting down"):
         group.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+
+
+def test_a_host_that_answers_what_breaks_the_format_is_killed() -> None:
+    """A host a hostile model took over may answer anything: a frame over the bound fails
+    the runs waiting on it (a crash, counted as such) and the process is killed."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = Host(process, ours)
+    ours.settimeout(POLL_S)
+    waiting = Pending()
+    assert host.add(1, waiting)
+    reader = threading.Thread(target=host.serve_replies, args=(1 << 20,))
+    reader.start()
+    with theirs:
+        theirs.sendall(struct.pack("<II", 1 << 30, 0))  # a 1 GiB header
+        assert waiting.done.wait(10)
+    reader.join(10)
+    assert isinstance(waiting.failure, Crashed)
+    assert "an unreadable answer (FrameError)" in str(waiting.failure)
+    assert process.poll() == -signal.SIGKILL
+    assert not host.add(2, Pending())  # nothing waits on an ended host
