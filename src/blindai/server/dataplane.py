@@ -232,7 +232,8 @@ class DataPlane:
                     memory_bytes=settings.max_run_memory,
                     max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
                     keep_freed_memory=settings.keep_freed_memory,
-                )
+                ),
+                ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
             )
         self._running = 0
         self._running_lock = threading.Lock()

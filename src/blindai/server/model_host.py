@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +121,13 @@ class HostLimits:
 class ModelHosts:
     """Starts model hosts and stops them all at the server's end (one per data plane)."""
 
-    def __init__(self, *, limits: HostLimits) -> None:
+    def __init__(
+        self, *, limits: HostLimits, ended: Callable[[str], None] = lambda why: None
+    ) -> None:
         self.limits = limits
+        self.ended = ended
+        """Called with ``"crash"`` for each host that ended during runs, ``"stopped"`` for
+        each killed to stop a run (the server counts them: ``blindai_model_host_ends``)."""
         self._lock = threading.Lock()
         self._models: set[HostedModel] = set()
         self._closed = False
@@ -287,6 +292,7 @@ class HostedModel:
             if host.counted:
                 return
             host.counted = True
+        self._hosts.ended("crash")
         now = time.monotonic()
         self._crashes.append(now)
         while self._crashes and now - self._crashes[0] > self._limits.crash_window_s:
@@ -347,7 +353,7 @@ class HostedModel:
                     )
             except Stopped:  # stopped while the host would not read: it is stopped too
                 host.forget(run_id)
-                host.stop(_STOPPED_WITH)
+                self._stopped_for_a_run(host)
                 self._unload_if_idle(host)
                 raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
             except OSError:
@@ -375,7 +381,7 @@ class HostedModel:
                             pass
             elif now - cancelled_at > self._limits.terminate_grace_s:
                 host.forget(run_id)
-                host.stop(_STOPPED_WITH)
+                self._stopped_for_a_run(host)
                 self._unload_if_idle(host)
                 raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
         self._unload_if_idle(host)
@@ -410,6 +416,12 @@ class HostedModel:
         if [n for n, _ in outputs] != names:
             raise InferenceFailed("the model's process answered other outputs than asked")
         return outputs
+
+    def _stopped_for_a_run(self, host: Host) -> None:
+        """Kill the host to stop a run that would not stop (its other runs: ServerBusy)."""
+        if host.alive:
+            self._hosts.ended("stopped")
+        host.stop(_STOPPED_WITH)
 
     def _unload_if_idle(self, host: Host) -> None:
         """After an unload, the host is stopped once its last run is over."""

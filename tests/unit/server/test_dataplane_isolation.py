@@ -45,6 +45,11 @@ def _upload(plane: DataPlane, model: bytes) -> ModelRef:
     return ModelRef(entry.model_id)
 
 
+def _ends(plane: DataPlane, why: str) -> float | None:
+    """``blindai_model_host_ends_total{why=...}`` (None: never counted)."""
+    return plane.metrics.registry.get_sample_value("blindai_model_host_ends_total", {"why": why})
+
+
 def _infer(plane: DataPlane, ref: ModelRef, inputs: list[tuple[str, np.ndarray]]) -> list:
     return asyncio.run(plane.infer(ref, inputs, caller=ANONYMOUS)).outputs
 
@@ -64,6 +69,7 @@ def test_a_model_that_keeps_crashing_answers_503_until_loaded_again(plane: DataP
     with pytest.raises(ModelNotReady, match="unloaded and loaded again") as stopped:
         _infer(plane, crasher, FINE)
     assert stopped.value.status_code == 503
+    assert _ends(plane, "crash") == CRASH_LIMIT
     entries = plane.managed_versions(crasher.key, caller=ANONYMOUS)
     plane.unload(entries)
     asyncio.run(plane.load(entries))
@@ -78,6 +84,7 @@ def test_a_long_kernel_is_a_504_in_time(plane: DataPlane) -> None:
         _infer(plane, ref, [("n", np.array([6000], np.int64))])
     assert stopped.value.status_code == 504
     assert time.monotonic() - started < 2.5
+    assert _ends(plane, "stopped") == 1 and _ends(plane, "crash") is None
     ((_, y),) = _infer(plane, ref, [("n", np.array([2], np.int64))])
     assert y == 8.0
 
