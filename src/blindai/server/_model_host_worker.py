@@ -120,8 +120,9 @@ class _Host:
             entries, buffers = encode_arrays(outputs)
             del outputs
         except Exception as exc:
+            error = {**_error(exc), "others": len(self.runs) - 1}  # runs sharing the arena
             self.runs.pop(run_id, None)
-            self.send({"id": run_id, "ok": False, "error": _error(exc)})
+            self.send({"id": run_id, "ok": False, "error": error})
             return
         self.runs.pop(run_id, None)
         self.send({"id": run_id, "ok": True, "outputs": entries}, buffers)

@@ -96,6 +96,7 @@ from blindai.server.registry import (
 )
 from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
 from blindai.server.run_guard import (
+    HostArenaError,
     RunControl,
     check_reply_size,
     failure_for,
@@ -967,6 +968,8 @@ class DataPlane:
         except InferenceFailed as exc:
             with self._running_lock:
                 shared = self._running > 1
+            if isinstance(exc.__cause__, HostArenaError):  # a model host's arena is its own
+                shared = exc.__cause__.others > 0
             return None, exc, shared
         finally:
             with self._running_lock:

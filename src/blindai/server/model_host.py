@@ -75,6 +75,7 @@ from blindai.server._host_wire import (
 )
 from blindai.server._inline import InlineGate
 from blindai.server.model_file import ModelFile
+from blindai.server.run_guard import HostArenaError
 
 __all__ = [
     "CRASH_LIMIT",
@@ -401,9 +402,13 @@ class HostedModel:
 
     def _outputs(self, frame: Frame, names: list[str]) -> list[tuple[str, np.ndarray]]:
         if not frame.header.get("ok"):
-            exc = error_from(frame.header.get("error"))
+            error = frame.header.get("error")
+            exc = error_from(error)
             if isinstance(exc, BlindAIError):
                 raise exc
+            if str(exc) and isinstance(error, dict):  # only an allocation failure has a text
+                others = error.get("others")
+                exc = HostArenaError(str(exc), others=others if isinstance(others, int) else 1)
             raise InferenceFailed(
                 f"the model failed on these inputs: {type(exc).__name__}"
             ) from exc
