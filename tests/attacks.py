@@ -124,6 +124,22 @@ def constant_of_shape(*, reduce: bool = True) -> bytes:
     return _model(helper.make_graph(nodes, "cos", [s], [y]))
 
 
+def long_kernel() -> bytes:
+    """y = ReduceSum(A @ A), A an n x n matrix of ones, ``n`` an int64 [1] request input: one
+    MatMul kernel whose time the request chooses (n = 6000: about 5 s on one thread of the
+    2-core test machine), which ``RunOptions.terminate`` cannot stop (checked between kernels)."""
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    fill = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("Concat", ["n", "n"], ["shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["shape"], ["a"], value=fill),
+        helper.make_node("MatMul", ["a", "a"], ["aa"]),
+        helper.make_node("ReduceSum", ["aa"], ["y"], keepdims=0),
+    ]
+    return _model(helper.make_graph(nodes, "long", [n], [y]))
+
+
 def static_constant_of_shape(n: int) -> bytes:
     """A ConstantOfShape whose shape is a constant: the graph itself implies 4n bytes."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])

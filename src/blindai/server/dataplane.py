@@ -84,6 +84,7 @@ from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
+from blindai.server.model_host import HostLimits, ModelHosts
 from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
@@ -95,13 +96,14 @@ from blindai.server.registry import (
 )
 from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
 from blindai.server.run_guard import (
+    HostArenaError,
     RunControl,
     check_reply_size,
     failure_for,
     may_fit_again,
     run_guarded,
 )
-from blindai.server.runtime import OnnxModel, TensorSpec
+from blindai.server.runtime import LoadedModel, OnnxModel, TensorSpec
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
@@ -222,6 +224,18 @@ class DataPlane:
             limits=settings.compile_limits(), enabled=settings.compile_isolation
         )
         """Checks and trial-compiles each upload in a limited child process."""
+        self.hosts: ModelHosts | None = None
+        """The model hosts (``--run-isolation process``): each model runs in a process of its
+        own; None: models run in the server's process."""
+        if settings.run_isolation == "process":
+            self.hosts = ModelHosts(
+                limits=HostLimits(
+                    memory_bytes=settings.max_run_memory,
+                    max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
+                    keep_freed_memory=settings.keep_freed_memory,
+                ),
+                ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
+            )
         self._running = 0
         self._running_lock = threading.Lock()
         self._model_slots: dict[bytes, asyncio.Semaphore] = {}
@@ -234,10 +248,12 @@ class DataPlane:
         request that found a model before its delete must not bring its entries back."""
 
     def close(self) -> None:
-        """Stop the worker threads and the compile guard's spare process."""
+        """Stop the worker threads, the compile guard's spare process and the model hosts."""
         self._infer.close()
         self._compile.close()
         self.compile_guard.close()
+        if self.hosts is not None:
+            self.hosts.close()
 
     async def offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
@@ -436,7 +452,7 @@ class DataPlane:
         self,
         record: StoredModel,
         source: bytes | ModelFile,
-        compiled: OnnxModel,
+        compiled: LoadedModel,
         steps: CompiledPipeline | None,
         wire: dict[str, Any] | None,
         queue: ModelQueue | None,
@@ -484,7 +500,7 @@ class DataPlane:
         """
         if self.store is None:
             return 0
-        sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]] = {}
+        sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]] = {}
         # whose settings each session runs with: the oldest upload sharing it, as when uploaded
         # (the store gives entries in file-name order, not upload order)
         oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
@@ -555,7 +571,7 @@ class DataPlane:
         )
 
     def _stored_pipeline(
-        self, record: StoredModel, model: OnnxModel
+        self, record: StoredModel, model: LoadedModel
     ) -> tuple[dict[str, Any] | None, CompiledPipeline | None]:
         if record.pipeline is None:
             return None, None
@@ -635,7 +651,7 @@ class DataPlane:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
 
-    def _compiled_pipeline(self, pipeline: Pipeline, model: OnnxModel) -> CompiledPipeline:
+    def _compiled_pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
         with _invalid_input():
             return compile_pipeline(
                 pipeline,
@@ -685,7 +701,7 @@ class DataPlane:
         optimize: bool,
         schedule: _Schedule,
         abandon: Abandon | None = None,
-    ) -> tuple[OnnxModel, ModelQueue | None]:
+    ) -> tuple[LoadedModel, ModelQueue | None]:
         """The compile guard's checks and trial compile, then the server's own compile (not
         begun once ``abandon`` is set: the client went away)."""
         abandon = abandon or Abandon()
@@ -698,7 +714,7 @@ class DataPlane:
 
     def _compiled(
         self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
-    ) -> tuple[OnnxModel, ModelQueue | None]:
+    ) -> tuple[LoadedModel, ModelQueue | None]:
         """The session and, for a model that batches, its queue (batching is probed here)."""
         started = time.perf_counter()
         try:
@@ -721,15 +737,17 @@ class DataPlane:
         )
 
     def _inline_gate(self, model: bytes | ModelFile) -> InlineGate | None:
-        """The gate of a model that may run on the event loop (``_inline``); None for others
-        and on a GPU."""
-        if self.settings.device != "cpu":
+        """The gate of a model that may run on the event loop (``_inline``); None for others,
+        on a GPU, and for models in a host process (a run there is never that short)."""
+        if self.settings.device != "cpu" or self.hosts is not None:
             return None
         source = Path(model.path) if isinstance(model, ModelFile) else model
         return inline_gate(source, limit_us=self.settings.inline_run_us)
 
-    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> OnnxModel:
+    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> LoadedModel:
         try:
+            if self.hosts is not None:
+                return self.hosts.load(model, optimize=optimize, intra_op_threads=threads)
             return OnnxModel(
                 model.path if isinstance(model, ModelFile) else model,
                 optimize=optimize,
@@ -950,6 +968,8 @@ class DataPlane:
         except InferenceFailed as exc:
             with self._running_lock:
                 shared = self._running > 1
+            if isinstance(exc.__cause__, HostArenaError):  # a model host's arena is its own
+                shared = exc.__cause__.others > 0
             return None, exc, shared
         finally:
             with self._running_lock:
@@ -1228,21 +1248,24 @@ class DataPlane:
 
 
 _Restored = tuple[
-    StoredModel, tuple[OnnxModel, ModelQueue | None], CompiledPipeline | None, dict[str, Any] | None
+    StoredModel,
+    tuple[LoadedModel, ModelQueue | None],
+    CompiledPipeline | None,
+    dict[str, Any] | None,
 ]
 """A stored model on its way back: its record, session and queue, pipeline steps and wire."""
 
 
 def _swapped(
     item: _Restored,
-    old: tuple[OnnxModel, ModelQueue | None],
-    new: tuple[OnnxModel, ModelQueue | None],
+    old: tuple[LoadedModel, ModelQueue | None],
+    new: tuple[LoadedModel, ModelQueue | None],
 ) -> _Restored:
     record, compiled, steps, wire = item
     return (record, new if compiled is old else compiled, steps, wire)
 
 
-def _release(compiled: tuple[OnnxModel, ModelQueue | None]) -> None:
+def _release(compiled: tuple[LoadedModel, ModelQueue | None]) -> None:
     session, queue = compiled
     session.unload()
     if queue is not None:
@@ -1250,7 +1273,7 @@ def _release(compiled: tuple[OnnxModel, ModelQueue | None]) -> None:
 
 
 def _release_unused(
-    sessions: dict[bytes, tuple[OnnxModel, ModelQueue | None]], used: Sequence[OnnxModel]
+    sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]], used: Sequence[LoadedModel]
 ) -> None:
     """Unload (and forget) the restored sessions that none of ``used`` is."""
     for share, compiled in list(sessions.items()):

@@ -187,12 +187,25 @@ def build(
     cap_arena(settings.max_run_memory)
     notes: _Notes = []
     if not settings.empty_kernel_proofs:
+        ended = (
+            "its own model's process (--run-isolation process)"
+            if settings.run_isolation == "process"
+            else "this server's process for everyone"
+        )
         notes.append(
             (
                 logging.WARNING,
                 "--no-empty-kernel-proofs: a tenant's model built to make an empty tensor "
-                "before LSTM, GRU or a contrib kernel that fails on one can end this server's "
-                "process for everyone (docs/limits.md)",
+                f"before LSTM, GRU or a contrib kernel that fails on one can end {ended} "
+                "(docs/limits.md)",
+            )
+        )
+    if settings.run_isolation == "process":
+        notes.append(
+            (
+                logging.INFO,
+                "run isolation: each model runs in a process of its own, --max-run-memory "
+                "for each (docs/limits.md)",
             )
         )
     store = _open_store(settings, chosen.kind, notes)

@@ -95,6 +95,13 @@ class Metrics:
         self.models_loaded = Gauge(
             "blindai_models_loaded", "Models whose onnxruntime session is loaded", registry=r
         )
+        self.model_host_ends = Counter(
+            "blindai_model_host_ends",
+            "Model host processes (--run-isolation process) that ended during runs: crashed "
+            "(onnxruntime on a request's values), or killed to stop a run",
+            ["why"],
+            registry=r,
+        )
         self.active_connections = Gauge(
             "blindai_active_connections", "Open client connections, by port", ["port"], registry=r
         )

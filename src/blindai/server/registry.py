@@ -37,7 +37,7 @@ from blindai.pipeline.compiled import CompiledPipeline
 from blindai.server._text import count
 from blindai.server.batching import ModelQueue
 from blindai.server.model_file import ModelFile
-from blindai.server.runtime import OnnxModel
+from blindai.server.runtime import LoadedModel
 
 __all__ = ["ModelEntry", "ModelRef", "ModelRegistry", "Visible", "model_digest", "share_key"]
 
@@ -52,7 +52,7 @@ class ModelEntry:
     model_id: str
     hash: bytes
     name: str | None
-    model: OnnxModel = field(repr=False, compare=False)
+    model: LoadedModel = field(repr=False, compare=False)
     pipeline: CompiledPipeline | None = field(default=None, repr=False, compare=False)
     version: int = 1
     """The upload's number among the uploads of its name (1 for a model without a name)."""
@@ -122,7 +122,7 @@ class ModelRegistry:
     def __init__(self, *, max_models: int = 64) -> None:
         self._lock = threading.Lock()
         self._by_id: dict[str, ModelEntry] = {}
-        self._sessions: dict[bytes, OnnxModel] = {}
+        self._sessions: dict[bytes, LoadedModel] = {}
         self._queues: dict[bytes, ModelQueue] = {}
         self._bytes: dict[bytes, bytes | ModelFile] = {}
         self._unloaded: set[str] = set()
@@ -136,7 +136,7 @@ class ModelRegistry:
         """The latest upload time given out or registered."""
         self._max = max_models
 
-    def session_for(self, share: bytes) -> OnnxModel | None:
+    def session_for(self, share: bytes) -> LoadedModel | None:
         """The shared session for a :func:`share_key`, if one is loaded."""
         with self._lock:
             return self._sessions.get(share)
@@ -205,7 +205,7 @@ class ModelRegistry:
     def add(
         self,
         digest: bytes,
-        model: OnnxModel,
+        model: LoadedModel,
         name: str | None,
         pipeline: CompiledPipeline | None = None,
         *,
@@ -416,7 +416,7 @@ class ModelRegistry:
     def reload(
         self,
         entry: ModelEntry,
-        model: OnnxModel,
+        model: LoadedModel,
         queue: ModelQueue | None = None,
         *,
         ticket: int | None = None,

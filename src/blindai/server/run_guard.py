@@ -32,6 +32,7 @@ from blindai.errors import InferenceFailed, InferenceTimeout, ServerBusy, Server
 
 __all__ = [
     "WATCH_AFTER_S",
+    "HostArenaError",
     "RunControl",
     "cap_arena",
     "check_reply_size",
@@ -50,6 +51,16 @@ WATCH_AFTER_S = 0.05
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
 _JSON_CHARS: dict[str, int] = {"b": 6, "f": 25, "i": 21, "u": 21}
 """Most characters one JSON number of each numpy kind takes, with its separator."""
+
+
+class HostArenaError(RuntimeError):
+    """onnxruntime's allocation failure in a model host (``--run-isolation process``), its text
+    as onnxruntime wrote it, with ``others``: how many other runs shared that host's arena when
+    it failed (each host has its own, so the server's other runs did not)."""
+
+    def __init__(self, text: str, *, others: int) -> None:
+        super().__init__(text)
+        self.others = others
 
 
 def cap_arena(max_bytes: int) -> None:

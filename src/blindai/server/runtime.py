@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -27,6 +27,7 @@ from blindai.server._inline import InlineGate
 
 __all__ = [
     "Device",
+    "LoadedModel",
     "OnnxModel",
     "TensorSpec",
     "check_device",
@@ -80,6 +81,34 @@ class TensorSpec:
         return len(shape) == len(self.shape) and all(
             want is None or want == got for want, got in zip(self.shape, shape, strict=True)
         )
+
+
+class LoadedModel(Protocol):
+    """What the data plane, the registry and the batching queue use of a compiled model:
+    :class:`OnnxModel` (in the server's process) or ``model_host.HostedModel`` (in a process of
+    its own, ``--run-isolation process``)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: dict[str, str]
+    inline: InlineGate | None
+    empty_unsafe: tuple[str, ...]
+
+    def predict(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_options: ort.RunOptions | None = None,
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run the model on validated inputs (see :meth:`OnnxModel.predict`)."""
+
+    def unload(self) -> None:
+        """Release the session; later requests get ModelNotFound."""
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`unload` released the session."""
 
 
 def _tensor(name: str, value: object) -> np.ndarray:

@@ -178,6 +178,15 @@ class ServerSettings(BaseSettings):
     """Check and compile each upload first in a separate, limited process (time and memory).
     Off (--no-compile-isolation), e.g. where a process is costly (Gramine), the admission checks
     run in the server and compile time and memory are not bounded."""
+    run_isolation: Literal["none", "process"] = "none"
+    """Where each model's onnxruntime session runs. ``none``: in the server's process (a kernel
+    that crashes on a request's values ends it, every tenant's runs with it). ``process``: in
+    a model host process of its own per model, restarted after a crash (the runs in flight on
+    that model fail, 422; other models go on); a run stopped at --run-timeout that the host
+    does not give up at once has its host killed, so one long kernel is bounded too. Costs a
+    copy of every request's tensors each way and a process per model; --max-run-memory then
+    caps each model's arena, not all of them together. Not with --device cuda, and not for
+    Gramine-SGX (a process is a new enclave); see docs/limits.md."""
     empty_kernel_proofs: CliImplicitFlag[bool] = True
     """Admit a model with an operator whose onnxruntime kernel ends the process on an empty
     tensor (LSTM, GRU, com.microsoft SkipLayerNormalization, MultiHeadAttention, ...) only where
@@ -373,6 +382,11 @@ class ServerSettings(BaseSettings):
             raise ConfigurationError(
                 f"--pccs-url {self.pccs_url!r:.80} is not an https:// (or http://) URL: a PCS or "
                 "PCCS is reached over HTTP only"
+            )
+        if self.run_isolation == "process" and self.device != "cpu":
+            raise ConfigurationError(
+                "--run-isolation process runs models on the CPU only: it cannot be combined "
+                f"with --device {self.device}"
             )
         largest = self.largest_body_bytes
         if self.max_body_memory < largest:

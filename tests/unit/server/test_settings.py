@@ -51,6 +51,11 @@ def test_a_flag_wins_over_the_variable_which_wins_over_the_default(
         # urllib's default opener would have read a local file and served it as collateral
         (["--pccs-url", "file:///etc/passwd"], "--pccs-url 'file:///etc/passwd' is not an https"),
         (["--pccs-url", "pccs.example:8081"], "--pccs-url 'pccs.example:8081' is not an https"),
+        (
+            ["--run-isolation", "process", "--device", "cuda"],
+            "--run-isolation process runs models on the CPU only",
+        ),
+        (["--run-isolation", "thread"], "--run-isolation: Input should be 'none' or 'process'"),
     ],
 )
 def test_unusable_values_are_one_configuration_error(argv: list[str], message: str) -> None:

@@ -1,0 +1,265 @@
+"""The server's side of one model host process (``model_host``): start it, hand each reply to
+the run waiting for it, and tell why it ended.
+
+One :class:`Host` is one started child (``blindai.server._model_host_worker``) and the server's
+end of its socket. A reader thread reads every reply and wakes the run that waits for it; when
+the socket ends (the child crashed, or was killed) it fails the runs still waiting: with
+:class:`Crashed` (the signal), or ServerBusy when the server killed the child to stop a run.
+What a child answers is not trusted: frames are checked (``_host_wire``), and only the errors
+the server's own sessions raise are taken from it (:func:`error_from`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+from blindai.errors import InferenceFailed, InvalidInput, ModelNotReady, ServerBusy, ServerError
+from blindai.server._host_wire import Frame, FrameError, read_frame
+from blindai.server.runtime import _ORT_TYPES, TensorSpec
+
+__all__ = [
+    "POLL_S",
+    "START_TIMEOUT_S",
+    "Crashed",
+    "Host",
+    "Pending",
+    "child_env",
+    "error_from",
+    "spec_from",
+]
+
+POLL_S = 0.02
+"""How often a waiting run looks at its ``RunOptions.terminate`` (and a reader at closing)."""
+START_TIMEOUT_S = 120.0
+"""Longest a child may take to load its model (it compiled before, in the compile guard)."""
+
+
+class Crashed(Exception):
+    """The host ended while runs were in flight: why, in words."""
+
+
+@dataclass
+class Pending:
+    """A run waiting for its answer: the reply's frame, or why none will come."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    frame: Frame | None = None
+    failure: BaseException | None = None
+
+
+class Host:
+    """One started child: its process, socket, and the runs waiting for an answer."""
+
+    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+        self.process = process
+        self.channel = channel
+        self.ids = itertools.count()
+        self.lock = threading.Lock()
+        """Held to write a frame (and to close the socket)."""
+        self.pending: dict[int, Pending] = {}
+        self.pending_lock = threading.Lock()
+        """Held to add, answer or fail pending runs, and to mark the host closing."""
+        self.closing = False
+        self.killed_for: str | None = None
+        """Why the server killed it (None: it ended on its own, a crash)."""
+        self.counted = False
+        """Whether its end was counted among the model's crashes."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child runs and is not being stopped."""
+        return not self.closing and self.process.poll() is None
+
+    @classmethod
+    def start(
+        cls, directory: str, setup: dict[str, Any], fd: int, *, max_bytes: int
+    ) -> tuple[Host, dict[str, Any]]:
+        """Start a child in ``directory``, send it ``setup`` and the model's descriptor, wait
+        for its answer (the model's specs), and start the thread that reads its replies.
+        ModelNotReady when it did not start; the load's own error when the model failed."""
+        host = cls(*_spawn(directory))
+        channel = host.channel
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            socket.send_fds(channel, [json.dumps(setup).encode()], [fd])
+            channel.settimeout(POLL_S)
+            frame = read_frame(
+                channel, max_bytes=max_bytes, closing=lambda: time.monotonic() > deadline
+            )
+            if frame is None:
+                host.stop("")
+                raise host.ended()
+            if not frame.header.get("ok"):
+                raise error_from(frame.header.get("error"))
+        except (OSError, FrameError, Crashed) as exc:
+            host.stop("")
+            channel.close()
+            why = str(exc) if isinstance(exc, Crashed) else type(exc).__name__
+            if time.monotonic() > deadline:
+                why = f"no answer within {START_TIMEOUT_S:g} s"
+            raise ModelNotReady(f"the model's process could not be started ({why})") from None
+        except BaseException:
+            host.stop("")
+            channel.close()
+            raise
+        threading.Thread(
+            target=host.serve_replies, args=(max_bytes,), name="blindai-model-host", daemon=True
+        ).start()
+        return host, frame.header
+
+    def add(self, run_id: int, waiting: Pending) -> bool:
+        """Register a run (False when the host is ending: none will be answered)."""
+        with self.pending_lock:
+            if self.closing:
+                return False
+            self.pending[run_id] = waiting
+            return True
+
+    def forget(self, run_id: int) -> None:
+        """Stop waiting for run ``run_id`` (its answer, if one comes, is dropped)."""
+        with self.pending_lock:
+            self.pending.pop(run_id, None)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no run waits for an answer."""
+        with self.pending_lock:
+            return not self.pending
+
+    def serve_replies(self, max_bytes: int) -> None:
+        """In the reader thread: hand each reply to its run; at the end, fail the rest and
+        close the socket (only this thread reads it, and only it closes it)."""
+        why: BaseException | None = None
+        try:
+            while (frame := self._next(max_bytes)) is not None:
+                with self.pending_lock:
+                    waiting = self.pending.pop(int(frame.header.get("id", -1)), None)
+                if waiting is not None:
+                    waiting.frame = frame
+                    waiting.done.set()
+        except Exception as exc:
+            # the child ended mid-frame (a crash while it wrote, or with our frame unread:
+            # ECONNRESET), or it answered what breaks the format (it is not trusted): killed
+            if not self.closing and not self._ends_alone():
+                why = Crashed(f"an unreadable answer ({type(exc).__name__})")
+        self.stop("")
+        why = why or self.ended()
+        with self.pending_lock:
+            self.closing = True
+            left, self.pending = list(self.pending.values()), {}
+        for waiting in left:
+            waiting.failure = why
+            waiting.done.set()
+        with self.lock:
+            self.channel.close()
+
+    def _ends_alone(self) -> bool:
+        """Whether the child exits by itself within half a second (it crashed)."""
+        try:
+            self.process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _next(self, max_bytes: int) -> Frame | None:
+        return read_frame(self.channel, max_bytes=max_bytes, closing=lambda: self.closing)
+
+    def ended(self) -> BaseException:
+        """Why the child ended (it has ended, or been killed): Crashed, or ServerBusy."""
+        try:
+            code = self.process.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - stop() killed it
+            return Crashed("it closed its socket")
+        if self.killed_for is not None:
+            return ServerBusy(self.killed_for)
+        if code < 0:
+            return Crashed(signal.Signals(-code).name)
+        return Crashed(f"exit status {code}")
+
+    def stop(self, reason: str) -> None:
+        """Kill the child and reap it; its runs in flight then fail with ``reason``
+        (ServerBusy) when one is given (the reader thread fails them and closes the socket)."""
+        if reason and self.killed_for is None and self.process.poll() is None:
+            self.killed_for = reason
+        self.closing = True
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
+            pass
+
+
+def _spawn(directory: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """A started child (in ``directory``) and the server's end of its socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "blindai.server._model_host_worker"],
+            stdin=theirs.fileno(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=directory,  # empty: a missed external reference finds nothing
+            env=child_env(),
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
+
+
+def child_env() -> dict[str, str]:
+    """The child's environment: only what finds Python and its packages (no BLINDAI_ or
+    onnxruntime variables)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "HOME")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def spec_from(raw: Any) -> TensorSpec:
+    """A spec from a host's answer: its dtype from its ONNX type, as OnnxModel gives it."""
+    onnx_type = str(raw["onnx_type"])
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw["shape"])
+    symbols = tuple(s if isinstance(s, str) and s else None for s in raw["symbols"])
+    return TensorSpec(str(raw["name"]), _ORT_TYPES.get(onnx_type), shape, onnx_type, symbols)
+
+
+_OURS: dict[str, type[ServerError]] = {
+    cls.__name__: cls for cls in (InferenceFailed, InvalidInput, ModelNotReady)
+}
+"""The errors a host may report as ours (those OnnxModel raises): a host a hostile model took
+over cannot make the server answer another status (401, 403, ...)."""
+_MESSAGE_MAX = 2000
+
+
+def error_from(error: Any) -> Exception:
+    """The exception a host described: one of ours by class, onnxruntime's by type (with the
+    text of an allocation failure only, which ``run_guard.failure_for`` reads)."""
+    if not isinstance(error, dict):
+        return RuntimeError("")
+    name = str(error.get("type", ""))
+    message = str(error.get("message", ""))
+    if error.get("kind") == "blindai":  # what OnnxModel raises itself, and no other class
+        return _OURS.get(name, InferenceFailed)(message[:_MESSAGE_MAX])
+    found = getattr(_ort_errors, name, None)
+    if (
+        isinstance(found, type)
+        and issubclass(found, Exception)
+        and found.__module__ == _ort_errors.__name__
+    ):
+        return found(message[:_MESSAGE_MAX])
+    return RuntimeError(message[:_MESSAGE_MAX])

@@ -1,0 +1,461 @@
+"""Process-isolated runs (``--run-isolation process``): each model's session in a child process.
+
+A run executes onnxruntime's kernels on a request's values; a kernel that crashes on them
+(SIGSEGV, SIGABRT, SIGFPE) ends the process it runs in. In the server's process that is every
+tenant's runs; admission refuses the crashes that are known (``unsafe_kernels``), not those
+nobody has found. :class:`HostedModel` has the interface of
+:class:`~blindai.server.runtime.OnnxModel` but keeps the session in a child, the model's host
+(``blindai.server._model_host_worker``), built there exactly as the server would build it
+(``runtime.session_options``, the arena capped by ``run_guard.cap_arena``):
+
+- **a crash** fails the runs in flight on that model only (InferenceFailed, 422, naming the
+  signal); the server goes on serving every other model, and the host is started again (the
+  model loaded again) for the next request. A model whose host crashes ``CRASH_LIMIT`` times
+  within ``CRASH_WINDOW_S`` is not started again: its runs answer ModelNotReady (503) until it
+  is unloaded and loaded again (or deleted), so that a tenant cannot keep the server busy
+  starting processes;
+- **a run stopped** (``RunOptions.terminate``: the run timeout, the client gone) is cancelled in
+  the host; a host that has not answered ``TERMINATE_GRACE_S`` later (one long kernel) is
+  killed and started again for the next request: the run timeout bounds a single kernel too.
+  The other runs of that model in flight then answer ServerBusy (503, try again);
+- **memory**: each host has its own arena capped at ``memory_bytes`` (``--max-run-memory``
+  applies per model, not to all of them together);
+- unloading the model (or deleting it) stops its host once its runs in flight are over; the
+  server's end (:meth:`ModelHosts.close`) stops every host; a host whose server died sees its
+  socket end and exits.
+
+The model reaches the host as a read-only descriptor of a :class:`~blindai.server.model_file.
+ModelFile` (sealed when in memory; a model given as bytes is put in one), never as a path;
+requests and replies cross the socket as raw buffers with a JSON header (``_host_wire``: no
+pickle, so a host taken over by a hostile model cannot run code in the server). Nothing of the
+requests or the model is logged. Cost: every request's tensors are copied to the host and its
+outputs back (docs/performance.md).
+
+Not for Gramine-SGX: there a child process is a new enclave (slow, and its manifest must allow
+it); this mode is for confidential VMs (TDX, SEV-SNP) and simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from blindai.errors import (
+    BlindAIError,
+    InferenceFailed,
+    ModelNotFound,
+    ModelNotReady,
+    ServerBusy,
+)
+from blindai.server._host_process import (
+    POLL_S,
+    Crashed,
+    Host,
+    Pending,
+    error_from,
+    spec_from,
+)
+from blindai.server._host_wire import (
+    Frame,
+    FrameError,
+    Stopped,
+    decode_arrays,
+    encode_arrays,
+    write_frame,
+)
+from blindai.server._inline import InlineGate
+from blindai.server.model_file import ModelFile
+from blindai.server.run_guard import HostArenaError
+
+__all__ = [
+    "CRASH_LIMIT",
+    "CRASH_WINDOW_S",
+    "TERMINATE_GRACE_S",
+    "HostLimits",
+    "HostedModel",
+    "ModelHosts",
+]
+
+_log = logging.getLogger("blindai.server")
+
+CRASH_LIMIT = 5
+"""Crashes of one model's host within ``CRASH_WINDOW_S`` after which it is not started again."""
+CRASH_WINDOW_S = 60.0
+"""The window, in seconds, in which ``CRASH_LIMIT`` crashes stop a model for good."""
+TERMINATE_GRACE_S = 0.25
+"""How long a host has to stop a run it was told to stop before it is killed."""
+_STOPPED_WITH = (
+    "another run of this model was stopped (its time was up, or its client left) and the "
+    "model's process with it; try again"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLimits:
+    """What every model host is given (the server builds them from its settings)."""
+
+    memory_bytes: int
+    """The host's arena cap (``--max-run-memory``, for this model alone)."""
+    max_reply_bytes: int
+    """Largest answer a host may send (its outputs' bytes), beyond which it is killed."""
+    keep_freed_memory: int = 0
+    """``--keep-freed-memory`` for the host (``blindai._malloc``): its request and reply
+    buffers are then reused from its heap, not page-faulted in anew for each request."""
+    crash_limit: int = CRASH_LIMIT
+    """Crashes within ``crash_window_s`` after which a model is not started again."""
+    crash_window_s: float = CRASH_WINDOW_S
+    """The window of ``crash_limit``, in seconds."""
+    terminate_grace_s: float = TERMINATE_GRACE_S
+    """How long a host has to stop a run it was told to stop before it is killed."""
+
+
+class ModelHosts:
+    """Starts model hosts and stops them all at the server's end (one per data plane)."""
+
+    def __init__(
+        self, *, limits: HostLimits, ended: Callable[[str], None] = lambda why: None
+    ) -> None:
+        self.limits = limits
+        self.ended = ended
+        """Called with ``"crash"`` for each host that ended during runs, ``"stopped"`` for
+        each killed to stop a run (the server counts them: ``blindai_model_host_ends``)."""
+        self._lock = threading.Lock()
+        self._models: set[HostedModel] = set()
+        self._closed = False
+        self._dir = tempfile.TemporaryDirectory(prefix="blindai-host-")
+
+    @property
+    def directory(self) -> str:
+        """The hosts' working directory: private and empty."""
+        return self._dir.name
+
+    def load(
+        self, model: bytes | ModelFile, *, optimize: bool, intra_op_threads: int
+    ) -> HostedModel:
+        """A model whose session lives in a host of its own, started now (the model's load
+        errors as OnnxModel raises them: InvalidInput, or onnxruntime's, as RuntimeError)."""
+        with self._lock:
+            if self._closed:
+                raise ModelNotReady("the server is shutting down")
+        hosted = HostedModel(
+            model, optimize=optimize, intra_op_threads=intra_op_threads, hosts=self
+        )
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._models.add(hosted)
+        if closed:
+            hosted.unload()
+            raise ModelNotReady("the server is shutting down")
+        return hosted
+
+    def _forget(self, model: HostedModel) -> None:
+        with self._lock:
+            self._models.discard(model)
+
+    @property
+    def count(self) -> int:
+        """Models with a host (started or to be started again)."""
+        with self._lock:
+            return len(self._models)
+
+    def close(self) -> None:
+        """Stop every host now (the server's end) and remove the private directory."""
+        with self._lock:
+            self._closed = True
+            models, self._models = list(self._models), set()
+        for model in models:
+            model.stop()
+        self._dir.cleanup()
+
+
+class HostedModel:
+    """One model whose session lives in a child process (see the module): the interface the
+    data plane uses of :class:`~blindai.server.runtime.OnnxModel`. ``predict`` is thread-safe:
+    runs of one model share its host, each answered by its id."""
+
+    def __init__(
+        self,
+        model: bytes | ModelFile,
+        *,
+        optimize: bool,
+        intra_op_threads: int,
+        hosts: ModelHosts,
+    ) -> None:
+        self._hosts = hosts
+        self._limits = hosts.limits
+        self._setup = {
+            "optimize": optimize,
+            "intra_op_threads": intra_op_threads,
+            "memory_bytes": self._limits.memory_bytes,
+            "keep_freed_memory": self._limits.keep_freed_memory,
+        }
+        self._file = model if isinstance(model, ModelFile) else ModelFile.holding(model)
+        self._owned = not isinstance(model, ModelFile)
+        self._fd: int | None = self._file.reader()  # ours: the model's file may be closed
+        self._start_lock = threading.Lock()
+        """Held while a host starts (one start at a time) and to count crashes."""
+        self._file_lock = threading.Lock()
+        """Held, briefly, to copy or close the model's descriptor (an unload, on the event
+        loop, never waits for a start)."""
+        self._host: Host | None = None
+        self._crashes: deque[float] = deque()
+        self._released = False
+        self._broken: str | None = None
+        self.inline: InlineGate | None = None
+        """Always None: a hosted model never runs on the event loop."""
+        self.empty_unsafe: tuple[str, ...] = ()
+        """Set by the data plane, as for OnnxModel."""
+        try:
+            answer = self._start()
+        except BaseException:
+            self._close_file()
+            raise
+        self.inputs = tuple(spec_from(s) for s in answer["inputs"])
+        self.outputs = tuple(spec_from(s) for s in answer["outputs"])
+        self.metadata: dict[str, str] = {
+            str(k): str(v) for k, v in dict(answer.get("metadata") or {}).items()
+        }
+        """The model's metadata properties, as the host's session read them."""
+        self._output_names = [o.name for o in self.outputs]
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the model's host (None when none is running)."""
+        host = self._host
+        return host.process.pid if host is not None and host.alive else None
+
+    def _close_file(self) -> None:
+        with self._file_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._owned:
+                self._file.close()
+
+    def _start(self) -> dict[str, Any]:
+        """Start a host, send it the model, and wait for its specs (raises the load's error)."""
+        with self._file_lock:  # a copy: an unload meanwhile closes ours, never this one
+            fd = None if self._fd is None else os.dup(self._fd)
+        if fd is None:
+            raise ModelNotFound("the model was deleted or unloaded before this request ran")
+        try:
+            host, answer = Host.start(
+                self._hosts.directory,
+                self._setup,
+                fd,
+                max_bytes=self._limits.max_reply_bytes + (1 << 20),
+            )
+        finally:
+            os.close(fd)
+        self._host = host
+        return answer
+
+    def _live_host(self) -> Host:
+        """The running host, started again after a crash (within the crash limit)."""
+        host = self._host
+        if host is not None and host.alive:
+            return host
+        with self._start_lock:
+            host = self._host
+            if host is not None and host.alive:
+                return host
+            if self._released:
+                raise ModelNotFound("the model was deleted or unloaded before this request ran")
+            if self._broken is not None:
+                raise ModelNotReady(self._broken)
+            try:
+                self._start()
+            except ModelNotReady as exc:
+                self._count_crash(None, exc.message)
+                raise
+            host = self._host
+            assert host is not None
+            if self._released:  # unloaded while it started (the unload may not have seen it)
+                host.stop("")
+                raise ModelNotFound("the model was deleted or unloaded before this request ran")
+            return host
+
+    def _count_crash(self, host: Host | None, why: str) -> None:
+        """Count a crash (once per host; the caller holds ``_start_lock``); past the limit,
+        the model is not started again."""
+        if host is not None:
+            if host.counted:
+                return
+            host.counted = True
+        self._hosts.ended("crash")
+        now = time.monotonic()
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self._limits.crash_window_s:
+            self._crashes.popleft()
+        crashes = len(self._crashes)
+        if crashes >= self._limits.crash_limit and self._broken is None:
+            self._broken = (
+                f"this model's process crashed {crashes} times within "
+                f"{self._limits.crash_window_s:g} s; it is not started again until the model is "
+                "unloaded and loaded again (POST /v2/repository/models/NAME/unload, then load)"
+            )
+            _log.warning("model host: a model's process crashed %d times; not restarted", crashes)
+        else:
+            _log.warning("model host: a model's process ended during a run (%s)", why)
+
+    def predict(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        run_options: ort.RunOptions | None = None,
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run the model in its host, as :meth:`OnnxModel.predict` (the same outputs, bit for
+        bit, and the same errors), but for a crash (InferenceFailed naming the signal) and a
+        stop the host did not obey in time (its host killed; InferenceFailed, which the data
+        plane answers 504 at a timeout)."""
+        if self._released:
+            raise ModelNotFound("the model was deleted or unloaded before this request ran")
+        if run_options is not None and run_options.terminate:
+            raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
+        try:
+            entries, buffers = encode_arrays(list(feeds.items()))
+        except ValueError as exc:
+            raise InferenceFailed(str(exc)) from None
+        names = self._output_names if outputs is None else list(outputs)
+        header = {"op": "run", "feeds": entries, "outputs": names}
+        host, run_id, waiting = self._send(header, buffers, run_options)
+        del buffers
+        return self._outputs(self._wait(host, run_id, waiting, run_options), names)
+
+    def _send(
+        self, header: dict[str, Any], buffers: list[Any], run_options: ort.RunOptions | None
+    ) -> tuple[Host, int, Pending]:
+        """Hand a run to the host (a host found ending is replaced, twice at most)."""
+        for _ in range(3):
+            host = self._live_host()
+            run_id = next(host.ids)
+            waiting = Pending()
+            if not host.add(run_id, waiting):
+                continue  # it ended meanwhile: the next one
+            try:
+                with host.lock:
+                    write_frame(
+                        host.channel,
+                        {**header, "id": run_id},
+                        buffers,
+                        should_stop=_stopped(run_options),
+                    )
+            except Stopped:  # stopped while the host would not read: it is stopped too
+                host.forget(run_id)
+                self._stopped_for_a_run(host)
+                self._unload_if_idle(host)
+                raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
+            except OSError:
+                pass  # it ended (or its socket was closed): its reader fails this run
+            return host, run_id, waiting
+        raise ServerBusy("this model's process is being started again; try again")
+
+    def _wait(
+        self, host: Host, run_id: int, waiting: Pending, run_options: ort.RunOptions | None
+    ) -> Frame:
+        """The host's answer to run ``run_id``; a stopped run is cancelled in the host, and the
+        host killed when it does not answer within the grace."""
+        cancelled_at: float | None = None
+        while not waiting.done.wait(POLL_S):
+            if run_options is None or not run_options.terminate:
+                continue
+            now = time.monotonic()
+            if cancelled_at is None:
+                cancelled_at = now
+                with host.lock:
+                    if not host.closing:
+                        try:
+                            write_frame(host.channel, {"op": "cancel", "id": run_id})
+                        except (OSError, Stopped):
+                            pass
+            elif now - cancelled_at > self._limits.terminate_grace_s:
+                host.forget(run_id)
+                self._stopped_for_a_run(host)
+                self._unload_if_idle(host)
+                raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
+        self._unload_if_idle(host)
+        failure = waiting.failure
+        if isinstance(failure, Crashed):
+            with self._start_lock:
+                self._count_crash(host, str(failure))
+            raise InferenceFailed(
+                f"onnxruntime ended the model's process during this run ({failure}): this "
+                "request, or another run of this model at the same time, crashed it; the model "
+                "is started again for the next request"
+            ) from None
+        if failure is not None:
+            raise failure
+        assert waiting.frame is not None
+        return waiting.frame
+
+    def _outputs(self, frame: Frame, names: list[str]) -> list[tuple[str, np.ndarray]]:
+        if not frame.header.get("ok"):
+            error = frame.header.get("error")
+            exc = error_from(error)
+            if isinstance(exc, BlindAIError):
+                raise exc
+            if str(exc) and isinstance(error, dict):  # only an allocation failure has a text
+                others = error.get("others")
+                exc = HostArenaError(str(exc), others=others if isinstance(others, int) else 1)
+            raise InferenceFailed(
+                f"the model failed on these inputs: {type(exc).__name__}"
+            ) from exc
+        try:
+            outputs = decode_arrays(frame.header.get("outputs"), frame.buffers)
+        except FrameError as exc:
+            raise InferenceFailed(
+                f"the model's process gave an unreadable answer ({exc})"
+            ) from None
+        if [n for n, _ in outputs] != names:
+            raise InferenceFailed("the model's process answered other outputs than asked")
+        return outputs
+
+    def _stopped_for_a_run(self, host: Host) -> None:
+        """Kill the host to stop a run that would not stop (its other runs: ServerBusy)."""
+        if host.alive:
+            self._hosts.ended("stopped")
+        host.stop(_STOPPED_WITH)
+
+    def _unload_if_idle(self, host: Host) -> None:
+        """After an unload, the host is stopped once its last run is over."""
+        if self._released and host.idle:
+            host.stop("")
+
+    def unload(self) -> None:
+        """Release the model: no run starts on it any more; its host is stopped once the runs
+        in flight are over. Requests that reach it afterwards get ModelNotFound."""
+        self._released = True
+        self._hosts._forget(self)
+        self._close_file()
+        host = self._host
+        if host is not None and host.idle:
+            host.stop("")
+
+    def stop(self) -> None:
+        """Unload and stop the host now, failing its runs in flight (the server's end)."""
+        self._released = True
+        self._close_file()
+        host = self._host
+        if host is not None:
+            host.stop("the server is shutting down")
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`unload` released the model (no run can use it any more)."""
+        return self._released
+
+
+def _stopped(run_options: ort.RunOptions | None) -> Any:
+    return lambda: run_options is not None and bool(run_options.terminate)

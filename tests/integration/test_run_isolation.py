@@ -1,0 +1,243 @@
+"""``--run-isolation process`` on a real server: a request that crashes onnxruntime fails alone,
+a kernel that runs past the run timeout is stopped, and no model host outlives the server.
+
+The crashing model is a GRU over a ``Slice`` the request sizes (``attacks.empty_unsafe``),
+admitted with ``--no-empty-kernel-proofs``: a cut of 0 ends onnxruntime 1.32's process
+(SIGABRT). Without isolation that process is the server's (shown last)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+
+from blindai.errors import InferenceFailed, InferenceTimeout, NetworkError
+from tests import attacks
+from tests._server import ServerProcess, connect, start_server
+from tests.models import identity
+
+ISOLATED = ("--run-isolation", "process", "--no-empty-kernel-proofs", "--intra-op-threads", "1")
+GRU = attacks.empty_unsafe("GRU", made="slice")
+HOSTILE = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
+FINE = attacks.empty_unsafe_feeds("GRU", made="slice")
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_server(tmp_path_factory.mktemp("isolated"), *ISOLATED, "--run-timeout", "1")
+    yield server
+    server.stop()
+
+
+def _hosts(pid: int) -> set[int]:
+    """The model hosts the process ``pid`` started (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"_model_host_worker" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def _gone(pids: set[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = set()
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            try:  # a zombie (its parent not reaping it) counts as gone
+                if (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z":
+                    continue
+            except OSError:
+                continue
+            alive.add(pid)
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class _Probe:
+    """Another client running another model in a loop, checking every answer."""
+
+    def __init__(self, server: ServerProcess, model_id: str) -> None:
+        self.server, self.model_id = server, model_id
+        self.calls = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(connect(server),))
+
+    def _loop(self, conn) -> None:  # type: ignore[no-untyped-def]
+        try:
+            with conn:
+                while not self._stop.is_set():
+                    x = np.full((2, 3), self.calls, np.float32)
+                    out = conn.predict(self.model_id, {"x": x})
+                    assert np.array_equal(out.output[0], x)
+                    self.calls += 1
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def __enter__(self) -> _Probe:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while self.calls == 0 and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_a_request_that_crashes_onnxruntime_fails_alone(isolated: ServerProcess) -> None:
+    """Tenant A's request ends its model's process: A gets 422 naming the signal, another
+    client's runs on another model are answered throughout, the server's process is the same,
+    and A's model answers a valid request afterwards (its host started again)."""
+    pid = isolated.process.pid
+    with connect(isolated) as a, connect(isolated) as b:
+        crasher = a.upload_model(GRU).model_id
+        other = b.upload_model(identity(TensorProto.FLOAT)).model_id
+        with _Probe(isolated, other) as probe:
+            served = probe.calls
+            for _ in range(2):
+                with pytest.raises(InferenceFailed) as crashed:
+                    a.predict(crasher, HOSTILE)
+                assert crashed.value.status_code == 422
+                assert "onnxruntime ended the model's process during this run (SIGABRT)" in (
+                    crashed.value.message
+                )
+                out = a.predict(crasher, FINE)
+                assert np.asarray(out.output[0]).shape == (3, 1, 1, 2)
+            time.sleep(0.2)
+            assert probe.calls > served
+        assert probe.errors == []
+    assert isolated.process.poll() is None and isolated.process.pid == pid
+    log = isolated.log()
+    assert "can end its own model's process (--run-isolation process)" in log
+    assert "model host: a model's process ended during a run (SIGABRT)" in log
+    assert "Traceback" not in log
+
+
+def _cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (user and system) of the process ``pid`` and of each of its model hosts."""
+    took = {}
+    for each in {pid} | _hosts(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        took[each] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return took
+
+
+def test_a_kernel_past_the_run_timeout_is_stopped(isolated: ServerProcess) -> None:
+    """One MatMul of about 5 s: onnxruntime checks ``terminate`` only between kernels, so in
+    the server's process the client got its 504 but the kernel ran on to its end, a core and a
+    worker busy for seconds. Here its host is killed: after the 504, about when the 1 s run
+    timeout passed, nothing of the server uses a core; the model answers the next request."""
+    pid = isolated.process.pid
+    with connect(isolated) as conn:
+        model_id = conn.upload_model(attacks.long_kernel(), optimize=False).model_id
+        started = time.monotonic()
+        with pytest.raises(InferenceTimeout) as stopped:
+            conn.predict(model_id, {"n": np.array([6000], np.int64)})
+        took = time.monotonic() - started
+        before = _cpu_seconds(pid)
+        time.sleep(1.5)
+        after = _cpu_seconds(pid)
+        assert stopped.value.status_code == 504
+        assert took < 2.5, took
+        busy = sum(after[p] - before[p] for p in before.keys() & after.keys())
+        assert busy < 0.5, busy  # the kernel alone would use 1.5 s of CPU in this time
+        out = conn.predict(model_id, {"n": np.array([3], np.int64)})
+        assert float(out.output[0]) == 27.0
+
+
+def test_a_batching_model_runs_through_its_host(isolated: ServerProcess) -> None:
+    """The batching probe and queue use the host's predict like the session's."""
+    with connect(isolated) as conn:
+        # its own bytes: identical ones uploaded before would share their session, unbatched
+        model = identity(TensorProto.FLOAT, [None, 5])
+        model_id = conn.upload_model(model, max_batch_size=4).model_id
+        results: list[object] = []
+
+        def call(c, k: int) -> None:  # type: ignore[no-untyped-def]
+            try:
+                with c:
+                    x = np.full((1, 5), k, np.float32)
+                    results.append(bool(np.array_equal(c.predict(model_id, {"x": x}).output[0], x)))
+            except Exception as exc:
+                results.append(exc)
+
+        # connected here: warnings filters (connect silences one) are not thread-safe
+        threads = [threading.Thread(target=call, args=(connect(isolated), k)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [True] * 6
+
+
+def test_deleting_a_model_stops_its_host(isolated: ServerProcess) -> None:
+    pid = isolated.process.pid
+    with connect(isolated) as conn:
+        before = _hosts(pid)
+        model_id = conn.upload_model(identity(TensorProto.FLOAT, [7, 3])).model_id
+        (host,) = _hosts(pid) - before
+        conn.delete_model(model_id)
+    assert _gone({host})
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_no_model_host_outlives_the_server(tmp_path: Path, how: str) -> None:
+    """Stopped (SIGTERM), the server stops its hosts; killed (SIGKILL), each host sees its
+    socket end and exits."""
+    server = start_server(tmp_path, *ISOLATED)
+    try:
+        with connect(server) as conn:
+            for k in range(2):
+                model_id = conn.upload_model(identity(TensorProto.FLOAT, [k + 1, 3])).model_id
+                conn.predict(model_id, {"x": np.ones((k + 1, 3), np.float32)})
+        hosts = _hosts(server.process.pid)
+        assert len(hosts) == 2
+        if how == "kill":
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait(10)
+        else:
+            server.stop()
+            assert server.process.returncode == 0
+        assert _gone(hosts)
+    finally:
+        server.stop()
+
+
+def test_without_isolation_the_crash_ends_the_server(tmp_path: Path) -> None:
+    """What the mode is for: the same request on a server without it ends the server's
+    process, every tenant's connections with it."""
+    server = start_server(tmp_path, "--no-empty-kernel-proofs")
+    try:
+        with connect(server) as conn:
+            model_id = conn.upload_model(GRU).model_id
+            with pytest.raises(NetworkError):
+                conn.predict(model_id, HOSTILE)
+        assert server.process.wait(10) == -signal.SIGABRT
+    finally:
+        server.stop()

@@ -1,0 +1,191 @@
+"""The data plane with ``run_isolation = "process"``: what a client is answered when a model's
+host crashes, runs past its timeout, or crashed too often; and how its model comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from blindai.errors import InferenceFailed, InferenceTimeout, ModelNotReady
+from blindai.server.access import ANONYMOUS
+from blindai.server.dataplane import DataPlane
+from blindai.server.model_host import CRASH_LIMIT, HostedModel
+from blindai.server.registry import ModelRef, ModelRegistry
+from blindai.server.settings import ServerSettings
+from tests import attacks
+from tests.models import identity
+
+HOSTILE = list(attacks.empty_unsafe_feeds("LSTM", made="slice", empty=True).items())
+FINE = list(attacks.empty_unsafe_feeds("LSTM", made="slice").items())
+
+
+def _plane(**settings: object) -> DataPlane:
+    given = {
+        "tee": "simulation",
+        "run_isolation": "process",
+        "empty_kernel_proofs": False,
+        "intra_op_threads": 1,
+        "run_timeout": 1.0,
+        **settings,
+    }
+    return DataPlane(ServerSettings(**given), ModelRegistry(max_models=16))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def plane() -> Iterator[DataPlane]:
+    data = _plane()
+    yield data
+    data.close()
+
+
+def _upload(plane: DataPlane, model: bytes) -> ModelRef:
+    entry = asyncio.run(plane.upload(model, name=None, optimize=True, caller=ANONYMOUS))
+    assert isinstance(entry.model, HostedModel)
+    assert entry.model.inline is None  # never on the event loop
+    return ModelRef(entry.model_id)
+
+
+def _ends(plane: DataPlane, why: str) -> float | None:
+    """``blindai_model_host_ends_total{why=...}`` (None: never counted)."""
+    return plane.metrics.registry.get_sample_value("blindai_model_host_ends_total", {"why": why})
+
+
+def _infer(plane: DataPlane, ref: ModelRef, inputs: list[tuple[str, np.ndarray]]) -> list:
+    return asyncio.run(plane.infer(ref, inputs, caller=ANONYMOUS)).outputs
+
+
+def test_a_model_that_keeps_crashing_answers_503_until_loaded_again(plane: DataPlane) -> None:
+    """Each crash is 422 and the model answers a valid request after it; after CRASH_LIMIT
+    crashes within the window it answers 503 without starting a process, until it is unloaded
+    and loaded again. The other model is served throughout."""
+    crasher = _upload(plane, attacks.empty_unsafe("LSTM", made="slice"))
+    other = _upload(plane, identity(TensorProto.FLOAT))
+    x = np.ones((1, 3), np.float32)
+    for _ in range(CRASH_LIMIT):
+        with pytest.raises(InferenceFailed, match=r"ended the model's process .*\(SIG") as crashed:
+            _infer(plane, crasher, HOSTILE)
+        assert crashed.value.status_code == 422
+        assert np.array_equal(_infer(plane, other, [("x", x)])[0][1], x)
+    with pytest.raises(ModelNotReady, match="unloaded and loaded again") as stopped:
+        _infer(plane, crasher, FINE)
+    assert stopped.value.status_code == 503
+    assert _ends(plane, "crash") == CRASH_LIMIT
+    entries = plane.managed_versions(crasher.key, caller=ANONYMOUS)
+    plane.unload(entries)
+    asyncio.run(plane.load(entries))
+    ((_, y),) = _infer(plane, crasher, FINE)
+    assert y.shape == (3, 1, 1, 2)
+
+
+def test_a_long_kernel_is_a_504_in_time(plane: DataPlane) -> None:
+    ref = _upload(plane, attacks.long_kernel())
+    started = time.monotonic()
+    with pytest.raises(InferenceTimeout) as stopped:
+        _infer(plane, ref, [("n", np.array([6000], np.int64))])
+    assert stopped.value.status_code == 504
+    assert time.monotonic() - started < 2.5
+    assert _ends(plane, "stopped") == 1 and _ends(plane, "crash") is None
+    ((_, y),) = _infer(plane, ref, [("n", np.array([2], np.int64))])
+    assert y == 8.0
+
+
+def test_closing_the_data_plane_stops_its_hosts(plane: DataPlane) -> None:
+    ref = _upload(plane, identity(TensorProto.FLOAT, [2, 3]))
+    (entry,) = plane.managed_versions(ref.key, caller=ANONYMOUS)
+    assert isinstance(entry.model, HostedModel)
+    process = entry.model.pid
+    assert process is not None
+    plane.close()
+    assert entry.model.released and entry.model.pid is None
+
+
+def _two_tensors_of(n: int) -> bytes:
+    """y = ReduceSum(a * -a), a = n ones (``s = [n]``): a and -a are alive at once, each
+    4n bytes; 8n in all."""
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["s"], ["a"], value=fill),
+        helper.make_node("Neg", ["a"], ["b"]),
+        helper.make_node("Mul", ["a", "b"], ["c"]),
+        helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "two", [s], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _long_loop() -> bytes:
+    """y = ReduceSum(v), v = Tanh(v @ W) k times from ones [64, 64], ``k`` an int64 request
+    input: runs as long as asked (k = 200 000: seconds) in a few KiB of tensors."""
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["v", "W"], ["vw"]),
+            helper.make_node("Tanh", ["vw"], ["v_out"]),
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [64, 64]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [64, 64]),
+        ],
+    )
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    weights = [
+        helper.make_tensor("W", TensorProto.FLOAT, [64, 64], [0.01] * 4096),
+        helper.make_tensor("v0", TensorProto.FLOAT, [64, 64], [1.0] * 4096),
+        helper.make_tensor("yes", TensorProto.BOOL, [], [True]),
+    ]
+    nodes = [
+        helper.make_node("Loop", ["k", "yes", "v0"], ["v"], body=body),
+        helper.make_node("ReduceSum", ["v"], ["y"], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "loop", [k], [y], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_run_past_its_hosts_arena_is_a_422_while_other_models_run() -> None:
+    """Each host has its own arena: a run that does not fit its model's (two tensors of 40 MB
+    alive at once, under a 64 MiB cap) failed alone there, so it is 422 even while another
+    model runs; counted with the whole server's runs it was 503 (try again), which no retry
+    would ever get past."""
+    plane = _plane(max_run_memory=64 << 20)
+    try:
+        big = _upload(plane, _two_tensors_of(1))
+        slow = _upload(plane, _long_loop())
+        n = 10_000_000  # 40 MB each
+
+        async def scenario(during: Callable[[], object]) -> None:
+            running = asyncio.ensure_future(
+                plane.infer(slow, [("k", np.array(200_000, np.int64))], caller=ANONYMOUS)
+            )
+            await asyncio.sleep(0.3)
+            try:
+                await plane.infer(big, [("s", np.array([n], np.int64))], caller=ANONYMOUS)
+            finally:
+                during()
+                with pytest.raises(InferenceTimeout):
+                    await running
+
+        with pytest.raises(InferenceFailed, match="--max-run-memory") as alone:
+            asyncio.run(scenario(lambda: None))
+        assert alone.value.status_code == 422
+        ((_, y),) = _infer(plane, big, [("s", np.array([1000], np.int64))])
+        assert y == -1000.0
+    finally:
+        plane.close()

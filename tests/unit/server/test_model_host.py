@@ -1,0 +1,405 @@
+"""Models in a host process of their own (``--run-isolation process``): the same answers as in
+the server's process, bit for bit; concurrent runs; a crash of onnxruntime fails the runs in
+flight on that model only and the model is started again; a kernel that will not stop is
+killed; unloading stops the host.
+
+Real processes and real onnxruntime crashes throughout (``tests.attacks.empty_unsafe``: a GRU
+over a ``Slice`` the request sizes to zero ends onnxruntime 1.32's process with SIGABRT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import ml_dtypes
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from blindai.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerBusy,
+)
+from blindai.server._host_process import POLL_S, Crashed, Host, Pending
+from blindai.server.model_file import ModelFile
+from blindai.server.model_host import HostLimits, ModelHosts
+from blindai.server.run_guard import RunControl
+from blindai.server.runtime import OnnxModel
+from tests import attacks, models
+from tests.unit.server.test_runtime import _cast_to
+
+LIMITS = HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30)
+IN_THE_KERNEL_S = 1.0
+"""When a run of ``attacks.long_kernel`` with n = 6000 (about 5 s) is told to stop."""
+
+
+@pytest.fixture
+def hosts() -> Iterator[ModelHosts]:
+    group = ModelHosts(limits=LIMITS)
+    yield group
+    group.close()
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether process ``pid`` has ended (and was reaped) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return bool(a.tolist() == b.tolist()) and all(
+            type(x) is type(y) for x, y in zip(a.ravel(), b.ravel(), strict=True)
+        )
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _zipmap() -> bytes:
+    """Softmax over 3 classes, as a sequence of maps (ZipMap, as skl2onnx exports
+    classifiers): onnxruntime gives an array of dicts."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    maps = helper.make_value_info(
+        "y",
+        helper.make_sequence_type_proto(
+            helper.make_map_type_proto(
+                TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+            )
+        ),
+    )
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], axis=1),
+        helper.make_node("ZipMap", ["p"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[3, 1, 2]),
+    ]
+    graph = helper.make_graph(nodes, "zip", [x], [maps])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _cases() -> list[tuple[str, bytes, dict[str, np.ndarray]]]:
+    rng = np.random.default_rng(7)
+    floats = rng.standard_normal((5, 3)).astype(np.float32)
+    return [
+        ("float32 matmul", models.matmul(64, 16), {"x": rng.standard_normal((9, 64), np.float32)}),
+        ("float32", models.identity(TensorProto.FLOAT), {"x": floats}),
+        ("int64", models.identity(TensorProto.INT64), {"x": rng.integers(-9, 9, (4, 3))}),
+        (
+            "string",
+            models.identity(TensorProto.STRING),
+            {"x": np.array([["a", "", "é€😀"], ["x\x00y", "b", "c" * 300]], dtype=object)},
+        ),
+        ("bool", models.identity(TensorProto.BOOL), {"x": floats > 0}),
+        ("float16", models.identity(TensorProto.FLOAT16), {"x": floats.astype(np.float16)}),
+        (
+            "bfloat16",
+            models.identity(TensorProto.BFLOAT16),
+            {"x": floats.astype(ml_dtypes.bfloat16)},
+        ),
+        ("empty", models.identity(TensorProto.FLOAT), {"x": np.zeros((0, 3), np.float32)}),
+        (
+            "two outputs",
+            models.two_in_two_out(),
+            {"a": floats[:, :1].repeat(4, 1), "b": -floats[:, :1].repeat(4, 1)},
+        ),
+        ("maps", _zipmap(), {"x": floats}),
+    ]
+
+
+def test_a_hosted_model_answers_as_in_process_bit_for_bit(hosts: ModelHosts) -> None:
+    for label, model, feeds in _cases():
+        local = OnnxModel(model, intra_op_threads=1)
+        hosted = hosts.load(model, optimize=True, intra_op_threads=1)
+        assert hosted.inputs == local.inputs, label
+        assert hosted.outputs == local.outputs, label
+        assert hosted.metadata == local.metadata, label
+        want = local.predict(feeds)
+        got = hosted.predict(feeds, run_options=RunControl().options)
+        assert [n for n, _ in got] == [n for n, _ in want], label
+        for (_, a), (_, b) in zip(got, want, strict=True):
+            assert _same(a, b), label
+        hosted.unload()
+
+
+def test_only_the_outputs_asked_for_come_back_in_that_order(hosts: ModelHosts) -> None:
+    hosted = hosts.load(models.two_in_two_out(), optimize=True, intra_op_threads=1)
+    a = np.ones((2, 4), np.float32)
+    got = hosted.predict({"a": a, "b": a}, ["idx", "sum"])
+    assert [n for n, _ in got] == ["idx", "sum"]
+    assert got[1][1].tolist() == [[2.0] * 4] * 2
+
+
+def test_errors_are_those_of_the_model_in_process(hosts: ModelHosts) -> None:
+    """A failing run: InferenceFailed naming onnxruntime's error type, its cause of that type
+    (``run_guard.failure_for`` reads it) and no input value in the message."""
+    model = models.failing_add()
+    local = OnnxModel(model)
+    hosted = hosts.load(model, optimize=True, intra_op_threads=1)
+    feeds = {
+        "a": np.full((2, 3), 123456.0, np.float32),
+        "b": np.full((2, 5), 123456.0, np.float32),
+    }
+    with pytest.raises(InferenceFailed) as here:
+        local.predict(feeds)
+    with pytest.raises(InferenceFailed) as there:
+        hosted.predict(feeds)
+    assert there.value.message == here.value.message
+    assert type(there.value.__cause__) is type(here.value.__cause__)
+    assert "123456" not in str(there.value.__cause__)
+
+
+def test_an_output_no_array_holds_fails_as_in_process(hosts: ModelHosts) -> None:
+    x = {"x": np.ones((1, 3), np.float32)}
+    for source in (models.empty_optional_output, models.ragged_sequence_output):
+        with pytest.raises(InferenceFailed) as here:
+            OnnxModel(source()).predict(x)
+        with pytest.raises(InferenceFailed) as there:
+            hosts.load(source(), optimize=True, intra_op_threads=1).predict(x)
+        assert there.value.message == here.value.message
+
+
+def test_a_model_onnxruntime_refuses_is_refused_as_in_process(hosts: ModelHosts) -> None:
+    model = _cast_to(TensorProto.INT4)
+    with pytest.raises(InvalidInput) as here:
+        OnnxModel(model)
+    with pytest.raises(InvalidInput) as there:
+        hosts.load(model, optimize=True, intra_op_threads=1)
+    assert there.value.message == here.value.message
+    with pytest.raises(Exception) as refused:
+        hosts.load(b"not a model", optimize=True, intra_op_threads=1)
+    assert not isinstance(refused.value, InvalidInput | ModelNotReady)  # onnxruntime's
+    assert hosts.count == 0
+
+
+def test_concurrent_runs_each_get_their_own_answer(hosts: ModelHosts) -> None:
+    hosted = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    wrong: list[int] = []
+
+    def client(k: int) -> None:
+        for i in range(40):
+            x = np.full((1 + (k + i) % 5, 3), k * 1000 + i, np.float32)
+            ((_, y),) = hosted.predict({"x": x}, run_options=RunControl().options)
+            if not np.array_equal(x, y):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_a_model_file_reaches_the_host_by_its_descriptor(hosts: ModelHosts) -> None:
+    """A streamed upload's file: the host gets its own descriptor, so the file may be closed
+    (the upload finished) and the model still restarts after a crash."""
+    file = ModelFile.holding(attacks.empty_unsafe("GRU", made="slice"))
+    hosted = hosts.load(file, optimize=True, intra_op_threads=1)
+    file.close()
+    with pytest.raises(InferenceFailed):
+        hosted.predict(attacks.empty_unsafe_feeds("GRU", made="slice", empty=True))
+    ((_, y),) = hosted.predict(attacks.empty_unsafe_feeds("GRU", made="slice"))
+    assert y.shape == (3, 1, 1, 2)
+
+
+def test_a_crash_fails_that_models_runs_only_and_the_model_starts_again(
+    hosts: ModelHosts,
+) -> None:
+    crasher = hosts.load(
+        attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+    )
+    other = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    before, other_pid = crasher.pid, other.pid
+    assert before is not None and other_pid is not None
+    with pytest.raises(InferenceFailed) as crashed:
+        crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice", empty=True))
+    message = crashed.value.message
+    assert crashed.value.status_code == 422
+    assert "onnxruntime ended the model's process during this run (SIGABRT)" in message
+    assert crashed.value.__cause__ is None  # nothing of onnxruntime's text, no input value
+    assert _gone(before)
+    x = np.ones((2, 3), np.float32)
+    assert np.array_equal(other.predict({"x": x})[0][1], x)
+    assert other.pid == other_pid
+    ((_, y),) = crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice"))
+    assert y.shape == (3, 1, 1, 2)
+    assert crasher.pid not in (None, before)
+
+
+def test_runs_of_the_model_in_flight_at_a_crash_fail_and_the_next_ones_are_answered(
+    hosts: ModelHosts,
+) -> None:
+    """Threads keep running the crashing model while one request crashes it: each of their
+    runs is answered, or fails with the crash's 422 (it was in flight then); none hangs or
+    fails otherwise, and all are answered afterwards."""
+    crasher = hosts.load(
+        attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+    )
+    fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                ((_, y),) = crasher.predict(fine, run_options=RunControl().options)
+                seen.append("ok" if y.shape == (3, 1, 1, 2) else "wrong")
+            except InferenceFailed as exc:
+                seen.append("crash" if "ended the model's process" in exc.message else "other")
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice", empty=True))
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert set(seen) <= {"ok", "crash"}, set(seen)
+    assert seen[-4:].count("ok") >= 1 and seen.count("ok") > 10
+    ((_, y),) = crasher.predict(fine)
+    assert y.shape == (3, 1, 1, 2)
+
+
+def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
+    group = ModelHosts(
+        limits=HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=2)
+    )
+    try:
+        crasher = group.load(
+            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+        )
+        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(hostile)
+        with pytest.raises(ModelNotReady, match="crashed 2 times within 60 s") as stopped:
+            crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice"))
+        assert stopped.value.status_code == 503
+        assert crasher.pid is None
+    finally:
+        group.close()
+
+
+def test_a_run_stopped_in_a_long_kernel_has_its_host_killed(hosts: ModelHosts) -> None:
+    """onnxruntime checks ``terminate`` between kernels only: in the server's process a single
+    MatMul of several seconds runs to its end. In a host, the run is cancelled, and the host,
+    still in the kernel after the grace, killed; the model answers the next request."""
+    hosted = hosts.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
+    ((_, small),) = hosted.predict({"n": np.array([4], np.int64)})
+    assert small == 64.0
+    pid = hosted.pid
+    assert pid is not None
+    control = RunControl()
+    # 1 s: well inside the MatMul (ConstantOfShape before it takes tens of ms), even on a
+    # loaded machine; stopped before it, onnxruntime obeys between kernels (not this case)
+    timer = threading.Timer(IN_THE_KERNEL_S, control.terminate, args=("timeout",))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(InferenceFailed, match="stopped") as stopped:
+        hosted.predict({"n": np.array([6000], np.int64)}, run_options=control.options)
+    took = time.monotonic() - started
+    assert took < IN_THE_KERNEL_S + LIMITS.terminate_grace_s + 0.5, took
+    assert stopped.value.__cause__ is not None  # a runtime cause: failure_for answers 504
+    assert _gone(pid)
+    ((_, again),) = hosted.predict({"n": np.array([3], np.int64)})
+    assert again == 27.0
+
+
+def test_the_other_runs_of_a_killed_host_are_told_to_try_again(hosts: ModelHosts) -> None:
+    """Killing a host to stop one run fails the model's other runs in flight with ServerBusy
+    (503: not their fault); the model answers the next request."""
+    hosted = hosts.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
+    control = RunControl()
+    other: list[BaseException] = []
+
+    def bystander() -> None:
+        try:
+            # about 2.7 s on one thread: still running when the other run's host is killed
+            hosted.predict({"n": np.array([5000], np.int64)}, run_options=RunControl().options)
+        except BaseException as exc:
+            other.append(exc)
+
+    thread = threading.Thread(target=bystander)
+    thread.start()
+    threading.Timer(IN_THE_KERNEL_S, control.terminate, args=("timeout",)).start()
+    with pytest.raises(InferenceFailed, match="stopped"):
+        hosted.predict({"n": np.array([6000], np.int64)}, run_options=control.options)
+    thread.join(30)
+    assert len(other) == 1 and isinstance(other[0], ServerBusy), other
+    assert "another run of this model was stopped" in other[0].message
+    ((_, again),) = hosted.predict({"n": np.array([2], np.int64)})
+    assert again == 8.0
+
+
+def test_unload_stops_the_host_and_later_runs_are_not_found(hosts: ModelHosts) -> None:
+    hosted = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    hosted.predict({"x": np.ones((1, 3), np.float32)})  # answered runs are forgotten
+    pid = hosted.pid
+    assert pid is not None and hosts.count == 1
+    hosted.unload()
+    assert hosted.released and hosts.count == 0
+    assert _gone(pid)
+    with pytest.raises(ModelNotFound):
+        hosted.predict({"x": np.ones((1, 3), np.float32)})
+
+
+def test_closing_the_hosts_stops_every_host() -> None:
+    group = ModelHosts(limits=LIMITS)
+    loaded = [
+        group.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+        for _ in range(3)
+    ]
+    pids = [m.pid for m in loaded]
+    group.close()
+    assert all(pid is not None and _gone(pid) for pid in pids)
+    with pytest.raises(ModelNotReady, match="shutting down"):
+        group.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+
+
+def test_a_host_that_answers_what_breaks_the_format_is_killed() -> None:
+    """A host a hostile model took over may answer anything: a frame over the bound fails
+    the runs waiting on it (a crash, counted as such) and the process is killed."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = Host(process, ours)
+    ours.settimeout(POLL_S)
+    waiting = Pending()
+    assert host.add(1, waiting)
+    reader = threading.Thread(target=host.serve_replies, args=(1 << 20,))
+    reader.start()
+    with theirs:
+        theirs.sendall(struct.pack("<II", 1 << 30, 0))  # a 1 GiB header
+        assert waiting.done.wait(10)
+    reader.join(10)
+    assert isinstance(waiting.failure, Crashed)
+    assert "an unreadable answer (FrameError)" in str(waiting.failure)
+    assert process.poll() == -signal.SIGKILL
+    assert not host.add(2, Pending())  # nothing waits on an ended host
