@@ -615,3 +615,66 @@ def empty_unsafe_feeds(op_type: str, *, made: str = "", empty: bool = False) -> 
     if made == "nonzero":
         feeds["m"] = np.array([0.0, 0.0] if empty else [0.0, 1.0], np.float32)
     return feeds
+
+
+# Models that make contrib_shapes' stand-ins claim a dimension a run does not have
+
+
+def _skip_of(made: list[onnx.NodeProto], weights: list[TensorProto], shape: str) -> bytes:
+    """x (float [batch, 3, 4], a request's) -> SkipLayerNormalization(x, skip), skip =
+    Expand(0.0, Concat(``shape`` [1], [3, 4])): a skip whose batch is ``shape``'s value, which
+    ``made`` (nodes) computes; the kernel divides by zero (SIGFPE) where it runs to 0."""
+    f = TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", f, ["batch", 3, 4])
+    y = helper.make_tensor_value_info("y", f, None)
+    weights = [
+        *weights,
+        helper.make_tensor("skip_tail", TensorProto.INT64, [2], [3, 4]),
+        helper.make_tensor("skip_zero", f, [], [0.0]),
+        helper.make_tensor("gamma", f, [4], [1.0] * 4),
+        helper.make_tensor("beta", f, [4], [0.0] * 4),
+    ]
+    nodes = [
+        *made,
+        helper.make_node("Concat", [shape, "skip_tail"], ["skip_shape"], axis=0),
+        helper.make_node("Expand", ["skip_zero", "skip_shape"], ["skip"]),
+        helper.make_node(
+            "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
+        ),
+    ]
+    return _contrib_model(helper.make_graph(nodes, "skip_of", [x], [y], initializer=weights))
+
+
+def where_of_another_rank(kind: str) -> bytes:
+    """w = Where(Equal(s, c), a, s), whose result onnxruntime broadcasts to another rank than
+    s's 1-D (the rank a stand-in of Where over sizes and constants gives), then the skip's batch
+    made from Shape(w), which onnx inferred 1 and runs 0 (:func:`_skip_of`). ``kind``:
+    ``"scalar"``: s, c and a 0-D constants: w is 0-D, Shape(Shape(w)) is [0] (a stand-in: [1]);
+    ``"matrix"``: s = Concat of x's two first dimensions, each Unsqueezed on two axes ([2, 1]),
+    c = [-1, -1]: w is [2, 2], 2 - Shape(w)[1] is 0 (a stand-in: [2, 1], and 1)."""
+    i64 = TensorProto.INT64
+    c = lambda n, dims, v: helper.make_tensor(n, i64, dims, v)  # noqa: E731
+    if kind == "scalar":
+        weights = [c("s", [], [5]), c("c", [], [-1]), c("a", [], [1])]
+        made = [
+            helper.make_node("Equal", ["s", "c"], ["e"]),
+            helper.make_node("Where", ["e", "a", "s"], ["w"]),
+            helper.make_node("Shape", ["w"], ["w_shape"]),
+            helper.make_node("Shape", ["w_shape"], ["batch"]),
+        ]
+        return _skip_of(made, weights, "batch")
+    weights = [c("i0", [], [0]), c("i1", [], [1]), c("axes", [2], [0, 1]), c("c", [2], [-1, -1])]
+    weights += [c("a", [], [1]), c("one", [1], [1]), c("two", [1], [2])]
+    made = [helper.make_node("Shape", ["x"], ["x_shape"])]
+    for k in (0, 1):
+        made.append(helper.make_node("Gather", ["x_shape", f"i{k}"], [f"g{k}"]))
+        made.append(helper.make_node("Unsqueeze", [f"g{k}", "axes"], [f"u{k}"]))
+    made += [
+        helper.make_node("Concat", ["u0", "u1"], ["s"], axis=0),
+        helper.make_node("Equal", ["s", "c"], ["e"]),
+        helper.make_node("Where", ["e", "a", "s"], ["w"]),
+        helper.make_node("Shape", ["w"], ["w_shape"]),
+        helper.make_node("Slice", ["w_shape", "one", "two"], ["columns"]),
+        helper.make_node("Sub", ["two", "columns"], ["batch"]),
+    ]
+    return _skip_of(made, weights, "batch")

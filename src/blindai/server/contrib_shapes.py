@@ -309,24 +309,55 @@ class _Graph:
     def is_size(self, name: str) -> bool:
         """Whether ``name`` is one dimension of a value's shape (``Gather`` of ``Shape`` at a
         constant index, maybe ``Unsqueeze``d or ``Squeeze``d): a size, never negative."""
+        return self.size_rank(name) is not None
+
+    def size_rank(self, name: str) -> int | None:
+        """The rank of ``name`` where it :meth:`is_size` (its one element may be in a tensor
+        of any rank: a 0-D index, ``Unsqueeze`` of two axes), None where it is not a size or
+        its rank is not known."""
         node = self.producers.get(name)
+        reshapes: list[NodeProto] = []
         for _ in range(_MAX_RESHAPES):  # bounded: a graph could loop
             if node is None or node.op_type not in ("Unsqueeze", "Squeeze") or not node.input:
                 break
+            reshapes.append(node)
             node = self.producers.get(node.input[0]) if node.domain in _STANDARD else None
         if node is None or node.domain not in _STANDARD or node.op_type != "Gather":
-            return False
+            return None
         shape = self.producers.get(node.input[0]) if node.input else None
         index = self.constants.get(node.input[1]) if len(node.input) > 1 else None
         is_shape = shape is not None and shape.op_type == "Shape" and shape.domain in _STANDARD
-        return is_shape and index is not None and index.size == 1
+        if not is_shape or index is None or index.size != 1:
+            return None
+        rank: int | None = index.ndim  # Shape's result is 1-D: Gather's is the index's rank
+        for reshape in reversed(reshapes):
+            axes = self._axes(reshape)
+            if reshape.op_type == "Squeeze" and axes == ():  # every dimension (each is 1)
+                rank = 0
+            elif isinstance(axes, int) and rank is not None:
+                rank += axes if reshape.op_type == "Unsqueeze" else -axes
+            else:
+                rank = None
+        return rank
+
+    def _axes(self, node: NodeProto) -> int | tuple[()] | None:
+        """How many axes an ``Unsqueeze`` or ``Squeeze`` names (an attribute, or a constant
+        input from opset 13); ``()`` where it names none; None where they are not constant."""
+        for attr in node.attribute:
+            if attr.name == "axes":
+                return len(attr.ints)
+        if len(node.input) < 2 or not node.input[1]:
+            return ()
+        axes = self.constants.get(node.input[1])
+        return None if axes is None else int(axes.size)
 
     def elements(self, name: str) -> list[str | int] | None:
-        """The elements of the 1-D ``name`` where each is a size (:meth:`is_size`: its name)
-        or a constant (its value): ``Concat`` of those, or a constant; None otherwise."""
+        """The elements of the 1-D ``name`` where each is a 1-D size (:meth:`size_rank`: its
+        name) or a constant (its value): ``Concat`` of those, or a 1-D constant; None otherwise
+        (a 0-D constant, or sizes of 2-D, would make ``Where``'s result another rank)."""
         value = self.constants.get(name)
         if value is not None:
-            return [int(v) for v in value.reshape(-1)] if value.ndim <= 1 else None
+            return [int(v) for v in value] if value.ndim == 1 else None
         node = self.producers.get(name)
         if node is None or node.domain not in _STANDARD or node.op_type != "Concat":
             return None
@@ -335,7 +366,7 @@ class _Graph:
             value = self.constants.get(part)
             if value is not None and value.ndim == 1:
                 found += [int(v) for v in value]
-            elif self.is_size(part):
+            elif self.size_rank(part) == 1:
                 found.append(part)
             else:
                 return None

@@ -500,3 +500,20 @@ def test_a_pytorch_rnn_with_dynamic_batch_and_sequence_is_admitted(kind, batch_f
     assert _admit(model).empty_unsafe == (kind,)
     (y, *_) = _run(model, {"x": np.ones((2, 3, 4), np.float32)})  # the exported shape
     assert y.size == 2 * 3 * 8
+
+
+# Models that make a stand-in of blindai.server.contrib_shapes claim what a run does not give
+
+
+@pytest.mark.parametrize("kind", ["scalar", "matrix"])
+def test_a_where_of_another_rank_than_its_operand_is_left_to_onnx(kind):
+    """Where(Equal(s, c), a, s) of 0-D constants is 0-D, and over sizes Unsqueezed on two axes
+    (s [2, 1], c [2]) is [2, 2]: the Where refinement gave it s's as a 1-D Concat ([1], [2, 1]),
+    so Shape(Shape(w)), or 2 - Shape(w)[1], was inferred 1 and ran 0; a skip of that batch
+    passed as proven and ended the process (SIGFPE, shown in a child). Only a 1-D s of 1-D sizes
+    and constants is refined now (onnx itself infers these right: the skip's batch is 0)."""
+    model = attacks.where_of_another_rank(kind)
+    feeds = {"x": np.ones((2, 3, 4), np.float32)}
+    assert _run_in_child(model, feeds) < 0
+    with pytest.raises(InvalidInput, match=r"SkipLayerNormalization needs dimension.* \[0, 3, 4\]"):
+        _admit(model)
