@@ -678,3 +678,50 @@ def where_of_another_rank(kind: str) -> bytes:
         helper.make_node("Sub", ["two", "columns"], ["batch"]),
     ]
     return _skip_of(made, weights, "batch")
+
+
+def function_named_like_a_kernel(op_type: str, *, version: int) -> bytes:
+    """x (float [seq, batch, 2], a request's) -> GRU(com.microsoft ``op_type``(made)), the
+    model also defining a local function ``com.microsoft.op_type``, com.microsoft imported at
+    ``version``. Version 1: onnxruntime runs its kernel (the input's shape) on made = Slice(x,
+    0, cut) (cut a request's [1]: 0 empties it), where the function's body claims a static
+    [2, 3, 2]; version 0: onnxruntime knows no such operator and runs the function, whose body
+    empties x (Slice to 0 rows), where a rule of the kernel claims x's shape. Either way the
+    GRU's input runs empty (std::terminate)."""
+    i64, f = TensorProto.INT64, TensorProto.FLOAT
+    inputs, weights, gru, _, _ = _empty_unsafe_parts("GRU")
+    if version >= 1:
+        body = [
+            helper.make_node("Constant", [], ["shape"], value_ints=[2, 3, 2]),
+            helper.make_node(
+                "ConstantOfShape", ["shape"], ["Y"], value=helper.make_tensor("v", f, [1], [1.0])
+            ),
+        ]
+    else:
+        body = [
+            helper.make_node("Constant", [], ["zero"], value_ints=[0]),
+            helper.make_node("Slice", ["X", "zero", "zero", "zero"], ["Y"]),
+        ]
+    function = helper.make_function(
+        "com.microsoft", op_type, ["X"], ["Y"], body, [helper.make_opsetid("", OPSET)]
+    )
+    nodes = [helper.make_node(op_type, ["made"], ["kernel"], domain="com.microsoft")]
+    if version >= 1:
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights.append(helper.make_tensor("start", i64, [1], [0]))
+        nodes.insert(0, helper.make_node("Slice", ["x", "start", "cut", "start"], ["made"]))
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["made"]))
+    gru.input[0] = "kernel"
+    y = helper.make_tensor_value_info("y", f, None)
+    graph = helper.make_graph([*nodes, gru], "named", inputs, [y], initializer=weights)
+    model = helper.make_model(
+        graph,
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            helper.make_opsetid("com.microsoft", version),
+        ],
+        functions=[function],
+    )
+    model.ir_version = 8
+    return model.SerializeToString()

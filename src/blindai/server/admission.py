@@ -342,6 +342,47 @@ def _skeleton(model: ModelProto) -> None:
     model.ClearField("training_info")
 
 
+def _runtime_operators() -> frozenset[tuple[str, str]] | None:
+    """(domain, op_type) of every operator onnxruntime has a schema of (``ai.onnx`` spelled
+    ``""``); None where its registry cannot be read."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        schemas = state.get_all_operator_schema()
+    except (ImportError, AttributeError):
+        return None
+    return frozenset(("" if s.domain == "ai.onnx" else s.domain, s.name) for s in schemas)
+
+
+def _take_kernel_functions(model: ModelProto) -> list[onnx.FunctionProto]:
+    """Take out of ``model`` (for the inference; put them back after) its local functions
+    named like an operator onnxruntime has a schema of (all of them where its registry cannot
+    be read): onnxruntime runs its kernel, and the function only where the model imports no
+    version of the operator, where onnx infers the node through the function's body. A body
+    could then give the node a shape the kernel does not (measured: a function
+    ``com.microsoft.Gelu`` of a static [2, 3, 4] made a Gelu of an emptied value [2, 3, 4],
+    which ran [0, 3, 4] into a skip's batch: SIGFPE). Without it, the node's shape is unknown.
+    """
+    known = _runtime_operators()
+    taken: list[onnx.FunctionProto] = []
+    kept: list[onnx.FunctionProto] = []
+    for function in model.functions:
+        key = ("" if function.domain == "ai.onnx" else function.domain, function.name)
+        (taken if known is None or key in known else kept).append(function)
+    if taken:
+        kept = [_copied(f) for f in kept]
+        taken = [_copied(f) for f in taken]
+        del model.functions[:]
+        model.functions.extend(kept)
+    return taken
+
+
+def _copied(function: onnx.FunctionProto) -> onnx.FunctionProto:
+    copy = onnx.FunctionProto()
+    copy.CopyFrom(function)
+    return copy
+
+
 def _infer(model: ModelProto) -> ModelProto | None:
     try:
         return onnx.shape_inference.infer_shapes(
@@ -394,7 +435,9 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         _skeleton(model)
         fold_constants(model)
         add_stand_ins(model)
+        taken = _take_kernel_functions(model)
         inferred = _infer(model)
+        model.functions.extend(taken)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
     if proofs:
