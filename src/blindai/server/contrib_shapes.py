@@ -463,21 +463,33 @@ the sequence's length, masks built from ``Range`` and expanded to a shape that c
 -> a stand-in where the node's inputs show what onnxruntime gives (each checked against it)."""
 
 
+def _spelled(domain: str) -> str:
+    """One spelling of each domain (``ai.onnx`` is ``""``)."""
+    return "" if domain in _STANDARD else domain
+
+
 def add_stand_ins(model: ModelProto) -> int:
     """Give, in place, each node of :data:`CONTRIB_SHAPES` in ``model`` (every graph; at most
-    :data:`MAX_STAND_INS`) standard nodes that make its outputs with the rule's shape; returns
-    how many were given. ``model`` is the one onnx shape inference gets, never onnxruntime."""
+    :data:`MAX_STAND_INS`; none of an operator the model has a local function of) standard
+    nodes that make its outputs with the rule's shape; returns how many were given. ``model``
+    is the one onnx shape inference gets, never onnxruntime."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
         return 0
     build = _Builder(_names(model), {}, model.graph, opset)
     given = 0
+    # an operator the model defines a function of may run that function, not the kernel ruled:
+    # onnxruntime does where it knows no schema of it (com.microsoft imported at version 0)
+    local = {(_spelled(f.domain), f.name) for f in model.functions}
     # children first: a graph's nodes are copied back into it, with the subgraphs they hold
     for graph in reversed(list(_graphs(model.graph))):
         known = _Graph.of(graph)
         nodes: list[NodeProto] = []
         changed = False
         for node in graph.node:
+            if (_spelled(node.domain), node.op_type) in local:
+                nodes.append(node)
+                continue
             rules = CONTRIB_SHAPES.get((node.domain, node.op_type))
             refine = STANDARD_REFINEMENTS.get(node.op_type) if node.domain in _STANDARD else None
             made = None
