@@ -725,3 +725,47 @@ def function_named_like_a_kernel(op_type: str, *, version: int) -> bytes:
     )
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def function_of_another_opset(version: int, *, emptied: bool = True) -> bytes:
+    """x (float [batch, 3, 4], a request's) -> SkipLayerNormalization(x, skip), skip =
+    local.F(a, made), a float [1, 3, 4] constant, F a model-local function ``Add(A, B)`` that
+    imports opset ``version`` (the model: 17); made = Slice(x, 0, cut) (``emptied``; cut a
+    request's [1]) or x. onnx infers the body with the function's opset (6: no broadcasting,
+    the output has A's [1, 3, 4]), onnxruntime runs it with the model's (17: [1, 3, 4] and
+    [0, 3, 4] broadcast to [0, 3, 4], the skip's batch: SIGFPE)."""
+    i64, f = TensorProto.INT64, TensorProto.FLOAT
+    function = helper.make_function(
+        "local",
+        "F",
+        ["A", "B"],
+        ["Y"],
+        [helper.make_node("Add", ["A", "B"], ["Y"])],
+        [helper.make_opsetid("", version)],
+    )
+    x = helper.make_tensor_value_info("x", f, ["batch", 3, 4])
+    inputs = [x]
+    weights = [
+        helper.make_tensor("a", f, [1, 3, 4], [0.0] * 12),
+        helper.make_tensor("gamma", f, [4], [1.0] * 4),
+        helper.make_tensor("beta", f, [4], [0.0] * 4),
+    ]
+    nodes = [helper.make_node("Identity", ["x"], ["made"])]
+    if emptied:
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights.append(helper.make_tensor("start", i64, [1], [0]))
+        nodes = [helper.make_node("Slice", ["x", "start", "cut", "start"], ["made"])]
+    nodes += [
+        helper.make_node("F", ["a", "made"], ["skip"], domain="local"),
+        helper.make_node(
+            "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
+        ),
+    ]
+    y = helper.make_tensor_value_info("y", f, None)
+    graph = helper.make_graph(nodes, "opset", inputs, [y], initializer=weights)
+    opsets = [
+        helper.make_opsetid(d, v) for d, v in (("", OPSET), ("local", 1), ("com.microsoft", 1))
+    ]
+    model = helper.make_model(graph, opset_imports=opsets, functions=[function])
+    model.ir_version = 8
+    return model.SerializeToString()

@@ -18,7 +18,8 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   onnxruntime checks at run time: the shapes a model merely declares (``value_info``,
   outputs, subgraph inputs), which it could lie in, are left out first; the output shapes of
   common contrib operators (onnx infers none) are put in from
-  :mod:`blindai.server.contrib_shapes`.
+  :mod:`blindai.server.contrib_shapes`, and the model-local functions onnxruntime runs other
+  than onnx infers them are left out (:mod:`blindai.server._local_functions`).
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and
@@ -43,6 +44,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, Tens
 
 from blindai.errors import InvalidInput
 from blindai.server._fold import fold_constants
+from blindai.server._local_functions import take_unsound_functions
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
 from blindai.server.contrib_shapes import add_stand_ins
 from blindai.server.unsafe_kernels import (
@@ -342,47 +344,6 @@ def _skeleton(model: ModelProto) -> None:
     model.ClearField("training_info")
 
 
-def _runtime_operators() -> frozenset[tuple[str, str]] | None:
-    """(domain, op_type) of every operator onnxruntime has a schema of (``ai.onnx`` spelled
-    ``""``); None where its registry cannot be read."""
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-        schemas = state.get_all_operator_schema()
-    except (ImportError, AttributeError):
-        return None
-    return frozenset(("" if s.domain == "ai.onnx" else s.domain, s.name) for s in schemas)
-
-
-def _take_kernel_functions(model: ModelProto) -> list[onnx.FunctionProto]:
-    """Take out of ``model`` (for the inference; put them back after) its local functions
-    named like an operator onnxruntime has a schema of (all of them where its registry cannot
-    be read): onnxruntime runs its kernel, and the function only where the model imports no
-    version of the operator, where onnx infers the node through the function's body. A body
-    could then give the node a shape the kernel does not (measured: a function
-    ``com.microsoft.Gelu`` of a static [2, 3, 4] made a Gelu of an emptied value [2, 3, 4],
-    which ran [0, 3, 4] into a skip's batch: SIGFPE). Without it, the node's shape is unknown.
-    """
-    known = _runtime_operators()
-    taken: list[onnx.FunctionProto] = []
-    kept: list[onnx.FunctionProto] = []
-    for function in model.functions:
-        key = ("" if function.domain == "ai.onnx" else function.domain, function.name)
-        (taken if known is None or key in known else kept).append(function)
-    if taken:
-        kept = [_copied(f) for f in kept]
-        taken = [_copied(f) for f in taken]
-        del model.functions[:]
-        model.functions.extend(kept)
-    return taken
-
-
-def _copied(function: onnx.FunctionProto) -> onnx.FunctionProto:
-    copy = onnx.FunctionProto()
-    copy.CopyFrom(function)
-    return copy
-
-
 def _infer(model: ModelProto) -> ModelProto | None:
     try:
         return onnx.shape_inference.infer_shapes(
@@ -435,7 +396,7 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         _skeleton(model)
         fold_constants(model)
         add_stand_ins(model)
-        taken = _take_kernel_functions(model)
+        taken = take_unsound_functions(model)
         inferred = _infer(model)
         model.functions.extend(taken)
         if inferred is not None:
