@@ -769,3 +769,27 @@ def function_of_another_opset(version: int, *, emptied: bool = True) -> bytes:
     model = helper.make_model(graph, opset_imports=opsets, functions=[function])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def multi_head_attention_of_an_emptied_query() -> bytes:
+    """y = com.microsoft MultiHeadAttention(q, k, v), num_heads 2: q = Slice(q0, 0, cut) and
+    k = Slice(k0, 0, cut) on their hidden size (q0 [batch, seq, 4], k0 [batch, kv, 4], cut a
+    request's [1]), v a request's [batch, kv, 6]. With cut 0 the query's and key's hidden size
+    is 0, the value's is not: the kernel divides by zero (SIGFPE)."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("q0", f, ["batch", "seq", 4]),
+        helper.make_tensor_value_info("k0", f, ["batch", "kv", 4]),
+        helper.make_tensor_value_info("v", f, ["batch", "kv", 6]),
+        helper.make_tensor_value_info("cut", i64, [1]),
+    ]
+    weights = [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", 2))]
+    nodes = [
+        helper.make_node("Slice", ["q0", "start", "cut", "axis"], ["q"]),
+        helper.make_node("Slice", ["k0", "start", "cut", "axis"], ["k"]),
+        helper.make_node(
+            "MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=2
+        ),
+    ]
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "mha", inputs, [y], initializer=weights))

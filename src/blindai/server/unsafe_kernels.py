@@ -87,29 +87,36 @@ class _Empty:
 _LSTM = _Empty((0,), (1,), "calls std::terminate on an empty batch", layout_axes=(0,))
 _SKIP = _Empty((1,), (0,), "divides by zero (SIGFPE) on an empty skip batch")
 
-EMPTY_PROOFS: Mapping[tuple[str, str], _Empty] = {
-    **{(domain, "LSTM"): _LSTM for domain in ("", "ai.onnx")},
+EMPTY_PROOFS: Mapping[tuple[str, str], tuple[_Empty, ...]] = {
+    **{(domain, "LSTM"): (_LSTM,) for domain in ("", "ai.onnx")},
     **{
-        (domain, "GRU"): _Empty(
-            (0,),
-            None,
-            "calls std::terminate on an empty sequence, batch or input size",
-            same={2: (1, 2)},
+        (domain, "GRU"): (
+            _Empty(
+                (0,),
+                None,
+                "calls std::terminate on an empty sequence, batch or input size",
+                same={2: (1, 2)},
+            ),
         )
         for domain in ("", "ai.onnx")
     },
-    (_CONTRIB, "DynamicQuantizeLSTM"): _Empty((0,), (1,), "calls std::terminate on an empty batch"),
-    (_CONTRIB, "MultiHeadAttention"): _Empty(
-        (2, 1, 0), (-1,), "divides by zero (SIGFPE) on an empty value hidden size"
+    (_CONTRIB, "DynamicQuantizeLSTM"): (
+        _Empty((0,), (1,), "calls std::terminate on an empty batch"),
     ),
-    (_CONTRIB, "SkipLayerNormalization"): _SKIP,
-    (_CONTRIB, "SkipSimplifiedLayerNormalization"): _SKIP,
-    (_CONTRIB, "RotaryEmbedding"): _Empty(
-        (0,), (-1,), "reads out of bounds (SIGSEGV) on an empty hidden size"
+    (_CONTRIB, "MultiHeadAttention"): (
+        _Empty((2, 1, 0), (-1,), "divides by zero (SIGFPE) on an empty value hidden size"),
+        # the key's, which onnxruntime checks equal (a BNSH key: the value's, proven above)
+        _Empty((0,), (-1,), "divides by zero (SIGFPE) on an empty query hidden size"),
+    ),
+    (_CONTRIB, "SkipLayerNormalization"): (_SKIP,),
+    (_CONTRIB, "SkipSimplifiedLayerNormalization"): (_SKIP,),
+    (_CONTRIB, "RotaryEmbedding"): (
+        _Empty((0,), (-1,), "reads out of bounds (SIGSEGV) on an empty hidden size"),
     ),
 }
 """(domain, op_type) of each :data:`EMPTY_UNSAFE` operator -> the dimensions its kernel ends
-the process on when they are 0 (probed in child processes, onnxruntime 1.32.0)."""
+the process on when they are 0, each to be proven (probed in child processes, onnxruntime
+1.32.0)."""
 
 SYMBOLS_UNSOUND = frozenset({("", "Einsum"), ("ai.onnx", "Einsum")})
 """Operators for which onnx shape inference (onnx 1.23) gives an output a main-graph input's
@@ -300,7 +307,15 @@ def _same_nonzero(
 
 def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | None:
     """What is unproven about the dimensions ``node``'s kernel ends the process on if 0."""
-    rule = EMPTY_PROOFS[(node.domain, node.op_type)]
+    for rule in EMPTY_PROOFS[(node.domain, node.op_type)]:
+        problem = _empty_rule(node, scope, requests, rule)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _empty_rule(node: NodeProto, scope: _Scope, requests: Requests, rule: _Empty) -> str | None:
+    """What is unproven about the dimensions of one :data:`EMPTY_PROOFS` rule."""
     index = next((i for i in rule.inputs if _input(node, i)), rule.inputs[-1])
     name = _input(node, index)
     if not name:

@@ -561,3 +561,21 @@ def test_a_function_importing_another_opset_infers_nothing():
     assert _admit(sound).empty_unsafe == ("SkipLayerNormalization",)
     (y,) = _run(sound, {"x": np.ones((2, 3, 4), np.float32)})
     assert y.shape == (2, 3, 4)
+
+
+def test_a_multi_head_attention_of_an_emptied_query_is_refused():
+    """MultiHeadAttention divides by zero on an empty query (and key) hidden size too, the
+    value's not empty: only the value's was asked to be proven, so a query and key sliced to
+    the request's 0 on their last axis passed, and ended the process (SIGFPE, in a child)."""
+    model = attacks.multi_head_attention_of_an_emptied_query()
+    feeds: dict[str, object] = {
+        "q0": np.ones((1, 3, 4), np.float32),
+        "k0": np.ones((1, 5, 4), np.float32),
+        "v": np.ones((1, 5, 6), np.float32),
+        "cut": np.array([0], np.int64),
+    }
+    assert _run_in_child(model, feeds) < 0
+    with pytest.raises(InvalidInput, match=r"MultiHeadAttention needs .* empty query hidden"):
+        _admit(model)
+    (y,) = _run(model, {**feeds, "cut": np.array([4], np.int64)})
+    assert y.shape == (1, 3, 6)
