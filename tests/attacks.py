@@ -793,3 +793,49 @@ def multi_head_attention_of_an_emptied_query() -> bytes:
     ]
     y = helper.make_tensor_value_info("y", f, None)
     return _contrib_model(helper.make_graph(nodes, "mha", inputs, [y], initializer=weights))
+
+
+def group_query_attention(*, made: str = "") -> bytes:
+    """y = com.microsoft GroupQueryAttention(q, seqlens_k, total_sequence_length), num_heads 2,
+    kv_num_heads 1, the query packed with the key and value: q float [batch, seq, 32]. ``made``
+    ``"slice"``: q = Slice(q0, 0, cut) on its hidden size (cut a request's [1]: 0 empties it).
+    The kernel divides by zero (SIGFPE) on an empty query batch or hidden size."""
+    f, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("q0", f, ["batch", "seq", 32]),
+        helper.make_tensor_value_info("seqlens_k", i32, ["batch"]),
+        helper.make_tensor_value_info("total", i32, []),
+    ]
+    weights = []
+    nodes = [helper.make_node("Identity", ["q0"], ["q"])]
+    if made == "slice":
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights = [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", 2))]
+        nodes = [helper.make_node("Slice", ["q0", "start", "cut", "axis"], ["q"])]
+    names = ["q", "", "", "", "", "seqlens_k", "total"]
+    nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            names,
+            ["y", "present_key", "present_value"],
+            domain="com.microsoft",
+            num_heads=2,
+            kv_num_heads=1,
+        )
+    )
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "gqa", inputs, [y], initializer=weights))
+
+
+def group_query_attention_feeds(*, batch: int = 1, cut: int | None = None) -> dict[str, object]:
+    """One token per row for :func:`group_query_attention` (``cut``: its ``made`` slice's)."""
+    import numpy as np
+
+    feeds: dict[str, object] = {
+        "q0": np.ones((batch, 1, 32), np.float32),
+        "seqlens_k": np.zeros((batch,), np.int32),
+        "total": np.array(1, np.int32),
+    }
+    if cut is not None:
+        feeds["cut"] = np.array([cut], np.int64)
+    return feeds

@@ -579,3 +579,20 @@ def test_a_multi_head_attention_of_an_emptied_query_is_refused():
         _admit(model)
     (y,) = _run(model, {**feeds, "cut": np.array([4], np.int64)})
     assert y.shape == (1, 3, 6)
+
+
+def test_group_query_attention_needs_its_query_proven_and_refuses_empty_requests():
+    """GroupQueryAttention divides by zero on an empty query batch or hidden size (SIGFPE, in
+    a child: a request of batch 0, or a query sliced to the request's 0): it was admitted
+    unproven, and its runs took empty requests. It is an EMPTY_UNSAFE operator now: a query of
+    the request's dimensions is admitted (and named, so that empty requests are refused), a
+    sliced one refused."""
+    model = attacks.group_query_attention()
+    assert _run_in_child(model, attacks.group_query_attention_feeds(batch=0)) < 0
+    assert _admit(model).empty_unsafe == ("GroupQueryAttention",)
+    (y, *_) = _run(model, attacks.group_query_attention_feeds())
+    assert y.shape == (1, 1, 16)
+    sliced = attacks.group_query_attention(made="slice")
+    assert _run_in_child(sliced, attacks.group_query_attention_feeds(cut=0)) < 0
+    with pytest.raises(InvalidInput, match=r"GroupQueryAttention needs dimension\(s\) \[0, 2\]"):
+        _admit(sliced)
