@@ -839,3 +839,35 @@ def group_query_attention_feeds(*, batch: int = 1, cut: int | None = None) -> di
     if cut is not None:
         feeds["cut"] = np.array([cut], np.int64)
     return feeds
+
+
+def sliced_attention(op_type: str) -> bytes:
+    """y = com.microsoft ``op_type`` (``QAttention`` or ``DecoderMaskedMultiHeadAttention``,
+    num_heads 2) over request inputs, one axis of which a Slice to the request's cut (an int64
+    [1]) makes empty: QAttention's input batch (uint8 [batch, seq, 8], weights uint8 [8, 24]),
+    DecoderMaskedMultiHeadAttention's query, key and value hidden size (float [batch, 1, 8]).
+    Both kernels divide by zero there (SIGFPE)."""
+    f, u8, i64 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT64
+    cut = helper.make_tensor_value_info("cut", i64, [1])
+    if op_type == "QAttention":
+        inputs = [helper.make_tensor_value_info("x", u8, ["batch", "seq", 8]), cut]
+        weights = [
+            helper.make_tensor("w", u8, [8, 24], [1] * 192),
+            helper.make_tensor("bias", f, [24], [0.0] * 24),
+            helper.make_tensor("x_scale", f, [], [1.0]),
+            helper.make_tensor("w_scale", f, [], [1.0]),
+        ]
+        sliced, axis, names = ["x"], 0, ["x_cut", "w", "bias", "x_scale", "w_scale"]
+    else:
+        inputs = [helper.make_tensor_value_info(n, f, ["batch", 1, 8]) for n in ("q", "k", "v")]
+        inputs.append(cut)
+        weights = []
+        sliced, axis, names = ["q", "k", "v"], 2, ["q_cut", "k_cut", "v_cut"]
+    weights += [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", axis))]
+    nodes = [
+        helper.make_node("Slice", [name, "start", "cut", "axis"], [f"{name}_cut"])
+        for name in sliced
+    ]
+    nodes.append(helper.make_node(op_type, names, ["y"], domain="com.microsoft", num_heads=2))
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "sliced", inputs, [y], initializer=weights))

@@ -56,13 +56,15 @@ REFUSED: Mapping[tuple[str, str], str] = {
 EMPTY_UNSAFE = frozenset(
     {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
     | {(_CONTRIB, op) for op in ("DynamicQuantizeLSTM", "MultiHeadAttention", "RotaryEmbedding")}
-    | {(_CONTRIB, "GroupQueryAttention")}
+    | {(_CONTRIB, op) for op in ("GroupQueryAttention", "DecoderMaskedMultiHeadAttention")}
+    | {(_CONTRIB, "QAttention")}
     | {(_CONTRIB, op) for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")}
 )
 """Operators whose kernel ends the process on a tensor with a zero-size dimension: LSTM and
 GRU call ``std::terminate`` (GRU: an empty sequence, batch or input; LSTM: an empty batch);
 MultiHeadAttention (an empty value or query hidden size), GroupQueryAttention (an empty
-query batch or hidden size) and the SkipLayerNormalizations (an empty skip batch) divide by
+query batch or hidden size), DecoderMaskedMultiHeadAttention (an empty query hidden size),
+QAttention (an empty batch) and the SkipLayerNormalizations (an empty skip batch) divide by
 zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
 (SIGSEGV) on an empty hidden size (given ``num_heads``, or a 4-D input). Each is admitted only
 where :data:`EMPTY_PROOFS` holds."""
@@ -114,6 +116,10 @@ EMPTY_PROOFS: Mapping[tuple[str, str], tuple[_Empty, ...]] = {
         # the query's hidden size: packed with the key and value, or theirs checked against it
         _Empty((0,), (0, -1), "divides by zero (SIGFPE) on an empty query batch or hidden size"),
     ),
+    (_CONTRIB, "DecoderMaskedMultiHeadAttention"): (
+        _Empty((0,), (-1,), "divides by zero (SIGFPE) on an empty query hidden size"),
+    ),
+    (_CONTRIB, "QAttention"): (_Empty((0,), (0,), "divides by zero (SIGFPE) on an empty batch"),),
     (_CONTRIB, "SkipLayerNormalization"): (_SKIP,),
     (_CONTRIB, "SkipSimplifiedLayerNormalization"): (_SKIP,),
     (_CONTRIB, "RotaryEmbedding"): (

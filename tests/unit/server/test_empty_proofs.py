@@ -596,3 +596,18 @@ def test_group_query_attention_needs_its_query_proven_and_refuses_empty_requests
     assert _run_in_child(sliced, attacks.group_query_attention_feeds(cut=0)) < 0
     with pytest.raises(InvalidInput, match=r"GroupQueryAttention needs dimension\(s\) \[0, 2\]"):
         _admit(sliced)
+
+
+@pytest.mark.parametrize("op_type", ["QAttention", "DecoderMaskedMultiHeadAttention"])
+def test_attention_kernels_that_divide_by_an_empty_axis_need_it_proven(op_type):
+    """QAttention divides by zero on an empty batch, DecoderMaskedMultiHeadAttention on an
+    empty query hidden size (SIGFPE, in a child): both were admitted unproven, and a Slice to
+    the request's 0 there ended the process. They are EMPTY_UNSAFE operators now."""
+    model = attacks.sliced_attention(op_type)
+    if op_type == "QAttention":
+        feeds: dict[str, object] = {"x": np.ones((2, 3, 8), np.uint8)}
+    else:
+        feeds = {n: np.ones((2, 1, 8), np.float32) for n in ("q", "k", "v")}
+    assert _run_in_child(model, {**feeds, "cut": np.array([0], np.int64)}) < 0
+    with pytest.raises(InvalidInput, match=rf"{op_type} needs dimension"):
+        _admit(model)
