@@ -871,3 +871,21 @@ def sliced_attention(op_type: str) -> bytes:
     nodes.append(helper.make_node(op_type, names, ["y"], domain="com.microsoft", num_heads=2))
     y = helper.make_tensor_value_info("y", f, None)
     return _contrib_model(helper.make_graph(nodes, "sliced", inputs, [y], initializer=weights))
+
+
+def qlinear_lookup(op_type: str, *, inputs: int) -> bytes:
+    """y = com.microsoft ``op_type`` (QLinearSigmoid or QLinearLeakyRelu) of x (uint8
+    [batch, 4], a request's), its scales and zero point constants, given its first ``inputs``
+    inputs (4: Y_zero_point not named at all, which aborts onnxruntime when the session is
+    created; 5: named empty, which it runs)."""
+    u8, f = TensorProto.UINT8, TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", u8, ["batch", 4])
+    weights = [
+        helper.make_tensor("x_scale", f, [], [1.0]),
+        helper.make_tensor("x_zero", u8, [], [0]),
+        helper.make_tensor("y_scale", f, [], [1.0]),
+    ]
+    names = ["x", "x_scale", "x_zero", "y_scale", ""][:inputs]
+    node = helper.make_node(op_type, names, ["y"], domain="com.microsoft")
+    y = helper.make_tensor_value_info("y", u8, None)
+    return _contrib_model(helper.make_graph([node], "lookup", [x], [y], initializer=weights))

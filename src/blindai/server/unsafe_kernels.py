@@ -226,8 +226,20 @@ def _stft(node: NodeProto, scope: _Scope) -> str | None:
     return None
 
 
+def _five_inputs(node: NodeProto, scope: _Scope) -> str | None:
+    if len(node.input) >= 5:
+        return None
+    return (
+        f"needs its fifth input (Y_zero_point) named, or left out as an empty name: "
+        f"onnxruntime's kernel reads it past the node's {len(node.input)} inputs when the "
+        "session is created (an assertion ends the process)"
+    )
+
+
 PROVEN: Mapping[tuple[str, str], _Proof] = {
     (_CONTRIB, "Inverse"): _square,
+    (_CONTRIB, "QLinearSigmoid"): _five_inputs,
+    (_CONTRIB, "QLinearLeakyRelu"): _five_inputs,
     ("", "Conv"): _kernel,
     ("ai.onnx", "Conv"): _kernel,
     (_CONTRIB, "FusedConv"): _kernel,
