@@ -631,3 +631,277 @@ def empty_unsafe_feeds(op_type: str, *, made: str = "", empty: bool = False) -> 
     if made == "nonzero":
         feeds["m"] = np.array([0.0, 0.0] if empty else [0.0, 1.0], np.float32)
     return feeds
+
+
+# Models that make contrib_shapes' stand-ins claim a dimension a run does not have
+
+
+def _skip_of(made: list[onnx.NodeProto], weights: list[TensorProto], shape: str) -> bytes:
+    """x (float [batch, 3, 4], a request's) -> SkipLayerNormalization(x, skip), skip =
+    Expand(0.0, Concat(``shape`` [1], [3, 4])): a skip whose batch is ``shape``'s value, which
+    ``made`` (nodes) computes; the kernel divides by zero (SIGFPE) where it runs to 0."""
+    f = TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", f, ["batch", 3, 4])
+    y = helper.make_tensor_value_info("y", f, None)
+    weights = [
+        *weights,
+        helper.make_tensor("skip_tail", TensorProto.INT64, [2], [3, 4]),
+        helper.make_tensor("skip_zero", f, [], [0.0]),
+        helper.make_tensor("gamma", f, [4], [1.0] * 4),
+        helper.make_tensor("beta", f, [4], [0.0] * 4),
+    ]
+    nodes = [
+        *made,
+        helper.make_node("Concat", [shape, "skip_tail"], ["skip_shape"], axis=0),
+        helper.make_node("Expand", ["skip_zero", "skip_shape"], ["skip"]),
+        helper.make_node(
+            "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
+        ),
+    ]
+    return _contrib_model(helper.make_graph(nodes, "skip_of", [x], [y], initializer=weights))
+
+
+def where_of_another_rank(kind: str) -> bytes:
+    """w = Where(Equal(s, c), a, s), whose result onnxruntime broadcasts to another rank than
+    s's 1-D (the rank a stand-in of Where over sizes and constants gives), then the skip's batch
+    made from Shape(w), which onnx inferred 1 and runs 0 (:func:`_skip_of`). ``kind``:
+    ``"scalar"``: s, c and a 0-D constants: w is 0-D, Shape(Shape(w)) is [0] (a stand-in: [1]);
+    ``"matrix"``: s = Concat of x's two first dimensions, each Unsqueezed on two axes ([2, 1]),
+    c = [-1, -1]: w is [2, 2], 2 - Shape(w)[1] is 0 (a stand-in: [2, 1], and 1)."""
+    i64 = TensorProto.INT64
+    c = lambda n, dims, v: helper.make_tensor(n, i64, dims, v)  # noqa: E731
+    if kind == "scalar":
+        weights = [c("s", [], [5]), c("c", [], [-1]), c("a", [], [1])]
+        made = [
+            helper.make_node("Equal", ["s", "c"], ["e"]),
+            helper.make_node("Where", ["e", "a", "s"], ["w"]),
+            helper.make_node("Shape", ["w"], ["w_shape"]),
+            helper.make_node("Shape", ["w_shape"], ["batch"]),
+        ]
+        return _skip_of(made, weights, "batch")
+    weights = [c("i0", [], [0]), c("i1", [], [1]), c("axes", [2], [0, 1]), c("c", [2], [-1, -1])]
+    weights += [c("a", [], [1]), c("one", [1], [1]), c("two", [1], [2])]
+    made = [helper.make_node("Shape", ["x"], ["x_shape"])]
+    for k in (0, 1):
+        made.append(helper.make_node("Gather", ["x_shape", f"i{k}"], [f"g{k}"]))
+        made.append(helper.make_node("Unsqueeze", [f"g{k}", "axes"], [f"u{k}"]))
+    made += [
+        helper.make_node("Concat", ["u0", "u1"], ["s"], axis=0),
+        helper.make_node("Equal", ["s", "c"], ["e"]),
+        helper.make_node("Where", ["e", "a", "s"], ["w"]),
+        helper.make_node("Shape", ["w"], ["w_shape"]),
+        helper.make_node("Slice", ["w_shape", "one", "two"], ["columns"]),
+        helper.make_node("Sub", ["two", "columns"], ["batch"]),
+    ]
+    return _skip_of(made, weights, "batch")
+
+
+def function_named_like_a_kernel(op_type: str, *, version: int) -> bytes:
+    """x (float [seq, batch, 2], a request's) -> GRU(com.microsoft ``op_type``(made)), the
+    model also defining a local function ``com.microsoft.op_type``, com.microsoft imported at
+    ``version``. Version 1: onnxruntime runs its kernel (the input's shape) on made = Slice(x,
+    0, cut) (cut a request's [1]: 0 empties it), where the function's body claims a static
+    [2, 3, 2]; version 0: onnxruntime knows no such operator and runs the function, whose body
+    empties x (Slice to 0 rows), where a rule of the kernel claims x's shape. Either way the
+    GRU's input runs empty (std::terminate)."""
+    i64, f = TensorProto.INT64, TensorProto.FLOAT
+    inputs, weights, gru, _, _ = _empty_unsafe_parts("GRU")
+    if version >= 1:
+        body = [
+            helper.make_node("Constant", [], ["shape"], value_ints=[2, 3, 2]),
+            helper.make_node(
+                "ConstantOfShape", ["shape"], ["Y"], value=helper.make_tensor("v", f, [1], [1.0])
+            ),
+        ]
+    else:
+        body = [
+            helper.make_node("Constant", [], ["zero"], value_ints=[0]),
+            helper.make_node("Slice", ["X", "zero", "zero", "zero"], ["Y"]),
+        ]
+    function = helper.make_function(
+        "com.microsoft", op_type, ["X"], ["Y"], body, [helper.make_opsetid("", OPSET)]
+    )
+    nodes = [helper.make_node(op_type, ["made"], ["kernel"], domain="com.microsoft")]
+    if version >= 1:
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights.append(helper.make_tensor("start", i64, [1], [0]))
+        nodes.insert(0, helper.make_node("Slice", ["x", "start", "cut", "start"], ["made"]))
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["made"]))
+    gru.input[0] = "kernel"
+    y = helper.make_tensor_value_info("y", f, None)
+    graph = helper.make_graph([*nodes, gru], "named", inputs, [y], initializer=weights)
+    model = helper.make_model(
+        graph,
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            helper.make_opsetid("com.microsoft", version),
+        ],
+        functions=[function],
+    )
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def function_of_another_opset(version: int, *, emptied: bool = True) -> bytes:
+    """x (float [batch, 3, 4], a request's) -> SkipLayerNormalization(x, skip), skip =
+    local.F(a, made), a float [1, 3, 4] constant, F a model-local function ``Add(A, B)`` that
+    imports opset ``version`` (the model: 17); made = Slice(x, 0, cut) (``emptied``; cut a
+    request's [1]) or x. onnx infers the body with the function's opset (6: no broadcasting,
+    the output has A's [1, 3, 4]), onnxruntime runs it with the model's (17: [1, 3, 4] and
+    [0, 3, 4] broadcast to [0, 3, 4], the skip's batch: SIGFPE)."""
+    i64, f = TensorProto.INT64, TensorProto.FLOAT
+    function = helper.make_function(
+        "local",
+        "F",
+        ["A", "B"],
+        ["Y"],
+        [helper.make_node("Add", ["A", "B"], ["Y"])],
+        [helper.make_opsetid("", version)],
+    )
+    x = helper.make_tensor_value_info("x", f, ["batch", 3, 4])
+    inputs = [x]
+    weights = [
+        helper.make_tensor("a", f, [1, 3, 4], [0.0] * 12),
+        helper.make_tensor("gamma", f, [4], [1.0] * 4),
+        helper.make_tensor("beta", f, [4], [0.0] * 4),
+    ]
+    nodes = [helper.make_node("Identity", ["x"], ["made"])]
+    if emptied:
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights.append(helper.make_tensor("start", i64, [1], [0]))
+        nodes = [helper.make_node("Slice", ["x", "start", "cut", "start"], ["made"])]
+    nodes += [
+        helper.make_node("F", ["a", "made"], ["skip"], domain="local"),
+        helper.make_node(
+            "SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft"
+        ),
+    ]
+    y = helper.make_tensor_value_info("y", f, None)
+    graph = helper.make_graph(nodes, "opset", inputs, [y], initializer=weights)
+    opsets = [
+        helper.make_opsetid(d, v) for d, v in (("", OPSET), ("local", 1), ("com.microsoft", 1))
+    ]
+    model = helper.make_model(graph, opset_imports=opsets, functions=[function])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def multi_head_attention_of_an_emptied_query() -> bytes:
+    """y = com.microsoft MultiHeadAttention(q, k, v), num_heads 2: q = Slice(q0, 0, cut) and
+    k = Slice(k0, 0, cut) on their hidden size (q0 [batch, seq, 4], k0 [batch, kv, 4], cut a
+    request's [1]), v a request's [batch, kv, 6]. With cut 0 the query's and key's hidden size
+    is 0, the value's is not: the kernel divides by zero (SIGFPE)."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("q0", f, ["batch", "seq", 4]),
+        helper.make_tensor_value_info("k0", f, ["batch", "kv", 4]),
+        helper.make_tensor_value_info("v", f, ["batch", "kv", 6]),
+        helper.make_tensor_value_info("cut", i64, [1]),
+    ]
+    weights = [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", 2))]
+    nodes = [
+        helper.make_node("Slice", ["q0", "start", "cut", "axis"], ["q"]),
+        helper.make_node("Slice", ["k0", "start", "cut", "axis"], ["k"]),
+        helper.make_node(
+            "MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=2
+        ),
+    ]
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "mha", inputs, [y], initializer=weights))
+
+
+def group_query_attention(*, made: str = "") -> bytes:
+    """y = com.microsoft GroupQueryAttention(q, seqlens_k, total_sequence_length), num_heads 2,
+    kv_num_heads 1, the query packed with the key and value: q float [batch, seq, 32]. ``made``
+    ``"slice"``: q = Slice(q0, 0, cut) on its hidden size (cut a request's [1]: 0 empties it).
+    The kernel divides by zero (SIGFPE) on an empty query batch or hidden size."""
+    f, i32, i64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("q0", f, ["batch", "seq", 32]),
+        helper.make_tensor_value_info("seqlens_k", i32, ["batch"]),
+        helper.make_tensor_value_info("total", i32, []),
+    ]
+    weights = []
+    nodes = [helper.make_node("Identity", ["q0"], ["q"])]
+    if made == "slice":
+        inputs.append(helper.make_tensor_value_info("cut", i64, [1]))
+        weights = [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", 2))]
+        nodes = [helper.make_node("Slice", ["q0", "start", "cut", "axis"], ["q"])]
+    names = ["q", "", "", "", "", "seqlens_k", "total"]
+    nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            names,
+            ["y", "present_key", "present_value"],
+            domain="com.microsoft",
+            num_heads=2,
+            kv_num_heads=1,
+        )
+    )
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "gqa", inputs, [y], initializer=weights))
+
+
+def group_query_attention_feeds(*, batch: int = 1, cut: int | None = None) -> dict[str, object]:
+    """One token per row for :func:`group_query_attention` (``cut``: its ``made`` slice's)."""
+    import numpy as np
+
+    feeds: dict[str, object] = {
+        "q0": np.ones((batch, 1, 32), np.float32),
+        "seqlens_k": np.zeros((batch,), np.int32),
+        "total": np.array(1, np.int32),
+    }
+    if cut is not None:
+        feeds["cut"] = np.array([cut], np.int64)
+    return feeds
+
+
+def sliced_attention(op_type: str) -> bytes:
+    """y = com.microsoft ``op_type`` (``QAttention`` or ``DecoderMaskedMultiHeadAttention``,
+    num_heads 2) over request inputs, one axis of which a Slice to the request's cut (an int64
+    [1]) makes empty: QAttention's input batch (uint8 [batch, seq, 8], weights uint8 [8, 24]),
+    DecoderMaskedMultiHeadAttention's query, key and value hidden size (float [batch, 1, 8]).
+    Both kernels divide by zero there (SIGFPE)."""
+    f, u8, i64 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT64
+    cut = helper.make_tensor_value_info("cut", i64, [1])
+    if op_type == "QAttention":
+        inputs = [helper.make_tensor_value_info("x", u8, ["batch", "seq", 8]), cut]
+        weights = [
+            helper.make_tensor("w", u8, [8, 24], [1] * 192),
+            helper.make_tensor("bias", f, [24], [0.0] * 24),
+            helper.make_tensor("x_scale", f, [], [1.0]),
+            helper.make_tensor("w_scale", f, [], [1.0]),
+        ]
+        sliced, axis, names = ["x"], 0, ["x_cut", "w", "bias", "x_scale", "w_scale"]
+    else:
+        inputs = [helper.make_tensor_value_info(n, f, ["batch", 1, 8]) for n in ("q", "k", "v")]
+        inputs.append(cut)
+        weights = []
+        sliced, axis, names = ["q", "k", "v"], 2, ["q_cut", "k_cut", "v_cut"]
+    weights += [helper.make_tensor(n, i64, [1], [v]) for n, v in (("start", 0), ("axis", axis))]
+    nodes = [
+        helper.make_node("Slice", [name, "start", "cut", "axis"], [f"{name}_cut"])
+        for name in sliced
+    ]
+    nodes.append(helper.make_node(op_type, names, ["y"], domain="com.microsoft", num_heads=2))
+    y = helper.make_tensor_value_info("y", f, None)
+    return _contrib_model(helper.make_graph(nodes, "sliced", inputs, [y], initializer=weights))
+
+
+def qlinear_lookup(op_type: str, *, inputs: int) -> bytes:
+    """y = com.microsoft ``op_type`` (QLinearSigmoid or QLinearLeakyRelu) of x (uint8
+    [batch, 4], a request's), its scales and zero point constants, given its first ``inputs``
+    inputs (4: Y_zero_point not named at all, which aborts onnxruntime when the session is
+    created; 5: named empty, which it runs)."""
+    u8, f = TensorProto.UINT8, TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", u8, ["batch", 4])
+    weights = [
+        helper.make_tensor("x_scale", f, [], [1.0]),
+        helper.make_tensor("x_zero", u8, [], [0]),
+        helper.make_tensor("y_scale", f, [], [1.0]),
+    ]
+    names = ["x", "x_scale", "x_zero", "y_scale", ""][:inputs]
+    node = helper.make_node(op_type, names, ["y"], domain="com.microsoft")
+    y = helper.make_tensor_value_info("y", u8, None)
+    return _contrib_model(helper.make_graph([node], "lookup", [x], [y], initializer=weights))

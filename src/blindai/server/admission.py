@@ -18,7 +18,8 @@ Everything here works on the parsed ``onnx.ModelProto`` and never touches the di
   onnxruntime checks at run time: the shapes a model merely declares (``value_info``,
   outputs, subgraph inputs), which it could lie in, are left out first; the output shapes of
   common contrib operators (onnx infers none) are put in from
-  :mod:`blindai.server.contrib_shapes`.
+  :mod:`blindai.server.contrib_shapes`, and the model-local functions onnxruntime runs other
+  than onnx infers them are left out (:mod:`blindai.server._local_functions`).
 - **Bounded static shapes.** When onnx shape inference (with constant propagation) already
   proves that a value of the graph is larger than ``max_tensor_bytes``, the model is refused:
   running it could only fail. Weights are left out of the inference (only their type and
@@ -43,6 +44,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, SparseTensorProto, Tens
 
 from blindai.errors import InvalidInput
 from blindai.server._fold import fold_constants
+from blindai.server._local_functions import take_unsound_functions
 from blindai.server._strings import StringLimits, check_strings, known, string_constants
 from blindai.server.contrib_shapes import add_stand_ins
 from blindai.server.unsafe_kernels import (
@@ -394,7 +396,9 @@ def check_model(model: ModelProto, *, limits: AdmissionLimits) -> Admitted:
         _skeleton(model)
         fold_constants(model)
         add_stand_ins(model)
+        taken = take_unsound_functions(model)
         inferred = _infer(model)
+        model.functions.extend(taken)
         if inferred is not None:
             _check_static_shapes(inferred, weights, limits)
     if proofs:

@@ -309,24 +309,55 @@ class _Graph:
     def is_size(self, name: str) -> bool:
         """Whether ``name`` is one dimension of a value's shape (``Gather`` of ``Shape`` at a
         constant index, maybe ``Unsqueeze``d or ``Squeeze``d): a size, never negative."""
+        return self.size_rank(name) is not None
+
+    def size_rank(self, name: str) -> int | None:
+        """The rank of ``name`` where it :meth:`is_size` (its one element may be in a tensor
+        of any rank: a 0-D index, ``Unsqueeze`` of two axes), None where it is not a size or
+        its rank is not known."""
         node = self.producers.get(name)
+        reshapes: list[NodeProto] = []
         for _ in range(_MAX_RESHAPES):  # bounded: a graph could loop
             if node is None or node.op_type not in ("Unsqueeze", "Squeeze") or not node.input:
                 break
+            reshapes.append(node)
             node = self.producers.get(node.input[0]) if node.domain in _STANDARD else None
         if node is None or node.domain not in _STANDARD or node.op_type != "Gather":
-            return False
+            return None
         shape = self.producers.get(node.input[0]) if node.input else None
         index = self.constants.get(node.input[1]) if len(node.input) > 1 else None
         is_shape = shape is not None and shape.op_type == "Shape" and shape.domain in _STANDARD
-        return is_shape and index is not None and index.size == 1
+        if not is_shape or index is None or index.size != 1:
+            return None
+        rank: int | None = index.ndim  # Shape's result is 1-D: Gather's is the index's rank
+        for reshape in reversed(reshapes):
+            axes = self._axes(reshape)
+            if reshape.op_type == "Squeeze" and axes == ():  # every dimension (each is 1)
+                rank = 0
+            elif isinstance(axes, int) and rank is not None:
+                rank += axes if reshape.op_type == "Unsqueeze" else -axes
+            else:
+                rank = None
+        return rank
+
+    def _axes(self, node: NodeProto) -> int | tuple[()] | None:
+        """How many axes an ``Unsqueeze`` or ``Squeeze`` names (an attribute, or a constant
+        input from opset 13); ``()`` where it names none; None where they are not constant."""
+        for attr in node.attribute:
+            if attr.name == "axes":
+                return len(attr.ints)
+        if len(node.input) < 2 or not node.input[1]:
+            return ()
+        axes = self.constants.get(node.input[1])
+        return None if axes is None else int(axes.size)
 
     def elements(self, name: str) -> list[str | int] | None:
-        """The elements of the 1-D ``name`` where each is a size (:meth:`is_size`: its name)
-        or a constant (its value): ``Concat`` of those, or a constant; None otherwise."""
+        """The elements of the 1-D ``name`` where each is a 1-D size (:meth:`size_rank`: its
+        name) or a constant (its value): ``Concat`` of those, or a 1-D constant; None otherwise
+        (a 0-D constant, or sizes of 2-D, would make ``Where``'s result another rank)."""
         value = self.constants.get(name)
         if value is not None:
-            return [int(v) for v in value.reshape(-1)] if value.ndim <= 1 else None
+            return [int(v) for v in value] if value.ndim == 1 else None
         node = self.producers.get(name)
         if node is None or node.domain not in _STANDARD or node.op_type != "Concat":
             return None
@@ -335,7 +366,7 @@ class _Graph:
             value = self.constants.get(part)
             if value is not None and value.ndim == 1:
                 found += [int(v) for v in value]
-            elif self.is_size(part):
+            elif self.size_rank(part) == 1:
                 found.append(part)
             else:
                 return None
@@ -432,21 +463,33 @@ the sequence's length, masks built from ``Range`` and expanded to a shape that c
 -> a stand-in where the node's inputs show what onnxruntime gives (each checked against it)."""
 
 
+def _spelled(domain: str) -> str:
+    """One spelling of each domain (``ai.onnx`` is ``""``)."""
+    return "" if domain in _STANDARD else domain
+
+
 def add_stand_ins(model: ModelProto) -> int:
     """Give, in place, each node of :data:`CONTRIB_SHAPES` in ``model`` (every graph; at most
-    :data:`MAX_STAND_INS`) standard nodes that make its outputs with the rule's shape; returns
-    how many were given. ``model`` is the one onnx shape inference gets, never onnxruntime."""
+    :data:`MAX_STAND_INS`; none of an operator the model has a local function of) standard
+    nodes that make its outputs with the rule's shape; returns how many were given. ``model``
+    is the one onnx shape inference gets, never onnxruntime."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
         return 0
     build = _Builder(_names(model), {}, model.graph, opset)
     given = 0
+    # an operator the model defines a function of may run that function, not the kernel ruled:
+    # onnxruntime does where it knows no schema of it (com.microsoft imported at version 0)
+    local = {(_spelled(f.domain), f.name) for f in model.functions}
     # children first: a graph's nodes are copied back into it, with the subgraphs they hold
     for graph in reversed(list(_graphs(model.graph))):
         known = _Graph.of(graph)
         nodes: list[NodeProto] = []
         changed = False
         for node in graph.node:
+            if (_spelled(node.domain), node.op_type) in local:
+                nodes.append(node)
+                continue
             rules = CONTRIB_SHAPES.get((node.domain, node.op_type))
             refine = STANDARD_REFINEMENTS.get(node.op_type) if node.domain in _STANDARD else None
             made = None

@@ -56,12 +56,16 @@ REFUSED: Mapping[tuple[str, str], str] = {
 EMPTY_UNSAFE = frozenset(
     {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
     | {(_CONTRIB, op) for op in ("DynamicQuantizeLSTM", "MultiHeadAttention", "RotaryEmbedding")}
+    | {(_CONTRIB, op) for op in ("GroupQueryAttention", "DecoderMaskedMultiHeadAttention")}
+    | {(_CONTRIB, "QAttention")}
     | {(_CONTRIB, op) for op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")}
 )
 """Operators whose kernel ends the process on a tensor with a zero-size dimension: LSTM and
 GRU call ``std::terminate`` (GRU: an empty sequence, batch or input; LSTM: an empty batch);
-MultiHeadAttention (an empty value hidden size) and the SkipLayerNormalizations (an empty
-skip batch) divide by zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
+MultiHeadAttention (an empty value or query hidden size), GroupQueryAttention (an empty
+query batch or hidden size), DecoderMaskedMultiHeadAttention (an empty query hidden size),
+QAttention (an empty batch) and the SkipLayerNormalizations (an empty skip batch) divide by
+zero (SIGFPE); com.microsoft RotaryEmbedding reads out of bounds
 (SIGSEGV) on an empty hidden size (given ``num_heads``, or a 4-D input). Each is admitted only
 where :data:`EMPTY_PROOFS` holds."""
 
@@ -87,29 +91,44 @@ class _Empty:
 _LSTM = _Empty((0,), (1,), "calls std::terminate on an empty batch", layout_axes=(0,))
 _SKIP = _Empty((1,), (0,), "divides by zero (SIGFPE) on an empty skip batch")
 
-EMPTY_PROOFS: Mapping[tuple[str, str], _Empty] = {
-    **{(domain, "LSTM"): _LSTM for domain in ("", "ai.onnx")},
+EMPTY_PROOFS: Mapping[tuple[str, str], tuple[_Empty, ...]] = {
+    **{(domain, "LSTM"): (_LSTM,) for domain in ("", "ai.onnx")},
     **{
-        (domain, "GRU"): _Empty(
-            (0,),
-            None,
-            "calls std::terminate on an empty sequence, batch or input size",
-            same={2: (1, 2)},
+        (domain, "GRU"): (
+            _Empty(
+                (0,),
+                None,
+                "calls std::terminate on an empty sequence, batch or input size",
+                same={2: (1, 2)},
+            ),
         )
         for domain in ("", "ai.onnx")
     },
-    (_CONTRIB, "DynamicQuantizeLSTM"): _Empty((0,), (1,), "calls std::terminate on an empty batch"),
-    (_CONTRIB, "MultiHeadAttention"): _Empty(
-        (2, 1, 0), (-1,), "divides by zero (SIGFPE) on an empty value hidden size"
+    (_CONTRIB, "DynamicQuantizeLSTM"): (
+        _Empty((0,), (1,), "calls std::terminate on an empty batch"),
     ),
-    (_CONTRIB, "SkipLayerNormalization"): _SKIP,
-    (_CONTRIB, "SkipSimplifiedLayerNormalization"): _SKIP,
-    (_CONTRIB, "RotaryEmbedding"): _Empty(
-        (0,), (-1,), "reads out of bounds (SIGSEGV) on an empty hidden size"
+    (_CONTRIB, "MultiHeadAttention"): (
+        _Empty((2, 1, 0), (-1,), "divides by zero (SIGFPE) on an empty value hidden size"),
+        # the key's, which onnxruntime checks equal (a BNSH key: the value's, proven above)
+        _Empty((0,), (-1,), "divides by zero (SIGFPE) on an empty query hidden size"),
+    ),
+    (_CONTRIB, "GroupQueryAttention"): (
+        # the query's hidden size: packed with the key and value, or theirs checked against it
+        _Empty((0,), (0, -1), "divides by zero (SIGFPE) on an empty query batch or hidden size"),
+    ),
+    (_CONTRIB, "DecoderMaskedMultiHeadAttention"): (
+        _Empty((0,), (-1,), "divides by zero (SIGFPE) on an empty query hidden size"),
+    ),
+    (_CONTRIB, "QAttention"): (_Empty((0,), (0,), "divides by zero (SIGFPE) on an empty batch"),),
+    (_CONTRIB, "SkipLayerNormalization"): (_SKIP,),
+    (_CONTRIB, "SkipSimplifiedLayerNormalization"): (_SKIP,),
+    (_CONTRIB, "RotaryEmbedding"): (
+        _Empty((0,), (-1,), "reads out of bounds (SIGSEGV) on an empty hidden size"),
     ),
 }
 """(domain, op_type) of each :data:`EMPTY_UNSAFE` operator -> the dimensions its kernel ends
-the process on when they are 0 (probed in child processes, onnxruntime 1.32.0)."""
+the process on when they are 0, each to be proven (probed in child processes, onnxruntime
+1.32.0)."""
 
 SYMBOLS_UNSOUND = frozenset({("", "Einsum"), ("ai.onnx", "Einsum")})
 """Operators for which onnx shape inference (onnx 1.23) gives an output a main-graph input's
@@ -207,8 +226,20 @@ def _stft(node: NodeProto, scope: _Scope) -> str | None:
     return None
 
 
+def _five_inputs(node: NodeProto, scope: _Scope) -> str | None:
+    if len(node.input) >= 5:
+        return None
+    return (
+        f"needs its fifth input (Y_zero_point) named, or left out as an empty name: "
+        f"onnxruntime's kernel reads it past the node's {len(node.input)} inputs when the "
+        "session is created (an assertion ends the process)"
+    )
+
+
 PROVEN: Mapping[tuple[str, str], _Proof] = {
     (_CONTRIB, "Inverse"): _square,
+    (_CONTRIB, "QLinearSigmoid"): _five_inputs,
+    (_CONTRIB, "QLinearLeakyRelu"): _five_inputs,
     ("", "Conv"): _kernel,
     ("ai.onnx", "Conv"): _kernel,
     (_CONTRIB, "FusedConv"): _kernel,
@@ -300,7 +331,15 @@ def _same_nonzero(
 
 def _empty_proof(node: NodeProto, scope: _Scope, requests: Requests) -> str | None:
     """What is unproven about the dimensions ``node``'s kernel ends the process on if 0."""
-    rule = EMPTY_PROOFS[(node.domain, node.op_type)]
+    for rule in EMPTY_PROOFS[(node.domain, node.op_type)]:
+        problem = _empty_rule(node, scope, requests, rule)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _empty_rule(node: NodeProto, scope: _Scope, requests: Requests, rule: _Empty) -> str | None:
+    """What is unproven about the dimensions of one :data:`EMPTY_PROOFS` rule."""
     index = next((i for i in rule.inputs if _input(node, i)), rule.inputs[-1])
     name = _input(node, index)
     if not name:

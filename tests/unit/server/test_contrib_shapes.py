@@ -533,3 +533,30 @@ def test_onnxruntimes_symbolic_shape_inference_would_prove_an_emptied_value():
     (y,) = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
     assert y.shape == (0, 4)
     assert _dims(_inferred(model)["y"])[0] != "batch"  # ours: unknown
+
+
+@pytest.mark.parametrize("index", [([0], []), ([-1], []), ([0], [1])], ids=["0", "-1", "[0]"])
+@pytest.mark.parametrize("attrs", [{}, {"start": 1}, {"start": -2, "end": -1}, {"end": 2}])
+def test_range_of_a_shape_with_start_and_end_names_onnxruntimes_length(attrs, index):
+    """Range(0, Gather(Shape(x, start, end), i), 1), the index negative or a 1-element 1-D
+    tensor: the dimension the stand-in names is the one onnxruntime's Range runs to."""
+    values, dims = index
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], **attrs),
+        helper.make_node("Gather", ["shape", "i"], ["n"]),
+        helper.make_node("Range", ["zero", "n", "one"], ["r"]),
+    ]
+    inits = [helper.make_tensor("i", _I64, dims, values)]
+    inits += [helper.make_tensor(n, _I64, [], [v]) for n, v in (("zero", 0), ("one", 1))]
+    x = helper.make_tensor_value_info("x", _F, ["a", "b", "c"])
+    r = helper.make_tensor_value_info("r", _I64, None)
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [r], initializer=inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    (run,) = ort.InferenceSession(model.SerializeToString()).run(
+        None, {"x": np.ones((2, 3, 5), np.float32)}
+    )
+    (named,) = _dims(_inferred(model)["r"])
+    assert {"a": 2, "b": 3, "c": 5}[str(named)] == run.shape[0]
