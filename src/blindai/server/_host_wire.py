@@ -162,9 +162,16 @@ def decode_arrays(entries: Any, buffers: list[memoryview]) -> list[tuple[str, np
 
 def _strings(lengths_raw: memoryview, data: memoryview, count: int, shape: list[int]) -> np.ndarray:
     lengths = np.frombuffer(lengths_raw, dtype=np.int64)
-    if lengths.size != count or (lengths < 0).any() or int(lengths.sum()) != data.nbytes:
+    # each length within the data, and every end too: a sum that wrapped around int64 has an
+    # end below zero (lengths summing to the data's size modulo 2**64 sliced it many times)
+    ends_array = np.cumsum(lengths)
+    if (
+        lengths.size != count
+        or ((lengths < 0) | (lengths > data.nbytes) | (ends_array < 0)).any()
+        or (int(ends_array[-1]) if count else 0) != data.nbytes
+    ):
         raise FrameError("string lengths that do not fit the data")
-    ends = np.cumsum(lengths).tolist()
+    ends = ends_array.tolist()
     raw = bytes(data)
     out = np.empty(count, dtype=object)
     start = 0

@@ -132,3 +132,17 @@ def test_a_write_the_peer_does_not_read_stops_when_told() -> None:
         threading.Timer(0.2, told.set).start()
         with pytest.raises(Stopped):
             write_frame(ours, {}, [bytes(64 << 20)], should_stop=told.is_set)
+
+
+def test_string_lengths_that_wrap_around_64_bits_are_refused() -> None:
+    """Lengths each within int64 whose sum wraps to the data's size: numpy's int64 sum and
+    cumsum wrapped, the check passed, and the wrapped ends sliced the data again and again (a
+    triple (2**63 - 1, 2**63 - 1, 2) returns to where it started, having taken all but 2
+    bytes once more): a host could make 24 bytes of frame come out as a whole copy of the
+    data, past ``max_bytes``."""
+    data = bytes(range(48, 58)) * 100
+    wrap = [2**63 - 1, 2**63 - 1, 2]
+    lengths = np.array([len(data), *wrap * 4], np.uint64).astype(np.int64)
+    header = b'{"a": [{"name": "x", "dtype": "str", "shape": [13]}]}'
+    with pytest.raises(FrameError, match="string"):
+        _read(_raw(header, [lengths.tobytes(), data]))
