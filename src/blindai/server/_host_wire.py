@@ -296,7 +296,7 @@ def read_frame(
         buffers.append(memoryview(buffer))
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         raise FrameError("a header that is not JSON") from None
     if not isinstance(header, dict):
         raise FrameError("a header that is not an object")

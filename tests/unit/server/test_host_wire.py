@@ -105,6 +105,7 @@ def _read(raw: bytes, max_bytes: int = 1 << 20):  # type: ignore[no-untyped-def]
         (struct.pack("<II", MAX_HEADER + 1, 0), "more than"),
         (_raw(b"[1]", []), "not an object"),
         (_raw(b"{", []), "not JSON"),
+        (_raw(b"[" * 100_000 + b"]" * 100_000, []), "not JSON"),  # RecursionError, not ours
         (_raw(b'{"a": [{"name": "x", "dtype": "float32", "shape": [3]}]}', [b"1234"]), "size"),
         (_raw(b'{"a": [{"name": "x", "dtype": "object", "shape": [1]}]}', [b"x"]), "dtype"),
         (_raw(b'{"a": [{"name": "x", "dtype": "int8", "shape": [-1]}]}', [b""]), "shape"),
