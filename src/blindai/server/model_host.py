@@ -39,13 +39,14 @@ it); this mode is for confidential VMs (TDX, SEV-SNP) and simulation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,12 +265,18 @@ class HostedModel:
         self._host = host
         return answer
 
-    def _live_host(self) -> Host:
-        """The running host, started again after a crash (within the crash limit)."""
+    def _live_host(self, run_options: ort.RunOptions | None) -> Host:
+        """The running host, started again after a crash (within the crash limit). A run told
+        to stop while another run starts the host gives up at once (a start takes seconds for
+        a big model): it does not keep its worker until that start is over."""
         host = self._host
         if host is not None and host.alive:
             return host
-        with self._start_lock:
+        stopped = _stopped(run_options)
+        while not self._start_lock.acquire(timeout=POLL_S):
+            if stopped():
+                raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
+        with _held(self._start_lock):
             host = self._host
             if host is not None and host.alive:
                 return host
@@ -356,7 +363,7 @@ class HostedModel:
     ) -> tuple[Host, int, Pending]:
         """Hand a run to the host (a host found ending is replaced, twice at most)."""
         for _ in range(3):
-            host = self._live_host()
+            host = self._live_host(run_options)
             run_id = next(host.ids)
             waiting = Pending()
             if not host.add(run_id, waiting):
@@ -472,6 +479,15 @@ class HostedModel:
     def released(self) -> bool:
         """Whether :meth:`unload` released the model (no run can use it any more)."""
         return self._released
+
+
+@contextlib.contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """Release ``lock``, acquired by the caller, at the end of the block."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _stopped(run_options: ort.RunOptions | None) -> Any:
