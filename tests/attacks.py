@@ -614,6 +614,39 @@ def empty_unsafe(op_type: str, *, made: str = "", through: str = "") -> bytes:
     return _contrib_model(graph)
 
 
+def batched_gru_crash() -> bytes:
+    """y = x + 0 * GRU(x's rows, cut to [0:c]), x float [batch, 3], c = min(1, |x[:, 0] - 7|)
+    as int64: a batchable model (the probe's rows, 0 and normal draws, give c = 1) whose run
+    ends onnxruntime's process (a GRU over an empty sequence, SIGABRT) when any row of the run
+    starts with 7. Admitted only with ``--no-empty-kernel-proofs``."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    x = helper.make_tensor_value_info("x", f, ["batch", 3])
+    y = helper.make_tensor_value_info("y", f, ["batch", 3])
+    weights = [
+        helper.make_tensor("w", f, [1, 6, 3], [0.1] * 18),
+        helper.make_tensor("r", f, [1, 6, 2], [0.1] * 12),
+        helper.make_tensor("c0", i64, [1], [0]),
+        helper.make_tensor("c1", i64, [1], [1]),
+        *(helper.make_tensor(n, f, [], [v]) for n, v in (("seven", 7), ("one", 1), ("no", 0))),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["x", "c0", "c1", "c1"], ["first"]),
+        helper.make_node("Sub", ["first", "seven"], ["d"]),
+        helper.make_node("Abs", ["d"], ["a"]),
+        helper.make_node("ReduceMin", ["a"], ["m"], keepdims=0),
+        helper.make_node("Min", ["m", "one"], ["m1"]),
+        helper.make_node("Cast", ["m1"], ["c"], to=i64),
+        helper.make_node("Reshape", ["c", "c1"], ["cut"]),
+        helper.make_node("Unsqueeze", ["x", "c1"], ["seqs"]),
+        helper.make_node("Slice", ["seqs", "c0", "cut", "c0"], ["seq"]),
+        helper.make_node("GRU", ["seq", "w", "r"], ["g"], hidden_size=2),
+        helper.make_node("ReduceSum", ["g"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "no"], ["z"]),
+        helper.make_node("Add", ["x", "z"], ["y"]),
+    ]
+    return _model(helper.make_graph(nodes, "batched_gru_crash", [x], [y], initializer=weights))
+
+
 def empty_unsafe_feeds(op_type: str, *, made: str = "", empty: bool = False) -> dict[str, object]:
     """Request inputs for :func:`empty_unsafe`, none empty; ``empty``: its ``made`` input
     makes the crashing one empty (cut = 0, m all zeros)."""

@@ -196,6 +196,45 @@ def test_a_batching_model_runs_through_its_host(isolated: ServerProcess) -> None
         assert results == [True] * 6
 
 
+def test_a_batch_one_member_of_which_crashes_onnxruntime(tmp_path: Path) -> None:
+    """Six requests of one key queued together into one batch of a model that crashes when
+    any row of a run starts with 7 (``attacks.batched_gru_crash``): the batch's run crashes the
+    host, its members are rerun alone; the one with 7 crashes it again (422), each other member
+    gets its own row back. Two crashes are logged: the batch's, then the member's."""
+    server = start_server(tmp_path, *ISOLATED, "--run-timeout", "20")
+    try:
+        with connect(server) as conn:
+            model_id = conn.upload_model(
+                attacks.batched_gru_crash(), max_batch_size=8, max_queue_delay_us=400_000
+            ).model_id
+            results: dict[int, object] = {}
+
+            def call(c, k: int) -> None:  # type: ignore[no-untyped-def]
+                x = np.full((1, 3), 7.0 if k == 0 else k, np.float32)
+                try:
+                    with c:
+                        out = np.asarray(c.predict(model_id, {"x": x}).output[0])
+                        results[k] = bool(np.array_equal(out, x))
+                except Exception as exc:
+                    results[k] = exc
+
+            clients = [connect(server) for _ in range(6)]
+            threads = [threading.Thread(target=call, args=(clients[k], k)) for k in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        crashed = results.pop(0)
+        assert isinstance(crashed, InferenceFailed) and crashed.status_code == 422
+        assert "(SIGABRT)" in crashed.message
+        assert results == dict.fromkeys(range(1, 6), True)
+        log = server.log()
+        assert log.count("model host: a model's process ended during a run (SIGABRT)") == 2
+        assert "Traceback" not in log
+    finally:
+        server.stop()
+
+
 def test_deleting_a_model_stops_its_host(isolated: ServerProcess) -> None:
     pid = isolated.process.pid
     with connect(isolated) as conn:

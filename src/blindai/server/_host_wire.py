@@ -46,6 +46,7 @@ MAX_HEADER = 16 << 20
 _PREFIX = struct.Struct("<II")
 _LENGTH = struct.Struct("<Q")
 _MAX_BUFFERS = 1 << 16
+_MAX_DIMS = 64
 _NUMERIC = frozenset(
     "float32 float64 float16 int8 int16 int32 int64 uint8 uint16 uint32 uint64 bool".split()
 )
@@ -127,6 +128,17 @@ def _take(buffers: list[memoryview], index: int) -> tuple[memoryview, int]:
     return buffers[index], index + 1
 
 
+def _shape_ok(shape: Any) -> bool:
+    """At most numpy's 64 dimensions, each an int below 2**63, checked before their product
+    is taken (in Python integers: a host's shape of thousands of huge dimensions took minutes
+    of one call holding the GIL)."""
+    return (
+        isinstance(shape, list)
+        and len(shape) <= _MAX_DIMS
+        and all(type(d) is int and 0 <= d < 1 << 63 for d in shape)
+    )
+
+
 def decode_arrays(entries: Any, buffers: list[memoryview]) -> list[tuple[str, np.ndarray]]:
     """The named arrays of :func:`encode_arrays` (FrameError for anything inconsistent)."""
     if not isinstance(entries, list):
@@ -136,7 +148,7 @@ def decode_arrays(entries: Any, buffers: list[memoryview]) -> list[tuple[str, np
     try:
         for entry in entries:
             name, kind, shape = str(entry["name"]), str(entry["dtype"]), entry["shape"]
-            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            if not _shape_ok(shape):
                 raise FrameError("a bad shape")
             count = math.prod(shape)
             if kind == "map":
@@ -162,9 +174,16 @@ def decode_arrays(entries: Any, buffers: list[memoryview]) -> list[tuple[str, np
 
 def _strings(lengths_raw: memoryview, data: memoryview, count: int, shape: list[int]) -> np.ndarray:
     lengths = np.frombuffer(lengths_raw, dtype=np.int64)
-    if lengths.size != count or (lengths < 0).any() or int(lengths.sum()) != data.nbytes:
+    # each length within the data, and every end too: a sum that wrapped around int64 has an
+    # end below zero (lengths summing to the data's size modulo 2**64 sliced it many times)
+    ends_array = np.cumsum(lengths)
+    if (
+        lengths.size != count
+        or ((lengths < 0) | (lengths > data.nbytes) | (ends_array < 0)).any()
+        or (int(ends_array[-1]) if count else 0) != data.nbytes
+    ):
         raise FrameError("string lengths that do not fit the data")
-    ends = np.cumsum(lengths).tolist()
+    ends = ends_array.tolist()
     raw = bytes(data)
     out = np.empty(count, dtype=object)
     start = 0
@@ -277,7 +296,7 @@ def read_frame(
         buffers.append(memoryview(buffer))
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         raise FrameError("a header that is not JSON") from None
     if not isinstance(header, dict):
         raise FrameError("a header that is not an object")

@@ -10,10 +10,12 @@ nobody has found. :class:`HostedModel` has the interface of
 
 - **a crash** fails the runs in flight on that model only (InferenceFailed, 422, naming the
   signal); the server goes on serving every other model, and the host is started again (the
-  model loaded again) for the next request. A model whose host crashes ``CRASH_LIMIT`` times
-  within ``CRASH_WINDOW_S`` is not started again: its runs answer ModelNotReady (503) until it
-  is unloaded and loaded again (or deleted), so that a tenant cannot keep the server busy
-  starting processes;
+  model loaded again) for the next request. A model whose host crashed ``CRASH_LIMIT`` times
+  within the last ``CRASH_WINDOW_S`` is not started again until the oldest of them leaves the
+  window (or it is unloaded and loaded again): its runs answer ModelNotReady (503) meanwhile,
+  so that a tenant cannot keep the server busy starting processes; not for good, since a public
+  model is run by every key: another tenant's crashes would stop it for its owner's clients
+  until the owner noticed;
 - **a run stopped** (``RunOptions.terminate``: the run timeout, the client gone) is cancelled in
   the host; a host that has not answered ``TERMINATE_GRACE_S`` later (one long kernel) is
   killed and started again for the next request: the run timeout bounds a single kernel too.
@@ -37,13 +39,14 @@ it); this mode is for confidential VMs (TDX, SEV-SNP) and simulation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +92,10 @@ __all__ = [
 _log = logging.getLogger("blindai.server")
 
 CRASH_LIMIT = 5
-"""Crashes of one model's host within ``CRASH_WINDOW_S`` after which it is not started again."""
+"""Crashes of one model's host within ``CRASH_WINDOW_S`` after which it is not started again
+while they lie within that window."""
 CRASH_WINDOW_S = 60.0
-"""The window, in seconds, in which ``CRASH_LIMIT`` crashes stop a model for good."""
+"""The window, in seconds, of ``CRASH_LIMIT``."""
 TERMINATE_GRACE_S = 0.25
 """How long a host has to stop a run it was told to stop before it is killed."""
 _STOPPED_WITH = (
@@ -112,7 +116,8 @@ class HostLimits:
     """``--keep-freed-memory`` for the host (``blindai._malloc``): its request and reply
     buffers are then reused from its heap, not page-faulted in anew for each request."""
     crash_limit: int = CRASH_LIMIT
-    """Crashes within ``crash_window_s`` after which a model is not started again."""
+    """Crashes within ``crash_window_s`` after which a model is not started again (until the
+    oldest of them leaves the window)."""
     crash_window_s: float = CRASH_WINDOW_S
     """The window of ``crash_limit``, in seconds."""
     terminate_grace_s: float = TERMINATE_GRACE_S
@@ -211,7 +216,6 @@ class HostedModel:
         self._host: Host | None = None
         self._crashes: deque[float] = deque()
         self._released = False
-        self._broken: str | None = None
         self.inline: InlineGate | None = None
         """Always None: a hosted model never runs on the event loop."""
         self.empty_unsafe: tuple[str, ...] = ()
@@ -261,19 +265,26 @@ class HostedModel:
         self._host = host
         return answer
 
-    def _live_host(self) -> Host:
-        """The running host, started again after a crash (within the crash limit)."""
+    def _live_host(self, run_options: ort.RunOptions | None) -> Host:
+        """The running host, started again after a crash (within the crash limit). A run told
+        to stop while another run starts the host gives up at once (a start takes seconds for
+        a big model): it does not keep its worker until that start is over."""
         host = self._host
         if host is not None and host.alive:
             return host
-        with self._start_lock:
+        stopped = _stopped(run_options)
+        while not self._start_lock.acquire(timeout=POLL_S):
+            if stopped():
+                raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
+        with _held(self._start_lock):
             host = self._host
             if host is not None and host.alive:
                 return host
             if self._released:
                 raise ModelNotFound("the model was deleted or unloaded before this request ran")
-            if self._broken is not None:
-                raise ModelNotReady(self._broken)
+            refused = self._refusal()
+            if refused is not None:
+                raise ModelNotReady(refused)
             try:
                 self._start()
             except ModelNotReady as exc:
@@ -286,25 +297,38 @@ class HostedModel:
                 raise ModelNotFound("the model was deleted or unloaded before this request ran")
             return host
 
+    def _recent_crashes(self) -> int:
+        """The crashes within the last ``crash_window_s`` (the caller holds ``_start_lock``)."""
+        now = time.monotonic()
+        while self._crashes and now - self._crashes[0] > self._limits.crash_window_s:
+            self._crashes.popleft()
+        return len(self._crashes)
+
+    def _refusal(self) -> str | None:
+        """Why the model is not started now: ``crash_limit`` crashes within the window (None:
+        it may start). The caller holds ``_start_lock``."""
+        limit, window = self._limits.crash_limit, self._limits.crash_window_s
+        crashes = self._recent_crashes()
+        if crashes < limit:
+            return None
+        wait = window - (time.monotonic() - self._crashes[-limit])
+        return (
+            f"this model's process crashed {crashes} times within {window:g} s; it is not "
+            f"started again for {max(wait, 0):.0f} s, or until the model is unloaded and loaded "
+            "again (POST /v2/repository/models/NAME/unload, then load)"
+        )
+
     def _count_crash(self, host: Host | None, why: str) -> None:
-        """Count a crash (once per host; the caller holds ``_start_lock``); past the limit,
-        the model is not started again."""
+        """Count a crash (once per host; the caller holds ``_start_lock``); at the limit, the
+        model is not started again while those crashes lie within the window."""
         if host is not None:
             if host.counted:
                 return
             host.counted = True
         self._hosts.ended("crash")
-        now = time.monotonic()
-        self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self._limits.crash_window_s:
-            self._crashes.popleft()
-        crashes = len(self._crashes)
-        if crashes >= self._limits.crash_limit and self._broken is None:
-            self._broken = (
-                f"this model's process crashed {crashes} times within "
-                f"{self._limits.crash_window_s:g} s; it is not started again until the model is "
-                "unloaded and loaded again (POST /v2/repository/models/NAME/unload, then load)"
-            )
+        self._crashes.append(time.monotonic())
+        crashes = self._recent_crashes()
+        if crashes == self._limits.crash_limit:
             _log.warning("model host: a model's process crashed %d times; not restarted", crashes)
         else:
             _log.warning("model host: a model's process ended during a run (%s)", why)
@@ -339,7 +363,7 @@ class HostedModel:
     ) -> tuple[Host, int, Pending]:
         """Hand a run to the host (a host found ending is replaced, twice at most)."""
         for _ in range(3):
-            host = self._live_host()
+            host = self._live_host(run_options)
             run_id = next(host.ids)
             waiting = Pending()
             if not host.add(run_id, waiting):
@@ -455,6 +479,15 @@ class HostedModel:
     def released(self) -> bool:
         """Whether :meth:`unload` released the model (no run can use it any more)."""
         return self._released
+
+
+@contextlib.contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """Release ``lock``, acquired by the caller, at the end of the block."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _stopped(run_options: ort.RunOptions | None) -> Any:

@@ -231,7 +231,14 @@ def inference_session(
     session: :func:`check_environment` refuses that environment at start-up).
     ``enable_fallback=0``: onnxruntime's Python layer otherwise prints a failed session's or
     run's error to stdout (the server's log) and retries, on a GPU quietly on the CPU.
+
+    onnxruntime's telemetry events are turned off first (in every process that builds
+    sessions: the server, the compile guard's child, a model host): onnxruntime 1.32 records
+    each failed load or run with its error's text (a model's node names, an index out of range
+    that a request sent) in an event store under ``$HOME/.cache/Microsoft/DeveloperTools``,
+    to upload later.
     """
+    ort.disable_telemetry_events()
     session = ort.InferenceSession(
         model,
         sess_options=options,

@@ -105,6 +105,7 @@ def _read(raw: bytes, max_bytes: int = 1 << 20):  # type: ignore[no-untyped-def]
         (struct.pack("<II", MAX_HEADER + 1, 0), "more than"),
         (_raw(b"[1]", []), "not an object"),
         (_raw(b"{", []), "not JSON"),
+        (_raw(b"[" * 100_000 + b"]" * 100_000, []), "not JSON"),  # RecursionError, not ours
         (_raw(b'{"a": [{"name": "x", "dtype": "float32", "shape": [3]}]}', [b"1234"]), "size"),
         (_raw(b'{"a": [{"name": "x", "dtype": "object", "shape": [1]}]}', [b"x"]), "dtype"),
         (_raw(b'{"a": [{"name": "x", "dtype": "int8", "shape": [-1]}]}', [b""]), "shape"),
@@ -132,3 +133,33 @@ def test_a_write_the_peer_does_not_read_stops_when_told() -> None:
         threading.Timer(0.2, told.set).start()
         with pytest.raises(Stopped):
             write_frame(ours, {}, [bytes(64 << 20)], should_stop=told.is_set)
+
+
+def test_string_lengths_that_wrap_around_64_bits_are_refused() -> None:
+    """Lengths each within int64 whose sum wraps to the data's size: numpy's int64 sum and
+    cumsum wrapped, the check passed, and the wrapped ends sliced the data again and again (a
+    triple (2**63 - 1, 2**63 - 1, 2) returns to where it started, having taken all but 2
+    bytes once more): a host could make 24 bytes of frame come out as a whole copy of the
+    data, past ``max_bytes``."""
+    data = bytes(range(48, 58)) * 100
+    wrap = [2**63 - 1, 2**63 - 1, 2]
+    lengths = np.array([len(data), *wrap * 4], np.uint64).astype(np.int64)
+    header = b'{"a": [{"name": "x", "dtype": "str", "shape": [13]}]}'
+    with pytest.raises(FrameError, match="string"):
+        _read(_raw(header, [lengths.tobytes(), data]))
+
+
+@pytest.mark.parametrize(
+    "shape", [[10**4000] * 200, [1] * 65, [2**63]], ids=["huge dims", "65 dims", "2**63"]
+)
+def test_a_shape_no_array_can_have_is_refused_before_its_product(shape: list[int]) -> None:
+    """The shape's product was computed first, in Python integers: 200 dimensions of 4000
+    digits (a 0.8 MB header) took 1.7 s of one call holding the GIL, 800 of them 30 s, a
+    16 MiB header minutes, the server's event loop stopped meanwhile. Refused at once: at most
+    64 dimensions (numpy's), each below 2**63."""
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(FrameError, match="shape"):
+        decode_arrays([{"name": "x", "dtype": "int8", "shape": shape}], [memoryview(b"")])
+    assert time.perf_counter() - started < 0.2

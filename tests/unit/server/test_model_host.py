@@ -308,6 +308,65 @@ def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
         group.close()
 
 
+def test_a_model_stopped_for_its_crashes_starts_again_once_they_leave_the_window() -> None:
+    """A public model is run by every key: another tenant's requests that crash it
+    ``crash_limit`` times stopped it for every key until its owner unloaded and loaded it
+    again (5 requests in a second took a tenant's public model down for good). It is refused
+    only while ``crash_limit`` crashes lie within ``crash_window_s``: starts stay bounded."""
+    group = ModelHosts(
+        limits=HostLimits(
+            memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=2, crash_window_s=1.5
+        )
+    )
+    try:
+        crasher = group.load(
+            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+        )
+        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
+        fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(hostile)
+        with pytest.raises(ModelNotReady, match=r"crashed 2 times within 1\.5 s"):
+            crasher.predict(fine)
+        time.sleep(1.6)
+        assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
+    finally:
+        group.close()
+
+
+def test_a_run_waiting_for_another_runs_start_of_the_host_stops_when_told(
+    hosts: ModelHosts,
+) -> None:
+    """While one run starts the model's host again (a big model: seconds; at most
+    ``START_TIMEOUT_S``), the model's other runs wait for it; one told to stop meanwhile (its
+    run timeout) kept its worker until that start was over. Here the start is held by the
+    test (``_start_lock``, as a start holds it) for 3 s."""
+    model = hosts.load(models.identity(TensorProto.FLOAT, [2]), optimize=True, intra_op_threads=1)
+    host = model._host
+    assert host is not None
+    host.stop("")  # ended: the next run starts it again, under the start lock
+    held = threading.Event()
+
+    def start_elsewhere() -> None:
+        with model._start_lock:
+            held.set()
+            time.sleep(3)
+
+    starter = threading.Thread(target=start_elsewhere)
+    starter.start()
+    held.wait(5)
+    control = RunControl()
+    threading.Timer(0.2, control.terminate, args=("timeout",)).start()
+    started = time.monotonic()
+    with pytest.raises(InferenceFailed, match="stopped"):
+        model.predict({"x": np.ones(2, np.float32)}, run_options=control.options)
+    took = time.monotonic() - started
+    starter.join()
+    assert took < 1.0, took
+    assert model.predict({"x": np.ones(2, np.float32)})[0][1].tolist() == [1.0, 1.0]
+
+
 def test_a_run_stopped_in_a_long_kernel_has_its_host_killed(hosts: ModelHosts) -> None:
     """onnxruntime checks ``terminate`` between kernels only: in the server's process a single
     MatMul of several seconds runs to its end. In a host, the run is cancelled, and the host,

@@ -159,3 +159,41 @@ def test_the_upload_of_such_a_model_says_why():
         resp = server.management.post("/upload", content=body)
         assert resp.status_code == 400
         assert "output 'y' has type tensor(int4)" in cbor2.loads(resp.content)
+
+
+_TELEMETRY_RUN = """
+import numpy as np
+from blindai.server.runtime import OnnxModel
+from tests.models import gather_rows
+model = OnnxModel(gather_rows(vocab=10))
+try:
+    model.predict({"ids": np.array([[1, 987654]]), "scale": np.ones((1, 1, 1), np.float32)})
+except Exception:
+    pass
+"""
+
+
+def test_a_failing_run_writes_no_input_value_to_onnxruntimes_telemetry_store(tmp_path):
+    """onnxruntime 1.32 records each failed session or run, its error text with it (an index
+    out of range quotes the request's value, a failed load the model's node names), in an
+    event store under ``$HOME/.cache/Microsoft/DeveloperTools`` (to upload when it can):
+    every process that builds sessions (the server, the compile guard's child, a model host)
+    turns those events off first. A process of its own: the store's place is fixed when
+    onnxruntime's environment is made."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = Path(__file__).resolve().parents[3]
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)]),
+    }
+    subprocess.run([sys.executable, "-c", _TELEMETRY_RUN], env=env, check=True, timeout=120)
+    written = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+    assert b"987654" not in written
+    assert b"out of data bounds" not in written
