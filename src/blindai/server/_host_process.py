@@ -47,7 +47,10 @@ START_TIMEOUT_S = 120.0
 
 
 class Crashed(Exception):
-    """The host ended while runs were in flight: why, in words."""
+    """The host ended while runs were in flight: why, in words, and how many runs were in
+    flight then (``runs``: more than one, and none of them can be told it crashed the host)."""
+
+    runs: int = 1
 
 
 @dataclass
@@ -159,6 +162,8 @@ class Host:
         with self.pending_lock:
             self.closing = True
             left, self.pending = list(self.pending.values()), {}
+        if isinstance(why, Crashed):
+            why.runs = len(left)
         for waiting in left:
             waiting.failure = why
             waiting.done.set()

@@ -414,10 +414,16 @@ class HostedModel:
         if isinstance(failure, Crashed):
             with self._start_lock:
                 self._count_crash(host, str(failure))
+            if failure.runs > 1:  # not this request's fault, for all it is known
+                raise ServerBusy(
+                    f"onnxruntime ended the model's process during this run ({failure}) with "
+                    f"{failure.runs} runs of the model in flight, any of which may have crashed "
+                    "it; try again (a request that crashes it alone gets 422)"
+                ) from None
             raise InferenceFailed(
-                f"onnxruntime ended the model's process during this run ({failure}): this "
-                "request, or another run of this model at the same time, crashed it; the model "
-                "is started again for the next request"
+                f"onnxruntime ended the model's process during this run ({failure}), the only "
+                "run of the model in flight: this request crashed it; the model is started "
+                "again for the next request"
             ) from None
         if failure is not None:
             raise failure
