@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "Host",
     "Pending",
     "child_env",
+    "described",
     "error_from",
     "spec_from",
 ]
@@ -241,6 +243,21 @@ def spec_from(raw: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in raw["shape"])
     symbols = tuple(s if isinstance(s, str) and s else None for s in raw["symbols"])
     return TensorSpec(str(raw["name"]), _ORT_TYPES.get(onnx_type), shape, onnx_type, symbols)
+
+
+def described(
+    answer: Mapping[str, Any],
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, str]]:
+    """The model's inputs, outputs and metadata properties, as its host's answer to its start
+    describes them; ModelNotReady for an answer no host of ours gives (a host is not trusted:
+    a hostile model may have taken it over while it loaded)."""
+    try:
+        inputs = tuple(spec_from(s) for s in answer["inputs"])
+        outputs = tuple(spec_from(s) for s in answer["outputs"])
+        metadata = {str(k): str(v) for k, v in dict(answer.get("metadata") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelNotReady("the model's process described the model unreadably") from None
+    return inputs, outputs, metadata
 
 
 _OURS: dict[str, type[ServerError]] = {

@@ -65,8 +65,8 @@ from blindai.server._host_process import (
     Crashed,
     Host,
     Pending,
+    described,
     error_from,
-    spec_from,
 )
 from blindai.server._host_wire import (
     Frame,
@@ -221,16 +221,13 @@ class HostedModel:
         self.empty_unsafe: tuple[str, ...] = ()
         """Set by the data plane, as for OnnxModel."""
         try:
-            answer = self._start()
+            self.inputs, self.outputs, self.metadata = described(self._start())
         except BaseException:
+            host = self._host
+            if host is not None:  # it started, and described the model in a way no model is
+                host.stop("")
             self._close_file()
             raise
-        self.inputs = tuple(spec_from(s) for s in answer["inputs"])
-        self.outputs = tuple(spec_from(s) for s in answer["outputs"])
-        self.metadata: dict[str, str] = {
-            str(k): str(v) for k, v in dict(answer.get("metadata") or {}).items()
-        }
-        """The model's metadata properties, as the host's session read them."""
         self._output_names = [o.name for o in self.outputs]
 
     @property

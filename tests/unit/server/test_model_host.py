@@ -31,7 +31,7 @@ from blindai.errors import (
     ModelNotReady,
     ServerBusy,
 )
-from blindai.server._host_process import POLL_S, Crashed, Host, Pending
+from blindai.server._host_process import POLL_S, Crashed, Host, Pending, described
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
 from blindai.server.run_guard import RunControl
@@ -503,3 +503,46 @@ def test_a_host_that_answers_what_breaks_the_format_is_killed() -> None:
     assert "an unreadable answer (FrameError)" in str(waiting.failure)
     assert process.poll() == -signal.SIGKILL
     assert not host.add(2, Pending())  # nothing waits on an ended host
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"inputs": 3, "outputs": []},
+        {"inputs": [{"name": "x"}], "outputs": []},
+        {"inputs": [], "outputs": [None]},
+        {"inputs": [], "outputs": [], "metadata": [1, 2, 3]},
+    ],
+)
+def test_a_start_answer_no_host_of_ours_gives_is_refused(answer: dict[str, object]) -> None:
+    """A host is not trusted (a hostile model may have taken it over while it loaded): an
+    answer to its start that describes no model is ModelNotReady, not a KeyError."""
+    with pytest.raises(ModelNotReady, match="unreadably"):
+        described(answer)
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as listing:
+            found.update(int(p) for p in listing.read().split())
+    return found
+
+
+def test_a_host_that_describes_its_model_unreadably_is_stopped(
+    hosts: ModelHosts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host that gave such an answer is stopped: it was left running until the server's
+    end, holding the model's descriptor."""
+    import blindai.server.model_host as model_host
+
+    def unreadable(answer: object) -> None:
+        raise ModelNotReady("the model's process described the model unreadably")
+
+    before = _children()
+    monkeypatch.setattr(model_host, "described", unreadable)
+    with pytest.raises(ModelNotReady):
+        hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    assert _children() - before == set()
+    assert hosts.count == 0
