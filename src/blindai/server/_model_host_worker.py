@@ -104,9 +104,7 @@ class _Host:
             elif op == "run":
                 control = RunControl()
                 self.runs[run_id] = control
-                threading.Thread(
-                    target=self.run, args=(run_id, frame, control), daemon=True
-                ).start()
+                self.pool.submit(self.run, run_id, frame, control)
 
     def run(self, run_id: int, frame: Frame, control: RunControl) -> None:
         """In a pool thread: one run, answered with its outputs or its error."""
