@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -89,12 +90,12 @@ class Host:
 
     @classmethod
     def start(
-        cls, directory: str, setup: dict[str, Any], fd: int, *, max_bytes: int
+        cls, setup: dict[str, Any], fd: int, *, max_bytes: int
     ) -> tuple[Host, dict[str, Any]]:
-        """Start a child in ``directory``, send it ``setup`` and the model's descriptor, wait
-        for its answer (the model's specs), and start the thread that reads its replies.
-        ModelNotReady when it did not start; the load's own error when the model failed."""
-        host = cls(*_spawn(directory))
+        """Start a child, send it ``setup`` and the model's descriptor, wait for its answer
+        (the model's specs), and start the thread that reads its replies. ModelNotReady when
+        it did not start; the load's own error when the model failed."""
+        host = cls(*_spawn())
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
@@ -209,16 +210,22 @@ class Host:
             pass
 
 
-def _spawn(directory: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
-    """A started child (in ``directory``) and the server's end of its socket."""
+def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """A started child and the server's end of its socket.
+
+    The child starts in a private directory that is removed as soon as it has started: a
+    missed external reference finds nothing, nothing can be written there, and nothing is left
+    behind when the server is killed (a directory the hosts shared was, until an orderly end).
+    """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    directory = tempfile.mkdtemp(prefix="blindai-host-")
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "blindai.server._model_host_worker"],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            cwd=directory,  # empty: a missed external reference finds nothing
+            cwd=directory,
             env=child_env(),
         )
     except BaseException:
@@ -226,6 +233,7 @@ def _spawn(directory: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
         raise
     finally:
         theirs.close()
+        os.rmdir(directory)  # the child's working directory from now on: a removed one
     return process, ours
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -137,12 +136,6 @@ class ModelHosts:
         self._lock = threading.Lock()
         self._models: set[HostedModel] = set()
         self._closed = False
-        self._dir = tempfile.TemporaryDirectory(prefix="blindai-host-")
-
-    @property
-    def directory(self) -> str:
-        """The hosts' working directory: private and empty."""
-        return self._dir.name
 
     def load(
         self, model: bytes | ModelFile, *, optimize: bool, intra_op_threads: int
@@ -175,13 +168,12 @@ class ModelHosts:
             return len(self._models)
 
     def close(self) -> None:
-        """Stop every host now (the server's end) and remove the private directory."""
+        """Stop every host now (the server's end)."""
         with self._lock:
             self._closed = True
             models, self._models = list(self._models), set()
         for model in models:
             model.stop()
-        self._dir.cleanup()
 
 
 class HostedModel:
@@ -252,7 +244,6 @@ class HostedModel:
             raise ModelNotFound("the model was deleted or unloaded before this request ran")
         try:
             host, answer = Host.start(
-                self._hosts.directory,
                 self._setup,
                 fd,
                 max_bytes=self._limits.max_reply_bytes + (1 << 20),

@@ -546,3 +546,16 @@ def test_a_host_that_describes_its_model_unreadably_is_stopped(
         hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
     assert _children() - before == set()
     assert hosts.count == 0
+
+
+def test_a_host_works_in_a_directory_that_is_gone_once_it_started(hosts: ModelHosts) -> None:
+    """A host's working directory is removed once it started: it can write nothing there, and
+    a server killed with SIGKILL leaves no directory behind (a shared one was, every time)."""
+    hosted = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    pid = hosted.pid
+    assert pid is not None
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    assert "blindai-host-" in cwd and cwd.endswith(" (deleted)"), cwd
+    assert not os.path.exists(cwd.removesuffix(" (deleted)"))
+    x = np.ones((1, 3), np.float32)
+    assert np.array_equal(hosted.predict({"x": x})[0][1], x)
