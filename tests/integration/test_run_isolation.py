@@ -7,10 +7,12 @@ admitted with ``--no-empty-kernel-proofs``: a cut of 0 ends onnxruntime 1.32's p
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from blindai.errors import InferenceFailed, InferenceTimeout, NetworkError
+import blindai
+from blindai.errors import InferenceFailed, InferenceTimeout, NetworkError, PermissionDenied
+from blindai.protocol.apikeys import generate_key
 from tests import attacks
 from tests._server import ServerProcess, connect, start_server
 from tests.models import identity
@@ -231,6 +235,47 @@ def test_a_batch_one_member_of_which_crashes_onnxruntime(tmp_path: Path) -> None
         log = server.log()
         assert log.count("model host: a model's process ended during a run (SIGABRT)") == 2
         assert "Traceback" not in log
+    finally:
+        server.stop()
+
+
+def test_a_tenant_that_crashes_a_public_model_is_refused_and_the_others_are_served(
+    tmp_path: Path,
+) -> None:
+    """Bob's requests crash alice's public model: the model-wide limit (5 within 60 s) let
+    one tenant keep it stopped for every key with 5 requests a minute. Each crash is charged to
+    bob's key: after 2, his runs of it are refused (403) and alice's are answered all along."""
+    admin_key = generate_key()
+    server = start_server(
+        tmp_path, *ISOLATED, "--admin-key-sha256", hashlib.sha256(admin_key.encode()).hexdigest()
+    )
+
+    def as_key(key: str) -> blindai.Connection:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            return blindai.connect(server.host, simulation_mode=True, api_key=key, **server.ports)
+
+    try:
+        with as_key(admin_key) as admin:
+            alice_key, bob_key = (admin.create_key(n).key for n in ("alice", "bob"))
+        with as_key(alice_key) as alice, as_key(bob_key) as bob:
+            model = alice.upload_model(GRU, model_name="shared", public=True).model_id
+            for _ in range(2):
+                with pytest.raises(InferenceFailed, match="SIGABRT") as crashed:
+                    bob.run_model(model, input_tensors=HOSTILE)
+                assert crashed.value.status_code == 422
+                out = alice.run_model(model, input_tensors=FINE).output[0].as_numpy()
+                assert out.shape == (3, 1, 1, 2)
+            for feeds in (HOSTILE, FINE):
+                with pytest.raises(PermissionDenied, match="refused for") as refused:
+                    bob.run_model(model, input_tensors=feeds)
+                assert refused.value.status_code == 403
+            for _ in range(3):
+                out = alice.run_model(model, input_tensors=FINE).output[0].as_numpy()
+                assert out.shape == (3, 1, 1, 2)
+        log = server.log()
+        assert log.count("model host: a model's process ended during a run (SIGABRT)") == 2
+        assert "its runs of that model are refused for now" in log
     finally:
         server.stop()
 

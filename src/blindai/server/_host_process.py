@@ -50,10 +50,12 @@ START_TIMEOUT_S = 120.0
 
 
 class Crashed(Exception):
-    """The host ended while runs were in flight: why, in words, and how many runs were in
-    flight then (``runs``: more than one, and none of them can be told it crashed the host)."""
+    """The host ended while runs were in flight: why, in words, how many runs were in flight
+    then (``runs``: more than one, and none of them can be told it crashed the host), and the
+    keys that had sent them (``keys``)."""
 
     runs: int = 1
+    keys: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Pending:
     done: threading.Event = field(default_factory=threading.Event)
     frame: Frame | None = None
     failure: BaseException | None = None
+    caller: str | None = None
+    """The key id that sent the run (None: an open server's caller)."""
 
 
 class Host:
@@ -167,6 +171,7 @@ class Host:
             left, self.pending = list(self.pending.values()), {}
         if isinstance(why, Crashed):
             why.runs = len(left)
+            why.keys = frozenset(w.caller for w in left if w.caller is not None)
         for waiting in left:
             waiting.failure = why
             waiting.done.set()

@@ -90,8 +90,10 @@ class Predictor(Protocol):
         outputs: Sequence[str] | None = None,
         *,
         run_options: ort.RunOptions | None = None,
+        caller: str | None = None,
     ) -> Outputs:
-        """Run the model (blocking); ``run_options.terminate`` stops it."""
+        """Run the model (blocking); ``run_options.terminate`` stops it; ``caller``: the key
+        id that sent the inputs."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,7 @@ class ModelQueue:
             self._free -= 1
             control = RunControl()
             work = self._offload(
-                lambda: self._direct(feeds, wanted, run_ns, control.options), caller
+                lambda: self._direct(feeds, wanted, run_ns, control.options, caller), caller
             )
             # the slot is given back when the run ends, not when this task stops waiting
             # (onnxruntime stops at its next kernel boundary, not at once)
@@ -318,12 +320,13 @@ class ModelQueue:
         outputs: tuple[str, ...] | None,
         run_ns: list[int] | None,
         options: ort.RunOptions,
+        caller: str | None,
     ) -> Outputs:
         """In a worker thread: one request run alone."""
         started = time.perf_counter_ns()
         try:
             self.runs += 1
-            return self._model.predict(feeds, outputs, run_options=options)
+            return self._model.predict(feeds, outputs, run_options=options, caller=caller)
         finally:
             if run_ns is not None:
                 run_ns.append(time.perf_counter_ns() - started)
@@ -457,6 +460,8 @@ class ModelQueue:
             feeds = {
                 name: np.concatenate([r.feeds[name] for r in batch]) for name in batch[0].feeds
             }
+            # charged to nobody: a batch that fails is run again member by member, and a
+            # member that crashes the model's process alone is charged to its caller then
             outputs = self._model.predict(feeds, batch[0].outputs, run_options=options)
         except Exception:
             return [self._alone(r, options) for r in batch]
@@ -469,7 +474,9 @@ class ModelQueue:
         if request.future.done():  # cancelled meanwhile: not worth running
             return asyncio.CancelledError()
         try:
-            return self._model.predict(request.feeds, request.outputs, run_options=options)
+            return self._model.predict(
+                request.feeds, request.outputs, run_options=options, caller=request.caller
+            )
         except Exception as exc:
             return exc
 

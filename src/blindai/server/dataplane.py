@@ -913,7 +913,9 @@ class DataPlane:
         def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
             started = time.perf_counter_ns()
             try:
-                return entry.model.predict(feeds, wanted, run_options=run_options)
+                return entry.model.predict(
+                    feeds, wanted, run_options=run_options, caller=caller.key_id
+                )
             finally:
                 ran.append(time.perf_counter_ns() - started)
                 timing.add("queue", started - submitted)
@@ -1069,6 +1071,7 @@ class DataPlane:
             raw,
             self.preprocess_budget,
             _tenant(caller),
+            caller.key_id,
             timing,
             submitted,
             group=caller.key_id,
@@ -1327,6 +1330,7 @@ def _run_pipeline(
     raw: bytes | str,
     budget: PreprocessBudget,
     key: str | None,
+    caller: str | None,
     timing: Timing,
     submitted: int,
     run_options: ort.RunOptions,
@@ -1334,7 +1338,7 @@ def _run_pipeline(
     """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
     that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`); the
     preprocessing's worst case is held in ``budget`` (for the tenant's ``key``) until the run
-    is over."""
+    is over. ``caller``: the key id that sent ``raw`` (None: an open server's caller)."""
     timing.add("queue", time.perf_counter_ns() - submitted)
     pipe = entry.pipeline
     assert pipe is not None
@@ -1350,7 +1354,7 @@ def _run_pipeline(
                 empty_unsafe=entry.model.empty_unsafe,
             )
         with timing.phase("infer"):
-            outputs = entry.model.predict(feeds, run_options=run_options)
+            outputs = entry.model.predict(feeds, run_options=run_options, caller=caller)
         with timing.phase("encode"):
             try:
                 result = pipe.postprocess(dict(outputs), prepared)

@@ -15,7 +15,13 @@ nobody has found. :class:`HostedModel` has the interface of
   window (or it is unloaded and loaded again): its runs answer ModelNotReady (503) meanwhile,
   so that a tenant cannot keep the server busy starting processes; not for good, since a public
   model is run by every key: another tenant's crashes would stop it for its owner's clients
-  until the owner noticed;
+  until the owner noticed. Each crash is also charged to the keys whose runs were in flight:
+  a key charged ``KEY_CRASH_LIMIT`` times within the window has its runs of that model refused
+  (PermissionDenied, 403) while those charges lie within it, and every other key is served. A
+  tenant with one key can then end the model's process at most ``KEY_CRASH_LIMIT`` times a
+  window (so it cannot keep a public model stopped for the others), and a key that was in
+  flight beside it when it did is charged too (its runs answer ServerBusy: it cannot be told
+  apart from the culprit);
 - **a run stopped** (``RunOptions.terminate``: the run timeout, the client gone) is cancelled in
   the host; a host that has not answered ``TERMINATE_GRACE_S`` later (one long kernel) is
   killed and started again for the next request: the run timeout bounds a single kernel too.
@@ -57,6 +63,7 @@ from blindai.errors import (
     InferenceFailed,
     ModelNotFound,
     ModelNotReady,
+    PermissionDenied,
     ServerBusy,
 )
 from blindai.server._host_process import (
@@ -82,6 +89,7 @@ from blindai.server.run_guard import HostArenaError
 __all__ = [
     "CRASH_LIMIT",
     "CRASH_WINDOW_S",
+    "KEY_CRASH_LIMIT",
     "TERMINATE_GRACE_S",
     "HostLimits",
     "HostedModel",
@@ -94,7 +102,10 @@ CRASH_LIMIT = 5
 """Crashes of one model's host within ``CRASH_WINDOW_S`` after which it is not started again
 while they lie within that window."""
 CRASH_WINDOW_S = 60.0
-"""The window, in seconds, of ``CRASH_LIMIT``."""
+"""The window, in seconds, of ``CRASH_LIMIT`` and ``KEY_CRASH_LIMIT``."""
+KEY_CRASH_LIMIT = 2
+"""Crashes charged to one key (its runs were in flight) within ``CRASH_WINDOW_S`` after which
+that key's runs of the model are refused while they lie within that window."""
 TERMINATE_GRACE_S = 0.25
 """How long a host has to stop a run it was told to stop before it is killed."""
 _STOPPED_WITH = (
@@ -118,7 +129,10 @@ class HostLimits:
     """Crashes within ``crash_window_s`` after which a model is not started again (until the
     oldest of them leaves the window)."""
     crash_window_s: float = CRASH_WINDOW_S
-    """The window of ``crash_limit``, in seconds."""
+    """The window of ``crash_limit`` and ``key_crash_limit``, in seconds."""
+    key_crash_limit: int = KEY_CRASH_LIMIT
+    """Crashes charged to one key within ``crash_window_s`` after which its runs of the model
+    are refused (until the oldest of them leaves the window)."""
     terminate_grace_s: float = TERMINATE_GRACE_S
     """How long a host has to stop a run it was told to stop before it is killed."""
 
@@ -207,6 +221,10 @@ class HostedModel:
         loop, never waits for a start)."""
         self._host: Host | None = None
         self._crashes: deque[float] = deque()
+        self._keys_lock = threading.Lock()
+        """Held to charge crashes to keys and to read their charges (never while starting)."""
+        self._key_crashes: dict[str, deque[float]] = {}
+        """The times of the crashes charged to each key, within the window."""
         self._released = False
         self.inline: InlineGate | None = None
         """Always None: a hosted model never runs on the event loop."""
@@ -306,20 +324,61 @@ class HostedModel:
             "again (POST /v2/repository/models/NAME/unload, then load)"
         )
 
-    def _count_crash(self, host: Host | None, why: str) -> None:
-        """Count a crash (once per host; the caller holds ``_start_lock``); at the limit, the
-        model is not started again while those crashes lie within the window."""
+    def _count_crash(self, host: Host | None, why: str, keys: frozenset[str] = frozenset()) -> None:
+        """Count a crash (once per host; the caller holds ``_start_lock``) and charge it to
+        ``keys``; at the limit, the model is not started again while those crashes lie within
+        the window."""
         if host is not None:
             if host.counted:
                 return
             host.counted = True
         self._hosts.ended("crash")
-        self._crashes.append(time.monotonic())
+        now = time.monotonic()
+        self._crashes.append(now)
+        self._charge(keys, now)
         crashes = self._recent_crashes()
         if crashes == self._limits.crash_limit:
             _log.warning("model host: a model's process crashed %d times; not restarted", crashes)
         else:
             _log.warning("model host: a model's process ended during a run (%s)", why)
+
+    def _charge(self, keys: frozenset[str], now: float) -> None:
+        """Charge a crash at ``now`` to each of ``keys`` (and forget charges past the window)."""
+        window = self._limits.crash_window_s
+        with self._keys_lock:
+            for key in keys:
+                self._key_crashes.setdefault(key, deque()).append(now)
+            for key, times in list(self._key_crashes.items()):
+                while times and now - times[0] > window:
+                    times.popleft()
+                if not times:
+                    del self._key_crashes[key]
+                elif key in keys and len(times) == self._limits.key_crash_limit:
+                    _log.warning(
+                        "model host: key %s was in flight at %d crashes of a model's process; "
+                        "its runs of that model are refused for now",
+                        key,
+                        len(times),
+                    )
+
+    def _key_refusal(self, caller: str) -> str | None:
+        """Why ``caller``'s runs are refused now: ``key_crash_limit`` crashes charged to it
+        within the window (None: it may run)."""
+        limit, window = self._limits.key_crash_limit, self._limits.crash_window_s
+        with self._keys_lock:
+            times = self._key_crashes.get(caller)
+            now = time.monotonic()
+            while times and now - times[0] > window:
+                times.popleft()
+            if not times or len(times) < limit:
+                return None
+            wait = window - (now - times[-limit])
+            count = len(times)
+        return (
+            f"this model's process ended {count} times within {window:g} s during runs sent "
+            f"with this key; its runs of this model are refused for {max(wait, 0):.0f} s "
+            "(other keys' runs go on)"
+        )
 
     def predict(
         self,
@@ -327,13 +386,17 @@ class HostedModel:
         outputs: Sequence[str] | None = None,
         *,
         run_options: ort.RunOptions | None = None,
+        caller: str | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run the model in its host, as :meth:`OnnxModel.predict` (the same outputs, bit for
         bit, and the same errors), but for a crash (InferenceFailed naming the signal) and a
         stop the host did not obey in time (its host killed; InferenceFailed, which the data
-        plane answers 504 at a timeout)."""
+        plane answers 504 at a timeout). ``caller``: the key id that sent the run, charged
+        with the crashes during it (PermissionDenied once it reached ``key_crash_limit``)."""
         if self._released:
             raise ModelNotFound("the model was deleted or unloaded before this request ran")
+        if caller is not None and (refused := self._key_refusal(caller)) is not None:
+            raise PermissionDenied(refused)
         if run_options is not None and run_options.terminate:
             raise InferenceFailed("the run was stopped") from RuntimeError("terminated")
         try:
@@ -342,18 +405,24 @@ class HostedModel:
             raise InferenceFailed(str(exc)) from None
         names = self._output_names if outputs is None else list(outputs)
         header = {"op": "run", "feeds": entries, "outputs": names}
-        host, run_id, waiting = self._send(header, buffers, run_options)
+        host, run_id, waiting = self._send(header, buffers, run_options, caller)
         del buffers
         return self._outputs(self._wait(host, run_id, waiting, run_options), names)
 
     def _send(
-        self, header: dict[str, Any], buffers: list[Any], run_options: ort.RunOptions | None
+        self,
+        header: dict[str, Any],
+        buffers: list[Any],
+        run_options: ort.RunOptions | None,
+        caller: str | None,
     ) -> tuple[Host, int, Pending]:
         """Hand a run to the host (a host found ending is replaced, twice at most)."""
         for _ in range(3):
             host = self._live_host(run_options)
+            if caller is not None and (refused := self._key_refusal(caller)) is not None:
+                raise PermissionDenied(refused)  # charged while it waited for the start
             run_id = next(host.ids)
-            waiting = Pending()
+            waiting = Pending(caller=caller)
             if not host.add(run_id, waiting):
                 continue  # it ended meanwhile: the next one
             try:
@@ -401,7 +470,7 @@ class HostedModel:
         failure = waiting.failure
         if isinstance(failure, Crashed):
             with self._start_lock:
-                self._count_crash(host, str(failure))
+                self._count_crash(host, str(failure), failure.keys)
             if failure.runs > 1:  # not this request's fault, for all it is known
                 raise ServerBusy(
                     f"onnxruntime ended the model's process during this run ({failure}) with "

@@ -100,8 +100,10 @@ class LoadedModel(Protocol):
         outputs: Sequence[str] | None = None,
         *,
         run_options: ort.RunOptions | None = None,
+        caller: str | None = None,
     ) -> list[tuple[str, np.ndarray]]:
-        """Run the model on validated inputs (see :meth:`OnnxModel.predict`)."""
+        """Run the model on validated inputs (see :meth:`OnnxModel.predict`); ``caller``: the
+        key id that sent them (a model in a process of its own charges its crashes to it)."""
 
     def unload(self) -> None:
         """Release the session; later requests get ModelNotFound."""
@@ -311,8 +313,10 @@ class OnnxModel:
         outputs: Sequence[str] | None = None,
         *,
         run_options: ort.RunOptions | None = None,
+        caller: str | None = None,
     ) -> list[tuple[str, np.ndarray]]:
-        """Run the model on validated inputs.
+        """Run the model on validated inputs (``caller``, the key that sent them, is not used
+        here: a crash ends the server's process).
 
         Returns (output name, array) for ``outputs`` (all of them, in model order, when None).
         bfloat16 inputs and outputs go through OrtValues (onnxruntime's numpy interface has no

@@ -238,7 +238,7 @@ def test_no_more_runs_than_max_concurrent_runs_are_in_flight(pool):
             self.release = threading.Event()
             self.two_started = threading.Event()
 
-        def predict(self, feeds, outputs=None, *, run_options=None):
+        def predict(self, feeds, outputs=None, *, run_options=None, caller=None):
             with self.lock:
                 self.in_flight += 1
                 self.most = max(self.most, self.in_flight)
@@ -335,7 +335,7 @@ def test_a_cancelled_run_keeps_its_slot_until_onnxruntime_is_done(pool):
             self.in_flight = self.most = 0
             self.lock = threading.Lock()
 
-        def predict(self, feeds, outputs=None, *, run_options=None):
+        def predict(self, feeds, outputs=None, *, run_options=None, caller=None):
             with self.lock:
                 self.in_flight += 1
                 self.most = max(self.most, self.in_flight)

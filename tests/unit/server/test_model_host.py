@@ -29,6 +29,7 @@ from blindai.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    PermissionDenied,
     ServerBusy,
 )
 from blindai.server._host_process import POLL_S, Crashed, Host, Pending, described
@@ -374,6 +375,79 @@ def test_a_model_stopped_for_its_crashes_starts_again_once_they_leave_the_window
         assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
     finally:
         group.close()
+
+
+def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served() -> None:
+    """One tenant's requests that crash a public model's host: the model-wide limit stopped it
+    for every key after ``crash_limit`` crashes (a tenant with one key could keep it stopped).
+    Now each crash is charged to its key: at ``key_crash_limit`` that key's runs are refused
+    (403), without a start of the host, and the other keys are served; the model-wide count
+    stays below its limit. The refusal ends when its crashes leave the window."""
+    group = ModelHosts(
+        limits=HostLimits(
+            memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=3, crash_window_s=2.0
+        )
+    )
+    try:
+        crasher = group.load(
+            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+        )
+        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
+        fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(hostile, caller="k_bad")
+        for feeds in (hostile, fine):
+            with pytest.raises(PermissionDenied) as refused:
+                crasher.predict(feeds, caller="k_bad")
+            assert refused.value.status_code == 403
+            assert "ended 2 times within 2 s during runs sent with this key" in (
+                refused.value.message
+            )
+        assert crasher.pid is None  # the refusals started no host
+        for caller in ("k_good", None):
+            assert crasher.predict(fine, caller=caller)[0][1].shape == (3, 1, 1, 2)
+        time.sleep(2.1)
+        assert crasher.predict(fine, caller="k_bad")[0][1].shape == (3, 1, 1, 2)
+    finally:
+        group.close()
+
+
+def test_a_crash_is_charged_to_every_key_with_a_run_in_flight(hosts: ModelHosts) -> None:
+    """The culprit of a crash with several runs in flight cannot be told apart: each of their
+    keys is charged once (a tenant cannot hide its crashes behind other tenants' runs); a key
+    charged once more by a crash of its own is refused, the other key is not."""
+    hosted = hosts.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
+    got: list[BaseException] = []
+
+    def run(caller: str) -> None:
+        try:
+            hosted.predict(
+                {"n": np.array([5000], np.int64)}, run_options=RunControl().options, caller=caller
+            )
+        except BaseException as exc:
+            got.append(exc)
+
+    for callers in (("k_a", "k_b"), ("k_a",)):
+        threads = [threading.Thread(target=run, args=(c,)) for c in callers]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while (pid := hosted.pid) is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert pid is not None
+        time.sleep(IN_THE_KERNEL_S)
+        os.kill(pid, signal.SIGSEGV)
+        for t in threads:
+            t.join(30)
+        want = ["ServerBusy"] * 2 if len(callers) == 2 else ["InferenceFailed"]
+        assert sorted(type(e).__name__ for e in got) == want, got
+        got.clear()
+    small = {"n": np.array([2], np.int64)}
+    with pytest.raises(PermissionDenied, match="ended 2 times"):
+        hosted.predict(small, caller="k_a")
+    ((_, again),) = hosted.predict(small, caller="k_b")
+    assert again == 8.0
 
 
 def test_a_run_waiting_for_another_runs_start_of_the_host_stops_when_told(
