@@ -32,6 +32,7 @@ from blindai.server.connections import LimitedServer, reserve_file_descriptors
 from blindai.server.dataplane import OPENED_CLOSED_STORE
 from blindai.server.evidence import EvidenceService
 from blindai.server.metrics import Metrics
+from blindai.server.native_stderr import divert_native_stderr
 from blindai.server.no_dumps import forbid_dumps, swap_warning
 from blindai.server.registry import ModelRegistry
 from blindai.server.run_guard import cap_arena
@@ -357,7 +358,22 @@ def serve(
     attester: Attester | None = None,
     gpu_attester: NvidiaGpuAttester | None = None,
 ) -> None:
-    """Run the server until interrupted (its memory never in a core file: ``no_dumps``)."""
+    """Run the server until interrupted (its memory never in a core file: ``no_dumps``; what
+    native libraries write to stderr counted, not shown: ``native_stderr``)."""
+    diverted = divert_native_stderr()
+    try:
+        _serve_until_stopped(settings, attester=attester, gpu_attester=gpu_attester)
+    finally:
+        if diverted is not None:
+            diverted.restore()
+
+
+def _serve_until_stopped(
+    settings: ServerSettings,
+    *,
+    attester: Attester | None,
+    gpu_attester: NvidiaGpuAttester | None,
+) -> None:
     for problem in forbid_dumps().problems:
         _log.warning(
             "%s: outside an SGX enclave, a crash may write tenants' data to disk "
