@@ -8,6 +8,7 @@ over a ``Slice`` the request sizes to zero ends onnxruntime 1.32's process with 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ from blindai.errors import (
 )
 from blindai.server._host_process import POLL_S, Crashed, Host, Pending, described
 from blindai.server.model_file import ModelFile
-from blindai.server.model_host import HostLimits, ModelHosts
+from blindai.server.model_host import HostedModel, HostLimits, ModelHosts
 from blindai.server.run_guard import RunControl
 from blindai.server.runtime import OnnxModel
 from tests import attacks, models
@@ -330,24 +331,32 @@ def test_a_crash_with_several_runs_in_flight_tells_each_to_try_again(
     assert again == 8.0
 
 
-def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
-    group = ModelHosts(
-        limits=HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=2)
-    )
+@contextlib.contextmanager
+def _crasher(**limits: float) -> Iterator[tuple[HostedModel, dict[str, np.ndarray]]]:
+    """The GRU model that crashes on an empty cut, in hosts with ``limits``, and feeds it
+    runs on."""
+    group = ModelHosts(limits=HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30, **limits))
     try:
         crasher = group.load(
             attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
         )
-        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
-        for _ in range(2):
-            with pytest.raises(InferenceFailed, match="SIGABRT"):
-                crasher.predict(hostile)
-        with pytest.raises(ModelNotReady, match="crashed 2 times within 60 s") as stopped:
-            crasher.predict(attacks.empty_unsafe_feeds("GRU", made="slice"))
-        assert stopped.value.status_code == 503
-        assert crasher.pid is None
+        yield crasher, attacks.empty_unsafe_feeds("GRU", made="slice")
     finally:
         group.close()
+
+
+HOSTILE = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
+
+
+def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
+    with _crasher(crash_limit=2) as (crasher, fine):
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(HOSTILE)
+        with pytest.raises(ModelNotReady, match="crashed 2 times within 60 s") as stopped:
+            crasher.predict(fine)
+        assert stopped.value.status_code == 503
+        assert crasher.pid is None
 
 
 def test_a_model_stopped_for_its_crashes_starts_again_once_they_leave_the_window() -> None:
@@ -355,26 +364,14 @@ def test_a_model_stopped_for_its_crashes_starts_again_once_they_leave_the_window
     ``crash_limit`` times stopped it for every key until its owner unloaded and loaded it
     again (5 requests in a second took a tenant's public model down for good). It is refused
     only while ``crash_limit`` crashes lie within ``crash_window_s``: starts stay bounded."""
-    group = ModelHosts(
-        limits=HostLimits(
-            memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=2, crash_window_s=1.5
-        )
-    )
-    try:
-        crasher = group.load(
-            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
-        )
-        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
-        fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+    with _crasher(crash_limit=2, crash_window_s=1.5) as (crasher, fine):
         for _ in range(2):
             with pytest.raises(InferenceFailed, match="SIGABRT"):
-                crasher.predict(hostile)
+                crasher.predict(HOSTILE)
         with pytest.raises(ModelNotReady, match=r"crashed 2 times within 1\.5 s"):
             crasher.predict(fine)
         time.sleep(1.6)
         assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
-    finally:
-        group.close()
 
 
 def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served() -> None:
@@ -383,21 +380,11 @@ def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served(
     Now each crash is charged to its key: at ``key_crash_limit`` that key's runs are refused
     (403), without a start of the host, and the other keys are served; the model-wide count
     stays below its limit. The refusal ends when its crashes leave the window."""
-    group = ModelHosts(
-        limits=HostLimits(
-            memory_bytes=1 << 30, max_reply_bytes=1 << 30, crash_limit=3, crash_window_s=2.0
-        )
-    )
-    try:
-        crasher = group.load(
-            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
-        )
-        hostile = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
-        fine = attacks.empty_unsafe_feeds("GRU", made="slice")
+    with _crasher(crash_limit=3, crash_window_s=2.0) as (crasher, fine):
         for _ in range(2):
             with pytest.raises(InferenceFailed, match="SIGABRT"):
-                crasher.predict(hostile, caller="k_bad")
-        for feeds in (hostile, fine):
+                crasher.predict(HOSTILE, caller="k_bad")
+        for feeds in (HOSTILE, fine):
             with pytest.raises(PermissionDenied) as refused:
                 crasher.predict(feeds, caller="k_bad")
             assert refused.value.status_code == 403
@@ -409,8 +396,6 @@ def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served(
             assert crasher.predict(fine, caller=caller)[0][1].shape == (3, 1, 1, 2)
         time.sleep(2.1)
         assert crasher.predict(fine, caller="k_bad")[0][1].shape == (3, 1, 1, 2)
-    finally:
-        group.close()
 
 
 def test_a_crash_is_charged_to_every_key_with_a_run_in_flight(hosts: ModelHosts) -> None:
