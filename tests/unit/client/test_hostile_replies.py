@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import numpy as np
 import pytest
 
 import blindai
@@ -189,3 +190,31 @@ def test_costly_cbor_from_the_unattested_port_is_refused(path: str) -> None:
     with _unattested({**honest, path: costly}) as plain:
         with pytest.raises(ProtocolError, match="is not valid CBOR"):
             attest_server(plain, simulation_mode=True, policy=None)
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        ("/run", lambda c: c.predict("m", {"x": np.zeros(1, np.float32)})),
+        ("/models", lambda c: c.list_models()),
+    ],
+)
+def test_a_reply_of_many_small_items_is_refused_before_it_is_decoded(
+    path: str, call: Callable[[Connection], object]
+) -> None:
+    """8 MiB of empty maps, one byte of CBOR each: cbor2 made a 64-byte dict of each (the reply
+    took 600 MB of the client; one of max_response_bytes, 1 GiB, some 70 GB) before the
+    client saw that no map was a tensor."""
+    import tracemalloc
+
+    count = 8 << 20
+    bomb = b"\xa1" + cbor2.dumps("outputs") + b"\x9a" + count.to_bytes(4, "big") + b"\xa0" * count
+    with _connected({path: (200, bomb)}) as conn:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="not valid CBOR"):
+                call(conn)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 64 << 20
