@@ -218,3 +218,32 @@ def test_a_reply_of_many_small_items_is_refused_before_it_is_decoded(
         finally:
             tracemalloc.stop()
     assert peak < 64 << 20
+
+
+_HUGE = 10**5000  # past the 4300 digits str() and repr() of an int may have
+
+
+def test_an_attestation_reply_version_too_long_to_print_is_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the message naming the version called repr() on it, which raised ValueError
+    ('Exceeds the limit (4300 digits)'): a traceback out of ``blindai attest HOST``."""
+    from tests.unit.client._loopback import run_cli
+
+    body = cbor2.dumps({"version": _HUGE})
+    with attested_fake(lambda cert, nonce: (200, {"Content-Type": "application/cbor"}, body)) as f:
+        with pytest.raises(ProtocolError, match="unsupported attestation reply version"):
+            blindai.client.attest("127.0.0.1", attested_server_port=f.port, simulation_mode=True)
+        port = str(f.port)
+        assert (
+            run_cli(monkeypatch, "attest", "127.0.0.1", "--attested-port", port, "--simulation")
+            == 1
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("ProtocolError: unsupported attestation reply")
+
+
+def test_a_result_kind_too_long_to_print_is_a_protocol_error() -> None:
+    with _connected({"/run": (200, cbor2.dumps({"result": {"kind": _HUGE}}))}) as conn:
+        with pytest.raises(ProtocolError, match="unknown result kind"):
+            conn.predict("m", text="t")
