@@ -18,6 +18,7 @@ RecursionError, MemoryError...), within :data:`CASE_SECONDS`.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from blindai.attestation.policy import UNPINNED
 from blindai.errors import BlindAIError
 from blindai.protocol.attestation import AttestationReply, decode_reply, encode_reply
 from tests.unit.attestation.dcap_sets import phala_set
-from tests.unit.attestation.nitro.conftest import NITRO_SETS
 from tests.unit.attestation.nvidia_gpu._gpu_kit import REAL_AT
 from tests.unit.attestation.nvidia_gpu._gpu_kit import RealSet as GpuSet
 from tests.unit.attestation.snp._snp_kit import SET_NAMES, load_set
@@ -78,10 +78,23 @@ def _targets(evidence_dir: Path) -> dict[str, Target]:
         out[name] = Target(EvidenceKind.SEV_SNP, snp.report, None, snp.certificates, snp_now)
     gpu = GpuSet.load()
     out["nvidia-gpu"] = Target(EvidenceKind.NVIDIA_GPU, gpu.report, None, (gpu.chain_pem,), REAL_AT)
-    for name, nitro in NITRO_SETS.items():
-        doc = nitro.path(evidence_dir).read_bytes()
-        out[name] = Target(EvidenceKind.NITRO, doc, None, (), nitro.now)
+    for name, when in _nitro_sets(evidence_dir).items():
+        doc = (evidence_dir / "nitro" / name / "attestation_doc.cbor").read_bytes()
+        out[name] = Target(EvidenceKind.NITRO, doc, None, (), when)
     return out
+
+
+def _nitro_sets(evidence_dir: Path) -> dict[str, datetime]:
+    """Each Nitro set and the verification time its README row gives (its last column)."""
+    row = re.compile(r"\| `nitro/([a-z0-9-]+)` \|.*\| `([0-9T:-]+)Z` \|")
+    readme = (evidence_dir / "README.md").read_text()
+    found = {m[1]: datetime.fromisoformat(m[2]).replace(tzinfo=timezone.utc)
+             for m in row.finditer(readme)}  # fmt: skip
+    assert len(found) == 3, found
+    return found
+
+
+_NITRO = ["evervault-production-pcrs", "evervault-debug-userdata", "evervault-debug-nonce"]
 
 
 # --- mutations ------------------------------------------------------------------------------
@@ -188,7 +201,7 @@ def _run_cases(name: str, check: Callable[[random.Random], None], cases: int = C
         assert took < CASE_SECONDS, f"{name} case {case} took {took:.1f} s"
 
 
-_NAMES = ["sgx", "tdx-v4", "tdx-v5", *SET_NAMES, "nvidia-gpu", *NITRO_SETS]
+_NAMES = ["sgx", "tdx-v4", "tdx-v5", *SET_NAMES, "nvidia-gpu", *_NITRO]
 
 
 @pytest.mark.parametrize("name", _NAMES)
