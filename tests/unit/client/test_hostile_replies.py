@@ -247,3 +247,28 @@ def test_a_result_kind_too_long_to_print_is_a_protocol_error() -> None:
     with _connected({"/run": (200, cbor2.dumps({"result": {"kind": _HUGE}}))}) as conn:
         with pytest.raises(ProtocolError, match="unknown result kind"):
             conn.predict("m", text="t")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "cp1252"])
+def test_a_name_the_terminal_cannot_encode_is_printed_escaped(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """A model name in a script the output's encoding lacks (``blindai models > list.txt`` on
+    Windows writes cp1252; a latin-1 locale; PYTHONIOENCODING=ascii). Before: print() raised
+    UnicodeEncodeError, a traceback out of ``blindai models``."""
+    import io
+    import sys
+
+    from tests.unit.client._loopback import run_cli
+
+    listed = [{"model_id": "m1", "name": "模型\U0001f600", "hash": bytes(32), "size": 3}]
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    with _connected({"/models": (200, cbor2.dumps(listed))}) as conn:
+        port = str(conn._attested.port)
+        monkeypatch.setattr(sys, "stdout", out)
+        code = run_cli(monkeypatch, "models", "--host", "127.0.0.1", "--simulation",
+                       "--attested-port", port, "--management-port", port)  # fmt: skip
+    assert code == 0
+    out.flush()
+    text = out.buffer.getvalue().decode(encoding)  # type: ignore[attr-defined]
+    assert "\\u6a21\\u578b\\U0001f600" in text
