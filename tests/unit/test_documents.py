@@ -86,3 +86,36 @@ def test_loads_cbor_nests_at_most_64_deep():
     assert loads_cbor(b"\x81" * 63 + b"\x00") is not None
     with pytest.raises(cbor2.CBORDecodeError, match="depth"):
         loads_cbor(b"\x81" * 65 + b"\x00")
+
+
+def _array(count: int, item: bytes) -> bytes:
+    return b"\x9a" + count.to_bytes(4, "big") + item * count
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b"\xa0", b"\x80", b"\x40", b"\x18\x20", b"\xf9\x00\x00", b"\x5f\xff"],
+    ids=["empty-map", "empty-array", "empty-bytes", "uint8", "half-float", "indefinite-bytes"],
+)
+def test_loads_cbor_decodes_at_most_max_items(item: bytes) -> None:
+    """Counted from the heads before cbor2 makes an object of any; the array counts as one."""
+    from blindai._documents import MAX_ITEMS
+
+    per = 2 if item == b"\x5f\xff" else 1  # an indefinite string's head and its break
+    assert len(loads_cbor(_array(MAX_ITEMS // per - 1, item))) == MAX_ITEMS // per - 1
+    with pytest.raises(cbor2.CBORDecodeError, match=f"more than {MAX_ITEMS} CBOR items"):
+        loads_cbor(_array(MAX_ITEMS // per, item))
+
+
+def test_loads_cbor_skips_string_contents_when_counting() -> None:
+    """Long byte and text strings are one item each, whatever bytes they hold."""
+    body = cbor2.dumps({"a": b"\xa0" * (4 << 20), "b": "\x00" * (2 << 20)})
+    assert loads_cbor(body) == {"a": b"\xa0" * (4 << 20), "b": "\x00" * (2 << 20)}
+    assert loads_cbor(bytearray(body)) == loads_cbor(memoryview(body))
+
+
+@pytest.mark.parametrize("tail", [b"\x5b" + b"\xff" * 8, b"\x1c", b"\x59\x01"])
+def test_loads_cbor_leaves_malformed_heads_to_cbor2(tail: bytes) -> None:
+    """A string longer than the document, a reserved head, a cut argument: cbor2's error."""
+    with pytest.raises(cbor2.CBORDecodeError):
+        loads_cbor(b"\x82" + cbor2.dumps(bytes(1 << 20)) + tail)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
-from blindai.errors import ConfigurationError
+from blindai.errors import ConfigurationError, EvidenceError
 
 if TYPE_CHECKING:
     from blindai.attestation import Verifier
@@ -42,6 +42,7 @@ __all__ = [
     "TEE_CHOICES",
     "Device",
     "KindSpec",
+    "server_kind",
     "spec_for",
     "spec_for_section",
     "spec_for_tee",
@@ -88,6 +89,9 @@ class KindSpec:
     """The key the server's sealed store derives on this TEE (``gramine-mrenclave``,
     ``snp-derived-key``: :mod:`blindai.server.store.keysources`); None: it has no sealing key,
     and a store needs ``--store-key-file``."""
+    beside: bool = False
+    """Evidence of a device beside the server's TEE (the GPU), never of the server itself: a
+    client refuses it as a server's evidence (:func:`server_kind`)."""
 
     @property
     def module(self) -> str:
@@ -139,7 +143,7 @@ KINDS: tuple[KindSpec, ...] = (
     ),
     KindSpec(EvidenceKind.NITRO, "nitro", "nitro", "Nitro", _NITRO, "nitro", NSM),
     # the GPU beside the CPU TEE: its evidence comes with the CPU's (serve --device cuda)
-    KindSpec(EvidenceKind.NVIDIA_GPU, "nvidia_gpu", "nvidia_gpu", "NvidiaGpu", _GPU),
+    KindSpec(EvidenceKind.NVIDIA_GPU, "nvidia_gpu", "nvidia_gpu", "NvidiaGpu", _GPU, beside=True),
 )
 
 SECTIONS: tuple[str, ...] = tuple(spec.section for spec in KINDS)
@@ -171,3 +175,19 @@ def spec_for_tee(tee: str) -> KindSpec:
         if spec.tee == tee:
             return spec
     raise ConfigurationError(f"unknown TEE {tee!r}: choose one of {', '.join(TEE_CHOICES)}")
+
+
+def server_kind(kind: EvidenceKind) -> EvidenceKind:
+    """``kind`` when its evidence can attest a server; EvidenceError for a device beside it.
+
+    A server names the kind of its own evidence: a GPU report named so would be verified by the
+    GPU verifier against the policy's ``[nvidia_gpu]`` section, and its requester nonce (any 32
+    bytes the host chose, e.g. SHA-256 of its certificate) would pass for the report data of a
+    TEE that was never there.
+    """
+    if any(spec.kind is kind and spec.beside for spec in KINDS):
+        raise EvidenceError(
+            f"{kind.value} evidence attests a device beside the server's TEE, not the server: "
+            "the server must send the evidence of its own TEE"
+        )
+    return kind

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindai.errors import ConfigurationError, Violation
+from blindai.escape import brief
 
 __all__ = ["SECTION", "ServerPolicy"]
 
@@ -125,10 +126,15 @@ class ServerPolicy:
                     Violation(
                         "server.store_admin_keys",
                         "only admin_key_sha256 and previous_admin_keys",
-                        f"the store was also served under {', '.join(map(str, others))[:200]}",
+                        f"the store was also served under {_listed(others)}",
                     )
                 )
         return found
+
+
+def _listed(keys: list[object]) -> str:
+    """The admin keys' hashes, as the server stated them (bounded: any value may be there)."""
+    return ", ".join(k if isinstance(k, str) else brief(k) for k in keys)[:200]
 
 
 def _shown(value: object) -> str:
@@ -136,4 +142,4 @@ def _shown(value: object) -> str:
         return "true" if value else "false"
     if value is None:
         return "none"
-    return repr(value)[:80]
+    return brief(value, 80)

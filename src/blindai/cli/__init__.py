@@ -45,10 +45,21 @@ def _show_warning(
     print(f"WARNING: {message}", file=sys.stderr)
 
 
+def _escape_unencodable() -> None:
+    """Characters the output's encoding lacks are written as their escapes (``\\u6a21``): a
+    server's model name in another script made print() raise UnicodeEncodeError, a traceback,
+    wherever stdout is not UTF-8 (a latin-1 locale, a file on Windows, PYTHONIOENCODING)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _escape_unencodable()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning  # one line, no source excerpt
     # the simulation verifier both warns and logs: the CLI shows the warning once

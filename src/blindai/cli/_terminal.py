@@ -3,7 +3,9 @@
 Names, ids, owners, labels and output names come from the server (or from a model another
 party uploaded): a newline or a terminal escape among them could forge lines or take over the
 user's terminal. :func:`shown` writes each character that is not printable as its Python
-escape (``\\n``, ``\\x1b``, ``\\u202e``), keeping printable text of any script as it is.
+escape (``\\n``, ``\\x1b``, ``\\u202e``), keeping printable text of any script as it is
+(where the output's encoding lacks a character, :func:`blindai.cli.main` has it written as its
+escape too).
 """
 
 from __future__ import annotations

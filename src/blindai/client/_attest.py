@@ -26,6 +26,7 @@ from blindai.attestation import Verifier, simulation
 from blindai.attestation.binding import check_binding, gpu_nonce
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import server_kind
 from blindai.attestation.policy import Policy
 from blindai.client._http11 import DEFAULT_MAX_BODY, MAX_UNVERIFIED_BODY
 from blindai.client._peers import PeerGate, VerifyOptions
@@ -113,9 +114,11 @@ def _kind(info: dict[str, Any], evidence: bytes) -> EvidenceKind:
         return EvidenceKind.SIMULATION
     tee = info.get("tee")
     try:
-        return EvidenceKind(tee)
+        kind = EvidenceKind(tee)
     except ValueError:
         pass
+    else:
+        return server_kind(kind)  # a GPU's report never stands for the server's TEE
     if len(evidence) >= 8 and evidence[4:8] == b"\x81\x00\x00\x00":
         return EvidenceKind.TDX
     if len(evidence) >= 8 and int.from_bytes(evidence[4:8], "little") == 0:

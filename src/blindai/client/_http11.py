@@ -12,6 +12,8 @@ timed out). Whatever the server sends also ends in bounded time and memory: the 
 response (interim 1xx responses, head, body, trailers) must arrive within the socket's timeout
 plus one second per :data:`MIN_RATE` bytes received, so a server dripping bytes cannot hold a
 request for longer; interim responses and trailers count against :data:`MAX_HEAD` in total.
+Sending is bounded the same way: the whole request must be taken by the server within the
+socket's timeout plus one second per :data:`MIN_RATE` bytes of body.
 Errors raised by the ``connect`` callable that are already BlindAI errors (such as
 a certificate that is not the attested one) pass through unchanged.
 """
@@ -51,6 +53,8 @@ MIN_RATE = 64 << 10
 """Bytes a second a response must keep up, past its first ``timeout`` seconds (64 KiB/s: the
 server's ``--body-min-rate`` for requests)."""
 _RECV = 1 << 16
+_SEND = 1 << 16
+"""Most bytes handed to one ``sendall``, so that the request's deadline is checked between."""
 _PREALLOC = 64 << 20
 """Largest body buffer allocated before its bytes arrive (a Content-Length is a claim)."""
 _LENGTH = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() accepts "²"
@@ -99,7 +103,8 @@ class Http11Connection:
     ``label`` names the peer in error messages (e.g. ``the attested port 10.0.0.5:9924``);
     ``max_body`` caps each response body; ``on_open`` admits each new socket (see
     :data:`OnOpen`), reading bodies of at most ``max_unverified_body`` bytes: the peer is not
-    admitted yet.
+    admitted yet. ``min_rate``: bytes a second a request and a response must keep up, past
+    the socket's timeout (:data:`MIN_RATE`).
     """
 
     def __init__(
@@ -111,8 +116,10 @@ class Http11Connection:
         max_body: int = DEFAULT_MAX_BODY,
         on_open: OnOpen | None = None,
         max_unverified_body: int = MAX_UNVERIFIED_BODY,
+        min_rate: int = MIN_RATE,
     ) -> None:
         self._connect = connect
+        self._min_rate = min_rate
         self._on_open = on_open
         self._host = host_header
         self._label = label or host_header
@@ -123,8 +130,9 @@ class Http11Connection:
         self._buf = bytearray()
         self._received = 0
         self._timeout: float | None = None  # the socket's own timeout, as connect() set it
+        self._send_deadline = 0.0  # monotonic time the current request must have been sent by
         self._deadline = 0.0  # monotonic time the current response must have arrived by, less
-        # one second per MIN_RATE bytes received
+        # one second per min_rate bytes received
         self._budget = 0  # head bytes (interim responses, trailers) the response may still send
 
     def close(self) -> None:
@@ -251,26 +259,57 @@ class Http11Connection:
             lines.append("Content-Length: 0")
         lines.extend(f"{k}: {v}" for k, v in headers.items())
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        length = len(body) if isinstance(body, bytes) else (body_length or 0)
+        self._send_deadline = time.monotonic() + (self._timeout or 0) + length / self._min_rate
         if isinstance(body, bytes) and len(body) <= _RECV:
-            self._sock.sendall(head + body)
+            self._write(head + body)
             return
-        self._sock.sendall(head)
+        self._write(head)
         if isinstance(body, bytes):
-            self._sock.sendall(body)
+            self._write(body)
         elif body is not None:
             for chunk in body():
-                self._sock.sendall(chunk)
+                self._write(chunk)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        """``sendall`` within the request's deadline: the socket's timeout plus one second per
+        ``min_rate`` bytes of body, however the server takes them (each piece had the socket's
+        timeout afresh: a server taking just enough to beat it held a streamed upload for
+        days)."""
+        assert self._sock is not None
+        if self._timeout is None:
+            self._sock.sendall(data)
+            return
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), _SEND):
+            self._wait_send()
+            try:
+                self._sock.sendall(view[start : start + _SEND])
+            except TimeoutError:
+                self._wait_send(slack=0.05)  # the deadline's message when that is what ran out
+                raise
+
+    def _wait_send(self, *, slack: float = 0.0) -> None:
+        """Set the socket's timeout to what is left of the request's deadline, at most its own."""
+        assert self._sock is not None and self._timeout is not None
+        left = self._send_deadline - time.monotonic()
+        if left <= slack:
+            raise TimeoutError(
+                f"the request was not taken within {self._timeout:g} s plus one second per "
+                f"{self._min_rate >> 10} KiB"
+            )
+        self._sock.settimeout(min(left, self._timeout))
 
     def _wait(self) -> None:
         """Shorten the socket's timeout to what is left of the response's deadline."""
         assert self._sock is not None
         if self._timeout is None:
             return
-        left = self._deadline + self._received / MIN_RATE - time.monotonic()
+        left = self._deadline + self._received / self._min_rate - time.monotonic()
         if left <= 0:
             raise TimeoutError(
                 f"the response did not arrive within {self._timeout:g} s plus one second per "
-                f"{MIN_RATE >> 10} KiB"
+                f"{self._min_rate >> 10} KiB"
             )
         if left < self._sock.gettimeout():  # type: ignore[operator]
             self._sock.settimeout(left)

@@ -34,6 +34,7 @@ from blindai.attestation import Verifier, simulation
 from blindai.attestation.binding import check_binding
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
+from blindai.attestation.kinds import server_kind
 from blindai.attestation.policy import Policy
 from blindai.client._http11 import Exchange, HttpResponse
 from blindai.errors import (
@@ -193,11 +194,12 @@ def _kind(reply: AttestationReply) -> EvidenceKind:
     if reply.evidence.startswith(simulation.MAGIC):
         return EvidenceKind.SIMULATION
     try:
-        return EvidenceKind(reply.kind)
+        kind = EvidenceKind(reply.kind)
     except ValueError:
         from blindai.errors import EvidenceError
 
         raise EvidenceError(f"unknown evidence kind {reply.kind[:40]!r}") from None
+    return server_kind(kind)  # a GPU's report never stands for the server's TEE
 
 
 def _verify_simulated(options: VerifyOptions, evidence: bytes, when: datetime) -> VerifiedClaims:

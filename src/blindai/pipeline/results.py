@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from blindai.errors import ProtocolError
+from blindai.escape import brief
 
 __all__ = [
     "Classification",
@@ -130,4 +131,4 @@ def result_from_wire(obj: object) -> PipelineResult:
         if not isinstance(text, str):
             raise ProtocolError("result text must be a string")
         return Transcript(text)
-    raise ProtocolError(f"unknown result kind {kind!r}")
+    raise ProtocolError(f"unknown result kind {brief(kind)}")

@@ -31,6 +31,7 @@ import cbor2
 from blindai._documents import loads_cbor
 from blindai.attestation.binding import NONCE_MAX_SIZE, NONCE_MIN_SIZE
 from blindai.errors import ProtocolError
+from blindai.escape import brief
 
 __all__ = [
     "ATTESTATION_PATH",
@@ -111,7 +112,7 @@ def decode_reply(body: bytes | bytearray) -> AttestationReply:
     if not isinstance(doc, dict):
         raise ProtocolError("the attestation reply must be a CBOR map")
     if doc.get("version") != ATTESTATION_VERSION:
-        raise ProtocolError(f"unsupported attestation reply version {doc.get('version')!r:.40}")
+        raise ProtocolError(f"unsupported attestation reply version {brief(doc.get('version'))}")
     certificates = _field(doc, "certificates", list)
     if not all(isinstance(c, bytes) for c in certificates):
         raise ProtocolError("the attestation reply's certificates must be byte strings")

@@ -28,6 +28,7 @@ from typing import Any
 
 import cbor2
 
+from blindai._documents import loads_cbor
 from blindai.errors import ProtocolError
 
 __all__ = [
@@ -79,8 +80,11 @@ class ExportedModel:
 
 
 def _loads(body: bytes | bytearray, what: str) -> Any:
+    """A reply as CBOR from another party (:func:`blindai._documents.loads_cbor`): plain cbor2
+    built a map of integer keys sharing one hash in quadratic time (a reply of a few MB held
+    the client for hours), and reduced a rational tag's terms by a gcd quadratic in their size."""
     try:
-        return cbor2.loads(body)
+        return loads_cbor(body)
     except Exception as exc:  # cbor2 raises several types on garbage
         raise ProtocolError(f"{what} is not valid CBOR") from exc
 

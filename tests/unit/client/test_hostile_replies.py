@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import numpy as np
 import pytest
 
 import blindai
@@ -189,3 +190,85 @@ def test_costly_cbor_from_the_unattested_port_is_refused(path: str) -> None:
     with _unattested({**honest, path: costly}) as plain:
         with pytest.raises(ProtocolError, match="is not valid CBOR"):
             attest_server(plain, simulation_mode=True, policy=None)
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        ("/run", lambda c: c.predict("m", {"x": np.zeros(1, np.float32)})),
+        ("/models", lambda c: c.list_models()),
+    ],
+)
+def test_a_reply_of_many_small_items_is_refused_before_it_is_decoded(
+    path: str, call: Callable[[Connection], object]
+) -> None:
+    """8 MiB of empty maps, one byte of CBOR each: cbor2 made a 64-byte dict of each (the reply
+    took 600 MB of the client; one of max_response_bytes, 1 GiB, some 70 GB) before the
+    client saw that no map was a tensor."""
+    import tracemalloc
+
+    count = 8 << 20
+    bomb = b"\xa1" + cbor2.dumps("outputs") + b"\x9a" + count.to_bytes(4, "big") + b"\xa0" * count
+    with _connected({path: (200, bomb)}) as conn:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="not valid CBOR"):
+                call(conn)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+_HUGE = 10**5000  # past the 4300 digits str() and repr() of an int may have
+
+
+def test_an_attestation_reply_version_too_long_to_print_is_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the message naming the version called repr() on it, which raised ValueError
+    ('Exceeds the limit (4300 digits)'): a traceback out of ``blindai attest HOST``."""
+    from tests.unit.client._loopback import run_cli
+
+    body = cbor2.dumps({"version": _HUGE})
+    with attested_fake(lambda cert, nonce: (200, {"Content-Type": "application/cbor"}, body)) as f:
+        with pytest.raises(ProtocolError, match="unsupported attestation reply version"):
+            blindai.client.attest("127.0.0.1", attested_server_port=f.port, simulation_mode=True)
+        port = str(f.port)
+        assert (
+            run_cli(monkeypatch, "attest", "127.0.0.1", "--attested-port", port, "--simulation")
+            == 1
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("ProtocolError: unsupported attestation reply")
+
+
+def test_a_result_kind_too_long_to_print_is_a_protocol_error() -> None:
+    with _connected({"/run": (200, cbor2.dumps({"result": {"kind": _HUGE}}))}) as conn:
+        with pytest.raises(ProtocolError, match="unknown result kind"):
+            conn.predict("m", text="t")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "cp1252"])
+def test_a_name_the_terminal_cannot_encode_is_printed_escaped(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """A model name in a script the output's encoding lacks (``blindai models > list.txt`` on
+    Windows writes cp1252; a latin-1 locale; PYTHONIOENCODING=ascii). Before: print() raised
+    UnicodeEncodeError, a traceback out of ``blindai models``."""
+    import io
+    import sys
+
+    from tests.unit.client._loopback import run_cli
+
+    listed = [{"model_id": "m1", "name": "模型\U0001f600", "hash": bytes(32), "size": 3}]
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    with _connected({"/models": (200, cbor2.dumps(listed))}) as conn:
+        port = str(conn._attested.port)
+        monkeypatch.setattr(sys, "stdout", out)
+        code = run_cli(monkeypatch, "models", "--host", "127.0.0.1", "--simulation",
+                       "--attested-port", port, "--management-port", port)  # fmt: skip
+    assert code == 0
+    out.flush()
+    text = out.buffer.getvalue().decode(encoding)  # type: ignore[attr-defined]
+    assert "\\u6a21\\u578b\\U0001f600" in text

@@ -478,3 +478,40 @@ def test_chunk_extensions_cannot_outweigh_the_body() -> None:
     with scripted_server(handler) as server:
         with pytest.raises(ProtocolError, match="framing outweighs its data"):
             get(plain(server))
+
+
+def test_a_server_taking_a_streamed_body_slowly_ends_in_a_request_timeout() -> None:
+    """The server takes 16 KiB every 40 ms (400 KiB/s, under this connection's 1 MiB/s floor):
+    each piece beats the 0.5 s socket timeout, but the request must be taken within it plus
+    one second per 1 MiB (2.5 s for 2 MiB). Before: no deadline on sending (each piece had the
+    socket's timeout afresh: a server taking 1 MiB every 299 s held a 1 GiB upload for 3 days),
+    and this one was sent in about 5 s, then answered 200."""
+    body = [b"b" * 16384] * 128
+    stop = threading.Event()
+
+    def handler(_: int, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(1024)
+            got = len(data) - data.index(b"\r\n\r\n") - 4
+            while got < len(body) * 16384 and not stop.wait(0.04):
+                got += len(sock.recv(16384))
+            sock.sendall(ok())
+        except OSError:
+            pass
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), 0.5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        return sock
+
+    with scripted_server(handler) as server:
+        conn = Http11Connection(connect, f"127.0.0.1:{server.port}", min_rate=1 << 20)
+        try:
+            with pytest.raises(RequestTimeout, match=r"not taken within 0\.5 s plus one second"):
+                conn.request("POST", "/upload", lambda: iter(body), {}, len(body) * 16384)
+        finally:
+            stop.set()
+            conn.close()

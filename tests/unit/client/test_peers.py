@@ -348,3 +348,25 @@ def test_the_api_key_goes_only_with_requests_on_an_admitted_connection():
     for head in fake.heads:
         keyed = f"authorization: bearer {key}" in head.lower()
         assert keyed is (not head.startswith("GET /attestation")), head
+
+
+def test_a_server_statement_too_long_to_print_is_a_policy_error():
+    """The policy's [server] section against an info whose values cannot be printed (integers
+    of more than 4300 digits). Before: the violation's repr() and str() raised ValueError."""
+    import dataclasses
+
+    from blindai.attestation.policy import Policy
+    from blindai.attestation.server_config import ServerPolicy
+
+    huge = 10**5000
+    honest = simulated()
+
+    def reply(cert: bytes, nonce: bytes | None) -> AttestationReply:
+        info = {"access_control": True, "admin_key_sha256": "a" * 64}
+        info |= {"allow_model_export": huge, "store_admin_keys": [huge, "b" * 64]}
+        return dataclasses.replace(honest(cert, nonce), info=info)
+
+    required = ServerPolicy(admin_key_sha256="a" * 64, allow_model_export=False)
+    options = VerifyOptions(simulation_mode=True, policy=Policy(server=required))
+    with attested_fake(reply) as fake:
+        _refused(fake, PeerGate(options), PolicyError, "server.allow_model_export")

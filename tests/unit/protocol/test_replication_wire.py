@@ -17,6 +17,7 @@ from blindai.protocol.replication import (
     encode_models,
     export_frame,
 )
+from blindai.protocol.streaming import head
 
 LISTED = [ListedModel("id-1", "clf", b"\1" * 32, 10), ListedModel("id-2", None, b"\2" * 32, 0)]
 EXPORTED = ExportedModel("id-1", b"onnx", "clf", b"\1" * 32, False, {"spec": {}, "files": {}})
@@ -101,3 +102,26 @@ def test_every_upload_time_accepted_is_a_date():
     ValueError; the largest accepted is a date."""
     (listed,) = decode_models(_listed(uploaded_ns=(1 << 63) - 1))
     assert listed.uploaded.year == 2262
+
+
+_P61 = (1 << 61) - 1  # every multiple of it hashes to 0 in CPython
+# [{k * 2**61-1: 0 for k in 1..30,000}], 390 KB, written item by item (a dict would take
+# the very time the test is about)
+_COLLIDING = (
+    b"\x81" + head(5, 30_000) + b"".join(cbor2.dumps(k * _P61) + b"\x00" for k in range(1, 30_001))
+)
+
+
+@pytest.mark.parametrize("decode", [decode_models, decode_export])
+def test_costly_cbor_in_a_reply_is_refused_at_once(decode: Any):
+    """The replies are decoded as CBOR from another party (text or byte map keys, no semantic
+    tags), as every other reply is. Before: plain cbor2, whose map of 30,000 integer keys
+    sharing one hash took more than 10 s to build (quadratic: a reply of a few MB held
+    ``blindai models`` for hours); a rational tag's gcd was quadratic in its size too."""
+    import time
+
+    for body in (_COLLIDING, cbor2.dumps(cbor2.CBORTag(30, [10**400, 3]))):
+        start = time.monotonic()
+        with pytest.raises(ProtocolError, match="is not valid CBOR"):
+            decode(body)
+        assert time.monotonic() - start < 1.0

@@ -70,3 +70,21 @@ def test_measure_code_changes_with_the_code(tmp_path):
 def test_the_well_formed_document_the_malformed_ones_start_from():
     doc = simulation.decode(simulation.MAGIC + cbor2.dumps(GOOD))
     assert (doc.measurement, doc.server_version) == (bytes(32), "1")
+
+
+def test_costly_cbor_is_refused_at_once():
+    """The document comes from a server nobody verified: it is decoded as such (text or byte
+    map keys, no semantic tags). Before: plain cbor2 built a map of 30,000 integer keys sharing
+    one hash in 5 s (quadratic: the 4 MiB an attestation reply may hold took ten minutes)."""
+    import time
+
+    from blindai.protocol.streaming import head
+
+    p61 = (1 << 61) - 1  # every multiple of it hashes to 0 in CPython
+    colliding = head(5, 30_000) + b"".join(cbor2.dumps(k * p61) + b"\0" for k in range(1, 30_001))
+    rational = cbor2.dumps({**GOOD, "server_version": cbor2.CBORTag(30, [10**400, 3])})
+    for body in (colliding, rational):
+        start = time.monotonic()
+        with pytest.raises(EvidenceError, match="not valid CBOR"):
+            simulation.decode(simulation.MAGIC + body)
+        assert time.monotonic() - start < 1.0
