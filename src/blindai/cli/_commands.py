@@ -281,10 +281,19 @@ def _show_result(result: Any, output_dir: Path) -> None:
 
 
 def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
+    """Each output as NAME.npy, its name made a file name; names that become the same file
+    name (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get ``-2``,
+    ``-3``..., so that no output overwrites another."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
-        path = output_dir / f"{safe}.npy"
+        stem, count = safe, 1
+        while stem.casefold() in taken:
+            count += 1
+            stem = f"{safe}-{count}"
+        taken.add(stem.casefold())
+        path = output_dir / f"{stem}.npy"
         np.save(path, array)
         print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {path}")
 

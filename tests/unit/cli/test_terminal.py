@@ -51,3 +51,21 @@ def test_output_names_are_printed_escaped(
     _save_outputs({HOSTILE: np.zeros(2, np.float32)}, tmp_path)
     _one_line_each(capsys.readouterr().out, 1)
     assert [p.name for p in tmp_path.iterdir()] == ["m_ERROR_forged_line__2J__.npy"]
+
+
+def test_outputs_whose_file_names_collide_are_all_saved(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A model's output names ``a/b``, ``a_b`` and ``A_B`` become one file name: each output
+    was written over the one before (two of three lost, without a word)."""
+    outputs = {n: np.full(1, k, np.int64) for k, n in enumerate(["a/b", "a_b", "A_B", "a_b-2"])}
+    _save_outputs(outputs, tmp_path)
+    saved = {p.name: int(np.load(p)[0]) for p in tmp_path.iterdir()}
+    assert saved == {"a_b.npy": 0, "a_b-2.npy": 1, "A_B-3.npy": 2, "a_b-2-2.npy": 3}
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.rsplit("/", 1)[1] for line in printed] == [
+        "a_b.npy",
+        "a_b-2.npy",
+        "A_B-3.npy",
+        "a_b-2-2.npy",
+    ]
