@@ -100,6 +100,15 @@ class Collateral:
         """The earliest end of :meth:`windows`: when this collateral must be fetched again."""
         return min(end for _, end in self.windows().values())
 
+    def evaluation_data_number(self) -> int:
+        """The lower of the TCB Info's and the QE Identity's ``tcbEvaluationDataNumber``: the
+        TCB recovery event Intel's verdicts in them date from (it grows with each one);
+        CollateralError when either has none."""
+        return min(
+            _evaluation_number(self.tcb_info, "TCB Info"),
+            _evaluation_number(self.qe_identity, "QE Identity"),
+        )
+
 
 def parse_collateral(data: bytes) -> Collateral:
     """Read QuoteCollateralV3 JSON bytes; CollateralError when malformed."""
@@ -136,6 +145,16 @@ def _json_window(text: str, what: str) -> tuple[datetime, datetime]:
         return _utc(doc["issueDate"]), _utc(doc["nextUpdate"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CollateralError(f"{what} has no readable issueDate / nextUpdate") from exc
+
+
+def _evaluation_number(text: str, what: str) -> int:
+    try:
+        number = loads_json(text)["tcbEvaluationDataNumber"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CollateralError(f"{what} has no readable tcbEvaluationDataNumber") from exc
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 1 << 32:
+        raise CollateralError(f"{what}'s tcbEvaluationDataNumber is not a 32-bit number")
+    return number
 
 
 def _utc(text: str) -> datetime:

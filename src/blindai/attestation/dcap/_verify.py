@@ -81,6 +81,9 @@ class DcapResult:
     advisory_ids: tuple[str, ...]
     fmspc: bytes
     report: dict[str, Any]
+    tcb_evaluation_data_number: int
+    """The collateral's (its TCB Info's and QE Identity's, the lower): how recent a TCB
+    recovery the verdict takes into account."""
 
 
 def verify_quote(
@@ -105,6 +108,7 @@ def verify_quote(
         advisory_ids=tuple(report.advisory_ids),
         fmspc=_fmspc(quote),
         report=json.loads(report.to_json())["report"],
+        tcb_evaluation_data_number=collateral.evaluation_data_number(),  # dcap-qvl verified it
     )
 
 
@@ -186,6 +190,7 @@ class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
             "tcb_status": result.tcb_status,
             "advisory_ids": result.advisory_ids,
             "quote_version": envelope.header.version,
+            "tcb_evaluation_data_number": result.tcb_evaluation_data_number,
         }
         claims = self._claims(body, result, common)
         check_report_agrees(result, claims.measurement, claims.report_data)
@@ -202,7 +207,8 @@ class QuoteVerifier(ABC, Generic[BodyT, ClaimsT]):
     @abstractmethod
     def _claims(self, body: BodyT, result: DcapResult, common: dict[str, Any]) -> ClaimsT:
         """The claims of a quote dcap-qvl verified; ``common`` holds the fields every DCAP
-        claim has (kind, verified_at, tcb_status, advisory_ids, quote_version)."""
+        claim has (kind, verified_at, tcb_status, advisory_ids, quote_version,
+        tcb_evaluation_data_number)."""
 
 
 def _unix_seconds(now: datetime) -> int:

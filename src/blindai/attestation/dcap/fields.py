@@ -64,6 +64,15 @@ def uint(value: Any, key: str, bits: int) -> int | None:
     return number
 
 
+def _number(value: Any, key: str) -> int | None:
+    """A TOML integer of 32 bits (not a string: Intel writes these numbers in decimal)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise ConfigurationError(f"{key} must be an integer from 0 to 2**32 - 1")
+    return value
+
+
 def boolean(value: Any, key: str, default: bool) -> bool:
     """A TOML boolean, ``default`` when absent."""
     if value is None:
@@ -104,10 +113,14 @@ def masked(field: str, expected: int | None, mask: int, actual: int) -> list[Vio
 
 
 def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``allow_debug``, ``allowed_tcb_statuses`` and ``allow_any_measurement`` from a table."""
+    """``allow_debug``, ``allowed_tcb_statuses``, ``min_tcb_evaluation_data_number`` and
+    ``allow_any_measurement`` from a table."""
     return {
         "allow_debug": boolean(data.get("allow_debug"), "allow_debug", False),
         "allowed_tcb_statuses": tcb_statuses(data.get("allowed_tcb_statuses")),
+        "min_tcb_evaluation_data_number": _number(
+            data.get("min_tcb_evaluation_data_number"), "min_tcb_evaluation_data_number"
+        ),
         "allow_any_measurement": boolean(
             data.get("allow_any_measurement"), "allow_any_measurement", False
         ),
@@ -115,13 +128,25 @@ def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def debug_and_tcb(
-    claims: VerifiedClaims, allow_debug: bool, allowed_tcb_statuses: frozenset[str]
+    claims: VerifiedClaims,
+    allow_debug: bool,
+    allowed_tcb_statuses: frozenset[str],
+    min_evaluation_data_number: int | None = None,
 ) -> list[Violation]:
-    """Debug refused unless allowed; the TCB status one of those accepted."""
+    """Debug refused unless allowed; the TCB status one of those accepted, judged on collateral
+    of at least ``min_evaluation_data_number`` (unset: any)."""
     out = []
     if claims.debug and not allow_debug:
         out.append(Violation("debug", "False", "True"))
     if claims.tcb_status not in allowed_tcb_statuses:
         allowed = " or ".join(sorted(allowed_tcb_statuses))
         out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
+    if min_evaluation_data_number is not None:
+        number = getattr(claims, "tcb_evaluation_data_number", None)
+        if number is None or number < min_evaluation_data_number:
+            out.append(
+                Violation(
+                    "tcb_evaluation_data_number", f">= {min_evaluation_data_number}", str(number)
+                )
+            )
     return out

@@ -29,3 +29,6 @@ class SgxClaims(VerifiedClaims):
     cpu_svn: bytes
     fmspc: bytes
     quote_version: int
+    tcb_evaluation_data_number: int | None = None
+    """The collateral's ``tcbEvaluationDataNumber`` (the lower of its TCB Info's and QE
+    Identity's): the TCB recovery event its verdict dates from."""

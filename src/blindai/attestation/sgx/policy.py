@@ -12,6 +12,7 @@ TOML section ``[sgx]``::
     misc_select = "0x0"                   # under misc_select_mask
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+    min_tcb_evaluation_data_number = 17   # optional: collateral from this TCB recovery on
 
 BlindAI 0.6's ``manifest.toml`` keys are accepted as they are: ``attributes_flags_hex``,
 ``attributes_mask_flags_hex``, ``attributes_xfrm_hex``, ``attributes_mask_xfrm_hex``,
@@ -58,6 +59,7 @@ _KEYS = frozenset(
         "misc_select_mask",
         "allow_debug",
         "allowed_tcb_statuses",
+        "min_tcb_evaluation_data_number",
         "allow_any_measurement",
     }
 )
@@ -83,6 +85,10 @@ class SgxPolicy:
     misc_select_mask: int = _U32
     allow_debug: bool = False
     allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    min_tcb_evaluation_data_number: int | None = None
+    """The oldest TCB recovery event (Intel's ``tcbEvaluationDataNumber``) whose collateral may
+    judge the TCB status: a server serving collateral from before a recovery that made its
+    platform out of date, still inside that collateral's validity window, is refused."""
     allow_any_measurement: bool = False
 
     def __post_init__(self) -> None:
@@ -131,7 +137,12 @@ class SgxPolicy:
         out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
         out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm)
         out += f.masked("misc_select", self.misc_select, self.misc_select_mask, claims.misc_select)
-        return out + f.debug_and_tcb(claims, self.allow_debug, self.allowed_tcb_statuses)
+        return out + f.debug_and_tcb(
+            claims,
+            self.allow_debug,
+            self.allowed_tcb_statuses,
+            self.min_tcb_evaluation_data_number,
+        )
 
 
 def _or(value: int | None, default: int) -> int:

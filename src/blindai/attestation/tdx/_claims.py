@@ -34,3 +34,6 @@ class TdxClaims(VerifiedClaims):
     tee_tcb_svn2: bytes | None
     mr_service_td: bytes | None
     quote_version: int
+    tcb_evaluation_data_number: int | None = None
+    """The collateral's ``tcbEvaluationDataNumber`` (the lower of its TCB Info's and QE
+    Identity's): the TCB recovery event its verdict dates from."""

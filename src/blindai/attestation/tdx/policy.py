@@ -11,6 +11,7 @@ TOML section ``[tdx]``::
     xfam = "0x602e7"                      # under xfam_mask
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate"]
+    min_tcb_evaluation_data_number = 17   # optional: collateral from this TCB recovery on
 
 TD attributes and XFAM are little-endian 64-bit integers, as the TDX module defines them.
 MRCONFIGID, MROWNER and MROWNERCONFIG are the 48-byte values the host sets when it creates the
@@ -47,6 +48,7 @@ _KEYS = frozenset(
         "xfam_mask",
         "allow_debug",
         "allowed_tcb_statuses",
+        "min_tcb_evaluation_data_number",
         "allow_any_measurement",
     }
 )
@@ -75,6 +77,10 @@ class TdxPolicy:
     xfam_mask: int = _U64
     allow_debug: bool = False
     allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    min_tcb_evaluation_data_number: int | None = None
+    """The oldest TCB recovery event (Intel's ``tcbEvaluationDataNumber``) whose collateral may
+    judge the TCB status: a server serving collateral from before a recovery that made its
+    platform out of date, still inside that collateral's validity window, is refused."""
     allow_any_measurement: bool = False
 
     def __post_init__(self) -> None:
@@ -119,4 +125,9 @@ class TdxPolicy:
             "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
         )
         out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam)
-        return out + f.debug_and_tcb(claims, self.allow_debug, self.allowed_tcb_statuses)
+        return out + f.debug_and_tcb(
+            claims,
+            self.allow_debug,
+            self.allowed_tcb_statuses,
+            self.min_tcb_evaluation_data_number,
+        )

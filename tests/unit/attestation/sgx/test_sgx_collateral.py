@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -197,6 +198,22 @@ def test_signed_response_keeps_the_exact_text(body: str, member: str, signature:
 def test_signed_response_rejects_malformed_bodies(body: str | bytes) -> None:
     with pytest.raises(CollateralError):
         _signed_response(body, ("tcbInfo",))
+
+
+def test_the_evaluation_data_number_is_the_lower_of_tcb_info_and_qe_identity(
+    phala_sgx: DcapSet,
+) -> None:
+    collateral = parse_collateral(phala_sgx.collateral)
+    assert collateral.evaluation_data_number() == 17
+    lower = json.loads(collateral.qe_identity) | {"tcbEvaluationDataNumber": 16}
+    assert replace(collateral, qe_identity=json.dumps(lower)).evaluation_data_number() == 16
+    for bad in (None, True, "17", -1, 1 << 32):
+        edited = json.loads(collateral.tcb_info) | {"tcbEvaluationDataNumber": bad}
+        with pytest.raises(CollateralError, match="TCB Info's tcbEvaluationDataNumber"):
+            replace(collateral, tcb_info=json.dumps(edited)).evaluation_data_number()
+    gone = {k: v for k, v in json.loads(collateral.qe_identity).items() if k[:3] != "tcb"}
+    with pytest.raises(CollateralError, match="QE Identity has no readable"):
+        replace(collateral, qe_identity=json.dumps(gone)).evaluation_data_number()
 
 
 def test_next_update_is_the_earliest(phala_sgx: DcapSet) -> None:

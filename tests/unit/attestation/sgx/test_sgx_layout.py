@@ -147,7 +147,7 @@ def test_collateral_dates_must_carry_a_time_zone(phala_sgx: DcapSet) -> None:
     ],
 )
 def test_the_verified_report_must_match_the_parsed_body(report: dict[str, object]) -> None:
-    result = DcapResult("UpToDate", (), bytes(6), report)
+    result = DcapResult("UpToDate", (), bytes(6), report, 17)
     size = 32 if "SgxEnclave" in report else 48
     check_report_agrees(result, bytes(size), b"\x11" * 64)
     with pytest.raises(EvidenceError, match="disagree"):
@@ -159,4 +159,4 @@ def test_the_verified_report_must_match_the_parsed_body(report: dict[str, object
 @pytest.mark.parametrize("report", [{}, {"TD10": {}, "TD15": {}}, {"TD10": "x"}])
 def test_an_unexpected_verified_report_is_refused(report: dict[str, object]) -> None:
     with pytest.raises(EvidenceError):
-        check_report_agrees(DcapResult("UpToDate", (), bytes(6), report), bytes(48), bytes(64))
+        check_report_agrees(DcapResult("UpToDate", (), bytes(6), report, 17), bytes(48), bytes(64))

@@ -71,6 +71,21 @@ def test_phala_set_verifies_with_its_documented_tcb_status(phala_sgx: DcapSet) -
     assert claims.to_dict()["kind"] == "sgx"
 
 
+def test_the_collaterals_evaluation_data_number_is_claimed_and_judged(
+    phala_sgx: DcapSet,
+) -> None:
+    statuses = ("ConfigurationAndSWHardeningNeeded",)
+    claims = verify(phala_sgx, policy(PHALA_MRENCLAVE, *statuses))
+    assert claims.tcb_evaluation_data_number == 17
+    accepted = policy(PHALA_MRENCLAVE, *statuses, min_tcb_evaluation_data_number=17)
+    assert verify(phala_sgx, accepted).mr_enclave == claims.mr_enclave
+    with pytest.raises(PolicyError) as info:
+        verify(phala_sgx, policy(PHALA_MRENCLAVE, *statuses, min_tcb_evaluation_data_number=18))
+    assert [(v.field, v.expected, v.actual) for v in info.value.violations] == [
+        ("tcb_evaluation_data_number", ">= 18", "17")
+    ]
+
+
 def test_automata_set_verifies_with_its_documented_tcb_status(automata_sgx: DcapSet) -> None:
     claims = verify(automata_sgx, policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded"))
     assert claims.tcb_status == "SWHardeningNeeded"

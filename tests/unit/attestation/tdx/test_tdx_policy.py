@@ -141,6 +141,9 @@ mr_owner_config = "{"33" * 48}"
         {"mr_td": "00" * 48, "allowed_tcb_statuses": ["Revoked"]},
         {"mr_td": "00" * 48, "xfam": "0x" + "f" * 17},
         {"mr_td": "00" * 48, "allow_debug": 1},
+        {"mr_td": "00" * 48, "min_tcb_evaluation_data_number": -1},
+        {"mr_td": "00" * 48, "min_tcb_evaluation_data_number": "17"},
+        {"mr_td": "00" * 48, "min_tcb_evaluation_data_number": 1 << 32},
     ],
 )
 def test_bad_policies_are_configuration_errors(data: dict[str, object]) -> None:

@@ -87,6 +87,23 @@ def test_phala_v4_is_up_to_date_and_accepted_by_the_default_policy(phala_v4: Dca
     assert claims.to_dict()["kind"] == "tdx"
 
 
+def test_the_collaterals_evaluation_data_number_is_claimed_and_judged(
+    phala_v4: DcapSet,
+) -> None:
+    """A server may serve collateral from before a TCB recovery that made its platform out of
+    date, while that collateral is inside its validity window: a policy can ask for collateral
+    of at least a given tcbEvaluationDataNumber (17 in this set's TCB Info and QE Identity)."""
+    claims = verify(phala_v4, policy())
+    assert claims.tcb_evaluation_data_number == 17
+    assert claims.to_dict()["tcb_evaluation_data_number"] == 17
+    assert verify(phala_v4, policy(min_tcb_evaluation_data_number=17)).mr_td == claims.mr_td
+    with pytest.raises(PolicyError) as info:
+        verify(phala_v4, policy(min_tcb_evaluation_data_number=18))
+    assert [(v.field, v.expected, v.actual) for v in info.value.violations] == [
+        ("tcb_evaluation_data_number", ">= 18", "17")
+    ]
+
+
 def test_dcap_rs_v4_is_out_of_date_with_its_advisories(dcap_rs_v4: DcapSet) -> None:
     claims = verify(dcap_rs_v4, policy(DCAP_RS_MRTD, "OutOfDate"))
     assert claims.tcb_status == "OutOfDate"
