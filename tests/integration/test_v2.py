@@ -20,6 +20,7 @@ from typing import Any
 
 import cbor2
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
@@ -552,3 +553,28 @@ def test_hostile_bodies_get_400_and_the_server_goes_on(
     inputs = [infer_input("x", array, binary=False)]
     np.testing.assert_array_equal(client.infer(name, inputs).as_numpy("y"), array)
     assert "Traceback" not in server.log()
+
+
+def test_a_scikit_learn_classifier_as_skl2onnx_exports_it(
+    client: Any, upload: Callable[[bytes], str]
+) -> None:
+    """skl2onnx ends a classifier in ZipMap (a map of label to probability per row): refused
+    at the default limits until the server made those maps itself, bounded by each run's
+    rows. Served over v2 (BYTES, each map as text): the labels and maps onnxruntime gives."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    model = skl2onnx.to_onnx(LogisticRegression(max_iter=500).fit(x, y), x[:1])
+    name = upload(model.SerializeToString())
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, maps = want.run(None, {"X": x[:7]})
+    for binary in (False, True):
+        got = client.infer(name, [infer_input("X", x[:7], binary=binary)])
+        np.testing.assert_array_equal(got.as_numpy("output_label"), label)
+        texts = [
+            t.decode() if isinstance(t, bytes) else t for t in got.as_numpy("output_probability")
+        ]
+        assert texts == [str(m) for m in maps]

@@ -153,6 +153,7 @@ def _load(setup: dict[str, Any], fd: int) -> OnnxModel:
         optimize=bool(setup["optimize"]),
         intra_op_threads=int(setup["intra_op_threads"]),
         shared_arena=True,
+        max_map_bytes=int(setup.get("max_map_bytes", 1 << 30)),
     )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
 
 from blindai.errors import InvalidInput
+from blindai.server._zipmap import MAP_ENTRY_BYTES, server_side
 
 __all__ = ["StringLimits", "check_strings", "known", "string_constants"]
 
@@ -94,10 +95,6 @@ _REPEATS = frozenset(
 )
 """Operators whose string outputs may repeat their inputs' or attributes' strings, each no
 longer than the longest of them: at most as many as the arena holds."""
-MAP_ENTRY_BYTES = 256
-"""Memory per entry of the maps ``ZipMap`` makes (one per class per row): onnxruntime's map
-node and key, then a Python dict entry, key and float (measured: 245 bytes; 100 000 rows of
-10 classes, 4 MB of input, took 245 MB)."""
 _MAPS = frozenset({"ai.onnx.ml:ZipMap"})
 """Operators that make a map per row: as many entries as their input (4 bytes a float in the
 arena) has elements."""
@@ -348,9 +345,12 @@ def check_strings(
         if name not in bounds:  # an input's default: the request may send its own
             bounds[name] = _Bound(_ZERO, _Form(0, longest))
     total = sum((b.total for b in bounds.values()), _ZERO)
+    by_server = server_side(model)  # their maps are bounded by each run's rows (_zipmap)
     for position in _order(graph):
         node = graph.node[position]
         if node.op_type == "Constant" and node.output and node.output[0] in constants:
+            continue
+        if position in by_server:
             continue
         strings_in = [
             bounds.get(n, unknown) for n in node.input if n and _stringy(n, bounds, all_types)

@@ -233,6 +233,7 @@ class DataPlane:
                     memory_bytes=settings.max_run_memory,
                     max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
                     keep_freed_memory=settings.keep_freed_memory,
+                    max_map_bytes=settings.max_string_memory,
                 ),
                 ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
             )
@@ -755,6 +756,7 @@ class DataPlane:
                 device=self.settings.device,
                 gpu_index=self.settings.gpu_index,
                 shared_arena=True,
+                max_map_bytes=self.settings.max_string_memory,
             )
         except BlindAIError:
             raise  # the GPU refused the session, or an output cannot be returned: its message

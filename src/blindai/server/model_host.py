@@ -122,6 +122,9 @@ class HostLimits:
     """The host's arena cap (``--max-run-memory``, for this model alone)."""
     max_reply_bytes: int
     """Largest answer a host may send (its outputs' bytes), beyond which it is killed."""
+    max_map_bytes: int = 1 << 30
+    """``--max-string-memory``: the most a run's ZipMap maps the host makes may take
+    (``blindai.server._zipmap``)."""
     keep_freed_memory: int = 0
     """``--keep-freed-memory`` for the host (``blindai._malloc``): its request and reply
     buffers are then reused from its heap, not page-faulted in anew for each request."""
@@ -210,6 +213,7 @@ class HostedModel:
             "intra_op_threads": intra_op_threads,
             "memory_bytes": self._limits.memory_bytes,
             "keep_freed_memory": self._limits.keep_freed_memory,
+            "max_map_bytes": self._limits.max_map_bytes,
         }
         self._file = model if isinstance(model, ModelFile) else ModelFile.holding(model)
         self._owned = not isinstance(model, ModelFile)

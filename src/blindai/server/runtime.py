@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,11 @@ from blindai.errors import (
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 from blindai.server._inline import InlineGate
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from blindai.server._zipmap import ZipMapOutput
 
 __all__ = [
     "Device",
@@ -130,6 +135,17 @@ def _tensor(name: str, value: object) -> np.ndarray:
             f"output {name!r} is a sequence of tensors of different shapes: this server "
             "returns tensors only (concatenate them in the model)"
         ) from None
+
+
+def _parsed(model: bytes | str) -> ModelProto:
+    """The model a session was built from, parsed again (its bytes, or the file at a path the
+    server chose)."""
+    import onnx
+
+    if isinstance(model, str):
+        with open(model, "rb") as file:
+            model = file.read()
+    return onnx.load_model_from_string(model)
 
 
 def _spec(node: ort.NodeArg) -> TensorSpec:
@@ -265,6 +281,7 @@ class OnnxModel:
         device: Device = "cpu",
         gpu_index: int = 0,
         shared_arena: bool = False,
+        max_map_bytes: int = 1 << 30,
     ) -> None:
         options = session_options(
             optimize=optimize, intra_op_threads=intra_op_threads, shared_arena=shared_arena
@@ -300,6 +317,21 @@ class OnnxModel:
                         "cannot return; cast it in the model (to float32 or int8, say)"
                     )
         self._output_names = [o.name for o in self.outputs]
+        self._zipmaps: dict[str, ZipMapOutput] = {}
+        """Outputs the server makes of the probabilities a ZipMap was given (``_zipmap``):
+        their maps are bounded by each run's rows, ``max_map_bytes`` (--max-string-memory)."""
+        self._max_map_bytes = max_map_bytes
+        if any(o.onnx_type.startswith("seq(map(") for o in self.outputs):
+            from blindai.server._zipmap import without_zipmaps  # onnx: for these models only
+
+            plain, self._zipmaps = without_zipmaps(_parsed(model))
+            if self._zipmaps:  # the session without them (a small model: a classifier's)
+                session = inference_session(
+                    plain.SerializeToString(),
+                    options=options,
+                    providers=providers_for(device, gpu_index),
+                )
+                self._session = session
         self._bf16_out = any(o.onnx_type == BF16_ONNX_TYPE for o in self.outputs)
         self.inline: InlineGate | None = None
         """Set by the data plane for a model that may run on the event loop (``_inline``)."""
@@ -328,15 +360,16 @@ class OnnxModel:
         if session is None:
             raise ModelNotFound("the model was deleted or unloaded before this request ran")
         names = self._output_names if outputs is None else list(outputs)
+        fetched = list(dict.fromkeys(self._fetched(n) for n in names))
         try:
             if self._bf16_out:
                 values = session.run_with_ort_values(
-                    names, {k: to_ort_value(v) for k, v in feeds.items()}, run_options
+                    fetched, {k: to_ort_value(v) for k, v in feeds.items()}, run_options
                 )
                 results = [from_ort_value(v) for v in values]
             else:
                 results = session.run(
-                    names,
+                    fetched,
                     {
                         k: to_ort_value(v) if v.dtype.name == "bfloat16" else v
                         for k, v in feeds.items()
@@ -349,7 +382,25 @@ class OnnxModel:
             raise InferenceFailed(
                 f"the model failed on these inputs: {type(exc).__name__}"
             ) from exc
-        return [(n, _tensor(n, r)) for n, r in zip(names, results, strict=True)]
+        got = dict(zip(fetched, results, strict=True))
+        return [(n, _tensor(n, self._made(n, got[self._fetched(n)]))) for n in names]
+
+    def _fetched(self, name: str) -> str:
+        """What the session outputs for the model's output ``name``."""
+        zipmap = self._zipmaps.get(name)
+        return name if zipmap is None else zipmap.source
+
+    def _made(self, name: str, value: object) -> object:
+        """The model's output ``name`` from what the session gave: the maps of a ZipMap the
+        server does, else the value itself."""
+        zipmap = self._zipmaps.get(name)
+        if zipmap is None:
+            return value
+        if not isinstance(value, np.ndarray):
+            raise InferenceFailed(f"output {name!r}: ZipMap was given no tensor")
+        from blindai.server._zipmap import maps
+
+        return maps(name, value, zipmap, self._max_map_bytes)
 
     def unload(self) -> None:
         """Release the session; requests that reach this model afterwards get ModelNotFound."""

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, ValueInfoProto, helper
 
 from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
@@ -299,31 +299,46 @@ def test_a_local_function_making_strings_is_refused_even_untyped(inference):
         _check(model.SerializeToString(), limits)
 
 
-def test_zipmap_is_bounded_by_its_maps_entries():
-    """100 000 rows of 10 classes (4 MB of floats) made 245 MB of maps outside the arena; with
-    1 GiB of arena, 2**28 entries could take 64 GiB: refused, saying how to export instead."""
-    node = helper.make_node(
-        "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_strings=["a", "b"]
-    )
-    rows = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
-    out = helper.make_value_info(
-        "y",
+def _maps(name: str) -> ValueInfoProto:
+    return helper.make_value_info(
+        name,
         helper.make_sequence_type_proto(
             helper.make_map_type_proto(S, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
         ),
     )
-    model = _model([node], [rows], [out], opset=17)
+
+
+def test_a_zipmap_the_server_does_is_bounded_at_each_run():
+    """skl2onnx's classifiers end in a ZipMap whose output is the model's: the server makes
+    those maps itself, bounded by each run's rows (``_zipmap``): admitted at the defaults."""
+    node = helper.make_node(
+        "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_strings=["a", "b"]
+    )
+    rows = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    _check(_model([node], [rows], [_maps("y")], opset=17))
+
+
+def test_zipmap_is_bounded_by_its_maps_entries():
+    """A ZipMap whose maps another node reads is onnxruntime's: 100 000 rows of 10 classes (4 MB
+    of floats) made 245 MB of maps outside the arena; with 1 GiB of arena, 2**28 entries could
+    take 64 GiB: refused, saying how to export instead."""
+    node = helper.make_node(
+        "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_strings=["a", "b"]
+    )
+    read = helper.make_node("Identity", ["y"], ["z"])
+    rows = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    model = _model([node, read], [rows], [_maps("z")], opset=17)
     with pytest.raises(InvalidInput, match=r"node 0 \(ZipMap\) .*'zipmap': False"):
         _check(model)
     small = dataclasses.replace(LIMITS, max_tensor_bytes=1 << 20)  # 2**18 entries: 64 MiB
-    _check(model, dataclasses.replace(small, max_string_bytes=64 << 20))
-    with pytest.raises(InvalidInput, match=r"ZipMap"):
+    _check(model, dataclasses.replace(small, max_string_bytes=128 << 20))  # and the Identity's
+    with pytest.raises(InvalidInput, match=r"node 0 \(ZipMap\)"):
         _check(model, dataclasses.replace(small, max_string_bytes=(64 << 20) - 1))
     integers = helper.make_node(
         "ZipMap", ["x"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[0, 1]
     )
     with pytest.raises(InvalidInput, match=r"node 0 \(ZipMap\)"):  # int64 keys: maps too
-        _check(_model([integers], [rows], [_y()], opset=17))
+        _check(_model([integers, read], [rows], [_maps("z")], opset=17))
 
 
 def test_an_operator_it_does_not_know_is_refused():
