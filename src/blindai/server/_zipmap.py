@@ -73,10 +73,17 @@ def _labels(node: NodeProto) -> tuple[int, ...] | tuple[str, ...] | None:
 
 def server_side(model: ModelProto) -> dict[int, ZipMapOutput]:
     """The main graph's ``ZipMap`` nodes the server does itself, by position: each one's single
-    output is a graph output (once) that no node reads, its single input a value, its labels
-    one kind of attribute."""
+    output is a graph output (once) declared a sequence of maps, which no node reads; its
+    single input a value; its labels one kind of attribute. (The server's session finds these
+    outputs by the type onnxruntime reports for them, the declared one: ``OnnxModel``.)"""
     graph = model.graph
     outputs = [o.name for o in graph.output]
+    maps = {
+        o.name
+        for o in graph.output
+        if o.type.HasField("sequence_type")
+        and o.type.sequence_type.elem_type.HasField("map_type")
+    }
     read = set(_read_anywhere(graph))
     found: dict[int, ZipMapOutput] = {}
     for position, node in enumerate(graph.node):
@@ -85,6 +92,8 @@ def server_side(model: ModelProto) -> dict[int, ZipMapOutput]:
         (source,), (made,) = node.input, node.output
         labels = _labels(node)
         if not source or labels is None or outputs.count(made) != 1 or made in read:
+            continue
+        if made not in maps:
             continue
         found[position] = ZipMapOutput(source, labels)
     return found

@@ -128,6 +128,10 @@ def test_only_a_zipmap_whose_maps_are_the_models_output_alone_is_the_servers() -
     twice.CopyFrom(plain)
     twice.graph.output.append(twice.graph.output[0])
     assert server_side(twice) == {}
+    untyped = ModelProto()
+    untyped.CopyFrom(plain)
+    untyped.graph.output[0].type.Clear()  # onnxruntime would report its type: not these
+    assert server_side(untyped) == {}
     both = ModelProto()
     both.CopyFrom(plain)
     both.graph.node[1].attribute.append(helper.make_attribute("classlabels_strings", ["a"]))
