@@ -81,8 +81,7 @@ def server_side(model: ModelProto) -> dict[int, ZipMapOutput]:
     maps = {
         o.name
         for o in graph.output
-        if o.type.HasField("sequence_type")
-        and o.type.sequence_type.elem_type.HasField("map_type")
+        if o.type.HasField("sequence_type") and o.type.sequence_type.elem_type.HasField("map_type")
     }
     read = set(_read_anywhere(graph))
     found: dict[int, ZipMapOutput] = {}
