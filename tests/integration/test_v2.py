@@ -560,7 +560,8 @@ def test_a_scikit_learn_classifier_as_skl2onnx_exports_it(
 ) -> None:
     """skl2onnx ends a classifier in ZipMap (a map of label to probability per row): refused
     at the default limits until the server made those maps itself, bounded by each run's
-    rows. Served over v2 (BYTES, each map as text): the labels and maps onnxruntime gives."""
+    rows. Served over v2 (BYTES, each map as JSON text): the labels and maps onnxruntime
+    gives."""
     skl2onnx = pytest.importorskip("skl2onnx")
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -577,4 +578,4 @@ def test_a_scikit_learn_classifier_as_skl2onnx_exports_it(
         texts = [
             t.decode() if isinstance(t, bytes) else t for t in got.as_numpy("output_probability")
         ]
-        assert texts == [str(m) for m in maps]
+        assert [json.loads(t) for t in texts] == [{str(k): v for k, v in m.items()} for m in maps]

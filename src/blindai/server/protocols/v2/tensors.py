@@ -19,6 +19,7 @@ import struct
 from typing import Any
 
 import numpy as np
+import orjson
 
 from blindai.errors import InferenceFailed, InvalidInput
 from blindai.server._json import Numbers
@@ -192,7 +193,11 @@ def _strings_from_binary(blob: memoryview, label: str) -> np.ndarray:
 
 
 def _utf8(item: object) -> bytes:
-    return item if isinstance(item, bytes) else str(item).encode("utf-8")
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, dict):  # a ZipMap's map of label to probability: JSON text
+        return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS)
+    return str(item).encode("utf-8")
 
 
 def array_to_binary(array: np.ndarray) -> bytes | memoryview:
@@ -220,7 +225,7 @@ def array_to_json(array: np.ndarray, name: str) -> np.ndarray | list[Any]:
             return np.ascontiguousarray(array).reshape(-1)
         return list(array.ravel().tolist())
     try:
-        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.ravel()]
+        return [x if isinstance(x, str) else _utf8(x).decode("utf-8") for x in array.ravel()]
     except UnicodeDecodeError as exc:
         raise InferenceFailed(
             f"output {name!r} holds bytes that are not UTF-8; ask for it with binary_data",
