@@ -8,9 +8,9 @@ text and byte strings of definite length, arrays, maps with distinct text keys, 
 null, floats), giving each byte string of at least :data:`VIEW_BYTES` as a read-only
 ``memoryview`` of the buffer (which it keeps alive). Anything else, or any doubt (tags,
 indefinite lengths, other simple values, other keys, repeated keys, invalid UTF-8, nesting
-past 64, arrays of more than 256 elements, a truncated item, bytes after the item), is
-:data:`UNSUPPORTED`: the caller decodes the message with cbor2 then, so that what is
-accepted, refused or returned is cbor2's in every case
+past 64, arrays or maps of more than 256 elements, more than 4096 items in all, a truncated
+item, bytes after the item), is :data:`UNSUPPORTED`: the caller decodes the message with
+cbor2 then, so that what is accepted, refused or returned is cbor2's in every case
 (:func:`blindai._documents.loads_cbor`), only the large byte strings are views rather than
 ``bytes``.
 """
@@ -28,7 +28,10 @@ UNSUPPORTED: Any = object()
 """What :func:`loads_views` returns for a message outside its subset."""
 _MAX_DEPTH = 64
 _MAX_ARRAY = 256
-"""Longer arrays (byte strings sent as arrays of integers) are left to cbor2, faster at them."""
+"""Longer arrays (byte strings sent as arrays of integers) and maps are left to cbor2."""
+_MAX_ITEMS = 4096
+"""A message of more items is left to cbor2 (in C, faster at many small items): this decoder,
+in Python, then gave up after a millisecond or so, whatever the reply holds."""
 _FLOATS = {25: struct.Struct(">e"), 26: struct.Struct(">f"), 27: struct.Struct(">d")}
 _SIMPLE = {20: False, 21: True, 22: None}
 
@@ -41,6 +44,7 @@ class _Reader:
     def __init__(self, data: memoryview) -> None:
         self.data = data
         self.pos = 0
+        self.items = 0
 
     def take(self, n: int) -> memoryview:
         end = self.pos + n
@@ -51,7 +55,8 @@ class _Reader:
         return out
 
     def item(self, depth: int) -> Any:
-        if depth > _MAX_DEPTH or self.pos >= len(self.data):
+        self.items += 1
+        if depth > _MAX_DEPTH or self.items > _MAX_ITEMS or self.pos >= len(self.data):
             raise _Unsupported
         first = self.data[self.pos]
         self.pos += 1
@@ -93,7 +98,7 @@ class _Reader:
         return fmt.unpack(self.take(fmt.size))[0]
 
     def map(self, n: int, depth: int) -> dict[str, Any]:
-        if 2 * n > len(self.data) - self.pos:
+        if n > _MAX_ARRAY:
             raise _Unsupported
         out: dict[str, Any] = {}
         for _ in range(n):

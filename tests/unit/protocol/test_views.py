@@ -92,6 +92,8 @@ def test_large_byte_strings_are_read_only_views_of_the_buffer():
         b"",
         b"\x1c",  # reserved
         cbor2.dumps(list(range(300))),  # a long array (an older peer's byte string)
+        cbor2.dumps({str(i): i for i in range(300)}),  # a large map
+        cbor2.dumps([[0] * 200] * 25),  # more than 4096 items in all
         b"\x81" * 70 + b"\x01",  # deeper than 64
     ],
 )
@@ -115,3 +117,12 @@ def test_a_reply_s_tensor_is_read_from_the_buffer():
     assert isinstance(tensor.bytes_data, memoryview)
     out = tensor.as_numpy()
     assert np.array_equal(out, x) and not out.flags.writeable
+
+
+def test_a_reply_of_many_small_items_is_left_to_cbor2_early():
+    """The Python decoder gives up after 4096 items: a reply of many small items is cbor2's
+    work (in C) rather than its own, whatever the reply holds."""
+    doc = {"outputs": [[i] * 200 for i in range(200)], "big": BIG}
+    data = cbor2.dumps(doc)
+    assert loads_views(data) is UNSUPPORTED
+    assert codec.decode_map(data, what="x", views=True) == doc
