@@ -336,7 +336,8 @@ class Connection:
             resp = _post(self._attested, "/run", streaming.dumps_parts(message))
         _check_route(self._attested, resp, "/run")
         _raise_for(resp, "run")
-        reply = codec.decode_map(resp.body, what="run reply")
+        # the outputs' bytes stay in the reply's buffer: Tensor.as_numpy() copies them anyway
+        reply = codec.decode_map(resp.body, what="run reply", views=True)
         outputs = codec.decode_tensors(reply.get("outputs"), what="outputs")
         return RunModelResponse([Tensor(t) for t in outputs])
 

@@ -15,12 +15,13 @@ import cbor2
 import numpy as np
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from blindai.errors import InferenceFailed, InvalidInput, PipelineError, ProtocolError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.pipeline.limits import PipelineLimits
-from blindai.protocol import codec
+from blindai.protocol import codec, streaming
 from blindai.protocol.messages import WireTensor
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelRef
@@ -29,6 +30,7 @@ from blindai.server.settings import ModelSettings
 __all__ = [
     "CBOR",
     "MAX_NAME",
+    "PartsResponse",
     "Run",
     "Upload",
     "cbor_response",
@@ -49,14 +51,33 @@ def cbor_response(obj: Any, status: int = 200) -> Response:
     return Response(codec.dumps(obj), status, media_type=CBOR)
 
 
+class PartsResponse(Response):
+    """A 200 CBOR response whose body goes out as the pieces it was encoded in
+    (``protocol.streaming.dumps_parts``): a large tensor is written from its array's memory,
+    not first copied into one joined body (for a 588 KiB output that copy, into memory not
+    touched lately, took about a tenth of the server's CPU for the request)."""
+
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
+        self.parts = parts
+        length = sum(len(p) for p in parts)  # bytes, and views cast to bytes ("B")
+        super().__init__(None, 200, {"content-length": str(length)}, media_type=CBOR)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The head, then each piece as a body message (the last one ends the body)."""
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < last})
+
+
 def outputs_response(outputs: list[tuple[str, np.ndarray]]) -> Response:
     """The ``{"outputs": [...]}`` reply: one cbor2 call when every output is small (bytes),
-    else written around the large outputs' buffers (``codec.dumps``)."""
+    else written in pieces around the large outputs' buffers (:class:`PartsResponse`)."""
     tensors = output_tensors(outputs)
     doc = {"outputs": tensors}
     if all(type(t["bytes_data"]) is bytes for t in tensors):
         return Response(cbor2.dumps(doc), 200, media_type=CBOR)
-    return Response(codec.dumps(doc), 200, media_type=CBOR)
+    return PartsResponse(streaming.dumps_parts(doc))
 
 
 @contextmanager
