@@ -360,7 +360,8 @@ class OnnxModel:
         if session is None:
             raise ModelNotFound("the model was deleted or unloaded before this request ran")
         names = self._output_names if outputs is None else list(outputs)
-        fetched = list(dict.fromkeys(self._fetched(n) for n in names))
+        # only a model whose ZipMap the server does fetches other names than it answers
+        fetched = names if not self._zipmaps else list(dict.fromkeys(map(self._fetched, names)))
         try:
             if self._bf16_out:
                 values = session.run_with_ort_values(
@@ -382,6 +383,8 @@ class OnnxModel:
             raise InferenceFailed(
                 f"the model failed on these inputs: {type(exc).__name__}"
             ) from exc
+        if not self._zipmaps:
+            return [(n, _tensor(n, r)) for n, r in zip(names, results, strict=True)]
         got = dict(zip(fetched, results, strict=True))
         return [(n, _tensor(n, self._made(n, got[self._fetched(n)]))) for n in names]
 
