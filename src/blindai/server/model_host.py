@@ -309,10 +309,7 @@ class HostedModel:
 
     def _recent_crashes(self) -> int:
         """The crashes within the last ``crash_window_s`` (the caller holds ``_start_lock``)."""
-        now = time.monotonic()
-        while self._crashes and now - self._crashes[0] > self._limits.crash_window_s:
-            self._crashes.popleft()
-        return len(self._crashes)
+        return _within(self._crashes, time.monotonic(), self._limits.crash_window_s)
 
     def _refusal(self) -> str | None:
         """Why the model is not started now: ``crash_limit`` crashes within the window (None:
@@ -353,9 +350,7 @@ class HostedModel:
             for key in keys:
                 self._key_crashes.setdefault(key, deque()).append(now)
             for key, times in list(self._key_crashes.items()):
-                while times and now - times[0] > window:
-                    times.popleft()
-                if not times:
+                if not _within(times, now, window):
                     del self._key_crashes[key]
                 elif key in keys and len(times) == self._limits.key_crash_limit:
                     _log.warning(
@@ -372,9 +367,7 @@ class HostedModel:
         with self._keys_lock:
             times = self._key_crashes.get(caller)
             now = time.monotonic()
-            while times and now - times[0] > window:
-                times.popleft()
-            if not times or len(times) < limit:
+            if times is None or _within(times, now, window) < limit:
                 return None
             wait = window - (now - times[-limit])
             count = len(times)
@@ -546,6 +539,14 @@ class HostedModel:
     def released(self) -> bool:
         """Whether :meth:`unload` released the model (no run can use it any more)."""
         return self._released
+
+
+def _within(times: deque[float], now: float, window: float) -> int:
+    """How many of ``times`` lie within ``window`` seconds before ``now`` (older ones are
+    dropped from the left)."""
+    while times and now - times[0] > window:
+        times.popleft()
+    return len(times)
 
 
 @contextlib.contextmanager
