@@ -292,6 +292,33 @@ def test_runs_of_the_model_in_flight_at_a_crash_fail_and_the_next_ones_are_answe
     assert y.shape == (3, 1, 1, 2)
 
 
+def _crashed_during(hosted: HostedModel, callers: list[str | None]) -> list[BaseException]:
+    """Start one long run per caller, crash the host (SIGSEGV) while they are in its kernel,
+    and return what each run raised."""
+    got: list[BaseException] = []
+
+    def run(caller: str | None) -> None:
+        try:
+            hosted.predict(
+                {"n": np.array([5000], np.int64)}, run_options=RunControl().options, caller=caller
+            )
+        except BaseException as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in callers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while (pid := hosted.pid) is None and time.monotonic() < deadline:
+        time.sleep(POLL_S)  # after an earlier crash, the next run starts a host
+    assert pid is not None
+    time.sleep(IN_THE_KERNEL_S)
+    os.kill(pid, signal.SIGSEGV)
+    for t in threads:
+        t.join(30)
+    return got
+
+
 def test_a_crash_with_several_runs_in_flight_tells_each_to_try_again(
     hosts: ModelHosts,
 ) -> None:
@@ -299,26 +326,8 @@ def test_a_crash_with_several_runs_in_flight_tells_each_to_try_again(
     get 503 ServerBusy naming the signal (an innocent run of a public model, beside a hostile
     one, is retried by its client); a crash with one run in flight is that run's 422."""
     hosted = hosts.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
-    got: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            hosted.predict({"n": np.array([5000], np.int64)}, run_options=RunControl().options)
-        except BaseException as exc:
-            got.append(exc)
-
     for runs in (2, 1):
-        threads = [threading.Thread(target=run) for _ in range(runs)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        while (pid := hosted.pid) is None and time.monotonic() < deadline:
-            time.sleep(POLL_S)  # after the first crash, the next run starts a host
-        assert pid is not None
-        time.sleep(IN_THE_KERNEL_S)
-        os.kill(pid, signal.SIGSEGV)
-        for t in threads:
-            t.join(30)
+        got = _crashed_during(hosted, [None] * runs)
         kinds = sorted(type(e).__name__ for e in got)
         want = ["ServerBusy"] * 2 if runs == 2 else ["InferenceFailed"]
         assert kinds == want, got
@@ -326,7 +335,6 @@ def test_a_crash_with_several_runs_in_flight_tells_each_to_try_again(
         for e in got:
             assert isinstance(e, BlindAIError) and "SIGSEGV" in e.message
             assert e.status_code == status
-        got.clear()
     ((_, again),) = hosted.predict({"n": np.array([2], np.int64)})
     assert again == 8.0
 
@@ -403,31 +411,10 @@ def test_a_crash_is_charged_to_every_key_with_a_run_in_flight(hosts: ModelHosts)
     keys is charged once (a tenant cannot hide its crashes behind other tenants' runs); a key
     charged once more by a crash of its own is refused, the other key is not."""
     hosted = hosts.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
-    got: list[BaseException] = []
-
-    def run(caller: str) -> None:
-        try:
-            hosted.predict(
-                {"n": np.array([5000], np.int64)}, run_options=RunControl().options, caller=caller
-            )
-        except BaseException as exc:
-            got.append(exc)
-
-    for callers in (("k_a", "k_b"), ("k_a",)):
-        threads = [threading.Thread(target=run, args=(c,)) for c in callers]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        while (pid := hosted.pid) is None and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        assert pid is not None
-        time.sleep(IN_THE_KERNEL_S)
-        os.kill(pid, signal.SIGSEGV)
-        for t in threads:
-            t.join(30)
+    for callers in (["k_a", "k_b"], ["k_a"]):
+        got = _crashed_during(hosted, callers)
         want = ["ServerBusy"] * 2 if len(callers) == 2 else ["InferenceFailed"]
         assert sorted(type(e).__name__ for e in got) == want, got
-        got.clear()
     small = {"n": np.array([2], np.int64)}
     with pytest.raises(PermissionDenied, match="ended 2 times"):
         hosted.predict(small, caller="k_a")
