@@ -40,7 +40,7 @@ from blindai.server.runtime import check_device, check_environment
 from blindai.server.settings import ServerSettings
 from blindai.server.shutdown import GracefulStop
 from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
-from blindai.server.tls import TlsIdentity
+from blindai.server.tls import TlsIdentity, hardened_server_context
 
 __all__ = ["Built", "build", "http_listeners", "serve", "set_log_level"]
 
@@ -246,8 +246,7 @@ def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ConfigurationError("give both --unattested-tls-cert and --unattested-tls-key")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = hardened_server_context()
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:

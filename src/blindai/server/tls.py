@@ -19,7 +19,21 @@ from cryptography.x509.oid import NameOID
 from blindai.errors import ConfigurationError
 from blindai.protocol.names import SERVER_NAME
 
-__all__ = ["TlsIdentity"]
+__all__ = ["TlsIdentity", "hardened_server_context"]
+
+
+def hardened_server_context() -> ssl.SSLContext:
+    """A TLS 1.2+ server context that refuses renegotiation.
+
+    OpenSSL 3 refuses a client's renegotiation by default, OpenSSL 1.1.1 (which Python may be
+    built with) accepts it: a client could then make the server redo its handshake's public-key
+    work as often as it likes on one connection, out of reach of the per-connection limits.
+    TLS 1.3 has no renegotiation at all.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    return ctx
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,7 @@ class TlsIdentity:
 
     def server_context(self) -> ssl.SSLContext:
         """A TLS 1.2+ server context holding the key (through memory, not the disk)."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx = hardened_server_context()
         key_pem = self.key_pem()
         if not hasattr(os, "memfd_create"):
             raise ConfigurationError("the server needs Linux (memfd_create) to keep its key in RAM")
