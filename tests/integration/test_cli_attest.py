@@ -132,6 +132,31 @@ def test_verifying_files_says_the_server_section_is_not_checked(snp: Path, tmp_p
     ]
 
 
+def test_bit_fields_are_shown_in_hex_as_a_policy_gives_them(
+    sgx: Path, evidence_dir: Path, tmp_path: Path
+) -> None:
+    tdx = evidence_dir / "tdx" / "phala-dcap-qvl-tdx-v4"
+    table = blindai(
+        "attest", "verify", "--kind", "tdx", "--evidence", tdx / "quote.bin",
+        "--collateral", tdx / "collateral.json", "--at", SGX_AT,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    rows = dict(line.split(maxsplit=1) for line in _lines(table.stdout))
+    assert rows["td_attributes"] == "0x10000000"  # SEPT_VE_DISABLE, as docs/attestation.md says
+    assert rows["xfam"] == "0x602e7"
+    assert rows["quote_version"] == "4"  # a number, not a bit field
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n'
+        'allowed_tcb_statuses = ["ConfigurationAndSWHardeningNeeded"]\n'
+    )
+    sgx_args = [*_sgx_args(sgx), "--policy", policy]
+    as_json = json.loads(blindai(*sgx_args, "--json").stdout)
+    sgx_rows = dict(line.split(maxsplit=1) for line in _lines(blindai(*sgx_args).stdout))
+    for key in ("attributes", "xfrm", "misc_select"):
+        assert sgx_rows[key] == hex(as_json[key])
+
+
 def test_sgx_policy_default_tcb_refuses(sgx: Path, tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(f'[sgx]\nmr_enclave = "{SGX_MR_ENCLAVE}"\n')

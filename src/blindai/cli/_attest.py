@@ -128,11 +128,18 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+# bit fields, shown in hex as a policy file gives them (td_attributes = "0x10000000"); the
+# JSON keeps them integers
+_BIT_FIELDS = frozenset({"td_attributes", "xfam", "attributes", "xfrm", "misc_select"})
+
+
 def _print(claims: VerifiedClaims, as_json: bool, note: str | None) -> None:
     if as_json:
         print(json.dumps(claims.to_dict(), indent=2, sort_keys=True))
     else:
         for key, value in claims.to_dict().items():
+            if key in _BIT_FIELDS and type(value) is int:
+                value = hex(value)
             print(f"{key:22} {shown(value)}")
     if note:
         print(note, file=sys.stderr)
