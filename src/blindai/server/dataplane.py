@@ -41,12 +41,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -65,26 +63,26 @@ from blindai.errors import (
     ModelNotReady,
     PayloadTooLarge,
     PermissionDenied,
-    PipelineError,
     ProtocolError,
     RegistryFull,
     ServerError,
 )
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
-from blindai.pipeline.results import PipelineResult
 from blindai.protocol import codec
 from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
 from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
-from blindai.server._text import count, limit, were
+from blindai.server._text import limit
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon, ClientGone
 from blindai.server.access import ADMIN_ID, Principal
 from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
+from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
+from blindai.server.pipeline_run import Inference, invalid_input, run_pipeline
 from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
@@ -103,7 +101,7 @@ from blindai.server.run_guard import (
     may_fit_again,
     run_guarded,
 )
-from blindai.server.runtime import LoadedModel, OnnxModel, TensorSpec
+from blindai.server.runtime import LoadedModel, OnnxModel
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
@@ -129,19 +127,6 @@ OPENED_CLOSED_STORE = (
 """Why a server without access control refuses a store written with it (an open server would
 serve its tenants' models to anyone: run, and export the bytes); ``what`` it holds."""
 
-Inputs = Sequence[tuple[str | None, np.ndarray]]
-"""Input arrays, each with its name (None or "": matched by position)."""
-
-
-@dataclass(frozen=True)
-class Inference:
-    """The model that ran, and its outputs as (name, array), in the order asked for."""
-
-    entry: ModelEntry
-    outputs: list[tuple[str, np.ndarray]]
-    result: PipelineResult | None = None
-    """The pipeline's typed result, for a raw input to a pipeline with an output step."""
-
 
 @dataclass(frozen=True)
 class _Schedule:
@@ -159,15 +144,6 @@ class _Schedule:
 
 def _given(value: int | None, default: int) -> int:
     return default if value is None else value
-
-
-@contextmanager
-def _invalid_input() -> Iterator[None]:
-    """A pipeline error caused by what the request sent is InvalidInput (400)."""
-    try:
-        yield
-    except PipelineError as exc:
-        raise InvalidInput(str(exc)) from exc
 
 
 def runnable(caller: Principal) -> Visible:
@@ -577,7 +553,7 @@ class DataPlane:
         if record.pipeline is None:
             return None, None
         limits = self.settings.pipeline_limits()
-        with _invalid_input():
+        with invalid_input():
             pipeline = Pipeline.from_wire(
                 codec.loads(record.pipeline, what="stored pipeline"), limits=limits
             )
@@ -653,7 +629,7 @@ class DataPlane:
         self.registry.unload(entries)
 
     def _compiled_pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
-        with _invalid_input():
+        with invalid_input():
             return compile_pipeline(
                 pipeline,
                 inputs=model.inputs,
@@ -882,7 +858,7 @@ class DataPlane:
         disconnected: Callable[[], Awaitable[object]] | None,
     ) -> Inference:
         """:meth:`run` with the model's session and queue as ``entry`` has them."""
-        raw = _raw_input(entry, inputs)
+        raw = raw_input(entry, inputs)
         if raw is not None:
             return await self._preprocessed(entry, raw, caller, timing, disconnected)
         with timing.phase("decode"):
@@ -892,7 +868,7 @@ class DataPlane:
                 reshape_flat=reshape_flat,
                 empty_unsafe=entry.model.empty_unsafe,
             )
-            wanted = _output_names(entry, outputs)
+            wanted = output_names(entry, outputs)
         submitted = time.perf_counter_ns()
         if entry.queue is not None:  # a model that batches: its queue, under the run timeout
             return Inference(
@@ -1068,7 +1044,7 @@ class DataPlane:
         submitted = time.perf_counter_ns()
         return await self._guarded(
             entry,
-            _run_pipeline,
+            run_pipeline,
             entry,
             raw,
             self.preprocess_budget,
@@ -1308,166 +1284,7 @@ def _required(settings: ServerSettings) -> RequiredModels | None:
     return None
 
 
-def _raw_input(entry: ModelEntry, inputs: Inputs) -> bytes | str | None:
-    """A pipeline's raw input given as a tensor: the one input, named after the pipeline's kind
-    (``text``, ``image`` or ``audio``), holding one BYTES element; None for model inputs."""
-    pipe = entry.pipeline
-    if pipe is None or len(inputs) != 1 or inputs[0][0] != pipe.input_kind:
-        return None
-    name, array = inputs[0]
-    if array.dtype != object or array.size != 1:
-        raise InvalidInput(f"input {name!r}: one BYTES element (the raw {name}) is expected")
-    value = array.reshape(-1)[0]
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
-
-
 def _tenant(caller: Principal) -> str | None:
     """The key whose share of a server-wide budget ``caller`` takes: a tenant's; None for the
     admin key and an open server's callers (no share of their own)."""
     return caller.key_id if caller.kind == "tenant" else None
-
-
-def _run_pipeline(
-    entry: ModelEntry,
-    raw: bytes | str,
-    budget: PreprocessBudget,
-    key: str | None,
-    caller: str | None,
-    timing: Timing,
-    submitted: int,
-    run_options: ort.RunOptions,
-) -> Inference:
-    """Preprocess (``decode``), run (``infer``), postprocess (``encode``), in a worker thread
-    that started after ``submitted`` (``queue``, from :func:`time.perf_counter_ns`); the
-    preprocessing's worst case is held in ``budget`` (for the tenant's ``key``) until the run
-    is over. ``caller``: the key id that sent ``raw`` (None: an open server's caller)."""
-    timing.add("queue", time.perf_counter_ns() - submitted)
-    pipe = entry.pipeline
-    assert pipe is not None
-    with timing.phase("decode"), _invalid_input():
-        cost = pipe.preprocess_cost(raw)
-    with budget.holding(cost, key):
-        with timing.phase("decode"):
-            with _invalid_input():
-                prepared = pipe.preprocess(raw)
-            feeds = match_inputs(
-                entry.model.inputs,
-                list(prepared.feeds.items()),
-                empty_unsafe=entry.model.empty_unsafe,
-            )
-        with timing.phase("infer"):
-            outputs = entry.model.predict(feeds, run_options=run_options, caller=caller)
-        with timing.phase("encode"):
-            try:
-                result = pipe.postprocess(dict(outputs), prepared)
-            except PipelineError as exc:
-                raise InferenceFailed(f"the pipeline failed on the model's outputs: {exc}") from exc
-    return Inference(entry, outputs, result)
-
-
-def _output_names(entry: ModelEntry, outputs: Sequence[str] | None) -> list[str] | None:
-    if outputs is None:
-        return None
-    known = [o.name for o in entry.model.outputs]
-    unknown = [name for name in outputs if name not in known]
-    if unknown:
-        raise InvalidInput(
-            f"the model has no output named {', '.join(map(repr, unknown))}; its outputs: {known}"
-        )
-    return list(outputs)
-
-
-def _flat_shape(spec: TensorSpec, size: int, label: str) -> tuple[int, ...]:
-    """The model's shape for a flat list of ``size`` values; InvalidInput when not one."""
-    want = [("?" if d is None else d) for d in spec.shape]
-    head, rest = spec.shape[:1], spec.shape[1:]
-    if any(d is None for d in rest):
-        raise InvalidInput(
-            f"input {spec.name!r}{label}: a flat list cannot be shaped to the model's {want}, "
-            "which has dynamic dimensions after the first; give the shape"
-        )
-    row = math.prod(d for d in rest if d is not None)
-    if head == (None,) and row and size % row == 0:
-        return (size // row, *(d for d in rest if d is not None))
-    if None not in head and size == math.prod(d for d in spec.shape if d is not None):
-        return tuple(d for d in spec.shape if d is not None)
-    raise InvalidInput(
-        f"input {spec.name!r}{label}: {count(size, 'value')} cannot fill the model's shape {want}"
-    )
-
-
-def _check(spec: TensorSpec, array: np.ndarray, label: str, reshape_flat: bool) -> np.ndarray:
-    if spec.dtype is None:
-        raise InvalidInput(f"input {spec.name!r} has type {spec.onnx_type}, not supported")
-    if array.dtype != spec.dtype:
-        raise InvalidInput(
-            f"input {spec.name!r}{label}: dtype {array.dtype} does not match the model's "
-            f"{spec.dtype}"
-        )
-    if array.dtype == object and not all(isinstance(x, str) for x in array.ravel()):
-        raise InvalidInput(f"input {spec.name!r}{label}: BYTES elements must be UTF-8 text")
-    if spec.accepts_shape(tuple(array.shape)):
-        return array
-    if reshape_flat and array.ndim == 1:
-        return array.reshape(_flat_shape(spec, array.size, label))
-    want = ["?" if d is None else d for d in spec.shape]
-    raise InvalidInput(
-        f"input {spec.name!r}{label}: shape {list(array.shape)} does not fit the model's {want}"
-    )
-
-
-def match_inputs(
-    specs: Sequence[TensorSpec],
-    arrays: Inputs,
-    *,
-    reshape_flat: bool = False,
-    empty_unsafe: Sequence[str] = (),
-) -> dict[str, np.ndarray]:
-    """Map named inputs by name (any order) and unnamed ones by position; check each.
-
-    ``empty_unsafe``: the model's operators whose onnxruntime kernels end the process on an
-    empty tensor (:class:`~blindai.server.admission.Admitted`); then an input with a zero-size
-    dimension is refused."""
-    by_name = {s.name: s for s in specs}
-    feeds: dict[str, np.ndarray] = {}
-    unnamed: list[np.ndarray] = []
-    for name, array in arrays:
-        if not name:
-            unnamed.append(array)
-            continue
-        spec = by_name.get(name)
-        if spec is None:
-            raise InvalidInput(
-                f"the model has no input named {name!r}; its inputs: {list(by_name)}"
-            )
-        if name in feeds:
-            raise InvalidInput(f"input {name!r} is given twice")
-        feeds[name] = _check(spec, array, "", reshape_flat)
-    free = [s for s in specs if s.name not in feeds]
-    if len(unnamed) > len(free):
-        raise InvalidInput(
-            f"the model takes {count(len(specs), 'input')}; {count(len(arrays), 'input')} "
-            f"{were(len(arrays))} given"
-        )
-    for i, (spec, array) in enumerate(zip(free, unnamed, strict=False)):
-        feeds[spec.name] = _check(spec, array, f" (position {i})", reshape_flat)
-    missing = [s.name for s in specs if s.name not in feeds]
-    if missing:
-        raise InvalidInput(
-            f"missing {count(len(missing), 'input')} {missing}; the model takes {list(by_name)}"
-        )
-    if empty_unsafe:
-        _refuse_empty(feeds, empty_unsafe)
-    return feeds
-
-
-def _refuse_empty(feeds: dict[str, np.ndarray], operators: Sequence[str]) -> None:
-    """InvalidInput for an input with a zero-size dimension (for a model whose ``operators``
-    end onnxruntime's process on an empty tensor: every tenant's runs with it)."""
-    for name, array in feeds.items():
-        if 0 in array.shape:
-            raise InvalidInput(
-                f"input {name!r}: shape {list(array.shape)} is empty; this model uses "
-                f"{', '.join(operators)}, which cannot run on an empty tensor: send at least "
-                "one element along each dimension"
-            )

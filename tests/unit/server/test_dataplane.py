@@ -20,7 +20,8 @@ from blindai.errors import (
     RegistryFull,
 )
 from blindai.server.access import ANONYMOUS
-from blindai.server.dataplane import DataPlane, match_inputs
+from blindai.server.dataplane import DataPlane
+from blindai.server.inputs import match_inputs
 from blindai.server.registry import ModelRef, ModelRegistry
 from blindai.server.runtime import TensorSpec
 from blindai.server.settings import ServerSettings
