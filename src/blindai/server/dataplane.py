@@ -682,10 +682,13 @@ class DataPlane:
         """The compile guard's checks and trial compile, then the server's own compile (not
         begun once ``abandon`` is set: the client went away)."""
         abandon = abandon or Abandon()
-        # a streamed model's file goes to the guard's child as a read-only descriptor
-        report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
-        abandon.check()
-        compiled = self._compiled(model, optimize, schedule)
+        try:
+            # a streamed model's file goes to the guard's child as a read-only descriptor
+            report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
+            abandon.check()
+            compiled = self._compiled(model, optimize, schedule)
+        finally:  # the next child starts once both compilations no longer need the CPU
+            self.compile_guard.replenish()
         compiled[0].empty_unsafe = report.empty_unsafe
         return compiled
 

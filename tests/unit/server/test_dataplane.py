@@ -817,3 +817,25 @@ def test_a_model_that_ends_the_process_on_an_empty_tensor_refuses_empty_inputs(o
         asyncio.run(scenario())
     finally:
         plane.close()
+
+
+def test_the_next_compile_child_starts_once_the_upload_has_compiled(plane, monkeypatch):
+    """The compile guard's next spare child starts after the server's own compilation, not
+    while the upload's child checks the model (its start-up took a core from the check), and
+    also after a refused upload, so that the next one finds it."""
+    events: list[str] = []
+    guard = plane.compile_guard
+    spawn, session = guard._spawn, plane._session
+    monkeypatch.setattr(guard, "_spawn", lambda: events.append("spawn") or spawn())
+    monkeypatch.setattr(plane, "_session", lambda *a: events.append("session") or session(*a))
+    asyncio.run(
+        plane.upload(identity(TensorProto.FLOAT), name=None, optimize=True, caller=ANONYMOUS)
+    )
+    # the first child is started for the upload (no spare was warmed); the next after it
+    assert events == ["spawn", "session", "spawn"]
+    assert guard._spare is not None and guard._spare.process.poll() is None
+    with pytest.raises(InvalidInput):
+        asyncio.run(
+            plane.upload(b"\x08\x07" + b"\x00" * 64, name=None, optimize=True, caller=ANONYMOUS)
+        )
+    assert events == ["spawn", "session", "spawn", "spawn"]
