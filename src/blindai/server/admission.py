@@ -61,6 +61,9 @@ __all__ = ["AdmissionLimits", "Admitted", "check_model", "parse_model"]
 
 _SMALL_INITIALIZER = 1 << 10
 """Initializers up to this size keep their values for shape inference (shapes, axes)."""
+_LONG_VECTOR = 1 << 20
+"""The longest one-dimensional graph input shape inference propagates data through (a shape
+has at most a few dozen dimensions; 1 Mi placeholders take about 220 MB and 0.2 s)."""
 _INTEGER = frozenset({TensorProto.INT32, TensorProto.INT64})
 """The element types whose values onnx shape inference reads as shapes (``ParseData``)."""
 _DATA_FIELDS = (
@@ -344,10 +347,35 @@ def _skeleton(model: ModelProto) -> None:
     model.ClearField("training_info")
 
 
+def _long_vector_input(graph: GraphProto) -> bool:
+    """Whether a graph input is one-dimensional and longer than ``_LONG_VECTOR`` elements.
+
+    onnx's data propagation reads a one-dimensional value of static length N that reaches an
+    operator propagating data (``Add``, ``Mul``, ``Concat``, ``Gather``...) as N unknown
+    values, one placeholder each (about 220 bytes): ``y = x + x`` with ``x`` of 16 Mi floats
+    (a 64 MiB request) took 5 s and 3.6 GB, and was refused for ``--compile-memory``. Values
+    that long are never shapes, which is all data propagation is for.
+    """
+    for value in graph.input:
+        if not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value > _LONG_VECTOR:
+            return True
+    return False
+
+
 def _infer(model: ModelProto) -> ModelProto | None:
+    """onnx's shape inference, with data propagation unless a graph input is a long vector
+    (:func:`_long_vector_input`; without it fewer shapes are known: fewer values are refused
+    for their static size at upload, which the arena cap then bounds at each run, and fewer
+    dimensions are proven non-zero, which refuses the model rather than admits it)."""
     try:
         return onnx.shape_inference.infer_shapes(
-            model, check_type=False, strict_mode=False, data_prop=True
+            model,
+            check_type=False,
+            strict_mode=False,
+            data_prop=not _long_vector_input(model.graph),
         )
     except Exception:  # inconsistent graphs are onnxruntime's to refuse, with its message
         return None

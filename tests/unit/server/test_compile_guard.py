@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from blindai.errors import InvalidInput
 from blindai.server.admission import AdmissionLimits
@@ -336,3 +336,28 @@ def test_the_childs_session_reuses_the_memory_of_the_models_bytes_and_protobuf()
     # measured: 2.0x the model's pages (the bytes 1x, the protobuf 1x; onnxruntime's session
     # reuses them), 5.75x without (its file read, strings and tensors in fresh pages)
     assert got["faults"] < 4 * pages, f"{got['faults']} page faults for {pages} pages"
+
+
+def test_a_long_one_dimensional_input_does_not_run_the_shape_check_out_of_memory():
+    """onnx's data propagation reads a one-dimensional input of static length N reaching
+    ``Add`` as N placeholders (about 220 bytes each): ``y = x + x`` with 4 Mi floats took
+    about 650 MiB, over the cap here (16 Mi floats, a 64 MiB request: 3.6 GB, refused at the
+    default --compile-memory). Such an input is no shape: the check infers without it."""
+    n = 4 << 20
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        "long",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = CompileGuard(limits=_limits(memory_bytes=256 << 20))
+    strict = CompileGuard(limits=_limits(max_tensor_bytes=8 << 20), enabled=False)
+    try:
+        g.check(model.SerializeToString(), optimize=True)
+        # the static check still sees the output's size without data propagation
+        with pytest.raises(InvalidInput, match="static shape of 16777216 bytes"):
+            strict.check(model.SerializeToString(), optimize=True)
+    finally:
+        g.close()
+        strict.close()
