@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "Crashed",
     "Host",
     "Pending",
+    "StartStopped",
     "child_env",
     "described",
     "error_from",
@@ -56,6 +57,11 @@ class Crashed(Exception):
 
     runs: int = 1
     keys: frozenset[str] = frozenset()
+
+
+class StartStopped(Exception):
+    """A start given up because its ``stop()`` became true (the model was released, the server
+    is closing, or the upload's client went away): its child was killed."""
 
 
 @dataclass
@@ -94,11 +100,17 @@ class Host:
 
     @classmethod
     def start(
-        cls, setup: dict[str, Any], fd: int, *, max_bytes: int
+        cls,
+        setup: dict[str, Any],
+        fd: int,
+        *,
+        max_bytes: int,
+        stop: Callable[[], bool] = lambda: False,
     ) -> tuple[Host, dict[str, Any]]:
         """Start a child, send it ``setup`` and the model's descriptor, wait for its answer
         (the model's specs), and start the thread that reads its replies. ModelNotReady when
-        it did not start; the load's own error when the model failed."""
+        it did not start; the load's own error when the model failed; StartStopped, its child
+        killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads)."""
         host = cls(*_spawn())
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -106,7 +118,9 @@ class Host:
             socket.send_fds(channel, [json.dumps(setup).encode()], [fd])
             channel.settimeout(POLL_S)
             frame = read_frame(
-                channel, max_bytes=max_bytes, closing=lambda: time.monotonic() > deadline
+                channel,
+                max_bytes=max_bytes,
+                closing=lambda: stop() or time.monotonic() > deadline,
             )
             if frame is None:
                 host.stop("")
@@ -116,6 +130,8 @@ class Host:
         except (OSError, FrameError, Crashed) as exc:
             host.stop("")
             channel.close()
+            if stop():
+                raise StartStopped("the start was stopped") from None
             why = str(exc) if isinstance(exc, Crashed) else type(exc).__name__
             if time.monotonic() > deadline:
                 why = f"no answer within {START_TIMEOUT_S:g} s"

@@ -65,6 +65,16 @@ def _gone(pid: int, within: float = 5.0) -> bool:
     return False
 
 
+def _started(hosted: HostedModel, within: float = 30.0) -> int:
+    """The pid of ``hosted``'s host once one runs, waiting without a request (after a crash,
+    it is started in the background); fails when none is started ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while (pid := hosted.pid) is None and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    assert pid is not None, "no host was started in the background"
+    return pid
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -399,7 +409,10 @@ def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served(
             assert "ended 2 times within 2 s during runs sent with this key" in (
                 refused.value.message
             )
-        assert crasher.pid is None  # the refusals started no host
+        started = _started(crasher)  # by the crash, in the background
+        with pytest.raises(PermissionDenied):
+            crasher.predict(fine, caller="k_bad")
+        assert crasher.pid == started  # the refusals started no host
         for caller in ("k_good", None):
             assert crasher.predict(fine, caller=caller)[0][1].shape == (3, 1, 1, 2)
         time.sleep(2.1)
@@ -475,8 +488,10 @@ def test_a_run_stopped_in_a_long_kernel_has_its_host_killed(hosts: ModelHosts) -
     assert took < IN_THE_KERNEL_S + LIMITS.terminate_grace_s + 0.5, took
     assert stopped.value.__cause__ is not None  # a runtime cause: failure_for answers 504
     assert _gone(pid)
+    again_pid = _started(hosted)  # its successor starts at once, not at the next request
     ((_, again),) = hosted.predict({"n": np.array([3], np.int64)})
     assert again == 27.0
+    assert hosted.pid == again_pid
 
 
 def test_the_other_runs_of_a_killed_host_are_told_to_try_again(hosts: ModelHosts) -> None:
@@ -571,8 +586,11 @@ def test_a_start_answer_no_host_of_ours_gives_is_refused(answer: dict[str, objec
 def _children() -> set[int]:
     found: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as listing:
-            found.update(int(p) for p in listing.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as listing:
+                found.update(int(p) for p in listing.read().split())
+        except FileNotFoundError:  # a thread that ended meanwhile (its children are ours)
+            continue
     return found
 
 
@@ -605,3 +623,78 @@ def test_a_host_works_in_a_directory_that_is_gone_once_it_started(hosts: ModelHo
     assert not os.path.exists(cwd.removesuffix(" (deleted)"))
     x = np.ones((1, 3), np.float32)
     assert np.array_equal(hosted.predict({"x": x})[0][1], x)
+
+
+def test_after_a_crash_the_host_is_started_again_before_the_next_request() -> None:
+    """The next request after a crash (an innocent one, on a public model) waited for a new
+    host: a new interpreter, onnxruntime's import and the session's build (0.3-0.5 s). The
+    successor is started in the background as soon as the crash is counted: the next request
+    finds it running (the same process, no start of its own)."""
+    with _crasher() as (crasher, fine):
+        before = crasher.pid
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(HOSTILE)
+        assert before is not None and _gone(before)
+        started = _started(crasher)
+        assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
+        assert crasher.pid == started
+
+
+def _starting(hosted: HostedModel, before: set[int], within: float = 30.0) -> set[int]:
+    """The children started, in the background, for ``hosted`` while its start is under way
+    (no host answered yet); fails when none is seen ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not (new := _children() - before) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert new, "no host was started in the background"
+    assert hosted.pid is None  # still loading: an interpreter's start takes 0.3 s and more
+    return new
+
+
+def test_a_model_refused_by_its_crash_limit_starts_nothing_in_the_background() -> None:
+    """Starts stay within the crash limit: after the crash that reaches it, no process is
+    started, in the background or by a request."""
+    with _crasher(crash_limit=2) as (crasher, fine):
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(HOSTILE)
+        before = _children()
+        time.sleep(1.0)  # a start in the background would have its child by now
+        assert _children() - before == set()
+        assert crasher.pid is None
+        with pytest.raises(ModelNotReady, match="crashed 2 times"):
+            crasher.predict(fine)
+        assert _children() - before == set()
+
+
+def test_unloading_during_a_start_in_the_background_leaves_no_process() -> None:
+    """An unload while the successor of a crashed host starts: the start is given up (its
+    child killed, within ``POLL_S``), not finished and then stopped."""
+    with _crasher() as (crasher, _):
+        before, crashed = _children(), crasher._host
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(HOSTILE)
+        new = _starting(crasher, before)
+        crasher.unload()
+        assert all(_gone(pid, within=2.0) for pid in new)
+        assert crasher.pid is None and _children() - before == set()
+        assert crasher._host is crashed  # given up: no host answered, none was kept
+
+
+def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() -> None:
+    """The server's end while a host starts in the background: when ``close`` returns, the
+    starting child is killed and reaped."""
+    group = ModelHosts(limits=LIMITS)
+    try:
+        crasher = group.load(
+            attacks.empty_unsafe("GRU", made="slice"), optimize=True, intra_op_threads=1
+        )
+        before, crashed = _children(), crasher._host
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(HOSTILE)
+        new = _starting(crasher, before)
+    finally:
+        group.close()
+    assert all(_gone(pid, within=0.05) for pid in new)
+    assert _children() - before == set()
+    assert crasher._host is crashed  # given up: no host answered, none was kept
