@@ -37,10 +37,13 @@ __all__ = [
     "Crashed",
     "Host",
     "Pending",
+    "Spawned",
     "StartStopped",
     "child_env",
     "described",
+    "discard",
     "error_from",
+    "spawn",
     "spec_from",
 ]
 
@@ -106,16 +109,20 @@ class Host:
         *,
         max_bytes: int,
         stop: Callable[[], bool] = lambda: False,
+        spawned: Spawned | None = None,
+        handed: Callable[[], object] = lambda: None,
     ) -> tuple[Host, dict[str, Any]]:
-        """Start a child, send it ``setup`` and the model's descriptor, wait for its answer
-        (the model's specs), and start the thread that reads its replies. ModelNotReady when
-        it did not start; the load's own error when the model failed; StartStopped, its child
-        killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads)."""
-        host = cls(*_spawn())
+        """Start a child (``spawned``: one started before, which has received nothing yet),
+        send it ``setup`` and the model's descriptor (then call ``handed()``), wait for its
+        answer (the model's specs), and start the thread that reads its replies. ModelNotReady
+        when it did not start; the load's own error when the model failed; StartStopped, its
+        child killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads)."""
+        host = cls(*(spawned or spawn()))
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             socket.send_fds(channel, [json.dumps(setup).encode()], [fd])
+            handed()
             channel.settimeout(POLL_S)
             frame = read_frame(
                 channel,
@@ -231,8 +238,13 @@ class Host:
             pass
 
 
-def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
-    """A started child and the server's end of its socket.
+Spawned = tuple[subprocess.Popen[bytes], socket.socket]
+"""A started child and the server's end of its socket."""
+
+
+def spawn() -> Spawned:
+    """A started child and the server's end of its socket: it imports onnxruntime, then waits
+    for its first frame (the setup and the model's descriptor).
 
     The child starts in a private directory that is removed as soon as it has started: a
     missed external reference finds nothing, nothing can be written there, and nothing is left
@@ -256,6 +268,18 @@ def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
         theirs.close()
         os.rmdir(directory)  # the child's working directory from now on: a removed one
     return process, ours
+
+
+def discard(spawned: Spawned) -> None:
+    """Kill a child that was never handed a model, reap it, and close its socket."""
+    process, channel = spawned
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
+        pass
+    channel.close()
 
 
 def child_env() -> dict[str, str]:
