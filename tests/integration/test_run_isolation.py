@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
+import socket
+import ssl
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import numpy as np
 import pytest
 from onnx import TensorProto
@@ -295,6 +299,41 @@ def test_deleting_a_model_stops_its_host(isolated: ServerProcess) -> None:
         time.sleep(0.05)
     (host,) = during - after
     assert _gone({host}) and after <= during
+
+
+def _cut(server: ServerProcess, body: bytes, sent: int) -> None:
+    """Send an upload's head and the first ``sent`` bytes of its body, then leave."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection((server.host, server.management_port), timeout=30)
+    with ctx.wrap_socket(raw) as sock:
+        head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        sock.sendall(head.encode() + body[:sent])
+        time.sleep(0.5)  # the server has read what came
+
+
+def test_an_upload_cut_mid_body_starts_no_host(isolated: ServerProcess) -> None:
+    """A client that leaves inside its upload's body: the model's bytes go (the file closed),
+    no check, no compile and no host is started for it, and the server serves the next one."""
+    pid = isolated.process.pid
+    before = _hosts(pid)
+    model = identity(TensorProto.FLOAT, [5, 3])
+    body = cbor2.dumps({"model": model, "length": len(model), "model_name": "cut"})
+    pattern = re.compile(r"POST /upload (\d+) ")
+    earlier = len(pattern.findall(isolated.log()))
+    _cut(isolated, body, len(body) // 2)
+    deadline = time.monotonic() + 30
+    while len(pattern.findall(isolated.log())) == earlier and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pattern.findall(isolated.log())[earlier:] == ["499"], isolated.log()[-2000:]
+    assert _hosts(pid) == before
+    with connect(isolated) as conn:
+        assert "cut" not in [m.name for m in conn.list_models()]
+        model_id = conn.upload_model(model, model_name="kept").model_id
+        x = np.ones((5, 3), np.float32)
+        assert np.array_equal(conn.predict(model_id, {"x": x}).output[0], x)
+        conn.delete_model(model_id)
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])

@@ -224,16 +224,22 @@ class ModelHosts:
         return None if spare is None else spare[0].pid
 
     def load(
-        self, model: bytes | ModelFile, *, optimize: bool, intra_op_threads: int
+        self,
+        model: bytes | ModelFile,
+        *,
+        optimize: bool,
+        intra_op_threads: int,
+        stop: Callable[[], bool] = lambda: False,
     ) -> HostedModel:
         """A model whose session lives in a host of its own, started now (the model's load
         errors as OnnxModel raises them: InvalidInput, or onnxruntime's, as RuntimeError).
-        The server's end while it starts kills its child (ModelNotReady)."""
+        ``stop()`` true (an upload's client gone) or the server's end while it starts: its
+        child is killed within ``POLL_S`` and the load fails with ModelNotReady."""
         with self._lock:
             if self._closed:
                 raise ModelNotReady("the server is shutting down")
         hosted = HostedModel(
-            model, optimize=optimize, intra_op_threads=intra_op_threads, hosts=self
+            model, optimize=optimize, intra_op_threads=intra_op_threads, hosts=self, stop=stop
         )
         with self._lock:
             closed = self._closed
@@ -318,6 +324,7 @@ class HostedModel:
         optimize: bool,
         intra_op_threads: int,
         hosts: ModelHosts,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._hosts = hosts
         self._limits = hosts.limits
@@ -348,7 +355,7 @@ class HostedModel:
         self.empty_unsafe: tuple[str, ...] = ()
         """Set by the data plane, as for OnnxModel."""
         try:
-            self.inputs, self.outputs, self.metadata = described(self._start())
+            self.inputs, self.outputs, self.metadata = described(self._start(stop))
         except StartStopped:
             self._close_file()
             raise ModelNotReady("the model's load was stopped") from None

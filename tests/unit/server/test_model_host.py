@@ -777,3 +777,32 @@ def test_the_next_request_after_a_crash_is_answered_by_the_spare() -> None:
         assert _started(crasher) == spare
         assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
         assert crasher.pid == spare
+
+
+def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
+    """``stop()`` (an upload's client gone) while the model's host builds its session: the
+    child is killed (within ``POLL_S``), the load fails with ModelNotReady, no host is kept;
+    the spare started for the next start stays, holding nothing."""
+    hosts.warm()
+    handed = hosts.spare_pid
+    assert handed is not None
+    left = threading.Event()
+    got: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            hosts.load(_slow_crasher(), optimize=True, intra_op_threads=1, stop=left.is_set)
+        except BaseException as exc:
+            got.append(exc)
+
+    loading = threading.Thread(target=load)
+    loading.start()
+    deadline = time.monotonic() + 30
+    while hosts.spare_pid in (None, handed) and time.monotonic() < deadline:
+        time.sleep(0.002)  # the next spare is started once the model is handed over
+    left.set()
+    loading.join(30)
+    assert len(got) == 1 and isinstance(got[0], ModelNotReady), got
+    assert "stopped" in got[0].message
+    assert _gone(handed, within=0.5)
+    assert hosts.count == 0 and _children() == {hosts.spare_pid}
