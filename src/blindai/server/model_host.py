@@ -80,13 +80,11 @@ from blindai.server._host_process import (
     Crashed,
     Host,
     Pending,
-    Spawned,
     StartStopped,
     described,
-    discard,
     error_from,
-    spawn,
 )
+from blindai.server._host_starts import Restarter, Spare
 from blindai.server._host_wire import (
     Frame,
     FrameError,
@@ -166,62 +164,19 @@ class ModelHosts:
         self._lock = threading.Lock()
         self._models: set[HostedModel] = set()
         self._closed = False
-        self._restarts: deque[HostedModel] = deque()
-        """Models whose host ended, to start again before their next request (each once)."""
-        self._wake = threading.Condition(self._lock)
-        self._restarter: threading.Thread | None = None
-        """The one thread that starts hosts again in the background (started at the first
-        crash): one such start at a time for the whole server."""
-        self._spare: Spawned | None = None
-        """The spare: one child started ahead (interpreter and onnxruntime's import done),
-        handed the next model to start; it has received nothing before (no tenant's data)."""
-        self._spawning = 0
-        """Spares being started now (:meth:`close` waits for them)."""
+        self._spare = Spare()
+        """One child started ahead, handed to the next start (``_host_starts``)."""
+        self._restarter = Restarter()
+        """The one thread starting crashed models' hosts again (``_host_starts``)."""
 
     def warm(self) -> None:
         """Start the spare now (at server start), so that the first start finds it ready."""
-        with self._lock:
-            if self._spare is not None or self._closed:
-                return
-            self._spawning += 1
-        try:
-            spawned: Spawned | None = spawn()  # not under the lock: no start waits for a fork
-            with self._lock:
-                if self._spare is None and not self._closed:
-                    self._spare, spawned = spawned, None
-            if spawned is not None:  # the server closed, or another made one meanwhile
-                discard(spawned)
-        finally:
-            with self._lock:
-                self._spawning -= 1
-                self._wake.notify_all()
-
-    def _replenish(self) -> None:
-        """Start the next spare, once a start was handed the last (a failure here is the
-        next start's to report: it then starts a child of its own)."""
-        try:
-            self.warm()
-        except OSError as exc:
-            _log.warning("model host: the spare process could not be started (%s)", exc)
-
-    def take(self) -> Spawned:
-        """A child for a start: the spare when it is alive, else a new one (the caller hands
-        it to ``Host.start``, then calls :meth:`_replenish` through its ``handed``)."""
-        with self._lock:
-            if self._closed:
-                raise StartStopped("the server is shutting down")
-            spawned, self._spare = self._spare, None
-        if spawned is not None and spawned[0].poll() is None:
-            return spawned
-        if spawned is not None:
-            discard(spawned)
-        return spawn()
+        self._spare.warm()
 
     @property
     def spare_pid(self) -> int | None:
         """The process id of the spare (None: there is none now)."""
-        spare = self._spare
-        return None if spare is None else spare[0].pid
+        return self._spare.pid
 
     def load(
         self,
@@ -259,32 +214,12 @@ class ModelHosts:
         """Start ``model``'s host again in the background, ahead of its next request (after a
         crash): queued once, started by the one restarter thread, which starts nothing for a
         model refused by its crash limit, released, or already started by a request."""
-        with self._lock:
-            if self._closed or model in self._restarts:
-                return
-            self._restarts.append(model)
-            if self._restarter is None:
-                self._restarter = threading.Thread(
-                    target=self._restart_loop, name="blindai-host-restarts", daemon=True
-                )
-                self._restarter.start()
-            self._wake.notify()
-
-    def _restart_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._restarts and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                model = self._restarts.popleft()
-            model.restart()
+        self._restarter.soon(model)
 
     def _forget(self, model: HostedModel) -> None:
         with self._lock:
             self._models.discard(model)
-            with contextlib.suppress(ValueError):
-                self._restarts.remove(model)
+        self._restarter.forget(model)
 
     @property
     def count(self) -> int:
@@ -293,23 +228,15 @@ class ModelHosts:
             return len(self._models)
 
     def close(self) -> None:
-        """Stop every host now (the server's end): a start in the background is given up,
-        its child killed, before this returns."""
+        """Stop every host now (the server's end): a start under way is given up, its child
+        killed, and the spare too, before this returns."""
         with self._lock:
             self._closed = True
             models, self._models = list(self._models), set()
-            self._restarts.clear()
-            self._wake.notify_all()
-            restarter = self._restarter
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            discard(spare)
         for model in models:
             model.stop()
-        if restarter is not None:
-            restarter.join(10)  # a start looks at ``closed`` every POLL_S
-        with self._lock:  # a spare forked meanwhile is discarded by its forker
-            self._wake.wait_for(lambda: not self._spawning, timeout=10)
+        self._restarter.close()  # its start under way gives up within POLL_S
+        self._spare.close()
 
 
 class HostedModel:
@@ -395,8 +322,8 @@ class HostedModel:
                 fd,
                 max_bytes=self._limits.max_reply_bytes + (1 << 20),
                 stop=lambda: self._released or self._hosts.closed or stop(),
-                spawned=self._hosts.take(),
-                handed=self._hosts._replenish,
+                spawned=self._hosts._spare.take(),
+                handed=self._hosts._spare.replenish,
             )
         finally:
             os.close(fd)
