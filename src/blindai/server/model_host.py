@@ -406,13 +406,14 @@ class HostedModel:
             "again (POST /v2/repository/models/NAME/unload, then load)"
         )
 
-    def _count_crash(self, host: Host | None, why: str, keys: frozenset[str] = frozenset()) -> None:
+    def _count_crash(self, host: Host | None, why: str, keys: frozenset[str] = frozenset()) -> bool:
         """Count a crash (once per host; the caller holds ``_start_lock``) and charge it to
         ``keys``; at the limit, the model is not started again while those crashes lie within
-        the window."""
+        the window. True: a running host crashed, below the limit (its successor is to start
+        now, once the caller has released the lock)."""
         if host is not None:
             if host.counted:
-                return
+                return False
             host.counted = True
         self._hosts.ended("crash")
         now = time.monotonic()
@@ -424,10 +425,9 @@ class HostedModel:
                 _log.warning(
                     "model host: a model's process crashed %d times; not restarted", crashes
                 )
-            return
+            return False
         _log.warning("model host: a model's process ended during a run (%s)", why)
-        if host is not None:  # a running host crashed: its successor starts now, not later
-            self._hosts.restart_soon(self)
+        return host is not None
 
     def _charge(self, keys: frozenset[str], now: float) -> None:
         """Charge a crash at ``now`` to each of ``keys`` (and forget charges past the window)."""
@@ -554,7 +554,9 @@ class HostedModel:
         if isinstance(failure, Crashed):
             if not host.counted:  # counted once: the others do not wait for the lock (a start)
                 with self._start_lock:
-                    self._count_crash(host, str(failure), failure.keys)
+                    again = self._count_crash(host, str(failure), failure.keys)
+                if again:  # its successor starts now, not for the next request
+                    self._hosts.restart_soon(self)
             if failure.runs > 1:  # not this request's fault, for all it is known
                 raise ServerBusy(
                     f"onnxruntime ended the model's process during this run ({failure}) with "
