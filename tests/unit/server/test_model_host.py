@@ -697,6 +697,7 @@ def test_unloading_during_a_start_in_the_background_leaves_no_process(
     """An unload while the successor of a crashed host starts: the start is given up (its
     child, the spare it was handed, killed within ``POLL_S``), not finished and then stopped;
     the server's next spare stays, holding no model."""
+    before = _children()  # other tests' processes
     crasher = hosts.load(_slow_crasher(), optimize=True, intra_op_threads=1)
     crashed, handed = crasher._host, hosts.spare_pid
     assert handed is not None
@@ -706,13 +707,14 @@ def test_unloading_during_a_start_in_the_background_leaves_no_process(
     crasher.unload()
     assert _gone(handed, within=1.0)
     assert crasher._host is crashed  # given up: no host answered, none was kept
-    assert _children() == {hosts.spare_pid}
+    assert _children() - before == {hosts.spare_pid}
 
 
 def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() -> None:
     """The server's end while a host starts in the background: when ``close`` returns, the
     starting child and the spare are killed and reaped."""
     group = ModelHosts(limits=LIMITS)
+    before = _children()  # other tests' processes
     try:
         crasher = group.load(_slow_crasher(), optimize=True, intra_op_threads=1)
         crashed, handed = crasher._host, group.spare_pid
@@ -722,7 +724,7 @@ def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() 
         deadline = time.monotonic() + 5
         while group.spare_pid in (None, handed) and time.monotonic() < deadline:
             time.sleep(0.002)  # the next spare is started once the model is handed over
-        alive = _children()
+        alive = _children() - before
         assert alive == {handed, group.spare_pid}, alive
     finally:
         group.close()
@@ -734,6 +736,7 @@ def test_a_start_is_handed_the_spare_and_a_next_one_is_started(hosts: ModelHosts
     """A host start waited for a new interpreter and onnxruntime's import (about 0.3 s of
     0.3 s for a small model); one child started ahead, the spare, is handed the model instead,
     and the next spare is started: one for the whole server, never more."""
+    before = _children()  # other tests' processes
     hosts.warm()
     spare = hosts.spare_pid
     assert spare is not None
@@ -744,7 +747,7 @@ def test_a_start_is_handed_the_spare_and_a_next_one_is_started(hosts: ModelHosts
     assert loaded[0].pid == spare
     pids = {m.pid for m in loaded}
     assert len(pids) == 3 and hosts.spare_pid not in pids | {None}
-    assert _children() == pids | {hosts.spare_pid}
+    assert _children() - before == pids | {hosts.spare_pid}
     x = np.ones((1, 3), np.float32)
     assert all(np.array_equal(m.predict({"x": x})[0][1], x) for m in loaded)
 
@@ -783,6 +786,7 @@ def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
     """``stop()`` (an upload's client gone) while the model's host builds its session: the
     child is killed (within ``POLL_S``), the load fails with ModelNotReady, no host is kept;
     the spare started for the next start stays, holding nothing."""
+    before = _children()  # other tests' processes
     hosts.warm()
     handed = hosts.spare_pid
     assert handed is not None
@@ -805,4 +809,4 @@ def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
     assert len(got) == 1 and isinstance(got[0], ModelNotReady), got
     assert "stopped" in got[0].message
     assert _gone(handed, within=0.5)
-    assert hosts.count == 0 and _children() == {hosts.spare_pid}
+    assert hosts.count == 0 and _children() - before == {hosts.spare_pid}
