@@ -342,12 +342,13 @@ def test_no_model_host_outlives_the_server(tmp_path: Path, how: str) -> None:
     host, and the spare, sees its socket end and exits."""
     server = start_server(tmp_path, *ISOLATED)
     try:
+        (spare,) = _hosts(server.process.pid)  # started with the server, before any upload
         with connect(server) as conn:
             for k in range(2):
                 model_id = conn.upload_model(identity(TensorProto.FLOAT, [k + 1, 3])).model_id
                 conn.predict(model_id, {"x": np.ones((k + 1, 3), np.float32)})
         hosts = _hosts(server.process.pid)
-        assert len(hosts) == 3  # two models' and the spare (started ahead for the next start)
+        assert len(hosts) == 3 and spare in hosts  # the first upload's host was that spare
         if how == "kill":
             server.process.send_signal(signal.SIGKILL)
             server.process.wait(10)
