@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
+import socket
+import ssl
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import numpy as np
 import pytest
 from onnx import TensorProto
@@ -281,27 +285,70 @@ def test_a_tenant_that_crashes_a_public_model_is_refused_and_the_others_are_serv
 
 
 def test_deleting_a_model_stops_its_host(isolated: ServerProcess) -> None:
+    """The upload's host is the spare started before it (the next spare is started then): the
+    delete stops that host, and the server keeps one spare."""
     pid = isolated.process.pid
     with connect(isolated) as conn:
         before = _hosts(pid)
         model_id = conn.upload_model(identity(TensorProto.FLOAT, [7, 3])).model_id
-        (host,) = _hosts(pid) - before
+        during = _hosts(pid)
+        assert len(during) == len(before) + 1
         conn.delete_model(model_id)
-    assert _gone({host})
+    deadline = time.monotonic() + 10
+    while len(after := _hosts(pid)) > len(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (host,) = during - after
+    assert _gone({host}) and after <= during
+
+
+def _cut(server: ServerProcess, body: bytes, sent: int) -> None:
+    """Send an upload's head and the first ``sent`` bytes of its body, then leave."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection((server.host, server.management_port), timeout=30)
+    with ctx.wrap_socket(raw) as sock:
+        head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        sock.sendall(head.encode() + body[:sent])
+        time.sleep(0.5)  # the server has read what came
+
+
+def test_an_upload_cut_mid_body_starts_no_host(isolated: ServerProcess) -> None:
+    """A client that leaves inside its upload's body: the model's bytes go (the file closed),
+    no check, no compile and no host is started for it, and the server serves the next one."""
+    pid = isolated.process.pid
+    before = _hosts(pid)
+    model = identity(TensorProto.FLOAT, [5, 3])
+    body = cbor2.dumps({"model": model, "length": len(model), "model_name": "cut"})
+    pattern = re.compile(r"POST /upload (\d+) ")
+    earlier = len(pattern.findall(isolated.log()))
+    _cut(isolated, body, len(body) // 2)
+    deadline = time.monotonic() + 30
+    while len(pattern.findall(isolated.log())) == earlier and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pattern.findall(isolated.log())[earlier:] == ["499"], isolated.log()[-2000:]
+    assert _hosts(pid) == before
+    with connect(isolated) as conn:
+        assert "cut" not in [m.name for m in conn.list_models()]
+        model_id = conn.upload_model(model, model_name="kept").model_id
+        x = np.ones((5, 3), np.float32)
+        assert np.array_equal(conn.predict(model_id, {"x": x}).output[0], x)
+        conn.delete_model(model_id)
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_no_model_host_outlives_the_server(tmp_path: Path, how: str) -> None:
-    """Stopped (SIGTERM), the server stops its hosts; killed (SIGKILL), each host sees its
-    socket end and exits."""
+    """Stopped (SIGTERM), the server stops its hosts and its spare; killed (SIGKILL), each
+    host, and the spare, sees its socket end and exits."""
     server = start_server(tmp_path, *ISOLATED)
     try:
+        (spare,) = _hosts(server.process.pid)  # started with the server, before any upload
         with connect(server) as conn:
             for k in range(2):
                 model_id = conn.upload_model(identity(TensorProto.FLOAT, [k + 1, 3])).model_id
                 conn.predict(model_id, {"x": np.ones((k + 1, 3), np.float32)})
         hosts = _hosts(server.process.pid)
-        assert len(hosts) == 2
+        assert len(hosts) == 3 and spare in hosts  # the first upload's host was that spare
         if how == "kill":
             server.process.send_signal(signal.SIGKILL)
             server.process.wait(10)

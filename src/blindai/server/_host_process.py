@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +37,13 @@ __all__ = [
     "Crashed",
     "Host",
     "Pending",
+    "Spawned",
+    "StartStopped",
     "child_env",
     "described",
+    "discard",
     "error_from",
+    "spawn",
     "spec_from",
 ]
 
@@ -56,6 +60,11 @@ class Crashed(Exception):
 
     runs: int = 1
     keys: frozenset[str] = frozenset()
+
+
+class StartStopped(Exception):
+    """A start given up because its ``stop()`` became true (the model was released, the server
+    is closing, or the upload's client went away): its child was killed."""
 
 
 @dataclass
@@ -94,19 +103,31 @@ class Host:
 
     @classmethod
     def start(
-        cls, setup: dict[str, Any], fd: int, *, max_bytes: int
+        cls,
+        setup: dict[str, Any],
+        fd: int,
+        *,
+        max_bytes: int,
+        stop: Callable[[], bool] = lambda: False,
+        spawned: Spawned | None = None,
+        handed: Callable[[], object] = lambda: None,
     ) -> tuple[Host, dict[str, Any]]:
-        """Start a child, send it ``setup`` and the model's descriptor, wait for its answer
-        (the model's specs), and start the thread that reads its replies. ModelNotReady when
-        it did not start; the load's own error when the model failed."""
-        host = cls(*_spawn())
+        """Start a child (``spawned``: one started before, which has received nothing yet),
+        send it ``setup`` and the model's descriptor (then call ``handed()``), wait for its
+        answer (the model's specs), and start the thread that reads its replies. ModelNotReady
+        when it did not start; the load's own error when the model failed; StartStopped, its
+        child killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads)."""
+        host = cls(*(spawned or spawn()))
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             socket.send_fds(channel, [json.dumps(setup).encode()], [fd])
+            handed()
             channel.settimeout(POLL_S)
             frame = read_frame(
-                channel, max_bytes=max_bytes, closing=lambda: time.monotonic() > deadline
+                channel,
+                max_bytes=max_bytes,
+                closing=lambda: stop() or time.monotonic() > deadline,
             )
             if frame is None:
                 host.stop("")
@@ -116,6 +137,8 @@ class Host:
         except (OSError, FrameError, Crashed) as exc:
             host.stop("")
             channel.close()
+            if stop():
+                raise StartStopped("the start was stopped") from None
             why = str(exc) if isinstance(exc, Crashed) else type(exc).__name__
             if time.monotonic() > deadline:
                 why = f"no answer within {START_TIMEOUT_S:g} s"
@@ -215,8 +238,13 @@ class Host:
             pass
 
 
-def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
-    """A started child and the server's end of its socket.
+Spawned = tuple[subprocess.Popen[bytes], socket.socket]
+"""A started child and the server's end of its socket."""
+
+
+def spawn() -> Spawned:
+    """A started child and the server's end of its socket: it imports onnxruntime, then waits
+    for its first frame (the setup and the model's descriptor).
 
     The child starts in a private directory that is removed as soon as it has started: a
     missed external reference finds nothing, nothing can be written there, and nothing is left
@@ -240,6 +268,18 @@ def _spawn() -> tuple[subprocess.Popen[bytes], socket.socket]:
         theirs.close()
         os.rmdir(directory)  # the child's working directory from now on: a removed one
     return process, ours
+
+
+def discard(spawned: Spawned) -> None:
+    """Kill a child that was never handed a model, reap it, and close its socket."""
+    process, channel = spawned
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
+        pass
+    channel.close()
 
 
 def child_env() -> dict[str, str]:

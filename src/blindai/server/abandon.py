@@ -6,8 +6,11 @@ client that leaves meanwhile will not read the answer; without this, its model w
 stored and registered all the same, holding a compile worker and one of its key's
 ``--max-models-per-key`` places for an id nobody received (a client that retried after a
 timeout held two). The upload watches its client; once it is gone, :meth:`Abandon.set` kills
-the child checking the model, if there is one, and the upload raises :class:`ClientGone` at its
-next step instead of registering the model.
+the child checking the model, if there is one, a model host being started for it
+(``--run-isolation process``: the start looks at :meth:`Abandon.is_set` every ``POLL_S``) is
+killed, and the upload raises :class:`ClientGone` at its next step instead of registering the
+model. A session built in the server's own process cannot be stopped: it runs to its end (the
+guard bounded its time) and is then dropped.
 """
 
 from __future__ import annotations

@@ -680,25 +680,36 @@ class DataPlane:
         abandon: Abandon | None = None,
     ) -> tuple[LoadedModel, ModelQueue | None]:
         """The compile guard's checks and trial compile, then the server's own compile (not
-        begun once ``abandon`` is set: the client went away)."""
+        begun once ``abandon`` is set: the client went away; a model's host being started for
+        it is killed then, ClientGone)."""
         abandon = abandon or Abandon()
         try:
             # a streamed model's file goes to the guard's child as a read-only descriptor
             report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
             abandon.check()
-            compiled = self._compiled(model, optimize, schedule)
+            try:
+                compiled = self._compiled(model, optimize, schedule, abandon)
+            except BlindAIError:
+                abandon.check()  # stopped because the client went away: not the model's fault
+                raise
         finally:  # the next child starts once both compilations no longer need the CPU
             self.compile_guard.replenish()
         compiled[0].empty_unsafe = report.empty_unsafe
         return compiled
 
     def _compiled(
-        self, model: bytes | ModelFile, optimize: bool, schedule: _Schedule
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: _Schedule,
+        abandon: Abandon | None = None,
     ) -> tuple[LoadedModel, ModelQueue | None]:
-        """The session and, for a model that batches, its queue (batching is probed here)."""
+        """The session and, for a model that batches, its queue (batching is probed here).
+        ``abandon`` set while a model's host starts kills it (ModelNotReady); a session built
+        in the server's process cannot be stopped (the guard bounded its time)."""
         started = time.perf_counter()
         try:
-            compiled = self._session(model, optimize, schedule.intra_op_threads)
+            compiled = self._session(model, optimize, schedule.intra_op_threads, abandon)
         finally:
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
         policy = schedule.policy
@@ -724,10 +735,19 @@ class DataPlane:
         source = Path(model.path) if isinstance(model, ModelFile) else model
         return inline_gate(source, limit_us=self.settings.inline_run_us)
 
-    def _session(self, model: bytes | ModelFile, optimize: bool, threads: int) -> LoadedModel:
+    def _session(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        threads: int,
+        abandon: Abandon | None = None,
+    ) -> LoadedModel:
         try:
             if self.hosts is not None:
-                return self.hosts.load(model, optimize=optimize, intra_op_threads=threads)
+                stop = abandon.is_set if abandon is not None else lambda: False
+                return self.hosts.load(
+                    model, optimize=optimize, intra_op_threads=threads, stop=stop
+                )
             return OnnxModel(
                 model.path if isinstance(model, ModelFile) else model,
                 optimize=optimize,

@@ -214,6 +214,8 @@ def build(
     registry = ModelRegistry(max_models=settings.max_models)
     apps = create_apps(settings, registry, service, access=access, store=store)
     apps.plane.compile_guard.warm()
+    if apps.plane.hosts is not None:
+        apps.plane.hosts.warm()  # the first model's host then skips the interpreter's start
     if store is not None:
         restored = apps.plane.restore()
         refused = f", {len(store.refused)} entries refused" if store.refused else ""

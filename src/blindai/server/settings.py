@@ -181,12 +181,13 @@ class ServerSettings(BaseSettings):
     run_isolation: Literal["none", "process"] = "none"
     """Where each model's onnxruntime session runs. ``none``: in the server's process (a kernel
     that crashes on a request's values ends it, every tenant's runs with it). ``process``: in
-    a model host process of its own per model, restarted after a crash (the runs in flight on
-    that model fail, 422; other models go on); a run stopped at --run-timeout that the host
-    does not give up at once has its host killed, so one long kernel is bounded too. Costs a
-    copy of every request's tensors each way and a process per model; --max-run-memory then
-    caps each model's arena, not all of them together. Not with --device cuda, and not for
-    Gramine-SGX (a process is a new enclave); see docs/limits.md."""
+    a model host process of its own per model, restarted at once after a crash (the runs in
+    flight on that model fail, 422; other models go on); a run stopped at --run-timeout that
+    the host does not give up at once has its host killed, so one long kernel is bounded
+    too. Costs a copy of every request's tensors each way, a process per model and one spare
+    started ahead; --max-run-memory then caps each model's arena, not all of them together.
+    Not with --device cuda, and not for Gramine-SGX (a process is a new enclave); see
+    docs/limits.md."""
     empty_kernel_proofs: CliImplicitFlag[bool] = True
     """Admit a model with an operator whose onnxruntime kernel ends the process on an empty
     tensor (LSTM, GRU, com.microsoft SkipLayerNormalization, MultiHeadAttention, ...) only where

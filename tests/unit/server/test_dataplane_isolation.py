@@ -4,6 +4,7 @@ host crashes, runs past its timeout, or crashed too often; and how its model com
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from blindai.errors import InferenceFailed, InferenceTimeout, ModelNotReady
+from blindai.server.abandon import ClientGone
 from blindai.server.access import ANONYMOUS
 from blindai.server.dataplane import DataPlane
 from blindai.server.model_host import CRASH_LIMIT, HostedModel
@@ -189,3 +191,54 @@ def test_a_run_past_its_hosts_arena_is_a_422_while_other_models_run() -> None:
         assert y == -1000.0
     finally:
         plane.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_upload_abandoned_while_its_host_starts_stops_that_start(plane: DataPlane) -> None:
+    """The client of an upload leaves once its model passed the compile guard, while the
+    model's host builds its session (seconds for a big model, up to the guard's time): the
+    build went on for nobody, then the host was stopped. Now the start is given up at once
+    (its child killed within ``POLL_S``): ClientGone, no process but the spare left, nothing
+    registered, and the next upload is served."""
+    hosts = plane.hosts
+    assert hosts is not None
+    hosts.warm()
+    handed = hosts.spare_pid
+    assert handed is not None
+    slow = attacks.wide_ifs(8000)  # its session takes about 2 s to build on the test machine
+    left = asyncio.Event()
+
+    async def disconnected() -> None:
+        await left.wait()
+
+    async def scenario() -> float:
+        upload = asyncio.ensure_future(
+            plane.upload(
+                slow, name=None, optimize=True, caller=ANONYMOUS, disconnected=disconnected
+            )
+        )
+        deadline = time.monotonic() + 120  # the guard's check first
+        while hosts.spare_pid in (None, handed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # the next spare: the model was handed to ``handed``
+        assert not upload.done()
+        await asyncio.sleep(0.3)  # well inside the session's build
+        left.set()
+        stopped = time.monotonic()
+        with pytest.raises(ClientGone):
+            await upload
+        return time.monotonic() - stopped
+
+    took = asyncio.run(scenario())
+    assert took < 1.0, took  # not the rest of the build
+    assert not _alive(handed)
+    assert plane.registry.ready_count() == 0 and hosts.count == 0  # nothing kept
+    ref = _upload(plane, identity(TensorProto.FLOAT))
+    x = np.ones((1, 3), np.float32)
+    assert np.array_equal(_infer(plane, ref, [("x", x)])[0][1], x)

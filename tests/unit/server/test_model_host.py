@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import ml_dtypes
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -63,6 +64,16 @@ def _gone(pid: int, within: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _started(hosted: HostedModel, within: float = 30.0) -> int:
+    """The pid of ``hosted``'s host once one runs, waiting without a request (after a crash,
+    it is started in the background); fails when none is started ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while (pid := hosted.pid) is None and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    assert pid is not None, "no host was started in the background"
+    return pid
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -356,6 +367,30 @@ def _crasher(**limits: float) -> Iterator[tuple[HostedModel, dict[str, np.ndarra
 HOSTILE = attacks.empty_unsafe_feeds("GRU", made="slice", empty=True)
 
 
+def _slow_crasher(ifs: int = 3000) -> bytes:
+    """The GRU crasher beside ``ifs`` sibling ``If`` nodes on an input ``slow``: its session
+    takes about 0.9 s to build (on the 2-core test machine), with or without a spare."""
+    model = onnx.load_from_string(attacks.empty_unsafe("GRU", made="slice"))
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("slow", TensorProto.BOOL, []))
+
+    def branch(op: str, name: str) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(name, TensorProto.BOOL, [])
+        return helper.make_graph([helper.make_node(op, ["slow"], [name])], name, [], [out])
+
+    for i in range(ifs):
+        then_g, else_g = branch("Identity", f"slow_t{i}"), branch("Not", f"slow_e{i}")
+        graph.node.append(
+            helper.make_node("If", ["slow"], [f"slow{i}"], then_branch=then_g, else_branch=else_g)
+        )
+    graph.node.append(helper.make_node("Identity", [f"slow{ifs - 1}"], ["slow_out"]))
+    graph.output.append(helper.make_tensor_value_info("slow_out", TensorProto.BOOL, []))
+    return model.SerializeToString()
+
+
+SLOW_HOSTILE = {**HOSTILE, "slow": np.array(True)}
+
+
 def test_a_model_that_keeps_crashing_is_not_started_again() -> None:
     with _crasher(crash_limit=2) as (crasher, fine):
         for _ in range(2):
@@ -399,7 +434,10 @@ def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served(
             assert "ended 2 times within 2 s during runs sent with this key" in (
                 refused.value.message
             )
-        assert crasher.pid is None  # the refusals started no host
+        started = _started(crasher)  # by the crash, in the background
+        with pytest.raises(PermissionDenied):
+            crasher.predict(fine, caller="k_bad")
+        assert crasher.pid == started  # the refusals started no host
         for caller in ("k_good", None):
             assert crasher.predict(fine, caller=caller)[0][1].shape == (3, 1, 1, 2)
         time.sleep(2.1)
@@ -475,8 +513,10 @@ def test_a_run_stopped_in_a_long_kernel_has_its_host_killed(hosts: ModelHosts) -
     assert took < IN_THE_KERNEL_S + LIMITS.terminate_grace_s + 0.5, took
     assert stopped.value.__cause__ is not None  # a runtime cause: failure_for answers 504
     assert _gone(pid)
+    again_pid = _started(hosted)  # its successor starts at once, not at the next request
     ((_, again),) = hosted.predict({"n": np.array([3], np.int64)})
     assert again == 27.0
+    assert hosted.pid == again_pid
 
 
 def test_the_other_runs_of_a_killed_host_are_told_to_try_again(hosts: ModelHosts) -> None:
@@ -523,7 +563,7 @@ def test_closing_the_hosts_stops_every_host() -> None:
         group.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
         for _ in range(3)
     ]
-    pids = [m.pid for m in loaded]
+    pids = [m.pid for m in loaded] + [group.spare_pid]
     group.close()
     assert all(pid is not None and _gone(pid) for pid in pids)
     with pytest.raises(ModelNotReady, match="shutting down"):
@@ -571,8 +611,11 @@ def test_a_start_answer_no_host_of_ours_gives_is_refused(answer: dict[str, objec
 def _children() -> set[int]:
     found: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as listing:
-            found.update(int(p) for p in listing.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as listing:
+                found.update(int(p) for p in listing.read().split())
+        except FileNotFoundError:  # a thread that ended meanwhile (its children are ours)
+            continue
     return found
 
 
@@ -590,7 +633,7 @@ def test_a_host_that_describes_its_model_unreadably_is_stopped(
     monkeypatch.setattr(model_host, "described", unreadable)
     with pytest.raises(ModelNotReady):
         hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
-    assert _children() - before == set()
+    assert _children() - before == {hosts.spare_pid}  # the next start's spare, no host
     assert hosts.count == 0
 
 
@@ -605,3 +648,165 @@ def test_a_host_works_in_a_directory_that_is_gone_once_it_started(hosts: ModelHo
     assert not os.path.exists(cwd.removesuffix(" (deleted)"))
     x = np.ones((1, 3), np.float32)
     assert np.array_equal(hosted.predict({"x": x})[0][1], x)
+
+
+def test_after_a_crash_the_host_is_started_again_before_the_next_request() -> None:
+    """The next request after a crash (an innocent one, on a public model) waited for a new
+    host: a new interpreter, onnxruntime's import and the session's build (0.3-0.5 s). The
+    successor is started in the background as soon as the crash is counted: the next request
+    finds it running (the same process, no start of its own)."""
+    with _crasher() as (crasher, fine):
+        before = crasher.pid
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(HOSTILE)
+        assert before is not None and _gone(before)
+        started = _started(crasher)
+        assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
+        assert crasher.pid == started
+
+
+def _starting(hosted: HostedModel, within: float = 30.0) -> None:
+    """Wait until ``hosted``'s host is being started in the background (its start lock held,
+    no host answered yet); fails when no start is seen ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not hosted._start_lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert hosted._start_lock.locked(), "no host was started in the background"
+    assert hosted.pid is None  # still building its session (about 0.9 s)
+
+
+def test_a_model_refused_by_its_crash_limit_starts_nothing_in_the_background() -> None:
+    """Starts stay within the crash limit: after the crash that reaches it, no process is
+    started, in the background or by a request."""
+    with _crasher(crash_limit=2) as (crasher, fine):
+        for _ in range(2):
+            with pytest.raises(InferenceFailed, match="SIGABRT"):
+                crasher.predict(HOSTILE)
+        before = _children()
+        time.sleep(1.0)  # a start in the background would have its child by now
+        assert _children() - before == set()
+        assert crasher.pid is None
+        with pytest.raises(ModelNotReady, match="crashed 2 times"):
+            crasher.predict(fine)
+        assert _children() - before == set()
+
+
+def test_unloading_during_a_start_in_the_background_leaves_no_process(
+    hosts: ModelHosts,
+) -> None:
+    """An unload while the successor of a crashed host starts: the start is given up (its
+    child, the spare it was handed, killed within ``POLL_S``), not finished and then stopped;
+    the server's next spare stays, holding no model."""
+    before = _children()  # other tests' processes
+    crasher = hosts.load(_slow_crasher(), optimize=True, intra_op_threads=1)
+    crashed, handed = crasher._host, hosts.spare_pid
+    assert handed is not None
+    with pytest.raises(InferenceFailed, match="SIGABRT"):
+        crasher.predict(SLOW_HOSTILE)
+    _starting(crasher)
+    crasher.unload()
+    assert _gone(handed, within=1.0)
+    assert crasher._host is crashed  # given up: no host answered, none was kept
+    assert _children() - before == {hosts.spare_pid}
+
+
+def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() -> None:
+    """The server's end while a host starts in the background: when ``close`` returns, the
+    starting child and the spare are killed and reaped."""
+    group = ModelHosts(limits=LIMITS)
+    before = _children()  # other tests' processes
+    try:
+        crasher = group.load(_slow_crasher(), optimize=True, intra_op_threads=1)
+        crashed, handed = crasher._host, group.spare_pid
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(SLOW_HOSTILE)
+        _starting(crasher)
+        deadline = time.monotonic() + 5
+        while group.spare_pid in (None, handed) and time.monotonic() < deadline:
+            time.sleep(0.002)  # the next spare is started once the model is handed over
+        alive = _children() - before
+        assert alive == {handed, group.spare_pid}, alive
+    finally:
+        group.close()
+    assert all(_gone(pid, within=0.05) for pid in alive)
+    assert crasher._host is crashed
+
+
+def test_a_start_is_handed_the_spare_and_a_next_one_is_started(hosts: ModelHosts) -> None:
+    """A host start waited for a new interpreter and onnxruntime's import (about 0.3 s of
+    0.3 s for a small model); one child started ahead, the spare, is handed the model instead,
+    and the next spare is started: one for the whole server, never more."""
+    before = _children()  # other tests' processes
+    hosts.warm()
+    spare = hosts.spare_pid
+    assert spare is not None
+    loaded = [
+        hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+        for _ in range(3)
+    ]
+    assert loaded[0].pid == spare
+    pids = {m.pid for m in loaded}
+    assert len(pids) == 3 and hosts.spare_pid not in pids | {None}
+    assert _children() - before == pids | {hosts.spare_pid}
+    x = np.ones((1, 3), np.float32)
+    assert all(np.array_equal(m.predict({"x": x})[0][1], x) for m in loaded)
+
+
+def test_the_spare_holds_nothing_of_any_tenant(hosts: ModelHosts) -> None:
+    """Before it is handed a model, the spare has received nothing: its descriptors are its
+    socket, /dev/null and onnxruntime's own, none of a model's file; its environment has no
+    setting of the server's."""
+    model = ModelFile.holding(models.identity(TensorProto.FLOAT))
+    loaded = hosts.load(model, optimize=True, intra_op_threads=1)
+    spare = hosts.spare_pid
+    assert spare is not None and spare != loaded.pid
+    time.sleep(1.0)  # its imports done
+    links = {os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")}
+    assert os.readlink(f"/proc/{spare}/fd/0").startswith("socket:")
+    assert not any("memfd" in link or link == model.path for link in links), links
+    with open(f"/proc/{spare}/environ", "rb") as environ:
+        assert b"BLINDAI_" not in environ.read()
+    model.close()
+
+
+def test_the_next_request_after_a_crash_is_answered_by_the_spare() -> None:
+    """The successor of a crashed host is the spare started before the crash: its start is the
+    session's build alone (about 7 ms for this model, instead of 0.3 s)."""
+    with _crasher() as (crasher, fine):
+        spare = crasher._hosts.spare_pid
+        assert spare is not None
+        with pytest.raises(InferenceFailed, match="SIGABRT"):
+            crasher.predict(HOSTILE)
+        assert _started(crasher) == spare
+        assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
+        assert crasher.pid == spare
+
+
+def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
+    """``stop()`` (an upload's client gone) while the model's host builds its session: the
+    child is killed (within ``POLL_S``), the load fails with ModelNotReady, no host is kept;
+    the spare started for the next start stays, holding nothing."""
+    before = _children()  # other tests' processes
+    hosts.warm()
+    handed = hosts.spare_pid
+    assert handed is not None
+    left = threading.Event()
+    got: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            hosts.load(_slow_crasher(), optimize=True, intra_op_threads=1, stop=left.is_set)
+        except BaseException as exc:
+            got.append(exc)
+
+    loading = threading.Thread(target=load)
+    loading.start()
+    deadline = time.monotonic() + 30
+    while hosts.spare_pid in (None, handed) and time.monotonic() < deadline:
+        time.sleep(0.002)  # the next spare is started once the model is handed over
+    left.set()
+    loading.join(30)
+    assert len(got) == 1 and isinstance(got[0], ModelNotReady), got
+    assert "stopped" in got[0].message
+    assert _gone(handed, within=0.5)
+    assert hosts.count == 0 and _children() - before == {hosts.spare_pid}
