@@ -111,12 +111,15 @@ class Host:
         stop: Callable[[], bool] = lambda: False,
         spawned: Spawned | None = None,
         handed: Callable[[], object] = lambda: None,
+        ended_alone: Callable[[Host, Crashed], object] = lambda host, why: None,
     ) -> tuple[Host, dict[str, Any]]:
         """Start a child (``spawned``: one started before, which has received nothing yet),
         send it ``setup`` and the model's descriptor (then call ``handed()``), wait for its
         answer (the model's specs), and start the thread that reads its replies. ModelNotReady
         when it did not start; the load's own error when the model failed; StartStopped, its
-        child killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads)."""
+        child killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads).
+        ``ended_alone(host, why)``: called by the reader thread once the child ended by itself
+        with no run in flight (see :meth:`serve_replies`)."""
         host = cls(*(spawned or spawn()))
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -148,7 +151,10 @@ class Host:
             channel.close()
             raise
         threading.Thread(
-            target=host.serve_replies, args=(max_bytes,), name="blindai-model-host", daemon=True
+            target=host.serve_replies,
+            args=(max_bytes, ended_alone),
+            name="blindai-model-host",
+            daemon=True,
         ).start()
         return host, frame.header
 
@@ -171,9 +177,16 @@ class Host:
         with self.pending_lock:
             return not self.pending
 
-    def serve_replies(self, max_bytes: int) -> None:
+    def serve_replies(
+        self,
+        max_bytes: int,
+        ended_alone: Callable[[Host, Crashed], object] = lambda host, why: None,
+    ) -> None:
         """In the reader thread: hand each reply to its run; at the end, fail the rest and
-        close the socket (only this thread reads it, and only it closes it)."""
+        close the socket (only this thread reads it, and only it closes it). A child that
+        ended by itself (not stopped by the server) with no run in flight, which no run can
+        report (a kernel that corrupted the heap aborts once its answer is sent and its
+        buffers freed), is told to ``ended_alone(self, why)``."""
         why: BaseException | None = None
         try:
             while (frame := self._next(max_bytes)) is not None:
@@ -187,6 +200,7 @@ class Host:
             # ECONNRESET), or it answered what breaks the format (it is not trusted): killed
             if not self.closing and not self._ends_alone():
                 why = Crashed(f"an unreadable answer ({type(exc).__name__})")
+        by_us = self.closing  # stopped by the server: an unload, a stopped run, its end
         self.stop("")
         why = why or self.ended()
         with self.pending_lock:
@@ -200,6 +214,8 @@ class Host:
             waiting.done.set()
         with self.lock:
             self.channel.close()
+        if isinstance(why, Crashed) and not left and not by_us:
+            ended_alone(self, why)
 
     def _ends_alone(self) -> bool:
         """Whether the child exits by itself within half a second (it crashed)."""

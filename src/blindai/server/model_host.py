@@ -25,6 +25,9 @@ nobody has found. :class:`HostedModel` has the interface of
   window (so it cannot keep a public model stopped for the others), and a key that was in
   flight beside it when it did is charged too (its runs answer ServerBusy: it cannot be told
   apart from the culprit);
+- **a host that ends with no run in flight** (a kernel that corrupted the heap aborts once its
+  answer is sent and its buffers freed) counts as a crash too, charged to no key, and is
+  started again in the background the same way (within the same limit);
 - **a run stopped** (``RunOptions.terminate``: the run timeout, the client gone) is cancelled in
   the host; a host that has not answered ``TERMINATE_GRACE_S`` later (one long kernel) is
   killed and started again in the background: the run timeout bounds a single kernel too.
@@ -277,6 +280,9 @@ class HostedModel:
         self._key_crashes: dict[str, deque[float]] = {}
         """The times of the crashes charged to each key, within the window."""
         self._released = False
+        self._loaded = False
+        """Whether the first start described the model (until then, a host's end is the
+        load's to report, not a crash to start again after)."""
         self.inline: InlineGate | None = None
         """Always None: a hosted model never runs on the event loop."""
         self.empty_unsafe: tuple[str, ...] = ()
@@ -293,6 +299,7 @@ class HostedModel:
             self._close_file()
             raise
         self._output_names = [o.name for o in self.outputs]
+        self._loaded = True
 
     @property
     def pid(self) -> int | None:
@@ -324,11 +331,25 @@ class HostedModel:
                 stop=lambda: self._released or self._hosts.closed or stop(),
                 spawned=self._hosts._spare.take(),
                 handed=self._hosts._spare.replenish,
+                ended_alone=self._ended_alone,
             )
         finally:
             os.close(fd)
         self._host = host
         return answer
+
+    def _ended_alone(self, host: Host, why: Crashed) -> None:
+        """In the host's reader thread: the host ended by itself with no run in flight (a
+        kernel that corrupted the heap aborts once its answer is sent). A crash all the same:
+        counted (charged to no key: none was in flight), its successor started in the
+        background below the crash limit; uncounted, a model ending its host after each answer
+        was started again by each next request without bound."""
+        if self._released or not self._loaded:
+            return
+        with self._start_lock:
+            again = self._count_crash(host, f"{why}, with no run in flight")
+        if again:
+            self._hosts.restart_soon(self)
 
     def _live_host(self, run_options: ort.RunOptions | None) -> Host:
         """The running host, started again after a crash (within the crash limit). A run told

@@ -417,6 +417,29 @@ def test_a_model_stopped_for_its_crashes_starts_again_once_they_leave_the_window
         assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
 
 
+def test_a_host_that_ends_between_runs_counts_as_a_crash_and_starts_again() -> None:
+    """A host that ends with no run in flight (a kernel that corrupted the heap aborts the
+    process once its answer is sent and its buffers freed: SIGABRT, sent here) was counted by
+    nobody and started again by the next request: a model ending its host after every answer
+    was started again without bound (``crash_limit`` ignored), each start a process and a
+    session's build. It counts as a crash (charged to no key), and its successor starts in
+    the background as after any other crash; at the limit, none is started."""
+    with _crasher(crash_limit=2) as (crasher, fine):
+        for crashes in (1, 2):
+            pid = crasher.pid if crashes == 1 else _started(crasher)
+            assert pid is not None
+            assert crasher.predict(fine)[0][1].shape == (3, 1, 1, 2)
+            os.kill(pid, signal.SIGABRT)
+            assert _gone(pid)
+            deadline = time.monotonic() + 10
+            while len(crasher._crashes) < crashes and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            assert len(crasher._crashes) == crashes, "the host's end was not counted"
+        with pytest.raises(ModelNotReady, match="crashed 2 times within 60 s"):
+            crasher.predict(fine)
+        assert crasher.pid is None
+
+
 def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served() -> None:
     """One tenant's requests that crash a public model's host: the model-wide limit stopped it
     for every key after ``crash_limit`` crashes (a tenant with one key could keep it stopped).
