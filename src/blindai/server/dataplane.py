@@ -331,9 +331,12 @@ class DataPlane:
         queue = None
         if shared is None:
             # uploads waiting for a compile worker take turns between keys, as runs do
-            compiled, queue = await self._compiling(
-                functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
-                caller,
+            compiled, queue = await _released_if_cancelled(
+                self._compiling(
+                    functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
+                    caller,
+                ),
+                abandon,
             )
         else:
             compiled = shared
@@ -365,11 +368,14 @@ class DataPlane:
                     # unloaded) meanwhile, and its session with it: registered with it, this
                     # upload answered every run 404 ("deleted") while the index said READY
                     try:
-                        compiled, queue = await self._compiling(
-                            functools.partial(
-                                self._checked_compiled, model, optimize, schedule, abandon
+                        compiled, queue = await _released_if_cancelled(
+                            self._compiling(
+                                functools.partial(
+                                    self._checked_compiled, model, optimize, schedule, abandon
+                                ),
+                                caller,
                             ),
-                            caller,
+                            abandon,
                         )
                     except BaseException:
                         self._unstore(record)
@@ -599,8 +605,14 @@ class DataPlane:
                 or self._schedule(ModelSettings())
             )
             if shared is None:
-                session, queue = await self._compile.run(
-                    self._compiled, source, schedule.optimize, schedule
+                abandon = Abandon()
+                session, queue = await _released_if_cancelled(
+                    self._compile.submit(
+                        functools.partial(
+                            self._compiled, source, schedule.optimize, schedule, abandon
+                        )
+                    ),
+                    abandon,
                 )
                 session.empty_unsafe = entry.model.empty_unsafe  # what its upload's check found
             else:
@@ -683,6 +695,7 @@ class DataPlane:
         begun once ``abandon`` is set: the client went away; a model's host being started for
         it is killed then, ClientGone)."""
         abandon = abandon or Abandon()
+        abandon.check()  # waited for a worker for a caller that is gone: not the guard's child
         try:
             # a streamed model's file goes to the guard's child as a read-only descriptor
             report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
@@ -707,6 +720,8 @@ class DataPlane:
         """The session and, for a model that batches, its queue (batching is probed here).
         ``abandon`` set while a model's host starts kills it (ModelNotReady); a session built
         in the server's process cannot be stopped (the guard bounded its time)."""
+        if abandon is not None:
+            abandon.check()  # waited for a worker for a caller that is gone: nothing to compile
         started = time.perf_counter()
         try:
             compiled = self._session(model, optimize, schedule.intra_op_threads, abandon)
@@ -1274,6 +1289,29 @@ def _release(compiled: tuple[LoadedModel, ModelQueue | None]) -> None:
     session.unload()
     if queue is not None:
         queue.close()
+
+
+async def _released_if_cancelled(
+    work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]], abandon: Abandon
+) -> tuple[LoadedModel, ModelQueue | None]:
+    """``work``'s session, compiled in a worker for the task awaiting this. That task cancelled
+    (a gRPC client cancelled its call) while the worker compiles: ``abandon`` is set (the
+    compile stops at its next step, a host being started for it is killed) and a session made
+    all the same is released once the worker is done. Before, the worker's result was dropped
+    with the task: a model's host process then ran for nobody until the server's end."""
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        abandon.set()
+        work.add_done_callback(_release_made)
+        raise
+
+
+def _release_made(work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]]) -> None:
+    """Release what a compile made for a task that was cancelled (its error, if any, is read:
+    nobody else will)."""
+    if not work.cancelled() and work.exception() is None:
+        _release(work.result())
 
 
 def _release_unused(

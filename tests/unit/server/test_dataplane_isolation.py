@@ -242,3 +242,37 @@ def test_an_upload_abandoned_while_its_host_starts_stops_that_start(plane: DataP
     ref = _upload(plane, identity(TensorProto.FLOAT))
     x = np.ones((1, 3), np.float32)
     assert np.array_equal(_infer(plane, ref, [("x", x)])[0][1], x)
+
+
+def test_a_load_cancelled_while_its_host_starts_leaves_no_process(plane: DataPlane) -> None:
+    """A gRPC client that cancels its RepositoryModelLoad cancels the task waiting for the
+    compile worker: the host that worker then started was kept by nobody, its process left
+    running (with the model's session) until the server's end, one more for each load
+    cancelled. Now the start is given up (its child, the spare it was handed, killed), and a
+    session made all the same is released once the worker is done."""
+    hosts = plane.hosts
+    assert hosts is not None
+    ref = _upload(plane, attacks.wide_ifs(8000))  # its session takes about 2 s to build
+    entries = plane.managed_versions(ref.key, caller=ANONYMOUS)
+    plane.unload(entries)
+    assert hosts.count == 0
+    handed = hosts.spare_pid
+    assert handed is not None
+
+    async def scenario() -> None:
+        load = asyncio.ensure_future(plane.load(entries))
+        deadline = time.monotonic() + 60
+        while hosts.spare_pid in (None, handed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # the next spare: the model was handed to ``handed``
+        assert not load.done()
+        await asyncio.sleep(0.3)  # inside the session's build
+        load.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await load
+        deadline = time.monotonic() + 30  # the loop runs on: a worker's result settles on it
+        while _alive(handed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert not _alive(handed), "the cancelled load's host was left running"
+    assert hosts.count == 0
