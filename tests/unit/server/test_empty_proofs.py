@@ -70,6 +70,23 @@ def test_a_model_that_empties_a_tensor_before_its_kernel_is_refused(op_type):
     assert "dim_param of a main-graph input" in info.value.message
 
 
+@pytest.mark.parametrize("made", ["slice", "nonzero"])
+@pytest.mark.parametrize("op_type", attacks.EMPTY_UNSAFE_OPS)
+def test_a_long_vector_input_that_turns_data_propagation_off_proves_nothing(op_type, made):
+    """A main-graph input of more than 1 Mi elements in one dimension turns onnx's data
+    propagation off (``admission._long_vector_input``): a model adding one, used or not, has
+    fewer shapes inferred, so fewer dimensions proven non-zero, and is still refused."""
+    model = onnx.load_from_string(attacks.empty_unsafe(op_type, made=made))
+    long = helper.make_tensor_value_info("long", TensorProto.FLOAT, [(1 << 20) + 1])
+    model.graph.input.append(long)
+    model.graph.node.append(helper.make_node("Add", ["long", "long"], ["twice"]))
+    model.graph.output.append(
+        helper.make_tensor_value_info("twice", TensorProto.FLOAT, [(1 << 20) + 1])
+    )
+    with pytest.raises(InvalidInput, match=rf"node '{op_type}' .* proven non-zero"):
+        _admit(model.SerializeToString())
+
+
 @pytest.mark.parametrize("op_type", attacks.EMPTY_UNSAFE_OPS)
 def test_a_model_that_gathers_no_index_before_its_kernel_is_refused(op_type):
     """The same with Gather at the indices NonZero finds (none, for a request of zeros)."""
