@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from blindai.server.runtime import _ORT_TYPES, TensorSpec
 
 __all__ = [
     "POLL_S",
+    "RECENT_S",
     "START_TIMEOUT_S",
     "Crashed",
     "Host",
@@ -49,6 +51,10 @@ __all__ = [
 
 POLL_S = 0.02
 """How often a waiting run looks at its ``RunOptions.terminate`` (and a reader at closing)."""
+RECENT_S = 1.0
+"""A host that ends by itself with no run in flight is charged to the keys of the runs it
+answered within this many seconds before (one whose values corrupted its heap ends it once its
+answer is sent and its buffers freed)."""
 START_TIMEOUT_S = 120.0
 """Longest a child may take to load its model (it compiled before, in the compile guard)."""
 
@@ -95,6 +101,8 @@ class Host:
         """Why the server killed it (None: it ended on its own, a crash)."""
         self.counted = False
         """Whether its end was counted among the model's crashes."""
+        self.answered: deque[tuple[float, str]] = deque(maxlen=64)
+        """When the last runs sent with a key were answered, and their keys."""
 
     @property
     def alive(self) -> bool:
@@ -186,13 +194,16 @@ class Host:
         close the socket (only this thread reads it, and only it closes it). A child that
         ended by itself (not stopped by the server) with no run in flight, which no run can
         report (a kernel that corrupted the heap aborts once its answer is sent and its
-        buffers freed), is told to ``ended_alone(self, why)``."""
+        buffers freed), is told to ``ended_alone(self, why)``, ``why.keys`` those of the runs
+        it answered within ``RECENT_S`` before."""
         why: BaseException | None = None
         try:
             while (frame := self._next(max_bytes)) is not None:
                 with self.pending_lock:
                     waiting = self.pending.pop(int(frame.header.get("id", -1)), None)
                 if waiting is not None:
+                    if waiting.caller is not None:
+                        self.answered.append((time.monotonic(), waiting.caller))
                     waiting.frame = frame
                     waiting.done.set()
         except Exception as exc:
@@ -215,6 +226,8 @@ class Host:
         with self.lock:
             self.channel.close()
         if isinstance(why, Crashed) and not left and not by_us:
+            now = time.monotonic()
+            why.keys = frozenset(key for at, key in self.answered if now - at <= RECENT_S)
             ended_alone(self, why)
 
     def _ends_alone(self) -> bool:

@@ -26,8 +26,9 @@ nobody has found. :class:`HostedModel` has the interface of
   flight beside it when it did is charged too (its runs answer ServerBusy: it cannot be told
   apart from the culprit);
 - **a host that ends with no run in flight** (a kernel that corrupted the heap aborts once its
-  answer is sent and its buffers freed) counts as a crash too, charged to no key, and is
-  started again in the background the same way (within the same limit);
+  answer is sent and its buffers freed) counts as a crash too, charged to the keys whose runs
+  it answered within the second before (``RECENT_S``), and is started again in the background
+  the same way (within the same limits);
 - **a run stopped** (``RunOptions.terminate``: the run timeout, the client gone) is cancelled in
   the host; a host that has not answered ``TERMINATE_GRACE_S`` later (one long kernel) is
   killed and started again in the background: the run timeout bounds a single kernel too.
@@ -341,13 +342,14 @@ class HostedModel:
     def _ended_alone(self, host: Host, why: Crashed) -> None:
         """In the host's reader thread: the host ended by itself with no run in flight (a
         kernel that corrupted the heap aborts once its answer is sent). A crash all the same:
-        counted (charged to no key: none was in flight), its successor started in the
-        background below the crash limit; uncounted, a model ending its host after each answer
-        was started again by each next request without bound."""
+        counted, and charged to the keys whose runs it answered just before (``why.keys``),
+        its successor started in the background below the crash limit; uncounted, a model
+        ending its host after each answer was started again by each next request without
+        bound."""
         if self._released or not self._loaded:
             return
         with self._start_lock:
-            again = self._count_crash(host, f"{why}, with no run in flight")
+            again = self._count_crash(host, f"{why}, with no run in flight", why.keys)
         if again:
             self._hosts.restart_soon(self)
 

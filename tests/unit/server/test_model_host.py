@@ -422,8 +422,8 @@ def test_a_host_that_ends_between_runs_counts_as_a_crash_and_starts_again() -> N
     process once its answer is sent and its buffers freed: SIGABRT, sent here) was counted by
     nobody and started again by the next request: a model ending its host after every answer
     was started again without bound (``crash_limit`` ignored), each start a process and a
-    session's build. It counts as a crash (charged to no key), and its successor starts in
-    the background as after any other crash; at the limit, none is started."""
+    session's build. It counts as a crash, and its successor starts in the background as
+    after any other crash; at the limit, none is started."""
     with _crasher(crash_limit=2) as (crasher, fine):
         for crashes in (1, 2):
             pid = crasher.pid if crashes == 1 else _started(crasher)
@@ -438,6 +438,24 @@ def test_a_host_that_ends_between_runs_counts_as_a_crash_and_starts_again() -> N
         with pytest.raises(ModelNotReady, match="crashed 2 times within 60 s"):
             crasher.predict(fine)
         assert crasher.pid is None
+
+
+def test_a_host_that_ends_just_after_answering_a_key_is_charged_to_that_key() -> None:
+    """The end of a host with no run in flight is charged to the keys whose runs it answered
+    within ``RECENT_S`` before (the request that corrupted its heap is among them): a tenant
+    ending a public model's host after its answers is held to ``key_crash_limit`` as for any
+    crash, and the other keys are served."""
+    with _crasher(key_crash_limit=1) as (crasher, fine):
+        pid = crasher.pid
+        assert pid is not None
+        assert crasher.predict(fine, caller="mallory")[0][1].shape == (3, 1, 1, 2)
+        os.kill(pid, signal.SIGABRT)
+        deadline = time.monotonic() + 10
+        while not crasher._crashes and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        with pytest.raises(PermissionDenied, match="with this key"):
+            crasher.predict(fine, caller="mallory")
+        assert crasher.predict(fine, caller="alice")[0][1].shape == (3, 1, 1, 2)
 
 
 def test_a_key_whose_runs_crashed_the_host_is_refused_and_other_keys_are_served() -> None:
