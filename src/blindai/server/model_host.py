@@ -221,8 +221,14 @@ class ModelHosts:
         self._restarter.soon(model)
 
     def _forget(self, model: HostedModel) -> None:
+        """``model`` was released and its host stopped: nothing of it is left to stop."""
         with self._lock:
             self._models.discard(model)
+        self._restarter.forget(model)
+
+    def _unqueue(self, model: HostedModel) -> None:
+        """``model`` was released: it is not started again (its host, running its last runs,
+        is still stopped at the server's end)."""
         self._restarter.forget(model)
 
     @property
@@ -632,16 +638,20 @@ class HostedModel:
         """After an unload, the host is stopped once its last run is over."""
         if self._released and host.idle:
             host.stop("")
+            self._hosts._forget(self)
 
     def unload(self) -> None:
         """Release the model: no run starts on it any more; its host is stopped once the runs
         in flight are over. Requests that reach it afterwards get ModelNotFound."""
         self._released = True
-        self._hosts._forget(self)
+        self._hosts._unqueue(self)
         self._close_file()
         host = self._host
-        if host is not None and host.idle:
-            host.stop("")
+        if host is None or host.idle:
+            if host is not None:
+                host.stop("")
+            self._hosts._forget(self)  # else once its last run is over (the server's end
+            # stops it meanwhile)
 
     def stop(self) -> None:
         """Unload and stop the host now, failing its runs in flight (the server's end)."""

@@ -611,6 +611,35 @@ def test_closing_the_hosts_stops_every_host() -> None:
         group.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
 
 
+def test_closing_the_hosts_stops_the_host_of_a_model_unloaded_during_a_run() -> None:
+    """An unload while a run is in flight leaves the host to finish that run; the server's end
+    then did not stop it (the unload had removed its model from those the close stops): it ran
+    on past ``close`` until its run ended. It is stopped with the others now."""
+    group = ModelHosts(limits=LIMITS)
+    try:
+        hosted = group.load(attacks.long_kernel(), optimize=False, intra_op_threads=1)
+        pid = hosted.pid
+        assert pid is not None
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:  # about 5 s in one kernel
+                hosted.predict({"n": np.array([6000], np.int64)})
+            except BaseException as exc:
+                failed.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        time.sleep(IN_THE_KERNEL_S)
+        hosted.unload()
+        assert hosted.pid == pid  # its run goes on
+    finally:
+        group.close()
+    assert _gone(pid, within=0.5), "the host ran on past the server's end"
+    runner.join(10)
+    assert len(failed) == 1 and isinstance(failed[0], ServerBusy), failed
+
+
 def test_a_host_that_answers_what_breaks_the_format_is_killed() -> None:
     """A host a hostile model took over may answer anything: a frame over the bound fails
     the runs waiting on it (a crash, counted as such) and the process is killed."""
