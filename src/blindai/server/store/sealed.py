@@ -5,7 +5,9 @@ One file per entry (format: :mod:`blindai.server.store._crypto`), written atomic
 :meth:`SealedStore.put_key` returns, the entry survives a crash (kill -9, power loss); once
 :meth:`SealedStore.delete_model` or :meth:`SealedStore.delete_key` returns, it stays gone.
 A crash in between leaves the old state or the new, never a half-written entry: temporary
-files are removed at the next start and never read.
+files are removed at the next start and never read. What an entry holds:
+:mod:`blindai.server.store._records`; how its file is opened:
+:mod:`blindai.server.store._entry_files`.
 
 On load, every entry whose authentication holds and that the store's manifest lists
 (:mod:`blindai.server.store._manifest`: the last write of each entry) is returned; one that
@@ -27,23 +29,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
-import re
-import stat
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import cbor2
-from cryptography.exceptions import InvalidTag
 
 from blindai.errors import ConfigurationError
 from blindai.server.store._crypto import (
-    CHUNK,
     HEADER_SIZE,
     OVERHEAD,
     TAG_SIZE,
@@ -52,58 +48,35 @@ from blindai.server.store._crypto import (
     Header,
     Unsealer,
     new_nonce,
-    parse_header,
     seal,
     split_plaintext,
 )
+from blindai.server.store._entry_files import (
+    ENTRY_NAME,
+    header_of,
+    nonce_of,
+    open_regular,
+    read_plain,
+    shown,
+)
 from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
 from blindai.server.store._manifest import KIND, MANIFEST_NAME, Manifest
+from blindai.server.store._records import (
+    EntryRefused,
+    StoredKey,
+    StoredModel,
+    key_meta,
+    key_record,
+    model_meta,
+    model_record,
+)
 
 __all__ = ["SealedStore", "StoredKey", "StoredModel"]
 
 _log = logging.getLogger("blindai.server.store")
-_ENTRY_NAME = re.compile(r"[mk]-[0-9a-f]{32}\.sealed")
 _MODEL, _KEY = b"m", b"k"
 #: metadata above this size is refused before it is decoded
 _MAX_META = 1 << 16
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoredModel:
-    """A model as kept in the store."""
-
-    model_id: str
-    name: str | None
-    owner: str | None
-    """The key id of the uploader; None when access control was off."""
-    public: bool
-    hash: bytes
-    """SHA-256 of ``model``."""
-    uploaded_ns: int
-    """Upload time, nanoseconds since the epoch (orders run-without-id)."""
-    optimize: bool
-    model: bytes = field(repr=False)
-    pipeline: bytes | None = field(default=None, repr=False)
-    """The pipeline uploaded with the model, as its 0.6 wire CBOR (``Pipeline.to_wire()``)."""
-    version: int = 1
-    """Its number among the uploads of its name (the Open Inference Protocol's version)."""
-    settings: Mapping[str, int] = field(default_factory=dict)
-    """The run settings given at upload (``ModelSettings`` fields; empty: the server's). An
-    entry written before they were kept has none."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoredKey:
-    """An API-key record: the key itself is never kept, only its keyed hash."""
-
-    key_id: str
-    name: str
-    key_hash: bytes
-    created_ns: int
-
-
-class _Refused(Exception):
-    """One entry cannot be loaded (the reason names no content)."""
 
 
 class SealedStore:
@@ -207,20 +180,8 @@ class SealedStore:
 
     def put_model(self, entry: StoredModel) -> None:
         """Store a model durably (replacing an entry with the same id)."""
-        meta = {
-            "id": entry.model_id,
-            "name": entry.name,
-            "owner": entry.owner,
-            "public": entry.public,
-            "hash": entry.hash,
-            "uploaded_ns": entry.uploaded_ns,
-            "optimize": entry.optimize,
-            "pipeline_size": None if entry.pipeline is None else len(entry.pipeline),
-            "version": entry.version,
-            "settings": dict(entry.settings),
-        }
-        parts = [entry.model] if entry.pipeline is None else [entry.model, entry.pipeline]
-        self._put(_MODEL, entry.model_id, cbor2.dumps(meta), parts)
+        meta, parts = model_meta(entry)
+        self._put(_MODEL, entry.model_id, meta, parts)
 
     def delete_model(self, model_id: str) -> bool:
         """Remove a model durably; False when the store did not hold it."""
@@ -228,13 +189,7 @@ class SealedStore:
 
     def put_key(self, record: StoredKey) -> None:
         """Store an API-key record durably, under its name."""
-        meta = {
-            "id": record.key_id,
-            "name": record.name,
-            "key_hash": record.key_hash,
-            "created_ns": record.created_ns,
-        }
-        self._put(_KEY, record.name, cbor2.dumps(meta), [])
+        self._put(_KEY, record.name, key_meta(record), [])
 
     def delete_key(self, name: str) -> bool:
         """Remove an API-key record durably; False when there was none."""
@@ -259,7 +214,7 @@ class SealedStore:
             write_atomic(path, seal(self._keys, kind, path.name, meta, payload, nonce))
         except BaseException:
             with self._manifest_lock, contextlib.suppress(OSError):
-                if _nonce_of(path) != nonce:  # this write never reached the disk
+                if nonce_of(path) != nonce:  # this write never reached the disk
                     self._list(path.name, self._manifest.entries.get(path.name, before) - {nonce})
             raise
         if before:  # the writes it replaced are no longer current
@@ -316,7 +271,7 @@ class SealedStore:
         if os.path.lexists(path):
             try:
                 manifest = self._read_manifest(path)
-            except _Refused as exc:
+            except EntryRefused as exc:
                 problem = f"its manifest does not open ({exc})"
         elif any(h.version >= VERSION for h in found.values()):
             problem = "its manifest is missing, beside entries written under one"
@@ -372,8 +327,8 @@ class SealedStore:
         """The header of each entry file whose header reads (the others are refused on load)."""
         found = {}
         for path in self.directory.iterdir():
-            if _ENTRY_NAME.fullmatch(path.name):
-                header = _header_of(path)
+            if ENTRY_NAME.fullmatch(path.name):
+                header = header_of(path)
                 if header is not None:
                     found[path.name] = header
         return found
@@ -381,11 +336,11 @@ class SealedStore:
     def _read_manifest(self, path: Path) -> Manifest:
         header, plain = self._decrypt(path)
         if header.kind != KIND:
-            raise _Refused("not a manifest")
+            raise EntryRefused("not a manifest")
         try:
             return Manifest.from_bytes(bytes(split_plaintext(plain)[1]))
         except ValueError as exc:
-            raise _Refused(str(exc)) from exc
+            raise EntryRefused(str(exc)) from exc
 
     # -- loading
 
@@ -406,45 +361,45 @@ class SealedStore:
                 continue
             try:
                 meta, payload = self._open_entry(path, kind)
-                yield _model_record(meta, payload) if kind == _MODEL else _key_record(meta)
-            except _Refused as exc:
+                yield model_record(meta, payload) if kind == _MODEL else key_record(meta)
+            except EntryRefused as exc:
                 self._refuse(path, str(exc))
 
     def _refuse(self, path: Path, reason: str) -> None:
         # the name is the host's: shown escaped, so that it cannot forge log lines
-        _log.error("store: refused %s: %s", _shown(path.name), reason)
+        _log.error("store: refused %s: %s", shown(path.name), reason)
         with self._refused_lock:
             self.refused.append(path.name)
 
     def _open_entry(self, path: Path, kind: bytes) -> tuple[dict[str, Any], bytes]:
-        if not _ENTRY_NAME.fullmatch(path.name):
-            raise _Refused("not an entry name")
+        if not ENTRY_NAME.fullmatch(path.name):
+            raise EntryRefused("not an entry name")
         _, plain = self._decrypt(path, listed=True)
         try:
             meta_bytes, payload = split_plaintext(plain)
         except ValueError as exc:
-            raise _Refused(str(exc)) from exc
+            raise EntryRefused(str(exc)) from exc
         try:
             meta = cbor2.loads(meta_bytes)
         except Exception as exc:  # authenticated, so only a bug gets here
-            raise _Refused("metadata does not decode") from exc
+            raise EntryRefused("metadata does not decode") from exc
         if not isinstance(meta, dict):
-            raise _Refused("metadata is not a map")
+            raise EntryRefused("metadata is not a map")
         ident = meta.get("id") if kind == _MODEL else meta.get("name")
         if not isinstance(ident, str) or self._keys.file_name(kind, ident) != path.name:
-            raise _Refused("entry does not belong to this file name")
+            raise EntryRefused("entry does not belong to this file name")
         return meta, bytes(payload)
 
     def _decrypt(self, path: Path, *, listed: bool = False) -> tuple[Header, bytearray]:
         """The authenticated plaintext of ``path``; ``listed``: refused unread unless the
         manifest lists its write."""
         try:
-            with _open_regular(path) as f:
+            with open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < OVERHEAD + 4:
-                    raise _Refused("truncated")
+                    raise EntryRefused("truncated")
                 if size > self._max_entry:
-                    raise _Refused(f"{size} bytes, over the limit")
+                    raise EntryRefused(f"{size} bytes, over the limit")
                 header = f.read(HEADER_SIZE)
                 f.seek(size - TAG_SIZE)
                 tag = f.read(TAG_SIZE)
@@ -452,132 +407,17 @@ class SealedStore:
                 try:
                     unsealer = Unsealer(self._keys, header, path.name, tag)
                 except ValueError as exc:
-                    raise _Refused(str(exc)) from exc
+                    raise EntryRefused(str(exc)) from exc
                 if listed:
                     with self._manifest_lock:
                         current = self._manifest.accepts(path.name, unsealer.header.nonce)
                     if not current:
-                        raise _Refused(
+                        raise EntryRefused(
                             "not a current entry of this store (the manifest does not list this "
                             "write: an older copy put back, a copy from another store, or a write "
                             "that never finished)"
                         )
-                plain = _read_plain(f, unsealer, size - OVERHEAD)
+                plain = read_plain(f, unsealer, size - OVERHEAD)
         except OSError as exc:
-            raise _Refused(f"unreadable ({exc.strerror})") from exc
+            raise EntryRefused(f"unreadable ({exc.strerror})") from exc
         return unsealer.header, plain
-
-
-def _header_of(path: Path) -> Header | None:
-    """The header of the entry file ``path`` (None when there is none, or it does not read)."""
-    try:
-        with _open_regular(path) as f:
-            return parse_header(f.read(HEADER_SIZE))
-    except (_Refused, OSError, ValueError):
-        return None
-
-
-def _nonce_of(path: Path) -> bytes | None:
-    header = _header_of(path)
-    return None if header is None else header.nonce
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading if it is a regular file of the directory itself: a symbolic
-    link is not followed (it could name any file the server may read), and a FIFO or a device
-    is refused without blocking or reading (a FIFO without a writer would hang the start)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Refused("a symbolic link, not an entry") from None
-        raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _Refused(f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'other')})")
-    return open(fd, "rb", buffering=0)
-
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _read_plain(f: Any, unsealer: Unsealer, length: int) -> bytearray:
-    plain = bytearray()
-    left = length
-    while left:
-        chunk = f.read(min(CHUNK, left))
-        if not chunk:
-            raise _Refused("truncated")
-        left -= len(chunk)
-        plain += unsealer.update(chunk)
-    try:
-        unsealer.finish()
-    except InvalidTag:
-        raise _Refused("authentication failed (altered, or sealed with another key)") from None
-    return plain
-
-
-def _shown(name: str) -> str:
-    """A file name as logged: an entry's name as is, any other escaped and quoted."""
-    return name if _ENTRY_NAME.fullmatch(name) else ascii(name)
-
-
-def _get(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = meta.get(name)
-    # bool is an int: a flag where a number belongs (or the reverse) is mistyped too
-    wrong_bool = isinstance(value, bool) and kind is not bool
-    if not isinstance(value, kind) or wrong_bool:
-        raise _Refused(f"metadata field {name} is missing or mistyped")
-    return value
-
-
-def _model_record(meta: dict[str, Any], payload: bytes) -> StoredModel:
-    digest = _get(meta, "hash", bytes)
-    pipeline_size = _get(meta, "pipeline_size", (int, type(None)))
-    pipeline = None
-    if pipeline_size is not None:
-        if not 0 <= pipeline_size <= len(payload):
-            raise _Refused("metadata field pipeline_size is out of range")
-        cut = len(payload) - pipeline_size
-        payload, pipeline = payload[:cut], payload[cut:]
-    if hashlib.sha256(payload).digest() != digest:
-        raise _Refused("model bytes do not match their hash")
-    return StoredModel(
-        model_id=_get(meta, "id", str),
-        name=_get(meta, "name", (str, type(None))),
-        owner=_get(meta, "owner", (str, type(None))),
-        public=_get(meta, "public", bool),
-        hash=digest,
-        uploaded_ns=_get(meta, "uploaded_ns", int),
-        optimize=_get(meta, "optimize", bool),
-        model=payload,
-        pipeline=pipeline,
-        version=_get(meta, "version", int),
-        settings=_settings(meta),
-    )
-
-
-def _settings(meta: dict[str, Any]) -> dict[str, int]:
-    settings = meta.get("settings", {})  # absent from entries written before they were kept
-    if not isinstance(settings, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-        for k, v in settings.items()
-    ):
-        raise _Refused("metadata field settings is mistyped")
-    return settings
-
-
-def _key_record(meta: dict[str, Any]) -> StoredKey:
-    return StoredKey(
-        key_id=_get(meta, "id", str),
-        name=_get(meta, "name", str),
-        key_hash=_get(meta, "key_hash", bytes),
-        created_ns=_get(meta, "created_ns", int),
-    )
