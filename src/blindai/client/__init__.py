@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from blindai.client._access import ApiKeyInfo, NewApiKey
 from blindai.client._attest import Attested, attest
+from blindai.client._connect import connect
 from blindai.client._peers import AttestationCache, AttestationStats, PeerAttestation
 from blindai.client._tensors import PredictResponse, Tensor
-from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse, connect
+from blindai.client.connection import Connection, RunModelResponse, UploadModelResponse
 from blindai.client.legacy import BlindAiClient, ModelDatumType
 from blindai.protocol.messages import DatumType
 from blindai.protocol.replication import ListedModel

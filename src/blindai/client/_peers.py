@@ -36,6 +36,7 @@ from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.kinds import server_kind
 from blindai.attestation.policy import Policy
+from blindai.client._answers import raise_for
 from blindai.client._http11 import Exchange, HttpResponse
 from blindai.errors import (
     BindingError,
@@ -386,9 +387,7 @@ class PeerGate:
                 f"refusing. Pass {self.options.simulation_option} only for development."
             )
         if not 200 <= resp.status < 300:
-            from blindai.client.connection import _raise_for  # the one error mapping
-
-            _raise_for(resp, "GET /attestation")
+            raise_for(resp, "GET /attestation")
         reply = decode_reply(resp.body)
         claims = verify_reply(reply, cert_der, nonce=nonce, options=self.options)
         # the reply came over this connection, whose certificate the evidence binds: what it

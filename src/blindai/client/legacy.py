@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from blindai.client.connection import Connection, UploadModelResponse, connect
+from blindai.client._connect import connect
+from blindai.client.connection import Connection, UploadModelResponse
 from blindai.errors import ConfigurationError
 from blindai.protocol.messages import DatumType
 from blindai.protocol.names import SERVER_NAME

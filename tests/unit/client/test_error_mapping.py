@@ -6,8 +6,8 @@ import cbor2
 import pytest
 
 from blindai import errors
+from blindai.client._answers import raise_for
 from blindai.client._http11 import HttpResponse
-from blindai.client.connection import _raise_for
 from blindai.protocol.names import ERROR_HEADER
 
 
@@ -36,7 +36,7 @@ def answer(status: int, message: str, kind: str | None = None) -> HttpResponse:
 )
 def test_the_named_class_is_raised(kind: str, status: int, expected: type) -> None:
     with pytest.raises(expected) as raised:
-        _raise_for(answer(status, "why", kind), "run")
+        raise_for(answer(status, "why", kind), "run")
     assert type(raised.value) is expected
     assert raised.value.status_code == status and "run: why" in str(raised.value)
 
@@ -56,18 +56,18 @@ def test_the_named_class_is_raised(kind: str, status: int, expected: type) -> No
 def test_without_the_header_the_status_decides(status: int, expected: type) -> None:
     """The original BlindAI server names no class."""
     with pytest.raises(expected) as raised:
-        _raise_for(answer(status, "why"), "run")
+        raise_for(answer(status, "why"), "run")
     assert type(raised.value) is expected
 
 
 @pytest.mark.parametrize("kind", ["BindingError", "Exception", "NoSuchError", "__class__"])
 def test_a_name_that_is_no_server_error_falls_back_to_the_status(kind: str) -> None:
     with pytest.raises(errors.ModelNotFound):
-        _raise_for(answer(404, "gone", kind), "delete")
+        raise_for(answer(404, "gone", kind), "delete")
 
 
 def test_a_2xx_raises_nothing() -> None:
-    _raise_for(answer(200, ""), "run")
+    raise_for(answer(200, ""), "run")
 
 
 @pytest.mark.parametrize(
@@ -84,12 +84,12 @@ def test_a_plain_text_answer_is_quoted_whole(text: str, content_type: str | None
     the rest look like a CBOR string ("t" is a text string of 20 bytes: "he server stopped be")."""
     headers = {} if content_type is None else {"content-type": content_type}
     with pytest.raises(errors.ServerError) as raised:
-        _raise_for(HttpResponse(503, headers, text.encode()), "run")
+        raise_for(HttpResponse(503, headers, text.encode()), "run")
     assert str(raised.value) == f"503: run: {text}"
 
 
 def test_a_cbor_message_with_bytes_after_it_is_not_taken_for_the_whole_answer() -> None:
     body = cbor2.dumps("why") + b" and more"
     with pytest.raises(errors.InvalidInput) as raised:
-        _raise_for(HttpResponse(400, {"content-type": "application/cbor"}, body), "run")
+        raise_for(HttpResponse(400, {"content-type": "application/cbor"}, body), "run")
     assert str(raised.value) == f"400: run: {body.decode('utf-8', 'replace')}"
