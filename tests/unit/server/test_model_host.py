@@ -694,13 +694,13 @@ def test_a_host_that_describes_its_model_unreadably_is_stopped(
 ) -> None:
     """The host that gave such an answer is stopped: it was left running until the server's
     end, holding the model's descriptor."""
-    import blindai.server.model_host as model_host
+    import blindai.server._hosted_model as hosted_model
 
     def unreadable(answer: object) -> None:
         raise ModelNotReady("the model's process described the model unreadably")
 
     before = _children()
-    monkeypatch.setattr(model_host, "described", unreadable)
+    monkeypatch.setattr(hosted_model, "described", unreadable)
     with pytest.raises(ModelNotReady):
         hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
     assert _children() - before == {hosts.spare_pid}  # the next start's spare, no host
