@@ -163,8 +163,16 @@ class HostedModel:
         bound."""
         if self._released or not self._loaded:
             return
+        self._crashed(host, f"{why}, with no run in flight", why.keys)
+
+    def _crashed(self, host: Host, why: str, keys: frozenset[str]) -> None:
+        """Count ``host``'s crash under ``_start_lock`` (once: a host already counted does not
+        wait for the lock, which a start may hold), then, below the crash limit, queue its
+        successor's start: it starts now, in the background, not for the next request."""
+        if host.counted:
+            return
         with self._start_lock:
-            again = self._count_crash(host, f"{why}, with no run in flight", why.keys)
+            again = self._count_crash(host, why, keys)
         if again:
             self._hosts.restart_soon(self)
 
@@ -330,11 +338,7 @@ class HostedModel:
         self._unload_if_idle(host)
         failure = waiting.failure
         if isinstance(failure, Crashed):
-            if not host.counted:  # counted once: the others do not wait for the lock (a start)
-                with self._start_lock:
-                    again = self._count_crash(host, str(failure), failure.keys)
-                if again:  # its successor starts now, not for the next request
-                    self._hosts.restart_soon(self)
+            self._crashed(host, str(failure), failure.keys)
             if failure.runs > 1:  # not this request's fault, for all it is known
                 raise ServerBusy(
                     f"onnxruntime ended the model's process during this run ({failure}) with "
