@@ -39,7 +39,10 @@ nobody has found. :class:`HostedModel` has the interface of
   interpreter started and onnxruntime imported, which has received nothing (no tenant's data,
   no setting): each start (an upload's, a restart's) is handed it, then starts the next one,
   so that a start is the session's build alone (7 ms instead of 0.3 s for a small model). One
-  spare at most, one started per start: a start forks no more processes than before;
+  spare at most, one started per start: a start forks no more processes than before. A spare
+  that ended before it took the model (killed as it was handed over: the OOM killer, an
+  operator) is replaced by a new child (``Host.start``): nothing of the model reached it, so
+  the start neither fails nor counts as the model's crash;
 - unloading the model (or deleting it) stops its host once its runs in flight are over, and
   gives up a start under way (its child killed within ``POLL_S``); the server's end
   (:meth:`ModelHosts.close`) stops every host, every start and the spare; a host (or the spare)
