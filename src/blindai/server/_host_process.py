@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import socket
@@ -49,6 +50,8 @@ __all__ = [
     "spec_from",
 ]
 
+_log = logging.getLogger("blindai.server")
+
 POLL_S = 0.02
 """How often a waiting run looks at its ``RunOptions.terminate`` (and a reader at closing)."""
 RECENT_S = 1.0
@@ -66,6 +69,18 @@ class Crashed(Exception):
 
     runs: int = 1
     keys: frozenset[str] = frozenset()
+
+
+class _NotTaken(Exception):
+    """The child ended before it took its setup and the model's descriptor."""
+
+
+_UNREAD = (BrokenPipeError, ConnectionResetError)
+"""How a child's socket tells that it ended before it took the setup: closed before the send
+(EPIPE), or with the setup still unread in it (ECONNRESET: Linux resets a stream socket's peer
+when it is closed with data unread). The setup is the only frame sent to a child before its
+answer, and its first read takes it whole: once taken, the child's end reads as the end of the
+stream (or of a frame), never as a reset."""
 
 
 class StartStopped(Exception):
@@ -127,8 +142,44 @@ class Host:
         when it did not start; the load's own error when the model failed; StartStopped, its
         child killed, once ``stop()`` is true (looked at every ``POLL_S`` while it loads).
         ``ended_alone(host, why)``: called by the reader thread once the child ended by itself
-        with no run in flight (see :meth:`serve_replies`)."""
-        host = cls(*(spawned or spawn()))
+        with no run in flight (see :meth:`serve_replies`).
+
+        ``spawned`` ended before it took the model (a spare killed as it was handed over: the
+        OOM killer, an operator): nothing of the model reached it, so that is no failure of the
+        model's (a restart's would count as its crash); a new child is started instead, once.
+        """
+        try:
+            host, answer = cls._loaded(
+                setup, fd, spawned or spawn(), max_bytes, stop, handed, spare=spawned is not None
+            )
+        except _NotTaken:
+            _log.warning(
+                "model host: the spare process ended before it took a model; starting another"
+            )
+            host, answer = cls._loaded(setup, fd, spawn(), max_bytes, stop, handed, spare=False)
+        threading.Thread(
+            target=host.serve_replies,
+            args=(max_bytes, ended_alone),
+            name="blindai-model-host",
+            daemon=True,
+        ).start()
+        return host, answer
+
+    @classmethod
+    def _loaded(
+        cls,
+        setup: dict[str, Any],
+        fd: int,
+        spawned: Spawned,
+        max_bytes: int,
+        stop: Callable[[], bool],
+        handed: Callable[[], object],
+        *,
+        spare: bool,
+    ) -> tuple[Host, dict[str, Any]]:
+        """The host of child ``spawned``, sent ``setup`` and the model, and its answer (see
+        :meth:`start`). ``spare``: a child that ended with them unread raises _NotTaken."""
+        host = cls(*spawned)
         channel = host.channel
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
@@ -150,6 +201,8 @@ class Host:
             channel.close()
             if stop():
                 raise StartStopped("the start was stopped") from None
+            if spare and isinstance(exc, _UNREAD):
+                raise _NotTaken from None
             why = str(exc) if isinstance(exc, Crashed) else type(exc).__name__
             if time.monotonic() > deadline:
                 why = f"no answer within {START_TIMEOUT_S:g} s"
@@ -158,12 +211,6 @@ class Host:
             host.stop("")
             channel.close()
             raise
-        threading.Thread(
-            target=host.serve_replies,
-            args=(max_bytes, ended_alone),
-            name="blindai-model-host",
-            daemon=True,
-        ).start()
         return host, frame.header
 
     def add(self, run_id: int, waiting: Pending) -> bool:

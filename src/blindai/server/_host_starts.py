@@ -72,8 +72,9 @@ class Spare:
             _log.warning("model host: the spare process could not be started (%s)", exc)
 
     def take(self) -> Spawned:
-        """A child for a start: the spare when it is alive, else a new one. StartStopped once
-        closed (the server's end)."""
+        """A child for a start: the spare when it is alive, else a new one (one that ends as it
+        is handed over is replaced by ``Host.start``). StartStopped once closed (the server's
+        end)."""
         with self._lock:
             if self._closed:
                 raise StartStopped("the server is shutting down")

@@ -694,13 +694,13 @@ def test_a_host_that_describes_its_model_unreadably_is_stopped(
 ) -> None:
     """The host that gave such an answer is stopped: it was left running until the server's
     end, holding the model's descriptor."""
-    import blindai.server.model_host as model_host
+    import blindai.server._hosted_model as hosted_model
 
     def unreadable(answer: object) -> None:
         raise ModelNotReady("the model's process described the model unreadably")
 
     before = _children()
-    monkeypatch.setattr(model_host, "described", unreadable)
+    monkeypatch.setattr(hosted_model, "described", unreadable)
     with pytest.raises(ModelNotReady):
         hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
     assert _children() - before == {hosts.spare_pid}  # the next start's spare, no host
@@ -880,3 +880,78 @@ def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
     assert "stopped" in got[0].message
     assert _gone(handed, within=0.5)
     assert hosts.count == 0 and _children() - before == {hosts.spare_pid}
+
+
+def _handed_over(hosts: ModelHosts, spare: int) -> None:
+    """Wait until ``spare`` was taken by a start and sent its model (the next spare is started
+    once the model is handed over)."""
+    deadline = time.monotonic() + 30
+    while hosts.spare_pid in (None, spare) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert hosts.spare_pid not in (None, spare), "the spare was not handed a model"
+
+
+def _kill_once_handed_over(hosts: ModelHosts, spare: int) -> None:
+    """In a thread: SIGKILL ``spare`` once a start has sent it its model."""
+    try:
+        _handed_over(hosts, spare)
+    finally:
+        os.kill(spare, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("when", ["long before", "just before", "as it was handed the model"])
+def test_an_upload_whose_spare_was_killed_is_handed_a_new_child(
+    hosts: ModelHosts, when: str
+) -> None:
+    """The spare killed on its own (the OOM killer, an operator) before it took the model: no
+    value of the model's ran, so the start is no failure of the model's; it is handed a new
+    child and succeeds. A spare found dead was replaced already, but one killed just before
+    or while it was handed over failed the upload (ModelNotReady: "the model's process could
+    not be started (ConnectionResetError)"); a restart's was counted as the model's crash."""
+    before = _children()  # other tests' processes
+    hosts.warm()
+    spare = hosts.spare_pid
+    assert spare is not None
+    if when == "long before":
+        os.kill(spare, signal.SIGKILL)
+        time.sleep(0.5)  # it is gone (not reaped: a zombie) when the upload comes
+    elif when == "just before":
+        os.kill(spare, signal.SIGKILL)  # its end takes a few ms: the upload finds it alive
+    else:
+        os.kill(spare, signal.SIGSTOP)  # it reads nothing sent to it until it is killed
+        threading.Thread(target=_kill_once_handed_over, args=(hosts, spare)).start()
+    # loaded here, not in a thread: the children it forks stay this thread's (those of a
+    # thread that ended move to another, and _children() may miss them while they move)
+    loaded = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    assert loaded.pid not in (None, spare) and len(loaded._crashes) == 0
+    x = np.ones((1, 3), np.float32)
+    assert np.array_equal(loaded.predict({"x": x})[0][1], x)
+    assert _gone(spare)
+    assert _children() - before == {loaded.pid, hosts.spare_pid}
+
+
+def test_a_restart_whose_spare_was_killed_as_it_was_handed_the_model_counts_no_crash(
+    hosts: ModelHosts,
+) -> None:
+    """After its host ended (one crash, counted), a model's host starts again in the
+    background, handed the spare; that spare killed before it took the model is no second
+    crash of the model's: a new child is started instead, and the model runs. It counted as a
+    crash, and the model was left without a host until its next request."""
+    loaded = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
+    host = loaded.pid
+    assert host is not None
+    _handed_over(hosts, host)  # the next spare is started
+    spare = hosts.spare_pid
+    assert spare is not None
+    os.kill(spare, signal.SIGSTOP)  # it reads nothing sent to it until it is killed
+    os.kill(host, signal.SIGKILL)  # the host ends by itself: a crash, and a restart
+    _handed_over(hosts, spare)
+    os.kill(spare, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while loaded.pid is None and len(loaded._crashes) < 2 and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    assert len(loaded._crashes) == 1, "the spare's end was counted as the model's crash"
+    assert loaded.pid not in (None, host, spare)
+    x = np.ones((1, 3), np.float32)
+    assert np.array_equal(loaded.predict({"x": x})[0][1], x)
+    assert len(loaded._crashes) == 1 and _gone(spare)

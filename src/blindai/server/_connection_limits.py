@@ -1,0 +1,52 @@
+"""The limits of one port's connections, and what their answers not yet taken are counted in.
+
+Built by the server from its settings and applied by the connections' HTTP protocol
+(``_limited_http``); the limits themselves are described in ``connections``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["BUDGET_KEY", "AnswerBudget", "ConnectionLimits"]
+
+
+BUDGET_KEY = "blindai.budget_key"
+"""The scope entry naming the tenant's key a request's bytes are counted for (set by the body
+budget's middleware; absent: no tenant's)."""
+
+
+class AnswerBudget(Protocol):
+    """What holds the bytes of answers not yet taken (the server's body budget)."""
+
+    def hold(self, size: int, key: str | None = None) -> None:
+        """Count ``size`` bytes, even beyond the budget (they are in memory already), for the
+        tenant's ``key`` whose request they answer (None: no tenant's)."""
+
+    def give(self, size: int, key: str | None = None) -> None:
+        """Stop counting ``size`` bytes (for ``key``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionLimits:
+    """Limits on the connections of one port (the server builds them from its settings)."""
+
+    max_header_bytes: int
+    """Request line and headers, in bytes."""
+    max_header_count: int
+    """Header fields of one request."""
+    header_timeout_s: float
+    """Time for a request's headers (and for a TLS handshake) to arrive."""
+    body_timeout_s: float
+    """Time for a request body to arrive, before the allowance for its size."""
+    body_min_rate: int
+    """Bytes a second a body must keep up: each ``body_min_rate`` bytes adds one second."""
+    keep_alive_timeout_s: int
+    """How long an idle connection stays open between requests."""
+    max_connections: int
+    """Open connections on one port (TLS handshakes included)."""
+    max_body_bytes: int
+    """The largest body a request may carry. One answered before its body was read whole (a
+    413 from its declared length, a 404) still has its body read and dropped, so that a client
+    sending it all can read the answer, up to this many bytes; then the connection is closed."""
