@@ -679,13 +679,22 @@ def test_a_start_answer_no_host_of_ours_gives_is_refused(answer: dict[str, objec
 
 
 def _children() -> set[int]:
+    """This process's children, whichever of its threads started them: each process whose
+    parent (the fourth field of ``/proc/PID/stat``, a process id) is this one. The per-thread
+    ``/proc/self/task/T/children`` lists missed a child while it moved from a thread that had
+    just ended to another (the test below once saw no spare)."""
+    me = os.getpid()
     found: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as listing:
-                found.update(int(p) for p in listing.read().split())
-        except FileNotFoundError:  # a thread that ended meanwhile (its children are ours)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+        if int(fields[1]) == me:
+            found.add(int(entry))
     return found
 
 
