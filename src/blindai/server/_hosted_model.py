@@ -145,8 +145,8 @@ class HostedModel:
                 fd,
                 max_bytes=self._limits.max_reply_bytes + (1 << 20),
                 stop=lambda: self._released or self._hosts.closed or stop(),
-                spawned=self._hosts._spare.take(),
-                handed=self._hosts._spare.replenish,
+                spawned=self._hosts.take_spare(),
+                handed=self._hosts.replenish_spare,
                 ended_alone=self._ended_alone,
             )
         finally:
@@ -391,19 +391,19 @@ class HostedModel:
         """After an unload, the host is stopped once its last run is over."""
         if self._released and host.idle:
             host.stop("")
-            self._hosts._forget(self)
+            self._hosts.forget(self)
 
     def unload(self) -> None:
         """Release the model: no run starts on it any more; its host is stopped once the runs
         in flight are over. Requests that reach it afterwards get ModelNotFound."""
         self._released = True
-        self._hosts._unqueue(self)
+        self._hosts.unqueue(self)
         self._close_file()
         host = self._host
         if host is None or host.idle:
             if host is not None:
                 host.stop("")
-            self._hosts._forget(self)  # else once its last run is over (the server's end
+            self._hosts.forget(self)  # else once its last run is over (the server's end
             # stops it meanwhile)
 
     def stop(self) -> None:

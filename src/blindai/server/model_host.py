@@ -71,6 +71,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from blindai.errors import ModelNotReady
+from blindai.server._host_process import Spawned
 from blindai.server._host_starts import Restarter, Spare
 from blindai.server._hosted_model import HostedModel
 from blindai.server.model_file import ModelFile
@@ -188,13 +189,21 @@ class ModelHosts:
         model refused by its crash limit, released, or already started by a request."""
         self._restarter.soon(model)
 
-    def _forget(self, model: HostedModel) -> None:
+    def take_spare(self) -> Spawned:
+        """A child for a start: the spare when it is alive, else a new one (``Spare.take``)."""
+        return self._spare.take()
+
+    def replenish_spare(self) -> None:
+        """Start the next spare (a start handed its model to the one it took)."""
+        self._spare.replenish()
+
+    def forget(self, model: HostedModel) -> None:
         """``model`` was released and its host stopped: nothing of it is left to stop."""
         with self._lock:
             self._models.discard(model)
         self._restarter.forget(model)
 
-    def _unqueue(self, model: HostedModel) -> None:
+    def unqueue(self, model: HostedModel) -> None:
         """``model`` was released: it is not started again (its host, running its last runs,
         is still stopped at the server's end)."""
         self._restarter.forget(model)
