@@ -45,7 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -76,7 +76,7 @@ from blindai.server._text import limit
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon, ClientGone
 from blindai.server.access import ADMIN_ID, Principal
-from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
+from blindai.server.batching import ModelQueue, probe_batching
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
 from blindai.server.metrics import Metrics
@@ -102,6 +102,7 @@ from blindai.server.run_guard import (
     run_guarded,
 )
 from blindai.server.runtime import LoadedModel, OnnxModel
+from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore, StoredModel
@@ -126,24 +127,6 @@ OPENED_CLOSED_STORE = (
 )
 """Why a server without access control refuses a store written with it (an open server would
 serve its tenants' models to anyone: run, and export the bytes); ``what`` it holds."""
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """How one model runs: its session's threads and its runs' policy."""
-
-    intra_op_threads: int
-    policy: BatchPolicy
-    batch_asked: bool
-    """Whether the upload itself asked for a batch size (then a model that cannot be batched
-    is refused rather than run unbatched)."""
-    optimize: bool = True
-    """Whether the upload asked for onnxruntime's graph optimisations (a load compiles the
-    model again as it was uploaded)."""
-
-
-def _given(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 def runnable(caller: Principal) -> Visible:
@@ -215,11 +198,10 @@ class DataPlane:
             )
         self._running = 0
         self._running_lock = threading.Lock()
-        self._model_slots: dict[bytes, asyncio.Semaphore] = {}
-        self._schedules: dict[bytes, _Schedule] = {}
-        """How each session runs: the settings of the upload (or load) whose compile made it."""
-        self._own: dict[str, _Schedule] = {}
-        """The settings each model was uploaded with (a load that compiles it uses them)."""
+        self.schedules = Schedules(settings, registry)
+        """How each model and each session runs, and each session's run slots."""
+        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
+        self._model_slots = self.schedules.model_slots
         self._accounts = threading.Lock()
         """Held to account a request to a model and to forget a deleted model's accounts: a
         request that found a model before its delete must not bring its entries back."""
@@ -324,7 +306,7 @@ class DataPlane:
             digest = model.digest
         else:
             digest = model_digest(model)
-        schedule = self._schedule(settings or ModelSettings(), optimize=optimize)
+        schedule = self.schedules.schedule(settings or ModelSettings(), optimize=optimize)
         share = share_key(caller.key_id, digest)
         shared = self.registry.session_for(share)
         fresh = shared is None
@@ -385,29 +367,23 @@ class DataPlane:
                 entry = self._register(
                     record, model, compiled, steps, wire, queue, most_owned=most_owned
                 )
-                self._own[entry.model_id] = schedule
+                self.schedules.own[entry.model_id] = schedule
                 if fresh and entry.model is compiled:
                     # the first of identical uploads to register keeps its session, which runs
                     # with its settings (those of a model unloaded before held, at a re-compile)
-                    self._adopt(share, schedule)
+                    self.schedules.adopt(share, schedule)
             finally:  # registered, or failed: the name's numbering may go with its last model
                 self.registry.settle(name, caller.key_id)
         except BaseException:
             if fresh:
                 if self.registry.session_for(share) is None:
-                    self._schedules.pop(share, None)
+                    self.schedules.by_share.pop(share, None)
                 if queue is not None:
                     queue.close()
                 compiled.unload()
             raise
         self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return entry
-
-    def _adopt(self, share: bytes, schedule: _Schedule) -> None:
-        """The session for ``share`` now is one compiled with ``schedule``: its runs at once
-        are that schedule's (the slots of a session released before go with it)."""
-        self._schedules[share] = schedule
-        self._model_slots.pop(share, None)
 
     async def _persist(self, record: StoredModel, model: bytes | ModelFile) -> None:
         """Write ``record`` with ``model``'s bytes to the store (a streamed model is read back
@@ -488,7 +464,7 @@ class DataPlane:
         # (the store gives entries in file-name order, not upload order)
         oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
         loaded: list[_Restored] = []
-        own: dict[str, _Schedule] = {}
+        own: dict[str, Schedule] = {}
         for record in self.store.load_models():
             if record.owner is not None and self.settings.admin_digest is None:
                 # an open server lets anyone run and export every model: not a tenant's
@@ -499,19 +475,19 @@ class DataPlane:
             try:
                 share = share_key(record.owner, record.hash)
                 asked = _stored_settings(record)
-                own[record.model_id] = self._schedule(asked, optimize=record.optimize)
+                own[record.model_id] = self.schedules.schedule(asked, optimize=record.optimize)
                 compiled = sessions.get(share)
                 held = oldest.get(share) if compiled is not None else None
                 order = (record.uploaded_ns, record.model_id)
                 if held is None or order < held[0]:
                     if held is None or (asked, record.optimize) != held[1:]:
-                        schedule = self._schedule(asked, optimize=record.optimize)
+                        schedule = self.schedules.schedule(asked, optimize=record.optimize)
                         fresh = self._checked_compiled(record.model, record.optimize, schedule)
                         if compiled is not None:  # an older upload's settings replace them
                             loaded = [_swapped(item, compiled, fresh) for item in loaded]
                             _release(compiled)
                         compiled = sessions[share] = fresh
-                        self._schedules[share] = schedule
+                        self.schedules.by_share[share] = schedule
                     oldest[share] = (order, asked, record.optimize)
                 assert compiled is not None
                 wire, steps = self._stored_pipeline(record, compiled[0])
@@ -541,7 +517,7 @@ class DataPlane:
                 self._not_restored(record)
                 continue
             self._register(record, record.model, session, steps, wire, queue, restoring=True)
-            self._own[record.model_id] = own[record.model_id]
+            self.schedules.own[record.model_id] = own[record.model_id]
             registered.append(session)
         _release_unused(sessions, registered)
         return len(registered)
@@ -599,11 +575,7 @@ class DataPlane:
             ticket = self.registry.load_ticket(entry)
             shared = self.registry.session_for(entry.share)
             queue = None
-            schedule = (
-                self._own.get(entry.model_id)
-                or self._schedules.get(entry.share)
-                or self._schedule(ModelSettings())
-            )
+            schedule = self.schedules.for_load(entry)
             if shared is None:
                 abandon = Abandon()
                 session, queue = await _released_if_cancelled(
@@ -631,7 +603,7 @@ class DataPlane:
                 # stays unloaded and the session this load compiled is freed
                 continue
             if shared is None and reloaded.model is session:
-                self._adopt(entry.share, schedule)
+                self.schedules.adopt(entry.share, schedule)
             loaded.append(reloaded)
             self.metrics.upload_seconds.observe(time.perf_counter() - started)
         return loaded
@@ -661,34 +633,11 @@ class DataPlane:
         share = 1 if caller.kind == "tenant" else None
         return self._compile.submit(fn, group=caller.key_id, share=share)
 
-    def _schedule(self, asked: ModelSettings, *, optimize: bool = True) -> _Schedule:
-        """The upload's settings, each unset one taken from the server's; ``optimize``: the
-        upload's own."""
-        s = self.settings
-        batch = _given(asked.max_batch_size, s.max_batch_size)
-        default_runs = s.max_concurrent_runs
-        if batch > 1 and "max_concurrent_runs" not in s.model_fields_set:
-            default_runs = 1  # a batching model runs together what waits: one batch at a time
-        # the server's default within --max-model-runs; a model's own ask beyond it is refused
-        runs = _given(asked.max_concurrent_runs, min(default_runs, s.model_runs))
-        if runs > s.model_runs:
-            raise InvalidInput(
-                f"max_concurrent_runs {runs} is more than this server lets one model run at "
-                f"once ({s.model_runs}, --max-model-runs)"
-            )
-        policy = BatchPolicy(
-            max_batch_size=batch,
-            max_queue_delay_us=_given(asked.max_queue_delay_us, s.max_queue_delay_us),
-            max_concurrent_runs=runs,
-        )
-        threads = _given(asked.intra_op_threads, s.intra_op_threads)
-        return _Schedule(threads, policy, asked.max_batch_size is not None, optimize)
-
     def _checked_compiled(
         self,
         model: bytes | ModelFile,
         optimize: bool,
-        schedule: _Schedule,
+        schedule: Schedule,
         abandon: Abandon | None = None,
     ) -> tuple[LoadedModel, ModelQueue | None]:
         """The compile guard's checks and trial compile, then the server's own compile (not
@@ -714,7 +663,7 @@ class DataPlane:
         self,
         model: bytes | ModelFile,
         optimize: bool,
-        schedule: _Schedule,
+        schedule: Schedule,
         abandon: Abandon | None = None,
     ) -> tuple[LoadedModel, ModelQueue | None]:
         """The session and, for a model that batches, its queue (batching is probed here).
@@ -1097,19 +1046,7 @@ class DataPlane:
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers: its ``max_concurrent_runs``, at most
         ``ServerSettings.model_runs``."""
-        slots = self._model_slots.get(entry.share)
-        if slots is None:
-            schedule = self._schedules.get(entry.share)
-            runs = self.settings.model_runs
-            if schedule is not None:  # the model's own max_concurrent_runs, within the cap
-                runs = min(runs, schedule.policy.max_concurrent_runs)
-            slots = asyncio.Semaphore(runs)
-            # kept for a model still there only: a request that found its model before the
-            # delete left slots behind, which the same bytes uploaded again then took (with
-            # the server's runs, not those the new upload asked for)
-            if self.registry.holds(entry.model_id):
-                self._model_slots[entry.share] = slots
-        return slots
+        return self.schedules.slots(entry)
 
     async def _guarded(
         self,
@@ -1201,7 +1138,7 @@ class DataPlane:
                 raise ServerError("the model could not be removed from the store") from exc
         same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
         entry = self.registry.remove(ModelRef(key=found.model_id), same)
-        self._own.pop(entry.model_id, None)
+        self.schedules.forget_model(entry.model_id)
         with self._accounts:
             self.statistics.forget(entry.model_id)
             if entry.public:
@@ -1210,8 +1147,7 @@ class DataPlane:
             self.exports.drop(entry.model_id)
         if not any(e.share == entry.share for e in self.registry.entries(_every)):
             # the last model sharing this session (an unloaded one keeps its settings for load)
-            self._model_slots.pop(entry.share, None)
-            self._schedules.pop(entry.share, None)
+            self.schedules.forget_session(entry.share)
         return entry
 
     def missing_models(self) -> int:
