@@ -46,7 +46,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import numpy as np
@@ -68,16 +67,17 @@ from blindai.errors import (
     ServerError,
 )
 from blindai.pipeline.bundle import Pipeline
-from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
+from blindai.pipeline.compiled import CompiledPipeline, InputKind
 from blindai.protocol import codec
 from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
-from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
+from blindai.server._inline import InlineGate, Shapes, shapes_of
 from blindai.server._text import limit
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon, ClientGone
 from blindai.server.access import ADMIN_ID, Principal
-from blindai.server.batching import ModelQueue, probe_batching
+from blindai.server.batching import ModelQueue
 from blindai.server.compile_guard import CompileGuard
+from blindai.server.compiler import Compiled, Compiler, release, released_if_cancelled
 from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
@@ -101,7 +101,7 @@ from blindai.server.run_guard import (
     may_fit_again,
     run_guarded,
 )
-from blindai.server.runtime import LoadedModel, OnnxModel
+from blindai.server.runtime import LoadedModel
 from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
@@ -196,6 +196,15 @@ class DataPlane:
                 ),
                 ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
             )
+        self.compiler = Compiler(
+            settings,
+            self.metrics,
+            guard=self.compile_guard,
+            hosts=self.hosts,
+            offload=self._blocking,
+        )
+        """Checks and compiles models (each step through this plane's ``_checked_compiled``,
+        ``_compiled`` and ``_session``)."""
         self._running = 0
         self._running_lock = threading.Lock()
         self.schedules = Schedules(settings, registry)
@@ -313,7 +322,7 @@ class DataPlane:
         queue = None
         if shared is None:
             # uploads waiting for a compile worker take turns between keys, as runs do
-            compiled, queue = await _released_if_cancelled(
+            compiled, queue = await released_if_cancelled(
                 self._compiling(
                     functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
                     caller,
@@ -326,7 +335,7 @@ class DataPlane:
             steps = None
             if pipeline is not None:
                 steps = await self._compiling(
-                    functools.partial(self._compiled_pipeline, pipeline, compiled), caller
+                    functools.partial(self.compiler.pipeline, pipeline, compiled), caller
                 )
             abandon.check()  # the client went away while it compiled: nothing to keep
             version, uploaded_ns = self.registry.reserve(name, caller.key_id)
@@ -350,7 +359,7 @@ class DataPlane:
                     # unloaded) meanwhile, and its session with it: registered with it, this
                     # upload answered every run 404 ("deleted") while the index said READY
                     try:
-                        compiled, queue = await _released_if_cancelled(
+                        compiled, queue = await released_if_cancelled(
                             self._compiling(
                                 functools.partial(
                                     self._checked_compiled, model, optimize, schedule, abandon
@@ -459,7 +468,7 @@ class DataPlane:
         """
         if self.store is None:
             return 0
-        sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]] = {}
+        sessions: dict[bytes, Compiled] = {}
         # whose settings each session runs with: the oldest upload sharing it, as when uploaded
         # (the store gives entries in file-name order, not upload order)
         oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
@@ -485,7 +494,7 @@ class DataPlane:
                         fresh = self._checked_compiled(record.model, record.optimize, schedule)
                         if compiled is not None:  # an older upload's settings replace them
                             loaded = [_swapped(item, compiled, fresh) for item in loaded]
-                            _release(compiled)
+                            release(compiled)
                         compiled = sessions[share] = fresh
                         self.schedules.by_share[share] = schedule
                     oldest[share] = (order, asked, record.optimize)
@@ -539,7 +548,7 @@ class DataPlane:
             pipeline = Pipeline.from_wire(
                 codec.loads(record.pipeline, what="stored pipeline"), limits=limits
             )
-            return pipeline.to_wire(), self._compiled_pipeline(pipeline, model)
+            return pipeline.to_wire(), self.compiler.pipeline(pipeline, model)
 
     def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model ``caller`` means to delete: its own (any for the admin); another key's
@@ -578,7 +587,7 @@ class DataPlane:
             schedule = self.schedules.for_load(entry)
             if shared is None:
                 abandon = Abandon()
-                session, queue = await _released_if_cancelled(
+                session, queue = await released_if_cancelled(
                     self._compile.submit(
                         functools.partial(
                             self._compiled, source, schedule.optimize, schedule, abandon
@@ -595,7 +604,7 @@ class DataPlane:
                 # deleted while it compiled: nothing to load, and the other versions still are
                 # (the whole load answered 404 "no model with id ...", the rest left unloaded)
                 if shared is None:
-                    _release((session, queue))
+                    release((session, queue))
                 continue
             if reloaded is None:
                 # unloaded again while it compiled: the unload, which came last, wins (Triton
@@ -611,15 +620,6 @@ class DataPlane:
     def unload(self, entries: list[ModelEntry]) -> None:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
-
-    def _compiled_pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
-        with invalid_input():
-            return compile_pipeline(
-                pipeline,
-                inputs=model.inputs,
-                outputs=model.outputs,
-                limits=self.settings.pipeline_limits(),
-            )
 
     def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
         """``fn()`` in an inference worker, in turn with the other keys' runs; a tenant's key
@@ -639,25 +639,13 @@ class DataPlane:
         optimize: bool,
         schedule: Schedule,
         abandon: Abandon | None = None,
-    ) -> tuple[LoadedModel, ModelQueue | None]:
-        """The compile guard's checks and trial compile, then the server's own compile (not
-        begun once ``abandon`` is set: the client went away; a model's host being started for
-        it is killed then, ClientGone)."""
+    ) -> Compiled:
+        """The compile guard's checks and trial compile, then :meth:`_compiled`
+        (:meth:`Compiler.checked`)."""
         abandon = abandon or Abandon()
-        abandon.check()  # waited for a worker for a caller that is gone: not the guard's child
-        try:
-            # a streamed model's file goes to the guard's child as a read-only descriptor
-            report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
-            abandon.check()
-            try:
-                compiled = self._compiled(model, optimize, schedule, abandon)
-            except BlindAIError:
-                abandon.check()  # stopped because the client went away: not the model's fault
-                raise
-        finally:  # the next child starts once both compilations no longer need the CPU
-            self.compile_guard.replenish()
-        compiled[0].empty_unsafe = report.empty_unsafe
-        return compiled
+        return self.compiler.checked(
+            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
+        )
 
     def _compiled(
         self,
@@ -665,39 +653,13 @@ class DataPlane:
         optimize: bool,
         schedule: Schedule,
         abandon: Abandon | None = None,
-    ) -> tuple[LoadedModel, ModelQueue | None]:
-        """The session and, for a model that batches, its queue (batching is probed here).
-        ``abandon`` set while a model's host starts kills it (ModelNotReady); a session built
-        in the server's process cannot be stopped (the guard bounded its time)."""
-        if abandon is not None:
-            abandon.check()  # waited for a worker for a caller that is gone: nothing to compile
-        started = time.perf_counter()
-        try:
-            compiled = self._session(model, optimize, schedule.intra_op_threads, abandon)
-        finally:
-            self.metrics.compile_seconds.observe(time.perf_counter() - started)
-        policy = schedule.policy
-        if policy.max_batch_size <= 1:
-            compiled.inline = self._inline_gate(model)
-            return compiled, None
-        problem = probe_batching(compiled)
-        if problem is not None:
-            if schedule.batch_asked:
-                compiled.unload()
-                raise InvalidInput(f"max_batch_size: this model cannot be batched: {problem}")
-            compiled.inline = self._inline_gate(model)
-            return compiled, None
-        return compiled, ModelQueue(
-            compiled, policy=policy, offload=self._blocking, label="a model"
+    ) -> Compiled:
+        """The session (:meth:`_session`) and, for a model that batches, its queue
+        (:meth:`Compiler.compiled`)."""
+        threads = schedule.intra_op_threads
+        return self.compiler.compiled(
+            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
         )
-
-    def _inline_gate(self, model: bytes | ModelFile) -> InlineGate | None:
-        """The gate of a model that may run on the event loop (``_inline``); None for others,
-        on a GPU, and for models in a host process (a run there is never that short)."""
-        if self.settings.device != "cpu" or self.hosts is not None:
-            return None
-        source = Path(model.path) if isinstance(model, ModelFile) else model
-        return inline_gate(source, limit_us=self.settings.inline_run_us)
 
     def _session(
         self,
@@ -706,28 +668,7 @@ class DataPlane:
         threads: int,
         abandon: Abandon | None = None,
     ) -> LoadedModel:
-        try:
-            if self.hosts is not None:
-                stop = abandon.is_set if abandon is not None else lambda: False
-                return self.hosts.load(
-                    model, optimize=optimize, intra_op_threads=threads, stop=stop
-                )
-            return OnnxModel(
-                model.path if isinstance(model, ModelFile) else model,
-                optimize=optimize,
-                intra_op_threads=threads,
-                device=self.settings.device,
-                gpu_index=self.settings.gpu_index,
-                shared_arena=True,
-                max_map_bytes=self.settings.max_string_memory,
-            )
-        except BlindAIError:
-            raise  # the GPU refused the session, or an output cannot be returned: its message
-        except Exception as exc:  # onnxruntime raises several types for a bad model
-            raise InvalidInput(
-                "the model could not be loaded by onnxruntime (not a valid ONNX model, or "
-                "it uses operators this runtime lacks)"
-            ) from exc
+        return self.compiler.session(model, optimize, threads, abandon)
 
     def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model a request means among those ``caller`` may run (ModelNotFound when there
@@ -1204,7 +1145,7 @@ class DataPlane:
 
 _Restored = tuple[
     StoredModel,
-    tuple[LoadedModel, ModelQueue | None],
+    Compiled,
     CompiledPipeline | None,
     dict[str, Any] | None,
 ]
@@ -1213,51 +1154,19 @@ _Restored = tuple[
 
 def _swapped(
     item: _Restored,
-    old: tuple[LoadedModel, ModelQueue | None],
-    new: tuple[LoadedModel, ModelQueue | None],
+    old: Compiled,
+    new: Compiled,
 ) -> _Restored:
     record, compiled, steps, wire = item
     return (record, new if compiled is old else compiled, steps, wire)
 
 
-def _release(compiled: tuple[LoadedModel, ModelQueue | None]) -> None:
-    session, queue = compiled
-    session.unload()
-    if queue is not None:
-        queue.close()
-
-
-async def _released_if_cancelled(
-    work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]], abandon: Abandon
-) -> tuple[LoadedModel, ModelQueue | None]:
-    """``work``'s session, compiled in a worker for the task awaiting this. That task cancelled
-    (a gRPC client cancelled its call) while the worker compiles: ``abandon`` is set (the
-    compile stops at its next step, a host being started for it is killed) and a session made
-    all the same is released once the worker is done. Before, the worker's result was dropped
-    with the task: a model's host process then ran for nobody until the server's end."""
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        abandon.set()
-        work.add_done_callback(_release_made)
-        raise
-
-
-def _release_made(work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]]) -> None:
-    """Release what a compile made for a task that was cancelled (its error, if any, is read:
-    nobody else will)."""
-    if not work.cancelled() and work.exception() is None:
-        _release(work.result())
-
-
-def _release_unused(
-    sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]], used: Sequence[LoadedModel]
-) -> None:
+def _release_unused(sessions: dict[bytes, Compiled], used: Sequence[LoadedModel]) -> None:
     """Unload (and forget) the restored sessions that none of ``used`` is."""
     for share, compiled in list(sessions.items()):
         if not any(compiled[0] is u for u in used):
             del sessions[share]
-            _release(compiled)
+            release(compiled)
 
 
 def _stored_settings(record: StoredModel) -> ModelSettings:
