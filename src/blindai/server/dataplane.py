@@ -43,7 +43,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -60,7 +59,6 @@ from blindai.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
-    PayloadTooLarge,
     PermissionDenied,
     ProtocolError,
     RegistryFull,
@@ -71,14 +69,14 @@ from blindai.pipeline.compiled import CompiledPipeline, InputKind
 from blindai.protocol import codec
 from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
 from blindai.server._inline import InlineGate, Shapes, shapes_of
-from blindai.server._text import limit
 from blindai.server._workers import WorkerPool
-from blindai.server.abandon import Abandon, ClientGone
+from blindai.server.abandon import Abandon
 from blindai.server.access import ADMIN_ID, Principal
 from blindai.server.batching import ModelQueue
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.compiler import Compiled, Compiler, release, released_if_cancelled
 from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
+from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
@@ -89,7 +87,6 @@ from blindai.server.registry import (
     ModelRef,
     ModelRegistry,
     Visible,
-    model_digest,
     share_key,
 )
 from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
@@ -211,6 +208,18 @@ class DataPlane:
         """How each model and each session runs, and each session's run slots."""
         self._schedules = self.schedules.by_share  # the same dicts, read by the tests
         self._model_slots = self.schedules.model_slots
+        self.intake = Intake(
+            settings,
+            registry,
+            store=store,
+            metrics=self.metrics,
+            exports=self.exports,
+            schedules=self.schedules,
+            compiler=self.compiler,
+            steps=self,
+            pool=self._compile,
+        )
+        """Checks, compiles, stores and registers uploads."""
         self._accounts = threading.Lock()
         """Held to account a request to a model and to forget a deleted model's accounts: a
         request that found a model before its delete must not bring its entries back."""
@@ -229,11 +238,7 @@ class DataPlane:
 
     def check_model_size(self, size: int) -> None:
         """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
-        most = self.settings.max_model_bytes
-        if size > most:
-            raise PayloadTooLarge(
-                f"the model is {size} bytes, over {limit(most, 'max_model_bytes')}"
-            )
+        self.intake.check_model_size(size)
 
     def model_file(self, size: int) -> ModelFile:
         """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
@@ -255,209 +260,18 @@ class DataPlane:
         settings: ModelSettings | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> ModelEntry:
-        """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
-        not fit), keep both in the store, and register the model under a fresh id owned by
-        ``caller``; ``public``: every valid API key may run it. ``disconnected()`` completes
-        when the client goes away: until the model is registered, that stops the upload
-        (its compile child killed, nothing kept) with ClientGone.
-
-        ``model``: its bytes, or the server's file of them (streamed as it arrived).
-        ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
-        batching asked for a model that cannot be batched is InvalidInput. Identical bytes
-        already loaded by the same owner share that session, with the settings they were loaded
-        with (another key's identical upload has its own: ``registry.share_key``).
-        """
-        abandon = Abandon()
-        watch = None
-        if disconnected is not None:
-            watch = asyncio.ensure_future(disconnected())
-            watch.add_done_callback(lambda w: None if w.cancelled() else abandon.set())
-        try:
-            return await self._upload(
-                model,
-                name=name,
-                optimize=optimize,
-                caller=caller,
-                public=public,
-                pipeline=pipeline,
-                settings=settings,
-                abandon=abandon,
-            )
-        except ClientGone:
-            _log.info("an upload was stopped: its client went away before it was registered")
-            raise
-        finally:
-            if watch is not None:
-                watch.cancel()
-
-    async def _upload(
-        self,
-        model: bytes | ModelFile,
-        *,
-        name: str | None,
-        optimize: bool,
-        caller: Principal,
-        public: bool,
-        pipeline: Pipeline | None,
-        settings: ModelSettings | None,
-        abandon: Abandon,
-    ) -> ModelEntry:
-        size = _size(model)
-        self.check_model_size(size)
-        if not size:
-            raise InvalidInput("the model is empty")
-        most_owned = self._most_owned(caller)
-        self.registry.check_room(caller.key_id, most_owned=most_owned)
-        started = time.perf_counter()
-        if isinstance(model, ModelFile):
-            if not model.complete:
-                raise InvalidInput("the model's bytes did not all arrive")
-            digest = model.digest
-        else:
-            digest = model_digest(model)
-        schedule = self.schedules.schedule(settings or ModelSettings(), optimize=optimize)
-        share = share_key(caller.key_id, digest)
-        shared = self.registry.session_for(share)
-        fresh = shared is None
-        queue = None
-        if shared is None:
-            # uploads waiting for a compile worker take turns between keys, as runs do
-            compiled, queue = await released_if_cancelled(
-                self._compiling(
-                    functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
-                    caller,
-                ),
-                abandon,
-            )
-        else:
-            compiled = shared
-        try:
-            steps = None
-            if pipeline is not None:
-                steps = await self._compiling(
-                    functools.partial(self.compiler.pipeline, pipeline, compiled), caller
-                )
-            abandon.check()  # the client went away while it compiled: nothing to keep
-            version, uploaded_ns = self.registry.reserve(name, caller.key_id)
-            try:
-                record = StoredModel(
-                    model_id=str(uuid.uuid4()),
-                    name=name,
-                    owner=caller.key_id,
-                    public=public,
-                    hash=digest,
-                    uploaded_ns=uploaded_ns,
-                    optimize=optimize,
-                    model=b"",  # the store's copy is read from ``model`` by _persist
-                    pipeline=None if pipeline is None else codec.dumps(pipeline.to_wire()),
-                    version=version,
-                    settings=(settings or ModelSettings()).model_dump(exclude_none=True),
-                )
-                await self._persist(record, model)
-                if not fresh and self.registry.session_for(share) is not compiled:
-                    # the identical model whose session this upload shares was deleted (or
-                    # unloaded) meanwhile, and its session with it: registered with it, this
-                    # upload answered every run 404 ("deleted") while the index said READY
-                    try:
-                        compiled, queue = await released_if_cancelled(
-                            self._compiling(
-                                functools.partial(
-                                    self._checked_compiled, model, optimize, schedule, abandon
-                                ),
-                                caller,
-                            ),
-                            abandon,
-                        )
-                    except BaseException:
-                        self._unstore(record)
-                        raise
-                    fresh = True
-                wire = None if pipeline is None else pipeline.to_wire()
-                entry = self._register(
-                    record, model, compiled, steps, wire, queue, most_owned=most_owned
-                )
-                self.schedules.own[entry.model_id] = schedule
-                if fresh and entry.model is compiled:
-                    # the first of identical uploads to register keeps its session, which runs
-                    # with its settings (those of a model unloaded before held, at a re-compile)
-                    self.schedules.adopt(share, schedule)
-            finally:  # registered, or failed: the name's numbering may go with its last model
-                self.registry.settle(name, caller.key_id)
-        except BaseException:
-            if fresh:
-                if self.registry.session_for(share) is None:
-                    self.schedules.by_share.pop(share, None)
-                if queue is not None:
-                    queue.close()
-                compiled.unload()
-            raise
-        self.metrics.upload_seconds.observe(time.perf_counter() - started)
-        return entry
-
-    async def _persist(self, record: StoredModel, model: bytes | ModelFile) -> None:
-        """Write ``record`` with ``model``'s bytes to the store (a streamed model is read back
-        from its file for it, in a worker: the store seals one entry in memory)."""
-        if self.store is None:
-            return
-        store = self.store
-
-        def put() -> None:
-            data = model.read() if isinstance(model, ModelFile) else model
-            store.put_model(replace(record, model=data))
-
-        try:
-            await self._compile.run(put)
-        except (OSError, ValueError) as exc:
-            _log.error("store: the model could not be written: %s", type(exc).__name__)
-            raise ServerError("the model could not be stored; it was not uploaded") from exc
-
-    def _unstore(self, record: StoredModel) -> None:
-        """Take a refused upload's copy out of the store (it must not come back)."""
-        if self.store is not None:
-            self.store.delete_model(record.model_id)
-
-    def _register(
-        self,
-        record: StoredModel,
-        source: bytes | ModelFile,
-        compiled: LoadedModel,
-        steps: CompiledPipeline | None,
-        wire: dict[str, Any] | None,
-        queue: ModelQueue | None,
-        *,
-        restoring: bool = False,
-        most_owned: int | None = None,
-    ) -> ModelEntry:
-        try:
-            entry = self.registry.add(
-                record.hash,
-                compiled,
-                record.name,
-                steps,
-                source=source,
-                queue=queue,
-                model_id=record.model_id,
-                version=record.version,
-                owner=record.owner,
-                public=record.public,
-                uploaded_ns=record.uploaded_ns,
-                most_owned=most_owned,
-            )
-        except BaseException:
-            # an upload's stored copy must not come back (the registry was full meanwhile);
-            # a restore's is the model itself (a signal while restoring must not delete it)
-            if not restoring:
-                self._unstore(record)
-            raise
-        if self.exports is not None:
-            self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)
-        return entry
-
-    def _most_owned(self, caller: Principal) -> int | None:
-        """How many models ``caller`` may hold: ``max_models_per_key`` for a tenant's key (one
-        tenant must not fill the server for the others); the admin key and an open server's
-        anonymous callers are held to ``max_models`` only."""
-        return self.settings.max_models_per_key if caller.kind == "tenant" else None
+        """Compile, check, store and register a model owned by ``caller``
+        (:meth:`Intake.upload <blindai.server.intake.Intake.upload>`)."""
+        return await self.intake.upload(
+            model,
+            name=name,
+            optimize=optimize,
+            caller=caller,
+            public=public,
+            pipeline=pipeline,
+            settings=settings,
+            disconnected=disconnected,
+        )
 
     def restore(self) -> int:
         """Load and compile the store's models and pipelines (before serving), oldest first;
@@ -525,7 +339,7 @@ class DataPlane:
             except RegistryFull:
                 self._not_restored(record)
                 continue
-            self._register(record, record.model, session, steps, wire, queue, restoring=True)
+            self.intake.register(record, record.model, session, steps, wire, queue, restoring=True)
             self.schedules.own[record.model_id] = own[record.model_id]
             registered.append(session)
         _release_unused(sessions, registered)
@@ -626,12 +440,6 @@ class DataPlane:
         (``group``) runs at most ``key_runs`` at once."""
         share = None if group in (None, ADMIN_ID) else self.settings.key_runs
         return self._infer.submit(fn, group=group, share=share)
-
-    def _compiling(self, fn: Callable[[], _T], caller: Principal) -> asyncio.Future[_T]:
-        """``fn()`` in a compile worker, in turn with the other keys' uploads; a tenant's key
-        compiles one upload at a time (the other worker stays free for the other keys)."""
-        share = 1 if caller.kind == "tenant" else None
-        return self._compile.submit(fn, group=caller.key_id, share=share)
 
     def _checked_compiled(
         self,
