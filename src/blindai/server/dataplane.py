@@ -44,29 +44,23 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
-import pydantic
 
 from blindai.errors import (
     BlindAIError,
-    ConfigurationError,
     InferenceFailed,
     InferenceTimeout,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
     PermissionDenied,
-    ProtocolError,
-    RegistryFull,
     ServerError,
 )
 from blindai.pipeline.bundle import Pipeline
-from blindai.pipeline.compiled import CompiledPipeline, InputKind
-from blindai.protocol import codec
+from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
 from blindai.server._inline import InlineGate, Shapes, shapes_of
 from blindai.server._workers import WorkerPool
@@ -74,22 +68,22 @@ from blindai.server.abandon import Abandon
 from blindai.server.access import ADMIN_ID, Principal
 from blindai.server.batching import ModelQueue
 from blindai.server.compile_guard import CompileGuard
-from blindai.server.compiler import Compiled, Compiler, release, released_if_cancelled
+from blindai.server.compiler import Compiled, Compiler
 from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
 from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
-from blindai.server.pipeline_run import Inference, invalid_input, run_pipeline
+from blindai.server.pipeline_run import Inference, run_pipeline
 from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
     ModelRef,
     ModelRegistry,
     Visible,
-    share_key,
 )
 from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
+from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
 from blindai.server.run_guard import (
     HostArenaError,
     RunControl,
@@ -102,7 +96,7 @@ from blindai.server.runtime import LoadedModel
 from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
-from blindai.server.store import SealedStore, StoredModel
+from blindai.server.store import SealedStore
 
 __all__ = [
     "OPENED_CLOSED_STORE",
@@ -117,13 +111,6 @@ __all__ = [
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _log = logging.getLogger("blindai.server")
-
-OPENED_CLOSED_STORE = (
-    "the store holds {what} with access control; without --admin-key-sha256 anyone could run "
-    "and export its tenants' models: start with the admin key's hash"
-)
-"""Why a server without access control refuses a store written with it (an open server would
-serve its tenants' models to anyone: run, and export the bytes); ``what`` it holds."""
 
 
 def runnable(caller: Principal) -> Visible:
@@ -220,6 +207,18 @@ class DataPlane:
             pool=self._compile,
         )
         """Checks, compiles, stores and registers uploads."""
+        self.restorer = Restorer(
+            settings,
+            registry,
+            store=store,
+            metrics=self.metrics,
+            schedules=self.schedules,
+            compiler=self.compiler,
+            steps=self,
+            pool=self._compile,
+            intake=self.intake,
+        )
+        """Brings stored and unloaded models back."""
         self._accounts = threading.Lock()
         """Held to account a request to a model and to forget a deleted model's accounts: a
         request that found a model before its delete must not bring its entries back."""
@@ -274,95 +273,9 @@ class DataPlane:
         )
 
     def restore(self) -> int:
-        """Load and compile the store's models and pipelines (before serving), oldest first;
-        returns how many. A model that cannot be loaded any more is skipped with one log line,
-        and so are those beyond ``max_models`` (the newest; they stay in the store).
-        Models run with the settings they were uploaded with (those the server's limits still
-        allow; else they are skipped too).
-        """
-        if self.store is None:
-            return 0
-        sessions: dict[bytes, Compiled] = {}
-        # whose settings each session runs with: the oldest upload sharing it, as when uploaded
-        # (the store gives entries in file-name order, not upload order)
-        oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
-        loaded: list[_Restored] = []
-        own: dict[str, Schedule] = {}
-        for record in self.store.load_models():
-            if record.owner is not None and self.settings.admin_digest is None:
-                # an open server lets anyone run and export every model: not a tenant's
-                raise ConfigurationError(
-                    OPENED_CLOSED_STORE.format(what="models uploaded")
-                    + f" (model {record.model_id})"
-                )
-            try:
-                share = share_key(record.owner, record.hash)
-                asked = _stored_settings(record)
-                own[record.model_id] = self.schedules.schedule(asked, optimize=record.optimize)
-                compiled = sessions.get(share)
-                held = oldest.get(share) if compiled is not None else None
-                order = (record.uploaded_ns, record.model_id)
-                if held is None or order < held[0]:
-                    if held is None or (asked, record.optimize) != held[1:]:
-                        schedule = self.schedules.schedule(asked, optimize=record.optimize)
-                        fresh = self._checked_compiled(record.model, record.optimize, schedule)
-                        if compiled is not None:  # an older upload's settings replace them
-                            loaded = [_swapped(item, compiled, fresh) for item in loaded]
-                            release(compiled)
-                        compiled = sessions[share] = fresh
-                        self.schedules.by_share[share] = schedule
-                    oldest[share] = (order, asked, record.optimize)
-                assert compiled is not None
-                wire, steps = self._stored_pipeline(record, compiled[0])
-            except (InvalidInput, ModelNotReady, ProtocolError) as exc:
-                # the reason quotes the model (node, graph, initializer and pipeline names):
-                # its owner's to read, never the server's log
-                _log.error(
-                    "store: model %s cannot be loaded under this server's settings (%s); the "
-                    "reason names parts of the model, so it is not logged: uploading it again "
-                    "shows its owner why",
-                    record.model_id,
-                    type(exc).__name__,
-                )
-                continue
-            loaded.append((replace(record, pipeline=None), compiled, steps, wire))
-            loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
-            # more than fit (a lower --max-models, old entries put back by the host): the
-            # newest are left in the store, and never held at once (memory: max_models)
-            if len(loaded) > self.settings.max_models:
-                self._not_restored(loaded.pop()[0])
-                _release_unused(sessions, [item[1][0] for item in loaded])
-        registered = []
-        for record, (session, queue), steps, wire in loaded:
-            try:
-                self.registry.check_room()
-            except RegistryFull:
-                self._not_restored(record)
-                continue
-            self.intake.register(record, record.model, session, steps, wire, queue, restoring=True)
-            self.schedules.own[record.model_id] = own[record.model_id]
-            registered.append(session)
-        _release_unused(sessions, registered)
-        return len(registered)
-
-    def _not_restored(self, record: StoredModel) -> None:
-        _log.error(
-            "store: model %s not restored, it stays in the store: --max-models %d reached",
-            record.model_id,
-            self.settings.max_models,
-        )
-
-    def _stored_pipeline(
-        self, record: StoredModel, model: LoadedModel
-    ) -> tuple[dict[str, Any] | None, CompiledPipeline | None]:
-        if record.pipeline is None:
-            return None, None
-        limits = self.settings.pipeline_limits()
-        with invalid_input():
-            pipeline = Pipeline.from_wire(
-                codec.loads(record.pipeline, what="stored pipeline"), limits=limits
-            )
-            return pipeline.to_wire(), self.compiler.pipeline(pipeline, model)
+        """Load and compile the store's models before serving; how many
+        (:meth:`Restorer.restore <blindai.server.restore.Restorer.restore>`)."""
+        return self.restorer.restore()
 
     def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model ``caller`` means to delete: its own (any for the admin); another key's
@@ -384,52 +297,9 @@ class DataPlane:
         return mine
 
     async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        """Compile unloaded models again from their kept bytes (loaded ones are left alone, and
-        so are those deleted while they compiled)."""
-        loaded = []
-        for entry in entries:
-            if self.registry.is_ready(entry):
-                loaded.append(entry)
-                continue
-            source = self.registry.source(entry)
-            if source is None:
-                raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
-            started = time.perf_counter()
-            ticket = self.registry.load_ticket(entry)
-            shared = self.registry.session_for(entry.share)
-            queue = None
-            schedule = self.schedules.for_load(entry)
-            if shared is None:
-                abandon = Abandon()
-                session, queue = await released_if_cancelled(
-                    self._compile.submit(
-                        functools.partial(
-                            self._compiled, source, schedule.optimize, schedule, abandon
-                        )
-                    ),
-                    abandon,
-                )
-                session.empty_unsafe = entry.model.empty_unsafe  # what its upload's check found
-            else:
-                session = shared
-            try:
-                reloaded = self.registry.reload(entry, session, queue, ticket=ticket)
-            except ModelNotFound:
-                # deleted while it compiled: nothing to load, and the other versions still are
-                # (the whole load answered 404 "no model with id ...", the rest left unloaded)
-                if shared is None:
-                    release((session, queue))
-                continue
-            if reloaded is None:
-                # unloaded again while it compiled: the unload, which came last, wins (Triton
-                # applies a model's loads and unloads in the order they arrive); the model
-                # stays unloaded and the session this load compiled is freed
-                continue
-            if shared is None and reloaded.model is session:
-                self.schedules.adopt(entry.share, schedule)
-            loaded.append(reloaded)
-            self.metrics.upload_seconds.observe(time.perf_counter() - started)
-        return loaded
+        """Compile unloaded models again from their kept bytes
+        (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
+        return await self.restorer.load(entries)
 
     def unload(self, entries: list[ModelEntry]) -> None:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
@@ -949,41 +819,6 @@ class DataPlane:
         except OSError:
             raise ModelNotFound(f"no model with id or name {ref.key!r}") from None
         return ModelExport(entry.model_id, head, tail, source.size, fd=fd)
-
-
-_Restored = tuple[
-    StoredModel,
-    Compiled,
-    CompiledPipeline | None,
-    dict[str, Any] | None,
-]
-"""A stored model on its way back: its record, session and queue, pipeline steps and wire."""
-
-
-def _swapped(
-    item: _Restored,
-    old: Compiled,
-    new: Compiled,
-) -> _Restored:
-    record, compiled, steps, wire = item
-    return (record, new if compiled is old else compiled, steps, wire)
-
-
-def _release_unused(sessions: dict[bytes, Compiled], used: Sequence[LoadedModel]) -> None:
-    """Unload (and forget) the restored sessions that none of ``used`` is."""
-    for share, compiled in list(sessions.items()):
-        if not any(compiled[0] is u for u in used):
-            del sessions[share]
-            release(compiled)
-
-
-def _stored_settings(record: StoredModel) -> ModelSettings:
-    """The run settings a stored model was uploaded with; InvalidInput when they no longer
-    validate."""
-    try:
-        return ModelSettings.model_validate(dict(record.settings))
-    except pydantic.ValidationError as exc:
-        raise InvalidInput(f"its stored settings are invalid ({exc.error_count()} errors)") from exc
 
 
 def _size(source: bytes | ModelFile) -> int:
