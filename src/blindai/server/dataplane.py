@@ -39,20 +39,13 @@ session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, ParamSpec, TypeVar
-
-import numpy as np
-import onnxruntime as ort
+from typing import ParamSpec, TypeVar
 
 from blindai.errors import (
-    BlindAIError,
     InferenceFailed,
-    InferenceTimeout,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
@@ -62,19 +55,17 @@ from blindai.errors import (
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
-from blindai.server._inline import InlineGate, Shapes, shapes_of
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon
-from blindai.server.access import ADMIN_ID, Principal
-from blindai.server.batching import ModelQueue
+from blindai.server.access import Principal
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.compiler import Compiled, Compiler
-from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
+from blindai.server.inputs import Inputs, match_inputs
 from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
-from blindai.server.pipeline_run import Inference, run_pipeline
+from blindai.server.pipeline_run import Inference
 from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import (
     ModelEntry,
@@ -86,12 +77,9 @@ from blindai.server.replication import ModelExport, RequiredModels, UploadOption
 from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
 from blindai.server.run_guard import (
     HostArenaError,
-    RunControl,
-    check_reply_size,
-    failure_for,
     may_fit_again,
-    run_guarded,
 )
+from blindai.server.runs import Runs, tenant
 from blindai.server.runtime import LoadedModel
 from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
@@ -180,21 +168,30 @@ class DataPlane:
                 ),
                 ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
             )
+        self.schedules = Schedules(settings, registry)
+        """How each model and each session runs, and each session's run slots."""
+        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
+        self._model_slots = self.schedules.model_slots
+        self.runs = Runs(
+            settings,
+            registry,
+            pool=self._infer,
+            preprocess_budget=self.preprocess_budget,
+            schedules=self.schedules,
+            counted=self._counted,
+        )
+        """Runs the models found (each run counted by :meth:`_counted`)."""
         self.compiler = Compiler(
             settings,
             self.metrics,
             guard=self.compile_guard,
             hosts=self.hosts,
-            offload=self._blocking,
+            offload=self.runs.blocking,
         )
         """Checks and compiles models (each step through this plane's ``_checked_compiled``,
         ``_compiled`` and ``_session``)."""
         self._running = 0
         self._running_lock = threading.Lock()
-        self.schedules = Schedules(settings, registry)
-        """How each model and each session runs, and each session's run slots."""
-        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
-        self._model_slots = self.schedules.model_slots
         self.intake = Intake(
             settings,
             registry,
@@ -305,12 +302,6 @@ class DataPlane:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
 
-    def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
-        """``fn()`` in an inference worker, in turn with the other keys' runs; a tenant's key
-        (``group``) runs at most ``key_runs`` at once."""
-        share = None if group in (None, ADMIN_ID) else self.settings.key_runs
-        return self._infer.submit(fn, group=group, share=share)
-
     def _checked_compiled(
         self,
         model: bytes | ModelFile,
@@ -402,138 +393,17 @@ class DataPlane:
         timing: Timing | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
-        """:meth:`infer` for a model already found by :meth:`model` (no second lookup).
-        ``caller`` sent the inputs: a batch holds one caller's requests only.
-
-        A model unloaded and loaded again after it was found runs with its new session (see
-        :meth:`_found_again`)."""
-        run = functools.partial(
-            self._run_found,
-            inputs=inputs,
+        """:meth:`infer` for a model already found by :meth:`model` (no second lookup)
+        (:meth:`Runs.run <blindai.server.runs.Runs.run>`)."""
+        return await self.runs.run(
+            entry,
+            inputs,
             caller=caller,
             outputs=outputs,
             reshape_flat=reshape_flat,
-            timing=timing or Timing(),
+            timing=timing,
             disconnected=disconnected,
         )
-        return await self._on_current(entry, run)
-
-    async def _on_current(
-        self, entry: ModelEntry, run: Callable[[ModelEntry], Awaitable[Inference]]
-    ) -> Inference:
-        """``run(entry)``, once more on the model as it is now when its session was released
-        meanwhile (:meth:`_found_again`)."""
-        try:
-            return await run(entry)
-        except (ModelNotFound, ModelNotReady):
-            again = self._found_again(entry)
-            if again is None:
-                raise
-        return await run(again)
-
-    def _found_again(self, entry: ModelEntry) -> ModelEntry | None:
-        """The model ``entry`` was found as, loaded again, when its run failed because its
-        session was released meanwhile (None: the failure was not that). ModelNotReady when it
-        is still unloaded, as the lookup answers; ModelNotFound when it was deleted (a batching
-        model's queue said 503 "removed").
-
-        A request finds its model when it arrives, and runs later (the v2 routes read the body
-        in between): one that found a model before an unload and a load answered 404 or, in a
-        batching model's queue, 503 ("removed"), though the model was there and loaded."""
-        if not entry.model.released:
-            return None
-        current = self.registry.current(entry)
-        if current is None:
-            raise ModelNotFound("the model was deleted before this request ran")
-        if not self.registry.is_ready(current):
-            raise ModelNotReady(
-                f"model {entry.label!r} is unloaded; load it first "
-                "(POST /v2/repository/models/NAME/load)"
-            )
-        return None if current.model.released else current
-
-    async def _run_found(
-        self,
-        entry: ModelEntry,
-        *,
-        inputs: Inputs,
-        caller: Principal,
-        outputs: Sequence[str] | None,
-        reshape_flat: bool,
-        timing: Timing,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> Inference:
-        """:meth:`run` with the model's session and queue as ``entry`` has them."""
-        raw = raw_input(entry, inputs)
-        if raw is not None:
-            return await self._preprocessed(entry, raw, caller, timing, disconnected)
-        with timing.phase("decode"):
-            feeds = match_inputs(
-                entry.model.inputs,
-                inputs,
-                reshape_flat=reshape_flat,
-                empty_unsafe=entry.model.empty_unsafe,
-            )
-            wanted = output_names(entry, outputs)
-        submitted = time.perf_counter_ns()
-        if entry.queue is not None:  # a model that batches: its queue, under the run timeout
-            return Inference(
-                entry,
-                self._fits_reply(
-                    await self._batched(
-                        entry.queue, feeds, wanted, timing, submitted, caller.key_id, disconnected
-                    )
-                ),
-            )
-        gate = entry.model.inline
-        shapes = None if gate is None else shapes_of(feeds)
-        if gate is not None and gate.allows(shapes) and not self._slots(entry).locked():
-            return Inference(
-                entry,
-                self._fits_reply(self._on_loop(entry, gate, shapes, feeds, wanted, timing)),
-            )
-        ran: list[int] = []
-
-        def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
-            started = time.perf_counter_ns()
-            try:
-                return entry.model.predict(
-                    feeds, wanted, run_options=run_options, caller=caller.key_id
-                )
-            finally:
-                ran.append(time.perf_counter_ns() - started)
-                timing.add("queue", started - submitted)
-                timing.add("infer", ran[0])
-
-        done = await self._guarded(entry, timed, group=caller.key_id, disconnected=disconnected)
-        if gate is not None:
-            gate.observe(ran[0], shapes, on_loop=False)
-        return Inference(entry, self._fits_reply(done))
-
-    def _on_loop(
-        self,
-        entry: ModelEntry,
-        gate: InlineGate,
-        shapes: Shapes | None,
-        feeds: dict[str, np.ndarray],
-        wanted: list[str] | None,
-        timing: Timing,
-    ) -> list[tuple[str, np.ndarray]]:
-        """Run a model whose gate says so on the event loop (see ``_inline``), under the same
-        memory cap and with the same answers to failures as a run in a worker."""
-        control = RunControl()
-        started = time.perf_counter_ns()
-        try:
-            predict = functools.partial(entry.model.predict, run_options=control.options)
-            done, error, shared = self._counted(predict, feeds, wanted)
-        finally:
-            ran = time.perf_counter_ns() - started
-            timing.add("queue", 0)
-            timing.add("infer", ran)
-        if error is not None:
-            self._fail(error, control, shared)
-        gate.observe(ran, shapes, on_loop=True)
-        return done  # type: ignore[return-value]
 
     def _counted(
         self, fn: Callable[..., _T], *args: object
@@ -561,44 +431,6 @@ class DataPlane:
             with self._running_lock:
                 self._running -= 1
 
-    async def _batched(
-        self,
-        queue: ModelQueue,
-        feeds: dict[str, np.ndarray],
-        wanted: list[str] | None,
-        timing: Timing,
-        submitted: int,
-        caller: str | None,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> list[tuple[str, np.ndarray]]:
-        """A run through a batching model's queue, batched with ``caller``'s requests only.
-        The request gives up at the run timeout, or when its client goes away (it waited for
-        its run to end, as if the client were still there); the run it joined is stopped once
-        every request in it has given up (a batch is not stopped for one member)."""
-        run_ns: list[int] = []
-        # the queue's runs carry their own options: this control only says why the wait ended
-        control = RunControl(shrink_arena=False)
-        waiting = asyncio.ensure_future(queue.predict(feeds, wanted, caller=caller, run_ns=run_ns))
-        try:
-            return await run_guarded(
-                waiting,
-                control,
-                timeout_s=self.settings.run_timeout,
-                disconnected=disconnected,
-                grace_s=0,
-            )
-        except InferenceTimeout:
-            if control.reason not in (None, "timeout"):  # the client went away
-                raise InferenceFailed(f"the run was stopped: {control.reason}") from None
-            raise
-        except asyncio.CancelledError:
-            waiting.cancel()  # this request gives up (a gRPC call cancelled)
-            raise
-        finally:
-            ran = sum(run_ns)
-            timing.add("queue", time.perf_counter_ns() - submitted - ran)
-            timing.add("infer", ran)
-
     def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
         """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
         oldest first."""
@@ -624,101 +456,15 @@ class DataPlane:
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
         """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
-        found by :meth:`model`; ``timing`` and ``disconnected`` as in :meth:`infer`."""
-        label = entry.name or entry.model_id
-        if entry.pipeline is None:
-            raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
-        if entry.pipeline.input_kind != kind:
-            raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
-        timing = timing or Timing()
-
-        async def run(found: ModelEntry) -> Inference:
-            return await self._preprocessed(found, raw, caller, timing, disconnected)
-
-        return await self._on_current(entry, run)
-
-    async def _preprocessed(
-        self,
-        entry: ModelEntry,
-        raw: bytes | str,
-        caller: Principal,
-        timing: Timing,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> Inference:
-        """A raw input through ``entry``'s pipeline and model, in an inference worker, under
-        the run limits and the preprocessing budget."""
-        submitted = time.perf_counter_ns()
-        return await self._guarded(
-            entry,
-            run_pipeline,
-            entry,
-            raw,
-            self.preprocess_budget,
-            _tenant(caller),
-            caller.key_id,
-            timing,
-            submitted,
-            group=caller.key_id,
-            disconnected=disconnected,
+        found by :meth:`model` (:meth:`Runs.run_raw <blindai.server.runs.Runs.run_raw>`)."""
+        return await self.runs.run_raw(
+            entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
         )
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
-        """The model's share of the inference workers: its ``max_concurrent_runs``, at most
-        ``ServerSettings.model_runs``."""
+        """The model's share of the inference workers (:meth:`Schedules.slots
+        <blindai.server.schedules.Schedules.slots>`)."""
         return self.schedules.slots(entry)
-
-    async def _guarded(
-        self,
-        entry: ModelEntry,
-        fn: Callable[..., _T],
-        *args: object,
-        group: str | None,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> _T:
-        """``fn(*args, run_options)`` in an inference worker, under the run limits: at most
-        ``model_runs`` of the model at once, the run timeout counting the wait for both.
-        ``group`` (the caller's key) takes turns for a worker with the other callers'."""
-        control = RunControl()
-        settings = self.settings
-        counted = functools.partial(self._counted, fn, *args, control.options)
-        slots = self._slots(entry)
-        work: Awaitable[tuple[_T | None, Exception | None, bool]]
-        if slots.locked():  # wait for a slot, under the run timeout
-
-            async def queued() -> tuple[_T | None, Exception | None, bool]:
-                async with slots:
-                    return await self._blocking(counted, group)
-
-            work = queued()
-        else:  # a free slot: taken now, given back when the worker is done with the run
-            await slots.acquire()
-            work = self._blocking(counted, group)
-            work.add_done_callback(lambda _: slots.release())
-        value, error, shared = await run_guarded(
-            work, control, timeout_s=settings.run_timeout, disconnected=disconnected
-        )
-        if error is not None:
-            self._fail(error, control, shared)
-        return value  # type: ignore[return-value]
-
-    def _fail(self, error: Exception, control: RunControl, shared: bool) -> NoReturn:
-        """Raise what to answer for a run that raised ``error`` (see ``failure_for``)."""
-        cause = error.__cause__
-        from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
-        if not from_runtime and control.reason is None:
-            raise error  # our own refusal (a pipeline's, say): as it is
-        raise failure_for(
-            cause if isinstance(cause, Exception) else error,
-            control,
-            timeout_s=self.settings.run_timeout,
-            memory_bytes=self.settings.max_run_memory,
-            shared=shared,
-        ) from error
-
-    def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
-        """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""
-        check_reply_size(outputs, limit=self.settings.max_response_bytes, as_json=lambda _: False)
-        return outputs
 
     def record(
         self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal
@@ -730,7 +476,7 @@ class DataPlane:
         for each request that had found it before)."""
         with self._accounts:
             if self.registry.holds(entry.model_id):
-                self.statistics.record(entry.model_id, timing, success=success, key=_tenant(caller))
+                self.statistics.record(entry.model_id, timing, success=success, key=tenant(caller))
                 self.metrics.observe_model(
                     model_id=entry.model_id, public=entry.public, success=success, timing=timing
                 )
@@ -741,7 +487,7 @@ class DataPlane:
         """The statistics of ``entry`` that ``caller`` reads: a tenant's key, its own requests'
         (a public model's totals showed it when another tenant ran it, and how long that took);
         the admin key and an open server's callers, every request's."""
-        return self.statistics.snapshot(entry.model_id, _tenant(caller))
+        return self.statistics.snapshot(entry.model_id, tenant(caller))
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;
@@ -831,9 +577,3 @@ def _required(settings: ServerSettings) -> RequiredModels | None:
     if settings.require_model_count:
         return RequiredModels(count=settings.require_model_count)
     return None
-
-
-def _tenant(caller: Principal) -> str | None:
-    """The key whose share of a server-wide budget ``caller`` takes: a tenant's; None for the
-    admin key and an open server's callers (no share of their own)."""
-    return caller.key_id if caller.kind == "tenant" else None
