@@ -13,27 +13,25 @@ run it with :meth:`DataPlane.run` (or :meth:`DataPlane.run_raw`), which look not
 Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
 that uploads never hold up inference on other models.
 
-A model uploaded with a pipeline (:mod:`blindai.pipeline`) also takes its raw input (text,
-image or audio): :meth:`DataPlane.run_raw`, or, in :meth:`DataPlane.infer`, one input named
-after the pipeline's kind holding one element; the answer then carries the pipeline's typed
-result. Pipeline errors caused by a request are InvalidInput (400).
-
 Every call names its caller (a :class:`~blindai.server.access.Principal`): a model the caller
 may not run is reported exactly like a missing one (the rules: :mod:`blindai.server.access`).
-With a sealed store, an upload (with its pipeline) is written to it before it is registered
-and acknowledged, and a delete removed from it before it is acknowledged.
 
-Limits (docs/limits.md): every upload is checked and compiled first in a limited child process
-(:mod:`blindai.server.compile_guard`: no external data, bounded graphs and static shapes,
-compile time and memory); every run has a timeout and a share of the workers, is stopped when
-its client goes away, draws its tensors from the capped arena (:mod:`blindai.server.run_guard`),
-and its outputs are refused when the reply would pass ``max_response_bytes``.
+:class:`DataPlane` is the one class the protocols import. It keeps the lookups with access
+control, delete (with a sealed store, removed from it before it is acknowledged), the lists,
+export, and the per-model inference statistics (:attr:`DataPlane.statistics`, every protocol's
+inferences, pipelines included: :meth:`DataPlane.record`); the rest is done by the parts it
+holds, each given what it needs (their limits: docs/limits.md):
 
-The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`,
-every protocol's inferences, pipelines included: :meth:`DataPlane.record`) and times uploads and
-compilations in the server's metrics; a model can be unloaded (its
-session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
-:meth:`DataPlane.load`); an unloaded model answers ModelNotReady (503).
+* :mod:`blindai.server.intake`: uploads checked, compiled, stored (before they are registered
+  and acknowledged) and registered;
+* :mod:`blindai.server.restore`: the store's models at start-up, and unloaded models (session
+  released, bytes kept: :meth:`DataPlane.unload`; ModelNotReady, 503) loaded again;
+* :mod:`blindai.server.compiler`: the compile guard's checks in a limited child process, then
+  the session;
+* :mod:`blindai.server.runs`: runs under the run limits, batched, on the event loop, or
+  through a model's pipeline (its raw input: :meth:`DataPlane.run_raw`, or in
+  :meth:`DataPlane.infer` one input named after the pipeline's kind holding one element);
+* :mod:`blindai.server.schedules`: each model's run settings and share of the workers.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ from blindai.errors import (
 )
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
-from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
+from blindai.protocol.replication import ListedModel
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon
 from blindai.server.access import Principal
@@ -67,18 +65,10 @@ from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
 from blindai.server.pipeline_run import Inference
 from blindai.server.preprocess_budget import PreprocessBudget
-from blindai.server.registry import (
-    ModelEntry,
-    ModelRef,
-    ModelRegistry,
-    Visible,
-)
-from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible
+from blindai.server.replication import ModelExport, UploadOptions, required_models
 from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
-from blindai.server.run_guard import (
-    HostArenaError,
-    may_fit_again,
-)
+from blindai.server.run_guard import HostArenaError, may_fit_again
 from blindai.server.runs import Runs, tenant
 from blindai.server.runtime import LoadedModel
 from blindai.server.schedules import Schedule, Schedules
@@ -146,7 +136,7 @@ class DataPlane:
         )
         """How each model was uploaded (optimisation, pipeline), for export
         (``--allow-model-export``; the registry keeps the bytes)."""
-        self.required = _required(settings)
+        self.required = required_models(settings)
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self.preprocess_budget = PreprocessBudget(settings.max_preprocess_memory)
@@ -232,47 +222,30 @@ class DataPlane:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
         return await self._infer.run(fn, *args, **kwargs)
 
-    def check_model_size(self, size: int) -> None:
-        """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
-        self.intake.check_model_size(size)
+    def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
+        """The model a request means among those ``caller`` may run (ModelNotFound when there
+        is none, ModelNotReady when it is unloaded)."""
+        entry = self.registry.get(ref, runnable(caller), owner=caller.key_id)
+        if not self.registry.is_ready(entry):
+            raise ModelNotReady(
+                f"model {entry.label!r} is unloaded; load it first "
+                "(POST /v2/repository/models/NAME/load)"
+            )
+        return entry
 
-    def model_file(self, size: int) -> ModelFile:
-        """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
-        return ModelFile(size, directory=self.settings.upload_dir)
+    def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
+        """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
+        oldest first."""
+        return self.registry.versions(key, runnable(caller), owner=caller.key_id)
 
-    async def write_model(self, file: ModelFile, pieces: list[bytes]) -> None:
-        """Hash and write the next pieces of an arriving model, in a worker thread."""
-        await self._compile.run(file.write, pieces)
+    def entries(self, visible: Visible) -> list[ModelEntry]:
+        """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
+        first."""
+        return self.registry.entries(visible)
 
-    async def upload(
-        self,
-        model: bytes | ModelFile,
-        *,
-        name: str | None,
-        optimize: bool,
-        caller: Principal,
-        public: bool = False,
-        pipeline: Pipeline | None = None,
-        settings: ModelSettings | None = None,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-    ) -> ModelEntry:
-        """Compile, check, store and register a model owned by ``caller``
-        (:meth:`Intake.upload <blindai.server.intake.Intake.upload>`)."""
-        return await self.intake.upload(
-            model,
-            name=name,
-            optimize=optimize,
-            caller=caller,
-            public=public,
-            pipeline=pipeline,
-            settings=settings,
-            disconnected=disconnected,
-        )
-
-    def restore(self) -> int:
-        """Load and compile the store's models before serving; how many
-        (:meth:`Restorer.restore <blindai.server.restore.Restorer.restore>`)."""
-        return self.restorer.restore()
+    def is_ready(self, entry: ModelEntry) -> bool:
+        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
+        return self.registry.is_ready(entry)
 
     def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model ``caller`` means to delete: its own (any for the admin); another key's
@@ -292,63 +265,6 @@ class DataPlane:
         if not mine:
             raise PermissionDenied("only the key that uploaded this model may change it")
         return mine
-
-    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        """Compile unloaded models again from their kept bytes
-        (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
-        return await self.restorer.load(entries)
-
-    def unload(self, entries: list[ModelEntry]) -> None:
-        """Release the sessions of models (their bytes stay, for :meth:`load`)."""
-        self.registry.unload(entries)
-
-    def _checked_compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The compile guard's checks and trial compile, then :meth:`_compiled`
-        (:meth:`Compiler.checked`)."""
-        abandon = abandon or Abandon()
-        return self.compiler.checked(
-            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
-        )
-
-    def _compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The session (:meth:`_session`) and, for a model that batches, its queue
-        (:meth:`Compiler.compiled`)."""
-        threads = schedule.intra_op_threads
-        return self.compiler.compiled(
-            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
-        )
-
-    def _session(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        threads: int,
-        abandon: Abandon | None = None,
-    ) -> LoadedModel:
-        return self.compiler.session(model, optimize, threads, abandon)
-
-    def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
-        """The model a request means among those ``caller`` may run (ModelNotFound when there
-        is none, ModelNotReady when it is unloaded)."""
-        entry = self.registry.get(ref, runnable(caller), owner=caller.key_id)
-        if not self.registry.is_ready(entry):
-            raise ModelNotReady(
-                f"model {entry.label!r} is unloaded; load it first "
-                "(POST /v2/repository/models/NAME/load)"
-            )
-        return entry
 
     async def infer(
         self,
@@ -405,6 +321,22 @@ class DataPlane:
             disconnected=disconnected,
         )
 
+    async def run_raw(
+        self,
+        entry: ModelEntry,
+        kind: InputKind,
+        raw: bytes | str,
+        *,
+        caller: Principal,
+        timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> Inference:
+        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
+        found by :meth:`model` (:meth:`Runs.run_raw <blindai.server.runs.Runs.run_raw>`)."""
+        return await self.runs.run_raw(
+            entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
+        )
+
     def _counted(
         self, fn: Callable[..., _T], *args: object
     ) -> tuple[_T | None, Exception | None, bool]:
@@ -430,36 +362,6 @@ class DataPlane:
         finally:
             with self._running_lock:
                 self._running -= 1
-
-    def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
-        oldest first."""
-        return self.registry.versions(key, runnable(caller), owner=caller.key_id)
-
-    def entries(self, visible: Visible) -> list[ModelEntry]:
-        """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
-        first."""
-        return self.registry.entries(visible)
-
-    def is_ready(self, entry: ModelEntry) -> bool:
-        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
-        return self.registry.is_ready(entry)
-
-    async def run_raw(
-        self,
-        entry: ModelEntry,
-        kind: InputKind,
-        raw: bytes | str,
-        *,
-        caller: Principal,
-        timing: Timing | None = None,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-    ) -> Inference:
-        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
-        found by :meth:`model` (:meth:`Runs.run_raw <blindai.server.runs.Runs.run_raw>`)."""
-        return await self.runs.run_raw(
-            entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
-        )
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers (:meth:`Schedules.slots
@@ -488,6 +390,94 @@ class DataPlane:
         (a public model's totals showed it when another tenant ran it, and how long that took);
         the admin key and an open server's callers, every request's."""
         return self.statistics.snapshot(entry.model_id, tenant(caller))
+
+    def check_model_size(self, size: int) -> None:
+        """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
+        self.intake.check_model_size(size)
+
+    def model_file(self, size: int) -> ModelFile:
+        """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
+        return ModelFile(size, directory=self.settings.upload_dir)
+
+    async def write_model(self, file: ModelFile, pieces: list[bytes]) -> None:
+        """Hash and write the next pieces of an arriving model, in a worker thread."""
+        await self._compile.run(file.write, pieces)
+
+    async def upload(
+        self,
+        model: bytes | ModelFile,
+        *,
+        name: str | None,
+        optimize: bool,
+        caller: Principal,
+        public: bool = False,
+        pipeline: Pipeline | None = None,
+        settings: ModelSettings | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> ModelEntry:
+        """Compile, check, store and register a model owned by ``caller``
+        (:meth:`Intake.upload <blindai.server.intake.Intake.upload>`)."""
+        return await self.intake.upload(
+            model,
+            name=name,
+            optimize=optimize,
+            caller=caller,
+            public=public,
+            pipeline=pipeline,
+            settings=settings,
+            disconnected=disconnected,
+        )
+
+    def restore(self) -> int:
+        """Load and compile the store's models before serving; how many
+        (:meth:`Restorer.restore <blindai.server.restore.Restorer.restore>`)."""
+        return self.restorer.restore()
+
+    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        """Compile unloaded models again from their kept bytes
+        (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
+        return await self.restorer.load(entries)
+
+    def unload(self, entries: list[ModelEntry]) -> None:
+        """Release the sessions of models (their bytes stay, for :meth:`load`)."""
+        self.registry.unload(entries)
+
+    def _checked_compiled(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: Schedule,
+        abandon: Abandon | None = None,
+    ) -> Compiled:
+        """The compile guard's checks and trial compile, then :meth:`_compiled`
+        (:meth:`Compiler.checked`)."""
+        abandon = abandon or Abandon()
+        return self.compiler.checked(
+            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
+        )
+
+    def _compiled(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: Schedule,
+        abandon: Abandon | None = None,
+    ) -> Compiled:
+        """The session (:meth:`_session`) and, for a model that batches, its queue
+        (:meth:`Compiler.compiled`)."""
+        threads = schedule.intra_op_threads
+        return self.compiler.compiled(
+            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
+        )
+
+    def _session(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        threads: int,
+        abandon: Abandon | None = None,
+    ) -> LoadedModel:
+        return self.compiler.session(model, optimize, threads, abandon)
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;
@@ -555,25 +545,7 @@ class DataPlane:
         options = self.exports.get(entry.model_id)
         if source is None or options is None:  # removed meanwhile
             raise ModelNotFound(f"no model with id or name {ref.key!r}")
-        optimize, pipeline = options
-        meta = ExportedModel(entry.model_id, b"", entry.name, entry.hash, optimize, pipeline)
-        head, tail = export_frame(meta, _size(source))
-        if not isinstance(source, ModelFile):
-            return ModelExport(entry.model_id, head, tail, len(source), data=source)
         try:
-            fd = source.reader()  # its own descriptor: the model may be deleted meanwhile
-        except OSError:
+            return ModelExport.of(entry, source, *options)
+        except OSError:  # the server's file of its bytes: removed meanwhile
             raise ModelNotFound(f"no model with id or name {ref.key!r}") from None
-        return ModelExport(entry.model_id, head, tail, source.size, fd=fd)
-
-
-def _size(source: bytes | ModelFile) -> int:
-    return source.size if isinstance(source, ModelFile) else len(source)
-
-
-def _required(settings: ServerSettings) -> RequiredModels | None:
-    if settings.require_models is not None:
-        return RequiredModels.from_file(settings.require_models, count=settings.require_model_count)
-    if settings.require_model_count:
-        return RequiredModels(count=settings.require_model_count)
-    return None
