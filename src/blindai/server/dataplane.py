@@ -16,12 +16,14 @@ that uploads never hold up inference on other models.
 Every call names its caller (a :class:`~blindai.server.access.Principal`): a model the caller
 may not run is reported exactly like a missing one (the rules: :mod:`blindai.server.access`).
 
-:class:`DataPlane` is the one class the protocols import. It keeps the lookups with access
-control, delete (with a sealed store, removed from it before it is acknowledged), the lists,
-export, and the per-model inference statistics (:attr:`DataPlane.statistics`, every protocol's
-inferences, pipelines included: :meth:`DataPlane.record`); the rest is done by the parts it
-holds, each given what it needs (their limits: docs/limits.md):
+:class:`DataPlane` is the one class the protocols import. It keeps delete (with a sealed
+store, removed from it before it is acknowledged) and the per-model inference statistics
+(:attr:`DataPlane.statistics`, every protocol's inferences, pipelines included:
+:meth:`DataPlane.record`); the rest is done by the parts it holds, each given what it needs
+(their limits: docs/limits.md):
 
+* :mod:`blindai.server.catalog`: the lookups with access control (:func:`runnable`,
+  :func:`listable`), the model list and export;
 * :mod:`blindai.server.intake`: uploads checked, compiled, stored (before they are registered
   and acknowledged) and registered;
 * :mod:`blindai.server.restore`: the store's models at start-up, and unloaded models (session
@@ -42,20 +44,14 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
-from blindai.errors import (
-    InferenceFailed,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    PermissionDenied,
-    ServerError,
-)
+from blindai.errors import InferenceFailed, InvalidInput, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ListedModel
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon
 from blindai.server.access import Principal
+from blindai.server.catalog import Catalog, every, listable, runnable
 from blindai.server.compile_guard import CompileGuard
 from blindai.server.compiler import Compiled, Compiler
 from blindai.server.inputs import Inputs, match_inputs
@@ -91,27 +87,6 @@ _T = TypeVar("_T")
 _log = logging.getLogger("blindai.server")
 
 
-def runnable(caller: Principal) -> Visible:
-    """The models ``caller`` may run (and see the metadata and statistics of)."""
-    return lambda e: caller.may_run(owner=e.owner, public=e.public)
-
-
-def listable(caller: Principal) -> Visible:
-    """The models ``caller`` sees in lists (the model list, the repository index)."""
-    return lambda e: caller.may_list(owner=e.owner, public=e.public)
-
-
-def _managed(caller: Principal) -> Visible:
-    """The models ``caller`` may find to delete, load, unload or export (else: a 403)."""
-    return lambda e: (
-        caller.may_delete(owner=e.owner) or caller.may_run(owner=e.owner, public=e.public)
-    )
-
-
-def _every(entry: ModelEntry) -> bool:
-    return True
-
-
 class DataPlane:
     """Upload, look up, run and delete models; shared by every protocol."""
 
@@ -138,6 +113,8 @@ class DataPlane:
         (``--allow-model-export``; the registry keeps the bytes)."""
         self.required = required_models(settings)
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
+        self.catalog = Catalog(registry, exports=self.exports, required=self.required)
+        """Finds the models a caller may run, list or change."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self.preprocess_budget = PreprocessBudget(settings.max_preprocess_memory)
         self._compile = WorkerPool(2, name="blindai-compile")
@@ -224,47 +201,29 @@ class DataPlane:
 
     def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model a request means among those ``caller`` may run (ModelNotFound when there
-        is none, ModelNotReady when it is unloaded)."""
-        entry = self.registry.get(ref, runnable(caller), owner=caller.key_id)
-        if not self.registry.is_ready(entry):
-            raise ModelNotReady(
-                f"model {entry.label!r} is unloaded; load it first "
-                "(POST /v2/repository/models/NAME/load)"
-            )
-        return entry
+        is none, ModelNotReady when it is unloaded): :meth:`Catalog.model`."""
+        return self.catalog.model(ref, caller=caller)
 
     def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
-        oldest first."""
-        return self.registry.versions(key, runnable(caller), owner=caller.key_id)
+        """The models with id or name ``key`` that ``caller`` may run: :meth:`Catalog.versions`."""
+        return self.catalog.versions(key, caller=caller)
 
     def entries(self, visible: Visible) -> list[ModelEntry]:
         """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
         first."""
-        return self.registry.entries(visible)
+        return self.catalog.entries(visible)
 
     def is_ready(self, entry: ModelEntry) -> bool:
         """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
-        return self.registry.is_ready(entry)
+        return self.catalog.is_ready(entry)
 
     def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
-        """The model ``caller`` means to delete: its own (any for the admin); another key's
-        public model is PermissionDenied, a private one ModelNotFound."""
-        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
-        if not caller.may_delete(owner=entry.owner):
-            raise PermissionDenied("only the key that uploaded this model may change it")
-        return entry
+        """The model ``caller`` means to delete: :meth:`Catalog.managed`."""
+        return self.catalog.managed(ref, caller=caller)
 
     def managed_versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
-        """The versions of ``name`` (or the model with that id) ``caller`` may load, unload or
-        delete; PermissionDenied when it sees only others' public ones, else ModelNotFound."""
-        found = self.registry.versions(name, _managed(caller), owner=caller.key_id)
-        if not found:
-            raise ModelNotFound(f"no model with id or name {name!r}")
-        mine = [e for e in found if caller.may_delete(owner=e.owner)]
-        if not mine:
-            raise PermissionDenied("only the key that uploaded this model may change it")
-        return mine
+        """The versions of ``name`` ``caller`` may change: :meth:`Catalog.managed_versions`."""
+        return self.catalog.managed_versions(name, caller=caller)
 
     async def infer(
         self,
@@ -287,8 +246,8 @@ class DataPlane:
         pipeline, ``encode`` (its postprocessing). ``disconnected()`` completes when the
         client goes away: the run is then stopped.
         """
-        entry = self.model(ref, caller=caller)
-        return await self.run(
+        entry = self.catalog.model(ref, caller=caller)  # the parts themselves: no more calls
+        return await self.runs.run(
             entry,
             inputs,
             caller=caller,
@@ -500,52 +459,19 @@ class DataPlane:
                 self.metrics.forget_model(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
-        if not any(e.share == entry.share for e in self.registry.entries(_every)):
+        if not any(e.share == entry.share for e in self.registry.entries(every)):
             # the last model sharing this session (an unloaded one keeps its settings for load)
             self.schedules.forget_session(entry.share)
         return entry
 
     def missing_models(self) -> int:
         """How many required models this replica does not hold loaded yet (0: ready)."""
-        if self.required is None:
-            return 0
-        held = [e.hash for e in self.registry.entries(_every) if self.registry.is_ready(e)]
-        return self.required.missing(held)
+        return self.catalog.missing_models()
 
     def listed_models(self, *, caller: Principal) -> list[ListedModel]:
-        """The models ``caller`` may list, oldest first, with the size of their bytes, their
-        owner (a key id), visibility and upload time."""
-        return [
-            ListedModel(
-                e.model_id,
-                e.name,
-                e.hash,
-                e.size,
-                owner=e.owner,
-                public=e.public,
-                uploaded_ns=e.uploaded_ns,
-            )
-            for e in self.registry.entries(listable(caller))
-        ]
+        """The models ``caller`` may list: :meth:`Catalog.listed_models`."""
+        return self.catalog.listed_models(caller=caller)
 
     def export(self, ref: ModelRef, *, caller: Principal) -> ModelExport:
-        """A model as uploaded, to be sent piece by piece (the caller closes it);
-        PermissionDenied unless export is allowed and the model is the caller's (a model's
-        bytes go to its owner only, not to the admin key)."""
-        if self.exports is None:
-            raise PermissionDenied(
-                "model export is off on this server (serve --allow-model-export)"
-            )
-        if not ref.key:
-            raise InvalidInput("give the id or name of the model to export")
-        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
-        if not caller.may_export(owner=entry.owner):
-            raise PermissionDenied("only the key that uploaded this model may export it")
-        source = self.registry.source(entry)
-        options = self.exports.get(entry.model_id)
-        if source is None or options is None:  # removed meanwhile
-            raise ModelNotFound(f"no model with id or name {ref.key!r}")
-        try:
-            return ModelExport.of(entry, source, *options)
-        except OSError:  # the server's file of its bytes: removed meanwhile
-            raise ModelNotFound(f"no model with id or name {ref.key!r}") from None
+        """A model as uploaded, to its owner only: :meth:`Catalog.export`."""
+        return self.catalog.export(ref, caller=caller)
