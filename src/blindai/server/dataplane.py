@@ -122,19 +122,9 @@ class DataPlane:
             limits=settings.compile_limits(), enabled=settings.compile_isolation
         )
         """Checks and trial-compiles each upload in a limited child process."""
-        self.hosts: ModelHosts | None = None
+        self.hosts = _model_hosts(settings, self.metrics)
         """The model hosts (``--run-isolation process``): each model runs in a process of its
         own; None: models run in the server's process."""
-        if settings.run_isolation == "process":
-            self.hosts = ModelHosts(
-                limits=HostLimits(
-                    memory_bytes=settings.max_run_memory,
-                    max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
-                    keep_freed_memory=settings.keep_freed_memory,
-                    max_map_bytes=settings.max_string_memory,
-                ),
-                ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
-            )
         self.schedules = Schedules(settings, registry)
         """How each model and each session runs, and each session's run slots."""
         self._schedules = self.schedules.by_share  # the same dicts, read by the tests
@@ -475,3 +465,17 @@ class DataPlane:
     def export(self, ref: ModelRef, *, caller: Principal) -> ModelExport:
         """A model as uploaded, to its owner only: :meth:`Catalog.export`."""
         return self.catalog.export(ref, caller=caller)
+
+
+def _model_hosts(settings: ServerSettings, metrics: Metrics) -> ModelHosts | None:
+    if settings.run_isolation != "process":
+        return None
+    return ModelHosts(
+        limits=HostLimits(
+            memory_bytes=settings.max_run_memory,
+            max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
+            keep_freed_memory=settings.keep_freed_memory,
+            max_map_bytes=settings.max_string_memory,
+        ),
+        ended=lambda why: metrics.model_host_ends.labels(why).inc(),
+    )
