@@ -129,6 +129,9 @@ class DataPlane:
         """How each model and each session runs, and each session's run slots."""
         self._schedules = self.schedules.by_share  # the same dicts, read by the tests
         self._model_slots = self.schedules.model_slots
+        self._running = 0
+        """The runs in progress in the server, every model's (:meth:`_counted`)."""
+        self._running_lock = threading.Lock()
         self.runs = Runs(
             settings,
             registry,
@@ -147,8 +150,6 @@ class DataPlane:
         )
         """Checks and compiles models (each step through this plane's ``_checked_compiled``,
         ``_compiled`` and ``_session``)."""
-        self._running = 0
-        self._running_lock = threading.Lock()
         self.intake = Intake(
             settings,
             registry,
