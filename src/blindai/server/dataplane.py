@@ -13,98 +13,64 @@ run it with :meth:`DataPlane.run` (or :meth:`DataPlane.run_raw`), which look not
 Blocking work runs in worker threads, never on the event loop; compiling has its own pool so
 that uploads never hold up inference on other models.
 
-A model uploaded with a pipeline (:mod:`blindai.pipeline`) also takes its raw input (text,
-image or audio): :meth:`DataPlane.run_raw`, or, in :meth:`DataPlane.infer`, one input named
-after the pipeline's kind holding one element; the answer then carries the pipeline's typed
-result. Pipeline errors caused by a request are InvalidInput (400).
-
 Every call names its caller (a :class:`~blindai.server.access.Principal`): a model the caller
 may not run is reported exactly like a missing one (the rules: :mod:`blindai.server.access`).
-With a sealed store, an upload (with its pipeline) is written to it before it is registered
-and acknowledged, and a delete removed from it before it is acknowledged.
 
-Limits (docs/limits.md): every upload is checked and compiled first in a limited child process
-(:mod:`blindai.server.compile_guard`: no external data, bounded graphs and static shapes,
-compile time and memory); every run has a timeout and a share of the workers, is stopped when
-its client goes away, draws its tensors from the capped arena (:mod:`blindai.server.run_guard`),
-and its outputs are refused when the reply would pass ``max_response_bytes``.
+:class:`DataPlane` is the one class the protocols import. It keeps delete (with a sealed
+store, removed from it before it is acknowledged) and the per-model inference statistics
+(:attr:`DataPlane.statistics`, every protocol's inferences, pipelines included:
+:meth:`DataPlane.record`); the rest is done by the parts it holds, each given what it needs
+(their limits: docs/limits.md):
 
-The data plane also keeps the per-model inference statistics (:attr:`DataPlane.statistics`,
-every protocol's inferences, pipelines included: :meth:`DataPlane.record`) and times uploads and
-compilations in the server's metrics; a model can be unloaded (its
-session released, its bytes kept) and loaded again (:meth:`DataPlane.unload`,
-:meth:`DataPlane.load`); an unloaded model answers ModelNotReady (503).
+* :mod:`blindai.server.catalog`: the lookups with access control (:func:`runnable`,
+  :func:`listable`), the model list and export;
+* :mod:`blindai.server.intake`: uploads checked, compiled, stored (before they are registered
+  and acknowledged) and registered;
+* :mod:`blindai.server.restore`: the store's models at start-up, and unloaded models (session
+  released, bytes kept: :meth:`DataPlane.unload`; ModelNotReady, 503) loaded again;
+* :mod:`blindai.server.compiler`: the compile guard's checks in a limited child process, then
+  the session;
+* :mod:`blindai.server.runs`: runs under the run limits, batched, on the event loop, or
+  through a model's pipeline (its raw input: :meth:`DataPlane.run_raw`, or in
+  :meth:`DataPlane.infer` one input named after the pipeline's kind holding one element);
+* :mod:`blindai.server.schedules`: each model's run settings and share of the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
-import numpy as np
-import onnxruntime as ort
-import pydantic
-
-from blindai.errors import (
-    BlindAIError,
-    ConfigurationError,
-    InferenceFailed,
-    InferenceTimeout,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    PayloadTooLarge,
-    PermissionDenied,
-    ProtocolError,
-    RegistryFull,
-    ServerError,
-)
+from blindai.errors import InferenceFailed, InvalidInput, ServerError
 from blindai.pipeline.bundle import Pipeline
-from blindai.pipeline.compiled import CompiledPipeline, InputKind, compile_pipeline
-from blindai.protocol import codec
-from blindai.protocol.replication import ExportedModel, ListedModel, export_frame
-from blindai.server._inline import InlineGate, Shapes, inline_gate, shapes_of
-from blindai.server._text import limit
+from blindai.pipeline.compiled import InputKind
+from blindai.protocol.replication import ListedModel
 from blindai.server._workers import WorkerPool
-from blindai.server.abandon import Abandon, ClientGone
-from blindai.server.access import ADMIN_ID, Principal
-from blindai.server.batching import BatchPolicy, ModelQueue, probe_batching
+from blindai.server.abandon import Abandon
+from blindai.server.access import Principal
+from blindai.server.catalog import Catalog, every, listable, runnable
 from blindai.server.compile_guard import CompileGuard
-from blindai.server.inputs import Inputs, match_inputs, output_names, raw_input
+from blindai.server.compiler import Compiled, Compiler
+from blindai.server.inputs import Inputs, match_inputs
+from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.model_host import HostLimits, ModelHosts
-from blindai.server.pipeline_run import Inference, invalid_input, run_pipeline
+from blindai.server.pipeline_run import Inference
 from blindai.server.preprocess_budget import PreprocessBudget
-from blindai.server.registry import (
-    ModelEntry,
-    ModelRef,
-    ModelRegistry,
-    Visible,
-    model_digest,
-    share_key,
-)
-from blindai.server.replication import ModelExport, RequiredModels, UploadOptions
-from blindai.server.run_guard import (
-    HostArenaError,
-    RunControl,
-    check_reply_size,
-    failure_for,
-    may_fit_again,
-    run_guarded,
-)
-from blindai.server.runtime import LoadedModel, OnnxModel
+from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible
+from blindai.server.replication import ModelExport, UploadOptions, required_models
+from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
+from blindai.server.run_guard import HostArenaError, may_fit_again
+from blindai.server.runs import Runs, tenant
+from blindai.server.runtime import LoadedModel
+from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
-from blindai.server.store import SealedStore, StoredModel
+from blindai.server.store import SealedStore
 
 __all__ = [
     "OPENED_CLOSED_STORE",
@@ -119,52 +85,6 @@ __all__ = [
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _log = logging.getLogger("blindai.server")
-
-OPENED_CLOSED_STORE = (
-    "the store holds {what} with access control; without --admin-key-sha256 anyone could run "
-    "and export its tenants' models: start with the admin key's hash"
-)
-"""Why a server without access control refuses a store written with it (an open server would
-serve its tenants' models to anyone: run, and export the bytes); ``what`` it holds."""
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """How one model runs: its session's threads and its runs' policy."""
-
-    intra_op_threads: int
-    policy: BatchPolicy
-    batch_asked: bool
-    """Whether the upload itself asked for a batch size (then a model that cannot be batched
-    is refused rather than run unbatched)."""
-    optimize: bool = True
-    """Whether the upload asked for onnxruntime's graph optimisations (a load compiles the
-    model again as it was uploaded)."""
-
-
-def _given(value: int | None, default: int) -> int:
-    return default if value is None else value
-
-
-def runnable(caller: Principal) -> Visible:
-    """The models ``caller`` may run (and see the metadata and statistics of)."""
-    return lambda e: caller.may_run(owner=e.owner, public=e.public)
-
-
-def listable(caller: Principal) -> Visible:
-    """The models ``caller`` sees in lists (the model list, the repository index)."""
-    return lambda e: caller.may_list(owner=e.owner, public=e.public)
-
-
-def _managed(caller: Principal) -> Visible:
-    """The models ``caller`` may find to delete, load, unload or export (else: a 403)."""
-    return lambda e: (
-        caller.may_delete(owner=e.owner) or caller.may_run(owner=e.owner, public=e.public)
-    )
-
-
-def _every(entry: ModelEntry) -> bool:
-    return True
 
 
 class DataPlane:
@@ -191,8 +111,10 @@ class DataPlane:
         )
         """How each model was uploaded (optimisation, pipeline), for export
         (``--allow-model-export``; the registry keeps the bytes)."""
-        self.required = _required(settings)
+        self.required = required_models(settings)
         """What this replica must hold to be ready (``--require-models``, ``-count``)."""
+        self.catalog = Catalog(registry, exports=self.exports, required=self.required)
+        """Finds the models a caller may run, list or change."""
         self._infer = WorkerPool(settings.inference_threads, name="blindai-infer")
         self.preprocess_budget = PreprocessBudget(settings.max_preprocess_memory)
         self._compile = WorkerPool(2, name="blindai-compile")
@@ -200,26 +122,58 @@ class DataPlane:
             limits=settings.compile_limits(), enabled=settings.compile_isolation
         )
         """Checks and trial-compiles each upload in a limited child process."""
-        self.hosts: ModelHosts | None = None
+        self.hosts = _model_hosts(settings, self.metrics)
         """The model hosts (``--run-isolation process``): each model runs in a process of its
         own; None: models run in the server's process."""
-        if settings.run_isolation == "process":
-            self.hosts = ModelHosts(
-                limits=HostLimits(
-                    memory_bytes=settings.max_run_memory,
-                    max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
-                    keep_freed_memory=settings.keep_freed_memory,
-                    max_map_bytes=settings.max_string_memory,
-                ),
-                ended=lambda why: self.metrics.model_host_ends.labels(why).inc(),
-            )
+        self.schedules = Schedules(settings, registry)
+        """How each model and each session runs, and each session's run slots."""
+        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
+        self._model_slots = self.schedules.model_slots
         self._running = 0
+        """The runs in progress in the server, every model's (:meth:`_counted`)."""
         self._running_lock = threading.Lock()
-        self._model_slots: dict[bytes, asyncio.Semaphore] = {}
-        self._schedules: dict[bytes, _Schedule] = {}
-        """How each session runs: the settings of the upload (or load) whose compile made it."""
-        self._own: dict[str, _Schedule] = {}
-        """The settings each model was uploaded with (a load that compiles it uses them)."""
+        self.runs = Runs(
+            settings,
+            registry,
+            pool=self._infer,
+            preprocess_budget=self.preprocess_budget,
+            schedules=self.schedules,
+            counted=self._counted,
+        )
+        """Runs the models found (each run counted by :meth:`_counted`)."""
+        self.compiler = Compiler(
+            settings,
+            self.metrics,
+            guard=self.compile_guard,
+            hosts=self.hosts,
+            offload=self.runs.blocking,
+        )
+        """Checks and compiles models (each step through this plane's ``_checked_compiled``,
+        ``_compiled`` and ``_session``)."""
+        self.intake = Intake(
+            settings,
+            registry,
+            store=store,
+            metrics=self.metrics,
+            exports=self.exports,
+            schedules=self.schedules,
+            compiler=self.compiler,
+            steps=self,
+            pool=self._compile,
+        )
+        """Checks, compiles, stores and registers uploads."""
+        self.restorer = Restorer(
+            settings,
+            registry,
+            store=store,
+            metrics=self.metrics,
+            schedules=self.schedules,
+            compiler=self.compiler,
+            steps=self,
+            pool=self._compile,
+            intake=self.intake,
+        )
+        """Brings stored and unloaded models back."""
         self._accounts = threading.Lock()
         """Held to account a request to a model and to forget a deleted model's accounts: a
         request that found a model before its delete must not bring its entries back."""
@@ -236,560 +190,31 @@ class DataPlane:
         """Run a protocol's blocking step (decoding or encoding a large body) in a worker."""
         return await self._infer.run(fn, *args, **kwargs)
 
-    def check_model_size(self, size: int) -> None:
-        """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
-        most = self.settings.max_model_bytes
-        if size > most:
-            raise PayloadTooLarge(
-                f"the model is {size} bytes, over {limit(most, 'max_model_bytes')}"
-            )
-
-    def model_file(self, size: int) -> ModelFile:
-        """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
-        return ModelFile(size, directory=self.settings.upload_dir)
-
-    async def write_model(self, file: ModelFile, pieces: list[bytes]) -> None:
-        """Hash and write the next pieces of an arriving model, in a worker thread."""
-        await self._compile.run(file.write, pieces)
-
-    async def upload(
-        self,
-        model: bytes | ModelFile,
-        *,
-        name: str | None,
-        optimize: bool,
-        caller: Principal,
-        public: bool = False,
-        pipeline: Pipeline | None = None,
-        settings: ModelSettings | None = None,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-    ) -> ModelEntry:
-        """Compile (or reuse) a model, check its pipeline against it (InvalidInput when they do
-        not fit), keep both in the store, and register the model under a fresh id owned by
-        ``caller``; ``public``: every valid API key may run it. ``disconnected()`` completes
-        when the client goes away: until the model is registered, that stops the upload
-        (its compile child killed, nothing kept) with ClientGone.
-
-        ``model``: its bytes, or the server's file of them (streamed as it arrived).
-        ``settings`` (how it runs: threads, runs at once, batching) default to the server's;
-        batching asked for a model that cannot be batched is InvalidInput. Identical bytes
-        already loaded by the same owner share that session, with the settings they were loaded
-        with (another key's identical upload has its own: ``registry.share_key``).
-        """
-        abandon = Abandon()
-        watch = None
-        if disconnected is not None:
-            watch = asyncio.ensure_future(disconnected())
-            watch.add_done_callback(lambda w: None if w.cancelled() else abandon.set())
-        try:
-            return await self._upload(
-                model,
-                name=name,
-                optimize=optimize,
-                caller=caller,
-                public=public,
-                pipeline=pipeline,
-                settings=settings,
-                abandon=abandon,
-            )
-        except ClientGone:
-            _log.info("an upload was stopped: its client went away before it was registered")
-            raise
-        finally:
-            if watch is not None:
-                watch.cancel()
-
-    async def _upload(
-        self,
-        model: bytes | ModelFile,
-        *,
-        name: str | None,
-        optimize: bool,
-        caller: Principal,
-        public: bool,
-        pipeline: Pipeline | None,
-        settings: ModelSettings | None,
-        abandon: Abandon,
-    ) -> ModelEntry:
-        size = _size(model)
-        self.check_model_size(size)
-        if not size:
-            raise InvalidInput("the model is empty")
-        most_owned = self._most_owned(caller)
-        self.registry.check_room(caller.key_id, most_owned=most_owned)
-        started = time.perf_counter()
-        if isinstance(model, ModelFile):
-            if not model.complete:
-                raise InvalidInput("the model's bytes did not all arrive")
-            digest = model.digest
-        else:
-            digest = model_digest(model)
-        schedule = self._schedule(settings or ModelSettings(), optimize=optimize)
-        share = share_key(caller.key_id, digest)
-        shared = self.registry.session_for(share)
-        fresh = shared is None
-        queue = None
-        if shared is None:
-            # uploads waiting for a compile worker take turns between keys, as runs do
-            compiled, queue = await _released_if_cancelled(
-                self._compiling(
-                    functools.partial(self._checked_compiled, model, optimize, schedule, abandon),
-                    caller,
-                ),
-                abandon,
-            )
-        else:
-            compiled = shared
-        try:
-            steps = None
-            if pipeline is not None:
-                steps = await self._compiling(
-                    functools.partial(self._compiled_pipeline, pipeline, compiled), caller
-                )
-            abandon.check()  # the client went away while it compiled: nothing to keep
-            version, uploaded_ns = self.registry.reserve(name, caller.key_id)
-            try:
-                record = StoredModel(
-                    model_id=str(uuid.uuid4()),
-                    name=name,
-                    owner=caller.key_id,
-                    public=public,
-                    hash=digest,
-                    uploaded_ns=uploaded_ns,
-                    optimize=optimize,
-                    model=b"",  # the store's copy is read from ``model`` by _persist
-                    pipeline=None if pipeline is None else codec.dumps(pipeline.to_wire()),
-                    version=version,
-                    settings=(settings or ModelSettings()).model_dump(exclude_none=True),
-                )
-                await self._persist(record, model)
-                if not fresh and self.registry.session_for(share) is not compiled:
-                    # the identical model whose session this upload shares was deleted (or
-                    # unloaded) meanwhile, and its session with it: registered with it, this
-                    # upload answered every run 404 ("deleted") while the index said READY
-                    try:
-                        compiled, queue = await _released_if_cancelled(
-                            self._compiling(
-                                functools.partial(
-                                    self._checked_compiled, model, optimize, schedule, abandon
-                                ),
-                                caller,
-                            ),
-                            abandon,
-                        )
-                    except BaseException:
-                        self._unstore(record)
-                        raise
-                    fresh = True
-                wire = None if pipeline is None else pipeline.to_wire()
-                entry = self._register(
-                    record, model, compiled, steps, wire, queue, most_owned=most_owned
-                )
-                self._own[entry.model_id] = schedule
-                if fresh and entry.model is compiled:
-                    # the first of identical uploads to register keeps its session, which runs
-                    # with its settings (those of a model unloaded before held, at a re-compile)
-                    self._adopt(share, schedule)
-            finally:  # registered, or failed: the name's numbering may go with its last model
-                self.registry.settle(name, caller.key_id)
-        except BaseException:
-            if fresh:
-                if self.registry.session_for(share) is None:
-                    self._schedules.pop(share, None)
-                if queue is not None:
-                    queue.close()
-                compiled.unload()
-            raise
-        self.metrics.upload_seconds.observe(time.perf_counter() - started)
-        return entry
-
-    def _adopt(self, share: bytes, schedule: _Schedule) -> None:
-        """The session for ``share`` now is one compiled with ``schedule``: its runs at once
-        are that schedule's (the slots of a session released before go with it)."""
-        self._schedules[share] = schedule
-        self._model_slots.pop(share, None)
-
-    async def _persist(self, record: StoredModel, model: bytes | ModelFile) -> None:
-        """Write ``record`` with ``model``'s bytes to the store (a streamed model is read back
-        from its file for it, in a worker: the store seals one entry in memory)."""
-        if self.store is None:
-            return
-        store = self.store
-
-        def put() -> None:
-            data = model.read() if isinstance(model, ModelFile) else model
-            store.put_model(replace(record, model=data))
-
-        try:
-            await self._compile.run(put)
-        except (OSError, ValueError) as exc:
-            _log.error("store: the model could not be written: %s", type(exc).__name__)
-            raise ServerError("the model could not be stored; it was not uploaded") from exc
-
-    def _unstore(self, record: StoredModel) -> None:
-        """Take a refused upload's copy out of the store (it must not come back)."""
-        if self.store is not None:
-            self.store.delete_model(record.model_id)
-
-    def _register(
-        self,
-        record: StoredModel,
-        source: bytes | ModelFile,
-        compiled: LoadedModel,
-        steps: CompiledPipeline | None,
-        wire: dict[str, Any] | None,
-        queue: ModelQueue | None,
-        *,
-        restoring: bool = False,
-        most_owned: int | None = None,
-    ) -> ModelEntry:
-        try:
-            entry = self.registry.add(
-                record.hash,
-                compiled,
-                record.name,
-                steps,
-                source=source,
-                queue=queue,
-                model_id=record.model_id,
-                version=record.version,
-                owner=record.owner,
-                public=record.public,
-                uploaded_ns=record.uploaded_ns,
-                most_owned=most_owned,
-            )
-        except BaseException:
-            # an upload's stored copy must not come back (the registry was full meanwhile);
-            # a restore's is the model itself (a signal while restoring must not delete it)
-            if not restoring:
-                self._unstore(record)
-            raise
-        if self.exports is not None:
-            self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)
-        return entry
-
-    def _most_owned(self, caller: Principal) -> int | None:
-        """How many models ``caller`` may hold: ``max_models_per_key`` for a tenant's key (one
-        tenant must not fill the server for the others); the admin key and an open server's
-        anonymous callers are held to ``max_models`` only."""
-        return self.settings.max_models_per_key if caller.kind == "tenant" else None
-
-    def restore(self) -> int:
-        """Load and compile the store's models and pipelines (before serving), oldest first;
-        returns how many. A model that cannot be loaded any more is skipped with one log line,
-        and so are those beyond ``max_models`` (the newest; they stay in the store).
-        Models run with the settings they were uploaded with (those the server's limits still
-        allow; else they are skipped too).
-        """
-        if self.store is None:
-            return 0
-        sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]] = {}
-        # whose settings each session runs with: the oldest upload sharing it, as when uploaded
-        # (the store gives entries in file-name order, not upload order)
-        oldest: dict[bytes, tuple[tuple[int, str], ModelSettings, bool]] = {}
-        loaded: list[_Restored] = []
-        own: dict[str, _Schedule] = {}
-        for record in self.store.load_models():
-            if record.owner is not None and self.settings.admin_digest is None:
-                # an open server lets anyone run and export every model: not a tenant's
-                raise ConfigurationError(
-                    OPENED_CLOSED_STORE.format(what="models uploaded")
-                    + f" (model {record.model_id})"
-                )
-            try:
-                share = share_key(record.owner, record.hash)
-                asked = _stored_settings(record)
-                own[record.model_id] = self._schedule(asked, optimize=record.optimize)
-                compiled = sessions.get(share)
-                held = oldest.get(share) if compiled is not None else None
-                order = (record.uploaded_ns, record.model_id)
-                if held is None or order < held[0]:
-                    if held is None or (asked, record.optimize) != held[1:]:
-                        schedule = self._schedule(asked, optimize=record.optimize)
-                        fresh = self._checked_compiled(record.model, record.optimize, schedule)
-                        if compiled is not None:  # an older upload's settings replace them
-                            loaded = [_swapped(item, compiled, fresh) for item in loaded]
-                            _release(compiled)
-                        compiled = sessions[share] = fresh
-                        self._schedules[share] = schedule
-                    oldest[share] = (order, asked, record.optimize)
-                assert compiled is not None
-                wire, steps = self._stored_pipeline(record, compiled[0])
-            except (InvalidInput, ModelNotReady, ProtocolError) as exc:
-                # the reason quotes the model (node, graph, initializer and pipeline names):
-                # its owner's to read, never the server's log
-                _log.error(
-                    "store: model %s cannot be loaded under this server's settings (%s); the "
-                    "reason names parts of the model, so it is not logged: uploading it again "
-                    "shows its owner why",
-                    record.model_id,
-                    type(exc).__name__,
-                )
-                continue
-            loaded.append((replace(record, pipeline=None), compiled, steps, wire))
-            loaded.sort(key=lambda item: (item[0].uploaded_ns, item[0].model_id))
-            # more than fit (a lower --max-models, old entries put back by the host): the
-            # newest are left in the store, and never held at once (memory: max_models)
-            if len(loaded) > self.settings.max_models:
-                self._not_restored(loaded.pop()[0])
-                _release_unused(sessions, [item[1][0] for item in loaded])
-        registered = []
-        for record, (session, queue), steps, wire in loaded:
-            try:
-                self.registry.check_room()
-            except RegistryFull:
-                self._not_restored(record)
-                continue
-            self._register(record, record.model, session, steps, wire, queue, restoring=True)
-            self._own[record.model_id] = own[record.model_id]
-            registered.append(session)
-        _release_unused(sessions, registered)
-        return len(registered)
-
-    def _not_restored(self, record: StoredModel) -> None:
-        _log.error(
-            "store: model %s not restored, it stays in the store: --max-models %d reached",
-            record.model_id,
-            self.settings.max_models,
-        )
-
-    def _stored_pipeline(
-        self, record: StoredModel, model: LoadedModel
-    ) -> tuple[dict[str, Any] | None, CompiledPipeline | None]:
-        if record.pipeline is None:
-            return None, None
-        limits = self.settings.pipeline_limits()
-        with invalid_input():
-            pipeline = Pipeline.from_wire(
-                codec.loads(record.pipeline, what="stored pipeline"), limits=limits
-            )
-            return pipeline.to_wire(), self._compiled_pipeline(pipeline, model)
-
-    def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
-        """The model ``caller`` means to delete: its own (any for the admin); another key's
-        public model is PermissionDenied, a private one ModelNotFound."""
-        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
-        if not caller.may_delete(owner=entry.owner):
-            raise PermissionDenied("only the key that uploaded this model may change it")
-        return entry
-
-    def managed_versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
-        """The versions of ``name`` (or the model with that id) ``caller`` may load, unload or
-        delete; PermissionDenied when it sees only others' public ones, else ModelNotFound."""
-        found = self.registry.versions(name, _managed(caller), owner=caller.key_id)
-        if not found:
-            raise ModelNotFound(f"no model with id or name {name!r}")
-        mine = [e for e in found if caller.may_delete(owner=e.owner)]
-        if not mine:
-            raise PermissionDenied("only the key that uploaded this model may change it")
-        return mine
-
-    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        """Compile unloaded models again from their kept bytes (loaded ones are left alone, and
-        so are those deleted while they compiled)."""
-        loaded = []
-        for entry in entries:
-            if self.registry.is_ready(entry):
-                loaded.append(entry)
-                continue
-            source = self.registry.source(entry)
-            if source is None:
-                raise ModelNotFound(f"the bytes of model {entry.label!r} were not kept")
-            started = time.perf_counter()
-            ticket = self.registry.load_ticket(entry)
-            shared = self.registry.session_for(entry.share)
-            queue = None
-            schedule = (
-                self._own.get(entry.model_id)
-                or self._schedules.get(entry.share)
-                or self._schedule(ModelSettings())
-            )
-            if shared is None:
-                abandon = Abandon()
-                session, queue = await _released_if_cancelled(
-                    self._compile.submit(
-                        functools.partial(
-                            self._compiled, source, schedule.optimize, schedule, abandon
-                        )
-                    ),
-                    abandon,
-                )
-                session.empty_unsafe = entry.model.empty_unsafe  # what its upload's check found
-            else:
-                session = shared
-            try:
-                reloaded = self.registry.reload(entry, session, queue, ticket=ticket)
-            except ModelNotFound:
-                # deleted while it compiled: nothing to load, and the other versions still are
-                # (the whole load answered 404 "no model with id ...", the rest left unloaded)
-                if shared is None:
-                    _release((session, queue))
-                continue
-            if reloaded is None:
-                # unloaded again while it compiled: the unload, which came last, wins (Triton
-                # applies a model's loads and unloads in the order they arrive); the model
-                # stays unloaded and the session this load compiled is freed
-                continue
-            if shared is None and reloaded.model is session:
-                self._adopt(entry.share, schedule)
-            loaded.append(reloaded)
-            self.metrics.upload_seconds.observe(time.perf_counter() - started)
-        return loaded
-
-    def unload(self, entries: list[ModelEntry]) -> None:
-        """Release the sessions of models (their bytes stay, for :meth:`load`)."""
-        self.registry.unload(entries)
-
-    def _compiled_pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
-        with invalid_input():
-            return compile_pipeline(
-                pipeline,
-                inputs=model.inputs,
-                outputs=model.outputs,
-                limits=self.settings.pipeline_limits(),
-            )
-
-    def _blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
-        """``fn()`` in an inference worker, in turn with the other keys' runs; a tenant's key
-        (``group``) runs at most ``key_runs`` at once."""
-        share = None if group in (None, ADMIN_ID) else self.settings.key_runs
-        return self._infer.submit(fn, group=group, share=share)
-
-    def _compiling(self, fn: Callable[[], _T], caller: Principal) -> asyncio.Future[_T]:
-        """``fn()`` in a compile worker, in turn with the other keys' uploads; a tenant's key
-        compiles one upload at a time (the other worker stays free for the other keys)."""
-        share = 1 if caller.kind == "tenant" else None
-        return self._compile.submit(fn, group=caller.key_id, share=share)
-
-    def _schedule(self, asked: ModelSettings, *, optimize: bool = True) -> _Schedule:
-        """The upload's settings, each unset one taken from the server's; ``optimize``: the
-        upload's own."""
-        s = self.settings
-        batch = _given(asked.max_batch_size, s.max_batch_size)
-        default_runs = s.max_concurrent_runs
-        if batch > 1 and "max_concurrent_runs" not in s.model_fields_set:
-            default_runs = 1  # a batching model runs together what waits: one batch at a time
-        # the server's default within --max-model-runs; a model's own ask beyond it is refused
-        runs = _given(asked.max_concurrent_runs, min(default_runs, s.model_runs))
-        if runs > s.model_runs:
-            raise InvalidInput(
-                f"max_concurrent_runs {runs} is more than this server lets one model run at "
-                f"once ({s.model_runs}, --max-model-runs)"
-            )
-        policy = BatchPolicy(
-            max_batch_size=batch,
-            max_queue_delay_us=_given(asked.max_queue_delay_us, s.max_queue_delay_us),
-            max_concurrent_runs=runs,
-        )
-        threads = _given(asked.intra_op_threads, s.intra_op_threads)
-        return _Schedule(threads, policy, asked.max_batch_size is not None, optimize)
-
-    def _checked_compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: _Schedule,
-        abandon: Abandon | None = None,
-    ) -> tuple[LoadedModel, ModelQueue | None]:
-        """The compile guard's checks and trial compile, then the server's own compile (not
-        begun once ``abandon`` is set: the client went away; a model's host being started for
-        it is killed then, ClientGone)."""
-        abandon = abandon or Abandon()
-        abandon.check()  # waited for a worker for a caller that is gone: not the guard's child
-        try:
-            # a streamed model's file goes to the guard's child as a read-only descriptor
-            report = self.compile_guard.check(model, optimize=optimize, abandon=abandon)
-            abandon.check()
-            try:
-                compiled = self._compiled(model, optimize, schedule, abandon)
-            except BlindAIError:
-                abandon.check()  # stopped because the client went away: not the model's fault
-                raise
-        finally:  # the next child starts once both compilations no longer need the CPU
-            self.compile_guard.replenish()
-        compiled[0].empty_unsafe = report.empty_unsafe
-        return compiled
-
-    def _compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: _Schedule,
-        abandon: Abandon | None = None,
-    ) -> tuple[LoadedModel, ModelQueue | None]:
-        """The session and, for a model that batches, its queue (batching is probed here).
-        ``abandon`` set while a model's host starts kills it (ModelNotReady); a session built
-        in the server's process cannot be stopped (the guard bounded its time)."""
-        if abandon is not None:
-            abandon.check()  # waited for a worker for a caller that is gone: nothing to compile
-        started = time.perf_counter()
-        try:
-            compiled = self._session(model, optimize, schedule.intra_op_threads, abandon)
-        finally:
-            self.metrics.compile_seconds.observe(time.perf_counter() - started)
-        policy = schedule.policy
-        if policy.max_batch_size <= 1:
-            compiled.inline = self._inline_gate(model)
-            return compiled, None
-        problem = probe_batching(compiled)
-        if problem is not None:
-            if schedule.batch_asked:
-                compiled.unload()
-                raise InvalidInput(f"max_batch_size: this model cannot be batched: {problem}")
-            compiled.inline = self._inline_gate(model)
-            return compiled, None
-        return compiled, ModelQueue(
-            compiled, policy=policy, offload=self._blocking, label="a model"
-        )
-
-    def _inline_gate(self, model: bytes | ModelFile) -> InlineGate | None:
-        """The gate of a model that may run on the event loop (``_inline``); None for others,
-        on a GPU, and for models in a host process (a run there is never that short)."""
-        if self.settings.device != "cpu" or self.hosts is not None:
-            return None
-        source = Path(model.path) if isinstance(model, ModelFile) else model
-        return inline_gate(source, limit_us=self.settings.inline_run_us)
-
-    def _session(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        threads: int,
-        abandon: Abandon | None = None,
-    ) -> LoadedModel:
-        try:
-            if self.hosts is not None:
-                stop = abandon.is_set if abandon is not None else lambda: False
-                return self.hosts.load(
-                    model, optimize=optimize, intra_op_threads=threads, stop=stop
-                )
-            return OnnxModel(
-                model.path if isinstance(model, ModelFile) else model,
-                optimize=optimize,
-                intra_op_threads=threads,
-                device=self.settings.device,
-                gpu_index=self.settings.gpu_index,
-                shared_arena=True,
-                max_map_bytes=self.settings.max_string_memory,
-            )
-        except BlindAIError:
-            raise  # the GPU refused the session, or an output cannot be returned: its message
-        except Exception as exc:  # onnxruntime raises several types for a bad model
-            raise InvalidInput(
-                "the model could not be loaded by onnxruntime (not a valid ONNX model, or "
-                "it uses operators this runtime lacks)"
-            ) from exc
-
     def model(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """The model a request means among those ``caller`` may run (ModelNotFound when there
-        is none, ModelNotReady when it is unloaded)."""
-        entry = self.registry.get(ref, runnable(caller), owner=caller.key_id)
-        if not self.registry.is_ready(entry):
-            raise ModelNotReady(
-                f"model {entry.label!r} is unloaded; load it first "
-                "(POST /v2/repository/models/NAME/load)"
-            )
-        return entry
+        is none, ModelNotReady when it is unloaded): :meth:`Catalog.model`."""
+        return self.catalog.model(ref, caller=caller)
+
+    def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
+        """The models with id or name ``key`` that ``caller`` may run: :meth:`Catalog.versions`."""
+        return self.catalog.versions(key, caller=caller)
+
+    def entries(self, visible: Visible) -> list[ModelEntry]:
+        """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
+        first."""
+        return self.catalog.entries(visible)
+
+    def is_ready(self, entry: ModelEntry) -> bool:
+        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
+        return self.catalog.is_ready(entry)
+
+    def managed(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
+        """The model ``caller`` means to delete: :meth:`Catalog.managed`."""
+        return self.catalog.managed(ref, caller=caller)
+
+    def managed_versions(self, name: str, *, caller: Principal) -> list[ModelEntry]:
+        """The versions of ``name`` ``caller`` may change: :meth:`Catalog.managed_versions`."""
+        return self.catalog.managed_versions(name, caller=caller)
 
     async def infer(
         self,
@@ -812,8 +237,8 @@ class DataPlane:
         pipeline, ``encode`` (its postprocessing). ``disconnected()`` completes when the
         client goes away: the run is then stopped.
         """
-        entry = self.model(ref, caller=caller)
-        return await self.run(
+        entry = self.catalog.model(ref, caller=caller)  # the parts themselves: no more calls
+        return await self.runs.run(
             entry,
             inputs,
             caller=caller,
@@ -834,138 +259,33 @@ class DataPlane:
         timing: Timing | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
-        """:meth:`infer` for a model already found by :meth:`model` (no second lookup).
-        ``caller`` sent the inputs: a batch holds one caller's requests only.
-
-        A model unloaded and loaded again after it was found runs with its new session (see
-        :meth:`_found_again`)."""
-        run = functools.partial(
-            self._run_found,
-            inputs=inputs,
+        """:meth:`infer` for a model already found by :meth:`model` (no second lookup)
+        (:meth:`Runs.run <blindai.server.runs.Runs.run>`)."""
+        return await self.runs.run(
+            entry,
+            inputs,
             caller=caller,
             outputs=outputs,
             reshape_flat=reshape_flat,
-            timing=timing or Timing(),
+            timing=timing,
             disconnected=disconnected,
         )
-        return await self._on_current(entry, run)
 
-    async def _on_current(
-        self, entry: ModelEntry, run: Callable[[ModelEntry], Awaitable[Inference]]
-    ) -> Inference:
-        """``run(entry)``, once more on the model as it is now when its session was released
-        meanwhile (:meth:`_found_again`)."""
-        try:
-            return await run(entry)
-        except (ModelNotFound, ModelNotReady):
-            again = self._found_again(entry)
-            if again is None:
-                raise
-        return await run(again)
-
-    def _found_again(self, entry: ModelEntry) -> ModelEntry | None:
-        """The model ``entry`` was found as, loaded again, when its run failed because its
-        session was released meanwhile (None: the failure was not that). ModelNotReady when it
-        is still unloaded, as the lookup answers; ModelNotFound when it was deleted (a batching
-        model's queue said 503 "removed").
-
-        A request finds its model when it arrives, and runs later (the v2 routes read the body
-        in between): one that found a model before an unload and a load answered 404 or, in a
-        batching model's queue, 503 ("removed"), though the model was there and loaded."""
-        if not entry.model.released:
-            return None
-        current = self.registry.current(entry)
-        if current is None:
-            raise ModelNotFound("the model was deleted before this request ran")
-        if not self.registry.is_ready(current):
-            raise ModelNotReady(
-                f"model {entry.label!r} is unloaded; load it first "
-                "(POST /v2/repository/models/NAME/load)"
-            )
-        return None if current.model.released else current
-
-    async def _run_found(
+    async def run_raw(
         self,
         entry: ModelEntry,
+        kind: InputKind,
+        raw: bytes | str,
         *,
-        inputs: Inputs,
         caller: Principal,
-        outputs: Sequence[str] | None,
-        reshape_flat: bool,
-        timing: Timing,
-        disconnected: Callable[[], Awaitable[object]] | None,
+        timing: Timing | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Inference:
-        """:meth:`run` with the model's session and queue as ``entry`` has them."""
-        raw = raw_input(entry, inputs)
-        if raw is not None:
-            return await self._preprocessed(entry, raw, caller, timing, disconnected)
-        with timing.phase("decode"):
-            feeds = match_inputs(
-                entry.model.inputs,
-                inputs,
-                reshape_flat=reshape_flat,
-                empty_unsafe=entry.model.empty_unsafe,
-            )
-            wanted = output_names(entry, outputs)
-        submitted = time.perf_counter_ns()
-        if entry.queue is not None:  # a model that batches: its queue, under the run timeout
-            return Inference(
-                entry,
-                self._fits_reply(
-                    await self._batched(
-                        entry.queue, feeds, wanted, timing, submitted, caller.key_id, disconnected
-                    )
-                ),
-            )
-        gate = entry.model.inline
-        shapes = None if gate is None else shapes_of(feeds)
-        if gate is not None and gate.allows(shapes) and not self._slots(entry).locked():
-            return Inference(
-                entry,
-                self._fits_reply(self._on_loop(entry, gate, shapes, feeds, wanted, timing)),
-            )
-        ran: list[int] = []
-
-        def timed(run_options: ort.RunOptions) -> list[tuple[str, np.ndarray]]:
-            started = time.perf_counter_ns()
-            try:
-                return entry.model.predict(
-                    feeds, wanted, run_options=run_options, caller=caller.key_id
-                )
-            finally:
-                ran.append(time.perf_counter_ns() - started)
-                timing.add("queue", started - submitted)
-                timing.add("infer", ran[0])
-
-        done = await self._guarded(entry, timed, group=caller.key_id, disconnected=disconnected)
-        if gate is not None:
-            gate.observe(ran[0], shapes, on_loop=False)
-        return Inference(entry, self._fits_reply(done))
-
-    def _on_loop(
-        self,
-        entry: ModelEntry,
-        gate: InlineGate,
-        shapes: Shapes | None,
-        feeds: dict[str, np.ndarray],
-        wanted: list[str] | None,
-        timing: Timing,
-    ) -> list[tuple[str, np.ndarray]]:
-        """Run a model whose gate says so on the event loop (see ``_inline``), under the same
-        memory cap and with the same answers to failures as a run in a worker."""
-        control = RunControl()
-        started = time.perf_counter_ns()
-        try:
-            predict = functools.partial(entry.model.predict, run_options=control.options)
-            done, error, shared = self._counted(predict, feeds, wanted)
-        finally:
-            ran = time.perf_counter_ns() - started
-            timing.add("queue", 0)
-            timing.add("infer", ran)
-        if error is not None:
-            self._fail(error, control, shared)
-        gate.observe(ran, shapes, on_loop=True)
-        return done  # type: ignore[return-value]
+        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
+        found by :meth:`model` (:meth:`Runs.run_raw <blindai.server.runs.Runs.run_raw>`)."""
+        return await self.runs.run_raw(
+            entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
+        )
 
     def _counted(
         self, fn: Callable[..., _T], *args: object
@@ -993,176 +313,10 @@ class DataPlane:
             with self._running_lock:
                 self._running -= 1
 
-    async def _batched(
-        self,
-        queue: ModelQueue,
-        feeds: dict[str, np.ndarray],
-        wanted: list[str] | None,
-        timing: Timing,
-        submitted: int,
-        caller: str | None,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> list[tuple[str, np.ndarray]]:
-        """A run through a batching model's queue, batched with ``caller``'s requests only.
-        The request gives up at the run timeout, or when its client goes away (it waited for
-        its run to end, as if the client were still there); the run it joined is stopped once
-        every request in it has given up (a batch is not stopped for one member)."""
-        run_ns: list[int] = []
-        # the queue's runs carry their own options: this control only says why the wait ended
-        control = RunControl(shrink_arena=False)
-        waiting = asyncio.ensure_future(queue.predict(feeds, wanted, caller=caller, run_ns=run_ns))
-        try:
-            return await run_guarded(
-                waiting,
-                control,
-                timeout_s=self.settings.run_timeout,
-                disconnected=disconnected,
-                grace_s=0,
-            )
-        except InferenceTimeout:
-            if control.reason not in (None, "timeout"):  # the client went away
-                raise InferenceFailed(f"the run was stopped: {control.reason}") from None
-            raise
-        except asyncio.CancelledError:
-            waiting.cancel()  # this request gives up (a gRPC call cancelled)
-            raise
-        finally:
-            ran = sum(run_ns)
-            timing.add("queue", time.perf_counter_ns() - submitted - ran)
-            timing.add("infer", ran)
-
-    def versions(self, key: str, *, caller: Principal) -> list[ModelEntry]:
-        """The model with id ``key``, else every upload named ``key``, that ``caller`` may run,
-        oldest first."""
-        return self.registry.versions(key, runnable(caller), owner=caller.key_id)
-
-    def entries(self, visible: Visible) -> list[ModelEntry]:
-        """The models ``visible`` (:func:`runnable` or :func:`listable` by a caller), oldest
-        first."""
-        return self.registry.entries(visible)
-
-    def is_ready(self, entry: ModelEntry) -> bool:
-        """Whether the model is loaded (an unloaded one answers ModelNotReady)."""
-        return self.registry.is_ready(entry)
-
-    async def run_raw(
-        self,
-        entry: ModelEntry,
-        kind: InputKind,
-        raw: bytes | str,
-        *,
-        caller: Principal,
-        timing: Timing | None = None,
-        disconnected: Callable[[], Awaitable[object]] | None = None,
-    ) -> Inference:
-        """Run one raw input (text, or image or audio file bytes) through the pipeline of a model
-        found by :meth:`model`; ``timing`` and ``disconnected`` as in :meth:`infer`."""
-        label = entry.name or entry.model_id
-        if entry.pipeline is None:
-            raise InvalidInput(f"model {label!r} has no pipeline: send tensors")
-        if entry.pipeline.input_kind != kind:
-            raise InvalidInput(f"model {label!r} takes {entry.pipeline.input_kind}, not {kind}")
-        timing = timing or Timing()
-
-        async def run(found: ModelEntry) -> Inference:
-            return await self._preprocessed(found, raw, caller, timing, disconnected)
-
-        return await self._on_current(entry, run)
-
-    async def _preprocessed(
-        self,
-        entry: ModelEntry,
-        raw: bytes | str,
-        caller: Principal,
-        timing: Timing,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> Inference:
-        """A raw input through ``entry``'s pipeline and model, in an inference worker, under
-        the run limits and the preprocessing budget."""
-        submitted = time.perf_counter_ns()
-        return await self._guarded(
-            entry,
-            run_pipeline,
-            entry,
-            raw,
-            self.preprocess_budget,
-            _tenant(caller),
-            caller.key_id,
-            timing,
-            submitted,
-            group=caller.key_id,
-            disconnected=disconnected,
-        )
-
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
-        """The model's share of the inference workers: its ``max_concurrent_runs``, at most
-        ``ServerSettings.model_runs``."""
-        slots = self._model_slots.get(entry.share)
-        if slots is None:
-            schedule = self._schedules.get(entry.share)
-            runs = self.settings.model_runs
-            if schedule is not None:  # the model's own max_concurrent_runs, within the cap
-                runs = min(runs, schedule.policy.max_concurrent_runs)
-            slots = asyncio.Semaphore(runs)
-            # kept for a model still there only: a request that found its model before the
-            # delete left slots behind, which the same bytes uploaded again then took (with
-            # the server's runs, not those the new upload asked for)
-            if self.registry.holds(entry.model_id):
-                self._model_slots[entry.share] = slots
-        return slots
-
-    async def _guarded(
-        self,
-        entry: ModelEntry,
-        fn: Callable[..., _T],
-        *args: object,
-        group: str | None,
-        disconnected: Callable[[], Awaitable[object]] | None,
-    ) -> _T:
-        """``fn(*args, run_options)`` in an inference worker, under the run limits: at most
-        ``model_runs`` of the model at once, the run timeout counting the wait for both.
-        ``group`` (the caller's key) takes turns for a worker with the other callers'."""
-        control = RunControl()
-        settings = self.settings
-        counted = functools.partial(self._counted, fn, *args, control.options)
-        slots = self._slots(entry)
-        work: Awaitable[tuple[_T | None, Exception | None, bool]]
-        if slots.locked():  # wait for a slot, under the run timeout
-
-            async def queued() -> tuple[_T | None, Exception | None, bool]:
-                async with slots:
-                    return await self._blocking(counted, group)
-
-            work = queued()
-        else:  # a free slot: taken now, given back when the worker is done with the run
-            await slots.acquire()
-            work = self._blocking(counted, group)
-            work.add_done_callback(lambda _: slots.release())
-        value, error, shared = await run_guarded(
-            work, control, timeout_s=settings.run_timeout, disconnected=disconnected
-        )
-        if error is not None:
-            self._fail(error, control, shared)
-        return value  # type: ignore[return-value]
-
-    def _fail(self, error: Exception, control: RunControl, shared: bool) -> NoReturn:
-        """Raise what to answer for a run that raised ``error`` (see ``failure_for``)."""
-        cause = error.__cause__
-        from_runtime = isinstance(cause, Exception) and not isinstance(cause, BlindAIError)
-        if not from_runtime and control.reason is None:
-            raise error  # our own refusal (a pipeline's, say): as it is
-        raise failure_for(
-            cause if isinstance(cause, Exception) else error,
-            control,
-            timeout_s=self.settings.run_timeout,
-            memory_bytes=self.settings.max_run_memory,
-            shared=shared,
-        ) from error
-
-    def _fits_reply(self, outputs: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
-        """The outputs, or InferenceFailed when their raw bytes pass ``max_response_bytes``."""
-        check_reply_size(outputs, limit=self.settings.max_response_bytes, as_json=lambda _: False)
-        return outputs
+        """The model's share of the inference workers (:meth:`Schedules.slots
+        <blindai.server.schedules.Schedules.slots>`)."""
+        return self.schedules.slots(entry)
 
     def record(
         self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal
@@ -1174,7 +328,7 @@ class DataPlane:
         for each request that had found it before)."""
         with self._accounts:
             if self.registry.holds(entry.model_id):
-                self.statistics.record(entry.model_id, timing, success=success, key=_tenant(caller))
+                self.statistics.record(entry.model_id, timing, success=success, key=tenant(caller))
                 self.metrics.observe_model(
                     model_id=entry.model_id, public=entry.public, success=success, timing=timing
                 )
@@ -1185,7 +339,95 @@ class DataPlane:
         """The statistics of ``entry`` that ``caller`` reads: a tenant's key, its own requests'
         (a public model's totals showed it when another tenant ran it, and how long that took);
         the admin key and an open server's callers, every request's."""
-        return self.statistics.snapshot(entry.model_id, _tenant(caller))
+        return self.statistics.snapshot(entry.model_id, tenant(caller))
+
+    def check_model_size(self, size: int) -> None:
+        """PayloadTooLarge when a model of ``size`` bytes is over ``max_model_bytes``."""
+        self.intake.check_model_size(size)
+
+    def model_file(self, size: int) -> ModelFile:
+        """A file for a model of ``size`` bytes arriving (see ``upload_dir``)."""
+        return ModelFile(size, directory=self.settings.upload_dir)
+
+    async def write_model(self, file: ModelFile, pieces: list[bytes]) -> None:
+        """Hash and write the next pieces of an arriving model, in a worker thread."""
+        await self._compile.run(file.write, pieces)
+
+    async def upload(
+        self,
+        model: bytes | ModelFile,
+        *,
+        name: str | None,
+        optimize: bool,
+        caller: Principal,
+        public: bool = False,
+        pipeline: Pipeline | None = None,
+        settings: ModelSettings | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> ModelEntry:
+        """Compile, check, store and register a model owned by ``caller``
+        (:meth:`Intake.upload <blindai.server.intake.Intake.upload>`)."""
+        return await self.intake.upload(
+            model,
+            name=name,
+            optimize=optimize,
+            caller=caller,
+            public=public,
+            pipeline=pipeline,
+            settings=settings,
+            disconnected=disconnected,
+        )
+
+    def restore(self) -> int:
+        """Load and compile the store's models before serving; how many
+        (:meth:`Restorer.restore <blindai.server.restore.Restorer.restore>`)."""
+        return self.restorer.restore()
+
+    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        """Compile unloaded models again from their kept bytes
+        (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
+        return await self.restorer.load(entries)
+
+    def unload(self, entries: list[ModelEntry]) -> None:
+        """Release the sessions of models (their bytes stay, for :meth:`load`)."""
+        self.registry.unload(entries)
+
+    def _checked_compiled(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: Schedule,
+        abandon: Abandon | None = None,
+    ) -> Compiled:
+        """The compile guard's checks and trial compile, then :meth:`_compiled`
+        (:meth:`Compiler.checked`)."""
+        abandon = abandon or Abandon()
+        return self.compiler.checked(
+            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
+        )
+
+    def _compiled(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        schedule: Schedule,
+        abandon: Abandon | None = None,
+    ) -> Compiled:
+        """The session (:meth:`_session`) and, for a model that batches, its queue
+        (:meth:`Compiler.compiled`)."""
+        threads = schedule.intra_op_threads
+        return self.compiler.compiled(
+            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
+        )
+
+    def _session(
+        self,
+        model: bytes | ModelFile,
+        optimize: bool,
+        threads: int,
+        abandon: Abandon | None = None,
+    ) -> LoadedModel:
+        return self.compiler.session(model, optimize, threads, abandon)
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;
@@ -1201,151 +443,40 @@ class DataPlane:
                 raise ServerError("the model could not be removed from the store") from exc
         same: Visible = lambda e: e.model_id == found.model_id  # noqa: E731
         entry = self.registry.remove(ModelRef(key=found.model_id), same)
-        self._own.pop(entry.model_id, None)
+        self.schedules.forget_model(entry.model_id)
         with self._accounts:
             self.statistics.forget(entry.model_id)
             if entry.public:
                 self.metrics.forget_model(entry.model_id)
         if self.exports is not None:
             self.exports.drop(entry.model_id)
-        if not any(e.share == entry.share for e in self.registry.entries(_every)):
+        if not any(e.share == entry.share for e in self.registry.entries(every)):
             # the last model sharing this session (an unloaded one keeps its settings for load)
-            self._model_slots.pop(entry.share, None)
-            self._schedules.pop(entry.share, None)
+            self.schedules.forget_session(entry.share)
         return entry
 
     def missing_models(self) -> int:
         """How many required models this replica does not hold loaded yet (0: ready)."""
-        if self.required is None:
-            return 0
-        held = [e.hash for e in self.registry.entries(_every) if self.registry.is_ready(e)]
-        return self.required.missing(held)
+        return self.catalog.missing_models()
 
     def listed_models(self, *, caller: Principal) -> list[ListedModel]:
-        """The models ``caller`` may list, oldest first, with the size of their bytes, their
-        owner (a key id), visibility and upload time."""
-        return [
-            ListedModel(
-                e.model_id,
-                e.name,
-                e.hash,
-                e.size,
-                owner=e.owner,
-                public=e.public,
-                uploaded_ns=e.uploaded_ns,
-            )
-            for e in self.registry.entries(listable(caller))
-        ]
+        """The models ``caller`` may list: :meth:`Catalog.listed_models`."""
+        return self.catalog.listed_models(caller=caller)
 
     def export(self, ref: ModelRef, *, caller: Principal) -> ModelExport:
-        """A model as uploaded, to be sent piece by piece (the caller closes it);
-        PermissionDenied unless export is allowed and the model is the caller's (a model's
-        bytes go to its owner only, not to the admin key)."""
-        if self.exports is None:
-            raise PermissionDenied(
-                "model export is off on this server (serve --allow-model-export)"
-            )
-        if not ref.key:
-            raise InvalidInput("give the id or name of the model to export")
-        entry = self.registry.get(ref, _managed(caller), owner=caller.key_id)
-        if not caller.may_export(owner=entry.owner):
-            raise PermissionDenied("only the key that uploaded this model may export it")
-        source = self.registry.source(entry)
-        options = self.exports.get(entry.model_id)
-        if source is None or options is None:  # removed meanwhile
-            raise ModelNotFound(f"no model with id or name {ref.key!r}")
-        optimize, pipeline = options
-        meta = ExportedModel(entry.model_id, b"", entry.name, entry.hash, optimize, pipeline)
-        head, tail = export_frame(meta, _size(source))
-        if not isinstance(source, ModelFile):
-            return ModelExport(entry.model_id, head, tail, len(source), data=source)
-        try:
-            fd = source.reader()  # its own descriptor: the model may be deleted meanwhile
-        except OSError:
-            raise ModelNotFound(f"no model with id or name {ref.key!r}") from None
-        return ModelExport(entry.model_id, head, tail, source.size, fd=fd)
+        """A model as uploaded, to its owner only: :meth:`Catalog.export`."""
+        return self.catalog.export(ref, caller=caller)
 
 
-_Restored = tuple[
-    StoredModel,
-    tuple[LoadedModel, ModelQueue | None],
-    CompiledPipeline | None,
-    dict[str, Any] | None,
-]
-"""A stored model on its way back: its record, session and queue, pipeline steps and wire."""
-
-
-def _swapped(
-    item: _Restored,
-    old: tuple[LoadedModel, ModelQueue | None],
-    new: tuple[LoadedModel, ModelQueue | None],
-) -> _Restored:
-    record, compiled, steps, wire = item
-    return (record, new if compiled is old else compiled, steps, wire)
-
-
-def _release(compiled: tuple[LoadedModel, ModelQueue | None]) -> None:
-    session, queue = compiled
-    session.unload()
-    if queue is not None:
-        queue.close()
-
-
-async def _released_if_cancelled(
-    work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]], abandon: Abandon
-) -> tuple[LoadedModel, ModelQueue | None]:
-    """``work``'s session, compiled in a worker for the task awaiting this. That task cancelled
-    (a gRPC client cancelled its call) while the worker compiles: ``abandon`` is set (the
-    compile stops at its next step, a host being started for it is killed) and a session made
-    all the same is released once the worker is done. Before, the worker's result was dropped
-    with the task: a model's host process then ran for nobody until the server's end."""
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        abandon.set()
-        work.add_done_callback(_release_made)
-        raise
-
-
-def _release_made(work: asyncio.Future[tuple[LoadedModel, ModelQueue | None]]) -> None:
-    """Release what a compile made for a task that was cancelled (its error, if any, is read:
-    nobody else will)."""
-    if not work.cancelled() and work.exception() is None:
-        _release(work.result())
-
-
-def _release_unused(
-    sessions: dict[bytes, tuple[LoadedModel, ModelQueue | None]], used: Sequence[LoadedModel]
-) -> None:
-    """Unload (and forget) the restored sessions that none of ``used`` is."""
-    for share, compiled in list(sessions.items()):
-        if not any(compiled[0] is u for u in used):
-            del sessions[share]
-            _release(compiled)
-
-
-def _stored_settings(record: StoredModel) -> ModelSettings:
-    """The run settings a stored model was uploaded with; InvalidInput when they no longer
-    validate."""
-    try:
-        return ModelSettings.model_validate(dict(record.settings))
-    except pydantic.ValidationError as exc:
-        raise InvalidInput(f"its stored settings are invalid ({exc.error_count()} errors)") from exc
-
-
-def _size(source: bytes | ModelFile) -> int:
-    return source.size if isinstance(source, ModelFile) else len(source)
-
-
-def _required(settings: ServerSettings) -> RequiredModels | None:
-    if settings.require_models is not None:
-        return RequiredModels.from_file(settings.require_models, count=settings.require_model_count)
-    if settings.require_model_count:
-        return RequiredModels(count=settings.require_model_count)
-    return None
-
-
-def _tenant(caller: Principal) -> str | None:
-    """The key whose share of a server-wide budget ``caller`` takes: a tenant's; None for the
-    admin key and an open server's callers (no share of their own)."""
-    return caller.key_id if caller.kind == "tenant" else None
+def _model_hosts(settings: ServerSettings, metrics: Metrics) -> ModelHosts | None:
+    if settings.run_isolation != "process":
+        return None
+    return ModelHosts(
+        limits=HostLimits(
+            memory_bytes=settings.max_run_memory,
+            max_reply_bytes=settings.max_run_memory + settings.max_string_memory,
+            keep_freed_memory=settings.keep_freed_memory,
+            max_map_bytes=settings.max_string_memory,
+        ),
+        ended=lambda why: metrics.model_host_ends.labels(why).inc(),
+    )

@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from blindai.errors import ConfigurationError
+from blindai.protocol.replication import ExportedModel, export_frame
+from blindai.server.model_file import ModelFile
+from blindai.server.registry import ModelEntry
+from blindai.server.settings import ServerSettings
 
 __all__ = [
     "EXPORT_CHUNK",
@@ -36,6 +40,7 @@ __all__ = [
     "ModelExport",
     "RequiredModels",
     "UploadOptions",
+    "required_models",
 ]
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -94,6 +99,16 @@ class RequiredModels:
         return max(absent, self.count - len(digests))
 
 
+def required_models(settings: ServerSettings) -> RequiredModels | None:
+    """What a replica must hold to be ready (``--require-models``, ``--require-model-count``);
+    None: nothing."""
+    if settings.require_models is not None:
+        return RequiredModels.from_file(settings.require_models, count=settings.require_model_count)
+    if settings.require_model_count:
+        return RequiredModels(count=settings.require_model_count)
+    return None
+
+
 class UploadOptions:
     """How each model was uploaded (optimisation, pipeline map), by model id (thread-safe), for
     export; bounded by the registry's ``max_models`` since each entry goes with its model."""
@@ -135,6 +150,24 @@ class ModelExport:
     size: int
     data: bytes | None = field(default=None, repr=False)
     fd: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        entry: ModelEntry,
+        source: bytes | ModelFile,
+        optimize: bool,
+        pipeline: dict[str, Any] | None,
+    ) -> ModelExport:
+        """The export of ``entry`` uploaded with ``optimize`` and ``pipeline``, its bytes
+        ``source``; OSError when the server's file of them cannot be opened."""
+        meta = ExportedModel(entry.model_id, b"", entry.name, entry.hash, optimize, pipeline)
+        size = source.size if isinstance(source, ModelFile) else len(source)
+        head, tail = export_frame(meta, size)
+        if not isinstance(source, ModelFile):
+            return cls(entry.model_id, head, tail, len(source), data=source)
+        fd = source.reader()  # its own descriptor: the model may be deleted meanwhile
+        return cls(entry.model_id, head, tail, source.size, fd=fd)
 
     @property
     def length(self) -> int:
