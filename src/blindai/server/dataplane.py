@@ -383,10 +383,10 @@ class DataPlane:
         (:meth:`Restorer.restore <blindai.server.restore.Restorer.restore>`)."""
         return self.restorer.restore()
 
-    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
-        """Compile unloaded models again from their kept bytes
-        (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
-        return await self.restorer.load(entries)
+    async def load(self, entries: list[ModelEntry], *, caller: Principal) -> list[ModelEntry]:
+        """Compile unloaded models again from their kept bytes, in turn with other keys'
+        compiles (:meth:`Restorer.load <blindai.server.restore.Restorer.load>`)."""
+        return await self.restorer.load(entries, caller=caller)
 
     def unload(self, entries: list[ModelEntry]) -> None:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""

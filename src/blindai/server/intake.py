@@ -337,10 +337,15 @@ class Intake:
         return self.settings.max_models_per_key if caller.kind == "tenant" else None
 
     def _compiling(self, fn: Callable[[], _T], caller: Principal) -> asyncio.Future[_T]:
-        """``fn()`` in a compile worker, in turn with the other keys' uploads; a tenant's key
-        compiles one upload at a time (the other worker stays free for the other keys)."""
-        share = 1 if caller.kind == "tenant" else None
-        return self.pool.submit(fn, group=caller.key_id, share=share)
+        return compiling(self.pool, fn, caller)
+
+
+def compiling(pool: WorkerPool, fn: Callable[[], _T], caller: Principal) -> asyncio.Future[_T]:
+    """``fn()`` (an upload's or a load's compile) in a compile worker of ``pool``, in turn with
+    the other keys' compiles; a tenant's key compiles one model at a time (the other worker
+    stays free for the other keys)."""
+    share = 1 if caller.kind == "tenant" else None
+    return pool.submit(fn, group=caller.key_id, share=share)
 
 
 def _record(upload: _Upload, digest: bytes, *, version: int, uploaded_ns: int) -> StoredModel:

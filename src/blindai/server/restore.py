@@ -31,6 +31,7 @@ from blindai.pipeline.compiled import CompiledPipeline
 from blindai.protocol import codec
 from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon
+from blindai.server.access import Principal
 from blindai.server.compiler import (
     Compiled,
     Compiler,
@@ -38,7 +39,7 @@ from blindai.server.compiler import (
     release,
     released_if_cancelled,
 )
-from blindai.server.intake import Intake
+from blindai.server.intake import Intake, compiling
 from blindai.server.metrics import Metrics
 from blindai.server.pipeline_run import invalid_input
 from blindai.server.registry import ModelEntry, ModelRegistry, share_key
@@ -208,20 +209,21 @@ class Restorer:
             )
             return pipeline.to_wire(), self.compiler.pipeline(pipeline, model)
 
-    async def load(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+    async def load(self, entries: list[ModelEntry], *, caller: Principal) -> list[ModelEntry]:
         """Compile unloaded models again from their kept bytes (loaded ones are left alone, and
-        so are those deleted while they compiled)."""
+        so are those deleted while they compiled), in turn with other keys' compiles as
+        ``caller``'s uploads are (:func:`~blindai.server.intake.compiling`)."""
         loaded = []
         for entry in entries:
             if self.registry.is_ready(entry):
                 loaded.append(entry)
                 continue
-            reloaded = await self._loaded(entry)
+            reloaded = await self._loaded(entry, caller)
             if reloaded is not None:
                 loaded.append(reloaded)
         return loaded
 
-    async def _loaded(self, entry: ModelEntry) -> ModelEntry | None:
+    async def _loaded(self, entry: ModelEntry, caller: Principal) -> ModelEntry | None:
         """``entry`` compiled again and back in the registry (None: deleted or unloaded again
         while it compiled)."""
         source = self.registry.source(entry)
@@ -235,10 +237,12 @@ class Restorer:
         if shared is None:
             abandon = Abandon()
             session, queue = await released_if_cancelled(
-                self.pool.submit(
+                compiling(
+                    self.pool,
                     functools.partial(
                         self.steps._compiled, source, schedule.optimize, schedule, abandon
-                    )
+                    ),
+                    caller,
                 ),
                 abandon,
             )

@@ -466,7 +466,7 @@ def test_an_upload_sharing_a_session_that_goes_meanwhile_gets_its_own(tmp_path, 
         done = await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
         assert done.outputs[0][1].tolist() == x.tolist()
         if gone == "unloaded":  # loading the first again shares the second's session
-            (loaded,) = await plane.load([first])
+            (loaded,) = await plane.load([first], caller=ANONYMOUS)
             assert loaded.model is second.model
 
     run_then_close(scenario, plane, store)
@@ -485,7 +485,7 @@ def test_deleting_the_last_loaded_copy_releases_the_session_an_unloaded_copy_sha
     with pytest.raises(ModelNotFound, match="deleted or unloaded"):
         a.model.predict({"x": x})
     assert plane.registry.session_for(b.share) is None
-    (loaded,) = asyncio.run(plane.load([b]))
+    (loaded,) = asyncio.run(plane.load([b], caller=ANONYMOUS))
     assert _infer(plane, ModelRef("b"), [(None, x)]).outputs[0][1].tolist() == x.tolist()
     assert loaded.model is not a.model
 
@@ -502,7 +502,7 @@ def test_loading_a_model_again_compiles_it_as_it_was_uploaded(plane, optimize):
         plane.upload(identity(TensorProto.FLOAT), name="m", optimize=optimize, caller=ANONYMOUS)
     )
     plane.unload([entry])
-    (loaded,) = asyncio.run(plane.load([entry]))
+    (loaded,) = asyncio.run(plane.load([entry], caller=ANONYMOUS))
     assert loaded.model is not entry.model  # compiled again
     level = loaded.model._session.get_session_options().graph_optimization_level
     want = (
@@ -587,7 +587,7 @@ def test_a_version_deleted_while_its_name_loads_leaves_the_others_loaded():
         plane.unload([one, two])
         plane.release.clear()
         plane.compiling.clear()
-        loading = asyncio.ensure_future(plane.load([one, two]))
+        loading = asyncio.ensure_future(plane.load([one, two], caller=ANONYMOUS))
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)  # one compiles
         await plane.delete(ModelRef(one.model_id), caller=ANONYMOUS)
@@ -662,7 +662,7 @@ def test_an_unload_that_arrives_while_the_model_loads_wins():
         plane.unload([entry])
         plane.release.clear()
         plane.compiling.clear()
-        loading = asyncio.ensure_future(plane.load([entry]))
+        loading = asyncio.ensure_future(plane.load([entry], caller=ANONYMOUS))
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, plane.compiling.wait, WAIT_S)
         plane.unload([entry])  # arrives while the load compiles
@@ -672,7 +672,7 @@ def test_an_unload_that_arrives_while_the_model_loads_wins():
         assert plane.registry.session_for(entry.share) is None  # nothing left held
         with pytest.raises(ModelNotReady, match="unloaded"):
             await plane.infer(ModelRef("m"), [("x", x)], caller=ANONYMOUS)
-        (again,) = await plane.load([entry])
+        (again,) = await plane.load([entry], caller=ANONYMOUS)
         done = await plane.infer(ModelRef("m"), [("x", x)], caller=ANONYMOUS)
         assert done.outputs[0][1].tolist() == x.tolist() and again.model_id == entry.model_id
 
@@ -711,7 +711,7 @@ def test_a_request_that_found_a_model_before_an_unload_and_a_load_runs_on_the_lo
         plane.unload([entry])
         with pytest.raises(ModelNotReady, match="unloaded; load it first"):
             await plane.run(found, [("x", x)], caller=ANONYMOUS)
-        (loaded,) = await plane.load([entry])
+        (loaded,) = await plane.load([entry], caller=ANONYMOUS)
         assert loaded.model is not found.model
         done = await plane.run(found, [("x", x)], caller=ANONYMOUS)
         assert done.outputs[0][1].tolist() == x.tolist()
@@ -773,7 +773,7 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
         await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
         assert plane._slots(second)._value == 2
         await plane.delete(ModelRef(second.model_id), caller=ANONYMOUS)
-        (loaded,) = await plane.load([first])
+        (loaded,) = await plane.load([first], caller=ANONYMOUS)
         await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)
         assert plane._slots(loaded)._value == 1
 
@@ -798,7 +798,7 @@ def test_a_model_that_ends_the_process_on_an_empty_tensor_refuses_empty_inputs(o
         assert ok.outputs[0][1].shape == (3, 1, 1, 2)
         assert entry.model.empty_unsafe == (op_type,)  # before the runs that would crash
         plane.unload([entry])
-        (loaded,) = await plane.load([entry])
+        (loaded,) = await plane.load([entry], caller=ANONYMOUS)
         assert loaded.model.empty_unsafe == (op_type,)
         for shape in [(3, 0, 2), (0, 1, 2)]:
             with pytest.raises(InvalidInput, match=rf"shape \[.*\] is empty; .*{op_type}"):

@@ -662,6 +662,39 @@ def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: Dat
     assert sorted(compiled) == [1, 2, 3, 4, 5] and compiled.index(5) <= 3, compiled
 
 
+def test_a_keys_burst_of_loads_takes_turns_with_another_keys_load(plane: DataPlane):
+    """Alice's four loads (four unloaded models, four requests at once) reach the two compile
+    workers before Bob's one: his is compiled second at the latest, as her uploads' turns
+    would have it. Loads were submitted with no key: hers took both workers and his came last."""
+    import threading
+
+    entries = [upload(plane, v, ALICE) for v in (1, 2, 3, 4)] + [upload(plane, 5, BOB)]
+    plane.unload(entries)
+    gate = threading.Event()
+    compiled: list[float] = []
+    real = plane._compiled
+
+    def held(model, optimize, *rest):  # held until all are queued
+        gate.wait(10)
+        compiled.append(float(next(v for v in range(10) if add_constant(v) == bytes(model))))
+        return real(model, optimize, *rest)
+
+    plane._compiled = held  # type: ignore[method-assign]
+
+    async def burst() -> None:
+        loads = [
+            asyncio.ensure_future(plane.load([entry], caller=who))
+            for entry, who in zip(entries, (ALICE, ALICE, ALICE, ALICE, BOB), strict=True)
+        ]
+        await asyncio.sleep(0)  # each load's task runs up to its compile job's submission
+        gate.set()
+        await asyncio.gather(*loads)
+
+    asyncio.run(burst())
+    assert sorted(compiled) == [1, 2, 3, 4, 5] and compiled.index(5) <= 1, compiled
+    assert all(plane.registry.is_ready(e) for e in plane.registry.entries(lambda e: True))
+
+
 def test_upload_settings_survive_a_restart(store: SealedStore):
     from blindai.server.settings import ModelSettings
     from tests.models import gather_rows

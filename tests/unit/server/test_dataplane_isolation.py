@@ -92,7 +92,7 @@ def test_a_model_that_keeps_crashing_answers_503_until_loaded_again(plane: DataP
     assert _ends(plane, "crash") == CRASH_LIMIT
     entries = plane.managed_versions(crasher.key, caller=ANONYMOUS)
     plane.unload(entries)
-    asyncio.run(plane.load(entries))
+    asyncio.run(plane.load(entries, caller=ANONYMOUS))
     ((_, y),) = _infer(plane, crasher, FINE)
     assert y.shape == (3, 1, 1, 2)
 
@@ -274,7 +274,7 @@ def test_a_load_cancelled_while_its_host_starts_leaves_no_process(plane: DataPla
     assert handed is not None
 
     async def scenario() -> None:
-        load = asyncio.ensure_future(plane.load(entries))
+        load = asyncio.ensure_future(plane.load(entries, caller=ANONYMOUS))
         deadline = time.monotonic() + 60
         while hosts.spare_pid in (None, handed) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)  # the next spare: the model was handed to ``handed``

@@ -214,7 +214,7 @@ class OipService:
 
     async def load(self, name: str, *, caller: Principal) -> None:
         """Load every version of ``name`` that is unloaded (the caller's own; any: the admin)."""
-        await self.plane.load(self.plane.managed_versions(name, caller=caller))
+        await self.plane.load(self.plane.managed_versions(name, caller=caller), caller=caller)
 
     def unload(self, name: str, *, caller: Principal) -> None:
         """Unload every version of ``name`` (the bytes stay for :meth:`load`)."""
