@@ -46,8 +46,9 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     server.stop()
 
 
-def _hosts(pid: int) -> set[int]:
-    """The model hosts the process ``pid`` started (from /proc)."""
+def _hosts(pid: int, module: bytes = b"_model_host_worker") -> set[int]:
+    """The model hosts the process ``pid`` started (from /proc); with ``module``, its children
+    running that module (``b"_compile_worker"``: the compile checks)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -58,7 +59,7 @@ def _hosts(pid: int) -> set[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"_model_host_worker" in command:
+        if parent == pid and module in command:
             found.add(int(entry.name))
     return found
 
@@ -316,6 +317,29 @@ def test_deleting_a_model_stops_its_host(isolated: ServerProcess) -> None:
         time.sleep(0.05)
     (host,) = during - after
     assert _gone({host}) and after <= during
+
+
+def test_without_spare_processes_no_child_waits_idle(tmp_path: Path) -> None:
+    """``--no-spare-processes``: the server starts no compile child and no model host ahead
+    (with them: one of each, tested above); an upload forks its own of each, the model runs,
+    and once it is deleted no child of the server is left."""
+    server = start_server(tmp_path, *ISOLATED, "--no-spare-processes")
+    try:
+        pid = server.process.pid
+        time.sleep(0.5)  # a spare would have been started with the server
+        assert _hosts(pid) == set() and _hosts(pid, b"_compile_worker") == set()
+        with connect(server) as conn:
+            model_id = conn.upload_model(identity(TensorProto.FLOAT, [2, 3])).model_id
+            (host,) = _hosts(pid)  # the model's own, no spare beside it
+            x = np.arange(6, dtype=np.float32).reshape(2, 3)
+            assert np.array_equal(
+                conn.run_model(model_id, input_tensors=[x]).output[0].as_numpy(), x
+            )
+            assert _hosts(pid, b"_compile_worker") == set()
+            conn.delete_model(model_id)
+        assert _gone({host}) and _hosts(pid) == set()
+    finally:
+        server.stop()
 
 
 def _cut(server: ServerProcess, body: bytes, sent: int) -> None:

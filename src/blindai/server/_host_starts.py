@@ -31,7 +31,9 @@ every ``POLL_S``; a fork takes milliseconds)."""
 class Spare:
     """At most one child started ahead, handed to the next start (see the module)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self._enabled = enabled
+        """False (``--no-spare-processes``): none is started; each start forks its own."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._spare: Spawned | None = None
@@ -48,7 +50,7 @@ class Spare:
     def warm(self) -> None:
         """Start the spare now, unless there is one (at server start, and after each take)."""
         with self._lock:
-            if self._spare is not None or self._closed:
+            if self._spare is not None or self._closed or not self._enabled:
                 return
             self._spawning += 1
         try:

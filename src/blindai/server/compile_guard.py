@@ -91,9 +91,11 @@ class _Child:
 class CompileGuard:
     """Runs each model's checks and a trial compilation in a limited, killable child process."""
 
-    def __init__(self, *, limits: CompileLimits, enabled: bool = True) -> None:
+    def __init__(self, *, limits: CompileLimits, enabled: bool = True, spare: bool = True) -> None:
         self.limits = limits
         self.enabled = enabled
+        self.spare = spare
+        """Keep a child started ahead for the next check (``--spare-processes``)."""
         self._lock = threading.Lock()
         self._spare: _Child | None = None
         self._closed = False
@@ -132,7 +134,7 @@ class CompileGuard:
 
     def warm(self) -> None:
         """Start the spare child now (at server start), so the first upload finds it ready."""
-        if self.enabled:
+        if self.enabled and self.spare:
             with self._lock:
                 if self._spare is None and not self._closed:
                     self._spare = self._spawn()

@@ -119,7 +119,9 @@ class DataPlane:
         self.preprocess_budget = PreprocessBudget(settings.max_preprocess_memory)
         self._compile = WorkerPool(2, name="blindai-compile")
         self.compile_guard = CompileGuard(
-            limits=settings.compile_limits(), enabled=settings.compile_isolation
+            limits=settings.compile_limits(),
+            enabled=settings.compile_isolation,
+            spare=settings.spare_processes,
         )
         """Checks and trial-compiles each upload in a limited child process."""
         self.hosts = _model_hosts(settings, self.metrics)
@@ -479,4 +481,5 @@ def _model_hosts(settings: ServerSettings, metrics: Metrics) -> ModelHosts | Non
             max_map_bytes=settings.max_string_memory,
         ),
         ended=lambda why: metrics.model_host_ends.labels(why).inc(),
+        spare=settings.spare_processes,
     )

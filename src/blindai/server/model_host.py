@@ -128,7 +128,11 @@ class ModelHosts:
     """Starts model hosts and stops them all at the server's end (one per data plane)."""
 
     def __init__(
-        self, *, limits: HostLimits, ended: Callable[[str], None] = lambda why: None
+        self,
+        *,
+        limits: HostLimits,
+        ended: Callable[[str], None] = lambda why: None,
+        spare: bool = True,
     ) -> None:
         self.limits = limits
         self.ended = ended
@@ -137,8 +141,9 @@ class ModelHosts:
         self._lock = threading.Lock()
         self._models: set[HostedModel] = set()
         self._closed = False
-        self._spare = Spare()
-        """One child started ahead, handed to the next start (``_host_starts``)."""
+        self._spare = Spare(enabled=spare)
+        """One child started ahead, handed to the next start (``_host_starts``); none with
+        ``spare`` False (``--no-spare-processes``)."""
         self._restarter = Restarter()
         """The one thread starting crashed models' hosts again (``_host_starts``)."""
 
