@@ -37,7 +37,7 @@ from blindai.server.schedules import Schedule, Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.store import SealedStore, StoredModel
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "compiling"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("blindai.server")
