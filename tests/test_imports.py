@@ -56,6 +56,22 @@ def test_one_response_type_wherever_users_look() -> None:
         assert getattr(blindai.core, name) is getattr(blindai.client, name)
 
 
+@pytest.mark.parametrize("first", ["blindai.client.connection", "blindai.client._connect"])
+def test_connect_is_still_where_the_connection_module_had_it(first: str) -> None:
+    """``blindai.client.connection`` listed ``connect`` in its ``__all__`` until it moved to
+    ``_connect`` (the client split): ``from blindai.client.connection import connect`` raised
+    ImportError. It is the one function wherever users look, whichever module loads first."""
+    code = (
+        f"import {first}\n"
+        "import blindai, blindai.client, blindai.core\n"
+        "from blindai.client.connection import connect\n"
+        "import blindai.client.connection as module\n"
+        "assert 'connect' in module.__all__\n"
+        "assert connect is blindai.client.connect is blindai.core.connect is blindai.connect"
+    )
+    assert "blindai.client._connect" in loaded_after(code)
+
+
 TESTS = REPO / "tests"
 
 

@@ -38,6 +38,7 @@ from blindai.protocol.replication import (
 
 if TYPE_CHECKING:
     from blindai.attestation.nvidia_gpu import NvidiaGpuClaims
+    from blindai.client._connect import connect
 
 __all__ = [
     "PROGRESS_MIN_BYTES",
@@ -45,6 +46,7 @@ __all__ = [
     "PredictResponse",
     "RunModelResponse",
     "UploadModelResponse",
+    "connect",
 ]
 
 PROGRESS_MIN_BYTES = 8 << 20
@@ -392,3 +394,13 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``connect``, which this module exported before it moved to ``_connect``; imported on
+    first use (PEP 562): ``_connect`` imports this module for :class:`Connection`."""
+    if name == "connect":
+        from blindai.client._connect import connect
+
+        return connect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
