@@ -7,7 +7,8 @@ host of its own (``--run-isolation process``). A model that batches gets its que
 (:mod:`blindai.server._inline`). These run in a compile worker, never on the event loop.
 
 The data plane calls these steps through its own ``_checked_compiled``, ``_compiled`` and
-``_session`` (:class:`CompileSteps`): one seam where a step may be wrapped.
+``_session``: one seam where a step may be wrapped (the intake and the restorer call the first
+two on it: :class:`CompileSteps`).
 """
 
 from __future__ import annotations

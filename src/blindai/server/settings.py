@@ -182,7 +182,7 @@ class ServerSettings(BaseSettings):
     """Start the child processes uploads and model hosts need one ahead, each with its
     interpreter started and onnxruntime imported and nothing of any tenant's: one for the
     compile check (with --compile-isolation) and, with --run-isolation process, one for the
-    next model host. 65-80 MB of RSS each (half of it shared libraries), idle; an upload's
+    next model host. 65-83 MB of RSS each (half of it shared libraries), idle; an upload's
     check or a host's start then skips 0.3 s or more. Off (--no-spare-processes), e.g. where
     memory is short, each forks its own child when it needs one."""
     run_isolation: Literal["none", "process"] = "none"
