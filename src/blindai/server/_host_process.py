@@ -144,18 +144,17 @@ class Host:
         ``ended_alone(host, why)``: called by the reader thread once the child ended by itself
         with no run in flight (see :meth:`serve_replies`).
 
-        ``spawned`` ended before it took the model (a spare killed as it was handed over: the
-        OOM killer, an operator): nothing of the model reached it, so that is no failure of the
-        model's (a restart's would count as its crash); a new child is started instead, once.
+        ``spawned`` ended before it took the model (killed as it was handed over: the OOM
+        killer, an operator; the spare, or with ``--no-spare-processes`` the child just forked
+        for this start): nothing of the model reached it, so that is no failure of the model's
+        (a restart's would count as its crash); a new child is started instead, once.
         """
         try:
             host, answer = cls._loaded(
                 setup, fd, spawned or spawn(), max_bytes, stop, handed, spare=spawned is not None
             )
         except _NotTaken:
-            _log.warning(
-                "model host: the spare process ended before it took a model; starting another"
-            )
+            _log.warning("model host: a process ended before it took its model; starting another")
             host, answer = cls._loaded(setup, fd, spawn(), max_bytes, stop, handed, spare=False)
         threading.Thread(
             target=host.serve_replies,
