@@ -49,11 +49,10 @@ from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ListedModel
 from blindai.server._workers import WorkerPool
-from blindai.server.abandon import Abandon
 from blindai.server.access import Principal
 from blindai.server.catalog import Catalog, every, listable, runnable
 from blindai.server.compile_guard import CompileGuard
-from blindai.server.compiler import Compiled, Compiler
+from blindai.server.compiler import Compiler
 from blindai.server.inputs import Inputs, match_inputs
 from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
@@ -66,8 +65,7 @@ from blindai.server.replication import ModelExport, UploadOptions, required_mode
 from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
 from blindai.server.run_guard import HostArenaError, may_fit_again
 from blindai.server.runs import Runs, tenant
-from blindai.server.runtime import LoadedModel
-from blindai.server.schedules import Schedule, Schedules
+from blindai.server.schedules import Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore
@@ -150,8 +148,7 @@ class DataPlane:
             hosts=self.hosts,
             offload=self.runs.blocking,
         )
-        """Checks and compiles models (each step through this plane's ``_checked_compiled``,
-        ``_compiled`` and ``_session``)."""
+        """Checks and compiles models (the intake's and the restorer's: one compiler)."""
         self.intake = Intake(
             settings,
             registry,
@@ -160,7 +157,6 @@ class DataPlane:
             exports=self.exports,
             schedules=self.schedules,
             compiler=self.compiler,
-            steps=self,
             pool=self._compile,
         )
         """Checks, compiles, stores and registers uploads."""
@@ -171,7 +167,6 @@ class DataPlane:
             metrics=self.metrics,
             schedules=self.schedules,
             compiler=self.compiler,
-            steps=self,
             pool=self._compile,
             intake=self.intake,
         )
@@ -393,43 +388,6 @@ class DataPlane:
     def unload(self, entries: list[ModelEntry]) -> None:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
-
-    def _checked_compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The compile guard's checks and trial compile, then :meth:`_compiled`
-        (:meth:`Compiler.checked`)."""
-        abandon = abandon or Abandon()
-        return self.compiler.checked(
-            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
-        )
-
-    def _compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The session (:meth:`_session`) and, for a model that batches, its queue
-        (:meth:`Compiler.compiled`)."""
-        threads = schedule.intra_op_threads
-        return self.compiler.compiled(
-            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
-        )
-
-    def _session(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        threads: int,
-        abandon: Abandon | None = None,
-    ) -> LoadedModel:
-        return self.compiler.session(model, optimize, threads, abandon)
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;

@@ -34,18 +34,22 @@ WAIT_S = 60.0
 
 
 class GatedPlane(DataPlane):
-    """A data plane whose compilation waits, holding its compile thread, until released."""
+    """A data plane whose compilation waits, holding its compile thread, until released (its
+    compiler's ``compiled`` step wrapped: uploads, restores and loads all go through it)."""
 
     def __init__(self, settings: ServerSettings) -> None:
         super().__init__(settings, ModelRegistry())
         self.compiling = threading.Event()
         self.release = threading.Event()
+        compiled = self.compiler.compiled
 
-    def _compiled(self, model: bytes, optimize: bool, *rest):
-        self.compiling.set()
-        if not self.release.wait(WAIT_S):
-            raise AssertionError("the test never released the compilation")
-        return super()._compiled(model, optimize, *rest)
+        def gated(model: bytes, optimize: bool, *rest):
+            self.compiling.set()
+            if not self.release.wait(WAIT_S):
+                raise AssertionError("the test never released the compilation")
+            return compiled(model, optimize, *rest)
+
+        self.compiler.compiled = gated  # type: ignore[method-assign]
 
 
 class GatedStore(SealedStore):
@@ -825,9 +829,11 @@ def test_the_next_compile_child_starts_once_the_upload_has_compiled(plane, monke
     also after a refused upload, so that the next one finds it."""
     events: list[str] = []
     guard = plane.compile_guard
-    spawn, session = guard._spawn, plane._session
+    spawn, session = guard._spawn, plane.compiler.session
     monkeypatch.setattr(guard, "_spawn", lambda: events.append("spawn") or spawn())
-    monkeypatch.setattr(plane, "_session", lambda *a: events.append("session") or session(*a))
+    monkeypatch.setattr(
+        plane.compiler, "session", lambda *a: events.append("session") or session(*a)
+    )
     asyncio.run(
         plane.upload(identity(TensorProto.FLOAT), name=None, optimize=True, caller=ANONYMOUS)
     )
