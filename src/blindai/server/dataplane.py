@@ -127,8 +127,6 @@ class DataPlane:
         own; None: models run in the server's process."""
         self.schedules = Schedules(settings, registry)
         """How each model and each session runs, and each session's run slots."""
-        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
-        self._model_slots = self.schedules.model_slots
         self._running = 0
         """The runs in progress in the server, every model's (:meth:`_counted`)."""
         self._running_lock = threading.Lock()

@@ -287,7 +287,7 @@ def test_runs_at_once_by_default_within_the_servers_cap_and_one_batch_at_a_time(
         plane = DataPlane(settings, ModelRegistry())
         try:
             entry = _upload_with(plane, gather_rows(10), **asked)
-            return plane._schedules[entry.hash].policy.max_concurrent_runs
+            return plane.schedules.by_share[entry.hash].policy.max_concurrent_runs
         finally:
             plane.close()
 
@@ -436,7 +436,7 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_run_slots_behi
         x = np.zeros((1, 3), np.float32)
         with pytest.raises(ModelNotFound, match="deleted"):
             asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
-        assert plane._model_slots == {}  # nothing kept for a model that is gone
+        assert plane.schedules.model_slots == {}  # nothing kept for a model that is gone
         again = _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=1)
         assert plane._slots(again)._value == 1  # its own max_concurrent_runs
     finally:
