@@ -44,7 +44,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
-from blindai.errors import InferenceFailed, InvalidInput, ServerError
+from blindai.errors import InvalidInput, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ListedModel
@@ -63,7 +63,6 @@ from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible
 from blindai.server.replication import ModelExport, UploadOptions, required_models
 from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
-from blindai.server.run_guard import HostArenaError, may_fit_again
 from blindai.server.runs import Runs, tenant
 from blindai.server.schedules import Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
@@ -127,18 +126,14 @@ class DataPlane:
         own; None: models run in the server's process."""
         self.schedules = Schedules(settings, registry)
         """How each model and each session runs, and each session's run slots."""
-        self._running = 0
-        """The runs in progress in the server, every model's (:meth:`_counted`)."""
-        self._running_lock = threading.Lock()
         self.runs = Runs(
             settings,
             registry,
             pool=self._infer,
             preprocess_budget=self.preprocess_budget,
             schedules=self.schedules,
-            counted=self._counted,
         )
-        """Runs the models found (each run counted by :meth:`_counted`)."""
+        """Runs the models found (each run counted by its ``counter``)."""
         self.compiler = Compiler(
             settings,
             self.metrics,
@@ -281,32 +276,6 @@ class DataPlane:
         return await self.runs.run_raw(
             entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
         )
-
-    def _counted(
-        self, fn: Callable[..., _T], *args: object
-    ) -> tuple[_T | None, Exception | None, bool]:
-        """``fn(*args)``, counted among the runs in progress: (its value, None, False), or
-        (None, the InferenceFailed it raised, whether other runs were in progress then). A run
-        that failed only to allocate what fits the cap alone runs once more at once
-        (``run_guard.may_fit_again``)."""
-        with self._running_lock:
-            self._running += 1
-        try:
-            try:
-                return fn(*args), None, False
-            except InferenceFailed as first:
-                if not may_fit_again(first.__cause__, self.settings.max_run_memory):
-                    raise
-            return fn(*args), None, False  # once more: the arena was given back meanwhile
-        except InferenceFailed as exc:
-            with self._running_lock:
-                shared = self._running > 1
-            if isinstance(exc.__cause__, HostArenaError):  # a model host's arena is its own
-                shared = exc.__cause__.others > 0
-            return None, exc, shared
-        finally:
-            with self._running_lock:
-                self._running -= 1
 
     def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
         """The model's share of the inference workers (:meth:`Schedules.slots

@@ -625,7 +625,7 @@ def test_a_key_holds_at_most_its_share_of_the_inference_threads():
         async def burst() -> None:
             hers = [asyncio.ensure_future(run_one(m, ALICE)) for m in models[:3]]
             # her runs are under way: both threads run hers, or one does and the rest wait
-            while plane._running < 2 and not plane._infer._held:
+            while plane.runs.counter.running < 2 and not plane._infer._held:
                 await asyncio.sleep(0.001)
             await asyncio.gather(run_one(models[3], BOB), *hers)
 
