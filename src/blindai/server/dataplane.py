@@ -38,7 +38,6 @@ store, removed from it before it is acknowledged) and the per-model inference st
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -276,11 +275,6 @@ class DataPlane:
         return await self.runs.run_raw(
             entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
         )
-
-    def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
-        """The model's share of the inference workers (:meth:`Schedules.slots
-        <blindai.server.schedules.Schedules.slots>`)."""
-        return self.schedules.slots(entry)
 
     def record(
         self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal

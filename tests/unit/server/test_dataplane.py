@@ -438,7 +438,7 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_run_slots_behi
             asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
         assert plane.schedules.model_slots == {}  # nothing kept for a model that is gone
         again = _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=1)
-        assert plane._slots(again)._value == 1  # its own max_concurrent_runs
+        assert plane.schedules.slots(again)._value == 1  # its own max_concurrent_runs
     finally:
         plane.close()
 
@@ -756,7 +756,7 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
             settings=ModelSettings(max_concurrent_runs=1),
         )
         await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)  # its slots are made
-        assert plane._slots(first)._value == 1
+        assert plane.schedules.slots(first)._value == 1
         if when == "before":
             plane.unload([first])
         upload = asyncio.ensure_future(
@@ -775,11 +775,11 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
         second = await upload
         assert second.model is not first.model  # compiled again
         await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
-        assert plane._slots(second)._value == 2
+        assert plane.schedules.slots(second)._value == 2
         await plane.delete(ModelRef(second.model_id), caller=ANONYMOUS)
         (loaded,) = await plane.load([first], caller=ANONYMOUS)
         await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)
-        assert plane._slots(loaded)._value == 1
+        assert plane.schedules.slots(loaded)._value == 1
 
     run_then_close(scenario, plane, store)
 
