@@ -46,7 +46,10 @@ def test_a_crashed_server_writes_no_core_file(core_files_allowed, tmp_path):
     logs, cwd = tmp_path / "logs", tmp_path / "cwd"
     logs.mkdir()
     cwd.mkdir()
-    server: ServerProcess = spawn_server(logs, "127.0.0.1", tuple(free_ports(3)), cwd=cwd)
+    *ports, grpc_port = free_ports(4)  # not the server's default gRPC port: it may be taken
+    server: ServerProcess = spawn_server(
+        logs, "127.0.0.1", tuple(ports), grpc_port=grpc_port, cwd=cwd
+    )
     try:
         wait_ready(server)
         pid = server.process.pid
