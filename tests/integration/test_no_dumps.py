@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from tests._procs import children
 from tests._server import ServerProcess, connect, free_ports, spawn_server, wait_ready
 from tests.models import _model
 
@@ -34,13 +35,6 @@ def core_files_allowed() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def _marked_model() -> bytes:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -52,12 +46,15 @@ def test_a_crashed_server_writes_no_core_file(core_files_allowed, tmp_path):
     logs, cwd = tmp_path / "logs", tmp_path / "cwd"
     logs.mkdir()
     cwd.mkdir()
-    server: ServerProcess = spawn_server(logs, "127.0.0.1", tuple(free_ports(3)), cwd=cwd)
+    *ports, grpc_port = free_ports(4)  # not the server's default gRPC port: it may be taken
+    server: ServerProcess = spawn_server(
+        logs, "127.0.0.1", tuple(ports), grpc_port=grpc_port, cwd=cwd
+    )
     try:
         wait_ready(server)
         pid = server.process.pid
         assert resource.prlimit(pid, resource.RLIMIT_CORE) == (0, 0)
-        spare = _children(pid)
+        spare = children(pid)
         assert spare, "the compile guard's spare child is started before the server serves"
         for child in spare:
             assert resource.prlimit(child, resource.RLIMIT_CORE) == (0, 0)

@@ -29,6 +29,7 @@ import blindai
 from blindai.errors import InferenceFailed, InferenceTimeout, NetworkError, PermissionDenied
 from blindai.protocol.apikeys import generate_key
 from tests import attacks
+from tests._procs import children
 from tests._server import ServerProcess, connect, start_server
 from tests.models import identity
 
@@ -47,21 +48,9 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
 
 
 def _hosts(pid: int, module: bytes = b"_model_host_worker") -> set[int]:
-    """The model hosts the process ``pid`` started (from /proc); with ``module``, its children
-    running that module (``b"_compile_worker"``: the compile checks)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and module in command:
-            found.add(int(entry.name))
-    return found
+    """The model hosts the process ``pid`` started; with ``module``, its children running that
+    module (``b"_compile_worker"``: the compile checks)."""
+    return children(pid, running=module)
 
 
 def _gone(pids: set[int], within: float = 10.0) -> bool:

@@ -6,18 +6,19 @@ host of its own (``--run-isolation process``). A model that batches gets its que
 (batching is probed on the session), and one that may run on the event loop its gate
 (:mod:`blindai.server._inline`). These run in a compile worker, never on the event loop.
 
-The data plane calls these steps through its own ``_checked_compiled``, ``_compiled`` and
-``_session``: one seam where a step may be wrapped (the intake and the restorer call the first
-two on it: :class:`CompileSteps`).
+The intake and the restorer call :meth:`Compiler.checked` (an upload, a stored model) and
+:meth:`Compiler.compiled` (an unloaded model loaded again); each step calls the next on the
+compiler itself (:meth:`Compiler.checked`, then :meth:`Compiler.compiled`, then
+:meth:`Compiler.session`), so that the data plane's parts, which share one compiler, all see a
+step wrapped on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from blindai.errors import BlindAIError, InvalidInput
 from blindai.pipeline.bundle import Pipeline
@@ -35,7 +36,6 @@ from blindai.server.schedules import Schedule
 from blindai.server.settings import ServerSettings
 
 __all__ = [
-    "CompileSteps",
     "Compiled",
     "Compiler",
     "release",
@@ -46,30 +46,9 @@ Compiled = tuple[LoadedModel, ModelQueue | None]
 """A compiled model: its session and, for a model that batches, its queue."""
 
 
-class CompileSteps(Protocol):
-    """The compile steps as the data plane takes them (each one call into :class:`Compiler`;
-    a subclass may wrap one)."""
-
-    def _checked_compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled: ...
-
-    def _compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled: ...
-
-
 class Compiler:
     """Checks and compiles models (see the module); the steps of one compile are separate
-    methods, each given the next (the data plane's seam)."""
+    methods, each calling the next on ``self``."""
 
     def __init__(
         self,
@@ -91,19 +70,20 @@ class Compiler:
         self,
         model: bytes | ModelFile,
         optimize: bool,
-        abandon: Abandon,
-        compiled: Callable[[], Compiled],
+        schedule: Schedule,
+        abandon: Abandon | None = None,
     ) -> Compiled:
         """The compile guard's checks and trial compile, then the server's own compile
-        (``compiled()``; not begun once ``abandon`` is set: the client went away; a model's
+        (:meth:`compiled`; not begun once ``abandon`` is set: the client went away; a model's
         host being started for it is killed then, ClientGone)."""
+        abandon = abandon or Abandon()
         abandon.check()  # waited for a worker for a caller that is gone: not the guard's child
         try:
             # a streamed model's file goes to the guard's child as a read-only descriptor
             report = self.guard.check(model, optimize=optimize, abandon=abandon)
             abandon.check()
             try:
-                made = compiled()
+                made = self.compiled(model, optimize, schedule, abandon)
             except BlindAIError:
                 abandon.check()  # stopped because the client went away: not the model's fault
                 raise
@@ -115,19 +95,19 @@ class Compiler:
     def compiled(
         self,
         model: bytes | ModelFile,
+        optimize: bool,
         schedule: Schedule,
-        abandon: Abandon | None,
-        session: Callable[[], LoadedModel],
+        abandon: Abandon | None = None,
     ) -> Compiled:
-        """The session (``session()``) and, for a model that batches, its queue (batching is
-        probed here). ``abandon`` set while a model's host starts kills it (ModelNotReady); a
-        session built in the server's process cannot be stopped (the guard bounded its
-        time)."""
+        """The session (:meth:`session`, with the schedule's ``intra_op_threads``) and, for a
+        model that batches, its queue (batching is probed here). ``abandon`` set while a
+        model's host starts kills it (ModelNotReady); a session built in the server's process
+        cannot be stopped (the guard bounded its time)."""
         if abandon is not None:
             abandon.check()  # waited for a worker for a caller that is gone: nothing to compile
         started = time.perf_counter()
         try:
-            compiled = session()
+            compiled = self.session(model, optimize, schedule.intra_op_threads, abandon)
         finally:
             self.metrics.compile_seconds.observe(time.perf_counter() - started)
         policy = schedule.policy

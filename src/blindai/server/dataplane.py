@@ -38,22 +38,20 @@ store, removed from it before it is acknowledged) and the per-model inference st
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
-from blindai.errors import InferenceFailed, InvalidInput, ServerError
+from blindai.errors import InvalidInput, ServerError
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.compiled import InputKind
 from blindai.protocol.replication import ListedModel
 from blindai.server._workers import WorkerPool
-from blindai.server.abandon import Abandon
 from blindai.server.access import Principal
 from blindai.server.catalog import Catalog, every, listable, runnable
 from blindai.server.compile_guard import CompileGuard
-from blindai.server.compiler import Compiled, Compiler
+from blindai.server.compiler import Compiler
 from blindai.server.inputs import Inputs, match_inputs
 from blindai.server.intake import Intake
 from blindai.server.metrics import Metrics
@@ -64,10 +62,8 @@ from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry, Visible
 from blindai.server.replication import ModelExport, UploadOptions, required_models
 from blindai.server.restore import OPENED_CLOSED_STORE, Restorer
-from blindai.server.run_guard import HostArenaError, may_fit_again
 from blindai.server.runs import Runs, tenant
-from blindai.server.runtime import LoadedModel
-from blindai.server.schedules import Schedule, Schedules
+from blindai.server.schedules import Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore
@@ -129,20 +125,14 @@ class DataPlane:
         own; None: models run in the server's process."""
         self.schedules = Schedules(settings, registry)
         """How each model and each session runs, and each session's run slots."""
-        self._schedules = self.schedules.by_share  # the same dicts, read by the tests
-        self._model_slots = self.schedules.model_slots
-        self._running = 0
-        """The runs in progress in the server, every model's (:meth:`_counted`)."""
-        self._running_lock = threading.Lock()
         self.runs = Runs(
             settings,
             registry,
             pool=self._infer,
             preprocess_budget=self.preprocess_budget,
             schedules=self.schedules,
-            counted=self._counted,
         )
-        """Runs the models found (each run counted by :meth:`_counted`)."""
+        """Runs the models found (each run counted by its ``counter``)."""
         self.compiler = Compiler(
             settings,
             self.metrics,
@@ -150,8 +140,7 @@ class DataPlane:
             hosts=self.hosts,
             offload=self.runs.blocking,
         )
-        """Checks and compiles models (each step through this plane's ``_checked_compiled``,
-        ``_compiled`` and ``_session``)."""
+        """Checks and compiles models (the intake's and the restorer's: one compiler)."""
         self.intake = Intake(
             settings,
             registry,
@@ -160,7 +149,6 @@ class DataPlane:
             exports=self.exports,
             schedules=self.schedules,
             compiler=self.compiler,
-            steps=self,
             pool=self._compile,
         )
         """Checks, compiles, stores and registers uploads."""
@@ -171,7 +159,6 @@ class DataPlane:
             metrics=self.metrics,
             schedules=self.schedules,
             compiler=self.compiler,
-            steps=self,
             pool=self._compile,
             intake=self.intake,
         )
@@ -289,37 +276,6 @@ class DataPlane:
             entry, kind, raw, caller=caller, timing=timing, disconnected=disconnected
         )
 
-    def _counted(
-        self, fn: Callable[..., _T], *args: object
-    ) -> tuple[_T | None, Exception | None, bool]:
-        """``fn(*args)``, counted among the runs in progress: (its value, None, False), or
-        (None, the InferenceFailed it raised, whether other runs were in progress then). A run
-        that failed only to allocate what fits the cap alone runs once more at once
-        (``run_guard.may_fit_again``)."""
-        with self._running_lock:
-            self._running += 1
-        try:
-            try:
-                return fn(*args), None, False
-            except InferenceFailed as first:
-                if not may_fit_again(first.__cause__, self.settings.max_run_memory):
-                    raise
-            return fn(*args), None, False  # once more: the arena was given back meanwhile
-        except InferenceFailed as exc:
-            with self._running_lock:
-                shared = self._running > 1
-            if isinstance(exc.__cause__, HostArenaError):  # a model host's arena is its own
-                shared = exc.__cause__.others > 0
-            return None, exc, shared
-        finally:
-            with self._running_lock:
-                self._running -= 1
-
-    def _slots(self, entry: ModelEntry) -> asyncio.Semaphore:
-        """The model's share of the inference workers (:meth:`Schedules.slots
-        <blindai.server.schedules.Schedules.slots>`)."""
-        return self.schedules.slots(entry)
-
     def record(
         self, entry: ModelEntry, timing: Timing, *, success: bool, protocol: str, caller: Principal
     ) -> None:
@@ -393,43 +349,6 @@ class DataPlane:
     def unload(self, entries: list[ModelEntry]) -> None:
         """Release the sessions of models (their bytes stay, for :meth:`load`)."""
         self.registry.unload(entries)
-
-    def _checked_compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The compile guard's checks and trial compile, then :meth:`_compiled`
-        (:meth:`Compiler.checked`)."""
-        abandon = abandon or Abandon()
-        return self.compiler.checked(
-            model, optimize, abandon, lambda: self._compiled(model, optimize, schedule, abandon)
-        )
-
-    def _compiled(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        schedule: Schedule,
-        abandon: Abandon | None = None,
-    ) -> Compiled:
-        """The session (:meth:`_session`) and, for a model that batches, its queue
-        (:meth:`Compiler.compiled`)."""
-        threads = schedule.intra_op_threads
-        return self.compiler.compiled(
-            model, schedule, abandon, lambda: self._session(model, optimize, threads, abandon)
-        )
-
-    def _session(
-        self,
-        model: bytes | ModelFile,
-        optimize: bool,
-        threads: int,
-        abandon: Abandon | None = None,
-    ) -> LoadedModel:
-        return self.compiler.session(model, optimize, threads, abandon)
 
     async def delete(self, ref: ModelRef, *, caller: Principal) -> ModelEntry:
         """Remove a model (by id, or the newest with that name) that ``caller`` may delete;

@@ -3,8 +3,8 @@
 An upload is compiled (or reuses the session of identical bytes the same owner loaded), its
 pipeline checked against it, then written to the sealed store (when there is one) before it is
 registered and acknowledged (:meth:`Intake.upload`). Compiling runs in the compile workers,
-each key's uploads taking turns with the other keys'; the compile steps are the data plane's
-(:class:`~blindai.server.compiler.CompileSteps`).
+each key's uploads taking turns with the other keys', through the data plane's compiler
+(:meth:`Compiler.checked <blindai.server.compiler.Compiler.checked>`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from blindai.server._workers import WorkerPool
 from blindai.server.abandon import Abandon, ClientGone
 from blindai.server.access import Principal
 from blindai.server.batching import ModelQueue
-from blindai.server.compiler import Compiled, Compiler, CompileSteps, released_if_cancelled
+from blindai.server.compiler import Compiled, Compiler, released_if_cancelled
 from blindai.server.metrics import Metrics
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry, ModelRegistry, model_digest, share_key
@@ -80,7 +80,6 @@ class Intake:
         exports: UploadOptions | None,
         schedules: Schedules,
         compiler: Compiler,
-        steps: CompileSteps,
         pool: WorkerPool,
     ) -> None:
         self.settings = settings
@@ -90,7 +89,6 @@ class Intake:
         self.exports = exports
         self.schedules = schedules
         self.compiler = compiler
-        self.steps = steps
         self.pool = pool
         """The compile workers (compiling, and writing to the store)."""
 
@@ -192,7 +190,7 @@ class Intake:
         return await released_if_cancelled(
             self._compiling(
                 functools.partial(
-                    self.steps._checked_compiled,
+                    self.compiler.checked,
                     upload.model,
                     upload.optimize,
                     schedule,

@@ -2,8 +2,8 @@
 
 :meth:`Restorer.restore` loads and compiles the store's models before the server serves, each
 with the settings it was uploaded with; :meth:`Restorer.load` compiles models unloaded since
-(``POST /v2/repository/models/NAME/load``) again. Both compile through the data plane's steps
-(:class:`~blindai.server.compiler.CompileSteps`) and register through the intake
+(``POST /v2/repository/models/NAME/load``) again. Both compile through the data plane's
+compiler (:class:`~blindai.server.compiler.Compiler`) and register through the intake
 (:meth:`~blindai.server.intake.Intake.register`).
 """
 
@@ -35,7 +35,6 @@ from blindai.server.access import Principal
 from blindai.server.compiler import (
     Compiled,
     Compiler,
-    CompileSteps,
     release,
     released_if_cancelled,
 )
@@ -92,7 +91,6 @@ class Restorer:
         metrics: Metrics,
         schedules: Schedules,
         compiler: Compiler,
-        steps: CompileSteps,
         pool: WorkerPool,
         intake: Intake,
     ) -> None:
@@ -102,7 +100,6 @@ class Restorer:
         self.metrics = metrics
         self.schedules = schedules
         self.compiler = compiler
-        self.steps = steps
         self.pool = pool
         """The compile workers."""
         self.intake = intake
@@ -165,7 +162,7 @@ class Restorer:
         if held is None or order < held[0]:
             if held is None or (asked, record.optimize) != held[1:]:
                 schedule = self.schedules.schedule(asked, optimize=record.optimize)
-                fresh = self.steps._checked_compiled(record.model, record.optimize, schedule)
+                fresh = self.compiler.checked(record.model, record.optimize, schedule)
                 if compiled is not None:  # an older upload's settings replace them
                     state.loaded = [_swapped(item, compiled, fresh) for item in state.loaded]
                     release(compiled)
@@ -240,7 +237,7 @@ class Restorer:
                 compiling(
                     self.pool,
                     functools.partial(
-                        self.steps._compiled, source, schedule.optimize, schedule, abandon
+                        self.compiler.compiled, source, schedule.optimize, schedule, abandon
                     ),
                     caller,
                 ),

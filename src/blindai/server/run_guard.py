@@ -5,8 +5,9 @@
   A run whose tensors would take the arena past the cap fails alone with a clear error; the
   memory is given back after every run (``memory.enable_memory_arena_shrinkage``), so one large
   request does not leave gigabytes behind. Weights are not counted: onnxruntime keeps
-  initializers outside the arena. The cap is shared by the runs in flight, so a request that
-  fails while others were running gets 503 (try again), one that fails alone 422.
+  initializers outside the arena. The cap is shared by the runs in flight (``RunCounter``
+  counts them), so a request that fails while others were running gets 503 (try again), one
+  that fails alone 422.
 - **Time.** ``RunControl.terminate`` sets ``RunOptions.terminate``: onnxruntime stops between two
   kernels (inside ``Loop`` bodies too), the worker thread is free again, and the client gets 504.
   The same happens when the client disconnects before its reply.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ __all__ = [
     "WATCH_AFTER_S",
     "HostArenaError",
     "RunControl",
+    "RunCounter",
     "cap_arena",
     "check_reply_size",
     "failure_for",
@@ -137,6 +140,42 @@ def may_fit_again(exc: BaseException | None, memory_bytes: int) -> bool:
     if not any(marker in text for marker in _OOM_MARKERS):
         return False
     return all(int(n) <= memory_bytes for n in _ASKED.findall(text))
+
+
+class RunCounter:
+    """The server's runs in progress, every model's (they share the capped arena)."""
+
+    def __init__(self, max_run_memory: int) -> None:
+        self.max_run_memory = max_run_memory
+        self.running = 0
+        """How many runs are in progress now."""
+        self._lock = threading.Lock()
+
+    def counted(
+        self, fn: Callable[..., _T], /, *args: object
+    ) -> tuple[_T | None, Exception | None, bool]:
+        """``fn(*args)``, counted among the runs in progress: (its value, None, False), or
+        (None, the InferenceFailed it raised, whether other runs were in progress then). A run
+        that failed only to allocate what fits the cap alone runs once more at once
+        (:func:`may_fit_again`)."""
+        with self._lock:
+            self.running += 1
+        try:
+            try:
+                return fn(*args), None, False
+            except InferenceFailed as first:
+                if not may_fit_again(first.__cause__, self.max_run_memory):
+                    raise
+            return fn(*args), None, False  # once more: the arena was given back meanwhile
+        except InferenceFailed as exc:
+            with self._lock:
+                shared = self.running > 1
+            if isinstance(exc.__cause__, HostArenaError):  # a model host's arena is its own
+                shared = exc.__cause__.others > 0
+            return None, exc, shared
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 def _timed_out(timeout_s: float) -> InferenceTimeout:

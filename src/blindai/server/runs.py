@@ -17,7 +17,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, Protocol, TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -41,6 +41,7 @@ from blindai.server.preprocess_budget import PreprocessBudget
 from blindai.server.registry import ModelEntry, ModelRegistry
 from blindai.server.run_guard import (
     RunControl,
+    RunCounter,
     check_reply_size,
     failure_for,
     run_guarded,
@@ -49,19 +50,9 @@ from blindai.server.schedules import Schedules
 from blindai.server.settings import ServerSettings
 from blindai.server.statistics import Timing
 
-__all__ = ["Counted", "Runs", "tenant"]
+__all__ = ["Runs", "tenant"]
 
 _T = TypeVar("_T")
-
-
-class Counted(Protocol):
-    """``fn(*args)`` counted among the server's runs in progress: (its value, None, False), or
-    (None, the InferenceFailed it raised, whether other runs were in progress then); the data
-    plane's ``_counted``."""
-
-    def __call__(
-        self, fn: Callable[..., _T], /, *args: object
-    ) -> tuple[_T | None, Exception | None, bool]: ...
 
 
 class Runs:
@@ -75,7 +66,6 @@ class Runs:
         pool: WorkerPool,
         preprocess_budget: PreprocessBudget,
         schedules: Schedules,
-        counted: Counted,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -83,7 +73,8 @@ class Runs:
         """The inference workers."""
         self.preprocess_budget = preprocess_budget
         self.schedules = schedules
-        self.counted = counted
+        self.counter = RunCounter(settings.max_run_memory)
+        """The server's runs in progress (each run is counted while it runs)."""
 
     def blocking(self, fn: Callable[[], _T], group: str | None) -> asyncio.Future[_T]:
         """``fn()`` in an inference worker, in turn with the other keys' runs; a tenant's key
@@ -227,7 +218,7 @@ class Runs:
         started = time.perf_counter_ns()
         try:
             predict = functools.partial(entry.model.predict, run_options=control.options)
-            done, error, shared = self.counted(predict, feeds, wanted)
+            done, error, shared = self.counter.counted(predict, feeds, wanted)
         finally:
             ran = time.perf_counter_ns() - started
             timing.add("queue", 0)
@@ -339,7 +330,7 @@ class Runs:
         ``group`` (the caller's key) takes turns for a worker with the other callers'."""
         control = RunControl()
         settings = self.settings
-        counted = functools.partial(self.counted, fn, *args, control.options)
+        counted = functools.partial(self.counter.counted, fn, *args, control.options)
         slots = self.schedules.slots(entry)
         work: Awaitable[tuple[_T | None, Exception | None, bool]]
         if slots.locked():  # wait for a slot, under the run timeout

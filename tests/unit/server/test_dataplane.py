@@ -34,18 +34,22 @@ WAIT_S = 60.0
 
 
 class GatedPlane(DataPlane):
-    """A data plane whose compilation waits, holding its compile thread, until released."""
+    """A data plane whose compilation waits, holding its compile thread, until released (its
+    compiler's ``compiled`` step wrapped: uploads, restores and loads all go through it)."""
 
     def __init__(self, settings: ServerSettings) -> None:
         super().__init__(settings, ModelRegistry())
         self.compiling = threading.Event()
         self.release = threading.Event()
+        compiled = self.compiler.compiled
 
-    def _compiled(self, model: bytes, optimize: bool, *rest):
-        self.compiling.set()
-        if not self.release.wait(WAIT_S):
-            raise AssertionError("the test never released the compilation")
-        return super()._compiled(model, optimize, *rest)
+        def gated(model: bytes, optimize: bool, *rest):
+            self.compiling.set()
+            if not self.release.wait(WAIT_S):
+                raise AssertionError("the test never released the compilation")
+            return compiled(model, optimize, *rest)
+
+        self.compiler.compiled = gated  # type: ignore[method-assign]
 
 
 class GatedStore(SealedStore):
@@ -283,7 +287,7 @@ def test_runs_at_once_by_default_within_the_servers_cap_and_one_batch_at_a_time(
         plane = DataPlane(settings, ModelRegistry())
         try:
             entry = _upload_with(plane, gather_rows(10), **asked)
-            return plane._schedules[entry.hash].policy.max_concurrent_runs
+            return plane.schedules.by_share[entry.hash].policy.max_concurrent_runs
         finally:
             plane.close()
 
@@ -432,9 +436,9 @@ def test_a_request_that_found_a_model_before_its_delete_leaves_no_run_slots_behi
         x = np.zeros((1, 3), np.float32)
         with pytest.raises(ModelNotFound, match="deleted"):
             asyncio.run(plane.run(found, [("x", x)], caller=ANONYMOUS))
-        assert plane._model_slots == {}  # nothing kept for a model that is gone
+        assert plane.schedules.model_slots == {}  # nothing kept for a model that is gone
         again = _upload_with(plane, identity(TensorProto.FLOAT), max_concurrent_runs=1)
-        assert plane._slots(again)._value == 1  # its own max_concurrent_runs
+        assert plane.schedules.slots(again)._value == 1  # its own max_concurrent_runs
     finally:
         plane.close()
 
@@ -752,7 +756,7 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
             settings=ModelSettings(max_concurrent_runs=1),
         )
         await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)  # its slots are made
-        assert plane._slots(first)._value == 1
+        assert plane.schedules.slots(first)._value == 1
         if when == "before":
             plane.unload([first])
         upload = asyncio.ensure_future(
@@ -771,11 +775,11 @@ def test_a_session_compiled_again_runs_with_the_settings_of_the_upload_that_comp
         second = await upload
         assert second.model is not first.model  # compiled again
         await plane.infer(ModelRef("b"), [("x", x)], caller=ANONYMOUS)
-        assert plane._slots(second)._value == 2
+        assert plane.schedules.slots(second)._value == 2
         await plane.delete(ModelRef(second.model_id), caller=ANONYMOUS)
         (loaded,) = await plane.load([first], caller=ANONYMOUS)
         await plane.infer(ModelRef("a"), [("x", x)], caller=ANONYMOUS)
-        assert plane._slots(loaded)._value == 1
+        assert plane.schedules.slots(loaded)._value == 1
 
     run_then_close(scenario, plane, store)
 
@@ -825,9 +829,11 @@ def test_the_next_compile_child_starts_once_the_upload_has_compiled(plane, monke
     also after a refused upload, so that the next one finds it."""
     events: list[str] = []
     guard = plane.compile_guard
-    spawn, session = guard._spawn, plane._session
+    spawn, session = guard._spawn, plane.compiler.session
     monkeypatch.setattr(guard, "_spawn", lambda: events.append("spawn") or spawn())
-    monkeypatch.setattr(plane, "_session", lambda *a: events.append("session") or session(*a))
+    monkeypatch.setattr(
+        plane.compiler, "session", lambda *a: events.append("session") or session(*a)
+    )
     asyncio.run(
         plane.upload(identity(TensorProto.FLOAT), name=None, optimize=True, caller=ANONYMOUS)
     )

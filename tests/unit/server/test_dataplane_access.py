@@ -378,22 +378,28 @@ def test_a_store_holding_more_than_max_models_restores_what_fits_and_keeps_the_r
 
 
 class CountingPlane(DataPlane):
-    """A real data plane that counts the sessions it holds compiled at once."""
+    """A real data plane that counts the sessions it holds compiled at once (its compiler's
+    ``checked`` step wrapped: uploads and restores go through it)."""
 
-    live = peak = 0
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.live = self.peak = 0
+        checked = self.compiler.checked
 
-    def _checked_compiled(self, model, optimize, schedule, abandon=None):
-        compiled = super()._checked_compiled(model, optimize, schedule, abandon)
-        self.live += 1
-        self.peak = max(self.peak, self.live)
-        unload = compiled[0].unload
+        def counting(model, optimize, schedule, abandon=None):
+            compiled = checked(model, optimize, schedule, abandon)
+            self.live += 1
+            self.peak = max(self.peak, self.live)
+            unload = compiled[0].unload
 
-        def counted() -> None:
-            self.live -= 1
-            unload()
+            def counted() -> None:
+                self.live -= 1
+                unload()
 
-        compiled[0].unload = counted
-        return compiled
+            compiled[0].unload = counted
+            return compiled
+
+        self.compiler.checked = counting  # type: ignore[method-assign]
 
 
 def test_entries_put_back_beyond_max_models_are_never_compiled_all_at_once(store: SealedStore):
@@ -619,7 +625,7 @@ def test_a_key_holds_at_most_its_share_of_the_inference_threads():
         async def burst() -> None:
             hers = [asyncio.ensure_future(run_one(m, ALICE)) for m in models[:3]]
             # her runs are under way: both threads run hers, or one does and the rest wait
-            while plane._running < 2 and not plane._infer._held:
+            while plane.runs.counter.running < 2 and not plane._infer._held:
                 await asyncio.sleep(0.001)
             await asyncio.gather(run_one(models[3], BOB), *hers)
 
@@ -634,7 +640,7 @@ def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: Dat
 
     gate = threading.Event()
     compiled: list[float] = []
-    real = plane._checked_compiled
+    real = plane.compiler.checked
 
     def held(model, optimize, schedule, abandon=None):  # held until all are queued
         gate.wait(10)
@@ -644,7 +650,7 @@ def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: Dat
     def model_value(model) -> float:
         return next(v for v in range(10) if add_constant(v) == bytes(model))
 
-    plane._checked_compiled = held  # type: ignore[method-assign]
+    plane.compiler.checked = held  # type: ignore[method-assign]
 
     async def burst() -> None:
         uploads = [
@@ -672,14 +678,14 @@ def test_a_keys_burst_of_loads_takes_turns_with_another_keys_load(plane: DataPla
     plane.unload(entries)
     gate = threading.Event()
     compiled: list[float] = []
-    real = plane._compiled
+    real = plane.compiler.compiled
 
     def held(model, optimize, *rest):  # held until all are queued
         gate.wait(10)
         compiled.append(float(next(v for v in range(10) if add_constant(v) == bytes(model))))
         return real(model, optimize, *rest)
 
-    plane._compiled = held  # type: ignore[method-assign]
+    plane.compiler.compiled = held  # type: ignore[method-assign]
 
     async def burst() -> None:
         loads = [

@@ -40,6 +40,7 @@ from blindai.server.model_host import HostedModel, HostLimits, ModelHosts
 from blindai.server.run_guard import RunControl
 from blindai.server.runtime import OnnxModel
 from tests import attacks, models
+from tests._procs import children
 from tests.unit.server.test_runtime import _cast_to
 
 LIMITS = HostLimits(memory_bytes=1 << 30, max_reply_bytes=1 << 30)
@@ -678,26 +679,6 @@ def test_a_start_answer_no_host_of_ours_gives_is_refused(answer: dict[str, objec
         described(answer)
 
 
-def _children() -> set[int]:
-    """This process's children, whichever of its threads started them: each process whose
-    parent (the fourth field of ``/proc/PID/stat``, a process id) is this one. The per-thread
-    ``/proc/self/task/T/children`` lists missed a child while it moved from a thread that had
-    just ended to another (the test below once saw no spare)."""
-    me = os.getpid()
-    found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
-            continue
-        if int(fields[1]) == me:
-            found.add(int(entry))
-    return found
-
-
 def test_a_host_that_describes_its_model_unreadably_is_stopped(
     hosts: ModelHosts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -708,11 +689,11 @@ def test_a_host_that_describes_its_model_unreadably_is_stopped(
     def unreadable(answer: object) -> None:
         raise ModelNotReady("the model's process described the model unreadably")
 
-    before = _children()
+    before = children(os.getpid())
     monkeypatch.setattr(hosted_model, "described", unreadable)
     with pytest.raises(ModelNotReady):
         hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
-    assert _children() - before == {hosts.spare_pid}  # the next start's spare, no host
+    assert children(os.getpid()) - before == {hosts.spare_pid}  # the next start's spare, no host
     assert hosts.count == 0
 
 
@@ -761,13 +742,13 @@ def test_a_model_refused_by_its_crash_limit_starts_nothing_in_the_background() -
         for _ in range(2):
             with pytest.raises(InferenceFailed, match="SIGABRT"):
                 crasher.predict(HOSTILE)
-        before = _children()
+        before = children(os.getpid())
         time.sleep(1.0)  # a start in the background would have its child by now
-        assert _children() - before == set()
+        assert children(os.getpid()) - before == set()
         assert crasher.pid is None
         with pytest.raises(ModelNotReady, match="crashed 2 times"):
             crasher.predict(fine)
-        assert _children() - before == set()
+        assert children(os.getpid()) - before == set()
 
 
 def test_unloading_during_a_start_in_the_background_leaves_no_process(
@@ -776,7 +757,7 @@ def test_unloading_during_a_start_in_the_background_leaves_no_process(
     """An unload while the successor of a crashed host starts: the start is given up (its
     child, the spare it was handed, killed within ``POLL_S``), not finished and then stopped;
     the server's next spare stays, holding no model."""
-    before = _children()  # other tests' processes
+    before = children(os.getpid())  # other tests' processes
     crasher = hosts.load(_slow_crasher(), optimize=True, intra_op_threads=1)
     crashed, handed = crasher._host, hosts.spare_pid
     assert handed is not None
@@ -786,14 +767,14 @@ def test_unloading_during_a_start_in_the_background_leaves_no_process(
     crasher.unload()
     assert _gone(handed, within=1.0)
     assert crasher._host is crashed  # given up: no host answered, none was kept
-    assert _children() - before == {hosts.spare_pid}
+    assert children(os.getpid()) - before == {hosts.spare_pid}
 
 
 def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() -> None:
     """The server's end while a host starts in the background: when ``close`` returns, the
     starting child and the spare are killed and reaped."""
     group = ModelHosts(limits=LIMITS)
-    before = _children()  # other tests' processes
+    before = children(os.getpid())  # other tests' processes
     try:
         crasher = group.load(_slow_crasher(), optimize=True, intra_op_threads=1)
         crashed, handed = crasher._host, group.spare_pid
@@ -803,7 +784,7 @@ def test_closing_the_hosts_during_a_start_in_the_background_leaves_no_process() 
         deadline = time.monotonic() + 5
         while group.spare_pid in (None, handed) and time.monotonic() < deadline:
             time.sleep(0.002)  # the next spare is started once the model is handed over
-        alive = _children() - before
+        alive = children(os.getpid()) - before
         assert alive == {handed, group.spare_pid}, alive
     finally:
         group.close()
@@ -815,7 +796,7 @@ def test_a_start_is_handed_the_spare_and_a_next_one_is_started(hosts: ModelHosts
     """A host start waited for a new interpreter and onnxruntime's import (about 0.3 s of
     0.3 s for a small model); one child started ahead, the spare, is handed the model instead,
     and the next spare is started: one for the whole server, never more."""
-    before = _children()  # other tests' processes
+    before = children(os.getpid())  # other tests' processes
     hosts.warm()
     spare = hosts.spare_pid
     assert spare is not None
@@ -826,7 +807,7 @@ def test_a_start_is_handed_the_spare_and_a_next_one_is_started(hosts: ModelHosts
     assert loaded[0].pid == spare
     pids = {m.pid for m in loaded}
     assert len(pids) == 3 and hosts.spare_pid not in pids | {None}
-    assert _children() - before == pids | {hosts.spare_pid}
+    assert children(os.getpid()) - before == pids | {hosts.spare_pid}
     x = np.ones((1, 3), np.float32)
     assert all(np.array_equal(m.predict({"x": x})[0][1], x) for m in loaded)
 
@@ -865,7 +846,7 @@ def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
     """``stop()`` (an upload's client gone) while the model's host builds its session: the
     child is killed (within ``POLL_S``), the load fails with ModelNotReady, no host is kept;
     the spare started for the next start stays, holding nothing."""
-    before = _children()  # other tests' processes
+    before = children(os.getpid())  # other tests' processes
     hosts.warm()
     handed = hosts.spare_pid
     assert handed is not None
@@ -888,7 +869,7 @@ def test_a_load_told_to_stop_kills_its_start(hosts: ModelHosts) -> None:
     assert len(got) == 1 and isinstance(got[0], ModelNotReady), got
     assert "stopped" in got[0].message
     assert _gone(handed, within=0.5)
-    assert hosts.count == 0 and _children() - before == {hosts.spare_pid}
+    assert hosts.count == 0 and children(os.getpid()) - before == {hosts.spare_pid}
 
 
 def _handed_over(hosts: ModelHosts, spare: int) -> None:
@@ -917,7 +898,7 @@ def test_an_upload_whose_spare_was_killed_is_handed_a_new_child(
     child and succeeds. A spare found dead was replaced already, but one killed just before
     or while it was handed over failed the upload (ModelNotReady: "the model's process could
     not be started (ConnectionResetError)"); a restart's was counted as the model's crash."""
-    before = _children()  # other tests' processes
+    before = children(os.getpid())  # other tests' processes
     hosts.warm()
     spare = hosts.spare_pid
     assert spare is not None
@@ -930,13 +911,13 @@ def test_an_upload_whose_spare_was_killed_is_handed_a_new_child(
         os.kill(spare, signal.SIGSTOP)  # it reads nothing sent to it until it is killed
         threading.Thread(target=_kill_once_handed_over, args=(hosts, spare)).start()
     # loaded here, not in a thread: the children it forks stay this thread's (those of a
-    # thread that ended move to another, and _children() may miss them while they move)
+    # thread that ended move to another, and children() may miss them while they move)
     loaded = hosts.load(models.identity(TensorProto.FLOAT), optimize=True, intra_op_threads=1)
     assert loaded.pid not in (None, spare) and len(loaded._crashes) == 0
     x = np.ones((1, 3), np.float32)
     assert np.array_equal(loaded.predict({"x": x})[0][1], x)
     assert _gone(spare)
-    assert _children() - before == {loaded.pid, hosts.spare_pid}
+    assert children(os.getpid()) - before == {loaded.pid, hosts.spare_pid}
 
 
 def test_a_restart_whose_spare_was_killed_as_it_was_handed_the_model_counts_no_crash(

@@ -16,6 +16,7 @@ import pytest
 from blindai.errors import InferenceFailed, InferenceTimeout, ServerBusy
 from blindai.server.run_guard import (
     RunControl,
+    RunCounter,
     check_reply_size,
     failure_for,
     json_bytes_bound,
@@ -273,12 +274,7 @@ def test_a_failed_allocation_that_fits_the_cap_may_fit_again(exc, expected):
 def test_the_data_plane_runs_once_more_when_the_arena_may_have_room_again():
     """A free region held by an earlier run's outputs, split by a concurrent small run, once
     made a run that fitted alone answer 422; tried again at once, it fits."""
-    from blindai.server.dataplane import DataPlane
-    from blindai.server.settings import ServerSettings
-
-    plane = DataPlane.__new__(DataPlane)  # only what _counted uses
-    plane.settings = ServerSettings(max_run_memory=64 << 20)
-    plane._running, plane._running_lock = 0, threading.Lock()
+    counter = RunCounter(max_run_memory=64 << 20)
     calls: list[int] = []
 
     def run(message: str) -> str:
@@ -287,10 +283,10 @@ def test_the_data_plane_runs_once_more_when_the_arena_may_have_room_again():
             raise InferenceFailed("failed") from RuntimeError(message)
         return "ran"
 
-    assert plane._counted(run, ORT_OOM.format(free=10, asked=16 << 20)) == ("ran", None, False)
+    assert counter.counted(run, ORT_OOM.format(free=10, asked=16 << 20)) == ("ran", None, False)
     calls.clear()
-    value, error, shared = plane._counted(run, ORT_OOM.format(free=10, asked=1 << 30))
+    value, error, shared = counter.counted(run, ORT_OOM.format(free=10, asked=1 << 30))
     assert (value, type(error), shared, len(calls)) == (None, InferenceFailed, False, 1)
     calls.clear()
-    value, error, _ = plane._counted(run, "Gather: index 9 is out of bounds")
+    value, error, _ = counter.counted(run, "Gather: index 9 is out of bounds")
     assert (value, type(error), len(calls)) == (None, InferenceFailed, 1)
