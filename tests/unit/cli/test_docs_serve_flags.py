@@ -1,5 +1,5 @@
-"""docs/cli.md documents every ``blindai serve`` flag, and the defaults the docs' flag tables
-state are the settings' own.
+"""docs/cli.md documents every ``blindai serve`` flag (and names every flag of the client
+commands), and the defaults the docs' flag tables state are the settings' own.
 
 The flags are read from ``blindai serve --help`` run in a child process (what a user sees);
 the defaults from :class:`ServerSettings`' fields, where each is stated once. The tables read
@@ -130,3 +130,22 @@ def test_the_defaults_the_docs_state_are_the_settings_defaults(
     wrong = [(name, stated, actual) for name, stated, actual in checked if stated != actual]
     assert wrong == [], f"{doc}: (setting, stated default, actual default)"
     assert len(checked) >= 7, f"{doc}: too few defaults read ({checked}); did the tables change?"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["upload", "run", "delete", "sync", "models", "attest", "keys create", "keys list",
+     "keys revoke", "keys generate-admin"],
+)  # fmt: skip
+def test_every_flag_of_the_client_commands_is_in_docs_cli_md(command: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "blindai", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    flags = set(re.findall(r"^  (--[a-z0-9-]+)", out, re.MULTILINE)) - {"--help"}
+    doc = (REPO / "docs/cli.md").read_text()
+    missing = sorted(f for f in flags if not re.search(re.escape(f) + r"(?![a-z0-9-])", doc))
+    assert not missing, f"blindai {command}: flags docs/cli.md never names: {missing}"
