@@ -3,6 +3,7 @@ simulated measurement, readiness, model export and sync, and ``upload --replicas
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 import urllib.error
@@ -196,6 +197,21 @@ def test_export_gives_the_model_as_uploaded(exporting: ServerProcess, tmp_path: 
         conn.delete_model(uploaded.model_id)
         with pytest.raises(blindai.errors.ModelNotFound):
             conn.export_model(uploaded.model_id)
+
+
+def test_an_export_is_in_the_audit_log(exporting: ServerProcess) -> None:
+    """An export hands a model's bytes out: it is audited as "export", with the model's id, as
+    every other request on a model is (docs/access-control.md). It wrote no audit line."""
+    with _connect(exporting) as conn:
+        uploaded = conn.upload_model(identity(TensorProto.FLOAT), model_name="audited-export")
+        conn.export_model(uploaded.model_id)
+        conn.delete_model(uploaded.model_id)
+    exporting.wait_for_log(f'"action": "delete", "model": "{uploaded.model_id}"')
+    audited = [
+        json.loads(line) for line in exporting.log().splitlines() if line.startswith('{"time"')
+    ]
+    exports = [a for a in audited if a["model"] == uploaded.model_id and a["action"] == "export"]
+    assert [(a["status"], a["key"]) for a in exports] == [(200, None)]
 
 
 def test_an_export_in_flight_leaves_the_server_to_others(exporting: ServerProcess) -> None:

@@ -18,8 +18,8 @@ __all__ = ["add_client_commands", "add_serve_command", "connect_from_args", "con
 
 SERVE_DESCRIPTION = (
     "Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 attested inference, "
-    "9925 attested model management. Without TEE hardware, --simulation is required (it "
-    "protects nothing)."
+    "9925 attested model management, 9926 the Open Inference Protocol over gRPC (attested "
+    "TLS). Without TEE hardware, --simulation is required (it protects nothing)."
 )
 SERVE_EPILOG = (
     "Every option can also be set by an environment variable BLINDAI_<OPTION> "

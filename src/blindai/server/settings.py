@@ -76,8 +76,9 @@ class ServerSettings(BaseSettings):
     )
 
     host: str | None = None
-    """Address to listen on for all three ports. Unset: 0.0.0.0, but 127.0.0.1 in simulation
-    (a simulation protects nothing: exposing it takes an explicit --host 0.0.0.0)."""
+    """Address the unattested, attested, management and gRPC ports listen on. Unset: 0.0.0.0,
+    but 127.0.0.1 in simulation (a simulation protects nothing: exposing it takes an explicit
+    --host 0.0.0.0)."""
     unattested_port: int = Field(9923, ge=0, le=65535)
     """Plain HTTP: certificate, evidence, collateral."""
     attested_port: int = Field(9924, ge=0, le=65535)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -130,3 +133,40 @@ def test_model_series_carry_only_public_ids_and_go_with_the_model() -> None:
     metrics.forget_model("never-seen")  # nothing to drop: no error
     assert "pub-id" not in metrics.render().decode()
     assert samples(metrics)[(count, (("model", "private"), ("outcome", "success")))] == 1
+
+
+def _documented_metrics() -> dict[str, tuple[str, ...]]:
+    """docs/metrics.md's table rows: each metric name it lists, with the label names of its row
+    (the backticked words of the labels cell, outside parentheses)."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
+    documented = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| `blindai_") or len(cells) < 3:
+            continue
+        labels = cells[1]
+        while re.search(r"\([^()]*\)", labels):
+            labels = re.sub(r"\([^()]*\)", "", labels)
+        for name in re.findall(r"`(blindai_[a-z_]+)`", cells[0]):
+            documented[name] = tuple(re.findall(r"`([a-z_]+)`", labels))
+    return documented
+
+
+def test_docs_metrics_md_lists_every_metric_with_its_labels() -> None:
+    """The names and labels of docs/metrics.md are those a server's ``/metrics`` exposes (the
+    text format's counters end in ``_total``), no more and no fewer."""
+    metrics = Metrics()
+    exposed = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        suffix = "_total" if family.type == "counter" else ""
+        if family.name.endswith("_created"):
+            continue
+        exposed[family.name + suffix] = family.name
+    labels = {
+        m._name + ("_total" if m._type == "counter" else ""): tuple(m._labelnames)
+        for m in vars(metrics).values()
+        if isinstance(m, Counter | Gauge | Histogram)
+    }
+    documented = _documented_metrics()
+    assert sorted(documented) == sorted(exposed)
+    assert {name: labels[name] for name in documented} == documented

@@ -37,6 +37,7 @@ class AuditAction(str, enum.Enum):
     UPLOAD = "upload"
     RUN = "run"
     DELETE = "delete"
+    EXPORT = "export"
     LIST = "list"
     METADATA = "metadata"
     LOAD = "load"

@@ -42,6 +42,7 @@ _ACTIONS: tuple[tuple[str, re.Pattern[str], AuditAction], ...] = tuple(
         ("POST", "/upload", AuditAction.UPLOAD),
         ("POST", "/run", AuditAction.RUN),
         ("POST", "/delete", AuditAction.DELETE),
+        ("POST", "/export", AuditAction.EXPORT),
         ("GET", "/models", AuditAction.LIST),
         ("GET", "/keys", AuditAction.KEY_LIST),
         ("POST", "/keys/create", AuditAction.KEY_CREATE),

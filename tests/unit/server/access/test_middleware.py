@@ -47,6 +47,7 @@ def tenant(server: InProcess, name: str) -> str:
         ("POST", "/upload", AuditAction.UPLOAD),
         ("POST", "/run", AuditAction.RUN),
         ("POST", "/delete", AuditAction.DELETE),
+        ("POST", "/export", AuditAction.EXPORT),
         ("GET", "/models", AuditAction.LIST),
         ("GET", "/keys", AuditAction.KEY_LIST),
         ("POST", "/keys/create", AuditAction.KEY_CREATE),
