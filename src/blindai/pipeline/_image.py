@@ -188,6 +188,10 @@ def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimi
             f"model input {port.name!r} is {port.dtype}; images need a float or uint8 input"
         )
     assert port.dtype is not None
+    if spec.dtype is not None and np.dtype(spec.dtype) != port.dtype:
+        raise PipelineError(
+            f"the image step says dtype {spec.dtype}; model input {port.name!r} is {port.dtype}"
+        )
     if port.dtype == np.uint8 and (spec.scale, spec.mean, spec.std) != (1.0, (0.0,), (1.0,)):
         raise PipelineError("a uint8 model input takes raw pixels: drop scale, mean and std")
     height, width = _out_size(spec)

@@ -125,6 +125,8 @@ def test_crop_larger_than_the_image():
         (_spec(), Port("x", np.dtype("int64"), (1, 3, None, None)), "images need a float"),
         (_spec(), Port("x", np.dtype("uint8"), (1, 3, None, None)), "drop scale, mean and std"),
         (_spec(input="y"), Port("x", F32, (1, 3, None, None)), "no input named 'y'"),
+        (_spec(dtype="uint8"), Port("x", F32, (1, 3, None, None)), "says dtype uint8"),
+        (_spec(dtype="float16"), Port("x", F32, (1, 3, None, None)), "says dtype float16"),
     ],
 )
 def test_refuses_models_it_cannot_feed(spec, port, fragment):
@@ -151,3 +153,11 @@ def test_resize_shorter_of_a_thin_image_is_bounded_by_max_image_pixels():
         step(thin)
     square = _step(spec, shape=(1, 3, 224, 224), limits=PipelineLimits(max_image_pixels=1_000_000))
     assert square(encode(rgb_image(300, 400), "PNG")).feeds["pixels"].shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_a_dtype_the_model_input_has_is_accepted(dtype):
+    out = _step(_spec(dtype=dtype), shape=(1, 3, 8, 8), dtype=np.dtype(dtype))(
+        encode(rgb_image(8, 8), "PNG")
+    ).feeds["pixels"]
+    assert out.dtype == np.dtype(dtype) and out.shape == (1, 3, 8, 8)
