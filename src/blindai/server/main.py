@@ -349,7 +349,7 @@ def _banner(built: Built) -> str:
     if s.is_simulation and host not in _LOOPBACK:
         line += f"; this simulation is EXPOSED on {host}: reachable by other machines"
     elif s.is_simulation:
-        line += " (loopback only; --host 0.0.0.0 exposes it)"
+        line += "; this simulation listens on loopback only (--host 0.0.0.0 exposes it)"
     return line
 
 
