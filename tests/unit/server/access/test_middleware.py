@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from typing import Any
 
 import cbor2
@@ -199,3 +200,32 @@ def test_export_gives_a_models_bytes_to_its_owner_only():
         assert [(m["model_id"], m["owner"], m["public"]) for m in listed] == [
             (model_id, "alice", True)
         ]
+
+
+def _routes(app: Any) -> list[Any]:
+    """The routes of the Starlette app under an app's middlewares."""
+    while not hasattr(app, "routes"):
+        app = app.app
+    return list(app.routes)
+
+
+#: routes that touch no model and no key: nothing for the audit log
+_UNAUDITED = {("GET", "/metrics")} | {
+    (method, "/v2/{rest:path}") for method in ("GET", "POST", "PUT", "DELETE")
+}  # the v2 routes this server does not serve (404 or 501)
+
+
+def test_every_route_a_key_may_reach_is_audited_or_open():
+    """Each route on the attested and management ports either needs no key (OPEN_PATHS) or
+    has an audit action: a route added without one (as POST /export was) fails here."""
+    with in_process(admin_key_sha256=ADMIN_SHA) as s:
+        apps = (s.apps.attested, s.apps.management)
+        seen = []
+        for route in (r for app in apps for r in _routes(app)):
+            path = re.sub(r"\{[^}]+\}", "m", route.path)
+            for method in sorted(route.methods - {"HEAD"}):
+                if (method, route.path) in _UNAUDITED or path in OPEN_PATHS:
+                    continue
+                seen.append(route.path)
+                assert audit_action(method, path) is not None, f"{method} {route.path}"
+    assert {"/export", "/upload", "/keys/create", "/run"} <= set(seen)
