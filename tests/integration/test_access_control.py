@@ -538,7 +538,9 @@ def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, a
         assert secret not in text
     lines = [json.loads(line) for line in text.splitlines()]
     assert all(
-        set(line) == {"time", "key", "action", "model", "status", "duration_ms"} for line in lines
+        set(line)
+        == {"time", "key", "key_id", "action", "model", "target_key", "status", "duration_ms"}
+        for line in lines
     )
     ours = [line for line in lines if line["model"] == model]
     assert [line["action"] for line in ours] == ["upload", "run", "delete"]
@@ -548,6 +550,44 @@ def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, a
         for line in lines
     )
     assert any(line["status"] == 401 and line["key"] is None for line in lines)
+
+
+def _audited(state: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+
+
+def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(
+    server: ServerProcess, state: Path, admin: blindai.Connection
+):
+    """A revoked key's name is free again: the lines of the old and the new key named "carol"
+    said the same ``"key": "carol-..."`` and nothing else, and the key-create and key-revoke
+    lines did not say which key was made or revoked. Each line now holds the caller's key id,
+    and a key action the id of the key it acted on."""
+    name = f"carol-{uuid.uuid4().hex[:6]}"
+    models = []
+    first = admin.create_key(name)
+    with connect(server, first.key) as carol:
+        models.append(carol.upload_model(add_constant(1)).model_id)
+    assert admin.revoke_key(name).key_id == first.key_id
+    second = admin.create_key(name)
+    with connect(server, second.key) as carol:
+        models.append(carol.upload_model(add_constant(2)).model_id)
+    assert first.key_id != second.key_id
+    lines = _audited(state)
+    uploads = {line["model"]: line for line in lines if line["action"] == "upload"}
+    assert [(uploads[m]["key"], uploads[m]["key_id"]) for m in models] == [
+        (name, first.key_id),
+        (name, second.key_id),
+    ]
+    acted = [(line["action"], line["target_key"]) for line in lines if line["key_id"] == "admin"]
+    assert [a for a in acted if a[1] in (first.key_id, second.key_id)] == [
+        ("key-create", first.key_id),
+        ("key-revoke", first.key_id),
+        ("key-create", second.key_id),
+    ]
+    assert all(line["target_key"] is None for line in lines if line["action"] == "upload")
+    for model in models:
+        admin.delete_model(model)
 
 
 # -- v2 with tritonclient

@@ -2,14 +2,17 @@
 
 Each line holds exactly::
 
-    {"time": "2025-07-01T12:00:00.123Z", "key": "alice", "action": "run",
-     "model": "3f0c...-uuid", "status": 200, "duration_ms": 1.84}
+    {"time": "2025-07-01T12:00:00.123Z", "key": "alice", "key_id": "k_0123456789abcdef",
+     "action": "run", "model": "3f0c...-uuid", "target_key": null, "status": 200,
+     "duration_ms": 1.84}
 
 ``key`` is the key's name (``admin`` for the admin key, null when access control is off or the
-request carried no valid key); ``model`` is the id of the model the request resolved to (a
-random UUID), null when none was found. Never written: inputs, outputs, model bytes, model
-names, the names a caller asked for, API keys or their hashes. The fields are typed, so no
-free text can slip in.
+request carried no valid key) and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
+a name is free again once its key is revoked, the id never is; ``model`` is the id of the model
+the request resolved to (a random UUID), null when none was found; ``target_key`` is the id of
+the key a ``key-create`` made or a ``key-revoke`` revoked (null otherwise). Never written:
+inputs, outputs, model bytes, model names, the names a caller asked for, API keys or their
+hashes. The fields are typed, so no free text can slip in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
+
+from blindai.server.access.principal import Principal
 
 __all__ = ["AuditAction", "AuditLog"]
 
@@ -82,13 +87,15 @@ class AuditLog:
     def record(
         self,
         *,
-        key: str | None,
+        caller: Principal | None,
         action: AuditAction,
         model: str | None,
         status: int,
         duration_s: float,
+        target_key: str | None = None,
     ) -> None:
-        """Write one line; a failing stream is reported once and never fails the request."""
+        """Write one line for a request of ``caller`` (None: no valid key); a failing stream
+        is reported once and never fails the request."""
         # written by hand (one f-string), in json.dumps's layout: this runs on every request
         now = self._clock()
         whole = int(now)
@@ -96,9 +103,11 @@ class AuditLog:
         if second[0] != whole:
             second = self._second = (whole, _second(whole))
         millis = int((now - whole) * 1000)
+        name, key_id = (None, None) if caller is None else (caller.name, caller.key_id)
         line = (
-            f'{{"time": "{second[1]}{millis:03d}Z", "key": {_text(key)}, '
-            f'"action": "{AuditAction(action).value}", "model": {_text(model)}, '
+            f'{{"time": "{second[1]}{millis:03d}Z", "key": {_text(name)}, '
+            f'"key_id": {_text(key_id)}, "action": "{AuditAction(action).value}", '
+            f'"model": {_text(model)}, "target_key": {_text(target_key)}, '
             f'"status": {int(status)}, "duration_ms": {float(round(duration_s * 1e3, 3))!r}}}'
         )
         with self._lock:

@@ -198,7 +198,7 @@ def _guarded(
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
             if action is not None:
                 access.audit.record(
-                    key=state.caller.name if state else None,
+                    caller=state.caller if state else None,
                     action=action,
                     model=state.model_id if state else None,
                     status=_HTTP.get(code, 500),
