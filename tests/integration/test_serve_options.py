@@ -86,7 +86,10 @@ def test_a_simulation_listens_on_loopback_unless_told_otherwise(tmp_path):
         assert _listening_address(server.unattested_port) == "127.0.0.1"
         assert _listening_address(server.management_port) == "127.0.0.1"
         banner = [ln for ln in server.log().splitlines() if "BlindAI" in ln and "SIMULATION" in ln]
-        assert len(banner) == 1 and "this simulation listens on loopback only (--host 0.0.0.0 exposes it)" in banner[0]
+        assert (
+            len(banner) == 1
+            and "this simulation listens on loopback only (--host 0.0.0.0 exposes it)" in banner[0]
+        )
     finally:
         server.stop()
 

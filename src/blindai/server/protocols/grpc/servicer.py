@@ -83,12 +83,6 @@ _ACTIONS = {
     "RepositoryModelLoad": AuditAction.LOAD,
     "RepositoryModelUnload": AuditAction.UNLOAD,
 }
-#: the HTTP status of a gRPC code, for the audit log (which speaks HTTP statuses); a call the
-#: client cancelled (or whose deadline passed) is the REST routes' 499: nobody was answered
-_HTTP = {code: status for status, code in reversed(_CODES.items())} | {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: CLIENT_CLOSED,
-}
 
 
 class _Call:
@@ -151,6 +145,7 @@ def _guarded(
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
         size = len(request) if raw else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
@@ -183,12 +178,12 @@ def _guarded(
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             await context.abort(code, clipped(message))
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
-            code = grpc.StatusCode.CANCELLED
+            code, status = grpc.StatusCode.CANCELLED, CLIENT_CLOSED  # nobody was answered
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            code = grpc.StatusCode.INTERNAL
+            code, status = grpc.StatusCode.INTERNAL, 500
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
             await context.abort(code, "internal server error")
         finally:
@@ -201,7 +196,7 @@ def _guarded(
                     caller=state.caller if state else None,
                     action=action,
                     model=state.model_id if state else None,
-                    status=_HTTP.get(code, 500),
+                    status=status,
                     duration_s=time.perf_counter() - start,
                 )
 
