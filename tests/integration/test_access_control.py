@@ -556,6 +556,33 @@ def _audited(state: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
 
 
+def test_a_request_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_path: Path):
+    """At --shutdown-timeout the server answers a request still in progress 503 itself and
+    drops the connection; the app, finding its client gone, answered 499 to nobody, and that
+    was what the audit log (and the access log and metrics) recorded: "the client left", when
+    the server had cut it. The line now holds the 503 the client got."""
+    audit = tmp_path / "audit.jsonl"
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA, "--audit-log", str(audit)),
+        *("--shutdown-timeout", "1"),
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+        sock, first = _held_body(proc, context, keys["alice"], 1000)
+        assert first == b""
+        proc.process.terminate()
+        sock.settimeout(15)
+        answer = sock.recv(65536)
+        sock.close()
+        assert proc.process.wait(15) == 0
+    finally:
+        proc.stop()
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
+    assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
+
+
 def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(
     server: ServerProcess, state: Path, admin: blindai.Connection
 ):

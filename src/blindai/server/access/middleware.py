@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blindai.errors import AuthenticationError
+from blindai.server._connection_limits import answered
 from blindai.server.access.audit import AuditAction
 from blindai.server.access.control import AccessControl
 from blindai.server.access.principal import Principal
@@ -131,6 +132,7 @@ class AccessMiddleware:
             if action is None or audited:
                 return
             audited = True
+            status = answered(scope, status)
             state = scope.get("state") or {}
             model, target = state.get("model_id"), state.get(TARGET_KEY)
             self.access.audit.record(
