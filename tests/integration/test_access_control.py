@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import ssl
 import time
@@ -581,6 +582,40 @@ def test_a_request_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_pa
     assert answer.startswith(b"HTTP/1.1 503 ")
     runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
     assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
+
+
+def test_each_audit_log_outage_is_reported_with_the_lines_it_lost(tmp_path: Path):
+    """The audit log piped to a reader that goes away and comes back (a log shipper that
+    restarts): a line that cannot be written never fails its request, but only the very first
+    failure of the server's life was reported, so a second outage went unseen, and a buffered
+    file wrote some lost lines later among newer ones. Each outage is now reported when it
+    begins and when it ends, with the exact count of lines it lost (none written late)."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    proc = start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--audit-log", str(fifo))
+
+    def piped(fd: int) -> list[dict[str, Any]]:
+        time.sleep(0.3)  # the line is written as the answer starts
+        return [json.loads(line) for line in os.read(fd, 1 << 16).decode().splitlines()]
+
+    try:
+        with connect(proc, ADMIN_KEY) as admin_conn:
+            admin_conn.list_keys()
+            assert [line["action"] for line in piped(reader)] == ["key-list"]
+            for outage in (1, 2):
+                os.close(reader)  # the reader goes away: each line now fails (EPIPE)
+                for _ in range(outage + 1):
+                    admin_conn.list_keys()
+                reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+                admin_conn.create_key(f"after-outage-{outage}")
+                assert [line["action"] for line in piped(reader)] == ["key-create"]
+                proc.wait_for_log(f"written again; {outage + 1} lines were lost")
+        log = proc.log()
+    finally:
+        proc.stop()
+        os.close(reader)
+    assert log.count("the audit log cannot be written: BrokenPipeError") == 2
 
 
 def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(

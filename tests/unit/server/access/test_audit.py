@@ -78,7 +78,7 @@ def test_stderr_by_default(capsys: pytest.CaptureFixture[str]):
     log.record(caller=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
 
 
-def test_a_broken_stream_is_reported_once(caplog: pytest.LogCaptureFixture):
+def test_a_broken_stream_is_reported_once_per_outage(caplog: pytest.LogCaptureFixture):
     stream = io.StringIO()
     stream.close()
     log = AuditLog(stream)
@@ -86,7 +86,7 @@ def test_a_broken_stream_is_reported_once(caplog: pytest.LogCaptureFixture):
         for _ in range(3):
             log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
     assert [r.getMessage() for r in caplog.records] == [
-        "the audit log cannot be written: ValueError"
+        "the audit log cannot be written: ValueError; its lines are lost until it can"
     ]
 
 
@@ -109,3 +109,16 @@ def test_the_time_field_follows_the_clock_across_seconds():
         )
         assert line["key"] == 'a"b\n' and line["key_id"] == 'k_"\n'
         assert line["duration_ms"] == 1500.0
+
+
+def test_a_closed_file_writes_nowhere(tmp_path: Path):
+    """The file is written with os.write on its descriptor: once closed, that number may be
+    another file's, and a late line (a request finishing at shutdown) must not land there."""
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    log.close()
+    other = tmp_path / "other"
+    with other.open("w") as taken:  # most likely the number the audit log had
+        log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+        taken.flush()
+    assert other.read_text() == ""
+    assert (tmp_path / "audit.jsonl").read_text() == ""
