@@ -959,3 +959,38 @@ def test_grpc_takes_the_key_as_authorization_metadata(
     audited = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert any(a["action"] == "run" and a["model"] == model and a["status"] == 200 for a in audited)
     assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)
+
+
+def test_load_and_unload_are_audited_with_the_model_they_acted_on(
+    server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str
+):
+    """v2 repository load and unload, REST and gRPC, wrote "model": null even when they had
+    acted on a model: the log said that alice unloaded something, not what. A name with one
+    version now gives its id (one with several still null: the line holds one id)."""
+    name = f"loaded-{uuid.uuid4().hex[:6]}"
+    model = alice.upload_model(add_constant(16), model_name=name).model_id
+    rest = triton(server, alice.certificate_pem)
+    pem = state / "attested.pem"
+    pem.write_text(alice.certificate_pem)
+    grpc_client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    before = len(_audited(state))
+    try:
+        rest.unload_model(name, headers={"Authorization": f"Bearer {alice_key}"})
+        rest.load_model(name, headers={"Authorization": f"Bearer {alice_key}"})
+        grpc_client.unload_model(name, headers={"authorization": f"Bearer {alice_key}"})
+        grpc_client.load_model(name, headers={"authorization": f"Bearer {alice_key}"})
+    finally:
+        rest.close()
+        grpc_client.close()
+        alice.delete_model(model)
+    acted = [
+        (line["action"], line["model"], line["status"])
+        for line in _audited(state)[before:]
+        if line["action"] in ("load", "unload")
+    ]
+    assert acted == [("unload", model, 200), ("load", model, 200)] * 2

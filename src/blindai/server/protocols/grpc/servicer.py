@@ -36,7 +36,7 @@ from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.tensors import decode, encode
 from blindai.server.protocols.v2.routes import OFFLOAD_BYTES
-from blindai.server.protocols.v2.service import OipService, Wanted
+from blindai.server.protocols.v2.service import OipService, Wanted, audited_model
 from blindai.server.statistics import Timing
 
 __all__ = [
@@ -333,9 +333,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
 
     async def _RepositoryModelLoad(self, request: Any, context: Any, call: _Call) -> Any:
-        await self.oip.load(request.model_name, caller=call.caller)
+        versions = self.oip.managed(request.model_name, caller=call.caller)
+        call.model_id = audited_model(versions)
+        await self.oip.load(versions, caller=call.caller)
         return pb.RepositoryModelLoadResponse()
 
     async def _RepositoryModelUnload(self, request: Any, context: Any, call: _Call) -> Any:
-        self.oip.unload(request.model_name, caller=call.caller)
+        versions = self.oip.managed(request.model_name, caller=call.caller)
+        call.model_id = audited_model(versions)
+        self.oip.unload(versions)
         return pb.RepositoryModelUnloadResponse()
