@@ -994,3 +994,47 @@ def test_load_and_unload_are_audited_with_the_model_they_acted_on(
         if line["action"] in ("load", "unload")
     ]
     assert acted == [("unload", model, 200), ("load", model, 200)] * 2
+
+
+def test_a_grpc_call_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_path: Path):
+    """As a REST request cut at shutdown: the gRPC calls the server cancels as it stops were
+    written 499, as if their clients had left, when the clients got UNAVAILABLE ("Cancelling
+    all calls"). They are now 503 (and UNAVAILABLE in the metrics). A second signal cuts at
+    once; the call waits meanwhile for batch partners (up to 1 s)."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
+
+    audit = tmp_path / "audit.jsonl"
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA, "--audit-log", str(audit)),
+        *("--max-batch-size", "8", "--max-queue-delay-us", "1000000"),
+    )
+    try:
+        keys, _ = _alice_and_bob(proc)
+        with connect(proc, keys["alice"]) as alice_conn:
+            alice_conn.upload_model(add_constant(1), model_name="waits")
+        credentials = grpc.ssl_channel_credentials(attested_pem(proc).encode())
+        override = [("grpc.ssl_target_name_override", "blindai-srv")]
+        with grpc.secure_channel(f"{proc.host}:{proc.grpc_port}", credentials, override) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
+            key = [("authorization", f"Bearer {keys['alice']}")]
+            assert stub.ModelReady(pb.ModelReadyRequest(name="waits"), metadata=key).ready
+            request = pb.ModelInferRequest(model_name="waits")
+            request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+            request.raw_input_contents.append(X.tobytes())
+            call = stub.ModelInfer.future(request, metadata=key)
+            time.sleep(0.3)
+            proc.process.terminate()
+            time.sleep(0.05)
+            proc.process.terminate()  # the second signal: cut now
+            with pytest.raises(grpc.RpcError) as cut:
+                call.result(timeout=15)
+        assert proc.process.wait(15) == 0
+    finally:
+        proc.stop()
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
+    assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]

@@ -132,13 +132,16 @@ def _guarded(
     access: AccessControl,
     fn: _Authenticated,
     budget: BodyBudget | None = None,
+    cut: Callable[[], bool] = lambda: False,
 ) -> _Handler:
     """Authenticate (unless open), then parse the request if it came as bytes (see
     :func:`add_to_server`); errors become a status code and a short message; every call and its
     message bytes (serialized request and reply) are counted, and a call on a model is
     audited. A message of :data:`PARSE_CHARGED_FROM` bytes or more takes :data:`PARSE_WEIGHT`
     times its size from ``budget`` (the HTTP ports' ``--max-body-memory``, at most a tenant's
-    share) until the call ends: ``UNAVAILABLE`` at once when it does not fit."""
+    share) until the call ends: ``UNAVAILABLE`` at once when it does not fit. A call cancelled
+    once ``cut()`` is true was cut by the server stopping (its client got ``UNAVAILABLE``):
+    503, as a REST request cut then, not the 499 of a client that left."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -177,8 +180,11 @@ def _guarded(
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             await context.abort(code, clipped(message))
-        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
-            code, status = grpc.StatusCode.CANCELLED, CLIENT_CLOSED  # nobody was answered
+        except asyncio.CancelledError:  # the client cancelled, its deadline passed, or a cut
+            if cut():
+                code, status = grpc.StatusCode.UNAVAILABLE, 503
+            else:
+                code, status = grpc.StatusCode.CANCELLED, CLIENT_CLOSED  # nobody was answered
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
@@ -260,13 +266,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, oip: OipService, access: AccessControl, *, budget: BodyBudget | None = None
     ) -> None:
         self.oip = oip
+        self.cutting = False
+        """Set when the server stops with calls still in progress: they are cancelled."""
         metrics = oip.plane.metrics
         for method in IMPLEMENTED:
             handler = getattr(self, f"_{method}")
-            setattr(self, method, _guarded(method, metrics, access, handler, budget))
+            guarded = _guarded(method, metrics, access, handler, budget, self._cut)
+            setattr(self, method, guarded)
         for described in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
             if described.name not in IMPLEMENTED:
                 setattr(self, described.name, _unimplemented(described.name))
+
+    def _cut(self) -> bool:
+        return self.cutting
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
