@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from blindai.errors import ConfigurationError
 from blindai.server.access.principal import Principal
 
 __all__ = ["AuditAction", "AuditLog"]
@@ -125,10 +126,17 @@ class AuditLog:
 
     @classmethod
     def open(cls, path: Path | None) -> AuditLog:
-        """Append to ``path`` (created 0600), or write to stderr when ``path`` is None."""
+        """Append to ``path`` (created 0600), or write to stderr when ``path`` is None;
+        ConfigurationError naming ``--audit-log`` when it cannot be opened."""
         if path is None:
             return cls(sys.stderr)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigurationError(
+                f"--audit-log {path}: cannot be opened for appending ({reason})"
+            ) from exc
         return cls(_FileLines(fd), owned=True)
 
     def record(
