@@ -961,12 +961,13 @@ def test_grpc_takes_the_key_as_authorization_metadata(
     assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)
 
 
-def test_load_and_unload_are_audited_with_the_model_they_acted_on(
+def test_load_unload_and_statistics_are_audited_with_the_model_they_acted_on(
     server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str
 ):
-    """v2 repository load and unload, REST and gRPC, wrote "model": null even when they had
-    acted on a model: the log said that alice unloaded something, not what. A name with one
-    version now gives its id (one with several still null: the line holds one id)."""
+    """v2 repository load and unload, and a model's statistics, REST and gRPC, wrote
+    "model": null even when they had acted on one model: the log said that alice unloaded
+    something, not what. A name with one version now gives its id (one with several still
+    null: the line holds one id; every model's statistics too)."""
     name = f"loaded-{uuid.uuid4().hex[:6]}"
     model = alice.upload_model(add_constant(16), model_name=name).model_id
     rest = triton(server, alice.certificate_pem)
@@ -984,6 +985,9 @@ def test_load_and_unload_are_audited_with_the_model_they_acted_on(
         rest.load_model(name, headers={"Authorization": f"Bearer {alice_key}"})
         grpc_client.unload_model(name, headers={"authorization": f"Bearer {alice_key}"})
         grpc_client.load_model(name, headers={"authorization": f"Bearer {alice_key}"})
+        rest.get_inference_statistics(name, headers={"Authorization": f"Bearer {alice_key}"})
+        grpc_client.get_inference_statistics(name, headers={"authorization": f"Bearer {alice_key}"})
+        rest.get_inference_statistics(headers={"Authorization": f"Bearer {alice_key}"})
     finally:
         rest.close()
         grpc_client.close()
@@ -991,9 +995,13 @@ def test_load_and_unload_are_audited_with_the_model_they_acted_on(
     acted = [
         (line["action"], line["model"], line["status"])
         for line in _audited(state)[before:]
-        if line["action"] in ("load", "unload")
+        if line["action"] in ("load", "unload", "statistics")
     ]
-    assert acted == [("unload", model, 200), ("load", model, 200)] * 2
+    assert acted == [("unload", model, 200), ("load", model, 200)] * 2 + [
+        ("statistics", model, 200),
+        ("statistics", model, 200),
+        ("statistics", None, 200),  # every model's: no one model
+    ]
 
 
 def test_a_grpc_call_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_path: Path):

@@ -337,7 +337,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return reply
 
     async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:
-        found = self.oip.statistics(request.name, request.version, caller=call.caller)
+        entries = self.oip.stats_entries(request.name, request.version, caller=call.caller)
+        if request.name:  # not every model's, even when there is one
+            call.model_id = audited_model(entries)
+        found = self.oip.statistics_of(entries, caller=call.caller)
         return json_format.ParseDict(found, pb.ModelStatisticsResponse())
 
     async def _RepositoryIndex(self, request: Any, context: Any, call: _Call) -> Any:

@@ -187,7 +187,11 @@ class V2Routes:
     async def _stats(self, request: Request) -> Response:
         name = request.path_params.get("name", "")
         version = request.path_params.get("version", "")
-        return _json_response(self.oip.statistics(name, version, caller=caller_of(request.scope)))
+        caller = caller_of(request.scope)
+        entries = self.oip.stats_entries(name, version, caller=caller)
+        if name:  # not every model's, even when there is one
+            request.state.model_id = audited_model(entries)
+        return _json_response(self.oip.statistics_of(entries, caller=caller))
 
     async def _infer(self, request: Request) -> Response:
         timing = Timing()
