@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import ssl
 import time
@@ -538,7 +539,9 @@ def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, a
         assert secret not in text
     lines = [json.loads(line) for line in text.splitlines()]
     assert all(
-        set(line) == {"time", "key", "action", "model", "status", "duration_ms"} for line in lines
+        set(line)
+        == {"time", "key", "key_id", "action", "model", "target_key", "status", "duration_ms"}
+        for line in lines
     )
     ours = [line for line in lines if line["model"] == model]
     assert [line["action"] for line in ours] == ["upload", "run", "delete"]
@@ -548,6 +551,105 @@ def test_the_audit_log_is_content_free(state: Path, alice: blindai.Connection, a
         for line in lines
     )
     assert any(line["status"] == 401 and line["key"] is None for line in lines)
+
+
+def _audited(state: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+
+
+def test_a_request_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_path: Path):
+    """At --shutdown-timeout the server answers a request still in progress 503 itself and
+    drops the connection; the app, finding its client gone, answered 499 to nobody, and that
+    was what the audit log (and the access log and metrics) recorded: "the client left", when
+    the server had cut it. The line now holds the 503 the client got."""
+    audit = tmp_path / "audit.jsonl"
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA, "--audit-log", str(audit)),
+        *("--shutdown-timeout", "1"),
+    )
+    try:
+        keys, context = _alice_and_bob(proc)
+        sock, first = _held_body(proc, context, keys["alice"], 1000)
+        assert first == b""
+        proc.process.terminate()
+        sock.settimeout(15)
+        answer = sock.recv(65536)
+        sock.close()
+        assert proc.process.wait(15) == 0
+    finally:
+        proc.stop()
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
+    assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
+
+
+def test_each_audit_log_outage_is_reported_with_the_lines_it_lost(tmp_path: Path):
+    """The audit log piped to a reader that goes away and comes back (a log shipper that
+    restarts): a line that cannot be written never fails its request, but only the very first
+    failure of the server's life was reported, so a second outage went unseen, and a buffered
+    file wrote some lost lines later among newer ones. Each outage is now reported when it
+    begins and when it ends, with the exact count of lines it lost (none written late)."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    proc = start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--audit-log", str(fifo))
+
+    def piped(fd: int) -> list[dict[str, Any]]:
+        time.sleep(0.3)  # the line is written as the answer starts
+        return [json.loads(line) for line in os.read(fd, 1 << 16).decode().splitlines()]
+
+    try:
+        with connect(proc, ADMIN_KEY) as admin_conn:
+            admin_conn.list_keys()
+            assert [line["action"] for line in piped(reader)] == ["key-list"]
+            for outage in (1, 2):
+                os.close(reader)  # the reader goes away: each line now fails (EPIPE)
+                for _ in range(outage + 1):
+                    admin_conn.list_keys()
+                reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+                admin_conn.create_key(f"after-outage-{outage}")
+                assert [line["action"] for line in piped(reader)] == ["key-create"]
+                proc.wait_for_log(f"written again; {outage + 1} lines were lost")
+        log = proc.log()
+    finally:
+        proc.stop()
+        os.close(reader)
+    assert log.count("the audit log cannot be written: BrokenPipeError") == 2
+
+
+def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(
+    server: ServerProcess, state: Path, admin: blindai.Connection
+):
+    """A revoked key's name is free again: the lines of the old and the new key named "carol"
+    said the same ``"key": "carol-..."`` and nothing else, and the key-create and key-revoke
+    lines did not say which key was made or revoked. Each line now holds the caller's key id,
+    and a key action the id of the key it acted on."""
+    name = f"carol-{uuid.uuid4().hex[:6]}"
+    models = []
+    first = admin.create_key(name)
+    with connect(server, first.key) as carol:
+        models.append(carol.upload_model(add_constant(1)).model_id)
+    assert admin.revoke_key(name).key_id == first.key_id
+    second = admin.create_key(name)
+    with connect(server, second.key) as carol:
+        models.append(carol.upload_model(add_constant(2)).model_id)
+    assert first.key_id != second.key_id
+    lines = _audited(state)
+    uploads = {line["model"]: line for line in lines if line["action"] == "upload"}
+    assert [(uploads[m]["key"], uploads[m]["key_id"]) for m in models] == [
+        (name, first.key_id),
+        (name, second.key_id),
+    ]
+    acted = [(line["action"], line["target_key"]) for line in lines if line["key_id"] == "admin"]
+    assert [a for a in acted if a[1] in (first.key_id, second.key_id)] == [
+        ("key-create", first.key_id),
+        ("key-revoke", first.key_id),
+        ("key-create", second.key_id),
+    ]
+    assert all(line["target_key"] is None for line in lines if line["action"] == "upload")
+    for model in models:
+        admin.delete_model(model)
 
 
 # -- v2 with tritonclient
@@ -857,3 +959,90 @@ def test_grpc_takes_the_key_as_authorization_metadata(
     audited = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert any(a["action"] == "run" and a["model"] == model and a["status"] == 200 for a in audited)
     assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)
+
+
+def test_load_unload_and_statistics_are_audited_with_the_model_they_acted_on(
+    server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str
+):
+    """v2 repository load and unload, and a model's statistics, REST and gRPC, wrote
+    "model": null even when they had acted on one model: the log said that alice unloaded
+    something, not what. A name with one version now gives its id (one with several still
+    null: the line holds one id; every model's statistics too)."""
+    name = f"loaded-{uuid.uuid4().hex[:6]}"
+    model = alice.upload_model(add_constant(16), model_name=name).model_id
+    rest = triton(server, alice.certificate_pem)
+    pem = state / "attested.pem"
+    pem.write_text(alice.certificate_pem)
+    grpc_client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    before = len(_audited(state))
+    try:
+        rest.unload_model(name, headers={"Authorization": f"Bearer {alice_key}"})
+        rest.load_model(name, headers={"Authorization": f"Bearer {alice_key}"})
+        grpc_client.unload_model(name, headers={"authorization": f"Bearer {alice_key}"})
+        grpc_client.load_model(name, headers={"authorization": f"Bearer {alice_key}"})
+        rest.get_inference_statistics(name, headers={"Authorization": f"Bearer {alice_key}"})
+        grpc_client.get_inference_statistics(name, headers={"authorization": f"Bearer {alice_key}"})
+        rest.get_inference_statistics(headers={"Authorization": f"Bearer {alice_key}"})
+    finally:
+        rest.close()
+        grpc_client.close()
+        alice.delete_model(model)
+    acted = [
+        (line["action"], line["model"], line["status"])
+        for line in _audited(state)[before:]
+        if line["action"] in ("load", "unload", "statistics")
+    ]
+    assert acted == [("unload", model, 200), ("load", model, 200)] * 2 + [
+        ("statistics", model, 200),
+        ("statistics", model, 200),
+        ("statistics", None, 200),  # every model's: no one model
+    ]
+
+
+def test_a_grpc_call_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_path: Path):
+    """As a REST request cut at shutdown: the gRPC calls the server cancels as it stops were
+    written 499, as if their clients had left, when the clients got UNAVAILABLE ("Cancelling
+    all calls"). They are now 503 (and UNAVAILABLE in the metrics). A second signal cuts at
+    once; the call waits meanwhile for batch partners (up to 1 s)."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
+
+    audit = tmp_path / "audit.jsonl"
+    proc = start_server(
+        tmp_path,
+        *("--admin-key-sha256", ADMIN_SHA, "--audit-log", str(audit)),
+        *("--max-batch-size", "8", "--max-queue-delay-us", "1000000"),
+    )
+    try:
+        keys, _ = _alice_and_bob(proc)
+        with connect(proc, keys["alice"]) as alice_conn:
+            alice_conn.upload_model(add_constant(1), model_name="waits")
+        credentials = grpc.ssl_channel_credentials(attested_pem(proc).encode())
+        override = [("grpc.ssl_target_name_override", "blindai-srv")]
+        with grpc.secure_channel(f"{proc.host}:{proc.grpc_port}", credentials, override) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
+            key = [("authorization", f"Bearer {keys['alice']}")]
+            assert stub.ModelReady(pb.ModelReadyRequest(name="waits"), metadata=key).ready
+            request = pb.ModelInferRequest(model_name="waits")
+            request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+            request.raw_input_contents.append(X.tobytes())
+            call = stub.ModelInfer.future(request, metadata=key)
+            time.sleep(0.3)
+            proc.process.terminate()
+            time.sleep(0.05)
+            proc.process.terminate()  # the second signal: cut now
+            with pytest.raises(grpc.RpcError) as cut:
+                call.result(timeout=15)
+        assert proc.process.wait(15) == 0
+    finally:
+        proc.stop()
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
+    assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]

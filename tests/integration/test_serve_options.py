@@ -190,3 +190,12 @@ def test_without_empty_kernel_proofs_such_a_model_is_admitted_and_the_start_warn
             assert conn.upload_model(model).model_id
     finally:
         server.stop()
+
+
+def test_an_audit_log_that_cannot_be_opened_is_refused_in_one_line(tmp_path: Path):
+    """It stopped the start with "error: No such file or directory", naming neither the
+    option nor the file: the operator had to guess which of the server's paths it was."""
+    missing = tmp_path / "no-such-dir" / "audit.jsonl"
+    r = cli("serve", "--simulation", *serve_ports(), "--audit-log", str(missing))
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"--audit-log {missing}: cannot be opened for appending" in line

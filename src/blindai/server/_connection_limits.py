@@ -6,10 +6,24 @@ Built by the server from its settings and applied by the connections' HTTP proto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["BUDGET_KEY", "AnswerBudget", "ConnectionLimits"]
+__all__ = ["ANSWERED_KEY", "BUDGET_KEY", "AnswerBudget", "ConnectionLimits", "answered"]
+
+ANSWERED_KEY = "blindai.answered"
+"""The scope entry holding the status the connection itself answered a request with, when it
+did so before the app could (the 503 of a request cut at ``--shutdown-timeout``): what the
+audit log, the access log and the metrics record, not what the app answers afterwards to
+nobody (499 for a body it no longer receives, 422 for a run it terminated)."""
+
+
+def answered(scope: Mapping[str, Any], status: int) -> int:
+    """The status a request's client was answered: :data:`ANSWERED_KEY`'s, else ``status``
+    (the one the app sent)."""
+    found = scope.get(ANSWERED_KEY)
+    return found if isinstance(found, int) else status
 
 
 BUDGET_KEY = "blindai.budget_key"

@@ -13,7 +13,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from blindai.errors import ServerBusy
 from blindai.protocol.names import ERROR_HEADER
-from blindai.server._connection_limits import BUDGET_KEY, AnswerBudget, ConnectionLimits
+from blindai.server._connection_limits import (
+    ANSWERED_KEY,
+    BUDGET_KEY,
+    AnswerBudget,
+    ConnectionLimits,
+)
 from blindai.server._connection_tracker import ConnectionTracker
 from blindai.server._head_waits import HeadWaits
 
@@ -138,9 +143,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def cut(self) -> None:
         """The server stops now: a request not yet answered gets 503 (its run, if any, is
-        terminated as for a client gone), and the connection is dropped."""
+        terminated as for a client gone), and the connection is dropped. The request's scope
+        records the 503 (``ANSWERED_KEY``) for the logs and metrics."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
+            cast(dict[str, Any], cycle.scope)[ANSWERED_KEY] = 503
             self.hang_up(_closing_reply(b"503 Service Unavailable", _CUT, ServerBusy.__name__))
         else:
             self.hang_up()

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blindai.server._connection_limits import answered
 from blindai.server.statistics import Timing
 
 __all__ = ["LATENCY_BUCKETS", "PRIVATE_MODEL", "Metrics", "MetricsMiddleware", "metrics_route"]
@@ -229,7 +230,7 @@ class MetricsMiddleware:
             await self.app(scope, counting_receive, counting_send)
         finally:
             m, route, port = self._metrics, _template(scope), self._port
-            m.child(m.requests, port, route, str(status)).inc()
+            m.child(m.requests, port, route, str(answered(scope, status))).inc()
             m.child(m.request_seconds, port, route).observe(time.perf_counter() - start)
             m.child(m.received_bytes, port).inc(received)
             m.child(m.sent_bytes, port).inc(sent)

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from blindai.server._connection_limits import answered
+
 __all__ = ["FIELD_MAX", "ServerHeaderAndAccessLog", "log_field", "route_template"]
 
 _log = logging.getLogger("blindai.access")
@@ -73,7 +75,7 @@ class ServerHeaderAndAccessLog:
                     self._label,
                     log_field(scope.get("method", ""), 16),
                     route_template(scope),
-                    status,
+                    answered(scope, status),
                     (time.perf_counter() - start) * 1e3,
                     f" model={log_field(model)}" if model else "",
                 )

@@ -63,7 +63,7 @@ def test_unload_releases_the_session_and_load_rebuilds_it(oip: OipService) -> No
     model = models.identity(TensorProto.FLOAT)
     upload(oip, "m", model)
     session = oip.model("m", caller=ANONYMOUS).model
-    oip.unload("m", caller=ANONYMOUS)
+    oip.unload(oip.managed("m", caller=ANONYMOUS))
     assert oip.index(caller=ANONYMOUS) == [
         {"name": "m", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}
     ]
@@ -71,7 +71,7 @@ def test_unload_releases_the_session_and_load_rebuilds_it(oip: OipService) -> No
     assert oip.plane.registry.session_for(oip.model("m", caller=ANONYMOUS).hash) is None
     with pytest.raises(ModelNotReady):
         run(oip, "m")
-    asyncio.run(oip.load("m", caller=ANONYMOUS))
+    asyncio.run(oip.load(oip.managed("m", caller=ANONYMOUS), caller=ANONYMOUS))
     assert oip.index(caller=ANONYMOUS) == [{"name": "m", "version": "1", "state": "READY"}]
     assert oip.model("m", caller=ANONYMOUS).model is not session
     assert run(oip, "m") == "1"
@@ -81,9 +81,9 @@ def test_a_session_shared_with_a_loaded_model_stays(oip: OipService) -> None:
     model = models.identity(TensorProto.FLOAT)
     upload(oip, "a", model)
     upload(oip, "b", model)
-    oip.unload("a", caller=ANONYMOUS)
+    oip.unload(oip.managed("a", caller=ANONYMOUS))
     assert run(oip, "b") == "1"
-    asyncio.run(oip.load("a", caller=ANONYMOUS))
+    asyncio.run(oip.load(oip.managed("a", caller=ANONYMOUS), caller=ANONYMOUS))
     assert oip.model("a", caller=ANONYMOUS).model is oip.model("b", caller=ANONYMOUS).model
 
 

@@ -2,14 +2,17 @@
 
 Each line holds exactly::
 
-    {"time": "2025-07-01T12:00:00.123Z", "key": "alice", "action": "run",
-     "model": "3f0c...-uuid", "status": 200, "duration_ms": 1.84}
+    {"time": "2025-07-01T12:00:00.123Z", "key": "alice", "key_id": "k_0123456789abcdef",
+     "action": "run", "model": "3f0c...-uuid", "target_key": null, "status": 200,
+     "duration_ms": 1.84}
 
 ``key`` is the key's name (``admin`` for the admin key, null when access control is off or the
-request carried no valid key); ``model`` is the id of the model the request resolved to (a
-random UUID), null when none was found. Never written: inputs, outputs, model bytes, model
-names, the names a caller asked for, API keys or their hashes. The fields are typed, so no
-free text can slip in.
+request carried no valid key) and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
+a name is free again once its key is revoked, the id never is; ``model`` is the id of the model
+the request resolved to (a random UUID), null when none was found; ``target_key`` is the id of
+the key a ``key-create`` made or a ``key-revoke`` revoked (null otherwise). Never written:
+inputs, outputs, model bytes, model names, the names a caller asked for, API keys or their
+hashes. The fields are typed, so no free text can slip in.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol
+
+from blindai.errors import ConfigurationError
+from blindai.server.access.principal import Principal
 
 __all__ = ["AuditAction", "AuditLog"]
 
@@ -57,38 +63,94 @@ def _text(value: str | None) -> str:
     return "null" if value is None else json.dumps(value)
 
 
+class _Lines(Protocol):
+    def write(self, text: str, /) -> object: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _FileLines:
+    """A file opened for appending, written one line per ``write(2)``, nothing buffered.
+
+    A buffered file kept the lines a full disk refused and wrote some of them (8 KiB) later,
+    among newer lines, while the rest were gone: no count of what was lost could be true. Here
+    a line is written now or not at all, except one the disk filled in the middle of: the next
+    line then starts with a newline, so the fragment stays a line of its own.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._cut = False
+
+    def write(self, text: str, /) -> None:
+        if self._fd < 0:  # closed: its number may be another file's by now
+            raise ValueError("the audit log is closed")
+        data = memoryview((("\n" if self._cut else "") + text).encode())
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            self._cut = self._cut or written > 0
+            raise
+        self._cut = False
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class AuditLog:
-    """Writes audit lines to a text stream (stderr, or a file opened for appending, 0600)."""
+    """Writes audit lines to a text stream (stderr, or a file opened for appending, 0600).
+
+    A line that cannot be written is lost, never retried, and never fails its request: the
+    first of an outage is reported (an error naming the exception's class), and so is its end
+    (how many lines were lost), so that every outage and its size shows in the server's log.
+    """
 
     def __init__(
-        self, stream: TextIO, *, owned: bool = False, clock: Callable[[], float] = time.time
+        self, stream: _Lines, *, owned: bool = False, clock: Callable[[], float] = time.time
     ) -> None:
         self._stream = stream
         self._owned = owned
         self._clock = clock
         self._lock = threading.Lock()
-        self._failed = False
+        self._lost = 0
+        """Lines lost since the last one written (the outage in progress)."""
         self._second: tuple[int, str] = (-1, "")
         """The last whole second written and its text: formatting a date is most of a line."""
 
     @classmethod
     def open(cls, path: Path | None) -> AuditLog:
-        """Append to ``path`` (created 0600), or write to stderr when ``path`` is None."""
+        """Append to ``path`` (created 0600), or write to stderr when ``path`` is None;
+        ConfigurationError naming ``--audit-log`` when it cannot be opened."""
         if path is None:
             return cls(sys.stderr)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return cls(os.fdopen(fd, "a", encoding="utf-8"), owned=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigurationError(
+                f"--audit-log {path}: cannot be opened for appending ({reason})"
+            ) from exc
+        return cls(_FileLines(fd), owned=True)
 
     def record(
         self,
         *,
-        key: str | None,
+        caller: Principal | None,
         action: AuditAction,
         model: str | None,
         status: int,
         duration_s: float,
+        target_key: str | None = None,
     ) -> None:
-        """Write one line; a failing stream is reported once and never fails the request."""
+        """Write one line for a request of ``caller`` (None: no valid key); a line that cannot
+        be written is counted as lost (see the class docstring), never raised."""
         # written by hand (one f-string), in json.dumps's layout: this runs on every request
         now = self._clock()
         whole = int(now)
@@ -96,9 +158,11 @@ class AuditLog:
         if second[0] != whole:
             second = self._second = (whole, _second(whole))
         millis = int((now - whole) * 1000)
+        name, key_id = (None, None) if caller is None else (caller.name, caller.key_id)
         line = (
-            f'{{"time": "{second[1]}{millis:03d}Z", "key": {_text(key)}, '
-            f'"action": "{AuditAction(action).value}", "model": {_text(model)}, '
+            f'{{"time": "{second[1]}{millis:03d}Z", "key": {_text(name)}, '
+            f'"key_id": {_text(key_id)}, "action": "{AuditAction(action).value}", '
+            f'"model": {_text(model)}, "target_key": {_text(target_key)}, '
             f'"status": {int(status)}, "duration_ms": {float(round(duration_s * 1e3, 3))!r}}}'
         )
         with self._lock:
@@ -106,9 +170,16 @@ class AuditLog:
                 self._stream.write(line + "\n")
                 self._stream.flush()
             except (OSError, ValueError) as exc:
-                if not self._failed:
-                    self._failed = True
-                    _log.error("the audit log cannot be written: %s", type(exc).__name__)
+                self._lost += 1
+                if self._lost == 1:
+                    _log.error(
+                        "the audit log cannot be written: %s; its lines are lost until it can",
+                        type(exc).__name__,
+                    )
+                return
+            if self._lost:
+                _log.warning("the audit log is written again; %d lines were lost", self._lost)
+                self._lost = 0
 
     def close(self) -> None:
         """Close the file (stderr is left open)."""

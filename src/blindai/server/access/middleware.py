@@ -21,16 +21,28 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blindai.errors import AuthenticationError
+from blindai.server._connection_limits import answered
 from blindai.server.access.audit import AuditAction
 from blindai.server.access.control import AccessControl
 from blindai.server.access.principal import Principal
 
-__all__ = ["OPEN_PATHS", "AccessMiddleware", "ErrorRenderer", "audit_action", "caller_of"]
+__all__ = [
+    "OPEN_PATHS",
+    "TARGET_KEY",
+    "AccessMiddleware",
+    "ErrorRenderer",
+    "audit_action",
+    "caller_of",
+]
 
 #: paths that need no key
 OPEN_PATHS = frozenset(
     {"/v2", "/v2/health/live", "/v2/health/ready", "/attestation", "/gpu-evidence"}
 )
+
+TARGET_KEY = "target_key"
+"""The request state's entry a key route sets to the id of the key it created or revoked (the
+audit line's ``target_key``), as a model route sets ``model_id``."""
 
 ErrorRenderer = Callable[[str, str, int, str], Response]
 """``render(path, message, status, error_type)``: the error reply of the protocol at ``path``."""
@@ -120,13 +132,16 @@ class AccessMiddleware:
             if action is None or audited:
                 return
             audited = True
-            model = (scope.get("state") or {}).get("model_id")
+            status = answered(scope, status)
+            state = scope.get("state") or {}
+            model, target = state.get("model_id"), state.get(TARGET_KEY)
             self.access.audit.record(
-                key=principal.name if principal else None,
+                caller=principal,
                 action=action,
                 model=model if isinstance(model, str) else None,
                 status=status,
                 duration_s=time.perf_counter() - start,
+                target_key=target if isinstance(target, str) else None,
             )
 
         async def send_wrapper(message: Message) -> None:

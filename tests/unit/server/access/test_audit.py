@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blindai.server.access import AuditAction, AuditLog
+from blindai.server.access import AuditAction, AuditLog, Principal
 
 T = 1_751_371_200.123456  # 2025-07-01T12:00:00.123Z
 
@@ -18,27 +18,41 @@ T = 1_751_371_200.123456  # 2025-07-01T12:00:00.123Z
 def test_the_line_holds_exactly_the_documented_fields():
     out = io.StringIO()
     log = AuditLog(out, clock=lambda: T)
-    log.record(key="alice", action=AuditAction.RUN, model="0f-id", status=200, duration_s=0.00184)
-    log.record(key=None, action=AuditAction.UPLOAD, model=None, status=401, duration_s=0.0)
-    first, second = out.getvalue().splitlines()
+    alice = Principal("tenant", "k_0123456789abcdef", "alice")
+    log.record(caller=alice, action=AuditAction.RUN, model="0f-id", status=200, duration_s=0.00184)
+    log.record(caller=None, action=AuditAction.UPLOAD, model=None, status=401, duration_s=0.0)
+    admin = Principal("admin", "admin", "admin")
+    log.record(
+        caller=admin,
+        action=AuditAction.KEY_REVOKE,
+        model=None,
+        status=200,
+        duration_s=0.0,
+        target_key="k_0123456789abcdef",
+    )
+    first, second, third = out.getvalue().splitlines()
     assert first == (
-        '{"time": "2025-07-01T12:00:00.123Z", "key": "alice", "action": "run", '
-        '"model": "0f-id", "status": 200, "duration_ms": 1.84}'
+        '{"time": "2025-07-01T12:00:00.123Z", "key": "alice", "key_id": "k_0123456789abcdef", '
+        '"action": "run", "model": "0f-id", "target_key": null, "status": 200, '
+        '"duration_ms": 1.84}'
     )
     assert json.loads(second) == {
         "time": "2025-07-01T12:00:00.123Z",
         "key": None,
+        "key_id": None,
         "action": "upload",
         "model": None,
+        "target_key": None,
         "status": 401,
         "duration_ms": 0.0,
     }
+    assert json.loads(third)["target_key"] == "k_0123456789abcdef"
 
 
 def test_only_known_actions():
     with pytest.raises(ValueError):
         AuditLog(io.StringIO()).record(
-            key=None,
+            caller=None,
             action="exfiltrate",  # type: ignore[arg-type]
             model=None,
             status=200,
@@ -50,7 +64,7 @@ def test_a_file_is_0600_and_appended(tmp_path: Path):
     path = tmp_path / "audit.jsonl"
     for status in (200, 404):
         log = AuditLog.open(path)
-        log.record(key="k", action=AuditAction.DELETE, model="m", status=status, duration_s=0.1)
+        log.record(caller=None, action=AuditAction.DELETE, model="m", status=status, duration_s=0.1)
         log.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [json.loads(line)["status"] for line in path.read_text().splitlines()] == [200, 404]
@@ -58,21 +72,21 @@ def test_a_file_is_0600_and_appended(tmp_path: Path):
 
 def test_stderr_by_default(capsys: pytest.CaptureFixture[str]):
     log = AuditLog.open(None)
-    log.record(key=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
+    log.record(caller=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
     log.close()  # stderr stays open
     assert json.loads(capsys.readouterr().err)["action"] == "list"
-    log.record(key=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
+    log.record(caller=None, action=AuditAction.LIST, model=None, status=200, duration_s=0)
 
 
-def test_a_broken_stream_is_reported_once(caplog: pytest.LogCaptureFixture):
+def test_a_broken_stream_is_reported_once_per_outage(caplog: pytest.LogCaptureFixture):
     stream = io.StringIO()
     stream.close()
     log = AuditLog(stream)
     with caplog.at_level(logging.ERROR, logger="blindai.server"):
         for _ in range(3):
-            log.record(key=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+            log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
     assert [r.getMessage() for r in caplog.records] == [
-        "the audit log cannot be written: ValueError"
+        "the audit log cannot be written: ValueError; its lines are lost until it can"
     ]
 
 
@@ -85,11 +99,26 @@ def test_the_time_field_follows_the_clock_across_seconds():
     out = io.StringIO()
     log = AuditLog(out, clock=lambda: next(clock))
     for _ in times:
-        log.record(key='a"b\n', action=AuditAction.RUN, model=None, status=200, duration_s=1.5)
+        odd = Principal("tenant", 'k_"\n', 'a"b\n')
+        log.record(caller=odd, action=AuditAction.RUN, model=None, status=200, duration_s=1.5)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     for t, line in zip(times, lines, strict=True):
         moment = datetime.fromtimestamp(t, tz=timezone.utc)
         assert line["time"] == moment.strftime("%Y-%m-%dT%H:%M:%S.") + (
             f"{moment.microsecond // 1000:03d}Z"
         )
-        assert line["key"] == 'a"b\n' and line["duration_ms"] == 1500.0
+        assert line["key"] == 'a"b\n' and line["key_id"] == 'k_"\n'
+        assert line["duration_ms"] == 1500.0
+
+
+def test_a_closed_file_writes_nowhere(tmp_path: Path):
+    """The file is written with os.write on its descriptor: once closed, that number may be
+    another file's, and a late line (a request finishing at shutdown) must not land there."""
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    log.close()
+    other = tmp_path / "other"
+    with other.open("w") as taken:  # most likely the number the audit log had
+        log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+        taken.flush()
+    assert other.read_text() == ""
+    assert (tmp_path / "audit.jsonl").read_text() == ""

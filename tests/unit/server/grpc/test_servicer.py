@@ -22,7 +22,7 @@ from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.servicer import InferenceServicer, add_to_server
 from tests import attacks
-from tests.models import identity
+from tests.models import failing_add, identity
 from tests.unit.server._inprocess import in_process
 
 
@@ -140,6 +140,31 @@ def test_a_call_the_client_gave_up_on_is_audited_as_cancelled() -> None:
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert [r["status"] for r in runs] == [499]
     assert samples == {(("code", "CANCELLED"), ("method", "ModelInfer")): 1.0}
+
+
+def test_a_failed_run_is_audited_with_its_own_status() -> None:
+    """The audit line of a gRPC call took its status back from the gRPC code, and two statuses
+    share a code: a run that failed (422, as REST answers it) was written 400, as if the
+    request had been malformed (507 and 413 likewise). It now holds the error's own status."""
+    with in_process() as apps:
+        model = str(apps.upload(failing_add(), model_name="adds")["model_id"])
+        stream = apps.apps.access.audit._stream
+        assert isinstance(stream, io.StringIO)
+        msg = pb.ModelInferRequest(model_name="adds")
+        for name, n in (("a", 2), ("b", 3)):  # [1, 2] + [1, 3] does not broadcast
+            msg.inputs.add(name=name, datatype="FP32", shape=[1, n])
+            msg.raw_input_contents.append(np.zeros(n, np.float32).tobytes())
+
+        async def go() -> grpc.StatusCode:
+            async with _served(apps) as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(msg)
+                return caught.value.code()
+
+        code = asyncio.run(go())
+        runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(r["status"], r["model"]) for r in runs] == [(422, model)]
 
 
 @pytest.mark.parametrize("batching", [False, True])

@@ -26,7 +26,7 @@ from blindai.server.protocols.v2.service import OipService
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["MAX_STREAMS", "call_bound", "start_grpc_server"]
+__all__ = ["MAX_STREAMS", "GrpcPort", "call_bound", "start_grpc_server"]
 
 _REPLY_OVERHEAD = 1 << 20
 """Room in a reply for what is not tensor data (names, shapes, parameters)."""
@@ -52,6 +52,21 @@ def _ms(seconds: float) -> int:
     return min((1 << 31) - 1, max(1, round(seconds * 1000)))
 
 
+class GrpcPort:
+    """The gRPC server and its servicer, stopped together: calls the stop cancels are recorded
+    as cut by the server (503), not as left by their clients (499)."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer) -> None:
+        self.server = server
+        self.servicer = servicer
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop serving; with no ``grace``, cancel the calls in progress now (a cut)."""
+        if grace is None:
+            self.servicer.cutting = True
+        await self.server.stop(grace)
+
+
 async def start_grpc_server(
     oip: OipService,
     *,
@@ -61,7 +76,7 @@ async def start_grpc_server(
     port: int,
     settings: ServerSettings,
     budget: BodyBudget | None = None,
-) -> tuple[grpc.aio.Server, int]:
+) -> tuple[GrpcPort, int]:
     """Start serving on ``host:port`` (0: any free port); returns the server and its port.
     Large request messages take from ``budget`` while they are served (the servicer)."""
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
@@ -93,4 +108,4 @@ async def start_grpc_server(
     if bound == 0:
         raise ConfigurationError(f"cannot listen for gRPC on {address}")
     await server.start()
-    return server, bound
+    return GrpcPort(server, servicer), bound

@@ -36,7 +36,7 @@ from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
 from blindai.server.protocols.grpc.tensors import decode, encode
 from blindai.server.protocols.v2.routes import OFFLOAD_BYTES
-from blindai.server.protocols.v2.service import OipService, Wanted
+from blindai.server.protocols.v2.service import OipService, Wanted, audited_model
 from blindai.server.statistics import Timing
 
 __all__ = [
@@ -82,12 +82,6 @@ _ACTIONS = {
     "RepositoryIndex": AuditAction.LIST,
     "RepositoryModelLoad": AuditAction.LOAD,
     "RepositoryModelUnload": AuditAction.UNLOAD,
-}
-#: the HTTP status of a gRPC code, for the audit log (which speaks HTTP statuses); a call the
-#: client cancelled (or whose deadline passed) is the REST routes' 499: nobody was answered
-_HTTP = {code: status for status, code in reversed(_CODES.items())} | {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: CLIENT_CLOSED,
 }
 
 
@@ -138,19 +132,23 @@ def _guarded(
     access: AccessControl,
     fn: _Authenticated,
     budget: BodyBudget | None = None,
+    cut: Callable[[], bool] = lambda: False,
 ) -> _Handler:
     """Authenticate (unless open), then parse the request if it came as bytes (see
     :func:`add_to_server`); errors become a status code and a short message; every call and its
     message bytes (serialized request and reply) are counted, and a call on a model is
     audited. A message of :data:`PARSE_CHARGED_FROM` bytes or more takes :data:`PARSE_WEIGHT`
     times its size from ``budget`` (the HTTP ports' ``--max-body-memory``, at most a tenant's
-    share) until the call ends: ``UNAVAILABLE`` at once when it does not fit."""
+    share) until the call ends: ``UNAVAILABLE`` at once when it does not fit. A call cancelled
+    once ``cut()`` is true was cut by the server stopping (its client got ``UNAVAILABLE``):
+    503, as a REST request cut then, not the 499 of a client that left."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         code = grpc.StatusCode.OK
+        status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
         size = len(request) if raw else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
@@ -182,13 +180,16 @@ def _guarded(
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             await context.abort(code, clipped(message))
-        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
-            code = grpc.StatusCode.CANCELLED
+        except asyncio.CancelledError:  # the client cancelled, its deadline passed, or a cut
+            if cut():
+                code, status = grpc.StatusCode.UNAVAILABLE, 503
+            else:
+                code, status = grpc.StatusCode.CANCELLED, CLIENT_CLOSED  # nobody was answered
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            code = grpc.StatusCode.INTERNAL
+            code, status = grpc.StatusCode.INTERNAL, 500
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
             await context.abort(code, "internal server error")
         finally:
@@ -198,10 +199,10 @@ def _guarded(
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
             if action is not None:
                 access.audit.record(
-                    key=state.caller.name if state else None,
+                    caller=state.caller if state else None,
                     action=action,
                     model=state.model_id if state else None,
-                    status=_HTTP.get(code, 500),
+                    status=status,
                     duration_s=time.perf_counter() - start,
                 )
 
@@ -265,13 +266,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, oip: OipService, access: AccessControl, *, budget: BodyBudget | None = None
     ) -> None:
         self.oip = oip
+        self.cutting = False
+        """Set when the server stops with calls still in progress: they are cancelled."""
         metrics = oip.plane.metrics
         for method in IMPLEMENTED:
             handler = getattr(self, f"_{method}")
-            setattr(self, method, _guarded(method, metrics, access, handler, budget))
+            guarded = _guarded(method, metrics, access, handler, budget, self._cut)
+            setattr(self, method, guarded)
         for described in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
             if described.name not in IMPLEMENTED:
                 setattr(self, described.name, _unimplemented(described.name))
+
+    def _cut(self) -> bool:
+        return self.cutting
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -330,7 +337,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return reply
 
     async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:
-        found = self.oip.statistics(request.name, request.version, caller=call.caller)
+        entries = self.oip.stats_entries(request.name, request.version, caller=call.caller)
+        if request.name:  # not every model's, even when there is one
+            call.model_id = audited_model(entries)
+        found = self.oip.statistics_of(entries, caller=call.caller)
         return json_format.ParseDict(found, pb.ModelStatisticsResponse())
 
     async def _RepositoryIndex(self, request: Any, context: Any, call: _Call) -> Any:
@@ -338,9 +348,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
 
     async def _RepositoryModelLoad(self, request: Any, context: Any, call: _Call) -> Any:
-        await self.oip.load(request.model_name, caller=call.caller)
+        versions = self.oip.managed(request.model_name, caller=call.caller)
+        call.model_id = audited_model(versions)
+        await self.oip.load(versions, caller=call.caller)
         return pb.RepositoryModelLoadResponse()
 
     async def _RepositoryModelUnload(self, request: Any, context: Any, call: _Call) -> Any:
-        self.oip.unload(request.model_name, caller=call.caller)
+        versions = self.oip.managed(request.model_name, caller=call.caller)
+        call.model_id = audited_model(versions)
+        self.oip.unload(versions)
         return pb.RepositoryModelUnloadResponse()

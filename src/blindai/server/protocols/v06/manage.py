@@ -25,7 +25,7 @@ from starlette.routing import Route
 from blindai.errors import InvalidInput, ProtocolError
 from blindai.protocol import codec
 from blindai.server.access import AccessControl, KeyInfo
-from blindai.server.access.middleware import caller_of
+from blindai.server.access.middleware import TARGET_KEY, caller_of
 from blindai.server.dataplane import DataPlane
 from blindai.server.protocols._http import read_body
 from blindai.server.protocols.v06.routes import cbor_errors
@@ -76,10 +76,12 @@ class ManagementRoutes:
         name = await _key_name(request)
         create = self.access.create_key
         info, key = await self.plane.offload(create, name, caller=caller_of(request.scope))
+        setattr(request.state, TARGET_KEY, info.key_id)
         return cbor_response({**_key(info), "key": key})
 
     async def _revoke(self, request: Request) -> Response:
         name = await _key_name(request)
         revoke = self.access.revoke_key
         info = await self.plane.offload(revoke, name, caller=caller_of(request.scope))
+        setattr(request.state, TARGET_KEY, info.key_id)
         return cbor_response(_key(info))

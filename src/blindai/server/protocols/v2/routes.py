@@ -38,7 +38,13 @@ from blindai.server.protocols.v2.codec import (
     encode_response,
     parse_request,
 )
-from blindai.server.protocols.v2.service import EXTENSIONS, RESULT_OUTPUT, OipService, Wanted
+from blindai.server.protocols.v2.service import (
+    EXTENSIONS,
+    RESULT_OUTPUT,
+    OipService,
+    Wanted,
+    audited_model,
+)
 from blindai.server.registry import ModelEntry
 from blindai.server.statistics import Timing
 
@@ -165,18 +171,27 @@ class V2Routes:
 
     async def _load(self, request: Request) -> Response:
         await self._small_json(request)
-        await self.oip.load(request.path_params["name"], caller=caller_of(request.scope))
+        caller = caller_of(request.scope)
+        versions = self.oip.managed(request.path_params["name"], caller=caller)
+        request.state.model_id = audited_model(versions)
+        await self.oip.load(versions, caller=caller)
         return _json_response({})
 
     async def _unload(self, request: Request) -> Response:
         await self._small_json(request)
-        self.oip.unload(request.path_params["name"], caller=caller_of(request.scope))
+        versions = self.oip.managed(request.path_params["name"], caller=caller_of(request.scope))
+        request.state.model_id = audited_model(versions)
+        self.oip.unload(versions)
         return _json_response({})
 
     async def _stats(self, request: Request) -> Response:
         name = request.path_params.get("name", "")
         version = request.path_params.get("version", "")
-        return _json_response(self.oip.statistics(name, version, caller=caller_of(request.scope)))
+        caller = caller_of(request.scope)
+        entries = self.oip.stats_entries(name, version, caller=caller)
+        if name:  # not every model's, even when there is one
+            request.state.model_id = audited_model(entries)
+        return _json_response(self.oip.statistics_of(entries, caller=caller))
 
     async def _infer(self, request: Request) -> Response:
         timing = Timing()

@@ -40,7 +40,14 @@ from blindai.server.registry import ModelEntry, ModelRef
 from blindai.server.runtime import TensorSpec
 from blindai.server.statistics import PHASES, Duration, Snapshot, Timing
 
-__all__ = ["CLASSIFY_ON_LOOP", "EXTENSIONS", "RESULT_OUTPUT", "OipService", "Wanted"]
+__all__ = [
+    "CLASSIFY_ON_LOOP",
+    "EXTENSIONS",
+    "RESULT_OUTPUT",
+    "OipService",
+    "Wanted",
+    "audited_model",
+]
 
 RESULT_OUTPUT = "result"
 """The BYTES output holding a pipeline's result as JSON text."""
@@ -212,22 +219,42 @@ class OipService:
             rows.append(row)
         return rows
 
-    async def load(self, name: str, *, caller: Principal) -> None:
-        """Load every version of ``name`` that is unloaded (the caller's own; any: the admin)."""
-        await self.plane.load(self.plane.managed_versions(name, caller=caller), caller=caller)
+    def managed(self, name: str, *, caller: Principal) -> list[ModelEntry]:
+        """The versions of ``name`` that ``caller`` may load and unload (its own; any: the
+        admin); ModelNotFound when none."""
+        return self.plane.managed_versions(name, caller=caller)
 
-    def unload(self, name: str, *, caller: Principal) -> None:
-        """Unload every version of ``name`` (the bytes stay for :meth:`load`)."""
-        self.plane.unload(self.plane.managed_versions(name, caller=caller))
+    async def load(self, versions: list[ModelEntry], *, caller: Principal) -> None:
+        """Load those of ``versions`` (from :meth:`managed`) that are unloaded."""
+        await self.plane.load(versions, caller=caller)
+
+    def unload(self, versions: list[ModelEntry]) -> None:
+        """Unload ``versions`` (from :meth:`managed`; the bytes stay for :meth:`load`)."""
+        self.plane.unload(versions)
 
     def statistics(self, name: str = "", version: str = "", *, caller: Principal) -> dict[str, Any]:
         """Triton's statistics document for one model version, or every model (no name) that
         ``caller`` may run; a tenant's key reads its own requests' (``DataPlane.snapshot``)."""
-        if name:
-            entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
-            if not entries:
-                raise ModelNotFound(f"model {name!r} has no version {version!r}")
-        else:
-            entries = self.plane.entries(runnable(caller))
+        return self.statistics_of(self.stats_entries(name, version, caller=caller), caller=caller)
+
+    def stats_entries(self, name: str, version: str, *, caller: Principal) -> list[ModelEntry]:
+        """The models :meth:`statistics` covers: the versions of ``name`` that ``version``
+        means (ModelNotFound when none), or with no name every model ``caller`` may run."""
+        if not name:
+            return self.plane.entries(runnable(caller))
+        entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
+        if not entries:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        return entries
+
+    def statistics_of(self, entries: list[ModelEntry], *, caller: Principal) -> dict[str, Any]:
+        """Triton's statistics document for ``entries`` (from :meth:`stats_entries`)."""
         plane = self.plane
         return {"model_stats": [_model_stats(e, plane.snapshot(e, caller=caller)) for e in entries]}
+
+
+def audited_model(entries: Sequence[ModelEntry]) -> str | None:
+    """The audit line's model for a request that acted on ``entries`` (the versions of one
+    name, loaded, unloaded or read together): the id when it is one model, else None (the
+    line has room for one id, and the request's name is the caller's, never written)."""
+    return entries[0].model_id if len(entries) == 1 else None
