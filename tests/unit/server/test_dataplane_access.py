@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -33,6 +34,7 @@ ALICE = Principal("tenant", "k_alice", "alice")
 BOB = Principal("tenant", "k_bob", "bob")
 KEY = bytes(range(32))
 X = np.array([[1.0, 2.0]], np.float32)
+HANG = 30.0  # a guard against hanging, never a timing check
 RunOne = Callable[[ModelEntry, Principal], Awaitable[None]]
 
 
@@ -671,18 +673,23 @@ def test_a_keys_burst_of_uploads_takes_turns_with_another_keys_upload(plane: Dat
 def test_a_keys_burst_of_loads_takes_turns_with_another_keys_load(plane: DataPlane):
     """Alice's four loads (four unloaded models, four requests at once) reach the two compile
     workers before Bob's one: his is compiled second at the latest, as her uploads' turns
-    would have it. Loads were submitted with no key: hers took both workers and his came last."""
+    would have it. Loads were submitted with no key: hers took both workers and his came last.
+
+    Her key compiles one model at a time, so the second worker is his: the compiles are held
+    until both workers hold one. Opening them as soon as all five were submitted failed 4 runs
+    in 40 beside four busy loops on two cores ([1, 2, 5, 3, 4]): her first compile ended and her
+    second began on the same worker before the other worker's thread ran to take his."""
     import threading
 
     entries = [upload(plane, v, ALICE) for v in (1, 2, 3, 4)] + [upload(plane, 5, BOB)]
     plane.unload(entries)
     gate = threading.Event()
-    compiled: list[float] = []
+    compiled: list[float] = []  # in the order the workers took them
     real = plane.compiler.compiled
 
-    def held(model, optimize, *rest):  # held until all are queued
-        gate.wait(10)
+    def held(model, optimize, *rest):  # held until both workers hold one
         compiled.append(float(next(v for v in range(10) if add_constant(v) == bytes(model))))
+        gate.wait(HANG)
         return real(model, optimize, *rest)
 
     plane.compiler.compiled = held  # type: ignore[method-assign]
@@ -692,7 +699,9 @@ def test_a_keys_burst_of_loads_takes_turns_with_another_keys_load(plane: DataPla
             asyncio.ensure_future(plane.load([entry], caller=who))
             for entry, who in zip(entries, (ALICE, ALICE, ALICE, ALICE, BOB), strict=True)
         ]
-        await asyncio.sleep(0)  # each load's task runs up to its compile job's submission
+        deadline = time.monotonic() + HANG  # a guard against hanging, not a timing check
+        while len(compiled) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
         gate.set()
         await asyncio.gather(*loads)
 

@@ -33,6 +33,9 @@ def _plane(**settings: object) -> DataPlane:
         "empty_kernel_proofs": False,
         "intra_op_threads": 1,
         "run_timeout": 1.0,
+        # the guard's check of wide_ifs(8000) below took more than the default 30 s beside four
+        # busy loops on two cores (a 400 then, not what these tests look at)
+        "compile_timeout": 600.0,
         **settings,
     }
     return DataPlane(ServerSettings(**given), ModelRegistry(max_models=16))  # type: ignore[arg-type]
