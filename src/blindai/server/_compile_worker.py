@@ -37,7 +37,7 @@ from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.no_dumps import forbid_dumps
 from blindai.server.runtime import inference_session, session_options
 
-__all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "main"]
+__all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "READY", "main"]
 
 MEMORY_EXIT = 3
 """Exit status of a child that ran out of its address space where it could not answer."""
@@ -151,9 +151,26 @@ def _prepare() -> None:
     _warm_up()
 
 
+READY = b"r"
+"""Sent on the socket once the child is set up: the parent's --compile-timeout counts from the
+job it sends after this, never the child's own start (an interpreter, onnx and onnxruntime)."""
+
+
+def _ready() -> None:
+    """Tell the parent this child is set up (the parent may have gone: then nothing to do)."""
+    channel = socket.socket(fileno=0)
+    try:
+        channel.send(READY)
+    except OSError:
+        os._exit(0)
+    finally:
+        channel.detach()
+
+
 def main() -> None:
     """Serve one job from stdin, answer on stdout, and exit at once."""
     _prepare()
+    _ready()
     out = sys.stdout.buffer
     received = _receive()
     if received is None:

@@ -4,7 +4,9 @@ onnxruntime's session creation cannot be interrupted and its memory cannot be ca
 the server: a few megabytes of nested ``If`` nodes or constant-folded shapes can take
 gigabytes and minutes. So every upload is first compiled by a child process
 (``blindai.server._compile_worker``) whose address space is capped (RLIMIT_AS: its start-up
-size, five times the model, and ``memory_bytes``) and which is killed after ``timeout_s``.
+size, five times the model, and ``memory_bytes``) and which is killed after ``timeout_s``,
+counted from the job it is sent once it said it is set up (its own start, when no spare was
+ready, is bounded apart: :data:`START_TIMEOUT_S`).
 Only a model that compiled there is compiled by the server, with the same options, so the
 server's own compilation is bounded by what the child measured.
 
@@ -43,14 +45,17 @@ from typing import Any
 
 from blindai._documents import loads_json
 from blindai.errors import InvalidInput
-from blindai.server._compile_worker import MEMORY_EXIT
+from blindai.server._compile_worker import MEMORY_EXIT, READY
 from blindai.server.abandon import Abandon
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.model_file import ModelFile
 
-__all__ = ["CompileGuard", "CompileLimits", "CompileReport"]
+__all__ = ["START_TIMEOUT_S", "CompileGuard", "CompileLimits", "CompileReport"]
 
 _log = logging.getLogger("blindai.server")
+START_TIMEOUT_S = 60.0
+"""How long a child may take to start (its interpreter, onnx and onnxruntime, before it is sent
+a model): apart from ``--compile-timeout``, which counts from the job."""
 _CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 """Signals of a child that crashed (a fault), not one the allocator or the kernel stopped."""
 
@@ -179,6 +184,8 @@ class CompileGuard:
         }
         child = self._take()
         try:
+            with abandon.stopping(child.process.kill):
+                _wait_ready(child)
             reader = model.reader()
             try:
                 socket.send_fds(child.channel, [json.dumps(job).encode()], [reader])
@@ -193,8 +200,9 @@ class CompileGuard:
                 f"compiling the model took longer than this server allows "
                 f"({self.limits.timeout_s:g} s, --compile-timeout)"
             ) from None
-        except OSError as exc:  # the child died before it took the job
+        except OSError as exc:  # the child did not start, or died before it took the job
             _discard(child)
+            abandon.check()  # killed as it started because the client went away
             _log.error("compile check could not start (%s)", type(exc).__name__)
             raise InvalidInput("the model could not be checked") from None
         except BaseException:
@@ -211,6 +219,18 @@ class CompileGuard:
         if spare is not None:
             _discard(spare)
         self._dir.cleanup()
+
+
+def _wait_ready(child: _Child) -> None:
+    """Wait (at most START_TIMEOUT_S) for the child to say it is set up (a spare said so long
+    ago); OSError when it ended first or took too long (``TimeoutError`` is one)."""
+    child.channel.settimeout(START_TIMEOUT_S)
+    try:
+        said = child.channel.recv(len(READY))
+    finally:
+        child.channel.settimeout(None)
+    if said != READY:
+        raise ConnectionResetError("the compile child ended as it started")
 
 
 def _discard(child: _Child) -> None:

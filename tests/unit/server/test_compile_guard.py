@@ -255,6 +255,42 @@ def test_an_abandoned_check_kills_its_child(guard):
     assert guard.check(identity(TensorProto.FLOAT), optimize=True).seconds  # usable after
 
 
+def test_the_compile_timeout_counts_from_the_job_not_the_childs_start():
+    """Without a spare (``--no-spare-processes``, or two uploads at once) each check starts its
+    own child: an interpreter, onnx and onnxruntime (about 0.3 s here; over 1 s on a busy
+    machine). The timeout bounds the model's work only: a tiny model checks within 0.25 s
+    though its child takes longer than that to start (refused before: the clock counted it)."""
+    guard = CompileGuard(limits=_limits(timeout_s=0.25), spare=False)
+    try:
+        for _ in range(2):
+            assert guard.check(identity(TensorProto.FLOAT), optimize=True).seconds is not None
+    finally:
+        guard.close()
+
+
+def test_a_child_that_never_starts_fails_the_check_clearly(monkeypatch):
+    """A child that ends before it is set up is no fault of the model's: here it exits with the
+    status a child out of memory uses (3), which was reported as the model's need for memory
+    when the child ended after the job was sent. And no wait for the start-up bound."""
+    import subprocess
+    import time
+
+    real = subprocess.Popen
+
+    def broken(args, **kwargs):
+        return real([args[0], "-c", "raise SystemExit(3)"], **kwargs)
+
+    guard = CompileGuard(limits=_limits(), spare=False)
+    monkeypatch.setattr(subprocess, "Popen", broken)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InvalidInput, match="could not be checked"):
+            guard.check(identity(TensorProto.FLOAT), optimize=True)
+    finally:
+        guard.close()
+    assert time.monotonic() - started < 30
+
+
 def test_a_check_abandoned_before_it_starts_never_runs(guard):
     from blindai.server.abandon import Abandon, ClientGone
 
