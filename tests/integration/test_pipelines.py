@@ -24,7 +24,14 @@ from blindai.pipeline import Classification, Embedding, Pipeline, Transcript
 from tests import models
 from tests._server import REPO, ServerProcess
 from tests.integration._cli import cli, ok, one_error_line, target
-from tests.unit.pipeline._factory import VOCAB, encode, png_claiming, wav_bytes, wordpiece_json
+from tests.unit.pipeline._factory import (
+    VOCAB,
+    encode,
+    jpeg_of_scans,
+    png_claiming,
+    wav_bytes,
+    wordpiece_json,
+)
 
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
 PANICKING_TOKENIZER = json.dumps(
@@ -433,6 +440,25 @@ def test_thin_images_and_bad_wav_chunks_are_400s_and_the_server_keeps_serving(
     with _connect(server) as other:
         assert other.predict(colours, image=_png((250, 0, 0))).top.label == "red"
         assert other.predict(name, image=_png((0, 0, 250))).top.label == "blue"
+
+
+def test_a_jpeg_of_many_scans_is_a_400_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, colours: str
+):
+    # each scan of a progressive JPEG is a pass over every block of the image: 1000 scans
+    # without data of a 1000x1000 image in 33 KB (30000 of 5000x5000 in 1 MB: minutes of a
+    # worker, past the run timeout)
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(colours, image=jpeg_of_scans(1000, 1000, 1000))
+    assert info.value.status_code == 400
+    assert "1000 start-of-scan markers; this server takes at most 100" in info.value.message
+    with _connect(server) as other:
+        assert other.predict(colours, image=_png((250, 0, 0))).top.label == "red"
+        assert other.predict(colours, image=jpeg_of_scans(64, 64, 10)).top.label in (
+            "red",
+            "green",
+            "blue",
+        )
 
 
 def _embedding_with(conn: blindai.Connection, tokenizer: bytes) -> str:

@@ -1,7 +1,8 @@
 """Image step: decode PNG/JPEG (Pillow), resize, centre-crop, scale, normalise, lay out, batch.
 
 A request's image is refused from its header when it has more than ``max_image_pixels``
-pixels, before any pixel is decoded; truncated files and other formats are refused too.
+pixels, or (a JPEG) more than :data:`MAX_JPEG_SCANS` scans, before any pixel is decoded;
+truncated files and other formats are refused too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
 
-__all__ = ["ImageStep", "compile_image", "decode_image", "image_to_array", "open_image"]
+__all__ = [
+    "MAX_JPEG_SCANS",
+    "ImageStep",
+    "compile_image",
+    "decode_image",
+    "image_to_array",
+    "open_image",
+]
 
 _FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 _RESAMPLE = {
@@ -30,6 +38,14 @@ _RESAMPLE = {
 }
 _DTYPES = tuple(np.dtype(t) for t in ("float32", "float16", "float64", "uint8"))
 
+
+MAX_JPEG_SCANS = 100
+"""Most start-of-scan markers (``FF DA``) a JPEG may hold. libjpeg reads every scan of a
+progressive file before any pixel is out, going over every block of the image in each, with
+or without data: 3000 scans without data (99 KB) of a 5000x5000 JPEG took 10 s, a worker held
+past the run timeout. A progressive JPEG has about 10 (libjpeg's, mozjpeg's), a baseline one 1
+to 4; the count is of the bytes ``FF DA`` anywhere in the file (the coded data never holds
+them), so a large ICC profile or EXIF thumbnail may add a few."""
 
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
@@ -42,8 +58,8 @@ mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
-    """Read a PNG or JPEG's header (no pixel decoded), refusing other formats and images of
-    more than ``max_pixels`` pixels."""
+    """Read a PNG or JPEG's header (no pixel decoded), refusing other formats, images of more
+    than ``max_pixels`` pixels and JPEGs of more than :data:`MAX_JPEG_SCANS` scans."""
     allowed = [_FORMATS[f] for f in formats]
     try:
         img = Image.open(io.BytesIO(data), formats=allowed)
@@ -55,6 +71,12 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
     if width * height > max_pixels:
         raise PipelineError(
             f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
+        )
+    scans = data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
+    if scans > MAX_JPEG_SCANS:
+        raise PipelineError(
+            f"JPEG holds {scans} start-of-scan markers; this server takes at most "
+            f"{MAX_JPEG_SCANS} scans"
         )
     return img
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import wave
 import zlib
@@ -64,6 +65,36 @@ def png_claiming(width: int, height: int) -> bytes:
     crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
     data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
     return bytes(data)
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    """A JPEG's segments after SOI as (marker, bytes); a scan's holds its entropy-coded data."""
+    segments, i = [], 2
+    while data[i + 1] != 0xD9:
+        marker, end = data[i + 1], i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # the coded data runs to the next marker (not a stuffed 0 or RSTn)
+            found = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end)
+            end = found.start() if found else len(data) - 2
+        segments.append((marker, data[i:end]))
+        i = end
+    return segments
+
+
+def jpeg_of_scans(width: int, height: int, scans: int) -> bytes:
+    """A progressive JPEG of one grey colour whose scans (headers and tables, without their
+    coded data: libjpeg zero-fills them) are repeated to make ``scans`` of them in all."""
+    img = Image.new("RGB", (width, height), (90, 90, 90))
+    parts = _jpeg_segments(encode(img, "JPEG", progressive=True, subsampling=0))
+    tables = b"".join(s for m, s in parts if m not in (0xC4, 0xDA))  # up to the frame header
+    per_scan = []
+    for marker, seg in parts:
+        if marker == 0xDA:
+            per_scan.append(seg[: 2 + int.from_bytes(seg[2:4], "big")])
+        elif marker == 0xC4:  # the Huffman tables each scan uses come before it
+            per_scan.append(seg)
+    count = sum(m == 0xDA for m, _ in parts)
+    assert scans % count == 0, f"a multiple of {count} scans"
+    return b"\xff\xd8" + tables + b"".join(per_scan) * (scans // count) + b"\xff\xd9"
 
 
 def wav_bytes(samples: np.ndarray, rate: int, width: int = 2) -> bytes:

@@ -10,7 +10,7 @@ from blindai.errors import PipelineError
 from blindai.pipeline._image import compile_image, decode_image
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
-from tests.unit.pipeline._factory import Port, encode, png_claiming, rgb_image
+from tests.unit.pipeline._factory import Port, encode, jpeg_of_scans, png_claiming, rgb_image
 
 F32 = np.dtype("float32")
 
@@ -81,6 +81,17 @@ def test_decompression_bomb_header_is_refused_before_decoding():
     # ours, below Pillow's threshold: refused from the header, no pixel decoded
     with pytest.raises(PipelineError, match="image is 2000x2000; this server takes at most"):
         decode_image(png_claiming(2000, 2000), formats=("png",), max_pixels=1_000_000)
+
+
+def test_a_jpeg_of_many_scans_is_refused_before_decoding():
+    # libjpeg goes over every block of the image in each scan of a progressive file: 3000
+    # scans without data (99 KB) of a 5000x5000 JPEG ran a worker for 10 s, past the run timeout
+    step = _step(_spec())
+    many = jpeg_of_scans(64, 64, 110)
+    for call in (step.cost, step):
+        with pytest.raises(PipelineError, match="110 start-of-scan markers; this server takes"):
+            call(many)
+    assert step(jpeg_of_scans(64, 64, 100)).feeds["pixels"].shape == (1, 3, 64, 64)
 
 
 def test_truncated_files_are_refused():
