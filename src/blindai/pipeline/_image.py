@@ -135,6 +135,13 @@ def _crop(img: Image.Image, spec: ImageInput) -> Image.Image:
     return img.crop((left, top, left + cw, top + ch))
 
 
+def _high_byte(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image (``I;16``, ``I``) as 8-bit grey, each pixel its high byte, as Pillow
+    reads 16-bit colour PNGs."""
+    grey = np.right_shift(np.asarray(img), 8)
+    return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L")
+
+
 def image_to_array(
     img: Image.Image, spec: ImageInput, dtype: np.dtype[Any], *, max_pixels: int
 ) -> np.ndarray:
@@ -144,6 +151,8 @@ def image_to_array(
     """
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")  # palette transparency, without Pillow's warning
+    elif img.mode.startswith("I"):  # 16-bit grey PNG: Pillow's own conversion clips at 255
+        img = _high_byte(img)
     img = _crop(_resize(img, spec, max_pixels), spec).convert(
         "L" if spec.channels == "L" else "RGB"
     )

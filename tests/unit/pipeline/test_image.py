@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,6 +74,20 @@ def test_palette_and_alpha_images_become_rgb():
     pal.info["transparency"] = 0
     for img in (pal, rgb_image(8, 8).convert("RGBA")):
         assert _step(_spec())(encode(img, "PNG")).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
+def test_a_16_bit_grey_png_keeps_its_high_byte_as_16_bit_colour_does():
+    # Pillow opens it as I;16 and clipped it to 8 bits: every pixel from 255 up became white
+    grey = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257
+    data = encode(Image.fromarray(grey), "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    want = (grey >> 8).astype(np.float32)
+    for spec, shape in ((_spec(channels="L", scale=1.0), (1, 1, 16, 16)), (_spec(scale=1.0), None)):
+        out = _step(spec, shape=shape or (1, 3, None, None))(data).feeds["pixels"][0]
+        for channel in out:
+            np.testing.assert_array_equal(channel, want)
+    half = _step(_spec(channels="L", resize=(8, 8), scale=1.0), shape=(1, 1, 8, 8))(data)
+    assert 0 < half.feeds["pixels"].mean() < 255
 
 
 def test_decompression_bomb_header_is_refused_before_decoding():
