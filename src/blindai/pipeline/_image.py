@@ -26,6 +26,7 @@ __all__ = [
     "compile_image",
     "decode_image",
     "image_to_array",
+    "jpeg_scans",
     "open_image",
 ]
 
@@ -50,11 +51,21 @@ them), so a large ICC profile or EXIF thumbnail may add a few."""
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
 the EXIF rotation's and the mode conversion's copies."""
+BYTES_PER_COEFFICIENT = 2
+"""Memory per sample (a pixel's channel) of a JPEG of more than one scan (progressive, or its
+components in scans of their own), while it is decoded: libjpeg keeps the whole image's DCT
+coefficients, 16 bits each, beside Pillow's pixels (a 4000x4000 progressive CMYK JPEG peaked
+at 11.9 bytes a pixel)."""
 BYTES_PER_RESIZED_PIXEL = 4
 """Memory per pixel of the resized image (before the crop): RGB or RGBA, 8 bits a channel."""
 BYTES_PER_OUTPUT_PIXEL = 48
 """Memory per pixel of what the step makes: the 8-bit RGB image, float32 copies for the scale,
 mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to float64)."""
+
+
+def jpeg_scans(data: bytes, img: Image.Image) -> int:
+    """At least the scans of a JPEG (its bytes ``FF DA``); 0 for another format."""
+    return data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
@@ -72,7 +83,7 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
         raise PipelineError(
             f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
         )
-    scans = data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
+    scans = jpeg_scans(data, img)
     if scans > MAX_JPEG_SCANS:
         raise PipelineError(
             f"JPEG holds {scans} start-of-scan markers; this server takes at most "
@@ -188,8 +199,11 @@ class ImageStep:
         width, height = img.size
         mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
         out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
+        decoded = BYTES_PER_DECODED_PIXEL
+        if jpeg_scans(raw, img) > 1:
+            decoded += BYTES_PER_COEFFICIENT * len(img.getbands())
         return (
-            BYTES_PER_DECODED_PIXEL * width * height
+            decoded * width * height
             + BYTES_PER_RESIZED_PIXEL * mid_w * mid_h
             + BYTES_PER_OUTPUT_PIXEL * out_w * out_h
         )

@@ -54,6 +54,16 @@ CASES = {
         img = Image.fromarray(arr.repeat(3000, 1), "RGB")
         measure(step, encode(Image.new("RGB", (300, 300)), "JPEG"), encode(img, "JPEG"))
     """,
+    "image-progressive-cmyk": """
+        # libjpeg holds every DCT coefficient of a progressive JPEG beside Pillow's pixels
+        spec = ImageInput(kind="image", resize=(224, 224))
+        step = compile_image(spec, [Port("x", F32, (1, 3, 224, 224))], PipelineLimits())
+        x = np.linspace(0, 255, 4000, dtype=np.float32)
+        grey = ((x[:, None] + x[None, :]) % 256).astype(np.uint8)
+        img = Image.fromarray(np.stack([grey] * 3, -1), "RGB").convert("CMYK")
+        small = encode(Image.new("CMYK", (8, 8)), "JPEG", progressive=True)
+        measure(step, small, encode(img, "JPEG", progressive=True, subsampling=0))
+    """,
     "audio-24-bit": """
         spec = AudioInput(kind="audio", sample_rate=16000, max_seconds=600)
         step = compile_audio(spec, [Port("x", F32, (1, None))], PipelineLimits())
