@@ -107,7 +107,7 @@ class TextStep:
     expansion: Expansion
     """What the tokenizer's normalizers can make of a text (``_tokenizer_bounds``)."""
     longest_token: int = 0
-    """Characters of the tokenizer's longest token (its vocabulary's, added tokens included)."""
+    """UTF-8 bytes of the tokenizer's longest token (its vocabulary's, added tokens included)."""
     max_cost: int | None = None
     """Most memory one text may take to tokenize (:meth:`cost`); None: not bounded here."""
     kind: str = "text"
@@ -115,10 +115,10 @@ class TextStep:
     @property
     def largest_text(self) -> int:
         """The longest text taken: ``max_text_bytes``, less for a tokenizer that expands."""
-        chars = EXPANSION_BUDGET * self.max_text_bytes
+        normalized = EXPANSION_BUDGET * self.max_text_bytes
         if self.max_cost is not None:
-            chars = min(chars, self.max_cost // (BYTES_PER_TOKEN + self.longest_token))
-        return min(self.max_text_bytes, self.expansion.largest_text(chars))
+            normalized = min(normalized, self.max_cost // (BYTES_PER_TOKEN + self.longest_token))
+        return min(self.max_text_bytes, self.expansion.largest_text(normalized))
 
     def _size(self, raw: bytes | str) -> int:
         """The text's UTF-8 bytes; PipelineError beyond :attr:`largest_text`."""
@@ -133,20 +133,20 @@ class TextStep:
             memory = ""
             if self.largest_text < self.max_text_bytes and self.max_cost is not None:
                 memory = (
-                    f" (each character may become a token of up to {self.longest_token} "
-                    f"characters, and tokenizing may take at most {self.max_cost} bytes of "
-                    "memory: --max-preprocess-memory)"
+                    f" (each byte of the normalized text may become a token of up to "
+                    f"{self.longest_token} bytes, and tokenizing may take at most "
+                    f"{self.max_cost} bytes of memory: --max-preprocess-memory)"
                 )
             raise PipelineError(f"text is {size} bytes; {why} at most {self.largest_text}{memory}")
         return size
 
     def cost(self, raw: bytes | str) -> int:
-        """The most memory (bytes) tokenizing ``raw`` may take: every character its normalized
-        form may have made one token (a byte-level tokenizer's tokens are bytes: it takes less
-        per token), each with its string (up to the longest token) and offsets, words, ids and
-        masks in the library and as Python lists."""
-        chars = self.expansion.factor * self._size(raw) + self.expansion.extra
-        return chars * (BYTES_PER_TOKEN + self.longest_token)
+        """The most memory (bytes) tokenizing ``raw`` may take: every byte its normalized
+        form may have made one token (a token covers a byte at least; a byte-level
+        tokenizer's cover one each, and take less per token), each with its string (up to the
+        longest token) and offsets, words, ids and masks in the library and as Python lists."""
+        normalized = self.expansion.factor * self._size(raw) + self.expansion.extra
+        return normalized * (BYTES_PER_TOKEN + self.longest_token)
 
     def __call__(self, raw: bytes | str) -> Prepared:
         """Tokenize, truncate and pad as the spec says."""
@@ -196,7 +196,8 @@ def compile_text(
     targets = tuple(
         (fld, port.name, _check_port(port, spec)) for fld, port in _targets(spec, inputs)
     )
-    longest = max(map(len, tok.get_vocab(with_added_tokens=True)), default=0)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    longest = max((len(t.encode("utf-8", "replace")) for t in vocab), default=0)
     return TextStep(
         tok, targets, spec, limits.max_text_bytes, bound, longest, limits.max_preprocess_bytes
     )

@@ -5,20 +5,24 @@ or cap its memory: a ``Replace`` of ``"a"`` by 1000 characters turned 100 KB of 
 MB (3.2 GB of memory, 10 s), and a ``TemplateProcessing`` can add any number of special ids to
 every text. So, at upload, :func:`bound_of` reads the file's normalizer (every kind the library
 has; an unknown one is refused) into an :class:`Expansion`: a text of ``n`` bytes normalizes to
-at most ``factor * n + extra`` characters; and its post-processor into the number of ids it
-adds. The text step then refuses a text whose normalized form could pass the pipeline limits'
-``max_text_bytes`` times :data:`EXPANSION_BUDGET` characters (a tokenizer that expands a text at
-most that many times, BERT's included, still takes texts of up to ``max_text_bytes``; only
-those that expand more take less), and the upload refuses a post-processor that adds more ids
-than ``max_sequence_length``.
+at most ``factor * n + extra`` bytes (UTF-8: every token the model and pre-tokenizer make
+covers one byte at least, a byte-level tokenizer's one byte exactly); and its post-processor
+into the number of ids it adds. The text step then refuses a text whose normalized form could
+pass the pipeline limits' ``max_text_bytes`` times :data:`EXPANSION_BUDGET` bytes (a tokenizer
+that expands a text at most that many times, BERT's included, still takes texts of up to
+``max_text_bytes``; only those that expand more take less), and the upload refuses a
+post-processor that adds more ids than ``max_sequence_length``.
 
-The factors are the worst case per character: Unicode normalization (NFC 3, NFD 4, NFKC/NFKD
-18 code points from one, from Python's ``unicodedata``), lowercasing 3, ``BertNormalizer``
-3 for a CJK character (a space each side), else its accent stripping times lowercasing (12 at
-most), a ``Replace`` by
-a string its content over its pattern (a regular expression may match the empty string: one
-content per character and one more), ``Prepend`` its text once, ``ByteLevel`` 4 (a byte to a
-character), ``Precompiled`` (SentencePiece's character map) its longest replacement.
+The factors are the worst case per byte: Unicode normalization (NFC 3, NFD 4, NFKC/NFKD 18:
+code points from one, which bound bytes from a byte too: Python's ``unicodedata`` gives 3,
+3 and 11), lowercasing 3 (1.5 in bytes), ``BertNormalizer`` 3 for a CJK character (a space
+each side), else its accent stripping times lowercasing (12 at most), a ``Replace`` by a
+string its content's bytes over its pattern's (a regular expression may match the empty
+string: one content per byte and one more), ``Prepend`` its text's bytes once, ``ByteLevel``
+4 (a byte to a character of 1 or 2 bytes), ``Precompiled`` (SentencePiece's character map) its
+longest replacement's bytes. Counted in characters, a ``Replace`` of ``a`` by 16 emoji (64
+bytes, 64 tokens of a byte-level tokenizer) was bounded at 16 and took 35% more memory than
+its cost.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from blindai.errors import PipelineError
 __all__ = ["EXPANSION_BUDGET", "Expansion", "added_ids", "bound_of", "expansion"]
 
 EXPANSION_BUDGET = 16
-"""Characters a text may normalize to, per byte of the server's ``max_text_bytes``."""
+"""Bytes a text may normalize to, per byte of the server's ``max_text_bytes``."""
 
 _FIXED = {
     "NFC": 3,
@@ -54,7 +58,7 @@ _MAX_DEPTH = 8
 
 @dataclass(frozen=True)
 class Expansion:
-    """A text of ``n`` bytes normalizes to at most ``factor * n + extra`` characters."""
+    """A text of ``n`` bytes normalizes to at most ``factor * n + extra`` bytes (UTF-8)."""
 
     factor: int = 1
     extra: int = 0
@@ -64,7 +68,7 @@ class Expansion:
         return Expansion(self.factor * after.factor, after.factor * self.extra + after.extra)
 
     def largest_text(self, budget: int) -> int:
-        """The longest text (bytes) whose normalized form fits in ``budget`` characters."""
+        """The longest text (bytes) whose normalized form fits in ``budget`` bytes."""
         return max(0, (budget - self.extra) // self.factor)
 
 
@@ -88,11 +92,11 @@ def _parts(node: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _replace(node: Mapping[str, Any]) -> Expansion:
-    content = len(_text(node, "content"))
+    content = len(_text(node, "content").encode("utf-8", "replace"))
     pattern = node.get("pattern")
     if isinstance(pattern, Mapping) and isinstance(pattern.get("String"), str):
-        found = len(pattern["String"])
-        if found == 0:  # matches between every two characters
+        found = len(pattern["String"].encode("utf-8", "replace"))
+        if found == 0:  # matches between every two characters (fewer than bytes)
             return Expansion(1 + content, content)
         return Expansion(max(1, -(-content // found)))
     if isinstance(pattern, Mapping) and isinstance(pattern.get("Regex"), str):
@@ -111,7 +115,7 @@ def _precompiled(node: Mapping[str, Any]) -> Expansion:
     except (binascii.Error, struct.error, TypeError, ValueError):
         raise _refuse("a Precompiled normalizer whose character map does not read") from None
     pool = blob[4 + trie :]
-    longest = max((len(p.decode("utf-8", "replace")) for p in pool.split(b"\0")), default=1)
+    longest = max(map(len, pool.split(b"\0")), default=1)  # bytes
     return Expansion(max(1, longest))
 
 
@@ -133,7 +137,7 @@ def expansion(node: object, depth: int = 0) -> Expansion:
     if kind == "Replace":
         return _replace(node)
     if kind == "Prepend":
-        return Expansion(1, len(_text(node, "prepend")))
+        return Expansion(1, len(_text(node, "prepend").encode("utf-8", "replace")))
     if kind == "Precompiled":
         return _precompiled(node)
     if kind == "Sequence":

@@ -77,6 +77,20 @@ CASES = {
         tone = np.sin(np.arange(1000 * 600, dtype=np.float32))
         measure(step, wav_bytes(tone[:1000], 1000, 1), wav_bytes(tone, 1000, 1))
     """,
+    "text-byte-level": """
+        # "a" to 16 emoji: 16 characters but 64 bytes, each a token of a byte-level tokenizer
+        from tokenizers import Tokenizer, normalizers, pre_tokenizers
+        from tokenizers.models import BPE
+
+        alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+        tok = Tokenizer(BPE({c: i for i, c in enumerate(alphabet)}, []))
+        tok.normalizer = normalizers.Replace("a", "\\U0001F600" * 16)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        spec = TextInput(kind="text", tokenizer="t", max_length=16, truncation=True)
+        inputs = [Port("input_ids", np.dtype("int64"), (1, None))]
+        step = compile_text(spec, {"t": tok.to_str().encode()}, inputs, PipelineLimits())
+        measure(step, "a a", b"a" * (16 << 10))
+    """,
     "text": """
         spec = TextInput(kind="text", tokenizer="t", max_length=16, truncation=True)
         inputs = [Port("input_ids", np.dtype("int64"), (1, None))]

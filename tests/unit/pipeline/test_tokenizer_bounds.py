@@ -44,6 +44,10 @@ def test_the_bounds_of_what_the_library_writes() -> None:
     assert bound_of(_with(seq), max_added=4096) == Expansion(36, 2)  # ((n*2)*18)+2
     assert bound_of(_with(normalizers.Replace(Regex("x*"), "yyy")), max_added=9) == Expansion(4, 3)
     assert bound_of(_with(normalizers.Replace("abcd", "xy")), max_added=9) == Expansion(1)
+    # bytes, not characters: each byte may be a token of a byte-level tokenizer
+    emoji = normalizers.Replace("a", "\U0001f600" * 16)
+    assert bound_of(_with(emoji), max_added=9) == Expansion(64)
+    assert bound_of(_with(normalizers.Prepend("\u2581")), max_added=9) == Expansion(1, 3)
     assert bound_of(_with(normalizers.BertNormalizer(lowercase=True)), max_added=9).factor == 12
     plain = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     assert bound_of(_with(plain), max_added=9).factor == 3
@@ -89,7 +93,7 @@ def test_a_precompiled_map_is_bounded_by_its_longest_replacement() -> None:
     pool = "ﬃ\0ﷺ-expanded\0".encode()
     blob = base64.b64encode(struct.pack("<I", len(trie)) + trie + pool).decode()
     node = {"type": "Precompiled", "precompiled_charsmap": blob}
-    assert expansion(node) == Expansion(len("ﷺ-expanded"))
+    assert expansion(node) == Expansion(len("ﷺ-expanded".encode()))  # bytes, 12
 
 
 def test_a_text_an_expanding_tokenizer_would_blow_up_is_refused_before_it_runs() -> None:
