@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 MAX_VOCAB = 1 << 20
+"""Most tokens of a CTC vocabulary, and most labels of a labels file."""
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -79,7 +80,11 @@ def ctc_greedy(
 
 
 def parse_labels(data: bytes, name: str) -> tuple[str, ...]:
-    """One label per line (UTF-8); a final newline is allowed."""
+    """One label per line (UTF-8); a final newline is allowed; at most :data:`MAX_VOCAB`,
+    counted before the file is decoded and split (each label is a Python string of 50 bytes
+    and more: 32 MiB of short lines made 924 MiB at upload)."""
+    if data.count(b"\n", 0, len(data) - 1) >= MAX_VOCAB:
+        raise PipelineError(f"{name} holds more than {MAX_VOCAB} labels")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -10,6 +10,7 @@ import pytest
 from blindai.errors import InferenceFailed, PipelineError
 from blindai.pipeline._ports import Prepared
 from blindai.pipeline._post import (
+    MAX_VOCAB,
     CtcStep,
     EmbeddingStep,
     LabelsStep,
@@ -124,3 +125,11 @@ def test_parse_labels():
         parse_labels(b"\xff", "l")
     with pytest.raises(PipelineError, match="holds no labels"):
         parse_labels(b"", "l")
+
+
+def test_a_labels_file_of_more_labels_than_a_vocabulary_is_refused_before_it_is_split():
+    # 32 MiB of "ab" lines made 11.5 million labels: 924 MiB at upload, 680 MiB kept
+    assert len(parse_labels(b"ab\n" * MAX_VOCAB, "l")) == MAX_VOCAB
+    for data in (b"ab\n" * (MAX_VOCAB + 1), b"\n" * (MAX_VOCAB + 1)):
+        with pytest.raises(PipelineError, match=f"l holds more than {MAX_VOCAB} labels"):
+            parse_labels(data, "l")
