@@ -461,6 +461,35 @@ def test_a_jpeg_of_many_scans_is_a_400_and_the_server_keeps_serving(
         )
 
 
+@pytest.mark.parametrize("normalize", ["peak", "none"])
+def test_audio_too_short_for_one_sample_at_the_models_rate_is_a_400(
+    conn: blindai.Connection, server: ServerProcess, normalize: str
+):
+    name = _name()
+    pipe = Pipeline(
+        {
+            "input": {
+                "kind": "audio",
+                "sample_rate": 8000,
+                "max_seconds": 1,
+                "normalize": normalize,
+            },
+            "output": {"kind": "ctc", "vocab": "vocab.json"},
+        },
+        {"vocab.json": json.dumps({"<pad>": 0, "A": 1, "B": 2}).encode()},
+    )
+    conn.upload_model(models.sign_ctc(), model_name=name, pipeline=pipe)
+    # 20 samples at 384 kHz are 0 at 8 kHz: peak normalization raised a bare ValueError (a
+    # 500), and without it the model was run on an empty signal
+    with pytest.raises(InvalidInput) as info:
+        conn.predict(name, audio=wav_bytes(np.full(20, 0.5, np.float32), 384_000))
+    assert info.value.status_code == 400
+    assert "20 samples at 384000 Hz make no sample at 8000 Hz" in info.value.message
+    with _connect(server) as other:
+        loud = wav_bytes(np.full(400, 0.5, np.float32), 384_000)
+        assert other.predict(name, audio=loud).text == "A"
+
+
 def _embedding_with(conn: blindai.Connection, tokenizer: bytes) -> str:
     """Upload the token-table embedding with a text pipeline of this tokenizer.json."""
     pipe = Pipeline({"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tokenizer})

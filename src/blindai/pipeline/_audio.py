@@ -128,6 +128,11 @@ class AudioStep:
         mono = samples.mean(axis=1, dtype=np.float32)
         if rate != self.spec.sample_rate:
             mono = soxr.resample(mono, rate, self.spec.sample_rate)
+        if mono.size == 0:  # a few samples at a much higher rate: nothing to normalise or run
+            raise PipelineError(
+                f"audio is too short: {len(samples)} samples at {rate} Hz make no sample at "
+                f"{self.spec.sample_rate} Hz"
+            )
         out = normalize_audio(np.asarray(mono, dtype=np.float32), self.spec.normalize)
         return Prepared({self.input_name: np.ascontiguousarray(out[None], dtype=self.dtype)})
 

@@ -91,6 +91,15 @@ def test_empty_and_odd_wavs():
         _step()("text")
 
 
+@pytest.mark.parametrize("normalize", ["none", "peak", "zero_mean_unit_var"])
+def test_a_signal_too_short_for_one_sample_at_the_models_rate_is_refused(normalize):
+    # 11 samples at 384 kHz are none at 16 kHz: the peak raised a bare ValueError (a 500)
+    step = _step(normalize=normalize)
+    with pytest.raises(PipelineError, match="11 samples at 384000 Hz make no sample at 16000"):
+        step(wav_bytes(np.full(11, 0.5, np.float32), 384_000))
+    assert step(wav_bytes(np.full(24, 0.5, np.float32), 384_000)).feeds[PORT.name].size
+
+
 @pytest.mark.parametrize(
     "port",
     [
