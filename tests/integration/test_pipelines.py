@@ -312,6 +312,26 @@ def test_v2_errors(triton: Any, colours: str):
         triton.infer(colours, [x])
 
 
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_v2_json_text_with_a_lone_surrogate_is_a_400(
+    server: ServerProcess, embedder: str, colours: str, kind: str
+):
+    from tests.integration._oip import attested_pem
+    from tests.integration.test_v2 import raw_post
+
+    # JSON's \ud800 escape: kept by the standard library's parser, it failed the raw input's
+    # UTF-8 encoding (500, 'internal server error')
+    model = embedder if kind == "text" else colours
+    body = '{"inputs": [{"name": "%s", "shape": [1], "datatype": "BYTES", "data": ["a\\ud800"]}]}'
+    pem = attested_pem(server)
+    path = f"/v2/models/{model}/infer"
+    status, reply = raw_post(server, pem, path, (body % kind).encode(), {})
+    assert status == 400, reply
+    assert f"input '{kind}': BYTES data must be Unicode text" in reply["error"]
+    status, reply = raw_post(server, pem, path, (body % kind).replace("\\ud800", "").encode(), {})
+    assert status == (200 if kind == "text" else 400)  # "a" is text, not an image
+
+
 # -- the CLI, and a client that needs no tokenizer, image or audio library ------------------
 
 

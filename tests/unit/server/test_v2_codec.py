@@ -173,6 +173,17 @@ def test_json_strings() -> None:
         array_from_json(["a", 1], np.dtype(object), (2,), "x")
 
 
+def test_json_strings_with_a_lone_surrogate_are_refused() -> None:
+    # simdjson and orjson refuse the escape; the standard library, which reads what they
+    # refuse, keeps it, and encoding the string later raised (a 500 for a pipeline's text)
+    body = b'{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", '
+    for escaped in (b'"\\ud800"', b'"a\\udfffb"'):
+        with pytest.raises(InvalidInput, match="input 'text': BYTES data must be Unicode text"):
+            parse_request(body + b'"data": ["ok", ' + escaped + b"]}]}", None)
+    parsed = parse_request(body + b'"data": ["ok", "\\ud83d\\ude00"]}]}', None)
+    assert parsed.inputs[0][1].tolist() == ["ok", "\U0001f600"]  # a surrogate pair is one
+
+
 # -- binary data ----------------------------------------------------------------------------
 
 

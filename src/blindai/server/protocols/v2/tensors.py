@@ -143,7 +143,21 @@ def _strings_from_json(data: list[Any], label: str) -> np.ndarray:
     flat = raw.ravel()
     if not all(isinstance(x, str) for x in flat):
         raise InvalidInput(f"{label}: BYTES data must be a (nested) list of strings")
+    if not all(x.isascii() or _unicode(x) for x in flat):
+        raise InvalidInput(
+            f"{label}: BYTES data must be Unicode text (a \\u escape of a lone surrogate is not)"
+        )
     return flat
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: no lone surrogate, which the standard library's JSON
+    parser (reading what simdjson and orjson refuse) keeps from a ``\\ud800`` escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def array_from_binary(
