@@ -34,6 +34,12 @@ from tests.unit.pipeline._factory import (
 )
 
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
+LONG_WORDS_TOKENIZER = json.dumps(
+    {
+        **json.loads(wordpiece_json()),
+        "model": {**json.loads(wordpiece_json())["model"], "max_input_chars_per_word": 10**9},
+    }
+).encode()
 PANICKING_TOKENIZER = json.dumps(
     {
         **json.loads(wordpiece_json()),
@@ -166,6 +172,11 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
         (Pipeline({"input": TEXT}, {"tokenizer.json": b"x", "../evil": b""}), "file name"),
         # the tokenizers library panics on merges repeating a pair (was a 500)
         (Pipeline({"input": TEXT}, {"tokenizer.json": PANICKING_TOKENIZER}), "not a valid"),
+        # WordPiece's time grows faster than the square of a word's length: 19 KB took 66 s
+        (
+            Pipeline({"input": TEXT}, {"tokenizer.json": LONG_WORDS_TOKENIZER}),
+            "max_input_chars_per_word of 1000000000, more than this server takes (200)",
+        ),
     ],
 )
 def test_bad_pipelines_are_refused_at_upload(conn: blindai.Connection, pipeline, fragment):

@@ -37,10 +37,25 @@ from typing import Any
 from blindai._documents import loads_json
 from blindai.errors import PipelineError
 
-__all__ = ["EXPANSION_BUDGET", "Expansion", "added_ids", "bound_of", "expansion"]
+__all__ = [
+    "EXPANSION_BUDGET",
+    "MAX_WORD_CHARACTERS",
+    "Expansion",
+    "added_ids",
+    "bound_of",
+    "check_model",
+    "expansion",
+]
 
 EXPANSION_BUDGET = 16
 """Bytes a text may normalize to, per byte of the server's ``max_text_bytes``."""
+
+MAX_WORD_CHARACTERS = 200
+"""Most ``max_input_chars_per_word`` a WordPiece model may have (BERT's and the library's
+default: 100; a longer word is one unknown token). WordPiece tries every end of a word for
+each piece it takes, in time more than the square of the word's length, in Rust, where
+nothing can stop it: one word of 19 KB (``"a" + "ing" * 6400``) took 66 s of a worker; with
+200, 1 MiB of such words takes about 7 s."""
 
 _FIXED = {
     "NFC": 3,
@@ -186,15 +201,32 @@ def _template_ids(node: Mapping[str, Any]) -> int:
     return most
 
 
+def check_model(node: object) -> None:
+    """Refuse a ``model`` whose work on a text this module cannot bound: a WordPiece taking
+    words of more than :data:`MAX_WORD_CHARACTERS` characters."""
+    if not isinstance(node, Mapping) or node.get("type") != "WordPiece":
+        return
+    most = node.get("max_input_chars_per_word", 100)
+    if isinstance(most, bool) or not isinstance(most, int) or most > MAX_WORD_CHARACTERS:
+        shown = most if isinstance(most, int) else repr(most)[:20]
+        raise _refuse(
+            f"its WordPiece model's max_input_chars_per_word of {shown}, more than "
+            f"this server takes ({MAX_WORD_CHARACTERS}): the time it takes grows faster than "
+            "the square of a word's length"
+        )
+
+
 def bound_of(data: bytes, *, max_added: int) -> Expansion:
-    """Read a ``tokenizer.json``'s bounds; PipelineError for a normalizer or post-processor
-    this module cannot bound, or one that adds more than ``max_added`` ids to a text."""
+    """Read a ``tokenizer.json``'s bounds; PipelineError for a normalizer, post-processor or
+    model this module cannot bound, or a post-processor that adds more than ``max_added`` ids
+    to a text."""
     try:
         doc = loads_json(data)
     except ValueError:
         raise _refuse("not a JSON document") from None
     if not isinstance(doc, Mapping):
         raise _refuse("not a JSON object")
+    check_model(doc.get("model"))
     added = added_ids(doc.get("post_processor"))
     if added > max_added:
         raise _refuse(

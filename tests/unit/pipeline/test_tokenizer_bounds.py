@@ -13,6 +13,7 @@ from blindai.errors import PipelineError
 from blindai.pipeline._text import compile_text
 from blindai.pipeline._tokenizer_bounds import (
     EXPANSION_BUDGET,
+    MAX_WORD_CHARACTERS,
     Expansion,
     added_ids,
     bound_of,
@@ -86,6 +87,19 @@ def test_special_ids_a_post_processor_adds_are_counted_and_capped() -> None:
 def test_what_cannot_be_bounded_is_refused(normalizer: object, fragment: str) -> None:
     with pytest.raises(PipelineError, match=fragment):
         expansion(normalizer)
+
+
+def test_a_wordpiece_model_taking_words_longer_than_200_characters_is_refused() -> None:
+    # a word of n characters takes WordPiece more than n^2 steps: "a" + "ing" * 6400 (19 KB,
+    # one word of a tokenizer.json allowing 10**9 characters) took 66 s, past the run timeout
+    doc = json.loads(wordpiece_json())
+    for most in (100, MAX_WORD_CHARACTERS):
+        doc["model"]["max_input_chars_per_word"] = most
+        assert bound_of(json.dumps(doc).encode(), max_added=9) == Expansion(12)
+    for bad, fragment in ((10**9, "of 1000000000, more"), ("many", "of 'many', more")):
+        doc["model"]["max_input_chars_per_word"] = bad
+        with pytest.raises(PipelineError, match=f"max_input_chars_per_word {fragment}"):
+            bound_of(json.dumps(doc).encode(), max_added=9)
 
 
 def test_a_precompiled_map_is_bounded_by_its_longest_replacement() -> None:
