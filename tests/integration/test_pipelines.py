@@ -40,6 +40,16 @@ LONG_WORDS_TOKENIZER = json.dumps(
         "model": {**json.loads(wordpiece_json())["model"], "max_input_chars_per_word": 10**9},
     }
 ).encode()
+LONG_PIECES_TOKENIZER = json.dumps(
+    {
+        "version": "1.0",
+        "model": {
+            "type": "Unigram",
+            "unk_id": 0,
+            "vocab": [["<unk>", 0.0]] + [["a" * k, -float(k)] for k in range(1, 1001)],
+        },
+    }
+).encode()
 PANICKING_TOKENIZER = json.dumps(
     {
         **json.loads(wordpiece_json()),
@@ -176,6 +186,11 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
         (
             Pipeline({"input": TEXT}, {"tokenizer.json": LONG_WORDS_TOKENIZER}),
             "max_input_chars_per_word of 1000000000, more than this server takes (200)",
+        ),
+        # the Unigram lattice: pieces of up to 1000 "a", 40 000 "a" took 8 s
+        (
+            Pipeline({"input": TEXT}, {"tokenizer.json": LONG_PIECES_TOKENIZER}),
+            "Unigram model has a piece of 1000 characters, more than this server takes (100)",
         ),
     ],
 )

@@ -13,6 +13,7 @@ from blindai.errors import PipelineError
 from blindai.pipeline._text import compile_text
 from blindai.pipeline._tokenizer_bounds import (
     EXPANSION_BUDGET,
+    MAX_PIECE_CHARACTERS,
     MAX_WORD_CHARACTERS,
     Expansion,
     added_ids,
@@ -100,6 +101,21 @@ def test_a_wordpiece_model_taking_words_longer_than_200_characters_is_refused() 
         doc["model"]["max_input_chars_per_word"] = bad
         with pytest.raises(PipelineError, match=f"max_input_chars_per_word {fragment}"):
             bound_of(json.dumps(doc).encode(), max_added=9)
+
+
+def _unigram(longest: int) -> bytes:
+    from tokenizers.models import Unigram
+
+    pieces = [("<unk>", 0.0)] + [("a" * k, -float(k)) for k in range(1, longest + 1)]
+    return Tokenizer(Unigram(pieces, unk_id=0)).to_str().encode()
+
+
+def test_a_unigram_model_of_pieces_longer_than_100_characters_is_refused() -> None:
+    # Unigram's lattice holds every piece of the vocabulary that starts at each character:
+    # time in the text's length times the longest piece's ("a" * 1..1000, 40 000 "a": 8 s)
+    assert bound_of(_unigram(MAX_PIECE_CHARACTERS), max_added=9) == Expansion()
+    with pytest.raises(PipelineError, match="its Unigram model has a piece of 101 characters"):
+        bound_of(_unigram(MAX_PIECE_CHARACTERS + 1), max_added=9)
 
 
 def test_a_precompiled_map_is_bounded_by_its_longest_replacement() -> None:
