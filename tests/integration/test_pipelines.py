@@ -50,6 +50,18 @@ LONG_PIECES_TOKENIZER = json.dumps(
         },
     }
 ).encode()
+EXPANDING_DECODER_TOKENIZER = json.dumps(
+    {
+        **json.loads(wordpiece_json()),
+        "decoder": {
+            "type": "Sequence",
+            "decoders": [
+                {"type": "Replace", "pattern": {"String": "a"}, "content": "b" * 1000},
+                {"type": "Replace", "pattern": {"String": "b"}, "content": "c" * 1000},
+            ],
+        },
+    }
+).encode()
 PANICKING_TOKENIZER = json.dumps(
     {
         **json.loads(wordpiece_json()),
@@ -191,6 +203,14 @@ def test_tensors_still_run_on_a_pipeline_model(conn: blindai.Connection, embedde
         (
             Pipeline({"input": TEXT}, {"tokenizer.json": LONG_PIECES_TOKENIZER}),
             "Unigram model has a piece of 1000 characters, more than this server takes (100)",
+        ),
+        # next_token labels through a Replace decoder of 1000: a million bytes a label
+        (
+            Pipeline(
+                {"input": TEXT, "output": {"kind": "next_token"}},
+                {"tokenizer.json": EXPANDING_DECODER_TOKENIZER},
+            ),
+            "the tokenizer's decoder can make a label of up to 5000000 bytes",
         ),
     ],
 )

@@ -39,12 +39,15 @@ from blindai.errors import PipelineError
 
 __all__ = [
     "EXPANSION_BUDGET",
+    "MAX_LABEL_BYTES",
     "MAX_PIECE_CHARACTERS",
     "MAX_WORD_CHARACTERS",
     "Expansion",
     "added_ids",
     "bound_of",
     "check_model",
+    "decoder_bound",
+    "decoding",
     "expansion",
 ]
 
@@ -57,6 +60,12 @@ default: 100; a longer word is one unknown token). WordPiece tries every end of 
 each piece it takes, in time more than the square of the word's length, in Rust, where
 nothing can stop it: one word of 19 KB (``"a" + "ing" * 6400``) took 66 s of a worker; with
 200, 1 MiB of such words takes about 7 s."""
+
+MAX_LABEL_BYTES = 16 << 10
+"""Longest label (UTF-8 bytes) a ``next_token`` output step may make of one token through the
+tokenizer's decoder: its longest token times what the decoder can make of a byte. A
+``Replace`` decoder expands as a normalizer does, and after the run, outside every memory
+bound: three Replaces of 100 made each label of a 1 KB tokenizer.json a million characters."""
 
 MAX_PIECE_CHARACTERS = 100
 """Longest piece a Unigram model may have (SentencePiece's default: 16). Its lattice holds, at
@@ -168,6 +177,47 @@ def expansion(node: object, depth: int = 0) -> Expansion:
             total = total.then(expansion(part, depth + 1))
         return total
     raise _refuse(f"normalizer type {str(kind)[:40]!r} is not one this server can bound")
+
+
+_SHRINKING_DECODERS = frozenset(
+    {"WordPiece", "BPEDecoder", "Metaspace", "ByteFallback", "Fuse", "Strip"}
+)
+"""Decoders that make no more bytes of a token than it has (a prefix or suffix dropped, the
+Metaspace character to a space, ``<0x41>`` to its byte, tokens joined, characters stripped)."""
+
+
+def decoding(node: object, depth: int = 0) -> Expansion:
+    """What a ``decoder`` can make of one token of ``n`` bytes: ``factor * n + extra`` bytes."""
+    if node is None:
+        return Expansion()
+    if not isinstance(node, Mapping) or depth > _MAX_DEPTH:
+        raise _refuse("a decoder that is not an object, or nested too deeply")
+    kind = node.get("type")
+    if kind in _SHRINKING_DECODERS:
+        return Expansion()
+    if kind == "ByteLevel":  # a character to a byte; a byte that is not UTF-8 to U+FFFD
+        return Expansion(3)
+    if kind == "CTC":  # its word delimiter to a space: an empty one between every character
+        return Expansion(2, 1)
+    if kind == "Replace":
+        return _replace(node)
+    if kind == "Sequence":
+        total = Expansion()
+        for part in _parts(node, "decoders"):
+            total = total.then(decoding(part, depth + 1))
+        return total
+    raise _refuse(f"decoder type {str(kind)[:40]!r} is not one this server can bound")
+
+
+def decoder_bound(data: bytes) -> Expansion:
+    """What a ``tokenizer.json``'s decoder can make of a token (:func:`decoding`)."""
+    try:
+        doc = loads_json(data)
+    except ValueError:
+        raise _refuse("not a JSON document") from None
+    if not isinstance(doc, Mapping):
+        raise _refuse("not a JSON object")
+    return decoding(doc.get("decoder"))
 
 
 def added_ids(node: object, depth: int = 0) -> int:

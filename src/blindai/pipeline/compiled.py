@@ -91,10 +91,21 @@ class CompiledPipeline:
         return None if self.post is None else self.post(outputs, prepared)
 
 
-def _decoder(pre: _Pre) -> Callable[[int], str]:
+def _decoder(pre: _Pre, files: Mapping[str, bytes]) -> Callable[[int], str]:
+    """A token's label: the tokenizer's decoder on it; PipelineError when that decoder could
+    make a label of more than MAX_LABEL_BYTES of the tokenizer's longest token."""
     from blindai.pipeline._text import TextStep
+    from blindai.pipeline._tokenizer_bounds import MAX_LABEL_BYTES, decoder_bound
 
     assert isinstance(pre, TextStep)  # parse_spec requires a text step for next_token
+    decoded = decoder_bound(files[pre.spec.tokenizer])
+    longest = decoded.factor * pre.longest_token + decoded.extra
+    if longest > MAX_LABEL_BYTES:
+        raise PipelineError(
+            f"output: the tokenizer's decoder can make a label of up to {longest} bytes of its "
+            f"longest token ({pre.longest_token} bytes, {decoded.factor} times), more than "
+            f"this server takes ({MAX_LABEL_BYTES})"
+        )
     tok = pre.tokenizer
     size = tok.get_vocab_size(with_added_tokens=True)
 
@@ -120,7 +131,7 @@ def _compile_post(
                 )
         return LabelsStep(out, port.name, labels)
     if isinstance(out, NextTokenOutput):
-        return NextTokenStep(out, port.name, _decoder(pre))
+        return NextTokenStep(out, port.name, _decoder(pre, files))
     if isinstance(out, EmbeddingOutput):
         return EmbeddingStep(out, port.name)
     return _compile_ctc(out, files, port)

@@ -60,6 +60,29 @@ def test_next_token_labels_come_from_the_tokenizer():
     assert result.top.score > 0.99
 
 
+def _expanding_decoder(times: int) -> bytes:
+    """The fixture's tokenizer whose decoder makes 'a' into ``times ** 3`` 'd'."""
+    from tokenizers import Tokenizer, decoders
+
+    tok = Tokenizer.from_str(wordpiece_json().decode())
+    steps = [decoders.Replace(a, b * times) for a, b in (("a", "b"), ("b", "c"), ("c", "d"))]
+    tok.decoder = decoders.Sequence(steps)
+    return tok.to_str().encode()
+
+
+def test_next_token_labels_a_decoder_could_blow_up_are_refused_at_compile():
+    # three Replaces of 100 in a 1 KB tokenizer.json: "cat" became 1 000 002 characters, each
+    # of the top_k labels (up to 1000) made after the run, outside every memory bound
+    model = OnnxModel(models.next_token_lm(len(VOCAB)))
+    spec = {"input": {**TEXT, "add_special_tokens": False}, "output": {"kind": "next_token"}}
+    bad = Pipeline(spec, {"tokenizer.json": _expanding_decoder(100)})
+    with pytest.raises(PipelineError, match=r"decoder can make a label of up to 5000000 bytes"):
+        compile_pipeline(bad, inputs=model.inputs, outputs=model.outputs, limits=LIMITS)
+    fine = Pipeline(spec, {"tokenizer.json": _expanding_decoder(2)})  # 5 bytes times 8
+    result = _run(models.next_token_lm(len(VOCAB)), fine, "a man eat the")
+    assert result.top.label == "d" * 10 + "t"  # "cat": "cbbt", "ccccct", then d for c
+
+
 def test_red_png_is_classified_red():
     pipe = Pipeline(
         {

@@ -18,6 +18,7 @@ from blindai.pipeline._tokenizer_bounds import (
     Expansion,
     added_ids,
     bound_of,
+    decoding,
     expansion,
 )
 from blindai.pipeline.limits import PipelineLimits
@@ -116,6 +117,26 @@ def test_a_unigram_model_of_pieces_longer_than_100_characters_is_refused() -> No
     assert bound_of(_unigram(MAX_PIECE_CHARACTERS), max_added=9) == Expansion()
     with pytest.raises(PipelineError, match="its Unigram model has a piece of 101 characters"):
         bound_of(_unigram(MAX_PIECE_CHARACTERS + 1), max_added=9)
+
+
+def test_the_decoders_of_real_tokenizers_are_bounded() -> None:
+    from tokenizers import decoders
+
+    llama = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+         decoders.Strip(" ", 1, 0)]
+    )  # fmt: skip
+    for decoder, bound in (
+        (decoders.WordPiece(), Expansion()),
+        (decoders.ByteLevel(), Expansion(3)),
+        (decoders.Metaspace(), Expansion()),
+        (llama, Expansion()),
+        (decoders.CTC(), Expansion(2, 1)),
+        (decoders.Sequence([decoders.Replace("a", "bb")] * 3), Expansion(8)),
+    ):
+        assert decoding(json.loads(decoder.__getstate__())) == bound, decoder
+    with pytest.raises(PipelineError, match="decoder type 'Mystery' is not one"):
+        decoding({"type": "Mystery"})
 
 
 def test_a_precompiled_map_is_bounded_by_its_longest_replacement() -> None:
