@@ -28,7 +28,9 @@ from tests.unit.pipeline._factory import (
     VOCAB,
     encode,
     jpeg_of_scans,
+    jpeg_with_segments,
     png_claiming,
+    png_with_chunks,
     wav_bytes,
     wordpiece_json,
 )
@@ -525,6 +527,22 @@ def test_a_jpeg_of_many_scans_is_a_400_and_the_server_keeps_serving(
             "green",
             "blue",
         )
+
+
+def test_an_image_of_too_many_chunks_is_a_400_and_the_server_keeps_serving(
+    conn: blindai.Connection, server: ServerProcess, colours: str
+):
+    # Pillow reads each chunk of a PNG and each header segment of a JPEG in Python: 64 MiB of
+    # empty ones held a worker for about 50 s
+    for image, fragment in (
+        (png_with_chunks(70_000), "PNG holds more than 65536 chunks"),
+        (jpeg_with_segments(70_000), "JPEG holds more than 65536 segments"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            conn.predict(colours, image=image)
+        assert info.value.status_code == 400 and fragment in info.value.message
+    with _connect(server) as other:
+        assert other.predict(colours, image=_png((0, 250, 0))).top.label == "green"
 
 
 @pytest.mark.parametrize("normalize", ["peak", "none"])

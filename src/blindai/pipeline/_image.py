@@ -1,8 +1,9 @@
 """Image step: decode PNG/JPEG (Pillow), resize, centre-crop, scale, normalise, lay out, batch.
 
 A request's image is refused from its header when it has more than ``max_image_pixels``
-pixels, or (a JPEG) more than :data:`MAX_JPEG_SCANS` scans, before any pixel is decoded;
-truncated files and other formats are refused too.
+pixels, more than ``MAX_IMAGE_PARTS`` chunks (a PNG) or header segments (a JPEG), or (a JPEG)
+more than :data:`MAX_JPEG_SCANS` scans, before any pixel is decoded; truncated files and other
+formats are refused too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from blindai.errors import PipelineError
+from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, image_parts
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
@@ -70,8 +72,16 @@ def jpeg_scans(data: bytes, img: Image.Image) -> int:
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
     """Read a PNG or JPEG's header (no pixel decoded), refusing other formats, images of more
-    than ``max_pixels`` pixels and JPEGs of more than :data:`MAX_JPEG_SCANS` scans."""
+    than ``max_pixels`` pixels, files of more than ``MAX_IMAGE_PARTS`` chunks or header
+    segments (:mod:`._image_parts`) and JPEGs of more than :data:`MAX_JPEG_SCANS` scans."""
     allowed = [_FORMATS[f] for f in formats]
+    parts = image_parts(data)
+    if parts is not None and parts[1] > MAX_IMAGE_PARTS:
+        what = "chunks" if parts[0] == "PNG" else "segments (or bytes outside them)"
+        raise PipelineError(
+            f"{parts[0]} holds more than {MAX_IMAGE_PARTS} {what}"
+            + (" before its first scan" if parts[0] == "JPEG" else "")
+        )
     try:
         img = Image.open(io.BytesIO(data), formats=allowed)
     except Image.DecompressionBombError:

@@ -67,6 +67,21 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def png_with_chunks(count: int, kind: bytes = b"abCd") -> bytes:
+    """An 8x8 PNG with ``count`` empty ancillary chunks after its header chunk."""
+    data = encode(Image.new("RGB", (8, 8)), "PNG")
+    chunk = struct.pack(">I", 0) + kind + struct.pack(">I", zlib.crc32(kind))
+    return data[:33] + chunk * count + data[33:]  # signature and IHDR: 8 + 25 bytes
+
+
+def jpeg_with_segments(count: int, stray: int = 0) -> bytes:
+    """An 8x8 JPEG with ``count`` empty comment segments, then ``stray`` bytes that are no
+    segment's, after its first segment."""
+    data = encode(Image.new("RGB", (8, 8)), "JPEG")
+    first = 4 + int.from_bytes(data[4:6], "big")
+    return data[:first] + b"\xff\xfe\x00\x02" * count + b"\x00" * stray + data[first:]
+
+
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
     """A JPEG's segments after SOI as (marker, bytes); a scan's holds its entropy-coded data."""
     segments, i = [], 2

@@ -12,7 +12,15 @@ from blindai.errors import PipelineError
 from blindai.pipeline._image import compile_image, decode_image
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
-from tests.unit.pipeline._factory import Port, encode, jpeg_of_scans, png_claiming, rgb_image
+from tests.unit.pipeline._factory import (
+    Port,
+    encode,
+    jpeg_of_scans,
+    jpeg_with_segments,
+    png_claiming,
+    png_with_chunks,
+    rgb_image,
+)
 
 F32 = np.dtype("float32")
 
@@ -108,6 +116,27 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
         with pytest.raises(PipelineError, match="110 start-of-scan markers; this server takes"):
             call(many)
     assert step(jpeg_of_scans(64, 64, 100)).feeds["pixels"].shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("many", "few", "fragment"),
+    [
+        (png_with_chunks(70_000), png_with_chunks(60_000), "PNG holds more than 65536 chunks"),
+        (png_with_chunks(70_000, b"IDAT"), None, "PNG holds more than 65536 chunks"),
+        (jpeg_with_segments(70_000), jpeg_with_segments(60_000), "more than 65536 segments"),
+        (jpeg_with_segments(0, 70_000), jpeg_with_segments(0, 60_000), "or bytes outside"),
+    ],
+)
+def test_an_image_of_too_many_chunks_is_refused_before_pillow_reads_them(many, few, fragment):
+    # Pillow reads a PNG's chunks and a JPEG's header segments (and the stray bytes between
+    # them) one at a time in Python, in the worker, for the cost and again for the decode:
+    # 64 MiB of empty chunks or comments held it for 50 s
+    step = _step(_spec())
+    for call in (step.cost, step):
+        with pytest.raises(PipelineError, match=fragment):
+            call(many)
+    if few is not None:
+        assert step(few).feeds["pixels"].shape == (1, 3, 8, 8)
 
 
 def test_truncated_files_are_refused():
