@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 import blindai
-from blindai.errors import ConfigurationError, InvalidInput
+from blindai.errors import ConfigurationError, InferenceFailed, InvalidInput
 from blindai.pipeline import Classification, Embedding, Pipeline, Transcript
 from tests import models
-from tests._server import REPO, ServerProcess
+from tests._server import REPO, ServerProcess, start_server
 from tests.integration._cli import cli, ok, one_error_line, target
 from tests.unit.pipeline._factory import (
     VOCAB,
@@ -572,6 +572,37 @@ def test_audio_too_short_for_one_sample_at_the_models_rate_is_a_400(
     with _connect(server) as other:
         loud = wav_bytes(np.full(400, 0.5, np.float32), 384_000)
         assert other.predict(name, audio=loud).text == "A"
+
+
+def _tiler(side: int, times: int) -> bytes:
+    """big [1, 3, side * times, side * times] = the image [1, 3, side, side] tiled."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, side, side])
+    y = helper.make_tensor_value_info("big", TensorProto.FLOAT, [1, 3, None, None])
+    reps = helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, times, times])
+    nodes = [helper.make_node("Tile", ["pixels", "reps"], ["big"])]
+    return models._model(helper.make_graph(nodes, "tile", [x], [y], initializer=[reps]))
+
+
+def test_a_raw_inputs_reply_over_the_response_limit_is_refused(tmp_path: Path):
+    # a pipeline without an output step returns the model's outputs: a 113 MB reply passed
+    # the session server's 64 MiB --max-response-bytes (tensor runs were held to it)
+    server = start_server(tmp_path, "--max-response-bytes", str(1 << 20))
+    try:
+        with _connect(server) as c:
+            name = _name()
+            spec = {"input": {"kind": "image", "resize": [64, 64]}}
+            c.upload_model(_tiler(64, 10), model_name=name, pipeline=Pipeline(spec, {}))
+            with pytest.raises(InferenceFailed) as info:  # 3 x 640 x 640 float32: 4.9 MB
+                c.predict(name, image=_png((1, 2, 3)))
+            assert info.value.status_code == 422
+            assert "more than 1048576 bytes (--max-response-bytes)" in info.value.message
+            small = _name()
+            c.upload_model(_tiler(64, 2), model_name=small, pipeline=Pipeline(spec, {}))
+            assert c.predict(small, image=_png((1, 2, 3)))["big"].shape == (1, 3, 128, 128)
+    finally:
+        server.stop()
 
 
 def _embedding_with(conn: blindai.Connection, tokenizer: bytes) -> str:

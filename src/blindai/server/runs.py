@@ -301,9 +301,10 @@ class Runs:
         disconnected: Callable[[], Awaitable[object]] | None,
     ) -> Inference:
         """A raw input through ``entry``'s pipeline and model, in an inference worker, under
-        the run limits and the preprocessing budget."""
+        the run limits and the preprocessing budget; without an output step, the outputs
+        are held to ``max_response_bytes`` as a tensor run's are."""
         submitted = time.perf_counter_ns()
-        return await self._guarded(
+        done = await self._guarded(
             entry,
             run_pipeline,
             entry,
@@ -316,6 +317,9 @@ class Runs:
             group=caller.key_id,
             disconnected=disconnected,
         )
+        if done.result is None:  # no output step: the model's outputs are the reply
+            self._fits_reply(done.outputs)
+        return done
 
     async def _guarded(
         self,
