@@ -574,20 +574,25 @@ def test_audio_too_short_for_one_sample_at_the_models_rate_is_a_400(
         assert other.predict(name, audio=loud).text == "A"
 
 
-def _tiler(side: int, times: int) -> bytes:
-    """big [1, 3, side * times, side * times] = the image [1, 3, side, side] tiled."""
+def _tiler(side: int, times: int, *, flat: bool = False) -> bytes:
+    """big [1, 3, side * times, side * times] = the image [1, 3, side, side] tiled (``flat``:
+    [1, 3 * (side * times) ** 2])."""
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, side, side])
-    y = helper.make_tensor_value_info("big", TensorProto.FLOAT, [1, 3, None, None])
+    shape: list[int | None] = [1, None] if flat else [1, 3, None, None]
+    y = helper.make_tensor_value_info("big", TensorProto.FLOAT, shape)
     reps = helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, times, times])
-    nodes = [helper.make_node("Tile", ["pixels", "reps"], ["big"])]
+    nodes = [helper.make_node("Tile", ["pixels", "reps"], ["tiled" if flat else "big"])]
+    if flat:
+        nodes.append(helper.make_node("Flatten", ["tiled"], ["big"], axis=1))
     return models._model(helper.make_graph(nodes, "tile", [x], [y], initializer=[reps]))
 
 
 def test_a_raw_inputs_reply_over_the_response_limit_is_refused(tmp_path: Path):
     # a pipeline without an output step returns the model's outputs: a 113 MB reply passed
-    # the session server's 64 MiB --max-response-bytes (tensor runs were held to it)
+    # the session server's 64 MiB --max-response-bytes (tensor runs were held to it); an
+    # embedding step made a vector of any one row
     server = start_server(tmp_path, "--max-response-bytes", str(1 << 20))
     try:
         with _connect(server) as c:
@@ -601,6 +606,16 @@ def test_a_raw_inputs_reply_over_the_response_limit_is_refused(tmp_path: Path):
             small = _name()
             c.upload_model(_tiler(64, 2), model_name=small, pipeline=Pipeline(spec, {}))
             assert c.predict(small, image=_png((1, 2, 3)))["big"].shape == (1, 3, 128, 128)
+            # an embedding of one row (pooling none) of 1.2 million values: 29 MB of JSON
+            vector = _name()
+            spec["output"] = {"kind": "embedding", "pooling": "none"}
+            c.upload_model(
+                _tiler(64, 10, flat=True), model_name=vector, pipeline=Pipeline(spec, {})
+            )
+            with pytest.raises(InferenceFailed) as info:
+                c.predict(vector, image=_png((1, 2, 3)))
+            assert info.value.status_code == 422
+            assert "embedding of 1228800 values; the reply would pass 1048576" in info.value.message
     finally:
         server.stop()
 

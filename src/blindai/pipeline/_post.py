@@ -18,6 +18,8 @@ from blindai.pipeline.results import Classification, Embedding, Label, Transcrip
 from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput, NextTokenOutput
 
 __all__ = [
+    "BYTES_PER_VALUE",
+    "MAX_RESULT_BYTES",
     "CtcStep",
     "EmbeddingStep",
     "LabelsStep",
@@ -32,6 +34,10 @@ __all__ = [
     "top_k",
 ]
 
+BYTES_PER_VALUE = 24
+"""Most bytes one value of an embedding takes in a reply (JSON: ``-2.2250738585072014e-308``)."""
+MAX_RESULT_BYTES = 64 << 20
+"""The default of a step's ``max_result_bytes`` (``PipelineLimits.max_result_bytes``)."""
 MAX_VOCAB = 1 << 20
 """Most tokens of a CTC vocabulary, and most labels of a labels file."""
 
@@ -188,10 +194,21 @@ class EmbeddingStep:
 
     spec: EmbeddingOutput
     output: str
+    max_result_bytes: int = MAX_RESULT_BYTES
+    """Largest reply the vector may make, :data:`BYTES_PER_VALUE` a value."""
 
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Embedding:
         """``[1, seq, dim]`` (or ``[1, dim]`` with pooling none) to a vector."""
         hidden = _output(outputs, self.output)
+        values = hidden.shape[-1] if hidden.ndim else 1
+        if self.spec.pooling == "none":
+            values = hidden.size
+        if values * BYTES_PER_VALUE > self.max_result_bytes:
+            raise InferenceFailed(
+                f"output {self.output!r} makes an embedding of {values} values; the reply "
+                f"would pass {self.max_result_bytes} bytes (--max-response-bytes)",
+                status_code=422,
+            )
         if self.spec.pooling == "none":
             vec = _vector(hidden, self.output).astype(np.float64)
         elif hidden.ndim != 3 or hidden.shape[0] != 1:
@@ -219,6 +236,14 @@ class CtcStep:
     tokens: tuple[str, ...]
     blank: int
     skip: frozenset[int]
+    max_result_bytes: int = MAX_RESULT_BYTES
+    """Largest transcript (UTF-8 bytes of its tokens), counted before it is joined."""
+    _sizes: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sizes = np.fromiter((len(t.encode("utf-8", "replace")) for t in self.tokens), np.int64)
+        sizes[[self.blank, *self.skip]] = 0  # dropped from the transcript
+        object.__setattr__(self, "_sizes", sizes)
 
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Transcript:
         """``[1, frames, vocab]`` logits to text."""
@@ -229,6 +254,13 @@ class CtcStep:
                 f"[1, frames, {len(self.tokens)}]",
                 status_code=422,
             )
+        size = _transcript_bytes(logits[0], self._sizes)
+        if size > self.max_result_bytes:
+            raise InferenceFailed(
+                f"output {self.output!r} makes a transcript of {size} bytes; the reply would "
+                f"pass {self.max_result_bytes} bytes (--max-response-bytes)",
+                status_code=422,
+            )
         text = ctc_greedy(
             logits[0],
             self.tokens,
@@ -237,6 +269,14 @@ class CtcStep:
             skip=set(self.skip),
         )
         return Transcript(text)
+
+
+def _transcript_bytes(logits: np.ndarray, sizes: np.ndarray) -> int:
+    """At most the bytes of ``ctc_greedy``'s pieces (repeats merged), by token ``sizes``."""
+    ids = np.argmax(logits, axis=-1)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    return int(sizes[ids[keep]].sum())
 
 
 def last_dim(port: Port) -> int | None:

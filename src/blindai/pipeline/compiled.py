@@ -116,7 +116,11 @@ def _decoder(pre: _Pre, files: Mapping[str, bytes]) -> Callable[[int], str]:
 
 
 def _compile_post(
-    out: OutputStep, files: Mapping[str, bytes], outputs: Sequence[Port], pre: _Pre
+    out: OutputStep,
+    files: Mapping[str, bytes],
+    outputs: Sequence[Port],
+    pre: _Pre,
+    limits: PipelineLimits,
 ) -> _Post:
     port = pick_port(outputs, out.output, "output")
     if isinstance(out, LabelsOutput):
@@ -133,11 +137,13 @@ def _compile_post(
     if isinstance(out, NextTokenOutput):
         return NextTokenStep(out, port.name, _decoder(pre, files))
     if isinstance(out, EmbeddingOutput):
-        return EmbeddingStep(out, port.name)
-    return _compile_ctc(out, files, port)
+        return EmbeddingStep(out, port.name, limits.max_result_bytes)
+    return _compile_ctc(out, files, port, limits)
 
 
-def _compile_ctc(out: CtcOutput, files: Mapping[str, bytes], port: Port) -> CtcStep:
+def _compile_ctc(
+    out: CtcOutput, files: Mapping[str, bytes], port: Port, limits: PipelineLimits
+) -> CtcStep:
     tokens = parse_vocab(require_file(files, out.vocab, "vocab"), out.vocab)
     index = {t: i for i, t in enumerate(tokens)}
     if out.blank not in index:
@@ -148,7 +154,7 @@ def _compile_ctc(out: CtcOutput, files: Mapping[str, bytes], port: Port) -> CtcS
             f"{out.vocab} has {len(tokens)} tokens; output {port.name!r} has {classes}"
         )
     skip = frozenset(index[t] for t in out.skip if t in index)
-    return CtcStep(out, port.name, tokens, index[out.blank], skip)
+    return CtcStep(out, port.name, tokens, index[out.blank], skip, limits.max_result_bytes)
 
 
 def _compile_pre(
@@ -195,5 +201,9 @@ def compile_pipeline(
     if not inputs or not outputs:
         raise PipelineError("the model has no inputs or no outputs")
     pre = _compile_pre(spec, bundle.files, inputs, limits)
-    post = None if spec.output is None else _compile_post(spec.output, bundle.files, outputs, pre)
+    post = (
+        None
+        if spec.output is None
+        else _compile_post(spec.output, bundle.files, outputs, pre, limits)
+    )
     return CompiledPipeline(spec, pre, post)

@@ -31,6 +31,9 @@ class PipelineLimits:
     """Largest raw text (UTF-8 bytes) a request may send to a text step."""
     max_top_k: int = 1000
     """Largest ``top_k`` a label step may ask for."""
+    max_result_bytes: int = 64 << 20
+    """Largest result an output step may make (the server's ``--max-response-bytes``): an
+    embedding's values, a transcript's text, counted before they are made."""
     max_preprocess_bytes: int = 4 << 30
     """Most memory the preprocessing of one raw input may take (the server's
     ``--max-preprocess-memory``, which all of them share); a text step takes less text when its

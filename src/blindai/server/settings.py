@@ -373,6 +373,7 @@ class ServerSettings(BaseSettings):
             max_image_side=self.max_image_side,
             max_audio_seconds=self.max_audio_seconds,
             max_preprocess_bytes=self.max_preprocess_memory,
+            max_result_bytes=self.max_response_bytes,
         )
 
     @model_validator(mode="after")

@@ -133,3 +133,21 @@ def test_a_labels_file_of_more_labels_than_a_vocabulary_is_refused_before_it_is_
     for data in (b"ab\n" * (MAX_VOCAB + 1), b"\n" * (MAX_VOCAB + 1)):
         with pytest.raises(PipelineError, match=f"l holds more than {MAX_VOCAB} labels"):
             parse_labels(data, "l")
+
+
+def test_results_that_would_pass_the_response_limit_are_refused_before_they_are_made():
+    # pooling "none" took any row (a run's 1 GiB of float32 became 8 GB of Python floats),
+    # and a CTC transcript is its frames times its longest token: both were made whole
+    none = EmbeddingOutput(kind="embedding", pooling="none", normalize=False)
+    step = EmbeddingStep(none, "h", max_result_bytes=24 * 100)
+    assert len(step({"h": np.ones((1, 100))}, Prepared({})).vector) == 100
+    with pytest.raises(InferenceFailed, match="101 values; the reply would pass 2400 bytes"):
+        step({"h": np.ones((1, 101))}, Prepared({}))
+    long = ("<pad>", "x" * 1000)
+    ctc = CtcStep(CtcOutput(kind="ctc", vocab="v.json"), "logits", long, 0, frozenset(), 4000)
+    path = np.tile([[-5.0, 5.0], [5.0, -5.0]], (4, 1))[None]  # x, pad, x, pad, ...: 4 x
+    assert ctc({"logits": path}, Prepared({})).text == "x" * 4000
+    with pytest.raises(
+        InferenceFailed, match="transcript of 5000 bytes; the reply would pass 4000 bytes"
+    ):
+        ctc({"logits": np.tile([[-5.0, 5.0], [5.0, -5.0]], (5, 1))[None]}, Prepared({}))
