@@ -115,3 +115,42 @@ def test_a_debug_log_holds_nothing_of_an_image_input(tmp_path):
     finally:
         debug.stop()
     assert "SECRET-7f3a" not in log
+
+
+def test_pillows_warnings_about_a_clients_image_are_not_in_the_log(tmp_path):
+    """Pillow warns of each EXIF tag whose data runs past the file (its number: up to 65535
+    lines for one request) and of an image over its bomb threshold (its pixel count); the
+    serve command printed every warning to stderr, which leaves the TEE."""
+    import struct
+    import warnings
+
+    import pytest
+    from PIL import Image
+
+    import blindai
+    from blindai.pipeline import Pipeline
+    from tests import models
+    from tests._server import start_server
+    from tests.unit.pipeline._factory import encode, png_claiming
+
+    count, data = 5, 8 + 2 + 12 * 5 + 4
+    tags = b"".join(struct.pack("<HHII", 48000 + i, 7, 10**6, data) for i in range(count))
+    exif = b"II*\x00" + struct.pack("<IH", 8, count) + tags + bytes(4)
+    image = encode(Image.new("RGB", (40, 30), (10, 20, 230)), "PNG", exif=b"Exif\x00\x00" + exif)
+    pipe = Pipeline(
+        {"input": {"kind": "image", "resize": [16, 16]}, "output": {"kind": "labels"}}, {}
+    )
+    server = start_server(tmp_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            conn = blindai.connect(server.host, simulation_mode=True, **server.ports)
+        with conn:
+            conn.upload_model(models.colour_classifier(16), model_name="c", pipeline=pipe)
+            assert conn.predict("c", image=image).top.label == "2"
+            with pytest.raises(blindai.errors.InvalidInput, match="10000x9000"):
+                conn.predict("c", image=png_claiming(10000, 9000))  # 90 M pixels: a warning
+        log = server.wait_for_log("/run 400")
+    finally:
+        server.stop()
+    assert "4800" not in log and "Skipping tag" not in log and "90000000" not in log

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +43,15 @@ from blindai.server.shutdown import GracefulStop
 from blindai.server.store import KeySourcePaths, SealedStore, store_key_source
 from blindai.server.tls import TlsIdentity, hardened_server_context
 
-__all__ = ["Built", "build", "http_listeners", "serve", "set_log_level"]
+__all__ = [
+    "INPUT_WARNINGS",
+    "Built",
+    "build",
+    "http_listeners",
+    "quiet_input_warnings",
+    "serve",
+    "set_log_level",
+]
 
 _log = logging.getLogger("blindai.server")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -55,6 +64,19 @@ _OWN_LOGGER = "blindai"
 no request data or model bytes. Every other library stays at WARNING or above: Pillow's DEBUG
 lines quote the EXIF tags of a client's image (description, camera, position), and a library
 that never promised otherwise may log what it parses."""
+
+
+INPUT_WARNINGS = r"(PIL|blindai\.pipeline)(\.|$)"
+"""Modules whose Python warnings are not shown: they decode what clients send, and their
+warnings quote it. Pillow warns of each EXIF tag whose data runs past the file, by its number
+(up to 65535 lines for one request), and of an image over its bomb threshold, by its pixel
+count; the serve command printed each to stderr, which leaves the TEE."""
+
+
+def quiet_input_warnings() -> None:
+    """Ignore the warnings of :data:`INPUT_WARNINGS` modules, for the whole process (the
+    inference workers are threads: ``warnings.catch_warnings`` is not thread-safe)."""
+    warnings.filterwarnings("ignore", module=INPUT_WARNINGS)
 
 
 def set_log_level(name: str) -> None:
@@ -360,8 +382,10 @@ def serve(
     gpu_attester: NvidiaGpuAttester | None = None,
 ) -> None:
     """Run the server until interrupted (its memory never in a core file: ``no_dumps``; what
-    native libraries write to stderr counted, not shown: ``native_stderr``)."""
+    native libraries write to stderr counted, not shown: ``native_stderr``; the warnings of the
+    libraries that decode raw inputs not shown: :func:`quiet_input_warnings`)."""
     diverted = divert_native_stderr()
+    quiet_input_warnings()
     try:
         _serve_until_stopped(settings, attester=attester, gpu_attester=gpu_attester)
     finally:
