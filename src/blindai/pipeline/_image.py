@@ -232,6 +232,22 @@ class ImageStep:
         )
 
 
+def _check_range(spec: ImageInput, dtype: np.dtype[Any]) -> None:
+    """PipelineError when ``(x * scale - mean) / std``, computed as a request's is, overflows
+    or divides by zero in ``dtype`` for a pixel of 0 or 255 (the transform is affine: its
+    extremes are there)."""
+    ends = np.array([[0.0], [255.0]], np.float32)
+    with np.errstate(all="ignore"):
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        made = ((ends * np.float32(spec.scale) - mean) / std).astype(dtype)
+    if not np.isfinite(made).all():
+        raise PipelineError(
+            f"input: scale, mean and std make values {dtype} cannot hold (pixels of 0 and 255 "
+            "become infinite or undefined)"
+        )
+
+
 def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimits) -> ImageStep:
     """Check the step against the model's image input (rank 4, channels, size, dtype)."""
     port = pick_port(inputs, spec.input, "input")
@@ -249,6 +265,8 @@ def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimi
         )
     if port.dtype == np.uint8 and (spec.scale, spec.mean, spec.std) != (1.0, (0.0,), (1.0,)):
         raise PipelineError("a uint8 model input takes raw pixels: drop scale, mean and std")
+    if port.dtype != np.uint8:
+        _check_range(spec, port.dtype)
     height, width = _out_size(spec)
     channels = 1 if spec.channels == "L" else 3
     made = (1, channels, height, width) if spec.layout == "NCHW" else (1, height, width, channels)

@@ -191,6 +191,22 @@ def test_refuses_models_it_cannot_feed(spec, port, fragment):
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("spec", "dtype"),
+    [
+        (_spec(scale=1e39), "float32"),  # inf in float32: every pixel but 0 became inf
+        (_spec(std=(1e-46,)), "float32"),  # 0 in float32: a division by zero
+        (_spec(scale=1000.0), "float16"),  # 255 000: past float16's 65504
+    ],
+)
+def test_normalisation_the_model_inputs_type_cannot_hold_is_refused(spec, dtype):
+    port = Port("x", np.dtype(dtype), (1, 3, None, None))
+    with pytest.raises(PipelineError, match=f"make values {dtype} cannot hold"):
+        compile_image(spec, [port], PipelineLimits())
+    fine = _step(_spec(scale=100.0), dtype=np.dtype("float16"))(encode(rgb_image(8, 8), "PNG"))
+    assert np.isfinite(fine.feeds["pixels"]).all()
+
+
 def test_models_with_other_inputs_are_refused():
     ports = [Port("x", F32, (1, 3, 8, 8)), Port("y", F32, (1,))]
     with pytest.raises(PipelineError, match="name the one"):
