@@ -620,6 +620,37 @@ def test_a_raw_inputs_reply_over_the_response_limit_is_refused(tmp_path: Path):
         server.stop()
 
 
+def _first_three_tokens(table: np.ndarray) -> bytes:
+    """The token-table embedding of the first three tokens only: [1, 3, dim]."""
+    from onnx import TensorProto, helper
+
+    vocab, dim = table.shape
+    e = helper.make_tensor("E", TensorProto.FLOAT, [vocab, dim], table.astype(np.float32).ravel())
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, None])
+    out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, None, dim])
+    bounds = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+              (("zero", 0), ("three", 3), ("one", 1))]  # fmt: skip
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["g"]),
+        helper.make_node("Slice", ["g", "zero", "three", "one"], ["last_hidden_state"]),
+        helper.make_node("Identity", ["attention_mask"], ["unused"]),
+    ]
+    graph = helper.make_graph(nodes, "first3", [ids, mask], [out], initializer=[e, *bounds])
+    return models._model(graph)
+
+
+def test_an_output_the_output_step_cannot_use_is_a_422(conn: blindai.Connection):
+    # mean pooling of 3 token vectors over a mask of 8: numpy's ValueError was a 500
+    name = _name()
+    model = _first_three_tokens(_embedding_table())
+    conn.upload_model(model, model_name=name, pipeline=_embedding_pipeline())
+    with pytest.raises(InferenceFailed) as info:
+        conn.predict(name, text="the cat")
+    assert info.value.status_code == 422
+    assert "has 3 tokens; the text step made 8" in info.value.message
+
+
 def _embedding_with(conn: blindai.Connection, tokenizer: bytes) -> str:
     """Upload the token-table embedding with a text pipeline of this tokenizer.json."""
     pipe = Pipeline({"input": TEXT, "output": {"kind": "embedding"}}, {"tokenizer.json": tokenizer})

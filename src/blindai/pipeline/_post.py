@@ -149,6 +149,11 @@ class LabelsStep:
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Classification:
         """Scores of one row to labels."""
         scores = _vector(_output(outputs, self.output), self.output)
+        if scores.size == 0:
+            raise InferenceFailed(
+                f"output {self.output!r} has shape {list(scores.shape)}; it holds no score",
+                status_code=422,
+            )
         if self.labels is not None and len(self.labels) != scores.size:
             raise InferenceFailed(
                 f"output {self.output!r} has {scores.size} classes; the pipeline has "
@@ -176,10 +181,10 @@ class NextTokenStep:
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Classification:
         """``[1, seq, vocab]`` logits to the top-k next tokens."""
         logits = _output(outputs, self.output)
-        if logits.ndim != 3 or logits.shape[0] != 1:
+        if logits.ndim != 3 or logits.shape[0] != 1 or 0 in logits.shape:
             raise InferenceFailed(
                 f"output {self.output!r} has shape {list(logits.shape)}; expected "
-                "[1, tokens, vocab]",
+                "[1, tokens, vocab] (no token or no vocabulary: nothing to rank)",
                 status_code=422,
             )
         last = logits.shape[1] - 1
@@ -218,9 +223,20 @@ class EmbeddingStep:
                 status_code=422,
             )
         elif self.spec.pooling == "first":
+            if hidden.shape[1] == 0:
+                raise InferenceFailed(
+                    f"output {self.output!r} has shape {list(hidden.shape)}: no token to pool",
+                    status_code=422,
+                )
             vec = hidden[0, 0].astype(np.float64)
         else:
             assert prepared.mask is not None  # parse_spec requires a text step
+            if hidden.shape[1] not in (1, prepared.mask.shape[1]):  # one: already pooled
+                raise InferenceFailed(
+                    f"output {self.output!r} has {hidden.shape[1]} tokens; the text step made "
+                    f"{prepared.mask.shape[1]}: mean pooling needs one vector a token",
+                    status_code=422,
+                )
             vec = mean_pool(hidden, prepared.mask)
         if self.spec.normalize:
             vec = l2_normalize(vec)

@@ -14,6 +14,7 @@ from blindai.pipeline._post import (
     CtcStep,
     EmbeddingStep,
     LabelsStep,
+    NextTokenStep,
     ctc_greedy,
     l2_normalize,
     mean_pool,
@@ -22,7 +23,7 @@ from blindai.pipeline._post import (
     softmax,
     top_k,
 )
-from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput
+from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput, NextTokenOutput
 
 
 def test_softmax_is_stable_and_sums_to_one():
@@ -151,3 +152,26 @@ def test_results_that_would_pass_the_response_limit_are_refused_before_they_are_
         InferenceFailed, match="transcript of 5000 bytes; the reply would pass 4000 bytes"
     ):
         ctc({"logits": np.tile([[-5.0, 5.0], [5.0, -5.0]], (5, 1))[None]}, Prepared({}))
+
+
+@pytest.mark.parametrize(
+    ("step", "output", "mask", "fragment"),
+    [
+        (EmbeddingStep(EmbeddingOutput(kind="embedding"), "h"), (1, 3, 2), (1, 8), "3 tokens"),
+        (
+            EmbeddingStep(EmbeddingOutput(kind="embedding", pooling="first"), "h"),
+            (1, 0, 4),
+            None,
+            "no token",
+        ),
+        (NextTokenStep(NextTokenOutput(kind="next_token"), "h", str), (1, 8, 0), (1, 8), "no t"),
+        (NextTokenStep(NextTokenOutput(kind="next_token"), "h", str), (1, 0, 5), (1, 8), "no t"),
+        (LabelsStep(LabelsOutput(kind="labels"), "h", None), (1, 0), None, "no score"),
+    ],
+)
+def test_outputs_of_shapes_a_step_cannot_use_are_422s(step, output, mask, fragment):
+    # numpy raised ValueError or IndexError on them: '500: internal server error'
+    prepared = Prepared({}, None if mask is None else np.ones(mask, np.int64))
+    with pytest.raises(InferenceFailed, match=fragment) as info:
+        step({"h": np.ones(output, np.float32)}, prepared)
+    assert info.value.status_code == 422
