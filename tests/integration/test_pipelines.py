@@ -380,6 +380,33 @@ def test_v2_json_text_with_a_lone_surrogate_is_a_400(
     assert status == (200 if kind == "text" else 400)  # "a" is text, not an image
 
 
+def test_v2_outputs_asked_of_a_raw_input_are_its_own_or_a_400(
+    server: ServerProcess, embedder: str, conn: blindai.Connection
+):
+    from tests.integration._oip import attested_pem
+    from tests.integration.test_v2 import raw_post
+
+    # a request listing outputs was answered '500: internal server error' (the reply's
+    # encoder looked each output up among those asked for)
+    tensors = _name()  # a pipeline without an output step: its model's outputs
+    pipe = Pipeline({"input": TEXT}, {"tokenizer.json": wordpiece_json()})
+    conn.upload_model(models.token_embedder(len(VOCAB), dim=5), model_name=tensors, pipeline=pipe)
+    text = '{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the cat"]}'
+    pem = attested_pem(server)
+    for model, outputs, status, said in (
+        (embedder, ["result"], 200, "result"),
+        (embedder, ["nope"], 400, "a raw input is answered with one output, 'result'"),
+        (embedder, ["result", "other"], 400, "the request asks for 2 output(s)"),
+        (tensors, ["last_hidden_state"], 200, "last_hidden_state"),
+        (tensors, ["nope"], 400, "the model has no output named 'nope'"),
+    ):
+        asked = json.dumps([{"name": n} for n in outputs])
+        body = f'{{"inputs": [{text}], "outputs": {asked}}}'.encode()
+        got, reply = raw_post(server, pem, f"/v2/models/{model}/infer", body, {})
+        assert got == status, (model, outputs, reply)
+        assert said in (reply["error"] if status != 200 else reply["outputs"][0]["name"])
+
+
 # -- the CLI, and a client that needs no tokenizer, image or audio library ------------------
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from blindai._version import __version__
-from blindai.errors import ModelNotFound
+from blindai.errors import InvalidInput, ModelNotFound
 from blindai.server.access import Principal
 from blindai.server.dataplane import DataPlane, listable, runnable
 from blindai.server.protocols.classification import (
@@ -175,15 +175,21 @@ class OipService:
             entry, inputs, caller=caller, outputs=names, timing=timing, disconnected=disconnected
         )
         if done.result is not None:  # a pipeline's typed result, as JSON text
+            if names is not None and names != [RESULT_OUTPUT]:
+                raise InvalidInput(
+                    f"a raw input is answered with one output, {RESULT_OUTPUT!r}; the request "
+                    f"asks for {len(names)} output(s)"
+                )
             text = json.dumps(done.result.to_wire(), separators=(",", ":"))
             return [(RESULT_OUTPUT, np.array([text.encode()], dtype=object))]
+        outputs = done.outputs if names is None else _asked(done.outputs, names)
         if wanted is None or all(w.classification is None for w in wanted):
-            return done.outputs
+            return outputs
         with timing.phase("encode"):
             labels = labels_from_metadata(entry.model.metadata)
             most = self.plane.settings.max_response_bytes
             found: list[tuple[str, np.ndarray]] = []
-            for w, (_, array) in zip(wanted, done.outputs, strict=True):
+            for w, (_, array) in zip(wanted, outputs, strict=True):
                 k = w.classification
                 if k is None:
                     found.append((w.name, array))
@@ -258,3 +264,16 @@ def audited_model(entries: Sequence[ModelEntry]) -> str | None:
     name, loaded, unloaded or read together): the id when it is one model, else None (the
     line has room for one id, and the request's name is the caller's, never written)."""
     return entries[0].model_id if len(entries) == 1 else None
+
+
+def _asked(outputs: list[tuple[str, np.ndarray]], names: list[str]) -> list[tuple[str, np.ndarray]]:
+    """``outputs`` in the order ``names`` asks for them: a raw input to a pipeline without an
+    output step runs for all of its model's outputs; a tensor run's are already these."""
+    found = dict(outputs)
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise InvalidInput(
+            f"the model has no output named {', '.join(map(repr, unknown))}; its outputs: "
+            f"{list(found)}"
+        )
+    return [(name, found[name]) for name in names]
