@@ -109,7 +109,8 @@ class AuditLog:
 
     A line that cannot be written is lost, never retried, and never fails its request: the
     first of an outage is reported (an error naming the exception's class), and so is its end
-    (how many lines were lost), so that every outage and its size shows in the server's log.
+    (how many lines were lost), or the log's close while it lasts, so that every outage and its
+    size shows in the server's log.
     """
 
     def __init__(
@@ -182,7 +183,11 @@ class AuditLog:
                 self._lost = 0
 
     def close(self) -> None:
-        """Close the file (stderr is left open)."""
-        if self._owned:
-            with self._lock:
+        """Close the file (stderr is left open). An outage still going is reported now with
+        the lines it lost: no later line will end it."""
+        with self._lock:
+            if self._lost:
+                _log.warning("the audit log is closed; %d lines were lost", self._lost)
+                self._lost = 0
+            if self._owned:
                 self._stream.close()

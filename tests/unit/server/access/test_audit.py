@@ -122,3 +122,21 @@ def test_a_closed_file_writes_nowhere(tmp_path: Path):
         taken.flush()
     assert other.read_text() == ""
     assert (tmp_path / "audit.jsonl").read_text() == ""
+
+
+def test_an_outage_still_going_at_the_close_is_reported_with_its_lost_lines(
+    caplog: pytest.LogCaptureFixture,
+):
+    """The count of lost lines was logged when writing worked again, and only then: a full
+    disk until the server stopped never said how many lines it lost. /dev/full refuses every
+    write (ENOSPC), as a full disk does."""
+    log = AuditLog.open(Path("/dev/full"))
+    with caplog.at_level(logging.WARNING, logger="blindai.server"):
+        for _ in range(3):
+            log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+        log.close()
+        log.close()  # once
+    assert [r.getMessage() for r in caplog.records] == [
+        "the audit log cannot be written: OSError; its lines are lost until it can",
+        "the audit log is closed; 3 lines were lost",
+    ]
