@@ -21,6 +21,7 @@ import enum
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -74,8 +75,10 @@ class _FileLines:
 
     A buffered file kept the lines a full disk refused and wrote some of them (8 KiB) later,
     among newer lines, while the rest were gone: no count of what was lost could be true. Here
-    a line is written now or not at all, except one the disk filled in the middle of: the next
-    line then starts with a newline, so the fragment stays a line of its own.
+    a line is written now or not at all: one the disk filled in the middle of is taken back
+    (the file truncated to where the line began). Where it cannot be (not a regular file, or
+    another writer appended after it) the next line starts with a newline, so that the
+    fragment stays a line of its own.
     """
 
     def __init__(self, fd: int) -> None:
@@ -91,9 +94,23 @@ class _FileLines:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
         except OSError:
-            self._cut = self._cut or written > 0
+            if written and not self._take_back(written):
+                self._cut = True
             raise
         self._cut = False
+
+    def _take_back(self, written: int) -> bool:
+        """Truncate the ``written`` bytes of a line the file took only part of; False where
+        that could cut what is not ours (not a regular file, or the file grew after them)."""
+        try:
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)  # where our last write ended
+            info = os.fstat(self._fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != end:
+                return False
+            os.ftruncate(self._fd, end - written)
+        except OSError:
+            return False
+        return True
 
     def flush(self) -> None:
         """Nothing is buffered."""
