@@ -18,6 +18,7 @@ hashes. The fields are typed, so no free text can slip in.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
 import os
@@ -121,6 +122,13 @@ class _FileLines:
             os.close(fd)
 
 
+def _mode(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 class AuditLog:
     """Writes audit lines to a text stream (stderr, or a file opened for appending, 0600).
 
@@ -145,16 +153,22 @@ class AuditLog:
     @classmethod
     def open(cls, path: Path | None) -> AuditLog:
         """Append to ``path`` (created 0600), or write to stderr when ``path`` is None;
-        ConfigurationError naming ``--audit-log`` when it cannot be opened."""
+        ConfigurationError naming ``--audit-log`` when it cannot be opened (a FIFO: when it
+        has no reader, instead of waiting for one)."""
         if path is None:
             return cls(sys.stderr)
+        # without O_NONBLOCK, opening a FIFO waits for its reader: with none, the start hung
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, flags, 0o600)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
+            if exc.errno == errno.ENXIO and stat.S_ISFIFO(_mode(path)):
+                reason = "a FIFO with no reader"
             raise ConfigurationError(
                 f"--audit-log {path}: cannot be opened for appending ({reason})"
             ) from exc
+        os.set_blocking(fd, True)  # each line is written whole (see _FileLines)
         return cls(_FileLines(fd), owned=True)
 
     def record(
