@@ -584,8 +584,13 @@ def test_a_request_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_pa
     assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
 
 
+@pytest.mark.parametrize(
+    "rest",
+    [b"zz-not-a-size\r\n", b"1;" + b"e" * (128 << 10)],
+    ids=["broken-size-line", "framing-over-its-bound"],
+)
 def test_a_body_the_connection_refuses_midway_is_audited_with_the_400_its_client_got(
-    tmp_path: Path,
+    tmp_path: Path, rest: bytes
 ):
     """A chunked body whose framing breaks after its first chunk: the connection answers 400
     itself and hangs up, and the app, reading the body, finds its client gone and answered
@@ -602,7 +607,7 @@ def test_a_body_the_connection_refuses_midway_is_audited_with_the_400_its_client
             b"Transfer-Encoding: chunked\r\n\r\n2\r\nxx\r\n" % keys["alice"].encode()
         )
         time.sleep(0.5)  # the app is reading the body
-        sock.sendall(b"zz-not-a-size\r\n")
+        sock.sendall(rest)
         sock.settimeout(15)
         answer = sock.recv(65536)
         sock.close()
