@@ -11,8 +11,8 @@ share and the compile budget; then it reads and parses the model, runs the admis
 creates an onnxruntime session with the server's options from the descriptor
 (``/proc/self/fd/N``). It answers one JSON line on stdout and exits. A child that runs past the
 compile timeout is killed by the parent; one whose parent ended meanwhile (the server killed or
-crashed while it compiled) sees its socket end and exits (nobody would read its answer, and the
-timeout was the parent's to enforce).
+crashed while it compiled) is ended by the kernel as its socket's other end closes (``SIGIO``:
+nobody would read its answer, and the timeout was the parent's to enforce).
 
 Nothing of the model (bytes, names) is written anywhere but the answer to the parent: the child
 is non-dumpable and writes no core file (``blindai.server.no_dumps``).
@@ -24,13 +24,15 @@ model's bytes and parsed protobuf, freed before it, instead of faulting in as ma
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
+import select
+import signal
 import socket
 import stat
 import sys
-import threading
 import time
 from typing import Any, BinaryIO
 
@@ -167,18 +169,18 @@ def _ready(channel: socket.socket) -> None:
 
 
 def _end_with_parent(channel: socket.socket) -> None:
-    """Exit once the parent's end of the socket closes (it sends nothing after the job): a
-    server that died while this child compiled left it compiling, for as long as the model
-    takes. Started before the address space is capped (the thread's stack is counted)."""
-
-    def watch() -> None:
-        try:
-            channel.recv(1)
-        except OSError:
-            pass
+    """Be ended by the kernel once the parent's end of the socket closes (it sends nothing after
+    the job): a server that died while this child compiled left it compiling, for as long as
+    the model takes. The socket signals its owner (``O_ASYNC``) when its peer closes, and
+    ``SIGIO`` left to its default action terminates the process: no Python code need run for
+    it (onnx's shape inference holds the GIL for minutes on some models; a watching thread did
+    not run meanwhile). A parent gone before this was set is seen here."""
+    fd = channel.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
+    if select.select([channel], [], [], 0)[0]:  # its end, read as ready (nothing else comes)
         os._exit(0)
-
-    threading.Thread(target=watch, name="parent", daemon=True).start()
 
 
 def main() -> None:
