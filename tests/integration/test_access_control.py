@@ -584,6 +584,42 @@ def test_a_request_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_pa
     assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
 
 
+@pytest.mark.parametrize(
+    "rest",
+    [b"zz-not-a-size\r\n", b"1;" + b"e" * (128 << 10)],
+    ids=["broken-size-line", "framing-over-its-bound"],
+)
+def test_a_body_the_connection_refuses_midway_is_audited_with_the_400_its_client_got(
+    tmp_path: Path, rest: bytes
+):
+    """A chunked body whose framing breaks after its first chunk: the connection answers 400
+    itself and hangs up, and the app, reading the body, finds its client gone and answered
+    499 to nobody; the audit log (and the access log) recorded that 499, not the 400 the
+    client got. The line now holds the 400."""
+    audit = tmp_path / "audit.jsonl"
+    proc = start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--audit-log", str(audit))
+    try:
+        keys, context = _alice_and_bob(proc)
+        raw = socket.create_connection((proc.host, proc.attested_port), timeout=30)
+        sock = context.wrap_socket(raw)
+        sock.sendall(
+            b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\nxx\r\n" % keys["alice"].encode()
+        )
+        time.sleep(0.5)  # the app is reading the body
+        sock.sendall(rest)
+        sock.settimeout(15)
+        answer = sock.recv(65536)
+        sock.close()
+        proc.wait_for_log("attested POST /run")
+    finally:
+        proc.stop()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
+    assert [(run["key"], run["status"]) for run in runs] == [("alice", 400)]
+    assert "attested POST /run 400" in proc.log()
+
+
 def test_each_audit_log_outage_is_reported_with_the_lines_it_lost(tmp_path: Path):
     """The audit log piped to a reader that goes away and comes back (a log shipper that
     restarts): a line that cannot be written never fails its request, but only the very first

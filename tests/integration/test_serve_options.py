@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import urllib.request
@@ -199,3 +200,13 @@ def test_an_audit_log_that_cannot_be_opened_is_refused_in_one_line(tmp_path: Pat
     r = cli("serve", "--simulation", *serve_ports(), "--audit-log", str(missing))
     line = one_error_line(r, "ConfigurationError", 2)
     assert f"--audit-log {missing}: cannot be opened for appending" in line
+
+
+def test_an_audit_log_fifo_without_a_reader_is_refused_not_waited_for(tmp_path: Path):
+    """Opening a FIFO for writing waits for its reader: with none (the log shipper not
+    started, or gone), the start hung there for good, silent, listening on nothing."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    r = cli("serve", "--simulation", *serve_ports(), "--audit-log", str(fifo), timeout=30)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"--audit-log {fifo}: cannot be opened for appending (a FIFO with no reader)" in line

@@ -6,6 +6,7 @@ acknowledged.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import re
@@ -362,3 +363,51 @@ def test_kill_9_under_uploads_deletes_and_key_creations(tmp_path: Path):
 @pytest.mark.slow
 def test_kill_9_200_times(tmp_path: Path):
     assert kill_cycles(tmp_path, kills=200, seed=2) > 100
+
+
+def test_a_stored_image_pipeline_whose_dtype_is_not_its_models_is_still_restored(
+    tmp_path: Path, store: Path, running
+):
+    """An image step's ``dtype`` was accepted and never read until uploads started checking
+    it against the model input (ec48e8c): a model stored before with a dtype its input lacks
+    (here uint8 for a float input) was no longer restored after the upgrade ("cannot be
+    loaded under this server's settings"), its tenant's model gone from the server. The
+    store's own pipelines run as they always did: the input's own type is made."""
+    from PIL import Image
+
+    from blindai.pipeline import Pipeline
+    from blindai.protocol import codec
+    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
+    from tests.models import colour_classifier
+
+    running.append(start_server(tmp_path, "--store", str(store)))  # makes the store and key
+    running[-1].stop()
+    spec = {
+        "input": {"kind": "image", "resize": [16, 16], "dtype": "uint8"},
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
+    }
+    model = colour_classifier(16)
+    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
+    sealed.put_model(
+        StoredModel(
+            model_id="00000000-0000-4000-8000-000000000001",
+            name="colours",
+            owner=None,
+            public=False,
+            hash=hashlib.sha256(model).digest(),
+            uploaded_ns=1_700_000_000_000_000_000,
+            optimize=True,
+            model=model,
+            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
+        )
+    )
+    sealed.close()
+    running.append(start_server(tmp_path, "--store", str(store)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+        conn = blindai.connect(running[-1].host, simulation_mode=True, **running[-1].ports)
+    with conn:
+        assert [m.name for m in conn.list_models()] == ["colours"]
+        png = io.BytesIO()
+        Image.new("RGB", (20, 20), (10, 240, 20)).save(png, "PNG")
+        assert conn.predict("colours", image=png.getvalue()).top.label == "green"

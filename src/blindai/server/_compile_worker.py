@@ -10,7 +10,9 @@ reading the model it caps its own address space (RLIMIT_AS) to what it has now p
 share and the compile budget; then it reads and parses the model, runs the admission checks and
 creates an onnxruntime session with the server's options from the descriptor
 (``/proc/self/fd/N``). It answers one JSON line on stdout and exits. A child that runs past the
-compile timeout is killed by the parent.
+compile timeout is killed by the parent; one whose parent ended meanwhile (the server killed or
+crashed while it compiled) is ended by the kernel as its socket's other end closes (``SIGIO``:
+nobody would read its answer, and the timeout was the parent's to enforce).
 
 Nothing of the model (bytes, names) is written anywhere but the answer to the parent: the child
 is non-dumpable and writes no core file (``blindai.server.no_dumps``).
@@ -22,9 +24,12 @@ model's bytes and parsed protobuf, freed before it, instead of faulting in as ma
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
+import select
+import signal
 import socket
 import stat
 import sys
@@ -126,10 +131,9 @@ def _warm_up() -> None:
     _compile(model.SerializeToString(), {"optimize": True, "intra_op_threads": 1})
 
 
-def _receive() -> tuple[bytes, int] | None:
+def _receive(channel: socket.socket) -> tuple[bytes, int] | None:
     """The job's header and the model's descriptor, from the socket on stdin (None when the
     parent went away or sent something else)."""
-    channel = socket.socket(fileno=0)
     try:
         header, fds, flags, _ = socket.recv_fds(channel, _HEADER_MAX, 1)
     except OSError:
@@ -156,26 +160,40 @@ READY = b"r"
 job it sends after this, never the child's own start (an interpreter, onnx and onnxruntime)."""
 
 
-def _ready() -> None:
+def _ready(channel: socket.socket) -> None:
     """Tell the parent this child is set up (the parent may have gone: then nothing to do)."""
-    channel = socket.socket(fileno=0)
     try:
         channel.send(READY)
     except OSError:
         os._exit(0)
-    finally:
-        channel.detach()
+
+
+def _end_with_parent(channel: socket.socket) -> None:
+    """Be ended by the kernel once the parent's end of the socket closes (it sends nothing after
+    the job): a server that died while this child compiled left it compiling, for as long as
+    the model takes. The socket signals its owner (``O_ASYNC``) when its peer closes, and
+    ``SIGIO`` left to its default action terminates the process: no Python code need run for
+    it (onnx's shape inference holds the GIL for minutes on some models; a watching thread did
+    not run meanwhile). A parent gone before this was set is seen here."""
+    fd = channel.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
+    if select.select([channel], [], [], 0)[0]:  # its end, read as ready (nothing else comes)
+        os._exit(0)
 
 
 def main() -> None:
     """Serve one job from stdin, answer on stdout, and exit at once."""
     _prepare()
-    _ready()
+    channel = socket.socket(fileno=0)
+    _ready(channel)
     out = sys.stdout.buffer
-    received = _receive()
+    received = _receive(channel)
     if received is None:
         os._exit(0)  # the parent went away (or sent nothing usable): nothing to do
     header, fd = received
+    _end_with_parent(channel)
     try:
         _run(json.loads(header), fd, out)
     except MemoryError:

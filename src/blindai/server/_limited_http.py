@@ -144,10 +144,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def cut(self) -> None:
         """The server stops now: a request not yet answered gets 503 (its run, if any, is
         terminated as for a client gone), and the connection is dropped. The request's scope
-        records the 503 (``ANSWERED_KEY``) for the logs and metrics."""
+        records the 503 (``ANSWERED_KEY``, :meth:`hang_up`) for the logs and metrics."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
-            cast(dict[str, Any], cycle.scope)[ANSWERED_KEY] = 503
             self.hang_up(_closing_reply(b"503 Service Unavailable", _CUT, ServerBusy.__name__))
         else:
             self.hang_up()
@@ -177,6 +176,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         close would keep reading until the client's close_notify (see the module docstring),
         so a TLS connection instead pauses its reading and is aborted ``_ABORT_AFTER_S``
         later, time for the answer to leave.
+
+        An ``answer`` sent while the request in progress has none yet is that request's answer
+        (its client reads it first): its status goes in the request's scope
+        (``ANSWERED_KEY``), for the audit log, the access log and the metrics, instead of what
+        the app answers afterwards to nobody (the 499 of a body it no longer gets). So for the
+        503 of :meth:`cut` and a 400 for a body's broken framing.
         """
         if self._hung_up or self.transport.is_closing():
             return
@@ -186,6 +191,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             # the request in progress is over: as for a lost connection, its app gets
             # http.disconnect and writes nothing more (it answered after a 400 otherwise)
+            if answer and not cycle.response_started:
+                cast(dict[str, Any], cycle.scope)[ANSWERED_KEY] = int(answer.split(b" ", 2)[1])
             cycle.disconnected = True
             cycle.message_event.set()
         if answer:

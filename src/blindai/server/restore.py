@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -204,7 +204,7 @@ class Restorer:
             pipeline = Pipeline.from_wire(
                 codec.loads(record.pipeline, what="stored pipeline"), limits=limits
             )
-            return pipeline.to_wire(), self.compiler.pipeline(pipeline, model)
+            return pipeline.to_wire(), self.compiler.pipeline(_stored_as_run(pipeline), model)
 
     async def load(self, entries: list[ModelEntry], *, caller: Principal) -> list[ModelEntry]:
         """Compile unloaded models again from their kept bytes (loaded ones are left alone, and
@@ -276,6 +276,18 @@ def _release_unused(sessions: dict[bytes, Compiled], used: Sequence[LoadedModel]
         if not any(compiled[0] is u for u in used):
             del sessions[share]
             release(compiled)
+
+
+def _stored_as_run(pipeline: Pipeline) -> Pipeline:
+    """A stored pipeline without its image step's ``dtype``, which only an upload checks
+    against the model input (the input's own type is what the step makes, whatever it says):
+    a model stored before uploads checked it, with a dtype its input lacks, ran and is still
+    restored (it was skipped as 'cannot be loaded', gone from the server after an upgrade)."""
+    step = pipeline.spec.get("input")
+    if not isinstance(step, Mapping) or step.get("kind") != "image" or "dtype" not in step:
+        return pipeline
+    unchecked = {key: value for key, value in step.items() if key != "dtype"}
+    return Pipeline({**pipeline.spec, "input": unchecked}, pipeline.files)
 
 
 def _stored_settings(record: StoredModel) -> ModelSettings:

@@ -397,3 +397,89 @@ def test_a_long_one_dimensional_input_does_not_run_the_shape_check_out_of_memory
     finally:
         g.close()
         strict.close()
+
+
+_DYING_SERVER = """
+import sys
+from pathlib import Path
+from blindai.server.admission import AdmissionLimits
+from blindai.server.compile_guard import CompileGuard, CompileLimits
+admission = AdmissionLimits(max_nodes=10**6, max_subgraph_depth=8, max_tensor_bytes=1 << 30)
+limits = CompileLimits(timeout_s=600, memory_bytes=4 << 30, admission=admission)
+CompileGuard(limits=limits, spare=False).check(Path(sys.argv[1]).read_bytes(), optimize=True)
+"""
+
+
+def _holds_a_model(pid: int) -> bool:
+    """Whether process ``pid`` holds a model's file (the job's descriptor: it is compiling)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any("blindai-model" in link for link in links)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (an ended orphan may stay a zombie
+    where nothing reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU seconds process ``pid`` has used (user and system)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_child_compiling_when_its_server_dies_ends_with_it(tmp_path):
+    """The compile timeout is the server's to enforce: a server killed (SIGKILL, a crash, the
+    OOM killer) while its child compiled left the child compiling a tenant's model, for as
+    long as that took (this one, minutes; a hostile one, without end) and with its memory,
+    nobody waiting for the answer. The child is now ended by the kernel once its socket's other
+    end closes, also while native code holds the GIL (a watching thread did not run then)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests._procs import children
+    from tests._server import REPO
+
+    model = tmp_path / "slow.onnx"
+    model.write_bytes(attacks.wide_ifs(20000))
+    server = subprocess.Popen(
+        [sys.executable, "-c", _DYING_SERVER, str(model)],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+    )
+    found: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := {c for c in children(server.pid) if _holds_a_model(c)}):
+            assert server.poll() is None and time.monotonic() < deadline, "no child compiled"
+            time.sleep(0.05)
+        # well into the checks: 3 s of CPU is inside onnx's shape inference of this model
+        # (about a minute, the GIL held throughout: no Python code of the child runs then)
+        while not all(_cpu_s(c) >= 3 for c in found):
+            assert time.monotonic() < deadline, "the child did not work"
+            time.sleep(0.05)
+        assert all(_running(c) for c in found), "the compile ended by itself: too short"
+        server.send_signal(signal.SIGKILL)
+        server.wait(30)
+        deadline = time.monotonic() + 10
+        while any(_running(c) for c in found) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(c) for c in found), "the child compiles on without its server"
+    finally:
+        server.kill()
+        server.wait()
+        for c in found:
+            if _running(c):
+                os.kill(c, signal.SIGKILL)

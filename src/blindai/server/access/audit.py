@@ -18,9 +18,11 @@ hashes. The fields are typed, so no free text can slip in.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -74,8 +76,10 @@ class _FileLines:
 
     A buffered file kept the lines a full disk refused and wrote some of them (8 KiB) later,
     among newer lines, while the rest were gone: no count of what was lost could be true. Here
-    a line is written now or not at all, except one the disk filled in the middle of: the next
-    line then starts with a newline, so the fragment stays a line of its own.
+    a line is written now or not at all: one the disk filled in the middle of is taken back
+    (the file truncated to where the line began). Where it cannot be (not a regular file, or
+    another writer appended after it) the next line starts with a newline, so that the
+    fragment stays a line of its own.
     """
 
     def __init__(self, fd: int) -> None:
@@ -91,9 +95,23 @@ class _FileLines:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
         except OSError:
-            self._cut = self._cut or written > 0
+            if written and not self._take_back(written):
+                self._cut = True
             raise
         self._cut = False
+
+    def _take_back(self, written: int) -> bool:
+        """Truncate the ``written`` bytes of a line the file took only part of; False where
+        that could cut what is not ours (not a regular file, or the file grew after them)."""
+        try:
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)  # where our last write ended
+            info = os.fstat(self._fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != end:
+                return False
+            os.ftruncate(self._fd, end - written)
+        except OSError:
+            return False
+        return True
 
     def flush(self) -> None:
         """Nothing is buffered."""
@@ -104,12 +122,20 @@ class _FileLines:
             os.close(fd)
 
 
+def _mode(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 class AuditLog:
     """Writes audit lines to a text stream (stderr, or a file opened for appending, 0600).
 
     A line that cannot be written is lost, never retried, and never fails its request: the
     first of an outage is reported (an error naming the exception's class), and so is its end
-    (how many lines were lost), so that every outage and its size shows in the server's log.
+    (how many lines were lost), or the log's close while it lasts, so that every outage and its
+    size shows in the server's log.
     """
 
     def __init__(
@@ -127,16 +153,22 @@ class AuditLog:
     @classmethod
     def open(cls, path: Path | None) -> AuditLog:
         """Append to ``path`` (created 0600), or write to stderr when ``path`` is None;
-        ConfigurationError naming ``--audit-log`` when it cannot be opened."""
+        ConfigurationError naming ``--audit-log`` when it cannot be opened (a FIFO: when it
+        has no reader, instead of waiting for one)."""
         if path is None:
             return cls(sys.stderr)
+        # without O_NONBLOCK, opening a FIFO waits for its reader: with none, the start hung
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, flags, 0o600)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
+            if exc.errno == errno.ENXIO and stat.S_ISFIFO(_mode(path)):
+                reason = "a FIFO with no reader"
             raise ConfigurationError(
                 f"--audit-log {path}: cannot be opened for appending ({reason})"
             ) from exc
+        os.set_blocking(fd, True)  # each line is written whole (see _FileLines)
         return cls(_FileLines(fd), owned=True)
 
     def record(
@@ -182,7 +214,11 @@ class AuditLog:
                 self._lost = 0
 
     def close(self) -> None:
-        """Close the file (stderr is left open)."""
-        if self._owned:
-            with self._lock:
+        """Close the file (stderr is left open). An outage still going is reported now with
+        the lines it lost: no later line will end it."""
+        with self._lock:
+            if self._lost:
+                _log.warning("the audit log is closed; %d lines were lost", self._lost)
+                self._lost = 0
+            if self._owned:
                 self._stream.close()

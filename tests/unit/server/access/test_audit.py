@@ -122,3 +122,58 @@ def test_a_closed_file_writes_nowhere(tmp_path: Path):
         taken.flush()
     assert other.read_text() == ""
     assert (tmp_path / "audit.jsonl").read_text() == ""
+
+
+def test_an_outage_still_going_at_the_close_is_reported_with_its_lost_lines(
+    caplog: pytest.LogCaptureFixture,
+):
+    """The count of lost lines was logged when writing worked again, and only then: a full
+    disk until the server stopped never said how many lines it lost. /dev/full refuses every
+    write (ENOSPC), as a full disk does."""
+    log = AuditLog.open(Path("/dev/full"))
+    with caplog.at_level(logging.WARNING, logger="blindai.server"):
+        for _ in range(3):
+            log.record(caller=None, action=AuditAction.RUN, model=None, status=200, duration_s=0)
+        log.close()
+        log.close()  # once
+    assert [r.getMessage() for r in caplog.records] == [
+        "the audit log cannot be written: OSError; its lines are lost until it can",
+        "the audit log is closed; 3 lines were lost",
+    ]
+
+
+_FILLED = """
+import resource, sys
+from pathlib import Path
+from blindai.server.access import AuditAction, AuditLog
+path = Path(sys.argv[1])
+log = AuditLog.open(path)
+def line(status):
+    log.record(caller=None, action=AuditAction.RUN, model="m", status=status, duration_s=0)
+line(200)
+# the file may grow 100 bytes more: the next line is cut there (the kernel writes what fits,
+# then refuses the rest with EFBIG, as a disk filled in the middle of a line does)
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 100, resource.RLIM_INFINITY))
+line(201)
+line(202)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+line(203)
+log.close()
+"""
+
+
+def test_a_line_the_file_took_only_part_of_is_taken_back(tmp_path: Path):
+    """A line the file system takes only part of (a disk full in its middle; here the file
+    size limit, which cuts a write the same way) left its fragment in the log, a line of its
+    own that no reader can parse, among whole lines. The fragment is now truncated away: the
+    file holds whole lines only, and the lines lost are counted."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _FILLED, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 lines were lost" in done.stderr
+    assert [json.loads(line)["status"] for line in path.read_text().splitlines()] == [200, 203]
