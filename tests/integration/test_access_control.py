@@ -961,6 +961,46 @@ def test_grpc_takes_the_key_as_authorization_metadata(
     assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)
 
 
+def test_a_revoked_key_still_in_use_is_audited_with_its_id(
+    server: ServerProcess, state: Path, admin: blindai.Connection
+):
+    """A request with a revoked key was written ``"key": null``, as one with no key: the
+    operator could not see that a revoked key was still in use. Its 401 lines (REST and gRPC)
+    now hold the revoked key's name and id; a key never issued is still null, and the key
+    itself is never written."""
+    from tritonclient.utils import InferenceServerException
+
+    name = f"dave-{uuid.uuid4().hex[:6]}"
+    info = admin.create_key(name)
+    admin.revoke_key(name)
+    pem = state / "attested.pem"
+    pem.write_text(admin.certificate_pem)
+    grpc_client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    before = len(_audited(state))
+    try:
+        for key in (info.key, generate_key()):
+            with connect(server, key) as conn, pytest.raises(AuthenticationError):
+                conn.list_models()
+            with pytest.raises(InferenceServerException) as refused:
+                grpc_client.get_model_repository_index(headers={"authorization": f"Bearer {key}"})
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    finally:
+        grpc_client.close()
+    text = (state / "audit.jsonl").read_text()
+    assert info.key not in text and info.key[4:] not in text
+    refusals = [
+        (line["action"], line["key"], line["key_id"])
+        for line in _audited(state)[before:]
+        if line["status"] == 401
+    ]
+    assert refusals == [("list", name, info.key_id)] * 2 + [("list", None, None)] * 2
+
+
 def test_load_unload_and_statistics_are_audited_with_the_model_they_acted_on(
     server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str
 ):

@@ -26,7 +26,14 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerBusy, ServerError
+from blindai.errors import (
+    AuthenticationError,
+    BlindAIError,
+    InvalidInput,
+    ModelNotFound,
+    ServerBusy,
+    ServerError,
+)
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.body_budget import BodyBudget, weighted
@@ -153,13 +160,18 @@ def _guarded(
         size = len(request) if raw else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
+        refused: Principal | None = None  # a revoked key, for the audit line of its 401
         held: tuple[int, str | None] | None = None
         try:
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
             else:  # an open server reads no metadata
                 header = _authorization(context) if access.enabled else None
-                state = _Call(access.authenticate(header))
+                try:
+                    state = _Call(access.authenticate(header))
+                except AuthenticationError:
+                    refused = access.refused_caller(header)
+                    raise
             if raw and budget is not None and size >= PARSE_CHARGED_FROM:
                 caller = state.caller
                 key = caller.key_id if caller.kind == "tenant" else None
@@ -199,7 +211,7 @@ def _guarded(
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
             if action is not None:
                 access.audit.record(
-                    caller=state.caller if state else None,
+                    caller=state.caller if state else refused,
                     action=action,
                     model=state.model_id if state else None,
                     status=status,
