@@ -102,7 +102,7 @@ def test_an_empty_model_name_runs_no_model() -> None:
                 return caught.value
 
         error = asyncio.run(go())
-        stats = apps.apps.oip.statistics(caller=ANONYMOUS)["model_stats"]
+        stats = apps.apps.oip.statistics(caller=ANONYMOUS)[0]["model_stats"]
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "no model with id or name ''"
     assert [s["inference_count"] for s in stats] == [0]

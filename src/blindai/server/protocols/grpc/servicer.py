@@ -349,10 +349,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return reply
 
     async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:
-        entries = self.oip.stats_entries(request.name, request.version, caller=call.caller)
-        if request.name:  # not every model's, even when there is one
-            call.model_id = audited_model(entries)
-        found = self.oip.statistics_of(entries, caller=call.caller)
+        found, call.model_id = self.oip.statistics(
+            request.name, request.version, caller=call.caller
+        )
         return json_format.ParseDict(found, pb.ModelStatisticsResponse())
 
     async def _RepositoryIndex(self, request: Any, context: Any, call: _Call) -> Any:
