@@ -652,6 +652,43 @@ def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(
         admin.delete_model(model)
 
 
+def _answer_to(proc: ServerProcess, port: int, head: bytes) -> bytes:
+    """What the server answers ``head`` sent by hand over attested TLS on ``port``."""
+    context = ssl.create_default_context(cadata=attested_pem(proc))
+    context.check_hostname = False
+    with context.wrap_socket(socket.create_connection((proc.host, port), timeout=30)) as sock:
+        sock.sendall(head)
+        return sock.recv(65536)
+
+
+def test_a_request_head_refused_unread_is_audited(server: ServerProcess, state: Path):
+    """A request whose line or headers were over the limits (431) or that was not HTTP (400)
+    was answered by the HTTP layer before any route, so it had no audit line: someone probing
+    the attested and management ports left no trace there. Each now has an ``unread`` line
+    with the status answered, no key and no model (its headers, the key among them, were not
+    read)."""
+    before = len(_audited(state))
+    big = b"x-probe: " + b"a" * (20 << 10) + b"\r\n"
+    many = b"".join(b"x-%d: 1\r\n" % i for i in range(200))
+    for port in (server.attested_port, server.management_port):
+        heads = (
+            b"GET /models HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n",
+            b"GET /" + b"a" * (20 << 10) + b" HTTP/1.1\r\n\r\n",
+            b"GET /models HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n",
+            b"NOT HTTP AT ALL\r\n\r\n",
+        )
+        answers = [_answer_to(server, port, head).split(b" ", 2)[1] for head in heads]
+        assert answers == [b"431", b"431", b"431", b"400"]
+    unread = [line for line in _audited(state)[before:] if line["action"] == "unread"]
+    assert [line["status"] for line in unread] == [431, 431, 431, 400] * 2
+    assert all(
+        (line["key"], line["key_id"], line["model"], line["target_key"]) == (None,) * 4
+        and line["duration_ms"] >= 0
+        for line in unread
+    )
+    assert len(_audited(state)) - before == len(unread)  # nothing else was written
+
+
 # -- v2 with tritonclient
 
 
