@@ -689,6 +689,27 @@ def test_a_request_head_refused_unread_is_audited(server: ServerProcess, state: 
     assert len(_audited(state)) - before == len(unread)  # nothing else was written
 
 
+def test_a_body_whose_framing_is_refused_is_audited_with_the_400_its_client_got(
+    server: ServerProcess, state: Path, alice_key: str
+):
+    """A /run whose chunked body did not parse was answered 400 by the HTTP layer, and the
+    route, finding its client gone, answered 499 to nobody: the audit line said that the
+    client had left. It now holds the 400 the client got, as a cut holds its 503."""
+    before = len(_audited(state))
+    head = b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n" % alice_key.encode()
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n"
+    for body in (b"zz\r\n", b"1;e=" + b"a" * (300 << 10)):  # not hex; framing over its bound
+        assert _answer_to(server, server.attested_port, head + chunked + body).startswith(
+            b"HTTP/1.1 400 "
+        )
+    deadline = time.monotonic() + 10
+    while len(runs := [x for x in _audited(state)[before:] if x["action"] == "run"]) < 2:
+        assert time.monotonic() < deadline, runs  # the route writes its line once it stops
+        time.sleep(0.05)
+    assert [run["status"] for run in runs] == [400, 400]
+    assert all(run["key"].startswith("alice-") for run in runs)
+
+
 # -- v2 with tritonclient
 
 

@@ -14,7 +14,8 @@ __all__ = ["ANSWERED_KEY", "BUDGET_KEY", "AnswerBudget", "ConnectionLimits", "an
 
 ANSWERED_KEY = "blindai.answered"
 """The scope entry holding the status the connection itself answered a request with, when it
-did so before the app could (the 503 of a request cut at ``--shutdown-timeout``): what the
+did so before the app could (the 503 of a request cut at ``--shutdown-timeout``, the 400 of a
+body whose chunked framing is refused): what the
 audit log, the access log and the metrics record, not what the app answers afterwards to
 nobody (499 for a body it no longer receives, 422 for a run it terminated)."""
 

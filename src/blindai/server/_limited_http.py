@@ -257,6 +257,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         elif self._body_received - self._body_data > _FRAMING_BYTES + (
             _FRAMING_PER_BYTE * self._body_data
         ):
+            self._answering(400)
             self.hang_up(
                 _closing_reply(
                     b"400 Bad Request",
@@ -286,6 +287,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """Answer an unparsable request with 400 and hang up (a head not read: ``unread``)."""
         self._told_unread(400)
+        self._answering(400)
         self.hang_up(_closing_reply(b"400 Bad Request", msg))
 
     def on_url(self, url: bytes) -> None:
@@ -347,6 +349,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _refuse(self, reason: str) -> None:
         self._told_unread(431)
         self.hang_up(_closing_reply(b"431 Request Header Fields Too Large", reason))
+
+    def _answering(self, status: int) -> None:
+        """The connection answers the request whose body is arriving itself (``status``, a
+        framing refused): its scope records it (``ANSWERED_KEY``) for the audit log, the access
+        log and the metrics, as for a cut, not the 499 its route then answers to nobody."""
+        cycle = self.cycle
+        if cycle is not None and not self._in_headers and not cycle.response_started:
+            cast(dict[str, Any], cycle.scope)[ANSWERED_KEY] = status
 
     def _told_unread(self, status: int) -> None:
         """Tell ``unread`` of a head answered ``status`` before it was read whole (a body's
