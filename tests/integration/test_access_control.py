@@ -1051,7 +1051,7 @@ def test_a_revoked_key_still_in_use_is_audited_with_its_id(
     finally:
         grpc_client.close()
     deadline = time.monotonic() + 10
-    while True:  # a gRPC call's line is written as its status leaves: it may come after
+    while True:  # until the four lines are in (their order is not the test's concern)
         refusals = [
             (line["action"], line["key"], line["key_id"])
             for line in _audited(state)[before:]

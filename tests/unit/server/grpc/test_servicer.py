@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from blindai.server.access import ANONYMOUS
+from blindai.server.access import ANONYMOUS, AccessControl, AuditLog
 from blindai.server.protocols.grpc import servicer as servicer_module
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
@@ -227,6 +228,58 @@ def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
         (None, None, True, 413),
         ("alice", info.key_id, True, 400),
     ]
+
+
+class _SlowLines:
+    """An audit stream whose writes take ``delay`` seconds (a slow disk), holding the server's
+    event loop meanwhile, as a real blocking write does."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lines: list[str] = []
+
+    def write(self, text: str, /) -> None:
+        time.sleep(self.delay)
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refused_calls_line_is_written_before_its_status_leaves() -> None:
+    """``context.abort`` sends the status at once, and the audit line was written after it, in
+    the call's ``finally``: a client could see its refusal (and act on it) before the line
+    existed, while REST writes its line as the response starts. It is now written first."""
+    admin = "the admin key"
+    with in_process(admin_key_sha256=hashlib.sha256(admin.encode()).hexdigest()) as apps:
+        lines = _SlowLines(0.5)
+        access = AccessControl(apps.apps.access.keyring, AuditLog(lines))
+        seen: list[int] = []
+
+        def client(port: int) -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ModelInfer(_request("m", 2), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                seen.append(len(lines.lines))  # what was written when the client knew
+
+        async def go() -> None:
+            server = grpc.aio.server()
+            add_to_server(InferenceServicer(apps.apps.oip, access), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            try:
+                await asyncio.to_thread(client, port)
+            finally:
+                await server.stop(None)
+
+        asyncio.run(go())
+    assert seen == [1]
+    assert json.loads(lines.lines[0])["status"] == 401
 
 
 async def _nothing() -> AsyncIterator[Any]:

@@ -207,6 +207,22 @@ def _guarded(
         state: _Call | None = None
         named: Principal | None = None  # the audit line's caller when there is no state
         held: tuple[int, str | None] | None = None
+        audited = False
+
+        def audit() -> None:
+            """Write the call's line, once: before an error's status leaves, else as it ends."""
+            nonlocal audited
+            if action is None or audited:
+                return
+            audited = True
+            access.audit.record(
+                caller=state.caller if state else named,
+                action=action,
+                model=state.model_id if state else None,
+                status=status,
+                duration_s=time.perf_counter() - start,
+            )
+
         try:
             header = None
             if method not in OPEN_METHODS and access.enabled:  # an open server reads none
@@ -250,6 +266,7 @@ def _guarded(
             if status >= 500:
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
             message = exc.message if isinstance(exc, ServerError) else str(exc)
+            audit()  # abort sends the status at once: the line is written before it leaves
             await context.abort(code, clipped(message))
         except asyncio.CancelledError:  # the client cancelled, its deadline passed, or a cut
             if cut():
@@ -262,20 +279,14 @@ def _guarded(
                 raise
             code, status = grpc.StatusCode.INTERNAL, 500
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
+            audit()
             await context.abort(code, "internal server error")
         finally:
             if held is not None and budget is not None:
                 budget.give(*held)
             metrics.child(metrics.grpc_requests, method, code.name).inc()
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
-            if action is not None:
-                access.audit.record(
-                    caller=state.caller if state else named,
-                    action=action,
-                    model=state.model_id if state else None,
-                    status=status,
-                    duration_s=time.perf_counter() - start,
-                )
+            audit()
 
     return call
 
