@@ -15,6 +15,7 @@ import ssl
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -688,6 +689,64 @@ def test_the_audit_log_tells_a_revoked_key_from_a_new_key_of_the_same_name(
         admin.delete_model(model)
 
 
+def _answer_to(proc: ServerProcess, port: int, head: bytes) -> bytes:
+    """What the server answers ``head`` sent by hand over attested TLS on ``port``."""
+    context = ssl.create_default_context(cadata=attested_pem(proc))
+    context.check_hostname = False
+    with context.wrap_socket(socket.create_connection((proc.host, port), timeout=30)) as sock:
+        sock.sendall(head)
+        return sock.recv(65536)
+
+
+def test_a_request_head_refused_unread_is_audited(server: ServerProcess, state: Path):
+    """A request whose line or headers were over the limits (431) or that was not HTTP (400)
+    was answered by the HTTP layer before any route, so it had no audit line: someone probing
+    the attested and management ports left no trace there. Each now has an ``unread`` line
+    with the status answered, no key and no model (its headers, the key among them, were not
+    read)."""
+    before = len(_audited(state))
+    big = b"x-probe: " + b"a" * (20 << 10) + b"\r\n"
+    many = b"".join(b"x-%d: 1\r\n" % i for i in range(200))
+    for port in (server.attested_port, server.management_port):
+        heads = (
+            b"GET /models HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n",
+            b"GET /" + b"a" * (20 << 10) + b" HTTP/1.1\r\n\r\n",
+            b"GET /models HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n",
+            b"NOT HTTP AT ALL\r\n\r\n",
+        )
+        answers = [_answer_to(server, port, head).split(b" ", 2)[1] for head in heads]
+        assert answers == [b"431", b"431", b"431", b"400"]
+    unread = [line for line in _audited(state)[before:] if line["action"] == "unread"]
+    assert [line["status"] for line in unread] == [431, 431, 431, 400] * 2
+    assert all(
+        (line["key"], line["key_id"], line["model"], line["target_key"]) == (None,) * 4
+        and line["duration_ms"] >= 0
+        for line in unread
+    )
+    assert len(_audited(state)) - before == len(unread)  # nothing else was written
+
+
+def test_a_body_whose_framing_is_refused_is_audited_with_the_400_its_client_got(
+    server: ServerProcess, state: Path, alice_key: str
+):
+    """A /run whose chunked body did not parse was answered 400 by the HTTP layer, and the
+    route, finding its client gone, answered 499 to nobody: the audit line said that the
+    client had left. It now holds the 400 the client got, as a cut holds its 503."""
+    before = len(_audited(state))
+    head = b"POST /run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n" % alice_key.encode()
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n"
+    for body in (b"zz\r\n", b"1;e=" + b"a" * (300 << 10)):  # not hex; framing over its bound
+        assert _answer_to(server, server.attested_port, head + chunked + body).startswith(
+            b"HTTP/1.1 400 "
+        )
+    deadline = time.monotonic() + 10
+    while len(runs := [x for x in _audited(state)[before:] if x["action"] == "run"]) < 2:
+        assert time.monotonic() < deadline, runs  # the route writes its line once it stops
+        time.sleep(0.05)
+    assert [run["status"] for run in runs] == [400, 400]
+    assert all(run["key"].startswith("alice-") for run in runs)
+
+
 # -- v2 with tritonclient
 
 
@@ -995,6 +1054,51 @@ def test_grpc_takes_the_key_as_authorization_metadata(
     audited = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert any(a["action"] == "run" and a["model"] == model and a["status"] == 200 for a in audited)
     assert any(a["action"] == "run" and a["status"] == 401 and a["key"] is None for a in audited)
+
+
+def test_a_revoked_key_still_in_use_is_audited_with_its_id(
+    server: ServerProcess, state: Path, admin: blindai.Connection
+):
+    """A request with a revoked key was written ``"key": null``, as one with no key: the
+    operator could not see that a revoked key was still in use. Its 401 lines (REST and gRPC)
+    now hold the revoked key's name and id; a key never issued is still null, and the key
+    itself is never written."""
+    from tritonclient.utils import InferenceServerException
+
+    name = f"dave-{uuid.uuid4().hex[:6]}"
+    info = admin.create_key(name)
+    admin.revoke_key(name)
+    pem = state / "attested.pem"
+    pem.write_text(admin.certificate_pem)
+    grpc_client = tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(pem),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+    before = len(_audited(state))
+    try:
+        for key in (info.key, generate_key()):
+            with connect(server, key) as conn, pytest.raises(AuthenticationError):
+                conn.list_models()
+            with pytest.raises(InferenceServerException) as refused:
+                grpc_client.get_model_repository_index(headers={"authorization": f"Bearer {key}"})
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    finally:
+        grpc_client.close()
+    deadline = time.monotonic() + 10
+    while True:  # until the four lines are in (their order is not the test's concern)
+        refusals = [
+            (line["action"], line["key"], line["key_id"])
+            for line in _audited(state)[before:]
+            if line["status"] == 401
+        ]
+        if len(refusals) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    text = (state / "audit.jsonl").read_text()
+    assert info.key not in text and info.key[4:] not in text
+    assert Counter(refusals) == {("list", name, info.key_id): 2, ("list", None, None): 2}
 
 
 def test_load_unload_and_statistics_are_audited_with_the_model_they_acted_on(

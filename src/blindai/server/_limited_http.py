@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
@@ -22,7 +23,7 @@ from blindai.server._connection_limits import (
 from blindai.server._connection_tracker import ConnectionTracker
 from blindai.server._head_waits import HeadWaits
 
-__all__ = ["MAX_PIPELINED", "LimitedHttpProtocol"]
+__all__ = ["MAX_PIPELINED", "LimitedHttpProtocol", "Unread"]
 
 _ABORT_AFTER_S = 0.5
 _CUT = "the server stopped before answering this request; send it again"
@@ -35,6 +36,12 @@ plus this many per byte of body data."""
 
 _ANSWER_CHECK_S = 0.02
 """How often a connection holding a large answer checks whether its client has taken it."""
+
+
+Unread = Callable[[int, float], None]
+"""``unread(status, seconds)``: told of each request the connection answered itself before
+reading its head whole (431: request line or headers over the limits; 400: not HTTP), with the
+seconds since the head's first byte; no route, so no access check or audit line, saw it."""
 
 
 class _Refused(Exception):
@@ -68,10 +75,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         tracker: ConnectionTracker,
         key: object,
         budget: AnswerBudget | None = None,
+        unread: Unread | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
+        self._unread = unread
+        self._head_start = self.loop.time()
+        """When the head being read began (its first byte, at the latest)."""
         self._budget = budget
         self._answer_held: dict[str | None, int] = {}
         """Bytes of large answers counted in the budget, not yet taken, by the tenant's key of
@@ -218,6 +229,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         if self._in_headers:
+            if not self._raw_header_bytes:
+                self._head_start = self.last_active
             self._raw_header_bytes += len(data)
         else:
             self._body_bytes += len(data)
@@ -278,7 +291,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.hang_up()
 
     def send_400_response(self, msg: str) -> None:
-        """Answer an unparsable request with 400 and hang up."""
+        """Answer an unparsable request with 400 and hang up (a head not read: ``unread``)."""
+        self._told_unread(400)
         self.hang_up(_closing_reply(b"400 Bad Request", msg))
 
     def on_url(self, url: bytes) -> None:
@@ -320,6 +334,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         """The body is complete: the next bytes are the next request's headers."""
         self._in_headers = True
+        self._head_start = self.loop.time()
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
@@ -337,7 +352,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             raise _Refused(self._refusal)
 
     def _refuse(self, reason: str) -> None:
+        self._told_unread(431)
         self.hang_up(_closing_reply(b"431 Request Header Fields Too Large", reason))
+
+    def _told_unread(self, status: int) -> None:
+        """Tell ``unread`` of a head answered ``status`` before it was read whole (a body's
+        framing refused is not one: its request was read, and its route records it)."""
+        if self._unread is not None and self._in_headers and not self._hung_up:
+            self._unread(status, self.loop.time() - self._head_start)
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):

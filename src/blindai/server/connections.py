@@ -9,7 +9,8 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
 - **Header size and count.** The request line and headers together may take at most
   ``max_header_bytes`` and hold at most ``max_header_count`` fields: beyond, the request gets
   431 and the connection is closed. Bytes are counted as they arrive, so an endless header is
-  cut at the read that takes it past the limit.
+  cut at the read that takes it past the limit. A head refused so, or unparsable (400), reached
+  no route: the server's ``unread`` hook is told its status (the audit log's ``unread`` lines).
 - **Read timeouts (slowloris).** A request's headers must arrive within ``header_timeout_s`` of
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
@@ -81,7 +82,7 @@ import uvicorn
 from blindai.errors import ConfigurationError
 from blindai.server._connection_limits import BUDGET_KEY, AnswerBudget, ConnectionLimits
 from blindai.server._connection_tracker import ConnectionTracker
-from blindai.server._limited_http import MAX_PIPELINED, LimitedHttpProtocol
+from blindai.server._limited_http import MAX_PIPELINED, LimitedHttpProtocol, Unread
 
 __all__ = [
     "BUDGET_KEY",
@@ -92,6 +93,7 @@ __all__ = [
     "ConnectionTracker",
     "LimitedHttpProtocol",
     "LimitedServer",
+    "Unread",
     "reserve_file_descriptors",
 ]
 
@@ -178,6 +180,7 @@ class LimitedServer(uvicorn.Server):
         limits: ConnectionLimits,
         tls: ssl.SSLContext | None,
         budget: AnswerBudget | None = None,
+        unread: Unread | None = None,
     ) -> None:
         config.timeout_keep_alive = limits.keep_alive_timeout_s
         super().__init__(config)
@@ -185,6 +188,9 @@ class LimitedServer(uvicorn.Server):
         self.tls = tls
         self.budget = budget
         """Where large answers not yet taken are counted (the body budget; None: nowhere)."""
+        self.unread = unread
+        """Told of each request head the connections refused unread (the audit log's
+        ``unread`` lines on the ports that keep one; None: nobody)."""
         self.tracker = ConnectionTracker(limits.max_connections)
 
     def http_protocol(self, key: object) -> LimitedHttpProtocol:
@@ -197,6 +203,7 @@ class LimitedServer(uvicorn.Server):
             tracker=self.tracker,
             key=key,
             budget=self.budget,
+            unread=self.unread,
         )
 
     def cut_connections(self) -> None:

@@ -278,6 +278,10 @@ def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+_AUDITED_PORTS = frozenset({"attested", "management"})
+"""The HTTP ports whose requests the access middleware checks and writes to the audit log."""
+
+
 def http_listeners(settings: ServerSettings) -> list[tuple[str, str, int]]:
     """The HTTP ports to open, as (role, host, port): the three on ``--host``, and the plain
     metrics port (when set) on 127.0.0.1 only, whatever ``--host`` says."""
@@ -319,7 +323,14 @@ async def _serve(built: Built) -> None:
             lifespan="off",
         )
         config.load()
-        server = LimitedServer(config, limits=limits, tls=ctx, budget=built.apps.body_budget)
+        server = LimitedServer(
+            config,
+            limits=limits,
+            tls=ctx,
+            budget=built.apps.body_budget,
+            # the ports whose requests are audited: a head refused unread gets its line too
+            unread=built.apps.access.audit.unread if label in _AUDITED_PORTS else None,
+        )
         built.apps.metrics.count_connections(label, _open_connections(server))
         servers.append((server, sock))
     grpc_server = None

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blindai.server.connections import MAX_PIPELINED, ConnectionLimits, LimitedServer
+from blindai.server.connections import MAX_PIPELINED, ConnectionLimits, LimitedServer, Unread
 
 FAST = ConnectionLimits(
     max_header_bytes=4096,
@@ -92,6 +92,7 @@ def limited(
     tls: bool = False,
     rcvbuf: int | None = None,
     sndbuf: int | None = None,
+    unread: Unread | None = None,
 ) -> Iterator[Running]:
     sock = socket.socket()
     if rcvbuf is not None:  # inherited by the accepted sockets (and fixes their size)
@@ -108,7 +109,7 @@ def limited(
         client_ctx = ssl.create_default_context()
         ca.configure_trust(client_ctx)
     config = uvicorn.Config(APP, log_config=None, access_log=False, lifespan="off")
-    server = LimitedServer(config, limits=limits, tls=server_ctx)
+    server = LimitedServer(config, limits=limits, tls=server_ctx, unread=unread)
     thread = threading.Thread(target=lambda: uvloop.run(server.serve(sockets=[sock])))
     thread.start()
     while not server.started:  # start-up only: not a timing assertion
@@ -351,6 +352,30 @@ def test_a_request_refused_with_400_gets_no_other_answer(tls):
         reply = _closed(sock)
     assert reply.startswith(b"HTTP/1.1 400 ")
     assert reply.count(b"HTTP/1.1") == 1, reply
+
+
+def test_heads_refused_unread_are_told_and_nothing_else():
+    """The HTTP layer's own answers to a request head it did not read whole (431, 400) reached
+    no route, so the audit log never heard of them: ``unread`` is now told of each, with its
+    status. A request read whole is not (its route answers and records it), even when its
+    body's framing is then refused 400."""
+    told: list[tuple[int, float]] = []
+    heads = (
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(30)) + b"\r\n",
+        b"\x00\x01 not http\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    with limited(unread=lambda status, seconds: told.append((status, seconds))) as running:
+        answers = []
+        for head in heads:
+            sock = running.connect()
+            sock.sendall(head)
+            answers.append(_closed(sock).split(b" ", 2)[1])
+    assert answers == [b"431", b"431", b"400", b"400", b"200"]
+    assert [status for status, _ in told] == [431, 431, 400]
+    assert all(0 <= seconds < CLOSE_WITHIN for _, seconds in told)
 
 
 @pytest.mark.parametrize("tls", [False, True])

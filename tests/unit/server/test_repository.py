@@ -93,11 +93,24 @@ def test_statistics_document_has_tritons_shape(oip: OipService) -> None:
     timing = Timing()
     timing.add("infer", 7)
     oip.record(entry, timing, success=True, protocol="rest", caller=ANONYMOUS)
-    (stats,) = oip.statistics("m", caller=ANONYMOUS)["model_stats"]
+    (stats,) = oip.statistics("m", caller=ANONYMOUS)[0]["model_stats"]
     assert stats["inference_count"] == stats["execution_count"] == 1
     assert stats["inference_stats"]["compute_infer"] == {"count": 1, "ns": 7}
     assert set(stats["inference_stats"]) == {
         "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",
         "cache_hit", "cache_miss",
     }  # fmt: skip
-    assert oip.statistics(caller=ANONYMOUS)["model_stats"][0]["name"] == "m"
+    assert oip.statistics(caller=ANONYMOUS)[0]["model_stats"][0]["name"] == "m"
+
+
+def test_statistics_name_the_model_they_read_for_the_audit_log(oip: OipService) -> None:
+    """One version's statistics name its model; every model's name none, even when there is
+    one model; a name with several versions none (the line has room for one id)."""
+    upload(oip, "m", models.identity(TensorProto.FLOAT))
+    entry = oip.model("m", caller=ANONYMOUS)
+    assert oip.statistics("m", caller=ANONYMOUS)[1] == entry.model_id
+    assert oip.statistics("m", "1", caller=ANONYMOUS)[1] == entry.model_id
+    assert oip.statistics(caller=ANONYMOUS)[1] is None
+    upload(oip, "m", models.identity(TensorProto.DOUBLE))
+    document, model = oip.statistics("m", caller=ANONYMOUS)
+    assert len(document["model_stats"]) == 2 and model is None

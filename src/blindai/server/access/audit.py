@@ -7,10 +7,13 @@ Each line holds exactly::
      "duration_ms": 1.84}
 
 ``key`` is the key's name (``admin`` for the admin key, null when access control is off or the
-request carried no valid key) and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
+request carried no valid key, but a key revoked since the server started is named on its 401s)
+and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
 a name is free again once its key is revoked, the id never is; ``model`` is the id of the model
 the request resolved to (a random UUID), null when none was found; ``target_key`` is the id of
-the key a ``key-create`` made or a ``key-revoke`` revoked (null otherwise). Never written:
+the key a ``key-create`` made or a ``key-revoke`` revoked (null otherwise). A request whose
+head the HTTP layer refused unread (431, 400) is written ``unread``, with no key and no model.
+Never written:
 inputs, outputs, model bytes, model names, the names a caller asked for, API keys or their
 hashes. The fields are typed, so no free text can slip in.
 """
@@ -54,6 +57,9 @@ class AuditAction(str, enum.Enum):
     KEY_CREATE = "key-create"
     KEY_LIST = "key-list"
     KEY_REVOKE = "key-revoke"
+    UNREAD = "unread"
+    """A request the HTTP layer answered before reading its head whole (431: request line or
+    headers over the limits; 400: not HTTP): what it asked, and with which key, is unknown."""
 
 
 def _second(seconds: int) -> str:
@@ -212,6 +218,13 @@ class AuditLog:
             if self._lost:
                 _log.warning("the audit log is written again; %d lines were lost", self._lost)
                 self._lost = 0
+
+    def unread(self, status: int, duration_s: float) -> None:
+        """Write the line of a request answered ``status`` before its head was read whole
+        (:attr:`AuditAction.UNREAD`): no key, no model."""
+        self.record(
+            caller=None, action=AuditAction.UNREAD, model=None, status=status, duration_s=duration_s
+        )
 
     def close(self) -> None:
         """Close the file (stderr is left open). An outage still going is reported now with

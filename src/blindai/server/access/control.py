@@ -28,6 +28,11 @@ class AccessControl:
         """The caller named by an ``Authorization`` header (anonymous on an open server)."""
         return self.keyring.authenticate(authorization)
 
+    def refused_caller(self, authorization: str | None) -> Principal | None:
+        """Who a request refused with 401 presented itself as, for its audit line: a key
+        revoked since the server started (its name and id), else None (no key is known)."""
+        return self.keyring.revoked(authorization)
+
     def _admin_only(self, caller: Principal) -> None:
         if not self.enabled:
             raise PermissionDenied(

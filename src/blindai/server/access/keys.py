@@ -94,6 +94,8 @@ class KeyRing:
         self._lock = threading.Lock()
         self._by_name: dict[str, StoredKey] = {}
         self._by_hash: dict[bytes, StoredKey] = {}
+        self._revoked: dict[bytes, Principal] = {}
+        """The keys revoked since this ring was made, by keyed hash: for the audit log only."""
         for record in records:
             self._index(record)
 
@@ -122,6 +124,20 @@ class KeyRing:
         if record is not None and hmac.compare_digest(record.key_hash, digest):
             return Principal("tenant", record.key_id, record.name)
         raise AuthenticationError("invalid API key")
+
+    def revoked(self, authorization: str | None) -> Principal | None:
+        """The key an ``Authorization`` header presents when that key was revoked while this
+        ring was in use (since the server started), for the audit line of its refusal: it is
+        recognised by its keyed hash, as a valid key is; None for any other header."""
+        if self._admin is None:
+            return None
+        try:
+            token = _bearer(authorization)
+        except AuthenticationError:
+            return None
+        digest = self._hash(token)
+        with self._lock:
+            return self._revoked.get(digest)
 
     def create(self, name: str) -> tuple[KeyInfo, str]:
         """A new tenant key named ``name``: its listing entry, and the key (shown once)."""
@@ -167,6 +183,7 @@ class KeyRing:
                 raise KeyNotFound(f"no key named {name!r}")
             del self._by_name[name]  # revoked now, whatever the store does
             del self._by_hash[record.key_hash]
+            self._revoked[record.key_hash] = Principal("tenant", record.key_id, record.name)
             if self._store is not None:
                 try:
                     self._store.delete_key(name)

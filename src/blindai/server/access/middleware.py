@@ -153,9 +153,11 @@ class AccessMiddleware:
             if path in OPEN_PATHS:
                 await self.app(scope, receive, send_wrapper)
                 return
+            header = _authorization(scope)
             try:
-                principal = self.access.authenticate(_authorization(scope))
+                principal = self.access.authenticate(header)
             except AuthenticationError as exc:
+                principal = self.access.refused_caller(header)  # a revoked key, for the audit
                 reply = self.render(path, exc.message, exc.http_status, type(exc).__name__)
                 reply.headers["WWW-Authenticate"] = "Bearer"
                 await reply(scope, receive, send_wrapper)

@@ -22,6 +22,7 @@ from blindai.server.access import (
     ANONYMOUS,
     KEY_PREFIX,
     KeyRing,
+    Principal,
     generate_key,
     parse_admin_key_sha256,
 )
@@ -114,6 +115,25 @@ def test_a_recreated_name_is_a_new_key(ring: KeyRing):
     assert second.key_id != first.key_id and new_key != old_key
     with pytest.raises(AuthenticationError):
         ring.authenticate(f"Bearer {old_key}")
+
+
+def test_a_revoked_key_is_recognised_for_the_audit_log_only(ring: KeyRing):
+    """A revoked key's requests were written ``key: null``, as anyone's garbage: the ring
+    now knows a key it revoked by its keyed hash (its name and id, for the audit line of the
+    401), and still refuses it."""
+    first, old_key = ring.create("alice")
+    assert ring.revoked(f"Bearer {old_key}") is None  # valid: not a revoked key
+    ring.revoke("alice")
+    _, new_key = ring.create("alice")
+    with pytest.raises(AuthenticationError, match="invalid API key"):
+        ring.authenticate(f"Bearer {old_key}")
+    assert ring.revoked(f"Bearer {old_key}") == Principal("tenant", first.key_id, "alice")
+    assert ring.revoked(f"Bearer {new_key}") is None
+    assert ring.revoked(f"Bearer {generate_key()}") is None
+    assert ring.revoked(None) is None and ring.revoked("Basic x") is None
+    assert ring.revoked(f"Bearer {ADMIN_KEY}") is None
+    open_ring = KeyRing(admin_key_sha256=None, secret=SECRET)
+    assert open_ring.revoked(f"Bearer {old_key}") is None
 
 
 def test_duplicate_names_are_409(ring: KeyRing):

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import cbor2
 import grpc
 import numpy as np
 import pytest
 from onnx import TensorProto
 
-from blindai.server.access import ANONYMOUS
+from blindai.server.access import ANONYMOUS, AccessControl, AuditLog
 from blindai.server.protocols.grpc import servicer as servicer_module
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
 from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
@@ -102,7 +105,7 @@ def test_an_empty_model_name_runs_no_model() -> None:
                 return caught.value
 
         error = asyncio.run(go())
-        stats = apps.apps.oip.statistics(caller=ANONYMOUS)["model_stats"]
+        stats = apps.apps.oip.statistics(caller=ANONYMOUS)[0]["model_stats"]
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "no model with id or name ''"
     assert [s["inference_count"] for s in stats] == [0]
@@ -165,6 +168,123 @@ def test_a_failed_run_is_audited_with_its_own_status() -> None:
         runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert [(r["status"], r["model"]) for r in runs] == [(422, model)]
+
+
+def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
+    """grpcio refuses a message over ``grpc.max_receive_message_length`` (RESOURCE_EXHAUSTED)
+    before any handler runs: registered as unary, the servicer never saw the call, and the
+    audit log had no line (a key probing the size limit left no trace). It is now written with
+    its key and 413; a call that sent no message at all is answered INVALID_ARGUMENT (400),
+    and a message within the limit is served as before."""
+    admin = "the admin key"
+    with in_process(admin_key_sha256=hashlib.sha256(admin.encode()).hexdigest()) as apps:
+        info, alice = apps.apps.access.keyring.create("alice")
+        model = identity(TensorProto.FLOAT, [None, 2])
+        body = cbor2.dumps({"model": model, "length": len(model), "model_name": "m"})
+        headers = {"Authorization": f"Bearer {alice}"}
+        assert apps.management.post("/upload", content=body, headers=headers).status_code == 200
+        stream = apps.apps.access.audit._stream
+        assert isinstance(stream, io.StringIO)
+        key = (("authorization", f"Bearer {alice}"),)
+
+        async def go() -> list[Any]:
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
+            add_to_server(InferenceServicer(apps.apps.oip, apps.apps.access), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            got: list[Any] = []
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                    got.append((await stub.ModelInfer(_request("m", 2), metadata=key)).model_name)
+                    for metadata in (key, ()):
+                        with pytest.raises(grpc.aio.AioRpcError) as big:
+                            await stub.ModelInfer(_request("m", 2048), metadata=metadata)
+                        got.append((big.value.code(), big.value.details()))
+                    none = channel.stream_unary(
+                        "/inference.GRPCInferenceService/ModelInfer",
+                        request_serializer=pb.ModelInferRequest.SerializeToString,
+                    )
+                    with pytest.raises(grpc.aio.AioRpcError) as empty:
+                        await none(_nothing(), metadata=key, timeout=10)
+                    got.append((empty.value.code(), empty.value.details()))
+                    for _ in range(3000):  # the server's side of a call ends after the client's
+                        if stream.getvalue().count('"action": "run"') >= 4:
+                            break
+                        await asyncio.sleep(0.01)
+            finally:
+                await server.stop(None)
+            return got
+
+        got = asyncio.run(go())
+        runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
+    assert got[0] == "m"
+    assert [code for code, _ in got[1:3]] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+    assert all("larger than max" in details for _, details in got[1:3])
+    assert got[3] == (grpc.StatusCode.INVALID_ARGUMENT, "a call takes exactly one request message")
+    assert [(r["key"], r["key_id"], r["model"] is None, r["status"]) for r in runs] == [
+        ("alice", info.key_id, False, 200),
+        ("alice", info.key_id, True, 413),
+        (None, None, True, 413),
+        ("alice", info.key_id, True, 400),
+    ]
+
+
+class _SlowLines:
+    """An audit stream whose writes take ``delay`` seconds (a slow disk), holding the server's
+    event loop meanwhile, as a real blocking write does."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lines: list[str] = []
+
+    def write(self, text: str, /) -> None:
+        time.sleep(self.delay)
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refused_calls_line_is_written_before_its_status_leaves() -> None:
+    """``context.abort`` sends the status at once, and the audit line was written after it, in
+    the call's ``finally``: a client could see its refusal (and act on it) before the line
+    existed, while REST writes its line as the response starts. It is now written first."""
+    admin = "the admin key"
+    with in_process(admin_key_sha256=hashlib.sha256(admin.encode()).hexdigest()) as apps:
+        lines = _SlowLines(0.5)
+        access = AccessControl(apps.apps.access.keyring, AuditLog(lines))
+        seen: list[int] = []
+
+        def client(port: int) -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ModelInfer(_request("m", 2), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                seen.append(len(lines.lines))  # what was written when the client knew
+
+        async def go() -> None:
+            server = grpc.aio.server()
+            add_to_server(InferenceServicer(apps.apps.oip, access), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            try:
+                await asyncio.to_thread(client, port)
+            finally:
+                await server.stop(None)
+
+        asyncio.run(go())
+    assert seen == [1]
+    assert json.loads(lines.lines[0])["status"] == 401
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    for message in ():
+        yield message
 
 
 @pytest.mark.parametrize("batching", [False, True])

@@ -11,7 +11,9 @@ a request is logged.
 Access control: every call but ServerLive, ServerReady and ServerMetadata is authenticated from
 its ``authorization`` metadata (``Bearer KEY``, as REST's header) before it runs
 (``UNAUTHENTICATED`` otherwise), and the handler gets the caller; calls on models and the
-repository are written to the audit log, as the REST routes' are.
+repository are written to the audit log, as the REST routes' are. Calls are registered as
+client-streaming and read their one message themselves (:func:`_one_message`), so that one
+whose message grpcio refuses (over the size limit) is still seen and audited.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from blindai.errors import BlindAIError, InvalidInput, ModelNotFound, ServerBusy, ServerError
+from blindai.errors import (
+    AuthenticationError,
+    BlindAIError,
+    InvalidInput,
+    ModelNotFound,
+    ServerBusy,
+    ServerError,
+)
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.body_budget import BodyBudget, weighted
@@ -118,6 +127,46 @@ def _parsed(kind: type[Message], raw: bytes) -> Message:
         ) from None
 
 
+def _presented(access: AccessControl, header: str | None) -> Principal | None:
+    """The key ``header`` names: a valid one, a revoked one (:meth:`AccessControl.refused_caller`),
+    or None."""
+    try:
+        return access.authenticate(header)
+    except AuthenticationError:
+        return access.refused_caller(header)
+
+
+class _NoMessage(Exception):
+    """A call whose request message never came (see :func:`_one_message`)."""
+
+
+class _Ended(Exception):
+    """The call had ended before its status could be sent."""
+
+
+async def _no_message(context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    """Answer a call whose message never came: INVALID_ARGUMENT (its client sent none), or
+    :class:`_Ended` when even that status cannot be sent.
+
+    The call had ended already then: grpcio refused its message, over ``max_request_bytes``
+    (RESOURCE_EXHAUSTED), before the servicer could read it; or the client cancelled the call
+    while sending it; or the connection was closed under it (its age bound, the server
+    stopping). grpcio shows the servicer the same for all (no message, then a status that
+    cannot be sent) and gives it neither the status it sent nor the message's length: the
+    audit line says 413 (503 when the server was stopping), as docs/access-control.md says.
+    """
+    try:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _NO_MESSAGE)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # grpcio's ExecuteBatchError (not public): the call had ended
+        raise _Ended from exc
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+_NO_MESSAGE = "a call takes exactly one request message"
+
+
 PARSE_WEIGHT = 17
 """What a byte of a large request message counts for in the body budget while the call is
 served: parsing makes an object per element (32 million empty BYTES elements, a 61 MiB
@@ -141,7 +190,10 @@ def _guarded(
     times its size from ``budget`` (the HTTP ports' ``--max-body-memory``, at most a tenant's
     share) until the call ends: ``UNAVAILABLE`` at once when it does not fit. A call cancelled
     once ``cut()`` is true was cut by the server stopping (its client got ``UNAVAILABLE``):
-    503, as a REST request cut then, not the 499 of a client that left."""
+    503, as a REST request cut then, not the 499 of a client that left. A call whose message
+    never came (``request`` None, :func:`_one_message`) runs nothing: it is answered by
+    :func:`_no_message` and audited with the key its metadata names (valid or revoked): 400,
+    or 413 when grpcio had ended it (503 when ``cut()``)."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -150,16 +202,42 @@ def _guarded(
         code = grpc.StatusCode.OK
         status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
-        size = len(request) if raw else request.ByteSize()
+        size = len(request) if raw else 0 if request is None else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
+        named: Principal | None = None  # the audit line's caller when there is no state
         held: tuple[int, str | None] | None = None
+        audited = False
+
+        def audit() -> None:
+            """Write the call's line, once: before an error's status leaves, else as it ends."""
+            nonlocal audited
+            if action is None or audited:
+                return
+            audited = True
+            access.audit.record(
+                caller=state.caller if state else named,
+                action=action,
+                model=state.model_id if state else None,
+                status=status,
+                duration_s=time.perf_counter() - start,
+            )
+
         try:
+            header = None
+            if method not in OPEN_METHODS and access.enabled:  # an open server reads none
+                header = _authorization(context)
+            if request is None:  # its message never came: whatever the key, nothing is run
+                named = _presented(access, header) if method not in OPEN_METHODS else None
+                raise _NoMessage
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
-            else:  # an open server reads no metadata
-                header = _authorization(context) if access.enabled else None
-                state = _Call(access.authenticate(header))
+            else:
+                try:
+                    state = _Call(access.authenticate(header))
+                except AuthenticationError:
+                    named = access.refused_caller(header)  # a revoked key, for its 401's line
+                    raise
             if raw and budget is not None and size >= PARSE_CHARGED_FROM:
                 caller = state.caller
                 key = caller.key_id if caller.kind == "tenant" else None
@@ -173,12 +251,22 @@ def _guarded(
             reply = await fn(request, context, state)
             metrics.child(metrics.sent_bytes, GRPC_PORT).inc(reply.ByteSize())
             return reply
+        except _NoMessage:
+            code, status = grpc.StatusCode.INVALID_ARGUMENT, 400
+            try:
+                await _no_message(context)
+            except _Ended:  # grpcio ended the call: see _no_message
+                code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, 413
+                if cut():
+                    code, status = grpc.StatusCode.UNAVAILABLE, 503
+                raise asyncio.CancelledError from None  # nothing is left to answer
         except BlindAIError as exc:
             status = exc.http_status
             code = grpc_code(status)
             if status >= 500:
                 _log.error("gRPC %s failed: %s", method, type(exc).__name__)
             message = exc.message if isinstance(exc, ServerError) else str(exc)
+            audit()  # abort sends the status at once: the line is written before it leaves
             await context.abort(code, clipped(message))
         except asyncio.CancelledError:  # the client cancelled, its deadline passed, or a cut
             if cut():
@@ -191,20 +279,14 @@ def _guarded(
                 raise
             code, status = grpc.StatusCode.INTERNAL, 500
             _log.error("gRPC %s failed unexpectedly: %s", method, type(exc).__name__)
+            audit()
             await context.abort(code, "internal server error")
         finally:
             if held is not None and budget is not None:
                 budget.give(*held)
             metrics.child(metrics.grpc_requests, method, code.name).inc()
             metrics.child(metrics.grpc_seconds, method).observe(time.perf_counter() - start)
-            if action is not None:
-                access.audit.record(
-                    caller=state.caller if state else None,
-                    action=action,
-                    model=state.model_id if state else None,
-                    status=status,
-                    duration_s=time.perf_counter() - start,
-                )
+            audit()
 
     return call
 
@@ -215,6 +297,24 @@ def _unimplemented(method: str) -> _Handler:
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported here")
+
+    return call
+
+
+def _one_message(serve: _Handler) -> _Handler:
+    """A unary call served as a client-streaming one whose first message is read here.
+
+    Registered as unary, a call whose message grpcio refuses (over ``max_request_bytes``,
+    RESOURCE_EXHAUSTED) never reached the servicer, so it had no audit line. Registered so, the
+    servicer runs before the message is read (the wire is the same: a unary call is a stream of
+    one message), and a call whose message never came is handed on as None: authenticated
+    from its metadata, audited, answered (:func:`_no_message`). Messages after the first are
+    not read, as grpcio's unary calls do not read them.
+    """
+
+    async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        message = await context.read()
+        return await serve(None if message is grpc.aio.EOF else message, context)
 
     return call
 
@@ -233,9 +333,9 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
             handler = grpc.stream_stream_rpc_method_handler(
                 serve, response_serializer=reply.SerializeToString
             )
-        else:
-            handler = grpc.unary_unary_rpc_method_handler(
-                serve, response_serializer=reply.SerializeToString
+        else:  # client-streaming here, one message read by _one_message: see there
+            handler = grpc.stream_unary_rpc_method_handler(
+                _one_message(serve), response_serializer=reply.SerializeToString
             )
         handlers[described.name] = handler
     server.add_generic_rpc_handlers(
@@ -337,10 +437,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return reply
 
     async def _ModelStatistics(self, request: Any, context: Any, call: _Call) -> Any:
-        entries = self.oip.stats_entries(request.name, request.version, caller=call.caller)
-        if request.name:  # not every model's, even when there is one
-            call.model_id = audited_model(entries)
-        found = self.oip.statistics_of(entries, caller=call.caller)
+        found, call.model_id = self.oip.statistics(
+            request.name, request.version, caller=call.caller
+        )
         return json_format.ParseDict(found, pb.ModelStatisticsResponse())
 
     async def _RepositoryIndex(self, request: Any, context: Any, call: _Call) -> Any:

@@ -188,10 +188,8 @@ class V2Routes:
         name = request.path_params.get("name", "")
         version = request.path_params.get("version", "")
         caller = caller_of(request.scope)
-        entries = self.oip.stats_entries(name, version, caller=caller)
-        if name:  # not every model's, even when there is one
-            request.state.model_id = audited_model(entries)
-        return _json_response(self.oip.statistics_of(entries, caller=caller))
+        found, request.state.model_id = self.oip.statistics(name, version, caller=caller)
+        return _json_response(found)
 
     async def _infer(self, request: Request) -> Response:
         timing = Timing()

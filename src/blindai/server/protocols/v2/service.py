@@ -238,25 +238,23 @@ class OipService:
         """Unload ``versions`` (from :meth:`managed`; the bytes stay for :meth:`load`)."""
         self.plane.unload(versions)
 
-    def statistics(self, name: str = "", version: str = "", *, caller: Principal) -> dict[str, Any]:
-        """Triton's statistics document for one model version, or every model (no name) that
-        ``caller`` may run; a tenant's key reads its own requests' (``DataPlane.snapshot``)."""
-        return self.statistics_of(self.stats_entries(name, version, caller=caller), caller=caller)
-
-    def stats_entries(self, name: str, version: str, *, caller: Principal) -> list[ModelEntry]:
-        """The models :meth:`statistics` covers: the versions of ``name`` that ``version``
-        means (ModelNotFound when none), or with no name every model ``caller`` may run."""
-        if not name:
-            return self.plane.entries(runnable(caller))
-        entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
-        if not entries:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}")
-        return entries
-
-    def statistics_of(self, entries: list[ModelEntry], *, caller: Principal) -> dict[str, Any]:
-        """Triton's statistics document for ``entries`` (from :meth:`stats_entries`)."""
+    def statistics(
+        self, name: str = "", version: str = "", *, caller: Principal
+    ) -> tuple[dict[str, Any], str | None]:
+        """Triton's statistics document for the versions of ``name`` that ``version`` means
+        (ModelNotFound when none), or with no name for every model ``caller`` may run (a
+        tenant's key reads its own requests', ``DataPlane.snapshot``); and the audit line's
+        model: :func:`audited_model` of a name's versions, None for every model's, even when
+        there is one."""
+        if name:
+            entries = [e for e in self.versions(name, caller=caller) if e.has_version(version)]
+            if not entries:
+                raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        else:
+            entries = self.plane.entries(runnable(caller))
         plane = self.plane
-        return {"model_stats": [_model_stats(e, plane.snapshot(e, caller=caller)) for e in entries]}
+        stats = [_model_stats(e, plane.snapshot(e, caller=caller)) for e in entries]
+        return {"model_stats": stats}, audited_model(entries) if name else None
 
 
 def audited_model(entries: Sequence[ModelEntry]) -> str | None:
