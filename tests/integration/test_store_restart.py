@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import blindai
-from blindai.errors import AuthenticationError
+from blindai.errors import AuthenticationError, ServerError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
 from tests.models import add_constant
@@ -205,6 +205,34 @@ def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
         assert [m.model_id for m in admin.list_models()] == ids[:2]
         assert answer(admin, ids[1]) == 1
     assert {p.name for p in store.glob("m-*.sealed")} >= entries  # nothing deleted
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_write_over_the_first(
+    tmp_path: Path, store: Path, running
+):
+    """The host removes ``.lock`` and starts a second server on the directory. Before, the
+    second's uploads wrote its own manifest, from before the first revoked a key: the revoked
+    key's record put back worked again after a restart."""
+    running.append(serve(tmp_path, store))
+    with connect(running[0]) as admin:
+        bob_key = admin.create_key("bob").key
+    kept = {p.name: p.read_bytes() for p in store.glob("k-*.sealed")}
+    (store / ".lock").unlink()
+    running.append(serve(tmp_path, store))  # nothing refuses it: the lock is gone
+    with connect(running[0]) as admin:
+        admin.revoke_key("bob")
+    with connect(running[1]) as admin, pytest.raises(ServerError, match="could not be stored"):
+        admin.upload_model(add_constant(1))
+    assert "another server process is writing" in running[1].log()
+    for server in running:
+        server.stop()
+    for name, data in kept.items():
+        (store / name).write_bytes(data)
+    running.append(serve(tmp_path, store))
+    with pytest.raises(AuthenticationError), connect(running[-1], bob_key) as bob:
+        bob.list_models()
+    with connect(running[-1]) as admin:
+        assert admin.list_models() == [] and admin.list_keys() == []
 
 
 # -- kill -9

@@ -14,7 +14,9 @@ On load, every entry whose authentication holds and that the store's manifest li
 fails (altered, truncated, moved to another name, sealed with another key, an older copy put
 back, a copy from another store) is skipped with one log line naming its file, and listed in
 :attr:`SealedStore.refused`. A directory is used by one server at a time (an exclusive
-``flock`` on ``DIR/.lock``).
+``flock`` on ``DIR/.lock``); should the host remove the lock file and start a second server on
+the directory, a write is refused (OSError) when the manifest on disk is not the one this
+server read or wrote last, so that neither writes its view over the other's.
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
 whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
@@ -105,6 +107,8 @@ class SealedStore:
         if removed:
             _log.info("store: removed %d unfinished write(s)", removed)
         self._manifest_lock = threading.Lock()
+        self._manifest_nonce: bytes | None = None
+        """The nonce of the manifest this server read or wrote last (None: there was none)."""
         self._busy_lock = threading.Lock()
         self._busy: dict[str, tuple[threading.Lock, int]] = {}
         try:
@@ -255,9 +259,27 @@ class SealedStore:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
+        """Replace the manifest on disk with this server's, if the one there is the one it read
+        or wrote last (OSError if not: another server process writes the directory, or the host
+        replaced or removed the manifest; written over, it would drop the other's writes and
+        list again what it deleted)."""
+        path = self.directory / MANIFEST_NAME
+        if nonce_of(path) != self._manifest_nonce:
+            _log.error(
+                "store: the manifest on disk is not the one this server wrote last: another "
+                "server process is writing %s (its .lock removed), or the host replaced or "
+                "removed the manifest; this write is refused",
+                self.directory,
+            )
+            raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
         self._manifest.generation += 1
-        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()])
-        write_atomic(self.directory / MANIFEST_NAME, sealed)
+        nonce = new_nonce()
+        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()], nonce)
+        try:
+            write_atomic(path, sealed)
+        finally:  # renamed in, even if a later step failed: the manifest there is this one
+            if nonce_of(path) == nonce:
+                self._manifest_nonce = nonce
 
     def _open_manifest(self, rebuild: bool) -> Manifest:
         """The manifest on disk, or a new one listing the entries present: in a new store, in
@@ -268,6 +290,7 @@ class SealedStore:
         path = self.directory / MANIFEST_NAME
         manifest = None
         problem = None
+        self._manifest_nonce = nonce_of(path)  # what a first write replaces, read or not
         if os.path.lexists(path):
             try:
                 manifest = self._read_manifest(path)
@@ -337,6 +360,7 @@ class SealedStore:
         header, plain = self._decrypt(path)
         if header.kind != KIND:
             raise EntryRefused("not a manifest")
+        self._manifest_nonce = header.nonce  # the one read, should it have changed meanwhile
         try:
             return Manifest.from_bytes(bytes(split_plaintext(plain)[1]))
         except ValueError as exc:

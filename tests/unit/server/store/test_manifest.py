@@ -241,3 +241,68 @@ def test_the_admin_keys_a_store_was_served_under_are_kept(tmp_path: Path):
         assert store.admin_keys == ("01" * 32, "02" * 32)
     with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
         assert store.admin_keys == ("01" * 32, "02" * 32) and store.manifest_rebuilt
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_undo_a_revocation(tmp_path: Path):
+    """The host removes ``.lock`` while a server runs and starts a second on the directory (the
+    lock then guards nothing). The second wrote its own manifest, from before the revocation:
+    the revoked key's file put back loaded again, beside models written after the revocation."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    first.put_key(key_record("bob"))
+    bob = _file_of(first, "bob")
+    (directory / ".lock").unlink()
+    second = SealedStore(directory, key_material=KEY)  # the lock was not there to refuse it
+    first.delete_key("bob")
+    with pytest.raises(OSError, match="not the one this server"):
+        second.put_model(model(b"later", "id-later"))
+    first.close()
+    second.close()
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.load_keys() == [] and list(store.load_models()) == []
+    assert not any((directory / name).exists() for name in bob)  # removed as deleted
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_drop_an_acknowledged_write(
+    tmp_path: Path, caplog
+):
+    """Both servers wrote the manifest from their own view: the second's last write dropped a
+    model the first had stored (and acknowledged), refused at the next start."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    (directory / ".lock").unlink()
+    second = SealedStore(directory, key_material=KEY)
+    first.put_model(model(b"acknowledged", "id-first"))
+    with caplog.at_level(logging.ERROR), pytest.raises(OSError):
+        second.put_key(key_record("carol"))
+    assert "another server process" in caplog.text
+    first.put_key(key_record("alice"))  # the first server still writes: the manifest is its own
+    first.close()
+    second.close()
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model for m in store.load_models()] == [b"acknowledged"]
+        assert [k.name for k in store.load_keys()] == ["alice"] and store.refused == []
+
+
+def test_a_manifest_write_that_fails_after_its_rename_is_still_the_servers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The manifest renamed in, then the directory's fsync failed: the file on disk is the one
+    this server wrote, and the next write goes ahead."""
+    directory = tmp_path / "store"
+    real = sealed.write_atomic
+
+    def after_rename(path, chunks):
+        real(path, chunks)
+        if path.name == MANIFEST_NAME:
+            raise OSError(5, "Input/output error")
+
+    with SealedStore(directory, key_material=KEY) as store:
+        monkeypatch.setattr(sealed, "write_atomic", after_rename)
+        with pytest.raises(OSError, match="Input/output"):
+            store.put_key(key_record("alice"))
+        monkeypatch.setattr(sealed, "write_atomic", real)
+        store.put_key(key_record("bob"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [k.name for k in store.load_keys()] == ["bob"]
