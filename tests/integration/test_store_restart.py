@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import re
+import resource
 import stat
 import threading
 import warnings
@@ -24,7 +25,7 @@ import blindai
 from blindai.errors import AuthenticationError, ServerError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
-from tests.models import add_constant
+from tests.models import add_constant, matmul
 
 ADMIN_KEY = generate_key()
 ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
@@ -233,6 +234,34 @@ def test_a_second_server_whose_lock_was_removed_cannot_write_over_the_first(
         bob.list_models()
     with connect(running[-1]) as admin:
         assert admin.list_models() == [] and admin.list_keys() == []
+
+
+def test_a_model_the_disk_cannot_hold_is_refused_and_the_store_stays_whole(
+    tmp_path: Path, store: Path, running
+):
+    """The disk full during an upload (the server's files limited to a size that holds the
+    model's own file but not its sealed entry: EFBIG, as ENOSPC): the client is told it was not
+    uploaded, the server goes on storing what fits, and the store opens whole after a restart."""
+    running.append(serve(tmp_path, store))
+    big = matmul(256, 256)
+    with connect(running[0]) as admin:
+        kept = admin.upload_model(add_constant(5)).model_id
+        limit = len(big) + 64  # the upload's memory file fits; the entry does not
+        resource.prlimit(running[0].process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+        with pytest.raises(ServerError, match="could not be stored; it was not uploaded"):
+            admin.upload_model(big)
+        assert [m.model_id for m in admin.list_models()] == [kept]
+        assert not [p for p in store.iterdir() if p.name.startswith(".tmp-")]
+        later = admin.upload_model(add_constant(6)).model_id
+        admin.create_key("carol")
+    running[0].stop()
+    assert "store: the model could not be written" in running[0].log()
+    running.append(serve(tmp_path, store))
+    log = running[-1].log()
+    assert "store: 2 models restored" in log and "refused" not in log and "missing" not in log
+    with connect(running[-1]) as admin:
+        assert {m.model_id for m in admin.list_models()} == {kept, later}
+        assert answer(admin, later) == 6 and [k.name for k in admin.list_keys()] == ["carol"]
 
 
 # -- kill -9

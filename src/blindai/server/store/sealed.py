@@ -213,7 +213,7 @@ class SealedStore:
         nonce = new_nonce()
         with self._manifest_lock:  # listed first: a crash leaves the old entry or the new
             before = self._manifest.entries.get(path.name, frozenset())
-            self._list(path.name, before | {nonce})
+            self._list(path.name, before | {nonce}, undo=True)
         try:
             write_atomic(path, seal(self._keys, kind, path.name, meta, payload, nonce))
         except BaseException:
@@ -229,7 +229,7 @@ class SealedStore:
         with self._one_at_a_time(path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
                 if self._manifest.entries.get(path.name):
-                    self._list(path.name, frozenset())
+                    self._list(path.name, frozenset(), undo=True)
             return unlink_durable(path)
 
     @contextlib.contextmanager
@@ -252,11 +252,25 @@ class SealedStore:
 
     # -- the manifest (under _manifest_lock)
 
-    def _list(self, name: str, nonces: frozenset[bytes]) -> None:
+    def _list(self, name: str, nonces: frozenset[bytes], *, undo: bool = False) -> None:
         """List ``nonces`` as the current writes of entry ``name`` (none: deleted, its file
-        removed at the next start if it is still there), and write the manifest."""
-        self._manifest.entries[name] = nonces
-        self._write_manifest()
+        removed at the next start if it is still there), and write the manifest. ``undo``: not
+        written (a full disk), the change is undone, so that the next write does not carry a
+        delete its caller was told failed, nor list a write that never began (a clean-up after
+        a write is kept: the next write carries it)."""
+        entries = self._manifest.entries
+        before = entries.get(name)
+        entries[name] = nonces
+        try:
+            self._write_manifest()
+        except BaseException:
+            if not undo:
+                raise
+            if before is None:
+                del entries[name]
+            else:
+                entries[name] = before
+            raise
 
     def _write_manifest(self) -> None:
         """Replace the manifest on disk with this server's, if the one there is the one it read

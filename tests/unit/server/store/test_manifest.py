@@ -3,8 +3,11 @@ refused (a revoked key, a deleted model, a replaced model); a crash leaves the o
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import resource
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -306,3 +309,43 @@ def test_a_manifest_write_that_fails_after_its_rename_is_still_the_servers_own(
         store.put_key(key_record("bob"))
     with SealedStore(directory, key_material=KEY) as store:
         assert [k.name for k in store.load_keys()] == ["bob"]
+
+
+@contextlib.contextmanager
+def _files_limited_to(size: int) -> Iterator[None]:
+    """This process may write no file beyond ``size`` bytes (EFBIG: the disk as good as full;
+    Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_delete_that_failed_is_not_done_by_a_later_write(tmp_path: Path):
+    """The manifest could not be written (disk full): the delete failed, and the caller was told
+    so. Before, the deletion stayed marked in memory, the next write put it on disk, and the
+    model the server went on serving was removed at the next start."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"kept", "id-a"))
+        with _files_limited_to(16), pytest.raises(OSError, match="too large"):
+            store.delete_model("id-a")
+        store.put_model(model(b"later", "id-b"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(m.model_id for m in store.load_models()) == ["id-a", "id-b"]
+
+
+def test_an_upload_that_failed_leaves_no_entry_listed(tmp_path: Path, caplog):
+    """Before, the new entry's write stayed listed in memory though the manifest listing it was
+    never written: the next write put it on disk, and every start then warned of an entry
+    missing from the disk (as if the host had removed it)."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        with _files_limited_to(16), pytest.raises(OSError, match="too large"):
+            store.put_model(model(b"not stored", "id-a"))
+        store.put_model(model(b"later", "id-b"))
+    with caplog.at_level(logging.INFO), SealedStore(directory, key_material=KEY) as store:
+        assert [m.model_id for m in store.load_models()] == ["id-b"]
+    assert "missing" not in caplog.text and "lists 1 entries" in caplog.text
