@@ -206,7 +206,7 @@ class SealedStore:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
-        with self._one_at_a_time(path.name):
+        with self._one_at_a_time(path.name), _failure_logged("writing", path.name):
             self._put_entry(kind, path, meta, payload)
 
     def _put_entry(self, kind: bytes, path: Path, meta: bytes, payload: Sequence[bytes]) -> None:
@@ -226,7 +226,7 @@ class SealedStore:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
     def _delete(self, path: Path) -> bool:
-        with self._one_at_a_time(path.name):
+        with self._one_at_a_time(path.name), _failure_logged("removing", path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
                 if self._manifest.entries.get(path.name):
                     self._list(path.name, frozenset(), undo=True)
@@ -459,3 +459,14 @@ class SealedStore:
         except OSError as exc:
             raise EntryRefused(f"unreadable ({exc.strerror})") from exc
         return unsealer.header, plain
+
+
+@contextlib.contextmanager
+def _failure_logged(doing: str, name: str) -> Iterator[None]:
+    """One log line saying why a write or removal of entry ``name`` failed (a full disk: its
+    callers log the exception's type alone); the error goes on up."""
+    try:
+        yield
+    except OSError as exc:
+        _log.error("store: %s %s failed: %s", doing, name, exc.strerror or type(exc).__name__)
+        raise
