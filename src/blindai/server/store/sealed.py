@@ -102,19 +102,21 @@ class SealedStore:
         self.refused: list[str] = []
         """Files skipped by the loads so far (names only)."""
         self._refused_lock = threading.Lock()
-        self._lock_fd = self._take_lock(directory)
-        removed = remove_temporaries(directory)
-        if removed:
-            _log.info("store: removed %d unfinished write(s)", removed)
         self._manifest_lock = threading.Lock()
         self._manifest_nonce: bytes | None = None
         """The nonce of the manifest this server read or wrote last (None: there was none)."""
         self._busy_lock = threading.Lock()
         self._busy: dict[str, tuple[threading.Lock, int]] = {}
+        self._lock_fd = self._take_lock(directory)
         try:
+            removed = remove_temporaries(directory)
+            if removed:
+                _log.info("store: removed %d unfinished write(s)", removed)
             self._manifest = self._open_manifest(rebuild_manifest)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError):  # a full disk, or a directory it may not write
+                raise _unusable(directory, exc) from exc
             raise
 
     @staticmethod
@@ -172,7 +174,11 @@ class SealedStore:
             before = self._manifest.admins
             if digest not in before:
                 self._manifest.admins = (*before, digest)
-                self._write_manifest()
+                try:
+                    self._write_manifest()
+                except OSError as exc:
+                    self._manifest.admins = before
+                    raise _unusable(self.directory, exc) from exc
             return before
 
     @property
@@ -470,3 +476,9 @@ def _failure_logged(doing: str, name: str) -> Iterator[None]:
     except OSError as exc:
         _log.error("store: %s %s failed: %s", doing, name, exc.strerror or type(exc).__name__)
         raise
+
+
+def _unusable(directory: Path, exc: OSError) -> ConfigurationError:
+    """Why the server cannot start on the store (its manifest not written, its temporary files
+    not removed): the error's reason, with the directory."""
+    return ConfigurationError(f"cannot use store {directory}: {exc.strerror or exc}")

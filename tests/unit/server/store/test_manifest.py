@@ -349,3 +349,17 @@ def test_an_upload_that_failed_leaves_no_entry_listed(tmp_path: Path, caplog):
     with caplog.at_level(logging.INFO), SealedStore(directory, key_material=KEY) as store:
         assert [m.model_id for m in store.load_models()] == ["id-b"]
     assert "missing" not in caplog.text and "lists 1 entries" in caplog.text
+
+
+def test_a_store_whose_manifest_cannot_be_written_at_start_says_so(tmp_path: Path):
+    """Before, the start ended with "error: File too large" alone (an OSError), naming neither
+    the store nor what was being written."""
+    directory = tmp_path / "store"
+    with (
+        _files_limited_to(16),
+        pytest.raises(ConfigurationError, match=r"cannot use store .*: File too large"),
+    ):
+        SealedStore(directory, key_material=KEY)
+    with SealedStore(directory, key_material=KEY) as store:  # its lock was released
+        with _files_limited_to(16), pytest.raises(ConfigurationError, match="File too large"):
+            store.serve_under(b"\x01" * 32)
