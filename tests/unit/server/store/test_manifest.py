@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import resource
 import threading
 from collections.abc import Iterator
@@ -363,3 +364,32 @@ def test_a_store_whose_manifest_cannot_be_written_at_start_says_so(tmp_path: Pat
     with SealedStore(directory, key_material=KEY) as store:  # its lock was released
         with _files_limited_to(16), pytest.raises(ConfigurationError, match="File too large"):
             store.serve_under(b"\x01" * 32)
+
+
+@pytest.mark.parametrize("replaced", ["removed", "older", "fifo"])
+def test_a_manifest_the_host_replaced_while_serving_is_not_written_over(
+    tmp_path: Path, replaced: str
+):
+    """Removed, an older copy put back, or a FIFO in its place (not waited on): the server's
+    writes are refused until it is its own again, and the start then says what it finds."""
+    directory = tmp_path / "store"
+    path = directory / MANIFEST_NAME
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        older = path.read_bytes()
+        store.put_key(key_record("bob"))
+        ours = path.read_bytes()
+        path.unlink()
+        if replaced == "older":
+            path.write_bytes(older)
+        elif replaced == "fifo":
+            os.mkfifo(path)
+        with pytest.raises(OSError, match="not the one this server wrote"):
+            store.put_key(key_record("carol"))
+        with pytest.raises(OSError, match="not the one this server wrote"):
+            store.delete_key("alice")
+        path.unlink(missing_ok=True)
+        path.write_bytes(ours)  # its own again
+        store.put_key(key_record("dave"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "bob", "dave"]
