@@ -103,6 +103,7 @@ class SealedStore:
         """Files skipped by the loads so far (names only)."""
         self._refused_lock = threading.Lock()
         self._manifest_lock = threading.Lock()
+        self._closed = False
         self._manifest_nonce: bytes | None = None
         """The nonce of the manifest this server read or wrote last (None: there was none)."""
         self._busy_lock = threading.Lock()
@@ -139,10 +140,14 @@ class SealedStore:
         return fd
 
     def close(self) -> None:
-        """Release the directory."""
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        """Release the directory, once a manifest write under way has ended; the writes and
+        removals asked later are refused (OSError): with the lock released, another server
+        may have opened the directory."""
+        with self._manifest_lock:
+            self._closed = True
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def __enter__(self) -> SealedStore:
         return self
@@ -284,6 +289,8 @@ class SealedStore:
         replaced or removed the manifest; written over, it would drop the other's writes and
         list again what it deleted)."""
         path = self.directory / MANIFEST_NAME
+        if self._closed:
+            raise OSError(errno.EBADF, "the store is closed")
         if nonce_of(path) != self._manifest_nonce:
             _log.error(
                 "store: the manifest on disk is not the one this server wrote last: another "

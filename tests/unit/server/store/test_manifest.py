@@ -393,3 +393,22 @@ def test_a_manifest_the_host_replaced_while_serving_is_not_written_over(
         store.put_key(key_record("dave"))
     with SealedStore(directory, key_material=KEY) as store:
         assert sorted(k.name for k in store.load_keys()) == ["alice", "bob", "dave"]
+
+
+def test_a_closed_store_writes_nothing(tmp_path: Path):
+    """The server closes its store at shutdown while a worker may still be writing (the pool
+    does not wait for it), and the lock is released: a server started meanwhile on the
+    directory then found the manifest rewritten behind it and refused every write."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    first.put_key(key_record("alice"))
+    first.close()
+    second = SealedStore(directory, key_material=KEY)  # the lock is free
+    with pytest.raises(OSError, match="closed"):
+        first.put_key(key_record("bob"))
+    with pytest.raises(OSError, match="closed"):
+        first.delete_key("alice")
+    second.put_key(key_record("carol"))
+    second.close()
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "carol"]
