@@ -198,9 +198,11 @@ class SealedStore:
         meta, parts = model_meta(entry)
         self._put(_MODEL, entry.model_id, meta, parts)
 
-    def delete_model(self, model_id: str) -> bool:
-        """Remove a model durably; False when the store did not hold it."""
-        return self._delete(self._path(_MODEL, model_id))
+    def delete_model(self, model_id: str, *, at_next_write: bool = False) -> bool:
+        """Remove a model durably; False when the store did not hold it. OSError when the
+        manifest cannot be written: the model stays, unless ``at_next_write`` (a copy that must
+        not come back): then its removal goes with the next write of the manifest."""
+        return self._delete(self._path(_MODEL, model_id), undo=not at_next_write)
 
     def put_key(self, record: StoredKey) -> None:
         """Store an API-key record durably, under its name."""
@@ -236,11 +238,11 @@ class SealedStore:
             with self._manifest_lock:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
-    def _delete(self, path: Path) -> bool:
+    def _delete(self, path: Path, *, undo: bool = True) -> bool:
         with self._one_at_a_time(path.name), _failure_logged("removing", path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
                 if self._manifest.entries.get(path.name):
-                    self._list(path.name, frozenset(), undo=True)
+                    self._list(path.name, frozenset(), undo=undo)
             return unlink_durable(path)
 
     @contextlib.contextmanager
