@@ -10,6 +10,7 @@ import io
 import os
 import random
 import re
+import resource
 import stat
 import threading
 import warnings
@@ -22,10 +23,10 @@ import numpy as np
 import pytest
 
 import blindai
-from blindai.errors import AuthenticationError
+from blindai.errors import AuthenticationError, ServerError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
-from tests.models import add_constant
+from tests.models import add_constant, matmul
 
 ADMIN_KEY = generate_key()
 ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
@@ -206,6 +207,63 @@ def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
         assert [m.model_id for m in admin.list_models()] == ids[:2]
         assert answer(admin, ids[1]) == 1
     assert {p.name for p in store.glob("m-*.sealed")} >= entries  # nothing deleted
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_write_over_the_first(
+    tmp_path: Path, store: Path, running
+):
+    """The host removes ``.lock`` and starts a second server on the directory. Before, the
+    second's uploads wrote its own manifest, from before the first revoked a key: the revoked
+    key's record put back worked again after a restart."""
+    running.append(serve(tmp_path, store))
+    with connect(running[0]) as admin:
+        bob_key = admin.create_key("bob").key
+    kept = {p.name: p.read_bytes() for p in store.glob("k-*.sealed")}
+    (store / ".lock").unlink()
+    running.append(serve(tmp_path, store))  # nothing refuses it: the lock is gone
+    with connect(running[0]) as admin:
+        admin.revoke_key("bob")
+    with connect(running[1]) as admin, pytest.raises(ServerError, match="could not be stored"):
+        admin.upload_model(add_constant(1))
+    assert "another server process is writing" in running[1].log()
+    for server in running:
+        server.stop()
+    for name, data in kept.items():
+        (store / name).write_bytes(data)
+    running.append(serve(tmp_path, store))
+    with pytest.raises(AuthenticationError), connect(running[-1], bob_key) as bob:
+        bob.list_models()
+    with connect(running[-1]) as admin:
+        assert admin.list_models() == [] and admin.list_keys() == []
+
+
+def test_a_model_the_disk_cannot_hold_is_refused_and_the_store_stays_whole(
+    tmp_path: Path, store: Path, running
+):
+    """The disk full during an upload (the server's files limited to a size that holds the
+    model's own file but not its sealed entry: EFBIG, as ENOSPC): the client is told it was not
+    uploaded, the server goes on storing what fits, and the store opens whole after a restart."""
+    running.append(serve(tmp_path, store))
+    big = matmul(256, 256)
+    with connect(running[0]) as admin:
+        kept = admin.upload_model(add_constant(5)).model_id
+        limit = len(big) + 64  # the upload's memory file fits; the entry does not
+        resource.prlimit(running[0].process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+        with pytest.raises(ServerError, match="could not be stored; it was not uploaded"):
+            admin.upload_model(big)
+        assert [m.model_id for m in admin.list_models()] == [kept]
+        assert not [p for p in store.iterdir() if p.name.startswith(".tmp-")]
+        later = admin.upload_model(add_constant(6)).model_id
+        admin.create_key("carol")
+    running[0].stop()
+    log = running[0].log()  # why, for the operator (before: "OSError" alone)
+    assert re.search(r"store: writing m-[0-9a-f]{32}\.sealed failed: File too large", log)
+    running.append(serve(tmp_path, store))
+    log = running[-1].log()
+    assert "store: 2 models restored" in log and "refused" not in log and "missing" not in log
+    with connect(running[-1]) as admin:
+        assert {m.model_id for m in admin.list_models()} == {kept, later}
+        assert answer(admin, later) == 6 and [k.name for k in admin.list_keys()] == ["carol"]
 
 
 # -- kill -9

@@ -286,9 +286,19 @@ class Intake:
             raise ServerError("the model could not be stored; it was not uploaded") from exc
 
     def unstore(self, record: StoredModel) -> None:
-        """Take a refused upload's copy out of the store (it must not come back)."""
-        if self.store is not None:
-            self.store.delete_model(record.model_id)
+        """Take a refused upload's copy out of the store (it must not come back); called while
+        the upload's own error goes up, which a store error must not replace: when the store
+        cannot remove it now (a full disk), it goes with the store's next write."""
+        if self.store is None:
+            return
+        try:
+            self.store.delete_model(record.model_id, at_next_write=True)
+        except OSError as exc:
+            _log.error(
+                "store: a refused upload's copy could not be removed yet (%s); it goes with "
+                "the store's next write",
+                type(exc).__name__,
+            )
 
     def register(
         self,

@@ -29,6 +29,7 @@ from blindai.server.registry import ModelEntry, ModelRef, ModelRegistry
 from blindai.server.settings import ServerSettings
 from blindai.server.store import SealedStore, StoredModel
 from tests.models import add_constant
+from tests.unit.server.store.test_manifest import _files_limited_to
 
 ALICE = Principal("tenant", "k_alice", "alice")
 BOB = Principal("tenant", "k_bob", "bob")
@@ -868,3 +869,38 @@ def test_a_tenants_pipeline_inputs_hold_at_most_half_the_preprocessing_memory(pl
             asyncio.run(plane.run_raw(mine, "image", png, caller=ALICE))
         assert asyncio.run(plane.run_raw(public, "image", png, caller=BOB)).outputs
     assert asyncio.run(plane.run_raw(mine, "image", png, caller=ALICE)).outputs
+
+
+def test_a_refused_uploads_copy_is_removed_with_the_next_write_when_not_now(
+    store: SealedStore, caplog: pytest.LogCaptureFixture
+):
+    """An upload stored, then refused (the registry full meanwhile): its copy is taken out of
+    the store, and must not come back. When the manifest cannot be written at that moment (a
+    full disk), the removal waits for the next write; before, the OSError replaced the upload's
+    own error, and the copy came back at the next start."""
+    payload = add_constant(1)
+    refused = StoredModel(
+        model_id="refused",
+        name=None,
+        owner="k_alice",
+        public=False,
+        hash=hashlib.sha256(payload).digest(),
+        uploaded_ns=1,
+        optimize=True,
+        model=payload,
+    )
+    store.put_model(refused)
+    plane = make_plane(store)
+    try:
+        with _files_limited_to(16):
+            plane.intake.unstore(refused)  # the upload's own error goes on up, not this one
+        assert "store: a refused upload's copy could not be removed yet" in caplog.text
+        store.put_model(replace(refused, model_id="later"))
+    finally:
+        plane.close()
+    store.close()
+    reopened = SealedStore(store.directory, key_material=KEY)
+    try:
+        assert [m.model_id for m in reopened.load_models()] == ["later"]
+    finally:
+        reopened.close()

@@ -14,7 +14,9 @@ On load, every entry whose authentication holds and that the store's manifest li
 fails (altered, truncated, moved to another name, sealed with another key, an older copy put
 back, a copy from another store) is skipped with one log line naming its file, and listed in
 :attr:`SealedStore.refused`. A directory is used by one server at a time (an exclusive
-``flock`` on ``DIR/.lock``).
+``flock`` on ``DIR/.lock``); should the host remove the lock file and start a second server on
+the directory, a write is refused (OSError) when the manifest on disk is not the one this
+server read or wrote last, so that neither writes its view over the other's.
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
 whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
@@ -100,17 +102,22 @@ class SealedStore:
         self.refused: list[str] = []
         """Files skipped by the loads so far (names only)."""
         self._refused_lock = threading.Lock()
-        self._lock_fd = self._take_lock(directory)
-        removed = remove_temporaries(directory)
-        if removed:
-            _log.info("store: removed %d unfinished write(s)", removed)
         self._manifest_lock = threading.Lock()
+        self._closed = False
+        self._manifest_nonce: bytes | None = None
+        """The nonce of the manifest this server read or wrote last (None: there was none)."""
         self._busy_lock = threading.Lock()
         self._busy: dict[str, tuple[threading.Lock, int]] = {}
+        self._lock_fd = self._take_lock(directory)
         try:
+            removed = remove_temporaries(directory)
+            if removed:
+                _log.info("store: removed %d unfinished write(s)", removed)
             self._manifest = self._open_manifest(rebuild_manifest)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError):  # a full disk, or a directory it may not write
+                raise _unusable(directory, exc) from exc
             raise
 
     @staticmethod
@@ -133,10 +140,14 @@ class SealedStore:
         return fd
 
     def close(self) -> None:
-        """Release the directory."""
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        """Release the directory, once a manifest write under way has ended; the writes and
+        removals asked later are refused (OSError): with the lock released, another server
+        may have opened the directory."""
+        with self._manifest_lock:
+            self._closed = True
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def __enter__(self) -> SealedStore:
         return self
@@ -168,7 +179,11 @@ class SealedStore:
             before = self._manifest.admins
             if digest not in before:
                 self._manifest.admins = (*before, digest)
-                self._write_manifest()
+                try:
+                    self._write_manifest()
+                except OSError as exc:
+                    self._manifest.admins = before
+                    raise _unusable(self.directory, exc) from exc
             return before
 
     @property
@@ -183,9 +198,11 @@ class SealedStore:
         meta, parts = model_meta(entry)
         self._put(_MODEL, entry.model_id, meta, parts)
 
-    def delete_model(self, model_id: str) -> bool:
-        """Remove a model durably; False when the store did not hold it."""
-        return self._delete(self._path(_MODEL, model_id))
+    def delete_model(self, model_id: str, *, at_next_write: bool = False) -> bool:
+        """Remove a model durably; False when the store did not hold it. OSError when the
+        manifest cannot be written: the model stays, unless ``at_next_write`` (a copy that must
+        not come back): then its removal goes with the next write of the manifest."""
+        return self._delete(self._path(_MODEL, model_id), undo=not at_next_write)
 
     def put_key(self, record: StoredKey) -> None:
         """Store an API-key record durably, under its name."""
@@ -202,14 +219,14 @@ class SealedStore:
         if len(meta) > _MAX_META:  # refused now, rather than acknowledged and refused on load
             raise ValueError(f"entry metadata over {_MAX_META} bytes (a name too long?)")
         path = self._path(kind, ident)
-        with self._one_at_a_time(path.name):
+        with self._one_at_a_time(path.name), _failure_logged("writing", path.name):
             self._put_entry(kind, path, meta, payload)
 
     def _put_entry(self, kind: bytes, path: Path, meta: bytes, payload: Sequence[bytes]) -> None:
         nonce = new_nonce()
         with self._manifest_lock:  # listed first: a crash leaves the old entry or the new
             before = self._manifest.entries.get(path.name, frozenset())
-            self._list(path.name, before | {nonce})
+            self._list(path.name, before | {nonce}, undo=True)
         try:
             write_atomic(path, seal(self._keys, kind, path.name, meta, payload, nonce))
         except BaseException:
@@ -221,11 +238,11 @@ class SealedStore:
             with self._manifest_lock:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
-    def _delete(self, path: Path) -> bool:
-        with self._one_at_a_time(path.name):
+    def _delete(self, path: Path, *, undo: bool = True) -> bool:
+        with self._one_at_a_time(path.name), _failure_logged("removing", path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
                 if self._manifest.entries.get(path.name):
-                    self._list(path.name, frozenset())
+                    self._list(path.name, frozenset(), undo=undo)
             return unlink_durable(path)
 
     @contextlib.contextmanager
@@ -248,16 +265,50 @@ class SealedStore:
 
     # -- the manifest (under _manifest_lock)
 
-    def _list(self, name: str, nonces: frozenset[bytes]) -> None:
+    def _list(self, name: str, nonces: frozenset[bytes], *, undo: bool = False) -> None:
         """List ``nonces`` as the current writes of entry ``name`` (none: deleted, its file
-        removed at the next start if it is still there), and write the manifest."""
-        self._manifest.entries[name] = nonces
-        self._write_manifest()
+        removed at the next start if it is still there), and write the manifest. ``undo``: not
+        written (a full disk), the change is undone, so that the next write does not carry a
+        delete its caller was told failed, nor list a write that never began (a clean-up after
+        a write is kept: the next write carries it)."""
+        entries = self._manifest.entries
+        before = entries.get(name)
+        entries[name] = nonces
+        try:
+            self._write_manifest()
+        except BaseException:
+            if not undo:
+                raise
+            if before is None:
+                del entries[name]
+            else:
+                entries[name] = before
+            raise
 
     def _write_manifest(self) -> None:
+        """Replace the manifest on disk with this server's, if the one there is the one it read
+        or wrote last (OSError if not: another server process writes the directory, or the host
+        replaced or removed the manifest; written over, it would drop the other's writes and
+        list again what it deleted)."""
+        path = self.directory / MANIFEST_NAME
+        if self._closed:
+            raise OSError(errno.EBADF, "the store is closed")
+        if nonce_of(path) != self._manifest_nonce:
+            _log.error(
+                "store: the manifest on disk is not the one this server wrote last: another "
+                "server process is writing %s (its .lock removed), or the host replaced or "
+                "removed the manifest; this write is refused",
+                self.directory,
+            )
+            raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
         self._manifest.generation += 1
-        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()])
-        write_atomic(self.directory / MANIFEST_NAME, sealed)
+        nonce = new_nonce()
+        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()], nonce)
+        try:
+            write_atomic(path, sealed)
+        finally:  # renamed in, even if a later step failed: the manifest there is this one
+            if nonce_of(path) == nonce:
+                self._manifest_nonce = nonce
 
     def _open_manifest(self, rebuild: bool) -> Manifest:
         """The manifest on disk, or a new one listing the entries present: in a new store, in
@@ -268,6 +319,7 @@ class SealedStore:
         path = self.directory / MANIFEST_NAME
         manifest = None
         problem = None
+        self._manifest_nonce = nonce_of(path)  # what a first write replaces, read or not
         if os.path.lexists(path):
             try:
                 manifest = self._read_manifest(path)
@@ -337,6 +389,7 @@ class SealedStore:
         header, plain = self._decrypt(path)
         if header.kind != KIND:
             raise EntryRefused("not a manifest")
+        self._manifest_nonce = header.nonce  # the one read, should it have changed meanwhile
         try:
             return Manifest.from_bytes(bytes(split_plaintext(plain)[1]))
         except ValueError as exc:
@@ -421,3 +474,20 @@ class SealedStore:
         except OSError as exc:
             raise EntryRefused(f"unreadable ({exc.strerror})") from exc
         return unsealer.header, plain
+
+
+@contextlib.contextmanager
+def _failure_logged(doing: str, name: str) -> Iterator[None]:
+    """One log line saying why a write or removal of entry ``name`` failed (a full disk: its
+    callers log the exception's type alone); the error goes on up."""
+    try:
+        yield
+    except OSError as exc:
+        _log.error("store: %s %s failed: %s", doing, name, exc.strerror or type(exc).__name__)
+        raise
+
+
+def _unusable(directory: Path, exc: OSError) -> ConfigurationError:
+    """Why the server cannot start on the store (its manifest not written, its temporary files
+    not removed): the error's reason, with the directory."""
+    return ConfigurationError(f"cannot use store {directory}: {exc.strerror or exc}")

@@ -3,8 +3,12 @@ refused (a revoked key, a deleted model, a replaced model); a crash leaves the o
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import resource
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -241,3 +245,170 @@ def test_the_admin_keys_a_store_was_served_under_are_kept(tmp_path: Path):
         assert store.admin_keys == ("01" * 32, "02" * 32)
     with SealedStore(directory, key_material=KEY, rebuild_manifest=True) as store:
         assert store.admin_keys == ("01" * 32, "02" * 32) and store.manifest_rebuilt
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_undo_a_revocation(tmp_path: Path):
+    """The host removes ``.lock`` while a server runs and starts a second on the directory (the
+    lock then guards nothing). The second wrote its own manifest, from before the revocation:
+    the revoked key's file put back loaded again, beside models written after the revocation."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    first.put_key(key_record("bob"))
+    bob = _file_of(first, "bob")
+    (directory / ".lock").unlink()
+    second = SealedStore(directory, key_material=KEY)  # the lock was not there to refuse it
+    first.delete_key("bob")
+    with pytest.raises(OSError, match="not the one this server"):
+        second.put_model(model(b"later", "id-later"))
+    first.close()
+    second.close()
+    _put_back(directory, bob)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert store.load_keys() == [] and list(store.load_models()) == []
+    assert not any((directory / name).exists() for name in bob)  # removed as deleted
+
+
+def test_a_second_server_whose_lock_was_removed_cannot_drop_an_acknowledged_write(
+    tmp_path: Path, caplog
+):
+    """Both servers wrote the manifest from their own view: the second's last write dropped a
+    model the first had stored (and acknowledged), refused at the next start."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    (directory / ".lock").unlink()
+    second = SealedStore(directory, key_material=KEY)
+    first.put_model(model(b"acknowledged", "id-first"))
+    with caplog.at_level(logging.ERROR), pytest.raises(OSError):
+        second.put_key(key_record("carol"))
+    assert "another server process" in caplog.text
+    first.put_key(key_record("alice"))  # the first server still writes: the manifest is its own
+    first.close()
+    second.close()
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [m.model for m in store.load_models()] == [b"acknowledged"]
+        assert [k.name for k in store.load_keys()] == ["alice"] and store.refused == []
+
+
+def test_a_manifest_write_that_fails_after_its_rename_is_still_the_servers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The manifest renamed in, then the directory's fsync failed: the file on disk is the one
+    this server wrote, and the next write goes ahead."""
+    directory = tmp_path / "store"
+    real = sealed.write_atomic
+
+    def after_rename(path, chunks):
+        real(path, chunks)
+        if path.name == MANIFEST_NAME:
+            raise OSError(5, "Input/output error")
+
+    with SealedStore(directory, key_material=KEY) as store:
+        monkeypatch.setattr(sealed, "write_atomic", after_rename)
+        with pytest.raises(OSError, match="Input/output"):
+            store.put_key(key_record("alice"))
+        monkeypatch.setattr(sealed, "write_atomic", real)
+        store.put_key(key_record("bob"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert [k.name for k in store.load_keys()] == ["bob"]
+
+
+@contextlib.contextmanager
+def _files_limited_to(size: int) -> Iterator[None]:
+    """This process may write no file beyond ``size`` bytes (EFBIG: the disk as good as full;
+    Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_delete_that_failed_is_not_done_by_a_later_write(tmp_path: Path):
+    """The manifest could not be written (disk full): the delete failed, and the caller was told
+    so. Before, the deletion stayed marked in memory, the next write put it on disk, and the
+    model the server went on serving was removed at the next start."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_model(model(b"kept", "id-a"))
+        with _files_limited_to(16), pytest.raises(OSError, match="too large"):
+            store.delete_model("id-a")
+        store.put_model(model(b"later", "id-b"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(m.model_id for m in store.load_models()) == ["id-a", "id-b"]
+
+
+def test_an_upload_that_failed_leaves_no_entry_listed(tmp_path: Path, caplog):
+    """Before, the new entry's write stayed listed in memory though the manifest listing it was
+    never written: the next write put it on disk, and every start then warned of an entry
+    missing from the disk (as if the host had removed it)."""
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        with _files_limited_to(16), pytest.raises(OSError, match="too large"):
+            store.put_model(model(b"not stored", "id-a"))
+        store.put_model(model(b"later", "id-b"))
+    with caplog.at_level(logging.INFO), SealedStore(directory, key_material=KEY) as store:
+        assert [m.model_id for m in store.load_models()] == ["id-b"]
+    assert "missing" not in caplog.text and "lists 1 entries" in caplog.text
+
+
+def test_a_store_whose_manifest_cannot_be_written_at_start_says_so(tmp_path: Path):
+    """Before, the start ended with "error: File too large" alone (an OSError), naming neither
+    the store nor what was being written."""
+    directory = tmp_path / "store"
+    with (
+        _files_limited_to(16),
+        pytest.raises(ConfigurationError, match=r"cannot use store .*: File too large"),
+    ):
+        SealedStore(directory, key_material=KEY)
+    with SealedStore(directory, key_material=KEY) as store:  # its lock was released
+        with _files_limited_to(16), pytest.raises(ConfigurationError, match="File too large"):
+            store.serve_under(b"\x01" * 32)
+
+
+@pytest.mark.parametrize("replaced", ["removed", "older", "fifo"])
+def test_a_manifest_the_host_replaced_while_serving_is_not_written_over(
+    tmp_path: Path, replaced: str
+):
+    """Removed, an older copy put back, or a FIFO in its place (not waited on): the server's
+    writes are refused until it is its own again, and the start then says what it finds."""
+    directory = tmp_path / "store"
+    path = directory / MANIFEST_NAME
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        older = path.read_bytes()
+        store.put_key(key_record("bob"))
+        ours = path.read_bytes()
+        path.unlink()
+        if replaced == "older":
+            path.write_bytes(older)
+        elif replaced == "fifo":
+            os.mkfifo(path)
+        with pytest.raises(OSError, match="not the one this server wrote"):
+            store.put_key(key_record("carol"))
+        with pytest.raises(OSError, match="not the one this server wrote"):
+            store.delete_key("alice")
+        path.unlink(missing_ok=True)
+        path.write_bytes(ours)  # its own again
+        store.put_key(key_record("dave"))
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "bob", "dave"]
+
+
+def test_a_closed_store_writes_nothing(tmp_path: Path):
+    """The server closes its store at shutdown while a worker may still be writing (the pool
+    does not wait for it), and the lock is released: a server started meanwhile on the
+    directory then found the manifest rewritten behind it and refused every write."""
+    directory = tmp_path / "store"
+    first = SealedStore(directory, key_material=KEY)
+    first.put_key(key_record("alice"))
+    first.close()
+    second = SealedStore(directory, key_material=KEY)  # the lock is free
+    with pytest.raises(OSError, match="closed"):
+        first.put_key(key_record("bob"))
+    with pytest.raises(OSError, match="closed"):
+        first.delete_key("alice")
+    second.put_key(key_record("carol"))
+    second.close()
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "carol"]
