@@ -287,6 +287,19 @@ def _report(returncode: int, out: bytes, limits: CompileLimits) -> CompileReport
         )
     if kind == "memory" or returncode < 0 or returncode == MEMORY_EXIT:
         # a signal: the allocator aborted or the kernel killed it, in practice memory
+        _log.warning("compile check: refused for memory (%s)", _how_ended(kind, returncode))
         raise InvalidInput(memory)
     _log.error("compile check failed unexpectedly (exit status %d)", returncode)
     raise InvalidInput("the model could not be checked")
+
+
+def _how_ended(kind: object, returncode: int) -> str:
+    """How a check read as needing more memory ended, for the log (no word of the model)."""
+    if kind == "memory":
+        return "the child said so"
+    if returncode < 0:
+        try:
+            return f"the child ended on {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"the child ended on signal {-returncode}"
+    return f"the child ran out of memory (exit status {returncode})"

@@ -218,6 +218,7 @@ def test_a_child_that_crashes_is_not_reported_as_out_of_memory(guard, caplog):
     assert "onnxruntime crashed on an upload (SIGSEGV)" in caplog.text
     with pytest.raises(InvalidInput, match="more memory than this server allows"):
         _report(-signal.SIGKILL, b"", guard.limits)  # the kernel's answer to memory
+    assert "refused for memory (the child ended on SIGKILL)" in caplog.text  # how, logged
 
 
 def test_an_abandoned_check_kills_its_child(guard):
