@@ -32,6 +32,13 @@ MR_TD = (
     "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a"
     "3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 )
+#: the set's RTMR1 and RTMR2 (kernel, command line, initrd), required beside mr_td
+BOOT = {
+    "rtmr1": "0084452c01668329d4bc06acdf58a7205c26743304509973"
+    "949e5619bf81a6a7aea8c323c173019b3093d54e579e9378",
+    "rtmr2": "d833feef2cd945148aa38ead2c53e9b7f138190aaaebfc55"
+    "1dccd829fc207aa3ba80b70870d7330733642e01d48c3132",
+}
 TDX_URLS = [
     f"{TDX_API}/tcb?fmspc=B0C06F000000",
     f"{TDX_API}/qe/identity",
@@ -53,7 +60,7 @@ def test_tdx_collateral_equals_the_sets_and_verifies(tdx_set: Path, fake_tdx_pcs
     assert json.loads(collateral.to_json()) == json.loads((tdx_set / "collateral.json").read_text())
     claims = TdxVerifier.with_embedded_roots().verify(
         quote,
-        TdxPolicy.from_mapping({"mr_td": MR_TD}),
+        TdxPolicy.from_mapping({"mr_td": MR_TD, **BOOT}),
         now=NOW,
         endorsements=Endorsements(collateral=collateral.to_json()),
     )
@@ -115,7 +122,7 @@ def test_tampered_tdx_tcb_info_fails_verification(tdx_set: Path, fake_tdx_pcs: F
     with pytest.raises(SignatureError):
         TdxVerifier.with_embedded_roots().verify(
             quote,
-            TdxPolicy.from_mapping({"mr_td": MR_TD}),
+            TdxPolicy.from_mapping({"mr_td": MR_TD, **BOOT}),
             now=NOW,
             endorsements=Endorsements(collateral=collateral.to_json()),
         )

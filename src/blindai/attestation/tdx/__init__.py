@@ -6,7 +6,9 @@ Example::
     from blindai.attestation import Endorsements
     from blindai.attestation.tdx import TdxPolicy, TdxVerifier
 
-    policy = TdxPolicy.from_mapping({"mr_td": "91eb2b44...", "allow_debug": False})
+    policy = TdxPolicy.from_mapping(
+        {"mr_td": "91eb2b44...", "rtmr1": "0084452c...", "rtmr2": "d833feef..."}
+    )
     claims = TdxVerifier.with_embedded_roots().verify(
         quote, policy, now=datetime.now(timezone.utc),
         endorsements=Endorsements(collateral=collateral_json),

@@ -4,7 +4,9 @@ TOML section ``[tdx]``::
 
     [tdx]
     mr_td = "91eb2b44..."                 # hex (48 bytes), or a list of hex values
-    rtmr0 = "44c0197b..."                 # rtmr0 .. rtmr3, optional
+    rtmr1 = "0084452c..."                 # rtmr1, rtmr2: required beside mr_td (below)
+    rtmr2 = "d833feef..."
+    rtmr0 = "44c0197b..."                 # rtmr0, rtmr3: optional
     mr_seam = "5b38e33a..."
     mr_config_id = "a1b2c3..."            # mr_config_id, mr_owner, mr_owner_config: optional
     td_attributes = "0x10000000"          # under td_attributes_mask (DEBUG left out)
@@ -12,6 +14,11 @@ TOML section ``[tdx]``::
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate"]
     min_tcb_evaluation_data_number = 17   # optional: collateral from this TCB recovery on
+
+MRTD measures the TD firmware only: the kernel, its command line and the initrd are measured
+into RTMR1 and RTMR2, so ``mr_td`` without ``rtmr1`` and ``rtmr2`` would accept any OS that
+firmware boots. Both are required beside ``mr_td`` unless ``allow_unpinned_rtmrs = true`` says,
+explicitly, that the boot chain after the firmware may be anything.
 
 TD attributes and XFAM are little-endian 64-bit integers, as the TDX module defines them.
 MRCONFIGID, MROWNER and MROWNERCONFIG are the 48-byte values the host sets when it creates the
@@ -50,6 +57,7 @@ _KEYS = frozenset(
         "allowed_tcb_statuses",
         "min_tcb_evaluation_data_number",
         "allow_any_measurement",
+        "allow_unpinned_rtmrs",
     }
 )
 
@@ -58,8 +66,9 @@ _KEYS = frozenset(
 class TdxPolicy:
     """What a TD must be; unset fields are not constrained.
 
-    ``mr_td`` is required unless ``allow_any_measurement``. The DEBUG attribute is judged by
-    ``allow_debug`` alone, so the default ``td_attributes_mask`` leaves it out.
+    ``mr_td`` is required unless ``allow_any_measurement``, and with it ``rtmr1`` and ``rtmr2``
+    (kernel, command line, initrd) unless ``allow_unpinned_rtmrs``. The DEBUG attribute is
+    judged by ``allow_debug`` alone, so the default ``td_attributes_mask`` leaves it out.
     """
 
     mr_td: frozenset[bytes] | None = None
@@ -82,10 +91,22 @@ class TdxPolicy:
     judge the TCB status: a server serving collateral from before a recovery that made its
     platform out of date, still inside that collateral's validity window, is refused."""
     allow_any_measurement: bool = False
+    allow_unpinned_rtmrs: bool = False
+    """Accept ``mr_td`` without ``rtmr1`` and ``rtmr2``: any kernel, command line and initrd
+    the pinned firmware boots. An explicit opt-in, as ``allow_any_measurement`` is."""
 
     def __post_init__(self) -> None:
         if not self.allow_any_measurement and self.mr_td is None:
             raise ConfigurationError("[tdx] needs mr_td (or allow_any_measurement = true)")
+        if not (self.allow_any_measurement or self.allow_unpinned_rtmrs) and None in (
+            self.rtmr1,
+            self.rtmr2,
+        ):
+            raise ConfigurationError(
+                "[tdx] mr_td pins the TD firmware only: pin rtmr1 and rtmr2 too (kernel, "
+                "command line, initrd), or say allow_unpinned_rtmrs = true to accept any OS "
+                "that firmware boots"
+            )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
 
     @classmethod
@@ -108,6 +129,9 @@ class TdxPolicy:
             td_attributes_mask=_U64 & ~DEBUG if td_mask is None else td_mask,
             xfam=f.uint(data.get("xfam"), "xfam", 64),
             xfam_mask=_U64 if xfam_mask is None else xfam_mask,
+            allow_unpinned_rtmrs=f.boolean(
+                data.get("allow_unpinned_rtmrs"), "allow_unpinned_rtmrs", False
+            ),
             **f.common_fields(data),
         )
 

@@ -14,6 +14,8 @@ from blindai.errors import ConfigurationError
 
 MRTD = bytes(range(48))
 SEPT_VE_DISABLE = 1 << 28
+#: RTMR1 and RTMR2 (kernel, command line, initrd) as claims() has them: required beside mr_td
+BOOT = {"rtmr1": "00" * 48, "rtmr2": "00" * 48}
 
 
 def claims(**changes: object) -> TdxClaims:
@@ -54,6 +56,7 @@ def test_a_tdx_section_in_a_policy_file() -> None:
 [tdx]
 mr_td = "{MRTD.hex()}"
 rtmr1 = ["{"00" * 48}", "{"11" * 48}"]
+rtmr2 = "{"00" * 48}"
 td_attributes = "0x10000000"
 xfam = 0x602e7
 allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
@@ -69,7 +72,12 @@ allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
 
 
 def test_debug_is_judged_by_allow_debug_alone() -> None:
-    strict = TdxPolicy(mr_td=frozenset({MRTD}), td_attributes=SEPT_VE_DISABLE)
+    strict = TdxPolicy(
+        mr_td=frozenset({MRTD}),
+        rtmr1=frozenset({bytes(48)}),
+        rtmr2=frozenset({bytes(48)}),
+        td_attributes=SEPT_VE_DISABLE,
+    )
     debug_td = claims(debug=True, td_attributes=SEPT_VE_DISABLE | 1)
     assert fields(strict, debug_td) == ["debug"]
     assert replace(strict, allow_debug=True).check(debug_td) == []
@@ -77,7 +85,13 @@ def test_debug_is_judged_by_allow_debug_alone() -> None:
 
 def test_masks_select_the_bits_checked() -> None:
     policy = TdxPolicy.from_mapping(
-        {"mr_td": MRTD.hex(), "xfam": "0x3", "xfam_mask": "0x3", "td_attributes_mask": 0}
+        {
+            "mr_td": MRTD.hex(),
+            **BOOT,
+            "xfam": "0x3",
+            "xfam_mask": "0x3",
+            "td_attributes_mask": 0,
+        }
     )
     assert policy.check(claims(xfam=0xFF, td_attributes=1 << 30)) == []
     assert fields(policy, claims(xfam=0x1)) == ["xfam"]
@@ -85,7 +99,7 @@ def test_masks_select_the_bits_checked() -> None:
 
 def test_every_violation_is_reported_at_once() -> None:
     policy = TdxPolicy.from_mapping(
-        {"mr_td": "00" * 48, "rtmr0": "11" * 48, "mr_seam": "22" * 48, "rtmr3": "00" * 48}
+        {"mr_td": "00" * 48, "rtmr0": "11" * 48, "mr_seam": "22" * 48, "rtmr3": "00" * 48, **BOOT}
     )
     bad = claims(debug=True, tcb_status="OutOfDate")
     assert fields(policy, bad) == ["mr_td", "rtmr0", "mr_seam", "debug", "tcb_status"]
@@ -96,13 +110,14 @@ HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
 
 @pytest.mark.parametrize("key", HOST_SET)
 def test_each_host_set_register_is_pinned_exactly(key: str) -> None:
-    policy = TdxPolicy.from_mapping({"mr_td": MRTD.hex(), key: "ab" * 48})
+    policy = TdxPolicy.from_mapping({"mr_td": MRTD.hex(), **BOOT, key: "ab" * 48})
     assert getattr(policy, key) == frozenset({b"\xab" * 48})
     assert policy.check(claims(**{key: b"\xab" * 48})) == []
     (violation,) = policy.check(claims(**{key: b"\xab" * 47 + b"\xac"}))
     assert (violation.field, violation.expected) == (key, "ab" * 48)
     assert violation.actual == "ab" * 47 + "ac"
-    assert TdxPolicy.from_mapping({"mr_td": MRTD.hex()}).check(claims(**{key: b"\x01" * 48})) == []
+    unpinned = TdxPolicy.from_mapping({"mr_td": MRTD.hex(), **BOOT})
+    assert unpinned.check(claims(**{key: b"\x01" * 48})) == []
 
 
 def test_host_set_registers_from_a_policy_file_all_reported_in_order() -> None:
@@ -110,6 +125,8 @@ def test_host_set_registers_from_a_policy_file_all_reported_in_order() -> None:
         f"""
 [tdx]
 mr_td = "{MRTD.hex()}"
+rtmr1 = "{"00" * 48}"
+rtmr2 = "{"00" * 48}"
 mr_config_id = "{"11" * 48}"
 mr_owner = ["{"22" * 48}", "{"00" * 48}"]
 mr_owner_config = "{"33" * 48}"

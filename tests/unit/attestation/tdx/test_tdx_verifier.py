@@ -54,9 +54,15 @@ def verify(dcap: DcapSet, policy: TdxPolicy, **changes: object) -> TdxClaims:
     return TdxVerifier.with_embedded_roots().verify(dcap.quote, policy, **args)  # type: ignore[arg-type]
 
 
+#: the real v4 quote's kernel, command line and initrd (RTMR1, RTMR2), pinned beside MRTD
+PHALA_BOOT = {"rtmr1": PHALA_RTMRS[1], "rtmr2": PHALA_RTMRS[2]}
+UNPINNED_BOOT = {"allow_unpinned_rtmrs": True}
+
+
 def policy(mr_td: str = PHALA_MRTD, *statuses: str, **more: object) -> TdxPolicy:
+    boot = PHALA_BOOT if mr_td == PHALA_MRTD else UNPINNED_BOOT
     return TdxPolicy.from_mapping(
-        {"mr_td": mr_td, "allowed_tcb_statuses": list(statuses or ["UpToDate"]), **more}
+        {"mr_td": mr_td, "allowed_tcb_statuses": list(statuses or ["UpToDate"]), **boot, **more}
     )
 
 
@@ -70,7 +76,7 @@ def flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
 
 
 def test_phala_v4_is_up_to_date_and_accepted_by_the_default_policy(phala_v4: DcapSet) -> None:
-    claims = verify(phala_v4, TdxPolicy.from_mapping({"mr_td": PHALA_MRTD}))
+    claims = verify(phala_v4, TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, **PHALA_BOOT}))
     assert (claims.tcb_status, claims.advisory_ids) == ("UpToDate", ())
     assert claims.measurement == claims.mr_td == bytes.fromhex(PHALA_MRTD)
     rtmrs = (claims.rtmr0, claims.rtmr1, claims.rtmr2, claims.rtmr3)
@@ -115,7 +121,7 @@ def test_dcap_rs_v4_is_out_of_date_with_its_advisories(dcap_rs_v4: DcapSet) -> N
 
 def test_default_policy_refuses_out_of_date(dcap_rs_v4: DcapSet) -> None:
     with pytest.raises(PolicyError) as info:
-        verify(dcap_rs_v4, TdxPolicy.from_mapping({"mr_td": DCAP_RS_MRTD}))
+        verify(dcap_rs_v4, TdxPolicy.from_mapping({"mr_td": DCAP_RS_MRTD, **UNPINNED_BOOT}))
     assert [(v.field, v.actual) for v in info.value.violations] == [("tcb_status", "OutOfDate")]
 
 
@@ -158,7 +164,13 @@ def test_zero_padding_after_the_quote_is_tolerated(phala_v4: DcapSet, dcap_rs_v4
 
 def test_wrong_measurements_are_all_reported(phala_v4: DcapSet) -> None:
     wrong = TdxPolicy.from_mapping(
-        {"mr_td": "00" * 48, "rtmr0": "11" * 48, "rtmr3": "00" * 48, "mr_seam": "22" * 48}
+        {
+            "mr_td": "00" * 48,
+            "rtmr0": "11" * 48,
+            "rtmr3": "00" * 48,
+            "mr_seam": "22" * 48,
+            **PHALA_BOOT,
+        }
     )
     with pytest.raises(PolicyError) as info:
         verify(phala_v4, wrong)
@@ -341,9 +353,38 @@ def test_top_level_verify_uses_the_embedded_roots(phala_v4: DcapSet) -> None:
     claims = verify_kind(
         EvidenceKind.TDX,
         phala_v4.quote,
-        Policy.from_toml(f'[tdx]\nmr_td = "{PHALA_MRTD}"\n'),
+        Policy.from_toml(
+            f'[tdx]\nmr_td = "{PHALA_MRTD}"\n'
+            f'rtmr1 = "{PHALA_RTMRS[1]}"\nrtmr2 = "{PHALA_RTMRS[2]}"\n'
+        ),
         now=phala_v4.now,
         endorsements=phala_v4.endorsements,
     )
     assert isinstance(claims, TdxClaims)
     assert claims.mr_td.hex() == PHALA_MRTD
+
+
+# --- regression: a policy pinning MRTD alone pinned only the firmware ---------------------
+
+
+def test_mr_td_alone_is_refused_as_it_pins_no_kernel_initrd_or_command_line(
+    phala_v4: DcapSet,
+) -> None:
+    """MRTD measures the TD firmware only; the kernel, its command line and the initrd are in
+    RTMR1 and RTMR2. ``mr_td`` alone (README's example added only rtmr0, the firmware's
+    configuration) accepted this real quote whatever OS it booted: now a ConfigurationError
+    unless rtmr1 and rtmr2 are pinned, or ``allow_unpinned_rtmrs = true`` says so."""
+    for data in ({"mr_td": PHALA_MRTD}, {"mr_td": PHALA_MRTD, "rtmr0": PHALA_RTMRS[0]}):
+        with pytest.raises(ConfigurationError, match="rtmr1 and rtmr2"):
+            TdxPolicy.from_mapping(data)
+    with pytest.raises(ConfigurationError, match="rtmr1 and rtmr2"):
+        TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "rtmr1": PHALA_RTMRS[1]})
+    pinned = {"mr_td": PHALA_MRTD, "rtmr1": PHALA_RTMRS[1], "rtmr2": PHALA_RTMRS[2]}
+    assert verify(phala_v4, TdxPolicy.from_mapping(pinned)).rtmr2.hex() == PHALA_RTMRS[2]
+    with pytest.raises(PolicyError) as info:  # another initrd or command line
+        verify(phala_v4, TdxPolicy.from_mapping({**pinned, "rtmr2": "00" * 48}))
+    assert [(v.field, v.actual) for v in info.value.violations] == [("rtmr2", PHALA_RTMRS[2])]
+    opt_in = TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "allow_unpinned_rtmrs": True})
+    assert verify(phala_v4, opt_in).mr_td.hex() == PHALA_MRTD
+    with pytest.raises(ConfigurationError, match="true or false"):
+        TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "allow_unpinned_rtmrs": "yes"})

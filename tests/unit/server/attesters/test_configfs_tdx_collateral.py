@@ -29,6 +29,13 @@ MR_TD = (
     "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a"
     "3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 )
+#: the set's RTMR1 and RTMR2 (kernel, command line, initrd), required beside mr_td
+BOOT = {
+    "rtmr1": "0084452c01668329d4bc06acdf58a7205c26743304509973"
+    "949e5619bf81a6a7aea8c323c173019b3093d54e579e9378",
+    "rtmr2": "d833feef2cd945148aa38ead2c53e9b7f138190aaaebfc55"
+    "1dccd829fc207aa3ba80b70870d7330733642e01d48c3132",
+}
 
 
 @pytest.fixture
@@ -58,7 +65,7 @@ def test_tdx_collateral_for_the_last_quote(tdx_set: Path, paths: AttesterPaths, 
     assert json.loads(endorsements.collateral) == expected
     assert attester.blindai_collateral() is None  # BlindAI 0.6's /collateral is SGX only
     claims = TdxVerifier.with_embedded_roots().verify(
-        quote, TdxPolicy.from_mapping({"mr_td": MR_TD}), now=NOW, endorsements=endorsements
+        quote, TdxPolicy.from_mapping({"mr_td": MR_TD, **BOOT}), now=NOW, endorsements=endorsements
     )
     assert claims.tcb_status == "UpToDate"
 
