@@ -4,7 +4,7 @@ TOML section ``[sgx]``::
 
     [sgx]
     mr_enclave = "33d8736d..."            # hex, or a list of hex values
-    mr_signer = "815f42f1..."
+    mr_signer = "815f42f1..."             # without mr_enclave: isv_prod_id, min_isv_svn needed
     isv_prod_id = 0
     min_isv_svn = 0
     attributes = "0x4"                    # ATTRIBUTES.FLAGS under attributes_mask
@@ -69,8 +69,10 @@ _KEYS = frozenset(
 class SgxPolicy:
     """What an SGX enclave must be; unset fields are not constrained.
 
-    ``mr_enclave`` or ``mr_signer`` is required unless ``allow_any_measurement``. The DEBUG
-    attribute is judged by ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out.
+    ``mr_enclave`` or ``mr_signer`` is required unless ``allow_any_measurement``; ``mr_signer``
+    without ``mr_enclave`` needs ``isv_prod_id`` and ``min_isv_svn`` too (the signer's key signs
+    every product and version it ever released). The DEBUG attribute is judged by
+    ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out.
     """
 
     mr_enclave: frozenset[bytes] | None = None
@@ -95,6 +97,16 @@ class SgxPolicy:
         if not self.allow_any_measurement and self.mr_enclave is None and self.mr_signer is None:
             raise ConfigurationError(
                 "[sgx] needs mr_enclave or mr_signer (or allow_any_measurement = true)"
+            )
+        signer_only = self.mr_signer is not None and self.mr_enclave is None
+        if (
+            signer_only
+            and not self.allow_any_measurement
+            and None in (self.isv_prod_id, self.min_isv_svn)
+        ):
+            raise ConfigurationError(
+                "[sgx] mr_signer without mr_enclave accepts every enclave that key signed: "
+                "give isv_prod_id and min_isv_svn too (min_isv_svn = 0 accepts any version)"
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
 

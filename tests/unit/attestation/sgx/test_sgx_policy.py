@@ -157,6 +157,8 @@ def test_allow_any_measurement_must_be_explicit() -> None:
 
 
 def test_sgx_section_in_a_policy_file() -> None:
-    policy = Policy.from_toml(f'[sgx]\nmr_signer = "{MRSIGNER.hex()}"\n')
+    policy = Policy.from_toml(
+        f'[sgx]\nmr_signer = "{MRSIGNER.hex()}"\nisv_prod_id = 0\nmin_isv_svn = 0\n'
+    )
     assert isinstance(policy.sgx, SgxPolicy)
     assert policy.sgx.mr_signer == frozenset({MRSIGNER})

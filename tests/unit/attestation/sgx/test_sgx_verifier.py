@@ -98,11 +98,26 @@ def test_automata_set_verifies_with_its_documented_tcb_status(automata_sgx: Dcap
     assert claims.debug is False
 
 
-def test_mr_signer_alone_is_a_valid_policy(phala_sgx: DcapSet) -> None:
-    only_signer = SgxPolicy.from_mapping(
-        {"mr_signer": PHALA_MRSIGNER, "allowed_tcb_statuses": ["ConfigurationAndSWHardeningNeeded"]}
-    )
-    assert verify(phala_sgx, only_signer).mr_signer == bytes.fromhex(PHALA_MRSIGNER)
+def test_mr_signer_alone_is_refused_as_it_accepts_every_product_and_version(
+    phala_sgx: DcapSet,
+) -> None:
+    """MRSIGNER is the signing key: with neither mr_enclave nor isv_prod_id and min_isv_svn, a
+    policy accepted any enclave that key ever signed, any product, any older (vulnerable)
+    version. Now a ConfigurationError; ``min_isv_svn = 0`` says "any version" explicitly."""
+    statuses = {"allowed_tcb_statuses": ["ConfigurationAndSWHardeningNeeded"]}
+    for more in ({}, {"isv_prod_id": 0}, {"min_isv_svn": 0}):
+        with pytest.raises(ConfigurationError, match="isv_prod_id and min_isv_svn"):
+            SgxPolicy.from_mapping({"mr_signer": PHALA_MRSIGNER, **statuses, **more})
+    signer = {"mr_signer": PHALA_MRSIGNER, "isv_prod_id": 0, "min_isv_svn": 0, **statuses}
+    assert verify(phala_sgx, SgxPolicy.from_mapping(signer)).mr_signer.hex() == PHALA_MRSIGNER
+    with pytest.raises(PolicyError) as info:  # the same signer's other product, a newer SVN
+        verify(phala_sgx, SgxPolicy.from_mapping({**signer, "isv_prod_id": 1, "min_isv_svn": 1}))
+    assert [(v.field, v.actual) for v in info.value.violations] == [
+        ("isv_prod_id", "0"),
+        ("isv_svn", "0"),
+    ]
+    pinned = policy(PHALA_MRENCLAVE, *statuses["allowed_tcb_statuses"], mr_signer=PHALA_MRSIGNER)
+    assert verify(phala_sgx, pinned).mr_enclave.hex() == PHALA_MRENCLAVE  # MRENCLAVE: enough
 
 
 @pytest.mark.parametrize(
