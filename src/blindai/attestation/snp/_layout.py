@@ -15,6 +15,7 @@ from blindai.errors import EvidenceError
 
 __all__ = [
     "POLICY_DEBUG_BIT",
+    "POLICY_MIGRATE_MA_BIT",
     "REPORT_SIZE",
     "SIGNED_SIZE",
     "SUPPORTED_VERSIONS",
@@ -28,6 +29,7 @@ SIGNED_SIZE = 0x2A0  # the signature covers bytes 0x000..0x29F
 SUPPORTED_VERSIONS = frozenset({2, 3, 4, 5})
 SIGNATURE_ALGO_ECDSA_P384_SHA384 = 1
 POLICY_DEBUG_BIT = 19
+POLICY_MIGRATE_MA_BIT = 18
 _POLICY_RESERVED_ONE_BIT = 17
 _POLICY_MBZ_FROM_BIT = 26
 _KEY_INFO_MBZ_FROM_BIT = 5

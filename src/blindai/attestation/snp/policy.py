@@ -10,7 +10,9 @@ Example::
 
 Keys: ``measurement`` (required unless ``allow_any_measurement = true`` is given explicitly),
 ``host_data`` (32 bytes hex), ``id_key_digest`` and ``author_key_digest`` (48 bytes hex),
-``allow_debug`` (default false: guest policy bit 19 DEBUG is a violation), ``min_tcb`` (a table
+``allow_debug`` (default false: guest policy bit 19 DEBUG is a violation),
+``allow_migration_agent`` (default false: guest policy bit 18 MIGRATE_MA, which lets the host
+associate a migration agent able to export the guest's memory, is a violation), ``min_tcb`` (a table
 ``{bootloader, tee, snp, microcode}``, or the 8 TCB_VERSION bytes as 16 hex digits in report
 order, e.g. ``"0300000000000873"``), ``max_vmpl`` (highest VMPL accepted, 0..3, default 0:
 the most privileged level), ``allowed_signing_keys`` and ``products`` (e.g. ``["Milan"]``).
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from blindai.attestation.claims import VerifiedClaims
-from blindai.attestation.snp._layout import TcbVersion
+from blindai.attestation.snp._layout import POLICY_MIGRATE_MA_BIT, TcbVersion
 from blindai.attestation.snp.claims import SnpClaims
 from blindai.errors import ConfigurationError, EvidenceError, Violation
 
@@ -44,6 +46,7 @@ class SnpPolicy:
     id_key_digest: bytes | None = None
     author_key_digest: bytes | None = None
     allow_debug: bool = False
+    allow_migration_agent: bool = False
     min_tcb: TcbVersion | None = None
     max_vmpl: int = 0
     allowed_signing_keys: frozenset[str] = field(default=_SIGNING_KEYS)
@@ -92,6 +95,8 @@ class SnpPolicy:
                 out.append(Violation(name, expected.hex(), getattr(claims, name).hex()))
         if claims.debug and not self.allow_debug:
             out.append(Violation("debug", "false (policy bit 19 clear)", "true"))
+        if claims.guest_policy >> POLICY_MIGRATE_MA_BIT & 1 and not self.allow_migration_agent:
+            out.append(Violation("migrate_ma", "false (policy bit 18 clear)", "true"))
         if self.min_tcb is not None and not claims.reported_tcb.meets(self.min_tcb):
             out.append(Violation("reported_tcb", f">= {self.min_tcb}", str(claims.reported_tcb)))
         if claims.vmpl > self.max_vmpl:
@@ -107,7 +112,7 @@ class SnpPolicy:
 def _convert(name: str, value: Any) -> Any:
     if name in _SIZES:
         return _hex(name, value)
-    if name in ("allow_any_measurement", "allow_debug"):
+    if name in ("allow_any_measurement", "allow_debug", "allow_migration_agent"):
         if not isinstance(value, bool):
             raise ConfigurationError(f"[sev_snp] {name} must be true or false")
         return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -293,3 +294,22 @@ def test_id_key_digest(sets: dict[str, RealSet]) -> None:
     assert verify(real, id_key_digest=digest).id_key_digest.hex() == digest
     with pytest.raises(PolicyError, match="id_key_digest"):
         verify(real, id_key_digest="00" * 48)
+
+
+def test_a_guest_that_allows_a_migration_agent_is_refused_by_default(real_set: RealSet) -> None:
+    """Guest policy bit 18 (MIGRATE_MA) lets the host associate a migration agent, which can
+    export the guest's memory; the agent is not in the guest's MEASUREMENT. No real report here
+    has the bit set, so the check is shown on each real report's verified claims with the bit
+    flipped in them (the signature is not claimed to cover the change)."""
+    authentic = VERIFIER.verify_authenticity(
+        real_set.report, now=NOW, endorsements=real_set.endorsements
+    )
+    assert not authentic.guest_policy >> 18 & 1
+    default = policy_for(real_set)
+    assert default.allow_migration_agent is False
+    assert default.check(authentic) == []
+    migratable = replace(authentic, guest_policy=authentic.guest_policy | 1 << 18)
+    assert [(v.field, v.actual) for v in default.check(migratable)] == [("migrate_ma", "true")]
+    assert policy_for(real_set, allow_migration_agent=True).check(migratable) == []
+    with pytest.raises(ConfigurationError, match="true or false"):
+        policy_for(real_set, allow_migration_agent=1)
