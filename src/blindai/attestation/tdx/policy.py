@@ -36,10 +36,19 @@ from blindai.attestation.dcap import fields as f
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["DEBUG", "TdxPolicy"]
+__all__ = ["DEBUG", "MIGRATABLE", "SEPT_VE_DISABLE", "TUD", "TdxPolicy"]
 
 _U64 = (1 << 64) - 1
 DEBUG = 0x1
+TUD = 0xFF
+"""Bits 7:0, "TD under debug": DEBUG and the profiling bits; the host may inspect the TD."""
+SEPT_VE_DISABLE = 1 << 28
+"""Set: no #VE on a secure EPT violation, which a host could use to steer the guest."""
+MIGRATABLE = 1 << 29
+"""Set: a migration TD may move the TD, with its memory, to another host."""
+#: what is checked when ``td_attributes`` is left out (DEBUG aside: ``allow_debug``)
+_DEFAULT_MASK = (TUD & ~DEBUG) | SEPT_VE_DISABLE | MIGRATABLE
+_DEFAULT_EXPECTED = SEPT_VE_DISABLE
 _RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
 # set by the host at TD creation, measured nowhere else; checked in this order after mr_seam
 _HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
@@ -69,6 +78,8 @@ class TdxPolicy:
     ``mr_td`` is required unless ``allow_any_measurement``, and with it ``rtmr1`` and ``rtmr2``
     (kernel, command line, initrd) unless ``allow_unpinned_rtmrs``. The DEBUG attribute is
     judged by ``allow_debug`` alone, so the default ``td_attributes_mask`` leaves it out.
+    ``td_attributes`` left out still requires SEPT_VE_DISABLE set and MIGRATABLE and the other
+    TUD bits clear; given, it and its mask alone decide.
     """
 
     mr_td: frozenset[bytes] | None = None
@@ -145,9 +156,12 @@ class TdxPolicy:
         out += f.measurement("mr_seam", self.mr_seam, claims.mr_seam)
         for name in _HOST_SET:
             out += f.measurement(name, getattr(self, name), getattr(claims, name))
-        out += f.masked(
-            "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
-        )
+        if self.td_attributes is None:  # the default: nothing that weakens the TD's isolation
+            out += f.masked("td_attributes", _DEFAULT_EXPECTED, _DEFAULT_MASK, claims.td_attributes)
+        else:
+            out += f.masked(
+                "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
+            )
         out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam)
         return out + f.debug_and_tcb(
             claims,

@@ -90,6 +90,7 @@ def test_masks_select_the_bits_checked() -> None:
             **BOOT,
             "xfam": "0x3",
             "xfam_mask": "0x3",
+            "td_attributes": 0,
             "td_attributes_mask": 0,
         }
     )

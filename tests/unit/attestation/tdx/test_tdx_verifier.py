@@ -44,6 +44,7 @@ DCAP_RS_MRTD = (
     "935be7742dd89c6a4df6dba8353d89041ae0f052beef993b"
     "1e7f4524d3bc57650df20e5582158352e1240b3f1fed55d8"
 )
+SEPT_VE_DISABLE = 1 << 28
 MRTD_AT = 48 + 136
 SIGNATURE_AT = 48 + 584 + 4
 
@@ -388,3 +389,42 @@ def test_mr_td_alone_is_refused_as_it_pins_no_kernel_initrd_or_command_line(
     assert verify(phala_v4, opt_in).mr_td.hex() == PHALA_MRTD
     with pytest.raises(ConfigurationError, match="true or false"):
         TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "allow_unpinned_rtmrs": "yes"})
+
+
+# --- regression: with td_attributes left out, only DEBUG was checked -----------------------
+
+
+@pytest.mark.parametrize(
+    ("bits", "why"),
+    [
+        (1 << 29, "MIGRATABLE: a migration TD may move the TD and its memory"),
+        (0, "SEPT_VE_DISABLE clear: the host may inject #VE on secure EPT violations"),
+        (1 << 4, "a TUD bit (TD under debug or profiling) other than DEBUG"),
+        (1 << 7, "a TUD bit (TD under debug or profiling) other than DEBUG"),
+    ],
+)
+def test_td_attributes_left_out_still_refuse_what_weakens_the_td(
+    phala_v4: DcapSet, bits: int, why: str
+) -> None:
+    """The policy refuses these itself, whatever dcap-qvl does (0.7 refuses them too, with a
+    plain VerificationError; the bound <0.8 is all that kept them out). No real quote has them,
+    so the check is shown on the real v4 quote's verified claims with the bits changed in
+    them (no signature claimed to cover that)."""
+    claims = verify(phala_v4, policy())
+    assert claims.td_attributes == SEPT_VE_DISABLE
+    changed = replace(claims, td_attributes=bits if bits == 0 else SEPT_VE_DISABLE | bits)
+    violations = [(v.field, v.actual) for v in policy().check(changed)]
+    assert violations == [("td_attributes", f"{changed.td_attributes:#x}")], why
+    # pinned explicitly, the policy's own value and mask decide
+    explicit = policy(td_attributes=f"{changed.td_attributes:#x}")
+    assert explicit.check(changed) == [], why
+    assert policy(td_attributes="0x0", td_attributes_mask="0x0").check(changed) == []
+
+
+@pytest.mark.parametrize("bits", [1 << 30, 1 << 31, 1 << 63])
+def test_td_attributes_left_out_accept_the_tds_own_cpu_features(
+    phala_v4: DcapSet, bits: int
+) -> None:
+    """PKS, KL and PERFMON let the TD use CPU features; they give the host nothing."""
+    claims = verify(phala_v4, policy())
+    assert policy().check(replace(claims, td_attributes=SEPT_VE_DISABLE | bits)) == []
