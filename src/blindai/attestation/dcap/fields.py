@@ -13,6 +13,7 @@ from blindai.errors import ConfigurationError, Violation
 __all__ = [
     "boolean",
     "check_keys",
+    "check_masks",
     "common_fields",
     "debug_and_tcb",
     "hex_set",
@@ -28,6 +29,16 @@ def check_keys(data: Mapping[str, Any], allowed: Collection[str], section: str) 
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise ConfigurationError(f"unknown key(s) in [{section}]: {', '.join(unknown)}")
+
+
+def check_masks(data: Mapping[str, Any], values: Collection[str], section: str) -> None:
+    """ConfigurationError for a ``<value>_mask`` given without its ``<value>``: it would check
+    nothing, though it reads as if it checked the bits it names."""
+    for value in values:
+        if f"{value}_mask" in data and value not in data:
+            raise ConfigurationError(
+                f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
+            )
 
 
 def hex_set(value: Any, key: str, length: int) -> frozenset[bytes] | None:

@@ -115,6 +115,7 @@ class SgxPolicy:
         """Build from a TOML ``[sgx]`` table or BlindAI 0.6 manifest keys."""
         values = _unalias(data)
         f.check_keys(values, _KEYS, "sgx")
+        f.check_masks(values, ("attributes", "xfrm", "misc_select"), "sgx")
         attributes = f.uint(values.get("attributes"), "attributes", 64)
         if attributes is not None and "attributes_flags_hex" in data:
             attributes |= INIT

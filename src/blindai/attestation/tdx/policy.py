@@ -124,6 +124,7 @@ class TdxPolicy:
     def from_mapping(cls, data: Mapping[str, Any]) -> TdxPolicy:
         """Build from a TOML ``[tdx]`` table."""
         f.check_keys(data, _KEYS, "tdx")
+        f.check_masks(data, ("td_attributes", "xfam"), "tdx")
         td_mask = f.uint(data.get("td_attributes_mask"), "td_attributes_mask", 64)
         xfam_mask = f.uint(data.get("xfam_mask"), "xfam_mask", 64)
         return cls(

@@ -363,3 +363,17 @@ allowed_tcb_statuses = ["ConfigurationAndSWHardeningNeeded"]
     )
     assert isinstance(claims, SgxClaims)
     assert claims.mr_enclave.hex() == PHALA_MRENCLAVE
+
+
+@pytest.mark.parametrize("mask", ["attributes_mask", "xfrm_mask", "misc_select_mask"])
+def test_a_mask_without_its_value_is_refused_as_it_checks_nothing(
+    phala_sgx: DcapSet, mask: str
+) -> None:
+    """``xfrm_mask = "0x3"`` alone read as "XFRM bits 0 and 1 checked", and checked nothing:
+    the real quote passed whatever those bits held. Now a ConfigurationError naming both."""
+    statuses = ("ConfigurationAndSWHardeningNeeded",)
+    with pytest.raises(ConfigurationError, match=f"{mask} without {mask.removesuffix('_mask')}"):
+        policy(PHALA_MRENCLAVE, *statuses, **{mask: "0xffff"})
+    value = {mask.removesuffix("_mask"): "0x1", mask: "0xffff"}  # with its value: checked
+    with pytest.raises(PolicyError):
+        verify(phala_sgx, policy(PHALA_MRENCLAVE, *statuses, **value))

@@ -428,3 +428,13 @@ def test_td_attributes_left_out_accept_the_tds_own_cpu_features(
     """PKS, KL and PERFMON let the TD use CPU features; they give the host nothing."""
     claims = verify(phala_v4, policy())
     assert policy().check(replace(claims, td_attributes=SEPT_VE_DISABLE | bits)) == []
+
+
+@pytest.mark.parametrize("mask", ["td_attributes_mask", "xfam_mask"])
+def test_a_tdx_mask_without_its_value_is_refused_as_it_checks_nothing(
+    phala_v4: DcapSet, mask: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{mask} without {mask.removesuffix('_mask')}"):
+        policy(**{mask: "0xffff"})
+    with pytest.raises(PolicyError):  # with its value, the real quote's bits are checked
+        verify(phala_v4, policy(**{mask.removesuffix("_mask"): "0x1", mask: "0xffff"}))
