@@ -32,6 +32,7 @@ SNP_MEASUREMENT = (
     "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d"
     "3e1a0dc39b2c60bd95b9c480cd81841f"
 )
+SNP_MIN_TCB = "0300000000000873"  # the set's REPORTED_TCB: bootloader 3, snp 8, microcode 115
 NITRO_SET = ("nitro", "evervault-production-pcrs")
 NITRO_AT = "2022-10-13T09:00:00Z"
 
@@ -122,7 +123,8 @@ def test_verifying_files_says_the_server_section_is_not_checked(snp: Path, tmp_p
     held to them (before, it passed in silence, as if checked)."""
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\n\n[server]\nallow_model_export = false\n'
+        f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\nmin_tcb = "{SNP_MIN_TCB}"\n\n'
+        "[server]\nallow_model_export = false\n"
     )
     done = blindai(*_snp_args(snp), "--policy", policy, "--json")
     assert done.returncode == 0, done.stderr
@@ -452,7 +454,7 @@ def test_attest_simulation_host_with_a_policy_refused(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\n')
+    policy.write_text(f'[sev_snp]\nmeasurement = "{SNP_MEASUREMENT}"\nmin_tcb = "{SNP_MIN_TCB}"\n')
     done = blindai(*_host_args(server), "--policy", policy)
     assert done.returncode == 1
     (line,) = _lines(done.stderr)

@@ -241,7 +241,8 @@ def test_snp_and_gpu_bound_to_one_key(
 ) -> None:
     policy = Policy.from_toml(_policy_toml(gpu))
     policy = Policy(
-        sev_snp=SnpPolicy(measurement=machine.measurement), nvidia_gpu=policy.nvidia_gpu
+        sev_snp=SnpPolicy(measurement=machine.measurement, allow_any_tcb=True),
+        nvidia_gpu=policy.nvidia_gpu,
     )
     with _connect(
         snp_gpu_server, policy=policy,
@@ -260,7 +261,8 @@ def test_snp_with_a_wrong_gpu_measurement_refused(
     before = attested_requests(snp_gpu_server.log())
     gpu_policy = Policy.from_toml(_policy_toml(gpu, measurements='{ 1 = "' + "00" * 48 + '" }'))
     policy = Policy(
-        sev_snp=SnpPolicy(measurement=machine.measurement), nvidia_gpu=gpu_policy.nvidia_gpu
+        sev_snp=SnpPolicy(measurement=machine.measurement, allow_any_tcb=True),
+        nvidia_gpu=gpu_policy.nvidia_gpu,
     )
     with pytest.raises(PolicyError, match=r"measurements\.1"):
         _connect(

@@ -91,7 +91,7 @@ def hw_server(
 
 
 def _policy(measurement: bytes) -> Policy:
-    return Policy(sev_snp=SnpPolicy(measurement=measurement))
+    return Policy(sev_snp=SnpPolicy(measurement=measurement, allow_any_tcb=True))
 
 
 def _verifier(machine: SnpMachine) -> SnpVerifier:
@@ -227,7 +227,9 @@ def test_connect_with_a_policy_file(
     hw_server: ServerProcess, machine: SnpMachine, tmp_path: Path
 ) -> None:
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[sev_snp]\nmeasurement = "{machine.measurement.hex()}"\n')
+    policy.write_text(
+        f'[sev_snp]\nmeasurement = "{machine.measurement.hex()}"\nallow_any_tcb = true\n'
+    )
     with _connect(hw_server, hazmat_manifest_path=policy, verifier=_verifier(machine)) as conn:
         assert conn.claims.measurement == machine.measurement
 
@@ -319,7 +321,9 @@ def test_cli_attest_host_trusts_only_the_real_amd_roots(
 ) -> None:
     """``blindai attest HOST`` has no option to trust another root: the generated ARK is refused."""
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[sev_snp]\nmeasurement = "{machine.measurement.hex()}"\n')
+    policy.write_text(
+        f'[sev_snp]\nmeasurement = "{machine.measurement.hex()}"\nallow_any_tcb = true\n'
+    )
     port = str(hw_server.unattested_port)
     for flags, status, first_word in [
         (["--policy", str(policy)], 1, "ChainError:"),
@@ -399,7 +403,7 @@ def test_verifier_reads_a_real_auxblob_directly(machine: SnpMachine) -> None:
     report = machine.report(b"\x42" * 64)
     claims = _verifier(machine).verify(
         report,
-        SnpPolicy(measurement=machine.measurement),
+        SnpPolicy(measurement=machine.measurement, allow_any_tcb=True),
         now=datetime.now(timezone.utc),
         endorsements=Endorsements(certificates=(machine.auxblob,)),
     )

@@ -44,7 +44,10 @@ CHIP_ID = (
 )
 VCEK_PATH = f"/vcek/v1/Milan/{CHIP_ID}?blSPL=02&teeSPL=00&snpSPL=05&ucodeSPL=68"
 CHAIN_PATH = "/vcek/v1/Milan/cert_chain"
-POLICY_TOML = f'[sev_snp]\nmeasurement = "{MEASUREMENT}"\nallow_debug = true\n'
+MIN_TCB = "0200000000000544"  # the set's REPORTED_TCB: bootloader 2, snp 5, microcode 68
+POLICY_TOML = (
+    f'[sev_snp]\nmeasurement = "{MEASUREMENT}"\nallow_debug = true\nmin_tcb = "{MIN_TCB}"\n'
+)
 KDS_PATHS = [VCEK_PATH, CHAIN_PATH]
 
 
@@ -77,7 +80,9 @@ def server(snp_set: Path) -> Iterator[LoopbackServer]:
 
 
 def _policy() -> Policy:
-    return Policy.from_mapping({"sev_snp": {"measurement": MEASUREMENT, "allow_debug": True}})
+    return Policy.from_mapping(
+        {"sev_snp": {"measurement": MEASUREMENT, "allow_debug": True, "min_tcb": MIN_TCB}}
+    )
 
 
 def _attest(server: LoopbackServer, source: KdsCertificateSource | None) -> None:

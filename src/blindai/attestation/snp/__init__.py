@@ -11,7 +11,9 @@ Example::
     from blindai.attestation import Endorsements
     from blindai.attestation.snp import SnpPolicy, SnpVerifier
 
-    policy = SnpPolicy.from_mapping({"measurement": "b07af962...2b01"})
+    policy = SnpPolicy.from_mapping(
+        {"measurement": "b07af962...2b01", "min_tcb": "0300000000000873"}
+    )
     claims = SnpVerifier.with_embedded_roots().verify(
         report, policy, now=datetime.now(timezone.utc),
         endorsements=Endorsements(certificates=(vcek_der, ask_ark_pem)),

@@ -4,7 +4,7 @@ Example::
 
     [sev_snp]
     measurement = "b07af962...2b01"          # 96 hex digits; required
-    min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }
+    min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # required
     max_vmpl = 0                             # default 0: only reports requested from VMPL 0
     allowed_signing_keys = ["vcek"]          # default both "vcek" and "vlek"
 
@@ -16,7 +16,8 @@ associate a migration agent able to export the guest's memory, is a violation), 
 ``{bootloader, tee, snp, microcode}``, or the 8 TCB_VERSION bytes as 16 hex digits in report
 order, e.g. ``"0300000000000873"``), ``max_vmpl`` (highest VMPL accepted, 0..3, default 0:
 the most privileged level), ``allowed_signing_keys`` and ``products`` (e.g. ``["Milan"]``).
-``min_tcb`` applies to REPORTED_TCB, the TCB the VCEK/VLEK certifies.
+``min_tcb`` applies to REPORTED_TCB, the TCB the VCEK/VLEK certifies; it is required beside
+``measurement`` unless ``allow_any_tcb = true`` accepts any firmware and microcode, explicitly.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SnpPolicy:
     allow_debug: bool = False
     allow_migration_agent: bool = False
     min_tcb: TcbVersion | None = None
+    allow_any_tcb: bool = False
     max_vmpl: int = 0
     allowed_signing_keys: frozenset[str] = field(default=_SIGNING_KEYS)
     products: frozenset[str] | None = None
@@ -71,6 +73,13 @@ class SnpPolicy:
             raise ConfigurationError('[sev_snp] allowed_signing_keys: "vcek" and/or "vlek"')
         if self.products is not None and not self.products:
             raise ConfigurationError("[sev_snp] products must not be empty")
+        if self.min_tcb is None and not (self.allow_any_tcb or self.allow_any_measurement):
+            raise ConfigurationError(
+                "[sev_snp] give min_tcb, the oldest firmware and microcode accepted (without it "
+                "any TCB passes, however vulnerable), or allow_any_tcb = true"
+            )
+        if self.min_tcb is not None and self.allow_any_tcb:
+            raise ConfigurationError("[sev_snp] give min_tcb or allow_any_tcb, not both")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SnpPolicy:
@@ -112,7 +121,7 @@ class SnpPolicy:
 def _convert(name: str, value: Any) -> Any:
     if name in _SIZES:
         return _hex(name, value)
-    if name in ("allow_any_measurement", "allow_debug", "allow_migration_agent"):
+    if name in ("allow_any_measurement", "allow_debug", "allow_migration_agent", "allow_any_tcb"):
         if not isinstance(value, bool):
             raise ConfigurationError(f"[sev_snp] {name} must be true or false")
         return value

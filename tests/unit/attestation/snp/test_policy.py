@@ -27,12 +27,24 @@ def claims(fake_amd: FakeAmd) -> SnpClaims:
 
 
 def test_minimal_policy_and_defaults() -> None:
-    policy = SnpPolicy.from_mapping({"measurement": M})
+    policy = SnpPolicy.from_mapping({"measurement": M, "min_tcb": "0300000000000873"})
     assert policy.measurement == bytes.fromhex(M)
-    assert policy.allow_debug is False
+    assert policy.allow_debug is False and policy.allow_migration_agent is False
     assert policy.max_vmpl == 0
     assert policy.allowed_signing_keys == frozenset({"vcek", "vlek"})
-    assert policy.min_tcb is None and policy.host_data is None
+    assert policy.allow_any_tcb is False and policy.host_data is None
+
+
+def test_min_tcb_or_allow_any_tcb_is_required_beside_a_measurement() -> None:
+    with pytest.raises(ConfigurationError, match="give min_tcb"):
+        SnpPolicy.from_mapping({"measurement": M})
+    with pytest.raises(ConfigurationError, match="give min_tcb"):
+        SnpPolicy.from_mapping({"measurement": M, "allow_any_tcb": False})
+    assert SnpPolicy.from_mapping({"measurement": M, "allow_any_tcb": True}).min_tcb is None
+    with pytest.raises(ConfigurationError, match="not both"):
+        SnpPolicy.from_mapping({"measurement": M, "allow_any_tcb": True, "min_tcb": "00" * 8})
+    with pytest.raises(ConfigurationError, match="true or false"):
+        SnpPolicy.from_mapping({"measurement": M, "allow_any_tcb": "yes"})
 
 
 def test_full_policy() -> None:
@@ -116,11 +128,11 @@ def test_bad_policies_are_configuration_errors(data: dict[str, object], match: s
 
 
 def test_accepting_policy(claims: SnpClaims) -> None:
-    assert SnpPolicy(measurement=bytes.fromhex(M)).check(claims) == []
+    assert SnpPolicy(measurement=bytes.fromhex(M), allow_any_tcb=True).check(claims) == []
 
 
 def test_each_rule(claims: SnpClaims) -> None:
-    base = SnpPolicy(measurement=bytes.fromhex(M))
+    base = SnpPolicy(measurement=bytes.fromhex(M), allow_any_tcb=True)
     debug_claims = replace(claims, debug=True, vmpl=2, signing_key="vlek", product="Genoa")
     got = SnpPolicy(
         measurement=bytes(48),
@@ -157,4 +169,5 @@ def test_check_refuses_other_kinds() -> None:
         debug=False,
         verified_at=NOW.astimezone(timezone.utc),
     )
-    assert SnpPolicy(measurement=bytes(48)).check(other) == [Violation("kind", "sev-snp", "tdx")]
+    policy = SnpPolicy(measurement=bytes(48), allow_any_tcb=True)
+    assert policy.check(other) == [Violation("kind", "sev-snp", "tdx")]

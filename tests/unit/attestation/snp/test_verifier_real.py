@@ -28,7 +28,11 @@ VERIFIER = SnpVerifier.with_embedded_roots()
 
 
 def policy_for(real: RealSet, **overrides: object) -> SnpPolicy:
-    data: dict[str, object] = {"measurement": real.measurement}
+    bl, tee, snp, ucode = real.reported_tcb
+    data: dict[str, object] = {
+        "measurement": real.measurement,
+        "min_tcb": {"bootloader": bl, "tee": tee, "snp": snp, "microcode": ucode},
+    }
     if real.debug:
         data["allow_debug"] = True
     if real.vmpl:
@@ -313,3 +317,29 @@ def test_a_guest_that_allows_a_migration_agent_is_refused_by_default(real_set: R
     assert policy_for(real_set, allow_migration_agent=True).check(migratable) == []
     with pytest.raises(ConfigurationError, match="true or false"):
         policy_for(real_set, allow_migration_agent=1)
+
+
+def test_a_policy_without_min_tcb_is_refused_as_it_accepts_any_firmware(
+    sets: dict[str, RealSet],
+) -> None:
+    """SEV-SNP has no TCB status: without min_tcb a policy accepted this real report whatever
+    its firmware and microcode (AMD certifies a VCEK for old TCB versions too, and a host may
+    report an older TCB than it runs). Now ConfigurationError unless min_tcb is given or
+    ``allow_any_tcb = true`` says so; allow_any_measurement (defaults only) is unchanged."""
+    real = sets["virtee-sev-milan"]
+    with pytest.raises(ConfigurationError, match="min_tcb"):
+        SnpPolicy.from_mapping({"measurement": real.measurement})
+    bl, tee, snp, ucode = real.reported_tcb
+    floor = {"bootloader": bl, "tee": tee, "snp": snp, "microcode": ucode}
+    assert verify(real, min_tcb=floor).reported_tcb == TcbVersion(**floor)
+    with pytest.raises(PolicyError) as info:
+        verify(real, min_tcb={**floor, "microcode": ucode + 1})
+    assert [v.field for v in info.value.violations] == ["reported_tcb"]
+    any_tcb = SnpPolicy.from_mapping({"measurement": real.measurement, "allow_any_tcb": True})
+    assert (
+        any_tcb.check(
+            VERIFIER.verify_authenticity(real.report, now=NOW, endorsements=real.endorsements)
+        )
+        == []
+    )
+    assert SnpPolicy.from_mapping({"allow_any_measurement": True}).min_tcb is None
