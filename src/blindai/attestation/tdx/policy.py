@@ -9,6 +9,7 @@ TOML section ``[tdx]``::
     rtmr0 = "44c0197b..."                 # rtmr0, rtmr3: optional
     mr_seam = "5b38e33a..."
     mr_config_id = "a1b2c3..."            # mr_config_id, mr_owner, mr_owner_config: optional
+    mr_service_td = "..."                 # quote v5 only; left out: must be zero
     td_attributes = "0x10000000"          # under td_attributes_mask (DEBUG left out)
     xfam = "0x602e7"                      # under xfam_mask
     allow_debug = false
@@ -58,6 +59,7 @@ _KEYS = frozenset(
         *_RTMRS,
         "mr_seam",
         *_HOST_SET,
+        "mr_service_td",
         "td_attributes",
         "td_attributes_mask",
         "xfam",
@@ -91,6 +93,9 @@ class TdxPolicy:
     mr_config_id: frozenset[bytes] | None = None
     mr_owner: frozenset[bytes] | None = None
     mr_owner_config: frozenset[bytes] | None = None
+    mr_service_td: frozenset[bytes] | None = None
+    """TD report 1.5 (quote v5): the service TDs bound to the TD, which may access its state.
+    Left out, it must be zero (none bound); pinned, a v4 quote (no such field) is refused."""
     td_attributes: int | None = None
     td_attributes_mask: int = _U64 & ~DEBUG
     xfam: int | None = None
@@ -137,6 +142,7 @@ class TdxPolicy:
             mr_config_id=f.hex_set(data.get("mr_config_id"), "mr_config_id", 48),
             mr_owner=f.hex_set(data.get("mr_owner"), "mr_owner", 48),
             mr_owner_config=f.hex_set(data.get("mr_owner_config"), "mr_owner_config", 48),
+            mr_service_td=f.hex_set(data.get("mr_service_td"), "mr_service_td", 48),
             td_attributes=f.uint(data.get("td_attributes"), "td_attributes", 64),
             td_attributes_mask=_U64 & ~DEBUG if td_mask is None else td_mask,
             xfam=f.uint(data.get("xfam"), "xfam", 64),
@@ -157,6 +163,7 @@ class TdxPolicy:
         out += f.measurement("mr_seam", self.mr_seam, claims.mr_seam)
         for name in _HOST_SET:
             out += f.measurement(name, getattr(self, name), getattr(claims, name))
+        out += self._service_td(claims)
         if self.td_attributes is None:  # the default: nothing that weakens the TD's isolation
             out += f.masked("td_attributes", _DEFAULT_EXPECTED, _DEFAULT_MASK, claims.td_attributes)
         else:
@@ -170,3 +177,12 @@ class TdxPolicy:
             self.allowed_tcb_statuses,
             self.min_tcb_evaluation_data_number,
         )
+
+    def _service_td(self, claims: TdxClaims) -> list[Violation]:
+        if claims.mr_service_td is None:  # TD report 1.0: no service TD can be named
+            if self.mr_service_td is None:
+                return []
+            expected = " or ".join(sorted(v.hex() for v in self.mr_service_td))
+            return [Violation("mr_service_td", expected, "absent (TD report 1.0)")]
+        allowed = self.mr_service_td or frozenset({bytes(48)})
+        return f.measurement("mr_service_td", allowed, claims.mr_service_td)

@@ -438,3 +438,23 @@ def test_a_tdx_mask_without_its_value_is_refused_as_it_checks_nothing(
         policy(**{mask: "0xffff"})
     with pytest.raises(PolicyError):  # with its value, the real quote's bits are checked
         verify(phala_v4, policy(**{mask.removesuffix("_mask"): "0x1", mask: "0xffff"}))
+
+
+def test_a_bound_service_td_is_refused_unless_pinned(phala_v4: DcapSet, phala_v5: DcapSet) -> None:
+    """A TD report 1.5 (quote v5) carries MRSERVICETD: the measurement of service TDs bound to
+    the TD (a migration TD among them), which may access its state. The policy ignored it. The
+    real v5 quote has it zero (parsed: its TCB matches no level, so it does not verify here);
+    the check is shown on the real v4 quote's verified claims given a v5 body's fields."""
+    _, report = parse_tdx_quote(phala_v5.quote)
+    assert report.mr_service_td == bytes(48)
+    v4 = verify(phala_v4, policy())
+    assert v4.mr_service_td is None and policy().check(v4) == []
+    as_v5 = replace(v4, quote_version=5, mr_service_td=bytes(48), tee_tcb_svn2=bytes(16))
+    assert policy().check(as_v5) == []
+    bound = replace(as_v5, mr_service_td=b"\x5a" * 48)
+    violations = [(v.field, v.expected, v.actual) for v in policy().check(bound)]
+    assert violations == [("mr_service_td", "00" * 48, "5a" * 48)]
+    assert policy(mr_service_td="5a" * 48).check(bound) == []
+    assert [v.field for v in policy(mr_service_td="5a" * 48).check(as_v5)] == ["mr_service_td"]
+    absent = [(v.field, v.actual) for v in policy(mr_service_td="5a" * 48).check(v4)]
+    assert absent == [("mr_service_td", "absent (TD report 1.0)")]
