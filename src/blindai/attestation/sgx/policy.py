@@ -35,7 +35,7 @@ __all__ = ["SgxPolicy"]
 
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
-INIT, DEBUG = 0x1, 0x2
+INIT, DEBUG, KSS = 0x1, 0x2, 0x80
 #: BlindAI 0.6 manifest key -> our key
 _MANIFEST_ALIASES = {
     "attributes_flags_hex": "attributes",
@@ -72,7 +72,9 @@ class SgxPolicy:
     ``mr_enclave`` or ``mr_signer`` is required unless ``allow_any_measurement``; ``mr_signer``
     without ``mr_enclave`` needs ``isv_prod_id`` and ``min_isv_svn`` too (the signer's key signs
     every product and version it ever released). The DEBUG attribute is judged by
-    ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out.
+    ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out. ``attributes``
+    left out still refuses KSS (bit 7: the enclave's creator chooses its CONFIGID); given, it
+    and its mask alone decide.
     """
 
     mr_enclave: frozenset[bytes] | None = None
@@ -147,7 +149,10 @@ class SgxPolicy:
             out.append(Violation("isv_prod_id", str(self.isv_prod_id), str(claims.isv_prod_id)))
         if self.min_isv_svn is not None and claims.isv_svn < self.min_isv_svn:
             out.append(Violation("isv_svn", f">= {self.min_isv_svn}", str(claims.isv_svn)))
-        out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
+        if self.attributes is None:  # the default: no host-chosen CONFIGID (KSS clear)
+            out += f.masked("attributes", 0, KSS, claims.attributes)
+        else:
+            out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
         out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm)
         out += f.masked("misc_select", self.misc_select, self.misc_select_mask, claims.misc_select)
         return out + f.debug_and_tcb(

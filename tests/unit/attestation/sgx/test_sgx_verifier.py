@@ -377,3 +377,17 @@ def test_a_mask_without_its_value_is_refused_as_it_checks_nothing(
     value = {mask.removesuffix("_mask"): "0x1", mask: "0xffff"}  # with its value: checked
     with pytest.raises(PolicyError):
         verify(phala_sgx, policy(PHALA_MRENCLAVE, *statuses, **value))
+
+
+def test_kss_is_refused_when_attributes_are_left_out(automata_sgx: DcapSet) -> None:
+    """ATTRIBUTES.KSS (bit 7) lets whoever creates the enclave choose its CONFIGID and CONFIGSVN,
+    inputs the enclave may act on that MRENCLAVE does not cover (and the claims do not carry).
+    With ``attributes`` left out only DEBUG was checked. No real quote here has KSS, so the
+    check is shown on the real quote's verified claims with the bit set in them."""
+    accepting = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded")
+    claims = verify(automata_sgx, accepting)
+    assert claims.attributes == 0x05 and accepting.check(claims) == []
+    kss = replace(claims, attributes=claims.attributes | 0x80)
+    assert [(v.field, v.actual) for v in accepting.check(kss)] == [("attributes", "0x85")]
+    pinned = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded", attributes="0x85")
+    assert pinned.check(kss) == []  # given, attributes and their mask alone decide
