@@ -11,6 +11,7 @@ from blindai.attestation.dcap._verify import TCB_STATUSES
 from blindai.errors import ConfigurationError, Violation
 
 __all__ = [
+    "advisory_ids",
     "boolean",
     "check_keys",
     "check_masks",
@@ -108,6 +109,15 @@ def tcb_statuses(value: Any, key: str = "allowed_tcb_statuses") -> frozenset[str
     return frozenset(value)
 
 
+def advisory_ids(value: Any, key: str = "allowed_advisory_ids") -> frozenset[str] | None:
+    """Intel advisory IDs (``INTEL-SA-00615``) an accepted TCB status may carry; None: any."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigurationError(f"{key} must be a non-empty list of advisory IDs")
+    return frozenset(value)
+
+
 def measurement(field: str, allowed: frozenset[bytes] | None, actual: bytes) -> list[Violation]:
     """A violation when ``actual`` is not one of ``allowed`` (nothing when unconstrained)."""
     if allowed is None or actual in allowed:
@@ -124,11 +134,12 @@ def masked(field: str, expected: int | None, mask: int, actual: int) -> list[Vio
 
 
 def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``allow_debug``, ``allowed_tcb_statuses``, ``min_tcb_evaluation_data_number`` and
-    ``allow_any_measurement`` from a table."""
+    """``allow_debug``, ``allowed_tcb_statuses``, ``allowed_advisory_ids``,
+    ``min_tcb_evaluation_data_number`` and ``allow_any_measurement`` from a table."""
     return {
         "allow_debug": boolean(data.get("allow_debug"), "allow_debug", False),
         "allowed_tcb_statuses": tcb_statuses(data.get("allowed_tcb_statuses")),
+        "allowed_advisory_ids": advisory_ids(data.get("allowed_advisory_ids")),
         "min_tcb_evaluation_data_number": _number(
             data.get("min_tcb_evaluation_data_number"), "min_tcb_evaluation_data_number"
         ),
@@ -143,15 +154,23 @@ def debug_and_tcb(
     allow_debug: bool,
     allowed_tcb_statuses: frozenset[str],
     min_evaluation_data_number: int | None = None,
+    allowed_advisory_ids: frozenset[str] | None = None,
 ) -> list[Violation]:
     """Debug refused unless allowed; the TCB status one of those accepted, judged on collateral
-    of at least ``min_evaluation_data_number`` (unset: any)."""
+    of at least ``min_evaluation_data_number`` (unset: any), carrying no advisory outside
+    ``allowed_advisory_ids`` (unset: any)."""
     out = []
     if claims.debug and not allow_debug:
         out.append(Violation("debug", "False", "True"))
     if claims.tcb_status not in allowed_tcb_statuses:
         allowed = " or ".join(sorted(allowed_tcb_statuses))
         out.append(Violation("tcb_status", allowed, str(claims.tcb_status)))
+    if allowed_advisory_ids is not None:
+        advisories = getattr(claims, "advisory_ids", ())
+        unassessed = [a for a in advisories if a not in allowed_advisory_ids]
+        if unassessed:
+            expected = "only " + ", ".join(sorted(allowed_advisory_ids))
+            out.append(Violation("advisory_ids", expected, ", ".join(unassessed)))
     if min_evaluation_data_number is not None:
         number = getattr(claims, "tcb_evaluation_data_number", None)
         if number is None or number < min_evaluation_data_number:

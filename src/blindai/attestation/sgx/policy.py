@@ -12,6 +12,7 @@ TOML section ``[sgx]``::
     misc_select = "0x0"                   # under misc_select_mask
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
+    allowed_advisory_ids = ["INTEL-SA-00615"]   # optional: any other advisory is refused
     min_tcb_evaluation_data_number = 17   # optional: collateral from this TCB recovery on
 
 BlindAI 0.6's ``manifest.toml`` keys are accepted as they are: ``attributes_flags_hex``,
@@ -59,6 +60,7 @@ _KEYS = frozenset(
         "misc_select_mask",
         "allow_debug",
         "allowed_tcb_statuses",
+        "allowed_advisory_ids",
         "min_tcb_evaluation_data_number",
         "allow_any_measurement",
     }
@@ -89,6 +91,8 @@ class SgxPolicy:
     misc_select_mask: int = _U32
     allow_debug: bool = False
     allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    allowed_advisory_ids: frozenset[str] | None = None
+    """Intel advisories (``INTEL-SA-00615``) an accepted TCB status may carry; None: any."""
     min_tcb_evaluation_data_number: int | None = None
     """The oldest TCB recovery event (Intel's ``tcbEvaluationDataNumber``) whose collateral may
     judge the TCB status: a server serving collateral from before a recovery that made its
@@ -160,6 +164,7 @@ class SgxPolicy:
             self.allow_debug,
             self.allowed_tcb_statuses,
             self.min_tcb_evaluation_data_number,
+            self.allowed_advisory_ids,
         )
 
 

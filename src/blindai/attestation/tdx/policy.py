@@ -66,6 +66,7 @@ _KEYS = frozenset(
         "xfam_mask",
         "allow_debug",
         "allowed_tcb_statuses",
+        "allowed_advisory_ids",
         "min_tcb_evaluation_data_number",
         "allow_any_measurement",
         "allow_unpinned_rtmrs",
@@ -102,6 +103,8 @@ class TdxPolicy:
     xfam_mask: int = _U64
     allow_debug: bool = False
     allowed_tcb_statuses: frozenset[str] = field(default=frozenset({"UpToDate"}))
+    allowed_advisory_ids: frozenset[str] | None = None
+    """Intel advisories (``INTEL-SA-00615``) an accepted TCB status may carry; None: any."""
     min_tcb_evaluation_data_number: int | None = None
     """The oldest TCB recovery event (Intel's ``tcbEvaluationDataNumber``) whose collateral may
     judge the TCB status: a server serving collateral from before a recovery that made its
@@ -176,6 +179,7 @@ class TdxPolicy:
             self.allow_debug,
             self.allowed_tcb_statuses,
             self.min_tcb_evaluation_data_number,
+            self.allowed_advisory_ids,
         )
 
     def _service_td(self, claims: TdxClaims) -> list[Violation]:

@@ -391,3 +391,25 @@ def test_kss_is_refused_when_attributes_are_left_out(automata_sgx: DcapSet) -> N
     assert [(v.field, v.actual) for v in accepting.check(kss)] == [("attributes", "0x85")]
     pinned = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded", attributes="0x85")
     assert pinned.check(kss) == []  # given, attributes and their mask alone decide
+
+
+def test_allowed_advisory_ids_limit_what_an_accepted_tcb_status_may_carry(
+    phala_sgx: DcapSet,
+) -> None:
+    """Accepting a status such as ConfigurationAndSWHardeningNeeded accepted every advisory
+    Intel lists with it, including ones published after the policy was written and never
+    assessed. allowed_advisory_ids (optional) names those assessed; any other is a violation."""
+    statuses = ("ConfigurationAndSWHardeningNeeded",)
+    claims = verify(phala_sgx, policy(PHALA_MRENCLAVE, *statuses))
+    assert claims.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615")
+    both = policy(PHALA_MRENCLAVE, *statuses, allowed_advisory_ids=list(claims.advisory_ids))
+    assert verify(phala_sgx, both).advisory_ids == claims.advisory_ids
+    one = policy(PHALA_MRENCLAVE, *statuses, allowed_advisory_ids=["INTEL-SA-00615"])
+    with pytest.raises(PolicyError) as info:
+        verify(phala_sgx, one)
+    assert [(v.field, v.expected, v.actual) for v in info.value.violations] == [
+        ("advisory_ids", "only INTEL-SA-00615", "INTEL-SA-00289")
+    ]
+    for bad in ("INTEL-SA-00615", [], [5]):
+        with pytest.raises(ConfigurationError, match="allowed_advisory_ids"):
+            policy(PHALA_MRENCLAVE, *statuses, allowed_advisory_ids=bad)

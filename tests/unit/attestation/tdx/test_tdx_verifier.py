@@ -458,3 +458,15 @@ def test_a_bound_service_td_is_refused_unless_pinned(phala_v4: DcapSet, phala_v5
     assert [v.field for v in policy(mr_service_td="5a" * 48).check(as_v5)] == ["mr_service_td"]
     absent = [(v.field, v.actual) for v in policy(mr_service_td="5a" * 48).check(v4)]
     assert absent == [("mr_service_td", "absent (TD report 1.0)")]
+
+
+def test_allowed_advisory_ids_on_an_out_of_date_td(dcap_rs_v4: DcapSet) -> None:
+    assessed = ["INTEL-SA-00960", "INTEL-SA-00982"]
+    with pytest.raises(PolicyError) as info:
+        verify(dcap_rs_v4, policy(DCAP_RS_MRTD, "OutOfDate", allowed_advisory_ids=assessed))
+    assert [(v.field, v.actual) for v in info.value.violations] == [
+        ("advisory_ids", "INTEL-SA-00986")
+    ]
+    every = [*assessed, "INTEL-SA-00986"]
+    claims = verify(dcap_rs_v4, policy(DCAP_RS_MRTD, "OutOfDate", allowed_advisory_ids=every))
+    assert claims.tcb_status == "OutOfDate"
