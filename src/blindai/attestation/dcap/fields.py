@@ -15,6 +15,7 @@ __all__ = [
     "boolean",
     "check_keys",
     "check_masks",
+    "check_value_sets",
     "common_fields",
     "debug_and_tcb",
     "hex_set",
@@ -39,6 +40,25 @@ def check_masks(data: Mapping[str, Any], values: Collection[str], section: str) 
         if f"{value}_mask" in data and value not in data:
             raise ConfigurationError(
                 f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
+            )
+
+
+def check_value_sets(policy: object, sizes: Mapping[str, int], section: str) -> None:
+    """ConfigurationError unless each field of ``policy`` named in ``sizes`` is None or a
+    non-empty set of byte strings of its size: given ``bytes``, ``actual in allowed`` would be a
+    substring test (any window of concatenated values would pass); given ``str``, a crash."""
+    for name, size in sizes.items():
+        value = getattr(policy, name)
+        if value is None:
+            continue
+        if (
+            not isinstance(value, frozenset | set)
+            or not value
+            or not all(isinstance(v, bytes) and len(v) == size for v in value)
+        ):
+            raise ConfigurationError(
+                f"[{section}] {name} must be a non-empty set of {size}-byte values "
+                f"(frozenset of bytes), not {type(value).__name__}"
             )
 
 

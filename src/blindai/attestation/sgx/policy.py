@@ -115,6 +115,7 @@ class SgxPolicy:
                 "give isv_prod_id and min_isv_svn too (min_isv_svn = 0 accepts any version)"
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+        f.check_value_sets(self, {"mr_enclave": 32, "mr_signer": 32}, "sgx")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SgxPolicy:

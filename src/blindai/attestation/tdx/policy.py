@@ -53,6 +53,7 @@ _DEFAULT_EXPECTED = SEPT_VE_DISABLE
 _RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")
 # set by the host at TD creation, measured nowhere else; checked in this order after mr_seam
 _HOST_SET = ("mr_config_id", "mr_owner", "mr_owner_config")
+_REGISTERS = ("mr_td", *_RTMRS, "mr_seam", *_HOST_SET, "mr_service_td")
 _KEYS = frozenset(
     {
         "mr_td",
@@ -115,6 +116,7 @@ class TdxPolicy:
     the pinned firmware boots. An explicit opt-in, as ``allow_any_measurement`` is."""
 
     def __post_init__(self) -> None:
+        f.check_value_sets(self, dict.fromkeys(_REGISTERS, 48), "tdx")
         if not self.allow_any_measurement and self.mr_td is None:
             raise ConfigurationError("[tdx] needs mr_td (or allow_any_measurement = true)")
         if not (self.allow_any_measurement or self.allow_unpinned_rtmrs) and None in (

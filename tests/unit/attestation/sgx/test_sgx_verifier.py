@@ -413,3 +413,22 @@ def test_allowed_advisory_ids_limit_what_an_accepted_tcb_status_may_carry(
     for bad in ("INTEL-SA-00615", [], [5]):
         with pytest.raises(ConfigurationError, match="allowed_advisory_ids"):
             policy(PHALA_MRENCLAVE, *statuses, allowed_advisory_ids=bad)
+
+
+def test_a_measurement_given_as_bytes_not_a_set_is_refused(phala_sgx: DcapSet) -> None:
+    """SgxPolicy(mr_enclave=...) takes a set of values. Given bytes, ``actual in allowed`` was
+    a substring test: two measurements concatenated accepted any 32-byte window of them, and
+    this real quote passed a policy whose bytes merely contained its MRENCLAVE."""
+    real = bytes.fromhex(PHALA_MRENCLAVE)
+    statuses = frozenset({"ConfigurationAndSWHardeningNeeded"})
+    for wrong in (real, b"\x01" * 7 + real + b"\x02" * 25, PHALA_MRENCLAVE, frozenset({real[:31]})):
+        with pytest.raises(ConfigurationError, match="mr_enclave"):
+            SgxPolicy(mr_enclave=wrong, allowed_tcb_statuses=statuses)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="mr_signer"):
+        SgxPolicy(
+            mr_enclave=frozenset({real}),
+            mr_signer=bytes.fromhex(PHALA_MRSIGNER),  # type: ignore[arg-type]
+            allowed_tcb_statuses=statuses,
+        )
+    good = SgxPolicy(mr_enclave=frozenset({real}), allowed_tcb_statuses=statuses)
+    assert verify(phala_sgx, good).mr_enclave == real

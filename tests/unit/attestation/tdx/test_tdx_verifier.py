@@ -470,3 +470,14 @@ def test_allowed_advisory_ids_on_an_out_of_date_td(dcap_rs_v4: DcapSet) -> None:
     every = [*assessed, "INTEL-SA-00986"]
     claims = verify(dcap_rs_v4, policy(DCAP_RS_MRTD, "OutOfDate", allowed_advisory_ids=every))
     assert claims.tcb_status == "OutOfDate"
+
+
+def test_registers_given_as_bytes_not_sets_are_refused(phala_v4: DcapSet) -> None:
+    real = {k: frozenset({bytes.fromhex(v)}) for k, v in PHALA_BOOT.items()}
+    mr_td = bytes.fromhex(PHALA_MRTD)
+    for wrong in (mr_td, b"\x00" * 3 + mr_td, PHALA_MRTD, frozenset()):
+        with pytest.raises(ConfigurationError, match="mr_td"):
+            TdxPolicy(mr_td=wrong, **real)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="rtmr2"):
+        TdxPolicy(mr_td=frozenset({mr_td}), rtmr1=real["rtmr1"], rtmr2=bytes(48))  # type: ignore[arg-type]
+    assert verify(phala_v4, TdxPolicy(mr_td=frozenset({mr_td}), **real)).mr_td == mr_td
