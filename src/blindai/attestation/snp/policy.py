@@ -16,7 +16,8 @@ associate a migration agent able to export the guest's memory, is a violation), 
 ``{bootloader, tee, snp, microcode}``, or the 8 TCB_VERSION bytes as 16 hex digits in report
 order, e.g. ``"0300000000000873"``), ``max_vmpl`` (highest VMPL accepted, 0..3, default 0:
 the most privileged level), ``allowed_signing_keys`` and ``products`` (e.g. ``["Milan"]``).
-``min_tcb`` applies to REPORTED_TCB, the TCB the VCEK/VLEK certifies; it is required beside
+``min_tcb`` applies to REPORTED_TCB (the TCB the VCEK/VLEK certifies), COMMITTED_TCB (the
+firmware may be rolled back to it, live), LAUNCH_TCB and CURRENT_TCB alike; it is required beside
 ``measurement`` unless ``allow_any_tcb = true`` accepts any firmware and microcode, explicitly.
 """
 
@@ -34,6 +35,9 @@ from blindai.errors import ConfigurationError, EvidenceError, Violation
 __all__ = ["SnpPolicy"]
 
 _SIGNING_KEYS = frozenset({"vcek", "vlek"})
+#: the TCB versions min_tcb bounds: the one the VCEK certifies, the floor the firmware may be
+#: rolled back to while the guest runs, the one it was launched under, the one running now
+_TCBS = ("reported_tcb", "committed_tcb", "launch_tcb", "current_tcb")
 _SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48}
 
 
@@ -106,8 +110,11 @@ class SnpPolicy:
             out.append(Violation("debug", "false (policy bit 19 clear)", "true"))
         if claims.guest_policy >> POLICY_MIGRATE_MA_BIT & 1 and not self.allow_migration_agent:
             out.append(Violation("migrate_ma", "false (policy bit 18 clear)", "true"))
-        if self.min_tcb is not None and not claims.reported_tcb.meets(self.min_tcb):
-            out.append(Violation("reported_tcb", f">= {self.min_tcb}", str(claims.reported_tcb)))
+        if self.min_tcb is not None:
+            for name in _TCBS:
+                tcb = getattr(claims, name)
+                if not tcb.meets(self.min_tcb):
+                    out.append(Violation(name, f">= {self.min_tcb}", str(tcb)))
         if claims.vmpl > self.max_vmpl:
             out.append(Violation("vmpl", f"<= {self.max_vmpl}", str(claims.vmpl)))
         if claims.signing_key not in self.allowed_signing_keys:

@@ -151,12 +151,15 @@ def test_each_rule(claims: SnpClaims) -> None:
         "author_key_digest",
         "debug",
         "reported_tcb",
+        "committed_tcb",
+        "launch_tcb",
+        "current_tcb",
         "vmpl",
         "signing_key",
         "product",
     ]
     assert got[0] == Violation("measurement", "00" * 48, M)
-    assert got[6] == Violation("vmpl", "<= 1", "2")
+    assert got[9] == Violation("vmpl", "<= 1", "2")
     assert base.check(replace(claims, vmpl=1)) == [Violation("vmpl", "<= 0", "1")]
     assert replace(base, allow_debug=True).check(replace(claims, debug=True)) == []
 

@@ -286,7 +286,8 @@ def test_every_violation_at_once(sets: dict[str, RealSet]) -> None:
             products=["Genoa"],
         )
     fields = [v.field for v in info.value.violations]
-    assert fields == ["measurement", "host_data", "debug", "reported_tcb", "product"]
+    tcbs = ["reported_tcb", "committed_tcb", "launch_tcb", "current_tcb"]  # all four equal here
+    assert fields == ["measurement", "host_data", "debug", *tcbs, "product"]
 
 
 def test_id_key_digest(sets: dict[str, RealSet]) -> None:
@@ -334,7 +335,8 @@ def test_a_policy_without_min_tcb_is_refused_as_it_accepts_any_firmware(
     assert verify(real, min_tcb=floor).reported_tcb == TcbVersion(**floor)
     with pytest.raises(PolicyError) as info:
         verify(real, min_tcb={**floor, "microcode": ucode + 1})
-    assert [v.field for v in info.value.violations] == ["reported_tcb"]
+    fields = [v.field for v in info.value.violations]  # the report's four TCBs are equal
+    assert fields == ["reported_tcb", "committed_tcb", "launch_tcb", "current_tcb"]
     any_tcb = SnpPolicy.from_mapping({"measurement": real.measurement, "allow_any_tcb": True})
     assert (
         any_tcb.check(
@@ -343,3 +345,22 @@ def test_a_policy_without_min_tcb_is_refused_as_it_accepts_any_firmware(
         == []
     )
     assert SnpPolicy.from_mapping({"allow_any_measurement": True}).min_tcb is None
+
+
+def test_min_tcb_also_bounds_committed_current_and_launch_tcb(sets: dict[str, RealSet]) -> None:
+    """min_tcb was compared with REPORTED_TCB alone. COMMITTED_TCB is the floor the firmware may
+    be rolled back to, live, while the guest runs; LAUNCH_TCB the firmware the guest was
+    launched under. A platform whose committed TCB is below the minimum can be taken back to
+    the vulnerable firmware after the client has verified it. The real VLEK report has REPORTED
+    217 < COMMITTED 219 = LAUNCH < CURRENT 220 (microcode); the lower values are set in its
+    verified claims (no signature claimed to cover them)."""
+    real = sets["trustee-milan-vlek"]
+    claims = VERIFIER.verify_authenticity(real.report, now=NOW, endorsements=real.endorsements)
+    ucode = (claims.reported_tcb, claims.committed_tcb, claims.launch_tcb, claims.current_tcb)
+    assert [t.microcode for t in ucode] == [217, 219, 219, 220]
+    at_reported = policy_for(real)
+    assert at_reported.check(claims) == []
+    old = replace(claims.reported_tcb, microcode=216)
+    for name in ("committed_tcb", "launch_tcb", "current_tcb"):
+        lowered = replace(claims, **{name: old})
+        assert [(v.field, v.actual) for v in at_reported.check(lowered)] == [(name, str(old))]
