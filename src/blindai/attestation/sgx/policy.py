@@ -104,6 +104,10 @@ class SgxPolicy:
             raise ConfigurationError(
                 "[sgx] needs mr_enclave or mr_signer (or allow_any_measurement = true)"
             )
+        if self.allow_any_measurement and not (self.mr_enclave is None and self.mr_signer is None):
+            raise ConfigurationError(
+                "[sgx] mr_enclave/mr_signer and allow_any_measurement = true contradict"
+            )
         signer_only = self.mr_signer is not None and self.mr_enclave is None
         if (
             signer_only

@@ -119,6 +119,8 @@ class TdxPolicy:
         f.check_value_sets(self, dict.fromkeys(_REGISTERS, 48), "tdx")
         if not self.allow_any_measurement and self.mr_td is None:
             raise ConfigurationError("[tdx] needs mr_td (or allow_any_measurement = true)")
+        if self.allow_any_measurement and self.mr_td is not None:
+            raise ConfigurationError("[tdx] mr_td and allow_any_measurement = true contradict")
         if not (self.allow_any_measurement or self.allow_unpinned_rtmrs) and None in (
             self.rtmr1,
             self.rtmr2,

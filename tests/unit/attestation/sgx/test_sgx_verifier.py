@@ -432,3 +432,16 @@ def test_a_measurement_given_as_bytes_not_a_set_is_refused(phala_sgx: DcapSet) -
         )
     good = SgxPolicy(mr_enclave=frozenset({real}), allowed_tcb_statuses=statuses)
     assert verify(phala_sgx, good).mr_enclave == real
+
+
+def test_allow_any_measurement_beside_a_measurement_is_refused(phala_sgx: DcapSet) -> None:
+    """``mr_signer`` with ``allow_any_measurement = true`` skipped what mr_signer alone needs
+    (isv_prod_id, min_isv_svn); the two contradict, as in [sev_snp] and [nitro]."""
+    statuses = ["ConfigurationAndSWHardeningNeeded"]
+    for pinned in ({"mr_signer": PHALA_MRSIGNER}, {"mr_enclave": PHALA_MRENCLAVE}):
+        with pytest.raises(ConfigurationError, match="contradict"):
+            SgxPolicy.from_mapping(
+                {**pinned, "allow_any_measurement": True, "allowed_tcb_statuses": statuses}
+            )
+    any_code = {"allow_any_measurement": True, "allowed_tcb_statuses": statuses}
+    assert verify(phala_sgx, SgxPolicy.from_mapping(any_code)).mr_signer.hex() == PHALA_MRSIGNER

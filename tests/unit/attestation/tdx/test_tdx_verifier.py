@@ -481,3 +481,13 @@ def test_registers_given_as_bytes_not_sets_are_refused(phala_v4: DcapSet) -> Non
     with pytest.raises(ConfigurationError, match="rtmr2"):
         TdxPolicy(mr_td=frozenset({mr_td}), rtmr1=real["rtmr1"], rtmr2=bytes(48))  # type: ignore[arg-type]
     assert verify(phala_v4, TdxPolicy(mr_td=frozenset({mr_td}), **real)).mr_td == mr_td
+
+
+def test_allow_any_measurement_beside_mr_td_is_refused(phala_v4: DcapSet) -> None:
+    """``mr_td`` with ``allow_any_measurement = true`` passed as a pinned policy while skipping
+    what a pinned one must have (rtmr1, rtmr2): the two contradict, as in [sev_snp] and
+    [nitro]. The real quote is then verified by either alone."""
+    with pytest.raises(ConfigurationError, match="contradict"):
+        TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "allow_any_measurement": True})
+    assert verify(phala_v4, TdxPolicy.from_mapping({"allow_any_measurement": True}))
+    assert verify(phala_v4, policy())
