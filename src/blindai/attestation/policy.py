@@ -134,9 +134,9 @@ class Policy:
     def defaults_only(cls, kind: EvidenceKind, *more: EvidenceKind) -> Policy:
         """Every default of each kind's policy, with the measurement left unpinned. DANGEROUS.
 
-        What this accepts: any code at all running in a genuine, up-to-date, non-debug TEE of
-        the kinds named (at least one: a section may mean "required", so none is added
-        unasked). Authenticity and every default still apply
+        What this accepts: any code at all running in a genuine, non-debug TEE of the kinds
+        named (at least one: a section may mean "required", so none is added unasked), SGX and
+        TDX up to date, SEV-SNP at any firmware TCB. Authenticity and every default still apply
         (TCB status UpToDate only for SGX and TDX, debug refused, SEV-SNP's VMPL 0, Nitro's
         freshness; the table's ``defaults`` text says which), but nothing ties the evidence to
         *your* code: use it to read the measurements of a deployment you control, then pin
