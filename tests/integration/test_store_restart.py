@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -173,6 +174,33 @@ def test_a_revoked_key_or_deleted_model_put_back_stays_revoked_and_deleted(
             bob.list_models()
     with connect(running[-1]) as admin:
         assert admin.list_models() == []
+
+
+def test_a_revoked_key_still_in_use_is_named_in_the_audit_log_after_a_restart(
+    tmp_path: Path, store: Path, running
+):
+    """A revoked key's 401s named it (name and id) only until the server restarted: the ring
+    kept its keyed hash in memory, and after a restart its 401s were written ``key: null``.
+    The store's manifest now remembers it."""
+    audit = tmp_path / "audit.jsonl"
+    logged = ("--audit-log", str(audit))
+    running.append(
+        start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--store", str(store), *logged)
+    )
+    with connect(running[-1]) as admin:
+        bob = admin.create_key("bob")
+        admin.revoke_key("bob")
+    running[-1].stop()
+    running.append(
+        start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--store", str(store), *logged)
+    )
+    with pytest.raises(AuthenticationError):
+        with connect(running[-1], bob.key) as conn:
+            conn.list_models()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [line for line in lines if line["status"] == 401]
+    assert refused and all((r["key"], r["key_id"]) == ("bob", bob.key_id) for r in refused)
+    assert bob.key not in audit.read_text() and bob.key not in running[-1].log()
 
 
 def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(

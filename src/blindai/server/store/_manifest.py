@@ -15,6 +15,10 @@ manifest with its entries), since nothing outside the operator's reach counts th
 writes; a start with ``--store-rebuild-manifest``, which the operator chooses, and which
 lists whatever entries are present (it sets ``rebuilt``, kept for good and stated to clients).
 Its ``generation`` (one more each write) is logged at each start.
+
+It also remembers the API keys revoked last (:data:`REVOKED_KEYS_KEPT` of them, the oldest
+forgotten first): each one's keyed hash, id and name, never the key, so that a revoked key
+still in use is named in the audit log after a restart too.
 """
 
 from __future__ import annotations
@@ -27,10 +31,23 @@ import cbor2
 
 from blindai.server.store._crypto import NONCE_SIZE
 
-__all__ = ["KIND", "MANIFEST_NAME", "Manifest"]
+__all__ = ["KIND", "MANIFEST_NAME", "REVOKED_KEYS_KEPT", "Manifest", "RevokedKey"]
 
 MANIFEST_NAME = "manifest"
 KIND = b"n"
+REVOKED_KEYS_KEPT = 256
+"""How many revoked API keys the manifest remembers (the oldest forgotten first): about 130
+bytes each in a manifest written at every write of an entry."""
+_HASH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class RevokedKey:
+    """A revoked API key as remembered: its keyed hash (``HMAC-SHA256``), id and name."""
+
+    key_hash: bytes = field(repr=False)
+    key_id: str
+    name: str
 
 
 @dataclass
@@ -40,12 +57,18 @@ class Manifest:
     if it is there at the next start); ``generation``: how many times it was written;
     ``rebuilt``: whether it was ever rebuilt from the entries present
     (``--store-rebuild-manifest``, which accepts any entry put back), kept for good;
-    ``admins``: the admin keys' SHA-256 (hex) the store was ever served under, in order."""
+    ``admins``: the admin keys' SHA-256 (hex) the store was ever served under, in order;
+    ``revoked``: the API keys revoked last, oldest first (at most :data:`REVOKED_KEYS_KEPT`)."""
 
     generation: int = 0
     entries: dict[str, frozenset[bytes]] = field(default_factory=dict)
     rebuilt: bool = False
     admins: tuple[str, ...] = ()
+    revoked: tuple[RevokedKey, ...] = ()
+
+    def remember_revoked(self, key: RevokedKey) -> None:
+        """Add ``key`` to the revoked keys, forgetting the oldest beyond the cap."""
+        self.revoked = (*self.revoked, key)[-REVOKED_KEYS_KEPT:]
 
     def accepts(self, name: str, nonce: bytes) -> bool:
         """Whether the entry file ``name`` written with ``nonce`` is a current one."""
@@ -59,6 +82,7 @@ class Manifest:
             "entries": listed,
             "rebuilt": self.rebuilt,
             "admins": list(self.admins),
+            "revoked": [[k.key_hash, k.key_id, k.name] for k in self.revoked],
         }
         return bytes(cbor2.dumps(doc))
 
@@ -73,6 +97,7 @@ class Manifest:
         listed = doc.get("entries") if isinstance(doc, dict) else None
         rebuilt = doc.get("rebuilt", False) if isinstance(doc, dict) else None
         admins = doc.get("admins", []) if isinstance(doc, dict) else None
+        revoked = doc.get("revoked", []) if isinstance(doc, dict) else None
         if type(generation) is not int or not isinstance(listed, Mapping):
             raise ValueError("the manifest is not a map of a generation and entries")
         if not isinstance(rebuilt, bool):
@@ -81,6 +106,8 @@ class Manifest:
             isinstance(a, str) and len(a) == 64 for a in admins
         ):
             raise ValueError("the manifest's admin keys are mistyped")
+        if not isinstance(revoked, list) or not all(_is_revoked(k) for k in revoked):
+            raise ValueError("the manifest's revoked keys are mistyped")
         entries: dict[str, frozenset[bytes]] = {}
         for name, nonces in listed.items():
             if not isinstance(name, str) or not isinstance(nonces, list):
@@ -88,4 +115,16 @@ class Manifest:
             if not all(isinstance(n, bytes) and len(n) == NONCE_SIZE for n in nonces):
                 raise ValueError("a manifest entry's nonce is mistyped")
             entries[name] = frozenset(nonces)
-        return cls(generation, entries, rebuilt, tuple(admins))
+        kept = tuple(RevokedKey(*k) for k in revoked)[-REVOKED_KEYS_KEPT:]
+        return cls(generation, entries, rebuilt, tuple(admins), kept)
+
+
+def _is_revoked(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], bytes)
+        and len(item[0]) == _HASH_SIZE
+        and isinstance(item[1], str)
+        and isinstance(item[2], str)
+    )

@@ -62,7 +62,13 @@ from blindai.server.store._entry_files import (
     shown,
 )
 from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
-from blindai.server.store._manifest import KIND, MANIFEST_NAME, Manifest
+from blindai.server.store._manifest import (
+    KIND,
+    MANIFEST_NAME,
+    REVOKED_KEYS_KEPT,
+    Manifest,
+    RevokedKey,
+)
 from blindai.server.store._records import (
     EntryRefused,
     StoredKey,
@@ -73,7 +79,7 @@ from blindai.server.store._records import (
     model_record,
 )
 
-__all__ = ["SealedStore", "StoredKey", "StoredModel"]
+__all__ = ["REVOKED_KEYS_KEPT", "RevokedKey", "SealedStore", "StoredKey", "StoredModel"]
 
 _log = logging.getLogger("blindai.server.store")
 _MODEL, _KEY = b"m", b"k"
@@ -212,6 +218,19 @@ class SealedStore:
         """Remove an API-key record durably; False when there was none."""
         return self._delete(self._path(_KEY, name))
 
+    def revoke_key(self, record: StoredKey) -> bool:
+        """Remove the API-key record ``record`` durably and remember it as revoked (its keyed
+        hash, id and name: :attr:`revoked_keys`), both in one write of the manifest; False when
+        the store held no record of it. OSError: neither was done."""
+        revoked = RevokedKey(record.key_hash, record.key_id, record.name)
+        return self._delete(self._path(_KEY, record.name), revoked=revoked)
+
+    @property
+    def revoked_keys(self) -> tuple[RevokedKey, ...]:
+        """The API keys revoked last, oldest first (at most :data:`REVOKED_KEYS_KEPT`)."""
+        with self._manifest_lock:
+            return self._manifest.revoked
+
     def _path(self, kind: bytes, ident: str) -> Path:
         return self.directory / self._keys.file_name(kind, ident)
 
@@ -238,11 +257,20 @@ class SealedStore:
             with self._manifest_lock:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
-    def _delete(self, path: Path, *, undo: bool = True) -> bool:
+    def _delete(self, path: Path, *, undo: bool = True, revoked: RevokedKey | None = None) -> bool:
         with self._one_at_a_time(path.name), _failure_logged("removing", path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
-                if self._manifest.entries.get(path.name):
-                    self._list(path.name, frozenset(), undo=undo)
+                remembered = self._manifest.revoked
+                if revoked is not None:
+                    self._manifest.remember_revoked(revoked)
+                try:
+                    if self._manifest.entries.get(path.name):
+                        self._list(path.name, frozenset(), undo=undo)
+                    elif revoked is not None:
+                        self._write_manifest()
+                except BaseException:
+                    self._manifest.revoked = remembered
+                    raise
             return unlink_durable(path)
 
     @contextlib.contextmanager
@@ -340,8 +368,9 @@ class SealedStore:
             current = {n: frozenset({h.nonce}) for n, h in found.items()}
             was_rebuilt = manifest is not None and manifest.rebuilt
             admins = () if manifest is None else manifest.admins
+            revoked = () if manifest is None else manifest.revoked
             self._manifest = Manifest(
-                before, current, rebuilt=rebuild or was_rebuilt, admins=admins
+                before, current, rebuilt=rebuild or was_rebuilt, admins=admins, revoked=revoked
             )
             self._write_manifest()
             if rebuild:

@@ -412,3 +412,17 @@ def test_a_closed_store_writes_nothing(tmp_path: Path):
     second.close()
     with SealedStore(directory, key_material=KEY) as store:
         assert sorted(k.name for k in store.load_keys()) == ["alice", "carol"]
+
+
+def test_a_manifest_from_before_revoked_keys_were_kept_reads_and_a_mistyped_list_does_not():
+    import cbor2
+
+    from blindai.server.store._manifest import Manifest, RevokedKey
+
+    older = {"generation": 3, "entries": {}, "rebuilt": False, "admins": []}
+    assert Manifest.from_bytes(cbor2.dumps(older)).revoked == ()
+    kept = Manifest(revoked=(RevokedKey(bytes(32), "k_0123456789abcdef", "bob"),))
+    assert Manifest.from_bytes(kept.to_bytes()).revoked == kept.revoked
+    for wrong in ([[bytes(31), "k_0123456789abcdef", "bob"]], [[bytes(32), 1, "bob"]], {}):
+        with pytest.raises(ValueError, match="revoked keys are mistyped"):
+            Manifest.from_bytes(cbor2.dumps({**older, "revoked": wrong}))
