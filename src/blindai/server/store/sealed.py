@@ -16,7 +16,9 @@ back, a copy from another store) is skipped with one log line naming its file, a
 :attr:`SealedStore.refused`. A directory is used by one server at a time (an exclusive
 ``flock`` on ``DIR/.lock``); should the host remove the lock file and start a second server on
 the directory, a write is refused (OSError) when the manifest on disk is not the one this
-server read or wrote last, so that neither writes its view over the other's.
+server read or wrote last, so that neither writes its view over the other's; the check and the
+replacement run under a lock on the manifest file itself
+(:mod:`blindai.server.store._manifest_file`), so that two writes at once cannot both pass it.
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
 whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
@@ -34,7 +36,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,12 @@ from blindai.server.store._entry_files import (
     read_plain,
     shown,
 )
-from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
+from blindai.server.store._files import (
+    remove_temporaries,
+    unlink_durable,
+    write_atomic,
+    write_new,
+)
 from blindai.server.store._manifest import (
     KIND,
     MANIFEST_NAME,
@@ -69,6 +76,7 @@ from blindai.server.store._manifest import (
     Manifest,
     RevokedKey,
 )
+from blindai.server.store._manifest_file import held
 from blindai.server.store._records import (
     EntryRefused,
     StoredKey,
@@ -321,22 +329,39 @@ class SealedStore:
         path = self.directory / MANIFEST_NAME
         if self._closed:
             raise OSError(errno.EBADF, "the store is closed")
-        if nonce_of(path) != self._manifest_nonce:
+        with held(path) as on_disk:  # checked and replaced under the file's lock
+            if on_disk.nonce != self._manifest_nonce:
+                _log.error(
+                    "store: the manifest on disk is not the one this server wrote last: "
+                    "another server process is writing %s (its .lock removed), or the host "
+                    "replaced or removed the manifest; this write is refused",
+                    self.directory,
+                )
+                raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
+            self._manifest.generation += 1
+            nonce = new_nonce()
+            manifest = [self._manifest.to_bytes()]
+            sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", manifest, nonce)
+            try:
+                if on_disk.exists:
+                    write_atomic(path, sealed)
+                else:
+                    self._write_first(path, sealed)
+            finally:  # renamed in, even if a later step failed: the manifest there is this one
+                if nonce_of(path) == nonce:
+                    self._manifest_nonce = nonce
+
+    def _write_first(self, path: Path, sealed: Iterable[bytes]) -> None:
+        """Make the manifest where there is none, unless another process made one meanwhile."""
+        try:
+            write_new(path, sealed)
+        except FileExistsError:
             _log.error(
-                "store: the manifest on disk is not the one this server wrote last: another "
-                "server process is writing %s (its .lock removed), or the host replaced or "
-                "removed the manifest; this write is refused",
+                "store: another server process made a manifest in %s (its .lock removed) as "
+                "this one did; this write is refused",
                 self.directory,
             )
-            raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
-        self._manifest.generation += 1
-        nonce = new_nonce()
-        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()], nonce)
-        try:
-            write_atomic(path, sealed)
-        finally:  # renamed in, even if a later step failed: the manifest there is this one
-            if nonce_of(path) == nonce:
-                self._manifest_nonce = nonce
+            raise OSError(errno.ESTALE, "another process made the store's manifest") from None
 
     def _open_manifest(self, rebuild: bool) -> Manifest:
         """The manifest on disk, or a new one listing the entries present: in a new store, in
