@@ -16,6 +16,10 @@ writes; a start with ``--store-rebuild-manifest``, which the operator chooses, a
 lists whatever entries are present (it sets ``rebuilt``, kept for good and stated to clients).
 Its ``generation`` (one more each write) is logged at each start.
 
+Its size is bounded (:data:`MAX_MANIFEST_BYTES`, from :data:`MAX_ENTRIES` entries, the revoked
+keys kept and :data:`MAX_ADMINS` admin keys): a write past it is refused, and a manifest file
+over it is refused at start unread (the host could make it gigabytes long).
+
 It also remembers the API keys revoked last (:data:`REVOKED_KEYS_KEPT` of them, the oldest
 forgotten first): each one's keyed hash, id and name, never the key, so that a revoked key
 still in use is named in the audit log after a restart too.
@@ -31,7 +35,16 @@ import cbor2
 
 from blindai.server.store._crypto import NONCE_SIZE
 
-__all__ = ["KIND", "MANIFEST_NAME", "REVOKED_KEYS_KEPT", "Manifest", "RevokedKey"]
+__all__ = [
+    "KIND",
+    "MANIFEST_NAME",
+    "MAX_ADMINS",
+    "MAX_ENTRIES",
+    "MAX_MANIFEST_BYTES",
+    "REVOKED_KEYS_KEPT",
+    "Manifest",
+    "RevokedKey",
+]
 
 MANIFEST_NAME = "manifest"
 KIND = b"n"
@@ -39,6 +52,26 @@ REVOKED_KEYS_KEPT = 256
 """How many revoked API keys the manifest remembers (the oldest forgotten first): about 130
 bytes each in a manifest written at every write of an entry."""
 _HASH_SIZE = 32
+MAX_ENTRIES = 1 << 17
+"""Entries a manifest lists at most: models and API-key records, and those deleted since the
+server started (listed until the next start, so that a copy put back is removed)."""
+MAX_ADMINS = 1024
+"""Admin keys a store remembers being served under at most."""
+_ENTRY_BYTES = 2 + 41 + 1 + 2 * (1 + NONCE_SIZE)
+"""An entry as CBOR: its file name (``k-`` or ``m-``, 32 hex digits, ``.sealed``), and up to
+two nonces."""
+_REVOKED_BYTES = 1 + (2 + _HASH_SIZE) + (1 + 18) + (2 + 64)
+"""A revoked key as CBOR: its keyed hash, id (``k_`` and 16 hex digits) and name (64 at most)."""
+_ADMIN_BYTES = 2 + 64
+_FRAME_BYTES = 256
+"""The map's keys, the generation, the mark and the arrays' headers."""
+MAX_MANIFEST_BYTES = (
+    MAX_ENTRIES * _ENTRY_BYTES
+    + REVOKED_KEYS_KEPT * _REVOKED_BYTES
+    + MAX_ADMINS * _ADMIN_BYTES
+    + _FRAME_BYTES
+)
+"""The largest manifest (its CBOR) this store writes or reads: about 9.3 MB."""
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ from blindai.server.store._files import (
 from blindai.server.store._manifest import (
     KIND,
     MANIFEST_NAME,
+    MAX_ADMINS,
+    MAX_ENTRIES,
+    MAX_MANIFEST_BYTES,
     REVOKED_KEYS_KEPT,
     Manifest,
     RevokedKey,
@@ -93,6 +96,8 @@ _log = logging.getLogger("blindai.server.store")
 _MODEL, _KEY = b"m", b"k"
 #: metadata above this size is refused before it is decoded
 _MAX_META = 1 << 16
+#: the largest manifest file: its sealing, its framing (an empty metadata's length), its CBOR
+_MAX_MANIFEST_FILE = OVERHEAD + 4 + MAX_MANIFEST_BYTES
 
 
 class SealedStore:
@@ -192,6 +197,11 @@ class SealedStore:
         with self._manifest_lock:
             before = self._manifest.admins
             if digest not in before:
+                if len(before) >= MAX_ADMINS:
+                    raise ConfigurationError(
+                        f"store {self.directory} was served under {len(before)} admin keys, "
+                        f"the most it remembers ({MAX_ADMINS}): serve it under one of them"
+                    )
                 self._manifest.admins = (*before, digest)
                 try:
                     self._write_manifest()
@@ -309,6 +319,12 @@ class SealedStore:
         a write is kept: the next write carries it)."""
         entries = self._manifest.entries
         before = entries.get(name)
+        if before is None and len(entries) >= MAX_ENTRIES:
+            raise OSError(
+                errno.ENOSPC,
+                f"the store lists its most entries ({MAX_ENTRIES}, those deleted since the "
+                "server started included: a restart drops those)",
+            )
         entries[name] = nonces
         try:
             self._write_manifest()
@@ -341,6 +357,8 @@ class SealedStore:
             self._manifest.generation += 1
             nonce = new_nonce()
             manifest = [self._manifest.to_bytes()]
+            if len(manifest[0]) > MAX_MANIFEST_BYTES:  # the caps above keep it under
+                raise OSError(errno.EFBIG, "the store's manifest would be over its size limit")
             sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", manifest, nonce)
             try:
                 if on_disk.exists:
@@ -440,7 +458,7 @@ class SealedStore:
         return found
 
     def _read_manifest(self, path: Path) -> Manifest:
-        header, plain = self._decrypt(path)
+        header, plain = self._decrypt(path, most=_MAX_MANIFEST_FILE)
         if header.kind != KIND:
             raise EntryRefused("not a manifest")
         self._manifest_nonce = header.nonce  # the one read, should it have changed meanwhile
@@ -497,16 +515,24 @@ class SealedStore:
             raise EntryRefused("entry does not belong to this file name")
         return meta, bytes(payload)
 
-    def _decrypt(self, path: Path, *, listed: bool = False) -> tuple[Header, bytearray]:
+    def _decrypt(
+        self, path: Path, *, listed: bool = False, most: int | None = None
+    ) -> tuple[Header, bytearray]:
         """The authenticated plaintext of ``path``; ``listed``: refused unread unless the
-        manifest lists its write."""
+        manifest lists its write; ``most``: refused unread when larger (bytes; by default
+        the largest entry)."""
         try:
             with open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < OVERHEAD + 4:
                     raise EntryRefused("truncated")
-                if size > self._max_entry:
-                    raise EntryRefused(f"{size} bytes, over the limit")
+                if size > (self._max_entry if most is None else most):
+                    if most is None:
+                        raise EntryRefused(f"{size} bytes, over the limit")
+                    raise EntryRefused(
+                        f"{size} bytes, over the {most} bytes a manifest of at most "
+                        f"{MAX_ENTRIES} entries takes: refused unread"
+                    )
                 header = f.read(HEADER_SIZE)
                 f.seek(size - TAG_SIZE)
                 tag = f.read(TAG_SIZE)
