@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 GRPC_PORT = "grpc"
+"""The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
 TOO_MANY_CALLS = 429
 """The audit log's status for a call refused past the calls served at once (its client gets
 ``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
@@ -87,7 +88,6 @@ class _OverLimit:
 
 
 _OVER_LIMIT = _OverLimit()
-"""The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
 
 _log = logging.getLogger("blindai.server")
 _CODES = {
