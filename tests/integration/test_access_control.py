@@ -1019,21 +1019,27 @@ def test_v2_repository_and_statistics_see_only_what_the_key_may_run(
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 
 
+def triton_grpc(server: ServerProcess, state: Path, pem: str) -> Any:
+    """The pinned tritonclient gRPC client to ``server``'s gRPC port, trusting the attested
+    certificate ``pem`` (written to ``state``; the name it holds is ``blindai-srv``)."""
+    path = state / "attested.pem"
+    path.write_text(pem)
+    return tritonclient_grpc.InferenceServerClient(
+        f"{server.host}:{server.grpc_port}",
+        ssl=True,
+        root_certificates=str(path),
+        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
+    )
+
+
 def test_grpc_takes_the_key_as_authorization_metadata(
     server: ServerProcess, state: Path, alice: blindai.Connection, alice_key: str, bob_key: str
 ):
     from tritonclient.utils import InferenceServerException
 
-    pem = state / "attested.pem"
-    pem.write_text(alice.certificate_pem)
     name = f"grpc-{uuid.uuid4().hex[:6]}"
     model = alice.upload_model(add_constant(15), model_name=name).model_id
-    client = tritonclient_grpc.InferenceServerClient(
-        f"{server.host}:{server.grpc_port}",
-        ssl=True,
-        root_certificates=str(pem),
-        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
-    )
+    client = triton_grpc(server, state, alice.certificate_pem)
     tensor = tritonclient_grpc.InferInput("x", [1, 2], "FP32")
     tensor.set_data_from_numpy(X)
     try:
@@ -1073,14 +1079,7 @@ def test_a_revoked_key_still_in_use_is_audited_with_its_id(
     name = f"dave-{uuid.uuid4().hex[:6]}"
     info = admin.create_key(name)
     admin.revoke_key(name)
-    pem = state / "attested.pem"
-    pem.write_text(admin.certificate_pem)
-    grpc_client = tritonclient_grpc.InferenceServerClient(
-        f"{server.host}:{server.grpc_port}",
-        ssl=True,
-        root_certificates=str(pem),
-        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
-    )
+    grpc_client = triton_grpc(server, state, admin.certificate_pem)
     before = len(_audited(state))
     try:
         for key in (info.key, generate_key()):
@@ -1116,14 +1115,7 @@ def test_load_unload_and_statistics_are_audited_with_the_model_they_acted_on(
     name = f"loaded-{uuid.uuid4().hex[:6]}"
     model = alice.upload_model(add_constant(16), model_name=name).model_id
     rest = triton(server, alice.certificate_pem)
-    pem = state / "attested.pem"
-    pem.write_text(alice.certificate_pem)
-    grpc_client = tritonclient_grpc.InferenceServerClient(
-        f"{server.host}:{server.grpc_port}",
-        ssl=True,
-        root_certificates=str(pem),
-        channel_args=[("grpc.ssl_target_name_override", "blindai-srv")],
-    )
+    grpc_client = triton_grpc(server, state, alice.certificate_pem)
     before = len(_audited(state))
     try:
         rest.unload_model(name, headers={"Authorization": f"Bearer {alice_key}"})

@@ -9,6 +9,7 @@ server's own RSS from /proc before and after: never above 1.5 GB, and back withi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -24,6 +25,8 @@ from typing import Any
 import cbor2
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from onnx import TensorProto
 
 import blindai
@@ -939,11 +942,16 @@ def test_grpc_calls_in_progress_are_capped(tmp_path, flags):
     connection with 20 calls of 60 MB, each stalled a byte short, took the server from 136 MB to
     1.36 GB (6 GB with 100), against one body per HTTP connection. The port now serves at most
     --max-connections calls at once, and as many messages of --max-request-bytes as
-    --max-body-memory holds (6 here): the next gets RESOURCE_EXHAUSTED at once."""
+    --max-body-memory holds (6 here): the next gets RESOURCE_EXHAUSTED at once. grpcio
+    answered it before any code of ours, so it had no audit line and no count in the metrics;
+    the servicer now refuses it, with a line (status 429) and a count, grpcio's limit above."""
     import grpc
 
+    from tests.integration._oip import scrape
+
+    audit = tmp_path / "audit.jsonl"
     with (
-        _grpc_server(tmp_path, *flags) as (proc, certificate),
+        _grpc_server(tmp_path, *flags, "--audit-log", str(audit)) as (proc, certificate),
         _held(proc, certificate, 7) as (calls, never),  # the seventh to arrive is refused
     ):
         ended: queue.Queue[Any] = queue.Queue()
@@ -951,10 +959,19 @@ def test_grpc_calls_in_progress_are_capped(tmp_path, flags):
             call.add_done_callback(ended.put)
         first = ended.get(timeout=HANG)
         assert first.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, first
+        assert "too many gRPC calls in progress" in (first.details() or "")
         never.set()  # they end (their message never came): calls are served again
         for call in calls:
             call.exception(timeout=HANG)
         assert _live(proc, certificate)
+        pem = x509.load_der_x509_certificate(certificate).public_bytes(Encoding.PEM).decode()
+        counted = scrape(proc, pem)
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(line["action"], line["key"]) for line in lines if line["status"] == 429] == [
+        ("run", None)
+    ]
+    refused = (("code", "RESOURCE_EXHAUSTED"), ("method", "ModelInfer"))
+    assert counted[("blindai_grpc_requests_total", refused)] == 1
 
 
 def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):

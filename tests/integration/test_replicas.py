@@ -273,6 +273,64 @@ def test_sync_copies_what_the_target_lacks(exporting: ServerProcess, tmp_path: P
         target.stop()
 
 
+def test_sync_copies_a_model_an_older_replica_took_with_an_image_dtype_its_input_lacks(
+    tmp_path: Path,
+) -> None:
+    """A model uploaded before uploads checked an image step's dtype against the model input
+    (ec48e8c) is restored by its replica (a3fd8aa) and exported with its pipeline as uploaded;
+    a newer replica, waiting for it under --require-models, refused the copy (the dtype check),
+    so it never became ready. The sync now uploads it again without the dtype, which only
+    uploads check (the step makes the input's own type): the copy runs as the source's."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from blindai.protocol import codec
+    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
+
+    store = tmp_path / "store"
+    for side in ("old", "new"):
+        (tmp_path / side).mkdir()
+    start_server(tmp_path / "old", "--store", str(store)).stop()  # makes the store and key
+    spec = {
+        "input": {"kind": "image", "resize": [16, 16], "dtype": "uint8"},  # a float input
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
+    }
+    model = colour_classifier(16)
+    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
+    sealed.put_model(
+        StoredModel(
+            model_id="00000000-0000-4000-8000-000000000003",
+            name="colours",
+            owner=None,
+            public=False,
+            hash=hashlib.sha256(model).digest(),
+            uploaded_ns=1_700_000_000_000_000_000,
+            optimize=True,
+            model=model,
+            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
+        )
+    )
+    sealed.close()
+    required = tmp_path / "required.txt"
+    required.write_text(hashlib.sha256(model).hexdigest() + "\n")
+    older = start_server(tmp_path / "old", "--store", str(store), "--allow-model-export")
+    newer = start_server(tmp_path / "new", "--require-models", str(required))
+    try:
+        assert _ready(newer)[0] == 400
+        with _connect(older) as source, _connect(newer) as dest:
+            report = sync_models(source, dest)
+            assert report.errors == () and len(report.copied) == 1
+            assert _ready(newer) == (200, b'{"ready":true}')
+            png = io.BytesIO()
+            Image.new("RGB", (20, 20), (10, 240, 20)).save(png, "PNG")
+            assert dest.predict("colours", image=png.getvalue()).top.label == "green"
+    finally:
+        older.stop()
+        newer.stop()
+
+
 def test_sync_cli(exporting: ServerProcess, tmp_path: Path) -> None:
     """The source on 127.0.0.1, the target on 127.0.0.5 with the same ports (as two pods)."""
     ports = (exporting.unattested_port, exporting.attested_port, exporting.management_port)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -173,6 +174,33 @@ def test_a_revoked_key_or_deleted_model_put_back_stays_revoked_and_deleted(
             bob.list_models()
     with connect(running[-1]) as admin:
         assert admin.list_models() == []
+
+
+def test_a_revoked_key_still_in_use_is_named_in_the_audit_log_after_a_restart(
+    tmp_path: Path, store: Path, running
+):
+    """A revoked key's 401s named it (name and id) only until the server restarted: the ring
+    kept its keyed hash in memory, and after a restart its 401s were written ``key: null``.
+    The store's manifest now remembers it."""
+    audit = tmp_path / "audit.jsonl"
+    logged = ("--audit-log", str(audit))
+    running.append(
+        start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--store", str(store), *logged)
+    )
+    with connect(running[-1]) as admin:
+        bob = admin.create_key("bob")
+        admin.revoke_key("bob")
+    running[-1].stop()
+    running.append(
+        start_server(tmp_path, "--admin-key-sha256", ADMIN_SHA, "--store", str(store), *logged)
+    )
+    with pytest.raises(AuthenticationError):
+        with connect(running[-1], bob.key) as conn:
+            conn.list_models()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [line for line in lines if line["status"] == 401]
+    assert refused and all((r["key"], r["key_id"]) == ("bob", bob.key_id) for r in refused)
+    assert bob.key not in audit.read_text() and bob.key not in running[-1].log()
 
 
 def test_what_the_host_puts_in_the_store_neither_stops_nor_blocks_the_start(
@@ -469,3 +497,50 @@ def test_a_stored_image_pipeline_whose_dtype_is_not_its_models_is_still_restored
         png = io.BytesIO()
         Image.new("RGB", (20, 20), (10, 240, 20)).save(png, "PNG")
         assert conn.predict("colours", image=png.getvalue()).top.label == "green"
+
+
+def test_a_stored_image_pipeline_whose_normalisation_overflows_is_skipped_with_the_reason(
+    tmp_path: Path, store: Path, running
+):
+    """Uploads refuse an image step whose scale, mean and std make values the model input's
+    type cannot hold (5b9f9f0); one stored before is skipped at restart, as it must be (run,
+    it fed the model infinities and answered NaN scores, no error), but the log said only
+    "cannot be loaded under this server's settings (InvalidInput)", as for any reason that
+    names parts of the model. It now says which check refused it, and that it stays stored."""
+    from blindai.pipeline import Pipeline
+    from blindai.protocol import codec
+    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
+    from tests.models import colour_classifier
+
+    running.append(start_server(tmp_path, "--store", str(store)))  # makes the store and key
+    running[-1].stop()
+    spec = {
+        "input": {"kind": "image", "resize": [16, 16], "scale": 1e39},  # inf in float32
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
+    }
+    model = colour_classifier(16)
+    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
+    model_id = "00000000-0000-4000-8000-000000000002"
+    sealed.put_model(
+        StoredModel(
+            model_id=model_id,
+            name="colours",
+            owner=None,
+            public=False,
+            hash=hashlib.sha256(model).digest(),
+            uploaded_ns=1_700_000_000_000_000_000,
+            optimize=True,
+            model=model,
+            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
+        )
+    )
+    sealed.close()
+    running.append(start_server(tmp_path, "--store", str(store)))
+    log = running[-1].log()
+    assert (
+        f"store: model {model_id} is not restored, it stays in the store: its pipeline's image "
+        "normalisation (scale, mean, std) makes values its model input's type (float32) cannot "
+        "hold"
+    ) in log
+    assert "store: 0 models restored" in log
+    assert "colours" not in log and "labels.txt" not in log

@@ -24,13 +24,19 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from blindai.client._transport import check_host
 from blindai.client.connection import Connection
-from blindai.errors import BlindAIError, ConfigurationError, NetworkError, ProtocolError
+from blindai.errors import (
+    BlindAIError,
+    ConfigurationError,
+    InvalidInput,
+    NetworkError,
+    ProtocolError,
+)
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.limits import PipelineLimits
 
@@ -150,7 +156,11 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
 
     Both connections are verified already (each by its own policy check). Each model is
     exported from the source's management port (owner or admin only; the server must allow
-    export) and uploaded to the target with its name, pipeline and optimisation setting.
+    export) and uploaded to the target with its name, pipeline and optimisation setting. A
+    model the target refuses (InvalidInput) whose pipeline's image step names a ``dtype`` is
+    uploaded once more without it (:func:`_without_image_dtype`): a replica restores and
+    exports a model it took before uploads checked that dtype against the model input, and
+    the step makes the input's own type whatever it says, so the copy runs as the source's.
     """
     have = {(m.hash, m.name) for m in target.list_models()}
     copied: list[str] = []
@@ -167,12 +177,23 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
             pipeline = None
             if exported.pipeline is not None:
                 pipeline = Pipeline.from_wire(exported.pipeline, limits=PipelineLimits())
-            reply = target.upload_model(
-                exported.model,
-                model_name=exported.name,
-                optimize=exported.optimize,
-                pipeline=pipeline,
-            )
+            try:
+                reply = target.upload_model(
+                    exported.model,
+                    model_name=exported.name,
+                    optimize=exported.optimize,
+                    pipeline=pipeline,
+                )
+            except InvalidInput:
+                relaxed = None if pipeline is None else _without_image_dtype(pipeline)
+                if relaxed is None:
+                    raise
+                reply = target.upload_model(
+                    exported.model,
+                    model_name=exported.name,
+                    optimize=exported.optimize,
+                    pipeline=relaxed,
+                )
             if reply.hash != info.hash:
                 raise ProtocolError("the target stored other bytes than were sent")
         except BlindAIError as exc:
@@ -181,3 +202,14 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
         have.add((info.hash, info.name))
         copied.append(info.model_id)
     return SyncReport(tuple(copied), tuple(present), tuple(errors))
+
+
+def _without_image_dtype(pipeline: Pipeline) -> Pipeline | None:
+    """``pipeline`` without its image step's ``dtype`` (None when it names none): only an
+    upload checks it against the model input, which the step feeds its own type whatever it
+    says (as the server's restore does: ``blindai.server.restore._stored_as_run``)."""
+    step = pipeline.spec.get("input")
+    if not isinstance(step, Mapping) or step.get("kind") != "image" or "dtype" not in step:
+        return None
+    unchecked = {key: value for key, value in step.items() if key != "dtype"}
+    return Pipeline({**pipeline.spec, "input": unchecked}, pipeline.files)

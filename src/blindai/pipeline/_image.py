@@ -25,6 +25,7 @@ from blindai.pipeline.spec import ImageInput
 __all__ = [
     "MAX_JPEG_SCANS",
     "ImageStep",
+    "NormalisationOverflow",
     "compile_image",
     "decode_image",
     "image_to_array",
@@ -232,20 +233,29 @@ class ImageStep:
         )
 
 
+class NormalisationOverflow(PipelineError):
+    """An image step's ``scale``, ``mean`` and ``std`` make values the model input's type
+    ``dtype`` cannot hold. Its message names no part of the model (the restorer logs it)."""
+
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        super().__init__(
+            f"input: scale, mean and std make values {dtype} cannot hold (pixels of 0 and 255 "
+            "become infinite or undefined)"
+        )
+        self.dtype = str(dtype)
+
+
 def _check_range(spec: ImageInput, dtype: np.dtype[Any]) -> None:
-    """PipelineError when ``(x * scale - mean) / std``, computed as a request's is, overflows
-    or divides by zero in ``dtype`` for a pixel of 0 or 255 (the transform is affine: its
-    extremes are there)."""
+    """NormalisationOverflow (a PipelineError) when ``(x * scale - mean) / std``, computed as a
+    request's is, overflows or divides by zero in ``dtype`` for a pixel of 0 or 255 (the
+    transform is affine: its extremes are there)."""
     ends = np.array([[0.0], [255.0]], np.float32)
     with np.errstate(all="ignore"):
         mean = np.asarray(spec.mean, dtype=np.float32)
         std = np.asarray(spec.std, dtype=np.float32)
         made = ((ends * np.float32(spec.scale) - mean) / std).astype(dtype)
     if not np.isfinite(made).all():
-        raise PipelineError(
-            f"input: scale, mean and std make values {dtype} cannot hold (pixels of 0 and 255 "
-            "become infinite or undefined)"
-        )
+        raise NormalisationOverflow(dtype)
 
 
 def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimits) -> ImageStep:

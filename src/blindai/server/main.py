@@ -162,7 +162,11 @@ def _access(settings: ServerSettings, store: SealedStore | None, notes: _Notes) 
                 )
             )
     keyring = KeyRing(
-        admin_key_sha256=settings.admin_digest, secret=secret, store=store, records=records
+        admin_key_sha256=settings.admin_digest,
+        secret=secret,
+        store=store,
+        records=records,
+        revoked=store.revoked_keys if store is not None else (),
     )
     if keyring.enabled:
         notes.append((logging.INFO, f"access control: on ({len(records)} API keys)"))

@@ -131,6 +131,8 @@ class Restorer:
             compiled = self._session(state, record)
             wire, steps = self._stored_pipeline(record, compiled[0])
         except (InvalidInput, ModelNotReady, ProtocolError) as exc:
+            if _overflowing(record, exc):
+                return
             # the reason quotes the model (node, graph, initializer and pipeline names):
             # its owner's to read, never the server's log
             _log.error(
@@ -276,6 +278,27 @@ def _release_unused(sessions: dict[bytes, Compiled], used: Sequence[LoadedModel]
         if not any(compiled[0] is u for u in used):
             del sessions[share]
             release(compiled)
+
+
+def _overflowing(record: StoredModel, exc: Exception) -> bool:
+    """Whether ``exc`` is the image step's normalisation check (logged, with its reason: it
+    names no part of the model). Such a model is skipped rather than restored as a stored
+    dtype is (:func:`_stored_as_run`): relaxed, the check would let it run on infinities and
+    answer them, or NaN scores, without an error, as it did before uploads refused it."""
+    from blindai.pipeline._image import NormalisationOverflow  # Pillow: on this path only
+
+    cause = exc.__cause__
+    if not isinstance(cause, NormalisationOverflow):
+        return False
+    _log.error(
+        "store: model %s is not restored, it stays in the store: its pipeline's image "
+        "normalisation (scale, mean, std) makes values its model input's type (%s) cannot hold "
+        "for pixels of 0 or 255, which uploads refuse; run, it would feed the model infinities "
+        "and answer non-finite results without an error",
+        record.model_id,
+        cause.dtype,
+    )
+    return True
 
 
 def _stored_as_run(pipeline: Pipeline) -> Pipeline:

@@ -7,8 +7,8 @@ Each line holds exactly::
      "duration_ms": 1.84}
 
 ``key`` is the key's name (``admin`` for the admin key, null when access control is off or the
-request carried no valid key, but a key revoked since the server started is named on its 401s)
-and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
+request carried no valid key, but a key revoked lately is named on its 401s, with a store after
+a restart too) and ``key_id`` its id (``admin``, or ``k_`` and 16 hex digits):
 a name is free again once its key is revoked, the id never is; ``model`` is the id of the model
 the request resolved to (a random UUID), null when none was found; ``target_key`` is the id of
 the key a ``key-create`` made or a ``key-revoke`` revoked (null otherwise). A request whose

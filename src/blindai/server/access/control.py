@@ -30,7 +30,7 @@ class AccessControl:
 
     def refused_caller(self, authorization: str | None) -> Principal | None:
         """Who a request refused with 401 presented itself as, for its audit line: a key
-        revoked since the server started (its name and id), else None (no key is known)."""
+        revoked lately (its name and id; kept in the store across restarts), else None."""
         return self.keyring.revoked(authorization)
 
     def _admin_only(self, caller: Principal) -> None:

@@ -10,6 +10,9 @@
   protects low-entropy passwords from a stolen hash list; these keys have 256 random bits, so
   no list of hashes can be searched anyway, and the hashes themselves live only in TEE memory
   and in the sealed store. The HMAC costs about a microsecond.
+* A revoked key's keyed hash, id and name are remembered (in the store's manifest, when there is
+  a store, so across restarts; the last :data:`~blindai.server.store.REVOKED_KEYS_KEPT` keys,
+  the oldest forgotten first), for the audit line of its refused requests only.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from blindai.errors import (
 )
 from blindai.protocol.apikeys import API_KEY, KEY_PREFIX, generate_key
 from blindai.server.access.principal import ADMIN, ANONYMOUS, Principal
-from blindai.server.store.sealed import SealedStore, StoredKey
+from blindai.server.store.sealed import REVOKED_KEYS_KEPT, RevokedKey, SealedStore, StoredKey
 
 __all__ = ["KEY_PREFIX", "KeyInfo", "KeyRing", "generate_key", "parse_admin_key_sha256"]
 
@@ -77,7 +80,9 @@ class KeyRing:
     """The admin key's digest and the tenant keys' records; thread-safe.
 
     With ``admin_key_sha256=None`` access control is off: every request is anonymous.
-    Records are written to ``store`` (when given) before they take effect in memory.
+    Records are written to ``store`` (when given) before they take effect in memory;
+    ``revoked``: the keys revoked before (the store's :attr:`SealedStore.revoked_keys`), known
+    for the audit log only.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class KeyRing:
         secret: bytes,
         store: SealedStore | None = None,
         records: Iterable[StoredKey] = (),
+        revoked: Iterable[RevokedKey] = (),
     ) -> None:
         self._admin = admin_key_sha256
         self._secret = secret
@@ -95,9 +101,18 @@ class KeyRing:
         self._by_name: dict[str, StoredKey] = {}
         self._by_hash: dict[bytes, StoredKey] = {}
         self._revoked: dict[bytes, Principal] = {}
-        """The keys revoked since this ring was made, by keyed hash: for the audit log only."""
+        """The keys revoked last (the store's, then this ring's; at most REVOKED_KEYS_KEPT,
+        oldest first), by keyed hash: for the audit log only."""
         for record in records:
             self._index(record)
+        for key in revoked:
+            self._remember(key)
+
+    def _remember(self, key: RevokedKey) -> None:
+        self._revoked.pop(key.key_hash, None)
+        self._revoked[key.key_hash] = Principal("tenant", key.key_id, key.name)
+        while len(self._revoked) > REVOKED_KEYS_KEPT:
+            del self._revoked[next(iter(self._revoked))]
 
     @property
     def enabled(self) -> bool:
@@ -126,8 +141,8 @@ class KeyRing:
         raise AuthenticationError("invalid API key")
 
     def revoked(self, authorization: str | None) -> Principal | None:
-        """The key an ``Authorization`` header presents when that key was revoked while this
-        ring was in use (since the server started), for the audit line of its refusal: it is
+        """The key an ``Authorization`` header presents when that key is among those revoked
+        last (kept in the store across restarts), for the audit line of its refusal: it is
         recognised by its keyed hash, as a valid key is; None for any other header."""
         if self._admin is None:
             return None
@@ -183,10 +198,10 @@ class KeyRing:
                 raise KeyNotFound(f"no key named {name!r}")
             del self._by_name[name]  # revoked now, whatever the store does
             del self._by_hash[record.key_hash]
-            self._revoked[record.key_hash] = Principal("tenant", record.key_id, record.name)
+            self._remember(RevokedKey(record.key_hash, record.key_id, record.name))
             if self._store is not None:
                 try:
-                    self._store.delete_key(name)
+                    self._store.revoke_key(record)
                 except OSError as exc:
                     _log.error("store: a key record could not be removed: %s", type(exc).__name__)
                     raise ServerError(

@@ -34,13 +34,21 @@ from blindai.server.store.keysources import (
     StoreKeySource,
     store_key_source,
 )
-from blindai.server.store.sealed import SealedStore, StoredKey, StoredModel
+from blindai.server.store.sealed import (
+    REVOKED_KEYS_KEPT,
+    RevokedKey,
+    SealedStore,
+    StoredKey,
+    StoredModel,
+)
 
 __all__ = [
     "PLATFORM_SOURCES",
+    "REVOKED_KEYS_KEPT",
     "GramineSealingKey",
     "KeyFile",
     "KeySourcePaths",
+    "RevokedKey",
     "SealedStore",
     "SimulationKeyFile",
     "SnpDerivedKey",

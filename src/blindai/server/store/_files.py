@@ -2,6 +2,8 @@
 
 * :func:`write_atomic`: a temporary file in the same directory (``O_EXCL``, mode 0600),
   written, ``fsync``-ed and closed, renamed over the target, then the directory ``fsync``-ed;
+* :func:`write_new`: the same, but linked to the target only if no file has that name
+  (``link`` fails with EEXIST otherwise: a compare-and-swap on the name being free);
 * :func:`unlink_durable`: unlink, then ``fsync`` the directory;
 * :func:`remove_temporaries`: at start-up, the temporary files of writes that never finished.
 
@@ -15,7 +17,14 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["TEMP_PREFIX", "fsync_directory", "remove_temporaries", "unlink_durable", "write_atomic"]
+__all__ = [
+    "TEMP_PREFIX",
+    "fsync_directory",
+    "remove_temporaries",
+    "unlink_durable",
+    "write_atomic",
+    "write_new",
+]
 
 TEMP_PREFIX = ".tmp-"
 
@@ -36,12 +45,9 @@ def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
             view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Replace ``path`` with the concatenated ``chunks``, durably and atomically (mode 0600).
-
-    On any error the temporary file is removed and ``path`` is untouched.
-    """
-    temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+def _temporary(directory: Path, chunks: Iterable[bytes]) -> Path:
+    """A new temporary file in ``directory`` holding ``chunks``, ``fsync``-ed (mode 0600)."""
+    temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -49,10 +55,35 @@ def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
+    """Replace ``path`` with the concatenated ``chunks``, durably and atomically (mode 0600).
+
+    On any error the temporary file is removed and ``path`` is untouched.
+    """
+    temp = _temporary(path.parent, chunks)
+    try:
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)
+
+
+def write_new(path: Path, chunks: Iterable[bytes]) -> None:
+    """Make ``path`` hold the concatenated ``chunks``, durably and atomically (mode 0600), if
+    no file has that name: FileExistsError otherwise (another process made it first), and
+    ``path`` is untouched."""
+    temp = _temporary(path.parent, chunks)
+    try:
+        os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     fsync_directory(path.parent)
 
 

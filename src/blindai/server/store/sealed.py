@@ -16,7 +16,9 @@ back, a copy from another store) is skipped with one log line naming its file, a
 :attr:`SealedStore.refused`. A directory is used by one server at a time (an exclusive
 ``flock`` on ``DIR/.lock``); should the host remove the lock file and start a second server on
 the directory, a write is refused (OSError) when the manifest on disk is not the one this
-server read or wrote last, so that neither writes its view over the other's.
+server read or wrote last, so that neither writes its view over the other's; the check and the
+replacement run under a lock on the manifest file itself
+(:mod:`blindai.server.store._manifest_file`), so that two writes at once cannot both pass it.
 
 What the store does not prevent: whoever controls the disk can delete entries, or put back the
 whole directory as it was earlier (the manifest with its entries, or, with no manifest and no
@@ -34,7 +36,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,23 @@ from blindai.server.store._entry_files import (
     read_plain,
     shown,
 )
-from blindai.server.store._files import remove_temporaries, unlink_durable, write_atomic
-from blindai.server.store._manifest import KIND, MANIFEST_NAME, Manifest
+from blindai.server.store._files import (
+    remove_temporaries,
+    unlink_durable,
+    write_atomic,
+    write_new,
+)
+from blindai.server.store._manifest import (
+    KIND,
+    MANIFEST_NAME,
+    MAX_ADMINS,
+    MAX_ENTRIES,
+    MAX_MANIFEST_BYTES,
+    REVOKED_KEYS_KEPT,
+    Manifest,
+    RevokedKey,
+)
+from blindai.server.store._manifest_file import held
 from blindai.server.store._records import (
     EntryRefused,
     StoredKey,
@@ -73,12 +90,14 @@ from blindai.server.store._records import (
     model_record,
 )
 
-__all__ = ["SealedStore", "StoredKey", "StoredModel"]
+__all__ = ["REVOKED_KEYS_KEPT", "RevokedKey", "SealedStore", "StoredKey", "StoredModel"]
 
 _log = logging.getLogger("blindai.server.store")
 _MODEL, _KEY = b"m", b"k"
 #: metadata above this size is refused before it is decoded
 _MAX_META = 1 << 16
+#: the largest manifest file: its sealing, its framing (an empty metadata's length), its CBOR
+_MAX_MANIFEST_FILE = OVERHEAD + 4 + MAX_MANIFEST_BYTES
 
 
 class SealedStore:
@@ -178,6 +197,11 @@ class SealedStore:
         with self._manifest_lock:
             before = self._manifest.admins
             if digest not in before:
+                if len(before) >= MAX_ADMINS:
+                    raise ConfigurationError(
+                        f"store {self.directory} was served under {len(before)} admin keys, "
+                        f"the most it remembers ({MAX_ADMINS}): serve it under one of them"
+                    )
                 self._manifest.admins = (*before, digest)
                 try:
                     self._write_manifest()
@@ -212,6 +236,19 @@ class SealedStore:
         """Remove an API-key record durably; False when there was none."""
         return self._delete(self._path(_KEY, name))
 
+    def revoke_key(self, record: StoredKey) -> bool:
+        """Remove the API-key record ``record`` durably and remember it as revoked (its keyed
+        hash, id and name: :attr:`revoked_keys`), both in one write of the manifest; False when
+        the store held no record of it. OSError: neither was done."""
+        revoked = RevokedKey(record.key_hash, record.key_id, record.name)
+        return self._delete(self._path(_KEY, record.name), revoked=revoked)
+
+    @property
+    def revoked_keys(self) -> tuple[RevokedKey, ...]:
+        """The API keys revoked last, oldest first (at most :data:`REVOKED_KEYS_KEPT`)."""
+        with self._manifest_lock:
+            return self._manifest.revoked
+
     def _path(self, kind: bytes, ident: str) -> Path:
         return self.directory / self._keys.file_name(kind, ident)
 
@@ -238,11 +275,20 @@ class SealedStore:
             with self._manifest_lock:
                 self._list(path.name, self._manifest.entries.get(path.name, before) - before)
 
-    def _delete(self, path: Path, *, undo: bool = True) -> bool:
+    def _delete(self, path: Path, *, undo: bool = True, revoked: RevokedKey | None = None) -> bool:
         with self._one_at_a_time(path.name), _failure_logged("removing", path.name):
             with self._manifest_lock:  # marked deleted first: a crash leaves it gone for good
-                if self._manifest.entries.get(path.name):
-                    self._list(path.name, frozenset(), undo=undo)
+                remembered = self._manifest.revoked
+                if revoked is not None:
+                    self._manifest.remember_revoked(revoked)
+                try:
+                    if self._manifest.entries.get(path.name):
+                        self._list(path.name, frozenset(), undo=undo)
+                    elif revoked is not None:
+                        self._write_manifest()
+                except BaseException:
+                    self._manifest.revoked = remembered
+                    raise
             return unlink_durable(path)
 
     @contextlib.contextmanager
@@ -273,6 +319,12 @@ class SealedStore:
         a write is kept: the next write carries it)."""
         entries = self._manifest.entries
         before = entries.get(name)
+        if before is None and len(entries) >= MAX_ENTRIES:
+            raise OSError(
+                errno.ENOSPC,
+                f"the store lists its most entries ({MAX_ENTRIES}, those deleted since the "
+                "server started included: a restart drops those)",
+            )
         entries[name] = nonces
         try:
             self._write_manifest()
@@ -293,22 +345,41 @@ class SealedStore:
         path = self.directory / MANIFEST_NAME
         if self._closed:
             raise OSError(errno.EBADF, "the store is closed")
-        if nonce_of(path) != self._manifest_nonce:
+        with held(path) as on_disk:  # checked and replaced under the file's lock
+            if on_disk.nonce != self._manifest_nonce:
+                _log.error(
+                    "store: the manifest on disk is not the one this server wrote last: "
+                    "another server process is writing %s (its .lock removed), or the host "
+                    "replaced or removed the manifest; this write is refused",
+                    self.directory,
+                )
+                raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
+            self._manifest.generation += 1
+            nonce = new_nonce()
+            manifest = [self._manifest.to_bytes()]
+            if len(manifest[0]) > MAX_MANIFEST_BYTES:  # the caps above keep it under
+                raise OSError(errno.EFBIG, "the store's manifest would be over its size limit")
+            sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", manifest, nonce)
+            try:
+                if on_disk.exists:
+                    write_atomic(path, sealed)
+                else:
+                    self._write_first(path, sealed)
+            finally:  # renamed in, even if a later step failed: the manifest there is this one
+                if nonce_of(path) == nonce:
+                    self._manifest_nonce = nonce
+
+    def _write_first(self, path: Path, sealed: Iterable[bytes]) -> None:
+        """Make the manifest where there is none, unless another process made one meanwhile."""
+        try:
+            write_new(path, sealed)
+        except FileExistsError:
             _log.error(
-                "store: the manifest on disk is not the one this server wrote last: another "
-                "server process is writing %s (its .lock removed), or the host replaced or "
-                "removed the manifest; this write is refused",
+                "store: another server process made a manifest in %s (its .lock removed) as "
+                "this one did; this write is refused",
                 self.directory,
             )
-            raise OSError(errno.ESTALE, "the store's manifest is not the one this server wrote")
-        self._manifest.generation += 1
-        nonce = new_nonce()
-        sealed = seal(self._keys, KIND, MANIFEST_NAME, b"", [self._manifest.to_bytes()], nonce)
-        try:
-            write_atomic(path, sealed)
-        finally:  # renamed in, even if a later step failed: the manifest there is this one
-            if nonce_of(path) == nonce:
-                self._manifest_nonce = nonce
+            raise OSError(errno.ESTALE, "another process made the store's manifest") from None
 
     def _open_manifest(self, rebuild: bool) -> Manifest:
         """The manifest on disk, or a new one listing the entries present: in a new store, in
@@ -340,8 +411,9 @@ class SealedStore:
             current = {n: frozenset({h.nonce}) for n, h in found.items()}
             was_rebuilt = manifest is not None and manifest.rebuilt
             admins = () if manifest is None else manifest.admins
+            revoked = () if manifest is None else manifest.revoked
             self._manifest = Manifest(
-                before, current, rebuilt=rebuild or was_rebuilt, admins=admins
+                before, current, rebuilt=rebuild or was_rebuilt, admins=admins, revoked=revoked
             )
             self._write_manifest()
             if rebuild:
@@ -386,7 +458,7 @@ class SealedStore:
         return found
 
     def _read_manifest(self, path: Path) -> Manifest:
-        header, plain = self._decrypt(path)
+        header, plain = self._decrypt(path, most=_MAX_MANIFEST_FILE)
         if header.kind != KIND:
             raise EntryRefused("not a manifest")
         self._manifest_nonce = header.nonce  # the one read, should it have changed meanwhile
@@ -443,16 +515,24 @@ class SealedStore:
             raise EntryRefused("entry does not belong to this file name")
         return meta, bytes(payload)
 
-    def _decrypt(self, path: Path, *, listed: bool = False) -> tuple[Header, bytearray]:
+    def _decrypt(
+        self, path: Path, *, listed: bool = False, most: int | None = None
+    ) -> tuple[Header, bytearray]:
         """The authenticated plaintext of ``path``; ``listed``: refused unread unless the
-        manifest lists its write."""
+        manifest lists its write; ``most``: refused unread when larger (bytes; by default
+        the largest entry)."""
         try:
             with open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < OVERHEAD + 4:
                     raise EntryRefused("truncated")
-                if size > self._max_entry:
-                    raise EntryRefused(f"{size} bytes, over the limit")
+                if size > (self._max_entry if most is None else most):
+                    if most is None:
+                        raise EntryRefused(f"{size} bytes, over the limit")
+                    raise EntryRefused(
+                        f"{size} bytes, over the {most} bytes a manifest of at most "
+                        f"{MAX_ENTRIES} entries takes: refused unread"
+                    )
                 header = f.read(HEADER_SIZE)
                 f.seek(size - TAG_SIZE)
                 tag = f.read(TAG_SIZE)

@@ -26,7 +26,7 @@ from blindai.server.access import (
     generate_key,
     parse_admin_key_sha256,
 )
-from blindai.server.store import SealedStore, StoredKey
+from blindai.server.store import REVOKED_KEYS_KEPT, SealedStore, StoredKey
 
 ADMIN_KEY = "the admin key chosen by its holder"
 ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).digest()
@@ -248,3 +248,41 @@ def test_a_key_record_the_host_made_unwritable_is_not_created(tmp_path: Path):
         with pytest.raises(ServerError, match="it was not created"):
             ring.create("alice")
         assert ring.list() == []
+
+
+def test_a_revoked_key_is_still_named_after_a_restart(tmp_path: Path):
+    """The ring knew a revoked key's keyed hash in memory only: after a restart its 401s were
+    audited with no name or id. The store's manifest now keeps the hash, id and name."""
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, store=store)
+        bob, bob_key = ring.create("bob")
+        ring.revoke("bob")
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        again = KeyRing(
+            admin_key_sha256=ADMIN_SHA,
+            secret=store.api_key_secret,
+            store=store,
+            records=store.load_keys(),
+            revoked=store.revoked_keys,
+        )
+        assert again.revoked(f"Bearer {bob_key}") == Principal("tenant", bob.key_id, "bob")
+        with pytest.raises(AuthenticationError):
+            again.authenticate(f"Bearer {bob_key}")
+        assert store.load_keys() == []
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "s").iterdir() if p.is_file())
+    assert bob_key.encode() not in raw and b"bob" not in raw  # sealed: neither key nor name
+
+
+def test_the_revoked_keys_remembered_are_capped_oldest_forgotten_first(tmp_path: Path):
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        ring = KeyRing(admin_key_sha256=ADMIN_SHA, secret=store.api_key_secret, store=store)
+        keys = []
+        for i in range(REVOKED_KEYS_KEPT + 2):
+            keys.append(ring.create(f"k{i}")[1])
+            ring.revoke(f"k{i}")
+        assert ring.revoked(f"Bearer {keys[1]}") is None  # forgotten in memory too
+        assert ring.revoked(f"Bearer {keys[2]}").name == "k2"
+    with SealedStore(tmp_path / "s", key_material=SECRET) as store:
+        kept = store.revoked_keys
+        assert len(kept) == REVOKED_KEYS_KEPT
+        assert [k.name for k in kept[:2]] == ["k2", "k3"] and kept[-1].name == f"k{len(keys) - 1}"

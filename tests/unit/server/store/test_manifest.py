@@ -412,3 +412,57 @@ def test_a_closed_store_writes_nothing(tmp_path: Path):
     second.close()
     with SealedStore(directory, key_material=KEY) as store:
         assert sorted(k.name for k in store.load_keys()) == ["alice", "carol"]
+
+
+def test_a_manifest_from_before_revoked_keys_were_kept_reads_and_a_mistyped_list_does_not():
+    import cbor2
+
+    from blindai.server.store._manifest import Manifest, RevokedKey
+
+    older = {"generation": 3, "entries": {}, "rebuilt": False, "admins": []}
+    assert Manifest.from_bytes(cbor2.dumps(older)).revoked == ()
+    kept = Manifest(revoked=(RevokedKey(bytes(32), "k_0123456789abcdef", "bob"),))
+    assert Manifest.from_bytes(kept.to_bytes()).revoked == kept.revoked
+    for wrong in ([[bytes(31), "k_0123456789abcdef", "bob"]], [[bytes(32), 1, "bob"]], {}):
+        with pytest.raises(ValueError, match="revoked keys are mistyped"):
+            Manifest.from_bytes(cbor2.dumps({**older, "revoked": wrong}))
+
+
+def _bytes_read() -> int:
+    """What this process has read through read calls so far (/proc/self/io's rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_manifest_over_its_size_bound_is_refused_unread(tmp_path: Path):
+    """The host makes the manifest 64 MiB long behind a real header: the start read and
+    decrypted all of it (up to the largest entry, 2 GiB) before refusing it as altered. Its
+    size is now bounded by what a manifest of at most MAX_ENTRIES entries takes, and one over
+    it is refused unread, naming the store."""
+    from blindai.server.store._manifest import MAX_MANIFEST_BYTES
+
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record())
+    path = directory / MANIFEST_NAME
+    with path.open("r+b") as f:
+        f.truncate(64 << 20)  # sparse: the header stays, the rest reads as zeros
+    assert MAX_MANIFEST_BYTES < 64 << 20
+    before = _bytes_read()
+    with pytest.raises(ConfigurationError, match=f"store {directory}: its manifest") as refused:
+        SealedStore(directory, key_material=KEY)
+    assert _bytes_read() - before < 1 << 20
+    assert "refused unread" in str(refused.value) and str(64 << 20) in str(refused.value)
+
+
+def test_writes_past_the_entry_cap_are_refused_and_undone(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(sealed, "MAX_ENTRIES", 2)
+    with SealedStore(tmp_path / "store", key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        store.put_key(key_record("bob"))
+        with pytest.raises(OSError, match="the store lists its most entries"):
+            store.put_key(key_record("carol"))
+        store.put_key(key_record("alice"))  # a listed entry is still written
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "bob"]

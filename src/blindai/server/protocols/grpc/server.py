@@ -11,7 +11,10 @@ the HTTP ports could be left none), a TLS handshake must finish within ``header_
 (grpc-core's default: 120 s), a connection lives at most ``call_bound`` seconds, and at most
 ``max_connections`` calls are served at once (RESOURCE_EXHAUSTED beyond): each call buffers its
 message as it comes, and with 100 calls per connection one connection could hold 100 messages
-of ``max_request_bytes`` where an HTTP connection holds one body.
+of ``max_request_bytes`` where an HTTP connection holds one body. That limit is the servicer's
+(its refusals are audited and counted); grpcio's ``maximum_concurrent_rpcs``, which answers
+before any code of ours runs, is kept at twice it (:func:`grpcio_backstop`), for calls grpcio
+took but whose handler has not started yet.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from blindai.server.protocols.v2.service import OipService
 from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["MAX_STREAMS", "GrpcPort", "call_bound", "start_grpc_server"]
+__all__ = ["MAX_STREAMS", "GrpcPort", "call_bound", "grpcio_backstop", "start_grpc_server"]
 
 _REPLY_OVERHEAD = 1 << 20
 """Room in a reply for what is not tensor data (names, shapes, parameters)."""
@@ -46,6 +49,13 @@ def call_bound(settings: ServerSettings) -> float:
     s = settings
     pace = (s.max_request_bytes + s.max_response_bytes) / s.body_min_rate
     return 2 * s.body_timeout + pace + s.run_timeout
+
+
+def grpcio_backstop(calls: int) -> int:
+    """grpcio's ``maximum_concurrent_rpcs`` above the servicer's limit of ``calls``: a call
+    past the servicer's limit is refused at once and unread, so it holds grpcio's count for a
+    moment only; grpcio's refusals are not audited."""
+    return 2 * calls
 
 
 def _ms(seconds: float) -> int:
@@ -82,7 +92,7 @@ async def start_grpc_server(
     reply_bytes = min((1 << 31) - 1, settings.max_response_bytes + _REPLY_OVERHEAD)
     call_s = call_bound(settings)
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=settings.grpc_calls,
+        maximum_concurrent_rpcs=grpcio_backstop(settings.grpc_calls),
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", reply_bytes),
@@ -97,7 +107,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = InferenceServicer(oip, access, budget=budget)
+    servicer = InferenceServicer(oip, access, budget=budget, calls=settings.grpc_calls)
     add_to_server(servicer, server)
     credentials = grpc.ssl_server_credentials([(identity.key_pem(), identity.cert_pem)])
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -14,6 +14,12 @@ its ``authorization`` metadata (``Bearer KEY``, as REST's header) before it runs
 repository are written to the audit log, as the REST routes' are. Calls are registered as
 client-streaming and read their one message themselves (:func:`_one_message`), so that one
 whose message grpcio refuses (over the size limit) is still seen and audited.
+
+Calls served at once: at most ``calls`` (:class:`InferenceServicer`), counted here from the
+moment a call's handler starts, before its message is read; the next is answered
+``RESOURCE_EXHAUSTED`` at once, counted in the metrics and audited (status
+:data:`TOO_MANY_CALLS`). grpcio's own limit (``maximum_concurrent_rpcs``) stays above it as a
+backstop: it refuses before any code of ours runs, so its refusals have no audit line.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ __all__ = [
     "OPEN_METHODS",
     "PARSE_CHARGED_FROM",
     "PARSE_WEIGHT",
+    "TOO_MANY_CALLS",
+    "CallSlots",
     "InferenceServicer",
     "add_to_server",
     "grpc_code",
@@ -61,6 +69,25 @@ __all__ = [
 
 GRPC_PORT = "grpc"
 """The ``port`` label of the gRPC port's message bytes (``blindai_received_bytes_total``, ...)."""
+TOO_MANY_CALLS = 429
+"""The audit log's status for a call refused past the calls served at once (its client gets
+``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
+
+
+class CallSlots:
+    """How many calls the port serves at once, and how many it serves now (calls run on one
+    event loop: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+class _OverLimit:
+    """The request a call refused past :class:`CallSlots` hands its handler (none is read)."""
+
+
+_OVER_LIMIT = _OverLimit()
 
 _log = logging.getLogger("blindai.server")
 _CODES = {
@@ -140,6 +167,10 @@ class _NoMessage(Exception):
     """A call whose request message never came (see :func:`_one_message`)."""
 
 
+class _TooMany(Exception):
+    """A call past the calls served at once (see :func:`_one_message`)."""
+
+
 class _Ended(Exception):
     """The call had ended before its status could be sent."""
 
@@ -193,7 +224,9 @@ def _guarded(
     503, as a REST request cut then, not the 499 of a client that left. A call whose message
     never came (``request`` None, :func:`_one_message`) runs nothing: it is answered by
     :func:`_no_message` and audited with the key its metadata names (valid or revoked): 400,
-    or 413 when grpcio had ended it (503 when ``cut()``)."""
+    or 413 when grpcio had ended it (503 when ``cut()``). A call past the calls served at once
+    (``request`` :data:`_OVER_LIMIT`) runs nothing either: ``RESOURCE_EXHAUSTED``, audited
+    :data:`TOO_MANY_CALLS` with the key its metadata names."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -202,7 +235,8 @@ def _guarded(
         code = grpc.StatusCode.OK
         status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
-        size = len(request) if raw else 0 if request is None else request.ByteSize()
+        over = request is _OVER_LIMIT
+        size = len(request) if raw else 0 if request is None or over else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
         named: Principal | None = None  # the audit line's caller when there is no state
@@ -227,9 +261,9 @@ def _guarded(
             header = None
             if method not in OPEN_METHODS and access.enabled:  # an open server reads none
                 header = _authorization(context)
-            if request is None:  # its message never came: whatever the key, nothing is run
+            if request is None or over:  # nothing is run, whatever the key
                 named = _presented(access, header) if method not in OPEN_METHODS else None
-                raise _NoMessage
+                raise _TooMany if over else _NoMessage
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
             else:
@@ -251,6 +285,10 @@ def _guarded(
             reply = await fn(request, context, state)
             metrics.child(metrics.sent_bytes, GRPC_PORT).inc(reply.ByteSize())
             return reply
+        except _TooMany:
+            code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS
+            audit()
+            await context.abort(code, "too many gRPC calls in progress on this port; try again")
         except _NoMessage:
             code, status = grpc.StatusCode.INVALID_ARGUMENT, 400
             try:
@@ -301,8 +339,10 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
-def _one_message(serve: _Handler) -> _Handler:
-    """A unary call served as a client-streaming one whose first message is read here.
+def _one_message(serve: _Handler, slots: CallSlots) -> _Handler:
+    """A unary call served as a client-streaming one whose first message is read here, when
+    the port serves fewer than ``slots.limit`` calls (else it is handed on, unread, as
+    :data:`_OVER_LIMIT`).
 
     Registered as unary, a call whose message grpcio refuses (over ``max_request_bytes``,
     RESOURCE_EXHAUSTED) never reached the servicer, so it had no audit line. Registered so, the
@@ -313,8 +353,14 @@ def _one_message(serve: _Handler) -> _Handler:
     """
 
     async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        message = await context.read()
-        return await serve(None if message is grpc.aio.EOF else message, context)
+        if slots.used >= slots.limit:
+            return await serve(_OVER_LIMIT, context)
+        slots.used += 1
+        try:
+            message = await context.read()
+            return await serve(None if message is grpc.aio.EOF else message, context)
+        finally:
+            slots.used -= 1
 
     return call
 
@@ -335,7 +381,7 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
             )
         else:  # client-streaming here, one message read by _one_message: see there
             handler = grpc.stream_unary_rpc_method_handler(
-                _one_message(serve), response_serializer=reply.SerializeToString
+                _one_message(serve, servicer.slots), response_serializer=reply.SerializeToString
             )
         handlers[described.name] = handler
     server.add_generic_rpc_handlers(
@@ -360,12 +406,19 @@ IMPLEMENTED = (
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The Open Inference Protocol's gRPC service on one :class:`OipService`; large messages
-    take from ``budget`` while they are parsed and served (see :func:`_guarded`)."""
+    take from ``budget`` while they are parsed and served (see :func:`_guarded`); at most
+    ``calls`` calls are served at once (:func:`_one_message`)."""
 
     def __init__(
-        self, oip: OipService, access: AccessControl, *, budget: BodyBudget | None = None
+        self,
+        oip: OipService,
+        access: AccessControl,
+        *,
+        budget: BodyBudget | None = None,
+        calls: int = 1 << 30,
     ) -> None:
         self.oip = oip
+        self.slots = CallSlots(calls)
         self.cutting = False
         """Set when the server stops with calls still in progress: they are cancelled."""
         metrics = oip.plane.metrics
