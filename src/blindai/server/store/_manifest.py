@@ -53,8 +53,11 @@ REVOKED_KEYS_KEPT = 256
 bytes each in a manifest written at every write of an entry."""
 _HASH_SIZE = 32
 MAX_ENTRIES = 1 << 17
-"""Entries a manifest lists at most: models and API-key records, and those deleted since the
-server started (listed until the next start, so that a copy put back is removed)."""
+"""Entries a manifest lists at most: models and API-key records, and those marked deleted
+whose file's removal did not finish (a crash, an unlink that failed: listed until the next
+start, which removes the file). An entry whose file was removed is no longer listed (a copy
+put back is then refused at start as not current), so uploads and deletes in turn never fill
+the manifest."""
 MAX_ADMINS = 1024
 """Admin keys a store remembers being served under at most."""
 _ENTRY_BYTES = 2 + 41 + 1 + 2 * (1 + NONCE_SIZE)

@@ -289,7 +289,11 @@ class SealedStore:
                 except BaseException:
                     self._manifest.revoked = remembered
                     raise
-            return unlink_durable(path)
+            removed = unlink_durable(path)
+            with self._manifest_lock:  # gone for good: the next write need not list it
+                if self._manifest.entries.get(path.name) == frozenset():
+                    del self._manifest.entries[path.name]
+            return removed
 
     @contextlib.contextmanager
     def _one_at_a_time(self, name: str) -> Iterator[None]:
@@ -313,7 +317,8 @@ class SealedStore:
 
     def _list(self, name: str, nonces: frozenset[bytes], *, undo: bool = False) -> None:
         """List ``nonces`` as the current writes of entry ``name`` (none: deleted, its file
-        removed at the next start if it is still there), and write the manifest. ``undo``: not
+        removed at the next start if it is still there; once :meth:`_delete` has removed it,
+        the entry is no longer listed), and write the manifest. ``undo``: not
         written (a full disk), the change is undone, so that the next write does not carry a
         delete its caller was told failed, nor list a write that never began (a clean-up after
         a write is kept: the next write carries it)."""
@@ -322,8 +327,7 @@ class SealedStore:
         if before is None and len(entries) >= MAX_ENTRIES:
             raise OSError(
                 errno.ENOSPC,
-                f"the store lists its most entries ({MAX_ENTRIES}, those deleted since the "
-                "server started included: a restart drops those)",
+                f"the store lists its most entries ({MAX_ENTRIES})",
             )
         entries[name] = nonces
         try:

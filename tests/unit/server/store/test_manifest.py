@@ -466,3 +466,23 @@ def test_writes_past_the_entry_cap_are_refused_and_undone(tmp_path: Path, monkey
             store.put_key(key_record("carol"))
         store.put_key(key_record("alice"))  # a listed entry is still written
         assert sorted(k.name for k in store.load_keys()) == ["alice", "bob"]
+
+
+def test_uploads_and_deletes_in_turn_never_fill_the_manifest(tmp_path: Path, monkeypatch):
+    """An entry whose file was removed is no longer listed: before, each deleted entry stayed
+    listed until the next start, so that a tenant uploading and deleting in turn filled the
+    manifest's MAX_ENTRIES and every upload and key creation failed until a restart. A copy of
+    a deleted entry put back is still refused at the next start."""
+    monkeypatch.setattr(sealed, "MAX_ENTRIES", 2)
+    directory = tmp_path / "store"
+    with SealedStore(directory, key_material=KEY) as store:
+        store.put_key(key_record("alice"))
+        for turn in range(5):
+            store.put_key(key_record(f"tenant-{turn}"))
+            deleted = _file_of(store, f"tenant-{turn}")
+            assert store.delete_key(f"tenant-{turn}")
+        store.put_key(key_record("bob"))  # the last delete's removal is in this write
+    _put_back(directory, deleted)
+    with SealedStore(directory, key_material=KEY) as store:
+        assert sorted(k.name for k in store.load_keys()) == ["alice", "bob"]
+        assert store.refused == list(deleted)
