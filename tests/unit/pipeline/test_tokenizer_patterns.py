@@ -141,3 +141,30 @@ def test_a_pattern_that_is_not_a_string_is_refused() -> None:
     doc["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {"Regex": ["(a+)+b"]}
     with pytest.raises(PipelineError, match=r"pretokenizers\[0\] \(Split\)"):
         check_patterns(doc)
+
+
+@pytest.mark.parametrize("order", ["bad last", "bad first"])
+def test_a_duplicated_key_is_read_as_the_library_reads_it(order: str) -> None:
+    """JSON may repeat a key: the library and this check both take the last one (measured), so a
+    known pattern cannot hide a bad one that the library would run."""
+    bad, good = json.dumps(r"(?:a|a){1,20}b|a"), json.dumps(r"\s+")
+    first, last = (good, bad) if order == "bad last" else (bad, good)
+    split = f'{{"type":"Split","pattern":{{"Regex":{first}}},"pattern":{{"Regex":{last}}},'
+    split += '"behavior":"Isolated","invert":false}'
+    doc = json.loads(wordpiece_json())
+    doc["pre_tokenizer"] = None
+    data = json.dumps(doc).replace('"pre_tokenizer": null', f'"pre_tokenizer": {split}').encode()
+    tok = Tokenizer.from_str(data.decode())
+    start = time.perf_counter()
+    try:
+        tok.encode("a" * 60)
+    except BaseException as exc:  # the retry limit: pyo3's PanicException
+        if type(exc).__module__ != "pyo3_runtime":
+            raise
+    ran_bad = time.perf_counter() - start > 0.2  # 60 "a": 0.6 s with the bad one, 0 with \s+
+    assert ran_bad == (order == "bad last")
+    if ran_bad:
+        with pytest.raises(PipelineError, match=r"its pre_tokenizer \(Split\) has a regular"):
+            bound_of(data, max_added=9)
+    else:
+        bound_of(data, max_added=9)
