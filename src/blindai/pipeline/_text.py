@@ -15,13 +15,18 @@ from blindai.pipeline._tokenizer_bounds import EXPANSION_BUDGET, Expansion, boun
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
 
-__all__ = ["TextStep", "compile_text", "load_tokenizer"]
+__all__ = ["TOKENIZER_MEMORY_FACTOR", "TextStep", "compile_text", "load_tokenizer"]
 
 _FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = (np.dtype("int64"), np.dtype("int32"))
 BYTES_PER_TOKEN = 640
 """Memory per token of an encoding, its token string aside (measured: 560 for a text of
 1 MiB of "." through a WordPiece tokenizer, one token a character; 346 for a byte-level BPE)."""
+TOKENIZER_MEMORY_FACTOR = 80
+"""Memory compiling a ``tokenizer.json`` may take, per byte of it: the library's vocabulary
+and merges, this module's parse of the file and the vocabulary read back, all at once
+(measured peaks: 39 for all-MiniLM-L6-v2's real one; for files made to be costly, a vocabulary
+of short tokens or pieces, 33-40 as WordLevel, 25-40 as BPE merges, 53-64 as Unigram pieces)."""
 
 
 def load_tokenizer(data: bytes, name: str) -> Tokenizer:
@@ -182,6 +187,18 @@ class TextStep:
         return Prepared(feeds, mask)
 
 
+def _check_size(data: bytes, name: str, limits: PipelineLimits) -> None:
+    """PipelineError for a tokenizer.json that could take more than ``--compile-memory`` to
+    compile (:data:`TOKENIZER_MEMORY_FACTOR` times its size), before the library reads it."""
+    most = limits.max_compile_bytes // TOKENIZER_MEMORY_FACTOR
+    if len(data) > most:
+        raise PipelineError(
+            f"{name} is {len(data)} bytes; compiling a tokenizer may take "
+            f"{TOKENIZER_MEMORY_FACTOR} times its size, so this server "
+            f"(--compile-memory {limits.max_compile_bytes}) takes one of at most {most} bytes"
+        )
+
+
 def compile_text(
     spec: TextInput,
     files: Mapping[str, bytes],
@@ -190,6 +207,7 @@ def compile_text(
 ) -> TextStep:
     """Load the tokenizer and map its outputs to the model's inputs; check dtypes and shapes."""
     data = require_file(files, spec.tokenizer, "tokenizer")
+    _check_size(data, spec.tokenizer, limits)
     tok = load_tokenizer(data, spec.tokenizer)
     bound = bound_of(data, max_added=limits.max_sequence_length)
     _configure(tok, spec)

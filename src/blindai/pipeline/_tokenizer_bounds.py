@@ -36,6 +36,7 @@ from typing import Any
 
 from blindai._documents import loads_json
 from blindai.errors import PipelineError
+from blindai.pipeline._tokenizer_patterns import check_patterns
 
 __all__ = [
     "EXPANSION_BUDGET",
@@ -293,14 +294,16 @@ def check_model(node: object) -> None:
 
 def bound_of(data: bytes, *, max_added: int) -> Expansion:
     """Read a ``tokenizer.json``'s bounds; PipelineError for a normalizer, post-processor or
-    model this module cannot bound, or a post-processor that adds more than ``max_added`` ids
-    to a text."""
+    model this module cannot bound, a post-processor that adds more than ``max_added`` ids
+    to a text, or a regular expression not known to run in linear time
+    (:func:`~blindai.pipeline._tokenizer_patterns.check_patterns`)."""
     try:
         doc = loads_json(data)
     except ValueError:
         raise _refuse("not a JSON document") from None
     if not isinstance(doc, Mapping):
         raise _refuse("not a JSON object")
+    check_patterns(doc)
     check_model(doc.get("model"))
     added = added_ids(doc.get("post_processor"))
     if added > max_added:

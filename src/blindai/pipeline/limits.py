@@ -38,6 +38,11 @@ class PipelineLimits:
     """Most memory the preprocessing of one raw input may take (the server's
     ``--max-preprocess-memory``, which all of them share); a text step takes less text when its
     tokenizer could make more of it."""
+    max_compile_bytes: int = 2 << 30
+    """Most memory compiling one upload may take (the server's ``--compile-memory``): a
+    ``tokenizer.json`` is refused whose size times ``TOKENIZER_MEMORY_FACTOR``
+    (``blindai.pipeline._text``) could pass it; the library parses it in the server's process,
+    where nothing can cap its memory."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -374,6 +374,7 @@ class ServerSettings(BaseSettings):
             max_audio_seconds=self.max_audio_seconds,
             max_preprocess_bytes=self.max_preprocess_memory,
             max_result_bytes=self.max_response_bytes,
+            max_compile_bytes=self.compile_memory,
         )
 
     @model_validator(mode="after")

@@ -128,11 +128,18 @@ def test_hostile_text():
 def test_a_backtracking_pre_tokenizer_regex_is_a_pipeline_error():
     # Oniguruma stops "(a+)+$" at its retry limit and the tokenizers library panics: pyo3's
     # PanicException, a BaseException that went through every `except Exception` (a 500).
+    # Such a pattern is refused at upload now (test_tokenizer_patterns.py); a step holding
+    # one (made here from a compiled step) still turns the panic into a PipelineError.
+    from dataclasses import replace
+
     from tokenizers import Regex, Tokenizer, pre_tokenizers
 
     tok = Tokenizer.from_str(wordpiece_json().decode())
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+$"), "isolated")
-    step = compile_text(_spec(), {"tokenizer.json": tok.to_str().encode()}, BERT, PipelineLimits())
+    files = {"tokenizer.json": tok.to_str().encode()}
+    with pytest.raises(PipelineError, match=r"its pre_tokenizer \(Split\) has a regular"):
+        compile_text(_spec(), files, BERT, PipelineLimits())
+    step = replace(compile_text(_spec(), FILES, BERT, PipelineLimits()), tokenizer=tok)
     with pytest.raises(PipelineError, match="the tokenizer failed on this text"):
         step("a" * 40 + "b")
     assert step("a cat").mask is not None  # the tokenizer still works
