@@ -27,7 +27,7 @@ from tests.unit.pipeline._factory import VOCAB, wordpiece_json
 from tests.unit.pipeline.test_tokenizer_patterns import BACKTRACKING
 
 MiB = 1 << 20
-TEXT_BYTES = 64 << 10  # the most a /run body's text string may be (cbor_body.CborLimits)
+TEXT_BYTES = 64 << 10  # --max-text-bytes here
 RUN_TIMEOUT = 5.0
 TEXT = {"kind": "text", "tokenizer": "tokenizer.json", "max_length": 8}
 HOSTILE_TEXTS = {

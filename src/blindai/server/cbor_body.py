@@ -65,6 +65,8 @@ class CborLimits:
     """Arrays of integers longer than this must hold byte values; they become ``bytes``."""
     setting: str = ""
     """The server setting ``max_bytes`` comes from, named in refusals (``max_model_bytes``)."""
+    text_setting: str = ""
+    """The server setting ``max_text`` comes from, named in refusals (``max_text_bytes``)."""
 
     def over(self, limit: int) -> str:
         """How a refusal names a byte limit."""
@@ -211,7 +213,12 @@ class _Reader:
 
     def _sized(self, n: int, limit: int, what: str) -> int:
         if n > limit:
-            where = self.limits.over(limit) if limit == self.limits.max_bytes else f"{limit} bytes"
+            if limit == self.limits.max_bytes:
+                where = self.limits.over(limit)
+            elif limit == self.limits.max_text and self.limits.text_setting:
+                where = text_limit(limit, self.limits.text_setting)
+            else:
+                where = f"{limit} bytes"
             raise PayloadTooLarge(f"a {what} of {n} bytes is over {where}")
         return n
 

@@ -85,6 +85,14 @@ class V06Routes:
             f"{limit(settings.max_model_bytes, 'max_model_bytes')} can be"
         )
         self._run_bytes = settings.max_request_bytes
+        # a pipeline's text may be as long as max_text_bytes; other text fields are short
+        text = max(CborLimits.max_text, settings.max_text_bytes)
+        self._run_limits = CborLimits(
+            max_bytes=self._run_bytes,
+            max_text=text,
+            setting="max_request_bytes",
+            text_setting="max_text_bytes" if text == settings.max_text_bytes else "",
+        )
         self._run_refusal = (
             f"the request body is over {limit(settings.max_request_bytes, 'max_request_bytes')}"
         )
@@ -172,7 +180,7 @@ class V06Routes:
                 return codec.decode_map(body, what="run")
             except Exception as exc:
                 raise InvalidInput(str(exc)) from exc
-        limits = CborLimits(max_bytes=self._run_bytes, setting="max_request_bytes")
+        limits = self._run_limits
         doc: Any = _UNDECODED
         if len(body) <= ON_LOOP_BODY:
             few = replace(limits, max_items=min(ON_LOOP_ITEMS, limits.max_items))
