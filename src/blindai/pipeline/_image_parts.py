@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from PIL.JpegImagePlugin import MARKER
+
 __all__ = ["MAX_IMAGE_PARTS", "PNG_SIGNATURE", "image_parts"]
 
 MAX_IMAGE_PARTS = 65536
@@ -21,8 +23,11 @@ about ten segments (an ICC profile or extended XMP adds one per 64 KiB)."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LENGTH = struct.Struct(">I")
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
-"""JPEG markers without a length: TEM, RST0-7, SOI."""
+_SEGMENTS = frozenset(code & 0xFF for code, (*_, read) in MARKER.items() if read is not None)
+"""JPEG markers whose length Pillow reads, then skips what it counts (SOFn, DHT, DQT, APPn...)."""
+_BARE = frozenset(code & 0xFF for code, (*_, read) in MARKER.items() if read is None)
+"""JPEG markers Pillow reads alone and goes on after: SOI, EOI (it reads past an end of image),
+RSTn, JPG (``FF C8``), JPEG-LS's ``FF F0`` to ``FF FD``."""
 
 
 def _png_chunks(data: bytes) -> int:
@@ -37,6 +42,9 @@ def _png_chunks(data: bytes) -> int:
 
 
 def _jpeg_header_parts(data: bytes) -> int:
+    """The steps of Pillow's loop over a JPEG's header (``JpegImageFile._open``), as it takes
+    them: a marker or a stray byte each, up to the first scan, the end of the data or a code it
+    refuses."""
     count, offset, end = 0, 2, len(data)
     while offset + 1 < end and count <= MAX_IMAGE_PARTS:
         if data[offset] != 0xFF:  # stray bytes: Pillow skips them one at a time
@@ -47,14 +55,17 @@ def _jpeg_header_parts(data: bytes) -> int:
             continue
         marker = data[offset + 1]
         count += 1
-        if marker == 0xFF:  # a fill byte
+        if marker == 0xFF:  # a fill byte: the next FF starts the marker
             offset += 1
-        elif marker in (0xDA, 0xD9):  # the first scan (libjpeg reads on), or the end
+        elif marker == 0xDA:  # the first scan: libjpeg reads on
             break
-        elif marker in _STANDALONE:
+        elif marker in _SEGMENTS:
+            length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+            offset += 4 + max(length - 2, 0)
+        elif marker in _BARE or marker == 0x00:  # FF 00: Pillow reads on from the next byte
             offset += 2
-        else:
-            offset += 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+        else:  # Pillow refuses the file here
+            break
     return count
 
 

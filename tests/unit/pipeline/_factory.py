@@ -74,12 +74,14 @@ def png_with_chunks(count: int, kind: bytes = b"abCd") -> bytes:
     return data[:33] + chunk * count + data[33:]  # signature and IHDR: 8 + 25 bytes
 
 
-def jpeg_with_segments(count: int, stray: int = 0) -> bytes:
-    """An 8x8 JPEG with ``count`` empty comment segments, then ``stray`` bytes that are no
-    segment's, after its first segment."""
+def jpeg_with_segments(count: int, stray: int = 0, lead: bytes = b"") -> bytes:
+    """An 8x8 JPEG with ``lead`` (a marker Pillow reads without a length: ``FF D9``,
+    ``FF C8``, ``FF 00``, ...), ``count`` empty comment segments, then ``stray`` bytes that are
+    no segment's, after its first segment."""
     data = encode(Image.new("RGB", (8, 8)), "JPEG")
     first = 4 + int.from_bytes(data[4:6], "big")
-    return data[:first] + b"\xff\xfe\x00\x02" * count + b"\x00" * stray + data[first:]
+    comments = b"\xff\xfe\x00\x02" * count
+    return data[:first] + lead + comments + b"\x00" * stray + data[first:]
 
 
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
