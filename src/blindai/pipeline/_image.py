@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from blindai.errors import PipelineError
-from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, image_parts
+from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, image_parts, jpeg_scan_count
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
@@ -47,8 +47,8 @@ MAX_JPEG_SCANS = 100
 progressive file before any pixel is out, going over every block of the image in each, with
 or without data: 3000 scans without data (99 KB) of a 5000x5000 JPEG took 10 s, a worker held
 past the run timeout. A progressive JPEG has about 10 (libjpeg's, mozjpeg's), a baseline one 1
-to 4; the count is of the bytes ``FF DA`` anywhere in the file (the coded data never holds
-them), so a large ICC profile or EXIF thumbnail may add a few."""
+to 4; the count is of the scans libjpeg reaches (:func:`~._image_parts.jpeg_scan_count`), not
+of the bytes ``FF DA`` in an EXIF thumbnail, an ICC profile or data after the end of image."""
 
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
@@ -66,8 +66,14 @@ mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to
 
 
 def jpeg_scans(data: bytes, img: Image.Image) -> int:
-    """At least the scans of a JPEG (its bytes ``FF DA``); 0 for another format."""
-    return data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
+    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scan_count`); 0 for
+    another format. PipelineError for a JPEG of more than ``MAX_IMAGE_PARTS`` markers."""
+    if img.format not in ("JPEG", "MPO"):
+        return 0
+    scans = jpeg_scan_count(data)
+    if scans is None:
+        raise PipelineError(f"JPEG holds more than {MAX_IMAGE_PARTS} markers")
+    return scans
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:

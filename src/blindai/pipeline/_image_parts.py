@@ -10,11 +10,12 @@ a file is refused in milliseconds.
 
 from __future__ import annotations
 
+import re
 import struct
 
 from PIL.JpegImagePlugin import MARKER
 
-__all__ = ["MAX_IMAGE_PARTS", "PNG_SIGNATURE", "image_parts"]
+__all__ = ["MAX_IMAGE_PARTS", "PNG_SIGNATURE", "image_parts", "jpeg_scan_count"]
 
 MAX_IMAGE_PARTS = 65536
 """Most chunks of a PNG, or segments and stray bytes of a JPEG before its first scan. A PNG
@@ -67,6 +68,34 @@ def _jpeg_header_parts(data: bytes) -> int:
         else:  # Pillow refuses the file here
             break
     return count
+
+
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""A marker as libjpeg finds the next one, in a scan's coded data or between segments: ``FF``
+then a code other than a stuffed 0, a fill byte or a restart (RSTn, which it reads inside a
+scan and passes over outside one)."""
+
+
+def jpeg_scan_count(data: bytes) -> int | None:
+    """The scans libjpeg reads of a JPEG: its start-of-scan markers reached as libjpeg reaches
+    them, from one marker to the next over each segment's length and each scan's coded data, up
+    to the end of image. Not the bytes ``FF DA`` anywhere: data after the end (a phone's motion
+    photo carries its video there) or inside a segment (an EXIF thumbnail, an ICC profile) is
+    no scan. None past :data:`MAX_IMAGE_PARTS` markers (each one a step in Python here)."""
+    scans, markers, offset = 0, 0, 2
+    while (found := _NEXT_MARKER.search(data, offset)) is not None:
+        markers += 1
+        if markers > MAX_IMAGE_PARTS:
+            return None
+        code, offset = data[found.start() + 1], found.start() + 2
+        if code == 0xD9:  # the end of image: libjpeg reads no further
+            break
+        if code in (0x01, 0xD8):  # TEM, or a second SOI (libjpeg refuses the file)
+            continue
+        length = int.from_bytes(data[offset : offset + 2], "big")
+        offset += 2 + max(length - 2, 0)
+        scans += code == 0xDA
+    return scans
 
 
 def image_parts(data: bytes) -> tuple[str, int] | None:

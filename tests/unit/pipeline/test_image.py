@@ -118,6 +118,40 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
     assert step(jpeg_of_scans(64, 64, 100)).feeds["pixels"].shape == (1, 3, 64, 64)
 
 
+def test_a_jpeg_is_counted_by_the_scans_libjpeg_reads_not_by_its_bytes_ff_da():
+    # the bytes FF DA were counted anywhere: data after the end of image (a phone's motion
+    # photo carries its video there) or inside a segment refused a real JPEG, or costed a
+    # baseline one as progressive
+    rng = np.random.default_rng(7)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    step = _step(_spec(scale=1.0))
+    for progressive in (True, False):
+        plain = encode(img, "JPEG", progressive=progressive)
+        video = rng.bytes(8 << 20)
+        assert video.count(b"\xff\xda") > 100
+        comment = b"\xff\xfe\x00\x06\xff\xda\xff\xda"
+        for data in (plain + video, plain[:2] + comment + plain[2:]):
+            np.testing.assert_array_equal(step(data).feeds["pixels"], step(plain).feeds["pixels"])
+            assert step.cost(data) == step.cost(plain)
+    assert step.cost(encode(img, "JPEG", progressive=True)) > step.cost(encode(img, "JPEG"))
+
+
+def test_a_jpeg_of_too_many_markers_after_its_first_scan_is_refused():
+    # the scans are counted by walking the file's markers in Python: they are bounded as the
+    # header's are
+    data = encode(rgb_image(8, 8), "JPEG", progressive=True)
+    first = data.index(b"\xff\xc4", data.index(b"\xff\xda"))  # the second scan's table
+    step = _step(_spec())
+    for count, fragment in ((70_000, "more than 65536 markers"), (60_000, None)):
+        many = data[:first] + b"\xff\xfe\x00\x02" * count + data[first:]
+        if fragment is None:
+            assert step(many).feeds["pixels"].shape == (1, 3, 8, 8)
+            continue
+        for call in (step.cost, step):
+            with pytest.raises(PipelineError, match=fragment):
+                call(many)
+
+
 @pytest.mark.parametrize(
     ("many", "few", "fragment"),
     [
