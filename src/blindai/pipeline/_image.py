@@ -66,14 +66,9 @@ mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to
 
 
 def jpeg_scans(data: bytes, img: Image.Image) -> int:
-    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scan_count`); 0 for
-    another format. PipelineError for a JPEG of more than ``MAX_IMAGE_PARTS`` markers."""
-    if img.format not in ("JPEG", "MPO"):
-        return 0
-    scans = jpeg_scan_count(data)
-    if scans is None:
-        raise PipelineError(f"JPEG holds more than {MAX_IMAGE_PARTS} markers")
-    return scans
+    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scan_count`, which
+    refuses a file libjpeg or the count would read too slowly); 0 for another format."""
+    return jpeg_scan_count(data) if img.format in ("JPEG", "MPO") else 0
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:

@@ -152,6 +152,32 @@ def test_a_jpeg_of_too_many_markers_after_its_first_scan_is_refused():
                 call(many)
 
 
+def test_a_jpeg_of_a_long_run_of_fill_bytes_where_libjpeg_reads_is_refused():
+    # libjpeg reads a run of FF (fill bytes before a marker, or before a stuffed 0) without
+    # saving its place: fed 64 KiB at a time by Pillow, it read the run again from its start
+    # each time, and Pillow joined the data again: 8 MiB of FF in an 8x8 JPEG's scan took 1 s,
+    # 64 MiB 58 s of a worker, which the run timeout cannot stop
+    data = encode(rgb_image(8, 8), "JPEG")
+    sos = data.index(b"\xff\xda")
+    scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    step = _step(_spec())
+    end = len(data) - 2  # the end-of-image marker
+    for count, refused in ((70_000, True), (60_000, False)):
+        # in the coded data (a stuffed FF: FF... 00), or fill bytes before the end of image
+        for bad in (
+            data[:scan] + b"\xff" * count + b"\x00" + data[scan:],
+            data[:end] + b"\xff" * count + data[end:],
+        ):
+            if not refused:
+                assert step(bad).feeds["pixels"].shape == (1, 3, 8, 8)
+                continue
+            for call in (step.cost, step):
+                with pytest.raises(PipelineError, match="65536 bytes FF in a row"):
+                    call(bad)
+    after_the_end = data + b"\xff" * 70_000  # not read by libjpeg
+    assert step(after_the_end).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
 @pytest.mark.parametrize(
     ("many", "few", "fragment"),
     [
