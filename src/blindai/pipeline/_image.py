@@ -75,6 +75,12 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
     """Read a PNG or JPEG's header (no pixel decoded), refusing other formats, images of more
     than ``max_pixels`` pixels, files of more than ``MAX_IMAGE_PARTS`` chunks or header
     segments (:mod:`._image_parts`) and JPEGs of more than :data:`MAX_JPEG_SCANS` scans."""
+    return _opened(data, formats=formats, max_pixels=max_pixels)[0]
+
+
+def _opened(data: bytes, *, formats: Sequence[str], max_pixels: int) -> tuple[Image.Image, int]:
+    """:func:`open_image`, and the JPEG's scans (0 for a PNG): the walk that counts them is
+    made once per call (up to 0.6 s on 64 MiB of hostile data)."""
     allowed = [_FORMATS[f] for f in formats]
     parts = image_parts(data)
     if parts is not None and parts[1] > MAX_IMAGE_PARTS:
@@ -100,7 +106,7 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
             f"JPEG holds {scans} start-of-scan markers; this server takes at most "
             f"{MAX_JPEG_SCANS} scans"
         )
-    return img
+    return img, scans
 
 
 def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
@@ -206,12 +212,12 @@ class ImageStep:
         PipelineError for what :meth:`__call__` refuses from the header."""
         if not isinstance(raw, bytes):
             raise PipelineError("an image must be sent as bytes")
-        img = open_image(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
+        img, scans = _opened(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
         width, height = img.size
         mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
         out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
         decoded = BYTES_PER_DECODED_PIXEL
-        if jpeg_scans(raw, img) > 1:
+        if scans > 1:
             decoded += BYTES_PER_COEFFICIENT * len(img.getbands())
         return (
             decoded * width * height
