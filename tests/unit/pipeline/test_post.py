@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -117,6 +118,25 @@ def test_parse_vocab():
     ):
         with pytest.raises(PipelineError, match="v"):
             parse_vocab(bad, "v")
+
+
+def test_a_vocab_of_more_tokens_than_the_bound_is_refused_before_it_is_parsed():
+    # the bound was checked on the parsed object: 32 MiB (--max-pipeline-bytes) of short
+    # entries made 3 million keys, hundreds of MB of Python objects and seconds at upload
+    keys = (f"{i:x}" for i in range(3_000_000))
+    hostile = ("{" + ",".join(f'"{k}":0' for k in keys) + "}").encode()
+    assert len(hostile) < 32 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError, match=f"v holds more than {MAX_VOCAB} tokens"):
+            parse_vocab(hostile, "v")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(hostile)
+    whole = {f"{i:x}": i for i in range(MAX_VOCAB)}
+    assert len(parse_vocab(json.dumps(whole).encode(), "v")) == MAX_VOCAB
+    assert parse_vocab(b'{"a:b": 0, ":": 1}', "v") == ("a:b", ":")  # colons in tokens
 
 
 def test_parse_labels():
