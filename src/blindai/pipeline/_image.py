@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from blindai.errors import PipelineError
-from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, image_parts, jpeg_scan_count
+from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, JpegScans, image_parts
+from blindai.pipeline._image_parts import jpeg_scans as _read_scans
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
@@ -47,15 +48,16 @@ MAX_JPEG_SCANS = 100
 progressive file before any pixel is out, going over every block of the image in each, with
 or without data: 3000 scans without data (99 KB) of a 5000x5000 JPEG took 10 s, a worker held
 past the run timeout. A progressive JPEG has about 10 (libjpeg's, mozjpeg's), a baseline one 1
-to 4; the count is of the scans libjpeg reaches (:func:`~._image_parts.jpeg_scan_count`), not
+to 4; the count is of the scans libjpeg reaches (:func:`~._image_parts.jpeg_scans`), not
 of the bytes ``FF DA`` in an EXIF thumbnail, an ICC profile or data after the end of image."""
 
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
 the EXIF rotation's and the mode conversion's copies."""
 BYTES_PER_COEFFICIENT = 2
-"""Memory per sample (a pixel's channel) of a JPEG of more than one scan (progressive, or its
-components in scans of their own), while it is decoded: libjpeg keeps the whole image's DCT
+"""Memory per sample (a pixel's channel) of a JPEG whose coefficients libjpeg buffers (a
+progressive frame, or components in scans of their own: :attr:`JpegScans.whole_image`, even
+with one scan in the file), while it is decoded: libjpeg keeps the whole image's DCT
 coefficients, 16 bits each, beside Pillow's pixels (a 4000x4000 progressive CMYK JPEG peaked
 at 11.9 bytes a pixel)."""
 BYTES_PER_RESIZED_PIXEL = 4
@@ -65,10 +67,13 @@ BYTES_PER_OUTPUT_PIXEL = 48
 mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to float64)."""
 
 
-def jpeg_scans(data: bytes, img: Image.Image) -> int:
-    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scan_count`, which
-    refuses a file libjpeg or the count would read too slowly); 0 for another format."""
-    return jpeg_scan_count(data) if img.format in ("JPEG", "MPO") else 0
+_NO_SCANS = JpegScans(0, whole_image=False)
+
+
+def jpeg_scans(data: bytes, img: Image.Image) -> JpegScans:
+    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scans`, which refuses a
+    file libjpeg or the count would read too slowly); none for another format."""
+    return _read_scans(data) if img.format in ("JPEG", "MPO") else _NO_SCANS
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
@@ -78,7 +83,9 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
     return _opened(data, formats=formats, max_pixels=max_pixels)[0]
 
 
-def _opened(data: bytes, *, formats: Sequence[str], max_pixels: int) -> tuple[Image.Image, int]:
+def _opened(
+    data: bytes, *, formats: Sequence[str], max_pixels: int
+) -> tuple[Image.Image, JpegScans]:
     """:func:`open_image`, and the JPEG's scans (0 for a PNG): the walk that counts them is
     made once per call (up to 0.6 s on 64 MiB of hostile data)."""
     allowed = [_FORMATS[f] for f in formats]
@@ -101,9 +108,9 @@ def _opened(data: bytes, *, formats: Sequence[str], max_pixels: int) -> tuple[Im
             f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
         )
     scans = jpeg_scans(data, img)
-    if scans > MAX_JPEG_SCANS:
+    if scans.count > MAX_JPEG_SCANS:
         raise PipelineError(
-            f"JPEG holds {scans} start-of-scan markers; this server takes at most "
+            f"JPEG holds {scans.count} start-of-scan markers; this server takes at most "
             f"{MAX_JPEG_SCANS} scans"
         )
     return img, scans
@@ -217,7 +224,7 @@ class ImageStep:
         mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
         out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
         decoded = BYTES_PER_DECODED_PIXEL
-        if scans > 1:
+        if scans.whole_image:
             decoded += BYTES_PER_COEFFICIENT * len(img.getbands())
         return (
             decoded * width * height

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import dataclass
 
 from PIL.JpegImagePlugin import MARKER
 
 from blindai.errors import PipelineError
 
-__all__ = ["MAX_IMAGE_PARTS", "MAX_JPEG_FILL", "PNG_SIGNATURE", "image_parts", "jpeg_scan_count"]
+__all__ = [
+    "MAX_IMAGE_PARTS",
+    "MAX_JPEG_FILL",
+    "PNG_SIGNATURE",
+    "JpegScans",
+    "image_parts",
+    "jpeg_scans",
+]
 
 MAX_IMAGE_PARTS = 65536
 """Most chunks of a PNG, or segments and stray bytes of a JPEG before its first scan. A PNG
@@ -88,7 +96,24 @@ a few fill bytes at most."""
 _FILL = b"\xff" * (MAX_JPEG_FILL + 1)
 
 
-def jpeg_scan_count(data: bytes) -> int:
+_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+"""Start-of-frame markers (SOFn): not DHT (``C4``), JPG (``C8``) or DAC (``CC``)."""
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+
+
+@dataclass(frozen=True)
+class JpegScans:
+    """What libjpeg reads of a JPEG's scans (:func:`jpeg_scans`)."""
+
+    count: int
+    """Its start-of-scan markers libjpeg reaches (an upper bound of the scans it decodes)."""
+    whole_image: bool
+    """Whether libjpeg keeps the whole image's coefficients while it decodes: a progressive
+    frame, a first scan of fewer components than the frame (its ``has_multiple_scans``, decided
+    at the first scan, however many follow), or more than one scan."""
+
+
+def jpeg_scans(data: bytes) -> JpegScans:
     """The scans libjpeg reads of a JPEG: its start-of-scan markers reached as libjpeg reaches
     them, from one marker to the next over each segment's length and each scan's coded data, up
     to the end of image. Not the bytes ``FF DA`` anywhere: data after the end (a phone's motion
@@ -100,6 +125,7 @@ def jpeg_scan_count(data: bytes) -> int:
     ``FF`` runs just under the bound, each byte a candidate marker, take the regular expression
     about 0.6 s (about what libjpeg's own decode of them took before the bound)."""
     scans, markers, offset, fill = 0, 0, 2, -1
+    whole_image, frame_components = False, 0
     while True:
         if fill < offset:  # the next long run of FF (found once: each search goes on from it)
             fill = data.find(_FILL, offset)
@@ -118,10 +144,16 @@ def jpeg_scan_count(data: bytes) -> int:
             break
         if code in (0x01, 0xD8):  # TEM, or a second SOI (libjpeg refuses the file)
             continue
+        if code in _FRAMES:  # length, precision, height, width, then its components
+            whole_image |= code in _PROGRESSIVE
+            frame_components = data[offset + 7] if offset + 7 < len(data) else 0
+        elif code == 0xDA and scans == 0:  # length, then its components
+            components = data[offset + 2] if offset + 2 < len(data) else 0
+            whole_image |= components < frame_components
         length = int.from_bytes(data[offset : offset + 2], "big")
         offset += 2 + max(length - 2, 0)
         scans += code == 0xDA
-    return scans
+    return JpegScans(scans, whole_image or scans > 1)
 
 
 def image_parts(data: bytes) -> tuple[str, int] | None:

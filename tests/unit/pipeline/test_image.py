@@ -136,6 +136,20 @@ def test_a_jpeg_is_counted_by_the_scans_libjpeg_reads_not_by_its_bytes_ff_da():
     assert step.cost(encode(img, "JPEG", progressive=True)) > step.cost(encode(img, "JPEG"))
 
 
+def test_a_progressive_jpeg_of_one_scan_is_costed_with_libjpegs_coefficient_buffer():
+    # libjpeg keeps the whole image's coefficients for a progressive frame (or a first scan
+    # of fewer components than the frame) from its first scan on, however many follow: a
+    # 4000x4000 progressive CMYK JPEG cut to its DC scan peaked at 1.18 times its cost, costed
+    # as a baseline one because it had one scan
+    img = rgb_image(64, 48)
+    full = encode(img, "JPEG", progressive=True)
+    sos = [i for i in range(len(full) - 1) if full[i : i + 2] == b"\xff\xda"]
+    one = full[: sos[1]] + b"\xff\xd9"  # the DC scan alone: libjpeg decodes it
+    step = _step(_spec())
+    assert step(one).feeds["pixels"].shape == (1, 3, 48, 64)
+    assert step.cost(one) == step.cost(full) > step.cost(encode(img, "JPEG"))
+
+
 def test_a_jpeg_of_too_many_markers_after_its_first_scan_is_refused():
     # the scans are counted by walking the file's markers in Python: they are bounded as the
     # header's are
