@@ -24,6 +24,7 @@ from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
 
 __all__ = [
+    "MAX_EXIF_BYTES",
     "MAX_JPEG_SCANS",
     "ImageStep",
     "compile_image",
@@ -50,6 +51,13 @@ or without data: 3000 scans without data (99 KB) of a 5000x5000 JPEG took 10 s, 
 past the run timeout. A progressive JPEG has about 10 (libjpeg's, mozjpeg's), a baseline one 1
 to 4; the count is of the scans libjpeg reaches (:func:`~._image_parts.jpeg_scans`), not
 of the bytes ``FF DA`` in an EXIF thumbnail, an ICC profile or data after the end of image."""
+
+MAX_EXIF_BYTES = 65533
+"""Most bytes of an image's EXIF (what a JPEG's APP1 segment holds, its ``Exif`` header
+included). Pillow reads EXIF in Python, entry by entry: to rotate an image it reads it twice,
+and again for each IFD a pointer names; a PNG's ``eXIf`` chunk (or ImageMagick's ``Raw profile
+type exif`` text) has no bound of its own, and 764 KiB of it (65535 entries, the Exif and GPS
+pointers naming the same IFD) held a worker for 9 s; within this bound, under 1 s."""
 
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
@@ -120,10 +128,27 @@ def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Ima
     """Decode a PNG or JPEG, refusing other formats, bombs and truncated files."""
     img = open_image(data, formats=formats, max_pixels=max_pixels)
     try:
-        img.load()
-        return ImageOps.exif_transpose(img) or img
+        img.load()  # a PNG's chunks after its pixels (an eXIf among them) are read here
     except Exception:  # truncated or corrupt pixel data
         raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+    if _exif_bytes(img) > MAX_EXIF_BYTES:
+        raise PipelineError(f"image holds EXIF of more than {MAX_EXIF_BYTES} bytes")
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # EXIF Pillow cannot read or write back
+        raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+
+
+def _exif_bytes(img: Image.Image) -> int:
+    """The bytes of EXIF Pillow would read of ``img``: its ``exif`` (with the ``Exif`` header
+    a JPEG's segment has), else ImageMagick's hexadecimal ``Raw profile type exif`` text."""
+    exif = img.info.get("exif")
+    if isinstance(exif, bytes):
+        return len(exif)
+    raw = img.info.get("Raw profile type exif")
+    if not isinstance(raw, str):
+        return 0
+    return (len(raw) - raw.count("\n") - raw.count(" ")) // 2  # its digits, two a byte
 
 
 def _out_size(spec: ImageInput) -> tuple[int | None, int | None]:

@@ -19,6 +19,7 @@ from tests.unit.pipeline._factory import (
     jpeg_with_segments,
     png_claiming,
     png_with_chunks,
+    png_with_exif,
     rgb_image,
 )
 
@@ -221,6 +222,18 @@ def test_an_image_of_too_many_chunks_is_refused_before_pillow_reads_them(many, f
             call(many)
     if few is not None:
         assert step(few).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
+def test_an_image_of_more_exif_than_a_jpeg_can_hold_is_refused():
+    # Pillow reads EXIF in Python, entry by entry, twice to rotate the image and again for each
+    # IFD it points to: a PNG's eXIf chunk has no bound of its own, and one of 65535 entries
+    # named three times (764 KiB) held a worker for 9 s; a JPEG's EXIF fits one 64 KiB segment
+    step = _step(_spec(), shape=(1, 3, None, None))
+    small = png_with_exif(3000, ifd_pointers=True)  # 36 KB: what a JPEG may hold
+    assert step(small).feeds["pixels"].shape == (1, 3, 8, 4)  # rotated: 4 wide, 8 high
+    for big in (png_with_exif(5462), png_with_exif(16000, ifd_pointers=True)):
+        with pytest.raises(PipelineError, match="EXIF of more than 65533 bytes"):
+            step(big)
 
 
 def test_truncated_files_are_refused():
