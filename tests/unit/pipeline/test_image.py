@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from blindai.errors import PipelineError
 from blindai.pipeline._image import compile_image, decode_image
@@ -222,6 +222,19 @@ def test_an_image_of_too_many_chunks_is_refused_before_pillow_reads_them(many, f
             call(many)
     if few is not None:
         assert step(few).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_every_exif_orientation_is_applied_as_pillows_exif_transpose_applies_it(fmt):
+    img = rgb_image(12, 8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = orientation
+        data = encode(img, fmt, exif=exif.tobytes())
+        want = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        got = decode_image(data, formats=("png", "jpeg"), max_pixels=1000).convert("RGB")
+        assert got.size == want.size
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_an_image_of_more_exif_than_a_jpeg_can_hold_is_refused():
