@@ -17,7 +17,12 @@ import numpy as np
 from PIL import ExifTags, Image
 
 from blindai.errors import PipelineError
-from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, JpegScans, image_parts
+from blindai.pipeline._image_parts import (
+    MAX_IMAGE_PARTS,
+    MAX_PNG_TEXT_BYTES,
+    JpegScans,
+    image_parts,
+)
 from blindai.pipeline._image_parts import jpeg_scans as _read_scans
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
@@ -93,16 +98,23 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
 
 def _opened(
     data: bytes, *, formats: Sequence[str], max_pixels: int
-) -> tuple[Image.Image, JpegScans]:
-    """:func:`open_image`, and the JPEG's scans (0 for a PNG): the walk that counts them is
-    made once per call (up to 0.6 s on 64 MiB of hostile data)."""
+) -> tuple[Image.Image, JpegScans, int]:
+    """:func:`open_image`, the JPEG's scans (none for a PNG: the walk that counts them is made
+    once per call, up to 0.6 s on 64 MiB of hostile data) and what the PNG's text chunks take
+    once read (:attr:`~._image_parts.ImageParts.text_bytes`)."""
     allowed = [_FORMATS[f] for f in formats]
     parts = image_parts(data)
-    if parts is not None and parts[1] > MAX_IMAGE_PARTS:
-        what = "chunks" if parts[0] == "PNG" else "segments (or bytes outside them)"
+    if parts is not None and parts.parts > MAX_IMAGE_PARTS:
+        what = "chunks" if parts.kind == "PNG" else "segments (or bytes outside them)"
         raise PipelineError(
-            f"{parts[0]} holds more than {MAX_IMAGE_PARTS} {what}"
-            + (" before its first scan" if parts[0] == "JPEG" else "")
+            f"{parts.kind} holds more than {MAX_IMAGE_PARTS} {what}"
+            + (" before its first scan" if parts.kind == "JPEG" else "")
+        )
+    text = 0 if parts is None else parts.text_bytes
+    if text > MAX_PNG_TEXT_BYTES:  # Pillow reads those before IDAT as it opens the file
+        raise PipelineError(
+            f"the PNG's text chunks could take more than {MAX_PNG_TEXT_BYTES} bytes once read "
+            f"({text})"
         )
     try:
         img = Image.open(io.BytesIO(data), formats=allowed)
@@ -121,7 +133,7 @@ def _opened(
             f"JPEG holds {scans.count} start-of-scan markers; this server takes at most "
             f"{MAX_JPEG_SCANS} scans"
         )
-    return img, scans
+    return img, scans, text
 
 
 def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
@@ -265,7 +277,7 @@ class ImageStep:
         PipelineError for what :meth:`__call__` refuses from the header."""
         if not isinstance(raw, bytes):
             raise PipelineError("an image must be sent as bytes")
-        img, scans = _opened(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
+        img, scans, text = _opened(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
         width, height = img.size
         mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
         out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
@@ -273,7 +285,8 @@ class ImageStep:
         if scans.whole_image:
             decoded += BYTES_PER_COEFFICIENT * len(img.getbands())
         return (
-            decoded * width * height
+            text
+            + decoded * width * height
             + BYTES_PER_RESIZED_PIXEL * mid_w * mid_h
             + BYTES_PER_OUTPUT_PIXEL * out_w * out_h
         )

@@ -15,13 +15,16 @@ import struct
 from dataclasses import dataclass
 
 from PIL.JpegImagePlugin import MARKER
+from PIL.PngImagePlugin import MAX_TEXT_CHUNK
 
 from blindai.errors import PipelineError
 
 __all__ = [
     "MAX_IMAGE_PARTS",
     "MAX_JPEG_FILL",
+    "MAX_PNG_TEXT_BYTES",
     "PNG_SIGNATURE",
+    "ImageParts",
     "JpegScans",
     "image_parts",
     "jpeg_scans",
@@ -41,15 +44,43 @@ _BARE = frozenset(code & 0xFF for code, (*_, read) in MARKER.items() if read is 
 RSTn, JPG (``FF C8``), JPEG-LS's ``FF F0`` to ``FF FD``."""
 
 
-def _png_chunks(data: bytes) -> int:
-    count, offset, end = 0, len(PNG_SIGNATURE), len(data)
+MAX_PNG_TEXT_BYTES = 64 << 20
+"""Most memory a PNG's text chunks may take once Pillow has read them (:func:`_text_bytes`).
+Pillow inflates each compressed one up to 1 MiB and keeps every one as a string, up to 64
+million characters (4 bytes each in a string holding one emoji): a 65 KiB PNG of 63 compressed
+``iTXt`` chunks took 259 MB, read as soon as the file is opened, for the step's cost too. A
+PNG's text (a description, XMP, a workflow) is kilobytes."""
+
+
+def _text_bytes(kind: bytes, length: int) -> int:
+    """The most memory Pillow's string of a text chunk takes: ``tEXt`` Latin-1 (a byte a
+    character), ``zTXt`` inflated up to ``MAX_TEXT_CHUNK``, ``iTXt`` UTF-8, inflated or not (up
+    to 4 bytes a character)."""
+    if kind == b"tEXt":
+        return length
+    if kind == b"zTXt":
+        return MAX_TEXT_CHUNK
+    if kind == b"iTXt":
+        return 4 * max(length, MAX_TEXT_CHUNK)
+    return 0
+
+
+def _png_chunks(data: bytes) -> tuple[int, int]:
+    """The chunks of a PNG (up to ``MAX_IMAGE_PARTS + 1``) and what its text chunks among them
+    may take (:func:`_text_bytes`, and while the largest is read, 6 times its size: its bytes,
+    its inflated bytes, the string as Python's decoder grows it to 4 bytes a character)."""
+    count, text, largest, offset, end = 0, 0, 0, len(PNG_SIGNATURE), len(data)
     while offset + 8 <= end and count <= MAX_IMAGE_PARTS:
         (length,) = _LENGTH.unpack_from(data, offset)
+        kind = data[offset + 4 : offset + 8]
         count += 1
-        if data[offset + 4 : offset + 8] == b"IEND":
+        if kind == b"IEND":
             break
+        if size := _text_bytes(kind, length):
+            text += size
+            largest = max(largest, length, MAX_TEXT_CHUNK)
         offset += 12 + length
-    return count
+    return count, text + 6 * largest
 
 
 def _jpeg_header_parts(data: bytes) -> int:
@@ -156,11 +187,24 @@ def jpeg_scans(data: bytes) -> JpegScans:
     return JpegScans(scans, whole_image or scans > 1)
 
 
-def image_parts(data: bytes) -> tuple[str, int] | None:
-    """``("PNG", chunks)`` or ``("JPEG", segments and stray bytes before the first scan)``,
-    each counted up to ``MAX_IMAGE_PARTS + 1``; None for a file of another signature."""
+@dataclass(frozen=True)
+class ImageParts:
+    """What :func:`image_parts` counted of a file."""
+
+    kind: str
+    """``PNG`` or ``JPEG``."""
+    parts: int
+    """A PNG's chunks, or a JPEG's segments and stray bytes before its first scan, as Pillow
+    reads them; counted up to ``MAX_IMAGE_PARTS + 1``."""
+    text_bytes: int = 0
+    """The most memory a PNG's text chunks take once Pillow has read them."""
+
+
+def image_parts(data: bytes) -> ImageParts | None:
+    """What Pillow will read of a PNG or JPEG one part at a time, counted before it does; None
+    for a file of another signature."""
     if data.startswith(PNG_SIGNATURE):
-        return "PNG", _png_chunks(data)
+        return ImageParts("PNG", *_png_chunks(data))
     if data.startswith(b"\xff\xd8"):
-        return "JPEG", _jpeg_header_parts(data)
+        return ImageParts("JPEG", _jpeg_header_parts(data))
     return None

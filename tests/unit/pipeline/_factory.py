@@ -74,6 +74,21 @@ def png_with_chunks(count: int, kind: bytes = b"abCd") -> bytes:
     return data[:33] + chunk * count + data[33:]  # signature and IHDR: 8 + 25 bytes
 
 
+def png_with_text(count: int, kind: bytes = b"iTXt") -> bytes:
+    """An 8x8 PNG with ``count`` compressed text chunks (``iTXt`` or ``zTXt``), each 1 MiB
+    once Pillow inflates it (its limit), with one emoji: a string of 4 bytes a character."""
+    text = ("\U0001f600" + "a" * ((1 << 20) - 64)).encode()
+    chunks = b""
+    for i in range(count):
+        key = f"k{i}".encode()
+        head = key + (b"\0\x01\x00\0\0" if kind == b"iTXt" else b"\0\0")
+        body = head + zlib.compress(text if kind == b"iTXt" else b"a" * len(text), 9)
+        chunks += struct.pack(">I", len(body)) + kind + body
+        chunks += struct.pack(">I", zlib.crc32(kind + body))
+    data = encode(Image.new("RGB", (8, 8)), "PNG")
+    return data[:33] + chunks + data[33:]
+
+
 def png_with_exif(entries: int, *, ifd_pointers: bool = False) -> bytes:
     """An 8x4 PNG whose eXIf chunk rotates it (orientation 6) and holds ``entries`` IFD
     entries in all (each a SHORT of its own tag); ``ifd_pointers``: its Exif and GPS IFD

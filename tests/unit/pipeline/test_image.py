@@ -20,6 +20,7 @@ from tests.unit.pipeline._factory import (
     png_claiming,
     png_with_chunks,
     png_with_exif,
+    png_with_text,
     rgb_image,
 )
 
@@ -235,6 +236,22 @@ def test_every_exif_orientation_is_applied_as_pillows_exif_transpose_applies_it(
         got = decode_image(data, formats=("png", "jpeg"), max_pixels=1000).convert("RGB")
         assert got.size == want.size
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_pngs_text_chunks_are_counted_in_its_cost_and_bounded_before_pillow_reads_them():
+    # Pillow inflates each compressed text chunk up to 1 MiB and keeps it as a string (4 bytes
+    # a character with one emoji), up to 64 million characters: a 65 KiB PNG of 63 iTXt chunks
+    # took 259 MB in cost() itself, before any budget, which said 3968 bytes
+    step = _step(_spec())
+    plain = step.cost(encode(Image.new("RGB", (8, 8)), "PNG"))
+    for kind, few, many in ((b"iTXt", 14, 16), (b"zTXt", 56, 60)):
+        data = png_with_text(few, kind)
+        per_chunk = 4 if kind == b"iTXt" else 1
+        assert step.cost(data) >= plain + few * per_chunk * (1 << 20)
+        assert step(data).feeds["pixels"].shape == (1, 3, 8, 8)
+        for call in (step.cost, step):
+            with pytest.raises(PipelineError, match="PNG's text chunks could take more than"):
+                call(png_with_text(many, kind))
 
 
 def test_an_image_of_more_exif_than_a_jpeg_can_hold_is_refused():
