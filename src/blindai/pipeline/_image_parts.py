@@ -5,7 +5,12 @@ JPEG's segments up to its first scan, and the stray bytes between them, in Pytho
 about 3 us a chunk and 1.4 us a segment; the step opens a file twice (its cost, then the
 decode). A request of 64 MiB of empty chunks or comment segments held a worker for about
 50 s, the GIL most of it. These walks stop at one more than :data:`MAX_IMAGE_PARTS`, so that
-a file is refused in milliseconds.
+a file is refused in milliseconds. The PNG walk also adds up what Pillow's strings of its text
+chunks may take (:data:`MAX_PNG_TEXT_BYTES`).
+
+A second JPEG walk, :func:`jpeg_scans`, follows the file as libjpeg reads it (markers, segment
+lengths, scans' coded data, up to the end of image): the scans it decodes, whether it keeps
+the whole image's coefficients, and runs of fill bytes it would read in quadratic time.
 """
 
 from __future__ import annotations
