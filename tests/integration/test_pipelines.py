@@ -31,6 +31,8 @@ from tests.unit.pipeline._factory import (
     jpeg_with_segments,
     png_claiming,
     png_with_chunks,
+    png_with_exif,
+    png_with_text,
     wav_bytes,
     wordpiece_json,
 )
@@ -577,6 +579,29 @@ def test_an_image_of_too_many_chunks_is_a_400_and_the_server_keeps_serving(
     for image, fragment in (
         (png_with_chunks(70_000), "PNG holds more than 65536 chunks"),
         (jpeg_with_segments(70_000), "JPEG holds more than 65536 segments"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            conn.predict(colours, image=image)
+        assert info.value.status_code == 400 and fragment in info.value.message
+    with _connect(server) as other:
+        assert other.predict(colours, image=_png((0, 250, 0))).top.label == "green"
+
+
+def test_hostile_jpeg_and_png_parts_are_400s_and_real_files_with_extra_data_are_served(
+    conn: blindai.Connection, server: ServerProcess, colours: str
+):
+    # a motion photo's video after the end of image was counted as scans (a 400), a run of
+    # fill bytes in a scan decoded in quadratic time, a PNG's eXIf and text chunks were read
+    # by Pillow in Python and memory the cost did not count
+    rng = np.random.default_rng(5)
+    green = encode(Image.new("RGB", (40, 30), (0, 250, 0)), "JPEG", progressive=True)
+    assert conn.predict(colours, image=green + rng.bytes(8 << 20)).top.label == "green"
+    sos = green.index(b"\xff\xda")
+    scan = sos + 2 + int.from_bytes(green[sos + 2 : sos + 4], "big")
+    for image, fragment in (
+        (green[:scan] + b"\xff" * 70_000 + b"\x00" + green[scan:], "65536 bytes FF in a row"),
+        (png_with_exif(5462), "EXIF of more than 65533 bytes"),
+        (png_with_text(16), "text chunks could take more than 67108864 bytes"),
     ):
         with pytest.raises(InvalidInput) as info:
             conn.predict(colours, image=image)

@@ -14,15 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from blindai.errors import PipelineError
-from blindai.pipeline._image_parts import MAX_IMAGE_PARTS, image_parts
+from blindai.pipeline._image_parts import (
+    MAX_IMAGE_PARTS,
+    MAX_PNG_TEXT_BYTES,
+    JpegScans,
+    image_parts,
+)
+from blindai.pipeline._image_parts import jpeg_scans as _read_scans
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
 
 __all__ = [
+    "MAX_EXIF_BYTES",
     "MAX_JPEG_SCANS",
     "ImageStep",
     "NormalisationOverflow",
@@ -48,15 +55,23 @@ MAX_JPEG_SCANS = 100
 progressive file before any pixel is out, going over every block of the image in each, with
 or without data: 3000 scans without data (99 KB) of a 5000x5000 JPEG took 10 s, a worker held
 past the run timeout. A progressive JPEG has about 10 (libjpeg's, mozjpeg's), a baseline one 1
-to 4; the count is of the bytes ``FF DA`` anywhere in the file (the coded data never holds
-them), so a large ICC profile or EXIF thumbnail may add a few."""
+to 4; the count is of the scans libjpeg reaches (:func:`~._image_parts.jpeg_scans`), not
+of the bytes ``FF DA`` in an EXIF thumbnail, an ICC profile or data after the end of image."""
+
+MAX_EXIF_BYTES = 65533
+"""Most bytes of an image's EXIF (what a JPEG's APP1 segment holds, its ``Exif`` header
+included). Pillow reads EXIF in Python, entry by entry: to rotate an image it reads it twice,
+and again for each IFD a pointer names; a PNG's ``eXIf`` chunk (or ImageMagick's ``Raw profile
+type exif`` text) has no bound of its own, and 764 KiB of it (65535 entries, the Exif and GPS
+pointers naming the same IFD) held a worker for 9 s; within this bound, under 1 s."""
 
 BYTES_PER_DECODED_PIXEL = 10
 """Memory per pixel of the decoded image: its pixels (up to 4 bytes: RGBA, CMYK, 32-bit grey),
 the EXIF rotation's and the mode conversion's copies."""
 BYTES_PER_COEFFICIENT = 2
-"""Memory per sample (a pixel's channel) of a JPEG of more than one scan (progressive, or its
-components in scans of their own), while it is decoded: libjpeg keeps the whole image's DCT
+"""Memory per sample (a pixel's channel) of a JPEG whose coefficients libjpeg buffers (a
+progressive frame, or components in scans of their own: :attr:`JpegScans.whole_image`, even
+with one scan in the file), while it is decoded: libjpeg keeps the whole image's DCT
 coefficients, 16 bits each, beside Pillow's pixels (a 4000x4000 progressive CMYK JPEG peaked
 at 11.9 bytes a pixel)."""
 BYTES_PER_RESIZED_PIXEL = 4
@@ -66,22 +81,41 @@ BYTES_PER_OUTPUT_PIXEL = 48
 mean and std (3 channels x 4 bytes each), the transposed, contiguous feed (up to float64)."""
 
 
-def jpeg_scans(data: bytes, img: Image.Image) -> int:
-    """At least the scans of a JPEG (its bytes ``FF DA``); 0 for another format."""
-    return data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
+_NO_SCANS = JpegScans(0, whole_image=False)
+
+
+def jpeg_scans(data: bytes, img: Image.Image) -> JpegScans:
+    """The scans libjpeg reads of a JPEG (:func:`~._image_parts.jpeg_scans`, which refuses a
+    file libjpeg or the count would read too slowly); none for another format."""
+    return _read_scans(data) if img.format in ("JPEG", "MPO") else _NO_SCANS
 
 
 def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
     """Read a PNG or JPEG's header (no pixel decoded), refusing other formats, images of more
     than ``max_pixels`` pixels, files of more than ``MAX_IMAGE_PARTS`` chunks or header
     segments (:mod:`._image_parts`) and JPEGs of more than :data:`MAX_JPEG_SCANS` scans."""
+    return _opened(data, formats=formats, max_pixels=max_pixels)[0]
+
+
+def _opened(
+    data: bytes, *, formats: Sequence[str], max_pixels: int
+) -> tuple[Image.Image, JpegScans, int]:
+    """:func:`open_image`, the JPEG's scans (none for a PNG: the walk that counts them is made
+    once per call, up to 0.6 s on 64 MiB of hostile data) and what the PNG's text chunks take
+    once read (:attr:`~._image_parts.ImageParts.text_bytes`)."""
     allowed = [_FORMATS[f] for f in formats]
     parts = image_parts(data)
-    if parts is not None and parts[1] > MAX_IMAGE_PARTS:
-        what = "chunks" if parts[0] == "PNG" else "segments (or bytes outside them)"
+    if parts is not None and parts.parts > MAX_IMAGE_PARTS:
+        what = "chunks" if parts.kind == "PNG" else "segments (or bytes outside them)"
         raise PipelineError(
-            f"{parts[0]} holds more than {MAX_IMAGE_PARTS} {what}"
-            + (" before its first scan" if parts[0] == "JPEG" else "")
+            f"{parts.kind} holds more than {MAX_IMAGE_PARTS} {what}"
+            + (" before its first scan" if parts.kind == "JPEG" else "")
+        )
+    text = 0 if parts is None else parts.text_bytes
+    if text > MAX_PNG_TEXT_BYTES:  # Pillow reads those before IDAT as it opens the file
+        raise PipelineError(
+            f"the PNG's text chunks could take more than {MAX_PNG_TEXT_BYTES} bytes once read "
+            f"({text})"
         )
     try:
         img = Image.open(io.BytesIO(data), formats=allowed)
@@ -95,22 +129,60 @@ def open_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image
             f"image is {width}x{height}; this server takes at most {max_pixels} pixels"
         )
     scans = jpeg_scans(data, img)
-    if scans > MAX_JPEG_SCANS:
+    if scans.count > MAX_JPEG_SCANS:
         raise PipelineError(
-            f"JPEG holds {scans} start-of-scan markers; this server takes at most "
+            f"JPEG holds {scans.count} start-of-scan markers; this server takes at most "
             f"{MAX_JPEG_SCANS} scans"
         )
-    return img
+    return img, scans, text
 
 
 def decode_image(data: bytes, *, formats: Sequence[str], max_pixels: int) -> Image.Image:
     """Decode a PNG or JPEG, refusing other formats, bombs and truncated files."""
     img = open_image(data, formats=formats, max_pixels=max_pixels)
     try:
-        img.load()
-        return ImageOps.exif_transpose(img) or img
+        img.load()  # a PNG's chunks after its pixels (an eXIf among them) are read here
     except Exception:  # truncated or corrupt pixel data
         raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+    if _exif_bytes(img) > MAX_EXIF_BYTES:
+        raise PipelineError(f"image holds EXIF of more than {MAX_EXIF_BYTES} bytes")
+    try:
+        return _upright(img)
+    except Exception:  # EXIF Pillow cannot read
+        raise PipelineError(f"image {img.format} data is truncated or corrupt") from None
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""The transposition of each EXIF orientation, as ``ImageOps.exif_transpose``'s."""
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF (or XMP) orientation says, as ``ImageOps.exif_transpose``
+    turns it, without what that also does for an image that is saved again: read the EXIF a
+    second time from the copy and write it back without the orientation, reading every IFD its
+    pointers name (5400 entries named three times took it 0.77 s; this, 0.03 s)."""
+    method = _TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    return img if method is None else img.transpose(method)
+
+
+def _exif_bytes(img: Image.Image) -> int:
+    """The bytes of EXIF Pillow would read of ``img``: its ``exif`` (with the ``Exif`` header
+    a JPEG's segment has), else ImageMagick's hexadecimal ``Raw profile type exif`` text."""
+    exif = img.info.get("exif")
+    if isinstance(exif, bytes):
+        return len(exif)
+    raw = img.info.get("Raw profile type exif")
+    if not isinstance(raw, str):
+        return 0
+    return (len(raw) - raw.count("\n") - raw.count(" ")) // 2  # its digits, two a byte
 
 
 def _out_size(spec: ImageInput) -> tuple[int | None, int | None]:
@@ -206,15 +278,16 @@ class ImageStep:
         PipelineError for what :meth:`__call__` refuses from the header."""
         if not isinstance(raw, bytes):
             raise PipelineError("an image must be sent as bytes")
-        img = open_image(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
+        img, scans, text = _opened(raw, formats=self.spec.formats, max_pixels=self.max_pixels)
         width, height = img.size
         mid_w, mid_h = _resized_size(img.size, self.spec, self.max_pixels)
         out_h, out_w = self.spec.crop if self.spec.crop is not None else (mid_h, mid_w)
         decoded = BYTES_PER_DECODED_PIXEL
-        if jpeg_scans(raw, img) > 1:
+        if scans.whole_image:
             decoded += BYTES_PER_COEFFICIENT * len(img.getbands())
         return (
-            decoded * width * height
+            text
+            + decoded * width * height
             + BYTES_PER_RESIZED_PIXEL * mid_w * mid_h
             + BYTES_PER_OUTPUT_PIXEL * out_w * out_h
         )

@@ -74,12 +74,47 @@ def png_with_chunks(count: int, kind: bytes = b"abCd") -> bytes:
     return data[:33] + chunk * count + data[33:]  # signature and IHDR: 8 + 25 bytes
 
 
-def jpeg_with_segments(count: int, stray: int = 0) -> bytes:
-    """An 8x8 JPEG with ``count`` empty comment segments, then ``stray`` bytes that are no
-    segment's, after its first segment."""
+def png_with_text(count: int, kind: bytes = b"iTXt") -> bytes:
+    """An 8x8 PNG with ``count`` compressed text chunks (``iTXt`` or ``zTXt``), each 1 MiB
+    once Pillow inflates it (its limit), with one emoji: a string of 4 bytes a character."""
+    text = ("\U0001f600" + "a" * ((1 << 20) - 64)).encode()
+    chunks = b""
+    for i in range(count):
+        key = f"k{i}".encode()
+        head = key + (b"\0\x01\x00\0\0" if kind == b"iTXt" else b"\0\0")
+        body = head + zlib.compress(text if kind == b"iTXt" else b"a" * len(text), 9)
+        chunks += struct.pack(">I", len(body)) + kind + body
+        chunks += struct.pack(">I", zlib.crc32(kind + body))
+    data = encode(Image.new("RGB", (8, 8)), "PNG")
+    return data[:33] + chunks + data[33:]
+
+
+def png_with_exif(entries: int, *, ifd_pointers: bool = False) -> bytes:
+    """An 8x4 PNG whose eXIf chunk rotates it (orientation 6) and holds ``entries`` IFD
+    entries in all (each a SHORT of its own tag); ``ifd_pointers``: its Exif and GPS IFD
+    pointers name that same IFD, which Pillow then reads three times."""
+    head = [struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)]
+    if ifd_pointers:
+        head += [struct.pack("<HHII", 0x8769, 4, 1, 8), struct.pack("<HHII", 0x8825, 4, 1, 8)]
+    taken = {0x0112, 0x8769, 0x8825}
+    tags = (t for t in range(0xC000, 0x10000) if t not in taken)  # private tags, plain SHORTs
+    rest = [struct.pack("<HHIHH", next(tags), 3, 1, 7, 0) for _ in range(entries - len(head))]
+    ifd = struct.pack("<H", entries) + b"".join(sorted(head + rest)) + struct.pack("<I", 0)
+    exif = b"II*\x00" + struct.pack("<I", 8) + ifd
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    data = encode(Image.new("RGB", (8, 4)), "PNG")
+    return data[:33] + chunk + data[33:]
+
+
+def jpeg_with_segments(count: int, stray: int = 0, lead: bytes = b"") -> bytes:
+    """An 8x8 JPEG with ``lead`` (a marker Pillow reads without a length: ``FF D9``,
+    ``FF C8``, ``FF 00``, ...), ``count`` empty comment segments, then ``stray`` bytes that are
+    no segment's, after its first segment."""
     data = encode(Image.new("RGB", (8, 8)), "JPEG")
     first = 4 + int.from_bytes(data[4:6], "big")
-    return data[:first] + b"\xff\xfe\x00\x02" * count + b"\x00" * stray + data[first:]
+    comments = b"\xff\xfe\x00\x02" * count
+    return data[:first] + lead + comments + b"\x00" * stray + data[first:]
 
 
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:

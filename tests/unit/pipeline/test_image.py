@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from blindai.errors import PipelineError
 from blindai.pipeline._image import compile_image, decode_image
@@ -19,6 +19,8 @@ from tests.unit.pipeline._factory import (
     jpeg_with_segments,
     png_claiming,
     png_with_chunks,
+    png_with_exif,
+    png_with_text,
     rgb_image,
 )
 
@@ -118,6 +120,80 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
     assert step(jpeg_of_scans(64, 64, 100)).feeds["pixels"].shape == (1, 3, 64, 64)
 
 
+def test_a_jpeg_is_counted_by_the_scans_libjpeg_reads_not_by_its_bytes_ff_da():
+    # the bytes FF DA were counted anywhere: data after the end of image (a phone's motion
+    # photo carries its video there) or inside a segment refused a real JPEG, or costed a
+    # baseline one as progressive
+    rng = np.random.default_rng(7)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    step = _step(_spec(scale=1.0))
+    for progressive in (True, False):
+        plain = encode(img, "JPEG", progressive=progressive)
+        video = rng.bytes(8 << 20)
+        assert video.count(b"\xff\xda") > 100
+        comment = b"\xff\xfe\x00\x06\xff\xda\xff\xda"
+        for data in (plain + video, plain[:2] + comment + plain[2:]):
+            np.testing.assert_array_equal(step(data).feeds["pixels"], step(plain).feeds["pixels"])
+            assert step.cost(data) == step.cost(plain)
+    assert step.cost(encode(img, "JPEG", progressive=True)) > step.cost(encode(img, "JPEG"))
+
+
+def test_a_progressive_jpeg_of_one_scan_is_costed_with_libjpegs_coefficient_buffer():
+    # libjpeg keeps the whole image's coefficients for a progressive frame (or a first scan
+    # of fewer components than the frame) from its first scan on, however many follow: a
+    # 4000x4000 progressive CMYK JPEG cut to its DC scan peaked at 1.18 times its cost, costed
+    # as a baseline one because it had one scan
+    img = rgb_image(64, 48)
+    full = encode(img, "JPEG", progressive=True)
+    sos = [i for i in range(len(full) - 1) if full[i : i + 2] == b"\xff\xda"]
+    one = full[: sos[1]] + b"\xff\xd9"  # the DC scan alone: libjpeg decodes it
+    step = _step(_spec())
+    assert step(one).feeds["pixels"].shape == (1, 3, 48, 64)
+    assert step.cost(one) == step.cost(full) > step.cost(encode(img, "JPEG"))
+
+
+def test_a_jpeg_of_too_many_markers_after_its_first_scan_is_refused():
+    # the scans are counted by walking the file's markers in Python: they are bounded as the
+    # header's are
+    data = encode(rgb_image(8, 8), "JPEG", progressive=True)
+    first = data.index(b"\xff\xc4", data.index(b"\xff\xda"))  # the second scan's table
+    step = _step(_spec())
+    for count, fragment in ((70_000, "more than 65536 markers"), (60_000, None)):
+        many = data[:first] + b"\xff\xfe\x00\x02" * count + data[first:]
+        if fragment is None:
+            assert step(many).feeds["pixels"].shape == (1, 3, 8, 8)
+            continue
+        for call in (step.cost, step):
+            with pytest.raises(PipelineError, match=fragment):
+                call(many)
+
+
+def test_a_jpeg_of_a_long_run_of_fill_bytes_where_libjpeg_reads_is_refused():
+    # libjpeg reads a run of FF (fill bytes before a marker, or before a stuffed 0) without
+    # saving its place: fed 64 KiB at a time by Pillow, it read the run again from its start
+    # each time, and Pillow joined the data again: 8 MiB of FF in an 8x8 JPEG's scan took 1 s,
+    # 64 MiB 58 s of a worker, which the run timeout cannot stop
+    data = encode(rgb_image(8, 8), "JPEG")
+    sos = data.index(b"\xff\xda")
+    scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    step = _step(_spec())
+    end = len(data) - 2  # the end-of-image marker
+    for count, refused in ((70_000, True), (60_000, False)):
+        # in the coded data (a stuffed FF: FF... 00), or fill bytes before the end of image
+        for bad in (
+            data[:scan] + b"\xff" * count + b"\x00" + data[scan:],
+            data[:end] + b"\xff" * count + data[end:],
+        ):
+            if not refused:
+                assert step(bad).feeds["pixels"].shape == (1, 3, 8, 8)
+                continue
+            for call in (step.cost, step):
+                with pytest.raises(PipelineError, match="65536 bytes FF in a row"):
+                    call(bad)
+    after_the_end = data + b"\xff" * 70_000  # not read by libjpeg
+    assert step(after_the_end).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
 @pytest.mark.parametrize(
     ("many", "few", "fragment"),
     [
@@ -125,6 +201,13 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
         (png_with_chunks(70_000, b"IDAT"), None, "PNG holds more than 65536 chunks"),
         (jpeg_with_segments(70_000), jpeg_with_segments(60_000), "more than 65536 segments"),
         (jpeg_with_segments(0, 70_000), jpeg_with_segments(0, 60_000), "or bytes outside"),
+        # Pillow reads on past an end of image, and reads FF C8 (JPG) and FF 00 without a
+        # length: the walk once skipped what followed as a segment's, or stopped there
+        (jpeg_with_segments(70_000, lead=b"\xff\xd9"), None, "more than 65536 segments"),
+        (jpeg_with_segments(70_000, lead=b"\xff\xc8"), None, "more than 65536 segments"),
+        (jpeg_with_segments(70_000, lead=b"\xff\x00"), None, "more than 65536 segments"),
+        (jpeg_with_segments(70_000, lead=b"\xff\xf0"), None, "more than 65536 segments"),
+        (jpeg_with_segments(60_000, lead=b"\xff\x00"), None, None),
     ],
 )
 def test_an_image_of_too_many_chunks_is_refused_before_pillow_reads_them(many, few, fragment):
@@ -132,11 +215,55 @@ def test_an_image_of_too_many_chunks_is_refused_before_pillow_reads_them(many, f
     # them) one at a time in Python, in the worker, for the cost and again for the decode:
     # 64 MiB of empty chunks or comments held it for 50 s
     step = _step(_spec())
+    if fragment is None:  # under the bound: Pillow reads it
+        assert step(many).feeds["pixels"].shape == (1, 3, 8, 8)
+        return
     for call in (step.cost, step):
         with pytest.raises(PipelineError, match=fragment):
             call(many)
     if few is not None:
         assert step(few).feeds["pixels"].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_every_exif_orientation_is_applied_as_pillows_exif_transpose_applies_it(fmt):
+    img = rgb_image(12, 8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = orientation
+        data = encode(img, fmt, exif=exif.tobytes())
+        want = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        got = decode_image(data, formats=("png", "jpeg"), max_pixels=1000).convert("RGB")
+        assert got.size == want.size
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_pngs_text_chunks_are_counted_in_its_cost_and_bounded_before_pillow_reads_them():
+    # Pillow inflates each compressed text chunk up to 1 MiB and keeps it as a string (4 bytes
+    # a character with one emoji), up to 64 million characters: a 65 KiB PNG of 63 iTXt chunks
+    # took 259 MB in cost() itself, before any budget, which said 3968 bytes
+    step = _step(_spec())
+    plain = step.cost(encode(Image.new("RGB", (8, 8)), "PNG"))
+    for kind, few, many in ((b"iTXt", 14, 16), (b"zTXt", 56, 63)):
+        data = png_with_text(few, kind)
+        per_chunk = 4 if kind == b"iTXt" else 1
+        assert step.cost(data) >= plain + few * per_chunk * (1 << 20)
+        assert step(data).feeds["pixels"].shape == (1, 3, 8, 8)
+        for call in (step.cost, step):
+            with pytest.raises(PipelineError, match="PNG's text chunks could take more than"):
+                call(png_with_text(many, kind))
+
+
+def test_an_image_of_more_exif_than_a_jpeg_can_hold_is_refused():
+    # Pillow reads EXIF in Python, entry by entry, twice to rotate the image and again for each
+    # IFD it points to: a PNG's eXIf chunk has no bound of its own, and one of 65535 entries
+    # named three times (764 KiB) held a worker for 9 s; a JPEG's EXIF fits one 64 KiB segment
+    step = _step(_spec(), shape=(1, 3, None, None))
+    small = png_with_exif(3000, ifd_pointers=True)  # 36 KB: what a JPEG may hold
+    assert step(small).feeds["pixels"].shape == (1, 3, 8, 4)  # rotated: 4 wide, 8 high
+    for big in (png_with_exif(5462), png_with_exif(16000, ifd_pointers=True)):
+        with pytest.raises(PipelineError, match="EXIF of more than 65533 bytes"):
+            step(big)
 
 
 def test_truncated_files_are_refused():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -119,6 +120,25 @@ def test_parse_vocab():
             parse_vocab(bad, "v")
 
 
+def test_a_vocab_of_more_tokens_than_the_bound_is_refused_before_it_is_parsed():
+    # the bound was checked on the parsed object: 32 MiB (--max-pipeline-bytes) of short
+    # entries made 3 million keys, hundreds of MB of Python objects and seconds at upload
+    keys = (f"{i:x}" for i in range(3_000_000))
+    hostile = ("{" + ",".join(f'"{k}":0' for k in keys) + "}").encode()
+    assert len(hostile) < 32 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(PipelineError, match=f"v holds more than {MAX_VOCAB} tokens"):
+            parse_vocab(hostile, "v")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(hostile)
+    whole = {f"{i:x}": i for i in range(MAX_VOCAB)}
+    assert len(parse_vocab(json.dumps(whole).encode(), "v")) == MAX_VOCAB
+    assert parse_vocab(b'{"a:b": 0, ":": 1}', "v") == ("a:b", ":")  # colons in tokens
+
+
 def test_parse_labels():
     assert parse_labels(b"cat\r\ndog\n", "l") == ("cat", "dog")
     assert parse_labels("caf\u00e9\nna\u00efve".encode(), "l") == ("caf\u00e9", "na\u00efve")
@@ -140,9 +160,9 @@ def test_results_that_would_pass_the_response_limit_are_refused_before_they_are_
     # pooling "none" took any row (a run's 1 GiB of float32 became 8 GB of Python floats),
     # and a CTC transcript is its frames times its longest token: both were made whole
     none = EmbeddingOutput(kind="embedding", pooling="none", normalize=False)
-    step = EmbeddingStep(none, "h", max_result_bytes=24 * 100)
+    step = EmbeddingStep(none, "h", max_result_bytes=25 * 100)
     assert len(step({"h": np.ones((1, 100))}, Prepared({})).vector) == 100
-    with pytest.raises(InferenceFailed, match="101 values; the reply would pass 2400 bytes"):
+    with pytest.raises(InferenceFailed, match="101 values; the reply would pass 2500 bytes"):
         step({"h": np.ones((1, 101))}, Prepared({}))
     long = ("<pad>", "x" * 1000)
     ctc = CtcStep(CtcOutput(kind="ctc", vocab="v.json"), "logits", long, 0, frozenset(), 4000)
@@ -152,6 +172,34 @@ def test_results_that_would_pass_the_response_limit_are_refused_before_they_are_
         InferenceFailed, match="transcript of 5000 bytes; the reply would pass 4000 bytes"
     ):
         ctc({"logits": np.tile([[-5.0, 5.0], [5.0, -5.0]], (5, 1))[None]}, Prepared({}))
+
+
+def _wire(result) -> int:
+    """The bytes of a result's JSON text, as the server writes it into its reply."""
+    return len(json.dumps(result.to_wire(), separators=(",", ":")))
+
+
+def test_results_are_bounded_by_the_json_the_reply_holds_not_by_their_characters():
+    # a transcript was counted in UTF-8 bytes and an embedding at 24 bytes a value, but the
+    # reply holds their JSON: a control character is 6 bytes there ("\u0001"), a non-ASCII one
+    # 6 or 12, a value 24 and its comma; the server made them whole before the reply's check
+    frames = np.tile([[-5.0, 5.0], [5.0, -5.0]], (4, 1))[None]  # token, pad, token, pad, ...
+    for token, size in (("\x01" * 1000, 6000), ("é" * 1000, 6000), ('"' * 1000, 2000)):
+        vocab = ("<pad>", token)
+        limit = 4 * size
+        ctc = CtcStep(CtcOutput(kind="ctc", vocab="v.json"), "logits", vocab, 0, frozenset(), limit)
+        assert _wire(ctc({"logits": frames}, Prepared({}))) <= limit + 64
+        tight = CtcStep(
+            CtcOutput(kind="ctc", vocab="v.json"), "logits", vocab, 0, frozenset(), limit - 1
+        )
+        with pytest.raises(InferenceFailed, match=f"transcript of {limit} bytes"):
+            tight({"logits": frames}, Prepared({}))
+    none = EmbeddingOutput(kind="embedding", pooling="none", normalize=False)
+    tiny = np.full((1, 100), -2.2250738585072014e-308)
+    step = EmbeddingStep(none, "h", max_result_bytes=25 * 100)
+    assert _wire(step({"h": tiny}, Prepared({}))) <= 25 * 100 + 64
+    with pytest.raises(InferenceFailed, match="100 values; the reply would pass 2499 bytes"):
+        EmbeddingStep(none, "h", max_result_bytes=25 * 100 - 1)({"h": tiny}, Prepared({}))
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,43 @@ def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
     ]
 
 
+def test_a_call_whose_deadline_passed_before_its_message_came_is_audited_as_a_client_gone() -> None:
+    """A call whose message never came and whose deadline then passed (a slow upload, or
+    none at all) was written 413, as a message grpcio refused for its size: an operator read
+    a key probing the size limit. grpcio shows the servicer that its deadline is spent
+    (``time_remaining()`` 0): it is written 499, as a call whose deadline passed during its run."""
+    admin = "the admin key"
+    with in_process(admin_key_sha256=hashlib.sha256(admin.encode()).hexdigest()) as apps:
+        info, alice = apps.apps.access.keyring.create("alice")
+        stream = apps.apps.access.audit._stream
+        assert isinstance(stream, io.StringIO)
+        key = (("authorization", f"Bearer {alice}"),)
+
+        async def go() -> grpc.StatusCode:
+            async with _channel(apps) as channel:
+                slow = channel.stream_unary(
+                    "/inference.GRPCInferenceService/ModelInfer",
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                )
+
+                async def never() -> AsyncIterator[Any]:
+                    await asyncio.sleep(30)
+                    yield _request("m", 2)
+
+                with pytest.raises(grpc.aio.AioRpcError) as late:
+                    await slow(never(), metadata=key, timeout=0.5)
+                for _ in range(3000):  # the server's side of a call ends after the client's
+                    if '"action": "run"' in stream.getvalue():
+                        break
+                    await asyncio.sleep(0.01)
+                return late.value.code()
+
+        code = asyncio.run(go())
+        runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [(r["key_id"], r["status"]) for r in runs] == [(info.key_id, 499)]
+
+
 class _SlowLines:
     """An audit stream whose writes take ``delay`` seconds (a slow disk), holding the server's
     event loop meanwhile, as a real blocking write does."""

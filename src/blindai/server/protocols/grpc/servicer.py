@@ -184,7 +184,8 @@ async def _no_message(context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     while sending it; or the connection was closed under it (its age bound, the server
     stopping). grpcio shows the servicer the same for all (no message, then a status that
     cannot be sent) and gives it neither the status it sent nor the message's length: the
-    audit line says 413 (503 when the server was stopping), as docs/access-control.md says.
+    audit line says 413 (503 when the server was stopping; 499 when the call's deadline had
+    passed, which shows), as docs/access-control.md says.
     """
     try:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _NO_MESSAGE)
@@ -196,6 +197,14 @@ async def _no_message(context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
 
 
 _NO_MESSAGE = "a call takes exactly one request message"
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    """Whether the call's deadline is spent: the one thing grpcio tells apart of a call ended
+    before its message came (its time left is 0; a message refused for its size, a client's
+    cancel and a closed connection leave it as it was)."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 PARSE_WEIGHT = 17
@@ -224,9 +233,9 @@ def _guarded(
     503, as a REST request cut then, not the 499 of a client that left. A call whose message
     never came (``request`` None, :func:`_one_message`) runs nothing: it is answered by
     :func:`_no_message` and audited with the key its metadata names (valid or revoked): 400,
-    or 413 when grpcio had ended it (503 when ``cut()``). A call past the calls served at once
-    (``request`` :data:`_OVER_LIMIT`) runs nothing either: ``RESOURCE_EXHAUSTED``, audited
-    :data:`TOO_MANY_CALLS` with the key its metadata names."""
+    or 413 when grpcio had ended it (499 when its deadline had passed, 503 when ``cut()``). A
+    call past the calls served at once (``request`` :data:`_OVER_LIMIT`) runs nothing either:
+    ``RESOURCE_EXHAUSTED``, audited :data:`TOO_MANY_CALLS` with the key its metadata names."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -295,6 +304,8 @@ def _guarded(
                 await _no_message(context)
             except _Ended:  # grpcio ended the call: see _no_message
                 code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, 413
+                if _deadline_passed(context):  # the client's own bound: it left, as a run's
+                    code, status = grpc.StatusCode.DEADLINE_EXCEEDED, CLIENT_CLOSED
                 if cut():
                     code, status = grpc.StatusCode.UNAVAILABLE, 503
                 raise asyncio.CancelledError from None  # nothing is left to answer
