@@ -131,6 +131,8 @@ class TdxPolicy:
                 "that firmware boots"
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+        f.check_typed_masks(self, {"td_attributes": _U64 & ~DEBUG, "xfam": _U64}, "tdx")
+        f.check_advisory_ids(self.allowed_advisory_ids, "tdx")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> TdxPolicy:
