@@ -7,14 +7,15 @@ the file the name ``manifest`` gives, locks it, and checks that the name still g
 (a writer that waited while another replaced it locks the new one, and finds its nonce changed);
 the new manifest is then renamed over it while the lock is held. The file is opened for writing
 to be locked (never written through that descriptor): NFSv4 refuses an exclusive ``flock`` on a
-descriptor open for reading only. So two server processes that
-both write (the host removed ``.lock`` and started a second on the directory) cannot both pass
-the check: the second to take the lock finds the first's manifest. With no manifest on disk,
-the new one is linked in only if the name is still free (:func:`~._files.write_new`).
+descriptor open for reading only. So two server processes that both write (the host removed
+``.lock`` and started a second on the directory) cannot both pass the check: the second to take
+the lock finds the first's manifest. With no manifest on disk, the new one is linked in only if
+the name is still free (:func:`~._files.write_new`).
 
 Not covered: a process that writes the directory without taking these locks (an older server
-version, the host itself), and a file system whose ``flock`` does not reach other machines
-(some network file systems) with servers on two machines.
+version, the host itself), a file system whose ``flock`` does not reach other machines (some
+network file systems) with servers on two machines, and two first manifests made at once on a
+file system without hard links (there the first is renamed in if its name is free when checked).
 """
 
 from __future__ import annotations
