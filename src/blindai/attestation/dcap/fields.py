@@ -14,6 +14,7 @@ __all__ = [
     "advisory_ids",
     "boolean",
     "check_advisory_ids",
+    "check_flags",
     "check_keys",
     "check_masks",
     "check_typed_masks",
@@ -43,6 +44,14 @@ def check_masks(data: Mapping[str, Any], values: Collection[str], section: str) 
             raise ConfigurationError(
                 f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
             )
+
+
+def check_flags(policy: object, names: Collection[str], section: str) -> None:
+    """ConfigurationError unless each field of ``policy`` in ``names`` is a bool, as TOML's
+    ``true`` or ``false`` (built directly, ``allow_debug="false"`` is truthy)."""
+    for name in names:
+        if not isinstance(getattr(policy, name), bool):
+            raise ConfigurationError(f"[{section}] {name} must be true or false")
 
 
 def check_typed_masks(policy: object, defaults: Mapping[str, int], section: str) -> None:

@@ -102,6 +102,7 @@ class SgxPolicy:
     allow_any_measurement: bool = False
 
     def __post_init__(self) -> None:
+        f.check_flags(self, ("allow_debug", "allow_any_measurement"), "sgx")
         if not self.allow_any_measurement and self.mr_enclave is None and self.mr_signer is None:
             raise ConfigurationError(
                 "[sgx] needs mr_enclave or mr_signer (or allow_any_measurement = true)"

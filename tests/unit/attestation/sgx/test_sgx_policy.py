@@ -190,3 +190,11 @@ def test_typed_advisory_ids_as_a_string_are_refused() -> None:
     )
     other = claims(tcb_status="SWHardeningNeeded", advisory_ids=("INTEL-SA-0061",))
     assert [v.field for v in typed.check(other)] == ["advisory_ids"]
+
+
+@pytest.mark.parametrize("flag", ["allow_debug", "allow_any_measurement"])
+def test_typed_flags_must_be_booleans(flag: str) -> None:
+    """``SgxPolicy(mr_enclave=..., allow_debug="false")`` took a truthy string and accepted a
+    debug enclave."""
+    with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
+        SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **{flag: "false"})  # type: ignore[arg-type]

@@ -529,3 +529,11 @@ def test_typed_advisory_ids_as_a_string_are_refused(dcap_rs_v4: DcapSet) -> None
         allowed_advisory_ids=every,
     )
     assert verify(dcap_rs_v4, typed).tcb_status == "OutOfDate"
+
+
+@pytest.mark.parametrize("flag", ["allow_debug", "allow_unpinned_rtmrs", "allow_any_measurement"])
+def test_typed_flags_must_be_booleans(flag: str) -> None:
+    """``TdxPolicy(mr_td=..., allow_unpinned_rtmrs="false")`` took a truthy string: the rtmr1
+    and rtmr2 requirement (a729671) was skipped, as allow_debug="false" allowed debug TDs."""
+    with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
+        TdxPolicy(mr_td=frozenset({bytes.fromhex(PHALA_MRTD)}), **{flag: "false"})  # type: ignore[arg-type]
