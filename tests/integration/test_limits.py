@@ -974,6 +974,100 @@ def test_grpc_calls_in_progress_are_capped(tmp_path, flags):
     assert counted[("blindai_grpc_requests_total", refused)] == 1
 
 
+_SLOTS = 6
+
+
+def _seventh_refused(proc: ServerProcess, cert: bytes) -> bool:
+    """One more held call on its own channel: refused at once (True) or admitted (False)."""
+    import grpc
+
+    never = threading.Event()
+    channel, _ = _grpc_stub(proc, cert)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=HANG)
+        (call,) = _held_calls(channel, never, 1)
+        try:
+            call.result(timeout=1.5)
+        except grpc.FutureTimeoutError:
+            call.cancel()
+            return False
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return False
+    finally:
+        never.set()
+        channel.close()
+
+
+def _fill_and_end(proc: ServerProcess, cert: bytes, how: str) -> None:
+    """Fill the slots with held calls, see the next refused, then end them ``how``."""
+    import grpc
+
+    never = threading.Event()
+    channel, _ = _grpc_stub(proc, cert)
+    grpc.channel_ready_future(channel).result(timeout=HANG)
+    if how == "deadline":
+        from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+        held = channel.stream_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+
+        def nothing() -> Iterator[Any]:
+            never.wait()
+            yield from ()
+
+        calls = [held.future(nothing(), timeout=3) for _ in range(_SLOTS)]
+    else:
+        calls = _held_calls(channel, never, _SLOTS)
+    deadline = time.monotonic() + HANG
+    while not _seventh_refused(proc, cert):  # all six are in the servicer
+        assert time.monotonic() < deadline
+    assert not any(c.done() for c in calls)
+    if how == "cancel":
+        for c in calls:
+            c.cancel()
+    elif how == "close":
+        channel.close()
+    elif how == "deadline":
+        for c in calls:
+            c.exception(timeout=HANG)
+    never.set()
+    if how != "close":
+        channel.close()
+
+
+@pytest.mark.parametrize("how", ["cancel", "close", "deadline"])
+def test_grpc_call_slots_come_back_however_calls_end(tmp_path, how):
+    """The servicer counts the calls it serves (CallSlots) from its handler's start: a call
+    that ended without its decrement would lower the port's capacity for good. Three times the
+    six slots are filled with calls whose message never comes, then ended by the client
+    (cancelled, its connection closed, or its deadline passed); six calls are then still
+    admitted and the seventh refused. (Passed as merged; fails with the decrement moved out of
+    the handler's ``finally``.)"""
+    import grpc
+
+    with _grpc_server(tmp_path, "--max-connections", str(_SLOTS)) as (proc, cert):
+        for _ in range(3):
+            _fill_and_end(proc, cert, how)
+            time.sleep(0.5)
+        # every slot is back: six held calls are admitted, the seventh refused
+        never = threading.Event()
+        channel, _ = _grpc_stub(proc, cert)
+        grpc.channel_ready_future(channel).result(timeout=HANG)
+        calls = _held_calls(channel, never, _SLOTS)
+        deadline = time.monotonic() + HANG
+        while not _seventh_refused(proc, cert):
+            assert time.monotonic() < deadline
+        time.sleep(0.3)
+        refused = [c for c in calls if c.done()]
+        assert refused == [], [c.exception() for c in refused]
+        never.set()
+        channel.close()
+
+
 def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):
     """Protobuf makes an object per element while it parses a message (a 61 MiB message of
     empty BYTES elements took 1000 MiB), and the gRPC port took 64 calls of 64 MiB at once at

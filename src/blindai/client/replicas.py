@@ -35,6 +35,7 @@ from blindai.errors import (
     ConfigurationError,
     InvalidInput,
     NetworkError,
+    PayloadTooLarge,
     ProtocolError,
 )
 from blindai.pipeline.bundle import Pipeline
@@ -157,8 +158,9 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
     Both connections are verified already (each by its own policy check). Each model is
     exported from the source's management port (owner or admin only; the server must allow
     export) and uploaded to the target with its name, pipeline and optimisation setting. A
-    model the target refuses (InvalidInput) whose pipeline's image step names a ``dtype`` is
-    uploaded once more without it (:func:`_without_image_dtype`): a replica restores and
+    model the target refuses (InvalidInput, but not PayloadTooLarge: the same bytes would be
+    sent again for nothing) whose pipeline's image step names a ``dtype`` is uploaded once more
+    without it (:func:`_without_image_dtype`): a replica restores and
     exports a model it took before uploads checked that dtype against the model input, and
     the step makes the input's own type whatever it says, so the copy runs as the source's.
     """
@@ -184,6 +186,8 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
                     optimize=exported.optimize,
                     pipeline=pipeline,
                 )
+            except PayloadTooLarge:
+                raise  # too large: the same bytes again cannot pass
             except InvalidInput:
                 relaxed = None if pipeline is None else _without_image_dtype(pipeline)
                 if relaxed is None:

@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from blindai._documents import loads_json
 from blindai.errors import PipelineError
 from blindai.pipeline._ports import Port, Prepared, dims_fit, require_file
 from blindai.pipeline._tokenizer_bounds import EXPANSION_BUDGET, Expansion, bound_of
+from blindai.pipeline._tokenizer_patterns import check_patterns
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
 
@@ -30,7 +32,12 @@ of short tokens or pieces, 33-40 as WordLevel, 25-40 as BPE merges, 53-64 as Uni
 
 
 def load_tokenizer(data: bytes, name: str) -> Tokenizer:
-    """Parse a ``tokenizer.json``; PipelineError when the tokenizers library refuses it."""
+    """Parse a ``tokenizer.json``; PipelineError when the tokenizers library refuses it, or
+    when it holds a regular expression that is not a published one
+    (:func:`~blindai.pipeline._tokenizer_patterns.check_patterns`), checked before the library
+    reads the file: it compiles each pattern as it parses, holding the GIL (a long case-folded
+    pattern took it seconds, every thread of the server waiting)."""
+    _check_patterns_first(data)
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
     except BaseException as exc:  # a bare Exception on malformed files; panics on some
@@ -38,6 +45,18 @@ def load_tokenizer(data: bytes, name: str) -> Tokenizer:
             raise
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise PipelineError(f"{name} is not a valid tokenizer.json: {first}") from None
+
+
+def _check_patterns_first(data: bytes) -> None:
+    """PipelineError for a regular expression not listed; a file that is not a JSON object is
+    left to the library, which says what is wrong with it. The parse is dropped before the
+    library makes its own."""
+    try:
+        doc = loads_json(data)
+    except ValueError:
+        return
+    if isinstance(doc, Mapping):
+        check_patterns(doc)
 
 
 def _rust_panic(exc: BaseException) -> bool:

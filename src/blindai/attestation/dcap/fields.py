@@ -13,8 +13,11 @@ from blindai.errors import ConfigurationError, Violation
 __all__ = [
     "advisory_ids",
     "boolean",
+    "check_advisory_ids",
+    "check_flags",
     "check_keys",
     "check_masks",
+    "check_typed_masks",
     "check_value_sets",
     "common_fields",
     "debug_and_tcb",
@@ -41,6 +44,41 @@ def check_masks(data: Mapping[str, Any], values: Collection[str], section: str) 
             raise ConfigurationError(
                 f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
             )
+
+
+def check_flags(policy: object, names: Collection[str], section: str) -> None:
+    """ConfigurationError unless each field of ``policy`` in ``names`` is a bool, as TOML's
+    ``true`` or ``false`` (built directly, ``allow_debug="false"`` is truthy)."""
+    for name in names:
+        if not isinstance(getattr(policy, name), bool):
+            raise ConfigurationError(f"[{section}] {name} must be true or false")
+
+
+def check_typed_masks(policy: object, defaults: Mapping[str, int], section: str) -> None:
+    """:func:`check_masks` for a policy built directly (``SgxPolicy(xfrm_mask=...)``): a
+    ``<value>_mask`` other than its default in ``defaults``, with ``<value>`` None."""
+    for value, default in defaults.items():
+        if getattr(policy, value) is None and getattr(policy, f"{value}_mask") != default:
+            raise ConfigurationError(
+                f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
+            )
+
+
+def check_advisory_ids(value: object, section: str) -> None:
+    """ConfigurationError unless ``value`` (a policy's ``allowed_advisory_ids``) is None or a
+    non-empty set of non-empty strings: given a ``str``, ``advisory in allowed`` would be a
+    substring test."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, frozenset | set)
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ConfigurationError(
+            f"[{section}] allowed_advisory_ids must be a non-empty set of advisory IDs "
+            f"(frozenset of str), not {type(value).__name__}"
+        )
 
 
 def check_value_sets(policy: object, sizes: Mapping[str, int], section: str) -> None:

@@ -37,6 +37,8 @@ __all__ = ["SgxPolicy"]
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 INIT, DEBUG, KSS = 0x1, 0x2, 0x80
+#: each value's default mask (a mask given otherwise needs its value)
+_DEFAULT_MASKS = {"attributes": _U64 & ~DEBUG, "xfrm": _U64, "misc_select": _U32}
 #: BlindAI 0.6 manifest key -> our key
 _MANIFEST_ALIASES = {
     "attributes_flags_hex": "attributes",
@@ -100,6 +102,7 @@ class SgxPolicy:
     allow_any_measurement: bool = False
 
     def __post_init__(self) -> None:
+        f.check_flags(self, ("allow_debug", "allow_any_measurement"), "sgx")
         if not self.allow_any_measurement and self.mr_enclave is None and self.mr_signer is None:
             raise ConfigurationError(
                 "[sgx] needs mr_enclave or mr_signer (or allow_any_measurement = true)"
@@ -120,6 +123,8 @@ class SgxPolicy:
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
         f.check_value_sets(self, {"mr_enclave": 32, "mr_signer": 32}, "sgx")
+        f.check_typed_masks(self, _DEFAULT_MASKS, "sgx")
+        f.check_advisory_ids(self.allowed_advisory_ids, "sgx")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SgxPolicy:

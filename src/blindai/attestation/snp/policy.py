@@ -38,6 +38,7 @@ _SIGNING_KEYS = frozenset({"vcek", "vlek"})
 #: the TCB versions min_tcb bounds: the one the VCEK certifies, the floor the firmware may be
 #: rolled back to while the guest runs, the one it was launched under, the one running now
 _TCBS = ("reported_tcb", "committed_tcb", "launch_tcb", "current_tcb")
+_FLAGS = ("allow_any_measurement", "allow_debug", "allow_migration_agent", "allow_any_tcb")
 _SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48}
 
 
@@ -59,6 +60,7 @@ class SnpPolicy:
     products: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.measurement is None and self.allow_any_measurement is not True:
             raise ConfigurationError(
                 "[sev_snp] needs a measurement (or allow_any_measurement = true, explicitly)"
@@ -84,6 +86,25 @@ class SnpPolicy:
             )
         if self.min_tcb is not None and self.allow_any_tcb:
             raise ConfigurationError("[sev_snp] give min_tcb or allow_any_tcb, not both")
+
+    def _check_types(self) -> None:
+        """What from_mapping's conversions ensure, for a policy built directly: each flag a
+        bool (``allow_any_tcb="false"`` is truthy), min_tcb a TcbVersion, the names sets of
+        strings (``product in "Milan"`` would be a substring test)."""
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"[sev_snp] {name} must be true or false")
+        if self.min_tcb is not None and not isinstance(self.min_tcb, TcbVersion):
+            raise ConfigurationError("[sev_snp] min_tcb must be a TcbVersion")
+        for name in ("allowed_signing_keys", "products"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, frozenset | set) or not all(isinstance(v, str) for v in value)
+            ):
+                raise ConfigurationError(
+                    f"[sev_snp] {name} must be a set of names (frozenset of str), "
+                    f"not {type(value).__name__}"
+                )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SnpPolicy:
@@ -128,7 +149,7 @@ class SnpPolicy:
 def _convert(name: str, value: Any) -> Any:
     if name in _SIZES:
         return _hex(name, value)
-    if name in ("allow_any_measurement", "allow_debug", "allow_migration_agent", "allow_any_tcb"):
+    if name in _FLAGS:
         if not isinstance(value, bool):
             raise ConfigurationError(f"[sev_snp] {name} must be true or false")
         return value

@@ -116,6 +116,7 @@ class TdxPolicy:
     the pinned firmware boots. An explicit opt-in, as ``allow_any_measurement`` is."""
 
     def __post_init__(self) -> None:
+        f.check_flags(self, ("allow_debug", "allow_any_measurement", "allow_unpinned_rtmrs"), "tdx")
         f.check_value_sets(self, dict.fromkeys(_REGISTERS, 48), "tdx")
         if not self.allow_any_measurement and self.mr_td is None:
             raise ConfigurationError("[tdx] needs mr_td (or allow_any_measurement = true)")
@@ -131,6 +132,8 @@ class TdxPolicy:
                 "that firmware boots"
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+        f.check_typed_masks(self, {"td_attributes": _U64 & ~DEBUG, "xfam": _U64}, "tdx")
+        f.check_advisory_ids(self.allowed_advisory_ids, "tdx")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> TdxPolicy:

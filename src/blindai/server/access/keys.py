@@ -98,6 +98,11 @@ class KeyRing:
         self._secret = secret
         self._store = store
         self._lock = threading.Lock()
+        """Guards the maps below, for moments only: authenticating every request takes it on
+        the event loop."""
+        self._changing = threading.Lock()
+        """Creations and revocations one at a time, held through the store's write (an fsync,
+        and up to ``LOCK_WAIT_S`` for the manifest file's lock), which ``_lock`` is not."""
         self._by_name: dict[str, StoredKey] = {}
         self._by_hash: dict[bytes, StoredKey] = {}
         self._revoked: dict[bytes, Principal] = {}
@@ -178,27 +183,30 @@ class KeyRing:
             key_hash=self._hash(key),
             created_ns=time.time_ns(),
         )
-        with self._lock:
-            if name in self._by_name:
-                raise AlreadyExists(f"a key named {name!r} exists already")
+        with self._changing:
+            with self._lock:
+                if name in self._by_name:
+                    raise AlreadyExists(f"a key named {name!r} exists already")
             if self._store is not None:
                 try:
                     self._store.put_key(record)
                 except OSError as exc:  # the host's disk: full, or an entry made unwritable
                     _log.error("store: a key record could not be written: %s", type(exc).__name__)
                     raise ServerError("the key could not be stored; it was not created") from exc
-            self._index(record)
+            with self._lock:
+                self._index(record)
         return _info(record), key
 
     def revoke(self, name: str) -> KeyInfo:
         """Revoke a tenant key: requests with it fail from now on; its models stay."""
-        with self._lock:
-            record = self._by_name.get(name)
-            if record is None:
-                raise KeyNotFound(f"no key named {name!r}")
-            del self._by_name[name]  # revoked now, whatever the store does
-            del self._by_hash[record.key_hash]
-            self._remember(RevokedKey(record.key_hash, record.key_id, record.name))
+        with self._changing:
+            with self._lock:
+                record = self._by_name.get(name)
+                if record is None:
+                    raise KeyNotFound(f"no key named {name!r}")
+                del self._by_name[name]  # revoked now, whatever the store does
+                del self._by_hash[record.key_hash]
+                self._remember(RevokedKey(record.key_hash, record.key_id, record.name))
             if self._store is not None:
                 try:
                     self._store.revoke_key(record)

@@ -3,7 +3,8 @@
 * :func:`write_atomic`: a temporary file in the same directory (``O_EXCL``, mode 0600),
   written, ``fsync``-ed and closed, renamed over the target, then the directory ``fsync``-ed;
 * :func:`write_new`: the same, but linked to the target only if no file has that name
-  (``link`` fails with EEXIST otherwise: a compare-and-swap on the name being free);
+  (``link`` fails with EEXIST otherwise: a compare-and-swap on the name being free; renamed in
+  after a check where the file system has no hard links);
 * :func:`unlink_durable`: unlink, then ``fsync`` the directory;
 * :func:`remove_temporaries`: at start-up, the temporary files of writes that never finished.
 
@@ -12,6 +13,7 @@ A temporary file is never read as an entry: its name starts with :data:`TEMP_PRE
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterable
@@ -27,6 +29,8 @@ __all__ = [
 ]
 
 TEMP_PREFIX = ".tmp-"
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""How ``link`` says the file system has no hard links (our own file: not protected_hardlinks)."""
 
 
 def fsync_directory(directory: Path) -> None:
@@ -78,10 +82,22 @@ def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
 def write_new(path: Path, chunks: Iterable[bytes]) -> None:
     """Make ``path`` hold the concatenated ``chunks``, durably and atomically (mode 0600), if
     no file has that name: FileExistsError otherwise (another process made it first), and
-    ``path`` is untouched."""
+    ``path`` is untouched.
+
+    On a file system without hard links (exFAT, FAT, SMB shares without Unix extensions:
+    ``link`` fails with EPERM or EOPNOTSUPP) the file is renamed in if the name is free when
+    checked, as :func:`write_atomic` does: a file another process makes between that check and
+    the rename is replaced there."""
     temp = _temporary(path.parent, chunks)
     try:
-        os.link(temp, path)
+        try:
+            os.link(temp, path)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.rename(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     fsync_directory(path.parent)

@@ -5,14 +5,17 @@ another server process wrote over it would lose that process's writes). The chec
 replacement run while the manifest file is locked (``flock``, exclusive): :func:`held` opens
 the file the name ``manifest`` gives, locks it, and checks that the name still gives that file
 (a writer that waited while another replaced it locks the new one, and finds its nonce changed);
-the new manifest is then renamed over it while the lock is held. So two server processes that
-both write (the host removed ``.lock`` and started a second on the directory) cannot both pass
-the check: the second to take the lock finds the first's manifest. With no manifest on disk,
-the new one is linked in only if the name is still free (:func:`~._files.write_new`).
+the new manifest is then renamed over it while the lock is held. The file is opened for writing
+to be locked (never written through that descriptor): NFSv4 refuses an exclusive ``flock`` on a
+descriptor open for reading only. So two server processes that both write (the host removed
+``.lock`` and started a second on the directory) cannot both pass the check: the second to take
+the lock finds the first's manifest. With no manifest on disk, the new one is linked in only if
+the name is still free (:func:`~._files.write_new`).
 
 Not covered: a process that writes the directory without taking these locks (an older server
-version, the host itself), and a file system whose ``flock`` does not reach other machines
-(some network file systems) with servers on two machines.
+version, the host itself), a file system whose ``flock`` does not reach other machines (some
+network file systems) with servers on two machines, and two first manifests made at once on a
+file system without hard links (there the first is renamed in if its name is free when checked).
 """
 
 from __future__ import annotations
@@ -60,11 +63,25 @@ def held(path: Path) -> Iterator[OnDisk]:
             os.close(fd)
 
 
+def _open(path: Path) -> int:
+    """``path`` opened for writing where it may be: an NFSv4 client emulates ``flock`` with a
+    byte-range lock on the server and refuses an exclusive one (EBADF) on a descriptor not open
+    for writing. Read-only where writing is refused (a manifest left 0400: the lock then holds
+    on a local file system, as before)."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        return os.open(path, os.O_RDWR | flags)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR):
+            raise
+    return os.open(path, os.O_RDONLY | flags)
+
+
 def _locked(path: Path) -> int | None:
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open(path)
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -178,16 +178,20 @@ class SealedStore:
     def manifest_rebuilt(self) -> bool:
         """Whether the manifest was ever rebuilt (``rebuild_manifest``): from then on, older
         copies of single entries the host put back may be current. Kept in the manifest for
-        good; the server states it over the attested channel (``store_manifest_rebuilt``)."""
-        with self._manifest_lock:
-            return self._manifest.rebuilt
+        good; the server states it over the attested channel (``store_manifest_rebuilt``).
+        Read without the manifest's lock, as :attr:`admin_keys` is."""
+        return self._manifest.rebuilt
 
     @property
     def admin_keys(self) -> tuple[str, ...]:
         """The admin keys' SHA-256 (hex) this store was ever served under, in order (kept in
-        the manifest; the server states them over the attested channel, ``store_admin_keys``)."""
-        with self._manifest_lock:
-            return self._manifest.admins
+        the manifest; the server states them over the attested channel, ``store_admin_keys``).
+
+        Read without the manifest's lock: ``GET /info`` reads it on the event loop, and a write
+        holds that lock through its ``fsync`` and its wait for the manifest file's lock (up to
+        ``LOCK_WAIT_S``, 10 s), which stood the whole server still. The value is an immutable
+        tuple a writer replaces whole (:meth:`serve_under`, at start)."""
+        return self._manifest.admins
 
     def serve_under(self, admin_sha256: bytes) -> tuple[str, ...]:
         """Record that the store is served under the admin key of SHA-256 ``admin_sha256``
@@ -245,9 +249,9 @@ class SealedStore:
 
     @property
     def revoked_keys(self) -> tuple[RevokedKey, ...]:
-        """The API keys revoked last, oldest first (at most :data:`REVOKED_KEYS_KEPT`)."""
-        with self._manifest_lock:
-            return self._manifest.revoked
+        """The API keys revoked last, oldest first (at most :data:`REVOKED_KEYS_KEPT`); read
+        without the manifest's lock, as :attr:`admin_keys` is (an immutable tuple)."""
+        return self._manifest.revoked
 
     def _path(self, kind: bytes, ident: str) -> Path:
         return self.directory / self._keys.file_name(kind, ident)

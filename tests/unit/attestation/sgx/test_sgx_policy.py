@@ -162,3 +162,39 @@ def test_sgx_section_in_a_policy_file() -> None:
     )
     assert isinstance(policy.sgx, SgxPolicy)
     assert policy.sgx.mr_signer == frozenset({MRSIGNER})
+
+
+# --- regression: the typed policy took what from_mapping refuses ---------------------------
+
+
+@pytest.mark.parametrize("mask", ["attributes_mask", "xfrm_mask", "misc_select_mask"])
+def test_a_typed_mask_without_its_value_is_refused_as_in_toml(mask: str) -> None:
+    """``SgxPolicy(mr_enclave=..., xfrm_mask=...)`` with no ``xfrm`` checked nothing, as the
+    TOML key alone did before 2fb09ef refused it there; the typed policy took it silently."""
+    with pytest.raises(ConfigurationError, match=f"{mask} without {mask[:-5]}"):
+        SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **{mask: 0x4})  # type: ignore[arg-type]
+    given = SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **{mask[:-5]: 0, mask: 0})  # type: ignore[arg-type]
+    assert given.check(claims()) == []
+
+
+def test_typed_advisory_ids_as_a_string_are_refused() -> None:
+    """A string was taken, and ``advisory in allowed`` was then a substring test: an advisory
+    whose ID is part of an assessed one's passed."""
+    for wrong in ("INTEL-SA-00615", frozenset({""}), frozenset({1}), frozenset()):
+        with pytest.raises(ConfigurationError, match="allowed_advisory_ids"):
+            SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), allowed_advisory_ids=wrong)  # type: ignore[arg-type]
+    typed = SgxPolicy(
+        mr_enclave=frozenset({MRENCLAVE}),
+        allowed_tcb_statuses=frozenset({"SWHardeningNeeded"}),
+        allowed_advisory_ids=frozenset({"INTEL-SA-00615"}),
+    )
+    other = claims(tcb_status="SWHardeningNeeded", advisory_ids=("INTEL-SA-0061",))
+    assert [v.field for v in typed.check(other)] == ["advisory_ids"]
+
+
+@pytest.mark.parametrize("flag", ["allow_debug", "allow_any_measurement"])
+def test_typed_flags_must_be_booleans(flag: str) -> None:
+    """``SgxPolicy(mr_enclave=..., allow_debug="false")`` took a truthy string and accepted a
+    debug enclave."""
+    with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
+        SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **{flag: "false"})  # type: ignore[arg-type]

@@ -174,3 +174,28 @@ def test_check_refuses_other_kinds() -> None:
     )
     policy = SnpPolicy(measurement=bytes(48), allow_any_tcb=True)
     assert policy.check(other) == [Violation("kind", "sev-snp", "tdx")]
+
+
+# --- regression: the typed policy took what from_mapping refuses ---------------------------
+
+
+def test_a_typed_policy_refuses_mistyped_flags_tcb_and_names(claims: SnpClaims) -> None:
+    """from_mapping takes only true or false for each allow_*, a table or 16 hex digits for
+    min_tcb, and lists of names; SnpPolicy(...) took anything: allow_any_tcb="false" (truthy:
+    any TCB accepted, though it reads as not), allow_migration_agent="no" (the same),
+    products="Milan" (``product in "Milan"``, a substring test), min_tcb as hex (an
+    AttributeError at verification) and allowed_signing_keys="vcek" (a TypeError)."""
+    m = bytes.fromhex(M)
+    tcb = TcbVersion(bootloader=0, tee=0, snp=0, microcode=0)
+    with pytest.raises(ConfigurationError, match="allow_any_tcb must be true or false"):
+        SnpPolicy(measurement=m, allow_any_tcb="false")  # type: ignore[arg-type]
+    for flag in ("allow_migration_agent", "allow_debug"):
+        with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
+            SnpPolicy(measurement=m, min_tcb=tcb, **{flag: "no"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="min_tcb must be a TcbVersion"):
+        SnpPolicy(measurement=m, min_tcb="0300000000000873")  # type: ignore[arg-type]
+    for name, wrong in (("products", "Milan"), ("allowed_signing_keys", "vcek")):
+        with pytest.raises(ConfigurationError, match=f"{name} must be a set of names"):
+            SnpPolicy(measurement=m, min_tcb=tcb, **{name: wrong})  # type: ignore[arg-type]
+    typed = SnpPolicy(measurement=m, min_tcb=tcb, products=frozenset({"Milan"}))
+    assert typed.check(claims) == []

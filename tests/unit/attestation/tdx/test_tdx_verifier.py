@@ -491,3 +491,49 @@ def test_allow_any_measurement_beside_mr_td_is_refused(phala_v4: DcapSet) -> Non
         TdxPolicy.from_mapping({"mr_td": PHALA_MRTD, "allow_any_measurement": True})
     assert verify(phala_v4, TdxPolicy.from_mapping({"allow_any_measurement": True}))
     assert verify(phala_v4, policy())
+
+
+# --- regression: the typed policy took what from_mapping refuses ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("mask", "value"), [("td_attributes_mask", 0x10000000), ("xfam_mask", 0xE7)]
+)
+def test_a_typed_mask_without_its_value_is_refused_as_in_toml(
+    phala_v4: DcapSet, mask: str, value: int
+) -> None:
+    """``TdxPolicy(..., xfam_mask=...)`` with no ``xfam`` checked nothing, as the TOML key alone
+    did before 2fb09ef refused it there; the typed policy took it silently."""
+    pinned = {k: frozenset({bytes.fromhex(v)}) for k, v in PHALA_BOOT.items()}
+    pinned["mr_td"] = frozenset({bytes.fromhex(PHALA_MRTD)})
+    with pytest.raises(ConfigurationError, match=f"{mask} without {mask[:-5]}"):
+        TdxPolicy(**pinned, **{mask: value})  # type: ignore[arg-type]
+    given = {mask[:-5]: verify(phala_v4, policy()).to_dict()[mask[:-5]], mask: value}
+    assert verify(phala_v4, TdxPolicy(**pinned, **given))  # type: ignore[arg-type]
+
+
+def test_typed_advisory_ids_as_a_string_are_refused(dcap_rs_v4: DcapSet) -> None:
+    """A string was taken, and ``advisory in allowed`` was then a substring test."""
+    pinned = {"mr_td": frozenset({bytes.fromhex(DCAP_RS_MRTD)}), "allow_unpinned_rtmrs": True}
+    for wrong in ("INTEL-SA-00960 INTEL-SA-00982 INTEL-SA-00986", frozenset({""}), [1]):
+        with pytest.raises(ConfigurationError, match="allowed_advisory_ids"):
+            TdxPolicy(  # type: ignore[arg-type]
+                **pinned,
+                allowed_tcb_statuses=frozenset({"OutOfDate"}),
+                allowed_advisory_ids=wrong,
+            )
+    every = frozenset({"INTEL-SA-00960", "INTEL-SA-00982", "INTEL-SA-00986"})
+    typed = TdxPolicy(
+        **pinned,  # type: ignore[arg-type]
+        allowed_tcb_statuses=frozenset({"OutOfDate"}),
+        allowed_advisory_ids=every,
+    )
+    assert verify(dcap_rs_v4, typed).tcb_status == "OutOfDate"
+
+
+@pytest.mark.parametrize("flag", ["allow_debug", "allow_unpinned_rtmrs", "allow_any_measurement"])
+def test_typed_flags_must_be_booleans(flag: str) -> None:
+    """``TdxPolicy(mr_td=..., allow_unpinned_rtmrs="false")`` took a truthy string: the rtmr1
+    and rtmr2 requirement (a729671) was skipped, as allow_debug="false" allowed debug TDs."""
+    with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
+        TdxPolicy(mr_td=frozenset({bytes.fromhex(PHALA_MRTD)}), **{flag: "false"})  # type: ignore[arg-type]

@@ -5,14 +5,17 @@ writes at the same instant cannot both pass it."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from blindai.server.store import SealedStore
+from blindai.server.store import SealedStore, StoredKey
 from blindai.server.store._files import write_new
+from blindai.server.store._manifest_file import OnDisk, held
 
 from ._race_child import KEY
 
@@ -88,3 +91,60 @@ def test_a_first_manifest_is_made_only_where_there_is_none(tmp_path: Path):
         write_new(tmp_path / "manifest", [b"second"])
     assert (tmp_path / "manifest").read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest"]  # no temporary left
+
+
+def _descriptors_of(path: Path) -> list[int]:
+    """This process's open flags (``/proc/self/fdinfo``) of each descriptor open on ``path``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target == str(path):
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+            found.append(int(info.split("flags:")[1].split()[0], 8))
+    return found
+
+
+def test_the_manifest_lock_is_taken_on_a_descriptor_open_for_writing(tmp_path: Path):
+    """An NFSv4 client emulates flock() with a byte-range lock on the server, and refuses an
+    exclusive one on a descriptor not open for writing (EBADF: nfs4_proc_lock, "Don't rely on
+    the VFS having checked the file open mode, since it won't do this for flock() locks"). The
+    manifest was opened read-only to be locked, so on an NFS store every write after the first
+    manifest failed (uploads and key changes 500, a start that settles entries refused). No
+    NFS here: the descriptor's mode is what is checked, and a write still goes through."""
+    with SealedStore(tmp_path, key_material=KEY) as store:
+        path = (tmp_path / "manifest").resolve()
+        with held(path) as on_disk:
+            assert on_disk.nonce is not None
+            assert [flags & os.O_ACCMODE for flags in _descriptors_of(path)] == [os.O_RDWR]
+        assert _descriptors_of(path) == []  # closed with the block
+        record = StoredKey(
+            key_id="k_0123456789abcdef", name="k", key_hash=b"\x01" * 32, created_ns=1
+        )
+        store.put_key(record)
+        assert [k.name for k in store.load_keys()] == ["k"]
+
+
+def test_a_manifest_replaced_by_a_directory_or_a_fifo_holds_no_lock_and_is_refused(
+    tmp_path: Path,
+):
+    """Opened for writing now, a directory (EISDIR) or a FIFO at the manifest's name is still
+    not locked, and a write is refused as the manifest not being this server's."""
+    record = StoredKey(key_id="k_0123456789abcdef", name="k", key_hash=b"\x01" * 32, created_ns=1)
+    with SealedStore(tmp_path, key_material=KEY) as store:
+        path = tmp_path / "manifest"
+        path.unlink()
+        for make in (os.mkdir, os.mkfifo):
+            make(path)
+            with held(path) as on_disk:
+                assert on_disk == OnDisk(True, None)
+                assert _descriptors_of(path.resolve()) == []
+            with pytest.raises(OSError) as info:
+                store.put_key(record)
+            assert info.value.errno == errno.ESTALE
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
