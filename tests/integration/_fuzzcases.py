@@ -78,6 +78,8 @@ class Case:
 
     path: str = ""
     """The request's path (the seed's, unless mutated)."""
+    ambiguous: bool = False
+    """A header the route reads is repeated: the request must be refused."""
 
     def __post_init__(self) -> None:
         self.path = self.path or self.seed.path
@@ -105,8 +107,19 @@ def _mutated_headers(rng: random.Random, case: Case) -> None:
     """One framing or content header mutated (Content-Length is added later, from the body,
     unless one is set here)."""
     n = len(case.body)
-    how = rng.randrange(10)
-    if how == 9 and case.path.startswith("/v2/"):
+    how = rng.randrange(11)
+    if how == 10 and "/infer" in case.path:
+        name, value = rng.choice(
+            [
+                ("Inference-Header-Content-Length", str(n)),
+                ("Content-Encoding", "gzip"),
+                ("Content-Encoding", "identity"),
+            ]
+        )
+        case.headers = [*case.headers, (name, value), (name, value if rng.random() < 0.5 else "3")]
+        case.ambiguous = True
+        case.how += f"+{name}-twice"
+    elif how == 9 and case.path.startswith("/v2/"):
         name = case.path.split("/")[3]
         odd = rng.choice(_ODD_PATHS)
         case.path = case.path.replace(f"/{name}/", f"/{odd}/", 1)
@@ -207,6 +220,8 @@ def judge(case: Case, reply: Reply | None) -> str | None:
     """What is wrong with ``reply`` to ``case`` (None: it is a fine answer)."""
     if reply is None:
         return None if case.truncated else "the connection closed without an answer"
+    if case.ambiguous and reply.status < 300:
+        return "a request with a repeated header was served (which value was meant?)"
     if reply.status >= 500 and reply.status not in _DOCUMENTED_5XX:
         return f"status {reply.status}: {reply.body[:200]!r}"
     if reply.status >= 300:

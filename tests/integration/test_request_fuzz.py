@@ -418,3 +418,44 @@ def test_every_seed_is_valid(target: Target) -> None:
         problem, reply = _send_http(target, case)
         assert reply is not None and reply.status == 200, (spec.name, reply)
         assert problem is None, (spec.name, problem)
+
+
+# -- regressions: each defect the fuzzer found, as one request --------------------------------
+
+
+def _v2_binary_body() -> tuple[bytes, int]:
+    doc = {
+        "inputs": [
+            {"name": "x", "shape": [2, 3], "datatype": "FP32",
+             "parameters": {"binary_data_size": X.nbytes}}
+        ]
+    }  # fmt: skip
+    head_ = json.dumps(doc).encode()
+    return head_ + X.tobytes(), len(head_)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Inference-Header-Content-Length", "{n}"), ("Inference-Header-Content-Length", "3")],
+        [("Inference-Header-Content-Length", "{n}"), ("Inference-Header-Content-Length", "{n}")],
+        [
+            ("Inference-Header-Content-Length", "{n}"),
+            ("Content-Encoding", "identity"),
+            ("Content-Encoding", "gzip"),
+        ],
+    ],
+    ids=["ihcl-differing", "ihcl-same", "content-encoding"],
+)
+def test_a_repeated_v2_header_is_refused(target: Target, headers: list[tuple[str, str]]) -> None:
+    """The v2 route read the first Inference-Header-Content-Length (or Content-Encoding) and
+    ignored the others: a request saying two JSON lengths ran with the first, one saying its
+    body was identity and gzip ran as identity (a proxy reading the last one saw another
+    request). The HTTP layer refuses a repeated Content-Length; these are refused too now."""
+    body, n = _v2_binary_body()
+    sent = [(k, v.format(n=n)) for k, v in headers]
+    case = fc.Case(target.seeds[0], "regression", [*sent, ("Content-Length", str(len(body)))], body)
+    case.path = "/v2/models/fz-f32/infer"
+    _, reply = _send_http(target, case)
+    assert reply is not None and reply.status == 400, reply
+    assert "given more than once" in json.loads(reply.body)["error"]

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
+from blindai.errors import BlindAIError, InvalidInput, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
 from blindai.server._text import clipped
 from blindai.server.abandon import ClientGone
@@ -29,6 +29,7 @@ __all__ = [
     "error_replies",
     "header_int",
     "read_body",
+    "single_header",
 ]
 
 _log = logging.getLogger("blindai.server")
@@ -57,6 +58,16 @@ def header_int(value: str | None) -> int | None:
         return None
     significant = digits.lstrip("0")
     return _HUGE if len(significant) > 20 else int(significant or "0")
+
+
+def single_header(request: Request, name: str) -> str | None:
+    """The value of header ``name``, which must come at most once (None when absent);
+    InvalidInput when repeated, as the HTTP layer refuses a repeated Content-Length: with two
+    values, which one was meant is a guess, and a proxy in front may have read the other."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidInput(f"the {name} header is given more than once; give it once")
+    return values[0] if values else None
 
 
 def declared_over(request: Request, most: int) -> bool:
