@@ -225,16 +225,19 @@ def test_binary_bytes_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("blob", "message"),
+    ("blob", "shape", "message"),
     [
-        (length_prefixed(b"ab")[:-1], "runs past the end"),
-        (length_prefixed(b"ab") + b"\0\0", "inside a length prefix"),
-        (length_prefixed(b"a", b"b"), "2 element"),
+        (length_prefixed(b"ab")[:-1], (1,), "runs past the end"),
+        (length_prefixed(b"ab") + b"\0\0", (2,), "inside a length prefix"),
+        (length_prefixed(b"a", b"b"), (3,), r"2 elements given, shape \[3\] needs 3"),
+        # stopped at the element past the shape's count, before the rest is read
+        (length_prefixed(b"a", b"b") + b"\xff", (1,), r"more than 1 element given"),
+        (length_prefixed(b""), (0,), r"more than 0 elements given"),
     ],
 )
-def test_binary_bytes_errors(blob: bytes, message: str) -> None:
+def test_binary_bytes_errors(blob: bytes, shape: tuple[int, ...], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        array_from_binary(memoryview(blob), np.dtype(object), (1,), "x")
+        array_from_binary(memoryview(blob), np.dtype(object), shape, "x")
 
 
 def test_binary_bytes_that_are_not_utf8_stay_bytes() -> None:
