@@ -381,3 +381,41 @@ def finite(values: list[float]) -> bool:
 
 def text_marker() -> str:
     return f"the cat {MARKER} food"
+
+
+def _prefixed(blob: bytes) -> list[bytes] | None:
+    """Length-prefixed elements (the binary BYTES layout); None when it does not parse."""
+    out, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            return None
+        n = int.from_bytes(blob[at : at + 4], "little")
+        out.append(blob[at + 4 : at + 4 + n])
+        at += 4 + n
+    return out if at == len(blob) else None
+
+
+def v2_strings(case: Case, reply: Any) -> str | None:
+    """A v2 infer on the string identity: output ``y`` holds the input's strings."""
+    outputs = reply.get("outputs") if isinstance(reply, dict) else None
+    if not isinstance(outputs, list) or len(outputs) != 1:
+        return f"an infer success without one output: {str(reply)[:200]}"
+    out = outputs[0]
+    size = out.get("parameters", {}).get("binary_data_size")
+    got = _prefixed(reply["_blobs"][:size]) if size is not None else None
+    if got is None and isinstance(out.get("data"), list):
+        got = [str(x).encode() for x in out["data"]]
+    sents: list[list[bytes]] = []
+    for doc in _json_docs(case):
+        inputs = doc.get("inputs") if isinstance(doc, dict) else None
+        if isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict):
+            data = inputs[0].get("data")
+            if isinstance(data, list) and all(isinstance(x, str) for x in data):
+                sents.append([x.encode("utf-8", "surrogatepass") for x in data])
+    if not sents and case.seed.format == "v2binary":
+        cut = dict((k.lower(), v) for k, v in case.headers).get("inference-header-content-length")
+        blobs = _prefixed(case.body[int(cut) :]) if cut and cut.strip().isdigit() else None
+        sents = [] if blobs is None else [blobs]
+    if sents and got is not None and got not in sents:
+        return "the string identity model's output differs from its input"
+    return None
