@@ -113,10 +113,16 @@ def mutate_message(message: Any, rng: random.Random) -> Any:
         models = ["fz-f32", "fz-str", "fz-img"]
         choices += _inputs_mutation(copy, rng) + _outputs_mutation(copy, rng)
         choices.append(lambda: setattr(copy, "id", rng.choice(_NAMES)))
-    choices.append(lambda: setattr(copy, "model_name", rng.choice([*_NAMES, *models])))
-    if "model_version" in copy.DESCRIPTOR.fields_by_name:
-        versions = ("", "1", "2", "0", "-1", "99999999999999999999")
-        choices.append(lambda: setattr(copy, "model_version", rng.choice(versions)))
+    fields = copy.DESCRIPTOR.fields_by_name
+    for field in ("model_name", "name"):
+        if field in fields:
+            choices.append(lambda f=field: setattr(copy, f, rng.choice([*_NAMES, *models])))
+    versions = ("", "1", "2", "0", "-1", "99999999999999999999", MARKER)
+    for field in ("model_version", "version"):
+        if field in fields:
+            choices.append(lambda f=field: setattr(copy, f, rng.choice(versions)))
+    if "ready" in fields:
+        choices.append(lambda: setattr(copy, "ready", not copy.ready))
     for _ in range(rng.choice((1, 1, 2))):
         rng.choice(choices)()
     return copy

@@ -233,6 +233,11 @@ def _v2_seeds() -> list[fc.Seed]:
         fc.Seed("v2-load", *repo, "/v2/repository/models/fz-load/load", (), {}, "json"),
         fc.Seed("v2-unload", *repo, "/v2/repository/models/fz-load/unload", (), {}, "json"),
         fc.Seed("v2-index", *repo, "/v2/repository/index", (), {"ready": True}, "json"),
+        *(
+            fc.Seed(f"v2-get-{what or 'metadata'}", "attested", "GET",
+                    f"/v2/models/fz-f32/versions/1{what and '/' + what}", (), {}, "json")
+            for what in ("", "ready", "stats")
+        ),
     ]  # fmt: skip
 
 
@@ -254,6 +259,38 @@ def _grpc_seeds() -> list[fc.Seed]:
         fc.Seed("grpc-raw", *where, _GRPC + "ModelInfer", (), raw, "grpc"),
         fc.Seed("grpc-typed", *where, _GRPC + "ModelInfer", (), typed, "grpc"),
         fc.Seed("grpc-bytes", *where, _GRPC + "ModelInfer", (), strings, "grpc"),
+        fc.Seed(
+            "grpc-metadata",
+            *where,
+            _GRPC + "ModelMetadata",
+            (),
+            pb.ModelMetadataRequest(name="fz-f32"),
+            "grpc",
+        ),
+        fc.Seed(
+            "grpc-ready",
+            *where,
+            _GRPC + "ModelReady",
+            (),
+            pb.ModelReadyRequest(name="fz-f32", version="1"),
+            "grpc",
+        ),
+        fc.Seed(
+            "grpc-stats",
+            *where,
+            _GRPC + "ModelStatistics",
+            (),
+            pb.ModelStatisticsRequest(name="fz-f32"),
+            "grpc",
+        ),
+        fc.Seed(
+            "grpc-index",
+            *where,
+            _GRPC + "RepositoryIndex",
+            (),
+            pb.RepositoryIndexRequest(ready=True),
+            "grpc",
+        ),
         fc.Seed("grpc-load", *where, _GRPC + "RepositoryModelLoad", (), load, "grpc"),
         fc.Seed("grpc-unload", *where, _GRPC + "RepositoryModelUnload", (), unload, "grpc"),
     ]
