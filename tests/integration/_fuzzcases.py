@@ -79,7 +79,8 @@ class Case:
     path: str = ""
     """The request's path (the seed's, unless mutated)."""
     ambiguous: bool = False
-    """A header the route reads is repeated: the request must be refused."""
+    """A header the route reads is repeated, or a transfer coding the server does not do is
+    declared: the request must be refused (501 for the coding)."""
 
     def __post_init__(self) -> None:
         self.path = self.path or self.seed.path
@@ -162,11 +163,16 @@ def _mutated_headers(rng: random.Random, case: Case) -> None:
         case.headers.append(("Content-Encoding", rng.choice(["gzip", "br", "identity, gzip"])))
         case.how += "+cenc"
     elif how == 7:
-        case.headers.append(("Transfer-Encoding", "chunked"))
+        coding = rng.choice(("chunked", "chunked", "gzip, chunked", "identity, chunked"))
+        case.headers.append(("Transfer-Encoding", coding))
         chunked = f"{n:x}\r\n".encode() + case.body + b"\r\n0\r\n\r\n"
-        case.body = chunked if rng.random() < 0.5 else chunked[: rng.randrange(len(chunked))]
-        case.truncated = True  # a cut chunked body: the server waits for the rest
-        case.how += "+chunked"
+        case.body = chunked
+        if coding != "chunked":
+            case.ambiguous = True  # another coding: refused, not read as chunked
+        elif rng.random() < 0.5:
+            case.body = chunked[: rng.randrange(len(chunked))]
+            case.truncated = True  # a cut chunked body: the server waits for the rest
+        case.how += f"+te={coding}"
     elif how == 8:
         case.headers.append(("Expect", "100-continue"))
         case.how += "+expect"
@@ -221,8 +227,9 @@ def judge(case: Case, reply: Reply | None) -> str | None:
     if reply is None:
         return None if case.truncated else "the connection closed without an answer"
     if case.ambiguous and reply.status < 300:
-        return "a request with a repeated header was served (which value was meant?)"
-    if reply.status >= 500 and reply.status not in _DOCUMENTED_5XX:
+        return "an ambiguous request (a header repeated, a coding not done) was served"
+    documented = _DOCUMENTED_5XX | ({501} if case.ambiguous else set())
+    if reply.status >= 500 and reply.status not in documented:
         return f"status {reply.status}: {reply.body[:200]!r}"
     if reply.status >= 300:
         if _readable(reply) is None:

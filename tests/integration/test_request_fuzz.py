@@ -549,3 +549,21 @@ def test_grpc_bytes_beyond_the_declared_shape_are_not_decoded(target: Target) ->
         call(request.SerializeToString(), timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "more than 1 element" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize("codings", ["gzip, chunked", "deflate,chunked", "x-custom, chunked"])
+def test_a_transfer_coding_other_than_chunked_is_refused(target: Target, codings: str) -> None:
+    """``Transfer-Encoding: gzip, chunked`` was read as if it said ``chunked``: the body,
+    declared gzip-compressed, was run as it came (the v2 route refuses a gzip Content-Encoding
+    for the same reason; a proxy that decodes the gzip coding sees another request). A
+    transfer coding the server does not implement is now answered 501, as RFC 9112 says."""
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0] * 6}]}
+    ).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    headers = [("Transfer-Encoding", codings)]
+    raw = head("POST", "/v2/models/fz-f32/infer", headers) + chunked
+    context = pinned_context(target.pem)
+    reply = exchange(target.server.host, target.server.attested_port, context, raw, timeout=10)
+    assert reply is not None and reply.status == 501, reply
+    assert b"Transfer-Encoding" in reply.body
