@@ -79,8 +79,8 @@ class Case:
     path: str = ""
     """The request's path (the seed's, unless mutated)."""
     ambiguous: bool = False
-    """A header the route reads is repeated, or a transfer coding the server does not do is
-    declared: the request must be refused (501 for the coding)."""
+    """A header the route reads is repeated, or a content or transfer coding the server does
+    not do is declared: the request must be refused (501 for a transfer coding)."""
 
     def __post_init__(self) -> None:
         self.path = self.path or self.seed.path
@@ -161,6 +161,7 @@ def _mutated_headers(rng: random.Random, case: Case) -> None:
         case.how += "+ctype"
     elif how == 6:
         case.headers.append(("Content-Encoding", rng.choice(["gzip", "br", "identity, gzip"])))
+        case.ambiguous = case.seed.method == "POST"  # a body no route decodes: refused
         case.how += "+cenc"
     elif how == 7:
         coding = rng.choice(("chunked", "chunked", "gzip, chunked", "identity, chunked"))

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
 import grpc
 import numpy as np
 import pytest
@@ -567,3 +568,29 @@ def test_a_transfer_coding_other_than_chunked_is_refused(target: Target, codings
     reply = exchange(target.server.host, target.server.attested_port, context, raw, timeout=10)
     assert reply is not None and reply.status == 501, reply
     assert b"Transfer-Encoding" in reply.body
+
+
+@pytest.mark.parametrize(
+    ("port", "path", "body"),
+    [
+        ("attested", "/run", {"model_id": "fz-f32", "model_hash": "", "inputs": [_tensor(X, "x")]}),
+        ("management", "/upload", {"model": models.identity(TensorProto.FLOAT)}),
+        ("management", "/delete", {"model_id": "no-such-model"}),
+        ("attested", "/v2/repository/index", {}),
+    ],
+    ids=["run", "upload", "delete", "v2-index"],
+)
+def test_a_content_encoding_is_refused_on_every_body(
+    target: Target, port: str, path: str, body: dict[str, Any]
+) -> None:
+    """Only v2 inference refused a Content-Encoding: /run, /upload, /delete and the v2
+    repository routes read a body declared gzip-compressed as it came (a /run so declared ran
+    with 200). Every route reading a body now refuses any coding but identity (400)."""
+    raw_body = json.dumps(body).encode() if path.startswith("/v2/") else cbor2.dumps(body)
+    headers = [("Content-Encoding", "gzip"), ("Content-Length", str(len(raw_body)))]
+    raw = head("POST", path, headers) + raw_body
+    server = target.server
+    where = server.attested_port if port == "attested" else server.management_port
+    reply = exchange(server.host, where, pinned_context(target.pem), raw, timeout=10)
+    assert reply is not None and reply.status == 400, reply
+    assert b"Content-Encoding" in reply.body

@@ -29,6 +29,7 @@ __all__ = [
     "error_replies",
     "header_int",
     "read_body",
+    "refuse_encoded",
     "single_header",
 ]
 
@@ -76,9 +77,19 @@ def declared_over(request: Request, most: int) -> bool:
     return declared is not None and declared > most
 
 
+def refuse_encoded(request: Request) -> None:
+    """InvalidInput for a body sent with a Content-Encoding other than ``identity`` (no route
+    decodes one: a gzip-declared body read as it came is not the request its client meant)."""
+    encoding = single_header(request, "Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        raise InvalidInput(f"Content-Encoding {encoding.strip().lower()!r} is not supported")
+
+
 async def read_body(request: Request, most: int, refusal: str) -> bytes:
     """The request body; PayloadTooLarge(``refusal``) from its Content-Length, or as soon as it
-    passes ``most`` bytes while it arrives (never after reading it whole)."""
+    passes ``most`` bytes while it arrives (never after reading it whole); InvalidInput for a
+    Content-Encoding (:func:`refuse_encoded`)."""
+    refuse_encoded(request)
     if declared_over(request, most):
         raise PayloadTooLarge(refusal)
     chunks: list[bytes] = []

@@ -212,10 +212,6 @@ class V2Routes:
     async def _run(
         self, request: Request, entry: ModelEntry, caller: Principal, timing: Timing
     ) -> Response:
-        encoding = single_header(request, "Content-Encoding")
-        encoding = "identity" if encoding is None else encoding.strip().lower()
-        if encoding != "identity":
-            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported")
         json_length = single_header(request, HEADER_LENGTH)
         body = await read_body(request, self.plane.settings.max_request_bytes, self._refusal)
         big = len(body) >= OFFLOAD_BYTES
