@@ -770,3 +770,17 @@ def test_a_request_holds_at_most_max_strings_bytes_elements() -> None:
         parse_request(json.dumps(doc).encode(), None)
     doc = {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]}]}
     assert list(parse_request(json.dumps(doc).encode(), None).inputs[0][1]) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b',"\\u0000":1', b',"a\\u0000b":[1]', b',"inputs\\u0000":[]'],
+    ids=["nul", "nul-inside", "inputs-and-nul"],
+)
+def test_a_key_holding_nul_is_read_like_any_unknown_key(extra: bytes) -> None:
+    """simdjson listed such a key, then looked it up by name as a C string cut at the NUL
+    (KeyError: the server's 500; or another key's value, for ``inputs\\u0000``)."""
+    tensor = b'{"name":"x","shape":[2],"datatype":"FP32","data":[1,2]' + extra + b"}"
+    parsed = parse_request(b'{"inputs":[' + tensor + b"]" + extra + b"}", None)
+    assert [name for name, _ in parsed.inputs] == ["x"]
+    np.testing.assert_array_equal(parsed.inputs[0][1], np.array([1, 2], np.float32))
