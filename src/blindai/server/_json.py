@@ -111,7 +111,9 @@ def _python(value: Any) -> Any:
 def _fields(obj: simdjson.Object, key: str, convert: Callable[[Any], Any]) -> dict[str, Any]:
     """``obj`` as a dict of Python values, but ``convert``ed for ``key``."""
     names = list(obj.keys())
-    if len(names) > _FEW_KEYS:  # obj[name] walks the object: quadratic in its keys
+    # obj[name] walks the object (quadratic in its keys), and cannot find a name holding a
+    # NUL (``\u0000``): pysimdjson passes the name as a C string, cut there (KeyError, a 500)
+    if len(names) > _FEW_KEYS or any("\0" in name for name in names):
         as_dict: dict[str, Any] = obj.as_dict()  # (items() converts every value as well)
         return as_dict
     return {name: convert(obj[name]) if name == key else _python(obj[name]) for name in names}

@@ -95,6 +95,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_size = 0  # parsed size: URL and fields
         self._header_count = 0
         self._refusal: str | None = None
+        self._codings: list[bytes] = []  # the head's transfer codings, in order
+        self._unsupported: str | None = None  # why the head is answered 501
         self._hung_up = False
         self._read_ahead_full = False  # MAX_PIPELINED requests wait: the parser stopped
         self._header_timer: asyncio.TimerHandle | None = None
@@ -248,6 +250,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if self._refusal is not None:
                 self._refuse(self._refusal)
                 return
+            if self._unsupported is not None:
+                self._told_unread(501)
+                self.hang_up(_closing_reply(b"501 Not Implemented", self._unsupported))
+                return
             self.send_400_response("Invalid HTTP request received.")
             return
         if self._hung_up:
@@ -306,6 +312,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_count += 1
         self._header_size += len(name) + len(value) + 4
         self._check_headers()
+        if name.lower() == b"transfer-encoding":
+            self._codings += [c.strip().lower() for c in value.split(b",")]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -316,6 +324,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # bytes of request): 1 MiB of pipelined requests took 85 MB of the server
             self._read_ahead_full = True
             raise _Refused("too many pipelined requests")
+        codings, self._codings = self._codings, []
+        if codings and codings != [b"chunked"]:
+            # httptools frames "gzip, chunked" as chunked and leaves the gzip undone: the body
+            # would be read as it came. Only chunked is implemented (RFC 9112: 501).
+            shown = b", ".join(codings).decode("latin-1")[:100]
+            self._unsupported = f"Transfer-Encoding {shown!r} is not supported; only chunked"
+            raise _Refused(self._unsupported)
         self._in_headers = False
         self._raw_header_bytes = 0
         self._header_size = self._header_count = 0

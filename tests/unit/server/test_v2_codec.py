@@ -225,16 +225,19 @@ def test_binary_bytes_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("blob", "message"),
+    ("blob", "shape", "message"),
     [
-        (length_prefixed(b"ab")[:-1], "runs past the end"),
-        (length_prefixed(b"ab") + b"\0\0", "inside a length prefix"),
-        (length_prefixed(b"a", b"b"), "2 element"),
+        (length_prefixed(b"ab")[:-1], (1,), "runs past the end"),
+        (length_prefixed(b"ab") + b"\0\0", (2,), "inside a length prefix"),
+        (length_prefixed(b"a", b"b"), (3,), r"2 elements given, shape \[3\] needs 3"),
+        # stopped at the element past the shape's count, before the rest is read
+        (length_prefixed(b"a", b"b") + b"\xff", (1,), r"more than 1 element given"),
+        (length_prefixed(b""), (0,), r"more than 0 elements given"),
     ],
 )
-def test_binary_bytes_errors(blob: bytes, message: str) -> None:
+def test_binary_bytes_errors(blob: bytes, shape: tuple[int, ...], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        array_from_binary(memoryview(blob), np.dtype(object), (1,), "x")
+        array_from_binary(memoryview(blob), np.dtype(object), shape, "x")
 
 
 def test_binary_bytes_that_are_not_utf8_stay_bytes() -> None:
@@ -767,3 +770,17 @@ def test_a_request_holds_at_most_max_strings_bytes_elements() -> None:
         parse_request(json.dumps(doc).encode(), None)
     doc = {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]}]}
     assert list(parse_request(json.dumps(doc).encode(), None).inputs[0][1]) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b',"\\u0000":1', b',"a\\u0000b":[1]', b',"inputs\\u0000":[]'],
+    ids=["nul", "nul-inside", "inputs-and-nul"],
+)
+def test_a_key_holding_nul_is_read_like_any_unknown_key(extra: bytes) -> None:
+    """simdjson listed such a key, then looked it up by name as a C string cut at the NUL
+    (KeyError: the server's 500; or another key's value, for ``inputs\\u0000``)."""
+    tensor = b'{"name":"x","shape":[2],"datatype":"FP32","data":[1,2]' + extra + b"}"
+    parsed = parse_request(b'{"inputs":[' + tensor + b"]" + extra + b"}", None)
+    assert [name for name, _ in parsed.inputs] == ["x"]
+    np.testing.assert_array_equal(parsed.inputs[0][1], np.array([1, 2], np.float32))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from blindai.errors import BlindAIError, PayloadTooLarge, ServerError
+from blindai.errors import BlindAIError, InvalidInput, PayloadTooLarge, ServerError
 from blindai.protocol.names import ERROR_HEADER
 from blindai.server._text import clipped
 from blindai.server.abandon import ClientGone
@@ -29,6 +29,8 @@ __all__ = [
     "error_replies",
     "header_int",
     "read_body",
+    "refuse_encoded",
+    "single_header",
 ]
 
 _log = logging.getLogger("blindai.server")
@@ -59,15 +61,35 @@ def header_int(value: str | None) -> int | None:
     return _HUGE if len(significant) > 20 else int(significant or "0")
 
 
+def single_header(request: Request, name: str) -> str | None:
+    """The value of header ``name``, which must come at most once (None when absent);
+    InvalidInput when repeated, as the HTTP layer refuses a repeated Content-Length: with two
+    values, which one was meant is a guess, and a proxy in front may have read the other."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidInput(f"the {name} header is given more than once; give it once")
+    return values[0] if values else None
+
+
 def declared_over(request: Request, most: int) -> bool:
     """Whether the request's Content-Length already says its body is over ``most`` bytes."""
     declared = header_int(request.headers.get("content-length"))
     return declared is not None and declared > most
 
 
+def refuse_encoded(request: Request) -> None:
+    """InvalidInput for a body sent with a Content-Encoding other than ``identity`` (no route
+    decodes one: a gzip-declared body read as it came is not the request its client meant)."""
+    encoding = single_header(request, "Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        raise InvalidInput(f"Content-Encoding {encoding.strip().lower()!r} is not supported")
+
+
 async def read_body(request: Request, most: int, refusal: str) -> bytes:
     """The request body; PayloadTooLarge(``refusal``) from its Content-Length, or as soon as it
-    passes ``most`` bytes while it arrives (never after reading it whole)."""
+    passes ``most`` bytes while it arrives (never after reading it whole); InvalidInput for a
+    Content-Encoding (:func:`refuse_encoded`)."""
+    refuse_encoded(request)
     if declared_over(request, most):
         raise PayloadTooLarge(refusal)
     chunks: list[bytes] = []

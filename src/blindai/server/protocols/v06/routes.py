@@ -23,7 +23,13 @@ from blindai.server.access.middleware import caller_of
 from blindai.server.cbor_body import CborLimits, ModelSink, TooManyItems, decode, read_upload
 from blindai.server.dataplane import DataPlane
 from blindai.server.model_file import ModelFile
-from blindai.server.protocols._http import client_gone, declared_over, error_replies, read_body
+from blindai.server.protocols._http import (
+    client_gone,
+    declared_over,
+    error_replies,
+    read_body,
+    refuse_encoded,
+)
 from blindai.server.protocols.v06.wire import (
     Run,
     cbor_response,
@@ -101,6 +107,7 @@ class V06Routes:
         self.delete = cbor_errors(self._delete)
 
     async def _upload(self, request: Request) -> Response:
+        refuse_encoded(request)
         if declared_over(request, self._upload_bytes):
             raise PayloadTooLarge(self._upload_refusal)
         settings = self.plane.settings

@@ -31,7 +31,12 @@ from blindai.server._text import clipped, limit
 from blindai.server.access import Principal
 from blindai.server.access.middleware import caller_of
 from blindai.server.dataplane import DataPlane
-from blindai.server.protocols._http import client_gone, error_replies, read_body
+from blindai.server.protocols._http import (
+    client_gone,
+    error_replies,
+    read_body,
+    single_header,
+)
 from blindai.server.protocols.v2.codec import (
     HEADER_LENGTH,
     check_reply_size,
@@ -207,13 +212,11 @@ class V2Routes:
     async def _run(
         self, request: Request, entry: ModelEntry, caller: Principal, timing: Timing
     ) -> Response:
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported")
+        json_length = single_header(request, HEADER_LENGTH)
         body = await read_body(request, self.plane.settings.max_request_bytes, self._refusal)
         big = len(body) >= OFFLOAD_BYTES
         with timing.phase("decode"):
-            parsed = await self._work(big, parse_request, body, request.headers.get(HEADER_LENGTH))
+            parsed = await self._work(big, parse_request, body, json_length)
         wanted = None
         if parsed.outputs is not None:
             wanted = [Wanted(o.name, o.classification) for o in parsed.outputs]
