@@ -53,6 +53,8 @@ __all__ = [
 
 DELETE_BYTES = 1 << 16
 """A delete request is a model id: its body needs no more."""
+_CBOR_MAP = 5
+"""CBOR's major type of a map (a body's first byte, its top three bits)."""
 SMALL_BODY = 16 << 10
 """/run bodies up to this size are decoded by cbor2 on the event loop (a few microseconds);
 larger ones by the bounded decoder (``blindai.server.cbor_body``)."""
@@ -187,6 +189,8 @@ class V06Routes:
                 return codec.decode_map(body, what="run")
             except Exception as exc:
                 raise InvalidInput(str(exc)) from exc
+        if body[0] >> 5 != _CBOR_MAP:  # refused before the rest is decoded (30 MB: 5 s)
+            raise InvalidInput("run: body must be a CBOR map with text keys")
         limits = self._run_limits
         doc: Any = _UNDECODED
         if len(body) <= ON_LOOP_BODY:
