@@ -8,6 +8,7 @@ never a hang, a traceback or a read without end (see tests/integration/_cli.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +48,72 @@ def ok_model(server: ServerProcess, tmp_path: Path) -> bool:
     model.write_bytes(matmul(4, 2))
     r = cli("upload", model, *target(server))
     return r.returncode == 0 and r.stdout.startswith("model_id ")
+
+
+NOT_FILES = {
+    "fifo": lambda tmp: _fifo(tmp / "fifo"),
+    "device": lambda tmp: Path("/dev/zero"),  # read without end, before
+    "directory": lambda tmp: tmp,
+}
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)  # no writer ever opens it: a blocking open waits forever
+    return path
+
+
+def _commands(server: ServerProcess, bad: Path, evidence: Path) -> dict[str, list[str | Path]]:
+    """Each place a command reads a file the user names, given ``bad``."""
+    sim, real = target(server), target(server, simulation=False)
+    sev = ["attest", "verify", "--kind", "sev-snp", "--evidence"]
+    return {
+        "upload MODEL": ["upload", bad, *sim],
+        "run --input": ["run", "m", "--input", f"x={bad}", *sim],
+        "run --image": ["run", "m", "--image", bad, *sim],
+        "run --audio": ["run", "m", "--audio", bad, *sim],
+        "--policy": ["models", "--policy", bad, *real],
+        "attest --policy": ["attest", server.host, "--policy", bad],
+        "attest verify --evidence": [*sev, bad],
+        "attest verify --certs": [*sev, evidence, "--certs", bad],
+        "attest verify --collateral": ["attest", "verify", "--kind", "sgx", "--evidence",
+                                       evidence, "--collateral", bad],
+        "attest verify --policy": [*sev, evidence, "--policy", bad],
+    }  # fmt: skip
+
+
+WHAT = {
+    "upload MODEL": "model file",
+    "run --input": "input",
+    "run --image": "image file",
+    "run --audio": "audio file",
+    "--policy": "policy file",
+    "attest --policy": "policy file",
+    "attest verify --evidence": "evidence",
+    "attest verify --certs": "certificate",
+    "attest verify --collateral": "collateral",
+    "attest verify --policy": "policy file",
+}
+
+
+@pytest.mark.parametrize("kind", NOT_FILES)
+@pytest.mark.parametrize("place", WHAT)
+def test_a_fifo_device_or_directory_is_refused_not_read(
+    server: ServerProcess, tmp_path: Path, place: str, kind: str
+) -> None:
+    if kind == "device" and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    bad = NOT_FILES[kind](tmp_path)
+    evidence = tmp_path / "evidence.bin"
+    evidence.write_bytes(b"\0" * 64)
+    r = cli(*_commands(server, bad, evidence)[place], timeout=30)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"cannot read {WHAT[place]} " in line and "not a regular file" in line, line
+
+
+def test_a_policy_file_over_the_bound_is_refused(server: ServerProcess, tmp_path: Path) -> None:
+    from blindai.attestation.policy import MAX_POLICY_BYTES
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("# comment\n" * (MAX_POLICY_BYTES // 10 + 1))
+    r = cli("models", "--policy", policy, *target(server, simulation=False))
+    assert f"over {MAX_POLICY_BYTES} bytes" in one_error_line(r, "ConfigurationError", 2)

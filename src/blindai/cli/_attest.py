@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blindai._localfiles import read_small
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
 from blindai.cli._terminal import shown
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource
     from blindai.client import Attested
 
-__all__ = ["add_attest_command"]
+__all__ = ["MAX_EVIDENCE_FILE_BYTES", "add_attest_command"]
 
 
 def add_attest_command(sub: Any) -> None:
@@ -121,11 +122,13 @@ def _when(text: str | None) -> datetime:
         raise ConfigurationError(f"--at {text!r} is out of range once in UTC") from None
 
 
+MAX_EVIDENCE_FILE_BYTES = 16 << 20
+"""Largest evidence, collateral or certificate file read (the largest, SGX/TDX collateral with
+its CRLs, is some hundred KiB); a FIFO or a device is refused rather than read without end."""
+
+
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return read_small(path, what, limit=MAX_EVIDENCE_FILE_BYTES)
 
 
 # bit fields, shown in hex as a policy file gives them (td_attributes = "0x10000000"); the

@@ -11,10 +11,17 @@ from typing import Any
 
 import numpy as np
 
+from blindai._localfiles import open_regular
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
 
-__all__ = ["add_client_commands", "add_serve_command", "connect_from_args", "connection_args"]
+__all__ = [
+    "add_client_commands",
+    "add_serve_command",
+    "connect_from_args",
+    "connection_args",
+    "load_npy",
+]
 
 SERVE_DESCRIPTION = (
     "Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 attested inference, "
@@ -200,8 +207,7 @@ _RUN_SETTINGS = {
 
 
 def _upload(args: argparse.Namespace) -> int:
-    if not args.model.is_file():
-        raise ConfigurationError(f"no such model file: {args.model}")
+    open_regular(args.model, "model file").close()  # before connecting: a bad path is status 2
     pipeline = None
     if args.pipeline is not None:
         from blindai.pipeline import Pipeline
@@ -235,10 +241,7 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     positional: list[np.ndarray] = []
     for spec in specs:
         name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        try:
-            array = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
+        array = load_npy(file)
         if sep:
             named[name] = array
         else:
@@ -248,13 +251,24 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     return named or positional
 
 
+def load_npy(file: str) -> np.ndarray:
+    """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
+    only (a FIFO or a device is refused, not waited on or read without end)."""
+    with open_regular(file, "input") as f:
+        try:
+            array: np.ndarray = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
+    return array
+
+
 def _run(args: argparse.Namespace) -> int:
     raw = {k: getattr(args, k) for k in ("text", "image", "audio") if getattr(args, k)}
     if raw and args.input:
         raise ConfigurationError("give --input, or one of --text, --image and --audio")
     for key in ("image", "audio"):
-        if key in raw and not raw[key].is_file():
-            raise ConfigurationError(f"no such {key} file: {raw[key]}")
+        if key in raw:  # before connecting: a bad path is status 2
+            open_regular(raw[key], f"{key} file").close()
     inputs = None if raw else _load_inputs(args.input)
     with connect_from_args(args) as conn:
         outputs = conn.predict(args.model, inputs, **raw)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from blindai._localfiles import open_regular
 from blindai.errors import ConfigurationError
 from blindai.protocol.streaming import message_prefix
 
@@ -58,10 +59,7 @@ class ModelSource:
 
 
 def _open(path: Path) -> Any:
-    try:
-        return path.open("rb", buffering=0)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
+    return open_regular(path, "model", buffering=0)  # a FIFO put in its place: never waited on
 
 
 def read_model(path: str | os.PathLike[str]) -> bytes:
