@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,41 @@ def test_a_policy_file_over_the_bound_is_refused(server: ServerProcess, tmp_path
     policy.write_text("# comment\n" * (MAX_POLICY_BYTES // 10 + 1))
     r = cli("models", "--policy", policy, *target(server, simulation=False))
     assert f"over {MAX_POLICY_BYTES} bytes" in one_error_line(r, "ConfigurationError", 2)
+
+
+def _npy_header(path: Path, shape: tuple[int, ...], data: bytes) -> Path:
+    from numpy.lib import format as npy_format
+
+    with path.open("wb") as f:
+        npy_format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": shape}
+        )
+        f.write(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        # numpy allocates what the header says before reading: 4 TB, a MemoryError traceback
+        (lambda p: _npy_header(p, (1_000_000, 1_000_000), b"\0" * 64), "header promises"),
+        (lambda p: _npy_header(p, (100_000, 16), b"\0" * 64), "header promises"),
+        # an .npz archive went on to the client, which said 'dtypes: a flat list needs ...'
+        (lambda p: _savez(p), "is not a .npy file"),
+    ],
+    ids=["4TB-header", "6MB-header", "npz"],
+)
+def test_run_input_whose_contents_lie(
+    server: ServerProcess, tmp_path: Path, make: Any, needle: str
+) -> None:
+    bad = make(tmp_path / "bad.npy")
+    r = cli("run", "m", "--input", f"x={bad}", *target(server))
+    assert needle in one_error_line(r, "ConfigurationError", 2)
+
+
+def _savez(path: Path) -> Path:
+    import numpy as np
+
+    with path.open("wb") as f:
+        np.savez(f, x=np.ones((3, 16), np.float32))
+    return path

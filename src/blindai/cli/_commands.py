@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from blindai._localfiles import open_regular
 from blindai.cli._terminal import shown
@@ -253,9 +255,31 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
 
 def load_npy(file: str) -> np.ndarray:
     """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
-    only (a FIFO or a device is refused, not waited on or read without end)."""
+    only (a FIFO or a device is refused, not waited on or read without end), whose header
+    promises no more data than the file holds (numpy allocates what the header says first: a
+    64-byte file claiming a 4 TiB array ended in a MemoryError traceback)."""
     with open_regular(file, "input") as f:
         try:
+            try:
+                version = npy_format.read_magic(f)
+            except ValueError:
+                raise ConfigurationError(f"{file} is not a .npy file") from None
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
+            else:
+                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+            if dtype.hasobject:
+                raise ConfigurationError(f"{file} holds objects, not numbers: it is not read")
+            need = math.prod(shape) * dtype.itemsize
+            left = os.fstat(f.fileno()).st_size - f.tell()
+            if left < need:
+                raise ConfigurationError(
+                    f"{file} is truncated: its header promises {need} bytes of data, "
+                    f"the file holds {left}"
+                )
+            f.seek(0)
             array: np.ndarray = np.load(f, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
