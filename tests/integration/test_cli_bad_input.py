@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests._server import ServerProcess, start_server
+from tests._server import ServerProcess, free_ports, start_server
 from tests.integration._cli import cli, one_error_line, target
 from tests.models import matmul
 
@@ -156,3 +156,35 @@ def _savez(path: Path) -> Path:
     with path.open("wb") as f:
         np.savez(f, x=np.ones((3, 16), np.float32))
     return path
+
+
+@pytest.fixture
+def x_file(tmp_path: Path) -> Path:
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((3, 4), np.float32))
+    return path
+
+
+def test_an_unusable_output_dir_is_refused_before_connecting(tmp_path: Path, x_file: Path) -> None:
+    # no server listens there: the output folder's fault must be found first (it was found
+    # after the run, the outputs computed and lost, as 'error: File exists', status 1)
+    (port,) = free_ports(1)
+    flags = ["--host", "127.0.0.1", "--attested-port", str(port), "--simulation"]
+    r = cli("run", "m", "--input", f"x={x_file}", "--output-dir", x_file, *flags)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"--output-dir {x_file}: " in line
+
+
+def test_an_output_that_cannot_be_written_is_named(
+    small_server: ServerProcess, tmp_path: Path, x_file: Path
+) -> None:
+    model = tmp_path / "dense.onnx"
+    model.write_bytes(matmul(4, 2))
+    model_id = cli("upload", model, *target(small_server)).stdout.split()[1]
+    out = tmp_path / "out"
+    (out / "y.npy").mkdir(parents=True)  # where the output 'y' goes
+    r = cli("run", model_id, "--input", f"x={x_file}", "--output-dir", out, *target(small_server))
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"cannot write {out / 'y.npy'}: Is a directory" in line

@@ -294,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         if key in raw:  # before connecting: a bad path is status 2
             open_regular(raw[key], f"{key} file").close()
     inputs = None if raw else _load_inputs(args.input)
+    if inputs is not None:  # before the run: its outputs must have somewhere to go
+        _output_dir(args.output_dir)
     with connect_from_args(args) as conn:
         outputs = conn.predict(args.model, inputs, **raw)
     if not isinstance(outputs, Mapping):
@@ -303,6 +305,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_dir(path: Path) -> Path:
+    """``path``, made a directory if it is none yet; ConfigurationError naming it if it cannot
+    be (it was a bare ``error: File exists``, after the run, naming no path)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot use --output-dir {path}: {exc.strerror}") from None
+    if not path.is_dir():
+        raise ConfigurationError(f"cannot use --output-dir {path}: not a directory")
+    return path
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    try:
+        np.save(path, array)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def _show_result(result: Any, output_dir: Path) -> None:
     from blindai.pipeline import Classification, Embedding
 
@@ -310,9 +331,8 @@ def _show_result(result: Any, output_dir: Path) -> None:
         for label in result.labels:
             print(f"{label.score:.4f}  {shown(label.label)}")
     elif isinstance(result, Embedding):
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / "embedding.npy"
-        np.save(path, np.asarray(result.vector, dtype=np.float32))
+        path = _output_dir(output_dir) / "embedding.npy"
+        _save(path, np.asarray(result.vector, dtype=np.float32))
         print(f"embedding: {len(result.vector)} values -> {path}")
     else:
         print(shown(result.text, keep="\n\t"))
@@ -322,7 +342,7 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
     """Each output as NAME.npy, its name made a file name; names that become the same file
     name (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get ``-2``,
     ``-3``..., so that no output overwrites another."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _output_dir(output_dir)
     taken: set[str] = set()
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
@@ -332,7 +352,7 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
             stem = f"{safe}-{count}"
         taken.add(stem.casefold())
         path = output_dir / f"{stem}.npy"
-        np.save(path, array)
+        _save(path, array)
         print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {path}")
 
 
