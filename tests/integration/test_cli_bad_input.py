@@ -9,13 +9,18 @@ never a hang, a traceback or a read without end (see tests/integration/_cli.py).
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests._server import ServerProcess, free_ports, start_server
+from tests._server import REPO, ServerProcess, free_ports, start_server
 from tests.integration._cli import cli, one_error_line, target
 from tests.models import matmul
 
@@ -188,3 +193,31 @@ def test_an_output_that_cannot_be_written_is_named(
     r = cli("run", model_id, "--input", f"x={x_file}", "--output-dir", out, *target(small_server))
     line = one_error_line(r, "ConfigurationError", 2)
     assert f"cannot write {out / 'y.npy'}: Is a directory" in line
+
+
+@pytest.mark.parametrize("command", ["upload", "models", "attest"])
+def test_sigint_is_status_130_and_one_line(tmp_path: Path, command: str) -> None:
+    # a listener that never answers: the command waits in the TLS handshake when interrupted
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = str(silent.getsockname()[1])
+        model = tmp_path / "m.onnx"
+        model.write_bytes(matmul(4, 2))
+        args = {
+            "upload": ["upload", model, "--host", "127.0.0.1"],
+            "models": ["models", "--host", "127.0.0.1"],
+            "attest": ["attest", "127.0.0.1"],
+        }[command]
+        ports = ["--attested-port", port, "--unattested-port", port]
+        if command != "attest":
+            ports += ["--management-port", port]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        argv = [sys.executable, "-m", "blindai", *map(str, args), *ports, "--simulation"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(4)  # past the imports, into the handshake
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    result = subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
+    assert "stopped before it finished" in one_error_line(result, "Interrupted", 130)
+    assert result.stdout == ""

@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("blindai.client").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # one line, as every other way a command ends early
+        print("Interrupted: stopped before it finished (SIGINT)", file=sys.stderr)
         return 130
     except (ConfigurationError, EvidenceError) as exc:
         print(exc.diagnostics(), file=sys.stderr)
