@@ -221,3 +221,26 @@ def test_sigint_is_status_130_and_one_line(tmp_path: Path, command: str) -> None
     result = subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
     assert "stopped before it finished" in one_error_line(result, "Interrupted", 130)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["models", "attest"])
+def test_timeout_bounds_the_wait_for_a_silent_server(command: str) -> None:
+    # a listener that never answers held every command 300 s (attest: 60 s), with no flag
+    # to say less
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = str(silent.getsockname()[1])
+        args = ["models", "--host", "127.0.0.1"] if command == "models" else ["attest", "127.0.0.1"]
+        started = time.monotonic()
+        r = cli(*args, "--attested-port", port, "--simulation", "--timeout", "2", timeout=60)
+        took = time.monotonic() - started
+    assert "did not answer in time" in one_error_line(r, "RequestTimeout", 1)
+    assert took < 30
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_a_positive_number(value: str) -> None:
+    r = cli("models", "--timeout", value)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("blindai models: error: argument --timeout")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from blindai._localfiles import read_small
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
+from blindai.cli._commands import seconds
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError, PolicyError
 
@@ -89,6 +90,13 @@ def add_attest_command(sub: Any) -> None:
         action="store_true",
         help="HOST: ask for evidence over a random nonce of this client, so that replayed "
         "evidence is refused (the server makes new evidence: slower on real TEEs)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="HOST: longest wait for connecting and for each answer; default 60",
     )
     p.add_argument(
         "--pccs-url",
@@ -269,6 +277,7 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         attested_server_port=args.attested_port,
         nonce=args.fresh,
         simulation_option="--simulation",
+        timeout=args.timeout,
     )
     gpu = attested.gpu_claims
     if gpu is None:

@@ -23,6 +23,7 @@ __all__ = [
     "connect_from_args",
     "connection_args",
     "load_npy",
+    "seconds",
 ]
 
 SERVE_DESCRIPTION = (
@@ -95,6 +96,14 @@ def connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
         "(refuses replayed evidence; costs the server a new quote or report per connection)",
     )
     p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest wait for connecting and for each answer (plus one second per 64 KiB "
+        "received); default 300",
+    )
+    p.add_argument(
         "--api-key",
         default=None,
         help="API key for a server with access control (default: $BLINDAI_API_KEY; the "
@@ -118,7 +127,19 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
         simulation_option="--simulation",
         nonce=args.fresh,
         api_key=api_key,
+        timeout=args.timeout,
     )
+
+
+def seconds(text: str) -> float:
+    """A ``--timeout``: a positive, finite number of seconds (argparse's type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def add_client_commands(sub: Any) -> None:
