@@ -116,7 +116,7 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
     API key from ``--api-key``, else ``BLINDAI_API_KEY``."""
     from blindai.client import connect
 
-    api_key = args.api_key or os.environ.get("BLINDAI_API_KEY") or None
+    api_key = _api_key(args)
     return connect(
         host or args.host,
         unattested_server_port=args.unattested_port,
@@ -129,6 +129,24 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
         api_key=api_key,
         timeout=args.timeout,
     )
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``BLINDAI_API_KEY``, without the white space around it (a key read
+    from a file with its line ending, CRLF included, was refused); a key that is still unusable
+    is refused naming where it came from, never showing it."""
+    source = "--api-key" if args.api_key else "BLINDAI_API_KEY"
+    key = (args.api_key or os.environ.get("BLINDAI_API_KEY") or "").strip(" \t\r\n")
+    if not key:
+        return None
+    from blindai.protocol.apikeys import API_KEY
+
+    if not API_KEY.fullmatch(key):
+        raise ConfigurationError(
+            f"the API key in {source} is not one a server gives (letters, digits and "
+            f"-._~+/=; it has {len(key)} characters, not shown)"
+        )
+    return key
 
 
 def seconds(text: str) -> float:
