@@ -244,3 +244,23 @@ def test_timeout_must_be_a_positive_number(value: str) -> None:
     r = cli("models", "--timeout", value)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.splitlines()[-1].startswith("blindai models: error: argument --timeout")
+
+
+@pytest.mark.parametrize("command", ["keys generate-admin", "models"])
+def test_stdout_closed_is_one_line(server: ServerProcess, command: str) -> None:
+    # `blindai ... | head -c1` once head has gone: the line was 'error: Broken pipe', not in
+    # the 'Kind: message' form every other error line has
+    read, write = os.pipe()
+    os.close(read)
+    args = command.split() + ([] if command.startswith("keys") else target(server))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    argv = [sys.executable, "-m", "blindai", *map(str, args)]
+    try:
+        r = subprocess.run(
+            argv, stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60
+        )
+    finally:
+        os.close(write)
+    result = subprocess.CompletedProcess(argv, r.returncode, "", r.stderr)
+    assert one_error_line(result, "BrokenPipeError", 1) == "BrokenPipeError: Broken pipe"
+    assert "Exception ignored" not in r.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from blindai import __version__
 from blindai.cli._access import add_access_commands
 from blindai.cli._commands import add_client_commands, add_serve_command
 from blindai.errors import BlindAIError, ConfigurationError, EvidenceError, VerificationError
+from blindai.escape import escaped
 
 __all__ = ["main"]
 
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlindAIError as exc:
         print(exc.diagnostics(), file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # writing the output, mostly: a closed pipe, a full disk
+        if isinstance(exc, BrokenPipeError):  # no second error when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"{type(exc).__name__}: {escaped(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 1
