@@ -264,3 +264,22 @@ def test_stdout_closed_is_one_line(server: ServerProcess, command: str) -> None:
     result = subprocess.CompletedProcess(argv, r.returncode, "", r.stderr)
     assert one_error_line(result, "BrokenPipeError", 1) == "BrokenPipeError: Broken pipe"
     assert "Exception ignored" not in r.stderr
+
+
+def test_started_with_stdout_closed_does_nothing(server: ServerProcess) -> None:
+    # fd 1 closed: Python's sys.stdout is None and print() wrote nothing, so `keys
+    # generate-admin` (or `keys create`, whose key the server then holds) exited 0, the key
+    # shown nowhere
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    argv = [sys.executable, "-m", "blindai", "keys", "generate-admin"]
+    r = subprocess.run(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    result = subprocess.CompletedProcess(argv, r.returncode, "", r.stderr)
+    assert "standard output is closed" in one_error_line(result, "ConfigurationError", 2)

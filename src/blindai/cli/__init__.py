@@ -61,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None and args.command != "serve":  # started with file descriptor 1 closed
+        # print() to None writes nothing: `keys create` made a key that nobody ever saw, exit 0
+        print(
+            "ConfigurationError: standard output is closed: nowhere to show the result",
+            file=sys.stderr,
+        )
+        return 2
     _escape_unencodable()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning  # one line, no source excerpt
