@@ -283,3 +283,18 @@ def test_started_with_stdout_closed_does_nothing(server: ServerProcess) -> None:
     )
     result = subprocess.CompletedProcess(argv, r.returncode, "", r.stderr)
     assert "standard output is closed" in one_error_line(result, "ConfigurationError", 2)
+
+
+def test_an_output_dir_named_with_escapes_is_shown_escaped(
+    small_server: ServerProcess, tmp_path: Path, x_file: Path
+) -> None:
+    # the folder's name went raw into the 'y: float32 [3, 2] -> DIR/y.npy' line: an ESC
+    # sequence there is run by the terminal
+    model = tmp_path / "dense.onnx"
+    model.write_bytes(matmul(4, 2))
+    model_id = cli("upload", model, *target(small_server)).stdout.split()[1]
+    out = tmp_path / "out\x1b]0;owned\x07"
+    r = cli("run", model_id, "--input", f"x={x_file}", "--output-dir", out, *target(small_server))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "out\\x1b]0;owned\\x07" in r.stdout
+    assert (out / "y.npy").is_file()

@@ -372,7 +372,7 @@ def _show_result(result: Any, output_dir: Path) -> None:
     elif isinstance(result, Embedding):
         path = _output_dir(output_dir) / "embedding.npy"
         _save(path, np.asarray(result.vector, dtype=np.float32))
-        print(f"embedding: {len(result.vector)} values -> {path}")
+        print(f"embedding: {len(result.vector)} values -> {shown(path)}")
     else:
         print(shown(result.text, keep="\n\t"))
 
@@ -392,7 +392,7 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
         taken.add(stem.casefold())
         path = output_dir / f"{stem}.npy"
         _save(path, array)
-        print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {path}")
+        print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {shown(path)}")
 
 
 def _delete(args: argparse.Namespace) -> int:
