@@ -298,3 +298,17 @@ def test_an_output_dir_named_with_escapes_is_shown_escaped(
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "out\\x1b]0;owned\\x07" in r.stdout
     assert (out / "y.npy").is_file()
+
+
+def test_upload_to_replicas_keeps_the_run_settings(server: ServerProcess, tmp_path: Path) -> None:
+    # --replicas dropped --max-batch-size and the other run settings: each replica took the
+    # model with its own defaults, and the command said nothing
+    from tests.models import mixes_rows
+
+    mixing = tmp_path / "mix.onnx"
+    mixing.write_bytes(mixes_rows())
+    flags = target(server)
+    flags[flags.index("--host") : flags.index("--host") + 2] = ["--replicas", server.host]
+    r = cli("upload", mixing, "--max-batch-size", "8", *flags)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "error: InvalidInput: 400: upload:" in r.stdout and "cannot be batched" in r.stdout
