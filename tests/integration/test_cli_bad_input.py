@@ -312,3 +312,32 @@ def test_upload_to_replicas_keeps_the_run_settings(server: ServerProcess, tmp_pa
     r = cli("upload", mixing, "--max-batch-size", "8", *flags)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "error: InvalidInput: 400: upload:" in r.stdout and "cannot be batched" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--kind", "sev-snp", "--evidence", "{f}"], "--kind"),
+        (["--evidence", "{f}"], "--evidence"),
+        (["--certs", "{f}"], "--certs"),
+        (["--collateral", "{f}"], "--collateral"),
+    ],
+)
+def test_attest_host_refuses_the_flags_of_attest_verify(
+    server: ServerProcess, tmp_path: Path, argv: list[str], flag: str
+) -> None:
+    # they were ignored: 'attest HOST --evidence q.bin' verified the server, not q.bin, and
+    # exit 0 read as if the file had passed
+    f = tmp_path / "q.bin"
+    f.write_bytes(b"\0" * 64)
+    ports = ["--attested-port", str(server.attested_port), "--simulation"]
+    r = cli("attest", server.host, *ports, *[a.format(f=f) for a in argv])
+    assert f"{flag} applies to attest verify" in one_error_line(r, "ConfigurationError", 2)
+
+
+@pytest.mark.parametrize("flag", ["--simulation", "--fresh"])
+def test_attest_verify_refuses_the_flags_of_attest_host(tmp_path: Path, flag: str) -> None:
+    f = tmp_path / "q.bin"
+    f.write_bytes(b"\0" * 64)
+    r = cli("attest", "verify", "--kind", "nitro", "--evidence", f, flag)
+    assert f"{flag} applies to attest HOST" in one_error_line(r, "ConfigurationError", 2)

@@ -188,6 +188,9 @@ def _nonce(text: str | None, kind: EvidenceKind) -> bytes | None:
 def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     if not args.kind or not args.evidence:
         raise ConfigurationError("attest verify needs --kind and --evidence")
+    for flag, given in (("--simulation", args.simulation), ("--fresh", args.fresh)):
+        if given:  # it was ignored: files are verified as they are
+            raise ConfigurationError(f"{flag} applies to attest HOST, not to attest verify")
     kind = EvidenceKind(args.kind)
     nonce = _nonce(args.nonce, kind)
     evidence = _read(args.evidence, "evidence")
@@ -266,6 +269,10 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         raise ConfigurationError("attest HOST needs --policy (or --simulation for a simulation)")
     if args.nonce is not None:
         raise ConfigurationError("--nonce applies to attest verify; a server's GPU answers its own")
+    for flag, given in (("--kind", args.kind), ("--evidence", args.evidence),
+                        ("--collateral", args.collateral), ("--certs", args.certs)):  # fmt: skip
+        if given:  # it was ignored: the server's evidence was verified, not the file
+            raise ConfigurationError(f"{flag} applies to attest verify, not to attest HOST")
     attested = attest(
         args.target,
         args.unattested_port,
