@@ -341,3 +341,11 @@ def test_attest_verify_refuses_the_flags_of_attest_host(tmp_path: Path, flag: st
     f.write_bytes(b"\0" * 64)
     r = cli("attest", "verify", "--kind", "nitro", "--evidence", f, flag)
     assert f"{flag} applies to attest HOST" in one_error_line(r, "ConfigurationError", 2)
+
+
+def test_upload_refuses_host_with_replicas(server: ServerProcess, tmp_path: Path) -> None:
+    # --host was ignored beside --replicas: the model went to the replicas only, exit 0
+    model = tmp_path / "dense.onnx"
+    model.write_bytes(matmul(4, 2))
+    r = cli("upload", model, "--replicas", server.host, *target(server))
+    assert "--host or --replicas" in one_error_line(r, "ConfigurationError", 2)

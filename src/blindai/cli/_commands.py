@@ -74,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
 def connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
     """The flags every command that connects to a server takes."""
     if host:
-        p.add_argument("--host", default="localhost", help="server address (default localhost)")
+        p.add_argument("--host", default=None, help="server address (default localhost)")
     p.add_argument("--unattested-port", type=int, default=9923)
     p.add_argument("--attested-port", type=int, default=9924)
     p.add_argument("--management-port", type=int, default=9925)
@@ -118,7 +118,7 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
 
     api_key = _api_key(args)
     return connect(
-        host or args.host,
+        host or args.host or "localhost",
         unattested_server_port=args.unattested_port,
         attested_server_port=args.attested_port,
         model_management_port=args.management_port,
@@ -255,6 +255,8 @@ def _upload(args: argparse.Namespace) -> int:
 
         pipeline = Pipeline.from_dir(args.pipeline)
     if args.replicas is not None:
+        if args.host is not None:  # it was ignored: the model went to the replicas only
+            raise ConfigurationError("give --host or --replicas, not both")
         from blindai.cli._replicas import upload_to_each
 
         return upload_to_each(args, pipeline)
