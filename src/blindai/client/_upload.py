@@ -64,10 +64,11 @@ def _open(path: Path) -> Any:
 
 def read_model(path: str | os.PathLike[str]) -> bytes:
     """A model file's bytes, read whole (when the same bytes must go to several servers)."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
+    with _open(Path(path)) as f:  # a regular file only: a FIFO is refused, not waited on
+        try:
+            return bytes(f.readall())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
 
 
 def model_source(model: Any) -> ModelSource:
