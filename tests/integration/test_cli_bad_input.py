@@ -349,3 +349,21 @@ def test_upload_refuses_host_with_replicas(server: ServerProcess, tmp_path: Path
     model.write_bytes(matmul(4, 2))
     r = cli("upload", model, "--replicas", server.host, *target(server))
     assert "--host or --replicas" in one_error_line(r, "ConfigurationError", 2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fetch"),
+    [("sgx", ["--pccs-url", "http://127.0.0.1:1"]), ("sev-snp", ["--kds", "http://127.0.0.1:1"])],
+)
+def test_malformed_evidence_is_status_2_with_a_collateral_source_too(
+    tmp_path: Path, kind: str, fetch: list[str]
+) -> None:
+    # without --pccs-url/--kds: 'EvidenceError: ...', 2; with: 'CollateralUnavailable: no PCK
+    # chain in the quote: ...', 1: the same file read as refused rather than malformed
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 4)
+    plain = one_error_line(
+        cli("attest", "verify", "--kind", kind, "--evidence", junk), "EvidenceError", 2
+    )
+    r = cli("attest", "verify", "--kind", kind, "--evidence", junk, *fetch)
+    assert one_error_line(r, "EvidenceError", 2) == plain

@@ -16,22 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from blindai._localfiles import read_small
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
 from blindai.cli._commands import seconds
 from blindai.cli._terminal import shown
-from blindai.errors import ConfigurationError, PolicyError
+from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError, PolicyError
 
 if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource
     from blindai.client import Attested
 
 __all__ = ["MAX_EVIDENCE_FILE_BYTES", "add_attest_command"]
+
+_T = TypeVar("_T")
 
 
 def add_attest_command(sub: Any) -> None:
@@ -198,10 +201,12 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
         evidence = _hex_or_raw(evidence)
     collateral = _read(args.collateral, "collateral") if args.collateral else None
     if collateral is None and args.pccs_url and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
-        collateral = _collateral_source(args.pccs_url).for_quote(evidence).to_json()
+        collateral = _parsed(
+            lambda: _collateral_source(args.pccs_url).for_quote(evidence)
+        ).to_json()
     certs = tuple(_read(p, "certificate") for p in args.certs)
     if not certs and args.kds and kind is EvidenceKind.SEV_SNP:
-        certs = _kds_source(args.kds).for_report(evidence)
+        certs = _parsed(lambda: _kds_source(args.kds).for_report(evidence))
     endorsements = Endorsements(collateral, certs)
     note = None
     if args.policy:
@@ -248,6 +253,17 @@ def _verify(
 
     assert isinstance(verifier, NvidiaGpuVerifier) and isinstance(sub, NvidiaGpuPolicy)
     return verifier.verify(evidence, sub, now=when, endorsements=endorsements, expected_nonce=nonce)
+
+
+def _parsed(fetch: Callable[[], _T]) -> _T:
+    """``fetch()``; but evidence too malformed to name its collateral is the EvidenceError
+    (status 2) it is without --pccs-url or --kds, not CollateralUnavailable (status 1)."""
+    try:
+        return fetch()
+    except CollateralUnavailable as exc:
+        if isinstance(exc.__cause__, EvidenceError):
+            raise exc.__cause__ from None
+        raise
 
 
 def _collateral_source(url: str) -> PcsCollateralSource:
