@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests._server import REPO, ServerProcess, free_ports, start_server
-from tests.integration._cli import cli, one_error_line, target
+from tests.integration._cli import cli, one_error_line, serve_ports, target
 from tests.models import matmul
 
 MiB = 1 << 20
@@ -367,3 +367,55 @@ def test_malformed_evidence_is_status_2_with_a_collateral_source_too(
     )
     r = cli("attest", "verify", "--kind", kind, "--evidence", junk, *fetch)
     assert one_error_line(r, "EvidenceError", 2) == plain
+
+
+SERVE_FILES = {
+    "--require-models": ["--require-models"],
+    "--store-key-file": ["--store", "STORE", "--store-key-file"],
+    "--unattested-tls-cert": ["--unattested-tls-key", "KEY", "--unattested-tls-cert"],
+    "--unattested-tls-key": ["--unattested-tls-cert", "KEY", "--unattested-tls-key"],
+}
+"""The files ``serve`` reads at start, each given a FIFO (it waited for a writer for ever,
+with no word) or a device (read without end, or handed to OpenSSL)."""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("flag", SERVE_FILES)
+def test_serve_refuses_a_fifo_or_device_named_as_a_start_up_file(
+    tmp_path: Path, flag: str, kind: str
+) -> None:
+    bad = NOT_FILES[kind](tmp_path)
+    key = tmp_path / "key.pem"
+    key.write_text("not a key\n")
+    argv = [str(tmp_path / "store") if a == "STORE" else str(key) if a == "KEY" else a
+            for a in SERVE_FILES[flag]]  # fmt: skip
+    r = cli("serve", "--simulation", *serve_ports(), *argv, bad, timeout=60)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert "not a regular file" in line, line
+
+
+def test_serve_refuses_an_upload_dir_it_cannot_make_files_in(tmp_path: Path) -> None:
+    """Before, a file given as --upload-dir was taken, and every upload then got a 500."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    r = cli("serve", "--simulation", *serve_ports(), "--upload-dir", not_a_dir, timeout=60)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert "--upload-dir" in line and "cannot make a file there" in line, line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_pipeline_file_that_is_no_file_is_refused_not_read(
+    server: ServerProcess, tmp_path: Path, kind: str
+) -> None:
+    """A pipeline folder's file given as a FIFO waited for a writer for ever; /dev/zero (size
+    0, so within the size check) was read without end."""
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    bad = NOT_FILES[kind](tmp_path)
+    (folder / "tokenizer.json").symlink_to(bad)
+    (folder / "pipeline.toml").write_text('[input]\nkind = "text"\ntokenizer = "tokenizer.json"\n')
+    model = tmp_path / "m.onnx"
+    model.write_bytes(matmul(4, 2))
+    r = cli("upload", model, "--pipeline", folder, *target(server), timeout=30)
+    line = one_error_line(r, "PipelineError", 1)  # as a pipeline folder missing a file
+    assert "not a regular file" in line, line
