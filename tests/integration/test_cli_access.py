@@ -115,7 +115,7 @@ def test_without_a_key(server: ServerProcess, tmp_path: Path):
     line = one_error_line(
         cli("keys", "list", *target(server), key="no spaces allowed"), "ConfigurationError", 2
     )
-    assert "api_key" in line
+    assert "the API key in --api-key" in line
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["cached-evidence", "fresh"])
@@ -149,3 +149,22 @@ def test_an_open_server_says_so_at_start_up(tmp_path: Path):
         server.stop()
     assert "WARNING blindai.server: access control: OFF, anyone who reaches" in log
     assert "store: none, models and API keys go when the server stops" in log
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", " \t"], ids=["LF", "CRLF", "blanks"])
+def test_a_key_with_its_line_ending_is_used(server: ServerProcess, admin_key: str, ending: str):
+    # KEY=$(cat key.txt) keeps a CR; a key pasted with a blank: both were refused
+    ok(cli("models", *target(server), env_key=admin_key + ending))
+    ok(cli("models", *target(server), key=f" {admin_key}{ending}"))
+
+
+@pytest.mark.parametrize("where", ["--api-key", "BLINDAI_API_KEY"])
+def test_an_unusable_key_is_named_by_its_source_never_shown(server: ServerProcess, where: str):
+    bad = "bai_SeCrEt\x1b[2Jtail"
+    if where == "--api-key":
+        r = cli("models", *target(server), key=bad)
+    else:
+        r = cli("models", *target(server), env_key=bad)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"the API key in {where} is not one a server gives" in line
+    assert "SeCrEt" not in r.stdout + r.stderr

@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from blindai._documents import loads_toml
+from blindai._localfiles import read_small
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.kinds import KINDS, SECTIONS, spec_for
 from blindai.attestation.server_config import SECTION as SERVER_SECTION
@@ -34,7 +34,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["MANIFEST_KEYS", "UNPINNED", "KindPolicy", "Policy"]
+__all__ = ["MANIFEST_KEYS", "MAX_POLICY_BYTES", "UNPINNED", "KindPolicy", "Policy"]
+
+MAX_POLICY_BYTES = 1 << 20
+"""Largest policy file read: a policy is a few hundred bytes; a FIFO or a device is refused."""
 
 _P = TypeVar("_P", bound="KindPolicy")
 
@@ -183,11 +186,10 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
-        """Read a TOML policy file."""
+        """Read a TOML policy file (a regular file of at most :data:`MAX_POLICY_BYTES`)."""
+        data = read_small(path, "policy file", limit=MAX_POLICY_BYTES)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read policy file {path}: {exc.strerror}") from exc
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
         except UnicodeDecodeError as exc:
             raise ConfigurationError(
                 f"policy file {path} is not UTF-8 text (TOML is): byte {exc.start} is "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from blindai import __version__
 from blindai.cli._access import add_access_commands
 from blindai.cli._commands import add_client_commands, add_serve_command
 from blindai.errors import BlindAIError, ConfigurationError, EvidenceError, VerificationError
+from blindai.escape import escaped
 
 __all__ = ["main"]
 
@@ -59,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None and args.command != "serve":  # started with file descriptor 1 closed
+        # print() to None writes nothing: `keys create` made a key that nobody ever saw, exit 0
+        print(
+            "ConfigurationError: standard output is closed: nowhere to show the result",
+            file=sys.stderr,
+        )
+        return 2
     _escape_unencodable()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning  # one line, no source excerpt
@@ -68,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("blindai.client").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # one line, as every other way a command ends early
+        print("Interrupted: stopped before it finished (SIGINT)", file=sys.stderr)
         return 130
     except (ConfigurationError, EvidenceError) as exc:
         print(exc.diagnostics(), file=sys.stderr)
@@ -79,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlindAIError as exc:
         print(exc.diagnostics(), file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # writing the output, mostly: a closed pipe, a full disk
+        if isinstance(exc, BrokenPipeError):  # no second error when Python flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"{type(exc).__name__}: {escaped(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 1

@@ -16,20 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from blindai._localfiles import read_small
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
+from blindai.cli._commands import seconds
 from blindai.cli._terminal import shown
-from blindai.errors import ConfigurationError, PolicyError
+from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError, PolicyError
 
 if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource
     from blindai.client import Attested
 
-__all__ = ["add_attest_command"]
+__all__ = ["MAX_EVIDENCE_FILE_BYTES", "add_attest_command"]
+
+_T = TypeVar("_T")
 
 
 def add_attest_command(sub: Any) -> None:
@@ -90,6 +95,13 @@ def add_attest_command(sub: Any) -> None:
         "evidence is refused (the server makes new evidence: slower on real TEEs)",
     )
     p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="HOST: longest wait for connecting and for each answer; default 60",
+    )
+    p.add_argument(
         "--pccs-url",
         metavar="URL",
         help="SGX/TDX: fetch the collateral from this PCCS, or Intel's PCS "
@@ -121,11 +133,13 @@ def _when(text: str | None) -> datetime:
         raise ConfigurationError(f"--at {text!r} is out of range once in UTC") from None
 
 
+MAX_EVIDENCE_FILE_BYTES = 16 << 20
+"""Largest evidence, collateral or certificate file read (the largest, SGX/TDX collateral with
+its CRLs, is some hundred KiB); a FIFO or a device is refused rather than read without end."""
+
+
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return read_small(path, what, limit=MAX_EVIDENCE_FILE_BYTES)
 
 
 # bit fields, shown in hex as a policy file gives them (td_attributes = "0x10000000"); the
@@ -177,6 +191,9 @@ def _nonce(text: str | None, kind: EvidenceKind) -> bytes | None:
 def _verify_files(args: argparse.Namespace, when: datetime) -> int:
     if not args.kind or not args.evidence:
         raise ConfigurationError("attest verify needs --kind and --evidence")
+    for flag, given in (("--simulation", args.simulation), ("--fresh", args.fresh)):
+        if given:  # it was ignored: files are verified as they are
+            raise ConfigurationError(f"{flag} applies to attest HOST, not to attest verify")
     kind = EvidenceKind(args.kind)
     nonce = _nonce(args.nonce, kind)
     evidence = _read(args.evidence, "evidence")
@@ -184,10 +201,12 @@ def _verify_files(args: argparse.Namespace, when: datetime) -> int:
         evidence = _hex_or_raw(evidence)
     collateral = _read(args.collateral, "collateral") if args.collateral else None
     if collateral is None and args.pccs_url and kind in (EvidenceKind.SGX, EvidenceKind.TDX):
-        collateral = _collateral_source(args.pccs_url).for_quote(evidence).to_json()
+        collateral = _parsed(
+            lambda: _collateral_source(args.pccs_url).for_quote(evidence)
+        ).to_json()
     certs = tuple(_read(p, "certificate") for p in args.certs)
     if not certs and args.kds and kind is EvidenceKind.SEV_SNP:
-        certs = _kds_source(args.kds).for_report(evidence)
+        certs = _parsed(lambda: _kds_source(args.kds).for_report(evidence))
     endorsements = Endorsements(collateral, certs)
     note = None
     if args.policy:
@@ -236,6 +255,17 @@ def _verify(
     return verifier.verify(evidence, sub, now=when, endorsements=endorsements, expected_nonce=nonce)
 
 
+def _parsed(fetch: Callable[[], _T]) -> _T:
+    """``fetch()``; but evidence too malformed to name its collateral is the EvidenceError
+    (status 2) it is without --pccs-url or --kds, not CollateralUnavailable (status 1)."""
+    try:
+        return fetch()
+    except CollateralUnavailable as exc:
+        if isinstance(exc.__cause__, EvidenceError):
+            raise exc.__cause__ from None
+        raise
+
+
 def _collateral_source(url: str) -> PcsCollateralSource:
     from blindai.attestation import PcsCollateralSource
 
@@ -255,6 +285,10 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         raise ConfigurationError("attest HOST needs --policy (or --simulation for a simulation)")
     if args.nonce is not None:
         raise ConfigurationError("--nonce applies to attest verify; a server's GPU answers its own")
+    for flag, given in (("--kind", args.kind), ("--evidence", args.evidence),
+                        ("--collateral", args.collateral), ("--certs", args.certs)):  # fmt: skip
+        if given:  # it was ignored: the server's evidence was verified, not the file
+            raise ConfigurationError(f"{flag} applies to attest verify, not to attest HOST")
     attested = attest(
         args.target,
         args.unattested_port,
@@ -266,6 +300,7 @@ def _verify_host(args: argparse.Namespace, when: datetime) -> int:
         attested_server_port=args.attested_port,
         nonce=args.fresh,
         simulation_option="--simulation",
+        timeout=args.timeout,
     )
     gpu = attested.gpu_claims
     if gpu is None:

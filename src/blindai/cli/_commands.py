@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
+from blindai._localfiles import open_regular
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
 
-__all__ = ["add_client_commands", "add_serve_command", "connect_from_args", "connection_args"]
+__all__ = [
+    "add_client_commands",
+    "add_serve_command",
+    "connect_from_args",
+    "connection_args",
+    "load_npy",
+    "seconds",
+]
 
 SERVE_DESCRIPTION = (
     "Run the BlindAI server: 9923 unattested (certificate, evidence), 9924 attested inference, "
@@ -64,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
 def connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
     """The flags every command that connects to a server takes."""
     if host:
-        p.add_argument("--host", default="localhost", help="server address (default localhost)")
+        p.add_argument("--host", default=None, help="server address (default localhost)")
     p.add_argument("--unattested-port", type=int, default=9923)
     p.add_argument("--attested-port", type=int, default=9924)
     p.add_argument("--management-port", type=int, default=9925)
@@ -86,6 +96,14 @@ def connection_args(p: argparse.ArgumentParser, *, host: bool = True) -> None:
         "(refuses replayed evidence; costs the server a new quote or report per connection)",
     )
     p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest wait for connecting and for each answer (plus one second per 64 KiB "
+        "received); default 300",
+    )
+    p.add_argument(
         "--api-key",
         default=None,
         help="API key for a server with access control (default: $BLINDAI_API_KEY; the "
@@ -98,9 +116,9 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
     API key from ``--api-key``, else ``BLINDAI_API_KEY``."""
     from blindai.client import connect
 
-    api_key = args.api_key or os.environ.get("BLINDAI_API_KEY") or None
+    api_key = _api_key(args)
     return connect(
-        host or args.host,
+        host or args.host or "localhost",
         unattested_server_port=args.unattested_port,
         attested_server_port=args.attested_port,
         model_management_port=args.management_port,
@@ -109,7 +127,37 @@ def connect_from_args(args: argparse.Namespace, *, host: str | None = None) -> A
         simulation_option="--simulation",
         nonce=args.fresh,
         api_key=api_key,
+        timeout=args.timeout,
     )
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``BLINDAI_API_KEY``, without the white space around it (a key read
+    from a file with its line ending, CRLF included, was refused); a key that is still unusable
+    is refused naming where it came from, never showing it."""
+    source = "--api-key" if args.api_key else "BLINDAI_API_KEY"
+    key = (args.api_key or os.environ.get("BLINDAI_API_KEY") or "").strip(" \t\r\n")
+    if not key:
+        return None
+    from blindai.protocol.apikeys import API_KEY
+
+    if not API_KEY.fullmatch(key):
+        raise ConfigurationError(
+            f"the API key in {source} is not one a server gives (letters, digits and "
+            f"-._~+/=; it has {len(key)} characters, not shown)"
+        )
+    return key
+
+
+def seconds(text: str) -> float:
+    """A ``--timeout``: a positive, finite number of seconds (argparse's type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def add_client_commands(sub: Any) -> None:
@@ -200,14 +248,15 @@ _RUN_SETTINGS = {
 
 
 def _upload(args: argparse.Namespace) -> int:
-    if not args.model.is_file():
-        raise ConfigurationError(f"no such model file: {args.model}")
+    open_regular(args.model, "model file").close()  # before connecting: a bad path is status 2
     pipeline = None
     if args.pipeline is not None:
         from blindai.pipeline import Pipeline
 
         pipeline = Pipeline.from_dir(args.pipeline)
     if args.replicas is not None:
+        if args.host is not None:  # it was ignored: the model went to the replicas only
+            raise ConfigurationError("give --host or --replicas, not both")
         from blindai.cli._replicas import upload_to_each
 
         return upload_to_each(args, pipeline)
@@ -235,10 +284,7 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     positional: list[np.ndarray] = []
     for spec in specs:
         name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        try:
-            array = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
+        array = load_npy(file)
         if sep:
             named[name] = array
         else:
@@ -248,14 +294,49 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     return named or positional
 
 
+def load_npy(file: str) -> np.ndarray:
+    """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
+    only (a FIFO or a device is refused, not waited on or read without end), whose header
+    promises no more data than the file holds (numpy allocates what the header says first: a
+    64-byte file claiming a 4 TiB array ended in a MemoryError traceback)."""
+    with open_regular(file, "input") as f:
+        try:
+            try:
+                version = npy_format.read_magic(f)
+            except ValueError:
+                raise ConfigurationError(f"{file} is not a .npy file") from None
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
+            else:
+                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+            if dtype.hasobject:
+                raise ConfigurationError(f"{file} holds objects, not numbers: it is not read")
+            need = math.prod(shape) * dtype.itemsize
+            left = os.fstat(f.fileno()).st_size - f.tell()
+            if left < need:
+                raise ConfigurationError(
+                    f"{file} is truncated: its header promises {need} bytes of data, "
+                    f"the file holds {left}"
+                )
+            f.seek(0)
+            array: np.ndarray = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read {file} as a .npy array: {exc}") from None
+    return array
+
+
 def _run(args: argparse.Namespace) -> int:
     raw = {k: getattr(args, k) for k in ("text", "image", "audio") if getattr(args, k)}
     if raw and args.input:
         raise ConfigurationError("give --input, or one of --text, --image and --audio")
     for key in ("image", "audio"):
-        if key in raw and not raw[key].is_file():
-            raise ConfigurationError(f"no such {key} file: {raw[key]}")
+        if key in raw:  # before connecting: a bad path is status 2
+            open_regular(raw[key], f"{key} file").close()
     inputs = None if raw else _load_inputs(args.input)
+    if inputs is not None:  # before the run: its outputs must have somewhere to go
+        _output_dir(args.output_dir)
     with connect_from_args(args) as conn:
         outputs = conn.predict(args.model, inputs, **raw)
     if not isinstance(outputs, Mapping):
@@ -265,6 +346,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_dir(path: Path) -> Path:
+    """``path``, made a directory if it is none yet; ConfigurationError naming it if it cannot
+    be (it was a bare ``error: File exists``, after the run, naming no path)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot use --output-dir {path}: {exc.strerror}") from None
+    if not path.is_dir():
+        raise ConfigurationError(f"cannot use --output-dir {path}: not a directory")
+    return path
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    try:
+        np.save(path, array)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def _show_result(result: Any, output_dir: Path) -> None:
     from blindai.pipeline import Classification, Embedding
 
@@ -272,10 +372,9 @@ def _show_result(result: Any, output_dir: Path) -> None:
         for label in result.labels:
             print(f"{label.score:.4f}  {shown(label.label)}")
     elif isinstance(result, Embedding):
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / "embedding.npy"
-        np.save(path, np.asarray(result.vector, dtype=np.float32))
-        print(f"embedding: {len(result.vector)} values -> {path}")
+        path = _output_dir(output_dir) / "embedding.npy"
+        _save(path, np.asarray(result.vector, dtype=np.float32))
+        print(f"embedding: {len(result.vector)} values -> {shown(path)}")
     else:
         print(shown(result.text, keep="\n\t"))
 
@@ -284,7 +383,7 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
     """Each output as NAME.npy, its name made a file name; names that become the same file
     name (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get ``-2``,
     ``-3``..., so that no output overwrites another."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _output_dir(output_dir)
     taken: set[str] = set()
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
@@ -294,8 +393,8 @@ def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
             stem = f"{safe}-{count}"
         taken.add(stem.casefold())
         path = output_dir / f"{stem}.npy"
-        np.save(path, array)
-        print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {path}")
+        _save(path, array)
+        print(f"{shown(name)}: {array.dtype} {list(array.shape)} -> {shown(path)}")
 
 
 def _delete(args: argparse.Namespace) -> int:

@@ -45,6 +45,10 @@ def upload_to_each(args: argparse.Namespace, pipeline: Any) -> int:
         optimize=not args.no_optimize,
         pipeline=pipeline,
         public=args.public,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        max_concurrent_runs=args.max_concurrent_runs,
+        intra_op_threads=args.intra_op_threads,
     )
     for r in results:
         if r.error is None:

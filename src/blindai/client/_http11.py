@@ -210,7 +210,13 @@ class Http11Connection:
                     if max_body is None
                     else (max_body, "what it reads before attestation")
                 )
-                self._send(method, path, body, headers, body_length)
+                try:
+                    self._send(method, path, body, headers, body_length)
+                except _STALE:
+                    early = self._early_answer(method)
+                    if early is None:
+                        raise
+                    return early
                 return self._read(method)
             except _STALE as exc:
                 self.close()
@@ -230,6 +236,18 @@ class Http11Connection:
                 self.close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _early_answer(self, method: str) -> HttpResponse | None:
+        """The response a server sent before it had the whole request, then closed: a 413 for
+        an upload over its limit, answered from the headers alone. The request's body could
+        not all be written, but the answer may be waiting on the socket; None when none is
+        (the connection is then broken, or was a stale keep-alive one)."""
+        try:
+            response = self._read(method)
+        except (_Closed, BlindAIError, OSError):
+            return None
+        self.close()
+        return response
 
     def _broken(self, exc: BaseException) -> BlindAIError:
         if self._received == 0:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from blindai._localfiles import open_regular
 from blindai.errors import ConfigurationError
 from blindai.protocol.streaming import message_prefix
 
@@ -58,18 +59,16 @@ class ModelSource:
 
 
 def _open(path: Path) -> Any:
-    try:
-        return path.open("rb", buffering=0)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
+    return open_regular(path, "model", buffering=0)  # a FIFO put in its place: never waited on
 
 
 def read_model(path: str | os.PathLike[str]) -> bytes:
     """A model file's bytes, read whole (when the same bytes must go to several servers)."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
+    with _open(Path(path)) as f:  # a regular file only: a FIFO is refused, not waited on
+        try:
+            return bytes(f.readall())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
 
 
 def model_source(model: Any) -> ModelSource:

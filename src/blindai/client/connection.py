@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from blindai._localfiles import open_regular
 from blindai.attestation.claims import VerifiedClaims
 from blindai.client._access import ApiKeyInfo, NewApiKey, decode_key
 from blindai.client._answers import check_route, raise_for
@@ -72,10 +72,11 @@ class RunModelResponse:
 def _file_bytes(value: bytes | str | os.PathLike[str], what: str) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {value}: {exc.strerror}") from exc
+    with open_regular(value, what) as f:  # a FIFO or a device: refused, never waited on
+        try:
+            return f.read()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {what} {value}: {exc.strerror}") from exc
 
 
 def _raw_input(

@@ -115,11 +115,17 @@ def upload_to_replicas(
     optimize: bool = True,
     pipeline: Any = None,
     public: bool = False,
+    max_batch_size: int | None = None,
+    max_queue_delay_us: int | None = None,
+    max_concurrent_runs: int | None = None,
+    intra_op_threads: int | None = None,
 ) -> list[ReplicaResult]:
     """Verify each replica and upload ``model`` to it; one result per address, in order.
 
     A replica that cannot be verified or refuses the model gets an error result; the others
     still receive the model. Each replica gives the model its own id: run it by name or hash.
+    The keywords are :meth:`Connection.upload_model <blindai.Connection.upload_model>`'s,
+    the same for every replica.
     """
     if isinstance(model, str | os.PathLike):
         from blindai.client._upload import read_model
@@ -135,6 +141,10 @@ def upload_to_replicas(
                     optimize=optimize,
                     pipeline=pipeline,
                     public=public,
+                    max_batch_size=max_batch_size,
+                    max_queue_delay_us=max_queue_delay_us,
+                    max_concurrent_runs=max_concurrent_runs,
+                    intra_op_threads=intra_op_threads,
                 )
         except BlindAIError as exc:
             results.append(ReplicaResult(address, error=exc))

@@ -18,7 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from blindai._documents import loads_json, loads_toml
-from blindai.errors import PipelineError
+from blindai._localfiles import read_small
+from blindai.errors import ConfigurationError, PipelineError
 from blindai.pipeline.limits import PipelineLimits
 
 if sys.version_info >= (3, 11):
@@ -73,13 +74,18 @@ def _referenced(spec: Mapping[str, Any]) -> list[str]:
 
 
 def _read(path: Path, limit: int) -> bytes:
+    """A regular file of at most ``limit`` bytes (a FIFO waited for a writer for ever, and
+    ``/dev/zero``, of size 0, was read without end)."""
     try:
         size = path.stat().st_size
-        if size > limit:
-            raise PipelineError(f"{path} is {size} bytes; pipelines hold at most {limit}")
-        return path.read_bytes()
     except OSError as exc:
         raise PipelineError(f"cannot read {path}: {exc.strerror}") from exc
+    if size > limit:
+        raise PipelineError(f"{path} is {size} bytes; pipelines hold at most {limit}")
+    try:
+        return read_small(path, "pipeline file", limit=limit)
+    except ConfigurationError as exc:
+        raise PipelineError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

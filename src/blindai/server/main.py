@@ -13,13 +13,16 @@ import logging
 import os
 import socket
 import ssl
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from blindai._localfiles import open_regular
 from blindai._malloc import keep_freed_memory
 from blindai._version import __version__
 from blindai.attestation.claims import EvidenceKind
@@ -204,6 +207,7 @@ def build(
     """
     check_environment(os.environ)
     check_device(settings.device, settings.gpu_index)
+    _check_upload_dir(settings.upload_dir)
     if settings.is_simulation:
         _log.warning("*** %s ***", SIMULATION_WARNING)
     chosen = attester or _attester(settings)
@@ -267,6 +271,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_upload_dir(directory: Path | None) -> None:
+    """ConfigurationError unless ``--upload-dir`` (when given) is a directory this server can
+    make files in: else every upload would be a 500."""
+    if directory is None:
+        return
+    try:
+        with tempfile.TemporaryFile(prefix="blindai-model-", dir=directory):
+            pass  # as an upload's file is made there (mode 0600, unlinked)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--upload-dir {directory}: cannot make a file there ({exc.strerror})"
+        ) from exc
+
+
 def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
     """HTTPS for the unattested port with an ordinary certificate, when configured."""
     cert, key = settings.unattested_tls_cert, settings.unattested_tls_key
@@ -274,6 +292,8 @@ def _unattested_tls(settings: ServerSettings) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ConfigurationError("give both --unattested-tls-cert and --unattested-tls-key")
+    for path, what in ((cert, "--unattested-tls-cert"), (key, "--unattested-tls-key")):
+        open_regular(path, what).close()  # a FIFO would hang the start in load_cert_chain
     ctx = hardened_server_context()
     try:
         ctx.load_cert_chain(cert, key)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blindai._localfiles import open_regular
 from blindai.errors import ConfigurationError
 from blindai.protocol.replication import ExportedModel, export_frame
 from blindai.server.model_file import ModelFile
@@ -79,11 +80,11 @@ class RequiredModels:
     @classmethod
     def from_file(cls, path: Path, *, count: int = 0) -> RequiredModels:
         """Read ``path`` (at most 1 MiB) with :meth:`parse`."""
-        try:
-            with path.open("rb") as f:
+        with open_regular(path, "--require-models file") as f:  # a FIFO would hang the start
+            try:
                 data = f.read(MAX_REQUIRED_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
         if len(data) > MAX_REQUIRED_FILE_BYTES:
             raise ConfigurationError(f"{path} is over 1 MiB")
         try:

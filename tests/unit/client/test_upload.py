@@ -75,3 +75,35 @@ def test_unreadable_models_are_configuration_errors(tmp_path):
         model_source(tmp_path)
     with pytest.raises(ConfigurationError, match="unsupported model type"):
         model_source(12)
+
+
+def test_read_model_refuses_a_fifo_and_a_device(tmp_path):
+    # upload_to_replicas reads the model whole, once, with read_model: a FIFO there waited
+    # for a writer forever, /dev/zero was read without end
+    import threading
+
+    from blindai.client._upload import read_model
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero", tmp_path):
+        caught: list[BaseException] = []
+
+        def read(path=path, caught=caught):
+            try:
+                read_model(path)
+            except BaseException as exc:
+                caught.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)
+        if reader.is_alive():
+            if path == fifo:  # let the reader go
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail(f"read_model({path}) did not return")
+        assert isinstance(caught[0], ConfigurationError), caught
+        assert "not a regular file" in str(caught[0])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"model bytes")
+    assert read_model(path) == b"model bytes"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from blindai._localfiles import open_regular
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.kinds import spec_for
 from blindai.errors import ConfigurationError
@@ -154,8 +155,8 @@ class KeyFile:
 
     def material(self) -> bytes:
         """The file's 32-byte key; warns when group or others may read the file."""
-        try:
-            with open(self.path, "rb") as f:
+        try:  # a FIFO or a device is refused unread (a FIFO would hang the start)
+            with open_regular(self.path, "store key file") as f:
                 mode = os.fstat(f.fileno()).st_mode
                 data = f.read(_KEY_FILE_READ)
         except OSError as exc:
