@@ -448,7 +448,8 @@ def test_cli_upload_with_pipeline_and_run_on_an_image(server: ServerProcess, tmp
     lines = out.splitlines()
     assert len(lines) == 3 and lines[0].endswith("  red"), out
     bad = cli("run", name, "--image", tmp_path / "nope.png", *target(server))
-    assert "no such image file" in one_error_line(bad, "ConfigurationError", 2)
+    line = one_error_line(bad, "ConfigurationError", 2)
+    assert "cannot read image file" in line and "No such file or directory" in line
     bad = cli("run", name, "--text", "hello", *target(server))
     assert "takes image, not text" in one_error_line(bad, "InvalidInput", 1)
 
