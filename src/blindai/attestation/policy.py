@@ -22,12 +22,12 @@ from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from blindai._documents import loads_toml
-from blindai._localfiles import read_small
 from blindai.attestation.claims import EvidenceKind, VerifiedClaims
 from blindai.attestation.kinds import KINDS, SECTIONS, spec_for
 from blindai.attestation.server_config import SECTION as SERVER_SECTION
 from blindai.attestation.server_config import ServerPolicy
 from blindai.errors import ConfigurationError, Violation
+from blindai.localfiles import read_small
 
 if sys.version_info >= (3, 11):
     import tomllib

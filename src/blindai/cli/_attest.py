@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from blindai._localfiles import read_small
 from blindai.attestation import Endorsements, EvidenceKind, Policy, VerifiedClaims
 from blindai.attestation.kinds import KINDS, spec_for
 from blindai.cli._commands import seconds
 from blindai.cli._terminal import shown
 from blindai.errors import CollateralUnavailable, ConfigurationError, EvidenceError, PolicyError
+from blindai.localfiles import read_small
 
 if TYPE_CHECKING:
     from blindai.attestation import KdsCertificateSource, PcsCollateralSource

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from blindai._localfiles import open_regular
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
+from blindai.localfiles import open_regular
 
 __all__ = [
     "add_client_commands",

@@ -17,8 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from blindai._localfiles import open_regular
 from blindai.errors import ConfigurationError
+from blindai.localfiles import open_regular
 from blindai.protocol.streaming import message_prefix
 
 __all__ = ["CHUNK", "ModelSource", "UploadBody", "model_source", "read_model", "upload_body"]

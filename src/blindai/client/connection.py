@@ -11,7 +11,6 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from blindai._localfiles import open_regular
 from blindai.attestation.claims import VerifiedClaims
 from blindai.client._access import ApiKeyInfo, NewApiKey, decode_key
 from blindai.client._answers import check_route, raise_for
@@ -24,6 +23,7 @@ from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
 from blindai.client._transport import AttestedTlsTransport, HttpResponse
 from blindai.client._upload import model_source, upload_body
 from blindai.errors import ConfigurationError, ProtocolError
+from blindai.localfiles import open_regular
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
 from blindai.protocol import codec, streaming

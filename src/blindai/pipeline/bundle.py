@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from blindai._documents import loads_json, loads_toml
-from blindai._localfiles import read_small
 from blindai.errors import ConfigurationError, PipelineError
+from blindai.localfiles import read_small
 from blindai.pipeline.limits import PipelineLimits
 
 if sys.version_info >= (3, 11):

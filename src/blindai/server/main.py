@@ -22,12 +22,12 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from blindai._localfiles import open_regular
 from blindai._malloc import keep_freed_memory
 from blindai._version import __version__
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.simulation import WARNING as SIMULATION_WARNING
 from blindai.errors import ConfigurationError
+from blindai.localfiles import open_regular
 from blindai.server.access import AccessControl, AuditLog, KeyRing
 from blindai.server.app import Apps, create_apps
 from blindai.server.attesters.base import Attester

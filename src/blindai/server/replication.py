@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blindai._localfiles import open_regular
 from blindai.errors import ConfigurationError
+from blindai.localfiles import open_regular
 from blindai.protocol.replication import ExportedModel, export_frame
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelEntry

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from blindai._localfiles import open_regular
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.kinds import spec_for
 from blindai.errors import ConfigurationError
+from blindai.localfiles import open_regular
 from blindai.server.store._files import write_atomic
 from blindai.server.store._sev_guest import (
     FIELD_MEASUREMENT,
