@@ -25,6 +25,7 @@ from tests._fakes.server_log import attested_requests
 from tests._server import ServerProcess, free_ports, spawn_server, start_server, wait_ready
 from tests.integration._cli import cli, one_error_line
 from tests.models import colour_classifier, identity, matmul
+from tests.stored import store_colour_classifier
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::blindai.attestation.simulation.SimulationModeWarning"
@@ -286,33 +287,14 @@ def test_sync_copies_a_model_an_older_replica_took_with_an_image_dtype_its_input
 
     from PIL import Image
 
-    from blindai.protocol import codec
-    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
-
     store = tmp_path / "store"
     for side in ("old", "new"):
         (tmp_path / side).mkdir()
     start_server(tmp_path / "old", "--store", str(store)).stop()  # makes the store and key
-    spec = {
-        "input": {"kind": "image", "resize": [16, 16], "dtype": "uint8"},  # a float input
-        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
-    }
-    model = colour_classifier(16)
-    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
-    sealed.put_model(
-        StoredModel(
-            model_id="00000000-0000-4000-8000-000000000003",
-            name="colours",
-            owner=None,
-            public=False,
-            hash=hashlib.sha256(model).digest(),
-            uploaded_ns=1_700_000_000_000_000_000,
-            optimize=True,
-            model=model,
-            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
-        )
+    # uint8 for a float input
+    model = store_colour_classifier(
+        store, "00000000-0000-4000-8000-000000000003", {"resize": [16, 16], "dtype": "uint8"}
     )
-    sealed.close()
     required = tmp_path / "required.txt"
     required.write_text(hashlib.sha256(model).hexdigest() + "\n")
     older = start_server(tmp_path / "old", "--store", str(store), "--allow-model-export")

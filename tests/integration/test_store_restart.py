@@ -28,6 +28,7 @@ from blindai.errors import AuthenticationError, ServerError
 from blindai.protocol.apikeys import generate_key
 from tests._server import ServerProcess, start_server
 from tests.models import add_constant, matmul
+from tests.stored import store_colour_classifier
 
 ADMIN_KEY = generate_key()
 ADMIN_SHA = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
@@ -461,33 +462,11 @@ def test_a_stored_image_pipeline_whose_dtype_is_not_its_models_is_still_restored
     store's own pipelines run as they always did: the input's own type is made."""
     from PIL import Image
 
-    from blindai.pipeline import Pipeline
-    from blindai.protocol import codec
-    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
-    from tests.models import colour_classifier
-
     running.append(start_server(tmp_path, "--store", str(store)))  # makes the store and key
     running[-1].stop()
-    spec = {
-        "input": {"kind": "image", "resize": [16, 16], "dtype": "uint8"},
-        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
-    }
-    model = colour_classifier(16)
-    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
-    sealed.put_model(
-        StoredModel(
-            model_id="00000000-0000-4000-8000-000000000001",
-            name="colours",
-            owner=None,
-            public=False,
-            hash=hashlib.sha256(model).digest(),
-            uploaded_ns=1_700_000_000_000_000_000,
-            optimize=True,
-            model=model,
-            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
-        )
+    store_colour_classifier(
+        store, "00000000-0000-4000-8000-000000000001", {"resize": [16, 16], "dtype": "uint8"}
     )
-    sealed.close()
     running.append(start_server(tmp_path, "--store", str(store)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", blindai.SimulationModeWarning)
@@ -507,34 +486,11 @@ def test_a_stored_image_pipeline_whose_normalisation_overflows_is_skipped_with_t
     it fed the model infinities and answered NaN scores, no error), but the log said only
     "cannot be loaded under this server's settings (InvalidInput)", as for any reason that
     names parts of the model. It now says which check refused it, and that it stays stored."""
-    from blindai.pipeline import Pipeline
-    from blindai.protocol import codec
-    from blindai.server.store import SealedStore, SimulationKeyFile, StoredModel
-    from tests.models import colour_classifier
-
     running.append(start_server(tmp_path, "--store", str(store)))  # makes the store and key
     running[-1].stop()
-    spec = {
-        "input": {"kind": "image", "resize": [16, 16], "scale": 1e39},  # inf in float32
-        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
-    }
-    model = colour_classifier(16)
-    sealed = SealedStore(store, key_material=SimulationKeyFile(store).material())
     model_id = "00000000-0000-4000-8000-000000000002"
-    sealed.put_model(
-        StoredModel(
-            model_id=model_id,
-            name="colours",
-            owner=None,
-            public=False,
-            hash=hashlib.sha256(model).digest(),
-            uploaded_ns=1_700_000_000_000_000_000,
-            optimize=True,
-            model=model,
-            pipeline=codec.dumps(Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}).to_wire()),
-        )
-    )
-    sealed.close()
+    # 1e39 is inf in float32
+    store_colour_classifier(store, model_id, {"resize": [16, 16], "scale": 1e39})
     running.append(start_server(tmp_path, "--store", str(store)))
     log = running[-1].log()
     assert (
