@@ -122,6 +122,9 @@ class Violation:
     field: str
     expected: str
     actual: str
+    value: int | None = None
+    """The raw register a bit violation was read from (SGX ATTRIBUTES, TDX TD attributes or
+    XFAM, the SEV-SNP guest policy), whose bits ``expected`` and ``actual`` name; else None."""
 
     def __str__(self) -> str:
         return f"{self.field}: expected {self.expected}, got {self.actual}"

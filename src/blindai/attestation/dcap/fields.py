@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from blindai.attestation._bits import bit_violations
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.dcap._verify import TCB_STATUSES
 from blindai.errors import ConfigurationError, Violation
@@ -184,11 +185,15 @@ def measurement(field: str, allowed: frozenset[bytes] | None, actual: bytes) -> 
     return [Violation(field, expected, actual.hex())]
 
 
-def masked(field: str, expected: int | None, mask: int, actual: int) -> list[Violation]:
-    """A violation when ``actual & mask != expected & mask``."""
-    if expected is None or actual & mask == expected & mask:
+def masked(
+    field: str, expected: int | None, mask: int, actual: int, names: Mapping[int, str]
+) -> list[Violation]:
+    """A violation for each bit where ``actual & mask != expected & mask``, naming the bit from
+    ``names`` (``"SEPT_VE_DISABLE set"`` expected, ``"SEPT_VE_DISABLE clear"`` got); each
+    carries the raw ``actual`` as its ``value``."""
+    if expected is None:
         return []
-    return [Violation(field, f"{expected & mask:#x} under mask {mask:#x}", f"{actual:#x}")]
+    return bit_violations(field, expected, mask, actual, names)
 
 
 def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:

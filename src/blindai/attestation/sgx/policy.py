@@ -27,16 +27,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blindai.attestation._bits import XSAVE_BITS
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.dcap import fields as f
 from blindai.attestation.sgx._claims import SgxClaims
 from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["SgxPolicy"]
+__all__ = ["ATTRIBUTE_BITS", "MISC_SELECT_BITS", "SgxPolicy"]
 
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 INIT, DEBUG, KSS = 0x1, 0x2, 0x80
+#: ATTRIBUTES.FLAGS bits by position (Intel SDM vol. 3D, SECS), named in violations
+ATTRIBUTE_BITS = {
+    0: "INIT",
+    1: "DEBUG",
+    2: "MODE64BIT",
+    4: "PROVISIONKEY",
+    5: "EINITTOKEN_KEY",
+    6: "CET",
+    7: "KSS",
+    10: "AEXNOTIFY",
+}
+#: MISCSELECT bits: what the SSA frame saves on an asynchronous exit
+MISC_SELECT_BITS = {0: "EXINFO", 1: "CPINFO"}
 #: each value's default mask (a mask given otherwise needs its value)
 _DEFAULT_MASKS = {"attributes": _U64 & ~DEBUG, "xfrm": _U64, "misc_select": _U32}
 #: BlindAI 0.6 manifest key -> our key
@@ -164,11 +178,23 @@ class SgxPolicy:
         if self.min_isv_svn is not None and claims.isv_svn < self.min_isv_svn:
             out.append(Violation("isv_svn", f">= {self.min_isv_svn}", str(claims.isv_svn)))
         if self.attributes is None:  # the default: no host-chosen CONFIGID (KSS clear)
-            out += f.masked("attributes", 0, KSS, claims.attributes)
+            out += f.masked("attributes", 0, KSS, claims.attributes, ATTRIBUTE_BITS)
         else:
-            out += f.masked("attributes", self.attributes, self.attributes_mask, claims.attributes)
-        out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm)
-        out += f.masked("misc_select", self.misc_select, self.misc_select_mask, claims.misc_select)
+            out += f.masked(
+                "attributes",
+                self.attributes,
+                self.attributes_mask,
+                claims.attributes,
+                ATTRIBUTE_BITS,
+            )
+        out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm, XSAVE_BITS)
+        out += f.masked(
+            "misc_select",
+            self.misc_select,
+            self.misc_select_mask,
+            claims.misc_select,
+            MISC_SELECT_BITS,
+        )
         return out + f.debug_and_tcb(
             claims,
             self.allow_debug,

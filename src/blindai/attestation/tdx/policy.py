@@ -32,12 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blindai.attestation._bits import XSAVE_BITS
 from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.dcap import fields as f
 from blindai.attestation.tdx._claims import TdxClaims
 from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["DEBUG", "MIGRATABLE", "SEPT_VE_DISABLE", "TUD", "TdxPolicy"]
+__all__ = ["DEBUG", "MIGRATABLE", "SEPT_VE_DISABLE", "TD_ATTRIBUTE_BITS", "TUD", "TdxPolicy"]
 
 _U64 = (1 << 64) - 1
 DEBUG = 0x1
@@ -47,6 +48,22 @@ SEPT_VE_DISABLE = 1 << 28
 """Set: no #VE on a secure EPT violation, which a host could use to steer the guest."""
 MIGRATABLE = 1 << 29
 """Set: a migration TD may move the TD, with its memory, to another host."""
+#: TD attribute bits by position (TDX module ABI; Linux's asm/shared/tdx.h), named in
+#: violations: 7:0 "TD under debug", 31:8 security-relevant, 63:32 the TD's own features
+TD_ATTRIBUTE_BITS = {
+    0: "DEBUG",
+    4: "HGS_PLUS_PROF",
+    5: "PERF_PROF",
+    6: "PMT_PROF",
+    16: "ICSSD",
+    27: "LASS",
+    28: "SEPT_VE_DISABLE",
+    29: "MIGRATABLE",
+    30: "PKS",
+    31: "KL",
+    62: "TPA",
+    63: "PERFMON",
+}
 #: what is checked when ``td_attributes`` is left out (DEBUG aside: ``allow_debug``)
 _DEFAULT_MASK = (TUD & ~DEBUG) | SEPT_VE_DISABLE | MIGRATABLE
 _DEFAULT_EXPECTED = SEPT_VE_DISABLE
@@ -175,12 +192,11 @@ class TdxPolicy:
             out += f.measurement(name, getattr(self, name), getattr(claims, name))
         out += self._service_td(claims)
         if self.td_attributes is None:  # the default: nothing that weakens the TD's isolation
-            out += f.masked("td_attributes", _DEFAULT_EXPECTED, _DEFAULT_MASK, claims.td_attributes)
+            expected, mask = _DEFAULT_EXPECTED, _DEFAULT_MASK
         else:
-            out += f.masked(
-                "td_attributes", self.td_attributes, self.td_attributes_mask, claims.td_attributes
-            )
-        out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam)
+            expected, mask = self.td_attributes, self.td_attributes_mask
+        out += f.masked("td_attributes", expected, mask, claims.td_attributes, TD_ATTRIBUTE_BITS)
+        out += f.masked("xfam", self.xfam, self.xfam_mask, claims.xfam, XSAVE_BITS)
         return out + f.debug_and_tcb(
             claims,
             self.allow_debug,

@@ -198,3 +198,23 @@ def test_typed_flags_must_be_booleans(flag: str) -> None:
     debug enclave."""
     with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
         SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **{flag: "false"})  # type: ignore[arg-type]
+
+
+# --- regression: violations showed raw hex masks, not the bits that differ ---------------
+
+
+def test_violations_name_the_bits_that_differ_and_keep_the_raw_value() -> None:
+    """A violation read "attributes: expected 0x5 under mask 0xff..fd, got 0x15": the reader had
+    to work out which bit. Each now names the bits that differ, in order (ATTRIBUTES.FLAGS,
+    XFRM's XSAVE features, MISCSELECT), and carries the register's raw value."""
+    policy = Policy.from_toml(MANIFEST_06).for_kind(EvidenceKind.SGX)
+    assert isinstance(policy, SgxPolicy)
+    bad = claims(attributes=0x14, xfrm=0xEF, misc_select=0x3)
+    got = [(v.field, v.expected, v.actual, v.value) for v in policy.check(bad)]
+    assert got == [
+        ("attributes", "INIT set and PROVISIONKEY clear", "INIT clear and PROVISIONKEY set", 0x14),
+        ("xfrm", "MPX_BNDREGS clear", "MPX_BNDREGS set", 0xEF),
+        ("misc_select", "EXINFO clear and CPINFO clear", "EXINFO set and CPINFO set", 0x3),
+    ]
+    unnamed = policy.check(claims(attributes=0x05 | 1 << 40))
+    assert [str(v) for v in unnamed] == ["attributes: expected bit 40 clear, got bit 40 set"]

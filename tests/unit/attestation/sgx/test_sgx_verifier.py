@@ -388,7 +388,14 @@ def test_kss_is_refused_when_attributes_are_left_out(automata_sgx: DcapSet) -> N
     claims = verify(automata_sgx, accepting)
     assert claims.attributes == 0x05 and accepting.check(claims) == []
     kss = replace(claims, attributes=claims.attributes | 0x80)
-    assert [(v.field, v.actual) for v in accepting.check(kss)] == [("attributes", "0x85")]
+    [violation] = accepting.check(kss)
+    assert (violation.field, violation.expected, violation.actual) == (
+        "attributes",
+        "KSS clear",
+        "KSS set",
+    )
+    assert violation.value == 0x85  # the raw ATTRIBUTES.FLAGS ride along
+    assert str(violation) == "attributes: expected KSS clear, got KSS set"
     pinned = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded", attributes="0x85")
     assert pinned.check(kss) == []  # given, attributes and their mask alone decide
 

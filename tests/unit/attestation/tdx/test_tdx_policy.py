@@ -14,6 +14,7 @@ from blindai.errors import ConfigurationError
 
 MRTD = bytes(range(48))
 SEPT_VE_DISABLE = 1 << 28
+MIGRATABLE = 1 << 29
 #: RTMR1 and RTMR2 (kernel, command line, initrd) as claims() has them: required beside mr_td
 BOOT = {"rtmr1": "00" * 48, "rtmr2": "00" * 48}
 
@@ -183,3 +184,29 @@ def test_claims_of_another_kind_are_a_violation() -> None:
     )
     policy = TdxPolicy(allow_any_measurement=True)
     assert [v.field for v in policy.check(other)] == ["kind"]
+
+
+# --- regression: violations showed raw hex masks, not the bits that differ ---------------
+
+
+def test_violations_name_the_bits_that_differ_and_keep_the_raw_value() -> None:
+    """A violation read "td_attributes: expected 0x10000000 under mask 0xff..fe, got 0x20000000":
+    which bits? Each now names the TD attribute or XSAVE feature bits that differ, and carries
+    the register's raw value (the claims keep it too)."""
+    policy = TdxPolicy.from_mapping(
+        {"mr_td": MRTD.hex(), **BOOT, "td_attributes": "0x10000000", "xfam": "0x602e7"}
+    )
+    bad = claims(td_attributes=MIGRATABLE | 1 << 63, xfam=0x602E7 & ~(1 << 9) | 1 << 8)
+    got = [(v.field, v.expected, v.actual, v.value) for v in policy.check(bad)]
+    assert got == [
+        (
+            "td_attributes",
+            "SEPT_VE_DISABLE set and MIGRATABLE clear and PERFMON clear",
+            "SEPT_VE_DISABLE clear and MIGRATABLE set and PERFMON set",
+            MIGRATABLE | 1 << 63,
+        ),
+        ("xfam", "PT clear and PKRU set", "PT set and PKRU clear", bad.xfam),
+    ]
+    assert str(policy.check(claims(td_attributes=0))[0]) == (
+        "td_attributes: expected SEPT_VE_DISABLE set, got SEPT_VE_DISABLE clear"
+    )

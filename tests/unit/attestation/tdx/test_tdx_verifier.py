@@ -395,16 +395,16 @@ def test_mr_td_alone_is_refused_as_it_pins_no_kernel_initrd_or_command_line(
 
 
 @pytest.mark.parametrize(
-    ("bits", "why"),
+    ("bits", "named", "why"),
     [
-        (1 << 29, "MIGRATABLE: a migration TD may move the TD and its memory"),
-        (0, "SEPT_VE_DISABLE clear: the host may inject #VE on secure EPT violations"),
-        (1 << 4, "a TUD bit (TD under debug or profiling) other than DEBUG"),
-        (1 << 7, "a TUD bit (TD under debug or profiling) other than DEBUG"),
+        (1 << 29, "MIGRATABLE", "MIGRATABLE: a migration TD may move the TD and its memory"),
+        (0, "SEPT_VE_DISABLE", "SEPT_VE_DISABLE clear: the host may inject #VE on EPT faults"),
+        (1 << 4, "HGS_PLUS_PROF", "a TUD bit (TD under debug or profiling) other than DEBUG"),
+        (1 << 7, "bit 7", "a TUD bit (TD under debug or profiling) other than DEBUG"),
     ],
 )
 def test_td_attributes_left_out_still_refuse_what_weakens_the_td(
-    phala_v4: DcapSet, bits: int, why: str
+    phala_v4: DcapSet, bits: int, named: str, why: str
 ) -> None:
     """The policy refuses these itself, whatever dcap-qvl does (0.7 refuses them too, with a
     plain VerificationError; the bound <0.8 is all that kept them out). No real quote has them,
@@ -413,8 +413,11 @@ def test_td_attributes_left_out_still_refuse_what_weakens_the_td(
     claims = verify(phala_v4, policy())
     assert claims.td_attributes == SEPT_VE_DISABLE
     changed = replace(claims, td_attributes=bits if bits == 0 else SEPT_VE_DISABLE | bits)
-    violations = [(v.field, v.actual) for v in policy().check(changed)]
-    assert violations == [("td_attributes", f"{changed.td_attributes:#x}")], why
+    violations = [(v.field, v.expected, v.actual, v.value) for v in policy().check(changed)]
+    wrong = "clear" if bits == 0 else "set"
+    right = "set" if bits == 0 else "clear"
+    expected = ("td_attributes", f"{named} {right}", f"{named} {wrong}", changed.td_attributes)
+    assert violations == [expected], why
     # pinned explicitly, the policy's own value and mask decide
     explicit = policy(td_attributes=f"{changed.td_attributes:#x}")
     assert explicit.check(changed) == [], why
