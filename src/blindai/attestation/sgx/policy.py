@@ -7,7 +7,7 @@ TOML section ``[sgx]``::
     mr_signer = "815f42f1..."             # without mr_enclave: isv_prod_id, min_isv_svn needed
     isv_prod_id = 0
     min_isv_svn = 0
-    attributes = "0x4"                    # ATTRIBUTES.FLAGS under attributes_mask
+    attributes = "0x5"                    # ATTRIBUTES.FLAGS (INIT, MODE64BIT) under attributes_mask
     xfrm = "0x3"                          # ATTRIBUTES.XFRM under xfrm_mask
     misc_select = "0x0"                   # under misc_select_mask
     allow_debug = false
@@ -37,7 +37,11 @@ __all__ = ["ATTRIBUTE_BITS", "MISC_SELECT_BITS", "SgxPolicy"]
 
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
-INIT, DEBUG, KSS = 0x1, 0x2, 0x80
+INIT, DEBUG, MODE64BIT, PROVISIONKEY, EINITTOKEN_KEY, KSS = 0x1, 0x2, 0x4, 0x10, 0x20, 0x80
+#: what is checked when ``attributes`` is left out (DEBUG aside: ``allow_debug``): a 64-bit
+#: enclave, with no provisioning or launch key and no host-chosen CONFIGID
+_UNPINNED_ATTRIBUTES = INIT | MODE64BIT
+_UNPINNED_MASK = INIT | MODE64BIT | PROVISIONKEY | EINITTOKEN_KEY | KSS
 #: ATTRIBUTES.FLAGS bits by position (Intel SDM vol. 3D, SECS), named in violations
 ATTRIBUTE_BITS = {
     0: "INIT",
@@ -91,8 +95,10 @@ class SgxPolicy:
     without ``mr_enclave`` needs ``isv_prod_id`` and ``min_isv_svn`` too (the signer's key signs
     every product and version it ever released). The DEBUG attribute is judged by
     ``allow_debug`` alone, so the default ``attributes_mask`` leaves it out. ``attributes``
-    left out still refuses KSS (bit 7: the enclave's creator chooses its CONFIGID); given, it
-    and its mask alone decide.
+    left out still requires MODE64BIT set (a 32-bit enclave runs the measured code in another
+    mode) and refuses PROVISIONKEY and EINITTOKEN_KEY (keys for Intel's provisioning and
+    launch enclaves only) and KSS (bit 7: the enclave's creator chooses its CONFIGID); given,
+    it and its mask alone decide.
     """
 
     mr_enclave: frozenset[bytes] | None = None
@@ -177,16 +183,11 @@ class SgxPolicy:
             out.append(Violation("isv_prod_id", str(self.isv_prod_id), str(claims.isv_prod_id)))
         if self.min_isv_svn is not None and claims.isv_svn < self.min_isv_svn:
             out.append(Violation("isv_svn", f">= {self.min_isv_svn}", str(claims.isv_svn)))
-        if self.attributes is None:  # the default: no host-chosen CONFIGID (KSS clear)
-            out += f.masked("attributes", 0, KSS, claims.attributes, ATTRIBUTE_BITS)
+        if self.attributes is None:  # the default: an ordinary 64-bit application enclave
+            expected, mask = _UNPINNED_ATTRIBUTES, _UNPINNED_MASK
         else:
-            out += f.masked(
-                "attributes",
-                self.attributes,
-                self.attributes_mask,
-                claims.attributes,
-                ATTRIBUTE_BITS,
-            )
+            expected, mask = self.attributes, self.attributes_mask
+        out += f.masked("attributes", expected, mask, claims.attributes, ATTRIBUTE_BITS)
         out += f.masked("xfrm", self.xfrm, self.xfrm_mask, claims.xfrm, XSAVE_BITS)
         out += f.masked(
             "misc_select",

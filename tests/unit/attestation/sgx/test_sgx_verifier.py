@@ -452,3 +452,35 @@ def test_allow_any_measurement_beside_a_measurement_is_refused(phala_sgx: DcapSe
             )
     any_code = {"allow_any_measurement": True, "allowed_tcb_statuses": statuses}
     assert verify(phala_sgx, SgxPolicy.from_mapping(any_code)).mr_signer.hex() == PHALA_MRSIGNER
+
+
+# --- regression: with attributes left out, MODE64BIT, PROVISIONKEY, EINITTOKEN_KEY unchecked -
+
+
+@pytest.mark.parametrize(
+    ("flip", "named", "why"),
+    [
+        (0x04, "MODE64BIT set", "a 32-bit enclave: the measured code runs in another mode"),
+        (0x10, "PROVISIONKEY clear", "the provisioning key is for Intel's provisioning enclaves"),
+        (0x20, "EINITTOKEN_KEY clear", "the launch key is for the launch enclave alone"),
+    ],
+)
+def test_attributes_left_out_require_an_ordinary_64_bit_enclave(
+    automata_sgx: DcapSet, flip: int, named: str, why: str
+) -> None:
+    """ATTRIBUTES are not part of MRENCLAVE: whoever signs a SIGSTRUCT chooses them, so an
+    enclave pinned by mr_enclave alone could be launched in 32-bit mode or with a key no
+    application enclave needs. Every real quote here has 0x5 (INIT, MODE64BIT); the check is
+    shown on the real quote's verified claims with one bit flipped in them."""
+    accepting = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded")
+    claims = verify(automata_sgx, accepting)
+    assert claims.attributes == 0x05 and accepting.check(claims) == []
+    changed = replace(claims, attributes=claims.attributes ^ flip)
+    [violation] = accepting.check(changed)
+    assert (violation.field, violation.expected, violation.value) == (
+        "attributes",
+        named,
+        changed.attributes,
+    ), why
+    pinned = policy(AUTOMATA_MRENCLAVE, "SWHardeningNeeded", attributes=f"{changed.attributes:#x}")
+    assert pinned.check(changed) == []  # given, attributes and their mask alone decide
