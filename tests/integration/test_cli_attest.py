@@ -348,9 +348,9 @@ def test_without_a_policy_an_up_to_date_production_tee_is_accepted(snp: Path) ->
     (note,) = _lines(done.stderr)
     assert note == (
         "NOTE: no --policy given: the default [sev_snp] policy applies (debug refused (guest "
-        "policy bit 19), a migration agent refused (bit 18), the most privileged VMPL only; any "
-        "firmware TCB (no min_tcb)); the measurement is NOT pinned: any code in a genuine TEE "
-        "passes"
+        "policy bit 19), a migration agent refused (bit 18), CXL refused (bit 21), the most "
+        "privileged VMPL only; any firmware TCB (no min_tcb)); the measurement is NOT pinned: "
+        "any code in a genuine TEE passes"
     )
 
 

@@ -1,13 +1,13 @@
 """Registers of named bits (SGX ATTRIBUTES, TDX TD attributes and XFAM, the SEV-SNP guest
-policy): violations that name each offending bit."""
+policy): violations that name each offending bit, and policy sets of bit names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
-from blindai.errors import Violation
+from blindai.errors import ConfigurationError, Violation
 
-__all__ = ["XSAVE_BITS", "bit_name", "bit_violations"]
+__all__ = ["XSAVE_BITS", "bit_name", "bit_violations", "check_names"]
 
 #: XSAVE feature bits (XCR0 and IA32_XSS), as SGX's XFRM and TDX's XFAM use them
 XSAVE_BITS: Mapping[int, str] = {
@@ -56,3 +56,22 @@ def bit_violations(
     if not wanted:
         return []
     return [Violation(field, " and ".join(wanted), " and ".join(found), value=actual)]
+
+
+def check_names(
+    value: object, key: str, allowed: Collection[str], section: str, hint: str = ""
+) -> None:
+    """ConfigurationError unless ``value`` is a set of strings, each one of ``allowed`` (a list
+    of names in a policy; a plain string would be a substring test); ``hint`` replaces the list
+    of known names in the message."""
+    if not isinstance(value, frozenset | set) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(
+            f"[{section}] {key} must be a set of bit names (frozenset of str), "
+            f"not {type(value).__name__}"
+        )
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigurationError(
+            f"[{section}] {key}: unknown or misplaced bit(s) {', '.join(unknown)}; "
+            + (hint or f"known: {', '.join(sorted(allowed))}")
+        )

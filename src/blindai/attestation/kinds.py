@@ -123,8 +123,8 @@ class KindSpec:
 
 _DCAP = "TCB status UpToDate only, debug refused"
 _SNP = (
-    "debug refused (guest policy bit 19), a migration agent refused (bit 18), "
-    "the most privileged VMPL only; any firmware TCB (no min_tcb)"
+    "debug refused (guest policy bit 19), a migration agent refused (bit 18), CXL refused "
+    "(bit 21), the most privileged VMPL only; any firmware TCB (no min_tcb)"
 )
 _NITRO = "debug refused (PCR0 all zero), the document fresh (max_age_seconds)"
 _GPU = "no check beyond authenticity: no minimum driver or VBIOS version"

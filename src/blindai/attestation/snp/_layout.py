@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from blindai.errors import EvidenceError
 
 __all__ = [
+    "POLICY_BITS",
     "POLICY_DEBUG_BIT",
     "POLICY_MIGRATE_MA_BIT",
     "REPORT_SIZE",
@@ -30,6 +31,19 @@ SUPPORTED_VERSIONS = frozenset({2, 3, 4, 5})
 SIGNATURE_ALGO_ECDSA_P384_SHA384 = 1
 POLICY_DEBUG_BIT = 19
 POLICY_MIGRATE_MA_BIT = 18
+#: the guest policy's flag bits by position (SEV-SNP firmware ABI, "Guest Policy" table; bits
+#: 7:0 are ABI_MINOR, 15:8 ABI_MAJOR, 17 is reserved and must be one, 63:26 must be zero)
+POLICY_BITS = {
+    16: "SMT",
+    POLICY_MIGRATE_MA_BIT: "MIGRATE_MA",
+    POLICY_DEBUG_BIT: "DEBUG",
+    20: "SINGLE_SOCKET",
+    21: "CXL_ALLOW",
+    22: "MEM_AES_256_XTS",
+    23: "RAPL_DIS",
+    24: "CIPHERTEXT_HIDING_DRAM",
+    25: "PAGE_SWAP_DISABLE",
+}
 _POLICY_RESERVED_ONE_BIT = 17
 _POLICY_MBZ_FROM_BIT = 26
 _KEY_INFO_MBZ_FROM_BIT = 5

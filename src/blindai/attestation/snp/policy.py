@@ -12,7 +12,13 @@ Keys: ``measurement`` (required unless ``allow_any_measurement = true`` is given
 ``host_data`` (32 bytes hex), ``id_key_digest`` and ``author_key_digest`` (48 bytes hex),
 ``allow_debug`` (default false: guest policy bit 19 DEBUG is a violation),
 ``allow_migration_agent`` (default false: guest policy bit 18 MIGRATE_MA, which lets the host
-associate a migration agent able to export the guest's memory, is a violation), ``min_tcb`` (a table
+associate a migration agent able to export the guest's memory, is a violation),
+``allowed_policy_bits`` (the other permission bits the guest policy may set, by name: ``SMT``,
+the default, and ``CXL_ALLOW``), ``required_policy_bits`` (restriction bits it must set:
+``SINGLE_SOCKET``, ``MEM_AES_256_XTS``, ``RAPL_DIS``, ``CIPHERTEXT_HIDING_DRAM``,
+``PAGE_SWAP_DISABLE``; none by default), ``min_policy_abi`` (``"MAJOR.MINOR"``: the guest
+policy must demand at least this firmware ABI, which the firmware enforced at launch),
+``min_tcb`` (a table
 ``{bootloader, tee, snp, microcode}``, or the 8 TCB_VERSION bytes as 16 hex digits in report
 order, e.g. ``"0300000000000873"``), ``max_vmpl`` (highest VMPL accepted, 0..3, default 0:
 the most privileged level), ``allowed_signing_keys`` and ``products`` (e.g. ``["Milan"]``).
@@ -27,8 +33,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from blindai.attestation._bits import bit_violations, check_names
 from blindai.attestation.claims import VerifiedClaims
-from blindai.attestation.snp._layout import POLICY_MIGRATE_MA_BIT, TcbVersion
+from blindai.attestation.snp._layout import (
+    POLICY_BITS,
+    TcbVersion,
+)
 from blindai.attestation.snp.claims import SnpClaims
 from blindai.errors import ConfigurationError, EvidenceError, Violation
 
@@ -40,6 +50,14 @@ _SIGNING_KEYS = frozenset({"vcek", "vlek"})
 _TCBS = ("reported_tcb", "committed_tcb", "launch_tcb", "current_tcb")
 _FLAGS = ("allow_any_measurement", "allow_debug", "allow_migration_agent", "allow_any_tcb")
 _SIZES = {"measurement": 48, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48}
+_BIT = {name: bit for bit, name in POLICY_BITS.items()}
+#: guest policy bits that grant the host something: set, each must be allowed by name (DEBUG and
+#: MIGRATE_MA have their own flags, allow_debug and allow_migration_agent)
+_PERMISSIONS = frozenset({"SMT", "CXL_ALLOW"})
+#: guest policy bits that restrict the platform: a policy may require them set
+_RESTRICTIONS = frozenset(
+    {"SINGLE_SOCKET", "MEM_AES_256_XTS", "RAPL_DIS", "CIPHERTEXT_HIDING_DRAM", "PAGE_SWAP_DISABLE"}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,9 +76,20 @@ class SnpPolicy:
     max_vmpl: int = 0
     allowed_signing_keys: frozenset[str] = field(default=_SIGNING_KEYS)
     products: frozenset[str] | None = None
+    allowed_policy_bits: frozenset[str] = frozenset({"SMT"})
+    """Permission bits of the guest policy that may be set: ``SMT`` (simultaneous
+    multithreading, set in every real report: the default) and ``CXL_ALLOW`` (CXL devices or
+    memory may back the guest). Any other set is a violation; an empty set refuses both."""
+    required_policy_bits: frozenset[str] = frozenset()
+    """Restriction bits the guest policy must set: ``SINGLE_SOCKET``, ``MEM_AES_256_XTS``,
+    ``RAPL_DIS``, ``CIPHERTEXT_HIDING_DRAM``, ``PAGE_SWAP_DISABLE``; none by default."""
+    min_policy_abi: tuple[int, int] | None = None
+    """(ABI_MAJOR, ABI_MINOR): the guest policy's own minimum firmware ABI, which the firmware
+    enforced when it launched the guest, must be at least this. None: any."""
 
     def __post_init__(self) -> None:
         self._check_types()
+        self._check_policy_bits()
         if self.measurement is None and self.allow_any_measurement is not True:
             raise ConfigurationError(
                 "[sev_snp] needs a measurement (or allow_any_measurement = true, explicitly)"
@@ -106,6 +135,27 @@ class SnpPolicy:
                     f"not {type(value).__name__}"
                 )
 
+    def _check_policy_bits(self) -> None:
+        """Each name a bit of the guest policy, in the set for its kind (a permission allowed, a
+        restriction required); DEBUG and MIGRATE_MA left to their flags; the ABI two bytes."""
+        check_names(
+            self.allowed_policy_bits, "allowed_policy_bits", _PERMISSIONS, "sev_snp", _hint()
+        )
+        check_names(
+            self.required_policy_bits, "required_policy_bits", _RESTRICTIONS, "sev_snp", _hint()
+        )
+        abi = self.min_policy_abi
+        if abi is not None and (
+            not isinstance(abi, tuple)
+            or len(abi) != 2
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in abi
+            )
+        ):
+            raise ConfigurationError(
+                '[sev_snp] min_policy_abi is "MAJOR.MINOR" (two integers 0..255), e.g. "1.51"'
+            )
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SnpPolicy:
         """Build from a ``[sev_snp]`` TOML section; ConfigurationError on unknown or bad keys."""
@@ -127,10 +177,7 @@ class SnpPolicy:
             expected = getattr(self, name)
             if expected is not None and getattr(claims, name) != expected:
                 out.append(Violation(name, expected.hex(), getattr(claims, name).hex()))
-        if claims.debug and not self.allow_debug:
-            out.append(Violation("debug", "false (policy bit 19 clear)", "true"))
-        if claims.guest_policy >> POLICY_MIGRATE_MA_BIT & 1 and not self.allow_migration_agent:
-            out.append(Violation("migrate_ma", "false (policy bit 18 clear)", "true"))
+        out += self._guest_policy(claims)
         if self.min_tcb is not None:
             for name in _TCBS:
                 tcb = getattr(claims, name)
@@ -145,6 +192,42 @@ class SnpPolicy:
             out.append(Violation("product", " or ".join(sorted(self.products)), claims.product))
         return out
 
+    def _guest_policy(self, claims: SnpClaims) -> list[Violation]:
+        """DEBUG (reported on ``debug``), then the other flag bits and the ABI minimum (on
+        ``guest_policy``), each bit named; the raw policy rides along as the value."""
+        policy = claims.guest_policy
+        out = []
+        if claims.debug and not self.allow_debug:
+            out.append(Violation("debug", "DEBUG clear", "DEBUG set", policy))
+        refused = {name for name in _PERMISSIONS if name not in self.allowed_policy_bits}
+        if not self.allow_migration_agent:
+            refused.add("MIGRATE_MA")
+        required = _mask(self.required_policy_bits)
+        mask = _mask(refused) | required
+        out += bit_violations("guest_policy", required, mask, policy, POLICY_BITS)
+        abi = (policy >> 8 & 0xFF, policy & 0xFF)
+        if self.min_policy_abi is not None and abi < self.min_policy_abi:
+            want = ".".join(map(str, self.min_policy_abi))
+            out.append(
+                Violation("guest_policy", f"ABI >= {want}", f"ABI {abi[0]}.{abi[1]}", policy)
+            )
+        return out
+
+
+def _mask(names: frozenset[str] | set[str]) -> int:
+    out = 0
+    for name in names:
+        out |= 1 << _BIT[name]
+    return out
+
+
+def _hint() -> str:
+    return (
+        f"allowed_policy_bits takes the permissions {', '.join(sorted(_PERMISSIONS))}; "
+        f"required_policy_bits the restrictions {', '.join(sorted(_RESTRICTIONS))}; "
+        "DEBUG is allow_debug's, MIGRATE_MA allow_migration_agent's"
+    )
+
 
 def _convert(name: str, value: Any) -> Any:
     if name in _SIZES:
@@ -157,7 +240,19 @@ def _convert(name: str, value: Any) -> Any:
         return value  # checked in __post_init__
     if name == "min_tcb":
         return _tcb(value)
+    if name == "min_policy_abi":
+        return _abi(value)
     return _names(name, value)
+
+
+def _abi(value: Any) -> tuple[int, int]:
+    """``"1.51"``: ABI_MAJOR 1, ABI_MINOR 51 (each a decimal byte, as AMD writes versions)."""
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and p.isascii() for p in parts):
+        raise ConfigurationError(
+            '[sev_snp] min_policy_abi is "MAJOR.MINOR" (two integers 0..255), e.g. "1.51"'
+        )
+    return int(parts[0]), int(parts[1])
 
 
 def _hex(name: str, value: Any) -> bytes:

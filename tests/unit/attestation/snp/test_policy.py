@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timezone
 
@@ -199,3 +200,96 @@ def test_a_typed_policy_refuses_mistyped_flags_tcb_and_names(claims: SnpClaims) 
             SnpPolicy(measurement=m, min_tcb=tcb, **{name: wrong})  # type: ignore[arg-type]
     typed = SnpPolicy(measurement=m, min_tcb=tcb, products=frozenset({"Milan"}))
     assert typed.check(claims) == []
+
+
+# --- guest policy bits: the TOML keys and the typed fields validate alike ------------------
+
+TCB = TcbVersion(bootloader=0, tee=0, snp=0, microcode=0)
+
+
+def _both(**keys: object) -> tuple[SnpPolicy | Exception, SnpPolicy | Exception]:
+    """The policy from TOML values and from typed values (lists as sets, the ABI as a tuple),
+    or the error each raised."""
+    toml: dict[str, object] = {"measurement": M, "min_tcb": "00" * 8, **keys}
+    typed: dict[str, object] = {}
+    for key, value in keys.items():
+        if isinstance(value, list):
+            value = frozenset(value)
+        elif key == "min_policy_abi" and isinstance(value, str) and value.count(".") == 1:
+            major, minor = value.split(".")
+            value = (int(major), int(minor)) if (major + minor).isdigit() else value
+        typed[key] = value
+    out: list[SnpPolicy | Exception] = []
+    for build in (
+        lambda: SnpPolicy.from_mapping(toml),
+        lambda: SnpPolicy(measurement=bytes.fromhex(M), min_tcb=TCB, **typed),  # type: ignore[arg-type]
+    ):
+        try:
+            out.append(build())
+        except ConfigurationError as exc:
+            out.append(exc)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        (
+            {"allowed_policy_bits": ["SMT", "HYPERTHREADING"]},
+            "unknown or misplaced bit.*HYPERTHREADING",
+        ),
+        ({"allowed_policy_bits": ["DEBUG"]}, "misplaced bit.*DEBUG; .*DEBUG is allow_debug's"),
+        ({"allowed_policy_bits": ["MIGRATE_MA"]}, "MIGRATE_MA allow_migration_agent's"),
+        (
+            {"allowed_policy_bits": ["SINGLE_SOCKET"]},
+            "SINGLE_SOCKET; .*required_policy_bits the restrictions .*SINGLE_SOCKET",
+        ),
+        (
+            {"required_policy_bits": ["SMT"]},
+            "SMT; allowed_policy_bits takes the permissions CXL_ALLOW, SMT",
+        ),
+        (
+            {"required_policy_bits": ["CIPHERTEXT_HIDING"]},
+            "CIPHERTEXT_HIDING; .*restrictions CIPHERTEXT_HIDING_DRAM",
+        ),
+        ({"required_policy_bits": "RAPL_DIS"}, "required_policy_bits must be a "),
+        ({"allowed_policy_bits": "SMT"}, "allowed_policy_bits must be a "),
+        ({"min_policy_abi": "1"}, 'min_policy_abi is "MAJOR.MINOR"'),
+        ({"min_policy_abi": "1.2.3"}, 'min_policy_abi is "MAJOR.MINOR"'),
+        ({"min_policy_abi": "1.256"}, 'min_policy_abi is "MAJOR.MINOR"'),
+        ({"min_policy_abi": "a.b"}, 'min_policy_abi is "MAJOR.MINOR"'),
+        ({"min_policy_abi": 1.5}, 'min_policy_abi is "MAJOR.MINOR"'),
+    ],
+)
+def test_bad_guest_policy_keys_are_refused_in_toml_and_typed_alike(
+    keys: dict[str, object], match: str
+) -> None:
+    for built in _both(**keys):
+        assert isinstance(built, ConfigurationError), built
+        assert re.search(match, str(built)), str(built)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {},
+        {"allowed_policy_bits": []},
+        {"allowed_policy_bits": ["SMT", "CXL_ALLOW"]},
+        {"required_policy_bits": ["SINGLE_SOCKET", "PAGE_SWAP_DISABLE"]},
+        {"min_policy_abi": "1.51"},
+    ],
+)
+def test_good_guest_policy_keys_build_the_same_policy_from_toml_and_typed(
+    keys: dict[str, object],
+) -> None:
+    toml, typed = _both(**keys)
+    assert isinstance(toml, SnpPolicy) and toml == typed
+
+
+def test_typed_guest_policy_fields_refuse_what_toml_cannot_say() -> None:
+    m = bytes.fromhex(M)
+    for abi in ((1,), (1, 2, 3), (True, 0), (1, -1), [1, 51], ("1", "51")):
+        with pytest.raises(ConfigurationError, match="min_policy_abi"):
+            SnpPolicy(measurement=m, min_tcb=TCB, min_policy_abi=abi)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="set of bit names"):
+        SnpPolicy(measurement=m, min_tcb=TCB, allowed_policy_bits=frozenset({16}))  # type: ignore[arg-type]

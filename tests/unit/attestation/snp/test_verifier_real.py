@@ -253,7 +253,8 @@ def test_constructor_needs_fingerprints(pins: list[bytes]) -> None:
 def test_debug_guest_is_refused_by_default(sets: dict[str, RealSet]) -> None:
     with pytest.raises(PolicyError) as info:
         verify(sets["go-sev-guest-milan"], allow_debug=False)
-    assert [v.field for v in info.value.violations] == ["debug"]
+    assert [str(v) for v in info.value.violations] == ["debug: expected DEBUG clear, got DEBUG set"]
+    assert info.value.violations[0].value == 0xB0000  # the raw guest policy (SMT, DEBUG)
 
 
 def test_vlek_at_vmpl_1_is_refused_by_default(sets: dict[str, RealSet]) -> None:
@@ -314,7 +315,8 @@ def test_a_guest_that_allows_a_migration_agent_is_refused_by_default(real_set: R
     assert default.allow_migration_agent is False
     assert default.check(authentic) == []
     migratable = replace(authentic, guest_policy=authentic.guest_policy | 1 << 18)
-    assert [(v.field, v.actual) for v in default.check(migratable)] == [("migrate_ma", "true")]
+    got = [(v.field, v.expected, v.actual, v.value) for v in default.check(migratable)]
+    assert got == [("guest_policy", "MIGRATE_MA clear", "MIGRATE_MA set", migratable.guest_policy)]
     assert policy_for(real_set, allow_migration_agent=True).check(migratable) == []
     with pytest.raises(ConfigurationError, match="true or false"):
         policy_for(real_set, allow_migration_agent=1)
@@ -364,3 +366,89 @@ def test_min_tcb_also_bounds_committed_current_and_launch_tcb(sets: dict[str, Re
     for name in ("committed_tcb", "launch_tcb", "current_tcb"):
         lowered = replace(claims, **{name: old})
         assert [(v.field, v.actual) for v in at_reported.check(lowered)] == [(name, str(old))]
+
+
+# --- regression: guest policy bits other than DEBUG and MIGRATE_MA were not checked --------
+
+
+REAL_POLICIES = {
+    "go-sev-guest-milan": 0xB0000,  # SMT, DEBUG
+    "trustee-azure-genoa": 0x3001F,  # SMT, ABI 0.31
+    "trustee-milan-vlek": 0x30000,  # SMT
+    "virtee-sev-milan": 0x30000,  # SMT
+}
+
+
+def _authentic(real: RealSet) -> SnpClaims:
+    return VERIFIER.verify_authenticity(real.report, now=NOW, endorsements=real.endorsements)
+
+
+def test_every_real_report_allows_smt_and_the_default_accepts_it(real_set: RealSet) -> None:
+    """SMT (bit 16) is set in every real report: the default accepts it; a policy can refuse it
+    with ``allowed_policy_bits = []`` (a sibling thread could observe the guest's)."""
+    authentic = _authentic(real_set)
+    assert authentic.guest_policy == REAL_POLICIES[real_set.name]
+    assert policy_for(real_set).allowed_policy_bits == frozenset({"SMT"})
+    assert policy_for(real_set).check(authentic) == []
+    got = [
+        (v.field, str(v), v.value)
+        for v in policy_for(real_set, allowed_policy_bits=[]).check(authentic)
+    ]
+    assert got == [
+        ("guest_policy", "guest_policy: expected SMT clear, got SMT set", authentic.guest_policy)
+    ]
+    no_smt = replace(authentic, guest_policy=authentic.guest_policy & ~(1 << 16))
+    assert policy_for(real_set, allowed_policy_bits=[]).check(no_smt) == []
+
+
+def test_a_guest_that_allows_cxl_is_refused_by_default(real_set: RealSet) -> None:
+    """CXL_ALLOW (bit 21) lets CXL devices or memory, outside the SoC, be populated for the
+    guest; no real report has it, so it is refused unless allowed by name. Shown on each real
+    report's verified claims with the bit set in them."""
+    authentic = _authentic(real_set)
+    cxl = replace(authentic, guest_policy=authentic.guest_policy | 1 << 21)
+    assert [str(v) for v in policy_for(real_set).check(cxl)] == [
+        "guest_policy: expected CXL_ALLOW clear, got CXL_ALLOW set"
+    ]
+    allowing = policy_for(real_set, allowed_policy_bits=["SMT", "CXL_ALLOW"])
+    assert allowing.check(cxl) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bit"),
+    [
+        ("SINGLE_SOCKET", 20),
+        ("MEM_AES_256_XTS", 22),
+        ("RAPL_DIS", 23),
+        ("CIPHERTEXT_HIDING_DRAM", 24),
+        ("PAGE_SWAP_DISABLE", 25),
+    ],
+)
+def test_a_policy_can_require_each_restriction_bit(
+    sets: dict[str, RealSet], name: str, bit: int
+) -> None:
+    """No real report sets a restriction bit, so none is required by default; required, a
+    report without it is refused, naming it, and one with it (set in the verified claims)
+    accepted."""
+    real = sets["trustee-azure-genoa"]
+    authentic = _authentic(real)
+    assert policy_for(real).check(authentic) == []
+    strict = policy_for(real, required_policy_bits=[name])
+    assert [(v.field, v.expected, v.actual) for v in strict.check(authentic)] == [
+        ("guest_policy", f"{name} set", f"{name} clear")
+    ]
+    assert strict.check(replace(authentic, guest_policy=authentic.guest_policy | 1 << bit)) == []
+
+
+def test_a_policy_can_ask_for_a_minimum_guest_policy_abi(sets: dict[str, RealSet]) -> None:
+    """ABI_MAJOR.ABI_MINOR (bits 15:0) is the lowest firmware ABI the guest's launch asked
+    for; the Azure Genoa report asks 0.31, the others 0.0."""
+    real = sets["trustee-azure-genoa"]
+    authentic = _authentic(real)
+    assert policy_for(real, min_policy_abi="0.31").check(authentic) == []
+    got = [
+        (v.field, str(v), v.value) for v in policy_for(real, min_policy_abi="0.32").check(authentic)
+    ]
+    assert got == [("guest_policy", "guest_policy: expected ABI >= 0.32, got ABI 0.31", 0x3001F)]
+    refused = policy_for(real, min_policy_abi="1.0").check(authentic)
+    assert [str(v) for v in refused] == ["guest_policy: expected ABI >= 1.0, got ABI 0.31"]
