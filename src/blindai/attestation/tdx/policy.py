@@ -100,7 +100,8 @@ class TdxPolicy:
     (kernel, command line, initrd) unless ``allow_unpinned_rtmrs``. The DEBUG attribute is
     judged by ``allow_debug`` alone, so the default ``td_attributes_mask`` leaves it out.
     ``td_attributes`` left out still requires SEPT_VE_DISABLE set and MIGRATABLE and the other
-    TUD bits clear; given, it and its mask alone decide.
+    TUD bits clear; given, it and its mask alone decide. ``xfam`` left out is not checked: the
+    XSAVE features it lists are the TD's own, their state kept from the host by the TDX module.
     """
 
     mr_td: frozenset[bytes] | None = None

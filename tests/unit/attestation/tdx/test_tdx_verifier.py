@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -540,3 +541,39 @@ def test_typed_flags_must_be_booleans(flag: str) -> None:
     and rtmr2 requirement (a729671) was skipped, as allow_debug="false" allowed debug TDs."""
     with pytest.raises(ConfigurationError, match=f"{flag} must be true or false"):
         TdxPolicy(mr_td=frozenset({bytes.fromhex(PHALA_MRTD)}), **{flag: "false"})  # type: ignore[arg-type]
+
+
+# --- XFAM: no default check (a decision, documented), named bits when pinned ---------------
+
+#: XFAM of each real TDX quote: four platforms, four values (FP, SSE, AVX, AVX-512, AMX and,
+#: varying, PKRU, CET_U, CET_S)
+REAL_XFAM = {
+    "phala-dcap-qvl-tdx-v4": 0x602E7,
+    "phala-dcap-qvl-tdx-v5-outdated": 0x618E7,
+    "automata-dcap-rs-tdx-v4": 0x600E7,
+    "go-tdx-guest-spr-e4": 0x61AE7,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_XFAM))
+def test_the_real_quotes_xfam(evidence_dir: Path, name: str) -> None:
+    _, report = parse_tdx_quote((evidence_dir / "tdx" / name / "quote.bin").read_bytes())
+    assert report.xfam == REAL_XFAM[name]
+
+
+@pytest.mark.parametrize(("bit", "named"), [(8, "PT"), (14, "ULI"), (15, "LBR")])
+def test_xfam_left_out_is_not_checked_and_pinned_names_the_features(
+    phala_v4: DcapSet, bit: int, named: str
+) -> None:
+    """XFAM lists the XSAVE features the TD itself may use; the TDX module keeps their state
+    in the TD, out of the host's reach, so no bit weakens the TD's isolation and no default
+    is checked (the real quotes' values differ with each CPU). Pinned, a change is refused,
+    named: shown on the real v4 quote's verified claims with a feature added."""
+    claims = verify(phala_v4, policy())
+    changed = replace(claims, xfam=claims.xfam | 1 << bit)
+    assert policy().check(changed) == []
+    pinned = policy(xfam=f"{claims.xfam:#x}")
+    assert pinned.check(claims) == []
+    assert [(str(v), v.value) for v in pinned.check(changed)] == [
+        (f"xfam: expected {named} clear, got {named} set", changed.xfam)
+    ]
