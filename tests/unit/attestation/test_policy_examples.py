@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blindai.attestation import Policy
+from blindai.attestation import EvidenceKind, Policy, verifier_for
 
 REPO = Path(__file__).resolve().parents[3]
 SECTIONS = ("sgx", "tdx", "sev_snp")
@@ -58,3 +58,28 @@ def test_the_examples_are_found() -> None:
 )
 def test_each_policy_example_loads(doc: str, section: str, toml: str) -> None:
     Policy.from_toml(_filled(toml))
+
+
+REGISTERS = ("attributes", "xfrm", "misc_select", "td_attributes", "xfam")
+
+
+@pytest.mark.parametrize(("section", "fixture"), [("sgx", "automata_sgx"), ("tdx", "phala_v4")])
+def test_the_reference_examples_flag_registers_accept_the_real_evidence(
+    request: pytest.FixtureRequest, section: str, fixture: str
+) -> None:
+    """The [sgx] and [tdx] examples of docs/attestation.md give attributes, XFRM, MISCSELECT, TD
+    attributes and XFAM: a reader copying them must not refuse a real enclave or TD for them.
+    ``xfrm = "0x3"`` under the default mask (every bit) refused every real enclave (XFRM 0xe7:
+    AVX, AVX-512), as ``attributes = "0x4"`` in SgxPolicy's docstring did (INIT is always set)."""
+    dcap = request.getfixturevalue(fixture)
+    kind = EvidenceKind.SGX if section == "sgx" else EvidenceKind.TDX
+    [toml] = [t for doc, s, t in EXAMPLES if (doc, s) == ("attestation.md", section)]
+    example = Policy.from_toml(_filled(toml)).for_kind(kind)
+    permissive = Policy.from_toml(
+        f"[{section}]\nallow_any_measurement = true\n"
+        'allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]'
+    ).for_kind(kind)
+    claims = verifier_for(kind).verify(
+        dcap.quote, permissive, now=dcap.now, endorsements=dcap.endorsements
+    )
+    assert [v for v in example.check(claims) if v.field in REGISTERS] == []

@@ -8,7 +8,8 @@ TOML section ``[sgx]``::
     isv_prod_id = 0
     min_isv_svn = 0
     attributes = "0x5"                    # ATTRIBUTES.FLAGS (INIT, MODE64BIT) under attributes_mask
-    xfrm = "0x3"                          # ATTRIBUTES.XFRM under xfrm_mask
+    xfrm = "0x3"                          # ATTRIBUTES.XFRM under xfrm_mask (X87, SSE set;
+    xfrm_mask = "0xffffffffffffff1b"      # AVX, AVX-512 free: their bits 2, 5-7 left out)
     misc_select = "0x0"                   # under misc_select_mask
     allow_debug = false
     allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
