@@ -198,7 +198,7 @@ class SnpPolicy:
         policy = claims.guest_policy
         out = []
         if claims.debug and not self.allow_debug:
-            out.append(Violation("debug", "DEBUG clear", "DEBUG set", policy))
+            out.append(Violation("debug", "DEBUG clear", "DEBUG set", value=policy))
         refused = {name for name in _PERMISSIONS if name not in self.allowed_policy_bits}
         if not self.allow_migration_agent:
             refused.add("MIGRATE_MA")
@@ -209,7 +209,7 @@ class SnpPolicy:
         if self.min_policy_abi is not None and abi < self.min_policy_abi:
             want = ".".join(map(str, self.min_policy_abi))
             out.append(
-                Violation("guest_policy", f"ABI >= {want}", f"ABI {abi[0]}.{abi[1]}", policy)
+                Violation("guest_policy", f"ABI >= {want}", f"ABI {abi[0]}.{abi[1]}", value=policy)
             )
         return out
 
