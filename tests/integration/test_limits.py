@@ -1068,6 +1068,45 @@ def test_grpc_call_slots_come_back_however_calls_end(tmp_path, how):
         channel.close()
 
 
+def test_calls_without_a_valid_key_hold_no_grpc_call_slot(tmp_path):
+    """With access control, a call's key was checked only once its message had come, and the
+    call held one of the port's slots (--max-connections here, 6) from its start: a client
+    with no key opened six calls on one connection and sent nothing, and every tenant's call
+    was refused RESOURCE_EXHAUSTED for the connection's call bound (36 minutes at the
+    defaults). A call whose metadata names no valid key is now answered UNAUTHENTICATED at
+    once, its message unread, and holds no slot."""
+    import hashlib
+
+    import grpc
+
+    from blindai.protocol.apikeys import generate_key
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    admin = generate_key()
+    digest = hashlib.sha256(admin.encode()).hexdigest()
+    # a call bound of minutes, as at the defaults (36): the held calls outlive the test's calls
+    flags = ("--max-connections", str(_SLOTS), "--admin-key-sha256", digest)
+    with (
+        _grpc_server(tmp_path, *flags, "--body-timeout", "100") as (proc, cert),
+        _held(proc, cert, _SLOTS) as (calls, _),
+    ):
+        deadline = time.monotonic() + 2.0
+        while not all(c.done() for c in calls) and time.monotonic() < deadline:
+            time.sleep(0.05)  # before, they were held: in the servicer by now
+        channel, stub = _grpc_stub(proc, cert)
+        try:
+            index = stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(),
+                metadata=[("authorization", f"Bearer {admin}")],
+                timeout=HANG,
+            )
+        finally:
+            channel.close()
+        assert list(index.models) == []
+        for call in calls:  # no key: refused at once, their message unread
+            assert call.exception(timeout=1).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):
     """Protobuf makes an object per element while it parses a message (a 61 MiB message of
     empty BYTES elements took 1000 MiB), and the gRPC port took 64 calls of 64 MiB at once at

@@ -25,6 +25,7 @@ backstop: it refuses before any code of ours runs, so its refusals have no audit
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -88,6 +89,15 @@ class _OverLimit:
 
 
 _OVER_LIMIT = _OverLimit()
+
+
+class _Unauthenticated:
+    """The request a call whose metadata names no valid key hands its handler: the key's
+    refusal, its message unread (see :func:`_one_message`)."""
+
+    def __init__(self, error: AuthenticationError) -> None:
+        self.error = error
+
 
 _log = logging.getLogger("blindai.server")
 _CODES = {
@@ -235,7 +245,9 @@ def _guarded(
     :func:`_no_message` and audited with the key its metadata names (valid or revoked): 400,
     or 413 when grpcio had ended it (499 when its deadline had passed, 503 when ``cut()``). A
     call past the calls served at once (``request`` :data:`_OVER_LIMIT`) runs nothing either:
-    ``RESOURCE_EXHAUSTED``, audited :data:`TOO_MANY_CALLS` with the key its metadata names."""
+    ``RESOURCE_EXHAUSTED``, audited :data:`TOO_MANY_CALLS` with the key its metadata names.
+    A call whose metadata names no valid key (``request`` a :class:`_Unauthenticated`) runs
+    nothing and its message is not read: ``UNAUTHENTICATED``, audited 401 as any other."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -245,7 +257,8 @@ def _guarded(
         status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
         over = request is _OVER_LIMIT
-        size = len(request) if raw else 0 if request is None or over else request.ByteSize()
+        unread = over or isinstance(request, _Unauthenticated)
+        size = len(request) if raw else 0 if request is None or unread else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
         named: Principal | None = None  # the audit line's caller when there is no state
@@ -273,6 +286,9 @@ def _guarded(
             if request is None or over:  # nothing is run, whatever the key
                 named = _presented(access, header) if method not in OPEN_METHODS else None
                 raise _TooMany if over else _NoMessage
+            if isinstance(request, _Unauthenticated):  # refused before its message was read
+                named = access.refused_caller(header)
+                raise request.error
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
             else:
@@ -350,10 +366,19 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
-def _one_message(serve: _Handler, slots: CallSlots) -> _Handler:
+def _one_message(
+    serve: _Handler,
+    slots: CallSlots,
+    refusal: Callable[[grpc.aio.ServicerContext[Any, Any]], AuthenticationError | None],
+) -> _Handler:
     """A unary call served as a client-streaming one whose first message is read here, when
-    the port serves fewer than ``slots.limit`` calls (else it is handed on, unread, as
-    :data:`_OVER_LIMIT`).
+    its metadata names a valid key (``refusal`` gives None; else it is handed on, unread, as
+    :class:`_Unauthenticated`) and the port serves fewer than ``slots.limit`` calls (else it
+    is handed on, unread, as :data:`_OVER_LIMIT`).
+
+    The key is checked before a slot is taken: a call holds its slot while its message comes
+    (grpc-core has no timer for one that never does), and a client with no key held every
+    slot, the port refusing every tenant's call, for the call bound of its connection.
 
     Registered as unary, a call whose message grpcio refuses (over ``max_request_bytes``,
     RESOURCE_EXHAUSTED) never reached the servicer, so it had no audit line. Registered so, the
@@ -364,6 +389,9 @@ def _one_message(serve: _Handler, slots: CallSlots) -> _Handler:
     """
 
     async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        refused = refusal(context)
+        if refused is not None:
+            return await serve(_Unauthenticated(refused), context)
         if slots.used >= slots.limit:
             return await serve(_OVER_LIMIT, context)
         slots.used += 1
@@ -391,8 +419,10 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
                 serve, response_serializer=reply.SerializeToString
             )
         else:  # client-streaming here, one message read by _one_message: see there
+            refusal = functools.partial(servicer.refusal, described.name)
             handler = grpc.stream_unary_rpc_method_handler(
-                _one_message(serve, servicer.slots), response_serializer=reply.SerializeToString
+                _one_message(serve, servicer.slots, refusal),
+                response_serializer=reply.SerializeToString,
             )
         handlers[described.name] = handler
     server.add_generic_rpc_handlers(
@@ -429,6 +459,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         calls: int = 1 << 30,
     ) -> None:
         self.oip = oip
+        self.access = access
         self.slots = CallSlots(calls)
         self.cutting = False
         """Set when the server stops with calls still in progress: they are cancelled."""
@@ -443,6 +474,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _cut(self) -> bool:
         return self.cutting
+
+    def refusal(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AuthenticationError | None:
+        """Why a call of ``method`` is refused from its metadata alone: its key does not
+        authenticate (None: an open method or server, or a valid key)."""
+        if method in OPEN_METHODS or not self.access.enabled:
+            return None
+        try:
+            self.access.authenticate(_authorization(context))
+        except AuthenticationError as exc:
+            return exc
+        return None
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
