@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1105,6 +1106,67 @@ def test_calls_without_a_valid_key_hold_no_grpc_call_slot(tmp_path):
         assert list(index.models) == []
         for call in calls:  # no key: refused at once, their message unread
             assert call.exception(timeout=1).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path):
+    """A tenant's calls that send nothing held the port's call slots as long as their
+    connection's call bound (36 minutes at the defaults): one key took them all (six here,
+    --max-connections 6), and every other tenant's call was refused RESOURCE_EXHAUSTED. One
+    tenant's key now holds at most half of them (as its share of --max-body-memory): its
+    fourth call is refused, and another key's call is served."""
+    import hashlib
+
+    import grpc
+
+    from blindai.protocol.apikeys import generate_key
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    admin = generate_key()
+    digest = hashlib.sha256(admin.encode()).hexdigest()
+    flags = ("--max-connections", str(_SLOTS), "--admin-key-sha256", digest)
+    never = threading.Event()
+    with _grpc_server(tmp_path, *flags, "--body-timeout", "100") as (proc, cert):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            with blindai.connect(
+                proc.host, simulation_mode=True, api_key=admin, **proc.ports
+            ) as conn:
+                alice = conn.create_key("alice").key
+        channel, stub = _grpc_stub(proc, cert)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=HANG)
+            held = channel.stream_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+
+            def nothing() -> Iterator[Any]:
+                never.wait()
+                yield from ()
+
+            mine = [("authorization", f"Bearer {alice}")]
+            calls = [held.future(nothing(), metadata=mine) for _ in range(_SLOTS)]
+            ended: queue.Queue[Any] = queue.Queue()
+            for call in calls:
+                call.add_done_callback(ended.put)
+            for _ in range(_SLOTS // 2):  # the calls past alice's share are refused at once
+                refused = ended.get(timeout=HANG)
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "too many gRPC calls in progress with this key: one key may have 3 of " in (
+                    refused.details() or ""
+                )
+            time.sleep(0.3)
+            assert sum(not c.done() for c in calls) == _SLOTS // 2  # her share, held
+            index = stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(),
+                metadata=[("authorization", f"Bearer {admin}")],
+                timeout=HANG,
+            )
+            assert list(index.models) == []
+        finally:
+            never.set()
+            channel.close()
 
 
 def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):

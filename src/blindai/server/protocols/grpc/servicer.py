@@ -46,6 +46,7 @@ from blindai.errors import (
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.body_budget import BodyBudget, weighted
+from blindai.server.key_shares import KeyShares
 from blindai.server.metrics import Metrics
 from blindai.server.protocols._http import CLIENT_CLOSED
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -75,20 +76,26 @@ TOO_MANY_CALLS = 429
 ``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
 
 
-class CallSlots:
-    """How many calls the port serves at once, and how many it serves now (calls run on one
-    event loop: no lock)."""
+class CallSlots(KeyShares):
+    """How many calls the port serves at once (``total``), and how many it serves now
+    (``held``), of which one tenant's key serves at most half (at least one), as it holds at
+    most half of ``--max-body-memory``: a call holds its slot while its message comes, which
+    its client may put off for its connection's call bound (36 minutes at the defaults), and
+    one tenant's calls that sent nothing held every slot. Calls run on one event loop: no
+    lock."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+        super().__init__(limit, per_key=max(1, limit // 2))
 
 
 class _OverLimit:
     """The request a call refused past :class:`CallSlots` hands its handler (none is read)."""
 
+    def __init__(self, message: str) -> None:
+        self.message = message
 
-_OVER_LIMIT = _OverLimit()
+
+_OVER_LIMIT = _OverLimit("too many gRPC calls in progress on this port; try again")
 
 
 class _Unauthenticated:
@@ -256,7 +263,7 @@ def _guarded(
         code = grpc.StatusCode.OK
         status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
-        over = request is _OVER_LIMIT
+        over = isinstance(request, _OverLimit)
         unread = over or isinstance(request, _Unauthenticated)
         size = len(request) if raw else 0 if request is None or unread else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
@@ -313,7 +320,7 @@ def _guarded(
         except _TooMany:
             code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS
             audit()
-            await context.abort(code, "too many gRPC calls in progress on this port; try again")
+            await context.abort(code, request.message)
         except _NoMessage:
             code, status = grpc.StatusCode.INVALID_ARGUMENT, 400
             try:
@@ -366,15 +373,23 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
+def _over_share(slots: CallSlots) -> _OverLimit:
+    return _OverLimit(
+        f"too many gRPC calls in progress with this key: one key may have {slots.per_key} "
+        f"of the port's {slots.total} at once; try again"
+    )
+
+
 def _one_message(
     serve: _Handler,
     slots: CallSlots,
-    refusal: Callable[[grpc.aio.ServicerContext[Any, Any]], AuthenticationError | None],
+    caller: Callable[[grpc.aio.ServicerContext[Any, Any]], Principal | AuthenticationError],
 ) -> _Handler:
     """A unary call served as a client-streaming one whose first message is read here, when
-    its metadata names a valid key (``refusal`` gives None; else it is handed on, unread, as
-    :class:`_Unauthenticated`) and the port serves fewer than ``slots.limit`` calls (else it
-    is handed on, unread, as :data:`_OVER_LIMIT`).
+    its metadata names a valid key (``caller`` gives its principal; else it is handed on,
+    unread, as :class:`_Unauthenticated`) and it fits in ``slots`` (fewer calls than its
+    total in progress, and a tenant's key fewer than its share; else it is handed on, unread,
+    as :data:`_OVER_LIMIT`).
 
     The key is checked before a slot is taken: a call holds its slot while its message comes
     (grpc-core has no timer for one that never does), and a client with no key held every
@@ -389,17 +404,19 @@ def _one_message(
     """
 
     async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        refused = refusal(context)
-        if refused is not None:
-            return await serve(_Unauthenticated(refused), context)
-        if slots.used >= slots.limit:
-            return await serve(_OVER_LIMIT, context)
-        slots.used += 1
+        who = caller(context)
+        if isinstance(who, AuthenticationError):
+            return await serve(_Unauthenticated(who), context)
+        key = who.key_id if who.kind == "tenant" else None
+        full = slots.fit(1, key)
+        if full is not None:
+            over = _OVER_LIMIT if full == "total" else _over_share(slots)
+            return await serve(over, context)
         try:
             message = await context.read()
             return await serve(None if message is grpc.aio.EOF else message, context)
         finally:
-            slots.used -= 1
+            slots.give(1, key)
 
     return call
 
@@ -419,9 +436,9 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
                 serve, response_serializer=reply.SerializeToString
             )
         else:  # client-streaming here, one message read by _one_message: see there
-            refusal = functools.partial(servicer.refusal, described.name)
+            caller = functools.partial(servicer.caller, described.name)
             handler = grpc.stream_unary_rpc_method_handler(
-                _one_message(serve, servicer.slots, refusal),
+                _one_message(serve, servicer.slots, caller),
                 response_serializer=reply.SerializeToString,
             )
         handlers[described.name] = handler
@@ -475,18 +492,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _cut(self) -> bool:
         return self.cutting
 
-    def refusal(
+    def caller(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AuthenticationError | None:
-        """Why a call of ``method`` is refused from its metadata alone: its key does not
-        authenticate (None: an open method or server, or a valid key)."""
+    ) -> Principal | AuthenticationError:
+        """Who a call of ``method`` is from its metadata alone (anonymous for an open method
+        or server), or why its key does not authenticate."""
         if method in OPEN_METHODS or not self.access.enabled:
-            return None
+            return ANONYMOUS
         try:
-            self.access.authenticate(_authorization(context))
+            return self.access.authenticate(_authorization(context))
         except AuthenticationError as exc:
             return exc
-        return None
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
