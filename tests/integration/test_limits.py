@@ -1108,12 +1108,23 @@ def test_calls_without_a_valid_key_hold_no_grpc_call_slot(tmp_path):
             assert call.exception(timeout=1).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path):
+@pytest.mark.parametrize(
+    ("method", "keyed", "refusal"),
+    [
+        ("ModelInfer", True, "with this key: one key may have 3 of the port's 6"),
+        ("ServerLive", False, "without a key: they may have 3 of the port's 6"),
+    ],
+    ids=["one-tenant", "open-method-without-key"],
+)
+def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path, method, keyed, refusal):
     """A tenant's calls that send nothing held the port's call slots as long as their
     connection's call bound (36 minutes at the defaults): one key took them all (six here,
     --max-connections 6), and every other tenant's call was refused RESOURCE_EXHAUSTED. One
     tenant's key now holds at most half of them (as its share of --max-body-memory): its
-    fourth call is refused, and another key's call is served."""
+    fourth call is refused, and another key's call is served. The calls that need no key
+    (ServerLive, ServerReady, ServerMetadata) held them too, from a client with no key at all
+    (after c82f4a0 the others are refused without one): with access control on, they share
+    one half between them."""
     import hashlib
 
     import grpc
@@ -1136,26 +1147,24 @@ def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path):
         try:
             grpc.channel_ready_future(channel).result(timeout=HANG)
             held = channel.stream_unary(
-                "/inference.GRPCInferenceService/ModelInfer",
-                request_serializer=pb.ModelInferRequest.SerializeToString,
-                response_deserializer=pb.ModelInferResponse.FromString,
+                f"/inference.GRPCInferenceService/{method}",
+                request_serializer=getattr(pb, f"{method}Request").SerializeToString,
+                response_deserializer=getattr(pb, f"{method}Response").FromString,
             )
 
             def nothing() -> Iterator[Any]:
                 never.wait()
                 yield from ()
 
-            mine = [("authorization", f"Bearer {alice}")]
+            mine = [("authorization", f"Bearer {alice}")] if keyed else []
             calls = [held.future(nothing(), metadata=mine) for _ in range(_SLOTS)]
             ended: queue.Queue[Any] = queue.Queue()
             for call in calls:
                 call.add_done_callback(ended.put)
-            for _ in range(_SLOTS // 2):  # the calls past alice's share are refused at once
+            for _ in range(_SLOTS // 2):  # the calls past their share are refused at once
                 refused = ended.get(timeout=HANG)
                 assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "too many gRPC calls in progress with this key: one key may have 3 of " in (
-                    refused.details() or ""
-                )
+                assert f"too many gRPC calls in progress {refusal}" in (refused.details() or "")
             time.sleep(0.3)
             assert sum(not c.done() for c in calls) == _SLOTS // 2  # her share, held
             index = stub.RepositoryIndex(

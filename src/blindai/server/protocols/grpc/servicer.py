@@ -60,6 +60,7 @@ __all__ = [
     "GRPC_PORT",
     "IMPLEMENTED",
     "OPEN_METHODS",
+    "OPEN_SHARE",
     "PARSE_CHARGED_FROM",
     "PARSE_WEIGHT",
     "TOO_MANY_CALLS",
@@ -74,6 +75,13 @@ GRPC_PORT = "grpc"
 TOO_MANY_CALLS = 429
 """The audit log's status for a call refused past the calls served at once (its client gets
 ``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
+
+
+OPEN_SHARE = ""
+"""The share of :class:`CallSlots` the calls that need no key (:data:`OPEN_METHODS`) count in
+together on a server with access control (no key id is empty): they are made without one, so
+a client with no key could otherwise hold every slot with ``ServerLive`` calls that never send
+their message."""
 
 
 class CallSlots(KeyShares):
@@ -373,7 +381,12 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
-def _over_share(slots: CallSlots) -> _OverLimit:
+def _over_share(slots: CallSlots, key: str | None) -> _OverLimit:
+    if key == OPEN_SHARE:
+        return _OverLimit(
+            f"too many gRPC calls in progress without a key: they may have {slots.per_key} "
+            f"of the port's {slots.total} at once; try again"
+        )
     return _OverLimit(
         f"too many gRPC calls in progress with this key: one key may have {slots.per_key} "
         f"of the port's {slots.total} at once; try again"
@@ -383,13 +396,14 @@ def _over_share(slots: CallSlots) -> _OverLimit:
 def _one_message(
     serve: _Handler,
     slots: CallSlots,
-    caller: Callable[[grpc.aio.ServicerContext[Any, Any]], Principal | AuthenticationError],
+    share_of: Callable[[grpc.aio.ServicerContext[Any, Any]], str | AuthenticationError | None],
 ) -> _Handler:
     """A unary call served as a client-streaming one whose first message is read here, when
-    its metadata names a valid key (``caller`` gives its principal; else it is handed on,
-    unread, as :class:`_Unauthenticated`) and it fits in ``slots`` (fewer calls than its
-    total in progress, and a tenant's key fewer than its share; else it is handed on, unread,
-    as :data:`_OVER_LIMIT`).
+    its metadata names a valid key (else it is handed on, unread, as
+    :class:`_Unauthenticated`) and it fits in ``slots`` (fewer calls than its total in
+    progress, and fewer than the half a share may hold: ``share_of`` gives the call's, a
+    tenant's key or :data:`OPEN_SHARE`; else it is handed on, unread, as an
+    :class:`_OverLimit`).
 
     The key is checked before a slot is taken: a call holds its slot while its message comes
     (grpc-core has no timer for one that never does), and a client with no key held every
@@ -404,13 +418,12 @@ def _one_message(
     """
 
     async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        who = caller(context)
-        if isinstance(who, AuthenticationError):
-            return await serve(_Unauthenticated(who), context)
-        key = who.key_id if who.kind == "tenant" else None
+        key = share_of(context)
+        if isinstance(key, AuthenticationError):
+            return await serve(_Unauthenticated(key), context)
         full = slots.fit(1, key)
         if full is not None:
-            over = _OVER_LIMIT if full == "total" else _over_share(slots)
+            over = _OVER_LIMIT if full == "total" else _over_share(slots, key)
             return await serve(over, context)
         try:
             message = await context.read()
@@ -436,9 +449,9 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
                 serve, response_serializer=reply.SerializeToString
             )
         else:  # client-streaming here, one message read by _one_message: see there
-            caller = functools.partial(servicer.caller, described.name)
+            share_of = functools.partial(servicer.share, described.name)
             handler = grpc.stream_unary_rpc_method_handler(
-                _one_message(serve, servicer.slots, caller),
+                _one_message(serve, servicer.slots, share_of),
                 response_serializer=reply.SerializeToString,
             )
         handlers[described.name] = handler
@@ -492,17 +505,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _cut(self) -> bool:
         return self.cutting
 
-    def caller(
+    def share(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Principal | AuthenticationError:
-        """Who a call of ``method`` is from its metadata alone (anonymous for an open method
-        or server), or why its key does not authenticate."""
-        if method in OPEN_METHODS or not self.access.enabled:
-            return ANONYMOUS
+    ) -> str | AuthenticationError | None:
+        """The share of :attr:`slots` a call of ``method`` counts in, from its metadata alone
+        (:func:`_one_message`), or why its key does not authenticate."""
+        if not self.access.enabled:
+            return None
+        if method in OPEN_METHODS:
+            return OPEN_SHARE
         try:
-            return self.access.authenticate(_authorization(context))
+            caller = self.access.authenticate(_authorization(context))
         except AuthenticationError as exc:
             return exc
+        return caller.key_id if caller.kind == "tenant" else None
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
