@@ -155,10 +155,14 @@ class _Call:
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else None
-    return None
+    """The call's ``authorization`` metadata (None when absent); AuthenticationError when it
+    is given more than once (the HTTP ports refuse a repeated Authorization header)."""
+    given = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+    if len(given) > 1:
+        raise AuthenticationError(
+            "the authorization metadata is given more than once; give it once"
+        )
+    return given[0] if given and isinstance(given[0], str) else None
 
 
 def grpc_code(status: int) -> grpc.StatusCode:
@@ -516,7 +520,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return OPEN_SHARE
         try:
             caller = self.access.authenticate(_authorization(context))
-        except AuthenticationError as exc:
+        except AuthenticationError as exc:  # the key, or the metadata given twice
             return exc
         return caller.key_id if caller.kind == "tenant" else None
 
