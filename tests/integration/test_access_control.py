@@ -1183,3 +1183,37 @@ def test_a_grpc_call_cut_at_shutdown_is_audited_with_the_503_its_client_got(tmp_
     assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
     runs = [line for line in _audited(tmp_path) if line["action"] == "run"]
     assert [(run["key"], run["status"]) for run in runs] == [("alice", 503)]
+
+
+def test_an_authorization_given_twice_is_refused(server: ServerProcess, alice_key: str):
+    """A request with two Authorization headers (or a gRPC call with two ``authorization``
+    metadata) was authenticated with the first: a proxy in front that reads the other (to
+    route, count or rate-limit by key) and the server then disagreed on who sent it, as with a
+    repeated Content-Encoding (dd7c7b3). Each is now refused (401, UNAUTHENTICATED) whatever
+    the values, and a request that gives it once is served."""
+    import grpc
+
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2_grpc as pb_grpc
+    from tests.integration._rawhttp import exchange, head, pinned_context
+
+    pem = attested_pem(server)
+    mine = ("Authorization", f"Bearer {alice_key}")
+    replies = []
+    for headers in ([mine, mine], [mine, ("Authorization", "Bearer other")], [mine]):
+        raw = head("POST", "/v2/repository/index", [*headers, ("Content-Length", "2")]) + b"{}"
+        reply = exchange(server.host, server.attested_port, pinned_context(pem), raw, timeout=30)
+        assert reply is not None
+        replies.append((reply.status, reply.body))
+    assert [status for status, _ in replies] == [401, 401, 200]
+    assert b"Authorization header is given more than once" in replies[0][1]
+    credentials = grpc.ssl_channel_credentials(pem.encode())
+    override = [("grpc.ssl_target_name_override", "blindai-srv")]
+    with grpc.secure_channel(f"{server.host}:{server.grpc_port}", credentials, override) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
+        key = ("authorization", f"Bearer {alice_key}")
+        with pytest.raises(grpc.RpcError) as twice:
+            stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=[key, key], timeout=30)
+        assert stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=[key], timeout=30)
+    assert twice.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "more than once" in (twice.value.details() or "")

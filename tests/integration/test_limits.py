@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1066,6 +1067,115 @@ def test_grpc_call_slots_come_back_however_calls_end(tmp_path, how):
         assert refused == [], [c.exception() for c in refused]
         never.set()
         channel.close()
+
+
+def test_calls_without_a_valid_key_hold_no_grpc_call_slot(tmp_path):
+    """With access control, a call's key was checked only once its message had come, and the
+    call held one of the port's slots (--max-connections here, 6) from its start: a client
+    with no key opened six calls on one connection and sent nothing, and every tenant's call
+    was refused RESOURCE_EXHAUSTED for the connection's call bound (36 minutes at the
+    defaults). A call whose metadata names no valid key is now answered UNAUTHENTICATED at
+    once, its message unread, and holds no slot."""
+    import hashlib
+
+    import grpc
+
+    from blindai.protocol.apikeys import generate_key
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    admin = generate_key()
+    digest = hashlib.sha256(admin.encode()).hexdigest()
+    # a call bound of minutes, as at the defaults (36): the held calls outlive the test's calls
+    flags = ("--max-connections", str(_SLOTS), "--admin-key-sha256", digest)
+    with (
+        _grpc_server(tmp_path, *flags, "--body-timeout", "100") as (proc, cert),
+        _held(proc, cert, _SLOTS) as (calls, _),
+    ):
+        deadline = time.monotonic() + 2.0
+        while not all(c.done() for c in calls) and time.monotonic() < deadline:
+            time.sleep(0.05)  # before, they were held: in the servicer by now
+        channel, stub = _grpc_stub(proc, cert)
+        try:
+            index = stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(),
+                metadata=[("authorization", f"Bearer {admin}")],
+                timeout=HANG,
+            )
+        finally:
+            channel.close()
+        assert list(index.models) == []
+        for call in calls:  # no key: refused at once, their message unread
+            assert call.exception(timeout=1).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("method", "keyed", "refusal"),
+    [
+        ("ModelInfer", True, "with this key: one key may have 3 of the port's 6"),
+        ("ServerLive", False, "without a key: they may have 3 of the port's 6"),
+    ],
+    ids=["one-tenant", "open-method-without-key"],
+)
+def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path, method, keyed, refusal):
+    """A tenant's calls that send nothing held the port's call slots as long as their
+    connection's call bound (36 minutes at the defaults): one key took them all (six here,
+    --max-connections 6), and every other tenant's call was refused RESOURCE_EXHAUSTED. One
+    tenant's key now holds at most half of them (as its share of --max-body-memory): its
+    fourth call is refused, and another key's call is served. The calls that need no key
+    (ServerLive, ServerReady, ServerMetadata) held them too, from a client with no key at all
+    (after c82f4a0 the others are refused without one): with access control on, they share
+    one half between them."""
+    import hashlib
+
+    import grpc
+
+    from blindai.protocol.apikeys import generate_key
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    admin = generate_key()
+    digest = hashlib.sha256(admin.encode()).hexdigest()
+    flags = ("--max-connections", str(_SLOTS), "--admin-key-sha256", digest)
+    never = threading.Event()
+    with _grpc_server(tmp_path, *flags, "--body-timeout", "100") as (proc, cert):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", blindai.SimulationModeWarning)
+            with blindai.connect(
+                proc.host, simulation_mode=True, api_key=admin, **proc.ports
+            ) as conn:
+                alice = conn.create_key("alice").key
+        channel, stub = _grpc_stub(proc, cert)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=HANG)
+            held = channel.stream_unary(
+                f"/inference.GRPCInferenceService/{method}",
+                request_serializer=getattr(pb, f"{method}Request").SerializeToString,
+                response_deserializer=getattr(pb, f"{method}Response").FromString,
+            )
+
+            def nothing() -> Iterator[Any]:
+                never.wait()
+                yield from ()
+
+            mine = [("authorization", f"Bearer {alice}")] if keyed else []
+            calls = [held.future(nothing(), metadata=mine) for _ in range(_SLOTS)]
+            ended: queue.Queue[Any] = queue.Queue()
+            for call in calls:
+                call.add_done_callback(ended.put)
+            for _ in range(_SLOTS // 2):  # the calls past their share are refused at once
+                refused = ended.get(timeout=HANG)
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert f"too many gRPC calls in progress {refusal}" in (refused.details() or "")
+            time.sleep(0.3)
+            assert sum(not c.done() for c in calls) == _SLOTS // 2  # her share, held
+            index = stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(),
+                metadata=[("authorization", f"Bearer {admin}")],
+                timeout=HANG,
+            )
+            assert list(index.models) == []
+        finally:
+            never.set()
+            channel.close()
 
 
 def test_a_large_grpc_message_takes_from_the_body_budget_while_it_is_served(tmp_path):

@@ -224,15 +224,19 @@ class Intake:
             await self.persist(record, upload.model)
             await self._still_shared(upload, schedule, session, record)
             wire = None if upload.pipeline is None else upload.pipeline.to_wire()
-            entry = self.register(
-                record,
-                upload.model,
-                session.model,
-                steps,
-                wire,
-                session.queue,
-                most_owned=most_owned,
-            )
+            try:
+                entry = self.register(
+                    record,
+                    upload.model,
+                    session.model,
+                    steps,
+                    wire,
+                    session.queue,
+                    most_owned=most_owned,
+                )
+            except BaseException:  # its stored copy must not come back (the registry was full)
+                await self.unstore(record)
+                raise
             self.schedules.own[entry.model_id] = schedule
             if session.fresh and entry.model is session.model:
                 # the first of identical uploads to register keeps its session, which runs
@@ -254,7 +258,7 @@ class Intake:
         try:
             session.model, session.queue = await self._checked(upload, schedule)
         except BaseException:
-            self.unstore(record)
+            await self.unstore(record)
             raise
         session.fresh = True
 
@@ -285,14 +289,25 @@ class Intake:
             _log.error("store: the model could not be written: %s", type(exc).__name__)
             raise ServerError("the model could not be stored; it was not uploaded") from exc
 
-    def unstore(self, record: StoredModel) -> None:
+    async def unstore(self, record: StoredModel) -> None:
         """Take a refused upload's copy out of the store (it must not come back); called while
         the upload's own error goes up, which a store error must not replace: when the store
-        cannot remove it now (a full disk), it goes with the store's next write."""
+        cannot remove it now (a full disk), it goes with the store's next write.
+
+        In a compile worker, as :meth:`persist` writes it: the removal writes the manifest (an
+        ``fsync``, and up to ``LOCK_WAIT_S`` waiting for the manifest file's lock another
+        process holds), which on the event loop stood every port still. Shielded: the removal
+        ends even if the upload's task is cancelled while it waits."""
         if self.store is None:
             return
+        remove = functools.partial(self.store.delete_model, record.model_id, at_next_write=True)
         try:
-            self.store.delete_model(record.model_id, at_next_write=True)
+            try:
+                removal = self.pool.submit(remove)
+            except RuntimeError:  # the workers are stopped (the server is stopping)
+                remove()
+            else:
+                await asyncio.shield(removal)
         except OSError as exc:
             _log.error(
                 "store: a refused upload's copy could not be removed yet (%s); it goes with "
@@ -309,31 +324,25 @@ class Intake:
         wire: dict[str, Any] | None,
         queue: ModelQueue | None,
         *,
-        restoring: bool = False,
         most_owned: int | None = None,
     ) -> ModelEntry:
-        """Add the model to the registry (and its upload options to the exports)."""
-        try:
-            entry = self.registry.add(
-                record.hash,
-                compiled,
-                record.name,
-                steps,
-                source=source,
-                queue=queue,
-                model_id=record.model_id,
-                version=record.version,
-                owner=record.owner,
-                public=record.public,
-                uploaded_ns=record.uploaded_ns,
-                most_owned=most_owned,
-            )
-        except BaseException:
-            # an upload's stored copy must not come back (the registry was full meanwhile);
-            # a restore's is the model itself (a signal while restoring must not delete it)
-            if not restoring:
-                self.unstore(record)
-            raise
+        """Add the model to the registry (and its upload options to the exports). A refused
+        upload's stored copy is its caller's to remove (:meth:`unstore`, awaited); a restore's
+        is the model itself (a signal while restoring must not delete it)."""
+        entry = self.registry.add(
+            record.hash,
+            compiled,
+            record.name,
+            steps,
+            source=source,
+            queue=queue,
+            model_id=record.model_id,
+            version=record.version,
+            owner=record.owner,
+            public=record.public,
+            uploaded_ns=record.uploaded_ns,
+            most_owned=most_owned,
+        )
         if self.exports is not None:
             self.exports.keep(entry.model_id, optimize=record.optimize, pipeline=wire)
         return entry

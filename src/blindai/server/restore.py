@@ -183,7 +183,7 @@ class Restorer:
             except RegistryFull:
                 self._not_restored(record)
                 continue
-            self.intake.register(record, record.model, session, steps, wire, queue, restoring=True)
+            self.intake.register(record, record.model, session, steps, wire, queue)
             self.schedules.own[record.model_id] = state.own[record.model_id]
             registered.append(session)
         _release_unused(state.sessions, registered)

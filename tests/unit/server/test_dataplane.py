@@ -845,3 +845,40 @@ def test_the_next_compile_child_starts_once_the_upload_has_compiled(plane, monke
             plane.upload(b"\x08\x07" + b"\x00" * 64, name=None, optimize=True, caller=ANONYMOUS)
         )
     assert events == ["spawn", "session", "spawn", "spawn"]
+
+
+def test_a_refused_uploads_stored_copy_is_removed_off_the_event_loop(tmp_path):
+    """Uploads of one key at once pass its --max-models-per-key check together; the one that
+    finds the key full when it registers has its stored copy removed (Intake.unstore). That
+    removal writes the store's manifest (an fsync, and up to LOCK_WAIT_S, 10 s, for the
+    manifest file's lock another process holds) and ran on the event loop, which stood every
+    port still meanwhile, as a key write did before 7115e51. It now runs in a worker."""
+    from blindai.server.access.principal import Principal
+
+    store = SealedStore(tmp_path / "store", key_material=b"k" * 32)
+    settings = ServerSettings(tee="simulation", max_models_per_key=1)
+    plane = DataPlane(settings, ModelRegistry(), store=store)
+    alice = Principal("tenant", "k_0123456789abcdef", "alice")
+    removed_on: list[int] = []
+    real = store.delete_model
+
+    def spied(model_id: str, **kw: Any) -> bool:
+        removed_on.append(threading.get_ident())
+        return real(model_id, **kw)
+
+    store.delete_model = spied  # type: ignore[method-assign]
+
+    async def both() -> tuple[int, list[Any]]:
+        models = [identity(TensorProto.FLOAT, [1, n]) for n in (2, 3)]
+        uploads = [plane.upload(m, name=None, optimize=True, caller=alice) for m in models]
+        return threading.get_ident(), await asyncio.gather(*uploads, return_exceptions=True)
+
+    try:
+        loop_thread, results = asyncio.run(both())
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(refused) == 1 and isinstance(refused[0], RegistryFull), results
+        assert removed_on and loop_thread not in removed_on
+        assert len(list(store.load_models())) == 1  # the refused upload's copy is gone
+    finally:
+        plane.close()
+        store.close()

@@ -893,7 +893,7 @@ def test_a_refused_uploads_copy_is_removed_with_the_next_write_when_not_now(
     plane = make_plane(store)
     try:
         with _files_limited_to(16):
-            plane.intake.unstore(refused)  # the upload's own error goes on up, not this one
+            asyncio.run(plane.intake.unstore(refused))  # the upload's own error goes on up
         assert "store: a refused upload's copy could not be removed yet" in caplog.text
         store.put_model(replace(refused, model_id="later"))
     finally:

@@ -103,10 +103,13 @@ def caller_of(scope: Scope) -> Principal:
 
 
 def _authorization(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            return bytes(value).decode("latin-1")
-    return None
+    """The request's Authorization header (None when absent); AuthenticationError when it is
+    given more than once: which one a proxy in front read (to route or count by key) is a
+    guess, and the server used the first."""
+    given = [v for name, v in scope.get("headers", ()) if name == b"authorization"]
+    if len(given) > 1:
+        raise AuthenticationError("the Authorization header is given more than once; give it once")
+    return bytes(given[0]).decode("latin-1") if given else None
 
 
 class AccessMiddleware:
@@ -153,8 +156,9 @@ class AccessMiddleware:
             if path in OPEN_PATHS:
                 await self.app(scope, receive, send_wrapper)
                 return
-            header = _authorization(scope)
+            header = None
             try:
+                header = _authorization(scope)
                 principal = self.access.authenticate(header)
             except AuthenticationError as exc:
                 principal = self.access.refused_caller(header)  # a revoked key, for the audit

@@ -175,7 +175,8 @@ def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
     before any handler runs: registered as unary, the servicer never saw the call, and the
     audit log had no line (a key probing the size limit left no trace). It is now written with
     its key and 413; a call that sent no message at all is answered INVALID_ARGUMENT (400),
-    and a message within the limit is served as before."""
+    and a message within the limit is served as before. A call with no key is refused
+    (UNAUTHENTICATED, 401) before its message is read, whatever its size."""
     admin = "the admin key"
     with in_process(admin_key_sha256=hashlib.sha256(admin.encode()).hexdigest()) as apps:
         info, alice = apps.apps.access.keyring.create("alice")
@@ -219,13 +220,14 @@ def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
         got = asyncio.run(go())
         runs = [json.loads(x) for x in stream.getvalue().splitlines() if '"run"' in x]
     assert got[0] == "m"
-    assert [code for code, _ in got[1:3]] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
-    assert all("larger than max" in details for _, details in got[1:3])
+    assert got[1][0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in got[1][1]
+    assert got[2][0] == grpc.StatusCode.UNAUTHENTICATED
     assert got[3] == (grpc.StatusCode.INVALID_ARGUMENT, "a call takes exactly one request message")
     assert [(r["key"], r["key_id"], r["model"] is None, r["status"]) for r in runs] == [
         ("alice", info.key_id, False, 200),
         ("alice", info.key_id, True, 413),
-        (None, None, True, 413),
+        (None, None, True, 401),
         ("alice", info.key_id, True, 400),
     ]
 

@@ -25,6 +25,7 @@ backstop: it refuses before any code of ours runs, so its refusals have no audit
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ from blindai.errors import (
 from blindai.server._text import clipped
 from blindai.server.access import ANONYMOUS, AccessControl, AuditAction, Principal
 from blindai.server.body_budget import BodyBudget, weighted
+from blindai.server.key_shares import KeyShares
 from blindai.server.metrics import Metrics
 from blindai.server.protocols._http import CLIENT_CLOSED
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -58,6 +60,7 @@ __all__ = [
     "GRPC_PORT",
     "IMPLEMENTED",
     "OPEN_METHODS",
+    "OPEN_SHARE",
     "PARSE_CHARGED_FROM",
     "PARSE_WEIGHT",
     "TOO_MANY_CALLS",
@@ -74,20 +77,42 @@ TOO_MANY_CALLS = 429
 ``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
 
 
-class CallSlots:
-    """How many calls the port serves at once, and how many it serves now (calls run on one
-    event loop: no lock)."""
+OPEN_SHARE = ""
+"""The share of :class:`CallSlots` the calls that need no key (:data:`OPEN_METHODS`) count in
+together on a server with access control (no key id is empty): they are made without one, so
+a client with no key could otherwise hold every slot with ``ServerLive`` calls that never send
+their message."""
+
+
+class CallSlots(KeyShares):
+    """How many calls the port serves at once (``total``), and how many it serves now
+    (``held``), of which one tenant's key serves at most half (at least one), as it holds at
+    most half of ``--max-body-memory``: a call holds its slot while its message comes, which
+    its client may put off for its connection's call bound (36 minutes at the defaults), and
+    one tenant's calls that sent nothing held every slot. Calls run on one event loop: no
+    lock."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+        super().__init__(limit, per_key=max(1, limit // 2))
 
 
 class _OverLimit:
     """The request a call refused past :class:`CallSlots` hands its handler (none is read)."""
 
+    def __init__(self, message: str) -> None:
+        self.message = message
 
-_OVER_LIMIT = _OverLimit()
+
+_OVER_LIMIT = _OverLimit("too many gRPC calls in progress on this port; try again")
+
+
+class _Unauthenticated:
+    """The request a call whose metadata names no valid key hands its handler: the key's
+    refusal, its message unread (see :func:`_one_message`)."""
+
+    def __init__(self, error: AuthenticationError) -> None:
+        self.error = error
+
 
 _log = logging.getLogger("blindai.server")
 _CODES = {
@@ -130,10 +155,14 @@ class _Call:
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else None
-    return None
+    """The call's ``authorization`` metadata (None when absent); AuthenticationError when it
+    is given more than once (the HTTP ports refuse a repeated Authorization header)."""
+    given = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+    if len(given) > 1:
+        raise AuthenticationError(
+            "the authorization metadata is given more than once; give it once"
+        )
+    return given[0] if given and isinstance(given[0], str) else None
 
 
 def grpc_code(status: int) -> grpc.StatusCode:
@@ -235,7 +264,9 @@ def _guarded(
     :func:`_no_message` and audited with the key its metadata names (valid or revoked): 400,
     or 413 when grpcio had ended it (499 when its deadline had passed, 503 when ``cut()``). A
     call past the calls served at once (``request`` :data:`_OVER_LIMIT`) runs nothing either:
-    ``RESOURCE_EXHAUSTED``, audited :data:`TOO_MANY_CALLS` with the key its metadata names."""
+    ``RESOURCE_EXHAUSTED``, audited :data:`TOO_MANY_CALLS` with the key its metadata names.
+    A call whose metadata names no valid key (``request`` a :class:`_Unauthenticated`) runs
+    nothing and its message is not read: ``UNAUTHENTICATED``, audited 401 as any other."""
     action = _ACTIONS.get(method)
     kind: type[Message] = getattr(pb, _SERVICE.methods_by_name[method].input_type.name)
 
@@ -244,8 +275,9 @@ def _guarded(
         code = grpc.StatusCode.OK
         status = 200  # for the audit log, which speaks HTTP: the error's own, as REST answers
         raw = isinstance(request, bytes)
-        over = request is _OVER_LIMIT
-        size = len(request) if raw else 0 if request is None or over else request.ByteSize()
+        over = isinstance(request, _OverLimit)
+        unread = over or isinstance(request, _Unauthenticated)
+        size = len(request) if raw else 0 if request is None or unread else request.ByteSize()
         metrics.child(metrics.received_bytes, GRPC_PORT).inc(size)
         state: _Call | None = None
         named: Principal | None = None  # the audit line's caller when there is no state
@@ -273,6 +305,9 @@ def _guarded(
             if request is None or over:  # nothing is run, whatever the key
                 named = _presented(access, header) if method not in OPEN_METHODS else None
                 raise _TooMany if over else _NoMessage
+            if isinstance(request, _Unauthenticated):  # refused before its message was read
+                named = access.refused_caller(header)
+                raise request.error
             if method in OPEN_METHODS:
                 state = _Call(ANONYMOUS)
             else:
@@ -297,7 +332,7 @@ def _guarded(
         except _TooMany:
             code, status = grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY_CALLS
             audit()
-            await context.abort(code, "too many gRPC calls in progress on this port; try again")
+            await context.abort(code, request.message)
         except _NoMessage:
             code, status = grpc.StatusCode.INVALID_ARGUMENT, 400
             try:
@@ -350,10 +385,33 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
-def _one_message(serve: _Handler, slots: CallSlots) -> _Handler:
+def _over_share(slots: CallSlots, key: str | None) -> _OverLimit:
+    if key == OPEN_SHARE:
+        return _OverLimit(
+            f"too many gRPC calls in progress without a key: they may have {slots.per_key} "
+            f"of the port's {slots.total} at once; try again"
+        )
+    return _OverLimit(
+        f"too many gRPC calls in progress with this key: one key may have {slots.per_key} "
+        f"of the port's {slots.total} at once; try again"
+    )
+
+
+def _one_message(
+    serve: _Handler,
+    slots: CallSlots,
+    share_of: Callable[[grpc.aio.ServicerContext[Any, Any]], str | AuthenticationError | None],
+) -> _Handler:
     """A unary call served as a client-streaming one whose first message is read here, when
-    the port serves fewer than ``slots.limit`` calls (else it is handed on, unread, as
-    :data:`_OVER_LIMIT`).
+    its metadata names a valid key (else it is handed on, unread, as
+    :class:`_Unauthenticated`) and it fits in ``slots`` (fewer calls than its total in
+    progress, and fewer than the half a share may hold: ``share_of`` gives the call's, a
+    tenant's key or :data:`OPEN_SHARE`; else it is handed on, unread, as an
+    :class:`_OverLimit`).
+
+    The key is checked before a slot is taken: a call holds its slot while its message comes
+    (grpc-core has no timer for one that never does), and a client with no key held every
+    slot, the port refusing every tenant's call, for the call bound of its connection.
 
     Registered as unary, a call whose message grpcio refuses (over ``max_request_bytes``,
     RESOURCE_EXHAUSTED) never reached the servicer, so it had no audit line. Registered so, the
@@ -364,14 +422,18 @@ def _one_message(serve: _Handler, slots: CallSlots) -> _Handler:
     """
 
     async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if slots.used >= slots.limit:
-            return await serve(_OVER_LIMIT, context)
-        slots.used += 1
+        key = share_of(context)
+        if isinstance(key, AuthenticationError):
+            return await serve(_Unauthenticated(key), context)
+        full = slots.fit(1, key)
+        if full is not None:
+            over = _OVER_LIMIT if full == "total" else _over_share(slots, key)
+            return await serve(over, context)
         try:
             message = await context.read()
             return await serve(None if message is grpc.aio.EOF else message, context)
         finally:
-            slots.used -= 1
+            slots.give(1, key)
 
     return call
 
@@ -391,8 +453,10 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
                 serve, response_serializer=reply.SerializeToString
             )
         else:  # client-streaming here, one message read by _one_message: see there
+            share_of = functools.partial(servicer.share, described.name)
             handler = grpc.stream_unary_rpc_method_handler(
-                _one_message(serve, servicer.slots), response_serializer=reply.SerializeToString
+                _one_message(serve, servicer.slots, share_of),
+                response_serializer=reply.SerializeToString,
             )
         handlers[described.name] = handler
     server.add_generic_rpc_handlers(
@@ -429,6 +493,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         calls: int = 1 << 30,
     ) -> None:
         self.oip = oip
+        self.access = access
         self.slots = CallSlots(calls)
         self.cutting = False
         """Set when the server stops with calls still in progress: they are cancelled."""
@@ -443,6 +508,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _cut(self) -> bool:
         return self.cutting
+
+    def share(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> str | AuthenticationError | None:
+        """The share of :attr:`slots` a call of ``method`` counts in, from its metadata alone
+        (:func:`_one_message`), or why its key does not authenticate."""
+        if not self.access.enabled:
+            return None
+        if method in OPEN_METHODS:
+            return OPEN_SHARE
+        try:
+            caller = self.access.authenticate(_authorization(context))
+        except AuthenticationError as exc:  # the key, or the metadata given twice
+            return exc
+        return caller.key_id if caller.kind == "tenant" else None
 
     async def _ServerLive(self, request: Any, context: Any, call: _Call) -> Any:
         return pb.ServerLiveResponse(live=True)
