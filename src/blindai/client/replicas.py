@@ -168,11 +168,12 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
     Both connections are verified already (each by its own policy check). Each model is
     exported from the source's management port (owner or admin only; the server must allow
     export) and uploaded to the target with its name, pipeline and optimisation setting. A
-    model the target refuses (InvalidInput, but not PayloadTooLarge: the same bytes would be
-    sent again for nothing) whose pipeline's image step names a ``dtype`` is uploaded once more
-    without it (:func:`_without_image_dtype`): a replica restores and
-    exports a model it took before uploads checked that dtype against the model input, and
-    the step makes the input's own type whatever it says, so the copy runs as the source's.
+    model the target refuses because its pipeline's image step names a ``dtype`` the model
+    input is not (that check's InvalidInput, and no other refusal: the same bytes would be sent
+    again for nothing) is uploaded once more without it (:func:`_without_image_dtype`): a
+    replica restores and exports a model it took before uploads checked that dtype against the
+    model input, and the step makes the input's own type whatever it says, so the copy runs as
+    the source's.
     """
     have = {(m.hash, m.name) for m in target.list_models()}
     copied: list[str] = []
@@ -196,10 +197,8 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
                     optimize=exported.optimize,
                     pipeline=pipeline,
                 )
-            except PayloadTooLarge:
-                raise  # too large: the same bytes again cannot pass
-            except InvalidInput:
-                relaxed = None if pipeline is None else _without_image_dtype(pipeline)
+            except InvalidInput as exc:
+                relaxed = None if pipeline is None else _without_image_dtype(pipeline, exc)
                 if relaxed is None:
                     raise
                 reply = target.upload_model(
@@ -218,12 +217,23 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
     return SyncReport(tuple(copied), tuple(present), tuple(errors))
 
 
-def _without_image_dtype(pipeline: Pipeline) -> Pipeline | None:
-    """``pipeline`` without its image step's ``dtype`` (None when it names none): only an
-    upload checks it against the model input, which the step feeds its own type whatever it
-    says (as the server's restore does: ``blindai.server.restore._stored_as_run``)."""
+_DTYPE_REFUSAL = "the image step says dtype {dtype};"
+"""How a server's upload refusal for an image step's dtype begins (``PipelineError`` in
+``blindai.pipeline._image.compile_image``), with the dtype the step names."""
+
+
+def _without_image_dtype(pipeline: Pipeline, refusal: InvalidInput) -> Pipeline | None:
+    """``pipeline`` without its image step's ``dtype``, when ``refusal`` is the server's
+    refusal of that dtype (None otherwise: a 413, or a refusal for any other reason, would
+    only be answered again): only an upload checks it against the model input, which the step
+    feeds its own type whatever it says (as the server's restore does:
+    ``blindai.server.restore._stored_as_run``)."""
     step = pipeline.spec.get("input")
     if not isinstance(step, Mapping) or step.get("kind") != "image" or "dtype" not in step:
+        return None
+    if isinstance(refusal, PayloadTooLarge) or (
+        _DTYPE_REFUSAL.format(dtype=step["dtype"]) not in str(refusal)
+    ):
         return None
     unchecked = {key: value for key, value in step.items() if key != "dtype"}
     return Pipeline({**pipeline.spec, "input": unchecked}, pipeline.files)
