@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -358,9 +360,29 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_NEW_FILE |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 def _save(path: Path, array: np.ndarray) -> None:
+    """``array`` as the .npy file ``path``, never through a symbolic link: a link there is
+    refused (``y.npy -> ~/.bashrc`` planted in the output folder had np.save overwrite the file
+    it named), and the array goes to a new file beside ``path`` (``O_EXCL | O_NOFOLLOW``),
+    renamed over it once whole, so that a link planted after that check is replaced, not
+    followed, and a failed write leaves no partial output."""
+    if path.is_symlink():
+        raise ConfigurationError(f"cannot write {path}: it is a symbolic link (not followed)")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        np.save(path, array)
+        fd = os.open(temporary, _NEW_FILE, 0o666)  # the umask applies, as to np.save's
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     except OSError as exc:
         raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from None
 
