@@ -140,3 +140,106 @@ def test_a_failed_write_leaves_no_temporary_file(
     r = cli("run", dense, "--input", f"x={x_file}", "--output-dir", out, *target(server))
     assert "Is a directory" in one_error_line(r, "ConfigurationError", 2)
     assert sorted(os.listdir(out)) == ["y.npy"]
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)  # no disk used
+    return path
+
+
+def _sparse_npy(path: Path, count: int) -> Path:
+    """A .npy of ``count`` float32 zeros whose header tells the truth: the file holds them all
+    (as a hole)."""
+    from numpy.lib import format as npy_format
+
+    with path.open("wb") as f:
+        npy_format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (count,)}
+        )
+        f.truncate(f.tell() + 4 * count)
+    return path
+
+
+def _nowhere() -> list[str]:
+    """Connection flags for a port where nothing listens: a refusal must come before."""
+    from tests._server import free_ports
+
+    (port,) = free_ports(1)
+    ports = ["--unattested-port", str(port), "--attested-port", str(port)]
+    return ["--host", "127.0.0.1", *ports, "--management-port", str(port), "--simulation"]
+
+
+@pytest.mark.parametrize("flag", ["--image", "--audio"])
+def test_a_raw_input_file_over_the_bound_is_refused_unread(tmp_path: Path, flag: str) -> None:
+    # a 4 GiB file (sparse here) was read whole into memory, then encoded (a second copy),
+    # before any server could refuse it
+    from blindai.client.connection import MAX_RAW_FILE_BYTES
+
+    big = _sparse(tmp_path / "big.bin", 4 << 30)
+    r = cli("run", "m", flag, big, *_nowhere())
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"{flag[2:]} file {big} is over {MAX_RAW_FILE_BYTES} bytes" in line, line
+    assert "--max-input-bytes" in line
+
+
+def test_max_input_bytes_sets_the_bound(server: ServerProcess, tmp_path: Path) -> None:
+    at, over = tmp_path / "at.png", tmp_path / "over.png"
+    at.write_bytes(b"\0" * 1000)
+    over.write_bytes(b"\0" * 1001)
+    r = cli("run", "no-such-model", "--image", over, "--max-input-bytes", "1000", *_nowhere())
+    assert f"image file {over} is over 1000 bytes" in one_error_line(r, "ConfigurationError", 2)
+    # at the bound, the file goes to the server, which knows no such model
+    r = cli("run", "no-such-model", "--image", at, "--max-input-bytes", "1000", *target(server))
+    one_error_line(r, "ModelNotFound", 1)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_max_input_bytes_must_be_a_positive_integer(value: str) -> None:
+    r = cli("run", "m", "--text", "t", "--max-input-bytes", value)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("blindai run: error: argument --max-input-bytes")
+
+
+@pytest.mark.parametrize("count", [1 << 40, 40 * MiB], ids=["4TiB", "160MiB"])
+def test_npy_inputs_over_the_bound_are_refused_before_they_are_read(
+    tmp_path: Path, count: int
+) -> None:
+    # a truthful header over a sparse file: numpy allocated what it said (4 TiB: a MemoryError
+    # traceback; 160 MiB: read, encoded and sent for the server's 413)
+    big = _sparse_npy(tmp_path / "big.npy", count)
+    r = cli("run", "m", "--input", f"x={big}", *_nowhere())
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"input {big} holds {4 * count} bytes of data" in line, line
+    assert f"over {64 * MiB} bytes (--max-input-bytes)" in line, line
+
+
+def test_the_bound_is_on_all_npy_inputs_together(tmp_path: Path, x_file: Path) -> None:
+    # x.npy holds 48 bytes of data: alone it passes 80, twice it does not
+    r = cli("run", "m", "--input", f"a={x_file}", "--max-input-bytes", "80", *_nowhere())
+    one_error_line(r, "NetworkError", 1)  # read, then the connection was refused
+    args = ["--input", f"a={x_file}", "--input", f"b={x_file}", "--max-input-bytes", "80"]
+    r = cli("run", "m", *args, *_nowhere())
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"input {x_file} holds 48 bytes of data; with the inputs before it" in line, line
+
+
+def test_the_client_bounds_a_raw_input_file_too(server: ServerProcess, tmp_path: Path) -> None:
+    from blindai.client.connection import MAX_RAW_FILE_BYTES
+    from blindai.errors import ConfigurationError
+
+    # one byte over: it was read, copied into the request and sent, for the server's 413
+    big = _sparse(tmp_path / "big.wav", MAX_RAW_FILE_BYTES + 1)
+    with connect(server) as conn, pytest.raises(ConfigurationError) as info:
+        conn.predict("m", audio=big)
+    assert f"audio file {big} is over {MAX_RAW_FILE_BYTES} bytes" in str(info.value)
+
+
+def test_the_clients_bound_is_the_servers_default() -> None:
+    from blindai.client.connection import MAX_RAW_FILE_BYTES
+    from blindai.server import ServerSettings
+
+    assert ServerSettings.model_fields["max_request_bytes"].default == MAX_RAW_FILE_BYTES

@@ -17,7 +17,7 @@ from numpy.lib import format as npy_format
 
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
-from blindai.localfiles import open_regular
+from blindai.localfiles import open_regular, read_small
 
 __all__ = [
     "add_client_commands",
@@ -151,6 +151,16 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    return value
+
+
 def seconds(text: str) -> float:
     """A ``--timeout``: a positive, finite number of seconds (argparse's type)."""
     try:
@@ -222,6 +232,14 @@ def add_client_commands(sub: Any) -> None:
         default=Path("."),
         help="where to write outputs (default: current directory)",
     )
+    p.add_argument(
+        "--max-input-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="largest --image or --audio file, and most data of all --input arrays together, "
+        "read and sent; default: the server's default --max-request-bytes (64 MiB)",
+    )
     connection_args(p)
     p.set_defaults(func=_run)
 
@@ -279,14 +297,16 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
+def _load_inputs(specs: list[str], limit: int) -> dict[str, np.ndarray] | list[np.ndarray]:
+    """The arrays of the ``--input`` flags, holding at most ``limit`` bytes of data together."""
     if not specs:
         raise ConfigurationError("give at least one --input NAME=FILE.npy")
     named: dict[str, np.ndarray] = {}
     positional: list[np.ndarray] = []
     for spec in specs:
         name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        array = load_npy(file)
+        before = sum(a.nbytes for a in [*named.values(), *positional])
+        array = load_npy(file, limit=limit, before=before)
         if sep:
             named[name] = array
         else:
@@ -296,11 +316,14 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     return named or positional
 
 
-def load_npy(file: str) -> np.ndarray:
+def load_npy(file: str, *, limit: int | None = None, before: int = 0) -> np.ndarray:
     """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
     only (a FIFO or a device is refused, not waited on or read without end), whose header
     promises no more data than the file holds (numpy allocates what the header says first: a
-    64-byte file claiming a 4 TiB array ended in a MemoryError traceback)."""
+    64-byte file claiming a 4 TiB array ended in a MemoryError traceback), and, given a
+    ``limit``, no more than ``limit`` bytes of data with the ``before`` bytes of the arrays
+    read before it (``--max-input-bytes``: a sparse 4 TiB file whose header told the truth
+    went to numpy as well)."""
     with open_regular(file, "input") as f:
         try:
             try:
@@ -322,6 +345,12 @@ def load_npy(file: str) -> np.ndarray:
                     f"{file} is truncated: its header promises {need} bytes of data, "
                     f"the file holds {left}"
                 )
+            if limit is not None and before + need > limit:
+                others = f"; with the inputs before it, {before + need}" if before else ""
+                raise ConfigurationError(
+                    f"input {file} holds {need} bytes of data{others}: over {limit} bytes "
+                    "(--max-input-bytes)"
+                )
             f.seek(0)
             array: np.ndarray = np.load(f, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -333,10 +362,19 @@ def _run(args: argparse.Namespace) -> int:
     raw = {k: getattr(args, k) for k in ("text", "image", "audio") if getattr(args, k)}
     if raw and args.input:
         raise ConfigurationError("give --input, or one of --text, --image and --audio")
+    from blindai.client.connection import MAX_RAW_FILE_BYTES
+
+    limit = args.max_input_bytes or MAX_RAW_FILE_BYTES
     for key in ("image", "audio"):
-        if key in raw:  # before connecting: a bad path is status 2
-            open_regular(raw[key], f"{key} file").close()
-    inputs = None if raw else _load_inputs(args.input)
+        if key in raw:  # before connecting: a bad path, or a file too large, is status 2
+            raw[key] = read_small(
+                raw[key],
+                f"{key} file",
+                limit=limit,
+                reason="more than --max-input-bytes (the default: the server's default "
+                "--max-request-bytes)",
+            )
+    inputs = None if raw else _load_inputs(args.input, limit)
     if inputs is not None:  # before the run: its outputs must have somewhere to go
         _output_dir(args.output_dir)
     with connect_from_args(args) as conn:
