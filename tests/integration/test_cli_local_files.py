@@ -243,3 +243,37 @@ def test_the_clients_bound_is_the_servers_default() -> None:
     from blindai.server import ServerSettings
 
     assert ServerSettings.model_fields["max_request_bytes"].default == MAX_RAW_FILE_BYTES
+
+
+def _named_output(name: str) -> bytes:
+    """y = x for a float [?, 4] input, its output named ``name``."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], [name])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@pytest.mark.parametrize("name", ["o" * 240, "é" * 300], ids=["240-ascii", "300-two-byte"])
+def test_an_output_whose_name_makes_too_long_a_file_name_is_written(
+    server: ServerProcess, tmp_path: Path, x_file: Path, name: str
+) -> None:
+    # a model's output name (anyone's, for a public model) became the file name as it was:
+    # past 255 bytes, 'cannot write ...: File name too long' after the run, the outputs lost
+    with connect(server) as conn:
+        uploaded = conn.upload_model(_named_output(name))
+    out = tmp_path / "out"
+    try:
+        r = cli("run", uploaded.model_id, "--input", f"x={x_file}", "--output-dir", out,
+                *target(server))  # fmt: skip
+    finally:
+        with connect(server) as conn:
+            conn.delete_model(uploaded.model_id)
+    ok(r)
+    (written,) = os.listdir(out)
+    assert written.endswith(".npy") and name.startswith(written[: -len(".npy")])
+    assert len(written.encode()) <= 255
+    np.testing.assert_array_equal(np.load(out / written), np.ones((3, 4), np.float32))

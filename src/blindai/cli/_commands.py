@@ -408,9 +408,9 @@ def _save(path: Path, array: np.ndarray) -> None:
     it named), and the array goes to a new file beside ``path`` (``O_EXCL | O_NOFOLLOW``),
     renamed over it once whole, so that a link planted after that check is replaced, not
     followed, and a failed write leaves no partial output."""
-    if path.is_symlink():
+    if os.path.islink(path):  # False, not an error, for a name the system refuses
         raise ConfigurationError(f"cannot write {path}: it is a symbolic link (not followed)")
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temporary = path.with_name(f".blindai-{secrets.token_hex(8)}.tmp")  # short: any name fits
     try:
         fd = os.open(temporary, _NEW_FILE, 0o666)  # the umask applies, as to np.save's
         try:
@@ -439,14 +439,21 @@ def _show_result(result: Any, output_dir: Path) -> None:
         print(shown(result.text, keep="\n\t"))
 
 
+_MAX_STEM_BYTES = 200
+"""Most UTF-8 bytes of an output's file name before ``-N.npy`` (file names: 255 at most)."""
+
+
 def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
-    """Each output as NAME.npy, its name made a file name; names that become the same file
+    """Each output as NAME.npy, its name made a file name (of at most :data:`_MAX_STEM_BYTES`
+    before ``.npy``: a model's output name of any length became the file's, and past 255 bytes
+    the run ended in 'File name too long', its outputs lost); names that become the same file
     name (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get ``-2``,
     ``-3``..., so that no output overwrites another."""
     _output_dir(output_dir)
     taken: set[str] = set()
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
+        safe = safe.encode()[:_MAX_STEM_BYTES].decode(errors="ignore")  # whole characters
         stem, count = safe, 1
         while stem.casefold() in taken:
             count += 1
