@@ -245,6 +245,15 @@ def test_the_clients_bound_is_the_servers_default() -> None:
     assert ServerSettings.model_fields["max_request_bytes"].default == MAX_RAW_FILE_BYTES
 
 
+def test_an_input_named_twice_is_refused(tmp_path: Path, x_file: Path) -> None:
+    # --input x=a.npy --input x=b.npy: the second replaced the first, and the run went on
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros((3, 4), np.float32))
+    r = cli("run", "m", "--input", f"x={x_file}", "--input", f"x={other}", *_nowhere())
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"--input x is given twice ({x_file} and {other})" in line, line
+
+
 def _named_output(name: str) -> bytes:
     """y = x for a float [?, 4] input, its output named ``name``."""
     from onnx import TensorProto, helper

@@ -303,8 +303,14 @@ def _load_inputs(specs: list[str], limit: int) -> dict[str, np.ndarray] | list[n
         raise ConfigurationError("give at least one --input NAME=FILE.npy")
     named: dict[str, np.ndarray] = {}
     positional: list[np.ndarray] = []
+    files: dict[str, str] = {}
     for spec in specs:
         name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        if sep and name in files:  # the second replaced the first, and the run went on
+            raise ConfigurationError(
+                f"--input {name} is given twice ({files[name]} and {file}): give each input once"
+            )
+        files[name] = file
         before = sum(a.nbytes for a in [*named.values(), *positional])
         array = load_npy(file, limit=limit, before=before)
         if sep:
