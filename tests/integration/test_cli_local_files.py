@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import blindai
 from blindai.pipeline import Pipeline
 from tests import models
 from tests._server import ServerProcess, connect
@@ -286,3 +287,65 @@ def test_an_output_whose_name_makes_too_long_a_file_name_is_written(
     assert written.endswith(".npy") and name.startswith(written[: -len(".npy")])
     assert len(written.encode()) <= 255
     np.testing.assert_array_equal(np.load(out / written), np.ones((3, 4), np.float32))
+
+
+# --- upload --replicas -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A simulation server taking models of at most 1 MiB."""
+    from tests._server import start_server
+
+    proc = start_server(tmp_path_factory.mktemp("small"), "--max-model-bytes", str(MiB))
+    yield proc
+    proc.stop()
+
+
+ADDRESS_SPACE = "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))"
+"""The command's memory capped at 3 GiB of address space: a file read whole cannot pass."""
+
+
+def test_upload_to_replicas_streams_the_model_file(
+    small_server: ServerProcess, tmp_path: Path
+) -> None:
+    # upload --replicas read the model whole into memory to send each replica the same bytes:
+    # a 4 GiB (sparse) file took 4 GiB, here a MemoryError traceback, for each replica's 413
+    huge = _sparse(tmp_path / "huge.onnx", 4 << 30)
+    flags = target(small_server)
+    flags[flags.index("--host") : flags.index("--host") + 2] = ["--replicas", small_server.host]
+    r = cli("upload", huge, *flags, python_code=ADDRESS_SPACE, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stdout.splitlines()
+    assert "error: PayloadTooLarge: 413" in line and "--max-model-bytes 1048576" in line, line
+
+
+def test_upload_to_replicas_sends_each_the_same_bytes(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The file is streamed to each replica; a replica that stored other bytes than the file
+    held when the upload began (the file rewritten meanwhile) gets an error, not a model."""
+    import hashlib
+
+    from blindai.client.replicas import upload_to_replicas
+    from blindai.errors import ConfigurationError
+
+    model = tmp_path / "dense.onnx"
+    first, second = models.matmul(4, 2, seed=7), models.matmul(4, 2, seed=8)
+    assert len(first) == len(second) and first != second
+    model.write_bytes(first)
+
+    def connect_rewriting(address: str) -> blindai.Connection:
+        if address == "second":
+            model.write_bytes(second)  # between two replicas, the same size
+        return connect(server)
+
+    results = upload_to_replicas(["first", "second"], model, connect=connect_rewriting)
+    with connect(server) as conn:
+        for r in results:
+            if r.model_id is not None:
+                conn.delete_model(r.model_id)
+    assert results[0].ok and results[0].hash == hashlib.sha256(first).digest()
+    assert isinstance(results[1].error, ConfigurationError), results[1]
+    assert "changed while it was uploaded" in str(results[1].error)
+    assert results[1].model_id is None

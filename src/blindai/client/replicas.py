@@ -126,11 +126,17 @@ def upload_to_replicas(
     still receive the model. Each replica gives the model its own id: run it by name or hash.
     The keywords are :meth:`Connection.upload_model <blindai.Connection.upload_model>`'s,
     the same for every replica.
-    """
-    if isinstance(model, str | os.PathLike):
-        from blindai.client._upload import read_model
 
-        model = read_model(model)  # read once: every replica gets the same bytes
+    A path is streamed to each replica from the file, never read into memory whole (a
+    multi-GB file was); its SHA-256 is taken first, and a replica that stored other bytes
+    (the file rewritten meanwhile) has the model deleted and gets a ConfigurationError: every
+    replica that succeeds holds the same bytes.
+    """
+    expected = None
+    if isinstance(model, str | os.PathLike):
+        from blindai.client._upload import model_digest
+
+        expected = model_digest(model)
     results = []
     for address in addresses:
         try:
@@ -146,6 +152,12 @@ def upload_to_replicas(
                     max_concurrent_runs=max_concurrent_runs,
                     intra_op_threads=intra_op_threads,
                 )
+                if expected is not None and reply.hash != expected:
+                    conn.delete_model(reply.model_id)
+                    raise ConfigurationError(
+                        f"model file {model} changed while it was uploaded: this replica "
+                        "stored other bytes than the file held at first (deleted there)"
+                    )
         except BlindAIError as exc:
             results.append(ReplicaResult(address, error=exc))
         else:
