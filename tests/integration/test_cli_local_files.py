@@ -116,6 +116,19 @@ def test_an_embedding_is_not_written_through_a_planted_link(
     assert victim.read_text() == "export PATH=/usr/bin\n"
 
 
+def test_run_does_not_write_through_a_hard_link_planted_at_an_output(
+    server: ServerProcess, dense: str, tmp_path: Path, x_file: Path, victim: Path
+) -> None:
+    # np.save opened y.npy for writing, truncating the file it shares with ~/.bashrc: the
+    # output is now a new file renamed over the name, and the other name keeps its contents
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(victim, out / "y.npy")
+    ok(cli("run", dense, "--input", f"x={x_file}", "--output-dir", out, *target(server)))
+    assert victim.read_text() == "export PATH=/usr/bin\n"
+    assert np.load(out / "y.npy").shape == (3, 2)
+
+
 def test_outputs_replace_regular_files_and_leave_nothing_else(
     server: ServerProcess, dense: str, tmp_path: Path, x_file: Path
 ) -> None:
