@@ -362,3 +362,15 @@ def test_upload_to_replicas_sends_each_the_same_bytes(
     assert isinstance(results[1].error, ConfigurationError), results[1]
     assert "changed while it was uploaded" in str(results[1].error)
     assert results[1].model_id is None
+
+
+def test_an_npy_header_claiming_gigabytes_is_refused_unread(tmp_path: Path) -> None:
+    # a .npy 2.0 header states its own length in 4 bytes: numpy read that many (4 GiB of a
+    # sparse file, here a MemoryError traceback under the 3 GiB cap) before it refused them
+    big = tmp_path / "header.npy"
+    with big.open("wb") as f:
+        f.write(b"\x93NUMPY\x02\x00" + (0xFFFFFFF0).to_bytes(4, "little"))
+        f.truncate(4 << 30)
+    r = cli("run", "m", "--input", f"x={big}", *_nowhere(), python_code=ADDRESS_SPACE)
+    line = one_error_line(r, "ConfigurationError", 2)
+    assert f"{big}: its .npy header claims {0xFFFFFFF0} bytes" in line, line

@@ -10,7 +10,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -20,6 +20,7 @@ from blindai.errors import ConfigurationError
 from blindai.localfiles import open_regular, read_small
 
 __all__ = [
+    "MAX_NPY_HEADER_BYTES",
     "add_client_commands",
     "add_serve_command",
     "connect_from_args",
@@ -322,6 +323,27 @@ def _load_inputs(specs: list[str], limit: int) -> dict[str, np.ndarray] | list[n
     return named or positional
 
 
+_NPY_HEADER_LENGTH = {(1, 0): 2, (2, 0): 4}
+"""Bytes of the header length after the magic, per .npy version read."""
+MAX_NPY_HEADER_BYTES = 10_000
+"""Longest .npy header read: numpy's own ``max_header_size``, which it applies only once it
+has read the header (a 2.0 header may claim 4 GiB)."""
+
+
+def _check_header_length(f: BinaryIO, file: str, size: int) -> None:
+    """Refuse a header longer than MAX_NPY_HEADER_BYTES from its length field, before numpy
+    reads that many bytes (a 2.0 header claiming 1 GiB over a sparse file: 2.1 GB of memory
+    and 13 s, for numpy's refusal); the file is left where it was."""
+    where = f.tell()
+    claimed = int.from_bytes(f.read(size), "little")
+    f.seek(where)
+    if claimed > MAX_NPY_HEADER_BYTES:
+        raise ConfigurationError(
+            f"{file}: its .npy header claims {claimed} bytes: it is not read (at most "
+            f"{MAX_NPY_HEADER_BYTES})"
+        )
+
+
 def load_npy(file: str, *, limit: int | None = None, before: int = 0) -> np.ndarray:
     """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
     only (a FIFO or a device is refused, not waited on or read without end), whose header
@@ -336,12 +358,13 @@ def load_npy(file: str, *, limit: int | None = None, before: int = 0) -> np.ndar
                 version = npy_format.read_magic(f)
             except ValueError:
                 raise ConfigurationError(f"{file} is not a .npy file") from None
+            if version not in _NPY_HEADER_LENGTH:
+                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+            _check_header_length(f, file, _NPY_HEADER_LENGTH[version])
             if version == (1, 0):
                 shape, _, dtype = npy_format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = npy_format.read_array_header_2_0(f)
             else:
-                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
             if dtype.hasobject:
                 raise ConfigurationError(f"{file} holds objects, not numbers: it is not read")
             need = math.prod(shape) * dtype.itemsize
