@@ -315,8 +315,13 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     proc.stop()
 
 
-ADDRESS_SPACE = "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))"
-"""The command's memory capped at 3 GiB of address space: a file read whole cannot pass."""
+ADDRESS_SPACE = (
+    "import os, resource\n"
+    "os.environ.update(OPENBLAS_NUM_THREADS='1', OMP_NUM_THREADS='1', MALLOC_ARENA_MAX='2')\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))"
+)
+"""The command's memory capped at 3 GiB of address space (it needs some 170 MB; one thread
+per math library, whatever the cores): a file of 4 GiB read whole cannot pass."""
 
 
 def test_upload_to_replicas_streams_the_model_file(
