@@ -146,6 +146,19 @@ def test_outputs_replace_regular_files_and_leave_nothing_else(
     assert (out / "y.npy").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_an_output_replacing_a_file_keeps_its_permissions(
+    server: ServerProcess, dense: str, tmp_path: Path, x_file: Path
+) -> None:
+    # outputs are confidential: a y.npy the user had made 0600 stays 0600 when a run replaces
+    # it (np.save wrote into it; since 06b2943 a new file takes its place, made by the umask)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "y.npy").write_bytes(b"old")
+    os.chmod(out / "y.npy", 0o600)
+    ok(cli("run", dense, "--input", f"x={x_file}", "--output-dir", out, *target(server)))
+    assert (out / "y.npy").stat().st_mode & 0o777 == 0o600
+
+
 def test_a_failed_write_leaves_no_temporary_file(
     server: ServerProcess, dense: str, tmp_path: Path, x_file: Path
 ) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -431,19 +432,31 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _NEW_FILE |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
+def _keep_mode(path: Path, fd: int) -> None:
+    """Give ``fd`` the permissions of the regular file ``path``, if there is one."""
+    try:
+        replaced = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(replaced.st_mode) and hasattr(os, "fchmod"):  # not on Windows before 3.13
+        os.fchmod(fd, stat.S_IMODE(replaced.st_mode) & 0o777)
+
+
 def _save(path: Path, array: np.ndarray) -> None:
     """``array`` as the .npy file ``path``, never through a symbolic link: a link there is
     refused (``y.npy -> ~/.bashrc`` planted in the output folder had np.save overwrite the file
     it named), and the array goes to a new file beside ``path`` (``O_EXCL | O_NOFOLLOW``),
     renamed over it once whole, so that a link planted after that check is replaced, not
-    followed, and a failed write leaves no partial output."""
+    followed, and a failed write leaves no partial output. A regular file replaced keeps its
+    permissions (a y.npy made 0600 stays so); a new one has the umask's, as np.save's had."""
     if os.path.islink(path):  # False, not an error, for a name the system refuses
         raise ConfigurationError(f"cannot write {path}: it is a symbolic link (not followed)")
     temporary = path.with_name(f".blindai-{secrets.token_hex(8)}.tmp")  # short: any name fits
     try:
-        fd = os.open(temporary, _NEW_FILE, 0o666)  # the umask applies, as to np.save's
+        fd = os.open(temporary, _NEW_FILE, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
+                _keep_mode(path, f.fileno())
                 np.save(f, array)
             os.replace(temporary, path)
         except BaseException:
