@@ -39,13 +39,20 @@ def open_regular(path: str | os.PathLike[str], what: str, *, buffering: int = -1
         raise
 
 
-def read_small(path: str | os.PathLike[str], what: str, *, limit: int) -> bytes:
-    """The bytes of the regular file ``path``, refused (ConfigurationError) past ``limit``."""
+def read_small(
+    path: str | os.PathLike[str], what: str, *, limit: int, reason: str = "it cannot be one"
+) -> bytes:
+    """The bytes of the regular file ``path``, refused (ConfigurationError ``WHAT PATH is over
+    LIMIT bytes: REASON``) past ``limit``: from its size before anything is read, or once
+    ``limit`` bytes are passed for a file that grows as it is read."""
+    too_large = f"{what} {path} is over {limit} bytes: {reason}"
     with open_regular(path, what) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise ConfigurationError(too_large)
         try:
             data = f.read(limit + 1)
         except OSError as exc:
             raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
     if len(data) > limit:
-        raise ConfigurationError(f"{what} {path} is over {limit} bytes: it cannot be one")
+        raise ConfigurationError(too_large)
     return data

@@ -345,6 +345,37 @@ def test_a_model_the_target_refuses_as_too_large_is_sent_once(
     assert [line["status"] for line in lines if line["action"] == "upload"] == [413]
 
 
+def test_a_model_the_target_refuses_for_another_reason_is_sent_once(
+    exporting: ServerProcess, tmp_path: Path
+) -> None:
+    """sync_models uploaded a model whose pipeline names an image dtype once more, without it,
+    after any InvalidInput but a 413: a model the target refused for another reason (here its
+    image step resizes past the target's --max-image-side) was sent twice, for the same 400.
+    Only the dtype check the retry is meant for makes it now."""
+    audit = tmp_path / "audit.jsonl"
+    target = start_server(tmp_path, "--max-image-side", "8", "--audit-log", str(audit))
+    spec = {
+        "input": {"kind": "image", "resize": [16, 16], "dtype": "float32"},
+        "output": {"kind": "labels", "labels": "labels.txt", "top_k": 1},
+    }
+    try:
+        with _connect(exporting) as source, _connect(target) as dest:
+            uploaded = source.upload_model(
+                colour_classifier(16),
+                model_name="too-wide",
+                pipeline=Pipeline(spec, {"labels.txt": b"red\ngreen\nblue\n"}),
+            )
+            report = sync_models(source, dest)
+            source.delete_model(uploaded.model_id)
+    finally:
+        target.stop()
+    assert report.copied == ()
+    ((model_id, error),) = report.errors
+    assert model_id == uploaded.model_id and "sides of at most 8" in str(error), error
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["status"] for line in lines if line["action"] == "upload"] == [400]
+
+
 def test_sync_cli(exporting: ServerProcess, tmp_path: Path) -> None:
     """The source on 127.0.0.1, the target on 127.0.0.5 with the same ports (as two pods)."""
     ports = (exporting.unattested_port, exporting.attested_port, exporting.management_port)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from blindai.cli._terminal import shown
 from blindai.errors import ConfigurationError
-from blindai.localfiles import open_regular
+from blindai.localfiles import open_regular, read_small
 
 __all__ = [
+    "MAX_NPY_HEADER_BYTES",
     "add_client_commands",
     "add_serve_command",
     "connect_from_args",
@@ -149,6 +153,16 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    return value
+
+
 def seconds(text: str) -> float:
     """A ``--timeout``: a positive, finite number of seconds (argparse's type)."""
     try:
@@ -220,6 +234,14 @@ def add_client_commands(sub: Any) -> None:
         default=Path("."),
         help="where to write outputs (default: current directory)",
     )
+    p.add_argument(
+        "--max-input-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="largest --image or --audio file, and most data of all --input arrays together, "
+        "read and sent; default: the server's default --max-request-bytes (64 MiB)",
+    )
     connection_args(p)
     p.set_defaults(func=_run)
 
@@ -277,14 +299,22 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
+def _load_inputs(specs: list[str], limit: int) -> dict[str, np.ndarray] | list[np.ndarray]:
+    """The arrays of the ``--input`` flags, holding at most ``limit`` bytes of data together."""
     if not specs:
         raise ConfigurationError("give at least one --input NAME=FILE.npy")
     named: dict[str, np.ndarray] = {}
     positional: list[np.ndarray] = []
+    files: dict[str, str] = {}
     for spec in specs:
         name, sep, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        array = load_npy(file)
+        if sep and name in files:  # the second replaced the first, and the run went on
+            raise ConfigurationError(
+                f"--input {name} is given twice ({files[name]} and {file}): give each input once"
+            )
+        files[name] = file
+        before = sum(a.nbytes for a in [*named.values(), *positional])
+        array = load_npy(file, limit=limit, before=before)
         if sep:
             named[name] = array
         else:
@@ -294,23 +324,48 @@ def _load_inputs(specs: list[str]) -> dict[str, np.ndarray] | list[np.ndarray]:
     return named or positional
 
 
-def load_npy(file: str) -> np.ndarray:
+_NPY_HEADER_LENGTH = {(1, 0): 2, (2, 0): 4}
+"""Bytes of the header length after the magic, per .npy version read."""
+MAX_NPY_HEADER_BYTES = 10_000
+"""Longest .npy header read: numpy's own ``max_header_size``, which it applies only once it
+has read the header (a 2.0 header may claim 4 GiB)."""
+
+
+def _check_header_length(f: BinaryIO, file: str, size: int) -> None:
+    """Refuse a header longer than MAX_NPY_HEADER_BYTES from its length field, before numpy
+    reads that many bytes (a 2.0 header claiming 1 GiB over a sparse file: 2.1 GB of memory
+    and 13 s, for numpy's refusal); the file is left where it was."""
+    where = f.tell()
+    claimed = int.from_bytes(f.read(size), "little")
+    f.seek(where)
+    if claimed > MAX_NPY_HEADER_BYTES:
+        raise ConfigurationError(
+            f"{file}: its .npy header claims {claimed} bytes: it is not read (at most "
+            f"{MAX_NPY_HEADER_BYTES})"
+        )
+
+
+def load_npy(file: str, *, limit: int | None = None, before: int = 0) -> np.ndarray:
     """The array in the .npy file ``file``, read with ``allow_pickle=False``: a regular file
     only (a FIFO or a device is refused, not waited on or read without end), whose header
     promises no more data than the file holds (numpy allocates what the header says first: a
-    64-byte file claiming a 4 TiB array ended in a MemoryError traceback)."""
+    64-byte file claiming a 4 TiB array ended in a MemoryError traceback), and, given a
+    ``limit``, no more than ``limit`` bytes of data with the ``before`` bytes of the arrays
+    read before it (``--max-input-bytes``: a sparse 4 TiB file whose header told the truth
+    went to numpy as well)."""
     with open_regular(file, "input") as f:
         try:
             try:
                 version = npy_format.read_magic(f)
             except ValueError:
                 raise ConfigurationError(f"{file} is not a .npy file") from None
+            if version not in _NPY_HEADER_LENGTH:
+                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+            _check_header_length(f, file, _NPY_HEADER_LENGTH[version])
             if version == (1, 0):
                 shape, _, dtype = npy_format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = npy_format.read_array_header_2_0(f)
             else:
-                raise ConfigurationError(f"{file}: .npy version {version} is not read")
+                shape, _, dtype = npy_format.read_array_header_2_0(f)
             if dtype.hasobject:
                 raise ConfigurationError(f"{file} holds objects, not numbers: it is not read")
             need = math.prod(shape) * dtype.itemsize
@@ -319,6 +374,12 @@ def load_npy(file: str) -> np.ndarray:
                 raise ConfigurationError(
                     f"{file} is truncated: its header promises {need} bytes of data, "
                     f"the file holds {left}"
+                )
+            if limit is not None and before + need > limit:
+                others = f"; with the inputs before it, {before + need}" if before else ""
+                raise ConfigurationError(
+                    f"input {file} holds {need} bytes of data{others}: over {limit} bytes "
+                    "(--max-input-bytes)"
                 )
             f.seek(0)
             array: np.ndarray = np.load(f, allow_pickle=False)
@@ -331,10 +392,19 @@ def _run(args: argparse.Namespace) -> int:
     raw = {k: getattr(args, k) for k in ("text", "image", "audio") if getattr(args, k)}
     if raw and args.input:
         raise ConfigurationError("give --input, or one of --text, --image and --audio")
+    from blindai.client.connection import MAX_RAW_FILE_BYTES
+
+    limit = args.max_input_bytes or MAX_RAW_FILE_BYTES
     for key in ("image", "audio"):
-        if key in raw:  # before connecting: a bad path is status 2
-            open_regular(raw[key], f"{key} file").close()
-    inputs = None if raw else _load_inputs(args.input)
+        if key in raw:  # before connecting: a bad path, or a file too large, is status 2
+            raw[key] = read_small(
+                raw[key],
+                f"{key} file",
+                limit=limit,
+                reason="more than --max-input-bytes (the default: the server's default "
+                "--max-request-bytes)",
+            )
+    inputs = None if raw else _load_inputs(args.input, limit)
     if inputs is not None:  # before the run: its outputs must have somewhere to go
         _output_dir(args.output_dir)
     with connect_from_args(args) as conn:
@@ -358,9 +428,41 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_NEW_FILE |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _keep_mode(path: Path, fd: int) -> None:
+    """Give ``fd`` the permissions of the regular file ``path``, if there is one."""
     try:
-        np.save(path, array)
+        replaced = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(replaced.st_mode) and hasattr(os, "fchmod"):  # not on Windows before 3.13
+        os.fchmod(fd, stat.S_IMODE(replaced.st_mode) & 0o777)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """``array`` as the .npy file ``path``, never through a symbolic link: a link there is
+    refused (``y.npy -> ~/.bashrc`` planted in the output folder had np.save overwrite the file
+    it named), and the array goes to a new file beside ``path`` (``O_EXCL | O_NOFOLLOW``),
+    renamed over it once whole, so that a link planted after that check is replaced, not
+    followed, and a failed write leaves no partial output. A regular file replaced keeps its
+    permissions (a y.npy made 0600 stays so); a new one has the umask's, as np.save's had."""
+    if os.path.islink(path):  # False, not an error, for a name the system refuses
+        raise ConfigurationError(f"cannot write {path}: it is a symbolic link (not followed)")
+    temporary = path.with_name(f".blindai-{secrets.token_hex(8)}.tmp")  # short: any name fits
+    try:
+        fd = os.open(temporary, _NEW_FILE, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _keep_mode(path, f.fileno())
+                np.save(f, array)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     except OSError as exc:
         raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -379,14 +481,21 @@ def _show_result(result: Any, output_dir: Path) -> None:
         print(shown(result.text, keep="\n\t"))
 
 
+_MAX_STEM_BYTES = 200
+"""Most UTF-8 bytes of an output's file name before ``-N.npy`` (file names: 255 at most)."""
+
+
 def _save_outputs(outputs: Mapping[str, np.ndarray], output_dir: Path) -> None:
-    """Each output as NAME.npy, its name made a file name; names that become the same file
+    """Each output as NAME.npy, its name made a file name (of at most :data:`_MAX_STEM_BYTES`
+    before ``.npy``: a model's output name of any length became the file's, and past 255 bytes
+    the run ended in 'File name too long', its outputs lost); names that become the same file
     name (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get ``-2``,
     ``-3``..., so that no output overwrites another."""
     _output_dir(output_dir)
     taken: set[str] = set()
     for name, array in outputs.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
+        safe = safe.encode()[:_MAX_STEM_BYTES].decode(errors="ignore")  # whole characters
         stem, count = safe, 1
         while stem.casefold() in taken:
             count += 1

@@ -9,6 +9,7 @@ starts over (the transport retries once on a stale keep-alive connection).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from blindai.errors import ConfigurationError
 from blindai.localfiles import open_regular
 from blindai.protocol.streaming import message_prefix
 
-__all__ = ["CHUNK", "ModelSource", "UploadBody", "model_source", "read_model", "upload_body"]
+__all__ = ["CHUNK", "ModelSource", "UploadBody", "model_digest", "model_source", "upload_body"]
 
 CHUNK = 1 << 20
 """Bytes read from the model file and written to the socket at a time."""
@@ -62,13 +63,19 @@ def _open(path: Path) -> Any:
     return open_regular(path, "model", buffering=0)  # a FIFO put in its place: never waited on
 
 
-def read_model(path: str | os.PathLike[str]) -> bytes:
-    """A model file's bytes, read whole (when the same bytes must go to several servers)."""
+def model_digest(path: str | os.PathLike[str]) -> bytes:
+    """The SHA-256 of a model file, read in chunks of :data:`CHUNK` (the digest every server it
+    is sent to must answer; the file is never held in memory whole)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     with _open(Path(path)) as f:  # a regular file only: a FIFO is refused, not waited on
         try:
-            return bytes(f.readall())
+            while n := f.readinto(view):
+                digest.update(view[:n])
         except OSError as exc:
             raise ConfigurationError(f"cannot read model {path}: {exc.strerror}") from exc
+    return digest.digest()
 
 
 def model_source(model: Any) -> ModelSource:

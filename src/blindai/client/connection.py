@@ -23,7 +23,7 @@ from blindai.client._tensors import PredictResponse, Tensor, to_wire_tensors
 from blindai.client._transport import AttestedTlsTransport, HttpResponse
 from blindai.client._upload import model_source, upload_body
 from blindai.errors import ConfigurationError, ProtocolError
-from blindai.localfiles import open_regular
+from blindai.localfiles import read_small
 from blindai.pipeline.bundle import Pipeline
 from blindai.pipeline.results import PipelineResult, result_from_wire
 from blindai.protocol import codec, streaming
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from blindai.client._connect import connect
 
 __all__ = [
+    "MAX_RAW_FILE_BYTES",
     "PROGRESS_MIN_BYTES",
     "Connection",
     "PredictResponse",
@@ -69,14 +70,24 @@ class RunModelResponse:
     output: list[Tensor]
 
 
+MAX_RAW_FILE_BYTES = 64 << 20
+"""Largest image or audio file :meth:`Connection.predict` reads when given its path: the
+server's default ``--max-request-bytes``, past which such a server refuses the request (413).
+A larger file is refused before it is read (a multi-GB file was read whole into memory, then
+copied into the request); for a server that takes more, give the file's bytes instead."""
+
+
 def _file_bytes(value: bytes | str | os.PathLike[str], what: str) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    with open_regular(value, what) as f:  # a FIFO or a device: refused, never waited on
-        try:
-            return f.read()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read {what} {value}: {exc.strerror}") from exc
+    # a FIFO or a device: refused, never waited on
+    return read_small(
+        value,
+        f"{what} file",
+        limit=MAX_RAW_FILE_BYTES,
+        reason="more than a server takes by default (--max-request-bytes); give its bytes "
+        "for a server that takes more",
+    )
 
 
 def _raw_input(
@@ -304,7 +315,9 @@ class Connection:
         ``predict(...).output[0].argmax()``, ``predict(...)["probabilities"]``.
 
         For a model uploaded with a pipeline, give the raw input instead of tensors:
-        ``text="..."``, ``image=`` (PNG/JPEG bytes or path) or ``audio=`` (WAV bytes or path).
+        ``text="..."``, ``image=`` (PNG/JPEG bytes or path) or ``audio=`` (WAV bytes or path;
+        a path names a regular file of at most :data:`MAX_RAW_FILE_BYTES`, else
+        ConfigurationError before it is read).
         The server preprocesses it and returns the pipeline's typed result
         (:class:`~blindai.pipeline.Classification`, :class:`~blindai.pipeline.Embedding` or
         :class:`~blindai.pipeline.Transcript`), or the outputs when the pipeline has no

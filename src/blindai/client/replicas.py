@@ -126,11 +126,17 @@ def upload_to_replicas(
     still receive the model. Each replica gives the model its own id: run it by name or hash.
     The keywords are :meth:`Connection.upload_model <blindai.Connection.upload_model>`'s,
     the same for every replica.
-    """
-    if isinstance(model, str | os.PathLike):
-        from blindai.client._upload import read_model
 
-        model = read_model(model)  # read once: every replica gets the same bytes
+    A path is streamed to each replica from the file, never read into memory whole (a
+    multi-GB file was); its SHA-256 is taken first, and a replica that stored other bytes
+    (the file rewritten meanwhile) has the model deleted and gets a ConfigurationError: every
+    replica that succeeds holds the same bytes.
+    """
+    expected = None
+    if isinstance(model, str | os.PathLike):
+        from blindai.client._upload import model_digest
+
+        expected = model_digest(model)
     results = []
     for address in addresses:
         try:
@@ -146,6 +152,12 @@ def upload_to_replicas(
                     max_concurrent_runs=max_concurrent_runs,
                     intra_op_threads=intra_op_threads,
                 )
+                if expected is not None and reply.hash != expected:
+                    conn.delete_model(reply.model_id)
+                    raise ConfigurationError(
+                        f"model file {model} changed while it was uploaded: this replica "
+                        "stored other bytes than the file held at first (deleted there)"
+                    )
         except BlindAIError as exc:
             results.append(ReplicaResult(address, error=exc))
         else:
@@ -168,11 +180,12 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
     Both connections are verified already (each by its own policy check). Each model is
     exported from the source's management port (owner or admin only; the server must allow
     export) and uploaded to the target with its name, pipeline and optimisation setting. A
-    model the target refuses (InvalidInput, but not PayloadTooLarge: the same bytes would be
-    sent again for nothing) whose pipeline's image step names a ``dtype`` is uploaded once more
-    without it (:func:`_without_image_dtype`): a replica restores and
-    exports a model it took before uploads checked that dtype against the model input, and
-    the step makes the input's own type whatever it says, so the copy runs as the source's.
+    model the target refuses because its pipeline's image step names a ``dtype`` the model
+    input is not (that check's InvalidInput, and no other refusal: the same bytes would be sent
+    again for nothing) is uploaded once more without it (:func:`_without_image_dtype`): a
+    replica restores and exports a model it took before uploads checked that dtype against the
+    model input, and the step makes the input's own type whatever it says, so the copy runs as
+    the source's.
     """
     have = {(m.hash, m.name) for m in target.list_models()}
     copied: list[str] = []
@@ -196,10 +209,8 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
                     optimize=exported.optimize,
                     pipeline=pipeline,
                 )
-            except PayloadTooLarge:
-                raise  # too large: the same bytes again cannot pass
-            except InvalidInput:
-                relaxed = None if pipeline is None else _without_image_dtype(pipeline)
+            except InvalidInput as exc:
+                relaxed = None if pipeline is None else _without_image_dtype(pipeline, exc)
                 if relaxed is None:
                     raise
                 reply = target.upload_model(
@@ -218,12 +229,23 @@ def sync_models(source: Connection, target: Connection) -> SyncReport:
     return SyncReport(tuple(copied), tuple(present), tuple(errors))
 
 
-def _without_image_dtype(pipeline: Pipeline) -> Pipeline | None:
-    """``pipeline`` without its image step's ``dtype`` (None when it names none): only an
-    upload checks it against the model input, which the step feeds its own type whatever it
-    says (as the server's restore does: ``blindai.server.restore._stored_as_run``)."""
+_DTYPE_REFUSAL = "the image step says dtype {dtype};"
+"""How a server's upload refusal for an image step's dtype begins (``PipelineError`` in
+``blindai.pipeline._image.compile_image``), with the dtype the step names."""
+
+
+def _without_image_dtype(pipeline: Pipeline, refusal: InvalidInput) -> Pipeline | None:
+    """``pipeline`` without its image step's ``dtype``, when ``refusal`` is the server's
+    refusal of that dtype (None otherwise: a 413, or a refusal for any other reason, would
+    only be answered again): only an upload checks it against the model input, which the step
+    feeds its own type whatever it says (as the server's restore does:
+    ``blindai.server.restore._stored_as_run``)."""
     step = pipeline.spec.get("input")
     if not isinstance(step, Mapping) or step.get("kind") != "image" or "dtype" not in step:
+        return None
+    if isinstance(refusal, PayloadTooLarge) or (
+        _DTYPE_REFUSAL.format(dtype=step["dtype"]) not in str(refusal)
+    ):
         return None
     unchecked = {key: value for key, value in step.items() if key != "dtype"}
     return Pipeline({**pipeline.spec, "input": unchecked}, pipeline.files)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tracemalloc
 
@@ -77,12 +78,12 @@ def test_unreadable_models_are_configuration_errors(tmp_path):
         model_source(12)
 
 
-def test_read_model_refuses_a_fifo_and_a_device(tmp_path):
-    # upload_to_replicas reads the model whole, once, with read_model: a FIFO there waited
-    # for a writer forever, /dev/zero was read without end
+def test_model_digest_refuses_a_fifo_and_a_device(tmp_path):
+    # upload_to_replicas reads the model once for its digest, with model_digest (before, whole,
+    # with read_model): a FIFO there waited for a writer forever, /dev/zero was read without end
     import threading
 
-    from blindai.client._upload import read_model
+    from blindai.client._upload import model_digest
 
     fifo = tmp_path / "model.onnx"
     os.mkfifo(fifo)
@@ -91,7 +92,7 @@ def test_read_model_refuses_a_fifo_and_a_device(tmp_path):
 
         def read(path=path, caught=caught):
             try:
-                read_model(path)
+                model_digest(path)
             except BaseException as exc:
                 caught.append(exc)
 
@@ -101,9 +102,9 @@ def test_read_model_refuses_a_fifo_and_a_device(tmp_path):
         if reader.is_alive():
             if path == fifo:  # let the reader go
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            pytest.fail(f"read_model({path}) did not return")
+            pytest.fail(f"model_digest({path}) did not return")
         assert isinstance(caught[0], ConfigurationError), caught
         assert "not a regular file" in str(caught[0])
     path = tmp_path / "m.onnx"
     path.write_bytes(b"model bytes")
-    assert read_model(path) == b"model bytes"
+    assert model_digest(path) == hashlib.sha256(b"model bytes").digest()
