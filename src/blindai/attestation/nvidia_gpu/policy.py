@@ -33,8 +33,13 @@ from blindai.attestation.claims import VerifiedClaims
 from blindai.attestation.nvidia_gpu._claims import NvidiaGpuClaims
 from blindai.attestation.nvidia_gpu._rim import ReferenceManifest
 from blindai.errors import CollateralError, ConfigurationError, Violation
+from blindai.localfiles import read_small
 
-__all__ = ["NvidiaGpuPolicy", "check_reference"]
+__all__ = ["MAX_RIM_BYTES", "NvidiaGpuPolicy", "check_reference"]
+
+MAX_RIM_BYTES = 16 << 20
+"""Largest RIM file a policy's ``rim`` may name (NVIDIA's are tens of KiB): one naming
+``/dev/zero`` was read into memory without end, a FIFO waited for a writer for ever."""
 
 _KEYS = frozenset(
     {
@@ -198,12 +203,10 @@ def _read_rims(value: Any) -> tuple[tuple[str, bytes], ...]:
         raise ConfigurationError("[nvidia_gpu] rim must be a path or a list of paths")
     out = []
     for path in paths:
-        try:
-            out.append((Path(path).name, Path(path).read_bytes()))
-        except OSError as exc:
-            raise ConfigurationError(
-                f"[nvidia_gpu] cannot read RIM {path}: {exc.strerror}"
-            ) from exc
+        try:  # a regular file only, of at most MAX_RIM_BYTES
+            out.append((Path(path).name, read_small(path, "RIM", limit=MAX_RIM_BYTES)))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"[nvidia_gpu] {exc}") from None
     return tuple(out)
 
 

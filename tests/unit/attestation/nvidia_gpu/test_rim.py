@@ -8,6 +8,7 @@ an enveloped ECDSA-SHA384 signature with the signer's chain in ``X509Data``), si
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from signxml.algorithms import (
 from blindai.attestation import Endorsements, EvidenceKind, Policy
 from blindai.attestation.nvidia_gpu import NvidiaGpuPolicy, NvidiaGpuVerifier
 from blindai.attestation.nvidia_gpu._rim import verify_manifest
+from blindai.attestation.nvidia_gpu.policy import MAX_RIM_BYTES
 from blindai.errors import (
     ChainError,
     CollateralError,
@@ -316,3 +318,26 @@ def test_rim_signer_certificate_not_x509(rim_signer: RimSigner, gpu: FakeGpu) ->
     cert.text = "AAAA"
     with pytest.raises(ChainError, match=r"not valid X\.509"):
         verify_manifest(etree.tostring(root), trusted_roots=[rim_signer.fingerprint], now=NOW)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "too large"])
+def test_a_rim_path_that_is_not_a_small_regular_file_is_refused_unread(
+    tmp_path: Path, kind: str
+) -> None:
+    """A ``rim`` naming ``/dev/zero`` was read without end into memory (3.9 GB in 8 s before it
+    was killed), and a FIFO made ``Policy.from_file`` wait for a writer for ever: a RIM is read
+    as the CLI reads evidence files, a regular file of at most 16 MiB."""
+    if kind == "fifo":
+        path = tmp_path / "rim.fifo"
+        os.mkfifo(path)
+        expected = "not a regular file"
+    elif kind == "device":
+        path = Path("/dev/zero")
+        expected = "not a regular file"
+    else:
+        path = tmp_path / "rim.swidtag"
+        with path.open("wb") as f:
+            f.truncate(MAX_RIM_BYTES + 1)  # sparse
+        expected = f"over {MAX_RIM_BYTES} bytes"
+    with pytest.raises(ConfigurationError, match=expected):
+        Policy.from_toml(f'[nvidia_gpu]\nrim = "{path}"\n')
