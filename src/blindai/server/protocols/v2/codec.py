@@ -103,7 +103,7 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
         raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
     if len(value) > MAX_RANK:
         raise InvalidInput(f"{label}: shape has {len(value)} dimensions, more than {MAX_RANK}")
-    if math.prod(d for d in value if d) > MAX_ELEMENTS:
+    if math.prod(filter(None, value)) > MAX_ELEMENTS:  # the non-zero dimensions
         raise InvalidInput(f"{label}: shape {value} is larger than this server handles")
     return tuple(value)
 
