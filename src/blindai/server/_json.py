@@ -2,8 +2,8 @@
 
 ``loads_request`` reads an inference request with simdjson instead, leaving each input's
 ``data`` list as :class:`Numbers`: a flat list of numbers becomes a float64 (or int64) array
-without a Python object per element (a 224x224 RGB image: 3 ms instead of 8 ms as floats, 0.7
-ms instead of 9 ms as UINT8 integers). A list is known flat when the document's text holds no
+without a Python object per element (a 224x224 RGB image: 3 ms instead of 8 ms as floats, 2
+ms instead of 7-9 ms as UINT8 integers). A list is known flat when the document's text holds no
 ``[`` beyond those of the arrays it was read into (:func:`_mark_flat`); a nested or ragged list
 is read through Python lists, as the other parsers' documents are. A document simdjson refuses
 goes through ``loads``, which decides (``NaN``, big integers) or gives the error. So does a
