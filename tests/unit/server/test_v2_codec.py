@@ -638,11 +638,12 @@ def test_odd_float_data_is_read_as_by_the_list_path(
         assert isinstance(got, np.ndarray) and got.tobytes() == want.tobytes()
 
 
-def test_integer_data_keeps_the_exact_list_path() -> None:
+def test_integer_data_is_read_exactly() -> None:
     big = 2**63 - 1
     body = json.dumps(
         {"inputs": [{"name": "x", "datatype": "INT64", "shape": [2], "data": [big, -big]}]}
     ).encode()
+    assert _json.loads_request(body)["inputs"][0]["data"].integers() is not None
     got = parse_request(body, None).inputs[0][1]
     assert got.dtype == np.int64 and got.tolist() == [big, -big]  # no detour through float64
 

@@ -51,7 +51,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_RANK = 32
 MAX_ELEMENTS = 1 << 48
 """Bounds on shapes (even empty ones), so that numpy never overflows its sizes."""
-_UNSUPPORTED = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+_UNSUPPORTED = frozenset(
+    ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def _shape(value: object, label: str) -> tuple[int, ...]:
         raise InvalidInput(f"{label}: shape must be a list of non-negative integers")
     if len(value) > MAX_RANK:
         raise InvalidInput(f"{label}: shape has {len(value)} dimensions, more than {MAX_RANK}")
-    if math.prod(d for d in value if d) > MAX_ELEMENTS:
+    if math.prod(filter(None, value)) > MAX_ELEMENTS:  # the non-zero dimensions
         raise InvalidInput(f"{label}: shape {value} is larger than this server handles")
     return tuple(value)
 
@@ -163,7 +165,7 @@ def _input(obj: object, index: int, blobs: _Blobs, strings: StringCount) -> tupl
     dtype = dtype_for(tensor.get("datatype"))
     shape = _shape(tensor.get("shape"), label)
     params = _parameters(tensor, label)
-    if any(key in params for key in _UNSUPPORTED):
+    if not params.keys().isdisjoint(_UNSUPPORTED):
         raise InvalidInput(f"{label}: shared memory is not supported")
     has_data = "data" in tensor
     strings.take(dtype, shape, label)
@@ -189,7 +191,7 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"outputs[{i}]: name must be a non-empty string")
         params = _parameters(tensor, f"output {name!r}")
-        if any(key in params for key in _UNSUPPORTED):
+        if not params.keys().isdisjoint(_UNSUPPORTED):
             raise InvalidInput(f"output {name!r}: shared memory is not supported")
         binary = _flag(params, "binary_data", f"output {name!r}")
         top_k = classification_count(params.get("classification"), name)

@@ -3,8 +3,9 @@
 JSON data go through one ``np.asarray`` call (no per-element Python loop) and are checked for
 kind (no floats where integers are declared, booleans only for BOOL) and range before being
 cast; a flat list of numbers for a floating type is read by simdjson straight into a float64
-array (``blindai.server._json.Numbers``); binary blobs are read with ``np.frombuffer``. Only
-BYTES tensors need a loop per element.
+array, and a flat list of integers for an integer type into an int64 array
+(``blindai.server._json.Numbers``), the array numpy makes of the same list; binary blobs are
+read with ``np.frombuffer``. Only BYTES tensors need a loop per element.
 
 Each BYTES element becomes a Python object (about 70 bytes beside its characters): a request
 holds at most :data:`MAX_STRINGS` of them, all its inputs together, counted from their declared
@@ -120,7 +121,7 @@ def array_from_json(
     types take any number.
     """
     if isinstance(data, Numbers):
-        values = data.floats() if dtype.kind == "f" else None
+        values = _numbers(data, dtype)
         if values is not None:  # a flat list of numbers, read without Python objects
             return _fit(_convert([], values, dtype, label), shape, label)
         data = data.as_list()
@@ -135,6 +136,16 @@ def array_from_json(
     if raw.size == 0:
         return _fit(np.empty(0, dtype), shape, label)
     return _fit(_convert(data, raw, dtype, label), shape, label)
+
+
+def _numbers(data: Numbers, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """A flat list of numbers as float64 for a floating type, as int64 for an integer type
+    (integers only: what numpy reads from the same list, int64 when every value fits)."""
+    if dtype.kind == "f":
+        return data.floats()
+    if dtype.kind in "iu":
+        return data.integers()
+    return None
 
 
 def _strings_from_json(data: list[Any], label: str) -> np.ndarray:
