@@ -34,6 +34,7 @@ from blindai.server.pipeline_run import invalid_input
 from blindai.server.runtime import LoadedModel, OnnxModel
 from blindai.server.schedules import Schedule
 from blindai.server.settings import ServerSettings
+from blindai.server.tokenizer_host import TokenizerHosts
 
 __all__ = [
     "Compiled",
@@ -58,11 +59,14 @@ class Compiler:
         guard: CompileGuard,
         hosts: ModelHosts | None,
         offload: Offload[Any],
+        tokenizers: TokenizerHosts | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.guard = guard
         self.hosts = hosts
+        self.tokenizers = tokenizers
+        """Where text pipelines' tokenizers are compiled and run (None: in this process)."""
         self.offload = offload
         """Runs a batching model's blocking calls in an inference worker (its queue's)."""
 
@@ -172,6 +176,7 @@ class Compiler:
                 inputs=model.inputs,
                 outputs=model.outputs,
                 limits=self.settings.pipeline_limits(),
+                tokenizers=None if self.tokenizers is None else self.tokenizers.load,
             )
 
 

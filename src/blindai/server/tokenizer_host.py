@@ -1,0 +1,315 @@
+"""Text pipelines' tokenizers, each compiled and run in a limited process of its own.
+
+The tokenizers library holds Python's GIL while it parses a ``tokenizer.json`` (the largest
+taken at the default ``--compile-memory`` took about 12.6 s; with the server's own reading of
+it, the bounds and the vocabulary, some 13 s in all), and while it tokenizes a text (about 6 s
+for the largest normalized text at the defaults), and neither can be stopped: in the server's
+process every other request waited, and a tokenization went on past ``--run-timeout``. Here
+each text pipeline's tokenizer lives in a child (``blindai.server._tokenizer_worker``):
+
+- **compile**: the child caps its address space at its start-up size plus ``--compile-memory``
+  and compiles the file as the server did (the pattern allowlist, the library, the bounds); one
+  that has not answered within ``--compile-timeout`` is killed, and the upload refused (400
+  naming the setting), as is one that ran out of memory. The server waits on a socket, without
+  the GIL; it never parses the file itself;
+- **tokenize**: each request's text goes to the child (its UTF-8 bytes), the tokens come back
+  as one int64 buffer (ids, attention mask, type ids); requests to one pipeline take turns.
+  A run stopped meanwhile (its ``--run-timeout``, its client gone) kills the child at once
+  (looked at every ``POLL_S``): the worker is free, the run answers 504 as a model's run does,
+  and the next request starts the child again (compiling the file anew, under the same limits;
+  the file is kept as a sealed memory file, handed over as a read-only descriptor);
+- **lifetime**: the child ends when its pipeline is dropped (the model deleted: the step is
+  collected), when its socket ends (the server died), and at the server's end
+  (:meth:`TokenizerHosts.close`).
+
+Not with ``--no-compile-isolation`` (Gramine: a child process is a new enclave): there the
+tokenizer is compiled and run in the server's process (:func:`blindai.pipeline._text.
+load_local`), with the stalls above. Cost: one process per text pipeline (an interpreter with
+the tokenizers library, about 40 MB, plus its tokenizer), and a round trip per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from blindai.errors import InferenceFailed, PipelineError
+from blindai.pipeline._tokenizer_bounds import Expansion
+from blindai.pipeline.limits import PipelineLimits
+from blindai.server._child_side import MEMORY_EXIT
+from blindai.server._host_process import POLL_S, Spawned, child_env, discard, spawn
+from blindai.server._host_wire import (
+    MAX_HEADER,
+    Frame,
+    FrameError,
+    Stopped,
+    read_frame,
+    write_frame,
+)
+from blindai.server.model_file import ModelFile
+
+if TYPE_CHECKING:  # the tokenizers library is imported once a text pipeline is compiled
+    from blindai.pipeline._text import Encoded, Stop, TokenizerFacts
+    from blindai.pipeline.spec import TextInput
+
+__all__ = ["HostedTokenizer", "TokenizerHosts", "TokenizerLimits"]
+
+_log = logging.getLogger("blindai.server")
+_MESSAGE_MAX = 2000
+_MODULE = "blindai.server._tokenizer_worker"
+_BYTES_PER_TOKEN = 346
+"""The least memory a token takes (``blindai.pipeline._text.BYTES_PER_TOKEN`` is the most): the
+most tokens ``--max-preprocess-memory`` lets a text make, for the largest answer taken."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerLimits:
+    """What compiling one tokenizer may cost (the server's compile limits)."""
+
+    timeout_s: float
+    """``--compile-timeout``: wall-clock time for the child's compile."""
+    memory_bytes: int
+    """``--compile-memory``: address space for it beyond the child's start-up size."""
+
+
+def _env() -> dict[str, str]:
+    env = child_env()
+    env["MALLOC_ARENA_MAX"] = "1"  # RLIMIT_AS counts each arena's reserved 64 MiB
+    env["TOKENIZERS_PARALLELISM"] = "false"  # no thread pool (its stacks are address space)
+    env["RAYON_NUM_THREADS"] = "1"
+    return env
+
+
+class _Stopped(RuntimeError):
+    """The run was stopped while its text was being tokenized (the child was killed)."""
+
+
+class HostedTokenizer:
+    """A tokenizer in a child process (:class:`~blindai.pipeline._text.Tokenize`)."""
+
+    def __init__(self, hosts: TokenizerHosts, source: ModelFile, setup: dict[str, Any]) -> None:
+        self._hosts = hosts
+        self._source = source
+        self._setup = setup
+        self._lock = threading.Lock()
+        """Held for one request to the child (they take turns), or to start it."""
+        self._child: list[Spawned] = []
+        """The running child, if any (a list: the finalizer holds it, not this object)."""
+        self._max_reply = 24 * (int(setup["preprocess_bytes"]) // _BYTES_PER_TOKEN) + MAX_HEADER
+        weakref.finalize(self, _close, self._child, source)
+
+    def start(self, stop: Stop) -> dict[str, Any]:
+        """Start the child and compile the file there (see :meth:`TokenizerHosts.load`)."""
+        spawned = spawn(_MODULE, _env())
+        process, channel = spawned
+        deadline = time.monotonic() + self._hosts.limits.timeout_s
+        reader = self._source.reader()
+        try:
+            socket.send_fds(channel, [json.dumps(self._setup).encode()], [reader])
+            channel.settimeout(POLL_S)
+            frame = read_frame(
+                channel,
+                max_bytes=MAX_HEADER,
+                closing=lambda: stop() or time.monotonic() > deadline,
+            )
+        except (OSError, FrameError):
+            frame = None
+        finally:
+            os.close(reader)
+        if frame is None or not frame.header.get("ok"):
+            discard(spawned)
+            raise self._refusal(frame, process.returncode, stop, deadline)
+        self._child.append(spawned)
+        self._hosts.started(self)
+        return frame.header
+
+    def _refusal(
+        self, frame: Frame | None, code: int | None, stop: Stop, deadline: float
+    ) -> Exception:
+        name = self._setup["name"]
+        if frame is not None and frame.header.get("kind") == "pipeline":
+            return PipelineError(str(frame.header.get("message", ""))[:_MESSAGE_MAX])
+        if stop():
+            return InferenceFailed("the tokenizer's start was stopped")
+        if time.monotonic() > deadline:
+            return PipelineError(
+                f"compiling {name} took longer than this server allows "
+                f"({self._hosts.limits.timeout_s:g} s, --compile-timeout)"
+            )
+        if code == MEMORY_EXIT or (code is not None and code < 0):
+            _log.warning("tokenizer: a compile ended for memory (exit status %s)", code)
+            return PipelineError(
+                f"compiling {name} needs more memory than this server allows "
+                f"({self._hosts.limits.memory_bytes} bytes, --compile-memory)"
+            )
+        _log.error("tokenizer: a compile failed unexpectedly (exit status %s)", code)
+        return PipelineError(f"{name} could not be compiled")
+
+    @contextlib.contextmanager
+    def _turn(self, stop: Stop) -> Iterator[Spawned]:
+        """The running child (started again if it was killed), held for one request."""
+        while not self._lock.acquire(timeout=POLL_S):
+            if stop():
+                raise InferenceFailed("the run was stopped") from _Stopped()
+        try:
+            if not self._child:
+                if self._hosts.closed:
+                    raise InferenceFailed("the server is shutting down")
+                try:
+                    self.start(stop)
+                except PipelineError as exc:  # compiled before: this is not the text's fault
+                    raise InferenceFailed(f"the tokenizer could not be started: {exc}") from None
+            yield self._child[0]
+        finally:
+            self._lock.release()
+
+    def _ask(self, header: dict[str, Any], buffers: list[bytes], stop: Stop) -> Frame:
+        with self._turn(stop) as spawned:
+            _, channel = spawned
+            try:
+                write_frame(channel, header, buffers, should_stop=stop)
+                frame = read_frame(channel, max_bytes=self._max_reply, closing=stop)
+            except (OSError, FrameError, Stopped):
+                frame = None
+            if frame is None:
+                self._kill()
+                if stop():  # killed to stop the run (its timeout): the worker is free now
+                    raise InferenceFailed("the run was stopped") from _Stopped()
+                _log.warning("tokenizer: a tokenizer's process ended during a request")
+                raise InferenceFailed("the tokenizer's process ended on this text")
+        if not frame.header.get("ok"):
+            if frame.header.get("kind") == "memory":
+                raise InferenceFailed(
+                    "tokenizing this text needs more memory than this server allows "
+                    "(--max-preprocess-memory)"
+                )
+            raise PipelineError(str(frame.header.get("message", ""))[:_MESSAGE_MAX])
+        return frame
+
+    def _kill(self) -> None:
+        if self._child:
+            discard(self._child.pop())
+
+    def encode(self, text: str, *, add_special_tokens: bool, stop: Stop) -> Encoded:
+        """See :class:`~blindai.pipeline._text.Tokenize`; InferenceFailed (its cause a
+        RuntimeError: the server answers 504 at the run's timeout) when ``stop()`` turned
+        true, the child killed."""
+        payload = text.encode("utf-8", "surrogatepass")
+        frame = self._ask({"op": "encode", "special": add_special_tokens}, [payload], stop)
+        try:
+            n = int(frame.header["n"])
+            tokens = np.frombuffer(frame.buffers[0], dtype=np.int64)
+            if n < 0 or len(frame.buffers) != 1 or tokens.size != 3 * n:
+                raise ValueError
+        except (KeyError, TypeError, ValueError, IndexError):
+            self._kill_locked()
+            raise InferenceFailed("the tokenizer's process answered unreadably") from None
+        return tokens[:n], tokens[n : 2 * n], tokens[2 * n :]
+
+    def _kill_locked(self) -> None:
+        with self._lock:
+            self._kill()
+
+    def decode(self, token: int) -> str:
+        """See :class:`~blindai.pipeline._text.Tokenize`."""
+        frame = self._ask({"op": "decode", "id": int(token)}, [], lambda: False)
+        return str(frame.header.get("text", ""))[: _MESSAGE_MAX * 8]
+
+    def close(self) -> None:
+        """Stop the child (a later request would start it again)."""
+        self._kill_locked()
+
+
+def _close(child: list[Spawned], source: ModelFile) -> None:
+    """A dropped tokenizer's end: its child killed, its file closed."""
+    while child:
+        discard(child.pop())
+    source.close()
+
+
+def _facts(answer: dict[str, Any]) -> TokenizerFacts:
+    """The facts a child answered (it compiled what a tenant sent: checked as data)."""
+    from blindai.pipeline._text import TokenizerFacts
+
+    try:
+        raw = answer.get("decoded")
+        decoded: Expansion | str | None = None
+        if isinstance(raw, list):
+            decoded = Expansion(int(raw[0]), int(raw[1]))
+        elif isinstance(raw, str):
+            decoded = raw[:_MESSAGE_MAX]
+        facts = TokenizerFacts(
+            Expansion(int(answer["factor"]), int(answer["extra"])),
+            int(answer["longest"]),
+            int(answer["vocab"]),
+            decoded,
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise PipelineError("the tokenizer's process answered unreadably") from None
+    if min(facts.expansion.factor, facts.expansion.extra, facts.longest_token) < 0:
+        raise PipelineError("the tokenizer's process answered unreadably")
+    return facts
+
+
+class TokenizerHosts:
+    """Compiles each text pipeline's tokenizer in a process of its own (the server's
+    :data:`~blindai.pipeline._text.TokenizerLoader`), and stops them all at its end."""
+
+    def __init__(self, *, limits: TokenizerLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._live: weakref.WeakSet[HostedTokenizer] = weakref.WeakSet()
+        self._closed = False
+
+    def load(
+        self, data: bytes, name: str, spec: TextInput, limits: PipelineLimits, decoder: bool
+    ) -> tuple[HostedTokenizer, TokenizerFacts]:
+        """The tokenizer of ``data``, compiled in its child (PipelineError when refused)."""
+        if self._closed:
+            raise PipelineError("the server is shutting down")
+        setup = {
+            "name": name,
+            "size": len(data),
+            "spec": spec.model_dump(mode="json"),
+            "limits": asdict(limits),
+            "decoder": decoder,
+            "memory_bytes": self.limits.memory_bytes,
+            "preprocess_bytes": limits.max_preprocess_bytes,
+            "max_request": 4 * limits.max_text_bytes + MAX_HEADER,
+        }
+        hosted = HostedTokenizer(self, ModelFile.holding(data), setup)
+        answer = hosted.start(lambda: self._closed)
+        return hosted, _facts(answer)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (no tokenizer starts any more)."""
+        return self._closed
+
+    def started(self, hosted: HostedTokenizer) -> None:
+        """``hosted``'s child runs: stopped at :meth:`close`."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._live.add(hosted)
+        if closed:
+            hosted.close()
+
+    def close(self) -> None:
+        """Stop every tokenizer's child (the server's end)."""
+        with self._lock:
+            self._closed = True
+            live = list(self._live)
+        for hosted in live:
+            hosted.close()
