@@ -31,6 +31,7 @@ __all__ = [
     "TokenizerFacts",
     "TokenizerLoader",
     "compile_text",
+    "decode_each",
     "encode_text",
     "load_local",
     "load_tokenizer",
@@ -119,8 +120,8 @@ class Tokenize(Protocol):
         library fails on it (a message that does not quote the text)."""
         ...
 
-    def decode(self, token: int) -> str:
-        """One token's label, by the tokenizer's decoder."""
+    def decode(self, tokens: list[int]) -> list[str]:
+        """Each token's label, by the tokenizer's decoder (ids within its vocabulary)."""
         ...
 
 
@@ -150,9 +151,14 @@ class LocalTokenizer:
         """See :meth:`Tokenize.encode`."""
         return encode_text(self.tokenizer, text, add_special_tokens=add_special_tokens)
 
-    def decode(self, token: int) -> str:
+    def decode(self, tokens: list[int]) -> list[str]:
         """See :meth:`Tokenize.decode`."""
-        return str(self.tokenizer.decode([token], skip_special_tokens=False))
+        return decode_each(self.tokenizer, tokens)
+
+
+def decode_each(tok: Tokenizer, tokens: list[int]) -> list[str]:
+    """Each token's label, by ``tok``'s decoder."""
+    return [str(tok.decode([t], skip_special_tokens=False)) for t in tokens]
 
 
 def encode_text(tok: Tokenizer, text: str, *, add_special_tokens: bool) -> Encoded:

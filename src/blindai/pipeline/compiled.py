@@ -100,9 +100,10 @@ class CompiledPipeline:
         return None if self.post is None else self.post(outputs, prepared)
 
 
-def _decoder(pre: _Pre) -> Callable[[int], str]:
-    """A token's label: the tokenizer's decoder on it; PipelineError when that decoder could
-    make a label of more than MAX_LABEL_BYTES of the tokenizer's longest token."""
+def _decoder(pre: _Pre) -> Callable[[list[int]], Sequence[str]]:
+    """Tokens' labels: the tokenizer's decoder on each (one call for all); PipelineError when
+    that decoder could make a label of more than MAX_LABEL_BYTES of the tokenizer's longest
+    token."""
     from blindai.pipeline._text import TextStep
     from blindai.pipeline._tokenizer_bounds import MAX_LABEL_BYTES
 
@@ -121,8 +122,9 @@ def _decoder(pre: _Pre) -> Callable[[int], str]:
     tok = pre.tokenizer
     size = pre.facts.vocab_size
 
-    def decode(i: int) -> str:
-        return tok.decode(i) if i < size else f"<id {i}>"
+    def decode(ids: list[int]) -> list[str]:
+        labels = iter(tok.decode([i for i in ids if i < size]))
+        return [next(labels) if i < size else f"<id {i}>" for i in ids]
 
     return decode
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from blindai.errors import PipelineError
-from blindai.pipeline._text import encode_text, study_tokenizer
+from blindai.pipeline._text import decode_each, encode_text, study_tokenizer
 from blindai.pipeline._tokenizer_bounds import Expansion
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
@@ -41,7 +41,7 @@ from blindai.server._child_side import (
     outlive_no_parent,
     vm_status,
 )
-from blindai.server._host_wire import FrameError, read_frame, write_frame
+from blindai.server._host_wire import FrameError, encode_arrays, read_frame, write_frame
 from blindai.server.no_dumps import forbid_dumps
 
 __all__ = ["FAILED_EXIT", "MEMORY_EXIT", "main"]
@@ -105,8 +105,9 @@ def _serve(channel: socket.socket, tok: Any, max_request: int) -> None:
                 tokens = np.concatenate((ids, mask, types))
                 write_frame(channel, {"ok": True, "n": len(ids)}, [tokens])
             elif op == "decode":
-                label = tok.decode([int(frame.header["id"])], skip_special_tokens=False)
-                write_frame(channel, {"ok": True, "text": str(label)})
+                labels = decode_each(tok, [int(i) for i in frame.header["ids"]])
+                entries, buffers = encode_arrays([("labels", np.array(labels, dtype=object))])
+                write_frame(channel, {"ok": True, "labels": entries}, buffers)
             else:
                 write_frame(channel, {"ok": False, "message": "not a request"})
         except PipelineError as exc:

@@ -54,6 +54,7 @@ from blindai.server._host_wire import (
     Frame,
     FrameError,
     Stopped,
+    decode_arrays,
     read_frame,
     write_frame,
 )
@@ -89,6 +90,10 @@ def _env() -> dict[str, str]:
     env["TOKENIZERS_PARALLELISM"] = "false"  # no thread pool (its stacks are address space)
     env["RAYON_NUM_THREADS"] = "1"
     return env
+
+
+def _never() -> bool:
+    return False
 
 
 class _Stopped(RuntimeError):
@@ -185,6 +190,7 @@ class HostedTokenizer:
             if frame is None:
                 self._kill()
                 if stop():  # killed to stop the run (its timeout): the worker is free now
+                    self._restart_soon()
                     raise InferenceFailed("the run was stopped") from _Stopped()
                 _log.warning("tokenizer: a tokenizer's process ended during a request")
                 raise InferenceFailed("the tokenizer's process ended on this text")
@@ -196,6 +202,23 @@ class HostedTokenizer:
                 )
             raise PipelineError(str(frame.header.get("message", ""))[:_MESSAGE_MAX])
         return frame
+
+    def _restart_soon(self) -> None:
+        """Start the child again in the background, ahead of the next request: compiling a
+        large file may take longer than a run may (the next request waits for it, under its own
+        run timeout)."""
+        threading.Thread(target=self._restart, name="blindai-tokenizer-start", daemon=True).start()
+
+    def _restart(self) -> None:
+        with self._lock:
+            if self._child or self._hosts.closed:
+                return
+            try:
+                self.start(lambda: self._hosts.closed)
+            except Exception as exc:  # the next request starts it, and says why it cannot
+                _log.warning(
+                    "tokenizer: a process could not be started again (%s)", type(exc).__name__
+                )
 
     def _kill(self) -> None:
         if self._child:
@@ -221,10 +244,17 @@ class HostedTokenizer:
         with self._lock:
             self._kill()
 
-    def decode(self, token: int) -> str:
-        """See :class:`~blindai.pipeline._text.Tokenize`."""
-        frame = self._ask({"op": "decode", "id": int(token)}, [], lambda: False)
-        return str(frame.header.get("text", ""))[: _MESSAGE_MAX * 8]
+    def decode(self, tokens: list[int]) -> list[str]:
+        """See :class:`~blindai.pipeline._text.Tokenize` (one round trip for all)."""
+        frame = self._ask({"op": "decode", "ids": [int(t) for t in tokens]}, [], _never)
+        try:
+            [(_, labels)] = decode_arrays(frame.header.get("labels"), frame.buffers)
+            if labels.dtype.kind != "O" or labels.shape != (len(tokens),):
+                raise FrameError("not the labels asked for")
+        except (FrameError, ValueError):
+            self._kill_locked()
+            raise InferenceFailed("the tokenizer's process answered unreadably") from None
+        return [str(label) for label in labels]
 
     def close(self) -> None:
         """Stop the child (a later request would start it again)."""

@@ -64,7 +64,8 @@ def test_the_child_makes_the_tokens_the_server_made(hosts: TokenizerHosts, kw: d
         for name in one.feeds:
             assert one.feeds[name].dtype == two.feeds[name].dtype
             assert (one.feeds[name] == two.feeds[name]).all()
-    assert hosted.tokenizer.decode(3) == local.tokenizer.decode(3)
+    every = list(range(hosted.facts.vocab_size))
+    assert hosted.tokenizer.decode(every) == local.tokenizer.decode(every)  # one round trip
 
 
 def test_a_refused_tokenizer_json_is_refused_by_the_child_with_the_same_message(
@@ -75,7 +76,7 @@ def test_a_refused_tokenizer_json_is_refused_by_the_child_with_the_same_message(
     files = {"tokenizer.json": tok.to_str().encode()}
     with pytest.raises(PipelineError, match=r"its pre_tokenizer \(Split\) has a regular"):
         _hosted(hosts, files)
-    with pytest.raises(PipelineError, match="is not a valid tokenizer.json"):
+    with pytest.raises(PipelineError, match=r"is not a valid tokenizer\.json"):
         _hosted(hosts, {"tokenizer.json": b'{"model": 3}'})
 
 
@@ -118,8 +119,11 @@ def test_a_stopped_tokenization_kills_the_child_at_once_and_the_next_starts_it_a
     assert isinstance(info.value.__cause__, RuntimeError)  # the server answers 504 at its timeout
     assert took < 1.0, took
     assert not _alive(first)
-    assert step("a cat").mask.any()
+    deadline = time.monotonic() + 10
+    while not step.tokenizer._child and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)  # started again in the background, ahead of the next request
     assert _pid(step) != first
+    assert step("a cat").mask.any()
 
 
 def test_no_child_outlives_its_step_or_the_server(hosts: TokenizerHosts):
