@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blindai.errors import InferenceFailed, PipelineError
+from blindai.errors import InferenceFailed, ModelNotReady, PipelineError
 from blindai.pipeline._tokenizer_bounds import Expansion
 from blindai.pipeline.limits import PipelineLimits
 from blindai.server._child_side import MEMORY_EXIT
@@ -115,8 +115,13 @@ class HostedTokenizer:
         weakref.finalize(self, _close, self._child, source)
 
     def start(self, stop: Stop) -> dict[str, Any]:
-        """Start the child and compile the file there (see :meth:`TokenizerHosts.load`)."""
-        spawned = spawn(_MODULE, _env())
+        """Start the child and compile the file there (see :meth:`TokenizerHosts.load`); the
+        caller holds the lock (or is the only one who knows this tokenizer yet)."""
+        try:
+            spawned = spawn(_MODULE, _env())
+        except OSError as exc:  # the machine's limits (processes, memory), not the file's
+            _log.error("tokenizer: a process could not be started (%s)", type(exc).__name__)
+            raise ModelNotReady("the tokenizer's process could not be started") from None
         process, channel = spawned
         deadline = time.monotonic() + self._hosts.limits.timeout_s
         reader = self._source.reader()
@@ -135,8 +140,10 @@ class HostedTokenizer:
         if frame is None or not frame.header.get("ok"):
             discard(spawned)
             raise self._refusal(frame, process.returncode, stop, deadline)
+        if not self._hosts.track(self):
+            discard(spawned)
+            raise ModelNotReady("the server is shutting down")
         self._child.append(spawned)
-        self._hosts.started(self)
         return frame.header
 
     def _refusal(
@@ -221,7 +228,7 @@ class HostedTokenizer:
                 )
 
     def _kill(self) -> None:
-        if self._child:
+        with contextlib.suppress(IndexError):  # close() may have taken it meanwhile
             discard(self._child.pop())
 
     def encode(self, text: str, *, add_special_tokens: bool, stop: Stop) -> Encoded:
@@ -257,8 +264,15 @@ class HostedTokenizer:
         return [str(label) for label in labels]
 
     def close(self) -> None:
-        """Stop the child (a later request would start it again)."""
-        self._kill_locked()
+        """Stop the child now, even while a request is in flight (it then fails, as at a
+        crash); reaped here, or by that request."""
+        for process, _ in list(self._child):
+            process.kill()
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._kill()
+            finally:
+                self._lock.release()
 
 
 def _close(child: list[Spawned], source: ModelFile) -> None:
@@ -327,14 +341,13 @@ class TokenizerHosts:
         """Whether :meth:`close` was called (no tokenizer starts any more)."""
         return self._closed
 
-    def started(self, hosted: HostedTokenizer) -> None:
-        """``hosted``'s child runs: stopped at :meth:`close`."""
+    def track(self, hosted: HostedTokenizer) -> bool:
+        """``hosted``'s child runs: stopped at :meth:`close` (False: the server is closing;
+        the caller stops it)."""
         with self._lock:
-            closed = self._closed
-            if not closed:
+            if not self._closed:
                 self._live.add(hosted)
-        if closed:
-            hosted.close()
+            return not self._closed
 
     def close(self) -> None:
         """Stop every tokenizer's child (the server's end)."""

@@ -139,3 +139,22 @@ def test_no_child_outlives_its_step_or_the_server(hosts: TokenizerHosts):
     with pytest.raises(InferenceFailed, match="shutting down"):
         kept("a cat")
     assert os.getpid() not in pids
+
+
+def test_the_servers_end_stops_a_tokenization_in_flight():
+    """The server's end kills a child while it tokenizes (it waited for the text's end)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = TokenizerHosts(limits=TokenizerLimits(timeout_s=30.0, memory_bytes=1 << 30))
+    step = compile_text(_spec(), _expanding(), BERT, PipelineLimits(), loader=hosts.load)
+    pid = _pid(step)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(step, "a" * step.largest_text)
+        time.sleep(0.3)  # it tokenizes (11 s in the server's process)
+        start = time.perf_counter()
+        hosts.close()
+        with pytest.raises(InferenceFailed, match="ended"):
+            running.result(timeout=5)
+        took = time.perf_counter() - start
+    assert took < 1.5, took
+    assert not _alive(pid)
