@@ -158,3 +158,24 @@ def test_the_servers_end_stops_a_tokenization_in_flight():
         took = time.perf_counter() - start
     assert took < 1.5, took
     assert not _alive(pid)
+
+
+def test_a_run_waiting_for_its_turn_is_stopped_too(hosts: TokenizerHosts):
+    """A text waits while another is tokenized (they take turns in the child): its stop ends
+    its wait, and leaves the other's tokenization alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = compile_text(_spec(), _expanding(), BERT, PipelineLimits(), loader=hosts.load)
+    pid = _pid(step)
+    with ThreadPoolExecutor(1) as pool:
+        long = time.perf_counter()
+        running = pool.submit(step, "a" * (step.largest_text // 8))
+        time.sleep(0.2)
+        start = time.perf_counter()
+        with pytest.raises(InferenceFailed) as info:
+            step("a cat", stop=lambda: time.perf_counter() - start > 0.1)
+        assert time.perf_counter() - start < 0.5
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert not running.done(), time.perf_counter() - long  # the first one goes on
+        assert running.result(timeout=30).mask.any()
+    assert _pid(step) == pid
