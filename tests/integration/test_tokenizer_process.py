@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,3 +153,18 @@ def test_a_tokenization_past_the_run_timeout_answers_504_and_frees_its_worker(
     assert waited < RUN_TIMEOUT / 2, waited
     # started again (compiling the file anew) for the next request
     assert isinstance(conn.predict(hostile, text="a cat"), Embedding)
+
+
+def test_without_compile_isolation_the_tokenizer_runs_in_the_server(tmp_path: Path):
+    """--no-compile-isolation (Gramine, where a process is a new enclave): the tokenizer is
+    compiled and run in the server's process, and the pipeline works as before."""
+    proc = start_server(tmp_path, "--no-compile-isolation")
+    try:
+        with connect(proc) as c:
+            name = _upload(c, wordpiece_json())
+            assert isinstance(c.predict(name, text="the cat sat"), Embedding)
+            tasks = Path(f"/proc/{proc.process.pid}/task")
+            children = [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+            assert children == []  # no tokenizer's process (nor the compile guard's)
+    finally:
+        proc.stop()
