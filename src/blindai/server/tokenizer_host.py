@@ -2,9 +2,10 @@
 
 The tokenizers library holds Python's GIL while it parses a ``tokenizer.json`` (the largest
 taken at the default ``--compile-memory`` took about 12.6 s; with the server's own reading of
-it, the bounds and the vocabulary, some 13 s in all), and while it tokenizes a text (about 6 s
+it, the bounds and the vocabulary, some 14 s in all), and while it tokenizes a text (about 6 s
 for the largest normalized text at the defaults), and neither can be stopped: in the server's
-process every other request waited, and a tokenization went on past ``--run-timeout``. Here
+process every other request waited (during a tokenization too: another thread did not run
+at all during a 4.5 s one), and a tokenization went on past ``--run-timeout``. Here
 each text pipeline's tokenizer lives in a child (``blindai.server._tokenizer_worker``):
 
 - **compile**: the child caps its address space at its start-up size plus ``--compile-memory``
