@@ -125,7 +125,8 @@ class DataPlane:
             TokenizerHosts(
                 limits=TokenizerLimits(
                     timeout_s=settings.compile_timeout, memory_bytes=settings.compile_memory
-                )
+                ),
+                spare=settings.spare_processes,
             )
             if settings.compile_isolation
             else None

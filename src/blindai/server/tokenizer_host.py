@@ -20,6 +20,10 @@ each text pipeline's tokenizer lives in a child (``blindai.server._tokenizer_wor
   and the child is started again at once in the background (compiling the file anew, under the
   same limits; the file is kept as a sealed memory file, handed over as a read-only
   descriptor); a child that ended otherwise is started again by the next request;
+- **the spare**: one child started ahead (its interpreter and the library imported, nothing
+  received) is handed to the next start, which then starts the next one (``_host_starts.
+  Spare``, as model hosts do; the first once a text pipeline is compiled, none with
+  ``--no-spare-processes``);
 - **lifetime**: the child ends when its pipeline is dropped (the model deleted: the step is
   collected), when its socket ends (the server died), and at the server's end
   (:meth:`TokenizerHosts.close`).
@@ -51,7 +55,15 @@ from blindai.errors import InferenceFailed, ModelNotReady, PipelineError
 from blindai.pipeline._tokenizer_bounds import Expansion
 from blindai.pipeline.limits import PipelineLimits
 from blindai.server._child_side import MEMORY_EXIT
-from blindai.server._host_process import POLL_S, Spawned, child_env, discard, spawn
+from blindai.server._host_process import (
+    POLL_S,
+    Spawned,
+    StartStopped,
+    child_env,
+    discard,
+    spawn,
+)
+from blindai.server._host_starts import Spare
 from blindai.server._host_wire import (
     MAX_HEADER,
     Frame,
@@ -87,6 +99,10 @@ class TokenizerLimits:
     """``--compile-memory``: address space for it beyond the child's start-up size."""
 
 
+def _spawn() -> Spawned:
+    return spawn(_MODULE, _env())
+
+
 def _env() -> dict[str, str]:
     env = child_env()
     env["MALLOC_ARENA_MAX"] = "1"  # RLIMIT_AS counts each arena's reserved 64 MiB
@@ -97,6 +113,10 @@ def _env() -> dict[str, str]:
 
 def _never() -> bool:
     return False
+
+
+class _NotTaken(Exception):
+    """The child ended before it took the setup and the file (it exits 0 only then)."""
 
 
 class _Stopped(RuntimeError):
@@ -118,13 +138,18 @@ class HostedTokenizer:
         weakref.finalize(self, _close, self._child, source)
 
     def start(self, stop: Stop) -> dict[str, Any]:
-        """Start the child and compile the file there (see :meth:`TokenizerHosts.load`); the
-        caller holds the lock (or is the only one who knows this tokenizer yet)."""
+        """Start the child (the spare, when there is one) and compile the file there (see
+        :meth:`TokenizerHosts.load`); the caller holds the lock (or is the only one who knows
+        this tokenizer yet). A child that ended before it took the file (a spare killed as it
+        was handed over) is replaced once: nothing of the file reached it."""
         try:
-            spawned = spawn(_MODULE, _env())
-        except OSError as exc:  # the machine's limits (processes, memory), not the file's
-            _log.error("tokenizer: a process could not be started (%s)", type(exc).__name__)
-            raise ModelNotReady("the tokenizer's process could not be started") from None
+            return self._started(self._hosts.take(), stop)
+        except _NotTaken:
+            return self._started(self._hosts.take(), stop)
+        finally:  # the next spare starts once this compile no longer needs the CPU
+            self._hosts.replenish()
+
+    def _started(self, spawned: Spawned, stop: Stop) -> dict[str, Any]:
         process, channel = spawned
         deadline = time.monotonic() + self._hosts.limits.timeout_s
         reader = self._source.reader()
@@ -136,12 +161,19 @@ class HostedTokenizer:
                 max_bytes=MAX_HEADER,
                 closing=lambda: stop() or time.monotonic() > deadline,
             )
-        except (OSError, FrameError):
+        except (OSError, FrameError) as exc:
             frame = None
+            unread = isinstance(exc, (BrokenPipeError, ConnectionResetError))
+        else:
+            unread = False
         finally:
             os.close(reader)
         if frame is None or not frame.header.get("ok"):
             discard(spawned)
+            # it exits 0 only when given nothing; a stream socket's peer closed with our setup
+            # unread reads as a reset (EPIPE before the send): nothing of the file reached it
+            if frame is None and (unread or process.returncode == 0) and not stop():
+                raise _NotTaken
             raise self._refusal(frame, process.returncode, stop, deadline)
         if not self._hosts.track(self):
             discard(spawned)
@@ -313,8 +345,12 @@ class TokenizerHosts:
     """Compiles each text pipeline's tokenizer in a process of its own (the server's
     :data:`~blindai.pipeline._text.TokenizerLoader`), and stops them all at its end."""
 
-    def __init__(self, *, limits: TokenizerLimits) -> None:
+    def __init__(self, *, limits: TokenizerLimits, spare: bool = True) -> None:
         self.limits = limits
+        self._spare = Spare(enabled=spare, spawner=_spawn)
+        """One child started ahead (its interpreter and the library imported), handed to the
+        next start; none with ``spare`` False (``--no-spare-processes``). The first is started
+        by the first start, not with the server: a server without text pipelines has none."""
         self._lock = threading.Lock()
         self._live: weakref.WeakSet[HostedTokenizer] = weakref.WeakSet()
         self._closed = False
@@ -344,6 +380,26 @@ class TokenizerHosts:
         """Whether :meth:`close` was called (no tokenizer starts any more)."""
         return self._closed
 
+    def take(self) -> Spawned:
+        """A child for a start: the spare when it is alive, else a new one; ModelNotReady once
+        closed, or when none can be started."""
+        try:
+            return self._spare.take()
+        except StartStopped:
+            raise ModelNotReady("the server is shutting down") from None
+        except OSError as exc:  # the machine's limits (processes, memory), not the file's
+            _log.error("tokenizer: a process could not be started (%s)", type(exc).__name__)
+            raise ModelNotReady("the tokenizer's process could not be started") from None
+
+    def replenish(self) -> None:
+        """Start the next spare (a start took the last)."""
+        self._spare.replenish()
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The spare's process id (None: there is none now)."""
+        return self._spare.pid
+
     def track(self, hosted: HostedTokenizer) -> bool:
         """``hosted``'s child runs: stopped at :meth:`close` (False: the server is closing;
         the caller stops it)."""
@@ -359,3 +415,4 @@ class TokenizerHosts:
             live = list(self._live)
         for hosted in live:
             hosted.close()
+        self._spare.close()

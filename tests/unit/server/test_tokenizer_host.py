@@ -179,3 +179,41 @@ def test_a_run_waiting_for_its_turn_is_stopped_too(hosts: TokenizerHosts):
         assert not running.done(), time.perf_counter() - long  # the first one goes on
         assert running.result(timeout=30).mask.any()
     assert _pid(step) == pid
+
+
+def test_a_start_takes_the_spare_and_starts_the_next(hosts: TokenizerHosts):
+    """One child started ahead (its interpreter and the library imported) is handed to the
+    next start, which then starts the next spare; none before the first text pipeline."""
+    assert hosts.spare_pid is None
+    first = _hosted(hosts)
+    spare = hosts.spare_pid
+    assert spare is not None and spare != _pid(first)
+    second = _hosted(hosts)
+    assert _pid(second) == spare
+    assert hosts.spare_pid not in (None, spare)
+    last = hosts.spare_pid
+    assert last is not None
+    hosts.close()
+    assert not _alive(last)
+
+
+def test_a_spare_that_ended_is_replaced_and_the_file_is_not_blamed(hosts: TokenizerHosts):
+    _hosted(hosts)
+    spare = hosts.spare_pid
+    assert spare is not None
+    os.kill(spare, 9)
+    time.sleep(0.1)
+    step = _hosted(hosts)  # handed a dead spare: another child is started
+    assert _pid(step) != spare
+    assert step("a cat").mask.any()
+
+
+def test_without_spares_none_is_started():
+    hosts = TokenizerHosts(
+        limits=TokenizerLimits(timeout_s=30.0, memory_bytes=1 << 30), spare=False
+    )
+    try:
+        _hosted(hosts)
+        assert hosts.spare_pid is None
+    finally:
+        hosts.close()
