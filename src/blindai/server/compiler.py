@@ -16,6 +16,7 @@ step wrapped on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -167,17 +168,29 @@ class Compiler:
                 "it uses operators this runtime lacks)"
             ) from exc
 
-    def pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
+    def pipeline(
+        self, pipeline: Pipeline, model: LoadedModel, abandon: Abandon | None = None
+    ) -> CompiledPipeline:
         """``pipeline`` compiled against the model's inputs and outputs (InvalidInput when
-        they do not fit)."""
-        with invalid_input():
-            return compile_pipeline(
-                pipeline,
-                inputs=model.inputs,
-                outputs=model.outputs,
-                limits=self.settings.pipeline_limits(),
-                tokenizers=None if self.tokenizers is None else self.tokenizers.load,
-            )
+        they do not fit). ``abandon`` set (the upload's client went away) kills a tokenizer's
+        process compiling for it: ClientGone."""
+        tokenizers = None
+        if self.tokenizers is not None:
+            stop = abandon.is_set if abandon is not None else lambda: False
+            tokenizers = functools.partial(self.tokenizers.load, stop=stop)
+        try:
+            with invalid_input():
+                return compile_pipeline(
+                    pipeline,
+                    inputs=model.inputs,
+                    outputs=model.outputs,
+                    limits=self.settings.pipeline_limits(),
+                    tokenizers=tokenizers,
+                )
+        except BlindAIError:
+            if abandon is not None:
+                abandon.check()  # stopped because the client went away: not the pipeline's fault
+            raise
 
 
 def release(compiled: Compiled) -> None:

@@ -356,9 +356,17 @@ class TokenizerHosts:
         self._closed = False
 
     def load(
-        self, data: bytes, name: str, spec: TextInput, limits: PipelineLimits, decoder: bool
+        self,
+        data: bytes,
+        name: str,
+        spec: TextInput,
+        limits: PipelineLimits,
+        decoder: bool,
+        *,
+        stop: Stop = _never,
     ) -> tuple[HostedTokenizer, TokenizerFacts]:
-        """The tokenizer of ``data``, compiled in its child (PipelineError when refused)."""
+        """The tokenizer of ``data``, compiled in its child (PipelineError when refused).
+        ``stop()`` true (the upload's client went away) kills the child (InferenceFailed)."""
         if self._closed:
             raise PipelineError("the server is shutting down")
         setup = {
@@ -372,7 +380,7 @@ class TokenizerHosts:
             "max_request": 4 * limits.max_text_bytes + MAX_HEADER,
         }
         hosted = HostedTokenizer(self, ModelFile.holding(data), setup)
-        answer = hosted.start(lambda: self._closed)
+        answer = hosted.start(lambda: self._closed or stop())
         return hosted, _facts(answer)
 
     @property

@@ -217,3 +217,20 @@ def test_without_spares_none_is_started():
         assert hosts.spare_pid is None
     finally:
         hosts.close()
+
+
+def test_an_upload_whose_client_went_away_stops_its_tokenizers_compile(hosts: TokenizerHosts):
+    """The upload's abandon (its client gone) kills the child compiling its file, within
+    POLL_S, instead of letting it compile for up to --compile-timeout."""
+    data = costly_unigram(4 << 20)  # a few seconds to compile here
+    start = time.perf_counter()
+    with pytest.raises(InferenceFailed, match="stopped"):
+        hosts.load(
+            data,
+            "tokenizer.json",
+            _spec(),
+            PipelineLimits(),
+            False,
+            stop=lambda: time.perf_counter() - start > 0.3,
+        )
+    assert time.perf_counter() - start < 1.0
