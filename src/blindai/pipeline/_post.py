@@ -33,6 +33,7 @@ __all__ = [
     "sigmoid",
     "softmax",
     "top_k",
+    "top_k_named",
 ]
 
 BYTES_PER_VALUE = 25
@@ -58,8 +59,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, k: int, name: Callable[[int], str]) -> tuple[Label, ...]:
     """The ``k`` best of a 1-D score vector, best first (ties: lower index first)."""
-    order = np.argsort(-scores, kind="stable")[:k]
-    return tuple(Label(name(int(i)), float(scores[i]), int(i)) for i in order)
+    return top_k_named(scores, k, lambda ids: [name(i) for i in ids])
+
+
+def top_k_named(
+    scores: np.ndarray, k: int, names: Callable[[list[int]], Sequence[str]]
+) -> tuple[Label, ...]:
+    """:func:`top_k`, the labels of the ``k`` asked for at once (``names``: one call, e.g. a
+    tokenizer in a process of its own, one round trip)."""
+    order = [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
+    labels = names(order)
+    return tuple(Label(label, float(scores[i]), i) for i, label in zip(order, labels, strict=True))
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -185,7 +195,8 @@ class NextTokenStep:
 
     spec: NextTokenOutput
     output: str
-    decode: Callable[[int], str] = field(repr=False)
+    decode: Callable[[list[int]], Sequence[str]] = field(repr=False)
+    """The labels of tokens (one call for the top k)."""
 
     def __call__(self, outputs: Mapping[str, np.ndarray], prepared: Prepared) -> Classification:
         """``[1, seq, vocab]`` logits to the top-k next tokens."""
@@ -199,7 +210,7 @@ class NextTokenStep:
         last = logits.shape[1] - 1
         if prepared.mask is not None and prepared.mask.shape[1] == logits.shape[1]:
             last = int(np.flatnonzero(prepared.mask[0])[-1])
-        return Classification(top_k(softmax(logits[0, last]), self.spec.top_k, self.decode))
+        return Classification(top_k_named(softmax(logits[0, last]), self.spec.top_k, self.decode))
 
 
 @dataclass(frozen=True)

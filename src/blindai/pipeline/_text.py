@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -12,12 +12,31 @@ from tokenizers import Tokenizer
 from blindai._documents import loads_json
 from blindai.errors import PipelineError
 from blindai.pipeline._ports import Port, Prepared, dims_fit, require_file
-from blindai.pipeline._tokenizer_bounds import EXPANSION_BUDGET, Expansion, bound_of
+from blindai.pipeline._tokenizer_bounds import (
+    EXPANSION_BUDGET,
+    Expansion,
+    bound_of,
+    decoder_bound,
+)
 from blindai.pipeline._tokenizer_patterns import check_patterns
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
 
-__all__ = ["TOKENIZER_MEMORY_FACTOR", "TextStep", "compile_text", "load_tokenizer"]
+__all__ = [
+    "TOKENIZER_MEMORY_FACTOR",
+    "Encoded",
+    "LocalTokenizer",
+    "TextStep",
+    "Tokenize",
+    "TokenizerFacts",
+    "TokenizerLoader",
+    "compile_text",
+    "decode_each",
+    "encode_text",
+    "load_local",
+    "load_tokenizer",
+    "study_tokenizer",
+]
 
 _FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = (np.dtype("int64"), np.dtype("int32"))
@@ -63,6 +82,129 @@ def _rust_panic(exc: BaseException) -> bool:
     """Whether ``exc`` is a panic of the Rust library (pyo3's PanicException, a BaseException)."""
     kind = type(exc)
     return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
+
+
+Encoded = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A text's ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, one dimension)."""
+Stop = Callable[[], bool]
+"""Whether the run was stopped (its timeout, its client gone): looked at while a tokenizer that
+can be stopped works."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """What a text step needs to know of its ``tokenizer.json``, learnt where it was compiled
+    (in the server's process, or a tokenizer's own: ``blindai.server.tokenizer_host``)."""
+
+    expansion: Expansion
+    """What its normalizers can make of a text (``_tokenizer_bounds.bound_of``)."""
+    longest_token: int
+    """UTF-8 bytes of its longest token (its vocabulary's, added tokens included)."""
+    vocab_size: int
+    """Its tokens, added ones included."""
+    decoded: Expansion | str | None = None
+    """What its decoder can make of a token (``decoder_bound``); its refusal's message when it
+    cannot be bounded; None when not asked for (no ``next_token`` output)."""
+
+
+class Tokenize(Protocol):
+    """A compiled tokenizer: in this process (:class:`LocalTokenizer`), or in a process of its
+    own that a run's stop kills (``blindai.server.tokenizer_host.HostedTokenizer``)."""
+
+    def encode(self, text: str, *, add_special_tokens: bool, stop: Stop) -> Encoded:
+        """The text's tokens (truncated and padded as configured); PipelineError when the
+        library fails on it (a message that does not quote the text)."""
+        ...
+
+    def decode(self, tokens: list[int]) -> list[str]:
+        """Each token's label, by the tokenizer's decoder (ids within its vocabulary)."""
+        ...
+
+
+TokenizerLoader = Callable[
+    [bytes, str, TextInput, PipelineLimits, bool], tuple[Tokenize, TokenizerFacts]
+]
+"""Compiles a ``tokenizer.json`` (its bytes, its name, the step, the limits, whether its decoder's
+bound is wanted) into a tokenizer and its facts: :func:`load_local` here; the server's loader
+compiles it in a limited process of its own."""
+
+
+_TEXT_FAILED = (
+    "the tokenizer failed on this text (its tokenizer.json gave up on it or lacks "
+    "a token it needs, such as its unknown token)"
+)
+"""Not the library's message: it may quote the text."""
+
+
+@dataclass(frozen=True)
+class LocalTokenizer:
+    """A tokenizer run in this process: it holds the GIL while it works and cannot be stopped
+    (``stop`` is not looked at)."""
+
+    tokenizer: Tokenizer = field(repr=False)
+
+    def encode(self, text: str, *, add_special_tokens: bool, stop: Stop = _never) -> Encoded:
+        """See :meth:`Tokenize.encode`."""
+        return encode_text(self.tokenizer, text, add_special_tokens=add_special_tokens)
+
+    def decode(self, tokens: list[int]) -> list[str]:
+        """See :meth:`Tokenize.decode`."""
+        return decode_each(self.tokenizer, tokens)
+
+
+def decode_each(tok: Tokenizer, tokens: list[int]) -> list[str]:
+    """Each token's label, by ``tok``'s decoder."""
+    return [str(tok.decode([t], skip_special_tokens=False)) for t in tokens]
+
+
+def encode_text(tok: Tokenizer, text: str, *, add_special_tokens: bool) -> Encoded:
+    """``tok`` on ``text`` as three int64 arrays; PipelineError when the library fails."""
+    try:
+        enc = tok.encode(text, add_special_tokens=add_special_tokens)
+    except BaseException as exc:  # tokenizers raises bare Exceptions, and panics
+        if not isinstance(exc, Exception) and not _rust_panic(exc):
+            raise
+        raise PipelineError(_TEXT_FAILED) from None
+    return (
+        np.asarray(enc.ids, dtype=np.int64),
+        np.asarray(enc.attention_mask, dtype=np.int64),
+        np.asarray(enc.type_ids, dtype=np.int64),
+    )
+
+
+def study_tokenizer(
+    data: bytes, name: str, spec: TextInput, limits: PipelineLimits, decoder: bool
+) -> tuple[Tokenizer, TokenizerFacts]:
+    """Compile a ``tokenizer.json`` (already held to its size bound), configure it for the step
+    and learn its facts; PipelineError for what is refused. Every part of it holds the GIL
+    (measured on a 22.5 MB costly vocabulary: 1.4 s checking patterns, 5.8 s the library's
+    parse, 2.7 s the bounds, 3.8 s the vocabulary read back)."""
+    tok = load_tokenizer(data, name)
+    bound = bound_of(data, max_added=limits.max_sequence_length)
+    _configure(tok, spec)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    longest = max((len(t.encode("utf-8", "replace")) for t in vocab), default=0)
+    decoded: Expansion | str | None = None
+    if decoder:
+        try:
+            decoded = decoder_bound(data)
+        except PipelineError as exc:
+            decoded = str(exc)
+    facts = TokenizerFacts(bound, longest, tok.get_vocab_size(with_added_tokens=True), decoded)
+    return tok, facts
+
+
+def load_local(
+    data: bytes, name: str, spec: TextInput, limits: PipelineLimits, decoder: bool
+) -> tuple[Tokenize, TokenizerFacts]:
+    """The tokenizer compiled and run in this process (:class:`LocalTokenizer`): a
+    :data:`TokenizerLoader` for where no process of its own can be started (Gramine)."""
+    tok, facts = study_tokenizer(data, name, spec, limits, decoder)
+    return LocalTokenizer(tok), facts
 
 
 def _pad_token(tok: Tokenizer) -> tuple[int, str]:
@@ -124,17 +266,25 @@ def _check_port(port: Port, spec: TextInput) -> np.dtype[Any]:
 class TextStep:
     """Tokenize one text into the model's token inputs (batch of one)."""
 
-    tokenizer: Tokenizer = field(repr=False)
+    tokenizer: Tokenize = field(repr=False)
     targets: tuple[tuple[str, str, np.dtype[Any]], ...]
     spec: TextInput
     max_text_bytes: int
-    expansion: Expansion
-    """What the tokenizer's normalizers can make of a text (``_tokenizer_bounds``)."""
-    longest_token: int = 0
-    """UTF-8 bytes of the tokenizer's longest token (its vocabulary's, added tokens included)."""
+    facts: TokenizerFacts
     max_cost: int | None = None
     """Most memory one text may take to tokenize (:meth:`cost`); None: not bounded here."""
     kind: str = "text"
+
+    @property
+    def expansion(self) -> Expansion:
+        """What the tokenizer's normalizers can make of a text (``_tokenizer_bounds``)."""
+        return self.facts.expansion
+
+    @property
+    def longest_token(self) -> int:
+        """UTF-8 bytes of the tokenizer's longest token (its vocabulary's, added tokens
+        included)."""
+        return self.facts.longest_token
 
     @property
     def largest_text(self) -> int:
@@ -172,35 +322,29 @@ class TextStep:
         normalized = self.expansion.factor * self._size(raw) + self.expansion.extra
         return normalized * (BYTES_PER_TOKEN + self.longest_token)
 
-    def __call__(self, raw: bytes | str) -> Prepared:
-        """Tokenize, truncate and pad as the spec says."""
+    def __call__(self, raw: bytes | str, *, stop: Stop = _never) -> Prepared:
+        """Tokenize, truncate and pad as the spec says; ``stop()`` true (the run's timeout)
+        stops a tokenizer that runs in a process of its own."""
         self._size(raw)
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise PipelineError("text is not valid UTF-8") from None
-        try:
-            enc = self.tokenizer.encode(raw, add_special_tokens=self.spec.add_special_tokens)
-        except BaseException as exc:  # tokenizers raises bare Exceptions, and panics
-            if not isinstance(exc, Exception) and not _rust_panic(exc):
-                raise
-            # not the library's message: it may quote the text
+        ids, attention, types = self.tokenizer.encode(
+            raw, add_special_tokens=self.spec.add_special_tokens, stop=stop
+        )
+        if not self.spec.truncation and len(ids) > self.spec.max_length:
             raise PipelineError(
-                "the tokenizer failed on this text (its tokenizer.json gave up on it or lacks "
-                "a token it needs, such as its unknown token)"
-            ) from None
-        if not self.spec.truncation and len(enc.ids) > self.spec.max_length:
-            raise PipelineError(
-                f"text is {len(enc.ids)} tokens; this model takes at most {self.spec.max_length}"
+                f"text is {len(ids)} tokens; this model takes at most {self.spec.max_length}"
             )
-        mask = np.asarray(enc.attention_mask, dtype=np.int64)[None, :]
+        mask = attention[None, :]
         if not mask.any():
             raise PipelineError("text is empty (no tokens)")
-        values: Mapping[str, list[int]] = {
-            "input_ids": enc.ids,
-            "attention_mask": enc.attention_mask,
-            "token_type_ids": enc.type_ids,
+        values: Mapping[str, np.ndarray] = {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "token_type_ids": types,
         }
         feeds = {name: np.asarray(values[f], dtype=dt)[None, :] for f, name, dt in self.targets}
         return Prepared(feeds, mask)
@@ -223,18 +367,17 @@ def compile_text(
     files: Mapping[str, bytes],
     inputs: Sequence[Port],
     limits: PipelineLimits,
+    *,
+    loader: TokenizerLoader = load_local,
+    decoder: bool = False,
 ) -> TextStep:
-    """Load the tokenizer and map its outputs to the model's inputs; check dtypes and shapes."""
+    """Load the tokenizer (by ``loader``: in this process unless told otherwise) and map its
+    outputs to the model's inputs; check dtypes and shapes. ``decoder``: learn its decoder's
+    bound too (a ``next_token`` output labels tokens with it)."""
     data = require_file(files, spec.tokenizer, "tokenizer")
     _check_size(data, spec.tokenizer, limits)
-    tok = load_tokenizer(data, spec.tokenizer)
-    bound = bound_of(data, max_added=limits.max_sequence_length)
-    _configure(tok, spec)
     targets = tuple(
         (fld, port.name, _check_port(port, spec)) for fld, port in _targets(spec, inputs)
     )
-    vocab = tok.get_vocab(with_added_tokens=True)
-    longest = max((len(t.encode("utf-8", "replace")) for t in vocab), default=0)
-    return TextStep(
-        tok, targets, spec, limits.max_text_bytes, bound, longest, limits.max_preprocess_bytes
-    )
+    tok, facts = loader(data, spec.tokenizer, spec, limits, decoder)
+    return TextStep(tok, targets, spec, limits.max_text_bytes, facts, limits.max_preprocess_bytes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from blindai.pipeline.spec import (
     TextInput,
     parse_spec,
 )
+
+if TYPE_CHECKING:
+    from blindai.pipeline._text import TokenizerLoader
 
 __all__ = ["CompiledPipeline", "InputKind", "Prepared", "compile_pipeline"]
 
@@ -80,8 +83,14 @@ class CompiledPipeline:
         its header alone (nothing decoded); PipelineError for what the header already refuses."""
         return self.pre.cost(raw)
 
-    def preprocess(self, raw: bytes | str) -> Prepared:
-        """One raw input (text, or the bytes of an image or WAV file) to model feeds."""
+    def preprocess(self, raw: bytes | str, *, stop: Callable[[], bool] | None = None) -> Prepared:
+        """One raw input (text, or the bytes of an image or WAV file) to model feeds.
+        ``stop()`` true (the run's timeout, its client gone) stops a tokenizer that runs in a
+        process of its own; other steps are bounded by their input's size alone."""
+        from blindai.pipeline._text import TextStep
+
+        if stop is not None and isinstance(self.pre, TextStep):
+            return self.pre(raw, stop=stop)
         return self.pre(raw)
 
     def postprocess(
@@ -91,14 +100,18 @@ class CompiledPipeline:
         return None if self.post is None else self.post(outputs, prepared)
 
 
-def _decoder(pre: _Pre, files: Mapping[str, bytes]) -> Callable[[int], str]:
-    """A token's label: the tokenizer's decoder on it; PipelineError when that decoder could
-    make a label of more than MAX_LABEL_BYTES of the tokenizer's longest token."""
+def _decoder(pre: _Pre) -> Callable[[list[int]], Sequence[str]]:
+    """Tokens' labels: the tokenizer's decoder on each (one call for all); PipelineError when
+    that decoder could make a label of more than MAX_LABEL_BYTES of the tokenizer's longest
+    token."""
     from blindai.pipeline._text import TextStep
-    from blindai.pipeline._tokenizer_bounds import MAX_LABEL_BYTES, decoder_bound
+    from blindai.pipeline._tokenizer_bounds import MAX_LABEL_BYTES
 
     assert isinstance(pre, TextStep)  # parse_spec requires a text step for next_token
-    decoded = decoder_bound(files[pre.spec.tokenizer])
+    decoded = pre.facts.decoded
+    assert decoded is not None  # asked for by compile_pipeline
+    if isinstance(decoded, str):
+        raise PipelineError(decoded)
     longest = decoded.factor * pre.longest_token + decoded.extra
     if longest > MAX_LABEL_BYTES:
         raise PipelineError(
@@ -107,10 +120,11 @@ def _decoder(pre: _Pre, files: Mapping[str, bytes]) -> Callable[[int], str]:
             f"this server takes ({MAX_LABEL_BYTES})"
         )
     tok = pre.tokenizer
-    size = tok.get_vocab_size(with_added_tokens=True)
+    size = pre.facts.vocab_size
 
-    def decode(i: int) -> str:
-        return tok.decode([i], skip_special_tokens=False) if i < size else f"<id {i}>"
+    def decode(ids: list[int]) -> list[str]:
+        labels = iter(tok.decode([i for i in ids if i < size]))
+        return [next(labels) if i < size else f"<id {i}>" for i in ids]
 
     return decode
 
@@ -135,7 +149,7 @@ def _compile_post(
                 )
         return LabelsStep(out, port.name, labels)
     if isinstance(out, NextTokenOutput):
-        return NextTokenStep(out, port.name, _decoder(pre, files))
+        return NextTokenStep(out, port.name, _decoder(pre))
     if isinstance(out, EmbeddingOutput):
         return EmbeddingStep(out, port.name, limits.max_result_bytes)
     return _compile_ctc(out, files, port, limits)
@@ -158,14 +172,21 @@ def _compile_ctc(
 
 
 def _compile_pre(
-    spec: PipelineSpec, files: Mapping[str, bytes], inputs: Sequence[Port], limits: PipelineLimits
+    spec: PipelineSpec,
+    files: Mapping[str, bytes],
+    inputs: Sequence[Port],
+    limits: PipelineLimits,
+    tokenizers: TokenizerLoader | None,
 ) -> _Pre:
     # each library is imported only when a pipeline of that kind is compiled
     step = spec.input
     if isinstance(step, TextInput):
-        from blindai.pipeline._text import compile_text
+        from blindai.pipeline._text import compile_text, load_local
 
-        return compile_text(step, files, inputs, limits)
+        decoder = isinstance(spec.output, NextTokenOutput)
+        return compile_text(
+            step, files, inputs, limits, loader=tokenizers or load_local, decoder=decoder
+        )
     if isinstance(step, ImageInput):
         from blindai.pipeline._image import compile_image
 
@@ -192,15 +213,18 @@ def compile_pipeline(
     inputs: Sequence[Port],
     outputs: Sequence[Port],
     limits: PipelineLimits,
+    tokenizers: TokenizerLoader | None = None,
 ) -> CompiledPipeline:
-    """Parse and check a pipeline against a model; PipelineError says what is wrong."""
+    """Parse and check a pipeline against a model; PipelineError says what is wrong.
+    ``tokenizers``: where a text step's tokenizer is compiled and run (None: in this
+    process; the server's runs each in a limited process of its own)."""
     spec = parse_spec(bundle.spec, limits=limits)
     unused = sorted(set(bundle.files) - _named_files(spec))
     if unused:
         raise PipelineError(f"pipeline file(s) {unused} are not named by the spec")
     if not inputs or not outputs:
         raise PipelineError("the model has no inputs or no outputs")
-    pre = _compile_pre(spec, bundle.files, inputs, limits)
+    pre = _compile_pre(spec, bundle.files, inputs, limits, tokenizers)
     post = (
         None
         if spec.output is None

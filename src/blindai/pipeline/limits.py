@@ -41,8 +41,8 @@ class PipelineLimits:
     max_compile_bytes: int = 2 << 30
     """Most memory compiling one upload may take (the server's ``--compile-memory``): a
     ``tokenizer.json`` is refused whose size times ``TOKENIZER_MEMORY_FACTOR``
-    (``blindai.pipeline._text``) could pass it; the library parses it in the server's process,
-    where nothing can cap its memory."""
+    (``blindai.pipeline._text``) could pass it, before anything reads it (the server then
+    compiles it in a process of its own capped at this: ``blindai.server.tokenizer_host``)."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -24,12 +24,9 @@ model's bytes and parsed protobuf, freed before it, instead of faulting in as ma
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
-import select
-import signal
 import socket
 import stat
 import sys
@@ -38,16 +35,13 @@ from typing import Any, BinaryIO
 
 from blindai._malloc import keep_all_freed_memory
 from blindai.errors import InvalidInput
+from blindai.server._child_side import FAILED_EXIT, MEMORY_EXIT, end_with_parent, vm_status
 from blindai.server.admission import AdmissionLimits, check_model, parse_model
 from blindai.server.no_dumps import forbid_dumps
 from blindai.server.runtime import inference_session, session_options
 
 __all__ = ["FAILED_EXIT", "MEMORY_EXIT", "MODEL_COPIES", "READY", "main"]
 
-MEMORY_EXIT = 3
-"""Exit status of a child that ran out of its address space where it could not answer."""
-FAILED_EXIT = 4
-"""Exit status of a child that failed otherwise without answering (a bug)."""
 
 MODEL_COPIES = 5
 """Address space granted per byte of model: the bytes read, the parsed protobuf, and what
@@ -55,15 +49,6 @@ onnxruntime holds while it builds a session (about 1.2 times the model from the 
 times from bytes, as the child once did)."""
 _HEADER_MAX = 1 << 16
 _MEMORY_SLACK = 32 << 20
-
-
-def _status(key: str) -> int:
-    """A ``VmXxx`` field of /proc/self/status, in bytes."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _answer(out: BinaryIO, **fields: Any) -> None:
@@ -80,7 +65,7 @@ def _compile(model: bytes | str, job: dict[str, Any]) -> None:
 
 def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:
     size = int(job["size"])
-    limit = _status("VmSize") + MODEL_COPIES * size + int(job["memory_bytes"])
+    limit = vm_status("VmSize") + MODEL_COPIES * size + int(job["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     start = time.perf_counter()
     try:
@@ -103,7 +88,7 @@ def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:
     except MemoryError:
         os._exit(MEMORY_EXIT)  # answering could need memory too: the exit status says it
     except Exception as exc:  # onnxruntime raises several types for a bad model
-        near_limit = _status("VmPeak") + _MEMORY_SLACK >= limit
+        near_limit = vm_status("VmPeak") + _MEMORY_SLACK >= limit
         kind = "memory" if near_limit or "bad_alloc" in str(exc) else "onnxruntime"
         _answer(out, ok=False, kind=kind, message="")
         return
@@ -111,7 +96,7 @@ def _run(job: dict[str, Any], fd: int, out: BinaryIO) -> None:
         out,
         ok=True,
         seconds=time.perf_counter() - start,
-        peak_bytes=_status("VmHWM"),
+        peak_bytes=vm_status("VmHWM"),
         empty_unsafe=list(admitted.empty_unsafe),
     )
 
@@ -168,21 +153,6 @@ def _ready(channel: socket.socket) -> None:
         os._exit(0)
 
 
-def _end_with_parent(channel: socket.socket) -> None:
-    """Be ended by the kernel once the parent's end of the socket closes (it sends nothing after
-    the job): a server that died while this child compiled left it compiling, for as long as
-    the model takes. The socket signals its owner (``O_ASYNC``) when its peer closes, and
-    ``SIGIO`` left to its default action terminates the process: no Python code need run for
-    it (onnx's shape inference holds the GIL for minutes on some models; a watching thread did
-    not run meanwhile). A parent gone before this was set is seen here."""
-    fd = channel.fileno()
-    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
-    signal.signal(signal.SIGIO, signal.SIG_DFL)
-    if select.select([channel], [], [], 0)[0]:  # its end, read as ready (nothing else comes)
-        os._exit(0)
-
-
 def main() -> None:
     """Serve one job from stdin, answer on stdout, and exit at once."""
     _prepare()
@@ -193,7 +163,7 @@ def main() -> None:
     if received is None:
         os._exit(0)  # the parent went away (or sent nothing usable): nothing to do
     header, fd = received
-    _end_with_parent(channel)
+    end_with_parent(channel)
     try:
         _run(json.loads(header), fd, out)
     except MemoryError:

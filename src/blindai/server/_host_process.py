@@ -317,9 +317,12 @@ Spawned = tuple[subprocess.Popen[bytes], socket.socket]
 """A started child and the server's end of its socket."""
 
 
-def spawn() -> Spawned:
+def spawn(
+    module: str = "blindai.server._model_host_worker", env: dict[str, str] | None = None
+) -> Spawned:
     """A started child and the server's end of its socket: it imports onnxruntime, then waits
-    for its first frame (the setup and the model's descriptor).
+    for its first frame (the setup and the model's descriptor). ``module``: another child's
+    (a tokenizer's: ``tokenizer_host``), ``env`` its environment (default :func:`child_env`).
 
     The child starts in a private directory that is removed as soon as it has started: a
     missed external reference finds nothing, nothing can be written there, and nothing is left
@@ -329,12 +332,12 @@ def spawn() -> Spawned:
     directory = tempfile.mkdtemp(prefix="blindai-host-")
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "blindai.server._model_host_worker"],
+            [sys.executable, "-m", module],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=directory,
-            env=child_env(),
+            env=child_env() if env is None else env,
         )
     except BaseException:
         ours.close()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from blindai.server._host_process import Spawned, StartStopped, discard, spawn
@@ -31,9 +32,11 @@ every ``POLL_S``; a fork takes milliseconds)."""
 class Spare:
     """At most one child started ahead, handed to the next start (see the module)."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, spawner: Callable[[], Spawned] = spawn) -> None:
         self._enabled = enabled
         """False (``--no-spare-processes``): none is started; each start forks its own."""
+        self._spawn = spawner
+        """Starts a child (a model host's; a tokenizer's for ``tokenizer_host``)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._spare: Spawned | None = None
@@ -54,7 +57,7 @@ class Spare:
                 return
             self._spawning += 1
         try:
-            spawned: Spawned | None = spawn()  # not under the lock: no take waits for a fork
+            spawned: Spawned | None = self._spawn()  # not under the lock: no take waits for it
             with self._lock:
                 if self._spare is None and not self._closed:
                     self._spare, spawned = spawned, None
@@ -85,7 +88,7 @@ class Spare:
             return spawned
         if spawned is not None:
             discard(spawned)
-        return spawn()
+        return self._spawn()
 
     def close(self) -> None:
         """Kill and reap the spare, and wait for one being forked (its forker discards it)."""

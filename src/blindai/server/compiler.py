@@ -16,6 +16,7 @@ step wrapped on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from blindai.server.pipeline_run import invalid_input
 from blindai.server.runtime import LoadedModel, OnnxModel
 from blindai.server.schedules import Schedule
 from blindai.server.settings import ServerSettings
+from blindai.server.tokenizer_host import TokenizerHosts
 
 __all__ = [
     "Compiled",
@@ -58,11 +60,14 @@ class Compiler:
         guard: CompileGuard,
         hosts: ModelHosts | None,
         offload: Offload[Any],
+        tokenizers: TokenizerHosts | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.guard = guard
         self.hosts = hosts
+        self.tokenizers = tokenizers
+        """Where text pipelines' tokenizers are compiled and run (None: in this process)."""
         self.offload = offload
         """Runs a batching model's blocking calls in an inference worker (its queue's)."""
 
@@ -163,16 +168,29 @@ class Compiler:
                 "it uses operators this runtime lacks)"
             ) from exc
 
-    def pipeline(self, pipeline: Pipeline, model: LoadedModel) -> CompiledPipeline:
+    def pipeline(
+        self, pipeline: Pipeline, model: LoadedModel, abandon: Abandon | None = None
+    ) -> CompiledPipeline:
         """``pipeline`` compiled against the model's inputs and outputs (InvalidInput when
-        they do not fit)."""
-        with invalid_input():
-            return compile_pipeline(
-                pipeline,
-                inputs=model.inputs,
-                outputs=model.outputs,
-                limits=self.settings.pipeline_limits(),
-            )
+        they do not fit). ``abandon`` set (the upload's client went away) kills a tokenizer's
+        process compiling for it: ClientGone."""
+        tokenizers = None
+        if self.tokenizers is not None:
+            stop = abandon.is_set if abandon is not None else lambda: False
+            tokenizers = functools.partial(self.tokenizers.load, stop=stop)
+        try:
+            with invalid_input():
+                return compile_pipeline(
+                    pipeline,
+                    inputs=model.inputs,
+                    outputs=model.outputs,
+                    limits=self.settings.pipeline_limits(),
+                    tokenizers=tokenizers,
+                )
+        except BlindAIError:
+            if abandon is not None:
+                abandon.check()  # stopped because the client went away: not the pipeline's fault
+            raise
 
 
 def release(compiled: Compiled) -> None:

@@ -67,6 +67,7 @@ from blindai.server.schedules import Schedules
 from blindai.server.settings import ModelSettings, ServerSettings
 from blindai.server.statistics import ModelStatistics, Snapshot, Timing
 from blindai.server.store import SealedStore
+from blindai.server.tokenizer_host import TokenizerHosts, TokenizerLimits
 
 __all__ = [
     "OPENED_CLOSED_STORE",
@@ -120,6 +121,18 @@ class DataPlane:
             spare=settings.spare_processes,
         )
         """Checks and trial-compiles each upload in a limited child process."""
+        self.tokenizers = (
+            TokenizerHosts(
+                limits=TokenizerLimits(
+                    timeout_s=settings.compile_timeout, memory_bytes=settings.compile_memory
+                ),
+                spare=settings.spare_processes,
+            )
+            if settings.compile_isolation
+            else None
+        )
+        """Text pipelines' tokenizers, each in a limited process of its own; None
+        (--no-compile-isolation): in the server's process."""
         self.hosts = _model_hosts(settings, self.metrics)
         """The model hosts (``--run-isolation process``): each model runs in a process of its
         own; None: models run in the server's process."""
@@ -138,6 +151,7 @@ class DataPlane:
             self.metrics,
             guard=self.compile_guard,
             hosts=self.hosts,
+            tokenizers=self.tokenizers,
             offload=self.runs.blocking,
         )
         """Checks and compiles models (the intake's and the restorer's: one compiler)."""
@@ -172,6 +186,8 @@ class DataPlane:
         self._infer.close()
         self._compile.close()
         self.compile_guard.close()
+        if self.tokenizers is not None:
+            self.tokenizers.close()
         if self.hosts is not None:
             self.hosts.close()
 

@@ -213,7 +213,9 @@ class Intake:
         steps = None
         if upload.pipeline is not None:
             steps = await self._compiling(
-                functools.partial(self.compiler.pipeline, upload.pipeline, session.model),
+                functools.partial(
+                    self.compiler.pipeline, upload.pipeline, session.model, upload.abandon
+                ),
                 upload.caller,
             )
         upload.abandon.check()  # the client went away while it compiled: nothing to keep

@@ -61,7 +61,7 @@ def run_pipeline(
     with budget.holding(cost, key):
         with timing.phase("decode"):
             with invalid_input():
-                prepared = pipe.preprocess(raw)
+                prepared = pipe.preprocess(raw, stop=lambda: run_options.terminate)
             feeds = match_inputs(
                 entry.model.inputs,
                 list(prepared.feeds.items()),

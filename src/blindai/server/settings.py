@@ -182,10 +182,12 @@ class ServerSettings(BaseSettings):
     spare_processes: CliImplicitFlag[bool] = True
     """Start the child processes uploads and model hosts need one ahead, each with its
     interpreter started and onnxruntime imported and nothing of any tenant's: one for the
-    compile check (with --compile-isolation) and, with --run-isolation process, one for the
-    next model host. 65-83 MB of RSS each (half of it shared libraries), idle; an upload's
-    check or a host's start then skips 0.3 s or more. Off (--no-spare-processes), e.g. where
-    memory is short, each forks its own child when it needs one."""
+    compile check (with --compile-isolation), one for the next text pipeline's tokenizer (once
+    one was compiled; the tokenizers library imported instead) and, with --run-isolation
+    process, one for the next model host. 65-83 MB of RSS each (half of it shared libraries),
+    idle; an upload's check or a host's start then skips 0.3 s or more. Off
+    (--no-spare-processes), e.g. where memory is short, each forks its own child when it needs
+    one."""
     run_isolation: Literal["none", "process"] = "none"
     """Where each model's onnxruntime session runs. ``none``: in the server's process (a kernel
     that crashes on a request's values ends it, every tenant's runs with it). ``process``: in

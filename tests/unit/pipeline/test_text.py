@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blindai.errors import PipelineError
-from blindai.pipeline._text import compile_text
+from blindai.pipeline._text import LocalTokenizer, compile_text
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput, TokenNames
 from tests.unit.pipeline._factory import VOCAB, Port, wordpiece_json
@@ -139,7 +139,9 @@ def test_a_backtracking_pre_tokenizer_regex_is_a_pipeline_error():
     files = {"tokenizer.json": tok.to_str().encode()}
     with pytest.raises(PipelineError, match=r"its pre_tokenizer \(Split\) has a regular"):
         compile_text(_spec(), files, BERT, PipelineLimits())
-    step = replace(compile_text(_spec(), FILES, BERT, PipelineLimits()), tokenizer=tok)
+    step = replace(
+        compile_text(_spec(), FILES, BERT, PipelineLimits()), tokenizer=LocalTokenizer(tok)
+    )
     with pytest.raises(PipelineError, match="the tokenizer failed on this text"):
         step("a" * 40 + "b")
     assert step("a cat").mask is not None  # the tokenizer still works

@@ -100,9 +100,10 @@ _ADDRESS_SPACE_CHILD = """
 import json, sys
 from blindai.server import _compile_worker as worker
 worker._warm_up()
-start = worker._status("VmSize")
+from blindai.server._child_side import vm_status
+start = vm_status("VmSize")
 worker._compile(sys.stdin.buffer.read(), {"optimize": True, "intra_op_threads": 4})
-print(json.dumps({"grown": worker._status("VmPeak") - start}))
+print(json.dumps({"grown": vm_status("VmPeak") - start}))
 """
 
 
