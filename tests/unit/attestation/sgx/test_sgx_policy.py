@@ -237,3 +237,21 @@ def test_typed_bit_fields_are_unsigned_integers_of_their_width(field: str, wrong
         wrong = 1 << 32 if wrong == 1 << 64 else wrong
     with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
         SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **other, **{field: wrong})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "width"),
+    [("isv_prod_id", 16), ("min_isv_svn", 16), ("min_tcb_evaluation_data_number", 32)],
+)
+@pytest.mark.parametrize("wrong", ["17", True, -1, "big"], ids=["str", "bool", "neg", "big"])
+def test_typed_numbers_are_unsigned_integers_of_their_width(
+    field: str, width: int, wrong: object
+) -> None:
+    """From TOML these are checked (16 or 32 bits, unsigned, an integer); built directly,
+    ``min_tcb_evaluation_data_number="17"`` failed with a TypeError at verification,
+    ``isv_prod_id="0"`` refused every enclave, ``min_isv_svn=-1`` read as 0. Each is now a
+    ConfigurationError naming the field."""
+    wrong = 1 << width if wrong == "big" else wrong
+    pinned = {"isv_prod_id": 0, "min_isv_svn": 0, field: wrong}
+    with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
+        SgxPolicy(mr_signer=frozenset({MRSIGNER}), **pinned)  # type: ignore[arg-type]

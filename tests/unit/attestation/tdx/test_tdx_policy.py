@@ -223,3 +223,11 @@ def test_typed_bit_fields_are_unsigned_64_bit_integers(field: str, wrong: object
     other |= {"xfam": 3} if field == "xfam_mask" else {}
     with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
         TdxPolicy(allow_any_measurement=True, **other, **{field: wrong})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("wrong", ["17", True, -1, 1 << 32], ids=["str", "bool", "neg", "big"])
+def test_a_typed_tcb_evaluation_data_number_is_an_unsigned_32_bit_integer(wrong: object) -> None:
+    """``TdxPolicy(min_tcb_evaluation_data_number="17")`` was taken and failed with a TypeError
+    at verification (TOML refuses it). Now a ConfigurationError naming the field."""
+    with pytest.raises(ConfigurationError, match="min_tcb_evaluation_data_number must be an"):
+        TdxPolicy(allow_any_measurement=True, min_tcb_evaluation_data_number=wrong)  # type: ignore[arg-type]
