@@ -373,9 +373,11 @@ def test_upload_to_replicas_sends_each_the_same_bytes(
 
     results = upload_to_replicas(["first", "second"], model, connect=connect_rewriting)
     with connect(server) as conn:
+        held = [m.hash for m in conn.list_models()]
         for r in results:
             if r.model_id is not None:
                 conn.delete_model(r.model_id)
+    assert hashlib.sha256(second).digest() not in held  # deleted where it was stored
     assert results[0].ok and results[0].hash == hashlib.sha256(first).digest()
     assert isinstance(results[1].error, ConfigurationError), results[1]
     assert "changed while it was uploaded" in str(results[1].error)

@@ -1108,23 +1108,13 @@ def test_calls_without_a_valid_key_hold_no_grpc_call_slot(tmp_path):
             assert call.exception(timeout=1).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.parametrize(
-    ("method", "keyed", "refusal"),
-    [
-        ("ModelInfer", True, "with this key: one key may have 3 of the port's 6"),
-        ("ServerLive", False, "without a key: they may have 3 of the port's 6"),
-    ],
-    ids=["one-tenant", "open-method-without-key"],
-)
-def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path, method, keyed, refusal):
+def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path):
     """A tenant's calls that send nothing held the port's call slots as long as their
     connection's call bound (36 minutes at the defaults): one key took them all (six here,
     --max-connections 6), and every other tenant's call was refused RESOURCE_EXHAUSTED. One
     tenant's key now holds at most half of them (as its share of --max-body-memory): its
-    fourth call is refused, and another key's call is served. The calls that need no key
-    (ServerLive, ServerReady, ServerMetadata) held them too, from a client with no key at all
-    (after c82f4a0 the others are refused without one): with access control on, they share
-    one half between them."""
+    fourth call is refused, and another key's call is served."""
+    method, refusal = "ModelInfer", "with this key: one key may have 3 of the port's 6"
     import hashlib
 
     import grpc
@@ -1156,7 +1146,7 @@ def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path, method, 
                 never.wait()
                 yield from ()
 
-            mine = [("authorization", f"Bearer {alice}")] if keyed else []
+            mine = [("authorization", f"Bearer {alice}")]
             calls = [held.future(nothing(), metadata=mine) for _ in range(_SLOTS)]
             ended: queue.Queue[Any] = queue.Queue()
             for call in calls:
@@ -1173,6 +1163,52 @@ def test_one_tenant_holds_at_most_half_of_the_grpc_call_slots(tmp_path, method, 
                 timeout=HANG,
             )
             assert list(index.models) == []
+        finally:
+            never.set()
+            channel.close()
+
+
+@pytest.mark.parametrize("access", [True, False], ids=["with-keys", "open-server"])
+@pytest.mark.parametrize("method", ["ServerLive", "ServerReady", "ServerMetadata"])
+def test_probes_are_answered_however_many_calls_hold_no_message(tmp_path, method, access):
+    """The calls that need no key shared half of the port's call slots (0c7f7a6), each held
+    while its (always empty) message came: a client with no key held that half with calls that
+    sent nothing, and a load balancer's health probe got RESOURCE_EXHAUSTED for the
+    connection's call bound (36 minutes at the defaults). These calls are now answered at once,
+    their message never read, and take no slot: six held ones (the port's whole count here)
+    are all answered, and so is a probe on a new connection."""
+    import hashlib
+
+    import grpc
+
+    from blindai.protocol.apikeys import generate_key
+    from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
+
+    flags: tuple[str, ...] = ("--max-connections", str(_SLOTS), "--body-timeout", "100")
+    if access:
+        digest = hashlib.sha256(generate_key().encode()).hexdigest()
+        flags += ("--admin-key-sha256", digest)
+    never = threading.Event()
+    with _grpc_server(tmp_path, *flags) as (proc, cert):
+        channel, _ = _grpc_stub(proc, cert)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=HANG)
+            held = channel.stream_unary(
+                f"/inference.GRPCInferenceService/{method}",
+                request_serializer=getattr(pb, f"{method}Request").SerializeToString,
+                response_deserializer=getattr(pb, f"{method}Response").FromString,
+            )
+
+            def nothing() -> Iterator[Any]:
+                never.wait()
+                yield from ()
+
+            calls = [held.future(nothing()) for _ in range(_SLOTS + 2)]
+            for call in calls:  # answered while their client still sends nothing
+                assert call.exception(timeout=HANG) is None, call.exception()
+            assert _live(proc, cert)
+            probe = getattr(_grpc_stub(proc, cert)[1], method)
+            assert probe(getattr(pb, f"{method}Request")(), timeout=HANG) is not None
         finally:
             never.set()
             channel.close()

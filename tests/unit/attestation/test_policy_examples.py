@@ -1,7 +1,8 @@
-"""Every [sgx], [tdx] and [sev_snp] section the README and docs/ show in a TOML block loads as a
-policy: an example a reader copies must not be refused for its keys or values. Placeholders
-(``"33d8736d..."``, ``"..."``, ``"<96 hex digits>"``) stand for full hex values and are filled
-in at their key's size."""
+"""Every [sgx], [tdx], [sev_snp], [nitro] and [server] section the README and docs/ show in a
+TOML block loads as a policy: an example a reader copies must not be refused for its keys or
+values. Placeholders (``"33d8736d..."``, ``"..."``, ``"<96 hex digits from build-enclave>"``)
+stand for full hex values and are filled in at their key's size. ([nvidia_gpu] examples name
+RIM files on the reader's disk: they are not loaded here.)"""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import pytest
 from blindai.attestation import EvidenceKind, Policy, verifier_for
 
 REPO = Path(__file__).resolve().parents[3]
-SECTIONS = ("sgx", "tdx", "sev_snp")
+SECTIONS = ("sgx", "tdx", "sev_snp", "nitro", "server")
 #: keys whose values are 32 bytes; every other elided hex value is 48 bytes
-_SIZE_32 = {"mr_enclave", "mr_signer", "host_data"}
+_SIZE_32 = {"mr_enclave", "mr_signer", "host_data", "admin_key_sha256", "previous_admin_keys"}
 _ELIDED = re.compile(r'"[0-9a-f]*\.\.\.[0-9a-f]*"')
-_DIGITS = re.compile(r'"<(\d+) hex digits>"')
+_DIGITS = re.compile(r'"<(\d+) hex digits[^">]*>"')
 
 
 def _sections() -> list[tuple[str, str, str]]:
@@ -49,6 +50,7 @@ def test_the_examples_are_found() -> None:
     shown = {(doc, section) for doc, section, _ in EXAMPLES}
     assert {("README.md", s) for s in SECTIONS} <= shown
     assert {("attestation.md", s) for s in SECTIONS} <= shown
+    assert ("deploy-nitro.md", "nitro") in shown
 
 
 @pytest.mark.parametrize(

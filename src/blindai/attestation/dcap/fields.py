@@ -19,6 +19,7 @@ __all__ = [
     "check_keys",
     "check_masks",
     "check_typed_masks",
+    "check_typed_uints",
     "check_value_sets",
     "common_fields",
     "debug_and_tcb",
@@ -62,6 +63,22 @@ def check_typed_masks(policy: object, defaults: Mapping[str, int], section: str)
         if getattr(policy, value) is None and getattr(policy, f"{value}_mask") != default:
             raise ConfigurationError(
                 f"[{section}] {value}_mask without {value} checks nothing: give {value} too"
+            )
+
+
+def check_typed_uints(policy: object, widths: Mapping[str, int], section: str) -> None:
+    """What :func:`uint` ensures, for a policy built directly: each field of ``policy`` named
+    in ``widths`` None or an unsigned integer of that many bits (not a bool). A hex string
+    failed only at verification (TypeError), and a negative or too wide value or mask was
+    taken as it was."""
+    for name, bits in widths.items():
+        value = getattr(policy, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+            raise ConfigurationError(
+                f"[{section}] {name} must be an unsigned {bits}-bit integer, "
+                f"not {type(value).__name__} {value!r}"
             )
 
 

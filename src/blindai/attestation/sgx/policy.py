@@ -58,6 +58,12 @@ ATTRIBUTE_BITS = {
 MISC_SELECT_BITS = {0: "EXINFO", 1: "CPINFO"}
 #: each value's default mask (a mask given otherwise needs its value)
 _DEFAULT_MASKS = {"attributes": _U64 & ~DEBUG, "xfrm": _U64, "misc_select": _U32}
+#: each number's width: the bit fields, values and masks alike, and the others
+_WIDTHS = {
+    name: width
+    for value, width in (("attributes", 64), ("xfrm", 64), ("misc_select", 32))
+    for name in (value, f"{value}_mask")
+} | {"isv_prod_id": 16, "min_isv_svn": 16, "min_tcb_evaluation_data_number": 32}
 #: BlindAI 0.6 manifest key -> our key
 _MANIFEST_ALIASES = {
     "attributes_flags_hex": "attributes",
@@ -144,6 +150,7 @@ class SgxPolicy:
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
         f.check_value_sets(self, {"mr_enclave": 32, "mr_signer": 32}, "sgx")
+        f.check_typed_uints(self, _WIDTHS, "sgx")
         f.check_typed_masks(self, _DEFAULT_MASKS, "sgx")
         f.check_advisory_ids(self.allowed_advisory_ids, "sgx")
 

@@ -150,6 +150,12 @@ class TdxPolicy:
                 "that firmware boots"
             )
         f.tcb_statuses(sorted(self.allowed_tcb_statuses))
+        f.check_typed_uints(
+            self,
+            dict.fromkeys(("td_attributes", "td_attributes_mask", "xfam", "xfam_mask"), 64)
+            | {"min_tcb_evaluation_data_number": 32},
+            "tdx",
+        )
         f.check_typed_masks(self, {"td_attributes": _U64 & ~DEBUG, "xfam": _U64}, "tdx")
         f.check_advisory_ids(self.allowed_advisory_ids, "tdx")
 

@@ -218,3 +218,40 @@ def test_violations_name_the_bits_that_differ_and_keep_the_raw_value() -> None:
     ]
     unnamed = policy.check(claims(attributes=0x05 | 1 << 40))
     assert [str(v) for v in unnamed] == ["attributes: expected bit 40 clear, got bit 40 set"]
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["attributes", "attributes_mask", "xfrm", "xfrm_mask", "misc_select", "misc_select_mask"],
+)
+@pytest.mark.parametrize("wrong", ["0x5", True, -1, 1 << 64], ids=["str", "bool", "neg", "big"])
+def test_typed_bit_fields_are_unsigned_integers_of_their_width(field: str, wrong: object) -> None:
+    """From TOML these are checked (f.uint: an integer or hex string, unsigned, 64 or 32 bits);
+    built directly, ``SgxPolicy(attributes="0x5")`` was taken and failed with a TypeError at
+    verification, and a negative or too wide value or mask was taken as it was. Each is now a
+    ConfigurationError naming the field, as in TOML."""
+    other = {"attributes": 5} if field == "attributes_mask" else {}
+    other |= {"xfrm": 3} if field == "xfrm_mask" else {}
+    other |= {"misc_select": 0} if field == "misc_select_mask" else {}
+    if field == "misc_select" or field == "misc_select_mask":
+        wrong = 1 << 32 if wrong == 1 << 64 else wrong
+    with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
+        SgxPolicy(mr_enclave=frozenset({MRENCLAVE}), **other, **{field: wrong})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "width"),
+    [("isv_prod_id", 16), ("min_isv_svn", 16), ("min_tcb_evaluation_data_number", 32)],
+)
+@pytest.mark.parametrize("wrong", ["17", True, -1, "big"], ids=["str", "bool", "neg", "big"])
+def test_typed_numbers_are_unsigned_integers_of_their_width(
+    field: str, width: int, wrong: object
+) -> None:
+    """From TOML these are checked (16 or 32 bits, unsigned, an integer); built directly,
+    ``min_tcb_evaluation_data_number="17"`` failed with a TypeError at verification,
+    ``isv_prod_id="0"`` refused every enclave, ``min_isv_svn=-1`` read as 0. Each is now a
+    ConfigurationError naming the field."""
+    wrong = 1 << width if wrong == "big" else wrong
+    pinned = {"isv_prod_id": 0, "min_isv_svn": 0, field: wrong}
+    with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
+        SgxPolicy(mr_signer=frozenset({MRSIGNER}), **pinned)  # type: ignore[arg-type]

@@ -210,3 +210,24 @@ def test_violations_name_the_bits_that_differ_and_keep_the_raw_value() -> None:
     assert str(policy.check(claims(td_attributes=0))[0]) == (
         "td_attributes: expected SEPT_VE_DISABLE set, got SEPT_VE_DISABLE clear"
     )
+
+
+@pytest.mark.parametrize("field", ["td_attributes", "td_attributes_mask", "xfam", "xfam_mask"])
+@pytest.mark.parametrize("wrong", ["0x0", True, -1, 1 << 64], ids=["str", "bool", "neg", "big"])
+def test_typed_bit_fields_are_unsigned_64_bit_integers(field: str, wrong: object) -> None:
+    """From TOML these are checked (an integer or hex string, unsigned, 64 bits); built
+    directly, ``TdxPolicy(xfam="0x3")`` was taken and failed with a TypeError at verification,
+    and a negative or too wide value or mask was taken as it was. Each is now a
+    ConfigurationError naming the field, as in TOML."""
+    other = {"td_attributes": 0} if field == "td_attributes_mask" else {}
+    other |= {"xfam": 3} if field == "xfam_mask" else {}
+    with pytest.raises(ConfigurationError, match=f"{field} must be an unsigned"):
+        TdxPolicy(allow_any_measurement=True, **other, **{field: wrong})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("wrong", ["17", True, -1, 1 << 32], ids=["str", "bool", "neg", "big"])
+def test_a_typed_tcb_evaluation_data_number_is_an_unsigned_32_bit_integer(wrong: object) -> None:
+    """``TdxPolicy(min_tcb_evaluation_data_number="17")`` was taken and failed with a TypeError
+    at verification (TOML refuses it). Now a ConfigurationError naming the field."""
+    with pytest.raises(ConfigurationError, match="min_tcb_evaluation_data_number must be an"):
+        TdxPolicy(allow_any_measurement=True, min_tcb_evaluation_data_number=wrong)  # type: ignore[arg-type]

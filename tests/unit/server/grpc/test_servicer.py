@@ -170,6 +170,52 @@ def test_a_failed_run_is_audited_with_its_own_status() -> None:
     assert [(r["status"], r["model"]) for r in runs] == [(422, model)]
 
 
+@pytest.mark.parametrize("method", ["ServerLive", "ServerReady", "ServerMetadata"])
+def test_the_calls_that_need_no_key_never_read_their_message(method: str) -> None:
+    """ServerLive, ServerReady and ServerMetadata (messages with no field) held a call slot
+    while their message came, and a client with no key could hold every slot they had, health
+    probes refused RESOURCE_EXHAUSTED. They are now answered without reading it, as REST's
+    health routes answer whatever body comes: bytes that are no message, a message past
+    grpcio's size limit, or none at all (the client still sending) are all answered OK, and
+    the server serves the next call. (Bytes that were no message were INVALID_ARGUMENT; a probe
+    sends none.)"""
+    with in_process() as apps:
+
+        async def go() -> list[Any]:
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
+            add_to_server(InferenceServicer(apps.apps.oip, apps.apps.access), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            never = asyncio.Event()
+
+            async def nothing() -> AsyncIterator[bytes]:
+                await never.wait()
+                yield b""  # pragma: no cover
+
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    path = f"/inference.GRPCInferenceService/{method}"
+                    raw = channel.unary_unary(path)  # bytes as they are, both ways
+                    held = channel.stream_unary(path)
+                    got = [await raw(b"\xff" * 8), await raw(b"\x0a" + b"\xff" * 8)]
+                    got.append(await raw(b"\x7a\x80\x80\x40" + b"\0" * (1 << 20)))
+                    got.append(await held(nothing(), timeout=10))
+                    got.append(await raw(b""))
+                    never.set()
+                    return got
+            finally:
+                await server.stop(None)
+
+        replies = asyncio.run(go())
+    kind = getattr(pb, f"{method}Response")
+    parsed = [kind.FromString(r) for r in replies]
+    assert all(p == parsed[-1] for p in parsed), parsed
+    if method != "ServerMetadata":
+        assert all(getattr(p, "live" if method == "ServerLive" else "ready") for p in parsed)
+    else:
+        assert parsed[0].name
+
+
 def test_a_message_grpcio_refuses_as_too_large_is_audited() -> None:
     """grpcio refuses a message over ``grpc.max_receive_message_length`` (RESOURCE_EXHAUSTED)
     before any handler runs: registered as unary, the servicer never saw the call, and the
@@ -362,7 +408,7 @@ def test_a_cancelled_call_stops_its_run_and_gives_the_model_back(batching: bool)
     assert out.tolist() == [3]
 
 
-@pytest.mark.parametrize("method", ["ModelInfer", "ServerLive", "RepositoryIndex"])
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelReady", "RepositoryIndex"])
 def test_a_message_that_does_not_parse_is_invalid_argument(
     method: str, caplog: pytest.LogCaptureFixture
 ) -> None:

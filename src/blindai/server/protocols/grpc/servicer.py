@@ -15,6 +15,10 @@ repository are written to the audit log, as the REST routes' are. Calls are regi
 client-streaming and read their one message themselves (:func:`_one_message`), so that one
 whose message grpcio refuses (over the size limit) is still seen and audited.
 
+ServerLive, ServerReady and ServerMetadata are answered at once, their (empty) message never
+read, and take no call slot (:func:`_unread`): health probes are answered whatever other
+clients hold.
+
 Calls served at once: at most ``calls`` (:class:`InferenceServicer`), counted here from the
 moment a call's handler starts, before its message is read; the next is answered
 ``RESOURCE_EXHAUSTED`` at once, counted in the metrics and audited (status
@@ -60,7 +64,6 @@ __all__ = [
     "GRPC_PORT",
     "IMPLEMENTED",
     "OPEN_METHODS",
-    "OPEN_SHARE",
     "PARSE_CHARGED_FROM",
     "PARSE_WEIGHT",
     "TOO_MANY_CALLS",
@@ -75,13 +78,6 @@ GRPC_PORT = "grpc"
 TOO_MANY_CALLS = 429
 """The audit log's status for a call refused past the calls served at once (its client gets
 ``RESOURCE_EXHAUSTED``, as grpcio's own refusal answered): HTTP's Too Many Requests."""
-
-
-OPEN_SHARE = ""
-"""The share of :class:`CallSlots` the calls that need no key (:data:`OPEN_METHODS`) count in
-together on a server with access control (no key id is empty): they are made without one, so
-a client with no key could otherwise hold every slot with ``ServerLive`` calls that never send
-their message."""
 
 
 class CallSlots(KeyShares):
@@ -385,12 +381,7 @@ def _unimplemented(method: str) -> _Handler:
     return call
 
 
-def _over_share(slots: CallSlots, key: str | None) -> _OverLimit:
-    if key == OPEN_SHARE:
-        return _OverLimit(
-            f"too many gRPC calls in progress without a key: they may have {slots.per_key} "
-            f"of the port's {slots.total} at once; try again"
-        )
+def _over_share(slots: CallSlots) -> _OverLimit:
     return _OverLimit(
         f"too many gRPC calls in progress with this key: one key may have {slots.per_key} "
         f"of the port's {slots.total} at once; try again"
@@ -406,8 +397,8 @@ def _one_message(
     its metadata names a valid key (else it is handed on, unread, as
     :class:`_Unauthenticated`) and it fits in ``slots`` (fewer calls than its total in
     progress, and fewer than the half a share may hold: ``share_of`` gives the call's, a
-    tenant's key or :data:`OPEN_SHARE`; else it is handed on, unread, as an
-    :class:`_OverLimit`).
+    tenant's key, or None for one counted only in the total; else it is handed on, unread, as
+    an :class:`_OverLimit`).
 
     The key is checked before a slot is taken: a call holds its slot while its message comes
     (grpc-core has no timer for one that never does), and a client with no key held every
@@ -427,13 +418,30 @@ def _one_message(
             return await serve(_Unauthenticated(key), context)
         full = slots.fit(1, key)
         if full is not None:
-            over = _OVER_LIMIT if full == "total" else _over_share(slots, key)
+            over = _OVER_LIMIT if full == "total" else _over_share(slots)
             return await serve(over, context)
         try:
             message = await context.read()
             return await serve(None if message is grpc.aio.EOF else message, context)
         finally:
             slots.give(1, key)
+
+    return call
+
+
+def _unread(serve: _Handler, kind: type[Message]) -> _Handler:
+    """A call that needs no key (:data:`OPEN_METHODS`), answered at once: its message, always
+    empty, is never read, and it takes no call slot.
+
+    Read as any other call's, it held a slot while its message came: a client with no key held
+    every slot the open calls could have (half of them, 0c7f7a6) with calls that sent nothing,
+    and a load balancer's health probe was refused RESOURCE_EXHAUSTED for its connection's call
+    bound. grpc-core ends such a call cleanly: the reply and OK go, and whatever the client
+    still sends is dropped unread (a message past ``max_request_bytes`` too, as it is never
+    read)."""
+
+    async def call(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await serve(kind(), context)
 
     return call
 
@@ -451,6 +459,11 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         if described.client_streaming or described.server_streaming:
             handler = grpc.stream_stream_rpc_method_handler(
                 serve, response_serializer=reply.SerializeToString
+            )
+        elif described.name in OPEN_METHODS:  # no message read, no slot: see _unread
+            kind: type[Message] = getattr(pb, described.input_type.name)
+            handler = grpc.stream_unary_rpc_method_handler(
+                _unread(serve, kind), response_serializer=reply.SerializeToString
             )
         else:  # client-streaming here, one message read by _one_message: see there
             share_of = functools.partial(servicer.share, described.name)
@@ -513,11 +526,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> str | AuthenticationError | None:
         """The share of :attr:`slots` a call of ``method`` counts in, from its metadata alone
-        (:func:`_one_message`), or why its key does not authenticate."""
-        if not self.access.enabled:
+        (:func:`_one_message`), or why its key does not authenticate. (The calls that need no
+        key take no slot: :func:`_unread`.)"""
+        if not self.access.enabled or method in OPEN_METHODS:
             return None
-        if method in OPEN_METHODS:
-            return OPEN_SHARE
         try:
             caller = self.access.authenticate(_authorization(context))
         except AuthenticationError as exc:  # the key, or the metadata given twice
