@@ -20,7 +20,8 @@ EVIDENCE_TTL_S = 60.0
 
 @dataclass
 class EvidenceService:
-    """The certificate and fresh evidence binding it (regenerated after a minute).
+    """The certificate and fresh evidence binding it (regenerated after a minute, and for
+    another certificate at once: what is cached is served for its own certificate only).
 
     ``gpu``, when the models run on an attested GPU, gives the GPU's report for the same
     certificate (:func:`~blindai.attestation.binding.gpu_nonce`), also regenerated after a
@@ -32,8 +33,9 @@ class EvidenceService:
     gpu: NvidiaGpuAttester | None = None
     metrics: Metrics | None = None
     """Where evidence refreshes are counted (``blindai_evidence_refreshes_total``)."""
-    _cached: tuple[float, bytes] | None = field(default=None, init=False)
-    _gpu_cached: tuple[float, dict[str, Any]] | None = field(default=None, init=False)
+    _cached: tuple[bytes, float, bytes] | None = field(default=None, init=False)
+    """(certificate, when collected, evidence): evidence is served for that certificate only."""
+    _gpu_cached: tuple[bytes, float, dict[str, Any]] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
@@ -44,12 +46,13 @@ class EvidenceService:
     def evidence(self) -> bytes:
         """Evidence whose report data is SHA-256(certificate DER) followed by zeros."""
         with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > EVIDENCE_TTL_S:
-                data = expected_report_data(self.identity.cert_der)
-                self._cached = (now, self.attester.evidence(data))
+            now, cert = time.monotonic(), self.identity.cert_der
+            if not _current(self._cached, cert, now):
+                data = expected_report_data(cert)
+                self._cached = (cert, now, self.attester.evidence(data))
                 self._refreshed("cpu")
-            return self._cached[1]
+            assert self._cached is not None
+            return self._cached[2]
 
     def fresh_evidence(self, nonce: bytes) -> bytes:
         """New evidence binding the certificate and ``nonce`` (never cached: each is unique)."""
@@ -60,12 +63,18 @@ class EvidenceService:
         if self.gpu is None:
             return None
         with self._lock:
-            now = time.monotonic()
-            if self._gpu_cached is None or now - self._gpu_cached[0] > EVIDENCE_TTL_S:
-                self._gpu_cached = (now, self.gpu.evidence(self.identity.cert_der))
+            now, cert = time.monotonic(), self.identity.cert_der
+            if not _current(self._gpu_cached, cert, now):
+                self._gpu_cached = (cert, now, self.gpu.evidence(cert))
                 self._refreshed("gpu")
-            return self._gpu_cached[1]
+            assert self._gpu_cached is not None
+            return self._gpu_cached[2]
 
     def _refreshed(self, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.evidence_refreshes.labels(kind).inc()
+
+
+def _current(cached: tuple[bytes, float, object] | None, cert: bytes, now: float) -> bool:
+    """Whether ``cached`` binds ``cert`` and is younger than :data:`EVIDENCE_TTL_S`."""
+    return cached is not None and cached[0] == cert and now - cached[1] <= EVIDENCE_TTL_S
