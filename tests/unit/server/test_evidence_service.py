@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TypeVar
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from blindai.attestation import simulation
@@ -79,6 +80,15 @@ def _in_thread(call: Callable[[], object]) -> threading.Thread:
     return thread
 
 
+def _returns_at_once(call: Callable[[], _T]) -> _T:
+    """What ``call()`` returns, asserting that it returns within a second."""
+    results: list[_T] = []
+    thread = _in_thread(lambda: results.append(call()))
+    thread.join(1.0)
+    assert results, "still waiting after a second"
+    return results[0]
+
+
 def test_cached_evidence_follows_the_certificate():
     """Evidence cached for one certificate is never served for another (a new identity)."""
     nvml = HeldNvml(free=10)
@@ -90,6 +100,60 @@ def test_cached_evidence_follows_the_certificate():
     gpu = service.gpu_evidence()
     assert gpu is not None
     assert parse_report(gpu["report"]).requester_nonce == gpu_nonce(service.cert_der)
+
+
+def test_a_gpu_collection_does_not_hold_up_the_cpu_evidence():
+    """The GPU's report and the CPU's evidence were collected under one lock: a slow NVML
+    call held every GET /attestation and /quote, though their evidence was cached."""
+    nvml = HeldNvml(free=0)
+    service = EvidenceService(TlsIdentity.generate(), SimulationAttester(), NvidiaGpuAttester(nvml))
+    cached = service.evidence()
+    gpu = _in_thread(service.gpu_evidence)
+    assert nvml.entered.wait(10)
+    try:
+        assert _returns_at_once(service.evidence) == cached
+    finally:
+        nvml.release.set()
+        gpu.join(10)
+
+
+@pytest.fixture
+def due_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cached evidence is due for renewal at its next use."""
+    monkeypatch.setattr("blindai.server.evidence.EVIDENCE_TTL_S", 0.0)
+
+
+@pytest.mark.usefixtures("due_at_once")
+def test_a_refresh_under_way_serves_the_evidence_already_collected():
+    """Once the evidence is due for renewal, one caller collects it; the others get the
+    evidence collected before for the same certificate at once, instead of queueing behind
+    a collection that the host can stall."""
+    attester = HeldAttester(free=1)
+    service = EvidenceService(TlsIdentity.generate(), attester)
+    first = service.evidence()
+    refresh = _in_thread(service.evidence)
+    assert attester.entered.wait(10)
+    try:
+        assert _returns_at_once(service.evidence) == first
+        assert attester.calls == 2  # the waiting caller collected nothing itself
+    finally:
+        attester.release.set()
+        refresh.join(10)
+    assert _report_data(service.evidence()) == expected_report_data(service.cert_der)
+
+
+@pytest.mark.usefixtures("due_at_once")
+def test_a_gpu_refresh_under_way_serves_the_report_already_collected():
+    nvml = HeldNvml(free=1)
+    service = EvidenceService(TlsIdentity.generate(), SimulationAttester(), NvidiaGpuAttester(nvml))
+    first = service.gpu_evidence()
+    refresh = _in_thread(service.gpu_evidence)
+    assert nvml.entered.wait(10)
+    try:
+        assert _returns_at_once(service.gpu_evidence) == first
+    finally:
+        nvml.release.set()
+        refresh.join(10)
 
 
 def test_evidence_for_another_certificate_is_not_served_while_a_refresh_is_under_way():
