@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import hmac
 import os
 import stat
 import threading
@@ -27,6 +28,7 @@ import cbor2
 from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.endorsements import Endorsements
 from blindai.attestation.kinds import NSM
+from blindai.attestation.nitro._layout import parse
 from blindai.errors import ConfigurationError, EvidenceError
 from blindai.server.attesters._quote import check_report_data
 
@@ -133,7 +135,9 @@ class NsmAttester:
         """An attestation document binding ``report_data`` (64 bytes) in ``user_data``.
 
         ``user_data`` is ``report_data[0:32]`` when the rest is zero (the certificate digest
-        alone, as BlindAI has always sent it), else all 64 bytes (fresh evidence).
+        alone, as BlindAI has always sent it), else all 64 bytes (fresh evidence). A document
+        that is malformed or carries other ``user_data`` is an :class:`EvidenceError`, as a
+        quote without our report data is for the other attesters (nothing is verified here).
         """
         check_report_data(report_data)
         user_data = report_data if any(report_data[32:]) else report_data[:32]
@@ -142,7 +146,11 @@ class NsmAttester:
                 answer = self.transport.request(attestation_request(user_data))
             except OSError as exc:
                 raise EvidenceError(f"the NSM device failed: {exc}") from exc
-        return _document(answer)
+        document = _document(answer)
+        carried = parse(document)[1].user_data  # the layout only: EvidenceError if malformed
+        if carried is None or not hmac.compare_digest(carried, user_data):
+            raise EvidenceError("the NSM's attestation document does not carry our user_data")
+        return document
 
     def endorsements(self) -> Endorsements:
         """None: the document carries its own certificate chain (``cabundle``)."""

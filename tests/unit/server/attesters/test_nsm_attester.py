@@ -22,6 +22,24 @@ DIGEST = hashlib.sha256(b"a TLS certificate").digest()
 REPORT_DATA = DIGEST + bytes(32)
 
 
+def carrying(document: bytes, user_data: bytes) -> bytes:
+    """A real attestation document re-encoded with ``user_data`` in its payload (its signature
+    no longer verifies: the attester checks the layout and the user data, never the
+    signature)."""
+    item = cbor2.loads(document)
+    tagged = isinstance(item, cbor2.CBORTag)
+    protected, unprotected, payload, signature = item.value if tagged else item
+    fields = dict(cbor2.loads(payload))
+    fields["user_data"] = user_data
+    rebuilt = [protected, dict(unprotected), cbor2.dumps(fields), signature]
+    return cbor2.dumps(cbor2.CBORTag(item.tag, rebuilt) if tagged else rebuilt)
+
+
+def answer(document: bytes) -> bytes:
+    """The NSM's CBOR answer carrying ``document``."""
+    return cbor2.dumps({"Attestation": {"document": document}})
+
+
 class FakeNsm:
     """Answers every request with ``answer``; keeps the requests."""
 
@@ -36,8 +54,9 @@ class FakeNsm:
 
 @pytest.mark.parametrize("name", NITRO_SETS)
 def test_document_returned_and_request_encoded(evidence_dir: Path, name: str):
-    document = (evidence_dir / "nitro" / name / "attestation_doc.cbor").read_bytes()
-    nsm = FakeNsm(cbor2.dumps({"Attestation": {"document": document}}))
+    real = (evidence_dir / "nitro" / name / "attestation_doc.cbor").read_bytes()
+    document = carrying(real, DIGEST)
+    nsm = FakeNsm(answer(document))
     attester = NsmAttester(nsm)
     assert attester.kind is EvidenceKind.NITRO
     assert attester.evidence(REPORT_DATA) == document
@@ -81,12 +100,32 @@ def test_report_data_shape():
         attester.evidence(DIGEST)
 
 
-def test_fresh_report_data_goes_whole_into_user_data():
+def test_fresh_report_data_goes_whole_into_user_data(evidence_dir: Path):
     """With a nonce's digest in report_data[32:64], user_data carries all 64 bytes."""
-    nsm = FakeNsm(cbor2.dumps({"Attestation": {"document": b"doc"}}))
     fresh = DIGEST + hashlib.sha256(b"a client nonce, 16+ bytes").digest()
-    assert NsmAttester(nsm).evidence(fresh) == b"doc"
+    real = (evidence_dir / "nitro" / NITRO_SETS[0] / "attestation_doc.cbor").read_bytes()
+    nsm = FakeNsm(answer(carrying(real, fresh)))
+    assert NsmAttester(nsm).evidence(fresh) == carrying(real, fresh)
     assert cbor2.loads(nsm.requests[0])["Attestation"]["user_data"] == fresh
+
+
+@pytest.mark.parametrize("name", NITRO_SETS)
+def test_a_document_without_our_user_data_is_an_evidence_error(evidence_dir: Path, name: str):
+    """The real documents as collected carry another user_data (or none): the attester
+    returned them as evidence binding our certificate, where Gramine and configfs-tsm check
+    the report data they get back."""
+    real = (evidence_dir / "nitro" / name / "attestation_doc.cbor").read_bytes()
+    with pytest.raises(EvidenceError, match="does not carry our user_data"):
+        NsmAttester(FakeNsm(answer(real))).evidence(REPORT_DATA)
+    fresh = DIGEST + bytes(range(32))
+    with pytest.raises(EvidenceError, match="does not carry our user_data"):  # the first half
+        NsmAttester(FakeNsm(answer(carrying(real, DIGEST)))).evidence(fresh)
+
+
+@pytest.mark.parametrize("document", [b"doc", cbor2.dumps(["not", "cose"])])
+def test_an_answer_that_is_no_attestation_document_is_an_evidence_error(document: bytes):
+    with pytest.raises(EvidenceError):
+        NsmAttester(FakeNsm(answer(document))).evidence(REPORT_DATA)
 
 
 def test_device_failure_is_an_evidence_error():
