@@ -938,3 +938,43 @@ def qlinear_lookup(op_type: str, *, inputs: int) -> bytes:
     node = helper.make_node(op_type, names, ["y"], domain="com.microsoft")
     y = helper.make_tensor_value_info("y", u8, None)
     return _contrib_model(helper.make_graph([node], "lookup", [x], [y], initializer=weights))
+
+
+def split_to_empty_pieces() -> bytes:
+    """y = SequenceLength(SplitToSequence(ConstantOfShape([n, 0]))), ``n`` an int64 [1] request
+    input: one kernel makes ``n`` empty tensors, none of them in the arena (0 bytes each) but
+    about 140 bytes of onnxruntime's heap each (n = 4 000 000: 550 MiB past a 64 MiB arena cap,
+    and ``n`` has no bound: the kernel cannot be stopped between two pieces)."""
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [])
+    nodes = [
+        helper.make_node("Concat", ["n", "zero"], ["shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["empty"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]),
+        ),
+        helper.make_node("SplitToSequence", ["empty"], ["pieces"], axis=0),
+        helper.make_node("SequenceLength", ["pieces"], ["y"]),
+    ]
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    return _model(helper.make_graph(nodes, "pieces", [n], [y], initializer=[zero]))
+
+
+def unique_of_a_range() -> bytes:
+    """y = Shape(Unique(Range(0, n, 1))), ``n`` a float scalar request input: the Range's n
+    floats are in the arena, the kernel's table of its distinct values (over 100 bytes each)
+    on onnxruntime's heap (n = 8 000 000, a 32 MB Range: 600 MiB past a 64 MiB arena cap)."""
+    n = helper.make_tensor_value_info("n", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1])
+    nodes = [
+        helper.make_node("Range", ["zero", "n", "one"], ["values"]),
+        helper.make_node("Unique", ["values"], ["distinct"], sorted=0),
+        helper.make_node("Shape", ["distinct"], ["y"]),
+    ]
+    constants = [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    ]
+    return _model(helper.make_graph(nodes, "unique", [n], [y], initializer=constants))

@@ -308,6 +308,28 @@ def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny
     assert server.process.poll() is None
 
 
+@pytest.mark.parametrize(
+    ("model", "hostile"),
+    [
+        (attacks.split_to_empty_pieces(), {"n": np.array([4_000_000], np.int64)}),
+        (attacks.unique_of_a_range(), {"n": np.array(8_000_000, np.float32)}),
+    ],
+    ids=["split_to_sequence", "unique"],
+)
+def test_a_model_whose_kernel_takes_memory_outside_the_arena_is_refused_at_upload(
+    server, tiny, model, hostile
+):
+    """A 100-byte request splitting a [4 000 000, 0] tensor into a sequence took a server with
+    a 64 MiB arena 550 MiB more (each empty piece onnxruntime's heap, none of the arena, and
+    nothing bounds their count), a Unique of 8 000 000 floats 600 MiB more: refused at
+    upload; the other client is served throughout and the memory stays bounded."""
+    with attack(server, tiny), connect(server) as conn:
+        with pytest.raises(InvalidInput, match=r"is refused: its kernel takes onnxruntime's heap"):
+            model_id = conn.upload_model(model, optimize=False).model_id
+            conn.predict(model_id, hostile)  # before the fix: 504, the memory kept
+    assert server.process.poll() is None
+
+
 @pytest.mark.parametrize("op_type", ["GRU", "LSTM", "SkipLayerNormalization"])
 def test_an_empty_input_to_a_model_whose_kernel_cannot_take_one_is_a_400(server, tiny, op_type):
     """onnxruntime's GRU and LSTM kernels call std::terminate on an input with a zero-size

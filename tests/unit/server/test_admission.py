@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto
@@ -169,6 +170,48 @@ def test_an_operator_whose_kernel_ends_the_process_is_refused():
     attention inputs, and with them on an empty sequence: refused wherever it is."""
     with pytest.raises(InvalidInput, match=r"com\.microsoft AttnLSTM is refused"):
         _check(attacks.attn_lstm())
+
+
+@pytest.mark.parametrize(
+    ("build", "op"),
+    [(attacks.split_to_empty_pieces, "SplitToSequence"), (attacks.unique_of_a_range, "Unique")],
+)
+@pytest.mark.parametrize("where", ["graph", "loop body"])
+def test_an_operator_whose_memory_the_arena_does_not_bound_is_refused(build, op, where):
+    """onnxruntime 1.32.0's SplitToSequence takes heap outside the capped arena for each piece
+    (an empty piece nothing from the arena: a [4 000 000, 0] tensor took a server with a
+    64 MiB arena 550 MiB more), Unique for each distinct value (600 MiB more for 32 MB of
+    floats): refused wherever they are, a Loop's body included."""
+    model = onnx.load_model_from_string(build())
+    if where == "loop body":
+        _into_loop_body(model)
+    with pytest.raises(InvalidInput, match=rf"{op} is refused: its kernel takes onnxruntime's"):
+        _check(model.SerializeToString())
+
+
+def _into_loop_body(model: onnx.ModelProto) -> None:
+    """Move the graph's nodes into a Loop body run once (its inputs from the outer scope)."""
+    graph = model.graph
+    body = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["cond_in"], ["cond_out"]), *graph.node],
+        "body",
+        [
+            onnx.helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            onnx.helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            onnx.helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            *graph.output,
+        ],
+    )
+    out = graph.output[0].name
+    loop = onnx.helper.make_node("Loop", ["trips", ""], [f"{out}_all"], body=body)
+    trips = onnx.helper.make_tensor("trips", TensorProto.INT64, [], [1])
+    del graph.node[:]
+    graph.node.append(loop)
+    graph.initializer.append(trips)
+    graph.output[0].name = f"{out}_all"
+    graph.output[0].type.tensor_type.ClearField("shape")
 
 
 @pytest.mark.parametrize(
