@@ -1011,3 +1011,22 @@ def loop_of_small_outputs(*, empty: bool = False) -> bytes:
         helper.make_node("Shape", ["all"], ["y"]),
     ]
     return _model(helper.make_graph(nodes, "small_outputs", [m], [y]))
+
+
+def reshaped_by_request(n: int) -> bytes:
+    """y = ReduceSum(P @ P), P = R @ R^T, R = Reshape(x, s): x float [n] and s int64 [2] both
+    request inputs, and only operators whose work is fixed by their inputs' shapes... but for
+    Reshape, whose output shape is s's values. With s = [1, n] a run is a dot product
+    (microseconds: it qualifies for the event loop); with s = [a, n / a], the same input
+    shapes, it is two a x a products (a = 2048: 8.6e9 multiply-adds)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    nodes = [
+        helper.make_node("Reshape", ["x", "s"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["rt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["r", "rt"], ["p"]),
+        helper.make_node("MatMul", ["p", "p"], ["q"]),
+        helper.make_node("ReduceSum", ["q"], ["y"], keepdims=0),
+    ]
+    return _model(helper.make_graph(nodes, "reshaped", [x, s], [y]))
