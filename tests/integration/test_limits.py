@@ -314,18 +314,27 @@ def test_a_model_whose_kernel_ends_the_process_is_refused_at_upload(server, tiny
     [
         (attacks.split_to_empty_pieces(), {"n": np.array([4_000_000], np.int64)}),
         (attacks.unique_of_a_range(), {"n": np.array(8_000_000, np.float32)}),
+        (
+            attacks.roi_align(),
+            {
+                "x": np.ones((1, 1, 4, 4), np.float32),
+                "rois": np.array([[0, 0, 3000, 3000]], np.float32),
+            },
+        ),
     ],
-    ids=["split_to_sequence", "unique"],
+    ids=["split_to_sequence", "unique", "roi_align"],
 )
 def test_a_model_whose_kernel_takes_memory_outside_the_arena_is_refused_at_upload(
     server, tiny, model, hostile
 ):
     """A 100-byte request splitting a [4 000 000, 0] tensor into a sequence took a server with
     a 64 MiB arena 550 MiB more (each empty piece onnxruntime's heap, none of the arena, and
-    nothing bounds their count), a Unique of 8 000 000 floats 600 MiB more: refused at
-    upload; the other client is served throughout and the memory stays bounded."""
+    nothing bounds their count), a Unique of 8 000 000 floats 600 MiB more, an adaptive
+    RoiAlign of one 3000 x 3000 region 411 MiB more: refused at upload; the other client is
+    served throughout and the memory stays bounded."""
+    refused = r"is refused: its kernel takes onnxruntime's heap|needs a positive sampling_ratio"
     with attack(server, tiny), connect(server) as conn:
-        with pytest.raises(InvalidInput, match=r"is refused: its kernel takes onnxruntime's heap"):
+        with pytest.raises(InvalidInput, match=refused):
             model_id = conn.upload_model(model, optimize=False).model_id
             conn.predict(model_id, hostile)  # before the fix: 504, the memory kept
     assert server.process.poll() is None

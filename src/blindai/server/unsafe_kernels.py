@@ -260,7 +260,35 @@ def _five_inputs(node: NodeProto, scope: _Scope) -> str | None:
     )
 
 
+_ROI_SAMPLES = 1 << 20
+"""Most sampling points a RoiAlign may take for one region (its kernel keeps 32 bytes of
+heap, outside the arena, for each, per region being pooled)."""
+
+
+def _sampling(node: NodeProto, scope: _Scope) -> str | None:
+    ints = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+    ratio = ints.get("sampling_ratio", 0)
+    if ratio <= 0:
+        return (
+            "needs a positive sampling_ratio: with 0 (adaptive) onnxruntime samples each bin "
+            "as often as the region's size divided by the output's, read from the request's "
+            "regions, and keeps every point on its heap, outside --max-run-memory's arena (a "
+            "16-byte region of 3000 x 3000 took 411 MiB, one of 30 000 x 30 000 would take "
+            "40 GiB); export it with a fixed sampling_ratio (2 is common)"
+        )
+    samples = ratio * ratio * ints.get("output_height", 1) * ints.get("output_width", 1)
+    if samples > _ROI_SAMPLES:
+        return (
+            f"samples {samples} points a region (sampling_ratio squared times the output's "
+            f"height and width), over {_ROI_SAMPLES}: onnxruntime keeps each on its heap, "
+            "outside --max-run-memory's arena"
+        )
+    return None
+
+
 PROVEN: Mapping[tuple[str, str], _Proof] = {
+    ("", "RoiAlign"): _sampling,
+    ("ai.onnx", "RoiAlign"): _sampling,
     (_CONTRIB, "Inverse"): _square,
     (_CONTRIB, "QLinearSigmoid"): _five_inputs,
     (_CONTRIB, "QLinearLeakyRelu"): _five_inputs,

@@ -189,6 +189,31 @@ def test_an_operator_whose_memory_the_arena_does_not_bound_is_refused(build, op,
         _check(model.SerializeToString())
 
 
+@pytest.mark.parametrize(
+    ("sampling_ratio", "output", "problem"),
+    [(0, 1, "needs a positive sampling_ratio"), (64, 128, "samples 67108864 points a region")],
+)
+def test_a_roi_align_whose_samples_a_request_chooses_is_refused(sampling_ratio, output, problem):
+    """onnxruntime 1.32.0's RoiAlign with sampling_ratio 0 (adaptive, the default) keeps
+    ceil(region / output)^2 points a bin on its heap, outside the arena: a 16-byte region of
+    3000 x 3000 took 411 MiB past a 64 MiB arena. Refused unless the model fixes the points
+    a region (a positive sampling_ratio, at most 2**20 points a region)."""
+    model = attacks.roi_align(sampling_ratio=sampling_ratio, output=output)
+    with pytest.raises(InvalidInput, match=rf"RoiAlign {problem}"):
+        _check(model)
+
+
+def test_a_roi_align_with_a_fixed_sampling_ratio_passes_and_runs():
+    model = attacks.roi_align(sampling_ratio=2, output=7)
+    _check(model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    huge = {
+        "x": np.ones((1, 1, 4, 4), np.float32),
+        "rois": np.array([[0, 0, 3e6, 3e6]], np.float32),
+    }
+    assert session.run(None, huge)[0].tolist() == [1, 1, 7, 7]
+
+
 def _into_loop_body(model: onnx.ModelProto) -> None:
     """Move the graph's nodes into a Loop body run once (its inputs from the outer scope)."""
     graph = model.graph
