@@ -938,3 +938,116 @@ def qlinear_lookup(op_type: str, *, inputs: int) -> bytes:
     node = helper.make_node(op_type, names, ["y"], domain="com.microsoft")
     y = helper.make_tensor_value_info("y", u8, None)
     return _contrib_model(helper.make_graph([node], "lookup", [x], [y], initializer=weights))
+
+
+def split_to_empty_pieces() -> bytes:
+    """y = SequenceLength(SplitToSequence(ConstantOfShape([n, 0]))), ``n`` an int64 [1] request
+    input: one kernel makes ``n`` empty tensors, none of them in the arena (0 bytes each) but
+    about 140 bytes of onnxruntime's heap each (n = 4 000 000: 550 MiB past a 64 MiB arena cap,
+    and ``n`` has no bound: the kernel cannot be stopped between two pieces)."""
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [])
+    nodes = [
+        helper.make_node("Concat", ["n", "zero"], ["shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["empty"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]),
+        ),
+        helper.make_node("SplitToSequence", ["empty"], ["pieces"], axis=0),
+        helper.make_node("SequenceLength", ["pieces"], ["y"]),
+    ]
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    return _model(helper.make_graph(nodes, "pieces", [n], [y], initializer=[zero]))
+
+
+def unique_of_a_range() -> bytes:
+    """y = Shape(Unique(Range(0, n, 1))), ``n`` a float scalar request input: the Range's n
+    floats are in the arena, the kernel's table of its distinct values (over 100 bytes each)
+    on onnxruntime's heap (n = 8 000 000, a 32 MB Range: 600 MiB past a 64 MiB arena cap)."""
+    n = helper.make_tensor_value_info("n", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1])
+    nodes = [
+        helper.make_node("Range", ["zero", "n", "one"], ["values"]),
+        helper.make_node("Unique", ["values"], ["distinct"], sorted=0),
+        helper.make_node("Shape", ["distinct"], ["y"]),
+    ]
+    constants = [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    ]
+    return _model(helper.make_graph(nodes, "unique", [n], [y], initializer=constants))
+
+
+def loop_of_small_outputs(*, empty: bool = False) -> bytes:
+    """y = Shape(Loop(M){scan out c}), ``M`` an int64 scalar request input, ``c`` a float
+    constant of shape [] (``empty``: [0]): one scan output a trip, all alive until the loop
+    ends. A [] output takes one 256-byte region of the capped arena a trip, and onnxruntime
+    gives n regions back in time n squared, under the arena's lock, after the run (100 000
+    trips: 45 s, every other run of the process stalled); an empty one takes no arena but
+    about 200 bytes of onnxruntime's heap a trip."""
+    m = helper.make_tensor_value_info("M", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [2 if empty else 1])
+    shape = [0] if empty else []
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["c"], ["scan"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("scan", TensorProto.FLOAT, shape),
+        ],
+        initializer=[helper.make_tensor("c", TensorProto.FLOAT, shape, [] if empty else [1.0])],
+    )
+    nodes = [
+        helper.make_node("Loop", ["M", ""], ["all"], body=body),
+        helper.make_node("Shape", ["all"], ["y"]),
+    ]
+    return _model(helper.make_graph(nodes, "small_outputs", [m], [y]))
+
+
+def reshaped_by_request(n: int) -> bytes:
+    """y = ReduceSum(P @ P), P = R @ R^T, R = Reshape(x, s): x float [n] and s int64 [2] both
+    request inputs, and only operators whose work is fixed by their inputs' shapes... but for
+    Reshape, whose output shape is s's values. With s = [1, n] a run is a dot product
+    (microseconds: it qualifies for the event loop); with s = [a, n / a], the same input
+    shapes, it is two a x a products (a = 2048: 8.6e9 multiply-adds)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    nodes = [
+        helper.make_node("Reshape", ["x", "s"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["rt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["r", "rt"], ["p"]),
+        helper.make_node("MatMul", ["p", "p"], ["q"]),
+        helper.make_node("ReduceSum", ["q"], ["y"], keepdims=0),
+    ]
+    return _model(helper.make_graph(nodes, "reshaped", [x, s], [y]))
+
+
+def roi_align(*, sampling_ratio: int = 0, output: int = 1) -> bytes:
+    """y = Shape(RoiAlign(x, rois, [0])), x float [1, 1, 4, 4] and rois float [1, 4] request
+    inputs: with ``sampling_ratio`` 0 (adaptive, the default) onnxruntime samples each bin
+    ceil(region size / output size) times in each direction, and keeps every point (32 bytes)
+    on its heap: a region [0, 0, 3000, 3000] took 411 MiB past a 64 MiB arena."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    rois = helper.make_tensor_value_info("rois", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [4])
+    node = helper.make_node(
+        "RoiAlign",
+        ["x", "rois", "batch"],
+        ["pooled"],
+        output_height=output,
+        output_width=output,
+        sampling_ratio=sampling_ratio,
+    )
+    nodes = [node, helper.make_node("Shape", ["pooled"], ["y"])]
+    batch = helper.make_tensor("batch", TensorProto.INT64, [1], [0])
+    return _model(helper.make_graph(nodes, "roi_align", [x, rois], [y], initializer=[batch]))

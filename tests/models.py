@@ -268,8 +268,11 @@ def ragged_sequence_output() -> bytes:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
     o = helper.make_tensor_sequence_value_info("o", TensorProto.FLOAT, None)
     sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [1, 2])
-    node = helper.make_node("SplitToSequence", ["x", "sizes"], ["o"], axis=1)
-    graph = helper.make_graph([node], "ragged", [x], [o], initializer=[sizes])
+    nodes = [
+        helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1),
+        helper.make_node("SequenceConstruct", ["a", "b"], ["o"]),
+    ]
+    graph = helper.make_graph(nodes, "ragged", [x], [o], initializer=[sizes])
     return _model_at(graph, 18)
 
 

@@ -3,6 +3,8 @@ queue phase of the server's metrics (a run on the loop waits for no worker: 0 ns
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -13,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from blindai.server._inline import QUALIFYING_RUNS
 from tests._server import ServerProcess, connect, free_ports, start_server
+from tests.attacks import reshaped_by_request
 from tests.models import matmul
 
 QUEUE = (("phase", "queue"), ("protocol", "v06"))
@@ -67,4 +70,40 @@ def test_only_the_qualified_shapes_run_on_the_loop(served) -> None:
         assert in_worker[0] == on_loop[0] + 1 and in_worker[1] > on_loop[1]
         run(rng.standard_normal((1, 16), dtype=np.float32))  # batch 1 qualifies anew
         assert _queue(port)[1] > in_worker[1]
+        conn.delete_model(model_id)
+
+
+def test_a_run_whose_shapes_the_request_chooses_never_holds_the_event_loop(served) -> None:
+    """Reshape(x, s), s a request input: 20 runs with s = [1, 4096] (dot products) qualified
+    the model for the event loop, then s = [4096, 1] (the same input shapes) ran two
+    4096 x 4096 products there: measured, 3.6 s past a 2 s --run-timeout, another client's
+    tiny run waiting as long. Now such a model always runs in a worker; the other client is
+    served throughout."""
+    server, _ = served
+    n = 4096
+    x = np.ones(n, np.float32) / n
+    with connect(server) as conn, connect(server) as other:
+        model_id = conn.upload_model(reshaped_by_request(n)).model_id
+        tiny = other.upload_model(matmul(16, 4)).model_id
+        for _ in range(QUALIFYING_RUNS + 5):
+            conn.predict(model_id, {"x": x, "s": np.array([1, n], np.int64)})
+        slowest, stop = [0.0], threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                other.predict(tiny, {"x": np.ones((1, 16), np.float32)})
+                slowest[0] = max(slowest[0], time.monotonic() - started)
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        try:
+            time.sleep(0.2)
+            conn.predict(model_id, {"x": x, "s": np.array([n, 1], np.int64)})
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join()
+        assert slowest[0] < 1.0, f"another client waited {slowest[0]:.2f} s"
         conn.delete_model(model_id)

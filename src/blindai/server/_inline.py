@@ -7,7 +7,9 @@ small tabular model takes to run. A model may run on the event loop instead, but
 * **its graph cannot run long** (:func:`inline_gate`): it is at most ``MAX_BYTES``, has no
   model-local functions, and uses only the operators of ``_OPERATORS``, whose work is fixed by
   their input shapes (no ``Loop``, ``If`` or ``Scan``, nothing whose output size is read from
-  a tensor, such as ``ConstantOfShape``, ``Expand``, ``Tile``, ``Range`` or ``Resize``);
+  a tensor, such as ``ConstantOfShape``, ``Expand``, ``Tile``, ``Range`` or ``Resize``), and
+  the values those read as shapes (``Reshape``'s shape, ``Slice``'s bounds, axes) are made
+  from constants and the inputs' shapes, never from a request's values;
 * **its runs are measured short** (:class:`InlineGate`): it has run ``QUALIFYING_RUNS`` times
   in a row in a worker within the limit (``--inline-run-us``), with the same input shapes as
   the request's (a dynamic batch dimension cannot turn a short run into a long one).
@@ -73,6 +75,17 @@ _OPERATORS: dict[str, frozenset[str]] = {
     ),
 }
 _OPERATORS["ai.onnx"] = _OPERATORS[""]
+_REDUCE = ("L1", "L2", "LogSum", "LogSumExp", "Max", "Mean", "Min", "Prod", "Sum", "SumSquare")
+_SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,),
+    "Slice": (1, 2, 3, 4),
+    "Split": (1,),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    **{f"Reduce{kind}": (1,) for kind in _REDUCE},
+}
+"""The inputs of :data:`_OPERATORS` whose values set the shape of what the node makes (and so
+the work of the nodes after it), by operator."""
 _SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
@@ -168,4 +181,27 @@ def inline_gate(model: bytes | Path, *, limit_us: int) -> InlineGate | None:
             for a in node.attribute
         ):
             return None
+    if not _shapes_fixed_by_input_shapes(proto.graph):
+        return None
     return InlineGate(limit_ns=limit_us * 1000)
+
+
+def _shapes_fixed_by_input_shapes(graph: onnx.GraphProto) -> bool:
+    """Whether every value the graph reads as a shape (``Reshape``'s shape, ``Slice``'s
+    bounds, axes...: :data:`_SHAPE_INPUTS`) is fixed by the shapes of the request's inputs: made
+    from constants and ``Shape``/``Size`` only (nodes in the order of the graph; a value used
+    before it is made counts as a request's).
+
+    A gate qualifies a model for its input shapes: with ``Reshape(x, s)``, ``s`` a request
+    input, the same shapes ran a dot product while qualifying and, with other values of ``s``,
+    two 4096 x 4096 products on the event loop (3.6 s, every client of the server waiting,
+    past ``--run-timeout``)."""
+    fixed = {t.name for t in graph.initializer} | {""}
+    for node in graph.node:
+        slots = _SHAPE_INPUTS.get(node.op_type, ())
+        if any(node.input[i] not in fixed for i in slots if i < len(node.input)):
+            return False
+        # values of a Shape or Size are fixed once every shape before them is (checked above)
+        if node.op_type in ("Shape", "Size") or all(i in fixed for i in node.input):
+            fixed.update(node.output)
+    return True

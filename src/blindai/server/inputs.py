@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from blindai.errors import InvalidInput
+from blindai.server._shown import shown, shown_names
 from blindai.server._text import count, were
 from blindai.server.registry import ModelEntry
 from blindai.server.runtime import TensorSpec
@@ -56,7 +57,7 @@ def _flat_shape(spec: TensorSpec, size: int, label: str) -> tuple[int, ...]:
     head, rest = spec.shape[:1], spec.shape[1:]
     if any(d is None for d in rest):
         raise InvalidInput(
-            f"input {spec.name!r}{label}: a flat list cannot be shaped to the model's {want}, "
+            f"input {shown(spec.name)}{label}: a flat list cannot be shaped to the model's {want}, "
             "which has dynamic dimensions after the first; give the shape"
         )
     row = math.prod(d for d in rest if d is not None)
@@ -65,27 +66,29 @@ def _flat_shape(spec: TensorSpec, size: int, label: str) -> tuple[int, ...]:
     if None not in head and size == math.prod(d for d in spec.shape if d is not None):
         return tuple(d for d in spec.shape if d is not None)
     raise InvalidInput(
-        f"input {spec.name!r}{label}: {count(size, 'value')} cannot fill the model's shape {want}"
+        f"input {shown(spec.name)}{label}: {count(size, 'value')} cannot fill the model's "
+        f"shape {want}"
     )
 
 
 def _check(spec: TensorSpec, array: np.ndarray, label: str, reshape_flat: bool) -> np.ndarray:
     if spec.dtype is None:
-        raise InvalidInput(f"input {spec.name!r} has type {spec.onnx_type}, not supported")
+        raise InvalidInput(f"input {shown(spec.name)} has type {spec.onnx_type}, not supported")
     if array.dtype != spec.dtype:
         raise InvalidInput(
-            f"input {spec.name!r}{label}: dtype {array.dtype} does not match the model's "
+            f"input {shown(spec.name)}{label}: dtype {array.dtype} does not match the model's "
             f"{spec.dtype}"
         )
     if array.dtype == object and not all(isinstance(x, str) for x in array.ravel()):
-        raise InvalidInput(f"input {spec.name!r}{label}: BYTES elements must be UTF-8 text")
+        raise InvalidInput(f"input {shown(spec.name)}{label}: BYTES elements must be UTF-8 text")
     if spec.accepts_shape(tuple(array.shape)):
         return array
     if reshape_flat and array.ndim == 1:
         return array.reshape(_flat_shape(spec, array.size, label))
     want = ["?" if d is None else d for d in spec.shape]
     raise InvalidInput(
-        f"input {spec.name!r}{label}: shape {list(array.shape)} does not fit the model's {want}"
+        f"input {shown(spec.name)}{label}: shape {list(array.shape)} does not fit the "
+        f"model's {want}"
     )
 
 
@@ -111,10 +114,10 @@ def match_inputs(
         spec = by_name.get(name)
         if spec is None:
             raise InvalidInput(
-                f"the model has no input named {name!r}; its inputs: {list(by_name)}"
+                f"the model has no input named {shown(name)}; its inputs: {shown_names(by_name)}"
             )
         if name in feeds:
-            raise InvalidInput(f"input {name!r} is given twice")
+            raise InvalidInput(f"input {shown(name)} is given twice")
         feeds[name] = _check(spec, array, "", reshape_flat)
     free = [s for s in specs if s.name not in feeds]
     if len(unnamed) > len(free):
@@ -140,7 +143,7 @@ def _refuse_empty(feeds: dict[str, np.ndarray], operators: Sequence[str]) -> Non
     for name, array in feeds.items():
         if 0 in array.shape:
             raise InvalidInput(
-                f"input {name!r}: shape {list(array.shape)} is empty; this model uses "
+                f"input {shown(name)}: shape {list(array.shape)} is empty; this model uses "
                 f"{', '.join(operators)}, which cannot run on an empty tensor: send at least "
                 "one element along each dimension"
             )

@@ -24,6 +24,7 @@ from blindai.errors import (
 )
 from blindai.server._bfloat16 import BF16_ONNX_TYPE, bfloat16, from_ort_value, to_ort_value
 from blindai.server._inline import InlineGate
+from blindai.server._shown import shown
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -126,13 +127,13 @@ def _tensor(name: str, value: object) -> np.ndarray:
         return value
     if value is None:
         raise InferenceFailed(
-            f"output {name!r} is an empty optional: this server returns tensors only"
+            f"output {shown(name)} is an empty optional: this server returns tensors only"
         )
     try:
         return np.asarray(value)
     except ValueError:  # numpy refuses a ragged sequence
         raise InferenceFailed(
-            f"output {name!r} is a sequence of tensors of different shapes: this server "
+            f"output {shown(name)} is a sequence of tensors of different shapes: this server "
             "returns tensors only (concatenate them in the model)"
         ) from None
 
@@ -313,7 +314,7 @@ class OnnxModel:
             if spec.dtype is None and spec.onnx_type.startswith("tensor("):
                 if spec.onnx_type != BF16_ONNX_TYPE:  # bfloat16 is read through OrtValues
                     raise InvalidInput(
-                        f"output {spec.name!r} has type {spec.onnx_type}, which this server "
+                        f"output {shown(spec.name)} has type {spec.onnx_type}, which this server "
                         "cannot return; cast it in the model (to float32 or int8, say)"
                     )
         self._output_names = [o.name for o in self.outputs]
@@ -400,7 +401,7 @@ class OnnxModel:
         if zipmap is None:
             return value
         if not isinstance(value, np.ndarray):
-            raise InferenceFailed(f"output {name!r}: ZipMap was given no tensor")
+            raise InferenceFailed(f"output {shown(name)}: ZipMap was given no tensor")
         from blindai.server._zipmap import maps
 
         return maps(name, value, zipmap, self._max_map_bytes)

@@ -1,5 +1,5 @@
-"""Operators whose onnxruntime kernels end the server's process, or never end, on inputs they
-do not check.
+"""Operators whose onnxruntime kernels end the server's process, never end, or take memory
+outside the capped arena, on inputs they do not check.
 
 A run executes in the server's own process: a kernel that crashes stops every tenant's runs,
 and one that never ends holds a worker for good (the run timeout stops a run between kernels
@@ -8,7 +8,8 @@ child process, on the values a request can send (``docs/limits.md``). Each opera
 by what its crash depends on:
 
 * :data:`REFUSED`: refused wherever it is (the crash needs no hostile value at all, or the
-  operator is rare enough not to be worth a proof).
+  operator is rare enough not to be worth a proof; or, without crashing, its kernel takes
+  memory outside the capped arena in proportion to what a request chooses).
 * :data:`PROVEN`: allowed where onnx shape inference (over what onnxruntime itself checks at run
   time) and the model's constants prove its inputs sound; refused otherwise, and inside
   model-local functions (where no shape is inferred).
@@ -45,13 +46,36 @@ __all__ = [
 _CONTRIB = "com.microsoft"
 _NAME_SHOWN = 64
 
+_OFF_ARENA = (
+    "its kernel takes onnxruntime's heap, outside --max-run-memory's arena, for each {what} "
+    "(a request of a few bytes can make it take gigabytes, in one kernel that --run-timeout "
+    "cannot stop); {instead}"
+)
 REFUSED: Mapping[tuple[str, str], str] = {
     (_CONTRIB, "AttnLSTM"): (
         "its kernel ends the process on inputs it does not check (an empty sequence, or its "
         "attention inputs left out); build the attention from standard operators and LSTM"
     ),
+    **{
+        (domain, "SplitToSequence"): _OFF_ARENA.format(
+            what="piece it makes (an empty piece takes nothing from the arena)",
+            instead="use Split, whose outputs the model counts",
+        )
+        for domain in ("", "ai.onnx")
+    },
+    **{
+        (domain, "Unique"): _OFF_ARENA.format(
+            what="distinct value of its input (over 100 bytes each)",
+            instead="compute the distinct values outside the model",
+        )
+        for domain in ("", "ai.onnx")
+    },
 }
-"""(domain, op_type) -> why it is refused."""
+"""(domain, op_type) -> why it is refused. ``SplitToSequence`` and ``Unique`` do not crash, but
+their memory is not bounded by the arena cap (measured on onnxruntime 1.32.0, a server with
+``--max-run-memory`` 64 MiB: a 100-byte request splitting a [4 000 000, 0] tensor took
+550 MiB more, and ``Unique`` of an 8 000 000-float ``Range`` 600 MiB more; the pieces'
+count has no bound at all)."""
 
 EMPTY_UNSAFE = frozenset(
     {("", "LSTM"), ("", "GRU"), ("ai.onnx", "LSTM"), ("ai.onnx", "GRU")}
@@ -236,7 +260,35 @@ def _five_inputs(node: NodeProto, scope: _Scope) -> str | None:
     )
 
 
+_ROI_SAMPLES = 1 << 20
+"""Most sampling points a RoiAlign may take for one region (its kernel keeps 32 bytes of
+heap, outside the arena, for each, per region being pooled)."""
+
+
+def _sampling(node: NodeProto, scope: _Scope) -> str | None:
+    ints = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+    ratio = ints.get("sampling_ratio", 0)
+    if ratio <= 0:
+        return (
+            "needs a positive sampling_ratio: with 0 (adaptive) onnxruntime samples each bin "
+            "as often as the region's size divided by the output's, read from the request's "
+            "regions, and keeps every point on its heap, outside --max-run-memory's arena (a "
+            "16-byte region of 3000 x 3000 took 411 MiB, one of 30 000 x 30 000 would take "
+            "40 GiB); export it with a fixed sampling_ratio (2 is common)"
+        )
+    samples = ratio * ratio * ints.get("output_height", 1) * ints.get("output_width", 1)
+    if samples > _ROI_SAMPLES:
+        return (
+            f"samples {samples} points a region (sampling_ratio squared times the output's "
+            f"height and width), over {_ROI_SAMPLES}: onnxruntime keeps each on its heap, "
+            "outside --max-run-memory's arena"
+        )
+    return None
+
+
 PROVEN: Mapping[tuple[str, str], _Proof] = {
+    ("", "RoiAlign"): _sampling,
+    ("ai.onnx", "RoiAlign"): _sampling,
     (_CONTRIB, "Inverse"): _square,
     (_CONTRIB, "QLinearSigmoid"): _five_inputs,
     (_CONTRIB, "QLinearLeakyRelu"): _five_inputs,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto
@@ -169,6 +170,73 @@ def test_an_operator_whose_kernel_ends_the_process_is_refused():
     attention inputs, and with them on an empty sequence: refused wherever it is."""
     with pytest.raises(InvalidInput, match=r"com\.microsoft AttnLSTM is refused"):
         _check(attacks.attn_lstm())
+
+
+@pytest.mark.parametrize(
+    ("build", "op"),
+    [(attacks.split_to_empty_pieces, "SplitToSequence"), (attacks.unique_of_a_range, "Unique")],
+)
+@pytest.mark.parametrize("where", ["graph", "loop body"])
+def test_an_operator_whose_memory_the_arena_does_not_bound_is_refused(build, op, where):
+    """onnxruntime 1.32.0's SplitToSequence takes heap outside the capped arena for each piece
+    (an empty piece nothing from the arena: a [4 000 000, 0] tensor took a server with a
+    64 MiB arena 550 MiB more), Unique for each distinct value (600 MiB more for 32 MB of
+    floats): refused wherever they are, a Loop's body included."""
+    model = onnx.load_model_from_string(build())
+    if where == "loop body":
+        _into_loop_body(model)
+    with pytest.raises(InvalidInput, match=rf"{op} is refused: its kernel takes onnxruntime's"):
+        _check(model.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("sampling_ratio", "output", "problem"),
+    [(0, 1, "needs a positive sampling_ratio"), (64, 128, "samples 67108864 points a region")],
+)
+def test_a_roi_align_whose_samples_a_request_chooses_is_refused(sampling_ratio, output, problem):
+    """onnxruntime 1.32.0's RoiAlign with sampling_ratio 0 (adaptive, the default) keeps
+    ceil(region / output)^2 points a bin on its heap, outside the arena: a 16-byte region of
+    3000 x 3000 took 411 MiB past a 64 MiB arena. Refused unless the model fixes the points
+    a region (a positive sampling_ratio, at most 2**20 points a region)."""
+    model = attacks.roi_align(sampling_ratio=sampling_ratio, output=output)
+    with pytest.raises(InvalidInput, match=rf"RoiAlign {problem}"):
+        _check(model)
+
+
+def test_a_roi_align_with_a_fixed_sampling_ratio_passes_and_runs():
+    model = attacks.roi_align(sampling_ratio=2, output=7)
+    _check(model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    huge = {
+        "x": np.ones((1, 1, 4, 4), np.float32),
+        "rois": np.array([[0, 0, 3e6, 3e6]], np.float32),
+    }
+    assert session.run(None, huge)[0].tolist() == [1, 1, 7, 7]
+
+
+def _into_loop_body(model: onnx.ModelProto) -> None:
+    """Move the graph's nodes into a Loop body run once (its inputs from the outer scope)."""
+    graph = model.graph
+    body = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["cond_in"], ["cond_out"]), *graph.node],
+        "body",
+        [
+            onnx.helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            onnx.helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        ],
+        [
+            onnx.helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            *graph.output,
+        ],
+    )
+    out = graph.output[0].name
+    loop = onnx.helper.make_node("Loop", ["trips", ""], [f"{out}_all"], body=body)
+    trips = onnx.helper.make_tensor("trips", TensorProto.INT64, [], [1])
+    del graph.node[:]
+    graph.node.append(loop)
+    graph.initializer.append(trips)
+    graph.output[0].name = f"{out}_all"
+    graph.output[0].type.tensor_type.ClearField("shape")
 
 
 @pytest.mark.parametrize(

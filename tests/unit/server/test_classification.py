@@ -7,6 +7,7 @@ import pytest
 
 from blindai.errors import InferenceFailed, InvalidInput
 from blindai.server.protocols.classification import (
+    MAX_LABELS,
     MIN_ELEMENT_BYTES,
     check_classified_size,
     classification_count,
@@ -61,6 +62,32 @@ def test_count_must_be_a_positive_integer(value: object) -> None:
 def test_labels_come_from_model_metadata_lines() -> None:
     assert labels_from_metadata({"labels": "cat\ndog\n"}) == ("cat", "dog")
     assert labels_from_metadata({"other": "x"}) == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n", "a", "a\n", "a\r\nb", "a\rb\r", "\n\nx\n\n", "a\x0bb\x1cc\u2028d\x85e\r\n\r\n"],
+)
+def test_labels_are_the_lines_splitlines_reads(text: str) -> None:
+    assert labels_from_metadata({"labels": text}) == tuple(text.splitlines())
+    long = text + "x" * MAX_LABELS  # read one line at a time
+    assert labels_from_metadata({"labels": long}) == tuple(long.splitlines())
+
+
+def test_labels_past_the_limit_are_never_split_out() -> None:
+    """A model's labels of 3 Mi short lines: every request split out all of them (187 MiB
+    traced) to keep the first 1 Mi; now only those are made."""
+    import tracemalloc
+
+    text = "ab\n" * (3 * MAX_LABELS)
+    tracemalloc.start()
+    try:
+        labels = labels_from_metadata({"labels": text})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(labels) == MAX_LABELS and labels[-1] == "ab"
+    assert peak < 100 << 20, f"{peak >> 20} MiB"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,12 @@ from blindai.server.dataplane import DataPlane
 from blindai.server.registry import ModelRef, ModelRegistry
 from blindai.server.settings import ServerSettings
 from blindai.server.statistics import Timing
-from tests.attacks import constant_of_shape, slow_loop, static_constant_of_shape
+from tests.attacks import (
+    constant_of_shape,
+    reshaped_by_request,
+    slow_loop,
+    static_constant_of_shape,
+)
 from tests.models import matmul
 
 LIMIT_NS = 100_000
@@ -48,6 +53,27 @@ def _one_node(op_type: str, domain: str = "", **attrs: object) -> bytes:
     return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
+def _flatten_by(source: str) -> bytes:
+    """y = Reshape(x, s), x [2, 3, 4], s a constant [2, 12] or Concat(Shape(x)[:1], [-1])."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 12])
+    if source == "constant":
+        nodes = [helper.make_node("Constant", [], ["s"], value_ints=[2, 12])]
+    else:
+        nodes = [
+            helper.make_node("Shape", ["x"], ["full"]),
+            helper.make_node("Slice", ["full", "zero", "one"], ["first"]),
+            helper.make_node("Concat", ["first", "rest"], ["s"], axis=0),
+        ]
+    nodes.append(helper.make_node("Reshape", ["x", "s"], ["y"]))
+    constants = [
+        helper.make_tensor(name, TensorProto.INT64, [1], [value])
+        for name, value in (("zero", 0), ("one", 1), ("rest", -1))
+    ]
+    graph = helper.make_graph(nodes, "flatten", [x], [y], constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 # -- which graphs may run on the loop -------------------------------------------------------
 
 
@@ -57,8 +83,10 @@ def _one_node(op_type: str, domain: str = "", **attrs: object) -> bytes:
         matmul(16, 4),
         _one_node("Relu"),
         _one_node("Scaler", "ai.onnx.ml", offset=[0.0] * 4, scale=[2.0] * 4),
+        _flatten_by("constant"),
+        _flatten_by("shape"),
     ],
-    ids=["matmul", "relu", "ml-scaler"],
+    ids=["matmul", "relu", "ml-scaler", "reshape-to-a-constant", "reshape-to-its-shape"],
 )
 def test_graphs_of_fixed_cost_qualify(model: bytes) -> None:
     gate = inline_gate(model, limit_us=100)
@@ -74,8 +102,17 @@ def test_graphs_of_fixed_cost_qualify(model: bytes) -> None:
         _one_node("Custom", "com.example"),
         _one_node("FusedMatMul", "com.microsoft"),
         b"not an onnx model",
+        reshaped_by_request(64),  # a shape read from the request's values
     ],
-    ids=["loop", "constant-of-shape", "static-constant-of-shape", "custom", "contrib", "junk"],
+    ids=[
+        "loop",
+        "constant-of-shape",
+        "static-constant-of-shape",
+        "custom",
+        "contrib",
+        "junk",
+        "reshaped-by-request",
+    ],
 )
 def test_graphs_that_could_run_long_never_qualify(model: bytes) -> None:
     assert inline_gate(model, limit_us=100) is None
@@ -250,3 +287,16 @@ def test_a_loop_model_always_runs_in_a_worker(plane: DataPlane) -> None:
     runs = _runs(plane, slow_loop(), [[("M", m)]] * (QUALIFYING_RUNS + 5))
     assert all(q > 0 for _, q in runs)
     assert runs[-1][0][0][1].tolist() == [3.0]
+
+
+def test_a_model_whose_shapes_a_request_chooses_always_runs_in_a_worker(plane: DataPlane) -> None:
+    """Reshape(x, s), s a request input: with s = [1, n] each run is a dot product and
+    qualified for the loop; s = [n, 1], the same input shapes, then ran two n x n products
+    on the event loop (n = 4096 on a real server: 3.6 s, past --run-timeout, every client
+    waiting). Such a model never qualifies: every run goes to a worker."""
+    n = 64
+    x = ("x", np.ones(n, np.float32))
+    cheap, costly = ("s", np.array([1, n], np.int64)), ("s", np.array([n, 1], np.int64))
+    runs = _runs(plane, reshaped_by_request(n), [[x, cheap]] * QUALIFYING_RUNS + [[x, costly]])
+    assert all(q > 0 for _, q in runs)
+    assert runs[-1][0][0][1] == pytest.approx(float(n) ** 3)
