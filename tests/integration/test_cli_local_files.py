@@ -9,6 +9,10 @@ Each is the real ``blindai`` command against the session's simulation server ove
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ import pytest
 import blindai
 from blindai.pipeline import Pipeline
 from tests import models
-from tests._server import ServerProcess, connect
+from tests._server import REPO, ServerProcess, connect
 from tests.integration._cli import cli, ok, one_error_line, target
 from tests.unit.pipeline._factory import wordpiece_json
 
@@ -167,6 +171,91 @@ def test_a_failed_write_leaves_no_temporary_file(
     r = cli("run", dense, "--input", f"x={x_file}", "--output-dir", out, *target(server))
     assert "Is a directory" in one_error_line(r, "ConfigurationError", 2)
     assert sorted(os.listdir(out)) == ["y.npy"]
+
+
+_SLOW_SAVE = """
+import os, time, numpy
+from pathlib import Path
+
+def save(file, array, *args, **kwargs):  # the write starts, then takes a minute
+    file.write(b"\\x93NUMPY")
+    file.flush()
+    Path(os.environ["BLINDAI_TEST_WRITING"]).write_text("writing")
+    time.sleep(60)
+
+numpy.save = save
+"""
+"""Run first in the ``blindai`` process: np.save writes a few bytes of the output, says so in
+the file ``$BLINDAI_TEST_WRITING``, and waits: the signal then comes in mid-write, every time."""
+
+
+def _writing_when_signalled(
+    server: ServerProcess,
+    model: str,
+    x_file: Path,
+    out: Path,
+    *signals: signal.Signals,
+    ignoring: signal.Signals | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``blindai run`` stopped in the middle of writing its output by ``signals``, sent one
+    after the other a second apart (``ignoring``: a signal it was started with ignored)."""
+    writing = out.parent / "writing"
+    run = "import runpy; runpy.run_module('blindai', run_name='__main__', alter_sys=True)"
+    argv = [sys.executable, "-c", f"{_SLOW_SAVE}\n{run}", "run", model, "--input", f"x={x_file}"]
+    argv += ["--output-dir", str(out), *target(server)]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), BLINDAI_TEST_WRITING=str(writing))
+    before = signal.getsignal(ignoring) if ignoring is not None else None
+    if ignoring is not None:  # as nohup starts it: the child inherits the disposition
+        signal.signal(ignoring, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    finally:
+        if ignoring is not None:
+            signal.signal(ignoring, before)
+    try:
+        deadline = time.monotonic() + 60
+        while not writing.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert writing.exists(), (proc.poll(), out)
+        assert [p.name.startswith(".blindai-") for p in out.iterdir()] == [True]  # mid-write
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(1)
+                assert proc.poll() is None, "it stopped on a signal it was started ignoring"
+            proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout.decode(), stderr.decode())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_during_the_write_leaves_no_temporary_file(
+    server: ServerProcess, dense: str, tmp_path: Path, x_file: Path, sig: signal.Signals
+) -> None:
+    # SIGTERM (or a closed terminal's SIGHUP) ended the process where it stood, and the output
+    # being written stayed as out/.blindai-<random>.tmp; SIGINT already cleaned it up
+    out = tmp_path / "out"
+    out.mkdir()
+    result = _writing_when_signalled(server, dense, x_file, out, sig)
+    line = one_error_line(result, "Interrupted", 128 + sig)
+    assert line == f"Interrupted: stopped before it finished ({sig.name})", line
+    assert os.listdir(out) == []
+
+
+def test_a_signal_ignored_at_start_stays_ignored(
+    server: ServerProcess, dense: str, tmp_path: Path, x_file: Path
+) -> None:
+    # `nohup blindai run ...`: the terminal closing must not stop it
+    out = tmp_path / "out"
+    out.mkdir()
+    result = _writing_when_signalled(
+        server, dense, x_file, out, signal.SIGHUP, signal.SIGTERM, ignoring=signal.SIGHUP
+    )
+    assert "(SIGTERM)" in one_error_line(result, "Interrupted", 128 + signal.SIGTERM)
+    assert os.listdir(out) == []
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -394,3 +483,4 @@ def test_an_npy_header_claiming_gigabytes_is_refused_unread(tmp_path: Path) -> N
     r = cli("run", "m", "--input", f"x={big}", *_nowhere(), python_code=ADDRESS_SPACE)
     line = one_error_line(r, "ConfigurationError", 2)
     assert f"{big}: its .npy header claims {0xFFFFFFF0} bytes" in line, line
+

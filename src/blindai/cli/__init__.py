@@ -6,11 +6,15 @@ Every error ends in one readable line on stderr and a non-zero exit; never a tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from blindai import __version__
 from blindai.cli._access import add_access_commands
@@ -57,6 +61,43 @@ def _escape_unencodable() -> None:
             reconfigure(errors="backslashreplace")
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP in a client command, raised where SIGINT raises KeyboardInterrupt (and
+    handled as it is: a partial output removed, one line, status 128 + the signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    for sig in _STOPPING:  # a second signal, should the clean-up hang, ends the process
+        signal.signal(sig, signal.SIG_DFL)
+    raise _Stopped(signum)
+
+
+_STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(command: str) -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a client command as SIGINT does: they ended the process where it
+    stood, and a ``blindai run`` killed while writing an output left its ``.blindai-*.tmp``
+    file in the output folder. A signal the parent made ignored (``nohup``) stays ignored, and
+    the handlers before are back afterwards (``main`` may run inside another program). Not for
+    ``blindai serve``, whose event loop takes SIGTERM itself (``blindai.server.shutdown``)."""
+    taken: dict[int, Any] = {}
+    if command != "serve" and threading.current_thread() is threading.main_thread():
+        for sig in _STOPPING:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                taken[sig] = signal.signal(sig, _raise_stopped)
+    try:
+        yield
+    finally:
+        for sig, before in taken.items():
+            signal.signal(sig, before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = _parser()
@@ -76,10 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a refused connection is logged for library users; the CLI prints the error itself
     logging.getLogger("blindai.client").setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:  # one line, as every other way a command ends early
-        print("Interrupted: stopped before it finished (SIGINT)", file=sys.stderr)
-        return 130
+        with _stop_on_signals(args.command):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:  # one line, as every other way a command ends early
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"Interrupted: stopped before it finished ({name})", file=sys.stderr)
+        return 128 + signum
     except (ConfigurationError, EvidenceError) as exc:
         print(exc.diagnostics(), file=sys.stderr)
         return 2
