@@ -484,3 +484,30 @@ def test_an_npy_header_claiming_gigabytes_is_refused_unread(tmp_path: Path) -> N
     line = one_error_line(r, "ConfigurationError", 2)
     assert f"{big}: its .npy header claims {0xFFFFFFF0} bytes" in line, line
 
+
+# --- pipeline folders ------------------------------------------------------------------------
+
+
+def test_a_pipeline_folder_over_the_total_bound_is_refused_before_any_file_is_read(
+    tmp_path: Path,
+) -> None:
+    # each file was read up to 32 MiB, one after the other (six names: 192 MiB read) and only
+    # the server refused their total; the FIFO named first shows that nothing is read now
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    os.mkfifo(folder / "tokenizer.json")  # read first; no writer ever opens it
+    _sparse(folder / "labels.txt", 20 * MiB)
+    _sparse(folder / "vocab.txt", 20 * MiB)
+    (folder / "pipeline.toml").write_text(
+        '[input]\nkind = "text"\ntokenizer = "tokenizer.json"\n'
+        '[output]\nkind = "labels"\nlabels = "labels.txt"\nvocab = "vocab.txt"\n'
+    )
+    model = tmp_path / "m.onnx"
+    model.write_bytes(models.matmul(4, 2))
+    r = cli("upload", model, "--pipeline", folder, *_nowhere(), timeout=30)
+    line = one_error_line(r, "PipelineError", 1)
+    assert line == (
+        f"PipelineError: pipeline folder {folder}: the pipeline files hold {40 * MiB} bytes "
+        f"together; a pipeline holds at most {32 * MiB} (the server's default "
+        "--max-pipeline-bytes)"
+    ), line

@@ -88,6 +88,30 @@ def _read(path: Path, limit: int) -> bytes:
         raise PipelineError(str(exc)) from exc
 
 
+def _read_within(paths: Mapping[str, Path], limit: int, where: str) -> dict[str, bytes]:
+    """The files ``paths``, by name, refused (PipelineError naming ``where`` and ``limit``)
+    when their sizes add up to more than ``limit`` before any is read (each was read up to the
+    whole limit: six files named by a spec, 32 MiB each, were read before the server refused
+    them); each is then read within what the others leave, should one grow meanwhile."""
+    sizes: dict[str, int] = {}
+    for name, path in paths.items():
+        try:
+            sizes[name] = path.stat().st_size  # a FIFO's is 0: refused, unwaited, when read
+        except OSError as exc:
+            raise PipelineError(f"cannot read {path}: {exc.strerror}") from exc
+    total = sum(sizes.values())
+    if total > limit:
+        default = limit == PipelineLimits().max_files_bytes
+        raise PipelineError(
+            f"{where}: the pipeline files hold {total} bytes together; a pipeline holds at most "
+            f"{limit}" + (" (the server's default --max-pipeline-bytes)" if default else "")
+        )
+    read: dict[str, bytes] = {}
+    for name, path in paths.items():
+        read[name] = _read(path, limit - sum(len(data) for data in read.values()))
+    return read
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A pipeline to upload with a model: the spec mapping and the files it names.
@@ -109,7 +133,10 @@ class Pipeline:
     def from_dir(
         cls, path: str | os.PathLike[str], *, limits: PipelineLimits | None = None
     ) -> Pipeline:
-        """Read ``pipeline.toml`` (or ``pipeline.json``) and the files its spec names."""
+        """Read ``pipeline.toml`` (or ``pipeline.json``) and the files its spec names, at most
+        ``limits.max_files_bytes`` of them together, counted before any is read. Symbolic links
+        in the folder are followed (a Hugging Face cache folder is made of them): the file a
+        link names, wherever it is, is what is read and uploaded."""
         limits = limits or PipelineLimits()
         folder = Path(path)
         for spec_name in SPEC_NAMES:
@@ -118,11 +145,8 @@ class Pipeline:
         else:
             raise PipelineError(f"{folder} holds no {' or '.join(SPEC_NAMES)}")
         spec = parse_spec_document(_read(folder / spec_name, _MAX_SPEC_BYTES), name=spec_name)
-        files = {
-            name: _read(folder / check_file_name(name), limits.max_files_bytes)
-            for name in _referenced(spec)
-        }
-        return cls(spec, files)
+        paths = {name: folder / check_file_name(name) for name in _referenced(spec)}
+        return cls(spec, _read_within(paths, limits.max_files_bytes, f"pipeline folder {folder}"))
 
     @classmethod
     def from_files(
@@ -137,15 +161,16 @@ class Pipeline:
         if not isinstance(spec, Mapping):
             spec_path = Path(spec)
             spec = parse_spec_document(_read(spec_path, _MAX_SPEC_BYTES), name=spec_path.name)
-        read: dict[str, bytes] = {}
+        given: dict[str, bytes] = {}
+        paths: dict[str, Path] = {}
         for name, value in (files or {}).items():
             check_file_name(name)
-            read[name] = (
-                bytes(value)
-                if isinstance(value, bytes | bytearray)
-                else _read(Path(value), limits.max_files_bytes)
-            )
-        return cls(dict(spec), read)
+            if isinstance(value, bytes | bytearray):
+                given[name] = bytes(value)
+            else:
+                paths[name] = Path(value)
+        read = _read_within(paths, limits.max_files_bytes, "Pipeline.from_files")
+        return cls(dict(spec), {n: given[n] if n in given else read[n] for n in files or {}})
 
     def to_wire(self) -> dict[str, Any]:
         """The ``pipeline`` value of a 0.6 ``/upload``: ``{"spec": map, "files": {name: bytes}}``"""

@@ -60,8 +60,27 @@ def test_from_dir_refuses_big_files(tmp_path):
     (tmp_path / "pipeline.toml").write_bytes(TOML)
     (tmp_path / "tokenizer.json").write_bytes(b"x" * 200)
     (tmp_path / "labels.txt").write_bytes(b"a\n")
-    with pytest.raises(PipelineError, match="200 bytes; pipelines hold at most 100"):
+    with pytest.raises(
+        PipelineError, match="files hold 202 bytes together; a pipeline holds at most 100"
+    ):
         Pipeline.from_dir(tmp_path, limits=PipelineLimits(max_files_bytes=100))
+
+
+def test_from_dir_bounds_the_files_together_before_reading_any(tmp_path):
+    # each file was read up to the whole bound: two of 60 bytes, under 100 each, passed
+    (tmp_path / "pipeline.toml").write_bytes(TOML)
+    (tmp_path / "tokenizer.json").write_bytes(b"x" * 60)
+    (tmp_path / "labels.txt").write_bytes(b"a\n" * 30)
+    with pytest.raises(PipelineError, match=r"pipeline folder .*: the pipeline files hold 120 "):
+        Pipeline.from_dir(tmp_path, limits=PipelineLimits(max_files_bytes=100))
+    with pytest.raises(PipelineError, match=r"Pipeline.from_files: the pipeline files hold 120 "):
+        Pipeline.from_files(
+            {},
+            {"a": tmp_path / "tokenizer.json", "b": tmp_path / "labels.txt", "c": b""},
+            limits=PipelineLimits(max_files_bytes=100),
+        )
+    pipe = Pipeline.from_dir(tmp_path, limits=PipelineLimits(max_files_bytes=120))
+    assert len(pipe.files["tokenizer.json"]) == 60
 
 
 def test_from_files_takes_bytes_and_paths(tmp_path):
