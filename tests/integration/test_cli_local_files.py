@@ -173,6 +173,19 @@ def test_a_failed_write_leaves_no_temporary_file(
     assert sorted(os.listdir(out)) == ["y.npy"]
 
 
+def test_an_output_dir_that_is_a_link_is_followed(
+    server: ServerProcess, dense: str, tmp_path: Path, x_file: Path
+) -> None:
+    # a folder the user names may be a link (docs/cli.md says so); only links at the outputs'
+    # names, inside it, are refused
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "out").symlink_to(real, target_is_directory=True)
+    out = tmp_path / "out"
+    ok(cli("run", dense, "--input", f"x={x_file}", "--output-dir", out, *target(server)))
+    assert os.listdir(real) == ["y.npy"] and np.load(real / "y.npy").shape == (3, 2)
+
+
 _SLOW_SAVE = """
 import os, time, numpy
 from pathlib import Path
