@@ -22,8 +22,9 @@ import pytest
 from tokenizers import Tokenizer, normalizers
 
 import blindai
-from blindai.errors import InferenceTimeout
+from blindai.errors import InferenceTimeout, ModelNotReady
 from blindai.pipeline import Embedding, Pipeline
+from blindai.server.model_host import CRASH_LIMIT
 from tests import models
 from tests._server import ServerProcess, connect, start_server
 from tests.unit.pipeline._factory import VOCAB, wordpiece_json
@@ -172,6 +173,37 @@ def test_a_tokenization_past_the_run_timeout_answers_504_and_frees_its_worker(
             break
         except InferenceTimeout:
             assert time.monotonic() < deadline
+
+
+def test_a_tokenizer_killed_too_often_answers_503_and_others_are_served(
+    conn: blindai.Connection, server: ServerProcess, plain: str
+):
+    """Before, each text past the run timeout killed the tokenizer's process and started it
+    again, compiling the file anew (up to some 14 s of CPU for the largest file taken), without
+    limit: a tenant sending such texts kept the server compiling. After CRASH_LIMIT ends within
+    CRASH_WINDOW_S it is not started again while they lie within the window (503), as a model
+    host that crashed that often; other pipelines are served meanwhile."""
+    hostile = _upload(conn, _expanding())
+    text = "a" * 416_179
+    timeouts = 0
+    with connect(server) as other:
+        for _ in range(4 * CRASH_LIMIT):
+            try:
+                conn.predict(hostile, text=text)
+            except InferenceTimeout:
+                timeouts += 1
+                continue
+            except ModelNotReady as exc:
+                refused = exc
+                break
+        else:
+            pytest.fail(f"never refused after {timeouts} timeouts")
+        assert timeouts >= CRASH_LIMIT
+        assert refused.status_code == 503
+        assert "not started again" in refused.message and len(refused.message) < 300
+        with pytest.raises(ModelNotReady):  # even a short text: nothing is compiled now
+            conn.predict(hostile, text="a cat")
+        assert isinstance(other.predict(plain, text="the cat sat"), Embedding)
 
 
 def test_without_compile_isolation_the_tokenizer_runs_in_the_server(tmp_path: Path):

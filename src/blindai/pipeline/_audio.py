@@ -15,6 +15,7 @@ from blindai.errors import PipelineError
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import AudioInput
+from blindai.server._shown import shown, shown_names
 
 __all__ = ["AudioStep", "compile_audio", "decode_wav", "normalize_audio", "wav_cost"]
 
@@ -143,11 +144,13 @@ def compile_audio(spec: AudioInput, inputs: Sequence[Port], limits: PipelineLimi
     port = pick_port(inputs, spec.input, "input")
     if len(inputs) != 1:
         others = [p.name for p in inputs if p.name != port.name]
-        raise PipelineError(f"the audio step feeds no value to model input(s) {others}")
+        raise PipelineError(
+            f"the audio step feeds no value to model input(s) {shown_names(others)}"
+        )
     if port.dtype not in _FLOATS or not dims_fit((1, None), port.shape):
         raise PipelineError(
-            f"model input {port.name!r} is {port.dtype} {list(port.shape)}; audio needs a float "
-            "input of shape [1, samples]"
+            f"model input {shown(port.name)} is {port.dtype} {list(port.shape)}; audio needs a "
+            "float input of shape [1, samples]"
         )
     assert port.dtype is not None
     return AudioStep(spec, port.name, port.dtype)

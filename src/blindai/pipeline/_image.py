@@ -27,6 +27,7 @@ from blindai.pipeline._image_parts import jpeg_scans as _read_scans
 from blindai.pipeline._ports import Port, Prepared, dims_fit, pick_port
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import ImageInput
+from blindai.server._shown import shown, shown_names
 
 __all__ = [
     "MAX_EXIF_BYTES",
@@ -336,15 +337,18 @@ def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimi
     port = pick_port(inputs, spec.input, "input")
     if len(inputs) != 1:
         others = [p.name for p in inputs if p.name != port.name]
-        raise PipelineError(f"the image step feeds no value to model input(s) {others}")
+        raise PipelineError(
+            f"the image step feeds no value to model input(s) {shown_names(others)}"
+        )
     if port.dtype not in _DTYPES:
         raise PipelineError(
-            f"model input {port.name!r} is {port.dtype}; images need a float or uint8 input"
+            f"model input {shown(port.name)} is {port.dtype}; images need a float or uint8 input"
         )
     assert port.dtype is not None
     if spec.dtype is not None and np.dtype(spec.dtype) != port.dtype:
         raise PipelineError(
-            f"the image step says dtype {spec.dtype}; model input {port.name!r} is {port.dtype}"
+            f"the image step says dtype {spec.dtype}; model input {shown(port.name)} is "
+            f"{port.dtype}"
         )
     if port.dtype == np.uint8 and (spec.scale, spec.mean, spec.std) != (1.0, (0.0,), (1.0,)):
         raise PipelineError("a uint8 model input takes raw pixels: drop scale, mean and std")
@@ -356,6 +360,7 @@ def compile_image(spec: ImageInput, inputs: Sequence[Port], limits: PipelineLimi
     if not dims_fit(made, port.shape):
         show = ["?" if d is None else d for d in made]
         raise PipelineError(
-            f"model input {port.name!r} has shape {list(port.shape)}; the image step makes {show}"
+            f"model input {shown(port.name)} has shape {list(port.shape)}; the image step "
+            f"makes {show}"
         )
     return ImageStep(spec, port.name, port.dtype, limits.max_image_pixels)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from blindai.errors import PipelineError
+from blindai.server._shown import shown, shown_names
 
 __all__ = ["Port", "Prepared", "pick_port", "require_file"]
 
@@ -39,7 +40,7 @@ def pick_port(ports: Sequence[Port], name: str | None, what: str) -> Port:
     if name is None:
         if what == "input" and len(ports) != 1:
             raise PipelineError(
-                f"the model has {len(ports)} inputs {[p.name for p in ports]}; "
+                f"the model has {len(ports)} inputs {shown_names(p.name for p in ports)}; "
                 "name the one this step feeds (input = ...)"
             )
         return ports[0]
@@ -47,7 +48,8 @@ def pick_port(ports: Sequence[Port], name: str | None, what: str) -> Port:
         if port.name == name:
             return port
     raise PipelineError(
-        f"the model has no {what} named {name!r}; {what}s: {[p.name for p in ports]}"
+        f"the model has no {what} named {shown(name)}; {what}s: "
+        f"{shown_names(p.name for p in ports)}"
     )
 
 

@@ -17,6 +17,7 @@ from blindai.errors import InferenceFailed, PipelineError
 from blindai.pipeline._ports import Port, Prepared
 from blindai.pipeline.results import Classification, Embedding, Label, Transcript
 from blindai.pipeline.spec import CtcOutput, EmbeddingOutput, LabelsOutput, NextTokenOutput
+from blindai.server._shown import shown
 
 __all__ = [
     "BYTES_PER_VALUE",
@@ -144,14 +145,14 @@ def _output(outputs: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     try:
         return outputs[name]
     except KeyError:
-        raise InferenceFailed(f"the model gave no output {name!r}", status_code=500) from None
+        raise InferenceFailed(f"the model gave no output {shown(name)}", status_code=500) from None
 
 
 def _vector(array: np.ndarray, name: str) -> np.ndarray:
     """A ``[C]`` vector from ``[C]``, ``[1, C]``, ``[1, 1, C]``..."""
     if array.ndim == 0 or any(d != 1 for d in array.shape[:-1]):
         raise InferenceFailed(
-            f"output {name!r} has shape {list(array.shape)}; expected one row of scores",
+            f"output {shown(name)} has shape {list(array.shape)}; expected one row of scores",
             status_code=422,
         )
     return array.reshape(-1)

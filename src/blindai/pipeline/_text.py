@@ -21,6 +21,7 @@ from blindai.pipeline._tokenizer_bounds import (
 from blindai.pipeline._tokenizer_patterns import check_patterns
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
+from blindai.server._shown import shown, shown_names
 
 __all__ = [
     "TOKENIZER_MEMORY_FACTOR",
@@ -235,7 +236,7 @@ def _targets(spec: TextInput, inputs: Sequence[Port]) -> list[tuple[str, Port]]:
     for fld in _FIELDS:
         name = explicit[fld]
         if name is not None and name not in by_name:
-            raise PipelineError(f"input.names.{fld}: the model has no input {name!r}")
+            raise PipelineError(f"input.names.{fld}: the model has no input {shown(name)}")
         port = by_name.get(name if name is not None else fld)
         if port is not None:
             targets.append((fld, port))
@@ -244,18 +245,20 @@ def _targets(spec: TextInput, inputs: Sequence[Port]) -> list[tuple[str, Port]]:
         raise PipelineError("no model input receives input_ids (set input.names.input_ids)")
     unfed = [p.name for p in inputs if p.name not in fed]
     if unfed:
-        raise PipelineError(f"the text step feeds no value to model input(s) {unfed}")
+        raise PipelineError(f"the text step feeds no value to model input(s) {shown_names(unfed)}")
     return targets
 
 
 def _check_port(port: Port, spec: TextInput) -> np.dtype[Any]:
     if port.dtype not in _INT_TYPES:
-        raise PipelineError(f"model input {port.name!r} is {port.dtype}; tokens need int64/int32")
+        raise PipelineError(
+            f"model input {shown(port.name)} is {port.dtype}; tokens need int64/int32"
+        )
     length = spec.max_length if spec.padding == "max_length" else None
     fixed = len(port.shape) == 2 and port.shape[1] is not None
     if not dims_fit((1, length), port.shape) or (length is None and fixed):
         raise PipelineError(
-            f"model input {port.name!r} has shape {list(port.shape)}; the text step makes "
+            f"model input {shown(port.name)} has shape {list(port.shape)}; the text step makes "
             f"[1, {length or 'tokens'}]"
         )
     assert port.dtype is not None

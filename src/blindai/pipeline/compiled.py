@@ -46,6 +46,7 @@ from blindai.pipeline.spec import (
     TextInput,
     parse_spec,
 )
+from blindai.server._shown import shown
 
 if TYPE_CHECKING:
     from blindai.pipeline._text import TokenizerLoader
@@ -144,7 +145,7 @@ def _compile_post(
             classes = last_dim(port)
             if classes is not None and classes != len(labels):
                 raise PipelineError(
-                    f"{out.labels} has {len(labels)} labels; output {port.name!r} has "
+                    f"{out.labels} has {len(labels)} labels; output {shown(port.name)} has "
                     f"{classes} classes"
                 )
         return LabelsStep(out, port.name, labels)
@@ -165,7 +166,7 @@ def _compile_ctc(
     classes = last_dim(port)
     if classes is not None and classes != len(tokens):
         raise PipelineError(
-            f"{out.vocab} has {len(tokens)} tokens; output {port.name!r} has {classes}"
+            f"{out.vocab} has {len(tokens)} tokens; output {shown(port.name)} has {classes}"
         )
     skip = frozenset(index[t] for t in out.skip if t in index)
     return CtcStep(out, port.name, tokens, index[out.blank], skip, limits.max_result_bytes)

@@ -4,7 +4,8 @@ the crashes charged to each key.
 A model whose host crashed ``limit`` times within the last ``window_s`` is not started again
 until the oldest of them leaves the window (or it is unloaded and loaded again); a key charged
 ``key_limit`` times within the window has its runs of that model refused while those charges
-lie within it, and every other key is served (``model_host`` says why both exist).
+lie within it, and every other key is served (``model_host`` says why both exist). A text
+pipeline's tokenizer process (``tokenizer_host``) counts its ends the same way (model-wide only).
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ class CrashLog:
     that a start and a count do not interleave); the keys' charges have a lock of their own,
     taken by every run to read them (never while a host starts)."""
 
-    def __init__(self, *, limit: int, key_limit: int, window_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int,
+        key_limit: int,
+        window_s: float,
+        logged: str = "model host: a model's process crashed %d times; not restarted",
+    ) -> None:
         self._limit = limit
+        self._logged = logged
+        """The log line at the limit (``%d``: the crashes; kinds only, never a model's name)."""
         self._key_limit = key_limit
         self._window_s = window_s
         self._crashes: deque[float] = deque()
@@ -48,16 +58,22 @@ class CrashLog:
     def refusal(self) -> str | None:
         """Why the model is not started now: ``limit`` crashes within the window (None: it may
         start). The caller holds the model's start lock."""
-        limit, window = self._limit, self._window_s
-        crashes = self.recent()
-        if crashes < limit:
+        wait = self.wait_s()
+        if wait is None:
             return None
-        wait = window - (time.monotonic() - self._crashes[-limit])
         return (
-            f"this model's process crashed {crashes} times within {window:g} s; it is not "
-            f"started again for {max(wait, 0):.0f} s, or until the model is unloaded and loaded "
+            f"this model's process crashed {len(self)} times within {self._window_s:g} s; it is "
+            f"not started again for {wait:.0f} s, or until the model is unloaded and loaded "
             "again (POST /v2/repository/models/NAME/unload, then load)"
         )
+
+    def wait_s(self) -> float | None:
+        """Seconds until the oldest of ``limit`` crashes within the window leaves it (None:
+        fewer lie within it; the process may start). The caller holds the start lock."""
+        limit = self._limit
+        if self.recent() < limit:
+            return None
+        return max(self._window_s - (time.monotonic() - self._crashes[-limit]), 0.0)
 
     def count(self, keys: frozenset[str] = frozenset()) -> bool:
         """Count a crash now (the caller holds the model's start lock) and charge it to
@@ -69,9 +85,7 @@ class CrashLog:
         crashes = self.recent()
         if crashes >= self._limit:
             if crashes == self._limit:
-                _log.warning(
-                    "model host: a model's process crashed %d times; not restarted", crashes
-                )
+                _log.warning(self._logged, crashes)
             return False
         return True
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from blindai.server._bfloat16 import bfloat16
+from blindai.server._shown import shown
 
 __all__ = [
     "Frame",
@@ -85,7 +86,9 @@ def encode_arrays(arrays: Sequence[tuple[str, np.ndarray]]) -> tuple[list[Any], 
         shape = list(array.shape)
         if array.dtype.kind != "O":
             if array.dtype.name not in _NUMERIC and array.dtype.name != "bfloat16":
-                raise ValueError(f"array {name!r} has dtype {array.dtype}, which cannot travel")
+                raise ValueError(
+                    f"array {shown(name)} has dtype {array.dtype}, which cannot travel"
+                )
             data = np.ascontiguousarray(array)
             entries.append({"name": name, "dtype": array.dtype.name, "shape": shape})
             buffers.append(data.reshape(-1).view(np.uint8).data if data.size else b"")
@@ -98,7 +101,7 @@ def encode_arrays(arrays: Sequence[tuple[str, np.ndarray]]) -> tuple[list[Any], 
             entries.append({"name": name, "dtype": "map", "shape": shape})
             buffers += _encode_maps(name, items)
         else:
-            raise ValueError(f"array {name!r} holds objects that cannot travel")
+            raise ValueError(f"array {shown(name)} holds objects that cannot travel")
     return entries, buffers
 
 
@@ -112,14 +115,14 @@ def _encode_maps(name: str, items: list[dict[Any, Any]]) -> list[bytes]:
     keys = [k for x in items for k in x]
     values = [v for x in items for v in x.values()]
     if not all(type(v) is float for v in values):
-        raise ValueError(f"array {name!r} holds maps whose values are not floats")
+        raise ValueError(f"array {shown(name)} holds maps whose values are not floats")
     sizes = np.array([len(x) for x in items], np.int64).tobytes()
     floats = np.array(values, np.float64).tobytes()
     if all(type(k) is int for k in keys):
         return [sizes, b"\x00", np.array(keys, np.int64).tobytes(), floats]
     if all(type(k) is str for k in keys):
         return [sizes, b"\x01", *_encode_strings(keys), floats]
-    raise ValueError(f"array {name!r} holds maps whose keys are not all ints or all strings")
+    raise ValueError(f"array {shown(name)} holds maps whose keys are not all ints or all strings")
 
 
 def _take(buffers: list[memoryview], index: int) -> tuple[memoryview, int]:

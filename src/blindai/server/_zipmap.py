@@ -25,6 +25,7 @@ import numpy as np
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper
 
 from blindai.errors import InferenceFailed
+from blindai.server._shown import shown
 
 __all__ = ["MAP_ENTRY_BYTES", "ZipMapOutput", "maps", "server_side", "without_zipmaps"]
 
@@ -130,19 +131,19 @@ def maps(
     ``max_bytes`` hold, before any map is made."""
     if probabilities.dtype != np.float32 or probabilities.ndim not in (1, 2):
         raise InferenceFailed(
-            f"output {name!r}: ZipMap takes a 1-D or 2-D float tensor of probabilities"
+            f"output {shown(name)}: ZipMap takes a 1-D or 2-D float tensor of probabilities"
         )
     rows = np.atleast_2d(probabilities)
     if rows.shape[1] != len(zipmap.labels):
         raise InferenceFailed(
-            f"output {name!r}: ZipMap was given {rows.shape[1]} probabilities a row for "
+            f"output {shown(name)}: ZipMap was given {rows.shape[1]} probabilities a row for "
             f"{len(zipmap.labels)} labels"
         )
     entries = rows.shape[0] * rows.shape[1]
     if entries * MAP_ENTRY_BYTES > max_bytes:
         most = max_bytes // (MAP_ENTRY_BYTES * max(1, rows.shape[1]))
         raise InferenceFailed(
-            f"output {name!r}: ZipMap would make {rows.shape[0]} maps of {rows.shape[1]} "
+            f"output {shown(name)}: ZipMap would make {rows.shape[0]} maps of {rows.shape[1]} "
             f"entries, beyond this server's --max-string-memory ({max_bytes} bytes at "
             f"{MAP_ENTRY_BYTES} an entry); send at most {most} rows a request"
         )

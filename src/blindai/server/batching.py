@@ -49,6 +49,7 @@ import numpy as np
 import onnxruntime as ort
 
 from blindai.errors import ModelNotReady
+from blindai.server._shown import shown, shown_names
 from blindai.server.run_guard import RunControl
 from blindai.server.runtime import TensorSpec
 
@@ -127,14 +128,14 @@ def batch_axis_problem(model: Predictor) -> str | None:
     for kind, specs in (("input", model.inputs), ("output", model.outputs)):
         for spec in specs:
             if not spec.shape:
-                return f"{kind} {spec.name!r} has no dimensions (or none onnxruntime knows)"
+                return f"{kind} {shown(spec.name)} has no dimensions (or none onnxruntime knows)"
             if spec.shape[0] is not None:
-                return f"{kind} {spec.name!r} has a fixed first dimension ({spec.shape[0]})"
+                return f"{kind} {shown(spec.name)} has a fixed first dimension ({spec.shape[0]})"
             symbol = spec.symbols[0] if spec.symbols else None
             if symbol is not None:
                 names.add(symbol)
     if len(names) > 1:
-        return f"the first dimensions have different names ({', '.join(sorted(names))})"
+        return f"the first dimensions have different names {shown_names(sorted(names))}"
     return None
 
 
@@ -143,7 +144,7 @@ def _probe_rows(spec: TensorSpec) -> np.ndarray:
     shape = (2, *(1 if d is None else d for d in spec.shape[1:]))
     dtype = spec.dtype
     if dtype is None:
-        raise ValueError(f"input {spec.name!r} has type {spec.onnx_type}")
+        raise ValueError(f"input {shown(spec.name)} has type {spec.onnx_type}")
     if dtype == np.dtype(object):
         return np.stack([np.full(shape[1:], "a", object), np.full(shape[1:], "b", object)])
     first = np.zeros(shape[1:], dtype)
@@ -180,10 +181,10 @@ def probe_batching(model: Predictor) -> str | None:
         return f"a probe run failed ({type(exc).__name__})"
     for index, (name, array) in enumerate(together):
         if array.ndim == 0 or array.shape[0] != 2:
-            return f"output {name!r} does not keep the batch axis"
+            return f"output {shown(name)} does not keep the batch axis"
         for row in (0, 1):
             if not _same(array[row : row + 1], alone[row][index][1]):
-                return f"output {name!r} changes when rows are run together (rows interact)"
+                return f"output {shown(name)} changes when rows are run together (rows interact)"
     return None
 
 

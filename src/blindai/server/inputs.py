@@ -46,7 +46,8 @@ def output_names(entry: ModelEntry, outputs: Sequence[str] | None) -> list[str] 
     unknown = [name for name in outputs if name not in known]
     if unknown:
         raise InvalidInput(
-            f"the model has no output named {', '.join(map(repr, unknown))}; its outputs: {known}"
+            f"the model has no output named {shown_names(unknown)[1:-1]}; its outputs: "
+            f"{shown_names(known)}"
         )
     return list(outputs)
 

@@ -19,7 +19,11 @@ each text pipeline's tokenizer lives in a child (``blindai.server._tokenizer_wor
   (looked at every ``POLL_S``): the worker is free, the run answers 504 as a model's run does,
   and the child is started again at once in the background (compiling the file anew, under the
   same limits; the file is kept as a sealed memory file, handed over as a read-only
-  descriptor); a child that ended otherwise is started again by the next request;
+  descriptor); a child that ended otherwise is started again by the next request. A child
+  that ended during requests (stopped or crashed) ``restart_limit`` times within
+  ``restart_window_s`` (:class:`TokenizerLimits`: the model hosts' crash limit) is not started
+  again while they lie within it: the pipeline answers ModelNotReady (503), so that texts past
+  the timeout cannot keep the server compiling the file (``_host_crashes.CrashLog``);
 - **the spare**: one child started ahead (its interpreter and the library imported, nothing
   received) is handed to the next start, which then starts the next one (``_host_starts.
   Spare``, as model hosts do; the first once a text pipeline is compiled, none with
@@ -55,6 +59,7 @@ from blindai.errors import InferenceFailed, ModelNotReady, PipelineError
 from blindai.pipeline._tokenizer_bounds import Expansion
 from blindai.pipeline.limits import PipelineLimits
 from blindai.server._child_side import MEMORY_EXIT
+from blindai.server._host_crashes import CrashLog
 from blindai.server._host_process import (
     POLL_S,
     Spawned,
@@ -74,6 +79,7 @@ from blindai.server._host_wire import (
     write_frame,
 )
 from blindai.server.model_file import ModelFile
+from blindai.server.model_host import CRASH_LIMIT, CRASH_WINDOW_S
 
 if TYPE_CHECKING:  # the tokenizers library is imported once a text pipeline is compiled
     from blindai.pipeline._text import Encoded, Stop, TokenizerFacts
@@ -97,6 +103,14 @@ class TokenizerLimits:
     """``--compile-timeout``: wall-clock time for the child's compile."""
     memory_bytes: int
     """``--compile-memory``: address space for it beyond the child's start-up size."""
+    restart_limit: int = CRASH_LIMIT
+    """Ends of one tokenizer's child during requests (killed at a run's timeout, or crashed)
+    within ``restart_window_s`` after which it is not started again (its pipeline answers
+    ModelNotReady, 503) while they lie within that window: each start compiles the file anew
+    (up to about 14 s of CPU), so a tenant's texts that run past the timeout cannot keep the
+    server compiling (the limit of a model host's crashes, ``model_host``)."""
+    restart_window_s: float = CRASH_WINDOW_S
+    """The window of ``restart_limit``, in seconds."""
 
 
 def _spawn() -> Spawned:
@@ -134,6 +148,13 @@ class HostedTokenizer:
         """Held for one request to the child (they take turns), or to start it."""
         self._child: list[Spawned] = []
         """The running child, if any (a list: the finalizer holds it, not this object)."""
+        self._ends = CrashLog(
+            limit=hosts.limits.restart_limit,
+            key_limit=hosts.limits.restart_limit,  # no key is charged: runs' keys stay unseen
+            window_s=hosts.limits.restart_window_s,
+            logged="tokenizer: a tokenizer's process ended %d times; not restarted for now",
+        )
+        """The ends of the child during requests (guarded by ``_lock``)."""
         self._max_reply = 24 * (int(setup["preprocess_bytes"]) // _BYTES_PER_TOKEN) + MAX_HEADER
         weakref.finalize(self, _close, self._child, source)
 
@@ -213,6 +234,7 @@ class HostedTokenizer:
             if not self._child:
                 if self._hosts.closed:
                     raise InferenceFailed("the server is shutting down")
+                self._check_ends()
                 try:
                     self.start(stop)
                 except PipelineError as exc:  # compiled before: this is not the text's fault
@@ -231,8 +253,10 @@ class HostedTokenizer:
                 frame = None
             if frame is None:
                 self._kill()
+                again = self._ends.count()  # False at the limit: not started for a while
                 if stop():  # killed to stop the run (its timeout): the worker is free now
-                    self._restart_soon()
+                    if again:
+                        self._restart_soon()
                     raise InferenceFailed("the run was stopped") from _Stopped()
                 _log.warning("tokenizer: a tokenizer's process ended during a request")
                 raise InferenceFailed("the tokenizer's process ended on this text")
@@ -244,6 +268,18 @@ class HostedTokenizer:
                 )
             raise PipelineError(str(frame.header.get("message", ""))[:_MESSAGE_MAX])
         return frame
+
+    def _check_ends(self) -> None:
+        """ModelNotReady (503) while the child ended ``restart_limit`` times within the window
+        (the caller holds the lock)."""
+        wait = self._ends.wait_s()
+        if wait is not None:
+            limits = self._hosts.limits
+            raise ModelNotReady(
+                f"this pipeline's tokenizer was stopped {len(self._ends)} times within "
+                f"{limits.restart_window_s:g} s (texts past the run timeout, or crashes); it "
+                f"is not started again for {wait:.0f} s"
+            )
 
     def _restart_soon(self) -> None:
         """Start the child again in the background, ahead of the next request: compiling a

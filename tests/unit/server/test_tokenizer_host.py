@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 
-from blindai.errors import InferenceFailed, PipelineError
+from blindai.errors import InferenceFailed, ModelNotReady, PipelineError
 from blindai.pipeline._text import TextStep, compile_text
 from blindai.pipeline.limits import PipelineLimits
 from blindai.pipeline.spec import TextInput
@@ -124,6 +124,33 @@ def test_a_stopped_tokenization_kills_the_child_at_once_and_the_next_starts_it_a
         time.sleep(0.01)  # started again in the background, ahead of the next request
     assert _pid(step) != first
     assert step("a cat").mask.any()
+
+
+def test_a_tokenizer_stopped_too_often_is_not_started_until_the_window_passes():
+    """Before, every stopped tokenization started the child again (compiling the file anew),
+    without limit; at ``restart_limit`` ends within the window none is started (503) until the
+    oldest leaves the window."""
+    limits = TokenizerLimits(
+        timeout_s=30.0, memory_bytes=1 << 30, restart_limit=2, restart_window_s=3.0
+    )
+    hosts = TokenizerHosts(limits=limits, spare=False)
+    try:
+        step = _hosted(hosts, _expanding())
+        for _ in range(2):
+            deadline = time.monotonic() + 10
+            while not step.tokenizer._child and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.01)  # the background start after the first stop
+            until = time.perf_counter() + 0.2
+            with pytest.raises(InferenceFailed):
+                step("a" * step.largest_text, stop=lambda u=until: time.perf_counter() > u)
+        time.sleep(0.3)
+        assert not step.tokenizer._child  # type: ignore[attr-defined]  # not started again
+        with pytest.raises(ModelNotReady, match=r"not started again for [0-3] s"):
+            step("a cat")
+        time.sleep(3.0)  # the window passes: the next request starts it
+        assert step("a cat").mask.any()
+    finally:
+        hosts.close()
 
 
 def test_no_child_outlives_its_step_or_the_server(hosts: TokenizerHosts):

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from blindai.errors import InferenceFailed, InvalidInput
+from blindai.server._shown import shown
 
 __all__ = [
     "MAX_LABELS",
@@ -91,7 +92,7 @@ def check_classified_size(array: np.ndarray, k: int, name: str, *, limit: int) -
     elements = classified_count(array, k)
     if elements * MIN_ELEMENT_BYTES > limit:
         raise InferenceFailed(
-            f"the classification of output {name!r} would have {elements} elements, more than "
+            f"the classification of output {shown(name)} would have {elements} elements, more than "
             f"a reply of {limit} bytes (--max-response-bytes) holds; ask for a smaller k or "
             "fewer rows"
         )
@@ -117,7 +118,7 @@ def classify(array: np.ndarray, k: int, name: str, labels: Sequence[str] = ()) -
         array = array.astype(np.float32)
     if array.dtype.kind not in "iuf" or array.ndim == 0 or array.size == 0:
         raise InvalidInput(
-            f"output {name!r}: classification needs a numeric tensor of rank 1 or more, "
+            f"output {shown(name)}: classification needs a numeric tensor of rank 1 or more, "
             f"not {array.dtype} of shape {list(array.shape)}"
         )
     floating = array.dtype.kind == "f"

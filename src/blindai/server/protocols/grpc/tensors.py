@@ -22,6 +22,7 @@ import numpy as np
 
 from blindai.errors import InvalidInput
 from blindai.server._json import MAX_TENSORS, TooManyTensors
+from blindai.server._shown import shown
 from blindai.server._text import count
 from blindai.server.protocols.classification import classification_count
 from blindai.server.protocols.grpc._generated import grpc_service_pb2 as pb
@@ -133,7 +134,7 @@ def _outputs(request: Any) -> list[RequestedOutput] | None:
             raise InvalidInput("a requested output has no name")
         params = {k: _parameter(v) for k, v in out.parameters.items()}
         if any(k.startswith("shared_memory") for k in params):
-            raise InvalidInput(f"output {out.name!r}: shared memory is not supported")
+            raise InvalidInput(f"output {shown(out.name)}: shared memory is not supported")
         top_k = classification_count(params.get("classification"), out.name)
         found.append(RequestedOutput(out.name, top_k))
     names = [o.name for o in found]
@@ -159,7 +160,7 @@ def decode(request: Any) -> GrpcRequest:
     for i, tensor in enumerate(request.inputs):
         if not tensor.name:
             raise InvalidInput(f"inputs[{i}]: name must be a non-empty string")
-        label = f"input {tensor.name!r}"
+        label = f"input {shown(tensor.name)}"
         if any(k.startswith("shared_memory") for k in tensor.parameters):
             raise InvalidInput(f"{label}: shared memory is not supported")
         dtype = dtype_for(tensor.datatype)

@@ -23,6 +23,7 @@ from blindai.pipeline.compiled import InputKind
 from blindai.pipeline.limits import PipelineLimits
 from blindai.protocol import codec, streaming
 from blindai.protocol.messages import WireTensor
+from blindai.server._shown import shown
 from blindai.server.model_file import ModelFile
 from blindai.server.registry import ModelRef
 from blindai.server.settings import ModelSettings
@@ -264,7 +265,7 @@ def output_tensors(outputs: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]
             out.append(codec.encode_tensor(WireTensor.from_numpy(array, name)))
         except ValueError as exc:
             raise InferenceFailed(
-                f"output {name!r} has dtype {array.dtype}, which the 0.6 wire cannot carry; "
+                f"output {shown(name)} has dtype {array.dtype}, which the 0.6 wire cannot carry; "
                 "use the v2 protocol"
             ) from exc
     return out

@@ -24,6 +24,7 @@ import numpy as np
 
 from blindai.errors import InvalidInput
 from blindai.server import _json, run_guard
+from blindai.server._shown import shown
 from blindai.server._text import count
 from blindai.server.protocols._http import header_int
 from blindai.server.protocols.classification import classification_count
@@ -161,7 +162,7 @@ def _input(obj: object, index: int, blobs: _Blobs, strings: StringCount) -> tupl
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}]: name must be a non-empty string")
-    label = f"input {name!r}"
+    label = f"input {shown(name)}"
     dtype = dtype_for(tensor.get("datatype"))
     shape = _shape(tensor.get("shape"), label)
     params = _parameters(tensor, label)
@@ -190,10 +191,10 @@ def _outputs(value: object, default: bool) -> list[RequestedOutput] | None:
         name = tensor.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"outputs[{i}]: name must be a non-empty string")
-        params = _parameters(tensor, f"output {name!r}")
+        params = _parameters(tensor, f"output {shown(name)}")
         if not params.keys().isdisjoint(_UNSUPPORTED):
-            raise InvalidInput(f"output {name!r}: shared memory is not supported")
-        binary = _flag(params, "binary_data", f"output {name!r}")
+            raise InvalidInput(f"output {shown(name)}: shared memory is not supported")
+        binary = _flag(params, "binary_data", f"output {shown(name)}")
         top_k = classification_count(params.get("classification"), name)
         found.append(RequestedOutput(name, default if binary is None else binary, top_k))
     names = [o.name for o in found]

@@ -27,6 +27,7 @@ import numpy as np
 
 from blindai._version import __version__
 from blindai.errors import InvalidInput, ModelNotFound
+from blindai.server._shown import shown_names
 from blindai.server.access import Principal
 from blindai.server.dataplane import DataPlane, listable, runnable
 from blindai.server.protocols.classification import (
@@ -271,7 +272,7 @@ def _asked(outputs: list[tuple[str, np.ndarray]], names: list[str]) -> list[tupl
     unknown = [name for name in names if name not in found]
     if unknown:
         raise InvalidInput(
-            f"the model has no output named {', '.join(map(repr, unknown))}; its outputs: "
-            f"{list(found)}"
+            f"the model has no output named {shown_names(unknown)[1:-1]}; its outputs: "
+            f"{shown_names(found)}"
         )
     return [(name, found[name]) for name in names]

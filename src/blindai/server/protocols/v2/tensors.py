@@ -26,6 +26,7 @@ import orjson
 
 from blindai.errors import InferenceFailed, InvalidInput
 from blindai.server._json import Numbers
+from blindai.server._shown import shown
 from blindai.server._text import count
 
 __all__ = [
@@ -263,5 +264,5 @@ def array_to_json(array: np.ndarray, name: str) -> np.ndarray | list[Any]:
         return [x if isinstance(x, str) else _utf8(x).decode("utf-8") for x in array.ravel()]
     except UnicodeDecodeError as exc:
         raise InferenceFailed(
-            f"output {name!r} holds bytes that are not UTF-8; ask for it with binary_data",
+            f"output {shown(name)} holds bytes that are not UTF-8; ask for it with binary_data",
         ) from exc
