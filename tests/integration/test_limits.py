@@ -865,6 +865,32 @@ def test_a_body_refused_by_its_length_is_not_read_for_good(server, tiny):
     assert sent < 64 * MiB, f"{sent >> 20} MiB read after the answer"
 
 
+@pytest.mark.parametrize("port", ["unattested", "attested"])
+def test_a_body_sent_to_a_route_that_takes_none_is_not_read(server, tiny, port):
+    """A GET / (the unattested port's certificate, plain HTTP here; the attested port's 404,
+    over TLS) declaring a
+    100 MB body was answered, then the server read and dropped the body whole, up to the
+    largest body a port takes (about 1 GiB): bandwidth and a connection slot for nothing.
+    Now the answer says ``Connection: close`` and the server reads no further."""
+    declared = 100_000_000
+    with attack(server, tiny):
+        if port == "attested":
+            sock: socket.socket = _tls(server)
+        else:
+            sock = socket.create_connection((server.host, server.unattested_port), timeout=HANG)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 "), head[:100]
+        assert b"\r\nconnection: close\r\n" in head.lower()
+        sent = 0
+        with contextlib.suppress(OSError):  # reset or broken pipe once the server has closed
+            while sent < declared:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        sock.close()
+    assert sent < 32 * MiB, f"{sent >> 20} MiB read after the answer"
+
+
 def _grpc_stub(server: ServerProcess, certificate: bytes) -> tuple[Any, Any]:
     """A grpcio channel pinned to the attested certificate, and its stub."""
     import grpc
