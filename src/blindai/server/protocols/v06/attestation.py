@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from blindai.attestation.endorsements import Endorsements
 from blindai.errors import ServerBusy
 from blindai.protocol.attestation import (
     ATTESTATION_PATH,
@@ -31,6 +30,7 @@ from blindai.protocol.attestation import (
 )
 from blindai.server._workers import WorkerPool
 from blindai.server.attesters.base import Attester
+from blindai.server.evidence import Collected
 from blindai.server.protocols.v06.routes import cbor_errors
 from blindai.server.protocols.v06.wire import CBOR
 
@@ -50,12 +50,12 @@ class EvidenceSource(Protocol):
         """The platform's attester (kind and endorsements)."""
         ...
 
-    def evidence(self) -> bytes:
-        """Cached evidence binding the certificate."""
+    def collected(self) -> Collected:
+        """Cached evidence binding the certificate, with its endorsements."""
         ...
 
-    def fresh_evidence(self, nonce: bytes) -> bytes:
-        """New evidence binding the certificate and ``nonce``."""
+    def fresh(self, nonce: bytes) -> Collected:
+        """New evidence binding the certificate and ``nonce``, with its endorsements."""
         ...
 
 
@@ -86,12 +86,12 @@ def attestation_reply(
     source: EvidenceSource, *, nonce: bytes | None, info: dict[str, Any]
 ) -> AttestationReply:
     """Collect the reply (blocking: device I/O, collateral fetches)."""
-    evidence = source.evidence() if nonce is None else source.fresh_evidence(nonce)
-    endorsements: Endorsements = source.attester.endorsements()
+    collected = source.collected() if nonce is None else source.fresh(nonce)
+    endorsements = collected.endorsements()  # collected with that evidence, not the last
     return AttestationReply(
         kind=source.attester.kind.value,
         certificate=source.cert_der,
-        evidence=evidence,
+        evidence=collected.evidence,
         nonce=nonce,
         collateral=endorsements.collateral,
         certificates=tuple(endorsements.certificates),
