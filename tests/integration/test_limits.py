@@ -850,8 +850,9 @@ def test_pipelined_requests_never_read_hold_bounded_memory(server, tiny):
 
 def test_a_body_refused_by_its_length_is_not_read_for_good(server, tiny):
     """/run answered 413 from a declared length of 10**15 bytes, then read and dropped
-    whatever came, up to that length (512 MiB decrypted in 0.6 s, and on). The body is now read
-    no further than the largest body a port takes (an upload here: 41 MiB)."""
+    whatever came, up to that length (512 MiB decrypted in 0.6 s, and on). It was then read no
+    further than the largest body a port takes (an upload here: 41 MiB); now the connection
+    closes after the answer (test_a_body_sent_to_a_route_that_takes_none_is_not_read)."""
     with attack(server, tiny):
         sock = _tls(server)
         sock.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")

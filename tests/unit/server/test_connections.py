@@ -726,8 +726,9 @@ def test_pipelined_requests_are_read_ahead_up_to_a_bound(tls):
 def test_a_body_answered_early_is_read_no_further_than_the_largest_body():
     """A request answered before its body was read (413 from its declared length) kept the
     connection reading and dropping whatever came, up to the length it declared (10**15
-    here): 512 MiB in 0.6 s went through decryption on a real server, and on. Now the body
-    is read up to max_body_bytes (1 MiB here), then the connection is closed."""
+    here): 512 MiB in 0.6 s went through decryption on a real server, and on. Then the body
+    was read up to max_body_bytes (1 MiB here); now the connection closes after the answer
+    (test_a_body_no_route_takes_is_not_read_and_the_connection_closes)."""
     with limited() as running, Probe(running):
         sock = running.connect()
         sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")
