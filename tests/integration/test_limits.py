@@ -850,8 +850,9 @@ def test_pipelined_requests_never_read_hold_bounded_memory(server, tiny):
 
 def test_a_body_refused_by_its_length_is_not_read_for_good(server, tiny):
     """/run answered 413 from a declared length of 10**15 bytes, then read and dropped
-    whatever came, up to that length (512 MiB decrypted in 0.6 s, and on). The body is now read
-    no further than the largest body a port takes (an upload here: 41 MiB)."""
+    whatever came, up to that length (512 MiB decrypted in 0.6 s, and on). It was then read no
+    further than the largest body a port takes (an upload here: 41 MiB); now the connection
+    closes after the answer (test_a_body_sent_to_a_route_that_takes_none_is_not_read)."""
     with attack(server, tiny):
         sock = _tls(server)
         sock.sendall(b"POST /run HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")
@@ -863,6 +864,32 @@ def test_a_body_refused_by_its_length_is_not_read_for_good(server, tiny):
                 sent += 65536
         sock.close()
     assert sent < 64 * MiB, f"{sent >> 20} MiB read after the answer"
+
+
+@pytest.mark.parametrize("port", ["unattested", "attested"])
+def test_a_body_sent_to_a_route_that_takes_none_is_not_read(server, tiny, port):
+    """A GET / (the unattested port's certificate, plain HTTP here; the attested port's 404,
+    over TLS) declaring a
+    100 MB body was answered, then the server read and dropped the body whole, up to the
+    largest body a port takes (about 1 GiB): bandwidth and a connection slot for nothing.
+    Now the answer says ``Connection: close`` and the server reads no further."""
+    declared = 100_000_000
+    with attack(server, tiny):
+        if port == "attested":
+            sock: socket.socket = _tls(server)
+        else:
+            sock = socket.create_connection((server.host, server.unattested_port), timeout=HANG)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 "), head[:100]
+        assert b"\r\nconnection: close\r\n" in head.lower()
+        sent = 0
+        with contextlib.suppress(OSError):  # reset or broken pipe once the server has closed
+            while sent < declared:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        sock.close()
+    assert sent < 32 * MiB, f"{sent >> 20} MiB read after the answer"
 
 
 def _grpc_stub(server: ServerProcess, certificate: bytes) -> tuple[Any, Any]:

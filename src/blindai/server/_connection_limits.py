@@ -63,5 +63,6 @@ class ConnectionLimits:
     """Open connections on one port (TLS handshakes included)."""
     max_body_bytes: int
     """The largest body a request may carry. One answered before its body was read whole (a
-    413 from its declared length, a 404) still has its body read and dropped, so that a client
-    sending it all can read the answer, up to this many bytes; then the connection is closed."""
+    413 from its declared length, a 404) has at most ``DRAIN_BYTES`` more of its body read and
+    dropped (see ``_limited_http``), so that a client sending a small body whole can read the
+    answer; never more than this many bytes, then the connection is closed."""

@@ -23,7 +23,7 @@ from blindai.server._connection_limits import (
 from blindai.server._connection_tracker import ConnectionTracker
 from blindai.server._head_waits import HeadWaits
 
-__all__ = ["MAX_PIPELINED", "LimitedHttpProtocol", "Unread"]
+__all__ = ["DRAIN_BYTES", "MAX_PIPELINED", "LimitedHttpProtocol", "Unread"]
 
 _ABORT_AFTER_S = 0.5
 _CUT = "the server stopped before answering this request; send it again"
@@ -33,6 +33,11 @@ _FRAMING_BYTES = 64 << 10
 _FRAMING_PER_BYTE = 8
 """A body's chunked framing (size lines, extensions, terminators) may take this many bytes,
 plus this many per byte of body data."""
+
+DRAIN_BYTES = 64 << 10
+"""The most of a request's body still read, and dropped, once the request has been answered
+(a 413 from its declared length, a route that takes no body): more remaining, the answer says
+``Connection: close`` and the connection is dropped once it is written."""
 
 _ANSWER_CHECK_S = 0.02
 """How often a connection holding a large answer checks whether its client has taken it."""
@@ -106,6 +111,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._body_received = 0  # bytes read since the headers: data and chunked framing
         self._body_data = 0  # of which body data
+        self._drained = 0  # bytes read after the request was answered
         self.last_active = self.loop.time()
         self.ws_protocol_class = None  # no WebSocket here: an upgrade request is plain HTTP
 
@@ -237,6 +243,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         else:
             self._body_bytes += len(data)
             self._body_received += len(data)
+            if self._answered_early():
+                self._drained += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -265,7 +273,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(f"request headers over {self._limits.max_header_bytes} bytes")
             elif self._raw_header_bytes:
                 self._arm_header_timer()
-        elif self._answered_early() and self._body_received > self._limits.max_body_bytes:
+        elif self._answered_early() and (
+            self._drained > DRAIN_BYTES or self._body_received > self._limits.max_body_bytes
+        ):
             self.hang_up()
         elif self._body_received - self._body_data > _FRAMING_BYTES + (
             _FRAMING_PER_BYTE * self._body_data
@@ -338,8 +348,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         self._body_start = self.loop.time()
-        self._body_bytes = self._body_received = self._body_data = 0
+        self._body_bytes = self._body_received = self._body_data = self._drained = 0
         super().on_headers_complete()
+        self._close_if_unread(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         """Count body data (what is not is chunked framing)."""
@@ -356,6 +367,44 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # limits
+
+    def _close_if_unread(self, cycle: Any) -> None:
+        """Make ``cycle``'s answer close the connection when, as it starts, more than
+        ``DRAIN_BYTES`` of the request's body remain unread (its route took no body, or
+        refused it): ``Connection: close``, and the connection dropped once the answer is
+        written, reading no further. A body the route reads is not affected: it is read
+        before the answer starts. Before, such a body was read and dropped up to the largest
+        body a port takes (about 1 GiB): a ``GET /`` declaring 100 MB was read whole."""
+        send = cycle.send
+        closing = False
+
+        async def send_closing(message: dict[str, Any]) -> None:
+            nonlocal closing
+            if message["type"] == "http.response.start" and self._unread_beyond(cycle):
+                closing = True
+                headers = list(message.get("headers", []))
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            elif closing and not message.get("more_body", False):
+                cycle.keep_alive = True  # not uvicorn's close: a TLS close reads on
+                await send(message)
+                self.hang_up()
+                return
+            await send(message)
+
+        cycle.send = send_closing
+
+    def _unread_beyond(self, cycle: Any) -> bool:
+        """Whether more than ``DRAIN_BYTES`` of ``cycle``'s request body have yet to come."""
+        if not cycle.more_body or cycle is not self.cycle or self._in_headers:
+            return False
+        for name, value in cycle.scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return True
+                return declared - self._body_data > DRAIN_BYTES
+        return True  # chunked: any length may follow
 
     def _check_headers(self) -> None:
         limits = self._limits

@@ -132,7 +132,9 @@ def create_apps(
     unattested = unattested_routes(service, evidence_workers, settings=settings, store=store)
     # each TLS connection can ask for the evidence of its own certificate (GET /attestation),
     # so that clients behind a load balancer verify the replica they reached
-    limit = FreshEvidenceLimit(settings.max_pending_fresh_evidence)
+    limit = FreshEvidenceLimit(
+        settings.max_pending_fresh_evidence, per_second=settings.fresh_evidence_per_second
+    )
     evidence = [
         gpu_evidence_route(service, evidence_workers),
         attestation_route(

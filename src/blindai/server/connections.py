@@ -15,9 +15,11 @@ measured on the /run of a tiny model), so the httptools protocol is kept and ext
   its first byte (of the connection, for the first request; TLS handshakes have the same
   bound); its body within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
   received. Time during which the server itself has paused reading does not count.
-- **A body answered early** (a 413 from its declared length, a 404) is still read and
-  dropped, so that a client sending it whole can read the answer, but no further than
-  ``max_body_bytes``: it was read up to the length the client declared (any length).
+- **A body answered early** (a 413 from its declared length, a 404, a route that takes no
+  body) is read and dropped, so that a client sending it whole can read the answer, only when
+  at most ``DRAIN_BYTES`` (64 KiB) of it remain as the answer starts; otherwise the answer
+  says ``Connection: close`` and the connection is dropped once it is written. It was read
+  up to ``max_body_bytes`` (about 1 GiB), and before that up to the length declared.
 - **Pipelining.** At most ``MAX_PIPELINED`` requests are read ahead while an earlier one is
   answered; then parsing stops, those read are answered in order, and the connection closes.
   Every request of a read was queued at once: 1 MiB of pipelined 30-byte requests took 85 MB.

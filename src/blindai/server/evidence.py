@@ -1,4 +1,13 @@
-"""The server's certificate and the fresh evidence binding it."""
+"""The server's certificate and the fresh evidence binding it, each with its endorsements.
+
+An attester's ``endorsements()`` are those of its *last* collection (an SNP report's
+``auxblob`` certificates, the collateral of a TDX or SGX quote). The service asks for them
+right after the evidence, with no other collection in between (:class:`Collected`), and keeps
+them together: cached evidence is served with the endorsements collected with it, fresh
+evidence with its own. It served the cached evidence with the endorsements of whatever was
+collected last, a fresh-nonce report perhaps: after a VCEK change (a TCB update, a switch to
+a VLEK) clients failed verification until the next renewal.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from blindai.attestation.binding import expected_report_data
+from blindai.attestation.endorsements import Endorsements
+from blindai.errors import CollateralUnavailable
 from blindai.server.attesters.base import Attester
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.metrics import Metrics
 from blindai.server.tls import TlsIdentity
 
-__all__ = ["EVIDENCE_TTL_S", "EvidenceService"]
+__all__ = ["EVIDENCE_TTL_S", "Collected", "EvidenceService"]
 
 EVIDENCE_TTL_S = 60.0
 
@@ -57,6 +68,23 @@ class _Cached(Generic[_T]):
             self._collecting.release()
 
 
+@dataclass(frozen=True)
+class Collected:
+    """Evidence and the endorsements collected with it (see the module)."""
+
+    evidence: bytes
+    found: Endorsements | None
+    """The endorsements; None when they could not be had (``missing`` says why)."""
+    missing: CollateralUnavailable | None = None
+
+    def endorsements(self) -> Endorsements:
+        """The endorsements collected with the evidence; :class:`CollateralUnavailable` when
+        they could not be had then (the evidence is still served alone, as on ``/quote``)."""
+        if self.found is None:
+            raise self.missing or CollateralUnavailable("no endorsements were collected")
+        return self.found
+
+
 def _young(collected: float) -> bool:
     return time.monotonic() - collected <= EVIDENCE_TTL_S
 
@@ -77,8 +105,10 @@ class EvidenceService:
     gpu: NvidiaGpuAttester | None = None
     metrics: Metrics | None = None
     """Where evidence refreshes are counted (``blindai_evidence_refreshes_total``)."""
-    _cpu: _Cached[bytes] = field(default_factory=_Cached, init=False)
+    _cpu: _Cached[Collected] = field(default_factory=_Cached, init=False)
     _gpu: _Cached[dict[str, Any]] = field(default_factory=_Cached, init=False)
+    _collecting: threading.Lock = field(default_factory=threading.Lock, init=False)
+    """Held from an evidence collection to its endorsements: no other collection between."""
 
     @property
     def cert_der(self) -> bytes:
@@ -87,15 +117,28 @@ class EvidenceService:
 
     def evidence(self) -> bytes:
         """Evidence whose report data is SHA-256(certificate DER) followed by zeros."""
+        return self.collected().evidence
+
+    def collected(self) -> Collected:
+        """:meth:`evidence` with the endorsements collected with it."""
         return self._cpu.get(
             self.identity.cert_der,
-            lambda cert: self.attester.evidence(expected_report_data(cert)),
+            lambda cert: self._collect(expected_report_data(cert)),
             lambda: self._refreshed("cpu"),
         )
 
-    def fresh_evidence(self, nonce: bytes) -> bytes:
-        """New evidence binding the certificate and ``nonce`` (never cached: each is unique)."""
-        return self.attester.evidence(expected_report_data(self.identity.cert_der, nonce=nonce))
+    def fresh(self, nonce: bytes) -> Collected:
+        """New evidence binding the certificate and ``nonce`` (never cached: each is unique),
+        with the endorsements collected with it."""
+        return self._collect(expected_report_data(self.identity.cert_der, nonce=nonce))
+
+    def _collect(self, report_data: bytes) -> Collected:
+        with self._collecting:
+            evidence = self.attester.evidence(report_data)
+            try:
+                return Collected(evidence, self.attester.endorsements())
+            except CollateralUnavailable as exc:
+                return Collected(evidence, None, exc)
 
     def gpu_evidence(self) -> dict[str, Any] | None:
         """``{"report", "certificates"}`` binding the certificate, or None without a GPU."""

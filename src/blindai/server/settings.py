@@ -260,6 +260,10 @@ class ServerSettings(BaseSettings):
     max_pending_fresh_evidence: int = Field(4, gt=0)
     """Most fresh-evidence collections (``GET /attestation?nonce=``, each a new quote or report
     from the TEE) waiting at once; further requests are answered 503 until one finishes."""
+    fresh_evidence_per_second: float = Field(10.0, gt=0)
+    """Most fresh-evidence collections started a second, the whole server together (a token
+    bucket holding one second's worth, at least one); beyond, 503 with ``Retry-After``. Each
+    costs the TEE a new quote or report, and anyone reaching a TLS port may ask for one."""
     max_model_runs: int = Field(0, ge=0)
     """Most inferences of one model (identical uploads count as one) running at once; 0: one
     less than --inference-threads (at least 1), so that one model never holds every worker."""

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from blindai.server._limited_http import DRAIN_BYTES
 from blindai.server.connections import MAX_PIPELINED, ConnectionLimits, LimitedServer, Unread
 
 FAST = ConnectionLimits(
@@ -725,8 +726,9 @@ def test_pipelined_requests_are_read_ahead_up_to_a_bound(tls):
 def test_a_body_answered_early_is_read_no_further_than_the_largest_body():
     """A request answered before its body was read (413 from its declared length) kept the
     connection reading and dropping whatever came, up to the length it declared (10**15
-    here): 512 MiB in 0.6 s went through decryption on a real server, and on. Now the body
-    is read up to max_body_bytes (1 MiB here), then the connection is closed."""
+    here): 512 MiB in 0.6 s went through decryption on a real server, and on. Then the body
+    was read up to max_body_bytes (1 MiB here); now the connection closes after the answer
+    (test_a_body_no_route_takes_is_not_read_and_the_connection_closes)."""
     with limited() as running, Probe(running):
         sock = running.connect()
         sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n")
@@ -740,11 +742,36 @@ def test_a_body_answered_early_is_read_no_further_than_the_largest_body():
         sock.close()
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_body_no_route_takes_is_not_read_and_the_connection_closes(tls):
+    """A GET / declaring a 100 MB body was answered 200, then the connection read and dropped
+    the body, up to the largest body a port takes (about 1 GiB on a real server): bandwidth
+    and a connection slot for nothing. Now the answer says ``Connection: close`` and the
+    connection reads no further than DRAIN_BYTES (and the buffers on the way) once it is
+    written: the client cannot send most of the body."""
+    declared = 100_000_000
+    real = dataclasses.replace(FAST, max_body_bytes=1 << 30)  # a real server's largest body
+    with limited(real, tls=tls) as running, Probe(running):
+        sock = running.connect()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"pong" in head
+        assert b"\r\nconnection: close\r\n" in head.lower()
+        sent = 0
+        with contextlib.suppress(OSError):  # reset or broken pipe once the server has closed
+            while sent < declared:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        sock.close()
+    assert sent < 16 << 20, f"{sent >> 20} MiB read after the answer"
+
+
 def test_a_body_answered_early_that_fits_is_read_and_the_connection_goes_on():
     """A client that sends the whole body before reading (as most do) still gets the answer,
-    and the connection serves its next request."""
+    and the connection serves its next request, when the body left unread is small (at most
+    DRAIN_BYTES): a larger one closes the connection after the answer."""
     with limited() as running, contextlib.closing(running.connect()) as sock:
-        size = 500_000
+        size = DRAIN_BYTES // 2
         head = b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
         sock.sendall(head + b"b" * size + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = b""

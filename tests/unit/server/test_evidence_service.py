@@ -8,6 +8,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -15,12 +16,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from blindai.attestation import simulation
 from blindai.attestation.binding import expected_report_data, gpu_nonce
+from blindai.attestation.claims import EvidenceKind
 from blindai.attestation.nvidia_gpu._layout import parse_report
+from blindai.server.attesters import ConfigfsTsmAttester
+from blindai.server.attesters._quote import carried_report_data
 from blindai.server.attesters.nvidia_gpu import NvidiaGpuAttester
 from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.evidence import EvidenceService
+from blindai.server.protocols.v06.attestation import attestation_reply
 from blindai.server.tls import TlsIdentity
 from tests._fakes.nvidia_gpu import default_measurements, sign, unsigned_report
+from tests.unit.server.attesters.attester_fakes import FakeTsmKernel, certificate_table
+from tests.unit.server.attesters.test_configfs_tsm_attester import ARK, ASK, VCEK, snp_files
 
 _T = TypeVar("_T")
 
@@ -174,3 +181,42 @@ def test_evidence_for_another_certificate_is_not_served_while_a_refresh_is_under
     expected = expected_report_data(service.cert_der)
     assert [_report_data(r) for r in results] == [expected, expected]
     assert attester.calls == 2  # one collection for the new certificate, not one each
+
+
+_SNP_REPORT_DATA = slice(0x50, 0x90)  # REPORT_DATA in an SEV-SNP attestation report
+
+
+def test_cached_evidence_is_served_with_the_endorsements_collected_with_it(
+    evidence_dir: Path, tmp_path: Path
+):
+    """/attestation without a nonce sent the cached report with the endorsements of the last
+    report collected, a fresh-nonce one perhaps: when the VCEK changed in between (a TCB
+    update, a switch to a VLEK), clients failed verification until the next renewal. Each
+    answer's evidence and certificates now come from the same collection."""
+    report, vcek, ask, ark = snp_files(evidence_dir, "virtee-sev-milan")
+    _, other_vcek, *_ = snp_files(evidence_dir, "go-sev-guest-milan")
+    assert vcek != other_vcek
+    tables = [certificate_table([(VCEK, v), (ASK, ask), (ARK, ark)]) for v in (vcek, other_vcek)]
+    report_dir = tmp_path / "tsm" / "report"
+    report_dir.mkdir(parents=True)
+
+    def carrying(inblob: bytes) -> bytes:  # the real report, carrying the data written
+        cut = _SNP_REPORT_DATA
+        made = report[: cut.start] + inblob + report[cut.stop :]
+        assert carried_report_data(EvidenceKind.SEV_SNP, made) == inblob
+        return made
+
+    # entry 0: the probe; 1: the cached report; 2 on: fresh reports, after the VCEK changed
+    def table(index: int) -> bytes:
+        return tables[0] if index <= 1 else tables[1]
+
+    with FakeTsmKernel(report_dir, provider="sev_guest", outblob=carrying, auxblob=table):
+        service = EvidenceService(TlsIdentity.generate(), ConfigfsTsmAttester.probe(report_dir))
+        cached = attestation_reply(service, nonce=None, info={})
+        fresh = attestation_reply(service, nonce=b"n" * 32, info={})
+        again = attestation_reply(service, nonce=None, info={})
+    assert cached.certificates == (vcek, ask, ark)
+    assert fresh.certificates == (other_vcek, ask, ark)
+    assert fresh.evidence != cached.evidence
+    assert again.evidence == cached.evidence
+    assert again.certificates == (vcek, ask, ark)  # its own, not the fresh report's

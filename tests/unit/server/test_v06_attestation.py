@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,8 @@ from blindai.server.attesters.gramine import GramineAttester
 from blindai.server.attesters.simulation import SimulationAttester
 from blindai.server.evidence import EvidenceService
 from blindai.server.protocols.v06 import FreshEvidenceLimit, attestation_route
+from blindai.server.protocols.v06.attestation import FreshEvidenceRefused
+from blindai.server.settings import ServerSettings
 from blindai.server.tls import TlsIdentity
 from tests.unit.attestation.pcs_fakes import FakeFetcher
 from tests.unit.server._inprocess import in_process
@@ -217,6 +220,78 @@ def test_anonymous_requests_while_the_pcs_fails_cost_one_fetch(sgx_set: Path):
             resp = p.unattested.get("/endorsements")
             assert resp.status_code == 503
             assert resp.headers["x-blindai-error"] == "CollateralUnavailable"
+        # the endorsements of the cached evidence were not had when it was collected: that
+        # collection's reason, until the evidence is renewed (EVIDENCE_TTL_S)
         resp = p.attested.get("/attestation")
-        assert resp.status_code == 503 and "not fetched again until" in cbor2.loads(resp.content)
+        assert resp.status_code == 503 and "fake PCS: 404" in cbor2.loads(resp.content)
     assert len(pcs.asked) == 1
+
+
+class CountingAttester(SimulationAttester):
+    """A simulation attester counting the reports it makes (each a TEE's quote or report)."""
+
+    def __init__(self) -> None:
+        super().__init__(measurement=b"\3" * 32)
+        self.reports = 0
+
+    def evidence(self, report_data: bytes) -> bytes:
+        self.reports += 1
+        return super().evidence(report_data)
+
+
+def test_fresh_evidence_is_rate_limited_while_others_are_served():
+    """Fresh evidence had a cap on collections in progress (4) but none on their rate:
+    anonymous clients could keep the TEE making reports back to back. Now at most
+    fresh_evidence_per_second start a second; beyond, 503 ServerBusy with Retry-After and a
+    message, while cached evidence and the other routes are still served."""
+    attester = CountingAttester()
+    with in_process(fresh_evidence_per_second=0.2) as p:  # one, then one every 5 s
+        p.service.attester = attester
+        statuses = []
+        for i in range(10):
+            resp = p.attested.get("/attestation", params={"nonce": bytes([i] * 32).hex()})
+            statuses.append(resp.status_code)
+            if resp.status_code == 503:
+                assert resp.headers["x-blindai-error"] == "ServerBusy"
+                assert 1 <= int(resp.headers["retry-after"]) <= 5
+                assert "fresh_evidence_per_second" in cbor2.loads(resp.content)
+        assert statuses == [200] + [503] * 9
+        assert attester.reports == 1
+        assert p.attested.get("/attestation").status_code == 200  # cached evidence: served
+        assert p.unattested.get("/").status_code == 200
+    assert attester.reports == 2  # the cached evidence's
+
+
+def test_the_default_fresh_evidence_rate_bounds_the_reports_made():
+    """With the default settings, 40 fresh-evidence requests in a row made 40 reports."""
+    attester = CountingAttester()
+    with in_process() as p:
+        p.service.attester = attester
+        start = time.monotonic()
+        for i in range(40):
+            p.attested.get("/attestation", params={"nonce": bytes([i] * 32).hex()})
+        elapsed = time.monotonic() - start
+        rate = ServerSettings(tee="simulation").fresh_evidence_per_second
+        assert attester.reports <= rate + elapsed * rate + 1, (attester.reports, elapsed)
+
+
+def test_the_fresh_evidence_rate_refills_over_time():
+    now = [0.0]
+    limit = FreshEvidenceLimit(4, per_second=2, clock=lambda: now[0])
+    for _ in range(2):  # a second's worth at once
+        limit.enter()
+        limit.leave()
+    with pytest.raises(FreshEvidenceRefused) as refused:
+        limit.enter()
+    assert refused.value.retry_after_s == pytest.approx(0.5)
+    assert limit.pending == 0
+    now[0] = 0.5
+    limit.enter()  # one more after half a second
+    with pytest.raises(FreshEvidenceRefused):
+        limit.enter()
+    now[0] = 100.0  # a quiet spell refills one second's worth, no more
+    for _ in range(2):
+        limit.enter()
+        limit.leave()
+    with pytest.raises(FreshEvidenceRefused):
+        limit.enter()

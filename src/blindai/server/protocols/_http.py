@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
@@ -133,10 +134,12 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         async def wrapped(request: Request) -> Response:
+            retry = None
             try:
                 return await endpoint(request)
             except BlindAIError as exc:
                 status, kind = exc.http_status, _public_name(type(exc))
+                retry = getattr(exc, "retry_after_s", None)  # when trying again makes sense
                 if status >= 500:
                     _log.error("%s failed: %s", route_template(request.scope), kind)
                 message = exc.message if isinstance(exc, ServerError) else str(exc)
@@ -148,6 +151,8 @@ def error_replies(render: ErrorRenderer) -> Callable[[Endpoint], Endpoint]:
                 _log.error("%s failed unexpectedly: %s", where, type(exc).__name__)
                 reply, kind = render("internal server error", 500, "ServerError"), "ServerError"
             reply.headers[ERROR_HEADER] = kind
+            if isinstance(retry, (int, float)):
+                reply.headers["retry-after"] = str(max(1, math.ceil(retry)))
             return reply
 
         return wrapped

@@ -58,6 +58,9 @@ class FakeTsmKernel(_EntryWatcher):
     through a FIFO; when ``provider`` is opened for reading (the attester's last read) it removes
     every attribute before answering, so that the attester's ``rmdir`` finds the entry empty as
     it would on configfs.
+
+    ``outblob`` may be a function of the entry's ``inblob`` (a report carrying the report data
+    written), ``auxblob`` one of the entry's index (a certificate table that changes).
     """
 
     def __init__(
@@ -65,8 +68,8 @@ class FakeTsmKernel(_EntryWatcher):
         report_dir: Path,
         *,
         provider: str,
-        outblob: bytes,
-        auxblob: bytes | None = None,
+        outblob: bytes | Callable[[bytes], bytes],
+        auxblob: bytes | Callable[[int], bytes | None] | None = None,
         extra_writes: Callable[[int], int] = lambda index: 0,
         generation_text: str | None = None,
         outblob_is_a_directory: bool = False,
@@ -122,10 +125,15 @@ class FakeTsmKernel(_EntryWatcher):
             writes += 1
         writes += self.extra_writes(len(self.entries) - 1)
         (entry / "generation").write_text(self.generation_text or f"{writes}\n")
-        if self.auxblob is not None:
-            (entry / "auxblob").write_bytes(self.auxblob)
+        index = len(self.entries) - 1
+        auxblob = self.auxblob(index) if callable(self.auxblob) else self.auxblob
+        if auxblob is not None:
+            (entry / "auxblob").write_bytes(auxblob)
         if not self.outblob_is_a_directory:
-            self._write_fifo(entry / "outblob", self.outblob)
+            outblob = self.outblob
+            self._write_fifo(
+                entry / "outblob", outblob(record["inblob"]) if callable(outblob) else outblob
+            )
 
     def _answer_provider(self, entry: Path) -> bool:
         try:

@@ -97,7 +97,8 @@ def unattested_routes(
         return cbor_response(found)
 
     async def endorsements(_: Request) -> Response:
-        e = await workers.run(service.attester.endorsements)
+        found = await workers.run(service.collected)  # those of the evidence /quote serves
+        e = found.endorsements()
         return cbor_response({"collateral": e.collateral, "certificates": list(e.certificates)})
 
     async def info(_: Request) -> Response:
