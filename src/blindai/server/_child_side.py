@@ -1,23 +1,56 @@
 """What the server's limited children share: their size, and their end with the server's.
 
-Used by the compile guard's child (``_compile_worker``) and a tokenizer's process
-(``_tokenizer_worker``); imports nothing heavy, so that a child starts fast.
+Used by the compile guard's child (``_compile_worker``), a tokenizer's process
+(``_tokenizer_worker``) and a model's host (``_model_host_worker``: :func:`receive_setup`);
+imports nothing heavy, so that a child starts fast.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import signal
 import socket
+from typing import Any
 
-__all__ = ["FAILED_EXIT", "MEMORY_EXIT", "end_with_parent", "outlive_no_parent", "vm_status"]
+__all__ = [
+    "FAILED_EXIT",
+    "MAX_SETUP_BYTES",
+    "MEMORY_EXIT",
+    "end_with_parent",
+    "outlive_no_parent",
+    "receive_setup",
+    "vm_status",
+]
 
 MEMORY_EXIT = 3
 """Exit status of a child that ran out of its address space where it could not answer."""
 FAILED_EXIT = 4
 """Exit status of a child that failed otherwise without answering (a bug)."""
+MAX_SETUP_BYTES = 1 << 16
+"""Largest first message (a JSON object of settings) a host child reads."""
+
+
+def receive_setup(channel: socket.socket) -> tuple[dict[str, Any], int] | None:
+    """The first message's settings (one JSON object) and the one descriptor passed with it
+    (``SCM_RIGHTS``: the model's or tokenizer's file); None when the server went away or sent
+    something else (cut short, another number of descriptors, not JSON)."""
+    try:
+        data, fds, flags, _ = socket.recv_fds(channel, MAX_SETUP_BYTES, 1)
+    except OSError:
+        return None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1 or not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    try:
+        setup = json.loads(data)
+    except ValueError:
+        os.close(fds[0])
+        return None
+    return setup, fds[0]
 
 
 def vm_status(key: str) -> int:

@@ -17,7 +17,6 @@ or the model is written anywhere but to the server.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from typing import Any
 
 from blindai._malloc import keep_freed_memory
 from blindai.errors import BlindAIError
+from blindai.server._child_side import receive_setup
 from blindai.server._host_wire import (
     Frame,
     FrameError,
@@ -42,7 +42,6 @@ from blindai.server.runtime import OnnxModel, TensorSpec
 __all__ = ["main"]
 
 _OOM_MARKERS = ("Available memory of", "Failed to allocate memory", "bad_alloc")
-_MAX_SETUP = 1 << 16
 _RUN_THREADS = 64
 """Runs at once in the host (the server holds a model to ``--max-model-runs``; beyond, they
 wait here, and a run stopped meanwhile starts already terminated)."""
@@ -126,25 +125,6 @@ class _Host:
         self.send({"id": run_id, "ok": True, "outputs": entries}, buffers)
 
 
-def _setup(channel: socket.socket) -> tuple[dict[str, Any], int] | None:
-    """The first frame's settings and the model's descriptor (None: the server went away or
-    sent something else)."""
-    try:
-        data, fds, flags, _ = socket.recv_fds(channel, _MAX_SETUP, 1)
-    except OSError:
-        return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1 or not data:
-        for fd in fds:
-            os.close(fd)
-        return None
-    try:
-        setup = json.loads(data)
-    except ValueError:
-        os.close(fds[0])
-        return None
-    return setup, fds[0]
-
-
 def _load(setup: dict[str, Any], fd: int) -> OnnxModel:
     keep_freed_memory(int(setup.get("keep_freed_memory", 0)))
     cap_arena(int(setup["memory_bytes"]))
@@ -164,7 +144,7 @@ def main() -> None:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
     channel = socket.socket(fileno=0)
-    received = _setup(channel)
+    received = receive_setup(channel)
     if received is None:
         os._exit(0)
     setup, fd = received

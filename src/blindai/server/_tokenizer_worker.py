@@ -20,7 +20,6 @@ the tokenizer is written anywhere but to the server.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -39,32 +38,13 @@ from blindai.server._child_side import (
     MEMORY_EXIT,
     end_with_parent,
     outlive_no_parent,
+    receive_setup,
     vm_status,
 )
 from blindai.server._host_wire import FrameError, encode_arrays, read_frame, write_frame
 from blindai.server.no_dumps import forbid_dumps
 
 __all__ = ["FAILED_EXIT", "MEMORY_EXIT", "main"]
-
-_MAX_SETUP = 1 << 16
-
-
-def _setup(channel: socket.socket) -> tuple[dict[str, Any], int] | None:
-    """The setup and the file's descriptor (None: the server went away or sent something
-    else)."""
-    try:
-        data, fds, flags, _ = socket.recv_fds(channel, _MAX_SETUP, 1)
-    except OSError:
-        return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 1 or not data:
-        for fd in fds:
-            os.close(fd)
-        return None
-    try:
-        return json.loads(data), fds[0]
-    except ValueError:
-        os.close(fds[0])
-        return None
 
 
 def _compile(setup: dict[str, Any], fd: int) -> Any:
@@ -122,7 +102,7 @@ def main() -> None:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
     channel = socket.socket(fileno=0)
-    received = _setup(channel)
+    received = receive_setup(channel)
     if received is None:
         os._exit(0)
     setup, fd = received
